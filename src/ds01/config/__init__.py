@@ -1,0 +1,1 @@
+"""Configuration files as typed models: loading, validation and per-user resolution."""

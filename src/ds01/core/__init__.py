@@ -1,0 +1,1 @@
+"""Pure decisions: validation, quotas and placement. No I/O in this package."""

@@ -1,0 +1,1 @@
+"""The structured event log (JSONL), written only by ds01d."""

@@ -1,0 +1,1 @@
+"""Adapters to the outside world: the Docker engine and the kernel."""
