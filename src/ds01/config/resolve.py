@@ -1,0 +1,225 @@
+"""Resolve one user's effective limits from ``resource-limits.yaml``, with provenance.
+
+Per key, the first layer that sets it wins:
+
+1. the user's own entry under ``users:`` (``source = "user:<name>"``);
+2. the config groups the user belongs to (``"group:<name>"``); when several set the key,
+   the most permissive value wins (see ``permissiveness``), ties going to the group listed
+   first in the file;
+3. ``defaults:`` (``"defaults"``);
+4. ``BUILTIN_LIMITS`` (``"builtin"``).
+
+"Sets" includes ``null``: a layer that writes ``gpu_limit: null`` makes the user unlimited,
+whatever the lower layers say. A user entry overrides only the keys it writes; its other keys
+still come from the user's groups.
+
+Everything here is pure: the caller supplies the user's Unix groups (the daemon asks NSS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, cast
+
+from ds01.config.limits import BUILTIN_LIMITS, LIMIT_KEYS, ResourceLimitsConfig
+from ds01.core.units import MIB, parse_bytes
+
+SOURCE_DEFAULTS = "defaults"
+SOURCE_BUILTIN = "builtin"
+
+#: The limit keys whose values are sizes (strings such as ``"32G"``).
+SIZE_KEYS = frozenset({"memory_limit", "shm_size"})
+
+#: Docker's ``/dev/shm`` size when none is given, which is what ``shm_size: null`` means.
+DOCKER_DEFAULT_SHM_BYTES = 64 * MIB
+
+
+def user_source(user: str) -> str:
+    """The provenance label of a value taken from ``users.<user>``."""
+    return f"user:{user}"
+
+
+def group_source(group: str) -> str:
+    """The provenance label of a value taken from ``groups.<group>``."""
+    return f"group:{group}"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One effective value and the layer it came from (``"user:jane"``, ``"group:phd"``,
+    ``"defaults"`` or ``"builtin"``). ``None`` means unlimited (see ``Limits``)."""
+
+    value: Any
+    source: str
+
+
+def permissiveness(key: str, value: Any) -> tuple[int, float]:
+    """Order the values of limit ``key``: a larger result grants the user more.
+
+    ``null`` (unlimited) ranks above every number, except for ``shm_size`` where ``null``
+    means Docker's default of 64 MiB. Otherwise larger numbers are more permissive (sizes
+    compared in bytes, higher priority first), and ``true`` beats ``false``.
+    """
+    if value is None:
+        if key == "shm_size":
+            return (0, float(DOCKER_DEFAULT_SHM_BYTES))
+        return (1, 0.0)
+    if key in SIZE_KEYS:
+        return (0, float(parse_bytes(value)))
+    return (0, float(value))
+
+
+@dataclass(frozen=True)
+class ResolvedLimits:
+    """A user's effective limits: one ``Resolved`` per key in ``LIMIT_KEYS``.
+
+    ``groups`` are the config groups the user belongs to, in file order. The properties
+    give typed access; ``None`` means unlimited (``shm_size``: Docker's default;
+    ``idle_timeout_hours``: never stopped for idleness).
+    """
+
+    user: str
+    groups: tuple[str, ...]
+    values: dict[str, Resolved]
+
+    def source_of(self, key: str) -> str:
+        """Which layer the value of ``key`` came from."""
+        return self.values[key].source
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{key: value}`` for every limit, JSON-friendly (sizes as strings like ``"32G"``)."""
+        return {key: resolved.value for key, resolved in self.values.items()}
+
+    def explain(self) -> dict[str, dict[str, Any]]:
+        """``{key: {"value": ..., "source": ...}}`` for every limit (``check-limits --explain``)."""
+        return {
+            key: {"value": resolved.value, "source": resolved.source}
+            for key, resolved in self.values.items()
+        }
+
+    def _size_bytes(self, key: str) -> int | None:
+        value = self.values[key].value
+        return None if value is None else parse_bytes(value)
+
+    @property
+    def priority(self) -> int:
+        """Scheduling priority, 0..1000; higher goes first."""
+        return cast(int, self.values["priority"].value)
+
+    @property
+    def gpu_limit(self) -> float | None:
+        """GPU-equivalents the user may hold over all containers."""
+        return cast("float | None", self.values["gpu_limit"].value)
+
+    @property
+    def max_gpus_per_container(self) -> float | None:
+        """GPU-equivalents one container may hold."""
+        return cast("float | None", self.values["max_gpus_per_container"].value)
+
+    @property
+    def allow_full_gpu(self) -> bool:
+        """Whether the user may be given a whole (non-MIG) GPU."""
+        return cast(bool, self.values["allow_full_gpu"].value)
+
+    @property
+    def allow_mig(self) -> bool:
+        """Whether the user may be given a MIG instance."""
+        return cast(bool, self.values["allow_mig"].value)
+
+    @property
+    def cpu_limit(self) -> float | None:
+        """CPUs per container (Docker ``--cpus``)."""
+        return cast("float | None", self.values["cpu_limit"].value)
+
+    @property
+    def memory_limit(self) -> str | None:
+        """Memory per container as a normalised size string (``"32G"``)."""
+        return cast("str | None", self.values["memory_limit"].value)
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        """Memory per container in bytes."""
+        return self._size_bytes("memory_limit")
+
+    @property
+    def shm_size(self) -> str | None:
+        """``/dev/shm`` size per container as a normalised size string (``"8G"``)."""
+        return cast("str | None", self.values["shm_size"].value)
+
+    @property
+    def shm_size_bytes(self) -> int | None:
+        """``/dev/shm`` size per container in bytes."""
+        return self._size_bytes("shm_size")
+
+    @property
+    def pids_limit(self) -> int | None:
+        """Processes per container."""
+        return cast("int | None", self.values["pids_limit"].value)
+
+    @property
+    def max_containers(self) -> int | None:
+        """Containers the user may have, running or stopped."""
+        return cast("int | None", self.values["max_containers"].value)
+
+    @property
+    def max_runtime_hours(self) -> float | None:
+        """Hours a container may run before it is stopped."""
+        return cast("float | None", self.values["max_runtime_hours"].value)
+
+    @property
+    def idle_timeout_hours(self) -> float | None:
+        """Idle hours after which a container is stopped."""
+        return cast("float | None", self.values["idle_timeout_hours"].value)
+
+
+def groups_of(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> tuple[str, ...]:
+    """The config groups ``user`` belongs to, in file order.
+
+    A user belongs to a group listed in its ``members``, or when ``unix_groups`` (the
+    names of the user's Unix groups) contains the group's ``unix_group``.
+    """
+    member_of = set(unix_groups)
+    return tuple(
+        name
+        for name, group in config.groups.items()
+        if user in group.members or config.unix_group_of(name) in member_of
+    )
+
+
+def resolve_limits(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> ResolvedLimits:
+    """``user``'s effective limits: user entry, then groups (most permissive), then
+    defaults, then the builtin baseline, decided key by key."""
+    groups = groups_of(config, user, unix_groups)
+    user_entry = config.users.get(user)
+    user_values = user_entry.declared() if user_entry is not None else {}
+    group_values = [(name, config.groups[name].declared()) for name in groups]
+    default_values = config.defaults.declared()
+    builtin_values = BUILTIN_LIMITS.declared()
+
+    values: dict[str, Resolved] = {}
+    for key in LIMIT_KEYS:
+        from_groups = [
+            Resolved(declared[key], group_source(name))
+            for name, declared in group_values
+            if key in declared
+        ]
+        if key in user_values:
+            values[key] = Resolved(user_values[key], user_source(user))
+        elif from_groups:
+            # max() keeps the first of equal values: ties go to the group listed first.
+            values[key] = max(from_groups, key=lambda item: permissiveness(key, item.value))
+        elif key in default_values:
+            values[key] = Resolved(default_values[key], SOURCE_DEFAULTS)
+        else:
+            values[key] = Resolved(builtin_values[key], SOURCE_BUILTIN)
+    return ResolvedLimits(user=user, groups=groups, values=values)
+
+
+def is_admin(config: ResourceLimitsConfig, unix_groups: Collection[str], uid: int) -> bool:
+    """Whether the caller is a ds01 admin: root (uid 0) or in the ``admin_group`` Unix group."""
+    return uid == 0 or config.admin_group in unix_groups
