@@ -1,0 +1,171 @@
+"""The GPU backend interface: where the daemon's view of the GPUs comes from.
+
+Two implementations exist:
+
+- :class:`ds01.gpu.nvml.NvmlBackend` asks the NVIDIA driver through NVML (nvidia-ml-py).
+- :class:`ds01.gpu.simulated.SimulatedBackend` builds the inventory from ``gpu-config.yaml``
+  and is the default on machines without GPUs, in tests and in demos.
+
+:func:`make_backend` picks one from the configuration.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar
+
+from ds01.config.gpu_config import GpuConfig
+from ds01.gpu.device import Device, Inventory, PhysicalGpu
+
+
+@dataclass(frozen=True)
+class DeviceTelemetry:
+    """What one device is doing right now. ``None`` means "not available", never zero.
+
+    Attributes:
+        gpu_util_percent: share of time a kernel ran over the last sample period, in percent
+            (0-100). ``None`` on MIG instances: NVML does not report it there.
+        memory_used_mib: device memory in use, in MiB.
+        memory_total_mib: device memory in total, in MiB (a MIG instance's own share).
+        process_count: compute processes running on the device (host PIDs, any user).
+    """
+
+    gpu_util_percent: float | None = None
+    memory_used_mib: int | None = None
+    memory_total_mib: int | None = None
+    process_count: int | None = None
+
+
+class GpuBackend(abc.ABC):
+    """Source of the GPU inventory and of per-device telemetry.
+
+    Subclasses set :attr:`name` and override :meth:`inventory` and :meth:`utilization`;
+    they override :meth:`close` when they hold resources. Everything else is shared.
+
+    Contract:
+
+    - :meth:`inventory` returns every physical GPU and every allocatable device (whole
+      GPUs with MIG off, MIG instances of GPUs with MIG on) as an immutable
+      :class:`~ds01.gpu.device.Inventory`, with ``reserved`` copied from the configuration
+      (reserved UUIDs stay in ``devices``; the allocator skips them). A GPU with MIG on and
+      no instances is listed in ``gpus``, offers no device, and is named in ``message``.
+    - "No GPUs here" is a state, not an error: no driver, no NVML library or zero GPUs give
+      an empty inventory whose ``message`` says why and what to do. A GPU that cannot be
+      read is left out and named in ``message``. :class:`ds01.errors.SystemFault` is raised
+      only for unexpected failures (NVML broken after it started, driver/library mismatch).
+    - :meth:`utilization` is observation: it never raises for a device that cannot be
+      read, it reports the values it could not read as ``None``. UUIDs the backend does
+      not know (any more) are left out of the result. Like :meth:`inventory`, it raises
+      :class:`ds01.errors.SystemFault` only when the backend as a whole fails.
+    - Devices are addressed by UUID only (``GPU-…``, ``MIG-…``), never by index.
+    - Both queries may be called from several threads at once and as often as the daemon
+      loop likes; each call reflects the current state (nothing is cached across calls
+      that could change between them, such as MIG layouts or telemetry).
+    - :meth:`close` releases what the backend holds; it is idempotent, and a closed
+      backend may be queried again (it reopens lazily). Backends are context managers.
+    """
+
+    name: ClassVar[str]
+    """Backend name as written in ``gpu-config.yaml`` (``backend: …``) and ``Inventory.backend``."""
+
+    def __init__(self, config: GpuConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def inventory(self) -> Inventory:
+        """Physical GPUs and allocatable devices now (memory in MiB, see ``Device``).
+
+        Raises:
+            ds01.errors.SystemFault: the backend failed unexpectedly. Never raised for
+                "no driver" or "no GPUs": those give an empty inventory with a message.
+        """
+        raise NotImplementedError("Override in subclass.")
+
+    @abc.abstractmethod
+    def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+        """Current telemetry of the given devices, keyed by UUID.
+
+        Units are those of :class:`DeviceTelemetry` (percent, MiB, process count). A
+        device that is not in the inventory is left out; a value that cannot be read is
+        ``None`` (e.g. utilisation of a MIG instance on NVML).
+
+        Raises:
+            ds01.errors.SystemFault: the backend as a whole failed unexpectedly.
+        """
+        raise NotImplementedError("Override in subclass.")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release driver handles or other resources; idempotent. Default: nothing to do."""
+
+    def __enter__(self) -> GpuBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _make_inventory(
+        self,
+        gpus: Iterable[PhysicalGpu] = (),
+        devices: Iterable[Device] = (),
+        notes: Iterable[str] = (),
+    ) -> Inventory:
+        """An :class:`Inventory` of this backend, with ``reserved`` from the configuration.
+
+        ``notes`` become the inventory's message, followed by one note per GPU that has
+        MIG on and no instance; no notes, no message.
+        """
+        inventory = Inventory(
+            backend=self.name,
+            gpus=tuple(gpus),
+            devices=tuple(devices),
+            reserved=frozenset(self.config.reserved),
+        )
+        all_notes = [*notes] + [
+            f"GPU {gpu.index} has MIG on and no MIG instance: it is unusable until "
+            "instances are created."
+            for gpu in inventory.unusable_gpus()
+        ]
+        return dataclasses.replace(inventory, message=" ".join(all_notes) or None)
+
+
+def whole_gpu_device(gpu: PhysicalGpu) -> Device:
+    """The device that a GPU with MIG off offers: all of it (memory in MiB, all slices)."""
+    return Device(
+        uuid=gpu.uuid,
+        kind="gpu",
+        gpu_index=gpu.index,
+        gpu_uuid=gpu.uuid,
+        model=gpu.model,
+        memory_mib=gpu.memory_mib,
+        slices=gpu.total_slices,
+        total_slices=gpu.total_slices,
+        device_node=gpu.device_node,
+    )
+
+
+def make_backend(config: GpuConfig, *, simulated_telemetry_file: Path | None = None) -> GpuBackend:
+    """The backend that ``config.backend`` names.
+
+    Args:
+        config: the parsed ``gpu-config.yaml``.
+        simulated_telemetry_file: JSON file from which the simulated backend reads
+            per-device telemetry (usually ``<state-dir>/simulated-telemetry.json``, see
+            :mod:`ds01.gpu.simulated`); ignored by the NVML backend. ``None``: idle devices.
+    """
+    if config.backend == "nvml":
+        from ds01.gpu.nvml import NvmlBackend
+
+        return NvmlBackend(config)
+    from ds01.gpu.simulated import SimulatedBackend
+
+    return SimulatedBackend(config, telemetry_file=simulated_telemetry_file)

@@ -1,0 +1,359 @@
+"""GPUs as the NVIDIA driver reports them, through NVML (``pynvml`` from nvidia-ml-py).
+
+``pynvml`` is imported, and ``nvmlInit`` called, on first use under a lock, so importing
+this module costs nothing and works on machines without the package or a driver. Without a
+driver the backend reports an empty inventory with a message saying what to do.
+
+What is read (Command line equivalents in brackets):
+
+- physical GPUs: UUID, name, total memory, MIG mode (``nvidia-smi -q``); a GPU that does
+  not support MIG counts as MIG off;
+- MIG devices: every slot up to ``nvmlDeviceGetMaxMigDeviceCount``, skipping empty slots,
+  which may be anywhere (``nvidia-smi -L``); per device its UUID, GPU-instance id, compute
+  slices and memory (``nvmlDeviceGetAttributes``);
+- MIG profile names come from the GPU's own GPU-instance profile table
+  (``nvidia-smi mig -lgip``) when NVML gives it, else from :func:`mig_profile_name`;
+- a GPU's total compute slices is the largest slice count in that table, else 7
+  (A100/H100).
+
+No device node is reported: on a real host devices reach containers through the NVIDIA
+Container Toolkit by UUID.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import threading
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ds01.config.gpu_config import GpuConfig
+from ds01.errors import SystemFault
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, whole_gpu_device
+from ds01.gpu.device import Device, Inventory, PhysicalGpu
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+"""Bytes in one MiB."""
+
+DEFAULT_TOTAL_SLICES = 7
+"""Compute slices of a GPU whose profile table cannot be read (A100 and H100 have 7)."""
+
+
+def mig_profile_name(slices: int, memory_mib: int) -> str:
+    """MIG profile name from compute slices and memory in MiB: ``"{slices}g.{GB}gb"``.
+
+    The memory is rounded *up* to whole GiB, because NVML reports an instance's memory
+    below the size in its name: an A100-40GB ``1g.5gb`` has 4864 MiB, a ``2g.10gb``
+    9856 MiB, a ``3g.20gb`` 20096 MiB. NVIDIA's naming is not a formula on every GPU, so
+    this is only the fallback when NVML's profile table cannot be read.
+    """
+    return f"{slices}g.{math.ceil(memory_mib / 1024)}gb"
+
+
+def _no_gpus_message(situation: str, remedy: str) -> str:
+    return (
+        f"{situation}: no GPUs to allocate. {remedy}, or set `backend: simulated` in "
+        "gpu-config.yaml."
+    )
+
+
+class _NvmlUnavailable(Exception):
+    """NVML cannot start for an expected reason (no package, library or driver)."""
+
+
+@dataclass(frozen=True)
+class _GpuInstanceProfile:
+    """One row of a GPU's GPU-instance profile table."""
+
+    name: str | None
+    slices: int
+
+
+class NvmlBackend(GpuBackend):
+    """Inventory and telemetry from NVML (see the module docstring for what is read).
+
+    NVML is initialised on the first query and shut down by :meth:`close`; a later query
+    initialises it again. When the driver is missing, every query tries again, so a
+    driver loaded after the daemon started is picked up without a restart.
+    """
+
+    name = "nvml"
+
+    def __init__(self, config: GpuConfig) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._nvml: ModuleType | None = None
+        self._missing_functions_logged: set[str] = set()
+
+    def inventory(self) -> Inventory:
+        """Physical GPUs and their devices (memory in MiB).
+
+        No package, library or driver, or zero GPUs, give an empty inventory with a
+        message. A GPU that NVML cannot read is left out and named in the message.
+
+        Raises:
+            ds01.errors.SystemFault: NVML failed to start for another reason (e.g.
+                driver/library version mismatch) or could not count the GPUs.
+        """
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable as unavailable:
+            return self._make_inventory(notes=[str(unavailable)])
+        try:
+            gpu_count = int(nvml.nvmlDeviceGetCount())
+        except nvml.NVMLError as exc:
+            raise SystemFault(f"NVML could not count the GPUs: {exc}") from exc
+        if gpu_count == 0:
+            no_gpus = _no_gpus_message(
+                "NVML found no NVIDIA GPU on this machine", "Check `nvidia-smi -L`"
+            )
+            return self._make_inventory(notes=[no_gpus])
+        gpus: list[PhysicalGpu] = []
+        devices: list[Device] = []
+        notes: list[str] = []
+        for index in range(gpu_count):
+            try:
+                gpu, gpu_devices, gpu_notes = self._read_gpu(nvml, index)
+            except nvml.NVMLError as exc:
+                log.warning("NVML could not read GPU %d: %s", index, exc)
+                notes.append(f"GPU {index} could not be read (NVML: {exc}); it is not offered.")
+                continue
+            gpus.append(gpu)
+            devices.extend(gpu_devices)
+            notes.extend(gpu_notes)
+        return self._make_inventory(gpus, devices, notes)
+
+    def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+        """Utilisation (percent), memory used and total (MiB) and compute process count.
+
+        Utilisation is ``None`` on MIG devices (NVML does not support it there); any
+        other value NVML cannot give is ``None`` too. UUIDs NVML does not know are left
+        out; without a driver the result is empty.
+
+        Raises:
+            ds01.errors.SystemFault: NVML failed to start for an unexpected reason.
+        """
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable:
+            return {}
+        telemetry: dict[str, DeviceTelemetry] = {}
+        for device_uuid in uuids:
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(device_uuid)
+            except (nvml.NVMLError_NotFound, nvml.NVMLError_InvalidArgument):
+                continue
+            except nvml.NVMLError as exc:
+                log.warning("NVML could not find device %s: %s", device_uuid, exc)
+                telemetry[device_uuid] = DeviceTelemetry()
+                continue
+            rates = self._query(nvml, "nvmlDeviceGetUtilizationRates", handle)
+            memory = self._query(nvml, "nvmlDeviceGetMemoryInfo", handle)
+            processes = self._query(nvml, "nvmlDeviceGetComputeRunningProcesses", handle)
+            telemetry[device_uuid] = DeviceTelemetry(
+                gpu_util_percent=None if rates is None else float(rates.gpu),
+                memory_used_mib=None if memory is None else int(memory.used) // MIB,
+                memory_total_mib=None if memory is None else int(memory.total) // MIB,
+                process_count=None if processes is None else len(processes),
+            )
+        return telemetry
+
+    def close(self) -> None:
+        """Shut NVML down if this backend started it; idempotent."""
+        with self._lock:
+            nvml, self._nvml = self._nvml, None
+            if nvml is None:
+                return
+            try:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError as exc:
+                log.warning("nvmlShutdown failed: %s", exc)
+
+    def _started_nvml(self) -> ModuleType:
+        """``pynvml`` after a successful ``nvmlInit``.
+
+        Raises:
+            _NvmlUnavailable: no nvidia-ml-py, no NVML library or no kernel driver; the
+                message is meant for the admin.
+            ds01.errors.SystemFault: ``nvmlInit`` failed for any other reason.
+        """
+        with self._lock:
+            if self._nvml is not None:
+                return self._nvml
+            try:
+                nvml = importlib.import_module("pynvml")
+            except ImportError as exc:
+                raise _NvmlUnavailable(
+                    _no_gpus_message(
+                        "NVML is not available (the nvidia-ml-py package is not installed)",
+                        "Install nvidia-ml-py",
+                    )
+                ) from exc
+            try:
+                nvml.nvmlInit()
+            except nvml.NVMLError_LibraryNotFound as exc:
+                raise _NvmlUnavailable(
+                    _no_gpus_message(
+                        "No NVIDIA driver found (NVML library not found)",
+                        "Install the NVIDIA driver",
+                    )
+                ) from exc
+            except nvml.NVMLError_DriverNotLoaded as exc:
+                raise _NvmlUnavailable(
+                    _no_gpus_message(
+                        "No NVIDIA driver found (NVIDIA kernel module not loaded)",
+                        "Load it (`modprobe nvidia`) or reboot",
+                    )
+                ) from exc
+            except nvml.NVMLError_LibRmVersionMismatch as exc:
+                raise SystemFault(
+                    f"NVML could not start ({exc}): the NVIDIA driver was updated but the "
+                    "old kernel module is still loaded. Reboot, or reload the nvidia modules."
+                ) from exc
+            except nvml.NVMLError as exc:
+                raise SystemFault(
+                    f"NVML could not start ({exc}). Check that `nvidia-smi` works."
+                ) from exc
+            self._nvml = nvml
+            return nvml
+
+    def _query(self, nvml: ModuleType, function_name: str, *args: Any) -> Any:
+        """``pynvml.<function_name>(*args)``, or ``None`` when NVML cannot give the value.
+
+        For optional values only. Any ``NVMLError`` (not supported, no permission, …)
+        gives ``None``; so do a function the binding or the driver lacks and
+        ``NVMLLibraryMismatchError`` (not an ``NVMLError``) from the unversioned process
+        queries, which are logged once per function: they mean bindings newer than the
+        driver.
+        """
+        function = getattr(nvml, function_name, None)
+        if function is None:
+            self._log_missing_function_once(function_name, "not in this nvidia-ml-py")
+            return None
+        try:
+            return function(*args)
+        except (nvml.NVMLError_FunctionNotFound, nvml.NVMLLibraryMismatchError) as exc:
+            self._log_missing_function_once(function_name, f"bindings newer than driver: {exc}")
+            return None
+        except nvml.NVMLError:
+            return None
+
+    def _log_missing_function_once(self, function_name: str, reason: str) -> None:
+        if function_name not in self._missing_functions_logged:
+            self._missing_functions_logged.add(function_name)
+            log.warning(
+                "NVML cannot run %s (%s); its values read as unavailable", function_name, reason
+            )
+
+    def _read_gpu(
+        self, nvml: ModuleType, index: int
+    ) -> tuple[PhysicalGpu, list[Device], list[str]]:
+        """GPU ``index``, its devices, and notes for the inventory message.
+
+        Raises:
+            pynvml.NVMLError: a required value could not be read.
+        """
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        mig_mode = self._mig_mode(nvml, handle)
+        profiles = {} if mig_mode is None else self._gpu_instance_profiles(nvml, handle)
+        gpu = PhysicalGpu(
+            index=index,
+            uuid=str(nvml.nvmlDeviceGetUUID(handle)),
+            model=str(nvml.nvmlDeviceGetName(handle)),
+            memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(handle).total) // MIB,
+            mig_enabled=mig_mode is not None and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE,
+            total_slices=max((p.slices for p in profiles.values()), default=DEFAULT_TOTAL_SLICES),
+        )
+        notes: list[str] = []
+        if mig_mode is not None and mig_mode[0] != mig_mode[1]:
+            pending = "on" if mig_mode[1] == nvml.NVML_DEVICE_MIG_ENABLE else "off"
+            notes.append(f"GPU {index}: MIG mode turns {pending} only after a GPU reset.")
+        if not gpu.mig_enabled:
+            return gpu, [whole_gpu_device(gpu)], notes
+        return gpu, list(self._mig_devices(nvml, handle, gpu, profiles)), notes
+
+    @staticmethod
+    def _mig_mode(nvml: ModuleType, handle: Any) -> tuple[int, int] | None:
+        """``(current, pending)`` MIG mode, or ``None`` on a GPU without MIG support."""
+        try:
+            current, pending = nvml.nvmlDeviceGetMigMode(handle)
+        except (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound):
+            return None
+        return int(current), int(pending)
+
+    def _gpu_instance_profiles(
+        self, nvml: ModuleType, handle: Any
+    ) -> dict[int, _GpuInstanceProfile]:
+        """The GPU's GPU-instance profile table by profile id; ``{}`` if unreadable."""
+        profiles: dict[int, _GpuInstanceProfile] = {}
+        for profile_index in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0))):
+            info = self._query(nvml, "nvmlDeviceGetGpuInstanceProfileInfo", handle, profile_index)
+            if info is not None and int(info.sliceCount) > 0:
+                profiles[int(info.id)] = _GpuInstanceProfile(
+                    name=_profile_display_name(info.name), slices=int(info.sliceCount)
+                )
+        return profiles
+
+    def _mig_devices(
+        self,
+        nvml: ModuleType,
+        handle: Any,
+        gpu: PhysicalGpu,
+        profiles: dict[int, _GpuInstanceProfile],
+    ) -> Iterator[Device]:
+        """The MIG devices of ``gpu``; empty slots are skipped wherever they are."""
+        for slot in range(int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig_handle = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except nvml.NVMLError_NotFound:
+                continue
+            attributes = nvml.nvmlDeviceGetAttributes(mig_handle)
+            instance_slices = int(attributes.gpuInstanceSliceCount)
+            compute_slices = int(attributes.computeInstanceSliceCount) or instance_slices
+            memory_mib = int(attributes.memorySizeMB)
+            instance_id = int(nvml.nvmlDeviceGetGpuInstanceId(mig_handle))
+            profile = self._instance_profile_name(
+                nvml, handle, instance_id, profiles
+            ) or mig_profile_name(instance_slices, memory_mib)
+            if compute_slices < instance_slices:
+                # A compute instance using part of its GPU instance: "1c.3g.20gb".
+                profile = f"{compute_slices}c.{profile}"
+            yield Device(
+                uuid=str(nvml.nvmlDeviceGetUUID(mig_handle)),
+                kind="mig",
+                gpu_index=gpu.index,
+                gpu_uuid=gpu.uuid,
+                model=gpu.model,
+                memory_mib=memory_mib,
+                profile=profile,
+                slices=compute_slices,
+                total_slices=gpu.total_slices,
+                instance_id=instance_id,
+            )
+
+    def _instance_profile_name(
+        self,
+        nvml: ModuleType,
+        handle: Any,
+        instance_id: int,
+        profiles: dict[int, _GpuInstanceProfile],
+    ) -> str | None:
+        """NVML's name of GPU instance ``instance_id``'s profile, ``None`` if unreadable."""
+        gpu_instance = self._query(nvml, "nvmlDeviceGetGpuInstanceById", handle, instance_id)
+        if gpu_instance is None:
+            return None
+        info = self._query(nvml, "nvmlGpuInstanceGetInfo", gpu_instance)
+        profile = None if info is None else profiles.get(int(info.profileId))
+        return None if profile is None else profile.name
+
+
+def _profile_display_name(raw_name: bytes | str) -> str | None:
+    """``b"MIG 1g.5gb"`` → ``"1g.5gb"``; ``None`` for an empty name."""
+    name = raw_name.decode(errors="replace") if isinstance(raw_name, bytes) else str(raw_name)
+    return name.strip().removeprefix("MIG ").strip() or None

@@ -1,0 +1,268 @@
+"""Simulated GPUs: the inventory comes from ``gpu-config.yaml``, telemetry from a JSON file.
+
+This is the default backend on machines without GPUs, in tests and in demos. It behaves
+like :mod:`ds01.gpu.nvml` on the same hardware would: devices are addressed by UUID, MIG
+instances report no utilisation, a GPU with MIG on and no instances offers no device.
+
+**UUIDs.** An explicit ``uuid`` in the configuration wins. Otherwise it is derived with
+:func:`uuid.uuid5` from ``simulated.uuid_seed`` and the device's position (GPU index, and
+the instance's position in ``mig_instances``), so UUIDs look real
+(``GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx``, ``MIG-…``) and stay the same across daemon
+restarts for as long as the seed and the layout do.
+
+**Device nodes.** A GPU's ``device_node`` is its own ``device_node`` if configured, else
+``<device_node_dir>/nvidia<index>`` if ``device_node_dir`` is set, else ``None``. The path
+is reported whether or not it exists: creating the nodes (``mknod … c 195 N``) is up to
+whoever sets up the test or demo, and a container create will fail loudly if one is
+missing. MIG instances share their GPU's node.
+
+**Telemetry.** :meth:`SimulatedBackend.utilization` reads ``telemetry_file`` on every call::
+
+    {"GPU-…": {"gpu_util_percent": 37, "memory_used_mib": 1024, "process_count": 1}}
+
+Each key is optional. A device or key that is missing reads as idle, as NVML would report
+it: 0 % utilisation for a whole GPU and ``None`` for a MIG instance, 0 MiB used, 0
+processes. An explicit ``null`` means "not available". Write the file with
+:func:`write_simulated_telemetry`, which replaces it atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ds01.config.gpu_config import (
+    GpuConfig,
+    SimulatedGpu,
+    mig_profile_memory_mib,
+    mig_profile_slices,
+)
+from ds01.errors import ConfigError
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, whole_gpu_device
+from ds01.gpu.device import Device, Inventory, PhysicalGpu
+
+log = logging.getLogger(__name__)
+
+SIMULATED_TELEMETRY_FILE = "simulated-telemetry.json"
+"""Conventional name of the telemetry file inside the daemon's state directory."""
+
+SIMULATED_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-gpu.ds01")
+"""Namespace of derived UUIDs. Changing it would change every simulated UUID."""
+
+
+def simulated_gpu_uuid(seed: str, gpu_index: int) -> str:
+    """Stable ``GPU-<uuid>`` of simulated GPU ``gpu_index`` (0-based) for ``seed``."""
+    return f"GPU-{uuid.uuid5(SIMULATED_UUID_NAMESPACE, f'{seed}/gpu/{gpu_index}')}"
+
+
+def simulated_mig_uuid(seed: str, gpu_index: int, position: int) -> str:
+    """Stable ``MIG-<uuid>`` of the ``position``-th (0-based) MIG instance of a GPU."""
+    name = f"{seed}/gpu/{gpu_index}/mig/{position}"
+    return f"MIG-{uuid.uuid5(SIMULATED_UUID_NAMESPACE, name)}"
+
+
+class SimulatedReading(BaseModel):
+    """One device's entry in the telemetry file; a key left out reads as idle.
+
+    Attributes:
+        gpu_util_percent: utilisation in percent (0-100).
+        memory_used_mib: device memory in use, in MiB.
+        process_count: compute processes on the device.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_util_percent: float | None = Field(default=None, ge=0, le=100)
+    memory_used_mib: int | None = Field(default=None, ge=0)
+    process_count: int | None = Field(default=None, ge=0)
+
+
+_READINGS_BY_UUID = TypeAdapter(dict[str, SimulatedReading])
+
+
+def read_simulated_telemetry(path: Path) -> dict[str, SimulatedReading]:
+    """The readings in ``path`` by device UUID; ``{}`` if the file does not exist.
+
+    Raises:
+        OSError: the file exists but cannot be read.
+        pydantic.ValidationError: it is not JSON of the documented shape (a ValueError).
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    return _READINGS_BY_UUID.validate_json(raw)
+
+
+def write_simulated_telemetry(
+    path: Path, readings: Mapping[str, Mapping[str, float | int | None]]
+) -> None:
+    """Validate ``readings`` and replace ``path`` with them atomically.
+
+    Args:
+        path: the telemetry file; its directory is created if needed.
+        readings: ``{uuid: {"gpu_util_percent": 37, "memory_used_mib": 1024,
+            "process_count": 1}}`` (percent, MiB, count); keys may be left out.
+
+    Raises:
+        pydantic.ValidationError: an unknown key or an out-of-range value (a ValueError).
+    """
+    validated = _READINGS_BY_UUID.validate_python(
+        {device_uuid: dict(values) for device_uuid, values in readings.items()}
+    )
+    document = {
+        device_uuid: reading.model_dump(exclude_unset=True)
+        for device_uuid, reading in validated.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(document, stream, indent=2, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def idle_telemetry(device: Device) -> DeviceTelemetry:
+    """What NVML reports for an idle device: 0 %, 0 MiB used, 0 processes.
+
+    Utilisation is ``None`` for a MIG instance: NVML does not report it there.
+    """
+    return DeviceTelemetry(
+        gpu_util_percent=0.0 if device.kind == "gpu" else None,
+        memory_used_mib=0,
+        memory_total_mib=device.memory_mib,
+        process_count=0,
+    )
+
+
+class SimulatedBackend(GpuBackend):
+    """GPUs as ``config.simulated`` describes them (see the module docstring).
+
+    The inventory is built once, at construction: the configuration is immutable, so
+    it cannot change under a running backend.
+
+    Args:
+        config: the parsed ``gpu-config.yaml``; ``config.simulated`` is used.
+        telemetry_file: JSON file read by :meth:`utilization` on every call (usually
+            ``<state-dir>/simulated-telemetry.json``); ``None``: all devices idle.
+
+    Raises:
+        ds01.errors.ConfigError: two simulated devices end up with the same UUID.
+    """
+
+    name = "simulated"
+
+    def __init__(self, config: GpuConfig, *, telemetry_file: Path | None = None) -> None:
+        super().__init__(config)
+        self.telemetry_file = telemetry_file
+        self._last_telemetry_problem: str | None = None
+        self._inventory = self._build_inventory()
+
+    def inventory(self) -> Inventory:
+        """The configured GPUs and devices (memory in MiB, see ``Device``)."""
+        return self._inventory
+
+    def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+        """Telemetry from ``telemetry_file`` (percent, MiB, count), idle where unset.
+
+        An unreadable or malformed file is logged once and read as "all idle".
+        """
+        devices = self._inventory.by_uuid()
+        readings = self._read_telemetry_file()
+        telemetry: dict[str, DeviceTelemetry] = {}
+        for device_uuid in uuids:
+            device = devices.get(device_uuid)
+            if device is None:
+                continue
+            reading = readings.get(device_uuid)
+            overrides = reading.model_dump(exclude_unset=True) if reading else {}
+            telemetry[device_uuid] = dataclasses.replace(idle_telemetry(device), **overrides)
+        return telemetry
+
+    def _read_telemetry_file(self) -> dict[str, SimulatedReading]:
+        if self.telemetry_file is None:
+            return {}
+        try:
+            readings = read_simulated_telemetry(self.telemetry_file)
+        except (OSError, ValidationError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._last_telemetry_problem:
+                log.warning(
+                    "simulated telemetry file %s ignored, all devices read as idle: %s",
+                    self.telemetry_file,
+                    problem,
+                )
+                self._last_telemetry_problem = problem
+            return {}
+        self._last_telemetry_problem = None
+        return readings
+
+    def _build_inventory(self) -> Inventory:
+        simulated = self.config.simulated
+        gpus: list[PhysicalGpu] = []
+        devices: list[Device] = []
+        for index, configured in enumerate(simulated.gpus):
+            gpu_uuid = configured.uuid or simulated_gpu_uuid(simulated.uuid_seed, index)
+            gpu = PhysicalGpu(
+                index=index,
+                uuid=gpu_uuid,
+                model=configured.model,
+                memory_mib=configured.memory_mib,
+                mig_enabled=configured.mig,
+                total_slices=configured.total_slices,
+                device_node=self._device_node(index, configured),
+            )
+            gpus.append(gpu)
+            if not gpu.mig_enabled:
+                devices.append(whole_gpu_device(gpu))
+            for position, instance in enumerate(configured.mig_instances):
+                mig_uuid = instance.uuid or simulated_mig_uuid(simulated.uuid_seed, index, position)
+                devices.append(
+                    Device(
+                        uuid=mig_uuid,
+                        kind="mig",
+                        gpu_index=index,
+                        gpu_uuid=gpu.uuid,
+                        model=gpu.model,
+                        memory_mib=mig_profile_memory_mib(instance.profile),
+                        profile=instance.profile,
+                        slices=mig_profile_slices(instance.profile),
+                        total_slices=gpu.total_slices,
+                        # GPU-instance ids 1..n in configuration order.
+                        instance_id=position + 1,
+                        device_node=gpu.device_node,
+                    )
+                )
+        _refuse_duplicate_uuids(gpus, devices)
+        return self._make_inventory(gpus, devices)
+
+    def _device_node(self, index: int, configured: SimulatedGpu) -> str | None:
+        if configured.device_node:
+            return configured.device_node
+        node_dir = self.config.simulated.device_node_dir
+        return str(Path(node_dir) / f"nvidia{index}") if node_dir else None
+
+
+def _refuse_duplicate_uuids(gpus: list[PhysicalGpu], devices: list[Device]) -> None:
+    seen: set[str] = set()
+    for device_uuid in [g.uuid for g in gpus] + [d.uuid for d in devices if d.kind == "mig"]:
+        if device_uuid in seen:
+            raise ConfigError(
+                f"gpu-config.yaml: simulated UUID {device_uuid} is used by two devices. "
+                "Give every simulated GPU and MIG instance its own `uuid`, or leave "
+                "`uuid` out to derive one from `uuid_seed`."
+            )
+        seen.add(device_uuid)
