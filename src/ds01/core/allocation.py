@@ -1,0 +1,690 @@
+"""GPU allocation decisions as pure functions over plain data (DESIGN.md §2.4, §4).
+
+Nothing here touches Docker, NVML, files or the clock. The daemon builds an
+:class:`AllocationState` from the labels of its containers, calls :func:`allocate` under its
+lock, creates the container with the chosen devices and records the result with
+:meth:`AllocationState.with_holding`. Every rule the reference allocator got wrong is decided
+here, once:
+
+- devices are addressed by UUID; a device is free when nobody holds it and it is not
+  reserved; a GPU in MIG mode offers only its MIG instances (none at all when it has none);
+- quotas count GPU-equivalents with exact :class:`~fractions.Fraction` arithmetic: a whole
+  GPU is 1, a MIG instance is its slices over its GPU's slices (never "every request weighs
+  1.0", never "every MIG slice weighs 0.0");
+- ``gpu_limit`` bounds a user's total over all their containers, ``max_gpus_per_container``
+  bounds one container; the two are never confused;
+- placement is deterministic best fit (smallest sufficient MIG instance, packed onto the GPU
+  with the fewest free slices), not "first free slot by string order".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+from typing import NamedTuple
+
+from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
+from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
+from ds01.gpu.device import Device, Inventory
+
+#: Compute slices of an A100/H100; used when nothing better is known.
+DEFAULT_TOTAL_SLICES = 7
+
+_STOP_OR_REMOVE_COMMANDS = "`container-stop NAME` / `container-remove NAME`"
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting of GPU-equivalents (the one place that turns a Fraction into text or JSON)
+# --------------------------------------------------------------------------------------------
+
+
+def format_equivalents(value: Fraction) -> str:
+    """Render GPU-equivalents for people: two decimals at most, at least one.
+
+    Rounds half up: ``1 → "1.0"``, ``3/7 → "0.43"``, ``5/2 → "2.5"``, ``1/8 → "0.13"``.
+    """
+    hundredths = abs(value) * 100
+    rounded = int(hundredths + Fraction(1, 2))  # int() floors a non-negative Fraction
+    sign = "-" if value < 0 and rounded else ""
+    whole, cents = divmod(rounded, 100)
+    decimals = f"{cents:02d}".rstrip("0") or "0"
+    return f"{sign}{whole}.{decimals}"
+
+
+def equivalents_to_float(value: Fraction) -> float:
+    """GPU-equivalents as a float for JSON and labels, rounded to 4 decimals (3/7 → 0.4286)."""
+    return round(float(value), 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Who holds what
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One ds01 container and the devices it holds.
+
+    Attributes:
+        container: Docker container name (``{name}._.{uid}``); unique within a state.
+        name: the name the user sees (``{name}``).
+        user: owner's user name.
+        devices: UUIDs of the devices it holds (empty for a container without GPUs, or a
+            stopped one whose devices were released).
+        gpu_equivalents: what it counts for in the owner's GPU quota.
+        status: Docker status (``created``, ``running``, ``exited``, …). Informational: a
+            holding counts against quotas whatever its status, because a stopped container
+            keeps its devices until the lifecycle releases them.
+    """
+
+    container: str
+    name: str
+    user: str
+    devices: tuple[str, ...] = ()
+    gpu_equivalents: Fraction = Fraction(0)
+    status: str = "running"
+
+    def __post_init__(self) -> None:
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError(f"holding {self.container!r} lists a device twice: {self.devices}")
+        if self.gpu_equivalents < 0:
+            raise ValueError(f"holding {self.container!r} has negative GPU-equivalents")
+
+
+@dataclass(frozen=True)
+class AllocationState:
+    """Every container's holding, at one instant. Immutable; updates return a new state.
+
+    Indexes (device → holder, user → holdings) are built lazily, once per state, in
+    O(holdings). If two holdings claim the same device (only possible when the state is read
+    from a Docker that was changed behind ds01's back), the first one in ``holdings`` is its
+    holder; :meth:`with_holding` never creates such a state.
+    """
+
+    holdings: tuple[Holding, ...] = ()
+
+    @cached_property
+    def _holder_by_device(self) -> dict[str, Holding]:
+        holders: dict[str, Holding] = {}
+        for holding in self.holdings:
+            for uuid in holding.devices:
+                holders.setdefault(uuid, holding)
+        return holders
+
+    @cached_property
+    def _holdings_by_user(self) -> dict[str, tuple[Holding, ...]]:
+        by_user: dict[str, list[Holding]] = {}
+        for holding in self.holdings:
+            by_user.setdefault(holding.user, []).append(holding)
+        return {user: tuple(holdings) for user, holdings in by_user.items()}
+
+    def held(self) -> dict[str, Holding]:
+        """Map of every held device UUID to its holder (a fresh dict the caller may keep)."""
+        return dict(self._holder_by_device)
+
+    def holder_of(self, uuid: str) -> Holding | None:
+        """The holding that holds device ``uuid``, or ``None`` when it is not held."""
+        return self._holder_by_device.get(uuid)
+
+    def of_user(self, user: str) -> tuple[Holding, ...]:
+        """The user's holdings, in state order."""
+        return self._holdings_by_user.get(user, ())
+
+    def user_gpu_equivalents(self, user: str) -> Fraction:
+        """Sum of GPU-equivalents over all the user's holdings (exact)."""
+        return sum((h.gpu_equivalents for h in self.of_user(user)), Fraction(0))
+
+    def with_holding(self, holding: Holding) -> AllocationState:
+        """A new state with ``holding`` added, replacing any holding of the same container.
+
+        Raises:
+            ValueError: one of its devices is held by another container. The allocator
+                never proposes such a device, so this signals a caller bug.
+        """
+        for uuid in holding.devices:
+            holder = self._holder_by_device.get(uuid)
+            if holder is not None and holder.container != holding.container:
+                raise ValueError(f"device {uuid} is already held by container {holder.container!r}")
+        others = tuple(h for h in self.holdings if h.container != holding.container)
+        return AllocationState((*others, holding))
+
+    def without(self, container: str) -> AllocationState:
+        """A new state without the holding of ``container`` (the same state if it has none)."""
+        remaining = tuple(h for h in self.holdings if h.container != container)
+        if len(remaining) == len(self.holdings):
+            return self
+        return AllocationState(remaining)
+
+
+# --------------------------------------------------------------------------------------------
+# What is asked for, and what is allowed
+# --------------------------------------------------------------------------------------------
+
+
+class _MigNeed(NamedTuple):
+    """One requested MIG profile, parsed."""
+
+    profile: str
+    slices: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """The GPUs one container asks for: ``whole_gpus`` whole GPUs *or* some MIG instances.
+
+    A container gets either whole GPUs or MIG instances, never both: CUDA does not support
+    mixing MIG and non-MIG devices in one process (the reference allocator saw CUDA errors
+    when it did), and a process can use at most one MIG device anyway. An empty request
+    means "no GPU".
+    ``mig_profiles`` may repeat a profile (two ``1g.5gb`` = two instances).
+
+    Raises:
+        InvalidInput: a count is not a non-negative integer, a profile is not of the form
+            ``<slices>g.<memory>gb``, or both kinds are requested.
+    """
+
+    whole_gpus: int = 0
+    mig_profiles: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.whole_gpus, bool) or not isinstance(self.whole_gpus, int):
+            raise InvalidInput(
+                f"GPU count must be a whole number, got {self.whole_gpus!r}.",
+                details={"whole_gpus": repr(self.whole_gpus)},
+            )
+        if self.whole_gpus < 0:
+            raise InvalidInput(
+                f"GPU count cannot be negative (got {self.whole_gpus}).",
+                details={"whole_gpus": self.whole_gpus},
+            )
+        if not isinstance(self.mig_profiles, tuple):
+            raise InvalidInput(
+                "MIG profiles must be given as a tuple of profile names such as '1g.5gb'.",
+                details={"mig_profiles": repr(self.mig_profiles)},
+            )
+        for profile in self.mig_profiles:
+            if not isinstance(profile, str):
+                raise InvalidInput(
+                    f"MIG profile must be a string such as '1g.5gb', got {profile!r}.",
+                    details={"mig_profile": repr(profile)},
+                )
+            try:
+                mig_profile_slices(profile)
+            except ValueError:
+                raise InvalidInput(
+                    f"Unknown MIG profile {profile!r}: expected <slices>g.<memory>gb, "
+                    "e.g. '1g.5gb' or '3g.20gb'. `gpu-status` lists the profiles on this "
+                    "server.",
+                    details={"mig_profile": profile},
+                ) from None
+        if self.whole_gpus and self.mig_profiles:
+            raise InvalidInput(
+                f"A container gets either whole GPUs or MIG instances, not both (asked for "
+                f"{self.whole_gpus} whole GPU(s) and {', '.join(self.mig_profiles)}). "
+                "Ask for one kind.",
+                details={"whole_gpus": self.whole_gpus, "mig_profiles": list(self.mig_profiles)},
+            )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no GPU is requested."""
+        return self.whole_gpus == 0 and not self.mig_profiles
+
+    @property
+    def device_count(self) -> int:
+        """Number of devices the container will hold."""
+        return self.whole_gpus + len(self.mig_profiles)
+
+    def min_gpu_equivalents(self, total_slices: int = DEFAULT_TOTAL_SLICES) -> Fraction:
+        """The least this request can count for: each profile placed on an exact match.
+
+        ``total_slices`` is the slices of the GPUs the instances would come from (7 on
+        A100/H100). A larger instance than asked for counts for more.
+        """
+        if total_slices < 1:
+            raise ValueError(f"total_slices must be positive, got {total_slices}")
+        slices = sum(need.slices for need in self._mig_needs())
+        return self.whole_gpus + Fraction(slices, total_slices)
+
+    def _mig_needs(self) -> list[_MigNeed]:
+        """Requested MIG profiles parsed, largest first (slices, then memory, then name)."""
+        needs = [
+            _MigNeed(p, mig_profile_slices(p), mig_profile_memory_mib(p)) for p in self.mig_profiles
+        ]
+        needs.sort(key=lambda n: (-n.slices, -n.memory_mib, n.profile))
+        return needs
+
+    def describe(self) -> str:
+        """Short human text: ``"2 whole GPUs"``, ``"3g.20gb + 1g.5gb"``, ``"no GPU"``."""
+        if self.whole_gpus:
+            return f"{self.whole_gpus} whole GPU{'s' if self.whole_gpus > 1 else ''}"
+        return " + ".join(self.mig_profiles) or "no GPU"
+
+
+def _to_fraction(field_name: str, value: float | Fraction | None) -> Fraction | None:
+    """Convert a config number exactly as written (0.1 → 1/10, not the binary float)."""
+    if value is None or isinstance(value, Fraction):
+        return value
+    try:
+        return Fraction(str(value))
+    except ValueError:
+        raise InvalidInput(
+            f"{field_name} must be a number or null, got {value!r}.",
+            details={field_name: repr(value)},
+        ) from None
+
+
+@dataclass(frozen=True)
+class GpuQuota:
+    """A user's resolved GPU limits. ``None`` means unlimited; the defaults limit nothing.
+
+    Attributes:
+        gpu_limit: the most GPU-equivalents the user may hold over all containers.
+        max_gpus_per_container: the most GPU-equivalents one container may hold.
+        allow_full_gpu: whether the user may have whole GPUs.
+        allow_mig: whether the user may have MIG instances.
+        max_containers: the most containers the user may have (with or without GPUs).
+
+    Raises:
+        InvalidInput: a limit is negative.
+    """
+
+    gpu_limit: Fraction | None = None
+    max_gpus_per_container: Fraction | None = None
+    allow_full_gpu: bool = True
+    allow_mig: bool = True
+    max_containers: int | None = None
+
+    def __post_init__(self) -> None:
+        for field_name in ("gpu_limit", "max_gpus_per_container", "max_containers"):
+            value = getattr(self, field_name)
+            if value is not None and value < 0:
+                raise InvalidInput(
+                    f"{field_name} cannot be negative (got {value}).",
+                    details={field_name: str(value)},
+                )
+
+    @classmethod
+    def from_values(
+        cls,
+        gpu_limit: float | Fraction | None = None,
+        max_gpus_per_container: float | Fraction | None = None,
+        allow_full_gpu: bool = True,
+        allow_mig: bool = True,
+        max_containers: int | None = None,
+    ) -> GpuQuota:
+        """Build from config numbers; floats become the Fraction of their decimal text."""
+        return cls(
+            gpu_limit=_to_fraction("gpu_limit", gpu_limit),
+            max_gpus_per_container=_to_fraction("max_gpus_per_container", max_gpus_per_container),
+            allow_full_gpu=allow_full_gpu,
+            allow_mig=allow_mig,
+            max_containers=max_containers,
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The devices chosen for one request, in the order they were picked."""
+
+    devices: tuple[Device, ...] = ()
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        return tuple(d.uuid for d in self.devices)
+
+    @property
+    def gpu_equivalents(self) -> Fraction:
+        """What this placement counts for in quotas (exact)."""
+        return sum((d.gpu_equivalents for d in self.devices), Fraction(0))
+
+
+# --------------------------------------------------------------------------------------------
+# Placement
+# --------------------------------------------------------------------------------------------
+
+
+def free_devices(inventory: Inventory, state: AllocationState) -> tuple[Device, ...]:
+    """Devices that can be handed out now, in inventory order.
+
+    A device is free when nobody holds it and it is not in ``inventory.reserved``. A whole-GPU
+    device is never free when its physical GPU is in MIG mode or has MIG instances: a GPU in
+    MIG mode offers only its instances, and none at all when it has none (such a GPU is
+    unusable, not free). O(devices + holdings).
+    """
+    mig_gpus = {g.uuid for g in inventory.gpus if g.mig_enabled}
+    mig_gpus.update(d.gpu_uuid for d in inventory.devices if d.kind == "mig")
+    return tuple(
+        d
+        for d in inventory.devices
+        if state.holder_of(d.uuid) is None
+        and d.uuid not in inventory.reserved
+        and not (d.kind == "gpu" and d.gpu_uuid in mig_gpus)
+    )
+
+
+def describe_devices(devices: Sequence[Device]) -> str:
+    """Human summary such as ``"whole GPUs 1, 2; 1g.5gb on GPU 3, 2x 1g.5gb on GPU 4"``.
+
+    MIG instances are grouped per GPU and profile, by GPU index, then smallest first.
+    """
+    whole = sorted(d.gpu_index for d in devices if d.kind == "gpu")
+    mig = Counter((d.gpu_index, d.slices, d.profile or "?") for d in devices if d.kind == "mig")
+    groups: list[str] = []
+    if whole:
+        groups.append(f"whole GPU{'s' if len(whole) > 1 else ''} {', '.join(map(str, whole))}")
+    if mig:
+        groups.append(
+            ", ".join(
+                f"{f'{count}x ' if count > 1 else ''}{profile} on GPU {gpu_index}"
+                for (gpu_index, _slices, profile), count in sorted(mig.items())
+            )
+        )
+    return "; ".join(groups) or "nothing"
+
+
+def _nominal_memory_mib(device: Device) -> int:
+    """Memory a MIG instance is sold as (its profile's), else what the backend reported.
+
+    Drivers report a little less than the profile name says (a 3g.20gb shows ~19.5 GiB), so
+    comparing reported memory with a requested profile would refuse an exact match.
+    """
+    try:
+        return mig_profile_memory_mib(device.profile or "")
+    except ValueError:
+        return device.memory_mib
+
+
+def _satisfies(device: Device, need: _MigNeed) -> bool:
+    return device.profile == need.profile or (
+        device.slices >= need.slices and _nominal_memory_mib(device) >= need.memory_mib
+    )
+
+
+def _largest_total_slices(devices: Iterable[Device]) -> int:
+    return max((d.total_slices for d in devices if d.kind == "mig"), default=DEFAULT_TOTAL_SLICES)
+
+
+def _place_whole_gpus(
+    count: int,
+    free: Sequence[Device],
+    max_gpu_equivalents: Fraction | None,
+) -> tuple[Device, ...]:
+    """The ``count`` free whole GPUs with the lowest indices."""
+    whole = sorted((d for d in free if d.kind == "gpu"), key=lambda d: (d.gpu_index, d.uuid))
+    if len(whole) < count:
+        raise NoCapacity(
+            f"Not enough free whole GPUs: {count} requested, {len(whole)} free. "
+            f"Free now: {describe_devices(free)}. Ask for fewer, or wait until one is released.",
+            details={"requested": count, "free": [d.label for d in free]},
+        )
+    if max_gpu_equivalents is not None and count > max_gpu_equivalents:
+        raise NoCapacity(
+            f"{count} whole GPUs count for more than the "
+            f"{format_equivalents(max_gpu_equivalents)} GPU-equivalents that may be placed.",
+            details={"requested": count, "limit": equivalents_to_float(max_gpu_equivalents)},
+        )
+    return tuple(whole[:count])
+
+
+def _place_mig(
+    needs: Sequence[_MigNeed],
+    free: Sequence[Device],
+    max_gpu_equivalents: Fraction | None,
+) -> tuple[Device, ...]:
+    """Best fit for each need, largest need first.
+
+    Each need gets the smallest free instance that satisfies it (slices, then memory); ties go
+    to the physical GPU with the fewest free slices (packing keeps large blocks free), then
+    the lowest GPU index, then the UUID. With a budget, an instance is skipped when taking it
+    would leave too little for the needs still to place (each at its cheapest), so the result
+    is exactly best fit whenever best fit is within budget, and never above budget.
+    """
+    candidates = [d for d in free if d.kind == "mig"]
+    free_slices: Counter[str] = Counter()
+    for d in candidates:
+        free_slices[d.gpu_uuid] += d.slices
+    largest_total = _largest_total_slices(candidates)
+    slices_still_needed = sum(n.slices for n in needs)
+    spent = Fraction(0)
+    chosen: list[Device] = []
+    for need in needs:
+        slices_still_needed -= need.slices
+        fitting = [d for d in candidates if _satisfies(d, need)]
+        affordable = fitting
+        if max_gpu_equivalents is not None:
+            allowance = max_gpu_equivalents - spent - Fraction(slices_still_needed, largest_total)
+            affordable = [d for d in fitting if d.gpu_equivalents <= allowance]
+        if not affordable:
+            raise _no_mig_capacity(
+                need, free, within_quota=bool(fitting), limit=max_gpu_equivalents
+            )
+        best = min(
+            affordable,
+            key=lambda d: (
+                d.slices,
+                _nominal_memory_mib(d),
+                free_slices[d.gpu_uuid],
+                d.gpu_index,
+                d.uuid,
+            ),
+        )
+        chosen.append(best)
+        candidates.remove(best)
+        free_slices[best.gpu_uuid] -= best.slices
+        spent += best.gpu_equivalents
+    return tuple(chosen)
+
+
+def _no_mig_capacity(
+    need: _MigNeed, free: Sequence[Device], *, within_quota: bool, limit: Fraction | None
+) -> NoCapacity:
+    details = {"requested": need.profile, "free": [d.label for d in free]}
+    if within_quota and limit is not None:
+        return NoCapacity(
+            f"No free {need.profile} MIG instance fits within your remaining GPU quota of "
+            f"{format_equivalents(limit)} GPU-equivalents: the free instances that are large "
+            f"enough count for more. Free now: {describe_devices(free)}. Ask for a smaller "
+            "profile, or wait until a matching one is released.",
+            details={**details, "limit": equivalents_to_float(limit)},
+        )
+    return NoCapacity(
+        f"No free {need.profile} MIG instance: free now: {describe_devices(free)}. "
+        "Ask for a smaller profile, or wait until one is released.",
+        details=details,
+    )
+
+
+def place(
+    request: GpuRequest,
+    inventory: Inventory,
+    state: AllocationState,
+    *,
+    max_gpu_equivalents: Fraction | None = None,
+) -> Placement:
+    """Choose devices for ``request`` among the free ones; deterministic best fit.
+
+    Whole GPUs: the free whole GPUs with the lowest indices. MIG: for each requested profile,
+    largest first, the smallest free instance with at least its slices and memory, packed
+    onto the GPU with the fewest free slices (then lowest index, then UUID); a device is
+    never picked twice. ``max_gpu_equivalents`` (optional) bounds what the placement may count
+    for: a larger-than-asked instance that would break it is avoided when a placement within
+    it exists. Quotas are :func:`allocate`'s business; this only looks at capacity.
+
+    Raises:
+        NoCapacity: the request cannot be satisfied from the free devices (within the bound);
+            the message says what is free.
+    """
+    if request.is_empty:
+        return Placement()
+    if not inventory.devices:
+        reason = f" ({inventory.message})" if inventory.message else ""
+        raise NoCapacity(
+            f"This server offers no GPUs{reason}; {request.describe()} cannot be placed. "
+            "Create the container without GPUs, or ask an admin.",
+            details={"requested": request.describe(), "free": []},
+        )
+    free = free_devices(inventory, state)
+    if request.whole_gpus:
+        return Placement(_place_whole_gpus(request.whole_gpus, free, max_gpu_equivalents))
+    return Placement(_place_mig(request._mig_needs(), free, max_gpu_equivalents))
+
+
+# --------------------------------------------------------------------------------------------
+# The whole decision
+# --------------------------------------------------------------------------------------------
+
+
+def check_container_count(quota: GpuQuota, user_containers: Sequence[str]) -> None:
+    """Refuse one more container when the user already has ``max_containers``.
+
+    ``user_containers`` are the names of the user's existing containers (all of them, with or
+    without GPUs).
+
+    Raises:
+        QuotaExceeded: creating one more would exceed ``quota.max_containers``.
+    """
+    limit = quota.max_containers
+    if limit is None or len(user_containers) < limit:
+        return
+    details = {"limit": limit, "in_use": len(user_containers), "containers": list(user_containers)}
+    if not user_containers:
+        raise QuotaExceeded(
+            f"Container limit reached: your limits allow {limit} containers. Ask an admin.",
+            details=details,
+        )
+    raise QuotaExceeded(
+        f"Container limit reached: {len(user_containers)} of {limit} containers "
+        f"({', '.join(user_containers)}). Remove one with `container-remove NAME`.",
+        details=details,
+    )
+
+
+def _check_gpu_kind_allowed(request: GpuRequest, quota: GpuQuota) -> None:
+    if request.whole_gpus and not quota.allow_full_gpu:
+        instead = "Ask for a MIG instance instead" if quota.allow_mig else "Ask an admin"
+        raise QuotaExceeded(
+            f"Your limits do not allow whole GPUs. {instead}.",
+            details={"requested": request.describe(), "allow_full_gpu": False},
+        )
+    if request.mig_profiles and not quota.allow_mig:
+        instead = "Ask for a whole GPU instead" if quota.allow_full_gpu else "Ask an admin"
+        raise QuotaExceeded(
+            f"Your limits do not allow MIG instances. {instead}.",
+            details={"requested": request.describe(), "allow_mig": False},
+        )
+
+
+def _check_per_container_cap(quota: GpuQuota, needed: Fraction) -> None:
+    cap = quota.max_gpus_per_container
+    if cap is not None and needed > cap:
+        raise QuotaExceeded(
+            f"Per-container GPU limit: this request needs {format_equivalents(needed)} "
+            f"GPU-equivalents, one container may have at most {format_equivalents(cap)}. "
+            "Ask for less.",
+            details={
+                "limit": equivalents_to_float(cap),
+                "requested": equivalents_to_float(needed),
+            },
+        )
+
+
+def _check_user_total(
+    quota: GpuQuota, holdings: Sequence[Holding], in_use: Fraction, needed: Fraction
+) -> None:
+    limit = quota.gpu_limit
+    if limit is None or in_use + needed <= limit:
+        return
+    holders = sorted({h.name for h in holdings if h.gpu_equivalents > 0})
+    details = {
+        "limit": equivalents_to_float(limit),
+        "in_use": equivalents_to_float(in_use),
+        "requested": equivalents_to_float(needed),
+        "containers": holders,
+    }
+    limit_text, in_use_text = format_equivalents(limit), format_equivalents(in_use)
+    if not holders:
+        message = (
+            f"GPU quota exceeded: this request needs {format_equivalents(needed)} "
+            f"GPU-equivalents, your limit is {limit_text}. Ask for less."
+        )
+    elif in_use >= limit:
+        message = (
+            f"GPU quota reached: {in_use_text} of {limit_text} GPU-equivalents in use by "
+            f"{', '.join(holders)}. Stop or remove one with {_STOP_OR_REMOVE_COMMANDS}, "
+            "or ask for less."
+        )
+    else:
+        message = (
+            f"GPU quota exceeded: this request needs {format_equivalents(needed)} "
+            f"GPU-equivalents, {format_equivalents(limit - in_use)} of {limit_text} are left "
+            f"({in_use_text} in use by {', '.join(holders)}). Ask for less, or stop or "
+            f"remove one with {_STOP_OR_REMOVE_COMMANDS}."
+        )
+    raise QuotaExceeded(message, details=details)
+
+
+def _smallest(*bounds: Fraction | None) -> Fraction | None:
+    present = [b for b in bounds if b is not None]
+    return min(present) if present else None
+
+
+def allocate(
+    request: GpuRequest,
+    user: str,
+    quota: GpuQuota,
+    inventory: Inventory,
+    state: AllocationState,
+    user_containers: Sequence[str],
+) -> Placement:
+    """Decide whether ``user`` may create a container with ``request``, and on which devices.
+
+    Checks, in order: the kind of GPU is allowed (``allow_full_gpu`` / ``allow_mig``), the
+    container count (``max_containers``), the per-container cap, the user's total
+    (``gpu_limit``: GPU-equivalents of all the user's holdings plus this placement), then
+    places. Quota checks first use the least the request can count for, so a request over
+    quota gets :class:`QuotaExceeded` even when nothing is free; the placement is then bounded
+    by what is left, so a larger-than-asked MIG instance can never break a limit.
+
+    ``user_containers`` are the names of the user's existing containers (those counting
+    against ``max_containers``). To re-acquire devices for an existing stopped container,
+    leave it out of ``user_containers`` and pass ``state.without(its container)``.
+
+    Nothing is changed: the caller records the result with :meth:`AllocationState.with_holding`.
+
+    Raises:
+        QuotaExceeded: a limit would be exceeded; message and ``details`` say which and how.
+        NoCapacity: within quota, but the free devices cannot satisfy the request.
+    """
+    check_container_count(quota, user_containers)
+    if request.is_empty:
+        return Placement()
+    _check_gpu_kind_allowed(request, quota)
+    needed = request.min_gpu_equivalents(_largest_total_slices(inventory.devices))
+    _check_per_container_cap(quota, needed)
+    in_use = state.user_gpu_equivalents(user)
+    _check_user_total(quota, state.of_user(user), in_use, needed)
+    left = None if quota.gpu_limit is None else quota.gpu_limit - in_use
+    budget = _smallest(left, quota.max_gpus_per_container)
+    return place(request, inventory, state, max_gpu_equivalents=budget)
+
+
+__all__ = [
+    "DEFAULT_TOTAL_SLICES",
+    "AllocationState",
+    "GpuQuota",
+    "GpuRequest",
+    "Holding",
+    "Placement",
+    "allocate",
+    "check_container_count",
+    "describe_devices",
+    "equivalents_to_float",
+    "format_equivalents",
+    "free_devices",
+    "place",
+]
