@@ -1,0 +1,303 @@
+"""HTTP + JSON over a unix socket, with the caller's identity from ``SO_PEERCRED``.
+
+The server is the standard library's threading HTTP server bound to a unix socket: one
+thread per connection, keep-alive, bodies validated into the pydantic models of
+``ds01.daemon.schemas``. Routes are declared once in ``ROUTES``; the same table drives
+dispatch and the OpenAPI document (``GET /openapi.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import socketserver
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ds01 import __version__
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import Caller, peer_credentials
+from ds01.daemon.service import Ds01Service
+from ds01.errors import Ds01Error, InvalidInput
+
+log = logging.getLogger(__name__)
+
+Query = dict[str, str]
+INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
+Handler = Callable[[Ds01Service, Caller, dict[str, str], Query, Any], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # e.g. "/v1/containers/{name}/start"
+    summary: str
+    handler: Handler
+    response: Any  # a pydantic model class or list[...] of one
+    body: type[BaseModel] | None = None
+    query: tuple[str, ...] = ()
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+
+
+def _flag(query: Query, key: str) -> bool:
+    return query.get(key, "").lower() in ("1", "true", "yes")
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/v1/whoami",
+        "Who the daemon sees calling",
+        lambda s, c, p, q, b: s.whoami(c),
+        api.WhoAmI,
+    ),
+    Route(
+        "GET",
+        "/v1/containers",
+        "List containers (own; admins: all=1 or user=NAME)",
+        lambda s, c, p, q, b: s.list_containers(c, all_users=_flag(q, "all"), user=q.get("user")),
+        list[api.ContainerInfo],
+        query=("all", "user"),
+    ),
+    Route(
+        "POST",
+        "/v1/containers",
+        "Allocate devices and create a container",
+        lambda s, c, p, q, b: s.create(c, b),
+        api.ContainerInfo,
+        body=api.CreateContainerRequest,
+    ),
+    Route(
+        "POST",
+        "/v1/containers/{name}/start",
+        "Start a container",
+        lambda s, c, p, q, b: s.start(c, p["name"], user=q.get("user")),
+        api.ContainerInfo,
+        query=("user",),
+    ),
+    Route(
+        "POST",
+        "/v1/containers/{name}/stop",
+        "Stop a container",
+        lambda s, c, p, q, b: s.stop(c, p["name"], user=q.get("user")),
+        api.ContainerInfo,
+        query=("user",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/containers/{name}",
+        "Remove a container and release its devices",
+        lambda s, c, p, q, b: s.remove(c, p["name"], user=q.get("user"), force=_flag(q, "force")),
+        api.ContainerInfo,
+        query=("user", "force"),
+    ),
+    Route(
+        "GET",
+        "/v1/gpus",
+        "Every device and who holds it",
+        lambda s, c, p, q, b: s.gpu_status(c),
+        api.GpuStatusResponse,
+    ),
+    Route(
+        "GET",
+        "/v1/limits",
+        "Resolved limits and usage (explain=1 adds where each value came from)",
+        lambda s, c, p, q, b: s.limits(c, user=q.get("user"), explain=_flag(q, "explain")),
+        api.LimitsResponse,
+        query=("user", "explain"),
+    ),
+    Route(
+        "GET",
+        "/v1/images",
+        "Registry images present locally (all=1: every registry entry)",
+        lambda s, c, p, q, b: s.images(c, include_missing=_flag(q, "all")),
+        list[api.ImageInfo],
+        query=("all",),
+    ),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of ``ROUTES``."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+
+    def ref(model: Any) -> dict[str, Any]:
+        schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            schemas[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+        return schema
+
+    error = ref(api.ErrorResponse)
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "parameters": [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in re.findall(r"\{(\w+)\}", route.path)
+            ]
+            + [{"name": n, "in": "query", "schema": {"type": "string"}} for n in route.query],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": ref(route.response)}},
+                },
+                "default": {
+                    "description": "Error",
+                    "content": {"application/json": {"schema": error}},
+                },
+            },
+        }
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(route.body)}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ds01d", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Ds01HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Identity is fixed for the whole connection by the kernel.
+        self.creds = peer_credentials(self.request)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.creds.uid, *args)
+
+    def address_string(self) -> str:
+        return f"uid={self.creds.uid}"
+
+    def _send(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        service = self.server.service
+        try:
+            if method == "GET" and url.path == "/openapi.json":
+                self._send(200, self.server.openapi)
+                return
+            for route in ROUTES:
+                match = route.pattern.match(url.path)
+                if match and route.method == method:
+                    break
+            else:
+                self._send(
+                    404,
+                    {
+                        "error": {
+                            "kind": "not_found",
+                            "message": f"no route {method} {url.path}",
+                            "exit_code": 4,
+                            "details": {},
+                        }
+                    },
+                )
+                return
+            body: Any = None
+            if route.body is not None:
+                try:
+                    body = route.body.model_validate_json(raw or b"{}")
+                except ValidationError as exc:
+                    problems = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                        for e in exc.errors()
+                    )
+                    raise InvalidInput(f"Invalid request: {problems}") from exc
+            caller = service.caller(self.creds)
+            result = route.handler(service, caller, match.groupdict(), query, body)
+            self._send(200, _dump(result))
+        except Ds01Error as exc:
+            if exc.http_status >= 500:
+                log.error("%s %s failed: %s", method, url.path, exc.message)
+            self._send(exc.http_status, {"error": exc.to_dict()})
+        except Exception:
+            log.exception("%s %s crashed", method, url.path)
+            self._send(
+                500,
+                {
+                    "error": {
+                        "kind": "internal",
+                        "message": INTERNAL_ERROR_MESSAGE,
+                        "exit_code": 1,
+                        "details": {},
+                    }
+                },
+            )
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+
+class Ds01HttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, socket_path: Path, service: Ds01Service) -> None:
+        self.service = service
+        self.openapi = openapi_document()
+        _clear_stale_socket(socket_path)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.parent.chmod(0o755)
+        super().__init__(str(socket_path), _RequestHandler)
+        # Everyone may connect; who they are comes from the kernel, not from the socket mode.
+        socket_path.chmod(0o666)
+
+
+def _clear_stale_socket(path: Path) -> None:
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: a leftover from a crash
+        return
+    finally:
+        probe.close()
+    raise SystemExit(f"ds01d: another daemon already listens on {path}")

@@ -1,0 +1,792 @@
+"""The ds01d service: every decision the API exposes, behind one allocation lock.
+
+``Ds01Service`` is the imperative shell around the pure core. It reads the configuration
+(reloading it when a file changes, keeping the last good one when a new one is invalid),
+asks Docker what exists (one list call), lets ``ds01.core.allocation`` decide, and then
+creates and labels the container, all while holding ``_allocation_lock``: choosing devices
+and creating the container that holds them is one atomic step (DESIGN.md §2.3).
+
+Callers are always ``Caller`` objects built from kernel credentials; a user may act on their
+own containers only, admins (root or the configured admin group) on everyone's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ds01.config.loader import Ds01Config, load_config
+from ds01.config.resolve import ResolvedLimits, is_admin, resolve_limits
+from ds01.core.allocation import (
+    AllocationState,
+    GpuQuota,
+    GpuRequest,
+    Holding,
+    Placement,
+    allocate,
+    equivalents_to_float,
+    format_equivalents,
+)
+from ds01.core.names import validate_container_name, validate_image_reference
+from ds01.core.units import format_bytes, parse_bytes
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.state import CreateIntent, StateStore
+from ds01.errors import (
+    Conflict,
+    Ds01Error,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+    QuotaExceeded,
+)
+from ds01.events.log import EventLog, utc_now
+from ds01.gpu.backend import GpuBackend, make_backend
+from ds01.gpu.device import Device, Inventory
+from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE, DaemonPaths
+from ds01.runtime import labels as L
+from ds01.runtime.docker import CgroupDriver, ContainerRecord, ContainerSpec, DockerRuntime
+
+log = logging.getLogger(__name__)
+
+CONTAINER_WORKSPACE = "/workspace"
+CONTAINER_DATA = "/data"
+DEFAULT_WORKSPACE_DIR = "workspace"  # under the user's home
+DEFAULT_SLICE_GROUP = "users"  # cgroup slice group of users in no configured group
+STOP_TIMEOUT_SECONDS = 10
+SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
+_SLICE_PART_RE = re.compile(r"[^a-z0-9_]")
+
+
+def slice_part(name: str) -> str:
+    """Sanitise a user or group name for a systemd slice name (``-`` means nesting there)."""
+    return _SLICE_PART_RE.sub("_", name.lower()) or "_"
+
+
+def cgroup_parent(group: str, user: str, driver: CgroupDriver) -> str:
+    """The per-user cgroup parent, ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``."""
+    g, u = slice_part(group), slice_part(user)
+    if driver == "systemd":
+        return f"ds01-{g}-{u}.slice"  # systemd expands the dashes into the same nesting
+    return f"/ds01.slice/ds01-{g}.slice/ds01-{g}-{u}.slice"
+
+
+def container_info(record: ContainerRecord) -> api.ContainerInfo:
+    return api.ContainerInfo(
+        name=record.name,
+        docker_name=record.docker_name,
+        user=record.user,
+        status=record.status,
+        image=record.image,
+        gpus=list(record.gpus),
+        gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
+        created_at=record.created_at,
+    )
+
+
+def allocation_state(records: list[ContainerRecord]) -> AllocationState:
+    return AllocationState(
+        holdings=tuple(
+            Holding(
+                container=r.docker_name,
+                name=r.name,
+                user=r.user,
+                devices=r.gpus,
+                gpu_equivalents=r.gpu_equivalents,
+                status=r.status,
+            )
+            for r in records
+            if r.gpus
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Resources:
+    cpus: float | None
+    memory_bytes: int | None
+    shm_size_bytes: int | None
+    pids_limit: int | None
+
+
+class Ds01Service:
+    """Business logic of ds01d. Thread-safe; one instance per daemon.
+
+    Args:
+        paths: where configuration, state and logs live.
+        runtime: the Docker adapter (injected).
+        store: the SQLite state store.
+        events: the event log.
+        backend_factory: builds the GPU backend from ``gpu-config.yaml`` (injected so tests
+            can pass a simulated backend with a telemetry file).
+        clock: returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        paths: DaemonPaths,
+        runtime: DockerRuntime,
+        store: StateStore,
+        events: EventLog,
+        backend_factory: Callable[[Ds01Config], GpuBackend] = lambda c: make_backend(c.gpus),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.paths = paths
+        self.runtime = runtime
+        self.store = store
+        self.events = events
+        self._clock = clock
+        self._backend_factory = backend_factory
+        self._allocation_lock = threading.Lock()
+        self._config_lock = threading.Lock()
+        self._config_stamp = self._stamp()
+        self._config = load_config(paths.config_dir)  # an invalid file stops the start here
+        self._backend = backend_factory(self._config)
+        self.engine = runtime.engine_info()
+
+    # -- configuration ------------------------------------------------------------------
+
+    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
+        stamps = []
+        for name in (RESOURCE_LIMITS_FILE, GPU_CONFIG_FILE, IMAGES_FILE):
+            try:
+                st = (self.paths.config_dir / name).stat()
+                stamps.append((name, st.st_mtime, st.st_size))
+            except FileNotFoundError:
+                stamps.append((name, 0.0, -1))
+        return tuple(stamps)
+
+    def config(self) -> Ds01Config:
+        """The current configuration; reloaded when a file changed, last good one kept."""
+        stamp = self._stamp()
+        if stamp == self._config_stamp:
+            return self._config
+        with self._config_lock:
+            if stamp == self._config_stamp:
+                return self._config
+            self._config_stamp = stamp
+            try:
+                new = load_config(self.paths.config_dir)
+            except Ds01Error as exc:
+                log.error("configuration rejected, keeping the last good one: %s", exc.message)
+                self.events.emit(
+                    "config.reload",
+                    user="ds01d",
+                    resource=f"config/{self.paths.config_dir}",
+                    details={"error": exc.message},
+                    outcome="failure",
+                )
+                return self._config
+            if new.gpus != self._config.gpus:
+                self._backend.close()
+                self._backend = self._backend_factory(new)
+            self._config = new
+            self.events.emit(
+                "config.reload", user="ds01d", resource=f"config/{self.paths.config_dir}"
+            )
+            return new
+
+    @property
+    def backend(self) -> GpuBackend:
+        self.config()
+        return self._backend
+
+    # -- identity -----------------------------------------------------------------------
+
+    def caller(self, creds: PeerCredentials) -> Caller:
+        user = user_by_uid(creds.uid)
+        admin = is_admin(self.config().limits, user.groups, user.uid)
+        return Caller(user=user, pid=creds.pid, is_admin=admin)
+
+    def whoami(self, caller: Caller) -> api.WhoAmI:
+        return api.WhoAmI(
+            user=caller.name,
+            uid=caller.uid,
+            groups=list(caller.user.groups),
+            is_admin=caller.is_admin,
+        )
+
+    def _deny(
+        self, caller: Caller, resource: str, message: str, **details: object
+    ) -> PermissionDenied:
+        self.events.emit(
+            "auth.denied",
+            user=caller.name,
+            resource=resource,
+            details={"reason": message, **details},
+            outcome="denied",
+        )
+        return PermissionDenied(message)
+
+    def _subject(self, caller: Caller, user: str | None) -> UnixUser:
+        """The user a request is about: the caller, or (admins only) someone else."""
+        if user is None or user == caller.name:
+            return caller.user
+        if not caller.is_admin:
+            raise self._deny(
+                caller,
+                f"user/{user}",
+                f"Only admins may act for another user ({user}).",
+            )
+        return user_by_name(user)
+
+    def limits_for(self, user: UnixUser) -> ResolvedLimits:
+        return resolve_limits(self.config().limits, user.name, user.groups)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def list_containers(
+        self, caller: Caller, *, all_users: bool = False, user: str | None = None
+    ) -> list[api.ContainerInfo]:
+        if all_users and not caller.is_admin:
+            raise self._deny(
+                caller, "containers/*", "Only admins may list every user's containers."
+            )
+        records = self.runtime.list_managed()
+        if not all_users:
+            subject = self._subject(caller, user)
+            records = [r for r in records if r.uid == subject.uid]
+        records.sort(key=lambda r: (r.user, r.name))
+        return [container_info(r) for r in records]
+
+    def gpu_status(self, caller: Caller) -> api.GpuStatusResponse:
+        inventory = self.backend.inventory()
+        held = allocation_state(self.runtime.list_managed()).held()
+        devices = []
+        for device in inventory.devices:
+            holding = held.get(device.uuid)
+            devices.append(
+                api.DeviceStatus(
+                    uuid=device.uuid,
+                    kind=device.kind,
+                    profile=device.profile,
+                    gpu_index=device.gpu_index,
+                    model=device.model,
+                    memory_mib=device.memory_mib,
+                    gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
+                    reserved=device.uuid in inventory.reserved,
+                    holder=api.Holder(user=holding.user, container=holding.name)
+                    if holding
+                    else None,
+                )
+            )
+        allocated = sum(
+            (d.gpu_equivalents for d in inventory.devices if d.uuid in held),
+            start=inventory.total_gpu_equivalents * 0,
+        )
+        return api.GpuStatusResponse(
+            backend=inventory.backend,
+            message=inventory.message,
+            devices=devices,
+            unusable=[
+                api.UnusableGpu(
+                    index=g.index,
+                    uuid=g.uuid,
+                    model=g.model,
+                    reason="MIG mode is on but no MIG instance exists",
+                )
+                for g in inventory.unusable_gpus()
+            ],
+            total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
+            allocated_gpu_equivalents=equivalents_to_float(allocated),
+        )
+
+    def limits(
+        self, caller: Caller, *, user: str | None = None, explain: bool = False
+    ) -> api.LimitsResponse:
+        subject = self._subject(caller, user)
+        resolved = self.limits_for(subject)
+        mine = [r for r in self.runtime.list_managed() if r.uid == subject.uid]
+        in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
+        return api.LimitsResponse(
+            user=subject.name,
+            groups=list(resolved.groups),
+            is_admin=is_admin(self.config().limits, subject.groups, subject.uid),
+            limits=resolved.to_dict(),
+            usage=api.Usage(
+                gpu_equivalents=equivalents_to_float(in_use),
+                containers=len(mine),
+                gpu_containers=sorted(r.name for r in mine if r.gpus),
+            ),
+            explain={
+                key: api.ResolvedEntry(value=entry["value"], source=entry["source"])
+                for key, entry in resolved.explain().items()
+            }
+            if explain
+            else None,
+        )
+
+    def images(self, caller: Caller, *, include_missing: bool = False) -> list[api.ImageInfo]:
+        present = self.runtime.local_image_tags()
+        result = []
+        for entry in self.config().images.images:
+            is_present = _with_tag(entry.image) in present
+            if is_present or include_missing:
+                result.append(
+                    api.ImageInfo(
+                        name=entry.name,
+                        image=entry.image,
+                        framework=entry.framework,
+                        description=entry.description,
+                        version=entry.version,
+                        present=is_present,
+                    )
+                )
+        return result
+
+    # -- container lifecycle ------------------------------------------------------------------
+
+    def create(self, caller: Caller, request: api.CreateContainerRequest) -> api.ContainerInfo:
+        name = validate_container_name(request.name)
+        docker_name = L.container_name(name, caller.uid)
+        resource = f"container/{docker_name}"
+        config = self.config()
+        gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
+        try:
+            image_ref, framework, image_command = self._resolve_image(config, request.image)
+            limits = self.limits_for(caller.user)
+            resources = _resources(limits, request, self.engine.cpus)
+            workspace = self._workspace(caller.user, request.workspace)
+            data = (
+                self._owned_directory(caller.user, request.data, "--data") if request.data else None
+            )
+        except PolicyError as exc:
+            self._refused(caller, resource, exc)
+            raise
+        group = limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP
+        quota = GpuQuota.from_values(
+            gpu_limit=limits.gpu_limit,
+            max_gpus_per_container=limits.max_gpus_per_container,
+            allow_full_gpu=limits.allow_full_gpu,
+            allow_mig=limits.allow_mig,
+            max_containers=limits.max_containers,
+        )
+        request_id = uuid.uuid4().hex
+        with self._allocation_lock:
+            records = self.runtime.list_managed()
+            if any(r.docker_name == docker_name for r in records):
+                raise Conflict(
+                    f"You already have a container named {name!r}. Pick another name, or "
+                    f"remove it first with `container-remove {name}`."
+                )
+            inventory = self.backend.inventory()
+            mine = [r.name for r in records if r.uid == caller.uid]
+            try:
+                placement = allocate(
+                    gpu_request, caller.name, quota, inventory, allocation_state(records), mine
+                )
+            except PolicyError as exc:
+                self._refused(caller, resource, exc)
+                raise
+            spec = self._spec(
+                caller=caller,
+                name=name,
+                docker_name=docker_name,
+                group=group,
+                image=image_ref,
+                requested_image=request.image,
+                framework=framework,
+                image_command=image_command,
+                placement=placement,
+                inventory=inventory,
+                resources=resources,
+                workspace=workspace,
+                data=data,
+                interface=request.interface,
+                request_id=request_id,
+            )
+            self.store.add_intent(
+                CreateIntent(request_id, docker_name, caller.name, spec.labels[L.CREATED_AT])
+            )
+            try:
+                self.runtime.create(spec)
+            except Ds01Error as exc:
+                self.events.emit(
+                    "container.create",
+                    user=caller.name,
+                    resource=resource,
+                    details={"error": exc.message},
+                    outcome="failure",
+                )
+                raise
+            finally:
+                self.store.remove_intent(request_id)
+        if placement.devices:
+            self.events.emit(
+                "gpu.allocate",
+                user=caller.name,
+                resource=resource,
+                details={
+                    "devices": list(placement.uuids),
+                    "gpu_equivalents": equivalents_to_float(placement.gpu_equivalents),
+                },
+            )
+        self.events.emit(
+            "container.create",
+            user=caller.name,
+            resource=resource,
+            details={
+                "image": image_ref,
+                "gpus": list(placement.uuids),
+                "cpus": resources.cpus,
+                "memory": format_bytes(resources.memory_bytes) if resources.memory_bytes else None,
+                "interface": request.interface,
+            },
+        )
+        return api.ContainerInfo(
+            name=name,
+            docker_name=docker_name,
+            user=caller.name,
+            status="created",
+            image=request.image,
+            gpus=list(placement.uuids),
+            gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
+            created_at=spec.labels[L.CREATED_AT],
+        )
+
+    def start(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
+        record = self._target(caller, name, user, "start")
+        self.runtime.start(record.docker_name)
+        self.events.emit("container.start", user=caller.name, resource=_resource(record))
+        return container_info(record).model_copy(update={"status": "running"})
+
+    def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
+        record = self._target(caller, name, user, "stop")
+        self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        self.events.emit("container.stop", user=caller.name, resource=_resource(record))
+        return container_info(record).model_copy(update={"status": "stopped"})
+
+    def remove(
+        self, caller: Caller, name: str, *, user: str | None = None, force: bool = False
+    ) -> api.ContainerInfo:
+        record = self._target(caller, name, user, "remove")
+        if record.status == "running" and not force:
+            raise Conflict(
+                f"Container {record.name!r} is running. Stop it first with "
+                f"`container-stop {record.name}`, or remove it anyway with --force."
+            )
+        with self._allocation_lock:
+            self.runtime.remove(record.docker_name, force=force)
+        self.events.emit(
+            "container.remove",
+            user=caller.name,
+            resource=_resource(record),
+            details={"force": force},
+        )
+        if record.gpus:
+            self.events.emit(
+                "gpu.release",
+                user=caller.name,
+                resource=_resource(record),
+                details={
+                    "devices": list(record.gpus),
+                    "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
+                },
+            )
+        return container_info(record).model_copy(update={"status": "removed"})
+
+    # -- start-up reconciliation --------------------------------------------------------
+
+    def reconcile(self, settle_seconds: float = 1.5) -> list[str]:
+        """Remove containers whose create never finished; return their Docker names.
+
+        An intent left in the store means ds01d died between recording the create and
+        confirming it. Docker may still be finishing that create, so an intent whose
+        container is not there yet is looked at again for ``settle_seconds``.
+        """
+        removed: list[str] = []
+        pending = self.store.intents()
+        deadline = time.monotonic() + settle_seconds
+        while pending:
+            by_name = {r.docker_name: r for r in self.runtime.list_managed()}
+            still: list[CreateIntent] = []
+            for intent in pending:
+                record = by_name.get(intent.docker_name)
+                if record is not None and record.request_id == intent.request_id:
+                    self.runtime.remove(record.docker_name, force=True, missing_ok=True)
+                    removed.append(record.docker_name)
+                    self.events.emit(
+                        "container.create",
+                        user=intent.user,
+                        resource=f"container/{intent.docker_name}",
+                        details={"reason": "daemon stopped before the create completed"},
+                        outcome="rolled_back",
+                    )
+                    self.store.remove_intent(intent.request_id)
+                elif time.monotonic() < deadline:
+                    still.append(intent)
+                else:
+                    self.store.remove_intent(intent.request_id)
+            pending = still
+            if pending:
+                time.sleep(0.1)
+        return removed
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _refused(self, caller: Caller, resource: str, exc: PolicyError) -> None:
+        action = "auth.denied" if isinstance(exc, PermissionDenied) else "container.create"
+        self.events.emit(
+            action,
+            user=caller.name,
+            resource=resource,
+            details={"reason": exc.message, "kind": exc.kind},
+            outcome="denied",
+        )
+
+    def _target(self, caller: Caller, name: str, user: str | None, verb: str) -> ContainerRecord:
+        """Find the container a request names and check the caller may act on it."""
+        if L.CONTAINER_NAME_SEPARATOR in name:
+            docker_name = name
+            base, _, uid_text = name.rpartition(L.CONTAINER_NAME_SEPARATOR)
+            validate_container_name(base)
+            if not uid_text.isdigit():
+                raise InvalidInput(f"Invalid container reference {name!r}.")
+            owner_uid = int(uid_text)
+            if user is not None:
+                raise InvalidInput("Give either a full container name or --user, not both.")
+        else:
+            validate_container_name(name)
+            owner_uid = self._subject(caller, user).uid
+            docker_name = L.container_name(name, owner_uid)
+        if owner_uid != caller.uid and not caller.is_admin:
+            raise self._deny(
+                caller,
+                f"container/{docker_name}",
+                f"You may not {verb} {name!r}: it belongs to another user.",
+                verb=verb,
+            )
+        for record in self.runtime.list_managed():
+            if record.docker_name == docker_name:
+                return record
+        raise NotFound(
+            f"No container named {name!r}"
+            + (f" for user {user}" if user else "")
+            + ". `container-list` shows yours."
+        )
+
+    def _resolve_image(
+        self, config: Ds01Config, wanted: str
+    ) -> tuple[str, str, tuple[str, ...]]:
+        """The image reference a request names, its framework and its default command."""
+        entry = config.images.find(wanted)
+        if entry is not None:
+            ref, framework = entry.image, entry.framework
+        else:
+            ref = validate_image_reference(wanted)
+            if not config.images.allows_reference(ref):
+                raise PermissionDenied(
+                    f"Image {wanted!r} is not in the image registry and local references like "
+                    "it are not allowed here. `image-list` shows the images you can use."
+                )
+            framework = "-"
+        command = self.runtime.image_command(ref)
+        if command is None:
+            raise NotFound(
+                f"Image {ref!r} is not present on this machine. `image-list` shows the images "
+                "that are; ask an admin to pull or build it."
+            )
+        return ref, framework, command
+
+    def _workspace(self, user: UnixUser, requested: str | None) -> Path:
+        if requested:
+            return self._owned_directory(user, requested, "--workspace")
+        path = user.home / DEFAULT_WORKSPACE_DIR
+        if not os.path.lexists(path):
+            _make_user_directory(path, user)
+        return self._owned_directory(user, str(path), "workspace")
+
+    def _owned_directory(self, user: UnixUser, requested: str, what: str) -> Path:
+        """Resolve a host directory (symlinks included) and check the user owns it."""
+        path = Path(requested)
+        if not path.is_absolute():
+            raise InvalidInput(f"{what} must be an absolute path, got {requested!r}.")
+        try:
+            real = path.resolve(strict=True)
+            st = real.stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidInput(f"{what} {requested!r} does not exist.") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidInput(f"{what} {requested!r} is not a directory.")
+        if real == Path("/") or (st.st_uid != user.uid and user.uid != 0):
+            raise PermissionDenied(
+                f"{what} {requested!r} (resolves to {real}) is not a directory you own; "
+                "only your own directories can be mounted."
+            )
+        return real
+
+    def _spec(
+        self,
+        *,
+        caller: Caller,
+        name: str,
+        docker_name: str,
+        group: str,
+        image: str,
+        requested_image: str,
+        framework: str,
+        image_command: tuple[str, ...],
+        placement: Placement,
+        inventory: Inventory,
+        resources: _Resources,
+        workspace: Path,
+        data: Path | None,
+        interface: str,
+        request_id: str,
+    ) -> ContainerSpec:
+        uuids = placement.uuids
+        visible = ",".join(uuids) if uuids else "void"
+        labels = {
+            L.MANAGED: "true",
+            L.USER: caller.name,
+            L.UID: str(caller.uid),
+            L.GROUP: group,
+            L.NAME: name,
+            L.GPUS: ",".join(uuids),
+            L.GPU_EQUIVALENTS: str(placement.gpu_equivalents),
+            L.CREATED_AT: self._clock().isoformat(timespec="seconds"),
+            L.INTERFACE: interface,
+            L.IMAGE: requested_image,
+            L.REQUEST_ID: request_id,
+            L.AIME_MLC: caller.name,
+            L.AIME_NAME: name,
+            L.AIME_USER: caller.name,
+            L.AIME_VERSION: L.AIME_MLC_VERSION_VALUE,
+            L.AIME_WORK_MOUNT: str(workspace),
+            L.AIME_DATA_MOUNT: str(data) if data else "-",
+            L.AIME_MODELS_MOUNT: "-",
+            L.AIME_FRAMEWORK: framework,
+            L.AIME_GPUS: visible,
+        }
+        mounts = [(str(workspace), CONTAINER_WORKSPACE)]
+        if data:
+            mounts.append((str(data), CONTAINER_DATA))
+        through_toolkit = inventory.backend == "nvml"
+        return ContainerSpec(
+            docker_name=docker_name,
+            image=image,
+            user=f"{caller.uid}:{caller.user.gid}",
+            hostname=name,
+            labels=labels,
+            environment={
+                "NVIDIA_VISIBLE_DEVICES": visible,
+                "CUDA_VISIBLE_DEVICES": visible,
+                "HOME": CONTAINER_WORKSPACE,
+                "USER": caller.name,
+                "DS01_CONTAINER": name,
+            },
+            mounts=tuple(mounts),
+            cgroup_parent=cgroup_parent(group, caller.name, self.engine.cgroup_driver),
+            cpus=resources.cpus,
+            memory_bytes=resources.memory_bytes,
+            shm_size_bytes=resources.shm_size_bytes,
+            pids_limit=resources.pids_limit,
+            gpu_uuids=uuids if through_toolkit else (),
+            device_nodes=() if through_toolkit else _device_nodes(placement.devices),
+            stop_signal=_stop_signal(image_command),
+        )
+
+
+def _stop_signal(command: tuple[str, ...]) -> str | None:
+    """SIGHUP for images whose command is a bare shell: interactive shells ignore SIGTERM,
+    so `container-stop` would otherwise wait for the kill timeout."""
+    if len(command) == 1 and Path(command[0]).name in SHELLS:
+        return "SIGHUP"
+    return None
+
+
+def _device_nodes(devices: tuple[Device, ...]) -> tuple[str, ...]:
+    """``--device`` entries for simulated GPUs that have a stand-in device node."""
+    nodes: dict[str, str] = {}
+    for device in devices:
+        if device.device_node:
+            nodes[device.device_node] = f"/dev/nvidia{device.gpu_index}"
+    return tuple(f"{host}:{inside}:rwm" for host, inside in sorted(nodes.items()))
+
+
+def _resources(
+    limits: ResolvedLimits, request: api.CreateContainerRequest, host_cpus: int
+) -> _Resources:
+    """Per-container resources: the request if within the quota, else a refusal (never trimmed).
+
+    The CPU quota is a ceiling; on a host with fewer cores the default is all of them.
+    """
+    if request.cpus is not None and request.cpus > host_cpus:
+        raise InvalidInput(f"This machine has {host_cpus} CPUs; ask for at most {host_cpus}.")
+
+    def bounded(
+        label: str, asked: float | None, limit: float | None, fmt: Callable[[float], str]
+    ) -> float | None:
+        if asked is None:
+            return limit
+        if limit is not None and asked > limit:
+            raise QuotaExceeded(
+                f"Requested {label} {fmt(asked)} is above your limit of {fmt(limit)} per "
+                f"container. Ask for at most {fmt(limit)} (see `check-limits`)."
+            )
+        return asked
+
+    def size(value: str | None, label: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_bytes(value)
+        except ValueError as exc:
+            raise InvalidInput(f"Invalid {label} {value!r}: {exc}") from exc
+
+    def as_bytes(x: float) -> str:
+        return format_bytes(int(x))
+
+    def as_cpus(x: float) -> str:
+        return f"{x:g} CPUs"
+
+    cpus = bounded("CPUs", request.cpus, limits.cpu_limit, as_cpus)
+    if cpus is not None:
+        cpus = min(cpus, float(host_cpus))
+    memory = bounded(
+        "memory", size(request.memory, "--memory"), limits.memory_limit_bytes, as_bytes
+    )
+    shm = bounded(
+        "shared memory", size(request.shm_size, "--shm-size"), limits.shm_size_bytes, as_bytes
+    )
+    return _Resources(
+        cpus=cpus,
+        memory_bytes=int(memory) if memory is not None else None,
+        shm_size_bytes=int(shm) if shm is not None else None,
+        pids_limit=limits.pids_limit,
+    )
+
+
+def _make_user_directory(path: Path, user: UnixUser) -> None:
+    """Create ``path`` owned by ``user`` without following a symlink planted in its place."""
+    try:
+        path.mkdir(mode=0o755)
+    except FileExistsError:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(fd, user.uid, user.gid)
+    finally:
+        os.close(fd)
+
+
+def _with_tag(ref: str) -> str:
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in last else f"{ref}:latest"
+
+
+def _resource(record: ContainerRecord) -> str:
+    return f"container/{record.docker_name}"
+
+
+__all__ = ["Ds01Service", "cgroup_parent", "format_equivalents", "slice_part"]

@@ -1,0 +1,257 @@
+"""The Docker Engine adapter: the only module that talks to Docker.
+
+Two layers, as in docker-py: ``ContainerSpec`` is a typed request object (what ds01 decided
+a container must look like); ``DockerRuntime`` turns it into Engine API calls with the
+low-level ``APIClient`` (one call per action, no hidden ``inspect``), and turns what Docker
+reports back into ``ContainerRecord`` objects read from labels.
+
+Docker errors become ds01 errors here: 404 → ``NotFound``, 409 → ``Conflict``, anything
+else (including an engine that does not answer) → ``DockerUnavailable``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest, Mount
+
+from ds01.errors import Conflict, DockerUnavailable, NotFound
+from ds01.runtime import labels as L
+
+CgroupDriver = Literal["cgroupfs", "systemd"]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Docker state → the status ds01 shows.
+_STATUS = {"exited": "stopped", "dead": "stopped"}
+
+
+@contextmanager
+def docker_errors(what: str) -> Iterator[None]:
+    """Translate docker-py exceptions raised inside the block into ds01 errors."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFound(f"{what}: not found ({exc.explanation})") from exc
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            raise Conflict(f"{what}: {exc.explanation}") from exc
+        raise DockerUnavailable(f"{what}: Docker error: {exc.explanation or exc}") from exc
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        raise DockerUnavailable(f"{what}: the Docker engine did not answer: {exc}") from exc
+
+
+def _translated(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            with docker_errors(what):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the engine reports about its host: cgroup driver, CPUs, memory in bytes."""
+
+    cgroup_driver: CgroupDriver
+    cpus: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything ds01 decided about one container, ready for ``docker create``.
+
+    Sizes are in bytes, CPUs in (fractional) cores; ``None`` means no limit.
+    """
+
+    docker_name: str
+    image: str
+    user: str  # "uid:gid"
+    hostname: str
+    labels: dict[str, str]
+    environment: dict[str, str]
+    mounts: tuple[tuple[str, str], ...]  # (host path, container path), read-write binds
+    cgroup_parent: str
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    shm_size_bytes: int | None = None
+    pids_limit: int | None = None
+    gpu_uuids: tuple[str, ...] = ()  # through the NVIDIA toolkit (real hosts)
+    device_nodes: tuple[str, ...] = ()  # "host:container:rwm" (simulated GPUs)
+    working_dir: str = "/workspace"
+    stop_signal: str | None = None  # None: the image's own (usually SIGTERM)
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = ("no-new-privileges",)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """A ds01-managed container as Docker reports it (from one list call)."""
+
+    id: str
+    docker_name: str
+    name: str
+    user: str
+    uid: int
+    group: str
+    status: str
+    image: str
+    gpus: tuple[str, ...]
+    gpu_equivalents: Fraction
+    created_at: str
+    request_id: str
+    labels: dict[str, str]
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
+        """Build from one entry of ``GET /containers/json`` (no inspect needed)."""
+        labels: dict[str, str] = summary.get("Labels") or {}
+        names = summary.get("Names") or ["/"]
+        gpus = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
+        try:
+            uid = int(labels.get(L.UID, "-1"))
+            equivalents = Fraction(labels.get(L.GPU_EQUIVALENTS, "0"))
+        except ValueError:
+            uid, equivalents = -1, Fraction(0)
+        state = str(summary.get("State", ""))
+        return cls(
+            id=str(summary.get("Id", "")),
+            docker_name=names[0].lstrip("/"),
+            name=labels.get(L.NAME, names[0].lstrip("/")),
+            user=labels.get(L.USER, ""),
+            uid=uid,
+            group=labels.get(L.GROUP, ""),
+            status=_STATUS.get(state, state),
+            image=labels.get(L.IMAGE, str(summary.get("Image", ""))),
+            gpus=gpus,
+            gpu_equivalents=equivalents,
+            created_at=labels.get(L.CREATED_AT, ""),
+            request_id=labels.get(L.REQUEST_ID, ""),
+            labels=labels,
+        )
+
+
+class DockerRuntime:
+    """Thin, typed wrapper over docker-py's low-level client.
+
+    Args:
+        client: a ``docker.APIClient`` (injected; tests and the daemon pass a real one).
+    """
+
+    def __init__(self, client: docker.APIClient) -> None:
+        self.api = client
+
+    @classmethod
+    def from_env(cls) -> DockerRuntime:
+        with docker_errors("connecting to Docker"):
+            return cls(docker.APIClient(version="auto", timeout=120))
+
+    @_translated("reading Docker info")
+    def engine_info(self) -> EngineInfo:
+        info = self.api.info()
+        driver: CgroupDriver = "systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs"
+        return EngineInfo(
+            cgroup_driver=driver,
+            cpus=int(info.get("NCPU") or 1),
+            memory_bytes=int(info.get("MemTotal") or 0),
+        )
+
+    @_translated("listing containers")
+    def list_managed(self) -> list[ContainerRecord]:
+        """Every ds01-managed container, any state, from one Engine API call."""
+        summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
+        return [ContainerRecord.from_summary(s) for s in summaries]
+
+    @_translated("listing images")
+    def local_image_tags(self) -> set[str]:
+        """Every ``repo:tag`` present locally."""
+        tags: set[str] = set()
+        for image in self.api.images():
+            tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+        return tags
+
+    def image_command(self, ref: str) -> tuple[str, ...] | None:
+        """The image's default command (entrypoint + cmd), or ``None`` if it is not here."""
+        with docker_errors(f"image {ref}"):
+            try:
+                attrs = self.api.inspect_image(ref)  # type: ignore[no-untyped-call]
+            except docker.errors.ImageNotFound:
+                return None
+        config = attrs.get("Config") or {}
+        return tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container; return its id."""
+        device_requests = (
+            [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
+            if spec.gpu_uuids
+            else None
+        )
+        host_config = self.api.create_host_config(
+            init=True,
+            privileged=False,
+            cap_drop=list(spec.cap_drop),
+            security_opt=list(spec.security_opt),
+            cgroup_parent=spec.cgroup_parent,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory_bytes,
+            # Same as memory: no swap beyond the memory limit.
+            memswap_limit=spec.memory_bytes,
+            shm_size=spec.shm_size_bytes,
+            pids_limit=spec.pids_limit,
+            mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
+            devices=list(spec.device_nodes) or None,
+            device_requests=device_requests,
+            network_mode="bridge",
+            **spec.extra,
+        )
+        with docker_errors(f"creating container {spec.docker_name}"):
+            response = self.api.create_container(
+                image=spec.image,
+                name=spec.docker_name,
+                hostname=spec.hostname,
+                user=spec.user,
+                environment=spec.environment,
+                labels=spec.labels,
+                working_dir=spec.working_dir,
+                stop_signal=spec.stop_signal,
+                host_config=host_config,
+                tty=True,
+                stdin_open=True,
+            )
+        return str(response["Id"])
+
+    @_translated("starting container")
+    def start(self, container: str) -> None:
+        self.api.start(container)
+
+    @_translated("stopping container")
+    def stop(self, container: str, timeout_seconds: int = 10) -> None:
+        self.api.stop(container, timeout=timeout_seconds)
+
+    def remove(self, container: str, *, force: bool = False, missing_ok: bool = False) -> None:
+        with docker_errors(f"removing container {container}"):
+            try:
+                self.api.remove_container(container, force=force)
+            except docker.errors.NotFound:
+                if not missing_ok:
+                    raise
+
+    @_translated("inspecting container")
+    def inspect(self, container: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.inspect_container(container)
+        return result

@@ -1,0 +1,42 @@
+"""Docker label keys: the one place they are spelled.
+
+Labels are the record of what ds01 created and which devices each container holds
+(DESIGN.md §5). Only ds01d writes them; nothing a client sends becomes a label verbatim.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ds01."
+
+MANAGED = "ds01.managed"
+USER = "ds01.user"
+UID = "ds01.uid"
+GROUP = "ds01.group"
+NAME = "ds01.name"
+GPUS = "ds01.gpus"  # comma-separated device UUIDs, empty when none
+GPU_EQUIVALENTS = "ds01.gpu_equivalents"  # exact fraction "3/7", or "0"
+CREATED_AT = "ds01.created_at"  # ISO 8601 UTC
+INTERFACE = "ds01.interface"  # cli | deploy | proxy | job
+IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
+REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
+
+# AIME ML Containers compatibility (DESIGN.md §2.8).
+AIME_MLC = "aime.mlc"
+AIME_NAME = "aime.mlc.NAME"
+AIME_USER = "aime.mlc.USER"
+AIME_VERSION = "aime.mlc.MLC_VERSION"
+AIME_WORK_MOUNT = "aime.mlc.WORK_MOUNT"
+AIME_DATA_MOUNT = "aime.mlc.DATA_MOUNT"
+AIME_MODELS_MOUNT = "aime.mlc.MODELS_MOUNT"
+AIME_FRAMEWORK = "aime.mlc.FRAMEWORK"
+AIME_GPUS = "aime.mlc.GPUS"
+AIME_MLC_VERSION_VALUE = "4"
+
+MANAGED_FILTER = {"label": f"{MANAGED}=true"}
+
+CONTAINER_NAME_SEPARATOR = "._."
+
+
+def container_name(name: str, uid: int) -> str:
+    """Docker name of a user's container: ``{name}._.{uid}`` (AIME convention)."""
+    return f"{name}{CONTAINER_NAME_SEPARATOR}{uid}"
