@@ -1,0 +1,48 @@
+# ds01 developer targets. Run as root on the build machine (Debian 12); see docs/contributing.md.
+#
+#   make setup   Docker engine + world-readable install in $(VENV), commands in /usr/local/bin
+#   make images  offline test images (ds01-test/busybox, ds01-test/busybox-alt)
+#   make test    setup + images + the whole pytest suite (PYTEST_ARGS='-k quota' to narrow)
+#   make lint    ruff + mypy
+#   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
+#   make bench   setup + images + every benchmarks/bench_*.py
+#   make clean   remove the demo's state, containers and users
+
+SHELL := /bin/bash
+VENV ?= /opt/ds01/venv
+PYTEST_ARGS ?=
+# docker/e2e tests must fail, never skip, when `make test` cannot run them.
+DS01_REQUIRE_DOCKER ?= 1
+export VENV DS01_REQUIRE_DOCKER
+
+.PHONY: setup images test lint demo bench clean
+
+setup:
+	@bash scripts/install.sh
+
+images:
+	@bash scripts/ensure-docker.sh
+	@bash scripts/build-test-images.sh
+
+test: setup images
+	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
+	exit $$rc
+
+lint:
+	@test -x $(VENV)/bin/ruff || bash scripts/install.sh
+	@rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(VENV)/bin/mypy || rc=1; \
+	exit $$rc
+
+demo: setup images
+	@bash scripts/demo.sh
+
+bench: setup images
+	@set -e; shopt -s nullglob; files=(benchmarks/bench_*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "make bench: no benchmarks/bench_*.py" >&2; exit 1; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(VENV)/bin/python "$$f"; done
+
+clean:
+	@bash scripts/demo.sh clean

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install (Debian's docker.io) and start a Docker engine if none answers.
+# Safe to run repeatedly; used by `make setup`, `make test` and .ci/run.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v dockerd >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+if [ -n "$pid" ] && { [ ! -d "/proc/$pid" ] || grep -q '^State:.*Z' "/proc/$pid/status"; }; then
+  rm -f /var/run/docker.pid
+fi
+nohup dockerd >/var/log/dockerd.log 2>&1 &
+for _ in $(seq 1 300); do
+  docker info >/dev/null 2>&1 && exit 0
+  sleep 0.1
+done
+tail -50 /var/log/dockerd.log >&2
+echo "ensure-docker: dockerd did not come up" >&2
+exit 1

@@ -1,0 +1,309 @@
+"""Test infrastructure shared by the whole suite (no tests here).
+
+Markers (registered in pyproject.toml):
+
+- ``docker``: needs root and a Docker engine that answers. Every test under
+  ``tests/integration/`` gets it automatically, and so does every test that uses one of the
+  fixtures ``docker_client``, ``test_image``, ``test_image_alt`` or ``ds01d``.
+- ``e2e``: runs the CLI as real Unix users against a real ds01d (same requirements).
+  Every test under ``tests/e2e/`` gets it automatically.
+
+Without root or Docker those tests are SKIPPED with the reason, so that the pure unit tests
+still run anywhere. When ``CI`` is set (to anything but ``0``/``false``) or
+``DS01_REQUIRE_DOCKER=1`` (``make test`` sets it), they FAIL instead: CI can never pass by
+silently skipping them.
+
+Fixtures:
+
+- ``docker_client`` (session): ``docker.from_env()``.
+- ``test_image`` / ``test_image_alt`` (session): ``"ds01-test/busybox:latest"`` and
+  ``"ds01-test/busybox-alt:latest"``, after checking the image exists (``make images``).
+- ``unix_users`` (session): real users alice, bob, carol, dave, erin (see ``TEST_USERS``),
+  mapping name → ``pwd.struct_passwd``.
+- ``fake_gpu_nodes`` (session): a directory with ``nvidia0``…``nvidia7`` character devices.
+- ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
+
+Helpers live in ``tests/support.py``; import them as ``from support import …`` (this
+directory is on ``sys.path`` because it holds this conftest and no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import (
+    TEST_IMAGE,
+    TEST_IMAGE_ALT,
+    TEST_USER_COMMENT,
+    Ds01Daemon,
+    can_run_as,
+    ensure_group,
+    ensure_user,
+    environ_flag,
+    make_fake_gpu_nodes,
+    remove_group,
+    remove_managed_containers,
+    remove_user,
+)
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+#: Markers whose tests need root and a Docker engine.
+DOCKER_MARKERS = ("docker", "e2e")
+#: Fixtures that need root and a Docker engine; a test using one is marked ``docker``.
+DOCKER_FIXTURES = frozenset({"docker_client", "test_image", "test_image_alt", "ds01d"})
+#: Directories whose tests are marked automatically.
+AUTO_MARKERS = {TESTS_DIR / "integration": "docker", TESTS_DIR / "e2e": "e2e"}
+
+#: Unix users the ``unix_users`` fixture provides, with their supplementary groups.
+#: alice and carol are PhD students, bob an MSc student, dave in no group, erin an admin.
+TEST_USERS: Mapping[str, Sequence[str]] = {
+    "alice": ("phd",),
+    "bob": ("msc",),
+    "carol": ("phd",),
+    "dave": (),
+    "erin": ("ds01-admin",),
+}
+TEST_GROUPS = ("phd", "msc", "ds01-admin")
+
+
+def strict_mode() -> bool:
+    """True when docker/e2e tests must fail rather than skip (CI, or DS01_REQUIRE_DOCKER=1)."""
+    return environ_flag("CI") or os.environ.get("DS01_REQUIRE_DOCKER", "") == "1"
+
+
+@functools.cache
+def docker_problem() -> str | None:
+    """Why docker/e2e tests cannot run here, or ``None`` if they can (checked once)."""
+    if os.geteuid() != 0:
+        return "needs root (it creates Unix users and runs ds01d, which talks to Docker)"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        return (
+            f"no Docker engine answers ({type(exc).__name__}: {exc}); "
+            "`make test` starts one (scripts/ensure-docker.sh)"
+        )
+    return None
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the current test, or fail it in strict mode (see :func:`strict_mode`)."""
+    if strict_mode():
+        pytest.fail(f"{reason} [required: CI or DS01_REQUIRE_DOCKER=1 is set]", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs_docker(item: pytest.Item) -> bool:
+    if any(item.get_closest_marker(name) for name in DOCKER_MARKERS):
+        return True
+    return bool(DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by directory and fixtures; skip docker/e2e tests that cannot run here."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        for directory, marker in AUTO_MARKERS.items():
+            if path.is_relative_to(directory) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+        if DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())) and not any(
+            item.get_closest_marker(name) for name in DOCKER_MARKERS
+        ):
+            item.add_marker("docker")
+    if strict_mode():
+        return  # pytest_runtest_setup fails them instead
+    docker_items = [item for item in items if needs_docker(item)]
+    problem = docker_problem() if docker_items else None
+    if problem is not None:
+        for item in docker_items:
+            item.add_marker(pytest.mark.skip(reason=f"docker/e2e test: {problem}"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """In strict mode, fail (never skip) a docker/e2e test that cannot run here."""
+    if strict_mode() and needs_docker(item):
+        problem = docker_problem()
+        if problem is not None:
+            pytest.fail(
+                f"docker/e2e test cannot run: {problem} "
+                "[required: CI or DS01_REQUIRE_DOCKER=1 is set]",
+                pytrace=False,
+            )
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        skip_or_fail(f"{what} needs root")
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A ``docker.DockerClient`` for the local engine (``docker.from_env()``)."""
+    problem = docker_problem()
+    if problem is not None:
+        skip_or_fail(problem)
+    import docker
+
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def _require_image(client: Any, ref: str) -> str:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+    except ImageNotFound:
+        pytest.fail(
+            f"test image {ref} is missing: run `make images` (scripts/build-test-images.sh); "
+            "no registry is reachable, so tests never pull",
+            pytrace=False,
+        )
+    return ref
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_client: Any) -> str:
+    """``"ds01-test/busybox:latest"``: ~2 MB busybox (sh, sleep, ps, nc, wget…), PATH=/bin."""
+    return _require_image(docker_client, TEST_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def test_image_alt(docker_client: Any) -> str:
+    """``"ds01-test/busybox-alt:latest"``: the same image under a second reference."""
+    return _require_image(docker_client, TEST_IMAGE_ALT)
+
+
+@pytest.fixture(scope="session")
+def unix_users() -> Iterator[dict[str, pwd.struct_passwd]]:
+    """Real Unix users for identity, ownership and quota tests.
+
+    Creates (``useradd -m -s /bin/sh``) whichever of alice, bob, carol, dave and erin do
+    not exist, the groups ``phd`` (alice, carol), ``msc`` (bob) and ``ds01-admin`` (erin),
+    and adds the memberships. At the end of the session it deletes (``userdel -r``) the
+    users and groups it created, and any user left over by an interrupted earlier session
+    (recognised by the comment field ``ds01-test``). Returns name → ``pwd.struct_passwd``.
+    """
+    require_root("creating Unix users")
+    created_groups = [group for group in TEST_GROUPS if ensure_group(group)]
+    to_remove: list[str] = []
+    try:
+        for name, groups in TEST_USERS.items():
+            existed_as_test_user = _is_test_user(name)
+            if ensure_user(name, groups) or existed_as_test_user:
+                to_remove.append(name)
+        yield {name: pwd.getpwnam(name) for name in TEST_USERS}
+    finally:
+        for name in reversed(to_remove):
+            remove_user(name)
+        for group in reversed(created_groups):
+            remove_group(group)
+
+
+def _is_test_user(name: str) -> bool:
+    try:
+        return pwd.getpwnam(name).pw_gecos == TEST_USER_COMMENT
+    except KeyError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def _installed_for_users(unix_users: dict[str, pwd.struct_passwd]) -> None:
+    """Check once that other users can run this interpreter and its console scripts."""
+    if not can_run_as("alice", Path(sys.executable)):
+        pytest.fail(
+            f"user alice cannot run {sys.executable}: run the tests with the world-readable "
+            "install, /opt/ds01/venv/bin/pytest (`make test` does)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def fake_gpu_nodes() -> Iterator[Path]:
+    """A world-readable directory with ``nvidia0``…``nvidia7``: character devices 195:N.
+
+    For ``gpu-config.yaml``::
+
+        backend: simulated
+        simulated:
+          device_node_dir: <this directory>
+
+    A container that got simulated GPU N then lists ``c 195:N rwm`` in its cgroup
+    ``devices.list``.
+    """
+    require_root("mknod")
+    directory = make_fake_gpu_nodes(8)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def ds01d(
+    docker_client: Any,
+    test_image: str,
+    unix_users: dict[str, pwd.struct_passwd],
+    _installed_for_users: None,
+) -> Iterator[Callable[..., Ds01Daemon]]:
+    """Factory: ``ds01d(resource_limits=None, gpu_config=None, images=None, *, start=True,
+    extra_args=(), env=None) -> Ds01Daemon``.
+
+    Each call writes the given YAML texts (omitted → ds01d's embedded default; texts are
+    dedented) into a fresh temporary root every user can traverse, starts ``ds01d`` on a
+    socket there and waits for it (up to 10 s; the test fails with the daemon's output if
+    it does not come up). ``support.TEST_IMAGES_YAML`` registers the test image as
+    ``busybox``. Example::
+
+        def test_quota(ds01d):
+            d = ds01d(resource_limits="defaults:\\n  gpu_limit: 1\\n", images=TEST_IMAGES_YAML)
+            r = d.cli("alice", "container-create", "a", "--image", "busybox", "--gpus", "2")
+            assert r.returncode == 3, describe(r)
+
+    The Unix users exist (the fixture uses ``unix_users``) and the test image is present.
+    At teardown every daemon is stopped (SIGTERM, SIGKILL after 5 s), every container
+    labelled ``ds01.managed=true`` is force-removed, and the temp root is deleted. The
+    daemon's output is printed, so pytest shows it when the test fails.
+    """
+    remove_managed_containers()  # leftovers of an interrupted run would be adopted
+    daemons: list[Ds01Daemon] = []
+
+    def make(
+        resource_limits: str | None = None,
+        gpu_config: str | None = None,
+        images: str | None = None,
+        *,
+        start: bool = True,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Ds01Daemon:
+        daemon = Ds01Daemon(resource_limits, gpu_config, images, extra_args=extra_args, env=env)
+        daemons.append(daemon)
+        if start:
+            daemon.start()
+        return daemon
+
+    yield make
+    for daemon in daemons:
+        print(f"===== ds01d in {daemon.root} =====\n{daemon.log_tail()}")
+        daemon.cleanup()

@@ -1,0 +1,501 @@
+"""Shared helpers for the integration and end-to-end tests (no tests here).
+
+The main piece is :class:`Ds01Daemon`: one real ``ds01d`` process with its own temporary
+configuration, state, log and socket directories, plus a way to run the real CLI as a real
+Unix user against it. ``tests/conftest.py`` turns it into the ``ds01d`` factory fixture; use
+the fixture in tests rather than this class directly, so that teardown always happens.
+
+Why real users and a real daemon: ds01's identity comes from ``SO_PEERCRED`` on the unix
+socket, so the only honest way to test "alice cannot stop bob's container" is to connect as
+alice. Root runs the tests, and ``runuser -u alice -- …`` gives each command alice's uid,
+gid and supplementary groups, exactly as if she had typed it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE, DaemonPaths
+from ds01.runtime.labels import MANAGED_FILTER
+
+#: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
+#: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,
+#: which ``make test`` does): other users must be able to execute these scripts.
+BIN_DIR = Path(sys.executable).parent
+
+#: Image built offline by ``scripts/build-test-images.sh`` (``make images``).
+TEST_IMAGE = "ds01-test/busybox:latest"
+#: The same image under a second reference, for image-policy tests.
+TEST_IMAGE_ALT = "ds01-test/busybox-alt:latest"
+
+#: An ``images.yaml`` that registers the test image as ``busybox``.
+TEST_IMAGES_YAML = f"""\
+images:
+  - name: busybox
+    image: {TEST_IMAGE}
+    framework: none
+    description: BusyBox test image (sh, sleep, ps, nc, wget)
+  - name: busybox-alt
+    image: {TEST_IMAGE_ALT}
+    framework: none
+    description: The same BusyBox image under a second reference
+"""
+
+#: GECOS comment of the users the tests create, so leftovers of an interrupted run are
+#: recognised and removed.
+TEST_USER_COMMENT = "ds01-test"
+
+SOCKET_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+_HYPHENATED = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
+_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def remove_managed_containers() -> None:
+    """Force-remove every Docker container labelled ``ds01.managed=true``.
+
+    Tests run one at a time on a machine of their own, so every such container is a leftover
+    of the current or a previous test.
+    """
+    import docker
+    from docker.errors import APIError, NotFound
+
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(all=True, filters=MANAGED_FILTER):
+            try:
+                container.remove(force=True)
+            except NotFound:
+                pass
+            except APIError as exc:  # e.g. "removal already in progress"
+                print(f"ds01 tests: could not remove {container.name}: {exc}", file=sys.stderr)
+    finally:
+        client.close()
+
+
+def make_world_traversable_dir(prefix: str) -> Path:
+    """A fresh temporary directory with mode 0755.
+
+    pytest's ``tmp_path`` is mode 0700 (and lives under root's temp directory), so other
+    users could not reach a socket or file inside it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def user_env(user: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment, as a fresh login of ``user`` would have (root when ``None``).
+
+    Nothing of the test runner's own environment leaks through (``HOME=/root``, pyenv,
+    ``DS01_*``): the CLI must work from what a real user has.
+    """
+    if user is None:
+        home, name = "/root", "root"
+    else:
+        home, name = pwd.getpwnam(user).pw_dir, user
+    env = {
+        "PATH": f"{BIN_DIR}:{_BASE_PATH}",
+        "HOME": home,
+        "USER": name,
+        "LOGNAME": name,
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra or {})
+    return env
+
+
+class Ds01Daemon:
+    """One ``ds01d`` under test, in a temporary root that every user can traverse.
+
+    Layout of ``root`` (mode 0755)::
+
+        root/config/     resource-limits.yaml, gpu-config.yaml, images.yaml (only those given;
+                         a missing file means ds01d's embedded default)
+        root/state/      --state-dir (SQLite state)
+        root/log/        --log-dir (events.jsonl)
+        root/run/ds01.sock   --socket (root/run is 0755 so users can connect)
+        root/ds01d.out   the daemon's stdout and stderr, over all (re)starts
+
+    Args:
+        resource_limits, gpu_config, images: YAML texts for the three config files; they
+            are dedented, so indented triple-quoted strings are fine. ``None`` = not written.
+        extra_args: more command-line arguments for ``ds01d``.
+        env: more environment variables for ``ds01d``.
+
+    Use :meth:`cli` to run commands as users, :meth:`events` to read the audit log,
+    :meth:`kill` / :meth:`restart` / :meth:`stop` to exercise crashes and restarts, and
+    :attr:`paths` (a :class:`ds01.paths.DaemonPaths`) for the file locations.
+    """
+
+    def __init__(
+        self,
+        resource_limits: str | None = None,
+        gpu_config: str | None = None,
+        images: str | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = make_world_traversable_dir("ds01-test-")
+        self.paths = DaemonPaths(
+            config_dir=self.root / "config",
+            state_dir=self.root / "state",
+            log_dir=self.root / "log",
+            socket=self.root / "run" / "ds01.sock",
+        )
+        for directory in (
+            self.paths.config_dir,
+            self.paths.state_dir,
+            self.paths.log_dir,
+            self.paths.socket.parent,
+        ):
+            directory.mkdir(mode=0o755)
+            directory.chmod(0o755)  # whatever the umask
+        self.output_file = self.root / "ds01d.out"
+        self.extra_args = list(extra_args)
+        self.env = dict(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        for name, text in (
+            (RESOURCE_LIMITS_FILE, resource_limits),
+            (GPU_CONFIG_FILE, gpu_config),
+            (IMAGES_FILE, images),
+        ):
+            if text is not None:
+                self.write_config(name, text)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Ds01Daemon {self.root} {state}>"
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def write_config(self, name: str, text: str) -> Path:
+        """Write (or replace) ``config/<name>``; the text is dedented. Returns its path.
+
+        The running daemon is not told; send it the signal or request that reloads config.
+        """
+        path = self.paths.config_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(textwrap.dedent(text), encoding="utf-8")
+        tmp.chmod(0o644)
+        tmp.replace(path)  # atomic: a reloading daemon never sees half a file
+        return path
+
+    # --- process ----------------------------------------------------------------------------
+
+    @property
+    def command(self) -> list[str]:
+        """The ``ds01d`` command line."""
+        return [
+            str(BIN_DIR / "ds01d"),
+            "--config-dir", str(self.paths.config_dir),
+            "--state-dir", str(self.paths.state_dir),
+            "--log-dir", str(self.paths.log_dir),
+            "--socket", str(self.paths.socket),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "ds01d was never started"
+        return self.process.pid
+
+    def start(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
+        """Start ``ds01d`` and wait until its socket accepts a connection.
+
+        Fails the test, showing the daemon's output, if it exits or does not answer within
+        ``timeout`` seconds.
+        """
+        if self.running:
+            raise RuntimeError("ds01d is already running")
+        if not Path(self.command[0]).exists():
+            pytest.fail(f"{self.command[0]} not found: run `make setup`", pytrace=False)
+        env = {**user_env(None), **self.env}
+        with self.output_file.open("ab") as out:
+            out.write(f"--- start: {' '.join(self.command)}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+            )
+        self.wait_for_socket(timeout)
+
+    def wait_for_socket(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
+        """Wait until the socket accepts a connection (a stale socket file does not count)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(
+                    f"ds01d exited with code {self.process.returncode} before its socket "
+                    f"answered\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            if self._socket_answers():
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"ds01d did not accept connections on {self.paths.socket} within "
+                    f"{timeout:.0f} s\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+
+    def _socket_answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(str(self.paths.socket))
+            except OSError:
+                return False
+            return True
+
+    def kill(self, sig: int = signal.SIGKILL, *, wait: bool | None = None) -> None:
+        """Send ``sig`` to the daemon.
+
+        By default waits for the process to end after SIGKILL, SIGTERM and SIGINT (a crash or
+        a shutdown), and returns at once after other signals (e.g. SIGHUP to reload).
+        A killed daemon leaves its socket file behind, as a real crash would.
+        """
+        if not self.running:
+            raise RuntimeError("ds01d is not running")
+        assert self.process is not None
+        self.process.send_signal(sig)
+        if wait is None:
+            wait = sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+        if wait:
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S * 2)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"ds01d did not exit after signal {sig}\n{self.log_tail()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """Stop the daemon: SIGTERM, then SIGKILL after ``timeout`` s. Returns its exit code
+        (``None`` if it was not started). Safe to call more than once."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"ds01 tests: ds01d ignored SIGTERM for {timeout} s; killing it")
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def restart(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
+        """Stop the daemon gracefully if it runs (a killed one stays as it is: dead, socket
+        file left over), then start it again with the same directories and wait for it."""
+        self.stop()
+        self.start(timeout)
+
+    def cleanup(self) -> None:
+        """Teardown: stop the daemon, remove every ds01-managed container, delete the root."""
+        try:
+            self.stop()
+        finally:
+            try:
+                remove_managed_containers()
+            finally:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- talking to it ----------------------------------------------------------------------
+
+    def command_for(self, args: Sequence[str]) -> list[str]:
+        """The executable and arguments for a CLI call.
+
+        ``("container-create", "x", …)`` runs the ``container-create`` console script;
+        ``("container", "create", "x", …)`` or ``("gpu-status",)`` likewise; anything whose
+        first word is not a hyphenated command runs ``ds01`` with all the arguments.
+        """
+        if args and _HYPHENATED.match(args[0]):
+            script = BIN_DIR / args[0]
+            if not script.exists():
+                raise LookupError(
+                    f"no console script {args[0]!r} in {BIN_DIR}: is it in [project.scripts] "
+                    "of pyproject.toml, and installed (make setup)?"
+                )
+            return [str(script), *args[1:]]
+        return [str(BIN_DIR / "ds01"), *args]
+
+    def cli(
+        self,
+        user: str | None,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a ds01 command as Unix user ``user`` (``None``: as root) and return the result.
+
+        The command runs through ``runuser -u USER -- env -i … CMD``, so the daemon sees that
+        user's real uid and groups; it gets a clean login-like environment (see
+        :func:`user_env`) with ``DS01_SOCKET`` pointing at this daemon, plus ``env``. The
+        working directory is the user's home unless ``cwd`` is given. The exit code is not
+        checked: assert on ``.returncode``, ``.stdout`` and ``.stderr``.
+        """
+        command = self.command_for(args)
+        environment = user_env(user, {"DS01_SOCKET": str(self.paths.socket), **(env or {})})
+        if cwd is None:
+            home = Path(environment["HOME"])
+            cwd = home if home.is_dir() else "/"
+        if user is not None:
+            assignments = [f"{key}={value}" for key, value in environment.items()]
+            command = ["runuser", "-u", user, "--", "env", "-i", *assignments, *command]
+            environment = user_env(None)
+        return subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=environment,
+            cwd=cwd,
+            check=False,
+        )
+
+    def cli_json(self, user: str | None, *args: str, **kwargs: Any) -> Any:
+        """Run ``cli(user, *args, "--json")``, assert exit code 0, return the parsed JSON."""
+        result = self.cli(user, *args, "--json", **kwargs)
+        assert result.returncode == 0, describe(result)
+        try:
+            return json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            pytest.fail(f"not JSON ({exc}):\n{describe(result)}", pytrace=False)
+
+    def events(self) -> list[dict[str, Any]]:
+        """All events written so far to ``<log-dir>/events.jsonl`` (``[]`` if none)."""
+        try:
+            text = self.paths.events_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def events_where(self, **fields: Any) -> list[dict[str, Any]]:
+        """The events whose top-level fields equal all of ``fields``
+        (e.g. ``events_where(action="container.create", outcome="success")``)."""
+        return [e for e in self.events() if all(e.get(k) == v for k, v in fields.items())]
+
+    def log_tail(self, lines: int = 80) -> str:
+        """The end of the daemon's output and of any ``*.log`` file in its log directory."""
+        parts = []
+        for path in (self.output_file, *sorted(self.paths.log_dir.glob("*.log"))):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            tail = "\n".join(text.splitlines()[-lines:])
+            parts.append(f"----- {path} -----\n{tail}")
+        return "\n".join(parts) or "(ds01d wrote nothing)"
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """A command's arguments, exit code, stdout and stderr, for assertion messages."""
+    args = result.args if isinstance(result.args, str) else " ".join(map(str, result.args))
+    return (
+        f"command: {args}\nexit code: {result.returncode}\n"
+        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    )
+
+
+def run_root(args: Iterable[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a system command as root (useradd, groupadd, mknod…), with output captured."""
+    result = subprocess.run(list(args), capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(describe(result))
+    return result
+
+
+def can_run_as(user: str, executable: Path) -> bool:
+    """Whether ``user`` can execute ``executable`` (e.g. the Python of the installed venv)."""
+    result = subprocess.run(
+        ["runuser", "-u", user, "--", str(executable), "-c", "pass"],
+        capture_output=True,
+        cwd="/",
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def ensure_group(name: str) -> bool:
+    """Create Unix group ``name`` if missing. Returns whether it was created."""
+    if run_root(["getent", "group", name], check=False).returncode == 0:
+        return False
+    run_root(["groupadd", name])
+    return True
+
+
+def ensure_user(name: str, groups: Sequence[str] = ()) -> bool:
+    """Create user ``name`` (home, /bin/sh, comment ``ds01-test``) if missing and add it to
+    ``groups``. Returns whether the user was created."""
+    created = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        run_root(["useradd", "-m", "-s", "/bin/sh", "-c", TEST_USER_COMMENT, name])
+        created = True
+    for group in groups:
+        run_root(["usermod", "-a", "-G", group, name])
+    return created
+
+
+def remove_user(name: str) -> None:
+    """Delete user ``name`` with its home (``userdel -f -r``); only a warning on failure."""
+    result = run_root(["userdel", "-f", "-r", name], check=False)
+    if result.returncode not in (0, 12):  # 12: home or mail spool already gone
+        print(f"ds01 tests: could not remove user {name}:\n{describe(result)}", file=sys.stderr)
+
+
+def remove_group(name: str) -> None:
+    """Delete group ``name``; only a warning on failure."""
+    result = run_root(["groupdel", name], check=False)
+    if result.returncode != 0 and run_root(["getent", "group", name], check=False).returncode == 0:
+        print(f"ds01 tests: could not remove group {name}:\n{describe(result)}", file=sys.stderr)
+
+
+def make_fake_gpu_nodes(count: int = 8) -> Path:
+    """A world-readable directory with character devices ``nvidia0``…``nvidia{count-1}``
+    (major 195, minor N, mode 0666, like the real ``/dev/nvidiaN``).
+
+    Point ``gpu-config.yaml``'s ``simulated.device_node_dir`` at it: ds01d then gives a
+    container ``--device DIR/nvidiaN:/dev/nvidiaN`` for simulated GPU N, and the container's
+    ``devices.list`` cgroup file shows ``c 195:N rwm``, so a test can check which GPU a
+    container really got.
+    """
+    directory = make_world_traversable_dir("ds01-fakegpu-")
+    for n in range(count):
+        node = directory / f"nvidia{n}"
+        run_root(["mknod", "-m", "666", str(node), "c", "195", str(n)])
+    return directory
+
+
+def environ_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is set to something other than ''/0/false/no."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
