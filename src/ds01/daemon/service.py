@@ -36,7 +36,11 @@ from ds01.core.allocation import (
     equivalents_to_float,
     format_equivalents,
 )
-from ds01.core.names import validate_container_name, validate_image_reference
+from ds01.core.names import (
+    validate_container_name,
+    validate_image_reference,
+    with_default_tag,
+)
 from ds01.core.units import format_bytes, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
@@ -330,7 +334,7 @@ class Ds01Service:
         present = self.runtime.local_image_tags()
         result = []
         for entry in self.config().images.images:
-            is_present = _with_tag(entry.image) in present
+            is_present = with_default_tag(entry.image) in present
             if is_present or include_missing:
                 result.append(
                     api.ImageInfo(
@@ -575,9 +579,7 @@ class Ds01Service:
             + ". `container-list` shows yours."
         )
 
-    def _resolve_image(
-        self, config: Ds01Config, wanted: str
-    ) -> tuple[str, str, tuple[str, ...]]:
+    def _resolve_image(self, config: Ds01Config, wanted: str) -> tuple[str, str, tuple[str, ...]]:
         """The image reference a request names, its framework and its default command."""
         entry = config.images.find(wanted)
         if entry is not None:
@@ -778,11 +780,6 @@ def _make_user_directory(path: Path, user: UnixUser) -> None:
         os.fchown(fd, user.uid, user.gid)
     finally:
         os.close(fd)
-
-
-def _with_tag(ref: str) -> str:
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last or "@" in last else f"{ref}:latest"
 
 
 def _resource(record: ContainerRecord) -> str:
