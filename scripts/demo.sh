@@ -114,7 +114,7 @@ cat >"$CONFIG_DIR/resource-limits.yaml" <<'EOF'
 defaults:
   gpu_limit: 1
   max_gpus_per_container: 1
-  cpu_limit: 1          # small enough for any build machine
+  cpu_limit: 1          # CPUs per container
   memory_limit: 1G
   max_runtime_hours: 48
 

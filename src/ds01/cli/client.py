@@ -1,8 +1,13 @@
-"""HTTP client of ds01d over its unix socket. Standard library only, to start fast."""
+"""HTTP client of ds01d over its unix socket.
+
+Deliberately minimal: one HTTP/1.1 request per connection with a JSON body and a
+``Content-Length`` answer (all ds01d sends). ``http.client`` would pull in ``ssl`` and the
+``email`` parser, about 30 ms of start-up on every command, which is most of the budget for
+``container-list`` (DESIGN.md §8).
+"""
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any
@@ -24,16 +29,39 @@ class ApiError(Ds01Error):
         self.error_kind = kind
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class ProtocolError(Exception):
+    """ds01d's answer was not the HTTP it should be."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+
+def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
+    """Send one request on a fresh connection; return (status, body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ProtocolError("connection closed before the answer's headers")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError) as exc:
+            raise ProtocolError(f"bad status line {lines[0]!r}") from exc
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            chunk = sock.recv(max(65536, length - len(body)))
+            if not chunk:
+                raise ProtocolError("connection closed in the middle of the answer")
+            body += chunk
+        return status, body[:length]
 
 
 class Ds01Client:
@@ -42,7 +70,6 @@ class Ds01Client:
     def __init__(self, path: str | None = None, timeout: float = 300.0) -> None:
         self.path = str(socket_path(path))
         self.timeout = timeout
-        self._conn: _UnixHTTPConnection | None = None
 
     def request(
         self,
@@ -54,14 +81,13 @@ class Ds01Client:
     ) -> Any:
         params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
         url = endpoint + ("?" + urlencode(params) if params else "")
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        if self._conn is None:
-            self._conn = _UnixHTTPConnection(self.path, self.timeout)
+        payload = json.dumps(body).encode() if body is not None else b""
+        request = (
+            f"{method} {url} HTTP/1.1\r\nHost: ds01d\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
         try:
-            self._conn.request(method, url, body=payload, headers=headers)
-            response = self._conn.getresponse()
-            raw = response.read()
+            status, raw = _exchange(self.path, self.timeout, request)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnavailable(
                 f"Cannot reach ds01d at {self.path} ({exc.strerror}). Is the daemon running? "
@@ -69,13 +95,13 @@ class Ds01Client:
             ) from exc
         except PermissionError as exc:
             raise DaemonUnavailable(f"Cannot open {self.path}: permission denied.") from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             raise DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}") from exc
         data = json.loads(raw) if raw else None
-        if response.status >= 400:
+        if status >= 400:
             error = (data or {}).get("error", {})
             raise ApiError(
-                error.get("message", f"ds01d answered HTTP {response.status}"),
+                error.get("message", f"ds01d answered HTTP {status}"),
                 exit_code=int(error.get("exit_code", ExitCode.ERROR)),
                 kind=str(error.get("kind", "error")),
                 details=error.get("details") or {},
