@@ -479,8 +479,8 @@ class Ds01Service:
                 f"Container {record.name!r} is running. Stop it first with "
                 f"`container-stop {record.name}`, or remove it anyway with --force."
             )
-        with self._allocation_lock:
-            self.runtime.remove(record.docker_name, force=force)
+        # No lock needed: freeing devices can never make two containers share one.
+        self.runtime.remove(record.docker_name, force=force)
         self.events.emit(
             "container.remove",
             user=caller.name,
