@@ -11,7 +11,7 @@ from ds01.config.resolve import resolve_limits
 from ds01.daemon import schemas as api
 from ds01.daemon.server import ROUTES, openapi_document
 from ds01.daemon.service import _resources, _stop_signal, cgroup_parent, slice_part
-from ds01.errors import InvalidInput, QuotaExceeded
+from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
 from ds01.runtime import labels as L
 from ds01.runtime.docker import ContainerRecord
 
@@ -67,8 +67,11 @@ def test_requests_above_the_quota_are_refused_not_trimmed() -> None:
         _resources(limits, _request(memory="8G"), host_cpus=4)  # type: ignore[arg-type]
     with pytest.raises(QuotaExceeded, match="CPUs"):
         _resources(limits, _request(cpus=1.5), host_cpus=4)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput, match="has 4 CPUs"):
+    with pytest.raises(QuotaExceeded, match="limit of 1 CPUs"):
         _resources(limits, _request(cpus=5), host_cpus=4)  # type: ignore[arg-type]
+    unlimited = _limits(cpu_limit=None)
+    with pytest.raises(NoCapacity, match="has 4 CPUs"):
+        _resources(unlimited, _request(cpus=5), host_cpus=4)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="Invalid --memory"):
         _resources(limits, _request(memory="lots"), host_cpus=4)  # type: ignore[arg-type]
 

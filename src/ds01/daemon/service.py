@@ -49,6 +49,7 @@ from ds01.errors import (
     Conflict,
     Ds01Error,
     InvalidInput,
+    NoCapacity,
     NotFound,
     PermissionDenied,
     PolicyError,
@@ -723,8 +724,6 @@ def _resources(
 
     The CPU quota is a ceiling; on a host with fewer cores the default is all of them.
     """
-    if request.cpus is not None and request.cpus > host_cpus:
-        raise InvalidInput(f"This machine has {host_cpus} CPUs; ask for at most {host_cpus}.")
 
     def bounded(
         label: str, asked: float | None, limit: float | None, fmt: Callable[[float], str]
@@ -753,6 +752,8 @@ def _resources(
         return f"{x:g} CPUs"
 
     cpus = bounded("CPUs", request.cpus, limits.cpu_limit, as_cpus)
+    if request.cpus is not None and request.cpus > host_cpus:
+        raise NoCapacity(f"This machine has {host_cpus} CPUs; ask for at most {host_cpus}.")
     if cpus is not None:
         cpus = min(cpus, float(host_cpus))
     memory = bounded(
