@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE, DaemonPaths
+from ds01.daemon.paths import DaemonPaths
+from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 from ds01.runtime.labels import MANAGED_FILTER
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
@@ -142,7 +143,7 @@ class Ds01Daemon:
 
     Use :meth:`cli` to run commands as users, :meth:`events` to read the audit log,
     :meth:`kill` / :meth:`restart` / :meth:`stop` to exercise crashes and restarts, and
-    :attr:`paths` (a :class:`ds01.paths.DaemonPaths`) for the file locations.
+    :attr:`paths` (a :class:`ds01.daemon.paths.DaemonPaths`) for the file locations.
     """
 
     def __init__(

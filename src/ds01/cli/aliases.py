@@ -1,43 +1,37 @@
-"""The hyphenated commands (``container-create`` …): the same click commands as ``ds01 …``."""
+"""Entry points of the hyphenated commands: the same commands as ``ds01 <noun> <verb>``."""
 
 from __future__ import annotations
 
-import click
-
-from ds01.cli import main as m
-
-
-def _run(command: click.Command, prog_name: str) -> None:
-    command.main(prog_name=prog_name)
+from ds01.cli.main import run_alias
 
 
 def container_create() -> None:
-    _run(m.container_create, "container-create")
+    run_alias("container-create")
 
 
 def container_start() -> None:
-    _run(m.container_start, "container-start")
+    run_alias("container-start")
 
 
 def container_stop() -> None:
-    _run(m.container_stop, "container-stop")
+    run_alias("container-stop")
 
 
 def container_remove() -> None:
-    _run(m.container_remove, "container-remove")
+    run_alias("container-remove")
 
 
 def container_list() -> None:
-    _run(m.container_list, "container-list")
+    run_alias("container-list")
 
 
 def gpu_status() -> None:
-    _run(m.gpu_status, "gpu-status")
+    run_alias("gpu-status")
 
 
 def check_limits() -> None:
-    _run(m.check_limits, "check-limits")
+    run_alias("check-limits")
 
 
 def image_list() -> None:
-    _run(m.image_list, "image-list")
+    run_alias("image-list")

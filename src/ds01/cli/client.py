@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from ds01.errors import DaemonUnavailable, Ds01Error
 from ds01.exitcodes import ExitCode
 from ds01.paths import socket_path
+
+TYPE_CHECKING = False  # keep `typing` out of CLI start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ApiError(Ds01Error):

@@ -1,20 +1,22 @@
-"""The ``ds01`` command and its noun groups (``ds01 container create …``).
+"""The ``ds01`` command, its noun groups (``ds01 container create …``) and the hyphenated
+commands (``container-create …``), which are the same commands under another name.
 
 Every command is a thin client of ds01d: it sends one request over the unix socket and
-renders the answer. Imports stay light (no pydantic, no docker-py) so commands start fast.
-The hyphenated commands (``container-create`` …) are the same click commands, see
-``ds01.cli.aliases``.
+renders the answer. Start-up time is part of the user experience and of the performance
+budget (``container-list`` ≤ 3 x ``docker ps``), so this module imports only the standard
+library's ``argparse``, ``json`` and ``socket``: no click (≈35 ms to import), no pydantic, no
+docker-py, no ``typing`` at run time. ``ds01 config check`` imports the config models lazily.
+
+A command is a ``Command``: its place in the tree, its help, a function that adds its
+arguments to a parser and a function that runs it. ``COMMANDS`` is the one table both the
+``ds01`` tree and the hyphenated entry points are built from.
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
-
-import click
 
 from ds01 import __version__
 from ds01.cli import render
@@ -22,239 +24,223 @@ from ds01.cli.client import ApiError, Ds01Client
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
-P = ParamSpec("P")
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
 )
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-user_option = click.option("--user", metavar="USER", help="Act on USER's containers (admins only).")
 
+class Command:
+    """One CLI command.
 
-def handles_errors(fn: Callable[P, T]) -> Callable[P, T]:
-    """Print ds01 errors as one clear line and exit with their code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as exc:
-            render.error(exc.message)
-            sys.exit(int(exc.code))
-        except Ds01Error as exc:
-            render.error(exc.message)
-            sys.exit(int(exc.exit_code))
-
-    return wrapper
-
-
-def client() -> Ds01Client:
-    return Ds01Client()
-
-
-def command(name: str, short_help: str) -> Callable[[Callable[..., Any]], click.Command]:
-    """A ds01 command: our context settings, exit codes in the epilog, errors handled."""
-
-    def decorate(fn: Callable[..., Any]) -> click.Command:
-        make = click.command(
-            name, context_settings=CONTEXT, epilog=EXIT_CODES_EPILOG, short_help=short_help
-        )
-        cmd: click.Command = make(handles_errors(fn))
-        return cmd
-
-    return decorate
-
-
-# -- containers ---------------------------------------------------------------------------
-
-
-@command("create", short_help="Allocate devices and create a container.")
-@click.argument("name_arg", metavar="NAME", required=False)
-@click.option("--name", "name_opt", metavar="NAME", help="Container name (or give it as NAME).")
-@click.option(
-    "--image",
-    "-i",
-    required=True,
-    help="Image name from `image-list`, or an allowed local reference.",
-)
-@click.option(
-    "--gpus",
-    "-g",
-    type=click.IntRange(0, 64),
-    default=0,
-    show_default=True,
-    help="Number of whole GPUs.",
-)
-@click.option(
-    "--mig", "mig", multiple=True, metavar="PROFILE", help="A MIG slice, e.g. 3g.20gb (repeatable)."
-)
-@click.option(
-    "--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU cores [default: your limit]."
-)
-@click.option("--memory", "-m", metavar="SIZE", help="Memory, e.g. 16G [default: your limit].")
-@click.option("--shm-size", metavar="SIZE", help="/dev/shm size [default: your limit].")
-@click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False),
-    help="Host directory for /workspace [~/workspace].",
-)
-@click.option("--data", "-d", type=click.Path(file_okay=False), help="Host directory for /data.")
-@json_option
-def container_create(
-    name_arg: str | None,
-    name_opt: str | None,
-    image: str,
-    gpus: int,
-    mig: tuple[str, ...],
-    cpus: float | None,
-    memory: str | None,
-    shm_size: str | None,
-    workspace: str | None,
-    data: str | None,
-    as_json: bool,
-) -> None:
-    """Create container NAME from an image, with GPUs within your quota.
-
-    \b
-    Examples:
-      container-create thesis --image pytorch-jupyter --gpus 1
-      container-create notebook --image pytorch-jupyter --mig 3g.20gb
+    Args:
+        path: where it sits under ``ds01`` (``("container", "create")``).
+        alias: its hyphenated name (``"container-create"``), or ``None``.
+        summary: one line for lists of commands.
+        description: the ``--help`` text (syntax and examples).
+        configure: adds the command's arguments to its parser.
+        run: does the work; returns nothing, raises ds01 errors.
     """
-    if name_arg and name_opt and name_arg != name_opt:
-        raise click.UsageError("Give the name once: as NAME or with --name.")
-    name = name_arg or name_opt
+
+    def __init__(
+        self,
+        path: tuple[str, ...],
+        alias: str | None,
+        summary: str,
+        description: str,
+        configure: Callable[[argparse.ArgumentParser], None],
+        run: Callable[[argparse.Namespace], None],
+    ) -> None:
+        self.path = path
+        self.alias = alias
+        self.summary = summary
+        self.description = description
+        self.configure = configure
+        self.run = run
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _user_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", metavar="USER", help="act on USER's containers (admins only)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) > 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 64, got {text!r}")
+    return int(text)
+
+
+# -- containers -----------------------------------------------------------------------------
+
+
+def _configure_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name_arg", metavar="NAME", nargs="?", help="container name, e.g. thesis")
+    p.add_argument("--name", dest="name_opt", metavar="NAME", help="the name, as an option")
+    p.add_argument("--image", "-i", required=True, help="image name from `image-list`")
+    gpus = p.add_mutually_exclusive_group()
+    gpus.add_argument("--gpus", "-g", type=_count, default=0, help="number of whole GPUs")
+    gpus.add_argument(
+        "--mig", action="append", default=[], metavar="PROFILE", help="a MIG slice (repeatable)"
+    )
+    p.add_argument("--cpus", type=_positive_float, help="CPU cores [default: your limit]")
+    p.add_argument("--memory", "-m", metavar="SIZE", help="memory, e.g. 16G [your limit]")
+    p.add_argument("--shm-size", metavar="SIZE", help="/dev/shm size [your limit]")
+    p.add_argument("--workspace", "-w", metavar="DIR", help="host dir for /workspace")
+    p.add_argument("--data", "-d", metavar="DIR", help="host dir for /data")
+    p.add_argument("--start", action="store_true", help="start it right away")
+    _json_flag(p)
+
+
+def _run_create(args: argparse.Namespace) -> None:
+    if args.name_arg and args.name_opt and args.name_arg != args.name_opt:
+        raise UsageError("Give the name once: as NAME or with --name.")
+    name = args.name_arg or args.name_opt
     if not name:
-        raise click.UsageError("Missing the container name (NAME or --name).")
+        raise UsageError("Missing the container name (NAME or --name).")
     body = {
         "name": name,
-        "image": image,
-        "gpus": gpus,
-        "mig": list(mig),
-        "cpus": cpus,
-        "memory": memory,
-        "shm_size": shm_size,
-        "workspace": os.path.abspath(workspace) if workspace else None,
-        "data": os.path.abspath(data) if data else None,
+        "image": args.image,
+        "gpus": args.gpus,
+        "mig": args.mig,
+        "cpus": args.cpus,
+        "memory": args.memory,
+        "shm_size": args.shm_size,
+        "workspace": os.path.abspath(args.workspace) if args.workspace else None,
+        "data": os.path.abspath(args.data) if args.data else None,
     }
-    info = client().request("POST", "/v1/containers", body=body)
-    if as_json:
+    client = Ds01Client()
+    info = client.request("POST", "/v1/containers", body=body)
+    if args.start:
+        info = client.request("POST", Ds01Client.container_path(name, "start"))
+    if args.json:
         render.emit_json(info)
         return
     devices = ", ".join(info["gpus"]) or "no GPU"
-    render.ok(
-        f"Created {info['name']} ({info['image']}) with {devices}"
-        f" ({info['gpu_equivalents']:g} GPU-equivalents)."
-    )
-    click.echo(f"  Start it: container-start {info['name']}")
+    equivalents = render.number(info["gpu_equivalents"])
+    verb = "Created and started" if args.start else "Created"
+    render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
+    if not args.start:
+        render.echo(f"  Start it: container-start {info['name']}")
 
 
-def _lifecycle(verb: str, method: str, action: str | None, past: str) -> click.Command:
-    @command(verb, short_help=f"{verb.capitalize()} a container.")
-    @click.argument("name")
-    @user_option
-    @json_option
-    def run(name: str, user: str | None, as_json: bool, **extra: Any) -> None:
-        query: dict[str, Any] = {"user": user, **extra}
-        info = client().request(method, Ds01Client.container_path(name, action), query=query)
-        if as_json:
+def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command:
+    def configure(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME", help="container name")
+        if verb == "remove":
+            p.add_argument("--force", "-f", action="store_true", help="remove even if running")
+        _user_flag(p)
+        _json_flag(p)
+
+    def run(args: argparse.Namespace) -> None:
+        query = {"user": args.user, "force": getattr(args, "force", False)}
+        path = Ds01Client.container_path(args.name, action)
+        info = Ds01Client().request(method, path, query=query)
+        if args.json:
             render.emit_json(info)
         else:
             render.ok(f"{past} {info['name']}.")
 
-    run.help = f"{verb.capitalize()} container NAME (yours, or USER's for admins)."
-    return run
+    return Command(
+        ("container", verb),
+        f"container-{verb}",
+        f"{verb.capitalize()} a container.",
+        f"{verb.capitalize()} container NAME (yours; admins: USER's with --user).",
+        configure,
+        run,
+    )
 
 
-container_start = _lifecycle("start", "POST", "start", "Started")
-container_stop = _lifecycle("stop", "POST", "stop", "Stopped")
-container_remove = _lifecycle("remove", "DELETE", None, "Removed")
-container_remove.params.insert(
-    1, click.Option(["--force", "-f"], is_flag=True, help="Remove even if running.")
-)
+def _configure_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", "-a", dest="all_users", action="store_true", help="every user (admins)")
+    _user_flag(p)
+    _json_flag(p)
 
 
-@command("list", short_help="List your containers.")
-@click.option("--all", "-a", "all_users", is_flag=True, help="Every user's containers (admins).")
-@user_option
-@json_option
-def container_list(all_users: bool, user: str | None, as_json: bool) -> None:
-    """List your containers with their status, image and GPU devices."""
-    rows = client().request("GET", "/v1/containers", query={"all": all_users, "user": user})
-    if as_json:
+def _run_list(args: argparse.Namespace) -> None:
+    query = {"all": args.all_users, "user": args.user}
+    rows = Ds01Client().request("GET", "/v1/containers", query=query)
+    if args.json:
         render.emit_json(rows)
         return
     if not rows:
-        click.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
+        render.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
         return
     headers = ["NAME", "STATUS", "IMAGE", "GPU-EQ", "GPUS"]
-    if all_users:
+    if args.all_users:
         headers.insert(0, "USER")
     render.table(
         headers,
         [
-            ([r["user"]] if all_users else [])
+            ([r["user"]] if args.all_users else [])
             + [r["name"], r["status"], r["image"], r["gpu_equivalents"], r["gpus"]]
             for r in rows
         ],
     )
 
 
-# -- GPUs, limits, images -------------------------------------------------------------------
+# -- GPUs, limits, images, config -------------------------------------------------------------
 
 
-@command("status", short_help="Every GPU device and who holds it.")
-@json_option
-def gpu_status(as_json: bool) -> None:
-    """Show every GPU device (whole GPUs and MIG slices) and who holds it."""
-    status = client().request("GET", "/v1/gpus")
-    if as_json:
+def _run_gpu_status(args: argparse.Namespace) -> None:
+    status = Ds01Client().request("GET", "/v1/gpus")
+    if args.json:
         render.emit_json(status["devices"])
         return
     if status["message"]:
-        click.echo(status["message"])
+        render.echo(status["message"])
+
+    def holder(d: dict[str, Any]) -> str:
+        if d["reserved"]:
+            return "reserved"
+        return f"{d['holder']['user']}/{d['holder']['container']}" if d["holder"] else "free"
+
     render.table(
         ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER"],
         [
-            [
-                d["gpu_index"],
-                d["kind"],
-                d["profile"],
-                d["gpu_equivalents"],
-                d["uuid"],
-                "reserved"
-                if d["reserved"]
-                else (
-                    f"{d['holder']['user']}/{d['holder']['container']}" if d["holder"] else "free"
-                ),
-            ]
+            [d["gpu_index"], d["kind"], d["profile"], d["gpu_equivalents"], d["uuid"], holder(d)]
             for d in status["devices"]
         ],
     )
     for gpu in status["unusable"]:
-        click.echo(f"GPU {gpu['index']} ({gpu['uuid']}): unusable, {gpu['reason']}.")
-    click.echo(
-        f"Allocated {status['allocated_gpu_equivalents']:g} of "
-        f"{status['total_gpu_equivalents']:g} GPU-equivalents ({status['backend']} backend)."
+        render.echo(f"GPU {gpu['index']} ({gpu['uuid']}): unusable, {gpu['reason']}.")
+    render.echo(
+        f"Allocated {render.number(status['allocated_gpu_equivalents'])} of "
+        f"{render.number(status['total_gpu_equivalents'])} GPU-equivalents "
+        f"({status['backend']} backend)."
     )
 
 
-@command("limits", short_help="Your resolved limits and current usage.")
-@click.option("--explain", is_flag=True, help="Show where each value came from.")
-@user_option
-@json_option
-def check_limits(explain: bool, user: str | None, as_json: bool) -> None:
-    """Show your limits (user → groups → defaults) and what you use now."""
-    result = client().request("GET", "/v1/limits", query={"user": user, "explain": explain})
-    if as_json:
+def _configure_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--explain", action="store_true", help="show where each value came from")
+    _user_flag(p)
+    _json_flag(p)
+
+
+def _run_limits(args: argparse.Namespace) -> None:
+    query = {"user": args.user, "explain": args.explain}
+    result = Ds01Client().request("GET", "/v1/limits", query=query)
+    if args.json:
         render.emit_json(result)
         return
-    groups = ", ".join(result["groups"]) or "none"
-    click.echo(f"User {result['user']} (groups: {groups})")
-    if explain:
+    render.echo(f"User {result['user']} (groups: {', '.join(result['groups']) or 'none'})")
+    if args.explain:
         render.table(
             ["LIMIT", "VALUE", "FROM"],
             [
@@ -263,122 +249,229 @@ def check_limits(explain: bool, user: str | None, as_json: bool) -> None:
             ],
         )
     else:
-        render.table(
-            ["LIMIT", "VALUE"], [[k, render.limit_value(v)] for k, v in result["limits"].items()]
-        )
+        rows = [[k, render.limit_value(v)] for k, v in result["limits"].items()]
+        render.table(["LIMIT", "VALUE"], rows)
     usage = result["usage"]
-    gpu_limit = render.limit_value(result["limits"].get("gpu_limit"))
     holders = ", ".join(usage["gpu_containers"]) or "none"
-    click.echo(
-        f"In use: {usage['gpu_equivalents']:g} of {gpu_limit} GPU-equivalents "
-        f"(held by: {holders}); "
-        f"{usage['containers']} container(s)."
+    render.echo(
+        f"In use: {render.number(usage['gpu_equivalents'])} of "
+        f"{render.limit_value(result['limits'].get('gpu_limit'))} GPU-equivalents "
+        f"(held by: {holders}); {usage['containers']} container(s)."
     )
 
 
-@command("list", short_help="Images you can use that are present here.")
-@click.option(
-    "--all", "-a", "include_missing", is_flag=True, help="Also registry images not present here."
-)
-@json_option
-def image_list(include_missing: bool, as_json: bool) -> None:
-    """List images from the image registry (images.yaml) that are present on this machine."""
-    images = client().request("GET", "/v1/images", query={"all": include_missing})
-    if as_json:
+def _configure_images(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--all", "-a", dest="include_missing", action="store_true", help="also images not here"
+    )
+    _json_flag(p)
+
+
+def _run_images(args: argparse.Namespace) -> None:
+    images = Ds01Client().request("GET", "/v1/images", query={"all": args.include_missing})
+    if args.json:
         render.emit_json(images)
         return
     if not images:
-        click.echo(
-            "No registry image is present on this machine. `image-list --all` shows the registry."
-        )
+        render.echo("No registry image is present here. `image-list --all` shows the registry.")
         return
-    headers = ["NAME", "IMAGE", "FRAMEWORK", "DESCRIPTION"] + (
-        ["PRESENT"] if include_missing else []
-    )
+    headers = ["NAME", "IMAGE", "FRAMEWORK", "DESCRIPTION"]
+    if args.include_missing:
+        headers.append("PRESENT")
     render.table(
         headers,
         [
             [i["name"], i["image"], i["framework"], i["description"]]
-            + ([i["present"]] if include_missing else [])
+            + ([i["present"]] if args.include_missing else [])
             for i in images
         ],
     )
 
 
-@command("check", short_help="Validate configuration files.")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=True))
-@click.option("--config-dir", envvar="DS01_CONFIG_DIR", help="Directory to check [/etc/ds01].")
-def config_check(files: tuple[str, ...], config_dir: str | None) -> None:
-    """Validate FILES (or every file of the config directory) without applying them."""
+def _configure_config_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE", help="files to check")
+    p.add_argument("--config-dir", help="directory to check [$DS01_CONFIG_DIR or /etc/ds01]")
+
+
+def _run_config_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ds01.config.loader import load_config, load_file
-    from ds01.paths import config_dir as default_config_dir
+    from ds01.paths import config_dir
 
-    targets = [Path(f) for f in files] or [default_config_dir(config_dir)]
+    targets = [Path(f) for f in args.files] or [Path(config_dir(args.config_dir))]
     failed = False
     for target in targets:
         try:
             if target.is_dir():
-                config = load_config(target)
-                for kind, source in config.sources.items():
+                for kind, source in load_config(target).sources.items():
                     render.ok(f"{kind}: {source}")
-            else:
+            elif target.exists():
                 load_file(target)
                 render.ok(f"{target}: valid")
+            else:
+                raise UsageError(f"{target}: no such file or directory")
         except Ds01Error as exc:
             render.error(exc.message)
             failed = True
     if failed:
-        sys.exit(int(ExitCode.USAGE))
+        raise SystemExit(int(ExitCode.USAGE))
 
 
-@command("whoami", short_help="Who ds01d sees you as.")
-@json_option
-def whoami(as_json: bool) -> None:
-    """Show the user, groups and admin status ds01d derives from your connection."""
-    me = client().request("GET", "/v1/whoami")
-    if as_json:
+def _run_whoami(args: argparse.Namespace) -> None:
+    me = Ds01Client().request("GET", "/v1/whoami")
+    if args.json:
         render.emit_json(me)
-    else:
-        role = "admin" if me["is_admin"] else "user"
-        click.echo(f"{me['user']} (uid {me['uid']}, {role}; groups: {', '.join(me['groups'])})")
+        return
+    role = "admin" if me["is_admin"] else "user"
+    render.echo(f"{me['user']} (uid {me['uid']}, {role}; groups: {', '.join(me['groups'])})")
 
 
-# -- the tree -------------------------------------------------------------------------------
-
-
-def _group(name: str, help_text: str, *commands: click.Command) -> click.Group:
-    group = click.Group(name, help=help_text, context_settings=CONTEXT)
-    for cmd in commands:
-        group.add_command(cmd)
-    return group
-
-
-cli = click.Group(
-    "ds01",
-    help="ds01: your share of this machine's GPUs, in containers.",
-    context_settings=CONTEXT,
-    epilog=EXIT_CODES_EPILOG,
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        ("container", "create"),
+        "container-create",
+        "Allocate devices and create a container.",
+        "Create container NAME from an image, with GPUs within your quota.\n\n"
+        "examples:\n"
+        "  container-create thesis --image pytorch-jupyter --gpus 1\n"
+        "  container-create notebook --image pytorch-jupyter --mig 3g.20gb --start",
+        _configure_create,
+        _run_create,
+    ),
+    _lifecycle("start", "POST", "start", "Started"),
+    _lifecycle("stop", "POST", "stop", "Stopped"),
+    _lifecycle("remove", "DELETE", None, "Removed"),
+    Command(
+        ("container", "list"),
+        "container-list",
+        "List your containers.",
+        "List your containers with their status, image and GPU devices.",
+        _configure_list,
+        _run_list,
+    ),
+    Command(
+        ("gpu", "status"),
+        "gpu-status",
+        "Every GPU device and who holds it.",
+        "Show every GPU device (whole GPUs and MIG slices) and who holds it.",
+        _json_flag,
+        _run_gpu_status,
+    ),
+    Command(
+        ("limits",),
+        "check-limits",
+        "Your resolved limits and current usage.",
+        "Show your limits (user, then groups, then defaults) and what you use now.",
+        _configure_limits,
+        _run_limits,
+    ),
+    Command(
+        ("image", "list"),
+        "image-list",
+        "Images you can use that are present here.",
+        "List images from the image registry (images.yaml) that are present on this machine.",
+        _configure_images,
+        _run_images,
+    ),
+    Command(
+        ("config", "check"),
+        None,
+        "Validate configuration files.",
+        "Validate FILEs (or every file of the config directory) without applying them.",
+        _configure_config_check,
+        _run_config_check,
+    ),
+    Command(
+        ("whoami",),
+        None,
+        "Who ds01d sees you as.",
+        "Show the user, groups and admin status ds01d derives from your connection.",
+        _json_flag,
+        _run_whoami,
+    ),
 )
-cli = click.version_option(__version__, prog_name="ds01")(cli)
-cli.add_command(
-    _group(
-        "container",
-        "Create, start, stop, remove and list your containers.",
-        container_create,
-        container_start,
-        container_stop,
-        container_remove,
-        container_list,
+
+GROUP_HELP = {
+    "container": "create, start, stop, remove and list your containers",
+    "gpu": "GPU devices",
+    "image": "container images",
+    "config": "configuration (admins)",
+}
+
+
+class UsageError(Ds01Error):
+    """Bad command-line usage found after parsing."""
+
+    exit_code = ExitCode.USAGE
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-)
-cli.add_command(_group("gpu", "GPU devices.", gpu_status))
-cli.add_command(_group("image", "Container images.", image_list))
-cli.add_command(_group("config", "Configuration (admins).", config_check))
-cli.add_command(check_limits)
-cli.add_command(whoami)
 
 
-def main() -> None:
-    cli.main(prog_name="ds01")
+def _add(subparsers: Any, name: str, command: Command) -> None:
+    parser = subparsers.add_parser(
+        name,
+        help=command.summary,
+        description=command.description,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.configure(parser)
+    parser.set_defaults(command=command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``ds01`` tree."""
+    root = _parser("ds01", "ds01: your share of this machine's GPUs, in containers.")
+    root.add_argument("--version", action="version", version=f"ds01 {__version__}")
+    nouns = root.add_subparsers(metavar="COMMAND", required=True)
+    groups: dict[str, Any] = {}
+    for command in COMMANDS:
+        if len(command.path) == 1:
+            _add(nouns, command.path[0], command)
+            continue
+        noun, verb = command.path
+        if noun not in groups:
+            group = nouns.add_parser(noun, help=GROUP_HELP[noun], description=GROUP_HELP[noun])
+            groups[noun] = group.add_subparsers(metavar="VERB", required=True)
+        _add(groups[noun], verb, command)
+    return root
+
+
+def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    args = parser.parse_args(argv)
+    try:
+        args.command.run(args)
+    except BrokenPipeError:
+        # The reader went away (`container-list | head`): stop quietly, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(int(ExitCode.OK)) from None
+    except ApiError as exc:
+        render.error(exc.message)
+        raise SystemExit(int(exc.code)) from None
+    except Ds01Error as exc:
+        render.error(exc.message)
+        raise SystemExit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ds01``."""
+    _execute(build_parser(), argv)
+
+
+def run_alias(alias: str, argv: list[str] | None = None) -> None:
+    """Entry point of a hyphenated command, e.g. ``container-create``."""
+    command = next(c for c in COMMANDS if c.alias == alias)
+    parser = _parser(alias, command.description)
+    command.configure(parser)
+    parser.set_defaults(command=command)
+    _execute(parser, argv)

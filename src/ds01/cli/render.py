@@ -5,22 +5,33 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-import click
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+_ANSI = {"bold": "1", "red": "31", "green": "32", "yellow": "33", "dim": "2"}
 
 
-def use_colour() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+def use_colour(stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(stream.isatty()) and "NO_COLOR" not in os.environ
 
 
-def style(text: str, **kwargs: Any) -> str:
-    return click.style(text, **kwargs) if use_colour() else text
+def style(text: str, *effects: str, stream: Any = None) -> str:
+    if not effects or not use_colour(stream):
+        return text
+    codes = ";".join(_ANSI[e] for e in effects)
+    return f"\033[{codes}m{text}\033[0m"
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout)
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
+    echo(json.dumps(value, indent=2))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -31,9 +42,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         for i, value in enumerate(row):
             widths[i] = max(widths[i], len(value))
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
-    click.echo(style(line, bold=True))
+    echo(style(line, "bold"))
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _cell(value: Any) -> str:
@@ -42,18 +53,23 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.1f}"
+        return number(value)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "-"
     return str(value)
 
 
+def number(value: float) -> str:
+    """``1.0`` for whole numbers, up to two decimals otherwise (``0.43``)."""
+    return f"{value:.1f}" if value == int(value) else f"{value:.2f}".rstrip("0")
+
+
 def ok(message: str) -> None:
-    click.echo(style("✓ ", fg="green") + message)
+    echo(style("✓ ", "green") + message)
 
 
 def error(message: str) -> None:
-    click.echo(style("Error: ", fg="red", bold=True) + message, err=True)
+    echo(style("Error: ", "red", "bold", stream=sys.stderr) + message, err=True)
 
 
 def limit_value(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -9,44 +10,45 @@ import sys
 import threading
 from types import FrameType
 
-import click
-
+from ds01 import __version__
 from ds01.errors import Ds01Error
-from ds01.paths import DaemonPaths
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-dir", envvar="DS01_CONFIG_DIR", help="Configuration directory [/etc/ds01].")
-@click.option("--state-dir", envvar="DS01_STATE_DIR", help="State directory [/var/lib/ds01].")
-@click.option("--log-dir", envvar="DS01_LOG_DIR", help="Log directory [/var/log/ds01].")
-@click.option(
-    "--socket", "socket_path", envvar="DS01_SOCKET", help="API socket [/run/ds01/ds01.sock]."
-)
-@click.option("--log-level", default="INFO", show_default=True, help="Daemon log level.")
-def main(
-    config_dir: str | None,
-    state_dir: str | None,
-    log_dir: str | None,
-    socket_path: str | None,
-    log_level: str,
-) -> None:
-    """Run ds01d, the only process that talks to Docker on behalf of users."""
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ds01d",
+        description="Run ds01d, the only process that talks to Docker on behalf of users.",
+    )
+    parser.add_argument(
+        "--config-dir", help="configuration directory [$DS01_CONFIG_DIR, /etc/ds01]"
+    )
+    parser.add_argument("--state-dir", help="state directory [$DS01_STATE_DIR, /var/lib/ds01]")
+    parser.add_argument("--log-dir", help="log directory [$DS01_LOG_DIR, /var/log/ds01]")
+    parser.add_argument("--socket", help="API socket [$DS01_SOCKET, /run/ds01/ds01.sock]")
+    parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
+    parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if os.geteuid() != 0:
-        raise click.ClickException("ds01d must run as root (it alone holds Docker access).")
-    paths = DaemonPaths.resolve(config_dir, state_dir, log_dir, socket_path)
+        sys.exit("ds01d: must run as root (it alone holds Docker access).")
     # Imported here so that `ds01d --help` stays fast.
+    from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
     from ds01.events.log import EventLog
     from ds01.runtime.docker import DockerRuntime
 
+    paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
         directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, mode)
+        directory.chmod(mode)
     try:
         service = Ds01Service(
             paths=paths,
@@ -56,7 +58,7 @@ def main(
         )
         removed = service.reconcile()
     except Ds01Error as exc:
-        raise click.ClickException(exc.message) from exc
+        sys.exit(f"ds01d: {exc.message}")
     log = logging.getLogger("ds01d")
     if removed:
         log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
@@ -76,4 +78,3 @@ def main(
         server.server_close()
         paths.socket.unlink(missing_ok=True)
         service.store.close()
-    sys.exit(0)

@@ -44,6 +44,7 @@ from ds01.core.names import (
 from ds01.core.units import format_bytes, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.state import CreateIntent, StateStore
 from ds01.errors import (
     Conflict,
@@ -58,7 +59,7 @@ from ds01.errors import (
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
 from ds01.gpu.device import Device, Inventory
-from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE, DaemonPaths
+from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 from ds01.runtime import labels as L
 from ds01.runtime.docker import CgroupDriver, ContainerRecord, ContainerSpec, DockerRuntime
 
