@@ -572,9 +572,9 @@ class Ds01Service:
                 f"You may not {verb} {name!r}: it belongs to another user.",
                 verb=verb,
             )
-        for record in self.runtime.list_managed():
-            if record.docker_name == docker_name:
-                return record
+        record = self.runtime.find_managed(docker_name)
+        if record is not None:
+            return record
         raise NotFound(
             f"No container named {name!r}"
             + (f" for user {user}" if user else "")

@@ -12,6 +12,7 @@ else (including an engine that does not answer) → ``DockerUnavailable``.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,6 +176,16 @@ class DockerRuntime:
         """Every ds01-managed container, any state, from one Engine API call."""
         summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
         return [ContainerRecord.from_summary(s) for s in summaries]
+
+    @_translated("looking up a container")
+    def find_managed(self, docker_name: str) -> ContainerRecord | None:
+        """The managed container with exactly this Docker name, from one filtered list call."""
+        filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
+        for summary in self.api.containers(all=True, filters=filters):
+            record = ContainerRecord.from_summary(summary)
+            if record.docker_name == docker_name:
+                return record
+        return None
 
     @_translated("listing images")
     def local_image_tags(self) -> set[str]:
