@@ -39,8 +39,9 @@ class ProtocolError(Exception):
 def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
     """Send one request on a fresh connection; return (status, body)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        # Connect blocking: with a timeout set, a full backlog fails at once with EAGAIN.
         sock.connect(path)
+        sock.settimeout(timeout)
         sock.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data:

@@ -60,8 +60,8 @@ def _cell(value: Any) -> str:
 
 
 def number(value: float) -> str:
-    """``1.0`` for whole numbers, up to two decimals otherwise (``0.43``)."""
-    return f"{value:.1f}" if value == int(value) else f"{value:.2f}".rstrip("0")
+    """At most two decimals, no trailing zeros: ``4``, ``2.5``, ``0.43``."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def ok(message: str) -> None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ds01 import __version__
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, peer_credentials
-from ds01.daemon.service import Ds01Service
+from ds01.daemon.service import Created, Ds01Service
 from ds01.errors import Ds01Error, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,22 @@ class Route:
     @property
     def pattern(self) -> re.Pattern[str]:
         return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+
+
+@dataclass(frozen=True)
+class ConfirmOnSend:
+    """A result with a side effect to confirm right before the answer is written.
+
+    Serialisation happens first, so the window in which a crash leaves the client without
+    an answer but the effect confirmed is one syscall, not the whole reply.
+    """
+
+    result: Any
+    confirm: Callable[[], None]
+
+
+def _confirmed_when_sent(service: Ds01Service, created: Created) -> ConfirmOnSend:
+    return ConfirmOnSend(created.info, lambda: service.confirm_create(created.request_id))
 
 
 def _flag(query: Query, key: str) -> bool:
@@ -74,7 +90,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/containers",
         "Allocate devices and create a container",
-        lambda s, c, p, q, b: s.create(c, b),
+        lambda s, c, p, q, b: _confirmed_when_sent(s, s.create(c, b)),
         api.ContainerInfo,
         body=api.CreateContainerRequest,
     ),
@@ -175,6 +191,10 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+def _encode(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -199,7 +219,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return f"uid={self.creds.uid}"
 
     def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._send_bytes(status, _encode(payload))
+
+    def _send_bytes(self, status: int, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -245,7 +267,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     raise InvalidInput(f"Invalid request: {problems}") from exc
             caller = service.caller(self.creds)
             result = route.handler(service, caller, match.groupdict(), query, body)
-            self._send(200, _dump(result))
+            if isinstance(result, ConfirmOnSend):
+                payload = _encode(_dump(result.result))
+                result.confirm()
+                self._send_bytes(200, payload)
+            else:
+                self._send(200, _dump(result))
         except Ds01Error as exc:
             if exc.http_status >= 500:
                 log.error("%s %s failed: %s", method, url.path, exc.message)
@@ -277,6 +304,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class Ds01HttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+    # A lab's worth of clients may connect at once; the default backlog of 5 refuses them.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, socket_path: Path, service: Ds01Service) -> None:
         self.service = service

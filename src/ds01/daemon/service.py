@@ -118,6 +118,14 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
 
 
 @dataclass(frozen=True)
+class Created:
+    """A container just created, and the intent to confirm once the client is answered."""
+
+    info: api.ContainerInfo
+    request_id: str
+
+
+@dataclass(frozen=True)
 class _Resources:
     cpus: float | None
     memory_bytes: int | None
@@ -352,7 +360,13 @@ class Ds01Service:
 
     # -- container lifecycle ------------------------------------------------------------------
 
-    def create(self, caller: Caller, request: api.CreateContainerRequest) -> api.ContainerInfo:
+    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created:
+        """Allocate devices and create the container, atomically.
+
+        The create intent stays open when this returns: the caller must call
+        ``confirm_create(result.request_id)`` once the answer is ready to go to the client.
+        Until then a crash rolls the container back at the next start.
+        """
         name = validate_container_name(request.name)
         docker_name = L.container_name(name, caller.uid)
         resource = f"container/{docker_name}"
@@ -417,6 +431,7 @@ class Ds01Service:
             try:
                 self.runtime.create(spec)
             except Ds01Error as exc:
+                self._undo_create(docker_name, request_id)
                 self.events.emit(
                     "container.create",
                     user=caller.name,
@@ -425,8 +440,6 @@ class Ds01Service:
                     outcome="failure",
                 )
                 raise
-            finally:
-                self.store.remove_intent(request_id)
         if placement.devices:
             self.events.emit(
                 "gpu.allocate",
@@ -449,7 +462,7 @@ class Ds01Service:
                 "interface": request.interface,
             },
         )
-        return api.ContainerInfo(
+        info = api.ContainerInfo(
             name=name,
             docker_name=docker_name,
             user=caller.name,
@@ -459,6 +472,25 @@ class Ds01Service:
             gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
             created_at=spec.labels[L.CREATED_AT],
         )
+        return Created(info=info, request_id=request_id)
+
+    def confirm_create(self, request_id: str) -> None:
+        """The client is being told about the create: from now on it is permanent."""
+        self.store.remove_intent(request_id)
+
+    def _undo_create(self, docker_name: str, request_id: str) -> None:
+        """After a failed ``docker create``: remove what Docker may have made anyway.
+
+        If Docker cannot be asked, the intent stays for ``reconcile`` to settle later.
+        """
+        try:
+            record = self.runtime.find_managed(docker_name)
+            if record is not None and record.request_id == request_id:
+                self.runtime.remove(docker_name, force=True, missing_ok=True)
+        except Ds01Error:
+            log.warning("could not undo the failed create of %s; left for reconcile", docker_name)
+            return
+        self.store.remove_intent(request_id)
 
     def start(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         record = self._target(caller, name, user, "start")
