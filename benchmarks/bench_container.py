@@ -289,6 +289,17 @@ class Bench:
             self.remove_ds01(name)
         return {"cli": create + start, "cli_create": create, "cli_start": start}
 
+    def ds01_cli_create_with_start(self) -> float:
+        name = self.fresh("clistart")
+        self.ds01_names.add(name)
+        workspace = str(self.workspace)
+        try:
+            return self.cli(
+                "container-create", name, "--image", "busybox", "-w", workspace, "--start"
+            )
+        finally:
+            self.remove_ds01(name)
+
     def ds01_api_create_start(self) -> float:
         name = self.fresh("api")
         self.ds01_names.add(name)
@@ -320,7 +331,7 @@ class Bench:
             self.runtime.image_command(spec.image)  # _resolve_image
             self.runtime.list_managed()  # the create's look at what exists
             self.runtime.create(spec)
-            self.runtime.list_managed()  # start: _target finds the container
+            self.runtime.find_managed(docker_name)  # start: _target finds the container
             self.runtime.start(docker_name)
 
         try:
@@ -416,11 +427,12 @@ class Bench:
         return samples
 
     def create_start(self) -> tuple[list[Row], dict[str, float]]:
-        progress(f"create + start: {self.rounds} rounds (+1 warm-up), 5 sides interleaved")
+        progress(f"create + start: {self.rounds} rounds (+1 warm-up), 6 sides interleaved")
         options, spec = self.ds01_options()
         samples = self.measure(
             [
                 ("cli", self.ds01_cli_create_start),
+                ("cli_start_flag", lambda: {"cli_start_flag": self.ds01_cli_create_with_start()}),
                 ("run_plain", lambda: {"run_plain": self.docker_run([TEST_IMAGE])}),
                 ("api", lambda: {"api": self.ds01_api_create_start()}),
                 ("run_same", lambda: {"run_same": self.docker_run(options)}),
@@ -444,6 +456,12 @@ class Bench:
             ),
             Row("  container-create alone", cli_create),
             Row("  container-start alone", cli_start),
+            Row(
+                "create --start: ds01 CLI (1 command)",
+                samples["cli_start_flag"],
+                run_plain,
+                "docker run -d --init -ti",
+            ),
             Row(
                 "create + start: ds01 CLI",
                 cli_total,
