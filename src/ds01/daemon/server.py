@@ -26,11 +26,12 @@ from ds01 import __version__
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, peer_credentials
 from ds01.daemon.service import Created, Ds01Service
-from ds01.errors import Ds01Error, InvalidInput
+from ds01.errors import Ds01Error, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
 Query = dict[str, str]
+MAX_BODY_BYTES = 64 * 1024  # every request body is a small JSON object
 INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
 Handler = Callable[[Ds01Service, Caller, dict[str, str], Query, Any], Any]
 
@@ -191,6 +192,12 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def _encode(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -231,10 +238,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
         service = self.server.service
         try:
+            raw = self._read_body()
             if method == "GET" and url.path == "/openapi.json":
                 self._send(200, self.server.openapi)
                 return
@@ -243,29 +249,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 if match and route.method == method:
                     break
             else:
-                self._send(
-                    404,
-                    {
-                        "error": {
-                            "kind": "not_found",
-                            "message": f"no route {method} {url.path}",
-                            "exit_code": 4,
-                            "details": {},
-                        }
-                    },
-                )
-                return
+                raise NotFound(f"No API route {method} {url.path}.")
+            caller = service.caller(self.creds)
             body: Any = None
             if route.body is not None:
                 try:
                     body = route.body.model_validate_json(raw or b"{}")
                 except ValidationError as exc:
-                    problems = "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                        for e in exc.errors()
+                    refusal = InvalidInput(f"Invalid request: {_problems(exc)}")
+                    service.events.emit(
+                        "auth.denied",
+                        user=caller.name,
+                        resource=f"api/{method} {url.path}",
+                        details={"reason": refusal.message, "kind": refusal.kind},
+                        outcome="denied",
                     )
-                    raise InvalidInput(f"Invalid request: {problems}") from exc
-            caller = service.caller(self.creds)
+                    raise refusal from exc
             result = route.handler(service, caller, match.groupdict(), query, body)
             if isinstance(result, ConfirmOnSend):
                 payload = _encode(_dump(result.result))
@@ -290,6 +289,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     }
                 },
             )
+
+    def _read_body(self) -> bytes:
+        """The request body; a missing, malformed or oversized length is refused."""
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            self.close_connection = True  # the stream position is unknown now
+            raise InvalidInput(f"Invalid Content-Length {text[:40]!r}.")
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise InvalidInput(
+                f"Request body too large ({length} bytes, at most {MAX_BODY_BYTES})."
+            )
+        return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
         self._handle("GET")
