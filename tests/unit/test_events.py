@@ -5,6 +5,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ds01.events.chain import GENESIS
 from ds01.events.log import REDACTED, EventLog
 
 
@@ -24,6 +25,8 @@ def test_event_lines_follow_the_schema(tmp_path: Path) -> None:
         "resource": "container/t._.1001",
         "details": {"a": 1},
         "outcome": "success",
+        "seq": 1,
+        "prev": GENESIS,
     }
 
 
