@@ -225,6 +225,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def address_string(self) -> str:
         return f"uid={self.creds.uid}"
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(505, "HTTP/1.1 required")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unknown method, huge headers), in
+        ds01's JSON error shape instead of an HTML page."""
+        # Always answer with a status line, whatever the client claimed to speak.
+        self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        status = 405 if code == 501 else code  # 501 is "unsupported method" here
+        refusal = InvalidInput(f"{message or 'Bad request'} (HTTP {status}).")
+        self._send(status, {"error": refusal.to_dict()})
+
     def _send(self, status: int, payload: Any) -> None:
         self._send_bytes(status, _encode(payload))
 
@@ -293,7 +311,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The request body; a missing, malformed or oversized length is refused."""
         text = self.headers.get("Content-Length") or "0"
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             self.close_connection = True  # the stream position is unknown now
             raise InvalidInput(f"Invalid Content-Length {text[:40]!r}.")
         length = int(text)
