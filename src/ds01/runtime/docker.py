@@ -24,7 +24,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
-from ds01.errors import Conflict, DockerUnavailable, NotFound
+from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
 from ds01.runtime import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
@@ -45,6 +45,8 @@ def docker_errors(what: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
             raise Conflict(f"{what}: {exc.explanation}") from exc
+        if exc.status_code == 400:  # Docker refused a value ds01 let through
+            raise InvalidInput(f"{what}: {exc.explanation}") from exc
         raise DockerUnavailable(f"{what}: Docker error: {exc.explanation or exc}") from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise DockerUnavailable(f"{what}: the Docker engine did not answer: {exc}") from exc
