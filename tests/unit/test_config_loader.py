@@ -315,18 +315,16 @@ def test_groups_keep_their_order_members_and_unix_group() -> None:
 
 
 def test_reserved_sections_are_kept_raw() -> None:
+    # `aggregate:` has its own schema now (tests/unit/test_config_aggregate.py).
     config = limits(
         """
-        aggregate:
-          cpu_quota: 9600%
-          anything: {nested: [1, 2]}
         policies:
           gpu_idle_threshold: 5
+          anything: {nested: [1, 2]}
         """
     )
-    assert config.aggregate == {"cpu_quota": "9600%", "anything": {"nested": [1, 2]}}
-    assert config.policies == {"gpu_idle_threshold": 5}
-    assert limits("aggregate:\npolicies:\n").aggregate == {}
+    assert config.policies == {"gpu_idle_threshold": 5, "anything": {"nested": [1, 2]}}
+    assert limits("policies:\n").policies == {}
 
 
 def test_builtin_baseline_sets_every_key() -> None:

@@ -11,6 +11,10 @@ Every limit key is optional in every section, and the difference between a key w
 Models keep that difference in pydantic's ``model_fields_set``; read it through
 ``Limits.declared()``, never by testing an attribute for ``None``. Resolution for one user
 lives in ``ds01.config.resolve``.
+
+The ``aggregate:`` section (``AggregateConfig``) follows the same rules for a user's totals
+across all their containers: ``cpu_limit`` (CPUs), ``memory_limit`` (a size) and
+``pids_limit`` (processes), set under ``defaults``, ``groups`` and ``users``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ds01.core.units import format_bytes, parse_bytes, parse_cpus
 
@@ -47,6 +59,21 @@ def _account_name_checker(what: str) -> Callable[[str], str]:
         return name
 
     return check
+
+
+def _cpu_count(value: Any) -> Any:
+    """A CPU count as a float (``None`` stays ``None``: unlimited)."""
+    return None if value is None else parse_cpus(value)
+
+
+def _positive_size(value: Any) -> Any:
+    """A size normalised to its shortest form (``"32G"``); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    size = parse_bytes(value)
+    if size == 0:
+        raise ValueError(f"invalid size {value!r}: must be greater than 0 (null = no limit)")
+    return format_bytes(size)
 
 
 UserName = Annotated[str, AfterValidator(_account_name_checker("user"))]
@@ -126,17 +153,12 @@ class Limits(BaseModel):
     @field_validator("cpu_limit", mode="before")
     @classmethod
     def _cpus(cls, value: Any) -> Any:
-        return None if value is None else parse_cpus(value)
+        return _cpu_count(value)
 
     @field_validator("memory_limit", "shm_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        size = parse_bytes(value)
-        if size == 0:
-            raise ValueError(f"invalid size {value!r}: must be greater than 0 (null = no limit)")
-        return format_bytes(size)
+        return _positive_size(value)
 
     def declared(self) -> dict[str, Any]:
         """The limit keys written in this section, with their values (``None`` = null).
@@ -166,11 +188,105 @@ class GroupLimits(Limits):
     )
 
 
+# Keys of the reference implementation's aggregate section, with the ds01 key to use instead.
+_REFERENCE_AGGREGATE_KEYS = {
+    "cpu_quota": "cpu_limit (CPUs, e.g. 96, not a systemd percentage)",
+    "memory_max": "memory_limit",
+    "memory_high": "memory_limit (there is no soft limit)",
+    "tasks_max": "pids_limit",
+    "gpu_limit": "gpu_limit outside the aggregate section",
+}
+
+
+#: Marks the aggregate entry of a group that the top-level ``groups:`` does not define.
+_UNDEFINED_GROUP = object()
+
+
+class Aggregate(BaseModel):
+    """A user's totals across all their containers, as one section sets them.
+
+    Written under ``aggregate.defaults``, ``aggregate.groups.<name>`` or
+    ``aggregate.users.<name>``. As in ``Limits``: ``null`` = unlimited, no key = inherit.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    cpu_limit: float | None = Field(
+        default=None,
+        description="CPUs the user's containers may use together (0.5 = half a core's time); "
+        "null = unlimited.",
+    )
+    memory_limit: str | None = Field(
+        default=None,
+        description="Memory the user's containers may use together, a size such as '96G' "
+        "(1024-based, stored normalised); null = unlimited.",
+    )
+    pids_limit: int | None = Field(
+        default=None, ge=1, description="Processes of all the user's containers; null = unlimited."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_keys(cls, value: Any) -> Any:
+        value = _empty_if_null(value)
+        if isinstance(value, dict):
+            if _UNDEFINED_GROUP in value:
+                defined = ", ".join(value[_UNDEFINED_GROUP]) or "none"
+                raise ValueError(
+                    "no such group under the top-level groups: section, where membership is "
+                    f"defined (defined: {defined})"
+                )
+            for key in value:
+                if key in _REFERENCE_AGGREGATE_KEYS:
+                    raise ValueError(
+                        f"unknown key {key!r}; use {_REFERENCE_AGGREGATE_KEYS[key]} "
+                        f"(aggregate keys: {', '.join(AGGREGATE_KEYS)})"
+                    )
+        return value
+
+    @field_validator("cpu_limit", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> Any:
+        return _cpu_count(value)
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _positive_size(value)
+
+    def declared(self) -> dict[str, Any]:
+        """The keys written in this section, with their values (``None`` = null)."""
+        return {key: getattr(self, key) for key in AGGREGATE_KEYS if key in self.model_fields_set}
+
+
+#: Every aggregate key, in the order they are documented and shown.
+AGGREGATE_KEYS: tuple[str, ...] = tuple(Aggregate.model_fields)
+
+
+class AggregateConfig(BaseModel):
+    """The ``aggregate:`` section: per-user totals, enforced on the user's cgroup parent.
+
+    Group names must be groups defined in the top-level ``groups:`` section (membership is
+    decided there).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    defaults: Aggregate = Field(default_factory=Aggregate)
+    groups: dict[GroupName, Aggregate] = Field(default_factory=dict)
+    users: dict[UserName, Aggregate] = Field(default_factory=dict)
+
+    @field_validator("defaults", "groups", "users", mode="before")
+    @classmethod
+    def _null_section(cls, value: Any) -> Any:
+        return _empty_if_null(value)
+
+
 class ResourceLimitsConfig(BaseModel):
     """The whole ``resource-limits.yaml``.
 
-    ``aggregate`` and ``policies`` are reserved sections, accepted and kept as raw mappings
-    until their schema is defined.
+    ``policies`` is a reserved section, accepted and kept as a raw mapping until its schema
+    is defined.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -181,7 +297,7 @@ class ResourceLimitsConfig(BaseModel):
     admin_group: GroupName = Field(
         default=DEFAULT_ADMIN_GROUP, description="Unix group whose members are ds01 admins."
     )
-    aggregate: dict[str, Any] = Field(default_factory=dict)
+    aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
     policies: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("defaults", "groups", "users", "aggregate", "policies", mode="before")
@@ -195,6 +311,31 @@ class ResourceLimitsConfig(BaseModel):
         # "jane:" with nothing under it is an entry that sets no key.
         if isinstance(value, dict):
             return {name: _empty_if_null(entry) for name, entry in value.items()}
+        return value
+
+    @field_validator("aggregate", mode="before")
+    @classmethod
+    def _known_groups(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs before the section is validated, so that the error lands on the group's own
+        # line: the entry of an undefined group is replaced by a marker that Aggregate
+        # refuses with the message (no YAML key can equal the marker object).
+        defined = info.data.get("groups")
+        if defined is None or not isinstance(value, dict):
+            return value  # an invalid groups: section is reported on its own
+        groups = value.get("groups")
+        if not isinstance(groups, dict):
+            return value
+        marked = {
+            name: entry if name in defined else {_UNDEFINED_GROUP: tuple(defined)}
+            for name, entry in groups.items()
+        }
+        return {**value, "groups": marked}
+        unknown = [name for name in value.groups if name not in defined]
+        if unknown:
+            raise ValueError(
+                f"groups.{unknown[0]}: no group {unknown[0]!r} is defined under the top-level "
+                f"groups: section (defined: {', '.join(defined) or 'none'})"
+            )
         return value
 
     def unix_group_of(self, group: str) -> str:
@@ -217,3 +358,6 @@ BUILTIN_LIMITS = Limits(
     max_runtime_hours=48.0,
     idle_timeout_hours=48.0,
 )
+
+#: The baseline for any aggregate key that not even ``aggregate.defaults`` sets: unlimited.
+BUILTIN_AGGREGATE = Aggregate(cpu_limit=None, memory_limit=None, pids_limit=None)

@@ -13,16 +13,25 @@ Per key, the first layer that sets it wins:
 whatever the lower layers say. A user entry overrides only the keys it writes; its other keys
 still come from the user's groups.
 
+The ``aggregate:`` section resolves the same way (``resolve_aggregate``), with its own
+``defaults`` and a builtin baseline of "unlimited" for every key.
+
 Everything here is pure: the caller supplies the user's Unix groups (the daemon asks NSS).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ds01.config.limits import BUILTIN_LIMITS, LIMIT_KEYS, ResourceLimitsConfig
+from ds01.config.limits import (
+    AGGREGATE_KEYS,
+    BUILTIN_AGGREGATE,
+    BUILTIN_LIMITS,
+    LIMIT_KEYS,
+    ResourceLimitsConfig,
+)
 from ds01.core.units import MIB, parse_bytes
 
 SOURCE_DEFAULTS = "defaults"
@@ -71,13 +80,8 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
 
 
 @dataclass(frozen=True)
-class ResolvedLimits:
-    """A user's effective limits: one ``Resolved`` per key in ``LIMIT_KEYS``.
-
-    ``groups`` are the config groups the user belongs to, in file order. The properties
-    give typed access; ``None`` means unlimited (``shm_size``: Docker's default;
-    ``idle_timeout_hours``: never stopped for idleness).
-    """
+class _ResolvedValues:
+    """One ``Resolved`` per key for ``user``, who is in config ``groups`` (file order)."""
 
     user: str
     groups: tuple[str, ...]
@@ -101,6 +105,15 @@ class ResolvedLimits:
     def _size_bytes(self, key: str) -> int | None:
         value = self.values[key].value
         return None if value is None else parse_bytes(value)
+
+
+class ResolvedLimits(_ResolvedValues):
+    """A user's effective limits: one ``Resolved`` per key in ``LIMIT_KEYS``.
+
+    ``groups`` are the config groups the user belongs to, in file order. The properties
+    give typed access; ``None`` means unlimited (``shm_size``: Docker's default;
+    ``idle_timeout_hours``: never stopped for idleness).
+    """
 
     @property
     def priority(self) -> int:
@@ -189,20 +202,18 @@ def groups_of(
     )
 
 
-def resolve_limits(
-    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
-) -> ResolvedLimits:
-    """``user``'s effective limits: user entry, then groups (most permissive), then
-    defaults, then the builtin baseline, decided key by key."""
-    groups = groups_of(config, user, unix_groups)
-    user_entry = config.users.get(user)
-    user_values = user_entry.declared() if user_entry is not None else {}
-    group_values = [(name, config.groups[name].declared()) for name in groups]
-    default_values = config.defaults.declared()
-    builtin_values = BUILTIN_LIMITS.declared()
-
+def _layered(
+    keys: Sequence[str],
+    user: str,
+    user_values: Mapping[str, Any],
+    group_values: Sequence[tuple[str, Mapping[str, Any]]],
+    default_values: Mapping[str, Any],
+    builtin_values: Mapping[str, Any],
+) -> dict[str, Resolved]:
+    """Per key: the user's value, else the most permissive of the groups', else the
+    defaults', else the builtin one (each layer given as its *declared* keys)."""
     values: dict[str, Resolved] = {}
-    for key in LIMIT_KEYS:
+    for key in keys:
         from_groups = [
             Resolved(declared[key], group_source(name))
             for name, declared in group_values
@@ -217,7 +228,74 @@ def resolve_limits(
             values[key] = Resolved(default_values[key], SOURCE_DEFAULTS)
         else:
             values[key] = Resolved(builtin_values[key], SOURCE_BUILTIN)
+    return values
+
+
+def resolve_limits(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> ResolvedLimits:
+    """``user``'s effective limits: user entry, then groups (most permissive), then
+    defaults, then builtin, decided key by key."""
+    groups = groups_of(config, user, unix_groups)
+    user_entry = config.users.get(user)
+    values = _layered(
+        LIMIT_KEYS,
+        user,
+        user_entry.declared() if user_entry is not None else {},
+        [(name, config.groups[name].declared()) for name in groups],
+        config.defaults.declared(),
+        BUILTIN_LIMITS.declared(),
+    )
     return ResolvedLimits(user=user, groups=groups, values=values)
+
+
+class ResolvedAggregate(_ResolvedValues):
+    """A user's effective totals across all their containers: one ``Resolved`` per key in
+    ``AGGREGATE_KEYS``. ``None`` means unlimited."""
+
+    @property
+    def cpu_limit(self) -> float | None:
+        """CPUs all the user's containers may use together."""
+        return cast("float | None", self.values["cpu_limit"].value)
+
+    @property
+    def memory_limit(self) -> str | None:
+        """Memory all the user's containers may use together, as a size string (``"96G"``)."""
+        return cast("str | None", self.values["memory_limit"].value)
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        """Memory all the user's containers may use together, in bytes."""
+        return self._size_bytes("memory_limit")
+
+    @property
+    def pids_limit(self) -> int | None:
+        """Processes of all the user's containers together."""
+        return cast("int | None", self.values["pids_limit"].value)
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether no key sets a total."""
+        return all(resolved.value is None for resolved in self.values.values())
+
+
+def resolve_aggregate(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> ResolvedAggregate:
+    """``user``'s totals from ``aggregate:``: the user's entry, then the entries of their
+    groups (most permissive), then ``aggregate.defaults``, then unlimited, key by key."""
+    section = config.aggregate
+    groups = groups_of(config, user, unix_groups)
+    user_entry = section.users.get(user)
+    values = _layered(
+        AGGREGATE_KEYS,
+        user,
+        user_entry.declared() if user_entry is not None else {},
+        [(name, section.groups[name].declared()) for name in groups if name in section.groups],
+        section.defaults.declared(),
+        BUILTIN_AGGREGATE.declared(),
+    )
+    return ResolvedAggregate(user=user, groups=groups, values=values)
 
 
 def is_admin(config: ResourceLimitsConfig, unix_groups: Collection[str], uid: int) -> bool:

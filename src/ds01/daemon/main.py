@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import grp
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ds01 import __version__
 from ds01.errors import Ds01Error
+
+if TYPE_CHECKING:
+    from ds01.daemon.service import Ds01Service
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +31,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="state directory [$DS01_STATE_DIR, /var/lib/ds01]")
     parser.add_argument("--log-dir", help="log directory [$DS01_LOG_DIR, /var/log/ds01]")
     parser.add_argument("--socket", help="API socket [$DS01_SOCKET, /run/ds01/ds01.sock]")
+    parser.add_argument(
+        "--cgroup-root", help="where the cgroup hierarchies are [$DS01_CGROUP_ROOT, /sys/fs/cgroup]"
+    )
+    parser.add_argument(
+        "--oom-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two scans for OOM kills [2]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
+
+
+def _share_log_with_admins(log_dir: Path, service: Ds01Service) -> None:
+    """The audit log is root's, readable by the admin group (mode 0640, directory 0750)."""
+    try:
+        gid = grp.getgrnam(service.config().limits.admin_group).gr_gid
+    except KeyError:
+        return  # no such group: root only
+    os.chown(log_dir, 0, gid)
+    service.events.group_gid = gid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,30 +64,48 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
     # Imported here so that `ds01d --help` stays fast.
+    from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
     from ds01.events.log import EventLog
+    from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
     from ds01.runtime.docker import DockerRuntime
 
     paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(mode)
+    cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
+        runtime = DockerRuntime.from_env()
         service = Ds01Service(
             paths=paths,
-            runtime=DockerRuntime.from_env(),
+            runtime=runtime,
             store=StateStore(paths.state_db),
             events=EventLog(paths.events_file),
+            cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
         )
+        _share_log_with_admins(paths.log_dir, service)
         removed = service.reconcile()
+        emptied = service.reconcile_cgroups()
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
     log = logging.getLogger("ds01d")
     if removed:
         log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
+    if emptied:
+        log.info("removed %d empty cgroup parent(s): %s", len(emptied), ", ".join(emptied))
+    log.info("cgroups: %r", service.cgroups)
+    watcher = OomWatcher(
+        service.runtime,
+        service.cgroups,
+        service.store,
+        service.events,
+        service.engine.cgroup_driver,
+        interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
+    )
     server = Ds01HttpServer(paths.socket, service)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -72,9 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
+    watcher.start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        watcher.stop()
         server.server_close()
         paths.socket.unlink(missing_ok=True)
+        service.events.close()
         service.store.close()

@@ -20,7 +20,8 @@ class CreateContainerRequest(_Model):
     image: str = Field(description="Registry name from images.yaml or an allowed local reference.")
     gpus: int = Field(default=0, ge=0, le=64, description="Number of whole GPUs.")
     mig: list[str] = Field(default_factory=list, description="MIG profiles, e.g. ['3g.20gb'].")
-    cpus: float | None = Field(default=None, gt=0, description="CPU cores; default: the quota.")
+    # Docker's smallest CPU limit is 0.01; less would round to 0, which means "no limit".
+    cpus: float | None = Field(default=None, ge=0.01, description="CPU cores; default: quota.")
     memory: str | None = Field(default=None, description="Memory, e.g. '16G'; default: quota.")
     shm_size: str | None = Field(default=None, description="/dev/shm size; default: quota.")
     workspace: str | None = Field(
@@ -73,6 +74,15 @@ class ContainerInfo(_Model):
     gpus: list[str]
     gpu_equivalents: float
     created_at: str
+    oom_kills: int = Field(
+        default=0, description="Processes the kernel killed for lack of memory in it."
+    )
+    last_oom: str | None = Field(default=None, description="When the last one was seen (UTC).")
+    last_oom_limit: Literal["container", "user_total", "host"] | None = Field(
+        default=None,
+        description="Which limit the last one hit: the container's own memory limit, the "
+        "user's memory total, or the host's memory.",
+    )
 
 
 class ResolvedEntry(_Model):
@@ -86,13 +96,33 @@ class Usage(_Model):
     gpu_containers: list[str]
 
 
+class AggregateUsage(_Model):
+    memory_bytes: int | None = Field(
+        description="Memory the user's containers use together now (bytes), from the cgroup."
+    )
+    memory_committed_bytes: int | None = Field(
+        description="Sum of the memory limits of the user's containers that are not stopped "
+        "(bytes); null when one of them has no limit."
+    )
+
+
 class LimitsResponse(_Model):
     user: str
     groups: list[str]
     is_admin: bool
     limits: dict[str, Any]
     usage: Usage
-    explain: dict[str, ResolvedEntry] | None = None
+    explain: dict[str, ResolvedEntry] | None = Field(
+        default=None,
+        description="Every key of `limits` and of `aggregate` (as `aggregate.<key>`) with "
+        "the layer its value came from.",
+    )
+    aggregate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The user's totals across all containers: cpu_limit (CPUs), memory_limit "
+        "(size), pids_limit; null = unlimited.",
+    )
+    aggregate_usage: AggregateUsage | None = None
 
 
 class ImageInfo(_Model):
@@ -125,3 +155,15 @@ class ErrorBody(_Model):
 
 class ErrorResponse(_Model):
     error: ErrorBody
+
+
+class DoctorFinding(_Model):
+    check: str
+    level: Literal["ok", "warning", "critical"]
+    message: str
+    hint: str = ""
+
+
+class DoctorReport(_Model):
+    findings: list[DoctorFinding]
+    exit_code: int = Field(description="0 healthy, 1 warnings, 2 critical findings.")

@@ -8,6 +8,14 @@ and creating the container that holds them is one atomic step (DESIGN.md §2.3).
 
 Callers are always ``Caller`` objects built from kernel credentials; a user may act on their
 own containers only, admins (root or the configured admin group) on everyone's.
+
+Aggregate limits (a user's totals across all their containers, ``aggregate:`` in
+``resource-limits.yaml``) are written on the user's cgroup parent right before a container
+is created or started there, under the same lock; a changed configuration is written on the
+live parents at once; an emptied parent is removed. Memory is also checked before a create
+or start: the memory limits of the user's containers that are not stopped (one that has no
+limit counts as the whole total) may not add up to more than the total. The kernel's limit
+on the parent backs that check up.
 """
 
 from __future__ import annotations
@@ -19,13 +27,19 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ds01.config.loader import Ds01Config, load_config
-from ds01.config.resolve import ResolvedLimits, is_admin, resolve_limits
+from ds01.config.resolve import (
+    ResolvedAggregate,
+    ResolvedLimits,
+    is_admin,
+    resolve_aggregate,
+    resolve_limits,
+)
 from ds01.core.allocation import (
     AllocationState,
     GpuQuota,
@@ -41,11 +55,11 @@ from ds01.core.names import (
     validate_image_reference,
     with_default_tag,
 )
-from ds01.core.units import format_bytes, parse_bytes
+from ds01.core.units import MIB, format_bytes, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.state import CreateIntent, StateStore
+from ds01.daemon.state import CreateIntent, OomState, StateStore
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -61,6 +75,15 @@ from ds01.gpu.backend import GpuBackend, make_backend
 from ds01.gpu.device import Device, Inventory
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 from ds01.runtime import labels as L
+from ds01.runtime.cgroups import (
+    DEFAULT_ROOT,
+    AggregateLimits,
+    CgroupError,
+    CgroupManager,
+    slice_part,
+    slice_unit,
+    user_slice_path,
+)
 from ds01.runtime.docker import CgroupDriver, ContainerRecord, ContainerSpec, DockerRuntime
 
 log = logging.getLogger(__name__)
@@ -70,25 +93,31 @@ CONTAINER_DATA = "/data"
 DEFAULT_WORKSPACE_DIR = "workspace"  # under the user's home
 DEFAULT_SLICE_GROUP = "users"  # cgroup slice group of users in no configured group
 STOP_TIMEOUT_SECONDS = 10
+MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker's minimum memory limit
+MAX_PATH_LENGTH = 4096
+DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")  # a Docker id or its (12+ digit) prefix
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
-_SLICE_PART_RE = re.compile(r"[^a-z0-9_]")
-
-
-def slice_part(name: str) -> str:
-    """Sanitise a user or group name for a systemd slice name (``-`` means nesting there)."""
-    return _SLICE_PART_RE.sub("_", name.lower()) or "_"
+AGGREGATE_ACTION = "resource.aggregate"
+#: Docker's smallest memory limit; less room than this is no room.
+DOCKER_MIN_MEMORY_BYTES = 6 * MIB
 
 
 def cgroup_parent(group: str, user: str, driver: CgroupDriver) -> str:
-    """The per-user cgroup parent, ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``."""
-    g, u = slice_part(group), slice_part(user)
+    """The per-user cgroup parent, ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``,
+    as Docker's ``--cgroup-parent`` takes it for ``driver``."""
+    path = user_slice_path(group, user)
     if driver == "systemd":
-        return f"ds01-{g}-{u}.slice"  # systemd expands the dashes into the same nesting
-    return f"/ds01.slice/ds01-{g}.slice/ds01-{g}-{u}.slice"
+        return slice_unit(path)  # systemd expands the dashes into the same nesting
+    return path
 
 
-def container_info(record: ContainerRecord) -> api.ContainerInfo:
-    return api.ContainerInfo(
+def record_parent(record: ContainerRecord) -> str:
+    """The cgroup parent (a path below the cgroup root) a ds01 container was created under."""
+    return user_slice_path(record.group, record.user)
+
+
+def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.ContainerInfo:
+    info = api.ContainerInfo(
         name=record.name,
         docker_name=record.docker_name,
         user=record.user,
@@ -97,6 +126,89 @@ def container_info(record: ContainerRecord) -> api.ContainerInfo:
         gpus=list(record.gpus),
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
+    )
+    if oom is None or not oom.oom_kills:
+        return info
+    return info.model_copy(
+        update={
+            "oom_kills": oom.oom_kills,
+            "last_oom": oom.last_oom,
+            "last_oom_limit": oom.last_limit,
+        }
+    )
+
+
+def label_size(record: ContainerRecord, key: str) -> int | None:
+    """A byte count a ds01 label holds; ``None`` (unlimited) when empty, absent or invalid."""
+    text = record.labels.get(key, "")
+    return int(text) if text.isdigit() else None
+
+
+def label_cpus(record: ContainerRecord) -> float | None:
+    """The container's CPU limit from its label; ``None`` when unlimited or unknown."""
+    try:
+        return float(record.labels.get(L.CPUS, ""))
+    except ValueError:
+        return None
+
+
+def aggregate_limits(aggregate: ResolvedAggregate) -> AggregateLimits:
+    """What to write on the user's cgroup parent for these resolved totals."""
+    return AggregateLimits(
+        cpus=aggregate.cpu_limit,
+        memory_bytes=aggregate.memory_limit_bytes,
+        pids=aggregate.pids_limit,
+    )
+
+
+def _names(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def memory_total_refusal(
+    total: int | None,
+    container: str | None,
+    asked: int | None,
+    others: Sequence[tuple[str, int | None]],
+) -> str | None:
+    """Why a container's memory does not fit in the user's total, or ``None`` if it does.
+
+    ``others`` are the user's other containers that hold memory (not stopped), with their
+    memory limits in bytes; ``asked`` is the container's own (``None``: no limit). A
+    container without a limit counts as the whole ``total``. ``container`` names the
+    container being started, ``None`` for one being created.
+    """
+    if total is None:
+        return None
+    need = total if asked is None else asked
+    committed = sum(total if size is None else size for _, size in others)
+    if committed + need <= total:
+        return None
+    what = "this one" if container is None else container
+    message = f"Memory total reached: your containers may use {format_bytes(total)} together; "
+    if others:
+        names = [name for name, _ in others]
+        verb = "has" if len(names) == 1 else "have"
+        message += f"{_names(names)} already {verb} {format_bytes(committed)}"
+        unlimited = [name for name, size in others if size is None]
+        if unlimited:
+            message += f" ({_names(unlimited)}: no memory limit, which counts as all of it)"
+        message += "; "
+    message += (
+        f"{what} asks for {format_bytes(need)}."
+        if asked is not None
+        else f"{what} has no memory limit, which counts as all of it."
+    )
+    room = (total - committed) // MIB * MIB
+    if container is None and room >= DOCKER_MIN_MEMORY_BYTES:
+        return message + f" Ask for --memory {format_bytes(room)} or less, or stop one."
+    if container is None:
+        return message + " Stop or remove one of them first (`container-stop NAME`)."
+    return (
+        message + " Stop one of the others first (`container-stop NAME`), or re-create "
+        f"{container} with a smaller --memory."
     )
 
 
@@ -144,6 +256,8 @@ class Ds01Service:
         backend_factory: builds the GPU backend from ``gpu-config.yaml`` (injected so tests
             can pass a simulated backend with a telemetry file).
         clock: returns the current UTC time.
+        cgroups: writes aggregate limits on users' cgroup parents (default: the host's
+            ``/sys/fs/cgroup`` with the engine's cgroup driver).
     """
 
     def __init__(
@@ -154,6 +268,7 @@ class Ds01Service:
         events: EventLog,
         backend_factory: Callable[[Ds01Config], GpuBackend] = lambda c: make_backend(c.gpus),
         clock: Callable[[], datetime] = utc_now,
+        cgroups: CgroupManager | None = None,
     ) -> None:
         self.paths = paths
         self.runtime = runtime
@@ -167,6 +282,7 @@ class Ds01Service:
         self._config = load_config(paths.config_dir)  # an invalid file stops the start here
         self._backend = backend_factory(self._config)
         self.engine = runtime.engine_info()
+        self.cgroups = cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -189,6 +305,7 @@ class Ds01Service:
             if stamp == self._config_stamp:
                 return self._config
             self._config_stamp = stamp
+            old_limits = self._config.limits
             try:
                 new = load_config(self.paths.config_dir)
             except Ds01Error as exc:
@@ -208,6 +325,8 @@ class Ds01Service:
             self.events.emit(
                 "config.reload", user="ds01d", resource=f"config/{self.paths.config_dir}"
             )
+            if new.limits != old_limits:  # totals or group memberships may have changed
+                self._apply_live_aggregates(new, "configuration changed")
             return new
 
     @property
@@ -257,6 +376,82 @@ class Ds01Service:
     def limits_for(self, user: UnixUser) -> ResolvedLimits:
         return resolve_limits(self.config().limits, user.name, user.groups)
 
+    def aggregate_for(self, user: UnixUser, config: Ds01Config | None = None) -> ResolvedAggregate:
+        """``user``'s totals across all their containers (``config``: the current one)."""
+        return resolve_aggregate((config or self.config()).limits, user.name, user.groups)
+
+    # -- aggregate limits on cgroup parents -------------------------------------------------
+
+    def _enforce(
+        self, user: str, parent: str, aggregate: ResolvedAggregate, *, create: bool = True
+    ) -> None:
+        """Write ``aggregate`` on ``parent``. Fails closed when a total is set: the error
+        is logged as an event and raised; with no total set, a failure is only logged."""
+        try:
+            self.cgroups.apply(parent, aggregate_limits(aggregate), create=create)
+        except CgroupError as exc:
+            self.events.emit(
+                AGGREGATE_ACTION,
+                user=user,
+                resource=f"cgroup{parent}",
+                details={"limits": aggregate.to_dict(), "error": exc.message},
+                outcome="failure",
+            )
+            if not aggregate.unlimited:
+                raise
+            log.warning("%s", exc.message)
+
+    def _apply_live_aggregates(self, config: Ds01Config, reason: str) -> None:
+        """Write each user's totals on every existing parent that holds their containers
+        (derived from one list call), e.g. after a configuration change. Fails soft."""
+        try:
+            records = self.runtime.list_managed()
+        except Ds01Error as exc:
+            log.error("aggregate limits not updated: %s", exc.message)
+            return
+        parents = sorted({(r.user, record_parent(r)) for r in records if r.user})
+        if not parents:
+            return
+        updated, failed = 0, []
+        for name, parent in parents:
+            try:
+                aggregate = self.aggregate_for(user_by_name(name), config)
+                self._enforce(name, parent, aggregate, create=False)
+                updated += 1
+            except Ds01Error as exc:
+                log.error("aggregate limits of %s not updated: %s", name, exc.message)
+                failed.append(name)
+        self.events.emit(
+            AGGREGATE_ACTION,
+            user="ds01d",
+            resource=f"config/{self.paths.config_dir}",
+            details={"reason": reason, "updated": updated, "failed": failed},
+            outcome="failure" if failed else "success",
+        )
+
+    def _remove_parent_if_unused(self, parent: str) -> None:
+        """Remove ``parent`` (and its empty ancestors) if no container of ds01 uses it."""
+        with self._allocation_lock:
+            try:
+                records = self.runtime.list_managed()
+            except Ds01Error as exc:
+                log.warning("cgroup %s left for the next start: %s", parent, exc.message)
+                return
+            if all(record_parent(r) != parent for r in records):
+                self.cgroups.remove_if_empty(parent)
+
+    def reconcile_cgroups(self) -> list[str]:
+        """At start: write the current totals on the parents that hold containers, and
+        remove the empty parents no container uses. Returns the parents removed."""
+        self._apply_live_aggregates(self.config(), "ds01d started")
+        removed = []
+        with self._allocation_lock:
+            in_use = {record_parent(r) for r in self.runtime.list_managed()}
+            for parent in sorted(self.cgroups.user_parents() - in_use):
+                if self.cgroups.remove_if_empty(parent):
+                    removed.append(parent)
+        return removed
+
     # -- reads ----------------------------------------------------------------------------
 
     def list_containers(
@@ -271,7 +466,8 @@ class Ds01Service:
             subject = self._subject(caller, user)
             records = [r for r in records if r.uid == subject.uid]
         records.sort(key=lambda r: (r.user, r.name))
-        return [container_info(r) for r in records]
+        ooms = self.store.oom_states()
+        return [container_info(r, ooms.get(r.id)) for r in records]
 
     def gpu_status(self, caller: Caller) -> api.GpuStatusResponse:
         inventory = self.backend.inventory()
@@ -320,8 +516,14 @@ class Ds01Service:
     ) -> api.LimitsResponse:
         subject = self._subject(caller, user)
         resolved = self.limits_for(subject)
+        aggregate = self.aggregate_for(subject)
         mine = [r for r in self.runtime.list_managed() if r.uid == subject.uid]
         in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
+        holding = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
+        usages = [self.cgroups.memory_usage(p) for p in {record_parent(r) for r in mine}]
+        known_usages = [u for u in usages if u is not None]
+        explained = {**resolved.explain()}
+        explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
         return api.LimitsResponse(
             user=subject.name,
             groups=list(resolved.groups),
@@ -334,10 +536,17 @@ class Ds01Service:
             ),
             explain={
                 key: api.ResolvedEntry(value=entry["value"], source=entry["source"])
-                for key, entry in resolved.explain().items()
+                for key, entry in explained.items()
             }
             if explain
             else None,
+            aggregate=aggregate.to_dict(),
+            aggregate_usage=api.AggregateUsage(
+                memory_bytes=sum(known_usages) if known_usages else None,
+                memory_committed_bytes=None
+                if None in holding
+                else sum(size for size in holding if size is not None),
+            ),
         )
 
     def images(self, caller: Caller, *, include_missing: bool = False) -> list[api.ImageInfo]:
@@ -367,15 +576,21 @@ class Ds01Service:
         ``confirm_create(result.request_id)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
         """
-        name = validate_container_name(request.name)
+        resource = f"container/{request.name[:80]}"
+        config = self.config()
+        try:
+            name = validate_container_name(request.name)
+            gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
+        except PolicyError as exc:
+            self._refused(caller, resource, exc)
+            raise
         docker_name = L.container_name(name, caller.uid)
         resource = f"container/{docker_name}"
-        config = self.config()
-        gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
         try:
             image_ref, framework, image_command = self._resolve_image(config, request.image)
             limits = self.limits_for(caller.user)
-            resources = _resources(limits, request, self.engine.cpus)
+            aggregate = self.aggregate_for(caller.user)
+            resources = _resources(limits, request, self.engine.cpus, aggregate)
             workspace = self._workspace(caller.user, request.workspace)
             data = (
                 self._owned_directory(caller.user, request.data, "--data") if request.data else None
@@ -400,11 +615,17 @@ class Ds01Service:
                     f"remove it first with `container-remove {name}`."
                 )
             inventory = self.backend.inventory()
-            mine = [r.name for r in records if r.uid == caller.uid]
+            mine = [r for r in records if r.uid == caller.uid]
             try:
                 placement = allocate(
-                    gpu_request, caller.name, quota, inventory, allocation_state(records), mine
+                    gpu_request,
+                    caller.name,
+                    quota,
+                    inventory,
+                    allocation_state(records),
+                    [r.name for r in mine],
                 )
+                self._check_memory_total(aggregate, None, resources.memory_bytes, mine)
             except PolicyError as exc:
                 self._refused(caller, resource, exc)
                 raise
@@ -425,6 +646,7 @@ class Ds01Service:
                 interface=request.interface,
                 request_id=request_id,
             )
+            self._enforce(caller.name, user_slice_path(group, caller.name), aggregate)
             self.store.add_intent(
                 CreateIntent(request_id, docker_name, caller.name, spec.labels[L.CREATED_AT])
             )
@@ -494,9 +716,89 @@ class Ds01Service:
 
     def start(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         record = self._target(caller, name, user, "start")
-        self.runtime.start(record.docker_name)
+        owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
+        self._check_mounts(caller, owner, record)
+        aggregate = self.aggregate_for(owner)
+        with self._allocation_lock:
+            if record.status != "running":
+                try:
+                    self._check_can_start(record, aggregate)
+                except PolicyError as exc:
+                    self.events.emit(
+                        "container.start",
+                        user=caller.name,
+                        resource=_resource(record),
+                        details={"reason": exc.message, "kind": exc.kind},
+                        outcome="denied",
+                    )
+                    raise
+            # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
+            self._enforce(record.user, record_parent(record), aggregate)
+            self.runtime.start(record.docker_name)
         self.events.emit("container.start", user=caller.name, resource=_resource(record))
         return container_info(record).model_copy(update={"status": "running"})
+
+    def _check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
+        """Docker resolves bind sources again at every start: refuse if a source that was the
+        owner's own directory at create time is now a symlink or no longer theirs."""
+        for mount in self.runtime.inspect(record.docker_name).get("Mounts") or ():
+            if mount.get("Type") != "bind":
+                continue
+            source = str(mount.get("Source", ""))
+            try:
+                real = self._owned_directory(owner, source, "mount")
+            except PolicyError as exc:
+                raise self._deny(
+                    caller, _resource(record), f"Not starting {record.name!r}: {exc.message}"
+                ) from exc
+            if str(real) != source:
+                raise self._deny(
+                    caller,
+                    _resource(record),
+                    f"Not starting {record.name!r}: its mount {source} now leads to {real}. "
+                    "Restore the directory, or re-create the container.",
+                )
+
+    def _check_memory_total(
+        self,
+        aggregate: ResolvedAggregate,
+        container: str | None,
+        memory_bytes: int | None,
+        records: Sequence[ContainerRecord],
+    ) -> None:
+        """Refuse (``QuotaExceeded``) a container whose memory limit does not fit in the
+        user's total next to ``records``, the user's containers (those stopped, and
+        ``container`` itself, are not counted)."""
+        others = [
+            (r.name, label_size(r, L.MEMORY_BYTES))
+            for r in records
+            if r.status != "stopped" and r.name != container
+        ]
+        problem = memory_total_refusal(
+            aggregate.memory_limit_bytes, container, memory_bytes, others
+        )
+        if problem is not None:
+            raise QuotaExceeded(problem)
+
+    def _check_can_start(self, record: ContainerRecord, aggregate: ResolvedAggregate) -> None:
+        """The checks of ``create`` that a total changed since then can make fail."""
+        cpus, total_cpus = label_cpus(record), aggregate.cpu_limit
+        # cgroup v1 refuses a container CPU quota above its parent's (v2 takes the lower).
+        if (
+            self.cgroups.version == "v1"
+            and cpus is not None
+            and total_cpus is not None
+            and cpus > total_cpus
+        ):
+            raise QuotaExceeded(
+                f"{record.name} has a limit of {cpus:g} CPUs, more than your CPU total of "
+                f"{total_cpus:g} CPUs across all your containers, so it cannot start here. "
+                f"Re-create it with --cpus {total_cpus:g} or less."
+            )
+        if aggregate.memory_limit_bytes is not None:
+            mine = [r for r in self.runtime.list_managed() if r.uid == record.uid]
+            memory = label_size(record, L.MEMORY_BYTES)
+            self._check_memory_total(aggregate, record.name, memory, mine)
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         record = self._target(caller, name, user, "stop")
@@ -531,6 +833,7 @@ class Ds01Service:
                     "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
                 },
             )
+        self._remove_parent_if_unused(record_parent(record))
         return container_info(record).model_copy(update={"status": "removed"})
 
     # -- start-up reconciliation --------------------------------------------------------
@@ -583,20 +886,47 @@ class Ds01Service:
         )
 
     def _target(self, caller: Caller, name: str, user: str | None, verb: str) -> ContainerRecord:
-        """Find the container a request names and check the caller may act on it."""
+        """Find the container a request names and check the caller may act on it.
+
+        ``name`` is the user's name for it, the Docker name ``{name}._.{uid}``, or a Docker
+        id (or id prefix, 12+ hex digits). Every refusal is logged.
+        """
+        try:
+            return self._find_target(caller, name, user, verb)
+        except (InvalidInput, NotFound) as exc:
+            self.events.emit(
+                f"container.{verb}",
+                user=caller.name,
+                resource=f"container/{name[:80]}",
+                details={"reason": exc.message, "kind": exc.kind},
+                outcome="denied",
+            )
+            raise
+
+    def _find_target(
+        self, caller: Caller, name: str, user: str | None, verb: str
+    ) -> ContainerRecord:
         if L.CONTAINER_NAME_SEPARATOR in name:
             docker_name = name
             base, _, uid_text = name.rpartition(L.CONTAINER_NAME_SEPARATOR)
             validate_container_name(base)
-            if not uid_text.isdigit():
+            if not (uid_text.isascii() and uid_text.isdigit()):
                 raise InvalidInput(f"Invalid container reference {name!r}.")
             owner_uid = int(uid_text)
             if user is not None:
                 raise InvalidInput("Give either a full container name or --user, not both.")
+            record = self.runtime.find_managed(docker_name)
+        elif DOCKER_ID_RE.match(name) and user is None:
+            record = self.runtime.find_managed(L.container_name(name, caller.uid))
+            if record is None:
+                record = self.runtime.find_managed_by_id(name)
+            owner_uid = record.uid if record is not None else caller.uid
+            docker_name = record.docker_name if record is not None else name
         else:
             validate_container_name(name)
             owner_uid = self._subject(caller, user).uid
             docker_name = L.container_name(name, owner_uid)
+            record = None
         if owner_uid != caller.uid and not caller.is_admin:
             raise self._deny(
                 caller,
@@ -604,7 +934,7 @@ class Ds01Service:
                 f"You may not {verb} {name!r}: it belongs to another user.",
                 verb=verb,
             )
-        record = self.runtime.find_managed(docker_name)
+        record = record or self.runtime.find_managed(docker_name)
         if record is not None:
             return record
         raise NotFound(
@@ -644,6 +974,8 @@ class Ds01Service:
 
     def _owned_directory(self, user: UnixUser, requested: str, what: str) -> Path:
         """Resolve a host directory (symlinks included) and check the user owns it."""
+        if "\0" in requested or len(requested) > MAX_PATH_LENGTH:
+            raise InvalidInput(f"{what} is not a usable path.")
         path = Path(requested)
         if not path.is_absolute():
             raise InvalidInput(f"{what} must be an absolute path, got {requested!r}.")
@@ -652,6 +984,8 @@ class Ds01Service:
             st = real.stat()
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise InvalidInput(f"{what} {requested!r} does not exist.") from exc
+        except (OSError, ValueError) as exc:  # too long, a loop of symlinks, …
+            raise InvalidInput(f"{what} {requested!r} cannot be used: {exc}") from exc
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidInput(f"{what} {requested!r} is not a directory.")
         if real == Path("/") or (st.st_uid != user.uid and user.uid != 0):
@@ -694,6 +1028,8 @@ class Ds01Service:
             L.INTERFACE: interface,
             L.IMAGE: requested_image,
             L.REQUEST_ID: request_id,
+            L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
+            L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
             L.AIME_MLC: caller.name,
             L.AIME_NAME: name,
             L.AIME_USER: caller.name,
@@ -751,11 +1087,18 @@ def _device_nodes(devices: tuple[Device, ...]) -> tuple[str, ...]:
 
 
 def _resources(
-    limits: ResolvedLimits, request: api.CreateContainerRequest, host_cpus: int
+    limits: ResolvedLimits,
+    request: api.CreateContainerRequest,
+    host_cpus: int,
+    aggregate: ResolvedAggregate | None = None,
 ) -> _Resources:
     """Per-container resources: the request if within the quota, else a refusal (never trimmed).
 
-    The CPU quota is a ceiling; on a host with fewer cores the default is all of them.
+    The CPU quota is a ceiling; on a host with fewer cores the default is all of them. The
+    user's totals (``aggregate``) are ceilings too: a default never exceeds them, and a
+    request for more CPUs than the total is refused (cgroup v1 cannot start a container whose
+    CPU limit is above its parent's). Whether the memory fits next to the user's other
+    containers is checked under the allocation lock.
     """
 
     def bounded(
@@ -774,9 +1117,12 @@ def _resources(
         if value is None:
             return None
         try:
-            return parse_bytes(value)
+            parsed = parse_bytes(value)
         except ValueError as exc:
             raise InvalidInput(f"Invalid {label} {value!r}: {exc}") from exc
+        if parsed < MIN_MEMORY_BYTES:  # 0 would mean "no limit" to Docker
+            raise InvalidInput(f"{label} {value!r} is too small: at least 6M.")
+        return parsed
 
     def as_bytes(x: float) -> str:
         return format_bytes(int(x))
@@ -787,11 +1133,23 @@ def _resources(
     cpus = bounded("CPUs", request.cpus, limits.cpu_limit, as_cpus)
     if request.cpus is not None and request.cpus > host_cpus:
         raise NoCapacity(f"This machine has {host_cpus} CPUs; ask for at most {host_cpus}.")
+    total_cpus = aggregate.cpu_limit if aggregate is not None else None
+    if total_cpus is not None:
+        if request.cpus is not None and request.cpus > total_cpus:
+            raise QuotaExceeded(
+                f"Requested {as_cpus(request.cpus)} is above your CPU total of "
+                f"{as_cpus(total_cpus)} across all your containers. Ask for at most "
+                f"{as_cpus(total_cpus)} (see `check-limits`)."
+            )
+        cpus = total_cpus if cpus is None else min(cpus, total_cpus)
     if cpus is not None:
         cpus = min(cpus, float(host_cpus))
     memory = bounded(
         "memory", size(request.memory, "--memory"), limits.memory_limit_bytes, as_bytes
     )
+    total_memory = aggregate.memory_limit_bytes if aggregate is not None else None
+    if request.memory is None and total_memory is not None:
+        memory = total_memory if memory is None else min(memory, total_memory)
     shm = bounded(
         "shared memory", size(request.shm_size, "--shm-size"), limits.shm_size_bytes, as_bytes
     )
@@ -820,4 +1178,11 @@ def _resource(record: ContainerRecord) -> str:
     return f"container/{record.docker_name}"
 
 
-__all__ = ["Ds01Service", "cgroup_parent", "format_equivalents", "slice_part"]
+__all__ = [
+    "Ds01Service",
+    "cgroup_parent",
+    "format_equivalents",
+    "memory_total_refusal",
+    "record_parent",
+    "slice_part",
+]

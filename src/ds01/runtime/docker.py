@@ -189,6 +189,17 @@ class DockerRuntime:
                 return record
         return None
 
+    @_translated("looking up a container")
+    def find_managed_by_id(self, id_prefix: str) -> ContainerRecord | None:
+        """The managed container whose id starts with ``id_prefix`` (None if none or ambiguous)."""
+        filters = {**L.MANAGED_FILTER, "id": id_prefix}
+        found = [
+            ContainerRecord.from_summary(s)
+            for s in self.api.containers(all=True, filters=filters)
+            if str(s.get("Id", "")).startswith(id_prefix)
+        ]
+        return found[0] if len(found) == 1 else None
+
     @_translated("listing images")
     def local_image_tags(self) -> set[str]:
         """Every ``repo:tag`` present locally."""

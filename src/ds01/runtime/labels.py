@@ -19,6 +19,8 @@ CREATED_AT = "ds01.created_at"  # ISO 8601 UTC
 INTERFACE = "ds01.interface"  # cli | deploy | proxy | job
 IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
 REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
+MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited
+CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
 
 # AIME ML Containers compatibility (DESIGN.md §2.8).
 AIME_MLC = "aime.mlc"

@@ -1,0 +1,587 @@
+"""The cgroup adapter: per-user aggregate limits on the user's cgroup parent, and counters.
+
+Every container of a user lives under one parent, ``/ds01.slice/ds01-<group>.slice/
+ds01-<group>-<user>.slice`` (``user_slice_path``). Limits written on that parent hold for
+all the user's containers together (the kernel charges a container's usage to every
+ancestor). Docker writes limits only on the container's own cgroup, so ds01 writes the
+parent's:
+
+============  =====================================  ==================  ===============
+limit         cgroup v1 (cgroupfs driver)            cgroup v2           systemd driver
+============  =====================================  ==================  ===============
+CPUs          ``cpu.cfs_quota_us``/``cfs_period_us``  ``cpu.max``         ``CPUQuota=``
+memory        ``memory.limit_in_bytes``               ``memory.max``      ``MemoryMax=``
+processes     ``pids.max``                            ``pids.max``        ``TasksMax=``
+============  =====================================  ==================  ===============
+
+Unlimited is ``-1`` / ``max`` / ``infinity``. The version is detected from the cgroup root:
+v2 when ``<root>/cgroup.controllers`` exists (the unified hierarchy is mounted there), v1
+when ``<root>/memory`` does (hybrid hosts count as v1: their controllers are in v1).
+
+The pure parts (paths, what to write, ``systemctl`` arguments, parsing counter files) are
+functions; ``CgroupManager`` does the file I/O under an injected root, so tests can point
+it at a temporary tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from ds01.errors import SystemFault
+
+log = logging.getLogger(__name__)
+
+CgroupVersion = Literal["v1", "v2"]
+CgroupDriver = Literal["cgroupfs", "systemd"]
+
+#: Where the cgroup hierarchies are mounted.
+DEFAULT_ROOT = Path("/sys/fs/cgroup")
+#: The top of ds01's tree; every user parent is two levels below it.
+SLICE_ROOT = "ds01.slice"
+#: CFS period written with a CPU total, in microseconds (the kernel's default).
+CFS_PERIOD_US = 100_000
+#: The smallest CFS quota the kernel accepts, in microseconds.
+MIN_CFS_QUOTA_US = 1_000
+#: Controllers an aggregate limit needs (v2 names; also the v1 hierarchies written).
+CONTROLLERS = ("cpu", "memory", "pids")
+SYSTEMCTL_TIMEOUT_SECONDS = 30.0
+
+_SLICE_PART_RE = re.compile(r"[^a-z0-9_]")
+_CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
+
+
+class CgroupError(SystemFault):
+    """A cgroup limit could not be written (or a ``systemctl`` call failed)."""
+
+    kind = "cgroup"
+
+
+# --- names and paths (pure) -----------------------------------------------------------------
+
+
+def slice_part(name: str) -> str:
+    """Sanitise a user or group name for a systemd slice name (``-`` means nesting there)."""
+    return _SLICE_PART_RE.sub("_", name.lower()) or "_"
+
+
+def user_slice_path(group: str, user: str) -> str:
+    """The user's cgroup parent as a path below the cgroup root, for either driver:
+    ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``."""
+    g, u = slice_part(group), slice_part(user)
+    return f"/{SLICE_ROOT}/ds01-{g}.slice/ds01-{g}-{u}.slice"
+
+
+def slice_unit(parent: str) -> str:
+    """The systemd unit of a parent path: its last component (``ds01-phd-jane.slice``)."""
+    return PurePosixPath(parent).name
+
+
+def container_cgroup(parent: str, container_id: str, driver: CgroupDriver) -> str:
+    """The path of a container's own cgroup below the cgroup root.
+
+    With cgroupfs the container's directory is its full id; with the systemd driver it is
+    the scope ``docker-<id>.scope``.
+    """
+    if not _CONTAINER_ID_RE.fullmatch(container_id):
+        raise ValueError(f"not a container id: {container_id!r}")
+    leaf = f"docker-{container_id}.scope" if driver == "systemd" else container_id
+    return f"{parent.rstrip('/')}/{leaf}"
+
+
+def _relative(cgroup: str) -> str:
+    relative = PurePosixPath(cgroup.lstrip("/"))
+    if cgroup in ("", "/") or ".." in relative.parts:
+        raise ValueError(f"not a cgroup path below the root: {cgroup!r}")
+    return str(relative)
+
+
+# --- what to write (pure) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AggregateLimits:
+    """A user's totals across all their containers; ``None`` means unlimited.
+
+    ``cpus`` in CPUs (0.5 = half of one core's time), ``memory_bytes`` in bytes, ``pids`` in
+    processes (threads included, as the kernel counts them).
+    """
+
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether no total is set."""
+        return self.cpus is None and self.memory_bytes is None and self.pids is None
+
+
+@dataclass(frozen=True)
+class CgroupWrite:
+    """One value to write into one file of a cgroup.
+
+    ``hierarchy`` is the v1 hierarchy directory under the root (``"memory"``, ``"cpu"``,
+    ``"pids"``), or ``""`` for the v2 unified hierarchy.
+    """
+
+    hierarchy: str
+    file: str
+    value: str
+
+
+def cfs_quota_us(cpus: float, period_us: int = CFS_PERIOD_US) -> int:
+    """The CFS quota in microseconds per ``period_us`` that grants ``cpus`` CPUs."""
+    return max(MIN_CFS_QUOTA_US, round(cpus * period_us))
+
+
+def limit_writes(version: CgroupVersion, limits: AggregateLimits) -> tuple[CgroupWrite, ...]:
+    """The files to write on a parent cgroup so that it enforces ``limits``, in order.
+
+    v1: the CFS period goes before the quota (the kernel checks their ratio).
+    """
+    if version == "v1":
+        quota = "-1" if limits.cpus is None else str(cfs_quota_us(limits.cpus))
+        memory = "-1" if limits.memory_bytes is None else str(limits.memory_bytes)
+        return (
+            CgroupWrite("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)),
+            CgroupWrite("cpu", "cpu.cfs_quota_us", quota),
+            CgroupWrite("memory", "memory.limit_in_bytes", memory),
+            CgroupWrite("pids", "pids.max", _max_or(limits.pids)),
+        )
+    quota = "max" if limits.cpus is None else str(cfs_quota_us(limits.cpus))
+    return (
+        CgroupWrite("", "cpu.max", f"{quota} {CFS_PERIOD_US}"),
+        CgroupWrite("", "memory.max", _max_or(limits.memory_bytes)),
+        CgroupWrite("", "pids.max", _max_or(limits.pids)),
+    )
+
+
+def _max_or(value: int | None) -> str:
+    return "max" if value is None else str(value)
+
+
+def systemd_properties(limits: AggregateLimits) -> tuple[str, ...]:
+    """``systemctl set-property`` assignments for a slice that enforce ``limits``.
+
+    ``CPUQuota=`` takes a percentage of one CPU (two decimals at most); an empty value
+    removes the quota. ``infinity`` removes the memory and task limits.
+    """
+    cpu = "" if limits.cpus is None else _percent(limits.cpus)
+    memory = "infinity" if limits.memory_bytes is None else str(limits.memory_bytes)
+    tasks = "infinity" if limits.pids is None else str(limits.pids)
+    return (f"CPUQuota={cpu}", f"MemoryMax={memory}", f"TasksMax={tasks}")
+
+
+def _percent(cpus: float) -> str:
+    """CPUs as systemd's percentage of one CPU, two decimals at most: 0.5 → ``"50%"``."""
+    return f"{cpus * 100:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def systemctl_set_property(unit: str, limits: AggregateLimits) -> list[str]:
+    """The ``systemctl`` command that sets ``limits`` on slice ``unit`` until reboot."""
+    return ["systemctl", "set-property", "--runtime", unit, *systemd_properties(limits)]
+
+
+def subtree_enable(available: Sequence[str], enabled: Sequence[str]) -> str | None:
+    """What to write to a v2 ``cgroup.subtree_control`` so that its children get the
+    controllers in ``CONTROLLERS`` (only those ``available``), or ``None`` if nothing."""
+    missing = [c for c in CONTROLLERS if c in available and c not in enabled]
+    return " ".join(f"+{c}" for c in missing) or None
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """Parse a flat-keyed cgroup file (``memory.oom_control``, ``memory.events``):
+    ``key value`` lines; lines whose value is not an integer are left out."""
+    result: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        try:
+            result[key] = int(value)
+        except ValueError:
+            continue
+    return result
+
+
+def detect_version(root: Path) -> CgroupVersion | None:
+    """Which cgroup version holds the controllers under ``root``, or ``None`` if neither."""
+    if (root / "cgroup.controllers").is_file():
+        return "v2"
+    if (root / "memory").is_dir():
+        return "v1"
+    return None
+
+
+@dataclass(frozen=True)
+class OomCounters:
+    """A memory cgroup's OOM counters as the kernel reports them.
+
+    ``kills``: processes of this cgroup killed by the OOM killer (v1 ``memory.oom_control``
+    ``oom_kill``; v2 ``memory.events`` ``oom_kill``). ``limit_events``: how often this
+    cgroup's own limit was hit (v1 ``memory.failcnt``; v2 ``oom`` in
+    ``memory.events.local``, else ``memory.events``). ``generation``: the directory's inode
+    number; a container restarted in a new cgroup gets a new one, and its counters start
+    again from 0.
+
+    ``at_limit`` (v1 only): the peak usage (``memory[.memsw].max_usage_in_bytes``) came
+    within ``PEAK_TOLERANCE_BYTES`` of the cgroup's own limit since the peak was last
+    re-armed (``CgroupManager.rearm_peak``). v1 needs it because the kernel counts
+    ``failcnt`` only for the counter that failed and, when ``--memory-swap`` equals
+    ``--memory``, that is the memory+swap counter, whose failures are not counted.
+    """
+
+    kills: int
+    limit_events: int
+    generation: int
+    at_limit: bool = False
+
+
+#: How close to its limit a v1 peak must come to count as the limit hit, in bytes: a
+#: failed charge is at most one huge page (2 MiB on x86).
+PEAK_TOLERANCE_BYTES = 2 * 1024 * 1024
+#: v1 reads an unlimited limit as a number this large or larger.
+_V1_UNLIMITED = 2**62
+_V1_PEAKS = (
+    ("memory.max_usage_in_bytes", "memory.limit_in_bytes"),
+    ("memory.memsw.max_usage_in_bytes", "memory.memsw.limit_in_bytes"),
+)
+
+
+def peak_at_limit(peak: int, limit: int) -> bool:
+    """Whether a v1 peak usage (bytes) reached its limit (bytes); never for no limit."""
+    return limit < _V1_UNLIMITED and peak >= limit - PEAK_TOLERANCE_BYTES
+
+
+def _default_run(argv: Sequence[str]) -> None:
+    try:
+        subprocess.run(
+            list(argv),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=SYSTEMCTL_TIMEOUT_SECONDS,
+        )
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip()
+        raise CgroupError(f"{' '.join(argv)} failed: {detail or exc}") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CgroupError(f"{' '.join(argv)} failed: {exc}") from exc
+
+
+def _hint(write: CgroupWrite, code: int | None) -> str:
+    if code == errno.EINVAL and write.file == "cpu.cfs_quota_us":
+        return (
+            " (cgroup v1 refuses a CPU total below the CPU limit of a running container: "
+            "stop the containers with a larger --cpus first)"
+        )
+    if code == errno.EBUSY and write.file == "memory.limit_in_bytes":
+        return " (the containers already use more memory than the new total)"
+    return ""
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class CgroupManager:
+    """Writes aggregate limits on users' cgroup parents and reads their counters.
+
+    Args:
+        root: where the cgroup hierarchies are mounted (``/sys/fs/cgroup``).
+        driver: Docker's cgroup driver; with ``"systemd"`` limits are set as slice
+            properties through ``run`` (``systemctl``), with ``"cgroupfs"`` written directly.
+        run: runs a command, raising ``CgroupError`` if it fails (injected for tests).
+        rmdir: removes one empty cgroup directory (``os.rmdir``; tests of a plain
+            directory tree pass one that also removes the files in it).
+        version: the cgroup version; detected from ``root`` when not given.
+    """
+
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        driver: CgroupDriver = "cgroupfs",
+        *,
+        run: Callable[[Sequence[str]], None] = _default_run,
+        rmdir: Callable[[Path], None] = os.rmdir,
+        version: CgroupVersion | None = None,
+    ) -> None:
+        self.root = root
+        self.driver = driver
+        self._run = run
+        self._rmdir = rmdir
+        self.version: CgroupVersion | None = version or detect_version(root)
+
+    def __repr__(self) -> str:
+        return f"<CgroupManager {self.root} {self.version} {self.driver}>"
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def path(self, cgroup: str, hierarchy: str = "memory") -> Path:
+        """The directory of ``cgroup`` in v1 ``hierarchy`` (v2: in the unified tree)."""
+        base = self.root if self.version == "v2" else self.root / hierarchy
+        return base / _relative(cgroup)
+
+    def hierarchies(self) -> list[Path]:
+        """Every hierarchy directory a cgroup has a copy in: v2 the root, v1 each mounted
+        hierarchy (co-mounted ones such as ``cpu,cpuacct`` once)."""
+        if self.version == "v2":
+            return [self.root]
+        seen: dict[Path, Path] = {}
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.is_dir():
+                seen.setdefault(entry.resolve(), entry)
+        return list(seen.values())
+
+    def exists(self, cgroup: str) -> bool:
+        """Whether ``cgroup`` exists (in the memory hierarchy on v1)."""
+        return self.version is not None and self.path(cgroup).is_dir()
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def apply(self, parent: str, limits: AggregateLimits, *, create: bool = True) -> bool:
+        """Make the parent cgroup enforce ``limits``; return whether anything was written.
+
+        With ``create=False`` only a parent that exists is updated (a live config change).
+        A parent that does not exist is left alone when ``limits`` are all unlimited: runc
+        creates it without limits. Writes that fail are collected, the others still made,
+        then ``CgroupError`` lists the failures.
+        """
+        if self.driver == "systemd":
+            if not create and not self.exists(parent):
+                return False
+            self._run(systemctl_set_property(slice_unit(parent), limits))
+            return True
+        if self.version is None:
+            if limits.unlimited:
+                return False
+            raise CgroupError(
+                f"cannot enforce aggregate limits: no cgroup v1 memory hierarchy or cgroup v2 "
+                f"under {self.root}"
+            )
+        if not self.exists(parent) and (not create or limits.unlimited):
+            return False
+        writes = limit_writes(self.version, limits)
+        if self.version == "v2":
+            self._create_v2(parent)
+        else:
+            for hierarchy in dict.fromkeys(w.hierarchy for w in writes):
+                self.path(parent, hierarchy).mkdir(parents=True, exist_ok=True)
+        failures = []
+        for write in writes:
+            target = self.path(parent, write.hierarchy) / write.file
+            try:
+                target.write_text(write.value)
+            except OSError as exc:
+                failures.append(
+                    f"{target}: {exc.strerror or exc} (writing {write.value})"
+                    + _hint(write, exc.errno)
+                )
+        if failures:
+            raise CgroupError(
+                f"could not set the aggregate limits of {parent}: " + "; ".join(failures),
+                details={"parent": parent, "failures": failures},
+            )
+        return True
+
+    def _create_v2(self, parent: str) -> None:
+        """Create ``parent`` and enable the controllers from the root down to it."""
+        current = self.root
+        self._enable_controllers(current)
+        for part in PurePosixPath(_relative(parent)).parts:
+            current = current / part
+            current.mkdir(exist_ok=True)
+            self._enable_controllers(current)
+
+    @staticmethod
+    def _enable_controllers(directory: Path) -> None:
+        def words(name: str) -> list[str]:
+            try:
+                return (directory / name).read_text().split()
+            except FileNotFoundError:
+                return []
+
+        change = subtree_enable(words("cgroup.controllers"), words("cgroup.subtree_control"))
+        if change is not None:
+            (directory / "cgroup.subtree_control").write_text(change)
+
+    # -- removal -------------------------------------------------------------------------------
+
+    def remove_if_empty(self, parent: str) -> bool:
+        """Remove ``parent`` and then its empty ancestors up to ``/ds01.slice``, deepest
+        first, in every hierarchy, where no process and no child cgroup is left.
+
+        Returns whether the parent is gone. Never fails: a cgroup still in use stays.
+        """
+        if self.version is None:
+            return True
+        if self.driver == "systemd":
+            if not self.exists(parent):
+                return True
+            if not all(_is_empty(h / _relative(parent)) for h in self.hierarchies()):
+                return False
+            try:
+                self._run(["systemctl", "stop", slice_unit(parent)])
+            except CgroupError as exc:
+                log.warning("%s", exc.message)
+            return not self.exists(parent)
+        chain = [PurePosixPath(parent)]
+        while chain[-1].parent.name and chain[-1].name != SLICE_ROOT:
+            chain.append(chain[-1].parent)
+        gone = True
+        for hierarchy in self.hierarchies():
+            for cgroup in chain:
+                directory = hierarchy / _relative(str(cgroup))
+                if not directory.is_dir():
+                    continue
+                if not _is_empty(directory):
+                    break
+                try:
+                    self._rmdir(directory)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # EBUSY: a process or child appeared meanwhile
+                    log.info("cgroup %s stays: %s", directory, exc.strerror or exc)
+                    break
+            if (hierarchy / _relative(parent)).is_dir():
+                gone = False
+        return gone
+
+    def user_parents(self) -> set[str]:
+        """Every user parent (``/ds01.slice/<group slice>/<user slice>``) found in any
+        hierarchy."""
+        found: set[str] = set()
+        for hierarchy in self.hierarchies():
+            top = hierarchy / SLICE_ROOT
+            try:
+                groups = [g for g in top.iterdir() if g.is_dir() and g.name.endswith(".slice")]
+                for group in groups:
+                    found.update(
+                        f"/{SLICE_ROOT}/{group.name}/{user.name}"
+                        for user in group.iterdir()
+                        if user.is_dir() and user.name.endswith(".slice")
+                    )
+            except OSError:
+                continue
+        return found
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def memory_usage(self, cgroup: str) -> int | None:
+        """Memory charged to ``cgroup`` and its descendants now, in bytes (``None`` if it
+        cannot be read)."""
+        name = "memory.current" if self.version == "v2" else "memory.usage_in_bytes"
+        return self._read_int(cgroup, name)
+
+    def limit_events(self, cgroup: str) -> int | None:
+        """How often ``cgroup``'s own memory limit was hit (see ``OomCounters``)."""
+        if self.version == "v2":
+            directory = self.path(cgroup)
+            for name in ("memory.events.local", "memory.events"):
+                values = self._read_keyed(directory / name)
+                if values is not None:
+                    return values.get("oom", 0)
+            return None
+        return self._read_int(cgroup, "memory.failcnt")
+
+    def oom_counters(self, cgroup: str) -> OomCounters | None:
+        """The OOM counters of ``cgroup`` (a container's own cgroup), or ``None`` if it is
+        gone or unreadable."""
+        if self.version is None:
+            return None
+        directory = self.path(cgroup)
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        try:
+            generation = directory.stat().st_ino
+        except OSError:
+            return None
+        values = self._read_keyed(directory / name)
+        limit_events = self.limit_events(cgroup)
+        if values is None or limit_events is None:
+            return None
+        at_limit = False
+        if self.version == "v1":
+            for peak_file, limit_file in _V1_PEAKS:
+                peak, limit = self._read_int(cgroup, peak_file), self._read_int(cgroup, limit_file)
+                if peak is not None and limit is not None and peak_at_limit(peak, limit):
+                    at_limit = True
+        return OomCounters(
+            kills=values.get("oom_kill", 0),
+            limit_events=limit_events,
+            generation=generation,
+            at_limit=at_limit,
+        )
+
+    def rearm_peak(self, cgroup: str) -> None:
+        """v1: reset ``cgroup``'s peak usage to its current usage, so that the next
+        ``oom_counters`` tells whether the limit was reached since. Fails soft."""
+        if self.version != "v1":
+            return
+        for peak_file, _ in _V1_PEAKS:
+            try:
+                (self.path(cgroup) / peak_file).write_text("0")
+            except OSError as exc:
+                log.debug("cannot reset %s of %s: %s", peak_file, cgroup, exc)
+
+    def _read_int(self, cgroup: str, name: str) -> int | None:
+        if self.version is None:
+            return None
+        try:
+            return int((self.path(cgroup) / name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _read_keyed(path: Path) -> dict[str, int] | None:
+        try:
+            return parse_flat_keyed(path.read_text())
+        except OSError:
+            return None
+
+
+def _is_empty(directory: Path) -> bool:
+    """Whether a cgroup directory holds no process and no child cgroup."""
+    try:
+        if any(entry.is_dir() for entry in directory.iterdir()):
+            return False
+        for name in ("cgroup.procs", "tasks"):
+            try:
+                if (directory / name).read_text().strip():
+                    return False
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+__all__ = [
+    "AggregateLimits",
+    "CgroupError",
+    "CgroupManager",
+    "CgroupWrite",
+    "OomCounters",
+    "cfs_quota_us",
+    "container_cgroup",
+    "detect_version",
+    "limit_writes",
+    "parse_flat_keyed",
+    "peak_at_limit",
+    "slice_part",
+    "slice_unit",
+    "subtree_enable",
+    "systemctl_set_property",
+    "systemd_properties",
+    "user_slice_path",
+]

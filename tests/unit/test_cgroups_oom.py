@@ -1,0 +1,236 @@
+"""OOM kills: which limit a kill hit (pure), and the watcher on imitation cgroup trees."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ds01.daemon.oom import OomWatcher, advance, assess
+from ds01.daemon.state import OomState, StateStore
+from ds01.events.log import EventLog
+from ds01.runtime import labels as L
+from ds01.runtime.cgroups import CgroupManager, OomCounters
+from ds01.runtime.docker import ContainerRecord
+
+PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def state(kills: int, own: int, parent: int, generation: int = 1, total: int = 0) -> OomState:
+    return OomState("c1", "a._.1001", "alice", kills, own, parent, generation, oom_kills=total)
+
+
+# --- which limit ------------------------------------------------------------------------------
+
+
+def test_no_new_kill_is_no_finding() -> None:
+    assert assess(state(2, 5, 5), OomCounters(2, 9, 1), 9) is None
+    assert assess(None, OomCounters(0, 3, 1), 3) is None
+
+
+@pytest.mark.parametrize(
+    ("own", "parent", "limit"),
+    [(6, 5, "container"), (5, 6, "user_total"), (5, 5, "host"), (6, 6, "container")],
+)
+def test_the_limit_whose_counter_rose_is_the_one_hit(own: int, parent: int, limit: str) -> None:
+    finding = assess(state(1, 5, 5), OomCounters(3, own, 1), parent)
+    assert finding is not None
+    assert (finding.kills, finding.limit) == (2, limit)
+
+
+def test_a_v1_peak_at_the_own_limit_means_the_container_limit() -> None:
+    finding = assess(state(0, 0, 5), OomCounters(1, 0, 1, at_limit=True), 6)
+    assert finding is not None and finding.limit == "container"
+
+
+def test_a_restarted_container_counts_from_zero_again() -> None:
+    finding = assess(state(4, 9, 5), OomCounters(1, 0, 2), 6)  # new cgroup, 1 kill
+    assert finding is not None and (finding.kills, finding.limit) == (1, "user_total")
+    # A re-created parent (counter went back) is compared with 0.
+    finding = assess(state(0, 0, 50), OomCounters(1, 0, 1), 2)
+    assert finding is not None and finding.limit == "user_total"
+
+
+def test_the_first_sight_of_a_container_reports_its_kills() -> None:
+    finding = assess(None, OomCounters(1, 1, 7), 0)
+    assert finding is not None and (finding.kills, finding.limit) == (1, "container")
+
+
+def test_advance_accumulates_kills_across_restarts() -> None:
+    record = _record("c1", "a")
+    previous = state(4, 9, 5, generation=1, total=4)
+    now = OomCounters(1, 0, 2)
+    after = advance(previous, record, now, 6, assess(previous, now, 6), "t1")
+    assert (after.kills, after.generation, after.oom_kills) == (1, 2, 5)
+    assert (after.last_oom, after.last_limit) == ("t1", "user_total")
+    quiet = advance(after, record, _c(1, 0, 2), 6, None, "t2")
+    assert quiet == after
+
+
+def _c(kills: int, own: int, generation: int) -> OomCounters:
+    return OomCounters(kills, own, generation)
+
+
+# --- the watcher on a directory tree -------------------------------------------------------------
+
+
+def _record(container_id: str, name: str, status: str = "running") -> ContainerRecord:
+    return ContainerRecord.from_summary(
+        {
+            "Id": container_id,
+            "Names": [f"/{name}._.1001"],
+            "State": status,
+            "Labels": {
+                L.MANAGED: "true",
+                L.USER: "alice",
+                L.UID: "1001",
+                L.GROUP: "phd",
+                L.NAME: name,
+            },
+        }
+    )
+
+
+class FakeDocker:
+    def __init__(self, records: list[ContainerRecord]) -> None:
+        self.records = records
+
+    def list_managed(self) -> list[ContainerRecord]:
+        return list(self.records)
+
+
+class Tree:
+    """An imitation of /sys/fs/cgroup with alice's parent and containers."""
+
+    def __init__(self, root: Path, version: str) -> None:
+        self.root, self.version = root, version
+        if version == "v2":
+            root.mkdir()
+            (root / "cgroup.controllers").write_text("cpu memory pids")
+            self.base = root / PARENT
+        else:
+            (root / "memory").mkdir(parents=True)
+            self.base = root / "memory" / PARENT
+        self.base.mkdir(parents=True)
+        self.set_parent(0)
+
+    def set_parent(self, limit_events: int) -> None:
+        if self.version == "v2":
+            (self.base / "memory.events.local").write_text(f"max 0\noom {limit_events}\n")
+        else:
+            (self.base / "memory.failcnt").write_text(f"{limit_events}\n")
+
+    def set_container(self, container_id: str, kills: int, limit_events: int) -> None:
+        directory = self.base / container_id
+        directory.mkdir(exist_ok=True)
+        if self.version == "v2":
+            (directory / "memory.events").write_text(
+                f"max {limit_events}\noom {limit_events}\noom_kill {kills}\n"
+            )
+            (directory / "memory.events.local").write_text(f"oom {limit_events}\n")
+        else:
+            (directory / "memory.oom_control").write_text(
+                f"oom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n"
+            )
+            (directory / "memory.failcnt").write_text(f"{limit_events}\n")
+
+
+ID_A = "a" * 64
+ID_B = "b" * 64
+
+
+@pytest.fixture(params=["v1", "v2"])
+def tree(request: pytest.FixtureRequest, tmp_path: Path) -> Tree:
+    return Tree(tmp_path / "cgroup", request.param)
+
+
+def make_watcher(tmp_path: Path, tree: Tree, docker: FakeDocker) -> OomWatcher:
+    return OomWatcher(
+        docker,
+        CgroupManager(tree.root),
+        StateStore(tmp_path / "state.db"),
+        EventLog(tmp_path / "events.jsonl", clock=lambda: NOW),
+        "cgroupfs",
+        clock=lambda: NOW,
+    )
+
+
+def events(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_kill_is_reported_once_with_its_limit_even_after_a_restart(
+    tmp_path: Path, tree: Tree
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a"), _record(ID_B, "b"), _record("c" * 64, "c", "exited")])
+    tree.set_container(ID_A, 0, 0)
+    tree.set_container(ID_B, 0, 0)
+    watcher = make_watcher(tmp_path, tree, docker)
+    assert watcher.scan() == []  # the baseline
+
+    tree.set_container(ID_A, 1, 0)  # the parent's limit was hit, not a's own
+    tree.set_parent(3)
+    reported = watcher.scan()
+    assert [(s.docker_name, s.oom_kills, s.last_limit) for s in reported] == [
+        ("a._.1001", 1, "user_total")
+    ]
+    [event] = events(tmp_path)
+    assert event["action"] == "resource.oom_kill"
+    assert event["resource"] == "container/a._.1001"
+    assert event["user"] == "alice"
+    assert event["details"] == {"container": "a", "limit": "user_total", "kills": 1, "oom_kills": 1}
+    assert watcher.scan() == []
+
+    restarted = make_watcher(tmp_path, tree, docker)
+    assert restarted.scan() == []
+    tree.set_container(ID_B, 2, 1)  # b hit its own limit twice
+    [state_b] = restarted.scan()
+    assert (state_b.docker_name, state_b.oom_kills, state_b.last_limit) == (
+        "b._.1001",
+        2,
+        "container",
+    )
+    assert state_b.last_oom == NOW.isoformat(timespec="seconds")
+    assert len(events(tmp_path)) == 2
+
+
+def test_removed_containers_are_forgotten(tmp_path: Path, tree: Tree) -> None:
+    docker = FakeDocker([_record(ID_A, "a")])
+    tree.set_container(ID_A, 1, 1)
+    watcher = make_watcher(tmp_path, tree, docker)
+    assert len(watcher.scan()) == 1
+    assert set(watcher.store.oom_states()) == {ID_A}
+    docker.records = []
+    watcher.scan()
+    assert watcher.store.oom_states() == {}
+
+
+def test_a_container_without_a_cgroup_is_skipped(tmp_path: Path, tree: Tree) -> None:
+    watcher = make_watcher(tmp_path, tree, FakeDocker([_record(ID_A, "a")]))
+    assert watcher.scan() == []
+    assert watcher.store.oom_states() == {}
+
+
+def test_the_thread_starts_scans_and_stops(tmp_path: Path, tree: Tree) -> None:
+    tree.set_container(ID_A, 1, 0)
+    watcher = make_watcher(tmp_path, tree, FakeDocker([_record(ID_A, "a")]))
+    watcher.interval_seconds = 0.01
+    watcher.start()
+    try:
+        with pytest.raises(RuntimeError):
+            watcher.start()
+        for _ in range(500):
+            if events(tmp_path):
+                break
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert [e["details"]["limit"] for e in events(tmp_path)] == ["host"]
