@@ -185,14 +185,27 @@ def _run_list(args: argparse.Namespace) -> None:
     headers = ["NAME", "STATUS", "IMAGE", "GPU-EQ", "GPUS"]
     if args.all_users:
         headers.insert(0, "USER")
+
+    def status(r: dict[str, Any]) -> str:
+        # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
+        kills = r.get("oom_kills") or 0
+        if not kills:
+            return str(r["status"])
+        return f"{r['status']} ({kills} OOM kill{'s' if kills > 1 else ''})"
+
     render.table(
         headers,
         [
             ([r["user"]] if args.all_users else [])
-            + [r["name"], r["status"], r["image"], r["gpu_equivalents"], r["gpus"]]
+            + [r["name"], status(r), r["image"], r["gpu_equivalents"], r["gpus"]]
             for r in rows
         ],
     )
+    if any(r.get("oom_kills") for r in rows):
+        render.echo(
+            "OOM kill: the kernel killed a process for lack of memory (`--json` shows when and "
+            "which limit: the container's own or your total)."
+        )
 
 
 # -- GPUs, limits, images, config -------------------------------------------------------------
@@ -318,6 +331,58 @@ def _run_config_check(args: argparse.Namespace) -> None:
         raise SystemExit(int(ExitCode.USAGE))
 
 
+def _configure_audit_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-dir", help="log directory [$DS01_LOG_DIR or /var/log/ds01]")
+    _json_flag(p)
+
+
+def _run_audit_verify(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ds01.errors import NotFound, PermissionDenied
+    from ds01.events.verify import verify
+    from ds01.paths import DEFAULT_LOG_DIR, ENV_LOG_DIR, EVENTS_FILE, pick
+
+    log_dir = Path(pick(args.log_dir, ENV_LOG_DIR, DEFAULT_LOG_DIR))
+    try:
+        report = verify(log_dir)
+    except FileNotFoundError:
+        raise NotFound(f"No log directory {log_dir}: give it with --log-dir.") from None
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"Cannot read {exc.filename or log_dir}: the event log is readable by root and "
+            "the admin group only."
+        ) from None
+    if not report.files:
+        raise NotFound(f"No event log in {log_dir} ({EVENTS_FILE}): give the right --log-dir.")
+    if args.json:
+        render.emit_json(report.to_dict())
+    elif report.ok:
+        render.ok(report.summary() + f" (starts at {report.chain_start}).")
+    else:
+        shown = 20
+        for problem in report.problems[:shown]:
+            render.echo(f"Tampered: {problem}")
+        if len(report.problems) > shown:
+            render.echo(f"… and {len(report.problems) - shown} more (--json lists them all).")
+    if not report.ok:
+        raise SystemExit(int(ExitCode.ERROR))
+
+
+def _run_doctor(args: argparse.Namespace) -> None:
+    report = Ds01Client().request("GET", "/v1/admin/doctor")
+    if args.json:
+        render.emit_json(report)
+    else:
+        marks = {"ok": render.style("ok", "green"), "warning": render.style("WARN", "yellow")}
+        for f in report["findings"]:
+            mark = marks.get(f["level"]) or render.style("CRIT", "red", "bold")
+            render.echo(f"{mark:>4}  {f['check']}: {f['message']}")
+            if f["hint"] and f["level"] != "ok":
+                render.echo(f"      → {f['hint']}")
+    raise SystemExit(report["exit_code"])
+
+
 def _run_whoami(args: argparse.Namespace) -> None:
     me = Ds01Client().request("GET", "/v1/whoami")
     if args.json:
@@ -383,6 +448,27 @@ COMMANDS: tuple[Command, ...] = (
         _run_config_check,
     ),
     Command(
+        ("audit", "verify"),
+        None,
+        "Check the event log for edited, removed or reordered lines.",
+        "Check the hash chain of the event log (events.jsonl and its rotated files) and name\n"
+        "every edited, removed or reordered line. Reads the files directly: run it as root\n"
+        "or as a member of the admin group. Exit code 1 if the log was tampered with.\n\n"
+        "examples:\n"
+        "  ds01 audit verify\n"
+        "  ds01 audit verify --log-dir /var/log/ds01 --json",
+        _configure_audit_verify,
+        _run_audit_verify,
+    ),
+    Command(
+        ("admin", "doctor"),
+        None,
+        "Set-up risks: docker group members, socket, audit log, config.",
+        "Check the set-up for risks (admins). Exit 0 healthy, 1 warnings, 2 critical.",
+        _json_flag,
+        _run_doctor,
+    ),
+    Command(
         ("whoami",),
         None,
         "Who ds01d sees you as.",
@@ -397,6 +483,8 @@ GROUP_HELP = {
     "gpu": "GPU devices",
     "image": "container images",
     "config": "configuration (admins)",
+    "admin": "administration (admins)",
+    "audit": "the tamper-evident event log (admins)",
 }
 
 

@@ -18,10 +18,15 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ds01.config.loader import load_config
-from ds01.errors import Ds01Error
+from ds01.daemon.schemas import DoctorFinding, DoctorReport
+from ds01.errors import Ds01Error, PermissionDenied
+
+if TYPE_CHECKING:
+    from ds01.daemon.identity import Caller
+    from ds01.daemon.service import Ds01Service
 
 Level = Literal["ok", "warning", "critical"]
 DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -125,3 +130,53 @@ def run_checks(checks: Iterable[Callable[[], Finding]]) -> list[Finding]:
 def exit_code(findings: Iterable[Finding]) -> int:
     levels = {f.level for f in findings}
     return 2 if "critical" in levels else 1 if "warning" in levels else 0
+
+
+def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
+    """Every check, for admins only (the answer names users and files)."""
+    if not caller.is_admin:
+        message = "Only admins may run the doctor."
+        service.events.emit(
+            "auth.denied",
+            user=caller.name,
+            resource="admin/doctor",
+            details={"reason": message},
+            outcome="denied",
+        )
+        raise PermissionDenied(message)
+    config = service.config()
+    health = service.events.health()
+
+    def audit_log() -> Finding:
+        if health.get("writable", True):
+            return Finding("audit-log", "ok", f"The event log {health.get('path')} is writable.")
+        return Finding(
+            "audit-log",
+            "critical",
+            f"The event log cannot be written: {health.get('last_error')}; "
+            f"{health.get('buffered')} event(s) wait in memory.",
+            "Free space or fix the log directory; the events are written once it works.",
+        )
+
+    def gpus() -> Finding:
+        inventory = service.backend.inventory()
+        if inventory.devices:
+            return Finding(
+                "gpus", "ok", f"{len(inventory.devices)} device(s) ({inventory.backend})."
+            )
+        return Finding("gpus", "warning", inventory.message or "No GPU device to allocate.")
+
+    findings = run_checks(
+        [
+            check_root,
+            lambda: check_docker_group(docker_group_members()),
+            check_docker_socket,
+            lambda: check_admin_group(config.limits.admin_group),
+            lambda: check_config(service.paths.config_dir),
+            audit_log,
+            gpus,
+        ]
+    )
+    return DoctorReport(
+        findings=[DoctorFinding(**vars(f)) for f in findings], exit_code=exit_code(findings)
+    )

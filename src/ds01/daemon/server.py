@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
 from ds01.daemon import schemas as api
+from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
 from ds01.daemon.service import Created, Ds01Service
 from ds01.errors import Ds01Error, InvalidInput, NotFound
@@ -136,6 +137,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/admin/doctor",
+        "Set-up risks (admins)",
+        lambda s, c, p, q, b: diagnose(s, c),
+        api.DoctorReport,
+    ),
+    Route(
+        "GET",
         "/v1/images",
         "Registry images present locally (all=1: every registry entry)",
         lambda s, c, p, q, b: s.images(c, include_missing=_flag(q, "all")),
@@ -229,7 +237,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not super().parse_request():
             return False
         if self.request_version == "HTTP/0.9":
-            self.send_error(505, "HTTP/1.1 required")
+            self.send_error(400, "HTTP/1.1 required")
             return False
         return True
 
@@ -239,7 +247,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         # Always answer with a status line, whatever the client claimed to speak.
         self.request_version = "HTTP/1.1"
         self.close_connection = True
-        status = 405 if code == 501 else code  # 501 is "unsupported method" here
+        # The client's fault, so never a 5xx: 501 is "unsupported method", 505 a bad version.
+        status = {501: 405, 505: 400}.get(code, code)
         refusal = InvalidInput(f"{message or 'Bad request'} (HTTP {status}).")
         self._send(status, {"error": refusal.to_dict()})
 
