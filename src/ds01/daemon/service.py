@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 from ds01.config.loader import Ds01Config, load_config
@@ -492,7 +493,7 @@ class Ds01Service:
             )
         allocated = sum(
             (d.gpu_equivalents for d in inventory.devices if d.uuid in held),
-            start=inventory.total_gpu_equivalents * 0,
+            start=Fraction(0),
         )
         return api.GpuStatusResponse(
             backend=inventory.backend,
