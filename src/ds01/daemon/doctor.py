@@ -135,15 +135,9 @@ def exit_code(findings: Iterable[Finding]) -> int:
 def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
     """Every check, for admins only (the answer names users and files)."""
     if not caller.is_admin:
-        message = "Only admins may run the doctor."
-        service.events.emit(
-            "auth.denied",
-            user=caller.name,
-            resource="admin/doctor",
-            details={"reason": message},
-            outcome="denied",
-        )
-        raise PermissionDenied(message)
+        refusal = PermissionDenied("Only admins may run the doctor.")
+        service.log_refusal(caller, "auth.denied", "admin/doctor", refusal)
+        raise refusal
     config = service.config()
     health = service.events.health()
 

@@ -284,13 +284,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     body = route.body.model_validate_json(raw or b"{}")
                 except ValidationError as exc:
                     refusal = InvalidInput(f"Invalid request: {_problems(exc)}")
-                    service.events.emit(
-                        "auth.denied",
-                        user=caller.name,
-                        resource=f"api/{method} {url.path}",
-                        details={"reason": refusal.message, "kind": refusal.kind},
-                        outcome="denied",
-                    )
+                    service.log_refusal(caller, "auth.denied", f"api/{method} {url.path}", refusal)
                     raise refusal from exc
             result = route.handler(service, caller, match.groupdict(), query, body)
             if isinstance(result, ConfirmOnSend):

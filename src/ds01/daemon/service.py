@@ -350,17 +350,24 @@ class Ds01Service:
             is_admin=caller.is_admin,
         )
 
+    def log_refusal(
+        self, caller: Caller, action: str, resource: str, exc: Ds01Error, **details: object
+    ) -> None:
+        """Record a refused request: the one shape of every ``denied`` event."""
+        self.events.emit(
+            action,
+            user=caller.name,
+            resource=resource,
+            details={"reason": exc.message, "kind": exc.kind, **details},
+            outcome="denied",
+        )
+
     def _deny(
         self, caller: Caller, resource: str, message: str, **details: object
     ) -> PermissionDenied:
-        self.events.emit(
-            "auth.denied",
-            user=caller.name,
-            resource=resource,
-            details={"reason": message, **details},
-            outcome="denied",
-        )
-        return PermissionDenied(message)
+        refusal = PermissionDenied(message)
+        self.log_refusal(caller, "auth.denied", resource, refusal, **details)
+        return refusal
 
     def _subject(self, caller: Caller, user: str | None) -> UnixUser:
         """The user a request is about: the caller, or (admins only) someone else."""
@@ -725,13 +732,7 @@ class Ds01Service:
                 try:
                     self._check_can_start(record, aggregate)
                 except PolicyError as exc:
-                    self.events.emit(
-                        "container.start",
-                        user=caller.name,
-                        resource=_resource(record),
-                        details={"reason": exc.message, "kind": exc.kind},
-                        outcome="denied",
-                    )
+                    self.log_refusal(caller, "container.start", _resource(record), exc)
                     raise
             # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
             self._enforce(record.user, record_parent(record), aggregate)
@@ -878,13 +879,7 @@ class Ds01Service:
 
     def _refused(self, caller: Caller, resource: str, exc: PolicyError) -> None:
         action = "auth.denied" if isinstance(exc, PermissionDenied) else "container.create"
-        self.events.emit(
-            action,
-            user=caller.name,
-            resource=resource,
-            details={"reason": exc.message, "kind": exc.kind},
-            outcome="denied",
-        )
+        self.log_refusal(caller, action, resource, exc)
 
     def _target(self, caller: Caller, name: str, user: str | None, verb: str) -> ContainerRecord:
         """Find the container a request names and check the caller may act on it.
@@ -895,13 +890,7 @@ class Ds01Service:
         try:
             return self._find_target(caller, name, user, verb)
         except (InvalidInput, NotFound) as exc:
-            self.events.emit(
-                f"container.{verb}",
-                user=caller.name,
-                resource=f"container/{name[:80]}",
-                details={"reason": exc.message, "kind": exc.kind},
-                outcome="denied",
-            )
+            self.log_refusal(caller, f"container.{verb}", f"container/{name[:80]}", exc)
             raise
 
     def _find_target(
