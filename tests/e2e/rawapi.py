@@ -329,7 +329,8 @@ def container_problems(
     """What is wrong with a container ds01d made for ``owner`` (a ``pwd.struct_passwd``),
     judged from ``docker inspect`` alone; ``[]`` when it is hers, unprivileged and bounded:
     not privileged, bridge network, her cgroup parent, her uid and labels, no added
-    capabilities or host namespaces, GPU variables naming exactly the devices its labels
+    capabilities or host namespaces, ports published only on 127.0.0.1 (not on a system
+    port), GPU variables naming exactly the devices its labels
     record (``void`` for none), bind mounts only of directories she owns, and memory and
     CPU limits that are set (Docker reads 0 as "unlimited") and within the given limits."""
     host, config = attrs["HostConfig"], attrs["Config"]
@@ -358,6 +359,11 @@ def container_problems(
     for request in host.get("DeviceRequests") or []:
         check(request.get("Count") in (0, None), f"DeviceRequest Count={request.get('Count')}")
         check(set(request.get("DeviceIDs") or []) <= set(gpus), f"DeviceRequest {request}")
+    for port, bindings in (host.get("PortBindings") or {}).items():
+        for binding in bindings or []:
+            check(binding.get("HostIp") == "127.0.0.1", f"{port} published on {binding}")
+            host_port = binding.get("HostPort") or ""
+            check(host_port == "" or int(host_port) >= 1024, f"{port} on system port {binding}")
     for mount in attrs["Mounts"]:
         source = Path(mount["Source"])
         try:

@@ -309,6 +309,16 @@ ATTEMPTS = [
             exits=MALFORMED),
     via_api("mig-profile-all", "MIG profile 'all'", "POST", "/v1/containers",
             create_body(mig=["all"]), exits=(2, 3), logged_as=CREATE_DENIED),
+    # ports published beyond this machine, or on a system port
+    via_api("port-on-all-addresses", "ports: host_ip 0.0.0.0", "POST", "/v1/containers",
+            create_body(ports=[{"container_port": 8080, "host_ip": "0.0.0.0"}]),
+            exits=MALFORMED),
+    via_api("docker-port-bindings", "port_bindings on 0.0.0.0", "POST", "/v1/containers",
+            create_body(port_bindings={"8080/tcp": [{"HostIp": "0.0.0.0"}]}), exits=MALFORMED),
+    via_cli("system-host-port", "--port 22:8080 (a system port)", *create_args("--port", "22:8080"),
+            exits=MALFORMED, logged_as=DENIED),
+    via_api("system-host-port", "host_port 80", "POST", "/v1/containers",
+            create_body(ports=[{"container_port": 8080, "host_port": 80}]), exits=MALFORMED),
     # a label claiming another owner
     via_api("owner-labels", "labels ds01.user=bob", "POST", "/v1/containers",
             create_body(labels={"ds01.user": "bob", "ds01.uid": "{bob_uid}",

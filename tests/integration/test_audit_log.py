@@ -14,8 +14,6 @@ import stat
 import subprocess
 from typing import Any
 
-import pytest
-
 from support import TEST_IMAGES_YAML, Ds01Daemon, describe
 
 ADMIN_GROUP = "ds01-admin"  # the default admin_group; erin is in it
@@ -94,14 +92,26 @@ def test_admins_can_verify_the_log_and_others_cannot(ds01d: Any) -> None:
     d = start(ds01d)
     act(d, "admin-check")
     admin_gid = grp.getgrnam(ADMIN_GROUP).gr_gid
-    if d.paths.events_file.stat().st_gid != admin_gid:
-        pytest.skip(
-            "ds01d does not yet give the event log to the admin group: it must pass "
-            "EventLog(group_gid=<gid of admin_group>) and make the log directory "
-            "root:<admin group> 0750"
-        )
+    assert d.paths.events_file.stat().st_gid == admin_gid
     assert d.paths.log_dir.stat().st_gid == admin_gid
     result = verify(d, "erin")
     assert result.returncode == 0, describe(result)
     result = verify(d, "alice")
+    assert result.returncode == 5, describe(result)
+
+
+def test_a_new_admin_group_gets_the_log_and_the_old_one_loses_it(ds01d: Any) -> None:
+    d = start(ds01d)
+    act(d, "before-change")
+    d.write_config("resource-limits.yaml", ONE_GPU + "    admin_group: phd\n")
+    result = d.cli("alice", "whoami")  # any request reloads the changed configuration
+    assert result.returncode == 0, describe(result)
+
+    phd_gid = grp.getgrnam("phd").gr_gid
+    assert d.paths.log_dir.stat().st_gid == phd_gid
+    created = d.cli("bob", "container-create", "after-change", "--image", "busybox")
+    assert created.returncode == 0, describe(created)
+    assert d.paths.events_file.stat().st_gid == phd_gid
+    assert verify(d, "alice").returncode == 0
+    result = verify(d, "erin")
     assert result.returncode == 5, describe(result)

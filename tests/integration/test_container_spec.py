@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -377,3 +379,95 @@ def test_default_workspace_planted_as_symlink_to_etc_is_refused_with_exit_5(
     assert result.returncode == 5, describe(result)
     assert not container_exists(docker_client, alice.pw_uid, "planted")
     assert Path("/etc").stat().st_uid == 0, "ds01 must not chown the symlink's target"
+
+
+# --- published ports ---------------------------------------------------------------------------
+
+FIXED_HOST_PORT = 18081
+
+
+def http_get(host: str, port: int, timeout_seconds: float = 10.0) -> str:
+    """``GET /`` on host:port, retried until something answers; the raw response."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                answer = b"".join(iter(lambda: conn.recv(4096), b""))
+            if answer:
+                return answer.decode(errors="replace")
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing answered on {host}:{port}")
+        time.sleep(0.2)
+
+
+def test_published_ports_listen_on_127_0_0_1_only(ds01d, fake_gpu_nodes, docker_client, unix_users):
+    alice = unix_users["alice"]
+    workspace = reset_workspace(Path(alice.pw_dir))
+    d = start_daemon(ds01d, fake_gpu_nodes)
+
+    info = create(
+        d, "alice", "web", "--port", "8080", "--port", f"{FIXED_HOST_PORT}:8081", "--start"
+    )
+
+    attrs = inspect(docker_client, alice.pw_uid, "web")
+    assert attrs["HostConfig"]["PortBindings"] == {
+        "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+        "8081/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(FIXED_HOST_PORT)}],
+    }
+    published = attrs["NetworkSettings"]["Ports"]
+    assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
+    chosen = int(published["8080/tcp"][0]["HostPort"])
+    expected = {8080: chosen, 8081: FIXED_HOST_PORT}
+    listed = d.cli_json("alice", "container-list")[0]["ports"]
+    assert {p["container_port"]: p["host_port"] for p in listed} == expected
+    assert {p["container_port"]: p["host_port"] for p in info["ports"]} == expected
+    assert {p["host_ip"] for p in listed} == {"127.0.0.1"}
+    table = d.cli("alice", "container-list")
+    assert f"127.0.0.1:{chosen}->8080" in table.stdout, describe(table)
+
+    # A server in the container answers on 127.0.0.1 and on no other host address.
+    (workspace / "index.html").write_text("hello from web\n")
+    exec_id = docker_client.api.exec_create(
+        attrs["Id"], ["httpd", "-f", "-p", "8080", "-h", "/workspace"]
+    )["Id"]
+    docker_client.api.exec_start(exec_id, detach=True)
+    assert "hello from web" in http_get("127.0.0.1", chosen)
+    gateway = attrs["NetworkSettings"]["Gateway"]  # the host's address on Docker's bridge
+    with pytest.raises(OSError):
+        socket.create_connection((gateway, chosen), timeout=2).close()
+
+
+def test_a_host_port_in_use_is_a_clear_conflict_at_start(
+    ds01d, fake_gpu_nodes, docker_client, unix_users
+):
+    d = start_daemon(ds01d, fake_gpu_nodes)
+    create(d, "alice", "first", "--port", f"{FIXED_HOST_PORT}:8080", "--start")
+
+    second = d.cli(
+        "bob", "container-create", "second", "--image", "busybox",
+        "--port", f"{FIXED_HOST_PORT}:8080", "--start",
+    )  # fmt: skip
+
+    assert second.returncode == 1, describe(second)
+    assert "already in use" in second.stderr, describe(second)
+    state = docker_client.api.inspect_container(f"second._.{unix_users['bob'].pw_uid}")["State"]
+    assert state["Status"] == "created"
+
+
+@pytest.mark.parametrize(
+    ("port", "why"),
+    [("22:8080", "1024"), ("8080:0", "greater than or equal to 1"), ("x:80", "PORT")],
+)
+def test_a_bad_port_is_refused_with_exit_2(
+    ds01d, fake_gpu_nodes, docker_client, unix_users, port, why
+):
+    d = start_daemon(ds01d, fake_gpu_nodes)
+
+    result = d.cli("alice", "container-create", "web", "--image", "busybox", "--port", port)
+
+    assert result.returncode == 2, describe(result)
+    assert why in result.stderr, describe(result)
+    assert not container_exists(docker_client, unix_users["alice"].pw_uid, "web")

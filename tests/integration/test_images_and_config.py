@@ -13,6 +13,7 @@ and ds01d refuses to start at all on an invalid configuration.
 
 from __future__ import annotations
 
+import io
 import pwd
 import subprocess
 from pathlib import Path
@@ -172,6 +173,32 @@ def test_registry_name_runs_the_registered_image(ds01d, docker_client):
     container = alice_container(docker_client, "by-name")
     assert container is not None
     assert container.attrs["Config"]["Image"] == TEST_IMAGE
+
+
+@pytest.fixture
+def image_built_for_alice(docker_client: Any, test_image: str) -> Any:
+    """A local image outside the registry, labelled as built for alice."""
+    tag = "ds01-test/alice-own:latest"
+    dockerfile = f"FROM {test_image}\nLABEL ds01.image.owner=alice\n"
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_an_image_built_for_a_user_is_hers_alone(ds01d, docker_client, image_built_for_alice):
+    d = ds01d(images=ONLY_BUSYBOX)
+
+    hers = create_with_image(d, image_built_for_alice, "own-image")
+    theirs = d.cli("bob", "container-create", "own-image", "--image", image_built_for_alice)
+
+    assert hers.returncode == 0, describe(hers)
+    container = alice_container(docker_client, "own-image")
+    assert container is not None and container.attrs["Config"]["Image"] == image_built_for_alice
+    assert theirs.returncode == 5, describe(theirs)
+    assert "not one of your own images" in theirs.stderr
+    assert d.events_where(action="auth.denied", user="bob", outcome="denied")
 
 
 def test_image_not_present_locally_exits_4(ds01d, docker_client):

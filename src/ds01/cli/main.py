@@ -87,6 +87,21 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> dict[str, int | None]:
+    """``CONTAINER`` or ``HOST:CONTAINER`` → the API's port request."""
+    host, _, container = text.rpartition(":")
+    if not container.isdigit() or (host and not host.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"expected PORT or HOSTPORT:PORT (numbers; always on 127.0.0.1), got {text!r}"
+        )
+    return {"container_port": int(container), "host_port": int(host) if host else None}
+
+
+def _ports_text(ports: list[dict[str, Any]]) -> str:
+    """``127.0.0.1:49153->8888`` for each published port (host side unknown while stopped)."""
+    return ",".join(f"{p['host_ip']}:{p['host_port'] or '?'}->{p['container_port']}" for p in ports)
+
+
 # -- containers -----------------------------------------------------------------------------
 
 
@@ -104,6 +119,16 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shm-size", metavar="SIZE", help="/dev/shm size [your limit]")
     p.add_argument("--workspace", "-w", metavar="DIR", help="host dir for /workspace")
     p.add_argument("--data", "-d", metavar="DIR", help="host dir for /data")
+    p.add_argument(
+        "--port",
+        "-p",
+        dest="ports",
+        type=_port,
+        action="append",
+        default=[],
+        metavar="[HOST:]PORT",
+        help="publish container PORT on this machine's 127.0.0.1 (repeatable)",
+    )
     p.add_argument("--start", action="store_true", help="start it right away")
     _json_flag(p)
 
@@ -124,6 +149,7 @@ def _run_create(args: argparse.Namespace) -> None:
         "shm_size": args.shm_size,
         "workspace": os.path.abspath(args.workspace) if args.workspace else None,
         "data": os.path.abspath(args.data) if args.data else None,
+        "ports": args.ports,
     }
     client = Ds01Client()
     info = client.request("POST", "/v1/containers", body=body)
@@ -136,6 +162,8 @@ def _run_create(args: argparse.Namespace) -> None:
     equivalents = render.number(info["gpu_equivalents"])
     verb = "Created and started" if args.start else "Created"
     render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
+    if info["ports"] and args.start:
+        render.echo(f"  Ports: {_ports_text(info['ports'])}")
     if not args.start:
         render.echo(f"  Start it: container-start {info['name']}")
 
@@ -156,6 +184,8 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
             render.emit_json(info)
         else:
             render.ok(f"{past} {info['name']}.")
+            if verb == "start" and info.get("ports"):
+                render.echo(f"  Ports: {_ports_text(info['ports'])}")
 
     return Command(
         ("container", verb),
@@ -185,6 +215,9 @@ def _run_list(args: argparse.Namespace) -> None:
     headers = ["NAME", "STATUS", "IMAGE", "GPU-EQ", "GPUS"]
     if args.all_users:
         headers.insert(0, "USER")
+    with_ports = any(r.get("ports") for r in rows)
+    if with_ports:
+        headers.append("PORTS")
 
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
@@ -198,6 +231,7 @@ def _run_list(args: argparse.Namespace) -> None:
         [
             ([r["user"]] if args.all_users else [])
             + [r["name"], status(r), r["image"], r["gpu_equivalents"], r["gpus"]]
+            + ([_ports_text(r.get("ports") or [])] if with_ports else [])
             for r in rows
         ],
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import grp
 import logging
 import os
 import signal
@@ -11,13 +10,9 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from ds01 import __version__
 from ds01.errors import Ds01Error
-
-if TYPE_CHECKING:
-    from ds01.daemon.service import Ds01Service
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,16 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
-
-
-def _share_log_with_admins(log_dir: Path, service: Ds01Service) -> None:
-    """The audit log is root's, readable by the admin group (mode 0640, directory 0750)."""
-    try:
-        gid = grp.getgrnam(service.config().limits.admin_group).gr_gid
-    except KeyError:
-        return  # no such group: root only
-    os.chown(log_dir, 0, gid)
-    service.events.group_gid = gid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             events=EventLog(paths.events_file),
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
         )
-        _share_log_with_admins(paths.log_dir, service)
+        service.share_log_with_admins()
         removed = service.reconcile()
         emptied = service.reconcile_cgroups()
     except Ds01Error as exc:

@@ -15,6 +15,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Host ports below this are the system's (ssh, web servers): users cannot publish on them.
+MIN_HOST_PORT = 1024
+MAX_PUBLISHED_PORTS = 16
+
+
+class PortRequest(_Model):
+    """A container port to publish. ds01 always binds it on 127.0.0.1 of the host."""
+
+    container_port: int = Field(ge=1, le=65535, description="Port inside the container (TCP).")
+    host_port: int | None = Field(
+        default=None,
+        ge=MIN_HOST_PORT,
+        le=65535,
+        description="Port on the host's 127.0.0.1; default: a free one chosen by Docker.",
+    )
+
+
+class PublishedPort(_Model):
+    container_port: int
+    host_ip: str
+    host_port: int | None = Field(description="None while the container is not running.")
+
+
 class CreateContainerRequest(_Model):
     name: str = Field(description="Container name as the user sees it, e.g. 'thesis'.")
     image: str = Field(description="Registry name from images.yaml or an allowed local reference.")
@@ -29,6 +52,11 @@ class CreateContainerRequest(_Model):
         description="Absolute host directory mounted at /workspace (default ~/workspace).",
     )
     data: str | None = Field(default=None, description="Absolute host directory mounted at /data.")
+    ports: list[PortRequest] = Field(
+        default_factory=list,
+        max_length=MAX_PUBLISHED_PORTS,
+        description="Container ports to publish on the host's 127.0.0.1 (never other addresses).",
+    )
     interface: Literal["cli", "deploy", "proxy", "job"] = "cli"
 
 
@@ -74,6 +102,9 @@ class ContainerInfo(_Model):
     gpus: list[str]
     gpu_equivalents: float
     created_at: str
+    ports: list[PublishedPort] = Field(
+        default_factory=list, description="Published ports (host side on 127.0.0.1)."
+    )
     oom_kills: int = Field(
         default=0, description="Processes the kernel killed for lack of memory in it."
     )

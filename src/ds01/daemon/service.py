@@ -20,6 +20,7 @@ on the parent backs that check up.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import re
@@ -85,7 +86,15 @@ from ds01.runtime.cgroups import (
     slice_unit,
     user_slice_path,
 )
-from ds01.runtime.docker import CgroupDriver, ContainerRecord, ContainerSpec, DockerRuntime
+from ds01.runtime.docker import (
+    PUBLISH_HOST_IP,
+    CgroupDriver,
+    ContainerRecord,
+    ContainerSpec,
+    DockerRuntime,
+    PortBinding,
+    ports_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +126,14 @@ def record_parent(record: ContainerRecord) -> str:
     return user_slice_path(record.group, record.user)
 
 
+def published_port(binding: PortBinding) -> api.PublishedPort:
+    return api.PublishedPort(
+        container_port=binding.container_port,
+        host_ip=binding.host_ip,
+        host_port=binding.host_port,
+    )
+
+
 def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.ContainerInfo:
     info = api.ContainerInfo(
         name=record.name,
@@ -127,6 +144,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         gpus=list(record.gpus),
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
+        ports=[published_port(p) for p in record.ports],
     )
     if oom is None or not oom.oom_kills:
         return info
@@ -323,12 +341,35 @@ class Ds01Service:
                 self._backend.close()
                 self._backend = self._backend_factory(new)
             self._config = new
+            if new.limits.admin_group != old_limits.admin_group:
+                self.share_log_with_admins()
             self.events.emit(
                 "config.reload", user="ds01d", resource=f"config/{self.paths.config_dir}"
             )
             if new.limits != old_limits:  # totals or group memberships may have changed
                 self._apply_live_aggregates(new, "configuration changed")
             return new
+
+    def share_log_with_admins(self) -> None:
+        """Give the audit log's directory and files to the configured admin group.
+
+        Owner root, group the admin group (mode 0640, directory 0750: see ``EventLog``);
+        root only when that group does not exist. Called at start and when the admin
+        group changes in the configuration.
+        """
+        try:
+            gid: int | None = grp.getgrnam(self._config.limits.admin_group).gr_gid
+        except KeyError:
+            gid = None
+        log_dir = self.events.path.parent
+        try:
+            os.chown(log_dir, 0, 0 if gid is None else gid)
+            for entry in log_dir.iterdir():
+                if entry.is_file() and not entry.is_symlink():
+                    os.chown(entry, 0, 0 if gid is None else gid)
+        except OSError as exc:
+            log.error("cannot give the audit log to the admin group: %s", exc)
+        self.events.group_gid = gid
 
     @property
     def backend(self) -> GpuBackend:
@@ -595,7 +636,9 @@ class Ds01Service:
         docker_name = L.container_name(name, caller.uid)
         resource = f"container/{docker_name}"
         try:
-            image_ref, framework, image_command = self._resolve_image(config, request.image)
+            image_ref, framework, image_command = self._resolve_image(
+                config, request.image, caller.name
+            )
             limits = self.limits_for(caller.user)
             aggregate = self.aggregate_for(caller.user)
             resources = _resources(limits, request, self.engine.cpus, aggregate)
@@ -603,6 +646,7 @@ class Ds01Service:
             data = (
                 self._owned_directory(caller.user, request.data, "--data") if request.data else None
             )
+            ports = _requested_ports(request.ports)
         except PolicyError as exc:
             self._refused(caller, resource, exc)
             raise
@@ -653,6 +697,7 @@ class Ds01Service:
                 data=data,
                 interface=request.interface,
                 request_id=request_id,
+                ports=ports,
             )
             self._enforce(caller.name, user_slice_path(group, caller.name), aggregate)
             self.store.add_intent(
@@ -701,6 +746,10 @@ class Ds01Service:
             gpus=list(placement.uuids),
             gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
             created_at=spec.labels[L.CREATED_AT],
+            ports=[
+                api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
+                for c, h in ports
+            ],
         )
         return Created(info=info, request_id=request_id)
 
@@ -738,6 +787,8 @@ class Ds01Service:
             self._enforce(record.user, record_parent(record), aggregate)
             self.runtime.start(record.docker_name)
         self.events.emit("container.start", user=caller.name, resource=_resource(record))
+        if record.ports:  # Docker chose host ports only now
+            record = self.runtime.find_managed(record.docker_name) or record
         return container_info(record).model_copy(update={"status": "running"})
 
     def _check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
@@ -933,26 +984,38 @@ class Ds01Service:
             + ". `container-list` shows yours."
         )
 
-    def _resolve_image(self, config: Ds01Config, wanted: str) -> tuple[str, str, tuple[str, ...]]:
-        """The image reference a request names, its framework and its default command."""
+    def _resolve_image(
+        self, config: Ds01Config, wanted: str, user: str
+    ) -> tuple[str, str, tuple[str, ...]]:
+        """The image reference a request names, its framework and its default command.
+
+        Allowed: a registry entry (by name or reference), a reference matching an ``allow``
+        pattern, or an image labelled as built for ``user`` (``ds01.image.owner``).
+        """
         entry = config.images.find(wanted)
         if entry is not None:
             ref, framework = entry.image, entry.framework
         else:
-            ref = validate_image_reference(wanted)
-            if not config.images.allows_reference(ref):
-                raise PermissionDenied(
-                    f"Image {wanted!r} is not in the image registry and local references like "
-                    "it are not allowed here. `image-list` shows the images you can use."
-                )
-            framework = "-"
-        command = self.runtime.image_command(ref)
-        if command is None:
+            ref, framework = validate_image_reference(wanted), "-"
+        image = self.runtime.local_image(ref)
+        allowed = (
+            entry is not None
+            or config.images.allows_reference(ref)
+            or (image is not None and image.owner() == user)
+        )
+        if not allowed:
+            # The same answer whether the image exists or belongs to someone else.
+            raise PermissionDenied(
+                f"Image {wanted!r} is not in the image registry, not one of your own images, "
+                "and local references like it are not allowed here. `image-list` shows the "
+                "images you can use."
+            )
+        if image is None:
             raise NotFound(
                 f"Image {ref!r} is not present on this machine. `image-list` shows the images "
                 "that are; ask an admin to pull or build it."
             )
-        return ref, framework, command
+        return ref, framework, image.command
 
     def _workspace(self, user: UnixUser, requested: str | None) -> Path:
         if requested:
@@ -1003,6 +1066,7 @@ class Ds01Service:
         data: Path | None,
         interface: str,
         request_id: str,
+        ports: tuple[tuple[int, int | None], ...],
     ) -> ContainerSpec:
         uuids = placement.uuids
         visible = ",".join(uuids) if uuids else "void"
@@ -1020,6 +1084,7 @@ class Ds01Service:
             L.REQUEST_ID: request_id,
             L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
             L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
+            L.PORTS: ports_label(ports),
             L.AIME_MLC: caller.name,
             L.AIME_NAME: name,
             L.AIME_USER: caller.name,
@@ -1056,7 +1121,19 @@ class Ds01Service:
             gpu_uuids=uuids if through_toolkit else (),
             device_nodes=() if through_toolkit else _device_nodes(placement.devices),
             stop_signal=_stop_signal(image_command),
+            ports=ports,
         )
+
+
+def _requested_ports(requested: list[api.PortRequest]) -> tuple[tuple[int, int | None], ...]:
+    """(container port, host port) pairs; each port at most once on either side."""
+    container_ports = [p.container_port for p in requested]
+    host_ports = [p.host_port for p in requested if p.host_port is not None]
+    for ports, side in ((container_ports, "container"), (host_ports, "host")):
+        repeated = sorted({p for p in ports if ports.count(p) > 1})
+        if repeated:
+            raise InvalidInput(f"{side.capitalize()} port {repeated[0]} is published twice.")
+    return tuple((p.container_port, p.host_port) for p in requested)
 
 
 def _stop_signal(command: tuple[str, ...]) -> str | None:

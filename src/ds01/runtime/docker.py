@@ -31,6 +31,9 @@ CgroupDriver = Literal["cgroupfs", "systemd"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: The only host address ds01 publishes container ports on: reachable from this machine only.
+PUBLISH_HOST_IP = "127.0.0.1"
+
 # Docker state → the status ds01 shows.
 _STATUS = {"exited": "stopped", "dead": "stopped"}
 
@@ -74,6 +77,55 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class LocalImage:
+    """A local image: its default command (entrypoint + cmd) and its labels."""
+
+    command: tuple[str, ...]
+    labels: dict[str, str]
+
+    def owner(self) -> str | None:
+        """The user the image was built for (``ds01.image.owner``), if any."""
+        return self.labels.get(L.IMAGE_OWNER) or None
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """A published TCP port: ``host_ip:host_port`` on the host → ``container_port`` inside.
+
+    ``host_port`` is ``None`` when Docker chooses it and the container is not running.
+    """
+
+    container_port: int
+    host_ip: str
+    host_port: int | None
+
+
+def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:
+    """The ``ds01.ports`` label value for requested (container port, host port) pairs."""
+    return ",".join(f"{c}:{'' if h is None else h}" for c, h in ports)
+
+
+def _published_ports(
+    labels: dict[str, str], summary_ports: list[dict[str, Any]]
+) -> tuple[PortBinding, ...]:
+    """Requested ports (label) completed with the host ports Docker reports while running."""
+    actual = {
+        int(p["PrivatePort"]): int(p["PublicPort"])
+        for p in summary_ports
+        if p.get("PublicPort") and p.get("IP") == PUBLISH_HOST_IP
+    }
+    bindings = []
+    for item in filter(None, labels.get(L.PORTS, "").split(",")):
+        container, _, host = item.partition(":")
+        if not container.isdigit():
+            continue
+        port = int(container)
+        fixed = int(host) if host.isdigit() else None
+        bindings.append(PortBinding(port, PUBLISH_HOST_IP, actual.get(port, fixed)))
+    return tuple(bindings)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything ds01 decided about one container, ready for ``docker create``.
 
@@ -94,6 +146,7 @@ class ContainerSpec:
     pids_limit: int | None = None
     gpu_uuids: tuple[str, ...] = ()  # through the NVIDIA toolkit (real hosts)
     device_nodes: tuple[str, ...] = ()  # "host:container:rwm" (simulated GPUs)
+    ports: tuple[tuple[int, int | None], ...] = ()  # (container, host or None), on 127.0.0.1
     working_dir: str = "/workspace"
     stop_signal: str | None = None  # None: the image's own (usually SIGTERM)
     cap_drop: tuple[str, ...] = ("ALL",)
@@ -118,6 +171,7 @@ class ContainerRecord:
     created_at: str
     request_id: str
     labels: dict[str, str]
+    ports: tuple[PortBinding, ...] = ()
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -145,6 +199,7 @@ class ContainerRecord:
             created_at=labels.get(L.CREATED_AT, ""),
             request_id=labels.get(L.REQUEST_ID, ""),
             labels=labels,
+            ports=_published_ports(labels, summary.get("Ports") or []),
         )
 
 
@@ -208,15 +263,18 @@ class DockerRuntime:
             tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
         return tags
 
-    def image_command(self, ref: str) -> tuple[str, ...] | None:
-        """The image's default command (entrypoint + cmd), or ``None`` if it is not here."""
+    def local_image(self, ref: str) -> LocalImage | None:
+        """What ds01 needs to know about a local image, or ``None`` if it is not here."""
         with docker_errors(f"image {ref}"):
             try:
                 attrs = self.api.inspect_image(ref)  # type: ignore[no-untyped-call]
             except docker.errors.ImageNotFound:
                 return None
         config = attrs.get("Config") or {}
-        return tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
+        return LocalImage(
+            command=tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ()),
+            labels=dict(config.get("Labels") or {}),
+        )
 
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container; return its id."""
@@ -241,6 +299,10 @@ class DockerRuntime:
             devices=list(spec.device_nodes) or None,
             device_requests=device_requests,
             network_mode="bridge",
+            port_bindings={
+                c: (PUBLISH_HOST_IP,) if h is None else (PUBLISH_HOST_IP, h) for c, h in spec.ports
+            }
+            or None,
             **spec.extra,
         )
         with docker_errors(f"creating container {spec.docker_name}"):
@@ -254,14 +316,25 @@ class DockerRuntime:
                 working_dir=spec.working_dir,
                 stop_signal=spec.stop_signal,
                 host_config=host_config,
+                ports=[c for c, _ in spec.ports] or None,
                 tty=True,
                 stdin_open=True,
             )
         return str(response["Id"])
 
-    @_translated("starting container")
     def start(self, container: str) -> None:
-        self.api.start(container)
+        with docker_errors(f"starting container {container}"):
+            try:
+                self.api.start(container)
+            except docker.errors.APIError as exc:
+                text = str(exc.explanation or "")
+                if "port is already allocated" in text or "address already in use" in text:
+                    raise Conflict(
+                        "A host port this container publishes is already in use on this "
+                        "machine. Remove the container and create it again with another "
+                        "--port HOST:CONTAINER, or let ds01 choose the host port."
+                    ) from exc
+                raise
 
     @_translated("stopping container")
     def stop(self, container: str, timeout_seconds: int = 10) -> None:

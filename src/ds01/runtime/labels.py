@@ -21,6 +21,11 @@ IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
 REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
 MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
+PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
+
+# On an image: the user it was built for. Such an image is allowed for that user even when
+# images.yaml does not list it (only root can label images on this host).
+IMAGE_OWNER = "ds01.image.owner"
 
 # AIME ML Containers compatibility (DESIGN.md §2.8).
 AIME_MLC = "aime.mlc"
