@@ -5,14 +5,20 @@ alice gets three containers whose own memory limits (200M each) are larger than 
 after the admin lowers it to 150M; a process allocating 300M in one of them is killed by the
 kernel at the total (``user_total``), not at its container's limit. A process allocating
 more than a small container's own limit is killed at that limit (``container``). The
-detection time is printed (the watcher scans every 2 s).
+detection time is printed (the watcher scans every 2 s, and at once on Docker's ``oom``
+event). A kill of a container's main process ends the container and its cgroup with it:
+it is reported from Docker's ``oom`` and ``die`` events, once.
 """
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from support import TEST_IMAGES_YAML, describe
 
@@ -120,3 +126,46 @@ def test_oom_kills_are_reported_with_the_limit_they_hit(ds01d, docker_client, un
     assert len(d.events_where(action="resource.oom_kill")) == reported
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert rows["big1"]["oom_kills"] >= 1
+
+
+@pytest.fixture
+def allocating_image(docker_client: Any, test_image: str) -> Iterator[str]:
+    """alice's own image whose main process allocates 300M a second after it starts."""
+    tag = "ds01-test/allocate-300m:latest"
+    dockerfile = (
+        f"FROM {test_image}\n"
+        "LABEL ds01.image.owner=alice\n"
+        f'CMD ["sh", "-c", "sleep 1; {ALLOCATE_300M}"]\n'
+    )
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize(
+    ("own_memory", "total", "limit"),
+    [("64M", "1G", "container"), ("200M", "150M", "user_total")],
+)
+def test_a_kill_that_ends_the_container_is_reported_once(
+    ds01d, docker_client, unix_users, allocating_image, own_memory, total, limit
+):
+    uid = unix_users["alice"].pw_uid
+    d = ds01d(resource_limits=limits_yaml(total), images=TEST_IMAGES_YAML)
+    resource = f"container/crash._.{uid}"
+
+    started = time.monotonic()
+    create = ("container-create", "crash", "--image", allocating_image, "--memory", own_memory)
+    d.cli_json("alice", *create, "--start")
+
+    event, latency = wait_for_oom_event(d, resource, started)
+    print(f"{limit} OOM kill of the main process reported {latency:.2f} s after the start")
+    assert event["details"]["limit"] == limit, event
+    assert event["details"]["container"] == "crash"
+    state = docker_client.api.inspect_container(f"crash._.{uid}")["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 137)
+    time.sleep(2.5)  # a scan more: still one event
+    assert len(d.events_where(action="resource.oom_kill", resource=resource)) == 1
+    [row] = d.cli_json("alice", "container-list")
+    assert (row["status"], row["oom_kills"], row["last_oom_limit"]) == ("stopped", 1, limit)

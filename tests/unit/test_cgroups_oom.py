@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +17,7 @@ from ds01.daemon.state import OomState, StateStore
 from ds01.events.log import EventLog
 from ds01.runtime import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
-from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 
 PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -79,7 +81,9 @@ def _c(kills: int, own: int, generation: int) -> OomCounters:
 # --- the watcher on a directory tree -------------------------------------------------------------
 
 
-def _record(container_id: str, name: str, status: str = "running") -> ContainerRecord:
+def _record(
+    container_id: str, name: str, status: str = "running", memory_bytes: str = ""
+) -> ContainerRecord:
     return ContainerRecord.from_summary(
         {
             "Id": container_id,
@@ -91,17 +95,57 @@ def _record(container_id: str, name: str, status: str = "running") -> ContainerR
                 L.UID: "1001",
                 L.GROUP: "phd",
                 L.NAME: name,
+                L.MEMORY_BYTES: memory_bytes,
             },
         }
     )
 
 
+class FakeStream:
+    """Docker's raw event stream: messages put in a queue, until closed."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def __iter__(self) -> Any:
+        while (message := self.messages.get()) is not None:
+            yield message
+
+    def close(self) -> None:
+        self.messages.put(None)
+
+
 class FakeDocker:
     def __init__(self, records: list[ContainerRecord]) -> None:
         self.records = records
+        self.stream = FakeStream()
 
     def list_managed(self) -> list[ContainerRecord]:
         return list(self.records)
+
+    def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
+        assert set(actions) == {"oom", "die"}
+        return EventStream(self.stream)
+
+
+def docker_message(
+    action: str, container_id: str, at: float, exit_code: int | None = None
+) -> dict[str, Any]:
+    """An event as Docker's stream sends it."""
+    attributes = {} if exit_code is None else {"exitCode": str(exit_code)}
+    return {
+        "Type": "container",
+        "Action": action,
+        "id": container_id,
+        "Actor": {"ID": container_id, "Attributes": attributes},
+        "timeNano": int(at * 1e9),
+    }
+
+
+def docker_event(
+    action: str, container_id: str, at: float, exit_code: int | None = None
+) -> ContainerEvent:
+    return ContainerEvent.from_message(docker_message(action, container_id, at, exit_code))
 
 
 class Tree:
@@ -234,3 +278,100 @@ def test_the_thread_starts_scans_and_stops(tmp_path: Path, tree: Tree) -> None:
     finally:
         watcher.stop()
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["host"]
+
+
+# --- kills that end the container (its cgroup is gone before a scan) -------------------------
+
+
+def _die_after_oom(
+    tree: Tree, watcher: OomWatcher, *, exit_code: int = 137, gap: float = 0.5
+) -> None:
+    """a's oom event, a's cgroup removed (the main process died), then a's die event."""
+    t = NOW.timestamp()
+    watcher.handle(docker_event("oom", ID_A, t))
+    shutil.rmtree(tree.base / ID_A)
+    watcher.handle(docker_event("die", ID_A, t + gap, exit_code))
+
+
+@pytest.mark.parametrize(
+    ("memory_bytes", "parent_rises", "limit"),
+    [("", True, "user_total"), ("33554432", True, "user_total"),
+     ("33554432", False, "container"), ("", False, "host")],
+)  # fmt: skip
+def test_a_kill_that_ended_the_container_is_reported_once(
+    tmp_path: Path, tree: Tree, memory_bytes: str, parent_rises: bool, limit: str
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a", memory_bytes=memory_bytes), _record(ID_B, "b")])
+    tree.set_container(ID_A, 0, 0)
+    tree.set_container(ID_B, 0, 0)
+    watcher = make_watcher(tmp_path, tree, docker)
+    watcher.scan()  # the baseline: the parent's counter is 0
+    if parent_rises:
+        tree.set_parent(2)
+    docker.records[0] = _record(ID_A, "a", "exited", memory_bytes)
+
+    _die_after_oom(tree, watcher)
+
+    [event] = events(tmp_path)
+    assert event["resource"] == "container/a._.1001"
+    assert event["details"] == {"container": "a", "limit": limit, "kills": 1, "oom_kills": 1}
+    assert watcher.store.oom_states()[ID_A].last_limit == limit
+    watcher.handle(docker_event("die", ID_A, NOW.timestamp() + 1, 137))  # no new oom
+    watcher.scan()
+    assert len(events(tmp_path)) == 1
+
+
+@pytest.mark.parametrize(("exit_code", "gap"), [(0, 0.5), (1, 0.5), (137, 60.0)])
+def test_an_exit_that_is_not_an_oom_kill_is_not_reported(
+    tmp_path: Path, tree: Tree, exit_code: int, gap: float
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a", "exited")])
+    tree.set_container(ID_A, 0, 0)
+    watcher = make_watcher(tmp_path, tree, docker)
+
+    _die_after_oom(tree, watcher, exit_code=exit_code, gap=gap)
+
+    assert events(tmp_path) == []
+
+
+def test_a_die_without_an_oom_event_is_not_reported(tmp_path: Path, tree: Tree) -> None:
+    watcher = make_watcher(tmp_path, tree, FakeDocker([_record(ID_A, "a", "exited")]))
+    watcher.handle(docker_event("die", ID_A, NOW.timestamp(), 137))
+    assert events(tmp_path) == []
+
+
+def test_a_kill_read_by_the_scan_on_the_oom_event_is_not_reported_again(
+    tmp_path: Path, tree: Tree
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a")])
+    tree.set_container(ID_A, 0, 0)
+    watcher = make_watcher(tmp_path, tree, docker)
+    watcher.scan()
+    tree.set_container(ID_A, 1, 1)  # killed at its own limit; the cgroup is still there
+
+    t = NOW.timestamp()
+    watcher.handle(docker_event("oom", ID_A, t))  # scans at once
+    docker.records[0] = _record(ID_A, "a", "exited")
+    watcher.handle(docker_event("die", ID_A, t + 0.1, 137))
+
+    assert [e["details"]["limit"] for e in events(tmp_path)] == ["container"]
+
+
+def test_the_event_thread_reports_an_exit_after_an_oom_and_stops(
+    tmp_path: Path, tree: Tree
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a", "exited", memory_bytes="33554432")])
+    watcher = make_watcher(tmp_path, tree, docker)
+    watcher.interval_seconds = 60
+    watcher.start()
+    try:
+        t = NOW.timestamp() + 1  # after the watcher started: not a replay
+        docker.stream.messages.put(docker_message("oom", ID_A, t))
+        docker.stream.messages.put(docker_message("die", ID_A, t + 0.2, 137))
+        for _ in range(500):
+            if events(tmp_path):
+                break
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert [e["details"]["limit"] for e in events(tmp_path)] == ["container"]

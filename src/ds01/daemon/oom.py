@@ -18,10 +18,18 @@ count OOMs exactly; on v1 a limit also counts as hit when usage only reached it 
 was reclaimed, so a kill at the total in a container that was also at its own limit in the
 same interval is reported as ``container``.
 
+A second thread follows Docker's event stream for managed containers. An ``oom`` event
+triggers a scan at once, so most kills are read within milliseconds. When the kill ends the
+container (its main process was the victim: the usual case of a training script), Docker
+removes the cgroup with its counters, often before any scan. Such a container's ``die``
+event with exit code 137 (SIGKILL) within ``EXIT_AFTER_OOM_SECONDS`` of an ``oom`` event for
+it is reported as one kill (``assess_exit``): at the user's total if the parent's limit
+counter went up since the scan before the ``oom`` event, else at the container's own limit
+if it has one, else ``host``. A kill a scan already reported is not reported again.
+
 Each kill is logged as a ``resource.oom_kill`` event naming the container and the limit;
 the counters last seen are kept in SQLite, so a restarted ds01d does not report a kill
-twice, and ``container-list`` shows the kills per container. A kill in a container whose
-cgroup disappears before the next scan (its main process died and it stopped) is missed.
+twice, and ``container-list`` shows the kills per container.
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
 from ds01.errors import Ds01Error
 from ds01.events.log import EventLog, utc_now
+from ds01.runtime import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
-from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,12 @@ LimitHit = Literal["container", "user_total", "host"]
 
 #: Seconds between two scans.
 DEFAULT_INTERVAL_SECONDS = 2.0
+#: A ``die`` with SIGKILL this soon after an ``oom`` event is that OOM's kill, in seconds.
+EXIT_AFTER_OOM_SECONDS = 10.0
+#: Exit code of a main process killed by SIGKILL (128 + 9), as Docker reports it.
+SIGKILL_EXIT_CODE = 137
+#: Seconds to wait before following Docker's events again after the stream broke.
+RECONNECT_SECONDS = 1.0
 OOM_KILL_ACTION = "resource.oom_kill"
 
 
@@ -53,6 +68,10 @@ class ContainerLister(Protocol):
     """What the watcher needs from the Docker adapter."""
 
     def list_managed(self) -> list[ContainerRecord]: ...
+
+    def container_events(
+        self, actions: tuple[str, ...], since: float | None = None
+    ) -> EventStream: ...
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,32 @@ def assess(previous: OomState | None, now: OomCounters, parent_events: int) -> O
     else:
         limit = "host"
     return OomFinding(kills=kills, limit=limit)
+
+
+def assess_exit(
+    parent_before: int | None, parent_now: int | None, has_memory_limit: bool
+) -> OomFinding:
+    """The kill that ended a container whose cgroup is gone (see the module docstring).
+
+    ``parent_before``: the user parent's limit counter at the last scan before the ``oom``
+    event; ``parent_now``: the counter now (``None``: unknown).
+    """
+    limit: LimitHit
+    if parent_before is not None and parent_now is not None and parent_now > parent_before:
+        limit = "user_total"
+    elif has_memory_limit:
+        limit = "container"
+    else:
+        limit = "host"
+    return OomFinding(kills=1, limit=limit)
+
+
+@dataclass(frozen=True)
+class _PendingOom:
+    """An ``oom`` event not yet matched with a kill: when, and the parent's counter before."""
+
+    time: float
+    parent_before: int | None
 
 
 def advance(
@@ -155,12 +200,22 @@ class OomWatcher:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._stream: EventStream | None = None
+        self._lock = threading.Lock()  # one scan or exit at a time
+        self._parent_seen: dict[str, int] = {}  # parent cgroup -> limit counter, last scan
+        self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
+        self._last_event_time: float | None = None
 
     def scan(self) -> list[OomState]:
         """Read every running container's counters once; report and record new kills.
 
         Returns the states of the containers that had new kills.
         """
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> list[OomState]:
         records = self.runtime.list_managed()
         known = self.store.oom_states()
         parent_events: dict[str, int | None] = {}
@@ -191,7 +246,9 @@ class OomWatcher:
                 self.store.save_oom_state(state)
             if finding is not None:
                 self._report(record, state, finding)
+                self._pending.pop(record.id, None)
                 reported.append(state)
+        self._parent_seen.update({p: v for p, v in parent_events.items() if v is not None})
         gone = set(known) - {r.id for r in records}
         if gone:
             self.store.forget_oom_states(gone)
@@ -221,22 +278,102 @@ class OomWatcher:
             },
         )
 
+    # -- Docker events ---------------------------------------------------------------------------
+
+    def handle(self, event: ContainerEvent) -> None:
+        """React to one Docker event of a managed container (``oom`` or ``die``)."""
+        if event.action == "oom":
+            with self._lock:
+                record = self._record(event.container_id)
+                before = None
+                if record is not None:
+                    before = self._parent_seen.get(record_parent(record))
+                self._pending[event.container_id] = _PendingOom(event.time, before)
+            self.scan()  # read the counters while the cgroup is still there
+        elif event.action == "die":
+            with self._lock:
+                self._on_exit(event)
+
+    def _on_exit(self, event: ContainerEvent) -> None:
+        pending = self._pending.pop(event.container_id, None)
+        now = event.time
+        self._pending = {
+            cid: p for cid, p in self._pending.items() if now - p.time <= EXIT_AFTER_OOM_SECONDS
+        }
+        if (
+            pending is None
+            or event.exit_code != SIGKILL_EXIT_CODE
+            or now - pending.time > EXIT_AFTER_OOM_SECONDS
+        ):
+            return
+        record = self._record(event.container_id)
+        if record is None:
+            return  # already removed: nobody left to tell
+        parent_now = self.cgroups.limit_events(record_parent(record))
+        finding = assess_exit(
+            pending.parent_before, parent_now, bool(record.labels.get(L.MEMORY_BYTES))
+        )
+        previous = self.store.oom_states().get(record.id)
+        state = OomState(
+            container_id=record.id,
+            docker_name=record.docker_name,
+            user=record.user,
+            kills=previous.kills if previous is not None else 0,
+            own_events=previous.own_events if previous is not None else 0,
+            parent_events=parent_now if parent_now is not None else 0,
+            generation=previous.generation if previous is not None else 0,
+            oom_kills=(previous.oom_kills if previous is not None else 0) + finding.kills,
+            last_oom=self._clock().isoformat(timespec="seconds"),
+            last_limit=finding.limit,
+        )
+        self.store.save_oom_state(state)
+        self._report(record, state, finding)
+
+    def _record(self, container_id: str) -> ContainerRecord | None:
+        return next((r for r in self.runtime.list_managed() if r.id == container_id), None)
+
+    def _listen(self) -> None:
+        """Follow Docker's events until ``stop``; reconnect (without losing events) on a break."""
+        while not self._stop.is_set():
+            try:
+                self._stream = self.runtime.container_events(("oom", "die"), self._last_event_time)
+                for event in self._stream:
+                    if self._last_event_time is not None and event.time <= self._last_event_time:
+                        continue  # replayed after a reconnect
+                    self._last_event_time = event.time
+                    self.handle(event)
+            except Exception as exc:  # observation fails soft; the daemon goes on
+                if self._stop.is_set():
+                    break  # ``stop`` closed the stream under us
+                if isinstance(exc, Ds01Error):
+                    log.warning("Docker events interrupted: %s", exc.message)
+                else:
+                    log.exception("handling Docker events failed")
+            self._stop.wait(RECONNECT_SECONDS)
+
     # -- thread ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Scan now and then every ``interval_seconds`` in a daemon thread until ``stop``."""
+        """Scan now and then every ``interval_seconds``, and follow Docker's events, in two
+        daemon threads until ``stop``."""
         if self._thread is not None:
             raise RuntimeError("the OOM watcher is already running")
         self._stop.clear()
+        self._last_event_time = self._clock().timestamp()
         self._thread = threading.Thread(target=self._loop, name="ds01-oom-watcher", daemon=True)
         self._thread.start()
+        self._listener = threading.Thread(target=self._listen, name="ds01-oom-events", daemon=True)
+        self._listener.start()
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
         """Stop the thread and wait for it (at most ``timeout_seconds``)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_seconds)
-            self._thread = None
+        if self._stream is not None:
+            self._stream.close()
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join(timeout_seconds)
+        self._thread = self._listener = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -249,4 +386,4 @@ class OomWatcher:
             self._stop.wait(self.interval_seconds)
 
 
-__all__ = ["OomFinding", "OomWatcher", "advance", "assess"]
+__all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit"]

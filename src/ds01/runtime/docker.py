@@ -77,6 +77,54 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class ContainerEvent:
+    """One event of a managed container from Docker's event stream.
+
+    ``action``: Docker's (``oom``, ``die``, ``start``…); ``exit_code`` only for ``die``;
+    ``time``: when Docker saw it, in seconds since the epoch.
+    """
+
+    action: str
+    container_id: str
+    exit_code: int | None
+    time: float
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> ContainerEvent:
+        attributes = (message.get("Actor") or {}).get("Attributes") or {}
+        code = str(attributes.get("exitCode", ""))
+        nanoseconds = message.get("timeNano") or int(message.get("time") or 0) * 10**9
+        return cls(
+            action=str(message.get("Action") or message.get("status") or ""),
+            container_id=str(message.get("id") or (message.get("Actor") or {}).get("ID") or ""),
+            exit_code=int(code) if code.lstrip("-").isdigit() else None,
+            time=int(nanoseconds) / 1e9,
+        )
+
+
+class EventStream:
+    """Docker's event stream for managed containers, as ``ContainerEvent`` objects.
+
+    Iterate to block for the next event; ``close`` (from another thread) ends the iteration.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        with docker_errors("reading Docker events"):
+            for message in self._stream:
+                if isinstance(message, dict) and message.get("Type", "container") == "container":
+                    yield ContainerEvent.from_message(message)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception:  # already closed, or the connection is gone: nothing to end
+            pass
+
+
+@dataclass(frozen=True)
 class LocalImage:
     """A local image: its default command (entrypoint + cmd) and its labels."""
 
@@ -227,6 +275,20 @@ class DockerRuntime:
             cpus=int(info.get("NCPU") or 1),
             memory_bytes=int(info.get("MemTotal") or 0),
         )
+
+    @_translated("subscribing to Docker events")
+    def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
+        """A stream of ``actions`` events of managed containers, from ``since`` (epoch s).
+
+        Uses a client of its own; docker-py reads the stream without a timeout.
+        """
+        client = docker.APIClient(base_url=self.api.base_url, version=self.api.api_version)
+        stream = client.events(
+            since=None if since is None else int(since),  # whole seconds: may repeat a few
+            decode=True,
+            filters={"type": "container", "event": list(actions), "label": [f"{L.MANAGED}=true"]},
+        )
+        return EventStream(stream)
 
     @_translated("listing containers")
     def list_managed(self) -> list[ContainerRecord]:
