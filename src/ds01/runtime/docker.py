@@ -280,10 +280,9 @@ class DockerRuntime:
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
         """A stream of ``actions`` events of managed containers, from ``since`` (epoch s).
 
-        Uses a client of its own; docker-py reads the stream without a timeout.
+        docker-py reads the stream without a timeout, on a connection of its own.
         """
-        client = docker.APIClient(base_url=self.api.base_url, version=self.api.api_version)
-        stream = client.events(
+        stream = self.api.events(
             since=None if since is None else int(since),  # whole seconds: may repeat a few
             decode=True,
             filters={"type": "container", "event": list(actions), "label": [f"{L.MANAGED}=true"]},
