@@ -351,7 +351,9 @@ def test_a_kill_read_by_the_scan_on_the_oom_event_is_not_reported_again(
 
     t = NOW.timestamp()
     watcher.handle(docker_event("oom", ID_A, t))  # scans at once
+    shutil.rmtree(tree.base / ID_A)
     docker.records[0] = _record(ID_A, "a", "exited")
+    watcher.handle(docker_event("oom", ID_A, t + 0.05))  # Docker may repeat it
     watcher.handle(docker_event("die", ID_A, t + 0.1, 137))
 
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["container"]

@@ -130,10 +130,12 @@ def assess_exit(
 
 @dataclass(frozen=True)
 class _PendingOom:
-    """An ``oom`` event not yet matched with a kill: when, and the parent's counter before."""
+    """A recent ``oom`` event: when, the parent's counter before it, and whether a scan has
+    reported its kill already (Docker may send several ``oom`` events for one kill)."""
 
     time: float
     parent_before: int | None
+    reported: bool = False
 
 
 def advance(
@@ -246,7 +248,8 @@ class OomWatcher:
                 self.store.save_oom_state(state)
             if finding is not None:
                 self._report(record, state, finding)
-                self._pending.pop(record.id, None)
+                if record.id in self._pending:
+                    self._pending[record.id] = replace(self._pending[record.id], reported=True)
                 reported.append(state)
         self._parent_seen.update({p: v for p, v in parent_events.items() if v is not None})
         gone = set(known) - {r.id for r in records}
@@ -284,27 +287,22 @@ class OomWatcher:
         """React to one Docker event of a managed container (``oom`` or ``die``)."""
         if event.action == "oom":
             with self._lock:
-                record = self._record(event.container_id)
-                before = None
-                if record is not None:
-                    before = self._parent_seen.get(record_parent(record))
-                self._pending[event.container_id] = _PendingOom(event.time, before)
+                self._expire_pending(event.time)
+                if event.container_id not in self._pending:  # else: the same OOM again
+                    record = self._record(event.container_id)
+                    before = None
+                    if record is not None:
+                        before = self._parent_seen.get(record_parent(record))
+                    self._pending[event.container_id] = _PendingOom(event.time, before)
             self.scan()  # read the counters while the cgroup is still there
         elif event.action == "die":
             with self._lock:
                 self._on_exit(event)
 
     def _on_exit(self, event: ContainerEvent) -> None:
+        self._expire_pending(event.time)
         pending = self._pending.pop(event.container_id, None)
-        now = event.time
-        self._pending = {
-            cid: p for cid, p in self._pending.items() if now - p.time <= EXIT_AFTER_OOM_SECONDS
-        }
-        if (
-            pending is None
-            or event.exit_code != SIGKILL_EXIT_CODE
-            or now - pending.time > EXIT_AFTER_OOM_SECONDS
-        ):
+        if pending is None or pending.reported or event.exit_code != SIGKILL_EXIT_CODE:
             return
         record = self._record(event.container_id)
         if record is None:
@@ -328,6 +326,11 @@ class OomWatcher:
         )
         self.store.save_oom_state(state)
         self._report(record, state, finding)
+
+    def _expire_pending(self, now: float) -> None:
+        self._pending = {
+            cid: p for cid, p in self._pending.items() if now - p.time <= EXIT_AFTER_OOM_SECONDS
+        }
 
     def _record(self, container_id: str) -> ContainerRecord | None:
         return next((r for r in self.runtime.list_managed() if r.id == container_id), None)
