@@ -128,14 +128,24 @@ def test_oom_kills_are_reported_with_the_limit_they_hit(ds01d, docker_client, un
     assert rows["big1"]["oom_kills"] >= 1
 
 
+def state_once_stopped(docker_client: Any, container: str) -> dict[str, Any]:
+    """Docker's ``State`` of ``container`` once it is no longer running (or after the timeout)."""
+    deadline = time.monotonic() + DETECTION_TIMEOUT_S
+    while True:
+        state: dict[str, Any] = docker_client.api.inspect_container(container)["State"]
+        if state["Status"] != "running" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def allocating_image(docker_client: Any, test_image: str) -> Iterator[str]:
-    """alice's own image whose main process allocates 300M a second after it starts."""
+    """alice's own image whose main process allocates 300M once /workspace/go exists."""
     tag = "ds01-test/allocate-300m:latest"
     dockerfile = (
         f"FROM {test_image}\n"
         "LABEL ds01.image.owner=alice\n"
-        f'CMD ["sh", "-c", "sleep 1; {ALLOCATE_300M}"]\n'
+        f'CMD ["sh", "-c", "until [ -e /workspace/go ]; do sleep 0.1; done; {ALLOCATE_300M}"]\n'
     )
     docker_client.images.build(
         fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True
@@ -151,19 +161,24 @@ def allocating_image(docker_client: Any, test_image: str) -> Iterator[str]:
 def test_a_kill_that_ends_the_container_is_reported_once(
     ds01d, docker_client, unix_users, allocating_image, own_memory, total, limit
 ):
-    uid = unix_users["alice"].pw_uid
-    d = ds01d(resource_limits=limits_yaml(total), images=TEST_IMAGES_YAML)
+    alice = unix_users["alice"]
+    uid = alice.pw_uid
+    d = ds01d(resource_limits=limits_yaml("1G"), images=TEST_IMAGES_YAML)
     resource = f"container/crash._.{uid}"
-
-    started = time.monotonic()
     create = ("container-create", "crash", "--image", allocating_image, "--memory", own_memory)
     d.cli_json("alice", *create, "--start")
+    if total != "1G":  # the admin lowers alice's total below the container's own limit
+        d.write_config("resource-limits.yaml", limits_yaml(total))
+        d.cli_json("alice", "check-limits")
+
+    started = time.monotonic()
+    (Path(alice.pw_dir) / "workspace" / "go").touch()
 
     event, latency = wait_for_oom_event(d, resource, started)
-    print(f"{limit} OOM kill of the main process reported {latency:.2f} s after the start")
+    print(f"{limit} OOM kill of the main process reported {latency:.2f} s after it began")
     assert event["details"]["limit"] == limit, event
     assert event["details"]["container"] == "crash"
-    state = docker_client.api.inspect_container(f"crash._.{uid}")["State"]
+    state = state_once_stopped(docker_client, f"crash._.{uid}")  # the event may come first
     assert (state["Status"], state["ExitCode"]) == ("exited", 137)
     time.sleep(2.5)  # a scan more: still one event
     assert len(d.events_where(action="resource.oom_kill", resource=resource)) == 1
