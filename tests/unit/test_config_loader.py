@@ -342,6 +342,7 @@ def test_builtin_baseline_sets_every_key() -> None:
         "max_containers": 3,
         "max_runtime_hours": 48.0,
         "idle_timeout_hours": 48.0,
+        "gpu_hold_after_stop_minutes": 15.0,
     }
 
 

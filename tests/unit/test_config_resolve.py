@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ds01.config.resolve import (
     is_admin,
     resolve_limits,
 )
+from ds01.core.allocation import GpuQuota
 from ds01.core.units import GIB, MIB, format_bytes, parse_bytes
 
 # The mission's example, verbatim (examples/resource-limits.yaml in the shared folder).
@@ -119,6 +121,7 @@ def test_a_user_in_no_group_gets_the_defaults(mission: ResourceLimitsConfig) -> 
         "max_containers": {"value": 3, "source": "builtin"},
         "max_runtime_hours": {"value": 48.0, "source": "defaults"},
         "idle_timeout_hours": {"value": 48.0, "source": "builtin"},
+        "gpu_hold_after_stop_minutes": {"value": 15.0, "source": "builtin"},
     }
 
 
@@ -268,6 +271,7 @@ def test_typed_properties_and_dictionaries() -> None:
           max_containers: 0
           max_runtime_hours: 12
           idle_timeout_hours: 0.5
+          gpu_hold_after_stop_minutes: 0
         """
     )
     limits = resolve_limits(config, "ann", [])
@@ -286,6 +290,14 @@ def test_typed_properties_and_dictionaries() -> None:
     assert limits.max_containers == 0
     assert limits.max_runtime_hours == 12.0
     assert limits.idle_timeout_hours == 0.5
+    assert limits.gpu_hold_after_stop_minutes == 0.0
+    assert limits.gpu_quota() == GpuQuota(
+        gpu_limit=Fraction(3, 2),
+        max_gpus_per_container=Fraction(1, 2),
+        allow_full_gpu=False,
+        allow_mig=True,
+        max_containers=0,
+    )
     assert limits.to_dict()["memory_limit"] == "1.5G"
     assert list(limits.to_dict()) == list(LIMIT_KEYS)
     assert all(entry["source"] == "defaults" for entry in limits.explain().values())
@@ -319,6 +331,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "max_containers": st.none() | st.integers(0, 100),
     "max_runtime_hours": st.none() | _hours,
     "idle_timeout_hours": st.none() | _hours,
+    "gpu_hold_after_stop_minutes": st.none() | st.floats(min_value=0, max_value=10_000),
 }
 assert set(VALUES) == set(LIMIT_KEYS)
 

@@ -4,7 +4,8 @@ Every limit key is optional in every section, and the difference between a key w
 ``null`` and a key left out is essential (DESIGN.md §2.7):
 
 - ``gpu_limit: null`` means *unlimited* (for ``shm_size``: Docker's default size;
-  for ``idle_timeout_hours``: never reclaimed for idleness);
+  for ``idle_timeout_hours``: never reclaimed for idleness; for
+  ``gpu_hold_after_stop_minutes``: a stopped container keeps its GPUs until removed);
 - no ``gpu_limit`` key at all means *inherit* from the next layer
   (user → groups → defaults → ``BUILTIN_LIMITS``).
 
@@ -15,6 +16,9 @@ lives in ``ds01.config.resolve``.
 The ``aggregate:`` section (``AggregateConfig``) follows the same rules for a user's totals
 across all their containers: ``cpu_limit`` (CPUs), ``memory_limit`` (a size) and
 ``pids_limit`` (processes), set under ``defaults``, ``groups`` and ``users``.
+
+The ``scheduler:`` section (``SchedulerConfig``, in ``ds01.config.scheduler``) sets how the
+GPU queue is ordered and backfilled; it is one policy for the whole server.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.core.units import format_bytes, parse_bytes, parse_cpus
 
 DEFAULT_ADMIN_GROUP = "ds01-admin"
@@ -90,7 +95,10 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     priority: int | None = Field(
-        default=None, ge=0, le=1000, description="Scheduling priority, 0..1000; higher goes first."
+        default=None,
+        ge=0,
+        le=MAX_PRIORITY,
+        description=f"Scheduling priority, 0..{MAX_PRIORITY}; higher goes first.",
     )
     gpu_limit: float | None = Field(
         default=None,
@@ -141,6 +149,13 @@ class Limits(BaseModel):
         gt=0,
         allow_inf_nan=False,
         description="Idle hours after which a container is stopped; null = never.",
+    )
+    gpu_hold_after_stop_minutes: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Minutes a stopped container keeps its GPUs before they are released; "
+        "null = until the container is removed.",
     )
 
     @field_validator(*_NOT_NULLABLE, mode="before")
@@ -298,9 +313,15 @@ class ResourceLimitsConfig(BaseModel):
         default=DEFAULT_ADMIN_GROUP, description="Unix group whose members are ds01 admins."
     )
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig,
+        description="How the GPU queue is ordered and backfilled (one policy per server).",
+    )
     policies: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("defaults", "groups", "users", "aggregate", "policies", mode="before")
+    @field_validator(
+        "defaults", "groups", "users", "aggregate", "scheduler", "policies", mode="before"
+    )
     @classmethod
     def _null_section(cls, value: Any) -> Any:
         return _empty_if_null(value)
@@ -357,6 +378,7 @@ BUILTIN_LIMITS = Limits(
     max_containers=3,
     max_runtime_hours=48.0,
     idle_timeout_hours=48.0,
+    gpu_hold_after_stop_minutes=15.0,
 )
 
 #: The baseline for any aggregate key that not even ``aggregate.defaults`` sets: unlimited.

@@ -32,6 +32,7 @@ from ds01.config.limits import (
     LIMIT_KEYS,
     ResourceLimitsConfig,
 )
+from ds01.core.allocation import GpuQuota
 from ds01.core.units import MIB, parse_bytes
 
 SOURCE_DEFAULTS = "defaults"
@@ -112,7 +113,8 @@ class ResolvedLimits(_ResolvedValues):
 
     ``groups`` are the config groups the user belongs to, in file order. The properties
     give typed access; ``None`` means unlimited (``shm_size``: Docker's default;
-    ``idle_timeout_hours``: never stopped for idleness).
+    ``idle_timeout_hours``: never stopped for idleness; ``gpu_hold_after_stop_minutes``:
+    GPUs kept until the container is removed).
     """
 
     @property
@@ -184,6 +186,21 @@ class ResolvedLimits(_ResolvedValues):
     def idle_timeout_hours(self) -> float | None:
         """Idle hours after which a container is stopped."""
         return cast("float | None", self.values["idle_timeout_hours"].value)
+
+    @property
+    def gpu_hold_after_stop_minutes(self) -> float | None:
+        """Minutes a stopped container keeps its GPUs; ``None``: until it is removed."""
+        return cast("float | None", self.values["gpu_hold_after_stop_minutes"].value)
+
+    def gpu_quota(self) -> GpuQuota:
+        """The GPU keys as the allocator takes them (limits as exact fractions)."""
+        return GpuQuota.from_values(
+            gpu_limit=self.gpu_limit,
+            max_gpus_per_container=self.max_gpus_per_container,
+            allow_full_gpu=self.allow_full_gpu,
+            allow_mig=self.allow_mig,
+            max_containers=self.max_containers,
+        )
 
 
 def groups_of(

@@ -628,6 +628,12 @@ def _check_user_total(
     raise QuotaExceeded(message, details=details)
 
 
+def least_gpu_equivalents(request: GpuRequest, inventory: Inventory) -> Fraction:
+    """The least ``request`` can count for on ``inventory``: each MIG profile on an exact
+    match, over the slices of the largest MIG-mode GPU there (7 when it has none)."""
+    return request.min_gpu_equivalents(_largest_total_slices(inventory.devices))
+
+
 def _smallest(*bounds: Fraction | None) -> Fraction | None:
     present = [b for b in bounds if b is not None]
     return min(present) if present else None
@@ -664,7 +670,7 @@ def allocate(
     if request.is_empty:
         return Placement()
     _check_gpu_kind_allowed(request, quota)
-    needed = request.min_gpu_equivalents(_largest_total_slices(inventory.devices))
+    needed = least_gpu_equivalents(request, inventory)
     _check_per_container_cap(quota, needed)
     in_use = state.user_gpu_equivalents(user)
     _check_user_total(quota, state.of_user(user), in_use, needed)
@@ -686,5 +692,6 @@ __all__ = [
     "equivalents_to_float",
     "format_equivalents",
     "free_devices",
+    "least_gpu_equivalents",
     "place",
 ]
