@@ -129,7 +129,15 @@ def test_forty_concurrent_creates_never_share_a_device_or_break_a_quota(ds01d, d
     def create(item: tuple[str, str, tuple[str, ...]]) -> Any:
         user, name, args = item
         return d.cli(
-            user, "container-create", name, "--image", "busybox", *args, "--json", timeout=120
+            user,
+            "container-create",
+            name,
+            "--image",
+            "busybox",
+            *args,
+            "--no-wait",
+            "--json",
+            timeout=120,
         )
 
     with ThreadPoolExecutor(max_workers=len(plan)) as pool:

@@ -263,7 +263,7 @@ def test_graceful_restart_keeps_containers_devices_and_uuids(ds01d, docker_clien
     # The restarted daemon still sees the held devices: one whole GPU is left, not two.
     free_gpu = create(d, "erin", "e-gpu1", ("--gpus", "1"))
     assert free_gpu.returncode == 0, describe(free_gpu)
-    no_more = create(d, "erin", "e-gpu2", ("--gpus", "1"))
+    no_more = create(d, "erin", "e-gpu2", ("--gpus", "1", "--no-wait"))
     assert no_more.returncode == 3, describe(no_more)
     assert_views_match_docker(d, docker_client)
     stop = d.cli("alice", "container-stop", "a-gpu1")

@@ -287,10 +287,14 @@ def test_second_gpu_over_quota_is_refused_naming_the_holding_container(ds01d, do
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
     create(d, "alice", "thesis", "--gpus", "1")
 
-    whole = d.cli("alice", "container-create", "more", "--image", "busybox", "--gpus", "1")
+    whole = d.cli(
+        "alice", "container-create", "more", "--image", "busybox", "--gpus", "1", "--no-wait"
+    )
     assert whole.returncode == 3, describe(whole)
     assert "thesis" in whole.stderr, describe(whole)
-    mig = d.cli("alice", "container-create", "slice", "--image", "busybox", "--mig", "1g.5gb")
+    mig = d.cli(
+        "alice", "container-create", "slice", "--image", "busybox", "--mig", "1g.5gb", "--no-wait"
+    )
     assert mig.returncode == 3, describe(mig)
     assert "thesis" in mig.stderr, describe(mig)
 

@@ -83,6 +83,18 @@ class Ds01Client:
         body: dict[str, Any] | None = None,
         query: dict[str, Any] | None = None,
     ) -> Any:
+        """The answer's JSON; an error answer raises ``ApiError``."""
+        return self.call(method, endpoint, body=body, query=query)[1]
+
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """(HTTP status, JSON) of a successful answer; an error answer raises ``ApiError``."""
         params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
         url = endpoint + ("?" + urlencode(params) if params else "")
         payload = json.dumps(body).encode() if body is not None else b""
@@ -110,7 +122,7 @@ class Ds01Client:
                 kind=str(error.get("kind", "error")),
                 details=error.get("details") or {},
             )
-        return data
+        return status, data
 
     @staticmethod
     def container_path(name: str, action: str | None = None) -> str:

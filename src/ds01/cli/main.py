@@ -21,6 +21,7 @@ import sys
 from ds01 import __version__
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
+from ds01.core.units import format_duration
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
@@ -130,7 +131,73 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         help="publish container PORT on this machine's 127.0.0.1 (repeatable)",
     )
     p.add_argument("--start", action="store_true", help="start it right away")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail (exit 3) when no devices are free, instead of waiting in the GPU queue",
+    )
     _json_flag(p)
+
+
+#: Seconds one long poll of a queued request may block in the daemon.
+QUEUE_POLL_SECONDS = 30
+
+
+def _wait_in_queue(client: Ds01Client, entry: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Follow a queued request until it starts; return its container's info.
+
+    Ctrl-C leaves it queued (exit 130). A failed or cancelled request raises ``ApiError``.
+    """
+    path = f"/v1/queue/{entry['id']}"
+    entry = client.request("GET", path)  # the dispatcher has placed it by now
+    if not quiet:
+        render.echo(
+            f"No {entry['request']} free now. Queued as {entry['id']}: {_position(entry)}, "
+            f"estimated start {entry.get('estimated_start') or 'unknown'}."
+        )
+        render.echo(
+            "Waiting… (Ctrl-C leaves the request queued; `ds01 queue` shows it; "
+            "--no-wait fails instead)"
+        )
+    shown = entry.get("position")
+    try:
+        while entry["state"] == "waiting":
+            entry = client.request("GET", path, query={"wait": QUEUE_POLL_SECONDS})
+            if not quiet and entry["state"] == "waiting" and entry.get("position") != shown:
+                shown = entry.get("position")
+                render.echo(f"  now {_position(entry)}")
+    except KeyboardInterrupt:
+        render.echo(
+            f"\nLeft in the queue as {entry['id']}: it starts by itself when its turn comes. "
+            f"`ds01 queue` shows it; `ds01 queue cancel {entry['id']}` withdraws it.",
+            err=True,
+        )
+        raise
+    if entry["state"] != "started":
+        raise ApiError(
+            f"The queued request {entry['id']} {entry['state']}: {entry.get('message') or '-'}",
+            exit_code=int(ExitCode.ERROR),
+            kind=str(entry["state"]),
+            details={},
+        )
+    containers = client.request("GET", "/v1/containers")
+    info = next((c for c in containers if c["name"] == entry["container"]), None)
+    if info is None:
+        raise ApiError(
+            f"The queued request {entry['id']} started, but container "
+            f"{entry['container']!r} is gone already.",
+            exit_code=int(ExitCode.NOT_FOUND),
+            kind="not_found",
+            details={},
+        )
+    info["waited_seconds"] = entry["waited_seconds"]
+    return dict(info)
+
+
+def _position(entry: dict[str, Any]) -> str:
+    if entry.get("position") is None:
+        return "position not known yet"
+    return f"position {entry['position']} of {entry['queue_length']}"
 
 
 def _run_create(args: argparse.Namespace) -> None:
@@ -150,16 +217,27 @@ def _run_create(args: argparse.Namespace) -> None:
         "workspace": os.path.abspath(args.workspace) if args.workspace else None,
         "data": os.path.abspath(args.data) if args.data else None,
         "ports": args.ports,
+        "queue": not args.no_wait,
     }
     client = Ds01Client()
-    info = client.request("POST", "/v1/containers", body=body)
-    if args.start:
+    status, info = client.call("POST", "/v1/containers", body=body)
+    queued = status == 202
+    if queued:
+        info = _wait_in_queue(client, info, quiet=args.json)
+    elif args.start:
         info = client.request("POST", Ds01Client.container_path(name, "start"))
     if args.json:
         render.emit_json(info)
         return
     devices = ", ".join(info["gpus"]) or "no GPU"
     equivalents = render.number(info["gpu_equivalents"])
+    if queued:
+        waited = info["waited_seconds"]
+        render.ok(
+            f"Started {info['name']} on {devices} ({equivalents} GPU-eq) after "
+            f"{format_duration(waited)} in the queue."
+        )
+        return
     verb = "Created and started" if args.start else "Created"
     render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
     if info["ports"] and args.start:
@@ -173,13 +251,27 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
         p.add_argument("name", metavar="NAME", help="container name")
         if verb == "remove":
             p.add_argument("--force", "-f", action="store_true", help="remove even if running")
+        if verb == "start":
+            p.add_argument(
+                "--no-wait",
+                action="store_true",
+                help="fail (exit 3) if its GPUs were released and none are free, "
+                "instead of waiting in the GPU queue",
+            )
         _user_flag(p)
         _json_flag(p)
 
     def run(args: argparse.Namespace) -> None:
-        query = {"user": args.user, "force": getattr(args, "force", False)}
+        query = {
+            "user": args.user,
+            "force": getattr(args, "force", False),
+            "queue": verb == "start" and not args.no_wait,
+        }
         path = Ds01Client.container_path(args.name, action)
-        info = Ds01Client().request(method, path, query=query)
+        client = Ds01Client()
+        status, info = client.call(method, path, query=query)
+        if status == 202:  # its devices were released and none are free: it waits
+            info = _wait_in_queue(client, info, quiet=args.json)
         if args.json:
             render.emit_json(info)
         else:
@@ -240,6 +332,62 @@ def _run_list(args: argparse.Namespace) -> None:
             "OOM kill: the kernel killed a process for lack of memory (`--json` shows when and "
             "which limit: the container's own or your total)."
         )
+
+
+# -- the GPU queue ------------------------------------------------------------------------------
+
+
+def _configure_queue(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("list", "cancel"), default="list")
+    p.add_argument("request_id", nargs="?", metavar="ID", help="the request to cancel")
+    p.add_argument("--all", "-a", dest="all_users", action="store_true", help="every user (admins)")
+    p.add_argument("--explain", action="store_true", help="show each request's score, part by part")
+    _json_flag(p)
+
+
+def _run_queue(args: argparse.Namespace) -> None:
+    client = Ds01Client()
+    if args.action == "cancel":
+        if not args.request_id:
+            raise UsageError("Which request? `ds01 queue cancel ID` (IDs: `ds01 queue`).")
+        entry = client.request("DELETE", f"/v1/queue/{args.request_id}")
+        if args.json:
+            render.emit_json(entry)
+        else:
+            render.ok(f"Cancelled {entry['id']} ({entry['container']}, {entry['request']}).")
+        return
+    if args.request_id:
+        raise UsageError("`ds01 queue` lists; to cancel: `ds01 queue cancel ID`.")
+    rows = client.request("GET", "/v1/queue", query={"all": args.all_users})
+    if args.json:
+        render.emit_json(rows)
+        return
+    if not rows:
+        render.echo("The GPU queue is empty." if args.all_users else "You have nothing queued.")
+        return
+    headers = ["POS", "ID", "USER", "CONTAINER", "REQUEST", "WAITED", "STATUS"]
+    table = [
+        [
+            r["position"],
+            r["id"],
+            r["user"],
+            r["container"],
+            r["request"],
+            format_duration(r["waited_seconds"]),
+            r["status"],
+        ]
+        for r in rows
+    ]
+    if args.explain:
+        headers += ["SCORE", "PRIORITY", "FAIRSHARE", "AGE"]
+        for row, r in zip(table, rows, strict=True):
+            score = r.get("score") or {}
+            row += [score.get(k) for k in ("total", "priority", "fairshare", "age")]
+    render.table(headers, table)
+    if args.explain:
+        for r in rows:
+            render.echo(f"{r['id']}: {r.get('reason') or '-'}")
+        render.echo("score = priority + fair share (1 = no recent GPU use) + age; highest first.")
 
 
 # -- GPUs, limits, images, config -------------------------------------------------------------
@@ -450,6 +598,18 @@ COMMANDS: tuple[Command, ...] = (
         _run_list,
     ),
     Command(
+        ("queue",),
+        None,
+        "Your waiting GPU requests; cancel one.",
+        "List your requests waiting for GPUs, in queue order (admins: --all for everyone's),\n"
+        "or cancel one.\n\n"
+        "examples:\n"
+        "  ds01 queue --explain      # positions and each score's parts\n"
+        "  ds01 queue cancel 3f2a9c1b7e40",
+        _configure_queue,
+        _run_queue,
+    ),
+    Command(
         ("gpu", "status"),
         "gpu-status",
         "Every GPU device and who holds it.",
@@ -509,6 +669,20 @@ COMMANDS: tuple[Command, ...] = (
         "Show the user, groups and admin status ds01d derives from your connection.",
         _json_flag,
         _run_whoami,
+    ),
+    Command(
+        ("simulate",),
+        None,
+        "Replay a workload trace through the GPU queue: fair share vs first come first served.",
+        "Replay TRACE.csv (submit_hours,user,group,gpus,mig,duration_hours,idle_tail_hours)\n"
+        "through the GPU queue on a virtual clock, under the scheduler: section of\n"
+        "resource-limits.yaml and under strict first come first served, and compare waits,\n"
+        "GPU utilisation, idle GPU-hours and fairness per group. Runs locally, no daemon.\n\n"
+        "examples:\n"
+        "  ds01 simulate examples/traces/lab-week.csv --config-dir examples/traces\n"
+        "  ds01 simulate trace.csv --config-dir /etc/ds01 --policy fair --json",
+        lambda parser: __import__("ds01.sim.cli", fromlist=["cli"]).configure(parser),
+        lambda args: __import__("ds01.sim.cli", fromlist=["cli"]).run(args),
     ),
 )
 

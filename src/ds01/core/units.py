@@ -111,3 +111,11 @@ def parse_cpus(value: str | int | float) -> float:
     if cpus > MAX_CPUS:
         raise ValueError(f"invalid CPU count {value!r}: must be at most {MAX_CPUS:g}")
     return cpus
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``14 min``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.0f} s"
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between two scans for OOM kills [2]",
     )
+    parser.add_argument(
+        "--queue-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two passes of the GPU queue when nothing changes [5]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
     # Imported here so that `ds01d --help` stays fast.
+    from ds01.daemon import dispatcher
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Ds01HttpServer
@@ -91,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         service.engine.cgroup_driver,
         interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
     )
+    queue = dispatcher.GpuDispatcher(
+        service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
+    )
     server = Ds01HttpServer(paths.socket, service)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -102,9 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
     watcher.start()
+    queue.start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        queue.stop()
         watcher.stop()
         server.server_close()
         paths.socket.unlink(missing_ok=True)

@@ -58,6 +58,11 @@ class CreateContainerRequest(_Model):
         description="Container ports to publish on the host's 127.0.0.1 (never other addresses).",
     )
     interface: Literal["cli", "deploy", "proxy", "job"] = "cli"
+    queue: bool = Field(
+        default=False,
+        description="When no devices are free now: wait in the GPU queue (HTTP 202) instead "
+        "of failing with exit 3. The container is created and started when its turn comes.",
+    )
 
 
 class Holder(_Model):
@@ -198,3 +203,38 @@ class DoctorFinding(_Model):
 class DoctorReport(_Model):
     findings: list[DoctorFinding]
     exit_code: int = Field(description="0 healthy, 1 warnings, 2 critical findings.")
+
+
+class ScoreInfo(_Model):
+    """A queued request's score in points, part by part (higher goes first)."""
+
+    total: float
+    priority: float
+    fairshare: float
+    age: float
+    fairshare_factor: float = Field(description="1 = no recent GPU usage, towards 0 = heavy.")
+    waited_hours: float
+
+
+class QueueEntryInfo(_Model):
+    id: str
+    user: str
+    container: str = Field(description="The container the request creates or starts.")
+    kind: Literal["create", "start"]
+    request: str = Field(description="What it asks for, e.g. '2 whole GPUs'.")
+    state: Literal["waiting", "started", "cancelled", "failed"]
+    submitted_at: str
+    ended_at: str | None = None
+    position: int | None = Field(
+        default=None, description="1-based place in the queue while waiting."
+    )
+    queue_length: int | None = None
+    status: str | None = Field(
+        default=None, description="Why it waits: capacity, head, reserved_for_head, quota, …"
+    )
+    reason: str | None = Field(default=None, description="The same, in a sentence.")
+    estimated_start: str | None = None
+    message: str | None = Field(default=None, description="Why it failed or was cancelled.")
+    devices: list[str] = Field(default_factory=list, description="Devices it started on.")
+    waited_seconds: float
+    score: ScoreInfo | None = None

@@ -17,16 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
+from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
-from ds01.daemon.service import Created, Ds01Service
+from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.errors import Ds01Error, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,42 @@ class ConfirmOnSend:
     confirm: Callable[[], None]
 
 
-def _confirmed_when_sent(service: Ds01Service, created: Created) -> ConfirmOnSend:
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A result sent with HTTP 202: the request was accepted and will complete later."""
+
+    result: Any
+
+
+def _accepted_if_queued(service: Ds01Service, result: T | Queued) -> T | Accepted:
+    """A queued request as HTTP 202 with its queue entry; anything else as it is."""
+    if isinstance(result, Queued):
+        return Accepted(queue_view.describe(service, result.entry, service.now(), with_score=False))
+    return result
+
+
+def _confirmed_when_sent(
+    service: Ds01Service, created: Created | Queued
+) -> ConfirmOnSend | Accepted:
+    if isinstance(created, Queued):
+        return Accepted(
+            queue_view.describe(service, created.entry, service.now(), with_score=False)
+        )
     return ConfirmOnSend(created.info, lambda: service.confirm_create(created.request_id))
+
+
+def _wait_seconds(query: Query) -> float:
+    text = query.get("wait", "0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"wait must be a number of seconds, got {text[:20]!r}.") from None
+    if not 0 <= value <= 60:
+        raise InvalidInput("wait must be from 0 to 60 seconds.")
+    return value
 
 
 def _flag(query: Query, key: str) -> bool:
@@ -99,10 +134,12 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/containers/{name}/start",
-        "Start a container",
-        lambda s, c, p, q, b: s.start(c, p["name"], user=q.get("user")),
+        "Start a container (queue=1: if its released devices are taken, wait in the queue: 202)",
+        lambda s, c, p, q, b: _accepted_if_queued(
+            s, s.start(c, p["name"], user=q.get("user"), queue=_flag(q, "queue"))
+        ),
         api.ContainerInfo,
-        query=("user",),
+        query=("user", "queue"),
     ),
     Route(
         "POST",
@@ -119,6 +156,29 @@ ROUTES: tuple[Route, ...] = (
         lambda s, c, p, q, b: s.remove(c, p["name"], user=q.get("user"), force=_flag(q, "force")),
         api.ContainerInfo,
         query=("user", "force"),
+    ),
+    Route(
+        "GET",
+        "/v1/queue",
+        "Waiting GPU requests in queue order (own; admins: all=1), with scores",
+        lambda s, c, p, q, b: queue_view.waiting(s, c, all_users=_flag(q, "all")),
+        list[api.QueueEntryInfo],
+        query=("all",),
+    ),
+    Route(
+        "GET",
+        "/v1/queue/{request_id}",
+        "One queued request; wait=SECONDS (at most 60) blocks until it is no longer waiting",
+        lambda s, c, p, q, b: queue_view.wait_for(s, c, p["request_id"], _wait_seconds(q)),
+        api.QueueEntryInfo,
+        query=("wait",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/queue/{request_id}",
+        "Cancel a waiting request (its owner or an admin)",
+        lambda s, c, p, q, b: queue_view.cancel(s, c, p["request_id"]),
+        api.QueueEntryInfo,
     ),
     Route(
         "GET",
@@ -287,7 +347,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     service.log_refusal(caller, "auth.denied", f"api/{method} {url.path}", refusal)
                     raise refusal from exc
             result = route.handler(service, caller, match.groupdict(), query, body)
-            if isinstance(result, ConfirmOnSend):
+            if isinstance(result, Accepted):
+                self._send(202, _dump(result.result))
+            elif isinstance(result, ConfirmOnSend):
                 payload = _encode(_dump(result.result))
                 result.confirm()
                 self._send_bytes(200, payload)

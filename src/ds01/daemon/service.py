@@ -29,10 +29,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from ds01.config.loader import Ds01Config, load_config
 from ds01.config.resolve import (
@@ -57,11 +58,13 @@ from ds01.core.names import (
     validate_image_reference,
     with_default_tag,
 )
+from ds01.core.scheduler import Plan
 from ds01.core.units import MIB, format_bytes, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.notify import notify_terminals
 from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.state import CreateIntent, OomState, StateStore
+from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, StateStore
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -94,6 +97,7 @@ from ds01.runtime.docker import (
     DockerRuntime,
     PortBinding,
     ports_label,
+    requested_ports,
 )
 
 log = logging.getLogger(__name__)
@@ -264,6 +268,49 @@ class _Resources:
     pids_limit: int | None
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A create that found no free devices and now waits in the GPU queue."""
+
+    entry: QueuedRequest
+    reason: str  # why it could not start now
+
+
+@dataclass(frozen=True)
+class PreparedCreate:
+    """A validated create request with everything resolved that needs no lock."""
+
+    owner: UnixUser
+    name: str
+    docker_name: str
+    group: str  # the cgroup slice and fair-share group
+    gpu_request: GpuRequest
+    quota: GpuQuota
+    priority: int
+    image_ref: str
+    requested_image: str
+    framework: str
+    image_command: tuple[str, ...]
+    resources: _Resources
+    aggregate: ResolvedAggregate
+    workspace: Path
+    data: Path | None
+    ports: tuple[tuple[int, int | None], ...]
+    interface: str
+    kept_image: str | None = None  # set when re-created from a commit of its old self
+
+
+def quota_of(limits: ResolvedLimits) -> GpuQuota:
+    """The GPU part of a user's limits."""
+    return GpuQuota.from_values(
+        gpu_limit=limits.gpu_limit,
+        max_gpus_per_container=limits.max_gpus_per_container,
+        allow_full_gpu=limits.allow_full_gpu,
+        allow_mig=limits.allow_mig,
+        max_containers=limits.max_containers,
+    )
+
+
 class Ds01Service:
     """Business logic of ds01d. Thread-safe; one instance per daemon.
 
@@ -295,7 +342,13 @@ class Ds01Service:
         self.events = events
         self._clock = clock
         self._backend_factory = backend_factory
-        self._allocation_lock = threading.Lock()
+        self.allocation_lock = threading.Lock()
+        # Notified whenever the queue or the devices held may have changed.
+        self.queue_condition = threading.Condition()
+        # Free devices the queue holds for its head, and the last plan (set by the
+        # dispatcher after each pass).
+        self.queue_reserved: frozenset[str] = frozenset()
+        self.queue_plan: Plan | None = None
         self._config_lock = threading.Lock()
         self._config_stamp = self._stamp()
         self._config = load_config(paths.config_dir)  # an invalid file stops the start here
@@ -403,7 +456,7 @@ class Ds01Service:
             outcome="denied",
         )
 
-    def _deny(
+    def deny(
         self, caller: Caller, resource: str, message: str, **details: object
     ) -> PermissionDenied:
         refusal = PermissionDenied(message)
@@ -415,7 +468,7 @@ class Ds01Service:
         if user is None or user == caller.name:
             return caller.user
         if not caller.is_admin:
-            raise self._deny(
+            raise self.deny(
                 caller,
                 f"user/{user}",
                 f"Only admins may act for another user ({user}).",
@@ -480,7 +533,7 @@ class Ds01Service:
 
     def _remove_parent_if_unused(self, parent: str) -> None:
         """Remove ``parent`` (and its empty ancestors) if no container of ds01 uses it."""
-        with self._allocation_lock:
+        with self.allocation_lock:
             try:
                 records = self.runtime.list_managed()
             except Ds01Error as exc:
@@ -494,7 +547,7 @@ class Ds01Service:
         remove the empty parents no container uses. Returns the parents removed."""
         self._apply_live_aggregates(self.config(), "ds01d started")
         removed = []
-        with self._allocation_lock:
+        with self.allocation_lock:
             in_use = {record_parent(r) for r in self.runtime.list_managed()}
             for parent in sorted(self.cgroups.user_parents() - in_use):
                 if self.cgroups.remove_if_empty(parent):
@@ -507,10 +560,8 @@ class Ds01Service:
         self, caller: Caller, *, all_users: bool = False, user: str | None = None
     ) -> list[api.ContainerInfo]:
         if all_users and not caller.is_admin:
-            raise self._deny(
-                caller, "containers/*", "Only admins may list every user's containers."
-            )
-        records = self.runtime.list_managed()
+            raise self.deny(caller, "containers/*", "Only admins may list every user's containers.")
+        records = self.records()
         if not all_users:
             subject = self._subject(caller, user)
             records = [r for r in records if r.uid == subject.uid]
@@ -520,7 +571,7 @@ class Ds01Service:
 
     def gpu_status(self, caller: Caller) -> api.GpuStatusResponse:
         inventory = self.backend.inventory()
-        held = allocation_state(self.runtime.list_managed()).held()
+        held = allocation_state(self.records()).held()
         devices = []
         for device in inventory.devices:
             holding = held.get(device.uuid)
@@ -566,7 +617,7 @@ class Ds01Service:
         subject = self._subject(caller, user)
         resolved = self.limits_for(subject)
         aggregate = self.aggregate_for(subject)
-        mine = [r for r in self.runtime.list_managed() if r.uid == subject.uid]
+        mine = [r for r in self.records() if r.uid == subject.uid]
         in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
         holding = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
         usages = [self.cgroups.memory_usage(p) for p in {record_parent(r) for r in mine}]
@@ -618,107 +669,148 @@ class Ds01Service:
 
     # -- container lifecycle ------------------------------------------------------------------
 
-    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created:
-        """Allocate devices and create the container, atomically.
+    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
+        """Allocate devices and create the container, atomically; or queue the request.
 
-        The create intent stays open when this returns: the caller must call
+        A request within quota that finds no free devices is queued when ``request.queue``
+        is set (``Queued``); it starts by itself when its turn comes (``GpuDispatcher``).
+        The create intent stays open when this returns ``Created``: the caller must call
         ``confirm_create(result.request_id)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
         """
-        resource = f"container/{request.name[:80]}"
-        config = self.config()
         try:
-            name = validate_container_name(request.name)
-            gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
+            prepared = self.prepare_create(caller.user, request)
         except PolicyError as exc:
-            self._refused(caller, resource, exc)
+            self._refused(caller, f"container/{request.name[:80]}", exc)
             raise
-        docker_name = L.container_name(name, caller.uid)
-        resource = f"container/{docker_name}"
-        try:
-            image_ref, framework, image_command = self._resolve_image(
-                config, request.image, caller.name
-            )
-            limits = self.limits_for(caller.user)
-            aggregate = self.aggregate_for(caller.user)
-            resources = _resources(limits, request, self.engine.cpus, aggregate)
-            workspace = self._workspace(caller.user, request.workspace)
-            data = (
-                self._owned_directory(caller.user, request.data, "--data") if request.data else None
-            )
-            ports = _requested_ports(request.ports)
-        except PolicyError as exc:
-            self._refused(caller, resource, exc)
-            raise
-        group = limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP
-        quota = GpuQuota.from_values(
-            gpu_limit=limits.gpu_limit,
-            max_gpus_per_container=limits.max_gpus_per_container,
-            allow_full_gpu=limits.allow_full_gpu,
-            allow_mig=limits.allow_mig,
-            max_containers=limits.max_containers,
-        )
+        resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
-        with self._allocation_lock:
-            records = self.runtime.list_managed()
-            if any(r.docker_name == docker_name for r in records):
-                raise Conflict(
-                    f"You already have a container named {name!r}. Pick another name, or "
-                    f"remove it first with `container-remove {name}`."
-                )
+        with self.allocation_lock:
+            records = self.records()
             inventory = self.backend.inventory()
-            mine = [r for r in records if r.uid == caller.uid]
             try:
-                placement = allocate(
-                    gpu_request,
-                    caller.name,
-                    quota,
-                    inventory,
-                    allocation_state(records),
-                    [r.name for r in mine],
-                )
-                self._check_memory_total(aggregate, None, resources.memory_bytes, mine)
+                placement = self.admit(prepared, records, inventory)
+            except NoCapacity as exc:
+                if not request.queue:
+                    self._refused(caller, resource, exc)
+                    raise
+                return self.enqueue(prepared, request, exc)
             except PolicyError as exc:
                 self._refused(caller, resource, exc)
                 raise
-            spec = self._spec(
-                caller=caller,
-                name=name,
-                docker_name=docker_name,
-                group=group,
-                image=image_ref,
-                requested_image=request.image,
-                framework=framework,
-                image_command=image_command,
-                placement=placement,
-                inventory=inventory,
-                resources=resources,
-                workspace=workspace,
-                data=data,
-                interface=request.interface,
-                request_id=request_id,
-                ports=ports,
+            info = self.create_admitted(prepared, placement, inventory, request_id, intent=True)
+        return Created(info=info, request_id=request_id)
+
+    def prepare_create(
+        self, owner: UnixUser, request: api.CreateContainerRequest
+    ) -> PreparedCreate:
+        """Everything about a create that needs no lock: validation, image, resources, mounts.
+
+        Raises:
+            PolicyError: the request is invalid or not allowed (the caller logs the refusal).
+        """
+        config = self.config()
+        name = validate_container_name(request.name)
+        gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
+        image_ref, framework, image_command = self._resolve_image(config, request.image, owner.name)
+        limits = self.limits_for(owner)
+        aggregate = self.aggregate_for(owner)
+        resources = _resources(limits, request, self.engine.cpus, aggregate)
+        workspace = self._workspace(owner, request.workspace)
+        data = self._owned_directory(owner, request.data, "--data") if request.data else None
+        return PreparedCreate(
+            owner=owner,
+            name=name,
+            docker_name=L.container_name(name, owner.uid),
+            group=limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP,
+            gpu_request=gpu_request,
+            quota=quota_of(limits),
+            priority=int(limits.priority or 0),
+            image_ref=image_ref,
+            requested_image=request.image,
+            framework=framework,
+            image_command=image_command,
+            resources=resources,
+            aggregate=aggregate,
+            workspace=workspace,
+            data=data,
+            ports=_requested_ports(request.ports),
+            interface=request.interface,
+        )
+
+    def admit(
+        self, prepared: PreparedCreate, records: list[ContainerRecord], inventory: Inventory
+    ) -> Placement:
+        """Under the allocation lock: the devices for ``prepared``, or why not.
+
+        Raises:
+            Conflict: the owner already has a container of that name.
+            QuotaExceeded: a GPU, container count or memory total limit.
+            NoCapacity: within quota, but no free devices fit.
+        """
+        if any(r.docker_name == prepared.docker_name for r in records):
+            raise Conflict(
+                f"You already have a container named {prepared.name!r}. Pick another name, or "
+                f"remove it first with `container-remove {prepared.name}`."
             )
-            self._enforce(caller.name, user_slice_path(group, caller.name), aggregate)
+        mine = [r for r in records if r.uid == prepared.owner.uid]
+        # Devices held for the head of the queue are not free for anyone else.
+        if self.queue_reserved:
+            inventory = replace(inventory, reserved=inventory.reserved | self.queue_reserved)
+        placement = allocate(
+            prepared.gpu_request,
+            prepared.owner.name,
+            prepared.quota,
+            inventory,
+            allocation_state(records),
+            [r.name for r in mine],
+        )
+        self._check_memory_total(prepared.aggregate, None, prepared.resources.memory_bytes, mine)
+        return placement
+
+    def create_admitted(
+        self,
+        prepared: PreparedCreate,
+        placement: Placement,
+        inventory: Inventory,
+        request_id: str,
+        *,
+        intent: bool,
+        actor: str | None = None,
+    ) -> api.ContainerInfo:
+        """Under the allocation lock: create the container ``admit`` found devices for.
+
+        ``intent``: record a create intent (a client waits for the answer; see ``create``).
+        A queued request passes ``False``: its queue id as ``request_id`` plays that role.
+        ``actor``: who the events name as the doer (default: the owner).
+        """
+        owner, resources = prepared.owner, prepared.resources
+        resource = f"container/{prepared.docker_name}"
+        doer = actor or owner.name
+        spec = self._spec(prepared, placement, inventory, request_id)
+        self._enforce(owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate)
+        if intent:
             self.store.add_intent(
-                CreateIntent(request_id, docker_name, caller.name, spec.labels[L.CREATED_AT])
-            )
-            try:
-                self.runtime.create(spec)
-            except Ds01Error as exc:
-                self._undo_create(docker_name, request_id)
-                self.events.emit(
-                    "container.create",
-                    user=caller.name,
-                    resource=resource,
-                    details={"error": exc.message},
-                    outcome="failure",
+                CreateIntent(
+                    request_id, prepared.docker_name, owner.name, spec.labels[L.CREATED_AT]
                 )
-                raise
+            )
+        try:
+            self.runtime.create(spec)
+        except Ds01Error as exc:
+            self._undo_create(prepared.docker_name, request_id)
+            self.events.emit(
+                "container.create",
+                user=doer,
+                resource=resource,
+                details={"error": exc.message},
+                outcome="failure",
+            )
+            raise
         if placement.devices:
             self.events.emit(
                 "gpu.allocate",
-                user=caller.name,
+                user=doer,
                 resource=resource,
                 details={
                     "devices": list(placement.uuids),
@@ -727,31 +819,116 @@ class Ds01Service:
             )
         self.events.emit(
             "container.create",
-            user=caller.name,
+            user=doer,
             resource=resource,
             details={
-                "image": image_ref,
+                "image": prepared.image_ref,
                 "gpus": list(placement.uuids),
                 "cpus": resources.cpus,
                 "memory": format_bytes(resources.memory_bytes) if resources.memory_bytes else None,
-                "interface": request.interface,
+                "interface": prepared.interface,
             },
         )
-        info = api.ContainerInfo(
-            name=name,
-            docker_name=docker_name,
-            user=caller.name,
+        return api.ContainerInfo(
+            name=prepared.name,
+            docker_name=prepared.docker_name,
+            user=owner.name,
             status="created",
-            image=request.image,
+            image=prepared.requested_image,
             gpus=list(placement.uuids),
             gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
             created_at=spec.labels[L.CREATED_AT],
             ports=[
                 api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
-                for c, h in ports
+                for c, h in prepared.ports
             ],
         )
-        return Created(info=info, request_id=request_id)
+
+    def enqueue(
+        self, prepared: PreparedCreate, request: api.CreateContainerRequest, why: NoCapacity
+    ) -> Queued:
+        """Under the allocation lock: put a create that found no free devices in the queue."""
+        waiting = self.store.queued()
+        if any(q.uid == prepared.owner.uid and q.container == prepared.name for q in waiting):
+            raise Conflict(
+                f"A request for a container named {prepared.name!r} is already queued. "
+                "`ds01 queue` shows it; `ds01 queue cancel ID` withdraws it."
+            )
+        entry = QueuedRequest(
+            id=uuid.uuid4().hex[:12],
+            user=prepared.owner.name,
+            uid=prepared.owner.uid,
+            group=prepared.group,
+            kind="create",
+            container=prepared.name,
+            request_json=request.model_dump_json(),
+            whole_gpus=prepared.gpu_request.whole_gpus,
+            mig=",".join(prepared.gpu_request.mig_profiles),
+            submitted_at=self._clock().isoformat(timespec="microseconds"),
+        )
+        return self._join_queue(entry, prepared.gpu_request, why)
+
+    def _join_queue(self, entry: QueuedRequest, request: GpuRequest, why: NoCapacity) -> Queued:
+        self.store.add_queued(entry)
+        self.events.emit(
+            "queue.join",
+            user=entry.user,
+            resource=f"queue/{entry.id}",
+            details={
+                "container": entry.container,
+                "kind": entry.kind,
+                "request": request.describe(),
+                "reason": why.message,
+            },
+        )
+        self.queue_changed()
+        return Queued(entry=entry, reason=why.message)
+
+    def now(self) -> datetime:
+        """The service's clock (UTC)."""
+        return self._clock()
+
+    def check_memory_total(self, prepared: PreparedCreate, mine: list[ContainerRecord]) -> None:
+        """Refuse (``QuotaExceeded``) ``prepared`` if its memory does not fit in the owner's
+        total next to ``mine``, the owner's containers."""
+        self._check_memory_total(prepared.aggregate, None, prepared.resources.memory_bytes, mine)
+
+    def release_devices(
+        self, record: ContainerRecord, now: datetime, *, held_minutes: float
+    ) -> None:
+        """Under the allocation lock: a stopped container's devices go back to the pool."""
+        self.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
+        self.events.emit(
+            "gpu.release",
+            user="ds01d",
+            resource=_resource(record),
+            details={
+                "devices": list(record.gpus),
+                "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
+                "reason": f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
+            },
+        )
+
+    def notify_user(self, uid: int, message: str) -> None:
+        """Write ``message`` on the terminals where user ``uid`` is logged in and accepts
+        messages (like ``write``: the terminal's group-write bit, ``mesg y``). Fails soft."""
+        notify_terminals(uid, message)
+
+    def queue_changed(self) -> None:
+        """Wake the dispatcher and every client waiting on the queue."""
+        with self.queue_condition:
+            self.queue_condition.notify_all()
+
+    def records(self) -> list[ContainerRecord]:
+        """Every managed container; those whose devices were released hold none."""
+        records = self.runtime.list_managed()
+        released = self.store.released()
+        if not released:
+            return records
+        return [
+            replace(r, gpus=(), gpu_equivalents=Fraction(0)) if r.id in released else r
+            for r in records
+        ]
 
     def confirm_create(self, request_id: str) -> None:
         """The client is being told about the create: from now on it is permanent."""
@@ -771,15 +948,26 @@ class Ds01Service:
             return
         self.store.remove_intent(request_id)
 
-    def start(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
+    def start(
+        self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False
+    ) -> api.ContainerInfo | Queued:
+        """Start a container. One whose devices were released gets devices again first
+        (``reacquire``); if none are free it is queued when ``queue`` is set."""
         record = self._target(caller, name, user, "start")
         owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
-        self._check_mounts(caller, owner, record)
+        self.check_mounts(caller, owner, record)
         aggregate = self.aggregate_for(owner)
-        with self._allocation_lock:
+        with self.allocation_lock:
             if record.status != "running":
                 try:
                     self._check_can_start(record, aggregate)
+                    if record.id in self.store.released():
+                        record = self._reacquire_now(owner, record)
+                except NoCapacity as exc:
+                    if not queue:
+                        self.log_refusal(caller, "container.start", _resource(record), exc)
+                        raise
+                    return self.enqueue_start(owner, record, exc)
                 except PolicyError as exc:
                     self.log_refusal(caller, "container.start", _resource(record), exc)
                     raise
@@ -791,7 +979,168 @@ class Ds01Service:
             record = self.runtime.find_managed(record.docker_name) or record
         return container_info(record).model_copy(update={"status": "running"})
 
-    def _check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
+    # -- devices back after a release --------------------------------------------------------
+
+    def released_request(self, record: ContainerRecord, inventory: Inventory) -> GpuRequest:
+        """What a released container asks for again: as many whole GPUs, or the same MIG
+        profiles, as its labels record."""
+        by_uuid = inventory.by_uuid()
+        devices = [by_uuid.get(u) for u in record.labels.get(L.GPUS, "").split(",") if u]
+        if any(d is None for d in devices):
+            raise InvalidInput(
+                f"{record.name} held devices that this machine no longer has (the MIG layout "
+                "changed?). Re-create it: your files in /workspace are kept."
+            )
+        known = [d for d in devices if d is not None]
+        return GpuRequest(
+            whole_gpus=sum(1 for d in known if d.kind == "gpu"),
+            mig_profiles=tuple(d.profile or "" for d in known if d.kind == "mig"),
+        )
+
+    def _reacquire_now(self, owner: UnixUser, record: ContainerRecord) -> ContainerRecord:
+        """Under the allocation lock: devices for a released container, or ``NoCapacity``."""
+        inventory = self.backend.inventory()
+        records = self.records()
+        if self.queue_reserved:
+            inventory = replace(inventory, reserved=inventory.reserved | self.queue_reserved)
+        limits = self.limits_for(owner)
+        placement = allocate(
+            self.released_request(record, inventory),
+            owner.name,
+            quota_of(limits),
+            inventory,
+            allocation_state(records),
+            [r.name for r in records if r.uid == record.uid and r.id != record.id],
+        )
+        return self.reacquire_admitted(owner, record, placement, inventory, actor=owner.name)
+
+    def reacquire_admitted(
+        self,
+        owner: UnixUser,
+        record: ContainerRecord,
+        placement: Placement,
+        inventory: Inventory,
+        *,
+        actor: str,
+    ) -> ContainerRecord:
+        """Under the allocation lock: give a released container ``placement``'s devices.
+
+        Its own devices again if they are all free (nothing to change); otherwise the
+        container is re-created on the new devices from a commit of its filesystem, with
+        the same name, mounts and limits, so that nothing in it is lost.
+        """
+        old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
+        held = allocation_state(self.records()).held()
+        free_again = all(u not in held and u not in inventory.reserved for u in old)
+        if free_again:
+            self.store.unrelease([record.id])
+            fresh = replace(record, gpus=old)
+        else:
+            fresh = self._recreate_on(owner, record, placement, inventory, actor)
+        self.events.emit(
+            "gpu.allocate",
+            user=actor,
+            resource=_resource(record),
+            details={
+                "devices": list(fresh.gpus),
+                "gpu_equivalents": equivalents_to_float(fresh.gpu_equivalents),
+                "reason": "same devices again" if free_again else "re-created on other devices",
+            },
+        )
+        return fresh
+
+    def _recreate_on(
+        self,
+        owner: UnixUser,
+        record: ContainerRecord,
+        placement: Placement,
+        inventory: Inventory,
+        actor: str,
+    ) -> ContainerRecord:
+        attrs = self.runtime.inspect(record.docker_name)
+        repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
+        kept = self.runtime.commit(record.docker_name, repository, str(int(time.time())))
+        prepared = self._prepared_from(owner, record, attrs, kept)
+        replaced = record.docker_name + L.REPLACED_SUFFIX
+        self.runtime.rename(record.docker_name, replaced)
+        try:
+            self.create_admitted(
+                prepared, placement, inventory, record.request_id, intent=False, actor=actor
+            )
+        except Ds01Error:
+            self.runtime.rename(replaced, record.docker_name)
+            self.runtime.remove_image(kept)
+            raise
+        self.runtime.remove(replaced, force=True, missing_ok=True)
+        self.store.unrelease([record.id])
+        previous_kept = record.labels.get(L.KEPT_IMAGE)
+        if previous_kept:
+            self.runtime.remove_image(previous_kept)
+        fresh = self.runtime.find_managed(record.docker_name)
+        if fresh is None:
+            raise NotFound(f"{record.name} vanished while it was being re-created.")
+        return fresh
+
+    def _prepared_from(
+        self, owner: UnixUser, record: ContainerRecord, attrs: dict[str, Any], image: str
+    ) -> PreparedCreate:
+        """A create of ``record`` again, from ``image`` (its commit), as it was made."""
+        host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
+        mounts = {m.get("Destination"): m.get("Source") for m in attrs.get("Mounts") or []}
+        limits = self.limits_for(owner)
+        workspace = self._owned_directory(owner, str(mounts.get(CONTAINER_WORKSPACE)), "workspace")
+        data_source = mounts.get(CONTAINER_DATA)
+        data = self._owned_directory(owner, str(data_source), "--data") if data_source else None
+        return PreparedCreate(
+            owner=owner,
+            name=record.name,
+            docker_name=record.docker_name,
+            group=record.group,
+            gpu_request=GpuRequest(),
+            quota=quota_of(limits),
+            priority=int(limits.priority or 0),
+            image_ref=image,
+            requested_image=record.image,
+            framework=record.labels.get(L.AIME_FRAMEWORK, "-"),
+            image_command=tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ()),
+            resources=_Resources(
+                cpus=label_cpus(record),
+                memory_bytes=label_size(record, L.MEMORY_BYTES),
+                shm_size_bytes=int(host.get("ShmSize") or 0) or None,
+                pids_limit=int(host.get("PidsLimit") or 0) or None,
+            ),
+            aggregate=self.aggregate_for(owner),
+            workspace=workspace,
+            data=data,
+            ports=requested_ports(record.labels),
+            interface=record.labels.get(L.INTERFACE, "cli"),
+            kept_image=image,
+        )
+
+    def enqueue_start(self, owner: UnixUser, record: ContainerRecord, why: NoCapacity) -> Queued:
+        """Under the allocation lock: queue a released container until devices free up."""
+        waiting = self.store.queued()
+        existing = next(
+            (q for q in waiting if q.uid == record.uid and q.container == record.name), None
+        )
+        if existing is not None:
+            return Queued(entry=existing, reason=why.message)
+        request = self.released_request(record, self.backend.inventory())
+        entry = QueuedRequest(
+            id=uuid.uuid4().hex[:12],
+            user=owner.name,
+            uid=owner.uid,
+            group=record.group,
+            kind="start",
+            container=record.name,
+            request_json="",
+            whole_gpus=request.whole_gpus,
+            mig=",".join(request.mig_profiles),
+            submitted_at=self._clock().isoformat(timespec="microseconds"),
+        )
+        return self._join_queue(entry, request, why)
+
+    def check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
         """Docker resolves bind sources again at every start: refuse if a source that was the
         owner's own directory at create time is now a symlink or no longer theirs."""
         for mount in self.runtime.inspect(record.docker_name).get("Mounts") or ():
@@ -801,11 +1150,11 @@ class Ds01Service:
             try:
                 real = self._owned_directory(owner, source, "mount")
             except PolicyError as exc:
-                raise self._deny(
+                raise self.deny(
                     caller, _resource(record), f"Not starting {record.name!r}: {exc.message}"
                 ) from exc
             if str(real) != source:
-                raise self._deny(
+                raise self.deny(
                     caller,
                     _resource(record),
                     f"Not starting {record.name!r}: its mount {source} now leads to {real}. "
@@ -857,6 +1206,7 @@ class Ds01Service:
         record = self._target(caller, name, user, "stop")
         self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
         self.events.emit("container.stop", user=caller.name, resource=_resource(record))
+        self.queue_changed()
         return container_info(record).model_copy(update={"status": "stopped"})
 
     def remove(
@@ -869,14 +1219,17 @@ class Ds01Service:
                 f"`container-stop {record.name}`, or remove it anyway with --force."
             )
         # No lock needed: freeing devices can never make two containers share one.
+        released = record.id in self.store.released()
         self.runtime.remove(record.docker_name, force=force)
+        if record.labels.get(L.KEPT_IMAGE):
+            self.runtime.remove_image(record.labels[L.KEPT_IMAGE])
         self.events.emit(
             "container.remove",
             user=caller.name,
             resource=_resource(record),
             details={"force": force},
         )
-        if record.gpus:
+        if record.gpus and not released:
             self.events.emit(
                 "gpu.release",
                 user=caller.name,
@@ -887,9 +1240,26 @@ class Ds01Service:
                 },
             )
         self._remove_parent_if_unused(record_parent(record))
+        self.store.unrelease([record.id])
+        self.queue_changed()
         return container_info(record).model_copy(update={"status": "removed"})
 
     # -- start-up reconciliation --------------------------------------------------------
+
+    def _settle_replacements(self) -> None:
+        """Finish or undo a re-creation on other devices that a crash interrupted: the old
+        container is removed if the new one exists, else it gets its name back."""
+        records = self.runtime.list_managed()
+        names = {r.docker_name for r in records}
+        for record in records:
+            if not record.docker_name.endswith(L.REPLACED_SUFFIX):
+                continue
+            original = record.docker_name[: -len(L.REPLACED_SUFFIX)]
+            if original in names:
+                self.runtime.remove(record.docker_name, force=True, missing_ok=True)
+            else:
+                self.runtime.rename(record.docker_name, original)
+            log.warning("settled the interrupted re-creation of %s", original)
 
     def reconcile(self, settle_seconds: float = 1.5) -> list[str]:
         """Remove containers whose create never finished; return their Docker names.
@@ -899,6 +1269,7 @@ class Ds01Service:
         container is not there yet is looked at again for ``settle_seconds``.
         """
         removed: list[str] = []
+        self._settle_replacements()
         pending = self.store.intents()
         deadline = time.monotonic() + settle_seconds
         while pending:
@@ -969,7 +1340,7 @@ class Ds01Service:
             docker_name = L.container_name(name, owner_uid)
             record = None
         if owner_uid != caller.uid and not caller.is_admin:
-            raise self._deny(
+            raise self.deny(
                 caller,
                 f"container/{docker_name}",
                 f"You may not {verb} {name!r}: it belongs to another user.",
@@ -1049,50 +1420,36 @@ class Ds01Service:
         return real
 
     def _spec(
-        self,
-        *,
-        caller: Caller,
-        name: str,
-        docker_name: str,
-        group: str,
-        image: str,
-        requested_image: str,
-        framework: str,
-        image_command: tuple[str, ...],
-        placement: Placement,
-        inventory: Inventory,
-        resources: _Resources,
-        workspace: Path,
-        data: Path | None,
-        interface: str,
-        request_id: str,
-        ports: tuple[tuple[int, int | None], ...],
+        self, prepared: PreparedCreate, placement: Placement, inventory: Inventory, request_id: str
     ) -> ContainerSpec:
+        owner, resources, name = prepared.owner, prepared.resources, prepared.name
+        workspace, data = prepared.workspace, prepared.data
         uuids = placement.uuids
         visible = ",".join(uuids) if uuids else "void"
         labels = {
             L.MANAGED: "true",
-            L.USER: caller.name,
-            L.UID: str(caller.uid),
-            L.GROUP: group,
+            L.USER: owner.name,
+            L.UID: str(owner.uid),
+            L.GROUP: prepared.group,
             L.NAME: name,
             L.GPUS: ",".join(uuids),
             L.GPU_EQUIVALENTS: str(placement.gpu_equivalents),
             L.CREATED_AT: self._clock().isoformat(timespec="seconds"),
-            L.INTERFACE: interface,
-            L.IMAGE: requested_image,
+            L.INTERFACE: prepared.interface,
+            L.IMAGE: prepared.requested_image,
             L.REQUEST_ID: request_id,
             L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
             L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
-            L.PORTS: ports_label(ports),
-            L.AIME_MLC: caller.name,
+            L.PORTS: ports_label(prepared.ports),
+            L.KEPT_IMAGE: prepared.kept_image or "",
+            L.AIME_MLC: owner.name,
             L.AIME_NAME: name,
-            L.AIME_USER: caller.name,
+            L.AIME_USER: owner.name,
             L.AIME_VERSION: L.AIME_MLC_VERSION_VALUE,
             L.AIME_WORK_MOUNT: str(workspace),
             L.AIME_DATA_MOUNT: str(data) if data else "-",
             L.AIME_MODELS_MOUNT: "-",
-            L.AIME_FRAMEWORK: framework,
+            L.AIME_FRAMEWORK: prepared.framework,
             L.AIME_GPUS: visible,
         }
         mounts = [(str(workspace), CONTAINER_WORKSPACE)]
@@ -1100,28 +1457,28 @@ class Ds01Service:
             mounts.append((str(data), CONTAINER_DATA))
         through_toolkit = inventory.backend == "nvml"
         return ContainerSpec(
-            docker_name=docker_name,
-            image=image,
-            user=f"{caller.uid}:{caller.user.gid}",
+            docker_name=prepared.docker_name,
+            image=prepared.image_ref,
+            user=f"{owner.uid}:{owner.gid}",
             hostname=name,
             labels=labels,
             environment={
                 "NVIDIA_VISIBLE_DEVICES": visible,
                 "CUDA_VISIBLE_DEVICES": visible,
                 "HOME": CONTAINER_WORKSPACE,
-                "USER": caller.name,
+                "USER": owner.name,
                 "DS01_CONTAINER": name,
             },
             mounts=tuple(mounts),
-            cgroup_parent=cgroup_parent(group, caller.name, self.engine.cgroup_driver),
+            cgroup_parent=cgroup_parent(prepared.group, owner.name, self.engine.cgroup_driver),
             cpus=resources.cpus,
             memory_bytes=resources.memory_bytes,
             shm_size_bytes=resources.shm_size_bytes,
             pids_limit=resources.pids_limit,
             gpu_uuids=uuids if through_toolkit else (),
             device_nodes=() if through_toolkit else _device_nodes(placement.devices),
-            stop_signal=_stop_signal(image_command),
-            ports=ports,
+            stop_signal=_stop_signal(prepared.image_command),
+            ports=prepared.ports,
         )
 
 

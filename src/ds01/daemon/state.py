@@ -5,6 +5,18 @@ container is complete. After a crash, an intent still present means the create n
 finished, so the container it names (if Docker made it) is removed: no half-made container
 survives a restart.
 
+*The GPU queue*: requests waiting for devices (``queue``), each with its state; a row
+leaves ``waiting`` exactly once (``finish_queued`` is a compare-and-set), and a container
+created for it carries its id as ``ds01.request_id``, so that a crash between the two
+cannot start a request twice.
+
+*The usage ledger*: intervals during which a container held GPU devices, with their
+GPU-equivalents, for fair share (``usage``).
+
+*GPU releases*: stopped containers whose devices went back to the pool after
+``gpu_hold_after_stop_minutes`` (``gpu_releases``); their labels still name the devices
+they had, which they get back at start only if still free.
+
 *OOM counters*: per container, the kernel's OOM counters last seen and the kills ds01
 reported (``ds01.daemon.oom``), so that a restart of ds01d does not report a kill twice and
 ``container-list`` can show them.
@@ -17,6 +29,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Literal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -37,7 +50,48 @@ CREATE TABLE IF NOT EXISTS oom_counters (
     last_oom       TEXT,
     last_limit     TEXT
 );
+CREATE TABLE IF NOT EXISTS queue (
+    id            TEXT PRIMARY KEY,
+    user          TEXT NOT NULL,
+    uid           INTEGER NOT NULL,
+    grp           TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    container     TEXT NOT NULL,
+    request_json  TEXT NOT NULL,
+    whole_gpus    INTEGER NOT NULL,
+    mig           TEXT NOT NULL,
+    submitted_at  TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    ended_at      TEXT,
+    message       TEXT,
+    devices       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_state ON queue (state);
+CREATE TABLE IF NOT EXISTS usage (
+    container_id     TEXT NOT NULL,
+    user             TEXT NOT NULL,
+    grp              TEXT NOT NULL,
+    gpu_equivalents  TEXT NOT NULL,
+    start            TEXT NOT NULL,
+    end              TEXT,
+    PRIMARY KEY (container_id, start)
+);
+CREATE TABLE IF NOT EXISTS gpu_releases (
+    container_id  TEXT PRIMARY KEY,
+    docker_name   TEXT NOT NULL,
+    released_at   TEXT NOT NULL
+);
 """
+
+_SELECT_QUEUE = (
+    "SELECT id, user, uid, grp, kind, container, request_json, whole_gpus, mig, submitted_at, "
+    "state, ended_at, message, devices FROM queue"
+)
+_INSERT_QUEUE = (
+    "INSERT INTO queue (id, user, uid, grp, kind, container, request_json, whole_gpus, mig, "
+    "submitted_at, state, ended_at, message, devices) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -79,6 +133,51 @@ class OomState:
     oom_kills: int = 0
     last_oom: str | None = None
     last_limit: str | None = None
+
+
+QueueKind = Literal["create", "start"]
+QueueState = Literal["waiting", "started", "cancelled", "failed"]
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    """A request in the GPU queue.
+
+    ``kind``: ``create`` (a new container, ``request_json`` is its create request) or
+    ``start`` (an existing stopped container ``container`` that needs devices again).
+    Times are ISO 8601 UTC; ``mig`` and ``devices`` are comma-separated.
+    """
+
+    id: str
+    user: str
+    uid: int
+    group: str
+    kind: QueueKind
+    container: str
+    request_json: str
+    whole_gpus: int
+    mig: str
+    submitted_at: str
+    state: QueueState = "waiting"
+    ended_at: str | None = None
+    message: str | None = None
+    devices: str = ""
+
+    @property
+    def mig_profiles(self) -> tuple[str, ...]:
+        return tuple(p for p in self.mig.split(",") if p)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One container's holding of GPU devices: from ``start`` to ``end`` (``None``: still)."""
+
+    container_id: str
+    user: str
+    group: str
+    gpu_equivalents: str  # an exact fraction, "3/7"
+    start: str
+    end: str | None = None
 
 
 class StateStore:
@@ -130,6 +229,101 @@ class StateStore:
         with self._lock:
             self._db.executemany(
                 "DELETE FROM oom_counters WHERE container_id = ?", [(i,) for i in container_ids]
+            )
+
+    # -- the GPU queue ---------------------------------------------------------------------
+
+    def add_queued(self, request: QueuedRequest) -> None:
+        with self._lock:
+            self._db.execute(
+                _INSERT_QUEUE,
+                astuple(request),
+            )
+
+    def queued(self, *states: QueueState) -> list[QueuedRequest]:
+        """Requests in the given states (default: waiting), oldest first."""
+        wanted = states or ("waiting",)
+        with self._lock:
+            rows = self._db.execute(_SELECT_QUEUE + " ORDER BY submitted_at, id").fetchall()
+        return [r for r in (QueuedRequest(*row) for row in rows) if r.state in wanted]
+
+    def queued_by_id(self, request_id: str) -> QueuedRequest | None:
+        with self._lock:
+            row = self._db.execute(_SELECT_QUEUE + " WHERE id = ?", (request_id,)).fetchone()
+        return None if row is None else QueuedRequest(*row)
+
+    def finish_queued(
+        self,
+        request_id: str,
+        state: QueueState,
+        ended_at: str,
+        message: str | None = None,
+        devices: str = "",
+    ) -> bool:
+        """Move a waiting request to ``state``; ``False`` if it was not waiting any more."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE queue SET state = ?, ended_at = ?, message = ?, devices = ? "
+                "WHERE id = ? AND state = 'waiting'",
+                (state, ended_at, message, devices, request_id),
+            )
+        return cursor.rowcount == 1
+
+    def forget_finished_queued(self, before: str) -> None:
+        """Drop finished requests that ended before ``before`` (ISO 8601 UTC)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM queue WHERE state != 'waiting' AND ended_at < ?", (before,)
+            )
+
+    # -- the usage ledger --------------------------------------------------------------------
+
+    def usage(self) -> list[UsageRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
+            ).fetchall()
+        return [UsageRecord(*row) for row in rows]
+
+    def open_usage(self, record: UsageRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record)
+            )
+
+    def close_usage(self, container_id: str, end: str) -> None:
+        """End the open holding of ``container_id`` (if any) at ``end``."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE usage SET end = ? WHERE container_id = ? AND end IS NULL",
+                (end, container_id),
+            )
+
+    def forget_usage(self, ended_before: str) -> None:
+        """Drop holdings that ended before ``ended_before``: they weigh nothing any more."""
+        with self._lock:
+            self._db.execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
+
+    # -- GPU releases ----------------------------------------------------------------------------
+
+    def released(self) -> dict[str, str]:
+        """Container id → when its devices were released (ISO 8601 UTC)."""
+        with self._lock:
+            rows = self._db.execute("SELECT container_id, released_at FROM gpu_releases").fetchall()
+        return dict(rows)
+
+    def release(self, container_id: str, docker_name: str, at: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO gpu_releases VALUES (?, ?, ?)",
+                (container_id, docker_name, at),
+            )
+
+    def unrelease(self, container_ids: Iterable[str]) -> None:
+        """Forget releases: the containers hold their devices again, or are gone."""
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM gpu_releases WHERE container_id = ?", [(i,) for i in container_ids]
             )
 
     def close(self) -> None:

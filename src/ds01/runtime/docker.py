@@ -11,11 +11,13 @@ else (including an engine that does not answer) → ``DockerUnavailable``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -118,10 +120,9 @@ class EventStream:
                     yield ContainerEvent.from_message(message)
 
     def close(self) -> None:
-        try:
+        # Already closed, or the connection is gone: nothing left to end.
+        with contextlib.suppress(Exception):
             self._stream.close()
-        except Exception:  # already closed, or the connection is gone: nothing to end
-            pass
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,16 @@ def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:
     return ",".join(f"{c}:{'' if h is None else h}" for c, h in ports)
 
 
+def requested_ports(labels: dict[str, str]) -> tuple[tuple[int, int | None], ...]:
+    """The (container port, host port or ``None``) pairs of a ``ds01.ports`` label."""
+    pairs = []
+    for item in filter(None, labels.get(L.PORTS, "").split(",")):
+        container, _, host = item.partition(":")
+        if container.isdigit():
+            pairs.append((int(container), int(host) if host.isdigit() else None))
+    return tuple(pairs)
+
+
 def _published_ports(
     labels: dict[str, str], summary_ports: list[dict[str, Any]]
 ) -> tuple[PortBinding, ...]:
@@ -162,15 +173,10 @@ def _published_ports(
         for p in summary_ports
         if p.get("PublicPort") and p.get("IP") == PUBLISH_HOST_IP
     }
-    bindings = []
-    for item in filter(None, labels.get(L.PORTS, "").split(",")):
-        container, _, host = item.partition(":")
-        if not container.isdigit():
-            continue
-        port = int(container)
-        fixed = int(host) if host.isdigit() else None
-        bindings.append(PortBinding(port, PUBLISH_HOST_IP, actual.get(port, fixed)))
-    return tuple(bindings)
+    return tuple(
+        PortBinding(port, PUBLISH_HOST_IP, actual.get(port, fixed))
+        for port, fixed in requested_ports(labels)
+    )
 
 
 @dataclass(frozen=True)
@@ -408,6 +414,38 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 if not missing_ok:
                     raise
+
+    def finished_at(self, container: str) -> datetime | None:
+        """When the container last stopped (UTC), or ``None`` if unknown or never."""
+        state = self.inspect(container).get("State") or {}
+        text = str(state.get("FinishedAt") or "")
+        if not text or text.startswith("0001-"):
+            return None
+        # Docker writes nanoseconds ("…:05.123456789Z"); datetime takes microseconds.
+        head, _, fraction = text.rstrip("Z").partition(".")
+        try:
+            moment = datetime.fromisoformat(head).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        return moment + timedelta(
+            microseconds=int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+        )
+
+    @_translated("saving a container's files")
+    def commit(self, container: str, repository: str, tag: str) -> str:
+        """Commit the container's filesystem as ``repository:tag``; return that reference."""
+        self.api.commit(container, repository=repository, tag=tag)
+        return f"{repository}:{tag}"
+
+    @_translated("renaming a container")
+    def rename(self, container: str, new_name: str) -> None:
+        self.api.rename(container, new_name)
+
+    def remove_image(self, ref: str) -> None:
+        """Remove (untag) an image; one still in use stays. Fails soft: a leftover image
+        costs disk, not correctness."""
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            self.api.remove_image(ref)
 
     @_translated("inspecting container")
     def inspect(self, container: str) -> dict[str, Any]:

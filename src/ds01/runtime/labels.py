@@ -21,6 +21,7 @@ IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
 REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
 MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
+KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
 
 # On an image: the user it was built for. Such an image is allowed for that user even when
@@ -42,6 +43,8 @@ AIME_MLC_VERSION_VALUE = "4"
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 
 CONTAINER_NAME_SEPARATOR = "._."
+#: Suffix of a container's old self while ds01 re-creates it on other devices.
+REPLACED_SUFFIX = ".replaced"
 
 
 def container_name(name: str, uid: int) -> str:

@@ -1,0 +1,381 @@
+"""The GPU queue's imperative shell: a thread of ds01d that starts queued requests.
+
+Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation lock:
+
+1. **Adopt** requests whose container exists already (its ``ds01.request_id`` is the
+   request's id): ds01d died after creating it and before recording the start. They are
+   marked started, never created twice.
+2. **Release** the devices of containers stopped for longer than their owner's
+   ``gpu_hold_after_stop_minutes`` (``gpu.release`` event): from then on they hold none.
+3. **Ledger**: a usage row is opened for every container that holds devices and closed for
+   every one that no longer does, whatever the path (create, remove, release, a crash).
+4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
+   and the ``scheduler:`` policy, keeping the head's reservation for the next pass.
+5. **Start** what the plan says, in its order: a queued create is created and started as its
+   owner, and ``queue.start`` records how long it waited.
+
+A pass runs every ``interval_seconds`` and at once whenever the service signals a change
+(``Ds01Service.queue_changed``: a request joined or left, a container stopped or was
+removed). Clients waiting on a request are woken by the same condition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+
+from ds01.config.resolve import ResolvedLimits
+from ds01.core.allocation import GpuRequest, Placement
+from ds01.core.scheduler import (
+    PendingRequest,
+    Reservation,
+    UsageInterval,
+    decayed_usage,
+    plan,
+)
+from ds01.core.units import format_duration
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import Caller, UnixUser, user_by_uid
+from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state, quota_of
+from ds01.daemon.state import QueuedRequest, UsageRecord
+from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
+from ds01.events.log import utc_now
+from ds01.gpu.device import Inventory
+from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.labels import container_name
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two passes when nothing signals a change.
+DEFAULT_INTERVAL_SECONDS = 5.0
+#: Finished requests are kept this long for ``ds01 queue`` and waiting clients.
+KEEP_FINISHED = timedelta(days=7)
+#: Usage older than this many half-lives weighs less than 0.1 % and is dropped.
+USAGE_HALF_LIVES_KEPT = 10
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A waiting request with what the pass resolved for its owner."""
+
+    entry: QueuedRequest
+    owner: UnixUser
+    limits: ResolvedLimits
+    pending: PendingRequest
+
+
+class GpuDispatcher:
+    """Starts queued requests when their turn comes (see the module docstring).
+
+    Args:
+        service: the daemon's service (its lock, Docker, state store and events).
+        clock: the current UTC time.
+        interval_seconds: time between passes when nothing changes.
+    """
+
+    def __init__(
+        self,
+        service: Ds01Service,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+    ) -> None:
+        self.service = service
+        self.interval_seconds = interval_seconds
+        self._clock = clock
+        self._reservation: Reservation | None = None
+        self._stopped_since: dict[str, datetime] = {}  # container id -> when it stopped
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def run_pass(self) -> list[str]:
+        """Adopt, release, keep the ledger, plan and start; return the ids started."""
+        service = self.service
+        started: list[str] = []
+        with service.allocation_lock:
+            now = self._clock()
+            records = service.records()
+            self._adopt(records, now)
+            if self._release_expired(records, now):
+                records = service.records()
+            self._keep_ledger(records, now)
+            waiting = self._resolve_waiting(records)
+            inventory = service.backend.inventory()
+            config = service.config()
+            policy = config.limits.scheduler
+            usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)
+            result = plan(
+                [w.pending for w in waiting],
+                inventory,
+                allocation_state(records),
+                now,
+                usage,
+                policy,
+                previous=self._reservation,
+            )
+            self._reservation = result.reservation
+            service.queue_plan = result
+            service.queue_reserved = frozenset(
+                result.reservation.devices if result.reservation else ()
+            )
+            by_id = {w.entry.id: w for w in waiting}
+            for start in result.starts:
+                item = by_id[start.request.id]
+                if self._start(item, start.placement, inventory, records, now):
+                    started.append(item.entry.id)
+                    records = service.records()
+        if started:
+            service.queue_changed()
+        return started
+
+    def _adopt(self, records: list[ContainerRecord], now: datetime) -> None:
+        by_request = {r.request_id: r for r in records if r.request_id}
+        for entry in self.service.store.queued():
+            record = by_request.get(entry.id)
+            if record is None:
+                continue
+            if record.status != "running":
+                try:
+                    self.service.runtime.start(record.docker_name)
+                except Ds01Error as exc:
+                    log.error("queued %s created but not started: %s", entry.id, exc.message)
+            self._finish_started(entry, record.gpus, now)
+
+    def _release_expired(self, records: list[ContainerRecord], now: datetime) -> bool:
+        """Release the devices of containers stopped longer than their owner's hold."""
+        released_any = False
+        stopped = {r.id for r in records if r.status == "stopped" and r.gpus}
+        self._stopped_since = {k: v for k, v in self._stopped_since.items() if k in stopped}
+        for record in records:
+            if record.id not in stopped:
+                continue
+            since = self._stopped_since.get(record.id)
+            if since is None:
+                since = self.service.runtime.finished_at(record.docker_name) or now
+                self._stopped_since[record.id] = since
+            try:
+                hold = self.service.limits_for(user_by_uid(record.uid)).gpu_hold_after_stop_minutes
+            except NotFound:
+                hold = 0.0  # the owner is gone: nobody will start it again
+            if hold is None or now - since < timedelta(minutes=hold):
+                continue
+            self.service.release_devices(record, now, held_minutes=hold)
+            released_any = True
+        return released_any
+
+    def _keep_ledger(self, records: list[ContainerRecord], now: datetime) -> None:
+        """One open usage row per container holding devices, none for the others.
+
+        A new row starts when the container was created, or when its last row ended if it
+        had one (its devices were released and acquired again).
+        """
+        store = self.service.store
+        holding = {r.id: r for r in records if r.gpus}
+        rows = store.usage()
+        open_rows = {u.container_id for u in rows if u.end is None}
+        last_end: dict[str, str] = {}
+        for row in rows:
+            if row.end is not None and row.end > last_end.get(row.container_id, ""):
+                last_end[row.container_id] = row.end
+        stamp = now.isoformat(timespec="seconds")
+        for container_id in open_rows - set(holding):
+            store.close_usage(container_id, stamp)
+        for container_id in set(holding) - open_rows:
+            r = holding[container_id]
+            start = last_end.get(container_id) or r.created_at or stamp
+            store.open_usage(
+                UsageRecord(container_id, r.user, r.group, str(r.gpu_equivalents), start)
+            )
+        half_life = timedelta(hours=self.service.config().limits.scheduler.usage_half_life_hours)
+        store.forget_usage((now - USAGE_HALF_LIVES_KEPT * half_life).isoformat())
+        store.forget_finished_queued((now - KEEP_FINISHED).isoformat())
+
+    def _usage_intervals(self) -> list[UsageInterval]:
+        intervals = []
+        for row in self.service.store.usage():
+            try:
+                intervals.append(
+                    UsageInterval(
+                        user=row.user,
+                        group=row.group,
+                        gpu_equivalents=Fraction(row.gpu_equivalents),
+                        start=datetime.fromisoformat(row.start),
+                        end=datetime.fromisoformat(row.end) if row.end else None,
+                    )
+                )
+            except ValueError:
+                log.warning("ignoring a malformed usage row of %s", row.container_id)
+        return intervals
+
+    def _resolve_waiting(self, records: list[ContainerRecord]) -> list[_Waiting]:
+        waiting = []
+        for entry in self.service.store.queued():
+            try:
+                owner = user_by_uid(entry.uid)
+                limits = self.service.limits_for(owner)
+            except Ds01Error as exc:
+                self._fail(entry, f"its owner cannot be resolved any more: {exc.message}")
+                continue
+            mine = tuple(
+                r.name for r in records if r.uid == entry.uid and r.name != entry.container
+            )
+            group = limits.groups[0] if limits.groups else entry.group
+            pending = PendingRequest(
+                id=entry.id,
+                user=entry.user,
+                group=group,
+                request=GpuRequest(whole_gpus=entry.whole_gpus, mig_profiles=entry.mig_profiles),
+                quota=quota_of(limits),
+                priority=int(limits.priority or 0),
+                submitted_at=datetime.fromisoformat(entry.submitted_at),
+                user_containers=mine,
+            )
+            waiting.append(_Waiting(entry, owner, limits, pending))
+        return waiting
+
+    def _start(
+        self,
+        item: _Waiting,
+        placement: Placement,
+        inventory: Inventory,
+        records: list[ContainerRecord],
+        now: datetime,
+    ) -> bool:
+        """Create and start one queued request on ``placement``; ``False`` if it cannot."""
+        service, entry = self.service, item.entry
+        if entry.kind == "start":
+            return self._start_released(item, placement, inventory, now)
+        try:
+            request = api.CreateContainerRequest.model_validate_json(entry.request_json)
+            prepared: PreparedCreate = service.prepare_create(item.owner, request)
+            mine = [r for r in records if r.uid == entry.uid]
+            if any(r.docker_name == prepared.docker_name for r in records):
+                raise PolicyError(
+                    f"a container named {entry.container!r} exists already; remove it or "
+                    "queue the request under another name"
+                )
+            service.check_memory_total(prepared, mine)
+        except QuotaExceeded as exc:
+            log.info("queued %s waits for memory: %s", entry.id, exc.message)
+            return False  # it waits: the user's memory total may have room later
+        except Ds01Error as exc:
+            self._fail(entry, exc.message)
+            return False
+        try:
+            info = service.create_admitted(
+                prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
+            )
+            service.runtime.start(prepared.docker_name)
+        except Ds01Error as exc:
+            self._fail(entry, exc.message)
+            return False
+        service.events.emit(
+            "container.start", user="ds01d", resource=f"container/{info.docker_name}"
+        )
+        self._finish_started(entry, tuple(info.gpus), now)
+        return True
+
+    def _start_released(
+        self, item: _Waiting, placement: Placement, inventory: Inventory, now: datetime
+    ) -> bool:
+        service, entry = self.service, item.entry
+        record = service.runtime.find_managed(container_name(entry.container, entry.uid))
+        if record is None:
+            self._fail(entry, "the container is gone")
+            return False
+        try:
+            if record.id in service.store.released():
+                owner_caller = Caller(user=item.owner, pid=0, is_admin=False)
+                service.check_mounts(owner_caller, item.owner, record)
+                record = service.reacquire_admitted(
+                    item.owner, record, placement, inventory, actor="ds01d"
+                )
+            if record.status != "running":
+                service.runtime.start(record.docker_name)
+        except Ds01Error as exc:
+            self._fail(entry, exc.message)
+            return False
+        service.events.emit(
+            "container.start", user="ds01d", resource=f"container/{record.docker_name}"
+        )
+        self._finish_started(entry, record.gpus, now)
+        return True
+
+    def _finish_started(
+        self, entry: QueuedRequest, devices: tuple[str, ...], now: datetime
+    ) -> None:
+        stamp = now.isoformat(timespec="seconds")
+        if not self.service.store.finish_queued(
+            entry.id, "started", stamp, devices=",".join(devices)
+        ):
+            return
+        waited = (now - datetime.fromisoformat(entry.submitted_at)).total_seconds()
+        self.service.events.emit(
+            "queue.start",
+            user=entry.user,
+            resource=f"queue/{entry.id}",
+            details={
+                "container": entry.container,
+                "devices": list(devices),
+                "waited_seconds": round(max(waited, 0.0), 1),
+            },
+        )
+        self.service.notify_user(
+            entry.uid,
+            f"ds01: your queued container {entry.container!r} started on "
+            f"{', '.join(devices) or 'no GPU'} after {format_duration(waited)}.",
+        )
+
+    def _fail(self, entry: QueuedRequest, why: str) -> None:
+        stamp = self._clock().isoformat(timespec="seconds")
+        if not self.service.store.finish_queued(entry.id, "failed", stamp, message=why):
+            return
+        self.service.events.emit(
+            "queue.fail",
+            user=entry.user,
+            resource=f"queue/{entry.id}",
+            details={"container": entry.container, "error": why},
+            outcome="failure",
+        )
+        self.service.notify_user(
+            entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
+        )
+
+    # -- thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run passes in a daemon thread until ``stop``."""
+        if self._thread is not None:
+            raise RuntimeError("the dispatcher is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="ds01-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        self._stop.set()
+        self.service.queue_changed()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+            self._thread = None
+
+    def _loop(self) -> None:
+        condition = self.service.queue_condition
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except Ds01Error as exc:
+                log.warning("queue pass skipped: %s", exc.message)
+            except Exception:  # the queue waits for the next pass; the daemon goes on
+                log.exception("queue pass failed")
+            with condition:
+                if not self._stop.is_set():
+                    condition.wait(self.interval_seconds)
+
+
+__all__ = ["DEFAULT_INTERVAL_SECONDS", "GpuDispatcher"]

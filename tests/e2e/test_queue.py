@@ -1,0 +1,187 @@
+"""End to end: the GPU queue starts waiting requests by itself, in priority order, survives a
+``kill -9`` of the daemon, and gets GPUs back from containers stopped for longer than the
+hold.
+
+Real ds01d, real Docker, real users; the simulated inventory is small (two whole GPUs) so
+that dave can fill it. Requests are queued through the raw API (``queue: true``, answered
+with HTTP 202), so no client is running while they wait; one test follows the CLI's own
+wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rawapi import RawApi
+
+from support import TEST_IMAGES_YAML, describe
+
+TWO_GPUS = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+# carol first, then bob, then alice, whatever the order they queue in.
+PRIORITIES = """
+    defaults:
+      gpu_limit: 2
+      max_containers: 5
+      gpu_hold_after_stop_minutes: null
+    users:
+      alice: {priority: 100, gpu_hold_after_stop_minutes: 0.05}
+      bob: {priority: 500}
+      carol: {priority: 900}
+"""
+WAIT_S = 30.0
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def queue_create(d: Any, user: str, name: str) -> str:
+    """Queue a 1-GPU create for ``user`` through the raw API; return the request id."""
+    with RawApi(d.paths.socket, user) as api:
+        reply = api.call(
+            "POST", "/v1/containers", {"name": name, "image": "busybox", "gpus": 1, "queue": True}
+        )
+    assert reply.status == 202, reply
+    entry = reply.json()
+    assert entry["state"] == "waiting", entry
+    return str(entry["id"])
+
+
+def started(d: Any, request_id: str) -> list[dict[str, Any]]:
+    return d.events_where(action="queue.start", resource=f"queue/{request_id}")
+
+
+def gpus_of(d: Any, user: str, name: str) -> list[str]:
+    rows = {r["name"]: r for r in d.cli_json(user, "container-list")}
+    return list(rows[name]["gpus"]) if name in rows else []
+
+
+def start_daemon(ds01d: Any) -> Any:
+    return ds01d(
+        resource_limits=PRIORITIES,
+        gpu_config=TWO_GPUS,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+
+
+def test_queued_requests_start_by_themselves_in_priority_order_across_a_kill_9(
+    ds01d, docker_client, unix_users
+):
+    d = start_daemon(ds01d)
+    for name in ("fill0", "fill1"):
+        d.cli_json("dave", "container-create", name, "--image", "busybox", "--gpus", "1", "--start")
+    full = d.cli("alice", "container-create", "x", "--image", "busybox", "--gpus", "1", "--no-wait")
+    assert full.returncode == 3, describe(full)
+
+    ids = {user: queue_create(d, user, f"q-{user}") for user in ("alice", "bob", "carol")}
+
+    listed = wait_until(
+        "positions", lambda: [r for r in d.cli_json("erin", "queue", "--all") if r["position"]]
+    )
+    assert [r["user"] for r in listed] == ["carol", "bob", "alice"], listed
+    assert listed[0]["score"]["priority"] > listed[1]["score"]["priority"]
+    mine = d.cli_json("alice", "queue")
+    assert [r["id"] for r in mine] == [ids["alice"]]  # a user sees only her own
+    assert d.cli("alice", "queue", "--all").returncode == 5
+
+    freed = gpus_of(d, "dave", "fill0")
+    assert d.cli("dave", "container-remove", "fill0", "--force").returncode == 0
+    wait_until("carol's start", lambda: started(d, ids["carol"]))
+    assert gpus_of(d, "carol", "q-carol") == freed
+    assert not started(d, ids["bob"]) and not started(d, ids["alice"])
+
+    assert d.cli("dave", "container-remove", "fill1", "--force").returncode == 0
+    wait_until("bob's start", lambda: started(d, ids["bob"]))
+    assert not started(d, ids["alice"])
+
+    d.kill()  # SIGKILL with alice still waiting
+    d.restart()
+    [waiting] = d.cli_json("alice", "queue")
+    assert waiting["id"] == ids["alice"] and waiting["state"] == "waiting"
+    assert d.cli("carol", "container-remove", "q-carol", "--force").returncode == 0
+    wait_until("alice's start", lambda: started(d, ids["alice"]))
+    time.sleep(1.5)  # a few more passes: nothing starts twice
+    assert len(started(d, ids["alice"])) == 1
+    alices = docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+    assert [c.name for c in alices] == [f"q-alice._.{unix_users['alice'].pw_uid}"]
+    assert alices[0].status == "running"
+    [event] = started(d, ids["alice"])
+    assert event["details"]["waited_seconds"] > 0
+
+
+def test_the_cli_waits_in_the_queue_and_cancel_withdraws(ds01d, unix_users):
+    d = start_daemon(ds01d)
+    for name in ("fill0", "fill1"):
+        d.cli_json("dave", "container-create", name, "--image", "busybox", "--gpus", "1", "--start")
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(
+            cli=d.cli("bob", "container-create", "train", "--image", "busybox", "--gpus", "1")
+        )
+    )
+    waiter.start()
+    cancelled = queue_create(d, "carol", "never")
+    wait_until("bob queued", lambda: d.cli_json("bob", "queue"))
+
+    assert d.cli("bob", "queue", "cancel", cancelled).returncode == 5  # not his
+    assert d.cli("carol", "queue", "cancel", cancelled).returncode == 0
+    assert d.events_where(action="queue.cancel", resource=f"queue/{cancelled}")
+    assert d.cli("dave", "container-remove", "fill0", "--force").returncode == 0
+    waiter.join(WAIT_S)
+
+    cli = result["cli"]
+    assert cli.returncode == 0, describe(cli)
+    assert "Queued as" in cli.stdout and "Started train" in cli.stdout, describe(cli)
+    assert d.cli_json("carol", "container-list") == []
+
+
+def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
+    ds01d, docker_client, unix_users
+):
+    d = start_daemon(ds01d)
+    uid = unix_users["alice"].pw_uid
+    d.cli_json("alice", "container-create", "keep", "--image", "busybox", "--gpus", "1", "--start")
+    d.cli_json("dave", "container-create", "other", "--image", "busybox", "--gpus", "1", "--start")
+    before = gpus_of(d, "alice", "keep")
+    container = docker_client.containers.get(f"keep._.{uid}")
+    assert container.exec_run(["sh", "-c", "echo kept > /tmp/mark"]).exit_code == 0
+    assert d.cli("alice", "container-stop", "keep").returncode == 0
+
+    bobs = queue_create(d, "bob", "next")  # alice's hold is 3 s
+    wait_until("bob's start", lambda: started(d, bobs))
+    assert gpus_of(d, "bob", "next") == before
+    assert d.events_where(action="gpu.release", resource=f"container/keep._.{uid}")
+    assert gpus_of(d, "alice", "keep") == []
+
+    refused = d.cli("alice", "container-start", "keep", "--no-wait")
+    assert refused.returncode == 3, describe(refused)
+    assert d.cli("dave", "container-remove", "other", "--force").returncode == 0
+    back = d.cli("alice", "container-start", "keep")
+    assert back.returncode == 0, describe(back)
+
+    now = gpus_of(d, "alice", "keep")
+    assert len(now) == 1 and now != before
+    container = docker_client.containers.get(f"keep._.{uid}")
+    assert container.status == "running"
+    assert container.exec_run(["cat", "/tmp/mark"]).output.decode().strip() == "kept"
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == now[0]
+    assert len(docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})) == 1
