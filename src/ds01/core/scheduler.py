@@ -703,11 +703,11 @@ def plan(
                 entries.append(_entry(ranked, "reserved_for_head", reason))
                 continue
             head = head.after_backfill(placement, _end_of(request, now))
-        where = describe_devices(placement.devices)
+        where = f"on {describe_devices(placement.devices)}" if placement.devices else "without GPU"
         if head is None:
-            entries.append(_entry(ranked, "starting", f"Starts now on {where}."))
+            entries.append(_entry(ranked, "starting", f"Starts now {where}."))
         else:
-            reason = f"Starts now on {where}, ahead of {head.request.id}."
+            reason = f"Starts now {where}, ahead of {head.request.id}."
             entries.append(_entry(ranked, "backfilling", reason))
         starts.append(Start(request, placement))
         started_by_user.setdefault(request.user, []).append(request.id)

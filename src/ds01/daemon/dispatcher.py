@@ -40,7 +40,7 @@ from ds01.core.scheduler import (
 from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
-from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state, quota_of
+from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
 from ds01.daemon.state import QueuedRequest, UsageRecord
 from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import utc_now
@@ -231,7 +231,7 @@ class GpuDispatcher:
                 user=entry.user,
                 group=group,
                 request=GpuRequest(whole_gpus=entry.whole_gpus, mig_profiles=entry.mig_profiles),
-                quota=quota_of(limits),
+                quota=limits.gpu_quota(),
                 priority=int(limits.priority or 0),
                 submitted_at=datetime.fromisoformat(entry.submitted_at),
                 user_containers=mine,

@@ -300,17 +300,6 @@ class PreparedCreate:
     kept_image: str | None = None  # set when re-created from a commit of its old self
 
 
-def quota_of(limits: ResolvedLimits) -> GpuQuota:
-    """The GPU part of a user's limits."""
-    return GpuQuota.from_values(
-        gpu_limit=limits.gpu_limit,
-        max_gpus_per_container=limits.max_gpus_per_container,
-        allow_full_gpu=limits.allow_full_gpu,
-        allow_mig=limits.allow_mig,
-        max_containers=limits.max_containers,
-    )
-
-
 class Ds01Service:
     """Business logic of ds01d. Thread-safe; one instance per daemon.
 
@@ -724,7 +713,7 @@ class Ds01Service:
             docker_name=L.container_name(name, owner.uid),
             group=limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP,
             gpu_request=gpu_request,
-            quota=quota_of(limits),
+            quota=limits.gpu_quota(),
             priority=int(limits.priority or 0),
             image_ref=image_ref,
             requested_image=request.image,
@@ -1007,7 +996,7 @@ class Ds01Service:
         placement = allocate(
             self.released_request(record, inventory),
             owner.name,
-            quota_of(limits),
+            limits.gpu_quota(),
             inventory,
             allocation_state(records),
             [r.name for r in records if r.uid == record.uid and r.id != record.id],
@@ -1097,7 +1086,7 @@ class Ds01Service:
             docker_name=record.docker_name,
             group=record.group,
             gpu_request=GpuRequest(),
-            quota=quota_of(limits),
+            quota=limits.gpu_quota(),
             priority=int(limits.priority or 0),
             image_ref=image,
             requested_image=record.image,

@@ -1,0 +1,1 @@
+"""Workload simulation: replay a trace through the real GPU queue on a virtual clock."""

@@ -1,0 +1,132 @@
+"""``ds01 simulate TRACE.csv``: replay a workload through the GPU queue and compare policies.
+
+The ``ds01`` parser is built at every start and calls :func:`configure`, so this module
+imports nothing but the standard library at module level; :func:`run` imports the rest.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+    from ds01.config.limits import ResourceLimitsConfig
+    from ds01.config.scheduler import SchedulerConfig
+    from ds01.gpu.device import Inventory
+
+POLICIES = ("fair", "fcfs")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``ds01 simulate``."""
+    parser.add_argument("trace", metavar="TRACE.csv", help="the workload trace (CSV)")
+    parser.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="directory with resource-limits.yaml and gpu-config.yaml; a missing file (or "
+        "no DIR) means the embedded default: 4 simulated A100s, GPU 3 in MIG",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=(*POLICIES, "both"),
+        default="both",
+        help="fair: the configured scheduler; fcfs: strict arrival order [both]",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def load_setting(config_dir: Path | None) -> tuple[ResourceLimitsConfig, Inventory, dict[str, str]]:
+    """The limits, the inventory and where each came from (a path or the embedded default).
+
+    Raises:
+        InvalidInput: ``config_dir`` is not a directory.
+        ConfigError: a file is invalid, or its GPU backend is not ``simulated``.
+    """
+    from ds01.config.gpu_config import GpuConfig
+    from ds01.config.limits import ResourceLimitsConfig
+    from ds01.config.loader import CONFIG_FILES, EMBEDDED_DEFAULT, load_file
+    from ds01.errors import ConfigError, InvalidInput
+    from ds01.gpu.simulated import SimulatedBackend
+
+    if config_dir is not None and not config_dir.is_dir():
+        raise InvalidInput(f"--config-dir {config_dir}: no such directory.")
+    limits_path = gpus_path = None
+    if config_dir is not None:
+        limits_path = config_dir / CONFIG_FILES["resource-limits"]
+        gpus_path = config_dir / CONFIG_FILES["gpu-config"]
+    limits = ResourceLimitsConfig()
+    gpus = GpuConfig()
+    sources = {"resource-limits": EMBEDDED_DEFAULT, "gpu-config": EMBEDDED_DEFAULT}
+    if limits_path is not None and limits_path.exists():
+        limits = load_file(limits_path, "resource-limits")
+        sources["resource-limits"] = str(limits_path)
+    if gpus_path is not None and gpus_path.exists():
+        gpus = load_file(gpus_path, "gpu-config")
+        sources["gpu-config"] = str(gpus_path)
+        if gpus.backend != "simulated":
+            raise ConfigError(
+                f"{gpus_path}: backend is {gpus.backend}; a simulation needs the GPUs described "
+                "under simulated.gpus with backend: simulated (copy the file and describe the "
+                "hardware there)."
+            )
+    return limits, SimulatedBackend(gpus).inventory(), sources
+
+
+def policies(limits: ResourceLimitsConfig, choice: str) -> dict[str, SchedulerConfig]:
+    """The policies to compare: ``fair`` is the configured ``scheduler:``, ``fcfs`` strict
+    arrival order without backfill."""
+    from ds01.config.scheduler import SchedulerConfig
+
+    available = {"fair": limits.scheduler, "fcfs": SchedulerConfig.first_come_first_served()}
+    return {name: available[name] for name in POLICIES if choice in (name, "both")}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run ``ds01 simulate`` and print the report."""
+    from pathlib import Path
+
+    from ds01.cli import render
+    from ds01.sim.engine import simulate
+    from ds01.sim.report import summarize, table_rows
+    from ds01.sim.trace import read_trace
+
+    limits, inventory, sources = load_setting(Path(args.config_dir) if args.config_dir else None)
+    jobs = read_trace(Path(args.trace))
+    reports = [
+        summarize(simulate(jobs, inventory, limits, policy, name))
+        for name, policy in policies(limits, args.policy).items()
+    ]
+    users = len({job.user for job in jobs})
+    if args.json:
+        render.emit_json(
+            {
+                "trace": args.trace,
+                "jobs": len(jobs),
+                "users": users,
+                "sources": sources,
+                "policies": [report.to_dict() for report in reports],
+            }
+        )
+        return
+    capacity = render.number(reports[0].capacity_gpu_equivalents)
+    render.echo(
+        f"Trace {args.trace}: {len(jobs)} jobs from {users} users; "
+        f"{capacity} GPU-equivalents to allocate ({inventory.backend} inventory)."
+    )
+    render.echo(
+        f"Limits: {sources['resource-limits']}; GPUs: {sources['gpu-config']}. "
+        + "; ".join(f"{r.policy} span {r.span_hours:.1f} h" for r in reports)
+        + "."
+    )
+    render.echo()
+    render.table(*table_rows(reports))
+    render.echo()
+    render.echo(
+        "Waits in hours from submission to start. GPU UTIL: busy GPU-hours over capacity over "
+        "the span. IDLE GPU-h: allocated but idle. JAIN: fairness of users' service shares "
+        "(1 = equal). Definitions: docs/simulation.md."
+    )
+
+
+__all__ = ["POLICIES", "configure", "load_setting", "policies", "run"]

@@ -1,0 +1,190 @@
+"""Metrics of a simulated run, per group and overall, as a table or JSON.
+
+Definitions (hours are trace hours; a job's *size* ``G`` is the least GPU-equivalents its
+request counts for; a job's *busy time* ``b`` is how long it computes):
+
+- **wait**: start minus submission, over the jobs that started; mean and 95th percentile
+  (nearest rank). Jobs that never started are counted in ``not_started`` instead.
+- **span**: from the first submission to the last release.
+- **utilisation**: busy GPU-equivalent-hours (placement's GPU-equivalents times busy time,
+  summed) over capacity GPU-equivalent-hours (the allocatable devices times the span).
+  A group's utilisation is its part of that whole.
+- **idle GPU-hours**: GPU-equivalent-hours allocated but not computing: idle tails (as the
+  lifecycle cuts them) and holds after stop.
+- **service share** of a user: ``sum(G * b) / sum(G * (w + b))`` over their jobs, ``w``
+  being the wait (for a job that never started: until the end of the span, with nothing
+  served). 1 when none of their jobs waited; 0.5 when their jobs waited, in total, as long
+  as they computed. A user whose jobs all have no busy time and no wait has share 1.
+- **Jain's fairness index** over users' service shares ``x``: ``(sum x)^2 / (n * sum x^2)``;
+  1 when every user got the same share, down to ``1/n`` when one user got everything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ds01.sim.engine import JobOutcome, SimulationResult
+
+PERCENTILE = 95
+ALL_GROUPS = "all"
+
+
+def nearest_rank_percentile(values: Sequence[float], percent: float) -> float | None:
+    """The ``percent``-th percentile by nearest rank; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def jain_index(values: Sequence[float]) -> float | None:
+    """Jain's fairness index of ``values`` (>= 0); ``None`` when there are none, 1 when all
+    are 0."""
+    if not values:
+        return None
+    squares = sum(v * v for v in values)
+    if squares == 0:
+        return 1.0
+    return sum(values) ** 2 / (len(values) * squares)
+
+
+def service_share(outcomes: Iterable[JobOutcome], end_hours: float) -> float:
+    """One user's service share (module docstring); ``end_hours`` ends the span."""
+    served = demanded = 0.0
+    for outcome in outcomes:
+        size = float(outcome.least_gpu_equivalents)
+        wait = outcome.wait_hours
+        if wait is None:
+            demanded += size * (max(0.0, end_hours - outcome.job.submit_hours) + outcome.busy_hours)
+            continue
+        served += size * outcome.busy_hours
+        demanded += size * (wait + outcome.busy_hours)
+    return served / demanded if demanded > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metrics of one group of jobs (units in the names; see the module docstring)."""
+
+    jobs: int
+    not_started: int
+    mean_wait_hours: float | None
+    p95_wait_hours: float | None
+    busy_gpu_hours: float
+    idle_gpu_hours: float
+    utilisation: float
+    jain_index: float | None
+
+
+def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours: float) -> Metrics:
+    """Metrics of ``outcomes``, against ``capacity_gpu_hours`` (capacity times span)."""
+    waits = [o.wait_hours for o in outcomes if o.wait_hours is not None]
+    busy = sum(float(o.gpu_equivalents) * o.busy_hours for o in outcomes if o.started)
+    by_user: dict[str, list[JobOutcome]] = {}
+    for outcome in outcomes:
+        by_user.setdefault(outcome.job.user, []).append(outcome)
+    shares = [service_share(jobs, end_hours) for jobs in by_user.values()]
+    return Metrics(
+        jobs=len(outcomes),
+        not_started=len(outcomes) - len(waits),
+        mean_wait_hours=sum(waits) / len(waits) if waits else None,
+        p95_wait_hours=nearest_rank_percentile(waits, PERCENTILE),
+        busy_gpu_hours=busy,
+        idle_gpu_hours=sum(float(o.gpu_equivalents) * o.idle_hours for o in outcomes),
+        utilisation=busy / capacity_gpu_hours if capacity_gpu_hours > 0 else 0.0,
+        jain_index=jain_index(shares),
+    )
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """One policy's run, summarised.
+
+    Attributes:
+        policy: its name.
+        span_hours: first submission to last release.
+        capacity_gpu_equivalents: allocatable devices together.
+        groups: metrics per trace group (sorted by name), then ``"all"``.
+    """
+
+    policy: str
+    span_hours: float
+    capacity_gpu_equivalents: float
+    groups: Mapping[str, Metrics]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "span_hours": self.span_hours,
+            "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
+            "groups": {name: asdict(m) for name, m in self.groups.items()},
+        }
+
+
+def summarize(result: SimulationResult) -> PolicyReport:
+    """Metrics per group and overall for one run."""
+    outcomes = result.outcomes
+    first_submit = min((o.job.submit_hours for o in outcomes), default=0.0)
+    span = max(0.0, result.end_hours - first_submit)
+    capacity = float(result.capacity_gpu_equivalents)
+    by_group: dict[str, list[JobOutcome]] = {}
+    for outcome in outcomes:
+        by_group.setdefault(outcome.job.group, []).append(outcome)
+    groups = {
+        name: metrics(by_group[name], capacity * span, result.end_hours)
+        for name in sorted(by_group)
+    }
+    groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
+    return PolicyReport(result.policy, span, capacity, groups)
+
+
+def _hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the comparison table, one row per policy and group."""
+    headers = [
+        "POLICY",
+        "GROUP",
+        "JOBS",
+        "NOT STARTED",
+        "MEAN WAIT h",
+        f"P{PERCENTILE} WAIT h",
+        "GPU UTIL",
+        "IDLE GPU-h",
+        "JAIN",
+    ]
+    rows = [
+        [
+            report.policy,
+            name,
+            str(m.jobs),
+            str(m.not_started),
+            _hours(m.mean_wait_hours),
+            _hours(m.p95_wait_hours),
+            f"{m.utilisation:.1%}",
+            f"{m.idle_gpu_hours:.1f}",
+            "-" if m.jain_index is None else f"{m.jain_index:.3f}",
+        ]
+        for report in reports
+        for name, m in report.groups.items()
+    ]
+    return headers, rows
+
+
+__all__ = [
+    "ALL_GROUPS",
+    "Metrics",
+    "PolicyReport",
+    "jain_index",
+    "metrics",
+    "nearest_rank_percentile",
+    "service_share",
+    "summarize",
+    "table_rows",
+]
