@@ -21,7 +21,6 @@ import sys
 from ds01 import __version__
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
-from ds01.core.units import format_duration
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
@@ -235,7 +234,7 @@ def _run_create(args: argparse.Namespace) -> None:
         waited = info["waited_seconds"]
         render.ok(
             f"Started {info['name']} on {devices} ({equivalents} GPU-eq) after "
-            f"{format_duration(waited)} in the queue."
+            f"{render.duration(waited)} in the queue."
         )
         return
     verb = "Created and started" if args.start else "Created"
@@ -289,8 +288,14 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
     )
 
 
+def _all_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all", "-a", dest="all_users", action="store_true", help="every user (admins)"
+    )
+
+
 def _configure_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--all", "-a", dest="all_users", action="store_true", help="every user (admins)")
+    _all_flag(p)
     _user_flag(p)
     _json_flag(p)
 
@@ -340,7 +345,7 @@ def _run_list(args: argparse.Namespace) -> None:
 def _configure_queue(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=("list", "cancel"), default="list")
     p.add_argument("request_id", nargs="?", metavar="ID", help="the request to cancel")
-    p.add_argument("--all", "-a", dest="all_users", action="store_true", help="every user (admins)")
+    _all_flag(p)
     p.add_argument("--explain", action="store_true", help="show each request's score, part by part")
     _json_flag(p)
 
@@ -373,7 +378,7 @@ def _run_queue(args: argparse.Namespace) -> None:
             r["user"],
             r["container"],
             r["request"],
-            format_duration(r["waited_seconds"]),
+            render.duration(r["waited_seconds"]),
             r["status"],
         ]
         for r in rows

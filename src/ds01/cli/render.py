@@ -64,6 +64,14 @@ def number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+def duration(seconds: float) -> str:
+    """A duration for people (``ds01.core.units.format_duration``, imported only when used:
+    the CLI starts without ``ds01.core``)."""
+    from ds01.core.units import format_duration
+
+    return format_duration(seconds)
+
+
 def ok(message: str) -> None:
     echo(style("✓ ", "green") + message)
 

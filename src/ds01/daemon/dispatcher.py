@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
 from ds01.core.scheduler import (
     PendingRequest,
@@ -64,7 +63,6 @@ class _Waiting:
 
     entry: QueuedRequest
     owner: UnixUser
-    limits: ResolvedLimits
     pending: PendingRequest
 
 
@@ -236,7 +234,7 @@ class GpuDispatcher:
                 submitted_at=datetime.fromisoformat(entry.submitted_at),
                 user_containers=mine,
             )
-            waiting.append(_Waiting(entry, owner, limits, pending))
+            waiting.append(_Waiting(entry, owner, pending))
         return waiting
 
     def _start(

@@ -64,7 +64,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.notify import notify_terminals
 from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, StateStore
+from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, QueueKind, StateStore
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -837,35 +837,62 @@ class Ds01Service:
         self, prepared: PreparedCreate, request: api.CreateContainerRequest, why: NoCapacity
     ) -> Queued:
         """Under the allocation lock: put a create that found no free devices in the queue."""
-        waiting = self.store.queued()
-        if any(q.uid == prepared.owner.uid and q.container == prepared.name for q in waiting):
+        waiting = self._queued_for(prepared.owner.uid, prepared.name)
+        if waiting is not None:
             raise Conflict(
                 f"A request for a container named {prepared.name!r} is already queued. "
                 "`ds01 queue` shows it; `ds01 queue cancel ID` withdraws it."
             )
+        return self._join_queue(
+            prepared.owner, "create", prepared.name, prepared.group, prepared.gpu_request,
+            request.model_dump_json(), why,
+        )  # fmt: skip
+
+    def enqueue_start(self, owner: UnixUser, record: ContainerRecord, why: NoCapacity) -> Queued:
+        """Under the allocation lock: queue a released container until devices free up (a
+        second start while it waits joins the same request)."""
+        waiting = self._queued_for(record.uid, record.name)
+        if waiting is not None:
+            return Queued(entry=waiting, reason=why.message)
+        request = self.released_request(record, self.backend.inventory())
+        return self._join_queue(owner, "start", record.name, record.group, request, "", why)
+
+    def _queued_for(self, uid: int, container: str) -> QueuedRequest | None:
+        """The waiting request of user ``uid`` for ``container``, if any."""
+        return next(
+            (q for q in self.store.queued() if q.uid == uid and q.container == container), None
+        )
+
+    def _join_queue(
+        self,
+        owner: UnixUser,
+        kind: QueueKind,
+        container: str,
+        group: str,
+        request: GpuRequest,
+        request_json: str,
+        why: NoCapacity,
+    ) -> Queued:
         entry = QueuedRequest(
             id=uuid.uuid4().hex[:12],
-            user=prepared.owner.name,
-            uid=prepared.owner.uid,
-            group=prepared.group,
-            kind="create",
-            container=prepared.name,
-            request_json=request.model_dump_json(),
-            whole_gpus=prepared.gpu_request.whole_gpus,
-            mig=",".join(prepared.gpu_request.mig_profiles),
+            user=owner.name,
+            uid=owner.uid,
+            group=group,
+            kind=kind,
+            container=container,
+            request_json=request_json,
+            whole_gpus=request.whole_gpus,
+            mig=",".join(request.mig_profiles),
             submitted_at=self._clock().isoformat(timespec="microseconds"),
         )
-        return self._join_queue(entry, prepared.gpu_request, why)
-
-    def _join_queue(self, entry: QueuedRequest, request: GpuRequest, why: NoCapacity) -> Queued:
         self.store.add_queued(entry)
         self.events.emit(
             "queue.join",
             user=entry.user,
             resource=f"queue/{entry.id}",
             details={
-                "container": entry.container,
-                "kind": entry.kind,
+                "container": container,
+                "kind": kind,
                 "request": request.describe(),
                 "reason": why.message,
             },
@@ -1021,9 +1048,9 @@ class Ds01Service:
         old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
         held = allocation_state(self.records()).held()
         free_again = all(u not in held and u not in inventory.reserved for u in old)
-        if free_again:
+        if free_again:  # ``record`` is Docker's, with the devices its labels name
             self.store.unrelease([record.id])
-            fresh = replace(record, gpus=old)
+            fresh = record
         else:
             fresh = self._recreate_on(owner, record, placement, inventory, actor)
         self.events.emit(
@@ -1105,29 +1132,6 @@ class Ds01Service:
             interface=record.labels.get(L.INTERFACE, "cli"),
             kept_image=image,
         )
-
-    def enqueue_start(self, owner: UnixUser, record: ContainerRecord, why: NoCapacity) -> Queued:
-        """Under the allocation lock: queue a released container until devices free up."""
-        waiting = self.store.queued()
-        existing = next(
-            (q for q in waiting if q.uid == record.uid and q.container == record.name), None
-        )
-        if existing is not None:
-            return Queued(entry=existing, reason=why.message)
-        request = self.released_request(record, self.backend.inventory())
-        entry = QueuedRequest(
-            id=uuid.uuid4().hex[:12],
-            user=owner.name,
-            uid=owner.uid,
-            group=record.group,
-            kind="start",
-            container=record.name,
-            request_json="",
-            whole_gpus=request.whole_gpus,
-            mig=",".join(request.mig_profiles),
-            submitted_at=self._clock().isoformat(timespec="microseconds"),
-        )
-        return self._join_queue(entry, request, why)
 
     def check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
         """Docker resolves bind sources again at every start: refuse if a source that was the
