@@ -10,11 +10,14 @@ wait.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from rawapi import RawApi
 
 from support import TEST_IMAGES_YAML, describe
@@ -73,6 +76,27 @@ def gpus_of(d: Any, user: str, name: str) -> list[str]:
     return list(rows[name]["gpus"]) if name in rows else []
 
 
+@pytest.fixture
+def carols_terminal(unix_users: dict[str, Any]) -> Iterator[int]:
+    """A real pseudo-terminal of carol's that accepts messages (``mesg y``); yields the
+    master side, from which the test reads what was written to her terminal."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    os.chown(path, unix_users["carol"].pw_uid, -1)
+    os.chmod(path, 0o620)
+    yield master
+    os.close(slave)
+    os.close(master)
+
+
+def read_terminal(master: int, timeout: float = 5.0) -> str:
+    text = b""
+    while select.select([master], [], [], timeout)[0]:
+        text += os.read(master, 4096)
+        timeout = 0.2
+    return text.decode(errors="replace")
+
+
 def start_daemon(ds01d: Any) -> Any:
     return ds01d(
         resource_limits=PRIORITIES,
@@ -83,7 +107,7 @@ def start_daemon(ds01d: Any) -> Any:
 
 
 def test_queued_requests_start_by_themselves_in_priority_order_across_a_kill_9(
-    ds01d, docker_client, unix_users
+    ds01d, docker_client, unix_users, carols_terminal
 ):
     d = start_daemon(ds01d)
     for name in ("fill0", "fill1"):
@@ -98,6 +122,12 @@ def test_queued_requests_start_by_themselves_in_priority_order_across_a_kill_9(
     )
     assert [r["user"] for r in listed] == ["carol", "bob", "alice"], listed
     assert listed[0]["score"]["priority"] > listed[1]["score"]["priority"]
+    with RawApi(d.paths.socket, "alice") as api:
+        status = api.call("GET", "/v1/gpus").json()
+    assert (status["queued_requests"], status["queued_gpu_equivalents"]) == (3, 3.0)
+    assert "Queued: 3 request(s) waiting for at least 3 GPU-equivalents" in (
+        d.cli("alice", "gpu-status").stdout
+    )
     mine = d.cli_json("alice", "queue")
     assert [r["id"] for r in mine] == [ids["alice"]]  # a user sees only her own
     assert d.cli("alice", "queue", "--all").returncode == 5
@@ -106,6 +136,8 @@ def test_queued_requests_start_by_themselves_in_priority_order_across_a_kill_9(
     assert d.cli("dave", "container-remove", "fill0", "--force").returncode == 0
     wait_until("carol's start", lambda: started(d, ids["carol"]))
     assert gpus_of(d, "carol", "q-carol") == freed
+    told = read_terminal(carols_terminal)  # no client of hers runs: ds01d wrote it
+    assert "your queued container 'q-carol' started on " + freed[0] in told, told
     assert not started(d, ids["bob"]) and not started(d, ids["alice"])
 
     assert d.cli("dave", "container-remove", "fill1", "--force").returncode == 0

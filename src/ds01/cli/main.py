@@ -425,6 +425,12 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
         f"{render.number(status['total_gpu_equivalents'])} GPU-equivalents "
         f"({status['backend']} backend)."
     )
+    if status.get("queued_requests"):
+        render.echo(
+            f"Queued: {status['queued_requests']} request(s) waiting for at least "
+            f"{render.number(status['queued_gpu_equivalents'])} GPU-equivalents "
+            "(`ds01 queue`)."
+        )
 
 
 def _configure_limits(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from ds01.core.allocation import GpuRequest, equivalents_to_float
+from ds01.core.allocation import GpuRequest
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
@@ -128,11 +128,4 @@ def cancel(service: Ds01Service, caller: Caller, request_id: str) -> api.QueueEn
     return describe(service, updated, now, with_score=False)
 
 
-def demand_gpu_equivalents(service: Ds01Service) -> float:
-    """GPU-equivalents the waiting requests need at least (the lifecycle's hint that others
-    wait); 0 before the first pass."""
-    plan = service.queue_plan
-    return equivalents_to_float(plan.demand_gpu_equivalents) if plan else 0.0
-
-
-__all__ = ["cancel", "demand_gpu_equivalents", "describe", "wait_for", "waiting"]
+__all__ = ["cancel", "describe", "wait_for", "waiting"]

@@ -96,6 +96,10 @@ class GpuStatusResponse(_Model):
     unusable: list[UnusableGpu]
     total_gpu_equivalents: float
     allocated_gpu_equivalents: float
+    queued_requests: int = Field(default=0, description="Requests waiting in the GPU queue.")
+    queued_gpu_equivalents: float = Field(
+        default=0.0, description="The least GPU-equivalents those requests need (demand)."
+    )
 
 
 class ContainerInfo(_Model):

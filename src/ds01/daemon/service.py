@@ -598,7 +598,15 @@ class Ds01Service:
             ],
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
             allocated_gpu_equivalents=equivalents_to_float(allocated),
+            queued_requests=len(self.store.queued()),
+            queued_gpu_equivalents=equivalents_to_float(self.queue_demand()),
         )
+
+    def queue_demand(self) -> Fraction:
+        """GPU-equivalents the waiting requests need at least, as of the last queue pass:
+        the hint for the lifecycle loop that others wait (0 before the first pass)."""
+        plan = self.queue_plan
+        return plan.demand_gpu_equivalents if plan is not None else Fraction(0)
 
     def limits(
         self, caller: Caller, *, user: str | None = None, explain: bool = False
