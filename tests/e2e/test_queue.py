@@ -205,9 +205,18 @@ def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
 
     refused = d.cli("alice", "container-start", "keep", "--no-wait")
     assert refused.returncode == 3, describe(refused)
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(cli=d.cli("alice", "container-start", "keep"))
+    )
+    waiter.start()  # no device is free: the start waits in the queue
+    [queued] = wait_until("alice's start queued", lambda: d.cli_json("alice", "queue"))
+    assert (queued["kind"], queued["container"]) == ("start", "keep")
     assert d.cli("dave", "container-remove", "other", "--force").returncode == 0
-    back = d.cli("alice", "container-start", "keep")
+    waiter.join(WAIT_S)
+    back = result["cli"]
     assert back.returncode == 0, describe(back)
+    assert "Started keep" in back.stdout, describe(back)
 
     now = gpus_of(d, "alice", "keep")
     assert len(now) == 1 and now != before
