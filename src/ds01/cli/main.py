@@ -576,6 +576,68 @@ def _run_doctor(args: argparse.Namespace) -> None:
     raise SystemExit(report["exit_code"])
 
 
+def _configure_exempt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user", metavar="USER", help="whose containers")
+    p.add_argument("--container", "-c", metavar="NAME", help="only this container of theirs")
+    p.add_argument("--hours", type=_positive_float, required=True, help="for how long")
+    p.add_argument("--reason", required=True, help="why (the user sees it)")
+    _json_flag(p)
+
+
+def _run_exempt(args: argparse.Namespace) -> None:
+    body = {
+        "user": args.user,
+        "container": args.container,
+        "hours": args.hours,
+        "reason": args.reason,
+    }
+    granted = Ds01Client().request("POST", "/v1/admin/exemptions", body=body)
+    if args.json:
+        render.emit_json(granted)
+        return
+    what = f"{granted['user']}'s {granted['container'] or 'containers'}"
+    render.ok(
+        f"Exempted {what} from idle and runtime limits until {granted['until']} ({granted['id']})."
+    )
+
+
+def _run_exemptions(args: argparse.Namespace) -> None:
+    rows = Ds01Client().request("GET", "/v1/admin/exemptions")
+    if args.json:
+        render.emit_json(rows)
+        return
+    if not rows:
+        render.echo("No exemptions in force.")
+        return
+    render.table(
+        ["ID", "USER", "CONTAINER", "UNTIL", "BY", "REASON"],
+        [
+            [
+                r["id"],
+                r["user"],
+                r["container"] or "(all)",
+                r["until"],
+                r["created_by"],
+                r["reason"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _configure_unexempt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exemption_id", metavar="ID", help="from `ds01 admin exemptions`")
+    _json_flag(p)
+
+
+def _run_unexempt(args: argparse.Namespace) -> None:
+    revoked = Ds01Client().request("DELETE", f"/v1/admin/exemptions/{args.exemption_id}")
+    if args.json:
+        render.emit_json(revoked)
+    else:
+        render.ok(f"Revoked exemption {revoked['id']} of {revoked['user']}.")
+
+
 def _run_whoami(args: argparse.Namespace) -> None:
     me = Ds01Client().request("GET", "/v1/whoami")
     if args.json:
@@ -672,6 +734,34 @@ COMMANDS: tuple[Command, ...] = (
         "Check the set-up for risks (admins). Exit 0 healthy, 1 warnings, 2 critical.",
         _json_flag,
         _run_doctor,
+    ),
+    Command(
+        ("admin", "exempt"),
+        None,
+        "Exempt a user's containers from idle and runtime limits, for a while.",
+        "Exempt USER's containers (or one, with --container) from idle and runtime limits\n"
+        "for --hours, with a reason the user sees (admins).\n\n"
+        "examples:\n"
+        "  ds01 admin exempt alice --hours 72 --reason 'thesis deadline'\n"
+        "  ds01 admin exempt bob --container train --hours 12 --reason 'long eval run'",
+        _configure_exempt,
+        _run_exempt,
+    ),
+    Command(
+        ("admin", "exemptions"),
+        None,
+        "Exemptions in force.",
+        "List the exemptions from idle and runtime limits in force (admins).",
+        _json_flag,
+        _run_exemptions,
+    ),
+    Command(
+        ("admin", "unexempt"),
+        None,
+        "Revoke an exemption.",
+        "Revoke exemption ID (admins).",
+        _configure_unexempt,
+        _run_unexempt,
     ),
     Command(
         ("whoami",),

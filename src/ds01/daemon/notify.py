@@ -1,16 +1,23 @@
-"""Messages to a user's terminals, the way ``write(1)`` sends them.
+"""Telling a user something while no command of theirs runs (a queued container started,
+an idle container will be stopped).
 
-Used when something the user waits for happens while their command is no longer running
-(a queued container started). A terminal receives the message only if it belongs to the
-user and accepts messages (its group-write bit, which ``mesg y`` sets).
+- Terminals, the way ``write(1)`` does: a terminal receives the message only if it belongs
+  to the user and accepts messages (its group-write bit, which ``mesg y`` sets).
+- A notice file in the container's workspace, written as the user's own file; ds01d runs
+  as root, so the directory is opened without following symlinks and must be the user's.
+- A webhook: one JSON object POSTed to a URL an admin configured (Slack, Teams and Matrix
+  bridges take such "incoming webhooks").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -55,4 +62,57 @@ def notify_terminals(uid: int, message: str, pts_dir: Path = PTS_DIR) -> int:
     return sent
 
 
-__all__ = ["notify_terminals", "user_terminals"]
+#: The notice file in a container's workspace (``/workspace/.ds01-notice`` inside).
+NOTICE_FILE = ".ds01-notice"
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+def write_notice(directory: Path, uid: int, gid: int, text: str) -> bool:
+    """Write ``text`` as ``directory/.ds01-notice``, owned by ``uid:gid``; ``False`` if the
+    directory is not a real directory of ``uid`` or cannot be written."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        dir_fd = os.open(directory, flags)
+    except OSError as exc:
+        log.info("no notice in %s: %s", directory, exc)
+        return False
+    try:
+        if os.fstat(dir_fd).st_uid != uid:
+            log.warning("no notice in %s: not the container owner's directory", directory)
+            return False
+        fd = os.open(
+            NOTICE_FILE,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+            0o644,
+            dir_fd=dir_fd,
+        )
+        try:
+            os.fchown(fd, uid, gid)
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        return True
+    except OSError as exc:
+        log.info("no notice in %s: %s", directory, exc)
+        return False
+    finally:
+        os.close(dir_fd)
+
+
+def post_webhook(url: str, payload: dict[str, Any]) -> bool:
+    """POST ``payload`` as JSON to ``url`` (at most ``WEBHOOK_TIMEOUT_SECONDS``); fails soft."""
+    request = urllib.request.Request(  # noqa: S310 - an admin-configured http(s) URL
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS):  # noqa: S310
+            return True
+    except (OSError, ValueError) as exc:
+        log.warning("webhook %s failed: %s", url, exc)
+        return False
+
+
+__all__ = ["NOTICE_FILE", "notify_terminals", "post_webhook", "user_terminals", "write_notice"]

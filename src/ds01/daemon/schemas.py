@@ -242,3 +242,22 @@ class QueueEntryInfo(_Model):
     devices: list[str] = Field(default_factory=list, description="Devices it started on.")
     waited_seconds: float
     score: ScoreInfo | None = None
+
+
+class ExemptionRequest(_Model):
+    user: str = Field(description="Whose containers are exempt.")
+    container: str | None = Field(
+        default=None, description="Only this container of theirs (its name); default: all."
+    )
+    hours: float = Field(gt=0, le=24 * 366, description="How long from now, in hours.")
+    reason: str = Field(min_length=1, max_length=500, description="Why (shown to the user).")
+
+
+class ExemptionInfo(_Model):
+    id: str
+    user: str
+    container: str | None
+    until: str
+    reason: str
+    created_by: str
+    created_at: str

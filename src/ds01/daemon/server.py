@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
-from ds01.daemon import queue_view
+from ds01.daemon import exemptions, queue_view
 from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
@@ -201,6 +201,28 @@ ROUTES: tuple[Route, ...] = (
         "Set-up risks (admins)",
         lambda s, c, p, q, b: diagnose(s, c),
         api.DoctorReport,
+    ),
+    Route(
+        "GET",
+        "/v1/admin/exemptions",
+        "Exemptions from idle and runtime limits in force (admins)",
+        lambda s, c, p, q, b: exemptions.listing(s, c),
+        list[api.ExemptionInfo],
+    ),
+    Route(
+        "POST",
+        "/v1/admin/exemptions",
+        "Exempt a user's containers, or one, from idle and runtime limits (admins)",
+        lambda s, c, p, q, b: exemptions.grant(s, c, b),
+        api.ExemptionInfo,
+        body=api.ExemptionRequest,
+    ),
+    Route(
+        "DELETE",
+        "/v1/admin/exemptions/{exemption_id}",
+        "Revoke an exemption (admins)",
+        lambda s, c, p, q, b: exemptions.revoke(s, c, p["exemption_id"]),
+        api.ExemptionInfo,
     ),
     Route(
         "GET",

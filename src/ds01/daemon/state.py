@@ -17,6 +17,9 @@ GPU-equivalents, for fair share (``usage``).
 ``gpu_hold_after_stop_minutes`` (``gpu_releases``); their labels still name the devices
 they had, which they get back at start only if still free.
 
+*Exemptions* from idle and runtime limits (``exemptions``): per user or per container, with
+an expiry and a reason, set by admins.
+
 *OOM counters*: per container, the kernel's OOM counters last seen and the kills ds01
 reported (``ds01.daemon.oom``), so that a restart of ds01d does not report a kill twice and
 ``container-list`` can show them.
@@ -75,6 +78,15 @@ CREATE TABLE IF NOT EXISTS usage (
     start            TEXT NOT NULL,
     end              TEXT,
     PRIMARY KEY (container_id, start)
+);
+CREATE TABLE IF NOT EXISTS exemptions (
+    id          TEXT PRIMARY KEY,
+    user        TEXT NOT NULL,
+    container   TEXT,
+    until       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gpu_releases (
     container_id  TEXT PRIMARY KEY,
@@ -178,6 +190,20 @@ class UsageRecord:
     gpu_equivalents: str  # an exact fraction, "3/7"
     start: str
     end: str | None = None
+
+
+@dataclass(frozen=True)
+class ExemptionRecord:
+    """An admin's exemption of ``user``'s containers (or only ``container``, a name as the
+    user sees it) from idle and runtime limits until ``until`` (ISO 8601 UTC)."""
+
+    id: str
+    user: str
+    container: str | None
+    until: str
+    reason: str
+    created_by: str
+    created_at: str
 
 
 class StateStore:
@@ -303,6 +329,31 @@ class StateStore:
         """Drop holdings that ended before ``ended_before``: they weigh nothing any more."""
         with self._lock:
             self._db.execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
+
+    # -- exemptions ------------------------------------------------------------------------------
+
+    def exemptions(self) -> list[ExemptionRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, user, container, until, reason, created_by, created_at "
+                "FROM exemptions ORDER BY created_at, id"
+            ).fetchall()
+        return [ExemptionRecord(*row) for row in rows]
+
+    def add_exemption(self, exemption: ExemptionRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO exemptions VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(exemption)
+            )
+
+    def remove_exemption(self, exemption_id: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM exemptions WHERE id = ?", (exemption_id,))
+        return cursor.rowcount == 1
+
+    def forget_exemptions(self, expired_before: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
 
     # -- GPU releases ----------------------------------------------------------------------------
 

@@ -500,9 +500,8 @@ class CgroupManager:
             return None
         directory = self.path(cgroup)
         name = "memory.events" if self.version == "v2" else "memory.oom_control"
-        try:
-            generation = directory.stat().st_ino
-        except OSError:
+        generation = self.generation(cgroup)
+        if generation is None:
             return None
         values = self._read_keyed(directory / name)
         limit_events = self.limit_events(cgroup)
@@ -520,6 +519,41 @@ class CgroupManager:
             generation=generation,
             at_limit=at_limit,
         )
+
+    def cpu_seconds(self, cgroup: str) -> float | None:
+        """CPU time ``cgroup`` and its descendants used so far, in seconds (v1
+        ``cpuacct.usage``, nanoseconds; v2 ``cpu.stat`` ``usage_usec``); ``None`` if it
+        cannot be read."""
+        if self.version == "v2":
+            values = self._read_keyed(self.path(cgroup) / "cpu.stat")
+            return (
+                None if values is None or "usage_usec" not in values else values["usage_usec"] / 1e6
+            )
+        if self.version == "v1":
+            try:
+                text = (self.path(cgroup, "cpuacct") / "cpuacct.usage").read_text()
+                return int(text.strip()) / 1e9
+            except (OSError, ValueError):
+                return None
+        return None
+
+    def processes(self, cgroup: str) -> list[int]:
+        """PIDs (host namespace) of the processes in ``cgroup`` itself (not its children);
+        empty if it cannot be read."""
+        hierarchy = "unified" if self.version == "v2" else "pids"
+        try:
+            text = (self.path(cgroup, hierarchy) / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(line) for line in text.split() if line.isdigit()]
+
+    def generation(self, cgroup: str) -> int | None:
+        """The inode of ``cgroup``'s directory: it changes when a container runs again in a
+        fresh cgroup (``None`` if the cgroup is not there)."""
+        try:
+            return self.path(cgroup).stat().st_ino
+        except OSError:
+            return None
 
     def rearm_peak(self, cgroup: str) -> None:
         """v1: reset ``cgroup``'s peak usage to its current usage, so that the next

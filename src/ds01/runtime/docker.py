@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -76,6 +76,20 @@ class EngineInfo:
     cgroup_driver: CgroupDriver
     cpus: int
     memory_bytes: int
+
+
+def parse_docker_time(text: str) -> datetime | None:
+    """Docker's RFC 3339 time with nanoseconds ("…:05.123456789Z") as an aware UTC datetime
+    (microseconds); ``None`` for its "never" (year 1) or anything unreadable."""
+    if not text or text.startswith("0001-"):
+        return None
+    head, _, fraction = text.rstrip("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    digits = "".join(c for c in fraction if c.isdigit())[:6].ljust(6, "0")
+    return moment.replace(microsecond=int(digits))
 
 
 @dataclass(frozen=True)
@@ -415,20 +429,16 @@ class DockerRuntime:
                 if not missing_ok:
                     raise
 
+    def started_at(self, container: str) -> datetime | None:
+        """When the container's current (or last) run started, UTC; ``None`` if never."""
+        return parse_docker_time(
+            str((self.inspect(container).get("State") or {}).get("StartedAt") or "")
+        )
+
     def finished_at(self, container: str) -> datetime | None:
-        """When the container last stopped (UTC), or ``None`` if unknown or never."""
-        state = self.inspect(container).get("State") or {}
-        text = str(state.get("FinishedAt") or "")
-        if not text or text.startswith("0001-"):
-            return None
-        # Docker writes nanoseconds ("…:05.123456789Z"); datetime takes microseconds.
-        head, _, fraction = text.rstrip("Z").partition(".")
-        try:
-            moment = datetime.fromisoformat(head).replace(tzinfo=timezone.utc)
-        except ValueError:
-            return None
-        return moment + timedelta(
-            microseconds=int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+        """When the container last stopped, UTC; ``None`` if unknown or never."""
+        return parse_docker_time(
+            str((self.inspect(container).get("State") or {}).get("FinishedAt") or "")
         )
 
     @_translated("saving a container's files")
