@@ -314,19 +314,6 @@ def test_groups_keep_their_order_members_and_unix_group() -> None:
     assert "members" not in config.groups["alpha"].declared()
 
 
-def test_reserved_sections_are_kept_raw() -> None:
-    # `aggregate:` has its own schema now (tests/unit/test_config_aggregate.py).
-    config = limits(
-        """
-        policies:
-          gpu_idle_threshold: 5
-          anything: {nested: [1, 2]}
-        """
-    )
-    assert config.policies == {"gpu_idle_threshold": 5, "anything": {"nested": [1, 2]}}
-    assert limits("policies:\n").policies == {}
-
-
 def test_builtin_baseline_sets_every_key() -> None:
     assert set(BUILTIN_LIMITS.declared()) == set(LIMIT_KEYS)
     assert BUILTIN_LIMITS.declared() == {

@@ -466,6 +466,7 @@ def test_everything_that_fits_starts_in_score_order(default_inventory: Inventory
     assert statuses(result) == {"a": "starting", "b": "starting"}
     assert result.reservation is None
     assert result.demand_gpu_equivalents == 0
+    assert not result.waiting_for_devices
     assert result.entry("a").reason.startswith("Starts now on whole GPU 0")
 
 
@@ -502,6 +503,7 @@ def test_the_head_reserves_what_it_needs_and_short_jobs_backfill(
     assert reservation.estimated_start == reservation.promised_start == later(2)
     assert result.starts[0].placement.uuids == (gpu[2],)
     assert result.demand_gpu_equivalents == 3
+    assert result.waiting_for_devices
 
 
 def test_a_job_that_would_outlast_the_head_estimate_must_wait(
@@ -571,6 +573,7 @@ def test_without_backfill_everyone_waits_behind_the_head(default_inventory: Inve
     result = plan(queue, default_inventory, state, NOW, UsageTotals(), FCFS, ends)
     assert statuses(result) == {"big": "head", "slice": "behind_head", "greedy": "quota"}
     assert result.starts == ()
+    assert result.waiting_for_devices
 
 
 def test_quota_and_unsatisfiable_requests_do_not_block(default_inventory: Inventory) -> None:
@@ -584,6 +587,7 @@ def test_quota_and_unsatisfiable_requests_do_not_block(default_inventory: Invent
     assert result.entry("over").reason.startswith("GPU quota exceeded")
     assert result.reservation is None
     assert result.demand_gpu_equivalents == 6
+    assert not result.waiting_for_devices  # over quota or too big: freeing GPUs helps neither
 
 
 def test_quotas_count_the_starts_of_the_same_pass(default_inventory: Inventory) -> None:

@@ -20,6 +20,12 @@ from ds01.errors import InvalidInput
 from ds01.gpu.device import Inventory
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.sim.engine import JobOutcome, SimulationResult, simulate, user_setups
+from ds01.sim.reclaim import (
+    RECLAIMS,
+    ReferenceIdleState,
+    reference_check,
+    reference_first_check,
+)
 from ds01.sim.report import jain_index, nearest_rank_percentile, service_share, summarize
 from ds01.sim.trace import TRACE_COLUMNS, parse_trace
 
@@ -158,7 +164,7 @@ def test_limits_cut_idle_tails_and_runs_and_null_hold_counts_as_none(one_gpu: In
     alice = setups["alice"]
     assert (alice.max_runtime_hours, alice.idle_timeout_hours, alice.hold_hours) == (3.0, 1.0, 0.0)
     assert alice.busy_hours(jobs[0]) == 2.5
-    assert alice.idle_tail_hours(jobs[0]) == 0.5  # the runtime limit stops it at 3 h
+    assert alice.held_tail_hours(jobs[0]) == 0.5  # the runtime limit stops it at 3 h
     assert setups["bob"].priority == 50  # a group the config does not define: the defaults
     result = simulate(jobs, one_gpu, config, SchedulerConfig(), "fair")
     assert [o.release_hours for o in result.outcomes] == [3.0, 4.0]
@@ -211,6 +217,84 @@ def test_metric_helpers() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Idle reclaim
+# --------------------------------------------------------------------------------------------
+
+IDLE_LIMITS = """\
+defaults:
+  idle_timeout_hours: {timeout}
+  max_runtime_hours: null
+  gpu_hold_after_stop_minutes: 0
+policies:
+  demand_idle_factor: {factor}
+"""
+
+
+def test_each_reclaim_policy_cuts_a_forgotten_notebook_differently(one_gpu: Inventory) -> None:
+    # Alice computes 1 h, then leaves her notebook open for 10 h; her idle timeout is 1 h.
+    jobs = parse_trace(trace("0,alice,lab,1,,1,10"), "t.csv")
+    config = limits(IDLE_LIMITS.format(timeout=1, factor=1))
+    released = {}
+    for reclaim in RECLAIMS:
+        (outcome,) = simulate(jobs, one_gpu, config, SchedulerConfig(), "fair", reclaim).outcomes
+        released[reclaim] = outcome.release_hours
+        assert outcome.reclaimed_hours == pytest.approx(11 - outcome.release_hours)
+    assert released["none"] == 11  # held until she stops it
+    assert released["ds01"] == pytest.approx(2)  # exactly 1 h after it went idle
+    # The reference checks hourly at minute 20: idle at 1:20, 2:20 and 3:20, stopped at the
+    # third idle check, 2 h 20 min after it went idle, whatever the 1-hour timeout.
+    assert released["reference"] == pytest.approx(3 + 1 / 3)
+
+
+def test_ds01_shrinks_the_idle_timeout_while_others_wait(one_gpu: Inventory) -> None:
+    # Alice idles from 1 h with a 4-hour timeout; Bob asks for the only GPU at 2 h.
+    jobs = parse_trace(trace("0,alice,lab,1,,1,10", "2,bob,lab,1,,1,0"), "t.csv")
+    bob_waits = {}
+    for factor in (0.5, 1):
+        config = limits(IDLE_LIMITS.format(timeout=4, factor=factor))
+        result = simulate(jobs, one_gpu, config, SchedulerConfig(), "fair", "ds01")
+        bob_waits[factor] = waits(result)["job-3"]
+    assert bob_waits[0.5] == pytest.approx(1)  # halved to 2 h: alice stopped at 3 h
+    assert bob_waits[1] == pytest.approx(3)  # alice stopped at 5 h
+    none = simulate(jobs, one_gpu, config, SchedulerConfig(), "fair", "none")
+    assert waits(none)["job-3"] == pytest.approx(9)
+
+
+def test_the_grace_period_applies_in_the_simulation(one_gpu: Inventory) -> None:
+    jobs = parse_trace(trace("0,alice,lab,1,,0,5"), "t.csv")
+    config = limits(IDLE_LIMITS.format(timeout=0.1, factor=1))
+    (outcome,) = simulate(jobs, one_gpu, config, SchedulerConfig(), "fair", "ds01").outcomes
+    assert outcome.release_hours == pytest.approx(0.5)  # idle_grace_minutes: 30
+
+
+def test_the_reference_check() -> None:
+    assert reference_first_check(0.0) == pytest.approx(1 + 1 / 3)  # 0:20 is within the grace
+    assert reference_first_check(0.5) == pytest.approx(1 + 1 / 3)
+    assert reference_first_check(1.0) == pytest.approx(2 + 1 / 3)
+    # Busy until 2 h, timeout 3.5 h: active at 1:20, idle at 2:20, 3:20, 4:20 and 5:20,
+    # stopped at 5:20, the first check at which the idle time counted from the last active
+    # check (1:20) reaches the timeout.
+    state = ReferenceIdleState(last_activity_hours=0.0)
+    state, stops = reference_check(state, 1 + 1 / 3, 2.0, 3.5, high_demand=False)
+    assert (state, stops) == (ReferenceIdleState(1 + 1 / 3, 0), False)
+    for hours in (2, 3, 4, 5):
+        state, stops = reference_check(state, hours + 1 / 3, 2.0, 3.5, high_demand=False)
+        assert stops == (hours == 5)
+    assert state.streak == 4
+    # In high demand the timeout halves, but three idle checks in a row are still needed.
+    _, stops = reference_check(ReferenceIdleState(0.0, 1), 3.0, 1.0, 4.0, high_demand=True)
+    assert not stops
+    _, stops = reference_check(ReferenceIdleState(0.0, 2), 3.0, 1.0, 4.0, high_demand=True)
+    assert stops
+    # Without a timeout the owner is exempt.
+    exempt = ReferenceIdleState(0.0, streak=50)
+    assert reference_check(exempt, 100.0, 1.0, None, high_demand=True) == (
+        ReferenceIdleState(0.0, 51),
+        False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # The command and the shipped example
 # --------------------------------------------------------------------------------------------
 
@@ -223,17 +307,18 @@ def test_the_command_prints_a_table_and_json(
     path.write_text(trace("0,alice,lab,1,,2,0", "1,bob,lab,1,,1,0"), encoding="utf-8")
     main(["simulate", str(path), "--config-dir", str(tmp_path)])
     text = capsys.readouterr().out
-    assert "POLICY  GROUP" in text
-    assert "fair    lab" in text and "fcfs    all" in text
-    main(["simulate", str(path), "--policy", "fcfs", "--json"])
+    assert "POLICY  RECLAIM    GROUP" in text
+    assert "fair    ds01       lab" in text and "fcfs    reference  all" in text
+    main(["simulate", str(path), "--policy", "fcfs", "--reclaim", "none", "--json"])
     document = json.loads(capsys.readouterr().out)
     assert document["sources"] == {
         "resource-limits": "embedded default",
         "gpu-config": "embedded default",
     }
-    assert [p["policy"] for p in document["policies"]] == ["fcfs"]
-    assert document["policies"][0]["capacity_gpu_equivalents"] == 4.0
-    assert document["policies"][0]["groups"]["all"]["jobs"] == 2
+    assert [(r["policy"], r["reclaim"]) for r in document["runs"]] == [("fcfs", "none")]
+    assert document["runs"][0]["capacity_gpu_equivalents"] == 4.0
+    assert document["runs"][0]["groups"]["all"]["jobs"] == 2
+    assert document["runs"][0]["groups"]["all"]["reclaimed_gpu_hours"] == 0
 
 
 @pytest.mark.parametrize(
@@ -264,11 +349,23 @@ def test_the_command_reports_bad_input(
     assert message in capsys.readouterr().err
 
 
-def test_the_shipped_lab_week_favours_fair_share(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_shipped_lab_week_favours_fair_share_and_reclaim(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     main(["simulate", str(EXAMPLE_TRACE), "--config-dir", str(EXAMPLE_TRACE.parent), "--json"])
     document = json.loads(capsys.readouterr().out)
     assert document["sources"]["resource-limits"].endswith("traces/resource-limits.yaml")
-    fair, fcfs = ({p["policy"]: p for p in document["policies"]}[n] for n in ("fair", "fcfs"))
+    runs = {(r["policy"], r["reclaim"]): r["groups"]["all"] for r in document["runs"]}
+    assert len(runs) == 6
+    # Idle reclaim: ds01 reclaims the most and the waits follow.
+    ds01, none, reference = (runs["fair", reclaim] for reclaim in ("ds01", "none", "reference"))
+    assert none["reclaimed_gpu_hours"] == 0
+    assert ds01["reclaimed_gpu_hours"] > reference["reclaimed_gpu_hours"] > 0
+    assert ds01["idle_gpu_hours"] < reference["idle_gpu_hours"] < none["idle_gpu_hours"]
+    assert ds01["mean_wait_hours"] < reference["mean_wait_hours"] < none["mean_wait_hours"]
+    # The queue order, with ds01's reclaim.
+    with_ds01 = {r["policy"]: r for r in document["runs"] if r["reclaim"] == "ds01"}
+    fair, fcfs = with_ds01["fair"], with_ds01["fcfs"]
     assert fair["groups"]["all"]["jobs"] == document["jobs"] > 100
     assert fair["groups"]["all"]["not_started"] == fcfs["groups"]["all"]["not_started"] == 0
     assert fair["groups"]["all"]["mean_wait_hours"] < fcfs["groups"]["all"]["mean_wait_hours"]

@@ -19,16 +19,17 @@ across all their containers: ``cpu_limit`` (CPUs), ``memory_limit`` (a size) and
 
 The ``scheduler:`` section (``SchedulerConfig``, in ``ds01.config.scheduler``) sets how the
 GPU queue is ordered and backfilled; it is one policy for the whole server.
+
+The ``policies:`` section (``PoliciesConfig``, in ``ds01.config.policies``) sets how idle and
+over-long containers are found and reclaimed: its defaults at the top, then ``groups`` and
+``users`` overrides.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,33 +38,21 @@ from pydantic import (
     model_validator,
 )
 
+from ds01.config.policies import PoliciesConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
+from ds01.config.sections import (
+    GroupName,
+    UserName,
+    empty_if_null,
+    mark_undefined_groups,
+    refuse_undefined_group,
+)
 from ds01.core.units import format_bytes, parse_bytes, parse_cpus
 
 DEFAULT_ADMIN_GROUP = "ds01-admin"
 
-# User and group names as NSS may return them (local, LDAP, SSSD "user@domain"): anything
-# without whitespace, ':' or '/'.
-_ACCOUNT_NAME_RE = re.compile(r"[^\s:/]+")
-
 # Keys where null is refused: they have no "unlimited" meaning.
 _NOT_NULLABLE = ("priority", "allow_full_gpu", "allow_mig")
-
-
-def _empty_if_null(value: Any) -> Any:
-    """A section written with nothing under it (``users:``) parses to null: treat it as empty."""
-    return {} if value is None else value
-
-
-def _account_name_checker(what: str) -> Callable[[str], str]:
-    def check(name: str) -> str:
-        if not _ACCOUNT_NAME_RE.fullmatch(name):
-            raise ValueError(
-                f"invalid {what} name {name!r}: must be non-empty, without spaces, ':' or '/'"
-            )
-        return name
-
-    return check
 
 
 def _cpu_count(value: Any) -> Any:
@@ -79,10 +68,6 @@ def _positive_size(value: Any) -> Any:
     if size == 0:
         raise ValueError(f"invalid size {value!r}: must be greater than 0 (null = no limit)")
     return format_bytes(size)
-
-
-UserName = Annotated[str, AfterValidator(_account_name_checker("user"))]
-GroupName = Annotated[str, AfterValidator(_account_name_checker("group"))]
 
 
 class Limits(BaseModel):
@@ -213,10 +198,6 @@ _REFERENCE_AGGREGATE_KEYS = {
 }
 
 
-#: Marks the aggregate entry of a group that the top-level ``groups:`` does not define.
-_UNDEFINED_GROUP = object()
-
-
 class Aggregate(BaseModel):
     """A user's totals across all their containers, as one section sets them.
 
@@ -243,14 +224,9 @@ class Aggregate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reference_keys(cls, value: Any) -> Any:
-        value = _empty_if_null(value)
+        value = empty_if_null(value)
+        refuse_undefined_group(value)
         if isinstance(value, dict):
-            if _UNDEFINED_GROUP in value:
-                defined = ", ".join(value[_UNDEFINED_GROUP]) or "none"
-                raise ValueError(
-                    "no such group under the top-level groups: section, where membership is "
-                    f"defined (defined: {defined})"
-                )
             for key in value:
                 if key in _REFERENCE_AGGREGATE_KEYS:
                     raise ValueError(
@@ -294,15 +270,11 @@ class AggregateConfig(BaseModel):
     @field_validator("defaults", "groups", "users", mode="before")
     @classmethod
     def _null_section(cls, value: Any) -> Any:
-        return _empty_if_null(value)
+        return empty_if_null(value)
 
 
 class ResourceLimitsConfig(BaseModel):
-    """The whole ``resource-limits.yaml``.
-
-    ``policies`` is a reserved section, accepted and kept as a raw mapping until its schema
-    is defined.
-    """
+    """The whole ``resource-limits.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -317,47 +289,37 @@ class ResourceLimitsConfig(BaseModel):
         default_factory=SchedulerConfig,
         description="How the GPU queue is ordered and backfilled (one policy per server).",
     )
-    policies: dict[str, Any] = Field(default_factory=dict)
+    policies: PoliciesConfig = Field(
+        default_factory=PoliciesConfig,
+        description="How idle and over-long containers are found and reclaimed, with "
+        "per-group and per-user overrides.",
+    )
 
     @field_validator(
         "defaults", "groups", "users", "aggregate", "scheduler", "policies", mode="before"
     )
     @classmethod
     def _null_section(cls, value: Any) -> Any:
-        return _empty_if_null(value)
+        return empty_if_null(value)
 
     @field_validator("groups", "users", mode="before")
     @classmethod
     def _null_entries(cls, value: Any) -> Any:
         # "jane:" with nothing under it is an entry that sets no key.
         if isinstance(value, dict):
-            return {name: _empty_if_null(entry) for name, entry in value.items()}
+            return {name: empty_if_null(entry) for name, entry in value.items()}
         return value
 
-    @field_validator("aggregate", mode="before")
+    @field_validator("aggregate", "policies", mode="before")
     @classmethod
     def _known_groups(cls, value: Any, info: ValidationInfo) -> Any:
         # Runs before the section is validated, so that the error lands on the group's own
-        # line: the entry of an undefined group is replaced by a marker that Aggregate
-        # refuses with the message (no YAML key can equal the marker object).
+        # line: the entry of an undefined group is replaced by a marker that the entry's
+        # model refuses with the message (ds01.config.sections).
         defined = info.data.get("groups")
-        if defined is None or not isinstance(value, dict):
+        if defined is None:
             return value  # an invalid groups: section is reported on its own
-        groups = value.get("groups")
-        if not isinstance(groups, dict):
-            return value
-        marked = {
-            name: entry if name in defined else {_UNDEFINED_GROUP: tuple(defined)}
-            for name, entry in groups.items()
-        }
-        return {**value, "groups": marked}
-        unknown = [name for name in value.groups if name not in defined]
-        if unknown:
-            raise ValueError(
-                f"groups.{unknown[0]}: no group {unknown[0]!r} is defined under the top-level "
-                f"groups: section (defined: {', '.join(defined) or 'none'})"
-            )
-        return value
+        return mark_undefined_groups(value, tuple(defined))
 
     def unix_group_of(self, group: str) -> str:
         """The Unix group whose members belong to config group ``group``."""

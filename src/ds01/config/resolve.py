@@ -16,12 +16,16 @@ still come from the user's groups.
 The ``aggregate:`` section resolves the same way (``resolve_aggregate``), with its own
 ``defaults`` and a builtin baseline of "unlimited" for every key.
 
+The ``policies:`` section resolves the same way too (``resolve_policy``): its top level plays
+the part of ``defaults``, ``BUILTIN_POLICY`` the builtin baseline, and "most permissive"
+means "reclaims least aggressively" (``ds01.config.policies.policy_permissiveness``).
+
 Everything here is pure: the caller supplies the user's Unix groups (the daemon asks NSS).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +35,12 @@ from ds01.config.limits import (
     BUILTIN_LIMITS,
     LIMIT_KEYS,
     ResourceLimitsConfig,
+)
+from ds01.config.policies import (
+    BUILTIN_POLICY,
+    POLICY_KEYS,
+    LifecyclePolicy,
+    policy_permissiveness,
 )
 from ds01.core.allocation import GpuQuota
 from ds01.core.units import MIB, parse_bytes
@@ -62,6 +72,10 @@ class Resolved:
 
     value: Any
     source: str
+
+
+#: Orders the values of one key: ``rank(key, value)`` is larger for a more permissive value.
+Ranking = Callable[[str, Any], tuple[float, ...]]
 
 
 def permissiveness(key: str, value: Any) -> tuple[int, float]:
@@ -226,9 +240,10 @@ def _layered(
     group_values: Sequence[tuple[str, Mapping[str, Any]]],
     default_values: Mapping[str, Any],
     builtin_values: Mapping[str, Any],
+    rank: Ranking = permissiveness,
 ) -> dict[str, Resolved]:
-    """Per key: the user's value, else the most permissive of the groups', else the
-    defaults', else the builtin one (each layer given as its *declared* keys)."""
+    """Per key: the user's value, else the most permissive of the groups' (by ``rank``), else
+    the defaults', else the builtin one (each layer given as its *declared* keys)."""
     values: dict[str, Resolved] = {}
     for key in keys:
         from_groups = [
@@ -240,7 +255,7 @@ def _layered(
             values[key] = Resolved(user_values[key], user_source(user))
         elif from_groups:
             # max() keeps the first of equal values: ties go to the group listed first.
-            values[key] = max(from_groups, key=lambda item: permissiveness(key, item.value))
+            values[key] = max(from_groups, key=lambda item: rank(key, item.value))
         elif key in default_values:
             values[key] = Resolved(default_values[key], SOURCE_DEFAULTS)
         else:
@@ -313,6 +328,44 @@ def resolve_aggregate(
         BUILTIN_AGGREGATE.declared(),
     )
     return ResolvedAggregate(user=user, groups=groups, values=values)
+
+
+class ResolvedPolicy(_ResolvedValues):
+    """A user's effective lifecycle policy: one ``Resolved`` per key in ``POLICY_KEYS``."""
+
+    @property
+    def policy(self) -> LifecyclePolicy:
+        """The values as a ``LifecyclePolicy`` (what ``ds01.core.lifecycle`` takes)."""
+        return LifecyclePolicy.model_validate(self.to_dict())
+
+
+def resolve_policy_sources(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> ResolvedPolicy:
+    """``user``'s lifecycle policy with the layer of every value: the user's entry under
+    ``policies.users``, then the entries of their groups under ``policies.groups`` (the one
+    that reclaims least aggressively), then the top of ``policies:``, then the builtin
+    default, key by key."""
+    section = config.policies
+    groups = groups_of(config, user, unix_groups)
+    user_entry = section.users.get(user)
+    values = _layered(
+        POLICY_KEYS,
+        user,
+        user_entry.declared() if user_entry is not None else {},
+        [(name, section.groups[name].declared()) for name in groups if name in section.groups],
+        section.declared(),
+        BUILTIN_POLICY.values(),
+        rank=policy_permissiveness,
+    )
+    return ResolvedPolicy(user=user, groups=groups, values=values)
+
+
+def resolve_policy(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> LifecyclePolicy:
+    """``user``'s lifecycle policy (``resolve_policy_sources`` without the provenance)."""
+    return resolve_policy_sources(config, user, unix_groups).policy
 
 
 def is_admin(config: ResourceLimitsConfig, unix_groups: Collection[str], uid: int) -> bool:

@@ -65,7 +65,8 @@ therefore cannot push the head back by more than the bound in total, as long as 
 containers end when they are expected to.
 
 ``demand_gpu_equivalents`` is the sum of the least GPU-equivalents of every request that
-does not start in this pass (what the queue is waiting for).
+does not start in this pass (what the queue is waiting for); ``waiting_for_devices`` says
+whether any of them waits for devices rather than for its quota (the lifecycle's demand).
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ QueueStatus = Literal[
 
 #: The statuses of requests that start in the pass.
 STARTING_STATUSES: frozenset[QueueStatus] = frozenset({"starting", "backfilling"})
+
+#: The statuses of requests that wait for devices to free up (not for their quota, and not
+#: for hardware the server does not have): the demand that shortens idle timeouts.
+DEVICE_WAIT_STATUSES: frozenset[QueueStatus] = frozenset(
+    {"head", "capacity", "reserved_for_head", "behind_head"}
+)
 
 #: When each running container is expected to free its devices, by Docker container name
 #: (the :attr:`Holding.container`); ``None`` or a missing name means unknown.
@@ -406,6 +413,12 @@ class Plan:
     reservation: Reservation | None
     ranked: tuple[QueueEntry, ...]
     demand_gpu_equivalents: Fraction
+
+    @property
+    def waiting_for_devices(self) -> bool:
+        """Whether some request waits for devices (:data:`DEVICE_WAIT_STATUSES`): the
+        ``demand`` of :func:`ds01.core.lifecycle.decide`."""
+        return any(entry.status in DEVICE_WAIT_STATUSES for entry in self.ranked)
 
     def entry(self, request_id: str) -> QueueEntry:
         """The queue entry of ``request_id``; ``KeyError`` if it was not pending."""
@@ -731,6 +744,7 @@ def plan(
 
 
 __all__ = [
+    "DEVICE_WAIT_STATUSES",
     "STARTING_STATUSES",
     "ExpectedEnds",
     "PendingRequest",

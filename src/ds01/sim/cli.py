@@ -1,10 +1,16 @@
 """``ds01 simulate TRACE.csv``: replay a workload through the GPU queue and compare policies.
 
+Every chosen queue policy (``--policy``) is run with every chosen idle reclaim policy
+(``--reclaim``).
+
 The ``ds01`` parser is built at every start and calls :func:`configure`, so this module
-imports nothing but the standard library at module level; :func:`run` imports the rest.
+imports nothing but the standard library at module level (:mod:`ds01.sim.reclaim` imports
+only the standard library too); :func:`run` imports the rest.
 """
 
 from __future__ import annotations
+
+from ds01.sim.reclaim import RECLAIMS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,6 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=(*POLICIES, "both"),
         default="both",
         help="fair: the configured scheduler; fcfs: strict arrival order [both]",
+    )
+    parser.add_argument(
+        "--reclaim",
+        choices=(*RECLAIMS, "all"),
+        default="all",
+        help="idle containers: ds01: stopped by ds01's lifecycle policy; none: held until their "
+        "owner stops them; reference: the reference's hourly check, 3 idle checks in a row "
+        "[all]",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -93,9 +107,11 @@ def run(args: argparse.Namespace) -> None:
 
     limits, inventory, sources = load_setting(Path(args.config_dir) if args.config_dir else None)
     jobs = read_trace(Path(args.trace))
+    reclaims = [name for name in RECLAIMS if args.reclaim in (name, "all")]
     reports = [
-        summarize(simulate(jobs, inventory, limits, policy, name))
+        summarize(simulate(jobs, inventory, limits, policy, name, reclaim))
         for name, policy in policies(limits, args.policy).items()
+        for reclaim in reclaims
     ]
     users = len({job.user for job in jobs})
     if args.json:
@@ -105,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
                 "jobs": len(jobs),
                 "users": users,
                 "sources": sources,
-                "policies": [report.to_dict() for report in reports],
+                "runs": [report.to_dict() for report in reports],
             }
         )
         return
@@ -116,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
     )
     render.echo(
         f"Limits: {sources['resource-limits']}; GPUs: {sources['gpu-config']}. "
-        + "; ".join(f"{r.policy} span {r.span_hours:.1f} h" for r in reports)
+        + "; ".join(f"{r.policy}/{r.reclaim} span {r.span_hours:.1f} h" for r in reports)
         + "."
     )
     render.echo()
@@ -124,9 +140,10 @@ def run(args: argparse.Namespace) -> None:
     render.echo()
     render.echo(
         "Waits in hours from submission to start. GPU UTIL: busy GPU-hours over capacity over "
-        "the span. IDLE GPU-h: allocated but idle. JAIN: fairness of users' service shares "
-        "(1 = equal). Definitions: docs/simulation.md."
+        "the span. IDLE GPU-h: allocated but idle. RECLAIMED GPU-h: idle time cut off by idle "
+        "reclaim. JAIN: fairness of users' service shares (1 = equal). Definitions: "
+        "docs/simulation.md."
     )
 
 
-__all__ = ["POLICIES", "configure", "load_setting", "policies", "run"]
+__all__ = ["POLICIES", "RECLAIMS", "configure", "load_setting", "policies", "run"]

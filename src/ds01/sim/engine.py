@@ -2,24 +2,34 @@
 
 Each job of the trace is submitted at its time, waits in the queue until
 :func:`ds01.core.scheduler.plan` starts it, computes, idles, is stopped and finally releases
-its devices. Only three kinds of event change what the scheduler sees, and a pass of
-:func:`plan` runs after each instant at which any happened (when requests are waiting):
+its devices. These events change what the scheduler sees, and a pass of :func:`plan` runs
+after each instant at which any happened (when requests are waiting):
 
 - *submit*: the job joins the queue;
-- *stop*: its idle tail is over (its owner stops it, or the lifecycle does at the user's
-  ``idle_timeout_hours`` or ``max_runtime_hours``); its devices stay held for the user's
-  ``gpu_hold_after_stop_minutes``;
-- *release*: the hold is over; its devices are free.
+- *stop*: its idle tail is over: its owner stops it (the end of the trace's idle tail), the
+  runtime limit does (``max_runtime_hours``), or idle reclaim does (below); its devices stay
+  held for the user's ``gpu_hold_after_stop_minutes``;
+- *release*: the hold is over; its devices are free;
+- *check*: idle reclaim looks at a running job (the reference's hourly checks, or ds01's
+  next due idle stop).
+
+Idle reclaim (``reclaim``, see :mod:`ds01.sim.reclaim`): with ``ds01``, after every instant
+the lifecycle's :func:`~ds01.core.lifecycle.decide` gives each running job's idle stop under
+the demand the pass left (:attr:`~ds01.core.scheduler.Plan.waiting_for_devices`), exact to
+the instant, and the job is stopped when that time comes (demand changes only at events, so
+asking again at each instant is exact); with ``none`` nothing is reclaimed; with
+``reference`` the reference's hourly check runs, its "high demand" being at least 80 % of
+the capacity allocated. The runtime limit is the same exact limit under all three.
 
 The end of the busy part changes nothing that the daemon could see, so it is no event.
 
 The scheduler is told only what the daemon would know: a running container is expected to
 free its devices ``max_runtime_hours`` plus the hold after it started (unknown without a
 runtime limit), a stopped one exactly when its hold ends, and a waiting job is expected to
-hold devices for ``max_runtime_hours`` plus the hold. Limits come from
-``resource-limits.yaml`` with the job's group as the user's only group. A hold of ``null``
-(GPUs kept until the container is removed) counts as no hold: the trace cannot say when the
-user would remove it.
+hold devices for ``max_runtime_hours`` plus the hold. Limits and the lifecycle policy come
+from ``resource-limits.yaml`` with the job's group as the user's only group. A hold of
+``null`` (GPUs kept until the container is removed) counts as no hold: the trace cannot say
+when the user would remove it.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from enum import IntEnum
 from fractions import Fraction
 
 from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.resolve import resolve_limits
+from ds01.config.policies import LifecyclePolicy
+from ds01.config.resolve import resolve_limits, resolve_policy
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import (
     AllocationState,
@@ -41,6 +52,7 @@ from ds01.core.allocation import (
     free_devices,
     least_gpu_equivalents,
 )
+from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -49,11 +61,23 @@ from ds01.core.scheduler import (
     plan,
 )
 from ds01.gpu.device import Inventory
+from ds01.sim.reclaim import (
+    REFERENCE_CHECK_PERIOD_HOURS,
+    REFERENCE_HIGH_DEMAND_FRACTION,
+    ReclaimName,
+    ReferenceIdleState,
+    reference_check,
+    reference_first_check,
+)
 from ds01.sim.trace import TraceJob
 
 #: The virtual clock's hour 0 (a Monday, 00:00 UTC); only relative times matter.
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)
 MINUTES_PER_HOUR = 60.0
+_HOUR = timedelta(hours=1)
+#: A datetime's resolution (one microsecond), in hours: idle stops computed through
+#: datetimes that land this close to the owner's stop are the owner's stop.
+_INSTANT_HOURS = 1e-6 / 3600
 
 
 def at(hours: float) -> datetime:
@@ -61,9 +85,14 @@ def at(hours: float) -> datetime:
     return EPOCH + timedelta(hours=hours)
 
 
+def hours_of(moment: datetime) -> float:
+    """Trace hours from :data:`EPOCH` to ``moment`` (the inverse of :func:`at`)."""
+    return (moment - EPOCH) / _HOUR
+
+
 @dataclass(frozen=True)
 class UserSetup:
-    """What the simulation needs of one user's resolved limits.
+    """What the simulation needs of one user's resolved limits and lifecycle policy.
 
     Attributes:
         quota: GPU limits.
@@ -71,6 +100,7 @@ class UserSetup:
         max_runtime_hours: hours after which a container is stopped; ``None`` = never.
         idle_timeout_hours: idle hours after which a container is stopped; ``None`` = never.
         hold_hours: hours a stopped container keeps its devices (0 for ``null``).
+        policy: the user's lifecycle policy (grace, shrink under demand).
     """
 
     quota: GpuQuota
@@ -78,6 +108,7 @@ class UserSetup:
     max_runtime_hours: float | None
     idle_timeout_hours: float | None
     hold_hours: float
+    policy: LifecyclePolicy
 
     def busy_hours(self, job: TraceJob) -> float:
         """Hours ``job`` computes: its duration, cut at ``max_runtime_hours``."""
@@ -85,17 +116,12 @@ class UserSetup:
             return job.duration_hours
         return min(job.duration_hours, self.max_runtime_hours)
 
-    def idle_tail_hours(self, job: TraceJob) -> float:
-        """Hours ``job`` stays allocated and idle before it is stopped.
-
-        Its idle tail, cut at ``idle_timeout_hours`` and at what ``max_runtime_hours`` leaves.
-        """
-        tail = job.idle_tail_hours
-        if self.idle_timeout_hours is not None:
-            tail = min(tail, self.idle_timeout_hours)
-        if self.max_runtime_hours is not None:
-            tail = min(tail, self.max_runtime_hours - self.busy_hours(job))
-        return tail
+    def held_tail_hours(self, job: TraceJob) -> float:
+        """Hours ``job`` stays allocated and idle when nothing reclaims idle containers: its
+        idle tail, cut at what ``max_runtime_hours`` leaves."""
+        if self.max_runtime_hours is None:
+            return job.idle_tail_hours
+        return min(job.idle_tail_hours, self.max_runtime_hours - self.busy_hours(job))
 
     @property
     def expected_hold_hours(self) -> float | None:
@@ -103,6 +129,18 @@ class UserSetup:
         if self.max_runtime_hours is None:
             return None
         return self.max_runtime_hours + self.hold_hours
+
+    def idle_stop_hours(
+        self, start_hours: float, busy_until_hours: float, now_hours: float, demand: bool
+    ) -> float | None:
+        """When ds01's lifecycle stops a job that computes from ``start_hours`` until
+        ``busy_until_hours`` for idleness if ``demand`` stays as it is at ``now_hours``
+        (:func:`~ds01.core.lifecycle.decide` on the clock the lifecycle has once the job
+        stopped computing); ``None`` = never."""
+        clock = ContainerClock(run_started_at=at(start_hours), active_at=at(busy_until_hours))
+        limits = LimitsForContainer(self.idle_timeout_hours, max_runtime_hours=None)
+        decision = decide(clock, at(now_hours), self.policy, limits, demand=demand, exemption=None)
+        return None if decision.idle_stop_at is None else hours_of(decision.idle_stop_at)
 
 
 def user_setups(jobs: Sequence[TraceJob], config: ResourceLimitsConfig) -> dict[str, UserSetup]:
@@ -116,8 +154,8 @@ def user_setups(jobs: Sequence[TraceJob], config: ResourceLimitsConfig) -> dict[
         if job.user in setups:
             continue
         group = job.group
-        unix_group = config.unix_group_of(group) if group in config.groups else group
-        limits = resolve_limits(config, job.user, [unix_group])
+        unix_groups = [config.unix_group_of(group) if group in config.groups else group]
+        limits = resolve_limits(config, job.user, unix_groups)
         hold = limits.gpu_hold_after_stop_minutes
         setups[job.user] = UserSetup(
             quota=limits.gpu_quota(),
@@ -125,6 +163,7 @@ def user_setups(jobs: Sequence[TraceJob], config: ResourceLimitsConfig) -> dict[
             max_runtime_hours=limits.max_runtime_hours,
             idle_timeout_hours=limits.idle_timeout_hours,
             hold_hours=0.0 if hold is None else hold / MINUTES_PER_HOUR,
+            policy=resolve_policy(config, job.user, unix_groups),
         )
     return setups
 
@@ -140,8 +179,10 @@ class JobOutcome:
         busy_hours: hours it computes (or would have, had it started).
         start_hours: when it started, in trace hours; ``None`` = never.
         gpu_equivalents: what its placement counted for (0 if it never started).
-        idle_hours: hours it held devices without computing: the idle tail and the hold
-            after the stop (0 if it never started).
+        idle_hours: hours it held devices without computing: the idle tail up to its stop
+            and the hold after the stop (0 if it never started).
+        reclaimed_hours: hours of its idle tail that idle reclaim cut off (0 if it never
+            started, or ran to its owner's stop or its runtime limit).
     """
 
     id: str
@@ -151,6 +192,7 @@ class JobOutcome:
     start_hours: float | None = None
     gpu_equivalents: Fraction = Fraction(0)
     idle_hours: float = 0.0
+    reclaimed_hours: float = 0.0
 
     @property
     def started(self) -> bool:
@@ -171,28 +213,50 @@ class JobOutcome:
 
 @dataclass(frozen=True)
 class SimulationResult:
-    """One replay of a trace under one policy.
+    """One replay of a trace under one queue policy and one reclaim policy.
 
     Attributes:
-        policy: the policy's name (``fair``, ``fcfs``).
+        policy: the queue policy's name (``fair``, ``fcfs``).
         outcomes: one per job, in trace order.
         capacity_gpu_equivalents: what the allocatable devices count for together.
         end_hours: the last release, or the last submission if that is later.
+        reclaim: how idle containers were reclaimed (:data:`~ds01.sim.reclaim.RECLAIMS`).
     """
 
     policy: str
     outcomes: tuple[JobOutcome, ...]
     capacity_gpu_equivalents: Fraction
     end_hours: float
+    reclaim: ReclaimName = "ds01"
 
 
 class _Event(IntEnum):
     """Kinds of event; at the same instant, releases go first so submissions find the
-    freed devices."""
+    freed devices, and an owner's stop comes before a check of the same job."""
 
     RELEASE = 0
     STOP = 1
-    SUBMIT = 2
+    CHECK = 2
+    SUBMIT = 3
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A started job until its stop (trace hours).
+
+    Attributes:
+        start: when it started.
+        busy_until: when it stops computing.
+        held_until: when its owner or its runtime limit stops it.
+        reference: the reference's idle state (``reference`` reclaim only).
+        next_check: the check already scheduled for it (``ds01`` reclaim), if any.
+    """
+
+    start: float
+    busy_until: float
+    held_until: float
+    reference: ReferenceIdleState | None = None
+    next_check: float | None = None
 
 
 def job_id(job: TraceJob) -> str:
@@ -206,8 +270,9 @@ def simulate(
     config: ResourceLimitsConfig,
     policy: SchedulerConfig,
     policy_name: str,
+    reclaim: ReclaimName = "ds01",
 ) -> SimulationResult:
-    """Replay ``jobs`` on ``inventory`` under ``policy`` (see the module docstring).
+    """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
 
     Deterministic: the same inputs give the same result.
     """
@@ -222,16 +287,58 @@ def simulate(
         for job in jobs
     }
     by_id = {job_id(job): job for job in jobs}
+    capacity = sum(
+        (d.gpu_equivalents for d in free_devices(inventory, AllocationState())), Fraction(0)
+    )
     events: list[tuple[float, _Event, str]] = [
         (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
     ]
     heapq.heapify(events)
     pending: dict[str, PendingRequest] = {}
+    running: dict[str, _Running] = {}
     state = AllocationState()
     expected_ends: dict[str, datetime | None] = {}
     usage: dict[str, UsageInterval] = {}
     reservation: Reservation | None = None
     last_event = 0.0
+
+    def stop(key: str, hours: float) -> None:
+        """Stop running job ``key`` at ``hours``; its devices are released after the hold."""
+        run, setup = running.pop(key), setups[by_id[key].user]
+        outcomes[key] = replace(
+            outcomes[key],
+            idle_hours=hours - run.busy_until + setup.hold_hours,
+            reclaimed_hours=run.held_until - hours,
+        )
+        expected_ends[key] = at(hours + setup.hold_hours)
+        heapq.heappush(events, (hours + setup.hold_hours, _Event.RELEASE, key))
+
+    def check_reference(key: str, run: _Running, idle: ReferenceIdleState, hours: float) -> None:
+        """One hourly check of the reference at ``hours``; the next one is scheduled."""
+        allocated = sum((h.gpu_equivalents for h in state.holdings), Fraction(0))
+        high_demand = allocated >= REFERENCE_HIGH_DEMAND_FRACTION * capacity
+        timeout = setups[by_id[key].user].idle_timeout_hours
+        checked, stops = reference_check(idle, hours, run.busy_until, timeout, high_demand)
+        if stops:
+            stop(key, hours)
+            return
+        running[key] = replace(run, reference=checked)
+        following = hours + REFERENCE_CHECK_PERIOD_HOURS
+        if following < run.held_until:
+            heapq.heappush(events, (following, _Event.CHECK, key))
+
+    def check_ds01(hours: float, demand: bool) -> None:
+        """Stop the jobs whose idle stop is due; schedule a check at the next due ones."""
+        for key, run in list(running.items()):
+            setup = setups[by_id[key].user]
+            due = setup.idle_stop_hours(run.start, run.busy_until, hours, demand)
+            if due is None or due >= run.held_until - _INSTANT_HOURS:
+                continue  # its owner or its runtime limit stops it first
+            if due <= hours:
+                stop(key, hours)
+            elif due != run.next_check:
+                running[key] = replace(run, next_check=due)
+                heapq.heappush(events, (due, _Event.CHECK, key))
 
     while events:
         hours = events[0][0]
@@ -252,58 +359,75 @@ def simulate(
                     expected_runtime_hours=setup.expected_hold_hours,
                 )
             elif kind is _Event.STOP:
-                expected_ends[key] = now + timedelta(hours=setup.hold_hours)
-                heapq.heappush(events, (hours + setup.hold_hours, _Event.RELEASE, key))
+                if key in running:
+                    stop(key, hours)
+            elif kind is _Event.CHECK:
+                run = running.get(key)
+                if run is not None and run.reference is not None:
+                    check_reference(key, run, run.reference, hours)
             else:
                 state = state.without(key)
                 del expected_ends[key]
                 usage[key] = replace(usage[key], end=now)
         last_event = hours
-        if not pending:
-            continue
-        containers: dict[str, tuple[str, ...]] = {}
-        for holding in state.holdings:
-            containers[holding.user] = (*containers.get(holding.user, ()), holding.container)
-        waiting = [
-            replace(request, user_containers=containers.get(request.user, ()))
-            for request in pending.values()
-        ]
-        totals = decayed_usage(usage.values(), now, policy.usage_half_life_hours)
-        decision = plan(waiting, inventory, state, now, totals, policy, expected_ends, reservation)
-        reservation = decision.reservation
-        for request, placement in decision.starts:
-            key = request.id
-            job, setup = by_id[key], setups[request.user]
-            del pending[key]
-            busy, tail = setup.busy_hours(job), setup.idle_tail_hours(job)
-            outcomes[key] = replace(
-                outcomes[key],
-                start_hours=hours,
-                gpu_equivalents=placement.gpu_equivalents,
-                idle_hours=tail + setup.hold_hours,
+        demand = False
+        if pending:
+            containers: dict[str, tuple[str, ...]] = {}
+            for holding in state.holdings:
+                containers[holding.user] = (*containers.get(holding.user, ()), holding.container)
+            waiting = [
+                replace(request, user_containers=containers.get(request.user, ()))
+                for request in pending.values()
+            ]
+            totals = decayed_usage(usage.values(), now, policy.usage_half_life_hours)
+            decision = plan(
+                waiting, inventory, state, now, totals, policy, expected_ends, reservation
             )
-            state = state.with_holding(
-                Holding(
-                    container=key,
-                    name=key,
-                    user=request.user,
-                    devices=placement.uuids,
-                    gpu_equivalents=placement.gpu_equivalents,
+            reservation = decision.reservation
+            demand = decision.waiting_for_devices
+            for request, placement in decision.starts:
+                key = request.id
+                job, setup = by_id[key], setups[request.user]
+                del pending[key]
+                busy = setup.busy_hours(job)
+                run = _Running(
+                    start=hours,
+                    busy_until=hours + busy,
+                    held_until=hours + busy + setup.held_tail_hours(job),
                 )
-            )
-            hold = setup.expected_hold_hours
-            expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
-            usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
-            heapq.heappush(events, (hours + busy + tail, _Event.STOP, key))
+                outcomes[key] = replace(
+                    outcomes[key], start_hours=hours, gpu_equivalents=placement.gpu_equivalents
+                )
+                state = state.with_holding(
+                    Holding(
+                        container=key,
+                        name=key,
+                        user=request.user,
+                        devices=placement.uuids,
+                        gpu_equivalents=placement.gpu_equivalents,
+                    )
+                )
+                hold = setup.expected_hold_hours
+                expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
+                usage[key] = UsageInterval(
+                    request.user, request.group, placement.gpu_equivalents, now
+                )
+                heapq.heappush(events, (run.held_until, _Event.STOP, key))
+                if reclaim == "reference":
+                    run = replace(run, reference=ReferenceIdleState(last_activity_hours=hours))
+                    first = reference_first_check(hours)
+                    if first < run.held_until:
+                        heapq.heappush(events, (first, _Event.CHECK, key))
+                running[key] = run
+        if reclaim == "ds01":
+            check_ds01(hours, demand)
 
-    capacity = sum(
-        (d.gpu_equivalents for d in free_devices(inventory, AllocationState())), Fraction(0)
-    )
     return SimulationResult(
         policy=policy_name,
         outcomes=tuple(outcomes[job_id(job)] for job in jobs),
         capacity_gpu_equivalents=capacity,
         end_hours=last_event,
+        reclaim=reclaim,
     )
 
 
@@ -313,6 +437,7 @@ __all__ = [
     "SimulationResult",
     "UserSetup",
     "at",
+    "hours_of",
     "job_id",
     "simulate",
     "user_setups",

@@ -10,7 +10,9 @@ request counts for; a job's *busy time* ``b`` is how long it computes):
   summed) over capacity GPU-equivalent-hours (the allocatable devices times the span).
   A group's utilisation is its part of that whole.
 - **idle GPU-hours**: GPU-equivalent-hours allocated but not computing: idle tails (as the
-  lifecycle cuts them) and holds after stop.
+  runtime limit and idle reclaim cut them) and holds after stop.
+- **reclaimed GPU-hours**: GPU-equivalent-hours of idle tails that idle reclaim cut off
+  (what the owners would otherwise have held idle until they stopped their containers).
 - **service share** of a user: ``sum(G * b) / sum(G * (w + b))`` over their jobs, ``w``
   being the wait (for a job that never started: until the end of the span, with nothing
   served). 1 when none of their jobs waited; 0.5 when their jobs waited, in total, as long
@@ -76,6 +78,7 @@ class Metrics:
     p95_wait_hours: float | None
     busy_gpu_hours: float
     idle_gpu_hours: float
+    reclaimed_gpu_hours: float
     utilisation: float
     jain_index: float | None
 
@@ -95,6 +98,7 @@ def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours
         p95_wait_hours=nearest_rank_percentile(waits, PERCENTILE),
         busy_gpu_hours=busy,
         idle_gpu_hours=sum(float(o.gpu_equivalents) * o.idle_hours for o in outcomes),
+        reclaimed_gpu_hours=sum(float(o.gpu_equivalents) * o.reclaimed_hours for o in outcomes),
         utilisation=busy / capacity_gpu_hours if capacity_gpu_hours > 0 else 0.0,
         jain_index=jain_index(shares),
     )
@@ -102,23 +106,26 @@ def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours
 
 @dataclass(frozen=True)
 class PolicyReport:
-    """One policy's run, summarised.
+    """One run (a queue policy and a reclaim policy), summarised.
 
     Attributes:
-        policy: its name.
+        policy: the queue policy's name.
         span_hours: first submission to last release.
         capacity_gpu_equivalents: allocatable devices together.
         groups: metrics per trace group (sorted by name), then ``"all"``.
+        reclaim: the reclaim policy's name.
     """
 
     policy: str
     span_hours: float
     capacity_gpu_equivalents: float
     groups: Mapping[str, Metrics]
+    reclaim: str = "ds01"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
+            "reclaim": self.reclaim,
             "span_hours": self.span_hours,
             "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
             "groups": {name: asdict(m) for name, m in self.groups.items()},
@@ -139,7 +146,7 @@ def summarize(result: SimulationResult) -> PolicyReport:
         for name in sorted(by_group)
     }
     groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
-    return PolicyReport(result.policy, span, capacity, groups)
+    return PolicyReport(result.policy, span, capacity, groups, result.reclaim)
 
 
 def _hours(value: float | None) -> str:
@@ -147,9 +154,10 @@ def _hours(value: float | None) -> str:
 
 
 def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the comparison table, one row per policy and group."""
+    """Headers and rows of the comparison table, one row per run and group."""
     headers = [
         "POLICY",
+        "RECLAIM",
         "GROUP",
         "JOBS",
         "NOT STARTED",
@@ -157,11 +165,13 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
         f"P{PERCENTILE} WAIT h",
         "GPU UTIL",
         "IDLE GPU-h",
+        "RECLAIMED GPU-h",
         "JAIN",
     ]
     rows = [
         [
             report.policy,
+            report.reclaim,
             name,
             str(m.jobs),
             str(m.not_started),
@@ -169,6 +179,7 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
             _hours(m.p95_wait_hours),
             f"{m.utilisation:.1%}",
             f"{m.idle_gpu_hours:.1f}",
+            f"{m.reclaimed_gpu_hours:.1f}",
             "-" if m.jain_index is None else f"{m.jain_index:.3f}",
         ]
         for report in reports

@@ -1,0 +1,85 @@
+"""Building blocks shared by the sections of ``resource-limits.yaml``.
+
+- ``UserName`` and ``GroupName``: account names as NSS may return them (local, LDAP, SSSD
+  ``user@domain``): anything without whitespace, ``:`` or ``/``.
+- ``empty_if_null``: a section written with nothing under it (``users:``) parses to null;
+  it means an empty section.
+- ``UNDEFINED_GROUP`` and ``refuse_undefined_group``: sections that take per-group entries
+  besides the top-level ``groups:`` (``aggregate:``, ``policies:``) may only name groups
+  defined there, because membership is decided there. ``ResourceLimitsConfig`` replaces the
+  entry of an undefined group by ``{UNDEFINED_GROUP: (defined group names)}`` before the
+  section is validated, and the entry's model calls ``refuse_undefined_group`` in its
+  ``mode="before"`` validator, so that the error lands on the group's own line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+_ACCOUNT_NAME_RE = re.compile(r"[^\s:/]+")
+
+#: Marks the entry of a group that the top-level ``groups:`` does not define (no YAML key
+#: can equal this object).
+UNDEFINED_GROUP = object()
+
+
+def empty_if_null(value: Any) -> Any:
+    """A section written with nothing under it (``users:``) parses to null: treat it as empty."""
+    return {} if value is None else value
+
+
+def account_name_checker(what: str) -> Callable[[str], str]:
+    """A validator of ``what`` (``"user"``, ``"group"``) names."""
+
+    def check(name: str) -> str:
+        if not _ACCOUNT_NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"invalid {what} name {name!r}: must be non-empty, without spaces, ':' or '/'"
+            )
+        return name
+
+    return check
+
+
+UserName = Annotated[str, AfterValidator(account_name_checker("user"))]
+GroupName = Annotated[str, AfterValidator(account_name_checker("group"))]
+
+
+def mark_undefined_groups(section: Any, defined: tuple[str, ...]) -> Any:
+    """``section`` (raw YAML data) with the entries under its ``groups:`` that name no group
+    of ``defined`` replaced by the ``UNDEFINED_GROUP`` marker; anything else unchanged."""
+    if not isinstance(section, dict):
+        return section
+    groups = section.get("groups")
+    if not isinstance(groups, dict):
+        return section
+    marked = {
+        name: entry if name in defined else {UNDEFINED_GROUP: defined}
+        for name, entry in groups.items()
+    }
+    return {**section, "groups": marked}
+
+
+def refuse_undefined_group(value: Any) -> None:
+    """Raise the error for an entry that ``mark_undefined_groups`` marked, if it is one."""
+    if isinstance(value, dict) and UNDEFINED_GROUP in value:
+        defined = ", ".join(value[UNDEFINED_GROUP]) or "none"
+        raise ValueError(
+            "no such group under the top-level groups: section, where membership is "
+            f"defined (defined: {defined})"
+        )
+
+
+__all__ = [
+    "UNDEFINED_GROUP",
+    "GroupName",
+    "UserName",
+    "account_name_checker",
+    "empty_if_null",
+    "mark_undefined_groups",
+    "refuse_undefined_group",
+]
