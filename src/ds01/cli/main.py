@@ -97,6 +97,16 @@ def _port(text: str) -> dict[str, int | None]:
     return {"container_port": int(container), "host_port": int(host) if host else None}
 
 
+def _stop_cells(row: dict[str, Any]) -> list[Any]:
+    """The IDLE and STOP AT cells of a container (``-`` when the loop has not seen it)."""
+    idle = row.get("idle_minutes")
+    stop_at = row.get("stop_at")
+    return [
+        render.duration(idle * 60) if idle is not None else None,
+        stop_at.replace("T", " ")[:16] if stop_at else None,
+    ]
+
+
 def _ports_text(ports: list[dict[str, Any]]) -> str:
     """``127.0.0.1:49153->8888`` for each published port (host side unknown while stopped)."""
     return ",".join(f"{p['host_ip']}:{p['host_port'] or '?'}->{p['container_port']}" for p in ports)
@@ -315,6 +325,9 @@ def _run_list(args: argparse.Namespace) -> None:
     with_ports = any(r.get("ports") for r in rows)
     if with_ports:
         headers.append("PORTS")
+    with_stops = any(r.get("stop_at") for r in rows)
+    if with_stops:
+        headers += ["IDLE", "STOP AT"]
 
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
@@ -329,9 +342,13 @@ def _run_list(args: argparse.Namespace) -> None:
             ([r["user"]] if args.all_users else [])
             + [r["name"], status(r), r["image"], r["gpu_equivalents"], r["gpus"]]
             + ([_ports_text(r.get("ports") or [])] if with_ports else [])
+            + (_stop_cells(r) if with_stops else [])
             for r in rows
         ],
     )
+    for r in rows:
+        if r.get("stop_at"):
+            render.echo(f"{r['name']}: {r['stop_reason']}")
     if any(r.get("oom_kills") for r in rows):
         render.echo(
             "OOM kill: the kernel killed a process for lack of memory (`--json` shows when and "
@@ -638,6 +655,27 @@ def _run_unexempt(args: argparse.Namespace) -> None:
         render.ok(f"Revoked exemption {revoked['id']} of {revoked['user']}.")
 
 
+def _configure_maintenance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="change nothing; tell what and why")
+    _json_flag(p)
+
+
+def _run_maintenance(args: argparse.Namespace) -> None:
+    report = Ds01Client().request("POST", "/v1/admin/maintenance", query={"dry_run": args.dry_run})
+    if args.json:
+        render.emit_json(report)
+        return
+    verb = "Would do" if report["dry_run"] else "Done"
+    acted = [c for c in report["containers"] if c["actions"]]
+    for c in report["containers"]:
+        render.echo(f"{c['user']}/{c['name']} ({c['status']}): {c['reason']}")
+        for action in c["actions"]:
+            render.echo(f"  {verb}: {action}")
+    if not report["containers"]:
+        render.echo("No containers to look at.")
+    render.echo(f"{len(acted)} container(s) acted on{' (dry run)' if report['dry_run'] else ''}.")
+
+
 def _run_whoami(args: argparse.Namespace) -> None:
     me = Ds01Client().request("GET", "/v1/whoami")
     if args.json:
@@ -736,6 +774,16 @@ COMMANDS: tuple[Command, ...] = (
         _run_doctor,
     ),
     Command(
+        ("maintenance", "run"),
+        None,
+        "One lifecycle pass now: idle and runtime stops, cleanup (admins).",
+        "Run one pass of the lifecycle loop now, as ds01d does every lifecycle_interval_seconds:\n"
+        "warn and stop idle or over-long containers, remove stale ones (admins). --dry-run\n"
+        "changes nothing and tells what it would do and why, for every container.",
+        _configure_maintenance,
+        _run_maintenance,
+    ),
+    Command(
         ("admin", "exempt"),
         None,
         "Exempt a user's containers from idle and runtime limits, for a while.",
@@ -793,6 +841,7 @@ GROUP_HELP = {
     "image": "container images",
     "config": "configuration (admins)",
     "admin": "administration (admins)",
+    "maintenance": "the lifecycle loop on demand (admins)",
     "audit": "the tamper-evident event log (admins)",
 }
 

@@ -86,7 +86,6 @@ class GpuDispatcher:
         self.interval_seconds = interval_seconds
         self._clock = clock
         self._reservation: Reservation | None = None
-        self._stopped_since: dict[str, datetime] = {}  # container id -> when it stopped
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -148,15 +147,10 @@ class GpuDispatcher:
     def _release_expired(self, records: list[ContainerRecord], now: datetime) -> bool:
         """Release the devices of containers stopped longer than their owner's hold."""
         released_any = False
-        stopped = {r.id for r in records if r.status == "stopped" and r.gpus}
-        self._stopped_since = {k: v for k, v in self._stopped_since.items() if k in stopped}
         for record in records:
-            if record.id not in stopped:
+            if record.status != "stopped" or not record.gpus:
                 continue
-            since = self._stopped_since.get(record.id)
-            if since is None:
-                since = self.service.runtime.finished_at(record.docker_name) or now
-                self._stopped_since[record.id] = since
+            since = self.service.stopped_since(record) or now
             try:
                 hold = self.service.limits_for(user_by_uid(record.uid)).gpu_hold_after_stop_minutes
             except NotFound:

@@ -90,14 +90,4 @@ def active(records: list[ExemptionRecord], now: datetime) -> list[ExemptionRecor
     return [r for r in records if datetime.fromisoformat(r.until) > now]
 
 
-def covering(
-    records: list[ExemptionRecord], user: str, container: str, now: datetime
-) -> ExemptionRecord | None:
-    """The exemption in force for ``user``'s ``container`` that lasts longest, if any."""
-    matching = [
-        r for r in active(records, now) if r.user == user and r.container in (None, container)
-    ]
-    return max(matching, key=lambda r: r.until, default=None)
-
-
-__all__ = ["active", "covering", "grant", "info", "listing", "revoke"]
+__all__ = ["active", "grant", "info", "listing", "revoke"]

@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
     # Imported here so that `ds01d --help` stays fast.
     from ds01.daemon import dispatcher
+    from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
+    from ds01.daemon.sampler import Sampler
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     queue = dispatcher.GpuDispatcher(
         service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
     )
+    lifecycle = LifecycleLoop(
+        service, Sampler(service.runtime, service.cgroups, service.engine.cgroup_driver)
+    )
+    service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     server = Ds01HttpServer(paths.socket, service)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -114,9 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
     watcher.start()
     queue.start()
+    lifecycle.start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        lifecycle.stop()
         queue.stop()
         watcher.stop()
         server.server_close()

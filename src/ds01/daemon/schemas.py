@@ -118,6 +118,13 @@ class ContainerInfo(_Model):
         default=0, description="Processes the kernel killed for lack of memory in it."
     )
     last_oom: str | None = Field(default=None, description="When the last one was seen (UTC).")
+    idle_minutes: float | None = Field(
+        default=None, description="How long it has been idle (lifecycle loop's last pass)."
+    )
+    stop_at: str | None = Field(default=None, description="When it will be stopped (UTC).")
+    stop_reason: str | None = Field(
+        default=None, description="Idle and running time, the planned stop and why."
+    )
     last_oom_limit: Literal["container", "user_total", "host"] | None = Field(
         default=None,
         description="Which limit the last one hit: the container's own memory limit, the "
@@ -261,3 +268,27 @@ class ExemptionInfo(_Model):
     reason: str
     created_by: str
     created_at: str
+
+
+class LifecycleStatus(_Model):
+    """What the lifecycle loop found for one container in its last pass."""
+
+    container_id: str
+    name: str
+    user: str
+    status: str
+    idle_minutes: float | None = Field(default=None, description="How long it has been idle.")
+    runtime_minutes: float | None = Field(
+        default=None, description="Running time over all its runs."
+    )
+    stop_at: str | None = Field(default=None, description="When it will be stopped (UTC).")
+    stop_kind: Literal["idle", "runtime"] | None = None
+    exempt_until: str | None = None
+    reason: str = Field(description="Idle and running time, the stop and why, in a sentence.")
+    actions: list[str] = Field(default_factory=list, description="What the pass did (or would).")
+
+
+class MaintenanceReport(_Model):
+    at: str
+    dry_run: bool
+    containers: list[LifecycleStatus]

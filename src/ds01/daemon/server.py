@@ -28,7 +28,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
 from ds01.daemon.service import Created, Ds01Service, Queued
-from ds01.errors import Ds01Error, InvalidInput, NotFound
+from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,14 @@ def _confirmed_when_sent(
             queue_view.describe(service, created.entry, service.now(), with_score=False)
         )
     return ConfirmOnSend(created.info, lambda: service.confirm_create(created.request_id))
+
+
+def _maintenance(service: Ds01Service, caller: Caller, *, dry_run: bool) -> api.MaintenanceReport:
+    if not caller.is_admin:
+        raise service.deny(caller, "maintenance", "Only admins may run maintenance.")
+    if service.lifecycle_pass is None:
+        raise DaemonUnavailable("The lifecycle loop is not running in this ds01d.")
+    return service.lifecycle_pass(dry_run)
 
 
 def _wait_seconds(query: Query) -> float:
@@ -201,6 +209,14 @@ ROUTES: tuple[Route, ...] = (
         "Set-up risks (admins)",
         lambda s, c, p, q, b: diagnose(s, c),
         api.DoctorReport,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/maintenance",
+        "Run one lifecycle pass now (admins); dry_run=1 only tells what it would do and why",
+        lambda s, c, p, q, b: _maintenance(s, c, dry_run=_flag(q, "dry_run")),
+        api.MaintenanceReport,
+        query=("dry_run",),
     ),
     Route(
         "GET",

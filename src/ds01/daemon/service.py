@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -53,13 +53,14 @@ from ds01.core.allocation import (
     equivalents_to_float,
     format_equivalents,
 )
+from ds01.core.lifecycle import covering_exemption
 from ds01.core.names import (
     validate_container_name,
     validate_image_reference,
     with_default_tag,
 )
 from ds01.core.scheduler import Plan
-from ds01.core.units import MIB, format_bytes, parse_bytes
+from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.notify import notify_terminals
@@ -157,6 +158,21 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
             "oom_kills": oom.oom_kills,
             "last_oom": oom.last_oom,
             "last_oom_limit": oom.last_limit,
+        }
+    )
+
+
+def with_lifecycle(
+    info: api.ContainerInfo, status: api.LifecycleStatus | None
+) -> api.ContainerInfo:
+    """``info`` with the lifecycle loop's last word on it: idle time, stop time, why."""
+    if status is None or status.status != info.status:
+        return info
+    return info.model_copy(
+        update={
+            "idle_minutes": status.idle_minutes,
+            "stop_at": status.stop_at,
+            "stop_reason": status.reason,
         }
     )
 
@@ -338,6 +354,11 @@ class Ds01Service:
         # dispatcher after each pass).
         self.queue_reserved: frozenset[str] = frozenset()
         self.queue_plan: Plan | None = None
+        # The lifecycle loop's last decisions, by container id (set after each pass), and
+        # the pass itself for `ds01 maintenance run` (set when the loop exists).
+        self.lifecycle_status: dict[str, api.LifecycleStatus] = {}
+        self.lifecycle_pass: Callable[[bool], api.MaintenanceReport] | None = None
+        self._stopped_since: dict[str, datetime | None] = {}
         self._config_lock = threading.Lock()
         self._config_stamp = self._stamp()
         self._config = load_config(paths.config_dir)  # an invalid file stops the start here
@@ -556,7 +577,10 @@ class Ds01Service:
             records = [r for r in records if r.uid == subject.uid]
         records.sort(key=lambda r: (r.user, r.name))
         ooms = self.store.oom_states()
-        return [container_info(r, ooms.get(r.id)) for r in records]
+        return [
+            with_lifecycle(container_info(r, ooms.get(r.id)), self.lifecycle_status.get(r.id))
+            for r in records
+        ]
 
     def gpu_status(self, caller: Caller) -> api.GpuStatusResponse:
         inventory = self.backend.inventory()
@@ -607,6 +631,11 @@ class Ds01Service:
         the hint for the lifecycle loop that others wait (0 before the first pass)."""
         plan = self.queue_plan
         return plan.demand_gpu_equivalents if plan is not None else Fraction(0)
+
+    def queue_waits_for_devices(self) -> bool:
+        """Whether, at the last queue pass, some request waited for devices (not for its
+        own quota): idle containers are then reclaimed sooner."""
+        return self.queue_plan is not None and self.queue_plan.waiting_for_devices
 
     def limits(
         self, caller: Caller, *, user: str | None = None, explain: bool = False
@@ -985,6 +1014,7 @@ class Ds01Service:
             if record.status != "running":
                 try:
                     self._check_can_start(record, aggregate)
+                    self._check_runtime_left(record, owner)
                     if record.id in self.store.released():
                         record = self._reacquire_now(owner, record)
                 except NoCapacity as exc:
@@ -1183,6 +1213,26 @@ class Ds01Service:
         if problem is not None:
             raise QuotaExceeded(problem)
 
+    def _check_runtime_left(self, record: ContainerRecord, owner: UnixUser) -> None:
+        """Refuse (``QuotaExceeded``) to start a container that used up ``max_runtime_hours``
+        over its runs, unless an exemption covers it: it would be stopped again at once."""
+        limit = self.limits_for(owner).max_runtime_hours
+        clock = self.store.lifecycle_clocks().get(record.id) if limit is not None else None
+        if limit is None or clock is None:
+            return
+        now = self._clock()
+        ran = clock.runtime(now)
+        if ran < timedelta(hours=limit):
+            return
+        exemptions = [r.exemption() for r in self.store.exemptions()]
+        if covering_exemption(exemptions, record.user, record.name, now) is not None:
+            return
+        raise QuotaExceeded(
+            f"{record.name} has used up its running time ({format_duration(ran.total_seconds())} "
+            f"of {limit:g} h over its runs). Re-create it (`container-remove {record.name}`, then "
+            "`container-create`; your /workspace is kept), or ask an admin for an exemption."
+        )
+
     def _check_can_start(self, record: ContainerRecord, aggregate: ResolvedAggregate) -> None:
         """The checks of ``create`` that a total changed since then can make fail."""
         cpus, total_cpus = label_cpus(record), aggregate.cpu_limit
@@ -1219,21 +1269,43 @@ class Ds01Service:
                 f"Container {record.name!r} is running. Stop it first with "
                 f"`container-stop {record.name}`, or remove it anyway with --force."
             )
+        self._remove_record(record, caller.name, force=force, details={"force": force})
+        return container_info(record).model_copy(update={"status": "removed"})
+
+    def remove_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
+        """Remove a container for the lifecycle's cleanup (``cleanup.orphan``)."""
+        self._remove_record(record, "ds01d", force=True, details={"reason": reason})
+        self.events.emit(
+            "cleanup.orphan",
+            user=record.user,
+            resource=_resource(record),
+            details={"reason": reason},
+        )
+
+    def stop_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
+        """Stop a container for the lifecycle loop (idle or runtime limit)."""
+        self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        self.events.emit(
+            "container.stop", user="ds01d", resource=_resource(record), details={"reason": reason}
+        )
+        self.queue_changed()
+
+    def _remove_record(
+        self, record: ContainerRecord, actor: str, *, force: bool, details: dict[str, object]
+    ) -> None:
+        """Remove ``record`` with what it leaves: devices, kept image, empty cgroup parent."""
         # No lock needed: freeing devices can never make two containers share one.
         released = record.id in self.store.released()
         self.runtime.remove(record.docker_name, force=force)
         if record.labels.get(L.KEPT_IMAGE):
             self.runtime.remove_image(record.labels[L.KEPT_IMAGE])
         self.events.emit(
-            "container.remove",
-            user=caller.name,
-            resource=_resource(record),
-            details={"force": force},
+            "container.remove", user=actor, resource=_resource(record), details=details
         )
         if record.gpus and not released:
             self.events.emit(
                 "gpu.release",
-                user=caller.name,
+                user=actor,
                 resource=_resource(record),
                 details={
                     "devices": list(record.gpus),
@@ -1242,8 +1314,20 @@ class Ds01Service:
             )
         self._remove_parent_if_unused(record_parent(record))
         self.store.unrelease([record.id])
+        self._stopped_since.pop(record.id, None)
         self.queue_changed()
-        return container_info(record).model_copy(update={"status": "removed"})
+
+    def stopped_since(self, record: ContainerRecord) -> datetime | None:
+        """When a stopped container stopped (Docker's ``FinishedAt``), asked once per stop."""
+        if record.status != "stopped":
+            self._stopped_since.pop(record.id, None)
+            return None
+        if record.id not in self._stopped_since:
+            try:
+                self._stopped_since[record.id] = self.runtime.finished_at(record.docker_name)
+            except Ds01Error:
+                return None
+        return self._stopped_since[record.id]
 
     # -- start-up reconciliation --------------------------------------------------------
 

@@ -17,6 +17,9 @@ GPU-equivalents, for fair share (``usage``).
 ``gpu_hold_after_stop_minutes`` (``gpu_releases``); their labels still name the devices
 they had, which they get back at start only if still free.
 
+*Lifecycle clocks* (``lifecycle``): per container, the idle and runtime state of the
+lifecycle loop (``core.lifecycle.ContainerClock`` as JSON), so a restart loses no countdown.
+
 *Exemptions* from idle and runtime limits (``exemptions``): per user or per container, with
 an expiry and a reason, set by admins.
 
@@ -27,12 +30,16 @@ reported (``ds01.daemon.oom``), so that a restart of ds01d does not report a kil
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
+
+from ds01.core.lifecycle import ContainerClock, Exemption
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -78,6 +85,11 @@ CREATE TABLE IF NOT EXISTS usage (
     start            TEXT NOT NULL,
     end              TEXT,
     PRIMARY KEY (container_id, start)
+);
+CREATE TABLE IF NOT EXISTS lifecycle (
+    container_id  TEXT PRIMARY KEY,
+    docker_name   TEXT NOT NULL,
+    clock         TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS exemptions (
     id          TEXT PRIMARY KEY,
@@ -205,6 +217,10 @@ class ExemptionRecord:
     created_by: str
     created_at: str
 
+    def exemption(self) -> Exemption:
+        """The exemption as the lifecycle decisions take it."""
+        return Exemption(self.user, self.container, datetime.fromisoformat(self.until), self.reason)
+
 
 class StateStore:
     """A small, thread-safe SQLite store.
@@ -329,6 +345,35 @@ class StateStore:
         """Drop holdings that ended before ``ended_before``: they weigh nothing any more."""
         with self._lock:
             self._db.execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
+
+    # -- lifecycle clocks --------------------------------------------------------------------
+
+    def lifecycle_clocks(self) -> dict[str, ContainerClock]:
+        """Every container's lifecycle clock, by container id (unreadable rows left out)."""
+        with self._lock:
+            rows = self._db.execute("SELECT container_id, clock FROM lifecycle").fetchall()
+        clocks = {}
+        for container_id, text in rows:
+            try:
+                clocks[container_id] = ContainerClock.from_row(json.loads(text))
+            except (ValueError, TypeError):
+                continue  # a row of an older layout: the container starts a fresh clock
+        return clocks
+
+    def save_lifecycle_clock(
+        self, container_id: str, docker_name: str, clock: ContainerClock
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO lifecycle VALUES (?, ?, ?)",
+                (container_id, docker_name, json.dumps(clock.to_row())),
+            )
+
+    def forget_lifecycle_clocks(self, container_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM lifecycle WHERE container_id = ?", [(i,) for i in container_ids]
+            )
 
     # -- exemptions ------------------------------------------------------------------------------
 

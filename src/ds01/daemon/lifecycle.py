@@ -1,0 +1,343 @@
+"""The lifecycle loop of ds01d: idle and runtime limits that warn, then stop; cleanup.
+
+Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
+(``LifecycleLoop.run_pass``) goes over every managed container, from one Docker list call:
+
+- **running**: a ``Sample`` (``daemon.sampler``) is folded into the container's clock
+  (``core.lifecycle.observe``), then ``core.lifecycle.decide`` says what is due under the
+  owner's policy and limits, the queue's demand and any exemption. A ``Warn`` is sent to the
+  owner's terminals, as a notice file in the workspace (``/workspace/.ds01-notice``), as a
+  ``lifecycle.warn`` event and to the admin's webhook; a ``Stop`` stops the container
+  (``cleanup.idle`` or ``cleanup.runtime``) and tells the owner the same ways.
+- **stopped**: its run is closed in the clock (runtime survives restarts); a container
+  stopped for longer than ``container_hold_after_stop_hours`` is removed, and one created
+  but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its
+  devices, its kept image and its empty cgroup parent.
+
+Clocks are kept in SQLite (``lifecycle`` table), so a restarted daemon continues every
+countdown where it was. ``ds01 maintenance run [--dry-run]`` runs the same pass on demand
+and shows what it did, or would do, and why. The last pass's decisions feed
+``container-list`` (idle for, stop time, reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ds01.config.policies import LifecyclePolicy
+from ds01.config.resolve import resolve_policy
+from ds01.core.lifecycle import (
+    ContainerClock,
+    Decision,
+    Exemption,
+    LimitsForContainer,
+    Stop,
+    Warn,
+    cleanup_created,
+    cleanup_stopped,
+    covering_exemption,
+    decide,
+    observe,
+    stopped,
+    warned,
+)
+from ds01.core.units import format_duration
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import UnixUser, user_by_uid
+from ds01.daemon.notify import post_webhook, write_notice
+from ds01.daemon.sampler import Sampler, workspace_of
+from ds01.daemon.service import Ds01Service, record_parent
+from ds01.errors import Ds01Error
+from ds01.events.log import utc_now
+from ds01.gpu.backend import DeviceTelemetry
+from ds01.runtime.docker import ContainerRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    user: UnixUser
+    policy: LifecyclePolicy
+    limits: LimitsForContainer
+
+
+class LifecycleLoop:
+    """Runs lifecycle passes in a thread of ds01d (see the module docstring).
+
+    Args:
+        service: the daemon's service (Docker, store, events, config).
+        sampler: takes the samples.
+        clock: the current UTC time.
+    """
+
+    def __init__(
+        self,
+        service: Ds01Service,
+        sampler: Sampler,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.service = service
+        self.sampler = sampler
+        self._clock = clock
+        self._pass_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def run_pass(self, *, dry_run: bool = False) -> api.MaintenanceReport:
+        """One pass over every managed container; with ``dry_run`` nothing is changed."""
+        with self._pass_lock:
+            return self._pass(dry_run)
+
+    def _pass(self, dry_run: bool) -> api.MaintenanceReport:
+        service, store = self.service, self.service.store
+        now = self._clock()
+        records = service.records()
+        clocks = store.lifecycle_clocks()
+        telemetry = Sampler.telemetry(service.backend, records)
+        exemptions = [r.exemption() for r in store.exemptions()]
+        demand = service.queue_waits_for_devices()
+        owners: dict[int, _Owner | None] = {}
+        rows: list[api.LifecycleStatus] = []
+        for record in records:
+            owner = owners.get(record.uid) if record.uid in owners else self._owner(record, owners)
+            if owner is None:
+                continue
+            if record.status == "running":
+                status = self._running(
+                    record, owner, clocks, telemetry, exemptions, demand, now, dry_run
+                )
+            else:
+                status = self._not_running(record, owner, clocks, now, dry_run)
+            if status is not None:
+                rows.append(status)
+        if not dry_run:
+            store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})
+            store.forget_exemptions(now.isoformat(timespec="seconds"))
+            service.lifecycle_status = {row.container_id: row for row in rows}
+        return api.MaintenanceReport(
+            at=now.isoformat(timespec="seconds"), dry_run=dry_run, containers=rows
+        )
+
+    def _owner(self, record: ContainerRecord, owners: dict[int, _Owner | None]) -> _Owner | None:
+        try:
+            user = user_by_uid(record.uid)
+            limits = self.service.limits_for(user)
+            policy = resolve_policy(self.service.config().limits, user.name, user.groups)
+        except Ds01Error as exc:
+            log.warning("lifecycle skips %s: %s", record.docker_name, exc.message)
+            owners[record.uid] = None
+            return None
+        owner = _Owner(
+            user,
+            policy,
+            LimitsForContainer(limits.idle_timeout_hours, limits.max_runtime_hours),
+        )
+        owners[record.uid] = owner
+        return owner
+
+    def _running(
+        self,
+        record: ContainerRecord,
+        owner: _Owner,
+        clocks: dict[str, ContainerClock],
+        telemetry: dict[str, DeviceTelemetry],
+        exemptions: list[Exemption],
+        demand: bool,
+        now: datetime,
+        dry_run: bool,
+    ) -> api.LifecycleStatus | None:
+        parent = record_parent(record)
+        cgroup = self.sampler.cgroup_of(record, parent)
+        started = self.sampler.started_at(record, cgroup) if cgroup else None
+        sample = self.sampler.sample(record, parent, telemetry, now)
+        if started is None or sample is None:
+            return None  # no sample, no decision (it may have just ended)
+        clock = observe(clocks.get(record.id), sample, running_since=started, policy=owner.policy)
+        exemption = covering_exemption(exemptions, record.user, record.name, now)
+        decision = decide(
+            clock, now, owner.policy, owner.limits, demand=demand, exemption=exemption
+        )
+        done: list[str] = []
+        for action in decision.actions:
+            if isinstance(action, Warn):
+                done.append(f"warn: {action.kind} limit, stop at {_when(action.stop_at)}")
+                if not dry_run:
+                    self._warn(record, owner, action, decision)
+                    clock = warned(clock, action)
+            elif isinstance(action, Stop):
+                done.append(f"stop: {action.reason}")
+                if not dry_run and self._stop_container(record, owner, action):
+                    clock = stopped(clock, now)
+        if not dry_run:
+            self.service.store.save_lifecycle_clock(record.id, record.docker_name, clock)
+        return _status(record, decision, done)
+
+    def _not_running(
+        self,
+        record: ContainerRecord,
+        owner: _Owner,
+        clocks: dict[str, ContainerClock],
+        now: datetime,
+        dry_run: bool,
+    ) -> api.LifecycleStatus | None:
+        clock = clocks.get(record.id)
+        finished = self.service.stopped_since(record) if record.status == "stopped" else None
+        if clock is not None and clock.running and not dry_run:
+            clock = stopped(clock, finished or now)
+            self.service.store.save_lifecycle_clock(record.id, record.docker_name, clock)
+        policy = owner.policy
+        if record.status == "created":
+            created = _iso(record.created_at)
+            if created is None or not cleanup_created(created, now, policy):
+                return None
+            why = f"created {format_duration((now - created).total_seconds())} ago, never started"
+        elif finished is not None and cleanup_stopped(finished, now, policy):
+            why = f"stopped for {format_duration((now - finished).total_seconds())}"
+        else:
+            return None
+        if not dry_run:
+            self.service.remove_by_daemon(record, reason=why)
+        return api.LifecycleStatus(
+            container_id=record.id,
+            name=record.name,
+            user=record.user,
+            status=record.status,
+            reason=f"Removed: {why}.",
+            actions=[f"remove: {why}"],
+        )
+
+    # -- what the owner is told ------------------------------------------------------------
+
+    def _warn(
+        self, record: ContainerRecord, owner: _Owner, warning: Warn, decision: Decision
+    ) -> None:
+        what = "idle" if warning.kind == "idle" else "running for long"
+        message = (
+            f"ds01: your container {record.name!r} is {what} and will be stopped at "
+            f"{_when(warning.stop_at)} ({decision.reason}) " + _hint(warning.kind)
+        )
+        self.service.events.emit(
+            "lifecycle.warn",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={
+                "kind": warning.kind,
+                "level": warning.level,
+                "fraction": warning.fraction,
+                "stop_at": _when(warning.stop_at),
+            },
+        )
+        self._tell(record, owner, message)
+
+    def _stop_container(self, record: ContainerRecord, owner: _Owner, stop: Stop) -> bool:
+        try:
+            self.service.stop_by_daemon(record, reason=stop.reason)
+        except Ds01Error as exc:
+            log.error("lifecycle could not stop %s: %s", record.docker_name, exc.message)
+            return False
+        self.service.events.emit(
+            f"cleanup.{stop.kind}",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={"reason": stop.reason},
+        )
+        self._tell(
+            record,
+            owner,
+            f"ds01: your container {record.name!r} was stopped: {stop.reason} "
+            + _after_stop(stop.kind, record.name),
+        )
+        return True
+
+    def _tell(self, record: ContainerRecord, owner: _Owner, message: str) -> None:
+        self.service.notify_user(record.uid, message)
+        workspace = workspace_of(record)
+        if workspace is not None:
+            write_notice(workspace, owner.user.uid, owner.user.gid, message + "\n")
+        url = self.service.config().limits.policies.webhook_url
+        if url:
+            post_webhook(url, {"text": message, "user": record.user, "container": record.name})
+
+    # -- thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run passes in a daemon thread until ``stop``."""
+        if self._thread is not None:
+            raise RuntimeError("the lifecycle loop is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="ds01-lifecycle", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except Ds01Error as exc:
+                log.warning("lifecycle pass skipped: %s", exc.message)
+            except Exception:  # the next pass tries again; the daemon goes on
+                log.exception("lifecycle pass failed")
+            interval = self.service.config().limits.policies.lifecycle_interval_seconds
+            self._stop.wait(interval)
+
+
+def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> api.LifecycleStatus:
+    return api.LifecycleStatus(
+        container_id=record.id,
+        name=record.name,
+        user=record.user,
+        status=record.status,
+        idle_minutes=round(decision.idle_for.total_seconds() / 60, 1),
+        runtime_minutes=round(decision.runtime.total_seconds() / 60, 1),
+        stop_at=_when(decision.stop_at) if decision.stop_at else None,
+        stop_kind=decision.stop_kind,
+        exempt_until=_when(decision.exemption.until)
+        if decision.exemption and decision.exemption.until
+        else None,
+        reason=decision.reason,
+        actions=actions,
+    )
+
+
+def _hint(kind: str) -> str:
+    if kind == "idle":
+        return (
+            "Any use keeps it: a running job, a terminal in it, or `touch /workspace/.keep-alive`."
+        )
+    return "Save your work to /workspace now: it is the part that outlives the container."
+
+
+def _after_stop(kind: str, name: str) -> str:
+    if kind == "idle":
+        return f"Its files are kept: `container-start {name}` starts it again."
+    return (
+        f"It used up its running time: re-create it (`container-remove {name}`, then "
+        "`container-create`; /workspace is kept), or ask an admin for an exemption."
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _iso(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+__all__ = ["LifecycleLoop"]

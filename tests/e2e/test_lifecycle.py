@@ -1,0 +1,195 @@
+"""End to end: the lifecycle loop warns about idle containers, then stops them, on time.
+
+Real ds01d, real Docker, real users, with idle timeouts of seconds (``idle_timeout_hours``
+is a float) and a loop of half a second. Checked: an idle container gets both warnings,
+a notice file in its workspace and a ``cleanup.idle`` stop; a busy one (its main process
+computes) is not stopped; a fresh keep-alive file defers the stop; an admin's exemption
+spares a container; queued demand makes the stop come sooner; a daemon killed mid-countdown
+continues the countdown instead of starting it over.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rawapi import RawApi
+
+from support import TEST_IMAGES_YAML, describe
+
+TIMEOUT_S = 10.8  # idle_timeout_hours: 0.003
+
+LIMITS = """
+    defaults:
+      idle_timeout_hours: 0.003
+      max_runtime_hours: null
+      max_containers: 6
+      gpu_hold_after_stop_minutes: 0
+    policies:
+      lifecycle_interval_seconds: 0.5
+      idle_grace_minutes: 0
+      keep_alive_max_hours: 1
+      demand_idle_factor: 0.25
+"""
+
+ONE_GPU = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def status_of(docker_client: Any, docker_name: str) -> str:
+    return str(docker_client.api.inspect_container(docker_name)["State"]["Status"])
+
+
+def event_time(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def start_daemon(ds01d: Any, gpu_config: str | None = None) -> Any:
+    return ds01d(resource_limits=LIMITS, gpu_config=gpu_config, images=TEST_IMAGES_YAML)
+
+
+def create(d: Any, user: str, name: str, *args: str) -> float:
+    """Create and start ``name``; return when (epoch seconds) the create returned."""
+    d.cli_json(user, "container-create", name, "--image", "busybox", *args, "--start")
+    return time.time()
+
+
+@pytest.fixture
+def busy_image(docker_client: Any, test_image: str) -> Iterator[str]:
+    """alice's own image whose main process computes without end."""
+    tag = "ds01-test/busy-loop:latest"
+    dockerfile = (
+        f"FROM {test_image}\n"
+        "LABEL ds01.image.owner=alice\n"
+        'CMD ["sh", "-c", "while :; do :; done"]\n'
+    )
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_idle_is_warned_then_stopped_busy_and_kept_alive_and_exempt_are_not(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any], busy_image: str
+) -> None:
+    alice, bob = unix_users["alice"], unix_users["bob"]
+    d = start_daemon(ds01d)
+    kept = Path(alice.pw_dir) / "kept"
+    kept.mkdir(exist_ok=True)
+    (kept / ".keep-alive").touch()
+    for path in (kept, kept / ".keep-alive"):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+
+    started = create(d, "alice", "idle")
+    d.cli_json("alice", "container-create", "busy", "--image", busy_image, "--start")
+    create(d, "alice", "kept", "--workspace", str(kept))
+    create(d, "bob", "exempt")
+    d.cli_json("erin", "admin", "exempt", "bob", "--container", "exempt", "--hours", "1",
+               "--reason", "a long evaluation")  # fmt: skip
+
+    idle = f"idle._.{alice.pw_uid}"
+    time.sleep(TIMEOUT_S / 2)
+    os.utime(kept / ".keep-alive")  # as `touch /workspace/.keep-alive` half-way through
+
+    rows = wait_until(
+        "a planned stop in container-list",
+        lambda: [r for r in d.cli_json("alice", "container-list") if r["stop_at"]],
+        timeout=2,
+    )
+    assert "idle" in {r["name"] for r in rows}
+    stop = wait_until(
+        "the idle stop",
+        lambda: d.events_where(action="cleanup.idle", resource=f"container/{idle}"),
+        timeout=TIMEOUT_S + 10,
+    )[0]
+    warnings = d.events_where(action="lifecycle.warn", resource=f"container/{idle}")
+    assert [w["details"]["level"] for w in warnings] == [1, 2], warnings
+    assert all(event_time(w) < event_time(stop) for w in warnings)
+    elapsed = event_time(stop) - started
+    print(f"idle stop {elapsed:.1f} s after the start (timeout {TIMEOUT_S} s)")
+    assert TIMEOUT_S - 1 <= elapsed <= TIMEOUT_S + 4, elapsed
+    assert status_of(docker_client, idle) == "exited"
+    notice = Path(alice.pw_dir) / "workspace" / ".ds01-notice"
+    assert "was stopped" in notice.read_text()
+    assert notice.stat().st_uid == alice.pw_uid
+
+    time.sleep(2)  # past the timeout for all of them; "kept" counts from its touch
+    assert status_of(docker_client, f"busy._.{alice.pw_uid}") == "running"
+    assert status_of(docker_client, f"kept._.{alice.pw_uid}") == "running"
+    assert status_of(docker_client, f"exempt._.{bob.pw_uid}") == "running"
+    assert not d.events_where(action="cleanup.idle", user="bob")
+
+    report = d.cli_json("erin", "maintenance", "run", "--dry-run")
+    by_name = {c["name"]: c for c in report["containers"]}
+    assert "exempt" in by_name["exempt"]["reason"]
+    assert by_name["busy"]["idle_minutes"] < 0.1
+    assert d.cli("alice", "maintenance", "run").returncode == 5
+
+
+def test_queued_demand_makes_an_idle_stop_come_sooner_and_frees_the_gpu(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d, ONE_GPU)
+    d.write_config("resource-limits.yaml", LIMITS.replace("0.003", "0.01"))  # 36 s
+    create(d, "alice", "holder", "--gpus", "1")
+    with RawApi(d.paths.socket, "bob") as api:
+        queued = api.call(
+            "POST", "/v1/containers", {"name": "next", "image": "busybox", "gpus": 1, "queue": True}
+        )
+    assert queued.status == 202, queued
+    asked = time.time()
+
+    stop = wait_until(
+        "the idle stop under demand",
+        lambda: d.events_where(action="cleanup.idle", user="alice"),
+        timeout=20,
+    )[0]
+    print(f"idle stop under demand {event_time(stop) - asked:.1f} s after bob queued")
+    assert "others wait" in stop["details"]["reason"], stop
+    wait_until(
+        "bob's start on the freed GPU",
+        lambda: d.events_where(action="queue.start", user="bob"),
+        timeout=10,
+    )
+
+
+def test_a_killed_daemon_continues_the_countdown(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d)
+    started = create(d, "alice", "countdown")
+    time.sleep(TIMEOUT_S / 2)
+    d.kill()
+    d.restart()
+
+    stop = wait_until(
+        "the idle stop",
+        lambda: d.events_where(action="cleanup.idle", user="alice"),
+        timeout=TIMEOUT_S + 10,
+    )[0]
+    elapsed = event_time(stop) - started
+    assert elapsed <= TIMEOUT_S + 4, f"the countdown started over: stopped after {elapsed:.1f} s"
+    result = d.cli("alice", "container-start", "countdown")
+    assert result.returncode == 0, describe(result)
