@@ -10,8 +10,11 @@ continues the countdown instead of starting it over.
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -193,3 +196,107 @@ def test_a_killed_daemon_continues_the_countdown(
     assert elapsed <= TIMEOUT_S + 4, f"the countdown started over: stopped after {elapsed:.1f} s"
     result = d.cli("alice", "container-start", "countdown")
     assert result.returncode == 0, describe(result)
+
+
+# One pass at the start, then none for an hour: only `maintenance run` acts.
+CLEANUP = """
+    defaults:
+      idle_timeout_hours: 0.001
+    policies:
+      lifecycle_interval_seconds: 3600
+      idle_grace_minutes: 0
+      created_unstarted_minutes: 0.05
+      container_hold_after_stop_hours: 0.001
+      webhook_url: http://127.0.0.1:{port}/hook
+"""
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], received
+    server.shutdown()
+    server.server_close()
+
+
+def test_maintenance_run_stops_and_cleans_up_and_dry_run_changes_nothing(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any], webhook: Any
+) -> None:
+    port, posted = webhook
+    uid = unix_users["alice"].pw_uid
+    d = ds01d(resource_limits=CLEANUP.format(port=port), images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "unstarted", "--image", "busybox")
+    create(d, "alice", "idle")
+    create(d, "alice", "stopped")
+    assert d.cli("alice", "container-stop", "stopped").returncode == 0
+    time.sleep(4)  # past every limit: 3.6 s idle, 3 s unstarted, 3.6 s stopped
+
+    before = {c.name: c.status for c in docker_client.containers.list(all=True)}
+    dry = d.cli_json("erin", "maintenance", "run", "--dry-run")
+    planned = {c["name"]: c["actions"] for c in dry["containers"] if c["actions"]}
+    assert dry["dry_run"] is True
+    assert set(planned) == {"unstarted", "idle", "stopped"}, dry
+    assert planned["idle"][0].startswith("stop:")
+    assert all(a[0].startswith("remove:") for n, a in planned.items() if n != "idle")
+    assert {c.name: c.status for c in docker_client.containers.list(all=True)} == before
+    assert not d.events_where(action="cleanup.idle") and not posted
+
+    done = d.cli("erin", "maintenance", "run")
+    assert done.returncode == 0, describe(done)
+    assert "Done: stop:" in done.stdout, describe(done)
+    names = {c.name: c.status for c in docker_client.containers.list(all=True)}
+    assert names.get(f"idle._.{uid}") == "exited"
+    assert f"unstarted._.{uid}" not in names and f"stopped._.{uid}" not in names
+    orphans = {e["resource"] for e in d.events_where(action="cleanup.orphan")}
+    assert orphans == {f"container/unstarted._.{uid}", f"container/stopped._.{uid}"}
+    assert d.events_where(action="cleanup.idle", resource=f"container/idle._.{uid}")
+    wait_until("the webhook", lambda: any("idle" in p["text"] for p in posted), timeout=5)
+    assert {p["container"] for p in posted} >= {"idle"}
+
+
+RUNTIME = """
+    defaults:
+      idle_timeout_hours: null
+      max_runtime_hours: 0.002
+    policies:
+      lifecycle_interval_seconds: 0.5
+      runtime_warning_fractions: [0.5, 0.8]
+"""
+RUNTIME_S = 7.2
+
+
+def test_a_container_out_of_runtime_is_stopped_and_starts_again_only_when_exempt(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(resource_limits=RUNTIME, images=TEST_IMAGES_YAML)
+    started = create(d, "alice", "long")
+    stop = wait_until(
+        "the runtime stop", lambda: d.events_where(action="cleanup.runtime"), timeout=15
+    )[0]
+    assert RUNTIME_S - 1 <= event_time(stop) - started <= RUNTIME_S + 4
+    warnings = [w["details"]["level"] for w in d.events_where(action="lifecycle.warn")]
+    assert warnings == [1, 2], warnings
+
+    refused = d.cli("alice", "container-start", "long")
+    assert refused.returncode == 3, describe(refused)
+    assert "used up its running time" in refused.stderr, describe(refused)
+    d.cli_json("erin", "admin", "exempt", "alice", "--hours", "1", "--reason", "one more run")
+    again = d.cli("alice", "container-start", "long")
+    assert again.returncode == 0, describe(again)
+    [row] = d.cli_json("alice", "container-list")
+    assert row["status"] == "running"

@@ -347,7 +347,7 @@ def _run_list(args: argparse.Namespace) -> None:
         ],
     )
     for r in rows:
-        if r.get("stop_at"):
+        if r.get("stop_at") or r.get("exempt_until"):
             render.echo(f"{r['name']}: {r['stop_reason']}")
     if any(r.get("oom_kills") for r in rows):
         render.echo(

@@ -304,12 +304,18 @@ def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> 
         runtime_minutes=round(decision.runtime.total_seconds() / 60, 1),
         stop_at=_when(decision.stop_at) if decision.stop_at else None,
         stop_kind=decision.stop_kind,
-        exempt_until=_when(decision.exemption.until)
-        if decision.exemption and decision.exemption.until
-        else None,
+        exempt_until=_exempt_until(decision),
         reason=decision.reason,
         actions=actions,
     )
+
+
+def _exempt_until(decision: Decision) -> str | None:
+    """When the exemption in force ends ("never" for one without end); ``None``: none."""
+    if decision.exemption is None:
+        return None
+    until = decision.exemption.until
+    return "never" if until is None else _when(until)
 
 
 def _hint(kind: str) -> str:

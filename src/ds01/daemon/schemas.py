@@ -125,6 +125,9 @@ class ContainerInfo(_Model):
     stop_reason: str | None = Field(
         default=None, description="Idle and running time, the planned stop and why."
     )
+    exempt_until: str | None = Field(
+        default=None, description="An admin exempted it from idle and runtime stops until then."
+    )
     last_oom_limit: Literal["container", "user_total", "host"] | None = Field(
         default=None,
         description="Which limit the last one hit: the container's own memory limit, the "

@@ -173,6 +173,7 @@ def with_lifecycle(
             "idle_minutes": status.idle_minutes,
             "stop_at": status.stop_at,
             "stop_reason": status.reason,
+            "exempt_until": status.exempt_until,
         }
     )
 
