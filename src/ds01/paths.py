@@ -23,6 +23,8 @@ GPU_CONFIG_FILE = "gpu-config.yaml"
 IMAGES_FILE = "images.yaml"
 EVENTS_FILE = "events.jsonl"
 STATE_DB_FILE = "ds01.db"
+#: In the state directory: what the simulated GPU backend reports (tests and demos write it).
+SIMULATED_TELEMETRY_FILE = "simulated-telemetry.json"
 
 
 def pick(flag: str | None, env: str, default: str) -> str:

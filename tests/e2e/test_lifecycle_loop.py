@@ -3,9 +3,11 @@
 Real ds01d, real Docker, real users, with idle timeouts of seconds (``idle_timeout_hours``
 is a float) and a loop of half a second. Checked: an idle container gets both warnings,
 a notice file in its workspace and a ``cleanup.idle`` stop; a busy one (its main process
-computes) is not stopped; a fresh keep-alive file defers the stop; an admin's exemption
-spares a container; queued demand makes the stop come sooner; a daemon killed mid-countdown
-continues the countdown instead of starting it over.
+computes) is not stopped, nor one whose GPU the simulated backend reports busy; a fresh
+keep-alive file defers the stop; an admin's exemption spares a container; queued demand
+makes the stop come sooner; a daemon killed mid-countdown continues the countdown instead
+of starting it over; ``maintenance run`` (and its dry run), cleanup, the webhook and the
+runtime limit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import pytest
 from rawapi import RawApi
 
+from ds01.gpu.simulated import write_simulated_telemetry
+from ds01.paths import SIMULATED_TELEMETRY_FILE
 from support import TEST_IMAGES_YAML, describe
 
 TIMEOUT_S = 10.8  # idle_timeout_hours: 0.003
@@ -72,6 +76,13 @@ def start_daemon(ds01d: Any, gpu_config: str | None = None) -> Any:
     return ds01d(resource_limits=LIMITS, gpu_config=gpu_config, images=TEST_IMAGES_YAML)
 
 
+def create_json(d: Any, user: str, name: str, *args: str) -> dict[str, Any]:
+    info: dict[str, Any] = d.cli_json(
+        user, "container-create", name, "--image", "busybox", *args, "--start"
+    )
+    return info
+
+
 def create(d: Any, user: str, name: str, *args: str) -> float:
     """Create and start ``name``; return when (epoch seconds) the create returned."""
     d.cli_json(user, "container-create", name, "--image", "busybox", *args, "--start")
@@ -109,6 +120,10 @@ def test_idle_is_warned_then_stopped_busy_and_kept_alive_and_exempt_are_not(
     d.cli_json("alice", "container-create", "busy", "--image", busy_image, "--start")
     create(d, "alice", "kept", "--workspace", str(kept))
     create(d, "bob", "exempt")
+    gpu = create_json(d, "bob", "gpu-busy", "--gpus", "1")["gpus"][0]
+    write_simulated_telemetry(
+        d.paths.state_dir / SIMULATED_TELEMETRY_FILE, {gpu: {"gpu_util_percent": 80}}
+    )
     d.cli_json("erin", "admin", "exempt", "bob", "--container", "exempt", "--hours", "1",
                "--reason", "a long evaluation")  # fmt: skip
 
@@ -142,6 +157,7 @@ def test_idle_is_warned_then_stopped_busy_and_kept_alive_and_exempt_are_not(
     assert status_of(docker_client, f"busy._.{alice.pw_uid}") == "running"
     assert status_of(docker_client, f"kept._.{alice.pw_uid}") == "running"
     assert status_of(docker_client, f"exempt._.{bob.pw_uid}") == "running"
+    assert status_of(docker_client, f"gpu-busy._.{bob.pw_uid}") == "running"
     assert not d.events_where(action="cleanup.idle", user="bob")
 
     report = d.cli_json("erin", "maintenance", "run", "--dry-run")

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
     from ds01.events.log import EventLog
+    from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
     from ds01.runtime.docker import DockerRuntime
 
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
             store=StateStore(paths.state_db),
             events=EventLog(paths.events_file),
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
+            # Simulated GPUs read their utilisation from a file in the state directory.
+            backend_factory=lambda config: make_backend(
+                config.gpus, simulated_telemetry_file=paths.simulated_telemetry_file
+            ),
         )
         service.share_log_with_admins()
         removed = service.reconcile()

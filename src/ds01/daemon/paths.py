@@ -38,3 +38,8 @@ class DaemonPaths:
     @property
     def state_db(self) -> Path:
         return self.state_dir / p.STATE_DB_FILE
+
+    @property
+    def simulated_telemetry_file(self) -> Path:
+        """Where the simulated GPU backend reads per-device utilisation (tests, demos)."""
+        return self.state_dir / p.SIMULATED_TELEMETRY_FILE

@@ -51,9 +51,6 @@ from ds01.gpu.device import Device, Inventory, PhysicalGpu
 
 log = logging.getLogger(__name__)
 
-SIMULATED_TELEMETRY_FILE = "simulated-telemetry.json"
-"""Conventional name of the telemetry file inside the daemon's state directory."""
-
 SIMULATED_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-gpu.ds01")
 """Namespace of derived UUIDs. Changing it would change every simulated UUID."""
 
