@@ -4,13 +4,13 @@ Every chosen queue policy (``--policy``) is run with every chosen idle reclaim p
 (``--reclaim``).
 
 The ``ds01`` parser is built at every start and calls :func:`configure`, so this module
-imports nothing but the standard library at module level (:mod:`ds01.sim.reclaim` imports
-only the standard library too); :func:`run` imports the rest.
+imports nothing but the standard library at module level (the choices come from
+:mod:`ds01.sim.names`); :func:`run` imports the rest.
 """
 
 from __future__ import annotations
 
-from ds01.sim.reclaim import RECLAIMS
+from ds01.sim.names import RECLAIMS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from enum import IntEnum
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.policies import LifecyclePolicy
@@ -64,12 +65,14 @@ from ds01.gpu.device import Inventory
 from ds01.sim.reclaim import (
     REFERENCE_CHECK_PERIOD_HOURS,
     REFERENCE_HIGH_DEMAND_FRACTION,
-    ReclaimName,
     ReferenceIdleState,
     reference_check,
     reference_first_check,
 )
 from ds01.sim.trace import TraceJob
+
+if TYPE_CHECKING:
+    from ds01.sim.names import ReclaimName
 
 #: The virtual clock's hour 0 (a Monday, 00:00 UTC); only relative times matter.
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
-#: How idle tails are reclaimed (module docstring).
-ReclaimName = Literal["ds01", "none", "reference"]
+from ds01.sim.names import RECLAIMS
 
-#: Every reclaim policy, in the order they are reported.
-RECLAIMS: tuple[ReclaimName, ...] = ("ds01", "none", "reference")
+if TYPE_CHECKING:
+    pass
 
 #: The reference's idle check runs hourly at minute 20 (its cron.d entry, §1c and §5a).
 REFERENCE_CHECK_PERIOD_HOURS = 1.0
@@ -104,7 +103,6 @@ __all__ = [
     "REFERENCE_HIGH_DEMAND_FACTOR",
     "REFERENCE_HIGH_DEMAND_FRACTION",
     "REFERENCE_WINDOW_CHECKS",
-    "ReclaimName",
     "ReferenceIdleState",
     "reference_check",
     "reference_first_check",
