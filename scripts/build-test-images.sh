@@ -5,6 +5,8 @@
 #                                 (sh, sleep, ps, top, nc, wget, dd, ...), PATH=/bin
 #   ds01-test/busybox-alt:latest  the same image under a second name, for image-policy tests
 #
+# and installs Debian's docker-registry (a local registry for the image-pull test).
+#
 # Idempotent: an existing image is kept unless FORCE=1. Prints the image names.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -51,6 +53,14 @@ fi
 if [ "$(docker image inspect -f '{{.Id}}' "$ALT" 2>/dev/null || true)" != \
   "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
   docker tag "$IMAGE" "$ALT"
+fi
+
+# Debian's docker-registry: a registry on 127.0.0.1 for the image-pull test.
+if ! command -v docker-registry >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends docker-registry >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  }
 fi
 
 echo "$IMAGE"

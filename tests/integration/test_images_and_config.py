@@ -94,8 +94,10 @@ simulated:
 
 
 def image_list(daemon: Any, *flags: str) -> dict[str, dict[str, Any]]:
-    """``image-list --json`` as alice, by entry name."""
-    return {entry["name"]: entry for entry in daemon.cli_json("alice", "image-list", *flags)}
+    """The registry entries of ``image-list --json`` as alice, by entry name (her own
+    images, which follow them, are left out)."""
+    entries = daemon.cli_json("alice", "image-list", *flags)
+    return {entry["name"]: entry for entry in entries if not entry.get("own")}
 
 
 def create_with_image(daemon: Any, image: str, name: str) -> subprocess.CompletedProcess:

@@ -35,3 +35,35 @@ def check_limits() -> None:
 
 def image_list() -> None:
     run_alias("image-list")
+
+
+def image_create() -> None:
+    run_alias("image-create")
+
+
+def image_build() -> None:
+    run_alias("image-build")
+
+
+def image_pull() -> None:
+    run_alias("image-pull")
+
+
+def image_remove() -> None:
+    run_alias("image-remove")
+
+
+def container_open() -> None:
+    run_alias("container-open")
+
+
+def container_attach() -> None:
+    run_alias("container-open")
+
+
+def container_deploy() -> None:
+    run_alias("container-deploy")
+
+
+def project_init() -> None:
+    run_alias("project-init")

@@ -19,48 +19,20 @@ import os
 import sys
 
 from ds01 import __version__
-from ds01.cli import render
+from ds01.cli import render, tiers
 from ds01.cli.client import ApiError, Ds01Client
+from ds01.cli.command import Command as Command  # re-exported: the table's entries
+from ds01.cli.images import IMAGE_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
 )
-
-
-class Command:
-    """One CLI command.
-
-    Args:
-        path: where it sits under ``ds01`` (``("container", "create")``).
-        alias: its hyphenated name (``"container-create"``), or ``None``.
-        summary: one line for lists of commands.
-        description: the ``--help`` text (syntax and examples).
-        configure: adds the command's arguments to its parser.
-        run: does the work; returns nothing, raises ds01 errors.
-    """
-
-    def __init__(
-        self,
-        path: tuple[str, ...],
-        alias: str | None,
-        summary: str,
-        description: str,
-        configure: Callable[[argparse.ArgumentParser], None],
-        run: Callable[[argparse.Namespace], None],
-    ) -> None:
-        self.path = path
-        self.alias = alias
-        self.summary = summary
-        self.description = description
-        self.configure = configure
-        self.run = run
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +109,7 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="[HOST:]PORT",
-        help="publish container PORT on this machine's 127.0.0.1 (repeatable)",
+        help="publish PORT on 127.0.0.1 only (repeatable)",
     )
     p.add_argument("--start", action="store_true", help="start it right away")
     p.add_argument(
@@ -253,6 +225,26 @@ def _run_create(args: argparse.Namespace) -> None:
         render.echo(f"  Ports: {_ports_text(info['ports'])}")
     if not args.start:
         render.echo(f"  Start it: container-start {info['name']}")
+
+
+def _configure_deploy(p: argparse.ArgumentParser) -> None:
+    _configure_create(p)
+    p.add_argument("--background", "-b", action="store_true", help="do not open a terminal in it")
+
+
+def _run_deploy(args: argparse.Namespace) -> None:
+    args.start = True
+    _run_create(args)
+    name = args.name_arg or args.name_opt
+    if args.background or args.json:
+        if not args.json:
+            render.echo(f"  Open a terminal in it: container-open {name}")
+        return
+    from ds01.cli import terminal
+
+    code = terminal.run(name, [], None)
+    render.echo(f"Left {name}; it keeps running. Back in: container-open {name}")
+    raise SystemExit(code)
 
 
 def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command:
@@ -483,34 +475,6 @@ def _run_limits(args: argparse.Namespace) -> None:
     )
 
 
-def _configure_images(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--all", "-a", dest="include_missing", action="store_true", help="also images not here"
-    )
-    _json_flag(p)
-
-
-def _run_images(args: argparse.Namespace) -> None:
-    images = Ds01Client().request("GET", "/v1/images", query={"all": args.include_missing})
-    if args.json:
-        render.emit_json(images)
-        return
-    if not images:
-        render.echo("No registry image is present here. `image-list --all` shows the registry.")
-        return
-    headers = ["NAME", "IMAGE", "FRAMEWORK", "DESCRIPTION"]
-    if args.include_missing:
-        headers.append("PRESENT")
-    render.table(
-        headers,
-        [
-            [i["name"], i["image"], i["framework"], i["description"]]
-            + ([i["present"]] if args.include_missing else [])
-            for i in images
-        ],
-    )
-
-
 def _configure_config_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="files to check")
     p.add_argument("--config-dir", help="directory to check [$DS01_CONFIG_DIR or /etc/ds01]")
@@ -676,6 +640,22 @@ def _run_maintenance(args: argparse.Namespace) -> None:
     render.echo(f"{len(acted)} container(s) acted on{' (dry run)' if report['dry_run'] else ''}.")
 
 
+def _configure_open(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="your container (started first if stopped)")
+    p.add_argument(
+        "program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+        help="what to run instead of a login shell",
+    )  # fmt: skip
+    _user_flag(p)
+
+
+def _run_open(args: argparse.Namespace) -> None:
+    from ds01.cli import terminal  # termios and tty only when used
+
+    program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    raise SystemExit(terminal.run(args.name, program, args.user))
+
+
 def _run_whoami(args: argparse.Namespace) -> None:
     me = Ds01Client().request("GET", "/v1/whoami")
     if args.json:
@@ -698,6 +678,31 @@ COMMANDS: tuple[Command, ...] = (
         _run_create,
     ),
     _lifecycle("start", "POST", "start", "Started"),
+    Command(
+        ("container", "deploy"),
+        "container-deploy",
+        "Create, start and open a container in one step.",
+        "Create container NAME (waiting in the GPU queue if no device is free), start it and\n"
+        "open a terminal in it; --background leaves it running without a terminal.\n\n"
+        "examples:\n"
+        "  container-deploy thesis --image pytorch-jupyter --gpus 1\n"
+        "  container-deploy notebook --image pytorch-jupyter --mig 3g.20gb --background",
+        _configure_deploy,
+        _run_deploy,
+    ),
+    Command(
+        ("container", "open"),
+        "container-open",
+        "A terminal in your container, as you.",
+        "Open a terminal in your container NAME, as your own user, in /workspace (started\n"
+        "first if it is stopped). Exit the shell (or the COMMAND ends) to leave; the exit\n"
+        "status is the command's. Also as `container-attach`.\n\n"
+        "examples:\n"
+        "  container-open thesis\n"
+        "  container-open thesis -- python train.py",
+        _configure_open,
+        _run_open,
+    ),
     _lifecycle("stop", "POST", "stop", "Stopped"),
     _lifecycle("remove", "DELETE", None, "Removed"),
     Command(
@@ -736,14 +741,7 @@ COMMANDS: tuple[Command, ...] = (
         _configure_limits,
         _run_limits,
     ),
-    Command(
-        ("image", "list"),
-        "image-list",
-        "Images you can use that are present here.",
-        "List images from the image registry (images.yaml) that are present on this machine.",
-        _configure_images,
-        _run_images,
-    ),
+    *IMAGE_COMMANDS,
     Command(
         ("config", "check"),
         None,
@@ -833,6 +831,19 @@ COMMANDS: tuple[Command, ...] = (
         lambda parser: __import__("ds01.sim.cli", fromlist=["cli"]).configure(parser),
         lambda args: __import__("ds01.sim.cli", fromlist=["cli"]).run(args),
     ),
+    Command(
+        ("project", "init"),
+        "project-init",
+        "Scaffold a project: directories, Dockerfile, pyproject.toml, git.",
+        "Create project NAME in ./NAME (or --dir DIR): directories, README.md, pyproject.toml\n"
+        "with [tool.ds01], requirements.txt, a four-phase Dockerfile for --type, .gitignore,\n"
+        "and git init. Runs on your account, no daemon; never overwrites without --force.\n\n"
+        "examples:\n"
+        "  project-init thesis --type cv\n"
+        "  project-init chatbot --type nlp --framework tensorflow --dir ~/workspace/chatbot",
+        lambda parser: __import__("ds01.cli.project", fromlist=["project"]).configure(parser),
+        lambda args: __import__("ds01.cli.project", fromlist=["project"]).run(args),
+    ),
 )
 
 GROUP_HELP = {
@@ -843,6 +854,7 @@ GROUP_HELP = {
     "admin": "administration (admins)",
     "maintenance": "the lifecycle loop on demand (admins)",
     "audit": "the tamper-evident event log (admins)",
+    "project": "your projects: scaffold one",
 }
 
 
@@ -867,8 +879,16 @@ def _add(subparsers: Any, name: str, command: Command) -> None:
         help=command.summary,
         description=command.description,
         epilog=EXIT_CODES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=tiers.HelpFormatter,
+        add_help=False,
     )
+    _setup(parser, command)
+
+
+def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
+    """The help tiers (``--help``, ``--info``, ``--concepts``, ``--guided``; texts in
+    ``ds01.cli.help_texts``), then the command's own arguments."""
+    tiers.add_flags(parser)
     command.configure(parser)
     parser.set_defaults(command=command)
 
@@ -892,8 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # --guided runs the command from in here
         args.command.run(args)
     except BrokenPipeError:
         # The reader went away (`container-list | head`): stop quietly, like other tools.
@@ -917,7 +937,17 @@ def main(argv: list[str] | None = None) -> None:
 def run_alias(alias: str, argv: list[str] | None = None) -> None:
     """Entry point of a hyphenated command, e.g. ``container-create``."""
     command = next(c for c in COMMANDS if c.alias == alias)
-    parser = _parser(alias, command.description)
-    command.configure(parser)
-    parser.set_defaults(command=command)
-    _execute(parser, argv)
+    _execute(command_parser(alias, command), argv)
+
+
+def command_parser(prog: str, command: Command) -> argparse.ArgumentParser:
+    """A parser of ``command`` alone, named ``prog`` (as the hyphenated commands have)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=command.description,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=tiers.HelpFormatter,
+        add_help=False,
+    )
+    _setup(parser, command)
+    return parser

@@ -4,15 +4,21 @@ Each entry gives a short ``name`` users type (``pytorch``) for a Docker image re
 (``aimehub/pytorch-2.8.0-cuda12.6.3``). The optional ``allow`` list holds fnmatch patterns
 of further image references users may name directly (e.g. ``"ds01-*"`` for images built
 on the host).
+
+``import_aime`` names AIME ``ml_images.repo`` catalogues (a path or a list; relative paths
+are relative to the directory of ``images.yaml``) whose rows become registry entries too
+(``ds01.config.aime``). The loader reads them (``with_imported``); an entry written in
+``images.yaml`` wins over an imported one of the same name or image.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ds01.core.names import is_image_reference, with_default_tag
 
@@ -35,6 +41,11 @@ class ImageEntry(BaseModel):
     version: str | None = Field(default=None, description="Framework version, free text.")
     phase: str | None = Field(
         default=None, description="Where the image stands, free text, e.g. 'stable' or 'beta'."
+    )
+    architectures: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description="GPU architectures the image is built for (AIME: CUDA_ADA, CUDA_AMPERE, …).",
     )
 
     @field_validator("name")
@@ -70,12 +81,32 @@ class ImagesConfig(BaseModel):
         strict=False,
         description="fnmatch patterns of further image references users may name directly.",
     )
+    import_aime: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description="AIME ml_images.repo files whose rows become registry entries (a path or "
+        "a list; relative to the directory of images.yaml).",
+    )
+    # Entries read from the import_aime files, with where each came from ("file:line").
+    _imported: tuple[tuple[ImageEntry, str], ...] = PrivateAttr(default=())
 
-    @field_validator("images", "allow", mode="before")
+    @field_validator("images", "allow", "import_aime", mode="before")
     @classmethod
     def _null_list(cls, value: Any) -> Any:
         # "allow:" with nothing under it parses to null: an empty list.
         return [] if value is None else value
+
+    @field_validator("import_aime", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("import_aime")
+    @classmethod
+    def _non_empty_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not path.strip() for path in paths):
+            raise ValueError("import_aime paths must not be empty")
+        return paths
 
     @field_validator("images")
     @classmethod
@@ -97,9 +128,45 @@ class ImagesConfig(BaseModel):
             raise ValueError("allow patterns must not be empty")
         return patterns
 
+    def with_imported(self, imported: Sequence[tuple[ImageEntry, str]]) -> ImagesConfig:
+        """This registry with ``imported`` entries (each with its source, ``file:line``) added
+        after its own. An imported entry whose image an earlier entry has already is left
+        out; one whose name is taken gets ``-2``, ``-3``… appended."""
+        names = {entry.name for entry in self.images}
+        images = {with_default_tag(entry.image) for entry in self.images}
+        kept = []
+        for entry, source in imported:
+            if with_default_tag(entry.image) in images:
+                continue
+            name, number = entry.name, 1
+            while name in names:
+                number += 1
+                suffix = f"-{number}"
+                name = entry.name[: 64 - len(suffix)] + suffix
+            names.add(name)
+            images.add(with_default_tag(entry.image))
+            kept.append(
+                (entry if name == entry.name else entry.model_copy(update={"name": name}), source)
+            )
+        copy = self.model_copy()
+        copy._imported = tuple(kept)
+        return copy
+
+    @property
+    def entries(self) -> tuple[ImageEntry, ...]:
+        """Every registry entry: those of ``images.yaml``, then the imported ones."""
+        return self.images + tuple(entry for entry, _ in self._imported)
+
+    def source_of(self, entry: ImageEntry) -> str:
+        """Where ``entry`` comes from: ``images.yaml`` or ``aime:<file>:<line>``."""
+        for imported, source in self._imported:
+            if imported is entry:
+                return f"aime:{source}"
+        return "images.yaml"
+
     def find(self, name: str) -> ImageEntry | None:
         """The registry entry called ``name``, or ``None``."""
-        return next((entry for entry in self.images if entry.name == name), None)
+        return next((entry for entry in self.entries if entry.name == name), None)
 
     def allows_reference(self, reference: str) -> bool:
         """Whether users may run the image ``reference`` directly.
@@ -111,7 +178,12 @@ class ImagesConfig(BaseModel):
         """
         if not is_image_reference(reference):
             return False
-        forms = {reference, with_default_tag(reference)}
-        if any(with_default_tag(entry.image) in forms for entry in self.images):
+        if self.registry_image(reference):
             return True
+        forms = {reference, with_default_tag(reference)}
         return any(fnmatchcase(form, pattern) for form in forms for pattern in self.allow)
+
+    def registry_image(self, reference: str) -> bool:
+        """Whether ``reference`` is the image of a registry entry (``:latest`` implied)."""
+        forms = {reference, with_default_tag(reference)}
+        return any(with_default_tag(entry.image) in forms for entry in self.entries)

@@ -20,14 +20,15 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from ds01.config.aime import AimeFormatError, entry_name, parse_ml_images_repo
 from ds01.config.gpu_config import GpuConfig
-from ds01.config.images import ImagesConfig
+from ds01.config.images import ImageEntry, ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.errors import ConfigError, InvalidInput
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
@@ -222,6 +223,75 @@ def _parse(text: str, model: type[_Model], source: str) -> _Model:
         raise config_error(source, problems) from None
 
 
+# --- images.yaml: AIME imports --------------------------------------------------------------
+
+
+def _line_of(root: yaml.Node | None, *parts: str | int) -> int | None:
+    """The line of the node at ``parts`` below ``root`` (as far down as it exists)."""
+    node, line = root, None if root is None else _line(root)
+    for part in parts:
+        step = None if node is None else _child(node, part)
+        if step is None:
+            break
+        line_node, node = step
+        line = _line(line_node)
+    return line
+
+
+def _parse_images(text: str, source: str, base_dir: Path) -> ImagesConfig:
+    """``images.yaml`` with the rows of its ``import_aime`` files as registry entries.
+
+    A file that cannot be read is reported on the line of ``images.yaml`` that names it; a
+    row that does not follow the format, on its own line of the imported file."""
+    images = _parse(text, ImagesConfig, source)
+    if not images.import_aime:
+        return images
+    root = _parse_yaml(text, source)[1]
+    imported: list[tuple[ImageEntry, str]] = []
+    errors: list[ConfigError] = []
+    for index, name in enumerate(images.import_aime):
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        line = _line_of(root, "import_aime", index)  # the key's line for a single path
+        try:
+            repo = _read_text(path)
+        except ConfigError as exc:
+            reason = exc.details["problems"][0]["message"]
+            problem = ConfigProblem(line, "import_aime", f"{path}: {reason}")
+            errors.append(config_error(source, [problem]))
+            continue
+        if repo is None:
+            problem = ConfigProblem(line, "import_aime", f"{path}: file not found")
+            errors.append(config_error(source, [problem]))
+            continue
+        try:
+            rows = parse_ml_images_repo(repo)
+        except AimeFormatError as exc:
+            errors.append(
+                config_error(str(path), [ConfigProblem(n, "", m) for n, m in exc.problems])
+            )
+            continue
+        imported += [
+            (
+                ImageEntry(
+                    name=entry_name(row.image),
+                    image=row.image,
+                    framework=row.framework_title,
+                    description=row.description,
+                    version=row.version,
+                    architectures=row.architectures,
+                ),
+                f"{path}:{row.line}",
+            )
+            for row in rows
+        ]
+    if errors:
+        raise ConfigError(
+            "\n".join(error.message for error in errors),
+            details={"files": [error.details for error in errors]},
+        )
+    return images.with_imported(imported)
+
+
 # --- files --------------------------------------------------------------------------------
 
 
@@ -236,7 +306,12 @@ def parse_config(text: str, kind: Literal["images"], source: str) -> ImagesConfi
 @overload
 def parse_config(text: str, kind: ConfigKind, source: str) -> ConfigModel: ...
 def parse_config(text: str, kind: ConfigKind, source: str) -> ConfigModel:
-    """Parse and validate the YAML ``text`` of a ``kind`` file; ``source`` names it in errors."""
+    """Parse and validate the YAML ``text`` of a ``kind`` file; ``source`` names it in errors.
+
+    For ``images``, relative ``import_aime`` paths are taken relative to ``source``'s
+    directory."""
+    if kind == "images":
+        return _parse_images(text, source, Path(source).parent)
     return _parse(text, _MODELS[kind], source)
 
 
@@ -324,6 +399,8 @@ def load_config(config_dir: Path) -> Ds01Config:
                 sources[kind] = EMBEDDED_DEFAULT
                 return default()
             sources[kind] = str(path)
+            if model is ImagesConfig:
+                return cast(_Model, _parse_images(text, str(path), config_dir))
             return _parse(text, model, str(path))
         except ConfigError as exc:
             errors.append(exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Model(BaseModel):
@@ -176,12 +176,23 @@ class LimitsResponse(_Model):
 
 
 class ImageInfo(_Model):
-    name: str
+    name: str = Field(description="What to give --image: a registry name, or your image's tag.")
     image: str
     framework: str
     description: str
     version: str | None
     present: bool
+    own: bool = Field(default=False, description="An image built for you (`image-build`).")
+    source: str | None = Field(
+        default=None,
+        description="Where a registry entry comes from: 'images.yaml' or 'aime:FILE:LINE'.",
+    )
+    architectures: list[str] = Field(
+        default_factory=list, description="GPU architectures (AIME catalogue entries)."
+    )
+    id: str | None = Field(default=None, description="Docker image id (your own images).")
+    size_bytes: int | None = None
+    created_at: str | None = Field(default=None, description="When it was built (UTC).")
 
 
 class WhoAmI(_Model):
@@ -295,3 +306,86 @@ class MaintenanceReport(_Model):
     at: str
     dry_run: bool
     containers: list[LifecycleStatus]
+
+
+class TerminalRequest(_Model):
+    command: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="What to run; default: a login shell (bash where the image has it).",
+    )
+    rows: int = Field(default=24, ge=1, le=1000, description="Terminal height in lines.")
+    cols: int = Field(default=80, ge=1, le=1000, description="Terminal width in columns.")
+    term: str = Field(
+        default="xterm-256color", pattern=r"^[A-Za-z0-9._+-]{1,64}$", description="TERM inside."
+    )
+    user: str | None = Field(default=None, description="Whose container (admins only).")
+
+    @field_validator("command")
+    @classmethod
+    def _reasonable_arguments(cls, command: list[str]) -> list[str]:
+        if any(len(arg) > 65536 or "\0" in arg for arg in command):
+            raise ValueError("command arguments must be under 64 KiB and free of NUL bytes")
+        return command
+
+
+class TerminalInfo(_Model):
+    id: str
+    running: bool
+    exit_code: int | None = Field(description="The program's exit status once it ended.")
+
+
+class ImageBuildRequest(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Image name; tagged as <your namespace>/<name>:<tag>, the name made a "
+        "valid lower-case reference component.",
+    )
+    context: str = Field(
+        min_length=1, max_length=4096, description="Absolute path of a directory you own."
+    )
+    dockerfile: str = Field(
+        default="Dockerfile", max_length=4096, description="Path inside the context."
+    )
+    tag: str = Field(default="latest", max_length=128)
+    pull: bool = Field(default=False, description="Pull a newer base image first (if allowed).")
+    no_cache: bool = Field(default=False, description="Run every step again, no cache.")
+
+
+class ImagePullRequest(_Model):
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        description="A registry name (`image-list --catalog`) or a reference the policy allows.",
+    )
+
+
+class ImageJobInfo(_Model):
+    """An image build or pull running in ds01d, and the output lines asked for."""
+
+    id: str
+    kind: Literal["build", "pull"]
+    user: str
+    image: str = Field(description="The reference it builds (tag) or pulls.")
+    state: Literal["running", "succeeded", "failed", "cancelled"]
+    started_at: str
+    ended_at: str | None = None
+    lines: list[str] = Field(default_factory=list, description="Output, from line `since` on.")
+    since: int = Field(description="Index of the first of `lines` in the whole output.")
+    next: int = Field(description="Index to ask from next time (`since=`).")
+    step: int | None = Field(default=None, description="Dockerfile step being run (builds).")
+    steps: int | None = None
+    progress: str | None = Field(default=None, description="Latest progress (pulls).")
+    message: str | None = Field(default=None, description="The outcome, in a sentence.")
+    image_id: str | None = None
+    limits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What each step of a build may use: cpus, memory_bytes, cgroup_parent.",
+    )
+
+
+class ImageRemoved(_Model):
+    image: str
+    id: str
+    message: str

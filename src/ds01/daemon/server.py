@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import socketserver
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -23,11 +24,12 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
-from ds01.daemon import exemptions, queue_view
+from ds01.daemon import exemptions, images, queue_view
 from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
 from ds01.daemon.service import Created, Ds01Service, Queued
+from ds01.daemon.terminal import Session, Terminals, relay
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,23 @@ class ConfirmOnSend:
 
 T = TypeVar("T")
 
+#: One ``Terminals`` per service (the routes get the service only).
+_TERMINALS: weakref.WeakKeyDictionary[Ds01Service, Terminals] = weakref.WeakKeyDictionary()
+
+
+def terminals_of(service: Ds01Service) -> Terminals:
+    if service not in _TERMINALS:
+        _TERMINALS[service] = Terminals(service)
+    return _TERMINALS[service]
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """A terminal session to switch the connection to (HTTP 101, then raw bytes)."""
+
+    session: Session
+    raw: Any
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -98,6 +117,13 @@ def _maintenance(service: Ds01Service, caller: Caller, *, dry_run: bool) -> api.
     if service.lifecycle_pass is None:
         raise DaemonUnavailable("The lifecycle loop is not running in this ds01d.")
     return service.lifecycle_pass(dry_run)
+
+
+def _int_in(query: Query, key: str, low: int, high: int) -> int:
+    text = query.get(key, "")
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise InvalidInput(f"{key} must be a whole number from {low} to {high}.")
+    return int(text)
 
 
 def _wait_seconds(query: Query) -> float:
@@ -189,6 +215,32 @@ ROUTES: tuple[Route, ...] = (
         api.QueueEntryInfo,
     ),
     Route(
+        "POST",
+        "/v1/containers/{name}/terminal",
+        "Open a terminal in the container as its owner (Connection: Upgrade; 101, then raw "
+        "bytes; the session id in X-Ds01-Session); starts the container if needed",
+        lambda s, c, p, q, b: Upgrade(*terminals_of(s).open(c, p["name"], b)),
+        api.TerminalInfo,
+        body=api.TerminalRequest,
+    ),
+    Route(
+        "POST",
+        "/v1/terminals/{session_id}/resize",
+        "Resize a terminal session of yours (rows, cols)",
+        lambda s, c, p, q, b: terminals_of(s).resize(
+            c, p["session_id"], _int_in(q, "rows", 1, 1000), _int_in(q, "cols", 1, 1000)
+        ),
+        api.TerminalInfo,
+        query=("rows", "cols"),
+    ),
+    Route(
+        "GET",
+        "/v1/terminals/{session_id}",
+        "A terminal session of yours: running, or its exit code",
+        lambda s, c, p, q, b: terminals_of(s).info(c, p["session_id"]),
+        api.TerminalInfo,
+    ),
+    Route(
         "GET",
         "/v1/gpus",
         "Every device and who holds it",
@@ -243,10 +295,65 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/images",
-        "Registry images present locally (all=1: every registry entry)",
-        lambda s, c, p, q, b: s.images(c, include_missing=_flag(q, "all")),
+        "Registry images present locally, then your own images (all=1: also registry images "
+        "not present; catalog=1: the whole registry only, with AIME imports)",
+        lambda s, c, p, q, b: images.listing(
+            s, c, include_missing=_flag(q, "all"), catalog=_flag(q, "catalog")
+        ),
         list[api.ImageInfo],
-        query=("all",),
+        query=("all", "catalog"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/images",
+        "Remove image ref=REF: your own; admins any (a registry image with force=1)",
+        lambda s, c, p, q, b: images.remove(s, c, q.get("ref", ""), force=_flag(q, "force")),
+        api.ImageRemoved,
+        query=("ref", "force"),
+    ),
+    Route(
+        "POST",
+        "/v1/images/builds",
+        "Build an image from a directory you own, tagged in your namespace (202: a job)",
+        lambda s, c, p, q, b: Accepted(images.start_build(s, c, b)),
+        api.ImageJobInfo,
+        body=api.ImageBuildRequest,
+    ),
+    Route(
+        "GET",
+        "/v1/images/builds/{build_id}",
+        "A build's output from line since=N and its state; wait=SECONDS (at most 60) blocks "
+        "until there is more (its owner or an admin)",
+        lambda s, c, p, q, b: images.follow(
+            s, c, "build", p["build_id"], _wait_seconds(q), q.get("since")
+        ),
+        api.ImageJobInfo,
+        query=("wait", "since"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/images/builds/{build_id}",
+        "Cancel a running build (its owner or an admin)",
+        lambda s, c, p, q, b: images.cancel_build(s, c, p["build_id"]),
+        api.ImageJobInfo,
+    ),
+    Route(
+        "POST",
+        "/v1/images/pulls",
+        "Pull a registry image or a reference images.yaml allows (202: a job)",
+        lambda s, c, p, q, b: Accepted(images.start_pull(s, c, b)),
+        api.ImageJobInfo,
+        body=api.ImagePullRequest,
+    ),
+    Route(
+        "GET",
+        "/v1/images/pulls/{pull_id}",
+        "A pull's output from line since=N and its state; wait=SECONDS (at most 60)",
+        lambda s, c, p, q, b: images.follow(
+            s, c, "pull", p["pull_id"], _wait_seconds(q), q.get("since")
+        ),
+        api.ImageJobInfo,
+        query=("wait", "since"),
     ),
 )
 
@@ -385,7 +492,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     service.log_refusal(caller, "auth.denied", f"api/{method} {url.path}", refusal)
                     raise refusal from exc
             result = route.handler(service, caller, match.groupdict(), query, body)
-            if isinstance(result, Accepted):
+            if isinstance(result, Upgrade):
+                self._switch_to_terminal(result)
+            elif isinstance(result, Accepted):
                 self._send(202, _dump(result.result))
             elif isinstance(result, ConfirmOnSend):
                 payload = _encode(_dump(result.result))
@@ -410,6 +519,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     }
                 },
             )
+
+    def _switch_to_terminal(self, upgrade: Upgrade) -> None:
+        """Answer 101 and relay the terminal until the program ends; then close."""
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", "tcp")
+        self.send_header("X-Ds01-Session", upgrade.session.id)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        relay(self.connection, upgrade.raw)
 
     def _read_body(self) -> bytes:
         """The request body; a missing, malformed or oversized length is refused."""

@@ -57,7 +57,6 @@ from ds01.core.lifecycle import covering_exemption
 from ds01.core.names import (
     validate_container_name,
     validate_image_reference,
-    with_default_tag,
 )
 from ds01.core.scheduler import Plan
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
@@ -676,24 +675,6 @@ class Ds01Service:
             ),
         )
 
-    def images(self, caller: Caller, *, include_missing: bool = False) -> list[api.ImageInfo]:
-        present = self.runtime.local_image_tags()
-        result = []
-        for entry in self.config().images.images:
-            is_present = with_default_tag(entry.image) in present
-            if is_present or include_missing:
-                result.append(
-                    api.ImageInfo(
-                        name=entry.name,
-                        image=entry.image,
-                        framework=entry.framework,
-                        description=entry.description,
-                        version=entry.version,
-                        present=is_present,
-                    )
-                )
-        return result
-
     # -- container lifecycle ------------------------------------------------------------------
 
     def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
@@ -1171,6 +1152,10 @@ class Ds01Service:
             interface=record.labels.get(L.INTERFACE, "cli"),
             kept_image=image,
         )
+
+    def target_for_terminal(self, caller: Caller, name: str, user: str | None) -> ContainerRecord:
+        """The container ``container-open`` may enter: the caller's own (admins: USER's)."""
+        return self._target(caller, name, user, "open")
 
     def check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
         """Docker resolves bind sources again at every start: refuse if a source that was the

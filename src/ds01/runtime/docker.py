@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import IO, Any, Literal, ParamSpec, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
+from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
 from ds01.runtime import labels as L
@@ -35,6 +37,9 @@ T = TypeVar("T")
 
 #: The only host address ds01 publishes container ports on: reachable from this machine only.
 PUBLISH_HOST_IP = "127.0.0.1"
+
+#: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
+CPU_PERIOD_US = 100_000
 
 # Docker state → the status ds01 shows.
 _STATUS = {"exited": "stopped", "dead": "stopped"}
@@ -141,10 +146,12 @@ class EventStream:
 
 @dataclass(frozen=True)
 class LocalImage:
-    """A local image: its default command (entrypoint + cmd) and its labels."""
+    """A local image: its default command (entrypoint + cmd), its labels, id and tags."""
 
     command: tuple[str, ...]
     labels: dict[str, str]
+    id: str = ""
+    tags: tuple[str, ...] = ()
 
     def owner(self) -> str | None:
         """The user the image was built for (``ds01.image.owner``), if any."""
@@ -271,6 +278,54 @@ class ContainerRecord:
         )
 
 
+@dataclass(frozen=True)
+class BuildLimits:
+    """What each container of an image build may use; ``None`` means no limit.
+
+    ``cgroup_parent`` places the build's containers, like a user's own containers, under the
+    user's cgroup parent, so that the user's totals hold during the build too."""
+
+    cgroup_parent: str
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    shm_size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class OwnedImage:
+    """A local image labelled as built for a user (``ds01.image.owner``)."""
+
+    id: str
+    tags: tuple[str, ...]
+    owner: str
+    created: int  # seconds since the epoch
+    size_bytes: int
+
+
+class MessageStream:
+    """Docker's JSON progress messages (a build's or a pull's), one dict at a time.
+
+    ``close`` (from another thread) ends the stream: Docker cancels a build whose client
+    went away."""
+
+    def __init__(self, what: str, messages: Iterator[Any], response: Any = None) -> None:
+        self._what = what
+        self._messages = messages
+        self._response = response
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with docker_errors(self._what):
+            for message in self._messages:
+                if isinstance(message, dict):
+                    yield message
+
+    def close(self) -> None:
+        # Already closed, or the connection is gone: nothing left to end.
+        with contextlib.suppress(Exception):
+            if self._response is not None:
+                self._response.close()
+
+
 class DockerRuntime:
     """Thin, typed wrapper over docker-py's low-level client.
 
@@ -355,6 +410,8 @@ class DockerRuntime:
         return LocalImage(
             command=tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ()),
             labels=dict(config.get("Labels") or {}),
+            id=str(attrs.get("Id") or ""),
+            tags=tuple(attrs.get("RepoTags") or ()),
         )
 
     def create(self, spec: ContainerSpec) -> str:
@@ -441,6 +498,43 @@ class DockerRuntime:
             str((self.inspect(container).get("State") or {}).get("FinishedAt") or "")
         )
 
+    @_translated("starting a terminal")
+    def exec_create(
+        self,
+        container: str,
+        command: list[str],
+        *,
+        user: str,
+        workdir: str,
+        environment: dict[str, str],
+    ) -> str:
+        """An exec of ``command`` with a terminal, as ``user`` ("uid:gid"); its id."""
+        created = self.api.exec_create(
+            container,
+            command,
+            stdin=True,
+            tty=True,
+            user=user,
+            workdir=workdir,
+            environment=environment,
+        )
+        return str(created["Id"])
+
+    @_translated("attaching a terminal")
+    def exec_attach(self, exec_id: str) -> Any:
+        """Start the exec and return its raw socket (terminal bytes both ways)."""
+        return self.api.exec_start(exec_id, tty=True, socket=True)
+
+    @_translated("resizing a terminal")
+    def exec_resize(self, exec_id: str, *, rows: int, cols: int) -> None:
+        self.api.exec_resize(exec_id, height=rows, width=cols)
+
+    @_translated("reading a terminal's state")
+    def exec_state(self, exec_id: str) -> dict[str, Any]:
+        """Docker's view of the exec: ``Running``, ``ExitCode``."""
+        result: dict[str, Any] = self.api.exec_inspect(exec_id)
+        return result
+
     @_translated("saving a container's files")
     def commit(self, container: str, repository: str, tag: str) -> str:
         """Commit the container's filesystem as ``repository:tag``; return that reference."""
@@ -461,3 +555,103 @@ class DockerRuntime:
     def inspect(self, container: str) -> dict[str, Any]:
         result: dict[str, Any] = self.api.inspect_container(container)
         return result
+
+    # -- images ----------------------------------------------------------------------------
+
+    def build_image(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str,
+        labels: dict[str, str],
+        limits: BuildLimits,
+        pull: bool = False,
+        nocache: bool = False,
+    ) -> MessageStream:
+        """Start a build (legacy builder) from ``context``, a tar of the build context.
+
+        Intermediate containers are always removed (``rm``, ``forcerm``); ``labels`` are set
+        on the final image after every instruction of the Dockerfile, so they override any
+        ``LABEL`` of the same key. docker-py's ``build`` has no cgroup parent or CPU quota,
+        so the Engine API's ``/build`` is called directly. The image is left untagged: the
+        caller tags it (``tag_image``) once it has checked it.
+        """
+        params: dict[str, Any] = {
+            "dockerfile": dockerfile,
+            "rm": "1",
+            "forcerm": "1",
+            "pull": "1" if pull else "0",
+            "nocache": "1" if nocache else "0",
+            "q": "0",
+            "labels": json.dumps(labels),
+            "cgroupparent": limits.cgroup_parent,
+        }
+        if limits.memory_bytes is not None:
+            # Same as containers: no swap beyond the memory limit.
+            params["memory"] = limits.memory_bytes
+            params["memswap"] = limits.memory_bytes
+        if limits.cpus is not None:
+            params["cpuperiod"] = CPU_PERIOD_US
+            params["cpuquota"] = max(1000, int(limits.cpus * CPU_PERIOD_US))
+        if limits.shm_size_bytes is not None:
+            params["shmsize"] = limits.shm_size_bytes
+        url = f"{self.api.base_url}/v{self.api.api_version}/build"
+        with docker_errors("starting an image build"):
+            response = self.api.post(
+                url,
+                params=params,
+                data=context,
+                headers={"Content-Type": "application/x-tar"},
+                stream=True,
+                timeout=None,  # a step may print nothing for a long time
+            )
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                response.close()
+                docker.errors.create_api_error_from_http_exception(exc)
+        chunks = response.iter_content(chunk_size=None)
+        return MessageStream("building an image", json_stream(stream_as_text(chunks)), response)
+
+    def pull_image(self, reference: str) -> MessageStream:
+        """Start pulling ``reference`` (``:latest`` when it has no tag)."""
+        with docker_errors(f"pulling {reference}"):
+            messages = self.api.pull(reference, stream=True, decode=True)
+        return MessageStream(f"pulling {reference}", iter(messages))
+
+    @_translated("tagging an image")
+    def tag_image(self, image_id: str, repository: str, tag: str) -> None:
+        """Point ``repository:tag`` at ``image_id`` (moving the tag if it exists)."""
+        self.api.tag(image_id, repository, tag, force=True)
+
+    @_translated("listing images")
+    def owned_images(self, owner: str | None = None) -> list[OwnedImage]:
+        """Local images labelled as built for ``owner`` (``None``: for anyone)."""
+        label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
+        found = []
+        for image in self.api.images(filters={"label": label}):
+            labels = image.get("Labels") or {}
+            tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+            found.append(
+                OwnedImage(
+                    id=str(image.get("Id", "")),
+                    tags=tags,
+                    owner=str(labels.get(L.IMAGE_OWNER, "")),
+                    created=int(image.get("Created") or 0),
+                    size_bytes=int(image.get("Size") or 0),
+                )
+            )
+        return found
+
+    @_translated("listing containers")
+    def containers_of_image(self, image_id: str) -> list[ContainerRecord]:
+        """Every container (any state, ds01's or not) created from the image ``image_id``
+        itself (not from an image built on it)."""
+        summaries = self.api.containers(all=True, filters={"ancestor": image_id})
+        return [ContainerRecord.from_summary(s) for s in summaries if s.get("ImageID") == image_id]
+
+    def delete_image(self, ref: str) -> None:
+        """Remove (untag) ``ref``; errors are raised (``Conflict`` when in use), unlike
+        ``remove_image``."""
+        with docker_errors(f"removing image {ref}"):
+            self.api.remove_image(ref)

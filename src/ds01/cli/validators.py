@@ -1,0 +1,114 @@
+"""Checks of the answers typed at ``--guided`` prompts.
+
+Each validator takes the text as typed and returns it as it goes on the command line, or
+raises ``ValueError`` whose message says what is wrong. They apply the rules ds01d applies
+to the same values (container names, sizes, CPU counts), so that a guided command is not
+refused for a value the prompt accepted. Imported only by ``--guided``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ds01.errors import InvalidInput
+
+__all__ = [
+    "container_name",
+    "cpus",
+    "directory",
+    "existing_file",
+    "gpu_count",
+    "image_name",
+    "image_tag",
+    "port",
+    "project_name",
+    "size",
+]
+
+#: A project name is also a Python distribution name, a directory name and the base of an
+#: image name: start with a letter, then letters, digits, '-' or '_'.
+PROJECT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+
+
+def container_name(text: str) -> str:
+    from ds01.core.names import validate_container_name
+
+    try:
+        return validate_container_name(text)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def image_name(text: str) -> str:
+    """An image name as ds01d tags it (``My Project`` → ``my-project``)."""
+    from ds01.core.image_build import image_name as cleaned
+
+    try:
+        return cleaned(text)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def image_tag(text: str) -> str:
+    from ds01.core.image_build import validate_tag
+
+    try:
+        return validate_tag(text)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def project_name(text: str) -> str:
+    if not PROJECT_NAME_RE.match(text):
+        raise ValueError(
+            f"Invalid project name {text!r}: use 1-63 letters, digits, '_' or '-', starting "
+            "with a letter (e.g. 'thesis', 'cv-segmentation')."
+        )
+    return text
+
+
+def size(text: str) -> str:
+    from ds01.core.units import parse_bytes
+
+    parse_bytes(text)  # its ValueError says what is wrong
+    return text
+
+
+def cpus(text: str) -> str:
+    from ds01.core.units import parse_cpus
+
+    parse_cpus(text)  # its ValueError says what is wrong
+    return text
+
+
+def gpu_count(text: str) -> str:
+    if not text.isdigit() or int(text) > 64:
+        raise ValueError(f"expected a whole number from 0 to 64, got {text!r}")
+    return str(int(text))
+
+
+def port(text: str) -> str:
+    """``PORT`` or ``HOSTPORT:PORT``, both from 1 to 65535; a host port below 1024 is
+    refused by ds01d, so it is refused here too."""
+    host, _, inside = text.rpartition(":")
+    for part in (inside, host) if host else (inside,):
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ValueError(f"expected PORT or HOSTPORT:PORT (1-65535), got {text!r}")
+    if host and int(host) < 1024:
+        raise ValueError(f"host port {host} is below 1024: pick 1024 or above, or leave it out")
+    return text
+
+
+def existing_file(text: str) -> str:
+    path = os.path.expanduser(text)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {text}")
+    return path
+
+
+def directory(text: str) -> str:
+    path = os.path.expanduser(text)
+    if not os.path.isdir(path):
+        raise ValueError(f"no such directory: {text}")
+    return path

@@ -1,0 +1,273 @@
+"""Pure rules of user image builds: where a user's images are tagged, which images a
+Dockerfile builds from, how Docker's build output reads. Raises ``InvalidInput``.
+
+Tags. A user's images live in their namespace, ``<namespace>/<name>:<tag>``:
+
+- the namespace is the user name when it is already a valid lower-case repository component
+  without dots (``alice`` → ``alice``); otherwise the user name made valid (lower case, any
+  other character → ``-``, no dots, so that Docker never reads it as a registry host) with
+  ``-<uid>`` appended, so that two users never share a namespace
+  (``Jane.Doe`` → ``jane-doe-1004``, ``élodie`` → ``lodie-1005``, ``ÉÉ`` → ``u1006``);
+- the name is made a valid component the same way (``My Project`` → ``my-project``; dots
+  and underscores between letters stay) and is at most 64 characters;
+- the tag must already be valid (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``), default ``latest``.
+
+Base images. ``base_references`` reads a Dockerfile's ``FROM`` and ``COPY --from=`` lines
+(with the escape directive, line continuations, comments and global ``ARG`` defaults) and
+returns the external images the build would use, so that ds01d can check them against the
+image policy before Docker pulls anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference
+from ds01.errors import InvalidInput
+
+#: Label keys under this prefix are ds01d's own; a user's image may carry none but the owner.
+RESERVED_LABEL_PREFIX = "ds01."
+DEFAULT_TAG = "latest"
+MAX_NAME_LENGTH = 64
+DEFAULT_DOCKERFILE = "Dockerfile"
+
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*", re.ASCII)
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : ")
+_VARIABLE_RE = re.compile(r"\$(?:\{(\w+)(?::?([-+])([^}]*))?\}|(\w+))")
+_STAGE_INDEX_RE = re.compile(r"\d+")
+
+
+def _component(text: str, *, dots: bool) -> str:
+    """``text`` as a repository path component: lower case, other characters → ``-``, only
+    valid separators left, none at either end; ``""`` if nothing usable remains."""
+    allowed = "a-z0-9._-" if dots else "a-z0-9_-"
+    cleaned = re.sub(f"[^{allowed}]+", "-", text.lower())
+    # A run of separators is valid only as '.', '_', '__' or dashes: anything else → '-'.
+    cleaned = re.sub(
+        r"[._-]{2,}", lambda m: m[0] if m[0] == "__" or set(m[0]) == {"-"} else "-", cleaned
+    )
+    return cleaned.strip("._-")
+
+
+def user_namespace(user: str, uid: int) -> str:
+    """The first component of ``user``'s image references (see the module docstring)."""
+    if _NAMESPACE_RE.fullmatch(user) and len(user) <= MAX_NAME_LENGTH:
+        return user
+    cleaned = _component(user, dots=False)[: MAX_NAME_LENGTH - 12].strip("_-")
+    return f"{cleaned}-{uid}" if cleaned else f"u{uid}"
+
+
+def image_name(name: str) -> str:
+    """``name`` as a valid repository component (see the module docstring)."""
+    cleaned = _component(name, dots=True)[:MAX_NAME_LENGTH].strip("._-")
+    if not cleaned:
+        raise InvalidInput(
+            f"Invalid image name {name!r}: use letters, digits, '-', '_' or '.' "
+            "(e.g. 'thesis', 'cv-segmentation')."
+        )
+    return cleaned
+
+
+def validate_tag(tag: str) -> str:
+    if not _TAG_RE.fullmatch(tag):
+        raise InvalidInput(
+            f"Invalid tag {tag!r}: use up to 128 letters, digits, '_', '.' or '-', starting "
+            "with a letter, digit or '_' (e.g. 'latest', 'v2', '2026-11-28')."
+        )
+    return tag
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """Where a build is tagged: ``repository:tag``."""
+
+    repository: str
+    tag: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+def build_target(user: str, uid: int, name: str, tag: str | None = None) -> BuildTarget:
+    """``<namespace>/<name>:<tag>`` for ``user``'s image ``name``."""
+    target = BuildTarget(
+        f"{user_namespace(user, uid)}/{image_name(name)}", validate_tag(tag or DEFAULT_TAG)
+    )
+    if not is_image_reference(target.reference):  # defensive: the parts are valid already
+        raise InvalidInput(f"Cannot make an image reference of {name!r}.")
+    return target
+
+
+def owns_reference(user: str, uid: int, reference: str) -> bool:
+    """Whether ``reference`` lies in ``user``'s namespace."""
+    match = IMAGE_REFERENCE_RE.fullmatch(reference)
+    return match is not None and match["name"].startswith(user_namespace(user, uid) + "/")
+
+
+def validate_dockerfile_path(path: str) -> str:
+    """A Dockerfile path inside the build context: relative, normalised, no ``..``."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if (
+        not path
+        or path.startswith("/")
+        or ".." in parts
+        or not parts
+        or len(path) > 4096
+        or any(ord(c) < 32 for c in path)
+    ):
+        raise InvalidInput(
+            f"Invalid --file {path!r}: give the Dockerfile's path inside the build context, "
+            "e.g. 'Dockerfile' or 'docker/Dockerfile.gpu'."
+        )
+    return "/".join(parts)
+
+
+# --- Dockerfile base images -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseReference:
+    """An image a Dockerfile builds from: ``line`` (1-based) and the reference as written."""
+
+    line: int
+    instruction: str  # "FROM" or "COPY --from"
+    reference: str
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, instruction text) with continuations joined and comments gone."""
+    lines = text.splitlines()
+    escape = "\\"
+    for raw in lines:  # parser directives: only at the very top, before anything else
+        match = re.fullmatch(r"\s*#\s*(\w+)\s*=\s*(\S+)\s*", raw)
+        if not match:
+            break
+        if match[1].lower() == "escape" and match[2] in ("\\", "`"):
+            escape = match[2]
+    result: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = 0
+    for number, raw in enumerate(lines, start=1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not current):
+            continue  # comments go, even inside a continuation
+        if not current:
+            start = number
+        body = raw.rstrip()
+        if body.endswith(escape):
+            current.append(body[: -len(escape)])
+            continue
+        current.append(body)
+        result.append((start, " ".join(part.strip() for part in current)))
+        current = []
+    if current:
+        result.append((start, " ".join(part.strip() for part in current)))
+    return result
+
+
+def _substitute(word: str, args: dict[str, str], line: int) -> str:
+    def value(match: re.Match[str]) -> str:
+        name, modifier, word_given = match[1] or match[4], match[2], match[3] or ""
+        if modifier == "+":
+            return word_given if args.get(name) else ""
+        if name not in args and modifier == "-":
+            return word_given
+        if name not in args:
+            raise InvalidInput(
+                f"Dockerfile line {line}: {word!r} uses ${name}, which has no default here; "
+                "ds01 checks base images before building, so write the image out (or give "
+                f"the ARG a default before the first FROM)."
+            )
+        return args[name]
+
+    return _VARIABLE_RE.sub(value, word)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def base_references(text: str) -> list[BaseReference]:
+    """The external images a Dockerfile builds from, in order (stages and ``scratch`` left
+    out). Raises ``InvalidInput`` when a reference cannot be known before the build."""
+    global_args: dict[str, str] = {}
+    stages: set[str] = set()
+    seen_from = False
+    found: list[BaseReference] = []
+    for line, instruction in _logical_lines(text):
+        keyword, _, rest = instruction.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "ONBUILD":  # a trigger for images built FROM this one: checked now
+            keyword, _, rest = rest.strip().partition(" ")
+            keyword = keyword.upper()
+            if keyword not in ("COPY", "ADD"):
+                continue
+        words = rest.split()
+        if keyword == "ARG" and not seen_from:
+            for word in words:
+                name, sep, default = word.partition("=")
+                if sep:
+                    global_args[name] = _unquote(default)
+        elif keyword == "FROM":
+            seen_from = True
+            words = [w for w in words if not w.startswith("--")]
+            if not words:
+                raise InvalidInput(f"Dockerfile line {line}: FROM without an image.")
+            image = _substitute(words[0], global_args, line)
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages.add(words[2].lower())
+            if image.lower() in stages or image == "scratch":
+                continue
+            found.append(BaseReference(line, "FROM", image))
+        elif keyword in ("COPY", "ADD"):
+            for word in words:
+                if not word.startswith("--from="):
+                    continue
+                source = _substitute(word.removeprefix("--from="), global_args, line)
+                if source.lower() in stages or _STAGE_INDEX_RE.fullmatch(source):
+                    continue
+                found.append(BaseReference(line, "COPY --from", source))
+    if not seen_from:
+        raise InvalidInput("The Dockerfile has no FROM line: it must start from an image.")
+    return found
+
+
+# --- build output ---------------------------------------------------------------------------
+
+
+def build_step(line: str) -> tuple[int, int] | None:
+    """(step, steps) of a ``Step 3/7 : RUN …`` line of Docker's build output."""
+    match = _STEP_RE.match(line)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def foreign_labels(labels: dict[str, str], owner_key: str, owner: str) -> list[str]:
+    """Label keys under ``ds01.`` that a user's image may not carry: every one but
+    ``owner_key`` with the value ``owner``."""
+    return sorted(
+        key
+        for key, value in labels.items()
+        if key.startswith(RESERVED_LABEL_PREFIX) and not (key == owner_key and value == owner)
+    )
+
+
+__all__ = [
+    "DEFAULT_DOCKERFILE",
+    "DEFAULT_TAG",
+    "BaseReference",
+    "BuildTarget",
+    "base_references",
+    "build_step",
+    "build_target",
+    "foreign_labels",
+    "image_name",
+    "owns_reference",
+    "user_namespace",
+    "validate_dockerfile_path",
+    "validate_tag",
+]

@@ -1,0 +1,758 @@
+"""Images through ds01d: the registry listing, a user's own builds, pulls and removals.
+
+Builds (``image-build``). A user builds from a directory they own (symlinks resolved,
+``Ds01Service._owned_directory``). ds01d never reads that directory itself: a ``tar``
+running as the user (their uid, gid and groups) packs it, so a file the user cannot read
+stays out, and the build fails saying which. ds01d then reads the Dockerfile from that
+archive and checks every image it builds from (``FROM``, ``COPY --from=``) against the
+image policy: a registry image, an ``allow`` pattern, or one of the user's own images,
+before Docker pulls anything. The build runs in Docker's legacy builder with the user's
+per-container CPU and memory limits on every step (no swap, no GPU), under the user's cgroup
+parent, whose totals (``aggregate:``) ds01d writes first, so a build counts towards the same
+totals as the user's containers. The image is labelled ``ds01.image.owner=<user>`` (after
+every ``LABEL`` of the Dockerfile, so it cannot be overridden), checked for other ``ds01.*``
+labels, and only then tagged ``<namespace>/<name>:<tag>`` (``ds01.core.image_build``); a
+tag that is a registry image or belongs to someone else is never moved.
+
+Pulls (``image-pull``) fetch only what the image policy allows. Builds and pulls are jobs
+(``ds01.daemon.image_jobs``): the request returns at once (HTTP 202), and the owner (or an
+admin) follows the output with long polls.
+
+Removals (``image-remove``): users remove their own images; admins any image, a registry
+image only with ``force``; an image a container uses is refused, naming the containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from ds01.config.loader import Ds01Config
+from ds01.core.image_build import (
+    BaseReference,
+    BuildTarget,
+    base_references,
+    build_step,
+    build_target,
+    foreign_labels,
+    validate_dockerfile_path,
+)
+from ds01.core.names import is_image_reference, validate_image_reference, with_default_tag
+from ds01.core.units import format_bytes, format_duration
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
+from ds01.daemon.service import DEFAULT_SLICE_GROUP, Ds01Service, cgroup_parent
+from ds01.errors import (
+    Conflict,
+    Ds01Error,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+    QuotaExceeded,
+)
+from ds01.runtime import labels as L
+from ds01.runtime.cgroups import user_slice_path
+from ds01.runtime.docker import BuildLimits
+
+log = logging.getLogger(__name__)
+
+#: Largest build context ds01d accepts (the archive of the directory).
+MAX_CONTEXT_BYTES = 4 * 1024**3
+#: Longest ds01d waits for the archive of a build context.
+CONTEXT_TIMEOUT_SECONDS = 240.0
+#: Largest Dockerfile ds01d reads.
+MAX_DOCKERFILE_BYTES = 1024**2
+#: Where build contexts are spooled, below the state directory (unlinked files).
+SPOOL_DIR = "builds"
+_TAR_PATH = "/usr/bin:/bin"
+_STDERR_KEEP = 64 * 1024
+# Moving a tag and checking whose it is happen together.
+_TAG_LOCK = threading.Lock()
+
+
+def _now(service: Ds01Service) -> str:
+    return service.now().isoformat(timespec="seconds")
+
+
+def _refused(
+    service: Ds01Service, caller: Caller, action: str, resource: str, exc: Ds01Error
+) -> None:
+    if isinstance(exc, PolicyError):
+        kind = "auth.denied" if isinstance(exc, PermissionDenied) else action
+        service.log_refusal(caller, kind, resource, exc)
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def listing(
+    service: Ds01Service, caller: Caller, *, include_missing: bool = False, catalog: bool = False
+) -> list[api.ImageInfo]:
+    """Registry entries present here (``include_missing``/``catalog``: all of them), then,
+    unless ``catalog``, the caller's own images."""
+    registry = service.config().images
+    present = service.runtime.local_image_tags()
+    result = []
+    for entry in registry.entries:
+        is_present = with_default_tag(entry.image) in present
+        if is_present or include_missing or catalog:
+            result.append(
+                api.ImageInfo(
+                    name=entry.name,
+                    image=entry.image,
+                    framework=entry.framework,
+                    description=entry.description,
+                    version=entry.version,
+                    present=is_present,
+                    source=registry.source_of(entry),
+                    architectures=list(entry.architectures),
+                )
+            )
+    if catalog:
+        return result
+    own = []
+    for image in service.runtime.owned_images(caller.name):
+        built = datetime.fromtimestamp(image.created, tz=timezone.utc)
+        for tag in image.tags:
+            own.append(
+                api.ImageInfo(
+                    name=tag,
+                    image=tag,
+                    framework="-",
+                    description=f"yours, built {built:%Y-%m-%d %H:%M} UTC",
+                    version=None,
+                    present=True,
+                    own=True,
+                    id=image.id,
+                    size_bytes=image.size_bytes,
+                    created_at=built.isoformat(timespec="seconds"),
+                )
+            )
+    return result + sorted(own, key=lambda i: i.name)
+
+
+# -- builds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BuildPlan:
+    target: BuildTarget
+    context: Path
+    dockerfile: str
+    limits: BuildLimits
+    parent: str  # the user's cgroup parent, as a path below the cgroup root
+    pull: bool
+    no_cache: bool
+
+
+def build_limits(service: Ds01Service, user: UnixUser) -> tuple[BuildLimits, str]:
+    """What each step of ``user``'s builds may use, and their cgroup parent path: the
+    per-container CPU, memory and shm limits, within the user's totals and the host."""
+    limits = service.limits_for(user)
+    aggregate = service.aggregate_for(user)
+    memory = [m for m in (limits.memory_limit_bytes, aggregate.memory_limit_bytes) if m]
+    cpus = [c for c in (limits.cpu_limit, aggregate.cpu_limit) if c]
+    group = limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP
+    return (
+        BuildLimits(
+            cgroup_parent=cgroup_parent(group, user.name, service.engine.cgroup_driver),
+            memory_bytes=min(memory) if memory else None,
+            cpus=min([*cpus, float(service.engine.cpus)]) if cpus else None,
+            shm_size_bytes=limits.shm_size_bytes,
+        ),
+        user_slice_path(group, user.name),
+    )
+
+
+def _limits_info(limits: BuildLimits) -> dict[str, Any]:
+    return {
+        "cpus": limits.cpus,
+        "memory_bytes": limits.memory_bytes,
+        "cgroup_parent": limits.cgroup_parent,
+    }
+
+
+def _check_target(
+    service: Ds01Service, config: Ds01Config, caller: Caller, target: BuildTarget
+) -> None:
+    """Refuse a tag that would shadow a registry image or move someone else's tag."""
+    if config.images.registry_image(target.reference):
+        raise PermissionDenied(
+            f"{target.reference} is the image of a registry entry, which other users rely on; "
+            "build under another name."
+        )
+    existing = service.runtime.local_image(target.reference)
+    if existing is not None and existing.owner() != caller.name:
+        raise PermissionDenied(
+            f"{target.reference} exists already and is not one of your images; build under "
+            "another name or tag."
+        )
+
+
+def _check_base(
+    service: Ds01Service, config: Ds01Config, caller: Caller, base: BaseReference
+) -> None:
+    where = f"Dockerfile line {base.line}"
+    if not is_image_reference(base.reference):
+        raise InvalidInput(
+            f"{where}: {base.instruction} {base.reference!r} is not an image reference ds01 can "
+            "check (e.g. 'aimehub/pytorch-2.8.0-cuda12.6.3', 'alice/base:v1')."
+        )
+    if config.images.allows_reference(base.reference):
+        return
+    image = service.runtime.local_image(base.reference)
+    if image is not None and image.owner() == caller.name:
+        return
+    raise PermissionDenied(
+        f"{where}: {base.instruction} {base.reference} is not an image you may build from. "
+        "Start from an image of the registry (the IMAGE column of `image-list --catalog`), "
+        "or from one of your own images (`image-list`); an admin can allow others in "
+        "images.yaml."
+    )
+
+
+def _build_context(service: Ds01Service, user: UnixUser, requested: str) -> Path:
+    """The build directory, resolved; ``PermissionDenied`` unless ``user`` owns it."""
+    try:
+        return service._owned_directory(user, requested, "--context")
+    except PermissionDenied as exc:
+        mounted = "only your own directories can be mounted."
+        raise PermissionDenied(
+            exc.message.replace(mounted, "ds01 builds only from your own directories.")
+        ) from None
+
+
+def _spool_dir(service: Ds01Service) -> Path:
+    path = service.paths.state_dir / SPOOL_DIR
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[bytes], list[str]]:
+    """A tar of ``context`` made by ``tar`` running as ``user``, in an unlinked file of
+    ``spool_dir``; and the warnings tar gave. Files the user cannot read make it fail.
+
+    Raises:
+        PermissionDenied: something in the context is unreadable to the user.
+        QuotaExceeded: the archive is larger than ``MAX_CONTEXT_BYTES``.
+        Conflict: tar failed otherwise, or took longer than ``CONTEXT_TIMEOUT_SECONDS``.
+    """
+    tar = shutil.which("tar", path=_TAR_PATH)
+    if tar is None:
+        raise Conflict("ds01d cannot pack the build context: `tar` is not installed.")
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
+    process = subprocess.Popen(
+        # Owner root in the archive, as `docker build` sends it.
+        [tar, "-C", str(context), "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env={"PATH": _TAR_PATH, "LC_ALL": "C"},
+        user=user.uid,
+        group=user.gid,
+        extra_groups=os.getgrouplist(user.name, user.gid),
+        start_new_session=True,
+    )
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None and stderr is not None
+    errors = bytearray()
+
+    def read_errors() -> None:
+        for chunk in iter(lambda: stderr.read(4096), b""):
+            if len(errors) < _STDERR_KEEP:
+                errors.extend(chunk)
+
+    reader = threading.Thread(target=read_errors, daemon=True)
+    reader.start()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+    timer = threading.Timer(CONTEXT_TIMEOUT_SECONDS, expire)
+    timer.start()
+    size, too_big = 0, False
+    try:
+        for chunk in iter(lambda: stdout.read(1 << 20), b""):
+            size += len(chunk)
+            if size > MAX_CONTEXT_BYTES:
+                too_big = True
+                process.kill()
+                break
+            spool.write(chunk)
+        code = process.wait()
+    finally:
+        timer.cancel()
+        stdout.close()
+        reader.join(timeout=5)
+    text = errors.decode("utf-8", "replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        if too_big:
+            raise QuotaExceeded(
+                f"Your build context {context} is larger than {format_bytes(MAX_CONTEXT_BYTES)}. "
+                "Keep data sets and checkpoints out of it (mount them with --data when you "
+                "create a container), or build from a smaller directory (--context)."
+            )
+        if timed_out.is_set():
+            raise Conflict(
+                f"Reading your build context {context} took longer than "
+                f"{CONTEXT_TIMEOUT_SECONDS:g} s. Build from a smaller directory (--context)."
+            )
+        if code not in (0, 1):  # 1: a file changed while it was read (a warning)
+            shown = "\n  ".join(lines[:10]) + ("\n  …" if len(lines) > 10 else "")
+            if "Permission denied" in text:
+                raise PermissionDenied(
+                    f"ds01 reads your build context as you ({user.name}), and you cannot read "
+                    f"everything in {context}:\n  {shown}\nMake those files readable to you, or "
+                    "move them out of the build context."
+                )
+            raise Conflict(f"Could not read your build context {context}:\n  {shown}")
+    except Ds01Error:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, lines if code == 1 else []
+
+
+def read_dockerfile(archive: IO[bytes], path: str, context: Path) -> str:
+    """The text of the Dockerfile at ``path`` in the build context's ``archive``."""
+    archive.seek(0)
+    try:
+        with tarfile.open(fileobj=archive, mode="r:") as tar:
+            try:
+                member = tar.getmember(f"./{path}")
+            except KeyError:
+                raise InvalidInput(
+                    f"No Dockerfile at {context / path}. Write one (`image-create NAME` makes "
+                    "a commented one to start from), or name it with --file."
+                ) from None
+            if not (member.isreg() or member.islnk()):
+                raise InvalidInput(
+                    f"{context / path} is not a regular file (a symbolic link?): ds01 needs "
+                    "the Dockerfile itself in the build context."
+                )
+            if member.size > MAX_DOCKERFILE_BYTES:
+                raise InvalidInput(f"{context / path} is larger than 1 MiB; is it a Dockerfile?")
+            handle = tar.extractfile(member)
+            data = handle.read(MAX_DOCKERFILE_BYTES) if handle is not None else b""
+    except tarfile.TarError as exc:
+        raise Conflict(f"Could not read the archive of your build context: {exc}") from exc
+    finally:
+        archive.seek(0)
+    return data.decode("utf-8-sig", "replace")  # Docker, too, skips a byte order mark
+
+
+def start_build(
+    service: Ds01Service, caller: Caller, request: api.ImageBuildRequest
+) -> api.ImageJobInfo:
+    """Check a build request, pack its context as the user, check its base images, and
+    start it in the background. Every refusal is logged and raised."""
+    resource = f"image/{request.name[:80]}"
+    jobs = jobs_of(service)
+    try:
+        config = service.config()
+        target = build_target(caller.name, caller.uid, request.name, request.tag)
+        resource = f"image/{target.reference}"
+        dockerfile = validate_dockerfile_path(request.dockerfile)
+        context = _build_context(service, caller.user, request.context)
+        _check_target(service, config, caller, target)
+        jobs.check_room(caller.uid)
+        archive, warnings = context_archive(caller.user, context, _spool_dir(service))
+        try:
+            text = read_dockerfile(archive, dockerfile, context)
+            for base in base_references(text):
+                _check_base(service, config, caller, base)
+        except Ds01Error:
+            archive.close()
+            raise
+    except Ds01Error as exc:
+        _refused(service, caller, "image.build", resource, exc)
+        raise
+    limits, parent = build_limits(service, caller.user)
+    plan = _BuildPlan(
+        target=target,
+        context=context,
+        dockerfile=dockerfile,
+        limits=limits,
+        parent=parent,
+        pull=request.pull,
+        no_cache=request.no_cache,
+    )
+    try:
+        job = jobs.start(
+            "build",
+            caller.name,
+            caller.uid,
+            target.reference,
+            _now(service),
+            lambda job: _run_build(service, caller, job, archive, plan, warnings),
+            limits=_limits_info(limits),
+        )
+    except Ds01Error as exc:
+        archive.close()
+        _refused(service, caller, "image.build", resource, exc)
+        raise
+    return job.info()
+
+
+def _apply_totals(service: Ds01Service, user: UnixUser, parent: str) -> None:
+    """Write the user's totals on their cgroup parent (creating it), as a create does."""
+    with service.allocation_lock:
+        service._enforce(user.name, parent, service.aggregate_for(user))
+
+
+def _run_build(
+    service: Ds01Service,
+    caller: Caller,
+    job: ImageJob,
+    archive: IO[bytes],
+    plan: _BuildPlan,
+    warnings: list[str],
+) -> None:
+    jobs = jobs_of(service)
+    started = time.monotonic()
+    limits = plan.limits
+    for warning in warnings:
+        jobs.add_line(job, f"warning: {warning}")
+    error: str | None = None
+    image_id: str | None = None
+    try:
+        _apply_totals(service, caller.user, plan.parent)
+        stream = service.runtime.build_image(
+            archive,
+            dockerfile=plan.dockerfile,
+            labels={L.IMAGE_OWNER: caller.name},
+            limits=limits,
+            pull=plan.pull,
+            nocache=plan.no_cache,
+        )
+        jobs.update(job, stream=stream)
+        if job.cancel_requested:
+            stream.close()
+        try:
+            for message in stream:
+                text = message.get("stream")
+                if isinstance(text, str):
+                    for line in jobs.add_text(job, text):
+                        step = build_step(line)
+                        if step is not None:
+                            jobs.update(job, step=step[0], steps=step[1])
+                            # The parent may have been removed and made again by Docker
+                            # without the totals (the user's last container went): again.
+                            _apply_totals(service, caller.user, plan.parent)
+                elif message.get("error"):
+                    error = str(message["error"]).strip()
+                elif isinstance(message.get("aux"), dict):
+                    image_id = str(message["aux"].get("ID") or "") or None
+                elif message.get("status") and not message.get("progress"):
+                    layer = message.get("id")
+                    jobs.add_line(
+                        job, f"{layer}: {message['status']}" if layer else str(message["status"])
+                    )
+        except Exception:
+            if not job.cancel_requested:
+                raise
+        if job.cancel_requested:
+            if image_id is not None:  # finished just before: not tagged, so not kept
+                service.runtime.remove_image(image_id)
+            raise _Cancelled
+        if error is None and image_id is None:
+            error = "Docker ended the build without an image."
+        if error is None and image_id is not None:
+            _tag_built(service, caller, plan, image_id)
+    except _Cancelled:
+        _build_event(service, caller, plan, started, error=f"cancelled by {job.cancelled_by}")
+        jobs.finish(job, "cancelled", f"Cancelled by {job.cancelled_by}.", _now(service))
+        return
+    except Ds01Error as exc:
+        error = exc.message
+    finally:
+        archive.close()
+        if not [j for j in jobs.running(caller.uid) if j is not job and j.kind == "build"]:
+            service._remove_parent_if_unused(plan.parent)
+    seconds = time.monotonic() - started
+    if error is not None:
+        _build_event(service, caller, plan, started, error=error)
+        jobs.finish(
+            job, "failed", f"The build of {plan.target.reference} failed: {error}", _now(service)
+        )
+        return
+    _build_event(service, caller, plan, started, image_id=image_id)
+    jobs.finish(
+        job,
+        "succeeded",
+        f"Built {plan.target.reference} in {format_duration(seconds)}. Use it: "
+        f"container-create NAME --image {plan.target.reference}",
+        _now(service),
+        image_id=image_id,
+    )
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _tag_built(service: Ds01Service, caller: Caller, plan: _BuildPlan, image_id: str) -> None:
+    """Check the built image and tag it; a refused image is removed again."""
+    runtime = service.runtime
+    image = runtime.local_image(image_id)
+    if image is None:
+        raise NotFound(f"The built image {image_id[:19]} vanished before it could be tagged.")
+    foreign = foreign_labels(image.labels, L.IMAGE_OWNER, caller.name)
+    if foreign or image.owner() != caller.name:
+        runtime.remove_image(image_id)
+        raise PermissionDenied(
+            f"The image carries labels that only ds01 may set ({', '.join(foreign)}), from "
+            "a LABEL line of the Dockerfile or from its base image. Remove them; nothing was "
+            "tagged."
+        )
+    target = plan.target
+    with _TAG_LOCK:
+        _check_target(service, service.config(), caller, target)
+        previous = runtime.local_image(target.reference)
+        runtime.tag_image(image_id, target.repository, target.tag)
+    if previous is not None and previous.id and previous.id != image.id:
+        left = runtime.local_image(previous.id)
+        if left is not None and not left.tags:  # the old build, now untagged: not kept
+            runtime.remove_image(previous.id)
+
+
+def _build_event(
+    service: Ds01Service,
+    caller: Caller,
+    plan: _BuildPlan,
+    started: float,
+    *,
+    error: str | None = None,
+    image_id: str | None = None,
+) -> None:
+    details: dict[str, object] = {
+        "tag": plan.target.reference,
+        "context": str(plan.context),
+        "dockerfile": plan.dockerfile,
+        "seconds": round(time.monotonic() - started, 1),
+        "cpus": plan.limits.cpus,
+        "memory": format_bytes(plan.limits.memory_bytes) if plan.limits.memory_bytes else None,
+    }
+    if image_id:
+        details["image_id"] = image_id
+    if error:
+        details["error"] = error
+    service.events.emit(
+        "image.build",
+        user=caller.name,
+        resource=f"image/{plan.target.reference}",
+        details=details,
+        outcome="failure" if error else "success",
+    )
+
+
+# -- pulls -------------------------------------------------------------------------------------
+
+
+def start_pull(
+    service: Ds01Service, caller: Caller, request: api.ImagePullRequest
+) -> api.ImageJobInfo:
+    """Pull a registry entry's image or a reference the policy allows, in the background."""
+    resource = f"image/{request.image[:200]}"
+    jobs = jobs_of(service)
+    try:
+        registry = service.config().images
+        entry = registry.find(request.image)
+        reference = entry.image if entry is not None else validate_image_reference(request.image)
+        resource = f"image/{reference}"
+        if not registry.allows_reference(reference):
+            raise PermissionDenied(
+                f"{request.image} is not in the image registry and not allowed by images.yaml, "
+                "so it cannot be pulled here. `image-list --catalog` shows what can; ask an "
+                "admin to add it."
+            )
+        job = jobs.start(
+            "pull",
+            caller.name,
+            caller.uid,
+            reference,
+            _now(service),
+            lambda job: _run_pull(service, caller, job, reference),
+        )
+    except Ds01Error as exc:
+        _refused(service, caller, "image.pull", resource, exc)
+        raise
+    return job.info()
+
+
+def _run_pull(service: Ds01Service, caller: Caller, job: ImageJob, reference: str) -> None:
+    jobs = jobs_of(service)
+    started = time.monotonic()
+    error: str | None = None
+    image_id: str | None = None
+    try:
+        for message in service.runtime.pull_image(reference):
+            if message.get("error"):
+                error = str(message["error"]).strip()
+                continue
+            status, layer = message.get("status"), message.get("id")
+            if not status:
+                continue
+            if message.get("progress"):
+                jobs.update(job, progress=f"{layer}: {status} {message['progress']}")
+            else:
+                jobs.add_line(job, f"{layer}: {status}" if layer else str(status))
+        if error is None:
+            image = service.runtime.local_image(reference)
+            image_id = image.id if image is not None else None
+            if image_id is None:
+                error = "Docker reported no error, but the image is not here."
+    except Ds01Error as exc:
+        error = exc.message
+    details: dict[str, object] = {"seconds": round(time.monotonic() - started, 1)}
+    if error:
+        details["error"] = error
+    if image_id:
+        details["image_id"] = image_id
+    service.events.emit(
+        "image.pull",
+        user=caller.name,
+        resource=f"image/{reference}",
+        details=details,
+        outcome="failure" if error else "success",
+    )
+    if error:
+        jobs.finish(job, "failed", f"Pulling {reference} failed: {error}", _now(service))
+    else:
+        jobs.finish(job, "succeeded", f"Pulled {reference}.", _now(service), image_id=image_id)
+
+
+# -- following and cancelling jobs -------------------------------------------------------------
+
+
+def _since(text: str | None) -> int:
+    if text is None or text == "":
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise InvalidInput(f"since must be a line number (0 or more), got {text[:20]!r}.")
+    return int(text)
+
+
+def _owned_job(
+    service: Ds01Service, caller: Caller, kind: JobKind, job_id: str, verb: str
+) -> ImageJob:
+    job = jobs_of(service).get(job_id[:64])
+    if job is None or job.kind != kind:
+        raise NotFound(f"No image {kind} {job_id[:64]!r} (finished ones are kept for an hour).")
+    if job.uid != caller.uid and not caller.is_admin:
+        raise service.deny(
+            caller,
+            f"image-{kind}/{job.id}",
+            f"Image {kind} {job.id} is not yours; you may not {verb} it.",
+        )
+    return job
+
+
+def follow(
+    service: Ds01Service,
+    caller: Caller,
+    kind: JobKind,
+    job_id: str,
+    wait_seconds: float,
+    since: str | None,
+) -> api.ImageJobInfo:
+    """A job's output from line ``since``, once there is some (or it ended), waiting at
+    most ``wait_seconds``. Only its owner and admins may read it."""
+    job = _owned_job(service, caller, kind, job_id, "follow")
+    return jobs_of(service).wait(job, _since(since), wait_seconds)
+
+
+def cancel_build(service: Ds01Service, caller: Caller, job_id: str) -> api.ImageJobInfo:
+    """Stop a running build (its owner or an admin); Docker removes what it made so far."""
+    job = _owned_job(service, caller, "build", job_id, "cancel")
+    if not jobs_of(service).cancel(job, caller.name):
+        raise Conflict(
+            f"Build {job.id} is {job.state} already; only running ones can be cancelled."
+        )
+    return job.info(job.total_lines)
+
+
+# -- removal -----------------------------------------------------------------------------------
+
+
+def remove(
+    service: Ds01Service, caller: Caller, reference: str, *, force: bool = False
+) -> api.ImageRemoved:
+    """Remove (untag) an image: the caller's own; admins any, registry images with ``force``."""
+    resource = f"image/{reference[:200]}"
+    runtime = service.runtime
+    try:
+        registry = service.config().images
+        entry = registry.find(reference)
+        ref = entry.image if entry is not None else validate_image_reference(reference)
+        resource = f"image/{ref}"
+        image = runtime.local_image(ref)
+        if image is None:
+            raise NotFound(f"No image {ref} on this machine. `image-list` shows yours.")
+        if not caller.is_admin and image.owner() != caller.name:
+            raise PermissionDenied(
+                f"{ref} is not one of your images; you may remove only images built for you "
+                "(`image-list` marks them)."
+            )
+        if registry.registry_image(ref) and not force:
+            raise Conflict(
+                f"{ref} is a registry image (images.yaml) that users rely on; remove it with "
+                "--force if you mean it."
+            )
+        tag = with_default_tag(ref)
+        if len(image.tags) <= 1 or tag not in image.tags:  # the image itself would go
+            users = runtime.containers_of_image(image.id)
+            if users:
+                names = [
+                    f"{c.name} (yours)"
+                    if c.uid == caller.uid
+                    else f"{c.name} of {c.user or 'another user'}"
+                    for c in users
+                ]
+                raise Conflict(
+                    f"{ref} is in use by container(s) {', '.join(names)}. Remove them first "
+                    "(`container-remove NAME`), then the image."
+                )
+        runtime.delete_image(ref)
+    except Ds01Error as exc:
+        _refused(service, caller, "image.remove", resource, exc)
+        raise
+    service.events.emit(
+        "image.remove",
+        user=caller.name,
+        resource=f"image/{ref}",
+        details={"image_id": image.id, "owner": image.owner(), "force": force},
+    )
+    return api.ImageRemoved(image=ref, id=image.id, message=f"Removed {ref}.")
+
+
+__all__ = [
+    "MAX_CONTEXT_BYTES",
+    "build_limits",
+    "cancel_build",
+    "context_archive",
+    "follow",
+    "listing",
+    "read_dockerfile",
+    "remove",
+    "start_build",
+    "start_pull",
+]

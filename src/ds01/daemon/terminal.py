@@ -1,0 +1,142 @@
+"""Interactive terminals in a user's own container, through ds01d (``container-open``).
+
+Users have no Docker socket, so ds01d runs ``docker exec`` for them and relays the bytes:
+
+1. ``POST /v1/containers/{name}/terminal`` (with ``Connection: Upgrade``): ds01d checks the
+   caller owns the container (admins: any), starts it if needed, creates an exec with a
+   terminal **as the container's owner** (uid:gid, never root), in ``/workspace``, sized as
+   asked, and answers ``101 Switching Protocols`` with the session id in
+   ``X-Ds01-Session``. From then on the connection carries the raw terminal both ways.
+2. ``POST /v1/terminals/{id}/resize?rows=R&cols=C`` follows the client's window size.
+3. ``GET /v1/terminals/{id}`` tells, once the program ended, its exit code.
+
+Sessions are kept in memory, each bound to the uid that opened it; only that uid may
+resize it or read its exit code. An ``exec`` session also counts as use of the container
+for the lifecycle loop (``runtime.procfs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import Caller, user_by_uid
+from ds01.daemon.service import Ds01Service
+from ds01.errors import Ds01Error, NotFound
+
+log = logging.getLogger(__name__)
+
+#: What runs when the user names no command: a login shell, bash where the image has it.
+LOGIN_SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l || exec sh -l")
+#: Most sessions kept (the oldest finished ones are forgotten first).
+MAX_SESSIONS = 1000
+_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Session:
+    """An exec session: whose it is, in which container, and Docker's exec id."""
+
+    id: str
+    uid: int
+    docker_name: str
+    exec_id: str
+
+
+class Terminals:
+    """The terminal sessions of one ds01d (thread-safe)."""
+
+    def __init__(self, service: Ds01Service) -> None:
+        self.service = service
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self, caller: Caller, name: str, request: api.TerminalRequest) -> tuple[Session, Any]:
+        """Start (if needed) the caller's container ``name`` and an exec in it; return the
+        session and Docker's raw, bidirectional socket of the exec."""
+        service = self.service
+        record = service.target_for_terminal(caller, name, request.user)
+        if record.status != "running":
+            service.start(caller, record.docker_name, user=request.user)
+        command = list(request.command) if request.command else list(LOGIN_SHELL)
+        owner = f"{record.uid}:{user_by_uid(record.uid).gid}"
+        exec_id = service.runtime.exec_create(
+            record.docker_name,
+            command,
+            user=owner,
+            workdir="/workspace",
+            environment={"TERM": request.term},
+        )
+        raw = service.runtime.exec_attach(exec_id)
+        # Docker sizes an exec's terminal only once it runs (API < 1.42); a program that
+        # already ended needs no size.
+        with contextlib.suppress(Ds01Error):
+            service.runtime.exec_resize(exec_id, rows=request.rows, cols=request.cols)
+        session = Session(uuid.uuid4().hex[:16], caller.uid, record.docker_name, exec_id)
+        with self._lock:
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[session.id] = session
+        service.events.emit(
+            "container.terminal",
+            user=caller.name,
+            resource=f"container/{record.docker_name}",
+            details={"command": command[:1] if request.command else ["login shell"]},
+        )
+        return session, raw
+
+    def session(self, caller: Caller, session_id: str) -> Session:
+        with self._lock:
+            found = self._sessions.get(session_id[:64])
+        if found is None or found.uid != caller.uid:
+            raise NotFound(f"No terminal session {session_id[:64]!r} of yours.")
+        return found
+
+    def resize(self, caller: Caller, session_id: str, rows: int, cols: int) -> api.TerminalInfo:
+        session = self.session(caller, session_id)
+        self.service.runtime.exec_resize(session.exec_id, rows=rows, cols=cols)
+        return self.info(caller, session_id)
+
+    def info(self, caller: Caller, session_id: str) -> api.TerminalInfo:
+        session = self.session(caller, session_id)
+        state = self.service.runtime.exec_state(session.exec_id)
+        return api.TerminalInfo(
+            id=session.id, running=bool(state.get("Running")), exit_code=state.get("ExitCode")
+        )
+
+
+def relay(client: socket.socket, docker_side: Any) -> None:
+    """Copy bytes both ways between the client's connection and the exec's socket until the
+    program ends (Docker closes its side); the client closing its side ends the input."""
+    inner: socket.socket = getattr(docker_side, "_sock", docker_side)
+    sockets = [client, inner]
+    client_open = True
+    try:
+        while True:
+            readable, _, _ = select.select(sockets if client_open else [inner], [], [])
+            if inner in readable:
+                data = inner.recv(_CHUNK)
+                if not data:
+                    return
+                client.sendall(data)
+            if client_open and client in readable:
+                data = client.recv(_CHUNK)
+                if data:
+                    inner.sendall(data)
+                else:
+                    client_open = False
+                    inner.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        log.debug("terminal relay ended: %s", exc)
+    finally:
+        inner.close()
+
+
+__all__ = ["LOGIN_SHELL", "Session", "Terminals", "relay"]

@@ -1,0 +1,130 @@
+"""End to end: ``container-open`` gives a real user a terminal in their own container.
+
+Driven through a pseudo-terminal like a person at a keyboard: the command runs as the
+container's owner (``id -u``), the program's exit status passes through, an interactive
+shell answers typed lines, a stopped container is started first, and someone else's
+container stays closed (exit 5).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from typing import Any
+
+from support import TEST_IMAGES_YAML, describe, user_env
+
+
+def open_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``container-open ARGS`` as ``user`` on a new pseudo-terminal; return the process
+    and the master side to type into and read from."""
+    return spawn_in_pty(d, user, "container-open", *args)
+
+
+def spawn_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the ds01 command ``ARGS`` as ``user`` on a new pseudo-terminal."""
+    environment = user_env(user, {"DS01_SOCKET": str(d.paths.socket), "TERM": "xterm"})
+    assignments = [f"{key}={value}" for key, value in environment.items()]
+    argv = ["runuser", "-u", user, "--", "env", "-i", *assignments, *d.command_for(args)]
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, cwd="/", start_new_session=True
+    )
+    os.close(slave)
+    return process, master
+
+
+def read_until(master: int, needle: bytes, timeout: float = 15.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen; got {seen[-2000:]!r}")
+        if select.select([master], [], [], left)[0]:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the process ended and closed the terminal
+                break
+    return seen
+
+
+def finish(process: subprocess.Popen[bytes], master: int) -> tuple[int, bytes]:
+    rest = b""
+    while True:
+        if not select.select([master], [], [], 10)[0]:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        rest += chunk
+    code = process.wait(timeout=20)
+    os.close(master)
+    return code, rest
+
+
+def test_a_command_runs_as_the_owner_and_its_exit_status_passes_through(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "shell", "--image", "busybox")  # not started
+    process, master = open_in_pty(d, "alice", "shell", "--", "sh", "-c", "id -u; pwd; exit 7")
+
+    code, output = finish(process, master)
+
+    assert code == 7, output
+    assert str(unix_users["alice"].pw_uid).encode() in output, output
+    assert b"/workspace" in output, output
+    [row] = d.cli_json("alice", "container-list")
+    assert row["status"] == "running"  # started to open it
+    assert d.events_where(action="container.terminal", user="alice")
+
+
+def test_an_interactive_shell_answers_typed_lines(ds01d: Any, unix_users: dict[str, Any]) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "shell", "--image", "busybox", "--start")
+    process, master = open_in_pty(d, "alice", "shell")
+
+    read_until(master, b"$")  # the prompt of a non-root shell
+    os.write(master, b"echo $((6 * 7)) from $(id -un 2>/dev/null || id -u)\r")
+    read_until(master, b"42 from")
+    os.write(master, b"exit 3\r")
+    code, _ = finish(process, master)
+
+    assert code == 3
+
+
+def test_someone_elses_container_stays_closed(ds01d: Any, unix_users: dict[str, Any]) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("bob", "container-create", "private", "--image", "busybox", "--start")
+    uid = unix_users["bob"].pw_uid
+
+    result = d.cli("alice", "container-open", f"private._.{uid}", "--", "id")
+
+    assert result.returncode == 5, describe(result)
+    assert d.events_where(action="auth.denied", user="alice")
+    assert not d.events_where(action="container.terminal")
+
+
+def test_deploy_creates_starts_and_opens_or_leaves_it_in_the_background(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    uid = unix_users["alice"].pw_uid
+    background = d.cli("alice", "container-deploy", "bg", "--image", "busybox", "--background")
+    assert background.returncode == 0, describe(background)
+    assert "container-open bg" in background.stdout
+    assert docker_client.containers.get(f"bg._.{uid}").status == "running"
+
+    process, master = spawn_in_pty(d, "alice", "container-deploy", "fg", "--image", "busybox")
+    read_until(master, b"$")
+    os.write(master, b"id -u; exit 0\r")
+    code, output = finish(process, master)
+    assert code == 0, output
+    assert docker_client.containers.get(f"fg._.{uid}").status == "running"
