@@ -1,4 +1,5 @@
-"""End to end: ``container-open`` gives a real user a terminal in their own container.
+"""End to end: ``container-open`` gives a real user a terminal in their own container;
+``container-deploy`` and ``container-retire`` around it.
 
 Driven through a pseudo-terminal like a person at a keyboard: the command runs as the
 container's owner (``id -u``), the program's exit status passes through, an interactive
@@ -128,3 +129,34 @@ def test_deploy_creates_starts_and_opens_or_leaves_it_in_the_background(
     code, output = finish(process, master)
     assert code == 0, output
     assert docker_client.containers.get(f"fg._.{uid}").status == "running"
+
+
+def test_retire_keeps_what_was_installed_as_her_image_and_frees_the_gpu_at_once(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    uid = unix_users["alice"].pw_uid
+    info = d.cli_json("alice", "container-create", "env", "--image", "busybox", "--gpus", "1",
+                      "--start")  # fmt: skip
+    container = docker_client.containers.get(f"env._.{uid}")
+    assert container.exec_run(["sh", "-c", "echo installed > /tmp/tool"]).exit_code == 0
+
+    retired = d.cli_json("alice", "container-retire", "env", "--keep-as", "env-kept", "--yes")
+
+    kept = retired["kept_image"]
+    assert kept == "alice/env-kept:latest", retired
+    assert f"env._.{uid}" not in {c.name for c in docker_client.containers.list(all=True)}
+    holders = [g["holder"] for g in d.cli_json("alice", "gpu-status") if g["uuid"] in info["gpus"]]
+    assert holders == [None], "the GPU was not freed at once"
+    image = docker_client.images.get(kept)
+    assert image.labels["ds01.image.owner"] == "alice"
+    assert not {k: v for k, v in image.labels.items() if k.startswith("ds01.") and v
+                and k != "ds01.image.owner"}  # fmt: skip
+    again = d.cli_json("alice", "container-create", "back", "--image", kept, "--start")
+    back = docker_client.containers.get(f"back._.{uid}")
+    assert back.exec_run(["cat", "/tmp/tool"]).output.decode().strip() == "installed"
+    assert again["image"] == kept
+    refused = d.cli("bob", "container-create", "theirs", "--image", kept)
+    assert refused.returncode == 5, describe(refused)
+    d.cli("alice", "container-remove", "back", "--force")
+    docker_client.images.remove(kept, force=True)

@@ -67,3 +67,7 @@ def container_deploy() -> None:
 
 def project_init() -> None:
     run_alias("project-init")
+
+
+def container_retire() -> None:
+    run_alias("container-retire")

@@ -451,6 +451,29 @@ stops it.
         ),
         more=(*_CREATE_MORE, "--start"),
     ),
+    "container retire": CommandHelp(
+        info="""\
+Retires container NAME for good: stops it, removes it and frees its GPUs at once
+(no `gpu_hold_after_stop_minutes` wait). Your `/workspace` is a directory on the
+server and is never touched.
+
+- `--keep-as IMAGE` first saves everything else you changed in the container
+  (packages installed with pip or apt, tools, settings outside /workspace) as your
+  own image `<you>/IMAGE`; `container-create NAME --image <you>/IMAGE` brings it back.
+- `--discard` keeps nothing but /workspace.
+- On a terminal it asks both questions; in scripts give `--keep-as` or `--discard`,
+  and `--yes`.""",
+        examples=(
+            ("container-retire thesis --keep-as thesis-env", "keep its packages, then remove"),
+            ("container-retire scratch --discard --yes", "remove it, no questions"),
+        ),
+        concepts=("containers", "images", "files"),
+        questions=(
+            Question("NAME", "Container to retire", choices_from="containers", required=True),
+            Question("--keep-as", "Keep what you installed as an image named (empty: no)", ""),
+        ),
+        more=("--user", "--json"),
+    ),
     "container open": CommandHelp(
         info="""\
 Opens a terminal in your container NAME: a login shell as your own user, in

@@ -640,6 +640,53 @@ def _run_maintenance(args: argparse.Namespace) -> None:
     render.echo(f"{len(acted)} container(s) acted on{' (dry run)' if report['dry_run'] else ''}.")
 
 
+def _configure_retire(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="your container")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--keep-as", metavar="IMAGE", help="first keep what you installed in it as your IMAGE"
+    )
+    keep.add_argument("--discard", action="store_true", help="keep nothing but /workspace")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _user_flag(p)
+    _json_flag(p)
+
+
+def _run_retire(args: argparse.Namespace) -> None:
+    keep_as = args.keep_as
+    interactive = sys.stdin.isatty() and not args.json
+    if keep_as is None and not args.discard:
+        if not interactive:
+            raise UsageError(
+                "Say whether to keep what you installed: --keep-as IMAGE or --discard."
+            )
+        answer = (
+            input(f"Keep what you installed in {args.name} as an image of yours? [y/N] ")
+            .strip()
+            .lower()
+        )
+        if answer in ("y", "yes"):
+            keep_as = input(f"Image name [{args.name.lower()}]: ").strip() or args.name.lower()
+    if not args.yes and interactive:
+        answer = (
+            input(f"Remove {args.name} now (its GPUs are freed; /workspace is kept)? [y/N] ")
+            .strip()
+            .lower()
+        )
+        if answer not in ("y", "yes"):
+            render.echo("Nothing changed.")
+            return
+    body = {"keep_as": keep_as, "user": args.user}
+    result = Ds01Client().request("POST", Ds01Client.container_path(args.name, "retire"), body=body)
+    if args.json:
+        render.emit_json(result)
+        return
+    if result["kept_image"]:
+        render.ok(f"Kept as {result['kept_image']}: `container-create NAME --image "
+                  f"{result['kept_image']}` brings it back.")  # fmt: skip
+    render.ok(f"Retired {result['container']['name']}; its devices are free.")
+
+
 def _configure_open(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="your container (started first if stopped)")
     p.add_argument(
@@ -689,6 +736,19 @@ COMMANDS: tuple[Command, ...] = (
         "  container-deploy notebook --image pytorch-jupyter --mig 3g.20gb --background",
         _configure_deploy,
         _run_deploy,
+    ),
+    Command(
+        ("container", "retire"),
+        "container-retire",
+        "Remove a container for good, optionally keeping its packages.",
+        "Retire container NAME: stop and remove it, freeing its GPUs at once; --keep-as IMAGE\n"
+        "first keeps what you installed in it (packages, tools) as an image of yours.\n"
+        "Your /workspace is never touched.\n\n"
+        "examples:\n"
+        "  container-retire thesis --keep-as thesis-env\n"
+        "  container-retire scratch --discard --yes",
+        _configure_retire,
+        _run_retire,
     ),
     Command(
         ("container", "open"),

@@ -248,11 +248,14 @@ def build_step(line: str) -> tuple[int, int] | None:
 
 def foreign_labels(labels: dict[str, str], owner_key: str, owner: str) -> list[str]:
     """Label keys under ``ds01.`` that a user's image may not carry: every one but
-    ``owner_key`` with the value ``owner``."""
+    ``owner_key`` with the value ``owner``. An empty value claims nothing (Docker cannot
+    delete a label, only empty it: a container kept as an image has its labels emptied)."""
     return sorted(
         key
         for key, value in labels.items()
-        if key.startswith(RESERVED_LABEL_PREFIX) and not (key == owner_key and value == owner)
+        if key.startswith(RESERVED_LABEL_PREFIX)
+        and value
+        and not (key == owner_key and value == owner)
     )
 
 

@@ -389,3 +389,17 @@ class ImageRemoved(_Model):
     image: str
     id: str
     message: str
+
+
+class RetireRequest(_Model):
+    keep_as: str | None = Field(
+        default=None,
+        description="Keep what was installed in the container as your image NAME[:TAG] "
+        "(in your namespace) before removing it; default: keep nothing.",
+    )
+    user: str | None = Field(default=None, description="Whose container (admins only).")
+
+
+class RetireResult(_Model):
+    container: ContainerInfo
+    kept_image: str | None = Field(description="The image the container was kept as.")

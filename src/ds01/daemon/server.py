@@ -216,6 +216,15 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/v1/containers/{name}/retire",
+        "Remove a container for good, freeing its devices; keep_as=NAME[:TAG] first keeps "
+        "what was installed in it as an image of the owner's",
+        lambda s, c, p, q, b: s.retire(c, p["name"], b),
+        api.RetireResult,
+        body=api.RetireRequest,
+    ),
+    Route(
+        "POST",
         "/v1/containers/{name}/terminal",
         "Open a terminal in the container as its owner (Connection: Upgrade; 101, then raw "
         "bytes; the session id in X-Ds01-Session); starts the container if needed",

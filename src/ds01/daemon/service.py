@@ -53,6 +53,7 @@ from ds01.core.allocation import (
     equivalents_to_float,
     format_equivalents,
 )
+from ds01.core.image_build import build_target
 from ds01.core.lifecycle import covering_exemption
 from ds01.core.names import (
     validate_container_name,
@@ -1257,6 +1258,49 @@ class Ds01Service:
             )
         self._remove_record(record, caller.name, force=force, details={"force": force})
         return container_info(record).model_copy(update={"status": "removed"})
+
+    def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
+        """Remove a container for good, freeing its devices at once; with ``keep_as``, first
+        keep its filesystem (what the user installed) as an image of the owner's."""
+        record = self._target(caller, name, request.user, "retire")
+        kept = None
+        if request.keep_as:
+            kept = self._keep_as_image(caller, record, request.keep_as)
+        self._remove_record(
+            record, caller.name, force=True, details={"retired": True, "kept_as": kept}
+        )
+        info = container_info(record).model_copy(update={"status": "removed"})
+        return api.RetireResult(container=info, kept_image=kept)
+
+    def _keep_as_image(self, caller: Caller, record: ContainerRecord, keep_as: str) -> str:
+        """Commit ``record`` into its owner's namespace, labelled theirs, its ds01 labels
+        emptied (an image claims nothing of a container's)."""
+        name, _, tag = keep_as.partition(":")
+        target = build_target(record.user, record.uid, name, tag or None)
+        existing = self.runtime.local_image(target.reference)
+        if self.config().images.registry_image(target.reference) or (
+            existing is not None and existing.owner() != record.user
+        ):
+            raise self.deny(
+                caller,
+                _resource(record),
+                f"{target.reference} is a registry image or not one of {record.user}'s; "
+                "keep it under another name.",
+            )
+        emptied = {k: "" for k in record.labels if k.startswith((L.PREFIX, L.AIME_MLC))}
+        reference = self.runtime.commit(
+            record.docker_name,
+            target.repository,
+            target.tag,
+            labels={**emptied, L.IMAGE_OWNER: record.user},
+        )
+        self.events.emit(
+            "image.keep",
+            user=caller.name,
+            resource=f"image/{reference}",
+            details={"container": record.name, "owner": record.user},
+        )
+        return reference
 
     def remove_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
         """Remove a container for the lifecycle's cleanup (``cleanup.orphan``)."""

@@ -536,9 +536,13 @@ class DockerRuntime:
         return result
 
     @_translated("saving a container's files")
-    def commit(self, container: str, repository: str, tag: str) -> str:
-        """Commit the container's filesystem as ``repository:tag``; return that reference."""
-        self.api.commit(container, repository=repository, tag=tag)
+    def commit(
+        self, container: str, repository: str, tag: str, labels: dict[str, str] | None = None
+    ) -> str:
+        """Commit the container's filesystem as ``repository:tag`` with ``labels`` set on the
+        image (an empty value empties a label); return that reference."""
+        changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
+        self.api.commit(container, repository=repository, tag=tag, changes=changes or None)
         return f"{repository}:{tag}"
 
     @_translated("renaming a container")
