@@ -15,6 +15,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -226,3 +227,41 @@ def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == now[0]
     assert len(docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})) == 1
+
+
+# The estimate rests on the lifecycle loop's clock of the running container: a fast loop.
+ONE_GPU_ONE_HOUR = """
+    defaults:
+      max_runtime_hours: 1
+      gpu_hold_after_stop_minutes: 0
+    policies:
+      lifecycle_interval_seconds: 0.5
+"""
+ONE_GPU = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+
+def test_the_head_gets_an_estimated_start_from_the_enforced_runtime_limit(ds01d, unix_users):
+    d = ds01d(
+        resource_limits=ONE_GPU_ONE_HOUR,
+        gpu_config=ONE_GPU,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+    started = datetime.now(timezone.utc)
+    d.cli_json("dave", "container-create", "hold", "--image", "busybox", "--gpus", "1", "--start")
+    queue_create(d, "alice", "next")
+
+    [entry] = wait_until(
+        "an estimated start",
+        lambda: [e for e in d.cli_json("alice", "queue") if e.get("estimated_start")],
+    )
+    estimated = datetime.fromisoformat(entry["estimated_start"])
+    assert entry["status"] == "head"
+    # dave's run ends at his 1 h runtime limit (the lifecycle loop stops it), give or take
+    # the minutes the estimate is rounded to and the time the test took.
+    assert abs((estimated - started).total_seconds() - 3600) < 120, entry

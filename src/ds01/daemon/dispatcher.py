@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 
+from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
+from ds01.core.lifecycle import covering_exemption
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -114,6 +116,7 @@ class GpuDispatcher:
                 now,
                 usage,
                 policy,
+                expected_ends=self._expected_ends(records, now),
                 previous=self._reservation,
             )
             self._reservation = result.reservation
@@ -188,6 +191,43 @@ class GpuDispatcher:
         store.forget_usage((now - USAGE_HALF_LIVES_KEPT * half_life).isoformat())
         store.forget_finished_queued((now - KEEP_FINISHED).isoformat())
 
+    def _expected_ends(
+        self, records: list[ContainerRecord], now: datetime
+    ) -> dict[str, datetime | None]:
+        """When each container holding devices is expected to free them, for the head's
+        estimated start: a running one at its runtime stop (enforced by the lifecycle loop)
+        plus the hold after stop, a stopped one when its hold ends; ``None`` (unknown)
+        without a runtime limit or a hold, or while an exemption covers it."""
+        service = self.service
+        clocks = service.store.lifecycle_clocks()
+        exemptions = [r.exemption() for r in service.store.exemptions()]
+        limits_of: dict[int, ResolvedLimits | None] = {}
+        ends: dict[str, datetime | None] = {}
+        for record in records:
+            if not record.gpus:
+                continue
+            if record.uid not in limits_of:
+                try:
+                    limits_of[record.uid] = service.limits_for(user_by_uid(record.uid))
+                except Ds01Error:
+                    limits_of[record.uid] = None
+            limits = limits_of[record.uid]
+            hold = None if limits is None else limits.gpu_hold_after_stop_minutes
+            end: datetime | None = None
+            if limits is None or hold is None:
+                end = None
+            elif record.status == "stopped":
+                since = service.stopped_since(record)
+                end = since + timedelta(minutes=hold) if since else None
+            elif covering_exemption(exemptions, record.user, record.name, now) is None:
+                clock = clocks.get(record.id)
+                limit = limits.max_runtime_hours
+                if clock is not None and clock.run_started_at and limit is not None:
+                    left = timedelta(hours=limit, seconds=-clock.runtime_seconds_before)
+                    end = clock.run_started_at + left + timedelta(minutes=hold)
+            ends[record.docker_name] = end
+        return ends
+
     def _usage_intervals(self) -> list[UsageInterval]:
         intervals = []
         for row in self.service.store.usage():
@@ -226,6 +266,9 @@ class GpuDispatcher:
                 quota=limits.gpu_quota(),
                 priority=int(limits.priority or 0),
                 submitted_at=datetime.fromisoformat(entry.submitted_at),
+                expected_runtime_hours=_held_hours(
+                    limits.max_runtime_hours, limits.gpu_hold_after_stop_minutes
+                ),
                 user_containers=mine,
             )
             waiting.append(_Waiting(entry, owner, pending))
@@ -368,6 +411,14 @@ class GpuDispatcher:
             with condition:
                 if not self._stop.is_set():
                     condition.wait(self.interval_seconds)
+
+
+def _held_hours(max_runtime_hours: float | None, hold_minutes: float | None) -> float | None:
+    """How long a request's devices stay taken once it starts: its runtime limit plus the
+    hold after its stop (``None``: unknown, no limit)."""
+    if max_runtime_hours is None or hold_minutes is None:
+        return None
+    return max_runtime_hours + hold_minutes / 60
 
 
 __all__ = ["DEFAULT_INTERVAL_SECONDS", "GpuDispatcher"]
