@@ -44,8 +44,8 @@ from ds01.config.sections import (
     GroupName,
     UserName,
     empty_if_null,
+    layer_section,
     mark_undefined_groups,
-    refuse_undefined_group,
 )
 from ds01.core.units import format_bytes, parse_bytes, parse_cpus
 
@@ -224,16 +224,7 @@ class Aggregate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reference_keys(cls, value: Any) -> Any:
-        value = empty_if_null(value)
-        refuse_undefined_group(value)
-        if isinstance(value, dict):
-            for key in value:
-                if key in _REFERENCE_AGGREGATE_KEYS:
-                    raise ValueError(
-                        f"unknown key {key!r}; use {_REFERENCE_AGGREGATE_KEYS[key]} "
-                        f"(aggregate keys: {', '.join(AGGREGATE_KEYS)})"
-                    )
-        return value
+        return layer_section(value, _REFERENCE_AGGREGATE_KEYS, AGGREGATE_KEYS, "aggregate")
 
     @field_validator("cpu_limit", mode="before")
     @classmethod

@@ -43,7 +43,7 @@ from ds01.config.sections import (
     GroupName,
     UserName,
     empty_if_null,
-    refuse_undefined_group,
+    layer_section,
 )
 
 #: Keys that only the top of the ``policies:`` section may set.
@@ -188,16 +188,7 @@ class LifecyclePolicy(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reference_keys(cls, value: Any) -> Any:
-        value = empty_if_null(value)
-        refuse_undefined_group(value)
-        if isinstance(value, dict):
-            for key in value:
-                if key in _REFERENCE_POLICY_KEYS:
-                    raise ValueError(
-                        f"unknown key {key!r}; use {_REFERENCE_POLICY_KEYS[key]} "
-                        f"(policy keys: {', '.join(POLICY_KEYS)})"
-                    )
-        return value
+        return layer_section(value, _REFERENCE_POLICY_KEYS, POLICY_KEYS, "policy")
 
     @field_validator(*WARNING_KEYS)
     @classmethod

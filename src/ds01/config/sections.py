@@ -83,3 +83,18 @@ __all__ = [
     "mark_undefined_groups",
     "refuse_undefined_group",
 ]
+
+
+def layer_section(value: Any, renamed: dict[str, str], keys: tuple[str, ...], what: str) -> Any:
+    """The shared ``mode="before"`` check of a section layer: ``null`` reads as empty,
+    undefined groups are refused, and a key of the reference implementation (``renamed``:
+    its name → what to use instead) gets a message naming the ds01 key."""
+    value = empty_if_null(value)
+    refuse_undefined_group(value)
+    if isinstance(value, dict):
+        for key in value:
+            if key in renamed:
+                raise ValueError(
+                    f"unknown key {key!r}; use {renamed[key]} ({what} keys: {', '.join(keys)})"
+                )
+    return value
