@@ -39,6 +39,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# A test session with docker/e2e tests holds this lock (tests/support.py MACHINE_LOCK):
+# reinstalling $VENV under its feet would break it, so wait for it to end.
+if [ "${DS01_MACHINE_LOCK_HELD:-0}" != 1 ]; then
+  exec 9>>/tmp/ds01-machine.lock
+  flock 9
+fi
+
 quiet "$repo/scripts/ensure-docker.sh"
 
 # --- virtual environment -------------------------------------------------------------------

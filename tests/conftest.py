@@ -29,6 +29,7 @@ directory is on ``sys.path`` because it holds this conftest and no ``__init__.py
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import pwd
@@ -41,6 +42,8 @@ from typing import Any
 import pytest
 
 from support import (
+    MACHINE_LOCK,
+    MACHINE_LOCK_HELD_ENV,
     TEST_IMAGE,
     TEST_IMAGE_ALT,
     TEST_USER_COMMENT,
@@ -115,6 +118,28 @@ def needs_docker(item: pytest.Item) -> bool:
     return bool(DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
 
 
+def _lock_machine(config: pytest.Config) -> None:
+    """Hold the machine lock for the whole session (released when the process exits).
+
+    docker/e2e tests own the machine: they remove every ds01-managed container and the test
+    users. A second session (or ``make setup`` reinstalling /opt/ds01/venv) waits here
+    instead of pulling the ground from under the first.
+    """
+    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
+        return  # an outer `flock` already holds it
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"ds01 tests: waiting for {MACHINE_LOCK} (another test run holds it)", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.environ[MACHINE_LOCK_HELD_ENV] = "1"  # `make setup` run by a test must not wait on us
+    config.stash[_MACHINE_LOCK_FD] = fd
+
+
+_MACHINE_LOCK_FD = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by directory and fixtures; skip docker/e2e tests that cannot run here."""
@@ -127,9 +152,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.get_closest_marker(name) for name in DOCKER_MARKERS
         ):
             item.add_marker("docker")
+    docker_items = [item for item in items if needs_docker(item)]
+    if docker_items and os.geteuid() == 0:
+        _lock_machine(config)
     if strict_mode():
         return  # pytest_runtest_setup fails them instead
-    docker_items = [item for item in items if needs_docker(item)]
     problem = docker_problem() if docker_items else None
     if problem is not None:
         for item in docker_items:

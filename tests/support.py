@@ -62,6 +62,11 @@ images:
 #: recognised and removed.
 TEST_USER_COMMENT = "ds01-test"
 
+#: Held by a test session with docker/e2e tests and by scripts/install.sh (`make setup`).
+MACHINE_LOCK = "/tmp/ds01-machine.lock"
+#: Set to 1 when an outer process already holds MACHINE_LOCK.
+MACHINE_LOCK_HELD_ENV = "DS01_MACHINE_LOCK_HELD"
+
 SOCKET_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
