@@ -14,7 +14,9 @@ pid=$(cat /var/run/docker.pid 2>/dev/null || true)
 if [ -n "$pid" ] && { [ ! -d "/proc/$pid" ] || grep -q '^State:.*Z' "/proc/$pid/status"; }; then
   rm -f /var/run/docker.pid
 fi
-nohup dockerd >/var/log/dockerd.log 2>&1 &
+# dockerd outlives this script: it must not inherit any other descriptor (a lock held by
+# the caller, e.g. the test-machine lock, would stay held for as long as dockerd runs).
+nohup dockerd </dev/null >/var/log/dockerd.log 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 for _ in $(seq 1 300); do
   docker info >/dev/null 2>&1 && exit 0
   sleep 0.1

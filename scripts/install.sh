@@ -39,14 +39,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+quiet "$repo/scripts/ensure-docker.sh"
+
 # A test session with docker/e2e tests holds this lock (tests/support.py MACHINE_LOCK):
-# reinstalling $VENV under its feet would break it, so wait for it to end.
+# reinstalling $VENV under its feet would break it, so wait for it to end. Taken after
+# ensure-docker.sh, so that a dockerd started there cannot inherit it.
 if [ "${DS01_MACHINE_LOCK_HELD:-0}" != 1 ]; then
-  exec 9>>/tmp/ds01-machine.lock
+  exec 9>>/tmp/ds01-tests.lock
   flock 9
 fi
-
-quiet "$repo/scripts/ensure-docker.sh"
 
 # --- virtual environment -------------------------------------------------------------------
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then

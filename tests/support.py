@@ -63,7 +63,7 @@ images:
 TEST_USER_COMMENT = "ds01-test"
 
 #: Held by a test session with docker/e2e tests and by scripts/install.sh (`make setup`).
-MACHINE_LOCK = "/tmp/ds01-machine.lock"
+MACHINE_LOCK = "/tmp/ds01-tests.lock"
 #: Set to 1 when an outer process already holds MACHINE_LOCK.
 MACHINE_LOCK_HELD_ENV = "DS01_MACHINE_LOCK_HELD"
 
