@@ -10,6 +10,7 @@
 # Idempotent: an existing image is kept unless FORCE=1. Prints the image names.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 IMAGE=ds01-test/busybox:latest
 ALT=ds01-test/busybox-alt:latest
@@ -65,3 +66,6 @@ fi
 
 echo "$IMAGE"
 echo "$ALT"
+
+# The JupyterLab starter image (and its Debian + Python base).
+bash "$here/build-jupyter-image.sh"

@@ -7,7 +7,8 @@
 #
 # Starts a private ds01d (config, state, logs and socket under $DS01_DEMO_DIR, default
 # /var/lib/ds01-demo), runs the CLI as each user through runuser, echoing every command,
-# shows a request over quota being refused, removes everything and prints the audit log.
+# shows a request over quota being refused, has bob run `user-setup` (a JupyterLab on a MIG
+# slice, checked over HTTP), removes everything and prints the audit log.
 # The daemon is stopped and the demo's containers are removed on exit, whatever happens.
 #
 # Usage (as root, after `make setup images`, which `make demo` does):
@@ -107,6 +108,11 @@ images:
     image: $IMAGE
     framework: none
     description: BusyBox, a 2 MB image built offline for tests and demos
+  - name: jupyter
+    image: ds01-test/jupyter:latest
+    framework: none
+    description: JupyterLab, built offline (scripts/build-jupyter-image.sh)
+starter: jupyter
 EOF
 
 cat >"$CONFIG_DIR/resource-limits.yaml" <<'EOF'
@@ -204,6 +210,20 @@ as demo-alice container-create big --image busybox --gpus 2 || rc=$?
 echo "-> exit code $rc (3 = over quota or no capacity)"
 [ "$rc" -ne 0 ] || die "the request over quota was accepted"
 [ "$rc" -eq 3 ] || echo "demo: expected exit code 3 for a quota refusal, got $rc" >&2
+
+# A student's first minutes: one command to a JupyterLab on the smallest device bob may
+# have (a MIG slice), then the URL it printed answers with its token.
+must demo-bob user-setup --yes --name lab --host demo.example.org
+url=$(runuser -u demo-bob -- env DS01_SOCKET="$SOCKET" "$BIN/container-list" --json |
+  "$BIN/python" -c 'import json, sys; print(next(c["jupyter_url"] for c in json.load(sys.stdin) if c["name"] == "lab"))')
+status=$("$BIN/python" -c '
+import sys, urllib.request
+base, _, token = sys.argv[1].partition("/lab?token=")
+request = urllib.request.Request(base + "/api/status", headers={"Authorization": "token " + token})
+print(urllib.request.urlopen(request, timeout=10).status)' "$url")
+echo "-> JupyterLab at $url answers: HTTP $status"
+[ "$status" = 200 ] || die "JupyterLab did not answer"
+must demo-bob container-retire lab --discard --yes
 
 must demo-alice container-stop thesis
 must demo-alice container-remove thesis

@@ -37,6 +37,7 @@ def test_all_four_phases_in_order_with_comments() -> None:
     assert "image-build thesis" in text
     assert instructions(text)[0] == f"FROM {FRAMEWORKS['pytorch'].base_image}"
     assert "jupyterlab" in text and "EXPOSE 8888" in text
+    assert 'LABEL ds01.jupyter.port="8888"' in text  # ds01 publishes it with a token
     assert all(package in text for package in DATA_SCIENCE_PACKAGES)
     assert "        transformers==4.44.2 \\\n        datasets\n" in text
     assert text.index("transformers") > text.index("# Phase 4:")

@@ -213,6 +213,13 @@ def test_only_the_owner_label_with_the_owner_is_allowed() -> None:
         "ds01.image.owner",
         "ds01.managed",
     ]
+    # A label that says what the image serves is the user's to set; others are not.
+    serving = {**labels, "ds01.jupyter.port": "8888", "ds01.jupyter.token": "stolen"}
+    declared = frozenset({"ds01.jupyter.port"})
+    assert foreign_labels(serving, "ds01.image.owner", "alice", declared) == [
+        "ds01.jupyter.token",
+        "ds01.managed",
+    ]
 
 
 # --- the job table --------------------------------------------------------------------------

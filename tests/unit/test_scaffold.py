@@ -121,7 +121,8 @@ def test_readme_says_how_to_use_it() -> None:
     readme = plan_project(spec("nlp", description="A chatbot.")).files["README.md"]
     assert readme.startswith("# thesis\n\nA chatbot.\n")
     assert "natural language processing" in readme
-    assert "container-create thesis --image alice/thesis:latest --gpus 1" in readme
+    assert "project-launch ." in readme
+    assert "container-deploy thesis --image alice/thesis:latest --gpus 1 --workspace ." in readme
 
 
 def test_gitignore_keeps_data_and_models_out() -> None:

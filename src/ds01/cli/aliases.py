@@ -71,3 +71,11 @@ def project_init() -> None:
 
 def container_retire() -> None:
     run_alias("container-retire")
+
+
+def project_launch() -> None:
+    run_alias("project-launch")
+
+
+def user_setup() -> None:
+    run_alias("user-setup")

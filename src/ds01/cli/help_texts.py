@@ -270,7 +270,29 @@ ssh -L 8888:127.0.0.1:49153 you@server
 ```
 
 then open http://localhost:8888. Other users of the server can reach 127.0.0.1 too, so
-keep Jupyter's token or password on.""",
+keep Jupyter's token or password on.
+
+Images that serve JupyterLab (the starter image, images from `image-create` and
+`project-init`) need no `--port`: ds01 publishes their Jupyter port on a fixed host port
+of its own and gives the container a token; `container-list` shows the whole URL.""",
+    ),
+    "remote": Concept(
+        "Working from your laptop: SSH, tunnels, VS Code",
+        """You reach this server with **SSH**, using a key pair made on *your laptop*: the private
+key never leaves it, and only the public half (`~/.ssh/id_ed25519.pub`) is copied here,
+into `~/.ssh/authorized_keys` (`ssh-copy-id you@server` does it, or `user-setup
+--add-ssh-key`). Never make a key on the server to copy away: a private key that travels
+is a key others may hold.
+
+Programs in your containers (JupyterLab, TensorBoard) listen on the server's 127.0.0.1
+only. An **SSH tunnel** brings such a port to your laptop:
+`ssh -N -L 8888:127.0.0.1:PORT you@server`, then open http://localhost:8888. The
+`LocalForward` line in the
+`~/.ssh/config` block that `user-setup` writes does the same on every `ssh ds01`.
+
+**VS Code** with the Remote-SSH extension opens folders on the server through the same
+SSH host; for notebooks, give it the JupyterLab URL (with its token) as an existing
+Jupyter server.""",
     ),
     "files": Concept(
         "Your files and /workspace",
@@ -871,6 +893,85 @@ without touching containers, and compares policies.
             Question("--reclaim", "Idle reclaim variants", "all"),
         ),
         more=("--json", "--reclaim"),
+    ),
+    "user setup": CommandHelp(
+        info="""\
+Sets up your account for work on this server, and is safe to run again at any time:
+
+- **workspace**: `~/workspace` (or `--workspace DIR`) is created if missing; every
+  container sees it as `/workspace`.
+- **SSH**: counts the keys in `~/.ssh/authorized_keys` and tightens its permissions if
+  sshd would ignore it. `--add-ssh-key` adds a *public* key (its line, or a `.pub`
+  file); a private key is refused. No key is ever generated here.
+- **files for your laptop** in `~/.ds01/`: `ssh-config` (a block for your laptop's
+  `~/.ssh/config`, with the JupyterLab tunnel) and `vscode-settings.json` (Remote-SSH
+  settings). VS Code's server settings here are merged: your own values stay.
+- **a starter container** (`--name`, default `notebook`) from the image the admins
+  chose (`image-list` marks it), with the smallest GPU device your quota allows that is
+  free now (a MIG slice if you may have one), or none if nothing is free (`--gpus`,
+  `--mig`, `--no-gpu` choose yourself). It serves JupyterLab as you; user-setup waits
+  until it answers. An existing container of that name is started, not created again.
+- **the first steps**: the JupyterLab URL with its token, the SSH tunnel command and a
+  quick reference, printed and saved in `~/.ds01/first-steps.txt`.
+
+On a terminal it asks once before acting; `--yes` does not ask. `--no-container` sets up
+files only.""",
+        examples=(
+            ("user-setup", "everything, with a question before acting"),
+            (
+                "user-setup --yes --add-ssh-key ~/laptop.pub --host gpu1.lab.example.org",
+                "no questions; authorise your laptop's key",
+            ),
+            ("user-setup --no-gpu --name scratch", "a starter without a GPU"),
+            ("user-setup --guided", "answer questions instead"),
+        ),
+        concepts=("remote", "ports", "files", "gpus", "idle"),
+        questions=(
+            Question(
+                "--name",
+                "Name of your starter container",
+                "notebook",
+                validate=validators.container_name,
+            ),
+            Question(
+                "--add-ssh-key",
+                "Your laptop's PUBLIC key line or .pub file to authorise (Enter = none)",
+            ),
+            Question("--host", "This server's name as your laptop reaches it (Enter = its FQDN)"),
+            Question("--no-gpu", "Start it without a GPU?", "n", yes_no=True),
+            Question("--yes", "Go ahead without asking again?", "y", yes_no=True),
+        ),
+        more=("--alias", "--local-port", "--timeout", "--workspace", "--image", "--json"),
+    ),
+    "project launch": CommandHelp(
+        info="""\
+Launches project DIR (default: the current directory), one made by `project-init`:
+
+1. reads `[tool.ds01]` in `DIR/pyproject.toml`: the image (`<you>/NAME:TAG`) and the
+   GPUs its containers ask for;
+2. builds that image from `DIR/Dockerfile` through ds01d, exactly as `image-build` does
+   (as you, with your CPU and memory limits), unless it exists already; `--rebuild`
+   builds it again after you changed the Dockerfile or requirements;
+3. deploys a container from it, as `container-deploy` does: named like the project
+   (`--name`), with DIR mounted at `/workspace`, started, and a terminal opened in it
+   (`--background`: none). When no device is free it waits in the GPU queue
+   (`--no-wait`: fail with exit 3 instead).
+
+`--gpus N` or `--mig PROFILE` overrides the project's GPU request. Images from
+`project-init` serve JupyterLab: the URL is printed and `container-list` shows it.""",
+        examples=(
+            ("project-launch ~/workspace/thesis", "build if needed, deploy, open a terminal"),
+            ("project-launch . --mig 1g.10gb --background", "on a MIG slice, no terminal"),
+            ("project-launch . --rebuild", "after editing the Dockerfile"),
+        ),
+        concepts=("projects", "images", "image-builds", "containers", "files"),
+        questions=(
+            Question("DIR", "Project directory", ".", validate=validators.directory),
+            Question("--gpus", "GPUs (Enter = the project's own)", validate=validators.gpu_count),
+            Question("--rebuild", "Build the image again first?", "n", yes_no=True),
+            Question("--background", "Leave it running without a terminal?", "n", yes_no=True),
+        ),
+        more=("--name", "--mig", "--no-wait", "--json"),
     ),
     "project init": CommandHelp(
         info="""\

@@ -89,7 +89,7 @@ def _run_list(args: argparse.Namespace) -> None:
         render.table(
             headers,
             [
-                [i["name"], i["image"], i["framework"], i["description"]]
+                [i["name"], i["image"], i["framework"], _description(i)]
                 + ([i["present"]] if args.include_missing else [])
                 for i in registry
             ],
@@ -111,6 +111,11 @@ def _run_list(args: argparse.Namespace) -> None:
                 for i in own
             ],
         )
+
+
+def _description(image: dict[str, Any]) -> str:
+    starter = " [user-setup starts it]" if image.get("starter") else ""
+    return f"{image['description']}{starter}"
 
 
 def _catalog_table(rows: list[dict[str, Any]]) -> None:
@@ -246,7 +251,7 @@ def _show_line(line: str, *, verbose: bool) -> None:
         render.echo(f"  {line}")
 
 
-def _follow(
+def follow(
     client: Ds01Client, job: dict[str, Any], *, quiet: bool, verbose: bool
 ) -> dict[str, Any]:
     """Print the job's output as it comes (unless ``quiet``); return it once it ended."""
@@ -338,7 +343,7 @@ def _run_build(args: argparse.Namespace) -> None:
             f"runs with your limits ({_limits_text(job['limits'])})."
         )
     try:
-        job = _follow(client, job, quiet=args.json, verbose=args.verbose)
+        job = follow(client, job, quiet=args.json, verbose=args.verbose)
     except KeyboardInterrupt:
         try:
             client.request("DELETE", _job_path("build", job["id"]))
@@ -363,7 +368,7 @@ def _run_pull(args: argparse.Namespace) -> None:
     if not args.json:
         render.echo(f"Pulling {job['image']} as pull {job['id']}…")
     try:
-        job = _follow(client, job, quiet=args.json, verbose=True)
+        job = follow(client, job, quiet=args.json, verbose=True)
     except KeyboardInterrupt:
         render.echo(
             f"\nThe pull goes on in ds01d; `image-list` shows {job['image']} once it is here.",

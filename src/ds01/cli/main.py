@@ -223,6 +223,8 @@ def _run_create(args: argparse.Namespace) -> None:
     render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
     if info["ports"] and args.start:
         render.echo(f"  Ports: {_ports_text(info['ports'])}")
+    if info.get("jupyter_url"):
+        render.echo(f"  JupyterLab: {info['jupyter_url']}")
     if not args.start:
         render.echo(f"  Start it: container-start {info['name']}")
 
@@ -279,6 +281,8 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
             render.ok(f"{past} {info['name']}.")
             if verb == "start" and info.get("ports"):
                 render.echo(f"  Ports: {_ports_text(info['ports'])}")
+            if verb == "start" and info.get("jupyter_url"):
+                render.echo(f"  JupyterLab: {info['jupyter_url']}")
 
     return Command(
         ("container", verb),
@@ -341,6 +345,9 @@ def _run_list(args: argparse.Namespace) -> None:
     for r in rows:
         if r.get("stop_at") or r.get("exempt_until"):
             render.echo(f"{r['name']}: {r['stop_reason']}")
+    for r in rows:
+        if r.get("jupyter_url"):
+            render.echo(f"{r['name']}: JupyterLab at {r['jupyter_url']}")
     if any(r.get("oom_kills") for r in rows):
         render.echo(
             "OOM kill: the kernel killed a process for lack of memory (`--json` shows when and "
@@ -904,6 +911,34 @@ COMMANDS: tuple[Command, ...] = (
         lambda parser: __import__("ds01.cli.project", fromlist=["project"]).configure(parser),
         lambda args: __import__("ds01.cli.project", fromlist=["project"]).run(args),
     ),
+    Command(
+        ("project", "launch"),
+        "project-launch",
+        "Build a project's image if needed and deploy it, the project at /workspace.",
+        "Build the image named in DIR/pyproject.toml's [tool.ds01] (through ds01d, as\n"
+        "image-build does) unless it exists, then deploy a container from it with DIR mounted\n"
+        "at /workspace and the project's GPUs: created, started and opened.\n\n"
+        "examples:\n"
+        "  project-launch ~/workspace/thesis\n"
+        "  project-launch . --mig 1g.10gb --background",
+        lambda parser: __import__("ds01.cli.project", fromlist=["project"]).configure_launch(
+            parser
+        ),
+        lambda args: __import__("ds01.cli.project", fromlist=["project"]).run_launch(args),
+    ),
+    Command(
+        ("user", "setup"),
+        "user-setup",
+        "Set up your account: workspace, SSH, VS Code and a JupyterLab to start with.",
+        "Set up your account (safe to re-run): ~/workspace, SSH checks, files for your\n"
+        "laptop, and a starter container with JupyterLab on the smallest GPU device your\n"
+        "quota allows. Prints the JupyterLab URL with its token and the SSH tunnel.\n\n"
+        "examples:\n"
+        "  user-setup\n"
+        "  user-setup --yes --add-ssh-key ~/laptop-key.pub --host gpu1.lab.example.org",
+        lambda parser: __import__("ds01.cli.user_setup", fromlist=["x"]).configure(parser),
+        lambda args: __import__("ds01.cli.user_setup", fromlist=["x"]).run(args),
+    ),
 )
 
 GROUP_HELP = {
@@ -914,7 +949,8 @@ GROUP_HELP = {
     "admin": "administration (admins)",
     "maintenance": "the lifecycle loop on demand (admins)",
     "audit": "the tamper-evident event log (admins)",
-    "project": "your projects: scaffold one",
+    "project": "your projects: scaffold one, launch it",
+    "user": "your account: set it up",
 }
 
 

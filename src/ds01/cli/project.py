@@ -1,4 +1,5 @@
-"""``project-init``: scaffold a project on the user's own account, no daemon involved.
+"""``project-init`` (scaffold a project on the user's own account, no daemon involved) and
+``project-launch`` (build its image through ds01d if needed, then deploy it).
 
 What is written comes from ``ds01.core.scaffold`` (pure); this module checks the target,
 writes the files and runs ``git init``. The ``ds01`` parser is built at every start and
@@ -9,10 +10,14 @@ calls :func:`configure`, so this module imports only the standard library at mod
 from __future__ import annotations
 
 import argparse
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
+
+    from ds01.cli.client import Ds01Client
 
 #: The keys of ``ds01.core.scaffold.PROJECT_TYPES`` and ``ds01.core.dockerfile.FRAMEWORKS``,
 #: spelled out so that building the parser imports neither (a unit test keeps them equal).
@@ -123,3 +128,135 @@ def _git_init(target: Path) -> str:
     if result.returncode != 0:
         return f"`git init` failed ({result.stderr.strip() or result.returncode}); run it later."
     return "initialised an empty repository (nothing committed yet)."
+
+
+# -- project-launch --------------------------------------------------------------------------
+
+
+def configure_launch(p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``project-launch``."""
+    p.add_argument("dir", metavar="DIR", nargs="?", default=".", help="the project [.]")
+    p.add_argument("--name", metavar="NAME", help="container name [the project's]")
+    gpus = p.add_mutually_exclusive_group()
+    gpus.add_argument("--gpus", type=_gpus, help="whole GPUs [the project's gpus]")
+    gpus.add_argument("--mig", metavar="PROFILE", help="a MIG slice instead, e.g. 1g.10gb")
+    p.add_argument("--rebuild", action="store_true", help="build the image even if it exists")
+    p.add_argument("--background", "-b", action="store_true", help="do not open a terminal")
+    p.add_argument(
+        "--no-wait", action="store_true", help="fail (exit 3) instead of queueing for GPUs"
+    )
+    p.add_argument("--json", action="store_true", help="print the container as JSON")
+
+
+def run_launch(args: argparse.Namespace) -> None:
+    """Build the project's image if needed, then deploy it with the project at /workspace."""
+    import os
+    import pwd
+    from pathlib import Path
+
+    from ds01.cli import images, main, render
+    from ds01.cli.client import Ds01Client
+    from ds01.errors import Ds01Error
+
+    project = Path(os.path.abspath(os.path.expanduser(args.dir)))
+    settings = read_project_settings(project)
+    reference = settings["image"]
+    me = pwd.getpwuid(os.getuid()).pw_name
+    repository, _, tag = reference.rpartition(":")
+    namespace, _, image_name = repository.partition("/")
+    if namespace != me or not image_name or not tag:
+        raise _invalid(
+            f"[tool.ds01] image = {reference!r} in {project / 'pyproject.toml'} is not an "
+            f"image of yours: it must read '{me}/NAME:TAG' (ds01 tags your builds there)."
+        )
+    client = Ds01Client()
+    own = {i["name"] for i in client.request("GET", "/v1/images") if i.get("own")}
+    if args.rebuild or reference not in own:
+        if not (project / "Dockerfile").is_file():
+            raise _invalid(f"No Dockerfile in {project}: nothing to build {reference} from.")
+        body = {"name": image_name, "context": str(project), "dockerfile": "Dockerfile",
+                "tag": tag, "pull": False, "no_cache": False}  # fmt: skip
+        job = client.request("POST", "/v1/images/builds", body=body)
+        if not args.json:
+            render.echo(f"Building {job['image']} from {project} (build {job['id']}).")
+        job = images.follow(client, job, quiet=args.json, verbose=False)
+        if job["state"] != "succeeded":
+            raise Ds01Error(job["message"] or f"The build {job['state']}.")
+        if not args.json:
+            render.ok(job["message"])
+    elif not args.json:
+        render.echo(f"Image {reference} is built already (--rebuild builds it again).")
+    name = args.name or project.name
+    existing = next((c for c in client.request("GET", "/v1/containers") if c["name"] == name), None)
+    if existing is not None:
+        _relaunch(client, existing, reference, args)
+        return
+    argv = [name, "--image", reference, "--workspace", str(project)]
+    if args.mig:
+        argv += ["--mig", args.mig]
+    else:
+        argv += ["--gpus", str(args.gpus if args.gpus is not None else settings["gpus"])]
+    argv += [flag for flag, on in (("--background", args.background), ("--no-wait",
+             args.no_wait), ("--json", args.json)) if on]  # fmt: skip
+    deploy = next(c for c in main.COMMANDS if c.alias == "container-deploy")
+    deploy.run(main.command_parser("project-launch", deploy).parse_args(argv))
+
+
+def _relaunch(
+    client: Ds01Client, container: dict[str, Any], reference: str, args: argparse.Namespace
+) -> None:
+    """The project's container exists: start it if needed, then open it (or just say so)."""
+    from ds01.cli import render, terminal
+
+    name = container["name"]
+    if container["image"] != reference and not args.json:
+        render.echo(
+            f"Container {name} exists, from {container['image']}; it is used as it is "
+            f"(`container-retire {name}` first for one from {reference})."
+        )
+    if args.background or args.json:
+        if container["status"] != "running":
+            container = client.request("POST", client.container_path(name, "start"))
+        if args.json:
+            render.emit_json(container)
+            return
+        render.ok(f"{name} is running.")
+        if container.get("jupyter_url"):
+            render.echo(f"  JupyterLab: {container['jupyter_url']}")
+        render.echo(f"  Open a terminal in it: container-open {name}")
+        return
+    raise SystemExit(terminal.run(name, [], None))
+
+
+def read_project_settings(project: Path) -> dict[str, Any]:
+    """``[tool.ds01]`` of ``project/pyproject.toml``: ``image`` (str) and ``gpus`` (int)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    path = project / "pyproject.toml"
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise _invalid(
+            f"{project} is not a ds01 project: no pyproject.toml (`project-init NAME` makes one)."
+        ) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise _invalid(f"Cannot read {path}: {exc}") from None
+    section = document.get("tool", {}).get("ds01")
+    if not isinstance(section, dict):
+        raise _invalid(f"{path} has no [tool.ds01] section (`project-init` writes one).")
+    image, gpus = section.get("image"), section.get("gpus", 0)
+    if not isinstance(image, str) or not image:
+        raise _invalid(f"[tool.ds01] in {path} needs image = 'USER/NAME:TAG'.")
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
+        raise _invalid(f"[tool.ds01] gpus in {path} must be a whole number from 0 to 64.")
+    return {"image": image, "gpus": gpus}
+
+
+def _invalid(message: str) -> Exception:
+    from ds01.errors import InvalidInput
+
+    return InvalidInput(message)

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 _CHUNK = 65536
 
 
+#: What a terminal sends for end of input (Ctrl-D).
+EOF_KEY = b"\x04"
+
+
 def _window_size() -> tuple[int, int]:
     """(rows, columns) of our terminal; 24 x 80 when unknown (a new pty reports 0 x 0)."""
     try:
@@ -144,9 +148,12 @@ def _relay(sock: socket.socket, stdin: int, stdout: int) -> None:
             data = os.read(stdin, _CHUNK)
             if data:
                 sock.sendall(data)
-            else:  # end of our input: the program sees it, and ends when it likes
+            else:
+                # End of our input (a script, `< /dev/null`): tell the program as a terminal
+                # does, with Ctrl-D. Closing our side instead would hang up the terminal and
+                # kill the program before it has finished.
                 sources.remove(stdin)
-                sock.shutdown(socket.SHUT_WR)
+                sock.sendall(EOF_KEY)
 
 
 __all__ = ["connect", "run"]

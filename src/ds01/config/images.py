@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ds01.core.names import is_image_reference, with_default_tag
 
@@ -46,6 +46,14 @@ class ImageEntry(BaseModel):
         default=(),
         strict=False,
         description="GPU architectures the image is built for (AIME: CUDA_ADA, CUDA_AMPERE, …).",
+    )
+    jupyter_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The port its command serves JupyterLab on: ds01 publishes it on "
+        "127.0.0.1 and gives each container a token (images labelled ds01.jupyter.port need "
+        "no entry).",
     )
 
     @field_validator("name")
@@ -87,6 +95,11 @@ class ImagesConfig(BaseModel):
         description="AIME ml_images.repo files whose rows become registry entries (a path or "
         "a list; relative to the directory of images.yaml).",
     )
+    starter: str | None = Field(
+        default=None,
+        description="The entry `user-setup` starts as a user's first container: an image "
+        "that serves JupyterLab (jupyter_port or the ds01.jupyter.port label).",
+    )
     # Entries read from the import_aime files, with where each came from ("file:line").
     _imported: tuple[tuple[ImageEntry, str], ...] = PrivateAttr(default=())
 
@@ -120,6 +133,12 @@ class ImagesConfig(BaseModel):
                 )
             first_index[entry.name] = index
         return images
+
+    @model_validator(mode="after")
+    def _starter_is_an_entry(self) -> ImagesConfig:
+        if self.starter is not None and all(e.name != self.starter for e in self.images):
+            raise ValueError(f"starter {self.starter!r} is not the name of an entry of images:")
+        return self
 
     @field_validator("allow")
     @classmethod

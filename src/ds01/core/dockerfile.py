@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ds01.runtime.labels import JUPYTER_PORT as JUPYTER_PORT_LABEL  # a constant, no I/O
+
 Framework = Literal["pytorch", "tensorflow", "python"]
 
 
@@ -201,12 +203,12 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         lines += _phase(
             2,
             "Jupyter",
-            "JupyterLab serves notebooks on port 8888. Publish it when you create the",
-            f"container (`container-create … --port {JUPYTER_PORT}`) and reach it through an SSH",
-            "tunnel; keep the token on: other users of this machine can reach 127.0.0.1 too.",
+            "JupyterLab serves notebooks on port 8888. The label tells ds01 so: it publishes",
+            "the port on this machine's 127.0.0.1 and gives each container a token of its own",
+            "(`container-list` shows the URL); reach it from your laptop through an SSH tunnel.",
         )
         lines += _install(JUPYTER_PACKAGES)
-        lines.append(f"EXPOSE {JUPYTER_PORT}")
+        lines += [f"EXPOSE {JUPYTER_PORT}", f'LABEL {JUPYTER_PORT_LABEL}="{JUPYTER_PORT}"']
     if spec.data_science:
         lines += _phase(
             3,

@@ -246,15 +246,19 @@ def build_step(line: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def foreign_labels(labels: dict[str, str], owner_key: str, owner: str) -> list[str]:
+def foreign_labels(
+    labels: dict[str, str], owner_key: str, owner: str, declared: frozenset[str] = frozenset()
+) -> list[str]:
     """Label keys under ``ds01.`` that a user's image may not carry: every one but
-    ``owner_key`` with the value ``owner``. An empty value claims nothing (Docker cannot
+    ``owner_key`` with the value ``owner`` and the ``declared`` keys, which describe the
+    image (what it serves) and grant nothing. An empty value claims nothing (Docker cannot
     delete a label, only empty it: a container kept as an image has its labels emptied)."""
     return sorted(
         key
         for key, value in labels.items()
         if key.startswith(RESERVED_LABEL_PREFIX)
         and value
+        and key not in declared
         and not (key == owner_key and value == owner)
     )
 

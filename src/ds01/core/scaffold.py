@@ -283,11 +283,16 @@ pyproject.toml       the package, and [tool.ds01]: type, framework, image, GPUs
 ## Working on ds01
 
 The project's image is `{spec.image}`, built from `Dockerfile` (its header says how).
-Once it is built, a container for the project, with JupyterLab's port:
+One command builds it (the first time, or with `--rebuild`) and starts a container with
+this directory at `/workspace` and a terminal in it; `container-list` shows JupyterLab's
+URL:
 
 ```
-container-create {spec.name} --image {spec.image}{gpu_flag} --port 8888 --start
+project-launch .      # from this directory
 ```
+
+By hand: `image-build {spec.name} --context .`, then
+`container-deploy {spec.name} --image {spec.image}{gpu_flag} --workspace .`.
 
 Keep the project under `~/workspace`, which every container sees as `/workspace`. Data,
 checkpoints and outputs stay out of git (`.gitignore`); code, configs and notebooks go in.

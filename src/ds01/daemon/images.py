@@ -68,6 +68,9 @@ from ds01.runtime.cgroups import user_slice_path
 from ds01.runtime.docker import BuildLimits
 
 log = logging.getLogger(__name__)
+#: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
+#: with a token of its own) and grant nothing.
+IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT})
 
 #: Largest build context ds01d accepts (the archive of the directory).
 MAX_CONTEXT_BYTES = 4 * 1024**3
@@ -119,6 +122,7 @@ def listing(
                     present=is_present,
                     source=registry.source_of(entry),
                     architectures=list(entry.architectures),
+                    starter=entry.name == registry.starter,
                 )
             )
     if catalog:
@@ -515,7 +519,7 @@ def _tag_built(service: Ds01Service, caller: Caller, plan: _BuildPlan, image_id:
     image = runtime.local_image(image_id)
     if image is None:
         raise NotFound(f"The built image {image_id[:19]} vanished before it could be tagged.")
-    foreign = foreign_labels(image.labels, L.IMAGE_OWNER, caller.name)
+    foreign = foreign_labels(image.labels, L.IMAGE_OWNER, caller.name, IMAGE_DECLARED_LABELS)
     if foreign or image.owner() != caller.name:
         runtime.remove_image(image_id)
         raise PermissionDenied(

@@ -114,6 +114,10 @@ class ContainerInfo(_Model):
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."
     )
+    jupyter_url: str | None = Field(
+        default=None,
+        description="Its JupyterLab with the token (running containers of Jupyter images).",
+    )
     oom_kills: int = Field(
         default=0, description="Processes the kernel killed for lack of memory in it."
     )
@@ -183,6 +187,9 @@ class ImageInfo(_Model):
     version: str | None
     present: bool
     own: bool = Field(default=False, description="An image built for you (`image-build`).")
+    starter: bool = Field(
+        default=False, description="The image `user-setup` starts (serves JupyterLab)."
+    )
     source: str | None = Field(
         default=None,
         description="Where a registry entry comes from: 'images.yaml' or 'aime:FILE:LINE'.",

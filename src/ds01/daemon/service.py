@@ -24,6 +24,8 @@ import grp
 import logging
 import os
 import re
+import secrets
+import socket
 import stat
 import threading
 import time
@@ -96,6 +98,7 @@ from ds01.runtime.docker import (
     ContainerRecord,
     ContainerSpec,
     DockerRuntime,
+    LocalImage,
     PortBinding,
     ports_label,
     requested_ports,
@@ -110,6 +113,10 @@ DEFAULT_SLICE_GROUP = "users"  # cgroup slice group of users in no configured gr
 STOP_TIMEOUT_SECONDS = 10
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker's minimum memory limit
 MAX_PATH_LENGTH = 4096
+JUPYTER_TOKEN_BYTES = 24  # 48 hex digits: other users of the machine can reach 127.0.0.1
+#: Host ports for JupyterLab, on 127.0.0.1: below Linux's ephemeral range (32768 and up), so
+#: ports Docker or clients pick never take one.
+JUPYTER_HOST_PORTS = range(20000, 30000)
 DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")  # a Docker id or its (12+ digit) prefix
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
 AGGREGATE_ACTION = "resource.aggregate"
@@ -139,6 +146,23 @@ def published_port(binding: PortBinding) -> api.PublishedPort:
     )
 
 
+def jupyter_port_of(labels: dict[str, str]) -> int | None:
+    """The container port an image's JupyterLab listens on (``ds01.jupyter.port``), if any."""
+    text = labels.get(L.JUPYTER_PORT, "")
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def jupyter_url(record: ContainerRecord) -> str | None:
+    """The URL, token included, of a running container's JupyterLab (on 127.0.0.1)."""
+    port, token = jupyter_port_of(record.labels), record.labels.get(L.JUPYTER_TOKEN)
+    if port is None or not token or record.status != "running":
+        return None
+    for binding in record.ports:
+        if binding.container_port == port and binding.host_port is not None:
+            return f"http://{binding.host_ip}:{binding.host_port}/lab?token={token}"
+    return None
+
+
 def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.ContainerInfo:
     info = api.ContainerInfo(
         name=record.name,
@@ -150,6 +174,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
         ports=[published_port(p) for p in record.ports],
+        jupyter_url=jupyter_url(record),
     )
     if oom is None or not oom.oom_kills:
         return info
@@ -294,6 +319,16 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class ResolvedImage:
+    """An image a user may run, as a create uses it."""
+
+    reference: str
+    framework: str
+    local: LocalImage
+    jupyter_port: int | None  # from its registry entry or its ds01.jupyter.port label
+
+
+@dataclass(frozen=True)
 class PreparedCreate:
     """A validated create request with everything resolved that needs no lock."""
 
@@ -315,6 +350,8 @@ class PreparedCreate:
     ports: tuple[tuple[int, int | None], ...]
     interface: str
     kept_image: str | None = None  # set when re-created from a commit of its old self
+    jupyter_port: int | None = None  # the container port its JupyterLab listens on
+    jupyter_token: str | None = None
 
 
 class Ds01Service:
@@ -721,7 +758,11 @@ class Ds01Service:
         config = self.config()
         name = validate_container_name(request.name)
         gpu_request = GpuRequest(whole_gpus=request.gpus, mig_profiles=tuple(request.mig))
-        image_ref, framework, image_command = self._resolve_image(config, request.image, owner.name)
+        image = self._resolve_image(config, request.image, owner.name)
+        ports = _requested_ports(request.ports)
+        jupyter_port = image.jupyter_port
+        if jupyter_port is not None and jupyter_port not in (c for c, _ in ports):
+            ports += ((jupyter_port, None),)  # on 127.0.0.1, a free port Docker picks
         limits = self.limits_for(owner)
         aggregate = self.aggregate_for(owner)
         resources = _resources(limits, request, self.engine.cpus, aggregate)
@@ -735,16 +776,18 @@ class Ds01Service:
             gpu_request=gpu_request,
             quota=limits.gpu_quota(),
             priority=int(limits.priority or 0),
-            image_ref=image_ref,
+            image_ref=image.reference,
             requested_image=request.image,
-            framework=framework,
-            image_command=image_command,
+            framework=image.framework,
+            image_command=image.local.command,
             resources=resources,
             aggregate=aggregate,
             workspace=workspace,
             data=data,
-            ports=_requested_ports(request.ports),
+            ports=ports,
             interface=request.interface,
+            jupyter_port=jupyter_port,
+            jupyter_token=None if jupyter_port is None else secrets.token_hex(JUPYTER_TOKEN_BYTES),
         )
 
     def admit(
@@ -793,6 +836,7 @@ class Ds01Service:
         A queued request passes ``False``: its queue id as ``request_id`` plays that role.
         ``actor``: who the events name as the doer (default: the owner).
         """
+        prepared = self._with_jupyter_host_port(prepared)
         owner, resources = prepared.owner, prepared.resources
         resource = f"container/{prepared.docker_name}"
         doer = actor or owner.name
@@ -851,6 +895,26 @@ class Ds01Service:
                 api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
                 for c, h in prepared.ports
             ],
+        )
+
+    def _with_jupyter_host_port(self, prepared: PreparedCreate) -> PreparedCreate:
+        """``prepared`` with a fixed host port for its JupyterLab, when it serves one.
+
+        A fixed port (not Docker's pick at each start) keeps the URL, bookmarks and SSH
+        tunnels valid across restarts. Under the allocation lock: the lowest port of
+        ``JUPYTER_HOST_PORTS`` that no ds01 container has and nothing listens on.
+        """
+        port = prepared.jupyter_port
+        if port is None or dict(prepared.ports).get(port) is not None:
+            return prepared
+        taken = {b.host_port for r in self.records() for b in r.ports if b.host_port}
+        for candidate in JUPYTER_HOST_PORTS:
+            if candidate not in taken and _port_is_free(candidate):
+                ports = tuple((c, candidate if c == port else h) for c, h in prepared.ports)
+                return replace(prepared, ports=ports)
+        raise NoCapacity(
+            f"No free host port for JupyterLab in {JUPYTER_HOST_PORTS.start}-"
+            f"{JUPYTER_HOST_PORTS.stop - 1}; ask an admin."
         )
 
     def enqueue(
@@ -1152,6 +1216,8 @@ class Ds01Service:
             ports=requested_ports(record.labels),
             interface=record.labels.get(L.INTERFACE, "cli"),
             kept_image=image,
+            jupyter_port=jupyter_port_of(record.labels),
+            jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
         )
 
     def target_for_terminal(self, caller: Caller, name: str, user: str | None) -> ContainerRecord:
@@ -1287,7 +1353,12 @@ class Ds01Service:
                 f"{target.reference} is a registry image or not one of {record.user}'s; "
                 "keep it under another name.",
             )
-        emptied = {k: "" for k in record.labels if k.startswith((L.PREFIX, L.AIME_MLC))}
+        # What the image serves (ds01.jupyter.port) stays; what was this container's goes.
+        emptied = {
+            k: ""
+            for k in record.labels
+            if k.startswith((L.PREFIX, L.AIME_MLC)) and k != L.JUPYTER_PORT
+        }
         reference = self.runtime.commit(
             record.docker_name,
             target.repository,
@@ -1470,10 +1541,8 @@ class Ds01Service:
             + ". `container-list` shows yours."
         )
 
-    def _resolve_image(
-        self, config: Ds01Config, wanted: str, user: str
-    ) -> tuple[str, str, tuple[str, ...]]:
-        """The image reference a request names, its framework and its default command.
+    def _resolve_image(self, config: Ds01Config, wanted: str, user: str) -> ResolvedImage:
+        """The image a request names: its reference, framework, local image and Jupyter port.
 
         Allowed: a registry entry (by name or reference), a reference matching an ``allow``
         pattern, or an image labelled as built for ``user`` (``ds01.image.owner``).
@@ -1501,7 +1570,8 @@ class Ds01Service:
                 f"Image {ref!r} is not present on this machine. `image-list` shows the images "
                 "that are; ask an admin to pull or build it."
             )
-        return ref, framework, image.command
+        jupyter_port = (entry.jupyter_port if entry else None) or jupyter_port_of(image.labels)
+        return ResolvedImage(ref, framework, image, jupyter_port)
 
     def _workspace(self, user: UnixUser, requested: str | None) -> Path:
         if requested:
@@ -1557,6 +1627,8 @@ class Ds01Service:
             L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
             L.PORTS: ports_label(prepared.ports),
             L.KEPT_IMAGE: prepared.kept_image or "",
+            L.JUPYTER_PORT: "" if prepared.jupyter_port is None else str(prepared.jupyter_port),
+            L.JUPYTER_TOKEN: prepared.jupyter_token or "",
             L.AIME_MLC: owner.name,
             L.AIME_NAME: name,
             L.AIME_USER: owner.name,
@@ -1583,6 +1655,7 @@ class Ds01Service:
                 "HOME": CONTAINER_WORKSPACE,
                 "USER": owner.name,
                 "DS01_CONTAINER": name,
+                **({L.JUPYTER_TOKEN_ENV: prepared.jupyter_token} if prepared.jupyter_token else {}),
             },
             mounts=tuple(mounts),
             cgroup_parent=cgroup_parent(prepared.group, owner.name, self.engine.cgroup_driver),
@@ -1595,6 +1668,18 @@ class Ds01Service:
             stop_signal=_stop_signal(prepared.image_command),
             ports=prepared.ports,
         )
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (TCP) right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections of an earlier listener in TIME_WAIT do not make a port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((PUBLISH_HOST_IP, port))
+        except OSError:
+            return False
+    return True
 
 
 def _requested_ports(requested: list[api.PortRequest]) -> tuple[tuple[int, int | None], ...]:

@@ -27,6 +27,12 @@ PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chose
 # On an image: the user it was built for. Such an image is allowed for that user even when
 # images.yaml does not list it (only root can label images on this host).
 IMAGE_OWNER = "ds01.image.owner"
+# On an image: the container port its JupyterLab listens on. ds01 publishes that port on
+# 127.0.0.1 and gives each container a token of its own (env JUPYTER_TOKEN, which Jupyter
+# Server reads); containers inherit the label from their image.
+JUPYTER_PORT = "ds01.jupyter.port"
+JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
+JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
 
 # AIME ML Containers compatibility (DESIGN.md §2.8).
 AIME_MLC = "aime.mlc"
