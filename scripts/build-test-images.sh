@@ -5,7 +5,10 @@
 #                                 (sh, sleep, ps, top, nc, wget, dd, ...), PATH=/bin
 #   ds01-test/busybox-alt:latest  the same image under a second name, for image-policy tests
 #
-# and installs Debian's docker-registry (a local registry for the image-pull test).
+#   ds01-test/python, ds01-test/jupyter   see scripts/build-jupyter-image.sh
+#
+# and installs Debian's docker-registry (a local registry for the image-pull test) and
+# prometheus (a real Prometheus server for the exporter test; promtool for the rules).
 #
 # Idempotent: an existing image is kept unless FORCE=1. Prints the image names.
 set -euo pipefail
@@ -61,6 +64,14 @@ if ! command -v docker-registry >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends docker-registry >/dev/null 2>&1 || {
     apt-get update -qq >/dev/null 2>&1 || true
     apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  }
+fi
+
+# Debian's prometheus (and promtool): the exporter test scrapes ds01d with a real server.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   }
 fi
 

@@ -25,6 +25,8 @@ EVENTS_FILE = "events.jsonl"
 STATE_DB_FILE = "ds01.db"
 #: In the state directory: what the simulated GPU backend reports (tests and demos write it).
 SIMULATED_TELEMETRY_FILE = "simulated-telemetry.json"
+#: In the state directory: the simulated GPUs' MIG layouts as `ds01 admin mig apply` left them.
+SIMULATED_MIG_FILE = "simulated-mig.json"
 
 
 def pick(flag: str | None, env: str, default: str) -> str:

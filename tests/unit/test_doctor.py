@@ -1,17 +1,25 @@
 from __future__ import annotations
 
 import os
+import socket
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ds01.daemon.doctor import (
     Finding,
     check_admin_group,
+    check_api_socket,
+    check_cgroups,
     check_config,
+    check_docker_engine,
     check_docker_group,
     check_docker_socket,
+    check_lifecycle,
+    check_nvidia_toolkit,
     exit_code,
     run_checks,
 )
+from ds01.errors import DockerUnavailable
 
 
 def test_docker_group_members_other_than_root_are_critical() -> None:
@@ -56,3 +64,74 @@ def test_a_crashing_check_becomes_a_warning_and_levels_give_the_exit_code() -> N
     assert exit_code(findings[:1]) == 0
     assert exit_code(findings) == 1
     assert exit_code([*findings, Finding("c", "critical", "bad")]) == 2
+
+
+# --- the engine, cgroups, the toolkit, the loop, the socket -----------------------------------
+
+
+class _Cgroups:
+    """What the checks read of a CgroupManager."""
+
+    def __init__(self, version: str | None, driver: str = "cgroupfs") -> None:
+        self.version, self.driver, self.root = version, driver, Path("/sys/fs/cgroup")
+
+
+def test_a_docker_engine_that_does_not_answer_is_critical_at_once() -> None:
+    def down() -> dict[str, object]:
+        raise DockerUnavailable("asking the Docker engine for its info: connection refused")
+
+    finding, info = check_docker_engine(down)
+    assert finding.level == "critical"
+    assert finding.check == "docker"
+    assert "does not answer" in finding.message and "connection refused" in finding.message
+    assert info == {}
+    up, info = check_docker_engine(lambda: {"ServerVersion": "20.10.24", "ContainersRunning": 2})
+    assert up.level == "ok" and "20.10.24" in up.message and info["ContainersRunning"] == 2
+
+
+def test_cgroup_version_and_a_changed_docker_driver() -> None:
+    info = {"CgroupDriver": "cgroupfs", "CgroupVersion": "1"}
+    assert check_cgroups(info, _Cgroups("v1")).level == "ok"  # type: ignore[arg-type]
+    changed = check_cgroups({**info, "CgroupDriver": "systemd"}, _Cgroups("v1"))  # type: ignore[arg-type]
+    assert changed.level == "critical" and "Restart ds01d" in changed.hint
+    assert check_cgroups(info, _Cgroups(None)).level == "warning"  # type: ignore[arg-type]
+    assert check_cgroups({}, _Cgroups("v2")).level == "ok"  # type: ignore[arg-type]
+
+
+def test_the_nvidia_toolkit_matters_only_with_nvml() -> None:
+    def nowhere(name: str) -> str | None:
+        return None
+
+    simulated = check_nvidia_toolkit("simulated", {}, nowhere)
+    assert simulated.level == "ok" and "not needed" in simulated.message
+    missing = check_nvidia_toolkit("nvml", {"Runtimes": {"runc": {}}}, nowhere)
+    assert missing.level == "critical" and "nvidia-ctk runtime configure" in missing.hint
+    assert check_nvidia_toolkit("nvml", {"Runtimes": {"nvidia": {}}}, nowhere).level == "ok"
+    hook = check_nvidia_toolkit(
+        "nvml", {}, lambda n: "/usr/bin/" + n if n == "nvidia-container-runtime-hook" else None
+    )
+    assert hook.level == "ok" and "/usr/bin/nvidia-container-runtime-hook" in hook.message
+
+
+def test_the_lifecycle_loop_is_late_after_three_intervals() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+    minute = timedelta(minutes=1)
+    assert check_lifecycle(now - minute, True, 60, now, now - 60 * minute).level == "ok"
+    late = check_lifecycle(now - 10 * minute, True, 60, now, now - 60 * minute)
+    assert late.level == "warning" and "10 min" in late.message
+    assert check_lifecycle(None, True, 60, now, now - 10 * timedelta(seconds=1)).level == "ok"
+    assert check_lifecycle(None, True, 60, now, now - 60 * minute).level == "warning"
+    assert check_lifecycle(None, False, 60, now, now).level == "warning"
+
+
+def test_the_api_socket_must_be_open_to_every_user(tmp_path: Path) -> None:
+    path = tmp_path / "ds01.sock"
+    assert check_api_socket(path).level == "critical"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        tmp_path.chmod(0o755)
+        path.chmod(0o666)
+        assert check_api_socket(path).level == "ok"
+        path.chmod(0o600)
+        closed = check_api_socket(path)
+        assert closed.level == "warning" and "chmod 666" in closed.hint

@@ -86,6 +86,8 @@ class FakeGpu:
     memory_used_mib: int = 0
     process_count: int = 0
     lost: bool = False  # fell off the bus: every query fails with GpuIsLost
+    power_mw: int | None = None  # None: NotSupported (as on boards without the sensor)
+    energy_mj: int | None = None  # None: NotSupported (pre-Volta)
 
 
 def _a100_mig(uuid_suffix: str, gpu_instance_id: int, profile: str, **kwargs: Any) -> FakeMig:
@@ -211,6 +213,20 @@ class FakePynvml(ModuleType):
         return [
             SimpleNamespace(pid=1000 + n, usedGpuMemory=None) for n in range(handle.process_count)
         ]
+
+    # power (milliwatts) and energy (millijoules since the driver loaded): boards only
+    power_calls: int = 0
+
+    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu | FakeMig) -> int:
+        self.power_calls += 1
+        if isinstance(handle, FakeMig) or handle.power_mw is None:
+            raise self.NVMLError_NotSupported()
+        return handle.power_mw
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu | FakeMig) -> int:
+        if isinstance(handle, FakeMig) or handle.energy_mj is None:
+            raise self.NVMLError_NotSupported()
+        return handle.energy_mj
 
     def _check_not_lost(self, handle: FakeGpu | FakeMig) -> None:
         if isinstance(handle, FakeGpu) and handle.lost:
@@ -542,6 +558,60 @@ def test_telemetry_of_whole_gpus_and_mig_instances(_scenario_a100_mixed_mig: Fak
         # NVML reports no utilisation on MIG devices.
         "MIG-3g": DeviceTelemetry(None, 512, 20096, 2),
     }
+
+
+def test_power_and_energy_of_boards_in_watts_and_joules(
+    _scenario_a100_mixed_mig: FakePynvml,
+) -> None:
+    whole, split, _ = _scenario_a100_mixed_mig.gpus
+    whole.power_mw, whole.energy_mj = 251_500, 3_600_000_123
+    split.power_mw, split.energy_mj = 90_000, 1_000
+
+    telemetry = _backend().utilization(["GPU-a100-whole", "GPU-a100-split", "MIG-3g"])
+
+    assert telemetry["GPU-a100-whole"].power_watts == 251.5
+    assert telemetry["GPU-a100-whole"].energy_joules == 3_600_000.123
+    # A GPU in MIG mode reports the board's power and energy under its own UUID ...
+    assert telemetry["GPU-a100-split"].power_watts == 90.0
+    assert telemetry["GPU-a100-split"].energy_joules == 1.0
+    # ... and its instances report none: NVML measures boards, not instances.
+    assert telemetry["MIG-3g"].power_watts is None
+    assert telemetry["MIG-3g"].energy_joules is None
+
+
+def test_power_and_energy_are_not_asked_of_mig_instances(
+    _scenario_a100_mixed_mig: FakePynvml,
+) -> None:
+    _backend().utilization(["MIG-3g", "MIG-2g"])
+
+    assert _scenario_a100_mixed_mig.power_calls == 0
+
+
+@pytest.mark.parametrize("error", ["NVMLError_NotSupported", "NVMLError_NoPermission"])
+def test_unreadable_power_and_energy_read_as_unavailable_not_zero(
+    _scenario_a100_mixed_mig: FakePynvml, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    def refuse(*_: object) -> None:
+        raise getattr(FakePynvml, error)()
+
+    monkeypatch.setattr(_scenario_a100_mixed_mig, "nvmlDeviceGetPowerUsage", refuse)
+    monkeypatch.setattr(_scenario_a100_mixed_mig, "nvmlDeviceGetTotalEnergyConsumption", refuse)
+
+    telemetry = _backend().utilization(["GPU-a100-whole"])["GPU-a100-whole"]
+
+    assert (telemetry.power_watts, telemetry.energy_joules) == (None, None)
+    assert telemetry.gpu_util_percent == 37.0  # the rest is still read
+
+
+def test_bindings_without_the_energy_query_read_it_as_unavailable(
+    _scenario_a100_mixed_mig: FakePynvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scenario_a100_mixed_mig.gpus[0].power_mw = 100_000
+    monkeypatch.delattr(FakePynvml, "nvmlDeviceGetTotalEnergyConsumption")
+
+    telemetry = _backend().utilization(["GPU-a100-whole"])["GPU-a100-whole"]
+
+    assert (telemetry.power_watts, telemetry.energy_joules) == (100.0, None)
 
 
 def test_process_query_mismatch_reads_as_unavailable_and_is_logged_once(

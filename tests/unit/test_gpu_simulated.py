@@ -264,6 +264,52 @@ def test_telemetry_file_sets_values_per_device_and_is_read_on_each_call(
     assert second[whole.uuid] == DeviceTelemetry(0.0, 0, 40960, None)
 
 
+def test_power_and_energy_are_unknown_unless_the_file_gives_them(telemetry_file: Path) -> None:
+    backend = SimulatedBackend(GpuConfig(), telemetry_file=telemetry_file)
+    first, second = backend.inventory().devices[:2]
+    write_simulated_telemetry(
+        telemetry_file, {first.uuid: {"power_watts": 251.5, "energy_joules": 3_600_000}}
+    )
+
+    telemetry = backend.utilization([first.uuid, second.uuid])
+
+    assert telemetry[first.uuid] == DeviceTelemetry(0.0, 0, 40960, 0, 251.5, 3_600_000.0)
+    assert (telemetry[second.uuid].power_watts, telemetry[second.uuid].energy_joules) == (
+        None,
+        None,
+    )
+
+
+def test_the_energy_counter_is_what_the_file_says_on_each_call(telemetry_file: Path) -> None:
+    backend = SimulatedBackend(GpuConfig(), telemetry_file=telemetry_file)
+    gpu = backend.inventory().gpus[0].uuid
+    readings = []
+    for joules in (1000.0, 4000.0, 50.0):  # grows, then drops: a driver reload
+        write_simulated_telemetry(telemetry_file, {gpu: {"energy_joules": joules}})
+        readings.append(backend.utilization([gpu])[gpu].energy_joules)
+
+    assert readings == [1000.0, 4000.0, 50.0]
+
+
+def test_a_gpu_in_mig_mode_answers_under_its_own_uuid(telemetry_file: Path) -> None:
+    backend = SimulatedBackend(GpuConfig(), telemetry_file=telemetry_file)
+    split = backend.inventory().gpus[3]
+    assert split.mig_enabled and split.uuid not in backend.inventory().by_uuid()
+    write_simulated_telemetry(telemetry_file, {split.uuid: {"power_watts": 90}})
+
+    telemetry = backend.utilization([split.uuid])
+
+    # Like NVML on a GPU in MIG mode: the board's memory and power, no utilisation.
+    assert telemetry == {split.uuid: DeviceTelemetry(None, 0, 40960, 0, 90.0, None)}
+
+
+def test_negative_power_or_energy_is_refused(telemetry_file: Path) -> None:
+    with pytest.raises(ValidationError):
+        write_simulated_telemetry(telemetry_file, {"GPU-a": {"power_watts": -1}})
+    with pytest.raises(ValidationError):
+        write_simulated_telemetry(telemetry_file, {"GPU-a": {"energy_joules": -0.5}})
+
+
 def test_telemetry_leaves_out_unknown_uuids(telemetry_file: Path) -> None:
     backend = SimulatedBackend(GpuConfig(), telemetry_file=telemetry_file)
 

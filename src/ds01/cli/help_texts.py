@@ -330,6 +330,23 @@ package to phase 4 rebuilds only phase 4. `pyproject.toml` records the project's
 framework, image name and default GPU request in its `[tool.ds01]` section, for ds01's
 commands.""",
     ),
+    "events": Concept(
+        "The audit log: what ds01 recorded",
+        """\
+Everything ds01d does is written to an **audit log**, one event per line: who acted,
+what they did (an *action* such as `container.create`, `gpu.allocate`, `cleanup.idle`
+or `auth.denied`), on what (a *resource*, such as `container/thesis`), with which
+details, and whether it succeeded, was refused or failed. Only ds01d writes it, and each
+line carries a fingerprint of the one before it, so an admin can tell if anyone edited
+or removed lines (`ds01 audit verify`).
+
+`ds01 events` shows you your part of it: what you did, and what ds01d did to your
+containers on its own: starting a request that waited in the queue, giving back the GPUs
+of a container stopped for a while, stopping an idle one. It answers questions such as
+"why was my container stopped?", "when did my queued request start?" or "why was my
+command refused?". You never see other users' events; admins see everyone's. Secrets
+such as passwords or tokens are never written to the log.""",
+    ),
     "simulation": Concept(
         "Simulating a queue policy",
         """\
@@ -360,6 +377,16 @@ def _action_is(action: str) -> Callable[[Mapping[str, str]], bool]:
         return answers.get("ACTION", "list") == action
 
     return check
+
+
+def _when(text: str) -> str:
+    """A time as ``ds01 events --since`` takes it (``ValueError`` says the forms)."""
+    from datetime import datetime, timezone
+
+    from ds01.core.event_query import parse_when
+
+    parse_when(text, datetime.now(timezone.utc))
+    return text
 
 
 #: The questions of ``container-create --guided``, shared with ``container-deploy``.
@@ -853,6 +880,50 @@ groups) and what you may do.""",
         concepts=("quotas", "containers"),
         questions=(_json_question("your identity"),),
         more=("--json",),
+    ),
+    "events": CommandHelp(
+        info="""\
+Shows the events of the audit log that concern you, oldest first: those you caused
+(creating, starting, stopping containers, refused requests) and those ds01d caused on
+your containers (starting a queued request, releasing GPUs, idle and runtime stops).
+Admins see everyone's events, or one user's with `--user USER`.
+
+- Without filters: the newest 50 events (`--limit N` for more or fewer).
+- `--action` takes an action (`container.create`), a family (`container`: every
+  `container.…` action) or a pattern (`*.denied`, `cleanup.*`); repeat it or separate
+  several with commas.
+- `--container NAME` keeps the events about one of your containers, queue events for it
+  included.
+- `--since` and `--until` take a date or time (`2026-11-28`, `2026-11-28T14:00`, in
+  your local time unless an offset is given), `today`, `yesterday`, or how long ago:
+  `90s`, `30m`, `2h`, `3d`, `1w`.
+- `--follow` shows the last 10 events, then every new one as it is written, until
+  Ctrl-C.
+- `--json` prints one JSON object per line (JSON Lines), also with `--follow`.""",
+        examples=(
+            ("ds01 events", "your newest 50 events"),
+            ("ds01 events --since 2h", "what happened in the last two hours"),
+            ("ds01 events --action cleanup --container thesis", "why thesis was stopped"),
+            ("ds01 events --action '*.denied' --since 3d", "requests refused lately"),
+            ("ds01 events --follow --json", "new events as they happen, for scripts"),
+        ),
+        concepts=("events", "idle", "queue"),
+        questions=(
+            Question(
+                "--action",
+                "Only some actions? e.g. container, cleanup, *.denied (Enter = all)",
+            ),
+            Question(
+                "--container",
+                "Only events about one of your containers? (Enter = all)",
+                choices_from="containers",
+            ),
+            Question(
+                "--since", "From when? e.g. 2h, 3d, 2026-11-28 (Enter = any time)", validate=_when
+            ),
+            Question("--follow", "Keep showing new events until Ctrl-C?", "n", yes_no=True),
+        ),
+        more=("--until", "--limit", "--user", "--json"),
     ),
     "simulate": CommandHelp(
         info="""\

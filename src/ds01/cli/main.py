@@ -20,9 +20,12 @@ import sys
 
 from ds01 import __version__
 from ds01.cli import render, tiers
+from ds01.cli.admin import ADMIN_COMMANDS
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
+from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
+from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
@@ -550,20 +553,6 @@ def _run_audit_verify(args: argparse.Namespace) -> None:
         raise SystemExit(int(ExitCode.ERROR))
 
 
-def _run_doctor(args: argparse.Namespace) -> None:
-    report = Ds01Client().request("GET", "/v1/admin/doctor")
-    if args.json:
-        render.emit_json(report)
-    else:
-        marks = {"ok": render.style("ok", "green"), "warning": render.style("WARN", "yellow")}
-        for f in report["findings"]:
-            mark = marks.get(f["level"]) or render.style("CRIT", "red", "bold")
-            render.echo(f"{mark:>4}  {f['check']}: {f['message']}")
-            if f["hint"] and f["level"] != "ok":
-                render.echo(f"      → {f['hint']}")
-    raise SystemExit(report["exit_code"])
-
-
 def _configure_exempt(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", metavar="USER", help="whose containers")
     p.add_argument("--container", "-c", metavar="NAME", help="only this container of theirs")
@@ -809,6 +798,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_limits,
     ),
     *IMAGE_COMMANDS,
+    *EVENT_COMMANDS,
     Command(
         ("config", "check"),
         None,
@@ -830,14 +820,7 @@ COMMANDS: tuple[Command, ...] = (
         _configure_audit_verify,
         _run_audit_verify,
     ),
-    Command(
-        ("admin", "doctor"),
-        None,
-        "Set-up risks: docker group members, socket, audit log, config.",
-        "Check the set-up for risks (admins). Exit 0 healthy, 1 warnings, 2 critical.",
-        _json_flag,
-        _run_doctor,
-    ),
+    *ADMIN_COMMANDS,
     Command(
         ("maintenance", "run"),
         None,
@@ -860,6 +843,7 @@ COMMANDS: tuple[Command, ...] = (
         _configure_exempt,
         _run_exempt,
     ),
+    *REPORT_COMMANDS,
     Command(
         ("admin", "exemptions"),
         None,

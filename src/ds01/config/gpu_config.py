@@ -1,11 +1,20 @@
-"""``gpu-config.yaml``: which GPU backend to use, the simulated inventory, reserved devices."""
+"""``gpu-config.yaml``: which GPU backend to use, the simulated inventory, reserved devices,
+the desired MIG layout, energy metering (grid intensity for the CO₂ figure)."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MIG_PROFILE_RE = re.compile(r"^(?P<slices>[1-7])g\.(?P<mem>\d+)gb$")
 A100_40GB = "NVIDIA A100-SXM4-40GB"
@@ -84,8 +93,64 @@ class SimulatedInventory(_Strict):
     device_node_dir: str | None = None
 
 
+class EnergyConfig(_Strict):
+    """``energy:`` in ``gpu-config.yaml``: how GPU energy is metered and turned into CO₂."""
+
+    # Grams of CO₂ emitted per kWh taken from the grid (the site's electricity mix; about
+    # 400 is a European average, look up your supplier's or your grid operator's figure).
+    grid_intensity_g_per_kwh: float = Field(default=400.0, ge=0, le=5000)
+    # How often ds01d reads the GPUs' energy counters into the energy ledger, in seconds.
+    sample_interval_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+
+
+GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F-]{8,}$")
+
+
+def _gpu_key(key: int | str) -> int | str:
+    if isinstance(key, int) and key >= 0:
+        return key
+    if isinstance(key, str) and GPU_UUID_RE.match(key):
+        return key
+    raise ValueError(f"{key!r} is not a GPU: give its index (0, 1, …) or its UUID (GPU-…)")
+
+
+def _mig_layout(value: Any) -> Any:
+    """``off`` (YAML reads it as false): a whole GPU; a non-empty list of profiles: MIG."""
+    if value is False:
+        return value
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValueError(
+            "write the instance profiles as a list, e.g. [3g.20gb, 2g.10gb], or `off` for a "
+            "whole GPU"
+        )
+    if not value:
+        raise ValueError(
+            "an empty list leaves the GPU in MIG mode with nothing to run on: write `off` "
+            "for a whole GPU"
+        )
+    for profile in value:
+        mig_profile_slices(profile)
+    return value
+
+
+#: A GPU in ``mig_layout``: its index or its UUID.
+GpuKey = Annotated[int | str, AfterValidator(_gpu_key)]
+#: A desired layout: ``False`` (written ``off``) for a whole GPU, or the instance profiles.
+MigLayout = Annotated[list[str] | Literal[False], BeforeValidator(_mig_layout)]
+
+
 class GpuConfig(_Strict):
     backend: Literal["simulated", "nvml"] = "simulated"
     simulated: SimulatedInventory = Field(default_factory=SimulatedInventory)
     # Device UUIDs (GPU-… or MIG-…) never handed out by the allocator.
     reserved: list[str] = Field(default_factory=list)
+    # The desired MIG layout per GPU (index or UUID): `off` for a whole GPU, or the
+    # instance profiles. `ds01 admin mig plan` compares it with the GPUs, `apply` makes it.
+    mig_layout: dict[GpuKey, MigLayout] = Field(default_factory=dict)
+    # GPU energy metering and the CO₂ figure (see docs/admin.md, "Metrics").
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @field_validator("mig_layout", mode="before")
+    @classmethod
+    def _no_layout(cls, value: Any) -> Any:
+        return {} if value is None else value  # `mig_layout:` with nothing under it

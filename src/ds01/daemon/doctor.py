@@ -2,11 +2,17 @@
 
 Each check returns a ``Finding``; none changes anything. The checks read the host as root
 does (NSS, the Docker socket's mode, the daemon's own state), so they run inside ds01d and
-are served to admins only.
+are served to admins only. They cover: ds01d's user, users in the docker group, the Docker
+socket's mode, whether the Docker engine answers (asked with a short timeout, so a stopped
+or hung engine is reported in seconds), the cgroup version and Docker's cgroup driver, the
+NVIDIA Container Toolkit (with the NVML backend only), the admin group, the configuration
+on disk, the API socket, the audit log, the GPUs, and how long ago the lifecycle loop last
+finished a pass.
 
 Levels: ``ok``; ``warning`` (ds01 works, but something weakens it); ``critical`` (a user can
 bypass ds01, or ds01 cannot do its job). The command exits 0 when every finding is ok,
-1 with warnings, 2 with anything critical.
+1 with warnings, 2 with anything critical. When ds01d itself does not answer, the CLI says
+so (critical) and runs the checks it can without it (``local_findings``).
 """
 
 from __future__ import annotations
@@ -14,23 +20,33 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ds01.config.loader import load_config
+from ds01.core.units import format_duration
 from ds01.daemon.schemas import DoctorFinding, DoctorReport
 from ds01.errors import Ds01Error, PermissionDenied
 
 if TYPE_CHECKING:
     from ds01.daemon.identity import Caller
     from ds01.daemon.service import Ds01Service
+    from ds01.runtime.cgroups import CgroupManager
 
 Level = Literal["ok", "warning", "critical"]
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 DOCKER_GROUP = "docker"
+#: Seconds the doctor waits for the Docker engine before calling it down.
+DOCKER_TIMEOUT_SECONDS = 3.0
+#: Programs of the NVIDIA Container Toolkit that Docker's ``--gpus`` needs (one suffices).
+NVIDIA_TOOLKIT_PROGRAMS = ("nvidia-container-runtime-hook", "nvidia-container-runtime")
+#: A lifecycle pass is overdue after this many intervals (plus a minute of slack).
+LIFECYCLE_OVERDUE_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,170 @@ def check_docker_socket(path: Path = DOCKER_SOCKET) -> Finding:
     return Finding(
         "docker-socket", "ok", f"{path} is not world-writable ({stat.filemode(st.st_mode)})."
     )
+
+
+def check_docker_engine(
+    probe: Callable[[], Mapping[str, Any]],
+) -> tuple[Finding, Mapping[str, Any]]:
+    """Whether the engine answers ``probe`` (its ``/info``, asked with a short timeout);
+    the info, or ``{}`` when it does not answer."""
+    try:
+        info = probe()
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        return (
+            Finding(
+                "docker",
+                "critical",
+                f"The Docker engine does not answer: {message}. ds01 can create, start or "
+                "stop no container until it does.",
+                "Start it (`systemctl start docker`, or `scripts/ensure-docker.sh`), then run "
+                "the doctor again.",
+            ),
+            {},
+        )
+    version = info.get("ServerVersion") or "?"
+    running = info.get("ContainersRunning")
+    return (
+        Finding("docker", "ok", f"The Docker engine {version} answers ({running} running)."),
+        info,
+    )
+
+
+def check_cgroups(info: Mapping[str, Any], cgroups: CgroupManager) -> Finding:
+    """The cgroup version ds01 writes totals in, and whether Docker's cgroup driver is the one
+    ds01d started with (``info``: Docker's, ``{}`` when it did not answer)."""
+    if cgroups.version is None:
+        return Finding(
+            "cgroups",
+            "warning",
+            f"No cgroup v1 memory hierarchy or cgroup v2 under {cgroups.root}: the totals of "
+            "aggregate: cannot be enforced.",
+            "Mount the cgroup file system, or start ds01d with --cgroup-root.",
+        )
+    driver = info.get("CgroupDriver")
+    engine_version = info.get("CgroupVersion")
+    if driver and driver != cgroups.driver:
+        return Finding(
+            "cgroups",
+            "critical",
+            f"Docker now uses the {driver} cgroup driver, but ds01d started with "
+            f"{cgroups.driver}: containers land under the wrong cgroup parents.",
+            "Restart ds01d (`systemctl restart ds01d`).",
+        )
+    ours = cgroups.version.removeprefix("v")
+    if engine_version and str(engine_version) != ours:
+        return Finding(
+            "cgroups",
+            "warning",
+            f"Docker reports cgroup v{engine_version}, ds01 found cgroup {cgroups.version} "
+            f"under {cgroups.root}.",
+            "Check --cgroup-root (or DS01_CGROUP_ROOT) of ds01d.",
+        )
+    return Finding(
+        "cgroups", "ok", f"cgroup {cgroups.version}, Docker's cgroup driver {cgroups.driver}."
+    )
+
+
+def check_nvidia_toolkit(
+    backend: str, info: Mapping[str, Any], which: Callable[[str], str | None] = shutil.which
+) -> Finding:
+    """With the NVML backend: whether Docker can hand GPUs to containers (the NVIDIA
+    Container Toolkit's runtime or hook). Simulated GPUs need no toolkit."""
+    if backend != "nvml":
+        return Finding(
+            "nvidia-toolkit",
+            "ok",
+            f"GPUs are {backend}: the NVIDIA Container Toolkit is not needed (containers get "
+            "stand-in device nodes).",
+        )
+    runtimes = info.get("Runtimes") or {}
+    found = [p for p in (which(name) for name in NVIDIA_TOOLKIT_PROGRAMS) if p]
+    if "nvidia" in runtimes or found:
+        where = "Docker runtime 'nvidia'" if "nvidia" in runtimes else found[0]
+        return Finding("nvidia-toolkit", "ok", f"The NVIDIA Container Toolkit is there ({where}).")
+    return Finding(
+        "nvidia-toolkit",
+        "critical",
+        "The NVIDIA Container Toolkit is missing: Docker cannot give containers GPUs.",
+        "apt-get install nvidia-container-toolkit; nvidia-ctk runtime configure "
+        "--runtime=docker; systemctl restart docker.",
+    )
+
+
+def check_lifecycle(
+    last_pass: datetime | None,
+    running: bool,
+    interval_seconds: float,
+    now: datetime,
+    started_at: datetime,
+) -> Finding:
+    """How long ago the lifecycle loop last finished a pass, against its interval."""
+    if not running:
+        return Finding(
+            "lifecycle",
+            "warning",
+            "The lifecycle loop does not run in this ds01d: idle and over-long containers "
+            "are not reclaimed.",
+        )
+    overdue = timedelta(seconds=LIFECYCLE_OVERDUE_INTERVALS * interval_seconds + 60)
+    every = f"every {format_duration(interval_seconds)}"
+    if last_pass is None:
+        age = now - started_at
+        if age <= overdue:
+            return Finding(
+                "lifecycle",
+                "ok",
+                f"No lifecycle pass has finished yet; ds01d started "
+                f"{format_duration(age.total_seconds())} ago ({every}).",
+            )
+        return Finding(
+            "lifecycle",
+            "warning",
+            f"No lifecycle pass has finished since ds01d started "
+            f"{format_duration(age.total_seconds())} ago ({every}): idle and over-long "
+            "containers are not reclaimed.",
+            "ds01d's log says why the passes fail (often: Docker does not answer).",
+        )
+    age = now - last_pass
+    ago = format_duration(max(age.total_seconds(), 0.0))
+    if age > overdue:
+        return Finding(
+            "lifecycle",
+            "warning",
+            f"The last lifecycle pass finished {ago} ago ({every}): the loop is stuck or "
+            "failing; idle and over-long containers are not reclaimed.",
+            "ds01d's log says why the passes fail (often: Docker does not answer).",
+        )
+    return Finding("lifecycle", "ok", f"The last lifecycle pass finished {ago} ago ({every}).")
+
+
+def check_api_socket(path: Path) -> Finding:
+    """ds01d's socket: there, and open to every user (who they are comes from the kernel)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return Finding(
+            "api-socket", "critical", f"ds01d's socket {path} cannot be used: {exc.strerror}."
+        )
+    if not stat.S_ISSOCK(st.st_mode):
+        return Finding("api-socket", "critical", f"{path} is not a socket.")
+    directory = path.parent.stat().st_mode
+    if not st.st_mode & stat.S_IWOTH or not directory & stat.S_IXOTH:
+        return Finding(
+            "api-socket",
+            "warning",
+            f"Users cannot reach ds01d's socket {path} (mode {stat.filemode(st.st_mode)}, "
+            f"directory {stat.filemode(directory)}).",
+            f"chmod 666 {path}; chmod 755 {path.parent} (restarting ds01d sets both).",
+        )
+    return Finding("api-socket", "ok", f"ds01d listens on {path}, open to every user.")
+
+
+def local_findings(config_dir: Path) -> list[Finding]:
+    """What the CLI can check itself when ds01d does not answer (as root: everything it
+    reads is readable then)."""
+    return run_checks([lambda: check_config(config_dir), check_docker_socket])
 
 
 def check_admin_group(name: str) -> Finding:
@@ -160,17 +340,29 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
             )
         return Finding("gpus", "warning", inventory.message or "No GPU device to allocate.")
 
-    findings = run_checks(
-        [
-            check_root,
-            lambda: check_docker_group(docker_group_members()),
-            check_docker_socket,
-            lambda: check_admin_group(config.limits.admin_group),
-            lambda: check_config(service.paths.config_dir),
-            audit_log,
-            gpus,
-        ]
+    docker, info = check_docker_engine(
+        lambda: service.runtime.probe(timeout_seconds=DOCKER_TIMEOUT_SECONDS)
     )
+    checks: list[Callable[[], Finding]] = [
+        check_root,
+        lambda: check_docker_group(docker_group_members()),
+        check_docker_socket,
+        lambda: check_cgroups(info, service.cgroups),
+        lambda: check_nvidia_toolkit(config.gpus.backend, info),
+        lambda: check_admin_group(config.limits.admin_group),
+        lambda: check_config(service.paths.config_dir),
+        lambda: check_api_socket(service.paths.socket),
+        audit_log,
+        gpus,
+        lambda: check_lifecycle(
+            service.lifecycle_last_pass,
+            service.lifecycle_pass is not None,
+            config.limits.policies.lifecycle_interval_seconds,
+            service.now(),
+            service.started_at,
+        ),
+    ]
+    findings = [docker, *run_checks(checks)]
     return DoctorReport(
         findings=[DoctorFinding(**vars(f)) for f in findings], exit_code=exit_code(findings)
     )

@@ -14,6 +14,10 @@ Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
   but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its
   devices, its kept image and its empty cgroup parent.
 
+Every pass also records each running container's GPU activity since its previous sample
+(``gpu_activity`` table: GPU-equivalent seconds with a utilisation reading, and the same
+weighted by it), the "GPU-hours used" of ``ds01 admin report``.
+
 Clocks are kept in SQLite (``lifecycle`` table), so a restarted daemon continues every
 countdown where it was. ``ds01 maintenance run [--dry-run]`` runs the same pass on demand
 and shows what it did, or would do, and why. The last pass's decisions feed
@@ -23,10 +27,11 @@ and shows what it did, or would do, and why. The last pass's decisions feed
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_policy
@@ -45,12 +50,16 @@ from ds01.core.lifecycle import (
     stopped,
     warned,
 )
+from ds01.core.report import activity_sample, hour_start, max_sample_gap
 from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
+from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.identity import UnixUser, user_by_uid
 from ds01.daemon.notify import post_webhook, write_notice
+from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service, record_parent
+from ds01.daemon.state import GpuActivity
 from ds01.errors import Ds01Error
 from ds01.events.log import utc_now
 from ds01.gpu.backend import DeviceTelemetry
@@ -66,7 +75,7 @@ class _Owner:
     limits: LimitsForContainer
 
 
-class LifecycleLoop:
+class LifecycleLoop(PeriodicPass):
     """Runs lifecycle passes in a thread of ds01d (see the module docstring).
 
     Args:
@@ -74,6 +83,9 @@ class LifecycleLoop:
         sampler: takes the samples.
         clock: the current UTC time.
     """
+
+    thread_name = "ds01-lifecycle"
+    work_name = "lifecycle pass"
 
     def __init__(
         self,
@@ -86,8 +98,8 @@ class LifecycleLoop:
         self.sampler = sampler
         self._clock = clock
         self._pass_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self._activity_hour: datetime | None = None
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -119,12 +131,54 @@ class LifecycleLoop:
             if status is not None:
                 rows.append(status)
         if not dry_run:
+            self._record_activity(records, clocks, telemetry, now)
             store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})
             store.forget_exemptions(now.isoformat(timespec="seconds"))
             service.lifecycle_status = {row.container_id: row for row in rows}
+            service.lifecycle_last_pass = now
         return api.MaintenanceReport(
             at=now.isoformat(timespec="seconds"), dry_run=dry_run, containers=rows
         )
+
+    def _record_activity(
+        self,
+        records: list[ContainerRecord],
+        clocks: dict[str, ContainerClock],
+        telemetry: dict[str, DeviceTelemetry],
+        now: datetime,
+    ) -> None:
+        """Add each running container's GPU activity since its last sample to the store
+        (``gpu_activity``: the "GPU-hours used" of ``ds01 admin report``). Fails soft."""
+        config = self.service.config().limits
+        gap = max_sample_gap(config.policies.lifecycle_interval_seconds)
+        hour = hour_start(now)
+        rows = []
+        for record in records:
+            clock = clocks.get(record.id)
+            if record.status != "running" or not record.gpus or clock is None:
+                continue
+            if not clock.running or clock.sample_at is None:
+                continue
+            seconds = (now - clock.sample_at).total_seconds()
+            if not 0 < seconds <= gap:
+                continue  # no earlier sample of this run, or ds01d was away: not measured
+            readings = [
+                telemetry[u].gpu_util_percent if u in telemetry else None for u in record.gpus
+            ]
+            sample = activity_sample(record.gpu_equivalents, readings, seconds)
+            if sample is not None:
+                rows.append(
+                    GpuActivity(record.id, record.user, record.group, hour.isoformat(), *sample)
+                )
+        store = self.service.store
+        try:
+            store.add_gpu_activity(rows)
+            if hour != self._activity_hour:  # once an hour: drop what the ledger forgot
+                self._activity_hour = hour
+                kept = USAGE_HALF_LIVES_KEPT * config.scheduler.usage_half_life_hours
+                store.forget_gpu_activity((hour - timedelta(hours=kept)).isoformat())
+        except sqlite3.Error as exc:
+            log.error("cannot record GPU activity: %s", exc)
 
     def _owner(self, record: ContainerRecord, owners: dict[int, _Owner | None]) -> _Owner | None:
         try:
@@ -266,32 +320,8 @@ class LifecycleLoop:
         if url:
             post_webhook(url, {"text": message, "user": record.user, "container": record.name})
 
-    # -- thread ----------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Run passes in a daemon thread until ``stop``."""
-        if self._thread is not None:
-            raise RuntimeError("the lifecycle loop is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="ds01-lifecycle", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_seconds: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_seconds)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_pass()
-            except Ds01Error as exc:
-                log.warning("lifecycle pass skipped: %s", exc.message)
-            except Exception:  # the next pass tries again; the daemon goes on
-                log.exception("lifecycle pass failed")
-            interval = self.service.config().limits.policies.lifecycle_interval_seconds
-            self._stop.wait(interval)
+    def interval_seconds(self) -> float:
+        return self.service.config().limits.policies.lifecycle_interval_seconds
 
 
 def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> api.LifecycleStatus:

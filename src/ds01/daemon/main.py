@@ -10,9 +10,15 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ds01 import __version__
 from ds01.errors import Ds01Error
+
+if TYPE_CHECKING:
+    from ds01.daemon.energy import EnergyMeter
+    from ds01.daemon.service import Ds01Service
+    from ds01.metrics.exporter import ListenAddress, MetricsExporter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between two passes of the GPU queue when nothing changes [5]",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Prometheus exporter address, or 'off' [$DS01_METRICS_LISTEN, 127.0.0.1:9101]",
+    )
+    parser.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        help="allow a non-loopback exporter address (the metrics name users; no "
+        "authentication) [$DS01_METRICS_ALLOW_REMOTE=1]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
@@ -55,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
+    metrics_address = _metrics_address(args)
     # Imported here so that `ds01d --help` stays fast.
     from ds01.daemon import dispatcher
+    from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
@@ -82,9 +101,12 @@ def main(argv: list[str] | None = None) -> None:
             store=StateStore(paths.state_db),
             events=EventLog(paths.events_file),
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
-            # Simulated GPUs read their utilisation from a file in the state directory.
+            # Simulated GPUs read their utilisation from a file in the state directory, and
+            # keep their MIG layouts there once `ds01 admin mig apply` changed them.
             backend_factory=lambda config: make_backend(
-                config.gpus, simulated_telemetry_file=paths.simulated_telemetry_file
+                config.gpus,
+                simulated_telemetry_file=paths.simulated_telemetry_file,
+                simulated_mig_file=paths.simulated_mig_file,
             ),
         )
         service.share_log_with_admins()
@@ -113,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         service, Sampler(service.runtime, service.cgroups, service.engine.cgroup_driver)
     )
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
+    energy = EnergyMeter(service)
+    exporter = _metrics_exporter(service, energy)
     server = Ds01HttpServer(paths.socket, service)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -126,9 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     watcher.start()
     queue.start()
     lifecycle.start()
+    energy.start()
+    _start_exporter(exporter, metrics_address)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        exporter.stop()
+        energy.stop()
         lifecycle.stop()
         queue.stop()
         watcher.stop()
@@ -136,3 +164,46 @@ def main(argv: list[str] | None = None) -> None:
         paths.socket.unlink(missing_ok=True)
         service.events.close()
         service.store.close()
+
+
+def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
+    """The exporter's address from the flags or the environment; exits on a bad one."""
+    from ds01.metrics.exporter import (
+        DEFAULT_LISTEN,
+        ENV_METRICS_ALLOW_REMOTE,
+        ENV_METRICS_LISTEN,
+        parse_listen,
+    )
+
+    text = args.metrics_listen or os.environ.get(ENV_METRICS_LISTEN) or DEFAULT_LISTEN
+    allow_remote = args.metrics_allow_remote or os.environ.get(ENV_METRICS_ALLOW_REMOTE) == "1"
+    try:
+        return parse_listen(text, allow_remote=allow_remote)
+    except Ds01Error as exc:
+        sys.exit(f"ds01d: {exc.message}")
+
+
+def _metrics_exporter(service: Ds01Service, energy: EnergyMeter) -> MetricsExporter:
+    """The exporter of ``service``: its counters listen to the event log from now on."""
+    from ds01.metrics.activity import ActivityCounters
+    from ds01.metrics.collector import Ds01Collector
+    from ds01.metrics.exporter import MetricsExporter
+    from ds01.metrics.snapshot import Snapshotter
+
+    activity = ActivityCounters()
+    service.events.subscribe(activity.observe)
+    return MetricsExporter(Ds01Collector(Snapshotter(service, activity, energy.totals).take))
+
+
+def _start_exporter(exporter: MetricsExporter, address: ListenAddress | None) -> None:
+    """Start serving metrics; a failure is logged and ds01d carries on without them."""
+    log = logging.getLogger("ds01d")
+    if address is None:
+        log.info("metrics exporter off")
+        return
+    try:
+        bound = exporter.start(address)
+    except OSError as exc:
+        log.error("metrics exporter cannot listen on %s: %s; running without it", address, exc)
+        return
+    log.info("metrics on http://%s/metrics", bound)

@@ -43,3 +43,8 @@ class DaemonPaths:
     def simulated_telemetry_file(self) -> Path:
         """Where the simulated GPU backend reads per-device utilisation (tests, demos)."""
         return self.state_dir / p.SIMULATED_TELEMETRY_FILE
+
+    @property
+    def simulated_mig_file(self) -> Path:
+        """Where the simulated GPU backend keeps the MIG changes of ``ds01 admin mig apply``."""
+        return self.state_dir / p.SIMULATED_MIG_FILE

@@ -69,8 +69,14 @@ def waiting(service: Ds01Service, caller: Caller, *, all_users: bool) -> list[ap
     """Waiting requests in queue order: the caller's own, or (admins, ``all_users``) all."""
     if all_users and not caller.is_admin:
         raise service.deny(caller, "queue/*", "Only admins may see every user's requests.")
-    now = service.now()
     entries = [e for e in service.store.queued() if all_users or e.uid == caller.uid]
+    return in_order(service, entries, service.now())
+
+
+def in_order(
+    service: Ds01Service, entries: list[QueuedRequest], now: datetime
+) -> list[api.QueueEntryInfo]:
+    """``entries`` described with their scores, in queue order (position, then age)."""
     infos = [describe(service, e, now, with_score=True) for e in entries]
     return sorted(infos, key=lambda i: (i.position or 10**9, i.submitted_at))
 
@@ -128,4 +134,4 @@ def cancel(service: Ds01Service, caller: Caller, request_id: str) -> api.QueueEn
     return describe(service, updated, now, with_score=False)
 
 
-__all__ = ["cancel", "describe", "wait_for", "waiting"]
+__all__ = ["cancel", "describe", "in_order", "wait_for", "waiting"]

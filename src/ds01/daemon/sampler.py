@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,13 +139,27 @@ class Sampler:
         backend: GpuBackend, records: Sequence[ContainerRecord]
     ) -> dict[str, DeviceTelemetry]:
         """Telemetry of every device the running ``records`` hold, in one backend call."""
-        devices = {u for r in records if r.status == "running" for u in r.gpus}
-        if not devices:
-            return {}
-        try:
-            return backend.utilization(devices)
-        except Ds01Error:
-            return {}
+        return device_telemetry(
+            backend, {u for r in records if r.status == "running" for u in r.gpus}
+        )
 
 
-__all__ = ["KEEP_ALIVE_FILE", "Sampler", "gpu_figures", "keep_alive_at", "workspace_of"]
+def device_telemetry(backend: GpuBackend, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+    """Telemetry of ``uuids`` in one backend call; ``{}`` when there are none or the backend
+    fails (observation fails soft)."""
+    if not uuids:
+        return {}
+    try:
+        return backend.utilization(uuids)
+    except Ds01Error:
+        return {}
+
+
+__all__ = [
+    "KEEP_ALIVE_FILE",
+    "Sampler",
+    "device_telemetry",
+    "gpu_figures",
+    "keep_alive_at",
+    "workspace_of",
+]

@@ -398,6 +398,90 @@ class ImageRemoved(_Model):
     message: str
 
 
+class AddUserRequest(_Model):
+    user: str = Field(min_length=1, max_length=256, description="A Unix user of this machine.")
+    group: str | None = Field(
+        default=None,
+        max_length=256,
+        description="A group defined in resource-limits.yaml to add them to (members:); "
+        "default: an entry of their own under users:.",
+    )
+    dry_run: bool = Field(default=False, description="Change nothing; tell what would be done.")
+
+
+class AddUserResult(_Model):
+    user: str
+    uid: int
+    dry_run: bool
+    config_file: str
+    config_changes: list[str] = Field(description="What changed in resource-limits.yaml.")
+    comments_kept: bool = Field(description="False: the file was written anew, comments lost.")
+    groups: list[str] = Field(description="The config groups they belong to afterwards.")
+    workspace: str | None = Field(description="Their ~/workspace; null when they have no home.")
+    cgroup_parent: str
+    actions: list[str] = Field(description="What was done (or, in a dry run, would be).")
+    notes: list[str] = Field(description="What an admin should know or do next.")
+
+
+class RemoveUserResult(_Model):
+    user: str
+    dry_run: bool
+    containers: list[str] = Field(description="Their containers, stopped and removed.")
+    freed_gpu_equivalents: float
+    cancelled_requests: list[str] = Field(description="Their queued GPU requests, cancelled.")
+    config_changes: list[str] = Field(description="What changed in resource-limits.yaml.")
+    comments_kept: bool
+    archive: str | None = Field(description="The workspace's tar.gz (root, mode 0600), if made.")
+    home: str | None = Field(description="Their home directory: never deleted.")
+    actions: list[str] = Field(description="What was done (or, in a dry run, would be).")
+    notes: list[str] = Field(description="What an admin should know or do next.")
+
+
+class MigLayoutInfo(_Model):
+    mig: bool = Field(description="MIG mode on.")
+    profiles: list[str] = Field(description="Its MIG instances' profiles.")
+    description: str = Field(description="'whole GPU', 'MIG: 3g.20gb + 2g.10gb', …")
+
+
+class MigGpuPlan(_Model):
+    key: str | None = Field(description="How mig_layout names the GPU; null: it does not.")
+    gpu_index: int | None
+    gpu_uuid: str | None
+    model: str | None
+    current: MigLayoutInfo | None
+    desired: MigLayoutInfo | None
+    status: Literal["unchanged", "apply", "held", "invalid", "unmanaged", "missing"]
+    reason: str
+    steps: list[str] = Field(description="What apply does to it, in order.")
+    holders: list[str] = Field(description="user/container of the containers holding it.")
+
+
+class MigPlan(_Model):
+    backend: str
+    gpus: list[MigGpuPlan]
+
+
+class MigApplyRequest(_Model):
+    gpus: list[int] = Field(
+        default_factory=list, max_length=64, description="Only these GPU indexes; empty: all."
+    )
+
+
+class MigGpuOutcome(_Model):
+    gpu_index: int | None
+    gpu_uuid: str | None
+    outcome: Literal["applied", "unchanged", "refused", "failed", "pending_reset", "skipped"]
+    message: str
+    done: list[str] = Field(description="The steps carried out.")
+
+
+class MigApplyResult(_Model):
+    backend: str
+    gpus: list[MigGpuOutcome]
+    complete: bool = Field(description="Every selected GPU now has its desired layout.")
+    plan: MigPlan = Field(description="The plan after the changes.")
+
+
 class RetireRequest(_Model):
     keep_as: str | None = Field(
         default=None,
@@ -410,3 +494,160 @@ class RetireRequest(_Model):
 class RetireResult(_Model):
     container: ContainerInfo
     kept_image: str | None = Field(description="The image the container was kept as.")
+
+
+class OverviewHolder(_Model):
+    user: str
+    container: str | None = Field(
+        description="The holding container's name; null when it is another user's and the "
+        "caller is not an admin (other users' container names are theirs)."
+    )
+
+
+class OverviewDevice(_Model):
+    uuid: str
+    label: str = Field(description="Short name: '2' for GPU 2, '3:1g.5gb#4' for a MIG instance.")
+    kind: Literal["gpu", "mig"]
+    profile: str | None
+    gpu_index: int
+    model: str
+    memory_mib: int
+    gpu_equivalents: float
+    reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
+    held_for_queue: bool = Field(description="Free, but kept for the head of the GPU queue.")
+    holder: OverviewHolder | None
+    utilization_percent: float | None = Field(
+        description="GPU utilisation now; null where the backend cannot tell (MIG instances)."
+    )
+    memory_used_mib: int | None
+    process_count: int | None
+
+
+class OverviewTotals(_Model):
+    devices: int
+    devices_allocated: int
+    gpu_equivalents: float
+    gpu_equivalents_allocated: float
+    containers: int = Field(description="ds01 containers on the machine, everyone's.")
+    containers_running: int
+    queued_requests: int = Field(description="Requests waiting in the GPU queue, everyone's.")
+    queued_gpu_equivalents: float = Field(
+        description="The least GPU-equivalents those requests need (demand)."
+    )
+
+
+class OverviewContainer(ContainerInfo):
+    gpu_utilization_percent: float | None = Field(
+        default=None, description="Its busiest device's utilisation now (running ones)."
+    )
+    gpu_memory_used_mib: int | None = Field(
+        default=None, description="Device memory in use over its devices now (running ones)."
+    )
+
+
+class OverviewUser(_Model):
+    user: str
+    gpu_equivalents: float
+    gpu_limit: float | None = Field(description="null: unlimited; absent limits: null too.")
+    containers: int
+    max_containers: int | None
+    running: int
+    queued: int = Field(description="Requests of theirs waiting in the GPU queue.")
+    memory_bytes: int | None = Field(description="Memory their containers use now (cgroup).")
+    memory_committed_bytes: int | None = Field(
+        description="Memory limits of their containers that are not stopped; null when one "
+        "has no limit."
+    )
+    memory_limit_bytes: int | None = Field(
+        description="Their memory total (aggregate.memory_limit); null: none."
+    )
+
+
+class Overview(_Model):
+    """Everything ``ds01-dashboard`` shows, in one answer: the machine's devices with their
+    telemetry, totals, and the containers, queue entries and per-user usage the caller may
+    see (admins: everyone's; a user: their own, and every device with its holder's user
+    name only)."""
+
+    at: str = Field(description="When it was taken (UTC).")
+    user: str = Field(description="Who asked.")
+    is_admin: bool
+    scope: Literal["all", "own"] = Field(
+        description="'all': every user's containers, queue and usage (admins); 'own': the "
+        "caller's only."
+    )
+    backend: str
+    message: str | None
+    totals: OverviewTotals
+    devices: list[OverviewDevice]
+    unusable: list[UnusableGpu]
+    containers: list[OverviewContainer]
+    queue: list[QueueEntryInfo]
+    users: list[OverviewUser]
+
+
+class EventRecord(BaseModel):
+    """One event of the audit log as ``GET /v1/events`` returns it (the chain's ``prev``
+    hash left out: ``ds01 audit verify`` checks the chain)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seq: int | None = Field(default=None, description="The event's number in the log.")
+    ts: str
+    user: str = Field(description="Who acted (`ds01d`: the daemon itself).")
+    action: str
+    resource: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    outcome: str
+
+
+class EventsPage(_Model):
+    """Events selected by a query, oldest first."""
+
+    events: list[EventRecord]
+    last_seq: int | None = Field(
+        description="Ask with after_seq= this number to get only later events (the newest "
+        "event looked at, matching or not); null while the log is empty."
+    )
+
+
+class ReportQueueWaits(_Model):
+    count: int = Field(description="Queued requests that started in the window.")
+    mean_seconds: float | None
+    max_seconds: float | None
+
+
+class ReportRow(_Model):
+    """One user's, one group's or everyone's figures over a report's window."""
+
+    name: str = Field(description="The user, the group, or `total`.")
+    group: str | None = Field(default=None, description="The user's group (user rows).")
+    gpu_hours_allocated: float = Field(
+        description="GPU-equivalent hours held (usage ledger), clipped to the window."
+    )
+    gpu_hours_measured: float = Field(
+        description="Of those, hours with a utilisation reading of the devices held."
+    )
+    gpu_hours_used: float = Field(
+        description="Measured hours weighted by the measured utilisation (busy GPU-hours)."
+    )
+    utilization_percent: float | None = Field(description="used / measured; null without readings.")
+    containers_created: int
+    idle_reclaims: int = Field(description="Stops by the lifecycle loop for idleness.")
+    runtime_stops: int = Field(description="Stops by the lifecycle loop at the runtime limit.")
+    queue_waits: ReportQueueWaits
+    energy_kwh: float | None = Field(description="null: energy is not recorded.")
+    co2_kg: float | None = Field(description="null: energy or grid intensity unknown.")
+
+
+class UsageReport(_Model):
+    """``ds01 admin report``: usage per user and per group over a window."""
+
+    start: str = Field(description="The window's start (UTC, included).")
+    end: str = Field(description="The window's end (UTC, excluded).")
+    generated_at: str
+    co2_g_per_kwh: float | None = Field(description="Grid intensity used for CO2.")
+    users: list[ReportRow]
+    groups: list[ReportRow]
+    total: ReportRow
+    notes: list[str] = Field(description="What the figures rest on, and their limits.")

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
-from ds01.daemon import exemptions, images, queue_view
+from ds01.daemon import admin, events_view, exemptions, images, queue_view, report_view
 from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
+from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.terminal import Session, Terminals, relay
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
@@ -258,6 +259,15 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/overview",
+        "The dashboard's view in one answer: every device with its telemetry, totals, and "
+        "the containers, queue entries and usage against quota the caller may see (admins: "
+        "everyone's; users: their own, other users' devices by user name only)",
+        lambda s, c, p, q, b: overview(s, c),
+        api.Overview,
+    ),
+    Route(
+        "GET",
         "/v1/limits",
         "Resolved limits and usage (explain=1 adds where each value came from)",
         lambda s, c, p, q, b: s.limits(c, user=q.get("user"), explain=_flag(q, "explain")),
@@ -266,10 +276,71 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/events",
+        "Audit events, oldest first (own: yours and ds01d's on your containers; admins: "
+        "everyone's or user=NAME's), filtered by action (patterns, comma-separated), "
+        "container, since and until (ISO 8601); the newest limit ones, or with after_seq=N "
+        "those after event N, waiting up to wait=SECONDS (at most 60) for one",
+        lambda s, c, p, q, b: events_view.listing(s, c, q),
+        api.EventsPage,
+        query=events_view.QUERY_KEYS,
+    ),
+    Route(
+        "GET",
         "/v1/admin/doctor",
         "Set-up risks (admins)",
         lambda s, c, p, q, b: diagnose(s, c),
         api.DoctorReport,
+    ),
+    Route(
+        "GET",
+        "/v1/admin/report",
+        "Usage per user and group from=ISO to=ISO (default: the last 30 days): GPU-hours "
+        "allocated and used, containers, idle reclaims, queue waits, energy, CO2 (admins)",
+        lambda s, c, p, q, b: report_view.report(s, c, q),
+        api.UsageReport,
+        query=report_view.QUERY_KEYS,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/users",
+        "Add a Unix user to ds01 (admins): their entry in resource-limits.yaml (a group's "
+        "members with group=G), ~/workspace and their cgroup parent; dry_run tells only",
+        lambda s, c, p, q, b: admin.add_user(s, c, b),
+        api.AddUserResult,
+        body=api.AddUserRequest,
+    ),
+    Route(
+        "DELETE",
+        "/v1/admin/users/{user}",
+        "Take a user out of ds01 (admins): cancel their queued requests, remove their "
+        "containers, remove their configuration entries; archive=DIR first archives "
+        "~/workspace into DIR; dry_run=1 tells only. No file of theirs is deleted",
+        lambda s, c, p, q, b: admin.remove_user(
+            s,
+            c,
+            unquote(p["user"]),
+            archive_dir=q.get("archive") or None,
+            dry_run=_flag(q, "dry_run"),
+        ),
+        api.RemoveUserResult,
+        query=("archive", "dry_run"),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/mig",
+        "Per GPU: its MIG layout, the one mig_layout in gpu-config.yaml wants, and whether "
+        "it can be applied (admins)",
+        lambda s, c, p, q, b: admin.mig_plan(s, c),
+        api.MigPlan,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/mig",
+        "Give the GPUs no container holds their desired MIG layout (admins); gpus: only these",
+        lambda s, c, p, q, b: admin.mig_apply(s, c, b),
+        api.MigApplyResult,
+        body=api.MigApplyRequest,
     ),
     Route(
         "POST",

@@ -294,6 +294,41 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
     )
 
 
+def device_status(
+    device: Device, inventory: Inventory, holding: Holding | None
+) -> api.DeviceStatus:
+    """One device as ``gpu-status`` shows it, with its holder (``None``: free)."""
+    return api.DeviceStatus(
+        uuid=device.uuid,
+        kind=device.kind,
+        profile=device.profile,
+        gpu_index=device.gpu_index,
+        model=device.model,
+        memory_mib=device.memory_mib,
+        gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
+        reserved=device.uuid in inventory.reserved,
+        holder=api.Holder(user=holding.user, container=holding.name) if holding else None,
+    )
+
+
+def allocated_equivalents(inventory: Inventory, held: dict[str, Holding]) -> Fraction:
+    """GPU-equivalents of the inventory's devices that ``held`` (UUID → holder) holds."""
+    return sum((d.gpu_equivalents for d in inventory.devices if d.uuid in held), start=Fraction(0))
+
+
+def unusable_gpus(inventory: Inventory) -> list[api.UnusableGpu]:
+    """GPUs with MIG mode on and no instance: present, but nothing can run on them."""
+    return [
+        api.UnusableGpu(
+            index=g.index,
+            uuid=g.uuid,
+            model=g.model,
+            reason="MIG mode is on but no MIG instance exists",
+        )
+        for g in inventory.unusable_gpus()
+    ]
+
+
 @dataclass(frozen=True)
 class Created:
     """A container just created, and the intent to confirm once the client is answered."""
@@ -396,6 +431,8 @@ class Ds01Service:
         # the pass itself for `ds01 maintenance run` (set when the loop exists).
         self.lifecycle_status: dict[str, api.LifecycleStatus] = {}
         self.lifecycle_pass: Callable[[bool], api.MaintenanceReport] | None = None
+        self.lifecycle_last_pass: datetime | None = None  # when the last pass (not dry) ran
+        self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
         self._stopped_since: dict[str, datetime | None] = {}
         self._config_lock = threading.Lock()
         self._config_stamp = self._stamp()
@@ -613,53 +650,28 @@ class Ds01Service:
         if not all_users:
             subject = self._subject(caller, user)
             records = [r for r in records if r.uid == subject.uid]
-        records.sort(key=lambda r: (r.user, r.name))
+        return self.container_infos(records)
+
+    def container_infos(self, records: list[ContainerRecord]) -> list[api.ContainerInfo]:
+        """``records`` as ``container-list`` shows them, by user and name: with their OOM
+        kills and the lifecycle loop's last word (idle time, stop time, why)."""
         ooms = self.store.oom_states()
+        status = self.lifecycle_status
         return [
-            with_lifecycle(container_info(r, ooms.get(r.id)), self.lifecycle_status.get(r.id))
-            for r in records
+            with_lifecycle(container_info(r, ooms.get(r.id)), status.get(r.id))
+            for r in sorted(records, key=lambda r: (r.user, r.name))
         ]
 
     def gpu_status(self, caller: Caller) -> api.GpuStatusResponse:
         inventory = self.backend.inventory()
         held = allocation_state(self.records()).held()
-        devices = []
-        for device in inventory.devices:
-            holding = held.get(device.uuid)
-            devices.append(
-                api.DeviceStatus(
-                    uuid=device.uuid,
-                    kind=device.kind,
-                    profile=device.profile,
-                    gpu_index=device.gpu_index,
-                    model=device.model,
-                    memory_mib=device.memory_mib,
-                    gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
-                    reserved=device.uuid in inventory.reserved,
-                    holder=api.Holder(user=holding.user, container=holding.name)
-                    if holding
-                    else None,
-                )
-            )
-        allocated = sum(
-            (d.gpu_equivalents for d in inventory.devices if d.uuid in held),
-            start=Fraction(0),
-        )
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
-            devices=devices,
-            unusable=[
-                api.UnusableGpu(
-                    index=g.index,
-                    uuid=g.uuid,
-                    model=g.model,
-                    reason="MIG mode is on but no MIG instance exists",
-                )
-                for g in inventory.unusable_gpus()
-            ],
+            devices=[device_status(d, inventory, held.get(d.uuid)) for d in inventory.devices],
+            unusable=unusable_gpus(inventory),
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
-            allocated_gpu_equivalents=equivalents_to_float(allocated),
+            allocated_gpu_equivalents=equivalents_to_float(allocated_equivalents(inventory, held)),
             queued_requests=len(self.store.queued()),
             queued_gpu_equivalents=equivalents_to_float(self.queue_demand()),
         )
@@ -682,10 +694,7 @@ class Ds01Service:
         resolved = self.limits_for(subject)
         aggregate = self.aggregate_for(subject)
         mine = [r for r in self.records() if r.uid == subject.uid]
-        in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
-        holding = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
-        usages = [self.cgroups.memory_usage(p) for p in {record_parent(r) for r in mine}]
-        known_usages = [u for u in usages if u is not None]
+        usage, aggregate_usage = self.usage_of(subject, mine)
         explained = {**resolved.explain()}
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
         return api.LimitsResponse(
@@ -693,11 +702,7 @@ class Ds01Service:
             groups=list(resolved.groups),
             is_admin=is_admin(self.config().limits, subject.groups, subject.uid),
             limits=resolved.to_dict(),
-            usage=api.Usage(
-                gpu_equivalents=equivalents_to_float(in_use),
-                containers=len(mine),
-                gpu_containers=sorted(r.name for r in mine if r.gpus),
-            ),
+            usage=usage,
             explain={
                 key: api.ResolvedEntry(value=entry["value"], source=entry["source"])
                 for key, entry in explained.items()
@@ -705,12 +710,29 @@ class Ds01Service:
             if explain
             else None,
             aggregate=aggregate.to_dict(),
-            aggregate_usage=api.AggregateUsage(
-                memory_bytes=sum(known_usages) if known_usages else None,
-                memory_committed_bytes=None
-                if None in holding
-                else sum(size for size in holding if size is not None),
-            ),
+            aggregate_usage=aggregate_usage,
+        )
+
+    def usage_of(
+        self, subject: UnixUser, mine: list[ContainerRecord]
+    ) -> tuple[api.Usage, api.AggregateUsage]:
+        """What ``subject`` uses through ``mine``, their containers: GPU-equivalents and
+        containers against their quota, and memory (now, from the cgroup parents; and
+        committed, the limits of the containers that are not stopped)."""
+        in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
+        holding = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
+        usages = [self.cgroups.memory_usage(p) for p in {record_parent(r) for r in mine}]
+        known_usages = [u for u in usages if u is not None]
+        usage = api.Usage(
+            gpu_equivalents=equivalents_to_float(in_use),
+            containers=len(mine),
+            gpu_containers=sorted(r.name for r in mine if r.gpus),
+        )
+        return usage, api.AggregateUsage(
+            memory_bytes=sum(known_usages) if known_usages else None,
+            memory_committed_bytes=None
+            if None in holding
+            else sum(size for size in holding if size is not None),
         )
 
     # -- container lifecycle ------------------------------------------------------------------
@@ -1578,7 +1600,7 @@ class Ds01Service:
             return self._owned_directory(user, requested, "--workspace")
         path = user.home / DEFAULT_WORKSPACE_DIR
         if not os.path.lexists(path):
-            _make_user_directory(path, user)
+            make_user_directory(path, user)
         return self._owned_directory(user, str(path), "workspace")
 
     def _owned_directory(self, user: UnixUser, requested: str, what: str) -> Path:
@@ -1785,7 +1807,7 @@ def _resources(
     )
 
 
-def _make_user_directory(path: Path, user: UnixUser) -> None:
+def make_user_directory(path: Path, user: UnixUser) -> None:
     """Create ``path`` owned by ``user`` without following a symlink planted in its place."""
     try:
         path.mkdir(mode=0o755)

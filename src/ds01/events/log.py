@@ -219,6 +219,7 @@ class EventLog:
         self._outage: _Outage | None = None
         self._last_error: tuple[str, datetime] | None = None
         self._logged: set[str] = set()
+        self._listeners: list[Callable[[Event], None]] = []
         with self._lock:
             self._flush(clock(), probe=True)  # creates the live file with its mode and owner
 
@@ -249,7 +250,18 @@ class EventLog:
             self._flush(now)
             if self._buffered > self._buffer_limit:
                 self._drop_newest()
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener never fails an emit
+                log.exception("event listener %r failed", listener)
         return event
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` after every :meth:`emit`, in the emitting thread and
+        outside the log's lock (e.g. the exporter's counters). Subscribe before the
+        daemon's threads start; a listener that raises is logged and skipped."""
+        self._listeners.append(listener)
 
     def close(self) -> None:
         """Try once more to write the events still waiting (call at shutdown)."""
@@ -579,7 +591,7 @@ def _finish_interrupted_rotation(live: Path) -> None:
         live.unlink()
 
 
-def _lines_backwards(path: Path) -> Iterator[bytes]:
+def lines_backwards(path: Path) -> Iterator[bytes]:
     """The lines of a plain file from the last to the first, without newlines."""
     with path.open("rb") as stream:
         position = stream.seek(0, os.SEEK_END)
@@ -630,7 +642,7 @@ def _read_resume(live: Path, now: datetime) -> _Resume:
         size = live.stat().st_size
     except FileNotFoundError:
         size = 0
-    tail = _tail(_lines_backwards(live)) if size else _Tail(None, None, 0)
+    tail = _tail(lines_backwards(live)) if size else _Tail(None, None, 0)
     if tail.last_seq is not None:
         next_seq = tail.last_seq + 1 + tail.after
     else:

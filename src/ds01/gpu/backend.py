@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ds01.config.gpu_config import GpuConfig
+from ds01.errors import SystemFault
 from ds01.gpu.device import Device, Inventory, PhysicalGpu
+
+if TYPE_CHECKING:
+    from ds01.core.mig import MigStep
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,36 @@ class DeviceTelemetry:
         memory_used_mib: device memory in use, in MiB.
         memory_total_mib: device memory in total, in MiB (a MIG instance's own share).
         process_count: compute processes running on the device (host PIDs, any user).
+        power_watts: power the board draws now, in watts. A board-level figure: ``None`` on
+            MIG instances (NVML does not measure them); ask for the physical GPU's UUID.
+        energy_joules: energy the board has used since the driver was loaded, in joules, a
+            counter that only grows until the driver is reloaded (then it starts again
+            from 0). ``None`` on MIG instances, like ``power_watts``, and on GPUs older
+            than Volta.
     """
 
     gpu_util_percent: float | None = None
     memory_used_mib: int | None = None
     memory_total_mib: int | None = None
     process_count: int | None = None
+    power_watts: float | None = None
+    energy_joules: float | None = None
+
+
+@dataclass(frozen=True)
+class MigApplied:
+    """What :meth:`GpuBackend.apply_mig` did to one GPU.
+
+    Attributes:
+        done: the steps carried out, described for people.
+        pending_reset: a MIG mode change waits for a GPU reset; the steps after it were
+            not carried out.
+        message: what to do next, when something is left to do.
+    """
+
+    done: tuple[str, ...]
+    pending_reset: bool = False
+    message: str | None = None
 
 
 class GpuBackend(abc.ABC):
@@ -61,7 +89,9 @@ class GpuBackend(abc.ABC):
     - :meth:`utilization` is observation: it never raises for a device that cannot be
       read, it reports the values it could not read as ``None``. UUIDs the backend does
       not know (any more) are left out of the result. Like :meth:`inventory`, it raises
-      :class:`ds01.errors.SystemFault` only when the backend as a whole fails.
+      :class:`ds01.errors.SystemFault` only when the backend as a whole fails. Besides
+      devices it takes physical GPUs (``Inventory.gpus``): a GPU in MIG mode is not a
+      device, but its UUID is where the board's power and energy are read.
     - Devices are addressed by UUID only (``GPU-…``, ``MIG-…``), never by index.
     - Both queries may be called from several threads at once and as often as the daemon
       loop likes; each call reflects the current state (nothing is cached across calls
@@ -88,16 +118,35 @@ class GpuBackend(abc.ABC):
 
     @abc.abstractmethod
     def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
-        """Current telemetry of the given devices, keyed by UUID.
+        """Current telemetry of the given devices or physical GPUs, keyed by UUID.
 
-        Units are those of :class:`DeviceTelemetry` (percent, MiB, process count). A
-        device that is not in the inventory is left out; a value that cannot be read is
-        ``None`` (e.g. utilisation of a MIG instance on NVML).
+        Units are those of :class:`DeviceTelemetry` (percent, MiB, process count, watts,
+        joules). A UUID that is neither a device nor a GPU of the inventory is left out; a
+        value that cannot be read is ``None`` (e.g. utilisation, power and energy of a MIG
+        instance on NVML).
 
         Raises:
             ds01.errors.SystemFault: the backend as a whole failed unexpectedly.
         """
         raise NotImplementedError("Override in subclass.")
+
+    def mig_profiles(self, gpu: PhysicalGpu) -> tuple[str, ...] | None:
+        """The MIG instance profiles ``gpu`` can have (``"3g.20gb"``, …), or ``None`` when
+        the backend cannot tell (any valid profile name is then taken). Default: ``None``."""
+        return None
+
+    def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
+        """Change ``gpu``'s MIG layout by ``steps`` (planned by ``ds01.core.mig``).
+
+        The caller makes sure that no container holds any device of ``gpu`` and holds the
+        allocation lock, so that none starts to. Afterwards :meth:`inventory` shows the new
+        layout.
+
+        Raises:
+            ds01.errors.SystemFault: a step failed; the message says which, and what was
+                done before it (the GPU may be half changed: plan again to see it).
+        """
+        raise SystemFault(f"The {self.name} GPU backend cannot change MIG layouts.")
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release driver handles or other resources; idempotent. Default: nothing to do."""
@@ -153,7 +202,12 @@ def whole_gpu_device(gpu: PhysicalGpu) -> Device:
     )
 
 
-def make_backend(config: GpuConfig, *, simulated_telemetry_file: Path | None = None) -> GpuBackend:
+def make_backend(
+    config: GpuConfig,
+    *,
+    simulated_telemetry_file: Path | None = None,
+    simulated_mig_file: Path | None = None,
+) -> GpuBackend:
     """The backend that ``config.backend`` names.
 
     Args:
@@ -161,6 +215,9 @@ def make_backend(config: GpuConfig, *, simulated_telemetry_file: Path | None = N
         simulated_telemetry_file: JSON file from which the simulated backend reads
             per-device telemetry (usually ``<state-dir>/simulated-telemetry.json``, see
             :mod:`ds01.gpu.simulated`); ignored by the NVML backend. ``None``: idle devices.
+        simulated_mig_file: where the simulated backend keeps the MIG changes of ``ds01
+            admin mig apply`` (usually ``<state-dir>/simulated-mig.json``, see
+            :mod:`ds01.gpu.mig_state`); ignored by the NVML backend. ``None``: in memory.
     """
     if config.backend == "nvml":
         from ds01.gpu.nvml import NvmlBackend
@@ -168,4 +225,6 @@ def make_backend(config: GpuConfig, *, simulated_telemetry_file: Path | None = N
         return NvmlBackend(config)
     from ds01.gpu.simulated import SimulatedBackend
 
-    return SimulatedBackend(config, telemetry_file=simulated_telemetry_file)
+    return SimulatedBackend(
+        config, telemetry_file=simulated_telemetry_file, mig_file=simulated_mig_file
+    )

@@ -26,15 +26,19 @@ import importlib
 import logging
 import math
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import SystemFault
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend, whole_gpu_device
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
 from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.gpu.nvml_mig import apply_steps, offered_profiles
+
+if TYPE_CHECKING:
+    from ds01.core.mig import MigStep
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +134,14 @@ class NvmlBackend(GpuBackend):
         return self._make_inventory(gpus, devices, notes)
 
     def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
-        """Utilisation (percent), memory used and total (MiB) and compute process count.
+        """Utilisation (percent), memory used and total (MiB), compute process count,
+        power (W, ``nvmlDeviceGetPowerUsage`` in mW) and energy since the driver was
+        loaded (J, ``nvmlDeviceGetTotalEnergyConsumption`` in mJ).
 
-        Utilisation is ``None`` on MIG devices (NVML does not support it there); any
-        other value NVML cannot give is ``None`` too. UUIDs NVML does not know are left
-        out; without a driver the result is empty.
+        Utilisation, power and energy are ``None`` on MIG devices (NVML does not support
+        them there; power and energy are not even asked): a GPU in MIG mode gives them
+        under its own UUID. Any other value NVML cannot give is ``None`` too. UUIDs NVML
+        does not know are left out; without a driver the result is empty.
 
         Raises:
             ds01.errors.SystemFault: NVML failed to start for an unexpected reason.
@@ -156,11 +163,18 @@ class NvmlBackend(GpuBackend):
             rates = self._query(nvml, "nvmlDeviceGetUtilizationRates", handle)
             memory = self._query(nvml, "nvmlDeviceGetMemoryInfo", handle)
             processes = self._query(nvml, "nvmlDeviceGetComputeRunningProcesses", handle)
+            board = not device_uuid.startswith("MIG-")
+            power_mw = self._query(nvml, "nvmlDeviceGetPowerUsage", handle) if board else None
+            energy_mj = (
+                self._query(nvml, "nvmlDeviceGetTotalEnergyConsumption", handle) if board else None
+            )
             telemetry[device_uuid] = DeviceTelemetry(
                 gpu_util_percent=None if rates is None else float(rates.gpu),
                 memory_used_mib=None if memory is None else int(memory.used) // MIB,
                 memory_total_mib=None if memory is None else int(memory.total) // MIB,
                 process_count=None if processes is None else len(processes),
+                power_watts=None if power_mw is None else int(power_mw) / 1000,
+                energy_joules=None if energy_mj is None else int(energy_mj) / 1000,
             )
         return telemetry
 
@@ -174,6 +188,36 @@ class NvmlBackend(GpuBackend):
                 nvml.nvmlShutdown()
             except nvml.NVMLError as exc:
                 log.warning("nvmlShutdown failed: %s", exc)
+
+    def mig_profiles(self, gpu: PhysicalGpu) -> tuple[str, ...] | None:
+        """The MIG profiles of ``gpu``'s GPU-instance profile table (``nvidia-smi mig
+        -lgip``); ``None`` when it cannot be read (no driver, MIG unsupported or off)."""
+        try:
+            nvml = self._started_nvml()
+            handle = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+        except _NvmlUnavailable:
+            return None
+        except Exception as exc:  # observation: an unreadable table is "not known"
+            log.warning("NVML could not read the MIG profiles of GPU %d: %s", gpu.index, exc)
+            return None
+        return offered_profiles(nvml, handle)
+
+    def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
+        """Change ``gpu``'s MIG layout through NVML (see :mod:`ds01.gpu.nvml_mig`).
+
+        Raises:
+            ds01.errors.SystemFault: NVML is not available, or a step failed (the message
+                says which, and what was done before it).
+        """
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable as unavailable:
+            raise SystemFault(str(unavailable)) from unavailable
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+        except nvml.NVMLError as exc:
+            raise SystemFault(f"NVML cannot find GPU {gpu.index} ({gpu.uuid}): {exc}") from exc
+        return apply_steps(nvml, handle, gpu.index, steps)
 
     def _started_nvml(self) -> ModuleType:
         """``pynvml`` after a successful ``nvmlInit``.

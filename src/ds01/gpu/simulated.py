@@ -18,12 +18,19 @@ missing. MIG instances share their GPU's node.
 
 **Telemetry.** :meth:`SimulatedBackend.utilization` reads ``telemetry_file`` on every call::
 
-    {"GPU-…": {"gpu_util_percent": 37, "memory_used_mib": 1024, "process_count": 1}}
+    {"GPU-…": {"gpu_util_percent": 37, "memory_used_mib": 1024, "process_count": 1,
+               "power_watts": 250.5, "energy_joules": 123456.0}}
 
 Each key is optional. A device or key that is missing reads as idle, as NVML would report
 it: 0 % utilisation for a whole GPU and ``None`` for a MIG instance, 0 MiB used, 0
-processes. An explicit ``null`` means "not available". Write the file with
-:func:`write_simulated_telemetry`, which replaces it atomically.
+processes. Power and energy are not simulated unless the file gives them: missing, they
+read as ``None`` ("not available"). ``energy_joules`` is the board's cumulative counter
+since the driver was loaded: whoever writes the file makes it grow (or drop, to play a
+driver reload). Like NVML, power and energy belong to boards: give them under a physical
+GPU's UUID (for a GPU in MIG mode, the GPU's, not an instance's). :meth:`utilization`
+accepts physical GPUs' UUIDs as well as devices'. An explicit ``null`` means "not
+available". Write the file with :func:`write_simulated_telemetry`, which replaces it
+atomically.
 """
 
 from __future__ import annotations
@@ -31,10 +38,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
+import threading
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -42,12 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from ds01.config.gpu_config import (
     GpuConfig,
     SimulatedGpu,
+    SimulatedMigInstance,
     mig_profile_memory_mib,
     mig_profile_slices,
 )
-from ds01.errors import ConfigError
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend, whole_gpu_device
+from ds01.core.mig import MigStep
+from ds01.errors import ConfigError, InvalidInput, SystemFault
+from ds01.files import read_json_file, replace_file
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
 from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.gpu.mig_state import SimulatedMigLayout, applied, read_mig_changes, write_mig_changes
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,8 @@ class SimulatedReading(BaseModel):
         gpu_util_percent: utilisation in percent (0-100).
         memory_used_mib: device memory in use, in MiB.
         process_count: compute processes on the device.
+        power_watts: power the board draws, in watts.
+        energy_joules: the board's energy counter since the driver was loaded, in joules.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +92,8 @@ class SimulatedReading(BaseModel):
     gpu_util_percent: float | None = Field(default=None, ge=0, le=100)
     memory_used_mib: int | None = Field(default=None, ge=0)
     process_count: int | None = Field(default=None, ge=0)
+    power_watts: float | None = Field(default=None, ge=0)
+    energy_joules: float | None = Field(default=None, ge=0)
 
 
 _READINGS_BY_UUID = TypeAdapter(dict[str, SimulatedReading])
@@ -92,11 +106,7 @@ def read_simulated_telemetry(path: Path) -> dict[str, SimulatedReading]:
         OSError: the file exists but cannot be read.
         pydantic.ValidationError: it is not JSON of the documented shape (a ValueError).
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    return _READINGS_BY_UUID.validate_json(raw)
+    return read_json_file(path, _READINGS_BY_UUID, {})
 
 
 def write_simulated_telemetry(
@@ -107,7 +117,8 @@ def write_simulated_telemetry(
     Args:
         path: the telemetry file; its directory is created if needed.
         readings: ``{uuid: {"gpu_util_percent": 37, "memory_used_mib": 1024,
-            "process_count": 1}}`` (percent, MiB, count); keys may be left out.
+            "process_count": 1, "power_watts": 250.5, "energy_joules": 123456.0}}``
+            (percent, MiB, count, W, J); keys may be left out.
 
     Raises:
         pydantic.ValidationError: an unknown key or an out-of-range value (a ValueError).
@@ -120,25 +131,21 @@ def write_simulated_telemetry(
         for device_uuid, reading in validated.items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=2, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, json.dumps(document, indent=2, sort_keys=True), mode=0o600)
 
 
-def idle_telemetry(device: Device) -> DeviceTelemetry:
-    """What NVML reports for an idle device: 0 %, 0 MiB used, 0 processes.
+def idle_telemetry(device: Device | PhysicalGpu) -> DeviceTelemetry:
+    """What NVML reports for an idle device or GPU: 0 %, 0 MiB used, 0 processes.
 
-    Utilisation is ``None`` for a MIG instance: NVML does not report it there.
+    Utilisation is ``None`` for a MIG instance and for a GPU in MIG mode: NVML does not
+    report it there. Power and energy are ``None`` (not simulated unless the file says).
     """
+    if isinstance(device, PhysicalGpu):
+        reports_utilization = not device.mig_enabled
+    else:
+        reports_utilization = device.kind == "gpu"
     return DeviceTelemetry(
-        gpu_util_percent=0.0 if device.kind == "gpu" else None,
+        gpu_util_percent=0.0 if reports_utilization else None,
         memory_used_mib=0,
         memory_total_mib=device.memory_mib,
         process_count=0,
@@ -148,13 +155,16 @@ def idle_telemetry(device: Device) -> DeviceTelemetry:
 class SimulatedBackend(GpuBackend):
     """GPUs as ``config.simulated`` describes them (see the module docstring).
 
-    The inventory is built once, at construction: the configuration is immutable, so
-    it cannot change under a running backend.
+    The inventory is built at construction, from the configuration and the MIG changes
+    in ``mig_file``, and again after each :meth:`apply_mig`, which alone changes it.
 
     Args:
         config: the parsed ``gpu-config.yaml``; ``config.simulated`` is used.
         telemetry_file: JSON file read by :meth:`utilization` on every call (usually
             ``<state-dir>/simulated-telemetry.json``); ``None``: all devices idle.
+        mig_file: where :meth:`apply_mig` keeps its changes, read at construction (usually
+            ``<state-dir>/simulated-mig.json``, see :mod:`ds01.gpu.mig_state`); ``None``:
+            changes are kept in memory only.
 
     Raises:
         ds01.errors.ConfigError: two simulated devices end up with the same UUID.
@@ -162,10 +172,19 @@ class SimulatedBackend(GpuBackend):
 
     name = "simulated"
 
-    def __init__(self, config: GpuConfig, *, telemetry_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: GpuConfig,
+        *,
+        telemetry_file: Path | None = None,
+        mig_file: Path | None = None,
+    ) -> None:
         super().__init__(config)
         self.telemetry_file = telemetry_file
+        self.mig_file = mig_file
         self._last_telemetry_problem: str | None = None
+        self._mig_lock = threading.Lock()
+        self._mig_changes = self._read_mig_changes()
         self._inventory = self._build_inventory()
 
     def inventory(self) -> Inventory:
@@ -173,11 +192,13 @@ class SimulatedBackend(GpuBackend):
         return self._inventory
 
     def utilization(self, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
-        """Telemetry from ``telemetry_file`` (percent, MiB, count), idle where unset.
+        """Telemetry of devices and physical GPUs from ``telemetry_file`` (percent, MiB,
+        count, W, J), idle where unset.
 
         An unreadable or malformed file is logged once and read as "all idle".
         """
-        devices = self._inventory.by_uuid()
+        devices: dict[str, Device | PhysicalGpu] = {g.uuid: g for g in self._inventory.gpus}
+        devices.update(self._inventory.by_uuid())
         readings = self._read_telemetry_file()
         telemetry: dict[str, DeviceTelemetry] = {}
         for device_uuid in uuids:
@@ -213,6 +234,9 @@ class SimulatedBackend(GpuBackend):
         devices: list[Device] = []
         for index, configured in enumerate(simulated.gpus):
             gpu_uuid = configured.uuid or simulated_gpu_uuid(simulated.uuid_seed, index)
+            changed = self._mig_changes.get(gpu_uuid)
+            if changed is not None:  # `ds01 admin mig apply` changed it
+                configured = changed.on(configured)
             gpu = PhysicalGpu(
                 index=index,
                 uuid=gpu_uuid,
@@ -245,6 +269,53 @@ class SimulatedBackend(GpuBackend):
                 )
         _refuse_duplicate_uuids(gpus, devices)
         return self._make_inventory(gpus, devices)
+
+    def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
+        """Change a simulated GPU's layout at once (no reset needed) and keep the change in
+        ``mig_file``.
+
+        Raises:
+            ds01.errors.SystemFault: ``gpu`` is not one of these GPUs, a step is one a real
+                GPU would refuse, or ``mig_file`` cannot be written; nothing is changed.
+        """
+        with self._mig_lock:
+            inventory = self._inventory
+            if gpu.uuid not in {g.uuid for g in inventory.gpus}:
+                raise SystemFault(f"GPU {gpu.index} ({gpu.uuid}) is not a simulated GPU here.")
+            current = SimulatedMigLayout(
+                mig=gpu.mig_enabled,
+                instances=tuple(
+                    SimulatedMigInstance(profile=d.profile or "", uuid=d.uuid)
+                    for d in inventory.devices
+                    if d.kind == "mig" and d.gpu_uuid == gpu.uuid
+                ),
+            )
+            try:
+                layout = applied(current, steps, gpu.total_slices)
+            except InvalidInput as exc:
+                raise SystemFault(f"GPU {gpu.index}: {exc.message}") from exc
+            changes = {**self._mig_changes, gpu.uuid: layout}
+            if self.mig_file is not None:
+                try:
+                    write_mig_changes(self.mig_file, changes)
+                except OSError as exc:
+                    raise SystemFault(
+                        f"cannot keep the MIG change in {self.mig_file}: {exc}"
+                    ) from exc
+            self._mig_changes = changes
+            self._inventory = self._build_inventory()
+        return MigApplied(done=tuple(step.describe() for step in steps))
+
+    def _read_mig_changes(self) -> dict[str, SimulatedMigLayout]:
+        """The changes ``mig_file`` holds; a broken file is logged and ignored (the GPUs are
+        then as configured)."""
+        if self.mig_file is None:
+            return {}
+        try:
+            return read_mig_changes(self.mig_file)
+        except (OSError, ValidationError) as exc:
+            log.error("simulated MIG changes in %s ignored: %s", self.mig_file, exc)
+            return {}
 
     def _device_node(self, index: int, configured: SimulatedGpu) -> str | None:
         if configured.device_node:

@@ -341,6 +341,19 @@ class DockerRuntime:
         with docker_errors("connecting to Docker"):
             return cls(docker.APIClient(version="auto", timeout=120))
 
+    def probe(self, timeout_seconds: float = 3.0) -> dict[str, Any]:
+        """The engine's ``/info``, asked with a short timeout: for health checks, which must
+        answer quickly when the engine is down or hangs.
+
+        Raises:
+            DockerUnavailable: the engine did not answer in time, or not with its info.
+        """
+        with docker_errors("asking the Docker engine for its info"):
+            response = self.api.get(f"{self.api.base_url}/info", timeout=timeout_seconds)
+            response.raise_for_status()
+            info: dict[str, Any] = response.json()
+            return info
+
     @_translated("reading Docker info")
     def engine_info(self) -> EngineInfo:
         info = self.api.info()

@@ -1,0 +1,405 @@
+"""The admin commands: ``ds01 admin add-user``, ``remove-user``, ``setup``, ``doctor`` and
+``mig plan|apply``.
+
+``setup`` works on the machine itself (as root, no daemon needed: it prepares what ds01d
+needs); the others are clients of ds01d, which alone changes users' directories, cgroups,
+containers, GPUs and the configuration, and serves admins only (root or the admin group).
+
+Imported at every start of the CLI (the command table), so standard library only at module
+level; what a command needs beyond that is imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from urllib.parse import quote
+
+from ds01.cli import render
+from ds01.cli.client import Ds01Client
+from ds01.cli.command import Command
+from ds01.errors import DaemonUnavailable, InvalidInput, PermissionDenied
+from ds01.exitcodes import ExitCode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: Seconds remove-user may take in ds01d: archiving a large workspace takes a while.
+REMOVE_USER_TIMEOUT_SECONDS = 6 * 3600
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _dry_run_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="change nothing; show what would")
+
+
+def _steps(result: dict[str, Any]) -> None:
+    """The actions of an add-user or remove-user answer, then its notes."""
+    verb = "Would" if result["dry_run"] else "Done"
+    for action in result["actions"]:
+        render.echo(f"  {verb}: {action}")
+    for note in result["notes"]:
+        render.echo(f"  Note: {note}")
+
+
+# -- add-user -------------------------------------------------------------------------------------
+
+
+def _configure_add_user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user", metavar="USER", help="a Unix user of this machine")
+    p.add_argument(
+        "--group",
+        "-g",
+        metavar="GROUP",
+        help="a group of resource-limits.yaml to add them to (default: an entry of their own)",
+    )
+    _dry_run_flag(p)
+    _json_flag(p)
+
+
+def _run_add_user(args: argparse.Namespace) -> None:
+    body = {"user": args.user, "group": args.group, "dry_run": args.dry_run}
+    result = Ds01Client().request("POST", "/v1/admin/users", body=body)
+    if args.json:
+        render.emit_json(result)
+        return
+    groups = ", ".join(result["groups"]) or "none: defaults apply"
+    if result["dry_run"]:
+        render.echo(f"Dry run: nothing changed. Adding {result['user']} would do this.")
+    else:
+        render.ok(f"{result['user']} (uid {result['uid']}) can use ds01; groups: {groups}.")
+    _steps(result)
+    if not result["dry_run"]:
+        render.echo(f"  Their limits: check-limits --explain --user {result['user']}")
+
+
+# -- remove-user ---------------------------------------------------------------------------------
+
+
+def _configure_remove_user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user", metavar="USER", help="whose containers, requests and entries go")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep their files as they are (the default: nothing is deleted)",
+    )
+    data.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="first pack ~USER/workspace into DIR/ds01-USER-workspace-TIME.tar.gz (root only)",
+    )
+    _dry_run_flag(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _json_flag(p)
+
+
+def _remove_user_call(client: Ds01Client, args: argparse.Namespace, dry_run: bool) -> Any:
+    archive = os.path.abspath(args.archive) if args.archive else None
+    return client.request(
+        "DELETE",
+        f"/v1/admin/users/{quote(args.user, safe='')}",
+        query={"archive": archive, "dry_run": dry_run},
+    )
+
+
+def _run_remove_user(args: argparse.Namespace) -> None:
+    client = Ds01Client(timeout=REMOVE_USER_TIMEOUT_SECONDS)
+    if not args.dry_run and not args.yes:
+        if args.json or not sys.stdin.isatty():
+            raise InvalidInput("remove-user changes a lot: confirm with --yes (or --dry-run).")
+        plan = _remove_user_call(client, args, dry_run=True)
+        render.echo(f"Removing {plan['user']} from ds01 will do this:")
+        _steps(plan)
+        answer = input(f"Remove {plan['user']} from ds01 now? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            render.echo("Nothing changed.")
+            return
+    result = _remove_user_call(client, args, dry_run=args.dry_run)
+    if args.json:
+        render.emit_json(result)
+        return
+    if result["dry_run"]:
+        render.echo(f"Dry run: nothing changed. Removing {result['user']} would do this.")
+    else:
+        freed = render.number(result["freed_gpu_equivalents"])
+        render.ok(
+            f"Removed {result['user']} from ds01: {len(result['containers'])} container(s) "
+            f"removed ({freed} GPU-equivalents freed), {len(result['cancelled_requests'])} "
+            "queued request(s) cancelled."
+        )
+    _steps(result)
+    if result["archive"]:
+        render.echo(f"  Archive: {result['archive']} (owner root, mode 0600)")
+
+
+# -- setup ----------------------------------------------------------------------------------------
+
+
+def _configure_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        default="/",
+        help="make everything under DIR instead of / (an image being built, tests)",
+    )
+    p.add_argument(
+        "--bin-dir",
+        metavar="DIR",
+        default="/usr/local/bin",
+        help="where the commands are linked (on PATH) [/usr/local/bin]",
+    )
+    _dry_run_flag(p)
+    _json_flag(p)
+
+
+def _run_setup(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ds01 import host_setup
+
+    root = Path(os.path.abspath(args.root))
+    if os.geteuid() != 0 and not args.dry_run:
+        raise PermissionDenied("ds01 admin setup must run as root (or with --dry-run).")
+    steps, notes = host_setup.plan(root, args.bin_dir)
+    if not args.dry_run:
+        notes += host_setup.apply(steps, root)
+    blocked = [s for s in steps if s.action == "blocked"]
+    changed = [s for s in steps if s.changes]
+    if args.json:
+        render.emit_json(
+            {
+                "root": str(root),
+                "dry_run": args.dry_run,
+                "steps": [s.to_dict() for s in steps],
+                "changed": len(changed),
+                "notes": notes,
+            }
+        )
+    else:
+        words = {"create": "create", "update": "update", "ok": "ok", "blocked": "BLOCKED"}
+        for step in steps:
+            target = f" -> {step.target}" if step.kind == "link" and step.target else ""
+            render.echo(f"{words[step.action]:<8} {step.path}{target}  ({step.detail})")
+        for note in notes:
+            render.echo(f"Note: {note}")
+        if args.dry_run:
+            render.echo(f"Dry run: {len(changed)} change(s) would be made; nothing changed.")
+        elif changed:
+            render.ok(f"Set up: {len(changed)} change(s), {len(steps) - len(changed)} in place.")
+        else:
+            render.ok("Everything is in place already; nothing changed.")
+        if root == Path("/") and not args.dry_run:
+            render.echo(
+                "Next: `systemctl enable --now ds01d` (without systemd: run `ds01d`), "
+                "then `ds01 admin doctor`."
+            )
+    if blocked:
+        raise SystemExit(int(ExitCode.ERROR))
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+
+def _run_doctor(args: argparse.Namespace) -> None:
+    try:
+        report = Ds01Client().request("GET", "/v1/admin/doctor")
+    except DaemonUnavailable as exc:
+        report = _doctor_without_daemon(exc.message)
+    if args.json:
+        render.emit_json(report)
+    else:
+        marks = {"ok": render.style("ok", "green"), "warning": render.style("WARN", "yellow")}
+        for f in report["findings"]:
+            mark = marks.get(f["level"]) or render.style("CRIT", "red", "bold")
+            render.echo(f"{mark:>4}  {f['check']}: {f['message']}")
+            if f["hint"] and f["level"] != "ok":
+                render.echo(f"      → {f['hint']}")
+    raise SystemExit(report["exit_code"])
+
+
+def _doctor_without_daemon(reason: str) -> dict[str, Any]:
+    """The report when ds01d does not answer: that, and what can be checked without it."""
+    from pathlib import Path
+
+    from ds01.daemon.doctor import Finding, exit_code, local_findings
+    from ds01.paths import config_dir
+
+    findings = [
+        Finding(
+            "ds01d",
+            "critical",
+            reason,
+            "Start it: `systemctl start ds01d` (without systemd: `ds01d`); its log says why "
+            "it stopped (`journalctl -u ds01d`).",
+        ),
+        *local_findings(Path(config_dir())),
+    ]
+    return {"findings": [vars(f) for f in findings], "exit_code": exit_code(findings)}
+
+
+# -- mig ------------------------------------------------------------------------------------------
+
+
+def _configure_mig(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        choices=("plan", "apply"),
+        help="plan: show what would change; apply: change the GPUs no container holds",
+    )
+    p.add_argument(
+        "--gpu",
+        type=int,
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="apply to this GPU only (repeatable)",
+    )
+    _json_flag(p)
+
+
+def _layout(layout: dict[str, Any] | None) -> str:
+    return layout["description"] if layout else "-"
+
+
+def _plan_table(plan: dict[str, Any]) -> None:
+    render.table(
+        ["GPU", "NOW", "DESIRED", "STATUS"],
+        [
+            [
+                g["gpu_index"] if g["gpu_index"] is not None else g["key"],
+                _layout(g["current"]),
+                _layout(g["desired"]),
+                g["status"],
+            ]
+            for g in plan["gpus"]
+        ],
+    )
+    for g in plan["gpus"]:
+        if g["status"] in ("unmanaged", "unchanged"):
+            continue
+        name = g["gpu_index"] if g["gpu_index"] is not None else g["key"]
+        render.echo(f"GPU {name}: {g['reason']}")
+        for step in g["steps"]:
+            render.echo(f"    {step}")
+
+
+def _run_mig(args: argparse.Namespace) -> None:
+    client = Ds01Client()
+    if args.action == "plan":
+        if args.gpu:
+            raise InvalidInput("--gpu goes with `apply`; `plan` shows every GPU.")
+        plan = client.request("GET", "/v1/admin/mig")
+        if args.json:
+            render.emit_json(plan)
+            return
+        _plan_table(plan)
+        ready = sum(1 for g in plan["gpus"] if g["status"] == "apply")
+        render.echo(
+            f"{ready} GPU(s) can be changed now: `ds01 admin mig apply` ({plan['backend']} "
+            "backend)."
+            if ready
+            else f"Nothing to apply now ({plan['backend']} backend)."
+        )
+        return
+    result = client.request("POST", "/v1/admin/mig", body={"gpus": args.gpu})
+    if args.json:
+        render.emit_json(result)
+    else:
+        for gpu in result["gpus"]:
+            if gpu["outcome"] == "applied":
+                render.ok(gpu["message"])
+            else:
+                render.echo(f"{gpu['outcome'].upper()}: {gpu['message']}")
+            for step in gpu["done"]:
+                render.echo(f"    done: {step}")
+        if not result["gpus"]:
+            render.echo("No GPU has a desired layout in gpu-config.yaml (mig_layout).")
+    if not result["complete"]:
+        raise SystemExit(int(ExitCode.ERROR))
+
+
+ADMIN_COMMANDS: tuple[Command, ...] = (
+    Command(
+        ("admin", "add-user"),
+        None,
+        "Let a Unix user use ds01: config entry, ~/workspace, cgroup parent.",
+        "Add Unix user USER to ds01 (admins): write them into resource-limits.yaml (into\n"
+        "GROUP's members with --group, else an entry of their own under users:), checked as\n"
+        "ds01d checks the file, keeping its comments; create ~USER/workspace owned by them;\n"
+        "write their totals (aggregate:) on their cgroup parent. ds01d applies it at once.\n"
+        "Adding someone already there changes nothing.\n\n"
+        "examples:\n"
+        "  ds01 admin add-user alice --group phd_students\n"
+        "  ds01 admin add-user bob --dry-run",
+        _configure_add_user,
+        _run_add_user,
+    ),
+    Command(
+        ("admin", "remove-user"),
+        None,
+        "Take a user out of ds01: containers, queued requests, config entries.",
+        "Remove USER from ds01 (admins): cancel their queued GPU requests, stop and remove\n"
+        "their containers (their GPUs are freed), remove their entries from\n"
+        "resource-limits.yaml and their exemptions. Their files stay: --keep-data (the\n"
+        "default) deletes nothing; --archive DIR also packs ~USER/workspace into a tar.gz\n"
+        "in DIR that only root can read. A home directory is never deleted: `userdel -r`\n"
+        "does that when you are sure. Asks first, unless --yes.\n\n"
+        "examples:\n"
+        "  ds01 admin remove-user alice --dry-run\n"
+        "  ds01 admin remove-user alice --archive /srv/ds01-archive --yes",
+        _configure_remove_user,
+        _run_remove_user,
+    ),
+    Command(
+        ("admin", "setup"),
+        None,
+        "Prepare this machine for ds01d: directories, config skeleton, unit, commands.",
+        "Prepare this machine for ds01d (as root; ds01d need not run): /etc/ds01 with a\n"
+        "skeleton of each missing configuration file (never overwriting one), /var/lib/ds01\n"
+        "(0700), /var/log/ds01 (0750, the admin group), /run/ds01, the systemd unit\n"
+        "ds01d.service, and ds01's commands linked into --bin-dir. Running it again changes\n"
+        "nothing; --dry-run shows what it would do. Exit 1 when something is in the way.\n\n"
+        "examples:\n"
+        "  ds01 admin setup --dry-run\n"
+        "  ds01 admin setup && systemctl enable --now ds01d",
+        _configure_setup,
+        _run_setup,
+    ),
+    Command(
+        ("admin", "doctor"),
+        None,
+        "Health and set-up risks: Docker, toolkit, cgroups, config, socket, log, loop.",
+        "Check ds01's health and set-up risks (admins): the Docker engine, users in the\n"
+        "docker group, the NVIDIA Container Toolkit (NVML backend), cgroups, the admin\n"
+        "group, the configuration, the socket, the audit log, the GPUs, the lifecycle loop.\n"
+        "Exit 0 healthy, 1 degraded (warnings), 2 broken (critical), also when ds01d itself\n"
+        "does not answer.\n\n"
+        "examples:\n"
+        "  ds01 admin doctor\n"
+        "  ds01 admin doctor --json",
+        _json_flag,
+        _run_doctor,
+    ),
+    Command(
+        ("admin", "mig"),
+        None,
+        "MIG layouts: plan from gpu-config.yaml's mig_layout, apply to free GPUs.",
+        "`plan` shows for every GPU its MIG layout now, the one mig_layout in gpu-config.yaml\n"
+        "wants, and whether it can be changed: only when no container holds any of its\n"
+        "devices. `apply` changes those GPUs (through NVML, or the simulated inventory) and\n"
+        "refuses the others, saying who holds them; exit 1 unless every GPU is as desired.\n\n"
+        "examples:\n"
+        "  ds01 admin mig plan\n"
+        "  ds01 admin mig apply --gpu 3",
+        _configure_mig,
+        _run_mig,
+    ),
+)
+
+__all__ = ["ADMIN_COMMANDS"]

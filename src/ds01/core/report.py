@@ -1,0 +1,384 @@
+"""Usage reports: GPU-hours allocated and used, containers, idle reclaims, queue waits,
+energy and CO₂, per user and per group over a window (``ds01 admin report``). Pure.
+
+Sources, each clipped to the window ``[start, end)``:
+
+- **GPU-hours allocated**: the usage ledger (``Holding``): intervals during which a container
+  held devices, with their GPU-equivalents; an interval still open counts up to ``now``.
+- **GPU-hours measured / used**: the lifecycle loop's GPU activity (``Activity``), per
+  container and hour: *measured* is the GPU-equivalent time during which the devices held
+  reported a utilisation, *used* the same time weighted by that utilisation (a GPU busy
+  50 % of an hour is half a GPU-hour used). Devices that report no utilisation (MIG
+  instances under NVML) count as allocated, not measured; ``utilization_percent`` is
+  used / measured. An hour that the window cuts is counted pro rata (the current hour
+  over the part of it that has passed).
+- **Containers created, idle reclaims, runtime stops, queue waits**: audit events
+  (``container.create``, ``cleanup.idle``, ``cleanup.runtime``, ``queue.start`` with its
+  ``waited_seconds``), successful ones only, attributed to the container's owner (the
+  uid in ``container/<name>._.<uid>`` when ds01d acted for them).
+- **Energy and CO₂**: the energy ledger (``Energy``), records pro-rated by their overlap
+  with the window; CO₂ = kWh x the grid intensity (g/kWh). ``None`` when not recorded.
+
+A user's row carries one group (the group of their latest holding, else the one the caller
+resolves for them); group rows sum the rows of their users, and the total sums everything.
+
+The lifecycle loop turns one observation into activity with :func:`activity_sample`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from typing import Any
+
+from ds01.core.event_query import DAEMON_USER, container_uid, parse_ts
+
+HOUR = timedelta(hours=1)
+JOULES_PER_KWH = 3_600_000.0
+#: Name of a user's group when nothing says which it is.
+NO_GROUP = "-"
+#: Name of the row that sums everything.
+TOTAL = "total"
+
+#: Events counted, by action.
+CREATED = "container.create"
+IDLE_RECLAIM = "cleanup.idle"
+RUNTIME_STOP = "cleanup.runtime"
+QUEUE_START = "queue.start"
+
+
+# -- what the lifecycle loop records --------------------------------------------------------
+
+
+def hour_start(moment: datetime) -> datetime:
+    """The start of ``moment``'s UTC hour."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.replace(minute=0, second=0, microsecond=0)
+
+
+def max_sample_gap(interval_seconds: float) -> float:
+    """Longest time between two lifecycle samples that counts as measured: three passes,
+    at least a minute. A longer gap (ds01d was down) is left unmeasured, not guessed."""
+    return max(3 * interval_seconds, 60.0)
+
+
+def activity_sample(
+    gpu_equivalents: Fraction | float, utilizations: Sequence[float | None], seconds: float
+) -> tuple[float, float] | None:
+    """(measured, busy) GPU-equivalent seconds of a container over ``seconds``.
+
+    ``utilizations``: one reading per device the container holds, in percent, ``None`` where
+    the device reports none; the container's GPU-equivalents are shared equally among its
+    devices. ``None`` when no device reports a utilisation or ``seconds`` is not positive.
+    """
+    readings = [min(max(u, 0.0), 100.0) for u in utilizations if u is not None]
+    if not readings or seconds <= 0 or not utilizations:
+        return None
+    per_device = float(gpu_equivalents) / len(utilizations)
+    measured = per_device * len(readings) * seconds
+    busy = per_device * sum(r / 100.0 for r in readings) * seconds
+    return measured, busy
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A usage-ledger interval: ``user``'s container held ``gpu_equivalents`` from ``start``
+    to ``end`` (``None``: still)."""
+
+    user: str
+    group: str
+    gpu_equivalents: float
+    start: datetime
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """GPU activity of one container in the hour starting at ``hour`` (see the module
+    docstring), in GPU-equivalent seconds."""
+
+    user: str
+    group: str
+    hour: datetime
+    measured_gpu_seconds: float
+    busy_gpu_seconds: float
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy of devices ``user`` held over ``[start, end)``, in joules."""
+
+    user: str
+    group: str
+    start: datetime
+    end: datetime
+    joules: float
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueWaits:
+    count: int
+    mean_seconds: float | None
+    max_seconds: float | None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One user's, group's or the total's figures (field meanings: the module docstring)."""
+
+    name: str
+    group: str | None
+    gpu_hours_allocated: float
+    gpu_hours_measured: float
+    gpu_hours_used: float
+    utilization_percent: float | None
+    containers_created: int
+    idle_reclaims: int
+    runtime_stops: int
+    queue_waits: QueueWaits
+    energy_kwh: float | None
+    co2_kg: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "group": self.group,
+            "gpu_hours_allocated": self.gpu_hours_allocated,
+            "gpu_hours_measured": self.gpu_hours_measured,
+            "gpu_hours_used": self.gpu_hours_used,
+            "utilization_percent": self.utilization_percent,
+            "containers_created": self.containers_created,
+            "idle_reclaims": self.idle_reclaims,
+            "runtime_stops": self.runtime_stops,
+            "queue_waits": {
+                "count": self.queue_waits.count,
+                "mean_seconds": self.queue_waits.mean_seconds,
+                "max_seconds": self.queue_waits.max_seconds,
+            },
+            "energy_kwh": self.energy_kwh,
+            "co2_kg": self.co2_kg,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    co2_g_per_kwh: float | None
+    users: tuple[ReportRow, ...]
+    groups: tuple[ReportRow, ...]
+    total: ReportRow
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(timespec="seconds"),
+            "end": self.end.isoformat(timespec="seconds"),
+            "generated_at": self.generated_at.isoformat(timespec="seconds"),
+            "co2_g_per_kwh": self.co2_g_per_kwh,
+            "users": [row.to_dict() for row in self.users],
+            "groups": [row.to_dict() for row in self.groups],
+            "total": self.total.to_dict(),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class _Tally:
+    allocated: float = 0.0  # GPU-equivalent seconds
+    measured: float = 0.0
+    busy: float = 0.0
+    created: int = 0
+    idle: int = 0
+    runtime: int = 0
+    waits: list[float] = field(default_factory=list)
+    joules: float = 0.0
+
+    def add(self, other: _Tally) -> None:
+        self.allocated += other.allocated
+        self.measured += other.measured
+        self.busy += other.busy
+        self.created += other.created
+        self.idle += other.idle
+        self.runtime += other.runtime
+        self.waits.extend(other.waits)
+        self.joules += other.joules
+
+
+def _overlap(start: datetime, end: datetime, lo: datetime, hi: datetime) -> float:
+    """Seconds of ``[start, end)`` inside ``[lo, hi)``."""
+    return max(0.0, (min(end, hi) - max(start, lo)).total_seconds())
+
+
+def _round(value: float, digits: int = 4) -> float:
+    return round(value, digits) + 0.0  # + 0.0: no "-0.0"
+
+
+def _owner(event: Mapping[str, Any], uid_names: Mapping[int, str]) -> str | None:
+    """Whose an event is: the owner of the container it names, else whoever acted."""
+    uid = container_uid(event.get("resource"))
+    if uid is not None and uid in uid_names:
+        return uid_names[uid]
+    user = event.get("user")
+    if not isinstance(user, str) or user == DAEMON_USER:
+        return None
+    return user
+
+
+def build_report(
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    events: Iterable[Mapping[str, Any]],
+    holdings: Iterable[Holding],
+    activity: Iterable[Activity],
+    energy: Iterable[Energy] | None,
+    co2_g_per_kwh: float | None,
+    uid_names: Mapping[int, str],
+    user_groups: Mapping[str, str],
+    notes: Sequence[str] = (),
+) -> Report:
+    """The report over ``[start, end)`` (aware datetimes); see the module docstring.
+
+    Args:
+        now: the current time: open holdings count up to it, and nothing after it counts.
+        events: audit events (mappings as in the log), any order, any time.
+        holdings, activity, energy: the ledgers (``energy`` ``None``: not recorded).
+        co2_g_per_kwh: grid intensity (``None``: CO₂ unknown).
+        uid_names: uid → user name, to attribute ds01d's events to container owners.
+        user_groups: group of users that have no holding in the window.
+        notes: sentences added to the report's notes.
+
+    Raises:
+        ValueError: the window is empty or inverted.
+    """
+    if not start < end:
+        raise ValueError(f"the report's start ({start}) must be before its end ({end})")
+    tallies: dict[str, _Tally] = {}
+    latest: dict[str, tuple[datetime, str]] = {}
+
+    def tally(user: str) -> _Tally:
+        return tallies.setdefault(user, _Tally())
+
+    for holding in holdings:
+        seconds = _overlap(holding.start, holding.end or now, start, end)
+        if seconds <= 0:
+            continue
+        tally(holding.user).allocated += holding.gpu_equivalents * seconds
+        if holding.user not in latest or holding.start > latest[holding.user][0]:
+            latest[holding.user] = (holding.start, holding.group)
+    for hour in activity:
+        # Recorded over the hour, or up to now in the current hour.
+        span_end = min(hour.hour + HOUR, max(now, hour.hour + timedelta(seconds=1)))
+        span = (span_end - hour.hour).total_seconds()
+        share = _overlap(hour.hour, span_end, start, end) / span
+        if share <= 0:
+            continue
+        row = tally(hour.user)
+        row.measured += hour.measured_gpu_seconds * share
+        row.busy += hour.busy_gpu_seconds * share
+    for event in events:
+        if event.get("outcome", "success") != "success":
+            continue
+        action = event.get("action")
+        if action not in (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START):
+            continue
+        ts = parse_ts(event.get("ts"))
+        if ts is None or not start <= ts < end:
+            continue
+        owner = _owner(event, uid_names)
+        if owner is None:
+            continue
+        row = tally(owner)
+        if action == CREATED:
+            row.created += 1
+        elif action == IDLE_RECLAIM:
+            row.idle += 1
+        elif action == RUNTIME_STOP:
+            row.runtime += 1
+        else:
+            details = event.get("details")
+            waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
+            if isinstance(waited, (int, float)) and not isinstance(waited, bool):
+                row.waits.append(float(waited))
+    metered = energy is not None
+    for record in energy or ():
+        length = (record.end - record.start).total_seconds()
+        if length > 0:
+            share = _overlap(record.start, record.end, start, end) / length
+        else:
+            share = 1.0 if start <= record.start < end else 0.0
+        if share > 0:
+            tally(record.user).joules += record.joules * share
+            latest.setdefault(record.user, (record.start, record.group))
+
+    def group_of(user: str) -> str:
+        if user in latest:
+            return latest[user][1]
+        return user_groups.get(user, NO_GROUP)
+
+    def make_row(name: str, group: str | None, t: _Tally) -> ReportRow:
+        kwh = t.joules / JOULES_PER_KWH if metered else None
+        co2 = kwh * co2_g_per_kwh / 1000 if kwh is not None and co2_g_per_kwh is not None else None
+        return ReportRow(
+            name=name,
+            group=group,
+            gpu_hours_allocated=_round(t.allocated / 3600),
+            gpu_hours_measured=_round(t.measured / 3600),
+            gpu_hours_used=_round(t.busy / 3600),
+            utilization_percent=_round(100 * t.busy / t.measured, 1) if t.measured > 0 else None,
+            containers_created=t.created,
+            idle_reclaims=t.idle,
+            runtime_stops=t.runtime,
+            queue_waits=QueueWaits(
+                count=len(t.waits),
+                mean_seconds=_round(sum(t.waits) / len(t.waits), 1) if t.waits else None,
+                max_seconds=_round(max(t.waits), 1) if t.waits else None,
+            ),
+            energy_kwh=_round(kwh) if kwh is not None else None,
+            co2_kg=_round(co2) if co2 is not None else None,
+        )
+
+    groups: dict[str, _Tally] = {}
+    total = _Tally()
+    for user, t in tallies.items():
+        groups.setdefault(group_of(user), _Tally()).add(t)
+        total.add(t)
+
+    def order(item: tuple[str, _Tally]) -> tuple[float, str]:
+        return (-item[1].allocated, item[0])
+
+    return Report(
+        start=start,
+        end=end,
+        generated_at=now,
+        co2_g_per_kwh=co2_g_per_kwh,
+        users=tuple(make_row(u, group_of(u), t) for u, t in sorted(tallies.items(), key=order)),
+        groups=tuple(make_row(g, None, t) for g, t in sorted(groups.items(), key=order)),
+        total=make_row(TOTAL, None, total),
+        notes=tuple(notes),
+    )
+
+
+__all__ = [
+    "Activity",
+    "Energy",
+    "Holding",
+    "QueueWaits",
+    "Report",
+    "ReportRow",
+    "activity_sample",
+    "build_report",
+    "hour_start",
+    "max_sample_gap",
+]

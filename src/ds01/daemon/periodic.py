@@ -1,0 +1,70 @@
+"""``PeriodicPass``: a daemon thread that runs one pass, waits, and runs the next.
+
+The lifecycle loop and the energy meter are such threads. A pass that fails is logged and
+the next one tries again: observation and enforcement fail soft, ds01d goes on.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+
+from ds01.errors import Ds01Error
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicPass(abc.ABC):
+    """Runs :meth:`run_pass` every :meth:`interval_seconds` in a thread of its own.
+
+    Contract: :meth:`start` once (again only after :meth:`stop`); :meth:`stop` returns once
+    the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: a
+    ``Ds01Error`` is logged as a warning (an expected failure, e.g. Docker down), anything
+    else with its traceback. The interval is asked after every pass, so a configuration
+    change takes effect at the next wait.
+    """
+
+    #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
+    thread_name = "ds01-periodic"
+    #: What one pass is called in the log, e.g. "lifecycle pass".
+    work_name = "pass"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abc.abstractmethod
+    def run_pass(self) -> object:
+        """One pass; its result is the subclass's business."""
+
+    @abc.abstractmethod
+    def interval_seconds(self) -> float:
+        """Seconds to wait after a pass."""
+
+    def start(self) -> None:
+        """Run passes in a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            raise RuntimeError(f"the {self.work_name} thread is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except Ds01Error as exc:
+                log.warning("%s skipped: %s", self.work_name, exc.message)
+            except Exception:  # the next pass tries again; the daemon goes on
+                log.exception("%s failed", self.work_name)
+            self._stop.wait(self.interval_seconds())
+
+
+__all__ = ["PeriodicPass"]

@@ -1,0 +1,93 @@
+"""Simulated MIG changes (``ds01 admin mig apply``), kept in the state directory.
+
+A simulated GPU's MIG layout comes from ``gpu-config.yaml`` (``simulated.gpus``: the
+hardware as it was installed) until ``ds01 admin mig apply`` changes it, as ``nvidia-smi
+mig`` changes a real GPU. The changes are kept in ``<state-dir>/simulated-mig.json``, by GPU
+UUID, so that a restarted ds01d finds the GPUs as they were left::
+
+    {"GPU-…": {"mig": true, "instances": [{"profile": "3g.20gb", "uuid": "MIG-…"}]}}
+
+Instances created by ``apply`` get new random UUIDs, as NVML gives new ones to new
+instances. To go back to the configured layout, stop ds01d and delete the file.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ds01.config.gpu_config import SimulatedGpu, SimulatedMigInstance, mig_profile_slices
+from ds01.core.mig import MigStep
+from ds01.errors import InvalidInput
+from ds01.files import read_json_file, replace_file
+
+
+class SimulatedMigLayout(BaseModel):
+    """One simulated GPU's MIG mode and instances as ``apply`` left them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mig: bool
+    instances: tuple[SimulatedMigInstance, ...] = Field(default=())
+
+    def on(self, gpu: SimulatedGpu) -> SimulatedGpu:
+        """``gpu`` with this layout instead of its configured one."""
+        return gpu.model_copy(update={"mig": self.mig, "mig_instances": list(self.instances)})
+
+
+_LAYOUTS = TypeAdapter(dict[str, SimulatedMigLayout])
+
+
+def read_mig_changes(path: Path) -> dict[str, SimulatedMigLayout]:
+    """The changed layouts in ``path`` by GPU UUID; ``{}`` if there is no such file.
+
+    Raises:
+        OSError: the file exists but cannot be read.
+        pydantic.ValidationError: it is not JSON of the documented shape (a ValueError).
+    """
+    return read_json_file(path, _LAYOUTS, {})
+
+
+def write_mig_changes(path: Path, layouts: Mapping[str, SimulatedMigLayout]) -> None:
+    """Replace ``path`` atomically with ``layouts`` (mode 0600: the state directory's)."""
+    document = {key: layout.model_dump(mode="json") for key, layout in layouts.items()}
+    replace_file(path, json.dumps(document, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def applied(
+    layout: SimulatedMigLayout, steps: Sequence[MigStep], total_slices: int
+) -> SimulatedMigLayout:
+    """``layout`` after ``steps`` (pure, but for the UUIDs of new instances).
+
+    Raises:
+        InvalidInput: a step that a real GPU would refuse: creating an instance with MIG
+            mode off or without room, destroying one that is not there, turning MIG mode
+            off while instances exist.
+    """
+    mig, instances = layout.mig, list(layout.instances)
+    for step in steps:
+        if step.action == "destroy":
+            kept = [i for i in instances if i.uuid != step.uuid]
+            if len(kept) == len(instances):
+                raise InvalidInput(f"no MIG instance {step.uuid} to destroy")
+            instances = kept
+        elif step.action == "disable_mig":
+            if instances:
+                raise InvalidInput("MIG mode cannot be turned off while instances exist")
+            mig = False
+        elif step.action == "enable_mig":
+            mig = True
+        else:
+            profile = step.profile or ""
+            used = sum(mig_profile_slices(i.profile) for i in instances)
+            if not mig or used + mig_profile_slices(profile) > total_slices:
+                raise InvalidInput(f"no room for a {profile} instance")
+            instances.append(SimulatedMigInstance(profile=profile, uuid=f"MIG-{uuid.uuid4()}"))
+    return SimulatedMigLayout(mig=mig, instances=tuple(instances))
+
+
+__all__ = ["SimulatedMigLayout", "applied", "read_mig_changes", "write_mig_changes"]

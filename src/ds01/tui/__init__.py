@@ -1,0 +1,13 @@
+"""``ds01-dashboard``: a live terminal view of the machine (``GET /v1/overview``).
+
+- ``frame``: the pure frame model, an overview (the API's JSON) plus the view state (sort,
+  user filter) turned into titled tables of text cells; also the plain-text frame of
+  ``--once``. Standard library only.
+- ``app``: the textual application that shows frames, refreshing in a worker thread.
+- ``main``: the command (``ds01-dashboard``), which imports textual only when it runs the
+  live view.
+"""
+
+#: The containers' sort columns, in the order the ``s`` key cycles through them
+#: (``ds01.tui.frame.SORTS`` has their keys).
+SORT_NAMES = ("user", "name", "state", "gpu-eq", "gpu%", "idle", "cleanup")

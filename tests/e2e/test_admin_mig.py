@@ -1,0 +1,98 @@
+"""End to end: ``ds01 admin mig plan|apply`` on the simulated backend.
+
+gpu-config.yaml wants GPU 1 split into two 3g.20gb instances and GPU 3 (split 3g+2g+1g+1g)
+whole again. alice holds a slice of GPU 3: the plan says GPU 1 can change and GPU 3 cannot
+(and who holds it); apply changes GPU 1, refuses GPU 3 and logs both; users then get the
+new instances. The change survives a restart of ds01d (the simulated state file), and once
+alice's container is gone GPU 3 changes too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support import TEST_IMAGES_YAML, describe
+
+WANTED = """
+    backend: simulated
+    mig_layout:
+      1: [3g.20gb, 3g.20gb]
+      3: off
+"""
+
+LIMITS = """
+    defaults:
+      gpu_limit: 2
+      max_containers: 4
+"""
+
+
+def by_gpu(plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {g["gpu_index"]: g for g in plan["gpus"]}
+
+
+def devices_of(d: Any, index: int) -> list[tuple[str, str | None]]:
+    return [
+        (g["kind"], g["profile"])
+        for g in d.cli_json("bob", "gpu-status")
+        if g["gpu_index"] == index
+    ]
+
+
+def test_mig_apply_changes_free_gpus_refuses_held_ones_and_survives_a_restart(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(resource_limits=LIMITS, gpu_config=WANTED, images=TEST_IMAGES_YAML)
+    slice_ = d.cli("alice", "container-create", "nb", "--image", "busybox", "--mig", "2g.10gb")
+    assert slice_.returncode == 0, describe(slice_)
+    assert devices_of(d, 1) == [("gpu", None)]
+
+    plan = by_gpu(d.cli_json("erin", "admin", "mig", "plan"))
+    assert plan[1]["status"] == "apply"
+    assert plan[1]["current"]["description"] == "whole GPU"
+    assert plan[1]["desired"]["description"] == "MIG: 3g.20gb + 3g.20gb"
+    assert plan[1]["steps"] == ["turn MIG mode on", "create 3g.20gb", "create 3g.20gb"]
+    assert plan[3]["status"] == "held" and plan[3]["holders"] == ["alice/nb"]
+    assert plan[0]["status"] == plan[2]["status"] == "unmanaged"
+    table = d.cli("erin", "admin", "mig", "plan")
+    assert table.returncode == 0 and "in use by alice/nb" in table.stdout, describe(table)
+
+    refused = d.cli("alice", "admin", "mig", "apply")
+    assert refused.returncode == 5, describe(refused)
+    assert d.events_where(action="auth.denied", user="alice", resource="admin/mig")
+
+    applied = d.cli(None, "admin", "mig", "apply")
+
+    assert applied.returncode == 1, describe(applied)  # GPU 3 is not as desired yet
+    assert "GPU 1: now MIG: 3g.20gb + 3g.20gb." in applied.stdout
+    assert "REFUSED: GPU 3: in use by alice/nb" in applied.stdout
+    assert devices_of(d, 1) == [("mig", "3g.20gb"), ("mig", "3g.20gb")]
+    assert devices_of(d, 3) == [("mig", p) for p in ("3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb")]
+    assert d.events_where(action="gpu.mig_apply", outcome="success")
+    assert d.events_where(action="gpu.mig_apply", outcome="denied")
+    d.restart()
+    assert devices_of(d, 1) == [("mig", "3g.20gb"), ("mig", "3g.20gb")]
+    assert by_gpu(d.cli_json(None, "admin", "mig", "plan"))[1]["status"] == "unchanged"
+
+    assert d.cli("alice", "container-remove", "nb").returncode == 0
+    last = d.cli_json(None, "admin", "mig", "apply", "--gpu", "3")
+    assert last["complete"], last
+    assert [g["outcome"] for g in last["gpus"]] == ["applied"]
+    assert devices_of(d, 3) == [("gpu", None)]
+    split = {
+        g["uuid"] for g in d.cli_json("bob", "gpu-status") if g["gpu_index"] == 1
+    }  # the only 3g.20gb instances left
+    two = d.cli(
+        "bob",
+        "container-create",
+        "big",
+        "--image",
+        "busybox",
+        "--mig",
+        "3g.20gb",
+        "--mig",
+        "3g.20gb",
+    )
+    assert two.returncode == 0, describe(two)
+    [big] = d.cli_json("bob", "container-list")
+    assert set(big["gpus"]) == split

@@ -1,0 +1,247 @@
+"""End to end: ``ds01 events`` and ``ds01 admin report`` as real users against a real ds01d.
+
+``ds01 events``: alice sees her own events (and ds01d's on her containers), never bob's;
+filters by action and container work; asking for bob's events is refused, while an admin
+sees everyone's; ``--follow`` prints a new event while it runs.
+
+``ds01 admin report``: a container of alice's holds a simulated GPU (busy 50 %) for a few
+seconds; the JSON report's GPU-hours allocated match the time it held the device (from the
+audit log's own timestamps), the used hours are half the measured ones, the container is
+counted; Markdown comes with its PNG chart next to it, HTML with the chart inside; users
+are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import selectors
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ds01.gpu.simulated import write_simulated_telemetry
+from support import TEST_IMAGES_YAML, describe, user_env
+
+LIMITS = """
+    defaults:
+      gpu_limit: 2
+      max_gpus_per_container: 2
+      max_containers: 4
+      gpu_hold_after_stop_minutes: 0
+    groups:
+      phd: {priority: 80}
+    policies:
+      lifecycle_interval_seconds: 0.5
+"""
+
+TWO_GPUS = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+
+def uid_of(user: str) -> int:
+    return pwd.getpwnam(user).pw_uid
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def events_of(d: Any, user: str, *args: str) -> list[dict[str, Any]]:
+    result = d.cli(user, "events", "--json", *args)
+    assert result.returncode == 0, describe(result)
+    return json_lines(result.stdout)
+
+
+def start(d: Any, user: str, name: str, *args: str) -> dict[str, Any]:
+    info: dict[str, Any] = d.cli_json(
+        user, "container-create", name, "--image", "busybox", "--start", *args
+    )
+    return info
+
+
+def test_alice_sees_her_own_events_and_not_bobs(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, gpu_config=TWO_GPUS, images=TEST_IMAGES_YAML)
+    alice, bob = uid_of("alice"), uid_of("bob")
+    start(d, "alice", "thesis", "--gpus", "1")
+    start(d, "bob", "secret", "--gpus", "1")
+    denied = d.cli("alice", "container-stop", "secret", "--user", "bob")
+    assert denied.returncode == 5, describe(denied)
+    assert d.cli("alice", "container-stop", "thesis").returncode == 0
+
+    mine = events_of(d, "alice")
+    actions = {e["action"] for e in mine}
+    assert {"container.create", "gpu.allocate", "container.start", "container.stop"} <= actions
+    assert "auth.denied" in actions  # her own refused request
+    for event in mine:
+        assert event["user"] == "alice" or (
+            event["user"] == "ds01d" and event["resource"].endswith(f"._.{alice}")
+        ), event
+        assert "secret" not in json.dumps(event) or event["action"] == "auth.denied", event
+        assert not event["resource"].endswith(f"._.{bob}"), event
+        assert "prev" not in event and isinstance(event["seq"], int)
+    seqs = [e["seq"] for e in mine]
+    assert seqs == sorted(seqs)
+    # every event of hers in the log is shown, and only those
+    logged = [e["seq"] for e in d.events() if e["user"] == "alice"]
+    assert set(logged) <= set(seqs)
+
+    creates = events_of(d, "alice", "--action", "container.create")
+    assert [e["resource"] for e in creates] == [f"container/thesis._.{alice}"]
+    family = events_of(d, "alice", "--action", "container", "--container", "thesis")
+    assert {e["action"] for e in family} == {"container.create", "container.start",
+                                             "container.stop"}  # fmt: skip
+    gpu_or_auth = [e for e in mine if e["action"].split(".")[0] in ("gpu", "auth")]
+    assert {e["action"] for e in gpu_or_auth} >= {"gpu.allocate", "auth.denied"}
+    assert events_of(d, "alice", "--action", "gpu,auth.*") == gpu_or_auth
+    assert events_of(d, "alice", "--action", "gpu,auth.*", "--limit", "1") == gpu_or_auth[-1:]
+    assert events_of(d, "alice", "--since", "2099-01-01") == []
+    assert len(events_of(d, "alice", "--since", "1h", "--until", "now")) == len(mine)
+
+    table = d.cli("alice", "events", "--action", "container.create")
+    assert table.returncode == 0, describe(table)
+    assert "container/thesis" in table.stdout and "TIME" in table.stdout
+
+    refused = d.cli("alice", "events", "--user", "bob")
+    assert refused.returncode == 5, describe(refused)
+    assert d.events_where(user="alice", action="auth.denied", resource="events/bob")
+    bad = d.cli("alice", "events", "--since", "soon")
+    assert bad.returncode == 2, describe(bad)
+
+    everyone = events_of(d, "erin", "--action", "container.create")
+    assert {e["user"] for e in everyone} == {"alice", "bob"}
+    bobs = events_of(d, "erin", "--user", "bob", "--action", "container.create")
+    assert [e["resource"] for e in bobs] == [f"container/secret._.{bob}"]
+
+
+def read_line_matching(process: subprocess.Popen[str], want: Any, timeout: float) -> Any:
+    """Read JSON lines from ``process`` until one satisfies ``want``; fail after ``timeout``."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        seen.append(event)
+        if want(event):
+            return event
+    raise AssertionError(f"no matching line within {timeout} s; got {seen}")
+
+
+def test_follow_prints_a_new_event_as_it_happens(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, gpu_config=TWO_GPUS, images=TEST_IMAGES_YAML)
+    alice = uid_of("alice")
+    start(d, "alice", "before")
+    env = user_env("alice", {"DS01_SOCKET": str(d.paths.socket)})
+    command = [
+        "runuser", "-u", "alice", "--", "env", "-i",
+        *[f"{k}={v}" for k, v in env.items()],
+        *d.command_for(("events", "--follow", "--json", "--action", "container.create")),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=user_env(None),
+        cwd=pwd.getpwnam("alice").pw_dir,
+    )
+    try:
+        backlog = read_line_matching(process, lambda e: True, timeout=15)
+        assert backlog["resource"] == f"container/before._.{alice}"
+        d.cli_json("alice", "container-create", "during", "--image", "busybox")
+        new = read_line_matching(
+            process, lambda e: e["resource"] == f"container/during._.{alice}", timeout=15
+        )
+        assert new["action"] == "container.create" and new["user"] == "alice"
+        assert new["seq"] > backlog["seq"]
+        assert process.poll() is None, "--follow ended by itself"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None
+    assert "Traceback" not in process.stderr.read()
+
+
+def event_time(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def test_report_counts_the_gpu_hours_a_container_held(ds01d: Any, tmp_path: Path) -> None:
+    d = ds01d(
+        resource_limits=LIMITS,
+        gpu_config=TWO_GPUS,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.2"),
+    )
+    devices = [g["uuid"] for g in d.cli_json("alice", "gpu-status")]
+    write_simulated_telemetry(
+        d.paths.simulated_telemetry_file, {u: {"gpu_util_percent": 50} for u in devices}
+    )
+    start(d, "alice", "train", "--gpus", "2")
+    time.sleep(4)  # several lifecycle passes measure the busy GPUs
+    removed = d.cli("alice", "container-remove", "train", "--force")
+    assert removed.returncode == 0, describe(removed)
+    time.sleep(1)  # the queue's next pass closes the usage ledger's row
+
+    result = d.cli("erin", "admin", "report", "--from", "1h", "--format", "json")
+    assert result.returncode == 0, describe(result)
+    report = json.loads(result.stdout)
+    (alice,) = [row for row in report["users"] if row["name"] == "alice"]
+    allocate = d.events_where(
+        action="gpu.allocate", resource=f"container/train._.{uid_of('alice')}"
+    )
+    remove = d.events_where(action="container.remove")
+    held = event_time(remove[-1]) - event_time(allocate[-1])
+    assert held > 3
+    # 2 GPUs for `held` seconds; the ledger closes at the queue pass after the removal
+    assert abs(alice["gpu_hours_allocated"] - 2 * held / 3600) <= 2 * 1.5 / 3600, (alice, held)
+    assert alice["group"] == "phd"
+    assert 0 < alice["gpu_hours_measured"] <= alice["gpu_hours_allocated"] + 0.0002
+    assert abs(alice["gpu_hours_used"] - alice["gpu_hours_measured"] / 2) <= 0.0001
+    assert alice["utilization_percent"] == 50.0
+    assert alice["containers_created"] == 1
+    assert (alice["idle_reclaims"], alice["queue_waits"]["count"]) == (0, 0)
+    total = sum(row["gpu_hours_allocated"] for row in report["users"])
+    assert abs(report["total"]["gpu_hours_allocated"] - total) <= 0.0002
+    (phd,) = [g for g in report["groups"] if g["name"] == "phd"]
+    assert phd["gpu_hours_allocated"] == alice["gpu_hours_allocated"]
+    assert report["notes"]
+
+    md = tmp_path / "report.md"
+    written = d.cli(None, "admin", "report", "--from", "1h", "--format", "md", "-o", str(md))
+    assert written.returncode == 0, describe(written)
+    png = tmp_path / "report.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    text = md.read_text()
+    assert "](report.png)" in text and "| alice | phd |" in text
+
+    html = d.cli("erin", "admin", "report", "--from", "1h", "--format", "html")
+    assert html.returncode == 0, describe(html)
+    assert '<img alt="GPU-hours per user' in html.stdout
+    assert "data:image/png;base64,iVBORw0KGgo" in html.stdout
+    csv = d.cli("erin", "admin", "report", "--from", "1h", "--format", "csv")
+    assert csv.returncode == 0 and csv.stdout.splitlines()[1].startswith("user,alice,phd,")
+
+    refused = d.cli("alice", "admin", "report", "--format", "json")
+    assert refused.returncode == 5, describe(refused)
+    assert d.events_where(user="alice", action="auth.denied", resource="report")
+    assert os.path.exists(md)
