@@ -17,9 +17,8 @@ from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_limits
 from ds01.errors import ConfigError, InvalidInput
 
-MISSION_EXAMPLE = (
-    Path(__file__).resolve().parents[2].parent / "shared/examples/resource-limits.yaml"
-)
+#: The mission's example resource-limits.yaml, as shipped in examples/config/.
+MISSION_EXAMPLE = Path(__file__).resolve().parents[2] / "examples/config/resource-limits.yaml"
 
 LIMITS = """\
 # Lab limits: reviewed every term.

@@ -20,7 +20,8 @@ from ds01.config.policies import (
 from ds01.config.resolve import resolve_policy, resolve_policy_sources
 from ds01.errors import ConfigError
 
-SHARED_EXAMPLE = Path(__file__).resolve().parents[3] / "shared/examples/resource-limits.yaml"
+#: The mission's example resource-limits.yaml, as shipped in examples/config/.
+MISSION_EXAMPLE = Path(__file__).resolve().parents[2] / "examples/config/resource-limits.yaml"
 
 
 def limits(text: str) -> ResourceLimitsConfig:
@@ -82,9 +83,8 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
         assert {resolved.source_of(key) for key in POLICY_KEYS} == {"builtin"}
 
 
-@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="shared examples not checked out")
 def test_the_mission_example_loads_with_default_policies() -> None:
-    config = load_file(SHARED_EXAMPLE, "resource-limits")
+    config = load_file(MISSION_EXAMPLE, "resource-limits")
     assert resolve_policy(config, "jane.researcher", ["phd_students"]) == BUILTIN_POLICY
 
 

@@ -24,34 +24,10 @@ from ds01.config.resolve import (
 from ds01.core.allocation import GpuQuota
 from ds01.core.units import GIB, MIB, format_bytes, parse_bytes
 
-# The mission's example, verbatim (examples/resource-limits.yaml in the shared folder).
-MISSION_EXAMPLE = """\
-# The example configuration given in the mission (DS01 Infrastructure).
-# ds01 must load this file unchanged, and resolve it as the mission describes:
-# user overrides -> group memberships -> defaults.
-defaults:
-  cpu_limit: 8
-  memory_limit: 32G
-  gpu_limit: 1
-  max_runtime_hours: 48
-
-groups:
-  phd_students:
-    priority: 80
-    gpu_limit: 2
-    max_runtime_hours: 168  # 1 week
-
-  msc_students:
-    priority: 50
-    gpu_limit: 1
-    max_runtime_hours: 24
-
-users:
-  jane.researcher:
-    priority: 100
-    gpu_limit: 4
-    max_runtime_hours: 336  # 2 weeks
-"""
+#: The mission's example, verbatim, as shipped in examples/config/.
+MISSION_EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "examples/config/resource-limits.yaml"
+).read_text(encoding="utf-8")
 
 SHARED_EXAMPLE = Path(__file__).resolve().parents[3] / "shared/examples/resource-limits.yaml"
 
@@ -70,8 +46,10 @@ def mission(tmp_path: Path) -> ResourceLimitsConfig:
 # --- the mission's example -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="shared examples not checked out")
-def test_fixture_is_the_mission_example_verbatim() -> None:
+@pytest.mark.skipif(
+    not SHARED_EXAMPLE.exists(), reason="the shared folder is not next to this checkout"
+)
+def test_the_shipped_example_is_the_mission_example_verbatim() -> None:
     assert SHARED_EXAMPLE.read_text(encoding="utf-8") == MISSION_EXAMPLE
 
 
