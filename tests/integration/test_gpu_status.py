@@ -147,9 +147,10 @@ def test_holder_is_exactly_the_device_the_container_got(ds01d):
     info = create(d, "alice", "notebook", "--mig", "3g.20gb")
 
     assert info["gpus"] == [big_slice["uuid"]]
-    for user in ("alice", "bob"):  # everyone sees who holds what
+    # Everyone sees who holds what; the container's name only its owner (and admins).
+    for user, container in (("alice", "notebook"), ("bob", None), (None, "notebook")):
         held = holders(gpu_status(d, user))
-        assert held[big_slice["uuid"]] == {"user": "alice", "container": "notebook"}
+        assert held[big_slice["uuid"]] == {"user": "alice", "container": container}
         assert all(h is None for uuid, h in held.items() if uuid != big_slice["uuid"]), held
 
 

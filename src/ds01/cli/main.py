@@ -428,7 +428,10 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
     def holder(d: dict[str, Any]) -> str:
         if d["reserved"]:
             return "reserved"
-        return f"{d['holder']['user']}/{d['holder']['container']}" if d["holder"] else "free"
+        if not d["holder"]:
+            return "free"
+        container = d["holder"]["container"]  # another user's: not shown
+        return f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
 
     render.table(
         ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER"],

@@ -51,7 +51,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
 
     devices = []
     for device in inventory.devices:
-        status = device_status(device, inventory, held.get(device.uuid))
+        status = device_status(device, inventory, held.get(device.uuid), caller)
         reading = telemetry.get(device.uuid)
         holder = status.holder
         devices.append(
@@ -70,7 +70,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
                 if holder is None
                 else api.OverviewHolder(
                     user=holder.user,
-                    container=holder.container if everyone or holder.user == caller.name else None,
+                    container=holder.container,
                 ),
                 utilization_percent=reading.gpu_util_percent if reading else None,
                 memory_used_mib=reading.memory_used_mib if reading else None,

@@ -67,7 +67,9 @@ class CreateContainerRequest(_Model):
 
 class Holder(_Model):
     user: str
-    container: str
+    container: str | None = Field(
+        description="The container's name: shown to its owner and admins only (else null)."
+    )
 
 
 class DeviceStatus(_Model):

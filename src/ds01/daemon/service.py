@@ -295,9 +295,17 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
 
 
 def device_status(
-    device: Device, inventory: Inventory, holding: Holding | None
+    device: Device, inventory: Inventory, holding: Holding | None, viewer: Caller | None = None
 ) -> api.DeviceStatus:
-    """One device as ``gpu-status`` shows it, with its holder (``None``: free)."""
+    """One device as ``gpu-status`` shows it to ``viewer``, with its holder (``None``: free).
+
+    Everyone sees who holds a device; the container's name only its owner and admins (a
+    name can tell what someone works on). ``viewer`` ``None``: the full view.
+    """
+    holder = None
+    if holding is not None:
+        private = viewer is not None and not viewer.is_admin and viewer.name != holding.user
+        holder = api.Holder(user=holding.user, container=None if private else holding.name)
     return api.DeviceStatus(
         uuid=device.uuid,
         kind=device.kind,
@@ -307,7 +315,7 @@ def device_status(
         memory_mib=device.memory_mib,
         gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
         reserved=device.uuid in inventory.reserved,
-        holder=api.Holder(user=holding.user, container=holding.name) if holding else None,
+        holder=holder,
     )
 
 
@@ -668,7 +676,9 @@ class Ds01Service:
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
-            devices=[device_status(d, inventory, held.get(d.uuid)) for d in inventory.devices],
+            devices=[
+                device_status(d, inventory, held.get(d.uuid), caller) for d in inventory.devices
+            ],
             unusable=unusable_gpus(inventory),
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
             allocated_gpu_equivalents=equivalents_to_float(allocated_equivalents(inventory, held)),
