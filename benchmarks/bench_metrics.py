@@ -167,7 +167,7 @@ class StandIn:
                 )
             )
 
-    def records(self) -> list[ContainerRecord]:
+    def observed_records(self) -> list[ContainerRecord]:
         return [ContainerRecord.from_summary(s) for s in self._summaries]
 
     def config(self) -> Ds01Config:
@@ -209,7 +209,7 @@ def built(containers: int, rounds: int) -> dict[str, Any]:
         parse = []
         for _ in range(rounds):
             start = time.perf_counter()
-            source.records()
+            source.observed_records()
             parse.append((time.perf_counter() - start) * 1000)
     return {
         "containers": containers,

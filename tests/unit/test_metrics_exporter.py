@@ -121,7 +121,7 @@ class Source:
     docker_down: bool = False
     _config: Ds01Config | None = field(default=None, repr=False)
 
-    def records(self) -> list[ContainerRecord]:
+    def observed_records(self) -> list[ContainerRecord]:
         self.list_calls += 1
         if self.docker_down:
             raise DockerUnavailable("Docker is not answering")

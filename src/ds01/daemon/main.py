@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon import dispatcher
     from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.lifecycle import LifecycleLoop
+    from ds01.daemon.observed import ObservedContainers
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.sampler import Sampler
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
     exporter = _metrics_exporter(service, energy)
+    if (
+        metrics_address is not None
+    ):  # scrapes reuse one container list until Docker reports a change
+        service.observed = ObservedContainers(service.runtime)
     server = Ds01HttpServer(paths.socket, service)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -151,11 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     queue.start()
     lifecycle.start()
     energy.start()
+    if service.observed is not None:
+        service.observed.start()
     _start_exporter(exporter, metrics_address)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         exporter.stop()
+        if service.observed is not None:
+            service.observed.stop()
         energy.stop()
         lifecycle.stop()
         queue.stop()

@@ -66,6 +66,7 @@ from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.notify import notify_terminals
+from ds01.daemon.observed import ObservedContainers
 from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, QueueKind, StateStore
 from ds01.errors import (
@@ -440,6 +441,8 @@ class Ds01Service:
         self.lifecycle_status: dict[str, api.LifecycleStatus] = {}
         self.lifecycle_pass: Callable[[bool], api.MaintenanceReport] | None = None
         self.lifecycle_last_pass: datetime | None = None  # when the last pass (not dry) ran
+        # The containers as observers see them (set by ds01d's main; None: list every time).
+        self.observed: ObservedContainers | None = None
         self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
         self._stopped_since: dict[str, datetime | None] = {}
         self._config_lock = threading.Lock()
@@ -1053,7 +1056,16 @@ class Ds01Service:
 
     def records(self) -> list[ContainerRecord]:
         """Every managed container; those whose devices were released hold none."""
-        records = self.runtime.list_managed()
+        return self._without_released(self.runtime.list_managed())
+
+    def observed_records(self) -> list[ContainerRecord]:
+        """``records()`` for observers (metrics): the list ``observed`` keeps while Docker
+        reports no change. Never for decisions: those list under the allocation lock."""
+        if self.observed is None:
+            return self.records()
+        return self._without_released(self.observed.list_managed())
+
+    def _without_released(self, records: list[ContainerRecord]) -> list[ContainerRecord]:
         released = self.store.released()
         if not released:
             return records

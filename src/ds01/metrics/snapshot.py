@@ -1,12 +1,12 @@
 """Everything one scrape reports, gathered in one pass (``Snapshotter.take``).
 
-One scrape costs, whatever the number of containers: one Docker list call
-(``records()``), one GPU inventory and one telemetry call for all devices and GPUs, one
-read of the waiting queue from SQLite, the event log's health, and the counters kept in
-memory (``ActivityCounters``, the energy meter's totals). Limits are resolved once per user
-and configuration (and again after ``QUOTA_CACHE_SECONDS``, for Unix group changes), never
-once per container. The snapshot is plain data; ``ds01.metrics.collector`` turns it into
-metric families.
+One scrape costs, whatever the number of containers: at most one Docker list call
+(``observed_records()``: none while Docker reports no change to any container), one GPU
+inventory and one telemetry call for all devices and GPUs, one read of the waiting queue
+from SQLite, the event log's health, and the counters kept in memory (``ActivityCounters``,
+the energy meter's totals). Limits are resolved once per user and configuration (and again
+after ``QUOTA_CACHE_SECONDS``, for Unix group changes), never once per container. The
+snapshot is plain data; ``ds01.metrics.collector`` turns it into metric families.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class MetricsSource(Protocol):
 
     def config(self) -> Ds01Config: ...
 
-    def records(self) -> list[ContainerRecord]: ...
+    def observed_records(self) -> list[ContainerRecord]: ...
 
     def now(self) -> datetime: ...
 
@@ -204,7 +204,7 @@ class Snapshotter:
         backend = source.backend
         inventory = self._inventory(backend)
         try:
-            records: list[ContainerRecord] | None = source.records()
+            records: list[ContainerRecord] | None = source.observed_records()
         except Ds01Error as exc:
             log.warning("metrics without containers: %s", exc.message)
             records = None
