@@ -127,6 +127,8 @@ class Source:
             raise DockerUnavailable("Docker is not answering")
         return list(self.containers)
 
+    records = observed_records  # what the energy meter lists (fresh, in ds01d)
+
     def config(self) -> Ds01Config:
         if self._config is None or self._config.limits is not self.limits:
             self._config = Ds01Config(self.limits, self.backend.config, ImagesConfig())
