@@ -965,6 +965,40 @@ without touching containers, and compares policies.
         ),
         more=("--json", "--reclaim"),
     ),
+    "dashboard": CommandHelp(
+        info="""\
+Shows the whole machine in the terminal and refreshes it every 2 seconds (`--interval`):
+
+- a usage bar: devices and GPU-equivalents allocated of the machine's total;
+- one line per device (whole GPUs and MIG slices): its holder, utilisation and memory;
+  a free device kept for the head of the GPU queue says so;
+- containers with their state, GPUs, utilisation, idle time and when they will be
+  stopped or removed (the lifecycle loop's last word; `-` before its first pass);
+- the GPU queue and usage against quota.
+
+You see every device, and for a device another user holds, that user's name; your own
+containers, queue requests and quota. Admins see everyone's.
+
+Keys in the live view: `s` cycles the sort column (user, name, state, gpu-eq, gpu%,
+idle, cleanup), `u` filters by user (empty: everyone), `enter` or `d` shows a
+container's details, `r` refreshes now, `q` quits. If ds01d does not answer, the last
+frame stays and the status line says why. `--once` prints one frame as plain text
+(scripts, logs, a terminal-less session); `--json` prints what ds01d answered (`GET
+/v1/overview`).""",
+        examples=(
+            ("ds01-dashboard", "the live view"),
+            ("ds01-dashboard --once", "one frame as text"),
+            ("ds01-dashboard --once --sort cleanup --user alice", "what is stopped next"),
+            ("ds01-dashboard --json", "the overview as JSON, for scripts"),
+        ),
+        concepts=("gpus", "idle", "queue", "quotas"),
+        questions=(
+            Question("--once", "Print one frame as text, not the live view?", "n", yes_no=True),
+            Question("--sort", "Sort the containers by", "user"),
+            Question("--user", "Only this user's containers (Enter = everyone)"),
+        ),
+        more=("--interval", "--json"),
+    ),
     "user setup": CommandHelp(
         info="""\
 Sets up your account for work on this server, and is safe to run again at any time:

@@ -793,6 +793,14 @@ COMMANDS: tuple[Command, ...] = (
         _run_gpu_status,
     ),
     Command(
+        ("dashboard",),
+        "ds01-dashboard",
+        "The machine at a glance, live: GPUs, containers, queue, quota.",
+        __import__("ds01.tui.main", fromlist=["main"]).DESCRIPTION,
+        lambda parser: __import__("ds01.tui.main", fromlist=["main"]).configure(parser),
+        lambda args: __import__("ds01.tui.main", fromlist=["main"]).run(args),
+    ),
+    Command(
         ("limits",),
         "check-limits",
         "Your resolved limits and current usage.",

@@ -12,7 +12,6 @@ second of imports) only for the live view. So ``--help`` is as quick as any ds01
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ds01.tui import SORT_NAMES
@@ -25,25 +24,15 @@ if TYPE_CHECKING:
 #: Seconds to wait for ds01d's answer before a refresh counts as failed.
 REQUEST_TIMEOUT_S = 15.0
 
+#: ``--help``'s text (keys, views and more examples: ``--info``, in ``ds01.cli.help_texts``).
 DESCRIPTION = """\
-The machine at a glance: GPU allocation (devices and GPU-equivalents), every device with
-its holder, utilisation and memory, containers with their idle time and time to cleanup,
-the GPU queue, and usage against quota. Refreshes every 2 seconds.
+The machine at a glance, live: GPU allocation, every device with its holder, your
+containers with their idle time and time to cleanup, the GPU queue, usage against quota.
+Keys: s sort, u filter by user, enter details, r refresh, q quit.
 
-Admins see everyone. A user sees every device (another user's device by that user's name
-only) and their own containers, queue requests and usage.
-
-Keys: s sort the containers (user, name, state, gpu-eq, gpu%, idle, cleanup),
-u filter by user (empty: everyone), enter or d a container's details,
-r refresh now, q quit.
-
-Examples:
-  ds01-dashboard                    live view
-  ds01-dashboard --once             one frame as text
-  ds01-dashboard --once --sort cleanup --user alice
-  ds01-dashboard --json             the overview as JSON (GET /v1/overview)"""
-
-EPILOG = "Exit codes: 0 ok, 1 error (ds01d unreachable), 2 usage, 5 permission."
+examples:
+  ds01-dashboard
+  ds01-dashboard --once --sort cleanup"""
 
 
 def _interval(text: str) -> float:
@@ -56,13 +45,8 @@ def _interval(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ds01-dashboard",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``ds01-dashboard`` (its entry in ``ds01.cli.main.COMMANDS``)."""
     parser.add_argument("--once", action="store_true", help="print one frame as text and exit")
     parser.add_argument(
         "--json", action="store_true", help="print the overview as JSON and exit (implies --once)"
@@ -78,7 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sort", choices=SORT_NAMES, default=SORT_NAMES[0], help="sort the containers by"
     )
     parser.add_argument("--user", metavar="USER", help="show only USER's containers and usage")
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``ds01-dashboard``, help tiers included."""
+    from ds01.cli.main import COMMANDS, command_parser
+
+    command = next(c for c in COMMANDS if c.alias == "ds01-dashboard")
+    return command_parser("ds01-dashboard", command)
 
 
 def fetcher(timeout: float = REQUEST_TIMEOUT_S) -> Callable[[], Any]:
@@ -118,32 +109,25 @@ def run_live(fetch: Callable[[], Any], args: argparse.Namespace) -> None:
     DashboardApp(fetch, interval=args.interval, view=View(sort=args.sort, user=args.user)).run()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ds01-dashboard``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)  # --help ends here, before any other import
-    from ds01.cli.client import ApiError
-    from ds01.errors import Ds01Error
+def run(args: argparse.Namespace) -> None:
+    """Show the dashboard: one frame (``--once``, ``--json``) or the live view."""
+    from ds01.errors import InvalidInput
 
     once = args.once or args.json
     if not once and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        parser.error("the live view needs a terminal; use --once (text) or --json")
-    try:
-        if once:
-            print_once(fetcher(), args)
-        else:
-            run_live(fetcher(), args)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0) from None
-    except ApiError as exc:  # the daemon's refusal, with the exit code it chose
-        sys.stderr.write(f"Error: {exc.message}\n")
-        raise SystemExit(int(exc.code)) from None
-    except Ds01Error as exc:
-        sys.stderr.write(f"Error: {exc.message}\n")
-        raise SystemExit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise InvalidInput("The live view needs a terminal; use --once (text) or --json.")
+    if once:
+        print_once(fetcher(), args)
+    else:
+        run_live(fetcher(), args)
 
 
-__all__ = ["build_parser", "fetcher", "main", "print_once"]
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ds01-dashboard`` (errors, exit codes and help tiers as every ds01
+    command has them)."""
+    from ds01.cli.main import run_alias
+
+    run_alias("ds01-dashboard", argv)
+
+
+__all__ = ["build_parser", "configure", "fetcher", "main", "print_once", "run"]
