@@ -53,25 +53,11 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     for device in inventory.devices:
         status = device_status(device, inventory, held.get(device.uuid), caller)
         reading = telemetry.get(device.uuid)
-        holder = status.holder
         devices.append(
             api.OverviewDevice(
-                uuid=status.uuid,
+                **status.model_dump(),
                 label=device.label,
-                kind=status.kind,
-                profile=status.profile,
-                gpu_index=status.gpu_index,
-                model=status.model,
-                memory_mib=status.memory_mib,
-                gpu_equivalents=status.gpu_equivalents,
-                reserved=status.reserved,
-                held_for_queue=holder is None and device.uuid in for_queue,
-                holder=None
-                if holder is None
-                else api.OverviewHolder(
-                    user=holder.user,
-                    container=holder.container,
-                ),
+                held_for_queue=status.holder is None and device.uuid in for_queue,
                 utilization_percent=reading.gpu_util_percent if reading else None,
                 memory_used_mib=reading.memory_used_mib if reading else None,
                 process_count=reading.process_count if reading else None,

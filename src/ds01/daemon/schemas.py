@@ -80,7 +80,7 @@ class DeviceStatus(_Model):
     model: str
     memory_mib: int
     gpu_equivalents: float
-    reserved: bool
+    reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
     holder: Holder | None
 
 
@@ -498,26 +498,11 @@ class RetireResult(_Model):
     kept_image: str | None = Field(description="The image the container was kept as.")
 
 
-class OverviewHolder(_Model):
-    user: str
-    container: str | None = Field(
-        description="The holding container's name; null when it is another user's and the "
-        "caller is not an admin (other users' container names are theirs)."
-    )
+class OverviewDevice(DeviceStatus):
+    """A device as ``gpu-status`` shows it, with its short name and its telemetry now."""
 
-
-class OverviewDevice(_Model):
-    uuid: str
     label: str = Field(description="Short name: '2' for GPU 2, '3:1g.5gb#4' for a MIG instance.")
-    kind: Literal["gpu", "mig"]
-    profile: str | None
-    gpu_index: int
-    model: str
-    memory_mib: int
-    gpu_equivalents: float
-    reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
     held_for_queue: bool = Field(description="Free, but kept for the head of the GPU queue.")
-    holder: OverviewHolder | None
     utilization_percent: float | None = Field(
         description="GPU utilisation now; null where the backend cannot tell (MIG instances)."
     )
