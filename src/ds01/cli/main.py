@@ -15,6 +15,7 @@ arguments to a parser and a function that runs it. ``COMMANDS`` is the one table
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -28,14 +29,26 @@ from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
+from ds01.tui.main import DESCRIPTION as DASHBOARD_DESCRIPTION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
 )
+
+
+def _lazy(module: str, function: str) -> Callable[[Any], None]:
+    """``module.function``, imported only when called: the commands that need heavy modules
+    (the simulator, project files, the dashboard) cost nothing at start-up."""
+
+    def call(value: Any) -> None:
+        getattr(importlib.import_module(module), function)(value)
+
+    return call
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -796,9 +809,9 @@ COMMANDS: tuple[Command, ...] = (
         ("dashboard",),
         "ds01-dashboard",
         "The machine at a glance, live: GPUs, containers, queue, quota.",
-        __import__("ds01.tui.main", fromlist=["main"]).DESCRIPTION,
-        lambda parser: __import__("ds01.tui.main", fromlist=["main"]).configure(parser),
-        lambda args: __import__("ds01.tui.main", fromlist=["main"]).run(args),
+        DASHBOARD_DESCRIPTION,
+        _lazy("ds01.tui.main", "configure"),
+        _lazy("ds01.tui.main", "run"),
     ),
     Command(
         ("limits",),
@@ -890,8 +903,8 @@ COMMANDS: tuple[Command, ...] = (
         "examples:\n"
         "  ds01 simulate examples/traces/lab-week.csv --config-dir examples/traces\n"
         "  ds01 simulate trace.csv --config-dir /etc/ds01 --policy fair --json",
-        lambda parser: __import__("ds01.sim.cli", fromlist=["cli"]).configure(parser),
-        lambda args: __import__("ds01.sim.cli", fromlist=["cli"]).run(args),
+        _lazy("ds01.sim.cli", "configure"),
+        _lazy("ds01.sim.cli", "run"),
     ),
     Command(
         ("project", "init"),
@@ -903,8 +916,8 @@ COMMANDS: tuple[Command, ...] = (
         "examples:\n"
         "  project-init thesis --type cv\n"
         "  project-init chatbot --type nlp --framework tensorflow --dir ~/workspace/chatbot",
-        lambda parser: __import__("ds01.cli.project", fromlist=["project"]).configure(parser),
-        lambda args: __import__("ds01.cli.project", fromlist=["project"]).run(args),
+        _lazy("ds01.cli.project", "configure"),
+        _lazy("ds01.cli.project", "run"),
     ),
     Command(
         ("project", "launch"),
@@ -916,10 +929,8 @@ COMMANDS: tuple[Command, ...] = (
         "examples:\n"
         "  project-launch ~/workspace/thesis\n"
         "  project-launch . --mig 1g.10gb --background",
-        lambda parser: __import__("ds01.cli.project", fromlist=["project"]).configure_launch(
-            parser
-        ),
-        lambda args: __import__("ds01.cli.project", fromlist=["project"]).run_launch(args),
+        _lazy("ds01.cli.project", "configure_launch"),
+        _lazy("ds01.cli.project", "run_launch"),
     ),
     Command(
         ("user", "setup"),
@@ -931,8 +942,8 @@ COMMANDS: tuple[Command, ...] = (
         "examples:\n"
         "  user-setup\n"
         "  user-setup --yes --add-ssh-key ~/laptop-key.pub --host gpu1.lab.example.org",
-        lambda parser: __import__("ds01.cli.user_setup", fromlist=["x"]).configure(parser),
-        lambda args: __import__("ds01.cli.user_setup", fromlist=["x"]).run(args),
+        _lazy("ds01.cli.user_setup", "configure"),
+        _lazy("ds01.cli.user_setup", "run"),
     ),
 )
 
