@@ -206,12 +206,25 @@ def test_allocations_holders_and_containers_per_user_and_group(source: Source) -
     assert value(found, "ds01_gpu_equivalents_allocated", user="alice", group="phd") == 2.0
     assert value(found, "ds01_gpu_equivalents_allocated", user="bob", group="msc") == 1.0
     assert value(found, "ds01_gpu_equivalents_total") == 4.0
-    holder = {"user": "alice", "group": "phd", "container": "train"}
+    holder = {"user": "alice", "group": "phd", "container": ""}
     assert value(found, "ds01_device_holder", uuid=g1, **holder) == 1
     assert value(found, "ds01_containers", state="running") == 1
     assert value(found, "ds01_containers", state="stopped") == 1
     assert value(found, "ds01_containers", state="created") == 1
     assert value(found, "ds01_containers", state="paused") == 0
+
+
+def test_holders_name_their_containers_only_when_asked_to(source: Source) -> None:
+    g0, *_ = gpus(source)
+    source.containers = [record("secret-thesis", "alice", 1001, "phd", (g0,), Fraction(1))]
+
+    hidden = samples(families(snapshotter(source).take()))
+    named = samples(families(snapshotter(source, container_names=True).take()))
+
+    assert "secret-thesis" not in repr(hidden)
+    holder = {"uuid": g0, "user": "alice", "group": "phd"}
+    assert value(hidden, "ds01_device_holder", **holder, container="") == 1
+    assert value(named, "ds01_device_holder", **holder, container="secret-thesis") == 1
 
 
 def test_device_info_for_whole_gpus_and_mig_instances(source: Source) -> None:

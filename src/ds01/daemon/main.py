@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback exporter address (the metrics name users; no "
         "authentication) [$DS01_METRICS_ALLOW_REMOTE=1]",
     )
+    parser.add_argument(
+        "--metrics-container-names",
+        action="store_true",
+        help="name the container holding each device in the metrics (every local user can "
+        "read them; off: users and devices only) [$DS01_METRICS_CONTAINER_NAMES=1]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
-    exporter = _metrics_exporter(service, energy)
+    exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
     if (
         metrics_address is not None
     ):  # scrapes reuse one container list until Docker reports a change
@@ -192,7 +198,17 @@ def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
         sys.exit(f"ds01d: {exc.message}")
 
 
-def _metrics_exporter(service: Ds01Service, energy: EnergyMeter) -> MetricsExporter:
+def _metrics_container_names(args: argparse.Namespace) -> bool:
+    from ds01.metrics.exporter import ENV_METRICS_CONTAINER_NAMES
+
+    return bool(args.metrics_container_names) or (
+        os.environ.get(ENV_METRICS_CONTAINER_NAMES) == "1"
+    )
+
+
+def _metrics_exporter(
+    service: Ds01Service, energy: EnergyMeter, *, container_names: bool
+) -> MetricsExporter:
     """The exporter of ``service``: its counters listen to the event log from now on."""
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.collector import Ds01Collector
@@ -201,7 +217,8 @@ def _metrics_exporter(service: Ds01Service, energy: EnergyMeter) -> MetricsExpor
 
     activity = ActivityCounters()
     service.events.subscribe(activity.observe)
-    return MetricsExporter(Ds01Collector(Snapshotter(service, activity, energy.totals).take))
+    snapshots = Snapshotter(service, activity, energy.totals, container_names=container_names)
+    return MetricsExporter(Ds01Collector(snapshots.take))
 
 
 def _start_exporter(exporter: MetricsExporter, address: ListenAddress | None) -> None:

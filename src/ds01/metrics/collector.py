@@ -85,7 +85,8 @@ def _allocation(s: MetricsSnapshot) -> Iterator[Metric]:
         return  # Docker did not answer: unknown, not zero
     holder = _gauge(
         "ds01_device_holder",
-        "A device held by a container (1): its user, group and container name.",
+        "A device held by a container (1): its user and group (and the container's name "
+        "when ds01d runs with --metrics-container-names).",
         ["uuid", "user", "group", "container"],
     )
     for h in s.holders:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:9101"
 ENV_METRICS_LISTEN = "DS01_METRICS_LISTEN"
 ENV_METRICS_ALLOW_REMOTE = "DS01_METRICS_ALLOW_REMOTE"
+ENV_METRICS_CONTAINER_NAMES = "DS01_METRICS_CONTAINER_NAMES"
 #: The value of ``--metrics-listen`` that turns the exporter off.
 OFF = "off"
 

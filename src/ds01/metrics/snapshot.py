@@ -65,7 +65,8 @@ class MetricsSource(Protocol):
 
 @dataclass(frozen=True)
 class Holder:
-    """A device and the container holding it."""
+    """A device and the container holding it (``container`` is ``""`` unless the exporter
+    names containers: ``--metrics-container-names``)."""
 
     uuid: str
     user: str
@@ -112,9 +113,17 @@ class MetricsSnapshot:
     inventory_message: str | None = field(default=None)
 
 
-def holders_of(records: Sequence[ContainerRecord]) -> list[Holder]:
-    """One row per device a container holds (the container as its user sees it)."""
-    return [Holder(uuid, r.user, r.group, r.name) for r in records for uuid in r.gpus]
+def holders_of(
+    records: Sequence[ContainerRecord], *, container_names: bool = False
+) -> list[Holder]:
+    """One row per device a container holds. The container's name (as its user sees it)
+    only with ``container_names``: any local user can read the exporter, and ``gpu-status``
+    shows other users' container names to admins only."""
+    return [
+        Holder(uuid, r.user, r.group, r.name if container_names else "")
+        for r in records
+        for uuid in r.gpus
+    ]
 
 
 def allocated_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str], float]:
@@ -174,6 +183,8 @@ class Snapshotter:
         activity: the counters fed by the event log.
         energy_totals: joules in the energy ledger by (user, group) (the energy meter's
             ``totals``).
+        container_names: whether holders name their containers (off by default: see
+            ``holders_of``).
         user_lookup: a user's name and groups by uid (NSS; injected by tests).
         monotonic: seconds for the quota cache's age.
     """
@@ -184,10 +195,12 @@ class Snapshotter:
         activity: ActivityCounters,
         energy_totals: Callable[[], Mapping[tuple[str, str], float]],
         *,
+        container_names: bool = False,
         user_lookup: Callable[[int], UnixUser] = user_by_uid,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
+        self.container_names = container_names
         self.activity = activity
         self.energy_totals = energy_totals
         self._user_lookup = user_lookup
@@ -221,7 +234,7 @@ class Snapshotter:
             gpus=inventory.gpus,
             total_gpu_equivalents=float(inventory.total_gpu_equivalents),
             records_ok=records is not None,
-            holders=holders_of(rows),
+            holders=holders_of(rows, container_names=self.container_names),
             allocated=allocated_by_user(rows),
             containers_by_state=containers_by_state(rows),
             queue_length=len(waiting),
