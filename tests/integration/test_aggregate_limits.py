@@ -258,11 +258,32 @@ def test_the_parent_goes_with_the_users_last_container(ds01d):
     assert not left, f"empty parents left behind: {left}"
 
 
-def test_start_up_removes_empty_parents_nobody_uses(ds01d):
-    stale = "ds01.slice/ds01-ghosts.slice/ds01-ghosts-casper.slice"
-    for hierarchy in ("memory", "pids"):
-        parent_dir(hierarchy, stale).mkdir(parents=True, exist_ok=True)
-    start_daemon(ds01d, "{memory_limit: 300M}")
-    assert not parent_dir("memory", stale).exists()
-    assert not parent_dir("memory", "ds01.slice/ds01-ghosts.slice").exists()
-    assert not parent_dir("pids", stale).exists()
+def test_start_up_removes_its_own_empty_parents(ds01d, docker_client):
+    d = start_daemon(ds01d, "{memory_limit: 300M}")
+    create(d, "gone", "--memory", "100M")
+    assert parent_dir("memory").is_dir()
+    d.stop()
+    for container in docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"}):
+        container.remove(force=True)  # removed behind ds01d's back while it was down
+
+    d.start()
+
+    assert not parent_dir("memory").exists()
+    assert not parent_dir("pids").exists()
+
+
+def test_start_up_leaves_parents_it_did_not_make(ds01d):
+    """Another ds01d on the same engine (or an admin) made this parent for a user of its own,
+    who has no container yet: it is not this instance's to remove."""
+    theirs = "ds01.slice/ds01-ghosts.slice/ds01-ghosts-casper.slice"
+    made = [parent_dir(hierarchy, theirs) for hierarchy in ("memory", "pids")]
+    try:
+        for directory in made:
+            directory.mkdir(parents=True, exist_ok=True)
+        start_daemon(ds01d, "{memory_limit: 300M}")
+        assert all(directory.is_dir() for directory in made)
+    finally:
+        for directory in made:
+            for cgroup in (directory, directory.parent):
+                if cgroup.is_dir():
+                    cgroup.rmdir()

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ds01.runtime.cgroups import (
     AggregateLimits,
@@ -57,8 +59,9 @@ def tree_rmdir(path: Path) -> None:
 
 
 def test_paths_follow_the_slice_naming() -> None:
-    assert slice_part("Jane-R.x") == "jane_r_x"
-    assert user_slice_path("phd", "jane-r") == "/ds01.slice/ds01-phd.slice/ds01-phd-jane_r.slice"
+    assert slice_part("Jane-R.x") == "Jane:2dR:2ex"
+    assert slice_part("jane_r") == "jane_r"
+    assert user_slice_path("phd", "jane-r") == "/ds01.slice/ds01-phd.slice/ds01-phd-jane:2dr.slice"
     assert slice_unit(PARENT) == "ds01-phd-alice.slice"
     assert container_cgroup(PARENT, CONTAINER_ID, "cgroupfs") == f"{PARENT}/{CONTAINER_ID}"
     assert container_cgroup(PARENT, CONTAINER_ID, "systemd").endswith(
@@ -66,6 +69,25 @@ def test_paths_follow_the_slice_naming() -> None:
     )
     with pytest.raises(ValueError, match="not a container id"):
         container_cgroup(PARENT, "../../etc", "cgroupfs")
+
+
+NAMES = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@given(NAMES, NAMES)
+def test_distinct_names_never_share_a_slice_part(a: str, b: str) -> None:
+    """Users ``a.b`` and ``a-b`` (or ``Ab`` and ``ab``) once shared a cgroup parent, so one
+    user's totals applied to the other's containers."""
+    assert (slice_part(a) == slice_part(b)) == (a == b)
+
+
+@given(NAMES, NAMES)
+def test_a_user_parent_is_one_slice_two_levels_below_ds01(group: str, user: str) -> None:
+    parent = user_slice_path(group, user)
+    parts = parent.split("/")
+    assert parts[:2] == ["", "ds01.slice"] and len(parts) == 4
+    assert parts[3].count("-") == 2  # ds01-<group>-<user>.slice: systemd's nesting, nothing else
+    assert all(part.isascii() and part.isprintable() for part in parts)
 
 
 def test_v1_writes_period_before_quota_and_minus_one_for_unlimited() -> None:
@@ -213,7 +235,6 @@ def test_empty_parents_go_deepest_first_in_every_hierarchy(tmp_path: Path) -> No
             directory = root / hierarchy / parent.lstrip("/")
             directory.mkdir(parents=True)
             (directory / "cgroup.procs").write_text("")
-    assert manager.user_parents() == {PARENT, other}
 
     assert manager.remove_if_empty(PARENT)
     for hierarchy in V1_HIERARCHIES:

@@ -19,16 +19,16 @@ GIB = 1024**3
 
 
 def test_slice_parts_never_contain_a_dash() -> None:
-    assert slice_part("jane.researcher") == "jane_researcher"
-    assert slice_part("Ph-D") == "ph_d"
+    assert slice_part("jane.researcher") == "jane:2eresearcher"
+    assert slice_part("Ph-D") == "Ph:2dD"
     assert "-" not in slice_part("a-b-c-")
 
 
 @pytest.mark.parametrize(
     ("driver", "expected"),
     [
-        ("cgroupfs", "/ds01.slice/ds01-phd.slice/ds01-phd-jane_r.slice"),
-        ("systemd", "ds01-phd-jane_r.slice"),
+        ("cgroupfs", "/ds01.slice/ds01-phd.slice/ds01-phd-jane:2dr.slice"),
+        ("systemd", "ds01-phd-jane:2dr.slice"),
     ],
 )
 def test_cgroup_parent_per_driver(driver: str, expected: str) -> None:

@@ -230,6 +230,7 @@ def _prepare_cgroup_parent(
     actions.append(f"write {user.name}'s totals ({totals}) on the cgroup parent {parent}")
     if dry_run:
         return parent
+    service.store.own_cgroup_parent(parent, service.now().isoformat())
     try:
         service.cgroups.apply(parent, aggregate_limits(aggregate), create=True)
     except CgroupError as exc:

@@ -584,7 +584,11 @@ class Ds01Service:
         self, user: str, parent: str, aggregate: ResolvedAggregate, *, create: bool = True
     ) -> None:
         """Write ``aggregate`` on ``parent``. Fails closed when a total is set: the error
-        is logged as an event and raised; with no total set, a failure is only logged."""
+        is logged as an event and raised; with no total set, a failure is only logged.
+        With ``create``, the parent is recorded as this instance's (it, or Docker for one of
+        its containers, makes it now)."""
+        if create:
+            self.store.own_cgroup_parent(parent, self.now().isoformat())
         try:
             self.cgroups.apply(parent, aggregate_limits(aggregate), create=create)
         except CgroupError as exc:
@@ -636,17 +640,28 @@ class Ds01Service:
                 log.warning("cgroup %s left for the next start: %s", parent, exc.message)
                 return
             if all(record_parent(r) != parent for r in records):
-                self.cgroups.remove_if_empty(parent)
+                self._remove_own_parent(parent)
+
+    def _remove_own_parent(self, parent: str) -> bool:
+        """Remove ``parent`` if it is empty and forget it once gone. Caller holds the
+        allocation lock and has checked that no container uses it."""
+        if parent not in self.store.owned_cgroup_parents():
+            return False  # made by an admin or another ds01d on this engine: not ours to remove
+        if not self.cgroups.remove_if_empty(parent):
+            return False
+        self.store.disown_cgroup_parent(parent)
+        return True
 
     def reconcile_cgroups(self) -> list[str]:
         """At start: write the current totals on the parents that hold containers, and
-        remove the empty parents no container uses. Returns the parents removed."""
+        remove the empty parents of this instance that no container uses. Returns the
+        parents removed."""
         self._apply_live_aggregates(self.config(), "ds01d started")
         removed = []
         with self.allocation_lock:
             in_use = {record_parent(r) for r in self.runtime.list_managed()}
-            for parent in sorted(self.cgroups.user_parents() - in_use):
-                if self.cgroups.remove_if_empty(parent):
+            for parent in sorted(self.store.owned_cgroup_parents() - in_use):
+                if self._remove_own_parent(parent):
                     removed.append(parent)
         return removed
 

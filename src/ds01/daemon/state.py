@@ -31,6 +31,10 @@ reported (``ds01.daemon.oom``), so that a restart of ds01d does not report a kil
 container (and its user and group) that held a device then (``ds01.daemon.energy`` writes
 it; the exporter and ``ds01 admin report`` read it).
 
+*Cgroup parents* (``cgroup_parents``): the user parents this ds01d made (or had Docker
+make) for its containers, builds and users. An instance removes only these when they are
+empty and unused: another ds01d on the same engine owns its own.
+
 *GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
 the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
 GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
@@ -132,6 +136,10 @@ CREATE TABLE IF NOT EXISTS gpu_activity (
     measured_gpu_seconds REAL NOT NULL,
     busy_gpu_seconds     REAL NOT NULL,
     PRIMARY KEY (container_id, hour)
+);
+CREATE TABLE IF NOT EXISTS cgroup_parents (
+    parent      TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL
 );
 """
 
@@ -488,6 +496,25 @@ class StateStore:
             self._db.executemany(
                 "DELETE FROM gpu_releases WHERE container_id = ?", [(i,) for i in container_ids]
             )
+
+    # -- cgroup parents ------------------------------------------------------------------------
+
+    def own_cgroup_parent(self, parent: str, at: str) -> None:
+        """Record that this instance made (or is about to make) ``parent``; idempotent."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO cgroup_parents VALUES (?, ?)", (parent, at)
+            )
+
+    def owned_cgroup_parents(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT parent FROM cgroup_parents").fetchall()
+        return {parent for (parent,) in rows}
+
+    def disown_cgroup_parent(self, parent: str) -> None:
+        """Forget ``parent``: it is gone."""
+        with self._lock:
+            self._db.execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
 
     # -- the energy ledger -------------------------------------------------------------------
 

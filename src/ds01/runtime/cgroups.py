@@ -54,7 +54,11 @@ MIN_CFS_QUOTA_US = 1_000
 CONTROLLERS = ("cpu", "memory", "pids")
 SYSTEMCTL_TIMEOUT_SECONDS = 30.0
 
-_SLICE_PART_RE = re.compile(r"[^a-z0-9_]")
+#: Characters a slice part keeps as they are; every other byte is escaped (``slice_part``).
+_SLICE_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+#: Starts an escaped byte in a slice part; systemd allows it in unit names, and it is never
+#: kept plain, so an escape can always be told from a plain character.
+_SLICE_ESCAPE = ":"
 _CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
 
 
@@ -68,8 +72,19 @@ class CgroupError(SystemFault):
 
 
 def slice_part(name: str) -> str:
-    """Sanitise a user or group name for a systemd slice name (``-`` means nesting there)."""
-    return _SLICE_PART_RE.sub("_", name.lower()) or "_"
+    """A user or group name as part of a slice name, encoded injectively.
+
+    Letters, digits and ``_`` stay; every other byte of the name's UTF-8 becomes ``:`` and
+    two hex digits (``jane-r`` → ``jane:2dr``, ``a.b`` → ``a:2eb``). ``-`` never remains
+    (systemd reads it as nesting), and two different names never share a part, so two users
+    never share a cgroup parent and its totals.
+    """
+    if not name:
+        raise ValueError("an empty name has no slice part")
+    return "".join(
+        char if char in _SLICE_PLAIN else "".join(f"{_SLICE_ESCAPE}{b:02x}" for b in char.encode())
+        for char in name
+    )
 
 
 def user_slice_path(group: str, user: str) -> str:
@@ -455,24 +470,6 @@ class CgroupManager:
             if (hierarchy / _relative(parent)).is_dir():
                 gone = False
         return gone
-
-    def user_parents(self) -> set[str]:
-        """Every user parent (``/ds01.slice/<group slice>/<user slice>``) found in any
-        hierarchy."""
-        found: set[str] = set()
-        for hierarchy in self.hierarchies():
-            top = hierarchy / SLICE_ROOT
-            try:
-                groups = [g for g in top.iterdir() if g.is_dir() and g.name.endswith(".slice")]
-                for group in groups:
-                    found.update(
-                        f"/{SLICE_ROOT}/{group.name}/{user.name}"
-                        for user in group.iterdir()
-                        if user.is_dir() and user.name.endswith(".slice")
-                    )
-            except OSError:
-                continue
-        return found
 
     # -- counters ------------------------------------------------------------------------------
 
