@@ -44,6 +44,7 @@ from ds01.config.resolve import (
     is_admin,
     resolve_aggregate,
     resolve_limits,
+    resolve_policy,
 )
 from ds01.core.allocation import (
     AllocationState,
@@ -61,6 +62,7 @@ from ds01.core.names import (
     validate_container_name,
     validate_image_reference,
 )
+from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
@@ -776,7 +778,11 @@ class Ds01Service:
                 if not request.queue:
                     self._refused(caller, resource, exc)
                     raise
-                return self.enqueue(prepared, request, exc)
+                try:
+                    return self.enqueue(prepared, request, exc, records)
+                except PolicyError as refusal:
+                    self._refused(caller, resource, refusal)
+                    raise
             except PolicyError as exc:
                 self._refused(caller, resource, exc)
                 raise
@@ -954,15 +960,24 @@ class Ds01Service:
         )
 
     def enqueue(
-        self, prepared: PreparedCreate, request: api.CreateContainerRequest, why: NoCapacity
+        self,
+        prepared: PreparedCreate,
+        request: api.CreateContainerRequest,
+        why: NoCapacity,
+        records: list[ContainerRecord] | None = None,
     ) -> Queued:
-        """Under the allocation lock: put a create that found no free devices in the queue."""
+        """Under the allocation lock: put a create that found no free devices in the queue,
+        if the owner has room there (``check_queue_room``; ``records``: every managed
+        container, listed under this lock, or ``None`` to list them)."""
         waiting = self._queued_for(prepared.owner.uid, prepared.name)
         if waiting is not None:
             raise Conflict(
                 f"A request for a container named {prepared.name!r} is already queued. "
                 "`ds01 queue` shows it; `ds01 queue cancel ID` withdraws it."
             )
+        mine = [r.name for r in (self.records() if records is None else records)
+                if r.uid == prepared.owner.uid]  # fmt: skip
+        self._check_queue_room(prepared.owner, "create", mine)
         return self._join_queue(
             prepared.owner, "create", prepared.name, prepared.group, prepared.gpu_request,
             request.model_dump_json(), why,
@@ -974,13 +989,26 @@ class Ds01Service:
         waiting = self._queued_for(record.uid, record.name)
         if waiting is not None:
             return Queued(entry=waiting, reason=why.message)
+        self._check_queue_room(owner, "start", [])
         request = self.released_request(record, self.backend.inventory())
         return self._join_queue(owner, "start", record.name, record.group, request, "", why)
 
     def _queued_for(self, uid: int, container: str) -> QueuedRequest | None:
         """The waiting request of user ``uid`` for ``container``, if any."""
-        return next(
-            (q for q in self.store.queued() if q.uid == uid and q.container == container), None
+        return next((q for q in self.store.waiting_of(uid) if q.container == container), None)
+
+    def _check_queue_room(
+        self, owner: UnixUser, kind: QueueKind, containers: list[str]
+    ) -> None:
+        """Refuse (``QuotaExceeded``) one more waiting request of ``owner`` beyond
+        ``max_containers`` (creates) or ``max_queued`` (see ``core.queue_room``)."""
+        limits = self.config().limits
+        check_queue_room(
+            kind,
+            containers,
+            [WaitingRequest(q.id, q.kind, q.container) for q in self.store.waiting_of(owner.uid)],
+            max_containers=self.limits_for(owner).max_containers,
+            max_queued=resolve_policy(limits, owner.name, owner.groups).max_queued,
         )
 
     def _join_queue(
@@ -1113,7 +1141,11 @@ class Ds01Service:
                     if not queue:
                         self.log_refusal(caller, "container.start", _resource(record), exc)
                         raise
-                    return self.enqueue_start(owner, record, exc)
+                    try:
+                        return self.enqueue_start(owner, record, exc)
+                    except PolicyError as refusal:
+                        self.log_refusal(caller, "container.start", _resource(record), refusal)
+                        raise
                 except PolicyError as exc:
                     self.log_refusal(caller, "container.start", _resource(record), exc)
                     raise
