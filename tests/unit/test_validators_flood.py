@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ds01.cli.validators import project_name
@@ -30,6 +30,8 @@ _names = st.builds(
 _suffixes = st.sampled_from(["\n", "\r\n", "\r", "\x00", " ", "\t", "\u2028", "\n\n", "/x"])
 
 
+@example("thesis\n")
+@example("exp-01\r\n")
 @given(st.text(max_size=80))
 def test_a_container_name_is_accepted_exactly_when_it_matches_the_grammar(text: str) -> None:
     ok = NAME.fullmatch(text) is not None and text.isascii()
