@@ -28,7 +28,7 @@ __all__ = [
 
 #: A project name is also a Python distribution name, a directory name and the base of an
 #: image name: start with a letter, then letters, digits, '-' or '_'.
-PROJECT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+PROJECT_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}", re.ASCII)  # use with fullmatch
 
 
 def container_name(text: str) -> str:
@@ -60,7 +60,7 @@ def image_tag(text: str) -> str:
 
 
 def project_name(text: str) -> str:
-    if not PROJECT_NAME_RE.match(text):
+    if not PROJECT_NAME_RE.fullmatch(text):
         raise ValueError(
             f"Invalid project name {text!r}: use 1-63 letters, digits, '_' or '-', starting "
             "with a letter (e.g. 'thesis', 'cv-segmentation')."

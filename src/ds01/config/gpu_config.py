@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-MIG_PROFILE_RE = re.compile(r"^(?P<slices>[1-7])g\.(?P<mem>\d+)gb$")
+# Anchored with \Z, not $: "$" also matches before a trailing newline.
+MIG_PROFILE_RE = re.compile(r"^(?P<slices>[1-7])g\.(?P<mem>[0-9]+)gb\Z")
 A100_40GB = "NVIDIA A100-SXM4-40GB"
 
 
@@ -103,7 +104,7 @@ class EnergyConfig(_Strict):
     sample_interval_seconds: float = Field(default=30.0, ge=0.5, le=3600)
 
 
-GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F-]{8,}$")
+GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F-]{8,}\Z")
 
 
 def _gpu_key(key: int | str) -> int | str:

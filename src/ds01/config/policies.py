@@ -23,6 +23,10 @@ grace, a longer hold, a weaker shrink under demand); for the signal thresholds i
 lower threshold makes fewer containers idle. Among warning schedules, the one whose first
 warning comes earliest wins (then the one with more warnings).
 
+``max_queued`` bounds how many requests a user may have waiting in the GPU queue (the
+daemon's ``ds01.core.queue_room`` applies it); it resolves like every other key, ``null``
+(unlimited) being the most permissive value.
+
 ``lifecycle_interval_seconds`` (one loop for the whole server) and ``webhook_url`` (the
 admins' endpoint) may only be set at the top of the section.
 
@@ -178,6 +182,12 @@ class LifecyclePolicy(BaseModel):
         allow_inf_nan=False,
         description="Hours after which a stopped container is removed (its /workspace stays); "
         "null = never removed.",
+    )
+    max_queued: int | None = Field(
+        default=10,
+        ge=0,
+        description="Requests (creates and starts) the user may have waiting in the GPU "
+        "queue at once; null = unlimited. Waiting creates also count against max_containers.",
     )
     webhook_url: str | None = Field(
         default=None,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from ds01.core.text import shown
 from ds01.errors import InvalidInput
 
 #: ``user`` of the events ds01d writes on its own account.
@@ -79,7 +80,7 @@ def parse_when(text: str, now: datetime, tz: tzinfo | None = timezone.utc) -> da
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"invalid time {text!r}: give an ISO date or time (2026-11-28, "
+            f"invalid time {shown(text)}: give an ISO date or time (2026-11-28, "
             "2026-11-28T14:00, 2026-11-28T14:00+01:00), now, today, yesterday, or how long "
             "ago (90s, 30m, 2h, 3d, 1w)"
         ) from None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+from ds01.core.text import shown
 from ds01.errors import InvalidInput
 
-CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
+# Use with fullmatch: "$" would also match before a trailing newline.
+CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}", re.ASCII)
 # The grammar of github.com/distribution/reference: [domain[:port]/]path[:tag][@digest].
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -39,9 +41,9 @@ def with_default_tag(reference: str) -> str:
 
 def validate_container_name(name: str) -> str:
     """Return ``name`` if it is a valid container name, else raise InvalidInput."""
-    if not CONTAINER_NAME_RE.match(name):
+    if not CONTAINER_NAME_RE.fullmatch(name):
         raise InvalidInput(
-            f"Invalid container name {name!r}: use 1-63 letters, digits, '_' or '-', "
+            f"Invalid container name {shown(name)}: use 1-63 letters, digits, '_' or '-', "
             "starting with a letter or digit (e.g. 'thesis', 'exp-01')."
         )
     return name
@@ -51,7 +53,7 @@ def validate_image_reference(ref: str) -> str:
     """Return ``ref`` if it is a well-formed Docker image reference, else raise InvalidInput."""
     if not is_image_reference(ref):
         raise InvalidInput(
-            f"Invalid image reference {ref!r}: expected e.g. 'pytorch-jupyter' (a registry "
+            f"Invalid image reference {shown(ref)}: expected e.g. 'pytorch-jupyter' (a registry "
             "name from `image-list`) or 'repo/name:tag'."
         )
     return ref

@@ -246,17 +246,26 @@ class GpuDispatcher:
         return intervals
 
     def _resolve_waiting(self, records: list[ContainerRecord]) -> list[_Waiting]:
+        """The waiting requests with their owners and limits, each owner resolved once per
+        pass (NSS and the limits are the costly part: one lookup per user, not per request)."""
         waiting = []
+        owners: dict[int, tuple[UnixUser, ResolvedLimits] | Ds01Error] = {}
+        names_of: dict[int, list[str]] = {}
+        for record in records:
+            names_of.setdefault(record.uid, []).append(record.name)
         for entry in self.service.store.queued():
-            try:
-                owner = user_by_uid(entry.uid)
-                limits = self.service.limits_for(owner)
-            except Ds01Error as exc:
-                self._fail(entry, f"its owner cannot be resolved any more: {exc.message}")
+            if entry.uid not in owners:
+                try:
+                    owner = user_by_uid(entry.uid)
+                    owners[entry.uid] = (owner, self.service.limits_for(owner))
+                except Ds01Error as exc:
+                    owners[entry.uid] = exc
+            resolved = owners[entry.uid]
+            if isinstance(resolved, Ds01Error):
+                self._fail(entry, f"its owner cannot be resolved any more: {resolved.message}")
                 continue
-            mine = tuple(
-                r.name for r in records if r.uid == entry.uid and r.name != entry.container
-            )
+            owner, limits = resolved
+            mine = tuple(n for n in names_of.get(entry.uid, ()) if n != entry.container)
             group = limits.groups[0] if limits.groups else entry.group
             pending = PendingRequest(
                 id=entry.id,

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ds01 import __version__
 from ds01.errors import Ds01Error
@@ -66,9 +66,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="name the container holding each device in the metrics (every local user can "
         "read them; off: users and devices only) [$DS01_METRICS_CONTAINER_NAMES=1]",
     )
+    parser.add_argument(
+        "--audit-max-bytes",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="rotate the audit log when events.jsonl reaches this size, e.g. 64M; 0 = by "
+        "age only [64M]",
+    )
+    parser.add_argument(
+        "--audit-keep-files",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rotated audit log files to keep [4]",
+    )
+    parser.add_argument(
+        "--audit-refusal-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="window in which a user's refusals beyond 10 of one action (30 in all) are "
+        "counted in one audit.suppressed event instead of written [60]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
+
+
+def _size(text: str) -> int:
+    """A size flag (``64M``, ``1048576``) in bytes."""
+    from ds01.core.units import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _event_log_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``EventLog`` keyword arguments the ``--audit-*`` flags set (the rest default)."""
+    options: dict[str, Any] = {}
+    if args.audit_max_bytes is not None:
+        options["max_bytes"] = args.audit_max_bytes or None
+    if args.audit_keep_files is not None:
+        options["keep_files"] = args.audit_keep_files
+    if args.audit_refusal_window is not None:
+        options["refusal_window_seconds"] = args.audit_refusal_window
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,12 +146,16 @@ def main(argv: list[str] | None = None) -> None:
         directory.chmod(mode)
     cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
+        events = EventLog(paths.events_file, **_event_log_options(args))
+    except ValueError as exc:
+        sys.exit(f"ds01d: {exc}")
+    try:
         runtime = DockerRuntime.from_env()
         service = Ds01Service(
             paths=paths,
             runtime=runtime,
             store=StateStore(paths.state_db),
-            events=EventLog(paths.events_file),
+            events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
             # Simulated GPUs read their utilisation from a file in the state directory, and
             # keep their MIG layouts there once `ds01 admin mig apply` changed them.

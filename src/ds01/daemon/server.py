@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
+from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.daemon import admin, events_view, exemptions, images, queue_view, report_view
 from ds01.daemon import schemas as api
 from ds01.daemon.doctor import diagnose
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Query = dict[str, str]
 MAX_BODY_BYTES = 64 * 1024  # every request body is a small JSON object
+#: How many problems of an invalid request body an error message lists.
+SHOWN_PROBLEMS = 5
 INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
 Handler = Callable[[Ds01Service, Caller, dict[str, str], Query, Any], Any]
 
@@ -53,7 +56,7 @@ class Route:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + r"\Z")
 
 
 @dataclass(frozen=True)
@@ -486,9 +489,15 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    """What is wrong with a request body, for the user: at most ``SHOWN_PROBLEMS`` problems,
+    field names and messages clipped (both may quote what the client sent)."""
+    errors = exc.errors()
+    shown_errors = "; ".join(
+        clip(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}", SHOWN_INPUT_CHARS * 2)
+        for e in errors[:SHOWN_PROBLEMS]
     )
+    more = len(errors) - SHOWN_PROBLEMS
+    return shown_errors + (f"; and {more} more problem(s)" if more > 0 else "")
 
 
 def _encode(payload: Any) -> bytes:
@@ -561,7 +570,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 if match and route.method == method:
                     break
             else:
-                raise NotFound(f"No API route {method} {url.path}.")
+                raise NotFound(f"No API route {method} {shown(url.path)}.")
             caller = service.caller(self.creds)
             body: Any = None
             if route.body is not None:

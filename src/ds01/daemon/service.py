@@ -44,6 +44,7 @@ from ds01.config.resolve import (
     is_admin,
     resolve_aggregate,
     resolve_limits,
+    resolve_policy,
 )
 from ds01.core.allocation import (
     AllocationState,
@@ -61,7 +62,9 @@ from ds01.core.names import (
     validate_container_name,
     validate_image_reference,
 )
+from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
+from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
@@ -118,7 +121,7 @@ JUPYTER_TOKEN_BYTES = 24  # 48 hex digits: other users of the machine can reach 
 #: Host ports for JupyterLab, on 127.0.0.1: below Linux's ephemeral range (32768 and up), so
 #: ports Docker or clients pick never take one.
 JUPYTER_HOST_PORTS = range(20000, 30000)
-DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")  # a Docker id or its (12+ digit) prefix
+DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}\Z")  # a Docker id or its (12+ digit) prefix
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
 AGGREGATE_ACTION = "resource.aggregate"
 #: Docker's smallest memory limit; less room than this is no room.
@@ -790,7 +793,11 @@ class Ds01Service:
                 if not request.queue:
                     self._refused(caller, resource, exc)
                     raise
-                return self.enqueue(prepared, request, exc)
+                try:
+                    return self.enqueue(prepared, request, exc, records)
+                except PolicyError as refusal:
+                    self._refused(caller, resource, refusal)
+                    raise
             except PolicyError as exc:
                 self._refused(caller, resource, exc)
                 raise
@@ -968,15 +975,24 @@ class Ds01Service:
         )
 
     def enqueue(
-        self, prepared: PreparedCreate, request: api.CreateContainerRequest, why: NoCapacity
+        self,
+        prepared: PreparedCreate,
+        request: api.CreateContainerRequest,
+        why: NoCapacity,
+        records: list[ContainerRecord] | None = None,
     ) -> Queued:
-        """Under the allocation lock: put a create that found no free devices in the queue."""
+        """Under the allocation lock: put a create that found no free devices in the queue,
+        if the owner has room there (``check_queue_room``; ``records``: every managed
+        container, listed under this lock, or ``None`` to list them)."""
         waiting = self._queued_for(prepared.owner.uid, prepared.name)
         if waiting is not None:
             raise Conflict(
                 f"A request for a container named {prepared.name!r} is already queued. "
                 "`ds01 queue` shows it; `ds01 queue cancel ID` withdraws it."
             )
+        mine = [r.name for r in (self.records() if records is None else records)
+                if r.uid == prepared.owner.uid]  # fmt: skip
+        self._check_queue_room(prepared.owner, "create", mine)
         return self._join_queue(
             prepared.owner, "create", prepared.name, prepared.group, prepared.gpu_request,
             request.model_dump_json(), why,
@@ -988,13 +1004,26 @@ class Ds01Service:
         waiting = self._queued_for(record.uid, record.name)
         if waiting is not None:
             return Queued(entry=waiting, reason=why.message)
+        self._check_queue_room(owner, "start", [])
         request = self.released_request(record, self.backend.inventory())
         return self._join_queue(owner, "start", record.name, record.group, request, "", why)
 
     def _queued_for(self, uid: int, container: str) -> QueuedRequest | None:
         """The waiting request of user ``uid`` for ``container``, if any."""
-        return next(
-            (q for q in self.store.queued() if q.uid == uid and q.container == container), None
+        return next((q for q in self.store.waiting_of(uid) if q.container == container), None)
+
+    def _check_queue_room(
+        self, owner: UnixUser, kind: QueueKind, containers: list[str]
+    ) -> None:
+        """Refuse (``QuotaExceeded``) one more waiting request of ``owner`` beyond
+        ``max_containers`` (creates) or ``max_queued`` (see ``core.queue_room``)."""
+        limits = self.config().limits
+        check_queue_room(
+            kind,
+            containers,
+            [WaitingRequest(q.id, q.kind, q.container) for q in self.store.waiting_of(owner.uid)],
+            max_containers=self.limits_for(owner).max_containers,
+            max_queued=resolve_policy(limits, owner.name, owner.groups).max_queued,
         )
 
     def _join_queue(
@@ -1127,7 +1156,11 @@ class Ds01Service:
                     if not queue:
                         self.log_refusal(caller, "container.start", _resource(record), exc)
                         raise
-                    return self.enqueue_start(owner, record, exc)
+                    try:
+                        return self.enqueue_start(owner, record, exc)
+                    except PolicyError as refusal:
+                        self.log_refusal(caller, "container.start", _resource(record), refusal)
+                        raise
                 except PolicyError as exc:
                     self.log_refusal(caller, "container.start", _resource(record), exc)
                     raise
@@ -1568,7 +1601,7 @@ class Ds01Service:
             base, _, uid_text = name.rpartition(L.CONTAINER_NAME_SEPARATOR)
             validate_container_name(base)
             if not (uid_text.isascii() and uid_text.isdigit()):
-                raise InvalidInput(f"Invalid container reference {name!r}.")
+                raise InvalidInput(f"Invalid container reference {shown(name)}.")
             owner_uid = int(uid_text)
             if user is not None:
                 raise InvalidInput("Give either a full container name or --user, not both.")
@@ -1588,14 +1621,14 @@ class Ds01Service:
             raise self.deny(
                 caller,
                 f"container/{docker_name}",
-                f"You may not {verb} {name!r}: it belongs to another user.",
+                f"You may not {verb} {shown(name)}: it belongs to another user.",
                 verb=verb,
             )
         record = record or self.runtime.find_managed(docker_name)
         if record is not None:
             return record
         raise NotFound(
-            f"No container named {name!r}"
+            f"No container named {shown(name)}"
             + (f" for user {user}" if user else "")
             + ". `container-list` shows yours."
         )
@@ -1620,13 +1653,15 @@ class Ds01Service:
         if not allowed:
             # The same answer whether the image exists or belongs to someone else.
             raise PermissionDenied(
-                f"Image {wanted!r} is not in the image registry, not one of your own images, "
+                f"Image {shown(wanted)} is not in the image registry, not one of your own "
+                "images, "
                 "and local references like it are not allowed here. `image-list` shows the "
                 "images you can use."
             )
         if image is None:
             raise NotFound(
-                f"Image {ref!r} is not present on this machine. `image-list` shows the images "
+                f"Image {shown(ref)} is not present on this machine. `image-list` shows the "
+                "images "
                 "that are; ask an admin to pull or build it."
             )
         jupyter_port = (entry.jupyter_port if entry else None) or jupyter_port_of(image.labels)
@@ -1646,19 +1681,20 @@ class Ds01Service:
             raise InvalidInput(f"{what} is not a usable path.")
         path = Path(requested)
         if not path.is_absolute():
-            raise InvalidInput(f"{what} must be an absolute path, got {requested!r}.")
+            raise InvalidInput(f"{what} must be an absolute path, got {shown(requested)}.")
         try:
             real = path.resolve(strict=True)
             st = real.stat()
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise InvalidInput(f"{what} {requested!r} does not exist.") from exc
+            raise InvalidInput(f"{what} {shown(requested)} does not exist.") from exc
         except (OSError, ValueError) as exc:  # too long, a loop of symlinks, …
-            raise InvalidInput(f"{what} {requested!r} cannot be used: {exc}") from exc
+            raise InvalidInput(f"{what} {shown(requested)} cannot be used: {_why(exc)}") from exc
         if not stat.S_ISDIR(st.st_mode):
-            raise InvalidInput(f"{what} {requested!r} is not a directory.")
+            raise InvalidInput(f"{what} {shown(requested)} is not a directory.")
         if real == Path("/") or (st.st_uid != user.uid and user.uid != 0):
             raise PermissionDenied(
-                f"{what} {requested!r} (resolves to {real}) is not a directory you own; "
+                f"{what} {shown(requested)} (resolves to {shown(str(real))}) is not a "
+                "directory you own; "
                 "only your own directories can be mounted."
             )
         return real
@@ -1802,9 +1838,9 @@ def _resources(
         try:
             parsed = parse_bytes(value)
         except ValueError as exc:
-            raise InvalidInput(f"Invalid {label} {value!r}: {exc}") from exc
+            raise InvalidInput(f"Invalid {label} {shown(value)}: {_why(exc)}") from exc
         if parsed < MIN_MEMORY_BYTES:  # 0 would mean "no limit" to Docker
-            raise InvalidInput(f"{label} {value!r} is too small: at least 6M.")
+            raise InvalidInput(f"{label} {shown(value)} is too small: at least 6M.")
         return parsed
 
     def as_bytes(x: float) -> str:
@@ -1869,3 +1905,9 @@ __all__ = [
     "record_parent",
     "slice_part",
 ]
+
+
+def _why(exc: BaseException) -> str:
+    """An exception's reason for a message, without echoing a long input it quotes."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return clip(reason, 2 * SHOWN_INPUT_CHARS)

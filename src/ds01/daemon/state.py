@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS queue (
     devices       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_state ON queue (state);
+CREATE INDEX IF NOT EXISTS queue_user ON queue (uid, state);
 CREATE TABLE IF NOT EXISTS usage (
     container_id     TEXT NOT NULL,
     user             TEXT NOT NULL,
@@ -360,9 +361,20 @@ class StateStore:
     def queued(self, *states: QueueState) -> list[QueuedRequest]:
         """Requests in the given states (default: waiting), oldest first."""
         wanted = states or ("waiting",)
+        marks = ", ".join("?" * len(wanted))
+        query = f"{_SELECT_QUEUE} WHERE state IN ({marks}) ORDER BY submitted_at, id"
         with self._lock:
-            rows = self._db.execute(_SELECT_QUEUE + " ORDER BY submitted_at, id").fetchall()
-        return [r for r in (QueuedRequest(*row) for row in rows) if r.state in wanted]
+            rows = self._db.execute(query, wanted).fetchall()
+        return [QueuedRequest(*row) for row in rows]
+
+    def waiting_of(self, uid: int) -> list[QueuedRequest]:
+        """The waiting requests of user ``uid``, oldest first (an index lookup)."""
+        with self._lock:
+            rows = self._db.execute(
+                _SELECT_QUEUE + " WHERE uid = ? AND state = 'waiting' ORDER BY submitted_at, id",
+                (uid,),
+            ).fetchall()
+        return [QueuedRequest(*row) for row in rows]
 
     def queued_by_id(self, request_id: str) -> QueuedRequest | None:
         with self._lock:

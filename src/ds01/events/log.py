@@ -16,12 +16,21 @@ Writing
 
 Rotation
     Inside :meth:`EventLog.emit`, once the live file's first event is ``rotate_after_days``
-    old (7 by default): the live file is compressed to a temporary file, fsynced and
+    old (7 by default), or the live file has reached ``max_bytes`` (64 MiB by default;
+    ``None``: no size limit): the live file is compressed to a temporary file, fsynced and
     renamed to ``events-<UTC date>-<first seq>.jsonl.gz`` (mode and owner as above), the
     live file is removed, and the oldest rotated files beyond ``keep_files`` (4 by default)
     are deleted. The chain simply continues: the next line's ``prev`` is the hash of the
     rotated file's last line. A rotation that fails is retried ten minutes later; the live
     file meanwhile keeps growing.
+
+Bounded events and repeated refusals
+    Every field of an event is bounded when it is made (:class:`Event`,
+    ``ds01.events.bound``). Refusals (outcome ``denied``) of a user beyond
+    ``refusals_per_action`` of one action or ``refusals_per_user`` in all within
+    ``refusal_window_seconds`` are counted instead of written (``ds01.events.throttle``);
+    when the window ends (a timer, or the next event) or at :meth:`EventLog.close`, one
+    ``audit.suppressed`` event per user records how many of each action were left out.
 
 Failures never reach the caller
     An ``OSError`` while writing (disk full, read-only file system, log directory removed,
@@ -69,10 +78,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ds01.events import chain
+from ds01.events.bound import NAME_CHARS, RESOURCE_CHARS, bound_details, bound_text
 from ds01.events.redact import REDACTED, redact_details
+from ds01.events.throttle import (
+    DEFAULT_PER_ACTION,
+    DEFAULT_PER_USER,
+    DEFAULT_WINDOW_SECONDS,
+    SUPPRESSED_ACTION,
+    RefusalThrottle,
+    Suppressed,
+)
 
 __all__ = [
     "REDACTED",
@@ -89,6 +107,8 @@ Outcome = Literal["success", "denied", "failure", "rolled_back"]
 
 DEFAULT_ROTATE_AFTER_DAYS = 7.0
 DEFAULT_KEEP_FILES = 4
+#: Size of the live file (bytes) at which it is rotated, whatever its age.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_BUFFER_LIMIT = 10_000
 #: How long to wait before trying a failed rotation again.
 ROTATION_RETRY = timedelta(minutes=10)
@@ -99,7 +119,12 @@ _TAIL_CHUNK = 64 * 1024
 
 
 class Event(BaseModel):
-    """One event as the daemon describes it (the log adds ``seq`` and ``prev``)."""
+    """One event as the daemon describes it (the log adds ``seq`` and ``prev``).
+
+    Every field is bounded when the event is made (``ds01.events.bound``): ``user`` and
+    ``action`` to 64 characters, ``resource`` to 256, ``details`` to about 8 KiB of JSON,
+    each cut visibly marked; so no caller can write an unbounded line.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -109,6 +134,21 @@ class Event(BaseModel):
     resource: str
     details: dict[str, Any] = Field(default_factory=dict)
     outcome: Outcome = "success"
+
+    @field_validator("user", "action")
+    @classmethod
+    def _bound_name(cls, value: str) -> str:
+        return bound_text(value, NAME_CHARS)
+
+    @field_validator("resource")
+    @classmethod
+    def _bound_resource(cls, value: str) -> str:
+        return bound_text(value, RESOURCE_CHARS)
+
+    @field_validator("details")
+    @classmethod
+    def _bound_details(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return bound_details(value)
 
 
 def utc_now() -> datetime:
@@ -167,8 +207,13 @@ class EventLog:
         group_gid: gid to own the files (the admin group), or ``None`` to leave the group
             the files get when created (the daemon's).
         rotate_after_days: rotate when the live file's first event is this many days old.
+        max_bytes: rotate when the live file has this many bytes (``None``: no limit).
         keep_files: rotated files to keep; older ones are deleted (0: keep none).
         buffer_limit: events kept in memory while the file cannot be written.
+        refusal_window_seconds, refusals_per_action, refusals_per_user: how many refusals
+            of one user are written per window (``ds01.events.throttle``).
+        summary_timer: write a window's ``audit.suppressed`` summary from a timer thread
+            when the window ends (off: at the next event or :meth:`flush_due`).
 
     Raises:
         ValueError: a limit is out of range. Nothing else: an unreadable or unwritable log
@@ -182,11 +227,18 @@ class EventLog:
         *,
         group_gid: int | None = None,
         rotate_after_days: float = DEFAULT_ROTATE_AFTER_DAYS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         keep_files: int = DEFAULT_KEEP_FILES,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        refusal_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        refusals_per_action: int = DEFAULT_PER_ACTION,
+        refusals_per_user: int = DEFAULT_PER_USER,
+        summary_timer: bool = True,
     ) -> None:
         if not rotate_after_days > 0:
             raise ValueError(f"rotate_after_days must be more than 0, got {rotate_after_days}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be 1 or more, got {max_bytes}")
         if keep_files < 0:
             raise ValueError(f"keep_files must be 0 or more, got {keep_files}")
         if buffer_limit < 1:
@@ -197,6 +249,13 @@ class EventLog:
         self._lock = threading.Lock()
         self._uid = os.geteuid()
         self._rotate_after = timedelta(days=rotate_after_days)
+        self._max_bytes = max_bytes
+        self._live_bytes = 0  # size of the live file after the last write
+        self._throttle = RefusalThrottle(
+            refusal_window_seconds, refusals_per_action, refusals_per_user
+        )
+        self._summary_timer = summary_timer
+        self._timer: threading.Timer | None = None
         self._keep_files = keep_files
         self._buffer_limit = buffer_limit
         # The chain; _next_seq is None until it could be read from the files.
@@ -234,7 +293,9 @@ class EventLog:
         details: dict[str, Any] | None = None,
         outcome: Outcome = "success",
     ) -> Event:
-        """Log one event and return it (``details`` redacted). Never raises ``OSError``."""
+        """Log one event and return it (``details`` redacted, every field bounded); a
+        refusal beyond the throttle's limits is counted instead of written (see the module
+        docstring). Never raises ``OSError``."""
         with self._lock:
             now = self._clock()
             event = Event(
@@ -245,7 +306,11 @@ class EventLog:
                 details=redact_details(details or {}),
                 outcome=outcome,
             )
-            self._records.append(event.model_dump())
+            self._summarise(self._throttle.due(now), now)
+            if self._throttled(event) and not self._throttle.admit(event.user, action, now):
+                self._arm_timer(now)
+            else:
+                self._records.append(event.model_dump())
             self._maybe_rotate(now)
             self._flush(now)
             if self._buffered > self._buffer_limit:
@@ -264,9 +329,62 @@ class EventLog:
         self._listeners.append(listener)
 
     def close(self) -> None:
-        """Try once more to write the events still waiting (call at shutdown)."""
+        """Write the summaries of refusals left out so far, and try once more to write the
+        events still waiting (call at shutdown)."""
         with self._lock:
-            self._flush(self._clock())
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            now = self._clock()
+            self._summarise(self._throttle.drain(), now)
+            self._flush(now)
+
+    def flush_due(self) -> None:
+        """Write the summaries of the refusal windows that have ended (the timer calls it)."""
+        with self._lock:
+            self._timer = None
+            now = self._clock()
+            summaries = self._throttle.due(now)
+            if summaries:
+                self._summarise(summaries, now)
+                self._maybe_rotate(now)
+                self._flush(now)
+            self._arm_timer(now)
+
+    # -- refusals left out ---------------------------------------------------------------------
+
+    @staticmethod
+    def _throttled(event: Event) -> bool:
+        """Whether ``event`` counts against its user's refusal limits."""
+        return (
+            event.outcome == "denied"
+            and event.user != DAEMON_USER
+            and not event.action.startswith("audit.")
+        )
+
+    def _summarise(self, summaries: list[Suppressed], now: datetime) -> None:
+        """Queue one ``audit.suppressed`` event per summary."""
+        for summary in summaries:
+            self._records.append(
+                Event(
+                    ts=now.isoformat(timespec="milliseconds"),
+                    user=summary.user,
+                    action=SUPPRESSED_ACTION,
+                    resource=f"user/{summary.user}",
+                    details=summary.details(),
+                    outcome="denied",
+                ).model_dump()
+            )
+
+    def _arm_timer(self, now: datetime) -> None:
+        """Have :meth:`flush_due` run when the next summary is due (if none is armed)."""
+        due = self._throttle.next_due()
+        if not self._summary_timer or self._timer is not None or due is None:
+            return
+        delay = max((due - now).total_seconds(), 0.0) + 0.05
+        self._timer = threading.Timer(delay, self.flush_due)
+        self._timer.daemon = True
+        self._timer.start()
 
     @property
     def alarm(self) -> AuditAlarm | None:
@@ -409,6 +527,7 @@ class EventLog:
                     self._undo_partial_write(fd, st.st_size)
                 raise
             self._needs_newline = False
+            self._live_bytes = st.st_size + written
         finally:
             os.close(fd)
 
@@ -489,7 +608,10 @@ class EventLog:
 
     def _maybe_rotate(self, now: datetime) -> None:
         start = self._live_start
-        if start is None or abs(now - start) < self._rotate_after:  # abs: the clock went back
+        if start is None:
+            return
+        full = self._max_bytes is not None and self._live_bytes >= self._max_bytes
+        if not full and abs(now - start) < self._rotate_after:  # abs: the clock went back
             return
         if self._rotation_retry_at is not None and now < self._rotation_retry_at:
             return
@@ -503,6 +625,7 @@ class EventLog:
         self._rotation_retry_at = None
         self._live_start = None
         self._live_first_seq = None
+        self._live_bytes = 0
         self._prune()
 
     def _rotate(self, start: datetime) -> None:
