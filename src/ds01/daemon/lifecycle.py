@@ -64,6 +64,7 @@ from ds01.errors import Ds01Error
 from ds01.events.log import utc_now
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.userfs import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -312,13 +313,24 @@ class LifecycleLoop(PeriodicPass):
         return True
 
     def _tell(self, record: ContainerRecord, owner: _Owner, message: str) -> None:
-        self.service.notify_user(record.uid, message)
-        workspace = workspace_of(record)
-        if workspace is not None:
-            write_notice(workspace, owner.user.uid, owner.user.gid, message + "\n")
+        """Tell the owner every way there is; a way that fails is logged and skipped, never
+        stops the pass (the notice file is written as the owner, ``daemon.notify``)."""
+        user, workspace = owner.user, workspace_of(record)
         url = self.service.config().limits.policies.webhook_url
+        ways: list[tuple[str, Callable[[], object]]] = [
+            ("terminals", lambda: self.service.notify_user(record.uid, message)),
+        ]
+        if workspace is not None:
+            ids = UserIds.of(user.name, user.uid, user.gid)
+            ways.append(("notice file", lambda: write_notice(workspace, ids, message + "\n")))
         if url:
-            post_webhook(url, {"text": message, "user": record.user, "container": record.name})
+            payload = {"text": message, "user": record.user, "container": record.name}
+            ways.append(("webhook", lambda: post_webhook(url, payload)))
+        for way, tell in ways:
+            try:
+                tell()
+            except Exception:  # observation fails soft: the pass goes on
+                log.exception("could not tell %s about %s (%s)", record.user, record.name, way)
 
     def interval_seconds(self) -> float:
         return self.service.config().limits.policies.lifecycle_interval_seconds

@@ -10,8 +10,6 @@ of a run it has not seen yet (one ``inspect`` per container start).
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +21,7 @@ from ds01.runtime import labels as L
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, container_cgroup
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.userfs import stat_in
 
 #: The keep-alive file in a container's workspace (``/workspace/.keep-alive`` inside).
 KEEP_ALIVE_FILE = ".keep-alive"
@@ -37,16 +36,14 @@ def workspace_of(record: ContainerRecord) -> Path | None:
 def keep_alive_at(record: ContainerRecord) -> datetime | None:
     """When the container's keep-alive file was last touched (``None``: no such file).
 
-    Not followed if it is a symlink: a link into another directory keeps nothing alive.
+    Only a regular file of the owner's, in a workspace of theirs reached without following
+    any symlink, counts: a link into another directory keeps nothing alive.
     """
     workspace = workspace_of(record)
     if workspace is None:
         return None
-    try:
-        st = os.lstat(workspace / KEEP_ALIVE_FILE)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
+    st = stat_in(workspace, KEEP_ALIVE_FILE, record.uid)
+    if st is None:
         return None
     return datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
 
