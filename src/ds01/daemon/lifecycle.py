@@ -277,8 +277,9 @@ class LifecycleLoop(PeriodicPass):
         what = "idle" if warning.kind == "idle" else "running for long"
         message = (
             f"ds01: your container {record.name!r} is {what} and will be stopped at "
-            f"{_when(warning.stop_at)} ({decision.reason}) " + _hint(warning.kind)
+            f"{_when(warning.stop_at)} ({decision.reason}) " + _hint(warning.kind, owner.policy)
         )
+        keep_alive = decision.keep_alive_until if warning.kind == "idle" else None
         self.service.events.emit(
             "lifecycle.warn",
             user=record.user,
@@ -288,6 +289,7 @@ class LifecycleLoop(PeriodicPass):
                 "level": warning.level,
                 "fraction": warning.fraction,
                 "stop_at": _when(warning.stop_at),
+                **({"keep_alive_until": _when(keep_alive)} if keep_alive else {}),
             },
         )
         self._tell(record, owner, message)
@@ -360,10 +362,17 @@ def _exempt_until(decision: Decision) -> str | None:
     return "never" if until is None else _when(until)
 
 
-def _hint(kind: str) -> str:
+def _hint(kind: str, policy: LifecyclePolicy) -> str:
     if kind == "idle":
+        cap = policy.keep_alive_max_hours
+        if cap == 0:
+            return "Any use keeps it: a running job, or a terminal in it (`container-open`)."
+        limit = ""
+        if cap is not None:
+            limit = f", which defers a stop by at most {format_duration(cap * 3600)}"
         return (
-            "Any use keeps it: a running job, a terminal in it, or `touch /workspace/.keep-alive`."
+            "Any use keeps it: a running job, a terminal in it (`container-open`), or "
+            f"`touch /workspace/.keep-alive`{limit}."
         )
     return "Save your work to /workspace now: it is the part that outlives the container."
 
