@@ -22,7 +22,7 @@ signal     measured as                                  active when
 cpu        CPU seconds of the cgroup / elapsed seconds  ``>= cpu_percent`` (percent of one CPU)
 network    bytes received + sent / elapsed seconds      ``>= network_bytes_per_second``
 gpu        utilisation of its busiest whole GPU         ``>= gpu_utilization_percent``
-sessions   exec sessions and ssh logins at the sample   at least one
+sessions   terminals ds01d relays, at the sample        at least one
 =========  ===========================================  ===========================================
 
 GPU memory held is not activity where utilisation is known: a notebook that keeps a model
@@ -148,7 +148,7 @@ class Sample:
             available (a MIG instance, no GPU, or the read failed).
         gpu_memory_used_mib: GPU memory used on its devices, summed, in MiB; ``None`` = unknown.
         gpu_processes: compute processes on its devices; ``None`` = unknown.
-        sessions: interactive sessions: exec sessions and ssh logins into it.
+        sessions: interactive sessions: terminals into it that ds01d relays to a client.
         keep_alive_at: modification time of its ``/workspace/.keep-alive``; ``None`` = no file.
     """
 
