@@ -192,6 +192,10 @@ def test_a_notice_never_writes_through_a_hard_link(
         f"the victim's file changed owner to {after.st_uid}:{after.st_gid}"
     )
     assert stat.S_IMODE(after.st_mode) == 0o666
+    refused = d.events_where(
+        action="lifecycle.notice", resource=f"container/trap._.{alice.pw_uid}", outcome="failure"
+    )
+    assert refused and "single link" in refused[0]["details"]["error"], refused
 
 
 def test_a_notice_follows_no_symlink(

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_policy
@@ -55,7 +56,7 @@ from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.identity import UnixUser, user_by_uid
-from ds01.daemon.notify import post_webhook, write_notice
+from ds01.daemon.notify import NOTICE_FILE, post_webhook, write_notice
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service, record_parent
@@ -324,7 +325,7 @@ class LifecycleLoop(PeriodicPass):
         ]
         if workspace is not None:
             ids = UserIds.of(user.name, user.uid, user.gid)
-            ways.append(("notice file", lambda: write_notice(workspace, ids, message + "\n")))
+            ways.append(("notice file", lambda: self._notice(record, workspace, ids, message)))
         if url:
             payload = {"text": message, "user": record.user, "container": record.name}
             ways.append(("webhook", lambda: post_webhook(url, payload)))
@@ -333,6 +334,21 @@ class LifecycleLoop(PeriodicPass):
                 tell()
             except Exception:  # observation fails soft: the pass goes on
                 log.exception("could not tell %s about %s (%s)", record.user, record.name, way)
+
+    def _notice(
+        self, record: ContainerRecord, workspace: Path, ids: UserIds, message: str
+    ) -> None:
+        """The notice file, as the owner; one that cannot be written is an audit event (a
+        link or FIFO planted under its name shows there)."""
+        why = write_notice(workspace, ids, message + "\n")
+        if why is not None:
+            self.service.events.emit(
+                "lifecycle.notice",
+                user=record.user,
+                resource=f"container/{record.docker_name}",
+                details={"file": str(workspace / NOTICE_FILE), "error": why},
+                outcome="failure",
+            )
 
     def interval_seconds(self) -> float:
         return self.service.config().limits.policies.lifecycle_interval_seconds

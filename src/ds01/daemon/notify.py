@@ -72,15 +72,17 @@ WEBHOOK_TIMEOUT_SECONDS = 5.0
 #: The longest a notice file may take (the lifecycle pass waits for it; a user's directory
 #: could be on a filesystem that answers slowly).
 NOTICE_TIMEOUT_SECONDS = 2.0
+#: The most of a failure's reason that is logged.
+MAX_REASON_CHARS = 200
 
 
-def write_notice(directory: Path, user: UserIds, text: str) -> bool:
-    """Make ``directory/.ds01-notice`` hold ``text``, written *as the user* (never as root):
-    ``False`` (and a log line) if it cannot be, e.g. the directory is not the user's, is
-    reached through a symlink or is not writable to them, or the notice's name holds
-    something else than a regular file with a single link (a hard link to another file, a
-    FIFO, a directory), which is left as it is (``ds01.runtime.userfs``). Never raises an
-    ``OSError``, never blocks longer than the child's timeout."""
+def write_notice(directory: Path, user: UserIds, text: str) -> str | None:
+    """Make ``directory/.ds01-notice`` hold ``text``, written *as the user* (never as root);
+    ``None`` once written, else why not (also logged): e.g. the directory is not the
+    user's, is reached through a symlink or is not writable to them, or the notice's name
+    holds something else than a regular file with a single link (a hard link to another
+    file, a FIFO, a directory), which is left as it is (``ds01.runtime.userfs``). Never
+    raises an ``OSError``, never blocks longer than ``NOTICE_TIMEOUT_SECONDS``."""
     try:
         replace_file(
             directory,
@@ -91,9 +93,10 @@ def write_notice(directory: Path, user: UserIds, text: str) -> bool:
             timeout_seconds=NOTICE_TIMEOUT_SECONDS,
         )
     except OSError as exc:
-        log.info("no notice in %s: %s", directory, exc.strerror or exc)
-        return False
-    return True
+        reason = str(exc.strerror or exc)[:MAX_REASON_CHARS]
+        log.info("no notice in %s: %s", directory, reason)
+        return reason
+    return None
 
 
 def post_webhook(url: str, payload: dict[str, Any]) -> bool:
