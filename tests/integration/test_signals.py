@@ -1,8 +1,9 @@
 """The kernel counters idle detection reads, on real containers (cgroups and /proc).
 
 A container made by ds01d for alice: its CPU time grows while a busy loop runs in it and
-stands still otherwise, a ``docker exec`` session is counted while it runs, and traffic
-sent from the container shows in its network bytes.
+stands still otherwise, and traffic sent from the container shows in its network bytes.
+(Sessions are ds01d's own terminals, not read from the container: see
+``tests/e2e/test_bypass_notify.py``.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ds01.runtime.docker import DockerRuntime
 from support import TEST_IMAGES_YAML
 
 
-def test_cpu_time_sessions_and_network_bytes_of_a_running_container(
+def test_cpu_time_and_network_bytes_of_a_running_container(
     ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
@@ -31,7 +32,6 @@ def test_cpu_time_sessions_and_network_bytes_of_a_running_container(
 
     pids = cgroups.processes(cgroup)
     assert pids, "no processes read from the container's cgroup"
-    assert procfs.sessions(pids) == 0
     idle_before = cgroups.cpu_seconds(cgroup)
     time.sleep(1.0)
     idle_after = cgroups.cpu_seconds(cgroup)
@@ -41,11 +41,9 @@ def test_cpu_time_sessions_and_network_bytes_of_a_running_container(
     container = docker_client.containers.get(record.id)
     container.exec_run(["sh", "-c", "timeout 2 sh -c 'while :; do :; done'"], detach=True)
     time.sleep(1.0)
-    assert procfs.sessions(cgroups.processes(cgroup)) == 1  # the exec, while it runs
     busy = cgroups.cpu_seconds(cgroup)
     assert busy is not None and busy - idle_after > 0.5, "a busy loop used no CPU"
     time.sleep(1.5)
-    assert procfs.sessions(cgroups.processes(cgroup)) == 0
 
     sent_before = procfs.network_bytes(cgroups.processes(cgroup))
     gateway = container.attrs["NetworkSettings"]["Gateway"]

@@ -360,9 +360,9 @@ def test_a_keep_alive_touch_counts_as_activity_at_its_time() -> None:
 def test_a_keep_alive_touch_defers_the_stop_by_at_most_its_maximum() -> None:
     two_days = LimitsForContainer(idle_timeout_hours=48, max_runtime_hours=None)
     loop = run_loop(timedelta(minutes=6), 100, keep_alive_at=at(30), limits=two_days)
-    assert loop.stopped_at == at(30 + 24)  # not 30 + 48: the touch is honoured for 24 h
-    # Its warnings come before the touch expires, as fractions of the time left.
-    assert [when for when, _ in loop.warnings] == [at(54 - 0.2 * 48), at(54 - 0.05 * 48)]
+    # Not 30 + 48: the stop due at 48 h is deferred by 24 h at most.
+    assert loop.stopped_at == at(48 + 24)
+    assert [when for when, _ in loop.warnings] == [at(72 - 0.2 * 48), at(72 - 0.05 * 48)]
 
 
 def test_a_keep_alive_file_dated_in_the_future_or_disabled_is_ignored() -> None:
@@ -387,7 +387,7 @@ def test_the_keep_alive_bound_holds_for_any_touch(
     without = max(at(timeout), at(0.5))
     assert decision.idle_stop_at >= without - MINUTE / 60_000
     if at(touched) <= at(now):  # a touch in the future does nothing
-        bound = max(without, at(touched + POLICY.keep_alive_max_hours))
+        bound = without + timedelta(hours=POLICY.keep_alive_max_hours or 0)
         assert decision.idle_stop_at <= bound + MINUTE / 60_000
     else:
         assert decision.idle_stop_at == without

@@ -239,17 +239,18 @@ them back to the queue; `container-start` gets devices again.""",
         "Idle reclaim, runtime limits and keep-alive",
         """\
 GPUs are scarce, so a container that does nothing gives them back. A container is
-**idle** while it shows no CPU, GPU or network activity worth the name and nobody is
-logged into it. A Jupyter kernel that computes is busy; a notebook server with nothing
-running is idle, even with a model loaded in GPU memory.
+**idle** while it shows no CPU, GPU or network activity worth the name and no terminal
+of yours is open in it (`container-open`). A Jupyter kernel that computes is busy; a
+notebook server with nothing running is idle, even with a model loaded in GPU memory.
 
 After `idle_timeout_hours` of idleness (see `check-limits`; shorter while others wait in
 the queue) the container is **stopped**. You are warned before, at 80 % and 95 % of the
 time, on your terminal and in `/workspace/.ds01-notice`; `container-list` shows how long
 each container has been idle, when it will be stopped and why.
 
-- `touch /workspace/.keep-alive` counts as activity, for at most a day: use it when you
-  will come back to a notebook.
+- `touch /workspace/.keep-alive` counts as activity, but defers a stop by at most a day
+  (`keep_alive_max_hours`), however often you touch it: use it when you will come back
+  to a notebook.
 - `max_runtime_hours` bounds a container's total running time; after it, re-create the
   container (your `/workspace` is kept).
 - A stopped container keeps its files: `container-start` brings it back. When a run

@@ -154,12 +154,14 @@ class LifecyclePolicy(BaseModel):
         description="Fractions of max_runtime_hours at which the owner is warned, increasing, "
         "each in (0, 1); [] = no warning.",
     )
-    keep_alive_max_hours: float = Field(
+    keep_alive_max_hours: float | None = Field(
         default=24.0,
         ge=0,
         allow_inf_nan=False,
-        description="Hours for which touching /workspace/.keep-alive counts as activity: a "
-        "touch defers the idle stop by at most this long; 0 = the file is ignored.",
+        description="Hours by which touching /workspace/.keep-alive may defer an idle stop, "
+        "however often it is touched: a touch counts as activity, but never later than this "
+        "long after the container's last real activity, so the stop comes at most this long "
+        "after it would have come without the file; 0 = the file is ignored; null = no cap.",
     )
     demand_idle_factor: float = Field(
         default=0.5,
@@ -275,7 +277,8 @@ def policy_permissiveness(key: str, value: Any) -> tuple[float, ...]:
 
     Thresholds: smaller is more permissive (fewer containers fall below all of them).
     Warning schedules: an earlier first warning, then more warnings; none ranks last.
-    ``container_hold_after_stop_hours``: ``null`` (never removed) ranks above every number.
+    ``container_hold_after_stop_hours`` and ``keep_alive_max_hours``: ``null`` (never removed,
+    no cap) ranks above every number.
     Every other key: larger is more permissive. ``SERVER_WIDE_KEYS`` are never ranked (no
     group or user entry sets them).
     """

@@ -22,7 +22,7 @@ signal     measured as                                  active when
 cpu        CPU seconds of the cgroup / elapsed seconds  ``>= cpu_percent`` (percent of one CPU)
 network    bytes received + sent / elapsed seconds      ``>= network_bytes_per_second``
 gpu        utilisation of its busiest whole GPU         ``>= gpu_utilization_percent``
-sessions   exec sessions and ssh logins at the sample   at least one
+sessions   terminals ds01d relays, at the sample        at least one
 =========  ===========================================  ===========================================
 
 GPU memory held is not activity where utilisation is known: a notebook that keeps a model
@@ -48,10 +48,17 @@ idleness because the sampler yields no sample at all without the CPU counter (st
 **Idle time.** ``active_at`` is the end of the last interval in which the container was
 active (the sample's time: the activity happened somewhere in the interval, so nothing is
 judged idle early), or the start of the run. A keep-alive file (``/workspace/.keep-alive``)
-touched at ``m`` counts as activity at ``m`` for as long as it is younger than
-``keep_alive_max_hours``; when it gets older, idle time counts from ``active_at`` again.
-A touch therefore defers the idle stop by at most ``keep_alive_max_hours``. A modification
-time in the future is ignored (it would otherwise keep a container forever).
+touched at ``m`` counts as activity at ``min(m, active_at + keep_alive_max_hours)``: however
+often it is touched, the keep-alive defers the idle stop by at most
+``keep_alive_max_hours``, counted from when the stop would have come without it
+(``Decision.keep_alive_until``). Only real activity (the signals above) moves
+``active_at``, which the clock keeps across restarts of the daemon, and starts a new cap.
+``null`` means no cap (a touch counts at its time), 0 that the file is ignored. A
+modification time in the future is ignored (it would otherwise keep a container forever).
+
+**Sessions** are what the caller counts as someone at a terminal; ds01d counts only the
+terminals it relays itself to a connected client, never processes in the container (any
+process may be named ``sshd: alice@pts/0``).
 
 **Stops** are times, not loop counts. With ``T`` the user's ``idle_timeout_hours``,
 multiplied by ``demand_idle_factor`` while ``demand`` (requests wait in the queue for
@@ -71,8 +78,8 @@ start (unless exempt): its owner re-creates it (``/workspace`` is kept).
 the idle time (the runtime) reaches ``f`` of its limit. Each level is sent once (recorded
 with :func:`warned`); when several come due at once (the loop paused, a timeout shrank
 under demand) only the highest is sent; none during the grace period, and none in a pass
-that stops the container. New activity, or a new touch of the keep-alive file, re-arms the
-idle warnings.
+that stops the container. New activity, or a new touch of the keep-alive file that still
+counts (one that moves the idle stop later), re-arms the idle warnings.
 
 **Exemptions** (:class:`Exemption`) granted by admins cover all of a user's containers or one
 of them, until an expiry or for good; while one is in force :func:`decide` returns no action
@@ -141,7 +148,7 @@ class Sample:
             available (a MIG instance, no GPU, or the read failed).
         gpu_memory_used_mib: GPU memory used on its devices, summed, in MiB; ``None`` = unknown.
         gpu_processes: compute processes on its devices; ``None`` = unknown.
-        sessions: interactive sessions: exec sessions and ssh logins into it.
+        sessions: interactive sessions: terminals into it that ds01d relays to a client.
         keep_alive_at: modification time of its ``/workspace/.keep-alive``; ``None`` = no file.
     """
 
@@ -435,14 +442,29 @@ def observe(
     active_at, idle_level = clock.active_at, clock.idle_warning_level
     if active:
         active_at, idle_level = max(active_at, sample.at), 0
-    if sample.keep_alive_at not in (None, clock.sample_keep_alive_at):
-        idle_level = 0  # a new touch re-arms the idle warnings
+    if _touch_counts_more(clock.sample_keep_alive_at, sample, active_at, policy):
+        idle_level = 0  # a new touch that defers the stop re-arms the idle warnings
     return replace(
         clock,
         active_at=active_at,
         idle_warning_level=idle_level,
         **_sample_columns(sample),
     )
+
+
+def _touch_counts_more(
+    before: datetime | None, sample: Sample, active_at: datetime, policy: LifecyclePolicy
+) -> bool:
+    """Whether ``sample``'s keep-alive touch counts later than the touch ``before`` did (it
+    moves the idle stop later): a touch past the cap, or in the future, does not."""
+    touched = sample.keep_alive_at
+    if touched is None or touched == before or touched > sample.at:
+        return False
+    now = _counted_touch(touched, active_at, policy)
+    if now is None:
+        return False
+    then = None if before is None else _counted_touch(before, active_at, policy)
+    return then is None or now > then
 
 
 def stopped(clock: ContainerClock, at: datetime) -> ContainerClock:
@@ -575,6 +597,9 @@ class Decision:
         reason: one sentence for people: how long idle and running, when it stops and why.
         actions: what to do now.
         exemption: the exemption in force, if any.
+        keep_alive_until: while a keep-alive touch defers the idle stop, the latest the
+            keep-alive can defer it to (``keep_alive_max_hours`` after the stop it
+            deferred); ``None`` otherwise, or when there is no cap.
     """
 
     idle_for: timedelta
@@ -586,6 +611,7 @@ class Decision:
     reason: str
     actions: tuple[Action, ...] = ()
     exemption: Exemption | None = None
+    keep_alive_until: datetime | None = None
 
     @property
     def stop_kind(self) -> StopKind | None:
@@ -595,38 +621,64 @@ class Decision:
         return "runtime" if self.stop_at == self.runtime_stop_at else "idle"
 
 
+def _keep_alive_cap(policy: LifecyclePolicy) -> timedelta | None:
+    """``keep_alive_max_hours`` as a span; ``None`` = no cap."""
+    hours = policy.keep_alive_max_hours
+    return None if hours is None else timedelta(hours=hours)
+
+
+def _counted_touch(
+    touched: datetime, active_at: datetime, policy: LifecyclePolicy
+) -> datetime | None:
+    """When a touch at ``touched`` counts as activity: never later than the cap after the
+    last real activity; ``None`` when the file is ignored (``keep_alive_max_hours`` 0)."""
+    cap = _keep_alive_cap(policy)
+    if cap is None:
+        return touched
+    if cap <= _NO_TIME:
+        return None
+    return min(touched, active_at + cap)
+
+
 def _keep_alive(clock: ContainerClock, now: datetime, policy: LifecyclePolicy) -> datetime | None:
     """The keep-alive touch that can still count at ``now`` (not in the future, honoured)."""
     touched = clock.sample_keep_alive_at
-    if touched is None or touched > now or policy.keep_alive_max_hours <= 0:
+    if touched is None or touched > now or _counted_touch(touched, clock.active_at, policy) is None:
         return None
     return touched
 
 
 def _idle_since(clock: ContainerClock, now: datetime, policy: LifecyclePolicy) -> datetime:
-    """The last activity at ``now``, a keep-alive touch younger than the maximum included."""
+    """The last activity at ``now``, a keep-alive touch included at the time it counts
+    (:func:`_counted_touch`)."""
     touched = _keep_alive(clock, now, policy)
-    if touched is not None and now < touched + timedelta(hours=policy.keep_alive_max_hours):
-        return max(clock.active_at, touched)
-    return clock.active_at
+    counted = None if touched is None else _counted_touch(touched, clock.active_at, policy)
+    return clock.active_at if counted is None else max(clock.active_at, counted)
 
 
 def _idle_due(
     clock: ContainerClock, now: datetime, policy: LifecyclePolicy, timeout: timedelta
 ) -> datetime:
-    """When the idle stop is due if no new activity comes (before the grace period applies).
+    """When the idle stop is due if no new activity comes (before the grace period applies):
+    ``timeout`` after the last activity, a keep-alive touch included at the time it counts,
+    so never later than ``active_at + keep_alive_max_hours + timeout``."""
+    return _idle_since(clock, now, policy) + timeout
 
-    A keep-alive touch at ``m`` counts until ``m + keep_alive_max_hours``: the stop is
-    ``timeout`` after the later of the touch and the last activity if that comes before the
-    touch expires, else when the touch expires, or ``timeout`` after the last activity if
-    that is later still.
-    """
+
+def _keep_alive_until(
+    clock: ContainerClock,
+    now: datetime,
+    policy: LifecyclePolicy,
+    timeout: timedelta,
+    grace_end: datetime,
+) -> datetime | None:
+    """While a keep-alive touch defers the idle stop (it counts after the last activity),
+    the latest it can defer it to: at most the cap after the stop it deferred."""
     touched = _keep_alive(clock, now, policy)
-    if touched is None:
-        return clock.active_at + timeout
-    expires = touched + timedelta(hours=policy.keep_alive_max_hours)
-    with_touch = max(clock.active_at, touched) + timeout
-    return with_touch if with_touch < expires else max(expires, clock.active_at + timeout)
+    cap = _keep_alive_cap(policy)
+    if touched is None or cap is None or touched <= clock.active_at:
+        return None
+    return _at_least(clock.active_at + cap + timeout, grace_end)
 
 
 def _warning_level(
@@ -690,10 +742,12 @@ def decide(
 
     timeout: timedelta | None = None
     idle_stop_at: datetime | None = None
+    keep_alive_until: datetime | None = None
     if limits.idle_timeout_hours is not None:
         factor = policy.demand_idle_factor if demand else 1.0
         timeout = timedelta(hours=limits.idle_timeout_hours * factor)
         idle_stop_at = _at_least(_idle_due(clock, now, policy, timeout), grace_end)
+        keep_alive_until = _keep_alive_until(clock, now, policy, timeout, grace_end)
     limit: timedelta | None = None
     runtime_stop_at: datetime | None = None
     if limits.max_runtime_hours is not None:
@@ -702,6 +756,7 @@ def decide(
         runtime_stop_at = start + max(_NO_TIME, limit - before)
 
     about = _describe(idle_for, timeout, runtime, limit, demand, policy)
+    keep_alive = _describe_keep_alive(keep_alive_until, policy)
     if exemption is not None and exemption.in_force(now):
         return Decision(
             idle_for=idle_for,
@@ -724,10 +779,11 @@ def decide(
         runtime_stop_at=runtime_stop_at,
         stop_at=stop_at,
         reason="",
+        keep_alive_until=keep_alive_until,
     )
     kind = decision.stop_kind
     if stop_at is None or kind is None:
-        return replace(decision, reason=f"{about}; no stop planned.")
+        return replace(decision, reason=f"{about}{keep_alive}; no stop planned.")
     if now >= stop_at:
         if kind == "runtime":
             why = f"Ran {_duration(runtime)} over its runs, the limit is {_duration(limit)}"
@@ -735,6 +791,7 @@ def decide(
             why = f"Idle for {_duration(idle_for)}, the limit is {_duration(timeout)}"
             if demand and policy.demand_idle_factor < 1:
                 why += " while others wait for GPUs"
+            why += keep_alive
         return replace(decision, reason=f"{why}: stopped.", actions=(Stop(kind, f"{why}."),))
 
     actions: list[Action] = []
@@ -760,7 +817,7 @@ def decide(
         )
         if warn is not None:
             actions.append(warn)
-    reason = f"{about}; stops at {_when(stop_at)} ({kind} limit)."
+    reason = f"{about}{keep_alive}; stops at {_when(stop_at)} ({kind} limit)."
     return replace(decision, reason=reason, actions=tuple(actions))
 
 
@@ -782,6 +839,18 @@ def _describe(
     ran = f"ran {_duration(runtime)}"
     ran += " (no runtime limit)" if limit is None else f" of {_duration(limit)}"
     return f"{idle}; {ran}"
+
+
+def _describe_keep_alive(until: datetime | None, policy: LifecyclePolicy) -> str:
+    """``"; /workspace/.keep-alive defers the idle stop by at most 24 h 00 min
+    (keep_alive_max_hours), to …"`` while a touch defers it; ``""`` otherwise."""
+    cap = _keep_alive_cap(policy)
+    if until is None or cap is None:
+        return ""
+    return (
+        f"; /workspace/.keep-alive defers the idle stop by at most {_duration(cap)} "
+        f"(keep_alive_max_hours), to {_when(until)} at the latest"
+    )
 
 
 def warned(clock: ContainerClock, warning: Warn) -> ContainerClock:

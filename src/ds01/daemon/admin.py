@@ -190,9 +190,12 @@ def _prepare_workspace(
     try:
         st = workspace.lstat()
     except FileNotFoundError:
-        actions.append(f"create {workspace} (owner {user.name}, mode 0755)")
+        actions.append(f"create {workspace} (as {user.name}, mode 0755)")
         if not dry_run:
-            make_user_directory(workspace, user)
+            try:
+                make_user_directory(workspace, user)
+            except Ds01Error as exc:
+                notes.append(exc.message)
         return str(workspace)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid:
         notes.append(

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_policy
@@ -55,7 +56,7 @@ from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.identity import UnixUser, user_by_uid
-from ds01.daemon.notify import post_webhook, write_notice
+from ds01.daemon.notify import NOTICE_FILE, post_webhook, write_notice
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service, record_parent
@@ -64,6 +65,7 @@ from ds01.errors import Ds01Error
 from ds01.events.log import utc_now
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.userfs import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +278,9 @@ class LifecycleLoop(PeriodicPass):
         what = "idle" if warning.kind == "idle" else "running for long"
         message = (
             f"ds01: your container {record.name!r} is {what} and will be stopped at "
-            f"{_when(warning.stop_at)} ({decision.reason}) " + _hint(warning.kind)
+            f"{_when(warning.stop_at)} ({decision.reason}) " + _hint(warning.kind, owner.policy)
         )
+        keep_alive = decision.keep_alive_until if warning.kind == "idle" else None
         self.service.events.emit(
             "lifecycle.warn",
             user=record.user,
@@ -287,6 +290,7 @@ class LifecycleLoop(PeriodicPass):
                 "level": warning.level,
                 "fraction": warning.fraction,
                 "stop_at": _when(warning.stop_at),
+                **({"keep_alive_until": _when(keep_alive)} if keep_alive else {}),
             },
         )
         self._tell(record, owner, message)
@@ -312,13 +316,39 @@ class LifecycleLoop(PeriodicPass):
         return True
 
     def _tell(self, record: ContainerRecord, owner: _Owner, message: str) -> None:
-        self.service.notify_user(record.uid, message)
-        workspace = workspace_of(record)
-        if workspace is not None:
-            write_notice(workspace, owner.user.uid, owner.user.gid, message + "\n")
+        """Tell the owner every way there is; a way that fails is logged and skipped, never
+        stops the pass (the notice file is written as the owner, ``daemon.notify``)."""
+        user, workspace = owner.user, workspace_of(record)
         url = self.service.config().limits.policies.webhook_url
+        ways: list[tuple[str, Callable[[], object]]] = [
+            ("terminals", lambda: self.service.notify_user(record.uid, message)),
+        ]
+        if workspace is not None:
+            ids = UserIds.of(user.name, user.uid, user.gid)
+            ways.append(("notice file", lambda: self._notice(record, workspace, ids, message)))
         if url:
-            post_webhook(url, {"text": message, "user": record.user, "container": record.name})
+            payload = {"text": message, "user": record.user, "container": record.name}
+            ways.append(("webhook", lambda: post_webhook(url, payload)))
+        for way, tell in ways:
+            try:
+                tell()
+            except Exception:  # observation fails soft: the pass goes on
+                log.exception("could not tell %s about %s (%s)", record.user, record.name, way)
+
+    def _notice(
+        self, record: ContainerRecord, workspace: Path, ids: UserIds, message: str
+    ) -> None:
+        """The notice file, as the owner; one that cannot be written is an audit event (a
+        link or FIFO planted under its name shows there)."""
+        why = write_notice(workspace, ids, message + "\n")
+        if why is not None:
+            self.service.events.emit(
+                "lifecycle.notice",
+                user=record.user,
+                resource=f"container/{record.docker_name}",
+                details={"file": str(workspace / NOTICE_FILE), "error": why},
+                outcome="failure",
+            )
 
     def interval_seconds(self) -> float:
         return self.service.config().limits.policies.lifecycle_interval_seconds
@@ -348,10 +378,17 @@ def _exempt_until(decision: Decision) -> str | None:
     return "never" if until is None else _when(until)
 
 
-def _hint(kind: str) -> str:
+def _hint(kind: str, policy: LifecyclePolicy) -> str:
     if kind == "idle":
+        cap = policy.keep_alive_max_hours
+        if cap == 0:
+            return "Any use keeps it: a running job, or a terminal in it (`container-open`)."
+        limit = ""
+        if cap is not None:
+            limit = f", which defers a stop by at most {format_duration(cap * 3600)}"
         return (
-            "Any use keeps it: a running job, a terminal in it, or `touch /workspace/.keep-alive`."
+            "Any use keeps it: a running job, a terminal in it (`container-open`), or "
+            f"`touch /workspace/.keep-alive`{limit}."
         )
     return "Save your work to /workspace now: it is the part that outlives the container."
 

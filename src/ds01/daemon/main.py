@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.sampler import Sampler
-    from ds01.daemon.server import Ds01HttpServer
+    from ds01.daemon.server import Ds01HttpServer, terminals_of
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
     from ds01.events.log import EventLog
@@ -187,9 +187,13 @@ def main(argv: list[str] | None = None) -> None:
     queue = dispatcher.GpuDispatcher(
         service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
     )
-    lifecycle = LifecycleLoop(
-        service, Sampler(service.runtime, service.cgroups, service.engine.cgroup_driver)
+    sampler = Sampler(
+        service.runtime,
+        service.cgroups,
+        service.engine.cgroup_driver,
+        sessions=terminals_of(service).attached,
     )
+    lifecycle = LifecycleLoop(service, sampler)
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
     exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))

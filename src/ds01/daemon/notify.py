@@ -3,8 +3,10 @@ an idle container will be stopped).
 
 - Terminals, the way ``write(1)`` does: a terminal receives the message only if it belongs
   to the user and accepts messages (its group-write bit, which ``mesg y`` sets).
-- A notice file in the container's workspace, written as the user's own file; ds01d runs
-  as root, so the directory is opened without following symlinks and must be the user's.
+- A notice file in the container's workspace, written by a child process with the user's
+  ids (never by root), in a directory reached without following symlinks, by a rename
+  that never writes through what the user may have put under the notice's name
+  (``ds01.runtime.userfs``).
 - A webhook: one JSON object POSTed to a URL an admin configured (Slack, Teams and Matrix
   bridges take such "incoming webhooks").
 """
@@ -18,6 +20,8 @@ import stat
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from ds01.runtime.userfs import UserIds, replace_file
 
 log = logging.getLogger(__name__)
 
@@ -65,38 +69,34 @@ def notify_terminals(uid: int, message: str, pts_dir: Path = PTS_DIR) -> int:
 #: The notice file in a container's workspace (``/workspace/.ds01-notice`` inside).
 NOTICE_FILE = ".ds01-notice"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
+#: The longest a notice file may take (the lifecycle pass waits for it; a user's directory
+#: could be on a filesystem that answers slowly).
+NOTICE_TIMEOUT_SECONDS = 2.0
+#: The most of a failure's reason that is logged.
+MAX_REASON_CHARS = 200
 
 
-def write_notice(directory: Path, uid: int, gid: int, text: str) -> bool:
-    """Write ``text`` as ``directory/.ds01-notice``, owned by ``uid:gid``; ``False`` if the
-    directory is not a real directory of ``uid`` or cannot be written."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+def write_notice(directory: Path, user: UserIds, text: str) -> str | None:
+    """Make ``directory/.ds01-notice`` hold ``text``, written *as the user* (never as root);
+    ``None`` once written, else why not (also logged): e.g. the directory is not the
+    user's, is reached through a symlink or is not writable to them, or the notice's name
+    holds something else than a regular file with a single link (a hard link to another
+    file, a FIFO, a directory), which is left as it is (``ds01.runtime.userfs``). Never
+    raises an ``OSError``, never blocks longer than ``NOTICE_TIMEOUT_SECONDS``."""
     try:
-        dir_fd = os.open(directory, flags)
-    except OSError as exc:
-        log.info("no notice in %s: %s", directory, exc)
-        return False
-    try:
-        if os.fstat(dir_fd).st_uid != uid:
-            log.warning("no notice in %s: not the container owner's directory", directory)
-            return False
-        fd = os.open(
+        replace_file(
+            directory,
             NOTICE_FILE,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-            0o644,
-            dir_fd=dir_fd,
+            text.encode(errors="replace"),
+            user,
+            mode=0o644,
+            timeout_seconds=NOTICE_TIMEOUT_SECONDS,
         )
-        try:
-            os.fchown(fd, uid, gid)
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-        return True
     except OSError as exc:
-        log.info("no notice in %s: %s", directory, exc)
-        return False
-    finally:
-        os.close(dir_fd)
+        reason = str(exc.strerror or exc)[:MAX_REASON_CHARS]
+        log.info("no notice in %s: %s", directory, reason)
+        return reason
+    return None
 
 
 def post_webhook(url: str, payload: dict[str, Any]) -> bool:

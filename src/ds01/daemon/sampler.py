@@ -2,17 +2,20 @@
 
 Everything comes from counters the kernel and the GPU backend keep, never from ``docker
 stats`` or one Docker call per container: CPU time from the container's cgroup, network
-bytes and interactive sessions from ``/proc`` of its processes, GPU utilisation, memory and
-processes of its devices from one backend call for all devices, and the keep-alive file's
-modification time from its workspace on the host. Docker is asked only for the start time
-of a run it has not seen yet (one ``inspect`` per container start).
+bytes from ``/proc`` of its processes, GPU utilisation, memory and processes of its devices
+from one backend call for all devices, and the keep-alive file's modification time from its
+workspace on the host. Docker is asked only for the start time of a run it has not seen yet
+(one ``inspect`` per container start).
+
+Interactive sessions are counted only from what a user cannot fake: the ``container-open``
+terminals ds01d itself relays to a connected client (``daemon.terminal``). Nothing inside
+the container counts as a session: any process there may take any name (``sshd:
+alice@pts/0``), and an exec whose client went away is no one at a terminal.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from ds01.runtime import labels as L
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, container_cgroup
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.userfs import stat_in
 
 #: The keep-alive file in a container's workspace (``/workspace/.keep-alive`` inside).
 KEEP_ALIVE_FILE = ".keep-alive"
@@ -37,16 +41,14 @@ def workspace_of(record: ContainerRecord) -> Path | None:
 def keep_alive_at(record: ContainerRecord) -> datetime | None:
     """When the container's keep-alive file was last touched (``None``: no such file).
 
-    Not followed if it is a symlink: a link into another directory keeps nothing alive.
+    Only a regular file of the owner's, in a workspace of theirs reached without following
+    any symlink, counts: a link into another directory keeps nothing alive.
     """
     workspace = workspace_of(record)
     if workspace is None:
         return None
-    try:
-        st = os.lstat(workspace / KEEP_ALIVE_FILE)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
+    st = stat_in(workspace, KEEP_ALIVE_FILE, record.uid)
+    if st is None:
         return None
     return datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
 
@@ -74,14 +76,21 @@ class Sampler:
         runtime: Docker, asked only for the start time of new runs.
         cgroups: CPU time and processes of each container's cgroup.
         driver: Docker's cgroup driver (where a container's cgroup is).
+        sessions: the number of terminals ds01d relays to a connected client, by Docker
+            name of the container (``daemon.terminal.Terminals.attached``).
     """
 
     def __init__(
-        self, runtime: DockerRuntime, cgroups: CgroupManager, driver: CgroupDriver
+        self,
+        runtime: DockerRuntime,
+        cgroups: CgroupManager,
+        driver: CgroupDriver,
+        sessions: Callable[[str], int],
     ) -> None:
         self.runtime = runtime
         self.cgroups = cgroups
         self.driver = driver
+        self.sessions = sessions
         self._started: dict[tuple[str, int], datetime] = {}  # (id, cgroup inode) -> StartedAt
 
     def cgroup_of(self, record: ContainerRecord, parent: str) -> str | None:
@@ -130,7 +139,7 @@ class Sampler:
             gpu_utilization_percent=utilization,
             gpu_memory_used_mib=memory,
             gpu_processes=processes,
-            sessions=procfs.sessions(pids),
+            sessions=self.sessions(record.docker_name),
             keep_alive_at=keep_alive_at(record),
         )
 

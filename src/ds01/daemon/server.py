@@ -31,7 +31,7 @@ from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, peer_credentials
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
-from ds01.daemon.terminal import Session, Terminals, relay
+from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -618,7 +618,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
-        relay(self.connection, upgrade.raw)
+        terminals_of(self.server.service).serve(upgrade.session, self.connection, upgrade.raw)
 
     def _read_body(self) -> bytes:
         """The request body; a missing, malformed or oversized length is refused."""

@@ -107,6 +107,7 @@ from ds01.runtime.docker import (
     ports_label,
     requested_ports,
 )
+from ds01.runtime.userfs import UserIds, make_directory
 
 log = logging.getLogger(__name__)
 
@@ -1881,16 +1882,20 @@ def _resources(
 
 
 def make_user_directory(path: Path, user: UnixUser) -> None:
-    """Create ``path`` owned by ``user`` without following a symlink planted in its place."""
+    """Create ``path`` *as* ``user`` (so it is theirs without a ``chown`` by root), its parent
+    reached without following symlinks (``ds01.runtime.userfs``); nothing if it exists.
+
+    Raises:
+        PermissionDenied: the user cannot create it (their home is not writable to them, or
+            a symlink is on the way); the message says what to do instead.
+    """
     try:
-        path.mkdir(mode=0o755)
-    except FileExistsError:
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        os.fchown(fd, user.uid, user.gid)
-    finally:
-        os.close(fd)
+        make_directory(path, UserIds.of(user.name, user.uid, user.gid), mode=0o755)
+    except OSError as exc:
+        raise PermissionDenied(
+            f"ds01 could not create {path} as {user.name}: {exc.strerror or exc}. Create it "
+            f"yourself (`mkdir {path}`), or name a directory of yours with --workspace."
+        ) from None
 
 
 def _resource(record: ContainerRecord) -> str:

@@ -11,8 +11,10 @@ Users have no Docker socket, so ds01d runs ``docker exec`` for them and relays t
 3. ``GET /v1/terminals/{id}`` tells, once the program ended, its exit code.
 
 Sessions are kept in memory, each bound to the uid that opened it; only that uid may
-resize it or read its exit code. An ``exec`` session also counts as use of the container
-for the lifecycle loop (``runtime.procfs``).
+resize it or read its exit code. While ds01d relays a session to a connected client
+(``Terminals.serve``), it counts as use of the container for the lifecycle loop
+(``Terminals.attached``); once the client is gone, it no longer does, even if the program
+in the container still runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import select
 import socket
 import threading
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +60,37 @@ class Terminals:
     def __init__(self, service: Ds01Service) -> None:
         self.service = service
         self._sessions: dict[str, Session] = {}
+        self._attached: Counter[str] = Counter()  # Docker name -> sessions with a client
         self._lock = threading.Lock()
+
+    def attached(self, docker_name: str) -> int:
+        """How many sessions in container ``docker_name`` ds01d relays to a connected client
+        now: the interactive sessions the lifecycle loop counts as use."""
+        with self._lock:
+            return self._attached[docker_name]
+
+    def serve(self, session: Session, client: socket.socket, docker_side: Any) -> None:
+        """Relay ``session`` between ``client`` and the exec (:func:`relay`); it counts as
+        attached from now until the client's side ends (the client closed or went away) or
+        the program ends, whichever comes first."""
+        name = session.docker_name
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    self._attached[name] -= 1
+                    if self._attached[name] <= 0:
+                        del self._attached[name]
+
+        with self._lock:
+            self._attached[name] += 1
+        try:
+            relay(client, docker_side, on_client_closed=release)
+        finally:
+            release()
 
     def open(self, caller: Caller, name: str, request: api.TerminalRequest) -> tuple[Session, Any]:
         """Start (if needed) the caller's container ``name`` and an exec in it; return the
@@ -112,9 +146,16 @@ class Terminals:
         )
 
 
-def relay(client: socket.socket, docker_side: Any) -> None:
+def _nothing() -> None:
+    pass
+
+
+def relay(
+    client: socket.socket, docker_side: Any, on_client_closed: Callable[[], None] = _nothing
+) -> None:
     """Copy bytes both ways between the client's connection and the exec's socket until the
-    program ends (Docker closes its side); the client closing its side ends the input."""
+    program ends (Docker closes its side); the client closing its side ends the input, and
+    ``on_client_closed`` is called then."""
     inner: socket.socket = getattr(docker_side, "_sock", docker_side)
     sockets = [client, inner]
     client_open = True
@@ -132,6 +173,7 @@ def relay(client: socket.socket, docker_side: Any) -> None:
                     inner.sendall(data)
                 else:
                     client_open = False
+                    on_client_closed()
                     inner.shutdown(socket.SHUT_WR)
     except OSError as exc:
         log.debug("terminal relay ended: %s", exc)

@@ -1,0 +1,419 @@
+"""End to end: what a user puts in their own directories cannot turn ds01d's notices against
+others, and nothing a user fakes keeps an idle container from being reclaimed.
+
+Real ds01d, real Docker, real non-admin users (the attacker is alice), idle timeouts of
+seconds and a loop of half a second.
+
+Notice files (``/workspace/.ds01-notice``, written at each idle warning and stop): a hard
+link from the notice's name to a file of root's or of bob's that alice may write, a symlink
+in its place, a workspace (or a directory above it) swapped for a symlink, a FIFO, a huge
+file and a workspace alice made unwritable: no other file changes owner or content, nothing
+is written outside the workspace, and the lifecycle loop goes on for everyone.
+
+Idle reclaim: a process in the container named like an SSH login (``sshd: bob@pts/0``), an
+exec left running after its terminal's client was killed, and a keep-alive file touched
+in a loop do not keep a container past its limits; a terminal a user really has open does.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import (
+    TEST_IMAGES_YAML,
+    describe,
+    make_world_traversable_dir,
+    user_env,
+)
+
+TIMEOUT_S = 7.2  # idle_timeout_hours: 0.002
+LATER_TIMEOUT_S = 14.4  # bob's: 0.004, so his stop comes after alice's
+CAP_S = 10.8  # keep_alive_max_hours: 0.003
+
+LIMITS = """
+    defaults:
+      idle_timeout_hours: 0.002
+      max_runtime_hours: null
+      max_containers: 6
+      gpu_hold_after_stop_minutes: 0
+    users:
+      bob:
+        idle_timeout_hours: 0.004
+    policies:
+      lifecycle_interval_seconds: 0.5
+      idle_grace_minutes: 0
+      keep_alive_max_hours: 0.003
+"""
+
+WEBHOOK_LIMITS = (
+    LIMITS.replace("0.002", "0.003") + "      webhook_url: http://127.0.0.1:{port}/hook\n"
+)
+
+IMAGES_WITH_PYTHON = (
+    TEST_IMAGES_YAML
+    + """\
+  - name: python
+    image: ds01-test/python:latest
+    framework: none
+    description: Debian with python3
+"""
+)
+
+PRECIOUS = "precious content\n"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def as_user(user: str, *argv: str) -> None:
+    """Run ``argv`` on the host as ``user`` (what the attacker can do from their shell)."""
+    result = subprocess.run(
+        ["runuser", "-u", user, "--", *argv], capture_output=True, text=True, cwd="/"
+    )
+    assert result.returncode == 0, describe(result)
+
+
+def own_dir(user: Any, name: str) -> Path:
+    """A fresh directory in ``user``'s home, made by them."""
+    path = Path(user.pw_dir) / f"{name}-{uuid.uuid4().hex[:8]}"
+    as_user(user.pw_name, "mkdir", str(path))
+    return path
+
+
+def create(d: Any, user: str, name: str, *args: str, image: str = "busybox") -> float:
+    """Create and start ``name``; return when (epoch seconds) the create returned."""
+    d.cli_json(user, "container-create", name, "--image", image, *args, "--start")
+    return time.time()
+
+
+def idle_stops(d: Any, docker_name: str) -> list[dict[str, Any]]:
+    stops: list[dict[str, Any]] = d.events_where(
+        action="cleanup.idle", resource=f"container/{docker_name}"
+    )
+    return stops
+
+
+def wait_for_stop(d: Any, docker_name: str, timeout: float) -> dict[str, Any]:
+    stop: dict[str, Any] = wait_until(
+        f"the idle stop of {docker_name}", lambda: idle_stops(d, docker_name), timeout
+    )[0]
+    return stop
+
+
+def pass_done(d: Any) -> None:
+    """Wait until the lifecycle pass in progress has finished (a dry run takes the same lock)."""
+    result = d.cli("erin", "maintenance", "run", "--dry-run", timeout=30)
+    assert result.returncode == 0, describe(result)
+
+
+def event_time(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def status_of(docker_client: Any, docker_name: str) -> str:
+    return str(docker_client.api.inspect_container(docker_name)["State"]["Status"])
+
+
+def victim_file(directory: Path, owner: Any | None) -> Path:
+    """A file of ``owner`` (``None``: root) that anyone may write, holding PRECIOUS."""
+    path = directory / f"victim-{uuid.uuid4().hex[:8]}"
+    path.write_text(PRECIOUS)
+    if owner is not None:
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    path.chmod(0o666)
+    return path
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A world-traversable directory on the same filesystem as the homes (hard links)."""
+    path = make_world_traversable_dir("ds01-bypass-notify-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- notice files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("victim_owner", ["root", "bob"])
+def test_a_notice_never_writes_through_a_hard_link(
+    ds01d: Any, unix_users: dict[str, Any], scratch: Path, victim_owner: str
+) -> None:
+    alice = unix_users["alice"]
+    owner = None if victim_owner == "root" else unix_users[victim_owner]
+    holder = scratch / "holder"
+    holder.mkdir(mode=0o755)
+    if owner is not None:
+        os.chown(holder, owner.pw_uid, owner.pw_gid)
+    victim = victim_file(holder, owner)
+    before = victim.stat()
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    trap, control = own_dir(alice, "trap"), own_dir(alice, "control")
+    create(d, "alice", "trap", "--workspace", str(trap))
+    create(d, "alice", "control", "--workspace", str(control))
+    # alice may write the victim, so the kernel lets her link it (protected_hardlinks).
+    as_user("alice", "ln", "-f", str(victim), str(trap / ".ds01-notice"))
+
+    wait_for_stop(d, f"trap._.{alice.pw_uid}", TIMEOUT_S + 15)
+    wait_for_stop(d, f"control._.{alice.pw_uid}", 10)
+    pass_done(d)
+
+    assert "was stopped" in (control / ".ds01-notice").read_text()  # notices are written
+    assert (control / ".ds01-notice").stat().st_uid == alice.pw_uid
+    after = victim.stat()
+    assert victim.read_text() == PRECIOUS, "the notice was written into the victim's file"
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid), (
+        f"the victim's file changed owner to {after.st_uid}:{after.st_gid}"
+    )
+    assert stat.S_IMODE(after.st_mode) == 0o666
+    refused = d.events_where(
+        action="lifecycle.notice", resource=f"container/trap._.{alice.pw_uid}", outcome="failure"
+    )
+    assert refused and "single link" in refused[0]["details"]["error"], refused
+
+
+def test_a_notice_follows_no_symlink(
+    ds01d: Any, unix_users: dict[str, Any], scratch: Path
+) -> None:
+    alice, bob = unix_users["alice"], unix_users["bob"]
+    root_only = victim_file(scratch, None)
+    root_only.chmod(0o644)
+    bobs = scratch / "bobs-dir"
+    bobs.mkdir()
+    os.chown(bobs, bob.pw_uid, bob.pw_gid)
+    bobs.chmod(0o777)
+    elsewhere = own_dir(alice, "elsewhere")
+    as_user("alice", "mkdir", str(elsewhere / "ws"))
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+
+    linked = own_dir(alice, "linked")  # the notice's name is a symlink to root's file
+    create(d, "alice", "linked", "--workspace", str(linked))
+    as_user("alice", "ln", "-s", str(root_only), str(linked / ".ds01-notice"))
+    swapped = own_dir(alice, "swapped")  # the workspace itself becomes a symlink
+    create(d, "alice", "swapped", "--workspace", str(swapped))
+    as_user("alice", "mv", str(swapped), f"{swapped}.real")
+    as_user("alice", "ln", "-s", str(bobs), str(swapped))
+    above = own_dir(alice, "above")  # a directory above the workspace becomes a symlink
+    as_user("alice", "mkdir", str(above / "ws"))
+    create(d, "alice", "above", "--workspace", str(above / "ws"))
+    as_user("alice", "mv", str(above), f"{above}.real")
+    as_user("alice", "ln", "-s", str(elsewhere), str(above))
+
+    for name in ("linked", "swapped", "above"):
+        wait_for_stop(d, f"{name}._.{alice.pw_uid}", TIMEOUT_S + 15)
+    pass_done(d)
+
+    assert root_only.read_text() == PRECIOUS
+    assert root_only.stat().st_uid == 0
+    assert os.listdir(bobs) == [], "a notice landed in bob's directory"
+    assert os.listdir(elsewhere / "ws") == [], "a notice was written through a symlink"
+
+
+def test_a_fifo_an_unwritable_workspace_or_a_huge_file_never_stop_the_loop(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    alice, bob = unix_users["alice"], unix_users["bob"]
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    fifo, readonly, huge = own_dir(alice, "fifo"), own_dir(alice, "ro"), own_dir(alice, "huge")
+    as_user("alice", "mkfifo", str(fifo / ".ds01-notice"))
+    as_user("alice", "truncate", "-s", "1T", str(huge / ".ds01-notice"))
+    as_user("alice", "chmod", "0555", str(readonly))
+    for name, workspace in (("fifo", fifo), ("ro", readonly), ("huge", huge)):
+        create(d, "alice", name, "--workspace", str(workspace))
+    bob_started = create(d, "bob", "later")
+
+    for name in ("fifo", "ro", "huge"):
+        wait_for_stop(d, f"{name}._.{alice.pw_uid}", TIMEOUT_S + 15)
+    # A loop stuck on alice's FIFO would never stop bob's container.
+    stop = wait_for_stop(d, f"later._.{bob.pw_uid}", LATER_TIMEOUT_S + 15)
+    assert event_time(stop) - bob_started <= LATER_TIMEOUT_S + 5
+    pass_done(d)
+
+    assert stat.S_ISFIFO((fifo / ".ds01-notice").lstat().st_mode)  # left as it is
+    assert not (readonly / ".ds01-notice").exists(), "written where alice may not write"
+    notice = huge / ".ds01-notice"
+    assert "was stopped" in notice.read_text()
+    assert notice.stat().st_uid == alice.pw_uid
+    assert notice.stat().st_size < 4096
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+def spawn_open(d: Any, user: str, *args: str) -> subprocess.Popen[bytes]:
+    """``container-open ARGS`` as ``user`` in the background, its input kept open (a client
+    that stays connected); kill it with ``os.killpg``."""
+    environment = user_env(user, {"DS01_SOCKET": str(d.paths.socket)})
+    assignments = [f"{key}={value}" for key, value in environment.items()]
+    argv = [
+        "runuser", "-u", user, "--", "env", "-i", *assignments,
+        *d.command_for(("container-open", *args)),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        start_new_session=True,
+    )
+
+
+def processes_in(docker_client: Any, docker_name: str) -> list[str]:
+    """The command lines of the container's processes, as the host's ``ps`` sees them."""
+    top = docker_client.api.top(docker_name)
+    column = top["Titles"].index("CMD")
+    return [row[column] for row in top["Processes"]]
+
+
+def test_a_process_named_like_an_ssh_login_keeps_nothing_alive(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    alice = unix_users["alice"]
+    d = ds01d(resource_limits=LIMITS, images=IMAGES_WITH_PYTHON)
+    docker_name = f"fake._.{alice.pw_uid}"
+    create(d, "alice", "fake", image="python")
+    # A daemon that names itself as sshd names its login sessions, detached from the terminal.
+    fake_sshd = (
+        "import os, time\n"
+        "if os.fork():\n"
+        "    time.sleep(1)\n"
+        "    os._exit(0)\n"
+        "os.setsid()\n"
+        "os.execv('/bin/sleep', ['sshd: bob@pts/0', '100000'])\n"
+    )
+    result = d.cli("alice", "container-open", "fake", "--", "python3", "-c", fake_sshd)
+    assert result.returncode == 0, describe(result)
+    opened = time.time()
+    assert any(c.startswith("sshd: bob@pts/0") for c in processes_in(docker_client, docker_name))
+
+    stop = wait_for_stop(d, docker_name, TIMEOUT_S + 10)
+    print(f"stopped {event_time(stop) - opened:.1f} s after the fake login started")
+    assert status_of(docker_client, docker_name) == "exited"
+
+
+def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    alice = unix_users["alice"]
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    attached_name, left_name = f"attached._.{alice.pw_uid}", f"left._.{alice.pw_uid}"
+    create(d, "alice", "attached")
+    create(d, "alice", "left")
+    attached = spawn_open(d, "alice", "attached", "--", "sleep", "100000")
+    left = spawn_open(d, "alice", "left", "--", "sleep", "100001")
+    try:
+        wait_until(
+            "both terminals",
+            lambda: len(d.events_where(action="container.terminal", user="alice")) == 2,
+            timeout=15,
+        )
+        wait_until(
+            "the exec in 'left'",
+            lambda: any("100001" in c for c in processes_in(docker_client, left_name)),
+            timeout=10,
+        )
+        os.killpg(left.pid, signal.SIGKILL)  # the client dies; its exec runs on in Docker
+        left.wait(timeout=10)
+        killed = time.time()
+        stop = wait_for_stop(d, left_name, TIMEOUT_S + 10)
+        print(f"'left' stopped {event_time(stop) - killed:.1f} s after its client died")
+
+        time.sleep(2)  # well past the timeout for 'attached' too
+        assert status_of(docker_client, attached_name) == "running"
+        assert not idle_stops(d, attached_name)
+    finally:
+        for process in (attached, left):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    closed = time.time()
+    stop = wait_for_stop(d, attached_name, TIMEOUT_S + 10)
+    print(f"'attached' stopped {event_time(stop) - closed:.1f} s after its terminal closed")
+
+
+# -- keep-alive -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], received
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_keep_alive_touched_in_a_loop_is_capped_even_across_a_daemon_restart(
+    ds01d: Any,
+    docker_client: Any,
+    unix_users: dict[str, Any],
+    webhook: tuple[int, list[dict[str, Any]]],
+) -> None:
+    alice = unix_users["alice"]
+    port, received = webhook
+    timeout_s = 10.8  # idle_timeout_hours 0.003 in WEBHOOK_LIMITS
+    d = ds01d(resource_limits=WEBHOOK_LIMITS.format(port=port), images=TEST_IMAGES_YAML)
+    docker_name = f"looped._.{alice.pw_uid}"
+    started = create(d, "alice", "looped", "--workspace", str(own_dir(alice, "looped")))
+    loop = "while :; do touch /workspace/.keep-alive; sleep 0.5; done"
+    detached = f"setsid sh -c '{loop}' </dev/null >/dev/null 2>&1 & sleep 1"
+    result = d.cli("alice", "container-open", "looped", "--", "sh", "-c", detached)
+    assert result.returncode == 0, describe(result)
+    opened = time.time()
+
+    time.sleep(CAP_S / 2)
+    d.kill()  # the cap is kept across a crash of ds01d
+    d.restart()
+    stop = wait_for_stop(d, docker_name, timeout_s + CAP_S + 12)
+
+    elapsed = event_time(stop) - started
+    print(f"stopped {elapsed:.1f} s after the start, {event_time(stop) - opened:.1f} s after "
+          f"the loop began (timeout {timeout_s} s, cap {CAP_S} s)")  # fmt: skip
+    assert elapsed >= timeout_s + CAP_S - 1.5, "the keep-alive file did not count at all"
+    assert "keep_alive_max_hours" in stop["details"]["reason"], stop
+    warnings = d.events_where(action="lifecycle.warn", user="alice")
+    assert 1 <= len(warnings) <= 2, f"warned {len(warnings)} times: {warnings}"
+    assert all("keep_alive_until" in w["details"] for w in warnings), warnings
+    texts = [r["text"] for r in received if "will be stopped" in r["text"]]
+    assert texts and all("keep_alive_max_hours" in t for t in texts), received
