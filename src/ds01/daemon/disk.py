@@ -40,7 +40,6 @@ from ds01.core.disk import (
     start_refusal,
 )
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import user_by_uid
 from ds01.daemon.periodic import PeriodicPass
 from ds01.errors import Ds01Error
 from ds01.runtime import labels as L
@@ -211,14 +210,17 @@ def user_total(records: list[ContainerRecord], usage: dict[str, DiskUse], uid: i
 
 
 def refuse_start(
-    service: Ds01Service, record: ContainerRecord, records: list[ContainerRecord]
+    service: Ds01Service,
+    record: ContainerRecord,
+    total_limit: int | None,
+    records: Callable[[], list[ContainerRecord]],
 ) -> str | None:
-    """Why ``record`` may not start for its disk use or its owner's total; ``None``: it may."""
+    """Why ``record`` may not start for its disk use or its owner's total (``total_limit``);
+    ``None``: it may. ``records`` (a list call) is asked only when a total is set."""
     usage = service.disk_usage
     use = usage.get(record.id)
     own = None if use is None else checked_bytes(use, service.storage.mode)
-    total_limit = service.aggregate_for(user_by_uid(record.uid)).disk_limit_bytes
-    total = user_total(records, usage, record.uid) if total_limit is not None else None
+    total = user_total(records(), usage, record.uid) if total_limit is not None else None
     return start_refusal(record.name, own, container_limit_bytes(record), total, total_limit)
 
 

@@ -1366,7 +1366,7 @@ class Ds01Service:
             mine = [r for r in self.runtime.list_managed() if r.uid == record.uid]
             memory = label_size(record, L.MEMORY_BYTES)
             self._check_memory_total(aggregate, record.name, memory, mine)
-        over = disk.refuse_start(self, record, self.records())
+        over = disk.refuse_start(self, record, aggregate.disk_limit_bytes, self.records)
         if over is not None:
             raise QuotaExceeded(over)
 
