@@ -125,7 +125,12 @@ def test_totals_are_written_on_the_parent_of_all_the_users_containers(
     assert (parent_dir("memory") / one["Id"]).is_dir()
 
     limits = d.cli_json("alice", "check-limits", "--explain")
-    assert limits["aggregate"] == {"cpu_limit": 0.5, "memory_limit": "150M", "pids_limit": 64}
+    assert limits["aggregate"] == {
+        "cpu_limit": 0.5,
+        "memory_limit": "150M",
+        "pids_limit": 64,
+        "disk_limit": None,
+    }
     assert limits["explain"]["aggregate.memory_limit"] == {"value": "150M", "source": "group:phd"}
     assert limits["explain"]["aggregate.cpu_limit"]["source"] == "group:phd"
     assert limits["aggregate_usage"]["memory_committed_bytes"] == 150 * MIB

@@ -65,6 +65,7 @@ def test_resolution_is_user_then_groups_then_defaults_then_unlimited() -> None:
         "cpu_limit": {"value": 0.5, "source": "user:jane"},
         "memory_limit": {"value": "96G", "source": "group:phd"},
         "pids_limit": {"value": 12288, "source": "group:phd"},
+        "disk_limit": {"value": None, "source": "builtin"},
     }
     assert jane.memory_limit_bytes == 96 * GIB
     nobody = resolve_aggregate(config, "nobody", [])
@@ -72,6 +73,7 @@ def test_resolution_is_user_then_groups_then_defaults_then_unlimited() -> None:
         "cpu_limit": {"value": 8.0, "source": "defaults"},
         "memory_limit": {"value": "64G", "source": "defaults"},
         "pids_limit": {"value": None, "source": "builtin"},
+        "disk_limit": {"value": None, "source": "builtin"},
     }
     assert not nobody.unlimited
 
@@ -133,7 +135,7 @@ def test_the_reference_implementations_keys_get_a_hint() -> None:
     message = error("aggregate:\n  defaults:\n    memory_max: 96G\n")
     assert message == (
         "limits.yaml:2: aggregate.defaults: unknown key 'memory_max'; use memory_limit "
-        "(aggregate keys: cpu_limit, memory_limit, pids_limit)"
+        "(aggregate keys: cpu_limit, memory_limit, pids_limit, disk_limit)"
     )
     assert "use cpu_limit (CPUs" in error("aggregate:\n  defaults:\n    cpu_quota: 9600%\n")
     assert "Extra inputs are not permitted" in error("aggregate:\n  anything: 1\n")

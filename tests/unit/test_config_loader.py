@@ -325,6 +325,7 @@ def test_builtin_baseline_sets_every_key() -> None:
         "cpu_limit": 8.0,
         "memory_limit": "32G",
         "shm_size": "8G",
+        "disk_limit": "100G",
         "pids_limit": 4096,
         "max_containers": 3,
         "max_runtime_hours": 48.0,

@@ -74,6 +74,8 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
         "created_unstarted_minutes": 30.0,
         "container_hold_after_stop_hours": 168.0,
         "max_queued": 10,
+        "disk_warning_fraction": 0.9,
+        "disk_grace_minutes": 10.0,
         "webhook_url": None,
     }
     for text in ("", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}"):

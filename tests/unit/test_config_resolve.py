@@ -95,6 +95,7 @@ def test_a_user_in_no_group_gets_the_defaults(mission: ResourceLimitsConfig) -> 
         "cpu_limit": {"value": 8.0, "source": "defaults"},
         "memory_limit": {"value": "32G", "source": "defaults"},
         "shm_size": {"value": "8G", "source": "builtin"},
+        "disk_limit": {"value": "100G", "source": "builtin"},
         "pids_limit": {"value": 4096, "source": "builtin"},
         "max_containers": {"value": 3, "source": "builtin"},
         "max_runtime_hours": {"value": 48.0, "source": "defaults"},
@@ -245,6 +246,7 @@ def test_typed_properties_and_dictionaries() -> None:
           cpu_limit: 4
           memory_limit: 1536m
           shm_size: 2g
+          disk_limit: 20g
           pids_limit: 100
           max_containers: 0
           max_runtime_hours: 12
@@ -264,6 +266,8 @@ def test_typed_properties_and_dictionaries() -> None:
     assert limits.memory_limit_bytes == 1536 * MIB
     assert limits.shm_size == "2G"
     assert limits.shm_size_bytes == 2 * GIB
+    assert limits.disk_limit == "20G"
+    assert limits.disk_limit_bytes == 20 * GIB
     assert limits.pids_limit == 100
     assert limits.max_containers == 0
     assert limits.max_runtime_hours == 12.0
@@ -305,6 +309,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "cpu_limit": st.none() | st.floats(min_value=0.01, max_value=1024),
     "memory_limit": st.none() | _sizes,
     "shm_size": st.none() | _sizes,
+    "disk_limit": st.none() | _sizes,
     "pids_limit": st.none() | st.integers(1, 10**6),
     "max_containers": st.none() | st.integers(0, 100),
     "max_runtime_hours": st.none() | _hours,
@@ -337,7 +342,7 @@ def rank(key: str, value: Any) -> float:
     """How much a value grants, from the specification: null = unlimited (shm: Docker's 64M)."""
     if value is None:
         return 64 * MIB if key == "shm_size" else math.inf
-    if key in ("memory_limit", "shm_size"):
+    if key in ("memory_limit", "shm_size", "disk_limit"):
         return parse_bytes(value)
     return float(value)
 

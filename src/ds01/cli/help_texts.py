@@ -210,6 +210,8 @@ shows your values and `check-limits --explain` where each one came from.
 - `max_gpus_per_container`: the most one container may hold.
 - `cpu_limit`, `memory_limit`, `shm_size`, `pids_limit`: what each container gets.
 - `max_containers`: how many containers you may have, running or not.
+- `disk_limit`: disk space for what a container writes outside `/workspace` and `/data`;
+  over it the container is warned, then stopped, and does not start again until removed.
 - `idle_timeout_hours`, `max_runtime_hours`: how long a container may sit idle or run.
 
 A container gets your full per-container limits unless you ask for less (`--cpus`,
@@ -424,6 +426,7 @@ _CREATE_MORE = (
     "--cpus",
     "--memory",
     "--shm-size",
+    "--disk",
     "--workspace",
     "--data",
     "--no-wait",
@@ -440,8 +443,10 @@ created; a refusal changes nothing.
 
 - **GPUs**: `--gpus N` asks for N whole GPUs; `--mig PROFILE` (e.g. `3g.20gb`) for a MIG
   slice, repeatable. Without either, the container has no GPU. Not both at once.
-- **Resources**: `--cpus`, `--memory` and `--shm-size` ask for less than your limits;
-  more is refused (exit 3), never trimmed. Sizes are 1024-based: `16G`, `512M`.
+- **Resources**: `--cpus`, `--memory`, `--shm-size` and `--disk` ask for less than your
+  limits; more is refused (exit 3), never trimmed. Sizes are 1024-based: `16G`, `512M`.
+  `--disk` bounds what the container writes outside `/workspace` and `/data` (its own
+  filesystem: `/`, `/tmp`, `/root`); keep big files in `/workspace`.
 - **Files**: `--workspace DIR` and `--data DIR` must be directories you own.
 - **Ports**: `--port 8888` publishes on 127.0.0.1 only, on a free host port; `--port
   18888:8888` picks the host port (1024 or above). Repeatable.

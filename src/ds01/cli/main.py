@@ -95,6 +95,35 @@ def _stop_cells(row: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _disk_cell(row: dict[str, Any]) -> str:
+    """``"41.2M/20G"``: the disk a container holds (``?`` until measured) of its limit."""
+    from ds01.core.disk import human_bytes
+
+    used = row.get("disk_bytes")
+    limit = row.get("disk_limit_bytes")
+    text = "?" if used is None else human_bytes(used)
+    return text if not limit else f"{text}/{human_bytes(limit)}"
+
+
+def _echo_disk_use(result: dict[str, Any]) -> None:
+    """check-limits' disk line: the use of each container and the total, and the mode."""
+    from ds01.core.disk import human_bytes
+
+    usage = result.get("aggregate_usage") or {}
+    by_container = usage.get("disk_by_container") or {}
+    total = usage.get("disk_bytes")
+    each = ", ".join(f"{name} {human_bytes(n)}" for name, n in sorted(by_container.items()))
+    total_text = "not measured yet" if total is None else human_bytes(total)
+    total_limit = render.limit_value(result["aggregate"].get("disk_limit"))
+    per_container = render.limit_value(result["limits"].get("disk_limit"))
+    render.echo(
+        f"Disk: {total_text} in all (total limit {total_limit}; per container "
+        f"{per_container}" + (f": {each}" if each else "") + ")."
+    )
+    if usage.get("disk_mode"):
+        render.echo(f"  Disk limits are {usage['disk_mode']}.")
+
+
 def _ports_text(ports: list[dict[str, Any]]) -> str:
     """``127.0.0.1:49153->8888`` for each published port (host side unknown while stopped)."""
     return ",".join(f"{p['host_ip']}:{p['host_port'] or '?'}->{p['container_port']}" for p in ports)
@@ -115,6 +144,9 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=_positive_float, help="CPU cores [default: your limit]")
     p.add_argument("--memory", "-m", metavar="SIZE", help="memory, e.g. 16G [your limit]")
     p.add_argument("--shm-size", metavar="SIZE", help="/dev/shm size [your limit]")
+    p.add_argument(
+        "--disk", metavar="SIZE", help="disk for files outside /workspace, e.g. 20G [your limit]"
+    )
     p.add_argument("--workspace", "-w", metavar="DIR", help="host dir for /workspace")
     p.add_argument("--data", "-d", metavar="DIR", help="host dir for /data")
     p.add_argument(
@@ -211,6 +243,7 @@ def _run_create(args: argparse.Namespace) -> None:
         "cpus": args.cpus,
         "memory": args.memory,
         "shm_size": args.shm_size,
+        "disk": args.disk,
         "workspace": os.path.abspath(args.workspace) if args.workspace else None,
         "data": os.path.abspath(args.data) if args.data else None,
         "ports": args.ports,
@@ -340,6 +373,9 @@ def _run_list(args: argparse.Namespace) -> None:
     with_stops = any(r.get("stop_at") for r in rows)
     if with_stops:
         headers += ["IDLE", "STOP AT"]
+    with_disk = any(r.get("disk_limit_bytes") for r in rows)
+    if with_disk:
+        headers.append("DISK")
 
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
@@ -355,6 +391,7 @@ def _run_list(args: argparse.Namespace) -> None:
             + [r["name"], status(r), r["image"], r["gpu_equivalents"], r["gpus"]]
             + ([_ports_text(r.get("ports") or [])] if with_ports else [])
             + (_stop_cells(r) if with_stops else [])
+            + ([_disk_cell(r)] if with_disk else [])
             for r in rows
         ],
     )
@@ -499,6 +536,7 @@ def _run_limits(args: argparse.Namespace) -> None:
         f"{render.limit_value(result['limits'].get('gpu_limit'))} GPU-equivalents "
         f"(held by: {holders}); {usage['containers']} container(s)."
     )
+    _echo_disk_use(result)
 
 
 def _configure_config_check(p: argparse.ArgumentParser) -> None:

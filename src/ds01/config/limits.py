@@ -14,8 +14,9 @@ Models keep that difference in pydantic's ``model_fields_set``; read it through
 lives in ``ds01.config.resolve``.
 
 The ``aggregate:`` section (``AggregateConfig``) follows the same rules for a user's totals
-across all their containers: ``cpu_limit`` (CPUs), ``memory_limit`` (a size) and
-``pids_limit`` (processes), set under ``defaults``, ``groups`` and ``users``.
+across all their containers: ``cpu_limit`` (CPUs), ``memory_limit`` (a size),
+``pids_limit`` (processes) and ``disk_limit`` (a size), set under ``defaults``, ``groups``
+and ``users``.
 
 The ``scheduler:`` section (``SchedulerConfig``, in ``ds01.config.scheduler``) sets how the
 GPU queue is ordered and backfilled; it is one policy for the whole server.
@@ -115,6 +116,11 @@ class Limits(BaseModel):
         default=None,
         description="/dev/shm size per container, a size such as '8G'; null = Docker's default.",
     )
+    disk_limit: str | None = Field(
+        default=None,
+        description="Disk space per container for what it writes outside its mounts (its own "
+        "filesystem layer and anonymous volumes), a size such as '50G'; null = unlimited.",
+    )
     pids_limit: int | None = Field(
         default=None, ge=1, description="Processes per container; null = unlimited."
     )
@@ -155,7 +161,7 @@ class Limits(BaseModel):
     def _cpus(cls, value: Any) -> Any:
         return _cpu_count(value)
 
-    @field_validator("memory_limit", "shm_size", mode="before")
+    @field_validator("memory_limit", "shm_size", "disk_limit", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
@@ -220,6 +226,11 @@ class Aggregate(BaseModel):
     pids_limit: int | None = Field(
         default=None, ge=1, description="Processes of all the user's containers; null = unlimited."
     )
+    disk_limit: str | None = Field(
+        default=None,
+        description="Disk space all the user's containers (running or stopped) may hold "
+        "together outside their mounts, a size such as '200G'; null = unlimited.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -231,7 +242,7 @@ class Aggregate(BaseModel):
     def _cpus(cls, value: Any) -> Any:
         return _cpu_count(value)
 
-    @field_validator("memory_limit", mode="before")
+    @field_validator("memory_limit", "disk_limit", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
@@ -327,6 +338,7 @@ BUILTIN_LIMITS = Limits(
     cpu_limit=8.0,
     memory_limit="32G",
     shm_size="8G",
+    disk_limit="100G",
     pids_limit=4096,
     max_containers=3,
     max_runtime_hours=48.0,
@@ -335,4 +347,4 @@ BUILTIN_LIMITS = Limits(
 )
 
 #: The baseline for any aggregate key that not even ``aggregate.defaults`` sets: unlimited.
-BUILTIN_AGGREGATE = Aggregate(cpu_limit=None, memory_limit=None, pids_limit=None)
+BUILTIN_AGGREGATE = Aggregate(cpu_limit=None, memory_limit=None, pids_limit=None, disk_limit=None)

@@ -191,6 +191,21 @@ class LifecyclePolicy(BaseModel):
         description="Requests (creates and starts) the user may have waiting in the GPU "
         "queue at once; null = unlimited. Waiting creates also count against max_containers.",
     )
+    disk_warning_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Part of disk_limit (and of aggregate.disk_limit) at which the owner is "
+        "warned that the disk use nears it, in (0, 1].",
+    )
+    disk_grace_minutes: float = Field(
+        default=10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Minutes from the first measurement over a disk limit to the stop: the "
+        "owner is warned and may delete files in that time.",
+    )
     webhook_url: str | None = Field(
         default=None,
         description="http(s) URL that receives every lifecycle warning and stop as a JSON "

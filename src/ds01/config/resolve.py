@@ -49,7 +49,10 @@ SOURCE_DEFAULTS = "defaults"
 SOURCE_BUILTIN = "builtin"
 
 #: The limit keys whose values are sizes (strings such as ``"32G"``).
-SIZE_KEYS = frozenset({"memory_limit", "shm_size"})
+SIZE_KEYS = frozenset({"memory_limit", "shm_size", "disk_limit"})
+
+#: The aggregate keys that no cgroup enforces (the lifecycle loop measures them).
+NOT_CGROUP_AGGREGATE_KEYS = frozenset({"disk_limit"})
 
 #: Docker's ``/dev/shm`` size when none is given, which is what ``shm_size: null`` means.
 DOCKER_DEFAULT_SHM_BYTES = 64 * MIB
@@ -182,6 +185,16 @@ class ResolvedLimits(_ResolvedValues):
         return self._size_bytes("shm_size")
 
     @property
+    def disk_limit(self) -> str | None:
+        """Disk space per container outside its mounts, as a size string (``"100G"``)."""
+        return cast("str | None", self.values["disk_limit"].value)
+
+    @property
+    def disk_limit_bytes(self) -> int | None:
+        """Disk space per container outside its mounts, in bytes."""
+        return self._size_bytes("disk_limit")
+
+    @property
     def pids_limit(self) -> int | None:
         """Processes per container."""
         return cast("int | None", self.values["pids_limit"].value)
@@ -306,9 +319,19 @@ class ResolvedAggregate(_ResolvedValues):
         return cast("int | None", self.values["pids_limit"].value)
 
     @property
+    def disk_limit_bytes(self) -> int | None:
+        """Disk space all the user's containers may hold together, in bytes."""
+        return self._size_bytes("disk_limit")
+
+    @property
     def unlimited(self) -> bool:
-        """Whether no key sets a total."""
-        return all(resolved.value is None for resolved in self.values.values())
+        """Whether no total is set that the user's cgroup parent enforces (CPUs, memory,
+        processes; the disk total is watched by the lifecycle loop instead)."""
+        return all(
+            resolved.value is None
+            for key, resolved in self.values.items()
+            if key not in NOT_CGROUP_AGGREGATE_KEYS
+        )
 
 
 def resolve_aggregate(

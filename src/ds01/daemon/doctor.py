@@ -6,8 +6,9 @@ are served to admins only. They cover: ds01d's user, users in the docker group, 
 socket's mode, whether the Docker engine answers (asked with a short timeout, so a stopped
 or hung engine is reported in seconds), the cgroup version and Docker's cgroup driver, the
 NVIDIA Container Toolkit (with the NVML backend only), the admin group, the configuration
-on disk, the API socket, the audit log, the GPUs, and how long ago the lifecycle loop last
-finished a pass.
+on disk, the API socket, the audit log, the GPUs, whether disk limits are enforced by
+Docker's storage driver or measured by the lifecycle loop, and how long ago the lifecycle
+loop last finished a pass.
 
 Levels: ``ok``; ``warning`` (ds01 works, but something weakens it); ``critical`` (a user can
 bypass ds01, or ds01 cannot do its job). The command exits 0 when every finding is ok,
@@ -234,6 +235,31 @@ def check_lifecycle(
     return Finding("lifecycle", "ok", f"The last lifecycle pass finished {ago} ago ({every}).")
 
 
+def check_disk_limits(mode: str, reason: str, lifecycle_running: bool) -> Finding:
+    """Which mode disk limits are in (``ds01.daemon.disk.StorageMode``) and why."""
+    if mode == "enforced":
+        return Finding(
+            "disk",
+            "ok",
+            f"Disk limits are enforced by Docker's storage driver ({reason}); the lifecycle "
+            "loop measures anonymous volumes and the per-user totals.",
+        )
+    if not lifecycle_running:
+        return Finding(
+            "disk",
+            "warning",
+            f"Disk limits are measured by the lifecycle loop ({reason}), but the loop does "
+            "not run in this ds01d: disk limits are not enforced.",
+        )
+    return Finding(
+        "disk",
+        "ok",
+        f"Disk limits are measured by the lifecycle loop (warned, then stopped): {reason}. "
+        "For a hard cap, put /var/lib/docker on xfs mounted with pquota (overlay2), then "
+        "restart Docker and ds01d.",
+    )
+
+
 def check_api_socket(path: Path) -> Finding:
     """ds01d's socket: there, and open to every user (who they are comes from the kernel)."""
     try:
@@ -354,6 +380,9 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         lambda: check_api_socket(service.paths.socket),
         audit_log,
         gpus,
+        lambda: check_disk_limits(
+            service.storage.mode, service.storage.reason, service.lifecycle_pass is not None
+        ),
         lambda: check_lifecycle(
             service.lifecycle_last_pass,
             service.lifecycle_pass is not None,

@@ -54,6 +54,7 @@ from ds01.core.lifecycle import (
 from ds01.core.report import activity_sample, hour_start, max_sample_gap
 from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
+from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.identity import UnixUser, user_by_uid
 from ds01.daemon.notify import NOTICE_FILE, post_webhook, write_notice
@@ -100,6 +101,7 @@ class LifecycleLoop(PeriodicPass):
         self.sampler = sampler
         self._clock = clock
         self._pass_lock = threading.Lock()
+        self.disk = DiskWatch(service)  # disk limits: warned and stopped in the same pass
         super().__init__()
         self._activity_hour: datetime | None = None
 
@@ -132,6 +134,7 @@ class LifecycleLoop(PeriodicPass):
                 status = self._not_running(record, owner, clocks, now, dry_run)
             if status is not None:
                 rows.append(status)
+        rows = self.disk.run(records, owners, rows, now, dry_run, self._tell)
         if not dry_run:
             self._record_activity(records, clocks, telemetry, now)
             store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics_address = _metrics_address(args)
     # Imported here so that `ds01d --help` stays fast.
     from ds01.daemon import dispatcher
+    from ds01.daemon.disk import DiskMeter, detect_storage
     from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.observed import ObservedContainers
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.server import Ds01HttpServer, terminals_of
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state import StateStore
-    from ds01.events.log import EventLog
+    from ds01.events.log import EventLog, utc_now
     from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
     from ds01.runtime.docker import DockerRuntime
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
         )
         service.share_log_with_admins()
+        service.storage = detect_storage(runtime)
         removed = service.reconcile()
         emptied = service.reconcile_cgroups()
     except Ds01Error as exc:
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle = LifecycleLoop(service, sampler)
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
+    disk_meter = DiskMeter(service, utc_now)
     exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
     if (
         metrics_address is not None
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     queue.start()
     lifecycle.start()
     energy.start()
+    disk_meter.start()
     if service.observed is not None:
         service.observed.start()
     _start_exporter(exporter, metrics_address)
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         if service.observed is not None:
             service.observed.stop()
         energy.stop()
+        disk_meter.stop()
         lifecycle.stop()
         queue.stop()
         watcher.stop()

@@ -47,6 +47,11 @@ class CreateContainerRequest(_Model):
     cpus: float | None = Field(default=None, ge=0.01, description="CPU cores; default: quota.")
     memory: str | None = Field(default=None, description="Memory, e.g. '16G'; default: quota.")
     shm_size: str | None = Field(default=None, description="/dev/shm size; default: quota.")
+    disk: str | None = Field(
+        default=None,
+        description="Disk space for what it writes outside /workspace and /data, e.g. '20G'; "
+        "default: quota (disk_limit).",
+    )
     workspace: str | None = Field(
         default=None,
         description="Absolute host directory mounted at /workspace (default ~/workspace).",
@@ -139,6 +144,14 @@ class ContainerInfo(_Model):
         description="Which limit the last one hit: the container's own memory limit, the "
         "user's memory total, or the host's memory.",
     )
+    disk_bytes: int | None = Field(
+        default=None,
+        description="Disk it holds outside its bind mounts (its own layer and volumes), as "
+        "last measured; null: not measured yet.",
+    )
+    disk_limit_bytes: int | None = Field(
+        default=None, description="Its disk limit (disk_limit when created); null: none."
+    )
 
 
 class ResolvedEntry(_Model):
@@ -159,6 +172,19 @@ class AggregateUsage(_Model):
     memory_committed_bytes: int | None = Field(
         description="Sum of the memory limits of the user's containers that are not stopped "
         "(bytes); null when one of them has no limit."
+    )
+    disk_bytes: int | None = Field(
+        default=None,
+        description="Disk the user's containers hold together outside their bind mounts, as "
+        "last measured (bytes); null while one is not measured yet.",
+    )
+    disk_by_container: dict[str, int] = Field(
+        default_factory=dict, description="Each measured container's disk use (bytes), by name."
+    )
+    disk_mode: str | None = Field(
+        default=None,
+        description="How disk limits hold on this host: 'enforced' (by Docker's storage "
+        "driver) or 'measured' (by the lifecycle loop), and why.",
     )
 
 

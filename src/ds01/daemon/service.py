@@ -66,6 +66,7 @@ from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
+from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.notify import notify_terminals
@@ -98,6 +99,7 @@ from ds01.runtime.cgroups import (
 )
 from ds01.runtime.docker import (
     PUBLISH_HOST_IP,
+    ROTATING_LOG_DRIVERS,
     CgroupDriver,
     ContainerRecord,
     ContainerSpec,
@@ -356,6 +358,7 @@ class _Resources:
     memory_bytes: int | None
     shm_size_bytes: int | None
     pids_limit: int | None
+    disk_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,10 @@ class Ds01Service:
         self._backend = backend_factory(self._config)
         self.engine = runtime.engine_info()
         self.cgroups = cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
+        # Disk limits: the host's mode (ds01d's main detects it) and each container's use
+        # (set by the DiskMeter).
+        self.storage = disk.UNDETECTED
+        self.disk_usage: dict[str, disk.DiskUse] = {}
 
     # -- configuration ------------------------------------------------------------------
 
@@ -688,7 +695,11 @@ class Ds01Service:
         ooms = self.store.oom_states()
         status = self.lifecycle_status
         return [
-            with_lifecycle(container_info(r, ooms.get(r.id)), status.get(r.id))
+            disk.with_disk(
+                with_lifecycle(container_info(r, ooms.get(r.id)), status.get(r.id)),
+                r,
+                self.disk_usage,
+            )
             for r in sorted(records, key=lambda r: (r.user, r.name))
         ]
 
@@ -727,6 +738,7 @@ class Ds01Service:
         aggregate = self.aggregate_for(subject)
         mine = [r for r in self.records() if r.uid == subject.uid]
         usage, aggregate_usage = self.usage_of(subject, mine)
+        aggregate_usage = disk.with_disk_usage(aggregate_usage, mine, self)
         explained = {**resolved.explain()}
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
         return api.LimitsResponse(
@@ -876,6 +888,10 @@ class Ds01Service:
             [r.name for r in mine],
         )
         self._check_memory_total(prepared.aggregate, None, prepared.resources.memory_bytes, mine)
+        total = prepared.aggregate.disk_limit_bytes
+        over = disk.total_refusal(self, prepared.owner.uid, total, mine)
+        if over is not None:
+            raise QuotaExceeded(over)
         return placement
 
     def create_admitted(
@@ -1302,6 +1318,7 @@ class Ds01Service:
                 memory_bytes=label_size(record, L.MEMORY_BYTES),
                 shm_size_bytes=int(host.get("ShmSize") or 0) or None,
                 pids_limit=int(host.get("PidsLimit") or 0) or None,
+                disk_bytes=label_size(record, L.DISK_BYTES),
             ),
             aggregate=self.aggregate_for(owner),
             workspace=workspace,
@@ -1398,6 +1415,9 @@ class Ds01Service:
             mine = [r for r in self.runtime.list_managed() if r.uid == record.uid]
             memory = label_size(record, L.MEMORY_BYTES)
             self._check_memory_total(aggregate, record.name, memory, mine)
+        over = disk.refuse_start(self, record, aggregate.disk_limit_bytes, self.records)
+        if over is not None:
+            raise QuotaExceeded(over)
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         record = self._target(caller, name, user, "stop")
@@ -1721,6 +1741,7 @@ class Ds01Service:
             L.REQUEST_ID: request_id,
             L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
             L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
+            L.DISK_BYTES: "" if resources.disk_bytes is None else str(resources.disk_bytes),
             L.PORTS: ports_label(prepared.ports),
             L.KEPT_IMAGE: prepared.kept_image or "",
             L.JUPYTER_PORT: "" if prepared.jupyter_port is None else str(prepared.jupyter_port),
@@ -1759,6 +1780,10 @@ class Ds01Service:
             memory_bytes=resources.memory_bytes,
             shm_size_bytes=resources.shm_size_bytes,
             pids_limit=resources.pids_limit,
+            storage_size_bytes=resources.disk_bytes if self.storage.mode == "enforced" else None,
+            rotating_log_driver=self.engine.logging_driver
+            if self.engine.logging_driver in ROTATING_LOG_DRIVERS
+            else None,
             gpu_uuids=uuids if through_toolkit else (),
             device_nodes=() if through_toolkit else _device_nodes(placement.devices),
             stop_signal=_stop_signal(prepared.image_command),
@@ -1873,11 +1898,22 @@ def _resources(
     shm = bounded(
         "shared memory", size(request.shm_size, "--shm-size"), limits.shm_size_bytes, as_bytes
     )
+    disk_size = bounded("disk", size(request.disk, "--disk"), limits.disk_limit_bytes, as_bytes)
+    total_disk = aggregate.disk_limit_bytes if aggregate is not None else None
+    if total_disk is not None:
+        if request.disk is not None and disk_size is not None and disk_size > total_disk:
+            raise QuotaExceeded(
+                f"Requested disk {as_bytes(disk_size)} is above your disk total of "
+                f"{as_bytes(total_disk)} across all your containers. Ask for at most "
+                f"{as_bytes(total_disk)} (see `check-limits`)."
+            )
+        disk_size = total_disk if disk_size is None else min(disk_size, total_disk)
     return _Resources(
         cpus=cpus,
         memory_bytes=int(memory) if memory is not None else None,
         shm_size_bytes=int(shm) if shm is not None else None,
         pids_limit=limits.pids_limit,
+        disk_bytes=int(disk_size) if disk_size is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import IO, Any, Literal, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, LogConfig, Mount
 from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
@@ -37,6 +38,15 @@ T = TypeVar("T")
 
 #: The only host address ds01 publishes container ports on: reachable from this machine only.
 PUBLISH_HOST_IP = "127.0.0.1"
+
+#: Logging drivers that rotate a container's log by size (ds01 caps it: a container that
+#: prints without end does not fill the host's disk).
+ROTATING_LOG_DRIVERS = frozenset({"json-file", "local"})
+#: The size of one of a container's two log files.
+CONTAINER_LOG_MAX_BYTES = 10 * 1024 * 1024
+
+#: Storage drivers whose writable layer is a plain directory on the host (``UpperDir``).
+OVERLAY_DRIVERS = frozenset({"overlay2", "overlay", "fuse-overlayfs"})
 
 #: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
 CPU_PERIOD_US = 100_000
@@ -81,6 +91,7 @@ class EngineInfo:
     cgroup_driver: CgroupDriver
     cpus: int
     memory_bytes: int
+    logging_driver: str = ""
 
 
 def parse_docker_time(text: str) -> datetime | None:
@@ -226,6 +237,10 @@ class ContainerSpec:
     stop_signal: str | None = None  # None: the image's own (usually SIGTERM)
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
+    # The writable layer's size (--storage-opt size=), where the storage driver enforces it.
+    storage_size_bytes: int | None = None
+    # The engine's logging driver when it rotates (json-file, local): logs are capped.
+    rotating_log_driver: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -362,6 +377,7 @@ class DockerRuntime:
             cgroup_driver=driver,
             cpus=int(info.get("NCPU") or 1),
             memory_bytes=int(info.get("MemTotal") or 0),
+            logging_driver=str(info.get("LoggingDriver") or ""),
         )
 
     @_translated("subscribing to Docker events")
@@ -450,6 +466,13 @@ class DockerRuntime:
             devices=list(spec.device_nodes) or None,
             device_requests=device_requests,
             network_mode="bridge",
+            storage_opt={"size": str(spec.storage_size_bytes)} if spec.storage_size_bytes else None,
+            log_config=LogConfig(
+                type=spec.rotating_log_driver,
+                config={"max-size": str(CONTAINER_LOG_MAX_BYTES), "max-file": "2"},
+            )
+            if spec.rotating_log_driver
+            else None,
             port_bindings={
                 c: (PUBLISH_HOST_IP,) if h is None else (PUBLISH_HOST_IP, h) for c, h in spec.ports
             }
@@ -494,7 +517,8 @@ class DockerRuntime:
     def remove(self, container: str, *, force: bool = False, missing_ok: bool = False) -> None:
         with docker_errors(f"removing container {container}"):
             try:
-                self.api.remove_container(container, force=force)
+                # v: its anonymous volumes (an image's VOLUME) go with it, not left behind.
+                self.api.remove_container(container, force=force, v=True)
             except docker.errors.NotFound:
                 if not missing_ok:
                     raise
@@ -572,6 +596,61 @@ class DockerRuntime:
     def inspect(self, container: str) -> dict[str, Any]:
         result: dict[str, Any] = self.api.inspect_container(container)
         return result
+
+    # -- disk ------------------------------------------------------------------------------
+
+    @_translated("reading Docker's storage driver")
+    def storage_driver(self) -> tuple[str, str | None]:
+        """Docker's storage driver and the filesystem under it (``docker info``'s
+        ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
+        info = self.api.info()
+        status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
+        return str(info.get("Driver") or ""), status.get("Backing Filesystem")
+
+    def probe_storage_size(self, image: str, size_bytes: int) -> str | None:
+        """Create (never start) and remove a container of ``image`` with ``--storage-opt
+        size=``: ``None`` when Docker accepts it (its driver enforces the size), else
+        Docker's answer."""
+        name = f"ds01-storage-probe-{os.getpid()}"
+        with docker_errors("probing the storage driver"):
+            host_config = self.api.create_host_config(storage_opt={"size": str(size_bytes)})
+            try:
+                created = self.api.create_container(
+                    image=image, name=name, host_config=host_config, command=["true"]
+                )
+            except docker.errors.APIError as exc:
+                return str(exc.explanation or exc)
+            self.api.remove_container(created["Id"], force=True, v=True)
+        return None
+
+    def disk_sources(self, container: str) -> tuple[str | None, tuple[str, ...]]:
+        """Where the container's writes outside its bind mounts land on the host: its
+        writable layer (overlay2's ``UpperDir``; ``None`` with another storage driver) and
+        its anonymous and named volumes of the local driver. One ``inspect``."""
+        attrs = self.inspect(container)
+        graph = attrs.get("GraphDriver") or {}
+        upper = None
+        if graph.get("Name") in OVERLAY_DRIVERS:
+            upper = (graph.get("Data") or {}).get("UpperDir") or None
+        volumes = tuple(
+            str(m["Source"])
+            for m in attrs.get("Mounts") or ()
+            if m.get("Type") == "volume" and m.get("Driver", "local") == "local" and m.get("Source")
+        )
+        return upper, volumes
+
+    @_translated("measuring a container's writable layer")
+    def writable_layer_bytes(self, container: str) -> int | None:
+        """The size of the container's writable layer as the Engine computes it (``SizeRw``
+        of ``inspect`` with ``size=1``: a walk inside dockerd); for storage drivers whose
+        layer ds01 cannot read itself."""
+        response = self.api.get(
+            f"{self.api.base_url}/v{self.api.api_version}/containers/{container}/json",
+            params={"size": 1},
+        )
+        response.raise_for_status()
+        size = response.json().get("SizeRw")
+        return int(size) if isinstance(size, int) else None
 
     # -- images ----------------------------------------------------------------------------
 

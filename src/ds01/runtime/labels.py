@@ -21,6 +21,7 @@ IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
 REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
 MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
+DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
 
