@@ -8,10 +8,12 @@ generic Docker failure.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+import docker.errors
 import pytest
 
 from ds01.errors import PortInUse
@@ -26,7 +28,8 @@ NAME = "port-taken._.0"
 @pytest.fixture
 def runtime(docker_client: Any) -> Iterator[DockerRuntime]:
     yield DockerRuntime(docker_client.api)
-    docker_client.api.remove_container(NAME, force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        docker_client.api.remove_container(NAME, force=True)
 
 
 @pytest.fixture

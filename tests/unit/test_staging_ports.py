@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ds01.daemon.doctor import check_mount_namespace
 from ds01.runtime.staging import MountStaging, PathStep, open_directory_nofollow
 
 
@@ -47,3 +48,10 @@ def test_staging_paths_are_recognised_and_names_checked(tmp_path: Path) -> None:
     for bad in ("", "../x", "a/b", ".hidden"):
         with pytest.raises(ValueError):
             staging.path(bad, "workspace")
+
+
+def test_the_doctor_tells_whether_ds01d_shares_dockerds_mount_namespace(tmp_path: Path) -> None:
+    pid_file = tmp_path / "docker.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    assert check_mount_namespace(pid_file).level == "ok"
+    assert check_mount_namespace(tmp_path / "missing.pid").level == "warning"
