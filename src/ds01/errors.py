@@ -72,6 +72,19 @@ class NoCapacity(PolicyError):
     kind = "capacity"
 
 
+class PortInUse(PolicyError):
+    """A host port the container publishes is held by another container or process.
+
+    Not ``NoCapacity``: waiting in the GPU queue would not free it."""
+
+    exit_code = ExitCode.QUOTA
+    kind = "port_in_use"
+
+    def __init__(self, message: str, *, port: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"port": port, **(details or {})})
+        self.port = port
+
+
 class NotFound(PolicyError):
     """The named container, image or device does not exist (for this caller)."""
 

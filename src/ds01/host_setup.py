@@ -102,15 +102,12 @@ LimitNOFILE=65536
 # /dev/nvidia* through NVML. So no ProtectHome, ProtectControlGroups,
 # ProtectKernelTunables (/sys read-only), PrivateDevices, ProtectClock or DeviceAllow (they
 # restrict device access), and no CapabilityBoundingSet.
+# ds01d bind-mounts users' directories onto staging paths in /var/lib/ds01/mounts that
+# dockerd must see, so it shares the host's mount namespace: no option that gives it a
+# namespace of its own (ProtectSystem, ProtectKernelModules, ProtectKernelLogs,
+# ProtectHostname, PrivateTmp, PrivateMounts, ReadWritePaths, ReadOnlyPaths,
+# InaccessiblePaths, TemporaryFileSystem, BindPaths, MountFlags).
 NoNewPrivileges=yes
-ProtectSystem=full
-# /etc is read-only under ProtectSystem=full, but `ds01 admin add-user` and `remove-user`
-# edit /etc/ds01/resource-limits.yaml through ds01d.
-ReadWritePaths=/etc/ds01
-PrivateTmp=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectHostname=yes
 RestrictSUIDSGID=yes
 RestrictRealtime=yes
 RestrictNamespaces=yes

@@ -366,11 +366,28 @@ def container_problems(
             check(host_port == "" or int(host_port) >= 1024, f"{port} on system port {binding}")
     for mount in attrs["Mounts"]:
         source = Path(mount["Source"])
+        # ds01d's staging path (<state>/mounts/<container>/<what>): the user's directory is
+        # the one its label names, and the staging path is either not staged yet (root's,
+        # empty) or that very directory.
+        staged = source.parent.name == attrs["Name"].lstrip("/") and (
+            source.parent.parent.name == "mounts"
+        )
+        label = {"/workspace": "aime.mlc.WORK_MOUNT", "/data": "aime.mlc.DATA_MOUNT"}.get(
+            mount["Destination"], ""
+        )
+        directory = Path(labels.get(label, "-")) if staged else source
         try:
-            owned = source.stat().st_uid == owner.pw_uid and source.is_dir()
+            st = directory.stat()
+            owned = st.st_uid == owner.pw_uid and directory.is_dir()
+            if staged:
+                at = source.stat()
+                owned = owned and (
+                    (at.st_dev, at.st_ino) == (st.st_dev, st.st_ino)
+                    or (at.st_uid == 0 and at.st_mode & 0o777 == 0o700)
+                )
         except OSError:
             owned = False
-        check(owned, f"mount of {source}, not a directory {owner.pw_name} owns")
+        check(owned, f"mount of {directory} ({source}), not a directory {owner.pw_name} owns")
     if memory_limit is not None:
         check(0 < host["Memory"] <= memory_limit, f"Memory={host['Memory']} (0 = unlimited)")
         check(0 < host["MemorySwap"] <= memory_limit, f"MemorySwap={host['MemorySwap']}")

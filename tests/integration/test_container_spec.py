@@ -226,12 +226,22 @@ def test_workspace_is_created_owned_by_the_user_and_bound_at_workspace(
     assert workspace.is_dir() and not workspace.is_symlink()
     st = workspace.stat()
     assert (st.st_uid, st.st_gid) == (alice.pw_uid, alice.pw_gid)
-    mounts = inspect(docker_client, alice.pw_uid, "notes")["Mounts"]
+    attrs = inspect(docker_client, alice.pw_uid, "notes")
+    mounts = attrs["Mounts"]
     at_workspace = [m for m in mounts if m["Destination"] == "/workspace"]
     assert len(at_workspace) == 1, mounts
     assert at_workspace[0]["Type"] == "bind"
-    assert at_workspace[0]["Source"] == str(workspace)
     assert at_workspace[0]["RW"] is True
+    # Docker binds a staging path that ds01d mounts the workspace on at each start (opened
+    # without following symlinks); the label keeps the user's directory.
+    assert at_workspace[0]["Source"] == str(
+        d.paths.state_dir / "mounts" / f"notes._.{alice.pw_uid}" / "workspace"
+    )
+    assert attrs["Config"]["Labels"]["aime.mlc.WORK_MOUNT"] == str(workspace)
+    assert d.cli("alice", "container-start", "notes").returncode == 0
+    box = docker_client.containers.get(f"notes._.{alice.pw_uid}")
+    seen = box.exec_run(["stat", "-c", "%d %i", "/workspace"]).output.decode().strip()
+    assert seen == f"{st.st_dev} {st.st_ino}"
 
 
 def test_visible_devices_are_the_allocated_uuids_or_void(
@@ -440,7 +450,7 @@ def test_published_ports_listen_on_127_0_0_1_only(ds01d, fake_gpu_nodes, docker_
         socket.create_connection((gateway, chosen), timeout=2).close()
 
 
-def test_a_host_port_in_use_is_a_clear_conflict_at_start(
+def test_a_host_port_of_another_container_is_refused_at_create(
     ds01d, fake_gpu_nodes, docker_client, unix_users
 ):
     d = start_daemon(ds01d, fake_gpu_nodes)
@@ -451,10 +461,9 @@ def test_a_host_port_in_use_is_a_clear_conflict_at_start(
         "--port", f"{FIXED_HOST_PORT}:8080", "--start",
     )  # fmt: skip
 
-    assert second.returncode == 1, describe(second)
-    assert "already in use" in second.stderr, describe(second)
-    state = docker_client.api.inspect_container(f"second._.{unix_users['bob'].pw_uid}")["State"]
-    assert state["Status"] == "created"
+    assert second.returncode == 3, describe(second)
+    assert f"Host port {FIXED_HOST_PORT} on 127.0.0.1 belongs to" in second.stderr, describe(second)
+    assert not container_exists(docker_client, unix_users["bob"].pw_uid, "second")
 
 
 @pytest.mark.parametrize(

@@ -134,4 +134,6 @@ def test_wrong_modes_are_corrected_and_foreign_files_left_alone(
 def test_the_unit_is_the_one_deploy_ships() -> None:
     shipped = (REPO / "deploy/systemd/ds01d.service").read_text()
     assert render_unit(Path("/opt/ds01/venv/bin")) == shipped
-    assert "ReadWritePaths=/etc/ds01" in shipped  # add-user edits the config under systemd
+    # ds01d's staging mounts must be dockerd's: no mount namespace of its own.
+    for option in ("ProtectSystem=", "PrivateTmp=", "ReadWritePaths=", "PrivateMounts="):
+        assert f"\n{option}" not in shipped, option

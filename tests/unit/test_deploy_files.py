@@ -393,6 +393,13 @@ def test_the_ds01d_unit() -> None:
     for option in ("ProtectHome", "ProtectControlGroups", "ProtectKernelTunables",
                    "PrivateDevices", "DeviceAllow", "ProtectClock", "User"):  # fmt: skip
         assert option not in service, option
+    # Options that give ds01d a mount namespace of its own: dockerd would not see the
+    # staging mounts of users' directories (ds01.runtime.staging).
+    for option in ("ProtectSystem", "ProtectKernelModules", "ProtectKernelLogs",
+                   "ProtectHostname", "PrivateTmp", "PrivateMounts", "ReadWritePaths",
+                   "ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem", "BindPaths",
+                   "MountFlags"):  # fmt: skip
+        assert option not in service, option
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:

@@ -142,7 +142,8 @@ class GpuDispatcher:
                 continue
             if record.status != "running":
                 try:
-                    self.service.runtime.start(record.docker_name)
+                    owner = user_by_uid(record.uid)
+                    self.service.launch(Caller(user=owner, pid=0, is_admin=False), owner, record)
                 except Ds01Error as exc:
                     log.error("queued %s created but not started: %s", entry.id, exc.message)
             self._finish_started(entry, record.gpus, now)
@@ -315,7 +316,10 @@ class GpuDispatcher:
             info = service.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
-            service.runtime.start(prepared.docker_name)
+            record = service.runtime.find_managed(prepared.docker_name)
+            if record is None:
+                raise NotFound(f"{prepared.name} vanished right after its create.")
+            service.launch(Caller(user=item.owner, pid=0, is_admin=False), item.owner, record)
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
@@ -333,15 +337,14 @@ class GpuDispatcher:
         if record is None:
             self._fail(entry, "the container is gone")
             return False
+        owner_caller = Caller(user=item.owner, pid=0, is_admin=False)
         try:
             if record.id in service.store.released():
-                owner_caller = Caller(user=item.owner, pid=0, is_admin=False)
                 service.check_mounts(owner_caller, item.owner, record)
                 record = service.reacquire_admitted(
                     item.owner, record, placement, inventory, actor="ds01d"
                 )
-            if record.status != "running":
-                service.runtime.start(record.docker_name)
+            service.launch(owner_caller, item.owner, record)
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 Level = Literal["ok", "warning", "critical"]
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+DOCKER_PID_FILE = Path("/var/run/docker.pid")  # dockerd's default --pidfile
 DOCKER_GROUP = "docker"
 #: Seconds the doctor waits for the Docker engine before calling it down.
 DOCKER_TIMEOUT_SECONDS = 3.0
@@ -96,6 +97,31 @@ def check_docker_socket(path: Path = DOCKER_SOCKET) -> Finding:
         )
     return Finding(
         "docker-socket", "ok", f"{path} is not world-writable ({stat.filemode(st.st_mode)})."
+    )
+
+
+def check_mount_namespace(pid_file: Path = DOCKER_PID_FILE, own_pid: int | None = None) -> Finding:
+    """ds01d and dockerd must share a mount namespace: dockerd mounts the staging paths
+    where ds01d mounts users' directories (``ds01.runtime.staging``)."""
+    try:
+        docker_pid = int(pid_file.read_text(encoding="ascii").strip())
+        theirs = os.readlink(f"/proc/{docker_pid}/ns/mnt")
+        ours = os.readlink(f"/proc/{own_pid or os.getpid()}/ns/mnt")
+    except (OSError, ValueError) as exc:
+        return Finding(
+            "mount-namespace", "warning", f"Cannot compare ds01d's mount namespace with "
+            f"dockerd's ({pid_file}: {exc}).",
+        )  # fmt: skip
+    if theirs == ours:
+        return Finding("mount-namespace", "ok", "ds01d and dockerd share a mount namespace.")
+    return Finding(
+        "mount-namespace",
+        "critical",
+        f"ds01d runs in another mount namespace ({ours}) than dockerd ({theirs}): dockerd "
+        "does not see the staging mounts of users' directories, so containers get an empty "
+        "/workspace and /data.",
+        "Remove ProtectSystem, PrivateTmp, ReadWritePaths and other namespacing options from "
+        "ds01d's unit (`systemctl edit ds01d`), then restart it.",
     )
 
 
@@ -373,6 +399,7 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         check_root,
         lambda: check_docker_group(docker_group_members()),
         check_docker_socket,
+        check_mount_namespace,
         lambda: check_cgroups(info, service.cgroups),
         lambda: check_nvidia_toolkit(config.gpus.backend, info),
         lambda: check_admin_group(config.limits.admin_group),

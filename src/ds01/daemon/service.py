@@ -20,6 +20,7 @@ on the parent backs that check up.
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import os
@@ -62,6 +63,14 @@ from ds01.core.names import (
     validate_container_name,
     validate_image_reference,
 )
+from ds01.core.ports import (
+    PortClaim,
+    choose_host_port,
+    claimed_by_others,
+    port_claims,
+    port_in_use_message,
+    port_taken_message,
+)
 from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
@@ -81,6 +90,7 @@ from ds01.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
+    PortInUse,
     QuotaExceeded,
 )
 from ds01.events.log import EventLog, utc_now
@@ -109,6 +119,7 @@ from ds01.runtime.docker import (
     ports_label,
     requested_ports,
 )
+from ds01.runtime.staging import STAGING_DIR, MountStaging, PathStep, open_directory_nofollow
 from ds01.runtime.userfs import UserIds, make_directory
 
 log = logging.getLogger(__name__)
@@ -129,6 +140,9 @@ SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
 AGGREGATE_ACTION = "resource.aggregate"
 #: Docker's smallest memory limit; less room than this is no room.
 DOCKER_MIN_MEMORY_BYTES = 6 * MIB
+#: The user's directory behind each bind a container has, by its path in the container: the
+#: label that records it (ds01d's own; Docker's bind source is the staging path).
+BIND_LABELS = {CONTAINER_WORKSPACE: L.AIME_WORK_MOUNT, CONTAINER_DATA: L.AIME_DATA_MOUNT}
 
 
 def cgroup_parent(group: str, user: str, driver: CgroupDriver) -> str:
@@ -462,6 +476,8 @@ class Ds01Service:
         # (set by the DiskMeter).
         self.storage = disk.UNDETECTED
         self.disk_usage: dict[str, disk.DiskUse] = {}
+        # Bind sources, opened without following symlinks and mounted where only root reaches.
+        self.staging = MountStaging(paths.state_dir / STAGING_DIR)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -910,10 +926,20 @@ class Ds01Service:
         A queued request passes ``False``: its queue id as ``request_id`` plays that role.
         ``actor``: who the events name as the doer (default: the owner).
         """
-        prepared = self._with_jupyter_host_port(prepared)
         owner, resources = prepared.owner, prepared.resources
         resource = f"container/{prepared.docker_name}"
         doer = actor or owner.name
+        try:
+            prepared = self._with_host_ports(prepared)
+        except PortInUse as exc:
+            self.events.emit(
+                "container.create",
+                user=doer,
+                resource=resource,
+                details={"reason": exc.message, "kind": exc.kind, "port": exc.port},
+                outcome="denied",
+            )
+            raise
         spec = self._spec(prepared, placement, inventory, request_id)
         self._enforce(owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate)
         if intent:
@@ -971,24 +997,50 @@ class Ds01Service:
             ],
         )
 
-    def _with_jupyter_host_port(self, prepared: PreparedCreate) -> PreparedCreate:
-        """``prepared`` with a fixed host port for its JupyterLab, when it serves one.
+    def _with_host_ports(self, prepared: PreparedCreate) -> PreparedCreate:
+        """Under the allocation lock: ``prepared`` with its host ports checked against every
+        other container's claim (``ds01.core.ports``), and a fixed host port for its
+        JupyterLab when it serves one.
 
         A fixed port (not Docker's pick at each start) keeps the URL, bookmarks and SSH
-        tunnels valid across restarts. Under the allocation lock: the lowest port of
-        ``JUPYTER_HOST_PORTS`` that no ds01 container has and nothing listens on.
+        tunnels valid across restarts: the lowest port of ``JUPYTER_HOST_PORTS`` that no ds01
+        container claims (running or stopped) and nothing listens on.
+
+        Raises:
+            PortInUse: a host port asked for belongs to another container; or no port of
+                ``JUPYTER_HOST_PORTS`` is free.
         """
+        claims = self.port_claims(self.records())
+        fixed = [h for _, h in prepared.ports if h is not None]
+        taken = claimed_by_others(fixed, claims, prepared.docker_name)
+        if taken:
+            raise PortInUse(
+                port_taken_message(taken[0].host_port, taken[0], prepared.owner.name),
+                port=taken[0].host_port,
+            )
         port = prepared.jupyter_port
         if port is None or dict(prepared.ports).get(port) is not None:
             return prepared
-        taken = {b.host_port for r in self.records() for b in r.ports if b.host_port}
-        for candidate in JUPYTER_HOST_PORTS:
-            if candidate not in taken and _port_is_free(candidate):
-                ports = tuple((c, candidate if c == port else h) for c, h in prepared.ports)
-                return replace(prepared, ports=ports)
-        raise NoCapacity(
-            f"No free host port for JupyterLab in {JUPYTER_HOST_PORTS.start}-"
-            f"{JUPYTER_HOST_PORTS.stop - 1}; ask an admin."
+        chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, _port_is_free)
+        if chosen is None:
+            raise PortInUse(
+                f"No free host port for JupyterLab in {JUPYTER_HOST_PORTS.start}-"
+                f"{JUPYTER_HOST_PORTS.stop - 1}; ask an admin.",
+                port=0,
+            )
+        ports = tuple((c, chosen if c == port else h) for c, h in prepared.ports)
+        return replace(prepared, ports=ports)
+
+    @staticmethod
+    def port_claims(records: Sequence[ContainerRecord]) -> dict[int, PortClaim]:
+        """Every host port a ds01 container publishes, running or stopped: its label's fixed
+        ports and the ports Docker reports while it runs. A container's old self while it is
+        re-created (``.replaced``) claims for the container it becomes."""
+        return port_claims(
+            PortClaim(b.host_port, r.docker_name.removesuffix(L.REPLACED_SUFFIX), r.user)
+            for r in records
+            for b in r.ports
+            if b.host_port is not None
         )
 
     def enqueue(
@@ -1148,6 +1200,8 @@ class Ds01Service:
             record = self.runtime.find_managed(docker_name)
             if record is not None and record.request_id == request_id:
                 self.runtime.remove(docker_name, force=True, missing_ok=True)
+            if record is None or record.request_id == request_id:
+                self.staging.unstage(docker_name)
         except Ds01Error:
             log.warning("could not undo the failed create of %s; left for reconcile", docker_name)
             return
@@ -1160,7 +1214,8 @@ class Ds01Service:
         (``reacquire``); if none are free it is queued when ``queue`` is set."""
         record = self._target(caller, name, user, "start")
         owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
-        self.check_mounts(caller, owner, record)
+        if record.id in self.store.released():  # refuse before it gets devices again
+            self.check_mounts(caller, owner, record)
         aggregate = self.aggregate_for(owner)
         with self.allocation_lock:
             if record.status != "running":
@@ -1183,7 +1238,7 @@ class Ds01Service:
                     raise
             # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
             self._enforce(record.user, record_parent(record), aggregate)
-            self.runtime.start(record.docker_name)
+            self.launch(caller, owner, record)
         self.events.emit("container.start", user=caller.name, resource=_resource(record))
         if record.ports:  # Docker chose host ports only now
             record = self.runtime.find_managed(record.docker_name) or record
@@ -1298,8 +1353,13 @@ class Ds01Service:
         host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
         mounts = {m.get("Destination"): m.get("Source") for m in attrs.get("Mounts") or []}
         limits = self.limits_for(owner)
-        workspace = self._owned_directory(owner, str(mounts.get(CONTAINER_WORKSPACE)), "workspace")
-        data_source = mounts.get(CONTAINER_DATA)
+        # The owner's directories, as the labels record them (Docker's sources are staging).
+        work_source = record.labels.get(L.AIME_WORK_MOUNT) or mounts.get(CONTAINER_WORKSPACE)
+        workspace = self._owned_directory(owner, str(work_source), "workspace")
+        data_label = record.labels.get(L.AIME_DATA_MOUNT)
+        data_source = mounts.get(CONTAINER_DATA) if data_label is None else data_label
+        if data_source == "-":
+            data_source = None
         data = self._owned_directory(owner, str(data_source), "--data") if data_source else None
         return PreparedCreate(
             owner=owner,
@@ -1335,25 +1395,131 @@ class Ds01Service:
         return self._target(caller, name, user, "open")
 
     def check_mounts(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
-        """Docker resolves bind sources again at every start: refuse if a source that was the
-        owner's own directory at create time is now a symlink or no longer theirs."""
-        for mount in self.runtime.inspect(record.docker_name).get("Mounts") or ():
-            if mount.get("Type") != "bind":
+        """Refuse (``PermissionDenied``, logged) to start ``record`` if a directory it binds
+        is no longer the owner's own, with no symlink on its path. A check ahead of the lock;
+        ``launch`` checks again on the very descriptor it mounts."""
+        for fd, _, _ in self._bind_sources(caller, owner, record):
+            if fd is not None:
+                os.close(fd)
+
+    def launch(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
+        """Under the allocation lock: start ``record`` in Docker (if it is not running).
+
+        First its binds are staged again from descriptors (the directory checked is the
+        directory mounted: ``ds01.runtime.staging``), then each fixed host port must be free
+        on 127.0.0.1 (never a URL that leads to someone else's listener); a port Docker finds
+        taken at the start itself is the same refusal. Every refusal is an event.
+
+        Raises:
+            PermissionDenied: a bind source is no longer the owner's own directory.
+            PortInUse: a host port of the container is held by something else.
+        """
+        if record.status == "running":
+            return
+        for fd, container, what in self._bind_sources(caller, owner, record):
+            if fd is None:
                 continue
-            source = str(mount.get("Source", ""))
             try:
-                real = self._owned_directory(owner, source, "mount")
-            except PolicyError as exc:
-                raise self.deny(
-                    caller, _resource(record), f"Not starting {record.name!r}: {exc.message}"
-                ) from exc
-            if str(real) != source:
-                raise self.deny(
-                    caller,
-                    _resource(record),
-                    f"Not starting {record.name!r}: its mount {source} now leads to {real}. "
-                    "Restore the directory, or re-create the container.",
-                )
+                self.staging.stage(container, what, fd)
+            finally:
+                os.close(fd)
+        for _, host_port in requested_ports(record.labels):
+            if host_port is not None and not _port_is_free(host_port):
+                self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
+        try:
+            self.runtime.start(record.docker_name)
+        except PortInUse as exc:
+            self._refuse_port(caller, record, exc.port, "another program (Docker found it taken)")
+
+    def _port_holder(self, record: ContainerRecord, port: int) -> str:
+        """Who holds ``port``, as a refusal names it: a container of ds01 or something else."""
+        for other in self.records():
+            running = other.id != record.id and other.status == "running"
+            if running and any(b.host_port == port for b in other.ports):
+                return "another container"
+        return "a process on this machine that is not a ds01 container"
+
+    def _refuse_port(self, caller: Caller, record: ContainerRecord, port: int, holder: str) -> None:
+        refusal = PortInUse(port_in_use_message(port, record.name, holder), port=port)
+        self.log_refusal(caller, "container.start", _resource(record), refusal, port=port)
+        raise refusal
+
+    def _bind_sources(
+        self, caller: Caller, owner: UnixUser, record: ContainerRecord
+    ) -> list[tuple[int | None, str, str]]:
+        """The binds of ``record``: for each staged one, a descriptor of the owner's directory
+        (opened without following symlinks, checked on the descriptor; the caller closes it),
+        the container and the bind's name in the staging tree. A bind made before staging
+        existed is checked by its path and has no descriptor.
+
+        Raises:
+            PermissionDenied: (logged) a source is no longer the owner's own directory.
+        """
+        sources: list[tuple[int | None, str, str]] = []
+        try:
+            for mount in self.runtime.inspect(record.docker_name).get("Mounts") or ():
+                if mount.get("Type") != "bind":
+                    continue
+                source, destination = str(mount.get("Source", "")), mount.get("Destination")
+                staged = self.staging.owner_of(source)
+                if staged is None:
+                    self._check_legacy_bind(owner, record, source)
+                    sources.append((None, "", ""))
+                    continue
+                label = BIND_LABELS.get(str(destination))
+                path = record.labels.get(label, "") if label else ""
+                if not path.startswith("/"):
+                    raise PermissionDenied(f"its bind {destination} has no source ds01 made.")
+                opened = self._open_owned(owner, path, str(destination))
+                sources.append((opened, staged[0], staged[1]))
+        except PolicyError as exc:
+            for fd, _, _ in sources:
+                if fd is not None:
+                    os.close(fd)
+            raise self.deny(
+                caller, _resource(record), f"Not starting {record.name!r}: {exc.message}"
+            ) from exc
+        return sources
+
+    def _check_legacy_bind(self, owner: UnixUser, record: ContainerRecord, source: str) -> None:
+        """A bind Docker resolves by path (made before staging): still the owner's, and no
+        symlink on the way. Docker resolves it once more; re-create such a container."""
+        real = self._owned_directory(owner, source, "mount")
+        if str(real) != source:
+            raise PermissionDenied(
+                f"its mount {source} now leads to {real}. Restore the directory, or "
+                "re-create the container."
+            )
+
+    def _open_owned(self, owner: UnixUser, path: str, what: str) -> int:
+        """A descriptor of ``path``, a directory of ``owner``'s with no symlink anywhere on its
+        path (checked on the descriptor itself).
+
+        Raises:
+            PermissionDenied: a component is missing or a symlink, or the directory is not
+                the owner's.
+        """
+        try:
+            fd = open_directory_nofollow(path)
+        except PathStep as exc:
+            why = "is a symbolic link or not a directory" if exc.errno in (
+                errno.ELOOP, errno.ENOTDIR) else "is missing"  # fmt: skip
+            raise PermissionDenied(
+                f"{what} {path}: {exc.component} {why} now. Restore the directory, or "
+                "re-create the container with another one."
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise PermissionDenied(f"{what} {path} cannot be opened: {exc}") from exc
+        st = os.fstat(fd)
+        if path == "/" or not stat.S_ISDIR(st.st_mode) or (
+            st.st_uid != owner.uid and owner.uid != 0
+        ):
+            os.close(fd)
+            raise PermissionDenied(
+                f"{what} {path} is not a directory {owner.name} owns any more; only your own "
+                "directories can be mounted."
+            )
+        return fd
 
     def _check_memory_total(
         self,
@@ -1511,6 +1677,7 @@ class Ds01Service:
         # No lock needed: freeing devices can never make two containers share one.
         released = record.id in self.store.released()
         self.runtime.remove(record.docker_name, force=force)
+        self.staging.unstage(record.docker_name)
         if record.labels.get(L.KEPT_IMAGE):
             self.runtime.remove_image(record.labels[L.KEPT_IMAGE])
         self.events.emit(
@@ -1594,7 +1761,20 @@ class Ds01Service:
             pending = still
             if pending:
                 time.sleep(0.1)
+        self.reconcile_staging()
         return removed
+
+    def reconcile_staging(self) -> list[str]:
+        """At start: unmount and remove the staging directories of containers that are gone
+        (they are this instance's: the tree lies in its state directory). Returns them."""
+        with self.allocation_lock:
+            existing = {r.docker_name for r in self.runtime.list_managed()}
+            gone = sorted(self.staging.staged() - existing)
+            for container in gone:
+                self.staging.unstage(container)
+        if gone:
+            log.info("removed the bind staging of %d removed container(s)", len(gone))
+        return gone
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -1756,9 +1936,12 @@ class Ds01Service:
             L.AIME_FRAMEWORK: prepared.framework,
             L.AIME_GPUS: visible,
         }
-        mounts = [(str(workspace), CONTAINER_WORKSPACE)]
-        if data:
-            mounts.append((str(data), CONTAINER_DATA))
+        # Docker binds the staging paths; ``launch`` mounts the owner's directories there.
+        binds = [(CONTAINER_WORKSPACE, workspace)] + ([(CONTAINER_DATA, data)] if data else [])
+        mounts = [
+            (str(self.staging.prepare(prepared.docker_name, inside.strip("/"))), inside)
+            for inside, _ in binds
+        ]
         through_toolkit = inventory.backend == "nvml"
         return ContainerSpec(
             docker_name=prepared.docker_name,

@@ -29,7 +29,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount
 from docker.utils.json_stream import json_stream, stream_as_text
 
-from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
+from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound, PortInUse
 from ds01.runtime import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 #: The only host address ds01 publishes container ports on: reachable from this machine only.
 PUBLISH_HOST_IP = "127.0.0.1"
+#: The host port in Docker's refusal of a start ("Bind for 127.0.0.1:20000 failed: port is
+#: already allocated", "listen tcp4 127.0.0.1:20000: bind: address already in use").
+_TAKEN_PORT_RE = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]*\]):(\d{1,5})\b")
 
 #: Logging drivers that rotate a container's log by size (ds01 caps it: a container that
 #: prints without end does not fill the host's disk).
@@ -503,10 +506,13 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 text = str(exc.explanation or "")
                 if "port is already allocated" in text or "address already in use" in text:
-                    raise Conflict(
-                        "A host port this container publishes is already in use on this "
-                        "machine. Remove the container and create it again with another "
-                        "--port HOST:CONTAINER, or let ds01 choose the host port."
+                    taken = _TAKEN_PORT_RE.search(text)
+                    port = int(taken.group(1)) if taken else 0
+                    raise PortInUse(
+                        f"Docker could not start {container}: port {port or '?'} on "
+                        f"{PUBLISH_HOST_IP} is in use by another program. Stop it, or "
+                        "re-create the container with another --port HOST:CONTAINER.",
+                        port=port,
                     ) from exc
                 raise
 

@@ -1,0 +1,160 @@
+"""Bind sources staged from a descriptor: the directory ds01 checked is the one Docker mounts.
+
+Docker resolves a bind source by its path at every start of a container. A user may rename
+entries in their own directories at any time, so a component of their workspace path can be
+a directory when ds01 checks it and a symbolic link to someone else's directory when Docker
+resolves it a moment later. Checking the path, however carefully, leaves that window open.
+
+So ds01d never hands Docker a user's path. It opens the directory itself, one component at a
+time from ``/`` with ``O_NOFOLLOW | O_DIRECTORY`` (a symbolic link anywhere in the path fails
+the open), checks owner and type on the open descriptor (``fstat``), and bind-mounts exactly
+that directory from the descriptor (``/proc/self/fd/N``: the kernel follows the descriptor,
+not a name) onto a staging path only root can reach, ``<state>/mounts/<container>/<what>``
+(directories mode 0700, owner root). Docker's bind source is the staging path. Staging is
+done again right before every start (staging mounts do not survive a reboot), undone when
+the container is removed, and leftovers of removed containers are cleared when ds01d starts.
+
+dockerd must see ds01d's mounts: both must run in the same mount namespace (no
+``PrivateTmp``, ``ProtectSystem`` or other namespacing options in ds01d's systemd unit). If
+it does not, a container gets the empty, root-only staging directory instead: it fails
+closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+from pathlib import Path, PurePosixPath
+
+from ds01.errors import SystemFault
+
+#: The staging tree's directory under ds01d's state directory.
+STAGING_DIR = "mounts"
+_MS_BIND = 4096
+_MNT_DETACH = 2
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+#: Flags of each step of the walk: the directory itself, never a symlink's target.
+_STEP_FLAGS = _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_STACKED = 64  # unmounts tried on one staging path (mounts stacked by a crash)
+
+
+class StagingError(SystemFault):
+    """A staging mount could not be made or removed."""
+
+
+class PathStep(OSError):
+    """Opening a directory failed at one component of its path (``component``)."""
+
+    def __init__(self, error: OSError, component: str) -> None:
+        super().__init__(error.errno, error.strerror, component)
+        self.component = component
+
+
+def open_directory_nofollow(path: str) -> int:
+    """An ``O_PATH`` descriptor of the directory at absolute ``path``, no symbolic link
+    followed at any component.
+
+    Raises:
+        ValueError: ``path`` is not absolute or has ``.``/``..`` components.
+        PathStep: a component is missing, not a directory, or a symbolic link (``ENOTDIR``
+            or ``ELOOP``); ``component`` is the path up to the one that failed.
+    """
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() or any(part in (".", "..") for part in path.split("/")):
+        raise ValueError(f"{path!r} is not an absolute, normalised path")
+    fd = os.open("/", _STEP_FLAGS)
+    walked = PurePosixPath("/")
+    try:
+        for part in pure.parts[1:]:
+            walked /= part
+            try:
+                step = os.open(part, _STEP_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise PathStep(exc, str(walked)) from exc
+            os.close(fd)
+            fd = step
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class MountStaging:
+    """The staging tree under ``root`` (``<state>/mounts``): one directory per container
+    (its Docker name), one staging path per bind (``workspace``, ``data``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._libc = ctypes.CDLL(None, use_errno=True)
+
+    def path(self, container: str, what: str) -> Path:
+        """The staging path of ``container``'s bind ``what`` (no I/O)."""
+        for part in (container, what):
+            if not part or "/" in part or part.startswith(".") or "\0" in part:
+                raise ValueError(f"not a staging name: {part!r}")
+        return self.root / container / what
+
+    def owner_of(self, source: str) -> tuple[str, str] | None:
+        """``(container, what)`` when ``source`` is a staging path of this tree, else
+        ``None`` (e.g. a bind made before staging existed)."""
+        try:
+            relative = Path(source).relative_to(self.root)
+        except ValueError:
+            return None
+        parts = relative.parts
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
+    def prepare(self, container: str, what: str) -> Path:
+        """Make the (empty, root-only) staging path for a bind; Docker's create wants its
+        source to exist."""
+        target = self.path(container, what)
+        for directory in (self.root, target.parent, target):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+            if directory.is_symlink() or not directory.is_dir():
+                raise StagingError(f"{directory} is not a directory ds01d made; remove it.")
+        return target
+
+    def stage(self, container: str, what: str, fd: int) -> Path:
+        """Bind-mount the directory open as ``fd`` onto the staging path (replacing what was
+        staged there before); returns the staging path."""
+        target = self.prepare(container, what)
+        self._unmount_all(target)
+        source = f"/proc/self/fd/{fd}".encode()
+        if self._libc.mount(source, os.fsencode(target), None, _MS_BIND, None) != 0:
+            code = ctypes.get_errno()
+            raise StagingError(f"cannot stage the bind mount {target}: {os.strerror(code)}")
+        return target
+
+    def unstage(self, container: str) -> None:
+        """Unmount and remove every staging path of ``container`` (nothing there: no-op)."""
+        directory = self.path(container, "x").parent
+        if not directory.is_dir() or directory.is_symlink():
+            return
+        for target in directory.iterdir():
+            self._unmount_all(target)
+            target.rmdir()
+        directory.rmdir()
+
+    def staged(self) -> set[str]:
+        """The containers (Docker names) that have a staging directory."""
+        if not self.root.is_dir():
+            return set()
+        return {p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()}
+
+    def _unmount_all(self, target: Path) -> None:
+        """Unmount whatever is mounted on ``target`` (lazily: a running container keeps its
+        own copy of the mount)."""
+        for _ in range(_MAX_STACKED):
+            if self._libc.umount2(os.fsencode(target), _MNT_DETACH) == 0:
+                continue
+            code = ctypes.get_errno()
+            if code in (errno.EINVAL, errno.ENOENT):  # not a mount point (any more)
+                return
+            raise StagingError(f"cannot unmount the staging path {target}: {os.strerror(code)}")
+        raise StagingError(f"{target} has more than {_MAX_STACKED} mounts stacked on it.")
+
+
+__all__ = ["STAGING_DIR", "MountStaging", "PathStep", "StagingError", "open_directory_nofollow"]
