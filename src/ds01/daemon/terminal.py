@@ -112,13 +112,16 @@ class Terminals:
         )
 
 
-def relay(client: socket.socket, docker_side: Any) -> None:
+def relay(client: socket.socket, docker_side: Any, read_ahead: bytes = b"") -> None:
     """Copy bytes both ways between the client's connection and the exec's socket until the
-    program ends (Docker closes its side); the client closing its side ends the input."""
+    program ends (Docker closes its side); the client closing its side ends the input.
+    ``read_ahead``: what the client sent after its request, before the relay began."""
     inner: socket.socket = getattr(docker_side, "_sock", docker_side)
     sockets = [client, inner]
     client_open = True
     try:
+        if read_ahead:
+            inner.sendall(read_ahead)
         while True:
             readable, _, _ = select.select(sockets if client_open else [inner], [], [])
             if inner in readable:
