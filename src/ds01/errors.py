@@ -131,3 +131,26 @@ class DaemonUnavailable(SystemFault):
     """The CLI could not reach ds01d."""
 
     kind = "daemon_unavailable"
+
+
+class Throttled(PolicyError):
+    """The caller already holds as many connections or waiting requests as one user may."""
+
+    exit_code = ExitCode.QUOTA
+    http_status = 429
+    kind = "throttled"
+
+
+class ServerBusy(Throttled):
+    """ds01d serves as many connections as it may in all; the caller should retry soon."""
+
+    http_status = 503
+    kind = "busy"
+
+
+class RequestTimeout(PolicyError):
+    """The request did not arrive in full in time; the connection was closed."""
+
+    exit_code = ExitCode.ERROR
+    http_status = 408
+    kind = "timeout"

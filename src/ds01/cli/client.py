@@ -42,7 +42,10 @@ def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
         # Connect blocking: with a timeout set, a full backlog fails at once with EAGAIN.
         sock.connect(path)
         sock.settimeout(timeout)
-        sock.sendall(request)
+        try:  # noqa: SIM105 (no contextlib import on the CLI's start-up path)
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before reading it (too many connections): the answer says why
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)

@@ -1,9 +1,11 @@
 """HTTP + JSON over a unix socket, with the caller's identity from ``SO_PEERCRED``.
 
-The server is the standard library's threading HTTP server bound to a unix socket: one
-thread per connection, keep-alive, bodies validated into the pydantic models of
-``ds01.daemon.schemas``. Routes are declared once in ``ROUTES``; the same table drives
-dispatch and the OpenAPI document (``GET /openapi.json``).
+Connections are accepted, capped per uid, read with deadlines and handed to bounded worker
+pools by ``ds01.daemon.connections``; each complete request is answered here by the
+standard library's HTTP request handler (keep-alive, HTTP/1.1), bodies validated into the
+pydantic models of ``ds01.daemon.schemas``. Routes are declared once in ``ROUTES``; the
+same table drives dispatch, the OpenAPI document (``GET /openapi.json``) and which requests
+may wait (``Route.waits``: they run in their own per-user bounded pool).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import json
 import logging
 import re
 import socket
-import socketserver
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
+from io import BytesIO
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,11 +26,22 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
+from ds01.core.admission import Notice
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.daemon import admin, events_view, exemptions, images, queue_view, report_view
 from ds01.daemon import schemas as api
+from ds01.daemon.connections import (
+    DEFAULT_LIMITS,
+    MAX_BODY_BYTES,
+    ConnectionLimits,
+    ConnectionServer,
+    Exchange,
+    LaneName,
+    declared_body_length,
+    listening_socket,
+)
 from ds01.daemon.doctor import diagnose
-from ds01.daemon.identity import Caller, peer_credentials
+from ds01.daemon.identity import Caller, user_by_uid
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.terminal import Session, Terminals
@@ -37,7 +50,6 @@ from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
 log = logging.getLogger(__name__)
 
 Query = dict[str, str]
-MAX_BODY_BYTES = 64 * 1024  # every request body is a small JSON object
 #: How many problems of an invalid request body an error message lists.
 SHOWN_PROBLEMS = 5
 INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
@@ -53,10 +65,24 @@ class Route:
     response: Any  # a pydantic model class or list[...] of one
     body: type[BaseModel] | None = None
     query: tuple[str, ...] = ()
+    #: The request may wait: always (a terminal), or when its ``wait`` query asks to.
+    waits: bool = False
 
     @property
     def pattern(self) -> re.Pattern[str]:
         return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + r"\Z")
+
+    def may_wait(self, query: Query) -> bool:
+        """Whether this request may hold its worker for long (then it runs in the pool of
+        waiting requests, not in the ordinary one)."""
+        if not self.waits:
+            return False
+        if "wait" not in self.query:
+            return True
+        try:
+            return float(query.get("wait", "0")) > 0
+        except ValueError:
+            return False  # refused at once
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,7 @@ ROUTES: tuple[Route, ...] = (
         lambda s, c, p, q, b: queue_view.wait_for(s, c, p["request_id"], _wait_seconds(q)),
         api.QueueEntryInfo,
         query=("wait",),
+        waits=True,
     ),
     Route(
         "DELETE",
@@ -235,6 +262,7 @@ ROUTES: tuple[Route, ...] = (
         lambda s, c, p, q, b: Upgrade(*terminals_of(s).open(c, p["name"], b)),
         api.TerminalInfo,
         body=api.TerminalRequest,
+        waits=True,
     ),
     Route(
         "POST",
@@ -287,6 +315,7 @@ ROUTES: tuple[Route, ...] = (
         lambda s, c, p, q, b: events_view.listing(s, c, q),
         api.EventsPage,
         query=events_view.QUERY_KEYS,
+        waits=True,
     ),
     Route(
         "GET",
@@ -412,6 +441,7 @@ ROUTES: tuple[Route, ...] = (
         ),
         api.ImageJobInfo,
         query=("wait", "since"),
+        waits=True,
     ),
     Route(
         "DELETE",
@@ -437,6 +467,7 @@ ROUTES: tuple[Route, ...] = (
         ),
         api.ImageJobInfo,
         query=("wait", "since"),
+        waits=True,
     ),
 )
 
@@ -512,14 +543,60 @@ def _dump(value: Any) -> Any:
     return value
 
 
+class _ClientGone(OSError):
+    """Writing the answer failed: the client went away or stopped reading (not a fault of
+    ds01d, never logged with a traceback)."""
+
+
+class _SocketWriter:
+    """``wfile`` of a handler: each write is one ``sendall`` (bounded by the socket's
+    timeout in all); a failure ends the exchange quietly."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise _ClientGone(str(exc)) from exc
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
+    """Answers ONE request that ``ds01.daemon.connections`` has read in full.
+
+    ``rfile`` holds exactly the request's bytes (so reading never blocks on the client),
+    ``wfile`` writes to the connection; ``close_connection`` afterwards says whether the
+    connection may carry another request.
+    """
+
     protocol_version = "HTTP/1.1"
-    server: Ds01HttpServer
+    server: Ds01HttpServer  # type: ignore[assignment]
+
+    def __init__(self, exchange: Exchange, server: Ds01HttpServer) -> None:
+        self.exchange = exchange
+        # Identity is fixed for the whole connection by the kernel (read at accept).
+        self.creds = exchange.creds
+        super().__init__(exchange.sock, "", server)  # type: ignore[arg-type]
 
     def setup(self) -> None:
-        super().setup()
-        # Identity is fixed for the whole connection by the kernel.
-        self.creds = peer_credentials(self.request)
+        self.connection = self.request
+        self.rfile = BytesIO(self.exchange.data)
+        self.wfile = _SocketWriter(self.connection)  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass  # the connection belongs to ds01.daemon.connections
+
+    def handle_expect_100(self) -> bool:
+        return True  # the body is already here (the reader sent "100 Continue" if needed)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.creds.uid, *args)
@@ -572,6 +649,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             else:
                 raise NotFound(f"No API route {method} {shown(url.path)}.")
             caller = service.caller(self.creds)
+            self.server.remember(caller)
             body: Any = None
             if route.body is not None:
                 try:
@@ -591,6 +669,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._send_bytes(200, payload)
             else:
                 self._send(200, _dump(result))
+        except _ClientGone:
+            raise
         except Ds01Error as exc:
             if exc.http_status >= 500:
                 log.error("%s %s failed: %s", method, url.path, exc.message)
@@ -611,27 +691,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _switch_to_terminal(self, upgrade: Upgrade) -> None:
         """Answer 101 and relay the terminal until the program ends; then close."""
-        self.send_response(101)
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Upgrade", "tcp")
-        self.send_header("X-Ds01-Session", upgrade.session.id)
-        self.end_headers()
-        self.wfile.flush()
         self.close_connection = True
-        terminals_of(self.server.service).serve(upgrade.session, self.connection, upgrade.raw)
+        try:
+            self.send_response(101)
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", "tcp")
+            self.send_header("X-Ds01-Session", upgrade.session.id)
+            self.end_headers()
+        except _ClientGone:
+            upgrade.raw.close()
+            raise
+        # A terminal may stay quiet for hours: no deadline on the relay (it runs in the
+        # bounded pool of waiting requests).
+        self.connection.settimeout(None)
+        terminals_of(self.server.service).serve(
+            upgrade.session, self.connection, upgrade.raw, self.exchange.read_ahead
+        )
 
     def _read_body(self) -> bytes:
         """The request body; a missing, malformed or oversized length is refused."""
-        text = self.headers.get("Content-Length") or "0"
-        if not (text.isascii() and text.isdigit()):
+        length = declared_body_length(self.headers)
+        if length is None:
             self.close_connection = True  # the stream position is unknown now
+            text = self.headers.get("Content-Length") or ""
+            if text.isascii() and text.isdigit():
+                raise InvalidInput(
+                    f"Request body too large ({int(text)} bytes, at most {MAX_BODY_BYTES})."
+                )
             raise InvalidInput(f"Invalid Content-Length {text[:40]!r}.")
-        length = int(text)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise InvalidInput(
-                f"Request body too large ({length} bytes, at most {MAX_BODY_BYTES})."
-            )
         return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
@@ -644,21 +731,79 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
 
-class Ds01HttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    allow_reuse_address = False
-    # A lab's worth of clients may connect at once; the default backlog of 5 refuses them.
-    request_queue_size = socket.SOMAXCONN
+def _lane(request_line: bytes) -> LaneName:
+    """The pool a request runs in: ``waiting`` for a route that may wait (``Route.waits``),
+    ``workers`` for everything else (including what will be refused)."""
+    words = request_line.decode("latin-1").split()
+    if len(words) < 2:
+        return "workers"
+    url = urlsplit(words[1])
+    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    for route in ROUTES:
+        if route.method == words[0] and route.pattern.match(url.path):
+            return "waiting" if route.may_wait(query) else "workers"
+    return "workers"
 
-    def __init__(self, socket_path: Path, service: Ds01Service) -> None:
+
+class Ds01HttpServer:
+    """ds01d's API on a unix socket: routes of ``ROUTES`` behind the connection limits of
+    ``ds01.daemon.connections`` (``limits``). ``serve_forever``, ``shutdown`` (from another
+    thread) and ``server_close`` as in ``socketserver``."""
+
+    def __init__(
+        self, socket_path: Path, service: Ds01Service, limits: ConnectionLimits = DEFAULT_LIMITS
+    ) -> None:
         self.service = service
         self.openapi = openapi_document()
+        self._admins: set[int] = set()
         _clear_stale_socket(socket_path)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.parent.chmod(0o755)
-        super().__init__(str(socket_path), _RequestHandler)
+        listener = listening_socket(str(socket_path))
         # Everyone may connect; who they are comes from the kernel, not from the socket mode.
         socket_path.chmod(0o666)
+        self.connections = ConnectionServer(
+            listener,
+            self._answer,
+            _lane,
+            limits=limits,
+            is_privileged=lambda uid: uid == 0 or uid in self._admins,
+            on_refusal=self._audit_refusal,
+        )
+
+    def remember(self, caller: Caller) -> None:
+        """Note whether ``caller`` is an admin (admins may use the reserved workers)."""
+        if caller.is_admin:
+            self._admins.add(caller.uid)
+        else:
+            self._admins.discard(caller.uid)
+
+    def _answer(self, exchange: Exchange) -> bool:
+        handler = _RequestHandler(exchange, self)
+        return not handler.close_connection
+
+    def _audit_refusal(self, notice: Notice, uid: int) -> None:
+        """One audit event per logged notice: whose requests were refused, why, how many."""
+        try:
+            name = user_by_uid(uid).name
+        except Ds01Error:
+            name = f"uid:{uid}"
+        self.service.events.emit(
+            "api.throttled",
+            user=name,
+            resource="api/connection",
+            details={"reason": str(notice.reason), "refused": notice.count},
+            outcome="denied",
+        )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.connections.serve_forever(poll_interval)
+
+    def shutdown(self) -> None:
+        self.connections.shutdown()
+
+    def server_close(self) -> None:
+        self.connections.close()
 
 
 def _clear_stale_socket(path: Path) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
+import selectors
 import socket
 import threading
 import uuid
@@ -69,7 +69,9 @@ class Terminals:
         with self._lock:
             return self._attached[docker_name]
 
-    def serve(self, session: Session, client: socket.socket, docker_side: Any) -> None:
+    def serve(
+        self, session: Session, client: socket.socket, docker_side: Any, read_ahead: bytes = b""
+    ) -> None:
         """Relay ``session`` between ``client`` and the exec (:func:`relay`); it counts as
         attached from now until the client's side ends (the client closed or went away) or
         the program ends, whichever comes first."""
@@ -88,7 +90,7 @@ class Terminals:
         with self._lock:
             self._attached[name] += 1
         try:
-            relay(client, docker_side, on_client_closed=release)
+            relay(client, docker_side, read_ahead, on_client_closed=release)
         finally:
             release()
 
@@ -151,30 +153,42 @@ def _nothing() -> None:
 
 
 def relay(
-    client: socket.socket, docker_side: Any, on_client_closed: Callable[[], None] = _nothing
+    client: socket.socket,
+    docker_side: Any,
+    read_ahead: bytes = b"",
+    on_client_closed: Callable[[], None] = _nothing,
 ) -> None:
     """Copy bytes both ways between the client's connection and the exec's socket until the
     program ends (Docker closes its side); the client closing its side ends the input, and
-    ``on_client_closed`` is called then."""
+    ``on_client_closed`` is called then. ``read_ahead``: what the client sent after its
+    request, before the relay began.
+
+    Waits with a poll-based selector: ds01d may hold more than 1024 descriptors (its
+    connection caps allow that many clients), which ``select.select`` cannot watch."""
     inner: socket.socket = getattr(docker_side, "_sock", docker_side)
-    sockets = [client, inner]
     client_open = True
     try:
-        while True:
-            readable, _, _ = select.select(sockets if client_open else [inner], [], [])
-            if inner in readable:
-                data = inner.recv(_CHUNK)
-                if not data:
-                    return
-                client.sendall(data)
-            if client_open and client in readable:
-                data = client.recv(_CHUNK)
-                if data:
-                    inner.sendall(data)
-                else:
-                    client_open = False
-                    on_client_closed()
-                    inner.shutdown(socket.SHUT_WR)
+        if read_ahead:
+            inner.sendall(read_ahead)
+        with selectors.PollSelector() as selector:
+            selector.register(inner, selectors.EVENT_READ)
+            selector.register(client, selectors.EVENT_READ)
+            while True:
+                readable = {key.fileobj for key, _ in selector.select()}
+                if inner in readable:
+                    data = inner.recv(_CHUNK)
+                    if not data:
+                        return
+                    client.sendall(data)
+                if client_open and client in readable:
+                    data = client.recv(_CHUNK)
+                    if data:
+                        inner.sendall(data)
+                    else:
+                        client_open = False
+                        selector.unregister(client)
+                        on_client_closed()
+                        inner.shutdown(socket.SHUT_WR)
     except OSError as exc:
         log.debug("terminal relay ended: %s", exc)
     finally:

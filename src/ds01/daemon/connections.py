@@ -1,0 +1,644 @@
+"""ds01d's connections: accepted, read and answered without one thread per connection.
+
+The API socket is open to every local user, so one user's connections must not be able to
+starve the others (before: one thread per connection and no timeouts, so 3,000 idle
+connections held 3,008 threads, and 5,000 made everyone's requests fail). Here:
+
+1. **Accept.** One thread (the caller of :meth:`ConnectionServer.serve_forever`) accepts,
+   reads the peer's uid (``SO_PEERCRED``) and admits the connection only under the per-uid
+   and total caps (:class:`ds01.core.admission.ConnectionTable`). A refused connection gets
+   one small JSON error (HTTP 429, or 503 when ds01d is full) and is closed at once: no
+   thread, no traceback, one log line per uid and minute (``RefusalNotices``).
+2. **Read.** The same thread reads every admitted connection through a selector until a
+   whole request (head and ``Content-Length`` body) is there. A request must arrive in full
+   within ``request_read_s`` of its first byte (408 otherwise), and a connection may stay
+   idle ``idle_s`` between requests: a client that sends a byte a second holds no thread and
+   only until then.
+3. **Run.** A complete request goes to one of two bounded pools (:class:`Lane`): ordinary
+   requests to ``workers``, requests that wait (long polls, terminals) to ``waiting``. In
+   each pool one uid runs at most its share (``ds01.core.admission.WorkShares``, fair
+   between uids), so others always find a worker; the ordinary pool keeps slots for root
+   and admins. A uid that already has its share of waiting requests gets 429.
+4. **Answer.** The worker answers on the connection (``write_s`` bounds a client that does
+   not read); a keep-alive connection then goes back to step 2.
+
+The HTTP/API layer (``ds01.daemon.server``) gives the request's bytes, the caller's
+credentials and the socket (:class:`Exchange`) and says whether to keep the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import logging
+import os
+import pwd
+import resource
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from http import HTTPStatus
+from typing import Literal
+
+from ds01.core.admission import ConnectionTable, Notice, RefusalNotices, Share, WorkShares
+from ds01.daemon.identity import PeerCredentials, peer_credentials
+from ds01.errors import Ds01Error, InvalidInput, RequestTimeout, ServerBusy, Throttled
+
+log = logging.getLogger(__name__)
+
+#: Every request body is a small JSON object.
+MAX_BODY_BYTES = 64 * 1024
+
+LaneName = Literal["workers", "waiting"]
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Every bound on ds01d's connections, with why it is what it is."""
+
+    #: Connections one uid may hold at once. A CLI command holds one while it runs, so 64
+    #: leaves room for a user's parallel scripts (40 at the same moment are tested), while one
+    #: user holds at most 64 descriptors and 64 request buffers.
+    per_uid_connections: int = 64
+    #: Connections in all: far more than a lab runs commands at once, well below the
+    #: descriptor limit ds01d sets itself (``fd_reserve`` more).
+    total_connections: int = 1024
+    #: Descriptors kept for everything else (Docker, SQLite, logs, cgroup files, terminals).
+    fd_reserve: int = 512
+    #: Seconds from a request's first byte until its head and body are all there: a
+    #: slowloris client is closed (408) after this, whatever its pace.
+    request_read_s: float = 10.0
+    #: Seconds a connection may stay open with no request (before its first, or between
+    #: keep-alive requests).
+    idle_s: float = 60.0
+    #: Seconds to write one answer in all (a client that stops reading is dropped).
+    write_s: float = 30.0
+    #: Longest request head (request line and headers) in bytes; longer ones get 431.
+    max_head_bytes: int = 64 * 1024
+    #: Workers for ordinary requests: 32 in all (Docker calls wait on dockerd, not on the
+    #: CPU), 8 at most for one uid, 2 only for root and admins.
+    workers: Share = field(default_factory=lambda: Share(slots=32, per_uid=8, reserved=2))
+    #: Workers for requests that wait (long polls up to 60 s; terminals for their life):
+    #: 16 at most for one uid (then 429), 128 in all.
+    waiting: Share = field(default_factory=lambda: Share(slots=128, per_uid=16))
+    #: Seconds an idle worker thread lives before it exits (the pools shrink when quiet).
+    worker_idle_s: float = 30.0
+    #: Seconds between two log lines (and audit events) about one uid's refusals of a kind.
+    notice_interval_s: float = 60.0
+
+
+DEFAULT_LIMITS = ConnectionLimits()
+
+#: Seconds between two sweeps for connections past their deadline.
+_SWEEP_S = 0.25
+#: Seconds the listener rests when ds01d ran out of file descriptors.
+_EMFILE_PAUSE_S = 0.1
+_RECV_BYTES = 65536
+_ACCEPTS_PER_WAKE = 64
+
+
+def declared_body_length(headers: Message) -> int | None:
+    """The body length a request's ``Content-Length`` declares, or ``None`` when it is
+    malformed or over ``MAX_BODY_BYTES`` (the request is then refused without its body).
+    A missing header is an empty body."""
+    text = headers.get("Content-Length") or "0"
+    if not (text.isascii() and text.isdigit()):
+        return None
+    length = int(text)
+    return length if length <= MAX_BODY_BYTES else None
+
+
+@dataclass
+class Exchange:
+    """One complete request on an admitted connection, for the HTTP layer.
+
+    ``data``: the request's bytes (head and body; after an early end of file, whatever
+    came). ``read_ahead``: bytes the client sent after it (a terminal's first input).
+    """
+
+    sock: socket.socket
+    creds: PeerCredentials
+    data: bytes
+    read_ahead: bytes = b""
+
+
+#: The HTTP layer: answers one exchange; returns whether the connection may be kept.
+Handler = Callable[[Exchange], bool]
+#: Which lane a request line goes to.
+Classifier = Callable[[bytes], LaneName]
+
+
+class _Conn:
+    """An admitted connection, owned by the reactor thread while it is not being answered."""
+
+    __slots__ = ("buf", "creds", "deadline", "eof", "head_end", "need", "reading", "scan", "sock")
+
+    def __init__(self, sock: socket.socket, creds: PeerCredentials, deadline: float) -> None:
+        self.sock = sock
+        self.creds = creds
+        self.buf = bytearray()
+        self.deadline = deadline
+        self.reading = False  # a request has begun (its deadline is the read deadline)
+        self.eof = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.scan = 0  # where the search for the end of the head resumes
+        self.head_end: int | None = None
+        self.need: int | None = None  # the whole request's length, once known
+
+
+def _head_end(buf: bytearray, start: int) -> tuple[int | None, int]:
+    """Where the request head in ``buf`` ends (after its empty line), as ``http.server``
+    reads it: a request line, then header lines up to an empty one. Returns (end or
+    ``None``, where to resume the search)."""
+    first = buf.find(b"\n")
+    if first < 0:
+        return None, 0
+    if not buf[:first].strip(b"\r"):
+        return first + 1, first + 1  # an empty request line: the handler closes
+    pos = max(start, first + 1)
+    while True:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            return None, pos
+        if nl == pos or (nl == pos + 1 and buf[pos] == 0x0D):
+            return nl + 1, nl + 1
+        pos = nl + 1
+
+
+def _parse_headers(head: bytes) -> Message | None:
+    """The headers of a request head, parsed as ``http.server`` parses them (``None``
+    when it would refuse them: too long a line, too many)."""
+    lines = io.BytesIO(head)
+    lines.readline()  # the request line
+    try:
+        return http.client.parse_headers(lines)
+    except (http.client.HTTPException, ValueError):
+        return None
+
+
+def _wants_continue(headers: Message) -> bool:
+    return (headers.get("Expect") or "").lower() == "100-continue"
+
+
+def error_answer(error: Ds01Error, status_code: int | None = None) -> bytes:
+    """A whole HTTP answer carrying ``error`` in ds01's error shape (as HTTP
+    ``status_code``, by default the error's own); the connection closes after it."""
+    body = json.dumps({"error": error.to_dict()}, separators=(",", ":")).encode()
+    status = HTTPStatus(status_code or error.http_status)
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Lane:
+    """A bounded pool of worker threads that runs jobs fairly between uids.
+
+    Threads are started when work waits and none is idle, up to ``share.slots``, and end
+    after ``idle_s`` without work. Thread-safe.
+    """
+
+    def __init__(self, name: str, share: Share, idle_s: float) -> None:
+        self.name = name
+        self.share = share
+        self.idle_s = idle_s
+        self._shares: WorkShares[Callable[[], None]] = WorkShares(share)
+        self._cond = threading.Condition()
+        self._threads = 0
+        self._idle = 0
+        self._started = 0
+        self._stopping = False
+
+    def load(self, uid: int) -> int:
+        """Jobs of ``uid`` running or ready to run."""
+        with self._cond:
+            return self._shares.running(uid) + self._shares.waiting(uid)
+
+    def submit(self, uid: int, job: Callable[[], None], *, privileged: bool = False) -> None:
+        with self._cond:
+            self._shares.submit(uid, job, privileged=privileged)
+            # More ready jobs than threads waiting for one (a woken thread counts as waiting
+            # until it runs): start one more.
+            if self._shares.waiting() > self._idle and self._threads < self.share.slots:
+                self._threads += 1
+                self._started += 1
+                threading.Thread(
+                    target=self._work, name=f"ds01d-{self.name}-{self._started}", daemon=True
+                ).start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def _next(self) -> tuple[int, Callable[[], None], bool] | None:
+        """The next job for this thread, or ``None`` when the thread should end."""
+        with self._cond:
+            while not self._stopping:
+                picked = self._shares.take()
+                if picked is not None:
+                    return picked
+                self._idle += 1
+                woken = self._cond.wait(self.idle_s)
+                self._idle -= 1
+                if not woken:
+                    picked = None if self._stopping else self._shares.take()
+                    if picked is not None:
+                        return picked
+                    break
+            self._threads -= 1
+            return None
+
+    def _work(self) -> None:
+        while (picked := self._next()) is not None:
+            uid, job, privileged = picked
+            try:
+                job()
+            except Exception:  # a job handles its own errors; this is a bug
+                log.exception("%s job crashed", self.name)
+            finally:
+                with self._cond:
+                    # The slot is free: this thread takes the next job itself.
+                    self._shares.done(uid, privileged=privileged)
+
+
+def _raise_fd_limit(wanted: int) -> int:
+    """Raise the soft descriptor limit towards ``wanted`` (never above the hard limit);
+    return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return wanted if soft == resource.RLIM_INFINITY else soft
+
+
+class ConnectionServer:
+    """Accepts and reads connections on a listening unix socket and hands each complete
+    request to ``handler`` on a bounded lane chosen by ``classify``.
+
+    ``is_privileged(uid)`` says whether a uid may use the reserved workers (root always).
+    :meth:`serve_forever` runs in the calling thread until :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        handler: Handler,
+        classify: Classifier,
+        *,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        is_privileged: Callable[[int], bool] = lambda uid: uid == 0,
+        on_refusal: Callable[[Notice, int], None] | None = None,
+    ) -> None:
+        self.listener = listener
+        self.handler = handler
+        self.classify = classify
+        self.limits = limits
+        self.is_privileged = is_privileged
+        self.on_refusal = on_refusal
+        soft = _raise_fd_limit(limits.total_connections + limits.fd_reserve)
+        total = max(16, min(limits.total_connections, soft - limits.fd_reserve))
+        self.table = ConnectionTable(limits.per_uid_connections, total)
+        self.lanes: dict[LaneName, Lane] = {
+            "workers": Lane("worker", limits.workers, limits.worker_idle_s),
+            "waiting": Lane("waiting", limits.waiting, limits.worker_idle_s),
+        }
+        self.notices = RefusalNotices(limits.notice_interval_s)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._finished: deque[tuple[_Conn, bool]] = deque()
+        self._conns: set[_Conn] = set()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._paused_until = 0.0
+
+    # --- the reactor ---------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stop.clear()
+        self._stopped.clear()
+        self.listener.setblocking(False)
+        self._selector.register(self.listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        next_sweep = time.monotonic() + _SWEEP_S
+        try:
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(min(poll_interval, _SWEEP_S)):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data is self._wake_r:
+                        self._drain_wake()
+                    else:
+                        self._read(key.data)
+                self._take_back()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + _SWEEP_S
+        finally:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self.listener)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self._wake_r)
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` (from another thread) and wait until it returned."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def close(self) -> None:
+        """Close the listener and every connection the reactor holds; stop the lanes."""
+        for lane in self.lanes.values():
+            lane.stop()
+        for conn in list(self._conns):
+            self._close(conn)
+        self._selector.close()
+        self.listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: the reactor wakes anyway
+            self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _accept(self) -> None:
+        if time.monotonic() < self._paused_until:
+            return
+        for _ in range(_ACCEPTS_PER_WAKE):
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # EMFILE/ENFILE/ENOBUFS: rest, then try again
+                self._paused_until = time.monotonic() + _EMFILE_PAUSE_S
+                self._notice(
+                    -1, "accept_failed", f"accept failed ({exc}); resting {_EMFILE_PAUSE_S:g} s"
+                )
+                return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            creds = peer_credentials(sock)
+        except OSError:
+            sock.close()
+            return
+        refusal = self.table.admit(creds.uid)
+        if refusal is not None:
+            error: Ds01Error
+            if refusal == "per_uid":
+                error = Throttled(
+                    f"ds01d refused this connection: you already hold "
+                    f"{self.limits.per_uid_connections} open connections to it, the most one "
+                    "user may. Some of your ds01 commands or scripts are still running or "
+                    "hung; end them and try again."
+                )
+            else:
+                error = ServerBusy(
+                    f"ds01d is serving its maximum of {self.table.total} connections; try "
+                    "again in a moment. If this lasts, tell an admin (ds01d's log names the "
+                    "users who hold them)."
+                )
+            self._refuse_fresh(sock, error)
+            what = (
+                f"holds {self.table.per_uid} connections, the per-user cap (HTTP 429)"
+                if refusal == "per_uid"
+                else f"ds01d holds {self.table.total} connections, its total cap (HTTP 503)"
+            )
+            self._notice(creds.uid, f"connection_{refusal}", what)
+            return
+        sock.setblocking(False)
+        conn = _Conn(sock, creds, time.monotonic() + self.limits.idle_s)
+        self._conns.add(conn)
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    @staticmethod
+    def _refuse_fresh(sock: socket.socket, error: Ds01Error) -> None:
+        """Answer a connection that was never admitted and close it, without blocking.
+        What the client already sent is read first, so that closing does not reset the
+        connection before the client has read the answer."""
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.recv(_RECV_BYTES)
+        with contextlib.suppress(OSError):
+            sock.send(error_answer(error))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            conn.eof = True
+            if conn.buf:
+                self._dispatch(conn, len(conn.buf))  # what came: the handler answers it
+            else:
+                self._close(conn)
+            return
+        conn.buf += data
+        if not conn.reading:
+            conn.reading = True
+            conn.deadline = time.monotonic() + self.limits.request_read_s
+        self._advance(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Dispatch the connection's request if it is complete; refuse an oversized head."""
+        if conn.head_end is None:
+            conn.head_end, conn.scan = _head_end(conn.buf, conn.scan)
+            if conn.head_end is None:
+                if len(conn.buf) > self.limits.max_head_bytes:
+                    limit = self.limits.max_head_bytes
+                    if b"\n" not in conn.buf:
+                        line = InvalidInput(
+                            f"Request line too long (HTTP 414): at most {limit} bytes."
+                        )
+                        self._refuse(conn, line, 414)
+                    else:
+                        head = InvalidInput(
+                            f"Request header too large (HTTP 431): at most {limit} bytes."
+                        )
+                        self._refuse(conn, head, 431)
+                return
+            headers = _parse_headers(bytes(conn.buf[: conn.head_end]))
+            length = declared_body_length(headers) if headers is not None else None
+            conn.need = conn.head_end + (length or 0)
+            if len(conn.buf) < conn.need and headers is not None and _wants_continue(headers):
+                with contextlib.suppress(OSError):
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert conn.need is not None
+        if len(conn.buf) >= conn.need:
+            self._dispatch(conn, conn.need)
+
+    def _dispatch(self, conn: _Conn, length: int) -> None:
+        data = bytes(conn.buf[:length])
+        del conn.buf[:length]
+        conn.reset()
+        self._selector.unregister(conn.sock)
+        uid = conn.creds.uid
+        lane_name = self.classify(data.split(b"\n", 1)[0])
+        lane = self.lanes[lane_name]
+        if lane_name == "waiting" and lane.load(uid) >= lane.share.per_uid:
+            error = Throttled(
+                f"You already have {lane.share.per_uid} requests that wait open in ds01d "
+                "(terminals, `events --follow`, queue or image waits), the most one user may. "
+                "End one and try again."
+            )
+            what = f"has {lane.share.per_uid} waiting requests open, the per-user cap (HTTP 429)"
+            self._notice(uid, "waiting_per_uid", what)
+            self._refuse(conn, error)
+            return
+        exchange = Exchange(conn.sock, conn.creds, data, bytes(conn.buf))
+        lane.submit(
+            uid,
+            lambda: self._serve(conn, exchange),
+            privileged=lane_name == "workers" and self.is_privileged(uid),
+        )
+
+    def _serve(self, conn: _Conn, exchange: Exchange) -> None:
+        """In a worker: answer the exchange, then give the connection back to the reactor."""
+        keep = False
+        try:
+            conn.sock.settimeout(self.limits.write_s)
+            keep = self.handler(exchange)
+        except OSError as exc:  # the client went away or stopped reading
+            log.debug("uid %d: connection dropped while answering: %s", conn.creds.uid, exc)
+        except Exception:
+            log.exception("answering uid %d failed", conn.creds.uid)
+        self._finished.append((conn, keep and not conn.eof))
+        self._wake()
+
+    def _take_back(self) -> None:
+        """Connections whose answer was written: keep-alive ones are read again."""
+        while self._finished:
+            conn, keep = self._finished.popleft()
+            if not keep:
+                self._close(conn)
+                continue
+            try:
+                conn.sock.setblocking(False)
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            except (OSError, ValueError):
+                self._close(conn)
+                continue
+            now = time.monotonic()
+            conn.reading = bool(conn.buf)
+            conn.deadline = now + (self.limits.request_read_s if conn.buf else self.limits.idle_s)
+            if conn.buf:
+                self._advance(conn)
+
+    def _sweep(self, now: float) -> None:
+        for conn in [c for c in self._conns if c.deadline <= now]:
+            try:
+                self._selector.get_key(conn.sock)
+            except (KeyError, ValueError):
+                continue  # being answered
+            if conn.reading:
+                seconds = self.limits.request_read_s
+                error = RequestTimeout(
+                    f"The request did not arrive in full within {seconds:g} s of its first "
+                    "byte; ds01d closed the connection. Send the whole request at once."
+                )
+                what = f"sent no whole request within {seconds:g} s (HTTP 408, closed)"
+                self._notice(conn.creds.uid, "read_timeout", what)
+                self._refuse(conn, error)
+            else:
+                self._close(conn)  # idle: nothing to say
+
+    def _refuse(self, conn: _Conn, error: Ds01Error, status_code: int | None = None) -> None:
+        """Answer an admitted connection with ``error`` (without blocking) and close it."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(error_answer(error, status_code))
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        self.table.release(conn.creds.uid)
+
+    def _notice(self, uid: int, reason: str, what: str) -> None:
+        """One log line per uid, reason and interval, counting the refusals it stands for
+        (this one and those suppressed since the last line)."""
+        notice = self.notices.refused(uid, reason, time.monotonic())
+        if notice is None:
+            return
+        log.warning(
+            "connections: %s %s; %d refusal(s) of this kind since the last such line "
+            "(at most one line per %g s)",
+            _user_name(uid),
+            what,
+            notice.count,
+            self.limits.notice_interval_s,
+        )
+        if self.on_refusal is not None and uid >= 0:
+            callback = self.on_refusal
+            self.lanes["workers"].submit(uid, lambda: callback(notice, uid))
+
+
+def _user_name(uid: int) -> str:
+    if uid < 0:
+        return "ds01d"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def listening_socket(path: str) -> socket.socket:
+    """A unix stream socket bound to ``path`` and listening with the system's full backlog
+    (a lab's worth of clients connect at once; the default of 5 would refuse them)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(socket.SOMAXCONN)
+    except OSError:
+        sock.close()
+        raise
+    os.set_inheritable(sock.fileno(), False)
+    return sock
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_BODY_BYTES",
+    "ConnectionLimits",
+    "ConnectionServer",
+    "Exchange",
+    "Lane",
+    "declared_body_length",
+    "error_answer",
+    "listening_socket",
+]

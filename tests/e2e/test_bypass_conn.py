@@ -1,0 +1,408 @@
+"""End to end: one user floods ds01d's socket with connections; everyone else is still served.
+
+The attacker is bob, a real non-admin user: a small Python script run as bob (``runuser``,
+the installed venv's interpreter) raises its own descriptor limit and opens the connections
+itself, so ds01d sees bob's uid on every one of them (``SO_PEERCRED``). The victim is alice,
+using the real CLI. Variants an attacker tries:
+
+- thousands of idle connections (connect, send nothing);
+- slowloris: a request head sent one byte a second on many connections;
+- a ``Content-Length`` body that never arrives;
+- many long polls (``GET /v1/events?after_seq=…&wait=60``) at once;
+- connect-and-close churn from several processes, with half requests in between.
+
+During each attack alice's ``container-list`` and ``gpu-status`` answer correctly, ds01d's
+thread count (``/proc/PID/status``) stays bounded, its output holds no traceback and only a
+few rate-limited lines about the refusals; bob's refused connections get ds01's JSON error
+(HTTP 429, exit code 3); and once bob lets go, alice and bob are both served again.
+Nothing here asserts a duration (the latency ratio is ``benchmarks/bench_connection_flood.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rawapi import RawApi
+
+from support import BIN_DIR, TEST_IMAGES_YAML, describe, user_env
+
+LIMITS = """
+    defaults:
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
+#: However bob attacks, ds01d holds at most this many threads more than when idle (its
+#: pools are bounded far below; before the limits, 3,000 idle connections held 3,008).
+THREAD_HEADROOM = 100
+#: Lines ds01d may write about refusals during one scenario (rate-limited: one per uid,
+#: kind and minute; before, one traceback per refused connection).
+MAX_REFUSAL_LINES = 6
+
+#: The attacker, run as bob with the venv's Python. argv: socket, mode, count, seconds.
+#: Prints one JSON line when the attack is in place ("ready"), then, once its stdin closes
+#: (or the attack ran its course), one JSON line with what it saw, and closes everything.
+ATTACKER = r"""
+import json, resource, select, socket, sys, threading, time
+
+SOCKET, MODE, COUNT, SECONDS = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def connect():
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(SOCKET)
+    return sock
+
+
+def readable(sock, wait):
+    poller = select.poll()  # select() cannot watch descriptors above 1023
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(wait * 1000))
+
+
+def answer_of(sock, wait):
+    # What ds01d sent on sock within `wait` seconds: (status or None, error kind, closed).
+    sock.setblocking(False)
+    data, closed, end = b"", False, time.monotonic() + wait
+    while time.monotonic() < end:
+        if not readable(sock, max(0.0, end - time.monotonic())):
+            break
+        try:
+            chunk = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else None
+    kind = None
+    try:
+        kind = json.loads(body)["error"]["kind"]
+    except Exception:
+        pass
+    return status, kind, closed
+
+
+def tally(answers):
+    counts = {}
+    for status, kind, closed in answers:
+        key = f"{status}:{kind}:{'closed' if closed else 'open'}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def report(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def wait_for_release():
+    sys.stdin.read()
+
+
+socks, errors = [], []
+if MODE in ("idle", "longpoll", "nobody"):
+    request = {
+        "idle": b"",
+        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=60"
+        b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n\r\n",
+        "nobody": b"POST /v1/containers HTTP/1.1\r\nHost: ds01d\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    }[MODE]
+    for _ in range(COUNT):
+        try:
+            sock = connect()
+            if request:
+                sock.sendall(request)
+            socks.append(sock)
+        except OSError as exc:
+            errors.append(type(exc).__name__)
+    time.sleep(1.0)
+    answers = [answer_of(s, 0.05) for s in socks]
+    report(ready=True, connected=len(socks), errors=errors, answers=tally(answers))
+    if MODE == "nobody":  # let ds01d's read deadline pass
+        final = [answer_of(s, SECONDS) for s in socks]
+        report(answers=tally(final))
+    else:
+        wait_for_release()
+        report(answers=tally([answer_of(s, 0.05) for s in socks]))
+elif MODE == "slowloris":
+    head = b"GET /v1/whoami HTTP/1.1\r\nHost: ds01d\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    for _ in range(COUNT):
+        try:
+            socks.append(connect())
+        except OSError as exc:
+            errors.append(type(exc).__name__)
+    live = {s: 0 for s in socks}  # bytes sent so far
+    outcome = {}
+    started = time.monotonic()
+    announced = False
+    while live and time.monotonic() - started < SECONDS:
+        for sock in list(live):
+            sent = live[sock]
+            try:
+                sock.send(head[sent : sent + 1])
+                live[sock] = sent + 1
+            except OSError:
+                outcome[sock] = answer_of(sock, 0.5) + (live.pop(sock),)
+                continue
+            if live[sock] >= len(head):
+                outcome[sock] = ("complete", None, False, live.pop(sock))
+                continue
+            if readable(sock, 0):
+                outcome[sock] = answer_of(sock, 0.5) + (live.pop(sock),)
+        if not announced:
+            report(ready=True, connected=len(socks), errors=errors)
+            announced = True
+        time.sleep(1.0)
+    for sock in live:
+        outcome[sock] = ("still open", None, False, live[sock])
+    done = [o for o in outcome.values()]
+    report(
+        answers=tally([o[:3] for o in done]),
+        most_bytes_sent=max((o[3] for o in done), default=0),
+        head_bytes=len(head),
+    )
+elif MODE == "churn":
+    stop = time.monotonic() + SECONDS
+    cycles = [0] * COUNT
+
+    def churn(i):
+        while time.monotonic() < stop:
+            try:
+                sock = connect()
+                if cycles[i] % 3 == 1:
+                    sock.send(b"GET /v1/whoami HTTP/1.1\r\nHost")
+                elif cycles[i] % 3 == 2:
+                    sock.send(b"POST /v1/containers HTTP/1.1\r\nContent-Length: 50\r\n\r\n{")
+                sock.close()
+            except OSError:
+                pass
+            cycles[i] += 1
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(COUNT)]
+    for t in threads:
+        t.start()
+    report(ready=True)
+    for t in threads:
+        t.join()
+    report(cycles=sum(cycles))
+"""
+
+
+class Attack:
+    """bob's attacker process: started, ready, released."""
+
+    def __init__(self, d: Any, mode: str, count: int, seconds: float = 0.0) -> None:
+        env = [f"{k}={v}" for k, v in user_env("bob").items()]
+        python = [str(BIN_DIR / "python"), "-I", "-c", ATTACKER]
+        args = [str(d.paths.socket), mode, str(count), str(seconds)]
+        self.process = subprocess.Popen(
+            ["runuser", "-u", "bob", "--", "env", "-i", *env, *python, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+        )
+        self.ready = self._line()
+        assert self.ready.get("ready"), self.ready
+
+    def _line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=30)
+            assert self.process.stderr is not None
+            raise AssertionError(f"the attacker said nothing: {self.process.stderr.read()}")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def release(self, timeout: float = 120) -> dict[str, Any]:
+        """Let go (close stdin), and return the attacker's last report."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        last = self._line()
+        self.process.wait(timeout=timeout)
+        return last
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # only the process this test started
+            self.process.wait()
+
+
+@contextmanager
+def attack(d: Any, mode: str, count: int, seconds: float = 0.0) -> Iterator[Attack]:
+    running = Attack(d, mode, count, seconds)
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no thread count for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+class Scene:
+    """A daemon with a container of alice's, and ds01d's resting thread and fd counts."""
+
+    def __init__(self, ds01d: Any) -> None:
+        self.d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+        made = self.d.cli("alice", "container-create", "thesis", "--image", "busybox")
+        assert made.returncode == 0, describe(made)
+        self.victim_is_served()
+        self.threads = threads_of(self.d.pid)
+        self.fds = open_fds(self.d.pid)
+
+    def victim_is_served(self) -> None:
+        """alice's container-list shows her container and gpu-status answers."""
+        listed = self.d.cli_json("alice", "container-list")
+        assert [c["name"] for c in listed] == ["thesis"], listed
+        devices = self.d.cli_json("alice", "gpu-status")
+        assert len(devices) == 7 and all(d["uuid"] for d in devices), devices  # the default
+
+    def bounded(self) -> None:
+        threads = threads_of(self.d.pid)
+        assert threads <= self.threads + THREAD_HEADROOM, (threads, self.threads)
+
+    def recovered(self, within_s: float = 30) -> None:
+        """Once bob let go: ds01d holds no more descriptors than before (within ``within_s``),
+        and serves alice and bob again."""
+        pid = self.d.pid
+        wait_until(lambda: open_fds(pid) <= self.fds, within_s, "ds01d closed bob's connections")
+        self.victim_is_served()
+        own = self.d.cli("bob", "container-list", "--json")
+        assert own.returncode == 0, describe(own)
+        self.quiet()
+
+    def quiet(self) -> None:
+        """ds01d's output: no traceback, a few rate-limited lines about refusals."""
+        output = self.d.output_file.read_text(errors="replace")
+        assert "Traceback" not in output, self.d.log_tail()
+        refusal_lines = [line for line in output.splitlines() if "ds01.daemon.connections" in line]
+        assert len(refusal_lines) <= MAX_REFUSAL_LINES, "\n".join(refusal_lines[:20])
+
+
+def test_thousands_of_idle_connections_do_not_starve_other_users(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "idle", 3000) as bob:
+        assert not bob.ready["errors"], bob.ready
+        answers = bob.ready["answers"]
+        refused = answers.get("429:throttled:closed", 0)
+        assert refused >= 3000 - 100, answers  # all but bob's cap were refused at once
+        assert refused + answers.get("None:None:open", 0) == 3000, answers
+        scene.victim_is_served()
+        scene.bounded()
+        # bob himself is told why, with ds01's exit code for quota and capacity.
+        own = scene.d.cli("bob", "container-list")
+        assert own.returncode == 3, describe(own)
+        assert "open connections" in own.stderr, describe(own)
+        bob.release()
+    scene.recovered()
+    throttled = scene.d.events_where(action="api.throttled", user="bob", outcome="denied")
+    assert throttled and throttled[0]["details"]["refused"] >= 1, throttled
+
+
+def test_slowloris_heads_are_cut_off_and_hold_no_worker(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "slowloris", 60, seconds=60) as bob:
+        scene.victim_is_served()
+        scene.bounded()
+        result = bob.release()
+    # Every connection was closed with a 408 long before its 260-byte head was complete.
+    assert result["answers"] == {"408:timeout:closed": 60}, result
+    assert result["most_bytes_sent"] < result["head_bytes"], result
+    scene.recovered()
+
+
+def test_a_slowloris_flood_over_the_cap_is_refused_at_once(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "slowloris", 500, seconds=25) as bob:
+        scene.victim_is_served()
+        scene.bounded()
+        result = bob.release()
+    answers = result["answers"]
+    assert set(answers) == {"408:timeout:closed", "429:throttled:closed"}, answers
+    assert answers["408:timeout:closed"] + answers["429:throttled:closed"] == 500, answers
+    scene.recovered()
+
+
+def test_a_body_that_never_arrives_is_answered_408(ds01d: Any, unix_users: dict[str, Any]) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "nobody", 60, seconds=40) as bob:
+        assert bob.ready["answers"] == {"None:None:open": 60}, bob.ready
+        scene.victim_is_served()
+        scene.bounded()
+        result = bob._line()
+    assert result["answers"] == {"408:timeout:closed": 60}, result
+    scene.recovered()
+
+
+def test_many_long_polls_get_their_own_bounded_budget(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "longpoll", 60) as bob:
+        answers = bob.ready["answers"]
+        waiting = answers.get("None:None:open", 0)
+        assert answers.get("429:throttled:closed", 0) == 60 - waiting, answers
+        assert 0 < waiting < 60, answers  # some wait, the others are refused
+        scene.victim_is_served()
+        scene.bounded()
+        # alice's own long poll is served: bob's budget is bob's.
+        with RawApi(scene.d.paths.socket, "alice") as api:
+            reply = api.call("GET", "/v1/events?after_seq=0&wait=1&action=container.create")
+        assert reply.status == 200, reply
+        assert [e["resource"] for e in reply.json()["events"]] == [
+            f"container/thesis._.{unix_users['alice'].pw_uid}"
+        ], reply
+        bob.release()
+    scene.recovered(within_s=75)  # a long poll ends at its wait (60 s), not at the client's
+
+
+def test_connect_and_close_churn_leaves_no_trace(ds01d: Any, unix_users: dict[str, Any]) -> None:
+    scene = Scene(ds01d)
+    with attack(scene.d, "churn", 8, seconds=15) as bob:
+        for _ in range(3):
+            scene.victim_is_served()
+            scene.bounded()
+        result = bob.release()
+    assert result["cycles"] > 100, result
+    scene.recovered()
