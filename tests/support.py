@@ -25,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +420,21 @@ class Ds01Daemon:
             tail = "\n".join(text.splitlines()[-lines:])
             parts.append(f"----- {path} -----\n{tail}")
         return "\n".join(parts) or "(ds01d wrote nothing)"
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1
+) -> Any:
+    """Call ``check`` every ``interval`` seconds until it returns something true, and return
+    that; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

@@ -17,13 +17,13 @@ import io
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from ds01.core.disk import driver_can_enforce
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_until
 
 MIB = 1024**2
 GRACE_S = 3.0  # disk_grace_minutes: 0.05
@@ -47,15 +47,6 @@ LIMITS = """
 """
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def inside(d: Any, user: str, name: str, script: str) -> None:

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rawapi import RawApi
 
 from ds01.events.chain import chain_files, iter_lines
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_until
 
 #: What a bounded event line can never exceed (ds01.events.bound: ~22 KB at most).
 MAX_EVENT_LINE_BYTES = 24 * 1024
@@ -64,15 +62,6 @@ def long_path(user_home: str) -> str:
     return base + "a/" * ((4000 - len(base)) // 2)
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def chain_events(log_dir: Path) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from support import (
     describe,
     make_world_traversable_dir,
     user_env,
+    wait_until,
 )
 
 TIMEOUT_S = 7.2  # idle_timeout_hours: 0.002
@@ -80,15 +81,6 @@ PRECIOUS = "precious content\n"
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def as_user(user: str, *argv: str) -> None:

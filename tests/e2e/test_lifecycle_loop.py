@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from rawapi import RawApi
 
 from ds01.gpu.simulated import write_simulated_telemetry
 from ds01.paths import SIMULATED_TELEMETRY_FILE
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_until
 
 TIMEOUT_S = 10.8  # idle_timeout_hours: 0.003
 
@@ -53,15 +53,6 @@ ONE_GPU = """
 """
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def status_of(docker_client: Any, docker_name: str) -> str:

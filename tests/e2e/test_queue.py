@@ -14,14 +14,14 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from rawapi import RawApi
 
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_until
 
 TWO_GPUS = """
     backend: simulated
@@ -45,15 +45,6 @@ PRIORITIES = """
 WAIT_S = 30.0
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def queue_create(d: Any, user: str, name: str) -> str:
