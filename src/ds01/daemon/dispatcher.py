@@ -142,6 +142,7 @@ class GpuDispatcher:
                 continue
             if record.status != "running":
                 try:
+                    self.service.networks.ensure(record.uid)
                     self.service.runtime.start(record.docker_name)
                 except Ds01Error as exc:
                     log.error("queued %s created but not started: %s", entry.id, exc.message)
@@ -332,6 +333,7 @@ class GpuDispatcher:
                     item.owner, record, placement, inventory, actor="ds01d"
                 )
             if record.status != "running":
+                service.onto_own_network(record)
                 service.runtime.start(record.docker_name)
         except Ds01Error as exc:
             self._fail(entry, exc.message)

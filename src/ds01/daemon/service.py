@@ -65,6 +65,7 @@ from ds01.core.scheduler import Plan
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
 from ds01.daemon.observed import ObservedContainers
 from ds01.daemon.paths import DaemonPaths
@@ -104,6 +105,7 @@ from ds01.runtime.docker import (
     ports_label,
     requested_ports,
 )
+from ds01.runtime.firewall import Firewall
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +413,7 @@ class Ds01Service:
         clock: returns the current UTC time.
         cgroups: writes aggregate limits on users' cgroup parents (default: the host's
             ``/sys/fs/cgroup`` with the engine's cgroup driver).
+        firewall: the host firewall that guards users' networks (default: ``iptables``).
     """
 
     def __init__(
@@ -422,6 +425,7 @@ class Ds01Service:
         backend_factory: Callable[[Ds01Config], GpuBackend] = lambda c: make_backend(c.gpus),
         clock: Callable[[], datetime] = utc_now,
         cgroups: CgroupManager | None = None,
+        firewall: Firewall | None = None,
     ) -> None:
         self.paths = paths
         self.runtime = runtime
@@ -451,6 +455,9 @@ class Ds01Service:
         self._backend = backend_factory(self._config)
         self.engine = runtime.engine_info()
         self.cgroups = cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
+        self.networks = UserNetworks(
+            runtime, firewall or Firewall(), events, instance_id(paths.state_dir)
+        )
 
     # -- configuration ------------------------------------------------------------------
 
@@ -884,7 +891,8 @@ class Ds01Service:
                 )
             )
         try:
-            self.runtime.create(spec)
+            network = self.networks.ensure(owner.uid)  # guarded before anything is on it
+            self.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
         except Ds01Error as exc:
             self._undo_create(prepared.docker_name, request_id)
             self.events.emit(
@@ -1118,6 +1126,7 @@ class Ds01Service:
                     raise
             # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
             self._enforce(record.user, record_parent(record), aggregate)
+            self.onto_own_network(record)
             self.runtime.start(record.docker_name)
         self.events.emit("container.start", user=caller.name, resource=_resource(record))
         if record.ports:  # Docker chose host ports only now
@@ -1458,9 +1467,34 @@ class Ds01Service:
                 },
             )
         self._remove_parent_if_unused(record_parent(record))
+        self._release_network_if_unused(record.uid)
         self.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)
         self.queue_changed()
+
+    def onto_own_network(self, record: ContainerRecord) -> None:
+        """Before a start: the owner's network guarded (gone with a reboot, or never guarded
+        by this ds01d), and a container made before per-user networks moved onto it."""
+        network = self.networks.ensure(record.uid)
+        if record.status != "running" and record.networks not in ((), (network,)):
+            leave = tuple(n for n in record.networks if n != network)
+            self.runtime.move_to_network(record.docker_name, network, (record.name,), leave)
+            self.events.emit(
+                NETWORK_ACTION,
+                user="ds01d",
+                resource=_resource(record),
+                details={"action": "move", "network": network, "left": list(leave)},
+            )
+
+    def _release_network_if_unused(self, uid: int) -> None:
+        """Remove user ``uid``'s network once their last container is gone. Fails soft."""
+        with self.allocation_lock:
+            try:
+                in_use = {r.uid for r in self.runtime.list_managed()}
+            except Ds01Error as exc:
+                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                return
+            self.networks.release_if_unused(uid, in_use)
 
     def stopped_since(self, record: ContainerRecord) -> datetime | None:
         """When a stopped container stopped (Docker's ``FinishedAt``), asked once per stop."""

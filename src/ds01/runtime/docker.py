@@ -25,10 +25,10 @@ from typing import IO, Any, Literal, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, Mount, NetworkingConfig
 from docker.utils.json_stream import json_stream, stream_as_text
 
-from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
+from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, NotFound
 from ds01.runtime import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
@@ -226,6 +226,8 @@ class ContainerSpec:
     stop_signal: str | None = None  # None: the image's own (usually SIGTERM)
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
+    network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
+    network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -247,6 +249,7 @@ class ContainerRecord:
     request_id: str
     labels: dict[str, str]
     ports: tuple[PortBinding, ...] = ()
+    networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -275,6 +278,7 @@ class ContainerRecord:
             request_id=labels.get(L.REQUEST_ID, ""),
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
+            networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
         )
 
 
@@ -289,6 +293,34 @@ class BuildLimits:
     memory_bytes: int | None = None
     cpus: float | None = None
     shm_size_bytes: int | None = None
+
+
+#: The option of Docker's bridge driver that names the Linux bridge of a network.
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    """A Docker network: its id, name, Linux bridge, labels and attached containers."""
+
+    id: str
+    name: str
+    bridge: str
+    labels: dict[str, str]
+    containers: tuple[str, ...] = ()  # ids of the containers attached now
+
+    @classmethod
+    def from_inspect(cls, attrs: dict[str, Any]) -> NetworkRecord:
+        network_id = str(attrs.get("Id") or "")
+        options = attrs.get("Options") or {}
+        return cls(
+            id=network_id,
+            name=str(attrs.get("Name") or ""),
+            # Docker's own name for a bridge it was not told to name.
+            bridge=str(options.get(BRIDGE_NAME_OPTION) or f"br-{network_id[:12]}"),
+            labels=dict(attrs.get("Labels") or {}),
+            containers=tuple(attrs.get("Containers") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -449,13 +481,18 @@ class DockerRuntime:
             mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
             devices=list(spec.device_nodes) or None,
             device_requests=device_requests,
-            network_mode="bridge",
+            network_mode=spec.network,
             port_bindings={
                 c: (PUBLISH_HOST_IP,) if h is None else (PUBLISH_HOST_IP, h) for c, h in spec.ports
             }
             or None,
             **spec.extra,
         )
+        # Docker's NetworkingConfig maps network names to endpoints (its stub says otherwise).
+        endpoints: Any = {
+            spec.network: self.api.create_endpoint_config(aliases=list(spec.network_aliases))
+        }
+        networking = NetworkingConfig(endpoints) if spec.network_aliases else None
         with docker_errors(f"creating container {spec.docker_name}"):
             response = self.api.create_container(
                 image=spec.image,
@@ -468,6 +505,7 @@ class DockerRuntime:
                 stop_signal=spec.stop_signal,
                 host_config=host_config,
                 ports=[c for c, _ in spec.ports] or None,
+                networking_config=networking,
                 tty=True,
                 stdin_open=True,
             )
@@ -666,6 +704,77 @@ class DockerRuntime:
         itself (not from an image built on it)."""
         summaries = self.api.containers(all=True, filters={"ancestor": image_id})
         return [ContainerRecord.from_summary(s) for s in summaries if s.get("ImageID") == image_id]
+
+    # -- networks --------------------------------------------------------------------------
+
+    @_translated("moving a container to another network")
+    def move_to_network(
+        self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
+    ) -> None:
+        """Attach a (stopped) container to ``network`` under ``aliases``, then detach it from
+        the networks ``leave``; at its next start it has only the new network's address."""
+        self.api.connect_container_to_network(container, network, aliases=list(aliases))
+        for old in leave:
+            self.api.disconnect_container_from_network(container, old)
+
+    def find_network(self, name: str) -> NetworkRecord | None:
+        """The network named exactly ``name``, or ``None``."""
+        with docker_errors(f"looking up network {name}"):
+            try:
+                attrs = self.api.inspect_network(name)
+            except docker.errors.NotFound:
+                return None
+        record = NetworkRecord.from_inspect(attrs)
+        return record if record.name == name else None  # Docker also matches id prefixes
+
+    @_translated("listing networks")
+    def networks(self, label: str) -> list[NetworkRecord]:
+        """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
+        found = []
+        for summary in self.api.networks(filters={"label": label}):
+            with contextlib.suppress(docker.errors.NotFound):  # removed in between
+                found.append(NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"])))
+        return found
+
+    def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
+        """A bridge network ``name`` on Linux bridge ``bridge``; ``Conflict`` if it exists.
+
+        Raises:
+            NoCapacity: Docker has no address range left for another network.
+        """
+        with docker_errors(f"creating network {name}"):
+            try:
+                self.api.create_network(
+                    name,
+                    driver="bridge",
+                    options={BRIDGE_NAME_OPTION: bridge},
+                    labels=labels,
+                    check_duplicate=True,
+                )
+            except docker.errors.APIError as exc:
+                if "available, non-overlapping" in str(exc.explanation or ""):
+                    raise NoCapacity(
+                        f"Docker has no address range left for network {name}: every range "
+                        "of its default-address-pools is in use. Ask an admin (docs/admin.md, "
+                        "per-user networks)."
+                    ) from exc
+                raise
+        record = self.find_network(name)
+        if record is None:
+            raise NotFound(f"network {name} vanished right after it was created")
+        return record
+
+    def remove_network(self, network_id: str) -> None:
+        """Remove a network; one already gone is fine, one in use is a ``Conflict``."""
+        with docker_errors(f"removing network {network_id[:12]}"):
+            try:
+                self.api.remove_network(network_id)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 403:  # "has active endpoints"
+                    raise Conflict(f"network {network_id[:12]}: {exc.explanation}") from exc
+                raise
 
     def delete_image(self, ref: str) -> None:
         """Remove (untag) ``ref``; errors are raised (``Conflict`` when in use), unlike
