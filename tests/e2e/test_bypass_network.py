@@ -12,7 +12,8 @@ port (busybox ``httpd`` as her uid); bob tries from a host shell (Python's socke
 uid), from his container (busybox ``nc``), by address and by her container's name; so do
 users with no container at all. alice's own shell and her other container reach it, root
 does, and her published 127.0.0.1 port still answers. Builds: a RUN step runs in the user's
-build cgroup (inside their cgroup parent) with a pids limit, so a fork loop fails.
+build cgroup (inside their cgroup parent) with a pids limit, so a fork loop fails; it is on
+the user's own network (or none, by policy), so it cannot reach another user's container.
 """
 
 from __future__ import annotations
@@ -295,3 +296,32 @@ def test_a_fork_loop_in_a_build_step_meets_her_pids_limit(ds01d, unix_users):
         r":pids:/ds01\.slice/[^ ]*alice[^/ ]*\.slice/[^/ ]*-build\.slice/", result.stdout
     ), describe(result)
     assert f"at most {PIDS_LIMIT} processes" in result.stdout, describe(result)
+
+
+def test_a_build_step_cannot_reach_another_users_container(alice_serves):
+    d, address = alice_serves["d"], alice_serves["address"]
+    bob = pwd.getpwnam("bob").pw_uid
+    context = build_context(
+        "bob",
+        f"RUN printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {SERVED_PORT}; "
+        "echo nc-exit=$?; ls /sys/class/net",
+    )
+
+    result = build(d, "bob", context)
+
+    assert result.returncode == 0, describe(result)
+    assert "nc-exit=" in result.stdout and SECRET not in result.stdout, describe(result)
+    assert "eth0" in result.stdout, describe(result)  # it has a network: his own
+    assert f"your own network {network_of(bob)}" in result.stdout, describe(result)
+
+
+def test_with_build_network_off_a_build_step_has_no_network(ds01d, unix_users):
+    limits = LIMITS + "    policies:\n      users:\n        bob: {build_network: false}\n"
+    d = ds01d(resource_limits=limits, images=TEST_IMAGES_YAML)
+    context = build_context("bob", "RUN echo interfaces: $(ls /sys/class/net)")
+
+    result = build(d, "bob", context)
+
+    assert result.returncode == 0, describe(result)
+    assert "interfaces: lo" in result.stdout and "eth0" not in result.stdout, describe(result)
+    assert "no network" in result.stdout, describe(result)

@@ -73,6 +73,7 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
         "demand_idle_factor": 0.5,
         "created_unstarted_minutes": 30.0,
         "container_hold_after_stop_hours": 168.0,
+        "build_network": True,
         "webhook_url": None,
     }
     for text in ("", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}"):

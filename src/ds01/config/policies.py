@@ -179,6 +179,12 @@ class LifecyclePolicy(BaseModel):
         description="Hours after which a stopped container is removed (its /workspace stays); "
         "null = never removed.",
     )
+    build_network: bool = Field(
+        default=True,
+        description="Whether the RUN steps of image builds get a network: the user's own "
+        "network (other users' containers unreachable), e.g. for package installs; "
+        "false = no network in builds.",
+    )
     webhook_url: str | None = Field(
         default=None,
         description="http(s) URL that receives every lifecycle warning and stop as a JSON "

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ds01.config.loader import Ds01Config
+from ds01.config.resolve import resolve_policy
 from ds01.core.image_build import (
     BaseReference,
     BuildTarget,
@@ -53,6 +54,7 @@ from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser
 from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
+from ds01.daemon.networks import network_name
 from ds01.daemon.service import DEFAULT_SLICE_GROUP, Ds01Service
 from ds01.errors import (
     Conflict,
@@ -173,7 +175,8 @@ class _BuildPlan:
 def build_limits(service: Ds01Service, user: UnixUser) -> tuple[BuildLimits, str]:
     """What each step of ``user``'s builds may use, and their cgroup parent path: the
     per-container CPU, memory and shm limits, within the user's totals and the host; the
-    user's build cgroup inside their parent (``build_slice_path``)."""
+    user's build cgroup inside their parent (``build_slice_path``); their own network, or
+    none when the ``build_network`` policy says so."""
     limits = service.limits_for(user)
     aggregate = service.aggregate_for(user)
     memory = [m for m in (limits.memory_limit_bytes, aggregate.memory_limit_bytes) if m]
@@ -181,6 +184,7 @@ def build_limits(service: Ds01Service, user: UnixUser) -> tuple[BuildLimits, str
     group = limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP
     parent = user_slice_path(group, user.name)
     builds = build_slice_path(parent)
+    policy = resolve_policy(service.config().limits, user.name, user.groups)
     return (
         BuildLimits(
             cgroup_parent=slice_unit(builds)
@@ -189,6 +193,7 @@ def build_limits(service: Ds01Service, user: UnixUser) -> tuple[BuildLimits, str
             memory_bytes=min(memory) if memory else None,
             cpus=min([*cpus, float(service.engine.cpus)]) if cpus else None,
             shm_size_bytes=limits.shm_size_bytes,
+            network_mode=network_name(user.uid) if policy.build_network else "none",
         ),
         parent,
     )
@@ -211,6 +216,7 @@ def _limits_info(limits: BuildLimits, pids: int | None) -> dict[str, Any]:
         "cpus": limits.cpus,
         "memory_bytes": limits.memory_bytes,
         "pids": pids,
+        "network": limits.network_mode,
         "cgroup_parent": limits.cgroup_parent,
     }
 
@@ -473,8 +479,12 @@ def _run_build(
         jobs.add_line(job, f"warning: {warning}")
     error: str | None = None
     image_id: str | None = None
+    network = contextlib.ExitStack()
     try:
         _apply_totals(service, caller.user, plan)
+        if limits.network_mode != "none":
+            network.enter_context(service.networks.holding(caller.uid))
+            service.networks.ensure(caller.uid)  # guarded before the first step runs
         stream = service.runtime.build_image(
             archive,
             dockerfile=plan.dockerfile,
@@ -525,9 +535,11 @@ def _run_build(
         error = exc.message
     finally:
         archive.close()
+        network.close()
         if not [j for j in jobs.running(caller.uid) if j is not job and j.kind == "build"]:
             service._remove_parent_if_unused(plan.build_parent)  # empty ancestors with it
             service._remove_parent_if_unused(plan.parent)
+            service._release_network_if_unused(caller.uid)
     seconds = time.monotonic() - started
     if error is not None:
         _build_event(service, caller, plan, started, error=error)

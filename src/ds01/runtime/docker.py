@@ -293,6 +293,7 @@ class BuildLimits:
     memory_bytes: int | None = None
     cpus: float | None = None
     shm_size_bytes: int | None = None
+    network_mode: str = "none"  # or the user's own network
 
 
 #: The option of Docker's bridge driver that names the Linux bridge of a network.
@@ -630,6 +631,13 @@ class DockerRuntime:
         ``LABEL`` of the same key. docker-py's ``build`` has no cgroup parent or CPU quota,
         so the Engine API's ``/build`` is called directly. The image is left untagged: the
         caller tags it (``tag_image``) once it has checked it.
+
+        What the legacy builder of Docker 20.10 cannot restrict for a step's container:
+        capabilities (Docker's default set, ``NET_RAW`` included: no ``cap_drop`` on
+        ``/build``), ``no-new-privileges`` and seccomp/AppArmor profiles (``securityopt`` is
+        refused on Linux: "does not support setting security options on build"), the user
+        (steps run as the image's ``USER``, root by default) and a per-container pids limit
+        (none on ``/build``: ds01 sets ``pids.max`` on ``limits.cgroup_parent`` instead).
         """
         params: dict[str, Any] = {
             "dockerfile": dockerfile,
@@ -640,6 +648,7 @@ class DockerRuntime:
             "q": "0",
             "labels": json.dumps(labels),
             "cgroupparent": limits.cgroup_parent,
+            "networkmode": limits.network_mode,
         }
         if limits.memory_bytes is not None:
             # Same as containers: no swap beyond the memory limit.
