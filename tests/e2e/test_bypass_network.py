@@ -257,6 +257,30 @@ def test_a_container_made_before_per_user_networks_moves_onto_hers_at_start(
     assert host_connect("bob", address, SERVED_PORT).startswith(BLOCKED)
 
 
+def test_at_start_it_guards_every_ds01_network_and_removes_only_its_own_unused_ones(
+    ds01d, docker_client, unix_users
+):
+    alice = unix_users["alice"].pw_uid
+    foreign = docker_client.networks.create(
+        "ds01-u4242",
+        driver="bridge",
+        options={"com.docker.network.bridge.name": "ds01u4242"},
+        labels={"ds01.network": "user", "ds01.uid": "4242", "ds01.instance": "another-ds01d"},
+    )
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created = d.cli("alice", "container-create", "gone", "--image", "busybox")
+    assert created.returncode == 0, describe(created)
+    # Removed behind ds01d's back: at its next start her network has no container left.
+    docker_client.api.remove_container(f"gone._.{alice}", force=True)
+
+    d.restart()
+
+    assert not docker_client.networks.list(names=[network_of(alice)])
+    assert "-A DS01 -o ds01u4242 -j DS01-ds01u4242" in firewall_rules()  # guarded, not removed
+    foreign.reload()
+    assert foreign.name == "ds01-u4242"
+
+
 # -- builds ----------------------------------------------------------------------------------
 
 
