@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGE, TEST_IMAGES_YAML, describe
+from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, describe
 
 #: A small pids limit, so that a fork loop in a build meets it quickly.
 PIDS_LIMIT = 64
@@ -279,6 +279,25 @@ def test_at_start_it_guards_every_ds01_network_and_removes_only_its_own_unused_o
     assert "-A DS01 -o ds01u4242 -j DS01-ds01u4242" in firewall_rules()  # guarded, not removed
     foreign.reload()
     assert foreign.name == "ds01-u4242"
+
+
+def test_without_iptables_no_container_is_created_and_admins_are_told(
+    ds01d, docker_client, unix_users
+):
+    # ds01d finds no iptables on its PATH: it cannot guard a network.
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML, env={"PATH": str(BIN_DIR)})
+
+    created = d.cli("alice", "container-create", "open", "--image", "busybox", "--start")
+
+    assert created.returncode == 1, describe(created)
+    assert "firewall" in created.stderr and "iptables" in created.stderr, describe(created)
+    alice = unix_users["alice"].pw_uid
+    assert not docker_client.containers.list(all=True, filters={"name": f"open._.{alice}"})
+    assert not docker_client.networks.list(names=[network_of(alice)])  # none left unguarded
+    assert d.events_where(action="network.firewall", outcome="failure")
+    assert doctor_firewall(d)["level"] == "critical"
+    listed = d.cli("alice", "container-list")
+    assert listed.returncode == 0, describe(listed)  # ds01d itself keeps serving
 
 
 # -- builds ----------------------------------------------------------------------------------

@@ -169,26 +169,28 @@ class UserNetworks:
         name = network_name(uid)
         with self._lock:
             network = self.runtime.find_network(name)
-            if network is None:
-                network = self._create(uid)
-            elif owner_uid(network) != uid:
+            if network is not None and owner_uid(network) != uid:
                 raise SystemFault(
                     f"Docker network {name} exists but is not ds01's network of uid {uid}, so "
                     "ds01 will not put containers on it. An admin must remove or rename it "
                     f"(docker network rm {name})."
                 )
-            if self._guarded.get(name) != network.id:
-                try:
-                    self.firewall.guard(network.bridge, uid)
-                except FirewallError as exc:
-                    self._firewall_failed(exc)
-                    raise FirewallError(
-                        "Your container was not created or started: the firewall that keeps "
-                        "other users away from it could not be installed "
-                        f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
-                    ) from exc
-                self._guarded[name] = network.id
-                self.firewall_error = None
+            if network is not None and self._guarded.get(name) == network.id:
+                return name
+            try:
+                self.firewall.install_base()  # before a network exists that it cannot guard
+                if network is None:
+                    network = self._create(uid)
+                self.firewall.guard(network.bridge, uid)
+            except FirewallError as exc:
+                self._firewall_failed(exc)
+                raise FirewallError(
+                    "Nothing was created, started or built: the firewall that keeps other "
+                    "users away from your containers could not be installed "
+                    f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
+                ) from exc
+            self._guarded[name] = network.id
+            self.firewall_error = None
             return name
 
     def _create(self, uid: int) -> NetworkRecord:
