@@ -7,6 +7,11 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 fi
+# ds01d's firewall rules for users' networks need iptables (docker.io depends on it too).
+if ! command -v iptables >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends iptables >/dev/null
+fi
 if docker info >/dev/null 2>&1; then
   exit 0
 fi

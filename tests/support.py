@@ -92,8 +92,33 @@ def remove_managed_containers() -> None:
                 pass
             except APIError as exc:  # e.g. "removal already in progress"
                 print(f"ds01 tests: could not remove {container.name}: {exc}", file=sys.stderr)
+        remove_user_networks(client)
     finally:
         client.close()
+
+
+def remove_user_networks(client: Any) -> None:
+    """Remove every per-user network of ds01 (label ``ds01.network``) and its firewall
+    rules: leftovers of the current or a previous test (each test's ds01d is an instance of
+    its own, which removes only the networks it made)."""
+    from docker.errors import APIError, NotFound
+
+    from ds01.runtime.firewall import Firewall, FirewallError
+
+    for network in client.networks.list(filters={"label": "ds01.network"}):
+        bridge = (network.attrs.get("Options") or {}).get("com.docker.network.bridge.name")
+        try:
+            network.remove()
+        except NotFound:
+            pass
+        except APIError as exc:
+            print(f"ds01 tests: could not remove network {network.name}: {exc}", file=sys.stderr)
+            continue
+        if bridge:
+            try:
+                Firewall().unguard(bridge)
+            except FirewallError as exc:
+                print(f"ds01 tests: rules of {bridge} left: {exc.message}", file=sys.stderr)
 
 
 def make_world_traversable_dir(prefix: str) -> Path:

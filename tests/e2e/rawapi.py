@@ -328,10 +328,10 @@ def container_problems(
 ) -> list[str]:
     """What is wrong with a container ds01d made for ``owner`` (a ``pwd.struct_passwd``),
     judged from ``docker inspect`` alone; ``[]`` when it is hers, unprivileged and bounded:
-    not privileged, bridge network, her cgroup parent, her uid and labels, no added
-    capabilities or host namespaces, ports published only on 127.0.0.1 (not on a system
-    port), GPU variables naming exactly the devices its labels
-    record (``void`` for none), bind mounts only of directories she owns, and memory and
+    not privileged, on her own network only (``ds01-u<uid>``), her cgroup parent, her uid
+    and labels, no added capabilities or host namespaces, ports published only on 127.0.0.1
+    (not on a system port), GPU variables naming exactly the devices its labels record
+    (``void`` for none), bind mounts only of directories she owns, and memory and
     CPU limits that are set (Docker reads 0 as "unlimited") and within the given limits."""
     host, config = attrs["HostConfig"], attrs["Config"]
     labels = config["Labels"] or {}
@@ -342,7 +342,10 @@ def container_problems(
             problems.append(what)
 
     check(host["Privileged"] is False, f"Privileged={host['Privileged']}")
-    check(host["NetworkMode"] == "bridge", f"NetworkMode={host['NetworkMode']}")
+    own_network = f"ds01-u{owner.pw_uid}"
+    check(host["NetworkMode"] == own_network, f"NetworkMode={host['NetworkMode']}")
+    networks = sorted((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+    check(networks == [own_network], f"Networks={networks}")
     check(host["CgroupParent"] == cgroup_parent, f"CgroupParent={host['CgroupParent']}")
     check(host.get("PidMode") in ("", None), f"PidMode={host.get('PidMode')}")
     check(host.get("IpcMode") != "host", "IpcMode=host")

@@ -177,7 +177,7 @@ def test_containers_have_quota_limits_identity_and_hardening(
         assert host["CapDrop"] == ["ALL"], name
         assert "no-new-privileges" in (host["SecurityOpt"] or []), name
         assert host["CgroupParent"] == ALICE_CGROUP_PARENT, name
-        assert host["NetworkMode"] == "bridge", name
+        assert host["NetworkMode"] == f"ds01-u{alice.pw_uid}", name  # her own network
 
 
 def test_labels_record_owner_and_the_devices_that_list_and_status_report(
@@ -445,7 +445,8 @@ def test_published_ports_listen_on_127_0_0_1_only(ds01d, fake_gpu_nodes, docker_
     )["Id"]
     docker_client.api.exec_start(exec_id, detach=True)
     assert "hello from web" in http_get("127.0.0.1", chosen)
-    gateway = attrs["NetworkSettings"]["Gateway"]  # the host's address on Docker's bridge
+    # The host's address on her network's bridge.
+    gateway = attrs["NetworkSettings"]["Networks"][f"ds01-u{alice.pw_uid}"]["Gateway"]
     with pytest.raises(OSError):
         socket.create_connection((gateway, chosen), timeout=2).close()
 

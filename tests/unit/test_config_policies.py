@@ -76,6 +76,7 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
         "max_queued": 10,
         "disk_warning_fraction": 0.9,
         "disk_grace_minutes": 10.0,
+        "build_network": True,
         "webhook_url": None,
     }
     for text in ("", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}"):

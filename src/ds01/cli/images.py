@@ -281,11 +281,15 @@ def _finish(client: Ds01Client, job: dict[str, Any], *, as_json: bool) -> None:
 def _limits_text(limits: dict[str, Any]) -> str:
     cpus = limits.get("cpus")
     memory = limits.get("memory_bytes")
+    pids, network = limits.get("pids"), limits.get("network")
     parts = [
         f"{render.number(cpus)} CPUs" if cpus else "all CPUs",
         f"{_size(memory)} memory" if memory else "no memory limit",
+        f"at most {pids} processes" if pids else "no process limit",
         "no GPU",
     ]
+    if network:
+        parts.append("no network" if network == "none" else f"your own network {network}")
     return ", ".join(parts)
 
 

@@ -206,6 +206,12 @@ class LifecyclePolicy(BaseModel):
         description="Minutes from the first measurement over a disk limit to the stop: the "
         "owner is warned and may delete files in that time.",
     )
+    build_network: bool = Field(
+        default=True,
+        description="Whether the RUN steps of image builds get a network: the user's own "
+        "network (other users' containers unreachable), e.g. for package installs; "
+        "false = no network in builds.",
+    )
     webhook_url: str | None = Field(
         default=None,
         description="http(s) URL that receives every lifecycle warning and stop as a JSON "

@@ -36,6 +36,7 @@ from ds01.errors import Ds01Error, PermissionDenied
 
 if TYPE_CHECKING:
     from ds01.daemon.identity import Caller
+    from ds01.daemon.networks import UserNetworks
     from ds01.daemon.service import Ds01Service
     from ds01.runtime.cgroups import CgroupManager
 
@@ -286,6 +287,33 @@ def check_disk_limits(mode: str, reason: str, lifecycle_running: bool) -> Findin
     )
 
 
+def check_firewall(networks: UserNetworks) -> Finding:
+    """Whether ds01's firewall rules guard every user network (``ds01.daemon.networks``)."""
+    hint = (
+        "Install iptables (apt-get install iptables) and restart ds01d; until then ds01 "
+        "creates and starts no container."
+    )
+    try:
+        missing = networks.unguarded()
+    except Ds01Error as exc:
+        return Finding(
+            "firewall", "critical", f"ds01's firewall rules cannot be read: {exc.message}.", hint
+        )
+    if missing or networks.firewall_error:
+        why = networks.firewall_error or "rules missing for " + ", ".join(missing)
+        return Finding(
+            "firewall",
+            "critical",
+            f"Other users may reach containers' addresses from the host: {why}.",
+            hint if networks.firewall_error else "Restart ds01d: it installs them again.",
+        )
+    return Finding(
+        "firewall",
+        "ok",
+        "Only each network's owner and root reach containers from the host (iptables DS01).",
+    )
+
+
 def check_api_socket(path: Path) -> Finding:
     """ds01d's socket: there, and open to every user (who they are comes from the kernel)."""
     try:
@@ -405,6 +433,7 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         lambda: check_admin_group(config.limits.admin_group),
         lambda: check_config(service.paths.config_dir),
         lambda: check_api_socket(service.paths.socket),
+        lambda: check_firewall(service.networks),
         audit_log,
         gpus,
         lambda: check_disk_limits(

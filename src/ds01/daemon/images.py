@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ds01.config.loader import Ds01Config
+from ds01.config.resolve import resolve_policy
 from ds01.core.image_build import (
     BaseReference,
     BuildTarget,
@@ -53,7 +54,8 @@ from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser
 from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
-from ds01.daemon.service import DEFAULT_SLICE_GROUP, Ds01Service, cgroup_parent
+from ds01.daemon.networks import network_name
+from ds01.daemon.service import DEFAULT_SLICE_GROUP, Ds01Service
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -64,7 +66,13 @@ from ds01.errors import (
     QuotaExceeded,
 )
 from ds01.runtime import labels as L
-from ds01.runtime.cgroups import user_slice_path
+from ds01.runtime.cgroups import (
+    AggregateLimits,
+    CgroupError,
+    build_slice_path,
+    slice_unit,
+    user_slice_path,
+)
 from ds01.runtime.docker import BuildLimits
 
 log = logging.getLogger(__name__)
@@ -159,32 +167,56 @@ class _BuildPlan:
     limits: BuildLimits
     parent: str  # the user's cgroup parent, as a path below the cgroup root
     pull: bool
+    build_parent: str  # where the steps run, inside ``parent``: it holds the pids limit
+    pids: int | None  # the most processes all steps of the user's builds may have at once
     no_cache: bool
 
 
 def build_limits(service: Ds01Service, user: UnixUser) -> tuple[BuildLimits, str]:
     """What each step of ``user``'s builds may use, and their cgroup parent path: the
-    per-container CPU, memory and shm limits, within the user's totals and the host."""
+    per-container CPU, memory and shm limits, within the user's totals and the host; the
+    user's build cgroup inside their parent (``build_slice_path``); their own network, or
+    none when the ``build_network`` policy says so."""
     limits = service.limits_for(user)
     aggregate = service.aggregate_for(user)
     memory = [m for m in (limits.memory_limit_bytes, aggregate.memory_limit_bytes) if m]
     cpus = [c for c in (limits.cpu_limit, aggregate.cpu_limit) if c]
     group = limits.groups[0] if limits.groups else DEFAULT_SLICE_GROUP
+    parent = user_slice_path(group, user.name)
+    builds = build_slice_path(parent)
+    policy = resolve_policy(service.config().limits, user.name, user.groups)
     return (
         BuildLimits(
-            cgroup_parent=cgroup_parent(group, user.name, service.engine.cgroup_driver),
+            cgroup_parent=slice_unit(builds)
+            if service.engine.cgroup_driver == "systemd"
+            else builds,
             memory_bytes=min(memory) if memory else None,
             cpus=min([*cpus, float(service.engine.cpus)]) if cpus else None,
             shm_size_bytes=limits.shm_size_bytes,
+            network_mode=network_name(user.uid) if policy.build_network else "none",
         ),
-        user_slice_path(group, user.name),
+        parent,
     )
 
 
-def _limits_info(limits: BuildLimits) -> dict[str, Any]:
+def build_pids_limit(service: Ds01Service, user: UnixUser) -> int | None:
+    """The most processes the steps of ``user``'s builds may have together: their
+    per-container ``pids_limit`` (a build is one container at a time), within their
+    aggregate total; ``None`` when both are unlimited."""
+    pids = [
+        p
+        for p in (service.limits_for(user).pids_limit, service.aggregate_for(user).pids_limit)
+        if p
+    ]
+    return min(pids) if pids else None
+
+
+def _limits_info(limits: BuildLimits, pids: int | None) -> dict[str, Any]:
     return {
         "cpus": limits.cpus,
         "memory_bytes": limits.memory_bytes,
+        "pids": pids,
+        "network": limits.network_mode,
         "cgroup_parent": limits.cgroup_parent,
     }
 
@@ -398,6 +430,8 @@ def start_build(
         parent=parent,
         pull=request.pull,
         no_cache=request.no_cache,
+        build_parent=build_slice_path(parent),
+        pids=build_pids_limit(service, caller.user),
     )
     try:
         job = jobs.start(
@@ -407,7 +441,7 @@ def start_build(
             target.reference,
             _now(service),
             lambda job: _run_build(service, caller, job, archive, plan, warnings),
-            limits=_limits_info(limits),
+            limits=_limits_info(limits, plan.pids),
         )
     except Ds01Error as exc:
         archive.close()
@@ -416,10 +450,18 @@ def start_build(
     return job.info()
 
 
-def _apply_totals(service: Ds01Service, user: UnixUser, parent: str) -> None:
-    """Write the user's totals on their cgroup parent (creating it), as a create does."""
+def _apply_totals(service: Ds01Service, user: UnixUser, plan: _BuildPlan) -> None:
+    """Write the user's totals on their cgroup parent (creating it), as a create does, and
+    the pids limit of their builds on the build cgroup inside it. Fails closed: a limit
+    that cannot be written stops the build."""
     with service.allocation_lock:
-        service._enforce(user.name, parent, service.aggregate_for(user))
+        service._enforce(user.name, plan.parent, service.aggregate_for(user))
+        try:
+            service.cgroups.apply(plan.build_parent, AggregateLimits(pids=plan.pids))
+        except CgroupError as exc:
+            raise CgroupError(
+                f"The build was stopped: its process limit could not be set ({exc.message})."
+            ) from exc
 
 
 def _run_build(
@@ -437,8 +479,12 @@ def _run_build(
         jobs.add_line(job, f"warning: {warning}")
     error: str | None = None
     image_id: str | None = None
+    network = contextlib.ExitStack()
     try:
-        _apply_totals(service, caller.user, plan.parent)
+        _apply_totals(service, caller.user, plan)
+        if limits.network_mode != "none":
+            network.enter_context(service.networks.holding(caller.uid))
+            service.networks.ensure(caller.uid)  # guarded before the first step runs
         stream = service.runtime.build_image(
             archive,
             dockerfile=plan.dockerfile,
@@ -460,7 +506,7 @@ def _run_build(
                             jobs.update(job, step=step[0], steps=step[1])
                             # The parent may have been removed and made again by Docker
                             # without the totals (the user's last container went): again.
-                            _apply_totals(service, caller.user, plan.parent)
+                            _apply_totals(service, caller.user, plan)
                 elif message.get("error"):
                     error = str(message["error"]).strip()
                 elif isinstance(message.get("aux"), dict):
@@ -489,8 +535,11 @@ def _run_build(
         error = exc.message
     finally:
         archive.close()
+        network.close()
         if not [j for j in jobs.running(caller.uid) if j is not job and j.kind == "build"]:
+            service._remove_parent_if_unused(plan.build_parent)  # empty ancestors with it
             service._remove_parent_if_unused(plan.parent)
+            service._release_network_if_unused(caller.uid)
     seconds = time.monotonic() - started
     if error is not None:
         _build_event(service, caller, plan, started, error=error)

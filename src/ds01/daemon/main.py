@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.disk import DiskMeter, detect_storage
     from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.lifecycle import LifecycleLoop
+    from ds01.daemon.networks import network_name
     from ds01.daemon.observed import ObservedContainers
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         service.storage = detect_storage(runtime)
         removed = service.reconcile()
         emptied = service.reconcile_cgroups()
+        # The firewall before anything is served; a failure is logged and fails closed.
+        records = service.runtime.list_managed()
+        service.networks.reconcile(r.uid for r in records)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
     log = logging.getLogger("ds01d")
@@ -178,6 +182,13 @@ def main(argv: list[str] | None = None) -> None:
     if emptied:
         log.info("removed %d empty cgroup parent(s): %s", len(emptied), ", ".join(emptied))
     log.info("cgroups: %r", service.cgroups)
+    legacy = [r.docker_name for r in records if r.networks not in ((), (network_name(r.uid),))]
+    if legacy:
+        log.warning(
+            "%d container(s) not on their owner's network until their next start: %s",
+            len(legacy),
+            ", ".join(legacy),
+        )
     watcher = OomWatcher(
         service.runtime,
         service.cgroups,

@@ -78,6 +78,7 @@ from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
 from ds01.daemon.observed import ObservedContainers
 from ds01.daemon.paths import DaemonPaths
@@ -119,6 +120,7 @@ from ds01.runtime.docker import (
     ports_label,
     requested_ports,
 )
+from ds01.runtime.firewall import Firewall
 from ds01.runtime.staging import STAGING_DIR, MountStaging, PathStep, open_directory_nofollow
 from ds01.runtime.userfs import UserIds, make_directory
 
@@ -432,6 +434,7 @@ class Ds01Service:
         clock: returns the current UTC time.
         cgroups: writes aggregate limits on users' cgroup parents (default: the host's
             ``/sys/fs/cgroup`` with the engine's cgroup driver).
+        firewall: the host firewall that guards users' networks (default: ``iptables``).
     """
 
     def __init__(
@@ -443,6 +446,7 @@ class Ds01Service:
         backend_factory: Callable[[Ds01Config], GpuBackend] = lambda c: make_backend(c.gpus),
         clock: Callable[[], datetime] = utc_now,
         cgroups: CgroupManager | None = None,
+        firewall: Firewall | None = None,
     ) -> None:
         self.paths = paths
         self.runtime = runtime
@@ -478,6 +482,9 @@ class Ds01Service:
         self.disk_usage: dict[str, disk.DiskUse] = {}
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)
+        self.networks = UserNetworks(
+            runtime, firewall or Firewall(), events, instance_id(paths.state_dir)
+        )
 
     # -- configuration ------------------------------------------------------------------
 
@@ -949,7 +956,8 @@ class Ds01Service:
                 )
             )
         try:
-            self.runtime.create(spec)
+            network = self.networks.ensure(owner.uid)  # guarded before anything is on it
+            self.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
         except Ds01Error as exc:
             self._undo_create(prepared.docker_name, request_id)
             self.events.emit(
@@ -1405,10 +1413,12 @@ class Ds01Service:
     def launch(self, caller: Caller, owner: UnixUser, record: ContainerRecord) -> None:
         """Under the allocation lock: start ``record`` in Docker (if it is not running).
 
-        First its binds are staged again from descriptors (the directory checked is the
-        directory mounted: ``ds01.runtime.staging``), then each fixed host port must be free
-        on 127.0.0.1 (never a URL that leads to someone else's listener); a port Docker finds
-        taken at the start itself is the same refusal. Every refusal is an event.
+        First the owner's network is guarded (and an older container moved onto it:
+        ``onto_own_network``), its binds are staged again from descriptors (the directory
+        checked is the directory mounted: ``ds01.runtime.staging``), then each fixed host
+        port must be free on 127.0.0.1 (never a URL that leads to someone else's listener);
+        a port Docker finds taken at the start itself is the same refusal. Every refusal is
+        an event.
 
         Raises:
             PermissionDenied: a bind source is no longer the owner's own directory.
@@ -1416,6 +1426,7 @@ class Ds01Service:
         """
         if record.status == "running":
             return
+        self.onto_own_network(record)
         for fd, container, what in self._bind_sources(caller, owner, record):
             if fd is None:
                 continue
@@ -1694,9 +1705,34 @@ class Ds01Service:
                 },
             )
         self._remove_parent_if_unused(record_parent(record))
+        self._release_network_if_unused(record.uid)
         self.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)
         self.queue_changed()
+
+    def onto_own_network(self, record: ContainerRecord) -> None:
+        """Before a start: the owner's network guarded (gone with a reboot, or never guarded
+        by this ds01d), and a container made before per-user networks moved onto it."""
+        network = self.networks.ensure(record.uid)
+        if record.status != "running" and record.networks not in ((), (network,)):
+            leave = tuple(n for n in record.networks if n != network)
+            self.runtime.move_to_network(record.docker_name, network, (record.name,), leave)
+            self.events.emit(
+                NETWORK_ACTION,
+                user="ds01d",
+                resource=_resource(record),
+                details={"action": "move", "network": network, "left": list(leave)},
+            )
+
+    def _release_network_if_unused(self, uid: int) -> None:
+        """Remove user ``uid``'s network once their last container is gone. Fails soft."""
+        with self.allocation_lock:
+            try:
+                in_use = {r.uid for r in self.runtime.list_managed()}
+            except Ds01Error as exc:
+                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                return
+            self.networks.release_if_unused(uid, in_use)
 
     def stopped_since(self, record: ContainerRecord) -> datetime | None:
         """When a stopped container stopped (Docker's ``FinishedAt``), asked once per stop."""

@@ -94,6 +94,14 @@ def user_slice_path(group: str, user: str) -> str:
     return f"/{SLICE_ROOT}/ds01-{g}.slice/ds01-{g}-{u}.slice"
 
 
+def build_slice_path(user_parent: str) -> str:
+    """The cgroup of a user's image builds, inside their parent (so their totals hold for
+    builds too): ``…/ds01-<group>-<user>.slice/ds01-<group>-<user>-build.slice``, which is
+    also how systemd nests ``ds01-<group>-<user>-build.slice``."""
+    path = PurePosixPath(user_parent)
+    return f"{path}/{path.name.removesuffix('.slice')}-build.slice"
+
+
 def slice_unit(parent: str) -> str:
     """The systemd unit of a parent path: its last component (``ds01-phd-jane.slice``)."""
     return PurePosixPath(parent).name

@@ -26,10 +26,10 @@ from typing import IO, Any, Literal, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount
+from docker.types import DeviceRequest, LogConfig, Mount, NetworkingConfig
 from docker.utils.json_stream import json_stream, stream_as_text
 
-from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound, PortInUse
+from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, NotFound, PortInUse
 from ds01.runtime import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
@@ -244,6 +244,8 @@ class ContainerSpec:
     storage_size_bytes: int | None = None
     # The engine's logging driver when it rotates (json-file, local): logs are capped.
     rotating_log_driver: str | None = None
+    network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
+    network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,6 +267,7 @@ class ContainerRecord:
     request_id: str
     labels: dict[str, str]
     ports: tuple[PortBinding, ...] = ()
+    networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -293,6 +296,7 @@ class ContainerRecord:
             request_id=labels.get(L.REQUEST_ID, ""),
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
+            networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
         )
 
 
@@ -307,6 +311,35 @@ class BuildLimits:
     memory_bytes: int | None = None
     cpus: float | None = None
     shm_size_bytes: int | None = None
+    network_mode: str = "none"  # or the user's own network
+
+
+#: The option of Docker's bridge driver that names the Linux bridge of a network.
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    """A Docker network: its id, name, Linux bridge, labels and attached containers."""
+
+    id: str
+    name: str
+    bridge: str
+    labels: dict[str, str]
+    containers: tuple[str, ...] = ()  # ids of the containers attached now
+
+    @classmethod
+    def from_inspect(cls, attrs: dict[str, Any]) -> NetworkRecord:
+        network_id = str(attrs.get("Id") or "")
+        options = attrs.get("Options") or {}
+        return cls(
+            id=network_id,
+            name=str(attrs.get("Name") or ""),
+            # Docker's own name for a bridge it was not told to name.
+            bridge=str(options.get(BRIDGE_NAME_OPTION) or f"br-{network_id[:12]}"),
+            labels=dict(attrs.get("Labels") or {}),
+            containers=tuple(attrs.get("Containers") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -468,7 +501,7 @@ class DockerRuntime:
             mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
             devices=list(spec.device_nodes) or None,
             device_requests=device_requests,
-            network_mode="bridge",
+            network_mode=spec.network,
             storage_opt={"size": str(spec.storage_size_bytes)} if spec.storage_size_bytes else None,
             log_config=LogConfig(
                 type=spec.rotating_log_driver,
@@ -482,6 +515,11 @@ class DockerRuntime:
             or None,
             **spec.extra,
         )
+        # Docker's NetworkingConfig maps network names to endpoints (its stub says otherwise).
+        endpoints: Any = {
+            spec.network: self.api.create_endpoint_config(aliases=list(spec.network_aliases))
+        }
+        networking = NetworkingConfig(endpoints) if spec.network_aliases else None
         with docker_errors(f"creating container {spec.docker_name}"):
             response = self.api.create_container(
                 image=spec.image,
@@ -494,6 +532,7 @@ class DockerRuntime:
                 stop_signal=spec.stop_signal,
                 host_config=host_config,
                 ports=[c for c, _ in spec.ports] or None,
+                networking_config=networking,
                 tty=True,
                 stdin_open=True,
             )
@@ -677,6 +716,13 @@ class DockerRuntime:
         ``LABEL`` of the same key. docker-py's ``build`` has no cgroup parent or CPU quota,
         so the Engine API's ``/build`` is called directly. The image is left untagged: the
         caller tags it (``tag_image``) once it has checked it.
+
+        What the legacy builder of Docker 20.10 cannot restrict for a step's container:
+        capabilities (Docker's default set, ``NET_RAW`` included: no ``cap_drop`` on
+        ``/build``), ``no-new-privileges`` and seccomp/AppArmor profiles (``securityopt`` is
+        refused on Linux: "does not support setting security options on build"), the user
+        (steps run as the image's ``USER``, root by default) and a per-container pids limit
+        (none on ``/build``: ds01 sets ``pids.max`` on ``limits.cgroup_parent`` instead).
         """
         params: dict[str, Any] = {
             "dockerfile": dockerfile,
@@ -687,6 +733,7 @@ class DockerRuntime:
             "q": "0",
             "labels": json.dumps(labels),
             "cgroupparent": limits.cgroup_parent,
+            "networkmode": limits.network_mode,
         }
         if limits.memory_bytes is not None:
             # Same as containers: no swap beyond the memory limit.
@@ -751,6 +798,77 @@ class DockerRuntime:
         itself (not from an image built on it)."""
         summaries = self.api.containers(all=True, filters={"ancestor": image_id})
         return [ContainerRecord.from_summary(s) for s in summaries if s.get("ImageID") == image_id]
+
+    # -- networks --------------------------------------------------------------------------
+
+    @_translated("moving a container to another network")
+    def move_to_network(
+        self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
+    ) -> None:
+        """Attach a (stopped) container to ``network`` under ``aliases``, then detach it from
+        the networks ``leave``; at its next start it has only the new network's address."""
+        self.api.connect_container_to_network(container, network, aliases=list(aliases))
+        for old in leave:
+            self.api.disconnect_container_from_network(container, old)
+
+    def find_network(self, name: str) -> NetworkRecord | None:
+        """The network named exactly ``name``, or ``None``."""
+        with docker_errors(f"looking up network {name}"):
+            try:
+                attrs = self.api.inspect_network(name)
+            except docker.errors.NotFound:
+                return None
+        record = NetworkRecord.from_inspect(attrs)
+        return record if record.name == name else None  # Docker also matches id prefixes
+
+    @_translated("listing networks")
+    def networks(self, label: str) -> list[NetworkRecord]:
+        """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
+        found = []
+        for summary in self.api.networks(filters={"label": label}):
+            with contextlib.suppress(docker.errors.NotFound):  # removed in between
+                found.append(NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"])))
+        return found
+
+    def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
+        """A bridge network ``name`` on Linux bridge ``bridge``; ``Conflict`` if it exists.
+
+        Raises:
+            NoCapacity: Docker has no address range left for another network.
+        """
+        with docker_errors(f"creating network {name}"):
+            try:
+                self.api.create_network(
+                    name,
+                    driver="bridge",
+                    options={BRIDGE_NAME_OPTION: bridge},
+                    labels=labels,
+                    check_duplicate=True,
+                )
+            except docker.errors.APIError as exc:
+                if "available, non-overlapping" in str(exc.explanation or ""):
+                    raise NoCapacity(
+                        f"Docker has no address range left for network {name}: every range "
+                        "of its default-address-pools is in use. Ask an admin (docs/admin.md, "
+                        "per-user networks)."
+                    ) from exc
+                raise
+        record = self.find_network(name)
+        if record is None:
+            raise NotFound(f"network {name} vanished right after it was created")
+        return record
+
+    def remove_network(self, network_id: str) -> None:
+        """Remove a network; one already gone is fine, one in use is a ``Conflict``."""
+        with docker_errors(f"removing network {network_id[:12]}"):
+            try:
+                self.api.remove_network(network_id)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 403:  # "has active endpoints"
+                    raise Conflict(f"network {network_id[:12]}: {exc.explanation}") from exc
+                raise
 
     def delete_image(self, ref: str) -> None:
         """Remove (untag) ``ref``; errors are raised (``Conflict`` when in use), unlike

@@ -35,6 +35,12 @@ JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
 
+# On a network: ds01's network of one user's containers (value ``NETWORK_USER``), with ``UID``
+# and the ds01d instance that created it (an instance removes only what it created).
+NETWORK = "ds01.network"
+NETWORK_USER = "user"
+INSTANCE = "ds01.instance"
+
 # AIME ML Containers compatibility (DESIGN.md §2.8).
 AIME_MLC = "aime.mlc"
 AIME_NAME = "aime.mlc.NAME"

@@ -1,0 +1,278 @@
+"""Per-user Docker networks: each user's containers and builds on a bridge of their own.
+
+A user's containers are attached to ``ds01-u<uid>`` (Linux bridge ``ds01u<uid>``), a bridge
+network ds01d creates when the user needs it (a create, a start, a build with network) and
+removes once the user has no container left. So:
+
+- the containers of one user reach each other (same bridge; by address, or by the name the
+  user gave them, which is a network alias);
+- another user's containers cannot reach them: Docker drops traffic between two bridges
+  (its ``DOCKER-ISOLATION`` chains);
+- from the host, only the owner and root can open a connection to their addresses: ds01's
+  firewall rules (``ds01.runtime.firewall``) refuse everyone else's;
+- published ports stay on 127.0.0.1, behind their tokens, as before.
+
+Fail closed: a network is used only once its firewall rules are in place; when they cannot
+be installed (no ``iptables``, or it refuses), containers are neither created nor started
+(``FirewallError``, exit 1), ``ds01 admin doctor`` reports it as critical, and ds01d logs a
+``network.firewall`` failure event at start. ds01d itself keeps running, so users can still
+list, stop and remove their containers, and it tries again at the next create or start.
+
+An instance owns only the networks it created (label ``ds01.instance``, from the state
+directory's ``instance-id``): at start it guards every ds01 network on the engine, but removes
+only its own that no ds01 container uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ds01.errors import Conflict, Ds01Error, SystemFault
+from ds01.events.log import EventLog
+from ds01.runtime import labels as L
+from ds01.runtime.docker import DockerRuntime, NetworkRecord
+from ds01.runtime.firewall import Firewall, FirewallError
+
+log = logging.getLogger(__name__)
+
+#: The event of the firewall's set-up and of each network's life.
+FIREWALL_ACTION = "network.firewall"
+NETWORK_ACTION = "network.user"
+#: The file, in the state directory, that names this ds01d instance.
+INSTANCE_ID_FILE = "instance-id"
+
+
+def network_name(uid: int) -> str:
+    """The Docker network of user ``uid``'s containers."""
+    return f"ds01-u{uid}"
+
+
+def bridge_name(uid: int) -> str:
+    """The Linux bridge of ``network_name(uid)`` (15 characters at most for any uid)."""
+    return f"ds01u{uid}"
+
+
+def instance_id(state_dir: Path) -> str:
+    """This instance's id: read from the state directory, made there the first time."""
+    path = state_dir / INSTANCE_ID_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if not text:
+        text = secrets.token_hex(8)
+        path.write_text(text + "\n")
+    return text
+
+
+def owner_uid(network: NetworkRecord) -> int | None:
+    """The uid a ds01 network belongs to, from its labels (``None``: not a user network)."""
+    if network.labels.get(L.NETWORK) != L.NETWORK_USER:
+        return None
+    text = network.labels.get(L.UID, "")
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+class UserNetworks:
+    """Creates, guards and removes users' networks. Thread-safe.
+
+    Args:
+        runtime: the Docker adapter.
+        firewall: the host firewall adapter.
+        events: the audit log.
+        instance: this instance's id (``instance_id``).
+    """
+
+    def __init__(
+        self, runtime: DockerRuntime, firewall: Firewall, events: EventLog, instance: str
+    ) -> None:
+        self.runtime = runtime
+        self.firewall = firewall
+        self.events = events
+        self.instance = instance
+        self._lock = threading.Lock()
+        self._guarded: dict[str, str] = {}  # network name → id whose rules are in place
+        self._busy: Counter[int] = Counter()  # uid → builds using the network now
+        #: Why the firewall could not be installed at the last try (``None``: it was).
+        self.firewall_error: str | None = None
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def reconcile(self, in_use: Iterable[int]) -> list[str]:
+        """At start: install the firewall, guard every ds01 network on the engine, and
+        remove this instance's networks of users with no container (``in_use``: the uids
+        that have one). Returns the networks removed. Never raises for the firewall: a
+        failure is logged, kept in ``firewall_error`` and logged as an event."""
+        users = set(in_use)
+        removed = []
+        with self._lock:
+            try:
+                self.firewall.install_base()
+                for network in self.runtime.networks(L.NETWORK):
+                    uid = owner_uid(network)
+                    if uid is None:
+                        continue
+                    if uid not in users and self._owned(network):
+                        try:
+                            self._remove(network, "no container of this user left")
+                        except FirewallError:
+                            raise
+                        except Ds01Error as exc:  # still in use: guarded below
+                            log.warning("network %s stays: %s", network.name, exc.message)
+                        else:
+                            removed.append(network.name)
+                            continue
+                    self.firewall.guard(network.bridge, uid)
+                    self._guarded[network.name] = network.id
+            except FirewallError as exc:
+                self._firewall_failed(exc)
+                return removed
+        self.firewall_error = None
+        self.events.emit(
+            FIREWALL_ACTION,
+            user="ds01d",
+            resource="firewall/ds01",
+            details={"guarded": sorted(self._guarded), "removed": removed},
+        )
+        return removed
+
+    def _firewall_failed(self, exc: FirewallError) -> None:
+        self.firewall_error = exc.message
+        log.error(
+            "FIREWALL NOT INSTALLED: containers will not be created or started until it is: %s",
+            exc.message,
+        )
+        self.events.emit(
+            FIREWALL_ACTION,
+            user="ds01d",
+            resource="firewall/ds01",
+            details={"error": exc.message},
+            outcome="failure",
+        )
+
+    # -- use ------------------------------------------------------------------------------
+
+    def ensure(self, uid: int) -> str:
+        """The name of ``uid``'s network, created and guarded if it was not.
+
+        Raises:
+            FirewallError: the firewall rules could not be installed (fail closed).
+            SystemFault: a network of that name exists that is not ds01's for ``uid``.
+            NoCapacity: Docker has no address range left for another network.
+        """
+        name = network_name(uid)
+        with self._lock:
+            network = self.runtime.find_network(name)
+            if network is not None and owner_uid(network) != uid:
+                raise SystemFault(
+                    f"Docker network {name} exists but is not ds01's network of uid {uid}, so "
+                    "ds01 will not put containers on it. An admin must remove or rename it "
+                    f"(docker network rm {name})."
+                )
+            if network is not None and self._guarded.get(name) == network.id:
+                return name
+            try:
+                self.firewall.install_base()  # before a network exists that it cannot guard
+                if network is None:
+                    network = self._create(uid)
+                self.firewall.guard(network.bridge, uid)
+            except FirewallError as exc:
+                self._firewall_failed(exc)
+                raise FirewallError(
+                    "Nothing was created, started or built: the firewall that keeps other "
+                    "users away from your containers could not be installed "
+                    f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
+                ) from exc
+            self._guarded[name] = network.id
+            self.firewall_error = None
+            return name
+
+    def _create(self, uid: int) -> NetworkRecord:
+        labels = {L.NETWORK: L.NETWORK_USER, L.UID: str(uid), L.INSTANCE: self.instance}
+        try:
+            network = self.runtime.create_network(network_name(uid), bridge_name(uid), labels)
+        except Conflict:  # made in between by another instance on the same engine
+            found = self.runtime.find_network(network_name(uid))
+            if found is None:
+                raise
+            return found
+        self.events.emit(
+            NETWORK_ACTION,
+            user="ds01d",
+            resource=f"network/{network.name}",
+            details={"uid": uid, "bridge": network.bridge, "action": "create"},
+        )
+        return network
+
+    @contextmanager
+    def holding(self, uid: int) -> Iterator[None]:
+        """Keep ``uid``'s network while the block runs (a build), even with no container."""
+        with self._lock:
+            self._busy[uid] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[uid] -= 1
+                if self._busy[uid] <= 0:
+                    del self._busy[uid]
+
+    def release_if_unused(self, uid: int, in_use: Iterable[int]) -> bool:
+        """Remove ``uid``'s network if this instance made it, no container of the user is
+        left (``in_use``: the uids that have one) and no build uses it. Call it under the
+        allocation lock, with ``in_use`` listed under that lock. Fails soft (logged)."""
+        if uid in set(in_use):
+            return False
+        with self._lock:
+            if self._busy.get(uid):
+                return False
+            try:
+                network = self.runtime.find_network(network_name(uid))
+                if network is None or owner_uid(network) != uid or not self._owned(network):
+                    return False
+                self._remove(network, "the user's last container was removed")
+            except Ds01Error as exc:
+                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                return False
+        return True
+
+    def _owned(self, network: NetworkRecord) -> bool:
+        return network.labels.get(L.INSTANCE) == self.instance
+
+    def _remove(self, network: NetworkRecord, reason: str) -> None:
+        """Remove ``network`` and then its rules (under ``_lock``)."""
+        self.runtime.remove_network(network.id)
+        self._guarded.pop(network.name, None)
+        try:
+            self.firewall.unguard(network.bridge)
+        except FirewallError as exc:  # stale rules of a bridge that is gone refuse nothing
+            log.warning("rules of %s left in place: %s", network.bridge, exc.message)
+        self.events.emit(
+            NETWORK_ACTION,
+            user="ds01d",
+            resource=f"network/{network.name}",
+            details={"bridge": network.bridge, "action": "remove", "reason": reason},
+        )
+
+    # -- health -----------------------------------------------------------------------------
+
+    def unguarded(self) -> list[str]:
+        """The ds01 networks on the engine whose firewall rules are missing or wrong, and
+        ``OUTPUT`` itself when it does not jump to ds01's chain.
+
+        Raises:
+            FirewallError: the rules cannot be read.
+        """
+        state = self.firewall.state()
+        missing = [] if state.hooked else ["OUTPUT (no jump to DS01)"]
+        for network in self.runtime.networks(L.NETWORK):
+            uid = owner_uid(network)
+            if uid is not None and state.bridges.get(network.bridge) != uid:
+                missing.append(f"{network.name} ({network.bridge})")
+        return missing

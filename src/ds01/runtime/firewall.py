@@ -1,0 +1,242 @@
+"""The host firewall adapter: only a network's owner (or root) reaches it from the host.
+
+Every user's containers sit on a bridge of their own (``ds01.daemon.networks``). Docker
+already drops traffic between two bridges (its ``DOCKER-ISOLATION`` chains), so another
+user's *containers* cannot reach them; but any process on the host can open a connection to
+any container address, because locally made packets go out through ``OUTPUT``, which Docker
+leaves open. ds01 closes that door in the ``filter`` table::
+
+    OUTPUT  -j DS01                                  (first rule, once)
+    DS01    -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
+    DS01    -o ds01u1001 -j DS01-ds01u1001           (one per user bridge)
+    DS01-ds01u1001  -m owner --uid-owner 1001 -j RETURN
+    DS01-ds01u1001  -m owner --uid-owner 0 -j RETURN
+    DS01-ds01u1001  -m conntrack --ctorigdst 127.0.0.0/8 -j RETURN
+    DS01-ds01u1001  -j REJECT
+
+so a new connection from the host to a container address is let through only when the
+socket belongs to the network's owner or to root. Replies to connections the containers
+opened stay allowed (``ESTABLISHED``), and so do published ports: they are on 127.0.0.1,
+where Docker's proxy (root) or its DNAT rule (original destination 127.0.0.1) carries them
+on, behind the container's own token, as before.
+
+Rules are spelled by pure functions; ``Firewall`` runs ``iptables -w`` (the same binary, and
+so the same backend, nft or legacy, that Docker uses) through an injected runner.
+Installing is idempotent: a bridge's chain is flushed and written again each time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ds01.errors import SystemFault
+
+#: ds01's chain in the ``filter`` table, jumped to first from ``OUTPUT``.
+CHAIN = "DS01"
+#: What every bridge chain's name starts with.
+BRIDGE_CHAIN_PREFIX = "DS01-"
+#: The hook ds01's chain hangs from: packets the host itself sends.
+HOOK = "OUTPUT"
+#: Destinations that published ports are reached at (Docker's DNAT keeps this as the
+#: original destination when its userland proxy is off).
+PUBLISHED_ORIGIN = "127.0.0.0/8"
+IPTABLES_TIMEOUT_SECONDS = 30.0
+#: Longest chain name iptables accepts.
+MAX_CHAIN_LENGTH = 28
+
+
+class FirewallError(SystemFault):
+    """The host firewall could not be read or changed (no iptables, or it refused)."""
+
+    kind = "firewall"
+
+
+# --- rules (pure) ---------------------------------------------------------------------------
+
+
+def bridge_chain(bridge: str) -> str:
+    """The chain that guards ``bridge`` (a Linux interface name, 15 characters at most)."""
+    name = BRIDGE_CHAIN_PREFIX + bridge
+    if not bridge or len(name) > MAX_CHAIN_LENGTH or not bridge.replace("-", "").isalnum():
+        raise ValueError(f"not a bridge name ds01 guards: {bridge!r}")
+    return name
+
+
+def hook_rule() -> list[str]:
+    """The rule (without ``-A``/``-I``/``-C`` and chain) that sends the host's packets to ds01."""
+    return ["-j", CHAIN]
+
+
+def base_rules() -> list[list[str]]:
+    """The rules at the top of ``CHAIN``: replies of established connections pass."""
+    return [["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"]]
+
+
+def dispatch_rule(bridge: str) -> list[str]:
+    """The rule of ``CHAIN`` that sends packets leaving through ``bridge`` to its chain."""
+    return ["-o", bridge, "-j", bridge_chain(bridge)]
+
+
+def bridge_rules(owner_uid: int) -> list[list[str]]:
+    """The rules of a bridge chain: its owner, root and published ports pass; all else is
+    refused (the sender sees "connection refused")."""
+    if owner_uid < 0:
+        raise ValueError(f"not a uid: {owner_uid}")
+    return [
+        ["-m", "owner", "--uid-owner", str(owner_uid), "-j", "RETURN"],
+        ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        ["-m", "conntrack", "--ctorigdst", PUBLISHED_ORIGIN, "-j", "RETURN"],
+        ["-j", "REJECT"],
+    ]
+
+
+@dataclass(frozen=True)
+class FirewallState:
+    """What ``iptables -S`` shows of ds01's rules: whether ``OUTPUT`` jumps to ``CHAIN``
+    and, per guarded bridge, the uid its chain lets through (``None``: the chain is not
+    complete)."""
+
+    hooked: bool
+    bridges: dict[str, int | None]
+
+
+def parse_rules(text: str) -> FirewallState:
+    """Read ``iptables -S`` (the whole ``filter`` table) into a ``FirewallState``."""
+    hooked = False
+    chains: dict[str, list[list[str]]] = {}
+    dispatched: set[str] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2:
+            continue
+        if words[0] == "-N" and words[1].startswith(BRIDGE_CHAIN_PREFIX):
+            chains.setdefault(words[1], [])
+        elif words[0] == "-A" and words[1] == HOOK and words[2:] == hook_rule():
+            hooked = True
+        elif words[0] == "-A" and words[1] == CHAIN and words[2:3] == ["-o"] and len(words) > 3:
+            dispatched.add(words[3])
+        elif words[0] == "-A" and words[1].startswith(BRIDGE_CHAIN_PREFIX):
+            chains.setdefault(words[1], []).append(words[2:])
+    bridges: dict[str, int | None] = {}
+    for bridge in dispatched:
+        try:
+            rules = chains.get(bridge_chain(bridge), [])
+        except ValueError:
+            continue
+        bridges[bridge] = _owner_of(rules)
+    return FirewallState(hooked=hooked, bridges=bridges)
+
+
+def _owner_of(rules: list[list[str]]) -> int | None:
+    """The uid a bridge chain lets through, if the chain is exactly ``bridge_rules(uid)``."""
+    if not rules or rules[0][:3] != ["-m", "owner", "--uid-owner"]:
+        return None
+    try:
+        uid = int(rules[0][3])
+    except (IndexError, ValueError):
+        return None
+    # iptables -S spells out REJECT's default reason (--reject-with icmp-port-unreachable).
+    normalised = [r[:2] if r[:2] == ["-j", "REJECT"] else r for r in rules]
+    return uid if normalised == bridge_rules(uid) else None
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+def _default_run(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), check=True, capture_output=True, text=True,
+            timeout=IPTABLES_TIMEOUT_SECONDS,
+        )  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip()
+        raise FirewallError(f"{' '.join(argv)} failed: {detail or exc}") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirewallError(f"{' '.join(argv)} failed: {exc}") from exc
+    return done.stdout
+
+
+class Firewall:
+    """Installs and removes ds01's rules with ``iptables``.
+
+    Args:
+        run: runs a command and returns its output, raising ``FirewallError`` if it fails
+            (injected for tests).
+        iptables: the command (found on ``PATH`` by ``available``).
+    """
+
+    def __init__(
+        self, run: Callable[[Sequence[str]], str] = _default_run, iptables: str = "iptables"
+    ) -> None:
+        self._run = run
+        self._iptables = iptables
+
+    def _ipt(self, *args: str) -> str:
+        return self._run([self._iptables, "-w", "-t", "filter", *args])
+
+    def _has(self, chain: str, rule: Sequence[str]) -> bool:
+        try:
+            self._ipt("-C", chain, *rule)
+        except FirewallError:
+            return False
+        return True
+
+    def _ensure_chain(self, chain: str) -> None:
+        try:
+            self._ipt("-S", chain)
+        except FirewallError:
+            self._ipt("-N", chain)
+
+    def check_available(self) -> None:
+        """Raise ``FirewallError`` saying why ds01 cannot guard containers here."""
+        if shutil.which(self._iptables) is None:
+            raise FirewallError(
+                f"{self._iptables} is not installed, so ds01 cannot keep other users away "
+                "from containers' addresses. Install it (apt-get install iptables) and "
+                "restart ds01d."
+            )
+        self._ipt("-S", HOOK)
+
+    def install_base(self) -> None:
+        """Make ``CHAIN``, its top rules and the jump from ``OUTPUT`` (first), if missing."""
+        self.check_available()
+        self._ensure_chain(CHAIN)
+        for position, rule in enumerate(base_rules(), start=1):
+            if not self._has(CHAIN, rule):
+                self._ipt("-I", CHAIN, str(position), *rule)
+        if not self._has(HOOK, hook_rule()):
+            self._ipt("-I", HOOK, "1", *hook_rule())
+
+    def guard(self, bridge: str, owner_uid: int) -> None:
+        """Let only ``owner_uid`` and root open connections from the host into ``bridge``.
+
+        The bridge's chain is written completely before packets are sent to it, so there is
+        no moment with a half-written chain in use."""
+        chain = bridge_chain(bridge)
+        self.install_base()
+        self._ensure_chain(chain)
+        self._ipt("-F", chain)
+        for rule in bridge_rules(owner_uid):
+            self._ipt("-A", chain, *rule)
+        if not self._has(CHAIN, dispatch_rule(bridge)):
+            self._ipt("-A", CHAIN, *dispatch_rule(bridge))
+
+    def unguard(self, bridge: str) -> None:
+        """Remove the bridge's rules (after its network is gone); missing ones are fine."""
+        chain = bridge_chain(bridge)
+        while self._has(CHAIN, dispatch_rule(bridge)):
+            self._ipt("-D", CHAIN, *dispatch_rule(bridge))
+        try:
+            self._ipt("-S", chain)
+        except FirewallError:
+            return
+        self._ipt("-F", chain)
+        self._ipt("-X", chain)
+
+    def state(self) -> FirewallState:
+        """ds01's rules as they are now."""
+        return parse_rules(self._ipt("-S"))

@@ -1,0 +1,141 @@
+"""The host firewall adapter's rules and its bookkeeping, on an in-memory filter table.
+
+The real rules are exercised against the kernel in ``tests/e2e/test_bypass_network.py``;
+here: the names and rules it spells, reading ``iptables -S`` back, and that installing is
+idempotent and removing leaves nothing of a bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from ds01.daemon.networks import bridge_name, network_name
+from ds01.runtime.firewall import (
+    CHAIN,
+    Firewall,
+    FirewallError,
+    bridge_chain,
+    bridge_rules,
+    parse_rules,
+)
+
+
+class FilterTable:
+    """Just enough of ``iptables -w -t filter`` for ``Firewall``: chains of rule lists."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[list[str]]] = {"INPUT": [], "FORWARD": [], "OUTPUT": []}
+
+    def __call__(self, argv: Sequence[str]) -> str:
+        assert list(argv[:4]) == ["iptables", "-w", "-t", "filter"], argv
+        op, *rest = argv[4:]
+        if op == "-S" and not rest:
+            return self.dump()
+        chain, *rule = rest
+        if op != "-N" and chain not in self.chains:
+            raise FirewallError(f"iptables: no chain {chain}")
+        rules = self.chains.get(chain, [])
+        if op == "-S":
+            return ""
+        if op == "-N":
+            if chain in self.chains:
+                raise FirewallError("iptables: Chain already exists.")
+            self.chains[chain] = []
+        elif op == "-C" and rule not in rules:
+            raise FirewallError("iptables: Bad rule")
+        elif op == "-A":
+            rules.append(rule)
+        elif op == "-I":
+            rules.insert(int(rule[0]) - 1, rule[1:])
+        elif op == "-D":
+            rules.remove(rule)
+        elif op == "-F":
+            rules.clear()
+        elif op == "-X":
+            del self.chains[chain]
+        return ""
+
+    def dump(self) -> str:
+        lines = [f"-P {c} ACCEPT" for c in ("INPUT", "FORWARD", "OUTPUT")]
+        lines += [f"-N {c}" for c in self.chains if c not in ("INPUT", "FORWARD", "OUTPUT")]
+        for chain, rules in self.chains.items():
+            for rule in rules:
+                spelled = [*rule, "--reject-with", "icmp-port-unreachable"]
+                lines.append(
+                    " ".join(["-A", chain, *(spelled if rule == ["-j", "REJECT"] else rule)])
+                )
+        return "\n".join(lines) + "\n"
+
+
+def test_names_fit_linux_and_iptables_for_every_uid():
+    assert network_name(1001) == "ds01-u1001"
+    assert bridge_name(4294967294) == "ds01u4294967294"
+    assert len(bridge_name(4294967294)) <= 15  # IFNAMSIZ - 1
+    assert bridge_chain(bridge_name(4294967294)) == "DS01-ds01u4294967294"
+    for bad in ("", "a b", "x" * 30, "br;rm"):
+        with pytest.raises(ValueError):
+            bridge_chain(bad)
+
+
+def test_a_bridge_chain_lets_only_its_owner_root_and_published_ports_through():
+    rules = bridge_rules(1001)
+    assert rules[-1] == ["-j", "REJECT"]
+    passes = [r for r in rules if r[-1] == "RETURN"]
+    assert ["-m", "owner", "--uid-owner", "1001", "-j", "RETURN"] in passes
+    assert ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"] in passes
+    assert len(passes) == 3  # and the DNAT of a published 127.0.0.1 port
+    with pytest.raises(ValueError):
+        bridge_rules(-1)
+
+
+def test_guarding_is_idempotent_and_reads_back_as_written():
+    table = FilterTable()
+    firewall = Firewall(run=table)
+
+    for _ in range(3):
+        firewall.guard("ds01u1001", 1001)
+        firewall.guard("ds01u1002", 1002)
+
+    assert table.chains["OUTPUT"] == [["-j", CHAIN]]
+    assert table.chains[CHAIN][0][-1] == "RETURN"  # established replies first
+    assert len(table.chains[CHAIN]) == 3
+    assert table.chains["DS01-ds01u1001"] == bridge_rules(1001)
+    state = firewall.state()
+    assert state.hooked and state.bridges == {"ds01u1001": 1001, "ds01u1002": 1002}
+
+
+def test_a_tampered_chain_reads_as_unguarded_and_guarding_repairs_it():
+    table = FilterTable()
+    firewall = Firewall(run=table)
+    firewall.guard("ds01u1001", 1001)
+
+    table.chains["DS01-ds01u1001"].insert(0, ["-m", "owner", "--uid-owner", "1002", "-j", "RETURN"])
+    assert firewall.state().bridges == {"ds01u1001": None}
+    table.chains["DS01-ds01u1001"].clear()
+    assert firewall.state().bridges == {"ds01u1001": None}
+    table.chains["OUTPUT"].clear()
+    assert not firewall.state().hooked
+
+    firewall.guard("ds01u1001", 1001)
+    assert firewall.state().bridges == {"ds01u1001": 1001} and firewall.state().hooked
+
+
+def test_unguarding_removes_the_bridge_and_only_it():
+    table = FilterTable()
+    firewall = Firewall(run=table)
+    firewall.guard("ds01u1001", 1001)
+    firewall.guard("ds01u1002", 1002)
+
+    firewall.unguard("ds01u1001")
+    firewall.unguard("ds01u1001")  # already gone: fine
+
+    assert "DS01-ds01u1001" not in table.chains
+    assert parse_rules(table.dump()).bridges == {"ds01u1002": 1002}
+
+
+def test_no_iptables_is_a_clear_error():
+    firewall = Firewall(run=FilterTable(), iptables="/nonexistent/iptables")
+    with pytest.raises(FirewallError, match="not installed"):
+        firewall.install_base()
