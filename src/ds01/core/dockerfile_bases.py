@@ -44,8 +44,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, cast
 
-import dockerfile as _buildkit  # BuildKit's Go parser
-
 from ds01.errors import InvalidInput, PermissionDenied
 
 #: Instructions of Docker's builders; anything else is refused (Docker refuses it too).
@@ -76,14 +74,17 @@ _INT64_MAX = 2**63 - 1
 #: How Docker cuts ``ONBUILD`` off a trigger (Go's ``\\s`` is ASCII whitespace, no ``\\v``).
 _ONBUILD_PREFIX_RE = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.IGNORECASE | re.ASCII)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-#: Characters that every version of Docker's word lexer takes literally.
-_LITERAL = r"[!#%&()*+,./0-9:;<=>?@A-Z\[\]^_a-z{|}~-]"
+#: Characters that every version of Docker's word lexer takes literally (ASCII only).
+_LITERAL_CHARS = r"!#%&()*+,./0-9:;<=>?@A-Z\[\]^_a-z{|}~-"
+_LITERAL = f"[{_LITERAL_CHARS}]"
+#: The word of ``${NAME:-word}``: literal characters up to the closing brace.
+_MODIFIER_WORD = "[" + _LITERAL_CHARS.replace("}", "") + "]"
 _WORD_TOKEN_RE = re.compile(
     rf"(?P<literal>{_LITERAL}+)"
     rf"|\$(?P<bare>{_NAME})(?![A-Za-z0-9_])"
-    rf"|\$\{{(?P<braced>{_NAME})(?::(?P<modifier>[-+])(?P<word>(?:(?!\}}){_LITERAL})*))?\}}"
-    r"|'(?P<single>[^'$\\`\"\s\x00-\x1f\x7f-\U0010ffff]*)'"
-    r"|\"(?P<double>[^\"'\\`\s\x00-\x1f\x7f-\U0010ffff]*)\""
+    rf"|\$\{{(?P<braced>{_NAME})(?::(?P<modifier>[-+])(?P<word>{_MODIFIER_WORD}*))?\}}"
+    rf"|'(?P<single>{_LITERAL}*)'"
+    rf"|\"(?P<double>[${_LITERAL_CHARS}]*)\""
 )
 
 
@@ -129,7 +130,9 @@ def parse_in_process(text: str) -> Sequence[Instruction]:
     """BuildKit's parser in this process. ``text`` must encode as UTF-8 and hold no NUL
     (``base_references`` checks both first): the package crashes on a lone surrogate and
     cuts the text at a NUL."""
-    parser = cast(_GoParser, _buildkit)
+    import dockerfile  # BuildKit's Go parser; loaded on first use (it starts a Go runtime)
+
+    parser = cast(_GoParser, dockerfile)
     try:
         return parser.parse_string(text)
     except parser.GoParseError as exc:
