@@ -12,10 +12,9 @@ Tags. A user's images live in their namespace, ``<namespace>/<name>:<tag>``:
   and underscores between letters stay) and is at most 64 characters;
 - the tag must already be valid (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``), default ``latest``.
 
-Base images. ``base_references`` reads a Dockerfile's ``FROM`` and ``COPY --from=`` lines
-(with the escape directive, line continuations, comments and global ``ARG`` defaults) and
-returns the external images the build would use, so that ds01d can check them against the
-image policy before Docker pulls anything.
+Base images. ``base_references`` (``ds01.core.dockerfile_bases``) returns the images a
+Dockerfile builds from, read as Docker's builder reads it, so that ds01d can check them
+against the image policy before Docker sees the Dockerfile.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ds01.core.dockerfile_bases import BaseReference, base_references
 from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference
 from ds01.errors import InvalidInput
 
@@ -35,8 +35,6 @@ DEFAULT_DOCKERFILE = "Dockerfile"
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*", re.ASCII)
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : ")
-_VARIABLE_RE = re.compile(r"\$(?:\{(\w+)(?::?([-+])([^}]*))?\}|(\w+))")
-_STAGE_INDEX_RE = re.compile(r"\d+")
 
 
 def _component(text: str, *, dots: bool) -> str:
@@ -123,118 +121,6 @@ def validate_dockerfile_path(path: str) -> str:
             "e.g. 'Dockerfile' or 'docker/Dockerfile.gpu'."
         )
     return "/".join(parts)
-
-
-# --- Dockerfile base images -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BaseReference:
-    """An image a Dockerfile builds from: ``line`` (1-based) and the reference as written."""
-
-    line: int
-    instruction: str  # "FROM" or "COPY --from"
-    reference: str
-
-
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """(first line number, instruction text) with continuations joined and comments gone."""
-    lines = text.splitlines()
-    escape = "\\"
-    for raw in lines:  # parser directives: only at the very top, before anything else
-        match = re.fullmatch(r"\s*#\s*(\w+)\s*=\s*(\S+)\s*", raw)
-        if not match:
-            break
-        if match[1].lower() == "escape" and match[2] in ("\\", "`"):
-            escape = match[2]
-    result: list[tuple[int, str]] = []
-    current: list[str] = []
-    start = 0
-    for number, raw in enumerate(lines, start=1):
-        stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and not current):
-            continue  # comments go, even inside a continuation
-        if not current:
-            start = number
-        body = raw.rstrip()
-        if body.endswith(escape):
-            current.append(body[: -len(escape)])
-            continue
-        current.append(body)
-        result.append((start, " ".join(part.strip() for part in current)))
-        current = []
-    if current:
-        result.append((start, " ".join(part.strip() for part in current)))
-    return result
-
-
-def _substitute(word: str, args: dict[str, str], line: int) -> str:
-    def value(match: re.Match[str]) -> str:
-        name, modifier, word_given = match[1] or match[4], match[2], match[3] or ""
-        if modifier == "+":
-            return word_given if args.get(name) else ""
-        if name not in args and modifier == "-":
-            return word_given
-        if name not in args:
-            raise InvalidInput(
-                f"Dockerfile line {line}: {word!r} uses ${name}, which has no default here; "
-                "ds01 checks base images before building, so write the image out (or give "
-                f"the ARG a default before the first FROM)."
-            )
-        return args[name]
-
-    return _VARIABLE_RE.sub(value, word)
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
-def base_references(text: str) -> list[BaseReference]:
-    """The external images a Dockerfile builds from, in order (stages and ``scratch`` left
-    out). Raises ``InvalidInput`` when a reference cannot be known before the build."""
-    global_args: dict[str, str] = {}
-    stages: set[str] = set()
-    seen_from = False
-    found: list[BaseReference] = []
-    for line, instruction in _logical_lines(text):
-        keyword, _, rest = instruction.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "ONBUILD":  # a trigger for images built FROM this one: checked now
-            keyword, _, rest = rest.strip().partition(" ")
-            keyword = keyword.upper()
-            if keyword not in ("COPY", "ADD"):
-                continue
-        words = rest.split()
-        if keyword == "ARG" and not seen_from:
-            for word in words:
-                name, sep, default = word.partition("=")
-                if sep:
-                    global_args[name] = _unquote(default)
-        elif keyword == "FROM":
-            seen_from = True
-            words = [w for w in words if not w.startswith("--")]
-            if not words:
-                raise InvalidInput(f"Dockerfile line {line}: FROM without an image.")
-            image = _substitute(words[0], global_args, line)
-            if len(words) >= 3 and words[1].lower() == "as":
-                stages.add(words[2].lower())
-            if image.lower() in stages or image == "scratch":
-                continue
-            found.append(BaseReference(line, "FROM", image))
-        elif keyword in ("COPY", "ADD"):
-            for word in words:
-                if not word.startswith("--from="):
-                    continue
-                source = _substitute(word.removeprefix("--from="), global_args, line)
-                if source.lower() in stages or _STAGE_INDEX_RE.fullmatch(source):
-                    continue
-                found.append(BaseReference(line, "COPY --from", source))
-    if not seen_from:
-        raise InvalidInput("The Dockerfile has no FROM line: it must start from an image.")
-    return found
 
 
 # --- build output ---------------------------------------------------------------------------

@@ -74,6 +74,7 @@ from ds01.runtime.cgroups import (
     user_slice_path,
 )
 from ds01.runtime.docker import BuildLimits
+from ds01.runtime.dockerfile_parser import parse_isolated
 
 log = logging.getLogger(__name__)
 #: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
@@ -392,7 +393,13 @@ def read_dockerfile(archive: IO[bytes], path: str, context: Path) -> str:
         raise Conflict(f"Could not read the archive of your build context: {exc}") from exc
     finally:
         archive.seek(0)
-    return data.decode("utf-8-sig", "replace")  # Docker, too, skips a byte order mark
+    try:
+        return data.decode("utf-8-sig")  # Docker, too, skips a byte order mark
+    except UnicodeDecodeError as exc:
+        # Docker reads bytes: ds01 must read the same text, not a repaired one.
+        raise InvalidInput(
+            f"{context / path} is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8."
+        ) from None
 
 
 def start_build(
@@ -413,7 +420,7 @@ def start_build(
         archive, warnings = context_archive(caller.user, context, _spool_dir(service))
         try:
             text = read_dockerfile(archive, dockerfile, context)
-            for base in base_references(text):
+            for base in base_references(text, parse=parse_isolated):
                 _check_base(service, config, caller, base)
         except Ds01Error:
             archive.close()

@@ -726,6 +726,7 @@ class DockerRuntime:
         """
         params: dict[str, Any] = {
             "dockerfile": dockerfile,
+            "version": "1",  # the classic builder: ds01's base-image policy reads as it does
             "rm": "1",
             "forcerm": "1",
             "pull": "1" if pull else "0",
