@@ -328,7 +328,7 @@ class Bench:
         spec = dataclasses.replace(template, docker_name=docker_name)
 
         def calls() -> None:
-            self.runtime.image_command(spec.image)  # _resolve_image
+            self.runtime.local_image(spec.image)  # _resolve_image
             self.runtime.list_managed()  # the create's look at what exists
             self.runtime.create(spec)
             self.runtime.find_managed(docker_name)  # start: _target finds the container
