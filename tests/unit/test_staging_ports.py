@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from ds01.daemon.doctor import check_mount_namespace
-from ds01.runtime.staging import MountStaging, PathStep, open_directory_nofollow
+from ds01.runtime.staging import MountStaging
+from ds01.runtime.userfs import PathStep, open_directory
 
 
 def test_the_directory_itself_is_opened(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    fd = open_directory_nofollow(str(tmp_path / "a" / "b"))
+    fd = open_directory(str(tmp_path / "a" / "b"))
     try:
         assert os.fstat(fd).st_ino == (tmp_path / "a" / "b").stat().st_ino
     finally:
@@ -28,7 +29,7 @@ def test_a_symlink_at_any_component_fails_the_open(tmp_path: Path, where: str) -
     (tmp_path / "real" / "leaf").symlink_to(tmp_path / "real" / "b")
     path = tmp_path / "link" / "b" if where == "parent" else tmp_path / "real" / "leaf"
     with pytest.raises(PathStep) as failed:
-        open_directory_nofollow(str(path))
+        open_directory(str(path))
     assert failed.value.errno in (errno.ELOOP, errno.ENOTDIR)
     expected = tmp_path / ("link" if where == "parent" else "real/leaf")
     assert failed.value.component == str(expected)
@@ -36,8 +37,9 @@ def test_a_symlink_at_any_component_fails_the_open(tmp_path: Path, where: str) -
 
 @pytest.mark.parametrize("path", ["relative/dir", "/tmp/../etc", "/tmp/./x"])
 def test_only_absolute_normalised_paths_are_opened(path: str) -> None:
-    with pytest.raises(ValueError):
-        open_directory_nofollow(path)
+    with pytest.raises(OSError) as refused:
+        open_directory(path)
+    assert refused.value.errno == errno.EINVAL
 
 
 def test_staging_paths_are_recognised_and_names_checked(tmp_path: Path) -> None:

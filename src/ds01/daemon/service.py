@@ -121,8 +121,8 @@ from ds01.runtime.docker import (
     requested_ports,
 )
 from ds01.runtime.firewall import Firewall
-from ds01.runtime.staging import STAGING_DIR, MountStaging, PathStep, open_directory_nofollow
-from ds01.runtime.userfs import UserIds, make_directory
+from ds01.runtime.staging import STAGING_DIR, MountStaging
+from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
 log = logging.getLogger(__name__)
 
@@ -1511,7 +1511,7 @@ class Ds01Service:
                 the owner's.
         """
         try:
-            fd = open_directory_nofollow(path)
+            fd = open_directory(path)
         except PathStep as exc:
             why = "is a symbolic link or not a directory" if exc.errno in (
                 errno.ELOOP, errno.ENOTDIR) else "is missing"  # fmt: skip
@@ -1519,7 +1519,7 @@ class Ds01Service:
                 f"{what} {path}: {exc.component} {why} now. Restore the directory, or "
                 "re-create the container with another one."
             ) from exc
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise PermissionDenied(f"{what} {path} cannot be opened: {exc}") from exc
         st = os.fstat(fd)
         if path == "/" or not stat.S_ISDIR(st.st_mode) or (

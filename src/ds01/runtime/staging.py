@@ -6,11 +6,12 @@ a directory when ds01 checks it and a symbolic link to someone else's directory 
 resolves it a moment later. Checking the path, however carefully, leaves that window open.
 
 So ds01d never hands Docker a user's path. It opens the directory itself, one component at a
-time from ``/`` with ``O_NOFOLLOW | O_DIRECTORY`` (a symbolic link anywhere in the path fails
-the open), checks owner and type on the open descriptor (``fstat``), and bind-mounts exactly
-that directory from the descriptor (``/proc/self/fd/N``: the kernel follows the descriptor,
-not a name) onto a staging path only root can reach, ``<state>/mounts/<container>/<what>``
-(directories mode 0700, owner root). Docker's bind source is the staging path. Staging is
+time from ``/`` with ``O_NOFOLLOW | O_DIRECTORY`` (``ds01.runtime.userfs.open_directory``: a
+symbolic link anywhere in the path fails the open), checks owner and type on the open
+descriptor (``fstat``), and bind-mounts exactly that directory from the descriptor
+(``/proc/self/fd/N``: the kernel follows the descriptor, not a name) onto a staging path
+only root can reach, ``<state>/mounts/<container>/<what>`` (directories mode 0700, owner
+root). Docker's bind source is the staging path. Staging is
 done again right before every start (staging mounts do not survive a reboot), undone when
 the container is removed, and leftovers of removed containers are cleared when ds01d starts.
 
@@ -26,7 +27,7 @@ import contextlib
 import ctypes
 import errno
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ds01.errors import SystemFault
 
@@ -34,51 +35,11 @@ from ds01.errors import SystemFault
 STAGING_DIR = "mounts"
 _MS_BIND = 4096
 _MNT_DETACH = 2
-_O_PATH = getattr(os, "O_PATH", 0o10000000)
-#: Flags of each step of the walk: the directory itself, never a symlink's target.
-_STEP_FLAGS = _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_STACKED = 64  # unmounts tried on one staging path (mounts stacked by a crash)
 
 
 class StagingError(SystemFault):
     """A staging mount could not be made or removed."""
-
-
-class PathStep(OSError):
-    """Opening a directory failed at one component of its path (``component``)."""
-
-    def __init__(self, error: OSError, component: str) -> None:
-        super().__init__(error.errno, error.strerror, component)
-        self.component = component
-
-
-def open_directory_nofollow(path: str) -> int:
-    """An ``O_PATH`` descriptor of the directory at absolute ``path``, no symbolic link
-    followed at any component.
-
-    Raises:
-        ValueError: ``path`` is not absolute or has ``.``/``..`` components.
-        PathStep: a component is missing, not a directory, or a symbolic link (``ENOTDIR``
-            or ``ELOOP``); ``component`` is the path up to the one that failed.
-    """
-    pure = PurePosixPath(path)
-    if not pure.is_absolute() or any(part in (".", "..") for part in path.split("/")):
-        raise ValueError(f"{path!r} is not an absolute, normalised path")
-    fd = os.open("/", _STEP_FLAGS)
-    walked = PurePosixPath("/")
-    try:
-        for part in pure.parts[1:]:
-            walked /= part
-            try:
-                step = os.open(part, _STEP_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise PathStep(exc, str(walked)) from exc
-            os.close(fd)
-            fd = step
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class MountStaging:
@@ -157,4 +118,4 @@ class MountStaging:
         raise StagingError(f"{target} has more than {_MAX_STACKED} mounts stacked on it.")
 
 
-__all__ = ["STAGING_DIR", "MountStaging", "PathStep", "StagingError", "open_directory_nofollow"]
+__all__ = ["STAGING_DIR", "MountStaging", "StagingError"]

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 #: How long a child acting as a user may take before it is killed.
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -84,20 +84,37 @@ class UserFsError(OSError):
     say why)."""
 
 
-def open_directory(path: Path) -> int:
+class PathStep(OSError):
+    """Opening a directory failed at one component of its path (``component``: the path up
+    to and including it); ``errno`` says why (``ELOOP``/``ENOTDIR``: a symlink or no
+    directory, ``ENOENT``, ``EACCES``)."""
+
+    def __init__(self, error: OSError, component: str) -> None:
+        super().__init__(error.errno, error.strerror, component)
+        self.component = component
+
+
+def open_directory(path: Path | str) -> int:
     """An ``O_PATH`` descriptor of the absolute directory ``path``, reached without following
     any symlink (module docstring); close it with ``os.close``.
 
     Raises:
-        OSError: ``ENOTDIR`` where a component is a symlink or no directory, ``ENOENT``,
-            ``EACCES``, or ``EINVAL`` for a relative path or one with ``..``.
+        OSError: ``EINVAL`` for a relative path or one with ``.`` or ``..`` components.
+        PathStep: a component is a symlink or no directory, missing, or not reachable.
     """
-    if not path.is_absolute() or ".." in path.parts:
-        raise OSError(errno.EINVAL, "not an absolute path without '..'", str(path))
+    text = str(path)
+    pure = PurePosixPath(text)
+    if not pure.is_absolute() or any(part in (".", "..") for part in text.split("/")):
+        raise OSError(errno.EINVAL, "not an absolute path without '.' or '..'", text)
     fd = os.open("/", _DIRECTORY_FLAGS)
+    walked = PurePosixPath("/")
     try:
-        for part in path.parts[1:]:
-            following = os.open(part, _DIRECTORY_FLAGS, dir_fd=fd)
+        for part in pure.parts[1:]:
+            walked /= part
+            try:
+                following = os.open(part, _DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise PathStep(exc, str(walked)) from exc
             os.close(fd)
             fd = following
     except BaseException:
