@@ -91,7 +91,7 @@ def test_in_several_groups_each_key_takes_the_most_permissive_value() -> None:
 
 
 def test_without_a_section_everyone_is_unlimited() -> None:
-    for text in ("", "aggregate:\n", "aggregate:\n  defaults:\n  users:\n"):
+    for text in ("{}", "aggregate:\n", "aggregate:\n  defaults:\n  users:\n"):
         resolved = resolve_aggregate(limits(text), "alice", ["phd"])
         assert resolved.unlimited
         assert all(source == "builtin" for source in map(resolved.source_of, AGGREGATE_KEYS))

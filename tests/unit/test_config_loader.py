@@ -248,11 +248,20 @@ def test_several_documents_are_refused() -> None:
 # --- the resource-limits model -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "null\n", "---\n"])
-def test_an_empty_file_is_an_empty_configuration(text: str) -> None:
+@pytest.mark.parametrize("text", ["{}\n", "null\n", "---\n", "# the defaults\n{}\n"])
+def test_an_empty_mapping_is_an_empty_configuration(text: str) -> None:
     config = parse_config(text, "resource-limits", "limits.yaml")
     assert config == ResourceLimitsConfig()
     assert config.admin_group == "ds01-admin"
+
+
+@pytest.mark.parametrize("text", ["", "\n", "  \n\n", "# only a comment\n", "# a\n\n# b\n"])
+def test_a_file_with_no_document_is_refused_not_read_as_the_defaults(text: str) -> None:
+    """What a file rewritten in place holds for a moment must not apply the defaults."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "resource-limits", "limits.yaml")
+    assert "limits.yaml" in refused.value.message
+    assert "write {} in it or remove it" in refused.value.message
 
 
 def test_sections_and_entries_left_empty_are_accepted() -> None:
@@ -516,11 +525,12 @@ def test_non_utf8_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_load_file_guesses_the_kind(tmp_path: Path) -> None:
-    assert isinstance(load_file(write(tmp_path, "resource-limits.yaml", "")), ResourceLimitsConfig)
-    assert isinstance(load_file(write(tmp_path, "gpu-config.yaml", "")), GpuConfig)
-    assert isinstance(load_file(write(tmp_path, "images.yaml", "")), ImagesConfig)
-    assert isinstance(load_file(write(tmp_path, "new-limits.yaml", "")), ResourceLimitsConfig)
-    assert isinstance(load_file(write(tmp_path, "other.yaml", ""), "images"), ImagesConfig)
+    limits = load_file(write(tmp_path, "resource-limits.yaml", "{}"))
+    assert isinstance(limits, ResourceLimitsConfig)
+    assert isinstance(load_file(write(tmp_path, "gpu-config.yaml", "{}")), GpuConfig)
+    assert isinstance(load_file(write(tmp_path, "images.yaml", "{}")), ImagesConfig)
+    assert isinstance(load_file(write(tmp_path, "new-limits.yaml", "{}")), ResourceLimitsConfig)
+    assert isinstance(load_file(write(tmp_path, "other.yaml", "{}"), "images"), ImagesConfig)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "gpu-images.yaml"])

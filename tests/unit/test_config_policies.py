@@ -79,7 +79,8 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
         "build_network": True,
         "webhook_url": None,
     }
-    for text in ("", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}"):
+    without = ("{}", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}")
+    for text in without:
         config = limits(text)
         assert config.policies.defaults() == BUILTIN_POLICY
         resolved = resolve_policy_sources(config, "alice", ["students"])

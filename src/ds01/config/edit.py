@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from ds01.config.loader import parse_config
+from ds01.config.loader import has_document, parse_config
 from ds01.errors import InvalidInput
 
 #: Sections whose ``users:`` mapping holds per-user entries (the top level is ``()``).
@@ -308,7 +308,10 @@ def _finish(
 
 
 def _load(text: str, source: str) -> Any:
-    """The file's data after the loader's checks (an invalid file cannot be edited)."""
+    """The file's data after the loader's checks (an invalid file cannot be edited). A file
+    with no settings yet (missing, or comments only) is edited as an empty one."""
+    if not has_document(text):
+        return {}
     parse_config(text, "resource-limits", source)
     data = yaml.safe_load(text)
     return {} if data is None else data

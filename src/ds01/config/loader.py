@@ -103,19 +103,42 @@ def config_error(source: str, problems: list[ConfigProblem]) -> ConfigError:
 
 # --- YAML -------------------------------------------------------------------------------
 
+#: Why a file with no YAML document is refused, and what to write instead.
+NO_DOCUMENT = (
+    "no settings: the file is empty or holds only comments (is it being rewritten?). "
+    "To use the built-in defaults, write {} in it or remove it."
+)
 
-def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+
+def has_document(text: str) -> bool:
+    """Whether ``text`` holds a YAML document (``False``: empty, blank or comments only).
+    Invalid YAML counts as a document, so that parsing it reports the error."""
+    loader = yaml.SafeLoader(text)
+    try:
+        return bool(loader.check_node())
+    except yaml.YAMLError:
+        return True
+    finally:
+        loader.dispose()
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node]:
     """Parse one YAML document safely; return the data and its node tree.
 
-    An empty document is an empty mapping. Duplicate keys are refused.
+    A file with no document at all (empty, blank or comments only) is refused: that is what
+    a file being rewritten in place holds for a moment, and reading it as "no settings" would
+    apply the built-in defaults. ``{}`` (or ``null``) is an empty mapping. Duplicate keys are
+    refused.
     """
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
+        if root is None:
+            raise config_error(source, [ConfigProblem(None, "", NO_DOCUMENT)])
         duplicates = list(_duplicate_keys(root))
         if duplicates:
             raise config_error(source, duplicates)
-        data = None if root is None else loader.construct_document(root)
+        data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1

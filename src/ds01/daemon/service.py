@@ -140,6 +140,12 @@ JUPYTER_HOST_PORTS = range(20000, 30000)
 DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}\Z")  # a Docker id or its (12+ digit) prefix
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
 AGGREGATE_ACTION = "resource.aggregate"
+#: A configuration file changed less than this long ago (seconds) may still be being written:
+#: it is read once it has been still that long, waiting at most the second value.
+CONFIG_SETTLE_SECONDS = 0.5
+CONFIG_SETTLE_MAX_SECONDS = 3.0
+#: Each configuration file's (name, mtime, size): a change of any means a reload.
+ConfigStamp = tuple[tuple[str, float, int], ...]
 #: Docker's smallest memory limit; less room than this is no room.
 DOCKER_MIN_MEMORY_BYTES = 6 * MIB
 #: The user's directory behind each bind a container has, by its path in the container: the
@@ -488,7 +494,7 @@ class Ds01Service:
 
     # -- configuration ------------------------------------------------------------------
 
-    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
+    def _stamp(self) -> ConfigStamp:
         stamps = []
         for name in (RESOURCE_LIMITS_FILE, GPU_CONFIG_FILE, IMAGES_FILE):
             try:
@@ -498,12 +504,28 @@ class Ds01Service:
                 stamps.append((name, 0.0, -1))
         return tuple(stamps)
 
+    def _settled(self, stamp: ConfigStamp) -> ConfigStamp:
+        """``stamp`` once no configuration file has changed for ``CONFIG_SETTLE_SECONDS``
+        (waiting at most ``CONFIG_SETTLE_MAX_SECONDS``): a file being rewritten in place is
+        read when its writer is done, not half-way."""
+        deadline = time.monotonic() + CONFIG_SETTLE_MAX_SECONDS
+        while True:
+            newest = max(mtime for _, mtime, _ in stamp)
+            wait = newest + CONFIG_SETTLE_SECONDS - time.time()
+            left = deadline - time.monotonic()
+            if wait <= 0 or left <= 0:
+                return stamp
+            time.sleep(min(wait, left))
+            stamp = self._stamp()
+
     def config(self) -> Ds01Config:
-        """The current configuration; reloaded when a file changed, last good one kept."""
+        """The current configuration; reloaded when a file changed and has settled (see
+        ``_settled``), the last good one kept when the new one is invalid."""
         stamp = self._stamp()
         if stamp == self._config_stamp:
             return self._config
         with self._config_lock:
+            stamp = self._settled(stamp)
             if stamp == self._config_stamp:
                 return self._config
             self._config_stamp = stamp
