@@ -8,9 +8,7 @@ and name the cap; ``null`` means no cap and 0 that the file is ignored.
 
 from __future__ import annotations
 
-import json
 import textwrap
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
@@ -20,17 +18,8 @@ from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.policies import LifecyclePolicy, policy_permissiveness
 from ds01.config.resolve import resolve_policy
-from ds01.core.lifecycle import (
-    ContainerClock,
-    Decision,
-    LimitsForContainer,
-    Sample,
-    Stop,
-    Warn,
-    decide,
-    observe,
-    warned,
-)
+from ds01.core.lifecycle import ContainerClock, LimitsForContainer, Sample, decide
+from lifecycle_sim import Loop, simulate
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 POLICY = LifecyclePolicy()  # grace 30 min, idle warnings at 0.8 and 0.95, cap 24 h
@@ -45,20 +34,6 @@ def at(hours: float) -> datetime:
     return START + timedelta(hours=hours)
 
 
-@dataclass
-class Run:
-    """A loop on a virtual clock: every warning sent and the stop."""
-
-    warnings: list[tuple[datetime, Warn]] = field(default_factory=list)
-    stop: tuple[datetime, Stop] | None = None
-    last: Decision | None = None
-    clock: ContainerClock | None = None
-
-    @property
-    def stopped_at(self) -> datetime | None:
-        return None if self.stop is None else self.stop[0]
-
-
 def run(
     until_hours: float,
     *,
@@ -68,36 +43,28 @@ def run(
     policy: LifecyclePolicy = POLICY,
     limits: LimitsForContainer = LIMITS,
     restart_at_hours: float | None = None,
-) -> Run:
+) -> Loop:
     """Sample every ``interval``; the container computes until ``busy_until_hours``, then is
     idle while its keep-alive file is touched every ``touch_every`` (``None``: never). With
     ``restart_at_hours`` the clock goes through its database row there, as across a restart
     of the daemon."""
-    policy = policy.model_copy(update={"lifecycle_interval_seconds": interval.total_seconds()})
-    loop, cpu, now = Run(), 0.0, START + interval
+    cpu = 0.0
     touched: datetime | None = None
-    while now <= at(until_hours):
+
+    def sample_at(now: datetime) -> Sample:
+        nonlocal cpu, touched
         if now <= at(busy_until_hours):
             cpu += interval.total_seconds()
         if touch_every is not None:
             while touched is None or touched + touch_every <= now:
                 touched = START if touched is None else touched + touch_every
-        sample = Sample(now, cpu_seconds=cpu, keep_alive_at=touched)
-        loop.clock = observe(loop.clock, sample, running_since=START, policy=policy)
-        restart = restart_at_hours is not None and at(restart_at_hours) <= now
-        if restart and now < at(restart_at_hours or 0) + interval:
-            row = json.loads(json.dumps(loop.clock.to_row()))  # what the state database keeps
-            loop.clock = ContainerClock.from_row(row)
-        loop.last = decide(loop.clock, now, policy, limits, demand=False, exemption=None)
-        for action in loop.last.actions:
-            if isinstance(action, Warn):
-                loop.warnings.append((now, action))
-                loop.clock = warned(loop.clock, action)
-            else:
-                loop.stop = (now, action)
-                return loop
-        now += interval
-    return loop
+        return Sample(now, cpu_seconds=cpu, keep_alive_at=touched)
+
+    restart_at = None if restart_at_hours is None else at(restart_at_hours)
+    return simulate(
+        START, interval, at(until_hours), sample_at, policy=policy, limits=limits,
+        restart_at=restart_at,
+    )
 
 
 def test_a_keep_alive_touched_in_a_loop_defers_the_stop_by_the_cap_only() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,7 +14,6 @@ from ds01.config.policies import LifecyclePolicy
 from ds01.core.lifecycle import (
     CLOCK_COLUMNS,
     ContainerClock,
-    Decision,
     Exemption,
     LimitsForContainer,
     Sample,
@@ -32,6 +31,7 @@ from ds01.core.lifecycle import (
     warned,
 )
 from ds01.core.units import format_duration
+from lifecycle_sim import Loop, simulate
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 POLICY = LifecyclePolicy()  # grace 30 min, warnings at 0.8 and 0.95 (idle), 0.75 and 0.9
@@ -49,20 +49,6 @@ def at(hours: float) -> datetime:
 # --------------------------------------------------------------------------------------------
 # A lifecycle loop on a virtual clock
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Loop:
-    """What a loop saw: every warning sent, and the stop (when, what)."""
-
-    warnings: list[tuple[datetime, Warn]] = field(default_factory=list)
-    stop: tuple[datetime, Stop] | None = None
-    last: Decision | None = None
-    clock: ContainerClock | None = None
-
-    @property
-    def stopped_at(self) -> datetime | None:
-        return None if self.stop is None else self.stop[0]
 
 
 def busy_seconds(busy: Sequence[tuple[float, float]], since: datetime, until: datetime) -> float:
@@ -86,22 +72,16 @@ def run_loop(
 ) -> Loop:
     """Sample every ``interval`` from START; the container computes on one CPU during ``busy``
     (intervals in hours from START) and is otherwise idle."""
-    policy = policy.model_copy(update={"lifecycle_interval_seconds": interval.total_seconds()})
-    loop, cpu, now = Loop(), 0.0, START + interval
-    while now <= at(until_hours):
+    cpu = 0.0
+
+    def sample_at(now: datetime) -> Sample:
+        nonlocal cpu
         cpu += busy_seconds(busy, now - interval, now)
-        sample = Sample(now, cpu_seconds=cpu, keep_alive_at=keep_alive_at)
-        loop.clock = observe(loop.clock, sample, running_since=START, policy=policy)
-        loop.last = decide(loop.clock, now, policy, limits, demand=demand, exemption=None)
-        for action in loop.last.actions:
-            if isinstance(action, Warn):
-                loop.warnings.append((now, action))
-                loop.clock = warned(loop.clock, action)
-            else:
-                loop.stop = (now, action)
-                return loop
-        now += interval
-    return loop
+        return Sample(now, cpu_seconds=cpu, keep_alive_at=keep_alive_at)
+
+    return simulate(
+        START, interval, at(until_hours), sample_at, policy=policy, limits=limits, demand=demand
+    )
 
 
 # --------------------------------------------------------------------------------------------
