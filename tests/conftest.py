@@ -22,6 +22,8 @@ Fixtures:
   mapping name → ``pwd.struct_passwd``.
 - ``fake_gpu_nodes`` (session): a directory with ``nvidia0``…``nvidia7`` character devices.
 - ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
+- ``webhook`` (function): a local HTTP endpoint recording the JSON bodies POSTed to it, as
+  ``(port, bodies)``: the lifecycle's webhook notices.
 
 Helpers live in ``tests/support.py``; import them as ``from support import …`` (this
 directory is on ``sys.path`` because it holds this conftest and no ``__init__.py``).
@@ -31,10 +33,13 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import http.server
+import json
 import os
 import pwd
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -334,3 +339,26 @@ def ds01d(
     for daemon in daemons:
         print(f"===== ds01d in {daemon.root} =====\n{daemon.log_tail()}")
         daemon.cleanup()
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], received
+    server.shutdown()
+    server.server_close()

@@ -17,14 +17,11 @@ in a loop do not keep a container past its limits; a terminal a user really has 
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import shutil
 import signal
 import stat
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -351,29 +348,6 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
 
 
 # -- keep-alive -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
-    received: list[dict[str, Any]] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], received
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_keep_alive_touched_in_a_loop_is_capped_even_across_a_daemon_restart(

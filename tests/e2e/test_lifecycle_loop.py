@@ -12,11 +12,8 @@ runtime limit.
 
 from __future__ import annotations
 
-import http.server
 import io
-import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -216,29 +213,6 @@ CLEANUP = """
       container_hold_after_stop_hours: 0.001
       webhook_url: http://127.0.0.1:{port}/hook
 """
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
-    received: list[dict[str, Any]] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], received
-    server.shutdown()
-    server.server_close()
 
 
 def test_maintenance_run_stops_and_cleans_up_and_dry_run_changes_nothing(
