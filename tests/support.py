@@ -13,6 +13,7 @@ gid and supplementary groups, exactly as if she had typed it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -95,6 +96,22 @@ def remove_managed_containers() -> None:
         remove_user_networks(client)
     finally:
         client.close()
+    remove_empty_ds01_cgroups()
+
+
+def remove_empty_ds01_cgroups(root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Remove every empty cgroup under ``ds01.slice``, deepest first, in every hierarchy.
+
+    Each test's ds01d has a state directory of its own and removes only the parents it made;
+    one stopped right after a build (whose build slice it would remove at its next start)
+    would leave the user's parent non-empty for the tests after it.
+    """
+    for top in [root / "ds01.slice", *root.glob("*/ds01.slice")]:
+        if not top.is_dir():
+            continue
+        for directory in sorted(top.rglob("*.slice"), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # processes or child cgroups in it: in use
+                directory.rmdir()
 
 
 def remove_user_networks(client: Any) -> None:
