@@ -22,6 +22,7 @@ Fixtures:
   mapping name → ``pwd.struct_passwd``.
 - ``fake_gpu_nodes`` (session): a directory with ``nvidia0``…``nvidia7`` character devices.
 - ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
+- ``home_dir`` (function): factory of fresh directories owned by a test user, with files.
 - ``webhook`` (function): a local HTTP endpoint recording the JSON bodies POSTed to it, as
   ``(port, bodies)``: the lifecycle's webhook notices.
 
@@ -40,6 +41,7 @@ import pwd
 import shutil
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -362,3 +364,26 @@ def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
     yield server.server_address[1], received
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def home_dir(unix_users: dict[str, pwd.struct_passwd]) -> Iterator[Callable[..., Path]]:
+    """Factory: ``home_dir(user, files={name: text}) -> Path``, a fresh directory in the
+    user's home, owned by them, with those files written exactly as given (owned by them
+    too); removed at teardown."""
+    made: list[Path] = []
+
+    def make(user: str, files: dict[str, str] | None = None) -> Path:
+        entry = unix_users[user]
+        path = Path(entry.pw_dir) / f"ds01t-{uuid.uuid4().hex[:8]}"
+        path.mkdir(mode=0o755)
+        made.append(path)
+        for name, text in (files or {}).items():
+            (path / name).write_text(text, encoding="utf-8", newline="")
+        for item in [path, *path.rglob("*")]:
+            os.lchown(item, entry.pw_uid, entry.pw_gid)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)

@@ -25,9 +25,6 @@ own image) still build.
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,27 +50,6 @@ LIMITS = """
 PREFIX = "ds01t-"
 SECRET = "alice/ds01t-secret"
 UNLISTED = "ds01t-unlisted"  # a local image outside the registry, without a namespace
-
-
-@pytest.fixture
-def home_dir(unix_users: dict[str, pwd.struct_passwd]) -> Iterator[Callable[..., Path]]:
-    """Factory: ``home_dir(user, files)``, a fresh directory of the user's with those files."""
-    made: list[Path] = []
-
-    def make(user: str, files: dict[str, str]) -> Path:
-        entry = unix_users[user]
-        path = Path(entry.pw_dir) / f"ds01t-{uuid.uuid4().hex[:8]}"
-        path.mkdir(mode=0o755)
-        made.append(path)
-        for name, text in files.items():
-            (path / name).write_text(text, encoding="utf-8", newline="")
-        for item in [path, *path.rglob("*")]:
-            os.lchown(item, entry.pw_uid, entry.pw_gid)
-        return path
-
-    yield make
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

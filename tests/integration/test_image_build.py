@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,28 +67,6 @@ PREFIX = "ds01t-"  # every image these tests build is named like this
 
 def tag(user: str, name: str, version: str = "latest") -> str:
     return f"{user}/{PREFIX}{name}:{version}"
-
-
-@pytest.fixture
-def home_dir(unix_users: dict[str, pwd.struct_passwd]) -> Iterator[Callable[..., Path]]:
-    """Factory: ``home_dir(user, files={name: text}) -> Path``, a fresh directory in the
-    user's home, owned by them, with those files (owned by them too)."""
-    made: list[Path] = []
-
-    def make(user: str, files: dict[str, str] | None = None) -> Path:
-        entry = unix_users[user]
-        path = Path(entry.pw_dir) / f"ds01t-{uuid.uuid4().hex[:8]}"
-        path.mkdir(mode=0o755)
-        made.append(path)
-        for name, text in (files or {}).items():
-            (path / name).write_text(text, encoding="utf-8")
-        for item in [path, *path.rglob("*")]:
-            os.lchown(item, entry.pw_uid, entry.pw_gid)
-        return path
-
-    yield make
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
