@@ -9,6 +9,7 @@ container stays closed (exit 5).
 
 from __future__ import annotations
 
+import grp
 import os
 import pty
 import select
@@ -160,3 +161,52 @@ def test_retire_keeps_what_was_installed_as_her_image_and_frees_the_gpu_at_once(
     assert refused.returncode == 5, describe(refused)
     d.cli("alice", "container-remove", "back", "--force")
     docker_client.images.remove(kept, force=True)
+
+
+PYTHON_IMAGES_YAML = (
+    TEST_IMAGES_YAML
+    + """\
+  - name: python
+    image: ds01-test/python:latest
+    framework: none
+    description: Debian's Python with bash
+"""
+)
+
+
+def test_the_owner_has_their_name_group_and_home_inside(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=PYTHON_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "thesis", "--image", "python", "--start")
+    group = grp.getgrgid(unix_users["alice"].pw_gid).gr_name
+    process, master = open_in_pty(d, "alice", "thesis", "--", "bash", "-il")
+
+    prompt = read_until(master, b"$ ")
+    os.write(master, b"echo \"[$(whoami)|$(id -gn)|$(cd ~ && pwd)|$(getent passwd alice)]\"\r")
+    answer = read_until(master, b"]\r\n")
+    os.write(master, b"echo x >> /etc/passwd || echo REFUSED; exit\r")
+    code, rest = finish(process, master)
+
+    assert code == 0, rest
+    assert b"I have no name!" not in prompt, prompt
+    assert b"alice@thesis" in prompt, prompt
+    expected = f"[alice|{group}|/workspace|alice:x:{unix_users['alice'].pw_uid}:"
+    assert expected.encode() in answer, answer
+    assert b"REFUSED" in rest, rest
+
+
+def test_busybox_knows_the_owner_from_a_root_owned_passwd(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "box", "--image", "busybox", "--start")
+
+    result = d.cli("alice", "container-open", "box", "--", "sh", "-c",
+                   "whoami; ls -ln /etc/passwd")  # fmt: skip
+
+    assert result.returncode == 0, describe(result)
+    lines = result.stdout.split()
+    assert lines[0] == "alice", describe(result)
+    # root-owned, mode 0644: the owner reads it and cannot change it
+    assert "-rw-r--r--" in result.stdout and " 0 " in result.stdout, describe(result)

@@ -140,20 +140,24 @@ def _relay(sock: socket.socket, stdin: int, stdout: int) -> None:
         except InterruptedError:  # SIGWINCH
             continue
         if sock in readable:
-            data = sock.recv(_CHUNK)
+            try:
+                data = sock.recv(_CHUNK)
+            except ConnectionResetError:  # ds01d hung up; the session's status says how
+                return
             if not data:
                 return
             os.write(stdout, data)
         if stdin in readable:
             data = os.read(stdin, _CHUNK)
-            if data:
-                sock.sendall(data)
-            else:
+            if not data:
                 # End of our input (a script, `< /dev/null`): tell the program as a terminal
                 # does, with Ctrl-D. Closing our side instead would hang up the terminal and
                 # kill the program before it has finished.
                 sources.remove(stdin)
-                sock.sendall(EOF_KEY)
-
+            try:
+                sock.sendall(data or EOF_KEY)
+            except (BrokenPipeError, ConnectionResetError):  # the program ended: read the rest
+                with contextlib.suppress(ValueError):
+                    sources.remove(stdin)
 
 __all__ = ["connect", "run"]

@@ -77,6 +77,7 @@ from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
+from ds01.daemon.accounts import OwnerAccounts
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
@@ -425,6 +426,7 @@ class PreparedCreate:
     kept_image: str | None = None  # set when re-created from a commit of its old self
     jupyter_port: int | None = None  # the container port its JupyterLab listens on
     jupyter_token: str | None = None
+    image_id: str = ""  # the local image's id, when known (its account files are cached)
 
 
 class Ds01Service:
@@ -488,6 +490,7 @@ class Ds01Service:
         self.disk_usage: dict[str, disk.DiskUse] = {}
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)
+        self.accounts = OwnerAccounts(runtime)
         self.networks = UserNetworks(
             runtime, firewall or Firewall(), events, instance_id(paths.state_dir)
         )
@@ -895,6 +898,7 @@ class Ds01Service:
             requested_image=request.image,
             framework=image.framework,
             image_command=image.local.command,
+            image_id=image.local.id,
             resources=resources,
             aggregate=aggregate,
             workspace=workspace,
@@ -980,6 +984,9 @@ class Ds01Service:
         try:
             network = self.networks.ensure(owner.uid)  # guarded before anything is on it
             self.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
+            self.accounts.write(
+                prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
+            )
         except Ds01Error as exc:
             self._undo_create(prepared.docker_name, request_id)
             self.events.emit(
@@ -1111,9 +1118,7 @@ class Ds01Service:
         """The waiting request of user ``uid`` for ``container``, if any."""
         return next((q for q in self.store.waiting_of(uid) if q.container == container), None)
 
-    def _check_queue_room(
-        self, owner: UnixUser, kind: QueueKind, containers: list[str]
-    ) -> None:
+    def _check_queue_room(self, owner: UnixUser, kind: QueueKind, containers: list[str]) -> None:
         """Refuse (``QuotaExceeded``) one more waiting request of ``owner`` beyond
         ``max_containers`` (creates) or ``max_queued`` (see ``core.queue_room``)."""
         limits = self.config().limits
@@ -1544,8 +1549,10 @@ class Ds01Service:
         except OSError as exc:
             raise PermissionDenied(f"{what} {path} cannot be opened: {exc}") from exc
         st = os.fstat(fd)
-        if path == "/" or not stat.S_ISDIR(st.st_mode) or (
-            st.st_uid != owner.uid and owner.uid != 0
+        if (
+            path == "/"
+            or not stat.S_ISDIR(st.st_mode)
+            or (st.st_uid != owner.uid and owner.uid != 0)
         ):
             os.close(fd)
             raise PermissionDenied(

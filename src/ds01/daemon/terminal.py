@@ -24,6 +24,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,8 @@ LOGIN_SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l
 #: Most sessions kept (the oldest finished ones are forgotten first).
 MAX_SESSIONS = 1000
 _CHUNK = 65536
+#: How long a relay whose program ended waits for the client to close its side.
+HANG_UP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ def relay(
                 if inner in readable:
                     data = inner.recv(_CHUNK)
                     if not data:
+                        _hang_up(client)
                         return
                     client.sendall(data)
                 if client_open and client in readable:
@@ -193,6 +197,18 @@ def relay(
         log.debug("terminal relay ended: %s", exc)
     finally:
         inner.close()
+
+
+def _hang_up(client: socket.socket) -> None:
+    """End the client's stream after everything written, then read what it still sends
+    (a Ctrl-D for an input that ended as the program did) until it closes, for at most
+    ``HANG_UP_SECONDS``: closing with bytes unread would make the kernel reset the
+    connection, and the client lose the program's last output."""
+    client.shutdown(socket.SHUT_WR)
+    client.settimeout(HANG_UP_SECONDS)
+    deadline = time.monotonic() + HANG_UP_SECONDS
+    while time.monotonic() < deadline and client.recv(_CHUNK):
+        pass
 
 
 __all__ = ["LOGIN_SHELL", "Session", "Terminals", "relay"]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +53,9 @@ CONTAINER_LOG_MAX_BYTES = 10 * 1024 * 1024
 
 #: Storage drivers whose writable layer is a plain directory on the host (``UpperDir``).
 OVERLAY_DRIVERS = frozenset({"overlay2", "overlay", "fuse-overlayfs"})
+
+#: What a tar stream of one file adds to its content: headers and padding to 10 KiB blocks.
+_TAR_OVERHEAD_BYTES = 16 * 1024
 
 #: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
 CPU_PERIOD_US = 100_000
@@ -537,6 +543,43 @@ class DockerRuntime:
                 stdin_open=True,
             )
         return str(response["Id"])
+
+    def read_small_file(self, container: str, path: str, limit_bytes: int) -> bytes | None:
+        """The content of the regular file ``path`` in a created or running container; ``None``
+        when there is none, it is not a regular file, or it is larger than ``limit_bytes``
+        (a user's image decides what is there: ds01d never reads more than that)."""
+        with docker_errors(f"reading {path} in container {container}"):
+            try:
+                chunks, stat = self.api.get_archive(container, path)
+            except docker.errors.NotFound:
+                return None
+            if int(stat.get("size", 0)) > limit_bytes:
+                return None
+            archive = bytearray()
+            for chunk in chunks:
+                archive += chunk
+                if len(archive) > limit_bytes + _TAR_OVERHEAD_BYTES:
+                    return None
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            member = tar.next()
+            content = tar.extractfile(member) if member is not None and member.isfile() else None
+            return None if content is None else content.read(limit_bytes)
+
+    def write_files(self, container: str, directory: str, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (name → content) into ``directory`` of a created container, owned
+        by root and mode 0644, replacing what is there.
+
+        Raises:
+            NotFound: the container or ``directory`` does not exist.
+        """
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for name, content in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(content), 0o644, int(time.time())
+                tar.addfile(info, io.BytesIO(content))
+        with docker_errors(f"writing {directory} in container {container}"):
+            self.api.put_archive(container, directory, archive.getvalue())
 
     def start(self, container: str) -> None:
         with docker_errors(f"starting container {container}"):
