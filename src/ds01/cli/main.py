@@ -26,6 +26,7 @@ from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
 from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
+from ds01.cli.jupyter import show_jupyter
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
@@ -272,7 +273,9 @@ def _run_create(args: argparse.Namespace) -> None:
     render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
     if info["ports"] and args.start:
         render.echo(f"  Ports: {_ports_text(info['ports'])}")
-    if info.get("jupyter_url"):
+    if info.get("jupyter_url") and args.start:
+        show_jupyter(info["name"], info["jupyter_url"])
+    elif info.get("jupyter_url"):
         render.echo(f"  JupyterLab: {info['jupyter_url']}")
     if not args.start:
         render.echo(f"  Start it: container-start {info['name']}")
@@ -327,11 +330,15 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
         if args.json:
             render.emit_json(info)
         else:
-            render.ok(f"{past} {info['name']}.")
+            if info.get("already"):
+                state = "running" if verb == "start" else "not running"
+                render.ok(f"{info['name']} was {state} already; nothing to do.")
+            else:
+                render.ok(f"{past} {info['name']}.")
             if verb == "start" and info.get("ports"):
                 render.echo(f"  Ports: {_ports_text(info['ports'])}")
             if verb == "start" and info.get("jupyter_url"):
-                render.echo(f"  JupyterLab: {info['jupyter_url']}")
+                show_jupyter(info["name"], info["jupyter_url"])
 
     return Command(
         ("container", verb),

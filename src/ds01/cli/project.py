@@ -207,6 +207,7 @@ def _relaunch(
 ) -> None:
     """The project's container exists: start it if needed, then open it (or just say so)."""
     from ds01.cli import render, terminal
+    from ds01.cli.jupyter import show_jupyter
 
     name = container["name"]
     if container["image"] != reference and not args.json:
@@ -222,7 +223,7 @@ def _relaunch(
             return
         render.ok(f"{name} is running.")
         if container.get("jupyter_url"):
-            render.echo(f"  JupyterLab: {container['jupyter_url']}")
+            show_jupyter(name, container["jupyter_url"])
         render.echo(f"  Open a terminal in it: container-open {name}")
         return
     raise SystemExit(terminal.run(name, [], None))

@@ -76,6 +76,10 @@ def ok(message: str) -> None:
     echo(style("✓ ", "green") + message)
 
 
+def warn(message: str) -> None:
+    echo(style("Warning: ", "yellow", "bold", stream=sys.stderr) + message, err=True)
+
+
 def error(message: str) -> None:
     echo(style("Error: ", "red", "bold", stream=sys.stderr) + message, err=True)
 

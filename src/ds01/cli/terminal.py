@@ -160,4 +160,5 @@ def _relay(sock: socket.socket, stdin: int, stdout: int) -> None:
                 with contextlib.suppress(ValueError):
                     sources.remove(stdin)
 
+
 __all__ = ["connect", "run"]

@@ -24,13 +24,11 @@ import os
 import pwd
 import socket
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
+from ds01.cli.jupyter import wait_for_jupyter
 from ds01.core import starter
 from ds01.errors import Ds01Error, InvalidInput, NotFound
 from ds01.exitcodes import ExitCode
@@ -227,26 +225,12 @@ def _device_of(info: dict[str, Any]) -> starter.StarterDevice:
 
 
 def _wait_for_jupyter(url: str, timeout: float) -> None:
-    """Poll JupyterLab's ``/api/status`` with the token until it answers 200."""
-    base, _, token = url.partition("/lab?token=")
-    if not base.startswith("http://127.0.0.1:"):
-        raise Ds01Error(f"Unexpected JupyterLab address {base!r}.")
-    headers = {"Authorization": f"token {token}"}
-    request = urllib.request.Request(f"{base}/api/status", headers=headers)  # noqa: S310
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1 only
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.3)
-    raise Ds01Error(
-        f"JupyterLab did not answer within {timeout:g} s ({last}). `container-open NAME` "
-        "and look at what runs; re-run user-setup when it is up."
-    )
+    problem = wait_for_jupyter(url, timeout)
+    if problem is not None:
+        raise Ds01Error(
+            f"JupyterLab did not answer within {timeout:g} s ({problem}). `container-open "
+            "NAME` and look at what runs; re-run user-setup when it is up."
+        )
 
 
 def _host_port(url: str | None) -> int | None:

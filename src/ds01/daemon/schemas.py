@@ -125,6 +125,10 @@ class ContainerInfo(_Model):
         default=None,
         description="Its JupyterLab with the token (running containers of Jupyter images).",
     )
+    already: bool = Field(
+        default=False,
+        description="A start or stop found it in that state already: nothing was done.",
+    )
     oom_kills: int = Field(
         default=0, description="Processes the kernel killed for lack of memory in it."
     )

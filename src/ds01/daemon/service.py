@@ -1248,6 +1248,8 @@ class Ds01Service:
         """Start a container. One whose devices were released gets devices again first
         (``reacquire``); if none are free it is queued when ``queue`` is set."""
         record = self._target(caller, name, user, "start")
+        if record.status == "running":
+            return container_info(record).model_copy(update={"already": True})
         owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
         if record.id in self.store.released():  # refuse before it gets devices again
             self.check_mounts(caller, owner, record)
@@ -1627,6 +1629,8 @@ class Ds01Service:
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         record = self._target(caller, name, user, "stop")
+        if record.status != "running":
+            return container_info(record).model_copy(update={"status": "stopped", "already": True})
         self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
         self.events.emit("container.stop", user=caller.name, resource=_resource(record))
         self.queue_changed()

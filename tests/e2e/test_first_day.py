@@ -1,0 +1,61 @@
+"""End to end: the answers a user gets on their first day say what happened.
+
+A start or stop that finds its container in that state already says so; a Jupyter
+container's address is printed once JupyterLab answers, not before.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from typing import Any
+
+from support import TEST_IMAGES_YAML, describe
+
+JUPYTER_IMAGES_YAML = (
+    TEST_IMAGES_YAML
+    + """\
+  - name: jupyter
+    image: ds01-test/jupyter:latest
+    framework: none
+    description: JupyterLab, built offline
+"""
+)
+URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)")
+
+
+def test_start_and_stop_say_when_there_was_nothing_to_do(ds01d: Any, unix_users: Any) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "box", "--image", "busybox", "--start")
+    starts_before = len(d.events_where(action="container.start"))
+
+    again = d.cli("alice", "container-start", "box")
+    assert again.returncode == 0, describe(again)
+    assert "box was running already; nothing to do." in again.stdout, describe(again)
+    assert "Started" not in again.stdout
+    assert len(d.events_where(action="container.start")) == starts_before  # nothing was done
+
+    assert d.cli("alice", "container-stop", "box").returncode == 0
+    stopped = d.cli("alice", "container-stop", "box")
+    assert stopped.returncode == 0, describe(stopped)
+    assert "box was not running already; nothing to do." in stopped.stdout, describe(stopped)
+    assert d.cli_json("alice", "container-stop", "box")["already"] is True
+    assert len(d.events_where(action="container.stop")) == 1
+
+
+def test_a_jupyter_address_is_printed_once_jupyterlab_answers(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=JUPYTER_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "lab", "--image", "jupyter")
+
+    started = d.cli("alice", "container-start", "lab", timeout=120)
+
+    assert started.returncode == 0, describe(started)
+    match = URL_RE.search(started.stdout)
+    assert match, describe(started)
+    # At once, without retrying: the address answers when the user first sees it.
+    status_url = f"http://127.0.0.1:{match.group(1)}/api/status"
+    request = urllib.request.Request(status_url, headers={"Authorization": f"token {match[2]}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
