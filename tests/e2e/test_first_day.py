@@ -59,3 +59,17 @@ def test_a_jupyter_address_is_printed_once_jupyterlab_answers(
     request = urllib.request.Request(status_url, headers={"Authorization": f"token {match[2]}"})
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert answer.status == 200
+
+
+def test_a_mig_profile_this_server_lacks_is_not_found_and_the_ones_it_has_are_named(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+
+    result = d.cli("alice", "container-create", "big", "--image", "busybox", "--mig", "4g.20gb")
+
+    assert result.returncode == 4, describe(result)
+    assert "no MIG instance of profile 4g.20gb" in result.stderr, describe(result)
+    assert "1g.5gb, 2g.10gb, 3g.20gb" in result.stderr, describe(result)
+    assert "quota" not in result.stderr.lower(), describe(result)
+    assert d.cli_json("alice", "container-list") == []

@@ -20,12 +20,13 @@ from ds01.core.allocation import (
     Placement,
     allocate,
     check_container_count,
+    check_mig_profiles_exist,
     equivalents_to_float,
     format_equivalents,
     free_devices,
     place,
 )
-from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.gpu.device import Device, Inventory, PhysicalGpu
 
 A100 = "NVIDIA A100-SXM4-40GB"
@@ -316,6 +317,21 @@ def test_mig_best_fit_takes_the_smallest_sufficient_instance(inventory: Inventor
     placement = place(GpuRequest(mig_profiles=("2g.10gb",)), inventory, state)
     assert placement.uuids == (mig_uuid(3, 0),)
     assert placement.gpu_equivalents == Fraction(3, 7)
+
+
+def test_a_mig_profile_no_instance_here_can_serve_is_not_found_and_the_profiles_are_named(
+    inventory: Inventory,
+) -> None:
+    check_mig_profiles_exist(GpuRequest(mig_profiles=("2g.10gb", "3g.20gb")), inventory)
+    check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.10gb",)), inventory)  # a 2g serves it
+    with pytest.raises(NotFound) as refused:
+        check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.5gb", "4g.20gb")), inventory)
+    assert "no MIG instance of profile 4g.20gb" in refused.value.message
+    assert "MIG profiles here: 1g.5gb, 2g.10gb, 3g.20gb." in refused.value.message
+    whole_only = Inventory(backend="simulated", gpus=(physical(0),), devices=(whole(0),))
+    with pytest.raises(NotFound, match="no MIG instances. Ask for a whole GPU"):
+        check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.5gb",)), whole_only)
+    check_mig_profiles_exist(GpuRequest(whole_gpus=1), whole_only)
 
 
 def test_mig_request_several_instances_largest_first_never_twice(inventory: Inventory) -> None:

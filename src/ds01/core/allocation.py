@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import NamedTuple
 
 from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
-from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.gpu.device import Device, Inventory
 
 #: Compute slices of an A100/H100; used when nothing better is known.
@@ -579,6 +579,32 @@ def _check_gpu_kind_allowed(request: GpuRequest, quota: GpuQuota) -> None:
         )
 
 
+def check_mig_profiles_exist(request: GpuRequest, inventory: Inventory) -> None:
+    """Refuse a MIG profile that no instance of this server can ever serve (neither one of
+    that profile nor a larger one), naming the profiles that are here: a request for it
+    would otherwise count against the quota or wait in the queue for ever.
+
+    Raises:
+        NotFound: a profile no instance of ``inventory``, free or not, can serve.
+    """
+    instances = [d for d in inventory.devices if d.kind == "mig"]
+    missing = [
+        n.profile for n in request._mig_needs() if not any(_satisfies(d, n) for d in instances)
+    ]
+    if not missing:
+        return
+    here = sorted({d.profile for d in instances if d.profile}, key=mig_profile_slices)
+    if here:
+        instead = f"MIG profiles here: {', '.join(here)}. Ask for one of them"
+    else:
+        instead = "This server has no MIG instances. Ask for a whole GPU"
+    raise NotFound(
+        f"There is no MIG instance of profile {missing[0]} (or larger) on this server. "
+        f"{instead}, or see `gpu-status`.",
+        details={"requested": missing, "available": here},
+    )
+
+
 def _check_per_container_cap(quota: GpuQuota, needed: Fraction) -> None:
     cap = quota.max_gpus_per_container
     if cap is not None and needed > cap:
@@ -649,8 +675,8 @@ def allocate(
 ) -> Placement:
     """Decide whether ``user`` may create a container with ``request``, and on which devices.
 
-    Checks, in order: the kind of GPU is allowed (``allow_full_gpu`` / ``allow_mig``), the
-    container count (``max_containers``), the per-container cap, the user's total
+    Checks, in order: the container count (``max_containers``), the kind of GPU is allowed
+    (``allow_full_gpu`` / ``allow_mig``), the per-container cap, the user's total
     (``gpu_limit``: GPU-equivalents of all the user's holdings plus this placement), then
     places. Quota checks first use the least the request can count for, so a request over
     quota gets :class:`QuotaExceeded` even when nothing is free; the placement is then bounded
@@ -688,6 +714,7 @@ __all__ = [
     "Placement",
     "allocate",
     "check_container_count",
+    "check_mig_profiles_exist",
     "describe_devices",
     "equivalents_to_float",
     "format_equivalents",

@@ -54,6 +54,7 @@ from ds01.core.allocation import (
     Holding,
     Placement,
     allocate,
+    check_mig_profiles_exist,
     equivalents_to_float,
     format_equivalents,
 )
@@ -849,6 +850,7 @@ class Ds01Service:
             records = self.records()
             inventory = self.backend.inventory()
             try:
+                check_mig_profiles_exist(prepared.gpu_request, inventory)
                 placement = self.admit(prepared, records, inventory)
             except NoCapacity as exc:
                 if not request.queue:
