@@ -73,3 +73,21 @@ def test_a_mig_profile_this_server_lacks_is_not_found_and_the_ones_it_has_are_na
     assert "1g.5gb, 2g.10gb, 3g.20gb" in result.stderr, describe(result)
     assert "quota" not in result.stderr.lower(), describe(result)
     assert d.cli_json("alice", "container-list") == []
+
+
+def test_a_mistyped_image_is_not_found_with_the_registry_name_meant(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=JUPYTER_IMAGES_YAML)
+
+    typo = d.cli("alice", "container-create", "lab", "--image", "jupiter")
+    unknown = d.cli("alice", "container-create", "lab", "--image", "tensorflow")
+    mistyped_flag = d.cli("alice", "container-create", "lab", "--img", "jupyter")
+
+    assert typo.returncode == 4, describe(typo)
+    assert "Did you mean 'jupyter'?" in typo.stderr, describe(typo)
+    assert unknown.returncode == 4, describe(unknown)
+    assert "Did you mean" not in unknown.stderr and "image-list" in unknown.stderr
+    assert mistyped_flag.returncode == 2, describe(mistyped_flag)
+    assert "Did you mean '--image'?" in mistyped_flag.stderr, describe(mistyped_flag)
+    assert d.cli_json("alice", "container-list") == []

@@ -329,7 +329,7 @@ def test_a_mig_profile_no_instance_here_can_serve_is_not_found_and_the_profiles_
     assert "no MIG instance of profile 4g.20gb" in refused.value.message
     assert "MIG profiles here: 1g.5gb, 2g.10gb, 3g.20gb." in refused.value.message
     whole_only = Inventory(backend="simulated", gpus=(physical(0),), devices=(whole(0),))
-    with pytest.raises(NotFound, match="no MIG instances. Ask for a whole GPU"):
+    with pytest.raises(NotFound, match=r"no MIG instances\. Ask for a whole GPU"):
         check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.5gb",)), whole_only)
     check_mig_profiles_exist(GpuRequest(whole_gpus=1), whole_only)
 

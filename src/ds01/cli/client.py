@@ -9,6 +9,7 @@ Deliberately minimal: one HTTP/1.1 request per connection with a JSON body and a
 from __future__ import annotations
 
 import json
+import os
 import socket
 from urllib.parse import quote, urlencode
 
@@ -30,6 +31,19 @@ class ApiError(Ds01Error):
             ExitCode(exit_code) if exit_code in ExitCode._value2member_map_ else ExitCode.ERROR
         )
         self.error_kind = kind
+
+
+def _who_starts_it() -> str:
+    """What to do when ds01d does not answer, for whoever can do it."""
+    if os.geteuid() == 0:
+        return (
+            "start it with `systemctl start ds01d` (or `ds01d` in the foreground), then "
+            "check with `ds01 admin doctor`."
+        )
+    return (
+        "ds01d, the service that runs everyone's containers here, is not running. Ask your "
+        "admin to start it."
+    )
 
 
 class ProtocolError(Exception):
@@ -109,8 +123,7 @@ class Ds01Client:
             status, raw = _exchange(self.path, self.timeout, request)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnavailable(
-                f"Cannot reach ds01d at {self.path} ({exc.strerror}). Is the daemon running? "
-                "An admin starts it with `ds01d` (or `make setup`)."
+                f"Cannot reach ds01d at {self.path} ({exc.strerror}): {_who_starts_it()}"
             ) from exc
         except PermissionError as exc:
             raise DaemonUnavailable(f"Cannot open {self.path}: permission denied.") from exc

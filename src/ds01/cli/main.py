@@ -27,6 +27,7 @@ from ds01.cli.command import Command as Command  # re-exported: the table's entr
 from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
+from ds01.cli.parsing import ArgumentParser, UsageError
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
@@ -35,7 +36,7 @@ from ds01.tui.main import DESCRIPTION as DASHBOARD_DESCRIPTION
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
@@ -1005,14 +1006,8 @@ GROUP_HELP = {
 }
 
 
-class UsageError(Ds01Error):
-    """Bad command-line usage found after parsing."""
-
-    exit_code = ExitCode.USAGE
-
-
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    return ArgumentParser(
         prog=prog,
         description=description,
         epilog=EXIT_CODES_EPILOG,
@@ -1059,6 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    as_json = _wants_json(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)  # --guided runs the command from in here
         args.command.run(args)
@@ -1067,13 +1063,32 @@ def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(int(ExitCode.OK)) from None
     except ApiError as exc:
-        render.error(exc.message)
-        raise SystemExit(int(exc.code)) from None
+        _report(exc, exc.code, exc.error_kind, as_json)
+    except UsageError as exc:
+        if exc.usage and not as_json:
+            render.echo(exc.usage.rstrip(), err=True)
+        _report(exc, exc.exit_code, "usage", as_json)
     except Ds01Error as exc:
-        render.error(exc.message)
-        raise SystemExit(int(exc.exit_code)) from None
+        _report(exc, exc.exit_code, getattr(exc, "kind", "error"), as_json)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON (before a ``--`` that starts a program's own
+    arguments, as in ``container-open NAME -- cmd --json``)."""
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in own
+
+
+def _report(error: Ds01Error, code: int, kind: str, as_json: bool) -> NoReturn:
+    """Say what went wrong on stderr, in words or (under ``--json``) as one JSON object:
+    ``{"error": MESSAGE, "exit_code": N, "kind": KIND, "details": {...}}``; then exit."""
+    if as_json:
+        render.emit_json_error(error.message, int(code), kind, error.details)
+    else:
+        render.error(error.message)
+    raise SystemExit(int(code))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1089,7 +1104,7 @@ def run_alias(alias: str, argv: list[str] | None = None) -> None:
 
 def command_parser(prog: str, command: Command) -> argparse.ArgumentParser:
     """A parser of ``command`` alone, named ``prog`` (as the hyphenated commands have)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description=command.description,
         epilog=EXIT_CODES_EPILOG,

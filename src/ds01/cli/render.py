@@ -34,6 +34,12 @@ def emit_json(value: Any) -> None:
     echo(json.dumps(value, indent=2))
 
 
+def emit_json_error(message: str, exit_code: int, kind: str, details: Any) -> None:
+    """An error as scripts read it under ``--json``: one JSON object on stderr."""
+    error = {"error": message, "exit_code": exit_code, "kind": kind, "details": details or {}}
+    echo(json.dumps(error, indent=2), err=True)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows under headers, columns padded to their widest cell."""
     cells = [[_cell(v) for v in row] for row in rows]

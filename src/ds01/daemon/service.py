@@ -74,6 +74,7 @@ from ds01.core.ports import (
 )
 from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
+from ds01.core.suggest import did_you_mean
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
@@ -1923,12 +1924,18 @@ class Ds01Service:
             or (image is not None and image.owner() == user)
         )
         if not allowed:
-            # The same answer whether the image exists or belongs to someone else.
+            # The same answer whether the image exists or belongs to someone else: the
+            # suggestions come from the registry alone.
+            hint = did_you_mean(wanted, (e.name for e in config.images.entries))
+            if hint or not any(mark in wanted for mark in "/:@"):
+                raise NotFound(
+                    f"There is no image {shown(wanted)} in the image registry or among your "
+                    f"own images.{hint} `image-list` shows the images you can use."
+                )
             raise PermissionDenied(
                 f"Image {shown(wanted)} is not in the image registry, not one of your own "
-                "images, "
-                "and local references like it are not allowed here. `image-list` shows the "
-                "images you can use."
+                "images, and local references like it are not allowed here. `image-list` "
+                "shows the images you can use."
             )
         if image is None:
             raise NotFound(

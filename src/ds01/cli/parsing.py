@@ -1,0 +1,90 @@
+"""The argument parser of every ds01 command: a usage error names what was meant.
+
+argparse ends the process itself on bad usage. ds01's parser raises :class:`UsageError`
+instead, with a "did you mean" for a mistyped option or command, so that the one place
+that reports errors (``ds01.cli.main``) says it in words, or as JSON under ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from ds01.errors import Ds01Error
+from ds01.exitcodes import ExitCode
+
+TYPE_CHECKING = False  # the CLI starts without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import NoReturn
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
+
+
+class UsageError(Ds01Error):
+    """Bad command-line usage: an unknown option, a missing or malformed argument.
+
+    ``usage`` is the command's usage line, shown before the message to a person.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting."""
+
+    _seen: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._seen = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message + self._suggestion(message), self.format_usage())
+
+    def _suggestion(self, message: str) -> str:
+        """"Did you mean" for the first unknown option typed (whatever argparse complained
+        of first: a required option is missing when its name was mistyped), or for an
+        invalid command."""
+        from ds01.core.suggest import did_you_mean
+
+        invalid = _INVALID_CHOICE.search(message)
+        if invalid:
+            return did_you_mean(invalid.group(1), _choices(self))
+        known = set(_option_strings(self))
+        typed = self._seen[: self._seen.index("--")] if "--" in self._seen else self._seen
+        for word in typed:
+            option = word.split("=", 1)[0]
+            if option.startswith("--") and option not in known:
+                hint = did_you_mean(option, sorted(known))
+                if hint:
+                    return hint
+        return ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
+    """Every option of ``parser`` and of the commands under it."""
+    for action in parser._actions:
+        yield from (o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _option_strings(sub)
+
+
+def _choices(parser: argparse.ArgumentParser) -> list[str]:
+    return [
+        str(choice)
+        for action in parser._actions
+        if action.choices is not None
+        for choice in action.choices
+    ]
+
+
+__all__ = ["ArgumentParser", "UsageError"]
