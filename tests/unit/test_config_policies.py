@@ -150,15 +150,27 @@ def test_permissiveness_orders_each_kind_of_key() -> None:
             "policies:\n  idle_warning_fractions: [0.5, 0.5]\n",
             "limits.yaml:2: policies.idle_warning_fractions: must be fractions",
         ),
-        ("policies:\n  demand_idle_factor: 0\n", "policies.demand_idle_factor: Input should be"),
-        ("policies:\n  demand_idle_factor: 1.5\n", "policies.demand_idle_factor: Input should"),
-        ("policies:\n  cpu_percent: 0\n", "policies.cpu_percent: Input should be greater than 0"),
+        (
+            "policies:\n  demand_idle_factor: 0\n",
+            "policies.demand_idle_factor: must be more than 0",
+        ),
+        (
+            "policies:\n  demand_idle_factor: 1.5\n",
+            "policies.demand_idle_factor: must be at most 1",
+        ),
+        ("policies:\n  cpu_percent: 0\n", "policies.cpu_percent: must be more than 0"),
         ("policies:\n  gpu_utilization_percent: 101\n", "policies.gpu_utilization_percent:"),
-        ("policies:\n  lifecycle_interval_seconds: .nan\n", "Input should be a finite number"),
-        ("policies:\n  idle_grace_minutes: -1\n", "policies.idle_grace_minutes: Input should"),
-        ("policies:\n  idle_grace_minutes: null\n", "policies.idle_grace_minutes: Input should"),
-        ("policies:\n  gpu_memory_mib: 0.5\n", "policies.gpu_memory_mib: Input should be"),
-        ("policies:\n  idle_timeout_hours: 4\n", "policies.idle_timeout_hours: Extra inputs"),
+        ("policies:\n  lifecycle_interval_seconds: .nan\n", "expected a finite number"),
+        (
+            "policies:\n  idle_grace_minutes: -1\n",
+            "policies.idle_grace_minutes: must be at least 0",
+        ),
+        (
+            "policies:\n  idle_grace_minutes: null\n",
+            "policies.idle_grace_minutes: expected a number, got null",
+        ),
+        ("policies:\n  gpu_memory_mib: 0.5\n", "policies.gpu_memory_mib: expected a whole number"),
+        ("policies:\n  idle_timeout_hours: 4\n", "policies.idle_timeout_hours: unknown key"),
         (
             "policies:\n  gpu_idle_threshold: 5\n",
             "limits.yaml:1: policies: unknown key 'gpu_idle_threshold'; use "
@@ -206,7 +218,7 @@ def test_group_entries_name_defined_groups_and_leave_the_interval_alone() -> Non
         "limits.yaml:6: policies.users.jane: lifecycle_interval_seconds is one setting for "
         "the whole server: set it at the top of the policies: section"
     )
-    assert "policies.users.jane.cpu_percent: Input should be greater" in error(
+    assert "policies.users.jane.cpu_percent: must be more than 0" in error(
         "policies:\n  users:\n    jane: {cpu_percent: -1}\n"
     )
     assert "policies.groups.phd: webhook_url is one setting for the whole server" in error(

@@ -64,19 +64,26 @@ def test_a_full_scheduler_section() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("priority_weight: -1", "scheduler.priority_weight: Input should be greater than or equal"),
-        ("fairshare_weight: -0.5", "scheduler.fairshare_weight: Input should be greater than or"),
+        ("priority_weight: -1", "scheduler.priority_weight: must be at least 0"),
+        ("fairshare_weight: -0.5", "scheduler.fairshare_weight: must be at least 0"),
         (
             "age_weight_per_hour: 0",
             "scheduler.age_weight_per_hour: must be greater than 0 (got 0.0): without an age "
             "term a request could wait forever behind newer ones",
         ),
         ("age_weight_per_hour: -1", "scheduler.age_weight_per_hour: must be greater than 0"),
-        ("usage_half_life_hours: 0", "scheduler.usage_half_life_hours: Input should be greater"),
-        ("backfill_max_delay_minutes: -5", "scheduler.backfill_max_delay_minutes: Input should"),
-        ("priority_weight: .inf", "scheduler.priority_weight: Input should be a finite number"),
-        ("backfill: maybe", "scheduler.backfill: Input should be a valid boolean"),
-        ("half_life_hours: 24", "scheduler.half_life_hours: Extra inputs are not permitted"),
+        ("usage_half_life_hours: 0", "scheduler.usage_half_life_hours: must be more than 0"),
+        (
+            "backfill_max_delay_minutes: -5",
+            "scheduler.backfill_max_delay_minutes: must be at least 0",
+        ),
+        ("priority_weight: .inf", "scheduler.priority_weight: expected a finite number"),
+        ("backfill: maybe", "scheduler.backfill: expected true or false"),
+        (
+            "half_life_hours: 24",
+            "scheduler.half_life_hours: unknown key 'half_life_hours'. Did you mean "
+            "'usage_half_life_hours'?",
+        ),
     ],
 )
 def test_bad_scheduler_values_name_file_line_and_key(line: str, message: str) -> None:
@@ -126,7 +133,7 @@ def test_gpu_hold_after_stop_minutes_values() -> None:
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("-1", "greater than or equal to 0"), (".nan", "finite number"), ("'15m'", "valid number")],
+    [("-1", "must be at least 0"), (".nan", "finite number"), ("'15m'", "expected a number")],
 )
 def test_bad_gpu_hold_after_stop_minutes(value: str, fragment: str) -> None:
     error = limits_error(f"defaults:\n  gpu_hold_after_stop_minutes: {value}\n")

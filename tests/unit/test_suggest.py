@@ -55,3 +55,25 @@ def test_under_json_a_usage_error_is_one_json_object_on_stderr(capsys):
     error = json.loads(err)
     assert error["exit_code"] == 2 and error["kind"] == "usage"
     assert "unrecognized arguments: --colour" in error["error"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("defaults:\n  gpu_limits: 2\n", "unknown key 'gpu_limits'. Did you mean 'gpu_limit'?"),
+        ("defaults:\n\tgpu_limit: 2\n", "indent with spaces, not tabs"),
+        (
+            "defaults:\n  allow_mig: maybe\n",
+            "defaults.allow_mig: expected true or false, got 'maybe'",
+        ),
+    ],
+)
+def test_config_check_says_what_was_meant_in_its_own_words(text, expected, tmp_path, capsys):
+    path = tmp_path / "resource-limits.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "check", str(path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert expected in err
+    assert "Input should" not in err and "Extra inputs" not in err

@@ -30,6 +30,7 @@ from ds01.config.aime import AimeFormatError, entry_name, parse_ml_images_repo
 from ds01.config.gpu_config import GpuConfig
 from ds01.config.images import ImageEntry, ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
+from ds01.config.messages import error_message
 from ds01.errors import ConfigError, InvalidInput
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 
@@ -143,6 +144,8 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node]:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
         problem = f"{exc.problem} ({exc.context})" if exc.context else str(exc.problem)
+        if "'\\t'" in problem:
+            problem += "; indent with spaces, not tabs"
         raise config_error(source, [ConfigProblem(line, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:
         raise config_error(source, [ConfigProblem(None, "", f"invalid YAML: {exc}")]) from None
@@ -225,21 +228,13 @@ def _locate(root: yaml.Node | None, error: ErrorDetails) -> tuple[int | None, st
     return line, ".".join(path)
 
 
-def _message(error: ErrorDetails) -> str:
-    if error["type"] == "value_error":
-        return error["msg"].removeprefix("Value error, ")
-    if error["type"] == "model_type":
-        return "Input should be a mapping (key: value)"
-    return error["msg"]
-
-
 def _parse(text: str, model: type[_Model], source: str) -> _Model:
     data, root = _parse_yaml(text, source)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [
-            ConfigProblem(*_locate(root, error), _message(error))
+            ConfigProblem(*_locate(root, error), error_message(error, model))
             for error in exc.errors(include_url=False)
         ]
         problems.sort(key=lambda problem: problem.line or 0)
