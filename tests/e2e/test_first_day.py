@@ -6,6 +6,7 @@ container's address is printed once JupyterLab answers, not before.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.request
 from typing import Any
@@ -90,4 +91,36 @@ def test_a_mistyped_image_is_not_found_with_the_registry_name_meant(
     assert "Did you mean" not in unknown.stderr and "image-list" in unknown.stderr
     assert mistyped_flag.returncode == 2, describe(mistyped_flag)
     assert "Did you mean '--image'?" in mistyped_flag.stderr, describe(mistyped_flag)
+    assert d.cli_json("alice", "container-list") == []
+
+
+def test_check_limits_says_what_a_limit_comes_to_on_this_host_and_of_how_many(
+    ds01d: Any, unix_users: Any
+) -> None:
+    cores = os.cpu_count() or 1
+    limits = f"defaults:\n  cpu_limit: {cores + 6}\n  max_containers: 3\n"
+    d = ds01d(resource_limits=limits, images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "one", "--image", "busybox")
+
+    text = d.cli("alice", "check-limits")
+
+    assert text.returncode == 0, describe(text)
+    assert f"{cores + 6} (this host has {cores}: {cores} in effect)" in text.stdout, describe(text)
+    assert "1 of 3 containers" in text.stdout, describe(text)
+    assert d.cli_json("alice", "check-limits")["host_cpus"] == cores
+
+
+def test_retire_without_a_terminal_asks_for_yes_and_removes_nothing(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "env", "--image", "busybox")
+
+    refused = d.cli("alice", "container-retire", "env", "--discard")
+
+    assert refused.returncode == 2, describe(refused)
+    assert "--yes" in refused.stderr, describe(refused)
+    assert [c["name"] for c in d.cli_json("alice", "container-list")] == ["env"]
+    retired = d.cli("alice", "container-retire", "env", "--discard", "--yes")
+    assert retired.returncode == 0, describe(retired)
     assert d.cli_json("alice", "container-list") == []

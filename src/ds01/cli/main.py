@@ -535,16 +535,26 @@ def _run_limits(args: argparse.Namespace) -> None:
             ],
         )
     else:
-        rows = [[k, render.limit_value(v)] for k, v in result["limits"].items()]
+        rows = [[k, _limit_shown(k, v, result)] for k, v in result["limits"].items()]
         render.table(["LIMIT", "VALUE"], rows)
     usage = result["usage"]
     holders = ", ".join(usage["gpu_containers"]) or "none"
+    most = result["limits"].get("max_containers")
+    of_most = "" if most is None else f" of {most}"
     render.echo(
         f"In use: {render.number(usage['gpu_equivalents'])} of "
         f"{render.limit_value(result['limits'].get('gpu_limit'))} GPU-equivalents "
-        f"(held by: {holders}); {usage['containers']} container(s)."
+        f"(held by: {holders}); {usage['containers']}{of_most} containers."
     )
     _echo_disk_use(result)
+
+
+def _limit_shown(key: str, value: Any, result: dict[str, Any]) -> str:
+    """A limit's value, with what it comes to on this host where that is less."""
+    host_cpus = result.get("host_cpus")
+    if key == "cpu_limit" and host_cpus and value is not None and value > host_cpus:
+        return f"{render.limit_value(value)} (this host has {host_cpus}: {host_cpus} in effect)"
+    return render.limit_value(value)
 
 
 def _configure_config_check(p: argparse.ArgumentParser) -> None:
@@ -725,7 +735,11 @@ def _run_retire(args: argparse.Namespace) -> None:
         )
         if answer in ("y", "yes"):
             keep_as = input(f"Image name [{args.name.lower()}]: ").strip() or args.name.lower()
-    if not args.yes and interactive:
+    if not args.yes and not interactive:
+        raise UsageError(
+            f"container-retire removes {args.name}; without a terminal to confirm on, add --yes."
+        )
+    if not args.yes:
         answer = (
             input(f"Remove {args.name} now (its GPUs are freed; /workspace is kept)? [y/N] ")
             .strip()

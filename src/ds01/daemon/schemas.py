@@ -209,6 +209,10 @@ class LimitsResponse(_Model):
         "(size), pids_limit; null = unlimited.",
     )
     aggregate_usage: AggregateUsage | None = None
+    host_cpus: int | None = Field(
+        default=None,
+        description="CPUs of this host: a cpu_limit above it gives a container this many.",
+    )
 
 
 class ImageInfo(_Model):

@@ -805,6 +805,7 @@ class Ds01Service:
             else None,
             aggregate=aggregate.to_dict(),
             aggregate_usage=aggregate_usage,
+            host_cpus=self.engine.cpus,
         )
 
     def usage_of(
