@@ -182,6 +182,30 @@ def test_queued_demand_makes_an_idle_stop_come_sooner_and_frees_the_gpu(
     )
 
 
+def test_a_users_own_queued_request_does_not_hurry_their_own_idle_container(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d, ONE_GPU)
+    two_gpus = LIMITS.replace("0.003", "0.01").replace(  # idle stop after 36 s
+        "max_containers: 6", "max_containers: 6\n      gpu_limit: 2"
+    )
+    d.write_config("resource-limits.yaml", two_gpus)
+    create(d, "alice", "holder", "--gpus", "1")
+    with RawApi(d.paths.socket, "alice") as api:
+        queued = api.call(
+            "POST", "/v1/containers", {"name": "next", "image": "busybox", "gpus": 1, "queue": True}
+        )
+    assert queued.status == 202, queued
+
+    (entry,) = d.cli_json("alice", "queue")
+    assert "held by your own container holder" in entry["reason"], entry
+    time.sleep(15)  # under demand (factor 0.25) the idle stop would come after 9 s
+    assert not d.events_where(action="cleanup.idle", user="alice")
+    report = d.cli_json(None, "maintenance", "run", "--dry-run")
+    (holder,) = [c for c in report["containers"] if c["name"] == "holder"]
+    assert "others wait" not in holder["reason"], holder
+
+
 def test_a_killed_daemon_continues_the_countdown(
     ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
 ) -> None:

@@ -888,3 +888,28 @@ def test_plan_is_deterministic(scenario: dict[str, Any]) -> None:
     first = plan(**scenario)
     shuffled = plan(**{**scenario, "pending": list(reversed(scenario["pending"]))})
     assert shuffled == first
+
+
+def test_a_request_blocked_by_its_own_users_container_says_which_and_is_no_demand_on_it() -> None:
+    inventory = make_inventory(1)
+    state = AllocationState((holding("thesis", "alice", [whole(0)]),))
+    queue = [pending("more", "alice", gpus=1)]
+
+    result = plan(queue, inventory, state, NOW, UsageTotals(), FAIR)
+
+    (entry,) = result.ranked
+    assert entry.status == "head"
+    assert "held by your own container thesis" in entry.reason
+    assert "`container-retire thesis`" in entry.reason
+    assert result.users_waiting_for_devices == {"alice"}  # demand on others' containers only
+
+
+def test_a_request_blocked_by_someone_elses_container_names_no_container() -> None:
+    inventory = make_inventory(1)
+    state = AllocationState((holding("thesis", "bob", [whole(0)]),))
+
+    result = plan([pending("more", "alice", gpus=1)], inventory, state, NOW, UsageTotals(), FAIR)
+
+    (entry,) = result.ranked
+    assert "your own container" not in entry.reason and "thesis" not in entry.reason
+    assert result.users_waiting_for_devices == {"alice"}

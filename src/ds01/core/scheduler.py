@@ -418,7 +418,15 @@ class Plan:
     def waiting_for_devices(self) -> bool:
         """Whether some request waits for devices (:data:`DEVICE_WAIT_STATUSES`): the
         ``demand`` of :func:`ds01.core.lifecycle.decide`."""
-        return any(entry.status in DEVICE_WAIT_STATUSES for entry in self.ranked)
+        return bool(self.users_waiting_for_devices)
+
+    @property
+    def users_waiting_for_devices(self) -> frozenset[str]:
+        """The users with a request that waits for devices: demand on the containers of
+        everyone else (a user's own request does not shorten their own idle timeout)."""
+        return frozenset(
+            entry.request.user for entry in self.ranked if entry.status in DEVICE_WAIT_STATUSES
+        )
 
     def entry(self, request_id: str) -> QueueEntry:
         """The queue entry of ``request_id``; ``KeyError`` if it was not pending."""
@@ -626,6 +634,33 @@ def _allocate(
     return allocate(pending.request, pending.user, pending.quota, inventory, state, containers)
 
 
+def _held_by_own(
+    pending: PendingRequest, inventory: Inventory, state: AllocationState, containers: Sequence[str]
+) -> str:
+    """``" Its devices are held by your container thesis: …"`` when the request would be
+    placed if the requester's own containers gave their devices back; ``""`` otherwise
+    (a user is told what they can do themselves instead of waiting for others)."""
+    own = [h for h in state.of_user(pending.user) if h.devices]
+    if not own:
+        return ""
+    freed = state
+    for holding in own:
+        freed = freed.without(holding.container)
+    try:
+        placement = _allocate(pending, inventory, freed, containers)
+    except (NoCapacity, QuotaExceeded):
+        return ""
+    needed = set(placement.uuids)
+    blockers = sorted(h.name for h in own if needed & set(h.devices))
+    if not blockers:
+        return ""
+    names = ", ".join(blockers)
+    return (
+        f" Its devices are held by your own container{'s' if len(blockers) > 1 else ''} "
+        f"{names}: `container-retire {blockers[0]}` (or `container-remove`) frees them now."
+    )
+
+
 def plan(
     pending: Sequence[PendingRequest],
     inventory: Inventory,
@@ -690,14 +725,15 @@ def plan(
                 reason = (
                     f"First in line for {request.request.describe()}: holds {len(held)} free "
                     f"device(s), expected to start at {_when(head.reservation.estimated_start)}."
-                )
+                ) + _held_by_own(request, inventory, current, containers)
                 entries.append(_entry(ranked, "head", reason))
                 continue
             # It does not fit beside the head's reserved devices: does it fit on them?
             try:
                 placement = _allocate(request, inventory, current, containers)
             except NoCapacity as still_refused:
-                entries.append(_entry(ranked, "capacity", still_refused.message))
+                own = _held_by_own(request, inventory, current, containers)
+                entries.append(_entry(ranked, "capacity", still_refused.message + own))
                 continue
             if not _may_use_reserved(request, now, head.reservation, policy):
                 reason = (

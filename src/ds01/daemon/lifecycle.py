@@ -119,7 +119,7 @@ class LifecycleLoop(PeriodicPass):
         clocks = store.lifecycle_clocks()
         telemetry = Sampler.telemetry(service.backend, records)
         exemptions = [r.exemption() for r in store.exemptions()]
-        demand = service.queue_waits_for_devices()
+        waiting = service.users_waiting_for_devices()
         owners: dict[int, _Owner | None] = {}
         rows: list[api.LifecycleStatus] = []
         for record in records:
@@ -127,6 +127,7 @@ class LifecycleLoop(PeriodicPass):
             if owner is None:
                 continue
             if record.status == "running":
+                demand = bool(waiting - {record.user})  # others wait, not only its owner
                 status = self._running(
                     record, owner, clocks, telemetry, exemptions, demand, now, dry_run
                 )

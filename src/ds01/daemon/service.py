@@ -775,10 +775,11 @@ class Ds01Service:
         plan = self.queue_plan
         return plan.demand_gpu_equivalents if plan is not None else Fraction(0)
 
-    def queue_waits_for_devices(self) -> bool:
-        """Whether, at the last queue pass, some request waited for devices (not for its
-        own quota): idle containers are then reclaimed sooner."""
-        return self.queue_plan is not None and self.queue_plan.waiting_for_devices
+    def users_waiting_for_devices(self) -> frozenset[str]:
+        """The users whose requests, at the last queue pass, waited for devices (not for
+        their own quota): other users' idle containers are then reclaimed sooner."""
+        plan = self.queue_plan
+        return frozenset() if plan is None else plan.users_waiting_for_devices
 
     def limits(
         self, caller: Caller, *, user: str | None = None, explain: bool = False
