@@ -795,9 +795,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             source.close()
             raise
         wake_reader, wake_writer = socket.socketpair()
+        hung_up = threading.Event()
         watcher = threading.Thread(
             target=_close_on_hang_up,
-            args=(self.connection, wake_reader, source),
+            args=(self.connection, wake_reader, source, hung_up),
             name="stream-hang-up",
             daemon=True,
         )
@@ -808,7 +809,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except _ClientGone:
             pass  # the client left: nothing to answer
         except Ds01Error as exc:  # the headers are gone: all that is left is to end it
-            log.warning("%s: stream ended early: %s", self.path, exc.message)
+            if not hung_up.is_set():  # closed under it because the client left: no fault
+                log.warning("%s: stream ended early: %s", self.path, exc.message)
         finally:
             source.close()
             wake_writer.send(b"x")
@@ -839,8 +841,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
 
-def _close_on_hang_up(client: socket.socket, wake: socket.socket, source: ByteSource) -> None:
-    """Close ``source`` when ``client`` hangs up; return when ``wake`` becomes readable.
+def _close_on_hang_up(
+    client: socket.socket, wake: socket.socket, source: ByteSource, hung_up: threading.Event
+) -> None:
+    """Close ``source`` when ``client`` hangs up (and set ``hung_up``); return when ``wake``
+    becomes readable.
 
     A streamed answer only writes, so without this a client that left would be noticed at
     the next write only, which may be hours away for a quiet container.
@@ -848,20 +853,17 @@ def _close_on_hang_up(client: socket.socket, wake: socket.socket, source: ByteSo
     while True:
         try:
             readable, _, _ = select.select([client, wake], [], [])
-        except (OSError, ValueError):  # the connection is gone already
-            source.close()
-            return
-        if wake in readable:
-            return
-        try:
-            data = client.recv(4096)  # a client sends nothing after its request
+            if wake in readable:
+                return
+            if client.recv(4096):  # a client sends nothing after its request: ignore it
+                continue
         except BlockingIOError:
             continue
-        except OSError:
-            data = b""
-        if not data:
-            source.close()
-            return
+        except (OSError, ValueError):  # the connection is gone
+            pass
+        hung_up.set()
+        source.close()
+        return
 
 
 def _lane(request_line: bytes) -> LaneName:
