@@ -56,10 +56,15 @@ def lines_of(output: str) -> list[str]:
 
 def spawn(d: Any, user: str, *args: str) -> subprocess.Popen[bytes]:
     """Start the ds01 command ``args`` as ``user``, its output on a pipe, in a session of
-    its own (so the whole command can be interrupted or killed)."""
+    its own (so the whole command can be interrupted or killed). Ctrl-C's signal is given
+    its default action, as a terminal's foreground command has it: a test run started in
+    the background (``pytest … &``) would otherwise pass it on ignored."""
     environment = user_env(user, {"DS01_SOCKET": str(d.paths.socket)})
     assignments = [f"{key}={value}" for key, value in environment.items()]
-    argv = ["runuser", "-u", user, "--", "env", "-i", *assignments, *d.command_for(args)]
+    argv = [
+        "runuser", "-u", user, "--", "env", "--default-signal=INT", "-i", *assignments,
+        *d.command_for(args),
+    ]  # fmt: skip
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -86,8 +91,17 @@ def read_until(process: subprocess.Popen[bytes], needle: bytes, timeout: float =
 
 
 def stop_group(process: subprocess.Popen[bytes], sig: int) -> int:
+    """Send ``sig`` to the command's whole group, as a terminal's Ctrl-C does; its exit code."""
     os.killpg(process.pid, sig)
-    return process.wait(timeout=20)
+    try:
+        return process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        tree = subprocess.run(
+            ["ps", "-o", "pid,stat,wchan:32,cmd", "-g", str(process.pid)],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"still running 20 s after signal {sig}:\n{tree}") from None
 
 
 def new_events(d: Any, seen: int) -> list[dict[str, Any]]:
