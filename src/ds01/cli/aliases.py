@@ -25,6 +25,14 @@ def container_list() -> None:
     run_alias("container-list")
 
 
+def container_logs() -> None:
+    run_alias("container-logs")
+
+
+def container_stats() -> None:
+    run_alias("container-stats")
+
+
 def gpu_status() -> None:
     run_alias("gpu-status")
 

@@ -19,6 +19,7 @@ from ds01.paths import socket_path
 
 TYPE_CHECKING = False  # keep `typing` out of CLI start-up
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from typing import Any
 
 
@@ -50,39 +51,76 @@ class ProtocolError(Exception):
     """ds01d's answer was not the HTTP it should be."""
 
 
+def _send(sock: socket.socket, path: str, timeout: float, request: bytes) -> None:
+    # Connect blocking: with a timeout set, a full backlog fails at once with EAGAIN.
+    sock.connect(path)
+    sock.settimeout(timeout)
+    try:  # noqa: SIM105 (no contextlib import on the CLI's start-up path)
+        sock.sendall(request)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before reading it (too many connections): the answer says why
+
+
+def _read_head(sock: socket.socket) -> tuple[int, int | None, bytes]:
+    """Read an answer's head: (status, Content-Length or None, the body's first bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ProtocolError("connection closed before the answer's headers")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split(" ", 2)[1])
+    except (IndexError, ValueError) as exc:
+        raise ProtocolError(f"bad status line {lines[0]!r}") from exc
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    return status, length, body
+
+
+def _read_body(sock: socket.socket, length: int, body: bytes) -> bytes:
+    """The rest of a body of ``length`` bytes whose start is ``body``."""
+    while len(body) < length:
+        chunk = sock.recv(max(65536, length - len(body)))
+        if not chunk:
+            raise ProtocolError("connection closed in the middle of the answer")
+        body += chunk
+    return body[:length]
+
+
 def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
     """Send one request on a fresh connection; return (status, body)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        # Connect blocking: with a timeout set, a full backlog fails at once with EAGAIN.
-        sock.connect(path)
-        sock.settimeout(timeout)
-        try:  # noqa: SIM105 (no contextlib import on the CLI's start-up path)
-            sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before reading it (too many connections): the answer says why
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ProtocolError("connection closed before the answer's headers")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            status = int(lines[0].split(" ", 2)[1])
-        except (IndexError, ValueError) as exc:
-            raise ProtocolError(f"bad status line {lines[0]!r}") from exc
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
-        while len(body) < length:
-            chunk = sock.recv(max(65536, length - len(body)))
-            if not chunk:
-                raise ProtocolError("connection closed in the middle of the answer")
-            body += chunk
-        return status, body[:length]
+        _send(sock, path, timeout, request)
+        status, length, body = _read_head(sock)
+        return status, _read_body(sock, length or 0, body)
+
+
+def _request_bytes(
+    method: str, endpoint: str, query: dict[str, Any] | None, body: dict[str, Any] | None
+) -> bytes:
+    params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
+    url = endpoint + ("?" + urlencode(params) if params else "")
+    payload = json.dumps(body).encode() if body is not None else b""
+    return (
+        f"{method} {url} HTTP/1.1\r\nHost: ds01d\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+
+
+def _api_error(status: int, raw: bytes) -> ApiError:
+    error = (json.loads(raw) if raw else {}).get("error", {})
+    return ApiError(
+        error.get("message", f"ds01d answered HTTP {status}"),
+        exit_code=int(error.get("exit_code", ExitCode.ERROR)),
+        kind=str(error.get("kind", "error")),
+        details=error.get("details") or {},
+    )
 
 
 class Ds01Client:
@@ -112,33 +150,54 @@ class Ds01Client:
         query: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
         """(HTTP status, JSON) of a successful answer; an error answer raises ``ApiError``."""
-        params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
-        url = endpoint + ("?" + urlencode(params) if params else "")
-        payload = json.dumps(body).encode() if body is not None else b""
-        request = (
-            f"{method} {url} HTTP/1.1\r\nHost: ds01d\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-        ).encode() + payload
+        request = _request_bytes(method, endpoint, query, body)
         try:
             status, raw = _exchange(self.path, self.timeout, request)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnavailable(
-                f"Cannot reach ds01d at {self.path} ({exc.strerror}): {_who_starts_it()}"
-            ) from exc
-        except PermissionError as exc:
-            raise DaemonUnavailable(f"Cannot open {self.path}: permission denied.") from exc
-        except (OSError, ProtocolError) as exc:
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        except ProtocolError as exc:
             raise DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}") from exc
-        data = json.loads(raw) if raw else None
         if status >= 400:
-            error = (data or {}).get("error", {})
-            raise ApiError(
-                error.get("message", f"ds01d answered HTTP {status}"),
-                exit_code=int(error.get("exit_code", ExitCode.ERROR)),
-                kind=str(error.get("kind", "error")),
-                details=error.get("details") or {},
+            raise _api_error(status, raw)
+        return status, json.loads(raw) if raw else None
+
+    def stream(
+        self, method: str, endpoint: str, *, query: dict[str, Any] | None = None
+    ) -> Generator[bytes, None, None]:
+        """The body of a streamed answer (one whose end is the connection's end), chunk by
+        chunk as it arrives, with no deadline between chunks; an error answer raises
+        ``ApiError`` before the first chunk. Closing the iterator hangs up, which ends the
+        stream in ds01d too."""
+        request = _request_bytes(method, endpoint, query, None)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                _send(sock, self.path, self.timeout, request)
+                status, length, body = _read_head(sock)
+                if status >= 400:
+                    raise _api_error(status, _read_body(sock, length or 0, body))
+            except OSError as exc:
+                raise self._unavailable(exc) from exc
+            except ProtocolError as exc:
+                raise DaemonUnavailable(
+                    f"Lost the connection to ds01d at {self.path}: {exc}"
+                ) from exc
+            sock.settimeout(None)  # a followed container may stay quiet for hours
+            if body:
+                yield body
+            while chunk := sock.recv(65536):
+                yield chunk
+        finally:
+            sock.close()
+
+    def _unavailable(self, exc: OSError) -> DaemonUnavailable:
+        if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            return DaemonUnavailable(
+                f"Cannot reach ds01d at {self.path} ({exc.strerror}): {_who_starts_it()}"
             )
-        return status, data
+        if isinstance(exc, PermissionError):
+            return DaemonUnavailable(f"Cannot open {self.path}: permission denied.")
+        return DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}")
 
     @staticmethod
     def container_path(name: str, action: str | None = None) -> str:

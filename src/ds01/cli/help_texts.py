@@ -350,6 +350,22 @@ of a container stopped for a while, stopping an idle one. It answers questions s
 command refused?". You never see other users' events; admins see everyone's. Secrets
 such as passwords or tokens are never written to the log.""",
     ),
+    "observing": Concept(
+        "Watching a container: its output and what it uses",
+        """\
+A container runs programs you do not see: a JupyterLab started by its image, a training
+script started in the background. What they print (their **output**: messages, warnings,
+errors, the URL Jupyter announces) is kept by the server for each container, even after
+it stopped, until the container is removed. `container-logs` shows it: the first place
+to look when something did not come up, or stopped, and you do not know why.
+
+What a container **uses** is measured by the kernel: CPU time (shown as a percentage of
+one core, so 200 % is two busy cores), memory (compared with your limit: a container
+that reaches it has processes killed), the number of processes, and on its GPUs the
+utilisation and the GPU memory in use. `container-stats` shows these now. A GPU that
+sits at 0 % while your job "runs" usually means the job waits for something or runs on
+the CPU; memory close to its limit explains a sudden "Killed".""",
+    ),
     "simulation": Concept(
         "Simulating a queue policy",
         """\
@@ -646,6 +662,67 @@ USER`.""",
         concepts=("containers", "gpus", "idle", "ports"),
         questions=(_json_question("the list"),),
         more=("--user", "--all"),
+    ),
+    "container logs": CommandHelp(
+        info="""\
+Shows what your container NAME printed: the output and errors of its main program
+(JupyterLab, a training script started by the image) as the server kept them, in the
+order printed. The first place to look when a container did not come up or stopped.
+
+- All of it by default (the server keeps up to about 20 MB per container, the newest);
+  `--tail N` shows only the last N lines (0 to 100000).
+- `--follow` (`-f`) keeps showing new output as it is printed, until the container
+  stops or you press Ctrl-C (exit 0).
+- Output of commands you run in `container-open` goes to your terminal, not here.
+- Works on stopped containers too; removing a container removes its output.
+- Only your own containers; admins read another user's with `--user USER`.""",
+        examples=(
+            ("container-logs notebook", "everything it printed"),
+            ("container-logs notebook --tail 20", "the last 20 lines"),
+            ("container-logs thesis -f", "new output as it comes, until Ctrl-C"),
+            ("container-logs thesis --user alice", "admins: alice's container"),
+        ),
+        concepts=("observing", "containers"),
+        questions=(
+            Question("NAME", "Container to read", choices_from="containers", required=True),
+            Question(
+                "--tail",
+                "Only the last N lines? (a number, or Enter for all)",
+                "all",
+                validate=validators.log_tail,
+            ),
+            Question("--follow", "Keep showing new output until Ctrl-C?", "n", yes_no=True),
+        ),
+        more=("--user",),
+    ),
+    "container stats": CommandHelp(
+        info="""\
+Shows what your containers use now, one line each: CPU (percent of one core, measured
+over about a second), memory in use and its limit, the number of processes, and for each
+GPU device it holds its utilisation and GPU memory in use. Stopped containers are listed
+as stopped, without figures. `-` means not known (a MIG slice reports no utilisation).
+
+- With NAME: that container only, with its GPU devices by UUID and its processes (host
+  process id, user, CPU and memory of each, command line).
+- `--json` gives the same as data, units in the names (`cpu_percent`, `memory_bytes`,
+  `memory_limit_bytes`, `pids`, `gpus` with `utilization_percent` and
+  `memory_used_bytes`, and `processes` with NAME).
+- Only your own containers; admins see another user's with `--user USER`.""",
+        examples=(
+            ("container-stats", "all your containers"),
+            ("container-stats thesis", "one, with its processes"),
+            ("container-stats --json", "for scripts"),
+        ),
+        concepts=("observing", "gpus", "quotas"),
+        questions=(
+            Question(
+                "NAME",
+                "One container, with its processes? (Enter = all of yours)",
+                choices_from="containers",
+            ),
+            _json_question("the figures"),
+        ),
+        more=("--user", "--json"),
     ),
     "queue": CommandHelp(
         info="""\

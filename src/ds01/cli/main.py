@@ -416,6 +416,120 @@ def _run_list(args: argparse.Namespace) -> None:
         )
 
 
+# -- what a container prints and uses ------------------------------------------------------------
+
+
+def _tail_lines(text: str) -> str:
+    """``--tail``: checked here as ds01d checks it, so a bad value is a usage error (2)."""
+    from ds01.cli.validators import log_tail
+
+    try:
+        return log_tail(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _configure_logs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="your container")
+    p.add_argument(
+        "--follow", "-f", action="store_true",
+        help="keep showing what it prints until it stops or Ctrl-C",
+    )  # fmt: skip
+    p.add_argument(
+        "--tail", "-n", type=_tail_lines, default="all", metavar="N",
+        help="only the last N lines (0 to 100000) [all]",
+    )  # fmt: skip
+    _user_flag(p)
+
+
+def _run_logs(args: argparse.Namespace) -> None:
+    query = {"tail": args.tail, "follow": args.follow, "user": args.user}
+    chunks = Ds01Client().stream("GET", Ds01Client.container_path(args.name, "logs"), query=query)
+    out = sys.stdout.buffer
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+            out.flush()  # as it comes: someone is watching
+    except KeyboardInterrupt:  # the usual way to stop following: not an error
+        raise SystemExit(int(ExitCode.OK)) from None
+    finally:
+        chunks.close()
+
+
+def _configure_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "name", metavar="NAME", nargs="?",
+        help="one container, with its processes [all of yours]",
+    )  # fmt: skip
+    _user_flag(p)
+    _json_flag(p)
+
+
+def _run_stats(args: argparse.Namespace) -> None:
+    client = Ds01Client()
+    query = {"user": args.user}
+    if args.name:
+        rows = [client.request("GET", Ds01Client.container_path(args.name, "stats"), query=query)]
+    else:
+        rows = client.request("GET", "/v1/stats", query=query)
+    if args.json:
+        render.emit_json(rows[0] if args.name else rows)
+        return
+    if not rows:
+        render.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
+        return
+    from ds01.core.disk import human_bytes
+
+    def size(n: int | None) -> str | None:
+        return None if n is None else human_bytes(n)
+
+    def memory(r: dict[str, Any]) -> str | None:
+        used, limit = size(r["memory_bytes"]), size(r["memory_limit_bytes"])
+        return used if used is None or limit is None else f"{used}/{limit}"
+
+    def gpu_use(g: dict[str, Any]) -> str:
+        """``35%/2G`` for a device: utilisation and memory in use, ``-`` where not known."""
+        busy = g["utilization_percent"]
+        used = size(g["memory_used_bytes"])
+        return f"{'-' if busy is None else render.number(busy) + '%'}/{used or '-'}"
+
+    render.table(
+        ["NAME", "STATUS", "CPU %", "MEMORY", "PIDS", "GPU USE/MEMORY"],
+        [
+            [
+                r["name"],
+                r["status"],
+                r["cpu_percent"],
+                memory(r),
+                r["pids"],
+                ",".join(gpu_use(g) for g in r["gpus"]) or None,
+            ]
+            for r in rows
+        ],
+    )
+    if not args.name:
+        return
+    row = rows[0]
+    if row["gpus"]:
+        render.echo()
+        render.table(
+            ["GPU", "USE %", "MEMORY USED"],
+            [
+                [g["uuid"], g["utilization_percent"], size(g["memory_used_bytes"])]
+                for g in row["gpus"]
+            ],
+        )
+    if row["processes"]:
+        render.echo()
+        render.table(
+            ["HOST PID", "USER", "CPU %", "MEMORY", "COMMAND"],
+            [
+                [p["host_pid"], p["user"], p["cpu_percent"], size(p["memory_bytes"]), p["command"]]
+                for p in row["processes"]
+            ],
+        )
+
+
 # -- the GPU queue ------------------------------------------------------------------------------
 
 
@@ -846,6 +960,30 @@ COMMANDS: tuple[Command, ...] = (
         _run_list,
     ),
     Command(
+        ("container", "logs"),
+        "container-logs",
+        "What a container printed: why it did not come up.",
+        "Show what your container NAME printed (its programs' output and errors), all of it\n"
+        "or the last N lines; --follow keeps showing new output until it stops or Ctrl-C.\n\n"
+        "examples:\n"
+        "  container-logs notebook --tail 50\n"
+        "  container-logs thesis -f",
+        _configure_logs,
+        _run_logs,
+    ),
+    Command(
+        ("container", "stats"),
+        "container-stats",
+        "What your containers use now: CPU, memory, processes, GPUs.",
+        "Show what your containers use now: CPU, memory, processes and their GPUs' use.\n"
+        "With NAME: that container, with its processes.\n\n"
+        "examples:\n"
+        "  container-stats\n"
+        "  container-stats thesis --json",
+        _configure_stats,
+        _run_stats,
+    ),
+    Command(
         ("queue",),
         None,
         "Your waiting GPU requests; cancel one.",
@@ -1008,7 +1146,7 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 GROUP_HELP = {
-    "container": "create, start, stop, remove and list your containers",
+    "container": "create, start, stop, remove and list your containers; their output and use",
     "gpu": "GPU devices",
     "image": "container images",
     "config": "configuration (admins)",

@@ -21,6 +21,7 @@ __all__ = [
     "gpu_count",
     "image_name",
     "image_tag",
+    "log_tail",
     "port",
     "project_name",
     "size",
@@ -38,6 +39,14 @@ def container_name(text: str) -> str:
         return validate_container_name(text)
     except InvalidInput as exc:
         raise ValueError(exc.message) from None
+
+
+def log_tail(text: str) -> str:
+    """A ``container-logs --tail`` value: lines from 0 to 100000, or ``all``."""
+    from ds01.core.container_stats import parse_tail
+
+    parse_tail(text)
+    return text.strip().lower()
 
 
 def image_name(text: str) -> str:

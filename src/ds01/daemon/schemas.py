@@ -378,6 +378,46 @@ class TerminalInfo(_Model):
     exit_code: int | None = Field(description="The program's exit status once it ended.")
 
 
+class GpuUse(_Model):
+    """One device a container holds, and what it does now (null: not known)."""
+
+    uuid: str
+    utilization_percent: float | None = Field(
+        description="GPU utilisation now; null where the backend cannot tell (MIG instances)."
+    )
+    memory_used_bytes: int | None = Field(description="Device memory in use now.")
+
+
+class ProcessInfo(_Model):
+    """One process of a container, as the host's ps sees it."""
+
+    host_pid: int = Field(description="The host's process id (not the one inside).")
+    user: str
+    cpu_percent: float | None = Field(description="ps's average over the process's life.")
+    memory_bytes: int | None = Field(description="Resident memory.")
+    command: str
+
+
+class ContainerStats(_Model):
+    """What a container uses now (``container-stats``); null where not known or not running."""
+
+    name: str
+    docker_name: str
+    user: str
+    status: str
+    cpu_percent: float | None = Field(
+        description="CPU use over about a second, in percent of one core (as docker stats)."
+    )
+    cpu_limit: float | None = Field(description="Its CPU limit in cores; null: none.")
+    memory_bytes: int | None = Field(description="Memory in use, page cache excluded.")
+    memory_limit_bytes: int | None = Field(description="Its memory limit; null: none.")
+    pids: int | None = Field(description="Processes and threads in it.")
+    gpus: list[GpuUse] = Field(description="The devices it holds.")
+    processes: list[ProcessInfo] | None = Field(
+        default=None, description="Its processes (asked for one container only)."
+    )
+
+
 class ImageBuildRequest(_Model):
     name: str = Field(
         min_length=1,

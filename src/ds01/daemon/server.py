@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import select
 import socket
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from io import BytesIO
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -28,7 +30,16 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ds01 import __version__
 from ds01.core.admission import Notice
 from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
-from ds01.daemon import admin, events_view, exemptions, images, queue_view, report_view
+from ds01.daemon import (
+    admin,
+    events_view,
+    exemptions,
+    images,
+    logs_view,
+    queue_view,
+    report_view,
+    stats_view,
+)
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
@@ -115,6 +126,23 @@ class Upgrade:
 
     session: Session
     raw: Any
+
+
+class ByteSource(Protocol):
+    """Bytes produced while they are sent; ``close`` (from any thread) ends the iteration."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A result sent as it is produced: HTTP 200 without a length, ``source``'s chunks as
+    they come, then the connection closes (a container's output)."""
+
+    source: ByteSource
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -220,6 +248,44 @@ ROUTES: tuple[Route, ...] = (
         lambda s, c, p, q, b: s.remove(c, p["name"], user=q.get("user"), force=_flag(q, "force")),
         api.ContainerInfo,
         query=("user", "force"),
+    ),
+    Route(
+        "GET",
+        "/v1/containers/{name}/logs",
+        "A container's output (yours; admins: user=NAME's) as raw bytes, not JSON: its "
+        "tail=N last lines (0 to 100000, or all: the default), then with follow=1 what it "
+        "prints until it stops; the connection closes at the end",
+        lambda s, c, p, q, b: Streamed(
+            logs_view.open_logs(
+                s,
+                c,
+                p["name"],
+                tail=q.get("tail", "all"),
+                follow=_flag(q, "follow"),
+                user=q.get("user"),
+            )
+        ),
+        bytes,
+        query=("tail", "follow", "user"),
+        waits=True,
+    ),
+    Route(
+        "GET",
+        "/v1/containers/{name}/stats",
+        "What a container uses now (yours; admins: user=NAME's): CPU, memory, processes and "
+        "its GPUs",
+        lambda s, c, p, q, b: stats_view.one(s, c, p["name"], q.get("user")),
+        api.ContainerStats,
+        query=("user",),
+    ),
+    Route(
+        "GET",
+        "/v1/stats",
+        "What your containers (admins: user=NAME's) use now: CPU, memory and GPUs of the "
+        "running ones; stopped ones with their status",
+        lambda s, c, p, q, b: stats_view.listing(s, c, q.get("user")),
+        list[api.ContainerStats],
+        query=("user",),
     ),
     Route(
         "GET",
@@ -661,6 +727,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             result = route.handler(service, caller, match.groupdict(), query, body)
             if isinstance(result, Upgrade):
                 self._switch_to_terminal(result)
+            elif isinstance(result, Streamed):
+                self._stream(result)
             elif isinstance(result, Accepted):
                 self._send(202, _dump(result.result))
             elif isinstance(result, ConfirmOnSend):
@@ -708,6 +776,48 @@ class _RequestHandler(BaseHTTPRequestHandler):
             upgrade.session, self.connection, upgrade.raw, self.exchange.read_ahead
         )
 
+    def _stream(self, streamed: Streamed) -> None:
+        """Answer 200 and send ``streamed``'s chunks as they come; then close.
+
+        Nothing is buffered beyond one chunk: a client that stops reading is dropped after
+        the connection's write deadline. A client that hangs up ends the stream at once
+        (:func:`_close_on_hang_up`), even while the source has nothing to send, so a
+        follower that went away does not keep its worker.
+        """
+        self.close_connection = True
+        source = streamed.source
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", streamed.content_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+        except _ClientGone:
+            source.close()
+            raise
+        wake_reader, wake_writer = socket.socketpair()
+        hung_up = threading.Event()
+        watcher = threading.Thread(
+            target=_close_on_hang_up,
+            args=(self.connection, wake_reader, source, hung_up),
+            name="stream-hang-up",
+            daemon=True,
+        )
+        watcher.start()
+        try:
+            for chunk in source:
+                self.wfile.write(chunk)
+        except _ClientGone:
+            pass  # the client left: nothing to answer
+        except Ds01Error as exc:  # the headers are gone: all that is left is to end it
+            if not hung_up.is_set():  # closed under it because the client left: no fault
+                log.warning("%s: stream ended early: %s", self.path, exc.message)
+        finally:
+            source.close()
+            wake_writer.send(b"x")
+            watcher.join()
+            wake_reader.close()
+            wake_writer.close()
+
     def _read_body(self) -> bytes:
         """The request body; a missing, malformed or oversized length is refused."""
         length = declared_body_length(self.headers)
@@ -729,6 +839,31 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+
+def _close_on_hang_up(
+    client: socket.socket, wake: socket.socket, source: ByteSource, hung_up: threading.Event
+) -> None:
+    """Close ``source`` when ``client`` hangs up (and set ``hung_up``); return when ``wake``
+    becomes readable.
+
+    A streamed answer only writes, so without this a client that left would be noticed at
+    the next write only, which may be hours away for a quiet container.
+    """
+    while True:
+        try:
+            readable, _, _ = select.select([client, wake], [], [])
+            if wake in readable:
+                return
+            if client.recv(4096):  # a client sends nothing after its request: ignore it
+                continue
+        except BlockingIOError:
+            continue
+        except (OSError, ValueError):  # the connection is gone
+            pass
+        hung_up.set()
+        source.close()
+        return
 
 
 def _lane(request_line: bytes) -> LaneName:

@@ -731,13 +731,20 @@ class Ds01Service:
     def list_containers(
         self, caller: Caller, *, all_users: bool = False, user: str | None = None
     ) -> list[api.ContainerInfo]:
+        return self.container_infos(self.visible_records(caller, all_users=all_users, user=user))
+
+    def visible_records(
+        self, caller: Caller, *, all_users: bool = False, user: str | None = None
+    ) -> list[ContainerRecord]:
+        """The containers a listing by ``caller`` covers: their own; USER's or everyone's
+        (``all_users``) for admins only (a refusal is logged)."""
         if all_users and not caller.is_admin:
             raise self.deny(caller, "containers/*", "Only admins may list every user's containers.")
         records = self.records()
         if not all_users:
             subject = self._subject(caller, user)
             records = [r for r in records if r.uid == subject.uid]
-        return self.container_infos(records)
+        return records
 
     def container_infos(self, records: list[ContainerRecord]) -> list[api.ContainerInfo]:
         """``records`` as ``container-list`` shows them, by user and name: with their OOM
@@ -1431,6 +1438,14 @@ class Ds01Service:
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
         )
+
+    def target_to_read(
+        self, caller: Caller, name: str, user: str | None, verb: str
+    ) -> ContainerRecord:
+        """The container a read-only request (``logs``, ``stats``) names: the caller's own
+        (admins: USER's), found and refused exactly as for ``container-stop``; devices given
+        back while it was stopped are not shown as held."""
+        return self._without_released([self._target(caller, name, user, verb)])[0]
 
     def target_for_terminal(self, caller: Caller, name: str, user: str | None) -> ContainerRecord:
         """The container ``container-open`` may enter: the caller's own (admins: USER's)."""

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
 from typing import IO, Any, Literal, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount, NetworkingConfig
+from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, NetworkingConfig
 from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, NotFound, PortInUse
@@ -50,6 +51,8 @@ _TAKEN_PORT_RE = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]*\]):(\d{
 ROTATING_LOG_DRIVERS = frozenset({"json-file", "local"})
 #: The size of one of a container's two log files.
 CONTAINER_LOG_MAX_BYTES = 10 * 1024 * 1024
+#: The most bytes of a container's output read from Docker at once (ds01d streams it through).
+LOG_CHUNK_BYTES = 64 * 1024
 
 #: Storage drivers whose writable layer is a plain directory on the host (``UpperDir``).
 OVERLAY_DRIVERS = frozenset({"overlay2", "overlay", "fuse-overlayfs"})
@@ -383,6 +386,44 @@ class MessageStream:
                 self._response.close()
 
 
+class OutputStream:
+    """A container's output, chunk by chunk (bytes), as :meth:`DockerRuntime.logs` reads it.
+
+    ``close`` may be called from another thread: it shuts the connection to Docker down,
+    which ends an iteration blocked waiting for output.
+    """
+
+    def __init__(self, what: str, chunks: CancellableStream[bytes]) -> None:
+        self._what = what
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        with docker_errors(self._what):
+            for chunk in self._chunks:
+                if chunk:
+                    yield chunk
+
+    def close(self) -> None:
+        # Already closed, or the connection is gone: nothing left to end.
+        with contextlib.suppress(Exception):
+            self._chunks.close()
+
+
+def _multiplexed_payloads(response: requests.Response) -> Iterator[bytes]:
+    """The payloads of Docker's multiplexed stream (a container without a terminal): each
+    frame is an 8-byte header (stream, 3 zero bytes, big-endian length), then the payload."""
+    while True:
+        header = response.raw.read(8)
+        if len(header) < 8:
+            return
+        length = int.from_bytes(header[4:], "big")
+        if length:
+            payload = response.raw.read(length)
+            if not payload:
+                return
+            yield payload
+
+
 class DockerRuntime:
     """Thin, typed wrapper over docker-py's low-level client.
 
@@ -683,6 +724,55 @@ class DockerRuntime:
     @_translated("inspecting container")
     def inspect(self, container: str) -> dict[str, Any]:
         result: dict[str, Any] = self.api.inspect_container(container)
+        return result
+
+    # -- what a container prints and uses --------------------------------------------------
+
+    def logs(self, container: str, *, tail: int | None, follow: bool) -> OutputStream:
+        """The container's output as Docker keeps it (stdout and stderr, one stream on a
+        terminal), ``tail`` last lines (``None``: all); with ``follow``, then what it prints
+        until it stops.
+
+        Streamed in chunks as Docker sends them, never read whole: docker-py's own
+        ``logs(stream=True)`` yields a terminal's output one byte at a time.
+
+        Raises:
+            NotFound: no such container. DockerUnavailable: the engine failed.
+        """
+        what = f"reading the output of {container}"
+        with docker_errors(what):
+            tty = bool((self.api.inspect_container(container).get("Config") or {}).get("Tty"))
+            path = f"/v{self.api.api_version}/containers/{quote(container, safe='')}/logs"
+            params: dict[str, str | int] = {
+                "stdout": 1,
+                "stderr": 1,
+                "follow": int(follow),
+                "tail": "all" if tail is None else str(tail),
+            }
+            # No timeout: a followed container may print nothing for hours.
+            response = self.api.get(
+                self.api.base_url + path, params=params, stream=True, timeout=None
+            )
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                response.close()
+                docker.errors.create_api_error_from_http_exception(exc)
+        chunks = response.iter_content(LOG_CHUNK_BYTES) if tty else _multiplexed_payloads(response)
+        return OutputStream(what, CancellableStream(chunks, response))
+
+    @_translated("measuring a container")
+    def stats(self, container: str) -> dict[str, Any]:
+        """Docker's stats of the container: two samples a second apart (``precpu_stats`` is
+        the first), so the call takes about a second."""
+        result: dict[str, Any] = self.api.stats(container, stream=False)
+        return result
+
+    @_translated("listing a container's processes")
+    def top(self, container: str, ps_args: str) -> dict[str, Any]:
+        """The container's processes as the host's ``ps ps_args`` shows them (``Titles``,
+        ``Processes``); host PIDs."""
+        result: dict[str, Any] = dict(self.api.top(container, ps_args=ps_args))
         return result
 
     # -- disk ------------------------------------------------------------------------------
