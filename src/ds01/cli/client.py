@@ -32,6 +32,15 @@ class ApiError(Ds01Error):
         self.error_kind = kind
 
 
+def unreachable_message(path: str, reason: str | None) -> str:
+    """Why a command failed when no ds01d took its connection (nothing was done)."""
+    return (
+        f"Cannot reach ds01d at {path} ({reason}): it is not running, or it is stopping. "
+        "Nothing was done. Try again when it is back; an admin starts it with `ds01d` (or "
+        "`make setup`)."
+    )
+
+
 class ProtocolError(Exception):
     """ds01d's answer was not the HTTP it should be."""
 
@@ -108,14 +117,15 @@ class Ds01Client:
         try:
             status, raw = _exchange(self.path, self.timeout, request)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnavailable(
-                f"Cannot reach ds01d at {self.path} ({exc.strerror}). Is the daemon running? "
-                "An admin starts it with `ds01d` (or `make setup`)."
-            ) from exc
+            raise DaemonUnavailable(unreachable_message(self.path, exc.strerror)) from exc
         except PermissionError as exc:
             raise DaemonUnavailable(f"Cannot open {self.path}: permission denied.") from exc
         except (OSError, ProtocolError) as exc:
-            raise DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}") from exc
+            raise DaemonUnavailable(
+                f"Lost the connection to ds01d at {self.path} ({exc}) before its answer: "
+                "whether your request took effect is unknown. Once ds01d answers again, "
+                "`ds01 container-list` shows your containers as they are."
+            ) from exc
         data = json.loads(raw) if raw else None
         if status >= 400:
             error = (data or {}).get("error", {})
