@@ -26,6 +26,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -499,6 +500,48 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def docker_name(user: str, name: str) -> str:
+    """The Docker name of ``user``'s container ``name`` (``{name}._.{uid}``)."""
+    return f"{name}._.{pwd.getpwnam(user).pw_uid}"
+
+
+def docker_view(docker_client: Any) -> dict[str, dict[str, Any]]:
+    """Docker's own record of every ds01-managed container, by Docker name."""
+    found = docker_client.containers.list(all=True, filters={"label": "ds01.managed=true"})
+    return {
+        c.name: {
+            "id": c.id,
+            "status": c.status,
+            "user": c.labels["ds01.user"],
+            "name": c.labels["ds01.name"],
+            "gpus": [u for u in c.labels.get("ds01.gpus", "").split(",") if u],
+        }
+        for c in found
+    }
+
+
+def assert_views_match_docker(d: Ds01Daemon, docker_client: Any) -> dict[str, dict[str, Any]]:
+    """ds01's allocation view (gpu-status, container-list --all) equals Docker's labels,
+    and no device is in two containers. Returns Docker's view."""
+    docker = docker_view(docker_client)
+    held = Counter(uuid for c in docker.values() for uuid in c["gpus"])
+    assert all(n == 1 for n in held.values()), docker
+
+    devices = d.cli_json(None, "gpu-status")
+    holders = {
+        dev["uuid"]: (dev["holder"]["user"], dev["holder"]["container"])
+        for dev in devices
+        if dev["holder"]
+    }
+    assert holders == {u: (c["user"], c["name"]) for c in docker.values() for u in c["gpus"]}
+
+    listed = d.cli_json(None, "container-list", "--all")
+    assert {r["docker_name"]: (r["user"], r["name"], r["gpus"]) for r in listed} == {
+        key: (c["user"], c["name"], c["gpus"]) for key, c in docker.items()
+    }
+    return docker
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

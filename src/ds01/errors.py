@@ -154,3 +154,17 @@ class RequestTimeout(PolicyError):
     exit_code = ExitCode.ERROR
     http_status = 408
     kind = "timeout"
+
+
+class DaemonStopping(SystemFault):
+    """ds01d is stopping and did not run this request: nothing was done."""
+
+    http_status = 503
+    kind = "stopping"
+
+
+class OutcomeUnknown(SystemFault):
+    """ds01d stopped while this request was still running: it may or may not have happened."""
+
+    http_status = 503
+    kind = "outcome_unknown"

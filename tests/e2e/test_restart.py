@@ -19,18 +19,22 @@ A graceful restart (SIGTERM) keeps every container, its state and its devices.
 
 from __future__ import annotations
 
-import pwd
 import signal
 import sqlite3
 import subprocess
 import time
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, describe
+from support import (
+    TEST_IMAGES_YAML,
+    assert_views_match_docker,
+    describe,
+    docker_name,
+    docker_view,
+)
 
 LIMITS = """
     defaults:
@@ -74,25 +78,6 @@ MOMENTS = [
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def docker_name(user: str, name: str) -> str:
-    return f"{name}._.{pwd.getpwnam(user).pw_uid}"
-
-
-def docker_view(docker_client: Any) -> dict[str, dict[str, Any]]:
-    """Docker's own record of every ds01-managed container, by Docker name."""
-    found = docker_client.containers.list(all=True, filters={"label": "ds01.managed=true"})
-    return {
-        c.name: {
-            "id": c.id,
-            "status": c.status,
-            "user": c.labels["ds01.user"],
-            "name": c.labels["ds01.name"],
-            "gpus": [u for u in c.labels.get("ds01.gpus", "").split(",") if u],
-        }
-        for c in found
-    }
 
 
 def create(d: Any, user: str, name: str, args: tuple[str, ...]) -> subprocess.CompletedProcess:
@@ -157,28 +142,6 @@ def wait_for_moment(d: Any, moment: str) -> None:
         time.sleep(0.005)  # let the Docker create call get under way
     else:
         raise AssertionError(f"unknown moment {moment}")
-
-
-def assert_views_match_docker(d: Any, docker_client: Any) -> dict[str, dict[str, Any]]:
-    """ds01's allocation view (gpu-status, container-list --all) equals Docker's labels,
-    and no device is in two containers. Returns Docker's view."""
-    docker = docker_view(docker_client)
-    held = Counter(uuid for c in docker.values() for uuid in c["gpus"])
-    assert all(n == 1 for n in held.values()), docker
-
-    devices = d.cli_json(None, "gpu-status")
-    holders = {
-        dev["uuid"]: (dev["holder"]["user"], dev["holder"]["container"])
-        for dev in devices
-        if dev["holder"]
-    }
-    assert holders == {u: (c["user"], c["name"]) for c in docker.values() for u in c["gpus"]}
-
-    listed = d.cli_json(None, "container-list", "--all")
-    assert {r["docker_name"]: (r["user"], r["name"], r["gpus"]) for r in listed} == {
-        key: (c["user"], c["name"], c["gpus"]) for key, c in docker.items()
-    }
-    return docker
 
 
 # --- crash while creating --------------------------------------------------------------------

@@ -3,8 +3,9 @@
 
 Driven through a pseudo-terminal like a person at a keyboard: the command runs as the
 container's owner (``id -u``), the program's exit status passes through, an interactive
-shell answers typed lines, a stopped container is started first, and someone else's
-container stays closed (exit 5).
+shell answers typed lines, a stopped container is started first, someone else's
+container stays closed (exit 5), and stopping ds01d closes a terminal with a last line
+while the container runs on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import grp
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from typing import Any
@@ -100,6 +102,24 @@ def test_an_interactive_shell_answers_typed_lines(ds01d: Any, unix_users: dict[s
     code, _ = finish(process, master)
 
     assert code == 3
+
+
+def test_stopping_ds01d_closes_the_terminal_with_a_last_line_and_the_container_runs_on(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "shell", "--image", "busybox", "--start")
+    process, master = open_in_pty(d, "alice", "shell")
+    read_until(master, b"$")
+
+    d.kill(signal.SIGTERM)  # returns once ds01d has exited: it did not wait for the terminal
+    code, output = finish(process, master)
+
+    assert d.process is not None and d.process.returncode == 0, d.log_tail()
+    assert b"ds01d is stopping, so it closed this terminal" in output, output
+    assert code == 1, output
+    uid = unix_users["alice"].pw_uid
+    assert docker_client.containers.get(f"shell._.{uid}").status == "running"
 
 
 def test_someone_elses_container_stays_closed(ds01d: Any, unix_users: dict[str, Any]) -> None:

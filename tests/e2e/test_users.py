@@ -423,7 +423,7 @@ def test_cli_says_clearly_when_the_daemon_is_not_running(ds01d):
     assert never_started.returncode == 1, describe(never_started)
     assert "Cannot reach ds01d" in never_started.stderr, describe(never_started)
     assert str(d.paths.socket) in never_started.stderr, describe(never_started)
-    assert "Ask your admin to start it." in never_started.stderr, describe(never_started)
+    assert "ask your admin to start it." in never_started.stderr, describe(never_started)
     assert "Traceback" not in never_started.stderr
     as_root = d.cli(None, "container-list")  # an admin is told the command
     assert "systemctl start ds01d" in as_root.stderr, describe(as_root)

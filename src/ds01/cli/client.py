@@ -34,16 +34,22 @@ class ApiError(Ds01Error):
         self.error_kind = kind
 
 
-def _who_starts_it() -> str:
-    """What to do when ds01d does not answer, for whoever can do it."""
+def unreachable_message(path: str, reason: str | None) -> str:
+    """Why a command failed when no ds01d took its connection (nothing was done), and what
+    to do about it, for whoever can: root gets the command, a user is sent to their admin."""
     if os.geteuid() == 0:
-        return (
-            "start it with `systemctl start ds01d` (or `ds01d` in the foreground), then "
+        todo = (
+            "Start it with `systemctl start ds01d` (or `ds01d` in the foreground), then "
             "check with `ds01 admin doctor`."
         )
+    else:
+        todo = (
+            "ds01d runs everyone's containers here: if it is not back soon, ask your admin "
+            "to start it."
+        )
     return (
-        "ds01d, the service that runs everyone's containers here, is not running. Ask your "
-        "admin to start it."
+        f"Cannot reach ds01d at {path} ({reason}): it is not running, or it is stopping. "
+        f"Nothing was done. {todo}"
     )
 
 
@@ -156,7 +162,7 @@ class Ds01Client:
         except OSError as exc:
             raise self._unavailable(exc) from exc
         except ProtocolError as exc:
-            raise DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}") from exc
+            raise self._lost(exc) from exc
         if status >= 400:
             raise _api_error(status, raw)
         return status, json.loads(raw) if raw else None
@@ -192,12 +198,17 @@ class Ds01Client:
 
     def _unavailable(self, exc: OSError) -> DaemonUnavailable:
         if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
-            return DaemonUnavailable(
-                f"Cannot reach ds01d at {self.path} ({exc.strerror}): {_who_starts_it()}"
-            )
+            return DaemonUnavailable(unreachable_message(self.path, exc.strerror))
         if isinstance(exc, PermissionError):
             return DaemonUnavailable(f"Cannot open {self.path}: permission denied.")
-        return DaemonUnavailable(f"Lost the connection to ds01d at {self.path}: {exc}")
+        return self._lost(exc)
+
+    def _lost(self, exc: Exception) -> DaemonUnavailable:
+        return DaemonUnavailable(
+            f"Lost the connection to ds01d at {self.path} ({exc}) before its answer: "
+            "whether your request took effect is unknown. Once ds01d answers again, "
+            "`ds01 container-list` shows your containers as they are."
+        )
 
     @staticmethod
     def container_path(name: str, action: str | None = None) -> str:

@@ -257,7 +257,13 @@ def _run_create(args: argparse.Namespace) -> None:
     if queued:
         info = _wait_in_queue(client, info, quiet=args.json)
     elif args.start:
-        info = client.request("POST", Ds01Client.container_path(name, "start"))
+        try:
+            info = client.request("POST", Ds01Client.container_path(name, "start"))
+        except Ds01Error as exc:
+            # The create happened: an error of the start alone would read as if nothing had.
+            exc.message = f"Created {name}, but it was not started: {exc.message}"
+            exc.args = (exc.message,)
+            raise
     if args.json:
         render.emit_json(info)
         return

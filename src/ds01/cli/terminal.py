@@ -21,7 +21,7 @@ import termios
 import tty
 from urllib.parse import quote
 
-from ds01.cli.client import ApiError, Ds01Client
+from ds01.cli.client import ApiError, Ds01Client, unreachable_message
 from ds01.errors import DaemonUnavailable
 from ds01.paths import socket_path
 
@@ -71,7 +71,7 @@ def connect(
         sock.connect(where)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
-        raise DaemonUnavailable(f"Cannot reach ds01d at {where} ({exc.strerror}).") from exc
+        raise DaemonUnavailable(unreachable_message(where, exc.strerror)) from exc
     sock.sendall(request)
     head = b""
     while b"\r\n\r\n" not in head:

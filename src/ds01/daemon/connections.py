@@ -21,6 +21,14 @@ connections held 3,008 threads, and 5,000 made everyone's requests fail). Here:
    and admins. A uid that already has its share of waiting requests gets 429.
 4. **Answer.** The worker answers on the connection (``write_s`` bounds a client that does
    not read); a keep-alive connection then goes back to step 2.
+5. **Drain.** :meth:`ConnectionServer.drain` (on SIGTERM) stops the reactor from running
+   anything new: a request read in full from then on, on a new or a kept connection, is
+   refused at once (503, "nothing was done"). Requests that only wait to read (long polls)
+   are answered at once that ds01d stopped waiting; every other request already handed to
+   a lane runs to its end. When none is left, or at the drain deadline, the reactor returns;
+   a request still running then is answered that its outcome is unknown (and logged), one
+   not yet begun that nothing was done. Whoever answers first, the worker or the drain,
+   writes the only answer (:class:`Reply`): every client learns whether its request ran.
 
 The HTTP/API layer (``ds01.daemon.server``) gives the request's bytes, the caller's
 credentials and the socket (:class:`Exchange`) and says whether to keep the connection.
@@ -49,7 +57,15 @@ from typing import Literal
 
 from ds01.core.admission import ConnectionTable, Notice, RefusalNotices, Share, WorkShares
 from ds01.daemon.identity import PeerCredentials, peer_credentials
-from ds01.errors import Ds01Error, InvalidInput, RequestTimeout, ServerBusy, Throttled
+from ds01.errors import (
+    DaemonStopping,
+    Ds01Error,
+    InvalidInput,
+    OutcomeUnknown,
+    RequestTimeout,
+    ServerBusy,
+    Throttled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +73,29 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 LaneName = Literal["workers", "waiting"]
+
+#: Seconds the drain still waits, after its deadline, for answers already being written.
+ANSWER_GRACE_S = 2.0
+
+STOPPING_MESSAGE = (
+    "ds01d is stopping, so it did not run this request: nothing was done. Try again when "
+    "ds01d is back."
+)
+STOPPED_WAITING_MESSAGE = (
+    "ds01d is stopping, so it stopped this wait; waiting changed nothing. A queued request "
+    "stays in the queue and starts when ds01d is back (`ds01 queue` shows it then); a "
+    "running image build or pull ends with ds01d. Ask again when ds01d is back."
+)
+
+
+def outcome_unknown_message(request: str) -> str:
+    """What a client is told when ds01d stopped while its request (``request``: its method
+    and path) was still running."""
+    return (
+        f"ds01d stopped while still running this request ({request}): whether it took "
+        "effect is unknown. When ds01d is back, `ds01 container-list` (or `ds01 images`, "
+        "`ds01 queue`) shows how things are; `ds01 events` lists what ds01d did."
+    )
 
 
 @dataclass(frozen=True)
@@ -115,24 +154,84 @@ def declared_body_length(headers: Message) -> int | None:
     return length if length <= MAX_BODY_BYTES else None
 
 
+ReplyState = Literal["queued", "running", "answering", "taken"]
+
+
+class Reply:
+    """Who writes the answer of one exchange: the worker that runs the request, or the
+    drain when it cuts the exchange short. Decided once, so a client never gets two answers
+    or half of one. Thread-safe.
+
+    ``queued`` (handed to a lane) → ``running`` (:meth:`run`) → ``answering`` (the worker's
+    first write, :meth:`claim`); or, from ``queued`` or ``running``, ``taken`` (:meth:`take`):
+    the drain answered, and the worker writes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: ReplyState = "queued"
+
+    @property
+    def state(self) -> ReplyState:
+        return self._state
+
+    def run(self) -> bool:
+        """The worker is about to run the request: ``False`` when the drain answered it."""
+        with self._lock:
+            if self._state == "taken":
+                return False
+            self._state = "running"
+            return True
+
+    def claim(self) -> bool:
+        """The worker is about to write (its first write claims the answer): ``False`` when
+        the drain answered it."""
+        with self._lock:
+            if self._state == "taken":
+                return False
+            self._state = "answering"
+            return True
+
+    def take(self) -> ReplyState | None:
+        """The drain takes the answer over: returns the state it took it from (``queued``:
+        the request never ran; ``running``: it may have taken effect), or ``None`` when the
+        worker already writes its own answer."""
+        with self._lock:
+            if self._state in ("answering", "taken"):
+                return None
+            was = self._state
+            self._state = "taken"
+            return was
+
+
 @dataclass
 class Exchange:
     """One complete request on an admitted connection, for the HTTP layer.
 
     ``data``: the request's bytes (head and body; after an early end of file, whatever
     came). ``read_ahead``: bytes the client sent after it (a terminal's first input).
+    ``reply``: the HTTP layer claims it before every write (:meth:`Reply.claim`).
     """
 
     sock: socket.socket
     creds: PeerCredentials
     data: bytes
     read_ahead: bytes = b""
+    reply: Reply = field(default_factory=Reply)
+
+    @property
+    def request_line(self) -> str:
+        """The request's method and path, for logs and messages (clipped)."""
+        words = self.data.split(b"\n", 1)[0].decode("latin-1").split()
+        return " ".join(words[:2])[:200]
 
 
 #: The HTTP layer: answers one exchange; returns whether the connection may be kept.
 Handler = Callable[[Exchange], bool]
 #: Which lane a request line goes to.
 Classifier = Callable[[bytes], LaneName]
+#: Whether a request line only waits to read (a long poll): the drain answers it at once.
+WaitOnly = Callable[[bytes], bool]
 
 
 class _Conn:
@@ -289,8 +388,11 @@ class ConnectionServer:
     """Accepts and reads connections on a listening unix socket and hands each complete
     request to ``handler`` on a bounded lane chosen by ``classify``.
 
-    ``is_privileged(uid)`` says whether a uid may use the reserved workers (root always).
-    :meth:`serve_forever` runs in the calling thread until :meth:`shutdown`.
+    ``is_privileged(uid)`` says whether a uid may use the reserved workers (root always);
+    ``wait_only(request_line)`` whether a request only waits to read (the drain answers it
+    at once). :meth:`serve_forever` runs in the calling thread until a :meth:`drain` is
+    over; then ``cut_short`` names the requests whose clients were told that their outcome
+    is unknown.
     """
 
     def __init__(
@@ -302,10 +404,12 @@ class ConnectionServer:
         limits: ConnectionLimits = DEFAULT_LIMITS,
         is_privileged: Callable[[int], bool] = lambda uid: uid == 0,
         on_refusal: Callable[[Notice, int], None] | None = None,
+        wait_only: WaitOnly = lambda request_line: False,
     ) -> None:
         self.listener = listener
         self.handler = handler
         self.classify = classify
+        self.wait_only = wait_only
         self.limits = limits
         self.is_privileged = is_privileged
         self.on_refusal = on_refusal
@@ -323,22 +427,24 @@ class ConnectionServer:
         self._wake_w.setblocking(False)
         self._finished: deque[tuple[_Conn, bool]] = deque()
         self._conns: set[_Conn] = set()
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-        self._stopped.set()
+        # Connections being answered (handed to a lane), with whether they only wait to read.
+        self._busy: dict[_Conn, tuple[Exchange, bool]] = {}
+        self._drain_deadline: float | None = None  # set (from any thread) by drain/hurry
+        self._drain_begun = False
+        self.cut_short: list[str] = []
         self._paused_until = 0.0
 
     # --- the reactor ---------------------------------------------------------------------
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._stop.clear()
-        self._stopped.clear()
+        """Serve until a :meth:`drain` is over; then the socket's name is gone (new clients
+        find no ds01d) and whoever connected just before was refused."""
         self.listener.setblocking(False)
         self._selector.register(self.listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
         next_sweep = time.monotonic() + _SWEEP_S
         try:
-            while not self._stop.is_set():
+            while True:
                 for key, _ in self._selector.select(min(poll_interval, _SWEEP_S)):
                     if key.data is None:
                         self._accept()
@@ -351,18 +457,102 @@ class ConnectionServer:
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + _SWEEP_S
+                if self._drain_deadline is not None and self._drained(now):
+                    break
+            self._stop_listening()
         finally:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self.listener)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self._wake_r)
-            self._stopped.set()
 
-    def shutdown(self) -> None:
-        """Stop :meth:`serve_forever` (from another thread) and wait until it returned."""
-        self._stop.set()
+    def drain(self, timeout_s: float) -> None:
+        """Begin to stop (from any thread; step 5 of the module docstring): from now on no
+        request runs that has not been handed to a lane yet, and :meth:`serve_forever`
+        returns once those that were are answered, at the latest ``timeout_s`` from now
+        (plus ``ANSWER_GRACE_S`` for answers being written). Calling it again changes
+        nothing; :meth:`hurry` ends it sooner."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + timeout_s
         self._wake()
-        self._stopped.wait()
+
+    def hurry(self) -> None:
+        """End the drain now: every request still running is answered that its outcome is
+        unknown, every one not yet begun that nothing was done."""
+        self._drain_deadline = time.monotonic()
+        self._wake()
+
+    @property
+    def running(self) -> int:
+        """Requests handed to a lane and not answered yet."""
+        return len(self._busy)
+
+    def _drained(self, now: float) -> bool:
+        """One step of the drain, in the reactor's thread: whether it is over."""
+        assert self._drain_deadline is not None
+        if not self._drain_begun:
+            self._drain_begun = True
+            log.info(
+                "stopping: no new requests run; %d accepted one(s) still running", self.running
+            )
+            for conn, (exchange, waiting) in list(self._busy.items()):
+                if waiting:
+                    self._cut_short(conn, exchange, waiting=True)
+        if not self._busy:
+            return True
+        if now < self._drain_deadline:
+            return False
+        for conn, (exchange, waiting) in list(self._busy.items()):
+            self._cut_short(conn, exchange, waiting=waiting)
+        if not self._busy:
+            return True
+        if now < self._drain_deadline + ANSWER_GRACE_S:
+            return False  # answers being written: they are complete within moments
+        for conn, (exchange, _) in self._busy.items():
+            what = f"{exchange.request_line} of {_user_name(conn.creds.uid)}"
+            self.cut_short.append(what)
+            log.warning("stopping: the answer to %s was still being written; cut off", what)
+        return True
+
+    def _cut_short(self, conn: _Conn, exchange: Exchange, *, waiting: bool) -> None:
+        """Answer a busy exchange in the place of its worker (which then writes nothing),
+        unless the worker writes its own answer already; either way the drain no longer
+        waits for it, except in that last case."""
+        was = exchange.reply.take()
+        if was is None:
+            return
+        error: Ds01Error
+        if waiting:
+            error = DaemonStopping(STOPPED_WAITING_MESSAGE)
+        elif was == "queued":
+            error = DaemonStopping(STOPPING_MESSAGE)
+        else:
+            what = f"{exchange.request_line} of {_user_name(conn.creds.uid)}"
+            self.cut_short.append(what)
+            log.warning(
+                "stopping: %s was still running at the drain deadline; its client was told "
+                "that the outcome is unknown",
+                what,
+            )
+            error = OutcomeUnknown(outcome_unknown_message(exchange.request_line))
+        with contextlib.suppress(OSError):
+            conn.sock.sendall(error_answer(error))
+            conn.sock.shutdown(socket.SHUT_WR)
+        del self._busy[conn]
+
+    def _stop_listening(self) -> None:
+        """Take the socket's name away, so that new clients find no ds01d, then refuse
+        whoever connected before that (the listener itself is closed by :meth:`close`)."""
+        with contextlib.suppress(OSError):
+            name = self.listener.getsockname()
+            if isinstance(name, str) and name:
+                os.unlink(name)
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:  # none left (BlockingIOError) or no descriptor for one
+                return
+            self._refuse_fresh(sock, DaemonStopping(STOPPING_MESSAGE))
 
     def close(self) -> None:
         """Close the listener and every connection the reactor holds; stop the lanes."""
@@ -499,6 +689,9 @@ class ConnectionServer:
             self._dispatch(conn, conn.need)
 
     def _dispatch(self, conn: _Conn, length: int) -> None:
+        if self._drain_deadline is not None:
+            self._refuse(conn, DaemonStopping(STOPPING_MESSAGE))
+            return
         data = bytes(conn.buf[:length])
         del conn.buf[:length]
         conn.reset()
@@ -517,6 +710,7 @@ class ConnectionServer:
             self._refuse(conn, error)
             return
         exchange = Exchange(conn.sock, conn.creds, data, bytes(conn.buf))
+        self._busy[conn] = (exchange, self.wait_only(data.split(b"\n", 1)[0]))
         lane.submit(
             uid,
             lambda: self._serve(conn, exchange),
@@ -524,15 +718,17 @@ class ConnectionServer:
         )
 
     def _serve(self, conn: _Conn, exchange: Exchange) -> None:
-        """In a worker: answer the exchange, then give the connection back to the reactor."""
+        """In a worker: answer the exchange (unless the drain answered it before it began),
+        then give the connection back to the reactor."""
         keep = False
-        try:
-            conn.sock.settimeout(self.limits.write_s)
-            keep = self.handler(exchange)
-        except OSError as exc:  # the client went away or stopped reading
-            log.debug("uid %d: connection dropped while answering: %s", conn.creds.uid, exc)
-        except Exception:
-            log.exception("answering uid %d failed", conn.creds.uid)
+        if exchange.reply.run():
+            try:
+                conn.sock.settimeout(self.limits.write_s)
+                keep = self.handler(exchange)
+            except OSError as exc:  # the client went away or stopped reading
+                log.debug("uid %d: connection dropped while answering: %s", conn.creds.uid, exc)
+            except Exception:
+                log.exception("answering uid %d failed", conn.creds.uid)
         self._finished.append((conn, keep and not conn.eof))
         self._wake()
 
@@ -540,6 +736,7 @@ class ConnectionServer:
         """Connections whose answer was written: keep-alive ones are read again."""
         while self._finished:
             conn, keep = self._finished.popleft()
+            self._busy.pop(conn, None)
             if not keep:
                 self._close(conn)
                 continue
@@ -632,13 +829,18 @@ def listening_socket(path: str) -> socket.socket:
 
 
 __all__ = [
+    "ANSWER_GRACE_S",
     "DEFAULT_LIMITS",
     "MAX_BODY_BYTES",
+    "STOPPED_WAITING_MESSAGE",
+    "STOPPING_MESSAGE",
     "ConnectionLimits",
     "ConnectionServer",
     "Exchange",
     "Lane",
+    "Reply",
     "declared_body_length",
     "error_answer",
     "listening_socket",
+    "outcome_unknown_message",
 ]

@@ -17,6 +17,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 A pass runs every ``interval_seconds`` and at once whenever the service signals a change
 (``Ds01Service.queue_changed``: a request joined or left, a container stopped or was
 removed). Clients waiting on a request are woken by the same condition.
+
+When ds01d stops (``request_stop``), a start under way finishes and no other begins: the
+requests not started stay queued for the next ds01d.
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class GpuDispatcher:
             )
             by_id = {w.entry.id: w for w in waiting}
             for start in result.starts:
+                if self._stop.is_set():
+                    break  # ds01d stops: the rest stay queued
                 item = by_id[start.request.id]
                 if self._start(item, start.placement, inventory, records, now):
                     started.append(item.entry.id)
@@ -404,12 +409,20 @@ class GpuDispatcher:
         self._thread = threading.Thread(target=self._loop, name="ds01-dispatcher", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_seconds: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Begin no new pass, and no new start within the pass under way."""
         self._stop.set()
         self.service.queue_changed()
-        if self._thread is not None:
-            self._thread.join(timeout_seconds)
-            self._thread = None
+
+    def stop(self, timeout_seconds: float = 5.0) -> bool:
+        """``request_stop``, then wait up to ``timeout_seconds`` for the pass under way;
+        return whether the thread has ended."""
+        self.request_stop()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout_seconds)
+        return not thread.is_alive()
 
     def _loop(self) -> None:
         condition = self.service.queue_condition

@@ -1,4 +1,11 @@
-"""``ds01d``: start the daemon (as root) on the configured socket."""
+"""``ds01d``: start the daemon (as root) on the configured socket.
+
+SIGTERM or SIGINT stops it gracefully (:class:`GracefulStop`): no new request runs, the
+accepted ones finish (at most ``--drain-timeout`` seconds), the loops end, the audit log
+is closed; the exit status is 0 when every client got its request's outcome, 1 when the
+drain was cut short (its deadline, or a second signal) and some client was told that its
+outcome is unknown.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +15,25 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ds01 import __version__
 from ds01.errors import Ds01Error
 
 if TYPE_CHECKING:
     from ds01.daemon.energy import EnergyMeter
+    from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.metrics.exporter import ListenAddress, MetricsExporter
+
+#: Seconds the requests accepted before a SIGTERM get to finish: a create or a stop inside
+#: Docker takes seconds (a stop waits up to 10 s for the container's processes).
+DEFAULT_DRAIN_SECONDS = 30.0
+#: Seconds a loop's pass under way still gets once the drain is over, at least.
+LOOP_STOP_FLOOR_SECONDS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="window in which a user's refusals beyond 10 of one action (30 in all) are "
         "counted in one audit.suppressed event instead of written [60]",
     )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_SECONDS,
+        metavar="SECONDS",
+        help="on SIGTERM, seconds the requests already accepted get to finish before their "
+        f"clients are told the outcome is unknown [{DEFAULT_DRAIN_SECONDS:g}]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser
@@ -114,6 +137,59 @@ def _event_log_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.audit_refusal_window is not None:
         options["refusal_window_seconds"] = args.audit_refusal_window
     return options
+
+
+class Stoppable(Protocol):
+    """A loop of ds01d that acts on containers: told first to begin nothing new."""
+
+    def request_stop(self) -> None: ...
+
+
+class GracefulStop:
+    """What SIGTERM and SIGINT do. The first begins the drain: ``loops`` begin nothing new
+    and the server answers what it accepted, for at most ``drain_seconds``. A second one
+    ends the drain at once: requests still running are answered that their outcome is
+    unknown (and logged), so that a hung Docker call cannot hold ds01d for the whole drain.
+    """
+
+    def __init__(
+        self, server: Ds01HttpServer, loops: list[Stoppable], drain_seconds: float
+    ) -> None:
+        self.server = server
+        self.loops = loops
+        self.drain_seconds = drain_seconds
+        self.deadline: float | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log = logging.getLogger("ds01d")
+        if self.deadline is not None:
+            log.warning(
+                "signal %d again: not waiting for the %d request(s) still running",
+                signum,
+                self.server.connections.running,
+            )
+            self.server.hurry()
+            self.deadline = time.monotonic()
+            return
+        self.deadline = time.monotonic() + self.drain_seconds
+        log.info(
+            "signal %d: stopping; the accepted requests get up to %g s to finish (a second "
+            "signal ends that now)",
+            signum,
+            self.drain_seconds,
+        )
+        # Not in the handler: telling the queue takes its lock, which this thread may hold.
+        threading.Thread(target=self._begin, name="ds01d-stop", daemon=True).start()
+
+    def _begin(self) -> None:
+        for loop in self.loops:
+            loop.request_stop()
+        self.server.drain(self.drain_seconds)
+
+    def seconds_left(self) -> float:
+        """What is left of the drain for the loops' passes under way (at least a floor)."""
+        left = 0.0 if self.deadline is None else self.deadline - time.monotonic()
+        return max(left, LOOP_STOP_FLOOR_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,13 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     ):  # scrapes reuse one container list until Docker reports a change
         service.observed = ObservedContainers(service.runtime)
     server = Ds01HttpServer(paths.socket, service)
-
-    def shutdown(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    stop = GracefulStop(server, [queue, lifecycle], args.drain_timeout)
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
     watcher.start()
@@ -233,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     if service.observed is not None:
         service.observed.start()
     _start_exporter(exporter, metrics_address)
+    unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
@@ -241,13 +314,26 @@ def main(argv: list[str] | None = None) -> None:
             service.observed.stop()
         energy.stop()
         disk_meter.stop()
-        lifecycle.stop()
-        queue.stop()
+        # A pass under way finishes within what is left of the drain, or is cut off (the
+        # next ds01d adopts or rolls back what it began, as after a crash).
+        if not lifecycle.stop(stop.seconds_left()):
+            unfinished.append("a lifecycle pass")
+        if not queue.stop(stop.seconds_left()):
+            unfinished.append("a pass of the GPU queue")
         watcher.stop()
         server.server_close()
         paths.socket.unlink(missing_ok=True)
+        if unfinished:
+            log.error("stopping: cut off %s", " and ".join(unfinished))
         service.events.close()
         service.store.close()
+    if server.cut_short or unfinished:
+        log.error(
+            "stopped with %d request(s) whose outcome their clients were told is unknown",
+            len(server.cut_short),
+        )
+        sys.exit(1)
+    log.info("stopped")
 
 
 def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:

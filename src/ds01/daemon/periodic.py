@@ -50,11 +50,19 @@ class PeriodicPass(abc.ABC):
         self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_seconds: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Begin no new pass (the one under way finishes)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_seconds)
-            self._thread = None
+
+    def stop(self, timeout_seconds: float = 5.0) -> bool:
+        """``request_stop``, then wait up to ``timeout_seconds`` for the pass under way;
+        return whether the thread has ended."""
+        self.request_stop()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout_seconds)
+        return not thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

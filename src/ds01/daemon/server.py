@@ -48,6 +48,7 @@ from ds01.daemon.connections import (
     ConnectionServer,
     Exchange,
     LaneName,
+    Reply,
     declared_body_length,
     listening_socket,
 )
@@ -616,12 +617,16 @@ class _ClientGone(OSError):
 
 class _SocketWriter:
     """``wfile`` of a handler: each write is one ``sendall`` (bounded by the socket's
-    timeout in all); a failure ends the exchange quietly."""
+    timeout in all); a failure ends the exchange quietly, as does an answer that ds01d's
+    drain has written in the handler's place (``reply``)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, reply: Reply) -> None:
         self._sock = sock
+        self._reply = reply
 
     def write(self, data: bytes) -> int:
+        if not self._reply.claim():
+            raise _ClientGone("ds01d is stopping and has answered this request itself")
         try:
             self._sock.sendall(data)
         except OSError as exc:
@@ -652,7 +657,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = BytesIO(self.exchange.data)
-        self.wfile = _SocketWriter(self.connection)  # type: ignore[assignment]
+        self.wfile = _SocketWriter(self.connection, self.exchange.reply)  # type: ignore[assignment]
 
     def handle(self) -> None:
         self.close_connection = True
@@ -880,10 +885,17 @@ def _lane(request_line: bytes) -> LaneName:
     return "workers"
 
 
+def _wait_only(request_line: bytes) -> bool:
+    """Whether a request only waits to read (a long poll, ``GET`` of a route that may wait):
+    it changes nothing, so ds01d's drain may answer it at once instead of waiting for it."""
+    words = request_line.decode("latin-1").split()
+    return len(words) >= 2 and words[0] == "GET" and _lane(request_line) == "waiting"
+
+
 class Ds01HttpServer:
     """ds01d's API on a unix socket: routes of ``ROUTES`` behind the connection limits of
-    ``ds01.daemon.connections`` (``limits``). ``serve_forever``, ``shutdown`` (from another
-    thread) and ``server_close`` as in ``socketserver``."""
+    ``ds01.daemon.connections`` (``limits``). ``serve_forever`` until a ``drain`` (from
+    another thread) is over, then ``server_close``."""
 
     def __init__(
         self, socket_path: Path, service: Ds01Service, limits: ConnectionLimits = DEFAULT_LIMITS
@@ -904,6 +916,7 @@ class Ds01HttpServer:
             limits=limits,
             is_privileged=lambda uid: uid == 0 or uid in self._admins,
             on_refusal=self._audit_refusal,
+            wait_only=_wait_only,
         )
 
     def remember(self, caller: Caller) -> None:
@@ -934,8 +947,21 @@ class Ds01HttpServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self.connections.serve_forever(poll_interval)
 
-    def shutdown(self) -> None:
-        self.connections.shutdown()
+    def drain(self, timeout_s: float) -> None:
+        """Begin to stop: no new request runs, terminals are closed with a last word to
+        their users, and ``serve_forever`` returns once the accepted requests are answered
+        or ``timeout_s`` passed (``ds01.daemon.connections``, step 5)."""
+        terminals_of(self.service).close_all()
+        self.connections.drain(timeout_s)
+
+    def hurry(self) -> None:
+        """End the drain now (its requests still running are answered "outcome unknown")."""
+        self.connections.hurry()
+
+    @property
+    def cut_short(self) -> list[str]:
+        """The requests whose clients were told that their outcome is unknown."""
+        return self.connections.cut_short
 
     def server_close(self) -> None:
         self.connections.close()

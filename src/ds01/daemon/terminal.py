@@ -15,12 +15,17 @@ resize it or read its exit code. While ds01d relays a session to a connected cli
 (``Terminals.serve``), it counts as use of the container for the lifecycle loop
 (``Terminals.attached``); once the client is gone, it no longer does, even if the program
 in the container still runs.
+
+When ds01d stops, ``Terminals.close_all`` ends every relay with a last line to its user
+(``CLOSED_FOR_STOP``): the container goes on running; the terminal's program loses its
+terminal, as with a dropped ssh connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -45,6 +50,11 @@ MAX_SESSIONS = 1000
 _CHUNK = 65536
 #: How long a relay whose program ended waits for the client to close its side.
 HANG_UP_SECONDS = 2.0
+#: The last bytes of a terminal that ds01d closes because it stops.
+CLOSED_FOR_STOP = (
+    b"\r\n[ds01d is stopping, so it closed this terminal. The container keeps running: "
+    b"open a terminal again with container-open once ds01d is back.]\r\n"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,19 @@ class Terminals:
         self._sessions: dict[str, Session] = {}
         self._attached: Counter[str] = Counter()  # Docker name -> sessions with a client
         self._lock = threading.Lock()
+        # Written once by close_all and never read: it then stays readable, so every relay
+        # watching it, now or later, sees it.
+        self._closing_r, self._closing_w = os.pipe()
+        self._closing = False
+
+    def close_all(self) -> None:
+        """ds01d stops: end every relay now, and any begun from now on at once, each with
+        ``CLOSED_FOR_STOP`` to its client."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        os.write(self._closing_w, b"\0")
 
     def attached(self, docker_name: str) -> int:
         """How many sessions in container ``docker_name`` ds01d relays to a connected client
@@ -93,7 +116,13 @@ class Terminals:
         with self._lock:
             self._attached[name] += 1
         try:
-            relay(client, docker_side, read_ahead, on_client_closed=release)
+            relay(
+                client,
+                docker_side,
+                read_ahead,
+                on_client_closed=release,
+                closing=self._closing_r,
+            )
         finally:
             release()
 
@@ -160,11 +189,13 @@ def relay(
     docker_side: Any,
     read_ahead: bytes = b"",
     on_client_closed: Callable[[], None] = _nothing,
+    closing: int | None = None,
 ) -> None:
     """Copy bytes both ways between the client's connection and the exec's socket until the
     program ends (Docker closes its side); the client closing its side ends the input, and
     ``on_client_closed`` is called then. ``read_ahead``: what the client sent after its
-    request, before the relay began.
+    request, before the relay began. ``closing``: a descriptor that becomes readable when
+    ds01d stops; the relay then sends ``CLOSED_FOR_STOP`` to the client and ends.
 
     Waits with a poll-based selector: ds01d may hold more than 1024 descriptors (its
     connection caps allow that many clients), which ``select.select`` cannot watch."""
@@ -176,8 +207,14 @@ def relay(
         with selectors.PollSelector() as selector:
             selector.register(inner, selectors.EVENT_READ)
             selector.register(client, selectors.EVENT_READ)
+            if closing is not None:
+                selector.register(closing, selectors.EVENT_READ)
             while True:
                 readable = {key.fileobj for key, _ in selector.select()}
+                if closing in readable:
+                    client.sendall(CLOSED_FOR_STOP)
+                    _hang_up(client)
+                    return
                 if inner in readable:
                     data = inner.recv(_CHUNK)
                     if not data:
@@ -211,4 +248,4 @@ def _hang_up(client: socket.socket) -> None:
         pass
 
 
-__all__ = ["LOGIN_SHELL", "Session", "Terminals", "relay"]
+__all__ = ["CLOSED_FOR_STOP", "LOGIN_SHELL", "Session", "Terminals", "relay"]
