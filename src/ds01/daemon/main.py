@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.sampler import Sampler
     from ds01.daemon.server import Ds01HttpServer, terminals_of
     from ds01.daemon.service import Ds01Service
-    from ds01.daemon.state import StateStore
+    from ds01.daemon.state_backup import StateBackups
+    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
+    from ds01.daemon.state_start import open_state
     from ds01.events.log import EventLog, utc_now
     from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
@@ -144,8 +146,20 @@ def main(argv: list[str] | None = None) -> None:
 
     paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(mode)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(mode)
+        except OSError as exc:
+            sys.exit(
+                f"ds01d: cannot prepare {directory}: {exc.strerror or exc}. ds01d needs to "
+                "write there: make it a writable directory of root's (a read-only file "
+                "system must be remounted read-write), then start ds01d again."
+            )
+    try:
+        # Held for ds01d's whole life: no second ds01d, and no restore, on this state.
+        state_lock = lock_state_dir(paths.state_dir)
+    except StateDirBusy as exc:
+        sys.exit(f"ds01d: {exc.message}")
     cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
         events = EventLog(paths.events_file, **_event_log_options(args))
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         service = Ds01Service(
             paths=paths,
             runtime=runtime,
-            store=StateStore(paths.state_db),
+            store=open_state(paths.state_db, runtime, events),
             events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
             # Simulated GPUs read their utilisation from a file in the state directory, and
@@ -189,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             len(legacy),
             ", ".join(legacy),
         )
+    backups = StateBackups(service.store)
+    backups.backup_now()  # a copy of the state as it is at start, before any change
     watcher = OomWatcher(
         service.runtime,
         service.cgroups,
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
+    backups.start()
     watcher.start()
     queue.start()
     lifecycle.start()
@@ -246,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         watcher.stop()
         server.server_close()
         paths.socket.unlink(missing_ok=True)
+        backups.stop()  # the last copy, once nothing writes any more
         service.events.close()
         service.store.close()
+        os.close(state_lock)
 
 
 def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
