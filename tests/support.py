@@ -295,6 +295,32 @@ class Ds01Daemon:
             )
         self.wait_for_socket(timeout)
 
+    def start_refused(
+        self, timeout: float = SOCKET_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``ds01d`` expecting it to refuse to start: return its exit code and output
+        (stdout and stderr together, also appended to ``ds01d.out``). Fails the test if it
+        is still running after ``timeout`` seconds (it would then have started)."""
+        if self.running:
+            raise RuntimeError("ds01d is already running")
+        try:
+            result = subprocess.run(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env={**user_env(None), **self.env},
+                cwd=self.root,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ds01d did not refuse to start within {timeout:.0f} s", pytrace=False)
+        result.stdout += result.stderr
+        with self.output_file.open("a", encoding="utf-8") as out:
+            out.write(f"--- refused start: {' '.join(self.command)}\n{result.stdout}")
+        return result
+
     def wait_for_socket(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
         """Wait until the socket accepts a connection (a stale socket file does not count)."""
         deadline = time.monotonic() + timeout

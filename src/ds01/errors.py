@@ -120,6 +120,13 @@ class ConfigError(SystemFault):
     kind = "config"
 
 
+class StateDamaged(SystemFault):
+    """ds01d's state database is damaged; the message names the admin's repair command."""
+
+    http_status = 503
+    kind = "state_damaged"
+
+
 class DockerUnavailable(SystemFault):
     """The Docker engine did not answer or answered with an unexpected error."""
 

@@ -277,6 +277,19 @@ class RawApi:
         return f"(helper {state}) {text[-2000:]}"
 
 
+def queue_gpu_create(socket_path: str | Path, user: str, name: str) -> str:
+    """Queue a 1-GPU create of a busybox container for ``user`` (``queue: true``, answered
+    with HTTP 202, so no client waits for it); return the request id."""
+    with RawApi(socket_path, user) as api:
+        reply = api.call(
+            "POST", "/v1/containers", {"name": name, "image": "busybox", "gpus": 1, "queue": True}
+        )
+    assert reply.status == 202, reply
+    entry = reply.json()
+    assert entry["state"] == "waiting", entry
+    return str(entry["id"])
+
+
 def check_error_shape(reply: Reply) -> list[str]:
     """What is wrong with an error answer's body; ``[]`` when it has the documented shape
     ``{"error": {"kind": str, "message": str, "exit_code": int, "details": dict}}``."""

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from rawapi import RawApi
+from rawapi import RawApi, queue_gpu_create
 
 from support import TEST_IMAGES_YAML, describe, wait_until
 
@@ -49,14 +49,7 @@ WAIT_S = 30.0
 
 def queue_create(d: Any, user: str, name: str) -> str:
     """Queue a 1-GPU create for ``user`` through the raw API; return the request id."""
-    with RawApi(d.paths.socket, user) as api:
-        reply = api.call(
-            "POST", "/v1/containers", {"name": name, "image": "busybox", "gpus": 1, "queue": True}
-        )
-    assert reply.status == 202, reply
-    entry = reply.json()
-    assert entry["state"] == "waiting", entry
-    return str(entry["id"])
+    return queue_gpu_create(d.paths.socket, user, name)
 
 
 def started(d: Any, request_id: str) -> list[dict[str, Any]]:

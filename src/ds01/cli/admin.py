@@ -1,9 +1,10 @@
-"""The admin commands: ``ds01 admin add-user``, ``remove-user``, ``setup``, ``doctor`` and
-``mig plan|apply``.
+"""The admin commands: ``ds01 admin add-user``, ``remove-user``, ``setup``, ``doctor``,
+``mig plan|apply`` and ``state status|restore``.
 
-``setup`` works on the machine itself (as root, no daemon needed: it prepares what ds01d
-needs); the others are clients of ds01d, which alone changes users' directories, cgroups,
-containers, GPUs and the configuration, and serves admins only (root or the admin group).
+``setup`` and ``state`` work on the machine itself (as root, no daemon needed: ``setup``
+prepares what ds01d needs, ``state`` repairs its database while it is stopped); the
+others are clients of ds01d, which alone changes users' directories, cgroups, containers,
+GPUs and the configuration, and serves admins only (root or the admin group).
 
 Imported at every start of the CLI (the command table), so standard library only at module
 level; what a command needs beyond that is imported when it runs.
@@ -24,6 +25,7 @@ from ds01.exitcodes import ExitCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 #: Seconds remove-user may take in ds01d: archiving a large workspace takes a while.
@@ -324,6 +326,120 @@ def _run_mig(args: argparse.Namespace) -> None:
         raise SystemExit(int(ExitCode.ERROR))
 
 
+# -- state ----------------------------------------------------------------------------------------
+
+
+def _configure_state(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        choices=("status", "restore"),
+        help="status: the database's health and its backup's age; restore: put the last "
+        "backup in place (ds01d stopped)",
+    )
+    p.add_argument(
+        "--empty",
+        action="store_true",
+        help="restore: start anew instead, accepting the loss (ds01d lists it in an event)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="restore: also over a database that is healthy"
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="ds01d's state directory [$DS01_STATE_DIR, /var/lib/ds01]",
+    )
+    _json_flag(p)
+
+
+def _run_state(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ds01 import paths
+
+    if os.geteuid() != 0:
+        raise PermissionDenied(
+            f"ds01 admin state {args.action} must run as root: it reads ds01d's files directly."
+        )
+    if args.action == "status" and (args.empty or args.force):
+        raise InvalidInput("--empty and --force go with `restore`.")
+    state_dir = Path(paths.pick(args.state_dir, paths.ENV_STATE_DIR, paths.DEFAULT_STATE_DIR))
+    db_path = state_dir / paths.STATE_DB_FILE
+    if args.action == "status":
+        _state_status(db_path, args.json)
+    else:
+        _state_restore(db_path, args)
+
+
+def _state_status(db_path: Path, as_json: bool) -> None:
+    from ds01.core.units import format_bytes, format_duration
+    from ds01.daemon.state_files import backup_info, examine, state_dir_in_use
+
+    condition = examine(db_path)
+    backup = backup_info(db_path)
+    running = state_dir_in_use(db_path.parent)
+    size = db_path.stat().st_size if condition.kind not in ("missing", "unreadable") else 0
+    report = {
+        "database": str(db_path),
+        "condition": condition.kind,
+        "detail": condition.detail,
+        "bytes": size,
+        "backup": None if backup is None else backup.path,
+        "backup_age_seconds": None if backup is None else round(backup.age_seconds),
+        "ds01d_running": running,
+    }
+    if as_json:
+        render.emit_json(report)
+    else:
+        shown = f" ({format_bytes(size)})" if size else ""
+        render.echo(f"Database: {condition.describe(str(db_path))}{shown}")
+        render.echo(
+            "Backup:   none yet"
+            if backup is None
+            else f"Backup:   {backup.path}, {format_duration(backup.age_seconds)} old"
+        )
+        render.echo(f"ds01d:    {'running' if running else 'not running'} on {db_path.parent}")
+        if condition.kind in ("damaged", "unreadable"):
+            render.echo(
+                "Repair:   stop ds01d, then `ds01 admin state restore` (the backup) or "
+                "`ds01 admin state restore --empty` (start anew)."
+            )
+    if condition.kind in ("damaged", "unreadable"):
+        raise SystemExit(int(ExitCode.ERROR))
+
+
+def _state_restore(db_path: Path, args: argparse.Namespace) -> None:
+    from datetime import datetime, timezone
+
+    from ds01.core.units import format_duration
+    from ds01.daemon.state_files import restore
+
+    record = restore(
+        db_path, empty=args.empty, force=args.force, by="root", now=datetime.now(timezone.utc)
+    )
+    if args.json:
+        render.emit_json(record.to_dict())
+        return
+    if record.source == "empty":
+        render.ok(f"ds01d will start anew on a new {db_path} ({record.condition} before).")
+        render.echo(
+            "  Lost: the GPU queue, lifecycle clocks, the usage ledger, released-device "
+            "records, exemptions; ds01d lists them in a state.reset event when it starts."
+        )
+    else:
+        age = format_duration(record.backup_age_seconds or 0)
+        render.ok(f"Restored {db_path} from its backup, taken {age} before ({record.condition}).")
+        render.echo("  Changes after the backup are lost; ds01d records the restore at its start.")
+    for kept in record.kept_as:
+        render.echo(f"  Kept: {kept}")
+    if record.dropped_intents:
+        render.echo(
+            "  Creates in flight at the backup, their containers kept: "
+            + ", ".join(record.dropped_intents)
+        )
+    render.echo("  Next: start ds01d (`systemctl start ds01d`).")
+
+
 ADMIN_COMMANDS: tuple[Command, ...] = (
     Command(
         ("admin", "add-user"),
@@ -399,6 +515,22 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
         "  ds01 admin mig apply --gpu 3",
         _configure_mig,
         _run_mig,
+    ),
+    Command(
+        ("admin", "state"),
+        None,
+        "The state database: its health and backup; restore it after damage.",
+        "`status` shows whether ds01d's state database (queue, lifecycle clocks, usage\n"
+        "ledger) is healthy, and how old its backup is (ds01d copies it minutes apart and\n"
+        "seconds after each queue change). `restore` (as root, ds01d stopped) checks the\n"
+        "backup with integrity_check, keeps the old database as ds01.db.damaged-TIME and\n"
+        "puts the backup in its place; --empty starts anew instead, accepting the loss.\n"
+        "ds01d records either in the audit log when it starts. Exit 1 when damaged.\n\n"
+        "examples:\n"
+        "  ds01 admin state status\n"
+        "  systemctl stop ds01d && ds01 admin state restore && systemctl start ds01d",
+        _configure_state,
+        _run_state,
     ),
 )
 

@@ -46,7 +46,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
 from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
 from ds01.daemon.state import QueuedRequest, UsageRecord
-from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
+from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded, StateDamaged
 from ds01.events.log import utc_now
 from ds01.gpu.device import Inventory
 from ds01.runtime.docker import ContainerRecord
@@ -429,6 +429,8 @@ class GpuDispatcher:
         while not self._stop.is_set():
             try:
                 self.run_pass()
+            except StateDamaged:
+                pass  # the store logged it once; each pass would repeat it
             except Ds01Error as exc:
                 log.warning("queue pass skipped: %s", exc.message)
             except Exception:  # the queue waits for the next pass; the daemon goes on

@@ -6,9 +6,9 @@ are served to admins only. They cover: ds01d's user, users in the docker group, 
 socket's mode, whether the Docker engine answers (asked with a short timeout, so a stopped
 or hung engine is reported in seconds), the cgroup version and Docker's cgroup driver, the
 NVIDIA Container Toolkit (with the NVML backend only), the admin group, the configuration
-on disk, the API socket, the audit log, the GPUs, whether disk limits are enforced by
-Docker's storage driver or measured by the lifecycle loop, and how long ago the lifecycle
-loop last finished a pass.
+on disk, the API socket, the audit log, the state database and its backup, the GPUs,
+whether disk limits are enforced by Docker's storage driver or measured by the lifecycle
+loop, and how long ago the lifecycle loop last finished a pass.
 
 Levels: ``ok``; ``warning`` (ds01 works, but something weakens it); ``critical`` (a user can
 bypass ds01, or ds01 cannot do its job). The command exits 0 when every finding is ok,
@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ds01.config.loader import load_config
+from ds01.core.state_recovery import BackupInfo
 from ds01.core.units import format_duration
 from ds01.daemon.schemas import DoctorFinding, DoctorReport
+from ds01.daemon.state_backup import DEFAULT_INTERVAL_SECONDS as BACKUP_INTERVAL_SECONDS
+from ds01.daemon.state_files import backup_info
 from ds01.errors import Ds01Error, PermissionDenied
 
 if TYPE_CHECKING:
@@ -369,6 +372,31 @@ def check_config(config_dir: Path) -> Finding:
     return Finding("config", "ok", f"The configuration in {config_dir} is valid.")
 
 
+def check_state(
+    damage: str | None, backup: BackupInfo | None, backup_interval_seconds: float
+) -> Finding:
+    """The state database: damage found while running, and the age of its backup (overdue
+    after three intervals, plus a minute of slack)."""
+    if damage is not None:
+        return Finding("state", "critical", damage)
+    if backup is None:
+        return Finding(
+            "state",
+            "warning",
+            "The state database has no backup yet.",
+            "ds01d writes one at start and after changes; its log says why it cannot.",
+        )
+    age = format_duration(backup.age_seconds)
+    if backup.age_seconds > 3 * backup_interval_seconds + 60:
+        return Finding(
+            "state",
+            "warning",
+            f"The state database's backup is {age} old ({backup.path}).",
+            "ds01d's log says why it cannot write a new one.",
+        )
+    return Finding("state", "ok", f"The state database is in use; its backup is {age} old.")
+
+
 def check_root() -> Finding:
     if os.geteuid() == 0:
         return Finding("daemon-user", "ok", "ds01d runs as root.")
@@ -435,6 +463,9 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         lambda: check_api_socket(service.paths.socket),
         lambda: check_firewall(service.networks),
         audit_log,
+        lambda: check_state(
+            service.store.damage, backup_info(service.store.path), BACKUP_INTERVAL_SECONDS
+        ),
         gpus,
         lambda: check_disk_limits(
             service.storage.mode, service.storage.reason, service.lifecycle_pass is not None

@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.sampler import Sampler
     from ds01.daemon.server import Ds01HttpServer, terminals_of
     from ds01.daemon.service import Ds01Service
-    from ds01.daemon.state import StateStore
+    from ds01.daemon.state_backup import StateBackups
+    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
+    from ds01.daemon.state_start import open_state
     from ds01.events.log import EventLog, utc_now
     from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
@@ -220,8 +222,20 @@ def main(argv: list[str] | None = None) -> None:
 
     paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(mode)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(mode)
+        except OSError as exc:
+            sys.exit(
+                f"ds01d: cannot prepare {directory}: {exc.strerror or exc}. ds01d needs to "
+                "write there: make it a writable directory of root's (a read-only file "
+                "system must be remounted read-write), then start ds01d again."
+            )
+    try:
+        # Held for ds01d's whole life: no second ds01d, and no restore, on this state.
+        state_lock = lock_state_dir(paths.state_dir)
+    except StateDirBusy as exc:
+        sys.exit(f"ds01d: {exc.message}")
     cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
         events = EventLog(paths.events_file, **_event_log_options(args))
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         service = Ds01Service(
             paths=paths,
             runtime=runtime,
-            store=StateStore(paths.state_db),
+            store=open_state(paths.state_db, runtime, events),
             events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
             # Simulated GPUs read their utilisation from a file in the state directory, and
@@ -265,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             len(legacy),
             ", ".join(legacy),
         )
+    backups = StateBackups(service.store)
+    backups.backup_now()  # a copy of the state as it is at start, before any change
     watcher = OomWatcher(
         service.runtime,
         service.cgroups,
@@ -297,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, stop.on_signal)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
+    backups.start()
     watcher.start()
     queue.start()
     lifecycle.start()
@@ -325,8 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         paths.socket.unlink(missing_ok=True)
         if unfinished:
             log.error("stopping: cut off %s", " and ".join(unfinished))
+        backups.stop()  # the last copy, once nothing writes any more
         service.events.close()
         service.store.close()
+        os.close(state_lock)
     if server.cut_short or unfinished:
         log.error(
             "stopped with %d request(s) whose outcome their clients were told is unknown",

@@ -43,7 +43,7 @@ from typing import Literal, Protocol
 
 from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, StateDamaged
 from ds01.events.log import EventLog, utc_now
 from ds01.runtime import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
@@ -382,6 +382,8 @@ class OomWatcher:
         while not self._stop.is_set():
             try:
                 self.scan()
+            except StateDamaged:
+                pass  # the store logged it once; each scan would repeat it
             except Ds01Error as exc:  # Docker away for a moment: try again next time
                 log.warning("OOM scan skipped: %s", exc.message)
             except Exception:  # observation fails soft; the daemon goes on

@@ -10,7 +10,7 @@ import abc
 import logging
 import threading
 
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, StateDamaged
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,9 @@ class PeriodicPass(abc.ABC):
     Contract: :meth:`start` once (again only after :meth:`stop`); :meth:`stop` returns once
     the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: a
     ``Ds01Error`` is logged as a warning (an expected failure, e.g. Docker down), anything
-    else with its traceback. The interval is asked after every pass, so a configuration
-    change takes effect at the next wait.
+    else with its traceback; ``StateDamaged`` not at all (the store logs it once). The
+    interval is asked after every pass, so a configuration change takes effect at the next
+    wait.
     """
 
     #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
@@ -68,6 +69,8 @@ class PeriodicPass(abc.ABC):
         while not self._stop.is_set():
             try:
                 self.run_pass()
+            except StateDamaged:
+                pass  # the store logged it once; each pass would repeat it
             except Ds01Error as exc:
                 log.warning("%s skipped: %s", self.work_name, exc.message)
             except Exception:  # the next pass tries again; the daemon goes on
