@@ -109,6 +109,10 @@ def test_alice_sees_her_own_events_and_not_bobs(ds01d: Any) -> None:
     table = d.cli("alice", "events", "--action", "container.create")
     assert table.returncode == 0, describe(table)
     assert "container/thesis" in table.stdout and "TIME" in table.stdout
+    # In a pipe the details are whole (a terminal cuts them at 60 characters without --wide).
+    (create,) = creates
+    assert "…" not in table.stdout and create["details"]["gpus"][0] in table.stdout, table.stdout
+    assert len(table.stdout.splitlines()[1]) > 120
 
     refused = d.cli("alice", "events", "--user", "bob")
     assert refused.returncode == 5, describe(refused)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
@@ -234,3 +235,22 @@ def test_300_containers_render_and_refresh() -> None:
 
     run(app, script)
     print(", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
+
+
+@pytest.mark.parametrize(("columns", "stacked"), [(120, True), (200, False)])
+def test_the_queue_and_quota_panels_are_whole_side_by_side_only_where_both_fit(
+    columns: int, stacked: bool
+) -> None:
+    app = DashboardApp(admin_overview, interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(columns, 50)) as pilot:
+            await refreshed(pilot, app)
+            await pilot.pause()
+            for panel in ("queue", "users"):
+                table: DataTable[str] = app.query_one(f"#{panel}", DataTable)
+                whole = table.virtual_size.width <= table.scrollable_content_region.width
+                assert whole, (panel, table.virtual_size, table.scrollable_content_region)
+            assert app.query_one("#bottom").has_class("stacked") is stacked
+
+    asyncio.run(main())

@@ -30,7 +30,7 @@ DEFAULT_LIMIT = 50
 FOLLOW_BACKLOG = 10
 #: Seconds one long poll of ``--follow`` may block in the daemon.
 POLL_SECONDS = 30
-#: Width of the DETAILS column.
+#: Width of the DETAILS column on a terminal (``--wide`` and pipes: no limit).
 DETAILS_WIDTH = 60
 
 
@@ -80,6 +80,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--follow", "-f", action="store_true", help="keep showing new events until Ctrl-C"
     )
     p.add_argument("--user", metavar="USER", help="USER's events (admins only)")
+    p.add_argument(
+        "--wide",
+        "-w",
+        action="store_true",
+        help=f"show all details (a terminal cuts them at {DETAILS_WIDTH} characters; a pipe "
+        "gets them whole)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON Lines instead of a table")
 
 
@@ -104,13 +111,14 @@ def _when(ts: str) -> str:
         return ts
 
 
-def _details(details: dict[str, Any]) -> str:
+def _details(details: dict[str, Any], width: int | None) -> str:
+    """``key=value`` pairs, cut at ``width`` characters (``None``: whole)."""
     text = " ".join(
         f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
         for key, value in details.items()
         if value not in (None, "", [], {})
     )
-    return text if len(text) <= DETAILS_WIDTH else text[: DETAILS_WIDTH - 1] + "…"
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
 def _resource(resource: str) -> str:
@@ -120,7 +128,9 @@ def _resource(resource: str) -> str:
     return resource.removesuffix(own) if resource.startswith("container/") else resource
 
 
-def _print(events: list[dict[str, Any]], as_json: bool, header: bool) -> None:
+def _print(
+    events: list[dict[str, Any]], as_json: bool, header: bool, width: int | None
+) -> None:
     if as_json:
         for event in events:
             render.echo(json.dumps(event, separators=(",", ":"), sort_keys=True))
@@ -132,7 +142,7 @@ def _print(events: list[dict[str, Any]], as_json: bool, header: bool) -> None:
                 e["action"],
                 _resource(e["resource"]),
                 e["outcome"],
-                _details(e.get("details") or {}),
+                _details(e.get("details") or {}, width),
             ]
             for e in events
         ]
@@ -151,7 +161,8 @@ def _run(args: argparse.Namespace) -> None:
     query = _query(args)
     limit = args.limit or (FOLLOW_BACKLOG if args.follow else DEFAULT_LIMIT)
     page = client.request("GET", "/v1/events", query={**query, "limit": limit})
-    _print(page["events"], args.json, header=True)
+    width = None if args.wide or not sys.stdout.isatty() else DETAILS_WIDTH
+    _print(page["events"], args.json, header=True, width=width)
     if not args.follow:
         if not page["events"] and not args.json:
             render.echo("No events match.")
@@ -164,7 +175,7 @@ def _run(args: argparse.Namespace) -> None:
                 "/v1/events",
                 query={**query, "after_seq": last, "wait": POLL_SECONDS, "limit": 1000},
             )
-            _print(page["events"], args.json, header=False)
+            _print(page["events"], args.json, header=False, width=width)
             if page["last_seq"] is not None:
                 last = page["last_seq"]
     except KeyboardInterrupt:

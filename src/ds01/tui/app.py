@@ -34,6 +34,15 @@ Fetch = Callable[[], Mapping[str, Any]]
 
 #: The frame's tables and the ids of the widgets that show them.
 TABLE_IDS = ("devices", "containers", "queue", "users")
+#: Columns a DataTable adds to each column's cells (one each side), and its border adds.
+CELL_PADDING = 2
+BORDER = 2
+
+
+def _table_width(table: Table) -> int:
+    """The columns of a DataTable showing ``table`` whole: cells, their padding (one column
+    each side) and the border."""
+    return sum(_widths(table)) + CELL_PADDING * len(table.columns) + BORDER
 
 
 def _widths(table: Table) -> list[int]:
@@ -137,6 +146,8 @@ class DashboardApp(App[None]):
     #containers { height: 1fr; min-height: 8; }
     #bottom { height: auto; max-height: 35%; }
     #queue, #users { width: 1fr; max-height: 100%; }
+    #bottom.stacked { layout: vertical; max-height: 50%; }
+    #bottom.stacked > DataTable { width: 100%; max-height: 50%; }
     """
 
     def __init__(self, fetch: Fetch, *, interval: float = 2.0, view: View | None = None) -> None:
@@ -220,7 +231,20 @@ class DashboardApp(App[None]):
             )
             for table_id, table in zip(TABLE_IDS, frame.tables, strict=True):
                 self._fill(self.table(table_id), table)
+            self._fit_bottom()
         self._show_status()
+
+    def on_resize(self) -> None:
+        self._fit_bottom()
+
+    def _fit_bottom(self) -> None:
+        """The queue and the quota panel side by side where both fit whole, else one above
+        the other, each as wide as the screen: neither is ever cut."""
+        if self.frame is None:
+            return
+        shown = (self._shown.get(table_id) for table_id in ("queue", "users"))
+        needed = sum(_table_width(table) for table in shown if table is not None)
+        self.query_one("#bottom").set_class(self.size.width < needed, "stacked")
 
     def _show_status(self) -> None:
         status = self.query_one("#status", Static)
