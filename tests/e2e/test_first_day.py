@@ -124,3 +124,20 @@ def test_retire_without_a_terminal_asks_for_yes_and_removes_nothing(
     retired = d.cli("alice", "container-retire", "env", "--discard", "--yes")
     assert retired.returncode == 0, describe(retired)
     assert d.cli_json("alice", "container-list") == []
+
+
+def test_config_check_and_audit_verify_read_the_directories_the_daemon_uses(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+
+    checked = d.cli(None, "config", "check")
+    verified = d.cli(None, "audit", "verify")
+
+    assert checked.returncode == 0, describe(checked)
+    assert f"Checking {d.paths.config_dir} (the one ds01d uses)." in checked.stdout
+    assert verified.returncode == 0, describe(verified)
+    assert f"in {d.paths.log_dir} (the one ds01d uses)." in verified.stdout
+    d.stop()
+    default = d.cli(None, "config", "check", "--config-dir", str(d.paths.config_dir))
+    assert "(from the command line)" in default.stdout, describe(default)

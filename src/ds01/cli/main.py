@@ -682,13 +682,34 @@ def _configure_config_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-dir", help="directory to check [$DS01_CONFIG_DIR or /etc/ds01]")
 
 
+def _daemon_directory(key: str, flag: str | None, env: str, default: str) -> tuple[str, str]:
+    """The directory to check and why that one: the flag, the environment, else the one
+    the running ds01d uses (it tells admins), else the default, said as such."""
+    if flag:
+        return flag, "from the command line"
+    if os.environ.get(env):
+        return os.environ[env], f"from ${env}"
+    try:
+        directories = Ds01Client().request("GET", "/v1/admin/directories")
+    except Ds01Error:  # no daemon, or not an admin
+        return default, "the default; ds01d did not say which it uses"
+    return str(directories[key]), "the one ds01d uses"
+
+
 def _run_config_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ds01.config.loader import load_config, load_file
-    from ds01.paths import config_dir
+    from ds01.paths import DEFAULT_CONFIG_DIR, ENV_CONFIG_DIR
 
-    targets = [Path(f) for f in args.files] or [Path(config_dir(args.config_dir))]
+    if args.files:
+        targets = [Path(f) for f in args.files]
+    else:
+        directory, why = _daemon_directory(
+            "config_dir", args.config_dir, ENV_CONFIG_DIR, DEFAULT_CONFIG_DIR
+        )
+        render.echo(f"Checking {directory} ({why}).")
+        targets = [Path(directory)]
     failed = False
     for target in targets:
         try:
@@ -717,9 +738,12 @@ def _run_audit_verify(args: argparse.Namespace) -> None:
 
     from ds01.errors import NotFound, PermissionDenied
     from ds01.events.verify import verify
-    from ds01.paths import DEFAULT_LOG_DIR, ENV_LOG_DIR, EVENTS_FILE, pick
+    from ds01.paths import DEFAULT_LOG_DIR, ENV_LOG_DIR, EVENTS_FILE
 
-    log_dir = Path(pick(args.log_dir, ENV_LOG_DIR, DEFAULT_LOG_DIR))
+    directory, why = _daemon_directory("log_dir", args.log_dir, ENV_LOG_DIR, DEFAULT_LOG_DIR)
+    log_dir = Path(directory)
+    if not args.json:
+        render.echo(f"Verifying the event log in {log_dir} ({why}).")
     try:
         report = verify(log_dir)
     except FileNotFoundError:

@@ -67,6 +67,18 @@ def _require_admin(service: Ds01Service, caller: Caller, resource: str, what: st
         raise service.deny(caller, resource, f"Only admins may {what}.")
 
 
+def directories(service: Ds01Service, caller: Caller) -> api.DaemonDirectories:
+    """This ds01d's directories (admins)."""
+    _require_admin(service, caller, "admin/directories", "see ds01d's directories")
+    paths = service.paths
+    return api.DaemonDirectories(
+        config_dir=str(paths.config_dir),
+        state_dir=str(paths.state_dir),
+        log_dir=str(paths.log_dir),
+        socket=str(paths.socket),
+    )
+
+
 def _valid_name(name: str) -> str:
     try:
         return _check_user_name(name)

@@ -192,6 +192,16 @@ class AggregateUsage(_Model):
     )
 
 
+class DaemonDirectories(_Model):
+    """Where this ds01d reads and writes (admins): what `config check` and `audit verify`
+    check when given no directory."""
+
+    config_dir: str
+    state_dir: str
+    log_dir: str
+    socket: str
+
+
 class LimitsResponse(_Model):
     user: str
     groups: list[str]

@@ -386,6 +386,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/admin/directories",
+        "This ds01d's configuration, state and log directories and its socket (admins)",
+        lambda s, c, p, q, b: admin.directories(s, c),
+        api.DaemonDirectories,
+    ),
+    Route(
+        "GET",
         "/v1/admin/doctor",
         "Set-up risks (admins)",
         lambda s, c, p, q, b: diagnose(s, c),
