@@ -513,6 +513,45 @@ class Ds01Daemon:
         return "\n".join(parts) or "(ds01d wrote nothing)"
 
 
+ENSURE_DOCKER = Path(__file__).resolve().parents[1] / "scripts" / "ensure-docker.sh"
+
+
+def docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie (a killed dockerd stays one for a while here)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return any(line.startswith("State:") and "Z" in line for line in status.splitlines())
+
+
+def stop_docker() -> None:
+    """Stop the machine's dockerd (SIGTERM) and wait until it is gone. Only in a test that
+    holds the machine lock (every docker/e2e session does), and only with
+    :func:`restart_docker` in a ``finally``."""
+    pid = int(Path("/var/run/docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_until("dockerd to stop", lambda: process_gone(pid), 60, interval=0.2)
+    assert not docker_answers(), "another dockerd answers: something restarted it"
+
+
+def restart_docker() -> None:
+    """scripts/ensure-docker.sh until `docker info` answers (it fails while the old dockerd
+    is still a zombie holding its pid file: retry)."""
+    for _ in range(20):
+        if docker_answers():
+            return
+        subprocess.run([str(ENSURE_DOCKER)], capture_output=True, check=False, timeout=120)
+        if docker_answers():
+            return
+        time.sleep(1)
+    raise AssertionError("dockerd did not come back: run scripts/ensure-docker.sh")
+
+
 def wait_until(
     what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1
 ) -> Any:

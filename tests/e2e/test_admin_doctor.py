@@ -3,21 +3,15 @@ Docker engine is reported as broken (exit 2) at once while ds01d stays up, and a
 while ds01d itself is down says so.
 
 The test that stops dockerd runs under the machine lock every session with docker/e2e
-tests holds (tests/conftest.py), and starts dockerd again in a ``finally``."""
+tests holds (tests/conftest.py), and starts dockerd again in a ``finally``
+(``support.stop_docker``, ``support.restart_docker``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-from support import describe
-
-ENSURE_DOCKER = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"
+from support import describe, restart_docker, stop_docker
 
 
 def test_doctor_names_docker_group_members_and_is_for_admins_only(ds01d, unix_users) -> None:
@@ -38,47 +32,10 @@ def test_doctor_names_docker_group_members_and_is_for_admins_only(ds01d, unix_us
     assert d.events_where(action="auth.denied", user="alice", resource="admin/doctor")
 
 
-def docker_answers() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or a zombie (a killed dockerd stays one for a while here)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return any(line.startswith("State:") and "Z" in line for line in status.splitlines())
-
-
-def restart_docker() -> None:
-    """scripts/ensure-docker.sh until `docker info` answers (it fails while the old dockerd
-    is still a zombie holding its pid file: retry)."""
-    for _ in range(20):
-        if docker_answers():
-            return
-        subprocess.run([str(ENSURE_DOCKER)], capture_output=True, check=False, timeout=120)
-        if docker_answers():
-            return
-        time.sleep(1)
-    raise AssertionError("dockerd did not come back: run scripts/ensure-docker.sh")
-
-
 def test_doctor_reports_a_stopped_docker_engine_as_broken(ds01d, unix_users) -> None:
     d = ds01d()
-    pid = int(Path("/var/run/docker.pid").read_text())
     try:
-        os.kill(pid, signal.SIGTERM)
-        wait_for("dockerd to stop", lambda: process_gone(pid), 60)
-        assert not docker_answers(), "another dockerd answers: something restarted it"
+        stop_docker()
 
         broken = d.cli("erin", "admin", "doctor", timeout=30)  # short timeouts: no hang
 

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from ds01.config.policies import LifecyclePolicy
 from ds01.core.lifecycle import (
     CLOCK_COLUMNS,
+    CLOCK_STEP,
     ContainerClock,
     Exemption,
     LimitsForContainer,
+    PassMark,
     Sample,
     Signal,
     Stop,
@@ -23,9 +25,11 @@ from ds01.core.lifecycle import (
     activity,
     cleanup_created,
     cleanup_stopped,
+    clock_jump,
     covering_exemption,
     decide,
     observe,
+    rebased,
     stopped,
     stopped_removal_at,
     warned,
@@ -69,6 +73,7 @@ def run_loop(
     limits: LimitsForContainer = LIMITS,
     demand: bool = False,
     keep_alive_at: datetime | None = None,
+    wall_jumps: Sequence[tuple[datetime, timedelta]] = (),
 ) -> Loop:
     """Sample every ``interval`` from START; the container computes on one CPU during ``busy``
     (intervals in hours from START) and is otherwise idle."""
@@ -80,7 +85,14 @@ def run_loop(
         return Sample(now, cpu_seconds=cpu, keep_alive_at=keep_alive_at)
 
     return simulate(
-        START, interval, at(until_hours), sample_at, policy=policy, limits=limits, demand=demand
+        START,
+        interval,
+        at(until_hours),
+        sample_at,
+        policy=policy,
+        limits=limits,
+        demand=demand,
+        wall_jumps=wall_jumps,
     )
 
 
@@ -195,6 +207,163 @@ def test_runtime_warnings_and_stop_over_a_busy_run() -> None:
     assert loop.stop[1] == Stop(
         "runtime", "Ran 10 h 00 min over its runs, the limit is 10 h 00 min."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Jumps of the wall clock
+# --------------------------------------------------------------------------------------------
+
+JUMPS = [timedelta(hours=49), timedelta(hours=1), -timedelta(hours=1), -timedelta(hours=49)]
+
+
+def outcome(loop: Loop) -> tuple[object, ...]:
+    """What a loop did, on the monotonic timeline: warnings (when, kind, level) and the stop."""
+    warnings = [(when, w.kind, w.level) for when, w in loop.warnings]
+    return warnings, loop.stop and (loop.stop[0], loop.stop[1].kind)
+
+
+@pytest.mark.parametrize("jump", JUMPS, ids=lambda j: f"{j.total_seconds() / 3600:+g}h")
+def test_a_jump_of_the_wall_clock_neither_stops_nor_spares_a_container(jump: timedelta) -> None:
+    # Busy for 6 h, then idle: stopped 4 h later, warned before. The jump comes while it is
+    # busy (a +49 h jump used to make it idle for 49 h and stop it at once).
+    steady = run_loop(MINUTE, 12, busy=[(0, 6)])
+    jumped = run_loop(MINUTE, 12, busy=[(0, 6)], wall_jumps=[(at(3), jump)])
+    assert steady.stopped_at == at(10)
+    assert outcome(jumped) == outcome(steady)
+    assert jumped.jumps == [jump]
+    # While it is idle, the jump adds no idleness nor takes any away.
+    idle_jump = run_loop(MINUTE, 12, busy=[(0, 6)], wall_jumps=[(at(8), jump)])
+    assert outcome(idle_jump) == outcome(steady)
+
+
+@pytest.mark.parametrize("jump", JUMPS, ids=lambda j: f"{j.total_seconds() / 3600:+g}h")
+def test_runtime_is_the_time_that_passed_whatever_the_wall_clock_did(jump: timedelta) -> None:
+    limits = LimitsForContainer(idle_timeout_hours=1, max_runtime_hours=10)
+    steady = run_loop(MINUTE, 24, busy=[(0, 24)], limits=limits)
+    jumped = run_loop(MINUTE, 24, busy=[(0, 24)], limits=limits, wall_jumps=[(at(5), jump)])
+    assert outcome(jumped) == outcome(steady)
+    assert jumped.stopped_at == at(10)
+    assert jumped.last is not None and jumped.last.runtime == timedelta(hours=10)
+
+
+@pytest.mark.parametrize("jump", JUMPS, ids=lambda j: f"{j.total_seconds() / 3600:+g}h")
+def test_a_keep_alive_touch_before_a_jump_keeps_its_effect(jump: timedelta) -> None:
+    steady = run_loop(MINUTE, 12, keep_alive_at=at(1))
+    jumped = run_loop(MINUTE, 12, keep_alive_at=at(1), wall_jumps=[(at(2), jump)])
+    assert steady.stopped_at == at(5)
+    assert outcome(jumped) == outcome(steady)
+
+
+@settings(PROPERTY_SETTINGS)
+@given(
+    jumps=st.lists(
+        st.tuples(
+            # The minute of the jump: after the first pass (a jump before the loop ever
+            # looked is the wall time it finds); its size: a step, not noise.
+            st.integers(min_value=11, max_value=11 * 60),
+            st.integers(min_value=-100 * 3600, max_value=100 * 3600).filter(
+                lambda seconds: abs(seconds) >= CLOCK_STEP.total_seconds()
+            ),
+        ),
+        max_size=4,
+    ),
+    busy_until=st.floats(min_value=0, max_value=8),
+    restart=st.integers(min_value=1, max_value=12 * 60),
+)
+def test_no_sequence_of_jumps_changes_what_the_loop_does(
+    jumps: list[tuple[int, int]], busy_until: float, restart: int
+) -> None:
+    interval = 10 * MINUTE
+    limits = LimitsForContainer(idle_timeout_hours=2, max_runtime_hours=9)
+    busy = [(0.0, busy_until)]
+    wall_jumps = [(START + m * MINUTE, timedelta(seconds=s)) for m, s in jumps]
+    steady = run_loop(interval, 12, busy=busy, limits=limits)
+    jumped = simulate_with(interval, busy, limits, wall_jumps, restart_at=START + restart * MINUTE)
+    assert outcome(jumped) == outcome(steady)
+
+
+def simulate_with(
+    interval: timedelta,
+    busy: Sequence[tuple[float, float]],
+    limits: LimitsForContainer,
+    wall_jumps: Sequence[tuple[datetime, timedelta]],
+    restart_at: datetime,
+) -> Loop:
+    """``run_loop`` with a restart of the daemon (the clock through its row) at ``restart_at``."""
+    cpu = 0.0
+
+    def sample_at(now: datetime) -> Sample:
+        nonlocal cpu
+        cpu += busy_seconds(busy, now - interval, now)
+        return Sample(now, cpu_seconds=cpu)
+
+    return simulate(
+        START,
+        interval,
+        at(12),
+        sample_at,
+        policy=POLICY,
+        limits=limits,
+        restart_at=restart_at,
+        wall_jumps=wall_jumps,
+    )
+
+
+def test_a_jump_is_wall_time_minus_monotonic_time_within_one_boot() -> None:
+    before = PassMark(START, 100.0, "boot-1")
+    assert clock_jump(None, before) == timedelta(0)
+    assert clock_jump(before, PassMark(at(49), 160.0, "boot-1")) == timedelta(
+        hours=49, seconds=-60
+    )
+    assert clock_jump(before, PassMark(START, 3700.0, "boot-1")) == -timedelta(hours=1)
+    # Reading two clocks one after the other is no jump; another or an unknown boot, no
+    # comparison.
+    noise = CLOCK_STEP - timedelta(milliseconds=1)
+    assert clock_jump(before, PassMark(START + MINUTE + noise, 160.0, "boot-1")) == timedelta(0)
+    assert clock_jump(before, PassMark(at(49), 160.0, "boot-2")) == timedelta(0)
+    assert clock_jump(PassMark(START, 100.0, ""), PassMark(at(49), 160.0, "")) == timedelta(0)
+
+
+def test_rebased_moves_the_timeline_and_keeps_what_was_read() -> None:
+    clock = observe(
+        None,
+        Sample(at(1), cpu_seconds=5.0, keep_alive_at=at(0.5)),
+        running_since=START,
+        policy=POLICY,
+    )
+    moved = rebased(clock, timedelta(hours=49))
+    assert moved.run_started_at == at(49) and moved.active_at == clock.active_at + timedelta(
+        hours=49
+    )
+    assert (moved.sample_at, moved.sample_keep_alive_at) == (at(50), at(49.5))
+    assert (moved.docker_started_at, moved.keep_alive_file_at) == (START, at(0.5))
+    # The same run goes on: Docker's StartedAt is recognised, the touch read again is known.
+    later = observe(
+        moved,
+        Sample(at(50) + MINUTE, cpu_seconds=5.0, keep_alive_at=at(0.5)),
+        running_since=START,
+        policy=POLICY,
+    )
+    assert later.run_started_at == at(49) and later.sample_keep_alive_at == at(49.5)
+    assert later.runtime(at(51)) == timedelta(hours=2)
+
+
+def test_a_run_first_seen_after_the_wall_clock_went_back_counts_from_that_sample() -> None:
+    # Docker noted the start at 10:00; the first sample reads 09:00 (the clock went back an
+    # hour): the run counts from the sample, never from a start ahead of the clock.
+    clock = observe(None, Sample(START, cpu_seconds=1.0), running_since=at(1), policy=POLICY)
+    assert (clock.run_started_at, clock.active_at, clock.sample_at) == (START, START, START)
+    assert clock.docker_started_at == at(1)
+    later = observe(clock, Sample(at(0.5), cpu_seconds=1.0), running_since=at(1), policy=POLICY)
+    assert later.active_at == START and later.runtime(at(0.5)) == timedelta(hours=0.5)
+
+
+def test_a_stop_noted_before_the_last_sample_counts_at_the_sample() -> None:
+    # Docker's FinishedAt predates a forward jump the clock was moved by.
+    clock = observe(None, Sample(at(2), cpu_seconds=1.0), running_since=START, policy=POLICY)
+    ended = stopped(rebased(clock, timedelta(hours=49)), at(2.5))
+    assert ended.runtime(at(100)) == timedelta(hours=2)
+    assert ended.ended_at == at(51)
 
 
 # --------------------------------------------------------------------------------------------

@@ -152,6 +152,6 @@ def test_a_broken_stream_means_listing_every_time_until_it_is_back() -> None:
         observed.list_managed()
         observed.list_managed()
         assert runtime.lists == lists + 2
-        assert runtime.connected.wait(5)  # followed again after RECONNECT_SECONDS
+        assert runtime.connected.wait(5)  # followed again after the first wait
     finally:
         observed.stop()

@@ -73,6 +73,17 @@ Runtime survives restarts of the container and of the daemon: :func:`observe` se
 stop. A container that reached its runtime limit is therefore stopped again at its next
 start (unless exempt): its owner re-creates it (``/workspace`` is kept).
 
+**Jumps of the wall clock.** Every time in a clock lies on the loop's timeline: the wall
+clock, except that each jump of it (an admin's ``date -s``, an NTP step, a wrong RTC after
+a reboot…) is taken out. The loop notes each pass on the wall clock and on the host's
+monotonic clock (:class:`PassMark`); :func:`clock_jump` is how much more (or less) time the
+wall clock says passed since the previous pass than the monotonic clock measured, and
+:func:`rebased` moves every time of a clock by it. Idle time and runtime measured afterwards
+against the new wall clock are therefore the time that really passed: a jump adds or
+removes none, and never causes a stop. Docker's ``StartedAt`` is kept as it was
+(``docker_started_at``) to recognise the run; a keep-alive file's modification time as read
+(``keep_alive_file_at``) to recognise the same touch after a jump.
+
 **Warnings** at each fraction ``f`` of ``idle_warning_fractions`` (for runtime:
 ``runtime_warning_fractions``) are due ``(1 - f)`` of the limit before the stop, i.e. when
 the idle time (the runtime) reaches ``f`` of its limit. Each level is sent once (recorded
@@ -300,8 +311,12 @@ class ContainerClock:
     :meth:`to_row` and :meth:`from_row` convert to and from a flat mapping whose datetimes
     are ISO 8601 strings (every column ending in ``_at``), in :data:`CLOCK_COLUMNS` order.
 
+    Every time is on the loop's timeline (module docstring: jumps of the wall clock), except
+    ``docker_started_at`` and ``keep_alive_file_at``, which are as read.
+
     Attributes:
-        run_started_at: Docker's ``StartedAt`` of the current run; ``None`` while stopped.
+        run_started_at: when the current run started (Docker's ``StartedAt``, moved with
+            every jump of the wall clock since); ``None`` while stopped.
         active_at: when the container was last seen active, or its run started.
         runtime_seconds_before: running time of its earlier runs, in seconds.
         idle_warning_level: idle warnings sent since it was last active (0 = none; ``n`` =
@@ -309,6 +324,12 @@ class ContainerClock:
         runtime_warning_level: runtime warnings sent, likewise (never re-armed).
         sample_*: the last :class:`Sample` of the current run (``sample_at`` ``None``: none
             yet); see :attr:`last_sample`.
+        docker_started_at: Docker's ``StartedAt`` of the current run, as Docker reports it:
+            what tells a new run from the current one (``None``: ``run_started_at``).
+        keep_alive_file_at: the keep-alive file's modification time as last read (the same
+            touch as ``sample_keep_alive_at``, which may have moved with a jump since;
+            ``None``: ``sample_keep_alive_at``).
+        ended_at: when the last run ended (``None`` while running, or never seen ending).
     """
 
     run_started_at: datetime | None
@@ -324,6 +345,17 @@ class ContainerClock:
     sample_gpu_processes: int | None = None
     sample_sessions: int | None = None
     sample_keep_alive_at: datetime | None = None
+    docker_started_at: datetime | None = None
+    keep_alive_file_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Until a jump moves them apart, the times as read are the times on the timeline
+        # (and a row written before the two were kept apart has only the latter).
+        if self.docker_started_at is None:
+            object.__setattr__(self, "docker_started_at", self.run_started_at)
+        if self.keep_alive_file_at is None:
+            object.__setattr__(self, "keep_alive_file_at", self.sample_keep_alive_at)
 
     @property
     def running(self) -> bool:
@@ -398,7 +430,11 @@ def start_run(clock: ContainerClock | None, running_since: datetime) -> Containe
     known to run). Idle time counts from the start; runtime warnings carry over.
     """
     if clock is None:
-        return ContainerClock(run_started_at=running_since, active_at=running_since)
+        return ContainerClock(
+            run_started_at=running_since,
+            active_at=running_since,
+            docker_started_at=running_since,
+        )
     if clock.run_started_at is not None:
         closed_at = clock.sample_at or clock.run_started_at
         clock = stopped(clock, closed_at)
@@ -407,6 +443,9 @@ def start_run(clock: ContainerClock | None, running_since: datetime) -> Containe
         run_started_at=running_since,
         active_at=running_since,
         idle_warning_level=0,
+        docker_started_at=running_since,
+        keep_alive_file_at=None,
+        ended_at=None,
         **_sample_columns(None),
     )
 
@@ -421,22 +460,37 @@ def observe(
     """``clock`` advanced by ``sample`` of a running container (``None``: first seen).
 
     ``running_since`` is Docker's ``StartedAt`` of the run the sample belongs to; a value other
-    than the clock's starts a new run (:func:`start_run`). A sample that is not later than
-    the last one, nor than the run's start, is ignored (the clock is returned as is). The
-    first sample of a run is measured against the run's start, unless it comes more than two
-    loop intervals after it: then the run counts as active at that sample.
+    than the clock's ``docker_started_at`` starts a new run (:func:`start_run`). A sample
+    that is not later than the last one, nor than the run's start, is ignored (the clock is
+    returned as is). The first sample of a run is measured against the run's start, unless
+    it comes more than two loop intervals after it: then the run counts as active at that
+    sample. A first sample earlier than the run's start (the wall clock went back since
+    Docker noted it) starts the run's clock at that sample instead. A keep-alive time equal
+    to ``keep_alive_file_at`` is the touch the clock knows, at the time the clock keeps for
+    it (which moved with any jump since).
     """
-    if clock is None or clock.run_started_at != running_since:
+    if clock is None or not clock.running or clock.docker_started_at != running_since:
         clock = start_run(clock, running_since)
     previous = clock.last_sample
-    if sample.at <= (running_since if previous is None else previous.at):
+    start = clock.run_started_at or running_since
+    file_at = sample.keep_alive_at
+    if file_at is not None and file_at == clock.keep_alive_file_at:
+        sample = replace(sample, keep_alive_at=clock.sample_keep_alive_at)
+    if previous is None and sample.at < start:
+        # The wall clock went back since Docker noted the start: the run counts from this
+        # sample, the earliest moment the loop can vouch for on its own timeline.
+        return replace(
+            clock,
+            run_started_at=sample.at,
+            active_at=sample.at,
+            keep_alive_file_at=file_at,
+            **_sample_columns(sample),
+        )
+    if sample.at <= (start if previous is None else previous.at):
         return clock
     if previous is None:
         late = _FIRST_SAMPLE_INTERVALS * timedelta(seconds=policy.lifecycle_interval_seconds)
-        active = (
-            sample.at - running_since > late
-            or activity(_run_start(running_since), sample, policy).active
-        )
+        active = sample.at - start > late or activity(_run_start(start), sample, policy).active
     else:
         active = activity(previous, sample, policy).active
     active_at, idle_level = clock.active_at, clock.idle_warning_level
@@ -448,6 +502,7 @@ def observe(
         clock,
         active_at=active_at,
         idle_warning_level=idle_level,
+        keep_alive_file_at=file_at,
         **_sample_columns(sample),
     )
 
@@ -470,16 +525,78 @@ def _touch_counts_more(
 def stopped(clock: ContainerClock, at: datetime) -> ContainerClock:
     """``clock`` once its container stopped at ``at``: the run's time joins the runtime.
 
+    A stop time before the run's last sample counts as that sample: the run was seen
+    running then (Docker's ``FinishedAt`` may predate a jump the clock has been moved by).
     A clock without an open run is returned as is.
     """
     if clock.run_started_at is None:
         return clock
-    ran = max(_NO_TIME, at - clock.run_started_at).total_seconds()
+    at = max(at, clock.sample_at or clock.run_started_at)
+    ran = (at - clock.run_started_at).total_seconds()
     return replace(
         clock,
         run_started_at=None,
         runtime_seconds_before=clock.runtime_seconds_before + ran,
         idle_warning_level=0,
+        ended_at=at,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Jumps of the wall clock
+# --------------------------------------------------------------------------------------------
+
+#: A difference between the wall and the monotonic clock's elapsed time below this is
+#: measurement noise (the two are read one after the other), not a jump.
+CLOCK_STEP = timedelta(seconds=1)
+#: A jump at least this large is reported (an audit event and one log line); smaller steps
+#: (NTP corrections) are taken out silently.
+CLOCK_JUMP_REPORTED = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class PassMark:
+    """When a lifecycle pass ran, on both clocks (persist the last one).
+
+    Attributes:
+        wall: the wall clock (UTC).
+        monotonic: the host's monotonic clock, in seconds (it never jumps).
+        boot: the host's boot id: monotonic readings compare only within one boot.
+    """
+
+    wall: datetime
+    monotonic: float
+    boot: str
+
+
+def clock_jump(previous: PassMark | None, current: PassMark) -> timedelta:
+    """How far the wall clock jumped between two passes: the wall clock's elapsed time
+    minus the monotonic clock's; positive forward, negative backward. Zero when they cannot
+    be compared (no previous pass, another or an unknown boot) or differ by less than
+    :data:`CLOCK_STEP`."""
+    if previous is None or not current.boot or previous.boot != current.boot:
+        return _NO_TIME
+    wall = current.wall - previous.wall
+    steady = timedelta(seconds=current.monotonic - previous.monotonic)
+    jump = wall - steady
+    return jump if abs(jump) >= CLOCK_STEP else _NO_TIME
+
+
+def rebased(clock: ContainerClock, jump: timedelta) -> ContainerClock:
+    """``clock`` after the wall clock jumped by ``jump``: every time on the loop's timeline
+    moved by it, so that spans measured against the new wall clock stay true. Docker's
+    ``StartedAt`` and the keep-alive file's time as read stay as they are."""
+
+    def moved(moment: datetime | None) -> datetime | None:
+        return None if moment is None else moment + jump
+
+    return replace(
+        clock,
+        run_started_at=moved(clock.run_started_at),
+        active_at=clock.active_at + jump,
+        sample_at=moved(clock.sample_at),
+        sample_keep_alive_at=moved(clock.sample_keep_alive_at),
+        ended_at=moved(clock.ended_at),
     )
 
 
@@ -889,12 +1006,15 @@ def cleanup_stopped(finished_at: datetime, now: datetime, policy: LifecyclePolic
 
 __all__ = [
     "CLOCK_COLUMNS",
+    "CLOCK_JUMP_REPORTED",
+    "CLOCK_STEP",
     "Action",
     "Activity",
     "ContainerClock",
     "Decision",
     "Exemption",
     "LimitsForContainer",
+    "PassMark",
     "Reading",
     "Sample",
     "Signal",
@@ -904,9 +1024,11 @@ __all__ = [
     "activity",
     "cleanup_created",
     "cleanup_stopped",
+    "clock_jump",
     "covering_exemption",
     "decide",
     "observe",
+    "rebased",
     "start_run",
     "stopped",
     "stopped_removal_at",

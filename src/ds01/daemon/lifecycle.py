@@ -19,9 +19,21 @@ Every pass also records each running container's GPU activity since its previous
 weighted by it), the "GPU-hours used" of ``ds01 admin report``.
 
 Clocks are kept in SQLite (``lifecycle`` table), so a restarted daemon continues every
-countdown where it was. ``ds01 maintenance run [--dry-run]`` runs the same pass on demand
-and shows what it did, or would do, and why. The last pass's decisions feed
-``container-list`` (idle for, stop time, reason).
+countdown where it was.
+
+**Jumps of the wall clock.** Each pass is noted on the wall clock and on the host's
+monotonic clock (``core.lifecycle.PassMark``, kept in the store with the host's boot id).
+When the wall clock moved more or less than the monotonic one since the last pass, by a
+second or more, every clock is moved by the difference before anything is observed
+(``core.lifecycle.rebased``): idle time and runtime grow by the time that passed, never by
+the jump, so a jump stops no container, and a stopped container's hold is counted likewise.
+A jump of a minute or more is reported once: a ``clock.jump`` event and one log line. The
+same holds across a restart of ds01d on the same boot of the host (the monotonic clock runs
+on meanwhile); after a reboot every run is new anyway.
+
+``ds01 maintenance run [--dry-run]`` runs the same pass on demand and shows what it did, or
+would do, and why. The last pass's decisions feed ``container-list`` (idle for, stop time,
+reason).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,17 +50,21 @@ from pathlib import Path
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_policy
 from ds01.core.lifecycle import (
+    CLOCK_JUMP_REPORTED,
     ContainerClock,
     Decision,
     Exemption,
     LimitsForContainer,
+    PassMark,
     Stop,
     Warn,
     cleanup_created,
     cleanup_stopped,
+    clock_jump,
     covering_exemption,
     decide,
     observe,
+    rebased,
     stopped,
     warned,
 )
@@ -63,9 +80,10 @@ from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service, record_parent
 from ds01.daemon.state import GpuActivity
 from ds01.errors import Ds01Error
-from ds01.events.log import utc_now
+from ds01.events.log import DAEMON_USER, utc_now
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.procfs import boot_id
 from ds01.runtime.userfs import UserIds
 
 log = logging.getLogger(__name__)
@@ -84,7 +102,9 @@ class LifecycleLoop(PeriodicPass):
     Args:
         service: the daemon's service (Docker, store, events, config).
         sampler: takes the samples.
-        clock: the current UTC time.
+        clock: the current UTC time (the wall clock).
+        monotonic: seconds on a clock that never jumps (the host's monotonic clock).
+        boot: the host's boot id, within which ``monotonic`` readings compare.
     """
 
     thread_name = "ds01-lifecycle"
@@ -96,10 +116,14 @@ class LifecycleLoop(PeriodicPass):
         sampler: Sampler,
         *,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        boot: Callable[[], str] = boot_id,
     ) -> None:
         self.service = service
         self.sampler = sampler
         self._clock = clock
+        self._monotonic = monotonic
+        self._boot = boot()
         self._pass_lock = threading.Lock()
         self.disk = DiskWatch(service)  # disk limits: warned and stopped in the same pass
         super().__init__()
@@ -115,8 +139,9 @@ class LifecycleLoop(PeriodicPass):
     def _pass(self, dry_run: bool) -> api.MaintenanceReport:
         service, store = self.service, self.service.store
         now = self._clock()
+        mark = PassMark(now, self._monotonic(), self._boot)
         records = service.records()
-        clocks = store.lifecycle_clocks()
+        clocks = self._clocks_without_jump(mark, dry_run)
         telemetry = Sampler.telemetry(service.backend, records)
         exemptions = [r.exemption() for r in store.exemptions()]
         waiting = service.users_waiting_for_devices()
@@ -144,6 +169,41 @@ class LifecycleLoop(PeriodicPass):
             service.lifecycle_last_pass = now
         return api.MaintenanceReport(
             at=now.isoformat(timespec="seconds"), dry_run=dry_run, containers=rows
+        )
+
+    def _clocks_without_jump(self, mark: PassMark, dry_run: bool) -> dict[str, ContainerClock]:
+        """Every clock, moved by the jump of the wall clock since the last pass, if any
+        (module docstring); ``mark`` becomes the last pass unless ``dry_run``."""
+        store = self.service.store
+        jump = clock_jump(store.lifecycle_mark(), mark)
+        if dry_run:
+            return {cid: rebased(c, jump) for cid, c in store.lifecycle_clocks().items()}
+        if jump:
+            store.move_lifecycle_clocks(lambda c: rebased(c, jump), mark)
+            self._report_jump(jump)
+        else:
+            store.save_lifecycle_mark(mark)
+        return store.lifecycle_clocks()
+
+    def _report_jump(self, jump: timedelta) -> None:
+        """One ``clock.jump`` event and one log line for a jump worth telling an admin."""
+        seconds = jump.total_seconds()
+        direction = "forward" if seconds > 0 else "backward"
+        if abs(jump) < CLOCK_JUMP_REPORTED:
+            log.info("the wall clock stepped %s by %.1f s; lifecycle timers ignore it",
+                     direction, abs(seconds))  # fmt: skip
+            return
+        log.warning(
+            "the wall clock jumped %s by %s between two lifecycle passes; idle time and "
+            "runtime count only the time that passed, so the jump stops no container",
+            direction,
+            format_duration(abs(seconds)),
+        )
+        self.service.events.emit(
+            "clock.jump",
+            user=DAEMON_USER,
+            resource="host/clock",
+            details={"seconds": round(seconds, 3), "direction": direction},
         )
 
     def _record_activity(
@@ -250,9 +310,14 @@ class LifecycleLoop(PeriodicPass):
     ) -> api.LifecycleStatus | None:
         clock = clocks.get(record.id)
         finished = self.service.stopped_since(record) if record.status == "stopped" else None
-        if clock is not None and clock.running and not dry_run:
-            clock = stopped(clock, finished or now)
-            self.service.store.save_lifecycle_clock(record.id, record.docker_name, clock)
+        if clock is not None and clock.running:
+            clock = stopped(clock, min(finished or now, now))
+            if not dry_run:
+                self.service.store.save_lifecycle_clock(record.id, record.docker_name, clock)
+        if finished is not None and clock is not None and clock.ended_at is not None:
+            # Docker's FinishedAt is wall time of its day; the clock's end moved with any
+            # jump since. The later of the two never removes a container early.
+            finished = max(finished, clock.ended_at)
         policy = owner.policy
         if record.status == "created":
             created = _iso(record.created_at)

@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         service.events,
         service.engine.cgroup_driver,
         interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
+        on_docker_back=service.settle_failed_creates,
     )
     queue = dispatcher.GpuDispatcher(
         service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS

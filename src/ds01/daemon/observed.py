@@ -6,7 +6,9 @@ less often than they are looked at. This keeps the last list and follows Docker'
 stream for managed containers: any event (create, start, die, stop, destroy, rename…) makes
 the next caller list again. It is exact as long as the stream runs; while it does not
 (Docker restarting, the stream broken), every caller lists afresh, and a kept list is never
-older than ``max_age_seconds`` in any case.
+older than ``max_age_seconds`` in any case. A broken stream is followed again after waits
+that grow while Docker stays away, its loss and return logged once each
+(``daemon.outage``).
 
 Decisions never use it: allocation lists under the allocation lock (``Ds01Service.records``),
 so a device is never given on the strength of a kept list.
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ds01.daemon.outage import Outage
 from ds01.errors import Ds01Error
 from ds01.runtime.docker import ContainerRecord, EventStream
 
@@ -41,8 +44,6 @@ CHANGES = (
 )
 #: A kept list is listed again after this long even without events (seconds).
 DEFAULT_MAX_AGE_SECONDS = 30.0
-#: Wait before following the stream again after it broke (seconds).
-RECONNECT_SECONDS = 1.0
 
 
 class Runtime(Protocol):
@@ -123,9 +124,12 @@ class ObservedContainers:
             self._thread = None
 
     def _follow(self) -> None:
+        outage = Outage("Docker's events (container lists for observers)")
         while not self._stop.is_set():
+            unexpected = False
             try:
                 self._stream = self.runtime.container_events(CHANGES)
+                outage.worked()
                 with self._lock:
                     self._following = True
                 self.changed()  # what happened before the stream began is unknown
@@ -133,15 +137,17 @@ class ObservedContainers:
                     self.changed()
                     if self._stop.is_set():
                         break
+                why = "the stream ended"
             except Ds01Error as exc:
-                log.warning("not following Docker's events: %s", exc.message)
+                why = exc.message
             except Exception:  # a broken stream: list afresh until it is back
-                log.exception("following Docker's events failed")
+                why, unexpected = "following them failed", True
             finally:
                 with self._lock:
                     self._following = False
                 self.changed()
-            self._stop.wait(RECONNECT_SECONDS)
+            if not self._stop.is_set():
+                self._stop.wait(outage.failed(why, unexpected=unexpected))
 
 
 __all__ = ["CHANGES", "ObservedContainers"]

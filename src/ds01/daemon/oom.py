@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ds01.daemon.outage import Outage
 from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
 from ds01.errors import Ds01Error, StateDamaged
@@ -59,8 +60,6 @@ DEFAULT_INTERVAL_SECONDS = 2.0
 EXIT_AFTER_OOM_SECONDS = 10.0
 #: Exit code of a main process killed by SIGKILL (128 + 9), as Docker reports it.
 SIGKILL_EXIT_CODE = 137
-#: Seconds to wait before following Docker's events again after the stream broke.
-RECONNECT_SECONDS = 1.0
 OOM_KILL_ACTION = "resource.oom_kill"
 
 
@@ -192,8 +191,10 @@ class OomWatcher:
         *,
         clock: Callable[[], datetime] = utc_now,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        on_docker_back: Callable[[], object] | None = None,
     ) -> None:
         self.runtime = runtime
+        self._on_docker_back = on_docker_back
         self.cgroups = cgroups
         self.store = store
         self.events = events
@@ -336,23 +337,28 @@ class OomWatcher:
         return next((r for r in self.runtime.list_managed() if r.id == container_id), None)
 
     def _listen(self) -> None:
-        """Follow Docker's events until ``stop``; reconnect (without losing events) on a break."""
+        """Follow Docker's events until ``stop``; reconnect (without losing events) on a
+        break, after growing waits while Docker stays away (``daemon.outage``), and call
+        ``on_docker_back`` each time the stream is back after a break."""
+        outage = Outage("Docker's events (OOM watch)", on_back=self._on_docker_back)
         while not self._stop.is_set():
+            unexpected = False
             try:
                 self._stream = self.runtime.container_events(("oom", "die"), self._last_event_time)
+                outage.worked()
                 for event in self._stream:
                     if self._last_event_time is not None and event.time <= self._last_event_time:
                         continue  # replayed after a reconnect
                     self._last_event_time = event.time
                     self.handle(event)
+                why = "the stream ended"
             except Exception as exc:  # observation fails soft; the daemon goes on
                 if self._stop.is_set():
                     break  # ``stop`` closed the stream under us
-                if isinstance(exc, Ds01Error):
-                    log.warning("Docker events interrupted: %s", exc.message)
-                else:
-                    log.exception("handling Docker events failed")
-            self._stop.wait(RECONNECT_SECONDS)
+                unexpected = not isinstance(exc, Ds01Error)
+                why = exc.message if isinstance(exc, Ds01Error) else "handling them failed"
+            if not self._stop.is_set():
+                self._stop.wait(outage.failed(why, unexpected=unexpected))
 
     # -- thread ----------------------------------------------------------------------------------
 
@@ -379,15 +385,17 @@ class OomWatcher:
         self._thread = self._listener = None
 
     def _loop(self) -> None:
+        outage = Outage("OOM scans")
         while not self._stop.is_set():
             try:
                 self.scan()
+                outage.worked()
             except StateDamaged:
                 pass  # the store logged it once; each scan would repeat it
             except Ds01Error as exc:  # Docker away for a moment: try again next time
-                log.warning("OOM scan skipped: %s", exc.message)
+                outage.failed(exc.message)
             except Exception:  # observation fails soft; the daemon goes on
-                log.exception("OOM scan failed")
+                outage.failed("the scan failed", unexpected=True)
             self._stop.wait(self.interval_seconds)
 
 

@@ -7,12 +7,10 @@ the next one tries again: observation and enforcement fail soft, ds01d goes on.
 from __future__ import annotations
 
 import abc
-import logging
 import threading
 
+from ds01.daemon.outage import Outage
 from ds01.errors import Ds01Error, StateDamaged
-
-log = logging.getLogger(__name__)
 
 
 class PeriodicPass(abc.ABC):
@@ -21,9 +19,9 @@ class PeriodicPass(abc.ABC):
     Contract: :meth:`start` once (again only after :meth:`stop`); :meth:`stop` returns once
     the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: a
     ``Ds01Error`` is logged as a warning (an expected failure, e.g. Docker down), anything
-    else with its traceback; ``StateDamaged`` not at all (the store logs it once). The
-    interval is asked after every pass, so a configuration change takes effect at the next
-    wait.
+    else with its traceback, once per outage, and the first pass that works again too
+    (``daemon.outage``); ``StateDamaged`` not at all (the store logs it once). The interval
+    is asked after every pass, so a configuration change takes effect at the next wait.
     """
 
     #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
@@ -66,15 +64,17 @@ class PeriodicPass(abc.ABC):
         return not thread.is_alive()
 
     def _loop(self) -> None:
+        outage = Outage(self.work_name)
         while not self._stop.is_set():
             try:
                 self.run_pass()
+                outage.worked()
             except StateDamaged:
                 pass  # the store logged it once; each pass would repeat it
             except Ds01Error as exc:
-                log.warning("%s skipped: %s", self.work_name, exc.message)
+                outage.failed(exc.message)
             except Exception:  # the next pass tries again; the daemon goes on
-                log.exception("%s failed", self.work_name)
+                outage.failed("it failed", unexpected=True)
             self._stop.wait(self.interval_seconds())
 
 

@@ -480,6 +480,7 @@ class Ds01Service:
         self.observed: ObservedContainers | None = None
         self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
         self._stopped_since: dict[str, datetime | None] = {}
+        self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
         self._config_lock = threading.Lock()
         self._config_stamp = self._stamp()
         self._config = load_config(paths.config_dir)  # an invalid file stops the start here
@@ -856,6 +857,8 @@ class Ds01Service:
             raise
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
+        if self._failed_creates:  # Docker answers again, or this create fails like them
+            self.settle_failed_creates()
         with self.allocation_lock:
             records = self.records()
             inventory = self.backend.inventory()
@@ -1241,18 +1244,60 @@ class Ds01Service:
     def _undo_create(self, docker_name: str, request_id: str) -> None:
         """After a failed ``docker create``: remove what Docker may have made anyway.
 
-        If Docker cannot be asked, the intent stays for ``reconcile`` to settle later.
+        If Docker cannot be asked, the intent stays for ``settle_failed_creates`` once
+        Docker is back (or ``reconcile`` at the next start).
         """
         try:
-            record = self.runtime.find_managed(docker_name)
-            if record is not None and record.request_id == request_id:
-                self.runtime.remove(docker_name, force=True, missing_ok=True)
-            if record is None or record.request_id == request_id:
-                self.staging.unstage(docker_name)
+            self._roll_back(docker_name, request_id)
         except Ds01Error:
-            log.warning("could not undo the failed create of %s; left for reconcile", docker_name)
+            log.warning(
+                "could not undo the failed create of %s; undone when Docker is back", docker_name
+            )
+            self._failed_creates.add(request_id)
             return
         self.store.remove_intent(request_id)
+
+    def _roll_back(self, docker_name: str, request_id: str) -> bool:
+        """Remove the container a create with ``request_id`` made, if any, and its bind
+        staging; ``True`` if there was one. Raises ``Ds01Error`` if Docker cannot be asked."""
+        record = self.runtime.find_managed(docker_name)
+        made = record is not None and record.request_id == request_id
+        if made:
+            self.runtime.remove(docker_name, force=True, missing_ok=True)
+        if record is None or made:
+            self.staging.unstage(docker_name)
+        return made
+
+    def settle_failed_creates(self) -> list[str]:
+        """Undo the creates whose undo failed because Docker could not be asked (their
+        intents stayed): what Docker made of them is removed and the intents dropped, as
+        ``reconcile`` does at start, without a restart. Call it when Docker is back.
+        Returns the Docker names removed; Docker still away leaves the rest for next time.
+        """
+        removed: list[str] = []
+        with self.allocation_lock:
+            for intent in self.store.intents():
+                if intent.request_id not in self._failed_creates:
+                    continue  # a create in progress: its own request settles it
+                try:
+                    made = self._roll_back(intent.docker_name, intent.request_id)
+                except Ds01Error as exc:
+                    log.warning("failed creates stay pending: %s", exc.message)
+                    break
+                if made:
+                    removed.append(intent.docker_name)
+                    self.events.emit(
+                        "container.create",
+                        user=intent.user,
+                        resource=f"container/{intent.docker_name}",
+                        details={"reason": "Docker stopped answering during the create"},
+                        outcome="rolled_back",
+                    )
+                self.store.remove_intent(intent.request_id)
+                self._failed_creates.discard(intent.request_id)
+        if removed:
+            log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
+        return removed
 
     def start(
         self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False

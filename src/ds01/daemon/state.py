@@ -18,7 +18,9 @@ GPU-equivalents, for fair share (``usage``).
 they had, which they get back at start only if still free.
 
 *Lifecycle clocks* (``lifecycle``): per container, the idle and runtime state of the
-lifecycle loop (``core.lifecycle.ContainerClock`` as JSON), so a restart loses no countdown.
+lifecycle loop (``core.lifecycle.ContainerClock`` as JSON), so a restart loses no countdown;
+and when the last pass ran on the wall and the monotonic clock (``lifecycle_mark``, one
+row), so a jump of the wall clock while ds01d was down is taken out too.
 
 *Exemptions* from idle and runtime limits (``exemptions``): per user or per container, with
 an expiry and a reason, set by admins.
@@ -53,7 +55,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from ds01.core.lifecycle import ContainerClock, Exemption
+from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
 from ds01.daemon.state_files import is_damage, restore_hint
 from ds01.errors import StateDamaged
 
@@ -109,6 +111,12 @@ CREATE TABLE IF NOT EXISTS lifecycle (
     container_id  TEXT PRIMARY KEY,
     docker_name   TEXT NOT NULL,
     clock         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lifecycle_mark (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    wall       TEXT NOT NULL,
+    monotonic  REAL NOT NULL,
+    boot       TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS exemptions (
     id          TEXT PRIMARY KEY,
@@ -503,6 +511,54 @@ class StateStore:
                 "INSERT OR REPLACE INTO lifecycle VALUES (?, ?, ?)",
                 (container_id, docker_name, json.dumps(clock.to_row())),
             )
+
+    def move_lifecycle_clocks(
+        self, change: Callable[[ContainerClock], ContainerClock], mark: PassMark
+    ) -> None:
+        """Replace every readable clock by ``change(clock)`` and record ``mark`` as the last
+        pass, in one transaction: a crash in between cannot move the clocks twice."""
+        with self._access():
+            rows = self._db.execute("SELECT container_id, clock FROM lifecycle").fetchall()
+            changed = []
+            for container_id, text in rows:
+                try:
+                    clock = ContainerClock.from_row(json.loads(text))
+                except (ValueError, TypeError):
+                    continue
+                changed.append((json.dumps(change(clock).to_row()), container_id))
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "UPDATE lifecycle SET clock = ? WHERE container_id = ?", changed
+                )
+                self._save_mark(mark)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def lifecycle_mark(self) -> PassMark | None:
+        """When the last lifecycle pass ran (``None``: never, or unreadable)."""
+        with self._access():
+            row = self._db.execute(
+                "SELECT wall, monotonic, boot FROM lifecycle_mark WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return PassMark(datetime.fromisoformat(row[0]), float(row[1]), str(row[2]))
+        except (ValueError, TypeError):
+            return None
+
+    def save_lifecycle_mark(self, mark: PassMark) -> None:
+        with self._access():
+            self._save_mark(mark)
+
+    def _save_mark(self, mark: PassMark) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO lifecycle_mark VALUES (1, ?, ?, ?)",
+            (mark.wall.isoformat(), mark.monotonic, mark.boot),
+        )
 
     def forget_lifecycle_clocks(self, container_ids: Iterable[str]) -> None:
         with self._access():

@@ -6,7 +6,9 @@ low-level ``APIClient`` (one call per action, no hidden ``inspect``), and turns 
 reports back into ``ContainerRecord`` objects read from labels.
 
 Docker errors become ds01 errors here: 404 → ``NotFound``, 409 → ``Conflict``, anything
-else (including an engine that does not answer) → ``DockerUnavailable``.
+else (including an engine that does not answer) → ``DockerUnavailable``. An engine that does
+not answer is said in plain words, never with the exception docker-py raised (users read
+these messages).
 """
 
 from __future__ import annotations
@@ -81,7 +83,23 @@ def docker_errors(what: str) -> Iterator[None]:
             raise InvalidInput(f"{what}: {exc.explanation}") from exc
         raise DockerUnavailable(f"{what}: Docker error: {exc.explanation or exc}") from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise DockerUnavailable(f"{what}: the Docker engine did not answer: {exc}") from exc
+        raise DockerUnavailable(f"{what}: {not_answering(exc)}") from exc
+
+
+#: The engine's socket: the only one ds01 talks to.
+DOCKER_SOCKET = "/var/run/docker.sock"
+_ASK_AN_ADMIN = "An admin can check it with `ds01 admin doctor`."
+
+
+def not_answering(exc: BaseException) -> str:
+    """What to tell people when the engine did not answer (``exc``: what docker-py raised):
+    plain words, never the exception's text."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return (
+            f"Docker on {DOCKER_SOCKET} took too long to answer; it may still finish. "
+            + _ASK_AN_ADMIN
+        )
+    return f"Docker is not running or not answering on {DOCKER_SOCKET}. " + _ASK_AN_ADMIN
 
 
 def _translated(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
@@ -437,7 +455,9 @@ class DockerRuntime:
     @classmethod
     def from_env(cls) -> DockerRuntime:
         with docker_errors("connecting to Docker"):
-            return cls(docker.APIClient(version="auto", timeout=120))
+            return cls(
+                docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=120)
+            )
 
     def probe(self, timeout_seconds: float = 3.0) -> dict[str, Any]:
         """The engine's ``/info``, asked with a short timeout: for health checks, which must

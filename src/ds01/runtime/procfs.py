@@ -6,6 +6,8 @@ fails soft (``None``) since processes come and go while they are read.
 - Network bytes: every process of a container shares its network namespace, so the
   ``/proc/<pid>/net/dev`` of any one of them counts the container's traffic (all interfaces
   but ``lo``).
+- The host's boot id: readings of the monotonic clock compare only within one boot (the
+  lifecycle loop tells a jump of the wall clock from time that passed with it).
 
 Interactive sessions are *not* read from here: a process in a container may take any name
 (``sshd: alice@pts/0``) and outlive the terminal that started it, so nothing the container
@@ -42,4 +44,12 @@ def network_bytes(pids: Iterable[int], proc: Path = PROC) -> int | None:
     return None
 
 
-__all__ = ["network_bytes", "parse_net_dev"]
+def boot_id(proc: Path = PROC) -> str:
+    """The host's boot id (changes at every boot); ``""`` if it cannot be read."""
+    try:
+        return (proc / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+__all__ = ["boot_id", "network_bytes", "parse_net_dev"]
