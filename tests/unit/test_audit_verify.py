@@ -232,7 +232,9 @@ def test_the_command_names_the_tampered_line_and_exits_1(
     edit_lines(live, set_user(2, "mallory"))
     code, out = run_cli(capsys, "--log-dir", str(live.parent))
     assert code == 1
-    assert out.startswith(f"Tampered: {live}:3: line edited")
+    said, first_problem = out.splitlines()[:2]
+    assert said == f"Verifying the event log in {live.parent} (from the command line)."
+    assert first_problem.startswith(f"Tampered: {live}:3: line edited")
 
 
 def test_the_command_prints_json(live: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,8 +84,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--wide",
         "-w",
         action="store_true",
-        help=f"show all details (a terminal cuts them at {DETAILS_WIDTH} characters; a pipe "
-        "gets them whole)",
+        help=f"all details (else cut at {DETAILS_WIDTH} on a terminal)",
     )
     p.add_argument("--json", action="store_true", help="print JSON Lines instead of a table")
 
