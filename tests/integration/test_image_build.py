@@ -127,6 +127,26 @@ def api_as(d: Any, user: str, method: str, path: str, body: Any = None) -> tuple
 # --- building ---------------------------------------------------------------------------------
 
 
+def test_a_failed_build_says_why_in_plain_text_without_dockers_bookkeeping(
+    ds01d, docker_client, home_dir
+):
+    d = ds01d(resource_limits=LIMITS, images=IMAGES)
+    colour = "printf '\\033[91mno such package\\033[0m\\n' >&2"
+    context = home_dir(
+        "alice", {"Dockerfile": dockerfile("RUN echo step-one", f"RUN {colour}; false")}
+    )
+
+    result = build(d, "alice", "broken", context)
+
+    assert result.returncode == 1, describe(result)
+    output = result.stdout + result.stderr
+    assert "no such package" in output, describe(result)
+    assert "\x1b" not in output.replace("\x1b[1m", "").replace("\x1b[0m", ""), repr(output)
+    assert "[91m" not in output, repr(output)
+    assert "Removing intermediate container" not in output, describe(result)
+    assert "returned a non-zero code: 1" in result.stderr, describe(result)
+
+
 def test_alice_builds_her_image_and_only_she_can_use_it(ds01d, docker_client, home_dir):
     d = ds01d(resource_limits=LIMITS, images=IMAGES)
     token = uuid.uuid4().hex

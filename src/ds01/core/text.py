@@ -6,13 +6,15 @@ prefix, visibly marked as cut, so that a flood of long inputs cannot fill a term
 response or the log:
 
     >>> clip("a" * 4000, 40)
-    'aaaaaaaaaaaa...[cut: 4000 chars in all]'
+    'aaaaaaaaaaaaa...[cut: 4000 chars in all]'
 
 :func:`clip` never returns more than ``max_chars`` characters, leaves text that fits
 unchanged, and is idempotent (clipping a clipped text changes nothing).
 """
 
 from __future__ import annotations
+
+import re
 
 #: How many characters of an input messages quote (:func:`shown`).
 SHOWN_INPUT_CHARS = 80
@@ -45,3 +47,25 @@ def shown(value: object, max_chars: int = SHOWN_INPUT_CHARS) -> str:
     ``max_chars`` characters: how every message quotes what a user sent."""
     text = value if isinstance(value, str) else str(value)
     return repr(clip(text, max_chars))
+
+
+#: A terminal escape sequence (CSI ``ESC [ … letter``, OSC ``ESC ] … BEL/ST``, or a
+#: two-character ``ESC x``), or a control character other than tab (C0, DEL and C1: some
+#: terminals read ``\x9b`` as ``ESC [``).
+_TERMINAL_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, links
+    r"|\x1b[@-_]"  # other escapes
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"  # controls, tab kept
+)
+
+
+def plain(line: str) -> str:
+    """``line`` without terminal escape sequences and control characters: what a program
+    printed (a build's ``RUN`` in red, a progress bar's carriage returns) as text, which
+    cannot recolour or rewrite the terminal of whoever reads it.
+
+        >>> plain("\x1b[91mE: no such package\x1b[0m")
+        'E: no such package'
+    """
+    return _TERMINAL_CONTROL.sub("", line)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ds01.core.text import plain
 from ds01.daemon import schemas as api
 from ds01.errors import QuotaExceeded
 from ds01.runtime.docker import MessageStream
@@ -199,7 +200,8 @@ class ImageJobs:
             self._condition.notify_all()
 
     def _append(self, job: ImageJob, lines: list[str]) -> None:
-        job.lines.extend(line[:MAX_LINE_LENGTH] for line in lines)
+        # Plain text: a build's output is the user's, the reader may be an admin's terminal.
+        job.lines.extend(plain(line)[:MAX_LINE_LENGTH] for line in lines)
         extra = len(job.lines) - MAX_LINES
         if extra > 0:
             del job.lines[:extra]

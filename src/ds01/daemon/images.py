@@ -50,6 +50,7 @@ from ds01.core.image_build import (
     validate_dockerfile_path,
 )
 from ds01.core.names import is_image_reference, validate_image_reference, with_default_tag
+from ds01.core.text import plain
 from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser
@@ -515,7 +516,7 @@ def _run_build(
                             # without the totals (the user's last container went): again.
                             _apply_totals(service, caller.user, plan)
                 elif message.get("error"):
-                    error = str(message["error"]).strip()
+                    error = plain(str(message["error"])).strip()
                 elif isinstance(message.get("aux"), dict):
                     image_id = str(message["aux"].get("ID") or "") or None
                 elif message.get("status") and not message.get("progress"):
