@@ -45,13 +45,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from ds01.core.lifecycle import ContainerClock, Exemption
+from ds01.daemon.storage_fault import storage_fault
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -304,29 +306,48 @@ class StateStore:
     WAL with ``synchronous=NORMAL``: a committed row survives any crash of the daemon
     (kill -9 included) without an fsync per commit; only a power loss may drop the last
     commits, and then Docker's own recent state is lost with them.
+
+    Every method raises ``ds01.errors.StorageFault`` (never SQLite's error) when the file
+    system of the state directory is full or read-only; a write that failed so changed
+    nothing, and the next call tries again.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        with self._access():
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _access(self) -> Iterator[None]:
+        """Hold the store's lock; a full or read-only file system is raised as a plain
+        ``StorageFault`` naming the state directory, never as SQLite's own error."""
+        with self._lock:
+            try:
+                yield
+            except (sqlite3.Error, OSError) as exc:
+                fault = storage_fault(exc, self.path.parent)
+                if fault is None:
+                    raise
+                raise fault from exc
 
     def add_intent(self, intent: CreateIntent) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT INTO create_intents VALUES (?, ?, ?, ?)",
                 (intent.request_id, intent.docker_name, intent.user, intent.created_at),
             )
 
     def remove_intent(self, request_id: str) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute("DELETE FROM create_intents WHERE request_id = ?", (request_id,))
 
     def intents(self) -> list[CreateIntent]:
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT request_id, docker_name, user, created_at FROM create_intents"
             ).fetchall()
@@ -334,17 +355,17 @@ class StateStore:
 
     def oom_states(self) -> dict[str, OomState]:
         """Every container's OOM state, by container id."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute(_SELECT_OOM).fetchall()
         return {row[0]: OomState(*row) for row in rows}
 
     def save_oom_state(self, state: OomState) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(_SAVE_OOM, astuple(state))
 
     def forget_oom_states(self, container_ids: Iterable[str]) -> None:
         """Drop the OOM state of containers that no longer exist."""
-        with self._lock:
+        with self._access():
             self._db.executemany(
                 "DELETE FROM oom_counters WHERE container_id = ?", [(i,) for i in container_ids]
             )
@@ -352,7 +373,7 @@ class StateStore:
     # -- the GPU queue ---------------------------------------------------------------------
 
     def add_queued(self, request: QueuedRequest) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 _INSERT_QUEUE,
                 astuple(request),
@@ -363,13 +384,13 @@ class StateStore:
         wanted = states or ("waiting",)
         marks = ", ".join("?" * len(wanted))
         query = f"{_SELECT_QUEUE} WHERE state IN ({marks}) ORDER BY submitted_at, id"
-        with self._lock:
+        with self._access():
             rows = self._db.execute(query, wanted).fetchall()
         return [QueuedRequest(*row) for row in rows]
 
     def waiting_of(self, uid: int) -> list[QueuedRequest]:
         """The waiting requests of user ``uid``, oldest first (an index lookup)."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 _SELECT_QUEUE + " WHERE uid = ? AND state = 'waiting' ORDER BY submitted_at, id",
                 (uid,),
@@ -377,7 +398,7 @@ class StateStore:
         return [QueuedRequest(*row) for row in rows]
 
     def queued_by_id(self, request_id: str) -> QueuedRequest | None:
-        with self._lock:
+        with self._access():
             row = self._db.execute(_SELECT_QUEUE + " WHERE id = ?", (request_id,)).fetchone()
         return None if row is None else QueuedRequest(*row)
 
@@ -390,7 +411,7 @@ class StateStore:
         devices: str = "",
     ) -> bool:
         """Move a waiting request to ``state``; ``False`` if it was not waiting any more."""
-        with self._lock:
+        with self._access():
             cursor = self._db.execute(
                 "UPDATE queue SET state = ?, ended_at = ?, message = ?, devices = ? "
                 "WHERE id = ? AND state = 'waiting'",
@@ -400,7 +421,7 @@ class StateStore:
 
     def forget_finished_queued(self, before: str) -> None:
         """Drop finished requests that ended before ``before`` (ISO 8601 UTC)."""
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "DELETE FROM queue WHERE state != 'waiting' AND ended_at < ?", (before,)
             )
@@ -408,21 +429,21 @@ class StateStore:
     # -- the usage ledger --------------------------------------------------------------------
 
     def usage(self) -> list[UsageRecord]:
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
             ).fetchall()
         return [UsageRecord(*row) for row in rows]
 
     def open_usage(self, record: UsageRecord) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record)
             )
 
     def close_usage(self, container_id: str, end: str) -> None:
         """End the open holding of ``container_id`` (if any) at ``end``."""
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "UPDATE usage SET end = ? WHERE container_id = ? AND end IS NULL",
                 (end, container_id),
@@ -430,14 +451,14 @@ class StateStore:
 
     def forget_usage(self, ended_before: str) -> None:
         """Drop holdings that ended before ``ended_before``: they weigh nothing any more."""
-        with self._lock:
+        with self._access():
             self._db.execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
 
     # -- lifecycle clocks --------------------------------------------------------------------
 
     def lifecycle_clocks(self) -> dict[str, ContainerClock]:
         """Every container's lifecycle clock, by container id (unreadable rows left out)."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute("SELECT container_id, clock FROM lifecycle").fetchall()
         clocks = {}
         for container_id, text in rows:
@@ -450,14 +471,14 @@ class StateStore:
     def save_lifecycle_clock(
         self, container_id: str, docker_name: str, clock: ContainerClock
     ) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT OR REPLACE INTO lifecycle VALUES (?, ?, ?)",
                 (container_id, docker_name, json.dumps(clock.to_row())),
             )
 
     def forget_lifecycle_clocks(self, container_ids: Iterable[str]) -> None:
-        with self._lock:
+        with self._access():
             self._db.executemany(
                 "DELETE FROM lifecycle WHERE container_id = ?", [(i,) for i in container_ids]
             )
@@ -465,7 +486,7 @@ class StateStore:
     # -- exemptions ------------------------------------------------------------------------------
 
     def exemptions(self) -> list[ExemptionRecord]:
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT id, user, container, until, reason, created_by, created_at "
                 "FROM exemptions ORDER BY created_at, id"
@@ -473,30 +494,30 @@ class StateStore:
         return [ExemptionRecord(*row) for row in rows]
 
     def add_exemption(self, exemption: ExemptionRecord) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT INTO exemptions VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(exemption)
             )
 
     def remove_exemption(self, exemption_id: str) -> bool:
-        with self._lock:
+        with self._access():
             cursor = self._db.execute("DELETE FROM exemptions WHERE id = ?", (exemption_id,))
         return cursor.rowcount == 1
 
     def forget_exemptions(self, expired_before: str) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
 
     # -- GPU releases ----------------------------------------------------------------------------
 
     def released(self) -> dict[str, str]:
         """Container id → when its devices were released (ISO 8601 UTC)."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute("SELECT container_id, released_at FROM gpu_releases").fetchall()
         return dict(rows)
 
     def release(self, container_id: str, docker_name: str, at: str) -> None:
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT OR REPLACE INTO gpu_releases VALUES (?, ?, ?)",
                 (container_id, docker_name, at),
@@ -504,7 +525,7 @@ class StateStore:
 
     def unrelease(self, container_ids: Iterable[str]) -> None:
         """Forget releases: the containers hold their devices again, or are gone."""
-        with self._lock:
+        with self._access():
             self._db.executemany(
                 "DELETE FROM gpu_releases WHERE container_id = ?", [(i,) for i in container_ids]
             )
@@ -513,19 +534,19 @@ class StateStore:
 
     def own_cgroup_parent(self, parent: str, at: str) -> None:
         """Record that this instance made (or is about to make) ``parent``; idempotent."""
-        with self._lock:
+        with self._access():
             self._db.execute(
                 "INSERT OR IGNORE INTO cgroup_parents VALUES (?, ?)", (parent, at)
             )
 
     def owned_cgroup_parents(self) -> set[str]:
-        with self._lock:
+        with self._access():
             rows = self._db.execute("SELECT parent FROM cgroup_parents").fetchall()
         return {parent for (parent,) in rows}
 
     def disown_cgroup_parent(self, parent: str) -> None:
         """Forget ``parent``: it is gone."""
-        with self._lock:
+        with self._access():
             self._db.execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
 
     # -- the energy ledger -------------------------------------------------------------------
@@ -541,7 +562,7 @@ class StateStore:
         rows = [astuple(record) for record in records]
         if not rows:
             return
-        with self._lock:
+        with self._access():
             self._db.execute("BEGIN")
             try:
                 for row in rows:
@@ -550,7 +571,8 @@ class StateStore:
                     self._db.execute("INSERT INTO energy VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _extend_energy(self, row: tuple[object, ...]) -> bool:
@@ -569,7 +591,7 @@ class StateStore:
         A record that overlaps only in part is returned whole: pro-rate its joules by the
         overlapping share of its interval if needed (records cover at most about an hour).
         """
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT container_id, user, grp, device_uuid, start, end, joules FROM energy "
                 "WHERE end > ? AND start < ? ORDER BY start, container_id, device_uuid",
@@ -579,7 +601,7 @@ class StateStore:
 
     def energy_totals(self) -> dict[tuple[str, str], float]:
         """Joules in the whole ledger by (user, group)."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT user, grp, SUM(joules) FROM energy GROUP BY user, grp"
             ).fetchall()
@@ -593,7 +615,7 @@ class StateStore:
         rows = [astuple(record) for record in records]
         if not rows:
             return
-        with self._lock:
+        with self._access():
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
@@ -605,12 +627,13 @@ class StateStore:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
 
     def gpu_activity_between(self, start: str, end: str) -> list[GpuActivity]:
         """Hours that overlap ``[start, end)`` (ISO 8601 UTC), oldest first."""
-        with self._lock:
+        with self._access():
             rows = self._db.execute(
                 "SELECT container_id, user, grp, hour, measured_gpu_seconds, busy_gpu_seconds "
                 "FROM gpu_activity WHERE hour < ? AND hour > ? ORDER BY hour, container_id",
@@ -620,11 +643,11 @@ class StateStore:
 
     def forget_gpu_activity(self, before: str) -> None:
         """Drop hours that started before ``before`` (ISO 8601 UTC)."""
-        with self._lock:
+        with self._access():
             self._db.execute("DELETE FROM gpu_activity WHERE hour < ?", (before,))
 
     def close(self) -> None:
-        with self._lock:
+        with self._access():
             self._db.close()
 
 
