@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ds01.errors import Ds01Error
+from ds01.daemon.health import PassTracker
 from ds01.runtime.docker import ContainerRecord, EventStream
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,15 @@ class ObservedContainers:
         self._stop = threading.Event()
         self._stream: EventStream | None = None
         self._thread: threading.Thread | None = None
+        # The follower reconnects every second while Docker is away: its faults are logged
+        # once, not every second.
+        self._tracker = PassTracker(
+            "observed",
+            "following Docker's container events",
+            "observers list containers afresh at every call",
+            interval=lambda: RECONNECT_SECONDS,
+            logger=log,
+        )
 
     def list_managed(self) -> list[ContainerRecord]:
         """Every managed container (one Docker list call, or none when nothing changed)."""
@@ -131,12 +140,12 @@ class ObservedContainers:
                 self.changed()  # what happened before the stream began is unknown
                 for _event in self._stream:
                     self.changed()
+                    self._tracker.succeeded()
                     if self._stop.is_set():
                         break
-            except Ds01Error as exc:
-                log.warning("not following Docker's events: %s", exc.message)
-            except Exception:  # a broken stream: list afresh until it is back
-                log.exception("following Docker's events failed")
+            except Exception as exc:  # a broken stream: list afresh until it is back
+                if not self._stop.is_set():
+                    self._tracker.failed(exc)
             finally:
                 with self._lock:
                     self._following = False

@@ -41,9 +41,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ds01.daemon.health import PassTracker
 from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
-from ds01.errors import Ds01Error
 from ds01.events.log import EventLog, utc_now
 from ds01.runtime import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
@@ -208,6 +208,21 @@ class OomWatcher:
         self._parent_seen: dict[str, int] = {}  # parent cgroup -> limit counter, last scan
         self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
         self._last_event_time: float | None = None
+        self.tracker = PassTracker(
+            "oom-watcher",
+            "OOM scan",
+            "OOM kills in containers are not reported",
+            interval=lambda: self.interval_seconds,
+            logger=log,
+        )
+        # Not a periodic pass (no interval for the doctor): only its faults are logged once.
+        self._events_tracker = PassTracker(
+            "oom-events",
+            "following Docker's oom and die events",
+            "kills that end a container may go unreported",
+            interval=lambda: RECONNECT_SECONDS,
+            logger=log,
+        )
 
     def scan(self) -> list[OomState]:
         """Read every running container's counters once; report and record new kills.
@@ -345,13 +360,11 @@ class OomWatcher:
                         continue  # replayed after a reconnect
                     self._last_event_time = event.time
                     self.handle(event)
+                    self._events_tracker.succeeded()
             except Exception as exc:  # observation fails soft; the daemon goes on
                 if self._stop.is_set():
                     break  # ``stop`` closed the stream under us
-                if isinstance(exc, Ds01Error):
-                    log.warning("Docker events interrupted: %s", exc.message)
-                else:
-                    log.exception("handling Docker events failed")
+                self._events_tracker.failed(exc)
             self._stop.wait(RECONNECT_SECONDS)
 
     # -- thread ----------------------------------------------------------------------------------
@@ -362,6 +375,7 @@ class OomWatcher:
         if self._thread is not None:
             raise RuntimeError("the OOM watcher is already running")
         self._stop.clear()
+        self.tracker.started()
         self._last_event_time = self._clock().timestamp()
         self._thread = threading.Thread(target=self._loop, name="ds01-oom-watcher", daemon=True)
         self._thread.start()
@@ -382,10 +396,10 @@ class OomWatcher:
         while not self._stop.is_set():
             try:
                 self.scan()
-            except Ds01Error as exc:  # Docker away for a moment: try again next time
-                log.warning("OOM scan skipped: %s", exc.message)
-            except Exception:  # observation fails soft; the daemon goes on
-                log.exception("OOM scan failed")
+            except Exception as exc:  # observation fails soft; the daemon goes on
+                self.tracker.failed(exc)
+            else:
+                self.tracker.succeeded()
             self._stop.wait(self.interval_seconds)
 
 
