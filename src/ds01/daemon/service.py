@@ -77,6 +77,7 @@ from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
+from ds01.daemon.health import LoopRegistry
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
@@ -475,6 +476,8 @@ class Ds01Service:
         # The containers as observers see them (set by ds01d's main; None: list every time).
         self.observed: ObservedContainers | None = None
         self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
+        # The background loops' health, for `ds01 admin doctor` (ds01d's main adds them).
+        self.loops = LoopRegistry()
         self._stopped_since: dict[str, datetime | None] = {}
         self._config_lock = threading.Lock()
         self._config_stamp = self._stamp()
