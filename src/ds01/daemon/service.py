@@ -94,6 +94,7 @@ from ds01.errors import (
     PolicyError,
     PortInUse,
     QuotaExceeded,
+    StorageFault,
 )
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
@@ -835,7 +836,7 @@ class Ds01Service:
         A request within quota that finds no free devices is queued when ``request.queue``
         is set (``Queued``); it starts by itself when its turn comes (``GpuDispatcher``).
         The create intent stays open when this returns ``Created``: the caller must call
-        ``confirm_create(result.request_id)`` once the answer is ready to go to the client.
+        ``confirm_create(result.request_id, …)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
         """
         try:
@@ -974,17 +975,25 @@ class Ds01Service:
             raise
         spec = self._spec(prepared, placement, inventory, request_id)
         self._enforce(owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate)
-        if intent:
-            self.store.add_intent(
-                CreateIntent(
+        try:
+            if intent:
+                intent_record = CreateIntent(
                     request_id, prepared.docker_name, owner.name, spec.labels[L.CREATED_AT]
                 )
-            )
-        try:
-            network = self.networks.ensure(owner.uid)  # guarded before anything is on it
-            self.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
+                try:
+                    self.store.add_intent(intent_record)
+                except Ds01Error:  # e.g. a full disk: nothing exists yet but staging paths
+                    self.staging.unstage(prepared.docker_name)
+                    raise
+            try:
+                network = self.networks.ensure(owner.uid)  # guarded before anything is on it
+                self.runtime.create(
+                    replace(spec, network=network, network_aliases=(prepared.name,))
+                )
+            except Ds01Error:
+                self._undo_create(prepared.docker_name, request_id)
+                raise
         except Ds01Error as exc:
-            self._undo_create(prepared.docker_name, request_id)
             self.events.emit(
                 "container.create",
                 user=doer,
@@ -1220,9 +1229,24 @@ class Ds01Service:
             for r in records
         ]
 
-    def confirm_create(self, request_id: str) -> None:
-        """The client is being told about the create: from now on it is permanent."""
-        self.store.remove_intent(request_id)
+    def confirm_create(self, request_id: str, docker_name: str) -> None:
+        """The client is being told about the create: from now on it is permanent.
+
+        If the intent cannot be removed (a full disk), the create is undone instead and the
+        error raised: the client is told it failed, so the container must not stay.
+        """
+        try:
+            self.store.remove_intent(request_id)
+        except StorageFault as exc:
+            self._undo_create(docker_name, request_id)
+            self.events.emit(
+                "container.create",
+                user="ds01d",
+                resource=f"container/{docker_name}",
+                details={"error": exc.message},
+                outcome="rolled_back",
+            )
+            raise
 
     def _undo_create(self, docker_name: str, request_id: str) -> None:
         """After a failed ``docker create``: remove what Docker may have made anyway.
@@ -1238,7 +1262,10 @@ class Ds01Service:
         except Ds01Error:
             log.warning("could not undo the failed create of %s; left for reconcile", docker_name)
             return
-        self.store.remove_intent(request_id)
+        try:
+            self.store.remove_intent(request_id)
+        except StorageFault:  # the container is gone; the next start drops the intent
+            log.warning("the create intent of %s stays until there is room", docker_name)
 
     def start(
         self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False
