@@ -135,7 +135,7 @@ class PassTracker:
         level = logging.WARNING if expected and not isinstance(exc, SystemFault) else logging.ERROR
         self._log.log(
             level,
-            "%s failed: %s; ds01d retries, and logs once it has recovered",
+            "%s failed (repeats are not logged until it recovers): %s",
             self.work,
             message,
             exc_info=exc if with_traceback else None,
