@@ -134,6 +134,18 @@ class DockerUnavailable(SystemFault):
     kind = "docker"
 
 
+class StorageFault(SystemFault):
+    """ds01d cannot write its own files (state database, audit log, notices): their file
+    system is full, over quota or read-only. The message names the directory and its file
+    system; ds01d retries by itself once there is room.
+
+    Exit code 1 (an error), not 3: the user's quota and the GPUs are not the problem, and
+    nothing the user can stop or wait for in the queue frees the disk."""
+
+    http_status = 507  # Insufficient Storage
+    kind = "storage"
+
+
 class DaemonUnavailable(SystemFault):
     """The CLI could not reach ds01d."""
 

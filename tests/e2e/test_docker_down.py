@@ -114,9 +114,9 @@ def test_docker_down_plain_words_one_log_line_and_intents_settled_when_back(
     assert d.running and d.pid == pid  # without a restart of ds01d
     log = d.output_file.read_text()
     for follower in FOLLOWERS:
-        assert log.count(f"{follower} unavailable:") == 1, d.log_tail()
-        wait_until(f"{follower} back", lambda f=follower: f"{f} back after" in log_of(d), 60)
-        assert log_of(d).count(f"{follower} back after") == 1, d.log_tail()
+        assert log.count(f"{follower} failed") == 1, d.log_tail()
+        wait_until(f"{follower} back", lambda f=follower: f"{f} recovered after" in log_of(d), 60)
+        assert log_of(d).count(f"{follower} recovered after") == 1, d.log_tail()
 
     made = d.cli("alice", "container-create", "third", "--image", "busybox")
     assert made.returncode == 0, describe(made)
@@ -134,4 +134,4 @@ def log_of(d: Any) -> str:
 
 def _all_lost(d: Any) -> bool:
     log = log_of(d)
-    return all(f"{follower} unavailable:" in log for follower in FOLLOWERS)
+    return all(f"{follower} failed" in log for follower in FOLLOWERS)

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
+from ds01.daemon import doctor
 from ds01.daemon.doctor import (
     Finding,
     check_admin_group,
@@ -14,8 +16,8 @@ from ds01.daemon.doctor import (
     check_docker_engine,
     check_docker_group,
     check_docker_socket,
-    check_lifecycle,
     check_nvidia_toolkit,
+    check_storage,
     exit_code,
     run_checks,
 )
@@ -113,17 +115,6 @@ def test_the_nvidia_toolkit_matters_only_with_nvml() -> None:
     assert hook.level == "ok" and "/usr/bin/nvidia-container-runtime-hook" in hook.message
 
 
-def test_the_lifecycle_loop_is_late_after_three_intervals() -> None:
-    now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-    minute = timedelta(minutes=1)
-    assert check_lifecycle(now - minute, True, 60, now, now - 60 * minute).level == "ok"
-    late = check_lifecycle(now - 10 * minute, True, 60, now, now - 60 * minute)
-    assert late.level == "warning" and "10 min" in late.message
-    assert check_lifecycle(None, True, 60, now, now - 10 * timedelta(seconds=1)).level == "ok"
-    assert check_lifecycle(None, True, 60, now, now - 60 * minute).level == "warning"
-    assert check_lifecycle(None, False, 60, now, now).level == "warning"
-
-
 def test_the_api_socket_must_be_open_to_every_user(tmp_path: Path) -> None:
     path = tmp_path / "ds01.sock"
     assert check_api_socket(path).level == "critical"
@@ -135,3 +126,17 @@ def test_the_api_socket_must_be_open_to_every_user(tmp_path: Path) -> None:
         path.chmod(0o600)
         closed = check_api_socket(path)
         assert closed.level == "warning" and "chmod 666" in closed.hint
+
+
+def test_storage_names_each_file_system_once_and_a_full_one_is_critical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, log = tmp_path / "state", tmp_path / "log"
+    state.mkdir()
+    log.mkdir()
+    finding = check_storage([state, log])
+    assert finding.level in ("ok", "warning"), finding  # this machine's own disk
+    assert f"{state}, {log}: " in finding.message and finding.message.count(" free on ") == 1
+    monkeypatch.setattr(doctor, "FULL_BELOW_BYTES", 1 << 62)  # any free space is too little
+    full = check_storage([state, log])
+    assert full.level == "critical" and "is full" in full.message and "df -h" in full.hint

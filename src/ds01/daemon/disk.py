@@ -132,6 +132,8 @@ class DiskMeter(PeriodicPass):
 
     thread_name = "ds01-disk"
     work_name = "disk measurement"
+    check_name = "disk-meter"
+    consequence = "containers' disk use is not measured"
 
     def __init__(self, service: Ds01Service, clock: Callable[[], datetime]) -> None:
         super().__init__()

@@ -43,6 +43,7 @@ from ds01.core.scheduler import (
 )
 from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
+from ds01.daemon.health import PassTracker
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
 from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
 from ds01.daemon.state import QueuedRequest, UsageRecord
@@ -93,6 +94,13 @@ class GpuDispatcher:
         self._reservation: Reservation | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.tracker = PassTracker(
+            "queue",
+            "queue pass",
+            "queued requests do not start and devices held after a stop are not released",
+            interval=lambda: self.interval_seconds,
+            logger=log,
+        )
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -406,6 +414,7 @@ class GpuDispatcher:
         if self._thread is not None:
             raise RuntimeError("the dispatcher is already running")
         self._stop.clear()
+        self.tracker.started()
         self._thread = threading.Thread(target=self._loop, name="ds01-dispatcher", daemon=True)
         self._thread.start()
 
@@ -431,10 +440,10 @@ class GpuDispatcher:
                 self.run_pass()
             except StateDamaged:
                 pass  # the store logged it once; each pass would repeat it
-            except Ds01Error as exc:
-                log.warning("queue pass skipped: %s", exc.message)
-            except Exception:  # the queue waits for the next pass; the daemon goes on
-                log.exception("queue pass failed")
+            except Exception as exc:  # the queue waits for the next pass; the daemon goes on
+                self.tracker.failed(exc)
+            else:
+                self.tracker.succeeded()
             with condition:
                 if not self._stop.is_set():
                     condition.wait(self.interval_seconds)

@@ -8,7 +8,9 @@ or hung engine is reported in seconds), the cgroup version and Docker's cgroup d
 NVIDIA Container Toolkit (with the NVML backend only), the admin group, the configuration
 on disk, the API socket, the audit log, the state database and its backup, the GPUs,
 whether disk limits are enforced by Docker's storage driver or measured by the lifecycle
-loop, and how long ago the lifecycle loop last finished a pass.
+loop, the free space for ds01d's own files, and each background loop (lifecycle, GPU queue,
+OOM scan, energy, disk measurement): failing since when and why, or stalled
+(``ds01.daemon.health``).
 
 Levels: ``ok``; ``warning`` (ds01 works, but something weakens it); ``critical`` (a user can
 bypass ds01, or ds01 cannot do its job). The command exits 0 when every finding is ok,
@@ -25,16 +27,19 @@ import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ds01.config.loader import load_config
+from ds01.core.disk import human_bytes
 from ds01.core.state_recovery import BackupInfo
 from ds01.core.units import format_duration
+from ds01.daemon.health import LoopHealth
 from ds01.daemon.schemas import DoctorFinding, DoctorReport
 from ds01.daemon.state_backup import DEFAULT_INTERVAL_SECONDS as BACKUP_INTERVAL_SECONDS
 from ds01.daemon.state_files import backup_info
+from ds01.daemon.storage_fault import mount_point
 from ds01.errors import Ds01Error, PermissionDenied
 
 if TYPE_CHECKING:
@@ -51,8 +56,13 @@ DOCKER_GROUP = "docker"
 DOCKER_TIMEOUT_SECONDS = 3.0
 #: Programs of the NVIDIA Container Toolkit that Docker's ``--gpus`` needs (one suffices).
 NVIDIA_TOOLKIT_PROGRAMS = ("nvidia-container-runtime-hook", "nvidia-container-runtime")
-#: A lifecycle pass is overdue after this many intervals (plus a minute of slack).
-LIFECYCLE_OVERDUE_INTERVALS = 3
+#: A loop is stalled when no pass succeeded for this many intervals plus the margin.
+STALL_INTERVALS = 3
+STALL_MARGIN_SECONDS = 60.0
+#: The file system of ds01d's files counts as full below this many free bytes…
+FULL_BELOW_BYTES = 256 * 1024
+#: …and as low on space below this share of its size.
+LOW_SPACE_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -218,51 +228,98 @@ def check_nvidia_toolkit(
     )
 
 
-def check_lifecycle(
-    last_pass: datetime | None,
-    running: bool,
-    interval_seconds: float,
-    now: datetime,
-    started_at: datetime,
-) -> Finding:
-    """How long ago the lifecycle loop last finished a pass, against its interval."""
-    if not running:
+def check_loop(health: LoopHealth) -> Finding:
+    """Whether one background loop's passes succeed (``ds01.daemon.health``).
+
+    ``warning`` at once when the latest pass failed (naming the fault), and when no pass
+    has succeeded for ``STALL_INTERVALS`` intervals plus ``STALL_MARGIN_SECONDS`` (stalled:
+    failing, or hung in a pass)."""
+    interval = health.interval_seconds
+    every = f"every {format_duration(interval)}"
+    stall_after = STALL_INTERVALS * interval + STALL_MARGIN_SECONDS
+    work = health.work
+    if health.since_success_seconds is None:
+        age, last = health.running_seconds, "none yet"
+    else:
+        age = health.since_success_seconds
+        last = f"{format_duration(age)} ago"
+    failing = ""
+    if health.fault is not None:
+        since = health.fault_since.strftime("%H:%M:%S UTC") if health.fault_since else "?"
+        failing = f"{health.failures} failed in a row since {since}: {health.fault}"
+    hint = "ds01d logs each fault once when it begins and once when it ends; it retries by itself."
+    if age > stall_after:
+        what = failing or "none finished: a pass may be hung"
         return Finding(
-            "lifecycle",
+            health.check,
             "warning",
-            "The lifecycle loop does not run in this ds01d: idle and over-long containers "
-            "are not reclaimed.",
+            f"The {work} is stalled: no pass succeeded for {format_duration(age)} ({every}); "
+            f"{health.consequence}. {what[:1].upper()}{what[1:]}",
+            hint,
         )
-    overdue = timedelta(seconds=LIFECYCLE_OVERDUE_INTERVALS * interval_seconds + 60)
-    every = f"every {format_duration(interval_seconds)}"
-    if last_pass is None:
-        age = now - started_at
-        if age <= overdue:
-            return Finding(
-                "lifecycle",
-                "ok",
-                f"No lifecycle pass has finished yet; ds01d started "
-                f"{format_duration(age.total_seconds())} ago ({every}).",
-            )
+    if failing:
         return Finding(
-            "lifecycle",
+            health.check,
             "warning",
-            f"No lifecycle pass has finished since ds01d started "
-            f"{format_duration(age.total_seconds())} ago ({every}): idle and over-long "
-            "containers are not reclaimed.",
-            "ds01d's log says why the passes fail (often: Docker does not answer).",
+            f"The {work} fails ({every}; last success: {last}); {health.consequence}. "
+            f"{failing[:1].upper()}{failing[1:]}",
+            hint,
         )
-    age = now - last_pass
-    ago = format_duration(max(age.total_seconds(), 0.0))
-    if age > overdue:
+    if health.since_success_seconds is None:
         return Finding(
-            "lifecycle",
-            "warning",
-            f"The last lifecycle pass finished {ago} ago ({every}): the loop is stuck or "
-            "failing; idle and over-long containers are not reclaimed.",
-            "ds01d's log says why the passes fail (often: Docker does not answer).",
+            health.check,
+            "ok",
+            f"No {work} has finished yet; it started {format_duration(age)} ago ({every}).",
         )
-    return Finding("lifecycle", "ok", f"The last lifecycle pass finished {ago} ago ({every}).")
+    return Finding(health.check, "ok", f"The last {work} succeeded {last} ({every}).")
+
+
+def check_storage(directories: Iterable[Path]) -> Finding:
+    """Free space on the file systems of ds01d's state and log directories."""
+    by_device: dict[int, tuple[list[Path], int, int]] = {}
+    for directory in directories:
+        device = directory.stat().st_dev
+        if device in by_device:
+            by_device[device][0].append(directory)
+            continue
+        st = os.statvfs(directory)  # free: what root may still use
+        by_device[device] = ([directory], st.f_bfree * st.f_frsize, st.f_blocks * st.f_frsize)
+    disks = list(by_device.values())
+    full = [d for d in disks if d[1] < FULL_BELOW_BYTES]
+    low = [d for d in disks if d not in full and d[1] < LOW_SPACE_FRACTION * d[2]]
+
+    def said(entries: list[tuple[list[Path], int, int]]) -> str:
+        return "; ".join(
+            f"{', '.join(map(str, paths))}: {human_bytes(free)} of {human_bytes(total)} free "
+            f"on {mount_point(paths[0])}"
+            for paths, free, total in entries
+        )
+
+    if full:
+        return Finding(
+            "storage",
+            "critical",
+            f"The disk of ds01d's files is full ({said(full)}): creates and every change "
+            "ds01d records are refused until there is room.",
+            "Free space there (`df -h`, `du -xsh`); ds01d retries by itself.",
+        )
+    if low:
+        return Finding(
+            "storage",
+            "warning",
+            f"Little space left for ds01d's files ({said(low)}).",
+            "Free space there before it fills up (`df -h`, `du -xsh`).",
+        )
+    return Finding("storage", "ok", f"Space for ds01d's files: {said(disks)}.")
+
+
+def lifecycle_not_running() -> Finding:
+    return Finding(
+        "lifecycle",
+        "warning",
+        "The lifecycle loop does not run in this ds01d: idle and over-long containers are not "
+        "reclaimed.",
+    )
 
 
 def check_disk_limits(mode: str, reason: str, lifecycle_running: bool) -> Finding:
@@ -470,14 +527,11 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         lambda: check_disk_limits(
             service.storage.mode, service.storage.reason, service.lifecycle_pass is not None
         ),
-        lambda: check_lifecycle(
-            service.lifecycle_last_pass,
-            service.lifecycle_pass is not None,
-            config.limits.policies.lifecycle_interval_seconds,
-            service.now(),
-            service.started_at,
-        ),
+        lambda: check_storage((service.paths.state_dir, service.paths.log_dir)),
     ]
+    if "lifecycle" not in service.loops.checks():
+        checks.append(lifecycle_not_running)
+    checks.extend(partial(check_loop, health) for health in service.loops.health())
     findings = [docker, *run_checks(checks)]
     return DoctorReport(
         findings=[DoctorFinding(**vars(f)) for f in findings], exit_code=exit_code(findings)

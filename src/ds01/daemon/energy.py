@@ -62,6 +62,8 @@ class EnergyMeter(PeriodicPass):
 
     thread_name = "ds01-energy"
     work_name = "energy pass"
+    check_name = "energy"
+    consequence = "GPU energy is not recorded"
 
     def __init__(self, service: Ds01Service, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.service = service

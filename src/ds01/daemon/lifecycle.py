@@ -109,6 +109,8 @@ class LifecycleLoop(PeriodicPass):
 
     thread_name = "ds01-lifecycle"
     work_name = "lifecycle pass"
+    check_name = "lifecycle"
+    consequence = "idle and over-long containers are not reclaimed"
 
     def __init__(
         self,

@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
+    for loop in (watcher, queue, lifecycle, energy, disk_meter):
+        service.loops.add(loop.tracker)
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
     backups.start()
     watcher.start()

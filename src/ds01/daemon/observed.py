@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ds01.daemon.outage import Outage
-from ds01.errors import Ds01Error
+from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.runtime.docker import ContainerRecord, EventStream
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,15 @@ class ObservedContainers:
         self._stop = threading.Event()
         self._stream: EventStream | None = None
         self._thread: threading.Thread | None = None
+        # The follower reconnects, with growing waits, while Docker is away: its faults are
+        # logged once, not at every try.
+        self._tracker = PassTracker(
+            "observed",
+            "Docker's events (container lists for observers)",
+            "observers list containers afresh at every call",
+            interval=lambda: MAX_WAIT_SECONDS,
+            logger=log,
+        )
 
     def list_managed(self) -> list[ContainerRecord]:
         """Every managed container (one Docker list call, or none when nothing changed)."""
@@ -124,12 +132,11 @@ class ObservedContainers:
             self._thread = None
 
     def _follow(self) -> None:
-        outage = Outage("Docker's events (container lists for observers)")
         while not self._stop.is_set():
-            unexpected = False
+            why: Exception | str = "the stream ended"
             try:
                 self._stream = self.runtime.container_events(CHANGES)
-                outage.worked()
+                self._tracker.succeeded()
                 with self._lock:
                     self._following = True
                 self.changed()  # what happened before the stream began is unknown
@@ -137,17 +144,14 @@ class ObservedContainers:
                     self.changed()
                     if self._stop.is_set():
                         break
-                why = "the stream ended"
-            except Ds01Error as exc:
-                why = exc.message
-            except Exception:  # a broken stream: list afresh until it is back
-                why, unexpected = "following them failed", True
+            except Exception as exc:  # a broken stream: list afresh until it is back
+                why = exc
             finally:
                 with self._lock:
                     self._following = False
                 self.changed()
             if not self._stop.is_set():
-                self._stop.wait(outage.failed(why, unexpected=unexpected))
+                self._stop.wait(self._tracker.failed(why))
 
 
 __all__ = ["CHANGES", "ObservedContainers"]

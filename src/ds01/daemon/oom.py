@@ -41,10 +41,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, Protocol
 
-from ds01.daemon.outage import Outage
+from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
-from ds01.errors import Ds01Error, StateDamaged
+from ds01.errors import StateDamaged
 from ds01.events.log import EventLog, utc_now
 from ds01.runtime import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
@@ -194,7 +194,6 @@ class OomWatcher:
         on_docker_back: Callable[[], object] | None = None,
     ) -> None:
         self.runtime = runtime
-        self._on_docker_back = on_docker_back
         self.cgroups = cgroups
         self.store = store
         self.events = events
@@ -209,6 +208,22 @@ class OomWatcher:
         self._parent_seen: dict[str, int] = {}  # parent cgroup -> limit counter, last scan
         self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
         self._last_event_time: float | None = None
+        self.tracker = PassTracker(
+            "oom-watcher",
+            "OOM scan",
+            "OOM kills in containers are not reported",
+            interval=lambda: self.interval_seconds,
+            logger=log,
+        )
+        # Not a periodic pass (no interval for the doctor): only its faults are logged once.
+        self._events_tracker = PassTracker(
+            "oom-events",
+            "Docker's events (OOM watch)",
+            "kills that end a container may go unreported",
+            interval=lambda: MAX_WAIT_SECONDS,
+            logger=log,
+            on_back=on_docker_back,
+        )
 
     def scan(self) -> list[OomState]:
         """Read every running container's counters once; report and record new kills.
@@ -338,27 +353,24 @@ class OomWatcher:
 
     def _listen(self) -> None:
         """Follow Docker's events until ``stop``; reconnect (without losing events) on a
-        break, after growing waits while Docker stays away (``daemon.outage``), and call
-        ``on_docker_back`` each time the stream is back after a break."""
-        outage = Outage("Docker's events (OOM watch)", on_back=self._on_docker_back)
+        break, after growing waits while Docker stays away, and call ``on_docker_back``
+        each time the stream is back after a break (the tracker's ``on_back``)."""
         while not self._stop.is_set():
-            unexpected = False
+            why: Exception | str = "the stream ended"
             try:
                 self._stream = self.runtime.container_events(("oom", "die"), self._last_event_time)
-                outage.worked()
+                self._events_tracker.succeeded()
                 for event in self._stream:
                     if self._last_event_time is not None and event.time <= self._last_event_time:
                         continue  # replayed after a reconnect
                     self._last_event_time = event.time
                     self.handle(event)
-                why = "the stream ended"
             except Exception as exc:  # observation fails soft; the daemon goes on
                 if self._stop.is_set():
                     break  # ``stop`` closed the stream under us
-                unexpected = not isinstance(exc, Ds01Error)
-                why = exc.message if isinstance(exc, Ds01Error) else "handling them failed"
+                why = exc
             if not self._stop.is_set():
-                self._stop.wait(outage.failed(why, unexpected=unexpected))
+                self._stop.wait(self._events_tracker.failed(why))
 
     # -- thread ----------------------------------------------------------------------------------
 
@@ -368,6 +380,7 @@ class OomWatcher:
         if self._thread is not None:
             raise RuntimeError("the OOM watcher is already running")
         self._stop.clear()
+        self.tracker.started()
         self._last_event_time = self._clock().timestamp()
         self._thread = threading.Thread(target=self._loop, name="ds01-oom-watcher", daemon=True)
         self._thread.start()
@@ -385,17 +398,15 @@ class OomWatcher:
         self._thread = self._listener = None
 
     def _loop(self) -> None:
-        outage = Outage("OOM scans")
         while not self._stop.is_set():
             try:
                 self.scan()
-                outage.worked()
             except StateDamaged:
                 pass  # the store logged it once; each scan would repeat it
-            except Ds01Error as exc:  # Docker away for a moment: try again next time
-                outage.failed(exc.message)
-            except Exception:  # observation fails soft; the daemon goes on
-                outage.failed("the scan failed", unexpected=True)
+            except Exception as exc:  # observation fails soft; the daemon goes on
+                self.tracker.failed(exc)
+            else:
+                self.tracker.succeeded()
             self._stop.wait(self.interval_seconds)
 
 

@@ -1,37 +1,51 @@
 """``PeriodicPass``: a daemon thread that runs one pass, waits, and runs the next.
 
-The lifecycle loop and the energy meter are such threads. A pass that fails is logged and
-the next one tries again: observation and enforcement fail soft, ds01d goes on.
+The lifecycle loop, the energy meter and the disk meter are such threads. A pass that
+fails is reported to the loop's ``PassTracker`` (logged once per fault, its recovery once:
+``ds01.daemon.health``) and the next one tries again: observation and enforcement fail
+soft, ds01d goes on.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 
-from ds01.daemon.outage import Outage
-from ds01.errors import Ds01Error, StateDamaged
+from ds01.daemon.health import PassTracker
+from ds01.errors import StateDamaged
 
 
 class PeriodicPass(abc.ABC):
     """Runs :meth:`run_pass` every :meth:`interval_seconds` in a thread of its own.
 
     Contract: :meth:`start` once (again only after :meth:`stop`); :meth:`stop` returns once
-    the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: a
-    ``Ds01Error`` is logged as a warning (an expected failure, e.g. Docker down), anything
-    else with its traceback, once per outage, and the first pass that works again too
-    (``daemon.outage``); ``StateDamaged`` not at all (the store logs it once). The interval
-    is asked after every pass, so a configuration change takes effect at the next wait.
+    the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: the
+    exception goes to :attr:`tracker`, which logs each fault once and the recovery once;
+    ``StateDamaged`` is not logged at all (the store logs it once).
+    The interval is asked after every pass, so a configuration change takes effect at the
+    next wait.
     """
 
     #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
     thread_name = "ds01-periodic"
     #: What one pass is called in the log, e.g. "lifecycle pass".
     work_name = "pass"
+    #: The doctor's name for the loop, e.g. "lifecycle".
+    check_name = "periodic"
+    #: What goes undone while the passes fail, e.g. "idle containers are not reclaimed".
+    consequence = "its work is not done"
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.tracker = PassTracker(
+            self.check_name,
+            self.work_name,
+            self.consequence,
+            interval=self.interval_seconds,
+            logger=logging.getLogger(type(self).__module__),
+        )
 
     @abc.abstractmethod
     def run_pass(self) -> object:
@@ -46,6 +60,7 @@ class PeriodicPass(abc.ABC):
         if self._thread is not None:
             raise RuntimeError(f"the {self.work_name} thread is already running")
         self._stop.clear()
+        self.tracker.started()
         self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
@@ -64,17 +79,15 @@ class PeriodicPass(abc.ABC):
         return not thread.is_alive()
 
     def _loop(self) -> None:
-        outage = Outage(self.work_name)
         while not self._stop.is_set():
             try:
                 self.run_pass()
-                outage.worked()
             except StateDamaged:
                 pass  # the store logged it once; each pass would repeat it
-            except Ds01Error as exc:
-                outage.failed(exc.message)
-            except Exception:  # the next pass tries again; the daemon goes on
-                outage.failed("it failed", unexpected=True)
+            except Exception as exc:  # the next pass tries again; the daemon goes on
+                self.tracker.failed(exc)
+            else:
+                self.tracker.succeeded()
             self._stop.wait(self.interval_seconds())
 
 

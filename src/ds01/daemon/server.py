@@ -56,6 +56,7 @@ from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, user_by_uid
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
+from ds01.daemon.storage_fault import storage_fault
 from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
 
@@ -167,7 +168,10 @@ def _confirmed_when_sent(
         return Accepted(
             queue_view.describe(service, created.entry, service.now(), with_score=False)
         )
-    return ConfirmOnSend(created.info, lambda: service.confirm_create(created.request_id))
+    return ConfirmOnSend(
+        created.info,
+        lambda: service.confirm_create(created.request_id, created.info.docker_name),
+    )
 
 
 def _maintenance(service: Ds01Service, caller: Caller, *, dry_run: bool) -> api.MaintenanceReport:
@@ -752,10 +756,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except _ClientGone:
             raise
         except Ds01Error as exc:
-            if exc.http_status >= 500:
-                log.error("%s %s failed: %s", method, url.path, exc.message)
-            self._send(exc.http_status, {"error": exc.to_dict()})
-        except Exception:
+            self._refuse(method, url.path, exc)
+        except Exception as exc:
+            # A full disk anywhere under ds01d's directories is said plainly, not as a crash.
+            fault = storage_fault(exc, service.paths.state_dir)
+            if fault is not None:
+                self._refuse(method, url.path, fault)
+                return
             log.exception("%s %s crashed", method, url.path)
             self._send(
                 500,
@@ -768,6 +775,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     }
                 },
             )
+
+    def _refuse(self, method: str, path: str, exc: Ds01Error) -> None:
+        if exc.http_status >= 500:
+            log.error("%s %s failed: %s", method, path, exc.message)
+        self._send(exc.http_status, {"error": exc.to_dict()})
 
     def _switch_to_terminal(self, upgrade: Upgrade) -> None:
         """Answer 101 and relay the terminal until the program ends; then close."""

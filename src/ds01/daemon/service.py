@@ -80,6 +80,7 @@ from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.accounts import OwnerAccounts
+from ds01.daemon.health import LoopRegistry
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
@@ -96,6 +97,7 @@ from ds01.errors import (
     PolicyError,
     PortInUse,
     QuotaExceeded,
+    StorageFault,
 )
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
@@ -479,6 +481,8 @@ class Ds01Service:
         # The containers as observers see them (set by ds01d's main; None: list every time).
         self.observed: ObservedContainers | None = None
         self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
+        # The background loops' health, for `ds01 admin doctor` (ds01d's main adds them).
+        self.loops = LoopRegistry()
         self._stopped_since: dict[str, datetime | None] = {}
         self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
         self._config_lock = threading.Lock()
@@ -847,7 +851,7 @@ class Ds01Service:
         A request within quota that finds no free devices is queued when ``request.queue``
         is set (``Queued``); it starts by itself when its turn comes (``GpuDispatcher``).
         The create intent stays open when this returns ``Created``: the caller must call
-        ``confirm_create(result.request_id)`` once the answer is ready to go to the client.
+        ``confirm_create(result.request_id, …)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
         """
         try:
@@ -990,20 +994,28 @@ class Ds01Service:
             raise
         spec = self._spec(prepared, placement, inventory, request_id)
         self._enforce(owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate)
-        if intent:
-            self.store.add_intent(
-                CreateIntent(
+        try:
+            if intent:
+                intent_record = CreateIntent(
                     request_id, prepared.docker_name, owner.name, spec.labels[L.CREATED_AT]
                 )
-            )
-        try:
-            network = self.networks.ensure(owner.uid)  # guarded before anything is on it
-            self.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
-            self.accounts.write(
-                prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
-            )
+                try:
+                    self.store.add_intent(intent_record)
+                except Ds01Error:  # e.g. a full disk: nothing exists yet but staging paths
+                    self.staging.unstage(prepared.docker_name)
+                    raise
+            try:
+                network = self.networks.ensure(owner.uid)  # guarded before anything is on it
+                self.runtime.create(
+                    replace(spec, network=network, network_aliases=(prepared.name,))
+                )
+                self.accounts.write(
+                    prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
+                )
+            except Ds01Error:
+                self._undo_create(prepared.docker_name, request_id)
+                raise
         except Ds01Error as exc:
-            self._undo_create(prepared.docker_name, request_id)
             self.events.emit(
                 "container.create",
                 user=doer,
@@ -1237,9 +1249,24 @@ class Ds01Service:
             for r in records
         ]
 
-    def confirm_create(self, request_id: str) -> None:
-        """The client is being told about the create: from now on it is permanent."""
-        self.store.remove_intent(request_id)
+    def confirm_create(self, request_id: str, docker_name: str) -> None:
+        """The client is being told about the create: from now on it is permanent.
+
+        If the intent cannot be removed (a full disk), the create is undone instead and the
+        error raised: the client is told it failed, so the container must not stay.
+        """
+        try:
+            self.store.remove_intent(request_id)
+        except StorageFault as exc:
+            self._undo_create(docker_name, request_id)
+            self.events.emit(
+                "container.create",
+                user="ds01d",
+                resource=f"container/{docker_name}",
+                details={"error": exc.message},
+                outcome="rolled_back",
+            )
+            raise
 
     def _undo_create(self, docker_name: str, request_id: str) -> None:
         """After a failed ``docker create``: remove what Docker may have made anyway.
@@ -1255,7 +1282,10 @@ class Ds01Service:
             )
             self._failed_creates.add(request_id)
             return
-        self.store.remove_intent(request_id)
+        try:
+            self.store.remove_intent(request_id)
+        except StorageFault:  # the container is gone; the next start drops the intent
+            log.warning("the create intent of %s stays until there is room", docker_name)
 
     def _roll_back(self, docker_name: str, request_id: str) -> bool:
         """Remove the container a create with ``request_id`` made, if any, and its bind

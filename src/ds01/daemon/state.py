@@ -57,6 +57,7 @@ from typing import Literal
 
 from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
 from ds01.daemon.state_files import is_damage, restore_hint
+from ds01.daemon.storage_fault import storage_fault
 from ds01.errors import StateDamaged
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,10 @@ class StateStore:
     (kill -9 included) without an fsync per commit; only a power loss may drop the last
     commits, and then Docker's own recent state is lost with them.
 
+    Every method raises ``ds01.errors.StorageFault`` (never SQLite's error) when the file
+    system of the state directory is full or read-only; a write that failed so changed
+    nothing, and the next call tries again.
+
     Damage found while running (SQLite: "database disk image is malformed", "file is not
     a database") raises ``StateDamaged``, whose message names the file and the admin's
     repair command; the first time, it is logged and ``on_damage`` is called with it
@@ -338,21 +343,27 @@ class StateStore:
         self._on_damage = on_damage
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        with self._access():
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
 
     @contextmanager
     def _access(self, *, irreplaceable: bool = False) -> Iterator[None]:
-        """Hold the store's lock; turn SQLite's word for damage into ``StateDamaged``.
-        ``irreplaceable``: the block writes what a backup must catch soon."""
+        """Hold the store's lock; never let SQLite's own error out: a full or read-only
+        file system is a ``StorageFault`` naming the state directory, damage a
+        ``StateDamaged`` with the repair command. ``irreplaceable``: the block writes what a
+        backup must catch soon."""
         with self._lock:
             try:
                 yield
-            except sqlite3.DatabaseError as exc:
-                if not is_damage(exc):
-                    raise
-                raise self._damaged(exc) from exc
+            except (sqlite3.Error, OSError) as exc:
+                fault = storage_fault(exc, self.path.parent)
+                if fault is not None:
+                    raise fault from exc
+                if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+                    raise self._damaged(exc) from exc
+                raise
         if irreplaceable:
             self.backup_soon.set()
 
@@ -654,7 +665,8 @@ class StateStore:
                     self._db.execute("INSERT INTO energy VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _extend_energy(self, row: tuple[object, ...]) -> bool:
@@ -709,7 +721,8 @@ class StateStore:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
 
     def gpu_activity_between(self, start: str, end: str) -> list[GpuActivity]:
