@@ -131,7 +131,7 @@ def test_a_failed_build_says_why_in_plain_text_without_dockers_bookkeeping(
     ds01d, docker_client, home_dir
 ):
     d = ds01d(resource_limits=LIMITS, images=IMAGES)
-    colour = "printf '\\033[91mno such package\\033[0m\\n' >&2"
+    colour = "printf '\\033[9%dmno such package\\033[0m\\n' 1 >&2"  # red, as apt prints
     context = home_dir(
         "alice", {"Dockerfile": dockerfile("RUN echo step-one", f"RUN {colour}; false")}
     )
