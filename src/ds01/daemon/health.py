@@ -3,10 +3,11 @@
 Every loop (lifecycle, energy, disk measurement, GPU queue, OOM scan, and the followers of
 Docker's event stream) reports each pass to a :class:`PassTracker`:
 
-- a failure is logged **once** per distinct fault in an outage (ERROR; a ``Ds01Error`` that
-  is no system fault at WARNING), with its traceback only the first time an unexpected
-  exception is seen; further failures are counted silently, so a loop that fails every two
-  seconds for an hour writes one line, not two thousand tracebacks;
+- the first failure of an outage is logged (ERROR; a ``Ds01Error`` that is no system fault
+  at WARNING), another reason later in the same outage once at INFO ("still failing,
+  now: …"), with a traceback only the first time an unexpected exception is seen; further
+  failures are counted silently, so a loop that fails every two seconds for an hour writes
+  one line, not two thousand tracebacks;
 - the first pass that succeeds again logs once, at INFO, how many attempts failed since
   when, and calls ``on_back`` (e.g. settle what an outage of Docker left half-done);
 - :meth:`PassTracker.failed` says how long to wait before the next try: a stream that
@@ -153,6 +154,7 @@ class PassTracker:
         else:
             message = exc
         with self._lock:
+            first = self._failures == 0
             self._failures += 1
             self._fault = message
             if self._fault_since is None:
@@ -164,7 +166,8 @@ class PassTracker:
             self._traceback_logged |= with_traceback
             self._wait = min(self._wait * 2, self._max_wait) if self._wait else self._first_wait
             wait = self._wait
-        if new:
+        traceback = exc if with_traceback and isinstance(exc, BaseException) else None
+        if new and first:
             system = isinstance(exc, SystemFault)
             level = logging.WARNING if expected and not system else logging.ERROR
             self._log.log(
@@ -172,8 +175,10 @@ class PassTracker:
                 "%s failed (repeats are not logged until it recovers): %s",
                 self.work,
                 message,
-                exc_info=exc if with_traceback and isinstance(exc, BaseException) else None,
+                exc_info=traceback,
             )
+        elif new:  # the same outage, another reason (Docker's stream ended, then Docker went)
+            self._log.info("%s still failing, now: %s", self.work, message, exc_info=traceback)
         return wait
 
     def health(self) -> LoopHealth:
