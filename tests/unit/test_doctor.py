@@ -16,6 +16,7 @@ from ds01.daemon.doctor import (
     check_docker_socket,
     check_lifecycle,
     check_nvidia_toolkit,
+    check_registry_images,
     exit_code,
     run_checks,
 )
@@ -135,3 +136,20 @@ def test_the_api_socket_must_be_open_to_every_user(tmp_path: Path) -> None:
         path.chmod(0o600)
         closed = check_api_socket(path)
         assert closed.level == "warning" and "chmod 666" in closed.hint
+
+
+def test_each_registry_image_not_here_is_a_warning_the_starter_first() -> None:
+    entries = [("pytorch", "aimehub/pytorch"), ("base", "lab/base:1"), ("jupyter", "lab/jl")]
+    here = {"lab/base:1"}
+    findings = check_registry_images(entries, "jupyter", lambda image: image in here)
+    assert [(f.check, f.level) for f in findings] == [
+        ("starter-image", "warning"),
+        ("registry-image", "warning"),
+    ]
+    starter, other = findings
+    assert "starter image jupyter (lab/jl)" in starter.message
+    assert "docker pull lab/jl" in starter.hint and "ds01 image-pull jupyter" in starter.hint
+    assert "pytorch (aimehub/pytorch) is not on this machine" in other.message
+    assert exit_code(findings) == 1
+    everything = check_registry_images(entries, "jupyter", lambda image: True)
+    assert [(f.check, f.level) for f in everything] == [("registry-images", "ok")]

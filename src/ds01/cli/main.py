@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
+    from ds01.config.images import ImagesConfig
+
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
 )
@@ -685,6 +687,7 @@ def _configure_config_check(p: argparse.ArgumentParser) -> None:
 def _run_config_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from ds01.config.images import ImagesConfig
     from ds01.config.loader import load_config, load_file
     from ds01.paths import config_dir
 
@@ -693,11 +696,15 @@ def _run_config_check(args: argparse.Namespace) -> None:
     for target in targets:
         try:
             if target.is_dir():
-                for kind, source in load_config(target).sources.items():
+                config = load_config(target)
+                for kind, source in config.sources.items():
                     render.ok(f"{kind}: {source}")
+                _check_registry_presence(config.images)
             elif target.exists():
-                load_file(target)
+                model = load_file(target)
                 render.ok(f"{target}: valid")
+                if isinstance(model, ImagesConfig):
+                    _check_registry_presence(model)
             else:
                 raise UsageError(f"{target}: no such file or directory")
         except Ds01Error as exc:
@@ -705,6 +712,40 @@ def _run_config_check(args: argparse.Namespace) -> None:
             failed = True
     if failed:
         raise SystemExit(int(ExitCode.USAGE))
+
+
+def _check_registry_presence(images: ImagesConfig) -> None:
+    """Warn about each image of ``images.yaml`` (the starter first) that is not on this
+    machine. Only ds01d may ask Docker, so it is asked (as the admin running this); without
+    it, say that presence was not checked. Warnings only: the file stays valid."""
+    from ds01.core.image_presence import missing_images
+    from ds01.errors import DaemonUnavailable
+
+    entries = [(e.name, e.image) for e in images.images]
+    if not entries:
+        return
+    try:
+        present = Ds01Client().request(
+            "GET",
+            "/v1/admin/images/present",
+            query={"refs": ",".join(sorted({image for _, image in entries}))},
+        )["present"]
+    except DaemonUnavailable:
+        render.warn(
+            "images: whether the registry's images are on this machine was not checked: "
+            "ds01d does not answer (`ds01 admin doctor` checks it once ds01d runs)."
+        )
+        return
+    except ApiError as exc:
+        render.warn(
+            f"images: whether the registry's images are here was not checked: {exc.message}"
+        )
+        return
+    missing = missing_images(entries, images.starter, lambda image: bool(present.get(image)))
+    for image in missing:
+        render.warn(f"{image.message} Fix: {image.hint}")
+    if not missing:
+        render.ok(f"images: all {len(entries)} images of images.yaml are on this machine")
 
 
 def _configure_audit_verify(p: argparse.ArgumentParser) -> None:
