@@ -1129,7 +1129,7 @@ files only.""",
             Question("--no-gpu", "Start it without a GPU?", "n", yes_no=True),
             Question("--yes", "Go ahead without asking again?", "y", yes_no=True),
         ),
-        more=("--alias", "--local-port", "--timeout", "--workspace", "--image", "--json"),
+        more=("--alias", "--local-port", "--timeout", "--workspace", "--json"),
     ),
     "project launch": CommandHelp(
         info="""\

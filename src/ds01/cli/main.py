@@ -1181,9 +1181,8 @@ COMMANDS: tuple[Command, ...] = (
         ("user", "setup"),
         "user-setup",
         "Set up your account: workspace, SSH, VS Code and a JupyterLab to start with.",
-        "Set up your account (safe to re-run): ~/workspace, SSH checks, files for your\n"
-        "laptop, and a starter container with JupyterLab on the smallest GPU device your\n"
-        "quota allows. Prints the JupyterLab URL with its token and the SSH tunnel.\n\n"
+        "Set up your account (safe to re-run): ~/workspace, SSH, files for your laptop,\n"
+        "and a JupyterLab container on the smallest free GPU device; prints its URL.\n\n"
         "examples:\n"
         "  user-setup\n"
         "  user-setup --yes --add-ssh-key ~/laptop-key.pub --host gpu1.lab.example.org",
