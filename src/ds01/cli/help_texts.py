@@ -1172,18 +1172,22 @@ Creates a project directory, by default `./NAME` (`--dir DIR` for another place)
 - `pyproject.toml` with a `[tool.ds01]` section: type, framework, image name
   (`USER/NAME:latest`, where ds01 tags your images) and default GPU request (`--gpus`);
 - `requirements.txt`: the use-case packages of `--type`;
-- a `Dockerfile` in four commented phases: framework base image, JupyterLab,
-  data-science packages, and the same use-case packages.
+- a `Dockerfile` in four commented phases: a base image of this site's registry,
+  JupyterLab, data-science packages, and the same use-case packages. The base is the
+  registry's starter if it fits the framework, else the first registry image of the
+  framework (one on this machine first); `--image NAME` picks another
+  (`image-list --catalog`). `pyproject.toml` records it as `base_image`.
 
 Then `git init` (nothing is committed), when git is installed; `--no-git` skips it. It
-runs on your own account and needs no daemon; nothing is built or downloaded. Files that
+runs on your own account and only asks ds01d for the registry (without ds01d it reads
+`images.yaml`); nothing is built or downloaded. Files that
 exist already are never overwritten unless `--force` is given: then nothing at all is
 written. An existing directory is fine.
 
 Types: `ml` (classical machine learning), `cv` (vision), `nlp` (language), `rl`
 (reinforcement learning), `audio`, `ts` (time series), `llm` (large language models),
-`custom` (no use-case packages). Frameworks: `pytorch`, `tensorflow`, `python` (the CUDA
-runtime and Python, no deep-learning framework).""",
+`custom` (no use-case packages). Frameworks: `pytorch`, `tensorflow`, `python` (a
+registry image without a deep-learning framework, and Python).""",
         examples=(
             ("project-init thesis --type cv", "a PyTorch vision project in ./thesis"),
             (

@@ -1156,8 +1156,8 @@ COMMANDS: tuple[Command, ...] = (
         "project-init",
         "Scaffold a project: directories, Dockerfile, pyproject.toml, git.",
         "Create project NAME in ./NAME (or --dir DIR): directories, README.md, pyproject.toml\n"
-        "with [tool.ds01], requirements.txt, a four-phase Dockerfile for --type, .gitignore,\n"
-        "and git init. Runs on your account, no daemon; never overwrites without --force.\n\n"
+        "with [tool.ds01], requirements.txt, .gitignore, git init, and a four-phase\n"
+        "Dockerfile from an image of this site's registry. Never overwrites without --force.\n\n"
         "examples:\n"
         "  project-init thesis --type cv\n"
         "  project-init chatbot --type nlp --framework tensorflow --dir ~/workspace/chatbot",
