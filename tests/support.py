@@ -85,9 +85,9 @@ def offline_example_config(
         path.name: path.read_text(encoding="utf-8")
         for path in sorted(EXAMPLE_CONFIG_DIR.glob("*.yaml"))
     }
-    source = f"{EXAMPLE_CONFIG_DIR / IMAGES_FILE}"
+    source = f"{IMAGES_FILE} of examples/config"
     if IMAGES_FILE not in files:
-        source = f"the embedded default {IMAGES_FILE} (examples/config has none)"
+        source = f"the embedded default {IMAGES_FILE}, as examples/config ships none"
         files[IMAGES_FILE] = (
             resources.files("ds01.config").joinpath("defaults", IMAGES_FILE).read_text("utf-8")
         )
@@ -96,7 +96,7 @@ def offline_example_config(
     for entry in registry["images"]:
         if entry["name"] == registry.get("starter") and entry["image"] != starter_image:
             changes.append(
-                f"{IMAGES_FILE} ({source}): the starter {entry['name']}'s image "
+                f"{source}: the starter {entry['name']}'s image "
                 f"{entry['image']} is not available offline; {starter_image} is registered "
                 "under that name instead"
             )
