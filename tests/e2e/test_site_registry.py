@@ -82,6 +82,8 @@ def test_a_fresh_user_gets_the_example_registry_s_starter(
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert answer.status == 200
+    # The guide's examples name this site's images, not one it may not have.
+    assert "container-deploy NAME --image pytorch-jupyter --gpus 1" in result.stdout
     (container,) = d.cli_json("dave", "container-list")
     assert container["image"] == "pytorch-jupyter"  # the example registry's starter name
 

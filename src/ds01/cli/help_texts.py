@@ -474,13 +474,16 @@ created; a refusal changes nothing.
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
   `-`, starting with a letter or digit.""",
         examples=(
-            ("container-create thesis --image pytorch-jupyter --gpus 1", "one whole GPU"),
             (
-                "container-create nb --image pytorch-jupyter --mig 3g.20gb --port 8888 --start",
+                "container-create thesis --image IMAGE --gpus 1",
+                "one whole GPU (IMAGE: a name of `image-list`)",
+            ),
+            (
+                "container-create nb --image IMAGE --mig 3g.20gb --port 8888 --start",
                 "a MIG slice and Jupyter's port, started at once",
             ),
-            ("container-create prep --image pytorch --memory 16G", "no GPU, 16 GiB of memory"),
-            ("container-create big --image pytorch --gpus 2 --no-wait", "fail if not free now"),
+            ("container-create prep --image IMAGE --memory 16G", "no GPU, 16 GiB of memory"),
+            ("container-create big --image IMAGE --gpus 2 --no-wait", "fail if not free now"),
             ("container-create --guided", "answer questions instead of typing options"),
         ),
         concepts=("containers", "images", "gpus", "quotas", "queue", "files", "ports"),
@@ -506,9 +509,9 @@ stops it.
   opens once the container has started.
 - The exit status is that of the terminal's shell.""",
         examples=(
-            ("container-deploy thesis --image pytorch-jupyter --gpus 1", "and a terminal in it"),
+            ("container-deploy thesis --image IMAGE --gpus 1", "and a terminal in it"),
             (
-                "container-deploy nb --image pytorch-jupyter --mig 3g.20gb --port 8888 -b",
+                "container-deploy nb --image IMAGE --mig 3g.20gb --port 8888 -b",
                 "a notebook server, no terminal",
             ),
             ("container-deploy --guided", "answer questions instead"),

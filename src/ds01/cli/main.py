@@ -950,10 +950,11 @@ COMMANDS: tuple[Command, ...] = (
         ("container", "create"),
         "container-create",
         "Allocate devices and create a container.",
-        "Create container NAME from an image, with GPUs within your quota.\n\n"
+        "Create container NAME from IMAGE (a name of `image-list`), with GPUs within your\n"
+        "quota.\n\n"
         "examples:\n"
-        "  container-create thesis --image pytorch-jupyter --gpus 1\n"
-        "  container-create notebook --image pytorch-jupyter --mig 3g.20gb --start",
+        "  container-create thesis --image IMAGE --gpus 1\n"
+        "  container-create notebook --image IMAGE --mig 3g.20gb --start",
         _configure_create,
         _run_create,
     ),
@@ -963,10 +964,10 @@ COMMANDS: tuple[Command, ...] = (
         "container-deploy",
         "Create, start and open a container in one step.",
         "Create container NAME (waiting in the GPU queue if no device is free), start it and\n"
-        "open a terminal in it; --background leaves it running without a terminal.\n\n"
+        "open a terminal in it (--background: none). IMAGE: a name of `image-list`.\n\n"
         "examples:\n"
-        "  container-deploy thesis --image pytorch-jupyter --gpus 1\n"
-        "  container-deploy notebook --image pytorch-jupyter --mig 3g.20gb --background",
+        "  container-deploy thesis --image IMAGE --gpus 1\n"
+        "  container-deploy notebook --image IMAGE --mig 3g.20gb --background",
         _configure_deploy,
         _run_deploy,
     ),

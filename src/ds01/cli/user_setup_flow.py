@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
             local_port=args.local_port,
             ssh_keys=ssh["keys"],
             files=(str(files[0]), str(setup_dir / GUIDE_FILE)),
+            image=info["image"] if info else None,
         )
     )
     files.append(_write(setup_dir / GUIDE_FILE, guide))
