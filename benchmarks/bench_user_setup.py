@@ -11,8 +11,13 @@ measures the machine's part of that path, as wall time:
   polled until ``/api/status`` answers: what Docker alone costs for a JupyterLab.
 
 The user is made and removed for every round (``useradd``/``userdel``); ds01d is this
-script's own (tests/support.py ``Ds01Daemon``), with the offline image ``ds01-test/jupyter``
-(``make images``) as the registry's starter. Medians over the rounds; nothing is asserted.
+script's own (tests/support.py ``Ds01Daemon``), on the example configuration shipped in
+``examples/config`` (what an admin copies to /etc/ds01; where it has no ``images.yaml``, the
+embedded default registry that ds01 then uses), changed only where this offline machine
+needs it: the example's starter image cannot be pulled here, so the offline image
+``ds01-test/jupyter`` (``make images``) is registered under the example's starter name
+(``support.offline_example_config``; the script prints each substitution). Medians over the
+rounds; nothing is asserted.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_user_setup.py [--rounds N] [--json]``
 """
@@ -34,24 +39,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from support import Ds01Daemon, ensure_user, remove_user  # noqa: E402
+from support import (  # noqa: E402
+    OFFLINE_STARTER_IMAGE,
+    Ds01Daemon,
+    ensure_user,
+    offline_example_config,
+    remove_user,
+)
 
-IMAGE = "ds01-test/jupyter:latest"
+IMAGE = OFFLINE_STARTER_IMAGE
 USER = "benchjupyter"
-IMAGES = f"""\
-images:
-  - name: jupyter
-    image: {IMAGE}
-    framework: none
-    description: JupyterLab starter
-starter: jupyter
-"""
-LIMITS = """\
-defaults:
-  gpu_limit: 1
-  memory_limit: 2G
-  cpu_limit: 1
-"""
 URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)")
 NOTEBOOK = {
     "type": "notebook",
@@ -129,7 +126,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    daemon = Ds01Daemon(LIMITS, None, IMAGES)
+    files, substitutions = offline_example_config()
+    daemon = Ds01Daemon(files["resource-limits.yaml"], files.get("gpu-config.yaml"),
+                        files["images.yaml"])  # fmt: skip
     daemon.start()
     samples: dict[str, list[float]] = {}
     try:
@@ -144,8 +143,12 @@ def main() -> None:
         / medians["docker run until JupyterLab answers"]
     )
     if args.json:
-        print(json.dumps({"median_seconds": medians, "ratio": ratio, "rounds": args.rounds}))
+        print(json.dumps({"median_seconds": medians, "ratio": ratio, "rounds": args.rounds,
+                          "substituted": substitutions}))  # fmt: skip
         return
+    print("Configuration: examples/config, offline. Substituted:")
+    for change in substitutions or ["nothing"]:
+        print(f"  - {change}")
     print(f"A fresh user's path to JupyterLab ({args.rounds} rounds, medians)")
     for name, value in medians.items():
         print(f"  {name:<40} {value:6.2f} s")

@@ -60,6 +60,53 @@ images:
     description: The same BusyBox image under a second reference
 """
 
+#: The example configuration shipped in the repository (what an admin copies to /etc/ds01).
+EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "examples" / "config"
+#: The offline image that stands in for the example registry's starter (``make images``).
+OFFLINE_STARTER_IMAGE = "ds01-test/jupyter:latest"
+
+
+def offline_example_config(
+    starter_image: str = OFFLINE_STARTER_IMAGE, extra_entries: Sequence[Mapping[str, Any]] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """``examples/config`` as an admin installs it, changed only where this offline machine
+    needs it: file name → text, and a sentence per change.
+
+    Its ``images.yaml`` (or, where the example ships none, the embedded default registry ds01
+    would use) keeps every entry and its starter; only the starter entry's image becomes
+    ``starter_image`` (no registry is reachable here, so the example's own starter image
+    cannot be pulled). ``extra_entries`` are registered after the example's own.
+    """
+    from importlib import resources
+
+    import yaml
+
+    files = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in sorted(EXAMPLE_CONFIG_DIR.glob("*.yaml"))
+    }
+    source = f"{IMAGES_FILE} of examples/config"
+    if IMAGES_FILE not in files:
+        source = f"the embedded default {IMAGES_FILE}, as examples/config ships none"
+        files[IMAGES_FILE] = (
+            resources.files("ds01.config").joinpath("defaults", IMAGES_FILE).read_text("utf-8")
+        )
+    registry = yaml.safe_load(files[IMAGES_FILE])
+    changes = []
+    for entry in registry["images"]:
+        if entry["name"] == registry.get("starter") and entry["image"] != starter_image:
+            changes.append(
+                f"{source}: the starter {entry['name']}'s image "
+                f"{entry['image']} is not available offline; {starter_image} is registered "
+                "under that name instead"
+            )
+            entry["image"] = starter_image
+    registry["images"] += [dict(e) for e in extra_entries]
+    changes += [f"{IMAGES_FILE}: added {e['name']} ({e['image']})" for e in extra_entries]
+    files[IMAGES_FILE] = yaml.safe_dump(registry, sort_keys=False)
+    return files, changes
+
+
 #: GECOS comment of the users the tests create, so leftovers of an interrupted run are
 #: recognised and removed.
 TEST_USER_COMMENT = "ds01-test"

@@ -19,7 +19,7 @@ here-document, a bare carriage return, the image's short id. For every row:
 
 Then noisy Dockerfiles that use only allowed images (tabs, mixed case, the escape
 directive, continuations with comments, ARG-built names, stages, COPY --from a stage, bob's
-own image) still build.
+own image, the registry's short name ``busybox`` in FROM) still build.
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ ATTEMPTS = [
     ),
     ("platform-flag", f"FROM --platform=linux/amd64 {SECRET}\n", 5),
     ("outside-registry", B + f"FROM\t{TEST_IMAGE_ALT}\n", 5),
+    # Registry short names (FROM busybox) mean the registry's image; any other bare name is
+    # the reference it reads as, refused unless the registry allows it.
+    ("short-name-outside-registry", "FROM python\n", 5),
+    ("bare-local-name-outside-registry", f"FROM {UNLISTED}\n", 5),
+    ("short-name-via-arg-outside-registry", f"ARG B={UNLISTED}\nFROM $B\n", 5),
+    ("short-name-only-in-from", B + "COPY --from=busybox / /x\n", 5),
+    ("stage-named-like-a-short-name", f"FROM {UNLISTED} AS busybox\nFROM busybox\n", 5),
     ("short-id", "FROM {id}\n", 5),
     ("here-document", B + f"RUN <<EOF\nFROM {SECRET}\nEOF\n", 5),
     ("unset-arg", f"ARG TAG\nFROM {SECRET}$TAG\n", 5),
@@ -175,6 +182,10 @@ def test_dockerfiles_that_use_only_allowed_images_still_build(
     )
     first = build(d, "bob", "noisy", home_dir("bob", {"Dockerfile": noisy}))
     assert first.returncode == 0, describe(first)
+    short = "ARG NAME=busybox\nFROM busybox AS b\nFROM $NAME\nCOPY --from=b /bin/sh /sh-copy\n"
+    third = build(d, "bob", "short", home_dir("bob", {"Dockerfile": short}))
+    assert third.returncode == 0, describe(third)
+    assert f"FROM busybox is the registry's busybox, built from {TEST_IMAGE}" in third.stdout
     own = f"FROM\tbob/{PREFIX}noisy\nRUN cat /copied /copied-too\n"
     second = build(d, "bob", "own", home_dir("bob", {"Dockerfile": own}))
     assert second.returncode == 0, describe(second)

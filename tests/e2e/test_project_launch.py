@@ -54,9 +54,11 @@ def test_project_launch_builds_the_image_and_deploys_it_with_the_project_mounted
     ds01d: Any, project: Path
 ) -> None:
     d = ds01d(resource_limits=LIMITS, images=IMAGES)
+    # The registry has no PyTorch image: --image names the one to start from.
     made = d.cli("alice", "project-init", "launchdemo", "--no-git", "--gpus", "0",
-                 "--dir", str(project))  # fmt: skip
+                 "--image", "jupyter", "--dir", str(project))  # fmt: skip
     assert made.returncode == 0, describe(made)
+    assert f"FROM {JUPYTER_IMAGE}\n" in (project / "Dockerfile").read_text()
     image = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["ds01"]["image"]
     # The user edits the generated Dockerfile: here, a base that exists offline.
     dockerfile = project / "Dockerfile"

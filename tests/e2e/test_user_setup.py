@@ -202,8 +202,13 @@ def test_user_setup_refuses_a_private_key_and_says_when_no_starter_is_configured
     assert private.returncode == 2, describe(private)
     assert "PRIVATE key" in private.stderr
     no_starter = d.cli("carol", "user-setup", "--yes")
-    assert no_starter.returncode == 4, describe(no_starter)
-    assert "names no starter image" in no_starter.stderr
+    # The machine's set-up, in words: what the admin does, and what the user can do now
+    # with an option that `--help` lists.
+    assert no_starter.returncode == 1, describe(no_starter)
+    assert "names none with `starter:`" in no_starter.stderr
+    assert "sets `starter: NAME` in images.yaml" in no_starter.stderr
+    assert "`user-setup --image NAME` with an image of `image-list` (busybox" in no_starter.stderr
+    assert "--image NAME" in d.cli("carol", "user-setup", "--help").stdout
     # --image names one; --no-gpu keeps the GPUs free; a non-Jupyter image has no URL.
     busybox = d.cli_json("carol", "user-setup", "--yes", "--image", "busybox", "--no-gpu")
     assert busybox["container"]["gpus"] == [] and busybox["jupyter_url"] is None

@@ -18,7 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockerfile_strategies import GeneratedDockerfile, dockerfiles
-from ds01.core.dockerfile_bases import MAX_WORD_CHARS, base_references, parse_in_process
+from ds01.core.dockerfile_bases import (
+    MAX_WORD_CHARS,
+    base_references,
+    parse_in_process,
+    resolve_short_names,
+)
 from ds01.errors import InvalidInput, PermissionDenied
 from ds01.runtime.dockerfile_parser import parse_isolated
 
@@ -186,6 +191,71 @@ def test_words_that_would_make_the_parser_slow_are_refused() -> None:
     ):
         with pytest.raises(InvalidInput, match="characters without a blank"):
             base_references(text)
+
+
+# --- registry short names in FROM ------------------------------------------------------------
+
+#: A registry where "probe-b" (one of the model's images, a bare name) is a short name.
+SHORT = {"probe-b": "lab/probe:v1", "python": "ds01-test/python:latest"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(dockerfiles(IMAGES))
+def test_a_short_name_in_from_reads_as_its_image_and_nothing_else_changes(
+    generated: GeneratedDockerfile,
+) -> None:
+    if generated.unknowable:
+        return
+    before = base_references(generated.text)
+    resolved = resolve_short_names(generated.text, SHORT.get)
+    # The rewritten text, read again, names the same images on the same lines, each FROM
+    # short name replaced by its image; COPY --from and RUN --mount are never rewritten.
+    assert [(b.line, b.instruction) for b in resolved.bases] == [
+        (b.line, b.instruction) for b in before
+    ]
+    for old, new in zip(before, resolved.bases, strict=True):
+        rewritten = old.instruction == "FROM" and old.reference in SHORT
+        if rewritten and any(s.line == old.line for s in resolved.short_names):
+            assert new.reference == SHORT[old.reference]
+        else:
+            assert new.reference == old.reference
+    assert resolved.bases == base_references(resolved.text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "rewritten"),
+    [
+        ("FROM python\nRUN x\n", "FROM ds01-test/python:latest\nRUN x\n", ["python"]),
+        ("ARG B=python\nFROM $B AS b\n", "ARG B=python\nFROM ds01-test/python:latest AS b\n",
+         ["python"]),
+        # A continuation becomes one line and blank ones: later lines keep their numbers.
+        ("FROM --platform=linux/amd64 \\\n  python\nRUN x\n",
+         "FROM --platform=linux/amd64 ds01-test/python:latest\n\nRUN x\n", ["python"]),
+        # An earlier stage of that name is the stage, not the registry's image.
+        ("FROM alice/a AS python\nFROM python\n", "FROM alice/a AS python\nFROM python\n", []),
+        # COPY --from is checked as the reference it names, never rewritten.
+        ("FROM alice/a\nCOPY --from=python / /\n", "FROM alice/a\nCOPY --from=python / /\n",
+         []),
+        # A flag that would not read the same on a plain line: left as written.
+        ('FROM --platform="linux amd64" python\n', 'FROM --platform="linux amd64" python\n',
+         []),
+        ("FROM pythonx\nFROM python:3\n", "FROM pythonx\nFROM python:3\n", []),
+    ],
+)  # fmt: skip
+def test_short_names_in_from_are_rewritten_on_the_parsed_instruction(
+    text: str, expected: str, rewritten: list[str]
+) -> None:
+    resolved = resolve_short_names(text, SHORT.get)
+    assert resolved.text == expected
+    assert [s.name for s in resolved.short_names] == rewritten
+    assert resolved.bases == base_references(expected)
+
+
+def test_a_short_name_does_not_lift_what_is_refused() -> None:
+    with pytest.raises(PermissionDenied, match="no default"):
+        resolve_short_names("ARG B\nFROM python$B\n", SHORT.get)
+    with pytest.raises(InvalidInput, match="unknown instruction"):
+        resolve_short_names("FROM python\nFROMM x\n", SHORT.get)
 
 
 # --- the parser in a child process, as ds01d runs it ------------------------------------------

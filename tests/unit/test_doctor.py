@@ -17,6 +17,7 @@ from ds01.daemon.doctor import (
     check_docker_group,
     check_docker_socket,
     check_nvidia_toolkit,
+    check_registry_images,
     check_storage,
     exit_code,
     run_checks,
@@ -140,3 +141,20 @@ def test_storage_names_each_file_system_once_and_a_full_one_is_critical(
     monkeypatch.setattr(doctor, "FULL_BELOW_BYTES", 1 << 62)  # any free space is too little
     full = check_storage([state, log])
     assert full.level == "critical" and "is full" in full.message and "df -h" in full.hint
+
+
+def test_each_registry_image_not_here_is_a_warning_the_starter_first() -> None:
+    entries = [("pytorch", "aimehub/pytorch"), ("base", "lab/base:1"), ("jupyter", "lab/jl")]
+    here = {"lab/base:1"}
+    findings = check_registry_images(entries, "jupyter", lambda image: image in here)
+    assert [(f.check, f.level) for f in findings] == [
+        ("starter-image", "warning"),
+        ("registry-image", "warning"),
+    ]
+    starter, other = findings
+    assert "starter image jupyter (lab/jl)" in starter.message
+    assert "docker pull lab/jl" in starter.hint and "ds01 image-pull jupyter" in starter.hint
+    assert "pytorch (aimehub/pytorch) is not on this machine" in other.message
+    assert exit_code(findings) == 1
+    everything = check_registry_images(entries, "jupyter", lambda image: True)
+    assert [(f.check, f.level) for f in everything] == [("registry-images", "ok")]

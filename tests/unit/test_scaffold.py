@@ -14,7 +14,9 @@ from ds01.core.dockerfile import FRAMEWORKS
 from ds01.core.scaffold import (
     DIRECTORIES,
     PROJECT_TYPES,
+    BaseImage,
     ProjectSpec,
+    choose_base,
     module_name,
     plan_project,
     use_case_packages,
@@ -34,6 +36,7 @@ def spec(project_type: str = "cv", framework: str = "pytorch", **kw: object) -> 
         "project_type": project_type,
         "framework": framework,
         "image": "alice/thesis:latest",
+        "base": BaseImage("lab/base:1", "lab-base", "none", "The lab's base"),
         "gpus": 1,
         "description": "",
     }
@@ -72,6 +75,7 @@ def test_every_type_and_framework(project_type: str, framework: str) -> None:
         "framework": framework,
         "image": "alice/thesis:latest",
         "gpus": 1,
+        "base_image": "lab/base:1",
     }
 
     packages = use_case_packages(project_type, framework)
@@ -85,7 +89,12 @@ def test_every_type_and_framework(project_type: str, framework: str) -> None:
     dockerfile = scaffold.files["Dockerfile"]
     phases = re.findall(r"^# Phase (\d):", dockerfile, re.MULTILINE)
     assert phases == ["1", "2", "3", "4"]
-    assert f"FROM {FRAMEWORKS[framework].base_image}" in dockerfile
+    # The base comes from the registry, never from the framework's built-in default.
+    assert "\nFROM lab/base:1\n" in dockerfile
+    assert FRAMEWORKS[framework].base_image not in dockerfile
+    assert "The registry's lab-base: The lab's base" in dockerfile
+    # Python is installed on a base without a framework, for the python framework only.
+    assert ("python3 -m venv /opt/venv" in dockerfile) == (framework == "python")
     phase4 = dockerfile.split("# Phase 4:")[1]
     for package in packages:
         assert re.search(rf"^\s+{re.escape(package)}( \\)?$", phase4, re.MULTILINE), package
@@ -135,6 +144,41 @@ def test_gitignore_keeps_data_and_models_out() -> None:
 def test_unknown_type_or_framework(field: str, value: str) -> None:
     with pytest.raises(ValueError, match="unknown"):
         plan_project(spec(**{field: value}))
+
+
+#: A registry as ds01d lists it (``/v1/images?catalog=1``).
+REGISTRY = [
+    {"name": "tf", "image": "lab/tf:2", "framework": "TensorFlow", "description": "TF",
+     "present": True},
+    {"name": "torch-old", "image": "lab/torch:1", "framework": "PyTorch", "description": "",
+     "present": False},
+    {"name": "torch", "image": "lab/torch:2", "framework": "pytorch", "description": "",
+     "present": True},
+    {"name": "notebook", "image": "lab/nb", "framework": "PyTorch", "description": "",
+     "present": True, "starter": True},
+    {"name": "python", "image": "lab/python:3", "framework": "none", "description": "",
+     "present": True},
+]  # fmt: skip
+
+
+def test_the_base_comes_from_the_registry_the_starter_first_if_it_fits() -> None:
+    assert choose_base(REGISTRY, "pytorch").name == "notebook"  # the starter, present
+    assert choose_base(REGISTRY, "tensorflow").image == "lab/tf:2"
+    assert choose_base(REGISTRY, "python").image == "lab/python:3"
+    # One that is here beats the starter that is not, and the registry's order decides last.
+    away = [{**e, "present": e["present"] and e["name"] != "notebook"} for e in REGISTRY]
+    assert choose_base(away, "pytorch").name == "torch"
+    unknown = [{k: v for k, v in e.items() if k != "present"} for e in REGISTRY]
+    assert choose_base(unknown, "pytorch").name == "notebook"
+    # The user's --image: a registry name or image, or any reference, as given.
+    assert choose_base(REGISTRY, "pytorch", "python").image == "lab/python:3"
+    assert choose_base(REGISTRY, "pytorch", "lab/torch:1").name == "torch-old"
+    assert choose_base(REGISTRY, "pytorch", "alice/mine:v2") == BaseImage("alice/mine:v2")
+
+
+def test_no_registry_image_of_the_framework_says_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"no TensorFlow image .*--image NAME"):
+        choose_base([e for e in REGISTRY if e["name"] != "tf"], "tensorflow")
 
 
 def test_plan_is_pure_and_deterministic() -> None:

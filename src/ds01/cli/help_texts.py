@@ -474,13 +474,16 @@ created; a refusal changes nothing.
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
   `-`, starting with a letter or digit.""",
         examples=(
-            ("container-create thesis --image pytorch-jupyter --gpus 1", "one whole GPU"),
             (
-                "container-create nb --image pytorch-jupyter --mig 3g.20gb --port 8888 --start",
+                "container-create thesis --image IMAGE --gpus 1",
+                "one whole GPU (IMAGE: a name of `image-list`)",
+            ),
+            (
+                "container-create nb --image IMAGE --mig 3g.20gb --port 8888 --start",
                 "a MIG slice and Jupyter's port, started at once",
             ),
-            ("container-create prep --image pytorch --memory 16G", "no GPU, 16 GiB of memory"),
-            ("container-create big --image pytorch --gpus 2 --no-wait", "fail if not free now"),
+            ("container-create prep --image IMAGE --memory 16G", "no GPU, 16 GiB of memory"),
+            ("container-create big --image IMAGE --gpus 2 --no-wait", "fail if not free now"),
             ("container-create --guided", "answer questions instead of typing options"),
         ),
         concepts=("containers", "images", "gpus", "quotas", "queue", "files", "ports"),
@@ -506,9 +509,9 @@ stops it.
   opens once the container has started.
 - The exit status is that of the terminal's shell.""",
         examples=(
-            ("container-deploy thesis --image pytorch-jupyter --gpus 1", "and a terminal in it"),
+            ("container-deploy thesis --image IMAGE --gpus 1", "and a terminal in it"),
             (
-                "container-deploy nb --image pytorch-jupyter --mig 3g.20gb --port 8888 -b",
+                "container-deploy nb --image IMAGE --mig 3g.20gb --port 8888 -b",
                 "a notebook server, no terminal",
             ),
             ("container-deploy --guided", "answer questions instead"),
@@ -1129,7 +1132,7 @@ files only.""",
             Question("--no-gpu", "Start it without a GPU?", "n", yes_no=True),
             Question("--yes", "Go ahead without asking again?", "y", yes_no=True),
         ),
-        more=("--alias", "--local-port", "--timeout", "--workspace", "--image", "--json"),
+        more=("--alias", "--local-port", "--timeout", "--workspace", "--json"),
     ),
     "project launch": CommandHelp(
         info="""\
@@ -1172,18 +1175,22 @@ Creates a project directory, by default `./NAME` (`--dir DIR` for another place)
 - `pyproject.toml` with a `[tool.ds01]` section: type, framework, image name
   (`USER/NAME:latest`, where ds01 tags your images) and default GPU request (`--gpus`);
 - `requirements.txt`: the use-case packages of `--type`;
-- a `Dockerfile` in four commented phases: framework base image, JupyterLab,
-  data-science packages, and the same use-case packages.
+- a `Dockerfile` in four commented phases: a base image of this site's registry,
+  JupyterLab, data-science packages, and the same use-case packages. The base is the
+  registry's starter if it fits the framework, else the first registry image of the
+  framework (one on this machine first); `--image NAME` picks another
+  (`image-list --catalog`). `pyproject.toml` records it as `base_image`.
 
 Then `git init` (nothing is committed), when git is installed; `--no-git` skips it. It
-runs on your own account and needs no daemon; nothing is built or downloaded. Files that
+runs on your own account and only asks ds01d for the registry (without ds01d it reads
+`images.yaml`); nothing is built or downloaded. Files that
 exist already are never overwritten unless `--force` is given: then nothing at all is
 written. An existing directory is fine.
 
 Types: `ml` (classical machine learning), `cv` (vision), `nlp` (language), `rl`
 (reinforcement learning), `audio`, `ts` (time series), `llm` (large language models),
-`custom` (no use-case packages). Frameworks: `pytorch`, `tensorflow`, `python` (the CUDA
-runtime and Python, no deep-learning framework).""",
+`custom` (no use-case packages). Frameworks: `pytorch`, `tensorflow`, `python` (a
+registry image without a deep-learning framework, and Python).""",
         examples=(
             ("project-init thesis --type cv", "a PyTorch vision project in ./thesis"),
             (

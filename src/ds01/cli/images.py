@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 #: Seconds one long poll of a build or pull may block in the daemon.
 POLL_SECONDS = 30
+#: Seconds between two looks at a pull's progress on a terminal (ds01d answers a long
+#: poll when output lines come, not when the progress of a layer changes).
+PROGRESS_POLL_SECONDS = 1
 #: Where ``image-create`` writes and ``image-build`` looks by default, below the home.
 IMAGES_DIR = "images"
 #: Keys of ``ds01.core.dockerfile.FRAMEWORKS``, spelled out to keep ``ds01.core`` out of
@@ -254,17 +258,30 @@ def _show_line(line: str, *, verbose: bool) -> None:
 def follow(
     client: Ds01Client, job: dict[str, Any], *, quiet: bool, verbose: bool
 ) -> dict[str, Any]:
-    """Print the job's output as it comes (unless ``quiet``); return it once it ended."""
+    """Print the job's output as it comes (unless ``quiet``); return it once it ended.
+
+    A pull's progress (the layer being downloaded, how far) is shown on one line that each
+    update overwrites, on a terminal only."""
     path = _job_path(job["kind"], job["id"])
-    since = 0
+    live = not quiet and job["kind"] == "pull" and sys.stdout.isatty()
+    wait = PROGRESS_POLL_SECONDS if live else POLL_SECONDS
+    since, shown = 0, None
     while True:
-        job = client.request("GET", path, query={"wait": POLL_SECONDS, "since": since})
+        job = client.request("GET", path, query={"wait": wait, "since": since})
         if not quiet:
+            if job["lines"] and shown:
+                render.progress("")
+                shown = None
             for line in job["lines"]:
                 _show_line(line, verbose=verbose)
         since = job["next"]
         if job["state"] != "running":
+            if shown:
+                render.progress("")
             return job
+        if live and job.get("progress") and job["progress"] != shown:
+            shown = job["progress"]
+            render.progress(shown)
 
 
 def _finish(client: Ds01Client, job: dict[str, Any], *, as_json: bool) -> None:

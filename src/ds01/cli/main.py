@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
+    from ds01.config.images import ImagesConfig
+
 EXIT_CODES_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 quota or capacity, 4 not found, 5 permission."
 )
@@ -699,6 +701,7 @@ def _daemon_directory(key: str, flag: str | None, env: str, default: str) -> tup
 def _run_config_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from ds01.config.images import ImagesConfig
     from ds01.config.loader import load_config, load_file
     from ds01.paths import DEFAULT_CONFIG_DIR, ENV_CONFIG_DIR
 
@@ -714,11 +717,15 @@ def _run_config_check(args: argparse.Namespace) -> None:
     for target in targets:
         try:
             if target.is_dir():
-                for kind, source in load_config(target).sources.items():
+                config = load_config(target)
+                for kind, source in config.sources.items():
                     render.ok(f"{kind}: {source}")
+                _check_registry_presence(config.images)
             elif target.exists():
-                load_file(target)
+                model = load_file(target)
                 render.ok(f"{target}: valid")
+                if isinstance(model, ImagesConfig):
+                    _check_registry_presence(model)
             else:
                 raise UsageError(f"{target}: no such file or directory")
         except Ds01Error as exc:
@@ -726,6 +733,40 @@ def _run_config_check(args: argparse.Namespace) -> None:
             failed = True
     if failed:
         raise SystemExit(int(ExitCode.USAGE))
+
+
+def _check_registry_presence(images: ImagesConfig) -> None:
+    """Warn about each image of ``images.yaml`` (the starter first) that is not on this
+    machine. Only ds01d may ask Docker, so it is asked (as the admin running this); without
+    it, say that presence was not checked. Warnings only: the file stays valid."""
+    from ds01.core.image_presence import missing_images
+    from ds01.errors import DaemonUnavailable
+
+    entries = [(e.name, e.image) for e in images.images]
+    if not entries:
+        return
+    try:
+        present = Ds01Client().request(
+            "GET",
+            "/v1/admin/images/present",
+            query={"refs": ",".join(sorted({image for _, image in entries}))},
+        )["present"]
+    except DaemonUnavailable:
+        render.warn(
+            "images: whether the registry's images are on this machine was not checked: "
+            "ds01d does not answer (`ds01 admin doctor` checks it once ds01d runs)."
+        )
+        return
+    except ApiError as exc:
+        render.warn(
+            f"images: whether the registry's images are here was not checked: {exc.message}"
+        )
+        return
+    missing = missing_images(entries, images.starter, lambda image: bool(present.get(image)))
+    for image in missing:
+        render.warn(f"{image.message} Fix: {image.hint}")
+    if not missing:
+        render.ok(f"images: all {len(entries)} images of images.yaml are on this machine")
 
 
 def _configure_audit_verify(p: argparse.ArgumentParser) -> None:
@@ -933,10 +974,11 @@ COMMANDS: tuple[Command, ...] = (
         ("container", "create"),
         "container-create",
         "Allocate devices and create a container.",
-        "Create container NAME from an image, with GPUs within your quota.\n\n"
+        "Create container NAME from IMAGE (a name of `image-list`), with GPUs within your\n"
+        "quota.\n\n"
         "examples:\n"
-        "  container-create thesis --image pytorch-jupyter --gpus 1\n"
-        "  container-create notebook --image pytorch-jupyter --mig 3g.20gb --start",
+        "  container-create thesis --image IMAGE --gpus 1\n"
+        "  container-create notebook --image IMAGE --mig 3g.20gb --start",
         _configure_create,
         _run_create,
     ),
@@ -946,10 +988,10 @@ COMMANDS: tuple[Command, ...] = (
         "container-deploy",
         "Create, start and open a container in one step.",
         "Create container NAME (waiting in the GPU queue if no device is free), start it and\n"
-        "open a terminal in it; --background leaves it running without a terminal.\n\n"
+        "open a terminal in it (--background: none). IMAGE: a name of `image-list`.\n\n"
         "examples:\n"
-        "  container-deploy thesis --image pytorch-jupyter --gpus 1\n"
-        "  container-deploy notebook --image pytorch-jupyter --mig 3g.20gb --background",
+        "  container-deploy thesis --image IMAGE --gpus 1\n"
+        "  container-deploy notebook --image IMAGE --mig 3g.20gb --background",
         _configure_deploy,
         _run_deploy,
     ),
@@ -1139,8 +1181,8 @@ COMMANDS: tuple[Command, ...] = (
         "project-init",
         "Scaffold a project: directories, Dockerfile, pyproject.toml, git.",
         "Create project NAME in ./NAME (or --dir DIR): directories, README.md, pyproject.toml\n"
-        "with [tool.ds01], requirements.txt, a four-phase Dockerfile for --type, .gitignore,\n"
-        "and git init. Runs on your account, no daemon; never overwrites without --force.\n\n"
+        "with [tool.ds01], requirements.txt, .gitignore, git init, and a four-phase\n"
+        "Dockerfile from an image of this site's registry. Never overwrites without --force.\n\n"
         "examples:\n"
         "  project-init thesis --type cv\n"
         "  project-init chatbot --type nlp --framework tensorflow --dir ~/workspace/chatbot",
@@ -1164,9 +1206,8 @@ COMMANDS: tuple[Command, ...] = (
         ("user", "setup"),
         "user-setup",
         "Set up your account: workspace, SSH, VS Code and a JupyterLab to start with.",
-        "Set up your account (safe to re-run): ~/workspace, SSH checks, files for your\n"
-        "laptop, and a starter container with JupyterLab on the smallest GPU device your\n"
-        "quota allows. Prints the JupyterLab URL with its token and the SSH tunnel.\n\n"
+        "Set up your account (safe to re-run): ~/workspace, SSH, files for your laptop,\n"
+        "and a JupyterLab container on the smallest free GPU device; prints its URL.\n\n"
         "examples:\n"
         "  user-setup\n"
         "  user-setup --yes --add-ssh-key ~/laptop-key.pub --host gpu1.lab.example.org",

@@ -51,6 +51,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"{', '.join(FRAMEWORK_NAMES)} [pytorch]",
     )
     p.add_argument(
+        "--image",
+        metavar="NAME",
+        help="base image (`image-list --catalog`) [a registry one]",
+    )
+    p.add_argument(
         "--gpus", type=_gpus, default=1, help="GPUs its containers ask for by default [1]"
     )
     p.add_argument("--dir", metavar="DIR", help="where to create it [./NAME]")
@@ -66,8 +71,8 @@ def run(args: argparse.Namespace) -> None:
 
     from ds01.cli import render, validators
     from ds01.core.image_build import build_target
-    from ds01.core.scaffold import PROJECT_TYPES, ProjectSpec, plan_project
-    from ds01.errors import Conflict, InvalidInput
+    from ds01.core.scaffold import PROJECT_TYPES, ProjectSpec, choose_base, plan_project
+    from ds01.errors import Conflict, Ds01Error, InvalidInput
 
     try:
         name = validators.project_name(args.name)
@@ -76,12 +81,23 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError("The description must be one line.")
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+    try:
+        registry, registry_note = _registry()
+    except Ds01Error:
+        if not args.image:
+            raise
+        registry, registry_note = [], "."
+    try:
+        base = choose_base(registry, args.framework, args.image)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     uid = os.getuid()
     spec = ProjectSpec(
         name=name,
         project_type=args.project_type,
         framework=args.framework,
         image=build_target(pwd.getpwuid(uid).pw_name, uid, name).reference,
+        base=base,
         gpus=args.gpus,
         description=description,
     )
@@ -109,7 +125,45 @@ def run(args: argparse.Namespace) -> None:
     else:
         render.echo(f"  git: {_git_init(target)}")
     render.echo(f"  Image: {spec.image}, built from {target / 'Dockerfile'}.")
+    render.echo(f"  Base: {base.shown}{registry_note}")
+    if base.present is False and base.name:
+        render.echo(
+            f"  {base.name} is not on this machine yet: `image-pull {base.name}` (or ask an "
+            "admin) before `project-launch`."
+        )
     render.echo(f"  Next: read {target / 'README.md'}; `project-init --concepts` explains it all.")
+
+
+def _registry() -> tuple[list[dict[str, Any]], str]:
+    """This site's image registry, and a note on where it came from: ds01d's (which knows
+    what is on the machine), else ``images.yaml`` of the config directory (or the embedded
+    default), read here when ds01d does not answer."""
+    from pathlib import Path
+
+    from ds01.cli.client import Ds01Client
+    from ds01.config.loader import load_config
+    from ds01.errors import DaemonUnavailable, Ds01Error
+    from ds01.paths import config_dir
+
+    try:
+        return list(Ds01Client().request("GET", "/v1/images", query={"catalog": True})), "."
+    except DaemonUnavailable:
+        pass
+    directory = Path(config_dir())
+    try:
+        images = load_config(directory).images
+    except Ds01Error as exc:
+        raise Ds01Error(
+            "project-init picks its base image from this site's image registry, and neither "
+            f"ds01d answers nor can {directory} be read ({exc.message}). Give the base with "
+            "--image IMAGE."
+        ) from None
+    registry = [
+        {"name": e.name, "image": e.image, "framework": e.framework,
+         "description": e.description, "starter": e.name == images.starter}
+        for e in images.entries
+    ]  # fmt: skip
+    return registry, f" (from {directory}; ds01d does not answer, so not checked as present)."
 
 
 def _git_init(target: Path) -> str:

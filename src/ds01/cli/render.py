@@ -30,6 +30,14 @@ def echo(text: str = "", *, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout)
 
 
+def progress(text: str) -> None:
+    """Show ``text`` in place of the last progress line (a terminal only: elsewhere, such as
+    a log file, every update would be a line of its own); ``""`` clears it."""
+    if sys.stdout.isatty():
+        sys.stdout.write(f"\r\033[K{text}")
+        sys.stdout.flush()
+
+
 def emit_json(value: Any) -> None:
     echo(json.dumps(value, indent=2))
 

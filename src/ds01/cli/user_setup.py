@@ -22,7 +22,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"the starter container's name [{DEFAULT_CONTAINER}]",
     )
     p.add_argument(
-        "--image", metavar="IMAGE", help="image to start [the registry's starter, with JupyterLab]"
+        "--image",
+        metavar="NAME",
+        help="image to start (`image-list`) [the starter]",
     )
     device = p.add_mutually_exclusive_group()
     device.add_argument("--gpus", type=int, metavar="N", help="N whole GPUs instead of the choice")

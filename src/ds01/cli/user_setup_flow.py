@@ -7,9 +7,12 @@ Runs as the user, on the user's own files, and asks ds01d for everything else:
    adds a public key given with ``--add-ssh-key`` (never generates a private key here);
 3. files for the laptop in ``~/.ds01/``: an ``~/.ssh/config`` block, VS Code settings; and
    VS Code's server settings on this machine, merged (the user's values always win);
-4. a starter container from the registry's ``starter`` image (JupyterLab), with the smallest
-   device the user may have now (``ds01.core.starter.starter_device``), started, and waited
-   for until JupyterLab answers with its token;
+4. a starter container from the registry's ``starter`` image (JupyterLab) or ``--image``,
+   with the smallest device the user may have now (``ds01.core.starter.starter_device``),
+   started, and waited for until JupyterLab answers with its token. A starter image that is
+   not on the machine yet is fetched first, as ``image-pull`` does (with its progress); when
+   there is no starter, or it cannot be fetched, the error says what the admin and the user
+   can do;
 5. the first-steps guide, printed and saved in ``~/.ds01/first-steps.txt``.
 
 Safe to re-run: an existing container is reused (started if stopped), existing keys and
@@ -30,7 +33,7 @@ from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.jupyter import wait_for_jupyter
 from ds01.core import starter
-from ds01.errors import Ds01Error, InvalidInput, NotFound
+from ds01.errors import Ds01Error, InvalidInput
 from ds01.exitcodes import ExitCode
 
 TYPE_CHECKING = False
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     me = pwd.getpwuid(os.getuid())
     home = Path(me.pw_dir)
     host = args.host or socket.getfqdn()
-    say = (lambda text: None) if args.json else render.echo
+    say = _silent if args.json else render.echo
     workspace = Path(os.path.abspath(os.path.expanduser(args.workspace or "~/workspace")))
     client = Ds01Client()
 
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
             local_port=args.local_port,
             ssh_keys=ssh["keys"],
             files=(str(files[0]), str(setup_dir / GUIDE_FILE)),
+            image=info["image"] if info else None,
         )
     )
     files.append(_write(setup_dir / GUIDE_FILE, guide))
@@ -126,23 +130,38 @@ def run(args: argparse.Namespace) -> None:
     render.echo(guide.rstrip("\n"))
 
 
+def _silent(text: str) -> None:
+    """``say`` under ``--json``: nothing but the JSON is printed."""
+
+
 # -- the starter container ------------------------------------------------------------------
 
 
 class _Plan:
-    """What user-setup will do about the starter container."""
+    """What user-setup will do about the starter container; ``fetch``: the registry entry
+    (``/v1/images`` item) to pull first, because its image is not on the machine."""
 
     def __init__(
-        self, name: str, existing: dict[str, Any] | None, image: str, device: starter.StarterDevice
+        self,
+        name: str,
+        existing: dict[str, Any] | None,
+        image: str,
+        device: starter.StarterDevice,
+        fetch: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.existing, self.image, self.device = name, existing, image, device
+        self.fetch = fetch
 
     @property
     def summary(self) -> str:
         if self.existing is not None:
             state = "reuse" if self.existing["status"] == "running" else "start"
             return f"{state} your container {self.name!r}"
-        return f"create and start {self.name!r} from {self.image!r} with {self.device.description}"
+        fetch = f"fetch {self.fetch['image']} (not here yet), then " if self.fetch else ""
+        return (
+            f"{fetch}create and start {self.name!r} from {self.image!r} with "
+            f"{self.device.description}"
+        )
 
 
 def _container_plan(client: Ds01Client, args: argparse.Namespace) -> _Plan:
@@ -150,7 +169,9 @@ def _container_plan(client: Ds01Client, args: argparse.Namespace) -> _Plan:
     existing = next((c for c in mine if c["name"] == args.name), None)
     if existing is not None:
         return _Plan(args.name, existing, existing["image"], starter.StarterDevice())
-    image = args.image or _starter_image(client)
+    entry = None if args.image else _starter_entry(client)
+    image = args.image or str(entry["name"] if entry else "")
+    fetch = entry if entry is not None and not entry["present"] else None
     if args.no_gpu:
         device = starter.StarterDevice(reason="--no-gpu")
     elif args.gpus is not None:
@@ -161,23 +182,61 @@ def _container_plan(client: Ds01Client, args: argparse.Namespace) -> _Plan:
         device = starter.starter_device(
             client.request("GET", "/v1/limits"), client.request("GET", "/v1/gpus")
         )
-    return _Plan(args.name, None, image, device)
+    return _Plan(args.name, None, image, device, fetch)
 
 
-def _starter_image(client: Ds01Client) -> str:
+def _starter_entry(client: Ds01Client) -> dict[str, Any]:
+    """The registry's starter entry (present or not); ``StarterUnavailable`` if none."""
     images = client.request("GET", "/v1/images", query={"all": True})
-    chosen = next((i for i in images if i.get("starter")), None)
+    chosen: dict[str, Any] | None = next((i for i in images if i.get("starter")), None)
     if chosen is None:
-        raise NotFound(
-            "This machine names no starter image (images.yaml: `starter:`). Give one with "
-            "--image (see `image-list`), or ask an admin."
+        raise StarterUnavailable(
+            "This machine has no starter image for user-setup: its image registry "
+            "(images.yaml) names none with `starter:`.",
+            images,
         )
-    if not chosen["present"]:
-        raise NotFound(
-            f"The starter image {chosen['image']!r} is not on this machine yet; ask an admin "
-            "to pull or build it (or give another with --image)."
+    return chosen
+
+
+class StarterUnavailable(Ds01Error):
+    """No starter container can be made: says why, what an admin does about it and what
+    the user can do now (exit 1: the machine's set-up, not the user's request)."""
+
+    def __init__(self, why: str, images: list[dict[str, Any]]) -> None:
+        here = [str(i["name"]) for i in images if i.get("present") and not i.get("own")]
+        choice = f" ({', '.join(here[:6])}{', …' if len(here) > 6 else ''})" if here else ""
+        super().__init__(
+            f"{why}\n"
+            "  An admin: sets `starter: NAME` in images.yaml to a registry image that serves "
+            "JupyterLab, and makes sure it is on this machine (`docker pull IMAGE` or "
+            "`ds01 image-pull NAME`; `ds01 admin doctor` lists what is missing).\n"
+            f"  You, now: `user-setup --image NAME` with an image of `image-list`{choice}, or "
+            "`user-setup --no-container` for the files only."
         )
-    return str(chosen["name"])
+
+
+def _fetch(client: Ds01Client, entry: dict[str, Any], quiet: bool, say: Any) -> None:
+    """Pull the starter ``entry`` through ds01d, as ``image-pull`` does (with its progress
+    unless ``quiet``); ``StarterUnavailable`` if it cannot be fetched."""
+    from ds01.cli import images
+
+    name, reference = entry["name"], entry["image"]
+    say(f"Image: the starter {name} ({reference}) is not on this machine yet; fetching it…")
+    try:
+        job = client.request("POST", "/v1/images/pulls", body={"image": name})
+        job = images.follow(client, job, quiet=quiet, verbose=True)
+    except ApiError as exc:
+        problem = exc.message
+    else:
+        if job["state"] == "succeeded":
+            say(f"Image: fetched {reference}.")
+            return
+        problem = job["message"] or f"the pull {job['state']}"
+    raise StarterUnavailable(
+        f"The starter image {name} ({reference}) is not on this machine, and fetching it "
+        f"failed: {problem}",
+        client.request("GET", "/v1/images", query={"all": True}),
+    )
 
 
 def _starter_container(
@@ -191,6 +250,8 @@ def _starter_container(
         else:
             say(f"Container: {plan.name} is running")
         return info, _device_of(info)
+    if plan.fetch is not None:
+        _fetch(client, plan.fetch, quiet=say is _silent, say=say)
     device = plan.device
     if device.reason:
         say(f"GPU: none for the starter ({device.reason}).")

@@ -187,6 +187,11 @@ class ImagesConfig(BaseModel):
         """The registry entry called ``name``, or ``None``."""
         return next((entry for entry in self.entries if entry.name == name), None)
 
+    def image_of(self, name: str) -> str | None:
+        """The image reference of the entry called ``name`` (a short name), or ``None``."""
+        entry = self.find(name)
+        return entry.image if entry is not None else None
+
     def allows_reference(self, reference: str) -> bool:
         """Whether users may run the image ``reference`` directly.
 

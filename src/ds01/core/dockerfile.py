@@ -62,6 +62,16 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {
     ),
 }
 
+def framework_fits(entry_framework: str, framework: str) -> bool:
+    """Whether a registry entry of ``entry_framework`` (free text in images.yaml:
+    ``PyTorch``, ``none``) can be phase 1 of ``framework`` (a key of ``FRAMEWORKS``): the
+    same framework, or for ``python`` an entry without a deep-learning framework."""
+    wanted = entry_framework.strip().casefold()
+    if framework == "python":
+        return wanted in ("python", "none", "")
+    return framework in FRAMEWORKS and wanted == FRAMEWORKS[framework].title.casefold()
+
+
 #: Phase 2: what JupyterLab needs.
 JUPYTER_PACKAGES: tuple[str, ...] = ("jupyterlab", "ipywidgets")
 #: Phase 3: the scientific Python stack.
@@ -95,6 +105,11 @@ class DockerfileSpec:
         name: the image's name, shown in the header and as the OCI title label.
         framework: phase 1, a key of ``FRAMEWORKS``.
         base_image: phase 1's ``FROM``; default: the framework's base image.
+        base_note: one line on what ``base_image`` brings (e.g. its registry entry);
+            default: the framework's note when the base is the framework's own.
+        python_setup: add the framework's lines that make ``python3 -m pip`` usable (the
+            ``python`` framework on a base without Python); default: only on the
+            framework's own base image.
         jupyter: phase 2 (JupyterLab, and a command that starts it).
         data_science: phase 3 (``DATA_SCIENCE_PACKAGES``).
         packages: phase 4, pip requirements (``"transformers>=4.40"``).
@@ -104,6 +119,8 @@ class DockerfileSpec:
     name: str
     framework: Framework = "pytorch"
     base_image: str | None = None
+    base_note: str | None = None
+    python_setup: bool | None = None
     jupyter: bool = True
     data_science: bool = True
     packages: tuple[str, ...] = ()
@@ -190,14 +207,17 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         "# Builds run with your CPU and memory limits and without GPUs. Containers from this",
         "# image run as your own user with /workspace mounted, whatever USER says below.",
     ]
+    note = spec.base_note or (framework.note if spec.base_image is None else f"Base: {base}.")
     lines += _phase(
         1,
         f"framework ({framework.title})",
-        framework.note,
-        "Another version: change FROM to an image from `image-list --catalog`.",
+        note,
+        "Another version: change FROM to an image from `image-list --catalog` (its IMAGE,",
+        "or its NAME: ds01 builds a registry name from that entry's image).",
     )
     lines.append(f"FROM {base}")
-    if framework.setup and spec.base_image is None:
+    setup = spec.base_image is None if spec.python_setup is None else spec.python_setup
+    if framework.setup and setup:
         lines += ["", *framework.setup]
     if spec.jupyter:
         lines += _phase(
@@ -255,6 +275,7 @@ __all__ = [
     "DockerfileSpec",
     "Framework",
     "FrameworkInfo",
+    "framework_fits",
     "render_dockerfile",
     "validate_apt_package",
     "validate_pip_requirement",

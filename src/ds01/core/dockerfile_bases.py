@@ -32,6 +32,11 @@ What the builder resolves, as the classic builder does it:
 - ``ONBUILD COPY --from=x`` and ``ONBUILD RUN --mount=…,from=x`` run in the build of an image
   made ``FROM`` this one, whose stages ds01 cannot know: every name is an image, checked now.
 
+Registry short names. ``resolve_short_names`` rewrites a ``FROM`` whose image is the
+short name of a registry entry (``FROM python``) to that entry's image reference, on the
+parsed instruction, and reads the rewritten text again: what is checked is what Docker
+builds.
+
 Every refusal is raised as ``InvalidInput`` (malformed: Docker would refuse it too; exit 2)
 or ``PermissionDenied`` (Docker would run it, but ds01 cannot prove which image it uses;
 exit 5). The function is pure: no Docker, no files.
@@ -347,7 +352,11 @@ def base_references(text: str, parse: Parser = parse_in_process) -> list[BaseRef
         InvalidInput: the Dockerfile is malformed (Docker would refuse it as well).
         PermissionDenied: ds01 cannot prove which image a line uses.
     """
-    commands = _parse(text, parse)
+    return _references(_parse(text, parse), parse)
+
+
+def _references(commands: Sequence[Instruction], parse: Parser) -> list[BaseReference]:
+    """``base_references`` of parsed ``commands``."""
     if not any(command.cmd.lower() == "from" for command in commands):
         raise InvalidInput("The Dockerfile has no FROM line: it must start from an image.")
     args: _Args = {}
@@ -401,6 +410,74 @@ def _declare(command: Instruction, args: _Args, where: str) -> None:
             )
 
 
+#: A ``FROM`` flag ds01 writes back unchanged when it rewrites the line: no blank, quote or
+#: escape, so it reads the same on the rewritten line.
+_PLAIN_FLAG_RE = re.compile(r"--[a-z]+=[A-Za-z0-9/._:+-]*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class ShortName:
+    """A ``FROM`` at ``line`` that named a registry entry (``name``), built from its
+    ``image`` instead."""
+
+    line: int
+    name: str
+    image: str
+
+
+@dataclass(frozen=True)
+class ResolvedDockerfile:
+    """What a build uses: the Dockerfile ``text`` Docker is given, the images it builds from
+    (read from that text), and the short names that were replaced to make it."""
+
+    text: str
+    bases: list[BaseReference]
+    short_names: tuple[ShortName, ...]
+
+
+def resolve_short_names(
+    text: str, image_of: Callable[[str], str | None], parse: Parser = parse_in_process
+) -> ResolvedDockerfile:
+    """The Dockerfile with every ``FROM`` whose image is a registry short name (``FROM
+    python``) rewritten to that entry's image reference, and the images the result builds
+    from.
+
+    ``image_of(name)`` is the image of the registry entry called ``name``, or ``None``. Only
+    what :func:`base_references` reads as an image of a ``FROM`` is looked up (an earlier
+    stage of the same name stays that stage). The rewrite works on the parsed instruction:
+    its lines (``start_line`` to ``end_line``) become one line ``FROM [flags] IMAGE [AS
+    stage]`` followed by blank lines, so every other line keeps its number; a ``FROM`` with
+    a flag that does not read the same on one plain line is left as it is (and then checked
+    as the reference it names). When anything was rewritten, the new text is parsed and read
+    again, so the images returned are those of the text Docker builds, never of the text
+    the user wrote.
+
+    Raises what :func:`base_references` raises.
+    """
+    commands = _parse(text, parse)
+    bases = _references(commands, parse)
+    froms = {c.start_line: c for c in commands if c.cmd.lower() == "from"}
+    lines = text.split("\n")  # Docker splits at LF only; a CR before it stays with its line
+    replaced: list[ShortName] = []
+    for base in bases:
+        image = image_of(base.reference) if base.instruction == "FROM" else None
+        command = froms.get(base.line)
+        if image is None or command is None:
+            continue
+        if not all(_PLAIN_FLAG_RE.fullmatch(flag) for flag in command.flags):
+            continue
+        stage = [] if len(command.value) == 1 else ["AS", command.value[2]]
+        first, last = command.start_line - 1, command.end_line
+        lines[first:last] = [" ".join(["FROM", *command.flags, image, *stage])] + [""] * (
+            last - first - 1
+        )
+        replaced.append(ShortName(base.line, base.reference, image))
+    if not replaced:
+        return ResolvedDockerfile(text, bases, ())
+    rewritten = "\n".join(lines)
+    return ResolvedDockerfile(rewritten, base_references(rewritten, parse), tuple(replaced))
+
+
 __all__ = [
     "KNOWN_FLAGS",
     "KNOWN_INSTRUCTIONS",
@@ -410,6 +487,9 @@ __all__ = [
     "DockerfileSyntaxError",
     "Instruction",
     "Parser",
+    "ResolvedDockerfile",
+    "ShortName",
     "base_references",
     "parse_in_process",
+    "resolve_short_names",
 ]

@@ -1,7 +1,9 @@
 """What ``project-init`` writes: a project's directories and files, by project type. Pure.
 
 ``plan_project(spec)`` returns a :class:`Scaffold` (the directories and each file's text);
-``ds01.cli.project`` writes it. The project types and their use-case packages
+``ds01.cli.project`` writes it. Phase 1 of the Dockerfile starts from an image of this
+site's registry, picked by :func:`choose_base` (the starter, or the first entry of the
+framework), never from an image the site may not have. The project types and their use-case packages
 (:data:`PROJECT_TYPES`) are phase 4 of the project's Dockerfile, which
 ``ds01.core.dockerfile`` renders.
 """
@@ -10,17 +12,26 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from ds01.core.dockerfile import FRAMEWORKS, DockerfileSpec, Framework, render_dockerfile
+from ds01.core.dockerfile import (
+    FRAMEWORKS,
+    DockerfileSpec,
+    Framework,
+    framework_fits,
+    render_dockerfile,
+)
 
 __all__ = [
     "DIRECTORIES",
     "PROJECT_TYPES",
+    "BaseImage",
     "ProjectSpec",
     "ProjectType",
     "Scaffold",
+    "choose_base",
     "module_name",
     "plan_project",
     "use_case_packages",
@@ -133,6 +144,70 @@ mlruns/
 
 
 @dataclass(frozen=True)
+class BaseImage:
+    """The image phase 1 starts ``FROM``.
+
+    Args:
+        image: its Docker reference.
+        name: its registry entry's name; ``None`` for an image outside the registry.
+        framework: the entry's framework (free text, ``none`` for none).
+        description: the entry's description, or ``""``.
+        present: whether it is on the machine; ``None`` when that is not known.
+        starter: the registry's starter (serves JupyterLab).
+    """
+
+    image: str
+    name: str | None = None
+    framework: str = "none"
+    description: str = ""
+    present: bool | None = None
+    starter: bool = False
+
+    @property
+    def shown(self) -> str:
+        return f"{self.name} ({self.image})" if self.name else self.image
+
+
+def choose_base(
+    registry: Sequence[Mapping[str, Any]], framework: str, wanted: str | None = None
+) -> BaseImage:
+    """Phase 1's image, from this site's registry (``/v1/images`` items: ``name``,
+    ``image``, ``framework``, ``description``, optional ``present`` and ``starter``).
+
+    ``wanted`` (the user's ``--image``): the entry of that name or image, else that
+    reference as given (ds01d checks it when it builds). Otherwise the entries whose
+    framework fits ``framework`` (``ds01.core.dockerfile.framework_fits``), preferring one
+    on the machine, then the starter, then the registry's order.
+
+    Raises ``ValueError`` (saying what to do) when no entry fits.
+    """
+    entries = [_base(item) for item in registry]
+    if wanted:
+        return next((e for e in entries if wanted in (e.name, e.image)), BaseImage(wanted))
+    fitting = [e for e in entries if framework_fits(e.framework, framework)]
+    if not fitting:
+        names = ", ".join(f"{e.name} ({e.framework})" for e in entries) or "none"
+        raise ValueError(
+            f"This site's image registry has no {FRAMEWORKS[framework].title} image to start "
+            f"from (it has: {names}). Give one with --image NAME (`image-list --catalog`), "
+            "or choose another --framework."
+        )
+    return min(fitting, key=lambda e: (e.present is False, not e.starter))
+
+
+def _base(item: Mapping[str, Any]) -> BaseImage:
+    present = item.get("present")
+    return BaseImage(
+        image=str(item["image"]),
+        name=str(item["name"]),
+        framework=str(item.get("framework") or "none"),
+        description=str(item.get("description") or ""),
+        present=None if present is None else bool(present),
+        starter=bool(item.get("starter")),
+    )
+
+
+@dataclass(frozen=True)
 class ProjectSpec:
     """A project to create.
 
@@ -141,6 +216,7 @@ class ProjectSpec:
         project_type: a key of :data:`PROJECT_TYPES`.
         framework: a key of ``ds01.core.dockerfile.FRAMEWORKS``.
         image: the image reference its containers use (``alice/thesis:latest``).
+        base: the image phase 1 starts from (:func:`choose_base`).
         gpus: the whole GPUs its containers ask for by default (0 = none).
         description: one line about it; ``""`` for none.
     """
@@ -149,6 +225,7 @@ class ProjectSpec:
     project_type: str
     framework: str
     image: str
+    base: BaseImage
     gpus: int = 1
     description: str = ""
 
@@ -184,8 +261,19 @@ def plan_project(spec: ProjectSpec) -> Scaffold:
     packages = use_case_packages(spec.project_type, spec.framework)
     module = module_name(spec.name)
     framework = cast("Framework", spec.framework)  # checked above
+    base = spec.base
     dockerfile = render_dockerfile(
-        DockerfileSpec(name=spec.name, framework=framework, packages=packages)
+        DockerfileSpec(
+            name=spec.name,
+            framework=framework,
+            base_image=base.image,
+            base_note=f"The registry's {base.name}: {base.description}".rstrip(": ")
+            if base.name
+            else None,
+            # Python itself, on a base that brings no framework (and so maybe no Python).
+            python_setup=framework == "python" and base.framework.casefold() in ("none", ""),
+            packages=packages,
+        )
     )
     directories = sorted({*DIRECTORIES, "src", f"src/{module}"})
     parents = {str(p) for d in directories for p in _parents(d)}
@@ -213,6 +301,7 @@ def _toml_string(text: str) -> str:
 
 
 def _pyproject(spec: ProjectSpec) -> str:
+    origin = f" (the registry's {spec.base.name})" if spec.base.name else ""
     return f"""\
 [build-system]
 requires = ["setuptools>=68"]
@@ -237,6 +326,8 @@ type = {_toml_string(spec.project_type)}
 framework = {_toml_string(spec.framework)}
 image = {_toml_string(spec.image)}
 gpus = {spec.gpus}
+# The image its Dockerfile starts FROM{origin}.
+base_image = {_toml_string(spec.base.image)}
 """
 
 
@@ -282,7 +373,8 @@ pyproject.toml       the package, and [tool.ds01]: type, framework, image, GPUs
 
 ## Working on ds01
 
-The project's image is `{spec.image}`, built from `Dockerfile` (its header says how).
+The project's image is `{spec.image}`, built from `Dockerfile` (its header says how),
+which starts from `{spec.base.shown}` of this site's image registry.
 One command builds it (the first time, or with `--rebuild`) and starts a container with
 this directory at `/workspace` and a terminal in it; `container-list` shows JupyterLab's
 URL:

@@ -187,6 +187,7 @@ class Guide:
     local_port: int
     ssh_keys: int
     files: tuple[str, ...]
+    image: str | None = None  # the starter's image as the user names it (a registry name)
 
 
 def first_steps(guide: Guide) -> str:
@@ -240,7 +241,8 @@ def first_steps(guide: Guide) -> str:
         "  container-list                 your containers, their GPUs and JupyterLab URLs",
         f"  container-open {guide.container:<15} a terminal in it, as you",
         f"  container-stop {guide.container:<15} stop it (its GPU goes back after a while)",
-        "  container-deploy NAME --image IMAGE --gpus 1   another container, all in one",
+        f"  container-deploy NAME --image {guide.image or 'IMAGE'} --gpus 1"
+        "   another container, all in one",
         "  project-init NAME / project-launch DIR         a project with its own image",
         "  gpu-status, check-limits       the machine's devices; your quota and usage",
         "",

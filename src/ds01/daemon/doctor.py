@@ -10,7 +10,8 @@ on disk, the API socket, the audit log, the state database and its backup, the G
 whether disk limits are enforced by Docker's storage driver or measured by the lifecycle
 loop, the free space for ds01d's own files, and each background loop (lifecycle, GPU queue,
 OOM scan, energy, disk measurement): failing since when and why, or stalled
-(``ds01.daemon.health``).
+(``ds01.daemon.health``), and which images of ``images.yaml`` (the starter first)
+are not on the machine yet.
 
 Levels: ``ok``; ``warning`` (ds01 works, but something weakens it); ``critical`` (a user can
 bypass ds01, or ds01 cannot do its job). The command exits 0 when every finding is ok,
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ds01.config.loader import load_config
 from ds01.core.disk import human_bytes
+from ds01.core.image_presence import missing_images
 from ds01.core.state_recovery import BackupInfo
 from ds01.core.units import format_duration
 from ds01.daemon.health import LoopHealth
@@ -454,6 +456,27 @@ def check_state(
     return Finding("state", "ok", f"The state database is in use; its backup is {age} old.")
 
 
+def check_registry_images(
+    entries: Iterable[tuple[str, str]], starter: str | None, is_present: Callable[[str], bool]
+) -> list[Finding]:
+    """A warning for each registry entry (of ``images.yaml``, not the AIME imports) whose
+    image is not on this machine, the starter first; one ok finding when all are here."""
+    listed = list(entries)
+    missing = missing_images(listed, starter, is_present)
+    if not missing:
+        return [
+            Finding(
+                "registry-images",
+                "ok",
+                f"Every image of images.yaml is on this machine ({len(listed)}).",
+            )
+        ]
+    return [
+        Finding("starter-image" if m.starter else "registry-image", "warning", m.message, m.hint)
+        for m in missing
+    ]
+
+
 def check_root() -> Finding:
     if os.geteuid() == 0:
         return Finding("daemon-user", "ok", "ds01d runs as root.")
@@ -505,6 +528,18 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
             )
         return Finding("gpus", "warning", inventory.message or "No GPU device to allocate.")
 
+    def registry_images() -> list[Finding]:
+        if docker.level == "critical":
+            return []  # the engine does not answer: nothing to ask it
+        try:
+            return check_registry_images(
+                ((e.name, e.image) for e in config.images.images),
+                config.images.starter,
+                lambda image: service.runtime.local_image(image) is not None,
+            )
+        except Ds01Error as exc:
+            return [Finding("registry-images", "warning", f"could not run: {exc.message}")]
+
     docker, info = check_docker_engine(
         lambda: service.runtime.probe(timeout_seconds=DOCKER_TIMEOUT_SECONDS)
     )
@@ -532,7 +567,7 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
     if "lifecycle" not in service.loops.checks():
         checks.append(lifecycle_not_running)
     checks.extend(partial(check_loop, health) for health in service.loops.health())
-    findings = [docker, *run_checks(checks)]
+    findings = [docker, *run_checks(checks), *registry_images()]
     return DoctorReport(
         findings=[DoctorFinding(**vars(f)) for f in findings], exit_code=exit_code(findings)
     )

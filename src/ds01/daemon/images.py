@@ -4,15 +4,19 @@ Builds (``image-build``). A user builds from a directory they own (symlinks reso
 ``Ds01Service._owned_directory``). ds01d never reads that directory itself: a ``tar``
 running as the user (their uid, gid and groups) packs it, so a file the user cannot read
 stays out, and the build fails saying which. ds01d then reads the Dockerfile from that
-archive and checks every image it builds from (``FROM``, ``COPY --from=``) against the
-image policy: a registry image, an ``allow`` pattern, or one of the user's own images,
-before Docker pulls anything. The build runs in Docker's legacy builder with the user's
-per-container CPU and memory limits on every step (no swap, no GPU), under the user's cgroup
-parent, whose totals (``aggregate:``) ds01d writes first, so a build counts towards the same
-totals as the user's containers. The image is labelled ``ds01.image.owner=<user>`` (after
-every ``LABEL`` of the Dockerfile, so it cannot be overridden), checked for other ``ds01.*``
-labels, and only then tagged ``<namespace>/<name>:<tag>`` (``ds01.core.image_build``); a
-tag that is a registry image or belongs to someone else is never moved.
+archive and checks every image it builds from (``FROM``, ``COPY --from=``) against the image
+policy: a registry image, an ``allow`` pattern, or one of the user's own images, before
+Docker pulls anything. A registry short name in ``FROM`` (``FROM python``) means that
+entry's image: the ``FROM`` is rewritten to the reference
+(``ds01.core.dockerfile_bases.resolve_short_names``), the rewritten text is what the policy
+checks, and Docker builds from it (added to the archive under a name of its own). The build
+runs in Docker's legacy builder with the user's per-container CPU and memory limits on every
+step (no swap, no GPU), under the user's cgroup parent, whose totals (``aggregate:``) ds01d
+writes first, so a build counts towards the same totals as the user's containers. The image
+is labelled ``ds01.image.owner=<user>`` (after every ``LABEL`` of the Dockerfile, so it
+cannot be overridden), checked for other ``ds01.*`` labels, and only then tagged
+``<namespace>/<name>:<tag>`` (``ds01.core.image_build``); a tag that is a registry image or
+belongs to someone else is never moved.
 
 Pulls (``image-pull``) fetch only what the image policy allows. Builds and pulls are jobs
 (``ds01.daemon.image_jobs``): the request returns at once (HTTP 202), and the owner (or an
@@ -25,6 +29,7 @@ image only with ``force``; an image a container uses is refused, naming the cont
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -33,6 +38,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,10 +46,10 @@ from typing import IO, Any
 
 from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_policy
+from ds01.core.dockerfile_bases import resolve_short_names
 from ds01.core.image_build import (
     BaseReference,
     BuildTarget,
-    base_references,
     build_step,
     build_target,
     foreign_labels,
@@ -156,6 +162,28 @@ def listing(
                 )
             )
     return result + sorted(own, key=lambda i: i.name)
+
+
+#: Most references one ``presence`` question may name.
+MAX_PRESENCE_REFERENCES = 1000
+
+
+def presence(service: Ds01Service, caller: Caller, references: str) -> api.ImagesPresent:
+    """Which of ``references`` (comma-separated) are on this machine: for ``ds01 config
+    check``, which checks a registry ds01d may not have loaded yet. Admins only (it would
+    tell a user which images others have)."""
+    if not caller.is_admin:
+        refusal = PermissionDenied("Only admins may ask which images are on this machine.")
+        service.log_refusal(caller, "auth.denied", "images/present", refusal)
+        raise refusal
+    wanted = [r for r in references.split(",") if r]
+    if len(wanted) > MAX_PRESENCE_REFERENCES:
+        raise InvalidInput(f"Ask about at most {MAX_PRESENCE_REFERENCES} images at once.")
+    for reference in wanted:
+        validate_image_reference(reference)
+    return api.ImagesPresent(
+        present={r: service.runtime.local_image(r) is not None for r in wanted}
+    )
 
 
 # -- builds ------------------------------------------------------------------------------------
@@ -369,6 +397,31 @@ def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[
     return spool, lines if code == 1 else []
 
 
+def add_dockerfile(archive: IO[bytes], text: str) -> str:
+    """Append ``text`` to the build context's ``archive`` as a Dockerfile under a name no
+    member has, and return that name (what Docker is told to build from).
+
+    A new name rather than a second member under the user's Dockerfile's name: Docker then
+    reads exactly this text, whatever its extraction does with duplicate members. Like any
+    Dockerfile, Docker reads it before it applies ``.dockerignore``."""
+    archive.seek(0)
+    try:
+        with tarfile.open(fileobj=archive, mode="a") as tar:
+            taken = set(tar.getnames())
+            name = f".ds01-Dockerfile-{uuid.uuid4().hex[:12]}"
+            while f"./{name}" in taken or name in taken:  # pragma: no cover - 48 random bits
+                name = f".ds01-Dockerfile-{uuid.uuid4().hex[:12]}"
+            data = text.encode("utf-8")
+            member = tarfile.TarInfo(f"./{name}")
+            member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(member, io.BytesIO(data))
+    except tarfile.TarError as exc:
+        raise Conflict(f"Could not write to the archive of your build context: {exc}") from exc
+    finally:
+        archive.seek(0)
+    return name
+
+
 def read_dockerfile(archive: IO[bytes], path: str, context: Path) -> str:
     """The text of the Dockerfile at ``path`` in the build context's ``archive``."""
     archive.seek(0)
@@ -410,6 +463,7 @@ def start_build(
     start it in the background. Every refusal is logged and raised."""
     resource = f"image/{request.name[:80]}"
     jobs = jobs_of(service)
+    notes: list[str] = []
     try:
         config = service.config()
         target = build_target(caller.name, caller.uid, request.name, request.tag)
@@ -421,8 +475,16 @@ def start_build(
         archive, warnings = context_archive(caller.user, context, _spool_dir(service))
         try:
             text = read_dockerfile(archive, dockerfile, context)
-            for base in base_references(text, parse=parse_isolated):
+            resolved = resolve_short_names(text, config.images.image_of, parse=parse_isolated)
+            for base in resolved.bases:
                 _check_base(service, config, caller, base)
+            if resolved.short_names:
+                dockerfile = add_dockerfile(archive, resolved.text)
+                notes += [
+                    f"Dockerfile line {s.line}: FROM {s.name} is the registry's {s.name}, "
+                    f"built from {s.image}"
+                    for s in resolved.short_names
+                ]
         except Ds01Error:
             archive.close()
             raise
@@ -448,7 +510,7 @@ def start_build(
             caller.uid,
             target.reference,
             _now(service),
-            lambda job: _run_build(service, caller, job, archive, plan, warnings),
+            lambda job: _run_build(service, caller, job, archive, plan, notes, warnings),
             limits=_limits_info(limits, plan.pids),
         )
     except Ds01Error as exc:
@@ -478,11 +540,14 @@ def _run_build(
     job: ImageJob,
     archive: IO[bytes],
     plan: _BuildPlan,
+    notes: list[str],
     warnings: list[str],
 ) -> None:
     jobs = jobs_of(service)
     started = time.monotonic()
     limits = plan.limits
+    for note in notes:
+        jobs.add_line(job, note)
     for warning in warnings:
         jobs.add_line(job, f"warning: {warning}")
     error: str | None = None

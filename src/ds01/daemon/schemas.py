@@ -278,6 +278,12 @@ class DoctorFinding(_Model):
     hint: str = ""
 
 
+class ImagesPresent(_Model):
+    """Which of the asked image references are on this machine."""
+
+    present: dict[str, bool]
+
+
 class DoctorReport(_Model):
     findings: list[DoctorFinding]
     exit_code: int = Field(description="0 healthy, 1 warnings, 2 critical findings.")

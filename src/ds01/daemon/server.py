@@ -494,6 +494,14 @@ ROUTES: tuple[Route, ...] = (
         query=("all", "catalog"),
     ),
     Route(
+        "GET",
+        "/v1/admin/images/present",
+        "Which of refs=REF,REF,… are on this machine (admins; `ds01 config check`)",
+        lambda s, c, p, q, b: images.presence(s, c, q.get("refs", "")),
+        api.ImagesPresent,
+        query=("refs",),
+    ),
+    Route(
         "DELETE",
         "/v1/images",
         "Remove image ref=REF: your own; admins any (a registry image with force=1)",
