@@ -12,26 +12,7 @@ from typing import Any
 
 import pexpect
 
-from support import TEST_IMAGES_YAML, Ds01Daemon, user_env
-
-PROMPT_TIMEOUT_S = 30
-
-
-def spawn_as(d: Ds01Daemon, user: str, *args: str) -> pexpect.spawn:
-    """Run a ds01 command as ``user`` on a pty, the way ``Ds01Daemon.cli`` runs it on pipes:
-    ``runuser -u USER -- env -i <a login's environment> COMMAND``."""
-    environment = user_env(user, {"DS01_SOCKET": str(d.paths.socket), "TERM": "xterm"})
-    assignments = [f"{key}={value}" for key, value in environment.items()]
-    child = pexpect.spawn(
-        "runuser",
-        ["-u", user, "--", "env", "-i", *assignments, *d.command_for(args)],
-        env=user_env(None),
-        cwd=environment["HOME"],
-        encoding="utf-8",
-        timeout=PROMPT_TIMEOUT_S,
-    )
-    child.setwinsize(40, 120)
-    return child
+from support import TEST_IMAGES_YAML, Ds01Daemon
 
 
 def managed_names(docker_client: Any) -> list[str]:
@@ -49,7 +30,7 @@ def test_guided_create_asks_again_shows_the_command_and_n_creates_nothing(
     ds01d: Callable[..., Ds01Daemon], docker_client: Any
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
-    child = spawn_as(d, "alice", "container-create", "--guided")
+    child = d.spawn("alice", "container-create", "--guided")
     child.expect_exact("Name of the new container (e.g. thesis): ")
     child.sendline("a/b")
     child.expect_exact("Invalid container name 'a/b'")
@@ -88,7 +69,7 @@ def test_guided_create_yes_creates_it_with_a_mig_slice(
     ds01d: Callable[..., Ds01Daemon], docker_client: Any
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
-    child = spawn_as(d, "alice", "container-create", "--guided")
+    child = d.spawn("alice", "container-create", "--guided")
     child.expect_exact("Name of the new container (e.g. thesis): ")
     child.sendline("nb")
     child.expect_exact("Image to start from [busybox]: ")
