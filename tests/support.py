@@ -118,6 +118,8 @@ MACHINE_LOCK_HELD_ENV = "DS01_MACHINE_LOCK_HELD"
 
 SOCKET_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
+#: Seconds a test waits for each prompt or line of a command on a pseudo-terminal.
+PTY_TIMEOUT_S = 30.0
 
 _HYPHENATED = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -465,6 +467,29 @@ class Ds01Daemon:
                 )
             return [str(script), *args[1:]]
         return [str(BIN_DIR / "ds01"), *args]
+
+    def spawn(self, user: str, *args: str, timeout: float = PTY_TIMEOUT_S) -> Any:
+        """Run a ds01 command as ``user`` on a pseudo-terminal, the way :meth:`cli` runs it on
+        pipes (``runuser -u USER -- env -i <a login's environment> COMMAND``), for commands
+        that behave differently on a terminal: prompts, Ctrl-C (``child.sendintr()``).
+
+        Returns a ``pexpect.spawn`` (text mode, ``timeout`` seconds per ``expect``), in the
+        user's home, on a 40x120 terminal.
+        """
+        import pexpect  # only the tests that drive a terminal need it
+
+        environment = user_env(user, {"DS01_SOCKET": str(self.paths.socket), "TERM": "xterm"})
+        assignments = [f"{key}={value}" for key, value in environment.items()]
+        child = pexpect.spawn(
+            "runuser",
+            ["-u", user, "--", "env", "-i", *assignments, *self.command_for(args)],
+            env=user_env(None),
+            cwd=environment["HOME"],
+            encoding="utf-8",
+            timeout=timeout,
+        )
+        child.setwinsize(40, 120)
+        return child
 
     def cli(
         self,

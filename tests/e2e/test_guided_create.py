@@ -2,7 +2,10 @@
 ds01d (its embedded default inventory: 4 simulated A100s, GPU 3 in MIG slices).
 
 A bad answer is asked again with the reason, the choices come from the daemon, the
-equivalent command line is shown, "n" creates nothing and "y" creates exactly that.
+equivalent command line is shown, "n" creates nothing and "y" creates exactly that. Answers
+are checked against ds01d as they are given (a name in use, more GPUs than the user's
+limit or the server has), and a user at their container limit is told before the first
+question.
 """
 
 from __future__ import annotations
@@ -12,26 +15,7 @@ from typing import Any
 
 import pexpect
 
-from support import TEST_IMAGES_YAML, Ds01Daemon, user_env
-
-PROMPT_TIMEOUT_S = 30
-
-
-def spawn_as(d: Ds01Daemon, user: str, *args: str) -> pexpect.spawn:
-    """Run a ds01 command as ``user`` on a pty, the way ``Ds01Daemon.cli`` runs it on pipes:
-    ``runuser -u USER -- env -i <a login's environment> COMMAND``."""
-    environment = user_env(user, {"DS01_SOCKET": str(d.paths.socket), "TERM": "xterm"})
-    assignments = [f"{key}={value}" for key, value in environment.items()]
-    child = pexpect.spawn(
-        "runuser",
-        ["-u", user, "--", "env", "-i", *assignments, *d.command_for(args)],
-        env=user_env(None),
-        cwd=environment["HOME"],
-        encoding="utf-8",
-        timeout=PROMPT_TIMEOUT_S,
-    )
-    child.setwinsize(40, 120)
-    return child
+from support import TEST_IMAGES_YAML, Ds01Daemon
 
 
 def managed_names(docker_client: Any) -> list[str]:
@@ -49,7 +33,7 @@ def test_guided_create_asks_again_shows_the_command_and_n_creates_nothing(
     ds01d: Callable[..., Ds01Daemon], docker_client: Any
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
-    child = spawn_as(d, "alice", "container-create", "--guided")
+    child = d.spawn("alice", "container-create", "--guided")
     child.expect_exact("Name of the new container (e.g. thesis): ")
     child.sendline("a/b")
     child.expect_exact("Invalid container name 'a/b'")
@@ -88,7 +72,7 @@ def test_guided_create_yes_creates_it_with_a_mig_slice(
     ds01d: Callable[..., Ds01Daemon], docker_client: Any
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
-    child = spawn_as(d, "alice", "container-create", "--guided")
+    child = d.spawn("alice", "container-create", "--guided")
     child.expect_exact("Name of the new container (e.g. thesis): ")
     child.sendline("nb")
     child.expect_exact("Image to start from [busybox]: ")
@@ -121,3 +105,78 @@ def test_guided_create_yes_creates_it_with_a_mig_slice(
     assert row["name"] == "nb" and row["status"] == "running"
     assert len(row["gpus"]) == 1 and row["gpus"][0].startswith("MIG-")
     assert [p["container_port"] for p in row["ports"]] == [8888]
+
+
+def test_guided_create_checks_each_answer_with_ds01d_as_it_is_given(
+    ds01d: Callable[..., Ds01Daemon], docker_client: Any
+) -> None:
+    """The embedded default limits: 1 GPU per container, 3 containers."""
+    d = ds01d(images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "thesis", "--image", "busybox")
+    child = d.spawn("alice", "container-create", "--guided")
+    child.expect_exact("Name of the new container (e.g. thesis): ")
+    child.sendline("thesis")
+    child.expect_exact("You already have a container named thesis: pick another name")
+    child.expect_exact("Name of the new container (e.g. thesis): ")
+    child.sendline("nb")
+    child.expect_exact("Image to start from [busybox]: ")
+    child.sendline("")
+    child.expect_exact("[0]: ")
+    child.sendline("10")
+    child.expect_exact("Your limit is 1 GPU per container. Please try again.")
+    child.expect_exact("[0]: ")
+    child.sendline("1")
+    child.expect_exact("Memory, e.g. 16G (Enter = your limit): ")
+    child.sendline("")
+    child.expect_exact("Publish a port, e.g. 8888 for Jupyter (Enter = none): ")
+    child.sendline("")
+    child.expect_exact("Start it right away? [Y/n]: ")
+    child.sendline("n")
+    child.expect_exact("container-create nb --image busybox --gpus 1\r\n")
+    child.expect_exact("Proceed? [y/N]: ")
+    child.sendline("y")
+    child.expect_exact("Created nb (busybox)")
+    assert finish(child) == 0
+    assert managed_names(docker_client) == ["nb", "thesis"]
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert len(rows["nb"]["gpus"]) == 1
+
+
+def test_guided_create_refuses_more_gpus_than_the_server_has(
+    ds01d: Callable[..., Ds01Daemon], docker_client: Any
+) -> None:
+    """4 simulated A100s, GPU 3 in MIG slices: 3 whole GPUs, whatever bob's limits allow."""
+    d = ds01d(
+        images=TEST_IMAGES_YAML,
+        resource_limits="""
+            users:
+              bob: {gpu_limit: null, max_gpus_per_container: null}
+        """,
+    )
+    child = d.spawn("bob", "container-create", "--guided")
+    child.expect_exact("Name of the new container (e.g. thesis): ")
+    child.sendline("big")
+    child.expect_exact("Image to start from [busybox]: ")
+    child.sendline("")
+    child.expect_exact("[0]: ")
+    child.sendline("10")
+    child.expect_exact("This server has only 3 whole GPUs for containers (`gpu-status`).")
+    child.expect_exact("[0]: ")
+    child.sendintr()
+    child.expect_exact("Stopped: nothing done.")
+    finish(child)
+    assert managed_names(docker_client) == []
+
+
+def test_guided_create_over_the_container_limit_says_so_before_the_first_question(
+    ds01d: Callable[..., Ds01Daemon], docker_client: Any
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    for name in ("a", "b", "c"):
+        d.cli_json("alice", "container-create", name, "--image", "busybox")
+    child = d.spawn("alice", "container-create", "--guided")
+    index = child.expect_exact(["You have 3 of 3 containers (a, b, c)", "Name of the new"])
+    assert index == 0, "the first question was asked over the limit"
+    child.expect_exact("remove one first (`container-remove NAME`).")
+    assert finish(child) == 3  # quota
+    assert managed_names(docker_client) == ["a", "b", "c"]

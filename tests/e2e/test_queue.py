@@ -249,3 +249,68 @@ def test_the_head_gets_an_estimated_start_from_the_enforced_runtime_limit(ds01d,
     # dave's run ends at his 1 h runtime limit (the lifecycle loop stops it), give or take
     # the minutes the estimate is rounded to and the time the test took.
     assert abs((estimated - started).total_seconds() - 3600) < 120, entry
+
+
+#: Statuses of requests that block nobody: the only ones that may stand ahead of the head.
+BLOCKS_NOBODY = frozenset({"quota", "unsatisfiable"})
+
+
+def line_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """What is inconsistent in one ``queue --all`` answer: positions not 1..N of the length
+    shown, a starting request with a place in line, or a head behind a request that waits
+    for devices (the head is first in line)."""
+    problems = []
+    in_line = sorted((r for r in rows if r["position"] is not None), key=lambda r: r["position"])
+    if [r["position"] for r in in_line] != list(range(1, len(in_line) + 1)):
+        problems.append("positions are not 1..N")
+    for r in in_line:
+        if r["queue_length"] != len(in_line):
+            problems.append(f"{r['id']}: length {r['queue_length']} of {len(in_line)} in line")
+        if r["status"] in ("starting", "backfilling"):
+            problems.append(f"{r['id']} starts at position {r['position']}")
+    for head in (r for r in in_line if r["status"] == "head"):
+        ahead = [r for r in in_line[: head["position"] - 1] if r["status"] not in BLOCKS_NOBODY]
+        if ahead:
+            problems.append(f"head {head['id']} at {head['position']} of {head['queue_length']}")
+    return problems
+
+
+def test_every_queue_listing_is_one_consistent_view_while_requests_start(ds01d, unix_users):
+    d = start_daemon(ds01d)
+    seen: list[list[dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def watch_with_the_cli() -> None:
+        while not stop.is_set():
+            seen.append(d.cli_json("erin", "queue", "--all"))
+
+    def watch_through_the_api() -> None:  # many more looks than the CLI manages
+        with RawApi(d.paths.socket, "erin") as api:
+            while not stop.is_set():
+                seen.append(api.call("GET", "/v1/queue?all=1").json())
+
+    watchers = [threading.Thread(target=f) for f in (watch_with_the_cli, watch_through_the_api)]
+    try:
+        for watcher in watchers:
+            watcher.start()
+        for round_ in range(2):
+            fills = [f"fill{round_}{n}" for n in range(2)]
+            for name in fills:
+                d.cli_json("dave", "container-create", name, "--image", "busybox", "--gpus", "1")
+            ids = [queue_create(d, user, f"q{round_}-{user}") for user in ("alice", "bob", "carol")]
+            for name in fills:  # each removal lets the first in line start, the next one heads
+                assert d.cli("dave", "container-remove", name, "--force").returncode == 0
+            wait_until("two starts", lambda ids=ids: sum(bool(started(d, i)) for i in ids) == 2)
+            for user in ("alice", "bob", "carol"):  # the two that started (the third: none yet)
+                d.cli(user, "container-remove", f"q{round_}-{user}", "--force")
+            wait_until("the last start", lambda ids=ids: all(started(d, i) for i in ids))
+            for user in ("alice", "bob", "carol"):
+                d.cli(user, "container-remove", f"q{round_}-{user}", "--force")
+    finally:
+        stop.set()
+        for watcher in watchers:
+            watcher.join(WAIT_S)
+    with_heads = [rows for rows in seen if any(r["status"] == "head" for r in rows)]
+    assert with_heads, f"no listing showed a head among {len(seen)}"
+    bad = [(rows, line_problems(rows)) for rows in seen if line_problems(rows)]
+    assert not bad, bad[:3]

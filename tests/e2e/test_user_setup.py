@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 
 from support import TEST_IMAGE, describe, ensure_user, remove_user
@@ -212,3 +213,39 @@ def test_user_setup_refuses_a_private_key_and_says_when_no_starter_is_configured
     # --image names one; --no-gpu keeps the GPUs free; a non-Jupyter image has no URL.
     busybox = d.cli_json("carol", "user-setup", "--yes", "--image", "busybox", "--no-gpu")
     assert busybox["container"]["gpus"] == [] and busybox["jupyter_url"] is None
+
+
+def test_guided_user_setup_takes_only_a_public_key_file_that_exists(
+    ds01d: Any, unix_users: dict[str, Any], home_dir: Any
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=IMAGES)
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n"
+    keys = home_dir("carol", {"laptop.pub": PUBLIC_KEY + "\n", "id_ed25519": private})
+    here = f"~/{keys.name}"
+    child = d.spawn("carol", "user-setup", "--guided")
+    child.expect_exact("Name of your starter container [notebook]: ")
+    child.sendline("")
+    key_prompt = "Your laptop's PUBLIC key line or .pub file to authorise (Enter = none): "
+    child.expect_exact(key_prompt)
+    child.sendline(f"{here}/missing.pub")
+    child.expect_exact(f"no such file: {here}/missing.pub")
+    child.expect_exact(key_prompt)
+    child.sendline(f"{here}/id_ed25519")
+    child.expect_exact("that is a PRIVATE key")
+    child.expect_exact(key_prompt)
+    child.sendline(f"{here}/laptop.pub")
+    child.expect_exact("This server's name as your laptop reaches it (Enter = its FQDN): ")
+    child.sendline("gpu1.example.org")
+    child.expect_exact("Start it without a GPU? [y/N]: ")
+    child.sendline("")
+    child.expect_exact("Go ahead without asking again? [Y/n]: ")
+    child.sendline("")
+    # The command names the file itself: `~` expanded, checked to hold a public key.
+    child.expect_exact(f"--add-ssh-key {keys}/laptop.pub --host gpu1.example.org --yes\r\n")
+    child.expect_exact("Proceed? [y/N]: ")
+    child.sendline("n")
+    child.expect_exact("Nothing done.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert not (Path(unix_users["carol"].pw_dir) / ".ssh" / "authorized_keys").exists()

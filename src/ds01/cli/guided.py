@@ -8,7 +8,10 @@ guided command works on a terminal, through a pty and with answers piped in.
 
 Some choices come from ds01d (the images present here, your containers, the MIG profiles,
 your queued requests): they are fetched once, before the first question, so a daemon that
-cannot be reached is reported before anything is asked.
+cannot be reached is reported before anything is asked. Some answers are checked against
+ds01d as soon as they are given (``ANSWER_CHECKS``: a name you already use, more GPUs than
+you may have or the server has), and a command that cannot be done at all (no room for
+another container) says so before the first question, not after the last.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import argparse
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ds01.cli import render
 from ds01.cli.client import Ds01Client
 from ds01.cli.help_pages import command_of, entry_of
 from ds01.cli.help_texts import Question
-from ds01.errors import Ds01Error, InvalidInput
+from ds01.core import answer_checks
+from ds01.errors import Ds01Error, InvalidInput, QuotaExceeded
 
 #: A choice offered at a prompt: the value and a note shown beside it ("" for none).
 Choice = tuple[str, str]
@@ -77,6 +82,47 @@ CHOICE_SOURCES: dict[str, ChoiceSource] = {
     "queue": ChoiceSource(_queued, "You have no requests waiting in the GPU queue."),
 }
 
+@dataclass(frozen=True)
+class AnswerCheck:
+    """What ``Question.checked_by`` asks ds01d, with the user's own requests only.
+
+    Args:
+        before: before the first question, whether the command can be done at all: the
+            reason it cannot (the interview stops with exit 3), or ``None``.
+        answer: as soon as an answer is given, why it does not fit (it is asked again with
+            that reason), or ``None``.
+    """
+
+    answer: Callable[[Ds01Client, str], str | None]
+    before: Callable[[Ds01Client], str | None] | None = None
+
+
+def _mine(client: Ds01Client) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The user's containers and waiting requests, as ds01d has them now."""
+    return client.request("GET", "/v1/containers"), client.request("GET", "/v1/queue")
+
+
+def _room_for_a_container(client: Ds01Client) -> str | None:
+    return answer_checks.container_room_problem(
+        client.request("GET", "/v1/limits"), *_mine(client)
+    )
+
+
+def _new_container_name(client: Ds01Client, name: str) -> str | None:
+    return answer_checks.container_name_problem(name, *_mine(client))
+
+
+def _gpu_count(client: Ds01Client, count: str) -> str | None:
+    return answer_checks.gpu_count_problem(
+        int(count), client.request("GET", "/v1/limits"), client.request("GET", "/v1/gpus")
+    )
+
+
+ANSWER_CHECKS: dict[str, AnswerCheck] = {
+    "new-container": AnswerCheck(_new_container_name, before=_room_for_a_container),
+    "gpu-count": AnswerCheck(_gpu_count),
+}
+
 #: Choices without notes are listed in the prompt itself, up to this many.
 _MAX_INLINE = 8
 _YES = frozenset({"y", "yes"})
@@ -94,6 +140,9 @@ def interview(parser: argparse.ArgumentParser) -> list[str] | None:
         )
     actions = {_key(a): a for a in parser._actions}
     offered = _fetch_choices(entry.questions)
+    client = Ds01Client() if any(q.checked_by for q in entry.questions) else None
+    if client is not None:
+        _refuse_early(entry.questions, client)
     render.echo(f"{parser.prog}: {command.summary}")
     render.echo("Answer each question; Enter takes the [default]; Ctrl-C stops, doing nothing.")
     answers: dict[str, str] = {}
@@ -110,7 +159,7 @@ def interview(parser: argparse.ArgumentParser) -> list[str] | None:
             choices = [(str(c), "") for c in action.choices]
         if question.choices:
             choices = [(c, "") for c in question.choices]
-        answers[question.option] = _ask(question, action, choices)
+        answers[question.option] = _ask(question, action, choices, client)
     argv = _command_line(parser, entry.questions, answers)
     render.echo("")
     render.echo("The command:")
@@ -126,6 +175,16 @@ def _key(action: argparse.Action) -> str:
     if action.option_strings:
         return max(action.option_strings, key=len)
     return action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+
+
+def _refuse_early(questions: tuple[Question, ...], client: Ds01Client) -> None:
+    """Raise ``QuotaExceeded`` (exit 3) with the reason when a question's check says the
+    command cannot be done at all, before anything is asked."""
+    for question in questions:
+        check = ANSWER_CHECKS[question.checked_by] if question.checked_by else None
+        problem = check.before(client) if check is not None and check.before else None
+        if problem:
+            raise QuotaExceeded(problem)
 
 
 def _fetch_choices(questions: tuple[Question, ...]) -> dict[str, list[Choice]]:
@@ -157,8 +216,14 @@ def _yes(text: str, *, default: bool) -> bool:
     return word in _YES
 
 
-def _ask(question: Question, action: argparse.Action | None, choices: list[Choice]) -> str:
-    """Ask ``question`` until the answer is valid; return it ("" = left out)."""
+def _ask(
+    question: Question,
+    action: argparse.Action | None,
+    choices: list[Choice],
+    client: Ds01Client | None,
+) -> str:
+    """Ask ``question`` until the answer is valid (and fits, as ds01d says when the
+    question is ``checked_by`` it); return it ("" = left out)."""
     if question.yes_no:
         default_yes = question.default == "y"
         hint = "[Y/n]" if default_yes else "[y/N]"
@@ -180,7 +245,12 @@ def _ask(question: Question, action: argparse.Action | None, choices: list[Choic
             render.echo("  An answer is needed here.")
             continue
         try:
-            return _check(question, action, choices, text)
+            text = _check(question, action, choices, text)
+            if question.checked_by and client is not None:
+                problem = ANSWER_CHECKS[question.checked_by].answer(client, text)
+                if problem:
+                    raise ValueError(problem)
+            return text
         except ValueError as exc:
             render.echo(f"  {render.style('✗', 'red')} {exc} Please try again.")
 
@@ -231,4 +301,4 @@ def _command_line(
     return argv
 
 
-__all__ = ["CHOICE_SOURCES", "ChoiceSource", "interview"]
+__all__ = ["ANSWER_CHECKS", "CHOICE_SOURCES", "AnswerCheck", "ChoiceSource", "interview"]

@@ -78,6 +78,9 @@ class Question:
         required: an empty answer is not accepted (unless there is a default).
         yes_no: a yes/no question; a yes adds the option (a flag) to the command line.
         ask_if: asked only when this returns true for the answers so far (option → answer).
+        checked_by: ask ds01d whether the answer fits, as soon as it is given (and whether
+            the question can be answered at all, before the first question): a key of
+            ``ds01.cli.guided.ANSWER_CHECKS``, e.g. ``"new-container"``, ``"gpu-count"``.
     """
 
     option: str
@@ -89,6 +92,7 @@ class Question:
     required: bool = False
     yes_no: bool = False
     ask_if: Callable[[Mapping[str, str]], bool] | None = None
+    checked_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -415,6 +419,7 @@ _CREATE_QUESTIONS = (
         "Name of the new container (e.g. thesis)",
         validate=validators.container_name,
         required=True,
+        checked_by="new-container",
     ),
     Question("--image", "Image to start from", choices_from="images", required=True),
     Question(
@@ -422,6 +427,7 @@ _CREATE_QUESTIONS = (
         "How many whole GPUs? (0 = none, or a MIG slice next)",
         "0",
         validate=validators.gpu_count,
+        checked_by="gpu-count",
     ),
     Question(
         "--mig",
@@ -1127,6 +1133,7 @@ files only.""",
             Question(
                 "--add-ssh-key",
                 "Your laptop's PUBLIC key line or .pub file to authorise (Enter = none)",
+                validate=validators.public_key,
             ),
             Question("--host", "This server's name as your laptop reaches it (Enter = its FQDN)"),
             Question("--no-gpu", "Start it without a GPU?", "n", yes_no=True),

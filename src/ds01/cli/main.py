@@ -228,6 +228,8 @@ def _wait_in_queue(client: Ds01Client, entry: dict[str, Any], quiet: bool) -> di
 
 
 def _position(entry: dict[str, Any]) -> str:
+    if entry.get("status") in ("starting", "backfilling"):
+        return "starting now"
     if entry.get("position") is None:
         return "position not known yet"
     return f"position {entry['position']} of {entry['queue_length']}"

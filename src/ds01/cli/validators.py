@@ -24,6 +24,7 @@ __all__ = [
     "log_tail",
     "port",
     "project_name",
+    "public_key",
     "size",
 ]
 
@@ -114,6 +115,26 @@ def existing_file(text: str) -> str:
     if not os.path.isfile(path):
         raise ValueError(f"no such file: {text}")
     return path
+
+
+def public_key(text: str) -> str:
+    """A public key to authorise, as ``user-setup --add-ssh-key`` takes it: its line
+    (``ssh-ed25519 AAAA… you@laptop``), or a file holding one (``~`` expanded, returned as
+    the path it names). A private key, or a file that is not a public key, is refused."""
+    from ds01.core.starter import PUBLIC_KEY_TYPES, public_key_problem
+
+    line, path = text, ""
+    if not text.startswith(tuple(PUBLIC_KEY_TYPES)) and len(text.split()) == 1:
+        path = existing_file(text)  # one word: a file's name
+        try:
+            with open(path, encoding="utf-8", errors="replace") as key_file:
+                line = key_file.read(64 * 1024).strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    problem = public_key_problem(line)
+    if problem:
+        raise ValueError(f"{text}: {problem}" if path else problem)
+    return path or text
 
 
 def directory(text: str) -> str:

@@ -72,7 +72,7 @@ whether any of them waits for devices rather than for its quota (the lifecycle's
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -779,10 +779,53 @@ def plan(
     return Plan(tuple(starts), reservation, tuple(entries), demand)
 
 
+# --------------------------------------------------------------------------------------------
+# The line as users see it
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinePlace:
+    """Where one request stands in the line of one plan (``ds01 queue``).
+
+    Attributes:
+        entry: the request's entry in that plan (its status, reason and score).
+        position: its 1-based place among the plan's requests that still wait and do not
+            start in that pass; ``None`` for one that starts (it has left the line).
+        queue_length: how many requests that line holds.
+    """
+
+    entry: QueueEntry
+    position: int | None
+    queue_length: int
+
+
+def line_places(result: Plan, still_waiting: Collection[str]) -> dict[str, LinePlace]:
+    """Each request of ``result`` that is still waiting, with its place in the line.
+
+    Position, length and status all come from the one plan ``result``, so they agree with
+    each other: the line is the plan's order, less the requests that start in that pass and
+    those that are no longer waiting (``still_waiting``: the ids waiting now, started or
+    cancelled ones being absent). So no request ahead of the ``head`` waits for devices:
+    only requests held by their quota, or that no device here can satisfy, may stand ahead
+    of it, and the head is first in line when there are none. A request that joined after
+    the plan has no place in it (absent from the answer).
+    """
+    line = [e for e in result.ranked if e.request.id in still_waiting and not e.starts]
+    places = {
+        e.request.id: LinePlace(e, position, len(line)) for position, e in enumerate(line, 1)
+    }
+    for e in result.ranked:
+        if e.starts and e.request.id in still_waiting:
+            places[e.request.id] = LinePlace(e, None, len(line))
+    return places
+
+
 __all__ = [
     "DEVICE_WAIT_STATUSES",
     "STARTING_STATUSES",
     "ExpectedEnds",
+    "LinePlace",
     "PendingRequest",
     "Plan",
     "QueueEntry",
@@ -794,6 +837,7 @@ __all__ = [
     "UsageInterval",
     "UsageTotals",
     "decayed_usage",
+    "line_places",
     "order",
     "plan",
     "score",

@@ -310,7 +310,9 @@ class QueueEntryInfo(_Model):
     submitted_at: str
     ended_at: str | None = None
     position: int | None = Field(
-        default=None, description="1-based place in the queue while waiting."
+        default=None,
+        description="1-based place in line while waiting, from the same plan as status; "
+        "null while it starts, or until the next pass places a request that just joined.",
     )
     queue_length: int | None = None
     status: str | None = Field(
