@@ -1,7 +1,7 @@
 """End to end: the answers a user gets on their first day say what happened.
 
-A start or stop that finds its container in that state already says so; a Jupyter
-container's address is printed once JupyterLab answers, not before.
+A start or stop that finds its container in that state already says so; on a terminal a
+Jupyter container's address is printed once JupyterLab answers, not before.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 import re
 import urllib.request
 from typing import Any
+
+import pexpect
 
 from support import TEST_IMAGES_YAML, describe
 
@@ -50,16 +52,19 @@ def test_a_jupyter_address_is_printed_once_jupyterlab_answers(
     d = ds01d(images=JUPYTER_IMAGES_YAML)
     d.cli_json("alice", "container-create", "lab", "--image", "jupyter")
 
-    started = d.cli("alice", "container-start", "lab", timeout=120)
+    terminal = d.spawn("alice", "container-start", "lab", timeout=120)
+    terminal.expect("Waiting for JupyterLab to answer")
+    terminal.expect(URL_RE)
+    port, token = terminal.match.group(1), terminal.match.group(2)
 
-    assert started.returncode == 0, describe(started)
-    match = URL_RE.search(started.stdout)
-    assert match, describe(started)
     # At once, without retrying: the address answers when the user first sees it.
-    status_url = f"http://127.0.0.1:{match.group(1)}/api/status"
-    request = urllib.request.Request(status_url, headers={"Authorization": f"token {match[2]}"})
+    status_url = f"http://127.0.0.1:{port}/api/status"
+    request = urllib.request.Request(status_url, headers={"Authorization": f"token {token}"})
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert answer.status == 200
+    terminal.expect(pexpect.EOF)
+    terminal.close()
+    assert terminal.exitstatus == 0
 
 
 def test_a_mig_profile_this_server_lacks_is_not_found_and_the_ones_it_has_are_named(

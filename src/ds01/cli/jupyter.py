@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,7 +37,12 @@ def wait_for_jupyter(url: str, timeout_seconds: float) -> str | None:
 
 
 def show_jupyter(name: str, url: str, timeout_seconds: float = JUPYTER_WAIT_SECONDS) -> None:
-    """Print ``url`` once JupyterLab answers; if it does not in time, say so and where to look."""
+    """For a person at a terminal, print ``url`` once JupyterLab answers (if it does not in
+    time, say so and where to look); a script or pipe gets the address at once, to poll
+    itself, instead of a wait it did not ask for."""
+    if not sys.stdout.isatty():
+        render.echo(f"  JupyterLab: {url}")
+        return
     render.echo("  Waiting for JupyterLab to answer…")
     problem = wait_for_jupyter(url, timeout_seconds)
     if problem is None:
