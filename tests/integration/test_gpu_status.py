@@ -225,7 +225,8 @@ def test_gpu_in_mig_mode_without_instances_is_unusable_and_never_allocated(ds01d
     two = try_create(d, "alice", "two", "--gpus", "2")
     assert two.returncode == 3, describe(two)
     mig = try_create(d, "alice", "slice", "--mig", "1g.5gb")
-    assert mig.returncode == 3, describe(mig)
+    assert mig.returncode == 4, describe(mig)  # no instance exists to serve it
+    assert "This server has no MIG instances" in mig.stderr, describe(mig)
     assert create(d, "alice", "one", "--gpus", "1")["gpus"] == [USABLE_GPU]
     second = try_create(d, "bob", "another", "--gpus", "1")
     assert second.returncode == 3, describe(second)
