@@ -230,3 +230,13 @@ def test_busybox_knows_the_owner_from_a_root_owned_passwd(
     assert lines[0] == "alice", describe(result)
     # root-owned, mode 0644: the owner reads it and cannot change it
     assert "-rw-r--r--" in result.stdout and " 0 " in result.stdout, describe(result)
+
+
+def test_roots_own_container_is_made_as_before(ds01d: Any, unix_users: dict[str, Any]) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+
+    made = d.cli(None, "container-create", "rootbox", "--image", "busybox", "--start")
+
+    assert made.returncode == 0, describe(made)
+    inside = d.cli(None, "container-open", "rootbox", "--", "sh", "-c", "whoami")
+    assert inside.stdout.split() == ["root"], describe(inside)

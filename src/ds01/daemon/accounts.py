@@ -40,14 +40,21 @@ class OwnerAccounts:
     def write(self, docker_name: str, image_id: str, owner: UnixUser, *, home: str) -> None:
         """Write ``owner``'s account into ``docker_name``, made from ``image_id`` (``""``:
         unknown, read from the container). A container without ``/etc`` (an image built
-        ``FROM scratch``) is left as it is.
+        ``FROM scratch``), a container of root, and an owner whose name or group cannot be
+        written in ``/etc/passwd`` are left as they are (logged).
 
         Raises:
             Ds01Error: Docker refused (the caller rolls the create back).
         """
-        account = Account(
-            name=owner.name, uid=owner.uid, gid=owner.gid, group=_group_name(owner), home=home
-        )
+        if owner.uid == 0:  # root (an admin's own container) has its line in every image
+            return
+        try:
+            account = Account(
+                name=owner.name, uid=owner.uid, gid=owner.gid, group=_group_name(owner), home=home
+            )
+        except ValueError as exc:  # a name /etc/passwd cannot hold: the container goes without
+            log.warning("%s: no account for its owner inside: %s", docker_name, exc)
+            return
         own = self._image_files_of(docker_name, image_id)
         files = {
             "passwd": passwd_with(own["passwd"], account).encode(),
