@@ -21,7 +21,8 @@ Create + start (containers removed between rounds, not timed):
   read back from a container ds01 made: what Docker itself costs for such a container;
 - ``ds01 API``: the two requests sent from this process (no CLI start-up);
 - ``Engine calls``: the Docker Engine calls ds01d makes for a create and a start
-  (inspect image, list, create, list, start), replayed in-process through ds01's own
+  (inspect image, list, create, write the owner's account, list, start), replayed
+  in-process through ds01's own
   ``DockerRuntime``: the part of the daemon's time that is Docker's.
 
 List, with N managed containers present (created through ds01d, not started):
@@ -70,6 +71,12 @@ from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, Ds01Daemon, user_env 
 CREATE_BUDGET = 1.25
 LIST_BUDGET = 3.0
 DOCKER_SOCKET = "/var/run/docker.sock"
+#: What ds01d writes into a new container's /etc for its owner (the size of the test image's
+#: files with one line added).
+ACCOUNT_FILES = {
+    "passwd": b"root:x:0:0:root:/root:/bin/sh\nbench:x:1001:1001:bench:/workspace:/bin/sh\n",
+    "group": b"root:x:0:\nbench:x:1001:\n",
+}
 PYTHON = str(BIN_DIR / "python")  # the interpreter of the installed CLI
 MANAGED_LABEL = MANAGED_FILTER["label"]  # "ds01.managed=true"
 
@@ -331,6 +338,8 @@ class Bench:
             self.runtime.local_image(spec.image)  # _resolve_image
             self.runtime.list_managed()  # the create's look at what exists
             self.runtime.create(spec)
+            # the owner's account (the image's own files are cached after its first create)
+            self.runtime.write_files(docker_name, "/etc", ACCOUNT_FILES)
             self.runtime.find_managed(docker_name)  # start: _target finds the container
             self.runtime.start(docker_name)
 

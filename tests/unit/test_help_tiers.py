@@ -280,6 +280,23 @@ def test_container_list_starts_with_the_standard_library_only() -> None:
     assert loaded == [], loaded
 
 
+def test_container_list_starts_without_the_http_and_email_libraries() -> None:
+    """urllib.request (http.client, email, ssl) costs a command's start-up 20 ms; only
+    the commands that wait for a JupyterLab load it, when they do."""
+    code = (
+        "from ds01.cli.main import COMMANDS, command_parser\n"
+        "command = next(c for c in COMMANDS if c.alias == 'container-list')\n"
+        "command_parser('container-list', command).parse_args([])\n"
+        "import sys\n"
+        "print(sorted(m for m in ('urllib.request', 'http.client', 'email.parser', 'ssl') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 # -- --guided, with input() fed by the test ---------------------------------------------------
 
 

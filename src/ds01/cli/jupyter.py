@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from ds01.cli import render
 from ds01.errors import Ds01Error
@@ -18,6 +16,9 @@ _POLL_SECONDS = 0.3
 def wait_for_jupyter(url: str, timeout_seconds: float) -> str | None:
     """Poll JupyterLab's ``/api/status`` with the token until it answers 200; ``None`` when it
     did, else the last reason it did not (within ``timeout_seconds``)."""
+    import urllib.error  # here: urllib.request costs the CLI's start-up 20 ms
+    import urllib.request
+
     base, _, token = url.partition("/lab?token=")
     if not base.startswith("http://127.0.0.1:"):
         raise Ds01Error(f"Unexpected JupyterLab address {base!r}.")
