@@ -107,6 +107,17 @@ def offline_example_config(
     return files, changes
 
 
+#: A ``resource-limits.yaml`` under which many one-GPU creates at once are all within quota
+#: (the crash and stop tests: every outcome is decided by the fault, not by a limit).
+MANY_CREATES_LIMITS = """
+    defaults:
+      gpu_limit: null
+      max_gpus_per_container: 1
+      max_containers: 10
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
 #: GECOS comment of the users the tests create, so leftovers of an interrupted run are
 #: recognised and removed.
 TEST_USER_COMMENT = "ds01-test"

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from support import (
+    MANY_CREATES_LIMITS,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     assert_views_match_docker,
@@ -42,14 +43,7 @@ from support import (
     wait_until,
 )
 
-LIMITS = """
-    defaults:
-      gpu_limit: null
-      max_gpus_per_container: 1
-      max_containers: 10
-      cpu_limit: 1
-      memory_limit: 256M
-"""
+LIMITS = MANY_CREATES_LIMITS
 
 #: ds01d's default drain timeout (``ds01.daemon.main.DEFAULT_DRAIN_SECONDS``).
 DRAIN_SECONDS = 30.0

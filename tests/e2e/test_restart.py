@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from support import (
+    MANY_CREATES_LIMITS,
     TEST_IMAGES_YAML,
     assert_views_match_docker,
     describe,
@@ -36,14 +37,7 @@ from support import (
     docker_view,
 )
 
-LIMITS = """
-    defaults:
-      gpu_limit: null
-      max_gpus_per_container: 1
-      max_containers: 10
-      cpu_limit: 1
-      memory_limit: 256M
-"""
+LIMITS = MANY_CREATES_LIMITS
 
 # Ten requests that together fit the embedded default's 7 devices exactly (3 whole GPUs,
 # MIG 3g.20gb + 2g.10gb + 1g.5gb + 1g.5gb) plus three containers without a GPU.

@@ -1316,13 +1316,7 @@ class Ds01Service:
                     break
                 if made:
                     removed.append(intent.docker_name)
-                    self.events.emit(
-                        "container.create",
-                        user=intent.user,
-                        resource=f"container/{intent.docker_name}",
-                        details={"reason": "Docker stopped answering during the create"},
-                        outcome="rolled_back",
-                    )
+                    self._rolled_back(intent, "Docker stopped answering during the create")
                 self.store.remove_intent(intent.request_id)
                 self._failed_creates.discard(intent.request_id)
         if removed:
@@ -1891,6 +1885,16 @@ class Ds01Service:
                 self.runtime.rename(record.docker_name, original)
             log.warning("settled the interrupted re-creation of %s", original)
 
+    def _rolled_back(self, intent: CreateIntent, reason: str) -> None:
+        """The audit event of a half-made container removed for its create ``intent``."""
+        self.events.emit(
+            "container.create",
+            user=intent.user,
+            resource=f"container/{intent.docker_name}",
+            details={"reason": reason},
+            outcome="rolled_back",
+        )
+
     def reconcile(self, settle_seconds: float = 1.5) -> list[str]:
         """Remove containers whose create never finished; return their Docker names.
 
@@ -1910,13 +1914,7 @@ class Ds01Service:
                 if record is not None and record.request_id == intent.request_id:
                     self.runtime.remove(record.docker_name, force=True, missing_ok=True)
                     removed.append(record.docker_name)
-                    self.events.emit(
-                        "container.create",
-                        user=intent.user,
-                        resource=f"container/{intent.docker_name}",
-                        details={"reason": "daemon stopped before the create completed"},
-                        outcome="rolled_back",
-                    )
+                    self._rolled_back(intent, "daemon stopped before the create completed")
                     self.store.remove_intent(intent.request_id)
                 elif time.monotonic() < deadline:
                     still.append(intent)
