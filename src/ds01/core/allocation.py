@@ -342,6 +342,17 @@ class Placement:
         """What this placement counts for in quotas (exact)."""
         return sum((d.gpu_equivalents for d in self.devices), Fraction(0))
 
+    def holding(self, container: str, user: str) -> Holding:
+        """The holding of a queued request once it starts here (``container`` is its id and
+        the name it holds the devices under)."""
+        return Holding(
+            container=container,
+            name=container,
+            user=user,
+            devices=self.uuids,
+            gpu_equivalents=self.gpu_equivalents,
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # Placement

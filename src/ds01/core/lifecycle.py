@@ -818,17 +818,127 @@ def _warning(
     return Warn(kind, level, fractions[level - 1], stop_at) if level > sent else None
 
 
-def _stopped_decision(clock: ContainerClock, now: datetime) -> Decision:
-    runtime = clock.runtime(now)
+def _unplanned_decision(
+    idle_for: timedelta,
+    timeout: timedelta | None,
+    runtime: timedelta,
+    reason: str,
+    exemption: Exemption | None = None,
+) -> Decision:
+    """A decision with no stop planned and nothing to do (stopped, or exempt)."""
     return Decision(
-        idle_for=_NO_TIME,
-        effective_idle_timeout=None,
+        idle_for=idle_for,
+        effective_idle_timeout=timeout,
         runtime=runtime,
         idle_stop_at=None,
         runtime_stop_at=None,
         stop_at=None,
-        reason=f"Not running (ran {_duration(runtime)} in all).",
+        reason=reason,
+        exemption=exemption,
     )
+
+
+def _stopped_decision(clock: ContainerClock, now: datetime) -> Decision:
+    runtime = clock.runtime(now)
+    return _unplanned_decision(
+        _NO_TIME, None, runtime, f"Not running (ran {_duration(runtime)} in all)."
+    )
+
+
+@dataclass(frozen=True)
+class _IdleLimit:
+    """The idle timeout in force at one instant and when it stops the container."""
+
+    timeout: timedelta
+    stop_at: datetime
+    keep_alive_until: datetime | None
+
+
+def _idle_limit(
+    clock: ContainerClock,
+    now: datetime,
+    policy: LifecyclePolicy,
+    limits: LimitsForContainer,
+    demand: bool,
+    grace_end: datetime,
+) -> _IdleLimit | None:
+    """The idle timeout (shrunk under demand) and its stop; ``None`` = no idle timeout."""
+    if limits.idle_timeout_hours is None:
+        return None
+    factor = policy.demand_idle_factor if demand else 1.0
+    timeout = timedelta(hours=limits.idle_timeout_hours * factor)
+    return _IdleLimit(
+        timeout=timeout,
+        stop_at=_at_least(_idle_due(clock, now, policy, timeout), grace_end),
+        keep_alive_until=_keep_alive_until(clock, now, policy, timeout, grace_end),
+    )
+
+
+def _runtime_limit(
+    clock: ContainerClock, limits: LimitsForContainer, start: datetime
+) -> tuple[timedelta | None, datetime | None]:
+    """The runtime limit and when this run reaches it; ``(None, None)`` = no limit."""
+    if limits.max_runtime_hours is None:
+        return None, None
+    limit = timedelta(hours=limits.max_runtime_hours)
+    before = timedelta(seconds=clock.runtime_seconds_before)
+    return limit, start + max(_NO_TIME, limit - before)
+
+
+def _stop_reason(
+    decision: Decision,
+    kind: StopKind,
+    limit: timedelta | None,
+    policy: LifecyclePolicy,
+    demand: bool,
+    keep_alive: str,
+) -> str:
+    """Why a stop that is due now happens (without the final full stop)."""
+    if kind == "runtime":
+        return f"Ran {_duration(decision.runtime)} over its runs, the limit is {_duration(limit)}"
+    why = (
+        f"Idle for {_duration(decision.idle_for)}, "
+        f"the limit is {_duration(decision.effective_idle_timeout)}"
+    )
+    if demand and policy.demand_idle_factor < 1:
+        why += " while others wait for GPUs"
+    return why + keep_alive
+
+
+def _due_warnings(
+    decision: Decision,
+    clock: ContainerClock,
+    now: datetime,
+    policy: LifecyclePolicy,
+    limit: timedelta | None,
+    grace_end: datetime,
+) -> tuple[Action, ...]:
+    """The runtime and idle warnings due at ``now`` that were not sent yet."""
+    warnings: list[Warn | None] = []
+    if decision.runtime_stop_at is not None and limit is not None:
+        warnings.append(
+            _warning(
+                "runtime",
+                policy.runtime_warning_fractions,
+                clock.runtime_warning_level,
+                decision.runtime_stop_at,
+                limit,
+                now,
+            )
+        )
+    timeout = decision.effective_idle_timeout
+    if decision.idle_stop_at is not None and timeout is not None and now >= grace_end:
+        warnings.append(
+            _warning(
+                "idle",
+                policy.idle_warning_fractions,
+                clock.idle_warning_level,
+                decision.idle_stop_at,
+                timeout,
+                now,
+            )
+        )
+    return tuple(warn for warn in warnings if warn is not None)
 
 
 def decide(
@@ -856,36 +966,19 @@ def decide(
     runtime = clock.runtime(now)
     idle_for = max(_NO_TIME, now - _idle_since(clock, now, policy))
     grace_end = start + timedelta(minutes=policy.idle_grace_minutes)
-
-    timeout: timedelta | None = None
-    idle_stop_at: datetime | None = None
-    keep_alive_until: datetime | None = None
-    if limits.idle_timeout_hours is not None:
-        factor = policy.demand_idle_factor if demand else 1.0
-        timeout = timedelta(hours=limits.idle_timeout_hours * factor)
-        idle_stop_at = _at_least(_idle_due(clock, now, policy, timeout), grace_end)
-        keep_alive_until = _keep_alive_until(clock, now, policy, timeout, grace_end)
-    limit: timedelta | None = None
-    runtime_stop_at: datetime | None = None
-    if limits.max_runtime_hours is not None:
-        limit = timedelta(hours=limits.max_runtime_hours)
-        before = timedelta(seconds=clock.runtime_seconds_before)
-        runtime_stop_at = start + max(_NO_TIME, limit - before)
+    idle = _idle_limit(clock, now, policy, limits, demand, grace_end)
+    timeout = None if idle is None else idle.timeout
+    keep_alive_until = None if idle is None else idle.keep_alive_until
+    limit, runtime_stop_at = _runtime_limit(clock, limits, start)
 
     about = _describe(idle_for, timeout, runtime, limit, demand, policy)
     keep_alive = _describe_keep_alive(keep_alive_until, policy)
     if exemption is not None and exemption.in_force(now):
-        return Decision(
-            idle_for=idle_for,
-            effective_idle_timeout=timeout,
-            runtime=runtime,
-            idle_stop_at=None,
-            runtime_stop_at=None,
-            stop_at=None,
-            reason=f"{about}; {exemption.describe()}.",
-            exemption=exemption,
+        return _unplanned_decision(
+            idle_for, timeout, runtime, f"{about}; {exemption.describe()}.", exemption
         )
 
+    idle_stop_at = None if idle is None else idle.stop_at
     due = [moment for moment in (runtime_stop_at, idle_stop_at) if moment is not None]
     stop_at = min(due) if due else None
     decision = Decision(
@@ -902,40 +995,11 @@ def decide(
     if stop_at is None or kind is None:
         return replace(decision, reason=f"{about}{keep_alive}; no stop planned.")
     if now >= stop_at:
-        if kind == "runtime":
-            why = f"Ran {_duration(runtime)} over its runs, the limit is {_duration(limit)}"
-        else:
-            why = f"Idle for {_duration(idle_for)}, the limit is {_duration(timeout)}"
-            if demand and policy.demand_idle_factor < 1:
-                why += " while others wait for GPUs"
-            why += keep_alive
+        why = _stop_reason(decision, kind, limit, policy, demand, keep_alive)
         return replace(decision, reason=f"{why}: stopped.", actions=(Stop(kind, f"{why}."),))
-
-    actions: list[Action] = []
-    if runtime_stop_at is not None and limit is not None:
-        warn = _warning(
-            "runtime",
-            policy.runtime_warning_fractions,
-            clock.runtime_warning_level,
-            runtime_stop_at,
-            limit,
-            now,
-        )
-        if warn is not None:
-            actions.append(warn)
-    if idle_stop_at is not None and timeout is not None and now >= grace_end:
-        warn = _warning(
-            "idle",
-            policy.idle_warning_fractions,
-            clock.idle_warning_level,
-            idle_stop_at,
-            timeout,
-            now,
-        )
-        if warn is not None:
-            actions.append(warn)
     reason = f"{about}{keep_alive}; stops at {_when(stop_at)} ({kind} limit)."
-    return replace(decision, reason=reason, actions=tuple(actions))
+    actions = _due_warnings(decision, clock, now, policy, limit, grace_end)
+    return replace(decision, reason=reason, actions=actions)
 
 
 def _describe(

@@ -234,6 +234,118 @@ def _owner(event: Mapping[str, Any], uid_names: Mapping[int, str]) -> str | None
     return user
 
 
+@dataclass
+class _Window:
+    """The per-user tallies of one report window ``[start, end)`` at ``now``, and each
+    user's latest group (from the latest holding or energy record seen)."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+    tallies: dict[str, _Tally] = field(default_factory=dict)
+    latest: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+
+    def tally(self, user: str) -> _Tally:
+        return self.tallies.setdefault(user, _Tally())
+
+    def count_holdings(self, holdings: Iterable[Holding]) -> None:
+        for holding in holdings:
+            seconds = _overlap(holding.start, holding.end or self.now, self.start, self.end)
+            if seconds <= 0:
+                continue
+            self.tally(holding.user).allocated += holding.gpu_equivalents * seconds
+            if holding.user not in self.latest or holding.start > self.latest[holding.user][0]:
+                self.latest[holding.user] = (holding.start, holding.group)
+
+    def count_activity(self, activity: Iterable[Activity]) -> None:
+        for hour in activity:
+            # Recorded over the hour, or up to now in the current hour.
+            span_end = min(hour.hour + HOUR, max(self.now, hour.hour + timedelta(seconds=1)))
+            span = (span_end - hour.hour).total_seconds()
+            share = _overlap(hour.hour, span_end, self.start, self.end) / span
+            if share <= 0:
+                continue
+            row = self.tally(hour.user)
+            row.measured += hour.measured_gpu_seconds * share
+            row.busy += hour.busy_gpu_seconds * share
+
+    def count_events(
+        self, events: Iterable[Mapping[str, Any]], uid_names: Mapping[int, str]
+    ) -> None:
+        for event in events:
+            if event.get("outcome", "success") != "success":
+                continue
+            action = event.get("action")
+            if action not in (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START):
+                continue
+            ts = parse_ts(event.get("ts"))
+            if ts is None or not self.start <= ts < self.end:
+                continue
+            owner = _owner(event, uid_names)
+            if owner is not None:
+                _count_event(self.tally(owner), action, event)
+
+    def count_energy(self, energy: Iterable[Energy]) -> None:
+        for record in energy:
+            length = (record.end - record.start).total_seconds()
+            if length > 0:
+                share = _overlap(record.start, record.end, self.start, self.end) / length
+            else:
+                share = 1.0 if self.start <= record.start < self.end else 0.0
+            if share > 0:
+                self.tally(record.user).joules += record.joules * share
+                self.latest.setdefault(record.user, (record.start, record.group))
+
+    def group_of(self, user: str, user_groups: Mapping[str, str]) -> str:
+        if user in self.latest:
+            return self.latest[user][1]
+        return user_groups.get(user, NO_GROUP)
+
+
+def _count_event(row: _Tally, action: str, event: Mapping[str, Any]) -> None:
+    """Add one successful create, reclaim, runtime stop or queue start to ``row``."""
+    if action == CREATED:
+        row.created += 1
+    elif action == IDLE_RECLAIM:
+        row.idle += 1
+    elif action == RUNTIME_STOP:
+        row.runtime += 1
+    else:
+        details = event.get("details")
+        waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
+        if isinstance(waited, (int, float)) and not isinstance(waited, bool):
+            row.waits.append(float(waited))
+
+
+def _make_row(
+    name: str, group: str | None, t: _Tally, metered: bool, co2_g_per_kwh: float | None
+) -> ReportRow:
+    kwh = t.joules / JOULES_PER_KWH if metered else None
+    co2 = kwh * co2_g_per_kwh / 1000 if kwh is not None and co2_g_per_kwh is not None else None
+    return ReportRow(
+        name=name,
+        group=group,
+        gpu_hours_allocated=_round(t.allocated / 3600),
+        gpu_hours_measured=_round(t.measured / 3600),
+        gpu_hours_used=_round(t.busy / 3600),
+        utilization_percent=_round(100 * t.busy / t.measured, 1) if t.measured > 0 else None,
+        containers_created=t.created,
+        idle_reclaims=t.idle,
+        runtime_stops=t.runtime,
+        queue_waits=QueueWaits(
+            count=len(t.waits),
+            mean_seconds=_round(sum(t.waits) / len(t.waits), 1) if t.waits else None,
+            max_seconds=_round(max(t.waits), 1) if t.waits else None,
+        ),
+        energy_kwh=_round(kwh) if kwh is not None else None,
+        co2_kg=_round(co2) if co2 is not None else None,
+    )
+
+
+def _by_allocation(item: tuple[str, _Tally]) -> tuple[float, str]:
+    return (-item[1].allocated, item[0])
+
+
 def build_report(
     *,
     start: datetime,
@@ -264,108 +376,33 @@ def build_report(
     """
     if not start < end:
         raise ValueError(f"the report's start ({start}) must be before its end ({end})")
-    tallies: dict[str, _Tally] = {}
-    latest: dict[str, tuple[datetime, str]] = {}
-
-    def tally(user: str) -> _Tally:
-        return tallies.setdefault(user, _Tally())
-
-    for holding in holdings:
-        seconds = _overlap(holding.start, holding.end or now, start, end)
-        if seconds <= 0:
-            continue
-        tally(holding.user).allocated += holding.gpu_equivalents * seconds
-        if holding.user not in latest or holding.start > latest[holding.user][0]:
-            latest[holding.user] = (holding.start, holding.group)
-    for hour in activity:
-        # Recorded over the hour, or up to now in the current hour.
-        span_end = min(hour.hour + HOUR, max(now, hour.hour + timedelta(seconds=1)))
-        span = (span_end - hour.hour).total_seconds()
-        share = _overlap(hour.hour, span_end, start, end) / span
-        if share <= 0:
-            continue
-        row = tally(hour.user)
-        row.measured += hour.measured_gpu_seconds * share
-        row.busy += hour.busy_gpu_seconds * share
-    for event in events:
-        if event.get("outcome", "success") != "success":
-            continue
-        action = event.get("action")
-        if action not in (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START):
-            continue
-        ts = parse_ts(event.get("ts"))
-        if ts is None or not start <= ts < end:
-            continue
-        owner = _owner(event, uid_names)
-        if owner is None:
-            continue
-        row = tally(owner)
-        if action == CREATED:
-            row.created += 1
-        elif action == IDLE_RECLAIM:
-            row.idle += 1
-        elif action == RUNTIME_STOP:
-            row.runtime += 1
-        else:
-            details = event.get("details")
-            waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
-            if isinstance(waited, (int, float)) and not isinstance(waited, bool):
-                row.waits.append(float(waited))
+    window = _Window(start, end, now)
+    window.count_holdings(holdings)
+    window.count_activity(activity)
+    window.count_events(events, uid_names)
+    window.count_energy(energy or ())
     metered = energy is not None
-    for record in energy or ():
-        length = (record.end - record.start).total_seconds()
-        if length > 0:
-            share = _overlap(record.start, record.end, start, end) / length
-        else:
-            share = 1.0 if start <= record.start < end else 0.0
-        if share > 0:
-            tally(record.user).joules += record.joules * share
-            latest.setdefault(record.user, (record.start, record.group))
-
-    def group_of(user: str) -> str:
-        if user in latest:
-            return latest[user][1]
-        return user_groups.get(user, NO_GROUP)
-
-    def make_row(name: str, group: str | None, t: _Tally) -> ReportRow:
-        kwh = t.joules / JOULES_PER_KWH if metered else None
-        co2 = kwh * co2_g_per_kwh / 1000 if kwh is not None and co2_g_per_kwh is not None else None
-        return ReportRow(
-            name=name,
-            group=group,
-            gpu_hours_allocated=_round(t.allocated / 3600),
-            gpu_hours_measured=_round(t.measured / 3600),
-            gpu_hours_used=_round(t.busy / 3600),
-            utilization_percent=_round(100 * t.busy / t.measured, 1) if t.measured > 0 else None,
-            containers_created=t.created,
-            idle_reclaims=t.idle,
-            runtime_stops=t.runtime,
-            queue_waits=QueueWaits(
-                count=len(t.waits),
-                mean_seconds=_round(sum(t.waits) / len(t.waits), 1) if t.waits else None,
-                max_seconds=_round(max(t.waits), 1) if t.waits else None,
-            ),
-            energy_kwh=_round(kwh) if kwh is not None else None,
-            co2_kg=_round(co2) if co2 is not None else None,
-        )
 
     groups: dict[str, _Tally] = {}
     total = _Tally()
-    for user, t in tallies.items():
-        groups.setdefault(group_of(user), _Tally()).add(t)
+    for user, t in window.tallies.items():
+        groups.setdefault(window.group_of(user, user_groups), _Tally()).add(t)
         total.add(t)
-
-    def order(item: tuple[str, _Tally]) -> tuple[float, str]:
-        return (-item[1].allocated, item[0])
-
+    users = sorted(window.tallies.items(), key=_by_allocation)
     return Report(
         start=start,
         end=end,
         generated_at=now,
         co2_g_per_kwh=co2_g_per_kwh,
-        users=tuple(make_row(u, group_of(u), t) for u, t in sorted(tallies.items(), key=order)),
-        groups=tuple(make_row(g, None, t) for g, t in sorted(groups.items(), key=order)),
-        total=make_row(TOTAL, None, total),
+        users=tuple(
+            _make_row(u, window.group_of(u, user_groups), t, metered, co2_g_per_kwh)
+            for u, t in users
+        ),
+        groups=tuple(
+            _make_row(g, None, t, metered, co2_g_per_kwh)
+            for g, t in sorted(groups.items(), key=_by_allocation)
+        ),
+        total=_make_row(TOTAL, None, total, metered, co2_g_per_kwh),
         notes=tuple(notes),
     )
 

@@ -83,7 +83,6 @@ from ds01.core.allocation import (
     AllocationState,
     GpuQuota,
     GpuRequest,
-    Holding,
     Placement,
     allocate,
     describe_devices,
@@ -661,6 +660,115 @@ def _held_by_own(
     )
 
 
+@dataclass
+class _Pass:
+    """One scheduling pass as it walks the ranked requests: who starts, who waits and why.
+
+    ``current`` is ``state`` with the holdings of the requests started so far in the pass;
+    ``without_reserved`` is the inventory with the head's reserved devices held back.
+    """
+
+    inventory: Inventory
+    now: datetime
+    policy: SchedulerConfig
+    previous: Reservation | None
+    ends: dict[str, datetime | None]
+    current: AllocationState
+    without_reserved: Inventory
+    starts: list[Start] = field(default_factory=list)
+    started_by_user: dict[str, list[str]] = field(default_factory=dict)
+    entries: list[QueueEntry] = field(default_factory=list)
+    head: _Head | None = None
+
+    def consider(self, ranked: Ranked) -> None:
+        """Start ``ranked`` now or record why it waits."""
+        request = ranked.request
+        containers = (*request.user_containers, *self.started_by_user.get(request.user, ()))
+        if self.head is not None and not self.policy.backfill:
+            self.entries.append(self._without_backfill(ranked, containers, self.head))
+            return
+        try:
+            placement = _allocate(request, self.without_reserved, self.current, containers)
+        except QuotaExceeded as refused:
+            self.entries.append(_entry(ranked, "quota", refused.message))
+            return
+        except NoCapacity as refused:
+            fitted = self._short_of_capacity(ranked, containers, refused)
+            if isinstance(fitted, QueueEntry):
+                self.entries.append(fitted)
+                return
+            placement = fitted
+        self._place(ranked, containers, placement)
+
+    def _without_backfill(
+        self, ranked: Ranked, containers: Sequence[str], head: _Head
+    ) -> QueueEntry:
+        refused = _quota_refusal(ranked.request, self.inventory, self.current, containers)
+        if refused is not None:
+            return _entry(ranked, "quota", refused.message)
+        return _entry(ranked, "behind_head", f"Waits behind {head.request.id} (backfill is off).")
+
+    def _short_of_capacity(
+        self, ranked: Ranked, containers: Sequence[str], refused: NoCapacity
+    ) -> Placement | QueueEntry:
+        """Where a request that does not fit beside the head's reserved devices may still go,
+        or its entry: unsatisfiable, the new head, short of capacity, or reserved for the head."""
+        request, inventory, current, now = ranked.request, self.inventory, self.current, self.now
+        if not _satisfiable(request, inventory):
+            reason = f"Cannot be placed even with every device free: {refused.message}"
+            return _entry(ranked, "unsatisfiable", reason)
+        head = self.head
+        if head is None:
+            head = self.head = _make_head(
+                request, containers, inventory, current, now, self.ends, self.previous
+            )
+            held = head.reservation.devices
+            self.without_reserved = replace(inventory, reserved=inventory.reserved | set(held))
+            reason = (
+                f"First in line for {request.request.describe()}: holds {len(held)} free "
+                f"device(s), expected to start at {_when(head.reservation.estimated_start)}."
+            ) + _held_by_own(request, inventory, current, containers)
+            return _entry(ranked, "head", reason)
+        # It does not fit beside the head's reserved devices: does it fit on them?
+        try:
+            placement = _allocate(request, inventory, current, containers)
+        except NoCapacity as still_refused:
+            own = _held_by_own(request, inventory, current, containers)
+            return _entry(ranked, "capacity", still_refused.message + own)
+        if not _may_use_reserved(request, now, head.reservation, self.policy):
+            reason = (
+                f"Fits only on devices reserved for {head.request.id}, which is "
+                f"promised to start at {_when(head.reservation.promised_start)}; this "
+                f"request is expected to hold them until {_when(_end_of(request, now))}."
+            )
+            return _entry(ranked, "reserved_for_head", reason)
+        return placement
+
+    def _place(self, ranked: Ranked, containers: Sequence[str], placement: Placement) -> None:
+        """Start ``ranked`` on ``placement`` unless it would take quota the head needs."""
+        request = ranked.request
+        head = self.head
+        if head is not None:
+            if head.short_of_quota(request, placement, self.current, containers):
+                reason = (
+                    f"Would use the quota that {head.request.id}, first in line, needs "
+                    f"({head.request.request.describe()})."
+                )
+                self.entries.append(_entry(ranked, "reserved_for_head", reason))
+                return
+            head = self.head = head.after_backfill(placement, _end_of(request, self.now))
+        where = f"on {describe_devices(placement.devices)}" if placement.devices else "without GPU"
+        if head is None:
+            self.entries.append(_entry(ranked, "starting", f"Starts now {where}."))
+        else:
+            reason = f"Starts now {where}, ahead of {head.request.id}."
+            self.entries.append(_entry(ranked, "backfilling", reason))
+        self.starts.append(Start(request, placement))
+        self.started_by_user.setdefault(request.user, []).append(request.id)
+        self.ends[request.id] = _end_of(request, self.now)
+        self.current = self.current.with_holding(placement.holding(request.id, request.user))
+
+
 def plan(
     pending: Sequence[PendingRequest],
     inventory: Inventory,
@@ -689,94 +797,23 @@ def plan(
     ids = [request.id for request in pending]
     if len(set(ids)) != len(ids):
         raise ValueError("pending requests must have unique ids")
-    ends: dict[str, datetime | None] = dict(expected_ends or {})
-    current = state
-    starts: list[Start] = []
-    started_by_user: dict[str, list[str]] = {}
-    entries: list[QueueEntry] = []
-    head: _Head | None = None
-    without_reserved = inventory  # the inventory with the head's reserved devices held back
-
+    walk = _Pass(
+        inventory=inventory,
+        now=now,
+        policy=policy,
+        previous=previous,
+        ends=dict(expected_ends or {}),
+        current=state,
+        without_reserved=inventory,
+    )
     for ranked in order(pending, usage, now, policy):
-        request = ranked.request
-        containers = (*request.user_containers, *started_by_user.get(request.user, ()))
-        if head is not None and not policy.backfill:
-            refused = _quota_refusal(request, inventory, current, containers)
-            if refused is not None:
-                entries.append(_entry(ranked, "quota", refused.message))
-            else:
-                reason = f"Waits behind {head.request.id} (backfill is off)."
-                entries.append(_entry(ranked, "behind_head", reason))
-            continue
-        try:
-            placement = _allocate(request, without_reserved, current, containers)
-        except QuotaExceeded as refused:
-            entries.append(_entry(ranked, "quota", refused.message))
-            continue
-        except NoCapacity as refused:
-            if not _satisfiable(request, inventory):
-                reason = f"Cannot be placed even with every device free: {refused.message}"
-                entries.append(_entry(ranked, "unsatisfiable", reason))
-                continue
-            if head is None:
-                head = _make_head(request, containers, inventory, current, now, ends, previous)
-                held = head.reservation.devices
-                without_reserved = replace(inventory, reserved=inventory.reserved | set(held))
-                reason = (
-                    f"First in line for {request.request.describe()}: holds {len(held)} free "
-                    f"device(s), expected to start at {_when(head.reservation.estimated_start)}."
-                ) + _held_by_own(request, inventory, current, containers)
-                entries.append(_entry(ranked, "head", reason))
-                continue
-            # It does not fit beside the head's reserved devices: does it fit on them?
-            try:
-                placement = _allocate(request, inventory, current, containers)
-            except NoCapacity as still_refused:
-                own = _held_by_own(request, inventory, current, containers)
-                entries.append(_entry(ranked, "capacity", still_refused.message + own))
-                continue
-            if not _may_use_reserved(request, now, head.reservation, policy):
-                reason = (
-                    f"Fits only on devices reserved for {head.request.id}, which is "
-                    f"promised to start at {_when(head.reservation.promised_start)}; this "
-                    f"request is expected to hold them until {_when(_end_of(request, now))}."
-                )
-                entries.append(_entry(ranked, "reserved_for_head", reason))
-                continue
-        if head is not None:
-            if head.short_of_quota(request, placement, current, containers):
-                reason = (
-                    f"Would use the quota that {head.request.id}, first in line, needs "
-                    f"({head.request.request.describe()})."
-                )
-                entries.append(_entry(ranked, "reserved_for_head", reason))
-                continue
-            head = head.after_backfill(placement, _end_of(request, now))
-        where = f"on {describe_devices(placement.devices)}" if placement.devices else "without GPU"
-        if head is None:
-            entries.append(_entry(ranked, "starting", f"Starts now {where}."))
-        else:
-            reason = f"Starts now {where}, ahead of {head.request.id}."
-            entries.append(_entry(ranked, "backfilling", reason))
-        starts.append(Start(request, placement))
-        started_by_user.setdefault(request.user, []).append(request.id)
-        ends[request.id] = _end_of(request, now)
-        current = current.with_holding(
-            Holding(
-                container=request.id,
-                name=request.id,
-                user=request.user,
-                devices=placement.uuids,
-                gpu_equivalents=placement.gpu_equivalents,
-            )
-        )
-
+        walk.consider(ranked)
     demand = sum(
-        (least_gpu_equivalents(e.request.request, inventory) for e in entries if not e.starts),
+        (least_gpu_equivalents(e.request.request, inventory) for e in walk.entries if not e.starts),
         Fraction(0),
     )
-    reservation = None if head is None else head.reservation
-    return Plan(tuple(starts), reservation, tuple(entries), demand)
+    reservation = None if walk.head is None else walk.head.reservation
+    return Plan(tuple(walk.starts), reservation, tuple(walk.entries), demand)
 
 
 # --------------------------------------------------------------------------------------------

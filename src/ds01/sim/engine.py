@@ -49,7 +49,7 @@ from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import (
     AllocationState,
     GpuQuota,
-    Holding,
+    Placement,
     free_devices,
     least_gpu_equivalents,
 )
@@ -267,6 +267,181 @@ def job_id(job: TraceJob) -> str:
     return f"job-{job.line}"
 
 
+class _Replay:
+    """The state of one replay between events: the event heap, what waits, what runs, who
+    holds what, and every job's outcome so far. ``run`` drives it to the end."""
+
+    def __init__(
+        self,
+        jobs: Sequence[TraceJob],
+        inventory: Inventory,
+        config: ResourceLimitsConfig,
+        policy: SchedulerConfig,
+        reclaim: ReclaimName,
+    ) -> None:
+        self.inventory = inventory
+        self.policy = policy
+        self.reclaim = reclaim
+        self.setups = user_setups(jobs, config)
+        self.outcomes = {
+            job_id(job): JobOutcome(
+                id=job_id(job),
+                job=job,
+                least_gpu_equivalents=least_gpu_equivalents(job.request, inventory),
+                busy_hours=self.setups[job.user].busy_hours(job),
+            )
+            for job in jobs
+        }
+        self.by_id = {job_id(job): job for job in jobs}
+        self.capacity = sum(
+            (d.gpu_equivalents for d in free_devices(inventory, AllocationState())), Fraction(0)
+        )
+        self.events: list[tuple[float, _Event, str]] = [
+            (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
+        ]
+        heapq.heapify(self.events)
+        self.pending: dict[str, PendingRequest] = {}
+        self.running: dict[str, _Running] = {}
+        self.state = AllocationState()
+        self.expected_ends: dict[str, datetime | None] = {}
+        self.usage: dict[str, UsageInterval] = {}
+        self.reservation: Reservation | None = None
+        self.last_event = 0.0
+
+    def run(self) -> None:
+        """Take every event in order; after each instant, schedule and check for idleness."""
+        while self.events:
+            hours = self.events[0][0]
+            now = at(hours)
+            while self.events and self.events[0][0] == hours:
+                _, kind, key = heapq.heappop(self.events)
+                self.handle(kind, key, hours, now)
+            self.last_event = hours
+            demand = self.schedule(hours, now) if self.pending else False
+            if self.reclaim == "ds01":
+                self.check_ds01(hours, demand)
+
+    def handle(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
+        """One event of job ``key`` at ``hours``."""
+        job = self.by_id[key]
+        setup = self.setups[job.user]
+        if kind is _Event.SUBMIT:
+            self.pending[key] = PendingRequest(
+                id=key,
+                user=job.user,
+                group=job.group,
+                request=job.request,
+                quota=setup.quota,
+                priority=setup.priority,
+                submitted_at=now,
+                expected_runtime_hours=setup.expected_hold_hours,
+            )
+        elif kind is _Event.STOP:
+            if key in self.running:
+                self.stop(key, hours)
+        elif kind is _Event.CHECK:
+            run = self.running.get(key)
+            if run is not None and run.reference is not None:
+                self.check_reference(key, run, run.reference, hours)
+        else:
+            self.state = self.state.without(key)
+            del self.expected_ends[key]
+            self.usage[key] = replace(self.usage[key], end=now)
+
+    def schedule(self, hours: float, now: datetime) -> bool:
+        """One scheduling pass; start what it places. Whether requests wait for devices."""
+        containers: dict[str, tuple[str, ...]] = {}
+        for holding in self.state.holdings:
+            containers[holding.user] = (*containers.get(holding.user, ()), holding.container)
+        waiting = [
+            replace(request, user_containers=containers.get(request.user, ()))
+            for request in self.pending.values()
+        ]
+        totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
+        decision = plan(
+            waiting,
+            self.inventory,
+            self.state,
+            now,
+            totals,
+            self.policy,
+            self.expected_ends,
+            self.reservation,
+        )
+        self.reservation = decision.reservation
+        for request, placement in decision.starts:
+            self.start(request, placement, hours, now)
+        return decision.waiting_for_devices
+
+    def start(
+        self, request: PendingRequest, placement: Placement, hours: float, now: datetime
+    ) -> None:
+        """Start ``request`` on ``placement`` at ``hours``; schedule its stop and checks."""
+        key = request.id
+        job, setup = self.by_id[key], self.setups[request.user]
+        del self.pending[key]
+        busy = setup.busy_hours(job)
+        run = _Running(
+            start=hours,
+            busy_until=hours + busy,
+            held_until=hours + busy + setup.held_tail_hours(job),
+        )
+        self.outcomes[key] = replace(
+            self.outcomes[key], start_hours=hours, gpu_equivalents=placement.gpu_equivalents
+        )
+        self.state = self.state.with_holding(placement.holding(key, request.user))
+        hold = setup.expected_hold_hours
+        self.expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
+        self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
+        heapq.heappush(self.events, (run.held_until, _Event.STOP, key))
+        if self.reclaim == "reference":
+            run = replace(run, reference=ReferenceIdleState(last_activity_hours=hours))
+            first = reference_first_check(hours)
+            if first < run.held_until:
+                heapq.heappush(self.events, (first, _Event.CHECK, key))
+        self.running[key] = run
+
+    def stop(self, key: str, hours: float) -> None:
+        """Stop running job ``key`` at ``hours``; its devices are released after the hold."""
+        run, setup = self.running.pop(key), self.setups[self.by_id[key].user]
+        self.outcomes[key] = replace(
+            self.outcomes[key],
+            idle_hours=hours - run.busy_until + setup.hold_hours,
+            reclaimed_hours=run.held_until - hours,
+        )
+        self.expected_ends[key] = at(hours + setup.hold_hours)
+        heapq.heappush(self.events, (hours + setup.hold_hours, _Event.RELEASE, key))
+
+    def check_reference(
+        self, key: str, run: _Running, idle: ReferenceIdleState, hours: float
+    ) -> None:
+        """One hourly check of the reference at ``hours``; the next one is scheduled."""
+        allocated = sum((h.gpu_equivalents for h in self.state.holdings), Fraction(0))
+        high_demand = allocated >= REFERENCE_HIGH_DEMAND_FRACTION * self.capacity
+        timeout = self.setups[self.by_id[key].user].idle_timeout_hours
+        checked, stops = reference_check(idle, hours, run.busy_until, timeout, high_demand)
+        if stops:
+            self.stop(key, hours)
+            return
+        self.running[key] = replace(run, reference=checked)
+        following = hours + REFERENCE_CHECK_PERIOD_HOURS
+        if following < run.held_until:
+            heapq.heappush(self.events, (following, _Event.CHECK, key))
+
+    def check_ds01(self, hours: float, demand: bool) -> None:
+        """Stop the jobs whose idle stop is due; schedule a check at the next due ones."""
+        for key, run in list(self.running.items()):
+            setup = self.setups[self.by_id[key].user]
+            due = setup.idle_stop_hours(run.start, run.busy_until, hours, demand)
+            if due is None or due >= run.held_until - _INSTANT_HOURS:
+                continue  # its owner or its runtime limit stops it first
+            if due <= hours:
+                self.stop(key, hours)
+            elif due != run.next_check:
+                self.running[key] = replace(run, next_check=due)
+                heapq.heappush(self.events, (due, _Event.CHECK, key))
+
+
 def simulate(
     jobs: Sequence[TraceJob],
     inventory: Inventory,
@@ -279,157 +454,13 @@ def simulate(
 
     Deterministic: the same inputs give the same result.
     """
-    setups = user_setups(jobs, config)
-    outcomes = {
-        job_id(job): JobOutcome(
-            id=job_id(job),
-            job=job,
-            least_gpu_equivalents=least_gpu_equivalents(job.request, inventory),
-            busy_hours=setups[job.user].busy_hours(job),
-        )
-        for job in jobs
-    }
-    by_id = {job_id(job): job for job in jobs}
-    capacity = sum(
-        (d.gpu_equivalents for d in free_devices(inventory, AllocationState())), Fraction(0)
-    )
-    events: list[tuple[float, _Event, str]] = [
-        (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
-    ]
-    heapq.heapify(events)
-    pending: dict[str, PendingRequest] = {}
-    running: dict[str, _Running] = {}
-    state = AllocationState()
-    expected_ends: dict[str, datetime | None] = {}
-    usage: dict[str, UsageInterval] = {}
-    reservation: Reservation | None = None
-    last_event = 0.0
-
-    def stop(key: str, hours: float) -> None:
-        """Stop running job ``key`` at ``hours``; its devices are released after the hold."""
-        run, setup = running.pop(key), setups[by_id[key].user]
-        outcomes[key] = replace(
-            outcomes[key],
-            idle_hours=hours - run.busy_until + setup.hold_hours,
-            reclaimed_hours=run.held_until - hours,
-        )
-        expected_ends[key] = at(hours + setup.hold_hours)
-        heapq.heappush(events, (hours + setup.hold_hours, _Event.RELEASE, key))
-
-    def check_reference(key: str, run: _Running, idle: ReferenceIdleState, hours: float) -> None:
-        """One hourly check of the reference at ``hours``; the next one is scheduled."""
-        allocated = sum((h.gpu_equivalents for h in state.holdings), Fraction(0))
-        high_demand = allocated >= REFERENCE_HIGH_DEMAND_FRACTION * capacity
-        timeout = setups[by_id[key].user].idle_timeout_hours
-        checked, stops = reference_check(idle, hours, run.busy_until, timeout, high_demand)
-        if stops:
-            stop(key, hours)
-            return
-        running[key] = replace(run, reference=checked)
-        following = hours + REFERENCE_CHECK_PERIOD_HOURS
-        if following < run.held_until:
-            heapq.heappush(events, (following, _Event.CHECK, key))
-
-    def check_ds01(hours: float, demand: bool) -> None:
-        """Stop the jobs whose idle stop is due; schedule a check at the next due ones."""
-        for key, run in list(running.items()):
-            setup = setups[by_id[key].user]
-            due = setup.idle_stop_hours(run.start, run.busy_until, hours, demand)
-            if due is None or due >= run.held_until - _INSTANT_HOURS:
-                continue  # its owner or its runtime limit stops it first
-            if due <= hours:
-                stop(key, hours)
-            elif due != run.next_check:
-                running[key] = replace(run, next_check=due)
-                heapq.heappush(events, (due, _Event.CHECK, key))
-
-    while events:
-        hours = events[0][0]
-        now = at(hours)
-        while events and events[0][0] == hours:
-            _, kind, key = heapq.heappop(events)
-            job = by_id[key]
-            setup = setups[job.user]
-            if kind is _Event.SUBMIT:
-                pending[key] = PendingRequest(
-                    id=key,
-                    user=job.user,
-                    group=job.group,
-                    request=job.request,
-                    quota=setup.quota,
-                    priority=setup.priority,
-                    submitted_at=now,
-                    expected_runtime_hours=setup.expected_hold_hours,
-                )
-            elif kind is _Event.STOP:
-                if key in running:
-                    stop(key, hours)
-            elif kind is _Event.CHECK:
-                run = running.get(key)
-                if run is not None and run.reference is not None:
-                    check_reference(key, run, run.reference, hours)
-            else:
-                state = state.without(key)
-                del expected_ends[key]
-                usage[key] = replace(usage[key], end=now)
-        last_event = hours
-        demand = False
-        if pending:
-            containers: dict[str, tuple[str, ...]] = {}
-            for holding in state.holdings:
-                containers[holding.user] = (*containers.get(holding.user, ()), holding.container)
-            waiting = [
-                replace(request, user_containers=containers.get(request.user, ()))
-                for request in pending.values()
-            ]
-            totals = decayed_usage(usage.values(), now, policy.usage_half_life_hours)
-            decision = plan(
-                waiting, inventory, state, now, totals, policy, expected_ends, reservation
-            )
-            reservation = decision.reservation
-            demand = decision.waiting_for_devices
-            for request, placement in decision.starts:
-                key = request.id
-                job, setup = by_id[key], setups[request.user]
-                del pending[key]
-                busy = setup.busy_hours(job)
-                run = _Running(
-                    start=hours,
-                    busy_until=hours + busy,
-                    held_until=hours + busy + setup.held_tail_hours(job),
-                )
-                outcomes[key] = replace(
-                    outcomes[key], start_hours=hours, gpu_equivalents=placement.gpu_equivalents
-                )
-                state = state.with_holding(
-                    Holding(
-                        container=key,
-                        name=key,
-                        user=request.user,
-                        devices=placement.uuids,
-                        gpu_equivalents=placement.gpu_equivalents,
-                    )
-                )
-                hold = setup.expected_hold_hours
-                expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
-                usage[key] = UsageInterval(
-                    request.user, request.group, placement.gpu_equivalents, now
-                )
-                heapq.heappush(events, (run.held_until, _Event.STOP, key))
-                if reclaim == "reference":
-                    run = replace(run, reference=ReferenceIdleState(last_activity_hours=hours))
-                    first = reference_first_check(hours)
-                    if first < run.held_until:
-                        heapq.heappush(events, (first, _Event.CHECK, key))
-                running[key] = run
-        if reclaim == "ds01":
-            check_ds01(hours, demand)
-
+    replay = _Replay(jobs, inventory, config, policy, reclaim)
+    replay.run()
     return SimulationResult(
         policy=policy_name,
-        outcomes=tuple(outcomes[job_id(job)] for job in jobs),
-        capacity_gpu_equivalents=capacity,
-        end_hours=last_event,
+        outcomes=tuple(replay.outcomes[job_id(job)] for job in jobs),
+        capacity_gpu_equivalents=replay.capacity,
+        end_hours=replay.last_event,
         reclaim=reclaim,
     )
 
