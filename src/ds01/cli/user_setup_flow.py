@@ -58,11 +58,9 @@ def run(args: argparse.Namespace) -> None:
     client = Ds01Client()
 
     plan = _container_plan(client, args) if not args.no_container else None
-    if plan and not args.yes and not args.json and sys.stdin.isatty():
-        render.echo(f"user-setup will: use {workspace} as your workspace; {plan.summary}.")
-        if input("Go ahead? [Y/n] ").strip().lower() not in ("", "y", "yes"):
-            render.echo("Nothing changed.")
-            return
+    if plan and not _confirmed(plan, args, workspace):
+        render.echo("Nothing changed.")
+        return
 
     created_workspace = not workspace.exists()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -82,14 +80,7 @@ def run(args: argparse.Namespace) -> None:
     host_port = _host_port(url)
 
     setup_dir = home / SETUP_DIR
-    setup_dir.mkdir(mode=0o700, exist_ok=True)
-    block = starter.ssh_config_block(args.alias, host, me.pw_name, args.local_port, host_port)
-    files = [
-        _write(setup_dir / SSH_CONFIG_FILE, block),
-        _write(
-            setup_dir / VSCODE_LAPTOP_FILE, _laptop_settings(args.alias, args.local_port, host_port)
-        ),
-    ]
+    files = _write_laptop_files(setup_dir, args, host, me.pw_name, host_port)
     vscode = _merge_vscode_settings(home / VSCODE_MACHINE_SETTINGS)
     if vscode:
         say(f"VS Code: {vscode}")
@@ -128,6 +119,27 @@ def run(args: argparse.Namespace) -> None:
         return
     render.echo()
     render.echo(guide.rstrip("\n"))
+
+
+def _confirmed(plan: _Plan, args: argparse.Namespace, workspace: Path) -> bool:
+    """Whether the user agrees to the plan; asked only at a terminal without ``--yes``."""
+    if args.yes or args.json or not sys.stdin.isatty():
+        return True
+    render.echo(f"user-setup will: use {workspace} as your workspace; {plan.summary}.")
+    return input("Go ahead? [Y/n] ").strip().lower() in ("", "y", "yes")
+
+
+def _write_laptop_files(
+    setup_dir: Path, args: argparse.Namespace, host: str, user: str, host_port: int | None
+) -> list[Path]:
+    """Write the SSH config block and the VS Code settings for the user's laptop."""
+    setup_dir.mkdir(mode=0o700, exist_ok=True)
+    block = starter.ssh_config_block(args.alias, host, user, args.local_port, host_port)
+    laptop_settings = _laptop_settings(args.alias, args.local_port, host_port)
+    return [
+        _write(setup_dir / SSH_CONFIG_FILE, block),
+        _write(setup_dir / VSCODE_LAPTOP_FILE, laptop_settings),
+    ]
 
 
 def _silent(text: str) -> None:

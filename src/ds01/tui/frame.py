@@ -408,6 +408,63 @@ def _mine(rows: Sequence[Row], user: str | None) -> list[Row]:
     return list(rows) if user is None else [r for r in rows if r.get("user") == user]
 
 
+def _whose(view: View, own: bool) -> tuple[str, str]:
+    """How the container table and the queue name whose rows they show."""
+    if view.user is not None:
+        return f"Containers of {view.user}", f"requests of {view.user}"
+    if own:
+        return "Your containers", "your requests"
+    return "Containers of every user", "every user's requests"
+
+
+def _container_title(mine: str, containers: Sequence[Row], sort: str) -> str:
+    states = [activity(c) for c in containers]
+    running = states.count("active") + states.count("idle")
+    return (
+        f"{mine}: {len(containers)} ({running} running, "
+        f"{states.count('idle')} idle), sorted by {sort}"
+    )
+
+
+def _summary(totals: Row) -> str:
+    queued = totals.get("queued_requests", 0)
+    return (
+        f"{totals.get('containers', 0)} containers on the machine, "
+        f"{totals.get('containers_running', 0)} running; GPU queue: {queued} waiting"
+        + (
+            f" for at least {number(totals.get('queued_gpu_equivalents'))} GPU-equivalents"
+            if queued
+            else ""
+        )
+    )
+
+
+def _notes(overview: Overview, own: bool) -> tuple[str, ...]:
+    notes = [overview["message"]] if overview.get("message") else []
+    notes += [f"GPU {g['index']}: unusable, {g['reason']}." for g in overview.get("unusable", [])]
+    if own:
+        notes.append(
+            "You see every device and your own containers; other users' devices show "
+            "their user name only."
+        )
+    return tuple(notes)
+
+
+def _title(overview: Overview) -> str:
+    role = "admin, every user" if overview.get("is_admin") else "user"
+    at = (overview.get("at") or "").replace("T", " ").replace("+00:00", " UTC")
+    return f"ds01 dashboard: {overview.get('user', '?')} ({role}), {at}"
+
+
+def _usage(totals: Row) -> Usage:
+    return Usage(
+        devices_allocated=int(totals.get("devices_allocated", 0)),
+        devices=int(totals.get("devices", 0)),
+        gpu_equivalents_allocated=float(totals.get("gpu_equivalents_allocated", 0.0)),
+        gpu_equivalents=float(totals.get("gpu_equivalents", 0.0)),
+    )
+
+
 def build_frame(overview: Overview, view: View | None = None) -> Frame:
     """The frame of ``overview`` seen through ``view`` (default: sorted by user, no
     filter; see the module docstring)."""
@@ -417,47 +474,12 @@ def build_frame(overview: Overview, view: View | None = None) -> Frame:
     containers = sort_containers(_mine(overview.get("containers", []), view.user), view.sort)
     queue = _mine(overview.get("queue", []), view.user)
     users = _mine(overview.get("users", []), view.user)
-    if view.user is not None:
-        mine, whose = f"Containers of {view.user}", f"requests of {view.user}"
-    elif own:
-        mine, whose = "Your containers", "your requests"
-    else:
-        mine, whose = "Containers of every user", "every user's requests"
-    states = [activity(c) for c in containers]
-    running = states.count("active") + states.count("idle")
-    container_title = (
-        f"{mine}: {len(containers)} ({running} running, "
-        f"{states.count('idle')} idle), sorted by {view.sort}"
-    )
-    queued = totals.get("queued_requests", 0)
-    summary = (
-        f"{totals.get('containers', 0)} containers on the machine, "
-        f"{totals.get('containers_running', 0)} running; GPU queue: {queued} waiting"
-        + (
-            f" for at least {number(totals.get('queued_gpu_equivalents'))} GPU-equivalents"
-            if queued
-            else ""
-        )
-    )
-    notes = [overview["message"]] if overview.get("message") else []
-    notes += [f"GPU {g['index']}: unusable, {g['reason']}." for g in overview.get("unusable", [])]
-    if own:
-        notes.append(
-            "You see every device and your own containers; other users' devices show "
-            "their user name only."
-        )
-    role = "admin, every user" if overview.get("is_admin") else "user"
-    at = (overview.get("at") or "").replace("T", " ").replace("+00:00", " UTC")
+    mine, whose = _whose(view, own)
     return Frame(
-        title=f"ds01 dashboard: {overview.get('user', '?')} ({role}), {at}",
-        usage=Usage(
-            devices_allocated=int(totals.get("devices_allocated", 0)),
-            devices=int(totals.get("devices", 0)),
-            gpu_equivalents_allocated=float(totals.get("gpu_equivalents_allocated", 0.0)),
-            gpu_equivalents=float(totals.get("gpu_equivalents", 0.0)),
-        ),
-        summary=summary,
-        notes=tuple(notes),
+        title=_title(overview),
+        usage=_usage(totals),
+        summary=_summary(totals),
+        notes=_notes(overview, own),
         view=view,
         devices=Table(
             f"Devices ({overview.get('backend', '?')} backend)",
@@ -466,7 +488,7 @@ def build_frame(overview: Overview, view: View | None = None) -> Frame:
             "No GPU devices.",
         ),
         containers=Table(
-            container_title,
+            _container_title(mine, containers, view.sort),
             (
                 *(() if own else ("USER",)),
                 "NAME",
