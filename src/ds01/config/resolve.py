@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from ds01.config.limits import (
     AGGREGATE_KEYS,
@@ -120,8 +120,47 @@ class _ResolvedValues:
             for key, resolved in self.values.items()
         }
 
-    def _size_bytes(self, key: str) -> int | None:
-        value = self.values[key].value
+
+_Value_T = TypeVar("_Value_T")
+
+
+class _Value(Generic[_Value_T]):
+    """A typed read-only attribute of a ``_ResolvedValues``: the value of the key it is named
+    after (``priority = _Value[int](doc)`` reads ``values["priority"].value``)."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, resolved: None, owner: type) -> _Value[_Value_T]: ...
+    @overload
+    def __get__(self, resolved: _ResolvedValues, owner: type) -> _Value_T: ...
+    def __get__(self, resolved: _ResolvedValues | None, owner: type) -> _Value[_Value_T] | _Value_T:
+        if resolved is None:
+            return self
+        return cast(_Value_T, resolved.values[self.key].value)
+
+
+class _Bytes:
+    """A read-only attribute of a ``_ResolvedValues``: the size key ``key`` in bytes
+    (``None`` = unlimited)."""
+
+    def __init__(self, key: str, doc: str) -> None:
+        self.key = key
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, resolved: None, owner: type) -> _Bytes: ...
+    @overload
+    def __get__(self, resolved: _ResolvedValues, owner: type) -> int | None: ...
+    def __get__(self, resolved: _ResolvedValues | None, owner: type) -> _Bytes | int | None:
+        if resolved is None:
+            return self
+        value = resolved.values[self.key].value
         return None if value is None else parse_bytes(value)
 
 
@@ -134,90 +173,33 @@ class ResolvedLimits(_ResolvedValues):
     GPUs kept until the container is removed).
     """
 
-    @property
-    def priority(self) -> int:
-        """Scheduling priority, 0..1000; higher goes first."""
-        return cast(int, self.values["priority"].value)
-
-    @property
-    def gpu_limit(self) -> float | None:
-        """GPU-equivalents the user may hold over all containers."""
-        return cast("float | None", self.values["gpu_limit"].value)
-
-    @property
-    def max_gpus_per_container(self) -> float | None:
-        """GPU-equivalents one container may hold."""
-        return cast("float | None", self.values["max_gpus_per_container"].value)
-
-    @property
-    def allow_full_gpu(self) -> bool:
-        """Whether the user may be given a whole (non-MIG) GPU."""
-        return cast(bool, self.values["allow_full_gpu"].value)
-
-    @property
-    def allow_mig(self) -> bool:
-        """Whether the user may be given a MIG instance."""
-        return cast(bool, self.values["allow_mig"].value)
-
-    @property
-    def cpu_limit(self) -> float | None:
-        """CPUs per container (Docker ``--cpus``)."""
-        return cast("float | None", self.values["cpu_limit"].value)
-
-    @property
-    def memory_limit(self) -> str | None:
-        """Memory per container as a normalised size string (``"32G"``)."""
-        return cast("str | None", self.values["memory_limit"].value)
-
-    @property
-    def memory_limit_bytes(self) -> int | None:
-        """Memory per container in bytes."""
-        return self._size_bytes("memory_limit")
-
-    @property
-    def shm_size(self) -> str | None:
-        """``/dev/shm`` size per container as a normalised size string (``"8G"``)."""
-        return cast("str | None", self.values["shm_size"].value)
-
-    @property
-    def shm_size_bytes(self) -> int | None:
-        """``/dev/shm`` size per container in bytes."""
-        return self._size_bytes("shm_size")
-
-    @property
-    def disk_limit(self) -> str | None:
-        """Disk space per container outside its mounts, as a size string (``"100G"``)."""
-        return cast("str | None", self.values["disk_limit"].value)
-
-    @property
-    def disk_limit_bytes(self) -> int | None:
-        """Disk space per container outside its mounts, in bytes."""
-        return self._size_bytes("disk_limit")
-
-    @property
-    def pids_limit(self) -> int | None:
-        """Processes per container."""
-        return cast("int | None", self.values["pids_limit"].value)
-
-    @property
-    def max_containers(self) -> int | None:
-        """Containers the user may have, running or stopped."""
-        return cast("int | None", self.values["max_containers"].value)
-
-    @property
-    def max_runtime_hours(self) -> float | None:
-        """Hours a container may run before it is stopped."""
-        return cast("float | None", self.values["max_runtime_hours"].value)
-
-    @property
-    def idle_timeout_hours(self) -> float | None:
-        """Idle hours after which a container is stopped."""
-        return cast("float | None", self.values["idle_timeout_hours"].value)
-
-    @property
-    def gpu_hold_after_stop_minutes(self) -> float | None:
-        """Minutes a stopped container keeps its GPUs; ``None``: until it is removed."""
-        return cast("float | None", self.values["gpu_hold_after_stop_minutes"].value)
+    priority = _Value[int]("Scheduling priority, 0..1000; higher goes first.")
+    gpu_limit = _Value[float | None]("GPU-equivalents the user may hold over all containers.")
+    max_gpus_per_container = _Value[float | None]("GPU-equivalents one container may hold.")
+    allow_full_gpu = _Value[bool]("Whether the user may be given a whole (non-MIG) GPU.")
+    allow_mig = _Value[bool]("Whether the user may be given a MIG instance.")
+    cpu_limit = _Value[float | None]("CPUs per container (Docker ``--cpus``).")
+    memory_limit = _Value[str | None](
+        'Memory per container as a normalised size string (``"32G"``).'
+    )
+    memory_limit_bytes = _Bytes("memory_limit", "Memory per container in bytes.")
+    shm_size = _Value[str | None](
+        '``/dev/shm`` size per container as a normalised size string (``"8G"``).'
+    )
+    shm_size_bytes = _Bytes("shm_size", "``/dev/shm`` size per container in bytes.")
+    disk_limit = _Value[str | None](
+        'Disk space per container outside its mounts, as a size string (``"100G"``).'
+    )
+    disk_limit_bytes = _Bytes(
+        "disk_limit", "Disk space per container outside its mounts, in bytes."
+    )
+    pids_limit = _Value[int | None]("Processes per container.")
+    max_containers = _Value[int | None]("Containers the user may have, running or stopped.")
+    max_runtime_hours = _Value[float | None]("Hours a container may run before it is stopped.")
+    idle_timeout_hours = _Value[float | None]("Idle hours after which a container is stopped.")
+    gpu_hold_after_stop_minutes = _Value[float | None](
+        "Minutes a stopped container keeps its GPUs; ``None``: until it is removed."
+    )
 
     def gpu_quota(self) -> GpuQuota:
         """The GPU keys as the allocator takes them (limits as exact fractions)."""
@@ -276,18 +258,50 @@ def _layered(
     return values
 
 
+class _Layer(Protocol):
+    """One entry of a section (a group's or a user's): the keys it writes."""
+
+    def declared(self) -> Mapping[str, Any]: ...
+
+
+def _resolve_section(
+    config: ResourceLimitsConfig,
+    user: str,
+    unix_groups: Collection[str],
+    keys: Sequence[str],
+    section: tuple[Mapping[str, _Layer], Mapping[str, _Layer]],
+    default_values: Mapping[str, Any],
+    builtin_values: Mapping[str, Any],
+    rank: Ranking = permissiveness,
+) -> tuple[tuple[str, ...], dict[str, Resolved]]:
+    """The user's config groups and their ``_layered`` values in one section, given as its
+    ``(users, groups)`` entries (a group the section has no entry for sets nothing)."""
+    users, section_groups = section
+    groups = groups_of(config, user, unix_groups)
+    user_entry = users.get(user)
+    values = _layered(
+        keys,
+        user,
+        user_entry.declared() if user_entry is not None else {},
+        [(name, section_groups[name].declared()) for name in groups if name in section_groups],
+        default_values,
+        builtin_values,
+        rank,
+    )
+    return groups, values
+
+
 def resolve_limits(
     config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
 ) -> ResolvedLimits:
     """``user``'s effective limits: user entry, then groups (most permissive), then
     defaults, then builtin, decided key by key."""
-    groups = groups_of(config, user, unix_groups)
-    user_entry = config.users.get(user)
-    values = _layered(
-        LIMIT_KEYS,
+    groups, values = _resolve_section(
+        config,
         user,
-        user_entry.declared() if user_entry is not None else {},
-        [(name, config.groups[name].declared()) for name in groups],
+        unix_groups,
+        LIMIT_KEYS,
+        (config.users, config.groups),
         config.defaults.declared(),
         BUILTIN_LIMITS.declared(),
     )
@@ -298,30 +312,17 @@ class ResolvedAggregate(_ResolvedValues):
     """A user's effective totals across all their containers: one ``Resolved`` per key in
     ``AGGREGATE_KEYS``. ``None`` means unlimited."""
 
-    @property
-    def cpu_limit(self) -> float | None:
-        """CPUs all the user's containers may use together."""
-        return cast("float | None", self.values["cpu_limit"].value)
-
-    @property
-    def memory_limit(self) -> str | None:
-        """Memory all the user's containers may use together, as a size string (``"96G"``)."""
-        return cast("str | None", self.values["memory_limit"].value)
-
-    @property
-    def memory_limit_bytes(self) -> int | None:
-        """Memory all the user's containers may use together, in bytes."""
-        return self._size_bytes("memory_limit")
-
-    @property
-    def pids_limit(self) -> int | None:
-        """Processes of all the user's containers together."""
-        return cast("int | None", self.values["pids_limit"].value)
-
-    @property
-    def disk_limit_bytes(self) -> int | None:
-        """Disk space all the user's containers may hold together, in bytes."""
-        return self._size_bytes("disk_limit")
+    cpu_limit = _Value[float | None]("CPUs all the user's containers may use together.")
+    memory_limit = _Value[str | None](
+        'Memory all the user\'s containers may use together, as a size string (``"96G"``).'
+    )
+    memory_limit_bytes = _Bytes(
+        "memory_limit", "Memory all the user's containers may use together, in bytes."
+    )
+    pids_limit = _Value[int | None]("Processes of all the user's containers together.")
+    disk_limit_bytes = _Bytes(
+        "disk_limit", "Disk space all the user's containers may hold together, in bytes."
+    )
 
     @property
     def unlimited(self) -> bool:
@@ -340,13 +341,12 @@ def resolve_aggregate(
     """``user``'s totals from ``aggregate:``: the user's entry, then the entries of their
     groups (most permissive), then ``aggregate.defaults``, then unlimited, key by key."""
     section = config.aggregate
-    groups = groups_of(config, user, unix_groups)
-    user_entry = section.users.get(user)
-    values = _layered(
-        AGGREGATE_KEYS,
+    groups, values = _resolve_section(
+        config,
         user,
-        user_entry.declared() if user_entry is not None else {},
-        [(name, section.groups[name].declared()) for name in groups if name in section.groups],
+        unix_groups,
+        AGGREGATE_KEYS,
+        (section.users, section.groups),
         section.defaults.declared(),
         BUILTIN_AGGREGATE.declared(),
     )
@@ -370,13 +370,12 @@ def resolve_policy_sources(
     that reclaims least aggressively), then the top of ``policies:``, then the builtin
     default, key by key."""
     section = config.policies
-    groups = groups_of(config, user, unix_groups)
-    user_entry = section.users.get(user)
-    values = _layered(
-        POLICY_KEYS,
+    groups, values = _resolve_section(
+        config,
         user,
-        user_entry.declared() if user_entry is not None else {},
-        [(name, section.groups[name].declared()) for name in groups if name in section.groups],
+        unix_groups,
+        POLICY_KEYS,
+        (section.users, section.groups),
         section.declared(),
         BUILTIN_POLICY.values(),
         rank=policy_permissiveness,

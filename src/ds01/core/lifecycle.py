@@ -823,9 +823,9 @@ def _unplanned_decision(
     timeout: timedelta | None,
     runtime: timedelta,
     reason: str,
-    exemption: Exemption | None = None,
 ) -> Decision:
-    """A decision with no stop planned and nothing to do (stopped, or exempt)."""
+    """A decision with no stop planned and nothing to do (stopped, exempt, or the start of
+    one that plans a stop)."""
     return Decision(
         idle_for=idle_for,
         effective_idle_timeout=timeout,
@@ -834,7 +834,6 @@ def _unplanned_decision(
         runtime_stop_at=None,
         stop_at=None,
         reason=reason,
-        exemption=exemption,
     )
 
 
@@ -973,24 +972,20 @@ def decide(
 
     about = _describe(idle_for, timeout, runtime, limit, demand, policy)
     keep_alive = _describe_keep_alive(keep_alive_until, policy)
+    unplanned = _unplanned_decision(idle_for, timeout, runtime, "")
     if exemption is not None and exemption.in_force(now):
-        return _unplanned_decision(
-            idle_for, timeout, runtime, f"{about}; {exemption.describe()}.", exemption
-        )
+        return replace(unplanned, reason=f"{about}; {exemption.describe()}.", exemption=exemption)
 
     idle_stop_at = None if idle is None else idle.stop_at
     due = [moment for moment in (runtime_stop_at, idle_stop_at) if moment is not None]
-    stop_at = min(due) if due else None
-    decision = Decision(
-        idle_for=idle_for,
-        effective_idle_timeout=timeout,
-        runtime=runtime,
+    decision = replace(
+        unplanned,
         idle_stop_at=idle_stop_at,
         runtime_stop_at=runtime_stop_at,
-        stop_at=stop_at,
-        reason="",
+        stop_at=min(due) if due else None,
         keep_alive_until=keep_alive_until,
     )
+    stop_at = decision.stop_at
     kind = decision.stop_kind
     if stop_at is None or kind is None:
         return replace(decision, reason=f"{about}{keep_alive}; no stop planned.")
