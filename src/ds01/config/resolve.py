@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, overload
 
 from ds01.config.limits import (
     AGGREGATE_KEYS,
@@ -101,6 +101,11 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
 class _ResolvedValues:
     """One ``Resolved`` per key for ``user``, who is in config ``groups`` (file order)."""
 
+    #: The keys resolved, in the order they are shown.
+    KEYS: ClassVar[Sequence[str]] = ()
+    #: Which of the groups' values wins (the most permissive by this ranking).
+    RANK: ClassVar[staticmethod[[str, Any], tuple[float, ...]]] = staticmethod(permissiveness)
+
     user: str
     groups: tuple[str, ...]
     values: dict[str, Resolved]
@@ -172,6 +177,8 @@ class ResolvedLimits(_ResolvedValues):
     ``idle_timeout_hours``: never stopped for idleness; ``gpu_hold_after_stop_minutes``:
     GPUs kept until the container is removed).
     """
+
+    KEYS = LIMIT_KEYS
 
     priority = _Value[int]("Scheduling priority, 0..1000; higher goes first.")
     gpu_limit = _Value[float | None]("GPU-equivalents the user may hold over all containers.")
@@ -259,36 +266,48 @@ def _layered(
 
 
 class _Layer(Protocol):
-    """One entry of a section (a group's or a user's): the keys it writes."""
+    """One layer of a section (its defaults, a group's or a user's entry): the keys it writes."""
 
     def declared(self) -> Mapping[str, Any]: ...
 
 
+class _Section(Protocol):
+    """A section of ``resource-limits.yaml`` with per-user and per-group entries."""
+
+    @property
+    def users(self) -> Mapping[str, _Layer]: ...
+
+    @property
+    def groups(self) -> Mapping[str, _Layer]: ...
+
+
+_Resolved_T = TypeVar("_Resolved_T", bound=_ResolvedValues)
+
+
 def _resolve_section(
+    resolved: type[_Resolved_T],
     config: ResourceLimitsConfig,
     user: str,
     unix_groups: Collection[str],
-    keys: Sequence[str],
-    section: tuple[Mapping[str, _Layer], Mapping[str, _Layer]],
-    default_values: Mapping[str, Any],
+    section: _Section,
+    defaults: _Layer,
     builtin_values: Mapping[str, Any],
-    rank: Ranking = permissiveness,
-) -> tuple[tuple[str, ...], dict[str, Resolved]]:
-    """The user's config groups and their ``_layered`` values in one section, given as its
-    ``(users, groups)`` entries (a group the section has no entry for sets nothing)."""
-    users, section_groups = section
+) -> _Resolved_T:
+    """``user``'s values of ``keys`` in one section (its user entry, the entries of the user's
+    groups, ``defaults``, ``builtin_values``; see ``_layered``); a group the section has no
+    entry for sets nothing."""
     groups = groups_of(config, user, unix_groups)
-    user_entry = users.get(user)
+    user_entry = section.users.get(user)
     values = _layered(
-        keys,
+        resolved.KEYS,
         user,
         user_entry.declared() if user_entry is not None else {},
-        [(name, section_groups[name].declared()) for name in groups if name in section_groups],
-        default_values,
+        [(name, section.groups[name].declared()) for name in groups if name in section.groups],
+        defaults.declared(),
         builtin_values,
-        rank,
+        resolved.RANK,
     )
-    return groups, values
+    return resolved(user=user, groups=groups, values=values)
 
 
 def resolve_limits(
@@ -296,21 +315,17 @@ def resolve_limits(
 ) -> ResolvedLimits:
     """``user``'s effective limits: user entry, then groups (most permissive), then
     defaults, then builtin, decided key by key."""
-    groups, values = _resolve_section(
-        config,
-        user,
-        unix_groups,
-        LIMIT_KEYS,
-        (config.users, config.groups),
-        config.defaults.declared(),
-        BUILTIN_LIMITS.declared(),
+    builtin = BUILTIN_LIMITS.declared()
+    return _resolve_section(
+        ResolvedLimits, config, user, unix_groups, config, config.defaults, builtin
     )
-    return ResolvedLimits(user=user, groups=groups, values=values)
 
 
 class ResolvedAggregate(_ResolvedValues):
     """A user's effective totals across all their containers: one ``Resolved`` per key in
     ``AGGREGATE_KEYS``. ``None`` means unlimited."""
+
+    KEYS = AGGREGATE_KEYS
 
     cpu_limit = _Value[float | None]("CPUs all the user's containers may use together.")
     memory_limit = _Value[str | None](
@@ -340,21 +355,17 @@ def resolve_aggregate(
 ) -> ResolvedAggregate:
     """``user``'s totals from ``aggregate:``: the user's entry, then the entries of their
     groups (most permissive), then ``aggregate.defaults``, then unlimited, key by key."""
-    section = config.aggregate
-    groups, values = _resolve_section(
-        config,
-        user,
-        unix_groups,
-        AGGREGATE_KEYS,
-        (section.users, section.groups),
-        section.defaults.declared(),
-        BUILTIN_AGGREGATE.declared(),
+    section, builtin = config.aggregate, BUILTIN_AGGREGATE.declared()
+    return _resolve_section(
+        ResolvedAggregate, config, user, unix_groups, section, section.defaults, builtin
     )
-    return ResolvedAggregate(user=user, groups=groups, values=values)
 
 
 class ResolvedPolicy(_ResolvedValues):
     """A user's effective lifecycle policy: one ``Resolved`` per key in ``POLICY_KEYS``."""
+
+    KEYS = POLICY_KEYS
+    RANK = staticmethod(policy_permissiveness)
 
     @property
     def policy(self) -> LifecyclePolicy:
@@ -369,18 +380,9 @@ def resolve_policy_sources(
     ``policies.users``, then the entries of their groups under ``policies.groups`` (the one
     that reclaims least aggressively), then the top of ``policies:``, then the builtin
     default, key by key."""
-    section = config.policies
-    groups, values = _resolve_section(
-        config,
-        user,
-        unix_groups,
-        POLICY_KEYS,
-        (section.users, section.groups),
-        section.declared(),
-        BUILTIN_POLICY.values(),
-        rank=policy_permissiveness,
-    )
-    return ResolvedPolicy(user=user, groups=groups, values=values)
+    section, builtin = config.policies, BUILTIN_POLICY.values()
+    # The top of ``policies:`` is its own defaults layer.
+    return _resolve_section(ResolvedPolicy, config, user, unix_groups, section, section, builtin)
 
 
 def resolve_policy(
