@@ -70,12 +70,15 @@ def image_tag(text: str) -> str:
 
 
 def project_name(text: str) -> str:
-    if not PROJECT_NAME_RE.fullmatch(text):
-        raise ValueError(
-            f"Invalid project name {text!r}: use 1-63 letters, digits, '_' or '-', starting "
-            "with a letter (e.g. 'thesis', 'cv-segmentation')."
-        )
-    return text
+    from ds01.core.names import require_match
+
+    return require_match(
+        PROJECT_NAME_RE,
+        text,
+        f"Invalid project name {text!r}: use 1-63 letters, digits, '_' or '-', starting "
+        "with a letter (e.g. 'thesis', 'cv-segmentation').",
+        ValueError,
+    )
 
 
 def size(text: str) -> str:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ds01.core.names import require_match
 from ds01.runtime.labels import JUPYTER_PORT as JUPYTER_PORT_LABEL  # a constant, no I/O
 
 Framework = Literal["pytorch", "tensorflow", "python"]
@@ -129,21 +130,23 @@ class DockerfileSpec:
 
 def validate_pip_requirement(text: str) -> str:
     """``text`` if it is a pip requirement that fits in a Dockerfile line, else ValueError."""
-    if not _PIP_REQUIREMENT_RE.fullmatch(text):
-        raise ValueError(
-            f"not a pip requirement ds01 can write: {text!r} (expected e.g. 'pandas', "
-            "'torch==2.8.0', 'uvicorn[standard]>=0.30'; no spaces or quotes)"
-        )
-    return text
+    return require_match(
+        _PIP_REQUIREMENT_RE,
+        text,
+        f"not a pip requirement ds01 can write: {text!r} (expected e.g. 'pandas', "
+        "'torch==2.8.0', 'uvicorn[standard]>=0.30'; no spaces or quotes)",
+        ValueError,
+    )
 
 
 def validate_apt_package(text: str) -> str:
     """``text`` if it is a Debian package name (optionally ``=version``), else ValueError."""
-    if not _APT_PACKAGE_RE.fullmatch(text):
-        raise ValueError(
-            f"not a Debian package name: {text!r} (lower case letters, digits, '+', '-', '.')"
-        )
-    return text
+    return require_match(
+        _APT_PACKAGE_RE,
+        text,
+        f"not a Debian package name: {text!r} (lower case letters, digits, '+', '-', '.')",
+        ValueError,
+    )
 
 
 def _check(spec: DockerfileSpec) -> FrameworkInfo:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from ds01.core.dockerfile_bases import BaseReference, base_references
-from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference
+from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference, require_match
 from ds01.errors import InvalidInput
 
 #: Label keys under this prefix are ds01d's own; a user's image may carry none but the owner.
@@ -69,12 +69,12 @@ def image_name(name: str) -> str:
 
 
 def validate_tag(tag: str) -> str:
-    if not _TAG_RE.fullmatch(tag):
-        raise InvalidInput(
-            f"Invalid tag {tag!r}: use up to 128 letters, digits, '_', '.' or '-', starting "
-            "with a letter, digit or '_' (e.g. 'latest', 'v2', '2026-11-28')."
-        )
-    return tag
+    return require_match(
+        _TAG_RE,
+        tag,
+        f"Invalid tag {tag!r}: use up to 128 letters, digits, '_', '.' or '-', starting "
+        "with a letter, digit or '_' (e.g. 'latest', 'v2', '2026-11-28').",
+    )
 
 
 @dataclass(frozen=True)

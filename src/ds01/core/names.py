@@ -39,14 +39,23 @@ def with_default_tag(reference: str) -> str:
     return f"{reference}:latest"
 
 
+def require_match(
+    pattern: re.Pattern[str], text: str, refusal: str, error: type[Exception] = InvalidInput
+) -> str:
+    """``text`` if ``pattern`` matches all of it, else ``error(refusal)``."""
+    if not pattern.fullmatch(text):
+        raise error(refusal)
+    return text
+
+
 def validate_container_name(name: str) -> str:
     """Return ``name`` if it is a valid container name, else raise InvalidInput."""
-    if not CONTAINER_NAME_RE.fullmatch(name):
-        raise InvalidInput(
-            f"Invalid container name {shown(name)}: use 1-63 letters, digits, '_' or '-', "
-            "starting with a letter or digit (e.g. 'thesis', 'exp-01')."
-        )
-    return name
+    return require_match(
+        CONTAINER_NAME_RE,
+        name,
+        f"Invalid container name {shown(name)}: use 1-63 letters, digits, '_' or '-', "
+        "starting with a letter or digit (e.g. 'thesis', 'exp-01').",
+    )
 
 
 def validate_image_reference(ref: str) -> str:
