@@ -29,6 +29,24 @@ class Ds01Error(Exception):
     http_status: ClassVar[int] = 500
     kind: ClassVar[str] = "error"
 
+    def __init_subclass__(
+        cls,
+        *,
+        kind: str | None = None,
+        http_status: int | None = None,
+        exit_code: ExitCode | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """An error class gives its ``kind``, HTTP status and exit code in its ``class``
+        line (or as class attributes); what it does not give is its parent's."""
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+        if http_status is not None:
+            cls.http_status = http_status
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -43,98 +61,63 @@ class Ds01Error(Exception):
         }
 
 
-class PolicyError(Ds01Error):
+class PolicyError(Ds01Error, kind="policy", http_status=409):
     """The request was understood and refused by policy."""
 
-    http_status = 409
-    kind = "policy"
 
-
-class InvalidInput(PolicyError):
+class InvalidInput(PolicyError, kind="invalid_input", http_status=400, exit_code=ExitCode.USAGE):
     """A name, path, image or value in the request is malformed."""
 
-    exit_code = ExitCode.USAGE
-    http_status = 400
-    kind = "invalid_input"
 
-
-class QuotaExceeded(PolicyError):
+class QuotaExceeded(PolicyError, kind="quota", exit_code=ExitCode.QUOTA):
     """The request would take the user over one of their limits."""
 
-    exit_code = ExitCode.QUOTA
-    kind = "quota"
 
-
-class NoCapacity(PolicyError):
+class NoCapacity(PolicyError, kind="capacity", exit_code=ExitCode.QUOTA):
     """The request fits the quota but no suitable device is free now."""
 
-    exit_code = ExitCode.QUOTA
-    kind = "capacity"
 
-
-class PortInUse(PolicyError):
+class PortInUse(PolicyError, kind="port_in_use", exit_code=ExitCode.QUOTA):
     """A host port the container publishes is held by another container or process.
 
     Not ``NoCapacity``: waiting in the GPU queue would not free it."""
-
-    exit_code = ExitCode.QUOTA
-    kind = "port_in_use"
 
     def __init__(self, message: str, *, port: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details={"port": port, **(details or {})})
         self.port = port
 
 
-class NotFound(PolicyError):
+class NotFound(PolicyError, kind="not_found", http_status=404, exit_code=ExitCode.NOT_FOUND):
     """The named container, image or device does not exist (for this caller)."""
 
-    exit_code = ExitCode.NOT_FOUND
-    http_status = 404
-    kind = "not_found"
 
-
-class PermissionDenied(PolicyError):
+class PermissionDenied(
+    PolicyError, kind="permission", http_status=403, exit_code=ExitCode.PERMISSION
+):
     """The caller may not do this."""
 
-    exit_code = ExitCode.PERMISSION
-    http_status = 403
-    kind = "permission"
 
-
-class Conflict(PolicyError):
+class Conflict(PolicyError, kind="conflict", exit_code=ExitCode.ERROR):
     """The object is in a state that does not allow the action (e.g. name taken)."""
 
-    exit_code = ExitCode.ERROR
-    kind = "conflict"
 
-
-class SystemFault(Ds01Error):
+class SystemFault(Ds01Error, kind="system"):
     """Something ds01 depends on failed."""
 
-    kind = "system"
 
-
-class ConfigError(SystemFault):
+class ConfigError(SystemFault, kind="config"):
     """A configuration file is invalid; the message names file, line and key."""
 
-    kind = "config"
 
-
-class StateDamaged(SystemFault):
+class StateDamaged(SystemFault, kind="state_damaged", http_status=503):
     """ds01d's state database is damaged; the message names the admin's repair command."""
 
-    http_status = 503
-    kind = "state_damaged"
 
-
-class DockerUnavailable(SystemFault):
+class DockerUnavailable(SystemFault, kind="docker", http_status=503):
     """The Docker engine did not answer or answered with an unexpected error."""
 
-    http_status = 503
-    kind = "docker"
 
-
-class StorageFault(SystemFault):
+class StorageFault(SystemFault, kind="storage", http_status=507):  # Insufficient Storage
     """ds01d cannot write its own files (state database, audit log, notices): their file
     system is full, over quota or read-only. The message names the directory and its file
     system; ds01d retries by itself once there is room.
@@ -142,48 +125,26 @@ class StorageFault(SystemFault):
     Exit code 1 (an error), not 3: the user's quota and the GPUs are not the problem, and
     nothing the user can stop or wait for in the queue frees the disk."""
 
-    http_status = 507  # Insufficient Storage
-    kind = "storage"
 
-
-class DaemonUnavailable(SystemFault):
+class DaemonUnavailable(SystemFault, kind="daemon_unavailable"):
     """The CLI could not reach ds01d."""
 
-    kind = "daemon_unavailable"
 
-
-class Throttled(PolicyError):
+class Throttled(PolicyError, kind="throttled", http_status=429, exit_code=ExitCode.QUOTA):
     """The caller already holds as many connections or waiting requests as one user may."""
 
-    exit_code = ExitCode.QUOTA
-    http_status = 429
-    kind = "throttled"
 
-
-class ServerBusy(Throttled):
+class ServerBusy(Throttled, kind="busy", http_status=503):
     """ds01d serves as many connections as it may in all; the caller should retry soon."""
 
-    http_status = 503
-    kind = "busy"
 
-
-class RequestTimeout(PolicyError):
+class RequestTimeout(PolicyError, kind="timeout", http_status=408, exit_code=ExitCode.ERROR):
     """The request did not arrive in full in time; the connection was closed."""
 
-    exit_code = ExitCode.ERROR
-    http_status = 408
-    kind = "timeout"
 
-
-class DaemonStopping(SystemFault):
+class DaemonStopping(SystemFault, kind="stopping", http_status=503):
     """ds01d is stopping and did not run this request: nothing was done."""
 
-    http_status = 503
-    kind = "stopping"
 
-
-class OutcomeUnknown(SystemFault):
+class OutcomeUnknown(SystemFault, kind="outcome_unknown", http_status=503):
     """ds01d stopped while this request was still running: it may or may not have happened."""
-
-    http_status = 503
-    kind = "outcome_unknown"
