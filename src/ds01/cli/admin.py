@@ -67,8 +67,7 @@ def _configure_add_user(p: argparse.ArgumentParser) -> None:
 def _run_add_user(args: argparse.Namespace) -> None:
     body = {"user": args.user, "group": args.group, "dry_run": args.dry_run}
     result = Ds01Client().request("POST", "/v1/admin/users", body=body)
-    if args.json:
-        render.emit_json(result)
+    if render.emitted_json(args.json, result):
         return
     groups = ", ".join(result["groups"]) or "none: defaults apply"
     if result["dry_run"]:
@@ -123,8 +122,7 @@ def _run_remove_user(args: argparse.Namespace) -> None:
             render.echo("Nothing changed.")
             return
     result = _remove_user_call(client, args, dry_run=args.dry_run)
-    if args.json:
-        render.emit_json(result)
+    if render.emitted_json(args.json, result):
         return
     if result["dry_run"]:
         render.echo(f"Dry run: nothing changed. Removing {result['user']} would do this.")
@@ -297,8 +295,7 @@ def _run_mig(args: argparse.Namespace) -> None:
         if args.gpu:
             raise InvalidInput("--gpu goes with `apply`; `plan` shows every GPU.")
         plan = client.request("GET", "/v1/admin/mig")
-        if args.json:
-            render.emit_json(plan)
+        if render.emitted_json(args.json, plan):
             return
         _plan_table(plan)
         ready = sum(1 for g in plan["gpus"] if g["status"] == "apply")
@@ -417,8 +414,7 @@ def _state_restore(db_path: Path, args: argparse.Namespace) -> None:
     record = restore(
         db_path, empty=args.empty, force=args.force, by="root", now=datetime.now(timezone.utc)
     )
-    if args.json:
-        render.emit_json(record.to_dict())
+    if render.emitted_json(args.json, record.to_dict()):
         return
     if record.source == "empty":
         render.ok(f"ds01d will start anew on a new {db_path} ({record.condition} before).")

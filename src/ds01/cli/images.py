@@ -78,8 +78,7 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 def _run_list(args: argparse.Namespace) -> None:
     query = {"all": args.include_missing, "catalog": args.catalog}
     images = Ds01Client().request("GET", "/v1/images", query=query)
-    if args.json:
-        render.emit_json(images)
+    if render.emitted_json(args.json, images):
         return
     registry = [i for i in images if not i.get("own")]
     own = [i for i in images if i.get("own")]

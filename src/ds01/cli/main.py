@@ -268,8 +268,7 @@ def _run_create(args: argparse.Namespace) -> None:
             exc.message = f"Created {name}, but it was not started: {exc.message}"
             exc.args = (exc.message,)
             raise
-    if args.json:
-        render.emit_json(info)
+    if render.emitted_json(args.json, info):
         return
     devices = ", ".join(info["gpus"]) or "no GPU"
     equivalents = render.number(info["gpu_equivalents"])
@@ -376,8 +375,7 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 def _run_list(args: argparse.Namespace) -> None:
     query = {"all": args.all_users, "user": args.user}
     rows = Ds01Client().request("GET", "/v1/containers", query=query)
-    if args.json:
-        render.emit_json(rows)
+    if render.emitted_json(args.json, rows):
         return
     if not rows:
         render.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
@@ -482,8 +480,7 @@ def _run_stats(args: argparse.Namespace) -> None:
         rows = [client.request("GET", Ds01Client.container_path(args.name, "stats"), query=query)]
     else:
         rows = client.request("GET", "/v1/stats", query=query)
-    if args.json:
-        render.emit_json(rows[0] if args.name else rows)
+    if render.emitted_json(args.json, rows[0] if args.name else rows):
         return
     if not rows:
         render.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
@@ -565,8 +562,7 @@ def _run_queue(args: argparse.Namespace) -> None:
     if args.request_id:
         raise UsageError("`ds01 queue` lists; to cancel: `ds01 queue cancel ID`.")
     rows = client.request("GET", "/v1/queue", query={"all": args.all_users})
-    if args.json:
-        render.emit_json(rows)
+    if render.emitted_json(args.json, rows):
         return
     if not rows:
         render.echo("The GPU queue is empty." if args.all_users else "You have nothing queued.")
@@ -601,8 +597,7 @@ def _run_queue(args: argparse.Namespace) -> None:
 
 def _run_gpu_status(args: argparse.Namespace) -> None:
     status = Ds01Client().request("GET", "/v1/gpus")
-    if args.json:
-        render.emit_json(status["devices"])
+    if render.emitted_json(args.json, status["devices"]):
         return
     if status["message"]:
         render.echo(status["message"])
@@ -646,8 +641,7 @@ def _configure_limits(p: argparse.ArgumentParser) -> None:
 def _run_limits(args: argparse.Namespace) -> None:
     query = {"user": args.user, "explain": args.explain}
     result = Ds01Client().request("GET", "/v1/limits", query=query)
-    if args.json:
-        render.emit_json(result)
+    if render.emitted_json(args.json, result):
         return
     render.echo(f"User {result['user']} (groups: {', '.join(result['groups']) or 'none'})")
     if args.explain:
@@ -828,8 +822,7 @@ def _run_exempt(args: argparse.Namespace) -> None:
         "reason": args.reason,
     }
     granted = Ds01Client().request("POST", "/v1/admin/exemptions", body=body)
-    if args.json:
-        render.emit_json(granted)
+    if render.emitted_json(args.json, granted):
         return
     what = f"{granted['user']}'s {granted['container'] or 'containers'}"
     render.ok(
@@ -839,8 +832,7 @@ def _run_exempt(args: argparse.Namespace) -> None:
 
 def _run_exemptions(args: argparse.Namespace) -> None:
     rows = Ds01Client().request("GET", "/v1/admin/exemptions")
-    if args.json:
-        render.emit_json(rows)
+    if render.emitted_json(args.json, rows):
         return
     if not rows:
         render.echo("No exemptions in force.")
@@ -881,8 +873,7 @@ def _configure_maintenance(p: argparse.ArgumentParser) -> None:
 
 def _run_maintenance(args: argparse.Namespace) -> None:
     report = Ds01Client().request("POST", "/v1/admin/maintenance", query={"dry_run": args.dry_run})
-    if args.json:
-        render.emit_json(report)
+    if render.emitted_json(args.json, report):
         return
     verb = "Would do" if report["dry_run"] else "Done"
     acted = [c for c in report["containers"] if c["actions"]]
@@ -937,8 +928,7 @@ def _run_retire(args: argparse.Namespace) -> None:
             return
     body = {"keep_as": keep_as, "user": args.user}
     result = Ds01Client().request("POST", Ds01Client.container_path(args.name, "retire"), body=body)
-    if args.json:
-        render.emit_json(result)
+    if render.emitted_json(args.json, result):
         return
     if result["kept_image"]:
         render.ok(f"Kept as {result['kept_image']}: `container-create NAME --image "
@@ -964,8 +954,7 @@ def _run_open(args: argparse.Namespace) -> None:
 
 def _run_whoami(args: argparse.Namespace) -> None:
     me = Ds01Client().request("GET", "/v1/whoami")
-    if args.json:
-        render.emit_json(me)
+    if render.emitted_json(args.json, me):
         return
     role = "admin" if me["is_admin"] else "user"
     render.echo(f"{me['user']} (uid {me['uid']}, {role}; groups: {', '.join(me['groups'])})")

@@ -272,8 +272,7 @@ def _relaunch(
     if args.background or args.json:
         if container["status"] != "running":
             container = client.request("POST", client.container_path(name, "start"))
-        if args.json:
-            render.emit_json(container)
+        if render.emitted_json(args.json, container):
             return
         render.ok(f"{name} is running.")
         if container.get("jupyter_url"):

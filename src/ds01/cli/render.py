@@ -42,6 +42,14 @@ def emit_json(value: Any) -> None:
     echo(json.dumps(value, indent=2))
 
 
+def emitted_json(wanted: bool, value: Any) -> bool:
+    """Print ``value`` as JSON if ``--json`` was given (``wanted``); whether it did, so that
+    the command prints nothing else."""
+    if wanted:
+        emit_json(value)
+    return wanted
+
+
 def emit_json_error(message: str, exit_code: int, kind: str, details: Any) -> None:
     """An error as scripts read it under ``--json``: one JSON object on stderr."""
     error = {"error": message, "exit_code": exit_code, "kind": kind, "details": details or {}}
