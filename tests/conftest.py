@@ -44,7 +44,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -112,7 +112,7 @@ def docker_problem() -> str | None:
     return None
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skip the current test, or fail it in strict mode (see :func:`strict_mode`)."""
     if strict_mode():
         pytest.fail(f"{reason} [required: CI or DS01_REQUIRE_DOCKER=1 is set]", pytrace=False)
