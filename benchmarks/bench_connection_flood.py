@@ -28,7 +28,6 @@ Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_connection_flood.py [--json]
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -42,13 +41,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
     BIN_DIR,
-    MACHINE_LOCK,
-    MACHINE_LOCK_HELD_ENV,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     ensure_user,
+    hold_machine_lock,
     remove_user,
     user_env,
 )
@@ -217,28 +216,15 @@ def run(runs: int, connections: int) -> dict[str, Any]:
     }
 
 
-def hold_machine_lock() -> int | None:
-    """The test machine lock (tests remove ds01 containers and test users)."""
-    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
-        return None
-    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        progress(f"waiting for {MACHINE_LOCK} (a test run holds it)")
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="container-list runs per scenario")
     parser.add_argument("--connections", type=int, default=3000, help="attacker connections")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"runs": 2, "connections": 50}, argv)
     if os.geteuid() != 0:
         sys.exit("bench_connection_flood: run as root (it starts ds01d and makes two users)")
-    lock = hold_machine_lock()
+    lock = hold_machine_lock(progress)
     created = [user for user in (VICTIM, ATTACKER) if ensure_user(user)]
     try:
         result = run(args.runs, args.connections)

@@ -14,6 +14,7 @@ gid and supplementary groups, exactly as if she had typed it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -126,6 +127,22 @@ TEST_USER_COMMENT = "ds01-test"
 MACHINE_LOCK = "/tmp/ds01-tests.lock"
 #: Set to 1 when an outer process already holds MACHINE_LOCK.
 MACHINE_LOCK_HELD_ENV = "DS01_MACHINE_LOCK_HELD"
+
+
+def hold_machine_lock(say: Callable[[str], None]) -> int | None:
+    """Take MACHINE_LOCK for this process, waiting (and ``say``-ing so) while a test run holds
+    it; return its descriptor (closing it releases the lock), or ``None`` when an outer
+    process holds it for us (MACHINE_LOCK_HELD_ENV). Docker tests and benchmarks that remove
+    ds01 containers or test users hold it."""
+    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
+        return None
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say(f"waiting for {MACHINE_LOCK} (another test run holds it)")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 SOCKET_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -699,6 +716,32 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
         f"command: {args}\nexit code: {result.returncode}\n"
         f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
     )
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+#: Benchmarks that need neither root nor Docker: tests/unit runs them, tests/integration
+#: every other benchmarks/bench_*.py.
+PURE_BENCHMARKS = (
+    "bench_dockerfile_check.py",
+    "bench_placement.py",
+    "bench_queue.py",
+    "bench_state_backup.py",
+)
+BENCHMARK_TIMEOUT_S = 300.0
+
+
+def assert_benchmark_runs(name: str) -> None:
+    """Run ``benchmarks/NAME --quick`` (its smallest size) with this interpreter; fail on a
+    non-zero exit or a traceback. Its timings are never looked at."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS_DIR / name), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=BENCHMARK_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, describe(result)
+    assert "Traceback" not in result.stdout + result.stderr, describe(result)
 
 
 def run_root(args: Iterable[str], check: bool = True) -> subprocess.CompletedProcess[str]:
