@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -565,6 +566,25 @@ class Ds01Daemon:
         except json.JSONDecodeError as exc:
             pytest.fail(f"not JSON ({exc}):\n{describe(result)}", pytrace=False)
 
+    def state_rows(self, sql: str) -> list[Any]:
+        """The first column of the rows ``sql`` selects from ds01d's state store (opened
+        read-only, also while ds01d runs); ``[]`` while the store or its table does not exist
+        yet, or the store is busy."""
+        try:
+            db = sqlite3.connect(f"file:{self.paths.state_db}?mode=ro", uri=True, timeout=1)
+        except sqlite3.OperationalError:
+            return []
+        try:
+            return [row[0] for row in db.execute(sql)]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    def state_value(self, sql: str) -> Any:
+        """The first value :meth:`state_rows` gives, or ``None``."""
+        return next(iter(self.state_rows(sql)), None)
+
     def events(self) -> list[dict[str, Any]]:
         """All events written so far to ``<log-dir>/events.jsonl`` (``[]`` if none).
 
@@ -665,6 +685,28 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_loop_pass(d: Ds01Daemon, check: str, timeout: float = 30.0) -> None:
+    """Return once ds01d's background loop ``check`` (its name in ``ds01 admin doctor``:
+    "queue", "oom-watcher", "lifecycle", ...) has finished a pass that began after this call:
+    what a test waits for before it asserts that a pass changed nothing.
+
+    The doctor gives the age of the loop's last success in whole seconds: "0 s" read a second
+    or more after the call is a pass that ended more than half a second after it, and a pass
+    takes far less."""
+    since = time.monotonic()
+
+    def passed() -> bool:
+        if time.monotonic() - since < 1.0:
+            return False
+        report = json.loads(d.cli(None, "admin", "doctor", "--json").stdout)
+        return any(
+            f["check"] == check and "succeeded 0 s ago" in f["message"]
+            for f in report["findings"]
+        )
+
+    wait_until(f"a {check} pass", passed, timeout=timeout)
 
 
 def docker_name(user: str, name: str) -> str:
