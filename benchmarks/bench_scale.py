@@ -13,8 +13,8 @@ same run:
 - ``start to first list at N``: from starting ``ds01d`` (after a clean stop) until a
   ``GET /v1/containers`` is answered, against one ``docker ps -a`` (budget: 0.5 s);
 - ``scrape p99 at N``: ``GET /metrics`` from the exporter, p99 of ``--scrapes``, steady and
-  right after Docker events (a plain container created and removed just before each
-  scrape; budget: 10 ms p99 over both);
+  as many right after a Docker event of one of ds01's containers (an ``update`` that
+  changes nothing, 20 ms before the scrape; budget: 10 ms p99 over both);
 - ``container-list at 300``: the CLI against ``docker ps -a`` at ``--list-at`` containers
   (budget: at most 1.5);
 - ``--help``: every ds01 command's ``--help`` against ``docker ps --help`` (budget: the
@@ -204,14 +204,16 @@ class ScaleBench:
         return timed(get)
 
     def scrapes(self, count: int) -> tuple[list[float], list[float]]:
-        """Scrape times: steady, and right after a plain container was created and removed."""
+        """Scrape times: steady, and right after an event of one of ds01's containers (an
+        ``update`` that sets its restart policy to what it is: nothing changes, but Docker
+        reports it as it would any change)."""
+        target = f"{self.kept[0]}._.0"
+        policy = self.runtime.inspect(target)["HostConfig"]["RestartPolicy"]["Name"] or "no"
         self.scrape()  # warm-up
         steady = [self.scrape() for _ in range(count)]
         after_events = []
         for _ in range(count):
-            name = self.fresh("event")
-            self.docker_create(name)
-            self.docker_remove([name])
+            run_quiet(["docker", "update", "--restart", policy, target])
             time.sleep(AFTER_EVENT_S)
             after_events.append(self.scrape())
         return steady, after_events
@@ -277,6 +279,7 @@ def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
     steady, after_events = bench.scrapes(args.scrapes)
     progress("ds01d start to the first answered list")
     startup = statistics.median(bench.start_to_first_list())
+    ps_a_at_n = bench.cli_times(["docker", "ps", "-a"])
     progress("--help of every command")
     helps = {
         name: bench.cli_times([str(BIN_DIR / name), "--help"])
@@ -291,7 +294,7 @@ def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
         Row("one API create at 0", ms(at_zero), "docker create", ms(docker_one)),
         Row(f"{args.concurrent} concurrent API creates at {n}", ms(burst),
             f"{args.concurrent} concurrent docker create", ms(docker_burst), budget="ratio <= 2"),
-        Row(f"start to first list at {n}", ms(startup), "docker ps -a", ms(ps_a),
+        Row(f"start to first list at {n}", ms(startup), "docker ps -a", ms(ps_a_at_n),
             budget="<= 500 ms"),
         Row(f"scrape p99 at {n}, steady + after events", ms(p99(steady + after_events)),
             "-", None, budget="<= 10 ms"),
