@@ -358,8 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("run as root (it starts ds01d and talks to Docker)")
     if shutil.which("docker") is None:
         parser.error("no docker CLI on PATH (run `make setup`)")
-    meta = {**machine(), "rounds": args.rounds, "containers": args.containers}
     lock = hold_machine_lock(progress)
+    meta = {**machine(), "rounds": args.rounds, "containers": args.containers}
     port = free_port()
     daemon = Ds01Daemon(
         resource_limits=LIMITS_YAML,
