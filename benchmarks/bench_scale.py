@@ -7,7 +7,9 @@ API by root, not started). The figures, each a ds01 side and a Docker side measu
 same run:
 
 - ``one create at N / at 0``: one ``POST /v1/containers`` (no CLI), median of ``--rounds``,
-  with N containers against none (the budget: at most 1.2); ``docker create`` for scale;
+  with N containers against none (the budget: at most 1.2); ``docker create`` for scale.
+  Also against one container: the user's first container pays for setting up what its
+  containers share (its cgroup slice), which makes "at 0" slower than "at 1";
 - ``20 concurrent creates at N``: ``--concurrent`` API creates sent at once, until the last
   answers, against as many concurrent ``docker create`` processes (budget: at most 2);
 - ``start to first list at N``: from starting ``ds01d`` (after a clean stop) until a
@@ -265,6 +267,9 @@ def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
     progress(f"one create at 0 containers, {args.rounds} rounds")
     at_zero = statistics.median(bench.one_create())
     docker_one = statistics.median(bench.docker_one_create())
+    bench.populate(1)
+    progress("one create at 1 container")
+    at_one = statistics.median(bench.one_create())
     bench.populate(at)
     progress(f"container-list at {at} containers")
     listing = bench.cli_times([str(BIN_DIR / "container-list")])
@@ -291,6 +296,7 @@ def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
     return [
         Row(f"one API create at {n} (vs at 0)", ms(at_n), "the same at 0", ms(at_zero),
             budget="ratio <= 1.2"),
+        Row(f"one API create at {n} (vs at 1)", ms(at_n), "the same at 1", ms(at_one)),
         Row("one API create at 0", ms(at_zero), "docker create", ms(docker_one)),
         Row(f"{args.concurrent} concurrent API creates at {n}", ms(burst),
             f"{args.concurrent} concurrent docker create", ms(docker_burst), budget="ratio <= 2"),
