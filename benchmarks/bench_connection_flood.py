@@ -22,13 +22,12 @@ Also reported: ds01d's largest thread count during the scenario (``/proc/PID/sta
 Timings are reported, never asserted.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_connection_flood.py [--json]
-[--runs N] [--connections N]``
+[--runs N] [--connections N] [--settle S]``
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -42,13 +41,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
     BIN_DIR,
-    MACHINE_LOCK,
-    MACHINE_LOCK_HELD_ENV,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     ensure_user,
+    hold_machine_lock,
     remove_user,
     user_env,
 )
@@ -132,7 +131,9 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-def start_attacker(daemon: Ds01Daemon, mode: str, connections: int) -> subprocess.Popen[str]:
+def start_attacker(
+    daemon: Ds01Daemon, mode: str, connections: int, settle: float
+) -> subprocess.Popen[str]:
     env = [f"{k}={v}" for k, v in user_env(ATTACKER).items()]
     process = subprocess.Popen(
         ["runuser", "-u", ATTACKER, "--", "env", "-i", *env, str(BIN_DIR / "python"), "-I",
@@ -143,7 +144,7 @@ def start_attacker(daemon: Ds01Daemon, mode: str, connections: int) -> subproces
     if process.stdout.readline().strip() != "ready":
         process.kill()
         raise RuntimeError(f"the {mode} attacker did not start")
-    time.sleep(2.0)  # let the flood settle (refusals, slow heads under way)
+    time.sleep(settle)  # let the flood settle (refusals, slow heads under way)
     return process
 
 
@@ -165,7 +166,7 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
-def run(runs: int, connections: int) -> dict[str, Any]:
+def run(runs: int, connections: int, settle: float) -> dict[str, Any]:
     daemon = Ds01Daemon(resource_limits=LIMITS_YAML, images=TEST_IMAGES_YAML)
     rows: list[dict[str, Any]] = []
     try:
@@ -176,7 +177,7 @@ def run(runs: int, connections: int) -> dict[str, Any]:
         measure(daemon, 3)  # warm the page cache and the daemon
         for name, mode in SCENARIOS:
             progress(f"{name} ...")
-            attacker = start_attacker(daemon, mode, connections) if mode else None
+            attacker = start_attacker(daemon, mode, connections, settle) if mode else None
             try:
                 times, threads = measure(daemon, runs)
             finally:
@@ -196,7 +197,7 @@ def run(runs: int, connections: int) -> dict[str, Any]:
                     "max_threads": threads,
                 }
             )
-            time.sleep(1.0)
+            time.sleep(settle / 2)  # ds01d closes the last attacker's connections
     finally:
         daemon.cleanup()
     base = rows[0]
@@ -217,31 +218,21 @@ def run(runs: int, connections: int) -> dict[str, Any]:
     }
 
 
-def hold_machine_lock() -> int | None:
-    """The test machine lock (tests remove ds01 containers and test users)."""
-    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
-        return None
-    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        progress(f"waiting for {MACHINE_LOCK} (a test run holds it)")
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="container-list runs per scenario")
     parser.add_argument("--connections", type=int, default=3000, help="attacker connections")
+    parser.add_argument(
+        "--settle", type=float, default=2.0, help="seconds a flood runs before the runs"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"runs": 2, "connections": 50, "settle": 0.2}, argv)
     if os.geteuid() != 0:
         sys.exit("bench_connection_flood: run as root (it starts ds01d and makes two users)")
-    lock = hold_machine_lock()
+    lock = hold_machine_lock(progress)
     created = [user for user in (VICTIM, ATTACKER) if ensure_user(user)]
     try:
-        result = run(args.runs, args.connections)
+        result = run(args.runs, args.connections, args.settle)
     finally:
         for user in created:
             remove_user(user)

@@ -66,6 +66,7 @@ from ds01.cli.client import Ds01Client  # noqa: E402
 from ds01.errors import Conflict, Ds01Error  # noqa: E402
 from ds01.runtime.docker import ContainerSpec, DockerRuntime  # noqa: E402
 from ds01.runtime.labels import MANAGED_FILTER, NAME  # noqa: E402
+from quick import parse_args  # noqa: E402
 from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, Ds01Daemon, user_env  # noqa: E402
 
 CREATE_BUDGET = 1.25
@@ -660,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--save", action="store_true", help="also write the JSON to benchmarks/results/"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if args.rounds < 1 or not sizes or sizes[0] < 1:
         parser.error("--rounds and --sizes must be positive")

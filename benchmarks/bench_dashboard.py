@@ -57,6 +57,7 @@ from ds01.cli.client import Ds01Client  # noqa: E402
 from ds01.errors import Conflict  # noqa: E402
 from ds01.runtime.docker import DockerRuntime  # noqa: E402
 from ds01.tui.frame import View, build_frame, render_text  # noqa: E402
+from quick import parse_args  # noqa: E402
 from support import BIN_DIR, TEST_IMAGES_YAML, Ds01Daemon, user_env  # noqa: E402
 
 CONTAINERS = 300
@@ -270,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-daemon", action="store_true", help="only the frame figures (no root, no Docker)"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if args.rounds < 1 or not sizes or sizes[0] < 1:
         parser.error("--rounds and --sizes must be positive")

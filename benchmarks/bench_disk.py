@@ -25,22 +25,27 @@ Usage (root, Docker): ``/opt/ds01/venv/bin/python benchmarks/bench_disk.py [--co
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import statistics
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import docker
 
-from ds01.core.disk import DiskClock, decide_disk
-from ds01.runtime.diskusage import tree_usage
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from ds01.core.disk import DiskClock, decide_disk  # noqa: E402
+from ds01.runtime.diskusage import tree_usage  # noqa: E402
+from quick import parse_args  # noqa: E402
+from support import hold_machine_lock  # noqa: E402
 
 IMAGE = "ds01-test/busybox:latest"
 LABEL = "ds01.bench.disk"
-LOCK = "/tmp/ds01-tests.lock"
 
 
 def populate(upper: str, files: int) -> None:
@@ -78,67 +83,68 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser, {"containers": 3, "files": 10, "rounds": 1})
     client = docker.APIClient(version="auto", timeout=600)
-    with open(LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        ids: list[str] = []
-        try:
-            began = time.perf_counter()
-            for i in range(args.containers):
-                created = client.create_container(
-                    IMAGE, command=["true"], name=f"ds01-bench-disk-{i}", labels={LABEL: "1"}
+    lock = hold_machine_lock(print)  # timings are worthless while tests load the machine
+    ids: list[str] = []
+    try:
+        began = time.perf_counter()
+        for i in range(args.containers):
+            created = client.create_container(
+                IMAGE, command=["true"], name=f"ds01-bench-disk-{i}", labels={LABEL: "1"}
+            )
+            ids.append(created["Id"])
+        uppers = []
+        for cid in ids:
+            upper = client.inspect_container(cid)["GraphDriver"]["Data"]["UpperDir"]
+            populate(upper, args.files)
+            uppers.append(upper)
+        setup_s = time.perf_counter() - began
+        os.sync()
+
+        walk_times, usage = timed(lambda: [tree_usage([u]) for u in uppers], args.rounds)
+        engine_times, listed = timed(
+            lambda: client.containers(all=True, size=True, filters={"label": LABEL}),
+            args.rounds,
+        )
+        source_times, _ = timed(
+            lambda: [client.inspect_container(c)["GraphDriver"] for c in ids], 1
+        )
+        now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+        def decide_all() -> None:
+            for measured in usage:
+                decide_disk(
+                    DiskClock(),
+                    measured.bytes,
+                    20 * 1024**3,
+                    now,
+                    warning_fraction=0.9,
+                    grace=timedelta(minutes=10),
+                    running=True,
+                    scope="container",
                 )
-                ids.append(created["Id"])
-            uppers = []
-            for cid in ids:
-                upper = client.inspect_container(cid)["GraphDriver"]["Data"]["UpperDir"]
-                populate(upper, args.files)
-                uppers.append(upper)
-            setup_s = time.perf_counter() - began
-            os.sync()
 
-            walk_times, usage = timed(lambda: [tree_usage([u]) for u in uppers], args.rounds)
-            engine_times, listed = timed(
-                lambda: client.containers(all=True, size=True, filters={"label": LABEL}),
-                args.rounds,
-            )
-            source_times, _ = timed(
-                lambda: [client.inspect_container(c)["GraphDriver"] for c in ids], 1
-            )
-            now = datetime(2026, 1, 5, tzinfo=timezone.utc)
-
-            def decide_all() -> None:
-                for measured in usage:
-                    decide_disk(
-                        DiskClock(),
-                        measured.bytes,
-                        20 * 1024**3,
-                        now,
-                        warning_fraction=0.9,
-                        grace=timedelta(minutes=10),
-                        running=True,
-                        scope="container",
-                    )
-
-            decide_times, _ = timed(decide_all, max(args.rounds, 10))
-            result = {
-                "containers": args.containers,
-                "files_per_container": args.files * 2 + 1,
-                "setup_s": round(setup_s, 1),
-                "walk_all": summary(walk_times),
-                "walk_per_container_ms": round(
-                    statistics.median(walk_times) * 1000 / args.containers, 2
-                ),
-                "engine_size_list": summary(engine_times),
-                "inspect_sources_once": summary(source_times),
-                "decide_in_pass": summary(decide_times),
-                "walk_bytes_one": usage[0].bytes,
-                "engine_size_rw_one": listed[0].get("SizeRw"),
-            }
-        finally:
-            for cid in ids:
-                client.remove_container(cid, force=True, v=True)
+        decide_times, _ = timed(decide_all, max(args.rounds, 10))
+        result = {
+            "containers": args.containers,
+            "files_per_container": args.files * 2 + 1,
+            "setup_s": round(setup_s, 1),
+            "walk_all": summary(walk_times),
+            "walk_per_container_ms": round(
+                statistics.median(walk_times) * 1000 / args.containers, 2
+            ),
+            "engine_size_list": summary(engine_times),
+            "inspect_sources_once": summary(source_times),
+            "decide_in_pass": summary(decide_times),
+            "walk_bytes_one": usage[0].bytes,
+            "engine_size_rw_one": listed[0].get("SizeRw"),
+        }
+    finally:
+        for cid in ids:
+            client.remove_container(cid, force=True, v=True)
+        if lock is not None:
+            os.close(lock)
     if args.json:
         print(json.dumps(result, indent=2))
         return

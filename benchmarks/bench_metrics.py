@@ -54,6 +54,7 @@ from ds01.metrics.activity import ActivityCounters
 from ds01.metrics.collector import Ds01Collector
 from ds01.runtime import labels as L
 from ds01.runtime.docker import ContainerRecord
+from quick import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET_MS = 50.0
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--live", type=int, default=30, help="containers for the live figure (0: skip it)"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"rounds": 2, "containers": 10, "live": 2}, argv)
     if args.rounds < 1 or args.containers < 0 or args.live < 0:
         parser.error("--rounds must be positive, --containers and --live not negative")
     document: dict[str, Any] = {"benchmark": "bench_metrics", "budget_ms": BUDGET_MS}

@@ -34,6 +34,7 @@ from ds01.core.allocation import (
 )
 from ds01.errors import PolicyError
 from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from quick import parse_args
 
 BUDGET_MS = 2.0
 CONTAINERS = 500
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--decisions", type=int, default=2000, help="decisions per row")
     parser.add_argument("--seed", type=int, default=1, help="random seed")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"decisions": 20}, argv)
     results = [
         measure(name, inventory, mode, args.decisions, args.seed)
         for name, inventory in inventories().items()

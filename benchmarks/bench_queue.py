@@ -28,6 +28,7 @@ from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState
 from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage, plan
 from ds01.gpu.device import Inventory
+from quick import parse_args
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 LEDGER_INTERVALS = 2000
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--passes", type=int, default=50, help="passes per row")
     parser.add_argument("--seed", type=int, default=1, help="random seed")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"passes": 2}, argv)
     results = [
         measure(name, inventory, size, args.passes, args.seed)
         for name, inventory in inventories().items()

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from ds01.cli.client import ApiError, Ds01Client  # noqa: E402
+from quick import parse_args  # noqa: E402
 from support import TEST_IMAGES_YAML, Ds01Daemon, remove_managed_containers  # noqa: E402
 
 LIMITS_YAML = """\
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1820)
     parser.add_argument("--refusals", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"requests": 10, "refusals": 10}, argv)
     from ds01.config.policies import LifecyclePolicy
 
     limits = LIMITS_YAML + (UNLIMITED_QUEUE if "max_queued" in LifecyclePolicy.model_fields else "")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ds01.daemon.state import EnergyRecord, GpuActivity, StateStore
 from ds01.daemon.state_files import backup_path, examine, write_backup
+from quick import parse_args
 
 
 def fill(path: Path, rows: int) -> None:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser, {"rows": 1000, "runs": 1})
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ds01.db"
         fill(path, args.rows)

@@ -39,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
     OFFLINE_STARTER_IMAGE,
     Ds01Daemon,
@@ -125,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser, {"rounds": 1})
     files, substitutions = offline_example_config()
     daemon = Ds01Daemon(files["resource-limits.yaml"], files.get("gpu-config.yaml"),
                         files["images.yaml"])  # fmt: skip

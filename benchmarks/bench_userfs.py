@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ds01.runtime.userfs import UserIds, replace_file, stat_in
+from quick import parse_args
 
 
 def median_ms(action: Callable[[], object], rounds: int) -> float:
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user", default="nobody")
     parser.add_argument("--rounds", type=int, default=200)
-    args = parser.parse_args()
+    args = parse_args(parser, {"rounds": 2})
     user = pwd.getpwnam(args.user)
     ids = UserIds.of(user.pw_name, user.pw_uid, user.pw_gid)
     top = Path(tempfile.mkdtemp(prefix="ds01-bench-userfs-"))

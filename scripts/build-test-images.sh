@@ -7,8 +7,10 @@
 #
 #   ds01-test/python, ds01-test/jupyter   see scripts/build-jupyter-image.sh
 #
-# and installs Debian's docker-registry (a local registry for the image-pull test) and
-# prometheus (a real Prometheus server for the exporter test; promtool for the rules).
+# and installs the Debian packages tests need: docker-registry (a local registry for the
+# image-pull test), prometheus (a real Prometheus server for the exporter test; promtool for
+# the rules), git (project-init's repository) and systemd (systemd-analyze checks ds01d's
+# unit). Under `make test` those tests fail, never skip, without them.
 #
 # Idempotent: an existing image is kept unless FORCE=1. Prints the image names.
 set -euo pipefail
@@ -59,21 +61,24 @@ if [ "$(docker image inspect -f '{{.Id}}' "$ALT" 2>/dev/null || true)" != \
   docker tag "$IMAGE" "$ALT"
 fi
 
-# Debian's docker-registry: a registry on 127.0.0.1 for the image-pull test.
-if ! command -v docker-registry >/dev/null 2>&1; then
-  apt-get install -y -qq --no-install-recommends docker-registry >/dev/null 2>&1 || {
-    apt-get update -qq >/dev/null 2>&1 || true
-    apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
-  }
-fi
+# install_for PACKAGE COMMAND...: install Debian's PACKAGE unless every COMMAND is on PATH.
+install_for() {
+  local package=$1 command
+  shift
+  for command in "$@"; do
+    command -v "$command" >/dev/null 2>&1 && continue
+    apt-get install -y -qq --no-install-recommends "$package" >/dev/null 2>&1 || {
+      apt-get update -qq >/dev/null 2>&1 || true
+      apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+    }
+    return
+  done
+}
 
-# Debian's prometheus (and promtool): the exporter test scrapes ds01d with a real server.
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || {
-    apt-get update -qq >/dev/null 2>&1 || true
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  }
-fi
+install_for docker-registry docker-registry  # a registry on 127.0.0.1 for the image-pull test
+install_for prometheus prometheus promtool  # the exporter test scrapes ds01d with a real server
+install_for git git                          # tests/unit/test_project_init.py
+install_for systemd systemd-analyze          # tests/unit/test_deploy_files.py
 
 echo "$IMAGE"
 echo "$ALT"

@@ -32,7 +32,6 @@ directory is on ``sys.path`` because it holds this conftest and no ``__init__.py
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import http.server
 import json
@@ -44,12 +43,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from support import (
-    MACHINE_LOCK,
     MACHINE_LOCK_HELD_ENV,
     TEST_IMAGE,
     TEST_IMAGE_ALT,
@@ -59,6 +57,7 @@ from support import (
     ensure_group,
     ensure_user,
     environ_flag,
+    hold_machine_lock,
     make_fake_gpu_nodes,
     remove_group,
     remove_managed_containers,
@@ -112,7 +111,7 @@ def docker_problem() -> str | None:
     return None
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skip the current test, or fail it in strict mode (see :func:`strict_mode`)."""
     if strict_mode():
         pytest.fail(f"{reason} [required: CI or DS01_REQUIRE_DOCKER=1 is set]", pytrace=False)
@@ -132,14 +131,9 @@ def _lock_machine(config: pytest.Config) -> None:
     users. A second session (or ``make setup`` reinstalling /opt/ds01/venv) waits here
     instead of pulling the ground from under the first.
     """
-    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
+    fd = hold_machine_lock(lambda message: print(f"ds01 tests: {message}", flush=True))
+    if fd is None:
         return  # an outer `flock` already holds it
-    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"ds01 tests: waiting for {MACHINE_LOCK} (another test run holds it)", flush=True)
-        fcntl.flock(fd, fcntl.LOCK_EX)
     os.environ[MACHINE_LOCK_HELD_ENV] = "1"  # `make setup` run by a test must not wait on us
     config.stash[_MACHINE_LOCK_FD] = fd
 

@@ -14,6 +14,7 @@ gid and supplementary groups, exactly as if she had typed it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -126,6 +128,22 @@ TEST_USER_COMMENT = "ds01-test"
 MACHINE_LOCK = "/tmp/ds01-tests.lock"
 #: Set to 1 when an outer process already holds MACHINE_LOCK.
 MACHINE_LOCK_HELD_ENV = "DS01_MACHINE_LOCK_HELD"
+
+
+def hold_machine_lock(say: Callable[[str], None]) -> int | None:
+    """Take MACHINE_LOCK for this process, waiting (and ``say``-ing so) while a test run holds
+    it; return its descriptor (closing it releases the lock), or ``None`` when an outer
+    process holds it for us (MACHINE_LOCK_HELD_ENV). Docker tests and benchmarks that remove
+    ds01 containers or test users hold it."""
+    if os.environ.get(MACHINE_LOCK_HELD_ENV) == "1":
+        return None
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say(f"waiting for {MACHINE_LOCK} (another test run holds it)")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 SOCKET_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -548,6 +566,25 @@ class Ds01Daemon:
         except json.JSONDecodeError as exc:
             pytest.fail(f"not JSON ({exc}):\n{describe(result)}", pytrace=False)
 
+    def state_rows(self, sql: str) -> list[Any]:
+        """The first column of the rows ``sql`` selects from ds01d's state store (opened
+        read-only, also while ds01d runs); ``[]`` while the store or its table does not exist
+        yet, or the store is busy."""
+        try:
+            db = sqlite3.connect(f"file:{self.paths.state_db}?mode=ro", uri=True, timeout=1)
+        except sqlite3.OperationalError:
+            return []
+        try:
+            return [row[0] for row in db.execute(sql)]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    def state_value(self, sql: str) -> Any:
+        """The first value :meth:`state_rows` gives, or ``None``."""
+        return next(iter(self.state_rows(sql)), None)
+
     def events(self) -> list[dict[str, Any]]:
         """All events written so far to ``<log-dir>/events.jsonl`` (``[]`` if none).
 
@@ -650,6 +687,28 @@ def wait_until(
         time.sleep(interval)
 
 
+def wait_for_loop_pass(d: Ds01Daemon, check: str, timeout: float = 30.0) -> None:
+    """Return once ds01d's background loop ``check`` (its name in ``ds01 admin doctor``:
+    "queue", "oom-watcher", "lifecycle", ...) has finished a pass that began after this call:
+    what a test waits for before it asserts that a pass changed nothing.
+
+    The doctor gives the age of the loop's last success in whole seconds: "0 s" read a second
+    or more after the call is a pass that ended more than half a second after it, and a pass
+    takes far less."""
+    since = time.monotonic()
+
+    def passed() -> bool:
+        if time.monotonic() - since < 1.0:
+            return False
+        report = json.loads(d.cli(None, "admin", "doctor", "--json").stdout)
+        return any(
+            f["check"] == check and "succeeded 0 s ago" in f["message"]
+            for f in report["findings"]
+        )
+
+    wait_until(f"a {check} pass", passed, timeout=timeout)
+
+
 def docker_name(user: str, name: str) -> str:
     """The Docker name of ``user``'s container ``name`` (``{name}._.{uid}``)."""
     return f"{name}._.{pwd.getpwnam(user).pw_uid}"
@@ -699,6 +758,32 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
         f"command: {args}\nexit code: {result.returncode}\n"
         f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
     )
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+#: Benchmarks that need neither root nor Docker: tests/unit runs them, tests/integration
+#: every other benchmarks/bench_*.py.
+PURE_BENCHMARKS = (
+    "bench_dockerfile_check.py",
+    "bench_placement.py",
+    "bench_queue.py",
+    "bench_state_backup.py",
+)
+BENCHMARK_TIMEOUT_S = 300.0
+
+
+def assert_benchmark_runs(name: str) -> None:
+    """Run ``benchmarks/NAME --quick`` (its smallest size) with this interpreter; fail on a
+    non-zero exit or a traceback. Its timings are never looked at."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS_DIR / name), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=BENCHMARK_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, describe(result)
+    assert "Traceback" not in result.stdout + result.stderr, describe(result)
 
 
 def run_root(args: Iterable[str], check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, user_env
+from support import TEST_IMAGES_YAML, describe, user_env, wait_until
 
 LIMITS = """
     defaults:
@@ -201,10 +201,17 @@ def test_report_counts_the_gpu_hours_a_container_held(ds01d: Any, tmp_path: Path
         d.paths.simulated_telemetry_file, {u: {"gpu_util_percent": 50} for u in devices}
     )
     start(d, "alice", "train", "--gpus", "2")
-    time.sleep(4)  # several lifecycle passes measure the busy GPUs
+    # Lifecycle passes measure the busy GPUs: 2 GPUs for over 3 s.
+    wait_until(
+        "GPU activity measured",
+        lambda: (d.state_value("SELECT sum(measured_gpu_seconds) FROM gpu_activity") or 0) > 6,
+    )
     removed = d.cli("alice", "container-remove", "train", "--force")
     assert removed.returncode == 0, describe(removed)
-    time.sleep(1)  # the queue's next pass closes the usage ledger's row
+    wait_until(  # the queue's next pass closes the usage ledger's row
+        "the usage row closed",
+        lambda: d.state_value("SELECT count(*) FROM usage WHERE end IS NULL") == 0,
+    )
 
     result = d.cli("erin", "admin", "report", "--from", "1h", "--format", "json")
     assert result.returncode == 0, describe(result)

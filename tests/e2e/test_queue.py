@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from rawapi import RawApi, queue_gpu_create
 
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, wait_for_loop_pass, wait_until
 
 TWO_GPUS = """
     backend: simulated
@@ -135,7 +134,7 @@ def test_queued_requests_start_by_themselves_in_priority_order_across_a_kill_9(
     assert waiting["id"] == ids["alice"] and waiting["state"] == "waiting"
     assert d.cli("carol", "container-remove", "q-carol", "--force").returncode == 0
     wait_until("alice's start", lambda: started(d, ids["alice"]))
-    time.sleep(1.5)  # a few more passes: nothing starts twice
+    wait_for_loop_pass(d, "queue")  # a later pass starts nothing twice
     assert len(started(d, ids["alice"])) == 1
     alices = docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
     assert [c.name for c in alices] == [f"q-alice._.{unix_users['alice'].pw_uid}"]

@@ -20,7 +20,6 @@ A graceful restart (SIGTERM) keeps every container, its state and its devices.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,16 +103,7 @@ def wait_for_confirmed_creates(d: Any, count: int, timeout: float = 30.0) -> Non
 
 def open_create_intents(d: Any) -> int:
     """How many creates ds01d has recorded as begun and not yet finished (its state store)."""
-    try:
-        db = sqlite3.connect(f"file:{d.paths.state_db}?mode=ro", uri=True, timeout=1)
-    except sqlite3.OperationalError:
-        return 0
-    try:
-        return int(db.execute("SELECT count(*) FROM create_intents").fetchone()[0])
-    except sqlite3.OperationalError:  # not created yet, or busy
-        return 0
-    finally:
-        db.close()
+    return int(d.state_value("SELECT count(*) FROM create_intents") or 0)
 
 
 def wait_for_open_create_intent(d: Any, timeout: float = 30.0) -> None:
@@ -122,6 +112,20 @@ def wait_for_open_create_intent(d: Any, timeout: float = 30.0) -> None:
     while open_create_intents(d) == 0:
         assert time.monotonic() < deadline, f"no create was ever in flight: {d.events()}"
         time.sleep(0.001)
+
+
+def wait_for_sent_creates(d: Any, docker_client: Any, timeout: float = 0.5) -> set[str]:
+    """After a kill -9: the Docker names of ds01's containers once every create the daemon
+    had begun (an open intent in its store) is in Docker, since a create the daemon had sent
+    still finishes. One it had not sent yet never shows, so that wait ends after
+    ``timeout`` seconds."""
+    begun = set(d.state_rows("SELECT docker_name FROM create_intents"))
+    deadline = time.monotonic() + timeout
+    while not begun <= (present := set(docker_view(docker_client))):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return present
 
 
 def wait_for_moment(d: Any, moment: str) -> None:
@@ -161,8 +165,7 @@ def test_kill_9_during_creates_leaves_exactly_the_confirmed_containers(
         for (user, name, _), result in zip(REQUESTS, results, strict=True)
         if result.returncode == 0
     }
-    time.sleep(0.5)  # a Docker create the daemon had sent may still be finishing
-    left_by_the_crash = set(docker_view(docker_client))
+    left_by_the_crash = wait_for_sent_creates(d, docker_client)
 
     d.restart()
 

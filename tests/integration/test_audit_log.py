@@ -2,8 +2,8 @@
 
 After real CLI actions the chain verifies (exit 0), also across a daemon restart; editing
 one line of ``events.jsonl`` makes ``ds01 audit verify`` exit 1 naming that file and line.
-The live file is mode 0640, owned by root; its group is the admin group once ds01d passes
-that group's gid to the event log (until then that test is skipped, saying so).
+The live file is mode 0640, owned by root, its group the admin group; a new admin group
+takes the log over from the old one.
 """
 
 from __future__ import annotations

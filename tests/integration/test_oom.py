@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_for_loop_pass
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ALICE_PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
@@ -122,7 +122,7 @@ def test_oom_kills_are_reported_with_the_limit_they_hit(ds01d, docker_client, un
     # A restarted ds01d remembers the kills and reports none of them again.
     reported = len(d.events_where(action="resource.oom_kill"))
     d.restart()
-    time.sleep(4.5)  # two scans
+    wait_for_loop_pass(d, "oom-watcher")
     assert len(d.events_where(action="resource.oom_kill")) == reported
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert rows["big1"]["oom_kills"] >= 1
@@ -180,7 +180,7 @@ def test_a_kill_that_ends_the_container_is_reported_once(
     assert event["details"]["container"] == "crash"
     state = state_once_stopped(docker_client, f"crash._.{uid}")  # the event may come first
     assert (state["Status"], state["ExitCode"]) == ("exited", 137)
-    time.sleep(2.5)  # a scan more: still one event
+    wait_for_loop_pass(d, "oom-watcher")  # a scan more: still one event
     assert len(d.events_where(action="resource.oom_kill", resource=resource)) == 1
     [row] = d.cli_json("alice", "container-list")
     assert (row["status"], row["oom_kills"], row["last_oom_limit"]) == ("stopped", 1, limit)

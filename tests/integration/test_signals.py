@@ -15,7 +15,7 @@ from ds01.daemon.service import record_parent
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupManager, container_cgroup
 from ds01.runtime.docker import DockerRuntime
-from support import TEST_IMAGES_YAML
+from support import TEST_IMAGES_YAML, wait_until
 
 
 def test_cpu_time_and_network_bytes_of_a_running_container(
@@ -40,10 +40,16 @@ def test_cpu_time_and_network_bytes_of_a_running_container(
 
     container = docker_client.containers.get(record.id)
     container.exec_run(["sh", "-c", "timeout 2 sh -c 'while :; do :; done'"], detach=True)
-    time.sleep(1.0)
-    busy = cgroups.cpu_seconds(cgroup)
-    assert busy is not None and busy - idle_after > 0.5, "a busy loop used no CPU"
-    time.sleep(1.5)
+    wait_until(
+        "the busy loop's CPU time in the cgroup",
+        lambda: (cgroups.cpu_seconds(cgroup) or 0.0) - idle_after > 0.5,
+        timeout=10,
+    )
+    wait_until(
+        "the busy loop to end",
+        lambda: set(cgroups.processes(cgroup)) == set(pids),
+        timeout=10,
+    )
 
     sent_before = procfs.network_bytes(cgroups.processes(cgroup))
     gateway = container.attrs["NetworkSettings"]["Gateway"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import skip_or_fail
 from ds01.cli.main import main
 from ds01.config.gpu_config import GpuConfig
 from ds01.config.limits import ResourceLimitsConfig
@@ -23,7 +24,13 @@ from ds01.host_setup import console_scripts, render_unit
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="setup makes root-owned files")
+
+
+@pytest.fixture(autouse=True)
+def _as_root() -> None:
+    """Setup makes root-owned files: without root these tests skip, and fail under make test."""
+    if os.geteuid() != 0:
+        skip_or_fail("ds01 admin setup makes root-owned files: run the tests as root")
 
 
 def setup(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, Any]:

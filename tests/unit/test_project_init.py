@@ -11,6 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from conftest import skip_or_fail
 from ds01.cli.main import main
 
 #: The console script of the Python running the tests (``pip install -e .`` or make setup).
@@ -101,8 +102,9 @@ def test_bad_type_is_a_usage_error(workdir: Path) -> None:
     assert run(["thesis", "--type", "quantum"]) == 2
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_init(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("git") is None:
+        skip_or_fail("git is not installed: `make images` installs it")
     assert run(["thesis"]) == 0
     assert (workdir / "thesis" / ".git" / "HEAD").is_file()
     assert "initialised an empty repository" in capsys.readouterr().out

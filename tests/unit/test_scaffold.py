@@ -25,7 +25,7 @@ from ds01.core.scaffold import (
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    tomllib = pytest.importorskip("tomli")
+    import tomli as tomllib  # a dependency of ds01 before Python 3.11
 
 COMBINATIONS = list(itertools.product(PROJECT_TYPES, FRAMEWORKS))
 
