@@ -40,15 +40,12 @@ from ds01.core.allocation import GpuRequest, equivalents_to_float
 from ds01.core.mig import GpuPlan, Layout, plan_mig
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
+from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.identity import Caller, UnixUser, user_by_name
-from ds01.daemon.service import (
-    DEFAULT_SLICE_GROUP,
-    DEFAULT_WORKSPACE_DIR,
-    Ds01Service,
-    aggregate_limits,
-    allocation_state,
-    make_user_directory,
-)
+from ds01.daemon.launch import DEFAULT_WORKSPACE_DIR, make_user_directory
+from ds01.daemon.limits_enforcement import aggregate_limits
+from ds01.daemon.service import Ds01Service
+from ds01.daemon.views import allocation_state
 from ds01.errors import Conflict, Ds01Error, InvalidInput, NotFound, SystemFault
 from ds01.files import replace_file
 from ds01.paths import RESOURCE_LIMITS_FILE
@@ -397,7 +394,7 @@ def remove_user(
         for exemption in exemptions:
             service.store.remove_exemption(exemption.id)
         if parent is not None:
-            service._remove_parent_if_unused(parent)
+            service.enforcement.remove_parent_if_unused(parent)
         owned = service.runtime.owned_images(name)
         if owned:
             notes.append(

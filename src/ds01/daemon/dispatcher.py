@@ -45,8 +45,10 @@ from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.health import PassTracker
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
-from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
+from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.service import Ds01Service
 from ds01.daemon.state import QueuedRequest, UsageRecord
+from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded, StateDamaged
 from ds01.events.log import utc_now
 from ds01.gpu.device import Inventory
@@ -131,10 +133,7 @@ class GpuDispatcher:
                 previous=self._reservation,
             )
             self._reservation = result.reservation
-            service.queue_plan = result
-            service.queue_reserved = frozenset(
-                result.reservation.devices if result.reservation else ()
-            )
+            service.status.publish_queue_pass(result)
             by_id = {w.entry.id: w for w in waiting}
             for start in result.starts:
                 if self._stop.is_set():
@@ -156,7 +155,9 @@ class GpuDispatcher:
             if record.status != "running":
                 try:
                     owner = user_by_uid(record.uid)
-                    self.service.launch(Caller(user=owner, pid=0, is_admin=False), owner, record)
+                    self.service.launcher.launch(
+                        Caller(user=owner, pid=0, is_admin=False), owner, record
+                    )
                 except Ds01Error as exc:
                     log.error("queued %s created but not started: %s", entry.id, exc.message)
             self._finish_started(entry, record.gpus, now)
@@ -167,14 +168,14 @@ class GpuDispatcher:
         for record in records:
             if record.status != "stopped" or not record.gpus:
                 continue
-            since = self.service.stopped_since(record) or now
+            since = self.service.containers.stopped_since(record) or now
             try:
                 hold = self.service.limits_for(user_by_uid(record.uid)).gpu_hold_after_stop_minutes
             except NotFound:
                 hold = 0.0  # the owner is gone: nobody will start it again
             if hold is None or now - since < timedelta(minutes=hold):
                 continue
-            self.service.release_devices(record, now, held_minutes=hold)
+            self.service.queue_desk.release_devices(record, now, held_minutes=hold)
             released_any = True
         return released_any
 
@@ -231,7 +232,7 @@ class GpuDispatcher:
             if limits is None or hold is None:
                 end = None
             elif record.status == "stopped":
-                since = service.stopped_since(record)
+                since = service.containers.stopped_since(record)
                 end = since + timedelta(minutes=hold) if since else None
             elif covering_exemption(exemptions, record.user, record.name, now) is None:
                 clock = clocks.get(record.id)
@@ -311,14 +312,14 @@ class GpuDispatcher:
             return self._start_released(item, placement, inventory, now)
         try:
             request = api.CreateContainerRequest.model_validate_json(entry.request_json)
-            prepared: PreparedCreate = service.prepare_create(item.owner, request)
+            prepared: PreparedCreate = service.creation.prepare_create(item.owner, request)
             mine = [r for r in records if r.uid == entry.uid]
             if any(r.docker_name == prepared.docker_name for r in records):
                 raise PolicyError(
                     f"a container named {entry.container!r} exists already; remove it or "
                     "queue the request under another name"
                 )
-            service.check_memory_total(prepared, mine)
+            service.creation.check_memory_total(prepared, mine)
         except QuotaExceeded as exc:
             log.info("queued %s waits for memory: %s", entry.id, exc.message)
             return False  # it waits: the user's memory total may have room later
@@ -326,13 +327,15 @@ class GpuDispatcher:
             self._fail(entry, exc.message)
             return False
         try:
-            info = service.create_admitted(
+            info = service.creation.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
             record = service.runtime.find_managed(prepared.docker_name)
             if record is None:
                 raise NotFound(f"{prepared.name} vanished right after its create.")
-            service.launch(Caller(user=item.owner, pid=0, is_admin=False), item.owner, record)
+            service.launcher.launch(
+                Caller(user=item.owner, pid=0, is_admin=False), item.owner, record
+            )
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
@@ -353,11 +356,11 @@ class GpuDispatcher:
         owner_caller = Caller(user=item.owner, pid=0, is_admin=False)
         try:
             if record.id in service.store.released():
-                service.check_mounts(owner_caller, item.owner, record)
-                record = service.reacquire_admitted(
+                service.launcher.check_mounts(owner_caller, item.owner, record)
+                record = service.reacquire.reacquire_admitted(
                     item.owner, record, placement, inventory, actor="ds01d"
                 )
-            service.launch(owner_caller, item.owner, record)
+            service.launcher.launch(owner_caller, item.owner, record)
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False

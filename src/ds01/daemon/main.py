@@ -258,11 +258,11 @@ def main(argv: list[str] | None = None) -> None:
             ),
         )
         service.share_log_with_admins()
-        service.storage = detect_storage(runtime)
-        removed = service.reconcile()
-        emptied = service.reconcile_cgroups()
+        service.status.storage = detect_storage(runtime)
+        removed = service.reconciler.reconcile()
+        emptied = service.enforcement.reconcile_cgroups()
         # The firewall before anything is served; a failure is logged and fails closed.
-        records = service.runtime.list_managed()
+        records = service.records()
         service.networks.reconcile(r.uid for r in records)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         service.events,
         service.engine.cgroup_driver,
         interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
-        on_docker_back=service.settle_failed_creates,
+        on_docker_back=service.creation.settle_failed_creates,
     )
     queue = dispatcher.GpuDispatcher(
         service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
@@ -300,21 +300,21 @@ def main(argv: list[str] | None = None) -> None:
         sessions=terminals_of(service).attached,
     )
     lifecycle = LifecycleLoop(service, sampler)
-    service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
+    service.status.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
     disk_meter = DiskMeter(service, utc_now)
     exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
     if (
         metrics_address is not None
     ):  # scrapes reuse one container list until Docker reports a change
-        service.observed = ObservedContainers(service.runtime)
+        service.status.observed = ObservedContainers(service.runtime)
     server = Ds01HttpServer(paths.socket, service)
     stop = GracefulStop(server, [queue, lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     for loop in (watcher, queue, lifecycle, energy, disk_meter):
-        service.loops.add(loop.tracker)
+        service.status.loops.add(loop.tracker)
     log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
     backups.start()
     watcher.start()
@@ -322,16 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.start()
     energy.start()
     disk_meter.start()
-    if service.observed is not None:
-        service.observed.start()
+    if service.status.observed is not None:
+        service.status.observed.start()
     _start_exporter(exporter, metrics_address)
     unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         exporter.stop()
-        if service.observed is not None:
-            service.observed.stop()
+        if service.status.observed is not None:
+            service.status.observed.stop()
         energy.stop()
         disk_meter.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the

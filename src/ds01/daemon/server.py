@@ -177,9 +177,9 @@ def _confirmed_when_sent(
 def _maintenance(service: Ds01Service, caller: Caller, *, dry_run: bool) -> api.MaintenanceReport:
     if not caller.is_admin:
         raise service.deny(caller, "maintenance", "Only admins may run maintenance.")
-    if service.lifecycle_pass is None:
+    if service.status.lifecycle_pass is None:
         raise DaemonUnavailable("The lifecycle loop is not running in this ds01d.")
-    return service.lifecycle_pass(dry_run)
+    return service.status.lifecycle_pass(dry_run)
 
 
 def _int_in(query: Query, key: str, low: int, high: int) -> int:
