@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -571,29 +572,7 @@ def _run_build(
         jobs.update(job, stream=stream)
         if job.cancel_requested:
             stream.close()
-        try:
-            for message in stream:
-                text = message.get("stream")
-                if isinstance(text, str):
-                    for line in jobs.add_text(job, text):
-                        step = build_step(line)
-                        if step is not None:
-                            jobs.update(job, step=step[0], steps=step[1])
-                            # The parent may have been removed and made again by Docker
-                            # without the totals (the user's last container went): again.
-                            _apply_totals(service, caller.user, plan)
-                elif message.get("error"):
-                    error = plain(str(message["error"])).strip()
-                elif isinstance(message.get("aux"), dict):
-                    image_id = str(message["aux"].get("ID") or "") or None
-                elif message.get("status") and not message.get("progress"):
-                    layer = message.get("id")
-                    jobs.add_line(
-                        job, f"{layer}: {message['status']}" if layer else str(message["status"])
-                    )
-        except Exception:
-            if not job.cancel_requested:
-                raise
+        error, image_id = _followed(service, caller, job, stream, plan)
         if job.cancel_requested:
             if image_id is not None:  # finished just before: not tagged, so not kept
                 service.runtime.remove_image(image_id)
@@ -632,6 +611,44 @@ def _run_build(
         _now(service),
         image_id=image_id,
     )
+
+
+def _followed(
+    service: Ds01Service,
+    caller: Caller,
+    job: ImageJob,
+    stream: Iterable[dict[str, Any]],
+    plan: _BuildPlan,
+) -> tuple[str | None, str | None]:
+    """Read a build's messages into ``job`` (its lines and step); return Docker's error
+    and the built image's id. A read that fails because the build was cancelled ends it."""
+    jobs = jobs_of(service)
+    error: str | None = None
+    image_id: str | None = None
+    try:
+        for message in stream:
+            text = message.get("stream")
+            if isinstance(text, str):
+                for line in jobs.add_text(job, text):
+                    step = build_step(line)
+                    if step is not None:
+                        jobs.update(job, step=step[0], steps=step[1])
+                        # The parent may have been removed and made again by Docker
+                        # without the totals (the user's last container went): again.
+                        _apply_totals(service, caller.user, plan)
+            elif message.get("error"):
+                error = plain(str(message["error"])).strip()
+            elif isinstance(message.get("aux"), dict):
+                image_id = str(message["aux"].get("ID") or "") or None
+            elif message.get("status") and not message.get("progress"):
+                layer = message.get("id")
+                jobs.add_line(
+                    job, f"{layer}: {message['status']}" if layer else str(message["status"])
+                )
+    except Exception:
+        if not job.cancel_requested:
+            raise
+    return error, image_id
 
 
 class _Cancelled(Exception):
