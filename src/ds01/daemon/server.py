@@ -54,6 +54,7 @@ from ds01.daemon.connections import (
 )
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, user_by_uid
+from ds01.daemon.image_jobs import JobKind
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.storage_fault import storage_fault
@@ -429,15 +430,15 @@ def start_build(call: RouteCall) -> Accepted:
     )
 
 
+def _follow_job(call: RouteCall, kind: JobKind) -> api.ImageJobInfo:
+    """An image job's output from line ``since``, waiting up to ``wait`` for more."""
+    job_id = call.path[f"{kind}_id"]
+    wait, since = _wait_seconds(call.query), call.query.get("since")
+    return images.follow(call.service, call.caller, kind, job_id, wait, since)
+
+
 def follow_build(call: RouteCall) -> api.ImageJobInfo:
-    return images.follow(
-        call.service,
-        call.caller,
-        "build",
-        call.path["build_id"],
-        _wait_seconds(call.query),
-        call.query.get("since"),
-    )
+    return _follow_job(call, "build")
 
 
 def cancel_build(call: RouteCall) -> api.ImageJobInfo:
@@ -451,14 +452,7 @@ def start_pull(call: RouteCall) -> Accepted:
 
 
 def follow_pull(call: RouteCall) -> api.ImageJobInfo:
-    return images.follow(
-        call.service,
-        call.caller,
-        "pull",
-        call.path["pull_id"],
-        _wait_seconds(call.query),
-        call.query.get("since"),
-    )
+    return _follow_job(call, "pull")
 
 
 ROUTES: tuple[Route, ...] = (
