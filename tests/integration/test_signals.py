@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ds01.daemon.service import record_parent
+from ds01.daemon.limits_enforcement import record_parent
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupManager, container_cgroup
 from ds01.runtime.docker import DockerRuntime

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.resolve import ResolvedAggregate, resolve_aggregate, resolve_limits
+from ds01.core.container_resources import memory_total_refusal
 from ds01.daemon import schemas as api
-from ds01.daemon.service import _resources, aggregate_limits, memory_total_refusal
+from ds01.daemon.creation import container_resources as _resources
+from ds01.daemon.limits_enforcement import aggregate_limits
 from ds01.errors import QuotaExceeded
 from ds01.runtime.cgroups import AggregateLimits
 

@@ -8,11 +8,14 @@ import pytest
 
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.resolve import resolve_limits
+from ds01.core.container_resources import stop_signal as _stop_signal
 from ds01.daemon import schemas as api
+from ds01.daemon.creation import container_resources as _resources
+from ds01.daemon.limits_enforcement import cgroup_parent
 from ds01.daemon.server import ROUTES, openapi_document
-from ds01.daemon.service import _resources, _stop_signal, cgroup_parent, slice_part
 from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
 from ds01.runtime import labels as L
+from ds01.runtime.cgroups import slice_part
 from ds01.runtime.docker import ContainerRecord
 
 GIB = 1024**3

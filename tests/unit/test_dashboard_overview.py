@@ -199,7 +199,7 @@ def test_a_user_with_nothing_sees_their_empty_usage(
 def test_the_lifecycle_loops_last_word_shows(service: tuple[Ds01Service, CountingDocker]) -> None:
     svc, docker = service
     train = next(r for r in docker.records if r.name == "train")
-    svc.lifecycle_status = {
+    svc.status.lifecycle_status = {
         train.id: api.LifecycleStatus(
             container_id=train.id, name="train", user=ME, status="running", idle_minutes=12.5,
             stop_at="2026-11-28T13:00:00+00:00", reason="idle for 12 min",

@@ -25,6 +25,7 @@ import stat
 import tarfile
 import threading
 from contextlib import suppress
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -40,19 +41,18 @@ from ds01.core.allocation import GpuRequest, equivalents_to_float
 from ds01.core.mig import GpuPlan, Layout, plan_mig
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
+from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.identity import Caller, UnixUser, user_by_name
-from ds01.daemon.service import (
-    DEFAULT_SLICE_GROUP,
-    DEFAULT_WORKSPACE_DIR,
-    Ds01Service,
-    aggregate_limits,
-    allocation_state,
-    make_user_directory,
-)
+from ds01.daemon.launch import DEFAULT_WORKSPACE_DIR, make_user_directory
+from ds01.daemon.limits_enforcement import aggregate_limits
+from ds01.daemon.service import Ds01Service
+from ds01.daemon.state import ExemptionRecord, QueuedRequest
+from ds01.daemon.views import allocation_state
 from ds01.errors import Conflict, Ds01Error, InvalidInput, NotFound, SystemFault
 from ds01.files import replace_file
 from ds01.paths import RESOURCE_LIMITS_FILE
 from ds01.runtime.cgroups import CgroupError, user_slice_path
+from ds01.runtime.docker import ContainerRecord
 
 MigOutcome = Literal["applied", "unchanged", "refused", "failed", "pending_reset", "skipped"]
 
@@ -305,6 +305,30 @@ def _write_archive(workspace: Path, directory: Path, user: str, stamp: str) -> P
     return target
 
 
+@dataclass(frozen=True)
+class _Removal:
+    """What taking user ``name`` out of ds01 touches, as found before any change."""
+
+    name: str
+    account: UnixUser | None  # None: the Unix account is gone already
+    records: list[ContainerRecord]
+    queued: list[QueuedRequest]
+    exemptions: list[ExemptionRecord]
+    limits_path: Path
+    preview: LimitsEdit
+    parent: str | None  # the cgroup parent add-user may have prepared
+    archive_into: Path | None  # where to archive their workspace (``--archive``)
+
+    @property
+    def workspace(self) -> Path | None:
+        return self.account.home / DEFAULT_WORKSPACE_DIR if self.account is not None else None
+
+    @property
+    def workspace_is_dir(self) -> bool:
+        workspace = self.workspace
+        return workspace is not None and workspace.is_dir() and not workspace.is_symlink()
+
+
 def remove_user(
     service: Ds01Service, caller: Caller, name: str, *, archive_dir: str | None, dry_run: bool
 ) -> api.RemoveUserResult:
@@ -312,59 +336,86 @@ def remove_user(
     resource = f"user/{name[:64]}"
     _require_admin(service, caller, resource, "remove users")
     try:
-        name = _valid_name(name)
-        try:
-            account: UnixUser | None = user_by_name(name)
-        except NotFound:
-            account = None
-        records = [
-            r
-            for r in service.records()
-            if r.user == name or (account is not None and r.uid == account.uid)
-        ]
-        queued = [q for q in service.store.queued() if q.user == name]
-        exemptions = [e for e in service.store.exemptions() if e.user == name]
-        path, text, existed = _limits_file(service)
-        preview = edit_remove_user(text, str(path), name)
-        # The parent add-user may have prepared, from the configuration before the change.
-        parent = (
-            _parent_of(parse_config(text, "resource-limits", str(path)), account)
-            if account is not None
-            else None
-        )
-        if account is None and not (records or queued or exemptions or preview.changes):
-            raise NotFound(
-                f"No user {name!r}: no account on this machine, and no container, queued "
-                "request or configuration entry in ds01."
-            )
-        directory = None
-        if archive_dir is not None:
-            if account is None:
-                raise InvalidInput(
-                    f"{name} has no account any more, so ds01 does not know their home: "
-                    "archive it by hand, or leave out --archive."
-                )
-            directory = _archive_directory(archive_dir, account.home)
+        removal = _removal(service, name, archive_dir)
     except Ds01Error as exc:
         service.log_refusal(caller, "user.remove", resource, exc)
         raise
-    workspace = account.home / DEFAULT_WORKSPACE_DIR if account is not None else None
+    actions, notes = _removal_actions(removal)
+    archive = None if dry_run else _carry_out_removal(service, caller, removal, notes)
+    records, account = removal.records, removal.account
+    freed = sum((r.gpu_equivalents for r in records), Fraction(0))
+    return api.RemoveUserResult(
+        user=removal.name,
+        dry_run=dry_run,
+        containers=[r.name for r in records],
+        freed_gpu_equivalents=equivalents_to_float(freed),
+        cancelled_requests=[q.id for q in removal.queued],
+        config_changes=list(removal.preview.changes),
+        comments_kept=removal.preview.comments_kept,
+        archive=str(archive) if archive else None,
+        home=str(account.home) if account is not None else None,
+        actions=actions,
+        notes=notes,
+    )
+
+
+def _removal(service: Ds01Service, name: str, archive_dir: str | None) -> _Removal:
+    """What removing ``name`` touches; ``Ds01Error`` when there is nothing of theirs or
+    ``archive_dir`` cannot be used."""
+    name = _valid_name(name)
+    try:
+        account: UnixUser | None = user_by_name(name)
+    except NotFound:
+        account = None
+    records = [
+        r
+        for r in service.records()
+        if r.user == name or (account is not None and r.uid == account.uid)
+    ]
+    queued = [q for q in service.store.queued() if q.user == name]
+    exemptions = [e for e in service.store.exemptions() if e.user == name]
+    path, text, _ = _limits_file(service)
+    preview = edit_remove_user(text, str(path), name)
+    # The parent add-user may have prepared, from the configuration before the change.
+    parent = (
+        _parent_of(parse_config(text, "resource-limits", str(path)), account)
+        if account is not None
+        else None
+    )
+    if account is None and not (records or queued or exemptions or preview.changes):
+        raise NotFound(
+            f"No user {name!r}: no account on this machine, and no container, queued "
+            "request or configuration entry in ds01."
+        )
+    directory = None
+    if archive_dir is not None:
+        if account is None:
+            raise InvalidInput(
+                f"{name} has no account any more, so ds01 does not know their home: "
+                "archive it by hand, or leave out --archive."
+            )
+        directory = _archive_directory(archive_dir, account.home)
+    return _Removal(name, account, records, queued, exemptions, path, preview, parent, directory)
+
+
+def _removal_actions(removal: _Removal) -> tuple[list[str], list[str]]:
+    """What a removal does, and the notes for the admin."""
+    workspace, directory, name = removal.workspace, removal.archive_into, removal.name
     actions = [
         f"cancel queued request {q.id} ({q.container}: "
         f"{GpuRequest(whole_gpus=q.whole_gpus, mig_profiles=q.mig_profiles).describe()})"
-        for q in queued
+        for q in removal.queued
     ]
-    actions += [f"stop and remove container {r.name} ({r.status})" for r in records]
-    actions += [f"{change} in {path}" for change in preview.changes]
-    actions += [f"revoke exemption {e.id}" for e in exemptions]
+    actions += [f"stop and remove container {r.name} ({r.status})" for r in removal.records]
+    actions += [f"{change} in {removal.limits_path}" for change in removal.preview.changes]
+    actions += [f"revoke exemption {e.id}" for e in removal.exemptions]
     notes: list[str] = []
-    archive: Path | None = None
-    workspace_dir = workspace is not None and workspace.is_dir() and not workspace.is_symlink()
     if directory is not None:
-        if workspace_dir:
+        if removal.workspace_is_dir:
             actions.append(f"archive {workspace} into {directory} (owner root, mode 0600)")
         else:
             notes.append(f"{workspace} is not a directory: nothing to archive.")
+    account = removal.account
     if account is None:
         notes.append(f"{name} has no account on this machine any more.")
     else:
@@ -372,63 +423,64 @@ def remove_user(
             f"Nothing of {name}'s files is deleted: {account.home} (and its workspace) stays. "
             f"Delete the account and its home with `userdel -r {name}` when you are sure."
         )
-    freed = sum((r.gpu_equivalents for r in records), Fraction(0))
-    if not dry_run:
-        for entry in queued:
-            with suppress(Conflict, NotFound):  # it started or was cancelled meanwhile
-                queue_view.cancel(service, caller, entry.id)
-        for record in records:
-            with suppress(NotFound):  # gone meanwhile
-                service.remove(caller, record.docker_name, force=True)
-        if directory is not None and workspace is not None and workspace_dir:
-            stamp = service.now().strftime("%Y%m%dT%H%M%SZ")
-            try:
-                archive = _write_archive(workspace, directory, name, stamp)
-            except OSError as exc:
-                raise SystemFault(
-                    f"Could not archive {workspace} into {directory}: {exc}. The containers "
-                    "are removed already; run remove-user again once it can be written."
-                ) from exc
-        with _CONFIG_LOCK:
-            path, text, existed = _limits_file(service)
-            edit = edit_remove_user(text, str(path), name)
-            if edit.changes:
-                _write_limits(service, path, edit.text, existed)
-        for exemption in exemptions:
-            service.store.remove_exemption(exemption.id)
-        if parent is not None:
-            service._remove_parent_if_unused(parent)
-        owned = service.runtime.owned_images(name)
-        if owned:
-            notes.append(
-                f"{len(owned)} image(s) built for {name} are kept: `image-remove REF` (as an "
-                "admin) removes them."
-            )
-        service.events.emit(
-            "user.remove",
-            user=caller.name,
-            resource=f"user/{name}",
-            details={
-                "containers": [r.name for r in records],
-                "cancelled": [q.id for q in queued],
-                "config_changes": list(edit.changes),
-                "archive": str(archive) if archive else None,
-                "exemptions": [e.id for e in exemptions],
-            },
+    return actions, notes
+
+
+def _carry_out_removal(
+    service: Ds01Service, caller: Caller, removal: _Removal, notes: list[str]
+) -> Path | None:
+    """Do the removal (``notes`` gets what the admin should know); return the archive."""
+    name = removal.name
+    for entry in removal.queued:
+        with suppress(Conflict, NotFound):  # it started or was cancelled meanwhile
+            queue_view.cancel(service, caller, entry.id)
+    for record in removal.records:
+        with suppress(NotFound):  # gone meanwhile
+            service.remove(caller, record.docker_name, force=True)
+    archive = _archive_workspace(service, removal)
+    with _CONFIG_LOCK:
+        path, text, existed = _limits_file(service)
+        edit = edit_remove_user(text, str(path), name)
+        if edit.changes:
+            _write_limits(service, path, edit.text, existed)
+    for exemption in removal.exemptions:
+        service.store.remove_exemption(exemption.id)
+    if removal.parent is not None:
+        service.enforcement.remove_parent_if_unused(removal.parent)
+    owned = service.runtime.owned_images(name)
+    if owned:
+        notes.append(
+            f"{len(owned)} image(s) built for {name} are kept: `image-remove REF` (as an "
+            "admin) removes them."
         )
-    return api.RemoveUserResult(
-        user=name,
-        dry_run=dry_run,
-        containers=[r.name for r in records],
-        freed_gpu_equivalents=equivalents_to_float(freed),
-        cancelled_requests=[q.id for q in queued],
-        config_changes=list(preview.changes),
-        comments_kept=preview.comments_kept,
-        archive=str(archive) if archive else None,
-        home=str(account.home) if account is not None else None,
-        actions=actions,
-        notes=notes,
+    service.events.emit(
+        "user.remove",
+        user=caller.name,
+        resource=f"user/{name}",
+        details={
+            "containers": [r.name for r in removal.records],
+            "cancelled": [q.id for q in removal.queued],
+            "config_changes": list(edit.changes),
+            "archive": str(archive) if archive else None,
+            "exemptions": [e.id for e in removal.exemptions],
+        },
     )
+    return archive
+
+
+def _archive_workspace(service: Ds01Service, removal: _Removal) -> Path | None:
+    """The workspace archived where ``--archive`` said, if it asked and it is a directory."""
+    workspace, directory = removal.workspace, removal.archive_into
+    if directory is None or workspace is None or not removal.workspace_is_dir:
+        return None
+    stamp = service.now().strftime("%Y%m%dT%H%M%SZ")
+    try:
+        return _write_archive(workspace, directory, removal.name, stamp)
+    except OSError as exc:
+        raise SystemFault(
+            f"Could not archive {workspace} into {directory}: {exc}. The containers "
+            "are removed already; run remove-user again once it can be written."
+        ) from exc
 
 
 # -- MIG ------------------------------------------------------------------------------------------

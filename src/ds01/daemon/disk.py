@@ -48,6 +48,7 @@ from ds01.runtime.docker import ContainerRecord, DockerRuntime
 
 if TYPE_CHECKING:
     from ds01.daemon.service import Ds01Service
+    from ds01.daemon.status import DaemonStatus
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class DiskMeter(PeriodicPass):
         ids = {r.id for r in records}
         self._sources = {k: v for k, v in self._sources.items() if k in ids}
         self.usage = {k: v for k, v in usage.items() if k in ids}
-        self.service.disk_usage = self.usage
+        self.service.status.disk_usage = self.usage
         self._round_seconds = time.monotonic() - began
         return self.usage
 
@@ -212,28 +213,28 @@ def user_total(records: list[ContainerRecord], usage: dict[str, DiskUse], uid: i
 
 
 def refuse_start(
-    service: Ds01Service,
+    status: DaemonStatus,
     record: ContainerRecord,
     total_limit: int | None,
     records: Callable[[], list[ContainerRecord]],
 ) -> str | None:
     """Why ``record`` may not start for its disk use or its owner's total (``total_limit``);
     ``None``: it may. ``records`` (a list call) is asked only when a total is set."""
-    usage = service.disk_usage
+    usage = status.disk_usage
     use = usage.get(record.id)
-    own = None if use is None else checked_bytes(use, service.storage.mode)
+    own = None if use is None else checked_bytes(use, status.storage.mode)
     total = user_total(records(), usage, record.uid) if total_limit is not None else None
     return start_refusal(record.name, own, container_limit_bytes(record), total, total_limit)
 
 
 def total_refusal(
-    service: Ds01Service, uid: int, limit_bytes: int | None, records: list[ContainerRecord]
+    status: DaemonStatus, uid: int, limit_bytes: int | None, records: list[ContainerRecord]
 ) -> str | None:
     """Why ``uid`` may not create a container: their containers' total is at or over
     ``limit_bytes``; ``None``: it may."""
     if limit_bytes is None:
         return None
-    total = user_total(records, service.disk_usage, uid)
+    total = user_total(records, status.disk_usage, uid)
     if total is None or total < limit_bytes:
         return None
     return (
@@ -257,11 +258,11 @@ def with_disk(
 
 
 def with_disk_usage(
-    usage: api.AggregateUsage, mine: list[ContainerRecord], service: Ds01Service
+    usage: api.AggregateUsage, mine: list[ContainerRecord], status: DaemonStatus
 ) -> api.AggregateUsage:
     """``usage`` with what ``mine`` (one user's containers) hold on disk (``check-limits``)."""
-    measured = service.disk_usage
-    mode = service.storage
+    measured = status.disk_usage
+    mode = status.storage
     uid = mine[0].uid if mine else -1
     return usage.model_copy(
         update={
@@ -314,7 +315,7 @@ class DiskWatch:
         tell: Tell,
     ) -> list[api.LifecycleStatus]:
         service = self.service
-        usage, mode = service.disk_usage, service.storage.mode
+        usage, mode = service.status.disk_usage, service.status.storage.mode
         config = service.config().limits
         stopped = {r.container_id for r in rows if any(a.startswith("stop") for a in r.actions)}
         done: dict[str, list[str]] = {}
@@ -424,7 +425,7 @@ class DiskWatch:
         if dry_run:
             return text
         try:
-            self.service.stop_by_daemon(record, reason=action.reason)
+            self.service.containers.stop_by_daemon(record, reason=action.reason)
         except Ds01Error as exc:
             log.error("could not stop %s for its disk use: %s", record.docker_name, exc.message)
             return f"stop failed: {exc.message}"

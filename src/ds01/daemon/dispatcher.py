@@ -15,8 +15,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    owner, and ``queue.start`` records how long it waited.
 
 A pass runs every ``interval_seconds`` and at once whenever the service signals a change
-(``Ds01Service.queue_changed``: a request joined or left, a container stopped or was
-removed). Clients waiting on a request are woken by the same condition.
+(``DaemonContext.queue_changed``: a request joined or left, a container stopped or was
+removed): the service's ``queue_condition`` is the ``PeriodicPass`` wake hook. Clients
+waiting on a request are woken by the same condition.
 
 When ds01d stops (``request_stop``), a start under way finishes and no other begins: the
 requests not started stay queued for the next ds01d.
@@ -25,7 +26,6 @@ requests not started stay queued for the next ds01d.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,11 +43,13 @@ from ds01.core.scheduler import (
 )
 from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
-from ds01.daemon.health import PassTracker
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
-from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
+from ds01.daemon.periodic import PeriodicPass
+from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.service import Ds01Service
 from ds01.daemon.state import QueuedRequest, UsageRecord
-from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded, StateDamaged
+from ds01.daemon.views import allocation_state
+from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import utc_now
 from ds01.gpu.device import Inventory
 from ds01.runtime.docker import ContainerRecord
@@ -72,7 +74,7 @@ class _Waiting:
     pending: PendingRequest
 
 
-class GpuDispatcher:
+class GpuDispatcher(PeriodicPass):
     """Starts queued requests when their turn comes (see the module docstring).
 
     Args:
@@ -80,6 +82,11 @@ class GpuDispatcher:
         clock: the current UTC time.
         interval_seconds: time between passes when nothing changes.
     """
+
+    thread_name = "ds01-dispatcher"
+    work_name = "queue pass"
+    check_name = "queue"
+    consequence = "queued requests do not start and devices held after a stop are not released"
 
     def __init__(
         self,
@@ -89,18 +96,13 @@ class GpuDispatcher:
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         self.service = service
-        self.interval_seconds = interval_seconds
+        self._interval_seconds = interval_seconds
         self._clock = clock
         self._reservation: Reservation | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.tracker = PassTracker(
-            "queue",
-            "queue pass",
-            "queued requests do not start and devices held after a stop are not released",
-            interval=lambda: self.interval_seconds,
-            logger=log,
-        )
+        super().__init__(wake=service.queue_condition)
+
+    def interval_seconds(self) -> float:
+        return self._interval_seconds
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -131,13 +133,10 @@ class GpuDispatcher:
                 previous=self._reservation,
             )
             self._reservation = result.reservation
-            service.queue_plan = result
-            service.queue_reserved = frozenset(
-                result.reservation.devices if result.reservation else ()
-            )
+            service.status.publish_queue_pass(result)
             by_id = {w.entry.id: w for w in waiting}
             for start in result.starts:
-                if self._stop.is_set():
+                if self.stopping:
                     break  # ds01d stops: the rest stay queued
                 item = by_id[start.request.id]
                 if self._start(item, start.placement, inventory, records, now):
@@ -156,7 +155,9 @@ class GpuDispatcher:
             if record.status != "running":
                 try:
                     owner = user_by_uid(record.uid)
-                    self.service.launch(Caller(user=owner, pid=0, is_admin=False), owner, record)
+                    self.service.launcher.launch(
+                        Caller(user=owner, pid=0, is_admin=False), owner, record
+                    )
                 except Ds01Error as exc:
                     log.error("queued %s created but not started: %s", entry.id, exc.message)
             self._finish_started(entry, record.gpus, now)
@@ -167,14 +168,14 @@ class GpuDispatcher:
         for record in records:
             if record.status != "stopped" or not record.gpus:
                 continue
-            since = self.service.stopped_since(record) or now
+            since = self.service.containers.stopped_since(record) or now
             try:
                 hold = self.service.limits_for(user_by_uid(record.uid)).gpu_hold_after_stop_minutes
             except NotFound:
                 hold = 0.0  # the owner is gone: nobody will start it again
             if hold is None or now - since < timedelta(minutes=hold):
                 continue
-            self.service.release_devices(record, now, held_minutes=hold)
+            self.service.queue_desk.release_devices(record, now, held_minutes=hold)
             released_any = True
         return released_any
 
@@ -231,7 +232,7 @@ class GpuDispatcher:
             if limits is None or hold is None:
                 end = None
             elif record.status == "stopped":
-                since = service.stopped_since(record)
+                since = service.containers.stopped_since(record)
                 end = since + timedelta(minutes=hold) if since else None
             elif covering_exemption(exemptions, record.user, record.name, now) is None:
                 clock = clocks.get(record.id)
@@ -311,14 +312,14 @@ class GpuDispatcher:
             return self._start_released(item, placement, inventory, now)
         try:
             request = api.CreateContainerRequest.model_validate_json(entry.request_json)
-            prepared: PreparedCreate = service.prepare_create(item.owner, request)
+            prepared: PreparedCreate = service.creation.prepare_create(item.owner, request)
             mine = [r for r in records if r.uid == entry.uid]
             if any(r.docker_name == prepared.docker_name for r in records):
                 raise PolicyError(
                     f"a container named {entry.container!r} exists already; remove it or "
                     "queue the request under another name"
                 )
-            service.check_memory_total(prepared, mine)
+            service.creation.check_memory_total(prepared, mine)
         except QuotaExceeded as exc:
             log.info("queued %s waits for memory: %s", entry.id, exc.message)
             return False  # it waits: the user's memory total may have room later
@@ -326,13 +327,15 @@ class GpuDispatcher:
             self._fail(entry, exc.message)
             return False
         try:
-            info = service.create_admitted(
+            info = service.creation.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
             record = service.runtime.find_managed(prepared.docker_name)
             if record is None:
                 raise NotFound(f"{prepared.name} vanished right after its create.")
-            service.launch(Caller(user=item.owner, pid=0, is_admin=False), item.owner, record)
+            service.launcher.launch(
+                Caller(user=item.owner, pid=0, is_admin=False), item.owner, record
+            )
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
@@ -353,11 +356,11 @@ class GpuDispatcher:
         owner_caller = Caller(user=item.owner, pid=0, is_admin=False)
         try:
             if record.id in service.store.released():
-                service.check_mounts(owner_caller, item.owner, record)
-                record = service.reacquire_admitted(
+                service.launcher.check_mounts(owner_caller, item.owner, record)
+                record = service.reacquire.reacquire_admitted(
                     item.owner, record, placement, inventory, actor="ds01d"
                 )
-            service.launch(owner_caller, item.owner, record)
+            service.launcher.launch(owner_caller, item.owner, record)
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
@@ -406,47 +409,6 @@ class GpuDispatcher:
         self.service.notify_user(
             entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
         )
-
-    # -- thread ----------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Run passes in a daemon thread until ``stop``."""
-        if self._thread is not None:
-            raise RuntimeError("the dispatcher is already running")
-        self._stop.clear()
-        self.tracker.started()
-        self._thread = threading.Thread(target=self._loop, name="ds01-dispatcher", daemon=True)
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        """Begin no new pass, and no new start within the pass under way."""
-        self._stop.set()
-        self.service.queue_changed()
-
-    def stop(self, timeout_seconds: float = 5.0) -> bool:
-        """``request_stop``, then wait up to ``timeout_seconds`` for the pass under way;
-        return whether the thread has ended."""
-        self.request_stop()
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return True
-        thread.join(timeout_seconds)
-        return not thread.is_alive()
-
-    def _loop(self) -> None:
-        condition = self.service.queue_condition
-        while not self._stop.is_set():
-            try:
-                self.run_pass()
-            except StateDamaged:
-                pass  # the store logged it once; each pass would repeat it
-            except Exception as exc:  # the queue waits for the next pass; the daemon goes on
-                self.tracker.failed(exc)
-            else:
-                self.tracker.succeeded()
-            with condition:
-                if not self._stop.is_set():
-                    condition.wait(self.interval_seconds)
 
 
 def _held_hours(max_runtime_hours: float | None, hold_minutes: float | None) -> float | None:

@@ -560,13 +560,15 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         ),
         gpus,
         lambda: check_disk_limits(
-            service.storage.mode, service.storage.reason, service.lifecycle_pass is not None
+            service.status.storage.mode,
+            service.status.storage.reason,
+            service.status.lifecycle_pass is not None,
         ),
         lambda: check_storage((service.paths.state_dir, service.paths.log_dir)),
     ]
-    if "lifecycle" not in service.loops.checks():
+    if "lifecycle" not in service.status.loops.checks():
         checks.append(lifecycle_not_running)
-    checks.extend(partial(check_loop, health) for health in service.loops.health())
+    checks.extend(partial(check_loop, health) for health in service.status.loops.health())
     findings = [docker, *run_checks(checks), *registry_images()]
     return DoctorReport(
         findings=[DoctorFinding(**vars(f)) for f in findings], exit_code=exit_code(findings)

@@ -1,7 +1,7 @@
 """Images through ds01d: the registry listing, a user's own builds, pulls and removals.
 
 Builds (``image-build``). A user builds from a directory they own (symlinks resolved,
-``Ds01Service._owned_directory``). ds01d never reads that directory itself: a ``tar``
+``ds01.daemon.launch.owned_directory``). ds01d never reads that directory itself: a ``tar``
 running as the user (their uid, gid and groups) packs it, so a file the user cannot read
 stays out, and the build fails saying which. ds01d then reads the Dockerfile from that
 archive and checks every image it builds from (``FROM``, ``COPY --from=``) against the image
@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,10 +60,12 @@ from ds01.core.names import is_image_reference, validate_image_reference, with_d
 from ds01.core.text import plain
 from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
+from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.identity import Caller, UnixUser
 from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
+from ds01.daemon.launch import owned_directory
 from ds01.daemon.networks import network_name
-from ds01.daemon.service import DEFAULT_SLICE_GROUP, Ds01Service
+from ds01.daemon.service import Ds01Service
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -293,7 +296,7 @@ def _check_base(
 def _build_context(service: Ds01Service, user: UnixUser, requested: str) -> Path:
     """The build directory, resolved; ``PermissionDenied`` unless ``user`` owns it."""
     try:
-        return service._owned_directory(user, requested, "--context")
+        return owned_directory(user, requested, "--context")
     except PermissionDenied as exc:
         mounted = "only your own directories can be mounted."
         raise PermissionDenied(
@@ -525,7 +528,7 @@ def _apply_totals(service: Ds01Service, user: UnixUser, plan: _BuildPlan) -> Non
     the pids limit of their builds on the build cgroup inside it. Fails closed: a limit
     that cannot be written stops the build."""
     with service.allocation_lock:
-        service._enforce(user.name, plan.parent, service.aggregate_for(user))
+        service.enforcement.enforce(user.name, plan.parent, service.aggregate_for(user))
         try:
             service.cgroups.apply(plan.build_parent, AggregateLimits(pids=plan.pids))
         except CgroupError as exc:
@@ -569,29 +572,7 @@ def _run_build(
         jobs.update(job, stream=stream)
         if job.cancel_requested:
             stream.close()
-        try:
-            for message in stream:
-                text = message.get("stream")
-                if isinstance(text, str):
-                    for line in jobs.add_text(job, text):
-                        step = build_step(line)
-                        if step is not None:
-                            jobs.update(job, step=step[0], steps=step[1])
-                            # The parent may have been removed and made again by Docker
-                            # without the totals (the user's last container went): again.
-                            _apply_totals(service, caller.user, plan)
-                elif message.get("error"):
-                    error = plain(str(message["error"])).strip()
-                elif isinstance(message.get("aux"), dict):
-                    image_id = str(message["aux"].get("ID") or "") or None
-                elif message.get("status") and not message.get("progress"):
-                    layer = message.get("id")
-                    jobs.add_line(
-                        job, f"{layer}: {message['status']}" if layer else str(message["status"])
-                    )
-        except Exception:
-            if not job.cancel_requested:
-                raise
+        error, image_id = _followed(service, caller, job, stream, plan)
         if job.cancel_requested:
             if image_id is not None:  # finished just before: not tagged, so not kept
                 service.runtime.remove_image(image_id)
@@ -610,9 +591,10 @@ def _run_build(
         archive.close()
         network.close()
         if not [j for j in jobs.running(caller.uid) if j is not job and j.kind == "build"]:
-            service._remove_parent_if_unused(plan.build_parent)  # empty ancestors with it
-            service._remove_parent_if_unused(plan.parent)
-            service._release_network_if_unused(caller.uid)
+            # Each with its empty ancestors.
+            service.enforcement.remove_parent_if_unused(plan.build_parent)
+            service.enforcement.remove_parent_if_unused(plan.parent)
+            service.containers.release_network_if_unused(caller.uid)
     seconds = time.monotonic() - started
     if error is not None:
         _build_event(service, caller, plan, started, error=error)
@@ -629,6 +611,44 @@ def _run_build(
         _now(service),
         image_id=image_id,
     )
+
+
+def _followed(
+    service: Ds01Service,
+    caller: Caller,
+    job: ImageJob,
+    stream: Iterable[dict[str, Any]],
+    plan: _BuildPlan,
+) -> tuple[str | None, str | None]:
+    """Read a build's messages into ``job`` (its lines and step); return Docker's error
+    and the built image's id. A read that fails because the build was cancelled ends it."""
+    jobs = jobs_of(service)
+    error: str | None = None
+    image_id: str | None = None
+    try:
+        for message in stream:
+            text = message.get("stream")
+            if isinstance(text, str):
+                for line in jobs.add_text(job, text):
+                    step = build_step(line)
+                    if step is not None:
+                        jobs.update(job, step=step[0], steps=step[1])
+                        # The parent may have been removed and made again by Docker
+                        # without the totals (the user's last container went): again.
+                        _apply_totals(service, caller.user, plan)
+            elif message.get("error"):
+                error = plain(str(message["error"])).strip()
+            elif isinstance(message.get("aux"), dict):
+                image_id = str(message["aux"].get("ID") or "") or None
+            elif message.get("status") and not message.get("progress"):
+                layer = message.get("id")
+                jobs.add_line(
+                    job, f"{layer}: {message['status']}" if layer else str(message["status"])
+                )
+    except Exception:
+        if not job.cancel_requested:
+            raise
+    return error, image_id
 
 
 class _Cancelled(Exception):

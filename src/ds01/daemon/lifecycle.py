@@ -74,11 +74,13 @@ from ds01.daemon import schemas as api
 from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.identity import UnixUser, user_by_uid
+from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.notify import NOTICE_FILE, post_webhook, write_notice
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.sampler import Sampler, workspace_of
-from ds01.daemon.service import Ds01Service, record_parent
+from ds01.daemon.service import Ds01Service
 from ds01.daemon.state import GpuActivity
+from ds01.daemon.views import users_waiting_for_devices
 from ds01.errors import Ds01Error
 from ds01.events.log import DAEMON_USER, utc_now
 from ds01.gpu.backend import DeviceTelemetry
@@ -146,7 +148,7 @@ class LifecycleLoop(PeriodicPass):
         clocks = self._clocks_without_jump(mark, dry_run)
         telemetry = Sampler.telemetry(service.backend, records)
         exemptions = [r.exemption() for r in store.exemptions()]
-        waiting = service.users_waiting_for_devices()
+        waiting = users_waiting_for_devices(service)
         owners: dict[int, _Owner | None] = {}
         rows: list[api.LifecycleStatus] = []
         for record in records:
@@ -167,8 +169,7 @@ class LifecycleLoop(PeriodicPass):
             self._record_activity(records, clocks, telemetry, now)
             store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})
             store.forget_exemptions(now.isoformat(timespec="seconds"))
-            service.lifecycle_status = {row.container_id: row for row in rows}
-            service.lifecycle_last_pass = now
+            service.status.publish_lifecycle_pass({row.container_id: row for row in rows}, now)
         return api.MaintenanceReport(
             at=now.isoformat(timespec="seconds"), dry_run=dry_run, containers=rows
         )
@@ -311,7 +312,9 @@ class LifecycleLoop(PeriodicPass):
         dry_run: bool,
     ) -> api.LifecycleStatus | None:
         clock = clocks.get(record.id)
-        finished = self.service.stopped_since(record) if record.status == "stopped" else None
+        finished = (
+            self.service.containers.stopped_since(record) if record.status == "stopped" else None
+        )
         if clock is not None and clock.running:
             clock = stopped(clock, min(finished or now, now))
             if not dry_run:
@@ -331,7 +334,7 @@ class LifecycleLoop(PeriodicPass):
         else:
             return None
         if not dry_run:
-            self.service.remove_by_daemon(record, reason=why)
+            self.service.containers.remove_by_daemon(record, reason=why)
         return api.LifecycleStatus(
             container_id=record.id,
             name=record.name,
@@ -368,7 +371,7 @@ class LifecycleLoop(PeriodicPass):
 
     def _stop_container(self, record: ContainerRecord, owner: _Owner, stop: Stop) -> bool:
         try:
-            self.service.stop_by_daemon(record, reason=stop.reason)
+            self.service.containers.stop_by_daemon(record, reason=stop.reason)
         except Ds01Error as exc:
             log.error("lifecycle could not stop %s: %s", record.docker_name, exc.message)
             return False
@@ -406,9 +409,7 @@ class LifecycleLoop(PeriodicPass):
             except Exception:  # observation fails soft: the pass goes on
                 log.exception("could not tell %s about %s (%s)", record.user, record.name, way)
 
-    def _notice(
-        self, record: ContainerRecord, workspace: Path, ids: UserIds, message: str
-    ) -> None:
+    def _notice(self, record: ContainerRecord, workspace: Path, ids: UserIds, message: str) -> None:
         """The notice file, as the owner; one that cannot be written is an audit event (a
         link or FIFO planted under its name shows there)."""
         why = write_notice(workspace, ids, message + "\n")

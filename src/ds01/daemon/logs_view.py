@@ -43,7 +43,7 @@ def open_logs(
         refusal = InvalidInput(str(exc))
         service.log_refusal(caller, "container.logs", f"container/{name[:80]}", refusal)
         raise refusal from None
-    record = service.target_to_read(caller, name, user, "logs")
+    record = service.access.target_to_read(caller, name, user, "logs")
     return service.runtime.logs(record.docker_name, tail=lines, follow=follow)
 
 

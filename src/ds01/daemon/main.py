@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +25,12 @@ from ds01 import __version__
 from ds01.errors import Ds01Error
 
 if TYPE_CHECKING:
+    from ds01.daemon.disk import DiskMeter
+    from ds01.daemon.dispatcher import GpuDispatcher
     from ds01.daemon.energy import EnergyMeter
+    from ds01.daemon.lifecycle import LifecycleLoop
+    from ds01.daemon.oom import OomWatcher
+    from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.metrics.exporter import ListenAddress, MetricsExporter
@@ -201,24 +207,67 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
     metrics_address = _metrics_address(args)
     # Imported here so that `ds01d --help` stays fast.
-    from ds01.daemon import dispatcher
-    from ds01.daemon.disk import DiskMeter, detect_storage
-    from ds01.daemon.energy import EnergyMeter
-    from ds01.daemon.lifecycle import LifecycleLoop
-    from ds01.daemon.networks import network_name
-    from ds01.daemon.observed import ObservedContainers
-    from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
-    from ds01.daemon.paths import DaemonPaths
-    from ds01.daemon.sampler import Sampler
-    from ds01.daemon.server import Ds01HttpServer, terminals_of
-    from ds01.daemon.service import Ds01Service
+    from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.state_backup import StateBackups
-    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
-    from ds01.daemon.state_start import open_state
-    from ds01.events.log import EventLog, utc_now
-    from ds01.gpu.backend import make_backend
-    from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
-    from ds01.runtime.docker import DockerRuntime
+
+    paths = _prepared_paths(args)
+    state_lock = _locked_state(paths)
+    service = _started_service(args, paths)
+    backups = StateBackups(service.store)
+    backups.backup_now()  # a copy of the state as it is at start, before any change
+    loops = _Loops.of(service, args)
+    exporter = _metrics_exporter(
+        service, loops.energy, container_names=_metrics_container_names(args)
+    )
+    if (
+        metrics_address is not None
+    ):  # scrapes reuse one container list until Docker reports a change
+        from ds01.daemon.observed import ObservedContainers
+
+        service.status.observed = ObservedContainers(service.runtime)
+    server = Ds01HttpServer(paths.socket, service)
+    stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
+    logging.getLogger("ds01d").info("listening on %s (config %s)", paths.socket, paths.config_dir)
+    backups.start()
+    loops.start()
+    if service.status.observed is not None:
+        service.status.observed.start()
+    _start_exporter(exporter, metrics_address)
+    unfinished: list[str] = []
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        exporter.stop()
+        if service.status.observed is not None:
+            service.status.observed.stop()
+        unfinished = loops.stop(stop)
+        server.server_close()
+        paths.socket.unlink(missing_ok=True)
+        backups.stop()  # the last copy, once nothing writes any more
+        service.events.close()
+        service.store.close()
+        os.close(state_lock)
+    _exit_status(server, unfinished)
+
+
+def _exit_status(server: Ds01HttpServer, unfinished: list[str]) -> None:
+    """Exit 1 when a client was told its outcome is unknown or a pass was cut off."""
+    log = logging.getLogger("ds01d")
+    if server.cut_short or unfinished:
+        log.error(
+            "stopped with %d request(s) whose outcome their clients were told is unknown",
+            len(server.cut_short),
+        )
+        sys.exit(1)
+    log.info("stopped")
+
+
+def _prepared_paths(args: argparse.Namespace) -> DaemonPaths:
+    """ds01d's directories, made and given their modes; exits when one cannot be."""
+    from ds01.daemon.paths import DaemonPaths
 
     paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
@@ -231,11 +280,30 @@ def main(argv: list[str] | None = None) -> None:
                 "write there: make it a writable directory of root's (a read-only file "
                 "system must be remounted read-write), then start ds01d again."
             )
+    return paths
+
+
+def _locked_state(paths: DaemonPaths) -> int:
+    """The state directory's lock, held for ds01d's whole life: no second ds01d, and no
+    restore, on this state. Exits when another holds it."""
+    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
+
     try:
-        # Held for ds01d's whole life: no second ds01d, and no restore, on this state.
-        state_lock = lock_state_dir(paths.state_dir)
+        return lock_state_dir(paths.state_dir)
     except StateDirBusy as exc:
         sys.exit(f"ds01d: {exc.message}")
+
+
+def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Service:
+    """The service, with what the last ds01d left half-done settled and the firewall up
+    before anything is served (``_settled``); exits when Docker or the state refuse."""
+    from ds01.daemon.service import Ds01Service
+    from ds01.daemon.state_start import open_state
+    from ds01.events.log import EventLog
+    from ds01.gpu.backend import make_backend
+    from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
+    from ds01.runtime.docker import DockerRuntime
+
     cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
         events = EventLog(paths.events_file, **_event_log_options(args))
@@ -257,15 +325,25 @@ def main(argv: list[str] | None = None) -> None:
                 simulated_mig_file=paths.simulated_mig_file,
             ),
         )
-        service.share_log_with_admins()
-        service.storage = detect_storage(runtime)
-        removed = service.reconcile()
-        emptied = service.reconcile_cgroups()
-        # The firewall before anything is served; a failure is logged and fails closed.
-        records = service.runtime.list_managed()
-        service.networks.reconcile(r.uid for r in records)
+        _settled(service)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
+    return service
+
+
+def _settled(service: Ds01Service) -> None:
+    """At start: the audit log given to the admins, the disk-limit mode detected, half-made
+    containers and unused cgroup parents removed, users' networks guarded (a failure is
+    logged and fails closed), and what was done logged."""
+    from ds01.daemon.disk import detect_storage
+    from ds01.daemon.networks import network_name
+
+    service.share_log_with_admins()
+    service.status.storage = detect_storage(service.runtime)
+    removed = service.reconciler.reconcile()
+    emptied = service.enforcement.reconcile_cgroups()
+    records = service.records()
+    service.networks.reconcile(r.uid for r in records)
     log = logging.getLogger("ds01d")
     if removed:
         log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
@@ -279,83 +357,77 @@ def main(argv: list[str] | None = None) -> None:
             len(legacy),
             ", ".join(legacy),
         )
-    backups = StateBackups(service.store)
-    backups.backup_now()  # a copy of the state as it is at start, before any change
-    watcher = OomWatcher(
-        service.runtime,
-        service.cgroups,
-        service.store,
-        service.events,
-        service.engine.cgroup_driver,
-        interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
-        on_docker_back=service.settle_failed_creates,
-    )
-    queue = dispatcher.GpuDispatcher(
-        service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
-    )
-    sampler = Sampler(
-        service.runtime,
-        service.cgroups,
-        service.engine.cgroup_driver,
-        sessions=terminals_of(service).attached,
-    )
-    lifecycle = LifecycleLoop(service, sampler)
-    service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
-    energy = EnergyMeter(service)
-    disk_meter = DiskMeter(service, utc_now)
-    exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
-    if (
-        metrics_address is not None
-    ):  # scrapes reuse one container list until Docker reports a change
-        service.observed = ObservedContainers(service.runtime)
-    server = Ds01HttpServer(paths.socket, service)
-    stop = GracefulStop(server, [queue, lifecycle], args.drain_timeout)
-    signal.signal(signal.SIGTERM, stop.on_signal)
-    signal.signal(signal.SIGINT, stop.on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
-    for loop in (watcher, queue, lifecycle, energy, disk_meter):
-        service.loops.add(loop.tracker)
-    log.info("listening on %s (config %s)", paths.socket, paths.config_dir)
-    backups.start()
-    watcher.start()
-    queue.start()
-    lifecycle.start()
-    energy.start()
-    disk_meter.start()
-    if service.observed is not None:
-        service.observed.start()
-    _start_exporter(exporter, metrics_address)
-    unfinished: list[str] = []
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        exporter.stop()
-        if service.observed is not None:
-            service.observed.stop()
-        energy.stop()
-        disk_meter.stop()
+
+
+@dataclass(frozen=True)
+class _Loops:
+    """ds01d's background loops, started after the service and stopped before it."""
+
+    watcher: OomWatcher
+    queue: GpuDispatcher
+    lifecycle: LifecycleLoop
+    energy: EnergyMeter
+    disk_meter: DiskMeter
+
+    @classmethod
+    def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
+        """The loops of ``service``, not started; each one's health is in its status."""
+        from ds01.daemon import dispatcher
+        from ds01.daemon.disk import DiskMeter
+        from ds01.daemon.energy import EnergyMeter
+        from ds01.daemon.lifecycle import LifecycleLoop
+        from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
+        from ds01.daemon.sampler import Sampler
+        from ds01.daemon.server import terminals_of
+        from ds01.events.log import utc_now
+
+        watcher = OomWatcher(
+            service.runtime,
+            service.cgroups,
+            service.store,
+            service.events,
+            service.engine.cgroup_driver,
+            interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
+            on_docker_back=service.creation.settle_failed_creates,
+        )
+        queue = dispatcher.GpuDispatcher(
+            service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
+        )
+        sampler = Sampler(
+            service.runtime,
+            service.cgroups,
+            service.engine.cgroup_driver,
+            sessions=terminals_of(service).attached,
+        )
+        lifecycle = LifecycleLoop(service, sampler)
+        service.status.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
+        loops = cls(watcher, queue, lifecycle, EnergyMeter(service), DiskMeter(service, utc_now))
+        for loop in loops.all():
+            service.status.loops.add(loop.tracker)
+        return loops
+
+    def all(self) -> tuple[OomWatcher, GpuDispatcher, LifecycleLoop, EnergyMeter, DiskMeter]:
+        return (self.watcher, self.queue, self.lifecycle, self.energy, self.disk_meter)
+
+    def start(self) -> None:
+        for loop in self.all():
+            loop.start()
+
+    def stop(self, stop: GracefulStop) -> list[str]:
+        """Stop every loop; return the passes that were cut off."""
+        unfinished: list[str] = []
+        self.energy.stop()
+        self.disk_meter.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the
         # next ds01d adopts or rolls back what it began, as after a crash).
-        if not lifecycle.stop(stop.seconds_left()):
+        if not self.lifecycle.stop(stop.seconds_left()):
             unfinished.append("a lifecycle pass")
-        if not queue.stop(stop.seconds_left()):
+        if not self.queue.stop(stop.seconds_left()):
             unfinished.append("a pass of the GPU queue")
-        watcher.stop()
-        server.server_close()
-        paths.socket.unlink(missing_ok=True)
+        self.watcher.stop()
         if unfinished:
-            log.error("stopping: cut off %s", " and ".join(unfinished))
-        backups.stop()  # the last copy, once nothing writes any more
-        service.events.close()
-        service.store.close()
-        os.close(state_lock)
-    if server.cut_short or unfinished:
-        log.error(
-            "stopped with %d request(s) whose outcome their clients were told is unknown",
-            len(server.cut_short),
-        )
-        sys.exit(1)
-    log.info("stopped")
+            logging.getLogger("ds01d").error("stopping: cut off %s", " and ".join(unfinished))
+        return unfinished
 
 
 def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:

@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
-from ds01.daemon.service import record_parent
+from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.state import OomState, StateStore
 from ds01.errors import StateDamaged
 from ds01.events.log import EventLog, utc_now

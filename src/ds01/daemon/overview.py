@@ -26,11 +26,12 @@ from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser, user_by_name
 from ds01.daemon.sampler import device_telemetry, gpu_figures
-from ds01.daemon.service import (
-    Ds01Service,
+from ds01.daemon.service import Ds01Service
+from ds01.daemon.views import (
     allocated_equivalents,
     allocation_state,
     device_status,
+    queue_demand,
     unusable_gpus,
 )
 from ds01.errors import Ds01Error
@@ -47,7 +48,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     held = allocation_state(records).held()
     everyone = caller.is_admin
     queued = service.store.queued()
-    for_queue = service.queue_reserved
+    for_queue = service.status.queue_reserved
 
     devices = []
     for device in inventory.devices:
@@ -67,7 +68,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     visible = records if everyone else [r for r in records if r.uid == caller.uid]
     by_name = {r.docker_name: r for r in visible}
     containers = []
-    for info in service.container_infos(visible):
+    for info in service.views.container_infos(visible):
         record = by_name[info.docker_name]
         utilization, memory, _ = (
             gpu_figures(record.gpus, telemetry) if record.status == "running" else (None,) * 3
@@ -94,7 +95,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
             containers=len(records),
             containers_running=sum(1 for r in records if r.status == "running"),
             queued_requests=len(queued),
-            queued_gpu_equivalents=equivalents_to_float(service.queue_demand()),
+            queued_gpu_equivalents=equivalents_to_float(queue_demand(service)),
         ),
         devices=devices,
         unusable=unusable_gpus(inventory),
@@ -125,7 +126,7 @@ def _users(
         except Ds01Error:
             subject = None  # the account is gone; its containers still count
         if subject is not None:
-            usage, memory = service.usage_of(subject, mine)
+            usage, memory = service.enforcement.usage_of(subject, mine)
             limits = service.limits_for(subject)
             total = service.aggregate_for(subject).memory_limit_bytes
             gpu_limit, max_containers = limits.gpu_limit, limits.max_containers

@@ -1,7 +1,8 @@
 """``PeriodicPass``: a daemon thread that runs one pass, waits, and runs the next.
 
-The lifecycle loop, the energy meter and the disk meter are such threads. A pass that
-fails is reported to the loop's ``PassTracker`` (logged once per fault, its recovery once:
+The lifecycle loop, the energy meter, the disk meter and the queue dispatcher are such
+threads; the dispatcher is also woken early, by a condition others notify (``wake``). A
+pass that fails is reported to the loop's ``PassTracker`` (logged once per fault, its recovery once:
 ``ds01.daemon.health``) and the next one tries again: observation and enforcement fail
 soft, ds01d goes on.
 """
@@ -24,7 +25,9 @@ class PeriodicPass(abc.ABC):
     exception goes to :attr:`tracker`, which logs each fault once and the recovery once;
     ``StateDamaged`` is not logged at all (the store logs it once).
     The interval is asked after every pass, so a configuration change takes effect at the
-    next wait.
+    next wait. With ``wake``, a notify of that condition ends the wait at once (the next
+    pass starts); :meth:`request_stop` notifies it too. The loop never holds ``wake`` while
+    it runs a pass.
     """
 
     #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
@@ -36,7 +39,8 @@ class PeriodicPass(abc.ABC):
     #: What goes undone while the passes fail, e.g. "idle containers are not reclaimed".
     consequence = "its work is not done"
 
-    def __init__(self) -> None:
+    def __init__(self, wake: threading.Condition | None = None) -> None:
+        self._wake = wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.tracker = PassTracker(
@@ -67,6 +71,14 @@ class PeriodicPass(abc.ABC):
     def request_stop(self) -> None:
         """Begin no new pass (the one under way finishes)."""
         self._stop.set()
+        if self._wake is not None:
+            with self._wake:
+                self._wake.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked: a long pass ends early at its next step."""
+        return self._stop.is_set()
 
     def stop(self, timeout_seconds: float = 5.0) -> bool:
         """``request_stop``, then wait up to ``timeout_seconds`` for the pass under way;
@@ -88,7 +100,16 @@ class PeriodicPass(abc.ABC):
                 self.tracker.failed(exc)
             else:
                 self.tracker.succeeded()
-            self._stop.wait(self.interval_seconds())
+            self._wait(self.interval_seconds())
+
+    def _wait(self, seconds: float) -> None:
+        """Until ``seconds`` have passed, a stop is asked, or ``wake`` is notified."""
+        if self._wake is None:
+            self._stop.wait(seconds)
+            return
+        with self._wake:
+            if not self._stop.is_set():
+                self._wake.wait(seconds)
 
 
 __all__ = ["PeriodicPass"]

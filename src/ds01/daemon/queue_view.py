@@ -26,7 +26,7 @@ class _Snapshot:
     def __init__(self, service: Ds01Service, queued: list[QueuedRequest] | None = None) -> None:
         """``queued``: the waiting requests as the caller has just read them (``None``: read
         them now), so that what is listed and what has a place come from one read."""
-        self.plan = service.queue_plan
+        self.plan = service.status.queue_plan
         self.places: dict[str, LinePlace] = {}
         if self.plan is not None:
             waiting_now = service.store.queued() if queued is None else queued

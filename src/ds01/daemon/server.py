@@ -54,6 +54,7 @@ from ds01.daemon.connections import (
 )
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller, user_by_uid
+from ds01.daemon.image_jobs import JobKind
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.storage_fault import storage_fault
@@ -66,7 +67,39 @@ Query = dict[str, str]
 #: How many problems of an invalid request body an error message lists.
 SHOWN_PROBLEMS = 5
 INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
-Handler = Callable[[Ds01Service, Caller, dict[str, str], Query, Any], Any]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RouteCall:
+    """One request as its route's handler sees it.
+
+    ``path`` holds the route's ``{name}`` parts, ``query`` the query string (last value of
+    each key), ``body`` the request body validated into the route's ``body`` model (``None``
+    for a route without one): a handler reads it with ``body_as``.
+    """
+
+    service: Ds01Service
+    caller: Caller
+    path: dict[str, str]
+    query: Query
+    body: BaseModel | None = None
+
+    def flag(self, key: str) -> bool:
+        """Whether query ``key`` is set to yes (``1``, ``true`` or ``yes``)."""
+        return self.query.get(key, "").lower() in ("1", "true", "yes")
+
+    def body_as(self, model: type[M]) -> M:
+        """The body as ``model``, the route's ``body`` (which the server validated)."""
+        if not isinstance(self.body, model):
+            raise InvalidInput(f"This request needs a {model.__name__} body.")
+        return self.body
+
+
+#: A route's handler: the request in, the answer out (a schema model, or one of the
+#: results the server sends specially: ``Accepted``, ``ConfirmOnSend``, ``Streamed``,
+#: ``Upgrade``).
+Handler = Callable[[RouteCall], object]
 
 
 @dataclass(frozen=True)
@@ -177,9 +210,9 @@ def _confirmed_when_sent(
 def _maintenance(service: Ds01Service, caller: Caller, *, dry_run: bool) -> api.MaintenanceReport:
     if not caller.is_admin:
         raise service.deny(caller, "maintenance", "Only admins may run maintenance.")
-    if service.lifecycle_pass is None:
+    if service.status.lifecycle_pass is None:
         raise DaemonUnavailable("The lifecycle loop is not running in this ds01d.")
-    return service.lifecycle_pass(dry_run)
+    return service.status.lifecycle_pass(dry_run)
 
 
 def _int_in(query: Query, key: str, low: int, high: int) -> int:
@@ -200,8 +233,226 @@ def _wait_seconds(query: Query) -> float:
     return value
 
 
-def _flag(query: Query, key: str) -> bool:
-    return query.get(key, "").lower() in ("1", "true", "yes")
+# -- the route handlers: one per route, each given the request's parts (``RouteCall``) --
+
+
+def whoami(call: RouteCall) -> api.WhoAmI:
+    return call.service.whoami(call.caller)
+
+
+def list_containers(call: RouteCall) -> list[api.ContainerInfo]:
+    return call.service.list_containers(
+        call.caller, all_users=call.flag("all"), user=call.query.get("user")
+    )
+
+
+def create_container(call: RouteCall) -> ConfirmOnSend | Accepted:
+    return _confirmed_when_sent(
+        call.service, call.service.create(call.caller, call.body_as(api.CreateContainerRequest))
+    )
+
+
+def start_container(call: RouteCall) -> api.ContainerInfo | Accepted:
+    return _accepted_if_queued(
+        call.service,
+        call.service.start(
+            call.caller,
+            call.path["name"],
+            user=call.query.get("user"),
+            queue=call.flag("queue"),
+        ),
+    )
+
+
+def stop_container(call: RouteCall) -> api.ContainerInfo:
+    return call.service.stop(call.caller, call.path["name"], user=call.query.get("user"))
+
+
+def remove_container(call: RouteCall) -> api.ContainerInfo:
+    return call.service.remove(
+        call.caller,
+        call.path["name"],
+        user=call.query.get("user"),
+        force=call.flag("force"),
+    )
+
+
+def container_logs(call: RouteCall) -> Streamed:
+    return Streamed(
+        logs_view.open_logs(
+            call.service,
+            call.caller,
+            call.path["name"],
+            tail=call.query.get("tail", "all"),
+            follow=call.flag("follow"),
+            user=call.query.get("user"),
+        )
+    )
+
+
+def container_stats(call: RouteCall) -> api.ContainerStats:
+    return stats_view.one(call.service, call.caller, call.path["name"], call.query.get("user"))
+
+
+def stats(call: RouteCall) -> list[api.ContainerStats]:
+    return stats_view.listing(call.service, call.caller, call.query.get("user"))
+
+
+def queue(call: RouteCall) -> list[api.QueueEntryInfo]:
+    return queue_view.waiting(call.service, call.caller, all_users=call.flag("all"))
+
+
+def queued_request(call: RouteCall) -> api.QueueEntryInfo:
+    return queue_view.wait_for(
+        call.service, call.caller, call.path["request_id"], _wait_seconds(call.query)
+    )
+
+
+def cancel_queued(call: RouteCall) -> api.QueueEntryInfo:
+    return queue_view.cancel(call.service, call.caller, call.path["request_id"])
+
+
+def retire_container(call: RouteCall) -> api.RetireResult:
+    return call.service.retire(call.caller, call.path["name"], call.body_as(api.RetireRequest))
+
+
+def open_terminal(call: RouteCall) -> Upgrade:
+    return Upgrade(
+        *terminals_of(call.service).open(
+            call.caller, call.path["name"], call.body_as(api.TerminalRequest)
+        )
+    )
+
+
+def resize_terminal(call: RouteCall) -> api.TerminalInfo:
+    return terminals_of(call.service).resize(
+        call.caller,
+        call.path["session_id"],
+        _int_in(call.query, "rows", 1, 1000),
+        _int_in(call.query, "cols", 1, 1000),
+    )
+
+
+def terminal_info(call: RouteCall) -> api.TerminalInfo:
+    return terminals_of(call.service).info(call.caller, call.path["session_id"])
+
+
+def gpu_status(call: RouteCall) -> api.GpuStatusResponse:
+    return call.service.gpu_status(call.caller)
+
+
+def dashboard_overview(call: RouteCall) -> api.Overview:
+    return overview(call.service, call.caller)
+
+
+def limits(call: RouteCall) -> api.LimitsResponse:
+    return call.service.limits(
+        call.caller, user=call.query.get("user"), explain=call.flag("explain")
+    )
+
+
+def events(call: RouteCall) -> api.EventsPage:
+    return events_view.listing(call.service, call.caller, call.query)
+
+
+def directories(call: RouteCall) -> api.DaemonDirectories:
+    return admin.directories(call.service, call.caller)
+
+
+def doctor(call: RouteCall) -> api.DoctorReport:
+    return diagnose(call.service, call.caller)
+
+
+def usage_report(call: RouteCall) -> api.UsageReport:
+    return report_view.report(call.service, call.caller, call.query)
+
+
+def add_user(call: RouteCall) -> api.AddUserResult:
+    return admin.add_user(call.service, call.caller, call.body_as(api.AddUserRequest))
+
+
+def remove_user(call: RouteCall) -> api.RemoveUserResult:
+    return admin.remove_user(
+        call.service,
+        call.caller,
+        unquote(call.path["user"]),
+        archive_dir=call.query.get("archive") or None,
+        dry_run=call.flag("dry_run"),
+    )
+
+
+def mig_plan(call: RouteCall) -> api.MigPlan:
+    return admin.mig_plan(call.service, call.caller)
+
+
+def mig_apply(call: RouteCall) -> api.MigApplyResult:
+    return admin.mig_apply(call.service, call.caller, call.body_as(api.MigApplyRequest))
+
+
+def maintenance(call: RouteCall) -> api.MaintenanceReport:
+    return _maintenance(call.service, call.caller, dry_run=call.flag("dry_run"))
+
+
+def list_exemptions(call: RouteCall) -> list[api.ExemptionInfo]:
+    return exemptions.listing(call.service, call.caller)
+
+
+def grant_exemption(call: RouteCall) -> api.ExemptionInfo:
+    return exemptions.grant(call.service, call.caller, call.body_as(api.ExemptionRequest))
+
+
+def revoke_exemption(call: RouteCall) -> api.ExemptionInfo:
+    return exemptions.revoke(call.service, call.caller, call.path["exemption_id"])
+
+
+def list_images(call: RouteCall) -> list[api.ImageInfo]:
+    return images.listing(
+        call.service,
+        call.caller,
+        include_missing=call.flag("all"),
+        catalog=call.flag("catalog"),
+    )
+
+
+def images_present(call: RouteCall) -> api.ImagesPresent:
+    return images.presence(call.service, call.caller, call.query.get("refs", ""))
+
+
+def remove_image(call: RouteCall) -> api.ImageRemoved:
+    return images.remove(
+        call.service, call.caller, call.query.get("ref", ""), force=call.flag("force")
+    )
+
+
+def start_build(call: RouteCall) -> Accepted:
+    return Accepted(
+        images.start_build(call.service, call.caller, call.body_as(api.ImageBuildRequest))
+    )
+
+
+def _follow_job(call: RouteCall, kind: JobKind) -> api.ImageJobInfo:
+    """An image job's output from line ``since``, waiting up to ``wait`` for more."""
+    job_id = call.path[f"{kind}_id"]
+    wait, since = _wait_seconds(call.query), call.query.get("since")
+    return images.follow(call.service, call.caller, kind, job_id, wait, since)
+
+
+def follow_build(call: RouteCall) -> api.ImageJobInfo:
+    return _follow_job(call, "build")
+
+
+def cancel_build(call: RouteCall) -> api.ImageJobInfo:
+    return images.cancel_build(call.service, call.caller, call.path["build_id"])
+
+
+def start_pull(call: RouteCall) -> Accepted:
+    return Accepted(
+        images.start_pull(call.service, call.caller, call.body_as(api.ImagePullRequest))
+    )
+
+
+def follow_pull(call: RouteCall) -> api.ImageJobInfo:
+    return _follow_job(call, "pull")
 
 
 ROUTES: tuple[Route, ...] = (
@@ -209,14 +460,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/whoami",
         "Who the daemon sees calling",
-        lambda s, c, p, q, b: s.whoami(c),
+        whoami,
         api.WhoAmI,
     ),
     Route(
         "GET",
         "/v1/containers",
         "List containers (own; admins: all=1 or user=NAME)",
-        lambda s, c, p, q, b: s.list_containers(c, all_users=_flag(q, "all"), user=q.get("user")),
+        list_containers,
         list[api.ContainerInfo],
         query=("all", "user"),
     ),
@@ -224,7 +475,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/containers",
         "Allocate devices and create a container",
-        lambda s, c, p, q, b: _confirmed_when_sent(s, s.create(c, b)),
+        create_container,
         api.ContainerInfo,
         body=api.CreateContainerRequest,
     ),
@@ -232,9 +483,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/containers/{name}/start",
         "Start a container (queue=1: if its released devices are taken, wait in the queue: 202)",
-        lambda s, c, p, q, b: _accepted_if_queued(
-            s, s.start(c, p["name"], user=q.get("user"), queue=_flag(q, "queue"))
-        ),
+        start_container,
         api.ContainerInfo,
         query=("user", "queue"),
     ),
@@ -242,7 +491,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/containers/{name}/stop",
         "Stop a container",
-        lambda s, c, p, q, b: s.stop(c, p["name"], user=q.get("user")),
+        stop_container,
         api.ContainerInfo,
         query=("user",),
     ),
@@ -250,7 +499,7 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/containers/{name}",
         "Remove a container and release its devices",
-        lambda s, c, p, q, b: s.remove(c, p["name"], user=q.get("user"), force=_flag(q, "force")),
+        remove_container,
         api.ContainerInfo,
         query=("user", "force"),
     ),
@@ -260,16 +509,7 @@ ROUTES: tuple[Route, ...] = (
         "A container's output (yours; admins: user=NAME's) as raw bytes, not JSON: its "
         "tail=N last lines (0 to 100000, or all: the default), then with follow=1 what it "
         "prints until it stops; the connection closes at the end",
-        lambda s, c, p, q, b: Streamed(
-            logs_view.open_logs(
-                s,
-                c,
-                p["name"],
-                tail=q.get("tail", "all"),
-                follow=_flag(q, "follow"),
-                user=q.get("user"),
-            )
-        ),
+        container_logs,
         bytes,
         query=("tail", "follow", "user"),
         waits=True,
@@ -279,7 +519,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/containers/{name}/stats",
         "What a container uses now (yours; admins: user=NAME's): CPU, memory, processes and "
         "its GPUs",
-        lambda s, c, p, q, b: stats_view.one(s, c, p["name"], q.get("user")),
+        container_stats,
         api.ContainerStats,
         query=("user",),
     ),
@@ -288,7 +528,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/stats",
         "What your containers (admins: user=NAME's) use now: CPU, memory and GPUs of the "
         "running ones; stopped ones with their status",
-        lambda s, c, p, q, b: stats_view.listing(s, c, q.get("user")),
+        stats,
         list[api.ContainerStats],
         query=("user",),
     ),
@@ -296,7 +536,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/queue",
         "Waiting GPU requests in queue order (own; admins: all=1), with scores",
-        lambda s, c, p, q, b: queue_view.waiting(s, c, all_users=_flag(q, "all")),
+        queue,
         list[api.QueueEntryInfo],
         query=("all",),
     ),
@@ -304,7 +544,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/queue/{request_id}",
         "One queued request; wait=SECONDS (at most 60) blocks until it is no longer waiting",
-        lambda s, c, p, q, b: queue_view.wait_for(s, c, p["request_id"], _wait_seconds(q)),
+        queued_request,
         api.QueueEntryInfo,
         query=("wait",),
         waits=True,
@@ -313,7 +553,7 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/queue/{request_id}",
         "Cancel a waiting request (its owner or an admin)",
-        lambda s, c, p, q, b: queue_view.cancel(s, c, p["request_id"]),
+        cancel_queued,
         api.QueueEntryInfo,
     ),
     Route(
@@ -321,7 +561,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/containers/{name}/retire",
         "Remove a container for good, freeing its devices; keep_as=NAME[:TAG] first keeps "
         "what was installed in it as an image of the owner's",
-        lambda s, c, p, q, b: s.retire(c, p["name"], b),
+        retire_container,
         api.RetireResult,
         body=api.RetireRequest,
     ),
@@ -330,7 +570,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/containers/{name}/terminal",
         "Open a terminal in the container as its owner (Connection: Upgrade; 101, then raw "
         "bytes; the session id in X-Ds01-Session); starts the container if needed",
-        lambda s, c, p, q, b: Upgrade(*terminals_of(s).open(c, p["name"], b)),
+        open_terminal,
         api.TerminalInfo,
         body=api.TerminalRequest,
         waits=True,
@@ -339,9 +579,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/terminals/{session_id}/resize",
         "Resize a terminal session of yours (rows, cols)",
-        lambda s, c, p, q, b: terminals_of(s).resize(
-            c, p["session_id"], _int_in(q, "rows", 1, 1000), _int_in(q, "cols", 1, 1000)
-        ),
+        resize_terminal,
         api.TerminalInfo,
         query=("rows", "cols"),
     ),
@@ -349,14 +587,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/terminals/{session_id}",
         "A terminal session of yours: running, or its exit code",
-        lambda s, c, p, q, b: terminals_of(s).info(c, p["session_id"]),
+        terminal_info,
         api.TerminalInfo,
     ),
     Route(
         "GET",
         "/v1/gpus",
         "Every device and who holds it",
-        lambda s, c, p, q, b: s.gpu_status(c),
+        gpu_status,
         api.GpuStatusResponse,
     ),
     Route(
@@ -365,14 +603,14 @@ ROUTES: tuple[Route, ...] = (
         "The dashboard's view in one answer: every device with its telemetry, totals, and "
         "the containers, queue entries and usage against quota the caller may see (admins: "
         "everyone's; users: their own, other users' devices by user name only)",
-        lambda s, c, p, q, b: overview(s, c),
+        dashboard_overview,
         api.Overview,
     ),
     Route(
         "GET",
         "/v1/limits",
         "Resolved limits and usage (explain=1 adds where each value came from)",
-        lambda s, c, p, q, b: s.limits(c, user=q.get("user"), explain=_flag(q, "explain")),
+        limits,
         api.LimitsResponse,
         query=("user", "explain"),
     ),
@@ -383,7 +621,7 @@ ROUTES: tuple[Route, ...] = (
         "everyone's or user=NAME's), filtered by action (patterns, comma-separated), "
         "container, since and until (ISO 8601); the newest limit ones, or with after_seq=N "
         "those after event N, waiting up to wait=SECONDS (at most 60) for one",
-        lambda s, c, p, q, b: events_view.listing(s, c, q),
+        events,
         api.EventsPage,
         query=events_view.QUERY_KEYS,
         waits=True,
@@ -392,14 +630,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/admin/directories",
         "This ds01d's configuration, state and log directories and its socket (admins)",
-        lambda s, c, p, q, b: admin.directories(s, c),
+        directories,
         api.DaemonDirectories,
     ),
     Route(
         "GET",
         "/v1/admin/doctor",
         "Set-up risks (admins)",
-        lambda s, c, p, q, b: diagnose(s, c),
+        doctor,
         api.DoctorReport,
     ),
     Route(
@@ -407,7 +645,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/admin/report",
         "Usage per user and group from=ISO to=ISO (default: the last 30 days): GPU-hours "
         "allocated and used, containers, idle reclaims, queue waits, energy, CO2 (admins)",
-        lambda s, c, p, q, b: report_view.report(s, c, q),
+        usage_report,
         api.UsageReport,
         query=report_view.QUERY_KEYS,
     ),
@@ -416,7 +654,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/admin/users",
         "Add a Unix user to ds01 (admins): their entry in resource-limits.yaml (a group's "
         "members with group=G), ~/workspace and their cgroup parent; dry_run tells only",
-        lambda s, c, p, q, b: admin.add_user(s, c, b),
+        add_user,
         api.AddUserResult,
         body=api.AddUserRequest,
     ),
@@ -426,13 +664,7 @@ ROUTES: tuple[Route, ...] = (
         "Take a user out of ds01 (admins): cancel their queued requests, remove their "
         "containers, remove their configuration entries; archive=DIR first archives "
         "~/workspace into DIR; dry_run=1 tells only. No file of theirs is deleted",
-        lambda s, c, p, q, b: admin.remove_user(
-            s,
-            c,
-            unquote(p["user"]),
-            archive_dir=q.get("archive") or None,
-            dry_run=_flag(q, "dry_run"),
-        ),
+        remove_user,
         api.RemoveUserResult,
         query=("archive", "dry_run"),
     ),
@@ -441,14 +673,14 @@ ROUTES: tuple[Route, ...] = (
         "/v1/admin/mig",
         "Per GPU: its MIG layout, the one mig_layout in gpu-config.yaml wants, and whether "
         "it can be applied (admins)",
-        lambda s, c, p, q, b: admin.mig_plan(s, c),
+        mig_plan,
         api.MigPlan,
     ),
     Route(
         "POST",
         "/v1/admin/mig",
         "Give the GPUs no container holds their desired MIG layout (admins); gpus: only these",
-        lambda s, c, p, q, b: admin.mig_apply(s, c, b),
+        mig_apply,
         api.MigApplyResult,
         body=api.MigApplyRequest,
     ),
@@ -456,7 +688,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/admin/maintenance",
         "Run one lifecycle pass now (admins); dry_run=1 only tells what it would do and why",
-        lambda s, c, p, q, b: _maintenance(s, c, dry_run=_flag(q, "dry_run")),
+        maintenance,
         api.MaintenanceReport,
         query=("dry_run",),
     ),
@@ -464,14 +696,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/admin/exemptions",
         "Exemptions from idle and runtime limits in force (admins)",
-        lambda s, c, p, q, b: exemptions.listing(s, c),
+        list_exemptions,
         list[api.ExemptionInfo],
     ),
     Route(
         "POST",
         "/v1/admin/exemptions",
         "Exempt a user's containers, or one, from idle and runtime limits (admins)",
-        lambda s, c, p, q, b: exemptions.grant(s, c, b),
+        grant_exemption,
         api.ExemptionInfo,
         body=api.ExemptionRequest,
     ),
@@ -479,7 +711,7 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/admin/exemptions/{exemption_id}",
         "Revoke an exemption (admins)",
-        lambda s, c, p, q, b: exemptions.revoke(s, c, p["exemption_id"]),
+        revoke_exemption,
         api.ExemptionInfo,
     ),
     Route(
@@ -487,9 +719,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/images",
         "Registry images present locally, then your own images (all=1: also registry images "
         "not present; catalog=1: the whole registry only, with AIME imports)",
-        lambda s, c, p, q, b: images.listing(
-            s, c, include_missing=_flag(q, "all"), catalog=_flag(q, "catalog")
-        ),
+        list_images,
         list[api.ImageInfo],
         query=("all", "catalog"),
     ),
@@ -497,7 +727,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/admin/images/present",
         "Which of refs=REF,REF,… are on this machine (admins; `ds01 config check`)",
-        lambda s, c, p, q, b: images.presence(s, c, q.get("refs", "")),
+        images_present,
         api.ImagesPresent,
         query=("refs",),
     ),
@@ -505,7 +735,7 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/images",
         "Remove image ref=REF: your own; admins any (a registry image with force=1)",
-        lambda s, c, p, q, b: images.remove(s, c, q.get("ref", ""), force=_flag(q, "force")),
+        remove_image,
         api.ImageRemoved,
         query=("ref", "force"),
     ),
@@ -513,7 +743,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/images/builds",
         "Build an image from a directory you own, tagged in your namespace (202: a job)",
-        lambda s, c, p, q, b: Accepted(images.start_build(s, c, b)),
+        start_build,
         api.ImageJobInfo,
         body=api.ImageBuildRequest,
     ),
@@ -522,9 +752,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/images/builds/{build_id}",
         "A build's output from line since=N and its state; wait=SECONDS (at most 60) blocks "
         "until there is more (its owner or an admin)",
-        lambda s, c, p, q, b: images.follow(
-            s, c, "build", p["build_id"], _wait_seconds(q), q.get("since")
-        ),
+        follow_build,
         api.ImageJobInfo,
         query=("wait", "since"),
         waits=True,
@@ -533,14 +761,14 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/images/builds/{build_id}",
         "Cancel a running build (its owner or an admin)",
-        lambda s, c, p, q, b: images.cancel_build(s, c, p["build_id"]),
+        cancel_build,
         api.ImageJobInfo,
     ),
     Route(
         "POST",
         "/v1/images/pulls",
         "Pull a registry image or a reference images.yaml allows (202: a job)",
-        lambda s, c, p, q, b: Accepted(images.start_pull(s, c, b)),
+        start_pull,
         api.ImageJobInfo,
         body=api.ImagePullRequest,
     ),
@@ -548,9 +776,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/images/pulls/{pull_id}",
         "A pull's output from line since=N and its state; wait=SECONDS (at most 60)",
-        lambda s, c, p, q, b: images.follow(
-            s, c, "pull", p["pull_id"], _wait_seconds(q), q.get("since")
-        ),
+        follow_pull,
         api.ImageJobInfo,
         query=("wait", "since"),
         waits=True,
@@ -740,7 +966,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise NotFound(f"No API route {method} {shown(url.path)}.")
             caller = service.caller(self.creds)
             self.server.remember(caller)
-            body: Any = None
+            body: BaseModel | None = None
             if route.body is not None:
                 try:
                     body = route.body.model_validate_json(raw or b"{}")
@@ -748,7 +974,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     refusal = InvalidInput(f"Invalid request: {_problems(exc)}")
                     service.log_refusal(caller, "auth.denied", f"api/{method} {url.path}", refusal)
                     raise refusal from exc
-            result = route.handler(service, caller, match.groupdict(), query, body)
+            result = route.handler(RouteCall(service, caller, match.groupdict(), query, body))
             if isinstance(result, Upgrade):
                 self._switch_to_terminal(result)
             elif isinstance(result, Streamed):

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 from ds01.core import container_stats as measure
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
+from ds01.daemon.limits_enforcement import label_cpus, label_size
 from ds01.daemon.sampler import Sampler
-from ds01.daemon.service import Ds01Service, label_cpus, label_size
+from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.runtime import labels as L
@@ -47,7 +48,7 @@ T = TypeVar("T")
 
 def listing(service: Ds01Service, caller: Caller, user: str | None) -> list[api.ContainerStats]:
     """Every container of the caller (admins: of ``user``), by name; running ones measured."""
-    records = sorted(service.visible_records(caller, user=user), key=lambda r: r.name)
+    records = sorted(service.views.visible_records(caller, user=user), key=lambda r: r.name)
     telemetry = Sampler.telemetry(service.backend, records)
     running = [r for r in records if r.status == "running"]
     readings: dict[str, dict[str, Any] | None] = {}
@@ -60,7 +61,7 @@ def listing(service: Ds01Service, caller: Caller, user: str | None) -> list[api.
 
 def one(service: Ds01Service, caller: Caller, name: str, user: str | None) -> api.ContainerStats:
     """One container of the caller's (admins: ``user``'s), measured, with its processes."""
-    record = service.target_to_read(caller, name, user, "stats")
+    record = service.access.target_to_read(caller, name, user, "stats")
     telemetry = Sampler.telemetry(service.backend, [record])
     if record.status != "running":
         return _stats(record, None, telemetry).model_copy(update={"processes": []})

@@ -130,7 +130,7 @@ class Terminals:
         """Start (if needed) the caller's container ``name`` and an exec in it; return the
         session and Docker's raw, bidirectional socket of the exec."""
         service = self.service
-        record = service.target_for_terminal(caller, name, request.user)
+        record = service.access.target_for_terminal(caller, name, request.user)
         if record.status != "running":
             service.start(caller, record.docker_name, user=request.user)
         command = list(request.command) if request.command else list(LOGIN_SHELL)

@@ -24,8 +24,8 @@ from ds01 import __version__
 from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_aggregate, resolve_limits
 from ds01.daemon.identity import UnixUser, user_by_uid
+from ds01.daemon.limits_enforcement import label_size
 from ds01.daemon.sampler import device_telemetry
-from ds01.daemon.service import label_size
 from ds01.daemon.state import StateStore
 from ds01.errors import Ds01Error
 from ds01.events.log import EventLog
@@ -51,8 +51,9 @@ class MetricsSource(Protocol):
 
     store: StateStore
     events: EventLog
-    lifecycle_last_pass: datetime | None
 
+    @property
+    def lifecycle_last_pass(self) -> datetime | None: ...
     @property
     def backend(self) -> GpuBackend: ...
 

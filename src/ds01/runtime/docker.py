@@ -14,19 +14,18 @@ these messages).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import os
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
-from typing import IO, Any, Literal, ParamSpec, TypeVar
+from typing import IO, Any, Literal
 from urllib.parse import quote
 
 import docker
@@ -39,8 +38,6 @@ from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, N
 from ds01.runtime import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
-P = ParamSpec("P")
-T = TypeVar("T")
 
 #: The only host address ds01 publishes container ports on: reachable from this machine only.
 PUBLISH_HOST_IP = "127.0.0.1"
@@ -100,18 +97,6 @@ def not_answering(exc: BaseException) -> str:
             + _ASK_AN_ADMIN
         )
     return f"Docker is not running or not answering on {DOCKER_SOCKET}. " + _ASK_AN_ADMIN
-
-
-def _translated(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            with docker_errors(what):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 @dataclass(frozen=True)
@@ -472,64 +457,69 @@ class DockerRuntime:
             info: dict[str, Any] = response.json()
             return info
 
-    @_translated("reading Docker info")
     def engine_info(self) -> EngineInfo:
-        info = self.api.info()
-        driver: CgroupDriver = "systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs"
-        return EngineInfo(
-            cgroup_driver=driver,
-            cpus=int(info.get("NCPU") or 1),
-            memory_bytes=int(info.get("MemTotal") or 0),
-            logging_driver=str(info.get("LoggingDriver") or ""),
-        )
+        with docker_errors("reading Docker info"):
+            info = self.api.info()
+            systemd = info.get("CgroupDriver") == "systemd"
+            driver: CgroupDriver = "systemd" if systemd else "cgroupfs"
+            return EngineInfo(
+                cgroup_driver=driver,
+                cpus=int(info.get("NCPU") or 1),
+                memory_bytes=int(info.get("MemTotal") or 0),
+                logging_driver=str(info.get("LoggingDriver") or ""),
+            )
 
-    @_translated("subscribing to Docker events")
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
         """A stream of ``actions`` events of managed containers, from ``since`` (epoch s).
 
         docker-py reads the stream without a timeout, on a connection of its own.
         """
-        stream = self.api.events(
-            since=None if since is None else int(since),  # whole seconds: may repeat a few
-            decode=True,
-            filters={"type": "container", "event": list(actions), "label": [f"{L.MANAGED}=true"]},
-        )
-        return EventStream(stream)
+        with docker_errors("subscribing to Docker events"):
+            stream = self.api.events(
+                since=None if since is None else int(since),  # whole seconds: may repeat a few
+                decode=True,
+                filters={
+                    "type": "container",
+                    "event": list(actions),
+                    "label": [f"{L.MANAGED}=true"],
+                },
+            )
+            return EventStream(stream)
 
-    @_translated("listing containers")
     def list_managed(self) -> list[ContainerRecord]:
         """Every ds01-managed container, any state, from one Engine API call."""
-        summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
-        return [ContainerRecord.from_summary(s) for s in summaries]
+        with docker_errors("listing containers"):
+            summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
+            return [ContainerRecord.from_summary(s) for s in summaries]
 
-    @_translated("looking up a container")
     def find_managed(self, docker_name: str) -> ContainerRecord | None:
         """The managed container with exactly this Docker name, from one filtered list call."""
-        filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
-        for summary in self.api.containers(all=True, filters=filters):
-            record = ContainerRecord.from_summary(summary)
-            if record.docker_name == docker_name:
-                return record
-        return None
+        with docker_errors("looking up a container"):
+            filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
+            for summary in self.api.containers(all=True, filters=filters):
+                record = ContainerRecord.from_summary(summary)
+                if record.docker_name == docker_name:
+                    return record
+            return None
 
-    @_translated("looking up a container")
     def find_managed_by_id(self, id_prefix: str) -> ContainerRecord | None:
         """The managed container whose id starts with ``id_prefix`` (None if none or ambiguous)."""
-        filters = {**L.MANAGED_FILTER, "id": id_prefix}
-        found = [
-            ContainerRecord.from_summary(s)
-            for s in self.api.containers(all=True, filters=filters)
-            if str(s.get("Id", "")).startswith(id_prefix)
-        ]
-        return found[0] if len(found) == 1 else None
+        with docker_errors("looking up a container"):
+            filters = {**L.MANAGED_FILTER, "id": id_prefix}
+            found = [
+                ContainerRecord.from_summary(s)
+                for s in self.api.containers(all=True, filters=filters)
+                if str(s.get("Id", "")).startswith(id_prefix)
+            ]
+            return found[0] if len(found) == 1 else None
 
-    @_translated("listing images")
     def local_image_tags(self) -> set[str]:
         """Every ``repo:tag`` present locally."""
-        tags: set[str] = set()
-        for image in self.api.images():
-            tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-        return tags
+        with docker_errors("listing images"):
+            tags: set[str] = set()
+            for image in self.api.images():
+                tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+            return tags
 
     def local_image(self, ref: str) -> LocalImage | None:
         """What ds01 needs to know about a local image, or ``None`` if it is not here."""
@@ -659,9 +649,9 @@ class DockerRuntime:
                     ) from exc
                 raise
 
-    @_translated("stopping container")
     def stop(self, container: str, timeout_seconds: int = 10) -> None:
-        self.api.stop(container, timeout=timeout_seconds)
+        with docker_errors("stopping container"):
+            self.api.stop(container, timeout=timeout_seconds)
 
     def remove(self, container: str, *, force: bool = False, missing_ok: bool = False) -> None:
         with docker_errors(f"removing container {container}"):
@@ -684,7 +674,6 @@ class DockerRuntime:
             str((self.inspect(container).get("State") or {}).get("FinishedAt") or "")
         )
 
-    @_translated("starting a terminal")
     def exec_create(
         self,
         container: str,
@@ -695,45 +684,46 @@ class DockerRuntime:
         environment: dict[str, str],
     ) -> str:
         """An exec of ``command`` with a terminal, as ``user`` ("uid:gid"); its id."""
-        created = self.api.exec_create(
-            container,
-            command,
-            stdin=True,
-            tty=True,
-            user=user,
-            workdir=workdir,
-            environment=environment,
-        )
-        return str(created["Id"])
+        with docker_errors("starting a terminal"):
+            created = self.api.exec_create(
+                container,
+                command,
+                stdin=True,
+                tty=True,
+                user=user,
+                workdir=workdir,
+                environment=environment,
+            )
+            return str(created["Id"])
 
-    @_translated("attaching a terminal")
     def exec_attach(self, exec_id: str) -> Any:
         """Start the exec and return its raw socket (terminal bytes both ways)."""
-        return self.api.exec_start(exec_id, tty=True, socket=True)
+        with docker_errors("attaching a terminal"):
+            return self.api.exec_start(exec_id, tty=True, socket=True)
 
-    @_translated("resizing a terminal")
     def exec_resize(self, exec_id: str, *, rows: int, cols: int) -> None:
-        self.api.exec_resize(exec_id, height=rows, width=cols)
+        with docker_errors("resizing a terminal"):
+            self.api.exec_resize(exec_id, height=rows, width=cols)
 
-    @_translated("reading a terminal's state")
     def exec_state(self, exec_id: str) -> dict[str, Any]:
         """Docker's view of the exec: ``Running``, ``ExitCode``."""
-        result: dict[str, Any] = self.api.exec_inspect(exec_id)
-        return result
+        with docker_errors("reading a terminal's state"):
+            result: dict[str, Any] = self.api.exec_inspect(exec_id)
+            return result
 
-    @_translated("saving a container's files")
     def commit(
         self, container: str, repository: str, tag: str, labels: dict[str, str] | None = None
     ) -> str:
         """Commit the container's filesystem as ``repository:tag`` with ``labels`` set on the
         image (an empty value empties a label); return that reference."""
-        changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
-        self.api.commit(container, repository=repository, tag=tag, changes=changes or None)
-        return f"{repository}:{tag}"
+        with docker_errors("saving a container's files"):
+            changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
+            self.api.commit(container, repository=repository, tag=tag, changes=changes or None)
+            return f"{repository}:{tag}"
 
-    @_translated("renaming a container")
     def rename(self, container: str, new_name: str) -> None:
-        self.api.rename(container, new_name)
+        with docker_errors("renaming a container"):
+            self.api.rename(container, new_name)
 
     def remove_image(self, ref: str) -> None:
         """Remove (untag) an image; one still in use stays. Fails soft: a leftover image
@@ -741,10 +731,10 @@ class DockerRuntime:
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_image(ref)
 
-    @_translated("inspecting container")
     def inspect(self, container: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.inspect_container(container)
-        return result
+        with docker_errors("inspecting container"):
+            result: dict[str, Any] = self.api.inspect_container(container)
+            return result
 
     # -- what a container prints and uses --------------------------------------------------
 
@@ -781,29 +771,29 @@ class DockerRuntime:
         chunks = response.iter_content(LOG_CHUNK_BYTES) if tty else _multiplexed_payloads(response)
         return OutputStream(what, CancellableStream(chunks, response))
 
-    @_translated("measuring a container")
     def stats(self, container: str) -> dict[str, Any]:
         """Docker's stats of the container: two samples a second apart (``precpu_stats`` is
         the first), so the call takes about a second."""
-        result: dict[str, Any] = self.api.stats(container, stream=False)
-        return result
+        with docker_errors("measuring a container"):
+            result: dict[str, Any] = self.api.stats(container, stream=False)
+            return result
 
-    @_translated("listing a container's processes")
     def top(self, container: str, ps_args: str) -> dict[str, Any]:
         """The container's processes as the host's ``ps ps_args`` shows them (``Titles``,
         ``Processes``); host PIDs."""
-        result: dict[str, Any] = dict(self.api.top(container, ps_args=ps_args))
-        return result
+        with docker_errors("listing a container's processes"):
+            result: dict[str, Any] = dict(self.api.top(container, ps_args=ps_args))
+            return result
 
     # -- disk ------------------------------------------------------------------------------
 
-    @_translated("reading Docker's storage driver")
     def storage_driver(self) -> tuple[str, str | None]:
         """Docker's storage driver and the filesystem under it (``docker info``'s
         ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
-        info = self.api.info()
-        status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
-        return str(info.get("Driver") or ""), status.get("Backing Filesystem")
+        with docker_errors("reading Docker's storage driver"):
+            info = self.api.info()
+            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
+            return str(info.get("Driver") or ""), status.get("Backing Filesystem")
 
     def probe_storage_size(self, image: str, size_bytes: int) -> str | None:
         """Create (never start) and remove a container of ``image`` with ``--storage-opt
@@ -837,18 +827,18 @@ class DockerRuntime:
         )
         return upper, volumes
 
-    @_translated("measuring a container's writable layer")
     def writable_layer_bytes(self, container: str) -> int | None:
         """The size of the container's writable layer as the Engine computes it (``SizeRw``
         of ``inspect`` with ``size=1``: a walk inside dockerd); for storage drivers whose
         layer ds01 cannot read itself."""
-        response = self.api.get(
-            f"{self.api.base_url}/v{self.api.api_version}/containers/{container}/json",
-            params={"size": 1},
-        )
-        response.raise_for_status()
-        size = response.json().get("SizeRw")
-        return int(size) if isinstance(size, int) else None
+        with docker_errors("measuring a container's writable layer"):
+            response = self.api.get(
+                f"{self.api.base_url}/v{self.api.api_version}/containers/{container}/json",
+                params={"size": 1},
+            )
+            response.raise_for_status()
+            size = response.json().get("SizeRw")
+            return int(size) if isinstance(size, int) else None
 
     # -- images ----------------------------------------------------------------------------
 
@@ -922,48 +912,49 @@ class DockerRuntime:
             messages = self.api.pull(reference, stream=True, decode=True)
         return MessageStream(f"pulling {reference}", iter(messages))
 
-    @_translated("tagging an image")
     def tag_image(self, image_id: str, repository: str, tag: str) -> None:
         """Point ``repository:tag`` at ``image_id`` (moving the tag if it exists)."""
-        self.api.tag(image_id, repository, tag, force=True)
+        with docker_errors("tagging an image"):
+            self.api.tag(image_id, repository, tag, force=True)
 
-    @_translated("listing images")
     def owned_images(self, owner: str | None = None) -> list[OwnedImage]:
         """Local images labelled as built for ``owner`` (``None``: for anyone)."""
-        label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
-        found = []
-        for image in self.api.images(filters={"label": label}):
-            labels = image.get("Labels") or {}
-            tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-            found.append(
-                OwnedImage(
-                    id=str(image.get("Id", "")),
-                    tags=tags,
-                    owner=str(labels.get(L.IMAGE_OWNER, "")),
-                    created=int(image.get("Created") or 0),
-                    size_bytes=int(image.get("Size") or 0),
+        with docker_errors("listing images"):
+            label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
+            found = []
+            for image in self.api.images(filters={"label": label}):
+                labels = image.get("Labels") or {}
+                tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+                found.append(
+                    OwnedImage(
+                        id=str(image.get("Id", "")),
+                        tags=tags,
+                        owner=str(labels.get(L.IMAGE_OWNER, "")),
+                        created=int(image.get("Created") or 0),
+                        size_bytes=int(image.get("Size") or 0),
+                    )
                 )
-            )
-        return found
+            return found
 
-    @_translated("listing containers")
     def containers_of_image(self, image_id: str) -> list[ContainerRecord]:
         """Every container (any state, ds01's or not) created from the image ``image_id``
         itself (not from an image built on it)."""
-        summaries = self.api.containers(all=True, filters={"ancestor": image_id})
-        return [ContainerRecord.from_summary(s) for s in summaries if s.get("ImageID") == image_id]
+        with docker_errors("listing containers"):
+            summaries = self.api.containers(all=True, filters={"ancestor": image_id})
+            made = [s for s in summaries if s.get("ImageID") == image_id]
+            return [ContainerRecord.from_summary(s) for s in made]
 
     # -- networks --------------------------------------------------------------------------
 
-    @_translated("moving a container to another network")
     def move_to_network(
         self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
     ) -> None:
         """Attach a (stopped) container to ``network`` under ``aliases``, then detach it from
         the networks ``leave``; at its next start it has only the new network's address."""
-        self.api.connect_container_to_network(container, network, aliases=list(aliases))
-        for old in leave:
-            self.api.disconnect_container_from_network(container, old)
+        with docker_errors("moving a container to another network"):
+            self.api.connect_container_to_network(container, network, aliases=list(aliases))
+            for old in leave:
+                self.api.disconnect_container_from_network(container, old)
 
     def find_network(self, name: str) -> NetworkRecord | None:
         """The network named exactly ``name``, or ``None``."""
@@ -975,14 +966,16 @@ class DockerRuntime:
         record = NetworkRecord.from_inspect(attrs)
         return record if record.name == name else None  # Docker also matches id prefixes
 
-    @_translated("listing networks")
     def networks(self, label: str) -> list[NetworkRecord]:
         """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
-        found = []
-        for summary in self.api.networks(filters={"label": label}):
-            with contextlib.suppress(docker.errors.NotFound):  # removed in between
-                found.append(NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"])))
-        return found
+        with docker_errors("listing networks"):
+            found = []
+            for summary in self.api.networks(filters={"label": label}):
+                with contextlib.suppress(docker.errors.NotFound):  # removed in between
+                    found.append(
+                        NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"]))
+                    )
+            return found
 
     def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
         """A bridge network ``name`` on Linux bridge ``bridge``; ``Conflict`` if it exists.

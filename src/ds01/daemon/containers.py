@@ -1,0 +1,270 @@
+"""``ContainerOps``: start, stop, remove and retire a container, by a user or by ds01d.
+
+A start checks again what a create checked (totals changed since, the runtime left), gets
+devices again for a container whose devices were released (``Reacquire``; queued when none
+are free and the caller asks to), writes the owner's totals on its cgroup parent and lets
+``Launcher`` start it. A remove takes with it what the container leaves: its bind staging,
+its kept image, its devices, an emptied cgroup parent and the owner's network once it was
+their last container.
+
+State: when each stopped container stopped (asked of Docker once per stop). Locks: a start
+takes the allocation lock around its checks and the start itself; stop and remove need none
+(freeing never makes two containers share a device: ``ds01.daemon.context``); the cleanup
+after a remove takes it. Calls: the context, ``Access``, ``LimitsEnforcement``,
+``Launcher``, ``QueueDesk`` and ``Reacquire``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from ds01.config.resolve import ResolvedAggregate
+from ds01.core.allocation import equivalents_to_float
+from ds01.core.image_build import build_target
+from ds01.daemon import schemas as api
+from ds01.daemon.access import Access, resource_of
+from ds01.daemon.context import DaemonContext
+from ds01.daemon.identity import Caller, UnixUser, user_by_name
+from ds01.daemon.launch import Launcher
+from ds01.daemon.limits_enforcement import LimitsEnforcement, record_parent
+from ds01.daemon.prepared import Queued
+from ds01.daemon.queue_desk import QueueDesk
+from ds01.daemon.reacquire import Reacquire
+from ds01.daemon.views import container_info
+from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
+from ds01.runtime import labels as L
+from ds01.runtime.docker import ContainerRecord
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 10
+
+
+class ContainerOps:
+    """Starts, stops, removes and retires containers (see the module docstring)."""
+
+    def __init__(
+        self,
+        context: DaemonContext,
+        access: Access,
+        enforcement: LimitsEnforcement,
+        launcher: Launcher,
+        queue: QueueDesk,
+        reacquire: Reacquire,
+    ) -> None:
+        self.context = context
+        self.access = access
+        self.enforcement = enforcement
+        self.launcher = launcher
+        self.queue = queue
+        self.reacquire = reacquire
+        self._stopped_since: dict[str, datetime | None] = {}
+
+    def start(
+        self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False
+    ) -> api.ContainerInfo | Queued:
+        """Takes the allocation lock: start a container. One whose devices were released
+        gets devices again first; if none are free it is queued when ``queue`` is set."""
+        ctx = self.context
+        record = self.access.target(caller, name, user, "start")
+        if record.status == "running":
+            return container_info(record).model_copy(update={"already": True})
+        owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
+        if record.id in ctx.store.released():  # refuse before it gets devices again
+            self.launcher.check_mounts(caller, owner, record)
+        aggregate = ctx.aggregate_for(owner)
+        with ctx.allocation_lock:
+            queued = self._admit_start(caller, owner, record, aggregate, queue=queue)
+            if isinstance(queued, Queued):
+                return queued
+            record = queued
+            # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
+            self.enforcement.enforce(record.user, record_parent(record), aggregate)
+            self.launcher.launch(caller, owner, record)
+        ctx.events.emit("container.start", user=caller.name, resource=resource_of(record))
+        if record.ports:  # Docker chose host ports only now
+            record = ctx.runtime.find_managed(record.docker_name) or record
+        return container_info(record).model_copy(update={"status": "running"})
+
+    def _admit_start(
+        self,
+        caller: Caller,
+        owner: UnixUser,
+        record: ContainerRecord,
+        aggregate: ResolvedAggregate,
+        *,
+        queue: bool,
+    ) -> ContainerRecord | Queued:
+        """Under the allocation lock: the checks a start passes (the record with its devices
+        again, if they were released), or its place in the queue. Refusals are logged."""
+        if record.status == "running":
+            return record
+        ctx = self.context
+        try:
+            self.enforcement.check_can_start(record, aggregate)
+            self.enforcement.check_runtime_left(record, owner)
+            if record.id in ctx.store.released():
+                record = self.reacquire.reacquire_now(owner, record)
+        except NoCapacity as exc:
+            if not queue:
+                ctx.log_refusal(caller, "container.start", resource_of(record), exc)
+                raise
+            try:
+                return self.queue.enqueue_start(owner, record, exc)
+            except PolicyError as refusal:
+                ctx.log_refusal(caller, "container.start", resource_of(record), refusal)
+                raise
+        except PolicyError as exc:
+            ctx.log_refusal(caller, "container.start", resource_of(record), exc)
+            raise
+        return record
+
+    def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
+        record = self.access.target(caller, name, user, "stop")
+        if record.status != "running":
+            return container_info(record).model_copy(update={"status": "stopped", "already": True})
+        ctx = self.context
+        ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        ctx.events.emit("container.stop", user=caller.name, resource=resource_of(record))
+        ctx.queue_changed()
+        return container_info(record).model_copy(update={"status": "stopped"})
+
+    def remove(
+        self, caller: Caller, name: str, *, user: str | None = None, force: bool = False
+    ) -> api.ContainerInfo:
+        record = self.access.target(caller, name, user, "remove")
+        if record.status == "running" and not force:
+            raise Conflict(
+                f"Container {record.name!r} is running. Stop it first with "
+                f"`container-stop {record.name}`, or remove it anyway with --force."
+            )
+        self._remove_record(record, caller.name, force=force, details={"force": force})
+        return container_info(record).model_copy(update={"status": "removed"})
+
+    def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
+        """Remove a container for good, freeing its devices at once; with ``keep_as``, first
+        keep its filesystem (what the user installed) as an image of the owner's."""
+        record = self.access.target(caller, name, request.user, "retire")
+        kept = None
+        if request.keep_as:
+            kept = self._keep_as_image(caller, record, request.keep_as)
+        self._remove_record(
+            record, caller.name, force=True, details={"retired": True, "kept_as": kept}
+        )
+        info = container_info(record).model_copy(update={"status": "removed"})
+        return api.RetireResult(container=info, kept_image=kept)
+
+    def _keep_as_image(self, caller: Caller, record: ContainerRecord, keep_as: str) -> str:
+        """Commit ``record`` into its owner's namespace, labelled theirs, its ds01 labels
+        emptied (an image claims nothing of a container's)."""
+        ctx = self.context
+        name, _, tag = keep_as.partition(":")
+        target = build_target(record.user, record.uid, name, tag or None)
+        existing = ctx.runtime.local_image(target.reference)
+        if ctx.config().images.registry_image(target.reference) or (
+            existing is not None and existing.owner() != record.user
+        ):
+            raise ctx.deny(
+                caller,
+                resource_of(record),
+                f"{target.reference} is a registry image or not one of {record.user}'s; "
+                "keep it under another name.",
+            )
+        # What the image serves (ds01.jupyter.port) stays; what was this container's goes.
+        emptied = {
+            k: ""
+            for k in record.labels
+            if k.startswith((L.PREFIX, L.AIME_MLC)) and k != L.JUPYTER_PORT
+        }
+        reference = ctx.runtime.commit(
+            record.docker_name,
+            target.repository,
+            target.tag,
+            labels={**emptied, L.IMAGE_OWNER: record.user},
+        )
+        ctx.events.emit(
+            "image.keep",
+            user=caller.name,
+            resource=f"image/{reference}",
+            details={"container": record.name, "owner": record.user},
+        )
+        return reference
+
+    def remove_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
+        """Remove a container for the lifecycle's cleanup (``cleanup.orphan``)."""
+        self._remove_record(record, "ds01d", force=True, details={"reason": reason})
+        self.context.events.emit(
+            "cleanup.orphan",
+            user=record.user,
+            resource=resource_of(record),
+            details={"reason": reason},
+        )
+
+    def stop_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
+        """Stop a container for the lifecycle loop (idle or runtime limit)."""
+        ctx = self.context
+        ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        ctx.events.emit(
+            "container.stop", user="ds01d", resource=resource_of(record), details={"reason": reason}
+        )
+        ctx.queue_changed()
+
+    def _remove_record(
+        self, record: ContainerRecord, actor: str, *, force: bool, details: dict[str, object]
+    ) -> None:
+        """Remove ``record`` with what it leaves: devices, kept image, empty cgroup parent."""
+        ctx = self.context
+        # No lock needed: freeing devices can never make two containers share one.
+        released = record.id in ctx.store.released()
+        ctx.runtime.remove(record.docker_name, force=force)
+        ctx.staging.unstage(record.docker_name)
+        if record.labels.get(L.KEPT_IMAGE):
+            ctx.runtime.remove_image(record.labels[L.KEPT_IMAGE])
+        ctx.events.emit(
+            "container.remove", user=actor, resource=resource_of(record), details=details
+        )
+        if record.gpus and not released:
+            ctx.events.emit(
+                "gpu.release",
+                user=actor,
+                resource=resource_of(record),
+                details={
+                    "devices": list(record.gpus),
+                    "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
+                },
+            )
+        self.enforcement.remove_parent_if_unused(record_parent(record))
+        self.release_network_if_unused(record.uid)
+        ctx.store.unrelease([record.id])
+        self._stopped_since.pop(record.id, None)
+        ctx.queue_changed()
+
+    def release_network_if_unused(self, uid: int) -> None:
+        """Takes the allocation lock: remove user ``uid``'s network once their last
+        container is gone. Fails soft."""
+        ctx = self.context
+        with ctx.allocation_lock:
+            try:
+                in_use = {r.uid for r in ctx.records()}
+            except Ds01Error as exc:
+                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                return
+            ctx.networks.release_if_unused(uid, in_use)
+
+    def stopped_since(self, record: ContainerRecord) -> datetime | None:
+        """When a stopped container stopped (Docker's ``FinishedAt``), asked once per stop."""
+        if record.status != "stopped":
+            self._stopped_since.pop(record.id, None)
+            return None
+        if record.id not in self._stopped_since:
+            try:
+                self._stopped_since[record.id] = self.context.runtime.finished_at(
+                    record.docker_name
+                )
+            except Ds01Error:
+                return None
+        return self._stopped_since[record.id]
+
+
+__all__ = ["STOP_TIMEOUT_SECONDS", "ContainerOps"]

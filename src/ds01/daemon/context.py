@@ -1,0 +1,214 @@
+"""``DaemonContext``: what ds01d's collaborators share, and the one lock rule.
+
+The service is split by responsibility into collaborators (``containers``, ``creation``,
+``reacquire``, ``queue_desk``, ``limits_enforcement``, ``launch``, ``access``,
+``reconcile``, ``views``); each gets this context and nothing of the others it does not
+name in its own contract.
+
+The allocation lock
+-------------------
+
+``allocation_lock`` is the one lock of ds01's decisions. It is held around every step that
+reads which devices, ports, cgroup totals or queue places are taken and then takes one:
+list the containers (``records()``), decide (``ds01.core``), create or start the container
+in Docker, record it. So two decisions never see the same free device. Rules:
+
+1. A method whose contract says *under the allocation lock* must be called with the lock
+   held; it never takes it itself (the lock is not re-entrant).
+2. A method that says *takes the allocation lock* must be called without it.
+3. Freeing (remove, stop) needs no lock: it can never make two containers share a device.
+4. Nothing slow that does not decide (measuring, waiting for a client, an image build) runs
+   under it.
+5. ``queue_condition`` is never held while taking the allocation lock.
+
+Containers
+----------
+
+``records()`` is the one place that lists ds01's containers for decisions; a caller that
+decides holds the allocation lock around it and the decision. ``observed_records()`` is for
+observers only (metrics, the dashboard). Devices given back after a stop
+(``gpu_hold_after_stop_minutes``) are shown as held by nobody in both.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from fractions import Fraction
+
+from ds01.config.loader import Ds01Config
+from ds01.config.resolve import ResolvedAggregate, ResolvedLimits, resolve_aggregate, resolve_limits
+from ds01.daemon.accounts import OwnerAccounts
+from ds01.daemon.config_watch import ConfigWatcher
+from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.networks import UserNetworks, instance_id
+from ds01.daemon.notify import notify_terminals
+from ds01.daemon.paths import DaemonPaths
+from ds01.daemon.state import StateStore
+from ds01.daemon.status import DaemonStatus
+from ds01.errors import Ds01Error, PermissionDenied
+from ds01.events.log import EventLog
+from ds01.gpu.backend import GpuBackend
+from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
+from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.firewall import Firewall
+from ds01.runtime.staging import STAGING_DIR, MountStaging
+
+log = logging.getLogger(__name__)
+
+
+class DaemonContext:
+    """The state ds01d's collaborators share (see the module docstring for the lock rule).
+
+    Attributes, all set once here and never replaced:
+        paths, runtime, store, events: where things live, Docker, the SQLite state, the
+            audit log.
+        allocation_lock: the lock of every allocation decision.
+        queue_condition: notified whenever the queue or the devices held may have changed
+            (``queue_changed``).
+        settings: the configuration (``config()``, ``backend``).
+        engine, cgroups: the Docker engine's facts and the users' cgroup parents.
+        staging, accounts, networks: bind staging, owner accounts in containers, per-user
+            networks.
+        status: the loops' latest word (``DaemonStatus``; one writer per field).
+
+    Thread-safe: every method may be called from any thread, with or without the
+    allocation lock unless it says otherwise.
+    """
+
+    def __init__(
+        self,
+        paths: DaemonPaths,
+        runtime: DockerRuntime,
+        store: StateStore,
+        events: EventLog,
+        backend_factory: Callable[[Ds01Config], GpuBackend],
+        clock: Callable[[], datetime],
+        cgroups: CgroupManager | None = None,
+        firewall: Firewall | None = None,
+    ) -> None:
+        self.paths = paths
+        self.runtime = runtime
+        self.store = store
+        self.events = events
+        self._clock = clock
+        self.allocation_lock = threading.Lock()
+        self.queue_condition = threading.Condition()
+        self.status = DaemonStatus(started_at=clock())
+        self.settings = ConfigWatcher(paths.config_dir, events, backend_factory)
+        self.settings.on_admin_group_changed = self.share_log_with_admins
+        self.engine = runtime.engine_info()
+        self.cgroups = cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
+        # Bind sources, opened without following symlinks and mounted where only root reaches.
+        self.staging = MountStaging(paths.state_dir / STAGING_DIR)
+        self.accounts = OwnerAccounts(runtime)
+        self.networks = UserNetworks(
+            runtime, firewall or Firewall(), events, instance_id(paths.state_dir)
+        )
+
+    # -- time, configuration ----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The service's clock (UTC)."""
+        return self._clock()
+
+    def config(self) -> Ds01Config:
+        """The current configuration (``ConfigWatcher.config``)."""
+        return self.settings.config()
+
+    @property
+    def backend(self) -> GpuBackend:
+        """The GPU backend of the current configuration."""
+        return self.settings.backend
+
+    def limits_for(self, user: UnixUser) -> ResolvedLimits:
+        return resolve_limits(self.config().limits, user.name, user.groups)
+
+    def aggregate_for(self, user: UnixUser, config: Ds01Config | None = None) -> ResolvedAggregate:
+        """``user``'s totals across all their containers (``config``: the current one)."""
+        return resolve_aggregate((config or self.config()).limits, user.name, user.groups)
+
+    def share_log_with_admins(self) -> None:
+        """Give the audit log's directory and files to the configured admin group.
+
+        Owner root, group the admin group (mode 0640, directory 0750: see ``EventLog``);
+        root only when that group does not exist. Called at start and when the admin
+        group changes in the configuration.
+        """
+        try:
+            gid: int | None = grp.getgrnam(self.settings.loaded.limits.admin_group).gr_gid
+        except KeyError:
+            gid = None
+        log_dir = self.events.path.parent
+        try:
+            os.chown(log_dir, 0, 0 if gid is None else gid)
+            for entry in log_dir.iterdir():
+                if entry.is_file() and not entry.is_symlink():
+                    os.chown(entry, 0, 0 if gid is None else gid)
+        except OSError as exc:
+            log.error("cannot give the audit log to the admin group: %s", exc)
+        self.events.group_gid = gid
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def records(self) -> list[ContainerRecord]:
+        """Every managed container; those whose devices were released hold none."""
+        return self.without_released(self.runtime.list_managed())
+
+    def observed_records(self) -> list[ContainerRecord]:
+        """``records()`` for observers (metrics): the list ``status.observed`` keeps while
+        Docker reports no change. Never for decisions: those list under the allocation lock."""
+        observed = self.status.observed
+        if observed is None:
+            return self.records()
+        return self.without_released(observed.list_managed())
+
+    def without_released(self, records: list[ContainerRecord]) -> list[ContainerRecord]:
+        """``records`` with the devices of released containers taken off them."""
+        released = self.store.released()
+        if not released:
+            return records
+        return [
+            replace(r, gpus=(), gpu_equivalents=Fraction(0)) if r.id in released else r
+            for r in records
+        ]
+
+    # -- signals to people and loops ----------------------------------------------------------
+
+    def queue_changed(self) -> None:
+        """Wake the dispatcher and every client waiting on the queue."""
+        with self.queue_condition:
+            self.queue_condition.notify_all()
+
+    def notify_user(self, uid: int, message: str) -> None:
+        """Write ``message`` on the terminals where user ``uid`` is logged in and accepts
+        messages (like ``write``: the terminal's group-write bit, ``mesg y``). Fails soft."""
+        notify_terminals(uid, message)
+
+    def log_refusal(
+        self, caller: Caller, action: str, resource: str, exc: Ds01Error, **details: object
+    ) -> None:
+        """Record a refused request: the one shape of every ``denied`` event."""
+        self.events.emit(
+            action,
+            user=caller.name,
+            resource=resource,
+            details={"reason": exc.message, "kind": exc.kind, **details},
+            outcome="denied",
+        )
+
+    def deny(
+        self, caller: Caller, resource: str, message: str, **details: object
+    ) -> PermissionDenied:
+        """A logged ``PermissionDenied`` for the caller to raise."""
+        refusal = PermissionDenied(message)
+        self.log_refusal(caller, "auth.denied", resource, refusal, **details)
+        return refusal
+
+
+__all__ = ["DaemonContext"]

@@ -1,0 +1,71 @@
+"""The values a create passes between ds01d's collaborators: a request prepared outside the
+allocation lock, and the two answers a create can give (created, or queued)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ds01.config.resolve import ResolvedAggregate
+from ds01.core.allocation import GpuQuota, GpuRequest
+from ds01.core.container_resources import Resources
+from ds01.daemon import schemas as api
+from ds01.daemon.identity import UnixUser
+from ds01.daemon.state import QueuedRequest
+from ds01.runtime.docker import LocalImage
+
+
+@dataclass(frozen=True)
+class Created:
+    """A container just created, and the intent to confirm once the client is answered."""
+
+    info: api.ContainerInfo
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A create that found no free devices and now waits in the GPU queue."""
+
+    entry: QueuedRequest
+    reason: str  # why it could not start now
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image a user may run, as a create uses it."""
+
+    reference: str
+    framework: str
+    local: LocalImage
+    jupyter_port: int | None  # from its registry entry or its ds01.jupyter.port label
+
+
+@dataclass(frozen=True)
+class PreparedCreate:
+    """A validated create request with everything resolved that needs no lock."""
+
+    owner: UnixUser
+    name: str
+    docker_name: str
+    group: str  # the cgroup slice and fair-share group
+    gpu_request: GpuRequest
+    quota: GpuQuota
+    priority: int
+    image_ref: str
+    requested_image: str
+    framework: str
+    image_command: tuple[str, ...]
+    resources: Resources
+    aggregate: ResolvedAggregate
+    workspace: Path
+    data: Path | None
+    ports: tuple[tuple[int, int | None], ...]
+    interface: str
+    kept_image: str | None = None  # set when re-created from a commit of its old self
+    jupyter_port: int | None = None  # the container port its JupyterLab listens on
+    jupyter_token: str | None = None
+    image_id: str = ""  # the local image's id, when known (its account files are cached)
+
+
+__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]

@@ -1,0 +1,174 @@
+"""``Reacquire``: devices again for a container whose devices were released.
+
+A container stopped for longer than its owner's ``gpu_hold_after_stop_minutes`` gives its
+devices back (``QueueDesk.release_devices``). When it starts again it gets its own devices
+if they are all free (nothing to change), or else is re-created on other devices from a
+commit of its filesystem, with the same name, mounts and limits, so that nothing in it is
+lost. A re-creation a crash interrupted is settled at the next start
+(``StartupReconciler``).
+
+State: none of its own. Locks: every method runs under the allocation lock
+(``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
+container), ``launch.owned_directory`` (its directories checked again).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from ds01.core.allocation import GpuRequest, Placement, allocate, equivalents_to_float
+from ds01.core.container_resources import Resources
+from ds01.daemon.access import resource_of
+from ds01.daemon.context import DaemonContext
+from ds01.daemon.creation import Creation
+from ds01.daemon.identity import UnixUser
+from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_directory
+from ds01.daemon.limits_enforcement import label_cpus, label_size
+from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.queue_desk import released_request
+from ds01.daemon.views import allocation_state, jupyter_port_of
+from ds01.errors import Ds01Error, NotFound
+from ds01.gpu.device import Inventory
+from ds01.runtime import labels as L
+from ds01.runtime.docker import ContainerRecord, requested_ports
+
+
+class Reacquire:
+    """Gives released containers devices again (see the module docstring for the contract)."""
+
+    def __init__(self, context: DaemonContext, creation: Creation) -> None:
+        self.context = context
+        self.creation = creation
+
+    def reacquire_now(self, owner: UnixUser, record: ContainerRecord) -> ContainerRecord:
+        """Under the allocation lock: devices for a released container, or ``NoCapacity``."""
+        ctx = self.context
+        inventory = ctx.backend.inventory()
+        records = ctx.records()
+        reserved = ctx.status.queue_reserved
+        if reserved:
+            inventory = replace(inventory, reserved=inventory.reserved | reserved)
+        limits = ctx.limits_for(owner)
+        placement = allocate(
+            released_request(record, inventory),
+            owner.name,
+            limits.gpu_quota(),
+            inventory,
+            allocation_state(records),
+            [r.name for r in records if r.uid == record.uid and r.id != record.id],
+        )
+        return self.reacquire_admitted(owner, record, placement, inventory, actor=owner.name)
+
+    def reacquire_admitted(
+        self,
+        owner: UnixUser,
+        record: ContainerRecord,
+        placement: Placement,
+        inventory: Inventory,
+        *,
+        actor: str,
+    ) -> ContainerRecord:
+        """Under the allocation lock: give a released container ``placement``'s devices
+        (its own again if they are all free; else it is re-created on the new ones)."""
+        ctx = self.context
+        old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
+        held = allocation_state(ctx.records()).held()
+        free_again = all(u not in held and u not in inventory.reserved for u in old)
+        if free_again:  # ``record`` is Docker's, with the devices its labels name
+            ctx.store.unrelease([record.id])
+            fresh = record
+        else:
+            fresh = self._recreate_on(owner, record, placement, inventory, actor)
+        ctx.events.emit(
+            "gpu.allocate",
+            user=actor,
+            resource=resource_of(record),
+            details={
+                "devices": list(fresh.gpus),
+                "gpu_equivalents": equivalents_to_float(fresh.gpu_equivalents),
+                "reason": "same devices again" if free_again else "re-created on other devices",
+            },
+        )
+        return fresh
+
+    def _recreate_on(
+        self,
+        owner: UnixUser,
+        record: ContainerRecord,
+        placement: Placement,
+        inventory: Inventory,
+        actor: str,
+    ) -> ContainerRecord:
+        ctx, runtime = self.context, self.context.runtime
+        attrs = runtime.inspect(record.docker_name)
+        repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
+        kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
+        prepared = self._prepared_from(owner, record, attrs, kept)
+        replaced = record.docker_name + L.REPLACED_SUFFIX
+        runtime.rename(record.docker_name, replaced)
+        try:
+            self.creation.create_admitted(
+                prepared, placement, inventory, record.request_id, intent=False, actor=actor
+            )
+        except Ds01Error:
+            runtime.rename(replaced, record.docker_name)
+            runtime.remove_image(kept)
+            raise
+        runtime.remove(replaced, force=True, missing_ok=True)
+        ctx.store.unrelease([record.id])
+        previous_kept = record.labels.get(L.KEPT_IMAGE)
+        if previous_kept:
+            runtime.remove_image(previous_kept)
+        fresh = runtime.find_managed(record.docker_name)
+        if fresh is None:
+            raise NotFound(f"{record.name} vanished while it was being re-created.")
+        return fresh
+
+    def _prepared_from(
+        self, owner: UnixUser, record: ContainerRecord, attrs: dict[str, Any], image: str
+    ) -> PreparedCreate:
+        """A create of ``record`` again, from ``image`` (its commit), as it was made."""
+        host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
+        mounts = {m.get("Destination"): m.get("Source") for m in attrs.get("Mounts") or []}
+        limits = self.context.limits_for(owner)
+        # The owner's directories, as the labels record them (Docker's sources are staging).
+        work_source = record.labels.get(L.AIME_WORK_MOUNT) or mounts.get(CONTAINER_WORKSPACE)
+        workspace = owned_directory(owner, str(work_source), "workspace")
+        data_label = record.labels.get(L.AIME_DATA_MOUNT)
+        data_source = mounts.get(CONTAINER_DATA) if data_label is None else data_label
+        if data_source == "-":
+            data_source = None
+        data = owned_directory(owner, str(data_source), "--data") if data_source else None
+        return PreparedCreate(
+            owner=owner,
+            name=record.name,
+            docker_name=record.docker_name,
+            group=record.group,
+            gpu_request=GpuRequest(),
+            quota=limits.gpu_quota(),
+            priority=int(limits.priority or 0),
+            image_ref=image,
+            requested_image=record.image,
+            framework=record.labels.get(L.AIME_FRAMEWORK, "-"),
+            image_command=tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ()),
+            resources=Resources(
+                cpus=label_cpus(record),
+                memory_bytes=label_size(record, L.MEMORY_BYTES),
+                shm_size_bytes=int(host.get("ShmSize") or 0) or None,
+                pids_limit=int(host.get("PidsLimit") or 0) or None,
+                disk_bytes=label_size(record, L.DISK_BYTES),
+            ),
+            aggregate=self.context.aggregate_for(owner),
+            workspace=workspace,
+            data=data,
+            ports=requested_ports(record.labels),
+            interface=record.labels.get(L.INTERFACE, "cli"),
+            kept_image=image,
+            jupyter_port=jupyter_port_of(record.labels),
+            jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
+        )
+
+
+__all__ = ["Reacquire"]
