@@ -102,9 +102,11 @@ def test_shares_hold_their_invariants(
             picked = shares.take()
             per = Counter(uid for uid, _ in running)
             open_to_all = sum(not priv for _, priv in running) < slots - reserved
+            # Within one uid jobs run in the order they came: only each uid's first counts.
+            heads = {uid: (uid, job, priv) for uid, job, priv in reversed(ready)}
             allowed = [
                 (uid, job, priv)
-                for uid, job, priv in ready
+                for uid, job, priv in heads.values()
                 if len(running) < slots and per[uid] < per_uid and (open_to_all or priv)
             ]
             if picked is None:
