@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon import dispatcher
     from ds01.daemon.disk import DiskMeter, detect_storage
     from ds01.daemon.energy import EnergyMeter
+    from ds01.daemon.ledger import ContainerLedger
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.networks import network_name
-    from ds01.daemon.observed import ObservedContainers
     from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.sampler import Sampler
@@ -243,10 +243,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"ds01d: {exc}")
     try:
         runtime = DockerRuntime.from_env()
+        # The one full container list of the start; every reader below uses the ledger.
+        ledger = ContainerLedger(runtime)
+        ledger.start()
         service = Ds01Service(
             paths=paths,
             runtime=runtime,
-            store=open_state(paths.state_db, runtime, events),
+            ledger=ledger,
+            store=open_state(paths.state_db, ledger, events),
             events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
             # Simulated GPUs read their utilisation from a file in the state directory, and
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         removed = service.reconcile()
         emptied = service.reconcile_cgroups()
         # The firewall before anything is served; a failure is logged and fails closed.
-        records = service.runtime.list_managed()
+        records = ledger.list_managed()
         service.networks.reconcile(r.uid for r in records)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     backups = StateBackups(service.store)
     backups.backup_now()  # a copy of the state as it is at start, before any change
     watcher = OomWatcher(
-        service.runtime,
+        ledger,
         service.cgroups,
         service.store,
         service.events,
@@ -304,10 +308,6 @@ def main(argv: list[str] | None = None) -> None:
     energy = EnergyMeter(service)
     disk_meter = DiskMeter(service, utc_now)
     exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
-    if (
-        metrics_address is not None
-    ):  # scrapes reuse one container list until Docker reports a change
-        service.observed = ObservedContainers(service.runtime)
     server = Ds01HttpServer(paths.socket, service)
     stop = GracefulStop(server, [queue, lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
@@ -322,16 +322,13 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.start()
     energy.start()
     disk_meter.start()
-    if service.observed is not None:
-        service.observed.start()
     _start_exporter(exporter, metrics_address)
     unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         exporter.stop()
-        if service.observed is not None:
-            service.observed.stop()
+        ledger.stop()
         energy.stop()
         disk_meter.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the

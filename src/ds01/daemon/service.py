@@ -82,9 +82,9 @@ from ds01.daemon import schemas as api
 from ds01.daemon.accounts import OwnerAccounts
 from ds01.daemon.health import LoopRegistry
 from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
-from ds01.daemon.observed import ObservedContainers
 from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, QueueKind, StateStore
 from ds01.errors import (
@@ -459,9 +459,12 @@ class Ds01Service:
         clock: Callable[[], datetime] = utc_now,
         cgroups: CgroupManager | None = None,
         firewall: Firewall | None = None,
+        ledger: ContainerLedger | None = None,
     ) -> None:
         self.paths = paths
         self.runtime = runtime
+        # The managed containers (not started: every read lists, as without a ledger).
+        self.ledger = ledger or ContainerLedger(runtime)
         self.store = store
         self.events = events
         self._clock = clock
@@ -478,8 +481,6 @@ class Ds01Service:
         self.lifecycle_status: dict[str, api.LifecycleStatus] = {}
         self.lifecycle_pass: Callable[[bool], api.MaintenanceReport] | None = None
         self.lifecycle_last_pass: datetime | None = None  # when the last pass (not dry) ran
-        # The containers as observers see them (set by ds01d's main; None: list every time).
-        self.observed: ObservedContainers | None = None
         self.started_at = clock()  # `ds01 admin doctor` tells a young daemon from a stuck loop
         # The background loops' health, for `ds01 admin doctor` (ds01d's main adds them).
         self.loops = LoopRegistry()
@@ -673,7 +674,7 @@ class Ds01Service:
         """Write each user's totals on every existing parent that holds their containers
         (derived from one list call), e.g. after a configuration change. Fails soft."""
         try:
-            records = self.runtime.list_managed()
+            records = self.ledger.list_managed()
         except Ds01Error as exc:
             log.error("aggregate limits not updated: %s", exc.message)
             return
@@ -701,7 +702,7 @@ class Ds01Service:
         """Remove ``parent`` (and its empty ancestors) if no container of ds01 uses it."""
         with self.allocation_lock:
             try:
-                records = self.runtime.list_managed()
+                records = self.ledger.list_managed()
             except Ds01Error as exc:
                 log.warning("cgroup %s left for the next start: %s", parent, exc.message)
                 return
@@ -725,7 +726,7 @@ class Ds01Service:
         self._apply_live_aggregates(self.config(), "ds01d started")
         removed = []
         with self.allocation_lock:
-            in_use = {record_parent(r) for r in self.runtime.list_managed()}
+            in_use = {record_parent(r) for r in self.ledger.list_managed()}
             for parent in sorted(self.store.owned_cgroup_parents() - in_use):
                 if self._remove_own_parent(parent):
                     removed.append(parent)
@@ -1006,9 +1007,10 @@ class Ds01Service:
                     raise
             try:
                 network = self.networks.ensure(owner.uid)  # guarded before anything is on it
-                self.runtime.create(
+                container_id = self.runtime.create(
                     replace(spec, network=network, network_aliases=(prepared.name,))
                 )
+                self.ledger.refresh(container_id)  # the next decision sees its devices
                 self.accounts.write(
                     prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
                 )
@@ -1230,15 +1232,14 @@ class Ds01Service:
             self.queue_condition.notify_all()
 
     def records(self) -> list[ContainerRecord]:
-        """Every managed container; those whose devices were released hold none."""
-        return self._without_released(self.runtime.list_managed())
+        """Every managed container, from the ledger; those whose devices were released hold
+        none. Decisions read it under the allocation lock."""
+        return self._without_released(self.ledger.list_managed())
 
     def observed_records(self) -> list[ContainerRecord]:
-        """``records()`` for observers (metrics): the list ``observed`` keeps while Docker
-        reports no change. Never for decisions: those list under the allocation lock."""
-        if self.observed is None:
-            return self.records()
-        return self._without_released(self.observed.list_managed())
+        """``records()`` for observers (metrics): the same ledger, no Docker call while it
+        follows Docker's events."""
+        return self.records()
 
     def _without_released(self, records: list[ContainerRecord]) -> list[ContainerRecord]:
         released = self.store.released()
@@ -1292,8 +1293,9 @@ class Ds01Service:
         staging; ``True`` if there was one. Raises ``Ds01Error`` if Docker cannot be asked."""
         record = self.runtime.find_managed(docker_name)
         made = record is not None and record.request_id == request_id
-        if made:
+        if made and record is not None:
             self.runtime.remove(docker_name, force=True, missing_ok=True)
+            self.ledger.forget(record.id)
         if record is None or made:
             self.staging.unstage(docker_name)
         return made
@@ -1446,15 +1448,18 @@ class Ds01Service:
         prepared = self._prepared_from(owner, record, attrs, kept)
         replaced = record.docker_name + L.REPLACED_SUFFIX
         self.runtime.rename(record.docker_name, replaced)
+        self.ledger.refresh(record.id)
         try:
             self.create_admitted(
                 prepared, placement, inventory, record.request_id, intent=False, actor=actor
             )
         except Ds01Error:
             self.runtime.rename(replaced, record.docker_name)
+            self.ledger.refresh(record.id)
             self.runtime.remove_image(kept)
             raise
         self.runtime.remove(replaced, force=True, missing_ok=True)
+        self.ledger.forget(record.id)
         self.store.unrelease([record.id])
         previous_kept = record.labels.get(L.KEPT_IMAGE)
         if previous_kept:
@@ -1557,6 +1562,7 @@ class Ds01Service:
                 self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
         try:
             self.runtime.start(record.docker_name)
+            self.ledger.refresh(record.id)
         except PortInUse as exc:
             self._refuse_port(caller, record, exc.port, "another program (Docker found it taken)")
 
@@ -1709,7 +1715,7 @@ class Ds01Service:
                 f"Re-create it with --cpus {total_cpus:g} or less."
             )
         if aggregate.memory_limit_bytes is not None:
-            mine = [r for r in self.runtime.list_managed() if r.uid == record.uid]
+            mine = [r for r in self.ledger.list_managed() if r.uid == record.uid]
             memory = label_size(record, L.MEMORY_BYTES)
             self._check_memory_total(aggregate, record.name, memory, mine)
         over = disk.refuse_start(self, record, aggregate.disk_limit_bytes, self.records)
@@ -1721,6 +1727,7 @@ class Ds01Service:
         if record.status != "running":
             return container_info(record).model_copy(update={"status": "stopped", "already": True})
         self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        self.ledger.refresh(record.id)
         self.events.emit("container.stop", user=caller.name, resource=_resource(record))
         self.queue_changed()
         return container_info(record).model_copy(update={"status": "stopped"})
@@ -1798,6 +1805,7 @@ class Ds01Service:
     def stop_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
         """Stop a container for the lifecycle loop (idle or runtime limit)."""
         self.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        self.ledger.refresh(record.id)
         self.events.emit(
             "container.stop", user="ds01d", resource=_resource(record), details={"reason": reason}
         )
@@ -1810,6 +1818,7 @@ class Ds01Service:
         # No lock needed: freeing devices can never make two containers share one.
         released = record.id in self.store.released()
         self.runtime.remove(record.docker_name, force=force)
+        self.ledger.forget(record.id)
         self.staging.unstage(record.docker_name)
         if record.labels.get(L.KEPT_IMAGE):
             self.runtime.remove_image(record.labels[L.KEPT_IMAGE])
@@ -1839,6 +1848,7 @@ class Ds01Service:
         if record.status != "running" and record.networks not in ((), (network,)):
             leave = tuple(n for n in record.networks if n != network)
             self.runtime.move_to_network(record.docker_name, network, (record.name,), leave)
+            self.ledger.refresh(record.id)
             self.events.emit(
                 NETWORK_ACTION,
                 user="ds01d",
@@ -1850,7 +1860,7 @@ class Ds01Service:
         """Remove user ``uid``'s network once their last container is gone. Fails soft."""
         with self.allocation_lock:
             try:
-                in_use = {r.uid for r in self.runtime.list_managed()}
+                in_use = {r.uid for r in self.ledger.list_managed()}
             except Ds01Error as exc:
                 log.warning("network of uid %d left for the next start: %s", uid, exc.message)
                 return
@@ -1873,7 +1883,7 @@ class Ds01Service:
     def _settle_replacements(self) -> None:
         """Finish or undo a re-creation on other devices that a crash interrupted: the old
         container is removed if the new one exists, else it gets its name back."""
-        records = self.runtime.list_managed()
+        records = self.ledger.list_managed()
         names = {r.docker_name for r in records}
         for record in records:
             if not record.docker_name.endswith(L.REPLACED_SUFFIX):
@@ -1881,8 +1891,10 @@ class Ds01Service:
             original = record.docker_name[: -len(L.REPLACED_SUFFIX)]
             if original in names:
                 self.runtime.remove(record.docker_name, force=True, missing_ok=True)
+                self.ledger.forget(record.id)
             else:
                 self.runtime.rename(record.docker_name, original)
+                self.ledger.refresh(record.id)
             log.warning("settled the interrupted re-creation of %s", original)
 
     def _rolled_back(self, intent: CreateIntent, reason: str) -> None:
@@ -1907,12 +1919,13 @@ class Ds01Service:
         pending = self.store.intents()
         deadline = time.monotonic() + settle_seconds
         while pending:
-            by_name = {r.docker_name: r for r in self.runtime.list_managed()}
+            by_name = {r.docker_name: r for r in self.ledger.list_managed()}
             still: list[CreateIntent] = []
             for intent in pending:
                 record = by_name.get(intent.docker_name)
                 if record is not None and record.request_id == intent.request_id:
                     self.runtime.remove(record.docker_name, force=True, missing_ok=True)
+                    self.ledger.forget(record.id)
                     removed.append(record.docker_name)
                     self._rolled_back(intent, "daemon stopped before the create completed")
                     self.store.remove_intent(intent.request_id)
@@ -1930,7 +1943,7 @@ class Ds01Service:
         """At start: unmount and remove the staging directories of containers that are gone
         (they are this instance's: the tree lies in its state directory). Returns them."""
         with self.allocation_lock:
-            existing = {r.docker_name for r in self.runtime.list_managed()}
+            existing = {r.docker_name for r in self.ledger.list_managed()}
             gone = sorted(self.staging.staged() - existing)
             for container in gone:
                 self.staging.unstage(container)
