@@ -243,3 +243,14 @@ def test_concurrent_readers_and_writers_converge(docker: StandIn, ledger: Contai
         thread.join()
     assert {r.id for r in ledger.list_managed()} == set(docker.containers)
     assert docker.lists == 1
+
+
+def test_a_container_is_looked_up_again_after_its_event(
+    docker: StandIn, ledger: ContainerLedger
+) -> None:
+    # Docker reports `die` before its list shows the container stopped.
+    docker.streams[-1].send("die", "a-id")
+    soon(lambda: docker.lookups == 1)
+    docker.containers["a-id"] = record("a", status="stopped")
+    soon(lambda: {r.name: r.status for r in ledger.list_managed()}["a"] == "stopped")
+    assert docker.lists == 1

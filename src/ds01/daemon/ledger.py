@@ -15,8 +15,10 @@ doing it for each decision makes ds01d's cost grow with the machine. The ledger 
   sees the new container and its devices;
 - **everybody else's, from Docker's event stream**: an event of a managed container
   refreshes just that container (one list call filtered by its id, parsed by the same
-  parser); ``destroy`` drops it. A container removed behind ds01d's back (``docker rm -f``)
-  holds its devices in the ledger until its ``destroy`` arrives: safe, never the other way;
+  parser), and again ``LOOK_AGAIN_SECONDS`` later (Docker reports a ``die`` before its list
+  shows the container stopped); ``destroy`` drops it. A container removed behind ds01d's
+  back (``docker rm -f``) holds its devices in the ledger until its ``destroy`` arrives:
+  safe, never the other way;
 - **a full reconcile** (re-list and replace): at start, whenever the stream came back after
   a gap (broken, dockerd restarted), and every ``reconcile_seconds`` in any case. Docker's
   labels stay the truth: the ledger only ever holds what a list said.
@@ -41,9 +43,11 @@ readers that only observe need no lock. :meth:`start` once, :meth:`stop` at the 
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -69,6 +73,10 @@ CHANGES = (
 )
 #: A full re-list this often even while the stream runs (seconds).
 DEFAULT_RECONCILE_SECONDS = 60.0
+#: After an event, the container is looked up again this long after it (seconds): Docker
+#: reports ``die`` before its list shows the container stopped, so the first lookup may
+#: still see it running.
+LOOK_AGAIN_SECONDS = (0.1, 1.0)
 
 
 class LedgerRuntime(Protocol):
@@ -87,8 +95,9 @@ class ContainerLedger:
     """The managed containers as ds01d knows them (see the module docstring).
 
     State: the records by id; per container the ticket of the newest answer applied; whether
-    the event stream is followed and the ledger trusted. The follower and the periodic
-    reconcile run in two daemon threads between :meth:`start` and :meth:`stop`.
+    the event stream is followed and the ledger trusted; the second looks due after events.
+    The follower, and the second looks with the periodic reconcile, run in two daemon
+    threads between :meth:`start` and :meth:`stop`.
 
     Args:
         runtime: the Docker adapter.
@@ -110,6 +119,8 @@ class ContainerLedger:
         self._stop = threading.Event()
         self._stream: EventStream | None = None
         self._threads: list[threading.Thread] = []
+        self._wake = threading.Condition()  # guards _due; notified on new entries and stop
+        self._due: list[tuple[float, str]] = []  # (monotonic time, id): look up again then
         # The follower reconnects, with growing waits, while Docker is away: its faults are
         # logged once, not at every try.
         self._tracker = PassTracker(
@@ -227,6 +238,8 @@ class ContainerLedger:
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -258,6 +271,7 @@ class ContainerLedger:
                         self.forget(event.container_id)
                     else:
                         self.refresh(event.container_id)
+                        self._look_again(event.container_id)
             except Exception as exc:  # a broken stream: reads list until it is back
                 why = exc
             finally:
@@ -267,15 +281,46 @@ class ContainerLedger:
             if not self._stop.is_set():
                 self._stop.wait(self._tracker.failed(why))
 
+    def _look_again(self, container_id: str) -> None:
+        now = time.monotonic()
+        with self._wake:
+            for delay in LOOK_AGAIN_SECONDS:
+                heapq.heappush(self._due, (now + delay, container_id))
+            self._wake.notify_all()
+
     def _audit(self) -> None:
-        """The periodic full reconcile: labels are the truth, whatever the stream missed."""
-        while not self._stop.wait(self.reconcile_seconds):
-            if not self.trusted:
-                continue  # reads list anyway; the follower reconciles when it is back
-            try:
-                self.reconcile()
-            except Ds01Error as exc:
-                log.warning("periodic reconcile of the container ledger failed: %s", exc.message)
+        """The second looks after events, and the periodic full reconcile: labels are the
+        truth, whatever the stream missed."""
+        next_reconcile = time.monotonic() + self.reconcile_seconds
+        while not self._stop.is_set():
+            with self._wake:
+                now = time.monotonic()
+                until = min([next_reconcile, *(due for due, _ in self._due[:1])])
+                if until > now:
+                    self._wake.wait(until - now)
+                    continue
+                due = set()
+                while self._due and self._due[0][0] <= now:
+                    due.add(heapq.heappop(self._due)[1])
+            for container_id in due:
+                self.refresh(container_id)
+            if time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + self.reconcile_seconds
+                self._reconcile_if_trusted()
+
+    def _reconcile_if_trusted(self) -> None:
+        if not self.trusted:
+            return  # reads list anyway; the follower reconciles when it is back
+        try:
+            self.reconcile()
+        except Ds01Error as exc:
+            log.warning("periodic reconcile of the container ledger failed: %s", exc.message)
 
 
-__all__ = ["CHANGES", "DEFAULT_RECONCILE_SECONDS", "ContainerLedger", "LedgerRuntime"]
+__all__ = [
+    "CHANGES",
+    "DEFAULT_RECONCILE_SECONDS",
+    "LOOK_AGAIN_SECONDS",
+    "ContainerLedger",
+    "LedgerRuntime",
+]
