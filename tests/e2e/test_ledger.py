@@ -27,6 +27,7 @@ import pytest
 
 from support import (
     BIN_DIR,
+    MANY_CREATES_LIMITS,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     assert_views_match_docker,
@@ -37,16 +38,6 @@ from support import (
     stop_docker,
     wait_until,
 )
-
-LIMITS = """
-    defaults:
-      max_gpus_per_container: 1
-      max_containers: 20
-      gpu_limit: null
-      cpu_limit: 1
-      memory_limit: 256M
-"""
-WHOLE_GPUS = 3  # the embedded default inventory: GPUs 0-2 whole, GPU 3 in MIG instances
 
 # ds01d with every full Docker list noted in the file $DS01_TEST_LISTS.
 COUNTING_DS01D = """
@@ -100,7 +91,7 @@ def test_ds01d_lists_docker_once_at_start(
         "command",
         property(lambda self: [str(BIN_DIR / "python"), "-c", COUNTING_DS01D, *plain(self)[1:]]),
     )
-    d = ds01d(LIMITS, images=TEST_IMAGES_YAML, env={"DS01_TEST_LISTS": str(lists)})
+    d = ds01d(MANY_CREATES_LIMITS, images=TEST_IMAGES_YAML, env={"DS01_TEST_LISTS": str(lists)})
     made = create(d, "alice", "one")
     assert made.returncode == 0, describe(made)
     assert [c["name"] for c in d.cli_json("alice", "container-list")] == ["one"]
@@ -115,7 +106,7 @@ def test_ds01d_lists_docker_once_at_start(
 def test_removed_behind_its_back_and_dockerd_restarted_no_device_twice(
     ds01d: Any, docker_client: Any
 ) -> None:
-    d = ds01d(LIMITS, images=TEST_IMAGES_YAML)
+    d = ds01d(MANY_CREATES_LIMITS, images=TEST_IMAGES_YAML)
     for user, name in (("alice", "a1"), ("alice", "a2"), ("bob", "b1")):
         made = create(d, user, name)
         assert made.returncode == 0, describe(made)
