@@ -32,7 +32,7 @@ PLAIN_WORDS = "Docker is not running or not answering on /var/run/docker.sock"
 # What an exception's text looks like: "FileNotFoundError(2, …)", "('Connection aborted.'",
 # "[Errno 111]", "Traceback", "<urllib3.connection…>".
 RAW_EXCEPTION = re.compile(r"\w+Error\(|\('|\[Errno|Traceback|<\w+(\.\w+)+")
-FOLLOWERS = ("Docker's events (OOM watch)", "Docker's events (container lists for observers)")
+FOLLOWERS = ("Docker's events (OOM watch)", "Docker's events (the container ledger)")
 
 
 def gated_iptables(directory: Path) -> tuple[Path, Path]:

@@ -126,6 +126,7 @@ class ContainerOps:
             return container_info(record).model_copy(update={"status": "stopped", "already": True})
         ctx = self.context
         ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        ctx.ledger.refresh(record.id)
         ctx.events.emit("container.stop", user=caller.name, resource=resource_of(record))
         ctx.queue_changed()
         return container_info(record).model_copy(update={"status": "stopped"})
@@ -205,6 +206,7 @@ class ContainerOps:
         """Stop a container for the lifecycle loop (idle or runtime limit)."""
         ctx = self.context
         ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+        ctx.ledger.refresh(record.id)
         ctx.events.emit(
             "container.stop", user="ds01d", resource=resource_of(record), details={"reason": reason}
         )
@@ -218,6 +220,7 @@ class ContainerOps:
         # No lock needed: freeing devices can never make two containers share one.
         released = record.id in ctx.store.released()
         ctx.runtime.remove(record.docker_name, force=force)
+        ctx.ledger.forget(record.id)
         ctx.staging.unstage(record.docker_name)
         if record.labels.get(L.KEPT_IMAGE):
             ctx.runtime.remove_image(record.labels[L.KEPT_IMAGE])

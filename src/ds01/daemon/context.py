@@ -25,9 +25,11 @@ Containers
 ----------
 
 ``records()`` is the one place that lists ds01's containers for decisions; a caller that
-decides holds the allocation lock around it and the decision. ``observed_records()`` is for
-observers only (metrics, the dashboard). Devices given back after a stop
-(``gpu_hold_after_stop_minutes``) are shown as held by nobody in both.
+decides holds the allocation lock around it and the decision. It reads the container ledger
+(``ds01.daemon.ledger``): no Docker call while the ledger follows Docker's events, a full
+list while it does not. ``observed_records()`` is for observers (metrics, the dashboard).
+Devices given back after a stop (``gpu_hold_after_stop_minutes``) are shown as held by
+nobody in both.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ds01.config.resolve import ResolvedAggregate, ResolvedLimits, resolve_aggre
 from ds01.daemon.accounts import OwnerAccounts
 from ds01.daemon.config_watch import ConfigWatcher
 from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.networks import UserNetworks, instance_id
 from ds01.daemon.notify import notify_terminals
 from ds01.daemon.paths import DaemonPaths
@@ -68,6 +71,10 @@ class DaemonContext:
     Attributes, all set once here and never replaced:
         paths, runtime, store, events: where things live, Docker, the SQLite state, the
             audit log.
+        ledger: ds01's containers as Docker last said (``ContainerLedger``). Whoever changes
+            a container in Docker (create, start, stop, rename, network move, remove) tells
+            the ledger at once (``refresh``/``forget``), before releasing the allocation
+            lock if it holds it, so the next decision sees the change.
         allocation_lock: the lock of every allocation decision.
         queue_condition: notified whenever the queue or the devices held may have changed
             (``queue_changed``).
@@ -91,9 +98,12 @@ class DaemonContext:
         clock: Callable[[], datetime],
         cgroups: CgroupManager | None = None,
         firewall: Firewall | None = None,
+        ledger: ContainerLedger | None = None,
     ) -> None:
         self.paths = paths
         self.runtime = runtime
+        # The managed containers (one that is not started lists at every read).
+        self.ledger = ledger or ContainerLedger(runtime)
         self.store = store
         self.events = events
         self._clock = clock
@@ -157,16 +167,14 @@ class DaemonContext:
     # -- containers ---------------------------------------------------------------------------
 
     def records(self) -> list[ContainerRecord]:
-        """Every managed container; those whose devices were released hold none."""
-        return self.without_released(self.runtime.list_managed())
+        """Every managed container, from the ledger; those whose devices were released hold
+        none. Decisions read it under the allocation lock."""
+        return self.without_released(self.ledger.list_managed())
 
     def observed_records(self) -> list[ContainerRecord]:
-        """``records()`` for observers (metrics): the list ``status.observed`` keeps while
-        Docker reports no change. Never for decisions: those list under the allocation lock."""
-        observed = self.status.observed
-        if observed is None:
-            return self.records()
-        return self.without_released(observed.list_managed())
+        """``records()`` for observers (metrics, the dashboard): the same ledger, no Docker
+        call while it follows Docker's events."""
+        return self.records()
 
     def without_released(self, records: list[ContainerRecord]) -> list[ContainerRecord]:
         """``records`` with the devices of released containers taken off them."""

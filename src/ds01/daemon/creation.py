@@ -348,7 +348,10 @@ class Creation:
                 raise
         try:
             network = ctx.networks.ensure(owner.uid)  # guarded before anything is on it
-            ctx.runtime.create(replace(spec, network=network, network_aliases=(prepared.name,)))
+            container_id = ctx.runtime.create(
+                replace(spec, network=network, network_aliases=(prepared.name,))
+            )
+            ctx.ledger.refresh(container_id)  # the next decision sees its devices
             ctx.accounts.write(
                 prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
             )
@@ -428,8 +431,9 @@ class Creation:
         ctx = self.context
         record = ctx.runtime.find_managed(docker_name)
         made = record is not None and record.request_id == request_id
-        if made:
+        if made and record is not None:
             ctx.runtime.remove(docker_name, force=True, missing_ok=True)
+            ctx.ledger.forget(record.id)
         if record is None or made:
             ctx.staging.unstage(docker_name)
         return made

@@ -215,6 +215,7 @@ class Launcher:
                 self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
         try:
             ctx.runtime.start(record.docker_name)
+            ctx.ledger.refresh(record.id)
         except PortInUse as exc:
             self._refuse_port(caller, record, exc.port, "another program (Docker found it taken)")
 
@@ -226,6 +227,7 @@ class Launcher:
         if record.status != "running" and record.networks not in ((), (network,)):
             leave = tuple(n for n in record.networks if n != network)
             ctx.runtime.move_to_network(record.docker_name, network, (record.name,), leave)
+            ctx.ledger.refresh(record.id)
             ctx.events.emit(
                 NETWORK_ACTION,
                 user="ds01d",

@@ -219,12 +219,6 @@ def main(argv: list[str] | None = None) -> None:
     exporter = _metrics_exporter(
         service, loops.energy, container_names=_metrics_container_names(args)
     )
-    if (
-        metrics_address is not None
-    ):  # scrapes reuse one container list until Docker reports a change
-        from ds01.daemon.observed import ObservedContainers
-
-        service.status.observed = ObservedContainers(service.runtime)
     server = Ds01HttpServer(paths.socket, service)
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
@@ -233,16 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("ds01d").info("listening on %s (config %s)", paths.socket, paths.config_dir)
     backups.start()
     loops.start()
-    if service.status.observed is not None:
-        service.status.observed.start()
     _start_exporter(exporter, metrics_address)
     unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         exporter.stop()
-        if service.status.observed is not None:
-            service.status.observed.stop()
+        service.ledger.stop()
         unfinished = loops.stop(stop)
         server.server_close()
         paths.socket.unlink(missing_ok=True)
@@ -297,6 +288,7 @@ def _locked_state(paths: DaemonPaths) -> int:
 def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Service:
     """The service, with what the last ds01d left half-done settled and the firewall up
     before anything is served (``_settled``); exits when Docker or the state refuse."""
+    from ds01.daemon.ledger import ContainerLedger
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state_start import open_state
     from ds01.events.log import EventLog
@@ -311,10 +303,14 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
         sys.exit(f"ds01d: {exc}")
     try:
         runtime = DockerRuntime.from_env()
+        # The one full container list of the start; every reader below uses the ledger.
+        ledger = ContainerLedger(runtime)
+        ledger.start()
         service = Ds01Service(
             paths=paths,
             runtime=runtime,
-            store=open_state(paths.state_db, runtime, events),
+            ledger=ledger,
+            store=open_state(paths.state_db, ledger, events),
             events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
             # Simulated GPUs read their utilisation from a file in the state directory, and
@@ -382,7 +378,7 @@ class _Loops:
         from ds01.events.log import utc_now
 
         watcher = OomWatcher(
-            service.runtime,
+            service.ledger,
             service.cgroups,
             service.store,
             service.events,

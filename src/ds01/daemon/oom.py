@@ -172,7 +172,8 @@ class OomWatcher:
     """Background thread of ds01d that reports OOM kills (see the module docstring).
 
     Args:
-        runtime: lists the managed containers (one call per scan).
+        runtime: lists the managed containers (ds01d passes its ledger: no Docker call per
+            scan) and follows their events.
         cgroups: reads the counters.
         store: keeps the counters between scans and restarts.
         events: where ``resource.oom_kill`` events go.

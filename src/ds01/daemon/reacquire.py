@@ -108,15 +108,18 @@ class Reacquire:
         prepared = self._prepared_from(owner, record, attrs, kept)
         replaced = record.docker_name + L.REPLACED_SUFFIX
         runtime.rename(record.docker_name, replaced)
+        ctx.ledger.refresh(record.id)
         try:
             self.creation.create_admitted(
                 prepared, placement, inventory, record.request_id, intent=False, actor=actor
             )
         except Ds01Error:
             runtime.rename(replaced, record.docker_name)
+            ctx.ledger.refresh(record.id)
             runtime.remove_image(kept)
             raise
         runtime.remove(replaced, force=True, missing_ok=True)
+        ctx.ledger.forget(record.id)
         ctx.store.unrelease([record.id])
         previous_kept = record.labels.get(L.KEPT_IMAGE)
         if previous_kept:

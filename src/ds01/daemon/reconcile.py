@@ -41,8 +41,10 @@ class StartupReconciler:
             original = record.docker_name[: -len(L.REPLACED_SUFFIX)]
             if original in names:
                 runtime.remove(record.docker_name, force=True, missing_ok=True)
+                self.context.ledger.forget(record.id)
             else:
                 runtime.rename(record.docker_name, original)
+                self.context.ledger.refresh(record.id)
             log.warning("settled the interrupted re-creation of %s", original)
 
     def reconcile(self, settle_seconds: float = 1.5) -> list[str]:
@@ -64,6 +66,7 @@ class StartupReconciler:
                 record = by_name.get(intent.docker_name)
                 if record is not None and record.request_id == intent.request_id:
                     ctx.runtime.remove(record.docker_name, force=True, missing_ok=True)
+                    ctx.ledger.forget(record.id)
                     removed.append(record.docker_name)
                     self.creation.rolled_back(intent, "daemon stopped before the create completed")
                     ctx.store.remove_intent(intent.request_id)

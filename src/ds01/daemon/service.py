@@ -31,6 +31,7 @@ from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
 from ds01.daemon.identity import Caller, PeerCredentials
 from ds01.daemon.launch import Launcher
+from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.prepared import Created, Queued
@@ -76,8 +77,11 @@ class Ds01Service(DaemonContext):
         clock: Callable[[], datetime] = utc_now,
         cgroups: CgroupManager | None = None,
         firewall: Firewall | None = None,
+        ledger: ContainerLedger | None = None,
     ) -> None:
-        super().__init__(paths, runtime, store, events, backend_factory, clock, cgroups, firewall)
+        super().__init__(
+            paths, runtime, store, events, backend_factory, clock, cgroups, firewall, ledger
+        )
         self.access = Access(self)
         self.enforcement = LimitsEnforcement(self)
         self.settings.on_limits_changed = self._limits_changed

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ds01.core.state_recovery import LabelledContainer, decide_start, inferred_releases
 from ds01.daemon.state import StateStore
@@ -31,7 +31,7 @@ from ds01.daemon.state_files import (
 )
 from ds01.errors import SystemFault
 from ds01.events.log import EventLog, utc_now
-from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.docker import ContainerRecord
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,13 @@ def _resource(db_path: Path) -> str:
     return f"state/{db_path.name}"
 
 
-def open_state(db_path: Path, runtime: DockerRuntime, events: EventLog) -> StateStore:
+class ContainerLister(Protocol):
+    """Where the managed containers come from (ds01d's ``ContainerLedger``)."""
+
+    def list_managed(self) -> list[ContainerRecord]: ...
+
+
+def open_state(db_path: Path, containers: ContainerLister, events: EventLog) -> StateStore:
     """The store of ``db_path``, checked (see the module docstring).
 
     Raises:
@@ -65,7 +71,7 @@ def open_state(db_path: Path, runtime: DockerRuntime, events: EventLog) -> State
     condition = examine(db_path)
     backup = backup_info(db_path)
     restored = read_restore_record(db_path.parent)
-    records = runtime.list_managed()
+    records = containers.list_managed()
     loss_accepted = restored is not None and restored.get("source") == "empty"
     decision = decide_start(str(db_path), condition, backup, len(records), loss_accepted)
     if decision.action == "refuse":

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from ds01.daemon import schemas as api
 from ds01.daemon.disk import UNDETECTED, DiskUse, StorageMode
 from ds01.daemon.health import LoopRegistry
-from ds01.daemon.observed import ObservedContainers
 
 if TYPE_CHECKING:
     from ds01.core.scheduler import Plan
@@ -37,7 +36,6 @@ class DaemonStatus:
     - ``lifecycle_pass``: ``main``, once the lifecycle loop exists.
     - ``storage``: ``main``, once at start (the host's disk-limit mode).
     - ``disk_usage``: the disk meter, after each round of measurements.
-    - ``observed``: ``main``, once at start (``None``: observers list every time).
     - ``loops``: ``main`` adds each background loop's tracker at start.
     - ``started_at``: set once, when the service is made.
     """
@@ -50,7 +48,6 @@ class DaemonStatus:
     lifecycle_pass: LifecyclePass | None = None
     storage: StorageMode = UNDETECTED
     disk_usage: dict[str, DiskUse] = field(default_factory=dict)
-    observed: ObservedContainers | None = None
     loops: LoopRegistry = field(default_factory=LoopRegistry)
 
     def publish_queue_pass(self, plan: Plan) -> None:
