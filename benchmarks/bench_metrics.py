@@ -52,7 +52,7 @@ from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.metrics.activity import ActivityCounters
 from ds01.metrics.collector import Ds01Collector
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 
 REPO = Path(__file__).resolve().parent.parent

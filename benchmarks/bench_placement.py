@@ -33,7 +33,7 @@ from ds01.core.allocation import (
     free_devices,
 )
 from ds01.errors import PolicyError
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.model.device import Device, Inventory, PhysicalGpu
 
 BUDGET_MS = 2.0
 CONTAINERS = 500

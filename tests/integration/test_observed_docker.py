@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from ds01.daemon.observed import ObservedContainers
+from ds01.model.labels import MANAGED
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
-from ds01.runtime.labels import MANAGED
 
 
 class Counting(DockerRuntime):

@@ -15,7 +15,7 @@ import pytest
 from ds01.daemon.oom import OomWatcher, advance, assess
 from ds01.daemon.state import OomState, StateStore
 from ds01.events.log import EventLog
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 

@@ -12,7 +12,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.server import ROUTES, openapi_document
 from ds01.daemon.service import _resources, _stop_signal, cgroup_parent, slice_part
 from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 
 GIB = 1024**3

@@ -24,7 +24,7 @@ from ds01.daemon.service import Ds01Service
 from ds01.daemon.state import QueuedRequest, StateStore
 from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, simulated_gpu_uuid, write_simulated_telemetry
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, user_slice_path
 from ds01.runtime.docker import ContainerRecord, EngineInfo
 

@@ -31,7 +31,7 @@ from ds01.metrics.activity import LIFECYCLE_ACTIONS, ActivityCounters, WaitHisto
 from ds01.metrics.collector import Ds01Collector, families
 from ds01.metrics.exporter import ListenAddress, MetricsExporter, parse_listen
 from ds01.metrics.snapshot import Snapshotter
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 
 T0 = datetime(2026, 11, 28, 14, 0, 0, tzinfo=timezone.utc)

@@ -37,8 +37,8 @@ from ds01.core.scheduler import (
     score,
 )
 from ds01.errors import NoCapacity, QuotaExceeded
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
 from ds01.gpu.simulated import SimulatedBackend
+from ds01.model.device import Device, Inventory, PhysicalGpu
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 A100 = "NVIDIA A100-SXM4-40GB"

@@ -53,7 +53,7 @@ class ArgumentParser(argparse.ArgumentParser):
         """"Did you mean" for the first unknown option typed (whatever argparse complained
         of first: a required option is missing when its name was mistyped), or for an
         invalid command."""
-        from ds01.core.suggest import did_you_mean
+        from ds01.model.suggest import did_you_mean
 
         invalid = _INVALID_CHOICE.search(message)
         if invalid:

@@ -79,9 +79,9 @@ def number(value: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A duration for people (``ds01.core.units.format_duration``, imported only when used:
+    """A duration for people (``ds01.model.units.format_duration``, imported only when used:
     the CLI starts without ``ds01.core``)."""
-    from ds01.core.units import format_duration
+    from ds01.model.units import format_duration
 
     return format_duration(seconds)
 

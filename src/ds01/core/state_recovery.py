@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.core.units import format_duration
+from ds01.model.units import format_duration
 
 #: The admin's repair commands, as the messages quote them.
 RESTORE_COMMAND = "ds01 admin state restore"

@@ -41,7 +41,6 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.health import PassTracker
 from ds01.daemon.identity import Caller, UnixUser, user_by_uid
@@ -49,9 +48,10 @@ from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
 from ds01.daemon.state import QueuedRequest, UsageRecord
 from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded, StateDamaged
 from ds01.events.log import utc_now
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
+from ds01.model.labels import container_name
+from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
-from ds01.runtime.labels import container_name
 
 log = logging.getLogger(__name__)
 

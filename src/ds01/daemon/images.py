@@ -55,9 +55,6 @@ from ds01.core.image_build import (
     foreign_labels,
     validate_dockerfile_path,
 )
-from ds01.core.names import is_image_reference, validate_image_reference, with_default_tag
-from ds01.core.text import plain
-from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller, UnixUser
 from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
@@ -72,7 +69,10 @@ from ds01.errors import (
     PolicyError,
     QuotaExceeded,
 )
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.names import is_image_reference, validate_image_reference, with_default_tag
+from ds01.model.text import plain
+from ds01.model.units import format_bytes, format_duration
 from ds01.runtime.cgroups import (
     AggregateLimits,
     CgroupError,

@@ -69,7 +69,6 @@ from ds01.core.lifecycle import (
     warned,
 )
 from ds01.core.report import activity_sample, hour_start, max_sample_gap
-from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
@@ -82,6 +81,7 @@ from ds01.daemon.state import GpuActivity
 from ds01.errors import Ds01Error
 from ds01.events.log import DAEMON_USER, utc_now
 from ds01.gpu.backend import DeviceTelemetry
+from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.procfs import boot_id
 from ds01.runtime.userfs import UserIds

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _size(text: str) -> int:
     """A size flag (``64M``, ``1048576``) in bytes."""
-    from ds01.core.units import parse_bytes
+    from ds01.model.units import parse_bytes
 
     try:
         return parse_bytes(text)

@@ -46,7 +46,7 @@ from ds01.daemon.service import record_parent
 from ds01.daemon.state import OomState, StateStore
 from ds01.errors import StateDamaged
 from ds01.events.log import EventLog, utc_now
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ds01.core.lifecycle import Sample
 from ds01.errors import Ds01Error
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, container_cgroup
 from ds01.runtime.docker import ContainerRecord, DockerRuntime

@@ -29,7 +29,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
 from ds01.core.admission import Notice
-from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.daemon import (
     admin,
     events_view,
@@ -59,6 +58,7 @@ from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.storage_fault import storage_fault
 from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
+from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,6 @@ from ds01.config.resolve import (
 )
 from ds01.core.allocation import (
     AllocationState,
-    GpuQuota,
     GpuRequest,
     Holding,
     Placement,
@@ -60,10 +59,6 @@ from ds01.core.allocation import (
 )
 from ds01.core.image_build import build_target
 from ds01.core.lifecycle import covering_exemption
-from ds01.core.names import (
-    validate_container_name,
-    validate_image_reference,
-)
 from ds01.core.ports import (
     PortClaim,
     choose_host_port,
@@ -74,9 +69,6 @@ from ds01.core.ports import (
 )
 from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.core.scheduler import Plan
-from ds01.core.suggest import did_you_mean
-from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
-from ds01.core.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.accounts import OwnerAccounts
@@ -101,9 +93,17 @@ from ds01.errors import (
 )
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
-from ds01.gpu.device import Device, Inventory
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory
+from ds01.model.names import (
+    validate_container_name,
+    validate_image_reference,
+)
+from ds01.model.quota import GpuQuota
+from ds01.model.suggest import did_you_mean
+from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
+from ds01.model.units import MIB, format_bytes, format_duration, parse_bytes
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
-from ds01.runtime import labels as L
 from ds01.runtime.cgroups import (
     DEFAULT_ROOT,
     AggregateLimits,
@@ -122,8 +122,6 @@ from ds01.runtime.docker import (
     DockerRuntime,
     LocalImage,
     PortBinding,
-    ports_label,
-    requested_ports,
 )
 from ds01.runtime.firewall import Firewall
 from ds01.runtime.staging import STAGING_DIR, MountStaging
@@ -182,8 +180,7 @@ def published_port(binding: PortBinding) -> api.PublishedPort:
 
 def jupyter_port_of(labels: dict[str, str]) -> int | None:
     """The container port an image's JupyterLab listens on (``ds01.jupyter.port``), if any."""
-    text = labels.get(L.JUPYTER_PORT, "")
-    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
+    return L.jupyter_port_of(labels)
 
 
 def jupyter_url(record: ContainerRecord) -> str | None:
@@ -239,16 +236,12 @@ def with_lifecycle(
 
 def label_size(record: ContainerRecord, key: str) -> int | None:
     """A byte count a ds01 label holds; ``None`` (unlimited) when empty, absent or invalid."""
-    text = record.labels.get(key, "")
-    return int(text) if text.isdigit() else None
+    return L.size_of(record.labels, key)
 
 
 def label_cpus(record: ContainerRecord) -> float | None:
     """The container's CPU limit from its label; ``None`` when unlimited or unknown."""
-    try:
-        return float(record.labels.get(L.CPUS, ""))
-    except ValueError:
-        return None
+    return L.cpus_of(record.labels)
 
 
 def aggregate_limits(aggregate: ResolvedAggregate) -> AggregateLimits:
@@ -1501,7 +1494,7 @@ class Ds01Service:
             aggregate=self.aggregate_for(owner),
             workspace=workspace,
             data=data,
-            ports=requested_ports(record.labels),
+            ports=L.requested_ports(record.labels),
             interface=record.labels.get(L.INTERFACE, "cli"),
             kept_image=image,
             jupyter_port=jupyter_port_of(record.labels),
@@ -1552,7 +1545,7 @@ class Ds01Service:
                 self.staging.stage(container, what, fd)
             finally:
                 os.close(fd)
-        for _, host_port in requested_ports(record.labels):
+        for _, host_port in L.requested_ports(record.labels):
             if host_port is not None and not _port_is_free(host_port):
                 self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
         try:
@@ -2075,35 +2068,29 @@ class Ds01Service:
         workspace, data = prepared.workspace, prepared.data
         uuids = placement.uuids
         visible = ",".join(uuids) if uuids else "void"
-        labels = {
-            L.MANAGED: "true",
-            L.USER: owner.name,
-            L.UID: str(owner.uid),
-            L.GROUP: prepared.group,
-            L.NAME: name,
-            L.GPUS: ",".join(uuids),
-            L.GPU_EQUIVALENTS: str(placement.gpu_equivalents),
-            L.CREATED_AT: self._clock().isoformat(timespec="seconds"),
-            L.INTERFACE: prepared.interface,
-            L.IMAGE: prepared.requested_image,
-            L.REQUEST_ID: request_id,
-            L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
-            L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
-            L.DISK_BYTES: "" if resources.disk_bytes is None else str(resources.disk_bytes),
-            L.PORTS: ports_label(prepared.ports),
-            L.KEPT_IMAGE: prepared.kept_image or "",
-            L.JUPYTER_PORT: "" if prepared.jupyter_port is None else str(prepared.jupyter_port),
-            L.JUPYTER_TOKEN: prepared.jupyter_token or "",
-            L.AIME_MLC: owner.name,
-            L.AIME_NAME: name,
-            L.AIME_USER: owner.name,
-            L.AIME_VERSION: L.AIME_MLC_VERSION_VALUE,
-            L.AIME_WORK_MOUNT: str(workspace),
-            L.AIME_DATA_MOUNT: str(data) if data else "-",
-            L.AIME_MODELS_MOUNT: "-",
-            L.AIME_FRAMEWORK: prepared.framework,
-            L.AIME_GPUS: visible,
-        }
+        labels = L.ContainerLabels(
+            user=owner.name,
+            uid=owner.uid,
+            group=prepared.group,
+            name=name,
+            gpus=uuids,
+            gpu_equivalents=placement.gpu_equivalents,
+            created_at=self._clock().isoformat(timespec="seconds"),
+            interface=prepared.interface,
+            image=prepared.requested_image,
+            request_id=request_id,
+            memory_bytes=resources.memory_bytes,
+            cpus=resources.cpus,
+            disk_bytes=resources.disk_bytes,
+            ports=prepared.ports,
+            kept_image=prepared.kept_image,
+            jupyter_port=prepared.jupyter_port,
+            jupyter_token=prepared.jupyter_token,
+            workspace=str(workspace),
+            data=str(data) if data else None,
+            framework=prepared.framework,
+            visible_devices=visible,
+        ).as_dict()
         # Docker binds the staging paths; ``launch`` mounts the owner's directories there.
         binds = [(CONTAINER_WORKSPACE, workspace)] + ([(CONTAINER_DATA, data)] if data else [])
         mounts = [

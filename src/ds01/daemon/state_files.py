@@ -37,8 +37,8 @@ from ds01.core.state_recovery import (
     BackupInfo,
     DbCondition,
 )
-from ds01.core.units import format_duration
 from ds01.errors import Conflict, NotFound, SystemFault
+from ds01.model.units import format_duration
 
 BACKUP_SUFFIX = ".backup"
 MARKER_FILE = "state-restored.json"

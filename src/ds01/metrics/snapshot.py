@@ -30,9 +30,9 @@ from ds01.daemon.state import StateStore
 from ds01.errors import Ds01Error
 from ds01.events.log import EventLog
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
 from ds01.metrics.activity import Activity, ActivityCounters
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.runtime.docker import ContainerRecord
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, Net
 from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, NotFound, PortInUse
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
 P = ParamSpec("P")
@@ -211,21 +211,6 @@ class PortBinding:
     host_port: int | None
 
 
-def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:
-    """The ``ds01.ports`` label value for requested (container port, host port) pairs."""
-    return ",".join(f"{c}:{'' if h is None else h}" for c, h in ports)
-
-
-def requested_ports(labels: dict[str, str]) -> tuple[tuple[int, int | None], ...]:
-    """The (container port, host port or ``None``) pairs of a ``ds01.ports`` label."""
-    pairs = []
-    for item in filter(None, labels.get(L.PORTS, "").split(",")):
-        container, _, host = item.partition(":")
-        if container.isdigit():
-            pairs.append((int(container), int(host) if host.isdigit() else None))
-    return tuple(pairs)
-
-
 def _published_ports(
     labels: dict[str, str], summary_ports: list[dict[str, Any]]
 ) -> tuple[PortBinding, ...]:
@@ -237,7 +222,7 @@ def _published_ports(
     }
     return tuple(
         PortBinding(port, PUBLISH_HOST_IP, actual.get(port, fixed))
-        for port, fixed in requested_ports(labels)
+        for port, fixed in L.requested_ports(labels)
     )
 
 
@@ -301,12 +286,7 @@ class ContainerRecord:
         """Build from one entry of ``GET /containers/json`` (no inspect needed)."""
         labels: dict[str, str] = summary.get("Labels") or {}
         names = summary.get("Names") or ["/"]
-        gpus = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
-        try:
-            uid = int(labels.get(L.UID, "-1"))
-            equivalents = Fraction(labels.get(L.GPU_EQUIVALENTS, "0"))
-        except ValueError:
-            uid, equivalents = -1, Fraction(0)
+        uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
         return cls(
             id=str(summary.get("Id", "")),
@@ -317,7 +297,7 @@ class ContainerRecord:
             group=labels.get(L.GROUP, ""),
             status=_STATUS.get(state, state),
             image=labels.get(L.IMAGE, str(summary.get("Image", ""))),
-            gpus=gpus,
+            gpus=L.gpus_of(labels),
             gpu_equivalents=equivalents,
             created_at=labels.get(L.CREATED_AT, ""),
             request_id=labels.get(L.REQUEST_ID, ""),

@@ -48,7 +48,6 @@ from ds01.config.resolve import resolve_limits, resolve_policy
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import (
     AllocationState,
-    GpuQuota,
     Holding,
     free_devices,
     least_gpu_equivalents,
@@ -61,7 +60,8 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
+from ds01.model.quota import GpuQuota
 from ds01.sim.reclaim import (
     REFERENCE_CHECK_PERIOD_HOURS,
     REFERENCE_HIGH_DEMAND_FRACTION,
