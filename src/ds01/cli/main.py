@@ -20,7 +20,7 @@ import os
 import sys
 
 from ds01 import __version__
-from ds01.cli import render, tiers
+from ds01.cli import dashboard, render, tiers
 from ds01.cli.admin import ADMIN_COMMANDS
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
@@ -31,7 +31,6 @@ from ds01.cli.parsing import ArgumentParser, UsageError
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
-from ds01.tui.main import DESCRIPTION as DASHBOARD_DESCRIPTION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1081,9 +1080,9 @@ COMMANDS: tuple[Command, ...] = (
         ("dashboard",),
         "ds01-dashboard",
         "The machine at a glance, live: GPUs, containers, queue, quota.",
-        DASHBOARD_DESCRIPTION,
-        _lazy("ds01.tui.main", "configure"),
-        _lazy("ds01.tui.main", "run"),
+        dashboard.DESCRIPTION,
+        dashboard.configure,
+        dashboard.run,
     ),
     Command(
         ("limits",),
@@ -1321,9 +1320,18 @@ def main(argv: list[str] | None = None) -> None:
     _execute(build_parser(), argv)
 
 
-def run_alias(alias: str, argv: list[str] | None = None) -> None:
-    """Entry point of a hyphenated command, e.g. ``container-create``."""
+def run_alias(
+    alias: str,
+    argv: list[str] | None = None,
+    *,
+    run: Callable[[argparse.Namespace], None] | None = None,
+) -> None:
+    """Entry point of a hyphenated command, e.g. ``container-create``; ``run`` does its work
+    instead of the table's (``ds01-dashboard`` runs itself where ``ds01 dashboard`` execs)."""
     command = next(c for c in COMMANDS if c.alias == alias)
+    if run is not None:
+        path, summary, description = command.path, command.summary, command.description
+        command = Command(path, alias, summary, description, command.configure, run)
     _execute(command_parser(alias, command), argv)
 
 
