@@ -372,8 +372,8 @@ def _run_state(args: argparse.Namespace) -> None:
 
 
 def _state_status(db_path: Path, as_json: bool) -> None:
-    from ds01.daemon.state_files import backup_info, examine, state_dir_in_use
     from ds01.model.units import format_bytes, format_duration
+    from ds01.runtime.store_files import backup_info, examine, state_dir_in_use
 
     condition = examine(db_path)
     backup = backup_info(db_path)
@@ -411,8 +411,8 @@ def _state_status(db_path: Path, as_json: bool) -> None:
 def _state_restore(db_path: Path, args: argparse.Namespace) -> None:
     from datetime import datetime, timezone
 
-    from ds01.daemon.state_files import restore
     from ds01.model.units import format_duration
+    from ds01.runtime.store_files import restore
 
     record = restore(
         db_path, empty=args.empty, force=args.force, by="root", now=datetime.now(timezone.utc)

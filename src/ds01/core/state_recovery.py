@@ -11,7 +11,7 @@ Docker's labels still say which containers exist and which devices each was give
 several containers name the same device, only a running one can hold it (a stopped one
 had its devices released, and the record of that may be lost): :func:`inferred_releases`.
 
-Pure functions over plain data; the files are read by ``ds01.daemon.state_files``.
+Pure functions over plain data; the files are read by ``ds01.runtime.store_files``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from ds01.core.allocation import GpuRequest, equivalents_to_float
 from ds01.core.mig import GpuPlan, Layout, plan_mig
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, UnixUser, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import (
     DEFAULT_SLICE_GROUP,
     DEFAULT_WORKSPACE_DIR,
@@ -53,6 +53,7 @@ from ds01.errors import Conflict, Ds01Error, InvalidInput, NotFound, SystemFault
 from ds01.files import replace_file
 from ds01.paths import RESOURCE_LIMITS_FILE
 from ds01.runtime.cgroups import CgroupError, user_slice_path
+from ds01.runtime.identity import UnixUser, user_by_name
 
 MigOutcome = Literal["applied", "unchanged", "refused", "failed", "pending_reset", "skipped"]
 

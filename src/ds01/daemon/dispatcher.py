@@ -43,15 +43,16 @@ from ds01.core.scheduler import (
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.health import PassTracker
-from ds01.daemon.identity import Caller, UnixUser, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service, PreparedCreate, allocation_state
-from ds01.daemon.state import QueuedRequest, UsageRecord
 from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded, StateDamaged
 from ds01.events.log import utc_now
 from ds01.model.device import Inventory
 from ds01.model.labels import container_name
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_uid
+from ds01.runtime.store import QueuedRequest, UsageRecord
 
 log = logging.getLogger(__name__)
 

@@ -213,12 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     from ds01.daemon.server import Ds01HttpServer, terminals_of
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state_backup import StateBackups
-    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
     from ds01.daemon.state_start import open_state
     from ds01.events.log import EventLog, utc_now
     from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
     from ds01.runtime.docker import DockerRuntime
+    from ds01.runtime.store_files import StateDirBusy, lock_state_dir
 
     paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
     for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):

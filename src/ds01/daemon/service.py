@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import stat
 import threading
 import time
@@ -73,12 +72,10 @@ from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.accounts import OwnerAccounts
 from ds01.daemon.health import LoopRegistry
-from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.networks import NETWORK_ACTION, UserNetworks, instance_id
-from ds01.daemon.notify import notify_terminals
 from ds01.daemon.observed import ObservedContainers
 from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.state import CreateIntent, OomState, QueuedRequest, QueueKind, StateStore
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -124,7 +121,11 @@ from ds01.runtime.docker import (
     PortBinding,
 )
 from ds01.runtime.firewall import Firewall
+from ds01.runtime.identity import PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.runtime.notify import notify_terminals
+from ds01.runtime.port_probe import port_is_free
 from ds01.runtime.staging import STAGING_DIR, MountStaging
+from ds01.runtime.store import CreateIntent, OomState, QueuedRequest, QueueKind, StateStore
 from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
 log = logging.getLogger(__name__)
@@ -1078,7 +1079,7 @@ class Ds01Service:
         port = prepared.jupyter_port
         if port is None or dict(prepared.ports).get(port) is not None:
             return prepared
-        chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, _port_is_free)
+        chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, port_is_free)
         if chosen is None:
             raise PortInUse(
                 f"No free host port for JupyterLab in {JUPYTER_HOST_PORTS.start}-"
@@ -1546,7 +1547,7 @@ class Ds01Service:
             finally:
                 os.close(fd)
         for _, host_port in L.requested_ports(record.labels):
-            if host_port is not None and not _port_is_free(host_port):
+            if host_port is not None and not port_is_free(host_port):
                 self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
         try:
             self.runtime.start(record.docker_name)
@@ -2127,18 +2128,6 @@ class Ds01Service:
             stop_signal=_stop_signal(prepared.image_command),
             ports=prepared.ports,
         )
-
-
-def _port_is_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port`` (TCP) right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Connections of an earlier listener in TIME_WAIT do not make a port taken.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((PUBLISH_HOST_IP, port))
-        except OSError:
-            return False
-    return True
 
 
 def _requested_ports(requested: list[api.PortRequest]) -> tuple[tuple[int, int | None], ...]:

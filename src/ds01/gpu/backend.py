@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
 from ds01.config.gpu_config import GpuConfig
-from ds01.errors import SystemFault
+from ds01.errors import Ds01Error, SystemFault
 from ds01.model.device import Device, Inventory, PhysicalGpu
 
 if TYPE_CHECKING:
@@ -228,3 +228,14 @@ def make_backend(
     return SimulatedBackend(
         config, telemetry_file=simulated_telemetry_file, mig_file=simulated_mig_file
     )
+
+
+def device_telemetry(backend: GpuBackend, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+    """Telemetry of ``uuids`` in one backend call; ``{}`` when there are none or the backend
+    fails (observation fails soft)."""
+    if not uuids:
+        return {}
+    try:
+        return backend.utilization(uuids)
+    except Ds01Error:
+        return {}

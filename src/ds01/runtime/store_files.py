@@ -1,6 +1,6 @@
 """The state database's files: its health, its backup, its restore, and who holds it.
 
-``<state-dir>/ds01.db`` is ds01d's SQLite store (``ds01.daemon.state``). Next to it:
+``<state-dir>/ds01.db`` is ds01d's SQLite store (``ds01.runtime.store``). Next to it:
 
 - ``ds01.db.backup``: the last consistent copy (SQLite's online backup API), verified with
   ``PRAGMA quick_check`` before it replaces the previous one (:func:`write_backup`), mode
