@@ -23,7 +23,7 @@ from typing import Any, Literal
 from ds01.daemon import schemas as api
 from ds01.errors import QuotaExceeded
 from ds01.model.text import plain
-from ds01.runtime.docker import MessageStream
+from ds01.runtime.docker_images import MessageStream
 
 log = logging.getLogger(__name__)
 

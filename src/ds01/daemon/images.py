@@ -74,7 +74,7 @@ from ds01.runtime.cgroups import (
     slice_unit,
     user_slice_path,
 )
-from ds01.runtime.docker import BuildLimits
+from ds01.runtime.docker_images import BuildLimits
 from ds01.runtime.dockerfile_parser import parse_isolated
 from ds01.runtime.identity import UnixUser
 

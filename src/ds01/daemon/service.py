@@ -117,9 +117,9 @@ from ds01.runtime.docker import (
     ContainerRecord,
     ContainerSpec,
     DockerRuntime,
-    LocalImage,
     PortBinding,
 )
+from ds01.runtime.docker_images import LocalImage
 from ds01.runtime.firewall import Firewall
 from ds01.runtime.identity import PeerCredentials, UnixUser, user_by_name, user_by_uid
 from ds01.runtime.notify import notify_terminals
