@@ -62,7 +62,7 @@ def _imported(path: Path) -> Iterator[tuple[str, int]]:
             else:
                 target = node.module or ""
             for alias in node.names:
-                # `from ds01.daemon import state` imports the module ds01.daemon.state.
+                # `from ds01.runtime import store` imports the module ds01.runtime.store.
                 submodule = f"{target}.{alias.name}"
                 yield (submodule if _is_module(submodule) else target), node.lineno
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from urllib.parse import quote
 
 from ds01.cli import render
 from ds01.cli.client import Ds01Client
@@ -102,6 +101,8 @@ def _configure_remove_user(p: argparse.ArgumentParser) -> None:
 
 
 def _remove_user_call(client: Ds01Client, args: argparse.Namespace, dry_run: bool) -> Any:
+    from urllib.parse import quote  # not at import: --help needs none of it
+
     archive = os.path.abspath(args.archive) if args.archive else None
     return client.request(
         "DELETE",

@@ -1,8 +1,10 @@
-"""Terminal output: aligned tables, JSON, colour only on a TTY (``NO_COLOR`` respected)."""
+"""Terminal output: aligned tables, JSON, colour only on a TTY (``NO_COLOR`` respected).
+
+``json`` is imported when JSON is written: most output is tables, and ``--help`` neither.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -39,11 +41,15 @@ def progress(text: str) -> None:
 
 
 def emit_json(value: Any) -> None:
+    import json
+
     echo(json.dumps(value, indent=2))
 
 
 def emit_json_error(message: str, exit_code: int, kind: str, details: Any) -> None:
     """An error as scripts read it under ``--json``: one JSON object on stderr."""
+    import json
+
     error = {"error": message, "exit_code": exit_code, "kind": kind, "details": details or {}}
     echo(json.dumps(error, indent=2), err=True)
 

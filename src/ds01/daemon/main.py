@@ -24,10 +24,14 @@ from ds01 import __version__
 from ds01.errors import Ds01Error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
-    from ds01.metrics.exporter import ListenAddress, MetricsExporter
+    from ds01.metrics.activity import ActivityCounters
+    from ds01.metrics.exporter import MetricsExporter
+    from ds01.metrics.listen import ListenAddress
 
 #: Seconds the requests accepted before a SIGTERM get to finish: a create or a stop inside
 #: Docker takes seconds (a stop waits up to 10 s for the container's processes).
@@ -303,7 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     service.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
     energy = EnergyMeter(service)
     disk_meter = DiskMeter(service, utc_now)
-    exporter = _metrics_exporter(service, energy, container_names=_metrics_container_names(args))
+    activity = _activity_counters(service)
+    metrics = _MetricsStart(
+        lambda: _metrics_exporter(
+            service, activity, energy, container_names=_metrics_container_names(args)
+        ),
+        metrics_address,
+    )
     if (
         metrics_address is not None
     ):  # scrapes reuse one container list until Docker reports a change
@@ -324,12 +334,12 @@ def main(argv: list[str] | None = None) -> None:
     disk_meter.start()
     if service.observed is not None:
         service.observed.start()
-    _start_exporter(exporter, metrics_address)
+    metrics.start()  # loads the exporter while the socket already answers
     unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
-        exporter.stop()
+        metrics.stop()
         if service.observed is not None:
             service.observed.stop()
         energy.stop()
@@ -360,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
     """The exporter's address from the flags or the environment; exits on a bad one."""
-    from ds01.metrics.exporter import (
+    from ds01.metrics.listen import (
         DEFAULT_LISTEN,
         ENV_METRICS_ALLOW_REMOTE,
         ENV_METRICS_LISTEN,
@@ -376,34 +386,68 @@ def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
 
 
 def _metrics_container_names(args: argparse.Namespace) -> bool:
-    from ds01.metrics.exporter import ENV_METRICS_CONTAINER_NAMES
+    from ds01.metrics.listen import ENV_METRICS_CONTAINER_NAMES
 
     return bool(args.metrics_container_names) or (
         os.environ.get(ENV_METRICS_CONTAINER_NAMES) == "1"
     )
 
 
-def _metrics_exporter(
-    service: Ds01Service, energy: EnergyMeter, *, container_names: bool
-) -> MetricsExporter:
-    """The exporter of ``service``: its counters listen to the event log from now on."""
+def _activity_counters(service: Ds01Service) -> ActivityCounters:
+    """The exporter's counters, listening to the event log from now on (before ds01d serves,
+    so that no event is missed while the exporter itself still loads)."""
     from ds01.metrics.activity import ActivityCounters
+
+    activity = ActivityCounters()
+    service.events.subscribe(activity.observe)
+    return activity
+
+
+def _metrics_exporter(
+    service: Ds01Service, activity: ActivityCounters, energy: EnergyMeter, *, container_names: bool
+) -> MetricsExporter:
+    """The exporter of ``service`` (this imports prometheus-client: about a third of
+    ds01d's imports)."""
     from ds01.metrics.collector import Ds01Collector
     from ds01.metrics.exporter import MetricsExporter
     from ds01.metrics.snapshot import Snapshotter
 
-    activity = ActivityCounters()
-    service.events.subscribe(activity.observe)
     snapshots = Snapshotter(service, activity, energy.totals, container_names=container_names)
     return MetricsExporter(Ds01Collector(snapshots.take))
 
 
-def _start_exporter(exporter: MetricsExporter, address: ListenAddress | None) -> None:
+class _MetricsStart:
+    """Builds and starts the exporter in a thread of its own, so that ds01d's socket answers
+    while prometheus-client loads. ``start`` and ``stop`` are called from ``main``'s thread;
+    ``stop`` waits for the start to end, then stops what it started."""
+
+    def __init__(self, build: Callable[[], MetricsExporter], address: ListenAddress | None) -> None:
+        self._build = build
+        self._address = address
+        self._exporter: MetricsExporter | None = None
+        self._thread = threading.Thread(target=self._run, name="ds01d-metrics-start", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._address is None:
+            logging.getLogger("ds01d").info("metrics exporter off")
+            return
+        exporter = self._build()
+        _start_exporter(exporter, self._address)
+        self._exporter = exporter
+
+    def stop(self) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+        if self._exporter is not None:
+            self._exporter.stop()
+
+
+def _start_exporter(exporter: MetricsExporter, address: ListenAddress) -> None:
     """Start serving metrics; a failure is logged and ds01d carries on without them."""
     log = logging.getLogger("ds01d")
-    if address is None:
-        log.info("metrics exporter off")
-        return
     try:
         bound = exporter.start(address)
     except OSError as exc:
