@@ -3,8 +3,8 @@ help page does not need.
 
 ``dataclasses`` (which loads ``inspect`` and ``ast``) and ``typing`` cost a help page about
 as much as the rest of ds01's start-up; the client's ``socket``, ``json`` and
-``urllib.parse`` are needed only to talk to ds01d (the client module itself is light). Each check runs
-in a fresh interpreter.
+``urllib.parse`` are needed only to talk to ds01d (the client module itself is light).
+Each check runs in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -29,17 +29,20 @@ HEAVY = (
     "ds01.tui",
     "ds01.core",
 )
+#: What a command's own ``--help`` page does not load either: argparse would import shutil
+#: for the terminal's width (``ds01.cli.tiers.terminal_columns`` finds it without).
+HEAVY_FOR_A_COMMAND = (*HEAVY, "shutil")
 
 
 def loaded_by_help(alias: str) -> list[str]:
-    """The modules of ``HEAVY`` loaded once ``ALIAS --help`` printed its page."""
+    """The modules of ``HEAVY_FOR_A_COMMAND`` loaded once ``ALIAS --help`` printed its page."""
     code = (
         "import contextlib, io, sys\n"
         f"sys.argv = [{alias!r}, '--help']\n"
         "from ds01.cli.main import run_alias\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         f"    run_alias({alias!r})\n"
-        "print(sorted(m for m in sys.modules if m.startswith(" + repr(HEAVY) + ")))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(" + repr(HEAVY_FOR_A_COMMAND) + ")))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
