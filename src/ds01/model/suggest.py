@@ -1,9 +1,9 @@
-""" "Did you mean …?": the closest of the names a user may use to one they mistyped. Pure.
+""""Did you mean …?": the closest of the names a user may use to one they mistyped. Pure.
 
->>> did_you_mean("jupiter", ["busybox", "jupyter", "pytorch"])
-" Did you mean 'jupyter'?"
->>> did_you_mean("tensorflow", ["busybox"])
-''
+    >>> did_you_mean("jupiter", ["busybox", "jupyter", "pytorch"])
+    " Did you mean 'jupyter'?"
+    >>> did_you_mean("tensorflow", ["busybox"])
+    ''
 """
 
 from __future__ import annotations
