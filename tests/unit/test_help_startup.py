@@ -1,5 +1,5 @@
 """A page of ``--help`` starts as quickly as the command itself: it loads no module that a
-help page does not need.
+help page does not need, and ``ds01 …`` builds the parser of the one command it names.
 
 ``dataclasses`` (which loads ``inspect`` and ``ast``) and ``typing`` cost a help page about
 as much as the rest of ds01's start-up; the client's ``socket``, ``json`` and
@@ -9,11 +9,17 @@ Each check runs in a fresh interpreter.
 
 from __future__ import annotations
 
+import argparse
 import ast
+import contextlib
+import io
 import subprocess
 import sys
 
 import pytest
+
+from ds01.cli.main import COMMANDS, build_parser
+from ds01.cli.parsing import UsageError
 
 #: What no ``--help`` page loads.
 HEAVY = (
@@ -71,3 +77,42 @@ def test_the_whole_table_and_its_parsers_load_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert ast.literal_eval(result.stdout.strip()) == [], result.stdout
+
+
+def _outcome(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[object, str, str]:
+    """What parsing ``argv`` gives: the arguments, the exit, or the usage error; and what
+    was printed."""
+    out, err = io.StringIO(), io.StringIO()
+    outcome: object
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            parsed = vars(parser.parse_args(argv))
+            command = parsed.pop("command")
+            outcome = (command.path, sorted((k, repr(v)) for k, v in parsed.items()))
+        except SystemExit as exc:
+            outcome = exc.code
+        except UsageError as exc:
+            outcome = (exc.message, exc.usage)
+    return outcome, out.getvalue(), err.getvalue()
+
+
+def _command_lines() -> list[list[str]]:
+    lines = [[], ["--help"], ["bogus"], ["--bogus"], ["container", "--bogus"], ["admin", "--gpus"]]
+    for command in COMMANDS:
+        path = list(command.path)
+        lines += [
+            [*path, "--help"],
+            path,
+            [*path, "--bogus"],
+            [*path, "--jsn"],
+            [path[0], "--help"],
+            [path[0], "zzz"],
+        ]
+    return lines
+
+
+def test_the_tree_built_for_a_command_line_parses_it_as_the_whole_tree_does() -> None:
+    """``ds01 …`` builds only the command it names (the others are listed): help pages,
+    usage errors and their "did you mean" stay those of the whole tree."""
+    for argv in _command_lines():
+        assert _outcome(build_parser(argv), argv) == _outcome(build_parser(), argv), argv

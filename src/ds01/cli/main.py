@@ -15,6 +15,7 @@ arguments to a parser and a function that runs it. ``COMMANDS`` is the one table
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -1230,7 +1231,7 @@ GROUP_HELP = {
 }
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, description: str) -> ArgumentParser:
     return ArgumentParser(
         prog=prog,
         description=description,
@@ -1239,7 +1240,12 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
 
 
-def _add(subparsers: Any, name: str, command: Command) -> None:
+def _add(subparsers: Any, name: str, command: Command, *, listed_only: bool = False) -> None:
+    """Add ``command`` as ``name``; ``listed_only``: only its name and summary, for the list
+    of commands (a command the command line does not name is never parsed)."""
+    if listed_only:
+        subparsers.add_parser(name, help=command.summary, add_help=False)
+        return
     parser = subparsers.add_parser(
         name,
         help=command.summary,
@@ -1259,22 +1265,40 @@ def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
     parser.set_defaults(command=command)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``ds01`` tree."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole ``ds01`` tree. Given the command line ``argv``, only the command it names
+    gets its arguments; the others are listed by name and summary, which is all that a
+    parse of ``argv`` can show of them (building sixty parsers would double the time of
+    ``ds01 container list --help``)."""
+    # argparse picks a subcommand by the positional words: the root and the noun groups
+    # have no option that takes a value.
+    named = tuple(word for word in argv if not word.startswith("-"))[:2] if argv else None
     root = _parser("ds01", "ds01: your share of this machine's GPUs, in containers.")
     root.add_argument("--version", action="version", version=f"ds01 {__version__}")
+    if named is not None:
+        root.whole_tree = build_parser
     nouns = root.add_subparsers(metavar="COMMAND", required=True)
     groups: dict[str, Any] = {}
     for command in COMMANDS:
+        listed_only = named is not None and named[: len(command.path)] != command.path
         if len(command.path) == 1:
-            _add(nouns, command.path[0], command)
+            _add(nouns, command.path[0], command, listed_only=listed_only)
             continue
         noun, verb = command.path
         if noun not in groups:
             group = nouns.add_parser(noun, help=GROUP_HELP[noun], description=GROUP_HELP[noun])
+            if named is not None:
+                group.whole_tree = functools.partial(_whole_group, noun)
             groups[noun] = group.add_subparsers(metavar="VERB", required=True)
-        _add(groups[noun], verb, command)
+        _add(groups[noun], verb, command, listed_only=listed_only)
     return root
+
+
+def _whole_group(noun: str) -> ArgumentParser:
+    """The parser of the command group ``noun`` with every command in it built."""
+    nouns = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    group: ArgumentParser = nouns.choices[noun]
+    return group
 
 
 def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
@@ -1317,7 +1341,7 @@ def _report(error: Ds01Error, code: int, kind: str, as_json: bool) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ds01``."""
-    _execute(build_parser(), argv)
+    _execute(build_parser(sys.argv[1:] if argv is None else argv), argv)
 
 
 def run_alias(
