@@ -1266,10 +1266,10 @@ def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The whole ``ds01`` tree. Given the command line ``argv``, only the command it names
-    gets its arguments; the others are listed by name and summary, which is all that a
-    parse of ``argv`` can show of them (building sixty parsers would double the time of
-    ``ds01 container list --help``)."""
+    """The whole ``ds01`` tree. Given the command line ``argv``, only what a parse of it can
+    show: the command it names alone, or, when it names none (``ds01 --help``, ``ds01
+    container``, a mistyped command), every command by name and summary. Building sixty
+    parsers would double the time of ``ds01 container list --help``."""
     # argparse picks a subcommand by the positional words: the root and the noun groups
     # have no option that takes a value.
     named = tuple(word for word in argv if not word.startswith("-"))[:2] if argv else None
@@ -1279,8 +1279,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         root.whole_tree = build_parser
     nouns = root.add_subparsers(metavar="COMMAND", required=True)
     groups: dict[str, Any] = {}
-    for command in COMMANDS:
-        listed_only = named is not None and named[: len(command.path)] != command.path
+    chosen = [c for c in COMMANDS if named is not None and named[: len(c.path)] == c.path]
+    # A command line that names a command shows nothing of the others (their names appear
+    # only in the lists of --help and of an invalid choice): they are left out.
+    for command in chosen or COMMANDS:
+        listed_only = named is not None and command not in chosen
         if len(command.path) == 1:
             _add(nouns, command.path[0], command, listed_only=listed_only)
             continue
