@@ -1236,7 +1236,7 @@ def _parser(prog: str, description: str) -> ArgumentParser:
         prog=prog,
         description=description,
         epilog=EXIT_CODES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=tiers.RawDescriptionFormatter,
     )
 
 
@@ -1289,7 +1289,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             continue
         noun, verb = command.path
         if noun not in groups:
-            group = nouns.add_parser(noun, help=GROUP_HELP[noun], description=GROUP_HELP[noun])
+            group = nouns.add_parser(
+                noun,
+                help=GROUP_HELP[noun],
+                description=GROUP_HELP[noun],
+                formatter_class=tiers.GroupFormatter,
+            )
             if named is not None:
                 group.whole_tree = functools.partial(_whole_group, noun)
             groups[noun] = group.add_subparsers(metavar="VERB", required=True)

@@ -45,6 +45,20 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=30, width=terminal_columns() - 2)
 
 
+class RawDescriptionFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, with its default width found without shutil (``ds01``'s own page)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
+class GroupFormatter(argparse.HelpFormatter):
+    """argparse's default, with its default width found without shutil (``ds01 container``)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
 class _Tier(argparse.Action):
     """An option that shows one tier and exits, like argparse's own ``--help``."""
 
