@@ -35,7 +35,7 @@ from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, Net
 
 from ds01.errors import PortInUse
 from ds01.model import labels as L
-from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors, translated
+from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
 
@@ -314,56 +314,61 @@ class DockerRuntime(DockerImages, DockerNetworks):
             info: dict[str, Any] = response.json()
             return info
 
-    @translated("reading Docker info")
     def engine_info(self) -> EngineInfo:
-        info = self.api.info()
-        driver: CgroupDriver = "systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs"
-        return EngineInfo(
-            cgroup_driver=driver,
-            cpus=int(info.get("NCPU") or 1),
-            memory_bytes=int(info.get("MemTotal") or 0),
-            logging_driver=str(info.get("LoggingDriver") or ""),
-        )
+        with docker_errors("reading Docker info"):
+            info = self.api.info()
+            systemd = info.get("CgroupDriver") == "systemd"
+            driver: CgroupDriver = "systemd" if systemd else "cgroupfs"
+            return EngineInfo(
+                cgroup_driver=driver,
+                cpus=int(info.get("NCPU") or 1),
+                memory_bytes=int(info.get("MemTotal") or 0),
+                logging_driver=str(info.get("LoggingDriver") or ""),
+            )
 
-    @translated("subscribing to Docker events")
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
         """A stream of ``actions`` events of managed containers, from ``since`` (epoch s).
 
         docker-py reads the stream without a timeout, on a connection of its own.
         """
-        stream = self.api.events(
-            since=None if since is None else int(since),  # whole seconds: may repeat a few
-            decode=True,
-            filters={"type": "container", "event": list(actions), "label": [f"{L.MANAGED}=true"]},
-        )
-        return EventStream(stream)
+        with docker_errors("subscribing to Docker events"):
+            stream = self.api.events(
+                since=None if since is None else int(since),  # whole seconds: may repeat a few
+                decode=True,
+                filters={
+                    "type": "container",
+                    "event": list(actions),
+                    "label": [f"{L.MANAGED}=true"],
+                },
+            )
+            return EventStream(stream)
 
-    @translated("listing containers")
     def list_managed(self) -> list[ContainerRecord]:
         """Every ds01-managed container, any state, from one Engine API call."""
-        summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
-        return [ContainerRecord.from_summary(s) for s in summaries]
+        with docker_errors("listing containers"):
+            summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
+            return [ContainerRecord.from_summary(s) for s in summaries]
 
-    @translated("looking up a container")
     def find_managed(self, docker_name: str) -> ContainerRecord | None:
         """The managed container with exactly this Docker name, from one filtered list call."""
-        filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
-        for summary in self.api.containers(all=True, filters=filters):
-            record = ContainerRecord.from_summary(summary)
-            if record.docker_name == docker_name:
-                return record
-        return None
+        with docker_errors("looking up a container"):
+            filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
+            for summary in self.api.containers(all=True, filters=filters):
+                record = ContainerRecord.from_summary(summary)
+                if record.docker_name == docker_name:
+                    return record
+            return None
 
-    @translated("looking up a container")
     def find_managed_by_id(self, id_prefix: str) -> ContainerRecord | None:
         """The managed container whose id starts with ``id_prefix`` (None if none or ambiguous)."""
-        filters = {**L.MANAGED_FILTER, "id": id_prefix}
-        found = [
-            ContainerRecord.from_summary(s)
-            for s in self.api.containers(all=True, filters=filters)
-            if str(s.get("Id", "")).startswith(id_prefix)
-        ]
-        return found[0] if len(found) == 1 else None
+        with docker_errors("looking up a container"):
+            filters = {**L.MANAGED_FILTER, "id": id_prefix}
+            found = [
+                ContainerRecord.from_summary(s)
+                for s in self.api.containers(all=True, filters=filters)
+                if str(s.get("Id", "")).startswith(id_prefix)
+            ]
+            return found[0] if len(found) == 1 else None
 
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container; return its id."""
@@ -478,9 +483,9 @@ class DockerRuntime(DockerImages, DockerNetworks):
                     ) from exc
                 raise
 
-    @translated("stopping container")
     def stop(self, container: str, timeout_seconds: int = 10) -> None:
-        self.api.stop(container, timeout=timeout_seconds)
+        with docker_errors("stopping container"):
+            self.api.stop(container, timeout=timeout_seconds)
 
     def remove(self, container: str, *, force: bool = False, missing_ok: bool = False) -> None:
         with docker_errors(f"removing container {container}"):
@@ -503,7 +508,6 @@ class DockerRuntime(DockerImages, DockerNetworks):
             str((self.inspect(container).get("State") or {}).get("FinishedAt") or "")
         )
 
-    @translated("starting a terminal")
     def exec_create(
         self,
         container: str,
@@ -514,50 +518,51 @@ class DockerRuntime(DockerImages, DockerNetworks):
         environment: dict[str, str],
     ) -> str:
         """An exec of ``command`` with a terminal, as ``user`` ("uid:gid"); its id."""
-        created = self.api.exec_create(
-            container,
-            command,
-            stdin=True,
-            tty=True,
-            user=user,
-            workdir=workdir,
-            environment=environment,
-        )
-        return str(created["Id"])
+        with docker_errors("starting a terminal"):
+            created = self.api.exec_create(
+                container,
+                command,
+                stdin=True,
+                tty=True,
+                user=user,
+                workdir=workdir,
+                environment=environment,
+            )
+            return str(created["Id"])
 
-    @translated("attaching a terminal")
     def exec_attach(self, exec_id: str) -> Any:
         """Start the exec and return its raw socket (terminal bytes both ways)."""
-        return self.api.exec_start(exec_id, tty=True, socket=True)
+        with docker_errors("attaching a terminal"):
+            return self.api.exec_start(exec_id, tty=True, socket=True)
 
-    @translated("resizing a terminal")
     def exec_resize(self, exec_id: str, *, rows: int, cols: int) -> None:
-        self.api.exec_resize(exec_id, height=rows, width=cols)
+        with docker_errors("resizing a terminal"):
+            self.api.exec_resize(exec_id, height=rows, width=cols)
 
-    @translated("reading a terminal's state")
     def exec_state(self, exec_id: str) -> dict[str, Any]:
         """Docker's view of the exec: ``Running``, ``ExitCode``."""
-        result: dict[str, Any] = self.api.exec_inspect(exec_id)
-        return result
+        with docker_errors("reading a terminal's state"):
+            result: dict[str, Any] = self.api.exec_inspect(exec_id)
+            return result
 
-    @translated("saving a container's files")
     def commit(
         self, container: str, repository: str, tag: str, labels: dict[str, str] | None = None
     ) -> str:
         """Commit the container's filesystem as ``repository:tag`` with ``labels`` set on the
         image (an empty value empties a label); return that reference."""
-        changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
-        self.api.commit(container, repository=repository, tag=tag, changes=changes or None)
-        return f"{repository}:{tag}"
+        with docker_errors("saving a container's files"):
+            changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
+            self.api.commit(container, repository=repository, tag=tag, changes=changes or None)
+            return f"{repository}:{tag}"
 
-    @translated("renaming a container")
     def rename(self, container: str, new_name: str) -> None:
-        self.api.rename(container, new_name)
+        with docker_errors("renaming a container"):
+            self.api.rename(container, new_name)
 
-    @translated("inspecting container")
     def inspect(self, container: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.inspect_container(container)
-        return result
+        with docker_errors("inspecting container"):
+            result: dict[str, Any] = self.api.inspect_container(container)
+            return result
 
     # -- what a container prints and uses --------------------------------------------------
 
@@ -594,29 +599,29 @@ class DockerRuntime(DockerImages, DockerNetworks):
         chunks = response.iter_content(LOG_CHUNK_BYTES) if tty else _multiplexed_payloads(response)
         return OutputStream(what, CancellableStream(chunks, response))
 
-    @translated("measuring a container")
     def stats(self, container: str) -> dict[str, Any]:
         """Docker's stats of the container: two samples a second apart (``precpu_stats`` is
         the first), so the call takes about a second."""
-        result: dict[str, Any] = self.api.stats(container, stream=False)
-        return result
+        with docker_errors("measuring a container"):
+            result: dict[str, Any] = self.api.stats(container, stream=False)
+            return result
 
-    @translated("listing a container's processes")
     def top(self, container: str, ps_args: str) -> dict[str, Any]:
         """The container's processes as the host's ``ps ps_args`` shows them (``Titles``,
         ``Processes``); host PIDs."""
-        result: dict[str, Any] = dict(self.api.top(container, ps_args=ps_args))
-        return result
+        with docker_errors("listing a container's processes"):
+            result: dict[str, Any] = dict(self.api.top(container, ps_args=ps_args))
+            return result
 
     # -- disk ------------------------------------------------------------------------------
 
-    @translated("reading Docker's storage driver")
     def storage_driver(self) -> tuple[str, str | None]:
         """Docker's storage driver and the filesystem under it (``docker info``'s
         ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
-        info = self.api.info()
-        status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
-        return str(info.get("Driver") or ""), status.get("Backing Filesystem")
+        with docker_errors("reading Docker's storage driver"):
+            info = self.api.info()
+            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
+            return str(info.get("Driver") or ""), status.get("Backing Filesystem")
 
     def probe_storage_size(self, image: str, size_bytes: int) -> str | None:
         """Create (never start) and remove a container of ``image`` with ``--storage-opt
@@ -650,22 +655,23 @@ class DockerRuntime(DockerImages, DockerNetworks):
         )
         return upper, volumes
 
-    @translated("measuring a container's writable layer")
     def writable_layer_bytes(self, container: str) -> int | None:
         """The size of the container's writable layer as the Engine computes it (``SizeRw``
         of ``inspect`` with ``size=1``: a walk inside dockerd); for storage drivers whose
         layer ds01 cannot read itself."""
-        response = self.api.get(
-            f"{self.api.base_url}/v{self.api.api_version}/containers/{container}/json",
-            params={"size": 1},
-        )
-        response.raise_for_status()
-        size = response.json().get("SizeRw")
-        return int(size) if isinstance(size, int) else None
+        with docker_errors("measuring a container's writable layer"):
+            response = self.api.get(
+                f"{self.api.base_url}/v{self.api.api_version}/containers/{container}/json",
+                params={"size": 1},
+            )
+            response.raise_for_status()
+            size = response.json().get("SizeRw")
+            return int(size) if isinstance(size, int) else None
 
-    @translated("listing containers")
     def containers_of_image(self, image_id: str) -> list[ContainerRecord]:
         """Every container (any state, ds01's or not) created from the image ``image_id``
         itself (not from an image built on it)."""
-        summaries = self.api.containers(all=True, filters={"ancestor": image_id})
-        return [ContainerRecord.from_summary(s) for s in summaries if s.get("ImageID") == image_id]
+        with docker_errors("listing containers"):
+            summaries = self.api.containers(all=True, filters={"ancestor": image_id})
+            made = [s for s in summaries if s.get("ImageID") == image_id]
+            return [ContainerRecord.from_summary(s) for s in made]

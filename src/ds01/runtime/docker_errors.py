@@ -3,23 +3,18 @@
 404 → ``NotFound``, 409 → ``Conflict``, 400 → ``InvalidInput``, anything else (including an
 engine that does not answer) → ``DockerUnavailable``. An engine that does not answer is said
 in plain words, never with the exception docker-py raised (users read these messages).
-``docker_errors`` wraps a block, ``translated`` a whole method.
+``docker_errors`` wraps the block of each call: the one way ds01 translates them.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
 
 import docker.errors
 import requests.exceptions
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 #: The engine's socket: the only one ds01 talks to.
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -57,15 +52,3 @@ def not_answering(exc: BaseException) -> str:
             + _ASK_AN_ADMIN
         )
     return f"Docker is not running or not answering on {DOCKER_SOCKET}. " + _ASK_AN_ADMIN
-
-
-def translated(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            with docker_errors(what):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate

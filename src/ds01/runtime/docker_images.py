@@ -20,7 +20,7 @@ import requests.exceptions
 from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.model import labels as L
-from ds01.runtime.docker_errors import docker_errors, translated
+from ds01.runtime.docker_errors import docker_errors
 
 #: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
 CPU_PERIOD_US = 100_000
@@ -94,13 +94,13 @@ class DockerImages:
 
     api: docker.APIClient
 
-    @translated("listing images")
     def local_image_tags(self) -> set[str]:
         """Every ``repo:tag`` present locally."""
-        tags: set[str] = set()
-        for image in self.api.images():
-            tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-        return tags
+        with docker_errors("listing images"):
+            tags: set[str] = set()
+            for image in self.api.images():
+                tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+            return tags
 
     def local_image(self, ref: str) -> LocalImage | None:
         """What ds01 needs to know about a local image, or ``None`` if it is not here."""
@@ -193,29 +193,29 @@ class DockerImages:
             messages = self.api.pull(reference, stream=True, decode=True)
         return MessageStream(f"pulling {reference}", iter(messages))
 
-    @translated("tagging an image")
     def tag_image(self, image_id: str, repository: str, tag: str) -> None:
         """Point ``repository:tag`` at ``image_id`` (moving the tag if it exists)."""
-        self.api.tag(image_id, repository, tag, force=True)
+        with docker_errors("tagging an image"):
+            self.api.tag(image_id, repository, tag, force=True)
 
-    @translated("listing images")
     def owned_images(self, owner: str | None = None) -> list[OwnedImage]:
         """Local images labelled as built for ``owner`` (``None``: for anyone)."""
-        label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
-        found = []
-        for image in self.api.images(filters={"label": label}):
-            labels = image.get("Labels") or {}
-            tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-            found.append(
-                OwnedImage(
-                    id=str(image.get("Id", "")),
-                    tags=tags,
-                    owner=str(labels.get(L.IMAGE_OWNER, "")),
-                    created=int(image.get("Created") or 0),
-                    size_bytes=int(image.get("Size") or 0),
+        with docker_errors("listing images"):
+            label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
+            found = []
+            for image in self.api.images(filters={"label": label}):
+                labels = image.get("Labels") or {}
+                tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
+                found.append(
+                    OwnedImage(
+                        id=str(image.get("Id", "")),
+                        tags=tags,
+                        owner=str(labels.get(L.IMAGE_OWNER, "")),
+                        created=int(image.get("Created") or 0),
+                        size_bytes=int(image.get("Size") or 0),
+                    )
                 )
-            )
-        return found
+            return found
 
     def delete_image(self, ref: str) -> None:
         """Remove (untag) ``ref``; errors are raised (``Conflict`` when in use), unlike

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 
 from ds01.errors import Conflict, NoCapacity, NotFound
-from ds01.runtime.docker_errors import docker_errors, translated
+from ds01.runtime.docker_errors import docker_errors
 
 #: The option of Docker's bridge driver that names the Linux bridge of a network.
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -50,15 +50,15 @@ class DockerNetworks:
 
     api: docker.APIClient
 
-    @translated("moving a container to another network")
     def move_to_network(
         self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
     ) -> None:
         """Attach a (stopped) container to ``network`` under ``aliases``, then detach it from
         the networks ``leave``; at its next start it has only the new network's address."""
-        self.api.connect_container_to_network(container, network, aliases=list(aliases))
-        for old in leave:
-            self.api.disconnect_container_from_network(container, old)
+        with docker_errors("moving a container to another network"):
+            self.api.connect_container_to_network(container, network, aliases=list(aliases))
+            for old in leave:
+                self.api.disconnect_container_from_network(container, old)
 
     def find_network(self, name: str) -> NetworkRecord | None:
         """The network named exactly ``name``, or ``None``."""
@@ -70,14 +70,16 @@ class DockerNetworks:
         record = NetworkRecord.from_inspect(attrs)
         return record if record.name == name else None  # Docker also matches id prefixes
 
-    @translated("listing networks")
     def networks(self, label: str) -> list[NetworkRecord]:
         """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
-        found = []
-        for summary in self.api.networks(filters={"label": label}):
-            with contextlib.suppress(docker.errors.NotFound):  # removed in between
-                found.append(NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"])))
-        return found
+        with docker_errors("listing networks"):
+            found = []
+            for summary in self.api.networks(filters={"label": label}):
+                with contextlib.suppress(docker.errors.NotFound):  # removed in between
+                    found.append(
+                        NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"]))
+                    )
+            return found
 
     def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
         """A bridge network ``name`` on Linux bridge ``bridge``; ``Conflict`` if it exists.
