@@ -64,8 +64,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from ds01.cli.client import Ds01Client  # noqa: E402
 from ds01.errors import Conflict, Ds01Error  # noqa: E402
+from ds01.model.labels import MANAGED_FILTER, NAME  # noqa: E402
 from ds01.runtime.docker import ContainerSpec, DockerRuntime  # noqa: E402
-from ds01.runtime.labels import MANAGED_FILTER, NAME  # noqa: E402
 from quick import parse_args  # noqa: E402
 from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, Ds01Daemon, user_env  # noqa: E402
 

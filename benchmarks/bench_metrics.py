@@ -46,14 +46,14 @@ from ds01.config.gpu_config import GpuConfig
 from ds01.config.images import ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import Ds01Config
-from ds01.daemon.identity import UnixUser
-from ds01.daemon.state import QueuedRequest, StateStore
 from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.metrics.activity import ActivityCounters
 from ds01.metrics.collector import Ds01Collector
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import QueuedRequest, StateStore
 from quick import parse_args
 
 REPO = Path(__file__).resolve().parent.parent

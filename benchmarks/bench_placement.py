@@ -24,16 +24,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
-from ds01.core.allocation import (
-    AllocationState,
-    GpuQuota,
-    GpuRequest,
-    Holding,
-    allocate,
-    free_devices,
-)
+from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate, free_devices
 from ds01.errors import PolicyError
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.quota import GpuQuota
 from quick import parse_args
 
 BUDGET_MS = 2.0

@@ -27,7 +27,7 @@ from bench_placement import BUDGET_MS, QUOTAS, REQUESTS, USERS, existing_holding
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState
 from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage, plan
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
 from quick import parse_args
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

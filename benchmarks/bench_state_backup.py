@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ds01.daemon.state import EnergyRecord, GpuActivity, StateStore
-from ds01.daemon.state_files import backup_path, examine, write_backup
+from ds01.runtime.store import EnergyRecord, GpuActivity, StateStore
+from ds01.runtime.store_files import backup_path, examine, write_backup
 from quick import parse_args
 
 

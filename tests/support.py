@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 
 from ds01.daemon.paths import DaemonPaths
+from ds01.model.labels import MANAGED_FILTER
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
-from ds01.runtime.labels import MANAGED_FILTER
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
 #: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,

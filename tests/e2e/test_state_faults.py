@@ -214,7 +214,7 @@ def test_damage_found_while_running_is_said_in_words_once(queued):
     time.sleep(1.5)  # three passes of the queue, which cannot read it either
     assert len(d.events_where(action="state.damaged")) == 1
     log = d.log_tail(400)
-    assert log.count("ERROR ds01.daemon.state:") == 1, log
+    assert log.count("ERROR ds01.runtime.store:") == 1, log
     assert "queue pass" not in log, log
     doctor = d.cli(None, "admin", "doctor", "--json")
     assert doctor.returncode == 2, describe(doctor)

@@ -1,4 +1,4 @@
-"""Messages on a user's terminals (``ds01.daemon.notify``), on real pseudo-terminals.
+"""Messages on a user's terminals (``ds01.runtime.notify``), on real pseudo-terminals.
 
 Like ``write(1)``: a terminal gets the message only if it is the user's and accepts
 messages (its group-write bit, set by ``mesg y``).
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ds01.daemon.notify import notify_terminals
+from ds01.runtime.notify import notify_terminals
 
 
 @pytest.fixture

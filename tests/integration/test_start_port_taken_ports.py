@@ -18,7 +18,7 @@ import pytest
 
 from ds01.errors import PortInUse
 from ds01.exitcodes import ExitCode
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerSpec, DockerRuntime
 from support import TEST_IMAGE
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
 from ds01.core.allocation import (
     AllocationState,
-    GpuQuota,
     GpuRequest,
     Holding,
     Placement,
@@ -27,7 +26,8 @@ from ds01.core.allocation import (
     place,
 )
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.quota import GpuQuota
 
 A100 = "NVIDIA A100-SXM4-40GB"
 UNLIMITED = GpuQuota()

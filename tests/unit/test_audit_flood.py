@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01.core.text import CUT_MARK, clip, shown
 from ds01.events.bound import (
     DEFAULT_BOUNDS,
     FLOOR_CHARS,
@@ -33,6 +32,7 @@ from ds01.events.chain import encode, rotated_files
 from ds01.events.log import EventLog
 from ds01.events.throttle import SUPPRESSED_ACTION, RefusalThrottle
 from ds01.events.verify import verify
+from ds01.model.text import CUT_MARK, clip, shown
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

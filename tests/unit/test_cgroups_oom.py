@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from ds01.daemon.oom import OomWatcher, advance, assess
-from ds01.daemon.state import OomState, StateStore
 from ds01.events.log import EventLog
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
+from ds01.runtime.store import OomState, StateStore
 
 PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from ds01.config.limits import AGGREGATE_KEYS, BUILTIN_AGGREGATE, ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_aggregate
-from ds01.core.units import GIB, format_bytes
 from ds01.errors import ConfigError
+from ds01.model.units import GIB, format_bytes
 
 
 def limits(text: str) -> ResourceLimitsConfig:

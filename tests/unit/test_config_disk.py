@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from ds01.config.limits import BUILTIN_AGGREGATE, BUILTIN_LIMITS, ResourceLimitsConfig
 from ds01.config.loader import load_file
 from ds01.config.resolve import resolve_aggregate, resolve_limits, resolve_policy
-from ds01.core.units import GIB, MIB, format_bytes
 from ds01.errors import ConfigError
+from ds01.model.units import GIB, MIB, format_bytes
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "config" / "resource-limits.yaml"
 

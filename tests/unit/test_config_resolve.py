@@ -22,8 +22,8 @@ from ds01.config.resolve import (
     is_admin,
     resolve_limits,
 )
-from ds01.core.allocation import GpuQuota
-from ds01.core.units import GIB, MIB, format_bytes, parse_bytes
+from ds01.model.quota import GpuQuota
+from ds01.model.units import GIB, MIB, format_bytes, parse_bytes
 
 #: The mission's example, verbatim, as shipped in examples/config/.
 MISSION_EXAMPLE = (

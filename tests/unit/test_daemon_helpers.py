@@ -14,7 +14,7 @@ from ds01.daemon.creation import container_resources as _resources
 from ds01.daemon.limits_enforcement import cgroup_parent
 from ds01.daemon.server import ROUTES, openapi_document
 from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import slice_part
 from ds01.runtime.docker import ContainerRecord
 

@@ -16,17 +16,18 @@ import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.overview import overview
 from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.server import ROUTES, openapi_document
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import QueuedRequest, StateStore
 from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, simulated_gpu_uuid, write_simulated_telemetry
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, user_slice_path
 from ds01.runtime.docker import ContainerRecord, EngineInfo
+from ds01.runtime.identity import user_by_name
+from ds01.runtime.store import QueuedRequest, StateStore
 
 GIB = 1024**3
 SEED = "ds01-simulated"  # the embedded default inventory: GPUs 0-2 whole, GPU 3 in 4 slices

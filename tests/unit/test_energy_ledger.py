@@ -24,10 +24,10 @@ from ds01.core.energy import (
     kwh,
 )
 from ds01.daemon.energy import EnergyMeter
-from ds01.daemon.state import EnergyRecord, StateStore
 from ds01.errors import DockerUnavailable
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.store import EnergyRecord, StateStore
 
 T0 = datetime(2026, 11, 28, 14, 0, 0, tzinfo=timezone.utc)
 

@@ -28,9 +28,10 @@ from test_gpu_nvml import (
 )
 
 from ds01.config.gpu_config import GpuConfig
-from ds01.core.mig import Layout, MigStep, plan_mig
+from ds01.core.mig import Layout, plan_mig
 from ds01.errors import SystemFault
 from ds01.gpu.nvml import NvmlBackend
+from ds01.model.mig import MigStep
 
 # Compute-instance profile index -> compute slices (NVML_COMPUTE_INSTANCE_PROFILE_*_SLICE).
 CI_PROFILES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7}

@@ -24,9 +24,9 @@ from ds01.core.image_build import (
     validate_dockerfile_path,
     validate_tag,
 )
-from ds01.core.names import is_image_reference
 from ds01.daemon.image_jobs import MAX_LINES, MAX_RUNNING_PER_USER, ImageJob, ImageJobs
 from ds01.errors import InvalidInput, PermissionDenied, QuotaExceeded
+from ds01.model.names import is_image_reference
 
 # --- namespaces, names, tags ----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from ds01.core.lifecycle import (
     stopped_removal_at,
     warned,
 )
-from ds01.core.units import format_duration
+from ds01.model.units import format_duration
 from lifecycle_sim import Loop, simulate
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)

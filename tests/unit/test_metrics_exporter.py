@@ -21,8 +21,6 @@ from ds01.config.images import ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import Ds01Config
 from ds01.daemon.energy import EnergyMeter
-from ds01.daemon.identity import UnixUser
-from ds01.daemon.state import QueuedRequest, StateStore
 from ds01.errors import DockerUnavailable, InvalidInput, PermissionDenied
 from ds01.events.log import Event, EventLog
 from ds01.gpu.backend import DeviceTelemetry
@@ -31,8 +29,10 @@ from ds01.metrics.activity import LIFECYCLE_ACTIONS, ActivityCounters, WaitHisto
 from ds01.metrics.collector import Ds01Collector, families
 from ds01.metrics.exporter import ListenAddress, MetricsExporter, parse_listen
 from ds01.metrics.snapshot import Snapshotter
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import QueuedRequest, StateStore
 
 T0 = datetime(2026, 11, 28, 14, 0, 0, tzinfo=timezone.utc)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -12,9 +12,10 @@ import pytest
 from ds01.config.gpu_config import GpuConfig
 from ds01.config.loader import parse_config
 from ds01.core.allocation import Holding
-from ds01.core.mig import Layout, MigStep, plan_mig, steps_between
+from ds01.core.mig import Layout, plan_mig, steps_between
 from ds01.errors import ConfigError, SystemFault
 from ds01.gpu.simulated import SimulatedBackend
+from ds01.model.mig import MigStep
 
 DEFAULT_SPLIT = ("3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb")
 

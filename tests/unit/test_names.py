@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds01.core.names import validate_container_name, validate_image_reference
 from ds01.errors import InvalidInput
-from ds01.runtime.labels import CONTAINER_NAME_SEPARATOR, container_name
+from ds01.model.labels import CONTAINER_NAME_SEPARATOR, container_name
+from ds01.model.names import validate_container_name, validate_image_reference
 
 
 @pytest.mark.parametrize("name", ["thesis", "exp-01", "A_b", "x" * 63, "0abc"])

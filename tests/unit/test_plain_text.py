@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds01.core.text import plain
+from ds01.model.text import plain
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from ds01.core.report import (
     hour_start,
     max_sample_gap,
 )
-from ds01.daemon.state import GpuActivity, StateStore
+from ds01.runtime.store import GpuActivity, StateStore
 
 
 def t(text: str) -> datetime:

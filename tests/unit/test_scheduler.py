@@ -17,7 +17,6 @@ from ds01.config.gpu_config import GpuConfig, mig_profile_memory_mib, mig_profil
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import (
     AllocationState,
-    GpuQuota,
     GpuRequest,
     Holding,
     allocate,
@@ -37,8 +36,9 @@ from ds01.core.scheduler import (
     score,
 )
 from ds01.errors import NoCapacity, QuotaExceeded
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
 from ds01.gpu.simulated import SimulatedBackend
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.quota import GpuQuota
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 A100 = "NVIDIA A100-SXM4-40GB"

@@ -17,8 +17,8 @@ from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.scheduler import SchedulerConfig
 from ds01.errors import InvalidInput
-from ds01.gpu.device import Inventory
 from ds01.gpu.simulated import SimulatedBackend
+from ds01.model.device import Inventory
 from ds01.sim.engine import JobOutcome, SimulationResult, simulate, user_setups
 from ds01.sim.reclaim import (
     RECLAIMS,

@@ -19,9 +19,10 @@ from ds01.core.state_recovery import (
     inferred_releases,
 )
 from ds01.daemon.doctor import check_state
-from ds01.daemon.state import CreateIntent, QueuedRequest, StateStore
 from ds01.daemon.state_backup import StateBackups
-from ds01.daemon.state_files import (
+from ds01.errors import Conflict, NotFound, StateDamaged, SystemFault
+from ds01.runtime.store import CreateIntent, QueuedRequest, StateStore
+from ds01.runtime.store_files import (
     StateDirBusy,
     backup_path,
     examine,
@@ -29,7 +30,6 @@ from ds01.daemon.state_files import (
     read_restore_record,
     restore,
 )
-from ds01.errors import Conflict, NotFound, StateDamaged, SystemFault
 
 NOW = datetime(2026, 11, 28, 15, 0, tzinfo=timezone.utc)
 BACKUP = BackupInfo("/var/lib/ds01/ds01.db.backup", 180.0)

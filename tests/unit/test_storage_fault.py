@@ -1,5 +1,5 @@
 """A full or read-only disk is recognised in SQLite's and the OS's errors and said plainly
-(``ds01.daemon.storage_fault``); other errors are left alone."""
+(``ds01.runtime.storage_fault``); other errors are left alone."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import errno
 import sqlite3
 from pathlib import Path
 
-from ds01.daemon.storage_fault import condition_of, mount_point, storage_fault
 from ds01.errors import StorageFault
+from ds01.runtime.storage_fault import condition_of, mount_point, storage_fault
 
 
 def test_no_space_conditions_are_recognised() -> None:

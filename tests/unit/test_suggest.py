@@ -1,4 +1,4 @@
-"""'Did you mean': the closest allowed name to a mistyped one (core.suggest) and the CLI's
+"""'Did you mean': the closest allowed name to a mistyped one (model.suggest) and the CLI's
 usage errors that use it (cli.parsing)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds01.cli.main import main
-from ds01.core.suggest import closest, did_you_mean
+from ds01.model.suggest import closest, did_you_mean
 
 
 def test_the_closest_name_is_suggested_and_a_stranger_gets_nothing():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds01.core.units import GIB, KIB, MAX_BYTES, MIB, TIB, format_bytes, parse_bytes, parse_cpus
+from ds01.model.units import GIB, KIB, MAX_BYTES, MIB, TIB, format_bytes, parse_bytes, parse_cpus
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from ds01.cli.validators import project_name
 from ds01.config.gpu_config import GPU_UUID_RE, mig_profile_slices
-from ds01.core.names import validate_container_name
 from ds01.daemon.access import DOCKER_ID_RE
 from ds01.errors import InvalidInput
+from ds01.model.names import validate_container_name
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}")
 _name_chars = st.sampled_from("abcXYZ019_-")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from urllib.parse import quote
 
 from ds01.cli import render
 from ds01.cli.client import Ds01Client
@@ -101,6 +100,8 @@ def _configure_remove_user(p: argparse.ArgumentParser) -> None:
 
 
 def _remove_user_call(client: Ds01Client, args: argparse.Namespace, dry_run: bool) -> Any:
+    from urllib.parse import quote  # not at import: --help needs none of it
+
     archive = os.path.abspath(args.archive) if args.archive else None
     return client.request(
         "DELETE",
@@ -369,8 +370,8 @@ def _run_state(args: argparse.Namespace) -> None:
 
 
 def _state_status(db_path: Path, as_json: bool) -> None:
-    from ds01.core.units import format_bytes, format_duration
-    from ds01.daemon.state_files import backup_info, examine, state_dir_in_use
+    from ds01.model.units import format_bytes, format_duration
+    from ds01.runtime.store_files import backup_info, examine, state_dir_in_use
 
     condition = examine(db_path)
     backup = backup_info(db_path)
@@ -408,8 +409,8 @@ def _state_status(db_path: Path, as_json: bool) -> None:
 def _state_restore(db_path: Path, args: argparse.Namespace) -> None:
     from datetime import datetime, timezone
 
-    from ds01.core.units import format_duration
-    from ds01.daemon.state_files import restore
+    from ds01.model.units import format_duration
+    from ds01.runtime.store_files import restore
 
     record = restore(
         db_path, empty=args.empty, force=args.force, by="root", now=datetime.now(timezone.utc)

@@ -3,15 +3,13 @@
 Deliberately minimal: one HTTP/1.1 request per connection with a JSON body and a
 ``Content-Length`` answer (all ds01d sends). ``http.client`` would pull in ``ssl`` and the
 ``email`` parser, about 30 ms of start-up on every command, which is most of the budget for
-``container-list`` (DESIGN.md §8).
+``container-list`` (DESIGN.md §8). ``socket``, ``json`` and ``urllib.parse`` are imported
+when a request is made, not at import: a page of ``--help`` never connects.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-from urllib.parse import quote, urlencode
 
 from ds01.errors import DaemonUnavailable, Ds01Error
 from ds01.exitcodes import ExitCode
@@ -19,6 +17,7 @@ from ds01.paths import socket_path
 
 TYPE_CHECKING = False  # keep `typing` out of CLI start-up
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Generator
     from typing import Any
 
@@ -101,6 +100,8 @@ def _read_body(sock: socket.socket, length: int, body: bytes) -> bytes:
 
 def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
     """Send one request on a fresh connection; return (status, body)."""
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         _send(sock, path, timeout, request)
         status, length, body = _read_head(sock)
@@ -110,6 +111,9 @@ def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
 def _request_bytes(
     method: str, endpoint: str, query: dict[str, Any] | None, body: dict[str, Any] | None
 ) -> bytes:
+    import json
+    from urllib.parse import urlencode
+
     params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
     url = endpoint + ("?" + urlencode(params) if params else "")
     payload = json.dumps(body).encode() if body is not None else b""
@@ -120,6 +124,8 @@ def _request_bytes(
 
 
 def _api_error(status: int, raw: bytes) -> ApiError:
+    import json
+
     error = (json.loads(raw) if raw else {}).get("error", {})
     return ApiError(
         error.get("message", f"ds01d answered HTTP {status}"),
@@ -165,6 +171,8 @@ class Ds01Client:
             raise self._lost(exc) from exc
         if status >= 400:
             raise _api_error(status, raw)
+        import json
+
         return status, json.loads(raw) if raw else None
 
     def stream(
@@ -174,6 +182,8 @@ class Ds01Client:
         chunk as it arrives, with no deadline between chunks; an error answer raises
         ``ApiError`` before the first chunk. Closing the iterator hangs up, which ends the
         stream in ds01d too."""
+        import socket
+
         request = _request_bytes(method, endpoint, query, None)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -212,5 +222,7 @@ class Ds01Client:
 
     @staticmethod
     def container_path(name: str, action: str | None = None) -> str:
+        from urllib.parse import quote
+
         base = f"/v1/containers/{quote(name, safe='')}"
         return f"{base}/{action}" if action else base

@@ -11,7 +11,6 @@ level; ``ds01.core.event_query`` parses the times when the command runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -112,6 +111,8 @@ def _when(ts: str) -> str:
 
 def _details(details: dict[str, Any], width: int | None) -> str:
     """``key=value`` pairs, cut at ``width`` characters (``None``: whole)."""
+    import json  # not at the CLI's start-up: only listing events needs it
+
     text = " ".join(
         f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
         for key, value in details.items()
@@ -127,10 +128,10 @@ def _resource(resource: str) -> str:
     return resource.removesuffix(own) if resource.startswith("container/") else resource
 
 
-def _print(
-    events: list[dict[str, Any]], as_json: bool, header: bool, width: int | None
-) -> None:
+def _print(events: list[dict[str, Any]], as_json: bool, header: bool, width: int | None) -> None:
     if as_json:
+        import json
+
         for event in events:
             render.echo(json.dumps(event, separators=(",", ":"), sort_keys=True))
     elif events:

@@ -12,13 +12,14 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
 
 from ds01.cli.help_texts import CONCEPTS, HELP, CommandHelp
 from ds01.cli.tiers import TIER_OPTIONS
 
+TYPE_CHECKING = False  # typing itself costs --help a few milliseconds
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from ds01.cli.main import Command
 
 #: Pages are wrapped at the terminal's width, but no wider than this: long lines are hard
@@ -34,12 +35,14 @@ EXIT_CODES = """\
 - `5` permission: not yours, or not allowed"""
 
 
-@dataclass(frozen=True)
 class Page:
     """A titled page of sections; each section is a heading and a Markdown body."""
 
-    title: str
-    sections: tuple[tuple[str, str], ...]
+    __slots__ = ("sections", "title")
+
+    def __init__(self, title: str, sections: tuple[tuple[str, str], ...]) -> None:
+        self.title = title
+        self.sections = sections
 
 
 def command_of(parser: argparse.ArgumentParser) -> Command:

@@ -42,24 +42,30 @@ start-up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
 from ds01.cli import validators
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 #: Nouns of commands for admins only: they need ``--help`` and nothing more.
 ADMIN_NOUNS = frozenset({"admin", "audit", "config", "maintenance"})
 
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: ``--help`` reads this module, and importing
+# ``dataclasses`` (with ``inspect``) would double a help page's start-up.
+
+
 class Concept:
     """One topic of ``--concepts``: a title and a Markdown text for learners."""
 
-    title: str
-    text: str
+    __slots__ = ("text", "title")
+
+    def __init__(self, title: str, text: str) -> None:
+        self.title = title
+        self.text = text
 
 
-@dataclass(frozen=True)
 class Question:
     """One step of ``--guided``.
 
@@ -83,19 +89,44 @@ class Question:
             ``ds01.cli.guided.ANSWER_CHECKS``, e.g. ``"new-container"``, ``"gpu-count"``.
     """
 
-    option: str
-    prompt: str
-    default: str = ""
-    validate: Callable[[str], str] | None = None
-    choices: tuple[str, ...] = ()
-    choices_from: str | None = None
-    required: bool = False
-    yes_no: bool = False
-    ask_if: Callable[[Mapping[str, str]], bool] | None = None
-    checked_by: str | None = None
+    __slots__ = (
+        "ask_if",
+        "checked_by",
+        "choices",
+        "choices_from",
+        "default",
+        "option",
+        "prompt",
+        "required",
+        "validate",
+        "yes_no",
+    )
+
+    def __init__(
+        self,
+        option: str,
+        prompt: str,
+        default: str = "",
+        validate: Callable[[str], str] | None = None,
+        choices: tuple[str, ...] = (),
+        choices_from: str | None = None,
+        required: bool = False,
+        yes_no: bool = False,
+        ask_if: Callable[[Mapping[str, str]], bool] | None = None,
+        checked_by: str | None = None,
+    ) -> None:
+        self.option = option
+        self.prompt = prompt
+        self.default = default
+        self.validate = validate
+        self.choices = choices
+        self.choices_from = choices_from
+        self.required = required
+        self.yes_no = yes_no
+        self.ask_if = ask_if
+        self.checked_by = checked_by
 
 
-@dataclass(frozen=True)
 class CommandHelp:
     """The ``--info``, ``--concepts`` and ``--guided`` tiers of one command.
 
@@ -107,11 +138,21 @@ class CommandHelp:
         more: options that ``--help`` leaves out (``--info`` lists them).
     """
 
-    info: str
-    examples: tuple[tuple[str, str], ...]
-    concepts: tuple[str, ...]
-    questions: tuple[Question, ...]
-    more: tuple[str, ...] = ()
+    __slots__ = ("concepts", "examples", "info", "more", "questions")
+
+    def __init__(
+        self,
+        info: str,
+        examples: tuple[tuple[str, str], ...],
+        concepts: tuple[str, ...],
+        questions: tuple[Question, ...],
+        more: tuple[str, ...] = (),
+    ) -> None:
+        self.info = info
+        self.examples = examples
+        self.concepts = concepts
+        self.questions = questions
+        self.more = more
 
 
 def _json_question(what: str) -> Question:

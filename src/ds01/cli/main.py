@@ -15,12 +15,13 @@ arguments to a parser and a function that runs it. ``COMMANDS`` is the one table
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
 
 from ds01 import __version__
-from ds01.cli import render, tiers
+from ds01.cli import dashboard, render, tiers
 from ds01.cli.admin import ADMIN_COMMANDS
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
@@ -31,7 +32,6 @@ from ds01.cli.parsing import ArgumentParser, UsageError
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
-from ds01.tui.main import DESCRIPTION as DASHBOARD_DESCRIPTION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1070,9 +1070,9 @@ COMMANDS: tuple[Command, ...] = (
         ("dashboard",),
         "ds01-dashboard",
         "The machine at a glance, live: GPUs, containers, queue, quota.",
-        DASHBOARD_DESCRIPTION,
-        _lazy("ds01.tui.main", "configure"),
-        _lazy("ds01.tui.main", "run"),
+        dashboard.DESCRIPTION,
+        dashboard.configure,
+        dashboard.run,
     ),
     Command(
         ("limits",),
@@ -1220,16 +1220,21 @@ GROUP_HELP = {
 }
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, description: str) -> ArgumentParser:
     return ArgumentParser(
         prog=prog,
         description=description,
         epilog=EXIT_CODES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=tiers.RawDescriptionFormatter,
     )
 
 
-def _add(subparsers: Any, name: str, command: Command) -> None:
+def _add(subparsers: Any, name: str, command: Command, *, listed_only: bool = False) -> None:
+    """Add ``command`` as ``name``; ``listed_only``: only its name and summary, for the list
+    of commands (a command the command line does not name is never parsed)."""
+    if listed_only:
+        subparsers.add_parser(name, help=command.summary, add_help=False)
+        return
     parser = subparsers.add_parser(
         name,
         help=command.summary,
@@ -1249,22 +1254,48 @@ def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
     parser.set_defaults(command=command)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``ds01`` tree."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole ``ds01`` tree. Given the command line ``argv``, only what a parse of it can
+    show: the command it names alone, or, when it names none (``ds01 --help``, ``ds01
+    container``, a mistyped command), every command by name and summary. Building sixty
+    parsers would double the time of ``ds01 container list --help``."""
+    # argparse picks a subcommand by the positional words: the root and the noun groups
+    # have no option that takes a value.
+    named = tuple(word for word in argv if not word.startswith("-"))[:2] if argv else None
     root = _parser("ds01", "ds01: your share of this machine's GPUs, in containers.")
     root.add_argument("--version", action="version", version=f"ds01 {__version__}")
+    if named is not None:
+        root.whole_tree = build_parser
     nouns = root.add_subparsers(metavar="COMMAND", required=True)
     groups: dict[str, Any] = {}
-    for command in COMMANDS:
+    chosen = [c for c in COMMANDS if named is not None and named[: len(c.path)] == c.path]
+    # A command line that names a command shows nothing of the others (their names appear
+    # only in the lists of --help and of an invalid choice): they are left out.
+    for command in chosen or COMMANDS:
+        listed_only = named is not None and command not in chosen
         if len(command.path) == 1:
-            _add(nouns, command.path[0], command)
+            _add(nouns, command.path[0], command, listed_only=listed_only)
             continue
         noun, verb = command.path
         if noun not in groups:
-            group = nouns.add_parser(noun, help=GROUP_HELP[noun], description=GROUP_HELP[noun])
+            group = nouns.add_parser(
+                noun,
+                help=GROUP_HELP[noun],
+                description=GROUP_HELP[noun],
+                formatter_class=tiers.GroupFormatter,
+            )
+            if named is not None:
+                group.whole_tree = functools.partial(_whole_group, noun)
             groups[noun] = group.add_subparsers(metavar="VERB", required=True)
-        _add(groups[noun], verb, command)
+        _add(groups[noun], verb, command, listed_only=listed_only)
     return root
+
+
+def _whole_group(noun: str) -> ArgumentParser:
+    """The parser of the command group ``noun`` with every command in it built."""
+    nouns = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    group: ArgumentParser = nouns.choices[noun]
+    return group
 
 
 def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
@@ -1307,12 +1338,21 @@ def _report(error: Ds01Error, code: int, kind: str, as_json: bool) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ds01``."""
-    _execute(build_parser(), argv)
+    _execute(build_parser(sys.argv[1:] if argv is None else argv), argv)
 
 
-def run_alias(alias: str, argv: list[str] | None = None) -> None:
-    """Entry point of a hyphenated command, e.g. ``container-create``."""
+def run_alias(
+    alias: str,
+    argv: list[str] | None = None,
+    *,
+    run: Callable[[argparse.Namespace], None] | None = None,
+) -> None:
+    """Entry point of a hyphenated command, e.g. ``container-create``; ``run`` does its work
+    instead of the table's (``ds01-dashboard`` runs itself where ``ds01 dashboard`` execs)."""
     command = next(c for c in COMMANDS if c.alias == alias)
+    if run is not None:
+        path, summary, description = command.path, command.summary, command.description
+        command = Command(path, alias, summary, description, command.configure, run)
     _execute(command_parser(alias, command), argv)
 
 

@@ -16,7 +16,7 @@ from ds01.exitcodes import ExitCode
 
 TYPE_CHECKING = False  # the CLI starts without importing typing
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import NoReturn
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
@@ -39,6 +39,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting."""
 
     _seen: Sequence[str] = ()
+    #: Builds the whole command tree, when this parser holds only the commands a command
+    #: line named (``ds01.cli.main.build_parser``): "did you mean" looks at every option.
+    whole_tree: Callable[[], argparse.ArgumentParser] | None = None
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -53,12 +56,12 @@ class ArgumentParser(argparse.ArgumentParser):
         """"Did you mean" for the first unknown option typed (whatever argparse complained
         of first: a required option is missing when its name was mistyped), or for an
         invalid command."""
-        from ds01.core.suggest import did_you_mean
+        from ds01.model.suggest import did_you_mean
 
         invalid = _INVALID_CHOICE.search(message)
         if invalid:
             return did_you_mean(invalid.group(1), _choices(self))
-        known = set(_option_strings(self))
+        known = set(_option_strings(self.whole_tree() if self.whole_tree else self))
         typed = self._seen[: self._seen.index("--")] if "--" in self._seen else self._seen
         for word in typed:
             option = word.split("=", 1)[0]

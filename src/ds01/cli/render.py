@@ -1,8 +1,10 @@
-"""Terminal output: aligned tables, JSON, colour only on a TTY (``NO_COLOR`` respected)."""
+"""Terminal output: aligned tables, JSON, colour only on a TTY (``NO_COLOR`` respected).
+
+``json`` is imported when JSON is written: most output is tables, and ``--help`` neither.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -39,6 +41,8 @@ def progress(text: str) -> None:
 
 
 def emit_json(value: Any) -> None:
+    import json
+
     echo(json.dumps(value, indent=2))
 
 
@@ -52,6 +56,8 @@ def emitted_json(wanted: bool, value: Any) -> bool:
 
 def emit_json_error(message: str, exit_code: int, kind: str, details: Any) -> None:
     """An error as scripts read it under ``--json``: one JSON object on stderr."""
+    import json
+
     error = {"error": message, "exit_code": exit_code, "kind": kind, "details": details or {}}
     echo(json.dumps(error, indent=2), err=True)
 
@@ -87,9 +93,9 @@ def number(value: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A duration for people (``ds01.core.units.format_duration``, imported only when used:
+    """A duration for people (``ds01.model.units.format_duration``, imported only when used:
     the CLI starts without ``ds01.core``)."""
-    from ds01.core.units import format_duration
+    from ds01.model.units import format_duration
 
     return format_duration(seconds)
 

@@ -10,6 +10,7 @@ so it is standard library only and imports the rest when a tier is asked for.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -20,11 +21,42 @@ if TYPE_CHECKING:
 TIERS_EPILOG = "More: --info (all options, examples), --concepts (why), --guided (step by step)."
 
 
+def terminal_columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (``$COLUMNS``, then
+    standard output's terminal, else 80), without importing ``shutil``: argparse would, and
+    it costs a help page 2 ms."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """argparse's formatter with room for ``--memory SIZE, -m SIZE`` before the help text."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=30)
+        # argparse's own default width, found without shutil.
+        super().__init__(prog, max_help_position=30, width=terminal_columns() - 2)
+
+
+class RawDescriptionFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, with its default width found without shutil (``ds01``'s own page)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
+class GroupFormatter(argparse.HelpFormatter):
+    """argparse's default, with its default width found without shutil (``ds01 container``)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
 
 
 class _Tier(argparse.Action):

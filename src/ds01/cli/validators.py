@@ -34,7 +34,7 @@ PROJECT_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}", re.ASCII)  # use wi
 
 
 def container_name(text: str) -> str:
-    from ds01.core.names import validate_container_name
+    from ds01.model.names import validate_container_name
 
     try:
         return validate_container_name(text)
@@ -70,7 +70,7 @@ def image_tag(text: str) -> str:
 
 
 def project_name(text: str) -> str:
-    from ds01.core.names import require_match
+    from ds01.model.names import require_match
 
     return require_match(
         PROJECT_NAME_RE,
@@ -82,14 +82,14 @@ def project_name(text: str) -> str:
 
 
 def size(text: str) -> str:
-    from ds01.core.units import parse_bytes
+    from ds01.model.units import parse_bytes
 
     parse_bytes(text)  # its ValueError says what is wrong
     return text
 
 
 def cpus(text: str) -> str:
-    from ds01.core.units import parse_cpus
+    from ds01.model.units import parse_cpus
 
     parse_cpus(text)  # its ValueError says what is wrong
     return text

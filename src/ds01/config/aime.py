@@ -18,7 +18,7 @@ import csv
 import re
 from dataclasses import dataclass
 
-from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference
+from ds01.model.names import IMAGE_REFERENCE_RE, is_image_reference
 
 #: How ds01 spells AIME's framework names (others are kept as written).
 FRAMEWORK_TITLES = {

@@ -48,7 +48,7 @@ from ds01.config.sections import (
     layer_section,
     mark_undefined_groups,
 )
-from ds01.core.units import format_bytes, parse_bytes, parse_cpus
+from ds01.model.units import format_bytes, parse_bytes, parse_cpus
 
 DEFAULT_ADMIN_GROUP = "ds01-admin"
 

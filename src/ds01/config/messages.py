@@ -14,7 +14,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from ds01.core.suggest import did_you_mean
+from ds01.model.suggest import did_you_mean
 
 #: YAML's words for what pydantic's error types expect.
 _EXPECTED = {

@@ -42,8 +42,8 @@ from ds01.config.policies import (
     LifecyclePolicy,
     policy_permissiveness,
 )
-from ds01.core.allocation import GpuQuota
-from ds01.core.units import MIB, parse_bytes
+from ds01.model.quota import GpuQuota
+from ds01.model.units import MIB, parse_bytes
 
 SOURCE_DEFAULTS = "defaults"
 SOURCE_BUILTIN = "builtin"

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
-from ds01.core.units import MIB, format_bytes, parse_bytes
 from ds01.errors import InvalidInput, NoCapacity, QuotaExceeded
+from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
+from ds01.model.units import MIB, format_bytes, parse_bytes
 
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker's minimum memory limit
 #: Docker's smallest memory limit; less room than this is no room.

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.core.names import require_match
-from ds01.runtime.labels import JUPYTER_PORT as JUPYTER_PORT_LABEL  # a constant, no I/O
+from ds01.model.labels import JUPYTER_PORT as JUPYTER_PORT_LABEL  # a constant, no I/O
+from ds01.model.names import require_match
 
 Framework = Literal["pytorch", "tensorflow", "python"]
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ds01.gpu.device import Device
+from ds01.model.device import Device
 
 JOULES_PER_KWH = 3_600_000.0
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from ds01.core.text import shown
 from ds01.errors import InvalidInput
+from ds01.model.text import shown
 
 #: ``user`` of the events ds01d writes on its own account.
 DAEMON_USER = "ds01d"

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 
 from ds01.core.dockerfile_bases import BaseReference, base_references
-from ds01.core.names import IMAGE_REFERENCE_RE, is_image_reference, require_match
 from ds01.errors import InvalidInput
+from ds01.model.names import IMAGE_REFERENCE_RE, is_image_reference, require_match
 
 #: Label keys under this prefix are ds01d's own; a user's image may carry none but the owner.
 RESERVED_LABEL_PREFIX = "ds01."

@@ -106,7 +106,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
 from ds01.config.policies import LifecyclePolicy
-from ds01.core.units import format_duration
+from ds01.model.units import format_duration
 
 #: Per-signal names, in the order they are shown.
 Signal = Literal["cpu", "network", "gpu", "sessions"]

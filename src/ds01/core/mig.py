@@ -29,9 +29,8 @@ from typing import Literal
 
 from ds01.config.gpu_config import mig_profile_slices
 from ds01.core.allocation import Holding
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
-
-StepAction = Literal["destroy", "disable_mig", "enable_mig", "create"]
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig import MigStep
 
 #: unchanged: already as desired; apply: can be changed now; held: a container holds one of
 #: its devices; invalid: the desired layout does not fit the GPU; unmanaged: not in
@@ -69,22 +68,6 @@ class Layout:
         if not self.profiles:
             return "MIG on, no instance"
         return "MIG: " + " + ".join(_largest_first(self.profiles))
-
-
-@dataclass(frozen=True)
-class MigStep:
-    """One change to a GPU. ``uuid``: the instance a ``destroy`` removes."""
-
-    action: StepAction
-    profile: str | None = None
-    uuid: str | None = None
-
-    def describe(self) -> str:
-        if self.action == "destroy":
-            return f"destroy {self.profile} ({self.uuid})"
-        if self.action == "create":
-            return f"create {self.profile}"
-        return "turn MIG mode on" if self.action == "enable_mig" else "turn MIG mode off"
 
 
 @dataclass(frozen=True)

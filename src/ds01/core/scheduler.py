@@ -81,7 +81,6 @@ from typing import Literal, NamedTuple, TypeAlias
 from ds01.config.scheduler import MAX_PRIORITY, PRIORITY_POINTS_DIVISOR, SchedulerConfig
 from ds01.core.allocation import (
     AllocationState,
-    GpuQuota,
     GpuRequest,
     Placement,
     allocate,
@@ -89,7 +88,8 @@ from ds01.core.allocation import (
     least_gpu_equivalents,
 )
 from ds01.errors import NoCapacity, QuotaExceeded
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
+from ds01.model.quota import GpuQuota
 
 SECONDS_PER_HOUR = 3600.0
 

@@ -11,7 +11,7 @@ Docker's labels still say which containers exist and which devices each was give
 several containers name the same device, only a running one can hold it (a stopped one
 had its devices released, and the record of that may be lost): :func:`inferred_releases`.
 
-Pure functions over plain data; the files are read by ``ds01.daemon.state_files``.
+Pure functions over plain data; the files are read by ``ds01.runtime.store_files``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.core.units import format_duration
+from ds01.model.units import format_duration
 
 #: The admin's repair commands, as the messages quote them.
 RESTORE_COMMAND = "ds01 admin state restore"

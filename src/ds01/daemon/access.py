@@ -13,14 +13,15 @@ from __future__ import annotations
 import re
 
 from ds01.config.resolve import is_admin
-from ds01.core.names import validate_container_name
-from ds01.core.text import shown
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import Caller, PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.errors import InvalidInput, NotFound, PermissionDenied, PolicyError
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.names import validate_container_name
+from ds01.model.text import shown
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import PeerCredentials, UnixUser, user_by_name, user_by_uid
 
 DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}\Z")  # a Docker id or its (12+ digit) prefix
 

@@ -8,9 +8,9 @@ import threading
 from collections import OrderedDict
 
 from ds01.core.accounts import Account, group_with, passwd_with
-from ds01.daemon.identity import UnixUser
 from ds01.errors import NotFound
 from ds01.runtime.docker import DockerRuntime
+from ds01.runtime.identity import UnixUser
 
 log = logging.getLogger(__name__)
 

@@ -42,17 +42,18 @@ from ds01.core.mig import GpuPlan, Layout, plan_mig
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
 from ds01.daemon.creation import DEFAULT_SLICE_GROUP
-from ds01.daemon.identity import Caller, UnixUser, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.launch import DEFAULT_WORKSPACE_DIR, make_user_directory
 from ds01.daemon.limits_enforcement import aggregate_limits
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import ExemptionRecord, QueuedRequest
 from ds01.daemon.views import allocation_state
 from ds01.errors import Conflict, Ds01Error, InvalidInput, NotFound, SystemFault
 from ds01.files import replace_file
 from ds01.paths import RESOURCE_LIMITS_FILE
 from ds01.runtime.cgroups import CgroupError, user_slice_path
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_name
+from ds01.runtime.store import ExemptionRecord, QueuedRequest
 
 MigOutcome = Literal["applied", "unchanged", "refused", "failed", "pending_reset", "skipped"]
 

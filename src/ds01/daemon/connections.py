@@ -56,7 +56,6 @@ from http import HTTPStatus
 from typing import Literal
 
 from ds01.core.admission import ConnectionTable, Notice, RefusalNotices, Share, WorkShares
-from ds01.daemon.identity import PeerCredentials, peer_credentials
 from ds01.errors import (
     DaemonStopping,
     Ds01Error,
@@ -66,6 +65,7 @@ from ds01.errors import (
     ServerBusy,
     Throttled,
 )
+from ds01.runtime.identity import PeerCredentials, peer_credentials
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from ds01.core.image_build import build_target
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access, resource_of
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import Caller, UnixUser, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.limits_enforcement import LimitsEnforcement, record_parent
 from ds01.daemon.prepared import Queued
@@ -33,8 +33,9 @@ from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_name
 
 log = logging.getLogger(__name__)
 

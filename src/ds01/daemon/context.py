@@ -47,12 +47,10 @@ from ds01.config.loader import Ds01Config
 from ds01.config.resolve import ResolvedAggregate, ResolvedLimits, resolve_aggregate, resolve_limits
 from ds01.daemon.accounts import OwnerAccounts
 from ds01.daemon.config_watch import ConfigWatcher
-from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.identity import Caller
 from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.networks import UserNetworks, instance_id
-from ds01.daemon.notify import notify_terminals
 from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.state import StateStore
 from ds01.daemon.status import DaemonStatus
 from ds01.errors import Ds01Error, PermissionDenied
 from ds01.events.log import EventLog
@@ -60,7 +58,10 @@ from ds01.gpu.backend import GpuBackend
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
 from ds01.runtime.firewall import Firewall
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.notify import notify_terminals
 from ds01.runtime.staging import STAGING_DIR, MountStaging
+from ds01.runtime.store import StateStore
 
 log = logging.getLogger(__name__)
 

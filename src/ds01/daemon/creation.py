@@ -41,14 +41,10 @@ from ds01.core.container_resources import (
     resources_for,
     stop_signal,
 )
-from ds01.core.names import validate_container_name, validate_image_reference
-from ds01.core.suggest import did_you_mean
-from ds01.core.text import shown
-from ds01.core.units import format_bytes
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.identity import Caller
 from ds01.daemon.launch import (
     CONTAINER_DATA,
     CONTAINER_WORKSPACE,
@@ -59,7 +55,6 @@ from ds01.daemon.launch import (
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
 from ds01.daemon.queue_desk import QueueDesk
-from ds01.daemon.state import CreateIntent
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
@@ -71,16 +66,21 @@ from ds01.errors import (
     PortInUse,
     StorageFault,
 )
-from ds01.gpu.device import Device, Inventory
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory
+from ds01.model.names import validate_container_name, validate_image_reference
+from ds01.model.suggest import did_you_mean
+from ds01.model.text import shown
+from ds01.model.units import format_bytes
 from ds01.runtime.cgroups import user_slice_path
 from ds01.runtime.docker import (
     PUBLISH_HOST_IP,
     ROTATING_LOG_DRIVERS,
     ContainerRecord,
     ContainerSpec,
-    ports_label,
 )
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import CreateIntent
 
 log = logging.getLogger(__name__)
 
@@ -520,37 +520,30 @@ class Creation:
     def _labels(
         self, prepared: PreparedCreate, placement: Placement, request_id: str
     ) -> dict[str, str]:
-        owner, resources, name = prepared.owner, prepared.resources, prepared.name
-        uuids = placement.uuids
-        return {
-            L.MANAGED: "true",
-            L.USER: owner.name,
-            L.UID: str(owner.uid),
-            L.GROUP: prepared.group,
-            L.NAME: name,
-            L.GPUS: ",".join(uuids),
-            L.GPU_EQUIVALENTS: str(placement.gpu_equivalents),
-            L.CREATED_AT: self.context.now().isoformat(timespec="seconds"),
-            L.INTERFACE: prepared.interface,
-            L.IMAGE: prepared.requested_image,
-            L.REQUEST_ID: request_id,
-            L.MEMORY_BYTES: "" if resources.memory_bytes is None else str(resources.memory_bytes),
-            L.CPUS: "" if resources.cpus is None else f"{resources.cpus:g}",
-            L.DISK_BYTES: "" if resources.disk_bytes is None else str(resources.disk_bytes),
-            L.PORTS: ports_label(prepared.ports),
-            L.KEPT_IMAGE: prepared.kept_image or "",
-            L.JUPYTER_PORT: "" if prepared.jupyter_port is None else str(prepared.jupyter_port),
-            L.JUPYTER_TOKEN: prepared.jupyter_token or "",
-            L.AIME_MLC: owner.name,
-            L.AIME_NAME: name,
-            L.AIME_USER: owner.name,
-            L.AIME_VERSION: L.AIME_MLC_VERSION_VALUE,
-            L.AIME_WORK_MOUNT: str(prepared.workspace),
-            L.AIME_DATA_MOUNT: str(prepared.data) if prepared.data else "-",
-            L.AIME_MODELS_MOUNT: "-",
-            L.AIME_FRAMEWORK: prepared.framework,
-            L.AIME_GPUS: ",".join(uuids) if uuids else "void",
-        }
+        owner, resources, uuids = prepared.owner, prepared.resources, placement.uuids
+        return L.ContainerLabels(
+            user=owner.name,
+            uid=owner.uid,
+            group=prepared.group,
+            name=prepared.name,
+            gpus=uuids,
+            gpu_equivalents=placement.gpu_equivalents,
+            created_at=self.context.now().isoformat(timespec="seconds"),
+            interface=prepared.interface,
+            image=prepared.requested_image,
+            request_id=request_id,
+            memory_bytes=resources.memory_bytes,
+            cpus=resources.cpus,
+            disk_bytes=resources.disk_bytes,
+            ports=prepared.ports,
+            kept_image=prepared.kept_image,
+            jupyter_port=prepared.jupyter_port,
+            jupyter_token=prepared.jupyter_token,
+            workspace=str(prepared.workspace),
+            data=str(prepared.data) if prepared.data else None,
+            framework=prepared.framework,
+            visible_devices=",".join(uuids) if uuids else "void",
+        ).as_dict()
 
     def _spec(
         self, prepared: PreparedCreate, placement: Placement, inventory: Inventory, request_id: str

@@ -42,7 +42,7 @@ from ds01.core.disk import (
 from ds01.daemon import schemas as api
 from ds01.daemon.periodic import PeriodicPass
 from ds01.errors import Ds01Error
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.diskusage import tree_usage
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
 

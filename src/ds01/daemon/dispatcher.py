@@ -41,19 +41,20 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, UnixUser, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import QueuedRequest, UsageRecord
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import utc_now
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
+from ds01.model.labels import container_name
+from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
-from ds01.runtime.labels import container_name
+from ds01.runtime.identity import UnixUser, user_by_uid
+from ds01.runtime.store import QueuedRequest, UsageRecord
 
 log = logging.getLogger(__name__)
 

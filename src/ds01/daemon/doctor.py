@@ -36,13 +36,13 @@ from ds01.config.loader import load_config
 from ds01.core.disk import human_bytes
 from ds01.core.image_presence import missing_images
 from ds01.core.state_recovery import BackupInfo
-from ds01.core.units import format_duration
 from ds01.daemon.health import LoopHealth
 from ds01.daemon.schemas import DoctorFinding, DoctorReport
 from ds01.daemon.state_backup import DEFAULT_INTERVAL_SECONDS as BACKUP_INTERVAL_SECONDS
-from ds01.daemon.state_files import backup_info
-from ds01.daemon.storage_fault import mount_point
 from ds01.errors import Ds01Error, PermissionDenied
+from ds01.model.units import format_duration
+from ds01.runtime.storage_fault import mount_point
+from ds01.runtime.store_files import backup_info
 
 if TYPE_CHECKING:
     from ds01.daemon.identity import Caller

@@ -27,11 +27,11 @@ from datetime import datetime
 
 from ds01.core.energy import DeviceHolder, attribute_energy, counter_delta
 from ds01.daemon.periodic import PeriodicPass
-from ds01.daemon.sampler import device_telemetry
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import EnergyRecord
 from ds01.events.log import utc_now
+from ds01.gpu.backend import device_telemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.store import EnergyRecord
 
 log = logging.getLogger(__name__)
 

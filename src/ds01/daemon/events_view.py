@@ -25,11 +25,12 @@ from typing import Any
 
 from ds01.core.event_query import EventQuery, parse_ts, query_time
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import InvalidInput, NotFound, SystemFault
 from ds01.events import chain
 from ds01.events.log import lines_backwards
+from ds01.runtime.identity import user_by_name
 
 #: Events in one answer unless ``limit`` says otherwise, and at most.
 DEFAULT_LIMIT = 100

@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from ds01.core.names import validate_container_name
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, user_by_name
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import ExemptionRecord
 from ds01.errors import NotFound
+from ds01.model.names import validate_container_name
+from ds01.runtime.identity import user_by_name
+from ds01.runtime.store import ExemptionRecord
 
 
 def info(record: ExemptionRecord) -> api.ExemptionInfo:

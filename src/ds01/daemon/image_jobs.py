@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ds01.core.text import plain
 from ds01.daemon import schemas as api
 from ds01.errors import QuotaExceeded
-from ds01.runtime.docker import MessageStream
+from ds01.model.text import plain
+from ds01.runtime.docker_images import MessageStream
 
 log = logging.getLogger(__name__)
 

@@ -29,16 +29,10 @@ image only with ``force``; an image a container uses is refused, naming the cont
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import os
-import shutil
-import subprocess
 import tarfile
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,12 +50,9 @@ from ds01.core.image_build import (
     foreign_labels,
     validate_dockerfile_path,
 )
-from ds01.core.names import is_image_reference, validate_image_reference, with_default_tag
-from ds01.core.text import plain
-from ds01.core.units import format_bytes, format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.creation import DEFAULT_SLICE_GROUP
-from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.identity import Caller
 from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
 from ds01.daemon.launch import owned_directory
 from ds01.daemon.networks import network_name
@@ -73,9 +64,12 @@ from ds01.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
-    QuotaExceeded,
 )
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.names import is_image_reference, validate_image_reference, with_default_tag
+from ds01.model.text import plain
+from ds01.model.units import format_bytes, format_duration
+from ds01.runtime.build_context import add_dockerfile, context_archive
 from ds01.runtime.cgroups import (
     AggregateLimits,
     CgroupError,
@@ -83,24 +77,19 @@ from ds01.runtime.cgroups import (
     slice_unit,
     user_slice_path,
 )
-from ds01.runtime.docker import BuildLimits
+from ds01.runtime.docker_images import BuildLimits
 from ds01.runtime.dockerfile_parser import parse_isolated
+from ds01.runtime.identity import UnixUser
 
 log = logging.getLogger(__name__)
 #: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
 #: with a token of its own) and grant nothing.
 IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT})
 
-#: Largest build context ds01d accepts (the archive of the directory).
-MAX_CONTEXT_BYTES = 4 * 1024**3
-#: Longest ds01d waits for the archive of a build context.
-CONTEXT_TIMEOUT_SECONDS = 240.0
 #: Largest Dockerfile ds01d reads.
 MAX_DOCKERFILE_BYTES = 1024**2
 #: Where build contexts are spooled, below the state directory (unlinked files).
 SPOOL_DIR = "builds"
-_TAR_PATH = "/usr/bin:/bin"
-_STDERR_KEEP = 64 * 1024
 # Moving a tag and checking whose it is happen together.
 _TAG_LOCK = threading.Lock()
 
@@ -308,121 +297,6 @@ def _spool_dir(service: Ds01Service) -> Path:
     path = service.paths.state_dir / SPOOL_DIR
     path.mkdir(mode=0o700, exist_ok=True)
     return path
-
-
-def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[bytes], list[str]]:
-    """A tar of ``context`` made by ``tar`` running as ``user``, in an unlinked file of
-    ``spool_dir``; and the warnings tar gave. Files the user cannot read make it fail.
-
-    Raises:
-        PermissionDenied: something in the context is unreadable to the user.
-        QuotaExceeded: the archive is larger than ``MAX_CONTEXT_BYTES``.
-        Conflict: tar failed otherwise, or took longer than ``CONTEXT_TIMEOUT_SECONDS``.
-    """
-    tar = shutil.which("tar", path=_TAR_PATH)
-    if tar is None:
-        raise Conflict("ds01d cannot pack the build context: `tar` is not installed.")
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
-    process = subprocess.Popen(
-        # Owner root in the archive, as `docker build` sends it.
-        [tar, "-C", str(context), "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        env={"PATH": _TAR_PATH, "LC_ALL": "C"},
-        user=user.uid,
-        group=user.gid,
-        extra_groups=os.getgrouplist(user.name, user.gid),
-        start_new_session=True,
-    )
-    stdout, stderr = process.stdout, process.stderr
-    assert stdout is not None and stderr is not None
-    errors = bytearray()
-
-    def read_errors() -> None:
-        for chunk in iter(lambda: stderr.read(4096), b""):
-            if len(errors) < _STDERR_KEEP:
-                errors.extend(chunk)
-
-    reader = threading.Thread(target=read_errors, daemon=True)
-    reader.start()
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-
-    timer = threading.Timer(CONTEXT_TIMEOUT_SECONDS, expire)
-    timer.start()
-    size, too_big = 0, False
-    try:
-        for chunk in iter(lambda: stdout.read(1 << 20), b""):
-            size += len(chunk)
-            if size > MAX_CONTEXT_BYTES:
-                too_big = True
-                process.kill()
-                break
-            spool.write(chunk)
-        code = process.wait()
-    finally:
-        timer.cancel()
-        stdout.close()
-        reader.join(timeout=5)
-    text = errors.decode("utf-8", "replace")
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        if too_big:
-            raise QuotaExceeded(
-                f"Your build context {context} is larger than {format_bytes(MAX_CONTEXT_BYTES)}. "
-                "Keep data sets and checkpoints out of it (mount them with --data when you "
-                "create a container), or build from a smaller directory (--context)."
-            )
-        if timed_out.is_set():
-            raise Conflict(
-                f"Reading your build context {context} took longer than "
-                f"{CONTEXT_TIMEOUT_SECONDS:g} s. Build from a smaller directory (--context)."
-            )
-        if code not in (0, 1):  # 1: a file changed while it was read (a warning)
-            shown = "\n  ".join(lines[:10]) + ("\n  …" if len(lines) > 10 else "")
-            if "Permission denied" in text:
-                raise PermissionDenied(
-                    f"ds01 reads your build context as you ({user.name}), and you cannot read "
-                    f"everything in {context}:\n  {shown}\nMake those files readable to you, or "
-                    "move them out of the build context."
-                )
-            raise Conflict(f"Could not read your build context {context}:\n  {shown}")
-    except Ds01Error:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool, lines if code == 1 else []
-
-
-def add_dockerfile(archive: IO[bytes], text: str) -> str:
-    """Append ``text`` to the build context's ``archive`` as a Dockerfile under a name no
-    member has, and return that name (what Docker is told to build from).
-
-    A new name rather than a second member under the user's Dockerfile's name: Docker then
-    reads exactly this text, whatever its extraction does with duplicate members. Like any
-    Dockerfile, Docker reads it before it applies ``.dockerignore``."""
-    archive.seek(0)
-    try:
-        with tarfile.open(fileobj=archive, mode="a") as tar:
-            taken = set(tar.getnames())
-            name = f".ds01-Dockerfile-{uuid.uuid4().hex[:12]}"
-            while f"./{name}" in taken or name in taken:  # pragma: no cover - 48 random bits
-                name = f".ds01-Dockerfile-{uuid.uuid4().hex[:12]}"
-            data = text.encode("utf-8")
-            member = tarfile.TarInfo(f"./{name}")
-            member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(member, io.BytesIO(data))
-    except tarfile.TarError as exc:
-        raise Conflict(f"Could not write to the archive of your build context: {exc}") from exc
-    finally:
-        archive.seek(0)
-    return name
 
 
 def read_dockerfile(archive: IO[bytes], path: str, context: Path) -> str:
@@ -891,10 +765,8 @@ def remove(
 
 
 __all__ = [
-    "MAX_CONTEXT_BYTES",
     "build_limits",
     "cancel_build",
-    "context_archive",
     "follow",
     "listing",
     "read_dockerfile",

@@ -32,15 +32,17 @@ from ds01.core.ports import (
     port_in_use_message,
     port_taken_message,
 )
-from ds01.core.text import shown
 from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import Caller, UnixUser
+from ds01.daemon.identity import Caller
 from ds01.daemon.networks import NETWORK_ACTION
 from ds01.daemon.prepared import PreparedCreate
 from ds01.errors import InvalidInput, PermissionDenied, PolicyError, PortInUse
-from ds01.runtime import labels as L
-from ds01.runtime.docker import PUBLISH_HOST_IP, ContainerRecord, requested_ports
+from ds01.model import labels as L
+from ds01.model.labels import requested_ports
+from ds01.model.text import shown
+from ds01.runtime.docker import PUBLISH_HOST_IP, ContainerRecord
+from ds01.runtime.identity import UnixUser
 from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
 CONTAINER_WORKSPACE = "/workspace"
@@ -59,7 +61,7 @@ BIND_LABELS = {CONTAINER_WORKSPACE: L.AIME_WORK_MOUNT, CONTAINER_DATA: L.AIME_DA
 BindSource = tuple[int | None, str, str]
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     """Whether nothing listens on 127.0.0.1:``port`` (TCP) right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # Connections of an earlier listener in TIME_WAIT do not make a port taken.
@@ -211,7 +213,7 @@ class Launcher:
             finally:
                 os.close(fd)
         for _, host_port in requested_ports(record.labels):
-            if host_port is not None and not _port_is_free(host_port):
+            if host_port is not None and not port_is_free(host_port):
                 self._refuse_port(caller, record, host_port, self._port_holder(record, host_port))
         try:
             ctx.runtime.start(record.docker_name)
@@ -259,7 +261,7 @@ class Launcher:
         port = prepared.jupyter_port
         if port is None or dict(prepared.ports).get(port) is not None:
             return prepared
-        chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, _port_is_free)
+        chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, port_is_free)
         if chosen is None:
             raise PortInUse(
                 f"No free host port for JupyterLab in {JUPYTER_HOST_PORTS.start}-"

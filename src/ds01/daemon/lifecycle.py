@@ -69,23 +69,23 @@ from ds01.core.lifecycle import (
     warned,
 )
 from ds01.core.report import activity_sample, hour_start, max_sample_gap
-from ds01.core.units import format_duration
 from ds01.daemon import schemas as api
 from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
-from ds01.daemon.identity import UnixUser, user_by_uid
 from ds01.daemon.limits_enforcement import record_parent
-from ds01.daemon.notify import NOTICE_FILE, post_webhook, write_notice
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import GpuActivity
 from ds01.daemon.views import users_waiting_for_devices
 from ds01.errors import Ds01Error
 from ds01.events.log import DAEMON_USER, utc_now
 from ds01.gpu.backend import DeviceTelemetry
+from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_uid
+from ds01.runtime.notify import NOTICE_FILE, post_webhook, write_notice
 from ds01.runtime.procfs import boot_id
+from ds01.runtime.store import GpuActivity
 from ds01.runtime.userfs import UserIds
 
 log = logging.getLogger(__name__)

@@ -23,14 +23,13 @@ from ds01.config.resolve import ResolvedAggregate
 from ds01.core.allocation import equivalents_to_float
 from ds01.core.container_resources import memory_total_refusal
 from ds01.core.lifecycle import covering_exemption
-from ds01.core.units import format_duration
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import UnixUser, user_by_name
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, QuotaExceeded
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.units import format_duration
 from ds01.runtime.cgroups import (
     AggregateLimits,
     CgroupError,
@@ -38,6 +37,7 @@ from ds01.runtime.cgroups import (
     user_slice_path,
 )
 from ds01.runtime.docker import CgroupDriver, ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_name
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,12 @@ def record_parent(record: ContainerRecord) -> str:
 
 def label_size(record: ContainerRecord, key: str) -> int | None:
     """A byte count a ds01 label holds; ``None`` (unlimited) when empty, absent or invalid."""
-    text = record.labels.get(key, "")
-    return int(text) if text.isdigit() else None
+    return L.size_of(record.labels, key)
 
 
 def label_cpus(record: ContainerRecord) -> float | None:
     """The container's CPU limit from its label; ``None`` when unlimited or unknown."""
-    try:
-        return float(record.labels.get(L.CPUS, ""))
-    except ValueError:
-        return None
+    return L.cpus_of(record.labels)
 
 
 def aggregate_limits(aggregate: ResolvedAggregate) -> AggregateLimits:

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.service import Ds01Service
-    from ds01.metrics.exporter import ListenAddress, MetricsExporter
+    from ds01.metrics.activity import ActivityCounters
+    from ds01.metrics.exporter import MetricsExporter
+    from ds01.metrics.listen import ListenAddress
 
 #: Seconds the requests accepted before a SIGTERM get to finish: a create or a stop inside
 #: Docker takes seconds (a stop waits up to 10 s for the container's processes).
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _size(text: str) -> int:
     """A size flag (``64M``, ``1048576``) in bytes."""
-    from ds01.core.units import parse_bytes
+    from ds01.model.units import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -216,8 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     backups = StateBackups(service.store)
     backups.backup_now()  # a copy of the state as it is at start, before any change
     loops = _Loops.of(service, args)
-    exporter = _metrics_exporter(
-        service, loops.energy, container_names=_metrics_container_names(args)
+    activity = _activity_counters(service)
+    metrics = _MetricsStart(
+        lambda: _metrics_exporter(
+            service, activity, loops.energy, container_names=_metrics_container_names(args)
+        ),
+        metrics_address,
     )
     server = Ds01HttpServer(paths.socket, service)
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
@@ -227,12 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("ds01d").info("listening on %s (config %s)", paths.socket, paths.config_dir)
     backups.start()
     loops.start()
-    _start_exporter(exporter, metrics_address)
+    metrics.start()  # loads the exporter while the socket already answers
     unfinished: list[str] = []
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
-        exporter.stop()
+        metrics.stop()
         service.ledger.stop()
         unfinished = loops.stop(stop)
         server.server_close()
@@ -277,7 +284,7 @@ def _prepared_paths(args: argparse.Namespace) -> DaemonPaths:
 def _locked_state(paths: DaemonPaths) -> int:
     """The state directory's lock, held for ds01d's whole life: no second ds01d, and no
     restore, on this state. Exits when another holds it."""
-    from ds01.daemon.state_files import StateDirBusy, lock_state_dir
+    from ds01.runtime.store_files import StateDirBusy, lock_state_dir
 
     try:
         return lock_state_dir(paths.state_dir)
@@ -428,7 +435,7 @@ class _Loops:
 
 def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
     """The exporter's address from the flags or the environment; exits on a bad one."""
-    from ds01.metrics.exporter import (
+    from ds01.metrics.listen import (
         DEFAULT_LISTEN,
         ENV_METRICS_ALLOW_REMOTE,
         ENV_METRICS_LISTEN,
@@ -444,34 +451,68 @@ def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
 
 
 def _metrics_container_names(args: argparse.Namespace) -> bool:
-    from ds01.metrics.exporter import ENV_METRICS_CONTAINER_NAMES
+    from ds01.metrics.listen import ENV_METRICS_CONTAINER_NAMES
 
     return bool(args.metrics_container_names) or (
         os.environ.get(ENV_METRICS_CONTAINER_NAMES) == "1"
     )
 
 
-def _metrics_exporter(
-    service: Ds01Service, energy: EnergyMeter, *, container_names: bool
-) -> MetricsExporter:
-    """The exporter of ``service``: its counters listen to the event log from now on."""
+def _activity_counters(service: Ds01Service) -> ActivityCounters:
+    """The exporter's counters, listening to the event log from now on (before ds01d serves,
+    so that no event is missed while the exporter itself still loads)."""
     from ds01.metrics.activity import ActivityCounters
+
+    activity = ActivityCounters()
+    service.events.subscribe(activity.observe)
+    return activity
+
+
+def _metrics_exporter(
+    service: Ds01Service, activity: ActivityCounters, energy: EnergyMeter, *, container_names: bool
+) -> MetricsExporter:
+    """The exporter of ``service`` (this imports prometheus-client: about a third of
+    ds01d's imports)."""
     from ds01.metrics.collector import Ds01Collector
     from ds01.metrics.exporter import MetricsExporter
     from ds01.metrics.snapshot import Snapshotter
 
-    activity = ActivityCounters()
-    service.events.subscribe(activity.observe)
     snapshots = Snapshotter(service, activity, energy.totals, container_names=container_names)
     return MetricsExporter(Ds01Collector(snapshots.take))
 
 
-def _start_exporter(exporter: MetricsExporter, address: ListenAddress | None) -> None:
+class _MetricsStart:
+    """Builds and starts the exporter in a thread of its own, so that ds01d's socket answers
+    while prometheus-client loads. ``start`` and ``stop`` are called from ``main``'s thread;
+    ``stop`` waits for the start to end, then stops what it started."""
+
+    def __init__(self, build: Callable[[], MetricsExporter], address: ListenAddress | None) -> None:
+        self._build = build
+        self._address = address
+        self._exporter: MetricsExporter | None = None
+        self._thread = threading.Thread(target=self._run, name="ds01d-metrics-start", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._address is None:
+            logging.getLogger("ds01d").info("metrics exporter off")
+            return
+        exporter = self._build()
+        _start_exporter(exporter, self._address)
+        self._exporter = exporter
+
+    def stop(self) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+        if self._exporter is not None:
+            self._exporter.stop()
+
+
+def _start_exporter(exporter: MetricsExporter, address: ListenAddress) -> None:
     """Start serving metrics; a failure is logged and ds01d carries on without them."""
     log = logging.getLogger("ds01d")
-    if address is None:
-        log.info("metrics exporter off")
-        return
     try:
         bound = exporter.start(address)
     except OSError as exc:

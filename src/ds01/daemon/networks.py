@@ -35,8 +35,9 @@ from pathlib import Path
 
 from ds01.errors import Conflict, Ds01Error, SystemFault
 from ds01.events.log import EventLog
-from ds01.runtime import labels as L
-from ds01.runtime.docker import DockerRuntime, NetworkRecord
+from ds01.model import labels as L
+from ds01.runtime.docker import DockerRuntime
+from ds01.runtime.docker_networks import NetworkRecord
 from ds01.runtime.firewall import Firewall, FirewallError
 
 log = logging.getLogger(__name__)

@@ -43,12 +43,12 @@ from typing import Literal, Protocol
 
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.limits_enforcement import record_parent
-from ds01.daemon.state import OomState, StateStore
 from ds01.errors import StateDamaged
 from ds01.events.log import EventLog, utc_now
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
+from ds01.runtime.store import OomState, StateStore
 
 log = logging.getLogger(__name__)
 

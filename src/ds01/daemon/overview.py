@@ -24,8 +24,8 @@ from fractions import Fraction
 from ds01.core.allocation import equivalents_to_float
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, UnixUser, user_by_name
-from ds01.daemon.sampler import device_telemetry, gpu_figures
+from ds01.daemon.identity import Caller
+from ds01.daemon.sampler import gpu_figures
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import (
     allocated_equivalents,
@@ -35,7 +35,9 @@ from ds01.daemon.views import (
     unusable_gpus,
 )
 from ds01.errors import Ds01Error
+from ds01.gpu.backend import device_telemetry
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_name
 
 
 def overview(service: Ds01Service, caller: Caller) -> api.Overview:

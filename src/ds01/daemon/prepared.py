@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ds01.config.resolve import ResolvedAggregate
-from ds01.core.allocation import GpuQuota, GpuRequest
+from ds01.core.allocation import GpuRequest
 from ds01.core.container_resources import Resources
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import UnixUser
-from ds01.daemon.state import QueuedRequest
-from ds01.runtime.docker import LocalImage
+from ds01.model.quota import GpuQuota
+from ds01.runtime.docker_images import LocalImage
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import QueuedRequest
 
 
 @dataclass(frozen=True)

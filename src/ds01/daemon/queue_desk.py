@@ -22,13 +22,13 @@ from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.daemon import schemas as api
 from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.identity import UnixUser
 from ds01.daemon.prepared import PreparedCreate, Queued
-from ds01.daemon.state import QueuedRequest, QueueKind
 from ds01.errors import Conflict, InvalidInput, NoCapacity
-from ds01.gpu.device import Inventory
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.device import Inventory
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import QueuedRequest, QueueKind
 
 
 def released_request(record: ContainerRecord, inventory: Inventory) -> GpuRequest:

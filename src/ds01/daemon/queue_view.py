@@ -14,8 +14,8 @@ from ds01.core.scheduler import LinePlace, line_places
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
-from ds01.daemon.state import QueuedRequest
 from ds01.errors import Conflict, NotFound
+from ds01.runtime.store import QueuedRequest
 
 
 class _Snapshot:

@@ -23,16 +23,17 @@ from ds01.core.container_resources import Resources
 from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
-from ds01.daemon.identity import UnixUser
 from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_directory
 from ds01.daemon.limits_enforcement import label_cpus, label_size
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.queue_desk import released_request
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import Ds01Error, NotFound
-from ds01.gpu.device import Inventory
-from ds01.runtime import labels as L
-from ds01.runtime.docker import ContainerRecord, requested_ports
+from ds01.model import labels as L
+from ds01.model.device import Inventory
+from ds01.model.labels import requested_ports
+from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser
 
 
 class Reacquire:

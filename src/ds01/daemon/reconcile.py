@@ -16,8 +16,8 @@ import time
 
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
-from ds01.daemon.state import CreateIntent
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.runtime.store import CreateIntent
 
 log = logging.getLogger(__name__)
 

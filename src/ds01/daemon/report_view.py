@@ -16,15 +16,16 @@ from typing import Any
 
 from ds01.core import report as core
 from ds01.core.event_query import DAEMON_USER, EventQuery, container_uid, parse_ts, query_time
-from ds01.core.units import format_duration
 from ds01.daemon import events_view
 from ds01.daemon import schemas as api
 from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
-from ds01.daemon.identity import Caller, user_by_name, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error, InvalidInput, SystemFault
 from ds01.events import chain
+from ds01.model.units import format_duration
+from ds01.runtime.identity import user_by_name, user_by_uid
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ alice@pts/0``), and an exec whose client went away is no one at a terminal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ds01.core.lifecycle import Sample
 from ds01.errors import Ds01Error
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend
-from ds01.runtime import labels as L
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, device_telemetry
+from ds01.model import labels as L
 from ds01.runtime import procfs
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, container_cgroup
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
@@ -153,21 +153,9 @@ class Sampler:
         )
 
 
-def device_telemetry(backend: GpuBackend, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
-    """Telemetry of ``uuids`` in one backend call; ``{}`` when there are none or the backend
-    fails (observation fails soft)."""
-    if not uuids:
-        return {}
-    try:
-        return backend.utilization(uuids)
-    except Ds01Error:
-        return {}
-
-
 __all__ = [
     "KEEP_ALIVE_FILE",
     "Sampler",
-    "device_telemetry",
     "gpu_figures",
     "keep_alive_at",
     "workspace_of",

@@ -29,7 +29,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
 from ds01.core.admission import Notice
-from ds01.core.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.daemon import (
     admin,
     events_view,
@@ -53,13 +52,15 @@ from ds01.daemon.connections import (
     listening_socket,
 )
 from ds01.daemon.doctor import diagnose
-from ds01.daemon.identity import Caller, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.image_jobs import JobKind
 from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
-from ds01.daemon.storage_fault import storage_fault
 from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
+from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
+from ds01.runtime.identity import user_by_uid
+from ds01.runtime.storage_fault import storage_fault
 
 log = logging.getLogger(__name__)
 

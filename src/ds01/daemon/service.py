@@ -29,7 +29,7 @@ from ds01.daemon.access import Access
 from ds01.daemon.containers import ContainerOps
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
-from ds01.daemon.identity import Caller, PeerCredentials
+from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.limits_enforcement import LimitsEnforcement
@@ -38,13 +38,14 @@ from ds01.daemon.prepared import Created, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
-from ds01.daemon.state import StateStore
 from ds01.daemon.views import Views
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
 from ds01.runtime.cgroups import CgroupManager
 from ds01.runtime.docker import DockerRuntime
 from ds01.runtime.firewall import Firewall
+from ds01.runtime.identity import PeerCredentials
+from ds01.runtime.store import StateStore
 
 
 def _configured_backend(config: Ds01Config) -> GpuBackend:

@@ -1,6 +1,6 @@
 """``StateBackups``: keep a recent, consistent copy of the state database.
 
-A thread copies the store to ``ds01.db.backup`` (``ds01.daemon.state_files.write_backup``)
+A thread copies the store to ``ds01.db.backup`` (``ds01.runtime.store_files.write_backup``)
 ``settle_seconds`` after a write of what Docker's labels cannot rebuild (the store's
 ``backup_soon``: queue, released devices, exemptions), every ``interval_seconds`` when
 anything else changed, and once more at a clean stop. It reads through a connection of
@@ -19,8 +19,8 @@ import logging
 import sqlite3
 import threading
 
-from ds01.daemon.state import StateStore
-from ds01.daemon.state_files import backup_path, write_backup
+from ds01.runtime.store import StateStore
+from ds01.runtime.store_files import backup_path, write_backup
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ds01.core.state_recovery import LabelledContainer, decide_start, inferred_releases
-from ds01.daemon.state import StateStore
-from ds01.daemon.state_files import (
-    backup_info,
-    clear_restore_record,
-    examine,
-    read_restore_record,
-)
 from ds01.errors import SystemFault
 from ds01.events.log import EventLog, utc_now
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.store import StateStore
+from ds01.runtime.store_files import backup_info, clear_restore_record, examine, read_restore_record
 
 log = logging.getLogger(__name__)
 

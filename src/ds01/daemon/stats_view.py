@@ -34,7 +34,7 @@ from ds01.daemon.sampler import Sampler
 from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error
 from ds01.gpu.backend import DeviceTelemetry
-from ds01.runtime import labels as L
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 
 log = logging.getLogger(__name__)

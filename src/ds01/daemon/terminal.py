@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ds01.daemon import schemas as api
-from ds01.daemon.identity import Caller, user_by_uid
+from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error, NotFound
+from ds01.runtime.identity import user_by_uid
 
 log = logging.getLogger(__name__)
 

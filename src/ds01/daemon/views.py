@@ -17,10 +17,10 @@ from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
-from ds01.daemon.state import OomState
-from ds01.gpu.device import Device, Inventory
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory
 from ds01.runtime.docker import ContainerRecord, PortBinding
+from ds01.runtime.store import OomState
 
 if TYPE_CHECKING:
     from ds01.daemon.access import Access
@@ -37,8 +37,7 @@ def published_port(binding: PortBinding) -> api.PublishedPort:
 
 def jupyter_port_of(labels: dict[str, str]) -> int | None:
     """The container port an image's JupyterLab listens on (``ds01.jupyter.port``), if any."""
-    text = labels.get(L.JUPYTER_PORT, "")
-    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
+    return L.jupyter_port_of(labels)
 
 
 def jupyter_url(record: ContainerRecord) -> str | None:

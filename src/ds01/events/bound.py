@@ -8,7 +8,7 @@ only, pure.
 What :func:`bound_json` does to a JSON-like value (defaults in :data:`DEFAULT_BOUNDS`):
 
 - a string longer than ``string_chars`` keeps its start and ends in the cut mark of
-  ``ds01.core.text`` (``...[cut: 4000 chars in all]``); dict keys likewise at ``key_chars``;
+  ``ds01.model.text`` (``...[cut: 4000 chars in all]``); dict keys likewise at ``key_chars``;
 - a list or dict with more than ``items`` entries keeps the first ``items - 1`` and ends in
   one marker entry: the string ``"[37 more items cut]"`` in a list, the key ``"..."`` with
   ``"[37 more keys cut]"`` in a dict;
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.core.text import clip
+from ds01.model.text import clip
 
 #: Characters a string keeps, at least, after the budget is used up (room for the cut mark).
 FLOOR_CHARS = 40

@@ -20,11 +20,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
 from ds01.config.gpu_config import GpuConfig
-from ds01.errors import SystemFault
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.errors import Ds01Error, SystemFault
+from ds01.model.device import Device, Inventory, PhysicalGpu
 
 if TYPE_CHECKING:
-    from ds01.core.mig import MigStep
+    from ds01.model.mig import MigStep
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class GpuBackend(abc.ABC):
 
     - :meth:`inventory` returns every physical GPU and every allocatable device (whole
       GPUs with MIG off, MIG instances of GPUs with MIG on) as an immutable
-      :class:`~ds01.gpu.device.Inventory`, with ``reserved`` copied from the configuration
+      :class:`~ds01.model.device.Inventory`, with ``reserved`` copied from the configuration
       (reserved UUIDs stay in ``devices``; the allocator skips them). A GPU with MIG on and
       no instances is listed in ``gpus``, offers no device, and is named in ``message``.
     - "No GPUs here" is a state, not an error: no driver, no NVML library or zero GPUs give
@@ -228,3 +228,14 @@ def make_backend(
     return SimulatedBackend(
         config, telemetry_file=simulated_telemetry_file, mig_file=simulated_mig_file
     )
+
+
+def device_telemetry(backend: GpuBackend, uuids: Collection[str]) -> dict[str, DeviceTelemetry]:
+    """Telemetry of ``uuids`` in one backend call; ``{}`` when there are none or the backend
+    fails (observation fails soft)."""
+    if not uuids:
+        return {}
+    try:
+        return backend.utilization(uuids)
+    except Ds01Error:
+        return {}

@@ -21,9 +21,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ds01.config.gpu_config import SimulatedGpu, SimulatedMigInstance, mig_profile_slices
-from ds01.core.mig import MigStep
 from ds01.errors import InvalidInput
 from ds01.files import read_json_file, replace_file
+from ds01.model.mig import MigStep
 
 
 class SimulatedMigLayout(BaseModel):

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import SystemFault
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
 from ds01.gpu.nvml_mig import apply_steps, offered_profiles
+from ds01.model.device import Device, Inventory, PhysicalGpu
 
 if TYPE_CHECKING:
-    from ds01.core.mig import MigStep
+    from ds01.model.mig import MigStep
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from types import ModuleType
 from typing import Any
 
 from ds01.config.gpu_config import MIG_PROFILE_RE
-from ds01.core.mig import MigStep
 from ds01.errors import SystemFault
 from ds01.gpu.backend import MigApplied
+from ds01.model.mig import MigStep
 
 
 def _profile_name(raw: bytes | str) -> str:

@@ -52,12 +52,12 @@ from ds01.config.gpu_config import (
     mig_profile_memory_mib,
     mig_profile_slices,
 )
-from ds01.core.mig import MigStep
 from ds01.errors import ConfigError, InvalidInput, SystemFault
 from ds01.files import read_json_file, replace_file
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
 from ds01.gpu.mig_state import SimulatedMigLayout, applied, read_mig_changes, write_mig_changes
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig import MigStep
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,13 @@ from typing import Protocol
 from ds01 import __version__
 from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_aggregate, resolve_limits
-from ds01.daemon.identity import UnixUser, user_by_uid
-from ds01.daemon.limits_enforcement import label_size
-from ds01.daemon.sampler import device_telemetry
-from ds01.daemon.state import StateStore
 from ds01.errors import Ds01Error
-from ds01.events.log import EventLog
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend
-from ds01.gpu.device import Device, Inventory, PhysicalGpu
+from ds01.gpu.backend import DeviceTelemetry, GpuBackend, device_telemetry
 from ds01.metrics.activity import Activity, ActivityCounters
-from ds01.runtime import labels as L
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser, user_by_uid
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +42,39 @@ QUOTA_RESOURCES = ("gpu_equivalents", "containers", "memory")
 QUOTA_CACHE_SECONDS = 300.0
 
 
-class MetricsSource(Protocol):
-    """What the snapshot reads: ``Ds01Service`` (or a stand-in in benchmarks)."""
+class WaitingRequest(Protocol):
+    """A request waiting in the GPU queue; ``submitted_at``: ISO 8601."""
 
-    store: StateStore
-    events: EventLog
+    @property
+    def submitted_at(self) -> str: ...
+
+
+class WaitingQueue(Protocol):
+    """The GPU queue as the snapshot reads it (ds01d's store)."""
+
+    def queued(self) -> Sequence[WaitingRequest]: ...
+
+
+class AuditLogHealth(Protocol):
+    """The event log as the snapshot reads it: ``health()["writable"]``."""
+
+    def health(self) -> Mapping[str, object]: ...
+
+
+class MetricsSource(Protocol):
+    """What the snapshot reads, and all it reads, of ds01d: its service satisfies it (or a
+    stand-in in tests and benchmarks). Every member is read from the scrape's thread, so
+    each must be safe to call while ds01d serves requests."""
+
+    @property
+    def store(self) -> WaitingQueue: ...
+
+    @property
+    def events(self) -> AuditLogHealth: ...
 
     @property
     def lifecycle_last_pass(self) -> datetime | None: ...
+
     @property
     def backend(self) -> GpuBackend: ...
 
@@ -170,7 +191,7 @@ def quota_ratios(
             ratios[(user, "containers")] = len(mine) / quota.max_containers
         if quota.memory_total_bytes:
             total = quota.memory_total_bytes
-            sizes = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
+            sizes = [L.size_of(r.labels, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
             committed = sum(total if size is None else size for size in sizes)
             ratios[(user, "memory")] = committed / total
     return ratios
@@ -301,11 +322,14 @@ __all__ = [
     "CONTAINER_STATES",
     "QUOTA_CACHE_SECONDS",
     "QUOTA_RESOURCES",
+    "AuditLogHealth",
     "Holder",
     "MetricsSnapshot",
     "MetricsSource",
     "Snapshotter",
     "UserQuota",
+    "WaitingQueue",
+    "WaitingRequest",
     "allocated_by_user",
     "containers_by_state",
     "holders_of",

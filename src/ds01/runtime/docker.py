@@ -1,14 +1,15 @@
-"""The Docker Engine adapter: the only module that talks to Docker.
+"""The Docker Engine adapter: with its parts, the only code that talks to Docker.
 
 Two layers, as in docker-py: ``ContainerSpec`` is a typed request object (what ds01 decided
 a container must look like); ``DockerRuntime`` turns it into Engine API calls with the
 low-level ``APIClient`` (one call per action, no hidden ``inspect``), and turns what Docker
-reports back into ``ContainerRecord`` objects read from labels.
+reports back into ``ContainerRecord`` objects read from labels (``ContainerRecord.from_summary``,
+the record parser; ``list_managed`` and ``container_events`` below).
 
-Docker errors become ds01 errors here: 404 → ``NotFound``, 409 → ``Conflict``, anything
-else (including an engine that does not answer) → ``DockerUnavailable``. An engine that does
-not answer is said in plain words, never with the exception docker-py raised (users read
-these messages).
+``DockerRuntime`` is one object in three modules: containers, exec, events and disk here;
+images and builds in ``ds01.runtime.docker_images``; networks in
+``ds01.runtime.docker_networks``. Docker errors become ds01 errors in all of them through
+``ds01.runtime.docker_errors``.
 """
 
 from __future__ import annotations
@@ -21,21 +22,22 @@ import re
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
-from typing import IO, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, NetworkingConfig
-from docker.utils.json_stream import json_stream, stream_as_text
 
-from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NoCapacity, NotFound, PortInUse
-from ds01.runtime import labels as L
+from ds01.errors import PortInUse
+from ds01.model import labels as L
+from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
+from ds01.runtime.docker_images import DockerImages
+from ds01.runtime.docker_networks import DockerNetworks
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
 
@@ -59,44 +61,9 @@ OVERLAY_DRIVERS = frozenset({"overlay2", "overlay", "fuse-overlayfs"})
 #: What a tar stream of one file adds to its content: headers and padding to 10 KiB blocks.
 _TAR_OVERHEAD_BYTES = 16 * 1024
 
-#: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
-CPU_PERIOD_US = 100_000
 
 # Docker state → the status ds01 shows.
 _STATUS = {"exited": "stopped", "dead": "stopped"}
-
-
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
-    """Translate docker-py exceptions raised inside the block into ds01 errors."""
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise NotFound(f"{what}: not found ({exc.explanation})") from exc
-    except docker.errors.APIError as exc:
-        if exc.status_code == 409:
-            raise Conflict(f"{what}: {exc.explanation}") from exc
-        if exc.status_code == 400:  # Docker refused a value ds01 let through
-            raise InvalidInput(f"{what}: {exc.explanation}") from exc
-        raise DockerUnavailable(f"{what}: Docker error: {exc.explanation or exc}") from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise DockerUnavailable(f"{what}: {not_answering(exc)}") from exc
-
-
-#: The engine's socket: the only one ds01 talks to.
-DOCKER_SOCKET = "/var/run/docker.sock"
-_ASK_AN_ADMIN = "An admin can check it with `ds01 admin doctor`."
-
-
-def not_answering(exc: BaseException) -> str:
-    """What to tell people when the engine did not answer (``exc``: what docker-py raised):
-    plain words, never the exception's text."""
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return (
-            f"Docker on {DOCKER_SOCKET} took too long to answer; it may still finish. "
-            + _ASK_AN_ADMIN
-        )
-    return f"Docker is not running or not answering on {DOCKER_SOCKET}. " + _ASK_AN_ADMIN
 
 
 @dataclass(frozen=True)
@@ -171,20 +138,6 @@ class EventStream:
 
 
 @dataclass(frozen=True)
-class LocalImage:
-    """A local image: its default command (entrypoint + cmd), its labels, id and tags."""
-
-    command: tuple[str, ...]
-    labels: dict[str, str]
-    id: str = ""
-    tags: tuple[str, ...] = ()
-
-    def owner(self) -> str | None:
-        """The user the image was built for (``ds01.image.owner``), if any."""
-        return self.labels.get(L.IMAGE_OWNER) or None
-
-
-@dataclass(frozen=True)
 class PortBinding:
     """A published TCP port: ``host_ip:host_port`` on the host → ``container_port`` inside.
 
@@ -194,21 +147,6 @@ class PortBinding:
     container_port: int
     host_ip: str
     host_port: int | None
-
-
-def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:
-    """The ``ds01.ports`` label value for requested (container port, host port) pairs."""
-    return ",".join(f"{c}:{'' if h is None else h}" for c, h in ports)
-
-
-def requested_ports(labels: dict[str, str]) -> tuple[tuple[int, int | None], ...]:
-    """The (container port, host port or ``None``) pairs of a ``ds01.ports`` label."""
-    pairs = []
-    for item in filter(None, labels.get(L.PORTS, "").split(",")):
-        container, _, host = item.partition(":")
-        if container.isdigit():
-            pairs.append((int(container), int(host) if host.isdigit() else None))
-    return tuple(pairs)
 
 
 def _published_ports(
@@ -222,7 +160,7 @@ def _published_ports(
     }
     return tuple(
         PortBinding(port, PUBLISH_HOST_IP, actual.get(port, fixed))
-        for port, fixed in requested_ports(labels)
+        for port, fixed in L.requested_ports(labels)
     )
 
 
@@ -286,12 +224,7 @@ class ContainerRecord:
         """Build from one entry of ``GET /containers/json`` (no inspect needed)."""
         labels: dict[str, str] = summary.get("Labels") or {}
         names = summary.get("Names") or ["/"]
-        gpus = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
-        try:
-            uid = int(labels.get(L.UID, "-1"))
-            equivalents = Fraction(labels.get(L.GPU_EQUIVALENTS, "0"))
-        except ValueError:
-            uid, equivalents = -1, Fraction(0)
+        uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
         return cls(
             id=str(summary.get("Id", "")),
@@ -302,7 +235,7 @@ class ContainerRecord:
             group=labels.get(L.GROUP, ""),
             status=_STATUS.get(state, state),
             image=labels.get(L.IMAGE, str(summary.get("Image", ""))),
-            gpus=gpus,
+            gpus=L.gpus_of(labels),
             gpu_equivalents=equivalents,
             created_at=labels.get(L.CREATED_AT, ""),
             request_id=labels.get(L.REQUEST_ID, ""),
@@ -310,83 +243,6 @@ class ContainerRecord:
             ports=_published_ports(labels, summary.get("Ports") or []),
             networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
         )
-
-
-@dataclass(frozen=True)
-class BuildLimits:
-    """What each container of an image build may use; ``None`` means no limit.
-
-    ``cgroup_parent`` places the build's containers, like a user's own containers, under the
-    user's cgroup parent, so that the user's totals hold during the build too."""
-
-    cgroup_parent: str
-    memory_bytes: int | None = None
-    cpus: float | None = None
-    shm_size_bytes: int | None = None
-    network_mode: str = "none"  # or the user's own network
-
-
-#: The option of Docker's bridge driver that names the Linux bridge of a network.
-BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-
-
-@dataclass(frozen=True)
-class NetworkRecord:
-    """A Docker network: its id, name, Linux bridge, labels and attached containers."""
-
-    id: str
-    name: str
-    bridge: str
-    labels: dict[str, str]
-    containers: tuple[str, ...] = ()  # ids of the containers attached now
-
-    @classmethod
-    def from_inspect(cls, attrs: dict[str, Any]) -> NetworkRecord:
-        network_id = str(attrs.get("Id") or "")
-        options = attrs.get("Options") or {}
-        return cls(
-            id=network_id,
-            name=str(attrs.get("Name") or ""),
-            # Docker's own name for a bridge it was not told to name.
-            bridge=str(options.get(BRIDGE_NAME_OPTION) or f"br-{network_id[:12]}"),
-            labels=dict(attrs.get("Labels") or {}),
-            containers=tuple(attrs.get("Containers") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class OwnedImage:
-    """A local image labelled as built for a user (``ds01.image.owner``)."""
-
-    id: str
-    tags: tuple[str, ...]
-    owner: str
-    created: int  # seconds since the epoch
-    size_bytes: int
-
-
-class MessageStream:
-    """Docker's JSON progress messages (a build's or a pull's), one dict at a time.
-
-    ``close`` (from another thread) ends the stream: Docker cancels a build whose client
-    went away."""
-
-    def __init__(self, what: str, messages: Iterator[Any], response: Any = None) -> None:
-        self._what = what
-        self._messages = messages
-        self._response = response
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        with docker_errors(self._what):
-            for message in self._messages:
-                if isinstance(message, dict):
-                    yield message
-
-    def close(self) -> None:
-        # Already closed, or the connection is gone: nothing left to end.
-        with contextlib.suppress(Exception):
-            if self._response is not None:
-                self._response.close()
 
 
 class OutputStream:
@@ -427,8 +283,9 @@ def _multiplexed_payloads(response: requests.Response) -> Iterator[bytes]:
             yield payload
 
 
-class DockerRuntime:
-    """Thin, typed wrapper over docker-py's low-level client.
+class DockerRuntime(DockerImages, DockerNetworks):
+    """Thin, typed wrapper over docker-py's low-level client. Stateless but for the client:
+    any thread may call it, and no lock is needed.
 
     Args:
         client: a ``docker.APIClient`` (injected; tests and the daemon pass a real one).
@@ -512,29 +369,6 @@ class DockerRuntime:
                 if str(s.get("Id", "")).startswith(id_prefix)
             ]
             return found[0] if len(found) == 1 else None
-
-    def local_image_tags(self) -> set[str]:
-        """Every ``repo:tag`` present locally."""
-        with docker_errors("listing images"):
-            tags: set[str] = set()
-            for image in self.api.images():
-                tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-            return tags
-
-    def local_image(self, ref: str) -> LocalImage | None:
-        """What ds01 needs to know about a local image, or ``None`` if it is not here."""
-        with docker_errors(f"image {ref}"):
-            try:
-                attrs = self.api.inspect_image(ref)  # type: ignore[no-untyped-call]
-            except docker.errors.ImageNotFound:
-                return None
-        config = attrs.get("Config") or {}
-        return LocalImage(
-            command=tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ()),
-            labels=dict(config.get("Labels") or {}),
-            id=str(attrs.get("Id") or ""),
-            tags=tuple(attrs.get("RepoTags") or ()),
-        )
 
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container; return its id."""
@@ -725,12 +559,6 @@ class DockerRuntime:
         with docker_errors("renaming a container"):
             self.api.rename(container, new_name)
 
-    def remove_image(self, ref: str) -> None:
-        """Remove (untag) an image; one still in use stays. Fails soft: a leftover image
-        costs disk, not correctness."""
-        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-            self.api.remove_image(ref)
-
     def inspect(self, container: str) -> dict[str, Any]:
         with docker_errors("inspecting container"):
             result: dict[str, Any] = self.api.inspect_container(container)
@@ -840,102 +668,6 @@ class DockerRuntime:
             size = response.json().get("SizeRw")
             return int(size) if isinstance(size, int) else None
 
-    # -- images ----------------------------------------------------------------------------
-
-    def build_image(
-        self,
-        context: IO[bytes],
-        *,
-        dockerfile: str,
-        labels: dict[str, str],
-        limits: BuildLimits,
-        pull: bool = False,
-        nocache: bool = False,
-    ) -> MessageStream:
-        """Start a build (legacy builder) from ``context``, a tar of the build context.
-
-        Intermediate containers are always removed (``rm``, ``forcerm``); ``labels`` are set
-        on the final image after every instruction of the Dockerfile, so they override any
-        ``LABEL`` of the same key. docker-py's ``build`` has no cgroup parent or CPU quota,
-        so the Engine API's ``/build`` is called directly. The image is left untagged: the
-        caller tags it (``tag_image``) once it has checked it.
-
-        What the legacy builder of Docker 20.10 cannot restrict for a step's container:
-        capabilities (Docker's default set, ``NET_RAW`` included: no ``cap_drop`` on
-        ``/build``), ``no-new-privileges`` and seccomp/AppArmor profiles (``securityopt`` is
-        refused on Linux: "does not support setting security options on build"), the user
-        (steps run as the image's ``USER``, root by default) and a per-container pids limit
-        (none on ``/build``: ds01 sets ``pids.max`` on ``limits.cgroup_parent`` instead).
-        """
-        params: dict[str, Any] = {
-            "dockerfile": dockerfile,
-            "version": "1",  # the classic builder: ds01's base-image policy reads as it does
-            "rm": "1",
-            "forcerm": "1",
-            "pull": "1" if pull else "0",
-            "nocache": "1" if nocache else "0",
-            "q": "0",
-            "labels": json.dumps(labels),
-            "cgroupparent": limits.cgroup_parent,
-            "networkmode": limits.network_mode,
-        }
-        if limits.memory_bytes is not None:
-            # Same as containers: no swap beyond the memory limit.
-            params["memory"] = limits.memory_bytes
-            params["memswap"] = limits.memory_bytes
-        if limits.cpus is not None:
-            params["cpuperiod"] = CPU_PERIOD_US
-            params["cpuquota"] = max(1000, int(limits.cpus * CPU_PERIOD_US))
-        if limits.shm_size_bytes is not None:
-            params["shmsize"] = limits.shm_size_bytes
-        url = f"{self.api.base_url}/v{self.api.api_version}/build"
-        with docker_errors("starting an image build"):
-            response = self.api.post(
-                url,
-                params=params,
-                data=context,
-                headers={"Content-Type": "application/x-tar"},
-                stream=True,
-                timeout=None,  # a step may print nothing for a long time
-            )
-            try:
-                response.raise_for_status()
-            except requests.exceptions.HTTPError as exc:
-                response.close()
-                docker.errors.create_api_error_from_http_exception(exc)
-        chunks = response.iter_content(chunk_size=None)
-        return MessageStream("building an image", json_stream(stream_as_text(chunks)), response)
-
-    def pull_image(self, reference: str) -> MessageStream:
-        """Start pulling ``reference`` (``:latest`` when it has no tag)."""
-        with docker_errors(f"pulling {reference}"):
-            messages = self.api.pull(reference, stream=True, decode=True)
-        return MessageStream(f"pulling {reference}", iter(messages))
-
-    def tag_image(self, image_id: str, repository: str, tag: str) -> None:
-        """Point ``repository:tag`` at ``image_id`` (moving the tag if it exists)."""
-        with docker_errors("tagging an image"):
-            self.api.tag(image_id, repository, tag, force=True)
-
-    def owned_images(self, owner: str | None = None) -> list[OwnedImage]:
-        """Local images labelled as built for ``owner`` (``None``: for anyone)."""
-        with docker_errors("listing images"):
-            label = L.IMAGE_OWNER if owner is None else f"{L.IMAGE_OWNER}={owner}"
-            found = []
-            for image in self.api.images(filters={"label": label}):
-                labels = image.get("Labels") or {}
-                tags = tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
-                found.append(
-                    OwnedImage(
-                        id=str(image.get("Id", "")),
-                        tags=tags,
-                        owner=str(labels.get(L.IMAGE_OWNER, "")),
-                        created=int(image.get("Created") or 0),
-                        size_bytes=int(image.get("Size") or 0),
-                    )
-                )
-            return found
-
     def containers_of_image(self, image_id: str) -> list[ContainerRecord]:
         """Every container (any state, ds01's or not) created from the image ``image_id``
         itself (not from an image built on it)."""
@@ -943,82 +675,3 @@ class DockerRuntime:
             summaries = self.api.containers(all=True, filters={"ancestor": image_id})
             made = [s for s in summaries if s.get("ImageID") == image_id]
             return [ContainerRecord.from_summary(s) for s in made]
-
-    # -- networks --------------------------------------------------------------------------
-
-    def move_to_network(
-        self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
-    ) -> None:
-        """Attach a (stopped) container to ``network`` under ``aliases``, then detach it from
-        the networks ``leave``; at its next start it has only the new network's address."""
-        with docker_errors("moving a container to another network"):
-            self.api.connect_container_to_network(container, network, aliases=list(aliases))
-            for old in leave:
-                self.api.disconnect_container_from_network(container, old)
-
-    def find_network(self, name: str) -> NetworkRecord | None:
-        """The network named exactly ``name``, or ``None``."""
-        with docker_errors(f"looking up network {name}"):
-            try:
-                attrs = self.api.inspect_network(name)
-            except docker.errors.NotFound:
-                return None
-        record = NetworkRecord.from_inspect(attrs)
-        return record if record.name == name else None  # Docker also matches id prefixes
-
-    def networks(self, label: str) -> list[NetworkRecord]:
-        """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
-        with docker_errors("listing networks"):
-            found = []
-            for summary in self.api.networks(filters={"label": label}):
-                with contextlib.suppress(docker.errors.NotFound):  # removed in between
-                    found.append(
-                        NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"]))
-                    )
-            return found
-
-    def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
-        """A bridge network ``name`` on Linux bridge ``bridge``; ``Conflict`` if it exists.
-
-        Raises:
-            NoCapacity: Docker has no address range left for another network.
-        """
-        with docker_errors(f"creating network {name}"):
-            try:
-                self.api.create_network(
-                    name,
-                    driver="bridge",
-                    options={BRIDGE_NAME_OPTION: bridge},
-                    labels=labels,
-                    check_duplicate=True,
-                )
-            except docker.errors.APIError as exc:
-                if "available, non-overlapping" in str(exc.explanation or ""):
-                    raise NoCapacity(
-                        f"Docker has no address range left for network {name}: every range "
-                        "of its default-address-pools is in use. Ask an admin (docs/admin.md, "
-                        "per-user networks)."
-                    ) from exc
-                raise
-        record = self.find_network(name)
-        if record is None:
-            raise NotFound(f"network {name} vanished right after it was created")
-        return record
-
-    def remove_network(self, network_id: str) -> None:
-        """Remove a network; one already gone is fine, one in use is a ``Conflict``."""
-        with docker_errors(f"removing network {network_id[:12]}"):
-            try:
-                self.api.remove_network(network_id)
-            except docker.errors.NotFound:
-                return
-            except docker.errors.APIError as exc:
-                if exc.status_code == 403:  # "has active endpoints"
-                    raise Conflict(f"network {network_id[:12]}: {exc.explanation}") from exc
-                raise
-
-    def delete_image(self, ref: str) -> None:
-        """Remove (untag) ``ref``; errors are raised (``Conflict`` when in use), unlike
-        ``remove_image``."""
-        with docker_errors(f"removing image {ref}"):
-            self.api.remove_image(ref)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ds01.config.limits import ResourceLimitsConfig
     from ds01.config.scheduler import SchedulerConfig
-    from ds01.gpu.device import Inventory
+    from ds01.model.device import Inventory
 
 POLICIES = ("fair", "fcfs")
 

@@ -46,13 +46,7 @@ from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_limits, resolve_policy
 from ds01.config.scheduler import SchedulerConfig
-from ds01.core.allocation import (
-    AllocationState,
-    GpuQuota,
-    Placement,
-    free_devices,
-    least_gpu_equivalents,
-)
+from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
 from ds01.core.scheduler import (
     PendingRequest,
@@ -61,7 +55,8 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.gpu.device import Inventory
+from ds01.model.device import Inventory
+from ds01.model.quota import GpuQuota
 from ds01.sim.reclaim import (
     REFERENCE_CHECK_PERIOD_HOURS,
     REFERENCE_HIGH_DEMAND_FRACTION,

@@ -5,9 +5,8 @@
   ``--once``. Standard library only.
 - ``app``: the textual application that shows frames, refreshing in a worker thread.
 - ``main``: the command (``ds01-dashboard``), which imports textual only when it runs the
-  live view.
+  live view; its arguments are the CLI's (``ds01.cli.dashboard``), which hands ``ds01
+  dashboard`` over to it.
 """
 
-#: The containers' sort columns, in the order the ``s`` key cycles through them
-#: (``ds01.tui.frame.SORTS`` has their keys).
-SORT_NAMES = ("user", "name", "state", "gpu-eq", "gpu%", "idle", "cleanup")
+from ds01.cli.dashboard import SORT_NAMES as SORT_NAMES

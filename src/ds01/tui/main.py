@@ -4,7 +4,8 @@ The live view asks ds01d for ``GET /v1/overview`` every ``--interval`` seconds (
 worker thread, so the screen never waits for the daemon. ``--once`` prints one frame as
 plain text and exits (for scripts and tests); ``--json`` prints the overview itself.
 
-Start-up: this module imports only the standard library's ``argparse``, ``os`` and ``sys``;
+Start-up: this module imports only the standard library's ``argparse`` and ``sys`` (and its
+arguments, from ``ds01.cli.dashboard``);
 the client and the frame model are imported when a frame is fetched, textual (half a
 second of imports) only for the live view. So ``--help`` is as quick as any ds01 command.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ds01.tui import SORT_NAMES
+from ds01.cli.dashboard import DESCRIPTION as DESCRIPTION
+from ds01.cli.dashboard import configure as configure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,45 +25,6 @@ if TYPE_CHECKING:
 
 #: Seconds to wait for ds01d's answer before a refresh counts as failed.
 REQUEST_TIMEOUT_S = 15.0
-
-#: ``--help``'s text (keys, views and more examples: ``--info``, in ``ds01.cli.help_texts``).
-DESCRIPTION = """\
-The machine at a glance, live: GPU allocation, every device with its holder, your
-containers with their idle time and time to cleanup, the GPU queue, usage against quota.
-Keys: s sort, u filter by user, enter details, r refresh, q quit.
-
-examples:
-  ds01-dashboard
-  ds01-dashboard --once --sort cleanup"""
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.2 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be from 0.2 to 3600 seconds: {text!r}")
-    return value
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``ds01-dashboard`` (its entry in ``ds01.cli.main.COMMANDS``)."""
-    parser.add_argument("--once", action="store_true", help="print one frame as text and exit")
-    parser.add_argument(
-        "--json", action="store_true", help="print the overview as JSON and exit (implies --once)"
-    )
-    parser.add_argument(
-        "--interval",
-        type=_interval,
-        default=2.0,
-        metavar="SECONDS",
-        help="seconds between refreshes of the live view [2]",
-    )
-    parser.add_argument(
-        "--sort", choices=SORT_NAMES, default=SORT_NAMES[0], help="sort the containers by"
-    )
-    parser.add_argument("--user", metavar="USER", help="show only USER's containers and usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     command has them)."""
     from ds01.cli.main import run_alias
 
-    run_alias("ds01-dashboard", argv)
+    run_alias("ds01-dashboard", argv, run=run)
 
 
 __all__ = ["build_parser", "configure", "fetcher", "main", "print_once", "run"]

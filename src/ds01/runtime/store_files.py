@@ -1,6 +1,6 @@
 """The state database's files: its health, its backup, its restore, and who holds it.
 
-``<state-dir>/ds01.db`` is ds01d's SQLite store (``ds01.daemon.state``). Next to it:
+``<state-dir>/ds01.db`` is ds01d's SQLite store (``ds01.runtime.store``). Next to it:
 
 - ``ds01.db.backup``: the last consistent copy (SQLite's online backup API), verified with
   ``PRAGMA quick_check`` before it replaces the previous one (:func:`write_backup`), mode
@@ -37,8 +37,8 @@ from ds01.core.state_recovery import (
     BackupInfo,
     DbCondition,
 )
-from ds01.core.units import format_duration
 from ds01.errors import Conflict, NotFound, SystemFault
+from ds01.model.units import format_duration
 
 BACKUP_SUFFIX = ".backup"
 MARKER_FILE = "state-restored.json"

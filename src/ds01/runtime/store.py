@@ -56,9 +56,9 @@ from pathlib import Path
 from typing import Literal
 
 from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
-from ds01.daemon.state_files import is_damage, restore_hint
-from ds01.daemon.storage_fault import storage_fault
 from ds01.errors import StateDamaged
+from ds01.runtime.storage_fault import storage_fault
+from ds01.runtime.store_files import is_damage, restore_hint
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class StateStore:
     a database") raises ``StateDamaged``, whose message names the file and the admin's
     repair command; the first time, it is logged and ``on_damage`` is called with it
     (ds01d writes a ``state.damaged`` event). ds01d checks the file before it opens it
-    (``ds01.daemon.state_files.examine``).
+    (``ds01.runtime.store_files.examine``).
 
     ``backup_soon`` is set by every write of what Docker's labels cannot rebuild (the
     queue, released devices, exemptions), for ``ds01.daemon.state_backup`` to copy the

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ds01.core.text import shown
 from ds01.errors import InvalidInput
+from ds01.model.text import shown
 
 # Use with fullmatch: "$" would also match before a trailing newline.
 CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}", re.ASCII)

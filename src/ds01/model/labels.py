@@ -1,0 +1,185 @@
+"""ds01's Docker labels: the one place they are spelled, written and read.
+
+Labels are the record of what ds01 created and which devices each container holds
+(DESIGN.md §5). Only ds01d writes them (:class:`ContainerLabels`); nothing a client sends
+becomes a label verbatim. Every reader parses them with the functions here, which never
+raise: a label that is absent or unreadable reads as "not set".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+PREFIX = "ds01."
+
+MANAGED = "ds01.managed"
+USER = "ds01.user"
+UID = "ds01.uid"
+GROUP = "ds01.group"
+NAME = "ds01.name"
+GPUS = "ds01.gpus"  # comma-separated device UUIDs, empty when none
+GPU_EQUIVALENTS = "ds01.gpu_equivalents"  # exact fraction "3/7", or "0"
+CREATED_AT = "ds01.created_at"  # ISO 8601 UTC
+INTERFACE = "ds01.interface"  # cli | deploy | proxy | job
+IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
+REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
+MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited
+CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
+DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
+KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
+PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
+
+# On an image: the user it was built for. Such an image is allowed for that user even when
+# images.yaml does not list it (only root can label images on this host).
+IMAGE_OWNER = "ds01.image.owner"
+# On an image: the container port its JupyterLab listens on. ds01 publishes that port on
+# 127.0.0.1 and gives each container a token of its own (env JUPYTER_TOKEN, which Jupyter
+# Server reads); containers inherit the label from their image.
+JUPYTER_PORT = "ds01.jupyter.port"
+JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
+JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
+
+# On a network: ds01's network of one user's containers (value ``NETWORK_USER``), with ``UID``
+# and the ds01d instance that created it (an instance removes only what it created).
+NETWORK = "ds01.network"
+NETWORK_USER = "user"
+INSTANCE = "ds01.instance"
+
+# AIME ML Containers compatibility (DESIGN.md §2.8).
+AIME_MLC = "aime.mlc"
+AIME_NAME = "aime.mlc.NAME"
+AIME_USER = "aime.mlc.USER"
+AIME_VERSION = "aime.mlc.MLC_VERSION"
+AIME_WORK_MOUNT = "aime.mlc.WORK_MOUNT"
+AIME_DATA_MOUNT = "aime.mlc.DATA_MOUNT"
+AIME_MODELS_MOUNT = "aime.mlc.MODELS_MOUNT"
+AIME_FRAMEWORK = "aime.mlc.FRAMEWORK"
+AIME_GPUS = "aime.mlc.GPUS"
+AIME_MLC_VERSION_VALUE = "4"
+
+MANAGED_FILTER = {"label": f"{MANAGED}=true"}
+
+CONTAINER_NAME_SEPARATOR = "._."
+#: Suffix of a container's old self while ds01 re-creates it on other devices.
+REPLACED_SUFFIX = ".replaced"
+
+
+def container_name(name: str, uid: int) -> str:
+    """Docker name of a user's container: ``{name}._.{uid}`` (AIME convention)."""
+    return f"{name}{CONTAINER_NAME_SEPARATOR}{uid}"
+
+
+def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:
+    """The ``ds01.ports`` label value for requested (container port, host port) pairs."""
+    return ",".join(f"{c}:{'' if h is None else h}" for c, h in ports)
+
+
+def requested_ports(labels: dict[str, str]) -> tuple[tuple[int, int | None], ...]:
+    """The (container port, host port or ``None``) pairs of a ``ds01.ports`` label."""
+    pairs = []
+    for item in filter(None, labels.get(PORTS, "").split(",")):
+        container, _, host = item.partition(":")
+        if container.isdigit():
+            pairs.append((int(container), int(host) if host.isdigit() else None))
+    return tuple(pairs)
+
+
+def jupyter_port_of(labels: dict[str, str]) -> int | None:
+    """The container port an image's JupyterLab listens on (``ds01.jupyter.port``), if any."""
+    text = labels.get(JUPYTER_PORT, "")
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def size_of(labels: dict[str, str], key: str) -> int | None:
+    """A byte count a ds01 label holds; ``None`` (unlimited) when empty, absent or invalid."""
+    text = labels.get(key, "")
+    return int(text) if text.isdigit() else None
+
+
+def cpus_of(labels: dict[str, str]) -> float | None:
+    """The container's CPU limit (``ds01.cpus``); ``None`` when unlimited or unknown."""
+    try:
+        return float(labels.get(CPUS, ""))
+    except ValueError:
+        return None
+
+
+def gpus_of(labels: dict[str, str]) -> tuple[str, ...]:
+    """The device UUIDs a container holds (``ds01.gpus``), in label order."""
+    return tuple(u for u in labels.get(GPUS, "").split(",") if u)
+
+
+def owner_uid_and_equivalents(labels: dict[str, str]) -> tuple[int, Fraction]:
+    """The owner's uid and the GPU-equivalents held; ``(-1, 0)`` if either is unreadable."""
+    try:
+        return int(labels.get(UID, "-1")), Fraction(labels.get(GPU_EQUIVALENTS, "0"))
+    except ValueError:
+        return -1, Fraction(0)
+
+
+@dataclass(frozen=True)
+class ContainerLabels:
+    """What ds01d records on a container it creates; :meth:`as_dict` is the label set.
+
+    Sizes are in bytes and CPUs in cores, ``None`` meaning unlimited; ``created_at`` is ISO
+    8601 UTC; ``visible_devices`` is what the container's ``NVIDIA_VISIBLE_DEVICES`` says.
+    """
+
+    user: str
+    uid: int
+    group: str
+    name: str
+    gpus: tuple[str, ...]
+    gpu_equivalents: Fraction
+    created_at: str
+    interface: str
+    image: str
+    request_id: str
+    memory_bytes: int | None
+    cpus: float | None
+    disk_bytes: int | None
+    ports: tuple[tuple[int, int | None], ...]
+    kept_image: str | None
+    jupyter_port: int | None
+    jupyter_token: str | None
+    workspace: str
+    data: str | None
+    framework: str
+    visible_devices: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The labels, ds01's and the AIME ML Containers' ones."""
+        return {
+            MANAGED: "true",
+            USER: self.user,
+            UID: str(self.uid),
+            GROUP: self.group,
+            NAME: self.name,
+            GPUS: ",".join(self.gpus),
+            GPU_EQUIVALENTS: str(self.gpu_equivalents),
+            CREATED_AT: self.created_at,
+            INTERFACE: self.interface,
+            IMAGE: self.image,
+            REQUEST_ID: self.request_id,
+            MEMORY_BYTES: _optional(self.memory_bytes),
+            CPUS: "" if self.cpus is None else f"{self.cpus:g}",
+            DISK_BYTES: _optional(self.disk_bytes),
+            PORTS: ports_label(self.ports),
+            KEPT_IMAGE: self.kept_image or "",
+            JUPYTER_PORT: _optional(self.jupyter_port),
+            JUPYTER_TOKEN: self.jupyter_token or "",
+            AIME_MLC: self.user,
+            AIME_NAME: self.name,
+            AIME_USER: self.user,
+            AIME_VERSION: AIME_MLC_VERSION_VALUE,
+            AIME_WORK_MOUNT: self.workspace,
+            AIME_DATA_MOUNT: self.data or "-",
+            AIME_MODELS_MOUNT: "-",
+            AIME_FRAMEWORK: self.framework,
+            AIME_GPUS: self.visible_devices,
+        }
+
+
+def _optional(value: int | None) -> str:
+    return "" if value is None else str(value)

@@ -1,0 +1,80 @@
+"""Unix accounts and socket peers: kernel credentials of the peer, names and groups from NSS.
+
+Identity never comes from the request. ``SO_PEERCRED`` gives the uid the kernel knows for
+the process at the other end of the unix socket; NSS (``pwd``/``grp``, so LDAP and SSSD
+work) turns it into a name, a home directory and Unix groups.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ds01.errors import NotFound, PermissionDenied
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class UnixUser:
+    """A Unix account as NSS reports it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    groups: tuple[str, ...]  # names of every group the user is in, primary first
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """Kernel-verified pid, uid and gid of the process connected to ``sock``."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def _group_names(name: str, gid: int) -> tuple[str, ...]:
+    names: list[str] = []
+    for group_id in os.getgrouplist(name, gid):
+        try:
+            group_name = grp.getgrgid(group_id).gr_name
+        except KeyError:
+            continue
+        if group_name not in names:
+            names.append(group_name)
+    return tuple(names)
+
+
+def user_by_uid(uid: int) -> UnixUser:
+    """Look a uid up in NSS; a uid without an account may not use ds01."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError as exc:
+        raise PermissionDenied(
+            f"uid {uid} has no user account; ds01 serves named users only"
+        ) from exc
+    return UnixUser(
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        home=Path(entry.pw_dir),
+        groups=_group_names(entry.pw_name, entry.pw_gid),
+    )
+
+
+def user_by_name(name: str) -> UnixUser:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise NotFound(f"No user named {name!r} on this machine.") from exc
+    return user_by_uid(entry.pw_uid)
