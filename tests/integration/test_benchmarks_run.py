@@ -3,7 +3,7 @@
 A benchmark nothing runs rots silently; this catches a crash, never a timing. Each starts
 its own ds01d or Docker containers and removes them; this session's machine lock covers
 them (they see ``DS01_MACHINE_LOCK_HELD``). The pure ones run in
-``tests/unit/test_benchmarks_run.py``.
+``tests/unit/test_benchmarks_pure.py``.
 """
 
 from __future__ import annotations

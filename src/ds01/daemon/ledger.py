@@ -37,7 +37,7 @@ Contract: every method may be called from any thread. Readers (:meth:`list_manag
 writers (:meth:`refresh`, :meth:`forget`) hold no lock of the ledger while Docker answers;
 its own lock guards only the dictionary and is never held around a Docker call, so it nests
 inside the allocation lock. Callers that decide on devices hold the allocation lock around
-both the read and the ``refresh`` of what they created (``Ds01Service.create_admitted``);
+both the read and the ``refresh`` of what they created (``Creation.create_admitted``);
 readers that only observe need no lock. :meth:`start` once, :meth:`stop` at the end.
 """
 
