@@ -1,4 +1,4 @@
-"""Container create + start and container-list wall times against plain Docker (DESIGN.md §8).
+"""Container create + start and container-list wall times against plain Docker.
 
 Budgets: ``container-create`` + ``container-start`` at most 1.25 times ``docker run -d`` of
 the same image, and ``container-list`` at most 3 times ``docker ps``. Both are measured from

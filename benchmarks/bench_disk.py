@@ -13,7 +13,7 @@ side:
 - **sources**: one ``inspect`` per container for its ``UpperDir`` (done once per container
   and cached by the meter);
 - **decide**: the lifecycle pass's share (``DiskWatch``'s pure decisions over N measured
-  containers; no walk), against DESIGN.md §8's 1 s budget for a pass over 300 containers.
+  containers; no walk), against the 1 s budget for a pass over 300 containers.
 
 Timings are reported, never asserted. Takes the machine's test lock (``/tmp/ds01-tests.lock``)
 so that no test session runs beside it.

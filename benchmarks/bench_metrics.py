@@ -1,4 +1,4 @@
-"""One exporter scrape against the DESIGN.md §8 budget (50 ms at 300 containers).
+"""One exporter scrape against the budget (50 ms at 300 containers).
 
 Two figures:
 

@@ -1,4 +1,4 @@
-"""Placement decision time against the DESIGN.md §8 budget (2 ms at 64 devices).
+"""Placement decision time against the budget (2 ms at 64 devices).
 
 Each decision is one :func:`ds01.core.allocation.allocate` call for a random user and request
 against 64 devices, 500 existing containers and 200 users, the way the daemon makes it under
@@ -171,7 +171,7 @@ def measure(name: str, inventory: Inventory, mode: str, decisions: int, seed: in
 def print_table(results: Sequence[Result]) -> None:
     print(
         f"allocate() decision time: {CONTAINERS} containers, {USERS} users, "
-        f"budget {BUDGET_MS} ms (DESIGN.md §8)"
+        f"budget {BUDGET_MS} ms"
     )
     header = (
         f"{'inventory':<26}{'state':<6}{'devices':>8}{'free':>6}{'decisions':>10}"

@@ -4,7 +4,7 @@ under the allocation lock on every change.
 Each pass plans N waiting requests of 200 users against 64 devices and 500 existing
 containers (the placement benchmark's load: about half the devices held), with the usage
 of the last weeks (2,000 ledger intervals) decayed into fair-share factors first. There is
-no budget of its own in DESIGN.md §8; the pass is compared with the placement budget (2 ms
+no budget of its own; the pass is compared with the placement budget (2 ms
 per decision), since it makes up to one decision per waiting request.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_queue.py [--json] [--passes N] [--seed S]``

@@ -1,4 +1,4 @@
-"""Process exit codes shared by every ds01 command (DESIGN.md §6)."""
+"""Process exit codes shared by every ds01 command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Default file locations and the environment variables that override them (DESIGN.md §6).
+"""Default file locations and the environment variables that override them.
 
 Plain strings and ``os`` only: the CLI imports this on every command, so it must cost
 nothing to import. ``ds01.daemon.paths.DaemonPaths`` is the daemon's resolved set.

@@ -319,7 +319,7 @@ def check_error_shape(reply: Reply) -> list[str]:
 
 
 def user_slice(docker_client: Any, group: str, user: str) -> str:
-    """The cgroup parent ds01 gives ``user`` of config group ``group`` (DESIGN.md §5), in the
+    """The cgroup parent ds01 gives ``user`` of config group ``group``, in the
     form of the engine's cgroup driver."""
     if docker_client.info().get("CgroupDriver") == "systemd":
         return f"ds01-{group}-{user}.slice"

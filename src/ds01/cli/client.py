@@ -3,7 +3,7 @@
 Deliberately minimal: one HTTP/1.1 request per connection with a JSON body and a
 ``Content-Length`` answer (all ds01d sends). ``http.client`` would pull in ``ssl`` and the
 ``email`` parser, about 30 ms of start-up on every command, which is most of the budget for
-``container-list`` (DESIGN.md §8). ``socket``, ``json`` and ``urllib.parse`` are imported
+``container-list``. ``socket``, ``json`` and ``urllib.parse`` are imported
 when a request is made, not at import: a page of ``--help`` never connects.
 """
 

@@ -1,6 +1,6 @@
 """Every help text of the ds01 commands beyond ``--help``, in one place.
 
-ds01's user commands have four help tiers (DESIGN.md §6):
+ds01's user commands have four help tiers:
 
 ``--help``
     argparse's own page: syntax, the common options, exit codes (at most 25 lines). Its

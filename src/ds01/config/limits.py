@@ -1,7 +1,7 @@
 """``resource-limits.yaml``: per-user quotas as defaults, groups and user overrides.
 
 Every limit key is optional in every section, and the difference between a key written as
-``null`` and a key left out is essential (DESIGN.md §2.7):
+``null`` and a key left out is essential:
 
 - ``gpu_limit: null`` means *unlimited* (for ``shm_size``: Docker's default size;
   for ``idle_timeout_hours``: never reclaimed for idleness; for

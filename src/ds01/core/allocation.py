@@ -1,4 +1,4 @@
-"""GPU allocation decisions as pure functions over plain data (DESIGN.md §2.4, §4).
+"""GPU allocation decisions as pure functions over plain data.
 
 Nothing here touches Docker, NVML, files or the clock. The daemon builds an
 :class:`AllocationState` from the labels of its containers, calls :func:`allocate` under its

@@ -10,7 +10,7 @@ stops (decisions in ``ds01.core.disk``).
   volumes, walked by ``runtime.diskusage`` without following any link; the Engine's
   ``SizeRw`` for other storage drivers). A running container is measured every round, a
   stopped one once (it cannot write). The walks run outside the lifecycle pass: a big layer
-  costs the meter time, never the pass (DESIGN.md §8: a pass over 300 containers ≤ 1 s).
+  costs the meter time, never the pass (budget: a pass over 300 containers ≤ 1 s).
 - ``DiskWatch`` (called by each lifecycle pass): compares the latest measurements with each
   container's limit (its ``ds01.disk_bytes`` label) and each user's total
   (``aggregate.disk_limit``): a warning, then a stop (``cleanup.disk``) when the use stays

@@ -4,7 +4,7 @@ Standard library only: ``ds01 audit verify`` imports this module in the CLI proc
 
 Lines
     Every line is the canonical JSON of one event: keys sorted, no spaces, ASCII only
-    (:func:`encode`), so anyone can reproduce it. Besides the event schema (DESIGN.md §6) a
+    (:func:`encode`), so anyone can reproduce it. Besides the event schema a
     line carries ``seq``, a number counting events from 1 across every file, and ``prev``,
     the hex SHA-256 of the previous line's exact bytes without its newline
     (:func:`line_hash`). The first line ever has ``prev`` = :data:`GENESIS`.

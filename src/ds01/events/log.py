@@ -1,6 +1,6 @@
 """The audit log: one JSON object a line in ``<log-dir>/events.jsonl``, written only by ds01d.
 
-Schema (DESIGN.md §6): ``ts`` (ISO 8601, UTC), ``user`` (who acted), ``action``
+Schema: ``ts`` (ISO 8601, UTC), ``user`` (who acted), ``action``
 (``container.create``, ``gpu.allocate``, ``auth.denied``, …), ``resource`` (what it acted
 on, e.g. ``container/thesis._.1001``), ``details`` (an object, secrets redacted: see
 ``ds01.events.redact``), ``outcome`` (``success``, ``denied``, ``failure``,

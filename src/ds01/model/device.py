@@ -4,7 +4,7 @@ A *device* is what ds01 allocates: a whole GPU (MIG mode off) or one MIG instanc
 are always addressed by UUID (``GPU-…`` or ``MIG-…``), never by index, because indices
 change when MIG layouts or drivers change.
 
-Quotas count *GPU-equivalents* (DESIGN.md §4): a whole GPU is 1, a MIG instance is its
+Quotas count *GPU-equivalents*: a whole GPU is 1, a MIG instance is its
 compute slices over its GPU's total slices (3g.20gb on an A100 = 3/7). They are kept as
 ``fractions.Fraction`` so that sums are exact (3/7 + 2/7 + 1/7 + 1/7 == 1).
 """

@@ -1,7 +1,7 @@
 """ds01's Docker labels: the one place they are spelled, written and read.
 
 Labels are the record of what ds01 created and which devices each container holds
-(DESIGN.md §5). Only ds01d writes them (:class:`ContainerLabels`); nothing a client sends
+Only ds01d writes them (:class:`ContainerLabels`); nothing a client sends
 becomes a label verbatim. Every reader parses them with the functions here, which never
 raise: a label that is absent or unreadable reads as "not set".
 """
@@ -46,7 +46,7 @@ NETWORK = "ds01.network"
 NETWORK_USER = "user"
 INSTANCE = "ds01.instance"
 
-# AIME ML Containers compatibility (DESIGN.md §2.8).
+# AIME ML Containers compatibility.
 AIME_MLC = "aime.mlc"
 AIME_NAME = "aime.mlc.NAME"
 AIME_USER = "aime.mlc.USER"
