@@ -153,6 +153,21 @@ def test_own_changes_are_in_before_the_event(docker: StandIn, ledger: ContainerL
     assert names(ledger) == {"b", "c"}
 
 
+def test_it_lists_newest_first_as_docker_does() -> None:
+    docker = StandIn(record("newer"), record("older"))  # Docker's own order
+    ledger = ContainerLedger(docker)
+    ledger.start()
+    try:
+        docker.containers = {"newest-id": record("newest"), **docker.containers}
+        ledger.refresh("newest-id")
+        ledger.refresh("older-id")  # a change keeps a container's place
+        assert [r.name for r in ledger.list_managed()] == ["newest", "newer", "older"]
+        assert [r.name for r in ledger.reconcile()] == ["newest", "newer", "older"]
+        assert [r.name for r in ledger.list_managed()] == ["newest", "newer", "older"]
+    finally:
+        ledger.stop()
+
+
 def test_an_older_answer_never_overwrites_a_newer_one(
     docker: StandIn, ledger: ContainerLedger
 ) -> None:

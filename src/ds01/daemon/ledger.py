@@ -148,7 +148,7 @@ class ContainerLedger:
         """
         with self._lock:
             if self._following and self._distrusted_at is None:
-                return list(self._records.values())
+                return list(reversed(self._records.values()))  # newest first, as Docker lists
         return self.reconcile()
 
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
@@ -213,7 +213,9 @@ class ContainerLedger:
             return
         self._listed = ticket
         newer = {i for i, applied in self._applied.items() if applied > ticket}
-        fresh = {r.id: r for r in records if r.id not in newer}
+        # Kept oldest first (Docker lists newest first); a container new to the ledger is
+        # added last, so reading it backwards gives Docker's order.
+        fresh = {r.id: r for r in reversed(list(records)) if r.id not in newer}
         fresh.update((i, self._records[i]) for i in newer if i in self._records)
         self._records = fresh
         self._applied = {i: self._applied[i] for i in newer}
