@@ -20,10 +20,9 @@ import logging
 from datetime import datetime
 
 from ds01.config.resolve import ResolvedAggregate
-from ds01.core.allocation import equivalents_to_float
 from ds01.core.image_build import build_target
 from ds01.daemon import schemas as api
-from ds01.daemon.access import Access, resource_of
+from ds01.daemon.access import Access, devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
@@ -233,10 +232,7 @@ class ContainerOps:
                 "gpu.release",
                 user=actor,
                 resource=resource_of(record),
-                details={
-                    "devices": list(record.gpus),
-                    "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
-                },
+                details=devices_details(record.gpus, record.gpu_equivalents),
             )
         self.enforcement.remove_parent_if_unused(record_parent(record))
         self.release_network_if_unused(record.uid)

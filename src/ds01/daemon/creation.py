@@ -42,7 +42,7 @@ from ds01.core.container_resources import (
     stop_signal,
 )
 from ds01.daemon import schemas as api
-from ds01.daemon.access import Access
+from ds01.daemon.access import Access, devices_details
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import (
@@ -367,10 +367,7 @@ class Creation:
                 "gpu.allocate",
                 user=doer,
                 resource=resource,
-                details={
-                    "devices": list(placement.uuids),
-                    "gpu_equivalents": equivalents_to_float(placement.gpu_equivalents),
-                },
+                details=devices_details(placement.uuids, placement.gpu_equivalents),
             )
         events.emit(
             "container.create",

@@ -571,14 +571,27 @@ def _build_event(
         "cpus": plan.limits.cpus,
         "memory": format_bytes(plan.limits.memory_bytes) if plan.limits.memory_bytes else None,
     }
+    _job_event(service, caller, "image.build", plan.target.reference, details, error, image_id)
+
+
+def _job_event(
+    service: Ds01Service,
+    caller: Caller,
+    action: str,
+    reference: str,
+    details: dict[str, object],
+    error: str | None,
+    image_id: str | None,
+) -> None:
+    """The event of a finished build or pull: its ``details`` with the image or the error."""
     if image_id:
         details["image_id"] = image_id
     if error:
         details["error"] = error
     service.events.emit(
-        "image.build",
+        action,
         user=caller.name,
-        resource=f"image/{plan.target.reference}",
+        resource=f"image/{reference}",
         details=details,
         outcome="failure" if error else "success",
     )
@@ -643,17 +656,7 @@ def _run_pull(service: Ds01Service, caller: Caller, job: ImageJob, reference: st
     except Ds01Error as exc:
         error = exc.message
     details: dict[str, object] = {"seconds": round(time.monotonic() - started, 1)}
-    if error:
-        details["error"] = error
-    if image_id:
-        details["image_id"] = image_id
-    service.events.emit(
-        "image.pull",
-        user=caller.name,
-        resource=f"image/{reference}",
-        details=details,
-        outcome="failure" if error else "success",
-    )
+    _job_event(service, caller, "image.pull", reference, details, error, image_id)
     if error:
         jobs.finish(job, "failed", f"Pulling {reference} failed: {error}", _now(service))
     else:

@@ -18,9 +18,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ds01.core.allocation import GpuRequest, Placement, allocate, equivalents_to_float
+from ds01.core.allocation import GpuRequest, Placement, allocate
 from ds01.core.container_resources import Resources
-from ds01.daemon.access import resource_of
+from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
 from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_directory
@@ -86,11 +86,11 @@ class Reacquire:
             "gpu.allocate",
             user=actor,
             resource=resource_of(record),
-            details={
-                "devices": list(fresh.gpus),
-                "gpu_equivalents": equivalents_to_float(fresh.gpu_equivalents),
-                "reason": "same devices again" if free_again else "re-created on other devices",
-            },
+            details=devices_details(
+                fresh.gpus,
+                fresh.gpu_equivalents,
+                reason="same devices again" if free_again else "re-created on other devices",
+            ),
         )
         return fresh
 
