@@ -27,7 +27,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
 from ds01.daemon.containers import ContainerOps
 from ds01.daemon.context import DaemonContext, DaemonDependencies
-from ds01.daemon.creation import Creation
+from ds01.daemon.creation import Creation, Gatekeepers
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.limits_enforcement import LimitsEnforcement
@@ -55,13 +55,10 @@ class Ds01Service(DaemonContext):
         self.views = Views(self, self.access, self.enforcement)
         self.launcher = Launcher(self)
         self.queue_desk = QueueDesk(self)
-        self.creation = Creation(
-            self, self.access, self.enforcement, self.launcher, self.queue_desk
-        )
+        gates = Gatekeepers(self.access, self.enforcement, self.launcher, self.queue_desk)
+        self.creation = Creation(self, gates)
         self.reacquire = Reacquire(self, self.creation)
-        self.containers = ContainerOps(
-            self, self.access, self.enforcement, self.launcher, self.queue_desk, self.reacquire
-        )
+        self.containers = ContainerOps(self, gates, self.reacquire)
         self.reconciler = StartupReconciler(self, self.creation)
 
     @property
