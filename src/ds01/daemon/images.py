@@ -108,6 +108,9 @@ def _refused(
 
 # -- listing -----------------------------------------------------------------------------------
 
+#: What ``image-list`` shows of a registry entry as the registry has it.
+_LISTED_ENTRY_FIELDS = {"name", "image", "framework", "description", "version"}
+
 
 def listing(
     service: Ds01Service, caller: Caller, *, include_missing: bool = False, catalog: bool = False
@@ -122,11 +125,7 @@ def listing(
         if is_present or include_missing or catalog:
             result.append(
                 api.ImageInfo(
-                    name=entry.name,
-                    image=entry.image,
-                    framework=entry.framework,
-                    description=entry.description,
-                    version=entry.version,
+                    **entry.model_dump(include=_LISTED_ENTRY_FIELDS),
                     present=is_present,
                     source=registry.source_of(entry),
                     architectures=list(entry.architectures),
