@@ -16,6 +16,7 @@ import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.daemon import schemas as api
+from ds01.daemon.context import DaemonDependencies
 from ds01.daemon.identity import Caller
 from ds01.daemon.overview import overview
 from ds01.daemon.paths import DaemonPaths
@@ -106,12 +107,14 @@ def service(tmp_path: Path) -> tuple[Ds01Service, CountingDocker]:
         return SimulatedBackend(config.gpus, telemetry_file=telemetry)
 
     svc = Ds01Service(
-        paths,
-        docker,  # type: ignore[arg-type]
-        StateStore(paths.state_db),
-        EventLog(paths.events_file),
-        backend_factory=backend,
-        cgroups=CgroupManager(cgroup),
+        DaemonDependencies(
+            paths,
+            docker,  # type: ignore[arg-type]
+            StateStore(paths.state_db),
+            EventLog(paths.events_file),
+            backend_factory=backend,
+            cgroups=CgroupManager(cgroup),
+        )
     )
     for user, uid, container in ((OTHER, other.uid, "big"), (ME, me.uid, "later")):
         svc.store.add_queued(

@@ -3,6 +3,8 @@
 Callers are always ``Caller`` objects built from kernel credentials; a user may act on
 their own containers only, admins (root or the configured admin group) on everyone's.
 Every refusal is logged (``DaemonContext.log_refusal``/``deny``) before it is raised.
+``resource_of`` and ``devices_details`` say what the collaborators' events name: the
+container, and the devices it took or gave back.
 
 State: none. Locks: none taken; callable with or without the allocation lock. Calls: the
 context (configuration, ``runtime.find_managed``, the events).
@@ -11,8 +13,11 @@ context (configuration, ``runtime.find_managed``, the events).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from fractions import Fraction
 
 from ds01.config.resolve import is_admin
+from ds01.core.allocation import equivalents_to_float
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
@@ -29,6 +34,18 @@ DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}\Z")  # a Docker id or its (12+ digi
 def resource_of(record: ContainerRecord) -> str:
     """The resource an event about ``record`` names."""
     return f"container/{record.docker_name}"
+
+
+def devices_details(
+    devices: Iterable[str], gpu_equivalents: Fraction, **more: object
+) -> dict[str, object]:
+    """The details of a ``gpu.allocate`` or ``gpu.release`` event: the devices, what they
+    count for in the owner's quota, and ``more``."""
+    details: dict[str, object] = {
+        "devices": list(devices),
+        "gpu_equivalents": equivalents_to_float(gpu_equivalents),
+    }
+    return details | more
 
 
 class Access:

@@ -10,8 +10,8 @@ their last container.
 State: when each stopped container stopped (asked of Docker once per stop). Locks: a start
 takes the allocation lock around its checks and the start itself; stop and remove need none
 (freeing never makes two containers share a device: ``ds01.daemon.context``); the cleanup
-after a remove takes it. Calls: the context, ``Access``, ``LimitsEnforcement``,
-``Launcher``, ``QueueDesk`` and ``Reacquire``.
+after a remove takes it. Calls: the context, its ``Gatekeepers`` (``Access``,
+``LimitsEnforcement``, ``Launcher``, ``QueueDesk``: those of ``Creation``) and ``Reacquire``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ import logging
 from datetime import datetime
 
 from ds01.config.resolve import ResolvedAggregate
-from ds01.core.allocation import equivalents_to_float
 from ds01.core.image_build import build_target
 from ds01.daemon import schemas as api
-from ds01.daemon.access import Access, resource_of
+from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.creation import Gatekeepers
 from ds01.daemon.identity import Caller
-from ds01.daemon.launch import Launcher
-from ds01.daemon.limits_enforcement import LimitsEnforcement, record_parent
+from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.prepared import Queued
-from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
@@ -45,20 +43,9 @@ STOP_TIMEOUT_SECONDS = 10
 class ContainerOps:
     """Starts, stops, removes and retires containers (see the module docstring)."""
 
-    def __init__(
-        self,
-        context: DaemonContext,
-        access: Access,
-        enforcement: LimitsEnforcement,
-        launcher: Launcher,
-        queue: QueueDesk,
-        reacquire: Reacquire,
-    ) -> None:
+    def __init__(self, context: DaemonContext, gates: Gatekeepers, reacquire: Reacquire) -> None:
         self.context = context
-        self.access = access
-        self.enforcement = enforcement
-        self.launcher = launcher
-        self.queue = queue
+        self.gates = gates
         self.reacquire = reacquire
         self._stopped_since: dict[str, datetime | None] = {}
 
@@ -68,12 +55,12 @@ class ContainerOps:
         """Takes the allocation lock: start a container. One whose devices were released
         gets devices again first; if none are free it is queued when ``queue`` is set."""
         ctx = self.context
-        record = self.access.target(caller, name, user, "start")
+        record = self.gates.access.target(caller, name, user, "start")
         if record.status == "running":
             return container_info(record).model_copy(update={"already": True})
         owner = caller.user if record.uid == caller.uid else user_by_name(record.user)
         if record.id in ctx.store.released():  # refuse before it gets devices again
-            self.launcher.check_mounts(caller, owner, record)
+            self.gates.launcher.check_mounts(caller, owner, record)
         aggregate = ctx.aggregate_for(owner)
         with ctx.allocation_lock:
             queued = self._admit_start(caller, owner, record, aggregate, queue=queue)
@@ -81,8 +68,8 @@ class ContainerOps:
                 return queued
             record = queued
             # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
-            self.enforcement.enforce(record.user, record_parent(record), aggregate)
-            self.launcher.launch(caller, owner, record)
+            self.gates.enforcement.enforce(record.user, record_parent(record), aggregate)
+            self.gates.launcher.launch(caller, owner, record)
         ctx.events.emit("container.start", user=caller.name, resource=resource_of(record))
         if record.ports:  # Docker chose host ports only now
             record = ctx.runtime.find_managed(record.docker_name) or record
@@ -103,8 +90,8 @@ class ContainerOps:
             return record
         ctx = self.context
         try:
-            self.enforcement.check_can_start(record, aggregate)
-            self.enforcement.check_runtime_left(record, owner)
+            self.gates.enforcement.check_can_start(record, aggregate)
+            self.gates.enforcement.check_runtime_left(record, owner)
             if record.id in ctx.store.released():
                 record = self.reacquire.reacquire_now(owner, record)
         except NoCapacity as exc:
@@ -112,7 +99,7 @@ class ContainerOps:
                 ctx.log_refusal(caller, "container.start", resource_of(record), exc)
                 raise
             try:
-                return self.queue.enqueue_start(owner, record, exc)
+                return self.gates.queue.enqueue_start(owner, record, exc)
             except PolicyError as refusal:
                 ctx.log_refusal(caller, "container.start", resource_of(record), refusal)
                 raise
@@ -122,7 +109,7 @@ class ContainerOps:
         return record
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
-        record = self.access.target(caller, name, user, "stop")
+        record = self.gates.access.target(caller, name, user, "stop")
         if record.status != "running":
             return container_info(record).model_copy(update={"status": "stopped", "already": True})
         ctx = self.context
@@ -135,7 +122,7 @@ class ContainerOps:
     def remove(
         self, caller: Caller, name: str, *, user: str | None = None, force: bool = False
     ) -> api.ContainerInfo:
-        record = self.access.target(caller, name, user, "remove")
+        record = self.gates.access.target(caller, name, user, "remove")
         if record.status == "running" and not force:
             raise Conflict(
                 f"Container {record.name!r} is running. Stop it first with "
@@ -147,7 +134,7 @@ class ContainerOps:
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
         """Remove a container for good, freeing its devices at once; with ``keep_as``, first
         keep its filesystem (what the user installed) as an image of the owner's."""
-        record = self.access.target(caller, name, request.user, "retire")
+        record = self.gates.access.target(caller, name, request.user, "retire")
         kept = None
         if request.keep_as:
             kept = self._keep_as_image(caller, record, request.keep_as)
@@ -233,12 +220,9 @@ class ContainerOps:
                 "gpu.release",
                 user=actor,
                 resource=resource_of(record),
-                details={
-                    "devices": list(record.gpus),
-                    "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
-                },
+                details=devices_details(record.gpus, record.gpu_equivalents),
             )
-        self.enforcement.remove_parent_if_unused(record_parent(record))
+        self.gates.enforcement.remove_parent_if_unused(record_parent(record))
         self.release_network_if_unused(record.uid)
         ctx.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)

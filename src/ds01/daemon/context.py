@@ -39,7 +39,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
 
@@ -53,8 +53,8 @@ from ds01.daemon.networks import UserNetworks, instance_id
 from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.status import DaemonStatus
 from ds01.errors import Ds01Error, PermissionDenied
-from ds01.events.log import EventLog
-from ds01.gpu.backend import GpuBackend
+from ds01.events.log import EventLog, utc_now
+from ds01.gpu.backend import GpuBackend, make_backend
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
 from ds01.runtime.firewall import Firewall
@@ -64,6 +64,41 @@ from ds01.runtime.staging import STAGING_DIR, MountStaging
 from ds01.runtime.store import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def configured_backend(config: Ds01Config) -> GpuBackend:
+    """The GPU backend ``gpu-config.yaml`` names."""
+    return make_backend(config.gpus)
+
+
+@dataclass(frozen=True)
+class DaemonDependencies:
+    """What ds01d is given rather than builds (injected so tests can pass fakes).
+
+    Attributes:
+        paths: where configuration, state and logs live.
+        runtime: the Docker adapter.
+        store: the SQLite state store.
+        events: the event log.
+        backend_factory: builds the GPU backend from ``gpu-config.yaml`` (tests pass a
+            simulated backend with a telemetry file).
+        clock: returns the current UTC time.
+        cgroups: writes aggregate limits on users' cgroup parents (default: the host's
+            ``/sys/fs/cgroup`` with the engine's cgroup driver).
+        firewall: the host firewall that guards users' networks (default: ``iptables``).
+        ledger: ds01's containers as Docker says (default: a ledger not yet started, which
+            lists at every read).
+    """
+
+    paths: DaemonPaths
+    runtime: DockerRuntime
+    store: StateStore
+    events: EventLog
+    backend_factory: Callable[[Ds01Config], GpuBackend] = configured_backend
+    clock: Callable[[], datetime] = utc_now
+    cgroups: CgroupManager | None = None
+    firewall: Firewall | None = None
+    ledger: ContainerLedger | None = None
 
 
 class DaemonContext:
@@ -85,41 +120,31 @@ class DaemonContext:
             networks.
         status: the loops' latest word (``DaemonStatus``; one writer per field).
 
-    Thread-safe: every method may be called from any thread, with or without the
-    allocation lock unless it says otherwise.
+    Built from ``DaemonDependencies``. Thread-safe: every method may be called from any
+    thread, with or without the allocation lock unless it says otherwise.
     """
 
-    def __init__(
-        self,
-        paths: DaemonPaths,
-        runtime: DockerRuntime,
-        store: StateStore,
-        events: EventLog,
-        backend_factory: Callable[[Ds01Config], GpuBackend],
-        clock: Callable[[], datetime],
-        cgroups: CgroupManager | None = None,
-        firewall: Firewall | None = None,
-        ledger: ContainerLedger | None = None,
-    ) -> None:
+    def __init__(self, given: DaemonDependencies) -> None:
+        paths, runtime, events = given.paths, given.runtime, given.events
         self.paths = paths
         self.runtime = runtime
         # The managed containers (one that is not started lists at every read).
-        self.ledger = ledger or ContainerLedger(runtime)
-        self.store = store
+        self.ledger = given.ledger or ContainerLedger(runtime)
+        self.store = given.store
         self.events = events
-        self._clock = clock
+        self._clock = given.clock
         self.allocation_lock = threading.Lock()
         self.queue_condition = threading.Condition()
-        self.status = DaemonStatus(started_at=clock())
-        self.settings = ConfigWatcher(paths.config_dir, events, backend_factory)
+        self.status = DaemonStatus(started_at=given.clock())
+        self.settings = ConfigWatcher(paths.config_dir, events, given.backend_factory)
         self.settings.on_admin_group_changed = self.share_log_with_admins
         self.engine = runtime.engine_info()
-        self.cgroups = cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
+        self.cgroups = given.cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)
         self.accounts = OwnerAccounts(runtime)
         self.networks = UserNetworks(
-            runtime, firewall or Firewall(), events, instance_id(paths.state_dir)
+            runtime, given.firewall or Firewall(), events, instance_id(paths.state_dir)
         )
 
     # -- time, configuration ----------------------------------------------------------------

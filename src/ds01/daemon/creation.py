@@ -13,8 +13,9 @@ undone once Docker is back (``settle_failed_creates``).
 
 State: the request ids whose undo waits for Docker. Locks: see ``ds01.daemon.context``;
 each method says whether it runs under the allocation lock or takes it. Calls: the
-context, ``Access`` (refusals), ``LimitsEnforcement`` (totals), ``Launcher`` (directories,
-host ports), ``QueueDesk`` (queueing).
+context and its ``Gatekeepers``, which a start shares (``ContainerOps``): ``Access``
+(refusals), ``LimitsEnforcement`` (totals), ``Launcher`` (directories, host ports),
+``QueueDesk`` (queueing).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ds01.config.loader import Ds01Config
 from ds01.config.resolve import ResolvedAggregate, ResolvedLimits
@@ -42,7 +43,7 @@ from ds01.core.container_resources import (
     stop_signal,
 )
 from ds01.daemon import schemas as api
-from ds01.daemon.access import Access
+from ds01.daemon.access import Access, devices_details
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import (
@@ -138,22 +139,24 @@ def created_info(
     )
 
 
+@dataclass(frozen=True)
+class Gatekeepers:
+    """The collaborators a create and a start both pass: ``Access`` (who may; refusals),
+    ``LimitsEnforcement`` (totals), ``Launcher`` (directories, host ports, the start) and
+    ``QueueDesk`` (waiting when no devices are free)."""
+
+    access: Access
+    enforcement: LimitsEnforcement
+    launcher: Launcher
+    queue: QueueDesk
+
+
 class Creation:
     """Creates containers (see the module docstring for the contract)."""
 
-    def __init__(
-        self,
-        context: DaemonContext,
-        access: Access,
-        enforcement: LimitsEnforcement,
-        launcher: Launcher,
-        queue: QueueDesk,
-    ) -> None:
+    def __init__(self, context: DaemonContext, gates: Gatekeepers) -> None:
         self.context = context
-        self.access = access
-        self.enforcement = enforcement
-        self.launcher = launcher
-        self.queue = queue
+        self.gates = gates
         self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
 
     def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
@@ -169,7 +172,7 @@ class Creation:
         try:
             prepared = self.prepare_create(caller.user, request)
         except PolicyError as exc:
-            self.access.refused(caller, f"container/{request.name[:80]}", exc)
+            self.gates.access.refused(caller, f"container/{request.name[:80]}", exc)
             raise
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
@@ -184,15 +187,15 @@ class Creation:
                 placement = self.admit(prepared, records, inventory)
             except NoCapacity as exc:
                 if not request.queue:
-                    self.access.refused(caller, resource, exc)
+                    self.gates.access.refused(caller, resource, exc)
                     raise
                 try:
-                    return self.queue.enqueue(prepared, request, exc, records)
+                    return self.gates.queue.enqueue(prepared, request, exc, records)
                 except PolicyError as refusal:
-                    self.access.refused(caller, resource, refusal)
+                    self.gates.access.refused(caller, resource, refusal)
                     raise
             except PolicyError as exc:
-                self.access.refused(caller, resource, exc)
+                self.gates.access.refused(caller, resource, exc)
                 raise
             info = self.create_admitted(prepared, placement, inventory, request_id, intent=True)
         return Created(info=info, request_id=request_id)
@@ -269,13 +272,13 @@ class Creation:
             [r.name for r in mine],
         )
         self.check_memory_total(prepared, mine)
-        self.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)
+        self.gates.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)
         return placement
 
     def check_memory_total(self, prepared: PreparedCreate, mine: list[ContainerRecord]) -> None:
         """Refuse (``QuotaExceeded``) ``prepared`` if its memory does not fit in the owner's
         total next to ``mine``, the owner's containers."""
-        self.enforcement.check_memory_total(
+        self.gates.enforcement.check_memory_total(
             prepared.aggregate, None, prepared.resources.memory_bytes, mine
         )
 
@@ -300,7 +303,7 @@ class Creation:
         doer = actor or owner.name
         prepared = self._with_host_ports(prepared, doer)
         spec = self._spec(prepared, placement, inventory, request_id)
-        self.enforcement.enforce(
+        self.gates.enforcement.enforce(
             owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate
         )
         try:
@@ -320,7 +323,7 @@ class Creation:
     def _with_host_ports(self, prepared: PreparedCreate, doer: str) -> PreparedCreate:
         """Under the allocation lock: ``Launcher.with_host_ports``, a refusal logged."""
         try:
-            return self.launcher.with_host_ports(prepared)
+            return self.gates.launcher.with_host_ports(prepared)
         except PortInUse as exc:
             self.context.events.emit(
                 "container.create",
@@ -367,10 +370,7 @@ class Creation:
                 "gpu.allocate",
                 user=doer,
                 resource=resource,
-                details={
-                    "devices": list(placement.uuids),
-                    "gpu_equivalents": equivalents_to_float(placement.gpu_equivalents),
-                },
+                details=devices_details(placement.uuids, placement.gpu_equivalents),
             )
         events.emit(
             "container.create",

@@ -303,82 +303,71 @@ class DiskWatch:
         added to each container's actions. ``owners``: uid → the loop's owner (``.user``),
         ``None`` for owners it skips."""
         with self._lock:
-            return self._run(records, owners, rows, now, dry_run, tell)
-
-    def _run(
-        self,
-        records: list[ContainerRecord],
-        owners: dict[int, Any],
-        rows: list[api.LifecycleStatus],
-        now: datetime,
-        dry_run: bool,
-        tell: Tell,
-    ) -> list[api.LifecycleStatus]:
-        service = self.service
-        usage, mode = service.status.disk_usage, service.status.storage.mode
-        config = service.config().limits
-        stopped = {r.container_id for r in rows if any(a.startswith("stop") for a in r.actions)}
-        done: dict[str, list[str]] = {}
-        clocks: dict[str, DiskClock] = {}
-        totals: dict[int, DiskClock] = {}
-        for uid in sorted({r.uid for r in records}):
-            owner = owners.get(uid)
-            if owner is None:
-                continue
-            policy = resolve_policy(config, owner.user.name, owner.user.groups)
-            grace = timedelta(minutes=policy.disk_grace_minutes)
-            mine = [r for r in records if r.uid == uid]
-            running = [r for r in mine if r.status == "running" and r.id not in stopped]
-            for record in mine:
-                use = usage.get(record.id)
+            service = self.service
+            usage, mode = service.status.disk_usage, service.status.storage.mode
+            config = service.config().limits
+            stopped = {r.container_id for r in rows if any(a.startswith("stop") for a in r.actions)}
+            done: dict[str, list[str]] = {}
+            clocks: dict[str, DiskClock] = {}
+            totals: dict[int, DiskClock] = {}
+            for uid in sorted({r.uid for r in records}):
+                owner = owners.get(uid)
+                if owner is None:
+                    continue
+                policy = resolve_policy(config, owner.user.name, owner.user.groups)
+                grace = timedelta(minutes=policy.disk_grace_minutes)
+                mine = [r for r in records if r.uid == uid]
+                running = [r for r in mine if r.status == "running" and r.id not in stopped]
+                for record in mine:
+                    use = usage.get(record.id)
+                    clock, action = decide_disk(
+                        self._clocks.get(record.id, DiskClock()),
+                        None if use is None else checked_bytes(use, mode),
+                        container_limit_bytes(record),
+                        now,
+                        warning_fraction=policy.disk_warning_fraction,
+                        grace=grace,
+                        running=record in running,
+                        scope="container",
+                    )
+                    clocks[record.id] = clock
+                    if action is not None:
+                        done.setdefault(record.id, []).append(
+                            self._act(record, owner, action, dry_run, tell)
+                        )
+                        if isinstance(action, DiskStop) and not dry_run:
+                            running.remove(record)
+                limit = service.aggregate_for(owner.user).disk_limit_bytes
                 clock, action = decide_disk(
-                    self._clocks.get(record.id, DiskClock()),
-                    None if use is None else checked_bytes(use, mode),
-                    container_limit_bytes(record),
+                    self._totals.get(uid, DiskClock()),
+                    user_total(records, usage, uid),
+                    limit,
                     now,
                     warning_fraction=policy.disk_warning_fraction,
                     grace=grace,
-                    running=record in running,
-                    scope="container",
+                    running=bool(running),
+                    scope="total",
                 )
-                clocks[record.id] = clock
+                totals[uid] = clock
                 if action is not None:
-                    done.setdefault(record.id, []).append(
-                        self._act(record, owner, action, dry_run, tell)
-                    )
-                    if isinstance(action, DiskStop) and not dry_run:
-                        running.remove(record)
-            limit = service.aggregate_for(owner.user).disk_limit_bytes
-            clock, action = decide_disk(
-                self._totals.get(uid, DiskClock()),
-                user_total(records, usage, uid),
-                limit,
-                now,
-                warning_fraction=policy.disk_warning_fraction,
-                grace=grace,
-                running=bool(running),
-                scope="total",
-            )
-            totals[uid] = clock
-            if action is not None:
-                for record in running:
-                    done.setdefault(record.id, []).append(
-                        self._act(record, owner, action, dry_run, tell)
-                    )
-        if not dry_run:
-            self._clocks, self._totals = clocks, totals
-        return [_with_actions(row, done.get(row.container_id, [])) for row in rows] + [
-            api.LifecycleStatus(
-                container_id=r.id,
-                name=r.name,
-                user=r.user,
-                status=r.status,
-                reason="Disk limit.",
-                actions=done[r.id],
-            )
-            for r in records
-            if r.id in done and r.id not in {row.container_id for row in rows}
-        ]
+                    for record in running:
+                        done.setdefault(record.id, []).append(
+                            self._act(record, owner, action, dry_run, tell)
+                        )
+            if not dry_run:
+                self._clocks, self._totals = clocks, totals
+            return [_with_actions(row, done.get(row.container_id, [])) for row in rows] + [
+                api.LifecycleStatus(
+                    container_id=r.id,
+                    name=r.name,
+                    user=r.user,
+                    status=r.status,
+                    reason="Disk limit.",
+                    actions=done[r.id],
+                )
+                for r in records
+                if r.id in done and r.id not in {row.container_id for row in rows}
+            ]
 
     def _act(
         self,

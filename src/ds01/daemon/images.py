@@ -108,6 +108,9 @@ def _refused(
 
 # -- listing -----------------------------------------------------------------------------------
 
+#: What ``image-list`` shows of a registry entry as the registry has it.
+_LISTED_ENTRY_FIELDS = {"name", "image", "framework", "description", "version"}
+
 
 def listing(
     service: Ds01Service, caller: Caller, *, include_missing: bool = False, catalog: bool = False
@@ -122,11 +125,7 @@ def listing(
         if is_present or include_missing or catalog:
             result.append(
                 api.ImageInfo(
-                    name=entry.name,
-                    image=entry.image,
-                    framework=entry.framework,
-                    description=entry.description,
-                    version=entry.version,
+                    **entry.model_dump(include=_LISTED_ENTRY_FIELDS),
                     present=is_present,
                     source=registry.source_of(entry),
                     architectures=list(entry.architectures),
@@ -571,14 +570,27 @@ def _build_event(
         "cpus": plan.limits.cpus,
         "memory": format_bytes(plan.limits.memory_bytes) if plan.limits.memory_bytes else None,
     }
+    _job_event(service, caller, "image.build", plan.target.reference, details, error, image_id)
+
+
+def _job_event(
+    service: Ds01Service,
+    caller: Caller,
+    action: str,
+    reference: str,
+    details: dict[str, object],
+    error: str | None,
+    image_id: str | None,
+) -> None:
+    """The event of a finished build or pull: its ``details`` with the image or the error."""
     if image_id:
         details["image_id"] = image_id
     if error:
         details["error"] = error
     service.events.emit(
-        "image.build",
+        action,
         user=caller.name,
-        resource=f"image/{plan.target.reference}",
+        resource=f"image/{reference}",
         details=details,
         outcome="failure" if error else "success",
     )
@@ -643,17 +655,7 @@ def _run_pull(service: Ds01Service, caller: Caller, job: ImageJob, reference: st
     except Ds01Error as exc:
         error = exc.message
     details: dict[str, object] = {"seconds": round(time.monotonic() - started, 1)}
-    if error:
-        details["error"] = error
-    if image_id:
-        details["image_id"] = image_id
-    service.events.emit(
-        "image.pull",
-        user=caller.name,
-        resource=f"image/{reference}",
-        details=details,
-        outcome="failure" if error else "success",
-    )
+    _job_event(service, caller, "image.pull", reference, details, error, image_id)
     if error:
         jobs.finish(job, "failed", f"Pulling {reference} failed: {error}", _now(service))
     else:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
 from collections.abc import Sequence
 from dataclasses import replace
@@ -41,8 +40,9 @@ from ds01.errors import InvalidInput, PermissionDenied, PolicyError, PortInUse
 from ds01.model import labels as L
 from ds01.model.labels import requested_ports
 from ds01.model.text import shown
-from ds01.runtime.docker import PUBLISH_HOST_IP, ContainerRecord
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
+from ds01.runtime.port_probe import port_is_free
 from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
 CONTAINER_WORKSPACE = "/workspace"
@@ -59,18 +59,6 @@ BIND_LABELS = {CONTAINER_WORKSPACE: L.AIME_WORK_MOUNT, CONTAINER_DATA: L.AIME_DA
 #: A bind of a container: a descriptor of the owner's directory (``None``: a bind made
 #: before staging, checked by path), the container and the bind's name in the staging tree.
 BindSource = tuple[int | None, str, str]
-
-
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port`` (TCP) right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Connections of an earlier listener in TIME_WAIT do not make a port taken.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((PUBLISH_HOST_IP, port))
-        except OSError:
-            return False
-    return True
 
 
 def make_user_directory(path: Path, user: UnixUser) -> None:

@@ -295,6 +295,7 @@ def _locked_state(paths: DaemonPaths) -> int:
 def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Service:
     """The service, with what the last ds01d left half-done settled and the firewall up
     before anything is served (``_settled``); exits when Docker or the state refuse."""
+    from ds01.daemon.context import DaemonDependencies
     from ds01.daemon.ledger import ContainerLedger
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state_start import open_state
@@ -313,7 +314,7 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
         # The one full container list of the start; every reader below uses the ledger.
         ledger = ContainerLedger(runtime)
         ledger.start()
-        service = Ds01Service(
+        given = DaemonDependencies(
             paths=paths,
             runtime=runtime,
             ledger=ledger,
@@ -328,6 +329,7 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
                 simulated_mig_file=paths.simulated_mig_file,
             ),
         )
+        service = Ds01Service(given)
         _settled(service)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")

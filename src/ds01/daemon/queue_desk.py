@@ -17,10 +17,10 @@ import uuid
 from datetime import datetime
 
 from ds01.config.resolve import resolve_policy
-from ds01.core.allocation import GpuRequest, equivalents_to_float
+from ds01.core.allocation import GpuRequest
 from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.daemon import schemas as api
-from ds01.daemon.access import resource_of
+from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.prepared import PreparedCreate, Queued
 from ds01.errors import Conflict, InvalidInput, NoCapacity
@@ -99,11 +99,11 @@ class QueueDesk:
             "gpu.release",
             user="ds01d",
             resource=resource_of(record),
-            details={
-                "devices": list(record.gpus),
-                "gpu_equivalents": equivalents_to_float(record.gpu_equivalents),
-                "reason": f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
-            },
+            details=devices_details(
+                record.gpus,
+                record.gpu_equivalents,
+                reason=f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
+            ),
         )
 
     def _queued_for(self, uid: int, container: str) -> QueuedRequest | None:

@@ -18,9 +18,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ds01.core.allocation import GpuRequest, Placement, allocate, equivalents_to_float
+from ds01.core.allocation import GpuRequest, Placement, allocate
 from ds01.core.container_resources import Resources
-from ds01.daemon.access import resource_of
+from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
 from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_directory
@@ -73,61 +73,50 @@ class Reacquire:
     ) -> ContainerRecord:
         """Under the allocation lock: give a released container ``placement``'s devices
         (its own again if they are all free; else it is re-created on the new ones)."""
-        ctx = self.context
+        ctx, runtime = self.context, self.context.runtime
         old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
         held = allocation_state(ctx.records()).held()
         free_again = all(u not in held and u not in inventory.reserved for u in old)
         if free_again:  # ``record`` is Docker's, with the devices its labels name
             ctx.store.unrelease([record.id])
             fresh = record
-        else:
-            fresh = self._recreate_on(owner, record, placement, inventory, actor)
+        else:  # re-created from a commit of its filesystem, so that nothing in it is lost
+            attrs = runtime.inspect(record.docker_name)
+            repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
+            kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
+            prepared = self._prepared_from(owner, record, attrs, kept)
+            replaced = record.docker_name + L.REPLACED_SUFFIX
+            runtime.rename(record.docker_name, replaced)
+            ctx.ledger.refresh(record.id)
+            try:
+                self.creation.create_admitted(
+                    prepared, placement, inventory, record.request_id, intent=False, actor=actor
+                )
+            except Ds01Error:
+                runtime.rename(replaced, record.docker_name)
+                ctx.ledger.refresh(record.id)
+                runtime.remove_image(kept)
+                raise
+            runtime.remove(replaced, force=True, missing_ok=True)
+            ctx.ledger.forget(record.id)
+            ctx.store.unrelease([record.id])
+            previous_kept = record.labels.get(L.KEPT_IMAGE)
+            if previous_kept:
+                runtime.remove_image(previous_kept)
+            created = runtime.find_managed(record.docker_name)
+            if created is None:
+                raise NotFound(f"{record.name} vanished while it was being re-created.")
+            fresh = created
         ctx.events.emit(
             "gpu.allocate",
             user=actor,
             resource=resource_of(record),
-            details={
-                "devices": list(fresh.gpus),
-                "gpu_equivalents": equivalents_to_float(fresh.gpu_equivalents),
-                "reason": "same devices again" if free_again else "re-created on other devices",
-            },
+            details=devices_details(
+                fresh.gpus,
+                fresh.gpu_equivalents,
+                reason="same devices again" if free_again else "re-created on other devices",
+            ),
         )
-        return fresh
-
-    def _recreate_on(
-        self,
-        owner: UnixUser,
-        record: ContainerRecord,
-        placement: Placement,
-        inventory: Inventory,
-        actor: str,
-    ) -> ContainerRecord:
-        ctx, runtime = self.context, self.context.runtime
-        attrs = runtime.inspect(record.docker_name)
-        repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
-        kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
-        prepared = self._prepared_from(owner, record, attrs, kept)
-        replaced = record.docker_name + L.REPLACED_SUFFIX
-        runtime.rename(record.docker_name, replaced)
-        ctx.ledger.refresh(record.id)
-        try:
-            self.creation.create_admitted(
-                prepared, placement, inventory, record.request_id, intent=False, actor=actor
-            )
-        except Ds01Error:
-            runtime.rename(replaced, record.docker_name)
-            ctx.ledger.refresh(record.id)
-            runtime.remove_image(kept)
-            raise
-        runtime.remove(replaced, force=True, missing_ok=True)
-        ctx.ledger.forget(record.id)
-        ctx.store.unrelease([record.id])
-        previous_kept = record.labels.get(L.KEPT_IMAGE)
-        if previous_kept:
-            runtime.remove_image(previous_kept)
-        fresh = runtime.find_managed(record.docker_name)
-        if fresh is None:
-            raise NotFound(f"{record.name} vanished while it was being re-created.")
         return fresh
 
     def _prepared_from(

@@ -20,82 +20,45 @@ points of the API's routes; everything else is called on the collaborator that o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from ds01.config.loader import Ds01Config
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
 from ds01.daemon.containers import ContainerOps
-from ds01.daemon.context import DaemonContext
-from ds01.daemon.creation import Creation
+from ds01.daemon.context import DaemonContext, DaemonDependencies
+from ds01.daemon.creation import Creation, Gatekeepers
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
-from ds01.daemon.ledger import ContainerLedger
 from ds01.daemon.limits_enforcement import LimitsEnforcement
-from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.prepared import Created, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
 from ds01.daemon.views import Views
-from ds01.events.log import EventLog, utc_now
-from ds01.gpu.backend import GpuBackend, make_backend
-from ds01.runtime.cgroups import CgroupManager
-from ds01.runtime.docker import DockerRuntime
-from ds01.runtime.firewall import Firewall
 from ds01.runtime.identity import PeerCredentials
-from ds01.runtime.store import StateStore
-
-
-def _configured_backend(config: Ds01Config) -> GpuBackend:
-    return make_backend(config.gpus)
 
 
 class Ds01Service(DaemonContext):
     """Business logic of ds01d. Thread-safe; one instance per daemon.
 
     Args:
-        paths: where configuration, state and logs live.
-        runtime: the Docker adapter (injected).
-        store: the SQLite state store.
-        events: the event log.
-        backend_factory: builds the GPU backend from ``gpu-config.yaml`` (injected so tests
-            can pass a simulated backend with a telemetry file).
-        clock: returns the current UTC time.
-        cgroups: writes aggregate limits on users' cgroup parents (default: the host's
-            ``/sys/fs/cgroup`` with the engine's cgroup driver).
-        firewall: the host firewall that guards users' networks (default: ``iptables``).
+        given: what it is built from (``DaemonDependencies``: the adapters, the store, the
+            event log; tests inject fakes there).
     """
 
-    def __init__(
-        self,
-        paths: DaemonPaths,
-        runtime: DockerRuntime,
-        store: StateStore,
-        events: EventLog,
-        backend_factory: Callable[[Ds01Config], GpuBackend] = _configured_backend,
-        clock: Callable[[], datetime] = utc_now,
-        cgroups: CgroupManager | None = None,
-        firewall: Firewall | None = None,
-        ledger: ContainerLedger | None = None,
-    ) -> None:
-        super().__init__(
-            paths, runtime, store, events, backend_factory, clock, cgroups, firewall, ledger
-        )
+    def __init__(self, given: DaemonDependencies) -> None:
+        super().__init__(given)
         self.access = Access(self)
         self.enforcement = LimitsEnforcement(self)
         self.settings.on_limits_changed = self._limits_changed
         self.views = Views(self, self.access, self.enforcement)
         self.launcher = Launcher(self)
         self.queue_desk = QueueDesk(self)
-        self.creation = Creation(
-            self, self.access, self.enforcement, self.launcher, self.queue_desk
-        )
+        gates = Gatekeepers(self.access, self.enforcement, self.launcher, self.queue_desk)
+        self.creation = Creation(self, gates)
         self.reacquire = Reacquire(self, self.creation)
-        self.containers = ContainerOps(
-            self, self.access, self.enforcement, self.launcher, self.queue_desk, self.reacquire
-        )
+        self.containers = ContainerOps(self, gates, self.reacquire)
         self.reconciler = StartupReconciler(self, self.creation)
 
     @property

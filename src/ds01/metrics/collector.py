@@ -9,7 +9,7 @@ Telemetry a backend cannot read is left out, never reported as 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,6 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ds01.core.energy import co2_grams, kwh
+from ds01.gpu.backend import DeviceTelemetry
 from ds01.metrics.snapshot import MetricsSnapshot
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,27 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, labels=labels)
+def _gauge(
+    name: str,
+    documentation: str,
+    labels: list[str] | None = None,
+    samples: Iterable[tuple[Sequence[str], float]] = (),
+) -> GaugeMetricFamily:
+    """A gauge family holding ``samples``: (label values, value) each."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for values, value in samples:
+        family.add_metric(list(values), value)
+    return family
 
 
 def families(s: MetricsSnapshot) -> Iterator[Metric]:
     """Every metric family of the snapshot ``s`` (see the module docstring)."""
-    info = _gauge("ds01_build_info", "ds01 version running the exporter (always 1).", ["version"])
-    info.add_metric([s.version], 1)
-    yield info
+    yield _gauge(
+        "ds01_build_info",
+        "ds01 version running the exporter (always 1).",
+        ["version"],
+        [([s.version], 1)],
+    )
 
     yield from _devices(s)
     yield from _allocation(s)
@@ -44,87 +57,82 @@ def families(s: MetricsSnapshot) -> Iterator[Metric]:
     yield from _telemetry(s)
     yield from _energy(s)
 
-    audit = _gauge("ds01_audit_log_writable", "1 when the audit log can be written, else 0.")
-    audit.add_metric([], 1 if s.audit_log_writable else 0)
-    yield audit
+    yield _gauge(
+        "ds01_audit_log_writable",
+        "1 when the audit log can be written, else 0.",
+        samples=[([], 1 if s.audit_log_writable else 0)],
+    )
 
 
 def _devices(s: MetricsSnapshot) -> Iterator[Metric]:
-    device_info = _gauge(
+    yield _gauge(
         "ds01_device_info",
         "One allocatable device (whole GPU or MIG instance), always 1.",
         ["uuid", "kind", "profile", "gpu_index", "model"],
+        [([d.uuid, d.kind, d.profile or "", str(d.gpu_index), d.model], 1) for d in s.devices],
     )
-    for d in s.devices:
-        device_info.add_metric([d.uuid, d.kind, d.profile or "", str(d.gpu_index), d.model], 1)
-    yield device_info
-    equivalents = _gauge(
-        "ds01_device_gpu_equivalents", "GPU-equivalents a device counts for in quotas.", ["uuid"]
+    yield _gauge(
+        "ds01_device_gpu_equivalents",
+        "GPU-equivalents a device counts for in quotas.",
+        ["uuid"],
+        [([d.uuid], float(d.gpu_equivalents)) for d in s.devices],
     )
-    for d in s.devices:
-        equivalents.add_metric([d.uuid], float(d.gpu_equivalents))
-    yield equivalents
-    gpu_info = _gauge(
+    yield _gauge(
         "ds01_gpu_info",
         "One physical GPU, always 1 (mig: 1 when MIG mode is on; its power and energy are "
         "reported under this uuid).",
         ["uuid", "gpu_index", "model", "mig"],
+        [([g.uuid, str(g.index), g.model, "1" if g.mig_enabled else "0"], 1) for g in s.gpus],
     )
-    for g in s.gpus:
-        gpu_info.add_metric([g.uuid, str(g.index), g.model, "1" if g.mig_enabled else "0"], 1)
-    yield gpu_info
-    total = _gauge(
-        "ds01_gpu_equivalents_total", "GPU-equivalents of every allocatable device (capacity)."
+    yield _gauge(
+        "ds01_gpu_equivalents_total",
+        "GPU-equivalents of every allocatable device (capacity).",
+        samples=[([], s.total_gpu_equivalents)],
     )
-    total.add_metric([], s.total_gpu_equivalents)
-    yield total
 
 
 def _allocation(s: MetricsSnapshot) -> Iterator[Metric]:
     if not s.records_ok:
         return  # Docker did not answer: unknown, not zero
-    holder = _gauge(
+    yield _gauge(
         "ds01_device_holder",
         "A device held by a container (1): its user and group (and the container's name "
         "when ds01d runs with --metrics-container-names).",
         ["uuid", "user", "group", "container"],
+        [([h.uuid, h.user, h.group, h.container], 1) for h in s.holders],
     )
-    for h in s.holders:
-        holder.add_metric([h.uuid, h.user, h.group, h.container], 1)
-    yield holder
-    allocated = _gauge(
+    yield _gauge(
         "ds01_gpu_equivalents_allocated",
         "GPU-equivalents held by a user's containers (running, or stopped within the hold).",
         ["user", "group"],
+        sorted(s.allocated.items()),
     )
-    for (user, group), value in sorted(s.allocated.items()):
-        allocated.add_metric([user, group], value)
-    yield allocated
-    containers = _gauge("ds01_containers", "ds01 containers by state.", ["state"])
-    for state, count in sorted(s.containers_by_state.items()):
-        containers.add_metric([state], count)
-    yield containers
-    quota = _gauge(
+    yield _gauge(
+        "ds01_containers",
+        "ds01 containers by state.",
+        ["state"],
+        [([state], count) for state, count in sorted(s.containers_by_state.items())],
+    )
+    yield _gauge(
         "ds01_quota_use_ratio",
         "Use over limit per user (resource: gpu_equivalents, containers, memory); only "
         "finite limits.",
         ["user", "resource"],
+        sorted(s.quota_ratios.items()),
     )
-    for (user, resource), ratio in sorted(s.quota_ratios.items()):
-        quota.add_metric([user, resource], ratio)
-    yield quota
 
 
 def _queue(s: MetricsSnapshot) -> Iterator[Metric]:
-    length = _gauge("ds01_queue_length", "Requests waiting in the GPU queue.")
-    length.add_metric([], s.queue_length)
-    yield length
-    oldest = _gauge(
+    yield _gauge(
+        "ds01_queue_length",
+        "Requests waiting in the GPU queue.",
+        samples=[([], s.queue_length)],
+    )
+    yield _gauge(
         "ds01_queue_oldest_wait_seconds",
         "How long the oldest waiting request has waited, in seconds (0 when none waits).",
+        samples=[([], s.queue_oldest_wait_seconds)],
     )
-    oldest.add_metric([], s.queue_oldest_wait_seconds)
-    yield oldest
     waits = s.activity.queue_waits
     histogram = HistogramMetricFamily(
         "ds01_queue_wait_seconds",
@@ -146,60 +154,73 @@ def _lifecycle(s: MetricsSnapshot) -> Iterator[Metric]:
         actions.add_metric([action], count)
     yield actions
     if s.lifecycle_last_pass is not None:
-        last = _gauge(
+        yield _gauge(
             "ds01_lifecycle_last_pass_timestamp_seconds",
             "Unix time of the lifecycle loop's last pass (absent before the first).",
+            samples=[([], s.lifecycle_last_pass)],
         )
-        last.add_metric([], s.lifecycle_last_pass)
-        yield last
 
 
 def _telemetry(s: MetricsSnapshot) -> Iterator[Metric]:
-    utilization = _gauge(
+    devices, gpus = [d.uuid for d in s.devices], [g.uuid for g in s.gpus]
+    yield _gauge(
         "ds01_device_utilization_percent",
         "Share of time a kernel ran on the device, in percent (absent on MIG instances).",
         ["uuid"],
+        _readings(s, devices, lambda t: t.gpu_util_percent),
     )
-    used = _gauge("ds01_device_memory_used_bytes", "Device memory in use, in bytes.", ["uuid"])
-    total = _gauge("ds01_device_memory_total_bytes", "Device memory, in bytes.", ["uuid"])
-    for d in s.devices:
-        t = s.telemetry.get(d.uuid)
-        if t is None:
-            continue
-        if t.gpu_util_percent is not None:
-            utilization.add_metric([d.uuid], t.gpu_util_percent)
-        if t.memory_used_mib is not None:
-            used.add_metric([d.uuid], t.memory_used_mib * MIB)
-        if t.memory_total_mib is not None:
-            total.add_metric([d.uuid], t.memory_total_mib * MIB)
-    power = _gauge(
+    yield _gauge(
+        "ds01_device_memory_used_bytes",
+        "Device memory in use, in bytes.",
+        ["uuid"],
+        _readings(s, devices, lambda t: _bytes(t.memory_used_mib)),
+    )
+    yield _gauge(
+        "ds01_device_memory_total_bytes",
+        "Device memory, in bytes.",
+        ["uuid"],
+        _readings(s, devices, lambda t: _bytes(t.memory_total_mib)),
+    )
+    yield _gauge(
         "ds01_device_power_watts",
         "Power a physical GPU draws, in watts (uuid: the GPU's, also in MIG mode).",
         ["uuid"],
+        _readings(s, gpus, lambda t: t.power_watts),
     )
     energy = CounterMetricFamily(
         "ds01_device_energy_joules",
         "Energy a physical GPU used since its driver was loaded, in joules.",
         labels=["uuid"],
     )
-    for g in s.gpus:
-        t = s.telemetry.get(g.uuid)
-        if t is None:
-            continue
-        if t.power_watts is not None:
-            power.add_metric([g.uuid], t.power_watts)
-        if t.energy_joules is not None:
-            energy.add_metric([g.uuid], t.energy_joules)
-    yield from (utilization, used, total, power, energy)
+    for values, joules in _readings(s, gpus, lambda t: t.energy_joules):
+        energy.add_metric(values, joules)
+    yield energy
+
+
+def _readings(
+    s: MetricsSnapshot, uuids: list[str], read: Callable[[DeviceTelemetry], float | None]
+) -> list[tuple[list[str], float]]:
+    """The samples (``[uuid]``, value) of one telemetry value, for the devices or GPUs whose
+    backend could read it (the others are left out, never reported as 0)."""
+    samples = []
+    for uuid in uuids:
+        telemetry = s.telemetry.get(uuid)
+        value = None if telemetry is None else read(telemetry)
+        if value is not None:
+            samples.append(([uuid], value))
+    return samples
+
+
+def _bytes(mib: float | None) -> float | None:
+    return None if mib is None else mib * MIB
 
 
 def _energy(s: MetricsSnapshot) -> Iterator[Metric]:
-    intensity = _gauge(
+    yield _gauge(
         "ds01_grid_intensity_grams_per_kwh",
         "The configured grid intensity: grams of CO2 per kWh (gpu-config.yaml energy:).",
+        samples=[([], s.grid_intensity_g_per_kwh)],
     )
-    intensity.add_metric([], s.grid_intensity_g_per_kwh)
-    yield intensity
     energy = CounterMetricFamily(
         "ds01_energy_kwh",
         "GPU energy attributed to a user's containers while they held devices, in kWh "

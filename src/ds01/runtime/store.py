@@ -48,12 +48,12 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
 from ds01.errors import StateDamaged
@@ -61,6 +61,8 @@ from ds01.runtime.storage_fault import storage_fault
 from ds01.runtime.store_files import is_damage, restore_hint
 
 log = logging.getLogger(__name__)
+
+_Row = TypeVar("_Row")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -367,6 +369,37 @@ class StateStore:
         if irreplaceable:
             self.backup_soon.set()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction, for a caller inside ``_access``: committed at the end of
+        the block, rolled back if it raises (unless SQLite did, as it does on a full disk)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _execute(
+        self, sql: str, parameters: Sequence[object] = (), *, irreplaceable: bool = False
+    ) -> sqlite3.Cursor:
+        """One statement under ``_access`` (``irreplaceable`` as there)."""
+        with self._access(irreplaceable=irreplaceable):
+            return self._db.execute(sql, parameters)
+
+    def _fetch_all(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """The rows of one query under ``_access``."""
+        with self._access():
+            return self._db.execute(sql, parameters).fetchall()
+
+    def _fetch_as(
+        self, row_type: Callable[..., _Row], sql: str, parameters: Sequence[object] = ()
+    ) -> list[_Row]:
+        """The rows of one query, each a ``row_type`` made from its columns in order."""
+        return [row_type(*row) for row in self._fetch_all(sql, parameters)]
+
     def _damaged(self, exc: sqlite3.DatabaseError) -> StateDamaged:
         message = (
             f"ds01d's state database {self.path} is damaged ({exc}): the GPU queue, "
@@ -382,32 +415,26 @@ class StateStore:
         return StateDamaged(message)
 
     def add_intent(self, intent: CreateIntent) -> None:
-        with self._access():
-            self._db.execute(
-                "INSERT INTO create_intents VALUES (?, ?, ?, ?)",
-                (intent.request_id, intent.docker_name, intent.user, intent.created_at),
-            )
+        self._execute(
+            "INSERT INTO create_intents VALUES (?, ?, ?, ?)",
+            (intent.request_id, intent.docker_name, intent.user, intent.created_at),
+        )
 
     def remove_intent(self, request_id: str) -> None:
-        with self._access():
-            self._db.execute("DELETE FROM create_intents WHERE request_id = ?", (request_id,))
+        self._execute("DELETE FROM create_intents WHERE request_id = ?", (request_id,))
 
     def intents(self) -> list[CreateIntent]:
-        with self._access():
-            rows = self._db.execute(
-                "SELECT request_id, docker_name, user, created_at FROM create_intents"
-            ).fetchall()
-        return [CreateIntent(*row) for row in rows]
+        return self._fetch_as(
+            CreateIntent, "SELECT request_id, docker_name, user, created_at FROM create_intents"
+        )
 
     def oom_states(self) -> dict[str, OomState]:
         """Every container's OOM state, by container id."""
-        with self._access():
-            rows = self._db.execute(_SELECT_OOM).fetchall()
+        rows = self._fetch_all(_SELECT_OOM)
         return {row[0]: OomState(*row) for row in rows}
 
     def save_oom_state(self, state: OomState) -> None:
-        with self._access():
-            self._db.execute(_SAVE_OOM, astuple(state))
+        self._execute(_SAVE_OOM, astuple(state))
 
     def forget_oom_states(self, container_ids: Iterable[str]) -> None:
         """Drop the OOM state of containers that no longer exist."""
@@ -419,29 +446,22 @@ class StateStore:
     # -- the GPU queue ---------------------------------------------------------------------
 
     def add_queued(self, request: QueuedRequest) -> None:
-        with self._access(irreplaceable=True):
-            self._db.execute(
-                _INSERT_QUEUE,
-                astuple(request),
-            )
+        self._execute(_INSERT_QUEUE, astuple(request), irreplaceable=True)
 
     def queued(self, *states: QueueState) -> list[QueuedRequest]:
         """Requests in the given states (default: waiting), oldest first."""
         wanted = states or ("waiting",)
         marks = ", ".join("?" * len(wanted))
         query = f"{_SELECT_QUEUE} WHERE state IN ({marks}) ORDER BY submitted_at, id"
-        with self._access():
-            rows = self._db.execute(query, wanted).fetchall()
-        return [QueuedRequest(*row) for row in rows]
+        return self._fetch_as(QueuedRequest, query, wanted)
 
     def waiting_of(self, uid: int) -> list[QueuedRequest]:
         """The waiting requests of user ``uid``, oldest first (an index lookup)."""
-        with self._access():
-            rows = self._db.execute(
-                _SELECT_QUEUE + " WHERE uid = ? AND state = 'waiting' ORDER BY submitted_at, id",
-                (uid,),
-            ).fetchall()
-        return [QueuedRequest(*row) for row in rows]
+        return self._fetch_as(
+            QueuedRequest,
+            _SELECT_QUEUE + " WHERE uid = ? AND state = 'waiting' ORDER BY submitted_at, id",
+            (uid,),
+        )
 
     def queued_by_id(self, request_id: str) -> QueuedRequest | None:
         with self._access():
@@ -457,55 +477,43 @@ class StateStore:
         devices: str = "",
     ) -> bool:
         """Move a waiting request to ``state``; ``False`` if it was not waiting any more."""
-        with self._access(irreplaceable=True):
-            cursor = self._db.execute(
-                "UPDATE queue SET state = ?, ended_at = ?, message = ?, devices = ? "
-                "WHERE id = ? AND state = 'waiting'",
-                (state, ended_at, message, devices, request_id),
-            )
+        cursor = self._execute(
+            "UPDATE queue SET state = ?, ended_at = ?, message = ?, devices = ? "
+            "WHERE id = ? AND state = 'waiting'",
+            (state, ended_at, message, devices, request_id),
+            irreplaceable=True,
+        )
         return cursor.rowcount == 1
 
     def forget_finished_queued(self, before: str) -> None:
         """Drop finished requests that ended before ``before`` (ISO 8601 UTC)."""
-        with self._access():
-            self._db.execute(
-                "DELETE FROM queue WHERE state != 'waiting' AND ended_at < ?", (before,)
-            )
+        self._execute("DELETE FROM queue WHERE state != 'waiting' AND ended_at < ?", (before,))
 
     # -- the usage ledger --------------------------------------------------------------------
 
     def usage(self) -> list[UsageRecord]:
-        with self._access():
-            rows = self._db.execute(
-                "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
-            ).fetchall()
-        return [UsageRecord(*row) for row in rows]
+        return self._fetch_as(
+            UsageRecord, "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
+        )
 
     def open_usage(self, record: UsageRecord) -> None:
-        with self._access():
-            self._db.execute(
-                "INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record)
-            )
+        self._execute("INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record))
 
     def close_usage(self, container_id: str, end: str) -> None:
         """End the open holding of ``container_id`` (if any) at ``end``."""
-        with self._access():
-            self._db.execute(
-                "UPDATE usage SET end = ? WHERE container_id = ? AND end IS NULL",
-                (end, container_id),
-            )
+        self._execute(
+            "UPDATE usage SET end = ? WHERE container_id = ? AND end IS NULL", (end, container_id)
+        )
 
     def forget_usage(self, ended_before: str) -> None:
         """Drop holdings that ended before ``ended_before``: they weigh nothing any more."""
-        with self._access():
-            self._db.execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
+        self._execute("DELETE FROM usage WHERE end IS NOT NULL AND end < ?", (ended_before,))
 
     # -- lifecycle clocks --------------------------------------------------------------------
 
     def lifecycle_clocks(self) -> dict[str, ContainerClock]:
         """Every container's lifecycle clock, by container id (unreadable rows left out)."""
-        with self._access():
-            rows = self._db.execute("SELECT container_id, clock FROM lifecycle").fetchall()
+        rows = self._fetch_all("SELECT container_id, clock FROM lifecycle")
         clocks = {}
         for container_id, text in rows:
             try:
@@ -517,11 +525,10 @@ class StateStore:
     def save_lifecycle_clock(
         self, container_id: str, docker_name: str, clock: ContainerClock
     ) -> None:
-        with self._access():
-            self._db.execute(
-                "INSERT OR REPLACE INTO lifecycle VALUES (?, ?, ?)",
-                (container_id, docker_name, json.dumps(clock.to_row())),
-            )
+        self._execute(
+            "INSERT OR REPLACE INTO lifecycle VALUES (?, ?, ?)",
+            (container_id, docker_name, json.dumps(clock.to_row())),
+        )
 
     def move_lifecycle_clocks(
         self, change: Callable[[ContainerClock], ContainerClock], mark: PassMark
@@ -537,16 +544,11 @@ class StateStore:
                 except (ValueError, TypeError):
                     continue
                 changed.append((json.dumps(change(clock).to_row()), container_id))
-            self._db.execute("BEGIN")
-            try:
+            with self._transaction():
                 self._db.executemany(
                     "UPDATE lifecycle SET clock = ? WHERE container_id = ?", changed
                 )
                 self._save_mark(mark)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def lifecycle_mark(self) -> PassMark | None:
         """When the last lifecycle pass ran (``None``: never, or unreadable)."""
@@ -580,42 +582,41 @@ class StateStore:
     # -- exemptions ------------------------------------------------------------------------------
 
     def exemptions(self) -> list[ExemptionRecord]:
-        with self._access():
-            rows = self._db.execute(
-                "SELECT id, user, container, until, reason, created_by, created_at "
-                "FROM exemptions ORDER BY created_at, id"
-            ).fetchall()
-        return [ExemptionRecord(*row) for row in rows]
+        return self._fetch_as(
+            ExemptionRecord,
+            "SELECT id, user, container, until, reason, created_by, created_at "
+            "FROM exemptions ORDER BY created_at, id",
+        )
 
     def add_exemption(self, exemption: ExemptionRecord) -> None:
-        with self._access(irreplaceable=True):
-            self._db.execute(
-                "INSERT INTO exemptions VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(exemption)
-            )
+        self._execute(
+            "INSERT INTO exemptions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            astuple(exemption),
+            irreplaceable=True,
+        )
 
     def remove_exemption(self, exemption_id: str) -> bool:
-        with self._access(irreplaceable=True):
-            cursor = self._db.execute("DELETE FROM exemptions WHERE id = ?", (exemption_id,))
+        cursor = self._execute(
+            "DELETE FROM exemptions WHERE id = ?", (exemption_id,), irreplaceable=True
+        )
         return cursor.rowcount == 1
 
     def forget_exemptions(self, expired_before: str) -> None:
-        with self._access():
-            self._db.execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
+        self._execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
 
     # -- GPU releases ----------------------------------------------------------------------------
 
     def released(self) -> dict[str, str]:
         """Container id → when its devices were released (ISO 8601 UTC)."""
-        with self._access():
-            rows = self._db.execute("SELECT container_id, released_at FROM gpu_releases").fetchall()
+        rows = self._fetch_all("SELECT container_id, released_at FROM gpu_releases")
         return dict(rows)
 
     def release(self, container_id: str, docker_name: str, at: str) -> None:
-        with self._access(irreplaceable=True):
-            self._db.execute(
-                "INSERT OR REPLACE INTO gpu_releases VALUES (?, ?, ?)",
-                (container_id, docker_name, at),
-            )
+        self._execute(
+            "INSERT OR REPLACE INTO gpu_releases VALUES (?, ?, ?)",
+            (container_id, docker_name, at),
+            irreplaceable=True,
+        )
 
     def unrelease(self, container_ids: Iterable[str]) -> None:
         """Forget releases: the containers hold their devices again, or are gone."""
@@ -628,20 +629,15 @@ class StateStore:
 
     def own_cgroup_parent(self, parent: str, at: str) -> None:
         """Record that this instance made (or is about to make) ``parent``; idempotent."""
-        with self._access():
-            self._db.execute(
-                "INSERT OR IGNORE INTO cgroup_parents VALUES (?, ?)", (parent, at)
-            )
+        self._execute("INSERT OR IGNORE INTO cgroup_parents VALUES (?, ?)", (parent, at))
 
     def owned_cgroup_parents(self) -> set[str]:
-        with self._access():
-            rows = self._db.execute("SELECT parent FROM cgroup_parents").fetchall()
+        rows = self._fetch_all("SELECT parent FROM cgroup_parents")
         return {parent for (parent,) in rows}
 
     def disown_cgroup_parent(self, parent: str) -> None:
         """Forget ``parent``: it is gone."""
-        with self._access():
-            self._db.execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
+        self._execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
 
     # -- the energy ledger -------------------------------------------------------------------
 
@@ -656,18 +652,11 @@ class StateStore:
         rows = [astuple(record) for record in records]
         if not rows:
             return
-        with self._access():
-            self._db.execute("BEGIN")
-            try:
-                for row in rows:
-                    if merge and self._extend_energy(row):
-                        continue
-                    self._db.execute("INSERT INTO energy VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._access(), self._transaction():
+            for row in rows:
+                if merge and self._extend_energy(row):
+                    continue
+                self._db.execute("INSERT INTO energy VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
     def _extend_energy(self, row: tuple[object, ...]) -> bool:
         container_id, _, _, device_uuid, start, end, joules = row
@@ -685,20 +674,16 @@ class StateStore:
         A record that overlaps only in part is returned whole: pro-rate its joules by the
         overlapping share of its interval if needed (records cover at most about an hour).
         """
-        with self._access():
-            rows = self._db.execute(
-                "SELECT container_id, user, grp, device_uuid, start, end, joules FROM energy "
-                "WHERE end > ? AND start < ? ORDER BY start, container_id, device_uuid",
-                (start, end),
-            ).fetchall()
-        return [EnergyRecord(*row) for row in rows]
+        return self._fetch_as(
+            EnergyRecord,
+            "SELECT container_id, user, grp, device_uuid, start, end, joules FROM energy "
+            "WHERE end > ? AND start < ? ORDER BY start, container_id, device_uuid",
+            (start, end),
+        )
 
     def energy_totals(self) -> dict[tuple[str, str], float]:
         """Joules in the whole ledger by (user, group)."""
-        with self._access():
-            rows = self._db.execute(
-                "SELECT user, grp, SUM(joules) FROM energy GROUP BY user, grp"
-            ).fetchall()
+        rows = self._fetch_all("SELECT user, grp, SUM(joules) FROM energy GROUP BY user, grp")
         return {(user, group): float(joules) for user, group, joules in rows}
 
     # -- GPU activity ----------------------------------------------------------------------------
@@ -709,36 +694,27 @@ class StateStore:
         rows = [astuple(record) for record in records]
         if not rows:
             return
-        with self._access():
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO gpu_activity VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (container_id, hour) DO UPDATE SET "
-                    "measured_gpu_seconds = measured_gpu_seconds + excluded.measured_gpu_seconds, "
-                    "busy_gpu_seconds = busy_gpu_seconds + excluded.busy_gpu_seconds",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._access(), self._transaction():
+            self._db.executemany(
+                "INSERT INTO gpu_activity VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (container_id, hour) DO UPDATE SET "
+                "measured_gpu_seconds = measured_gpu_seconds + excluded.measured_gpu_seconds, "
+                "busy_gpu_seconds = busy_gpu_seconds + excluded.busy_gpu_seconds",
+                rows,
+            )
 
     def gpu_activity_between(self, start: str, end: str) -> list[GpuActivity]:
         """Hours that overlap ``[start, end)`` (ISO 8601 UTC), oldest first."""
-        with self._access():
-            rows = self._db.execute(
-                "SELECT container_id, user, grp, hour, measured_gpu_seconds, busy_gpu_seconds "
-                "FROM gpu_activity WHERE hour < ? AND hour > ? ORDER BY hour, container_id",
-                (end, _hour_before(start)),
-            ).fetchall()
-        return [GpuActivity(*row) for row in rows]
+        return self._fetch_as(
+            GpuActivity,
+            "SELECT container_id, user, grp, hour, measured_gpu_seconds, busy_gpu_seconds "
+            "FROM gpu_activity WHERE hour < ? AND hour > ? ORDER BY hour, container_id",
+            (end, _hour_before(start)),
+        )
 
     def forget_gpu_activity(self, before: str) -> None:
         """Drop hours that started before ``before`` (ISO 8601 UTC)."""
-        with self._access():
-            self._db.execute("DELETE FROM gpu_activity WHERE hour < ?", (before,))
+        self._execute("DELETE FROM gpu_activity WHERE hour < ?", (before,))
 
     def close(self) -> None:
         with self._access():
