@@ -239,3 +239,27 @@ def test_help_and_once_do_not_import_textual(argv: list[str], tmp_path: Any) -> 
     assert "HEAVY []" in result.stderr, result.stderr
     if argv == ["--help"]:
         assert "ds01-dashboard" in result.stdout and "--once" in result.stdout
+
+
+def test_ds01_dashboard_runs_the_installed_dashboard_not_one_in_the_working_directory(
+    tmp_path: Any,
+) -> None:
+    """`ds01 dashboard` hands over to `python -m ds01.tui`; a `ds01` package in the directory
+    it is run from must not take its place."""
+    shadow = tmp_path / "work" / "ds01"
+    (shadow / "tui").mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    (shadow / "tui" / "__init__.py").write_text("")
+    (shadow / "tui" / "__main__.py").write_text("print('SHADOWED')\n")
+    launcher = tmp_path / "launcher.py"  # its own directory, not the working one, on sys.path
+    launcher.write_text("from ds01.cli.main import main\nmain(['dashboard', '--once'])\n")
+    result = subprocess.run(
+        [sys.executable, str(launcher)],
+        cwd=shadow.parent,
+        capture_output=True,
+        text=True,
+        env={"DS01_SOCKET": str(tmp_path / "none.sock"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert "SHADOWED" not in result.stdout, result.stdout
+    assert result.returncode != 0 and "ds01d" in result.stderr, result.stderr

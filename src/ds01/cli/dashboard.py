@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> None:
     """Become ``ds01-dashboard`` with the same arguments (this process ends here)."""
     sys.stdout.flush()
     python = sys.executable
-    # Our own interpreter, our own package: no shell, no PATH lookup.
-    os.execv(python, [python, "-m", "ds01.tui", *dashboard_argv(args)])  # noqa: S606
+    # Our own interpreter, our own package: no shell, no PATH lookup, and -I so that a
+    # `ds01/` in the current directory (a checkout, say) is not what runs.
+    os.execv(python, [python, "-I", "-m", "ds01.tui", *dashboard_argv(args)])  # noqa: S606
 
 
 __all__ = ["DESCRIPTION", "SORT_NAMES", "configure", "dashboard_argv", "run"]
