@@ -715,15 +715,18 @@ def docker_name(user: str, name: str) -> str:
 
 
 def docker_view(docker_client: Any) -> dict[str, dict[str, Any]]:
-    """Docker's own record of every ds01-managed container, by Docker name."""
-    found = docker_client.containers.list(all=True, filters={"label": "ds01.managed=true"})
+    """Docker's own record of every ds01-managed container, by Docker name.
+
+    One list call, no inspect per container: a create that dockerd cancels (its client was
+    killed) is listed for a moment and then gone, and an inspect after the list would fail."""
+    found = docker_client.api.containers(all=True, filters={"label": "ds01.managed=true"})
     return {
-        c.name: {
-            "id": c.id,
-            "status": c.status,
-            "user": c.labels["ds01.user"],
-            "name": c.labels["ds01.name"],
-            "gpus": [u for u in c.labels.get("ds01.gpus", "").split(",") if u],
+        c["Names"][0].lstrip("/"): {
+            "id": c["Id"],
+            "status": c["State"],
+            "user": c["Labels"]["ds01.user"],
+            "name": c["Labels"]["ds01.name"],
+            "gpus": [u for u in c["Labels"].get("ds01.gpus", "").split(",") if u],
         }
         for c in found
     }

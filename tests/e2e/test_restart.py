@@ -115,17 +115,23 @@ def wait_for_open_create_intent(d: Any, timeout: float = 30.0) -> None:
 
 
 def wait_for_sent_creates(d: Any, docker_client: Any, timeout: float = 0.5) -> set[str]:
-    """After a kill -9: the Docker names of ds01's containers once every create the daemon
-    had begun (an open intent in its store) is in Docker, since a create the daemon had sent
-    still finishes. One it had not sent yet never shows, so that wait ends after
-    ``timeout`` seconds."""
+    """After a kill -9: the Docker names of ds01's containers once Docker has settled.
+
+    A create the daemon had sent either finishes or, when dockerd sees its client gone,
+    is cancelled and removed again; one it had not sent never shows. So wait until every
+    begun create (an open intent in the store) is present or ``timeout`` seconds passed,
+    then until two lists 0.2 s apart agree."""
     begun = set(d.state_rows("SELECT docker_name FROM create_intents"))
     deadline = time.monotonic() + timeout
-    while not begun <= (present := set(docker_view(docker_client))):
-        if time.monotonic() > deadline:
-            break
+    while not begun <= set(docker_view(docker_client)) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return present
+    settled = set(docker_view(docker_client))
+    for _ in range(50):
+        time.sleep(0.2)
+        if (now := set(docker_view(docker_client))) == settled:
+            return settled
+        settled = now
+    raise AssertionError(f"Docker's container list did not settle: {settled}")
 
 
 def wait_for_moment(d: Any, moment: str) -> None:
