@@ -13,11 +13,14 @@ StepAction = Literal["destroy", "disable_mig", "enable_mig", "create"]
 
 @dataclass(frozen=True)
 class MigStep:
-    """One change to a GPU. ``uuid``: the instance a ``destroy`` removes."""
+    """One change to a GPU. ``uuid``: the instance a ``destroy`` removes; ``start``: the
+    memory slice a ``create`` places its instance at (``None``: wherever the driver puts it,
+    where the GPU's placement table is not known)."""
 
     action: StepAction
     profile: str | None = None
     uuid: str | None = None
+    start: int | None = None
 
     def describe(self) -> str:
         if self.action == "destroy":
