@@ -52,7 +52,11 @@ def test_mig_apply_changes_free_gpus_refuses_held_ones_and_survives_a_restart(
     assert plan[1]["status"] == "apply"
     assert plan[1]["current"]["description"] == "whole GPU"
     assert plan[1]["desired"]["description"] == "MIG: 3g.20gb + 3g.20gb"
-    assert plan[1]["steps"] == ["turn MIG mode on", "create 3g.20gb", "create 3g.20gb"]
+    assert plan[1]["steps"] == [
+        "turn MIG mode on",
+        "create 3g.20gb at memory slice 0",
+        "create 3g.20gb at memory slice 4",
+    ]
     assert plan[3]["status"] == "held" and plan[3]["holders"] == ["alice/nb"]
     assert plan[0]["status"] == plan[2]["status"] == "unmanaged"
     table = d.cli("erin", "admin", "mig", "plan")

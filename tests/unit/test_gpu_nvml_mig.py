@@ -117,7 +117,8 @@ def test_a_failed_step_names_itself_and_what_was_done_before(driver: NvmlDriver)
 
     message = failed.value.message
     assert (
-        "GPU 0: create 7g.40gb failed: NVML: Insufficient Permissions (ds01d must run as root)"
+        "GPU 0: create 7g.40gb at memory slice 0 failed: NVML: Insufficient Permissions"
+        " (ds01d must run as root)"
         in message
     )
     assert "Done before: destroy 3g.20gb" in message

@@ -124,11 +124,11 @@ def _why_not(
         if not starts:
             allowed = ", ".join(str(s) for s in shape.starts)
             size = "1 memory slice" if shape.size == 1 else f"{shape.size} memory slices"
+            beside = ", ".join(p.describe() for p in placed) or "nothing"
             return NoFit(
                 shape.name,
-                f"{shape.name} takes {size} beginning at {allowed}, and "
-                f"{', '.join(p.describe() for p in placed) or 'nothing'} leave(s) no such "
-                "place free",
+                f"{shape.name} takes {size} beginning at {allowed}, and none is free "
+                f"beside {beside}",
             )
         placed.append(PlacedInstance(shape.name, starts[0], shape.size))
     # Unreachable when the search found nothing; kept total for the type checker.

@@ -26,5 +26,6 @@ class MigStep:
         if self.action == "destroy":
             return f"destroy {self.profile} ({self.uuid})"
         if self.action == "create":
-            return f"create {self.profile}"
+            at = "" if self.start is None else f" at memory slice {self.start}"
+            return f"create {self.profile}{at}"
         return "turn MIG mode on" if self.action == "enable_mig" else "turn MIG mode off"
