@@ -231,7 +231,8 @@ class NvmlDriver:
             at :func:`install` models a machine without ``libnvidia-ml.so.1``.
         known_profiles: GPU-instance profile indices the driver knows; higher ones are
             ``Invalid Argument``.
-        missing: C functions this driver lacks.
+        missing: C functions this driver lacks (set before the first call: pynvml keeps
+            the functions it looked up).
         fail: C function name -> the return code it answers from now on.
         calls: every C function called, in order.
     """
