@@ -118,8 +118,7 @@ def test_a_failed_step_names_itself_and_what_was_done_before(driver: NvmlDriver)
     message = failed.value.message
     assert (
         "GPU 0: create 7g.40gb at memory slice 0 failed: NVML: Insufficient Permissions"
-        " (ds01d must run as root)"
-        in message
+        " (ds01d must run as root)" in message
     )
     assert "Done before: destroy 3g.20gb" in message
     assert "`ds01 admin mig plan` shows it now" in message
@@ -274,3 +273,19 @@ def test_a_driver_without_the_placement_api_places_instances_itself(driver: Nvml
 
     assert layout_of(gpu) == [("4g.20gb", 0), ("3g.20gb", 4)]
     assert driver.calls.count("nvmlDeviceCreateGpuInstance") == 2
+
+
+def test_a_create_where_the_driver_finds_the_place_taken_names_the_driver_error(
+    driver: NvmlDriver,
+) -> None:
+    gpu = driver.gpu(mig=True)
+    driver.split(gpu, ("3g.20gb", 4))
+    nvml = backend()
+
+    with pytest.raises(SystemFault) as refused:
+        nvml.apply_mig(nvml.inventory().gpus[0], [MigStep("create", "2g.10gb", start=4)])
+
+    assert "create 2g.10gb at memory slice 4 failed: NVML: Insufficient resources" in (
+        refused.value.message
+    )
+    assert layout_of(gpu) == [("3g.20gb", 4)]
