@@ -228,7 +228,8 @@ def _doctor_without_daemon(reason: str) -> dict[str, Any]:
     """The report when ds01d does not answer: that, and what can be checked without it."""
     from pathlib import Path
 
-    from ds01.daemon.doctor import Finding, exit_code, local_findings
+    from ds01.core.findings import Finding, exit_code
+    from ds01.daemon.doctor import local_findings
     from ds01.paths import config_dir
 
     findings = [
