@@ -155,6 +155,12 @@ def _configure_setup(p: argparse.ArgumentParser) -> None:
         default="/usr/local/bin",
         help="where the commands are linked (on PATH) [/usr/local/bin]",
     )
+    p.add_argument(
+        "--close-gpu-door",
+        action="store_true",
+        help="write the NVIDIA driver option (/dev/nvidia* 0660, group ds01-gpu) even where "
+        "no NVIDIA driver is found (it is written anyway where one is)",
+    )
     _dry_run_flag(p)
     _json_flag(p)
 
@@ -167,9 +173,10 @@ def _run_setup(args: argparse.Namespace) -> None:
     root = Path(os.path.abspath(args.root))
     if os.geteuid() != 0 and not args.dry_run:
         raise PermissionDenied("ds01 admin setup must run as root (or with --dry-run).")
-    steps, notes = host_setup.plan(root, args.bin_dir)
+    steps, notes = host_setup.plan(root, args.bin_dir, gpu_door=args.close_gpu_door)
     if not args.dry_run:
         notes += host_setup.apply(steps, root)
+    notes += host_setup.gpu_door_notes(steps, root, host_setup.open_device_nodes(root))
     blocked = [s for s in steps if s.action == "blocked"]
     changed = [s for s in steps if s.changes]
     if args.json:
@@ -187,6 +194,9 @@ def _run_setup(args: argparse.Namespace) -> None:
         for step in steps:
             target = f" -> {step.target}" if step.kind == "link" and step.target else ""
             render.echo(f"{words[step.action]:<8} {step.path}{target}  ({step.detail})")
+            if step.kind == "driver-option" and step.changes and step.content:
+                for line in step.content.splitlines():
+                    render.echo(f"           {line}")
         for note in notes:
             render.echo(f"Note: {note}")
         if args.dry_run:
@@ -477,8 +487,12 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
         "Prepare this machine for ds01d (as root; ds01d need not run): /etc/ds01 with a\n"
         "skeleton of each missing configuration file (never overwriting one), /var/lib/ds01\n"
         "(0700), /var/log/ds01 (0750, the admin group), /run/ds01, the systemd unit\n"
-        "ds01d.service, and ds01's commands linked into --bin-dir. Running it again changes\n"
-        "nothing; --dry-run shows what it would do. Exit 1 when something is in the way.\n\n"
+        "ds01d.service, and ds01's commands linked into --bin-dir. Where an NVIDIA driver\n"
+        "is installed (or with --close-gpu-door): the group ds01-gpu (no members) and\n"
+        "/etc/modprobe.d/ds01-nvidia.conf, which makes /dev/nvidia* 0660 so that no user\n"
+        "runs CUDA outside ds01 (once the nvidia modules load again; it says how). Running\n"
+        "it again changes nothing; --dry-run shows what it would do. Exit 1 when something\n"
+        "is in the way.\n\n"
         "examples:\n"
         "  ds01 admin setup --dry-run\n"
         "  ds01 admin setup && systemctl enable --now ds01d",

@@ -37,7 +37,7 @@ DEVICE_NODE_MODE = 0o660
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 CDI_DIRECTORIES = ("/etc/cdi", "/var/run/cdi")
 #: The nodes that let a process use a GPU: the control node and one per GPU.
-_DOOR_NODE = re.compile(r"^/dev/nvidia(ctl|[0-9]+)$")
+_DOOR_NODE = re.compile(r"(^|/)nvidia(ctl|[0-9]+)$")
 #: How to load the driver again with the new options.
 RELOAD_HINT = (
     "Load the nvidia modules again to apply it: stop what uses the GPUs (ds01d, "
@@ -106,8 +106,9 @@ class DockerGpuAccess:
         }
 
 
-def modprobe_options(gid: int) -> str:
-    """The text of ``MODPROBE_FILE`` for the device group ``gid``."""
+def modprobe_options(gid: int | str) -> str:
+    """The text of ``MODPROBE_FILE`` for the device group ``gid`` (a placeholder text in a
+    dry run, before the group exists)."""
     return (
         "# Written by `ds01 admin setup`: only root (and so the NVIDIA Container Toolkit,\n"
         "# which gives containers their GPUs) may open the NVIDIA device nodes; users run\n"
@@ -119,7 +120,12 @@ def modprobe_options(gid: int) -> str:
 
 def door_nodes(nodes: Iterable[DeviceNode]) -> list[DeviceNode]:
     """The nodes that open a GPU to whoever can open them: ``nvidiactl`` and ``nvidia<N>``."""
-    return [n for n in nodes if _DOOR_NODE.match(n.path)]
+    return [n for n in nodes if _DOOR_NODE.search(n.path)]
+
+
+def open_to_everyone(nodes: Iterable[DeviceNode]) -> list[DeviceNode]:
+    """The door nodes every local user may open (world-readable or -writable)."""
+    return [n for n in door_nodes(nodes) if n.mode & (stat.S_IROTH | stat.S_IWOTH)]
 
 
 def check_device_nodes(nodes: Sequence[DeviceNode]) -> Finding:
@@ -135,7 +141,7 @@ def check_device_nodes(nodes: Sequence[DeviceNode]) -> Finding:
     doors = door_nodes(nodes)
     if not doors:
         return Finding("gpu-device-nodes", "ok", "No /dev/nvidiactl or /dev/nvidia<N> here.")
-    open_to_all = [n for n in doors if n.mode & (stat.S_IROTH | stat.S_IWOTH)]
+    open_to_all = open_to_everyone(doors)
     if open_to_all:
         listed = ", ".join(f"{n.path} {n.mode:04o}" for n in open_to_all)
         return Finding(
