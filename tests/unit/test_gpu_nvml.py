@@ -560,6 +560,22 @@ def test_telemetry_of_whole_gpus_and_mig_instances(_scenario_a100_mixed_mig: Fak
     }
 
 
+def test_processes_of_every_device_by_host_pid(_scenario_a100_mixed_mig: FakePynvml) -> None:
+    # These bindings have no graphics query: the compute processes alone are listed.
+    found = _backend().processes()
+
+    assert found is not None
+    assert sorted((p.device_uuid, p.pid) for p in found) == [
+        ("GPU-a100-whole", 1000),
+        ("MIG-3g", 1000),
+        ("MIG-3g", 1001),
+    ]
+
+
+def test_no_driver_no_process_list(_scenario_no_driver: FakePynvml) -> None:
+    assert _backend().processes() is None
+
+
 def test_power_and_energy_of_boards_in_watts_and_joules(
     _scenario_a100_mixed_mig: FakePynvml,
 ) -> None:
