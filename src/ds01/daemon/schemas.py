@@ -77,6 +77,19 @@ class Holder(_Model):
     )
 
 
+class UnmanagedProcess(_Model):
+    pid: int = Field(description="The process's host pid.")
+    user: str | None = Field(description="Who runs it (null: unknown).")
+    container: str | None = Field(
+        description="Its container: a ds01 container's name (shown to its owner and admins "
+        "only), the short Docker id of a container not made by ds01, or null: a host process."
+    )
+    reason: Literal["host", "not-held", "other-container"] = Field(
+        description="host: in no container; not-held: in a ds01 container that does not "
+        "hold this device; other-container: in a container ds01 did not make."
+    )
+
+
 class DeviceStatus(_Model):
     uuid: str
     kind: Literal["gpu", "mig"]
@@ -87,6 +100,11 @@ class DeviceStatus(_Model):
     gpu_equivalents: float
     reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
     holder: Holder | None
+    unmanaged: list[UnmanagedProcess] = Field(
+        default_factory=list,
+        description="Processes using this device outside ds01's allocation, as ds01d's "
+        "last GPU use pass found them.",
+    )
 
 
 class UnusableGpu(_Model):
