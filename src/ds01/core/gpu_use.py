@@ -24,6 +24,9 @@ from typing import Literal
 #: A container id as a whole segment of a cgroup path, or inside a systemd scope name.
 _CONTAINER_ID = re.compile(r"(?:^|/|-)([0-9a-f]{64})(?:\.scope)?(?=/|$)")
 
+#: The audit event of a use outside the allocation (logged once per pid and device).
+UNMANAGED_USE_ACTION = "gpu.unmanaged_use"
+
 UnmanagedReason = Literal["host", "not-held", "other-container"]
 
 
@@ -146,6 +149,7 @@ def new_uses(
 
 
 __all__ = [
+    "UNMANAGED_USE_ACTION",
     "ContainerHolding",
     "ProcessFacts",
     "UnmanagedReason",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 
 from ds01.core.gpu_use import (
+    UNMANAGED_USE_ACTION,
     ContainerHolding,
     ProcessFacts,
     UnmanagedUse,
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two passes unless ``ds01d --gpu-use-interval`` says otherwise.
 DEFAULT_INTERVAL_SECONDS = 15.0
-#: The audit event of a use outside the allocation.
-UNMANAGED_USE_ACTION = "gpu.unmanaged_use"
 
 
 class GpuUseWatch(PeriodicPass):

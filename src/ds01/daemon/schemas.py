@@ -735,6 +735,11 @@ class ReportRow(_Model):
     queue_waits: ReportQueueWaits
     energy_kwh: float | None = Field(description="null: energy is not recorded.")
     co2_kg: float | None = Field(description="null: energy or grid intensity unknown.")
+    unmanaged_gpu_uses: int = Field(
+        default=0,
+        description="Processes found on a GPU outside ds01's allocation (gpu.unmanaged_use): "
+        "for the owner of the ds01 container they ran in, else for the process's user.",
+    )
 
 
 class UsageReport(_Model):
