@@ -574,6 +574,20 @@ def test_processes_of_every_device_by_host_pid(_scenario_a100_mixed_mig: FakePyn
 
 def test_no_driver_no_process_list(_scenario_no_driver: FakePynvml) -> None:
     assert _backend().processes() is None
+    assert _backend().driver_versions() == {}
+
+
+def test_driver_versions_as_nvml_gives_them(
+    _scenario_a100_mixed_mig: FakePynvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        _scenario_a100_mixed_mig, "nvmlSystemGetDriverVersion", lambda: b"550.54.15", raising=False
+    )
+    monkeypatch.setattr(
+        _scenario_a100_mixed_mig, "nvmlSystemGetCudaDriverVersion", lambda: 12040, raising=False
+    )
+    # No NVML version query in these bindings: left out.
+    assert _backend().driver_versions() == {"driver": "550.54.15", "cuda": "12.4"}
 
 
 def test_power_and_energy_of_boards_in_watts_and_joules(

@@ -197,3 +197,194 @@ def check_docker_gpu_access(access: DockerGpuAccess) -> Finding:
         "apt-get install nvidia-container-toolkit (it puts the hook in /usr/bin), or "
         "`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`; then restart dockerd.",
     )
+
+
+# -- ds01 admin gpu-check -------------------------------------------------------------------
+
+_LISTED_UUID = re.compile(r"UUID:\s*((?:GPU|MIG)-[0-9A-Za-z-]+)")
+
+
+@dataclass(frozen=True)
+class ContainerTest:
+    """What the test container (``nvidia-smi -L`` on one device) gave.
+
+    Attributes:
+        device_uuid: the device it was given.
+        exit_code: its exit code (``None``: it could not be run; ``error`` says why).
+        output: what it printed.
+        error: why it could not be run.
+    """
+
+    device_uuid: str
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "device_uuid": self.device_uuid,
+            "exit_code": self.exit_code,
+            "output": self.output,
+            "error": self.error,
+            "listed": list(listed_uuids(self.output)),
+        }
+
+
+@dataclass(frozen=True)
+class GpuCheckFacts:
+    """What ``ds01 admin gpu-check`` collected.
+
+    Attributes:
+        backend: ``nvml`` or ``simulated`` (``gpu-config.yaml``).
+        kernel_driver: the loaded NVIDIA kernel module's version line (``None``: none).
+        driver_version, nvml_version, cuda_version: as NVML gives them (``None``: unknown).
+        gpus: physical GPUs; devices: allocatable devices (their count matters here).
+        mig_without_instances: indexes of GPUs with MIG on and no instance.
+        inventory_message: the backend's word on what is missing.
+        devices_without_telemetry: devices (UUIDs) for which NVML gave no value at all.
+        nodes: the ``/dev/nvidia*`` nodes.
+        docker: Docker's way to GPUs.
+        container_test: the test container's result (``None``: not run).
+        container_test_skipped: why it was not run, when it should have been.
+    """
+
+    backend: str
+    kernel_driver: str | None
+    driver_version: str | None
+    nvml_version: str | None
+    cuda_version: str | None
+    gpus: int
+    devices: int
+    mig_without_instances: tuple[int, ...]
+    inventory_message: str | None
+    devices_without_telemetry: tuple[str, ...]
+    nodes: tuple[DeviceNode, ...]
+    docker: DockerGpuAccess
+    container_test: ContainerTest | None = None
+    container_test_skipped: str | None = None
+
+
+def listed_uuids(output: str) -> tuple[str, ...]:
+    """The GPU and MIG UUIDs ``nvidia-smi -L`` printed, in order."""
+    return tuple(_LISTED_UUID.findall(output))
+
+
+def check_container_test(test: ContainerTest) -> Finding:
+    """Whether the container saw exactly the device it was given (a MIG instance appears
+    under its GPU: that GPU line is not a device of its own)."""
+    uuid = test.device_uuid
+    if test.exit_code is None:
+        return Finding(
+            "container-test",
+            "critical",
+            f"A container on {uuid} could not run: {test.error}.",
+            "Run `docker run --rm --gpus device=UUID IMAGE nvidia-smi -L` to see Docker's "
+            "own error.",
+        )
+    listed = listed_uuids(test.output)
+    devices = [u for u in listed if u.startswith("MIG-") or not uuid.startswith("MIG-")]
+    if test.exit_code == 0 and devices == [uuid]:
+        return Finding(
+            "container-test", "ok", f"A container given {uuid} sees exactly it (nvidia-smi -L)."
+        )
+    shown = ", ".join(listed) or "no device"
+    return Finding(
+        "container-test",
+        "critical",
+        f"A container given {uuid} saw {shown} (nvidia-smi -L exit {test.exit_code}): "
+        f"{test.output.strip()[:300]}",
+        "Check the NVIDIA Container Toolkit (`nvidia-ctk --version`, its hook or CDI specs) "
+        "and that the image has a C library (nvidia-smi is injected into it).",
+    )
+
+
+def _driver_finding(facts: GpuCheckFacts) -> Finding:
+    versions = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("driver", facts.driver_version),
+            ("NVML", facts.nvml_version),
+            ("CUDA", facts.cuda_version),
+        )
+        if value
+    )
+    if facts.kernel_driver is None and facts.driver_version is None:
+        return Finding(
+            "driver",
+            "critical",
+            "No NVIDIA driver on this machine (no /proc/driver/nvidia/version).",
+            "Install the NVIDIA driver and load it (`modprobe nvidia`), then check "
+            "`nvidia-smi`.",
+        )
+    return Finding("driver", "ok", f"NVIDIA {versions or facts.kernel_driver}.")
+
+
+def _backend_findings(facts: GpuCheckFacts) -> list[Finding]:
+    if facts.backend != "nvml":
+        return [
+            Finding(
+                "backend",
+                "critical",
+                f"GPUs are {facts.backend} (gpu-config.yaml backend: {facts.backend}): "
+                "containers get stand-ins, not real GPUs.",
+                "On a GPU server set `backend: nvml` in gpu-config.yaml (ds01d reloads it).",
+            )
+        ]
+    found = [Finding("backend", "ok", "GPUs come from the NVIDIA driver (NVML).")]
+    if facts.devices == 0:
+        found.append(
+            Finding(
+                "gpus",
+                "critical",
+                f"No GPU device to allocate. {facts.inventory_message or ''}".strip(),
+                "Check `nvidia-smi -L`.",
+            )
+        )
+    else:
+        found.append(
+            Finding("gpus", "ok", f"{facts.gpus} GPU(s), {facts.devices} allocatable device(s).")
+        )
+    if facts.mig_without_instances:
+        indexes = ", ".join(map(str, facts.mig_without_instances))
+        found.append(
+            Finding(
+                "mig",
+                "warning",
+                f"GPU {indexes}: MIG is on and no instance exists, so nothing runs there.",
+                "Set mig_layout in gpu-config.yaml and run `ds01 admin mig apply` (gpu-check "
+                "never changes MIG).",
+            )
+        )
+    if facts.devices_without_telemetry:
+        found.append(
+            Finding(
+                "telemetry",
+                "warning",
+                "NVML gives no telemetry for "
+                f"{', '.join(facts.devices_without_telemetry)}: idle detection and energy "
+                "cannot see them.",
+            )
+        )
+    return found
+
+
+def gpu_check_findings(facts: GpuCheckFacts) -> list[Finding]:
+    """Every finding of ``ds01 admin gpu-check`` (exit code: ``core.findings.exit_code``):
+    2 when the machine cannot serve real GPUs through ds01 (no driver, simulated GPUs, no
+    device, Docker without the toolkit, a test container that does not see its device);
+    1 with warnings (device nodes open to users, MIG without instances, no telemetry, no
+    free device to test on); 0 otherwise."""
+    findings = [_driver_finding(facts), *_backend_findings(facts)]
+    findings.append(check_device_nodes(facts.nodes))
+    findings.append(check_docker_gpu_access(facts.docker))
+    if facts.container_test is not None:
+        findings.append(check_container_test(facts.container_test))
+    elif facts.container_test_skipped:
+        findings.append(
+            Finding(
+                "container-test",
+                "warning",
+                f"No test container was run: {facts.container_test_skipped}.",
+            )
+        )
+    return findings

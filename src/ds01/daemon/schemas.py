@@ -296,6 +296,51 @@ class DoctorFinding(_Model):
     hint: str = ""
 
 
+class GpuCheckGpu(_Model):
+    index: int
+    uuid: str
+    model: str
+    memory_mib: int
+    mig_enabled: bool
+    telemetry: dict[str, float | int | None] = Field(
+        description="The board's readings (power, energy…); null where the driver has none."
+    )
+
+
+class GpuCheckDevice(_Model):
+    uuid: str
+    kind: Literal["gpu", "mig"]
+    profile: str | None
+    gpu_index: int
+    gpu_uuid: str
+    memory_mib: int
+    gpu_equivalents: float
+    telemetry: dict[str, float | int | None] = Field(
+        description="Utilisation, memory, processes…; null where the driver has none "
+        "(utilisation, power and energy of MIG instances)."
+    )
+
+
+class GpuCheckReport(_Model):
+    """``ds01 admin gpu-check``: can this machine serve real GPUs, and only through ds01?"""
+
+    backend: str
+    driver: dict[str, str | None] = Field(
+        description="kernel (the loaded module's version line), driver, nvml, cuda."
+    )
+    gpus: list[GpuCheckGpu]
+    devices: list[GpuCheckDevice]
+    device_nodes: list[dict[str, Any]] = Field(description="/dev/nvidia*: path, mode, group.")
+    docker: dict[str, Any] = Field(
+        description="can_serve, hook (on dockerd's PATH), cdi_specs, runtimes."
+    )
+    container_test: dict[str, Any] | None = Field(
+        description="The container given one device that ran `nvidia-smi -L` (null: not run)."
+    )
+    findings: list[DoctorFinding]
+    exit_code: int
+
+
 class ImagesPresent(_Model):
     """Which of the asked image references are on this machine."""
 

@@ -143,6 +143,11 @@ class GpuBackend(abc.ABC):
         """
         raise NotImplementedError("Override in subclass.")
 
+    def driver_versions(self) -> dict[str, str]:
+        """The driver's versions it can tell (``driver``, ``nvml``, ``cuda``); ``{}`` when
+        none (no driver, or GPUs that are not real). Default: ``{}``."""
+        return {}
+
     def processes(self) -> list[GpuProcess] | None:
         """Every process using a device of :meth:`inventory` now (host pids), or ``None``
         when the backend cannot tell (no driver). Observation: a device that cannot be

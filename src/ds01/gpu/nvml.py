@@ -184,6 +184,27 @@ class NvmlBackend(GpuBackend):
             )
         return telemetry
 
+    def driver_versions(self) -> dict[str, str]:
+        """``nvmlSystemGetDriverVersion``, ``nvmlSystemGetNVMLVersion`` and the CUDA version
+        the driver supports (``nvmlSystemGetCudaDriverVersion``, 12040 → ``12.4``); those
+        NVML cannot give are left out."""
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable:
+            return {}
+        versions: dict[str, str] = {}
+        for key, query in (
+            ("driver", "nvmlSystemGetDriverVersion"),
+            ("nvml", "nvmlSystemGetNVMLVersion"),
+        ):
+            value = self._query(nvml, query)
+            if value is not None:
+                versions[key] = value.decode() if isinstance(value, bytes) else str(value)
+        cuda = self._query(nvml, "nvmlSystemGetCudaDriverVersion")
+        if isinstance(cuda, int) and cuda > 0:
+            versions["cuda"] = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        return versions
+
     def processes(self) -> list[GpuProcess] | None:
         """The compute and graphics processes on every device of the inventory (whole
         GPUs and MIG instances: ``nvmlDeviceGetComputeRunningProcesses``,

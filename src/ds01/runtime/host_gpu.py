@@ -14,11 +14,27 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from ds01.core.gpu_check import CDI_DIRECTORIES, NVIDIA_HOOK, DeviceNode, DockerGpuAccess
+from ds01.core.gpu_check import (
+    CDI_DIRECTORIES,
+    GPU_DEVICE_GROUP,
+    NVIDIA_HOOK,
+    DeviceNode,
+    DockerGpuAccess,
+)
 
 DEV = Path("/dev")
 DOCKER_PID_FILE = Path("/var/run/docker.pid")  # dockerd's default --pidfile
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
+
+
+def device_group_gid() -> int | None:
+    """The gid of ``GPU_DEVICE_GROUP`` (``None``: the group does not exist). Containers given
+    GPUs get it as a supplementary group: once ``ds01 admin setup`` made the nodes 0660
+    root:ds01-gpu, a container's unprivileged user opens its own nodes through it."""
+    try:
+        return grp.getgrnam(GPU_DEVICE_GROUP).gr_gid
+    except KeyError:
+        return None
 
 
 def group_members(gid: int) -> tuple[str | None, tuple[str, ...]]:
@@ -101,6 +117,7 @@ def kernel_driver_version(version_file: Path = DRIVER_VERSION_FILE) -> str | Non
 
 __all__ = [
     "cdi_specs",
+    "device_group_gid",
     "device_nodes",
     "docker_gpu_access",
     "dockerd_path",
