@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between two passes of the GPU queue when nothing changes [5]",
     )
     parser.add_argument(
+        "--gpu-use-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two looks for processes on the GPUs outside ds01's "
+        "allocation [15]",
+    )
+    parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="Prometheus exporter address, or 'off' [$DS01_METRICS_LISTEN, 127.0.0.1:9101]",

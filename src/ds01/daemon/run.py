@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ds01.daemon.disk import DiskMeter
     from ds01.daemon.dispatcher import GpuDispatcher
     from ds01.daemon.energy import EnergyMeter
+    from ds01.daemon.gpu_use import GpuUseWatch
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.oom import OomWatcher
     from ds01.daemon.paths import DaemonPaths
@@ -230,6 +231,7 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
                 config.gpus,
                 simulated_telemetry_file=paths.simulated_telemetry_file,
                 simulated_mig_file=paths.simulated_mig_file,
+                simulated_process_file=paths.simulated_process_file,
             ),
         )
         service = Ds01Service(given)
@@ -276,6 +278,7 @@ class _Loops:
     lifecycle: LifecycleLoop
     energy: EnergyMeter
     disk_meter: DiskMeter
+    gpu_use: GpuUseWatch
 
     @classmethod
     def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
@@ -283,6 +286,8 @@ class _Loops:
         from ds01.daemon import dispatcher
         from ds01.daemon.disk import DiskMeter
         from ds01.daemon.energy import EnergyMeter
+        from ds01.daemon.gpu_use import DEFAULT_INTERVAL_SECONDS as GPU_USE_INTERVAL
+        from ds01.daemon.gpu_use import GpuUseWatch
         from ds01.daemon.lifecycle import LifecycleLoop
         from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
         from ds01.daemon.sampler import Sampler
@@ -309,13 +314,30 @@ class _Loops:
         )
         lifecycle = LifecycleLoop(service, sampler)
         service.status.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
-        loops = cls(watcher, queue, lifecycle, EnergyMeter(service), DiskMeter(service, utc_now))
+        gpu_use = GpuUseWatch(service, interval_seconds=args.gpu_use_interval or GPU_USE_INTERVAL)
+        loops = cls(
+            watcher,
+            queue,
+            lifecycle,
+            EnergyMeter(service),
+            DiskMeter(service, utc_now),
+            gpu_use,
+        )
         for loop in loops.all():
             service.status.loops.add(loop.tracker)
         return loops
 
-    def all(self) -> tuple[OomWatcher, GpuDispatcher, LifecycleLoop, EnergyMeter, DiskMeter]:
-        return (self.watcher, self.queue, self.lifecycle, self.energy, self.disk_meter)
+    def all(
+        self,
+    ) -> tuple[OomWatcher, GpuDispatcher, LifecycleLoop, EnergyMeter, DiskMeter, GpuUseWatch]:
+        return (
+            self.watcher,
+            self.queue,
+            self.lifecycle,
+            self.energy,
+            self.disk_meter,
+            self.gpu_use,
+        )
 
     def start(self) -> None:
         for loop in self.all():
@@ -326,6 +348,7 @@ class _Loops:
         unfinished: list[str] = []
         self.energy.stop()
         self.disk_meter.stop()
+        self.gpu_use.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the
         # next ds01d adopts or rolls back what it began, as after a crash).
         if not self.lifecycle.stop(stop.seconds_left()):
