@@ -318,6 +318,24 @@ def ds01d(
     is marked ``fresh_networks``: then none exists before it and none is left after it. The
     daemon's output is printed, so pytest shows it when the test fails.
     """
+    yield from _daemon_factory(request)
+
+
+@pytest.fixture(scope="class")
+def ds01d_per_class(
+    request: pytest.FixtureRequest,
+    docker_client: Any,
+    test_image: str,
+    unix_users: dict[str, pwd.struct_passwd],
+    _installed_for_users: None,
+) -> Iterator[Callable[..., Ds01Daemon]]:
+    """The ``ds01d`` factory, whose daemons live for one test class: for a table of attempts
+    that each check they changed nothing, so that one daemon serves every row."""
+    yield from _daemon_factory(request)
+
+
+def _daemon_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Ds01Daemon]]:
+    """What ``ds01d`` and ``ds01d_per_class`` yield, and their clean-up."""
     # Leftovers of an interrupted run would be adopted. Users' networks are kept from one test
     # to the next (each ds01d guards what it finds), except for tests marked fresh_networks.
     fresh_networks = request.node.get_closest_marker("fresh_networks") is not None

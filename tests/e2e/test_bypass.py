@@ -28,6 +28,7 @@ a workspace swapped for a symlink after the ownership check.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pwd
@@ -149,9 +150,9 @@ class Scene:
         return exit_code, str(reply)
 
 
-@pytest.fixture
-def scene(ds01d: Any, docker_client: Any, unix_users: dict[str, Any]) -> Iterator[Scene]:
-    d = ds01d(resource_limits=LIMITS, images=IMAGES)
+@contextlib.contextmanager
+def staged(d: Any, docker_client: Any, unix_users: dict[str, Any]) -> Iterator[Scene]:
+    """The scene on the running ``d``: bob's GPU container, alice's symlinks out of her home."""
     alice, bob = unix_users["alice"], unix_users["bob"]
     created = d.cli(
         "bob", "container-create", "thesis", "--image", "busybox", "--gpus", "1", "--start"
@@ -183,6 +184,25 @@ def scene(ds01d: Any, docker_client: Any, unix_users: dict[str, Any]) -> Iterato
     finally:
         for link in links:
             link.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def scene(ds01d: Any, docker_client: Any, unix_users: dict[str, Any]) -> Iterator[Scene]:
+    with staged(ds01d(resource_limits=LIMITS, images=IMAGES), docker_client, unix_users) as s:
+        yield s
+
+
+@pytest.fixture(scope="class")
+def table_scene(
+    ds01d_per_class: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> Iterator[Scene]:
+    """One scene for every row of a table: each row checks that it changed nothing. Every
+    refusal is written (a refusal window of 1 ms: none is summed up instead)."""
+    d = ds01d_per_class(
+        resource_limits=LIMITS, images=IMAGES, extra_args=["--audit-refusal-window", "0.001"]
+    )
+    with staged(d, docker_client, unix_users) as s:
+        yield s
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -393,62 +413,65 @@ ATTEMPTS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("attempt", ATTEMPTS)
-def test_bypass_attempt_is_refused_changes_nothing_and_is_logged(
-    scene: Scene, attempt: Attempt
-) -> None:
-    before = scene.snapshot()
-    seen = len(scene.d.events())
+class TestTheTable:
+    """Every row against one daemon and one scene (``table_scene``)."""
 
-    exit_code, shown = scene.run(attempt)
+    @pytest.mark.parametrize("attempt", ATTEMPTS)
+    def test_bypass_attempt_is_refused_changes_nothing_and_is_logged(
+        self, table_scene: Scene, attempt: Attempt
+    ) -> None:
+        scene = table_scene
+        before = scene.snapshot()
+        seen = len(scene.d.events())
 
-    assert exit_code in attempt.exits, f"{attempt.what}: exit {exit_code}\n{shown}"
-    assert scene.snapshot() == before, f"{attempt.what} changed Docker\n{shown}"
-    new = scene.d.events()[seen:]
-    assert not [e for e in new if e["outcome"] == "success"], new
-    denied = [e for e in new if e["user"] == "alice" and e["outcome"] == "denied"]
-    if attempt.logged_as is not None:
-        denied = [e for e in denied if e["action"] == attempt.logged_as]
-    if attempt.resource is not None:
-        denied = [e for e in denied if e["resource"] == scene.fill(attempt.resource)]
-    if not denied:
-        raise NotLogged(
-            f"{attempt.what}: refused with exit {exit_code} but not logged as a denied "
-            f"{attempt.logged_as or 'event'} by alice; new events: {new}\n{shown}"
-        )
-    assert all(e["ts"] and isinstance(e["details"], dict) for e in denied), denied
+        exit_code, shown = scene.run(attempt)
 
+        assert exit_code in attempt.exits, f"{attempt.what}: exit {exit_code}\n{shown}"
+        assert scene.snapshot() == before, f"{attempt.what} changed Docker\n{shown}"
+        new = scene.d.events()[seen:]
+        assert not [e for e in new if e["outcome"] == "success"], new
+        denied = [e for e in new if e["user"] == "alice" and e["outcome"] == "denied"]
+        if attempt.logged_as is not None:
+            denied = [e for e in denied if e["action"] == attempt.logged_as]
+        if attempt.resource is not None:
+            denied = [e for e in denied if e["resource"] == scene.fill(attempt.resource)]
+        if not denied:
+            raise NotLogged(
+                f"{attempt.what}: refused with exit {exit_code} but not logged as a denied "
+                f"{attempt.logged_as or 'event'} by alice; new events: {new}\n{shown}"
+            )
+        assert all(e["ts"] and isinstance(e["details"], dict) for e in denied), denied
 
-# --- what the CLI cannot even express ----------------------------------------------------------
+    # --- what the CLI cannot even express ------------------------------------------------------
 
+    @pytest.mark.parametrize(
+        "flags",
+        [
+            pytest.param(("--privileged",), id="privileged"),
+            pytest.param(("--network", "host"), id="network-host"),
+            pytest.param(("--net=host",), id="net-host"),
+            pytest.param(("-v", "/:/host"), id="volume-root"),
+            pytest.param(("--mount", "type=bind,src=/var/run/docker.sock,dst=/s"), id="mount"),
+            pytest.param(("-e", "NVIDIA_VISIBLE_DEVICES=all"), id="env"),
+            pytest.param(("--label", "ds01.user=bob"), id="label"),
+            pytest.param(("--cgroup-parent", "/system.slice"), id="cgroup-parent"),
+            pytest.param(("--user", "bob"), id="user"),
+            pytest.param(("--runtime", "nvidia"), id="runtime"),
+        ],
+    )
+    def test_cli_has_no_flag_for_docker_options_and_sends_nothing(
+        self, table_scene: Scene, flags: tuple[str, ...]
+    ) -> None:
+        scene = table_scene
+        before = scene.snapshot()
+        seen = len(scene.d.events())
 
-@pytest.mark.parametrize(
-    "flags",
-    [
-        pytest.param(("--privileged",), id="privileged"),
-        pytest.param(("--network", "host"), id="network-host"),
-        pytest.param(("--net=host",), id="net-host"),
-        pytest.param(("-v", "/:/host"), id="volume-root"),
-        pytest.param(("--mount", "type=bind,src=/var/run/docker.sock,dst=/s"), id="mount"),
-        pytest.param(("-e", "NVIDIA_VISIBLE_DEVICES=all"), id="env"),
-        pytest.param(("--label", "ds01.user=bob"), id="label"),
-        pytest.param(("--cgroup-parent", "/system.slice"), id="cgroup-parent"),
-        pytest.param(("--user", "bob"), id="user"),
-        pytest.param(("--runtime", "nvidia"), id="runtime"),
-    ],
-)
-def test_cli_has_no_flag_for_docker_options_and_sends_nothing(
-    scene: Scene, flags: tuple[str, ...]
-) -> None:
-    before = scene.snapshot()
-    seen = len(scene.d.events())
+        result = scene.d.cli("alice", *create_args(*flags))
 
-    result = scene.d.cli("alice", *create_args(*flags))
-
-    assert result.returncode == 2, describe(result)
-    assert "unrecognized arguments" in result.stderr, describe(result)
-    assert scene.snapshot() == before
-    assert scene.d.events()[seen:] == [], "the CLI sent a request it could not parse"
+        assert result.returncode == 2, describe(result)
+        assert "unrecognized arguments" in result.stderr, describe(result)
+        assert scene.snapshot() == before
+        assert scene.d.events()[seen:] == [], "the CLI sent a request it could not parse"
 
 
 # --- what alice does get ------------------------------------------------------------------------
