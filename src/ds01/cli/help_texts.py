@@ -504,8 +504,10 @@ ask for, your per-container CPU, memory and process limits, your `~/workspace` a
 `/workspace`, and your own user inside. ds01d checks your quota before anything is
 created; a refusal changes nothing.
 
-- **GPUs**: `--gpus N` asks for N whole GPUs; `--mig PROFILE` (e.g. `3g.20gb`) for a MIG
-  slice, repeatable. Without either, the container has no GPU. Not both at once.
+- **GPUs**: `--gpus N` asks for N whole GPUs; `--mig PROFILE` (e.g. `3g.20gb`) for
+  one MIG slice: a CUDA process uses only one, so a second `--mig` is refused (exit 2);
+  ask for a larger profile, or whole GPUs. Without either, the container has no GPU.
+  Not both.
 - **Resources**: `--cpus`, `--memory`, `--shm-size` and `--disk` ask for less than your
   limits; more is refused (exit 3), never trimmed. Sizes are 1024-based: `16G`, `512M`.
   `--disk` bounds what the container writes outside `/workspace` and `/data` (its own
