@@ -241,8 +241,8 @@ Your quota counts **GPU-equivalents**: a whole GPU is 1.0 and a slice is its sha
 the GPU (`3g.20gb` = 3/7 ≈ 0.43). Ask for whole GPUs with `--gpus N` or for a slice with
 `--mig PROFILE`; ds01 picks the smallest free slice that fits, so large slices stay free
 for large jobs. Every device is named by a UUID (`GPU-…` or `MIG-…`), which
-`container-list` and `gpu-status` show; inside the container, `CUDA_VISIBLE_DEVICES`
-names exactly those.""",
+`container-list` and `gpu-status` show; inside the container, `DS01_GPUS` and (where the
+GPUs are real) `CUDA_VISIBLE_DEVICES` name exactly those.""",
     ),
     "quotas": Concept(
         "Quotas and limits",
