@@ -62,6 +62,7 @@ from support import (
     remove_group,
     remove_managed_containers,
     remove_user,
+    remove_user_networks,
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -195,6 +196,7 @@ def docker_client() -> Iterator[Any]:
 
     client = docker.from_env()
     yield client
+    remove_user_networks(client)  # the tests keep them from one to the next
     client.close()
 
 
@@ -289,6 +291,7 @@ def fake_gpu_nodes() -> Iterator[Path]:
 
 @pytest.fixture
 def ds01d(
+    request: pytest.FixtureRequest,
     docker_client: Any,
     test_image: str,
     unix_users: dict[str, pwd.struct_passwd],
@@ -310,10 +313,15 @@ def ds01d(
 
     The Unix users exist (the fixture uses ``unix_users``) and the test image is present.
     At teardown every daemon is stopped (SIGTERM, SIGKILL after 5 s), every container
-    labelled ``ds01.managed=true`` is force-removed, and the temp root is deleted. The
+    labelled ``ds01.managed=true`` is force-removed, and the temp root is deleted. Users'
+    networks stay for the next test (removed at the end of the session), unless the test
+    is marked ``fresh_networks``: then none exists before it and none is left after it. The
     daemon's output is printed, so pytest shows it when the test fails.
     """
-    remove_managed_containers()  # leftovers of an interrupted run would be adopted
+    # Leftovers of an interrupted run would be adopted. Users' networks are kept from one test
+    # to the next (each ds01d guards what it finds), except for tests marked fresh_networks.
+    fresh_networks = request.node.get_closest_marker("fresh_networks") is not None
+    remove_managed_containers(networks=fresh_networks)
     daemons: list[Ds01Daemon] = []
 
     def make(
@@ -334,7 +342,7 @@ def ds01d(
     yield make
     for daemon in daemons:
         print(f"===== ds01d in {daemon.root} =====\n{daemon.log_tail()}")
-        daemon.cleanup()
+        daemon.cleanup(keep_networks=not fresh_networks)
 
 
 @pytest.fixture

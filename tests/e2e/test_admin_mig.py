@@ -4,7 +4,8 @@ gpu-config.yaml wants GPU 1 split into two 3g.20gb instances and GPU 3 (split 3g
 whole again. alice holds a slice of GPU 3: the plan says GPU 1 can change and GPU 3 cannot
 (and who holds it); apply changes GPU 1, refuses GPU 3 and logs both; users then get the
 new instances. The change survives a restart of ds01d (the simulated state file), and once
-alice's container is gone GPU 3 changes too.
+alice's container is gone GPU 3 changes too. A layout whose instances do not fit the GPU's
+placements is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def test_mig_apply_changes_free_gpus_refuses_held_ones_and_survives_a_restart(
     assert plan[1]["status"] == "apply"
     assert plan[1]["current"]["description"] == "whole GPU"
     assert plan[1]["desired"]["description"] == "MIG: 3g.20gb + 3g.20gb"
-    assert plan[1]["steps"] == ["turn MIG mode on", "create 3g.20gb", "create 3g.20gb"]
+    assert plan[1]["steps"] == [
+        "turn MIG mode on",
+        "create 3g.20gb at memory slice 0",
+        "create 3g.20gb at memory slice 4",
+    ]
     assert plan[3]["status"] == "held" and plan[3]["holders"] == ["alice/nb"]
     assert plan[0]["status"] == plan[2]["status"] == "unmanaged"
     table = d.cli("erin", "admin", "mig", "plan")
@@ -86,3 +91,25 @@ def test_mig_apply_changes_free_gpus_refuses_held_ones_and_survives_a_restart(
         made = d.cli("bob", "container-create", name, "--image", "busybox", "--mig", "3g.20gb")
         assert made.returncode == 0, describe(made)
     assert {u for c in d.cli_json("bob", "container-list") for u in c["gpus"]} == split
+
+
+def test_a_layout_whose_placements_do_not_fit_is_refused_before_the_gpu_is_touched(
+    ds01d: Any,
+) -> None:
+    # 3 + 3 + 1 = 7 compute slices, but two 3g.20gb take all 8 memory slices of an
+    # A100-40GB: no 1g.5gb fits beside them.
+    d = ds01d(
+        gpu_config="""
+            backend: simulated
+            mig_layout:
+              1: [3g.20gb, 3g.20gb, 1g.5gb]
+        """
+    )
+
+    plan = by_gpu(d.cli_json(None, "admin", "mig", "plan"))[1]
+    assert plan["status"] == "invalid", plan
+    assert "1g.5gb" in plan["reason"] and "memory slices 4-7" in plan["reason"], plan
+    applied = d.cli(None, "admin", "mig", "apply")
+    assert applied.returncode == 1, describe(applied)
+    assert "GPU 1: not changed: the instances do not fit" in applied.stdout, describe(applied)
+    assert devices_of(d, 1) == [("gpu", None)]

@@ -35,6 +35,9 @@ import pytest
 
 from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, describe
 
+# These tests watch networks being made, guarded and removed: none may be there before.
+pytestmark = pytest.mark.fresh_networks
+
 #: A small pids limit, so that a fork loop in a build meets it quickly.
 PIDS_LIMIT = 64
 LIMITS = f"""

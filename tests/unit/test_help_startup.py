@@ -1,5 +1,5 @@
 """A page of ``--help`` starts as quickly as the command itself: it loads no module that a
-help page does not need, and ``ds01 …`` builds the parser of the one command it names.
+help page does not need, and ``ds01 …`` makes the parser of the one command it names.
 
 ``dataclasses`` (which loads ``inspect`` and ``ast``) and ``typing`` cost a help page about
 as much as the rest of ds01's start-up; the client's ``socket``, ``json`` and
@@ -65,12 +65,12 @@ def test_a_help_page_loads_nothing_heavy(alias: str) -> None:
 
 
 def test_the_whole_table_and_its_parsers_load_nothing_heavy() -> None:
-    """``ds01 --help`` builds every command's parser."""
+    """``ds01 --bogus`` makes every command's parser (to find what was meant)."""
     code = (
         "import contextlib, io, sys\n"
         "from ds01.cli.main import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-        "    main(['--help'])\n"
+        "with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--bogus'])\n"
         "print(sorted(m for m in sys.modules if m.startswith(" + repr(HEAVY) + ")))\n"
     )
     result = subprocess.run(
@@ -111,8 +111,26 @@ def _command_lines() -> list[list[str]]:
     return lines
 
 
-def test_the_tree_built_for_a_command_line_parses_it_as_the_whole_tree_does() -> None:
-    """``ds01 …`` builds only the command it names (the others are listed): help pages,
-    usage errors and their "did you mean" stay those of the whole tree."""
+def _every_parser_made(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with every command under it made (as before a lazy tree existed)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _every_parser_made(sub)
+    return parser
+
+
+def test_the_lazy_tree_parses_every_command_line_as_the_whole_tree_does() -> None:
+    """``ds01 …`` makes only the parsers a command line picks: help pages, usage errors and
+    their "did you mean" stay those of the tree with every parser made."""
     for argv in _command_lines():
-        assert _outcome(build_parser(argv), argv) == _outcome(build_parser(), argv), argv
+        whole = _every_parser_made(build_parser())
+        assert _outcome(build_parser(), argv) == _outcome(whole, argv), argv
+
+
+def test_a_command_line_makes_only_the_parsers_it_picks() -> None:
+    parser = build_parser()
+    _outcome(parser, ["container", "list", "--help"])
+    nouns = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    made = [name for name in nouns.choices if not callable(dict.__getitem__(nouns.choices, name))]
+    assert made == ["container"]

@@ -192,3 +192,66 @@ def test_simulated_apply_refuses_what_a_gpu_would_refuse(tmp_path: Path) -> None
 def test_a_broken_change_file_is_ignored_and_the_configured_layout_used(tmp_path: Path) -> None:
     (tmp_path / "simulated-mig.json").write_text("{not json")
     assert backend(tmp_path).inventory() == backend().inventory()
+
+
+# --- placement --------------------------------------------------------------------------------
+
+
+def test_a_layout_that_does_not_fit_the_placements_is_invalid_though_its_slices_do() -> None:
+    simulated = backend()
+    inventory = simulated.inventory()
+    tables = {g.index: simulated.mig_placements(g) for g in inventory.gpus}
+
+    (plan,) = [
+        p
+        for p in plan_mig(
+            inventory, {1: Layout.of(["3g.20gb", "3g.20gb", "1g.5gb"])}, {}, tables=tables
+        )
+        if p.gpu_index == 1
+    ]
+
+    assert plan.status == "invalid"
+    assert plan.reason.startswith("the instances do not fit the GPU's placement rules: 1g.5gb")
+    assert plan.steps == ()
+
+
+def test_simulated_apply_refuses_a_create_with_no_free_place(tmp_path: Path) -> None:
+    simulated = backend(tmp_path)
+    gpu1 = simulated.inventory().gpus[1]
+    steps = [MigStep("enable_mig")] + [
+        MigStep("create", p) for p in ("3g.20gb", "3g.20gb", "1g.5gb")
+    ]
+
+    with pytest.raises(SystemFault, match=r"no room for a 1g\.5gb instance \(the GPU has 3g"):
+        simulated.apply_mig(gpu1, steps)
+    assert not (tmp_path / "simulated-mig.json").exists()
+
+
+def test_simulated_apply_places_instances_at_the_planned_starts_and_keeps_them(
+    tmp_path: Path,
+) -> None:
+    simulated = backend(tmp_path)
+    inventory = simulated.inventory()
+    gpu1 = inventory.gpus[1]
+    tables = {g.index: simulated.mig_placements(g) for g in inventory.gpus}
+    plans = plan_mig(inventory, {1: Layout.of(["2g.10gb", "3g.20gb"])}, {}, tables=tables)
+    steps = next(p for p in plans if p.gpu_index == 1).steps
+    assert [(s.profile, s.start) for s in steps if s.action == "create"] == [
+        ("3g.20gb", 0),
+        ("2g.10gb", 4),
+    ]
+
+    simulated.apply_mig(gpu1, steps)
+
+    saved = json.loads((tmp_path / "simulated-mig.json").read_text())[gpu1.uuid]
+    assert sorted((i["profile"], i["start"]) for i in saved["instances"]) == [
+        ("2g.10gb", 4),
+        ("3g.20gb", 0),
+    ]
+    restarted = backend(tmp_path)
+    gpu1 = restarted.inventory().gpus[1]
+    with pytest.raises(SystemFault, match=r"no room for a 1g\.5gb instance at memory slice 4"):
+        restarted.apply_mig(gpu1, [MigStep("create", "1g.5gb", start=4)])
+    restarted.apply_mig(gpu1, [MigStep("create", "1g.5gb")])  # the driver's choice: 6
+    saved = json.loads((tmp_path / "simulated-mig.json").read_text())[gpu1.uuid]
+    assert sorted(i["start"] for i in saved["instances"]) == [0, 4, 6]

@@ -28,7 +28,7 @@ from ds01.cli.command import Command as Command  # re-exported: the table's entr
 from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
-from ds01.cli.parsing import ArgumentParser, EveryUse, UsageError
+from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
@@ -1233,21 +1233,17 @@ def _parser(prog: str, description: str) -> ArgumentParser:
     )
 
 
-def _add(subparsers: Any, name: str, command: Command, *, listed_only: bool = False) -> None:
-    """Add ``command`` as ``name``; ``listed_only``: only its name and summary, for the list
-    of commands (a command the command line does not name is never parsed)."""
-    if listed_only:
-        subparsers.add_parser(name, help=command.summary, add_help=False)
-        return
-    parser = subparsers.add_parser(
+def _add(subparsers: LazySubParsers, name: str, command: Command) -> None:
+    """Add ``command`` as ``name``, its parser made when a command line picks it."""
+    subparsers.add_lazy(
         name,
-        help=command.summary,
+        command.summary,
+        functools.partial(_setup, command=command),
         description=command.description,
         epilog=EXIT_CODES_EPILOG,
         formatter_class=tiers.HelpFormatter,
         add_help=False,
     )
-    _setup(parser, command)
 
 
 def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -1258,48 +1254,36 @@ def _setup(parser: argparse.ArgumentParser, command: Command) -> None:
     parser.set_defaults(command=command)
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The whole ``ds01`` tree. Given the command line ``argv``, only what a parse of it can
-    show: the command it names alone, or, when it names none (``ds01 --help``, ``ds01
-    container``, a mistyped command), every command by name and summary. Building sixty
-    parsers would double the time of ``ds01 container list --help``."""
-    # argparse picks a subcommand by the positional words: the root and the noun groups
-    # have no option that takes a value.
-    named = tuple(word for word in argv if not word.startswith("-"))[:2] if argv else None
+def _setup_group(parser: ArgumentParser, commands: list[Command]) -> None:
+    """The verbs of one command group (``ds01 container …``)."""
+    verbs = parser.add_commands(metavar="VERB", required=True)
+    for command in commands:
+        _add(verbs, command.path[1], command)
+
+
+def build_parser() -> ArgumentParser:
+    """The whole ``ds01`` tree. A command's parser is made only when a command line picks
+    it (``LazySubParsers``): making sixty would double the time of ``ds01 --help``."""
     root = _parser("ds01", "ds01: your share of this machine's GPUs, in containers.")
     root.add_argument("--version", action="version", version=f"ds01 {__version__}")
-    if named is not None:
-        root.whole_tree = build_parser
-    nouns = root.add_subparsers(metavar="COMMAND", required=True)
-    groups: dict[str, Any] = {}
-    chosen = [c for c in COMMANDS if named is not None and named[: len(c.path)] == c.path]
-    # A command line that names a command shows nothing of the others (their names appear
-    # only in the lists of --help and of an invalid choice): they are left out.
-    for command in chosen or COMMANDS:
-        listed_only = named is not None and command not in chosen
+    nouns = root.add_commands(metavar="COMMAND", required=True)
+    groups: dict[str, list[Command]] = {}
+    for command in COMMANDS:
         if len(command.path) == 1:
-            _add(nouns, command.path[0], command, listed_only=listed_only)
+            _add(nouns, command.path[0], command)
             continue
-        noun, verb = command.path
+        noun = command.path[0]
         if noun not in groups:
-            group = nouns.add_parser(
+            groups[noun] = []
+            nouns.add_lazy(
                 noun,
-                help=GROUP_HELP[noun],
+                GROUP_HELP[noun],
+                functools.partial(_setup_group, commands=groups[noun]),
                 description=GROUP_HELP[noun],
                 formatter_class=tiers.GroupFormatter,
             )
-            if named is not None:
-                group.whole_tree = functools.partial(_whole_group, noun)
-            groups[noun] = group.add_subparsers(metavar="VERB", required=True)
-        _add(groups[noun], verb, command, listed_only=listed_only)
+        groups[noun].append(command)
     return root
-
-
-def _whole_group(noun: str) -> ArgumentParser:
-    """The parser of the command group ``noun`` with every command in it built."""
-    nouns = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    group: ArgumentParser = nouns.choices[noun]
-    return group
 
 
 def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
@@ -1342,7 +1326,7 @@ def _report(error: Ds01Error, code: int, kind: str, as_json: bool) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ds01``."""
-    _execute(build_parser(sys.argv[1:] if argv is None else argv), argv)
+    _execute(build_parser(), argv)
 
 
 def run_alias(

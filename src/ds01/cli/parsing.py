@@ -17,7 +17,7 @@ from ds01.exitcodes import ExitCode
 TYPE_CHECKING = False  # the CLI starts without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
 
@@ -35,13 +35,65 @@ class UsageError(Ds01Error):
         self.usage = usage
 
 
+class _BuiltOnUse(dict):  # type: ignore[type-arg]
+    """Subcommand parsers by name, each held as a function that makes it until it is first
+    looked up (argparse picks it, or "did you mean" lists every option)."""
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        parser = super().__getitem__(name)
+        if callable(parser):  # an ArgumentParser is not callable
+            parser = parser()
+            self[name] = parser
+        return parser  # type: ignore[no-any-return]
+
+    def values(self) -> Iterator[argparse.ArgumentParser]:  # type: ignore[override]
+        return (self[name] for name in self)
+
+
+class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """argparse's subcommands, with :meth:`add_lazy`: a command listed by name and summary
+    whose parser is made only when a command line picks it. ``ds01 --help`` lists sixty
+    commands; making their parsers would double its time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._name_parser_map = self.choices = _BuiltOnUse()
+
+    def add_lazy(
+        self,
+        name: str,
+        summary: str,
+        configure: Callable[[argparse.ArgumentParser], None],
+        **parser_options: Any,
+    ) -> None:
+        """Add the command ``name`` (listed with ``summary``): when picked, a parser of this
+        action's parser class made with ``parser_options`` and then given to ``configure``."""
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), summary))
+        prog = f"{self._prog_prefix} {name}"
+
+        def make() -> argparse.ArgumentParser:
+            parser: argparse.ArgumentParser = self._parser_class(prog=prog, **parser_options)
+            configure(parser)
+            return parser
+
+        dict.__setitem__(self._name_parser_map, name, make)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting."""
+    """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting.
+    Its subcommands are :class:`LazySubParsers`."""
 
     _seen: Sequence[str] = ()
-    #: Builds the whole command tree, when this parser holds only the commands a command
-    #: line named (``ds01.cli.main.build_parser``): "did you mean" looks at every option.
-    whole_tree: Callable[[], argparse.ArgumentParser] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", LazySubParsers)
+
+    def add_commands(self, **options: Any) -> LazySubParsers:
+        """``add_subparsers(**options)``, typed as the :class:`LazySubParsers` it is."""
+        commands = self.add_subparsers(**options)
+        assert isinstance(commands, LazySubParsers)
+        return commands
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -61,7 +113,7 @@ class ArgumentParser(argparse.ArgumentParser):
         invalid = _INVALID_CHOICE.search(message)
         if invalid:
             return did_you_mean(invalid.group(1), _choices(self))
-        known = set(_option_strings(self.whole_tree() if self.whole_tree else self))
+        known = set(_option_strings(self))
         typed = self._seen[: self._seen.index("--")] if "--" in self._seen else self._seen
         for word in typed:
             option = word.split("=", 1)[0]
@@ -106,4 +158,4 @@ def _choices(parser: argparse.ArgumentParser) -> list[str]:
     ]
 
 
-__all__ = ["ArgumentParser", "EveryUse", "UsageError"]
+__all__ = ["ArgumentParser", "EveryUse", "LazySubParsers", "UsageError"]

@@ -44,6 +44,9 @@ class _Strict(BaseModel):
 class SimulatedMigInstance(_Strict):
     profile: str
     uuid: str | None = Field(default=None, pattern=r"^MIG-[0-9a-fA-F-]{8,}$")
+    # The memory slice the instance begins at (``ds01.model.mig_placement``); left out, the
+    # first free place of its profile, in the order the instances are listed.
+    start: int | None = Field(default=None, ge=0, le=7)
 
     @field_validator("profile")
     @classmethod

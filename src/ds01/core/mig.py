@@ -17,8 +17,13 @@ Rules:
   the instances are created, and off after they are destroyed;
 - a GPU is changed only when none of its devices (the whole GPU or any MIG instance) is
   held by a container; otherwise the plan says who holds it;
-- the desired instances must fit: their compute slices add up to at most the GPU's, and on
-  a backend that reports the GPU's profiles, each is one of them.
+- the desired instances must fit: their compute slices add up to at most the GPU's; on
+  a backend that reports the GPU's profiles, each is one of them; and where the GPU's
+  placement table is known (``ds01.model.mig_placement``), each gets a start on the GPU's
+  memory slices beside the others (``ds01.core.mig_placement.place``), which the ``create``
+  steps carry. Placement, not the count of slices, decides: on an A100-40GB
+  ``[3g.20gb, 3g.20gb, 1g.5gb]`` needs 7 of 7 compute slices but does not fit, so it is
+  refused before anything is changed.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from typing import Literal
 
 from ds01.config.gpu_config import mig_profile_slices
 from ds01.core.allocation import Holding
+from ds01.core.mig_placement import NoFit, PlacedInstance, place
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.mig import MigStep
+from ds01.model.mig_placement import MigPlacementTable
 
 #: unchanged: already as desired; apply: can be changed now; held: a container holds one of
 #: its devices; invalid: the desired layout does not fit the GPU; unmanaged: not in
@@ -123,10 +130,15 @@ def current_layout(gpu: PhysicalGpu, devices: Iterable[Device]) -> Layout:
 
 
 def steps_between(
-    instances: Sequence[Device], mig_enabled: bool, desired: Layout
+    instances: Sequence[Device],
+    mig_enabled: bool,
+    desired: Layout,
+    placed: Sequence[PlacedInstance] | None = None,
 ) -> tuple[MigStep, ...]:
     """The steps from a GPU with ``instances`` and MIG mode ``mig_enabled`` to ``desired``;
-    none when it already is as desired."""
+    none when it already is as desired. ``placed``: where ``desired``'s instances go (from
+    :func:`ds01.core.mig_placement.place`), in the order to create them; ``None``: largest
+    first, wherever the driver puts them."""
     current = Layout(mig=mig_enabled, profiles=tuple(d.profile or "?" for d in instances))
     if current.same_as(desired):
         return ()
@@ -135,7 +147,10 @@ def steps_between(
         steps.append(MigStep("disable_mig"))
     if desired.mig and not mig_enabled:
         steps.append(MigStep("enable_mig"))
-    steps += [MigStep("create", p) for p in _largest_first(desired.profiles)]
+    if placed is None:
+        steps += [MigStep("create", p) for p in _largest_first(desired.profiles)]
+    else:
+        steps += [MigStep("create", p.profile, start=p.start) for p in placed]
     return tuple(steps)
 
 
@@ -162,6 +177,7 @@ def plan_mig(
     desired: Mapping[int | str, Layout],
     held: Mapping[str, Holding],
     offered: Mapping[int, Sequence[str] | None] | None = None,
+    tables: Mapping[int, MigPlacementTable | None] | None = None,
 ) -> tuple[GpuPlan, ...]:
     """One ``GpuPlan`` per GPU of ``inventory`` (by index), then one per ``desired`` key
     that names no GPU here.
@@ -172,6 +188,8 @@ def plan_mig(
         held: device UUID → the container holding it (``AllocationState.held()``).
         offered: GPU index → the MIG profiles it offers; absent or ``None``: not known, any
             valid profile name is taken.
+        tables: GPU index → its placement table; absent or ``None``: not known, only
+            compute slices are checked and the driver places the instances.
     """
     plans: list[GpuPlan] = []
     used: set[int | str] = set()
@@ -188,6 +206,7 @@ def plan_mig(
                 instances,
                 held,
                 (offered or {}).get(gpu.index),
+                (tables or {}).get(gpu.index),
             )
         )
     plans += [
@@ -214,6 +233,7 @@ def _plan_gpu(
     instances: Sequence[Device],
     held: Mapping[str, Holding],
     offered: Sequence[str] | None,
+    table: MigPlacementTable | None,
 ) -> GpuPlan:
     def plan(
         status: PlanStatus,
@@ -240,6 +260,12 @@ def _plan_gpu(
     if not steps:
         return plan("unchanged", "already as desired")
     problem = _problem(gpu, wanted, offered)
+    if problem is None and table is not None and wanted.mig:
+        placed = place(table, wanted.profiles)
+        if isinstance(placed, NoFit):
+            problem = f"the instances do not fit the GPU's placement rules: {placed.reason}"
+        else:
+            steps = steps_between(instances, gpu.mig_enabled, wanted, placed)
     if problem is not None:
         return plan("invalid", problem)
     devices = [gpu.uuid, *(d.uuid for d in instances)]

@@ -500,13 +500,11 @@ def _plan(service: Ds01Service) -> tuple[str, tuple[GpuPlan, ...]]:
     backend = service.backend
     inventory = backend.inventory()
     desired = {key: Layout.of(value) for key, value in config.gpus.mig_layout.items()}
-    offered = {
-        gpu.index: backend.mig_profiles(gpu)
-        for gpu in inventory.gpus
-        if gpu.index in desired or gpu.uuid in desired
-    }
+    managed = [g for g in inventory.gpus if g.index in desired or g.uuid in desired]
+    offered = {gpu.index: backend.mig_profiles(gpu) for gpu in managed}
+    tables = {gpu.index: backend.mig_placements(gpu) for gpu in managed}
     held = allocation_state(service.records()).held()
-    return inventory.backend, plan_mig(inventory, desired, held, offered)
+    return inventory.backend, plan_mig(inventory, desired, held, offered, tables)
 
 
 def _plan_response(backend: str, plans: tuple[GpuPlan, ...]) -> api.MigPlan:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import Ds01Error, SystemFault
 from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig_placement import MigPlacementTable, known_placement_table
 
 if TYPE_CHECKING:
     from ds01.model.mig import MigStep
@@ -134,6 +135,13 @@ class GpuBackend(abc.ABC):
         """The MIG instance profiles ``gpu`` can have (``"3g.20gb"``, …), or ``None`` when
         the backend cannot tell (any valid profile name is then taken). Default: ``None``."""
         return None
+
+    def mig_placements(self, gpu: PhysicalGpu) -> MigPlacementTable | None:
+        """Where ``gpu``'s MIG instances may sit (see :mod:`ds01.model.mig_placement`), or
+        ``None`` when the backend cannot tell (plans then check compute slices only).
+        Default: the known table of ``gpu``'s board, if it has as many compute slices."""
+        table = known_placement_table(gpu.model, gpu.memory_mib)
+        return table if table is not None and table.compute_slices == gpu.total_slices else None
 
     def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
         """Change ``gpu``'s MIG layout by ``steps`` (planned by ``ds01.core.mig``).

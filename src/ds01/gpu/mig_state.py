@@ -5,10 +5,13 @@ hardware as it was installed) until ``ds01 admin mig apply`` changes it, as ``nv
 mig`` changes a real GPU. The changes are kept in ``<state-dir>/simulated-mig.json``, by GPU
 UUID, so that a restarted ds01d finds the GPUs as they were left::
 
-    {"GPU-…": {"mig": true, "instances": [{"profile": "3g.20gb", "uuid": "MIG-…"}]}}
+    {"GPU-…": {"mig": true, "instances": [{"profile": "3g.20gb", "uuid": "MIG-…", "start": 4}]}}
 
 Instances created by ``apply`` get new random UUIDs, as NVML gives new ones to new
-instances. To go back to the configured layout, stop ds01d and delete the file.
+instances. Where the GPU's placement table is known, instances are placed as on a real GPU
+(``start``: the memory slice they begin at): at the start the plan gave, or the first free
+one; a create that has no free place is refused as the driver refuses it. To go back to the
+configured layout, stop ds01d and delete the file.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ds01.config.gpu_config import SimulatedGpu, SimulatedMigInstance, mig_profile_slices
+from ds01.core.mig_placement import NoFit, PlacedInstance, free_starts, place
 from ds01.errors import InvalidInput
 from ds01.files import read_json_file, replace_file
 from ds01.model.mig import MigStep
+from ds01.model.mig_placement import MigPlacementTable
 
 
 class SimulatedMigLayout(BaseModel):
@@ -59,14 +64,19 @@ def write_mig_changes(path: Path, layouts: Mapping[str, SimulatedMigLayout]) -> 
 
 
 def applied(
-    layout: SimulatedMigLayout, steps: Sequence[MigStep], total_slices: int
+    layout: SimulatedMigLayout,
+    steps: Sequence[MigStep],
+    total_slices: int,
+    table: MigPlacementTable | None = None,
 ) -> SimulatedMigLayout:
-    """``layout`` after ``steps`` (pure, but for the UUIDs of new instances).
+    """``layout`` after ``steps`` (pure, but for the UUIDs of new instances). ``table``: the
+    GPU's placement table; ``None``: only compute slices are counted.
 
     Raises:
         InvalidInput: a step that a real GPU would refuse: creating an instance with MIG
-            mode off or without room, destroying one that is not there, turning MIG mode
-            off while instances exist.
+            mode off or without room (with a table: no free place, or not at the planned
+            start), destroying one that is not there, turning MIG mode off while instances
+            exist.
     """
     mig, instances = layout.mig, list(layout.instances)
     for step in steps:
@@ -86,8 +96,53 @@ def applied(
             used = sum(mig_profile_slices(i.profile) for i in instances)
             if not mig or used + mig_profile_slices(profile) > total_slices:
                 raise InvalidInput(f"no room for a {profile} instance")
-            instances.append(SimulatedMigInstance(profile=profile, uuid=f"MIG-{uuid.uuid4()}"))
+            start = None if table is None else _start(table, instances, profile, step.start)
+            instances.append(
+                SimulatedMigInstance(profile=profile, uuid=f"MIG-{uuid.uuid4()}", start=start)
+            )
     return SimulatedMigLayout(mig=mig, instances=tuple(instances))
 
 
-__all__ = ["SimulatedMigLayout", "applied", "read_mig_changes", "write_mig_changes"]
+def occupied(
+    table: MigPlacementTable, instances: Sequence[SimulatedMigInstance]
+) -> list[PlacedInstance]:
+    """Where ``instances`` sit: at their ``start``; those configured without one where
+    :func:`ds01.core.mig_placement.place` puts them beside the others.
+
+    Raises:
+        InvalidInput: they do not fit the table.
+    """
+    fixed: list[PlacedInstance] = []
+    for instance in (i for i in instances if i.start is not None):
+        shape = table.shape(instance.profile)
+        if shape is None or instance.start not in free_starts(table, instance.profile, fixed):
+            raise InvalidInput(
+                f"the GPU's MIG instance {instance.profile} cannot begin at memory slice "
+                f"{instance.start} beside {', '.join(p.describe() for p in fixed) or 'nothing'}"
+            )
+        fixed.append(PlacedInstance(instance.profile, instance.start, shape.size))
+    rest = place(table, [i.profile for i in instances if i.start is None], fixed)
+    if isinstance(rest, NoFit):
+        raise InvalidInput(f"the GPU's MIG instances do not fit its placements: {rest.reason}")
+    return [*fixed, *rest]
+
+
+def _start(
+    table: MigPlacementTable,
+    instances: Sequence[SimulatedMigInstance],
+    profile: str,
+    wanted: int | None,
+) -> int:
+    """Where a new ``profile`` instance goes: ``wanted``, or the first free start."""
+    taken = occupied(table, instances)
+    starts = free_starts(table, profile, taken)
+    where = ", ".join(p.describe() for p in taken) or "nothing"
+    if wanted is None and starts:
+        return starts[0]
+    if wanted is not None and wanted in starts:
+        return wanted
+    at = "" if wanted is None else f" at memory slice {wanted}"
+    raise InvalidInput(f"no room for a {profile} instance{at} (the GPU has {where})")
+
+
+__all__ = ["SimulatedMigLayout", "applied", "occupied", "read_mig_changes", "write_mig_changes"]

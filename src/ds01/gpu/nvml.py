@@ -12,7 +12,9 @@ What is read (Command line equivalents in brackets):
   which may be anywhere (``nvidia-smi -L``); per device its UUID, GPU-instance id, compute
   slices and memory (``nvmlDeviceGetAttributes``);
 - MIG profile names come from the GPU's own GPU-instance profile table
-  (``nvidia-smi mig -lgip``) when NVML gives it, else from :func:`mig_profile_name`;
+  (``nvidia-smi mig -lgip``) when NVML gives it, else from
+  :func:`~ds01.gpu.nvml_mig.mig_profile_name`;
+- strings come as ``str`` or, from older bindings, ``bytes``; both read as text;
 - a GPU's total compute slices is the largest slice count in that table, else 7
   (A100/H100).
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,18 @@ from typing import TYPE_CHECKING, Any
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import SystemFault
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
-from ds01.gpu.nvml_mig import apply_steps, offered_profiles
+from ds01.gpu.nvml_mig import (
+    apply_steps,
+    gpu_instance_profiles,
+    handle_by_uuid,
+    mig_profile_name,
+    offered_profiles,
+    placement_table,
+    profile_name,
+    text,
+)
 from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig_placement import MigPlacementTable
 
 if TYPE_CHECKING:
     from ds01.model.mig import MigStep
@@ -47,17 +58,6 @@ MIB = 1024 * 1024
 
 DEFAULT_TOTAL_SLICES = 7
 """Compute slices of a GPU whose profile table cannot be read (A100 and H100 have 7)."""
-
-
-def mig_profile_name(slices: int, memory_mib: int) -> str:
-    """MIG profile name from compute slices and memory in MiB: ``"{slices}g.{GB}gb"``.
-
-    The memory is rounded *up* to whole GiB, because NVML reports an instance's memory
-    below the size in its name: an A100-40GB ``1g.5gb`` has 4864 MiB, a ``2g.10gb``
-    9856 MiB, a ``3g.20gb`` 20096 MiB. NVIDIA's naming is not a formula on every GPU, so
-    this is only the fallback when NVML's profile table cannot be read.
-    """
-    return f"{slices}g.{math.ceil(memory_mib / 1024)}gb"
 
 
 def _no_gpus_message(situation: str, remedy: str) -> str:
@@ -153,7 +153,7 @@ class NvmlBackend(GpuBackend):
         telemetry: dict[str, DeviceTelemetry] = {}
         for device_uuid in uuids:
             try:
-                handle = nvml.nvmlDeviceGetHandleByUUID(device_uuid)
+                handle = handle_by_uuid(nvml, device_uuid)
             except (nvml.NVMLError_NotFound, nvml.NVMLError_InvalidArgument):
                 continue
             except nvml.NVMLError as exc:
@@ -194,13 +194,26 @@ class NvmlBackend(GpuBackend):
         -lgip``); ``None`` when it cannot be read (no driver, MIG unsupported or off)."""
         try:
             nvml = self._started_nvml()
-            handle = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+            handle = handle_by_uuid(nvml, gpu.uuid)
         except _NvmlUnavailable:
             return None
         except Exception as exc:  # observation: an unreadable table is "not known"
             log.warning("NVML could not read the MIG profiles of GPU %d: %s", gpu.index, exc)
             return None
         return offered_profiles(nvml, handle)
+
+    def mig_placements(self, gpu: PhysicalGpu) -> MigPlacementTable | None:
+        """The placements the driver gives for ``gpu``'s profiles (``nvidia-smi mig
+        -lgipp``), else (MIG off, an older driver) the known table of its board."""
+        try:
+            nvml = self._started_nvml()
+            handle = handle_by_uuid(nvml, gpu.uuid)
+        except _NvmlUnavailable:
+            return super().mig_placements(gpu)
+        except Exception as exc:  # observation: fall back to the board's known table
+            log.warning("NVML could not read the MIG placements of GPU %d: %s", gpu.index, exc)
+            return super().mig_placements(gpu)
+        return placement_table(nvml, handle) or super().mig_placements(gpu)
 
     def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
         """Change ``gpu``'s MIG layout through NVML (see :mod:`ds01.gpu.nvml_mig`).
@@ -214,7 +227,7 @@ class NvmlBackend(GpuBackend):
         except _NvmlUnavailable as unavailable:
             raise SystemFault(str(unavailable)) from unavailable
         try:
-            handle = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+            handle = handle_by_uuid(nvml, gpu.uuid)
         except nvml.NVMLError as exc:
             raise SystemFault(f"NVML cannot find GPU {gpu.index} ({gpu.uuid}): {exc}") from exc
         return apply_steps(nvml, handle, gpu.index, steps)
@@ -308,8 +321,8 @@ class NvmlBackend(GpuBackend):
         profiles = {} if mig_mode is None else self._gpu_instance_profiles(nvml, handle)
         gpu = PhysicalGpu(
             index=index,
-            uuid=str(nvml.nvmlDeviceGetUUID(handle)),
-            model=str(nvml.nvmlDeviceGetName(handle)),
+            uuid=text(nvml.nvmlDeviceGetUUID(handle)),
+            model=text(nvml.nvmlDeviceGetName(handle)),
             memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(handle).total) // MIB,
             mig_enabled=mig_mode is not None and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE,
             total_slices=max((p.slices for p in profiles.values()), default=DEFAULT_TOTAL_SLICES),
@@ -335,14 +348,16 @@ class NvmlBackend(GpuBackend):
         self, nvml: ModuleType, handle: Any
     ) -> dict[int, _GpuInstanceProfile]:
         """The GPU's GPU-instance profile table by profile id; ``{}`` if unreadable."""
-        profiles: dict[int, _GpuInstanceProfile] = {}
-        for profile_index in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0))):
-            info = self._query(nvml, "nvmlDeviceGetGpuInstanceProfileInfo", handle, profile_index)
-            if info is not None and int(info.sliceCount) > 0:
-                profiles[int(info.id)] = _GpuInstanceProfile(
-                    name=_profile_display_name(info.name), slices=int(info.sliceCount)
+        try:
+            return {
+                int(info.id): _GpuInstanceProfile(
+                    name=profile_name(info), slices=int(info.sliceCount)
                 )
-        return profiles
+                for info in gpu_instance_profiles(nvml, handle)
+            }
+        except nvml.NVMLError as exc:
+            log.warning("NVML could not read a GPU's MIG profile table: %s", exc)
+            return {}
 
     def _mig_devices(
         self,
@@ -369,7 +384,7 @@ class NvmlBackend(GpuBackend):
                 # A compute instance using part of its GPU instance: "1c.3g.20gb".
                 profile = f"{compute_slices}c.{profile}"
             yield Device(
-                uuid=str(nvml.nvmlDeviceGetUUID(mig_handle)),
+                uuid=text(nvml.nvmlDeviceGetUUID(mig_handle)),
                 kind="mig",
                 gpu_index=gpu.index,
                 gpu_uuid=gpu.uuid,
@@ -395,9 +410,3 @@ class NvmlBackend(GpuBackend):
         info = self._query(nvml, "nvmlGpuInstanceGetInfo", gpu_instance)
         profile = None if info is None else profiles.get(int(info.profileId))
         return None if profile is None else profile.name
-
-
-def _profile_display_name(raw_name: bytes | str) -> str | None:
-    """``b"MIG 1g.5gb"`` → ``"1g.5gb"``; ``None`` for an empty name."""
-    name = raw_name.decode(errors="replace") if isinstance(raw_name, bytes) else str(raw_name)
-    return name.strip().removeprefix("MIG ").strip() or None

@@ -11,17 +11,25 @@ desired instances largest first). On NVML (Command line equivalents in brackets)
   needs a GPU reset the mode stays *pending*: the steps after it are left for the next
   ``apply``, after ``nvidia-smi -r -i N``;
 - **create** (``nvidia-smi mig -cgi PROFILE -C``): a GPU instance of the profile whose name
-  (``MIG 3g.20gb``) is the one asked for, then one compute instance that takes all of it.
+  (``MIG 3g.20gb``) is the one asked for, at the memory slice the plan placed it
+  (``nvmlDeviceCreateGpuInstanceWithPlacement``; a driver without that call places it
+  itself), then one compute instance that takes all of it.
+
+Drivers differ: an older one knows fewer profile ids (``Invalid Argument`` for the others,
+skipped like ``Not Supported``), has only the version-1 profile query (whose rows have no
+name: the name is made from slices and memory), or no placement calls; older bindings
+return ``bytes`` where newer ones return ``str``.
 
 Every NVML error stops the work on that GPU and is reported with the steps done before it.
 ds01d calls this only for GPUs none of whose devices a container holds, under its
-allocation lock. ``pynvml`` is passed in (the backend's, already initialised), so the unit
-tests drive this with a fake module.
+allocation lock. ``pynvml`` is passed in (the backend's, already initialised); the unit
+tests run it with a model of the driver behind the real bindings (``tests/nvml_driver.py``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -30,46 +38,147 @@ from ds01.config.gpu_config import MIG_PROFILE_RE
 from ds01.errors import SystemFault
 from ds01.gpu.backend import MigApplied
 from ds01.model.mig import MigStep
+from ds01.model.mig_placement import MigPlacementTable, MigProfileShape
 
 
-def _profile_name(raw: bytes | str) -> str:
-    """``b"MIG 1g.5gb"`` → ``"1g.5gb"``."""
-    name = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-    return name.strip().removeprefix("MIG ").strip()
+def text(value: bytes | str) -> str:
+    """A string NVML gave: ``str`` from nvidia-ml-py 11.5 on, ``bytes`` from older bindings
+    (and from every ``char[]`` field of a structure)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _gpu_instance_profiles(nvml: ModuleType, handle: Any) -> Iterator[Any]:
-    """Every row of the GPU's GPU-instance profile table (``nvidia-smi mig -lgip``)."""
-    for index in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0))):
+def handle_by_uuid(nvml: ModuleType, device_uuid: str) -> Any:
+    """The handle of the GPU or MIG device ``device_uuid``. Given as bytes, which every
+    version of the bindings passes through (older ones cannot encode a ``str``).
+
+    Raises:
+        pynvml.NVMLError: no such device (``NotFound``), or NVML failed.
+    """
+    return nvml.nvmlDeviceGetHandleByUUID(device_uuid.encode())
+
+
+def mig_profile_name(slices: int, memory_mib: int) -> str:
+    """MIG profile name from compute slices and memory in MiB: ``"{slices}g.{GB}gb"``.
+
+    The memory is rounded *up* to whole GiB, because NVML reports an instance's memory
+    below the size in its name: an A100-40GB ``1g.5gb`` has 4864 MiB, a ``2g.10gb``
+    9856 MiB, a ``3g.20gb`` 20096 MiB. NVIDIA's naming is not a formula on every GPU, so
+    this is only the fallback when NVML does not give the name.
+    """
+    return f"{slices}g.{math.ceil(memory_mib / 1024)}gb"
+
+
+def profile_name(row: Any) -> str | None:
+    """A GPU-instance profile row's name without ``MIG `` (``"1g.5gb"``, ``"1g.5gb+me"``).
+
+    Drivers that only have the version-1 query give rows without a name: the name is then
+    made from the row's slices and memory (``+me`` variants then read as their plain
+    profile); ``None`` when the row has no memory size either.
+    """
+    raw = getattr(row, "name", None)
+    if raw is not None:
+        return text(raw).strip().removeprefix("MIG ").strip() or None
+    memory_mib = int(getattr(row, "memorySizeMB", 0) or 0)
+    return mig_profile_name(int(row.sliceCount), memory_mib) if memory_mib > 0 else None
+
+
+def _profile_info(nvml: ModuleType, handle: Any, index: int) -> Any | None:
+    """Row ``index`` of the GPU-instance profile table, ``None`` if the driver has none.
+
+    ``Invalid Argument`` is an index this driver does not know (the bindings know up to
+    ``NVML_GPU_INSTANCE_PROFILE_COUNT``, older drivers fewer), ``Not Supported`` one this
+    GPU lacks (or MIG mode is off): both are skipped, as NVIDIA's mig-parted does. A driver
+    without the version-2 query is asked the version-1 one.
+    """
+    skipped = (nvml.NVMLError_NotSupported, nvml.NVMLError_InvalidArgument)
+    try:
+        return nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
+    except skipped:
+        return None
+    except nvml.NVMLError_FunctionNotFound:
         try:
-            info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
-        except nvml.NVMLError_NotSupported:
-            continue
-        except nvml.NVMLError_FunctionNotFound:  # an old driver: the v1 structure
-            try:
-                info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index, version=1)
-            except nvml.NVMLError_NotSupported:
-                continue
-        if int(info.sliceCount) > 0:
+            return nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index, version=1)
+        except skipped:
+            return None
+
+
+def gpu_instance_profiles(nvml: ModuleType, handle: Any) -> Iterator[Any]:
+    """Every row of the GPU's GPU-instance profile table (``nvidia-smi mig -lgip``).
+
+    Raises:
+        pynvml.NVMLError: the table cannot be read (no permission, GPU lost, …).
+    """
+    for index in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0))):
+        info = _profile_info(nvml, handle, index)
+        if info is not None and int(info.sliceCount) > 0:
             yield info
+
+
+def _named_rows(nvml: ModuleType, handle: Any) -> dict[str, Any]:
+    """The profile table by name; of two rows with one name (a name made from memory) the
+    first, which is the plain profile."""
+    rows: dict[str, Any] = {}
+    for row in gpu_instance_profiles(nvml, handle):
+        name = profile_name(row)
+        if name is not None:
+            rows.setdefault(name, row)
+    return rows
 
 
 def offered_profiles(nvml: ModuleType, handle: Any) -> tuple[str, ...] | None:
     """The plain MIG profiles (``3g.20gb``; not ``1g.5gb+me``) the GPU offers, largest
     first; ``None`` when its table cannot be read (MIG not supported, or turned off)."""
     try:
-        rows = list(_gpu_instance_profiles(nvml, handle))
+        rows = _named_rows(nvml, handle)
     except nvml.NVMLError:
         return None
-    names = [(int(r.sliceCount), _profile_name(r.name)) for r in rows]
-    plain = [name for _, name in sorted(names, key=lambda n: (-n[0], n[1]))]
-    return tuple(dict.fromkeys(n for n in plain if MIG_PROFILE_RE.match(n))) or None
+    plain = [(int(r.sliceCount), n) for n, r in rows.items() if MIG_PROFILE_RE.match(n)]
+    return tuple(n for _, n in sorted(plain, key=lambda p: (-p[0], p[1]))) or None
+
+
+def _possible_placements(nvml: ModuleType, handle: Any, profile_id: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of every placement the driver allows for ``profile_id``.
+
+    Raises:
+        pynvml.NVMLError: ``FunctionNotFound`` on a driver without placements, or another
+            failure.
+    """
+    count = ctypes.c_uint(0)
+    nvml.nvmlDeviceGetGpuInstancePossiblePlacements(handle, profile_id, None, ctypes.byref(count))
+    array = (nvml.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+    nvml.nvmlDeviceGetGpuInstancePossiblePlacements(handle, profile_id, array, ctypes.byref(count))
+    return [(int(array[i].start), int(array[i].size)) for i in range(count.value)]
+
+
+def placement_table(nvml: ModuleType, handle: Any) -> MigPlacementTable | None:
+    """The GPU's plain profiles and their placements as its driver gives them (``nvidia-smi
+    mig -lgipp``); ``None`` when it cannot (MIG off, or a driver without placements)."""
+    try:
+        rows = _named_rows(nvml, handle)
+        shapes = []
+        for name, row in rows.items():
+            if not MIG_PROFILE_RE.match(name):
+                continue
+            placements = _possible_placements(nvml, handle, int(row.id))
+            if placements:
+                size = placements[0][1]
+                starts = tuple(sorted(start for start, _ in placements))
+                shapes.append(MigProfileShape(name, int(row.sliceCount), size, starts))
+    except nvml.NVMLError:
+        return None
+    if not shapes:
+        return None
+    return MigPlacementTable(
+        memory_slices=max(start + s.size for s in shapes for start in s.starts),
+        compute_slices=max(s.compute_slices for s in shapes),
+        profiles=tuple(sorted(shapes, key=lambda s: (-s.size, -s.compute_slices, s.name))),
+    )
 
 
 def _gpu_instances(nvml: ModuleType, handle: Any) -> list[Any]:
     """Every GPU instance of the GPU, of any profile."""
     found: list[Any] = []
-    for info in _gpu_instance_profiles(nvml, handle):
+    for info in gpu_instance_profiles(nvml, handle):
         slots = max(int(info.instanceCount), 1)
         array = (nvml.c_nvmlGpuInstance_t * slots)()
         count = ctypes.c_uint(0)
@@ -82,16 +191,17 @@ def _compute_instance_profiles(nvml: ModuleType, gpu_instance: Any) -> Iterator[
     """Every compute-instance profile a GPU instance offers (shared engines)."""
     shared = int(getattr(nvml, "NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED", 0))
     for index in range(int(getattr(nvml, "NVML_COMPUTE_INSTANCE_PROFILE_COUNT", 0))):
+        skipped = (nvml.NVMLError_NotSupported, nvml.NVMLError_InvalidArgument)
         try:
             info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(gpu_instance, index, shared)
-        except nvml.NVMLError_NotSupported:
+        except skipped:
             continue
         except nvml.NVMLError_FunctionNotFound:
             try:
                 info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
                     gpu_instance, index, shared, version=1
                 )
-            except nvml.NVMLError_NotSupported:
+            except skipped:
                 continue
         if int(info.sliceCount) > 0:
             yield info
@@ -123,14 +233,46 @@ def _set_mig_mode(nvml: ModuleType, handle: Any, enable: bool) -> bool:
     return int(current) == int(mode)
 
 
-def _create(nvml: ModuleType, handle: Any, profile: str) -> None:
-    """A GPU instance of ``profile`` and one compute instance that takes all of it."""
-    rows = {_profile_name(r.name): r for r in _gpu_instance_profiles(nvml, handle)}
+def _create_gpu_instance(nvml: ModuleType, handle: Any, row: Any, step: MigStep) -> Any:
+    """A GPU instance of ``row``'s profile at the step's planned start; where the driver has
+    no placement API, or the plan none, wherever the driver puts it.
+
+    Raises:
+        ds01.errors.SystemFault: the driver offers no placement at the planned start.
+        pynvml.NVMLError: the driver refused (``InsufficientResources``: the place is taken).
+    """
+    if step.start is not None:
+        try:
+            placements = _possible_placements(nvml, handle, int(row.id))
+        except nvml.NVMLError_FunctionNotFound:
+            placements = None  # an older driver: it places instances itself
+        if placements is not None:
+            size = next((z for start, z in placements if start == step.start), None)
+            if size is None:
+                offered = ", ".join(str(start) for start, _ in placements) or "none"
+                raise SystemFault(
+                    f"the driver offers no placement of {step.profile} at memory slice "
+                    f"{step.start} (it offers starts: {offered})"
+                )
+            placement = nvml.c_nvmlGpuInstancePlacement_t(step.start, size)
+            try:
+                return nvml.nvmlDeviceCreateGpuInstanceWithPlacement(
+                    handle, int(row.id), ctypes.byref(placement)
+                )
+            except nvml.NVMLError_FunctionNotFound:
+                pass
+    return nvml.nvmlDeviceCreateGpuInstance(handle, int(row.id))
+
+
+def _create(nvml: ModuleType, handle: Any, step: MigStep) -> None:
+    """A GPU instance of the step's profile and one compute instance that takes all of it."""
+    profile = step.profile or ""
+    rows = _named_rows(nvml, handle)
     row = rows.get(profile)
     if row is None:
         offered = ", ".join(n for n in rows if MIG_PROFILE_RE.match(n)) or "none"
         raise SystemFault(f"this GPU has no MIG profile {profile} (it offers: {offered})")
-    gpu_instance = nvml.nvmlDeviceCreateGpuInstance(handle, int(row.id))
+    gpu_instance = _create_gpu_instance(nvml, handle, row, step)
     whole = [
         info
         for info in _compute_instance_profiles(nvml, gpu_instance)
@@ -169,7 +311,7 @@ def apply_steps(
                         "GPU), then `ds01 admin mig apply` again for the rest.",
                     )
             else:
-                _create(nvml, handle, step.profile or "")
+                _create(nvml, handle, step)
         except (nvml.NVMLError, SystemFault) as exc:
             reason = exc.message if isinstance(exc, SystemFault) else f"NVML: {exc}"
             if isinstance(exc, nvml.NVMLError_NoPermission):
@@ -185,4 +327,13 @@ def apply_steps(
     return MigApplied(done=tuple(done))
 
 
-__all__ = ["apply_steps", "offered_profiles"]
+__all__ = [
+    "apply_steps",
+    "gpu_instance_profiles",
+    "handle_by_uuid",
+    "mig_profile_name",
+    "offered_profiles",
+    "placement_table",
+    "profile_name",
+    "text",
+]

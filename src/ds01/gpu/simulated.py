@@ -185,6 +185,7 @@ class SimulatedBackend(GpuBackend):
         self._last_telemetry_problem: str | None = None
         self._mig_lock = threading.Lock()
         self._mig_changes = self._read_mig_changes()
+        self._starts: dict[str, int | None] = {}  # MIG instance UUID -> its start
         self._inventory = self._build_inventory()
 
     def inventory(self) -> Inventory:
@@ -251,6 +252,7 @@ class SimulatedBackend(GpuBackend):
                 devices.append(whole_gpu_device(gpu))
             for position, instance in enumerate(configured.mig_instances):
                 mig_uuid = instance.uuid or simulated_mig_uuid(simulated.uuid_seed, index, position)
+                self._starts[mig_uuid] = instance.start
                 devices.append(
                     Device(
                         uuid=mig_uuid,
@@ -272,7 +274,8 @@ class SimulatedBackend(GpuBackend):
 
     def apply_mig(self, gpu: PhysicalGpu, steps: Sequence[MigStep]) -> MigApplied:
         """Change a simulated GPU's layout at once (no reset needed) and keep the change in
-        ``mig_file``.
+        ``mig_file``. Instances are placed as on the real board where its placement table
+        is known (:meth:`mig_placements`, see :mod:`ds01.gpu.mig_state`).
 
         Raises:
             ds01.errors.SystemFault: ``gpu`` is not one of these GPUs, a step is one a real
@@ -285,13 +288,15 @@ class SimulatedBackend(GpuBackend):
             current = SimulatedMigLayout(
                 mig=gpu.mig_enabled,
                 instances=tuple(
-                    SimulatedMigInstance(profile=d.profile or "", uuid=d.uuid)
+                    SimulatedMigInstance(
+                        profile=d.profile or "", uuid=d.uuid, start=self._starts.get(d.uuid)
+                    )
                     for d in inventory.devices
                     if d.kind == "mig" and d.gpu_uuid == gpu.uuid
                 ),
             )
             try:
-                layout = applied(current, steps, gpu.total_slices)
+                layout = applied(current, steps, gpu.total_slices, self.mig_placements(gpu))
             except InvalidInput as exc:
                 raise SystemFault(f"GPU {gpu.index}: {exc.message}") from exc
             changes = {**self._mig_changes, gpu.uuid: layout}

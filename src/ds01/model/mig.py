@@ -13,15 +13,19 @@ StepAction = Literal["destroy", "disable_mig", "enable_mig", "create"]
 
 @dataclass(frozen=True)
 class MigStep:
-    """One change to a GPU. ``uuid``: the instance a ``destroy`` removes."""
+    """One change to a GPU. ``uuid``: the instance a ``destroy`` removes; ``start``: the
+    memory slice a ``create`` places its instance at (``None``: wherever the driver puts it,
+    where the GPU's placement table is not known)."""
 
     action: StepAction
     profile: str | None = None
     uuid: str | None = None
+    start: int | None = None
 
     def describe(self) -> str:
         if self.action == "destroy":
             return f"destroy {self.profile} ({self.uuid})"
         if self.action == "create":
-            return f"create {self.profile}"
+            at = "" if self.start is None else f" at memory slice {self.start}"
+            return f"create {self.profile}{at}"
         return "turn MIG mode on" if self.action == "enable_mig" else "turn MIG mode off"
