@@ -3,9 +3,9 @@
 ``gpu_exposure`` decides, ``runtime.docker.create_arguments`` turns a spec into the keyword
 arguments of docker-py's ``create_container``; ``host_config`` there is docker-py's own
 HostConfig payload (built by a real ``APIClient``, which contacts no engine to build it).
-Real GPUs (the NVML backend) go through the NVIDIA Container Toolkit as one
-``DeviceRequest`` by UUID; simulated ones never do, and their made-up UUIDs never appear in
-a variable a runtime reads.
+Real GPUs (the NVML backend's inventory, here over the model of the driver behind the real
+pynvml) go through the NVIDIA Container Toolkit as one ``DeviceRequest`` by UUID; simulated
+ones never do, and their made-up UUIDs never appear in a variable a runtime reads.
 """
 
 from __future__ import annotations
@@ -17,22 +17,25 @@ import pytest
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.daemon.creation import gpu_exposure
+from ds01.gpu.nvml import NvmlBackend
 from ds01.gpu.simulated import SimulatedBackend
-from ds01.model.device import Device
+from ds01.model.device import Device, Inventory
 from ds01.runtime.docker import ContainerSpec, create_arguments
-
-A100 = "NVIDIA A100-SXM4-40GB"
-
-
-def whole(index: int) -> Device:
-    uuid = f"GPU-5b3a0c1e-0000-4000-8000-00000000000{index}"
-    return Device(uuid, "gpu", index, uuid, A100, 40960)
+from nvml_driver import NvmlDriver, install
 
 
-SLICE = Device(
-    "MIG-9f1d2c3b-0000-4000-8000-000000000002", "mig", 2, whole(2).uuid, A100, 20096,
-    profile="3g.20gb", slices=3, instance_id=2,
-)  # fmt: skip
+@pytest.fixture
+def nvml_inventory(monkeypatch: pytest.MonkeyPatch) -> Inventory:
+    """What the NVML backend finds on two whole A100s and one split 3g.20gb + 2g.10gb."""
+    driver = NvmlDriver()
+    driver.gpu()
+    driver.gpu()
+    driver.split(driver.gpu(mig=True), "3g.20gb", "2g.10gb")
+    install(monkeypatch, driver)
+    with NvmlBackend(GpuConfig(backend="nvml")) as backend:
+        inventory = backend.inventory()
+    assert inventory.backend == "nvml"
+    return inventory
 
 
 @pytest.fixture
@@ -58,14 +61,17 @@ def payload(api: docker.APIClient, backend: str, devices: tuple[Device, ...]) ->
     return create_arguments(api, spec)
 
 
-@pytest.mark.parametrize(
-    "devices", [(whole(0),), (SLICE,), (whole(0), whole(1))], ids=["gpu", "mig", "two-gpus"]
-)
+@pytest.mark.parametrize("chosen", [("gpu",), ("mig",), ("gpu", "gpu")], ids=["gpu", "mig", "gpus"])
 def test_real_gpus_are_one_device_request_by_uuid_and_named_in_the_variables(
-    api: docker.APIClient, devices: tuple[Device, ...]
+    api: docker.APIClient, nvml_inventory: Inventory, chosen: tuple[str, ...]
 ) -> None:
+    devices = tuple(
+        [d for d in nvml_inventory.devices if d.kind == kind][chosen[:n].count(kind)]
+        for n, kind in enumerate(chosen)
+    )
     uuids = [d.uuid for d in devices]
-    arguments = payload(api, "nvml", devices)
+    assert [d.kind for d in devices] == list(chosen) and len(set(uuids)) == len(uuids)
+    arguments = payload(api, nvml_inventory.backend, devices)
 
     assert arguments["host_config"]["DeviceRequests"] == [
         {"Driver": "", "Count": 0, "DeviceIDs": uuids, "Capabilities": [["gpu"]], "Options": {}}
