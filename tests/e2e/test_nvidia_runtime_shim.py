@@ -73,7 +73,12 @@ class DockerdRuntimes:
         self.runtimes: dict[str, Any] = info["Runtimes"]
         self.default: str = info["DefaultRuntime"]
         if RUNTIME in self.runtimes:
-            skip_or_fail("dockerd has a runtime named nvidia already: the shim cannot be it")
+            skip_or_fail(
+                f"dockerd has a runtime named nvidia already ({self.runtimes[RUNTIME]}): the "
+                "shim cannot be it. If its path ends in /nvidia-shim, a run of this test was "
+                f"killed: take it out of {DAEMON_JSON} (and set default-runtime back to runc), "
+                "then send dockerd SIGHUP"
+            )
 
     def apply(self, shim: Path, *, default: bool) -> None:
         """Register ``shim`` as runtime ``nvidia``, the default one if ``default``."""
