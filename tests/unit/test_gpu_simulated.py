@@ -13,12 +13,13 @@ from pydantic import ValidationError
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import ConfigError
-from ds01.gpu.backend import DeviceTelemetry, make_backend
+from ds01.gpu.backend import DeviceTelemetry, GpuProcess, make_backend
 from ds01.gpu.nvml import NvmlBackend
 from ds01.gpu.simulated import (
     SimulatedBackend,
     simulated_gpu_uuid,
     simulated_mig_uuid,
+    write_simulated_processes,
     write_simulated_telemetry,
 )
 
@@ -345,6 +346,18 @@ def test_write_telemetry_replaces_file_atomically_and_rejects_bad_values(
     with pytest.raises(ValidationError):
         write_simulated_telemetry(telemetry_file, {"GPU-b": {"temperature_c": 50}})
     assert json.loads(telemetry_file.read_text()) == {"GPU-b": {"memory_used_mib": 3}}
+
+
+def test_declared_processes_are_listed_on_known_devices(tmp_path: Path) -> None:
+    process_file = tmp_path / "state" / "simulated-processes.json"
+    backend = make_backend(GpuConfig(), simulated_process_file=process_file)
+    assert backend.processes() == []  # no file: no process
+    device = backend.inventory().devices[1].uuid
+    write_simulated_processes(process_file, {device: [4242, 4243], "GPU-not-here": [1]})
+
+    assert backend.processes() == [GpuProcess(device, 4242), GpuProcess(device, 4243)]
+    process_file.write_text("{not json")
+    assert backend.processes() == []  # unreadable: none, logged
 
 
 # --- factory ------------------------------------------------------------------------------

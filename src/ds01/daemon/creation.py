@@ -80,6 +80,7 @@ from ds01.runtime.docker import (
     ContainerRecord,
     ContainerSpec,
 )
+from ds01.runtime.host_gpu import device_group_gid
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import CreateIntent
 
@@ -624,7 +625,16 @@ class Creation:
             device_nodes=gpus.device_nodes,
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
+            extra=device_group(gpus.gpu_uuids),
         )
+
+
+def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:
+    """Docker's ``group_add`` for a container given GPUs through the NVIDIA toolkit: the
+    device group, so that its user (not root) opens the device nodes the toolkit puts in
+    it once ``ds01 admin setup`` made them 0660 root:ds01-gpu. No GPUs or no group: none."""
+    gid = device_group_gid() if gpu_uuids else None
+    return {"group_add": [str(gid)]} if gid is not None else {}
 
 
 __all__ = [

@@ -51,10 +51,11 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     everyone = caller.is_admin
     queued = service.store.queued()
     for_queue = service.status.queue_reserved
+    unmanaged = service.status.unmanaged_gpu_use
 
     devices = []
     for device in inventory.devices:
-        status = device_status(device, inventory, held.get(device.uuid), caller)
+        status = device_status(device, inventory, held.get(device.uuid), caller, unmanaged)
         reading = telemetry.get(device.uuid)
         devices.append(
             api.OverviewDevice(

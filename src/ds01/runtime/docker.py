@@ -196,6 +196,7 @@ class ContainerSpec:
     rotating_log_driver: str | None = None
     network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
     network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
+    command: tuple[str, ...] | None = None  # None: the image's own
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -256,6 +257,7 @@ def create_arguments(api: docker.APIClient, spec: ContainerSpec) -> dict[str, An
         "host_config": host_config,
         "ports": [c for c, _ in spec.ports] or None,
         "networking_config": NetworkingConfig(endpoints) if spec.network_aliases else None,
+        "command": list(spec.command) if spec.command is not None else None,
         "tty": True,
         "stdin_open": True,
     }
@@ -438,6 +440,24 @@ class DockerRuntime(DockerImages, DockerNetworks):
         with docker_errors(f"creating container {spec.docker_name}"):
             response = self.api.create_container(**arguments)
         return str(response["Id"])
+
+    def run_to_end(self, spec: ContainerSpec, timeout_seconds: float) -> tuple[int, str]:
+        """Create and start the container, wait for it to exit, and remove it; its exit
+        code and output (``ds01 admin gpu-check``'s test container).
+
+        Raises:
+            ds01.errors.SystemFault: Docker refused, or it ran past ``timeout_seconds``
+                (it is removed either way).
+        """
+        container = self.create(spec)
+        try:
+            with docker_errors(f"running container {spec.docker_name}"):
+                self.api.start(container)
+                status = self.api.wait(container, timeout=max(1, round(timeout_seconds)))
+                output = self.api.logs(container, stdout=True, stderr=True)
+            return int(status.get("StatusCode", -1)), bytes(output).decode(errors="replace")
+        finally:
+            self.remove(container, force=True, missing_ok=True)
 
     def read_small_file(self, container: str, path: str, limit_bytes: int) -> bytes | None:
         """The content of the regular file ``path`` in a created or running container; ``None``
