@@ -91,7 +91,6 @@ REQUESTS = (
     GpuRequest(mig_profiles=("1g.5gb",)),
     GpuRequest(mig_profiles=("2g.10gb",)),
     GpuRequest(mig_profiles=("3g.20gb",)),
-    GpuRequest(mig_profiles=("2g.10gb", "1g.5gb")),
 )
 
 

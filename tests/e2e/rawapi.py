@@ -343,8 +343,9 @@ def container_problems(
     judged from ``docker inspect`` alone; ``[]`` when it is hers, unprivileged and bounded:
     not privileged, on her own network only (``ds01-u<uid>``), her cgroup parent, her uid
     and labels, no added capabilities or host namespaces, ports published only on 127.0.0.1
-    (not on a system port), GPU variables naming exactly the devices its labels record
-    (``void`` for none), bind mounts only of directories she owns, and memory and
+    (not on a system port), ``DS01_GPUS`` naming exactly the devices its labels record and
+    the NVIDIA toolkit's variables naming only those Docker asks the toolkit for (``void``
+    for none: always with simulated GPUs), bind mounts only of directories she owns, and memory and
     CPU limits that are set (Docker reads 0 as "unlimited") and within the given limits."""
     host, config = attrs["HostConfig"], attrs["Config"]
     labels = config["Labels"] or {}
@@ -370,8 +371,11 @@ def container_problems(
     check(config["User"] == f"{owner.pw_uid}:{owner.pw_gid}", f"User={config['User']}")
     gpus = [u for u in labels.get("ds01.gpus", "").split(",") if u]
     env = environment(attrs)
+    check(env.get("DS01_GPUS") == ",".join(gpus), f"DS01_GPUS={env.get('DS01_GPUS')} {gpus}")
+    requested = [u for r in host.get("DeviceRequests") or [] for u in r.get("DeviceIDs") or []]
     for key in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
-        check(env.get(key) == (",".join(gpus) or "void"), f"{key}={env.get(key)} gpus={gpus}")
+        wanted = ",".join(requested) or "void"
+        check(env.get(key) == wanted, f"{key}={env.get(key)} toolkit devices={requested}")
     for request in host.get("DeviceRequests") or []:
         check(request.get("Count") in (0, None), f"DeviceRequest Count={request.get('Count')}")
         check(set(request.get("DeviceIDs") or []) <= set(gpus), f"DeviceRequest {request}")

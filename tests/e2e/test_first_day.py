@@ -81,6 +81,28 @@ def test_a_mig_profile_this_server_lacks_is_not_found_and_the_ones_it_has_are_na
     assert d.cli_json("alice", "container-list") == []
 
 
+def test_a_second_mig_slice_is_refused_with_the_reason_and_nothing_is_made(
+    ds01d: Any, unix_users: Any
+) -> None:
+    d = ds01d(images=TEST_IMAGES_YAML)
+    two = ("--image", "busybox", "--mig", "2g.10gb", "--mig", "1g.5gb")
+
+    create = d.cli("alice", "container-create", "pair", *two)
+    deploy = d.cli("alice", "container-deploy", "pair", *two, "--json")
+
+    assert create.returncode == 2, describe(create)
+    assert "A container gets one MIG instance, not 2 (2g.10gb, 1g.5gb)" in create.stderr
+    assert (
+        "a CUDA process uses only one MIG instance; ask for a larger profile, or whole GPUs "
+        "with --gpus" in create.stderr
+    ), describe(create)
+    assert deploy.returncode == 2, describe(deploy)
+    assert "one MIG instance" in deploy.stdout + deploy.stderr, describe(deploy)
+    assert d.cli_json("alice", "container-list") == []
+    devices = d.cli_json("alice", "gpu-status")
+    assert devices and all(g["holder"] is None for g in devices), devices
+
+
 def test_a_mistyped_image_is_not_found_with_the_registry_name_meant(
     ds01d: Any, unix_users: Any
 ) -> None:

@@ -208,7 +208,7 @@ def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
     assert container.status == "running"
     assert container.exec_run(["cat", "/tmp/mark"]).output.decode().strip() == "kept"
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
-    assert env["NVIDIA_VISIBLE_DEVICES"] == now[0]
+    assert env["DS01_GPUS"] == now[0]
     assert len(docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})) == 1
 
 

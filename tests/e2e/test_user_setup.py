@@ -131,7 +131,7 @@ def test_a_fresh_user_gets_jupyterlab_on_a_gpu_and_their_notebook_lands_in_the_w
     assert "print(1 + 1)" in saved.read_text()
     landed_seconds = time.monotonic() - started
     # The notebook runs: its kernel, in the container as the user, on the MIG slice.
-    source = "import os; print(os.getuid(), os.environ['CUDA_VISIBLE_DEVICES'])"
+    source = "import os; print(os.getuid(), os.environ['DS01_GPUS'])"
     notebook["content"]["cells"].append(
         {"cell_type": "code", "source": source, "metadata": {}, "outputs": [],
          "execution_count": None}

@@ -244,7 +244,7 @@ def test_workspace_is_created_owned_by_the_user_and_bound_at_workspace(
     assert seen == f"{st.st_dev} {st.st_ino}"
 
 
-def test_visible_devices_are_the_allocated_uuids_or_void(
+def test_simulated_devices_are_named_in_ds01_gpus_and_never_to_the_nvidia_toolkit(
     ds01d, fake_gpu_nodes, docker_client, unix_users
 ):
     alice = unix_users["alice"]
@@ -255,13 +255,15 @@ def test_visible_devices_are_the_allocated_uuids_or_void(
     create(d, "alice", "cpu-only")
 
     for info in (whole, mig):
-        env = environment(inspect(docker_client, alice.pw_uid, info["name"]))
-        assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(info["gpus"])
-        assert env["CUDA_VISIBLE_DEVICES"] == ",".join(info["gpus"])
+        attrs = inspect(docker_client, alice.pw_uid, info["name"])
+        env = environment(attrs)
+        assert env["DS01_GPUS"] == ",".join(info["gpus"])
+        assert env["NVIDIA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] == "void"
+        assert not attrs["HostConfig"]["DeviceRequests"]
         assert info["gpus"][0].startswith("MIG-" if info["name"] == "slice" else "GPU-")
     env = environment(inspect(docker_client, alice.pw_uid, "cpu-only"))
-    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
-    assert env["CUDA_VISIBLE_DEVICES"] == "void"
+    assert env["DS01_GPUS"] == ""
+    assert env["NVIDIA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] == "void"
 
 
 def test_running_container_may_use_only_its_own_gpu_node_and_runs_as_the_user(

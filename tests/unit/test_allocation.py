@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from fractions import Fraction
@@ -162,10 +161,10 @@ def test_request_properties() -> None:
     assert GpuRequest().min_gpu_equivalents() == 0
     two = GpuRequest(whole_gpus=2)
     assert not two.is_empty and two.device_count == 2 and two.min_gpu_equivalents() == 2
-    mig = GpuRequest(mig_profiles=("3g.20gb", "1g.5gb", "1g.5gb"))
-    assert mig.device_count == 3
-    assert mig.min_gpu_equivalents() == Fraction(5, 7)
-    assert mig.min_gpu_equivalents(total_slices=8) == Fraction(5, 8)
+    mig = GpuRequest(mig_profiles=("3g.20gb",))
+    assert mig.device_count == 1
+    assert mig.min_gpu_equivalents() == Fraction(3, 7)
+    assert mig.min_gpu_equivalents(total_slices=8) == Fraction(3, 8)
 
 
 @pytest.mark.parametrize(
@@ -180,12 +179,26 @@ def test_request_properties() -> None:
         ({"mig_profiles": (3,)}, "must be a string"),
         ({"mig_profiles": ["1g.5gb"]}, "tuple"),
         ({"whole_gpus": 1, "mig_profiles": ("1g.5gb",)}, "either whole GPUs or MIG instances"),
+        ({"mig_profiles": ("1g.5gb", "1g.5gb")}, "one MIG instance, not 2"),
+        ({"mig_profiles": ("3g.20gb", "2g.10gb", "1g.5gb")}, "one MIG instance, not 3"),
     ],
 )
 def test_request_validation(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(InvalidInput, match=fragment) as caught:
         GpuRequest(**kwargs)  # type: ignore[arg-type]
     assert caught.value.exit_code == 2
+
+
+def test_a_second_mig_instance_is_refused_with_the_reason() -> None:
+    """A CUDA process enumerates one MIG instance: a second would be charged and never used."""
+    with pytest.raises(InvalidInput) as caught:
+        GpuRequest(mig_profiles=("2g.10gb", "1g.5gb"))
+    assert caught.value.message == (
+        "A container gets one MIG instance, not 2 (2g.10gb, 1g.5gb): a CUDA process uses only "
+        "one MIG instance; ask for a larger profile, or whole GPUs with --gpus."
+    )
+    assert caught.value.details == {"mig_profiles": ["2g.10gb", "1g.5gb"], "most": 1}
+    assert GpuRequest(whole_gpus=3).device_count == 3  # whole GPUs may still be several
 
 
 def test_quota_from_values_keeps_decimal_values_exact() -> None:
@@ -322,10 +335,10 @@ def test_mig_best_fit_takes_the_smallest_sufficient_instance(inventory: Inventor
 def test_a_mig_profile_no_instance_here_can_serve_is_not_found_and_the_profiles_are_named(
     inventory: Inventory,
 ) -> None:
-    check_mig_profiles_exist(GpuRequest(mig_profiles=("2g.10gb", "3g.20gb")), inventory)
+    check_mig_profiles_exist(GpuRequest(mig_profiles=("3g.20gb",)), inventory)
     check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.10gb",)), inventory)  # a 2g serves it
     with pytest.raises(NotFound) as refused:
-        check_mig_profiles_exist(GpuRequest(mig_profiles=("1g.5gb", "4g.20gb")), inventory)
+        check_mig_profiles_exist(GpuRequest(mig_profiles=("4g.20gb",)), inventory)
     assert "no MIG instance of profile 4g.20gb" in refused.value.message
     assert "MIG profiles here: 1g.5gb, 2g.10gb, 3g.20gb." in refused.value.message
     whole_only = Inventory(backend="simulated", gpus=(physical(0),), devices=(whole(0),))
@@ -334,12 +347,17 @@ def test_a_mig_profile_no_instance_here_can_serve_is_not_found_and_the_profiles_
     check_mig_profiles_exist(GpuRequest(whole_gpus=1), whole_only)
 
 
-def test_mig_request_several_instances_largest_first_never_twice(inventory: Inventory) -> None:
-    request = GpuRequest(mig_profiles=("1g.5gb", "1g.5gb", "1g.5gb", "2g.10gb"))
-    placement = place(request, inventory, AllocationState())
-    # 2g first (gets the 2g), then the two 1g.5gb, then the third 1g gets the 3g.
-    assert placement.uuids == (mig_uuid(3, 1), mig_uuid(3, 2), mig_uuid(3, 3), mig_uuid(3, 0))
-    assert placement.gpu_equivalents == 1
+def test_mig_requests_one_after_another_never_get_an_instance_twice(
+    inventory: Inventory,
+) -> None:
+    state, got = AllocationState(), []
+    for number, profile in enumerate(("2g.10gb", "1g.5gb", "1g.5gb", "1g.5gb")):
+        placement = place(GpuRequest(mig_profiles=(profile,)), inventory, state)
+        state = state.with_holding(holding(f"c{number}", "alice", list(placement.devices)))
+        got += placement.uuids
+    # The 2g gets the 2g, the first two 1g.5gb the two 1g, the third 1g the 3g.
+    assert got == [mig_uuid(3, 1), mig_uuid(3, 2), mig_uuid(3, 3), mig_uuid(3, 0)]
+    assert state.user_gpu_equivalents("alice") == 1
 
 
 def test_mig_memory_must_suffice() -> None:
@@ -390,8 +408,8 @@ def test_mig_packs_onto_the_gpu_with_fewest_free_slices() -> None:
         ),
     )
     # GPU 1 has 5 free slices, GPU 0 has 7: pack onto GPU 1 even though its index is higher.
-    placement = place(GpuRequest(mig_profiles=("1g.5gb", "1g.5gb")), inventory, AllocationState())
-    assert placement.uuids == (mig_uuid(1, 1), mig_uuid(1, 2))
+    placement = place(GpuRequest(mig_profiles=("1g.5gb",)), inventory, AllocationState())
+    assert placement.uuids == (mig_uuid(1, 1),)
 
 
 def test_gpu_in_mig_mode_without_instances_is_unusable_not_free() -> None:
@@ -509,14 +527,15 @@ def test_gpu_quota_partially_used(inventory: Inventory) -> None:
         "(0.43 in use by thesis)."
     )
     assert caught.value.details["containers"] == ["thesis"]
-    # What is left still fits a smaller request, exactly: 3/7 + 4/7 == 1.
+    # What is left still fits a smaller request, exactly: 3/7 + 1/7 + 1/7 + 2/7 == 1.
+    small = by_profile(inventory, "1g.5gb")
+    state = state_of(
+        holding("thesis", "alice", by_profile(inventory, "3g.20gb")),
+        holding("s1", "alice", small[:1]),
+        holding("s2", "alice", small[1:]),
+    )
     placement = allocate(
-        GpuRequest(mig_profiles=("2g.10gb", "1g.5gb", "1g.5gb")),
-        "alice",
-        quota,
-        inventory,
-        state,
-        ["thesis", "cpu"],
+        GpuRequest(mig_profiles=("2g.10gb",)), "alice", quota, inventory, state, ["thesis"]
     )
     assert state.user_gpu_equivalents("alice") + placement.gpu_equivalents == 1
 
@@ -605,7 +624,7 @@ def test_only_a_larger_instance_over_quota_is_no_capacity(inventory: Inventory) 
 
 
 def test_unlimited_user_gets_plain_best_fit(inventory: Inventory) -> None:
-    request = GpuRequest(mig_profiles=("3g.20gb", "1g.5gb"))
+    request = GpuRequest(mig_profiles=("1g.10gb",))
     assert allocate(request, "alice", UNLIMITED, inventory, AllocationState(), []) == place(
         request, inventory, AllocationState()
     )
@@ -665,10 +684,7 @@ quotas = st.one_of(
 )
 requests = st.one_of(
     st.builds(GpuRequest, whole_gpus=st.integers(1, 3)),
-    st.builds(
-        GpuRequest,
-        mig_profiles=st.lists(st.sampled_from(PROFILES), min_size=1, max_size=3).map(tuple),
-    ),
+    st.builds(GpuRequest, mig_profiles=st.sampled_from(PROFILES).map(lambda p: (p,))),
     st.just(GpuRequest()),
 )
 operations = st.lists(
@@ -768,27 +784,24 @@ def test_sequences_of_requests_and_releases_keep_every_invariant(
         check_invariants(state, inventory, quota_of, containers)
 
 
-def brute_force_cheapest(needs: Sequence[str], free: Sequence[Device]) -> Fraction | None:
-    """Cheapest injective assignment of MIG instances to profiles, or None if there is none."""
-    best: Fraction | None = None
-    for chosen in itertools.permutations(free, len(needs)):
-        if all(
-            d.slices >= mig_profile_slices(p) and d.memory_mib >= mig_profile_memory_mib(p)
-            for p, d in zip(needs, chosen, strict=True)
-        ):
-            cost = sum((d.gpu_equivalents for d in chosen), Fraction(0))
-            best = cost if best is None else min(best, cost)
-    return best
+def brute_force_cheapest(need: str, free: Sequence[Device]) -> Fraction | None:
+    """The least GPU-equivalents of a free MIG instance that serves ``need``, or None."""
+    serving = [
+        d.gpu_equivalents
+        for d in free
+        if d.slices >= mig_profile_slices(need) and d.memory_mib >= mig_profile_memory_mib(need)
+    ]
+    return min(serving, default=None)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     layouts=st.lists(mig_layouts(), min_size=1, max_size=2),
     taken=st.sets(st.integers(0, 13)),
-    needs=st.lists(st.sampled_from(PROFILES), min_size=1, max_size=3),
+    need=st.sampled_from(PROFILES),
 )
 def test_mig_best_fit_is_complete_and_cheapest(
-    layouts: list[tuple[str, ...]], taken: set[int], needs: list[str]
+    layouts: list[tuple[str, ...]], taken: set[int], need: str
 ) -> None:
     devices = [d for i, layout in enumerate(layouts) for d in mig_instances(i, layout)]
     inventory = Inventory(
@@ -797,15 +810,15 @@ def test_mig_best_fit_is_complete_and_cheapest(
     held = [d for i, d in enumerate(devices) if i in taken]
     state = state_of(holding("other", "bob", held))
     free = [d for d in devices if d not in held]
-    cheapest = brute_force_cheapest(needs, free)
-    request = GpuRequest(mig_profiles=tuple(needs))
+    cheapest = brute_force_cheapest(need, free)
+    request = GpuRequest(mig_profiles=(need,))
     if cheapest is None:
         with pytest.raises(NoCapacity):
             place(request, inventory, state)
     else:
         placement = place(request, inventory, state)
         assert placement.gpu_equivalents == cheapest
-        assert len(set(placement.uuids)) == len(needs)
+        assert len(placement.uuids) == 1
         assert not set(placement.uuids) & {d.uuid for d in held}
 
 

@@ -680,10 +680,7 @@ quotas = st.one_of(
 )
 gpu_requests = st.one_of(
     st.builds(GpuRequest, whole_gpus=st.sampled_from((1, 1, 2, 3))),
-    st.builds(
-        GpuRequest,
-        mig_profiles=st.lists(st.sampled_from(PROFILES[:3]), min_size=1, max_size=2).map(tuple),
-    ),
+    st.builds(GpuRequest, mig_profiles=st.sampled_from(PROFILES[:3]).map(lambda p: (p,))),
     st.builds(GpuRequest, mig_profiles=st.sampled_from(PROFILES).map(lambda p: (p,))),
 )
 scenario_policies = st.sampled_from(

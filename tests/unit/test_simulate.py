@@ -73,11 +73,11 @@ def test_a_trace_parses_in_submission_order() -> None:
         "user,group,submit_hours,gpus,mig,duration_hours,idle_tail_hours\n"
         "\n"
         "bob,phd,2.5,2,,10,0.5\n"
-        "alice,msc,0.25,0,3g.20gb+1g.5gb,1.5,0\n",
+        "alice,msc,0.25,0,3g.20gb,1.5,0\n",
         "t.csv",
     )
     assert [(j.line, j.user, j.submit_hours) for j in jobs] == [(5, "alice", 0.25), (4, "bob", 2.5)]
-    assert jobs[0].request.mig_profiles == ("3g.20gb", "1g.5gb")
+    assert jobs[0].request.mig_profiles == ("3g.20gb",)
     assert jobs[1].request.whole_gpus == 2
     assert (jobs[1].duration_hours, jobs[1].idle_tail_hours) == (10.0, 0.5)
 
@@ -96,6 +96,7 @@ def test_a_trace_parses_in_submission_order() -> None:
         (trace("0,alice,lab,1.5,,1,0"), "t.csv:2: gpus must be a whole number 0..64"),
         (trace("0,alice,lab,0,,1,0"), "t.csv:2: the job asks for no GPU"),
         (trace("0,alice,lab,1,1g.5gb,1,0"), "t.csv:2: A container gets either whole GPUs"),
+        (trace("0,alice,lab,0,3g.20gb+1g.5gb,1,0"), "t.csv:2: A container gets one MIG instance"),
         (trace("0,alice,lab,0,1g.5GB,1,0"), "t.csv:2: Unknown MIG profile '1g.5GB'"),
         (trace("0,al ice,lab,1,,1,0"), "t.csv:2: user must be a name without spaces"),
         (

@@ -241,8 +241,8 @@ Your quota counts **GPU-equivalents**: a whole GPU is 1.0 and a slice is its sha
 the GPU (`3g.20gb` = 3/7 ≈ 0.43). Ask for whole GPUs with `--gpus N` or for a slice with
 `--mig PROFILE`; ds01 picks the smallest free slice that fits, so large slices stay free
 for large jobs. Every device is named by a UUID (`GPU-…` or `MIG-…`), which
-`container-list` and `gpu-status` show; inside the container, `CUDA_VISIBLE_DEVICES`
-names exactly those.""",
+`container-list` and `gpu-status` show; inside the container, `DS01_GPUS` and (where the
+GPUs are real) `CUDA_VISIBLE_DEVICES` name exactly those.""",
     ),
     "quotas": Concept(
         "Quotas and limits",
@@ -504,8 +504,10 @@ ask for, your per-container CPU, memory and process limits, your `~/workspace` a
 `/workspace`, and your own user inside. ds01d checks your quota before anything is
 created; a refusal changes nothing.
 
-- **GPUs**: `--gpus N` asks for N whole GPUs; `--mig PROFILE` (e.g. `3g.20gb`) for a MIG
-  slice, repeatable. Without either, the container has no GPU. Not both at once.
+- **GPUs**: `--gpus N` asks for N whole GPUs; `--mig PROFILE` (e.g. `3g.20gb`) for
+  one MIG slice: a CUDA process uses only one, so a second `--mig` is refused (exit 2);
+  ask for a larger profile, or whole GPUs. Without either, the container has no GPU.
+  Not both.
 - **Resources**: `--cpus`, `--memory`, `--shm-size` and `--disk` ask for less than your
   limits; more is refused (exit 3), never trimmed. Sizes are 1024-based: `16G`, `512M`.
   `--disk` bounds what the container writes outside `/workspace` and `/data` (its own

@@ -28,7 +28,7 @@ from ds01.cli.command import Command as Command  # re-exported: the table's entr
 from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
-from ds01.cli.parsing import ArgumentParser, LazySubParsers, UsageError
+from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
@@ -143,7 +143,11 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
     gpus = p.add_mutually_exclusive_group()
     gpus.add_argument("--gpus", "-g", type=_count, default=0, help="number of whole GPUs")
     gpus.add_argument(
-        "--mig", action="append", default=[], metavar="PROFILE", help="a MIG slice (repeatable)"
+        "--mig",
+        action=EveryUse,
+        default=[],
+        metavar="PROFILE",
+        help="a MIG slice, e.g. 3g.20gb (one per container)",
     )
     p.add_argument("--cpus", type=_positive_float, help="CPU cores [default: your limit]")
     p.add_argument("--memory", "-m", metavar="SIZE", help="memory, e.g. 16G [your limit]")

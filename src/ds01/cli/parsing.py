@@ -124,6 +124,22 @@ class ArgumentParser(argparse.ArgumentParser):
         return ""
 
 
+class EveryUse(argparse.Action):
+    """Collects every use of an option into a list, like argparse's ``append``, for an
+    option that is meant once: a repeat reaches ds01d, which decides and refuses it with
+    the reason (``--mig``: one MIG instance per container), instead of argparse keeping only
+    the last. Help pages do not call it repeatable."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+
+
 def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
     """Every option of ``parser`` and of the commands under it."""
     for action in parser._actions:
@@ -142,4 +158,4 @@ def _choices(parser: argparse.ArgumentParser) -> list[str]:
     ]
 
 
-__all__ = ["ArgumentParser", "LazySubParsers", "UsageError"]
+__all__ = ["ArgumentParser", "EveryUse", "LazySubParsers", "UsageError"]

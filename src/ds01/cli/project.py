@@ -189,11 +189,19 @@ def _git_init(target: Path) -> str:
 
 def configure_launch(p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``project-launch``."""
+    from ds01.cli.parsing import EveryUse  # loaded with the parser already: costs nothing
+
     p.add_argument("dir", metavar="DIR", nargs="?", default=".", help="the project [.]")
     p.add_argument("--name", metavar="NAME", help="container name [the project's]")
     gpus = p.add_mutually_exclusive_group()
     gpus.add_argument("--gpus", type=_gpus, help="whole GPUs [the project's gpus]")
-    gpus.add_argument("--mig", metavar="PROFILE", help="a MIG slice instead, e.g. 1g.10gb")
+    gpus.add_argument(
+        "--mig",
+        action=EveryUse,
+        default=[],
+        metavar="PROFILE",
+        help="a MIG slice instead, e.g. 1g.10gb (one per container)",
+    )
     p.add_argument("--rebuild", action="store_true", help="build the image even if it exists")
     p.add_argument("--background", "-b", action="store_true", help="do not open a terminal")
     p.add_argument(
@@ -246,8 +254,8 @@ def run_launch(args: argparse.Namespace) -> None:
         _relaunch(client, existing, reference, args)
         return
     argv = [name, "--image", reference, "--workspace", str(project)]
-    if args.mig:
-        argv += ["--mig", args.mig]
+    if args.mig:  # each one: container-deploy's request refuses a second with the reason
+        argv += [word for profile in args.mig for word in ("--mig", profile)]
     else:
         argv += ["--gpus", str(args.gpus if args.gpus is not None else settings["gpus"])]
     argv += [flag for flag, on in (("--background", args.background), ("--no-wait",

@@ -173,19 +173,39 @@ class _MigNeed(NamedTuple):
     memory_mib: int
 
 
+#: Why a container gets at most one MIG instance (the refusal of a request for more).
+ONE_MIG_INSTANCE_REASON = (
+    "a CUDA process uses only one MIG instance; ask for a larger profile, or whole GPUs "
+    "with --gpus"
+)
+
+
+def describe_gpus(whole_gpus: int, mig_profiles: Sequence[str]) -> str:
+    """Short human text of a GPU request: ``"2 whole GPUs"``, ``"3g.20gb"``, ``"no GPU"``.
+
+    Unchecked, so that it can also describe what was stored before a rule applied (a queue
+    entry that asked for two MIG instances).
+    """
+    if whole_gpus:
+        return f"{whole_gpus} whole GPU{'s' if whole_gpus > 1 else ''}"
+    return " + ".join(mig_profiles) or "no GPU"
+
+
 @dataclass(frozen=True)
 class GpuRequest:
-    """The GPUs one container asks for: ``whole_gpus`` whole GPUs *or* some MIG instances.
+    """The GPUs one container asks for: ``whole_gpus`` whole GPUs *or* one MIG instance.
 
-    A container gets either whole GPUs or MIG instances, never both: CUDA does not support
+    A container gets either whole GPUs or a MIG instance, never both: CUDA does not support
     mixing MIG and non-MIG devices in one process (the reference allocator saw CUDA errors
-    when it did), and a process can use at most one MIG device anyway. An empty request
-    means "no GPU".
-    ``mig_profiles`` may repeat a profile (two ``1g.5gb`` = two instances).
+    when it did). It gets at most one MIG instance: a CUDA process enumerates only one, so a
+    second would count against the quota and never be used (``ONE_MIG_INSTANCE_REASON``).
+    Whole GPUs may be several. An empty request means "no GPU". ``mig_profiles`` is a tuple
+    of at most one profile.
 
     Raises:
         InvalidInput: a count is not a non-negative integer, a profile is not of the form
-            ``<slices>g.<memory>gb``, or both kinds are requested.
+            ``<slices>g.<memory>gb``, more than one MIG instance is requested, or both kinds
+            are requested.
     """
 
     whole_gpus: int = 0
@@ -222,6 +242,12 @@ class GpuRequest:
                     "server.",
                     details={"mig_profile": profile},
                 ) from None
+        if len(self.mig_profiles) > 1:
+            raise InvalidInput(
+                f"A container gets one MIG instance, not {len(self.mig_profiles)} "
+                f"({', '.join(self.mig_profiles)}): {ONE_MIG_INSTANCE_REASON}.",
+                details={"mig_profiles": list(self.mig_profiles), "most": 1},
+            )
         if self.whole_gpus and self.mig_profiles:
             raise InvalidInput(
                 f"A container gets either whole GPUs or MIG instances, not both (asked for "
@@ -241,29 +267,26 @@ class GpuRequest:
         return self.whole_gpus + len(self.mig_profiles)
 
     def min_gpu_equivalents(self, total_slices: int = DEFAULT_TOTAL_SLICES) -> Fraction:
-        """The least this request can count for: each profile placed on an exact match.
+        """The least this request can count for: its profile placed on an exact match.
 
         ``total_slices`` is the slices of the GPUs the instances would come from (7 on
         A100/H100). A larger instance than asked for counts for more.
         """
         if total_slices < 1:
             raise ValueError(f"total_slices must be positive, got {total_slices}")
-        slices = sum(need.slices for need in self._mig_needs())
-        return self.whole_gpus + Fraction(slices, total_slices)
+        need = self._mig_need()
+        return self.whole_gpus + Fraction(need.slices if need else 0, total_slices)
 
-    def _mig_needs(self) -> list[_MigNeed]:
-        """Requested MIG profiles parsed, largest first (slices, then memory, then name)."""
-        needs = [
-            _MigNeed(p, mig_profile_slices(p), mig_profile_memory_mib(p)) for p in self.mig_profiles
-        ]
-        needs.sort(key=lambda n: (-n.slices, -n.memory_mib, n.profile))
-        return needs
+    def _mig_need(self) -> _MigNeed | None:
+        """The requested MIG profile parsed; ``None`` when it asks for no MIG instance."""
+        if not self.mig_profiles:
+            return None
+        [profile] = self.mig_profiles
+        return _MigNeed(profile, mig_profile_slices(profile), mig_profile_memory_mib(profile))
 
     def describe(self) -> str:
-        """Short human text: ``"2 whole GPUs"``, ``"3g.20gb + 1g.5gb"``, ``"no GPU"``."""
-        if self.whole_gpus:
-            return f"{self.whole_gpus} whole GPU{'s' if self.whole_gpus > 1 else ''}"
-        return " + ".join(self.mig_profiles) or "no GPU"
+        """Short human text: ``"2 whole GPUs"``, ``"3g.20gb"``, ``"no GPU"``."""
+        return describe_gpus(self.whole_gpus, self.mig_profiles)
 
 
 @dataclass(frozen=True)
@@ -382,52 +405,37 @@ def _place_whole_gpus(
 
 
 def _place_mig(
-    needs: Sequence[_MigNeed],
+    need: _MigNeed,
     free: Sequence[Device],
     max_gpu_equivalents: Fraction | None,
-) -> tuple[Device, ...]:
-    """Best fit for each need, largest need first.
+) -> Device:
+    """Best fit for ``need`` within ``max_gpu_equivalents``.
 
-    Each need gets the smallest free instance that satisfies it (slices, then memory); ties go
-    to the physical GPU with the fewest free slices (packing keeps large blocks free), then
-    the lowest GPU index, then the UUID. With a budget, an instance is skipped when taking it
-    would leave too little for the needs still to place (each at its cheapest), so the result
-    is exactly best fit whenever best fit is within budget, and never above budget.
+    The smallest free instance that satisfies it (slices, then memory); ties go to the
+    physical GPU with the fewest free slices (packing keeps large blocks free), then the
+    lowest GPU index, then the UUID. With a budget, instances that count for more are
+    skipped, so the result is best fit whenever best fit is within budget, and never above.
     """
     candidates = [d for d in free if d.kind == "mig"]
     free_slices: Counter[str] = Counter()
     for d in candidates:
         free_slices[d.gpu_uuid] += d.slices
-    largest_total = _largest_total_slices(candidates)
-    slices_still_needed = sum(n.slices for n in needs)
-    spent = Fraction(0)
-    chosen: list[Device] = []
-    for need in needs:
-        slices_still_needed -= need.slices
-        fitting = [d for d in candidates if _satisfies(d, need)]
-        affordable = fitting
-        if max_gpu_equivalents is not None:
-            allowance = max_gpu_equivalents - spent - Fraction(slices_still_needed, largest_total)
-            affordable = [d for d in fitting if d.gpu_equivalents <= allowance]
-        if not affordable:
-            raise _no_mig_capacity(
-                need, free, within_quota=bool(fitting), limit=max_gpu_equivalents
-            )
-        best = min(
-            affordable,
-            key=lambda d: (
-                d.slices,
-                _nominal_memory_mib(d),
-                free_slices[d.gpu_uuid],
-                d.gpu_index,
-                d.uuid,
-            ),
-        )
-        chosen.append(best)
-        candidates.remove(best)
-        free_slices[best.gpu_uuid] -= best.slices
-        spent += best.gpu_equivalents
-    return tuple(chosen)
+    fitting = [d for d in candidates if _satisfies(d, need)]
+    affordable = fitting
+    if max_gpu_equivalents is not None:
+        affordable = [d for d in fitting if d.gpu_equivalents <= max_gpu_equivalents]
+    if not affordable:
+        raise _no_mig_capacity(need, free, within_quota=bool(fitting), limit=max_gpu_equivalents)
+    return min(
+        affordable,
+        key=lambda d: (
+            d.slices,
+            _nominal_memory_mib(d),
+            free_slices[d.gpu_uuid],
+            d.gpu_index,
+            d.uuid,
+        ),
+    )
 
 
 def _no_mig_capacity(
@@ -479,9 +487,10 @@ def place(
             details={"requested": request.describe(), "free": []},
         )
     free = free_devices(inventory, state)
-    if request.whole_gpus:
+    need = request._mig_need()
+    if need is None:
         return Placement(_place_whole_gpus(request.whole_gpus, free, max_gpu_equivalents))
-    return Placement(_place_mig(request._mig_needs(), free, max_gpu_equivalents))
+    return Placement((_place_mig(need, free, max_gpu_equivalents),))
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,11 +547,10 @@ def check_mig_profiles_exist(request: GpuRequest, inventory: Inventory) -> None:
         NotFound: a profile no instance of ``inventory``, free or not, can serve.
     """
     instances = [d for d in inventory.devices if d.kind == "mig"]
-    missing = [
-        n.profile for n in request._mig_needs() if not any(_satisfies(d, n) for d in instances)
-    ]
-    if not missing:
+    need = request._mig_need()
+    if need is None or any(_satisfies(d, need) for d in instances):
         return
+    missing = [need.profile]
     here = sorted({d.profile for d in instances if d.profile}, key=mig_profile_slices)
     if here:
         instead = f"MIG profiles here: {', '.join(here)}. Ask for one of them"
@@ -657,6 +665,7 @@ def allocate(
 
 __all__ = [
     "DEFAULT_TOTAL_SLICES",
+    "ONE_MIG_INSTANCE_REASON",
     "AllocationState",
     "GpuRequest",
     "Holding",
@@ -665,6 +674,7 @@ __all__ = [
     "check_container_count",
     "check_mig_profiles_exist",
     "describe_devices",
+    "describe_gpus",
     "equivalents_to_float",
     "format_equivalents",
     "free_devices",

@@ -37,7 +37,7 @@ from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.resolve import groups_of, resolve_aggregate
 from ds01.config.sections import account_name_checker
-from ds01.core.allocation import GpuRequest, equivalents_to_float
+from ds01.core.allocation import describe_gpus, equivalents_to_float
 from ds01.core.mig import GpuPlan, Layout, plan_mig
 from ds01.daemon import queue_view
 from ds01.daemon import schemas as api
@@ -404,7 +404,7 @@ def _removal_actions(removal: _Removal) -> tuple[list[str], list[str]]:
     workspace, directory, name = removal.workspace, removal.archive_into, removal.name
     actions = [
         f"cancel queued request {q.id} ({q.container}: "
-        f"{GpuRequest(whole_gpus=q.whole_gpus, mig_profiles=q.mig_profiles).describe()})"
+        f"{describe_gpus(q.whole_gpus, q.mig_profiles)})"
         for q in removal.queued
     ]
     actions += [f"stop and remove container {r.name} ({r.status})" for r in removal.records]

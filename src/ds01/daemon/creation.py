@@ -111,6 +111,43 @@ def container_resources(
     return resources_for(ask, ceilings, host_cpus)
 
 
+@dataclass(frozen=True)
+class GpuExposure:
+    """How a container's devices reach it: its GPU variables, the devices Docker asks the
+    NVIDIA Container Toolkit for (a ``DeviceRequest`` by UUID), and stand-in device nodes."""
+
+    environment: dict[str, str]
+    gpu_uuids: tuple[str, ...] = ()
+    device_nodes: tuple[str, ...] = ()
+
+
+def gpu_exposure(backend: str, devices: tuple[Device, ...]) -> GpuExposure:
+    """The GPU part of a container's spec under GPU backend ``backend``.
+
+    ``DS01_GPUS`` names the devices ds01 allocated (UUIDs, comma-separated; empty for none)
+    under every backend. With ``nvml`` the devices are real: ``NVIDIA_VISIBLE_DEVICES`` and
+    ``CUDA_VISIBLE_DEVICES`` name them, and Docker asks the toolkit for them by UUID. With
+    the simulated backend they do not exist, so both variables say ``void`` and no made-up
+    UUID reaches a real runtime: on a host whose Docker default runtime is ``nvidia``, the
+    runtime reads ``NVIDIA_VISIBLE_DEVICES`` and would fail the start on a device it cannot
+    find. Simulated GPUs reach the container only as their stand-in device nodes, where
+    ``gpu-config.yaml`` gives them. Without devices both variables say ``void`` under every
+    backend, which also overrides an image's own ``ENV NVIDIA_VISIBLE_DEVICES=all``.
+    """
+    uuids = tuple(d.uuid for d in devices)
+    listed = ",".join(uuids)
+    real = backend == "nvml"
+    visible = (listed if real else "") or L.NO_GPU_DEVICES
+    environment = {
+        "NVIDIA_VISIBLE_DEVICES": visible,
+        "CUDA_VISIBLE_DEVICES": visible,
+        L.GPUS_ENV: listed,
+    }
+    if real:
+        return GpuExposure(environment, gpu_uuids=uuids)
+    return GpuExposure(environment, device_nodes=device_nodes(devices))
+
+
 def device_nodes(devices: tuple[Device, ...]) -> tuple[str, ...]:
     """``--device`` entries for simulated GPUs that have a stand-in device node."""
     nodes: dict[str, str] = {}
@@ -543,7 +580,7 @@ class Creation:
             workspace=str(prepared.workspace),
             data=str(prepared.data) if prepared.data else None,
             framework=prepared.framework,
-            visible_devices=",".join(uuids) if uuids else "void",
+            visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
         ).as_dict()
 
     def _spec(
@@ -551,15 +588,13 @@ class Creation:
     ) -> ContainerSpec:
         ctx = self.context
         owner, resources, data = prepared.owner, prepared.resources, prepared.data
-        uuids = placement.uuids
-        visible = ",".join(uuids) if uuids else "void"
+        gpus = gpu_exposure(inventory.backend, placement.devices)
         # Docker binds the staging paths; ``launch`` mounts the owner's directories there.
         inside = [CONTAINER_WORKSPACE] + ([CONTAINER_DATA] if data else [])
         mounts = [
             (str(ctx.staging.prepare(prepared.docker_name, path.strip("/"))), path)
             for path in inside
         ]
-        through_toolkit = inventory.backend == "nvml"
         token = prepared.jupyter_token
         return ContainerSpec(
             docker_name=prepared.docker_name,
@@ -568,8 +603,7 @@ class Creation:
             hostname=prepared.name,
             labels=self._labels(prepared, placement, request_id),
             environment={
-                "NVIDIA_VISIBLE_DEVICES": visible,
-                "CUDA_VISIBLE_DEVICES": visible,
+                **gpus.environment,
                 "HOME": CONTAINER_WORKSPACE,
                 "USER": owner.name,
                 "DS01_CONTAINER": prepared.name,
@@ -587,11 +621,11 @@ class Creation:
             rotating_log_driver=ctx.engine.logging_driver
             if ctx.engine.logging_driver in ROTATING_LOG_DRIVERS
             else None,
-            gpu_uuids=uuids if through_toolkit else (),
-            device_nodes=() if through_toolkit else device_nodes(placement.devices),
+            gpu_uuids=gpus.gpu_uuids,
+            device_nodes=gpus.device_nodes,
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
-            extra=device_group(uuids if through_toolkit else ()),
+            extra=device_group(gpus.gpu_uuids),
         )
 
 
@@ -606,7 +640,9 @@ def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:
 __all__ = [
     "DEFAULT_SLICE_GROUP",
     "Creation",
+    "GpuExposure",
     "container_resources",
     "created_info",
     "device_nodes",
+    "gpu_exposure",
 ]

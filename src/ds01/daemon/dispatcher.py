@@ -47,7 +47,7 @@ from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
-from ds01.errors import Ds01Error, NotFound, PolicyError, QuotaExceeded
+from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import utc_now
 from ds01.model.device import Inventory
 from ds01.model.labels import container_name
@@ -281,13 +281,18 @@ class GpuDispatcher(PeriodicPass):
                 self._fail(entry, f"its owner cannot be resolved any more: {resolved.message}")
                 continue
             owner, limits = resolved
+            try:
+                request = GpuRequest(whole_gpus=entry.whole_gpus, mig_profiles=entry.mig_profiles)
+            except InvalidInput as exc:  # queued before a rule applied (two MIG instances)
+                self._fail(entry, exc.message)
+                continue
             mine = tuple(n for n in names_of.get(entry.uid, ()) if n != entry.container)
             group = limits.groups[0] if limits.groups else entry.group
             pending = PendingRequest(
                 id=entry.id,
                 user=entry.user,
                 group=group,
-                request=GpuRequest(whole_gpus=entry.whole_gpus, mig_profiles=entry.mig_profiles),
+                request=request,
                 quota=limits.gpu_quota(),
                 priority=int(limits.priority or 0),
                 submitted_at=datetime.fromisoformat(entry.submitted_at),

@@ -25,7 +25,7 @@ from ds01.core.allocation import equivalents_to_float
 from ds01.core.findings import exit_code
 from ds01.core.gpu_check import ContainerTest, GpuCheckFacts, gpu_check_findings
 from ds01.daemon import schemas as api
-from ds01.daemon.creation import device_group
+from ds01.daemon.creation import device_group, gpu_exposure
 from ds01.daemon.doctor import DOCKER_TIMEOUT_SECONDS
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
@@ -88,23 +88,21 @@ def _container_test(
     runtime = service.runtime
     if runtime.local_image(image) is None:
         return None, f"image {image} is not on this machine (nothing is pulled)"
+    gpus = gpu_exposure(inventory.backend, (device,))  # as a container of ds01's gets it
     spec = ContainerSpec(
         docker_name=f"ds01-gpu-check-{secrets.token_hex(4)}",
         image=image,
         user=TEST_USER,
         hostname="ds01-gpu-check",
         labels={},
-        environment={
-            "NVIDIA_VISIBLE_DEVICES": device.uuid,
-            "NVIDIA_DRIVER_CAPABILITIES": "utility",
-        },
+        environment={**gpus.environment, "NVIDIA_DRIVER_CAPABILITIES": "utility"},
         mounts=(),
         cgroup_parent="",
-        gpu_uuids=(device.uuid,),
+        gpu_uuids=gpus.gpu_uuids,
         network="none",
         working_dir="/",
         command=("nvidia-smi", "-L"),
-        extra=device_group((device.uuid,)),
+        extra=device_group(gpus.gpu_uuids),
     )
     try:
         code, output = runtime.run_to_end(spec, TEST_TIMEOUT_SECONDS)

@@ -33,7 +33,12 @@ from ds01.runtime.store import QueuedRequest, QueueKind
 
 def released_request(record: ContainerRecord, inventory: Inventory) -> GpuRequest:
     """What a released container asks for again: as many whole GPUs, or the same MIG
-    profiles, as its labels record."""
+    profile, as its labels record.
+
+    Raises:
+        InvalidInput: a device it held is gone, or it held several MIG instances (made
+            before a container got at most one).
+    """
     by_uuid = inventory.by_uuid()
     devices = [by_uuid.get(u) for u in record.labels.get(L.GPUS, "").split(",") if u]
     if any(d is None for d in devices):
@@ -42,10 +47,16 @@ def released_request(record: ContainerRecord, inventory: Inventory) -> GpuReques
             "changed?). Re-create it: your files in /workspace are kept."
         )
     known = [d for d in devices if d is not None]
-    return GpuRequest(
-        whole_gpus=sum(1 for d in known if d.kind == "gpu"),
-        mig_profiles=tuple(d.profile or "" for d in known if d.kind == "mig"),
-    )
+    try:
+        return GpuRequest(
+            whole_gpus=sum(1 for d in known if d.kind == "gpu"),
+            mig_profiles=tuple(d.profile or "" for d in known if d.kind == "mig"),
+        )
+    except InvalidInput as exc:  # made before a container got at most one MIG instance
+        raise InvalidInput(
+            f"{record.name} held several MIG instances, which ds01 no longer gives one "
+            f"container ({exc.message}) Re-create it: your files in /workspace are kept."
+        ) from None
 
 
 class QueueDesk:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from ds01.core.allocation import GpuRequest
+from ds01.core.allocation import describe_gpus
 from ds01.core.scheduler import LinePlace, line_places
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
@@ -43,9 +43,7 @@ class _Snapshot:
             user=entry.user,
             container=entry.container,
             kind=entry.kind,
-            request=GpuRequest(
-                whole_gpus=entry.whole_gpus, mig_profiles=entry.mig_profiles
-            ).describe(),
+            request=describe_gpus(entry.whole_gpus, entry.mig_profiles),
             state=entry.state,
             submitted_at=entry.submitted_at,
             ended_at=entry.ended_at,

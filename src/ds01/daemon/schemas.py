@@ -43,7 +43,11 @@ class CreateContainerRequest(_Model):
     name: str = Field(description="Container name as the user sees it, e.g. 'thesis'.")
     image: str = Field(description="Registry name from images.yaml or an allowed local reference.")
     gpus: int = Field(default=0, ge=0, le=64, description="Number of whole GPUs.")
-    mig: list[str] = Field(default_factory=list, description="MIG profiles, e.g. ['3g.20gb'].")
+    mig: list[str] = Field(
+        default_factory=list,
+        description="A MIG profile, e.g. ['3g.20gb']: at most one (a CUDA process uses only "
+        "one MIG instance; more is refused with exit code 2). Not with gpus.",
+    )
     # Docker's smallest CPU limit is 0.01; less would round to 0, which means "no limit".
     cpus: float | None = Field(default=None, ge=0.01, description="CPU cores; default: quota.")
     memory: str | None = Field(default=None, description="Memory, e.g. '16G'; default: quota.")

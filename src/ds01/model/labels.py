@@ -40,6 +40,13 @@ JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
 
+# In a container's environment: the devices ds01 allocated to it (UUIDs, comma-separated,
+# empty for none), under every GPU backend; the NVIDIA toolkit's variables name them only
+# where they are real (``ds01.daemon.creation.gpu_exposure``).
+GPUS_ENV = "DS01_GPUS"
+# The NVIDIA Container Toolkit's "no GPU" value of NVIDIA_VISIBLE_DEVICES.
+NO_GPU_DEVICES = "void"
+
 # On a network: ds01's network of one user's containers (value ``NETWORK_USER``), with ``UID``
 # and the ds01d instance that created it (an instance removes only what it created).
 NETWORK = "ds01.network"
@@ -123,7 +130,8 @@ class ContainerLabels:
     """What ds01d records on a container it creates; :meth:`as_dict` is the label set.
 
     Sizes are in bytes and CPUs in cores, ``None`` meaning unlimited; ``created_at`` is ISO
-    8601 UTC; ``visible_devices`` is what the container's ``NVIDIA_VISIBLE_DEVICES`` says.
+    8601 UTC; ``visible_devices`` names the devices it was given as the NVIDIA toolkit would
+    (UUIDs, or ``void`` for none), whatever the GPU backend.
     """
 
     user: str

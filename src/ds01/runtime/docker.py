@@ -201,6 +201,69 @@ class ContainerSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def create_arguments(api: docker.APIClient, spec: ContainerSpec) -> dict[str, Any]:
+    """The keyword arguments of ``APIClient.create_container`` for ``spec``, with
+    ``host_config`` the HostConfig payload Docker receives (docker-py's own types and
+    checks); builds and sends nothing else, so tests can read exactly what a create asks.
+
+    GPUs the NVIDIA Container Toolkit provides (``spec.gpu_uuids``, real devices) are one
+    ``DeviceRequest`` for those UUIDs with the ``gpu`` capability and the default driver;
+    stand-in device nodes (simulated GPUs) are plain ``--device`` entries.
+    """
+    device_requests = (
+        [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
+        if spec.gpu_uuids
+        else None
+    )
+    host_config = api.create_host_config(
+        init=True,
+        privileged=False,
+        cap_drop=list(spec.cap_drop),
+        security_opt=list(spec.security_opt),
+        cgroup_parent=spec.cgroup_parent,
+        nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+        mem_limit=spec.memory_bytes,
+        # Same as memory: no swap beyond the memory limit.
+        memswap_limit=spec.memory_bytes,
+        shm_size=spec.shm_size_bytes,
+        pids_limit=spec.pids_limit,
+        mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
+        devices=list(spec.device_nodes) or None,
+        device_requests=device_requests,
+        network_mode=spec.network,
+        storage_opt={"size": str(spec.storage_size_bytes)} if spec.storage_size_bytes else None,
+        log_config=LogConfig(
+            type=spec.rotating_log_driver,
+            config={"max-size": str(CONTAINER_LOG_MAX_BYTES), "max-file": "2"},
+        )
+        if spec.rotating_log_driver
+        else None,
+        port_bindings={
+            c: (PUBLISH_HOST_IP,) if h is None else (PUBLISH_HOST_IP, h) for c, h in spec.ports
+        }
+        or None,
+        **spec.extra,
+    )
+    # Docker's NetworkingConfig maps network names to endpoints (its stub says otherwise).
+    endpoints: Any = {spec.network: api.create_endpoint_config(aliases=list(spec.network_aliases))}
+    return {
+        "image": spec.image,
+        "name": spec.docker_name,
+        "hostname": spec.hostname,
+        "user": spec.user,
+        "environment": spec.environment,
+        "labels": spec.labels,
+        "working_dir": spec.working_dir,
+        "stop_signal": spec.stop_signal,
+        "host_config": host_config,
+        "ports": [c for c, _ in spec.ports] or None,
+        "networking_config": NetworkingConfig(endpoints) if spec.network_aliases else None,
+        "command": list(spec.command) if spec.command is not None else None,
+        "tty": True,
+        "stdin_open": True,
+    }
+
+
 @dataclass(frozen=True)
 class ContainerRecord:
     """A ds01-managed container as Docker reports it (from one list call)."""
@@ -374,62 +437,9 @@ class DockerRuntime(DockerImages, DockerNetworks):
 
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container; return its id."""
-        device_requests = (
-            [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
-            if spec.gpu_uuids
-            else None
-        )
-        host_config = self.api.create_host_config(
-            init=True,
-            privileged=False,
-            cap_drop=list(spec.cap_drop),
-            security_opt=list(spec.security_opt),
-            cgroup_parent=spec.cgroup_parent,
-            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
-            mem_limit=spec.memory_bytes,
-            # Same as memory: no swap beyond the memory limit.
-            memswap_limit=spec.memory_bytes,
-            shm_size=spec.shm_size_bytes,
-            pids_limit=spec.pids_limit,
-            mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
-            devices=list(spec.device_nodes) or None,
-            device_requests=device_requests,
-            network_mode=spec.network,
-            storage_opt={"size": str(spec.storage_size_bytes)} if spec.storage_size_bytes else None,
-            log_config=LogConfig(
-                type=spec.rotating_log_driver,
-                config={"max-size": str(CONTAINER_LOG_MAX_BYTES), "max-file": "2"},
-            )
-            if spec.rotating_log_driver
-            else None,
-            port_bindings={
-                c: (PUBLISH_HOST_IP,) if h is None else (PUBLISH_HOST_IP, h) for c, h in spec.ports
-            }
-            or None,
-            **spec.extra,
-        )
-        # Docker's NetworkingConfig maps network names to endpoints (its stub says otherwise).
-        endpoints: Any = {
-            spec.network: self.api.create_endpoint_config(aliases=list(spec.network_aliases))
-        }
-        networking = NetworkingConfig(endpoints) if spec.network_aliases else None
+        arguments = create_arguments(self.api, spec)
         with docker_errors(f"creating container {spec.docker_name}"):
-            response = self.api.create_container(
-                image=spec.image,
-                name=spec.docker_name,
-                hostname=spec.hostname,
-                user=spec.user,
-                environment=spec.environment,
-                labels=spec.labels,
-                working_dir=spec.working_dir,
-                stop_signal=spec.stop_signal,
-                host_config=host_config,
-                ports=[c for c, _ in spec.ports] or None,
-                networking_config=networking,
-                command=list(spec.command) if spec.command is not None else None,
-                tty=True,
-                stdin_open=True,
-            )
+            response = self.api.create_container(**arguments)
         return str(response["Id"])
 
     def run_to_end(self, spec: ContainerSpec, timeout_seconds: float) -> tuple[int, str]:

@@ -8,8 +8,9 @@ Columns (header required, any order)::
 
 - ``submit_hours``: when the job is submitted, in hours from the start of the trace (>= 0).
 - ``user``, ``group``: who submits it and their config group (a user has one group).
-- ``gpus``: whole GPUs (0..64); ``mig``: MIG profiles joined by ``+`` (``3g.20gb+1g.5gb``)
-  or empty. A job asks for one kind, never both, and for at least one device.
+- ``gpus``: whole GPUs (0..64); ``mig``: one MIG profile (``3g.20gb``) or empty. A job asks
+  for one kind, never both, and for at least one device; like a container, it gets at most
+  one MIG instance (``3g.20gb+1g.5gb`` is refused with the reason).
 - ``duration_hours``: how long the job computes once started (>= 0).
 - ``idle_tail_hours``: how long its container then stays allocated doing nothing (a
   forgotten notebook) before its owner stops it (>= 0).
