@@ -156,6 +156,29 @@ class GpuBackend(abc.ABC):
         """
         raise SystemFault(f"The {self.name} GPU backend cannot change MIG layouts.")
 
+    def create_mig_instance(self, gpu: PhysicalGpu, profile: str, start: int) -> Device:
+        """Make one MIG instance of ``profile`` (a GPU instance and a compute instance that
+        takes all of it) at memory slice ``start`` of ``gpu``, beside its other instances,
+        which are left as they are; return the new device. The caller holds the allocation
+        lock. Afterwards :meth:`inventory` lists it.
+
+        Raises:
+            ds01.errors.SystemFault: the driver refused (the place is taken, no such
+                profile); nothing was made.
+        """
+        raise SystemFault(f"The {self.name} GPU backend cannot make MIG instances.")
+
+    def destroy_mig_instance(self, gpu: PhysicalGpu, device_uuid: str) -> None:
+        """Destroy the MIG instance ``device_uuid`` of ``gpu`` and nothing else. The caller
+        makes sure no container holds it and holds the allocation lock.
+
+        Raises:
+            ds01.errors.DeviceInUse: a process still runs on it (NVML's ``InUse``): try
+                again later.
+            ds01.errors.SystemFault: the driver refused for another reason.
+        """
+        raise SystemFault(f"The {self.name} GPU backend cannot destroy MIG instances.")
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release driver handles or other resources; idempotent. Default: nothing to do."""
 
