@@ -191,7 +191,7 @@ def _candidates(view: GpuView, profile: str) -> list[tuple[tuple[int, ...], Crea
         return []
     before = largest_makeable(table, occupied)
     placements_before = _placements_left(table, occupied)
-    found = []
+    found: list[tuple[tuple[int, ...], CreateSlice]] = []
     for start in free_starts(table, profile, occupied):
         after = [*occupied, PlacedInstance(profile, start, shape.size)]
         key = (

@@ -88,6 +88,10 @@ class DeviceStatus(_Model):
     gpu_equivalents: float
     reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
     holder: Holder | None
+    on_demand: bool = Field(
+        default=False,
+        description="A MIG slice ds01d made on demand (mig_layout: dynamic); destroyed once free.",
+    )
 
 
 class UnusableGpu(_Model):

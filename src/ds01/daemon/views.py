@@ -109,9 +109,15 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
 
 
 def device_status(
-    device: Device, inventory: Inventory, holding: Holding | None, viewer: Caller | None = None
+    device: Device,
+    inventory: Inventory,
+    holding: Holding | None,
+    viewer: Caller | None = None,
+    *,
+    on_demand: bool = False,
 ) -> api.DeviceStatus:
     """One device as ``gpu-status`` shows it to ``viewer``, with its holder (``None``: free).
+    ``on_demand``: a MIG slice ds01d made on demand.
 
     Everyone sees who holds a device; the container's name only its owner and admins (a
     name can tell what someone works on). ``viewer`` ``None``: the full view.
@@ -130,7 +136,14 @@ def device_status(
         gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
         reserved=device.uuid in inventory.reserved,
         holder=holder,
+        on_demand=on_demand,
     )
+
+
+def _dynamic(ctx: DaemonContext, gpu: api.UnusableGpu) -> bool:
+    """A GPU with MIG on demand: no instance yet is not unusable, slices are made for it."""
+    dynamic = ctx.config().gpus.dynamic_mig()
+    return gpu.index in dynamic or gpu.uuid in dynamic
 
 
 def allocated_equivalents(inventory: Inventory, held: dict[str, Holding]) -> Fraction:
@@ -210,13 +223,17 @@ class Views:
         ctx = self.context
         inventory = ctx.backend.inventory()
         held = allocation_state(ctx.records()).held()
+        on_demand = set(ctx.store.on_demand_slices())
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
             devices=[
-                device_status(d, inventory, held.get(d.uuid), caller) for d in inventory.devices
+                device_status(
+                    d, inventory, held.get(d.uuid), caller, on_demand=d.uuid in on_demand
+                )
+                for d in inventory.devices
             ],
-            unusable=unusable_gpus(inventory),
+            unusable=[u for u in unusable_gpus(inventory) if not _dynamic(ctx, u)],
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
             allocated_gpu_equivalents=equivalents_to_float(allocated_equivalents(inventory, held)),
             queued_requests=len(ctx.store.queued()),

@@ -210,10 +210,12 @@ class GpuBackend(abc.ABC):
             devices=tuple(devices),
             reserved=frozenset(self.config.reserved),
         )
+        dynamic = self.config.dynamic_mig()
         all_notes = [*notes] + [
             f"GPU {gpu.index} has MIG on and no MIG instance: it is unusable until "
             "instances are created."
             for gpu in inventory.unusable_gpus()
+            if gpu.index not in dynamic and gpu.uuid not in dynamic  # made on demand
         ]
         return dataclasses.replace(inventory, message=" ".join(all_notes) or None)
 

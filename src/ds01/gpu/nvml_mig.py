@@ -318,9 +318,10 @@ def destroy_one(nvml: ModuleType, handle: Any, gpu_index: int, instance_id: int)
         _destroy_gpu_instance(nvml, nvml.nvmlDeviceGetGpuInstanceById(handle, instance_id))
     except nvml.NVMLError as exc:
         what = f"GPU {gpu_index}: destroying MIG GPU instance {instance_id} failed: NVML: {exc}"
-        if isinstance(exc, getattr(nvml, "NVMLError_InUse", ())):
-            raise DeviceInUse(what + " (a process still runs on it)") from exc
-        raise SystemFault(what) from exc
+        cause: BaseException = exc
+        if isinstance(cause, getattr(nvml, "NVMLError_InUse", ())):
+            raise DeviceInUse(what + " (a process still runs on it)") from cause
+        raise SystemFault(what) from cause
 
 
 def apply_steps(
