@@ -283,10 +283,13 @@ class Creation:
         """Under the allocation lock: ``admit`` over the inventory with the MIG slice a
         dynamic GPU could make for the request (``MigOnDemand.planned_for``); the slice is
         made only when the decision picks it. Returns the placement and the inventory it
-        is on. Raises as ``admit``, and ``NotFound`` for a profile nothing can serve."""
+        is on. Raises as ``admit``, and ``NotFound`` for a profile no instance can serve and no
+        dynamic GPU can make."""
         held = set(allocation_state(records).held()) | self.context.status.queue_reserved
-        planned = self.gates.mig.planned_for(prepared.gpu_request.mig_profiles, inventory, held)
-        check_mig_profiles_exist(prepared.gpu_request, planned)
+        profiles = prepared.gpu_request.mig_profiles
+        planned = self.gates.mig.planned_for(profiles, inventory, held)
+        if not self.gates.mig.can_make(profiles, inventory):
+            check_mig_profiles_exist(prepared.gpu_request, planned)
         placement = self.admit(prepared, records, planned)
         return self.gates.mig.materialize(placement, planned, prepared.owner.name)
 

@@ -90,6 +90,16 @@ class MigOnDemand:
                 views.append(view)
         return views
 
+    def can_make(self, profiles: Sequence[str], inventory: Inventory) -> bool:
+        """Whether a dynamic GPU offers every profile of ``profiles`` (so a request for them
+        can wait for room even when no instance of them exists now)."""
+        tables = [
+            table
+            for gpu, _ in self._dynamic_gpus(inventory)
+            if (table := self.context.backend.mig_placements(gpu)) is not None
+        ]
+        return bool(profiles) and all(any(t.shape(p) is not None for t in tables) for p in profiles)
+
     def planned_for(
         self, profiles: Sequence[str], inventory: Inventory, held: Iterable[str]
     ) -> Inventory:
