@@ -272,9 +272,5 @@ class MigOnDemand:
         )
         return True
 
-    def on_demand(self) -> set[str]:
-        """UUIDs of the slices made on demand (for ``gpu-status``)."""
-        return set(self.context.store.on_demand_slices())
-
 
 __all__ = ["MigOnDemand"]

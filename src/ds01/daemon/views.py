@@ -8,6 +8,7 @@ request is about, ``LimitsEnforcement.usage_of``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -140,19 +141,16 @@ def device_status(
     )
 
 
-def _dynamic(ctx: DaemonContext, gpu: api.UnusableGpu) -> bool:
-    """A GPU with MIG on demand: no instance yet is not unusable, slices are made for it."""
-    dynamic = ctx.config().gpus.dynamic_mig()
-    return gpu.index in dynamic or gpu.uuid in dynamic
-
-
 def allocated_equivalents(inventory: Inventory, held: dict[str, Holding]) -> Fraction:
     """GPU-equivalents of the inventory's devices that ``held`` (UUID → holder) holds."""
     return sum((d.gpu_equivalents for d in inventory.devices if d.uuid in held), start=Fraction(0))
 
 
-def unusable_gpus(inventory: Inventory) -> list[api.UnusableGpu]:
-    """GPUs with MIG mode on and no instance: present, but nothing can run on them."""
+def unusable_gpus(
+    inventory: Inventory, dynamic: Collection[int | str] = ()
+) -> list[api.UnusableGpu]:
+    """GPUs with MIG mode on and no instance: present, but nothing can run on them. A GPU in
+    ``dynamic`` (MIG on demand, by index or UUID) is not: slices are made for it."""
     return [
         api.UnusableGpu(
             index=g.index,
@@ -161,6 +159,7 @@ def unusable_gpus(inventory: Inventory) -> list[api.UnusableGpu]:
             reason="MIG mode is on but no MIG instance exists",
         )
         for g in inventory.unusable_gpus()
+        if g.index not in dynamic and g.uuid not in dynamic
     ]
 
 
@@ -233,7 +232,7 @@ class Views:
                 )
                 for d in inventory.devices
             ],
-            unusable=[u for u in unusable_gpus(inventory) if not _dynamic(ctx, u)],
+            unusable=unusable_gpus(inventory, ctx.config().gpus.dynamic_mig()),
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
             allocated_gpu_equivalents=equivalents_to_float(allocated_equivalents(inventory, held)),
             queued_requests=len(ctx.store.queued()),
