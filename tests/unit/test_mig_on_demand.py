@@ -197,6 +197,15 @@ def test_dynamic_in_mig_layout_is_validated_and_planned() -> None:
     assert plans[0].status == "unchanged"
     assert plans[1].status == "apply"
     assert [s.action for s in plans[1].steps] == ["enable_mig", "create"]
+    # A baseline that does not fit the GPU's placements is refused, MIG on or off.
+    unfit = Layout.of(
+        GpuConfig.model_validate(
+            {"mig_layout": {0: {"dynamic": ["3g.20gb", "3g.20gb", "1g.5gb"]}}}
+        ).dynamic_mig()[0]
+    )
+    tables = {0: A100_40GB_TABLE, 1: A100_40GB_TABLE}
+    for plan in plan_mig(inventory, {0: unfit, 1: unfit}, {}, tables=tables):
+        assert plan.status == "invalid" and "placement rules" in plan.reason
 
 
 # -- properties --------------------------------------------------------------------------------

@@ -266,13 +266,8 @@ def _plan_gpu(
 
     if wanted is None:
         return plan("unmanaged", "not in mig_layout: left as it is")
-    if wanted.dynamic and gpu.mig_enabled:
-        return plan(
-            "unchanged",
-            "MIG on demand: ds01d makes and destroys instances as requests come and go",
-        )
     steps = steps_between(instances, gpu.mig_enabled, wanted)
-    if not steps:
+    if not steps and not wanted.dynamic:
         return plan("unchanged", "already as desired")
     problem = _problem(gpu, wanted, offered)
     if problem is None and table is not None and wanted.mig:
@@ -281,6 +276,11 @@ def _plan_gpu(
             problem = f"the instances do not fit the GPU's placement rules: {placed.reason}"
         else:
             steps = steps_between(instances, gpu.mig_enabled, wanted, placed)
+    if problem is None and wanted.dynamic and gpu.mig_enabled:
+        return plan(
+            "unchanged",
+            "MIG on demand: ds01d makes and destroys instances as requests come and go",
+        )
     if problem is not None:
         return plan("invalid", problem)
     devices = [gpu.uuid, *(d.uuid for d in instances)]
