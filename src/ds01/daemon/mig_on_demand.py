@@ -70,7 +70,7 @@ class MigOnDemand:
         dynamic = self.context.config().gpus.dynamic_mig()
         found = []
         for gpu in inventory.gpus:
-            layout = dynamic.get(gpu.index) or dynamic.get(gpu.uuid)
+            layout = dynamic.get(gpu.index, dynamic.get(gpu.uuid))
             if layout is not None:
                 found.append((gpu, layout.baseline))
         return found

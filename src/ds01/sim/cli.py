@@ -119,7 +119,7 @@ def mig_setups(
     emptied: set[str] = set()
     for gpu in inventory.gpus:
         table = backend.mig_placements(gpu)
-        layout = configured.get(gpu.index) or configured.get(gpu.uuid)
+        layout = configured.get(gpu.index, configured.get(gpu.uuid))
         if table is None or not gpu.mig_enabled:
             continue
         if layout is not None:
