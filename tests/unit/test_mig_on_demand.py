@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -144,7 +144,7 @@ def test_a_gpu_with_mig_off_is_not_planned_on() -> None:
 
 
 def test_free_on_demand_slices_go_after_the_keep_time_held_and_baseline_ones_never() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     v = view(
         0,
         [
@@ -259,7 +259,7 @@ def test_a_held_or_baseline_slice_is_never_destroyed(
     wanted: list[tuple[str, bool, bool]], keep: int
 ) -> None:
     v = _fitted(0, wanted)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     since = {s.uuid: now - timedelta(seconds=300) for s in v.slices}
 
     gone = to_destroy([v], since, now, timedelta(seconds=keep))

@@ -6,7 +6,7 @@ Docker is not asked: the containers are given as records."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ simulated:
 mig_layout:
   0: {dynamic: [3g.20gb]}
 """
-NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
 
 
 class NoDocker:
