@@ -55,6 +55,8 @@ def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_
         extra_args=("--queue-interval", "0.5"),
     )
     assert slices(d) == []
+    empty = d.cli("carol", "gpu-status")  # MIG on and no instance, but slices can be made
+    assert empty.returncode == 0 and "unusable" not in empty.stdout, describe(empty)
 
     for user in ("alice", "bob"):
         made = d.cli(user, "container-create", "nb", "--image", "busybox", "--mig", "3g.20gb")
@@ -65,6 +67,8 @@ def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_
         ("mig", "3g.20gb", True)
     ] * 2
     assert {g["holder"]["user"] for g in shown} == {"alice", "bob"}
+    table = d.cli("carol", "gpu-status")
+    assert table.stdout.count("3g.20gb (on demand)") == 2, describe(table)
     created = d.events_where(action="gpu.mig_create")
     assert sorted(e["details"]["start"] for e in created) == [0, 4]
     # Two 3g.20gb take every memory slice: a 1g.5gb fits nowhere, so carol waits.

@@ -810,7 +810,8 @@ time and status; or cancels one (`ds01 queue cancel ID`).
     "gpu status": CommandHelp(
         info="""\
 Shows every GPU device of the server, whole GPUs and MIG slices, with its UUID, its size
-in GPU-equivalents and who holds it (`user/container`, `free` or `reserved`). Below the
+in GPU-equivalents and who holds it (`user/container`, `free` or `reserved`); a MIG slice
+made for a request on a GPU with MIG on demand says `(on demand)`. Below the
 table: GPUs that cannot be used now (e.g. MIG mode on without slices), the total
 allocated and, when requests wait, the size of the queue.
 
