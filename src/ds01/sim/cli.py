@@ -55,9 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mig",
         choices=(*MIG_MODES, "both"),
         default="layout",
-        help="layout: MIG GPUs as gpu-config.yaml has them (those with `dynamic` in mig_layout "
-        "make slices on demand); on-demand: every GPU in MIG mode starts without instances "
-        "and makes slices on demand [layout]",
+        help="layout: as gpu-config.yaml says; on-demand: every MIG GPU makes slices on "
+        "demand [layout]",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
