@@ -4,7 +4,8 @@ runs on, as NVML does.
 
 GPU 1 is in MIG mode with no instance. alice and bob each ask for a 3g.20gb: each gets a
 slice made for it (``gpu-status`` marks it ``on_demand``), and the two take all 8 memory
-slices, so carol's 1g.5gb fragments: it waits in the queue until alice's slice is free.
+slices, so carol's 1g.5gb fragments: it waits in the queue. alice's slice, once free, is
+too large for carol's quota: it is destroyed and the queue makes carol a 1g.5gb there.
 bob removes his container while a process still runs on his slice: the destroy is refused
 and retried, nobody is told of an error; once the process is gone the slice is destroyed
 (keep time 0).
@@ -30,10 +31,13 @@ GPUS = """
       1: dynamic
 """
 
+# carol may hold 0.2 GPU-equivalents: a 1g.5gb (1/7), never a 3g.20gb (3/7).
 LIMITS = """
     defaults:
       gpu_limit: 1
       max_containers: 2
+    users:
+      carol: {gpu_limit: 0.2}
 """
 
 
@@ -84,12 +88,15 @@ def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_
     wait_for_loop_pass(d, "queue")
     assert not started(d, request_id)
 
-    # alice's slice is free now: the waiting 1g.5gb takes it (a larger instance serves a
-    # smaller request, as with fixed layouts) rather than wait for a place.
+    # alice's slice is free now, but too large for carol's quota: it is destroyed, and the
+    # queue makes carol a 1g.5gb in the room it left.
     alices = next(g["uuid"] for g in shown if g["holder"]["user"] == "alice")
     assert d.cli("alice", "container-remove", "nb").returncode == 0
     wait_until("carol's request to start", lambda: started(d, request_id), timeout=15)
-    assert started(d, request_id)[0]["details"]["devices"] == [alices]
+    [carols] = started(d, request_id)[0]["details"]["devices"]
+    [made] = [e for e in d.events_where(action="gpu.mig_create") if e["details"]["uuid"] == carols]
+    assert (made["user"], made["details"]["profile"]) == ("ds01d", "1g.5gb")
+    assert [e["details"]["uuid"] for e in d.events_where(action="gpu.mig_destroy")] == [alices]
 
     # bob's slice is freed while a process still runs on it: the destroy is refused and
     # tried again, nobody is told of an error; once the process is gone it is destroyed.
@@ -105,11 +112,11 @@ def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_
     write_simulated_telemetry(d.paths.simulated_telemetry_file, {})
     wait_until(
         "bob's slice to be destroyed",
-        lambda: d.events_where(action="gpu.mig_destroy"),
+        lambda: len(d.events_where(action="gpu.mig_destroy")) == 2,
         timeout=15,
     )
-    assert [e["details"]["uuid"] for e in d.events_where(action="gpu.mig_destroy")] == [bobs]
-    assert [g["uuid"] for g in slices(d)] == [alices]
+    assert d.events_where(action="gpu.mig_destroy")[-1]["details"]["uuid"] == bobs
+    assert [(g["uuid"], g["on_demand"]) for g in slices(d)] == [(carols, True)]
 
 
 def test_an_instance_left_unrecorded_by_a_crash_is_adopted_and_destroyed_the_baseline_kept(

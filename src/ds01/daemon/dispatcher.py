@@ -320,11 +320,6 @@ class GpuDispatcher(PeriodicPass):
     ) -> bool:
         """Create and start one queued request on ``placement``; ``False`` if it cannot."""
         service, entry = self.service, item.entry
-        try:  # a planned MIG slice is made now, right before it is taken
-            placement, inventory = service.mig_on_demand.materialize(placement, inventory, "ds01d")
-        except Ds01Error as exc:
-            self._fail(entry, exc.message)
-            return False
         if entry.kind == "start":
             return self._start_released(item, placement, inventory, now)
         try:
@@ -343,7 +338,8 @@ class GpuDispatcher(PeriodicPass):
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
-        try:
+        try:  # a planned MIG slice is made now, right before it is taken
+            placement, inventory = service.mig_on_demand.materialize(placement, inventory, "ds01d")
             info = service.creation.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
@@ -374,6 +370,9 @@ class GpuDispatcher(PeriodicPass):
         try:
             if record.id in service.store.released():
                 service.launcher.check_mounts(owner_caller, item.owner, record)
+                placement, inventory = service.mig_on_demand.materialize(
+                    placement, inventory, "ds01d"
+                )
                 record = service.reacquire.reacquire_admitted(
                     item.owner, record, placement, inventory, actor="ds01d"
                 )
