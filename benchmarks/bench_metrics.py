@@ -46,6 +46,7 @@ from ds01.config.gpu_config import GpuConfig
 from ds01.config.images import ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import Ds01Config
+from ds01.core.gpu_use import UnmanagedUse
 from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.metrics.activity import ActivityCounters
@@ -129,6 +130,7 @@ class StandIn:
         self.store = StateStore(root / "ds01.db")
         self.events = EventLog(root / "events.jsonl")
         self.lifecycle_last_pass: datetime | None = NOW
+        self.unmanaged_gpu_use: tuple[UnmanagedUse, ...] = ()
         limits = {
             "defaults": {"gpu_limit": 2, "max_containers": 10},
             "aggregate": {"defaults": {"memory_limit": "64G"}},

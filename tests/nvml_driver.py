@@ -235,6 +235,9 @@ class NvmlDriver:
             the functions it looked up).
         fail: C function name -> the return code it answers from now on.
         calls: every C function called, in order.
+        driver_version, cuda_version: what ``nvmlSystemGetDriverVersion`` and
+            ``nvmlSystemGetCudaDriverVersion`` answer (CUDA as the driver encodes it:
+            12040 is 12.4).
     """
 
     def __init__(self, *, known_profiles: int = pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT) -> None:
@@ -244,6 +247,8 @@ class NvmlDriver:
         self.missing: set[str] = set()
         self.fail: dict[str, int] = {}
         self.calls: list[str] = []
+        self.driver_version = b"550.54.15"
+        self.cuda_version = 12040
         self.init_calls = 0
         self.shutdown_calls = 0
         self._addresses: dict[int, Handle] = {}
@@ -420,6 +425,18 @@ class _CFunctions:
     @staticmethod
     def nvmlShutdown(d: NvmlDriver) -> int:
         d.shutdown_calls += 1
+        return SUCCESS
+
+    @staticmethod
+    def nvmlSystemGetDriverVersion(d: NvmlDriver, buffer: Any, size: Any) -> int:
+        if len(d.driver_version) >= size.value:
+            return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+        buffer.value = d.driver_version
+        return SUCCESS
+
+    @staticmethod
+    def nvmlSystemGetCudaDriverVersion(d: NvmlDriver, version: Any) -> int:
+        _out(version).value = d.cuda_version
         return SUCCESS
 
     # -- physical GPUs ---------------------------------------------------------------------

@@ -11,7 +11,14 @@ temporary directory) it makes:
 - the systemd unit ``/etc/systemd/system/ds01d.service`` (``SYSTEMD_UNIT``; the same text
   as ``deploy/systemd/ds01d.service``), rewritten when it differs;
 - a link in ``/usr/local/bin`` (``--bin-dir``) to each of ds01's commands, where pip
-  installed them (next to the running Python).
+  installed them (next to the running Python);
+- where an NVIDIA driver is installed (``/proc/driver/nvidia`` or ``/sys/module/nvidia``
+  under the root), or with ``gpu_door=True`` (``--close-gpu-door``): the group
+  ``ds01-gpu`` (no members; ``groupadd --system``) and ``/etc/modprobe.d/ds01-nvidia.conf``,
+  the driver option that makes ``/dev/nvidia*`` mode 0660 owned by root and that group, so
+  that no user runs CUDA outside ds01 (``ds01.core.gpu_check``). It takes effect when the
+  nvidia modules are loaded again (the notes say how); the file is rewritten when it
+  differs.
 
 A directory with the wrong mode or owner is corrected. Nothing is deleted, and nothing
 that is not ds01's is replaced: a regular file where a link should go is left alone and
@@ -31,6 +38,13 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Literal
 
+from ds01.core.gpu_check import (
+    GPU_DEVICE_GROUP,
+    MODPROBE_FILE,
+    RELOAD_HINT,
+    modprobe_options,
+    open_to_everyone,
+)
 from ds01.files import replace_file
 from ds01.paths import (
     DEFAULT_CONFIG_DIR,
@@ -119,7 +133,7 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 WantedBy=multi-user.target
 """
 
-StepKind = Literal["directory", "file", "unit", "link"]
+StepKind = Literal["directory", "file", "unit", "link", "group", "driver-option"]
 #: create/update: changed (or would be, in a dry run); ok: already as wanted; blocked:
 #: something else is in the way and is left alone.
 StepAction = Literal["create", "update", "ok", "blocked"]
@@ -130,7 +144,8 @@ class Step:
     """One thing setup makes sure of.
 
     Attributes:
-        kind: a directory, a configuration file, the systemd unit or a command link.
+        kind: a directory, a configuration file, the systemd unit, a command link, the
+            GPU device group or the NVIDIA driver option.
         path: where (under the root).
         action: see ``StepAction``.
         detail: what it is, or why it is blocked, for people.
@@ -161,6 +176,7 @@ class Step:
             "detail": self.detail,
             "mode": None if self.mode is None else f"{self.mode:04o}",
             "target": self.target,
+            "content": self.content if self.kind == "driver-option" else None,
         }
 
 
@@ -264,10 +280,12 @@ def plan(
     root: Path = Path("/"),
     bin_dir: str = DEFAULT_BIN_DIR,
     scripts_dir: Path | None = None,
+    gpu_door: bool = False,
 ) -> tuple[list[Step], list[str]]:
     """Every step for ``root``, and notes for the admin; changes nothing.
 
     ``scripts_dir``: where ds01's commands are installed (default: next to this Python).
+    ``gpu_door``: write the NVIDIA driver option even where no driver is found.
     """
     scripts = scripts_dir or Path(sys.executable).parent
     config_dir = _under(root, DEFAULT_CONFIG_DIR)
@@ -283,7 +301,60 @@ def plan(
         _directory(_under(root, bin_dir), 0o755, 0, "commands"),
     ]
     steps += [_link(_under(root, bin_dir) / name, scripts / name) for name in console_scripts()]
+    if gpu_door or nvidia_driver_present(root):
+        steps += _gpu_door(root)
     return steps, notes
+
+
+def nvidia_driver_present(root: Path) -> bool:
+    """Whether an NVIDIA kernel module is loaded under ``root``."""
+    return any(_under(root, p).exists() for p in ("/proc/driver/nvidia", "/sys/module/nvidia"))
+
+
+def group_gid(root: Path, name: str) -> int | None:
+    """The gid of group ``name`` (NSS on ``/``, else ``<root>/etc/group``); ``None``: none."""
+    if root == Path("/"):
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            return None
+    try:
+        lines = _under(root, "/etc/group").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2])
+    return None
+
+
+def _gpu_door(root: Path) -> list[Step]:
+    """The device group and the driver option (see the module docstring)."""
+    group_file = _under(root, "/etc/group")
+    gid = group_gid(root, GPU_DEVICE_GROUP)
+    steps: list[Step] = []
+    if gid is None and root != Path("/") and not group_file.exists():
+        steps.append(Step("group", group_file, "blocked", f"no {group_file} to add a group to"))
+    elif gid is None:
+        steps.append(
+            Step("group", group_file, "create", f"group {GPU_DEVICE_GROUP}: no members, ever")
+        )
+    else:
+        steps.append(Step("group", group_file, "ok", f"group {GPU_DEVICE_GROUP} (gid {gid})"))
+    path = _under(root, MODPROBE_FILE)
+    text = modprobe_options(gid if gid is not None else f"<gid of {GPU_DEVICE_GROUP}>")
+    what = "NVIDIA driver option: /dev/nvidia* 0660, root and the device group only"
+    try:
+        current: str | None = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = None
+    if current is None:
+        action: StepAction = "create"
+    else:
+        action = "ok" if current == text else "update"
+    steps.append(Step("driver-option", path, action, what, mode=0o644, content=text))
+    return steps
 
 
 def apply(steps: list[Step], root: Path = Path("/")) -> list[str]:
@@ -297,6 +368,15 @@ def apply(steps: list[Step], root: Path = Path("/")) -> list[str]:
             step.path.mkdir(parents=True, exist_ok=True)
             os.chown(step.path, step.uid, step.gid)
             step.path.chmod(step.mode or 0o755)
+        elif step.kind == "group":
+            prefix = [] if root == Path("/") else ["--prefix", str(root)]
+            subprocess.run(["groupadd", "--system", *prefix, GPU_DEVICE_GROUP], check=True)
+        elif step.kind == "driver-option":
+            step.path.parent.mkdir(parents=True, exist_ok=True)
+            gid = group_gid(root, GPU_DEVICE_GROUP)  # known now: the group step ran first
+            if gid is None:
+                raise RuntimeError(f"group {GPU_DEVICE_GROUP} was not created")
+            replace_file(step.path, modprobe_options(gid), mode=0o644, owner=(0, 0))
         elif step.kind in ("file", "unit"):
             step.path.parent.mkdir(parents=True, exist_ok=True)
             replace_file(
@@ -314,4 +394,39 @@ def apply(steps: list[Step], root: Path = Path("/")) -> list[str]:
     return notes
 
 
-__all__ = ["SYSTEMD_UNIT", "Step", "apply", "console_scripts", "plan", "render_unit"]
+def gpu_door_notes(steps: list[Step], root: Path, open_nodes: list[str]) -> list[str]:
+    """What the admin must still do about the driver option: reload the modules when it
+    changed, or when ``open_nodes`` (device nodes still open to every user) show that the
+    loaded driver runs without it."""
+    option = [s for s in steps if s.kind == "driver-option"]
+    if not option:
+        return []
+    if option[0].changes:
+        return [f"{option[0].path} takes effect when the nvidia modules load. {RELOAD_HINT}"]
+    if open_nodes and option[0].action == "ok":
+        return [
+            f"{', '.join(open_nodes)} still open to every user: the loaded driver predates "
+            f"{option[0].path}. {RELOAD_HINT}"
+        ]
+    return []
+
+
+def open_device_nodes(root: Path) -> list[str]:
+    """``nvidiactl`` and ``nvidia<N>`` under ``<root>/dev`` that every user may open."""
+    from ds01.runtime.host_gpu import device_nodes
+
+    return [n.path for n in open_to_everyone(device_nodes(_under(root, "/dev")))]
+
+
+__all__ = [
+    "SYSTEMD_UNIT",
+    "Step",
+    "apply",
+    "console_scripts",
+    "gpu_door_notes",
+    "group_gid",
+    "nvidia_driver_present",
+    "open_device_nodes",
+    "plan",
+    "render_unit",
+]

@@ -27,6 +27,8 @@ STATE_DB_FILE = "ds01.db"
 SIMULATED_TELEMETRY_FILE = "simulated-telemetry.json"
 #: In the state directory: the simulated GPUs' MIG layouts as `ds01 admin mig apply` left them.
 SIMULATED_MIG_FILE = "simulated-mig.json"
+#: In the state directory: the processes the simulated GPUs report (tests write it).
+SIMULATED_PROCESS_FILE = "simulated-processes.json"
 
 
 def pick(flag: str | None, env: str, default: str) -> str:

@@ -66,3 +66,22 @@ def test_doctor_says_when_ds01d_itself_is_down(ds01d, unix_users) -> None:
     report = json.loads(d.cli(None, "admin", "doctor", "--json").stdout)
     assert report["exit_code"] == 2
     assert {f["check"] for f in report["findings"]} >= {"ds01d", "config", "docker-socket"}
+
+
+def test_gpu_check_says_this_machine_serves_no_real_gpu(ds01d, unix_users) -> None:
+    d = ds01d()
+
+    text = d.cli("erin", "admin", "gpu-check")
+    assert text.returncode == 2, describe(text)
+    assert "CRIT  driver: No NVIDIA driver on this machine" in text.stdout
+    assert "CRIT  backend: GPUs are simulated" in text.stdout
+    report = json.loads(d.cli(None, "admin", "gpu-check", "--json").stdout)
+    assert report["exit_code"] == 2 and report["backend"] == "simulated"
+    assert report["container_test"] is None  # no real GPU, no test container
+    device = report["devices"][0]
+    assert device["uuid"].startswith(("GPU-", "MIG-")) and device["gpu_equivalents"] > 0
+    assert set(device["telemetry"]) >= {"gpu_util_percent", "memory_used_mib", "power_watts"}
+    assert {f["check"] for f in report["findings"]} >= {"driver", "backend", "gpu-device-nodes"}
+
+    refused = d.cli("alice", "admin", "gpu-check")
+    assert refused.returncode == 5, describe(refused)

@@ -144,3 +144,56 @@ def test_the_unit_is_the_one_deploy_ships() -> None:
     # ds01d's staging mounts must be dockerd's: no mount namespace of its own.
     for option in ("ProtectSystem=", "PrivateTmp=", "ReadWritePaths=", "PrivateMounts="):
         assert f"\n{option}" not in shipped, option
+
+
+def test_with_an_nvidia_driver_setup_closes_the_gpu_door_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "proc/driver/nvidia").mkdir(parents=True)  # a loaded driver, as /proc shows it
+    (root / "etc").mkdir()
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\n")
+    (root / "dev").mkdir()
+    os.mknod(root / "dev/nvidiactl", 0o666 | stat.S_IFCHR, os.makedev(195, 255))
+    (root / "dev/nvidiactl").chmod(0o666)
+    option = root / "etc/modprobe.d/ds01-nvidia.conf"
+
+    code, dry = setup(capsys, root, "--dry-run")
+    assert code == 0 and not option.exists()
+    planned = {s["kind"]: s for s in dry["steps"]}
+    assert planned["group"]["action"] == "create"
+    assert "NVreg_DeviceFileMode=0660" in planned["driver-option"]["content"]
+    assert "ds01-gpu" not in (root / "etc/group").read_text()
+
+    code, first = setup(capsys, root)
+    assert code == 0
+    gid = next(
+        int(line.split(":")[2])
+        for line in (root / "etc/group").read_text().splitlines()
+        if line.startswith("ds01-gpu:")
+    )
+    assert (
+        f"options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID={gid} "
+        "NVreg_DeviceFileMode=0660\n" in option.read_text()
+    )
+    assert mode(option) == 0o644
+    assert any("modprobe -r" in note for note in first["notes"])  # how to reload
+
+    code, second = setup(capsys, root)
+    assert code == 0 and second["changed"] == 0
+    # The loaded driver still has its old modes: the admin is told to reload it.
+    assert any("/dev/nvidiactl" in n and "modprobe -r" in n for n in second["notes"])
+
+
+def test_without_a_driver_no_gpu_door_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    code, plan = setup(capsys, root, "--dry-run")
+    assert code == 0 and "driver-option" not in {s["kind"] for s in plan["steps"]}
+    code, plan = setup(capsys, root, "--dry-run", "--close-gpu-door")
+    assert code == 1
+    kinds = {s["kind"]: s["action"] for s in plan["steps"]}
+    assert kinds["driver-option"] == "create"
+    assert kinds["group"] == "blocked"  # no etc/group under this root to add it to

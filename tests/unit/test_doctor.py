@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ds01.core.gpu_check import DockerGpuAccess
 from ds01.daemon import doctor
 from ds01.daemon.doctor import (
     Finding,
@@ -102,18 +103,22 @@ def test_cgroup_version_and_a_changed_docker_driver() -> None:
 
 
 def test_the_nvidia_toolkit_matters_only_with_nvml() -> None:
-    def nowhere(name: str) -> str | None:
-        return None
+    def unasked() -> DockerGpuAccess:
+        raise AssertionError("simulated GPUs need no toolkit: nothing to look for")
 
-    simulated = check_nvidia_toolkit("simulated", {}, nowhere)
+    simulated = check_nvidia_toolkit("simulated", unasked)
     assert simulated.level == "ok" and "not needed" in simulated.message
-    missing = check_nvidia_toolkit("nvml", {"Runtimes": {"runc": {}}}, nowhere)
-    assert missing.level == "critical" and "nvidia-ctk runtime configure" in missing.hint
-    assert check_nvidia_toolkit("nvml", {"Runtimes": {"nvidia": {}}}, nowhere).level == "ok"
-    hook = check_nvidia_toolkit(
-        "nvml", {}, lambda n: "/usr/bin/" + n if n == "nvidia-container-runtime-hook" else None
+    # The `nvidia` runtime alone does not serve a GPU request (--gpus): critical, said so.
+    runtime_only = check_nvidia_toolkit(
+        "nvml", lambda: DockerGpuAccess(hook=None, runtimes=("nvidia", "runc"), path="/usr/bin")
     )
-    assert hook.level == "ok" and "/usr/bin/nvidia-container-runtime-hook" in hook.message
+    assert runtime_only.level == "critical"
+    assert "nvidia-container-runtime-hook" in runtime_only.message
+    assert "--runtime=nvidia" in runtime_only.message
+    hook = "/usr/bin/nvidia-container-runtime-hook"
+    assert check_nvidia_toolkit("nvml", lambda: DockerGpuAccess(hook=hook)).level == "ok"
+    cdi = DockerGpuAccess(hook=None, cdi_specs=("/etc/cdi/nvidia.yaml",))
+    assert check_nvidia_toolkit("nvml", lambda: cdi).level == "ok"
 
 
 def test_the_api_socket_must_be_open_to_every_user(tmp_path: Path) -> None:

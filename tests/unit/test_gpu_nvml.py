@@ -351,6 +351,34 @@ def test_telemetry_of_whole_gpus_and_mig_instances(mixed: list[Gpu]) -> None:
     }
 
 
+def test_processes_of_every_device_by_host_pid(mixed: list[Gpu]) -> None:
+    # The model answers no graphics query (a function this driver lacks): compute alone.
+    whole, split, _ = mixed
+    three = _mig_uuids(split)[0]
+
+    found = _backend().processes()
+
+    assert found is not None
+    assert sorted((p.device_uuid, p.pid) for p in found) == [
+        (whole.uuid, 1000),
+        (three, 1000),
+        (three, 1001),
+    ]
+
+
+def test_no_driver_no_process_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, None)
+
+    assert _backend().processes() is None
+    assert _backend().driver_versions() == {}
+
+
+def test_driver_versions_as_nvml_gives_them(driver: NvmlDriver) -> None:
+    driver.missing.add("nvmlSystemGetNVMLVersion")  # left out when the driver lacks it
+
+    assert _backend().driver_versions() == {"driver": "550.54.15", "cuda": "12.4"}
+
+
 def test_power_and_energy_of_boards_in_watts_and_joules(mixed: list[Gpu]) -> None:
     whole, split, _ = mixed
     whole.power_mw, whole.energy_mj = 251_500, 3_600_000_123

@@ -13,12 +13,13 @@ from pydantic import ValidationError
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import ConfigError, DeviceInUse, SystemFault
-from ds01.gpu.backend import DeviceTelemetry, make_backend
+from ds01.gpu.backend import DeviceTelemetry, GpuProcess, make_backend
 from ds01.gpu.nvml import NvmlBackend
 from ds01.gpu.simulated import (
     SimulatedBackend,
     simulated_gpu_uuid,
     simulated_mig_uuid,
+    write_simulated_processes,
     write_simulated_telemetry,
 )
 
@@ -347,6 +348,18 @@ def test_write_telemetry_replaces_file_atomically_and_rejects_bad_values(
     assert json.loads(telemetry_file.read_text()) == {"GPU-b": {"memory_used_mib": 3}}
 
 
+def test_declared_processes_are_listed_on_known_devices(tmp_path: Path) -> None:
+    process_file = tmp_path / "state" / "simulated-processes.json"
+    backend = make_backend(GpuConfig(), simulated_process_file=process_file)
+    assert backend.processes() == []  # no file: no process
+    device = backend.inventory().devices[1].uuid
+    write_simulated_processes(process_file, {device: [4242, 4243], "GPU-not-here": [1]})
+
+    assert backend.processes() == [GpuProcess(device, 4242), GpuProcess(device, 4243)]
+    process_file.write_text("{not json")
+    assert backend.processes() == []  # unreadable: none, logged
+
+
 # --- factory ------------------------------------------------------------------------------
 
 
@@ -375,7 +388,10 @@ def test_one_instance_is_made_by_placement_and_destroyed_unless_a_process_runs(
     config = _config(gpus=[{"mig": True, "mig_instances": [{"profile": "3g.20gb"}]}])
     telemetry = tmp_path / "telemetry.json"
     mig_file = tmp_path / "mig.json"
-    backend = SimulatedBackend(config, telemetry_file=telemetry, mig_file=mig_file)
+    processes = tmp_path / "processes.json"
+    backend = SimulatedBackend(
+        config, telemetry_file=telemetry, mig_file=mig_file, process_file=processes
+    )
     gpu = backend.inventory().gpus[0]
     assert [d.start for d in backend.inventory().devices] == [0]
 
@@ -394,5 +410,9 @@ def test_one_instance_is_made_by_placement_and_destroyed_unless_a_process_runs(
         backend.destroy_mig_instance(gpu, made.uuid)
     assert made.uuid in backend.inventory().by_uuid()
     write_simulated_telemetry(telemetry, {})
+    write_simulated_processes(processes, {made.uuid: [4321]})  # as NVML lists it
+    with pytest.raises(DeviceInUse):
+        backend.destroy_mig_instance(gpu, made.uuid)
+    write_simulated_processes(processes, {})
     backend.destroy_mig_instance(gpu, made.uuid)
     assert made.uuid not in backend.inventory().by_uuid()

@@ -20,6 +20,7 @@ from ds01.config.gpu_config import GpuConfig
 from ds01.config.images import ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import Ds01Config
+from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon.energy import EnergyMeter
 from ds01.errors import DockerUnavailable, InvalidInput, PermissionDenied
 from ds01.events.log import Event, EventLog
@@ -117,6 +118,7 @@ class Source:
     containers: list[ContainerRecord]
     limits: ResourceLimitsConfig
     lifecycle_last_pass: datetime | None = None
+    unmanaged_gpu_use: tuple[UnmanagedUse, ...] = ()
     list_calls: int = 0
     docker_down: bool = False
     _config: Ds01Config | None = field(default=None, repr=False)
@@ -237,6 +239,19 @@ def test_device_info_for_whole_gpus_and_mig_instances(source: Source) -> None:
     assert {d["gpu_index"] for d in mig} == {"3"}
     three_g = source.backend.inventory().devices[3].uuid
     assert value(found, "ds01_device_gpu_equivalents", uuid=three_g) == pytest.approx(3 / 7)
+
+
+def test_unmanaged_processes_are_counted_per_device_zero_elsewhere(source: Source) -> None:
+    g0, g1, *_ = gpus(source)
+    source.unmanaged_gpu_use = (
+        UnmanagedUse(g1, 10, "carol", "host"),
+        UnmanagedUse(g1, 11, "alice", "not-held", "a" * 64, "train", "alice"),
+    )
+
+    found = samples(families(snapshotter(source).take()))
+
+    assert value(found, "ds01_gpu_unmanaged_processes", gpu=g1) == 2
+    assert value(found, "ds01_gpu_unmanaged_processes", gpu=g0) == 0
 
 
 def test_telemetry_per_device_and_power_and_energy_per_board(source: Source) -> None:

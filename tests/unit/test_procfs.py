@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ds01.runtime.procfs import parse_net_dev
+import os
+import pwd
+from pathlib import Path
+
+from ds01.runtime.procfs import parse_net_dev, process_cgroup, process_user
 
 NET_DEV = """\
 Inter-|   Receive                                                |  Transmit
@@ -15,3 +19,12 @@ Inter-|   Receive                                                |  Transmit
 
 def test_net_dev_sums_received_and_sent_bytes_without_loopback() -> None:
     assert parse_net_dev(NET_DEV) == 1500 + 700 + 100 + 50
+
+
+def test_a_process_cgroup_and_user_and_none_once_it_is_gone(tmp_path: Path) -> None:
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77/cgroup").write_text("0::/system.slice/docker-abc.scope\n")
+    assert process_cgroup(77, tmp_path) == "0::/system.slice/docker-abc.scope\n"
+    assert process_user(77, tmp_path) == pwd.getpwuid(os.geteuid()).pw_name
+    assert process_cgroup(78, tmp_path) is None
+    assert process_user(78, tmp_path) is None

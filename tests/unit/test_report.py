@@ -120,6 +120,36 @@ def test_events_are_counted_for_the_container_owner() -> None:
     assert alice.queue_waits.count == 0 and alice.queue_waits.mean_seconds is None
 
 
+def test_gpu_use_outside_ds01_is_counted_for_the_container_owner_else_the_user() -> None:
+    def use(user: str, container_user: str | None, hour: int) -> dict[str, Any]:
+        return {
+            "ts": (START + timedelta(hours=hour)).isoformat(),
+            "user": user,
+            "action": "gpu.unmanaged_use",
+            "resource": "gpu/GPU-0",
+            "details": {"pid": 7, "container_user": container_user},
+            "outcome": "success",
+        }
+
+    events = [use("carol", None, 1), use("alice", "alice", 2), use("root", "bob", 3)]
+    events.append(use("carol", None, -1))  # before the window
+    report = build_report(
+        start=START,
+        end=END,
+        now=NOW,
+        events=events,
+        holdings=(),
+        activity=(),
+        energy=None,
+        co2_g_per_kwh=None,
+        uid_names={},
+        user_groups={},
+    )
+    rows = {row.name: row.unmanaged_gpu_uses for row in report.users}
+    assert rows == {"alice": 1, "bob": 1, "carol": 1}
+    assert report.total.unmanaged_gpu_uses == 3
+
+
 def test_energy_and_co2_are_pro_rated_to_the_window() -> None:
     rows = {row.name: row for row in full_report().users}
     assert (rows["alice"].energy_kwh, rows["alice"].co2_kg) == (1.0, 0.4)

@@ -1,5 +1,5 @@
 """The admin commands: ``ds01 admin add-user``, ``remove-user``, ``setup``, ``doctor``,
-``mig plan|apply`` and ``state status|restore``.
+``gpu-check``, ``mig plan|apply`` and ``state status|restore``.
 
 ``setup`` and ``state`` work on the machine itself (as root, no daemon needed: ``setup``
 prepares what ds01d needs, ``state`` repairs its database while it is stopped); the
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Seconds remove-user may take in ds01d: archiving a large workspace takes a while.
 REMOVE_USER_TIMEOUT_SECONDS = 6 * 3600
+#: Seconds gpu-check may take in ds01d: its test container runs for up to a minute.
+GPU_CHECK_TIMEOUT_SECONDS = 120
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +157,12 @@ def _configure_setup(p: argparse.ArgumentParser) -> None:
         default="/usr/local/bin",
         help="where the commands are linked (on PATH) [/usr/local/bin]",
     )
+    p.add_argument(
+        "--close-gpu-door",
+        action="store_true",
+        help="write the NVIDIA driver option (/dev/nvidia* 0660, group ds01-gpu) even where "
+        "no NVIDIA driver is found (it is written anyway where one is)",
+    )
     _dry_run_flag(p)
     _json_flag(p)
 
@@ -167,9 +175,10 @@ def _run_setup(args: argparse.Namespace) -> None:
     root = Path(os.path.abspath(args.root))
     if os.geteuid() != 0 and not args.dry_run:
         raise PermissionDenied("ds01 admin setup must run as root (or with --dry-run).")
-    steps, notes = host_setup.plan(root, args.bin_dir)
+    steps, notes = host_setup.plan(root, args.bin_dir, gpu_door=args.close_gpu_door)
     if not args.dry_run:
         notes += host_setup.apply(steps, root)
+    notes += host_setup.gpu_door_notes(steps, root, host_setup.open_device_nodes(root))
     blocked = [s for s in steps if s.action == "blocked"]
     changed = [s for s in steps if s.changes]
     if args.json:
@@ -187,6 +196,9 @@ def _run_setup(args: argparse.Namespace) -> None:
         for step in steps:
             target = f" -> {step.target}" if step.kind == "link" and step.target else ""
             render.echo(f"{words[step.action]:<8} {step.path}{target}  ({step.detail})")
+            if step.kind == "driver-option" and step.changes and step.content:
+                for line in step.content.splitlines():
+                    render.echo(f"           {line}")
         for note in notes:
             render.echo(f"Note: {note}")
         if args.dry_run:
@@ -215,32 +227,110 @@ def _run_doctor(args: argparse.Namespace) -> None:
     if args.json:
         render.emit_json(report)
     else:
-        marks = {"ok": render.style("ok", "green"), "warning": render.style("WARN", "yellow")}
-        for f in report["findings"]:
-            mark = marks.get(f["level"]) or render.style("CRIT", "red", "bold")
-            render.echo(f"{mark:>4}  {f['check']}: {f['message']}")
-            if f["hint"] and f["level"] != "ok":
-                render.echo(f"      → {f['hint']}")
+        _print_findings(report["findings"])
     raise SystemExit(report["exit_code"])
+
+
+def _print_findings(findings: list[dict[str, Any]]) -> None:
+    marks = {"ok": render.style("ok", "green"), "warning": render.style("WARN", "yellow")}
+    for f in findings:
+        mark = marks.get(f["level"]) or render.style("CRIT", "red", "bold")
+        render.echo(f"{mark:>4}  {f['check']}: {f['message']}")
+        if f["hint"] and f["level"] != "ok":
+            render.echo(f"      → {f['hint']}")
+
+
+def _ds01d_down(reason: str) -> Any:
+    from ds01.core.findings import Finding
+
+    return Finding(
+        "ds01d",
+        "critical",
+        reason,
+        "Start it: `systemctl start ds01d` (without systemd: `ds01d`); its log says why "
+        "it stopped (`journalctl -u ds01d`).",
+    )
 
 
 def _doctor_without_daemon(reason: str) -> dict[str, Any]:
     """The report when ds01d does not answer: that, and what can be checked without it."""
     from pathlib import Path
 
-    from ds01.daemon.doctor import Finding, exit_code, local_findings
+    from ds01.core.findings import exit_code
+    from ds01.daemon.doctor import local_findings
     from ds01.paths import config_dir
 
-    findings = [
-        Finding(
-            "ds01d",
-            "critical",
-            reason,
-            "Start it: `systemctl start ds01d` (without systemd: `ds01d`); its log says why "
-            "it stopped (`journalctl -u ds01d`).",
-        ),
-        *local_findings(Path(config_dir())),
-    ]
+    findings = [_ds01d_down(reason), *local_findings(Path(config_dir()))]
+    return {"findings": [vars(f) for f in findings], "exit_code": exit_code(findings)}
+
+
+# -- gpu-check ------------------------------------------------------------------------------------
+
+
+def _configure_gpu_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image",
+        metavar="REF",
+        help="image of the test container, on this machine, with a C library [the starter "
+        "image of images.yaml]",
+    )
+    _json_flag(p)
+
+
+def _run_gpu_check(args: argparse.Namespace) -> None:
+    try:
+        report = Ds01Client(timeout=GPU_CHECK_TIMEOUT_SECONDS).request(
+            "GET", "/v1/admin/gpu-check", query={"image": args.image}
+        )
+    except DaemonUnavailable as exc:
+        report = _gpu_check_without_daemon(exc.message)
+    if args.json:
+        render.emit_json(report)
+        raise SystemExit(report["exit_code"])
+    driver = report.get("driver") or {}
+    versions = [f"{k} {v}" for k, v in driver.items() if v and k != "kernel"]
+    render.echo(f"Driver: {', '.join(versions) or driver.get('kernel') or 'none'}")
+    render.echo(f"Backend: {report.get('backend', '?')}")
+    if report.get("devices"):
+        render.table(
+            ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "UTIL %", "MEM MiB", "PROCS"],
+            [
+                [
+                    d["gpu_index"],
+                    d["kind"],
+                    d["profile"],
+                    d["gpu_equivalents"],
+                    d["uuid"],
+                    d["telemetry"].get("gpu_util_percent"),
+                    _used_of(d["telemetry"]),
+                    d["telemetry"].get("process_count"),
+                ]
+                for d in report["devices"]
+            ],
+        )
+    for node in report.get("device_nodes") or ():
+        render.echo(f"{node['path']}  {node['mode']}  group {node['group'] or node['gid']}")
+    test = report.get("container_test")
+    if test and test.get("output"):
+        render.echo(f"Test container on {test['device_uuid']}: nvidia-smi -L said:")
+        for line in test["output"].strip().splitlines():
+            render.echo(f"  {line}")
+    _print_findings(report["findings"])
+    raise SystemExit(report["exit_code"])
+
+
+def _used_of(telemetry: dict[str, Any]) -> str:
+    used, total = telemetry.get("memory_used_mib"), telemetry.get("memory_total_mib")
+    return "-" if used is None else f"{used}/{total if total is not None else '?'}"
+
+
+def _gpu_check_without_daemon(reason: str) -> dict[str, Any]:
+    """The check when ds01d does not answer: that, and the device nodes (read here)."""
+    from ds01.core.findings import exit_code
+    from ds01.core.gpu_check import check_device_nodes
+    from ds01.runtime.host_gpu import device_nodes
+
+    findings = [_ds01d_down(reason), check_device_nodes(device_nodes())]
     return {"findings": [vars(f) for f in findings], "exit_code": exit_code(findings)}
 
 
@@ -476,8 +566,12 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
         "Prepare this machine for ds01d (as root; ds01d need not run): /etc/ds01 with a\n"
         "skeleton of each missing configuration file (never overwriting one), /var/lib/ds01\n"
         "(0700), /var/log/ds01 (0750, the admin group), /run/ds01, the systemd unit\n"
-        "ds01d.service, and ds01's commands linked into --bin-dir. Running it again changes\n"
-        "nothing; --dry-run shows what it would do. Exit 1 when something is in the way.\n\n"
+        "ds01d.service, and ds01's commands linked into --bin-dir. Where an NVIDIA driver\n"
+        "is installed (or with --close-gpu-door): the group ds01-gpu (no members) and\n"
+        "/etc/modprobe.d/ds01-nvidia.conf, which makes /dev/nvidia* 0660 so that no user\n"
+        "runs CUDA outside ds01 (once the nvidia modules load again; it says how). Running\n"
+        "it again changes nothing; --dry-run shows what it would do. Exit 1 when something\n"
+        "is in the way.\n\n"
         "examples:\n"
         "  ds01 admin setup --dry-run\n"
         "  ds01 admin setup && systemctl enable --now ds01d",
@@ -498,6 +592,27 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
         "  ds01 admin doctor --json",
         _json_flag,
         _run_doctor,
+    ),
+    Command(
+        ("admin", "gpu-check"),
+        None,
+        "Can this machine serve real GPUs, only through ds01? Read-only check.",
+        "Check a GPU server (admins; read-only, MIG modes are never changed): the NVIDIA\n"
+        "driver and NVML versions; every GPU and MIG device with its UUID, profile,\n"
+        "GPU-equivalents and telemetry (- where the driver has none); the /dev/nvidia*\n"
+        "modes (open to every user, anyone runs CUDA outside ds01: `ds01 admin setup`\n"
+        "closes that); whether Docker can give a container a GPU (the NVIDIA toolkit's hook\n"
+        "on dockerd's PATH, or CDI); and then a container made by ds01d on one free device\n"
+        "that runs `nvidia-smi -L` and must list exactly that device (--image, else the\n"
+        "starter image; it is not pulled).\n"
+        "Exit 0 ready, 1 warnings, 2 cannot serve GPUs. Simulated GPUs exit 2: they are\n"
+        "stand-ins, so this machine serves no real GPU, and a script that gates on this\n"
+        "check must not pass on a misconfigured server.\n\n"
+        "examples:\n"
+        "  ds01 admin gpu-check\n"
+        "  ds01 admin gpu-check --json --image registry.local/cuda-base:12.4",
+        _configure_gpu_check,
+        _run_gpu_check,
     ),
     Command(
         ("admin", "mig"),

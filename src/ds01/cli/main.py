@@ -622,6 +622,9 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
     )
     for gpu in status["unusable"]:
         render.echo(f"GPU {gpu['index']} ({gpu['uuid']}): unusable, {gpu['reason']}.")
+    for d in status["devices"]:
+        for p in d.get("unmanaged") or ():
+            render.warn(f"Outside ds01 on GPU {d['gpu_index']} ({d['uuid']}): {_unmanaged(p)}.")
     render.echo(
         f"Allocated {render.number(status['allocated_gpu_equivalents'])} of "
         f"{render.number(status['total_gpu_equivalents'])} GPU-equivalents "
@@ -633,6 +636,18 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
             f"{render.number(status['queued_gpu_equivalents'])} GPU-equivalents "
             "(`ds01 queue`)."
         )
+
+
+def _unmanaged(process: dict[str, Any]) -> str:
+    """A process outside ds01's allocation, for people."""
+    who = f"pid {process['pid']} of {process['user'] or 'an unknown user'}"
+    container = process["container"] or "(another user's)"
+    where = {
+        "host": "a host process, in no container",
+        "not-held": f"in container {container}, which does not hold this device",
+        "other-container": f"in container {container}, not made by ds01",
+    }[process["reason"]]
+    return f"{who}, {where}"
 
 
 def _configure_limits(p: argparse.ArgumentParser) -> None:

@@ -44,6 +44,7 @@ CSV_COLUMNS = (
     "queue_wait_max_seconds",
     "energy_kwh",
     "co2_kg",
+    "unmanaged_gpu_uses",
 )
 _TABLE_HEADERS = (
     "GPU-h allocated",
@@ -58,6 +59,7 @@ _TABLE_HEADERS = (
     "Max wait",
     "Energy kWh",
     "CO2 kg",
+    "GPU use outside ds01",
 )
 
 
@@ -91,6 +93,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _wait(waits["max_seconds"]),
         _value(row["energy_kwh"]),
         _value(row["co2_kg"]),
+        _value(row.get("unmanaged_gpu_uses", 0)),
     ]
 
 
@@ -160,6 +163,7 @@ def to_csv(report: dict[str, Any]) -> str:
                 "" if waits["max_seconds"] is None else waits["max_seconds"],
                 "" if r["energy_kwh"] is None else r["energy_kwh"],
                 "" if r["co2_kg"] is None else r["co2_kg"],
+                r.get("unmanaged_gpu_uses", 0),
             ]
         )
     return out.getvalue()

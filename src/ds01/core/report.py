@@ -16,6 +16,9 @@ Sources, each clipped to the window ``[start, end)``:
   (``container.create``, ``cleanup.idle``, ``cleanup.runtime``, ``queue.start`` with its
   ``waited_seconds``), successful ones only, attributed to the container's owner (the
   uid in ``container/<name>._.<uid>`` when ds01d acted for them).
+- **GPU use outside ds01**: ``gpu.unmanaged_use`` events (a process on a GPU outside
+  ds01's allocation, ``ds01.core.gpu_use``), each counted once, for the owner of the ds01
+  container it ran in, else for the process's user.
 - **Energy and CO₂**: the energy ledger (``Energy``), records pro-rated by their overlap
   with the window; CO₂ = kWh x the grid intensity (g/kWh). ``None`` when not recorded.
 
@@ -34,6 +37,7 @@ from fractions import Fraction
 from typing import Any
 
 from ds01.core.event_query import DAEMON_USER, container_uid, parse_ts
+from ds01.core.gpu_use import UNMANAGED_USE_ACTION
 
 HOUR = timedelta(hours=1)
 JOULES_PER_KWH = 3_600_000.0
@@ -47,6 +51,7 @@ CREATED = "container.create"
 IDLE_RECLAIM = "cleanup.idle"
 RUNTIME_STOP = "cleanup.runtime"
 QUEUE_START = "queue.start"
+COUNTED = (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START, UNMANAGED_USE_ACTION)
 
 
 # -- what the lifecycle loop records --------------------------------------------------------
@@ -146,6 +151,7 @@ class ReportRow:
     queue_waits: QueueWaits
     energy_kwh: float | None
     co2_kg: float | None
+    unmanaged_gpu_uses: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +171,7 @@ class ReportRow:
             },
             "energy_kwh": self.energy_kwh,
             "co2_kg": self.co2_kg,
+            "unmanaged_gpu_uses": self.unmanaged_gpu_uses,
         }
 
 
@@ -202,6 +209,7 @@ class _Tally:
     runtime: int = 0
     waits: list[float] = field(default_factory=list)
     joules: float = 0.0
+    unmanaged: int = 0
 
     def add(self, other: _Tally) -> None:
         self.allocated += other.allocated
@@ -212,6 +220,7 @@ class _Tally:
         self.runtime += other.runtime
         self.waits.extend(other.waits)
         self.joules += other.joules
+        self.unmanaged += other.unmanaged
 
 
 def _overlap(start: datetime, end: datetime, lo: datetime, hi: datetime) -> float:
@@ -276,12 +285,16 @@ class _Window:
             if event.get("outcome", "success") != "success":
                 continue
             action = event.get("action")
-            if action not in (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START):
+            if action not in COUNTED:
                 continue
             ts = parse_ts(event.get("ts"))
             if ts is None or not self.start <= ts < self.end:
                 continue
             owner = _owner(event, uid_names)
+            if action == UNMANAGED_USE_ACTION:
+                details = event.get("details")
+                holder = details.get("container_user") if isinstance(details, Mapping) else None
+                owner = holder if isinstance(holder, str) else owner
             if owner is not None:
                 _count_event(self.tally(owner), action, event)
 
@@ -303,13 +316,16 @@ class _Window:
 
 
 def _count_event(row: _Tally, action: str, event: Mapping[str, Any]) -> None:
-    """Add one successful create, reclaim, runtime stop or queue start to ``row``."""
+    """Add one successful create, reclaim, runtime stop, queue start or GPU use outside
+    ds01 to ``row``."""
     if action == CREATED:
         row.created += 1
     elif action == IDLE_RECLAIM:
         row.idle += 1
     elif action == RUNTIME_STOP:
         row.runtime += 1
+    elif action == UNMANAGED_USE_ACTION:
+        row.unmanaged += 1
     else:
         details = event.get("details")
         waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
@@ -339,6 +355,7 @@ def _make_row(
         ),
         energy_kwh=_round(kwh) if kwh is not None else None,
         co2_kg=_round(co2) if co2 is not None else None,
+        unmanaged_gpu_uses=t.unmanaged,
     )
 
 

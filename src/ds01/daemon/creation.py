@@ -81,6 +81,7 @@ from ds01.runtime.docker import (
     ContainerRecord,
     ContainerSpec,
 )
+from ds01.runtime.host_gpu import device_group_gid
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import CreateIntent
 
@@ -608,7 +609,16 @@ class Creation:
             device_nodes=() if through_toolkit else device_nodes(placement.devices),
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
+            extra=device_group(uuids if through_toolkit else ()),
         )
+
+
+def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:
+    """Docker's ``group_add`` for a container given GPUs through the NVIDIA toolkit: the
+    device group, so that its user (not root) opens the device nodes the toolkit puts in
+    it once ``ds01 admin setup`` made them 0660 root:ds01-gpu. No GPUs or no group: none."""
+    gid = device_group_gid() if gpu_uuids else None
+    return {"group_add": [str(gid)]} if gid is not None else {}
 
 
 __all__ = [

@@ -5,7 +5,9 @@ does (NSS, the Docker socket's mode, the daemon's own state), so they run inside
 are served to admins only. They cover: ds01d's user, users in the docker group, the Docker
 socket's mode, whether the Docker engine answers (asked with a short timeout, so a stopped
 or hung engine is reported in seconds), the cgroup version and Docker's cgroup driver, the
-NVIDIA Container Toolkit (with the NVML backend only), the admin group, the configuration
+NVIDIA Container Toolkit (with the NVML backend only: ``nvidia-container-runtime-hook`` on
+dockerd's PATH, or CDI specs), the modes of the ``/dev/nvidia*`` nodes (open to every user,
+they let anyone run CUDA outside every quota), the admin group, the configuration
 on disk, the API socket, the audit log, the state database and its backup, the GPUs,
 whether disk limits are enforced by Docker's storage driver or measured by the lifecycle
 loop, the free space for ds01d's own files, and each background loop (lifecycle, GPU queue,
@@ -24,16 +26,16 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ds01.config.loader import load_config
 from ds01.core.disk import human_bytes
+from ds01.core.findings import Finding, exit_code
+from ds01.core.gpu_check import DockerGpuAccess, check_device_nodes, check_docker_gpu_access
 from ds01.core.image_presence import missing_images
 from ds01.core.state_recovery import BackupInfo
 from ds01.daemon.health import LoopHealth
@@ -41,6 +43,7 @@ from ds01.daemon.schemas import DoctorFinding, DoctorReport
 from ds01.daemon.state_backup import DEFAULT_INTERVAL_SECONDS as BACKUP_INTERVAL_SECONDS
 from ds01.errors import Ds01Error, PermissionDenied
 from ds01.model.units import format_duration
+from ds01.runtime.host_gpu import DOCKER_PID_FILE, device_nodes, docker_gpu_access
 from ds01.runtime.storage_fault import mount_point
 from ds01.runtime.store_files import backup_info
 
@@ -50,14 +53,10 @@ if TYPE_CHECKING:
     from ds01.daemon.service import Ds01Service
     from ds01.runtime.cgroups import CgroupManager
 
-Level = Literal["ok", "warning", "critical"]
 DOCKER_SOCKET = Path("/var/run/docker.sock")
-DOCKER_PID_FILE = Path("/var/run/docker.pid")  # dockerd's default --pidfile
 DOCKER_GROUP = "docker"
 #: Seconds the doctor waits for the Docker engine before calling it down.
 DOCKER_TIMEOUT_SECONDS = 3.0
-#: Programs of the NVIDIA Container Toolkit that Docker's ``--gpus`` needs (one suffices).
-NVIDIA_TOOLKIT_PROGRAMS = ("nvidia-container-runtime-hook", "nvidia-container-runtime")
 #: A loop is stalled when no pass succeeded for this many intervals plus the margin.
 STALL_INTERVALS = 3
 STALL_MARGIN_SECONDS = 60.0
@@ -65,14 +64,6 @@ STALL_MARGIN_SECONDS = 60.0
 FULL_BELOW_BYTES = 256 * 1024
 #: …and as low on space below this share of its size.
 LOW_SPACE_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    level: Level
-    message: str
-    hint: str = ""
 
 
 def docker_group_members(group_name: str = DOCKER_GROUP) -> list[str]:
@@ -204,11 +195,10 @@ def check_cgroups(info: Mapping[str, Any], cgroups: CgroupManager) -> Finding:
     )
 
 
-def check_nvidia_toolkit(
-    backend: str, info: Mapping[str, Any], which: Callable[[str], str | None] = shutil.which
-) -> Finding:
-    """With the NVML backend: whether Docker can hand GPUs to containers (the NVIDIA
-    Container Toolkit's runtime or hook). Simulated GPUs need no toolkit."""
+def check_nvidia_toolkit(backend: str, access: Callable[[], DockerGpuAccess]) -> Finding:
+    """With the NVML backend: whether Docker can hand GPUs to containers
+    (``ds01.core.gpu_check``: the hook on dockerd's PATH, or CDI). Simulated GPUs need no
+    toolkit."""
     if backend != "nvml":
         return Finding(
             "nvidia-toolkit",
@@ -216,18 +206,7 @@ def check_nvidia_toolkit(
             f"GPUs are {backend}: the NVIDIA Container Toolkit is not needed (containers get "
             "stand-in device nodes).",
         )
-    runtimes = info.get("Runtimes") or {}
-    found = [p for p in (which(name) for name in NVIDIA_TOOLKIT_PROGRAMS) if p]
-    if "nvidia" in runtimes or found:
-        where = "Docker runtime 'nvidia'" if "nvidia" in runtimes else found[0]
-        return Finding("nvidia-toolkit", "ok", f"The NVIDIA Container Toolkit is there ({where}).")
-    return Finding(
-        "nvidia-toolkit",
-        "critical",
-        "The NVIDIA Container Toolkit is missing: Docker cannot give containers GPUs.",
-        "apt-get install nvidia-container-toolkit; nvidia-ctk runtime configure "
-        "--runtime=docker; systemctl restart docker.",
-    )
+    return check_docker_gpu_access(access())
 
 
 def check_loop(health: LoopHealth) -> Finding:
@@ -495,11 +474,6 @@ def run_checks(checks: Iterable[Callable[[], Finding]]) -> list[Finding]:
     return findings
 
 
-def exit_code(findings: Iterable[Finding]) -> int:
-    levels = {f.level for f in findings}
-    return 2 if "critical" in levels else 1 if "warning" in levels else 0
-
-
 def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
     """Every check, for admins only (the answer names users and files)."""
     if not caller.is_admin:
@@ -549,7 +523,10 @@ def diagnose(service: Ds01Service, caller: Caller) -> DoctorReport:
         check_docker_socket,
         check_mount_namespace,
         lambda: check_cgroups(info, service.cgroups),
-        lambda: check_nvidia_toolkit(config.gpus.backend, info),
+        lambda: check_nvidia_toolkit(
+            config.gpus.backend, lambda: docker_gpu_access(info.get("Runtimes") or {})
+        ),
+        lambda: check_device_nodes(device_nodes()),
         lambda: check_admin_group(config.limits.admin_group),
         lambda: check_config(service.paths.config_dir),
         lambda: check_api_socket(service.paths.socket),

@@ -1,48 +1,22 @@
 """``ds01d``: start the daemon (as root) on the configured socket.
 
-SIGTERM or SIGINT stops it gracefully (:class:`GracefulStop`): no new request runs, the
-accepted ones finish (at most ``--drain-timeout`` seconds), the loops end, the audit log
-is closed; the exit status is 0 when every client got its request's outcome, 1 when the
-drain was cut short (its deadline, or a second signal) and some client was told that its
-outcome is unknown.
+This module holds only the command line, so that ``ds01d --help`` loads nothing else; the
+daemon itself is ``ds01.daemon.run``. SIGTERM or SIGINT stops it gracefully: no new request
+runs, the accepted ones finish (at most ``--drain-timeout`` seconds), the loops end, the
+audit log is closed; the exit status is 0 when every client got its request's outcome, 1
+when the drain was cut short (its deadline, or a second signal) and some client was told
+that its outcome is unknown.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
 
 from ds01 import __version__
-from ds01.errors import Ds01Error
-
-if TYPE_CHECKING:
-    from ds01.daemon.disk import DiskMeter
-    from ds01.daemon.dispatcher import GpuDispatcher
-    from ds01.daemon.energy import EnergyMeter
-    from ds01.daemon.lifecycle import LifecycleLoop
-    from ds01.daemon.oom import OomWatcher
-    from ds01.daemon.paths import DaemonPaths
-    from ds01.daemon.server import Ds01HttpServer
-    from ds01.daemon.service import Ds01Service
-    from ds01.metrics.activity import ActivityCounters
-    from ds01.metrics.exporter import MetricsExporter
-    from ds01.metrics.listen import ListenAddress
 
 #: Seconds the requests accepted before a SIGTERM get to finish: a create or a stop inside
 #: Docker takes seconds (a stop waits up to 10 s for the container's processes).
 DEFAULT_DRAIN_SECONDS = 30.0
-#: Seconds a loop's pass under way still gets once the drain is over, at least.
-LOOP_STOP_FLOOR_SECONDS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="seconds between two passes of the GPU queue when nothing changes [5]",
+    )
+    parser.add_argument(
+        "--gpu-use-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two looks for processes on the GPUs outside ds01's "
+        "allocation [15]",
     )
     parser.add_argument(
         "--metrics-listen",
@@ -136,388 +118,9 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _event_log_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``EventLog`` keyword arguments the ``--audit-*`` flags set (the rest default)."""
-    options: dict[str, Any] = {}
-    if args.audit_max_bytes is not None:
-        options["max_bytes"] = args.audit_max_bytes or None
-    if args.audit_keep_files is not None:
-        options["keep_files"] = args.audit_keep_files
-    if args.audit_refusal_window is not None:
-        options["refusal_window_seconds"] = args.audit_refusal_window
-    return options
-
-
-class Stoppable(Protocol):
-    """A loop of ds01d that acts on containers: told first to begin nothing new."""
-
-    def request_stop(self) -> None: ...
-
-
-class GracefulStop:
-    """What SIGTERM and SIGINT do. The first begins the drain: ``loops`` begin nothing new
-    and the server answers what it accepted, for at most ``drain_seconds``. A second one
-    ends the drain at once: requests still running are answered that their outcome is
-    unknown (and logged), so that a hung Docker call cannot hold ds01d for the whole drain.
-    """
-
-    def __init__(
-        self, server: Ds01HttpServer, loops: list[Stoppable], drain_seconds: float
-    ) -> None:
-        self.server = server
-        self.loops = loops
-        self.drain_seconds = drain_seconds
-        self.deadline: float | None = None
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log = logging.getLogger("ds01d")
-        if self.deadline is not None:
-            log.warning(
-                "signal %d again: not waiting for the %d request(s) still running",
-                signum,
-                self.server.connections.running,
-            )
-            self.server.hurry()
-            self.deadline = time.monotonic()
-            return
-        self.deadline = time.monotonic() + self.drain_seconds
-        log.info(
-            "signal %d: stopping; the accepted requests get up to %g s to finish (a second "
-            "signal ends that now)",
-            signum,
-            self.drain_seconds,
-        )
-        # Not in the handler: telling the queue takes its lock, which this thread may hold.
-        threading.Thread(target=self._begin, name="ds01d-stop", daemon=True).start()
-
-    def _begin(self) -> None:
-        for loop in self.loops:
-            loop.request_stop()
-        self.server.drain(self.drain_seconds)
-
-    def seconds_left(self) -> float:
-        """What is left of the drain for the loops' passes under way (at least a floor)."""
-        left = 0.0 if self.deadline is None else self.deadline - time.monotonic()
-        return max(left, LOOP_STOP_FLOOR_SECONDS)
-
-
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ds01d``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if os.geteuid() != 0:
-        sys.exit("ds01d: must run as root (it alone holds Docker access).")
-    metrics_address = _metrics_address(args)
-    # Imported here so that `ds01d --help` stays fast.
-    from ds01.daemon.server import Ds01HttpServer
-    from ds01.daemon.state_backup import StateBackups
+    from ds01.daemon.run import run  # the daemon, once the command line is understood
 
-    paths = _prepared_paths(args)
-    state_lock = _locked_state(paths)
-    service = _started_service(args, paths)
-    backups = StateBackups(service.store)
-    backups.backup_now()  # a copy of the state as it is at start, before any change
-    loops = _Loops.of(service, args)
-    activity = _activity_counters(service)
-    metrics = _MetricsStart(
-        lambda: _metrics_exporter(
-            service, activity, loops.energy, container_names=_metrics_container_names(args)
-        ),
-        metrics_address,
-    )
-    server = Ds01HttpServer(paths.socket, service)
-    stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
-    signal.signal(signal.SIGTERM, stop.on_signal)
-    signal.signal(signal.SIGINT, stop.on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
-    logging.getLogger("ds01d").info("listening on %s (config %s)", paths.socket, paths.config_dir)
-    backups.start()
-    loops.start()
-    metrics.start()  # loads the exporter while the socket already answers
-    unfinished: list[str] = []
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        metrics.stop()
-        service.ledger.stop()
-        unfinished = loops.stop(stop)
-        server.server_close()
-        paths.socket.unlink(missing_ok=True)
-        backups.stop()  # the last copy, once nothing writes any more
-        service.events.close()
-        service.store.close()
-        os.close(state_lock)
-    _exit_status(server, unfinished)
-
-
-def _exit_status(server: Ds01HttpServer, unfinished: list[str]) -> None:
-    """Exit 1 when a client was told its outcome is unknown or a pass was cut off."""
-    log = logging.getLogger("ds01d")
-    if server.cut_short or unfinished:
-        log.error(
-            "stopped with %d request(s) whose outcome their clients were told is unknown",
-            len(server.cut_short),
-        )
-        sys.exit(1)
-    log.info("stopped")
-
-
-def _prepared_paths(args: argparse.Namespace) -> DaemonPaths:
-    """ds01d's directories, made and given their modes; exits when one cannot be."""
-    from ds01.daemon.paths import DaemonPaths
-
-    paths = DaemonPaths.resolve(args.config_dir, args.state_dir, args.log_dir, args.socket)
-    for directory, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o750)):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(mode)
-        except OSError as exc:
-            sys.exit(
-                f"ds01d: cannot prepare {directory}: {exc.strerror or exc}. ds01d needs to "
-                "write there: make it a writable directory of root's (a read-only file "
-                "system must be remounted read-write), then start ds01d again."
-            )
-    return paths
-
-
-def _locked_state(paths: DaemonPaths) -> int:
-    """The state directory's lock, held for ds01d's whole life: no second ds01d, and no
-    restore, on this state. Exits when another holds it."""
-    from ds01.runtime.store_files import StateDirBusy, lock_state_dir
-
-    try:
-        return lock_state_dir(paths.state_dir)
-    except StateDirBusy as exc:
-        sys.exit(f"ds01d: {exc.message}")
-
-
-def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Service:
-    """The service, with what the last ds01d left half-done settled and the firewall up
-    before anything is served (``_settled``); exits when Docker or the state refuse."""
-    from ds01.daemon.context import DaemonDependencies
-    from ds01.daemon.ledger import ContainerLedger
-    from ds01.daemon.service import Ds01Service
-    from ds01.daemon.state_start import open_state
-    from ds01.events.log import EventLog
-    from ds01.gpu.backend import make_backend
-    from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
-    from ds01.runtime.docker import DockerRuntime
-
-    cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
-    try:
-        events = EventLog(paths.events_file, **_event_log_options(args))
-    except ValueError as exc:
-        sys.exit(f"ds01d: {exc}")
-    try:
-        runtime = DockerRuntime.from_env()
-        # The one full container list of the start; every reader below uses the ledger.
-        ledger = ContainerLedger(runtime)
-        ledger.start()
-        given = DaemonDependencies(
-            paths=paths,
-            runtime=runtime,
-            ledger=ledger,
-            store=open_state(paths.state_db, ledger, events),
-            events=events,
-            cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
-            # Simulated GPUs read their utilisation from a file in the state directory, and
-            # keep their MIG layouts there once `ds01 admin mig apply` changed them.
-            backend_factory=lambda config: make_backend(
-                config.gpus,
-                simulated_telemetry_file=paths.simulated_telemetry_file,
-                simulated_mig_file=paths.simulated_mig_file,
-            ),
-        )
-        service = Ds01Service(given)
-        _settled(service)
-    except Ds01Error as exc:
-        sys.exit(f"ds01d: {exc.message}")
-    return service
-
-
-def _settled(service: Ds01Service) -> None:
-    """At start: the audit log given to the admins, the disk-limit mode detected, half-made
-    containers and unused cgroup parents removed, users' networks guarded (a failure is
-    logged and fails closed), and what was done logged."""
-    from ds01.daemon.disk import detect_storage
-    from ds01.daemon.networks import network_name
-
-    service.share_log_with_admins()
-    service.status.storage = detect_storage(service.runtime)
-    removed = service.reconciler.reconcile()
-    emptied = service.enforcement.reconcile_cgroups()
-    records = service.records()
-    service.networks.reconcile(r.uid for r in records)
-    log = logging.getLogger("ds01d")
-    if removed:
-        log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
-    if emptied:
-        log.info("removed %d empty cgroup parent(s): %s", len(emptied), ", ".join(emptied))
-    log.info("cgroups: %r", service.cgroups)
-    legacy = [r.docker_name for r in records if r.networks not in ((), (network_name(r.uid),))]
-    if legacy:
-        log.warning(
-            "%d container(s) not on their owner's network until their next start: %s",
-            len(legacy),
-            ", ".join(legacy),
-        )
-
-
-@dataclass(frozen=True)
-class _Loops:
-    """ds01d's background loops, started after the service and stopped before it."""
-
-    watcher: OomWatcher
-    queue: GpuDispatcher
-    lifecycle: LifecycleLoop
-    energy: EnergyMeter
-    disk_meter: DiskMeter
-
-    @classmethod
-    def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
-        """The loops of ``service``, not started; each one's health is in its status."""
-        from ds01.daemon import dispatcher
-        from ds01.daemon.disk import DiskMeter
-        from ds01.daemon.energy import EnergyMeter
-        from ds01.daemon.lifecycle import LifecycleLoop
-        from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
-        from ds01.daemon.sampler import Sampler
-        from ds01.daemon.server import terminals_of
-        from ds01.events.log import utc_now
-
-        watcher = OomWatcher(
-            service.ledger,
-            service.cgroups,
-            service.store,
-            service.events,
-            service.engine.cgroup_driver,
-            interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
-            on_docker_back=service.creation.settle_failed_creates,
-        )
-        queue = dispatcher.GpuDispatcher(
-            service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS
-        )
-        sampler = Sampler(
-            service.runtime,
-            service.cgroups,
-            service.engine.cgroup_driver,
-            sessions=terminals_of(service).attached,
-        )
-        lifecycle = LifecycleLoop(service, sampler)
-        service.status.lifecycle_pass = lambda dry_run: lifecycle.run_pass(dry_run=dry_run)
-        loops = cls(watcher, queue, lifecycle, EnergyMeter(service), DiskMeter(service, utc_now))
-        for loop in loops.all():
-            service.status.loops.add(loop.tracker)
-        return loops
-
-    def all(self) -> tuple[OomWatcher, GpuDispatcher, LifecycleLoop, EnergyMeter, DiskMeter]:
-        return (self.watcher, self.queue, self.lifecycle, self.energy, self.disk_meter)
-
-    def start(self) -> None:
-        for loop in self.all():
-            loop.start()
-
-    def stop(self, stop: GracefulStop) -> list[str]:
-        """Stop every loop; return the passes that were cut off."""
-        unfinished: list[str] = []
-        self.energy.stop()
-        self.disk_meter.stop()
-        # A pass under way finishes within what is left of the drain, or is cut off (the
-        # next ds01d adopts or rolls back what it began, as after a crash).
-        if not self.lifecycle.stop(stop.seconds_left()):
-            unfinished.append("a lifecycle pass")
-        if not self.queue.stop(stop.seconds_left()):
-            unfinished.append("a pass of the GPU queue")
-        self.watcher.stop()
-        if unfinished:
-            logging.getLogger("ds01d").error("stopping: cut off %s", " and ".join(unfinished))
-        return unfinished
-
-
-def _metrics_address(args: argparse.Namespace) -> ListenAddress | None:
-    """The exporter's address from the flags or the environment; exits on a bad one."""
-    from ds01.metrics.listen import (
-        DEFAULT_LISTEN,
-        ENV_METRICS_ALLOW_REMOTE,
-        ENV_METRICS_LISTEN,
-        parse_listen,
-    )
-
-    text = args.metrics_listen or os.environ.get(ENV_METRICS_LISTEN) or DEFAULT_LISTEN
-    allow_remote = args.metrics_allow_remote or os.environ.get(ENV_METRICS_ALLOW_REMOTE) == "1"
-    try:
-        return parse_listen(text, allow_remote=allow_remote)
-    except Ds01Error as exc:
-        sys.exit(f"ds01d: {exc.message}")
-
-
-def _metrics_container_names(args: argparse.Namespace) -> bool:
-    from ds01.metrics.listen import ENV_METRICS_CONTAINER_NAMES
-
-    return bool(args.metrics_container_names) or (
-        os.environ.get(ENV_METRICS_CONTAINER_NAMES) == "1"
-    )
-
-
-def _activity_counters(service: Ds01Service) -> ActivityCounters:
-    """The exporter's counters, listening to the event log from now on (before ds01d serves,
-    so that no event is missed while the exporter itself still loads)."""
-    from ds01.metrics.activity import ActivityCounters
-
-    activity = ActivityCounters()
-    service.events.subscribe(activity.observe)
-    return activity
-
-
-def _metrics_exporter(
-    service: Ds01Service, activity: ActivityCounters, energy: EnergyMeter, *, container_names: bool
-) -> MetricsExporter:
-    """The exporter of ``service`` (this imports prometheus-client: about a third of
-    ds01d's imports)."""
-    from ds01.metrics.collector import Ds01Collector
-    from ds01.metrics.exporter import MetricsExporter
-    from ds01.metrics.snapshot import Snapshotter
-
-    snapshots = Snapshotter(service, activity, energy.totals, container_names=container_names)
-    return MetricsExporter(Ds01Collector(snapshots.take))
-
-
-class _MetricsStart:
-    """Builds and starts the exporter in a thread of its own, so that ds01d's socket answers
-    while prometheus-client loads. ``start`` and ``stop`` are called from ``main``'s thread;
-    ``stop`` waits for the start to end, then stops what it started."""
-
-    def __init__(self, build: Callable[[], MetricsExporter], address: ListenAddress | None) -> None:
-        self._build = build
-        self._address = address
-        self._exporter: MetricsExporter | None = None
-        self._thread = threading.Thread(target=self._run, name="ds01d-metrics-start", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        if self._address is None:
-            logging.getLogger("ds01d").info("metrics exporter off")
-            return
-        exporter = self._build()
-        _start_exporter(exporter, self._address)
-        self._exporter = exporter
-
-    def stop(self) -> None:
-        if self._thread.is_alive() or self._thread.ident is not None:
-            self._thread.join()
-        if self._exporter is not None:
-            self._exporter.stop()
-
-
-def _start_exporter(exporter: MetricsExporter, address: ListenAddress) -> None:
-    """Start serving metrics; a failure is logged and ds01d carries on without them."""
-    log = logging.getLogger("ds01d")
-    try:
-        bound = exporter.start(address)
-    except OSError as exc:
-        log.error("metrics exporter cannot listen on %s: %s; running without it", address, exc)
-        return
-    log.info("metrics on http://%s/metrics", bound)
+    run(args)

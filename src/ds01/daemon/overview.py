@@ -51,12 +51,18 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     everyone = caller.is_admin
     queued = service.store.queued()
     for_queue = service.status.queue_reserved
+    unmanaged = service.status.unmanaged_gpu_use
 
     on_demand = set(service.store.on_demand_slices())
     devices = []
     for device in inventory.devices:
         status = device_status(
-            device, inventory, held.get(device.uuid), caller, on_demand=device.uuid in on_demand
+            device,
+            inventory,
+            held.get(device.uuid),
+            caller,
+            unmanaged,
+            on_demand=device.uuid in on_demand,
         )
         reading = telemetry.get(device.uuid)
         devices.append(

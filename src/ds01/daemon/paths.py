@@ -48,3 +48,8 @@ class DaemonPaths:
     def simulated_mig_file(self) -> Path:
         """Where the simulated GPU backend keeps the MIG changes of ``ds01 admin mig apply``."""
         return self.state_dir / p.SIMULATED_MIG_FILE
+
+    @property
+    def simulated_process_file(self) -> Path:
+        """Where the simulated GPU backend reads the processes on its devices (tests)."""
+        return self.state_dir / p.SIMULATED_PROCESS_FILE

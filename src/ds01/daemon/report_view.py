@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: The window when ``from`` is not given: this long before ``to``.
 DEFAULT_DAYS = 30
 #: Events the report counts.
-ACTIONS = (core.CREATED, core.IDLE_RECLAIM, core.RUNTIME_STOP, core.QUEUE_START)
+ACTIONS = core.COUNTED
 #: The query keys of ``GET /v1/admin/report``.
 QUERY_KEYS = ("from", "to")
 

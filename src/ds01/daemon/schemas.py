@@ -78,6 +78,19 @@ class Holder(_Model):
     )
 
 
+class UnmanagedProcess(_Model):
+    pid: int = Field(description="The process's host pid.")
+    user: str | None = Field(description="Who runs it (null: unknown).")
+    container: str | None = Field(
+        description="Its container: a ds01 container's name (shown to its owner and admins "
+        "only), the short Docker id of a container not made by ds01, or null: a host process."
+    )
+    reason: Literal["host", "not-held", "other-container"] = Field(
+        description="host: in no container; not-held: in a ds01 container that does not "
+        "hold this device; other-container: in a container ds01 did not make."
+    )
+
+
 class DeviceStatus(_Model):
     uuid: str
     kind: Literal["gpu", "mig"]
@@ -91,6 +104,11 @@ class DeviceStatus(_Model):
     on_demand: bool = Field(
         default=False,
         description="A MIG slice ds01d made on demand (mig_layout: dynamic); destroyed once free.",
+    )
+    unmanaged: list[UnmanagedProcess] = Field(
+        default_factory=list,
+        description="Processes using this device outside ds01's allocation, as ds01d's "
+        "last GPU use pass found them.",
     )
 
 
@@ -281,6 +299,51 @@ class DoctorFinding(_Model):
     level: Literal["ok", "warning", "critical"]
     message: str
     hint: str = ""
+
+
+class GpuCheckGpu(_Model):
+    index: int
+    uuid: str
+    model: str
+    memory_mib: int
+    mig_enabled: bool
+    telemetry: dict[str, float | int | None] = Field(
+        description="The board's readings (power, energy…); null where the driver has none."
+    )
+
+
+class GpuCheckDevice(_Model):
+    uuid: str
+    kind: Literal["gpu", "mig"]
+    profile: str | None
+    gpu_index: int
+    gpu_uuid: str
+    memory_mib: int
+    gpu_equivalents: float
+    telemetry: dict[str, float | int | None] = Field(
+        description="Utilisation, memory, processes…; null where the driver has none "
+        "(utilisation, power and energy of MIG instances)."
+    )
+
+
+class GpuCheckReport(_Model):
+    """``ds01 admin gpu-check``: can this machine serve real GPUs, and only through ds01?"""
+
+    backend: str
+    driver: dict[str, str | None] = Field(
+        description="kernel (the loaded module's version line), driver, nvml, cuda."
+    )
+    gpus: list[GpuCheckGpu]
+    devices: list[GpuCheckDevice]
+    device_nodes: list[dict[str, Any]] = Field(description="/dev/nvidia*: path, mode, group.")
+    docker: dict[str, Any] = Field(
+        description="can_serve, hook (on dockerd's PATH), cdi_specs, runtimes."
+    )
+    container_test: dict[str, Any] | None = Field(
+        description="The container given one device that ran `nvidia-smi -L` (null: not run)."
+    )
+    findings: list[DoctorFinding]
+    exit_code: int
 
 
 class ImagesPresent(_Model):
@@ -722,6 +785,11 @@ class ReportRow(_Model):
     queue_waits: ReportQueueWaits
     energy_kwh: float | None = Field(description="null: energy is not recorded.")
     co2_kg: float | None = Field(description="null: energy or grid intensity unknown.")
+    unmanaged_gpu_uses: int = Field(
+        default=0,
+        description="Processes found on a GPU outside ds01's allocation (gpu.unmanaged_use): "
+        "for the owner of the ds01 container they ran in, else for the process's user.",
+    )
 
 
 class UsageReport(_Model):

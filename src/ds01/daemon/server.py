@@ -40,6 +40,7 @@ from ds01.daemon import (
     report_view,
     stats_view,
 )
+from ds01.daemon import gpu_check as gpu_check_view
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
@@ -365,6 +366,10 @@ def doctor(call: RouteCall) -> api.DoctorReport:
     return diagnose(call.service, call.caller)
 
 
+def gpu_check(call: RouteCall) -> api.GpuCheckReport:
+    return gpu_check_view.gpu_check(call.service, call.caller, call.query)
+
+
 def usage_report(call: RouteCall) -> api.UsageReport:
     return report_view.report(call.service, call.caller, call.query)
 
@@ -641,6 +646,17 @@ ROUTES: tuple[Route, ...] = (
         "Set-up risks (admins)",
         doctor,
         api.DoctorReport,
+    ),
+    Route(
+        "GET",
+        "/v1/admin/gpu-check",
+        "Whether this machine serves real GPUs, and only through ds01: driver, devices, "
+        "telemetry, device nodes, Docker's toolkit, a test container on one free device "
+        "(image=REF, else the starter image) (admins)",
+        gpu_check,
+        api.GpuCheckReport,
+        query=gpu_check_view.QUERY_KEYS,
+        waits=True,
     ),
     Route(
         "GET",

@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ds01.config.loader import Ds01Config
+from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
 from ds01.daemon.containers import ContainerOps
@@ -69,6 +70,12 @@ class Ds01Service(DaemonContext):
     def lifecycle_last_pass(self) -> datetime | None:
         """When the lifecycle loop's last pass ran (``status``), as the metrics read it."""
         return self.status.lifecycle_last_pass
+
+    @property
+    def unmanaged_gpu_use(self) -> tuple[UnmanagedUse, ...]:
+        """Processes on the GPUs outside ds01's allocation (``status``), as the metrics
+        read them."""
+        return self.status.unmanaged_gpu_use
 
     def _limits_changed(self, config: Ds01Config) -> None:
         # Totals or group memberships may have changed: write them on the live parents.

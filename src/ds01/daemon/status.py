@@ -18,6 +18,7 @@ from ds01.daemon.disk import UNDETECTED, DiskUse, StorageMode
 from ds01.daemon.health import LoopRegistry
 
 if TYPE_CHECKING:
+    from ds01.core.gpu_use import UnmanagedUse
     from ds01.core.scheduler import Plan
 
 #: ``ds01 maintenance run``: one lifecycle pass (``True``: dry run).
@@ -36,6 +37,8 @@ class DaemonStatus:
     - ``lifecycle_pass``: ``main``, once the lifecycle loop exists.
     - ``storage``: ``main``, once at start (the host's disk-limit mode).
     - ``disk_usage``: the disk meter, after each round of measurements.
+    - ``unmanaged_gpu_use``: the GPU use watch, after each pass: processes on the GPUs
+      outside ds01's allocation (``ds01.core.gpu_use``).
     - ``loops``: ``main`` adds each background loop's tracker at start.
     - ``started_at``: set once, when the service is made.
     """
@@ -48,6 +51,7 @@ class DaemonStatus:
     lifecycle_pass: LifecyclePass | None = None
     storage: StorageMode = UNDETECTED
     disk_usage: dict[str, DiskUse] = field(default_factory=dict)
+    unmanaged_gpu_use: tuple[UnmanagedUse, ...] = ()
     loops: LoopRegistry = field(default_factory=LoopRegistry)
 
     def publish_queue_pass(self, plan: Plan) -> None:

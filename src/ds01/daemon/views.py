@@ -8,12 +8,13 @@ request is about, ``LimitsEnforcement.usage_of``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from ds01.config.resolve import is_admin
 from ds01.core.allocation import AllocationState, Holding, equivalents_to_float
+from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -109,23 +110,41 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
     )
 
 
+def unmanaged_process(use: UnmanagedUse, viewer: Caller | None = None) -> api.UnmanagedProcess:
+    """A process outside ds01's allocation as ``viewer`` may see it: a ds01 container's
+    name only to its owner and admins (``viewer`` ``None``: the full view)."""
+    if use.reason == "other-container" and use.container_id:
+        container: str | None = use.container_id[:12]
+    elif _private(viewer, use.container_user or ""):
+        container = None
+    else:
+        container = use.container
+    return api.UnmanagedProcess(pid=use.pid, user=use.user, container=container, reason=use.reason)
+
+
+def _private(viewer: Caller | None, owner: str) -> bool:
+    return viewer is not None and not viewer.is_admin and viewer.name != owner
+
+
 def device_status(
     device: Device,
     inventory: Inventory,
     holding: Holding | None,
     viewer: Caller | None = None,
+    unmanaged: Iterable[UnmanagedUse] = (),
     *,
     on_demand: bool = False,
 ) -> api.DeviceStatus:
-    """One device as ``gpu-status`` shows it to ``viewer``, with its holder (``None``: free).
-    ``on_demand``: a MIG slice ds01d made on demand.
+    """One device as ``gpu-status`` shows it to ``viewer``, with its holder (``None``: free)
+    and the processes of ``unmanaged`` on it. ``on_demand``: a MIG slice ds01d made on
+    demand.
 
     Everyone sees who holds a device; the container's name only its owner and admins (a
     name can tell what someone works on). ``viewer`` ``None``: the full view.
     """
     holder = None
     if holding is not None:
-        private = viewer is not None and not viewer.is_admin and viewer.name != holding.user
+        private = _private(viewer, holding.user)
         holder = api.Holder(user=holding.user, container=None if private else holding.name)
     return api.DeviceStatus(
         uuid=device.uuid,
@@ -137,6 +156,9 @@ def device_status(
         gpu_equivalents=equivalents_to_float(device.gpu_equivalents),
         reserved=device.uuid in inventory.reserved,
         holder=holder,
+        unmanaged=[
+            unmanaged_process(u, viewer) for u in unmanaged if u.device_uuid == device.uuid
+        ],
         on_demand=on_demand,
     )
 
@@ -222,13 +244,14 @@ class Views:
         ctx = self.context
         inventory = ctx.backend.inventory()
         held = allocation_state(ctx.records()).held()
+        unmanaged = ctx.status.unmanaged_gpu_use
         on_demand = set(ctx.store.on_demand_slices())
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
             devices=[
                 device_status(
-                    d, inventory, held.get(d.uuid), caller, on_demand=d.uuid in on_demand
+                    d, inventory, held.get(d.uuid), caller, unmanaged, on_demand=d.uuid in on_demand
                 )
                 for d in inventory.devices
             ],

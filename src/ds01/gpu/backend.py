@@ -55,6 +55,19 @@ class DeviceTelemetry:
 
 
 @dataclass(frozen=True)
+class GpuProcess:
+    """A process that uses a device (compute or graphics), as the driver lists it.
+
+    Attributes:
+        device_uuid: the device (a whole GPU's or a MIG instance's UUID).
+        pid: the process id on the host (ds01d's pid namespace).
+    """
+
+    device_uuid: str
+    pid: int
+
+
+@dataclass(frozen=True)
 class MigApplied:
     """What :meth:`GpuBackend.apply_mig` did to one GPU.
 
@@ -130,6 +143,17 @@ class GpuBackend(abc.ABC):
             ds01.errors.SystemFault: the backend as a whole failed unexpectedly.
         """
         raise NotImplementedError("Override in subclass.")
+
+    def driver_versions(self) -> dict[str, str]:
+        """The driver's versions it can tell (``driver``, ``nvml``, ``cuda``); ``{}`` when
+        none (no driver, or GPUs that are not real). Default: ``{}``."""
+        return {}
+
+    def processes(self) -> list[GpuProcess] | None:
+        """Every process using a device of :meth:`inventory` now (host pids), or ``None``
+        when the backend cannot tell (no driver). Observation: a device that cannot be
+        read contributes nothing. Default: ``None``."""
+        return None
 
     def mig_profiles(self, gpu: PhysicalGpu) -> tuple[str, ...] | None:
         """The MIG instance profiles ``gpu`` can have (``"3g.20gb"``, …), or ``None`` when
@@ -240,6 +264,7 @@ def make_backend(
     *,
     simulated_telemetry_file: Path | None = None,
     simulated_mig_file: Path | None = None,
+    simulated_process_file: Path | None = None,
 ) -> GpuBackend:
     """The backend that ``config.backend`` names.
 
@@ -251,6 +276,9 @@ def make_backend(
         simulated_mig_file: where the simulated backend keeps the MIG changes of ``ds01
             admin mig apply`` (usually ``<state-dir>/simulated-mig.json``, see
             :mod:`ds01.gpu.mig_state`); ignored by the NVML backend. ``None``: in memory.
+        simulated_process_file: JSON file from which the simulated backend reads the
+            processes on its devices (usually ``<state-dir>/simulated-processes.json``);
+            ignored by the NVML backend. ``None``: no process anywhere.
     """
     if config.backend == "nvml":
         from ds01.gpu.nvml import NvmlBackend
@@ -259,7 +287,10 @@ def make_backend(
     from ds01.gpu.simulated import SimulatedBackend
 
     return SimulatedBackend(
-        config, telemetry_file=simulated_telemetry_file, mig_file=simulated_mig_file
+        config,
+        telemetry_file=simulated_telemetry_file,
+        mig_file=simulated_mig_file,
+        process_file=simulated_process_file,
     )
 
 

@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.errors import SystemFault
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
+from ds01.gpu.backend import (
+    DeviceTelemetry,
+    GpuBackend,
+    GpuProcess,
+    MigApplied,
+    whole_gpu_device,
+)
 from ds01.gpu.nvml_mig import (
     apply_steps,
     create_one,
@@ -179,6 +185,51 @@ class NvmlBackend(GpuBackend):
                 energy_joules=None if energy_mj is None else int(energy_mj) / 1000,
             )
         return telemetry
+
+    def driver_versions(self) -> dict[str, str]:
+        """``nvmlSystemGetDriverVersion``, ``nvmlSystemGetNVMLVersion`` and the CUDA version
+        the driver supports (``nvmlSystemGetCudaDriverVersion``, 12040 → ``12.4``); those
+        NVML cannot give are left out."""
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable:
+            return {}
+        versions: dict[str, str] = {}
+        for key, query in (
+            ("driver", "nvmlSystemGetDriverVersion"),
+            ("nvml", "nvmlSystemGetNVMLVersion"),
+        ):
+            value = self._query(nvml, query)
+            if value is not None:
+                versions[key] = value.decode() if isinstance(value, bytes) else str(value)
+        cuda = self._query(nvml, "nvmlSystemGetCudaDriverVersion")
+        if isinstance(cuda, int) and cuda > 0:
+            versions["cuda"] = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        return versions
+
+    def processes(self) -> list[GpuProcess] | None:
+        """The compute and graphics processes on every device of the inventory (whole
+        GPUs and MIG instances: ``nvmlDeviceGetComputeRunningProcesses``,
+        ``nvmlDeviceGetGraphicsRunningProcesses``), host pids; ``None`` without a driver.
+        A device or list that cannot be read contributes nothing."""
+        try:
+            nvml = self._started_nvml()
+        except _NvmlUnavailable:
+            return None
+        found: dict[tuple[str, int], GpuProcess] = {}
+        for device in self.inventory().devices:
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(device.uuid)
+            except nvml.NVMLError:
+                continue
+            for query in (
+                "nvmlDeviceGetComputeRunningProcesses",
+                "nvmlDeviceGetGraphicsRunningProcesses",
+            ):
+                for process in self._query(nvml, query, handle) or ():
+                    pid = int(process.pid)
+                    found.setdefault((device.uuid, pid), GpuProcess(device.uuid, pid))
+        return list(found.values())
 
     def close(self) -> None:
         """Shut NVML down if this backend started it; idempotent."""

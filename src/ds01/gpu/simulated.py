@@ -31,6 +31,13 @@ GPU's UUID (for a GPU in MIG mode, the GPU's, not an instance's). :meth:`utiliza
 accepts physical GPUs' UUIDs as well as devices'. An explicit ``null`` means "not
 available". Write the file with :func:`write_simulated_telemetry`, which replaces it
 atomically.
+
+**Processes.** :meth:`SimulatedBackend.processes` reads ``process_file`` on every call: the
+host pids using each device, as NVML would list them (``{"GPU-…": [1234, 5678]}``), so
+tests can declare a process on a device (ds01d then finds its container through
+``/proc/<pid>/cgroup``). Pids are not checked: whoever writes the file gives real ones.
+UUIDs that are not devices of the inventory are left out. No file: no process. Write it
+with :func:`write_simulated_processes`.
 """
 
 from __future__ import annotations
@@ -54,7 +61,13 @@ from ds01.config.gpu_config import (
 )
 from ds01.errors import ConfigError, DeviceInUse, InvalidInput, SystemFault
 from ds01.files import read_json_file, replace_file
-from ds01.gpu.backend import DeviceTelemetry, GpuBackend, MigApplied, whole_gpu_device
+from ds01.gpu.backend import (
+    DeviceTelemetry,
+    GpuBackend,
+    GpuProcess,
+    MigApplied,
+    whole_gpu_device,
+)
 from ds01.gpu.mig_state import (
     SimulatedMigLayout,
     applied,
@@ -140,6 +153,16 @@ def write_simulated_telemetry(
     replace_file(path, json.dumps(document, indent=2, sort_keys=True), mode=0o600)
 
 
+_PIDS_BY_UUID = TypeAdapter(dict[str, list[int]])
+
+
+def write_simulated_processes(path: Path, pids: Mapping[str, Sequence[int]]) -> None:
+    """Replace ``path`` atomically with the processes on each device (``{uuid: [pid, …]}``)."""
+    document = _PIDS_BY_UUID.validate_python({u: list(p) for u, p in pids.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(path, json.dumps(document, indent=2, sort_keys=True), mode=0o600)
+
+
 def idle_telemetry(device: Device | PhysicalGpu) -> DeviceTelemetry:
     """What NVML reports for an idle device or GPU: 0 %, 0 MiB used, 0 processes.
 
@@ -171,6 +194,8 @@ class SimulatedBackend(GpuBackend):
         mig_file: where :meth:`apply_mig` keeps its changes, read at construction (usually
             ``<state-dir>/simulated-mig.json``, see :mod:`ds01.gpu.mig_state`); ``None``:
             changes are kept in memory only.
+        process_file: JSON file read by :meth:`processes` on every call (usually
+            ``<state-dir>/simulated-processes.json``); ``None``: no process anywhere.
 
     Raises:
         ds01.errors.ConfigError: two simulated devices end up with the same UUID.
@@ -184,10 +209,12 @@ class SimulatedBackend(GpuBackend):
         *,
         telemetry_file: Path | None = None,
         mig_file: Path | None = None,
+        process_file: Path | None = None,
     ) -> None:
         super().__init__(config)
         self.telemetry_file = telemetry_file
         self.mig_file = mig_file
+        self.process_file = process_file
         self._last_telemetry_problem: str | None = None
         self._mig_lock = threading.Lock()
         self._mig_changes = self._read_mig_changes()
@@ -216,6 +243,24 @@ class SimulatedBackend(GpuBackend):
             overrides = reading.model_dump(exclude_unset=True) if reading else {}
             telemetry[device_uuid] = dataclasses.replace(idle_telemetry(device), **overrides)
         return telemetry
+
+    def processes(self) -> list[GpuProcess]:
+        """The processes ``process_file`` declares on devices of the inventory; an
+        unreadable or malformed file reads as none (and is logged)."""
+        if self.process_file is None:
+            return []
+        try:
+            declared = read_json_file(self.process_file, _PIDS_BY_UUID, {})
+        except (OSError, ValidationError) as exc:
+            log.warning("simulated process file %s ignored: %s", self.process_file, exc)
+            return []
+        devices = self._inventory.by_uuid()
+        return [
+            GpuProcess(device_uuid, pid)
+            for device_uuid, pids in sorted(declared.items())
+            if device_uuid in devices
+            for pid in pids
+        ]
 
     def _read_telemetry_file(self) -> dict[str, SimulatedReading]:
         if self.telemetry_file is None:
@@ -340,18 +385,21 @@ class SimulatedBackend(GpuBackend):
         )
 
     def destroy_mig_instance(self, gpu: PhysicalGpu, device_uuid: str) -> None:
-        """Destroy one instance; refused, as NVML refuses it (``InUse``), while the
-        telemetry file says a process runs on it.
+        """Destroy one instance; refused, as NVML refuses it (``InUse``), while a process
+        runs on it: the process file lists one, or the telemetry file gives it a
+        ``process_count`` above 0.
 
         Raises:
             ds01.errors.DeviceInUse: a process runs on it.
             ds01.errors.SystemFault: there is no such instance on ``gpu``.
         """
         reading = self._read_telemetry_file().get(device_uuid)
-        if reading is not None and (reading.process_count or 0) > 0:
+        listed = sum(1 for p in self.processes() if p.device_uuid == device_uuid)
+        running = max(listed, (reading.process_count or 0) if reading is not None else 0)
+        if running:
             raise DeviceInUse(
                 f"GPU {gpu.index}: MIG instance {device_uuid} cannot be destroyed: "
-                f"{reading.process_count} process(es) run on it (NVML: In use by another client)"
+                f"{running} process(es) run on it (NVML: In use by another client)"
             )
         profile = next((d.profile for d in self._inventory.devices if d.uuid == device_uuid), None)
         self.apply_mig(gpu, [MigStep("destroy", profile, device_uuid)])

@@ -85,6 +85,13 @@ def _devices(s: MetricsSnapshot) -> Iterator[Metric]:
         [([g.uuid, str(g.index), g.model, "1" if g.mig_enabled else "0"], 1) for g in s.gpus],
     )
     yield _gauge(
+        "ds01_gpu_unmanaged_processes",
+        "Processes using a device outside ds01's allocation: on the host, in a container "
+        "that does not hold it, or in a container ds01 did not make (0 when none).",
+        ["gpu"],
+        [([d.uuid], s.unmanaged.get(d.uuid, 0)) for d in s.devices],
+    )
+    yield _gauge(
         "ds01_gpu_equivalents_total",
         "GPU-equivalents of every allocatable device (capacity).",
         samples=[([], s.total_gpu_equivalents)],

@@ -23,6 +23,7 @@ from typing import Protocol
 from ds01 import __version__
 from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_aggregate, resolve_limits
+from ds01.core.gpu_use import UnmanagedUse
 from ds01.errors import Ds01Error
 from ds01.gpu.backend import DeviceTelemetry, GpuBackend, device_telemetry
 from ds01.metrics.activity import Activity, ActivityCounters
@@ -77,6 +78,9 @@ class MetricsSource(Protocol):
 
     @property
     def backend(self) -> GpuBackend: ...
+
+    @property
+    def unmanaged_gpu_use(self) -> Sequence[UnmanagedUse]: ...
 
     def config(self) -> Ds01Config: ...
 
@@ -133,6 +137,8 @@ class MetricsSnapshot:
     grid_intensity_g_per_kwh: float
     audit_log_writable: bool
     inventory_message: str | None = field(default=None)
+    #: Processes outside ds01's allocation by device UUID (the GPU use watch's last pass).
+    unmanaged: Mapping[str, int] = field(default_factory=dict)
 
 
 def holders_of(
@@ -146,6 +152,14 @@ def holders_of(
         for r in records
         for uuid in r.gpus
     ]
+
+
+def unmanaged_by_device(uses: Sequence[UnmanagedUse]) -> dict[str, int]:
+    """How many processes use each device outside ds01's allocation."""
+    counts: dict[str, int] = {}
+    for use in uses:
+        counts[use.device_uuid] = counts.get(use.device_uuid, 0) + 1
+    return counts
 
 
 def allocated_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str], float]:
@@ -269,6 +283,7 @@ class Snapshotter:
             grid_intensity_g_per_kwh=config.gpus.energy.grid_intensity_g_per_kwh,
             audit_log_writable=bool(source.events.health()["writable"]),
             inventory_message=inventory.message,
+            unmanaged=unmanaged_by_device(source.unmanaged_gpu_use),
         )
 
     def _inventory(self, backend: GpuBackend) -> Inventory:
@@ -334,4 +349,5 @@ __all__ = [
     "containers_by_state",
     "holders_of",
     "quota_ratios",
+    "unmanaged_by_device",
 ]

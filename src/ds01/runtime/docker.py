@@ -33,11 +33,12 @@ import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, NetworkingConfig
 
-from ds01.errors import PortInUse
+from ds01.errors import NotFound, PortInUse
 from ds01.model import labels as L
 from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
+from ds01.runtime.layer_files import OverlayLayers, Unhandled, read_etc_file, write_etc_files
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
 
@@ -196,6 +197,7 @@ class ContainerSpec:
     rotating_log_driver: str | None = None
     network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
     network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
+    command: tuple[str, ...] | None = None  # None: the image's own
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -424,15 +426,40 @@ class DockerRuntime(DockerImages, DockerNetworks):
                 host_config=host_config,
                 ports=[c for c, _ in spec.ports] or None,
                 networking_config=networking,
+                command=list(spec.command) if spec.command is not None else None,
                 tty=True,
                 stdin_open=True,
             )
         return str(response["Id"])
 
+    def run_to_end(self, spec: ContainerSpec, timeout_seconds: float) -> tuple[int, str]:
+        """Create and start the container, wait for it to exit, and remove it; its exit
+        code and output (``ds01 admin gpu-check``'s test container).
+
+        Raises:
+            ds01.errors.SystemFault: Docker refused, or it ran past ``timeout_seconds``
+                (it is removed either way).
+        """
+        container = self.create(spec)
+        try:
+            with docker_errors(f"running container {spec.docker_name}"):
+                self.api.start(container)
+                status = self.api.wait(container, timeout=max(1, round(timeout_seconds)))
+                output = self.api.logs(container, stdout=True, stderr=True)
+            return int(status.get("StatusCode", -1)), bytes(output).decode(errors="replace")
+        finally:
+            self.remove(container, force=True, missing_ok=True)
+
     def read_small_file(self, container: str, path: str, limit_bytes: int) -> bytes | None:
         """The content of the regular file ``path`` in a created or running container; ``None``
         when there is none, it is not a regular file, or it is larger than ``limit_bytes``
         (a user's image decides what is there: ds01d never reads more than that)."""
+        directory, _, name = path.rpartition("/")
+        layers = self._unstarted_layers(container) if directory == "/etc" else None
+        if layers is not None:
+            found = read_etc_file(layers, name, limit_bytes)
+            if not isinstance(found, Unhandled):
+                return found
         with docker_errors(f"reading {path} in container {container}"):
             try:
                 chunks, stat = self.api.get_archive(container, path)
@@ -454,9 +481,20 @@ class DockerRuntime(DockerImages, DockerNetworks):
         """Write ``files`` (name → content) into ``directory`` of a created container, owned
         by root and mode 0644, replacing what is there.
 
+        A container never started, on overlay2, gets them in its writable layer directly
+        (``ds01.runtime.layer_files``); otherwise through Docker's archive call, which
+        mounts the container's file system.
+
         Raises:
             NotFound: the container or ``directory`` does not exist.
         """
+        layers = self._unstarted_layers(container) if directory == "/etc" else None
+        if layers is not None:
+            written = write_etc_files(layers, files)
+            if written is False:
+                raise NotFound(f"container {container} has no {directory}")
+            if written is True:
+                return
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
             for name, content in files.items():
@@ -465,6 +503,11 @@ class DockerRuntime(DockerImages, DockerNetworks):
                 tar.addfile(info, io.BytesIO(content))
         with docker_errors(f"writing {directory} in container {container}"):
             self.api.put_archive(container, directory, archive.getvalue())
+
+    def _unstarted_layers(self, container: str) -> OverlayLayers | None:
+        """The overlay2 layers of ``container`` while it was never started, else ``None``."""
+        with docker_errors(f"inspecting container {container}"):
+            return OverlayLayers.of(self.api.inspect_container(container))
 
     def start(self, container: str) -> None:
         with docker_errors(f"starting container {container}"):

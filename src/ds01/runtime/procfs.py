@@ -6,6 +6,8 @@ fails soft (``None``) since processes come and go while they are read.
 - Network bytes: every process of a container shares its network namespace, so the
   ``/proc/<pid>/net/dev`` of any one of them counts the container's traffic (all interfaces
   but ``lo``).
+- A process's cgroup (``/proc/<pid>/cgroup``: which container it is in) and owner, for the
+  processes the GPU driver lists (``ds01.core.gpu_use``).
 - The host's boot id: readings of the monotonic clock compare only within one boot (the
   lifecycle loop tells a jump of the wall clock from time that passed with it).
 
@@ -16,6 +18,7 @@ shows proves that someone is at a terminal (``daemon.sampler`` counts ds01d's ow
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +47,27 @@ def network_bytes(pids: Iterable[int], proc: Path = PROC) -> int | None:
     return None
 
 
+def process_cgroup(pid: int, proc: Path = PROC) -> str | None:
+    """The text of ``/proc/<pid>/cgroup``; ``None`` when the process is gone."""
+    try:
+        return (proc / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+
+
+def process_user(pid: int, proc: Path = PROC) -> str | None:
+    """The name of the user owning process ``pid`` (its uid as text when the uid has no
+    name); ``None`` when the process is gone."""
+    try:
+        uid = (proc / str(pid)).stat().st_uid
+    except OSError:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def boot_id(proc: Path = PROC) -> str:
     """The host's boot id (changes at every boot); ``""`` if it cannot be read."""
     try:
@@ -52,4 +76,4 @@ def boot_id(proc: Path = PROC) -> str:
         return ""
 
 
-__all__ = ["boot_id", "network_bytes", "parse_net_dev"]
+__all__ = ["boot_id", "network_bytes", "parse_net_dev", "process_cgroup", "process_user"]
