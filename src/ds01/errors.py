@@ -113,6 +113,11 @@ class StateDamaged(SystemFault, kind="state_damaged", http_status=503):
     """ds01d's state database is damaged; the message names the admin's repair command."""
 
 
+class DeviceInUse(SystemFault, kind="device_in_use"):
+    """The driver refused to destroy a MIG instance because a process still runs on it
+    (NVML's ``InUse``); ds01d tries again later."""
+
+
 class DockerUnavailable(SystemFault, kind="docker", http_status=503):
     """The Docker engine did not answer or answered with an unexpected error."""
 

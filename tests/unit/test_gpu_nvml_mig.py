@@ -10,7 +10,7 @@ import pytest
 
 from ds01.config.gpu_config import GpuConfig
 from ds01.core.mig import Layout, plan_mig
-from ds01.errors import SystemFault
+from ds01.errors import DeviceInUse, SystemFault
 from ds01.gpu.nvml import NvmlBackend
 from ds01.model.mig import MigStep
 from nvml_driver import A100_SXM4_40GB, H100_SXM5_80GB, Gpu, NvmlDriver, install
@@ -289,3 +289,25 @@ def test_a_create_where_the_driver_finds_the_place_taken_names_the_driver_error(
         refused.value.message
     )
     assert layout_of(gpu) == [("3g.20gb", 4)]
+
+
+def test_one_instance_is_made_at_its_start_and_destroyed_alone_unless_a_process_runs(
+    driver: NvmlDriver,
+) -> None:
+    gpu = driver.gpu(mig=True)
+    (busy,) = driver.split(gpu, ("3g.20gb", 0))
+    nvml = backend()
+    physical = nvml.inventory().gpus[0]
+
+    made = nvml.create_mig_instance(physical, "1g.5gb", 6)
+
+    assert (made.profile, made.start) == ("1g.5gb", 6)
+    assert layout_of(gpu) == [("3g.20gb", 0), ("1g.5gb", 6)]
+    with pytest.raises(SystemFault, match="Insufficient resources"):
+        nvml.create_mig_instance(physical, "2g.10gb", 2)
+    other = next(d for d in nvml.inventory().devices if d.start == 0)
+    busy.processes = 1
+    with pytest.raises(DeviceInUse):
+        nvml.destroy_mig_instance(physical, other.uuid)
+    nvml.destroy_mig_instance(physical, made.uuid)
+    assert layout_of(gpu) == [("3g.20gb", 0)]

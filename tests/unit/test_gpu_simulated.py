@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from ds01.config.gpu_config import GpuConfig
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, DeviceInUse, SystemFault
 from ds01.gpu.backend import DeviceTelemetry, GpuProcess, make_backend
 from ds01.gpu.nvml import NvmlBackend
 from ds01.gpu.simulated import (
@@ -377,3 +377,42 @@ def test_backend_is_a_context_manager_and_close_is_idempotent() -> None:
     with SimulatedBackend(GpuConfig()) as backend:
         assert len(backend.inventory().devices) == 7
     backend.close()
+
+
+# --- MIG instances made and destroyed one at a time (MIG on demand) ------------------------
+
+
+def test_one_instance_is_made_by_placement_and_destroyed_unless_a_process_runs(
+    tmp_path: Path,
+) -> None:
+    config = _config(gpus=[{"mig": True, "mig_instances": [{"profile": "3g.20gb"}]}])
+    telemetry = tmp_path / "telemetry.json"
+    mig_file = tmp_path / "mig.json"
+    processes = tmp_path / "processes.json"
+    backend = SimulatedBackend(
+        config, telemetry_file=telemetry, mig_file=mig_file, process_file=processes
+    )
+    gpu = backend.inventory().gpus[0]
+    assert [d.start for d in backend.inventory().devices] == [0]
+
+    made = backend.create_mig_instance(gpu, "1g.5gb", 6)
+
+    assert (made.profile, made.start, made.kind) == ("1g.5gb", 6, "mig")
+    with pytest.raises(SystemFault, match=r"no room for a 2g\.10gb instance at memory slice 2"):
+        backend.create_mig_instance(gpu, "2g.10gb", 2)
+    # A restarted backend finds the instance where it was made.
+    again = SimulatedBackend(config, telemetry_file=telemetry, mig_file=mig_file)
+    assert made.uuid in again.inventory().by_uuid()
+    assert again.inventory().by_uuid()[made.uuid].start == 6
+
+    write_simulated_telemetry(telemetry, {made.uuid: {"process_count": 1}})
+    with pytest.raises(DeviceInUse, match="1 process"):
+        backend.destroy_mig_instance(gpu, made.uuid)
+    assert made.uuid in backend.inventory().by_uuid()
+    write_simulated_telemetry(telemetry, {})
+    write_simulated_processes(processes, {made.uuid: [4321]})  # as NVML lists it
+    with pytest.raises(DeviceInUse):
+        backend.destroy_mig_instance(gpu, made.uuid)
+    write_simulated_processes(processes, {})
+    backend.destroy_mig_instance(gpu, made.uuid)
+    assert made.uuid not in backend.inventory().by_uuid()

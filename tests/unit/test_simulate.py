@@ -19,6 +19,7 @@ from ds01.config.scheduler import SchedulerConfig
 from ds01.errors import InvalidInput
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model.device import Inventory
+from ds01.sim.cli import mig_setups
 from ds01.sim.engine import JobOutcome, SimulationResult, simulate, user_setups
 from ds01.sim.reclaim import (
     RECLAIMS,
@@ -308,8 +309,8 @@ def test_the_command_prints_a_table_and_json(
     path.write_text(trace("0,alice,lab,1,,2,0", "1,bob,lab,1,,1,0"), encoding="utf-8")
     main(["simulate", str(path), "--config-dir", str(tmp_path)])
     text = capsys.readouterr().out
-    assert "POLICY  RECLAIM    GROUP" in text
-    assert "fair    ds01       lab" in text and "fcfs    reference  all" in text
+    assert "POLICY  RECLAIM    MIG     GROUP" in text
+    assert "fair    ds01       layout  lab" in text and "fcfs    reference  layout  all" in text
     main(["simulate", str(path), "--policy", "fcfs", "--reclaim", "none", "--json"])
     document = json.loads(capsys.readouterr().out)
     assert document["sources"] == {
@@ -396,3 +397,32 @@ def test_capacity_counts_only_allocatable_devices() -> None:
     jobs = parse_trace(trace("0,alice,lab,1,,1,0"), "t.csv")
     result = simulate(jobs, reserved, ResourceLimitsConfig(), SchedulerConfig(), "fair")
     assert result.capacity_gpu_equivalents == Fraction(1)
+
+
+def test_slices_made_on_demand_serve_small_requests_a_fixed_layout_makes_wait() -> None:
+    # One A100 split into two 3g.20gb. Four 1g.5gb jobs at once: with the fixed layout two
+    # run on the 3g.20gb instances and two wait an hour; made on demand, four 1g.5gb fit.
+    config = GpuConfig.model_validate(
+        {
+            "simulated": {
+                "gpus": [
+                    {"mig": True, "mig_instances": [{"profile": "3g.20gb"}] * 2},
+                ]
+            }
+        }
+    )
+    inventory = SimulatedBackend(config).inventory()
+    jobs = parse_trace(trace(*(f"0,u{i},lab,0,1g.5gb,1,0" for i in range(4))), "t.csv")
+    setting = limits(OPEN_LIMITS.format(hold=0))
+
+    fixed_inventory, none = mig_setups(config, inventory, "layout")
+    assert none == {}
+    fixed = simulate(jobs, fixed_inventory, setting, SchedulerConfig(), "fair", "none")
+    empty, dynamic = mig_setups(config, inventory, "on-demand")
+    assert empty.devices == () and len(dynamic) == 1
+    made = simulate(jobs, empty, setting, SchedulerConfig(), "fair", "none", dynamic)
+
+    assert sorted(waits(fixed).values()) == [0.0, 0.0, 1.0, 1.0]
+    assert sorted(waits(made).values()) == [0.0] * 4
+    assert (made.mig, made.capacity_gpu_equivalents) == ("on-demand", Fraction(1))
+    assert summarize(made).to_dict()["mig"] == "on-demand"

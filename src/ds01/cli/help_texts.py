@@ -812,7 +812,8 @@ time and status; or cancels one (`ds01 queue cancel ID`).
     "gpu status": CommandHelp(
         info="""\
 Shows every GPU device of the server, whole GPUs and MIG slices, with its UUID, its size
-in GPU-equivalents and who holds it (`user/container`, `free` or `reserved`). Below the
+in GPU-equivalents and who holds it (`user/container`, `free` or `reserved`); a MIG
+slice made for a request on a GPU with MIG on demand says `(on demand)`. Below the
 table: GPUs that cannot be used now (e.g. MIG mode on without slices), the total
 allocated and, when requests wait, the size of the queue.
 
@@ -1072,7 +1073,8 @@ without touching containers, and compares policies.
 - `--config-dir` gives `resource-limits.yaml` (quotas, `scheduler:`, `policies:`) and
   `gpu-config.yaml` (the inventory); a missing file means the built-in default.
 - `--policy` replays under fair share, first come first served, or both; `--reclaim`
-  with idle reclaim, without, or all variants.
+  with idle reclaim, without, or all variants; `--mig` with the MIG layouts as
+  configured, with every MIG GPU making slices on demand, or both.
 - The report compares waits, GPU utilisation, idle GPU-hours and fairness per group;
   `--json` gives every number.""",
         examples=(
@@ -1097,8 +1099,9 @@ without touching containers, and compares policies.
             ),
             Question("--policy", "Policy to replay", "both"),
             Question("--reclaim", "Idle reclaim variants", "all"),
+            Question("--mig", "MIG layouts or slices on demand", "layout"),
         ),
-        more=("--json", "--reclaim"),
+        more=("--json", "--reclaim", "--mig"),
     ),
     "dashboard": CommandHelp(
         info="""\

@@ -614,10 +614,13 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
         container = d["holder"]["container"]  # another user's: not shown
         return f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
 
+    def profile(d: dict[str, Any]) -> str | None:
+        return f"{d['profile']} (on demand)" if d.get("on_demand") else d["profile"]
+
     render.table(
         ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER"],
         [
-            [d["gpu_index"], d["kind"], d["profile"], d["gpu_equivalents"], d["uuid"], holder(d)]
+            [d["gpu_index"], d["kind"], profile(d), d["gpu_equivalents"], d["uuid"], holder(d)]
             for d in status["devices"]
         ],
     )

@@ -118,15 +118,52 @@ def _gpu_key(key: int | str) -> int | str:
     raise ValueError(f"{key!r} is not a GPU: give its index (0, 1, …) or its UUID (GPU-…)")
 
 
+DYNAMIC = "dynamic"
+"""The word that turns MIG on demand on for a GPU in ``mig_layout``."""
+
+
+class DynamicMig(_Strict):
+    """``dynamic`` in ``mig_layout``: MIG on, instances made on demand (ds01d creates a
+    slice of the asked profile where it fits and destroys it once nobody holds it).
+
+    ``baseline``: the instances the admin wants the GPU to have when nobody uses it (written
+    ``{dynamic: [3g.20gb]}``; plain ``dynamic``: none). ds01d never destroys them; it makes
+    them again, where they fit, once the GPU has no slice made on demand left.
+    """
+
+    baseline: tuple[str, ...] = ()
+
+
+_LAYOUT_FORMS = (
+    "write the instance profiles as a list, e.g. [3g.20gb, 2g.10gb], `off` for a whole GPU, "
+    "`dynamic` for MIG slices made on demand, or {dynamic: [3g.20gb]} for slices on demand "
+    "beside a fixed baseline"
+)
+
+
+def _dynamic_layout(value: Any) -> DynamicMig:
+    """``dynamic`` or ``{dynamic: [profiles]}`` as a :class:`DynamicMig`."""
+    baseline = [] if value == DYNAMIC else value.get(DYNAMIC)
+    if isinstance(value, dict) and set(value) != {DYNAMIC}:
+        raise ValueError(f"a dynamic layout has one key, `dynamic`: {_LAYOUT_FORMS}")
+    if baseline is None:
+        baseline = []
+    if not isinstance(baseline, list) or not all(isinstance(p, str) for p in baseline):
+        raise ValueError(f"the baseline of `dynamic` is a list of profiles: {_LAYOUT_FORMS}")
+    for profile in baseline:
+        mig_profile_slices(profile)
+    return DynamicMig(baseline=tuple(baseline))
+
+
 def _mig_layout(value: Any) -> Any:
-    """``off`` (YAML reads it as false): a whole GPU; a non-empty list of profiles: MIG."""
-    if value is False:
+    """``off`` (YAML reads it as false): a whole GPU; a non-empty list of profiles: MIG;
+    ``dynamic`` or ``{dynamic: [...]}``: MIG on demand (:class:`DynamicMig`)."""
+    if value is False or isinstance(value, DynamicMig):
         return value
+    if value == DYNAMIC or isinstance(value, dict):
+        return _dynamic_layout(value)
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ValueError(
-            "write the instance profiles as a list, e.g. [3g.20gb, 2g.10gb], or `off` for a "
-            "whole GPU"
-        )
+        raise ValueError(_LAYOUT_FORMS)
     if not value:
         raise ValueError(
             "an empty list leaves the GPU in MIG mode with nothing to run on: write `off` "
@@ -139,8 +176,9 @@ def _mig_layout(value: Any) -> Any:
 
 #: A GPU in ``mig_layout``: its index or its UUID.
 GpuKey = Annotated[int | str, AfterValidator(_gpu_key)]
-#: A desired layout: ``False`` (written ``off``) for a whole GPU, or the instance profiles.
-MigLayout = Annotated[list[str] | Literal[False], BeforeValidator(_mig_layout)]
+#: A desired layout: ``False`` (written ``off``) for a whole GPU, the instance profiles, or
+#: MIG on demand (``dynamic``).
+MigLayout = Annotated[list[str] | Literal[False] | DynamicMig, BeforeValidator(_mig_layout)]
 
 
 class GpuConfig(_Strict):
@@ -150,7 +188,11 @@ class GpuConfig(_Strict):
     reserved: list[str] = Field(default_factory=list)
     # The desired MIG layout per GPU (index or UUID): `off` for a whole GPU, or the
     # instance profiles. `ds01 admin mig plan` compares it with the GPUs, `apply` makes it.
+    # `dynamic`: MIG slices made on demand (see DynamicMig).
     mig_layout: dict[GpuKey, MigLayout] = Field(default_factory=dict)
+    # Seconds a slice made on demand that nobody holds is kept (a request of its profile
+    # takes it meanwhile) before ds01d destroys it.
+    mig_on_demand_keep_seconds: float = Field(default=300.0, ge=0, le=86400)
     # GPU energy metering and the CO₂ figure (see docs/admin.md, "Metrics").
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
@@ -158,3 +200,7 @@ class GpuConfig(_Strict):
     @classmethod
     def _no_layout(cls, value: Any) -> Any:
         return {} if value is None else value  # `mig_layout:` with nothing under it
+
+    def dynamic_mig(self) -> dict[int | str, DynamicMig]:
+        """The GPUs (index or UUID, as ``mig_layout`` names them) with MIG on demand."""
+        return {k: v for k, v in self.mig_layout.items() if isinstance(v, DynamicMig)}

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.config.gpu_config import mig_profile_slices
+from ds01.config.gpu_config import DynamicMig, mig_profile_slices
 from ds01.core.allocation import Holding
 from ds01.core.mig_placement import NoFit, PlacedInstance, place
 from ds01.model.device import Device, Inventory, PhysicalGpu
@@ -47,14 +47,20 @@ PlanStatus = Literal["unchanged", "apply", "held", "invalid", "unmanaged", "miss
 
 @dataclass(frozen=True)
 class Layout:
-    """A GPU's MIG layout: a whole GPU (``mig`` false), or MIG on with these instances."""
+    """A GPU's MIG layout: a whole GPU (``mig`` false), or MIG on with these instances.
+    ``dynamic``: MIG on demand, ``profiles`` being the baseline (ds01d makes and destroys
+    the other instances; ``mig plan`` only turns MIG mode on and makes the baseline)."""
 
     mig: bool
     profiles: tuple[str, ...] = ()
+    dynamic: bool = False
 
     @classmethod
-    def of(cls, value: Sequence[str] | bool) -> Layout:
-        """The layout ``mig_layout`` writes as ``off`` (a whole GPU) or a list of profiles."""
+    def of(cls, value: Sequence[str] | bool | DynamicMig) -> Layout:
+        """The layout ``mig_layout`` writes as ``off`` (a whole GPU), a list of profiles,
+        or ``dynamic``."""
+        if isinstance(value, DynamicMig):
+            return cls(mig=True, profiles=value.baseline, dynamic=True)
         if value is False:
             return cls(mig=False)
         if value is True:
@@ -69,7 +75,11 @@ class Layout:
         return sum(mig_profile_slices(p) for p in self.profiles)
 
     def describe(self) -> str:
-        """``whole GPU``, ``MIG: 3g.20gb + 2g.10gb``, ``MIG on, no instance``."""
+        """``whole GPU``, ``MIG: 3g.20gb + 2g.10gb``, ``MIG on, no instance``, ``MIG on
+        demand (baseline: 3g.20gb)``."""
+        if self.dynamic:
+            baseline = " + ".join(_largest_first(self.profiles)) or "none"
+            return f"MIG on demand (baseline: {baseline})"
         if not self.mig:
             return "whole GPU"
         if not self.profiles:
@@ -158,7 +168,7 @@ def _problem(gpu: PhysicalGpu, desired: Layout, offered: Sequence[str] | None) -
     """Why ``desired`` cannot be made on ``gpu``, or ``None``."""
     if not desired.mig:
         return None
-    if not desired.profiles:
+    if not desired.profiles and not desired.dynamic:
         return "MIG on with no instance leaves the GPU unusable; write `off` for a whole GPU"
     if desired.slices > gpu.total_slices:
         return f"the instances need {desired.slices} compute slices, the GPU has {gpu.total_slices}"
@@ -257,7 +267,7 @@ def _plan_gpu(
     if wanted is None:
         return plan("unmanaged", "not in mig_layout: left as it is")
     steps = steps_between(instances, gpu.mig_enabled, wanted)
-    if not steps:
+    if not steps and not wanted.dynamic:
         return plan("unchanged", "already as desired")
     problem = _problem(gpu, wanted, offered)
     if problem is None and table is not None and wanted.mig:
@@ -266,6 +276,11 @@ def _plan_gpu(
             problem = f"the instances do not fit the GPU's placement rules: {placed.reason}"
         else:
             steps = steps_between(instances, gpu.mig_enabled, wanted, placed)
+    if problem is None and wanted.dynamic and gpu.mig_enabled:
+        return plan(
+            "unchanged",
+            "MIG on demand: ds01d makes and destroys instances as requests come and go",
+        )
     if problem is not None:
         return plan("invalid", problem)
     devices = [gpu.uuid, *(d.uuid for d in instances)]

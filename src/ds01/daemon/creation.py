@@ -54,6 +54,7 @@ from ds01.daemon.launch import (
     workspace_of,
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
+from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.views import allocation_state, jupyter_port_of
@@ -180,13 +181,15 @@ def created_info(
 @dataclass(frozen=True)
 class Gatekeepers:
     """The collaborators a create and a start both pass: ``Access`` (who may; refusals),
-    ``LimitsEnforcement`` (totals), ``Launcher`` (directories, host ports, the start) and
-    ``QueueDesk`` (waiting when no devices are free)."""
+    ``LimitsEnforcement`` (totals), ``Launcher`` (directories, host ports, the start),
+    ``QueueDesk`` (waiting when no devices are free) and ``MigOnDemand`` (MIG slices made
+    for a request)."""
 
     access: Access
     enforcement: LimitsEnforcement
     launcher: Launcher
     queue: QueueDesk
+    mig: MigOnDemand
 
 
 class Creation:
@@ -221,8 +224,7 @@ class Creation:
             records = ctx.records()
             inventory = ctx.backend.inventory()
             try:
-                check_mig_profiles_exist(prepared.gpu_request, inventory)
-                placement = self.admit(prepared, records, inventory)
+                placement, inventory = self._admit_on_demand(prepared, records, inventory)
             except NoCapacity as exc:
                 if not request.queue:
                     self.gates.access.refused(caller, resource, exc)
@@ -312,6 +314,22 @@ class Creation:
         self.check_memory_total(prepared, mine)
         self.gates.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)
         return placement
+
+    def _admit_on_demand(
+        self, prepared: PreparedCreate, records: list[ContainerRecord], inventory: Inventory
+    ) -> tuple[Placement, Inventory]:
+        """Under the allocation lock: ``admit`` over the inventory with the MIG slice a
+        dynamic GPU could make for the request (``MigOnDemand.planned_for``); the slice is
+        made only when the decision picks it. Returns the placement and the inventory it
+        is on. Raises as ``admit``, and ``NotFound`` for a profile no instance can serve and no
+        dynamic GPU can make."""
+        held = set(allocation_state(records).held()) | self.context.status.queue_reserved
+        profiles = prepared.gpu_request.mig_profiles
+        planned = self.gates.mig.planned_for(profiles, inventory, held)
+        if not self.gates.mig.can_make(profiles, inventory):
+            check_mig_profiles_exist(prepared.gpu_request, planned)
+        placement = self.admit(prepared, records, planned)
+        return self.gates.mig.materialize(placement, planned, prepared.owner.name)
 
     def check_memory_total(self, prepared: PreparedCreate, mine: list[ContainerRecord]) -> None:
         """Refuse (``QuotaExceeded``) ``prepared`` if its memory does not fit in the owner's

@@ -10,9 +10,14 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 3. **Ledger**: a usage row is opened for every container that holds devices and closed for
    every one that no longer does, whatever the path (create, remove, release, a crash).
 4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
-   and the ``scheduler:`` policy, keeping the head's reservation for the next pass.
-5. **Start** what the plan says, in its order: a queued create is created and started as its
-   owner, and ``queue.start`` records how long it waited.
+   and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
+   inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``).
+5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
+   create is created and started as its owner, and ``queue.start`` records how long it
+   waited.
+6. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
+   dynamic GPUs their baseline back (``MigOnDemand.reclaim``).
 
 A pass runs every ``interval_seconds`` and at once whenever the service signals a change
 (``DaemonContext.queue_changed``: a request joined or left, a container stopped or was
@@ -119,7 +124,12 @@ class GpuDispatcher(PeriodicPass):
                 records = service.records()
             self._keep_ledger(records, now)
             waiting = self._resolve_waiting(records)
-            inventory = service.backend.inventory()
+            held = allocation_state(records).held()
+            inventory = service.mig_on_demand.planned_for_queue(
+                [w.pending.request.mig_profiles for w in waiting],
+                service.backend.inventory(),
+                held,
+            )
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)
@@ -143,7 +153,8 @@ class GpuDispatcher(PeriodicPass):
                 if self._start(item, start.placement, inventory, records, now):
                     started.append(item.entry.id)
                     records = service.records()
-        if started:
+            freed = service.mig_on_demand.reclaim(records, now)
+        if started or freed:
             service.queue_changed()
         return started
 
@@ -332,7 +343,8 @@ class GpuDispatcher(PeriodicPass):
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
-        try:
+        try:  # a planned MIG slice is made now, right before it is taken
+            placement, inventory = service.mig_on_demand.materialize(placement, inventory, "ds01d")
             info = service.creation.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
@@ -363,6 +375,9 @@ class GpuDispatcher(PeriodicPass):
         try:
             if record.id in service.store.released():
                 service.launcher.check_mounts(owner_caller, item.owner, record)
+                placement, inventory = service.mig_on_demand.materialize(
+                    placement, inventory, "ds01d"
+                )
                 record = service.reacquire.reacquire_admitted(
                     item.owner, record, placement, inventory, actor="ds01d"
                 )

@@ -53,9 +53,17 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
     for_queue = service.status.queue_reserved
     unmanaged = service.status.unmanaged_gpu_use
 
+    on_demand = set(service.store.on_demand_slices())
     devices = []
     for device in inventory.devices:
-        status = device_status(device, inventory, held.get(device.uuid), caller, unmanaged)
+        status = device_status(
+            device,
+            inventory,
+            held.get(device.uuid),
+            caller,
+            unmanaged,
+            on_demand=device.uuid in on_demand,
+        )
         reading = telemetry.get(device.uuid)
         devices.append(
             api.OverviewDevice(
@@ -101,7 +109,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
             queued_gpu_equivalents=equivalents_to_float(queue_demand(service)),
         ),
         devices=devices,
-        unusable=unusable_gpus(inventory),
+        unusable=unusable_gpus(inventory, service.config().gpus.dynamic_mig()),
         containers=containers,
         queue=queue_view.in_order(service, mine, now),
         users=_users(service, caller, visible, Counter(q.user for q in mine)),

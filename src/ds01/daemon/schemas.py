@@ -105,6 +105,10 @@ class DeviceStatus(_Model):
     gpu_equivalents: float
     reserved: bool = Field(description="Kept out of allocation by gpu-config.yaml.")
     holder: Holder | None
+    on_demand: bool = Field(
+        default=False,
+        description="A MIG slice ds01d made on demand (mig_layout: dynamic); destroyed once free.",
+    )
     unmanaged: list[UnmanagedProcess] = Field(
         default_factory=list,
         description="Processes using this device outside ds01's allocation, as ds01d's "

@@ -32,6 +32,7 @@ from ds01.daemon.creation import Creation, Gatekeepers
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.limits_enforcement import LimitsEnforcement
+from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
@@ -56,7 +57,10 @@ class Ds01Service(DaemonContext):
         self.views = Views(self, self.access, self.enforcement)
         self.launcher = Launcher(self)
         self.queue_desk = QueueDesk(self)
-        gates = Gatekeepers(self.access, self.enforcement, self.launcher, self.queue_desk)
+        self.mig_on_demand = MigOnDemand(self)
+        gates = Gatekeepers(
+            self.access, self.enforcement, self.launcher, self.queue_desk, self.mig_on_demand
+        )
         self.creation = Creation(self, gates)
         self.reacquire = Reacquire(self, self.creation)
         self.containers = ContainerOps(self, gates, self.reacquire)

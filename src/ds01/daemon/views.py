@@ -8,7 +8,7 @@ request is about, ``LimitsEnforcement.usage_of``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -132,9 +132,12 @@ def device_status(
     holding: Holding | None,
     viewer: Caller | None = None,
     unmanaged: Iterable[UnmanagedUse] = (),
+    *,
+    on_demand: bool = False,
 ) -> api.DeviceStatus:
     """One device as ``gpu-status`` shows it to ``viewer``, with its holder (``None``: free)
-    and the processes of ``unmanaged`` on it.
+    and the processes of ``unmanaged`` on it. ``on_demand``: a MIG slice ds01d made on
+    demand.
 
     Everyone sees who holds a device; the container's name only its owner and admins (a
     name can tell what someone works on). ``viewer`` ``None``: the full view.
@@ -156,6 +159,7 @@ def device_status(
         unmanaged=[
             unmanaged_process(u, viewer) for u in unmanaged if u.device_uuid == device.uuid
         ],
+        on_demand=on_demand,
     )
 
 
@@ -164,8 +168,11 @@ def allocated_equivalents(inventory: Inventory, held: dict[str, Holding]) -> Fra
     return sum((d.gpu_equivalents for d in inventory.devices if d.uuid in held), start=Fraction(0))
 
 
-def unusable_gpus(inventory: Inventory) -> list[api.UnusableGpu]:
-    """GPUs with MIG mode on and no instance: present, but nothing can run on them."""
+def unusable_gpus(
+    inventory: Inventory, dynamic: Collection[int | str] = ()
+) -> list[api.UnusableGpu]:
+    """GPUs with MIG mode on and no instance: present, but nothing can run on them. A GPU in
+    ``dynamic`` (MIG on demand, by index or UUID) is not: slices are made for it."""
     return [
         api.UnusableGpu(
             index=g.index,
@@ -174,6 +181,7 @@ def unusable_gpus(inventory: Inventory) -> list[api.UnusableGpu]:
             reason="MIG mode is on but no MIG instance exists",
         )
         for g in inventory.unusable_gpus()
+        if g.index not in dynamic and g.uuid not in dynamic
     ]
 
 
@@ -237,14 +245,17 @@ class Views:
         inventory = ctx.backend.inventory()
         held = allocation_state(ctx.records()).held()
         unmanaged = ctx.status.unmanaged_gpu_use
+        on_demand = set(ctx.store.on_demand_slices())
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
             devices=[
-                device_status(d, inventory, held.get(d.uuid), caller, unmanaged)
+                device_status(
+                    d, inventory, held.get(d.uuid), caller, unmanaged, on_demand=d.uuid in on_demand
+                )
                 for d in inventory.devices
             ],
-            unusable=unusable_gpus(inventory),
+            unusable=unusable_gpus(inventory, ctx.config().gpus.dynamic_mig()),
             total_gpu_equivalents=equivalents_to_float(inventory.total_gpu_equivalents),
             allocated_gpu_equivalents=equivalents_to_float(allocated_equivalents(inventory, held)),
             queued_requests=len(ctx.store.queued()),

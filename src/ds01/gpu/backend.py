@@ -180,6 +180,29 @@ class GpuBackend(abc.ABC):
         """
         raise SystemFault(f"The {self.name} GPU backend cannot change MIG layouts.")
 
+    def create_mig_instance(self, gpu: PhysicalGpu, profile: str, start: int) -> Device:
+        """Make one MIG instance of ``profile`` (a GPU instance and a compute instance that
+        takes all of it) at memory slice ``start`` of ``gpu``, beside its other instances,
+        which are left as they are; return the new device. The caller holds the allocation
+        lock. Afterwards :meth:`inventory` lists it.
+
+        Raises:
+            ds01.errors.SystemFault: the driver refused (the place is taken, no such
+                profile); nothing was made.
+        """
+        raise SystemFault(f"The {self.name} GPU backend cannot make MIG instances.")
+
+    def destroy_mig_instance(self, gpu: PhysicalGpu, device_uuid: str) -> None:
+        """Destroy the MIG instance ``device_uuid`` of ``gpu`` and nothing else. The caller
+        makes sure no container holds it and holds the allocation lock.
+
+        Raises:
+            ds01.errors.DeviceInUse: a process still runs on it (NVML's ``InUse``): try
+                again later.
+            ds01.errors.SystemFault: the driver refused for another reason.
+        """
+        raise SystemFault(f"The {self.name} GPU backend cannot destroy MIG instances.")
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release driver handles or other resources; idempotent. Default: nothing to do."""
 
@@ -211,10 +234,12 @@ class GpuBackend(abc.ABC):
             devices=tuple(devices),
             reserved=frozenset(self.config.reserved),
         )
+        dynamic = self.config.dynamic_mig()
         all_notes = [*notes] + [
             f"GPU {gpu.index} has MIG on and no MIG instance: it is unusable until "
             "instances are created."
             for gpu in inventory.unusable_gpus()
+            if gpu.index not in dynamic and gpu.uuid not in dynamic  # made on demand
         ]
         return dataclasses.replace(inventory, message=" ".join(all_notes) or None)
 

@@ -127,6 +127,27 @@ def occupied(
     return [*fixed, *rest]
 
 
+def resolved_starts(
+    table: MigPlacementTable, instances: Sequence[SimulatedMigInstance]
+) -> list[int | None]:
+    """Each instance's start, in order: its own, or where :func:`occupied` puts it; all
+    ``None`` when they do not fit the table."""
+    try:
+        placed = occupied(table, instances)
+    except InvalidInput:
+        return [None] * len(instances)
+    pool = placed[sum(1 for i in instances if i.start is not None) :]
+    starts: list[int | None] = []
+    for instance in instances:
+        if instance.start is not None:
+            starts.append(instance.start)
+            continue
+        found = next(p for p in pool if p.profile == instance.profile)
+        pool.remove(found)
+        starts.append(found.start)
+    return starts
+
+
 def _start(
     table: MigPlacementTable,
     instances: Sequence[SimulatedMigInstance],
@@ -145,4 +166,11 @@ def _start(
     raise InvalidInput(f"no room for a {profile} instance{at} (the GPU has {where})")
 
 
-__all__ = ["SimulatedMigLayout", "applied", "occupied", "read_mig_changes", "write_mig_changes"]
+__all__ = [
+    "SimulatedMigLayout",
+    "applied",
+    "occupied",
+    "read_mig_changes",
+    "resolved_starts",
+    "write_mig_changes",
+]

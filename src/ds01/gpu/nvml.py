@@ -43,6 +43,8 @@ from ds01.gpu.backend import (
 )
 from ds01.gpu.nvml_mig import (
     apply_steps,
+    create_one,
+    destroy_one,
     gpu_instance_profiles,
     handle_by_uuid,
     mig_profile_name,
@@ -273,15 +275,47 @@ class NvmlBackend(GpuBackend):
             ds01.errors.SystemFault: NVML is not available, or a step failed (the message
                 says which, and what was done before it).
         """
+        nvml, handle = self._gpu_handle(gpu)
+        return apply_steps(nvml, handle, gpu.index, steps)
+
+    def _gpu_handle(self, gpu: PhysicalGpu) -> tuple[ModuleType, Any]:
+        """NVML and ``gpu``'s handle, for a change to it.
+
+        Raises:
+            ds01.errors.SystemFault: NVML is not available or does not find ``gpu``.
+        """
         try:
             nvml = self._started_nvml()
         except _NvmlUnavailable as unavailable:
             raise SystemFault(str(unavailable)) from unavailable
         try:
-            handle = handle_by_uuid(nvml, gpu.uuid)
+            return nvml, handle_by_uuid(nvml, gpu.uuid)
         except nvml.NVMLError as exc:
             raise SystemFault(f"NVML cannot find GPU {gpu.index} ({gpu.uuid}): {exc}") from exc
-        return apply_steps(nvml, handle, gpu.index, steps)
+
+    def create_mig_instance(self, gpu: PhysicalGpu, profile: str, start: int) -> Device:
+        """Make one instance through NVML at ``start`` (see :mod:`ds01.gpu.nvml_mig`)."""
+        nvml, handle = self._gpu_handle(gpu)
+        instance_id = create_one(nvml, handle, gpu.index, profile, start)
+        made = [
+            d
+            for d in self.inventory().devices
+            if d.gpu_uuid == gpu.uuid and d.instance_id == instance_id
+        ]
+        if not made:
+            raise SystemFault(
+                f"GPU {gpu.index}: NVML made GPU instance {instance_id} ({profile}) but lists "
+                "no MIG device for it"
+            )
+        return made[0]
+
+    def destroy_mig_instance(self, gpu: PhysicalGpu, device_uuid: str) -> None:
+        """Destroy one instance through NVML; ``DeviceInUse`` while a process runs on it."""
+        device = self.inventory().by_uuid().get(device_uuid)
+        if device is None or device.instance_id is None or device.gpu_uuid != gpu.uuid:
+            raise SystemFault(f"GPU {gpu.index} has no MIG instance {device_uuid}")
+        nvml, handle = self._gpu_handle(gpu)
+        destroy_one(nvml, handle, gpu.index, device.instance_id)
 
     def _started_nvml(self) -> ModuleType:
         """``pynvml`` after a successful ``nvmlInit``.
@@ -428,9 +462,8 @@ class NvmlBackend(GpuBackend):
             compute_slices = int(attributes.computeInstanceSliceCount) or instance_slices
             memory_mib = int(attributes.memorySizeMB)
             instance_id = int(nvml.nvmlDeviceGetGpuInstanceId(mig_handle))
-            profile = self._instance_profile_name(
-                nvml, handle, instance_id, profiles
-            ) or mig_profile_name(instance_slices, memory_mib)
+            name, start = self._instance_profile(nvml, handle, instance_id, profiles)
+            profile = name or mig_profile_name(instance_slices, memory_mib)
             if compute_slices < instance_slices:
                 # A compute instance using part of its GPU instance: "1c.3g.20gb".
                 profile = f"{compute_slices}c.{profile}"
@@ -445,19 +478,25 @@ class NvmlBackend(GpuBackend):
                 slices=compute_slices,
                 total_slices=gpu.total_slices,
                 instance_id=instance_id,
+                start=start,
             )
 
-    def _instance_profile_name(
+    def _instance_profile(
         self,
         nvml: ModuleType,
         handle: Any,
         instance_id: int,
         profiles: dict[int, _GpuInstanceProfile],
-    ) -> str | None:
-        """NVML's name of GPU instance ``instance_id``'s profile, ``None`` if unreadable."""
+    ) -> tuple[str | None, int | None]:
+        """NVML's name of GPU instance ``instance_id``'s profile and the memory slice it
+        begins at, each ``None`` if unreadable."""
         gpu_instance = self._query(nvml, "nvmlDeviceGetGpuInstanceById", handle, instance_id)
         if gpu_instance is None:
-            return None
+            return None, None
         info = self._query(nvml, "nvmlGpuInstanceGetInfo", gpu_instance)
-        profile = None if info is None else profiles.get(int(info.profileId))
-        return None if profile is None else profile.name
+        if info is None:
+            return None, None
+        profile = profiles.get(int(info.profileId))
+        placement = getattr(info, "placement", None)
+        start = None if placement is None else int(placement.start)
+        return (None if profile is None else profile.name), start

@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from ds01.config.gpu_config import MIG_PROFILE_RE
-from ds01.errors import SystemFault
+from ds01.errors import DeviceInUse, SystemFault
 from ds01.gpu.backend import MigApplied
 from ds01.model.mig import MigStep
 from ds01.model.mig_placement import MigPlacementTable, MigProfileShape
@@ -207,20 +207,25 @@ def _compute_instance_profiles(nvml: ModuleType, gpu_instance: Any) -> Iterator[
             yield info
 
 
+def _destroy_gpu_instance(nvml: ModuleType, gpu_instance: Any) -> None:
+    """Destroy ``gpu_instance``'s compute instances, then it."""
+    for info in _compute_instance_profiles(nvml, gpu_instance):
+        slots = max(int(info.instanceCount), 1)
+        array = (nvml.c_nvmlComputeInstance_t * slots)()
+        count = ctypes.c_uint(0)
+        nvml.nvmlGpuInstanceGetComputeInstances(
+            gpu_instance, int(info.id), array, ctypes.byref(count)
+        )
+        for i in range(count.value):
+            nvml.nvmlComputeInstanceDestroy(array[i])
+    nvml.nvmlGpuInstanceDestroy(gpu_instance)
+
+
 def _destroy_all(nvml: ModuleType, handle: Any) -> int:
     """Destroy every compute and GPU instance of the GPU; return how many GPU instances."""
     gpu_instances = _gpu_instances(nvml, handle)
     for gpu_instance in gpu_instances:
-        for info in _compute_instance_profiles(nvml, gpu_instance):
-            slots = max(int(info.instanceCount), 1)
-            array = (nvml.c_nvmlComputeInstance_t * slots)()
-            count = ctypes.c_uint(0)
-            nvml.nvmlGpuInstanceGetComputeInstances(
-                gpu_instance, int(info.id), array, ctypes.byref(count)
-            )
-            for i in range(count.value):
-                nvml.nvmlComputeInstanceDestroy(array[i])
-        nvml.nvmlGpuInstanceDestroy(gpu_instance)
+        _destroy_gpu_instance(nvml, gpu_instance)
     return len(gpu_instances)
 
 
@@ -264,8 +269,9 @@ def _create_gpu_instance(nvml: ModuleType, handle: Any, row: Any, step: MigStep)
     return nvml.nvmlDeviceCreateGpuInstance(handle, int(row.id))
 
 
-def _create(nvml: ModuleType, handle: Any, step: MigStep) -> None:
-    """A GPU instance of the step's profile and one compute instance that takes all of it."""
+def _create(nvml: ModuleType, handle: Any, step: MigStep) -> Any:
+    """A GPU instance of the step's profile and one compute instance that takes all of it;
+    returns the GPU instance."""
     profile = step.profile or ""
     rows = _named_rows(nvml, handle)
     row = rows.get(profile)
@@ -282,6 +288,40 @@ def _create(nvml: ModuleType, handle: Any, step: MigStep) -> None:
         nvml.nvmlGpuInstanceDestroy(gpu_instance)
         raise SystemFault(f"no compute-instance profile takes a whole {profile} instance")
     nvml.nvmlGpuInstanceCreateComputeInstance(gpu_instance, int(whole[0].id))
+    return gpu_instance
+
+
+def create_one(nvml: ModuleType, handle: Any, gpu_index: int, profile: str, start: int) -> int:
+    """Make one ``profile`` instance at memory slice ``start``, the others left alone;
+    return its GPU-instance id.
+
+    Raises:
+        ds01.errors.SystemFault: the driver refused (the place is taken, no such profile).
+    """
+    step = MigStep("create", profile, start=start)
+    try:
+        gpu_instance = _create(nvml, handle, step)
+        return int(nvml.nvmlGpuInstanceGetInfo(gpu_instance).id)
+    except nvml.NVMLError as exc:
+        raise SystemFault(f"GPU {gpu_index}: {step.describe()} failed: NVML: {exc}") from exc
+
+
+def destroy_one(nvml: ModuleType, handle: Any, gpu_index: int, instance_id: int) -> None:
+    """Destroy GPU instance ``instance_id`` (and its compute instances), the others left
+    alone.
+
+    Raises:
+        ds01.errors.DeviceInUse: a process runs on it (NVML's ``InUse``).
+        ds01.errors.SystemFault: the driver refused for another reason.
+    """
+    try:
+        _destroy_gpu_instance(nvml, nvml.nvmlDeviceGetGpuInstanceById(handle, instance_id))
+    except nvml.NVMLError as exc:
+        what = f"GPU {gpu_index}: destroying MIG GPU instance {instance_id} failed: NVML: {exc}"
+        cause: BaseException = exc
+        if isinstance(cause, getattr(nvml, "NVMLError_InUse", ())):
+            raise DeviceInUse(what + " (a process still runs on it)") from cause
+        raise SystemFault(what) from cause
 
 
 def apply_steps(
@@ -329,6 +369,8 @@ def apply_steps(
 
 __all__ = [
     "apply_steps",
+    "create_one",
+    "destroy_one",
     "gpu_instance_profiles",
     "handle_by_uuid",
     "mig_profile_name",

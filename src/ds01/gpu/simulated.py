@@ -59,7 +59,7 @@ from ds01.config.gpu_config import (
     mig_profile_memory_mib,
     mig_profile_slices,
 )
-from ds01.errors import ConfigError, InvalidInput, SystemFault
+from ds01.errors import ConfigError, DeviceInUse, InvalidInput, SystemFault
 from ds01.files import read_json_file, replace_file
 from ds01.gpu.backend import (
     DeviceTelemetry,
@@ -68,7 +68,13 @@ from ds01.gpu.backend import (
     MigApplied,
     whole_gpu_device,
 )
-from ds01.gpu.mig_state import SimulatedMigLayout, applied, read_mig_changes, write_mig_changes
+from ds01.gpu.mig_state import (
+    SimulatedMigLayout,
+    applied,
+    read_mig_changes,
+    resolved_starts,
+    write_mig_changes,
+)
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.mig import MigStep
 
@@ -295,6 +301,12 @@ class SimulatedBackend(GpuBackend):
             gpus.append(gpu)
             if not gpu.mig_enabled:
                 devices.append(whole_gpu_device(gpu))
+            table = self.mig_placements(gpu)
+            starts = (
+                [i.start for i in configured.mig_instances]
+                if table is None
+                else resolved_starts(table, configured.mig_instances)
+            )
             for position, instance in enumerate(configured.mig_instances):
                 mig_uuid = instance.uuid or simulated_mig_uuid(simulated.uuid_seed, index, position)
                 self._starts[mig_uuid] = instance.start
@@ -312,6 +324,7 @@ class SimulatedBackend(GpuBackend):
                         # GPU-instance ids 1..n in configuration order.
                         instance_id=position + 1,
                         device_node=gpu.device_node,
+                        start=starts[position],
                     )
                 )
         _refuse_duplicate_uuids(gpus, devices)
@@ -355,6 +368,41 @@ class SimulatedBackend(GpuBackend):
             self._mig_changes = changes
             self._inventory = self._build_inventory()
         return MigApplied(done=tuple(step.describe() for step in steps))
+
+    def create_mig_instance(self, gpu: PhysicalGpu, profile: str, start: int) -> Device:
+        """Make one ``profile`` instance at memory slice ``start``, placed as on the real
+        board (a taken place is refused as the driver refuses it).
+
+        Raises:
+            ds01.errors.SystemFault: the place is taken or ``gpu`` is not here.
+        """
+        before = {d.uuid for d in self._inventory.devices}
+        self.apply_mig(gpu, [MigStep("create", profile, start=start)])
+        return next(
+            d
+            for d in self._inventory.devices
+            if d.gpu_uuid == gpu.uuid and d.kind == "mig" and d.uuid not in before
+        )
+
+    def destroy_mig_instance(self, gpu: PhysicalGpu, device_uuid: str) -> None:
+        """Destroy one instance; refused, as NVML refuses it (``InUse``), while a process
+        runs on it: the process file lists one, or the telemetry file gives it a
+        ``process_count`` above 0.
+
+        Raises:
+            ds01.errors.DeviceInUse: a process runs on it.
+            ds01.errors.SystemFault: there is no such instance on ``gpu``.
+        """
+        reading = self._read_telemetry_file().get(device_uuid)
+        listed = sum(1 for p in self.processes() if p.device_uuid == device_uuid)
+        running = max(listed, (reading.process_count or 0) if reading is not None else 0)
+        if running:
+            raise DeviceInUse(
+                f"GPU {gpu.index}: MIG instance {device_uuid} cannot be destroyed: "
+                f"{running} process(es) run on it (NVML: In use by another client)"
+            )
+        profile = next((d.profile for d in self._inventory.devices if d.uuid == device_uuid), None)
+        self.apply_mig(gpu, [MigStep("destroy", profile, device_uuid)])
 
     def _read_mig_changes(self) -> dict[str, SimulatedMigLayout]:
         """The changes ``mig_file`` holds; a broken file is logged and ignored (the GPUs are

@@ -36,6 +36,8 @@ class Device:
         instance_id: MIG GPU-instance id, ``None`` for a whole GPU.
         device_node: host device node that a container gets with ``--device`` (simulated
             backend only; ``None`` when devices go through the NVIDIA toolkit).
+        start: the memory slice a MIG instance begins at (``ds01.model.mig_placement``);
+            ``None`` for a whole GPU, or when the backend cannot tell.
     """
 
     uuid: str
@@ -49,6 +51,7 @@ class Device:
     total_slices: int = 7
     instance_id: int | None = None
     device_node: str | None = None
+    start: int | None = None
 
     @property
     def gpu_equivalents(self) -> Fraction:

@@ -37,6 +37,10 @@ it; the exporter and ``ds01 admin report`` read it).
 make) for its containers, builds and users. An instance removes only these when they are
 empty and unused: another ds01d on the same engine owns its own.
 
+*MIG slices made on demand* (``mig_on_demand``): the MIG instances ds01d made on GPUs with
+``dynamic`` in ``mig_layout`` (or adopted there), and since when nobody holds each, so that
+a restart destroys them at the same moment and never takes the admin's baseline for one.
+
 *GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
 the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
 GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
@@ -155,6 +159,14 @@ CREATE TABLE IF NOT EXISTS gpu_activity (
     busy_gpu_seconds     REAL NOT NULL,
     PRIMARY KEY (container_id, hour)
 );
+CREATE TABLE IF NOT EXISTS mig_on_demand (
+    uuid        TEXT PRIMARY KEY,
+    gpu_uuid    TEXT NOT NULL,
+    profile     TEXT NOT NULL,
+    start       INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    free_since  TEXT
+);
 CREATE TABLE IF NOT EXISTS cgroup_parents (
     parent      TEXT PRIMARY KEY,
     created_at  TEXT NOT NULL
@@ -244,6 +256,19 @@ class QueuedRequest:
     @property
     def mig_profiles(self) -> tuple[str, ...]:
         return tuple(p for p in self.mig.split(",") if p)
+
+
+@dataclass(frozen=True)
+class OnDemandSlice:
+    """A MIG instance ds01d made on demand: where, when, and since when nobody holds it
+    (``None``: held, or not seen free yet). Times are ISO 8601 UTC."""
+
+    uuid: str
+    gpu_uuid: str
+    profile: str
+    start: int
+    created_at: str
+    free_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -623,6 +648,31 @@ class StateStore:
         with self._access(irreplaceable=True):
             self._db.executemany(
                 "DELETE FROM gpu_releases WHERE container_id = ?", [(i,) for i in container_ids]
+            )
+
+    # -- MIG slices made on demand ---------------------------------------------------------------
+
+    def on_demand_slices(self) -> dict[str, OnDemandSlice]:
+        """The slices made on demand by UUID."""
+        rows = self._fetch_as(OnDemandSlice, "SELECT * FROM mig_on_demand")
+        return {row.uuid: row for row in rows}
+
+    def add_on_demand_slice(self, row: OnDemandSlice) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO mig_on_demand VALUES (?, ?, ?, ?, ?, ?)",
+            astuple(row),
+            irreplaceable=True,
+        )
+
+    def set_free_since(self, uuid: str, at: str | None) -> None:
+        """Since when nobody holds slice ``uuid`` (``None``: it is held)."""
+        self._execute("UPDATE mig_on_demand SET free_since = ? WHERE uuid = ?", (at, uuid))
+
+    def forget_on_demand_slices(self, uuids: Iterable[str]) -> None:
+        """Forget slices that are gone (destroyed, or no longer on the GPU)."""
+        with self._access(irreplaceable=True):
+            self._db.executemany(
+                "DELETE FROM mig_on_demand WHERE uuid = ?", [(u,) for u in uuids]
             )
 
     # -- cgroup parents ------------------------------------------------------------------------

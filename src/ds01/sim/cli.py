@@ -17,11 +17,15 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
+    from ds01.config.gpu_config import GpuConfig
     from ds01.config.limits import ResourceLimitsConfig
     from ds01.config.scheduler import SchedulerConfig
     from ds01.model.device import Inventory
+    from ds01.sim.engine import DynamicGpu
 
 POLICIES = ("fair", "fcfs")
+#: How MIG GPUs are replayed (``--mig``).
+MIG_MODES = ("layout", "on-demand")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +51,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "owner stops them; reference: the reference's hourly check, 3 idle checks in a row "
         "[all]",
     )
+    parser.add_argument(
+        "--mig",
+        choices=(*MIG_MODES, "both"),
+        default="layout",
+        help="layout: as gpu-config.yaml says; on-demand: every MIG GPU makes slices on "
+        "demand [layout]",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def load_setting(config_dir: Path | None) -> tuple[ResourceLimitsConfig, Inventory, dict[str, str]]:
-    """The limits, the inventory and where each came from (a path or the embedded default).
+def load_setting(
+    config_dir: Path | None,
+) -> tuple[ResourceLimitsConfig, Inventory, dict[str, str], GpuConfig]:
+    """The limits, the inventory, where each came from (a path or the embedded default), and
+    the GPU configuration.
 
     Raises:
         InvalidInput: ``config_dir`` is not a directory.
@@ -84,7 +98,36 @@ def load_setting(config_dir: Path | None) -> tuple[ResourceLimitsConfig, Invento
                 "under simulated.gpus with backend: simulated (copy the file and describe the "
                 "hardware there)."
             )
-    return limits, SimulatedBackend(gpus).inventory(), sources
+    return limits, SimulatedBackend(gpus).inventory(), sources, gpus
+
+
+def mig_setups(
+    gpus: GpuConfig, inventory: Inventory, mode: str
+) -> tuple[Inventory, dict[str, DynamicGpu]]:
+    """The inventory and the GPUs that make MIG slices on demand under ``mode``: ``layout``:
+    those with ``dynamic`` in ``mig_layout``; ``on-demand``: also every other GPU in MIG mode,
+    without its instances (no baseline)."""
+    from dataclasses import replace
+
+    from ds01.gpu.simulated import SimulatedBackend
+    from ds01.sim.engine import DynamicGpu
+
+    backend = SimulatedBackend(gpus)
+    configured = gpus.dynamic_mig()
+    dynamic: dict[str, DynamicGpu] = {}
+    emptied: set[str] = set()
+    for gpu in inventory.gpus:
+        table = backend.mig_placements(gpu)
+        layout = configured.get(gpu.index, configured.get(gpu.uuid))
+        if table is None or not gpu.mig_enabled:
+            continue
+        if layout is not None:
+            dynamic[gpu.uuid] = DynamicGpu(table, layout.baseline)
+        elif mode == "on-demand":
+            dynamic[gpu.uuid] = DynamicGpu(table)
+            emptied.add(gpu.uuid)
+    devices = tuple(d for d in inventory.devices if d.gpu_uuid not in emptied)
+    return replace(inventory, devices=devices), dynamic
 
 
 def policies(limits: ResourceLimitsConfig, choice: str) -> dict[str, SchedulerConfig]:
@@ -105,11 +148,15 @@ def run(args: argparse.Namespace) -> None:
     from ds01.sim.report import summarize, table_rows
     from ds01.sim.trace import read_trace
 
-    limits, inventory, sources = load_setting(Path(args.config_dir) if args.config_dir else None)
+    limits, inventory, sources, gpus = load_setting(
+        Path(args.config_dir) if args.config_dir else None
+    )
     jobs = read_trace(Path(args.trace))
     reclaims = [name for name in RECLAIMS if args.reclaim in (name, "all")]
+    setups = [mig_setups(gpus, inventory, mode) for mode in MIG_MODES if args.mig in (mode, "both")]
     reports = [
-        summarize(simulate(jobs, inventory, limits, policy, name, reclaim))
+        summarize(simulate(jobs, devices, limits, policy, name, reclaim, dynamic))
+        for devices, dynamic in setups
         for name, policy in policies(limits, args.policy).items()
         for reclaim in reclaims
     ]
@@ -132,7 +179,9 @@ def run(args: argparse.Namespace) -> None:
     )
     render.echo(
         f"Limits: {sources['resource-limits']}; GPUs: {sources['gpu-config']}. "
-        + "; ".join(f"{r.policy}/{r.reclaim} span {r.span_hours:.1f} h" for r in reports)
+        + "; ".join(
+            f"{r.policy}/{r.reclaim}/{r.mig} span {r.span_hours:.1f} h" for r in reports
+        )
         + "."
     )
     render.echo()
@@ -146,4 +195,13 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-__all__ = ["POLICIES", "RECLAIMS", "configure", "load_setting", "policies", "run"]
+__all__ = [
+    "MIG_MODES",
+    "POLICIES",
+    "RECLAIMS",
+    "configure",
+    "load_setting",
+    "mig_setups",
+    "policies",
+    "run",
+]

@@ -23,6 +23,12 @@ the capacity allocated. The runtime limit is the same exact limit under all thre
 
 The end of the busy part changes nothing that the daemon could see, so it is no event.
 
+MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
+before each pass the inventory gets a planned slice for each waiting MIG request that one
+would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does); a
+start on a planned slice makes it; a released slice made on demand is destroyed at once
+(keep time 0) and a GPU left without one gets its baseline back.
+
 The scheduler is told only what the daemon would know: a running container is expected to
 free its devices ``max_runtime_hours`` plus the hold after it started (unknown without a
 runtime limit), a stopped one exactly when its hold ends, and a waiting job is expected to
@@ -35,7 +41,7 @@ when the user would remove it.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from enum import IntEnum
@@ -48,6 +54,15 @@ from ds01.config.resolve import resolve_limits, resolve_policy
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
+from ds01.core.mig_on_demand import (
+    PLANNED_PREFIX,
+    GpuView,
+    baseline_creates,
+    gpu_view,
+    plan_what_fits,
+    planned_device,
+    with_planned,
+)
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -55,7 +70,8 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.model.device import Inventory
+from ds01.model.device import Device, Inventory
+from ds01.model.mig_placement import MigPlacementTable
 from ds01.model.quota import GpuQuota
 from ds01.sim.reclaim import (
     REFERENCE_CHECK_PERIOD_HOURS,
@@ -167,6 +183,15 @@ def user_setups(jobs: Sequence[TraceJob], config: ResourceLimitsConfig) -> dict[
 
 
 @dataclass(frozen=True)
+class DynamicGpu:
+    """A GPU that makes MIG slices on demand in the replay: its placement table and the
+    baseline instances it keeps."""
+
+    table: MigPlacementTable
+    baseline: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobOutcome:
     """What happened to one job.
 
@@ -219,6 +244,8 @@ class SimulationResult:
         capacity_gpu_equivalents: what the allocatable devices count for together.
         end_hours: the last release, or the last submission if that is later.
         reclaim: how idle containers were reclaimed (:data:`~ds01.sim.reclaim.RECLAIMS`).
+        mig: ``layout`` (fixed MIG instances) or ``on-demand`` (slices made on demand on
+            some GPU).
     """
 
     policy: str
@@ -226,6 +253,7 @@ class SimulationResult:
     capacity_gpu_equivalents: Fraction
     end_hours: float
     reclaim: ReclaimName = "ds01"
+    mig: str = "layout"
 
 
 class _Event(IntEnum):
@@ -273,10 +301,14 @@ class _Replay:
         config: ResourceLimitsConfig,
         policy: SchedulerConfig,
         reclaim: ReclaimName,
+        dynamic: Mapping[str, DynamicGpu],
     ) -> None:
         self.inventory = inventory
         self.policy = policy
         self.reclaim = reclaim
+        self.dynamic = dynamic
+        self.on_demand: set[str] = set()
+        self.made = 0
         self.setups = user_setups(jobs, config)
         self.outcomes = {
             job_id(job): JobOutcome(
@@ -289,7 +321,19 @@ class _Replay:
         }
         self.by_id = {job_id(job): job for job in jobs}
         self.capacity = sum(
-            (d.gpu_equivalents for d in free_devices(inventory, AllocationState())), Fraction(0)
+            (
+                d.gpu_equivalents
+                for d in free_devices(inventory, AllocationState())
+                if d.gpu_uuid not in dynamic
+            ),
+            Fraction(0),
+        ) + sum(
+            (
+                Fraction(d.table.compute_slices, g.total_slices)
+                for g in inventory.gpus
+                if (d := dynamic.get(g.uuid)) is not None
+            ),
+            Fraction(0),
         )
         self.events: list[tuple[float, _Event, str]] = [
             (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
@@ -339,9 +383,11 @@ class _Replay:
             if run is not None and run.reference is not None:
                 self.check_reference(key, run, run.reference, hours)
         else:
+            holder = next(h for h in self.state.holdings if h.container == key)
             self.state = self.state.without(key)
             del self.expected_ends[key]
             self.usage[key] = replace(self.usage[key], end=now)
+            self.destroy(holder.devices)
 
     def schedule(self, hours: float, now: datetime) -> bool:
         """One scheduling pass; start what it places. Whether requests wait for devices."""
@@ -353,9 +399,16 @@ class _Replay:
             for request in self.pending.values()
         ]
         totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
+        inventory = self.inventory
+        if self.dynamic:
+            held = self.state.held()
+            creates = plan_what_fits(
+                inventory, held, self.views(held), [r.request.mig_profiles for r in waiting]
+            )
+            inventory = with_planned(inventory, creates)
         decision = plan(
             waiting,
-            self.inventory,
+            inventory,
             self.state,
             now,
             totals,
@@ -365,8 +418,55 @@ class _Replay:
         )
         self.reservation = decision.reservation
         for request, placement in decision.starts:
-            self.start(request, placement, hours, now)
+            self.start(request, self.materialize(placement), hours, now)
         return decision.waiting_for_devices
+
+    # -- MIG on demand ------------------------------------------------------------------------
+
+    def views(self, held: Iterable[str]) -> list[GpuView]:
+        """The dynamic GPUs as the planner sees them now."""
+        views = []
+        for gpu in self.inventory.gpus:
+            setup = self.dynamic.get(gpu.uuid)
+            if setup is None:
+                continue
+            view = gpu_view(
+                gpu, setup.table, setup.baseline, self.inventory.devices, held, self.on_demand
+            )
+            if view is not None:
+                views.append(view)
+        return views
+
+    def _add(self, device: Device, *, on_demand: bool) -> Device:
+        """``device`` (a planned one) made, under a UUID of its own."""
+        self.made += 1
+        made = replace(device, uuid=f"MIG-sim-{self.made}")
+        self.inventory = replace(self.inventory, devices=(*self.inventory.devices, made))
+        if on_demand:
+            self.on_demand.add(made.uuid)
+        return made
+
+    def materialize(self, placement: Placement) -> Placement:
+        """``placement`` with its planned slices made."""
+        return Placement(
+            tuple(
+                self._add(d, on_demand=True) if d.uuid.startswith(PLANNED_PREFIX) else d
+                for d in placement.devices
+            )
+        )
+
+    def destroy(self, released: Iterable[str]) -> None:
+        """Destroy the released slices made on demand; restore baselines where none is left."""
+        gone = self.on_demand.intersection(released)
+        if not gone:
+            return
+        self.on_demand -= gone
+        kept = tuple(d for d in self.inventory.devices if d.uuid not in gone)
+        self.inventory = replace(self.inventory, devices=kept)
+        gpus = {g.uuid: g for g in self.inventory.gpus}
+        for view in self.views(self.state.held()):
+            for create in baseline_creates(view):
+                self._add(planned_device(create, gpus[create.gpu_uuid]), on_demand=False)
 
     def start(
         self, request: PendingRequest, placement: Placement, hours: float, now: datetime
@@ -444,12 +544,15 @@ def simulate(
     policy: SchedulerConfig,
     policy_name: str,
     reclaim: ReclaimName = "ds01",
+    dynamic: Mapping[str, DynamicGpu] | None = None,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
+    ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
+    (their instances in ``inventory`` are the baseline's, or none).
 
     Deterministic: the same inputs give the same result.
     """
-    replay = _Replay(jobs, inventory, config, policy, reclaim)
+    replay = _Replay(jobs, inventory, config, policy, reclaim, dynamic or {})
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -457,11 +560,13 @@ def simulate(
         capacity_gpu_equivalents=replay.capacity,
         end_hours=replay.last_event,
         reclaim=reclaim,
+        mig="on-demand" if dynamic else "layout",
     )
 
 
 __all__ = [
     "EPOCH",
+    "DynamicGpu",
     "JobOutcome",
     "SimulationResult",
     "UserSetup",

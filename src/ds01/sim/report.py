@@ -114,6 +114,7 @@ class PolicyReport:
         capacity_gpu_equivalents: allocatable devices together.
         groups: metrics per trace group (sorted by name), then ``"all"``.
         reclaim: the reclaim policy's name.
+        mig: ``layout`` (fixed MIG instances) or ``on-demand``.
     """
 
     policy: str
@@ -121,11 +122,13 @@ class PolicyReport:
     capacity_gpu_equivalents: float
     groups: Mapping[str, Metrics]
     reclaim: str = "ds01"
+    mig: str = "layout"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "reclaim": self.reclaim,
+            "mig": self.mig,
             "span_hours": self.span_hours,
             "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
             "groups": {name: asdict(m) for name, m in self.groups.items()},
@@ -146,7 +149,7 @@ def summarize(result: SimulationResult) -> PolicyReport:
         for name in sorted(by_group)
     }
     groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
-    return PolicyReport(result.policy, span, capacity, groups, result.reclaim)
+    return PolicyReport(result.policy, span, capacity, groups, result.reclaim, result.mig)
 
 
 def _hours(value: float | None) -> str:
@@ -158,6 +161,7 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
     headers = [
         "POLICY",
         "RECLAIM",
+        "MIG",
         "GROUP",
         "JOBS",
         "NOT STARTED",
@@ -172,6 +176,7 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
         [
             report.policy,
             report.reclaim,
+            report.mig,
             name,
             str(m.jobs),
             str(m.not_started),

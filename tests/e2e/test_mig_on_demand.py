@@ -1,0 +1,151 @@
+"""End to end: MIG slices made on demand (``mig_layout: {1: dynamic}``) on the simulated
+backend, which enforces the A100's placement rules and refuses to destroy a slice a process
+runs on, as NVML does.
+
+GPU 1 is in MIG mode with no instance. alice and bob each ask for a 3g.20gb: each gets a
+slice made for it (``gpu-status`` marks it ``on_demand``), and the two take all 8 memory
+slices, so carol's 1g.5gb fragments: it waits in the queue. alice's slice, once free, is
+too large for carol's quota: it is destroyed and the queue makes carol a 1g.5gb there.
+bob removes his container while a process still runs on his slice: the destroy is refused
+and retried, nobody is told of an error; once the process is gone the slice is destroyed
+(keep time 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rawapi import RawApi
+
+from ds01.gpu.simulated import write_simulated_telemetry
+from support import TEST_IMAGES_YAML, describe, wait_for_loop_pass, wait_until
+
+GPUS = """
+    backend: simulated
+    mig_on_demand_keep_seconds: 0
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB, mig: true}
+    mig_layout:
+      1: dynamic
+"""
+
+# carol may hold 0.2 GPU-equivalents: a 1g.5gb (1/7), never a 3g.20gb (3/7).
+LIMITS = """
+    defaults:
+      gpu_limit: 1
+      max_containers: 2
+    users:
+      carol: {gpu_limit: 0.2}
+"""
+
+
+def started(d: Any, request_id: str) -> list[dict[str, Any]]:
+    return d.events_where(action="queue.start", resource=f"queue/{request_id}")
+
+
+def slices(d: Any) -> list[dict[str, Any]]:
+    return [g for g in d.cli_json("erin", "gpu-status") if g["gpu_index"] == 1]
+
+
+def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_waits(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(
+        resource_limits=LIMITS,
+        gpu_config=GPUS,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+    assert slices(d) == []
+    empty = d.cli("carol", "gpu-status")  # MIG on and no instance, but slices can be made
+    assert empty.returncode == 0 and "unusable" not in empty.stdout, describe(empty)
+
+    for user in ("alice", "bob"):
+        made = d.cli(user, "container-create", "nb", "--image", "busybox", "--mig", "3g.20gb")
+        assert made.returncode == 0, describe(made)
+
+    shown = slices(d)
+    assert [(g["kind"], g["profile"], g["on_demand"]) for g in shown] == [
+        ("mig", "3g.20gb", True)
+    ] * 2
+    assert {g["holder"]["user"] for g in shown} == {"alice", "bob"}
+    table = d.cli("carol", "gpu-status")
+    assert table.stdout.count("3g.20gb (on demand)") == 2, describe(table)
+    created = d.events_where(action="gpu.mig_create")
+    assert sorted(e["details"]["start"] for e in created) == [0, 4]
+    # Two 3g.20gb take every memory slice: a 1g.5gb fits nowhere, so carol waits.
+    with RawApi(d.paths.socket, "carol") as api:
+        reply = api.call(
+            "POST",
+            "/v1/containers",
+            {"name": "small", "image": "busybox", "mig": ["1g.5gb"], "queue": True},
+        )
+    assert reply.status == 202, reply
+    request_id = reply.json()["id"]
+
+    wait_for_loop_pass(d, "queue")
+    assert not started(d, request_id)
+
+    # alice's slice is free now, but too large for carol's quota: it is destroyed, and the
+    # queue makes carol a 1g.5gb in the room it left.
+    alices = next(g["uuid"] for g in shown if g["holder"]["user"] == "alice")
+    assert d.cli("alice", "container-remove", "nb").returncode == 0
+    wait_until("carol's request to start", lambda: started(d, request_id), timeout=15)
+    [carols] = started(d, request_id)[0]["details"]["devices"]
+    [made] = [e for e in d.events_where(action="gpu.mig_create") if e["details"]["uuid"] == carols]
+    assert (made["user"], made["details"]["profile"]) == ("ds01d", "1g.5gb")
+    assert [e["details"]["uuid"] for e in d.events_where(action="gpu.mig_destroy")] == [alices]
+
+    # bob's slice is freed while a process still runs on it: the destroy is refused and
+    # tried again, nobody is told of an error; once the process is gone it is destroyed.
+    bobs = next(g["uuid"] for g in shown if g["holder"]["user"] == "bob")
+    write_simulated_telemetry(d.paths.simulated_telemetry_file, {bobs: {"process_count": 1}})
+    assert d.cli("bob", "container-remove", "nb").returncode == 0
+    wait_until(
+        "the refused destroy to be logged",
+        lambda: "In use by another client" in d.log_tail(200),
+        timeout=15,
+    )
+    assert bobs in {g["uuid"] for g in slices(d)}
+    write_simulated_telemetry(d.paths.simulated_telemetry_file, {})
+    wait_until(
+        "bob's slice to be destroyed",
+        lambda: len(d.events_where(action="gpu.mig_destroy")) == 2,
+        timeout=15,
+    )
+    assert d.events_where(action="gpu.mig_destroy")[-1]["details"]["uuid"] == bobs
+    assert [(g["uuid"], g["on_demand"]) for g in slices(d)] == [(carols, True)]
+
+
+def test_an_instance_left_unrecorded_by_a_crash_is_adopted_and_destroyed_the_baseline_kept(
+    ds01d: Any,
+) -> None:
+    # GPU 1's baseline is one 3g.20gb. The 1g.5gb beside it is what a ds01d that died
+    # between making a slice and recording it leaves: nobody holds it, the store does not
+    # know it.
+    d = ds01d(
+        gpu_config="""
+            backend: simulated
+            mig_on_demand_keep_seconds: 0
+            simulated:
+              gpus:
+                - {model: NVIDIA A100-SXM4-40GB}
+                - model: NVIDIA A100-SXM4-40GB
+                  mig: true
+                  mig_instances: [{profile: 3g.20gb, start: 0}, {profile: 1g.5gb, start: 6}]
+            mig_layout:
+              1: {dynamic: [3g.20gb]}
+        """,
+        extra_args=("--queue-interval", "0.5"),
+    )
+
+    wait_until("the leftover to be destroyed", lambda: d.events_where(action="gpu.mig_destroy"))
+
+    [destroyed] = d.events_where(action="gpu.mig_destroy")
+    assert destroyed["details"]["profile"] == "1g.5gb"
+    assert [(g["profile"], g["on_demand"]) for g in slices(d)] == [("3g.20gb", False)]
+    plan = d.cli_json(None, "admin", "mig", "plan")["gpus"][1]
+    assert plan["status"] == "unchanged"
+    assert plan["desired"]["description"] == "MIG on demand (baseline: 3g.20gb)"

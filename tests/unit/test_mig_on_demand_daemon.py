@@ -1,0 +1,152 @@
+"""ds01d's ``MigOnDemand`` over the simulated backend and a real state store: slices made
+for a decision that picks them, what a crash left adopted, free slices destroyed (never a
+held or a baseline one), a destroy refused while a process runs retried and logged once.
+Docker is not asked: the containers are given as records."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ds01.config.loader import Ds01Config
+from ds01.core.allocation import AllocationState, GpuRequest, Placement, place
+from ds01.core.mig_on_demand import PLANNED_PREFIX
+from ds01.daemon.context import DaemonDependencies
+from ds01.daemon.paths import DaemonPaths
+from ds01.daemon.service import Ds01Service
+from ds01.events.log import EventLog
+from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
+from ds01.model import labels as L
+from ds01.runtime.docker import ContainerRecord, EngineInfo
+from ds01.runtime.store import StateStore
+
+GPU_CONFIG = """\
+backend: simulated
+mig_on_demand_keep_seconds: 60
+simulated:
+  gpus:
+    - {model: NVIDIA A100-SXM4-40GB, mig: true, mig_instances: %s}
+mig_layout:
+  0: {dynamic: [3g.20gb]}
+"""
+NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+
+
+class NoDocker:
+    def engine_info(self) -> EngineInfo:
+        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Docker was asked: runtime.{name}")
+
+
+def holder(uuid: str) -> ContainerRecord:
+    return ContainerRecord.from_summary(
+        {
+            "Id": "c" * 64,
+            "Names": ["/nb._.1000"],
+            "State": "running",
+            "Labels": {
+                L.MANAGED: "true",
+                L.USER: "alice",
+                L.UID: "1000",
+                L.NAME: "nb",
+                L.GPUS: uuid,
+                L.GPU_EQUIVALENTS: "1/7",
+            },
+        }
+    )
+
+
+def service(tmp_path: Path, instances: str) -> tuple[Ds01Service, Path]:
+    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
+    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
+        directory.mkdir()
+    (paths.config_dir / "gpu-config.yaml").write_text(GPU_CONFIG % instances)
+    telemetry = tmp_path / "telemetry.json"
+
+    def backend(config: Ds01Config) -> SimulatedBackend:
+        return SimulatedBackend(
+            config.gpus, telemetry_file=telemetry, mig_file=tmp_path / "mig.json"
+        )
+
+    svc = Ds01Service(
+        DaemonDependencies(
+            paths,
+            NoDocker(),  # type: ignore[arg-type]
+            StateStore(paths.state_db),
+            EventLog(paths.events_file),
+            backend_factory=backend,
+        )
+    )
+    return svc, telemetry
+
+
+def profiles(svc: Ds01Service) -> list[tuple[str | None, int | None]]:
+    return sorted((d.profile, d.start) for d in svc.backend.inventory().devices)
+
+
+def test_a_slice_is_made_only_for_a_decision_that_picks_it_and_recorded(tmp_path: Path) -> None:
+    svc, _ = service(tmp_path, "[{profile: 3g.20gb, start: 0}]")
+    mig = svc.mig_on_demand
+    inventory = svc.backend.inventory()
+
+    planned = mig.planned_for(("1g.5gb",), inventory, ())
+    [new] = [d for d in planned.devices if d.uuid.startswith(PLANNED_PREFIX)]
+    assert (new.profile, new.start) == ("1g.5gb", 6)
+    # A decision that does not pick it makes nothing.
+    assert mig.materialize(Placement(), planned, "alice") == (Placement(), planned)
+    assert profiles(svc) == [("3g.20gb", 0)]
+
+    chosen = place(GpuRequest(mig_profiles=("1g.5gb",)), planned, AllocationState())
+    real, after = mig.materialize(chosen, planned, "alice")
+
+    [made] = real.devices
+    assert not made.uuid.startswith(PLANNED_PREFIX) and made.uuid in after.by_uuid()
+    assert profiles(svc) == [("1g.5gb", 6), ("3g.20gb", 0)]
+    assert set(svc.store.on_demand_slices()) == {made.uuid}
+
+
+def test_reclaim_adopts_keeps_held_and_baseline_retries_a_busy_destroy_then_restores(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The 3g.20gb at 0 is the baseline; the two 1g.5gb are unrecorded (a crash): adopted.
+    svc, telemetry = service(
+        tmp_path,
+        "[{profile: 3g.20gb, start: 0}, {profile: 1g.5gb, start: 4}, {profile: 1g.5gb, start: 5}]",
+    )
+    mig = svc.mig_on_demand
+    by_start = {d.start: d.uuid for d in svc.backend.inventory().devices}
+    held = [holder(by_start[4])]
+
+    assert not mig.reclaim(held, NOW)  # adopted, free from now: kept for 60 s
+    assert set(svc.store.on_demand_slices()) == {by_start[4], by_start[5]}
+    write_simulated_telemetry(telemetry, {by_start[5]: {"process_count": 2}})
+    with caplog.at_level(logging.WARNING):
+        for later in (61, 62):
+            assert not mig.reclaim(held, NOW + timedelta(seconds=later))
+    assert sum("In use by another client" in r.message for r in caplog.records) == 1
+    assert len(profiles(svc)) == 3
+
+    write_simulated_telemetry(telemetry, {})
+    assert mig.reclaim(held, NOW + timedelta(seconds=63))
+    assert profiles(svc) == [("1g.5gb", 4), ("3g.20gb", 0)]  # the held one stays
+
+    # Once its holder is gone and the keep time passed, it goes too; nothing to restore.
+    mig.reclaim([], NOW + timedelta(seconds=64))
+    assert mig.reclaim([], NOW + timedelta(seconds=200))
+    assert profiles(svc) == [("3g.20gb", 0)]
+    assert svc.store.on_demand_slices() == {}
+
+
+def test_a_dynamic_gpu_with_nothing_made_on_demand_gets_its_baseline_back(tmp_path: Path) -> None:
+    svc, _ = service(tmp_path, "[]")
+
+    assert not svc.mig_on_demand.reclaim([], NOW)
+
+    assert profiles(svc) == [("3g.20gb", 0)]
+    assert svc.store.on_demand_slices() == {}  # the admin's, never destroyed
