@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.oom import OomWatcher
     from ds01.daemon.paths import DaemonPaths
-    from ds01.daemon.server import Ds01HttpServer
+    from ds01.daemon.server import Door, Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.exporter import MetricsExporter
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="state directory [$DS01_STATE_DIR, /var/lib/ds01]")
     parser.add_argument("--log-dir", help="log directory [$DS01_LOG_DIR, /var/log/ds01]")
     parser.add_argument("--socket", help="API socket [$DS01_SOCKET, /run/ds01/ds01.sock]")
+    parser.add_argument(
+        "--docker-socket",
+        metavar="PATH",
+        help="the Docker Engine API socket for users' own docker tools, or 'off' "
+        "[$DS01_DOCKER_SOCKET, docker.sock next to the API socket: /run/ds01/docker.sock]",
+    )
     parser.add_argument(
         "--cgroup-root", help="where the cgroup hierarchies are [$DS01_CGROUP_ROOT, /sys/fs/cgroup]"
     )
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         metrics_address,
     )
-    server = Ds01HttpServer(paths.socket, service)
+    server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
@@ -249,6 +255,20 @@ def main(argv: list[str] | None = None) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+def _doors(args: argparse.Namespace, paths: DaemonPaths, service: Ds01Service) -> list[Door]:
+    """The Docker API door, unless turned off."""
+    from ds01.daemon.docker_api import DockerApiServer, docker_socket_path
+
+    path = docker_socket_path(args.docker_socket, paths.socket)
+    log = logging.getLogger("ds01d")
+    if path is None:
+        log.info("Docker API socket off")
+        return []
+    door = DockerApiServer(path, service)
+    log.info("Docker API for users on %s", path)
+    return [door]
 
 
 def _exit_status(server: Ds01HttpServer, unfinished: list[str]) -> None:

@@ -1,0 +1,326 @@
+"""ds01's Docker Engine API door: a second unix socket for users' own Docker tools.
+
+``ds01d --docker-socket PATH`` (``$DS01_DOCKER_SOCKET``; default ``docker.sock`` next to
+the API socket, so ``/run/ds01/docker.sock``; ``off``: no door) serves the Docker Engine
+API to every local user, mode 0666, on ds01's rules:
+
+- **who**: the kernel says (``SO_PEERCRED``, read at accept by
+  ``ds01.daemon.connections``, which also caps each user's connections and workers as on
+  the API socket);
+- **what**: ``ds01.core.docker_api`` decides from the method and path; everything not on
+  its allowlist is refused (HTTP 403, Docker's error body, a message naming the endpoint)
+  and audited (``docker_api.request``, outcome ``denied``);
+- **whose**: lists and event streams are filtered by dockerd itself (the caller's
+  ``ds01.uid`` label added to their filters), images to those the caller may run, and a
+  request about one container goes on only when that container is the caller's
+  (``ds01.managed`` and ``ds01.uid`` labels): another user's container, by name, id or id
+  prefix, gets Docker's own "No such container" answer. The request is then forwarded
+  with the container's full id in its path, so that what was checked is what dockerd acts
+  on;
+- **how**: allowed requests go to dockerd byte for byte (``ds01.runtime.engine_proxy``),
+  answers come back unbuffered; every connection closes after one answer.
+
+A user's name for a container (``thesis``) finds their Docker name (``thesis._.1001``)
+first, then Docker's own resolution applies (name, id, id prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from http import HTTPStatus
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import quote
+
+from ds01.core import docker_api as decide
+from ds01.daemon.connections import (
+    DEFAULT_LIMITS,
+    MAX_BODY_BYTES,
+    ConnectionLimits,
+    ConnectionServer,
+    Exchange,
+    LaneName,
+    clear_stale_socket,
+    listening_socket,
+)
+from ds01.daemon.identity import Caller
+from ds01.daemon.service import Ds01Service
+from ds01.errors import Ds01Error, NotFound, PermissionDenied, PolicyError
+from ds01.model import labels as L
+from ds01.runtime.engine_proxy import EngineProxy
+
+log = logging.getLogger(__name__)
+
+#: The value of ``--docker-socket`` that turns the door off.
+OFF = "off"
+#: The environment variable that names the door's socket.
+ENV_DOCKER_SOCKET = "DS01_DOCKER_SOCKET"
+#: The door's socket file, in the API socket's directory unless named.
+DEFAULT_DOCKER_SOCKET_NAME = "docker.sock"
+#: The action of the audit events of refused requests.
+AUDIT_ACTION = "docker_api.request"
+
+
+def docker_socket_path(flag: str | None, api_socket: Path) -> Path | None:
+    """The door's socket from ``--docker-socket``, else ``$DS01_DOCKER_SOCKET``, else
+    ``docker.sock`` next to ``api_socket``; ``None`` when set to ``off``."""
+    text = flag or os.environ.get(ENV_DOCKER_SOCKET) or ""
+    if text.lower() == OFF:
+        return None
+    return Path(text) if text else api_socket.parent / DEFAULT_DOCKER_SOCKET_NAME
+
+
+class _Answered(Exception):
+    """The exchange was answered (or its client left): nothing more to write."""
+
+
+class DockerApiServer:
+    """The door on ``socket_path``: ``serve_forever`` (in a thread of its own) until a
+    ``drain``, then ``server_close``; a listening socket found there is refused as
+    ``Ds01HttpServer`` refuses its own."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        service: Ds01Service,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        engine: EngineProxy | None = None,
+    ) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self.engine = engine or EngineProxy()
+        clear_stale_socket(socket_path)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        listener = listening_socket(str(socket_path))
+        # Everyone may connect; who they are comes from the kernel, not from the socket mode.
+        socket_path.chmod(0o666)
+        self.connections = ConnectionServer(
+            listener, self._answer, _lane, limits=limits, wait_only=_wait_only
+        )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.connections.serve_forever(poll_interval)
+
+    def drain(self, timeout_s: float) -> None:
+        self.connections.drain(timeout_s)
+
+    def hurry(self) -> None:
+        self.connections.hurry()
+
+    @property
+    def cut_short(self) -> list[str]:
+        return self.connections.cut_short
+
+    def server_close(self) -> None:
+        self.connections.close()
+
+    def _answer(self, exchange: Exchange) -> bool:
+        """Answer one exchange; the connection always closes after it."""
+        with contextlib.suppress(_Answered):
+            _DoorExchange(self, exchange).answer()
+        return False
+
+
+class _DoorExchange:
+    """One request on the door, from its bytes to its answer."""
+
+    def __init__(self, server: DockerApiServer, exchange: Exchange) -> None:
+        self.server = server
+        self.service = server.service
+        self.exchange = exchange
+        self.sock = exchange.sock
+        self.caller: Caller | None = None
+
+    def answer(self) -> None:
+        try:
+            request = decide.parse_request(self.exchange.data)
+        except decide.BadRequest as exc:
+            self._error(400, f"ds01 could not read this request: {exc}.")
+        body = self._body(request)
+        self.caller = self.service.caller(self.exchange.creds)
+        if decide.version_too_old(request.version):
+            low = ".".join(str(n) for n in decide.MIN_API_VERSION)
+            self._refuse(
+                request,
+                400,
+                f"client version {request.version} is too old. Minimum supported API "
+                f"version is {low}, please upgrade your client to a newer version",
+            )
+        routed = decide.route(request.method, request.path)
+        if isinstance(routed, decide.Refused):
+            self._refuse(request, routed.status, routed.message)
+        try:
+            self._serve(request, routed, body)
+        except PolicyError as exc:
+            self._refuse(request, exc.http_status, exc.message)
+        except Ds01Error as exc:
+            log.error("%s %s failed: %s", request.method, request.path, exc.message)
+            self._error(exc.http_status, exc.message)
+
+    def _body(self, request: decide.DockerRequest) -> bytes:
+        """The request's body; a chunked, oversized or malformed length is refused (the
+        connection reader waits only for a ``Content-Length`` body of at most
+        ``MAX_BODY_BYTES``)."""
+        if request.chunked:
+            self._error(
+                411,
+                "ds01's Docker socket needs a Content-Length: chunked request bodies are refused.",
+            )
+        text = request.headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()):
+            self._error(400, f"Invalid Content-Length {text[:40]!r}.")
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self._error(
+                413,
+                f"Request body too large ({length} bytes; ds01 takes at most {MAX_BODY_BYTES}).",
+            )
+        data = self.exchange.data
+        return data[request.head_bytes : request.head_bytes + length]
+
+    def _serve(self, request: decide.DockerRequest, routed: decide.Routed, body: bytes) -> None:
+        assert self.caller is not None
+        uid = self.caller.uid
+        kind = routed.endpoint.kind
+        if kind == "engine":
+            target = decide.with_query(request)
+        elif kind in ("list", "events"):
+            try:
+                filters = decide.owned_filters(
+                    request.query_value("filters"), uid, container_events=kind == "events"
+                )
+            except decide.BadRequest as exc:
+                self._error(400, f"Invalid filters: {exc}.")
+            target = decide.with_query(request, filters=filters)
+        elif kind == "images":
+            self._images(request)
+        elif kind == "image":
+            assert routed.ref is not None
+            self._image(request, routed.ref)
+        else:
+            assert routed.ref is not None
+            full_id = self._own_container(routed.ref)
+            path = request.path.replace(f"/containers/{routed.ref}/", f"/containers/{full_id}/", 1)
+            target = decide.request_path(request, path) + _query_of(request)
+        self._claim()
+        self.server.engine.forward(self.sock, request.method, target, request.headers, body)
+
+    def _own_container(self, ref: str) -> str:
+        """The full id of the caller's container ``ref`` names (their name for it first,
+        then Docker's resolution); another user's, or none, is Docker's "No such
+        container"."""
+        assert self.caller is not None
+        uid = self.caller.uid
+        candidates = (
+            [ref]
+            if L.CONTAINER_NAME_SEPARATOR in ref
+            else [
+                L.container_name(ref, uid),
+                ref,
+            ]
+        )
+        for candidate in candidates:
+            status, info = self.server.engine.json(
+                "GET", f"/containers/{quote(candidate, safe='')}/json"
+            )
+            if status == 200 and isinstance(info, dict):
+                config = info.get("Config") or {}
+                if decide.owns(config.get("Labels"), uid):
+                    return str(info["Id"])
+        raise NotFound(decide.no_such_container(ref))
+
+    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """An image's inspection, when the caller may see the image."""
+        assert self.caller is not None
+        status, info = self.server.engine.json(
+            "GET", decide.request_path(request, f"/images/{quote(ref, safe='/:@')}/json")
+        )
+        images = self.service.config().images
+        if status == 200 and isinstance(info, dict):
+            shown = decide.visible_image(info, self.caller.name, images.allows_reference)
+            if shown is not None:
+                self._send(200, json.dumps(shown).encode())
+        raise NotFound(decide.no_such_image(ref))
+
+    def _images(self, request: decide.DockerRequest) -> NoReturn:
+        assert self.caller is not None
+        status, summaries = self.server.engine.json("GET", decide.with_query(request))
+        if status != 200 or not isinstance(summaries, list):
+            self._error(502, "Docker did not list its images; tell an admin.")
+        images = self.service.config().images
+        user = self.caller.name
+        shown = [
+            visible
+            for s in summaries
+            if isinstance(s, dict)
+            and (visible := decide.visible_image(s, user, images.allows_reference)) is not None
+        ]
+        self._send(200, json.dumps(shown).encode())
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _refuse(self, request: decide.DockerRequest, status: int, message: str) -> NoReturn:
+        """Audit a refusal of ``request`` and answer it; never returns."""
+        if self.caller is not None:
+            error = NotFound(message) if status == 404 else PermissionDenied(message)
+            self.service.log_refusal(
+                self.caller,
+                AUDIT_ACTION,
+                f"docker/{request.method} {request.path[:120]}",
+                error,
+                status=status,
+            )
+        self._error(status, message)
+
+    def _error(self, status: int, message: str) -> NoReturn:
+        """Answer Docker's error body with ``status``; never returns."""
+        self._send(status, decide.error_body(message))
+
+    def _send(self, status: int, body: bytes) -> NoReturn:
+        """Answer a whole JSON body; never returns."""
+        phrase = HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self._claim()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head + body)
+        raise _Answered
+
+    def _claim(self) -> None:
+        """Claim the answer before the first write (the drain may have answered)."""
+        if not self.exchange.reply.claim():
+            raise _Answered
+
+
+def _query_of(request: decide.DockerRequest) -> str:
+    target = decide.with_query(request)
+    return target[target.index("?") :] if "?" in target else ""
+
+
+def _lane(request_line: bytes) -> LaneName:
+    """Requests that follow a stream run in the pool of waiting requests."""
+    try:
+        request = decide.parse_request(request_line + b"\r\n\r\n")
+    except decide.BadRequest:
+        return "workers"
+    return "waiting" if decide.waits(request) else "workers"
+
+
+def _wait_only(request_line: bytes) -> bool:
+    """A followed read changes nothing: the drain may cut it at once."""
+    return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
+
+
+__all__ = [
+    "AUDIT_ACTION",
+    "DEFAULT_DOCKER_SOCKET_NAME",
+    "ENV_DOCKER_SOCKET",
+    "OFF",
+    "DockerApiServer",
+    "docker_socket_path",
+]

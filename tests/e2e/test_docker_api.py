@@ -1,0 +1,160 @@
+"""End to end: users' own Docker tools on ds01's Docker API door (``docker.sock``).
+
+Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
+``DOCKER_HOST=unix://<the door>``, against a real ds01d and dockerd: version negotiation,
+``ps`` (with ``-a``, filters and sizes) showing only the caller's containers, ``inspect``,
+``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
+``events`` and ``images`` limited to the caller; another user's container by name, id or
+id prefix is Docker's own "No such container". The refusals are in
+``test_bypass_docker_api.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import subprocess
+import sys
+from typing import Any
+
+from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env
+
+LIMITS = """
+    defaults:
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
+#: docker-py as a user: prints what the door lists for them. argv: the door's socket.
+DOCKER_PY = r"""
+import json, sys, docker
+client = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+print(json.dumps({
+    "api": client.api.api_version,
+    "names": sorted(c.name for c in client.containers.list(all=True)),
+    "images": sorted(t for i in client.images.list() for t in i.tags),
+    "logs": client.containers.get(sys.argv[2]).logs().decode(),
+}))
+"""
+
+
+def created(d: Any, user: str, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = d.cli_json(
+        user, "container-create", name, "--image", "busybox", "--start"
+    )
+    return info
+
+
+def say(d: Any, user: str, container: str, line: str) -> None:
+    """Make ``container`` print ``line`` on its output (its main process's terminal)."""
+    script = f"printf '\\n%s\\n' {line} > /proc/1/fd/1"
+    result = d.cli(user, "container-open", container, "--", "sh", "-c", script)
+    assert result.returncode == 0, describe(result)
+
+
+def container_id(docker_client: Any, user: str, name: str) -> str:
+    uid = docker_client.containers.list(filters={"label": f"ds01.user={user}"})[0].labels[
+        "ds01.uid"
+    ]
+    return str(docker_client.containers.get(f"{name}._.{uid}").id)
+
+
+def test_docker_cli_sees_only_the_callers_containers(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    say(d, "alice", "mine", "hello-from-mine")
+    theirs = container_id(docker_client, "bob", "theirs")
+
+    version = d.docker("alice", "version", "--format", "{{.Server.APIVersion}}")
+    assert version.returncode == 0 and version.stdout.strip() == "1.41", describe(version)
+
+    ps = d.docker("alice", "ps", "-a", "--format", "{{.Names}}")
+    assert ps.returncode == 0, describe(ps)
+    assert ps.stdout.split() == [f"mine._.{pwd_uid('alice')}"]
+    filtered = d.docker("alice", "ps", "-a", "-q", "--filter", "name=theirs", "--size")
+    assert filtered.returncode == 0 and filtered.stdout == "", describe(filtered)
+    assert d.docker("bob", "ps", "-q").stdout.split() == [theirs[:12]]
+
+    inspect = d.docker("alice", "inspect", "--type", "container", "mine")
+    assert inspect.returncode == 0, describe(inspect)
+    assert json.loads(inspect.stdout)[0]["Config"]["Labels"]["ds01.user"] == "alice"
+    logs = d.docker("alice", "logs", "mine")
+    assert "hello-from-mine" in logs.stdout, describe(logs)
+    top = d.docker("alice", "top", "mine")
+    assert top.returncode == 0 and "PID" in top.stdout, describe(top)
+    stats = d.docker("alice", "stats", "--no-stream", "--format", "{{.Name}}", "mine")
+    assert stats.returncode == 0 and "mine" in stats.stdout, describe(stats)
+
+    for ref in (f"theirs._.{pwd_uid('bob')}", theirs, theirs[:12], theirs[:4], "theirs"):
+        for verb in (("inspect", "--type", "container"), ("logs",), ("top",)):
+            seen = d.docker("alice", *verb, ref)
+            assert seen.returncode != 0, describe(seen)
+            assert f"No such container: {ref}" in seen.stderr, describe(seen)
+    denied = d.events_where(action="docker_api.request", outcome="denied", user="alice")
+    assert len(denied) >= 10
+
+
+def test_logs_follow_and_events_stream_the_callers_own(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
+    argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    follow = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "logs", "-f", "mine"], stdout=subprocess.PIPE, cwd="/"
+    )
+    events = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "events", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
+        stdout=subprocess.PIPE,
+        cwd="/",
+    )
+    try:
+        say(d, "alice", "mine", "streamed-line")
+        assert follow.stdout is not None and events.stdout is not None
+        while b"streamed-line" not in follow.stdout.readline():
+            pass
+        # bob's stop comes first: had it been shown, it would be read before alice's.
+        assert d.cli("bob", "container-stop", "theirs").returncode == 0
+        assert d.cli("alice", "container-stop", "mine").returncode == 0
+        first = events.stdout.readline().decode()
+        assert first.startswith("mine._."), first
+        assert follow.wait(timeout=30) == 0  # ended by itself with the container
+    finally:
+        follow.kill()
+        events.kill()
+        follow.wait()
+        events.wait()
+
+
+def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    say(d, "alice", "mine", "py-line")
+    docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
+    try:
+        result = d.run_as(
+            "alice",
+            [sys.executable, "-c", DOCKER_PY, str(d.docker_socket), "mine"],
+            {},
+            input=None,
+            timeout=60,
+            cwd=None,
+        )
+    finally:
+        docker_client.images.remove("ds01-test/unlisted:latest")
+    assert result.returncode == 0, describe(result)
+    seen = json.loads(result.stdout)
+    assert seen["api"] == "1.41"
+    assert seen["names"] == [f"mine._.{pwd_uid('alice')}"]
+    assert test_image in seen["images"]
+    assert "ds01-test/unlisted:latest" not in seen["images"]
+    assert "py-line" in seen["logs"]
+
+
+def pwd_uid(user: str) -> int:
+    return pwd.getpwnam(user).pw_uid
