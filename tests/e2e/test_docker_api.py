@@ -158,3 +158,56 @@ def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
 
 def pwd_uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
+
+
+RUN_LIMITS = """
+    defaults:
+      gpu_limit: 1
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
+
+def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=RUN_LIMITS, images=TEST_IMAGES_YAML)
+    image = "ds01-test/busybox:latest"
+    run = d.docker(
+        "alice", "run", "-d", "--name", "job", "--gpus", "1", "-m", "128m", "-e", "X=1",
+        image, "sh", "-c", "echo started-$X; sleep 300",
+    )  # fmt: skip
+    assert run.returncode == 0, describe(run)
+    container = docker_client.containers.get(run.stdout.strip())
+    attrs = container.attrs
+    uid, gid = pwd_uid("alice"), pwd.getpwnam("alice").pw_gid
+    assert container.name == f"job._.{uid}"
+    assert attrs["Config"]["User"] == f"{uid}:{gid}"
+    assert attrs["Config"]["Labels"]["ds01.interface"] == "docker"
+    assert attrs["HostConfig"]["Memory"] == 128 * 1024**2
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and not attrs["HostConfig"]["Privileged"]
+    assert "alice" in attrs["HostConfig"]["CgroupParent"]
+    status = d.cli_json("alice", "gpu-status")
+    held = [g for g in status if g["holder"] and g["holder"]["user"] == "alice"]
+    assert len(held) == 1 and held[0]["holder"]["container"] == "job", status
+
+    logs = d.docker("alice", "logs", "job")
+    assert logs.stdout.strip() == "started-1", describe(logs)
+    exec_ = d.docker("alice", "exec", "job", "id", "-u")
+    assert exec_.returncode == 0 and exec_.stdout.strip() == str(uid), describe(exec_)
+    root = d.docker("alice", "exec", "-u", "root", "job", "id", "-u")
+    assert root.returncode != 0 and "as the container's owner" in root.stderr, describe(root)
+
+    over = d.docker("alice", "run", "-d", "--gpus", "5", image, "true")
+    assert over.returncode == 125, describe(over)
+    assert "limit" in over.stderr.lower(), describe(over)
+    privileged = d.docker("alice", "run", "-d", "--privileged", image, "true")
+    assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(
+        privileged
+    )
+
+    assert d.docker("alice", "stop", "-t", "1", "job").returncode == 0
+    assert container.reload() is None and container.status == "exited"
+    assert d.docker("alice", "start", "job").returncode == 0
+    rm = d.docker("alice", "rm", "-f", "job")
+    assert rm.returncode == 0, describe(rm)
+    assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})

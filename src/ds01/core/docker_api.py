@@ -60,8 +60,12 @@ class Endpoint:
 #: Kinds: ``engine`` (forwarded as it is: says nothing about containers), ``list``
 #: (containers, filtered to the caller's), ``events`` (filtered to the caller's
 #: containers), ``images`` (filtered to the images allowed to the caller), ``container``
-#: (one of the caller's containers, resolved to its full id, then forwarded), ``image``
-#: (an image the caller may see, inspected).
+#: (one of the caller's containers, resolved to its full id, then forwarded; ``attach``
+#: likewise, on a hijacked connection), ``image`` (an image the caller may see,
+#: inspected), ``create`` (through ds01's creation path), ``start``, ``stop``,
+#: ``restart``, ``remove`` (through ds01's container operations), ``exec_create`` (an exec
+#: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
+#: caller's containers; ``exec_start`` on a hijacked connection).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -74,6 +78,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/events", "events", waits="always"),
     Endpoint("GET", "/images/json", "images"),
     Endpoint("GET", "/images/{image}/json", "image"),
+    Endpoint("POST", "/containers/create", "create"),
+    Endpoint("POST", "/containers/{ref}/start", "start"),
+    Endpoint("POST", "/containers/{ref}/stop", "stop"),
+    Endpoint("POST", "/containers/{ref}/restart", "restart"),
+    Endpoint("POST", "/containers/{ref}/kill", "container"),
+    Endpoint("POST", "/containers/{ref}/wait", "container", waits="always"),
+    Endpoint("POST", "/containers/{ref}/resize", "container"),
+    Endpoint("POST", "/containers/{ref}/attach", "attach", waits="always"),
+    Endpoint("DELETE", "/containers/{ref}", "remove"),
+    Endpoint("POST", "/containers/{ref}/exec", "exec_create"),
+    Endpoint("POST", "/exec/{ref}/start", "exec_start", waits="always"),
+    Endpoint("POST", "/exec/{ref}/resize", "exec"),
+    Endpoint("GET", "/exec/{ref}/json", "exec"),
 )
 
 
@@ -299,6 +316,39 @@ def owns(labels: Mapping[str, str] | None, uid: int) -> bool:
     return labels.get(L.MANAGED) == "true" and labels.get(L.UID) == str(uid)
 
 
+#: Fields of an exec create the door passes on (after :func:`check_exec`).
+_EXEC_FIELDS = frozenset(
+    {"AttachStdin", "AttachStdout", "AttachStderr", "DetachKeys", "Tty", "Env", "Cmd",
+     "WorkingDir", "User", "Privileged", "ConsoleSize"}
+)  # fmt: skip
+
+ROOT_EXEC_MESSAGE = (
+    "ds01 runs every exec as the container's owner: -u {asked} is not allowed. Root in a "
+    "container that mounts your directories could plant set-uid files there. Install "
+    "what you need in an image of your own (image-create), or run as yourself."
+)
+
+
+def check_exec(body: object, *, uid: int, gid: int, user: str) -> None:
+    """Refuse an exec create that is not plain: privileged, another user (root included:
+    ``ROOT_EXEC_MESSAGE``), or fields the door does not know.
+
+    Raises:
+        BadRequest: the body is not a JSON object with a command (answered 400).
+        PermissionError: the exec asks for what ds01 refuses (answered 403).
+    """
+    if not isinstance(body, dict) or not body.get("Cmd"):
+        raise BadRequest("an exec needs a JSON object body with a Cmd")
+    unknown = sorted(k for k, v in body.items() if k not in _EXEC_FIELDS and v)
+    if unknown:
+        raise PermissionError(f"ds01 does not allow {', '.join(unknown)[:80]} in an exec.")
+    if body.get("Privileged"):
+        raise PermissionError("Privileged execs are not allowed.")
+    asked = body.get("User") or ""
+    if asked not in ("", user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
+        raise PermissionError(ROOT_EXEC_MESSAGE.format(asked=str(asked)[:40]))
+
+
 def error_body(message: str) -> bytes:
     """Docker's error body, which its clients print (``Error response from daemon: …``)."""
     return json.dumps({"message": message}).encode()
@@ -307,11 +357,13 @@ def error_body(message: str) -> bytes:
 __all__ = [
     "ENDPOINTS",
     "MIN_API_VERSION",
+    "ROOT_EXEC_MESSAGE",
     "BadRequest",
     "DockerRequest",
     "Endpoint",
     "Refused",
     "Routed",
+    "check_exec",
     "error_body",
     "no_such_container",
     "no_such_image",

@@ -54,7 +54,7 @@ from ds01.daemon.launch import (
     workspace_of,
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
-from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
+from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
@@ -159,7 +159,12 @@ class Creation:
         self.gates = gates
         self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
 
-    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
+    def create(
+        self,
+        caller: Caller,
+        request: api.CreateContainerRequest,
+        run: RunOptions | None = None,
+    ) -> Created | Queued:
         """Takes the allocation lock: allocate devices and create the container, atomically;
         or queue the request.
 
@@ -168,9 +173,12 @@ class Creation:
         The create intent stays open when this returns ``Created``: the caller must call
         ``confirm_create(result.request_id, …)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
+        ``run``: a Docker API create's own settings (such a create never queues).
         """
         try:
             prepared = self.prepare_create(caller.user, request)
+            if run is not None:
+                prepared = replace(prepared, run=run)
         except PolicyError as exc:
             self.gates.access.refused(caller, f"container/{request.name[:80]}", exc)
             raise
@@ -560,13 +568,16 @@ class Creation:
         ]
         through_toolkit = inventory.backend == "nvml"
         token = prepared.jupyter_token
+        run = prepared.run or RunOptions()
         return ContainerSpec(
             docker_name=prepared.docker_name,
             image=prepared.image_ref,
             user=f"{owner.uid}:{owner.gid}",
             hostname=prepared.name,
-            labels=self._labels(prepared, placement, request_id),
+            # ds01's labels and variables win over the client's (which name none of them).
+            labels={**dict(run.labels), **self._labels(prepared, placement, request_id)},
             environment={
+                **dict(run.env),
                 "NVIDIA_VISIBLE_DEVICES": visible,
                 "CUDA_VISIBLE_DEVICES": visible,
                 "HOME": CONTAINER_WORKSPACE,
@@ -590,6 +601,13 @@ class Creation:
             device_nodes=() if through_toolkit else device_nodes(placement.devices),
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
+            working_dir=run.working_dir or CONTAINER_WORKSPACE,
+            command=run.command,
+            entrypoint=run.entrypoint,
+            # ds01's own creates keep a terminal open on the image's command.
+            tty=run.tty if prepared.run is not None else True,
+            stdin_open=run.stdin_open if prepared.run is not None else True,
+            extra={"auto_remove": True} if run.auto_remove else {},
         )
 
 

@@ -30,12 +30,17 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 from http import HTTPStatus
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from ds01.core import docker_api as decide
+from ds01.core.docker_create import CreateRefused, read_create
+from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
     MAX_BODY_BYTES,
@@ -47,8 +52,16 @@ from ds01.daemon.connections import (
     listening_socket,
 )
 from ds01.daemon.identity import Caller
+from ds01.daemon.prepared import Created, RunOptions
 from ds01.daemon.service import Ds01Service
-from ds01.errors import Ds01Error, NotFound, PermissionDenied, PolicyError
+from ds01.errors import (
+    DockerUnavailable,
+    Ds01Error,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+)
 from ds01.model import labels as L
 from ds01.runtime.engine_proxy import EngineProxy
 
@@ -184,7 +197,8 @@ class _DoorExchange:
     def _serve(self, request: decide.DockerRequest, routed: decide.Routed, body: bytes) -> None:
         assert self.caller is not None
         uid = self.caller.uid
-        kind = routed.endpoint.kind
+        kind, ref = routed.endpoint.kind, routed.ref or ""
+        upgrade = False
         if kind == "engine":
             target = decide.with_query(request)
         elif kind in ("list", "events"):
@@ -198,29 +212,47 @@ class _DoorExchange:
         elif kind == "images":
             self._images(request)
         elif kind == "image":
-            assert routed.ref is not None
-            self._image(request, routed.ref)
-        else:
-            assert routed.ref is not None
-            full_id = self._own_container(routed.ref)
-            path = request.path.replace(f"/containers/{routed.ref}/", f"/containers/{full_id}/", 1)
-            target = decide.request_path(request, path) + _query_of(request)
+            self._image(request, ref)
+        elif kind == "create":
+            self._create(request, body)
+        elif kind in ("start", "stop", "restart", "remove"):
+            self._operate(request, kind, self._own_container(ref)[1])
+        elif kind == "exec_create":
+            self._check_exec(body)
+            target = self._container_target(request, "/containers/", ref)
+        elif kind in ("exec", "exec_start"):
+            self._own_exec(ref)
+            target = decide.with_query(request)
+            upgrade = kind == "exec_start" and request.wants_upgrade
+        else:  # container, attach
+            target = self._container_target(request, "/containers/", ref)
+            upgrade = kind == "attach"
         self._claim()
-        self.server.engine.forward(self.sock, request.method, target, request.headers, body)
+        self.server.engine.forward(
+            self.sock,
+            request.method,
+            target,
+            request.headers,
+            body,
+            upgrade=upgrade,
+            read_ahead=self.exchange.read_ahead,
+        )
 
-    def _own_container(self, ref: str) -> str:
-        """The full id of the caller's container ``ref`` names (their name for it first,
-        then Docker's resolution); another user's, or none, is Docker's "No such
-        container"."""
+    def _container_target(self, request: decide.DockerRequest, prefix: str, ref: str) -> str:
+        """The request's target with the caller's container ``ref`` as its full id, so that
+        dockerd acts on the container that was checked."""
+        full_id = self._own_container(ref)[0]
+        path = request.path.replace(f"{prefix}{ref}", f"{prefix}{full_id}", 1)
+        return decide.request_path(request, path) + _query_of(request)
+
+    def _own_container(self, ref: str) -> tuple[str, str]:
+        """The full id and Docker name of the caller's container ``ref`` names (their name
+        for it first, then Docker's resolution); another user's, or none, is Docker's "No
+        such container"."""
         assert self.caller is not None
         uid = self.caller.uid
         candidates = (
-            [ref]
-            if L.CONTAINER_NAME_SEPARATOR in ref
-            else [
-                L.container_name(ref, uid),
-                ref,
-            ]
+            [ref] if L.CONTAINER_NAME_SEPARATOR in ref else [L.container_name(ref, uid), ref]
         )
         for candidate in candidates:
             status, info = self.server.engine.json(
@@ -229,8 +261,93 @@ class _DoorExchange:
             if status == 200 and isinstance(info, dict):
                 config = info.get("Config") or {}
                 if decide.owns(config.get("Labels"), uid):
-                    return str(info["Id"])
+                    return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
         raise NotFound(decide.no_such_container(ref))
+
+    def _own_exec(self, exec_id: str) -> None:
+        """Refuse (as Docker's "No such exec instance") an exec not in the caller's
+        containers."""
+        status, info = self.server.engine.json("GET", f"/exec/{quote(exec_id, safe='')}/json")
+        if status == 200 and isinstance(info, dict):
+            with contextlib.suppress(NotFound):
+                self._own_container(str(info.get("ContainerID") or "-"))
+                return
+        raise NotFound(f"No such exec instance: {exec_id}")
+
+    def _check_exec(self, body: bytes) -> None:
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            decide.check_exec(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+        except decide.BadRequest as exc:
+            raise InvalidInput(f"ds01 could not read this exec: {exc}.") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+    def _create(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
+        """A create through ds01's creation path (quotas, allocator, hardening, labels,
+        name suffix, cgroup parent, the caller's uid:gid); 201 with the new id."""
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            wanted = read_create(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+        except CreateRefused as exc:
+            self._refuse(request, exc.status, exc.message)
+        name = request.query_value("name") or f"docker-{secrets.token_hex(4)}"
+        try:
+            create = api.CreateContainerRequest(
+                name=name,
+                image=wanted.image,
+                gpus=wanted.gpus,
+                cpus=wanted.cpus,
+                memory=str(wanted.memory_bytes) if wanted.memory_bytes else None,
+                shm_size=str(wanted.shm_size_bytes) if wanted.shm_size_bytes else None,
+                workspace=wanted.workspace,
+                data=wanted.data,
+                ports=[api.PortRequest(container_port=c, host_port=h) for c, h in wanted.ports],
+                interface="docker",
+            )
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            self._refuse(request, 400, f"ds01 cannot create this: {where}: {problem['msg']}.")
+        run = RunOptions(
+            command=wanted.command,
+            entrypoint=wanted.entrypoint,
+            env=wanted.env,
+            tty=wanted.tty,
+            stdin_open=wanted.stdin_open,
+            working_dir=wanted.working_dir,
+            labels=wanted.labels,
+            auto_remove=wanted.auto_remove,
+        )
+        try:
+            created = self.service.create(self.caller, create, run)
+        except NotFound as exc:
+            # Not 404: the docker CLI would answer it by pulling the image.
+            self._refuse(request, 403, exc.message)
+        assert isinstance(created, Created)  # never queued: ``queue`` is not set
+        docker_name = created.info.docker_name
+        status, info = self.server.engine.json("GET", f"/containers/{quote(docker_name)}/json")
+        full_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else docker_name
+        payload = json.dumps({"Id": full_id, "Warnings": []}).encode()
+        self.service.confirm_create(created.request_id, docker_name)
+        self._send(201, payload)
+
+    def _operate(self, request: decide.DockerRequest, kind: str, docker_name: str) -> NoReturn:
+        """start, stop, restart, remove through ds01's container operations (a start
+        re-acquires devices the container gave back); 204 as Docker answers."""
+        assert self.caller is not None
+        caller, service = self.caller, self.service
+        if kind in ("stop", "restart"):
+            service.stop(caller, docker_name)
+        if kind in ("start", "restart"):
+            started = service.start(caller, docker_name)
+            if not isinstance(started, api.ContainerInfo):  # never queued: ``queue`` unset
+                raise DockerUnavailable("ds01 queued this start; tell an admin.")
+        if kind == "remove":
+            service.remove(caller, docker_name, force=request.flag("force"))
+        self._send_empty(204)
 
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""
@@ -291,10 +408,28 @@ class _DoorExchange:
             self.sock.sendall(head + body)
         raise _Answered
 
+    def _send_empty(self, status: int) -> NoReturn:
+        """Answer ``status`` without a body; never returns."""
+        phrase = HTTPStatus(status).phrase
+        self._claim()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(f"HTTP/1.1 {status} {phrase}\r\nConnection: close\r\n\r\n".encode())
+        raise _Answered
+
     def _claim(self) -> None:
         """Claim the answer before the first write (the drain may have answered)."""
         if not self.exchange.reply.claim():
             raise _Answered
+
+
+def _json(body: bytes) -> object:
+    """A request body's JSON (``None`` when empty: the check that follows refuses it)."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidInput("The request body is not JSON.") from None
 
 
 def _query_of(request: decide.DockerRequest) -> str:

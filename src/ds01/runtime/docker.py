@@ -196,6 +196,12 @@ class ContainerSpec:
     rotating_log_driver: str | None = None
     network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
     network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
+    # Through the Docker API door: the client's command, entrypoint and terminal settings
+    # (``None``: the image's own; ds01's own creates keep a terminal open on the image's).
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    tty: bool = True
+    stdin_open: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -424,8 +430,10 @@ class DockerRuntime(DockerImages, DockerNetworks):
                 host_config=host_config,
                 ports=[c for c, _ in spec.ports] or None,
                 networking_config=networking,
-                tty=True,
-                stdin_open=True,
+                command=list(spec.command) if spec.command is not None else None,
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                tty=spec.tty,
+                stdin_open=spec.stdin_open,
             )
         return str(response["Id"])
 

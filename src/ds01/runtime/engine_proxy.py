@@ -107,32 +107,47 @@ class EngineProxy:
         target: str,
         headers: Message,
         body: bytes = b"",
+        *,
+        upgrade: bool = False,
+        read_ahead: bytes = b"",
     ) -> None:
         """Send one request to dockerd (``target``: its path and query) with the client's
         end-to-end ``headers`` and ``body``, and copy dockerd's answer to ``client`` as it
         comes, until dockerd closes or the client hangs up.
+
+        ``upgrade``: the request hijacks the connection (attach, exec start): after
+        dockerd's answer the bytes flow both ways (``read_ahead``: what the client sent
+        after its request); the client's end of input is passed on as a half-close, and
+        the relay ends when dockerd closes.
 
         Raises:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
         """
         engine = self.connect()
         try:
-            engine.sendall(request_bytes(method, target, headers, body))
-            _copy_answer(engine, client)
+            engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            if upgrade:
+                if read_ahead:
+                    engine.sendall(read_ahead)
+                _relay(engine, client)
+            else:
+                _copy_answer(engine, client)
         finally:
             engine.close()
 
 
-def request_bytes(method: str, target: str, headers: Message, body: bytes) -> bytes:
+def request_bytes(
+    method: str, target: str, headers: Message, body: bytes, *, upgrade: bool = False
+) -> bytes:
     """The request as dockerd gets it: the client's end-to-end headers, a length for the
-    body, and ``Connection: close``."""
+    body, and ``Connection: close`` (or, for a hijack, ``Upgrade: tcp``)."""
     lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
     for name, value in headers.items():
         if name.lower() not in _HOP_BY_HOP:
             lines.append(f"{name}: {value}")
     if body or method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body)}")
-    lines.append("Connection: close")
+    lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
@@ -155,6 +170,37 @@ def _copy_answer(engine: socket.socket, client: socket.socket) -> None:
                 if not data:
                     return
                 client.sendall(data)
+
+
+def _relay(engine: socket.socket, client: socket.socket) -> None:
+    """Bytes both ways until dockerd closes; the client's end of input becomes a
+    half-close towards dockerd (the program in the container sees its input end)."""
+    engine.settimeout(None)
+    client_open = True
+    with selectors.PollSelector() as selector:
+        selector.register(engine, selectors.EVENT_READ)
+        selector.register(client, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is engine:
+                    data = engine.recv(_CHUNK)
+                    if not data:
+                        with contextlib.suppress(OSError):
+                            client.shutdown(socket.SHUT_WR)
+                        return
+                    client.sendall(data)
+                elif client_open:
+                    try:
+                        data = client.recv(_CHUNK)
+                    except OSError:
+                        data = b""
+                    if data:
+                        engine.sendall(data)
+                    else:
+                        client_open = False
+                        selector.unregister(client)
+                        with contextlib.suppress(OSError):
+                            engine.shutdown(socket.SHUT_WR)
 
 
 def _unreachable(path: str, exc: OSError) -> str:
