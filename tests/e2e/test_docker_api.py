@@ -201,9 +201,7 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert over.returncode == 125, describe(over)
     assert "limit" in over.stderr.lower(), describe(over)
     privileged = d.docker("alice", "run", "-d", "--privileged", image, "true")
-    assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(
-        privileged
-    )
+    assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(privileged)
 
     assert d.docker("alice", "stop", "-t", "1", "job").returncode == 0
     assert container.reload() is None and container.status == "exited"

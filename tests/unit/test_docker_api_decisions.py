@@ -70,7 +70,12 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
     [
         ("POST", "/swarm/init"),
         ("GET", "/secrets"),
-        ("POST", "/containers/abc/exec"),
+        ("POST", "/containers/abc/update"),
+        ("POST", "/containers/abc/rename"),
+        ("POST", "/containers/prune"),
+        ("POST", "/images/create"),
+        ("POST", "/build"),
+        ("POST", "/commit"),
         ("GET", "/containers/abc/archive"),
         ("PUT", "/containers/abc/archive"),
         ("POST", "/containers/abc/json"),
@@ -176,3 +181,38 @@ def test_ownership_needs_both_labels() -> None:
 def test_old_api_versions() -> None:
     assert d.version_too_old("1.12") and not d.version_too_old("1.41")
     assert not d.version_too_old(None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Cmd": ["id"]},
+        {"Cmd": ["id"], "User": "alice"},
+        {"Cmd": ["id"], "User": "1001:1001", "Tty": True, "Env": ["A=1"]},
+    ],
+)
+def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
+    d.check_exec(body, uid=1001, gid=1001, user="alice")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Cmd": ["id"], "User": "root"},
+        {"Cmd": ["id"], "User": "0"},
+        {"Cmd": ["id"], "User": "0:0"},
+        {"Cmd": ["id"], "User": "bob"},
+        {"Cmd": ["id"], "User": "1001:0"},
+        {"Cmd": ["id"], "Privileged": True},
+        {"Cmd": ["id"], "Unknown": 1},
+    ],
+)
+def test_an_exec_as_anyone_else_or_privileged_is_refused(body: dict[str, object]) -> None:
+    with pytest.raises(PermissionError):
+        d.check_exec(body, uid=1001, gid=1001, user="alice")
+
+
+@pytest.mark.parametrize("body", [None, [], {}, {"Cmd": []}, "x"])
+def test_a_malformed_exec_is_refused(body: object) -> None:
+    with pytest.raises(d.BadRequest):
+        d.check_exec(body, uid=1001, gid=1001, user="alice")

@@ -55,6 +55,8 @@ HARDENING = {
     "MaskedPaths": "changing masked paths is not allowed",
     "ReadonlyPaths": "changing read-only paths is not allowed",
 }
+#: HostConfig fields whose only "unset" is null.
+_NULL_ONLY = frozenset({"MaskedPaths", "ReadonlyPaths"})
 #: HostConfig fields read into the create (everything else must be left at its default).
 _HOST_READ = frozenset(
     {"Binds", "Mounts", "Memory", "MemorySwap", "NanoCpus", "ShmSize", "PortBindings",
@@ -145,14 +147,16 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
     if not isinstance(image, str) or not image:
         raise CreateRefused("A container create needs an Image.", 400)
     _check_user(body.get("User"), uid=uid, gid=gid, user=user)
-    if not _empty(body.get("Volumes")):
+    if body.get("Volumes"):  # {"/data": {}}: an anonymous volume, though its value is empty
         raise CreateRefused(
             "Anonymous volumes are not allowed: mount your own directory at /workspace or "
             "/data (-v DIR:/workspace)."
         )
-    if not _empty((body.get("NetworkingConfig") or {}).get("EndpointsConfig")):
+    networking = body.get("NetworkingConfig") or {}
+    if not isinstance(networking, dict) or networking.get("EndpointsConfig"):
         raise CreateRefused(HARDENING["NetworkMode"] + ".")
-    host = body.get("HostConfig") or {}
+    host = body.get("HostConfig")
+    host = {} if host is None else host
     if not isinstance(host, dict):
         raise CreateRefused("HostConfig must be an object.", 400)
     mounts = _host_checks(host)
@@ -213,7 +217,9 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
             continue
         if key == "CapDrop" or (key not in HARDENING and key in _HOST_READ):
             continue
-        if _empty(value):
+        # MaskedPaths and ReadonlyPaths: [] is not "unset" but "unmask everything"
+        # (--security-opt systempaths=unconfined); only null keeps Docker's masks.
+        if _empty(value) and not (key in _NULL_ONLY and value is not None):
             continue
         if key in HARDENING:
             raise CreateRefused(f"ds01: {HARDENING[key]} ({key}).")
@@ -290,7 +296,7 @@ def _gpus(requests: Any) -> int:
 
 def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
     """Published ports: TCP, on 127.0.0.1 (ds01 publishes on no other address)."""
-    if _empty(bindings):
+    if not bindings:  # ``-p 8888`` sends {"8888/tcp": [{"HostIp": "", "HostPort": ""}]}
         return ()
     if not isinstance(bindings, dict):
         raise CreateRefused("PortBindings must be an object.", 400)
