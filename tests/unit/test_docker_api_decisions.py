@@ -171,6 +171,17 @@ def test_an_image_built_for_the_user_is_theirs_whole() -> None:
     assert d.visible_image(built, "bob", lambda ref: False) is None
 
 
+def test_an_image_asked_for_by_a_tag_not_allowed_stays_hidden() -> None:
+    def allows(ref: str) -> bool:
+        return ref.startswith("ds01-test/busybox")
+
+    image = {"Id": "sha256:" + "a" * 64, "RepoTags": ["ds01-test/busybox:latest", "evil:1"]}
+    assert d.visible_image_by("evil:1", image, "alice", allows) is None
+    assert d.visible_image_by("ds01-test/busybox", image, "alice", allows) is not None
+    assert d.visible_image_by("sha256:" + "a" * 64, image, "alice", allows) is not None
+    assert d.visible_image_by("aaaaaaaaaaaa", image, "alice", allows) is not None
+
+
 def test_ownership_needs_both_labels() -> None:
     assert d.owns({"ds01.managed": "true", "ds01.uid": "5"}, 5)
     assert not d.owns({"ds01.uid": "5"}, 5)

@@ -305,6 +305,26 @@ def visible_image(
     }
 
 
+#: An image named by its id (``sha256:…``) or an id prefix, not by a reference.
+_IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{6,64}\Z")
+
+
+def visible_image_by(
+    ref: str, inspected: Mapping[str, object], user: str, allows_reference: Callable[[str], bool]
+) -> dict[str, object] | None:
+    """An image a user asked for by ``ref`` (:func:`visible_image`), or ``None``: by a
+    reference, that very reference must be allowed (an allowed image under a tag that is
+    not allowed stays hidden), unless the image was built for the user."""
+    shown = visible_image(inspected, user, allows_reference)
+    if shown is None or _IMAGE_ID.match(ref):
+        return shown
+    config = inspected.get("Config")
+    labels = config.get("Labels") if isinstance(config, dict) else None
+    if isinstance(labels, dict) and labels.get(L.IMAGE_OWNER) == user:
+        return shown
+    return shown if allows_reference(ref) else None
+
+
 def no_such_image(ref: str) -> str:
     """Docker's own answer for an image it does not know."""
     return f"No such image: {ref}"
@@ -376,6 +396,7 @@ __all__ = [
     "route",
     "version_too_old",
     "visible_image",
+    "visible_image_by",
     "waits",
     "with_query",
 ]

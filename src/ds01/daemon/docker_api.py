@@ -146,29 +146,34 @@ class _DoorExchange:
         self.exchange = exchange
         self.sock = exchange.sock
         self.caller: Caller | None = None
+        self.what = exchange.request_line  # for the audit log, until the request is read
 
     def answer(self) -> None:
         try:
+            # Identity is fixed for the whole connection by the kernel (read at accept).
+            self.caller = self.service.caller(self.exchange.creds)
+        except Ds01Error as exc:
+            self._error(exc.http_status, exc.message)
+        try:
             request = decide.parse_request(self.exchange.data)
         except decide.BadRequest as exc:
-            self._error(400, f"ds01 could not read this request: {exc}.")
+            self._refuse(400, f"ds01 could not read this request: {exc}.")
+        self.what = f"{request.method} {request.path[:120]}"
         body = self._body(request)
-        self.caller = self.service.caller(self.exchange.creds)
         if decide.version_too_old(request.version):
             low = ".".join(str(n) for n in decide.MIN_API_VERSION)
             self._refuse(
-                request,
                 400,
                 f"client version {request.version} is too old. Minimum supported API "
                 f"version is {low}, please upgrade your client to a newer version",
             )
         routed = decide.route(request.method, request.path)
         if isinstance(routed, decide.Refused):
-            self._refuse(request, routed.status, routed.message)
+            self._refuse(routed.status, routed.message)
         try:
             self._serve(request, routed, body)
         except PolicyError as exc:
-            self._refuse(request, exc.http_status, exc.message)
+            self._refuse(exc.http_status, exc.message)
         except Ds01Error as exc:
             log.error("%s %s failed: %s", request.method, request.path, exc.message)
             self._error(exc.http_status, exc.message)
@@ -178,16 +183,16 @@ class _DoorExchange:
         connection reader waits only for a ``Content-Length`` body of at most
         ``MAX_BODY_BYTES``)."""
         if request.chunked:
-            self._error(
+            self._refuse(
                 411,
                 "ds01's Docker socket needs a Content-Length: chunked request bodies are refused.",
             )
         text = request.headers.get("Content-Length") or "0"
         if not (text.isascii() and text.isdigit()):
-            self._error(400, f"Invalid Content-Length {text[:40]!r}.")
+            self._refuse(400, f"Invalid Content-Length {text[:40]!r}.")
         length = int(text)
         if length > MAX_BODY_BYTES:
-            self._error(
+            self._refuse(
                 413,
                 f"Request body too large ({length} bytes; ds01 takes at most {MAX_BODY_BYTES}).",
             )
@@ -207,7 +212,7 @@ class _DoorExchange:
                     request.query_value("filters"), uid, container_events=kind == "events"
                 )
             except decide.BadRequest as exc:
-                self._error(400, f"Invalid filters: {exc}.")
+                self._refuse(400, f"Invalid filters: {exc}.")
             target = decide.with_query(request, filters=filters)
         elif kind == "images":
             self._images(request)
@@ -236,6 +241,7 @@ class _DoorExchange:
             body,
             upgrade=upgrade,
             read_ahead=self.exchange.read_ahead,
+            follow=decide.waits(request),
         )
 
     def _container_target(self, request: decide.DockerRequest, prefix: str, ref: str) -> str:
@@ -292,7 +298,7 @@ class _DoorExchange:
         try:
             wanted = read_create(_json(body), uid=user.uid, gid=user.gid, user=user.name)
         except CreateRefused as exc:
-            self._refuse(request, exc.status, exc.message)
+            self._refuse(exc.status, exc.message)
         name = request.query_value("name") or f"docker-{secrets.token_hex(4)}"
         try:
             create = api.CreateContainerRequest(
@@ -310,7 +316,7 @@ class _DoorExchange:
         except ValidationError as exc:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
-            self._refuse(request, 400, f"ds01 cannot create this: {where}: {problem['msg']}.")
+            self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
         run = RunOptions(
             command=wanted.command,
             entrypoint=wanted.entrypoint,
@@ -325,7 +331,7 @@ class _DoorExchange:
             created = self.service.create(self.caller, create, run)
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
-            self._refuse(request, 403, exc.message)
+            self._refuse(403, exc.message)
         assert isinstance(created, Created)  # never queued: ``queue`` is not set
         docker_name = created.info.docker_name
         status, info = self.server.engine.json("GET", f"/containers/{quote(docker_name)}/json")
@@ -357,7 +363,7 @@ class _DoorExchange:
         )
         images = self.service.config().images
         if status == 200 and isinstance(info, dict):
-            shown = decide.visible_image(info, self.caller.name, images.allows_reference)
+            shown = decide.visible_image_by(ref, info, self.caller.name, images.allows_reference)
             if shown is not None:
                 self._send(200, json.dumps(shown).encode())
         raise NotFound(decide.no_such_image(ref))
@@ -379,17 +385,13 @@ class _DoorExchange:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _refuse(self, request: decide.DockerRequest, status: int, message: str) -> NoReturn:
-        """Audit a refusal of ``request`` and answer it; never returns."""
-        if self.caller is not None:
-            error = NotFound(message) if status == 404 else PermissionDenied(message)
-            self.service.log_refusal(
-                self.caller,
-                AUDIT_ACTION,
-                f"docker/{request.method} {request.path[:120]}",
-                error,
-                status=status,
-            )
+    def _refuse(self, status: int, message: str) -> NoReturn:
+        """Audit a refusal of this request and answer it; never returns."""
+        assert self.caller is not None
+        error = NotFound(message) if status == 404 else PermissionDenied(message)
+        self.service.log_refusal(
+            self.caller, AUDIT_ACTION, f"docker/{self.what}", error, status=status
+        )
         self._error(status, message)
 
     def _error(self, status: int, message: str) -> NoReturn:

@@ -110,6 +110,7 @@ class EngineProxy:
         *,
         upgrade: bool = False,
         read_ahead: bytes = b"",
+        follow: bool = False,
     ) -> None:
         """Send one request to dockerd (``target``: its path and query) with the client's
         end-to-end ``headers`` and ``body``, and copy dockerd's answer to ``client`` as it
@@ -118,7 +119,9 @@ class EngineProxy:
         ``upgrade``: the request hijacks the connection (attach, exec start): after
         dockerd's answer the bytes flow both ways (``read_ahead``: what the client sent
         after its request); the client's end of input is passed on as a half-close, and
-        the relay ends when dockerd closes.
+        the relay ends when dockerd closes. ``follow``: the answer is a stream that may
+        stay quiet for long (``logs -f``, ``events``), so a client that closes its side
+        ends it at once instead of at the next write.
 
         Raises:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
@@ -131,7 +134,7 @@ class EngineProxy:
                     engine.sendall(read_ahead)
                 _relay(engine, client)
             else:
-                _copy_answer(engine, client)
+                _copy_answer(engine, client, follow=follow)
         finally:
             engine.close()
 
@@ -151,9 +154,11 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _copy_answer(engine: socket.socket, client: socket.socket) -> None:
-    """dockerd's answer to the client, chunk by chunk, until dockerd closes; a client that
-    hangs up (or sends anything: it has no more to say on this exchange) ends it."""
+def _copy_answer(engine: socket.socket, client: socket.socket, *, follow: bool) -> None:
+    """dockerd's answer to the client, chunk by chunk, until dockerd closes. A client
+    that closes its side ends a followed stream at once (it left); any other answer is
+    written in full (a client may half-close after its request). What a client sends
+    on this exchange is not read: it has nothing more to say on it."""
     engine.settimeout(None)  # a followed stream may stay quiet for hours
     with selectors.PollSelector() as selector:
         selector.register(engine, selectors.EVENT_READ)
@@ -162,9 +167,9 @@ def _copy_answer(engine: socket.socket, client: socket.socket) -> None:
             for key, _ in selector.select():
                 if key.fileobj is client:
                     with contextlib.suppress(BlockingIOError):
-                        if not client.recv(_CHUNK, socket.MSG_PEEK):
+                        if follow and not client.recv(_CHUNK, socket.MSG_PEEK):
                             return  # the client left
-                    selector.unregister(client)  # it speaks out of turn: not our concern
+                    selector.unregister(client)
                     continue
                 data = engine.recv(_CHUNK)
                 if not data:
