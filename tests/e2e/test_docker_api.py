@@ -11,8 +11,11 @@ id prefix is Docker's own "No such container". The refusals are in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pwd
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -102,13 +105,18 @@ def test_logs_follow_and_events_stream_the_callers_own(ds01d: Any) -> None:
     created(d, "bob", "theirs")
     env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
     argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    # Sessions of their own: the whole command (runuser and docker) can be ended at once.
     follow = subprocess.Popen(
-        [*argv, DEBIAN_DOCKER, "logs", "-f", "mine"], stdout=subprocess.PIPE, cwd="/"
+        [*argv, DEBIAN_DOCKER, "logs", "-f", "mine"],
+        stdout=subprocess.PIPE,
+        cwd="/",
+        start_new_session=True,
     )
     events = subprocess.Popen(
         [*argv, DEBIAN_DOCKER, "events", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
         stdout=subprocess.PIPE,
         cwd="/",
+        start_new_session=True,
     )
     try:
         say(d, "alice", "mine", "streamed-line")
@@ -122,10 +130,10 @@ def test_logs_follow_and_events_stream_the_callers_own(ds01d: Any) -> None:
         assert first.startswith("mine._."), first
         assert follow.wait(timeout=30) == 0  # ended by itself with the container
     finally:
-        follow.kill()
-        events.kill()
-        follow.wait()
-        events.wait()
+        for process in (follow, events):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group this test started
+            process.wait()
 
 
 def test_docker_py_sees_only_the_callers_containers_and_allowed_images(

@@ -118,6 +118,9 @@ class DockerApiServer:
         self.connections.serve_forever(poll_interval)
 
     def drain(self, timeout_s: float) -> None:
+        """Begin to stop: followed streams and hijacked connections end now (their
+        clients see the connection close); other requests finish as on the API socket."""
+        self.engine.close_streams()
         self.connections.drain(timeout_s)
 
     def hurry(self) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import selectors
 import socket
+import threading
 from email.message import Message
 from typing import Any
 
@@ -63,6 +64,19 @@ class EngineProxy:
 
     def __init__(self, socket_path: str = DOCKER_SOCKET) -> None:
         self.socket_path = socket_path
+        self._lock = threading.Lock()
+        self._streams: set[socket.socket] = set()  # followed and hijacked, while relayed
+        self._closing = False
+
+    def close_streams(self) -> None:
+        """ds01d stops: end every followed or hijacked relay now (its client sees the
+        connection close), and refuse new ones. Thread-safe."""
+        with self._lock:
+            self._closing = True
+            streams = list(self._streams)
+        for engine in streams:
+            with contextlib.suppress(OSError):
+                engine.shutdown(socket.SHUT_RDWR)
 
     def json(self, method: str, target: str) -> tuple[int, Any]:
         """dockerd's status and JSON answer to a request without body (``None`` when the
@@ -127,6 +141,13 @@ class EngineProxy:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
         """
         engine = self.connect()
+        long_lived = follow or upgrade
+        if long_lived:
+            with self._lock:
+                if self._closing:
+                    engine.close()
+                    raise DockerUnavailable("ds01d is stopping; try again when it is back.")
+                self._streams.add(engine)
         try:
             engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
             if upgrade:
@@ -136,6 +157,9 @@ class EngineProxy:
             else:
                 _copy_answer(engine, client, follow=follow)
         finally:
+            if long_lived:
+                with self._lock:
+                    self._streams.discard(engine)
             engine.close()
 
 
