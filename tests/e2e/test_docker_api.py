@@ -18,7 +18,10 @@ import pwd
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+import pexpect
 
 from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env
 
@@ -164,6 +167,23 @@ def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
     assert "py-line" in seen["logs"]
 
 
+def spawn_docker(d: Any, user: str, *args: str) -> Any:
+    """Debian's docker CLI as ``user`` on a pseudo-terminal (as ``Ds01Daemon.spawn`` runs
+    ds01's commands), against the door."""
+    environment = user_env(user, {"DOCKER_HOST": f"unix://{d.docker_socket}", "TERM": "xterm"})
+    assignments = [f"{key}={value}" for key, value in environment.items()]
+    child = pexpect.spawn(
+        "runuser",
+        ["-u", user, "--", "env", "-i", *assignments, DEBIAN_DOCKER, *args],
+        env=user_env(None),
+        cwd="/",
+        encoding="utf-8",
+        timeout=30,
+    )
+    child.setwinsize(40, 120)
+    return child
+
+
 def pwd_uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
 
@@ -202,8 +222,47 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert logs.stdout.strip() == "started-1", describe(logs)
     exec_ = d.docker("alice", "exec", "job", "id", "-u")
     assert exec_.returncode == 0 and exec_.stdout.strip() == str(uid), describe(exec_)
+    interactive = spawn_docker(
+        d, "alice", "exec", "-it", "job", "sh", "-c", "tty; read x; echo got-$x; exit 3"
+    )
+    interactive.expect("/dev/pts/")
+    interactive.sendline("typed")
+    interactive.expect("got-typed")
+    interactive.expect(pexpect.EOF)
+    interactive.close()
+    assert interactive.exitstatus == 3
+    attached = spawn_docker(
+        d, "alice", "run", "-it", "--rm", image, "sh", "-c", "read x; echo ran-$x; exit 4"
+    )
+    attached.sendline("typed")
+    attached.expect("ran-typed")
+    attached.expect(pexpect.EOF)
+    attached.close()
+    assert attached.exitstatus == 4
+    # A set-uid-root binary planted in her own directory would make alice root on the host:
+    # every way to root in the container is refused, and what she can plant is hers.
+    for as_root in (("exec", "-u", "root", "job"), ("exec", "-u", "0:0", "job"),
+                    ("run", "--rm", "-u", "0", image), ("run", "--rm", "--cap-add", "SETUID",
+                    image), ("run", "--rm", "--privileged", image)):  # fmt: skip
+        plant = d.docker(
+            "alice", *as_root, "sh", "-c", "cp /bin/busybox /workspace/x; chmod 4755 /workspace/x"
+        )
+        assert plant.returncode != 0, describe(plant)
     root = d.docker("alice", "exec", "-u", "root", "job", "id", "-u")
     assert root.returncode != 0 and "as the container's owner" in root.stderr, describe(root)
+    planted = d.docker(
+        "alice",
+        "exec",
+        "job",
+        "sh",
+        "-c",
+        "cp /bin/busybox /workspace/x && chmod 4755 /workspace/x",
+    )
+    assert planted.returncode == 0, describe(planted)
+    planted_file = Path(pwd.getpwnam("alice").pw_dir) / "workspace" / "x"
+    mode = planted_file.stat()
+    planted_file.unlink()
+    assert mode.st_uid == uid and mode.st_mode & 0o4000  # set-uid alice: nothing gained
 
     over = d.docker("alice", "run", "-d", "--gpus", "5", image, "true")
     assert over.returncode == 125, describe(over)
