@@ -82,6 +82,13 @@ def test_docker_cli_sees_only_the_callers_containers(ds01d: Any, docker_client: 
     filtered = d.docker("alice", "ps", "-a", "-q", "--filter", "name=theirs", "--size")
     assert filtered.returncode == 0 and filtered.stdout == "", describe(filtered)
     assert d.docker("bob", "ps", "-q").stdout.split() == [theirs[:12]]
+    setup = d.cli("alice", "user-setup", "--no-container", "--json")
+    assert setup.returncode == 0, describe(setup)
+    by_context = d.run_as(
+        "alice", [DEBIAN_DOCKER, "--context", "ds01", "ps", "--format", "{{.Names}}"], {},
+        input=None, timeout=60, cwd=None,
+    )  # fmt: skip
+    assert by_context.stdout.split() == ps.stdout.split(), describe(by_context)
 
     inspect = d.docker("alice", "inspect", "--type", "container", "mine")
     assert inspect.returncode == 0, describe(inspect)

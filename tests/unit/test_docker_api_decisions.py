@@ -3,13 +3,16 @@ allowlist, the owner's filters, images, and which requests wait."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ds01 import paths
 from ds01.core import docker_api as d
+from ds01.core import starter
 
 
 def head(line: str, *headers: str, body: bytes = b"") -> bytes:
@@ -227,3 +230,23 @@ def test_an_exec_as_anyone_else_or_privileged_is_refused(body: dict[str, object]
 def test_a_malformed_exec_is_refused(body: object) -> None:
     with pytest.raises(d.BadRequest):
         d.check_exec(body, uid=1001, gid=1001, user="alice")
+
+
+def test_the_doors_socket_is_next_to_the_api_socket_unless_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(paths.ENV_DOCKER_SOCKET, raising=False)
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/run/ds01/docker.sock"
+    assert paths.docker_socket_path("/x/d.sock", "/run/ds01/ds01.sock") == "/x/d.sock"
+    assert paths.docker_socket_path("off", "/run/ds01/ds01.sock") is None
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "OFF")
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") is None
+
+
+def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
+    digest, meta = starter.docker_context_meta("unix:///run/ds01/docker.sock")
+    # sha256("ds01"), the directory docker 20.10 reads `--context ds01` from
+    assert digest == hashlib.sha256(b"ds01").hexdigest()
+    parsed = json.loads(meta)
+    assert parsed["Name"] == "ds01"
+    assert parsed["Endpoints"]["docker"]["Host"] == "unix:///run/ds01/docker.sock"

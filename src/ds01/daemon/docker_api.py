@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 from http import HTTPStatus
 from pathlib import Path
@@ -67,23 +66,8 @@ from ds01.runtime.engine_proxy import EngineProxy
 
 log = logging.getLogger(__name__)
 
-#: The value of ``--docker-socket`` that turns the door off.
-OFF = "off"
-#: The environment variable that names the door's socket.
-ENV_DOCKER_SOCKET = "DS01_DOCKER_SOCKET"
-#: The door's socket file, in the API socket's directory unless named.
-DEFAULT_DOCKER_SOCKET_NAME = "docker.sock"
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
-
-
-def docker_socket_path(flag: str | None, api_socket: Path) -> Path | None:
-    """The door's socket from ``--docker-socket``, else ``$DS01_DOCKER_SOCKET``, else
-    ``docker.sock`` next to ``api_socket``; ``None`` when set to ``off``."""
-    text = flag or os.environ.get(ENV_DOCKER_SOCKET) or ""
-    if text.lower() == OFF:
-        return None
-    return Path(text) if text else api_socket.parent / DEFAULT_DOCKER_SOCKET_NAME
 
 
 class _Answered(Exception):
@@ -456,11 +440,4 @@ def _wait_only(request_line: bytes) -> bool:
     return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
 
 
-__all__ = [
-    "AUDIT_ACTION",
-    "DEFAULT_DOCKER_SOCKET_NAME",
-    "ENV_DOCKER_SOCKET",
-    "OFF",
-    "DockerApiServer",
-    "docker_socket_path",
-]
+__all__ = ["AUDIT_ACTION", "DockerApiServer"]

@@ -259,14 +259,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _doors(args: argparse.Namespace, paths: DaemonPaths, service: Ds01Service) -> list[Door]:
     """The Docker API door, unless turned off."""
-    from ds01.daemon.docker_api import DockerApiServer, docker_socket_path
+    from ds01.daemon.docker_api import DockerApiServer
+    from ds01.paths import docker_socket_path
 
-    path = docker_socket_path(args.docker_socket, paths.socket)
+    path = docker_socket_path(args.docker_socket, str(paths.socket))
     log = logging.getLogger("ds01d")
     if path is None:
         log.info("Docker API socket off")
         return []
-    door = DockerApiServer(path, service)
+    door = DockerApiServer(Path(path), service)
     log.info("Docker API for users on %s", path)
     return [door]
 
