@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 from http import HTTPStatus
 from pathlib import Path
@@ -66,6 +67,8 @@ from ds01.runtime.engine_proxy import EngineProxy
 
 log = logging.getLogger(__name__)
 
+#: A container's full id.
+_FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
 
@@ -244,9 +247,10 @@ class _DoorExchange:
         such container"."""
         assert self.caller is not None
         uid = self.caller.uid
-        candidates = (
-            [ref] if L.CONTAINER_NAME_SEPARATOR in ref else [L.container_name(ref, uid), ref]
-        )
+        # A Docker name or a full id (what the docker CLI sends after a create) needs no
+        # second look under the caller's suffix.
+        whole = L.CONTAINER_NAME_SEPARATOR in ref or _FULL_ID.match(ref) is not None
+        candidates = [ref] if whole else [L.container_name(ref, uid), ref]
         for candidate in candidates:
             status, info = self.server.engine.json(
                 "GET", f"/containers/{quote(candidate, safe='')}/json"
