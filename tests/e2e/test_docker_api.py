@@ -109,7 +109,7 @@ def test_docker_cli_sees_only_the_callers_containers(ds01d: Any, docker_client: 
     assert len(denied) >= 10
 
 
-def test_logs_follow_and_events_stream_the_callers_own(ds01d: Any) -> None:
+def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d: Any) -> None:
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
     created(d, "alice", "mine")
     created(d, "bob", "theirs")
@@ -139,6 +139,13 @@ def test_logs_follow_and_events_stream_the_callers_own(ds01d: Any) -> None:
         first = events.stdout.readline().decode()
         assert first.startswith("mine._."), first
         assert follow.wait(timeout=30) == 0  # ended by itself with the container
+        # ds01d stops while the event stream is open: the client is cut off at once and
+        # ds01d's drain ends cleanly (exit 0), not at its deadline.
+        assert d.cli("alice", "container-start", "mine").returncode == 0
+        while not events.stdout.readline().decode().startswith("mine._."):
+            pass
+        assert d.stop(timeout=10) == 0, d.log_tail()
+        assert events.wait(timeout=10) is not None
     finally:
         for process in (follow, events):
             with contextlib.suppress(ProcessLookupError):
