@@ -105,6 +105,9 @@ BODIES: list[Row] = [
         headers={"Transfer-Encoding": "chunked"}), 411, "chunked"),
     Row("exec as root", raw("POST", "/containers/{mine}/exec",
         json.dumps({"Cmd": ["id"], "User": "0"}).encode()), 403, "as the container's owner"),
+    Row("exec as root, lower-case key (dockerd reads it as User)", raw("POST",
+        "/containers/{mine}/exec", json.dumps({"Cmd": ["id"], "user": "0"}).encode()), 403,
+        "does not allow user"),
     Row("privileged exec", raw("POST", "/containers/{mine}/exec",
         json.dumps({"Cmd": ["id"], "Privileged": True}).encode()), 403, "Privileged"),
 ]  # fmt: skip

@@ -206,7 +206,12 @@ def test_old_api_versions() -> None:
     ],
 )
 def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
-    d.check_exec(body, uid=1001, gid=1001, user="alice")
+    assert d.check_exec(body, uid=1001, gid=1001, user="alice") == body
+
+
+def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
+    sent = d.check_exec({"Cmd": ["id"], "user": "", "Privileged": False}, uid=1, gid=1, user="a")
+    assert sent == {"Cmd": ["id"]}
 
 
 @pytest.mark.parametrize(
@@ -219,6 +224,9 @@ def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
         {"Cmd": ["id"], "User": "1001:0"},
         {"Cmd": ["id"], "Privileged": True},
         {"Cmd": ["id"], "Unknown": 1},
+        {"Cmd": ["id"], "user": "root"},  # dockerd would read it as User
+        {"Cmd": ["id"], "User": "alice", "USER": "0"},
+        {"Cmd": ["id"], "privileged": True},
     ],
 )
 def test_an_exec_as_anyone_else_or_privileged_is_refused(body: dict[str, object]) -> None:

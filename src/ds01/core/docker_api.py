@@ -349,9 +349,11 @@ ROOT_EXEC_MESSAGE = (
 )
 
 
-def check_exec(body: object, *, uid: int, gid: int, user: str) -> None:
-    """Refuse an exec create that is not plain: privileged, another user (root included:
-    ``ROOT_EXEC_MESSAGE``), or fields the door does not know.
+def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, object]:
+    """The exec create to send dockerd: only the fields the door knows, as it read them
+    (dockerd's JSON decoder matches keys case-insensitively, so a ``"user"`` the door did
+    not read must never reach it). Refused: privileged, another user (root included:
+    ``ROOT_EXEC_MESSAGE``), fields the door does not know.
 
     Raises:
         BadRequest: the body is not a JSON object with a command (answered 400).
@@ -367,6 +369,7 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> None:
     asked = body.get("User") or ""
     if asked not in ("", user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
         raise PermissionError(ROOT_EXEC_MESSAGE.format(asked=str(asked)[:40]))
+    return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
 
 
 def error_body(message: str) -> bytes:

@@ -213,7 +213,7 @@ class _DoorExchange:
         elif kind in ("start", "stop", "restart", "remove"):
             self._operate(request, kind, self._own_container(ref)[1])
         elif kind == "exec_create":
-            self._check_exec(body)
+            body = self._checked_exec(body)
             target = self._container_target(request, "/containers/", ref)
         elif kind in ("exec", "exec_start"):
             self._own_exec(ref)
@@ -271,11 +271,14 @@ class _DoorExchange:
                 return
         raise NotFound(f"No such exec instance: {exec_id}")
 
-    def _check_exec(self, body: bytes) -> None:
+    def _checked_exec(self, body: bytes) -> bytes:
+        """The exec create as dockerd gets it: re-encoded from what the check read."""
         assert self.caller is not None
         user = self.caller.user
         try:
-            decide.check_exec(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+            return json.dumps(
+                decide.check_exec(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+            ).encode()
         except decide.BadRequest as exc:
             raise InvalidInput(f"ds01 could not read this exec: {exc}.") from exc
         except PermissionError as exc:
