@@ -44,6 +44,9 @@ from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 #: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,
 #: which ``make test`` does): other users must be able to execute these scripts.
 BIN_DIR = Path(sys.executable).parent
+#: Debian's docker.io CLI (20.10): the client the Docker API door is tested with (another
+#: docker may come first on PATH).
+DEBIAN_DOCKER = "/usr/bin/docker"
 
 #: Image built offline by ``scripts/build-test-images.sh`` (``make images``).
 TEST_IMAGE = "ds01-test/busybox:latest"
@@ -554,8 +557,45 @@ class Ds01Daemon:
         working directory is the user's home unless ``cwd`` is given. The exit code is not
         checked: assert on ``.returncode``, ``.stdout`` and ``.stderr``.
         """
-        command = self.command_for(args)
-        environment = user_env(user, {"DS01_SOCKET": str(self.paths.socket), **(env or {})})
+        return self.run_as(
+            user,
+            self.command_for(args),
+            {"DS01_SOCKET": str(self.paths.socket), **(env or {})},
+            input=input,
+            timeout=timeout,
+            cwd=cwd,
+        )
+
+    @property
+    def docker_socket(self) -> Path:
+        """The Docker API door's socket: ``docker.sock`` next to the API socket."""
+        return self.paths.socket.parent / "docker.sock"
+
+    def docker(
+        self, user: str, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run Debian's docker CLI (``DEBIAN_DOCKER``) as ``user`` against this daemon's
+        Docker API door (``DOCKER_HOST``), as :meth:`cli` runs ds01's commands."""
+        return self.run_as(
+            user,
+            [DEBIAN_DOCKER, *args],
+            {"DOCKER_HOST": f"unix://{self.docker_socket}"},
+            input=input,
+            timeout=timeout,
+            cwd=None,
+        )
+
+    def run_as(
+        self,
+        user: str | None,
+        command: list[str],
+        env: Mapping[str, str],
+        *,
+        input: str | None,
+        timeout: float,
+        cwd: str | Path | None,
+    ) -> subprocess.CompletedProcess[str]:
+        environment = user_env(user, env)
         if cwd is None:
             home = Path(environment["HOME"])
             cwd = home if home.is_dir() else "/"

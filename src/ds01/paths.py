@@ -31,6 +31,13 @@ SIMULATED_MIG_FILE = "simulated-mig.json"
 SIMULATED_PROCESS_FILE = "simulated-processes.json"
 
 
+#: The Docker API door's socket: this name next to the API socket, unless named.
+DOCKER_SOCKET_NAME = "docker.sock"
+ENV_DOCKER_SOCKET = "DS01_DOCKER_SOCKET"
+#: The value of ``--docker-socket`` (or ``DS01_DOCKER_SOCKET``) that turns the door off.
+DOCKER_SOCKET_OFF = "off"
+
+
 def pick(flag: str | None, env: str, default: str) -> str:
     """A path from a command-line flag, else the environment variable ``env``, else ``default``."""
     return flag or os.environ.get(env) or default
@@ -38,6 +45,15 @@ def pick(flag: str | None, env: str, default: str) -> str:
 
 def socket_path(flag: str | None = None) -> str:
     return pick(flag, ENV_SOCKET, DEFAULT_SOCKET)
+
+
+def docker_socket_path(flag: str | None, api_socket: str) -> str | None:
+    """The Docker API door's socket from ``flag``, else ``DS01_DOCKER_SOCKET``, else
+    ``docker.sock`` next to ``api_socket``; ``None`` when set to ``off``."""
+    text = flag or os.environ.get(ENV_DOCKER_SOCKET) or ""
+    if text.lower() == DOCKER_SOCKET_OFF:
+        return None
+    return text or os.path.join(os.path.dirname(api_socket), DOCKER_SOCKET_NAME)
 
 
 def config_dir(flag: str | None = None) -> str:

@@ -13,7 +13,9 @@ Runs as the user, on the user's own files, and asks ds01d for everything else:
    not on the machine yet is fetched first, as ``image-pull`` does (with its progress); when
    there is no starter, or it cannot be fetched, the error says what the admin and the user
    can do;
-5. the first-steps guide, printed and saved in ``~/.ds01/first-steps.txt``.
+5. a docker context named ``ds01`` (``~/.docker/contexts``) for ds01's Docker API socket,
+   so that ``docker context use ds01`` is enough (the current context is left alone);
+6. the first-steps guide, printed and saved in ``~/.ds01/first-steps.txt``.
 
 Safe to re-run: an existing container is reused (started if stopped), existing keys and
 settings are kept. ``--json`` prints what was done instead of the guide.
@@ -35,6 +37,7 @@ from ds01.cli.jupyter import wait_for_jupyter
 from ds01.core import starter
 from ds01.errors import Ds01Error, InvalidInput
 from ds01.exitcodes import ExitCode
+from ds01.paths import docker_socket_path, socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +48,8 @@ SSH_CONFIG_FILE = "ssh-config"
 VSCODE_LAPTOP_FILE = "vscode-settings.json"
 GUIDE_FILE = "first-steps.txt"
 VSCODE_MACHINE_SETTINGS = Path(".vscode-server/data/Machine/settings.json")
+#: Where the docker CLI keeps its contexts' metadata, under the home directory.
+DOCKER_CONTEXTS_DIR = Path(".docker/contexts/meta")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -84,6 +89,10 @@ def run(args: argparse.Namespace) -> None:
     vscode = _merge_vscode_settings(home / VSCODE_MACHINE_SETTINGS)
     if vscode:
         say(f"VS Code: {vscode}")
+    context = _docker_context(home)
+    if context is not None:
+        files.append(context)
+        say(f"docker: context {starter.DOCKER_CONTEXT!r} written (`docker context use ds01`)")
     guide = starter.first_steps(
         starter.Guide(
             user=me.pw_name,
@@ -369,6 +378,18 @@ def _write(path: Path, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def _docker_context(home: Path) -> Path | None:
+    """Write the docker context ``ds01`` for ds01's Docker API socket (none when it is
+    off); return its file."""
+    door = docker_socket_path(None, socket_path())
+    if door is None:
+        return None
+    digest, meta = starter.docker_context_meta(f"unix://{door}")
+    directory = home / DOCKER_CONTEXTS_DIR / digest
+    directory.mkdir(parents=True, exist_ok=True)
+    return _write(directory / "meta.json", meta)
 
 
 def _laptop_settings(alias: str, local_port: int, host_port: int | None) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -188,6 +190,22 @@ class Guide:
     ssh_keys: int
     files: tuple[str, ...]
     image: str | None = None  # the starter's image as the user names it (a registry name)
+
+
+#: The docker context ``user-setup`` writes: ``docker context use ds01`` is then enough.
+DOCKER_CONTEXT = "ds01"
+
+
+def docker_context_meta(host: str, name: str = DOCKER_CONTEXT) -> tuple[str, str]:
+    """The docker CLI's context ``name`` for the daemon socket ``host`` (``unix://…``): the
+    directory under ``~/.docker/contexts/meta/`` (the SHA-256 of the name, as the CLI
+    names it) and its ``meta.json``."""
+    meta = {
+        "Name": name,
+        "Metadata": {"Description": "ds01's Docker API: your containers, on ds01's rules"},
+        "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}},
+    }
+    return hashlib.sha256(name.encode()).hexdigest(), json.dumps(meta, indent=2) + "\n"
 
 
 def first_steps(guide: Guide) -> str:

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
+from pathlib import Path
 from typing import Literal
 
 from ds01.core.admission import ConnectionTable, Notice, RefusalNotices, Share, WorkShares
@@ -828,6 +829,22 @@ def listening_socket(path: str) -> socket.socket:
     return sock
 
 
+def clear_stale_socket(path: Path) -> None:
+    """Remove a socket file nobody listens on (a crash's leftover); exit when a live daemon
+    listens there."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: a leftover from a crash
+        return
+    finally:
+        probe.close()
+    raise SystemExit(f"ds01d: another daemon already listens on {path}")
+
+
 __all__ = [
     "ANSWER_GRACE_S",
     "DEFAULT_LIMITS",
@@ -839,6 +856,7 @@ __all__ = [
     "Exchange",
     "Lane",
     "Reply",
+    "clear_stale_socket",
     "declared_body_length",
     "error_answer",
     "listening_socket",

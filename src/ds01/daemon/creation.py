@@ -55,7 +55,7 @@ from ds01.daemon.launch import (
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
+from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
@@ -200,7 +200,12 @@ class Creation:
         self.gates = gates
         self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
 
-    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
+    def create(
+        self,
+        caller: Caller,
+        request: api.CreateContainerRequest,
+        run: RunOptions | None = None,
+    ) -> Created | Queued:
         """Takes the allocation lock: allocate devices and create the container, atomically;
         or queue the request.
 
@@ -209,9 +214,12 @@ class Creation:
         The create intent stays open when this returns ``Created``: the caller must call
         ``confirm_create(result.request_id, …)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
+        ``run``: a Docker API create's own settings (such a create never queues).
         """
         try:
             prepared = self.prepare_create(caller.user, request)
+            if run is not None:
+                prepared = replace(prepared, run=run)
         except PolicyError as exc:
             self.gates.access.refused(caller, f"container/{request.name[:80]}", exc)
             raise
@@ -614,13 +622,16 @@ class Creation:
             for path in inside
         ]
         token = prepared.jupyter_token
+        run = prepared.run or RunOptions()
         return ContainerSpec(
             docker_name=prepared.docker_name,
             image=prepared.image_ref,
             user=f"{owner.uid}:{owner.gid}",
             hostname=prepared.name,
-            labels=self._labels(prepared, placement, request_id),
+            # ds01's labels and variables win over the client's (which name none of them).
+            labels={**dict(run.labels), **self._labels(prepared, placement, request_id)},
             environment={
+                **dict(run.env),
                 **gpus.environment,
                 "HOME": CONTAINER_WORKSPACE,
                 "USER": owner.name,
@@ -643,7 +654,16 @@ class Creation:
             device_nodes=gpus.device_nodes,
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
-            extra=device_group(gpus.gpu_uuids),
+            working_dir=run.working_dir or CONTAINER_WORKSPACE,
+            command=run.command,
+            entrypoint=run.entrypoint,
+            # ds01's own creates keep a terminal open on the image's command.
+            tty=run.tty if prepared.run is not None else True,
+            stdin_open=run.stdin_open if prepared.run is not None else True,
+            extra={
+                **device_group(gpus.gpu_uuids),
+                **({"auto_remove": True} if run.auto_remove else {}),
+            },
         )
 
 

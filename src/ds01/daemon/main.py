@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", help="log directory [$DS01_LOG_DIR, /var/log/ds01]")
     parser.add_argument("--socket", help="API socket [$DS01_SOCKET, /run/ds01/ds01.sock]")
     parser.add_argument(
+        "--docker-socket",
+        metavar="PATH",
+        help="the Docker Engine API socket for users' own docker tools, or 'off' "
+        "[$DS01_DOCKER_SOCKET, docker.sock next to the API socket: /run/ds01/docker.sock]",
+    )
+    parser.add_argument(
         "--cgroup-root", help="where the cgroup hierarchies are [$DS01_CGROUP_ROOT, /sys/fs/cgroup]"
     )
     parser.add_argument(

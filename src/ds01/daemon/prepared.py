@@ -43,6 +43,22 @@ class ResolvedImage:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """What a create through the Docker API door sets beyond a ``container-create``: the
+    client's command, environment, terminal, working directory and labels (none of them
+    ds01's own: ``ds01.core.docker_create`` refused those)."""
+
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    tty: bool = False
+    stdin_open: bool = False
+    working_dir: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    auto_remove: bool = False
+
+
+@dataclass(frozen=True)
 class PreparedCreate:
     """A validated create request with everything resolved that needs no lock."""
 
@@ -67,6 +83,7 @@ class PreparedCreate:
     jupyter_port: int | None = None  # the container port its JupyterLab listens on
     jupyter_token: str | None = None
     image_id: str = ""  # the local image's id, when known (its account files are cached)
+    run: RunOptions | None = None  # a create through the Docker API door
 
 
-__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]
+__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ds01.daemon.lifecycle import LifecycleLoop
     from ds01.daemon.oom import OomWatcher
     from ds01.daemon.paths import DaemonPaths
-    from ds01.daemon.server import Ds01HttpServer
+    from ds01.daemon.server import Door, Ds01HttpServer
     from ds01.daemon.service import Ds01Service
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.exporter import MetricsExporter
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
         ),
         metrics_address,
     )
-    server = Ds01HttpServer(paths.socket, service)
+    server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
@@ -153,6 +153,21 @@ def run(args: argparse.Namespace) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+def _doors(args: argparse.Namespace, paths: DaemonPaths, service: Ds01Service) -> list[Door]:
+    """The Docker API door, unless turned off."""
+    from ds01.daemon.docker_api import DockerApiServer
+    from ds01.paths import docker_socket_path
+
+    path = docker_socket_path(args.docker_socket, str(paths.socket))
+    log = logging.getLogger("ds01d")
+    if path is None:
+        log.info("Docker API socket off")
+        return []
+    door = DockerApiServer(Path(path), service)
+    log.info("Docker API for users on %s", path)
+    return [door]
 
 
 def _exit_status(server: Ds01HttpServer, unfinished: list[str]) -> None:

@@ -67,7 +67,7 @@ class CreateContainerRequest(_Model):
         max_length=MAX_PUBLISHED_PORTS,
         description="Container ports to publish on the host's 127.0.0.1 (never other addresses).",
     )
-    interface: Literal["cli", "deploy", "proxy", "job"] = "cli"
+    interface: Literal["cli", "deploy", "proxy", "job", "docker"] = "cli"
     queue: bool = Field(
         default=False,
         description="When no devices are free now: wait in the GPU queue (HTTP 202) instead "

@@ -18,7 +18,7 @@ import select
 import socket
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from io import BytesIO
@@ -50,6 +50,7 @@ from ds01.daemon.connections import (
     Exchange,
     LaneName,
     Reply,
+    clear_stale_socket,
     declared_body_length,
     listening_socket,
 )
@@ -132,6 +133,21 @@ class Route:
             return float(query.get("wait", "0")) > 0
         except ValueError:
             return False  # refused at once
+
+
+class Door(Protocol):
+    """Another socket ds01d serves beside its API (``ds01.daemon.docker_api``)."""
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None: ...
+
+    def drain(self, timeout_s: float) -> None: ...
+
+    def hurry(self) -> None: ...
+
+    @property
+    def cut_short(self) -> list[str]: ...
+
+    def server_close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -1168,14 +1184,23 @@ def _wait_only(request_line: bytes) -> bool:
 class Ds01HttpServer:
     """ds01d's API on a unix socket: routes of ``ROUTES`` behind the connection limits of
     ``ds01.daemon.connections`` (``limits``). ``serve_forever`` until a ``drain`` (from
-    another thread) is over, then ``server_close``."""
+    another thread) is over, then ``server_close``.
+
+    ``doors``: more sockets ds01d serves (the Docker API door), each in a thread of its
+    own; they are drained, hurried and closed with this one."""
 
     def __init__(
-        self, socket_path: Path, service: Ds01Service, limits: ConnectionLimits = DEFAULT_LIMITS
+        self,
+        socket_path: Path,
+        service: Ds01Service,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        doors: Sequence[Door] = (),
     ) -> None:
         self.service = service
+        self.doors = tuple(doors)
+        self._door_threads: list[threading.Thread] = []
         self._admins: set[int] = set()
-        _clear_stale_socket(socket_path)
+        clear_stale_socket(socket_path)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.parent.chmod(0o755)
         listener = listening_socket(str(socket_path))
@@ -1217,6 +1242,12 @@ class Ds01HttpServer:
         )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
+        for door in self.doors:
+            thread = threading.Thread(
+                target=door.serve_forever, args=(poll_interval,), name="ds01d-door", daemon=True
+            )
+            thread.start()
+            self._door_threads.append(thread)
         self.connections.serve_forever(poll_interval)
 
     def drain(self, timeout_s: float) -> None:
@@ -1224,30 +1255,28 @@ class Ds01HttpServer:
         their users, and ``serve_forever`` returns once the accepted requests are answered
         or ``timeout_s`` passed (``ds01.daemon.connections``, step 5)."""
         terminals_of(self.service).close_all()
+        for door in self.doors:
+            door.drain(timeout_s)
         self.connections.drain(timeout_s)
 
     def hurry(self) -> None:
         """End the drain now (its requests still running are answered "outcome unknown")."""
+        for door in self.doors:
+            door.hurry()
         self.connections.hurry()
 
     @property
     def cut_short(self) -> list[str]:
         """The requests whose clients were told that their outcome is unknown."""
-        return self.connections.cut_short
+        return self.connections.cut_short + [c for d in self.doors for c in d.cut_short]
 
     def server_close(self) -> None:
+        """Close every socket, once the doors' own drains are over too (a door not yet
+        draining, when ds01d ends without a drain, stops now)."""
+        for door in self.doors:
+            door.drain(0)
+        for thread in self._door_threads:
+            thread.join()
+        for door in self.doors:
+            door.server_close()
         self.connections.close()
-
-
-def _clear_stale_socket(path: Path) -> None:
-    if not path.exists():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink()  # nobody listens: a leftover from a crash
-        return
-    finally:
-        probe.close()
-    raise SystemExit(f"ds01d: another daemon already listens on {path}")

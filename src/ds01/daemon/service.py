@@ -33,7 +33,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, Queued
+from ds01.daemon.prepared import Created, Queued, RunOptions
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
@@ -102,9 +102,14 @@ class Ds01Service(DaemonContext):
     ) -> api.LimitsResponse:
         return self.views.limits(caller, user=user, explain=explain)
 
-    def create(self, caller: Caller, request: api.CreateContainerRequest) -> Created | Queued:
+    def create(
+        self,
+        caller: Caller,
+        request: api.CreateContainerRequest,
+        run: RunOptions | None = None,
+    ) -> Created | Queued:
         """``Creation.create``: the caller confirms a ``Created`` with ``confirm_create``."""
-        return self.creation.create(caller, request)
+        return self.creation.create(caller, request, run)
 
     def confirm_create(self, request_id: str, docker_name: str) -> None:
         self.creation.confirm_create(request_id, docker_name)

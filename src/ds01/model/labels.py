@@ -21,7 +21,7 @@ NAME = "ds01.name"
 GPUS = "ds01.gpus"  # comma-separated device UUIDs, empty when none
 GPU_EQUIVALENTS = "ds01.gpu_equivalents"  # exact fraction "3/7", or "0"
 CREATED_AT = "ds01.created_at"  # ISO 8601 UTC
-INTERFACE = "ds01.interface"  # cli | deploy | proxy | job
+INTERFACE = "ds01.interface"  # cli | deploy | proxy | job | docker (the Docker API door)
 IMAGE = "ds01.image"  # what the user asked for (registry name or reference)
 REQUEST_ID = "ds01.request_id"  # ties a container to the daemon's create intent
 MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" = unlimited

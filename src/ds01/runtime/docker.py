@@ -197,7 +197,12 @@ class ContainerSpec:
     rotating_log_driver: str | None = None
     network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
     network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
-    command: tuple[str, ...] | None = None  # None: the image's own
+    # Through the Docker API door: the client's command, entrypoint and terminal settings
+    # (``None``: the image's own; ds01's own creates keep a terminal open on the image's).
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    tty: bool = True
+    stdin_open: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -259,8 +264,9 @@ def create_arguments(api: docker.APIClient, spec: ContainerSpec) -> dict[str, An
         "ports": [c for c, _ in spec.ports] or None,
         "networking_config": NetworkingConfig(endpoints) if spec.network_aliases else None,
         "command": list(spec.command) if spec.command is not None else None,
-        "tty": True,
-        "stdin_open": True,
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+        "tty": spec.tty,
+        "stdin_open": spec.stdin_open,
     }
 
 

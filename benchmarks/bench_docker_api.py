@@ -1,0 +1,200 @@
+"""The docker CLI through ds01's Docker API door against the same CLI on dockerd directly.
+
+Budgets (issue 17): ``docker ps`` through ds01 at most 1.5 times direct (at 20 and 300
+containers), ``docker run -d`` at most 1.3 times, the exec round trip (``docker exec c
+true``) at most 1.3 times. Measured from the user's point of view: a fresh Debian docker
+CLI (20.10) process per command, wall time until it exits, output captured; every command
+as root, so both sides see the same containers' worth of work (the door shows root the
+containers ds01 made for root).
+
+The script starts its own ds01d (``tests/support.py``'s ``Ds01Daemon``) with the offline
+test image registered and room for the containers. Each round runs both sides, the order
+alternating, so drift hits both alike; medians over the rounds are reported with their
+ratio. ``docker ps`` is timed with N ds01 containers present (made through the door,
+stopped) and lists them all (``-a``) on both sides; the direct side filters by ds01's
+label, so both print the same rows.
+
+Timings are reported, never asserted.
+
+Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_docker_api.py [--json] [--rounds N]
+[--sizes 20,300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from quick import parse_args  # noqa: E402
+from support import (  # noqa: E402
+    DEBIAN_DOCKER,
+    TEST_IMAGE,
+    TEST_IMAGES_YAML,
+    Ds01Daemon,
+    hold_machine_lock,
+    user_env,
+)
+
+BUDGETS = {"docker ps -a": 1.5, "docker run -d": 1.3, "docker exec true": 1.3}
+LIMITS_YAML = """\
+defaults:
+  max_containers: 1000
+"""
+#: Prefix of every container this run makes, so that cleanup removes exactly these.
+TAG = f"benchapi{os.getpid():x}"
+DIRECT = "unix:///var/run/docker.sock"
+
+
+def progress(message: str) -> None:
+    print(f"bench_docker_api: {message}", file=sys.stderr, flush=True)
+
+
+def docker(host: str, *args: str) -> tuple[float, str]:
+    """One docker CLI run against ``host``: (wall seconds, stdout); fails on an error."""
+    env = user_env(None, {"DOCKER_HOST": host})
+    started = time.perf_counter()
+    result = subprocess.run(
+        [DEBIAN_DOCKER, *args], capture_output=True, text=True, env=env, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} on {host}: {result.stderr.strip()}")
+    return elapsed, result.stdout
+
+
+def compare(
+    name: str, door: str, rounds: int, door_args: Sequence[str], direct_args: Sequence[str]
+) -> dict[str, object]:
+    """Median wall times of the docker CLI through the door (``door_args``) and direct
+    (``direct_args``), and their ratio."""
+    times: dict[str, list[float]] = {"door": [], "direct": []}
+    for i in range(rounds):
+        sides = [("door", door, door_args), ("direct", DIRECT, direct_args)]
+        for side, host, args in sides if i % 2 == 0 else sides[::-1]:
+            times[side].append(docker(host, *args)[0] * 1000)
+    door_ms, direct_ms = statistics.median(times["door"]), statistics.median(times["direct"])
+    return {
+        "figure": name,
+        "door_ms": round(door_ms, 1),
+        "direct_ms": round(direct_ms, 1),
+        "ratio": round(door_ms / direct_ms, 2),
+        "budget": BUDGETS.get(name.split(" (")[0]),
+        "rounds": rounds,
+    }
+
+
+def run_figures(door: str, rounds: int) -> list[dict[str, object]]:
+    """``docker run -d`` (removed after each round, not timed) and the exec round trip."""
+    times: dict[str, list[float]] = {"door": [], "direct": []}
+    for i in range(rounds):
+        for side, host in [("door", door), ("direct", DIRECT)][:: 1 if i % 2 == 0 else -1]:
+            name = f"{TAG}-run-{side}-{i}"
+            seconds, _ = docker(host, "run", "-d", "--init", "--name", name, TEST_IMAGE,
+                                "sleep", "600")  # fmt: skip
+            times[side].append(seconds * 1000)
+            docker(host, "rm", "-f", name)
+    door_ms, direct_ms = statistics.median(times["door"]), statistics.median(times["direct"])
+    rows: list[dict[str, object]] = [
+        {"figure": "docker run -d", "door_ms": round(door_ms, 1),
+         "direct_ms": round(direct_ms, 1), "ratio": round(door_ms / direct_ms, 2),
+         "budget": BUDGETS["docker run -d"], "rounds": rounds},
+    ]  # fmt: skip
+    docker(door, "run", "-d", "--name", f"{TAG}-exec", TEST_IMAGE, "sleep", "600")
+    own_id = docker(door, "inspect", "--format", "{{.Id}}", f"{TAG}-exec")[1].strip()
+    times = {"door": [], "direct": []}
+    for i in range(rounds):
+        for side, host, ref in [("door", door, f"{TAG}-exec"), ("direct", DIRECT, own_id)][
+            :: 1 if i % 2 == 0 else -1
+        ]:
+            times[side].append(docker(host, "exec", ref, "true")[0] * 1000)
+    docker(door, "rm", "-f", f"{TAG}-exec")
+    door_ms, direct_ms = statistics.median(times["door"]), statistics.median(times["direct"])
+    rows.append(
+        {"figure": "docker exec true", "door_ms": round(door_ms, 1),
+         "direct_ms": round(direct_ms, 1), "ratio": round(door_ms / direct_ms, 2),
+         "budget": BUDGETS["docker exec true"], "rounds": rounds}
+    )  # fmt: skip
+    return rows
+
+
+def cleanup() -> None:
+    env = user_env(None, {"DOCKER_HOST": DIRECT})
+    listed = subprocess.run(
+        [DEBIAN_DOCKER, "ps", "-aq", "--filter", f"name={TAG}"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    ids = listed.stdout.split()
+    if ids:
+        subprocess.run([DEBIAN_DOCKER, "rm", "-f", *ids], capture_output=True, env=env, check=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds per figure")
+    parser.add_argument("--sizes", default="20,300", help="containers present for docker ps")
+    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    if args.rounds < 1 or not sizes or sizes[0] < 1:
+        parser.error("--rounds and --sizes must be positive")
+    if os.geteuid() != 0:
+        parser.error("run as root (it starts ds01d and talks to Docker)")
+    lock = hold_machine_lock(progress)  # timings are worthless while tests load the machine
+    daemon = Ds01Daemon(resource_limits=LIMITS_YAML, images=TEST_IMAGES_YAML)
+    rows: list[dict[str, object]] = []
+    started = time.monotonic()
+    try:
+        daemon.start()
+        door = f"unix://{daemon.docker_socket}"
+        rows += run_figures(door, args.rounds)
+        made = 0
+        for size in sizes:
+            while made < size:
+                docker(door, "create", "--name", f"{TAG}-ps-{made}", TEST_IMAGE, "true")
+                made += 1
+            progress(f"docker ps at {size} containers")
+            rows.append(
+                compare(
+                    f"docker ps -a ({size} containers)",
+                    door,
+                    args.rounds,
+                    ["ps", "-a"],
+                    ["ps", "-a", "--filter", "label=ds01.managed=true"],
+                )
+            )
+    finally:
+        cleanup()
+        daemon.stop()
+        shutil.rmtree(daemon.root, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+    document = {
+        "benchmark": "bench_docker_api",
+        "rounds": args.rounds,
+        "sizes": sizes,
+        "duration_s": round(time.monotonic() - started, 1),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{'figure':34} {'door ms':>9} {'direct ms':>10} {'ratio':>6} {'budget':>7}")
+        for row in rows:
+            print(f"{row['figure']!s:34} {row['door_ms']!s:>9} {row['direct_ms']!s:>10} "
+                  f"{row['ratio']!s:>6} {row['budget']!s:>7}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""Decisions of ds01's Docker Engine API door (``/run/ds01/docker.sock``), without I/O.
+
+The door speaks the Docker Engine API to users' own tools (the ``docker`` CLI, docker-py)
+on ds01's rules. What a request may do is decided here, from its method and path alone:
+
+- :func:`parse_request` reads a request's head (method, path, query, headers);
+- :func:`route` says which endpoint it is, or why it is refused: an **allowlist**, so an
+  endpoint not named in :data:`ENDPOINTS` is refused with a message naming it;
+- :func:`owned_filters` adds the caller's labels to a list's or an event stream's
+  ``filters``, so Docker itself shows a user only their own containers (whatever filters,
+  ``all`` or ``size`` the client asked for);
+- :func:`visible_image` says whether, and how, a user may see an image.
+
+The daemon (``ds01.daemon.docker_api``) resolves containers, audits refusals and forwards
+allowed requests to dockerd (``ds01.runtime.engine_proxy``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import Message
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from ds01.model import labels as L
+
+#: ``/v1.41/containers/json`` → version ``1.41``, rest ``/containers/json``.
+_VERSIONED = re.compile(r"^/v(?P<version>\d+\.\d+)(?P<rest>/.*)\Z")
+#: A container reference in a path: a name, an id or an id prefix (Docker's own characters).
+_REF = r"(?P<ref>[^/]+)"
+#: An image reference in a path: it may hold slashes (``ds01-test/busybox:latest``).
+_IMAGE = r"(?P<ref>.+)"
+
+#: The oldest API version the door accepts in a path: the oldest that Debian's docker.io
+#: 20.10 CLI and docker-py 7 speak to a 20.10 engine (dockerd's own minimum is 1.12).
+MIN_API_VERSION = (1, 24)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One allowed endpoint: its method, its path (``{ref}`` a container), what kind of
+    handling it gets, and whether it may wait for long (a stream that follows)."""
+
+    method: str
+    path: str
+    kind: str
+    #: ``always``, ``never``, or the query key whose truth makes it wait (``follow``).
+    waits: str = "never"
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        pattern = self.path.replace("{ref}", _REF).replace("{image}", _IMAGE)
+        return re.compile("^" + pattern + r"\Z")
+
+
+#: Kinds: ``engine`` (forwarded as it is: says nothing about containers), ``list``
+#: (containers, filtered to the caller's), ``events`` (filtered to the caller's
+#: containers), ``images`` (filtered to the images allowed to the caller), ``container``
+#: (one of the caller's containers, resolved to its full id, then forwarded; ``attach``
+#: likewise, on a hijacked connection), ``image`` (an image the caller may see,
+#: inspected), ``create`` (through ds01's creation path), ``start``, ``stop``,
+#: ``restart``, ``remove`` (through ds01's container operations), ``exec_create`` (an exec
+#: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
+#: caller's containers; ``exec_start`` on a hijacked connection).
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/_ping", "engine"),
+    Endpoint("HEAD", "/_ping", "engine"),
+    Endpoint("GET", "/version", "engine"),
+    Endpoint("GET", "/containers/json", "list"),
+    Endpoint("GET", "/containers/{ref}/json", "container"),
+    Endpoint("GET", "/containers/{ref}/logs", "container", waits="follow"),
+    Endpoint("GET", "/containers/{ref}/top", "container"),
+    Endpoint("GET", "/containers/{ref}/stats", "container", waits="stream"),
+    Endpoint("GET", "/events", "events", waits="always"),
+    Endpoint("GET", "/images/json", "images"),
+    Endpoint("GET", "/images/{image}/json", "image"),
+    Endpoint("POST", "/containers/create", "create"),
+    Endpoint("POST", "/containers/{ref}/start", "start"),
+    Endpoint("POST", "/containers/{ref}/stop", "stop"),
+    Endpoint("POST", "/containers/{ref}/restart", "restart"),
+    Endpoint("POST", "/containers/{ref}/kill", "container"),
+    Endpoint("POST", "/containers/{ref}/wait", "container", waits="always"),
+    Endpoint("POST", "/containers/{ref}/resize", "container"),
+    Endpoint("POST", "/containers/{ref}/attach", "attach", waits="always"),
+    Endpoint("DELETE", "/containers/{ref}", "remove"),
+    Endpoint("POST", "/containers/{ref}/exec", "exec_create"),
+    Endpoint("POST", "/exec/{ref}/start", "exec_start", waits="always"),
+    Endpoint("POST", "/exec/{ref}/resize", "exec"),
+    Endpoint("GET", "/exec/{ref}/json", "exec"),
+)
+
+
+@dataclass(frozen=True)
+class DockerRequest:
+    """A request's head as the door reads it. ``path`` is without its version prefix;
+    ``version`` the prefix's version (``None`` when the path had none)."""
+
+    method: str
+    path: str
+    version: str | None
+    query: tuple[tuple[str, str], ...]
+    headers: Message
+    head_bytes: int
+
+    def query_value(self, key: str) -> str | None:
+        """The last value of query ``key``, or ``None``."""
+        values = [v for k, v in self.query if k == key]
+        return values[-1] if values else None
+
+    def flag(self, key: str) -> bool:
+        """Whether query ``key`` is true as Docker reads it (``1``, ``true``, ``True``)."""
+        return (self.query_value(key) or "").lower() in ("1", "true")
+
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+
+    @property
+    def wants_upgrade(self) -> bool:
+        return "upgrade" in (self.headers.get("Connection") or "").lower()
+
+
+@dataclass(frozen=True)
+class Routed:
+    """An allowed request: its endpoint and the container it names (``None`` if none)."""
+
+    endpoint: Endpoint
+    ref: str | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A refused request: the HTTP status and Docker-style message to answer with."""
+
+    status: int
+    message: str
+
+
+class BadRequest(ValueError):
+    """A request head the door cannot read (answered 400)."""
+
+
+def parse_request(data: bytes) -> DockerRequest:
+    """The head of one request (``data``: its bytes, head first).
+
+    Raises:
+        BadRequest: no request line, an unknown HTTP version, unreadable headers.
+    """
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[: end + 4]
+    line, _, rest = head.partition(b"\r\n")
+    words = line.decode("latin-1").split()
+    if len(words) != 3 or not words[2].startswith("HTTP/1."):
+        raise BadRequest("malformed request line")
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except (http.client.HTTPException, ValueError):
+        raise BadRequest("malformed headers") from None
+    url = urlsplit(words[1])
+    path = unquote(url.path)
+    version = None
+    match = _VERSIONED.match(path)
+    if match:
+        version, path = match["version"], match["rest"]
+    query = tuple(parse_qsl(url.query, keep_blank_values=True))
+    return DockerRequest(words[0].upper(), path, version, query, headers, len(head))
+
+
+def version_too_old(version: str | None) -> bool:
+    """Whether a path's API version is older than the door speaks."""
+    if version is None:
+        return False
+    major, minor = (int(x) for x in version.split("."))
+    return (major, minor) < MIN_API_VERSION
+
+
+def route(method: str, path: str) -> Routed | Refused:
+    """The endpoint a request is for, or why it is refused (not on the allowlist)."""
+    for endpoint in ENDPOINTS:
+        match = endpoint.pattern.match(path)
+        if match and endpoint.method == method:
+            return Routed(endpoint, match.groupdict().get("ref"))
+    return Refused(403, not_allowed_message(method, path))
+
+
+def not_allowed_message(method: str, path: str) -> str:
+    shown = path if len(path) <= 80 else path[:77] + "..."
+    return (
+        f"ds01 does not allow {method} {shown} through its Docker socket: only the endpoints "
+        'listed in ds01\'s user guide ("Using docker with ds01") are served; everything '
+        "else is refused. ds01's own commands (container-create, container-list, …) do the "
+        "rest."
+    )
+
+
+def waits(request: DockerRequest) -> bool:
+    """Whether a request may hold its worker for long (it then runs among the waiting)."""
+    routed = route(request.method, request.path)
+    if isinstance(routed, Refused):
+        return False
+    key = routed.endpoint.waits
+    if key == "always":
+        return True
+    if key == "never":
+        return False
+    if key == "stream":  # stats streams unless told not to
+        return (request.query_value("stream") or "1").lower() not in ("0", "false")
+    return request.flag(key)
+
+
+def no_such_container(ref: str) -> str:
+    """Docker's own answer for a container it does not know (so another user's container
+    reads exactly like one that does not exist)."""
+    return f"No such container: {ref}"
+
+
+def owner_labels(uid: int) -> list[str]:
+    """The label filters that select the containers of ``uid`` among ds01's."""
+    return [f"{L.MANAGED}=true", f"{L.UID}={uid}"]
+
+
+def owned_filters(filters: str | None, uid: int, *, container_events: bool = False) -> str:
+    """Docker ``filters`` (JSON) that keep what the client asked for and add the owner's
+    labels (Docker ANDs label filters). ``container_events``: also only container events.
+
+    Raises:
+        BadRequest: ``filters`` is not Docker's JSON of filters.
+    """
+    wanted: dict[str, object] = {}
+    if filters:
+        try:
+            wanted = json.loads(filters)
+        except ValueError:
+            raise BadRequest("filters is not JSON") from None
+        if not isinstance(wanted, dict):
+            raise BadRequest("filters is not a JSON object")
+    merged: dict[str, dict[str, bool]] = {}
+    for key, value in wanted.items():
+        # Docker takes {"label": ["a=b"]} and the older {"label": {"a=b": true}}.
+        if isinstance(value, list):
+            merged[key] = {str(v): True for v in value}
+        elif isinstance(value, dict):
+            merged[key] = {str(v): True for v, on in value.items() if on}
+        else:
+            raise BadRequest(f"filter {key!r} is neither a list nor an object")
+    merged.setdefault("label", {}).update({label: True for label in owner_labels(uid)})
+    if container_events:
+        kinds = merged.get("type")
+        if kinds and set(kinds) - {"container"}:
+            # Only container events of one's own containers are shown; other types none.
+            merged["type"] = {"container": True}
+            merged["label"][f"{L.UID}=-1"] = True  # matches nothing
+        else:
+            merged["type"] = {"container": True}
+    return json.dumps(merged, separators=(",", ":"), sort_keys=True)
+
+
+def with_query(request: DockerRequest, **replaced: str) -> str:
+    """The request's versioned path and query, with the given keys' values replaced."""
+    kept = [(k, v) for k, v in request.query if k not in replaced]
+    query = urlencode(kept + list(replaced.items()))
+    return request_path(request, request.path) + (f"?{query}" if query else "")
+
+
+def request_path(request: DockerRequest, path: str) -> str:
+    """``path`` with the request's version prefix (if it had one)."""
+    return f"/v{request.version}{path}" if request.version else path
+
+
+def visible_image(
+    summary: Mapping[str, object], user: str, allows_reference: Callable[[str], bool]
+) -> dict[str, object] | None:
+    """An image (an ``/images/json`` summary or an inspection) as a user may see it, or
+    ``None`` when they may not: an image built for the user (``ds01.image.owner``) is shown
+    whole; any other only with the tags the image registry allows (and the digests of
+    those tags' repositories), and not at all without one."""
+    labels = summary.get("Labels")
+    config = summary.get("Config")
+    if labels is None and isinstance(config, dict):
+        labels = config.get("Labels")
+    if isinstance(labels, dict) and labels.get(L.IMAGE_OWNER) == user:
+        return dict(summary)
+    tags = summary.get("RepoTags")
+    allowed = [
+        tag
+        for tag in (tags if isinstance(tags, list) else [])
+        if isinstance(tag, str) and tag != "<none>:<none>" and allows_reference(tag)
+    ]
+    if not allowed:
+        return None
+    repositories = {tag.rsplit(":", 1)[0] for tag in allowed}
+    digests = summary.get("RepoDigests")
+    return {
+        **summary,
+        "RepoTags": allowed,
+        "RepoDigests": [
+            d
+            for d in (digests if isinstance(digests, list) else [])
+            if isinstance(d, str) and d.split("@", 1)[0] in repositories
+        ],
+    }
+
+
+#: An image named by its id (``sha256:…``) or an id prefix, not by a reference.
+_IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{6,64}\Z")
+
+
+def visible_image_by(
+    ref: str, inspected: Mapping[str, object], user: str, allows_reference: Callable[[str], bool]
+) -> dict[str, object] | None:
+    """An image a user asked for by ``ref`` (:func:`visible_image`), or ``None``: by a
+    reference, that very reference must be allowed (an allowed image under a tag that is
+    not allowed stays hidden), unless the image was built for the user."""
+    shown = visible_image(inspected, user, allows_reference)
+    if shown is None or _IMAGE_ID.match(ref):
+        return shown
+    config = inspected.get("Config")
+    labels = config.get("Labels") if isinstance(config, dict) else None
+    if isinstance(labels, dict) and labels.get(L.IMAGE_OWNER) == user:
+        return shown
+    return shown if allows_reference(ref) else None
+
+
+def no_such_image(ref: str) -> str:
+    """Docker's own answer for an image it does not know."""
+    return f"No such image: {ref}"
+
+
+def owns(labels: Mapping[str, str] | None, uid: int) -> bool:
+    """Whether a container's labels say it is a ds01 container of ``uid``."""
+    labels = labels or {}
+    return labels.get(L.MANAGED) == "true" and labels.get(L.UID) == str(uid)
+
+
+#: Fields of an exec create the door passes on (after :func:`check_exec`).
+_EXEC_FIELDS = frozenset(
+    {"AttachStdin", "AttachStdout", "AttachStderr", "DetachKeys", "Tty", "Env", "Cmd",
+     "WorkingDir", "User", "Privileged", "ConsoleSize"}
+)  # fmt: skip
+
+ROOT_EXEC_MESSAGE = (
+    "ds01 runs every exec as the container's owner: -u {asked} is not allowed. Root in a "
+    "container that mounts your directories could plant set-uid files there. Install "
+    "what you need in an image of your own (image-create), or run as yourself."
+)
+
+
+def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, object]:
+    """The exec create to send dockerd: only the fields the door knows, as it read them
+    (dockerd's JSON decoder matches keys case-insensitively, so a ``"user"`` the door did
+    not read must never reach it). Refused: privileged, another user (root included:
+    ``ROOT_EXEC_MESSAGE``), fields the door does not know.
+
+    Raises:
+        BadRequest: the body is not a JSON object with a command (answered 400).
+        PermissionError: the exec asks for what ds01 refuses (answered 403).
+    """
+    if not isinstance(body, dict) or not body.get("Cmd"):
+        raise BadRequest("an exec needs a JSON object body with a Cmd")
+    unknown = sorted(k for k, v in body.items() if k not in _EXEC_FIELDS and v)
+    if unknown:
+        raise PermissionError(f"ds01 does not allow {', '.join(unknown)[:80]} in an exec.")
+    if body.get("Privileged"):
+        raise PermissionError("Privileged execs are not allowed.")
+    asked = body.get("User") or ""
+    if asked not in ("", user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
+        raise PermissionError(ROOT_EXEC_MESSAGE.format(asked=str(asked)[:40]))
+    return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
+
+
+def error_body(message: str) -> bytes:
+    """Docker's error body, which its clients print (``Error response from daemon: …``)."""
+    return json.dumps({"message": message}).encode()
+
+
+__all__ = [
+    "ENDPOINTS",
+    "MIN_API_VERSION",
+    "ROOT_EXEC_MESSAGE",
+    "BadRequest",
+    "DockerRequest",
+    "Endpoint",
+    "Refused",
+    "Routed",
+    "check_exec",
+    "error_body",
+    "no_such_container",
+    "no_such_image",
+    "not_allowed_message",
+    "owned_filters",
+    "owner_labels",
+    "owns",
+    "parse_request",
+    "request_path",
+    "route",
+    "version_too_old",
+    "visible_image",
+    "visible_image_by",
+    "waits",
+    "with_query",
+]

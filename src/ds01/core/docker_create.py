@@ -1,0 +1,323 @@
+"""A Docker ``POST /containers/create`` body read as a ds01 create, or refused (pure).
+
+The Docker API door (``ds01.daemon.docker_api``) creates containers through ds01's own
+creation path; this module reads the body Docker clients send into :class:`DockerCreate`
+(what ds01 can honour: image, command, environment, terminal, limits, published ports,
+the caller's directories at ``/workspace`` and ``/data``, GPUs) and refuses everything
+else with a message naming the field, rather than dropping it: a setting that ds01 cannot
+honour is never silently lost (a limit over quota is refused later, by the creation path,
+never trimmed). Refused above all: what ds01's hardening forbids (privileges, capabilities,
+host namespaces, devices, security options, sysctls, volume drivers, a cgroup parent,
+ds01's own labels).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ds01.model import labels as L
+
+#: Where the caller's own directories may be mounted (what ``container-create`` mounts).
+WORKSPACE_TARGET = "/workspace"
+DATA_TARGET = "/data"
+#: The most bytes of environment and command a create may carry.
+MAX_ARGUMENTS = 1024
+_PORT = re.compile(r"^(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp|sctp))?\Z")
+
+#: Hardening refusals, by HostConfig field: why each is refused.
+HARDENING = {
+    "Privileged": "privileged containers are not allowed",
+    "CapAdd": "added capabilities are not allowed (ds01 containers run with none)",
+    "PidMode": "another PID namespace (--pid) is not allowed",
+    "IpcMode": "another IPC namespace (--ipc) is not allowed",
+    "UTSMode": "the host's UTS namespace (--uts) is not allowed",
+    "UsernsMode": "another user namespace (--userns) is not allowed",
+    "CgroupnsMode": "another cgroup namespace (--cgroupns) is not allowed",
+    "NetworkMode": "another network (--network) is not allowed: ds01 puts your containers "
+    "on your own network",
+    "Devices": "devices (--device) are not allowed: ask for GPUs with --gpus",
+    "DeviceCgroupRules": "device cgroup rules are not allowed",
+    "SecurityOpt": "security options (--security-opt) are not allowed",
+    "Sysctls": "sysctls are not allowed",
+    "VolumeDriver": "volume drivers are not allowed",
+    "VolumesFrom": "--volumes-from is not allowed",
+    "CgroupParent": "a cgroup parent is not allowed: ds01 places every container in its owner's",
+    "Cgroup": "another cgroup is not allowed",
+    "Runtime": "another runtime is not allowed",
+    "GroupAdd": "added groups (--group-add) are not allowed",
+    "OomKillDisable": "disabling the OOM killer is not allowed",
+    "OomScoreAdj": "changing the OOM score is not allowed",
+    "Ulimits": "ulimits are not allowed",
+    "Links": "links are not allowed",
+    "MaskedPaths": "changing masked paths is not allowed",
+    "ReadonlyPaths": "changing read-only paths is not allowed",
+}
+#: HostConfig fields whose only "unset" is null.
+_NULL_ONLY = frozenset({"MaskedPaths", "ReadonlyPaths"})
+#: HostConfig fields read into the create (everything else must be left at its default).
+_HOST_READ = frozenset(
+    {"Binds", "Mounts", "Memory", "MemorySwap", "NanoCpus", "ShmSize", "PortBindings",
+     "DeviceRequests", "AutoRemove", "CapDrop", "Init", "LogConfig", "RestartPolicy",
+     "ConsoleSize", "MemorySwappiness", "NetworkMode"}
+)  # fmt: skip
+#: Top-level fields read into the create.
+_CONFIG_READ = frozenset(
+    {"Image", "Cmd", "Entrypoint", "Env", "Tty", "OpenStdin", "StdinOnce", "AttachStdin",
+     "AttachStdout", "AttachStderr", "WorkingDir", "Labels", "HostConfig", "ExposedPorts",
+     "NetworkingConfig", "User", "Volumes", "ArgsEscaped"}
+)  # fmt: skip
+
+
+class CreateRefused(ValueError):
+    """The body cannot be created as asked; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DockerCreate:
+    """What a Docker create asks of ds01 (sizes in bytes, ``None``: ds01's default)."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    tty: bool = False
+    stdin_open: bool = False
+    working_dir: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    gpus: int = 0
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    shm_size_bytes: int | None = None
+    ports: tuple[tuple[int, int | None], ...] = ()
+    workspace: str | None = None
+    data: str | None = None
+    auto_remove: bool = False
+
+
+def _empty(value: Any) -> bool:
+    """Whether a field holds Docker's "not set" (what the CLI sends for a flag not given)."""
+    if value in (None, "", 0, False):
+        return True
+    if isinstance(value, list):
+        return all(_empty(v) for v in value)
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    return False
+
+
+def _strings(value: Any, field: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CreateRefused(f"{field} must be a list of strings.", 400)
+    if len(value) > MAX_ARGUMENTS:
+        raise CreateRefused(f"{field} has more than {MAX_ARGUMENTS} entries.", 400)
+    return tuple(value)
+
+
+def _int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CreateRefused(f"{field} must be a whole number of at least 0.", 400)
+    return value
+
+
+def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
+    """``body`` (the parsed JSON of a create) as a :class:`DockerCreate`.
+
+    Raises:
+        CreateRefused: a malformed body (400), or a field ds01 does not allow or cannot
+            honour (403), named in the message.
+    """
+    if not isinstance(body, dict) or not body:
+        raise CreateRefused("A container create needs a JSON object body (Image, …).", 400)
+    for key, value in body.items():
+        if key not in _CONFIG_READ and not _empty(value):
+            raise CreateRefused(f"ds01 does not allow {key} in a create.")
+    image = body.get("Image")
+    if not isinstance(image, str) or not image:
+        raise CreateRefused("A container create needs an Image.", 400)
+    _check_user(body.get("User"), uid=uid, gid=gid, user=user)
+    if body.get("Volumes"):  # {"/data": {}}: an anonymous volume, though its value is empty
+        raise CreateRefused(
+            "Anonymous volumes are not allowed: mount your own directory at /workspace or "
+            "/data (-v DIR:/workspace)."
+        )
+    networking = body.get("NetworkingConfig") or {}
+    if not isinstance(networking, dict) or networking.get("EndpointsConfig"):
+        raise CreateRefused(HARDENING["NetworkMode"] + ".")
+    host = body.get("HostConfig")
+    host = {} if host is None else host
+    if not isinstance(host, dict):
+        raise CreateRefused("HostConfig must be an object.", 400)
+    mounts = _host_checks(host)
+    env = _strings(body.get("Env"), "Env") or ()
+    pairs = tuple((e.partition("=")[0], e.partition("=")[2]) for e in env)
+    for name, _ in pairs:
+        if name.startswith("NVIDIA_") or name == "CUDA_VISIBLE_DEVICES":
+            raise CreateRefused(
+                f"ds01 sets {name[:60]} itself from the GPUs it gives (ask with --gpus N)."
+            )
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise CreateRefused("Labels must map names to strings.", 400)
+    for key in labels:
+        if key.startswith((L.PREFIX, "aime.")):
+            raise CreateRefused(f"Label {key[:80]!r} is ds01's own: only ds01 sets it.")
+    working_dir = body.get("WorkingDir") or None
+    if working_dir is not None and not isinstance(working_dir, str):
+        raise CreateRefused("WorkingDir must be a string.", 400)
+    return DockerCreate(
+        image=image,
+        command=_strings(body.get("Cmd"), "Cmd"),
+        entrypoint=_strings(body.get("Entrypoint"), "Entrypoint"),
+        env=pairs,
+        tty=bool(body.get("Tty")),
+        stdin_open=bool(body.get("OpenStdin")),
+        working_dir=working_dir,
+        labels=tuple(sorted(labels.items())),
+        gpus=_gpus(host.get("DeviceRequests")),
+        cpus=_int(host.get("NanoCpus") or 0, "NanoCpus") / 1e9 or None,
+        memory_bytes=_int(host.get("Memory") or 0, "Memory") or None,
+        shm_size_bytes=_int(host.get("ShmSize") or 0, "ShmSize") or None,
+        ports=_ports(host.get("PortBindings")),
+        workspace=mounts.get(WORKSPACE_TARGET),
+        data=mounts.get(DATA_TARGET),
+        auto_remove=bool(host.get("AutoRemove")),
+    )
+
+
+def _check_user(value: Any, *, uid: int, gid: int, user: str) -> None:
+    """Containers run as their owner: ``User`` may only name the caller."""
+    if _empty(value):
+        return
+    if value in (user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
+        return
+    raise CreateRefused(
+        f"Containers run as you ({user}, {uid}:{gid}); User {str(value)[:40]!r} is not allowed."
+    )
+
+
+def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
+    """Refuse what the hardening forbids and what ds01 cannot honour; return the caller's
+    directories by target (``/workspace``, ``/data``)."""
+    for key, value in host.items():
+        if key == "NetworkMode" and value in ("", "default", "bridge", None):
+            continue
+        if key == "MemorySwappiness" and value in (None, -1):
+            continue
+        if key == "CapDrop" or (key not in HARDENING and key in _HOST_READ):
+            continue
+        # MaskedPaths and ReadonlyPaths: [] is not "unset" but "unmask everything"
+        # (--security-opt systempaths=unconfined); only null keeps Docker's masks.
+        if _empty(value) and not (key in _NULL_ONLY and value is not None):
+            continue
+        if key in HARDENING:
+            raise CreateRefused(f"ds01: {HARDENING[key]} ({key}).")
+        raise CreateRefused(f"ds01 does not allow HostConfig.{key} in a create.")
+    restart = host.get("RestartPolicy") or {}
+    if restart.get("Name") not in (None, "", "no"):
+        raise CreateRefused("Restart policies are not allowed: ds01 starts and stops containers.")
+    if not _empty((host.get("LogConfig") or {}).get("Type")):
+        raise CreateRefused("Another logging driver is not allowed.")
+    swap = host.get("MemorySwap") or 0
+    if swap not in (0, -1) and swap != host.get("Memory"):
+        raise CreateRefused("--memory-swap is not allowed: ds01 gives containers no swap.")
+    if host.get("Init") is False:
+        raise CreateRefused("--init=false is not allowed: ds01 runs an init in every container.")
+    return _mounts(host.get("Binds"), host.get("Mounts"))
+
+
+def _mounts(binds: Any, mounts: Any) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def add(source: str, target: str, options: str) -> None:
+        target = target.rstrip("/") or "/"
+        if target not in (WORKSPACE_TARGET, DATA_TARGET):
+            raise CreateRefused(
+                f"Only your own directories at /workspace and /data may be mounted, not at "
+                f"{target[:80]!r}."
+            )
+        if options not in ("", "rw", "z", "Z"):
+            raise CreateRefused(f"Mount options {options[:40]!r} are not allowed.")
+        if not source.startswith("/"):
+            raise CreateRefused(
+                f"Named volume {source[:80]!r} is not allowed: mount a directory of yours."
+            )
+        if target in found:
+            raise CreateRefused(f"Two mounts at {target}.", 400)
+        found[target] = source
+
+    for bind in _strings(binds, "Binds") or ():
+        parts = bind.split(":")
+        if len(parts) not in (2, 3):
+            raise CreateRefused(f"Bind {bind[:80]!r} is not SOURCE:TARGET[:OPTIONS].", 400)
+        add(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    if mounts is not None and not isinstance(mounts, list):
+        raise CreateRefused("Mounts must be a list.", 400)
+    for mount in mounts or []:
+        if not isinstance(mount, dict) or mount.get("Type") != "bind":
+            raise CreateRefused("Only bind mounts of your own directories are allowed.")
+        extra = set(mount) - {"Type", "Source", "Target", "ReadOnly", "Consistency"}
+        if extra or mount.get("ReadOnly"):
+            raise CreateRefused(f"Mount settings {sorted(extra) or ['ReadOnly']} not allowed.")
+        add(str(mount.get("Source") or ""), str(mount.get("Target") or ""), "")
+    return found
+
+
+def _gpus(requests: Any) -> int:
+    """The whole GPUs ``--gpus N`` (``DeviceRequests``) asks for."""
+    if _empty(requests):
+        return 0
+    if not isinstance(requests, list) or len(requests) != 1 or not isinstance(requests[0], dict):
+        raise CreateRefused("Ask for GPUs with one --gpus N.")
+    request = requests[0]
+    if request.get("Driver") not in (None, "", "nvidia"):
+        raise CreateRefused("Only NVIDIA GPUs (--gpus N) may be requested.")
+    if not _empty(request.get("DeviceIDs")):
+        raise CreateRefused(
+            "Choosing GPUs by id (--gpus device=…) is not supported through ds01's Docker "
+            "socket yet: ask for a number (--gpus N), and ds01 picks free ones."
+        )
+    count = request.get("Count")
+    if count == -1:
+        raise CreateRefused("--gpus all is not allowed: ask for a number (--gpus N).")
+    return _int(count or 0, "DeviceRequests.Count")
+
+
+def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
+    """Published ports: TCP, on 127.0.0.1 (ds01 publishes on no other address)."""
+    if not bindings:  # ``-p 8888`` sends {"8888/tcp": [{"HostIp": "", "HostPort": ""}]}
+        return ()
+    if not isinstance(bindings, dict):
+        raise CreateRefused("PortBindings must be an object.", 400)
+    ports: list[tuple[int, int | None]] = []
+    for key, hosts in bindings.items():
+        match = _PORT.match(str(key))
+        if not match or match["proto"] not in (None, "tcp"):
+            raise CreateRefused(f"Only TCP ports may be published, not {str(key)[:40]!r}.")
+        for host in hosts or [{}]:
+            ip = (host or {}).get("HostIp") or ""
+            if ip not in ("", "127.0.0.1"):
+                raise CreateRefused(
+                    f"Ports are published on 127.0.0.1 only, not on {ip[:40]!r} "
+                    "(use -p 127.0.0.1:PORT:PORT, or -p PORT)."
+                )
+            text = (host or {}).get("HostPort") or ""
+            if text and not (text.isdigit() and 0 < int(text) < 65536):
+                raise CreateRefused(f"Host port {text[:20]!r} is not a port number.", 400)
+            ports.append((int(match["port"]), int(text) if text else None))
+    return tuple(ports)
+
+
+__all__ = ["DATA_TARGET", "HARDENING", "WORKSPACE_TARGET", "CreateRefused", "DockerCreate",
+           "read_create"]  # fmt: skip

@@ -1,0 +1,450 @@
+"""ds01's Docker Engine API door: a second unix socket for users' own Docker tools.
+
+``ds01d --docker-socket PATH`` (``$DS01_DOCKER_SOCKET``; default ``docker.sock`` next to
+the API socket, so ``/run/ds01/docker.sock``; ``off``: no door) serves the Docker Engine
+API to every local user, mode 0666, on ds01's rules:
+
+- **who**: the kernel says (``SO_PEERCRED``, read at accept by
+  ``ds01.daemon.connections``, which also caps each user's connections and workers as on
+  the API socket);
+- **what**: ``ds01.core.docker_api`` decides from the method and path; everything not on
+  its allowlist is refused (HTTP 403, Docker's error body, a message naming the endpoint)
+  and audited (``docker_api.request``, outcome ``denied``);
+- **whose**: lists and event streams are filtered by dockerd itself (the caller's
+  ``ds01.uid`` label added to their filters), images to those the caller may run, and a
+  request about one container goes on only when that container is the caller's
+  (``ds01.managed`` and ``ds01.uid`` labels): another user's container, by name, id or id
+  prefix, gets Docker's own "No such container" answer. The request is then forwarded
+  with the container's full id in its path, so that what was checked is what dockerd acts
+  on;
+- **how**: allowed requests go to dockerd byte for byte (``ds01.runtime.engine_proxy``),
+  answers come back unbuffered; every connection closes after one answer.
+
+A user's name for a container (``thesis``) finds their Docker name (``thesis._.1001``)
+first, then Docker's own resolution applies (name, id, id prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+from http import HTTPStatus
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from ds01.core import docker_api as decide
+from ds01.core.docker_create import CreateRefused, read_create
+from ds01.daemon import schemas as api
+from ds01.daemon.connections import (
+    DEFAULT_LIMITS,
+    MAX_BODY_BYTES,
+    ConnectionLimits,
+    ConnectionServer,
+    Exchange,
+    LaneName,
+    clear_stale_socket,
+    listening_socket,
+)
+from ds01.daemon.identity import Caller
+from ds01.daemon.prepared import Created, RunOptions
+from ds01.daemon.service import Ds01Service
+from ds01.errors import (
+    DockerUnavailable,
+    Ds01Error,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+)
+from ds01.model import labels as L
+from ds01.runtime.engine_proxy import EngineProxy
+
+log = logging.getLogger(__name__)
+
+#: A container's full id.
+_FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
+#: The action of the audit events of refused requests.
+AUDIT_ACTION = "docker_api.request"
+
+
+class _Answered(Exception):
+    """The exchange was answered (or its client left): nothing more to write."""
+
+
+class DockerApiServer:
+    """The door on ``socket_path``: ``serve_forever`` (in a thread of its own) until a
+    ``drain``, then ``server_close``; a listening socket found there is refused as
+    ``Ds01HttpServer`` refuses its own."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        service: Ds01Service,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        engine: EngineProxy | None = None,
+    ) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self.engine = engine or EngineProxy()
+        clear_stale_socket(socket_path)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        listener = listening_socket(str(socket_path))
+        # Everyone may connect; who they are comes from the kernel, not from the socket mode.
+        socket_path.chmod(0o666)
+        self.connections = ConnectionServer(
+            listener, self._answer, _lane, limits=limits, wait_only=_wait_only
+        )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.connections.serve_forever(poll_interval)
+
+    def drain(self, timeout_s: float) -> None:
+        """Begin to stop: followed streams and hijacked connections end now (their
+        clients see the connection close); other requests finish as on the API socket."""
+        self.engine.close_streams()
+        self.connections.drain(timeout_s)
+
+    def hurry(self) -> None:
+        self.connections.hurry()
+
+    @property
+    def cut_short(self) -> list[str]:
+        return self.connections.cut_short
+
+    def server_close(self) -> None:
+        self.connections.close()
+
+    def _answer(self, exchange: Exchange) -> bool:
+        """Answer one exchange; the connection always closes after it."""
+        with contextlib.suppress(_Answered):
+            _DoorExchange(self, exchange).answer()
+        return False
+
+
+class _DoorExchange:
+    """One request on the door, from its bytes to its answer."""
+
+    def __init__(self, server: DockerApiServer, exchange: Exchange) -> None:
+        self.server = server
+        self.service = server.service
+        self.exchange = exchange
+        self.sock = exchange.sock
+        self.caller: Caller | None = None
+        self.what = exchange.request_line  # for the audit log, until the request is read
+
+    def answer(self) -> None:
+        try:
+            # Identity is fixed for the whole connection by the kernel (read at accept).
+            self.caller = self.service.caller(self.exchange.creds)
+        except Ds01Error as exc:
+            self._error(exc.http_status, exc.message)
+        try:
+            request = decide.parse_request(self.exchange.data)
+        except decide.BadRequest as exc:
+            self._refuse(400, f"ds01 could not read this request: {exc}.")
+        self.what = f"{request.method} {request.path[:120]}"
+        body = self._body(request)
+        if decide.version_too_old(request.version):
+            low = ".".join(str(n) for n in decide.MIN_API_VERSION)
+            self._refuse(
+                400,
+                f"client version {request.version} is too old. Minimum supported API "
+                f"version is {low}, please upgrade your client to a newer version",
+            )
+        routed = decide.route(request.method, request.path)
+        if isinstance(routed, decide.Refused):
+            self._refuse(routed.status, routed.message)
+        try:
+            self._serve(request, routed, body)
+        except PolicyError as exc:
+            self._refuse(exc.http_status, exc.message)
+        except Ds01Error as exc:
+            log.error("%s %s failed: %s", request.method, request.path, exc.message)
+            self._error(exc.http_status, exc.message)
+
+    def _body(self, request: decide.DockerRequest) -> bytes:
+        """The request's body; a chunked, oversized or malformed length is refused (the
+        connection reader waits only for a ``Content-Length`` body of at most
+        ``MAX_BODY_BYTES``)."""
+        if request.chunked:
+            self._refuse(
+                411,
+                "ds01's Docker socket needs a Content-Length: chunked request bodies are refused.",
+            )
+        text = request.headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()):
+            self._refuse(400, f"Invalid Content-Length {text[:40]!r}.")
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self._refuse(
+                413,
+                f"Request body too large ({length} bytes; ds01 takes at most {MAX_BODY_BYTES}).",
+            )
+        data = self.exchange.data
+        return data[request.head_bytes : request.head_bytes + length]
+
+    def _serve(self, request: decide.DockerRequest, routed: decide.Routed, body: bytes) -> None:
+        assert self.caller is not None
+        uid = self.caller.uid
+        kind, ref = routed.endpoint.kind, routed.ref or ""
+        upgrade = False
+        if kind == "engine":
+            target = decide.with_query(request)
+        elif kind in ("list", "events"):
+            try:
+                filters = decide.owned_filters(
+                    request.query_value("filters"), uid, container_events=kind == "events"
+                )
+            except decide.BadRequest as exc:
+                self._refuse(400, f"Invalid filters: {exc}.")
+            target = decide.with_query(request, filters=filters)
+        elif kind == "images":
+            self._images(request)
+        elif kind == "image":
+            self._image(request, ref)
+        elif kind == "create":
+            self._create(request, body)
+        elif kind in ("start", "stop", "restart", "remove"):
+            self._operate(request, kind, self._own_container(ref)[1])
+        elif kind == "exec_create":
+            body = self._checked_exec(body)
+            target = self._container_target(request, "/containers/", ref)
+        elif kind in ("exec", "exec_start"):
+            self._own_exec(ref)
+            target = decide.with_query(request)
+            upgrade = kind == "exec_start" and request.wants_upgrade
+        else:  # container, attach
+            target = self._container_target(request, "/containers/", ref)
+            upgrade = kind == "attach"
+        self._claim()
+        self.server.engine.forward(
+            self.sock,
+            request.method,
+            target,
+            request.headers,
+            body,
+            upgrade=upgrade,
+            read_ahead=self.exchange.read_ahead,
+            follow=decide.waits(request),
+        )
+
+    def _container_target(self, request: decide.DockerRequest, prefix: str, ref: str) -> str:
+        """The request's target with the caller's container ``ref`` as its full id, so that
+        dockerd acts on the container that was checked."""
+        full_id = self._own_container(ref)[0]
+        path = request.path.replace(f"{prefix}{ref}", f"{prefix}{full_id}", 1)
+        return decide.request_path(request, path) + _query_of(request)
+
+    def _own_container(self, ref: str) -> tuple[str, str]:
+        """The full id and Docker name of the caller's container ``ref`` names (their name
+        for it first, then Docker's resolution); another user's, or none, is Docker's "No
+        such container"."""
+        assert self.caller is not None
+        uid = self.caller.uid
+        # A Docker name or a full id (what the docker CLI sends after a create) needs no
+        # second look under the caller's suffix.
+        whole = L.CONTAINER_NAME_SEPARATOR in ref or _FULL_ID.match(ref) is not None
+        candidates = [ref] if whole else [L.container_name(ref, uid), ref]
+        for candidate in candidates:
+            status, info = self.server.engine.json(
+                "GET", f"/containers/{quote(candidate, safe='')}/json"
+            )
+            if status == 200 and isinstance(info, dict):
+                config = info.get("Config") or {}
+                if decide.owns(config.get("Labels"), uid):
+                    return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
+        raise NotFound(decide.no_such_container(ref))
+
+    def _own_exec(self, exec_id: str) -> None:
+        """Refuse (as Docker's "No such exec instance") an exec not in the caller's
+        containers."""
+        status, info = self.server.engine.json("GET", f"/exec/{quote(exec_id, safe='')}/json")
+        if status == 200 and isinstance(info, dict):
+            with contextlib.suppress(NotFound):
+                self._own_container(str(info.get("ContainerID") or "-"))
+                return
+        raise NotFound(f"No such exec instance: {exec_id}")
+
+    def _checked_exec(self, body: bytes) -> bytes:
+        """The exec create as dockerd gets it: re-encoded from what the check read."""
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            return json.dumps(
+                decide.check_exec(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+            ).encode()
+        except decide.BadRequest as exc:
+            raise InvalidInput(f"ds01 could not read this exec: {exc}.") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+    def _create(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
+        """A create through ds01's creation path (quotas, allocator, hardening, labels,
+        name suffix, cgroup parent, the caller's uid:gid); 201 with the new id."""
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            wanted = read_create(_json(body), uid=user.uid, gid=user.gid, user=user.name)
+        except CreateRefused as exc:
+            self._refuse(exc.status, exc.message)
+        name = request.query_value("name") or f"docker-{secrets.token_hex(4)}"
+        try:
+            create = api.CreateContainerRequest(
+                name=name,
+                image=wanted.image,
+                gpus=wanted.gpus,
+                cpus=wanted.cpus,
+                memory=str(wanted.memory_bytes) if wanted.memory_bytes else None,
+                shm_size=str(wanted.shm_size_bytes) if wanted.shm_size_bytes else None,
+                workspace=wanted.workspace,
+                data=wanted.data,
+                ports=[api.PortRequest(container_port=c, host_port=h) for c, h in wanted.ports],
+                interface="docker",
+            )
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
+        run = RunOptions(
+            command=wanted.command,
+            entrypoint=wanted.entrypoint,
+            env=wanted.env,
+            tty=wanted.tty,
+            stdin_open=wanted.stdin_open,
+            working_dir=wanted.working_dir,
+            labels=wanted.labels,
+            auto_remove=wanted.auto_remove,
+        )
+        try:
+            created = self.service.create(self.caller, create, run)
+        except NotFound as exc:
+            # Not 404: the docker CLI would answer it by pulling the image.
+            self._refuse(403, exc.message)
+        assert isinstance(created, Created)  # never queued: ``queue`` is not set
+        docker_name = created.info.docker_name
+        status, info = self.server.engine.json("GET", f"/containers/{quote(docker_name)}/json")
+        full_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else docker_name
+        payload = json.dumps({"Id": full_id, "Warnings": []}).encode()
+        self.service.confirm_create(created.request_id, docker_name)
+        self._send(201, payload)
+
+    def _operate(self, request: decide.DockerRequest, kind: str, docker_name: str) -> NoReturn:
+        """start, stop, restart, remove through ds01's container operations (a start
+        re-acquires devices the container gave back); 204 as Docker answers."""
+        assert self.caller is not None
+        caller, service = self.caller, self.service
+        if kind in ("stop", "restart"):
+            service.stop(caller, docker_name)
+        if kind in ("start", "restart"):
+            started = service.start(caller, docker_name)
+            if not isinstance(started, api.ContainerInfo):  # never queued: ``queue`` unset
+                raise DockerUnavailable("ds01 queued this start; tell an admin.")
+        if kind == "remove":
+            service.remove(caller, docker_name, force=request.flag("force"))
+        self._send_empty(204)
+
+    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """An image's inspection, when the caller may see the image."""
+        assert self.caller is not None
+        status, info = self.server.engine.json(
+            "GET", decide.request_path(request, f"/images/{quote(ref, safe='/:@')}/json")
+        )
+        images = self.service.config().images
+        if status == 200 and isinstance(info, dict):
+            shown = decide.visible_image_by(ref, info, self.caller.name, images.allows_reference)
+            if shown is not None:
+                self._send(200, json.dumps(shown).encode())
+        raise NotFound(decide.no_such_image(ref))
+
+    def _images(self, request: decide.DockerRequest) -> NoReturn:
+        assert self.caller is not None
+        status, summaries = self.server.engine.json("GET", decide.with_query(request))
+        if status != 200 or not isinstance(summaries, list):
+            self._error(502, "Docker did not list its images; tell an admin.")
+        images = self.service.config().images
+        user = self.caller.name
+        shown = [
+            visible
+            for s in summaries
+            if isinstance(s, dict)
+            and (visible := decide.visible_image(s, user, images.allows_reference)) is not None
+        ]
+        self._send(200, json.dumps(shown).encode())
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> NoReturn:
+        """Audit a refusal of this request and answer it; never returns."""
+        assert self.caller is not None
+        error = NotFound(message) if status == 404 else PermissionDenied(message)
+        self.service.log_refusal(
+            self.caller, AUDIT_ACTION, f"docker/{self.what}", error, status=status
+        )
+        self._error(status, message)
+
+    def _error(self, status: int, message: str) -> NoReturn:
+        """Answer Docker's error body with ``status``; never returns."""
+        self._send(status, decide.error_body(message))
+
+    def _send(self, status: int, body: bytes) -> NoReturn:
+        """Answer a whole JSON body; never returns."""
+        phrase = HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self._claim()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head + body)
+        raise _Answered
+
+    def _send_empty(self, status: int) -> NoReturn:
+        """Answer ``status`` without a body; never returns."""
+        phrase = HTTPStatus(status).phrase
+        self._claim()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(f"HTTP/1.1 {status} {phrase}\r\nConnection: close\r\n\r\n".encode())
+        raise _Answered
+
+    def _claim(self) -> None:
+        """Claim the answer before the first write (the drain may have answered)."""
+        if not self.exchange.reply.claim():
+            raise _Answered
+
+
+def _json(body: bytes) -> object:
+    """A request body's JSON (``None`` when empty: the check that follows refuses it)."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidInput("The request body is not JSON.") from None
+
+
+def _query_of(request: decide.DockerRequest) -> str:
+    target = decide.with_query(request)
+    return target[target.index("?") :] if "?" in target else ""
+
+
+def _lane(request_line: bytes) -> LaneName:
+    """Requests that follow a stream run in the pool of waiting requests."""
+    try:
+        request = decide.parse_request(request_line + b"\r\n\r\n")
+    except decide.BadRequest:
+        return "workers"
+    return "waiting" if decide.waits(request) else "workers"
+
+
+def _wait_only(request_line: bytes) -> bool:
+    """A followed read changes nothing: the drain may cut it at once."""
+    return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
+
+
+__all__ = ["AUDIT_ACTION", "DockerApiServer"]

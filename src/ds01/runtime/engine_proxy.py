@@ -1,0 +1,239 @@
+"""Requests forwarded to dockerd as bytes: the adapter behind ds01's Docker API door.
+
+The door (``ds01.daemon.docker_api``) decides what a user may ask; this module only
+carries an allowed request to dockerd's socket and dockerd's answer back, unchanged and
+unbuffered (one ``recv`` at a time), so that streams (``logs -f``, ``events``, ``stats``)
+reach the client as dockerd writes them. It also reads small JSON answers for the door's
+own checks (:meth:`EngineProxy.json`).
+
+Every forwarded request asks dockerd to close after its answer (``Connection: close``):
+the end of dockerd's stream is then the end of the answer, whatever its framing, and the
+door closes the client's connection after it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import selectors
+import socket
+import threading
+from email.message import Message
+from typing import Any
+
+from ds01.errors import DockerUnavailable
+from ds01.runtime.docker_errors import DOCKER_SOCKET
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65536
+#: Seconds to connect to dockerd and for a small JSON answer of the door's own.
+ENGINE_TIMEOUT_S = 30.0
+#: Request headers not passed on: they describe the client's connection, not the request.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "host",
+        "upgrade",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "expect",
+    }
+)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class EngineProxy:
+    """dockerd's socket, for the door: JSON reads and byte-for-byte forwarding."""
+
+    def __init__(self, socket_path: str = DOCKER_SOCKET) -> None:
+        self.socket_path = socket_path
+        self._lock = threading.Lock()
+        self._streams: set[socket.socket] = set()  # followed and hijacked, while relayed
+        self._closing = False
+
+    def close_streams(self) -> None:
+        """ds01d stops: end every followed or hijacked relay now (its client sees the
+        connection close), and refuse new ones. Thread-safe."""
+        with self._lock:
+            self._closing = True
+            streams = list(self._streams)
+        for engine in streams:
+            with contextlib.suppress(OSError):
+                engine.shutdown(socket.SHUT_RDWR)
+
+    def json(self, method: str, target: str) -> tuple[int, Any]:
+        """dockerd's status and JSON answer to a request without body (``None`` when the
+        answer is not JSON).
+
+        Raises:
+            DockerUnavailable: dockerd does not answer.
+        """
+        conn = _UnixConnection(self.socket_path, ENGINE_TIMEOUT_S)
+        try:
+            conn.request(method, target, headers={"Host": "docker"})
+            response = conn.getresponse()
+            data = response.read()
+        except OSError as exc:
+            raise DockerUnavailable(_unreachable(self.socket_path, exc)) from exc
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(data) if data else None
+        except ValueError:
+            return response.status, None
+
+    def connect(self) -> socket.socket:
+        """A fresh connection to dockerd.
+
+        Raises:
+            DockerUnavailable: dockerd does not answer.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(ENGINE_TIMEOUT_S)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise DockerUnavailable(_unreachable(self.socket_path, exc)) from exc
+        return sock
+
+    def forward(
+        self,
+        client: socket.socket,
+        method: str,
+        target: str,
+        headers: Message,
+        body: bytes = b"",
+        *,
+        upgrade: bool = False,
+        read_ahead: bytes = b"",
+        follow: bool = False,
+    ) -> None:
+        """Send one request to dockerd (``target``: its path and query) with the client's
+        end-to-end ``headers`` and ``body``, and copy dockerd's answer to ``client`` as it
+        comes, until dockerd closes or the client hangs up.
+
+        ``upgrade``: the request hijacks the connection (attach, exec start): after
+        dockerd's answer the bytes flow both ways (``read_ahead``: what the client sent
+        after its request); the client's end of input is passed on as a half-close, and
+        the relay ends when dockerd closes. ``follow``: the answer is a stream that may
+        stay quiet for long (``logs -f``, ``events``), so a client that closes its side
+        ends it at once instead of at the next write.
+
+        Raises:
+            DockerUnavailable: dockerd does not answer (nothing was sent to the client).
+        """
+        engine = self.connect()
+        long_lived = follow or upgrade
+        if long_lived:
+            with self._lock:
+                if self._closing:
+                    engine.close()
+                    raise DockerUnavailable("ds01d is stopping; try again when it is back.")
+                self._streams.add(engine)
+        try:
+            engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            if upgrade:
+                if read_ahead:
+                    engine.sendall(read_ahead)
+                _relay(engine, client)
+            else:
+                _copy_answer(engine, client, follow=follow)
+        finally:
+            if long_lived:
+                with self._lock:
+                    self._streams.discard(engine)
+            engine.close()
+
+
+def request_bytes(
+    method: str, target: str, headers: Message, body: bytes, *, upgrade: bool = False
+) -> bytes:
+    """The request as dockerd gets it: the client's end-to-end headers, a length for the
+    body, and ``Connection: close`` (or, for a hijack, ``Upgrade: tcp``)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
+    for name, value in headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            lines.append(f"{name}: {value}")
+    if body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _copy_answer(engine: socket.socket, client: socket.socket, *, follow: bool) -> None:
+    """dockerd's answer to the client, chunk by chunk, until dockerd closes. A client
+    that closes its side ends a followed stream at once (it left); any other answer is
+    written in full (a client may half-close after its request). What a client sends
+    on this exchange is not read: it has nothing more to say on it."""
+    engine.settimeout(None)  # a followed stream may stay quiet for hours
+    with selectors.PollSelector() as selector:
+        selector.register(engine, selectors.EVENT_READ)
+        selector.register(client, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is client:
+                    with contextlib.suppress(BlockingIOError):
+                        if follow and not client.recv(_CHUNK, socket.MSG_PEEK):
+                            return  # the client left
+                    selector.unregister(client)
+                    continue
+                data = engine.recv(_CHUNK)
+                if not data:
+                    return
+                client.sendall(data)
+
+
+def _relay(engine: socket.socket, client: socket.socket) -> None:
+    """Bytes both ways until dockerd closes; the client's end of input becomes a
+    half-close towards dockerd (the program in the container sees its input end)."""
+    engine.settimeout(None)
+    client_open = True
+    with selectors.PollSelector() as selector:
+        selector.register(engine, selectors.EVENT_READ)
+        selector.register(client, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is engine:
+                    data = engine.recv(_CHUNK)
+                    if not data:
+                        with contextlib.suppress(OSError):
+                            client.shutdown(socket.SHUT_WR)
+                        return
+                    client.sendall(data)
+                elif client_open:
+                    try:
+                        data = client.recv(_CHUNK)
+                    except OSError:
+                        data = b""
+                    if data:
+                        engine.sendall(data)
+                    else:
+                        client_open = False
+                        selector.unregister(client)
+                        with contextlib.suppress(OSError):
+                            engine.shutdown(socket.SHUT_WR)
+
+
+def _unreachable(path: str, exc: OSError) -> str:
+    return f"Docker on {path} does not answer ({exc.strerror or exc}); tell an admin."
+
+
+__all__ = ["ENGINE_TIMEOUT_S", "EngineProxy", "request_bytes"]

@@ -1,0 +1,222 @@
+"""End to end: bypass attempts through the Docker API door, by a real non-admin user.
+
+ds01's Docker socket speaks the Docker Engine API to users' own tools, so everything a
+Docker client can ask is one raw request away. Each row below is one request by alice
+(``phd``, not an admin) on the door, sent byte for byte from a process running as alice
+(``rawapi.RawApi``), with bob's running container and an exec in it as targets. For every
+row the test checks:
+
+- the HTTP status and Docker's error body (``{"message": …}``: what ``docker`` prints),
+  with the words that say why;
+- the refusal is logged: a ``denied`` event of alice's in ``events.jsonl``;
+
+and, after all rows, that nothing changed in Docker: the same containers with the same
+ids, labels, state and start times (bob's included), no container of alice's. Rows:
+every hardening refusal of a create, a spoofed owner label, a non-allowed image, empty,
+malformed, oversized and chunked bodies (CVE-2024-41110's shape: a create without a
+body), bob's container by Docker name, id and id prefix for every verb the door serves,
+bob's exec, endpoints not on the allowlist, an API version too old. Filters that name
+bob's uid show alice nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from rawapi import RawApi, http_request
+
+from support import TEST_IMAGE, TEST_IMAGES_YAML
+
+LIMITS = """
+    defaults:
+      gpu_limit: 1
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+#: Denied events to wait for per row: the audit log's throttle is set to (almost) no
+#: window, so that every refusal is written.
+AUDIT_WINDOW = ("--audit-refusal-window", "0.001")
+V = "/v1.41"
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    raw: Callable[[dict[str, str]], bytes]  # the request, from the targets' ids and names
+    status: int
+    words: str  # in the error body's message
+
+
+def create(host: dict[str, Any] | None = None, **config: Any) -> Callable[[dict[str, str]], bytes]:
+    body = {"Image": TEST_IMAGE, "Cmd": ["true"], "HostConfig": host or {}, **config}
+    data = json.dumps(body).encode()
+    return lambda t: http_request("POST", f"{V}/containers/create?name=x", data)
+
+
+def raw(method: str, path: str, body: bytes | None = None, **kw: Any) -> Callable[..., bytes]:
+    return lambda t: http_request(method, V + path.format(**t), body, **kw)
+
+
+HARDENING: list[Row] = [
+    Row("privileged", create({"Privileged": True}), 403, "privileged"),
+    Row("cap-add", create({"CapAdd": ["SYS_ADMIN"]}), 403, "capabilities"),
+    Row("pid host", create({"PidMode": "host"}), 403, "PidMode"),
+    Row("network host", create({"NetworkMode": "host"}), 403, "NetworkMode"),
+    Row("ipc host", create({"IpcMode": "host"}), 403, "IpcMode"),
+    Row("uts host", create({"UTSMode": "host"}), 403, "UTSMode"),
+    Row("userns host", create({"UsernsMode": "host"}), 403, "UsernsMode"),
+    Row("devices", create({"Devices": [{"PathOnHost": "/dev/mem",
+        "PathInContainer": "/dev/mem", "CgroupPermissions": "rwm"}]}), 403, "Devices"),
+    Row("security-opt", create({"SecurityOpt": ["apparmor=unconfined"]}), 403, "SecurityOpt"),
+    Row("unmasked paths", create({"MaskedPaths": []}), 403, "MaskedPaths"),
+    Row("sysctls", create({"Sysctls": {"kernel.shmmax": "1"}}), 403, "Sysctls"),
+    Row("volume driver", create({"VolumeDriver": "local"}), 403, "VolumeDriver"),
+    Row("cgroup parent", create({"CgroupParent": "/"}), 403, "CgroupParent"),
+    Row("bind not owned", create({"Binds": ["/etc:/workspace"]}), 403, "not a directory you own"),
+    Row("bind docker socket", create({"Binds": ["/var/run/docker.sock:/workspace"]}), 400,
+        "not a directory"),
+    Row("bind elsewhere", create({"Binds": ["/root:/root"]}), 403, "/workspace and /data"),
+    Row("ports on all addresses", create({"PortBindings": {"80/tcp": [{"HostIp": "0.0.0.0",
+        "HostPort": "8080"}]}}), 403, "127.0.0.1"),
+    Row("gpus all", create({"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}),
+        403, "--gpus all"),
+    Row("owner label", create(Labels={"ds01.uid": "0"}), 403, "ds01's own"),
+    Row("user root", create(User="root"), 403, "run as you"),
+    Row("visible devices", create(Env=["NVIDIA_VISIBLE_DEVICES=all"]), 403, "ds01 sets"),
+    Row("image not allowed", lambda t: http_request("POST", f"{V}/containers/create",
+        json.dumps({"Image": "ds01-test/unlisted:latest"}).encode()), 403, "not in the image"),
+]  # fmt: skip
+
+BODIES: list[Row] = [
+    Row("create without body", raw("POST", "/containers/create"), 400, "JSON object"),
+    Row("create with null", raw("POST", "/containers/create", b"null"), 400, "JSON object"),
+    Row("create with {}", raw("POST", "/containers/create", b"{}"), 400, "JSON object"),
+    Row("malformed JSON", raw("POST", "/containers/create", b'{"Image":'), 400, "not JSON"),
+    Row("oversized body", raw("POST", "/containers/create", b"{" + b" " * 70000 + b"}"), 413,
+        "too large"),
+    Row("chunked body", lambda t: http_request("POST", f"{V}/containers/create",
+        b'5\r\n{"a":\r\n0\r\n\r\n', content_length=False,
+        headers={"Transfer-Encoding": "chunked"}), 411, "chunked"),
+    Row("exec as root", raw("POST", "/containers/{mine}/exec",
+        json.dumps({"Cmd": ["id"], "User": "0"}).encode()), 403, "as the container's owner"),
+    Row("exec as root, lower-case key (dockerd reads it as User)", raw("POST",
+        "/containers/{mine}/exec", json.dumps({"Cmd": ["id"], "user": "0"}).encode()), 403,
+        "does not allow user"),
+    Row("privileged exec", raw("POST", "/containers/{mine}/exec",
+        json.dumps({"Cmd": ["id"], "Privileged": True}).encode()), 403, "Privileged"),
+]  # fmt: skip
+
+#: Every verb the door serves, on bob's container.
+VERBS = [
+    ("GET", "/containers/{ref}/json"),
+    ("GET", "/containers/{ref}/logs?stdout=1"),
+    ("GET", "/containers/{ref}/top"),
+    ("GET", "/containers/{ref}/stats?stream=0"),
+    ("POST", "/containers/{ref}/start"),
+    ("POST", "/containers/{ref}/stop"),
+    ("POST", "/containers/{ref}/restart"),
+    ("POST", "/containers/{ref}/kill"),
+    ("POST", "/containers/{ref}/wait"),
+    ("POST", "/containers/{ref}/resize?h=10&w=10"),
+    ("POST", "/containers/{ref}/attach?stream=1&stdout=1"),
+    ("DELETE", "/containers/{ref}?force=1"),
+]
+
+
+def others_rows() -> list[Row]:
+    rows = []
+    for key in ("bob_name", "bob_id", "bob_prefix"):
+        for method, path in VERBS:
+            rows.append(
+                Row(
+                    f"bob's container by {key}: {method} {path}",
+                    lambda t, m=method, p=path, k=key: http_request(
+                        m, V + p.replace("{ref}", t[k]), b"" if m == "POST" else None
+                    ),
+                    404,
+                    "No such container: ",
+                )
+            )
+        rows.append(
+            Row(
+                f"exec in bob's container by {key}",
+                lambda t, k=key: http_request(
+                    "POST", f"{V}/containers/{t[k]}/exec", json.dumps({"Cmd": ["id"]}).encode()
+                ),
+                404,
+                "No such container: ",
+            )
+        )
+    return rows
+
+
+ELSEWHERE: list[Row] = [
+    Row("bob's exec: start", raw("POST", "/exec/{bob_exec}/start", b'{"Detach":true}'), 404,
+        "No such exec instance"),
+    Row("bob's exec: inspect", raw("GET", "/exec/{bob_exec}/json"), 404, "No such exec"),
+    Row("image outside the allowlist", raw("GET", "/images/ds01-test/unlisted:latest/json"),
+        404, "No such image"),
+    Row("swarm", raw("POST", "/swarm/init", b"{}"), 403, "POST /swarm/init"),
+    Row("archive", raw("GET", "/containers/{mine}/archive?path=/"), 403, "archive"),
+    Row("put archive", raw("PUT", "/containers/{mine}/archive?path=/", b""), 403, "archive"),
+    Row("update", raw("POST", "/containers/{mine}/update", b"{}"), 403, "update"),
+    Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
+    Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
+    Row("system info", raw("GET", "/info"), 403, "GET /info"),
+    Row("plugins", raw("GET", "/plugins"), 403, "GET /plugins"),
+    Row("too old an API", lambda t: http_request("GET", "/v1.12/version"), 400, "too old"),
+]  # fmt: skip
+
+
+def snapshot(docker_client: Any) -> dict[str, tuple[Any, ...]]:
+    return {
+        c.id: (c.name, c.status, c.attrs["State"]["StartedAt"], json.dumps(c.labels))
+        for c in docker_client.containers.list(all=True, filters={"label": "ds01.managed=true"})
+    }
+
+
+def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_nothing(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML, extra_args=AUDIT_WINDOW)
+    d.cli_json("alice", "container-create", "mine", "--image", "busybox", "--start")
+    d.cli_json("bob", "container-create", "theirs", "--image", "busybox", "--start")
+    bob_uid = pwd.getpwnam("bob").pw_uid
+    bob = docker_client.containers.get(f"theirs._.{bob_uid}")
+    targets = {
+        "mine": "mine",
+        "bob_name": bob.name,
+        "bob_id": bob.id,
+        "bob_prefix": bob.id[:6],
+        "bob_exec": docker_client.api.exec_create(bob.id, ["true"])["Id"],
+    }
+    docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
+    before = snapshot(docker_client)
+    failures = []
+    try:
+        with RawApi(d.docker_socket, "alice") as api:
+            for row in HARDENING + BODIES + others_rows() + ELSEWHERE:
+                denied = len(d.events_where(user="alice", outcome="denied"))
+                reply = api.send(row.raw(targets))
+                try:
+                    message = json.loads(reply.body).get("message", "")
+                except ValueError:
+                    message = ""
+                if reply.status != row.status or row.words not in message:
+                    failures.append(f"{row.what}: {reply}")
+                elif len(d.events_where(user="alice", outcome="denied")) <= denied:
+                    failures.append(f"{row.what}: refused but not logged")
+            # Filters that name bob's uid select nothing: Docker ANDs them with alice's.
+            spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
+            listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
+            assert listed.status == 200 and listed.json() == [], listed
+    finally:
+        docker_client.images.remove("ds01-test/unlisted:latest")
+    assert not failures, "\n\n".join(failures)
+    assert snapshot(docker_client) == before

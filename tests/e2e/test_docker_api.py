@@ -1,0 +1,292 @@
+"""End to end: users' own Docker tools on ds01's Docker API door (``docker.sock``).
+
+Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
+``DOCKER_HOST=unix://<the door>``, against a real ds01d and dockerd: version negotiation,
+``ps`` (with ``-a``, filters and sizes) showing only the caller's containers, ``inspect``,
+``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
+``events`` and ``images`` limited to the caller; another user's container by name, id or
+id prefix is Docker's own "No such container". The refusals are in
+``test_bypass_docker_api.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pexpect
+
+from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env
+
+LIMITS = """
+    defaults:
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
+#: docker-py as a user: prints what the door lists for them. argv: the door's socket.
+DOCKER_PY = r"""
+import json, sys, docker
+client = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+print(json.dumps({
+    "api": client.api.api_version,
+    "names": sorted(c.name for c in client.containers.list(all=True)),
+    "images": sorted(t for i in client.images.list() for t in i.tags),
+    "logs": client.containers.get(sys.argv[2]).logs().decode(),
+}))
+"""
+
+
+def created(d: Any, user: str, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = d.cli_json(
+        user, "container-create", name, "--image", "busybox", "--start"
+    )
+    return info
+
+
+def say(d: Any, user: str, container: str, line: str) -> None:
+    """Make ``container`` print ``line`` on its output (its main process's terminal)."""
+    script = f"printf '\\n%s\\n' {line} > /proc/1/fd/1"
+    result = d.cli(user, "container-open", container, "--", "sh", "-c", script)
+    assert result.returncode == 0, describe(result)
+
+
+def container_id(docker_client: Any, user: str, name: str) -> str:
+    uid = docker_client.containers.list(filters={"label": f"ds01.user={user}"})[0].labels[
+        "ds01.uid"
+    ]
+    return str(docker_client.containers.get(f"{name}._.{uid}").id)
+
+
+def test_docker_cli_sees_only_the_callers_containers(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    say(d, "alice", "mine", "hello-from-mine")
+    theirs = container_id(docker_client, "bob", "theirs")
+
+    version = d.docker("alice", "version", "--format", "{{.Server.APIVersion}}")
+    assert version.returncode == 0 and version.stdout.strip() == "1.41", describe(version)
+
+    ps = d.docker("alice", "ps", "-a", "--format", "{{.Names}}")
+    assert ps.returncode == 0, describe(ps)
+    assert ps.stdout.split() == [f"mine._.{pwd_uid('alice')}"]
+    filtered = d.docker("alice", "ps", "-a", "-q", "--filter", "name=theirs", "--size")
+    assert filtered.returncode == 0 and filtered.stdout == "", describe(filtered)
+    assert d.docker("bob", "ps", "-q").stdout.split() == [theirs[:12]]
+    setup = d.cli("alice", "user-setup", "--no-container", "--json")
+    assert setup.returncode == 0, describe(setup)
+    by_context = d.run_as(
+        "alice", [DEBIAN_DOCKER, "--context", "ds01", "ps", "--format", "{{.Names}}"], {},
+        input=None, timeout=60, cwd=None,
+    )  # fmt: skip
+    assert by_context.stdout.split() == ps.stdout.split(), describe(by_context)
+
+    inspect = d.docker("alice", "inspect", "--type", "container", "mine")
+    assert inspect.returncode == 0, describe(inspect)
+    assert json.loads(inspect.stdout)[0]["Config"]["Labels"]["ds01.user"] == "alice"
+    logs = d.docker("alice", "logs", "mine")
+    assert "hello-from-mine" in logs.stdout, describe(logs)
+    top = d.docker("alice", "top", "mine")
+    assert top.returncode == 0 and "PID" in top.stdout, describe(top)
+    stats = d.docker("alice", "stats", "--no-stream", "--format", "{{.Name}}", "mine")
+    assert stats.returncode == 0 and "mine" in stats.stdout, describe(stats)
+
+    for ref in (f"theirs._.{pwd_uid('bob')}", theirs, theirs[:12], theirs[:4], "theirs"):
+        for verb in (("inspect", "--type", "container"), ("logs",), ("top",)):
+            seen = d.docker("alice", *verb, ref)
+            assert seen.returncode != 0, describe(seen)
+            assert f"No such container: {ref}" in seen.stderr, describe(seen)
+    denied = d.events_where(action="docker_api.request", outcome="denied", user="alice")
+    assert len(denied) >= 10
+
+
+def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
+    argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    # Sessions of their own: the whole command (runuser and docker) can be ended at once.
+    follow = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "logs", "-f", "mine"],
+        stdout=subprocess.PIPE,
+        cwd="/",
+        start_new_session=True,
+    )
+    events = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "events", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
+        stdout=subprocess.PIPE,
+        cwd="/",
+        start_new_session=True,
+    )
+    try:
+        say(d, "alice", "mine", "streamed-line")
+        assert follow.stdout is not None and events.stdout is not None
+        while b"streamed-line" not in follow.stdout.readline():
+            pass
+        # bob's stop comes first: had it been shown, it would be read before alice's.
+        assert d.cli("bob", "container-stop", "theirs").returncode == 0
+        assert d.cli("alice", "container-stop", "mine").returncode == 0
+        first = events.stdout.readline().decode()
+        assert first.startswith("mine._."), first
+        assert follow.wait(timeout=30) == 0  # ended by itself with the container
+        # ds01d stops while the event stream is open: the client is cut off at once and
+        # ds01d's drain ends cleanly (exit 0), not at its deadline.
+        assert d.cli("alice", "container-start", "mine").returncode == 0
+        while not events.stdout.readline().decode().startswith("mine._."):
+            pass
+        assert d.stop(timeout=10) == 0, d.log_tail()
+        assert events.wait(timeout=10) is not None
+    finally:
+        for process in (follow, events):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group this test started
+            process.wait()
+
+
+def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    say(d, "alice", "mine", "py-line")
+    docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
+    try:
+        result = d.run_as(
+            "alice",
+            [sys.executable, "-c", DOCKER_PY, str(d.docker_socket), "mine"],
+            {},
+            input=None,
+            timeout=60,
+            cwd=None,
+        )
+    finally:
+        docker_client.images.remove("ds01-test/unlisted:latest")
+    assert result.returncode == 0, describe(result)
+    seen = json.loads(result.stdout)
+    assert seen["api"] == "1.41"
+    assert seen["names"] == [f"mine._.{pwd_uid('alice')}"]
+    assert test_image in seen["images"]
+    assert "ds01-test/unlisted:latest" not in seen["images"]
+    assert "py-line" in seen["logs"]
+
+
+def spawn_docker(d: Any, user: str, *args: str) -> Any:
+    """Debian's docker CLI as ``user`` on a pseudo-terminal (as ``Ds01Daemon.spawn`` runs
+    ds01's commands), against the door."""
+    environment = user_env(user, {"DOCKER_HOST": f"unix://{d.docker_socket}", "TERM": "xterm"})
+    assignments = [f"{key}={value}" for key, value in environment.items()]
+    child = pexpect.spawn(
+        "runuser",
+        ["-u", user, "--", "env", "-i", *assignments, DEBIAN_DOCKER, *args],
+        env=user_env(None),
+        cwd="/",
+        encoding="utf-8",
+        timeout=30,
+    )
+    child.setwinsize(40, 120)
+    return child
+
+
+def pwd_uid(user: str) -> int:
+    return pwd.getpwnam(user).pw_uid
+
+
+RUN_LIMITS = """
+    defaults:
+      gpu_limit: 1
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+
+
+def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=RUN_LIMITS, images=TEST_IMAGES_YAML)
+    image = "ds01-test/busybox:latest"
+    run = d.docker(
+        "alice", "run", "-d", "--name", "job", "--gpus", "1", "-m", "128m", "-e", "X=1",
+        image, "sh", "-c", "echo started-$X; sleep 300",
+    )  # fmt: skip
+    assert run.returncode == 0, describe(run)
+    container = docker_client.containers.get(run.stdout.strip())
+    attrs = container.attrs
+    uid, gid = pwd_uid("alice"), pwd.getpwnam("alice").pw_gid
+    assert container.name == f"job._.{uid}"
+    assert attrs["Config"]["User"] == f"{uid}:{gid}"
+    assert attrs["Config"]["Labels"]["ds01.interface"] == "docker"
+    assert attrs["HostConfig"]["Memory"] == 128 * 1024**2
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and not attrs["HostConfig"]["Privileged"]
+    assert "alice" in attrs["HostConfig"]["CgroupParent"]
+    status = d.cli_json("alice", "gpu-status")
+    held = [g for g in status if g["holder"] and g["holder"]["user"] == "alice"]
+    assert len(held) == 1 and held[0]["holder"]["container"] == "job", status
+
+    logs = d.docker("alice", "logs", "job")
+    assert logs.stdout.strip() == "started-1", describe(logs)
+    exec_ = d.docker("alice", "exec", "job", "id", "-u")
+    assert exec_.returncode == 0 and exec_.stdout.strip() == str(uid), describe(exec_)
+    interactive = spawn_docker(
+        d, "alice", "exec", "-it", "job", "sh", "-c", "tty; read x; echo got-$x; exit 3"
+    )
+    interactive.expect("/dev/pts/")
+    interactive.sendline("typed")
+    interactive.expect("got-typed")
+    interactive.expect(pexpect.EOF)
+    interactive.close()
+    assert interactive.exitstatus == 3
+    attached = spawn_docker(
+        d, "alice", "run", "-it", "--rm", image, "sh", "-c", "read x; echo ran-$x; exit 4"
+    )
+    attached.sendline("typed")
+    attached.expect("ran-typed")
+    attached.expect(pexpect.EOF)
+    attached.close()
+    assert attached.exitstatus == 4
+    # A set-uid-root binary planted in her own directory would make alice root on the host:
+    # every way to root in the container is refused, and what she can plant is hers.
+    for as_root in (("exec", "-u", "root", "job"), ("exec", "-u", "0:0", "job"),
+                    ("run", "--rm", "-u", "0", image), ("run", "--rm", "--cap-add", "SETUID",
+                    image), ("run", "--rm", "--privileged", image)):  # fmt: skip
+        plant = d.docker(
+            "alice", *as_root, "sh", "-c", "cp /bin/busybox /workspace/x; chmod 4755 /workspace/x"
+        )
+        assert plant.returncode != 0, describe(plant)
+    root = d.docker("alice", "exec", "-u", "root", "job", "id", "-u")
+    assert root.returncode != 0 and "as the container's owner" in root.stderr, describe(root)
+    planted = d.docker(
+        "alice",
+        "exec",
+        "job",
+        "sh",
+        "-c",
+        "cp /bin/busybox /workspace/x && chmod 4755 /workspace/x",
+    )
+    assert planted.returncode == 0, describe(planted)
+    planted_file = Path(pwd.getpwnam("alice").pw_dir) / "workspace" / "x"
+    mode = planted_file.stat()
+    planted_file.unlink()
+    assert mode.st_uid == uid and mode.st_mode & 0o4000  # set-uid alice: nothing gained
+
+    over = d.docker("alice", "run", "-d", "--gpus", "5", image, "true")
+    assert over.returncode == 125, describe(over)
+    assert "limit" in over.stderr.lower(), describe(over)
+    privileged = d.docker("alice", "run", "-d", "--privileged", image, "true")
+    assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(privileged)
+
+    assert d.docker("alice", "stop", "-t", "1", "job").returncode == 0
+    assert container.reload() is None and container.status == "exited"
+    assert d.docker("alice", "start", "job").returncode == 0
+    rm = d.docker("alice", "rm", "-f", "job")
+    assert rm.returncode == 0, describe(rm)
+    assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})

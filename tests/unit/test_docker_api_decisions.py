@@ -1,0 +1,260 @@
+"""The Docker API door's pure decisions (``ds01.core.docker_api``): request heads, the
+allowlist, the owner's filters, images, and which requests wait."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ds01 import paths
+from ds01.core import docker_api as d
+from ds01.core import starter
+
+
+def head(line: str, *headers: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join([line, *headers]) + "\r\n\r\n").encode() + body
+
+
+def test_a_versioned_path_is_read_without_its_prefix() -> None:
+    request = d.parse_request(head("GET /v1.41/containers/json?all=1&size=0 HTTP/1.1"))
+    assert (request.method, request.path, request.version) == ("GET", "/containers/json", "1.41")
+    assert request.flag("all") and not request.flag("size")
+    assert d.with_query(request) == "/v1.41/containers/json?all=1&size=0"
+
+
+def test_an_unversioned_path_stays_unversioned() -> None:
+    request = d.parse_request(head("HEAD /_ping HTTP/1.1", "Host: docker"))
+    assert (request.path, request.version) == ("/_ping", None)
+    assert isinstance(d.route(request.method, request.path), d.Routed)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\r\n\r\n", b"GET /x\r\n\r\n", b"GET /x HTTP/2\r\n\r\n", b"GET\r\n\r\n"]
+)
+def test_malformed_request_lines_are_refused(data: bytes) -> None:
+    with pytest.raises(d.BadRequest):
+        d.parse_request(data)
+
+
+def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
+    request = d.parse_request(
+        head("POST /exec/x/start HTTP/1.1", "Transfer-Encoding: chunked", "Connection: Upgrade")
+    )
+    assert request.chunked and request.wants_upgrade
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kind", "ref"),
+    [
+        ("GET", "/_ping", "engine", None),
+        ("GET", "/version", "engine", None),
+        ("GET", "/containers/json", "list", None),
+        ("GET", "/containers/thesis/json", "container", "thesis"),
+        ("GET", "/containers/abc123/logs", "container", "abc123"),
+        ("GET", "/containers/abc123/top", "container", "abc123"),
+        ("GET", "/containers/abc123/stats", "container", "abc123"),
+        ("GET", "/events", "events", None),
+        ("GET", "/images/json", "images", None),
+        ("GET", "/images/ds01-test/busybox:latest/json", "image", "ds01-test/busybox:latest"),
+    ],
+)
+def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -> None:
+    routed = d.route(method, path)
+    assert isinstance(routed, d.Routed)
+    assert (routed.endpoint.kind, routed.ref) == (kind, ref)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/swarm/init"),
+        ("GET", "/secrets"),
+        ("POST", "/containers/abc/update"),
+        ("POST", "/containers/abc/rename"),
+        ("POST", "/containers/prune"),
+        ("POST", "/images/create"),
+        ("POST", "/build"),
+        ("POST", "/commit"),
+        ("GET", "/containers/abc/archive"),
+        ("PUT", "/containers/abc/archive"),
+        ("POST", "/containers/abc/json"),
+        ("GET", "/containers/abc/json/extra"),
+        ("DELETE", "/images/busybox"),
+        ("POST", "/session"),
+        ("GET", "/info"),
+    ],
+)
+def test_everything_else_is_refused_naming_the_endpoint(method: str, path: str) -> None:
+    refused = d.route(method, path)
+    assert isinstance(refused, d.Refused)
+    assert refused.status == 403
+    assert f"{method} {path}" in refused.message
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_no_path_outside_the_allowlist_is_routed(path: str) -> None:
+    routed = d.route("GET", path)
+    if isinstance(routed, d.Routed):
+        assert any(e.pattern.match(path) for e in d.ENDPOINTS)
+
+
+def test_owned_filters_keep_the_clients_and_add_the_owner() -> None:
+    merged = json.loads(d.owned_filters('{"label":["team=a"],"status":["exited"]}', 1001))
+    assert merged["status"] == {"exited": True}
+    assert merged["label"] == {"team=a": True, "ds01.managed=true": True, "ds01.uid=1001": True}
+
+
+def test_owned_filters_read_the_older_map_form_and_none() -> None:
+    assert json.loads(d.owned_filters('{"name":{"x":true,"y":false}}', 7))["name"] == {"x": True}
+    assert json.loads(d.owned_filters(None, 7))["label"] == {
+        "ds01.managed=true": True,
+        "ds01.uid=7": True,
+    }
+
+
+def test_a_spoofed_owner_label_cannot_widen_the_filter() -> None:
+    """Labels are ANDed by Docker: asking for someone else's uid selects nothing."""
+    merged = json.loads(d.owned_filters('{"label":["ds01.uid=1002"]}', 1001))
+    assert {"ds01.uid=1002", "ds01.uid=1001"} <= set(merged["label"])
+
+
+def test_event_filters_keep_only_container_events() -> None:
+    assert json.loads(d.owned_filters(None, 5, container_events=True))["type"] == {
+        "container": True
+    }
+    other = json.loads(d.owned_filters('{"type":["network"]}', 5, container_events=True))
+    assert other["type"] == {"container": True} and "ds01.uid=-1" in other["label"]
+
+
+@pytest.mark.parametrize("text", ["[", "[1]", '{"label":"x"}'])
+def test_malformed_filters_are_refused(text: str) -> None:
+    with pytest.raises(d.BadRequest):
+        d.owned_filters(text, 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "waits"),
+    [
+        ("GET /v1.41/containers/x/logs?follow=1 HTTP/1.1", True),
+        ("GET /containers/x/logs HTTP/1.1", False),
+        ("GET /containers/x/stats HTTP/1.1", True),
+        ("GET /containers/x/stats?stream=0 HTTP/1.1", False),
+        ("GET /events HTTP/1.1", True),
+        ("GET /containers/json HTTP/1.1", False),
+        ("POST /swarm/init HTTP/1.1", False),
+    ],
+)
+def test_which_requests_wait(line: str, waits: bool) -> None:
+    assert d.waits(d.parse_request(head(line))) is waits
+
+
+def test_images_shown_with_their_allowed_tags_only() -> None:
+    def allows(ref: str) -> bool:
+        return ref.startswith("ds01-test/")
+
+    both = {
+        "RepoTags": ["ds01-test/busybox:latest", "evil:latest"],
+        "RepoDigests": ["ds01-test/busybox@sha256:1", "evil@sha256:2"],
+    }
+    assert d.visible_image(both, "alice", allows) == {
+        "RepoTags": ["ds01-test/busybox:latest"],
+        "RepoDigests": ["ds01-test/busybox@sha256:1"],
+    }
+    assert d.visible_image({"RepoTags": ["evil:latest"], "Labels": None}, "alice", allows) is None
+    assert d.visible_image({"RepoTags": ["<none>:<none>"]}, "alice", lambda ref: True) is None
+
+
+def test_an_image_built_for_the_user_is_theirs_whole() -> None:
+    built = {"RepoTags": ["alice/x:latest"], "Config": {"Labels": {"ds01.image.owner": "alice"}}}
+    assert d.visible_image(built, "alice", lambda ref: False) == built
+    assert d.visible_image(built, "bob", lambda ref: False) is None
+
+
+def test_an_image_asked_for_by_a_tag_not_allowed_stays_hidden() -> None:
+    def allows(ref: str) -> bool:
+        return ref.startswith("ds01-test/busybox")
+
+    image = {"Id": "sha256:" + "a" * 64, "RepoTags": ["ds01-test/busybox:latest", "evil:1"]}
+    assert d.visible_image_by("evil:1", image, "alice", allows) is None
+    assert d.visible_image_by("ds01-test/busybox", image, "alice", allows) is not None
+    assert d.visible_image_by("sha256:" + "a" * 64, image, "alice", allows) is not None
+    assert d.visible_image_by("aaaaaaaaaaaa", image, "alice", allows) is not None
+
+
+def test_ownership_needs_both_labels() -> None:
+    assert d.owns({"ds01.managed": "true", "ds01.uid": "5"}, 5)
+    assert not d.owns({"ds01.uid": "5"}, 5)
+    assert not d.owns({"ds01.managed": "true", "ds01.uid": "6"}, 5)
+    assert not d.owns(None, 5)
+
+
+def test_old_api_versions() -> None:
+    assert d.version_too_old("1.12") and not d.version_too_old("1.41")
+    assert not d.version_too_old(None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Cmd": ["id"]},
+        {"Cmd": ["id"], "User": "alice"},
+        {"Cmd": ["id"], "User": "1001:1001", "Tty": True, "Env": ["A=1"]},
+    ],
+)
+def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
+    assert d.check_exec(body, uid=1001, gid=1001, user="alice") == body
+
+
+def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
+    sent = d.check_exec({"Cmd": ["id"], "user": "", "Privileged": False}, uid=1, gid=1, user="a")
+    assert sent == {"Cmd": ["id"]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Cmd": ["id"], "User": "root"},
+        {"Cmd": ["id"], "User": "0"},
+        {"Cmd": ["id"], "User": "0:0"},
+        {"Cmd": ["id"], "User": "bob"},
+        {"Cmd": ["id"], "User": "1001:0"},
+        {"Cmd": ["id"], "Privileged": True},
+        {"Cmd": ["id"], "Unknown": 1},
+        {"Cmd": ["id"], "user": "root"},  # dockerd would read it as User
+        {"Cmd": ["id"], "User": "alice", "USER": "0"},
+        {"Cmd": ["id"], "privileged": True},
+    ],
+)
+def test_an_exec_as_anyone_else_or_privileged_is_refused(body: dict[str, object]) -> None:
+    with pytest.raises(PermissionError):
+        d.check_exec(body, uid=1001, gid=1001, user="alice")
+
+
+@pytest.mark.parametrize("body", [None, [], {}, {"Cmd": []}, "x"])
+def test_a_malformed_exec_is_refused(body: object) -> None:
+    with pytest.raises(d.BadRequest):
+        d.check_exec(body, uid=1001, gid=1001, user="alice")
+
+
+def test_the_doors_socket_is_next_to_the_api_socket_unless_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(paths.ENV_DOCKER_SOCKET, raising=False)
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/run/ds01/docker.sock"
+    assert paths.docker_socket_path("/x/d.sock", "/run/ds01/ds01.sock") == "/x/d.sock"
+    assert paths.docker_socket_path("off", "/run/ds01/ds01.sock") is None
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "OFF")
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") is None
+
+
+def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
+    digest, meta = starter.docker_context_meta("unix:///run/ds01/docker.sock")
+    # sha256("ds01"), the directory docker 20.10 reads `--context ds01` from
+    assert digest == hashlib.sha256(b"ds01").hexdigest()
+    parsed = json.loads(meta)
+    assert parsed["Name"] == "ds01"
+    assert parsed["Endpoints"]["docker"]["Host"] == "unix:///run/ds01/docker.sock"

@@ -1,0 +1,183 @@
+"""A Docker create body read as a ds01 create, or refused (``ds01.core.docker_create``).
+
+The body the docker CLI 20.10 sends for ``docker run -d busybox sleep 1`` (recorded) is
+the baseline: every field at the CLI's default reads as "not set"; each hardening field
+set to what the CLI sends for its flag is refused by name."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from ds01.core.docker_create import HARDENING, CreateRefused, DockerCreate, read_create
+
+#: ``docker run -d --name foo busybox sleep 1`` from Debian's docker.io 20.10 CLI.
+CLI_BODY = json.loads(
+    '{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,'
+    '"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":null,'
+    '"Cmd":["sleep","1"],"Image":"busybox","Volumes":{},"WorkingDir":"","Entrypoint":null,'
+    '"OnBuild":null,"Labels":{},"HostConfig":{"Binds":null,"ContainerIDFile":"",'
+    '"LogConfig":{"Type":"","Config":{}},"NetworkMode":"default","PortBindings":{},'
+    '"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":false,'
+    '"VolumeDriver":"","VolumesFrom":null,"CapAdd":null,"CapDrop":null,"CgroupnsMode":"",'
+    '"Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,'
+    '"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,'
+    '"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"",'
+    '"UsernsMode":"","ShmSize":0,"ConsoleSize":[0,0],"Isolation":"","CpuShares":0,'
+    '"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],'
+    '"BlkioDeviceReadBps":null,"BlkioDeviceWriteBps":null,"BlkioDeviceReadIOps":null,'
+    '"BlkioDeviceWriteIOps":null,"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,'
+    '"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],'
+    '"DeviceCgroupRules":null,"DeviceRequests":null,"KernelMemory":0,"KernelMemoryTCP":0,'
+    '"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":-1,"OomKillDisable":false,'
+    '"PidsLimit":0,"Ulimits":null,"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,'
+    '"IOMaximumBandwidth":0,"MaskedPaths":null,"ReadonlyPaths":null},'
+    '"NetworkingConfig":{"EndpointsConfig":{}}}'
+)
+ALICE = {"uid": 1001, "gid": 1001, "user": "alice"}
+
+
+def body(**host: Any) -> dict[str, Any]:
+    """The CLI's body with HostConfig fields set (``Top_X`` sets top-level field X)."""
+    made = copy.deepcopy(CLI_BODY)
+    for key, value in host.items():
+        if key.startswith("Top_"):
+            made[key[4:]] = value
+        else:
+            made["HostConfig"][key] = value
+    return made
+
+
+def test_the_clis_defaults_read_as_a_plain_create() -> None:
+    assert read_create(CLI_BODY, **ALICE) == DockerCreate(image="busybox", command=("sleep", "1"))
+
+
+def test_what_ds01_honours_is_read() -> None:
+    wanted = read_create(
+        body(
+            Memory=128 * 2**20,
+            MemorySwap=128 * 2**20,
+            NanoCpus=500_000_000,
+            ShmSize=64 * 2**20,
+            PortBindings={"8888/tcp": [{"HostIp": "", "HostPort": ""}]},
+            Binds=["/home/alice/p:/workspace", "/home/alice/d:/data:rw"],
+            DeviceRequests=[{"Driver": "", "Count": 2, "DeviceIDs": None,
+                             "Capabilities": [["gpu"]], "Options": {}}],
+            AutoRemove=True,
+            Top_Env=["A=1", "B=x=y"],
+            Top_Tty=True,
+            Top_OpenStdin=True,
+            Top_User="1001:1001",
+            Top_Labels={"com.docker.compose.project": "p"},
+        ),
+        **ALICE,
+    )  # fmt: skip
+    assert wanted.memory_bytes == 128 * 2**20 and wanted.cpus == 0.5
+    assert wanted.shm_size_bytes == 64 * 2**20 and wanted.ports == ((8888, None),)
+    assert (wanted.workspace, wanted.data) == ("/home/alice/p", "/home/alice/d")
+    assert wanted.gpus == 2 and wanted.auto_remove and wanted.tty and wanted.stdin_open
+    assert wanted.env == (("A", "1"), ("B", "x=y"))
+    assert wanted.labels == (("com.docker.compose.project", "p"),)
+
+
+#: Each hardening field as the CLI sends its flag.
+HARDENING_FLAGS = {
+    "Privileged": True,
+    "CapAdd": ["SYS_ADMIN"],
+    "PidMode": "host",
+    "IpcMode": "host",
+    "UTSMode": "host",
+    "UsernsMode": "host",
+    "CgroupnsMode": "host",
+    "NetworkMode": "host",
+    "Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda",
+                 "CgroupPermissions": "rwm"}],
+    "DeviceCgroupRules": ["c 1:3 rwm"],
+    "SecurityOpt": ["seccomp=unconfined"],
+    "Sysctls": {"net.ipv4.ip_forward": "1"},
+    "VolumeDriver": "local",
+    "VolumesFrom": ["other"],
+    "CgroupParent": "/",
+    "Cgroup": "host",
+    "Runtime": "runc",
+    "GroupAdd": ["docker"],
+    "OomKillDisable": True,
+    "OomScoreAdj": -1000,
+    "Ulimits": [{"Name": "nofile", "Soft": 1, "Hard": 1}],
+    "Links": ["other:o"],
+    "MaskedPaths": [],  # not "unset": unmasks /proc/kcore and the rest
+    "ReadonlyPaths": ["/x"],
+}  # fmt: skip
+
+
+def test_every_hardening_field_has_a_flag_here() -> None:
+    assert set(HARDENING_FLAGS) == set(HARDENING)
+
+
+@pytest.mark.parametrize("field", sorted(HARDENING_FLAGS))
+def test_hardening_refusals_name_the_field(field: str) -> None:
+    value = HARDENING_FLAGS[field]
+    with pytest.raises(CreateRefused) as refused:
+        read_create(body(**{field: value}), **ALICE)
+    assert field in refused.value.message and refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"Binds": ["/var/run/docker.sock:/var/run/docker.sock"]}, "/workspace and /data"),
+        ({"Binds": ["/:/workspace:ro"]}, "options"),
+        ({"Binds": ["vol:/workspace"]}, "Named volume"),
+        ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/workspace"}]}, "bind"),
+        ({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/etc"}]}, "/workspace"),
+        ({"PortBindings": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]}}, "127.0.0.1"),
+        ({"PortBindings": {"53/udp": [{"HostIp": "", "HostPort": ""}]}}, "TCP"),
+        ({"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}, "--gpus all"),
+        ({"DeviceRequests": [{"Count": 0, "DeviceIDs": ["0"]}]}, "device="),
+        ({"RestartPolicy": {"Name": "always"}}, "Restart"),
+        ({"LogConfig": {"Type": "syslog", "Config": {}}}, "logging"),
+        ({"MemorySwap": -1, "Memory": 0}, None),
+        ({"MemorySwap": 2**30, "Memory": 2**20}, "swap"),
+        ({"Init": False}, "init"),
+        ({"PidsLimit": 10}, "PidsLimit"),
+        ({"Top_User": "root"}, "run as you"),
+        ({"Top_User": "0:0"}, "run as you"),
+        ({"Top_Labels": {"ds01.uid": "0"}}, "ds01's own"),
+        ({"Top_Labels": {"aime.mlc.USER": "bob"}}, "ds01's own"),
+        ({"Top_Env": ["NVIDIA_VISIBLE_DEVICES=all"]}, "sets NVIDIA_VISIBLE_DEVICES"),
+        ({"Top_Env": ["CUDA_VISIBLE_DEVICES=0"]}, "sets CUDA_VISIBLE_DEVICES"),
+        ({"Top_Volumes": {"/data": {}}}, "Anonymous volumes"),
+        ({"Top_Hostname": "other"}, "Hostname"),
+        ({"Top_Healthcheck": {"Test": ["CMD", "true"]}}, "Healthcheck"),
+        ({"Top_NetworkingConfig": {"EndpointsConfig": {"host": {}}}}, "network"),
+    ],
+)
+def test_what_ds01_cannot_honour_is_refused_by_name(change: dict[str, Any], words: str) -> None:
+    if words is None:  # not a refusal: Docker's own "unlimited swap" default of --memory
+        read_create(body(**change), **ALICE)
+        return
+    with pytest.raises(CreateRefused) as refused:
+        read_create(body(**change), **ALICE)
+    assert words in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        {},
+        [],
+        "x",
+        {"Image": ""},
+        {"Image": "b", "Cmd": [1]},
+        {"Image": "b", "HostConfig": []},
+    ],
+)
+def test_an_empty_or_malformed_body_is_refused(bad: Any) -> None:
+    """The CVE-2024-41110 shape: a create with no body must not pass as an empty one."""
+    with pytest.raises(CreateRefused) as refused:
+        read_create(bad, **ALICE)
+    assert refused.value.status == 400
