@@ -60,6 +60,7 @@ from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
     Ds01Error,
+    InvalidInput,
     NoCapacity,
     NotFound,
     PermissionDenied,
@@ -171,6 +172,10 @@ class Creation:
         Until then a crash rolls the container back at the next start.
         """
         try:
+            if request.hub is not None and caller.via is None:
+                raise PermissionDenied(
+                    "Only a hub acting for you may create a JupyterHub server (hub)."
+                )
             prepared = self.prepare_create(caller.user, request)
         except PolicyError as exc:
             self.gates.access.refused(caller, f"container/{request.name[:80]}", exc)
@@ -214,6 +219,11 @@ class Creation:
         image = self._resolve_image(ctx.config(), request.image, owner.name)
         ports = requested_ports([(p.container_port, p.host_port) for p in request.ports])
         jupyter_port = image.jupyter_port
+        if request.hub is not None and jupyter_port is None:
+            raise InvalidInput(
+                f"Image {shown(request.image)} has no JupyterLab (no {L.JUPYTER_PORT} label): "
+                "a JupyterHub server needs one."
+            )
         if jupyter_port is not None and jupyter_port not in (c for c, _ in ports):
             ports += ((jupyter_port, None),)  # on 127.0.0.1, a free port Docker picks
         limits = ctx.limits_for(owner)
@@ -241,7 +251,10 @@ class Creation:
             ports=ports,
             interface=request.interface,
             jupyter_port=jupyter_port,
-            jupyter_token=None if jupyter_port is None else secrets.token_hex(JUPYTER_TOKEN_BYTES),
+            jupyter_token=None
+            if jupyter_port is None or request.hub is not None  # the hub's login guards it
+            else secrets.token_hex(JUPYTER_TOKEN_BYTES),
+            hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
         )
 
     def admit(
@@ -574,7 +587,9 @@ class Creation:
                 "USER": owner.name,
                 "DS01_CONTAINER": prepared.name,
                 **({L.JUPYTER_TOKEN_ENV: token} if token else {}),
+                **dict(prepared.hub_environment),
             },
+            command=hub_command(prepared.jupyter_port) if prepared.hub_environment else None,
             mounts=tuple(mounts),
             cgroup_parent=cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
             cpus=resources.cpus,
@@ -593,6 +608,12 @@ class Creation:
             ports=prepared.ports,
             extra=device_group(uuids if through_toolkit else ()),
         )
+
+
+def hub_command(port: int | None) -> tuple[str, ...]:
+    """The command of a JupyterHub single-user server listening on the image's JupyterLab
+    ``port`` (published on the host's 127.0.0.1, where the hub reaches it)."""
+    return ("jupyterhub-singleuser", "--ip=0.0.0.0", f"--port={port}")
 
 
 def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:
