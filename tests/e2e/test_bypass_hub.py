@@ -38,7 +38,7 @@ HTTP_STATUS = {2: 400, 3: 409, 4: 404, 5: 403}
 class HubAttempt:
     what: str
     caller: str  # the Unix user the request really comes from
-    behalf: str  # the user the header names
+    behalf: str | None  # the user the header names (None: no header)
     method: str
     path: str
     body: Any
@@ -73,6 +73,12 @@ def attempts(bob_container: str) -> list[HubAttempt]:
                    {**create, "gpus": 2}, 3, "alice", HUB, action="container.create"),
         HubAttempt("admin rights of an admin user", HUB, "erin", "POST",
                    "/v1/admin/maintenance", None, 5, "erin", HUB),
+        HubAttempt("a hub server without the hub", "alice", None, "POST", "/v1/containers",
+                   {**create, "hub": {"environment": {"JUPYTERHUB_USER": "bob"}}}, 5,
+                   "alice", None),
+        HubAttempt("a variable that is not the hub's", HUB, "alice", "POST", "/v1/containers",
+                   {**create, "hub": {"environment": {"NVIDIA_VISIBLE_DEVICES": "all"}}}, 2,
+                   "alice", HUB),
     ]
 
 
@@ -110,8 +116,8 @@ def test_the_hub_gets_the_users_rights_and_no_more(
     for attempt in attempts(f"thesis._.{bob.pw_uid}"):
         seen = len(d.events())
         with RawApi(d.paths.socket, attempt.caller) as api:
-            reply = api.call(attempt.method, attempt.path, attempt.body,
-                             headers={ON_BEHALF_HEADER: attempt.behalf})
+            headers = {ON_BEHALF_HEADER: attempt.behalf} if attempt.behalf else {}
+            reply = api.call(attempt.method, attempt.path, attempt.body, headers=headers)
         code = reply.error_body.get("exit_code")
         if code != attempt.exit_code or reply.status != HTTP_STATUS[attempt.exit_code]:
             problems.append(f"{attempt.what}: not refused as {attempt.exit_code}:\n{reply}")
