@@ -42,7 +42,7 @@ def _profiles(devices: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _number(value: Any) -> str:
-    return "unlimited" if value is None else f"{float(value):g}"
+    return "unlimited" if value is None else f"{round(float(value), 2):g}"
 
 
 def device_options(

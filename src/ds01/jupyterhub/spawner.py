@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from tornado import web
 from traitlets import Float, Integer, Unicode
 
 from ds01.cli.client import ApiError, Ds01Client
@@ -46,6 +47,14 @@ from ds01.jupyterhub.options import (
 
 #: Seconds one long-poll of a waiting queue request may take.
 _QUEUE_WAIT_SECONDS = 5
+
+
+def refusal(message: str) -> web.HTTPError:
+    """An error whose message the hub shows the user as it is, on the form or the spawn
+    page (any other exception becomes "Unhandled error starting server")."""
+    error = web.HTTPError(400, log_message=f"ds01: {message}".replace("%", "%%"))
+    error.jupyterhub_message = f"ds01: {message}"  # type: ignore[attr-defined]
+    return error
 
 
 class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hints
@@ -128,12 +137,12 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
         if not default:
             images = await self._images()
             if not images:
-                raise RuntimeError("ds01: the image registry has no image present here.")
+                raise refusal("the image registry has no image present here.")
             default = images[0]
         try:
             return choice_from_options(self.user_options or {}, default)
         except ChoiceError as exc:
-            raise ValueError(str(exc)) from exc
+            raise refusal(str(exc)) from exc
 
     # -- the Spawner contract -------------------------------------------------------------------
 
@@ -144,7 +153,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
         try:
             status, answer = await self._call("POST", "/v1/containers", body=body)
         except ApiError as exc:
-            raise RuntimeError(f"ds01: {exc.message}") from exc
+            raise refusal(exc.message) from exc
         if status == 202:  # queued: it starts by itself when its turn comes
             self.request_id = str(answer["id"])
             self._queue_entry = dict(answer)
@@ -174,7 +183,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
                 return
             if state in ("cancelled", "failed"):
                 self.request_id = None
-                raise RuntimeError(f"ds01: {entry.get('message') or state}")
+                raise refusal(str(entry.get("message") or state))
 
     async def _address(self) -> str:
         for _ in range(50):
@@ -183,7 +192,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
             if url is not None:
                 return url
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"ds01: {self.container} has no published JupyterLab port.")
+        raise refusal(f"{self.container} has no published JupyterLab port.")
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """The queue position and estimated start while the server waits for a device."""
