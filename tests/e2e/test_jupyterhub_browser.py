@@ -8,11 +8,17 @@ set for the test and locked again after it). One hub, three scenes:
 
 1. alice picks a MIG slice, lands in JupyterLab and runs a cell that prints
    ``NVIDIA_VISIBLE_DEVICES`` and ``DS01_GPUS``: the UUID ``gpu-status`` shows for her;
+   her server is a ds01 container of hers (her uid, /workspace, ``jupyterhub-singleuser``),
+   whose create ds01d logged as alice via the hub;
 2. bob asks for the one whole GPU while alice's other container holds it: the spawn page
    shows his place in ds01's queue; when alice stops that container his server starts and
    he lands in JupyterLab;
 3. carol (a quota of half a GPU) asks for a whole GPU: the form refuses it with ds01's
-   message.
+   message;
+4. ds01d and the hub restart while alice's and bob's servers run: the hub finds both again
+   (``load_state``, ``poll``), no container is made again and no device is held twice;
+5. ds01 stops alice's container (as an idle stop would): the hub shows her server stopped
+   (``poll``); the container and her workspace stay.
 
 A screenshot of each page is saved in the test's temporary directory (``DS01_SCREENSHOTS``
 names another directory to keep them, as docs/images was made).
@@ -21,6 +27,7 @@ names another directory to keep them, as docs/images was made).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -30,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hubproc import HUB_USER, Hub, docker0_gateway, require_hub_tools
+from hubproc import HUB_USER, Hub, docker0_gateway, lab_status, require_hub_tools
 
-from support import OFFLINE_STARTER_IMAGE, TEST_IMAGE, describe
+from support import OFFLINE_STARTER_IMAGE, TEST_IMAGE, describe, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -169,7 +176,7 @@ def test_users_start_jupyterlab_on_their_ds01_devices_in_a_browser(
     hub = Hub(d.paths.socket, docker0_gateway(docker_client))
     try:
         hub.start()
-        scenes(d, hub, browser, shots)
+        scenes(d, hub, browser, shots, docker_client)
     finally:
         hub.stop()
         print(f"===== the hub =====\n{hub.tail()}")
@@ -177,11 +184,11 @@ def test_users_start_jupyterlab_on_their_ds01_devices_in_a_browser(
 
 
 def mark(what: str, started: float = time.monotonic()) -> None:
-    """Print how long the test has run (pytest shows it when the test fails)."""
+    """Print how long the test module has been loaded (pytest shows it on a failure)."""
     print(f"{time.monotonic() - started:6.1f} s  {what}")
 
 
-def scenes(d: Any, hub: Hub, browser: Any, shots: Path) -> None:
+def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> None:
     mark("hub up")
     # 1. alice: a MIG slice, JupyterLab, a cell showing her device.
     alice = log_in(browser, hub, "alice", shots)
@@ -200,6 +207,14 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path) -> None:
     alice.screenshot(path=shots / "jupyterlab-cell.png")
     assert hers[0] in printed.split(), printed
     mark("1. alice in JupyterLab")
+    alice_uid = pwd.getpwnam("alice")
+    server = docker_client.api.inspect_container(f"jupyterhub._.{alice_uid.pw_uid}")
+    assert server["Config"]["User"] == f"{alice_uid.pw_uid}:{alice_uid.pw_gid}"
+    assert server["Config"]["Cmd"][0] == "jupyterhub-singleuser"
+    assert server["Config"]["Labels"]["ds01.gpus"] == hers[0]
+    assert any(m["Destination"] == "/workspace" for m in server["Mounts"])
+    created = d.events_where(action="container.create", outcome="success", user="alice")
+    assert [e["details"].get("via") for e in created] == [HUB_USER], created
 
     # 2. bob waits in ds01's queue for the one whole GPU, which alice's container holds.
     held = d.cli("alice", "container-create", "train", "--image", "busybox", "--gpus", "1",
@@ -225,6 +240,31 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path) -> None:
     assert carol.locator("#ds01-device").count() == 1  # the form again
     carol.screenshot(path=shots / "jupyterhub-over-quota.png")
     mark("3. carol refused")
+
+    # 4. ds01d and the hub restart while alice's and bob's servers run: the hub finds them
+    # again, nothing is made twice, no device is held twice.
+    ids = {c.name: c.id for c in docker_client.containers.list(filters={"label": "ds01.managed"})}
+    hub.stop()
+    d.restart()
+    hub.start()
+    for user in ("alice", "bob"):
+        wait_until(f"{user}'s server in the hub again", lambda u=user: hub.server(u))
+        assert lab_status(hub, user) == 200, user
+    assert {
+        c.name: c.id for c in docker_client.containers.list(filters={"label": "ds01.managed"})
+    } == ids
+    held = [dev["uuid"] for dev in d.cli_json(None, "gpu-status") if dev.get("holder")]
+    assert len(held) == len(set(held)) == 2, held
+    mark("4. restarts")
+
+    # 5. ds01 stops alice's server (as its idle stop would): the hub shows it stopped; the
+    # container and her workspace stay.
+    stopped = d.cli("alice", "container-stop", "jupyterhub")
+    assert stopped.returncode == 0, describe(stopped)
+    wait_until("the hub to see alice's server stopped", lambda: hub.server("alice") is None)
+    assert server["Id"] in {c.id for c in docker_client.containers.list(all=True)}
+    assert Path(alice_uid.pw_dir, "workspace").is_dir()
+    mark("5. stopped by ds01")
 
     # Simulated GPUs: no made-up UUID reaches the NVIDIA runtime; DS01_GPUS names them.
     assert printed.split() == ["void", hers[0]], printed
