@@ -175,7 +175,14 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
         assert self.request_id is not None
         path = f"/v1/queue/{self.request_id}"
         while True:
-            _, entry = await self._call("GET", path, query={"wait": _QUEUE_WAIT_SECONDS})
+            try:
+                _, entry = await self._call("GET", path, query={"wait": _QUEUE_WAIT_SECONDS})
+            except ApiError as exc:
+                if exc.error_kind != "throttled":
+                    raise refusal(exc.message) from exc
+                # The hub's waiting requests share one user's share of ds01d's: try again.
+                await asyncio.sleep(_QUEUE_WAIT_SECONDS)
+                continue
             self._queue_entry = dict(entry)
             state = entry.get("state")
             if state == "started":
