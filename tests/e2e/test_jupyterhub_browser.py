@@ -18,7 +18,8 @@ set for the test and locked again after it). One hub, three scenes:
 4. ds01d and the hub restart while alice's and bob's servers run: the hub finds both again
    (``load_state``, ``poll``), no container is made again and no device is held twice;
 5. ds01 stops alice's container (as an idle stop would): the hub shows her server stopped
-   (``poll``); the container and her workspace stay.
+   (``poll``); the container and her workspace stay;
+6. a pending server stopped in the hub withdraws its request from ds01's queue.
 
 A screenshot of each page is saved in the test's temporary directory (``DS01_SCREENSHOTS``
 names another directory to keep them, as docs/images was made).
@@ -265,6 +266,17 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
     assert server["Id"] in {c.id for c in docker_client.containers.list(all=True)}
     assert Path(alice_uid.pw_dir, "workspace").is_dir()
     mark("5. stopped by ds01")
+
+    # 6. alice asks for a whole GPU while bob holds it, then stops the pending server in the
+    # hub: her request leaves ds01's queue.
+    hub.api("POST", "/users/alice/server", {"image": "jupyter", "gpus": 1})
+    (waiting,) = wait_until("alice's request in the queue", lambda: d.cli_json("alice", "queue"))
+    assert waiting["container"] == "jupyterhub", waiting
+    hub.api("DELETE", "/users/alice/server")
+    wait_until("the request withdrawn", lambda: not d.cli_json("alice", "queue"))
+    (withdrawn,) = d.events_where(action="queue.cancel", user="alice")
+    assert withdrawn["details"].get("via") == HUB_USER, withdrawn
+    mark("6. withdrawn")
 
     # Simulated GPUs: no made-up UUID reaches the NVIDIA runtime; DS01_GPUS names them.
     assert printed.split() == ["void", hers[0]], printed
