@@ -1,8 +1,8 @@
 """A real JupyterHub for the tests (no tests here): run as the hub identity ``HUB_USER``
 from a state directory of its own, loading ``deploy/jupyterhub/jupyterhub_config.py`` (the
-working example) and changing only ports, directories, the poll interval, the API's wait
-for a spawn and a test service's API token (``TOKEN``, with the scopes to create users and
-servers and reach them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
+working example) and changing only ports, directories, the poll interval and a test
+service's API token (``TOKEN``, with the scopes to create users and servers and reach
+them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ class Hub:
                 load_subconfig({str(DEPLOY_CONFIG)!r})
                 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
                 c.Spawner.poll_interval = 1
-                # A spawn through the API answers at once (202 while it is pending).
-                c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
                 c.Spawner.start_timeout = 120
                 c.JupyterHub.services = [{{"name": "ds01-test", "api_token": {TOKEN!r}}}]
                 c.JupyterHub.load_roles = [{{
