@@ -187,6 +187,12 @@ def test_users_start_jupyterlab_on_their_ds01_devices_in_a_browser(
         shutil.rmtree(hub.dir, ignore_errors=True)
 
 
+def users_containers(docker_client: Any) -> dict[str, str]:
+    """Name → id of the test users' running ds01 containers."""
+    listed = docker_client.containers.list(filters={"label": "ds01.managed"})
+    return {c.name: c.id for c in listed if c.labels.get("ds01.user") in USERS}
+
+
 def mark(what: str, started: float = time.monotonic()) -> None:
     """Print how long the test module has been loaded (pytest shows it on a failure)."""
     print(f"{time.monotonic() - started:6.1f} s  {what}")
@@ -247,16 +253,14 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
 
     # 4. ds01d and the hub restart while alice's and bob's servers run: the hub finds them
     # again, nothing is made twice, no device is held twice.
-    ids = {c.name: c.id for c in docker_client.containers.list(filters={"label": "ds01.managed"})}
+    ids = users_containers(docker_client)
     hub.stop()
     d.restart()
     hub.start()
     for user in ("alice", "bob"):
         wait_until(f"{user}'s server in the hub again", lambda u=user: hub.server(u))
         assert lab_status(hub, user) == 200, user
-    assert {
-        c.name: c.id for c in docker_client.containers.list(filters={"label": "ds01.managed"})
-    } == ids
+    assert users_containers(docker_client) == ids
     held = [dev["uuid"] for dev in d.cli_json(None, "gpu-status") if dev.get("holder")]
     assert len(held) == len(set(held)) == 2, held
     mark("4. restarts")
