@@ -1,7 +1,8 @@
 # ds01 developer targets. Run as root on the build machine (Debian 12); see docs/contributing.md.
 #
 #   make setup   Docker engine + world-readable install in $(VENV), commands in /usr/local/bin
-#   make images  offline test images (ds01-test/busybox, ds01-test/busybox-alt)
+#   make images  offline test images (ds01-test/busybox, ds01-test/busybox-alt, the JupyterLab
+#                image), JupyterHub, its proxy, Chromium and Playwright for the hub's tests
 #   make test    setup + images + the whole pytest suite (PYTEST_ARGS='-k quota' to narrow)
 #   make lint    ruff + mypy
 #   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
@@ -23,6 +24,8 @@ setup:
 images:
 	@bash scripts/ensure-docker.sh
 	@bash scripts/build-test-images.sh
+	@test -x $(VENV)/bin/python || bash scripts/install.sh
+	@bash scripts/ensure-jupyterhub.sh
 
 test: setup images
 	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \

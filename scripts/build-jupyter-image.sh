@@ -2,12 +2,16 @@
 # Build the JupyterLab starter image offline (no container registry is reachable here):
 #
 #   ds01-test/python:latest   ~125 MB: Debian 12 (debootstrap minbase) with python3 and venv
-#   ds01-test/jupyter:latest  ~380 MB: that + JupyterLab and ipykernel in /opt/venv, from
-#                             wheels downloaded on the host; labelled ds01.jupyter.port=8888,
-#                             so ds01 publishes it on 127.0.0.1 with a token of its own
+#   ds01-test/jupyter:latest  ~400 MB: that + JupyterLab, ipykernel and JupyterHub's
+#                             jupyterhub-singleuser in /opt/venv, from wheels downloaded on
+#                             the host; labelled ds01.jupyter.port=8888, so ds01 publishes it
+#                             on 127.0.0.1 with a token of its own (or, started by the
+#                             JupyterHub spawner, behind the hub's login)
 #
 # `user-setup` starts this image as the user's first container (images.yaml: `starter: true`).
-# Idempotent: existing images are kept unless FORCE=1. About 70 s on a fresh machine.
+# Idempotent: existing images are kept unless FORCE=1 (a JupyterLab image without
+# jupyterhub-singleuser, built before the spawner, is built again). About 80 s on a fresh
+# machine.
 #
 # Environment: PIP (a pip that can download wheels; default $VENV/bin/pip, else a temporary
 # venv made with /usr/bin/python3).
@@ -20,6 +24,10 @@ SUITE=bookworm  # Python 3.11, the same as the host's, so host-downloaded wheels
 MIRROR=http://deb.debian.org/debian
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+# The JupyterLab image has what the JupyterHub spawner needs (an image label says so).
+has_singleuser() {
+  [ "$(docker image inspect -f '{{index .Config.Labels "ds01.jupyterhub"}}' "$1" 2>/dev/null)" = singleuser ]
+}
 
 work=$(mktemp -d /tmp/ds01-jupyter.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -51,7 +59,7 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$PYTHON_IMAGE"; then
   rm -rf "$root"
 fi
 
-if [ "${FORCE:-0}" = 1 ] || ! have "$JUPYTER_IMAGE"; then
+if [ "${FORCE:-0}" = 1 ] || ! has_singleuser "$JUPYTER_IMAGE"; then
   pip=${PIP:-}
   if [ -z "$pip" ]; then
     if [ -x "${VENV:-/opt/ds01/venv}/bin/pip" ]; then
@@ -63,19 +71,19 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$JUPYTER_IMAGE"; then
   fi
   context=$work/context
   mkdir -p "$context/wheels"
-  "$pip" download -q --only-binary=:all: -d "$context/wheels" jupyterlab ipykernel \
+  "$pip" download -q --only-binary=:all: -d "$context/wheels" jupyterlab ipykernel 'jupyterhub>=5,<6' \
     >>"$log" 2>&1 || fail "cannot download the JupyterLab wheels"
   cat >"$context/Dockerfile" <<EOF
 FROM $PYTHON_IMAGE
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \\
- && /opt/venv/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels jupyterlab ipykernel \\
+ && /opt/venv/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels jupyterlab ipykernel jupyterhub \\
  && rm -rf /tmp/wheels
 # Jupyter's sockets stay out of the user's workspace (HOME is /workspace in ds01 containers).
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
 WORKDIR /workspace
 # ds01 publishes this port on 127.0.0.1 and sets JUPYTER_TOKEN, which Jupyter Server reads.
-LABEL ds01.jupyter.port="8888" org.opencontainers.image.title="JupyterLab starter"
+LABEL ds01.jupyter.port="8888" ds01.jupyterhub="singleuser" org.opencontainers.image.title="JupyterLab starter"
 EXPOSE 8888
 CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
 EOF

@@ -29,6 +29,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cli"}),
     # The dashboard takes its arguments and client from the CLI; the simulator its tables.
     frozenset({"tui", "sim"}),
+    # The JupyterHub spawner is a client of ds01d like the CLI, through its client.
+    frozenset({"jupyterhub"}),
 )
 
 Edge = tuple[str, str]

@@ -13,6 +13,7 @@ import os
 
 from ds01.errors import DaemonUnavailable, Ds01Error
 from ds01.exitcodes import ExitCode
+from ds01.model.hub import ON_BEHALF_HEADER
 from ds01.paths import socket_path
 
 TYPE_CHECKING = False  # keep `typing` out of CLI start-up
@@ -109,7 +110,11 @@ def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
 
 
 def _request_bytes(
-    method: str, endpoint: str, query: dict[str, Any] | None, body: dict[str, Any] | None
+    method: str,
+    endpoint: str,
+    query: dict[str, Any] | None,
+    body: dict[str, Any] | None,
+    on_behalf_of: str | None = None,
 ) -> bytes:
     import json
     from urllib.parse import urlencode
@@ -117,8 +122,9 @@ def _request_bytes(
     params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
     url = endpoint + ("?" + urlencode(params) if params else "")
     payload = json.dumps(body).encode() if body is not None else b""
+    behalf = f"{ON_BEHALF_HEADER}: {on_behalf_of}\r\n" if on_behalf_of else ""
     return (
-        f"{method} {url} HTTP/1.1\r\nHost: ds01d\r\nConnection: close\r\n"
+        f"{method} {url} HTTP/1.1\r\nHost: ds01d\r\nConnection: close\r\n{behalf}"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
 
@@ -136,11 +142,17 @@ def _api_error(status: int, raw: bytes) -> ApiError:
 
 
 class Ds01Client:
-    """Calls the ds01d API. ``path`` defaults to ``$DS01_SOCKET`` or /run/ds01/ds01.sock."""
+    """Calls the ds01d API. ``path`` defaults to ``$DS01_SOCKET`` or /run/ds01/ds01.sock.
+    ``on_behalf_of``: the user a hub identity acts for (ds01d refuses it from anyone else)."""
 
-    def __init__(self, path: str | None = None, timeout: float = 300.0) -> None:
+    def __init__(
+        self, path: str | None = None, timeout: float = 300.0, on_behalf_of: str | None = None
+    ) -> None:
+        if on_behalf_of is not None and not on_behalf_of.isprintable():
+            raise ValueError(f"invalid user name {on_behalf_of!r}")
         self.path = str(socket_path(path))
         self.timeout = timeout
+        self.on_behalf_of = on_behalf_of
 
     def request(
         self,
@@ -162,7 +174,7 @@ class Ds01Client:
         query: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
         """(HTTP status, JSON) of a successful answer; an error answer raises ``ApiError``."""
-        request = _request_bytes(method, endpoint, query, body)
+        request = _request_bytes(method, endpoint, query, body, self.on_behalf_of)
         try:
             status, raw = _exchange(self.path, self.timeout, request)
         except OSError as exc:
@@ -184,7 +196,7 @@ class Ds01Client:
         stream in ds01d too."""
         import socket
 
-        request = _request_bytes(method, endpoint, query, None)
+        request = _request_bytes(method, endpoint, query, None, self.on_behalf_of)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:

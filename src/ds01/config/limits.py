@@ -28,6 +28,7 @@ over-long containers are found and reclaimed: its defaults at the top, then ``gr
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import (
@@ -275,6 +276,42 @@ class AggregateConfig(BaseModel):
         return empty_if_null(value)
 
 
+class HubConfig(BaseModel):
+    """The ``hub:`` section: the identities allowed to act on behalf of a user (a
+    JupyterHub). A request from one of them may name a user; ds01d then treats it as that
+    user's own request (their quotas, queue place and rules, never an admin's), and every
+    event it logs names the hub too. Empty (the default): no such identity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # strict=False lets the YAML list become a tuple; the items are still checked as names.
+    users: tuple[UserName, ...] = Field(
+        default=(), strict=False, description="Unix users who may act on behalf of a user."
+    )
+    unix_groups: tuple[GroupName, ...] = Field(
+        default=(),
+        strict=False,
+        description="Unix groups whose members may act on behalf of a user.",
+    )
+
+    @field_validator("users")
+    @classmethod
+    def _not_root(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "root" in value:
+            raise ValueError(
+                "root may not be a hub identity: run the hub as its own Unix user "
+                "(docs/jupyterhub.md)"
+            )
+        return value
+
+    def admits(self, user: str, uid: int, unix_groups: Collection[str]) -> bool:
+        """Whether the Unix account ``user`` (``uid``, in ``unix_groups``) is a hub identity
+        (never root)."""
+        if uid == 0:
+            return False
+        return user in self.users or any(g in unix_groups for g in self.unix_groups)
+
+
 class ResourceLimitsConfig(BaseModel):
     """The whole ``resource-limits.yaml``."""
 
@@ -285,6 +322,10 @@ class ResourceLimitsConfig(BaseModel):
     users: dict[UserName, Limits] = Field(default_factory=dict)
     admin_group: GroupName = Field(
         default=DEFAULT_ADMIN_GROUP, description="Unix group whose members are ds01 admins."
+    )
+    hub: HubConfig = Field(
+        default_factory=HubConfig,
+        description="Who may act on behalf of a user (a JupyterHub); nobody by default.",
     )
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
     scheduler: SchedulerConfig = Field(
@@ -298,7 +339,7 @@ class ResourceLimitsConfig(BaseModel):
     )
 
     @field_validator(
-        "defaults", "groups", "users", "aggregate", "scheduler", "policies", mode="before"
+        "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", mode="before"
     )
     @classmethod
     def _null_section(cls, value: Any) -> Any:

@@ -1,7 +1,10 @@
 """``Access``: who is calling, whom a request is about, and which container it names.
 
 Callers are always ``Caller`` objects built from kernel credentials; a user may act on
-their own containers only, admins (root or the configured admin group) on everyone's.
+their own containers only, admins (root or the configured admin group) on everyone's. A
+hub identity (``hub:`` in resource-limits.yaml) may name a user it acts for: the caller is
+then that user with no admin rights (``Caller.via`` names the hub), so the hub can do
+nothing the user could not; a request naming a user from anyone else is refused.
 Every refusal is logged (``DaemonContext.log_refusal``/``deny``) before it is raised.
 ``resource_of`` and ``devices_details`` say what the collaborators' events name: the
 container, and the devices it took or gave back.
@@ -54,10 +57,32 @@ class Access:
     def __init__(self, context: DaemonContext) -> None:
         self.context = context
 
-    def caller(self, creds: PeerCredentials) -> Caller:
+    def caller(self, creds: PeerCredentials, on_behalf_of: str | None = None) -> Caller:
+        """Who calls: the peer's account, or the user a hub identity acts for."""
         user = user_by_uid(creds.uid)
         admin = is_admin(self.context.config().limits, user.groups, user.uid)
-        return Caller(user=user, pid=creds.pid, is_admin=admin)
+        own = Caller(user=user, pid=creds.pid, is_admin=admin)
+        return own if on_behalf_of is None else self._acting_for(own, on_behalf_of)
+
+    def _acting_for(self, hub: Caller, name: str) -> Caller:
+        """The caller ``hub`` acts for; refused (and logged as the hub) unless ``hub`` is a
+        hub identity and ``name`` a user other than root."""
+        resource = f"user/{name[:80]}"
+        if not self.context.config().limits.hub.admits(hub.name, hub.uid, hub.user.groups):
+            raise self.context.deny(
+                hub,
+                resource,
+                f"{hub.name} may not act on behalf of another user: only the accounts under "
+                "hub: in resource-limits.yaml may.",
+            )
+        try:
+            user = user_by_name(name)
+        except NotFound as exc:
+            self.context.log_refusal(hub, "auth.denied", resource, exc)
+            raise
+        if user.uid == 0:
+            raise self.context.deny(hub, resource, "A hub may not act on behalf of root.")
+        return Caller(user=user, pid=hub.pid, is_admin=False, via=hub.name)
 
     def whoami(self, caller: Caller) -> api.WhoAmI:
         return api.WhoAmI(
@@ -65,6 +90,7 @@ class Access:
             uid=caller.uid,
             groups=list(caller.user.groups),
             is_admin=caller.is_admin,
+            via=caller.via,
         )
 
     def subject(self, caller: Caller, user: str | None) -> UnixUser:

@@ -61,6 +61,7 @@ from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
     Ds01Error,
+    InvalidInput,
     NoCapacity,
     NotFound,
     PermissionDenied,
@@ -217,6 +218,10 @@ class Creation:
         ``run``: a Docker API create's own settings (such a create never queues).
         """
         try:
+            if request.hub is not None and caller.via is None:
+                raise PermissionDenied(
+                    "Only a hub acting for you may create a JupyterHub server (hub)."
+                )
             prepared = self.prepare_create(caller.user, request)
             if run is not None:
                 prepared = replace(prepared, run=run)
@@ -261,6 +266,11 @@ class Creation:
         image = self._resolve_image(ctx.config(), request.image, owner.name)
         ports = requested_ports([(p.container_port, p.host_port) for p in request.ports])
         jupyter_port = image.jupyter_port
+        if request.hub is not None and jupyter_port is None:
+            raise InvalidInput(
+                f"Image {shown(request.image)} has no JupyterLab (no {L.JUPYTER_PORT} label): "
+                "a JupyterHub server needs one."
+            )
         if jupyter_port is not None and jupyter_port not in (c for c, _ in ports):
             ports += ((jupyter_port, None),)  # on 127.0.0.1, a free port Docker picks
         limits = ctx.limits_for(owner)
@@ -288,7 +298,10 @@ class Creation:
             ports=ports,
             interface=request.interface,
             jupyter_port=jupyter_port,
-            jupyter_token=None if jupyter_port is None else secrets.token_hex(JUPYTER_TOKEN_BYTES),
+            jupyter_token=None
+            if jupyter_port is None or request.hub is not None  # the hub's login guards it
+            else secrets.token_hex(JUPYTER_TOKEN_BYTES),
+            hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
         )
 
     def admit(
@@ -637,6 +650,7 @@ class Creation:
                 "USER": owner.name,
                 "DS01_CONTAINER": prepared.name,
                 **({L.JUPYTER_TOKEN_ENV: token} if token else {}),
+                **dict(prepared.hub_environment),
             },
             mounts=tuple(mounts),
             cgroup_parent=cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
@@ -655,7 +669,7 @@ class Creation:
             stop_signal=stop_signal(prepared.image_command),
             ports=prepared.ports,
             working_dir=run.working_dir or CONTAINER_WORKSPACE,
-            command=run.command,
+            command=hub_command(prepared.jupyter_port) if prepared.hub_environment else run.command,
             entrypoint=run.entrypoint,
             # ds01's own creates keep a terminal open on the image's command.
             tty=run.tty if prepared.run is not None else True,
@@ -665,6 +679,12 @@ class Creation:
                 **({"auto_remove": True} if run.auto_remove else {}),
             },
         )
+
+
+def hub_command(port: int | None) -> tuple[str, ...]:
+    """The command of a JupyterHub single-user server listening on the image's JupyterLab
+    ``port`` (published on the host's 127.0.0.1, where the hub reaches it)."""
+    return ("jupyterhub-singleuser", "--ip=0.0.0.0", f"--port={port}")
 
 
 def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:

@@ -82,6 +82,8 @@ class PreparedCreate:
     kept_image: str | None = None  # set when re-created from a commit of its old self
     jupyter_port: int | None = None  # the container port its JupyterLab listens on
     jupyter_token: str | None = None
+    # A JupyterHub single-user server (request.hub): the hub's variables, the port's command.
+    hub_environment: tuple[tuple[str, str], ...] = ()
     image_id: str = ""  # the local image's id, when known (its account files are cached)
     run: RunOptions | None = None  # a create through the Docker API door
 

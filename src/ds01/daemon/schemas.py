@@ -6,9 +6,12 @@ the OpenAPI document served at ``GET /openapi.json``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ds01.model.hub import HUB_ENV_PREFIXES
 
 
 class _Model(BaseModel):
@@ -37,6 +40,37 @@ class PublishedPort(_Model):
     container_port: int
     host_ip: str
     host_port: int | None = Field(description="None while the container is not running.")
+
+
+_HUB_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
+_HUB_ENV_MAX = 64
+_HUB_ENV_VALUE_CHARS = 4096
+
+
+class HubServer(_Model):
+    """A JupyterHub single-user server: the image's JupyterLab port runs
+    ``jupyterhub-singleuser`` with these variables instead of the image's command."""
+
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="The hub's variables for the server: names starting with JUPYTERHUB_ "
+        "or JPY_ only (the hub's API token and URLs).",
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _hub_variables_only(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > _HUB_ENV_MAX:
+            raise ValueError(f"at most {_HUB_ENV_MAX} variables")
+        for name, text in value.items():
+            if not (_HUB_ENV_NAME.match(name) and name.startswith(HUB_ENV_PREFIXES)):
+                raise ValueError(
+                    f"variable {name[:64]!r} is not the hub's: names start with "
+                    + " or ".join(HUB_ENV_PREFIXES)
+                )
+            if len(text) > _HUB_ENV_VALUE_CHARS or "\x00" in text:
+                raise ValueError(f"variable {name} is too long or holds a NUL")
+        return value
 
 
 class CreateContainerRequest(_Model):
@@ -72,6 +106,11 @@ class CreateContainerRequest(_Model):
         default=False,
         description="When no devices are free now: wait in the GPU queue (HTTP 202) instead "
         "of failing with exit 3. The container is created and started when its turn comes.",
+    )
+    hub: HubServer | None = Field(
+        default=None,
+        description="Only from a hub identity acting for the user: run the image's JupyterLab "
+        "as a JupyterHub single-user server.",
     )
 
 
@@ -280,6 +319,7 @@ class WhoAmI(_Model):
     uid: int
     groups: list[str]
     is_admin: bool
+    via: str | None = None  # the hub identity acting for this user, if any
 
 
 class ActionResult(_Model):

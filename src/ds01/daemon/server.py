@@ -61,6 +61,8 @@ from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
+from ds01.events.log import acting_via
+from ds01.model.hub import ON_BEHALF_HEADER
 from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.runtime.identity import user_by_uid
 from ds01.runtime.storage_fault import storage_fault
@@ -1000,29 +1002,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     break
             else:
                 raise NotFound(f"No API route {method} {shown(url.path)}.")
-            caller = service.caller(self.creds)
+            caller = service.caller(self.creds, self.headers.get(ON_BEHALF_HEADER))
             self.server.remember(caller)
-            body: BaseModel | None = None
-            if route.body is not None:
-                try:
-                    body = route.body.model_validate_json(raw or b"{}")
-                except ValidationError as exc:
-                    refusal = InvalidInput(f"Invalid request: {_problems(exc)}")
-                    service.log_refusal(caller, "auth.denied", f"api/{method} {url.path}", refusal)
-                    raise refusal from exc
-            result = route.handler(RouteCall(service, caller, match.groupdict(), query, body))
-            if isinstance(result, Upgrade):
-                self._switch_to_terminal(result)
-            elif isinstance(result, Streamed):
-                self._stream(result)
-            elif isinstance(result, Accepted):
-                self._send(202, _dump(result.result))
-            elif isinstance(result, ConfirmOnSend):
-                payload = _encode(_dump(result.result))
-                result.confirm()
-                self._send_bytes(200, payload)
-            else:
-                self._send(200, _dump(result))
+            with acting_via(caller.via):
+                self._answer(service, caller, route, method, url.path, match, query, raw)
         except _ClientGone:
             raise
         except Ds01Error as exc:
@@ -1045,6 +1028,40 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     }
                 },
             )
+
+    def _answer(
+        self,
+        service: Ds01Service,
+        caller: Caller,
+        route: Route,
+        method: str,
+        path: str,
+        match: re.Match[str],
+        query: dict[str, str],
+        raw: bytes,
+    ) -> None:
+        """Run ``route`` for ``caller`` and send its answer (of whatever kind)."""
+        body: BaseModel | None = None
+        if route.body is not None:
+            try:
+                body = route.body.model_validate_json(raw or b"{}")
+            except ValidationError as exc:
+                refusal = InvalidInput(f"Invalid request: {_problems(exc)}")
+                service.log_refusal(caller, "auth.denied", f"api/{method} {path}", refusal)
+                raise refusal from exc
+        result = route.handler(RouteCall(service, caller, match.groupdict(), query, body))
+        if isinstance(result, Upgrade):
+            self._switch_to_terminal(result)
+        elif isinstance(result, Streamed):
+            self._stream(result)
+        elif isinstance(result, Accepted):
+            self._send(202, _dump(result.result))
+        elif isinstance(result, ConfirmOnSend):
+            payload = _encode(_dump(result.result))
+            result.confirm()
+            self._send_bytes(200, payload)
+        else:
+            self._send(200, _dump(result))
 
     def _refuse(self, method: str, path: str, exc: Ds01Error) -> None:
         if exc.http_status >= 500:

@@ -83,8 +83,8 @@ class Ds01Service(DaemonContext):
 
     # -- the routes' entry points ---------------------------------------------------------------
 
-    def caller(self, creds: PeerCredentials) -> Caller:
-        return self.access.caller(creds)
+    def caller(self, creds: PeerCredentials, on_behalf_of: str | None = None) -> Caller:
+        return self.access.caller(creds, on_behalf_of)
 
     def whoami(self, caller: Caller) -> api.WhoAmI:
         return self.access.whoami(caller)

@@ -52,6 +52,10 @@ Restart
     of a rotation is removed. If a file that is needed cannot be read, nothing is written
     (events wait in memory, the alarm says why) until it can.
 
+On behalf of a user
+    Inside :func:`acting_via` (ds01d wraps each request of a hub identity in it), every
+    event emitted by that thread carries ``details.via``: the hub that acted for ``user``.
+
 Limits
     A hash chain proves the order and content of every line that has a successor: while
     ds01d runs, editing or removing the newest lines is revealed by the next event (ds01d
@@ -73,6 +77,7 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -98,6 +103,7 @@ __all__ = [
     "Event",
     "EventLog",
     "Outcome",
+    "acting_via",
     "utc_now",
 ]
 
@@ -116,6 +122,20 @@ ROTATION_RETRY = timedelta(minutes=10)
 DAEMON_USER = "ds01d"
 #: Bytes read at a time when looking for the last line of a file.
 _TAIL_CHUNK = 64 * 1024
+
+#: The hub identity the current thread's request comes through (see ``acting_via``).
+_VIA: ContextVar[str | None] = ContextVar("ds01_event_via", default=None)
+
+
+@contextlib.contextmanager
+def acting_via(hub: str | None) -> Iterator[None]:
+    """Within this block, every event this thread emits names ``hub`` as ``details.via``
+    (``None``: nothing added)."""
+    token = _VIA.set(hub)
+    try:
+        yield
+    finally:
+        _VIA.reset(token)
 
 
 class Event(BaseModel):
@@ -296,6 +316,9 @@ class EventLog:
         """Log one event and return it (``details`` redacted, every field bounded); a
         refusal beyond the throttle's limits is counted instead of written (see the module
         docstring). Never raises ``OSError``."""
+        via = _VIA.get()
+        if via is not None:
+            details = {**(details or {}), "via": via}
         with self._lock:
             now = self._clock()
             event = Event(

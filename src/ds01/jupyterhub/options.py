@@ -1,0 +1,158 @@
+"""What a JupyterHub server asks ds01 for: pure functions, no JupyterHub and no I/O.
+
+- ``container_name``: the ds01 container of a user's server (``jupyterhub`` for the default
+  server, ``jupyterhub-<name>`` for a named one), always a valid container name;
+- ``ServerChoice`` and ``choice_from_form``: what the options form returns (an image, and
+  no GPU, one MIG profile or a number of whole GPUs), checked;
+- ``create_body``: the ``POST /v1/containers`` body for that choice, with the hub's
+  variables (only those ds01d accepts from a hub);
+- ``host_url``: where the hub reaches the server (its published JupyterLab port);
+- ``progress_message``: a queue entry in a sentence for the spawn page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ds01.model.hub import HUB_ENV_PREFIXES
+
+#: The container of a user's default server; named servers add ``-<name>``.
+CONTAINER_PREFIX = "jupyterhub"
+_MAX_NAME = 63
+_MAX_IMAGE = 255
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+class ChoiceError(ValueError):
+    """The form's answer is not a choice ds01 can make (the message says why, for users)."""
+
+
+def container_name(server_name: str) -> str:
+    """The ds01 container of the server ``server_name`` ("" for the default server)."""
+    if not server_name:
+        return CONTAINER_PREFIX
+    safe = _UNSAFE.sub("-", server_name.lower()).strip("-") or "server"
+    return f"{CONTAINER_PREFIX}-{safe}"[:_MAX_NAME]
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """What a server runs on: an image and its devices (at most one of ``mig``, ``gpus``)."""
+
+    image: str
+    gpus: int = 0
+    mig: str | None = None
+
+    def describe(self) -> str:
+        if self.mig:
+            return f"{self.image} on a {self.mig} MIG slice"
+        if self.gpus:
+            return f"{self.image} on {self.gpus} whole GPU{'s' if self.gpus > 1 else ''}"
+        return f"{self.image} without a GPU"
+
+
+def _one(form: Mapping[str, Sequence[str] | str], key: str) -> str:
+    value = form.get(key, "")
+    if isinstance(value, str):
+        return value.strip()
+    return (value[0] if value else "").strip()
+
+
+def choice_from_form(form: Mapping[str, Sequence[str] | str], default_image: str) -> ServerChoice:
+    """The choice in the options form's answer: ``image`` (ds01d decides whether the user
+    may use it), and ``device``: ``none``, ``mig:<profile>`` or ``gpus:<n>``.
+
+    Raises:
+        ChoiceError: no image, or an unknown device or number.
+    """
+    image = _one(form, "image") or default_image
+    if not image or len(image) > _MAX_IMAGE:
+        raise ChoiceError("Choose an image.")
+    device = _one(form, "device") or "none"
+    kind, _, value = device.partition(":")
+    if kind == "none" and not value:
+        return ServerChoice(image)
+    if kind == "mig" and re.fullmatch(r"[0-9]+g\.[0-9]+gb(\+[a-z]+)?", value):
+        return ServerChoice(image, mig=value)
+    if kind == "gpus" and value.isascii() and value.isdigit() and 0 < int(value) <= 64:
+        return ServerChoice(image, gpus=int(value))
+    raise ChoiceError(f"Unknown device choice {device[:80]!r}.")
+
+
+def choice_from_options(options: Mapping[str, Any], default_image: str) -> ServerChoice:
+    """The choice in a server's ``user_options`` (from the form, or given as such through
+    the hub's REST API, so checked again): ``image``, ``gpus``, ``mig``.
+
+    Raises:
+        ChoiceError: as ``choice_from_form``, or both GPUs and a MIG profile.
+    """
+    gpus, mig = options.get("gpus") or 0, options.get("mig") or None
+    if mig and gpus:
+        raise ChoiceError("Ask for one MIG profile or whole GPUs, not both.")
+    device = f"mig:{mig}" if mig else f"gpus:{gpus}" if gpus else "none"
+    image = options.get("image") or default_image
+    if not isinstance(image, str):
+        raise ChoiceError("Choose an image.")
+    return choice_from_form({"image": image, "device": device}, default_image)
+
+
+def hub_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The hub's variables among ``env`` (what the single-user server needs to find the
+    hub and log users in); everything else stays out of the container."""
+    return {k: v for k, v in env.items() if k.startswith(HUB_ENV_PREFIXES)}
+
+
+def create_body(
+    name: str, choice: ServerChoice, env: Mapping[str, str], *, queue: bool = True
+) -> dict[str, Any]:
+    """The ``POST /v1/containers`` body of a server (queued when no device is free)."""
+    return {
+        "name": name,
+        "image": choice.image,
+        "gpus": choice.gpus,
+        "mig": [choice.mig] if choice.mig else [],
+        "queue": queue,
+        "hub": {"environment": hub_environment(env)},
+    }
+
+
+def host_url(info: Mapping[str, Any], container_port: int | None) -> str | None:
+    """``http://127.0.0.1:<port>`` where the running container's JupyterLab port is
+    published (ds01 publishes on 127.0.0.1 only); ``None`` while it has no host port."""
+    for port in info.get("ports") or ():
+        if (container_port is None or port.get("container_port") == container_port) and port.get(
+            "host_port"
+        ):
+            return f"http://127.0.0.1:{int(port['host_port'])}"
+    return None
+
+
+def progress_message(entry: Mapping[str, Any]) -> str:
+    """A waiting queue entry as the spawn page shows it."""
+    position, length = entry.get("position"), entry.get("queue_length")
+    parts = [f"Waiting for {entry.get('request') or 'a device'}"]
+    if position:
+        parts.append(f"position {position}" + (f" of {length}" if length else "") + " in line")
+    if entry.get("estimated_start"):
+        parts.append(f"estimated start {entry['estimated_start']}")
+    text = ", ".join(parts) + "."
+    if entry.get("reason"):
+        text += f" {entry['reason']}"
+    return text
+
+
+__all__ = [
+    "CONTAINER_PREFIX",
+    "ChoiceError",
+    "ServerChoice",
+    "choice_from_form",
+    "choice_from_options",
+    "container_name",
+    "create_body",
+    "host_url",
+    "hub_environment",
+    "progress_message",
+]

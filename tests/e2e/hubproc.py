@@ -1,0 +1,158 @@
+"""A real JupyterHub for the tests (no tests here): run as the hub identity ``HUB_USER``
+from a state directory of its own, loading ``deploy/jupyterhub/jupyterhub_config.py`` (the
+working example) and changing only ports, directories, the poll interval and a test
+service's API token (``TOKEN``, with the scopes to create users and servers and reach
+them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import BIN_DIR, make_world_traversable_dir, user_env, wait_until
+
+HUB_USER = "dave"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+TOKEN = "ds01-test-service-token-0123456789abcdef"
+
+
+def require_hub_tools() -> None:
+    """Fail (never skip) when JupyterHub or its proxy is missing."""
+    if shutil.which("configurable-http-proxy") is None or not (BIN_DIR / "jupyterhub").exists():
+        pytest.fail(
+            "JupyterHub or configurable-http-proxy is not installed: run "
+            "scripts/ensure-jupyterhub.sh (`make test` does)",
+            pytrace=False,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def docker0_gateway(docker_client: Any) -> str:
+    """The host address containers on any bridge reach the host at."""
+    config = docker_client.networks.get("bridge").attrs["IPAM"]["Config"]
+    return str(config[0]["Gateway"])
+
+
+class Hub:
+    """A JupyterHub process run as ``HUB_USER`` from its own state directory."""
+
+    def __init__(self, socket_path: Path, gateway: str) -> None:
+        self.dir = make_world_traversable_dir("ds01-hub-")
+        owner = pwd.getpwnam(HUB_USER)
+        os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        self.public = f"http://127.0.0.1:{free_port()}"
+        config = self.dir / "jupyterhub_config.py"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                load_subconfig({str(DEPLOY_CONFIG)!r})
+                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+                c.Spawner.poll_interval = 1
+                c.Spawner.start_timeout = 120
+                c.JupyterHub.services = [{{"name": "ds01-test", "api_token": {TOKEN!r}}}]
+                c.JupyterHub.load_roles = [{{
+                    "name": "ds01-test",
+                    "scopes": ["admin:users", "admin:servers", "access:servers"],
+                    "services": ["ds01-test"],
+                }}]
+                """
+            )
+        )
+        self.env = user_env(
+            HUB_USER,
+            {
+                "DS01_SOCKET": str(socket_path),
+                "DS01_HUB_STATE_DIR": str(self.dir),
+                "DS01_HUB_PUBLIC_URL": self.public,
+                "DS01_HUB_API_PORT": str(free_port()),
+                "DS01_HUB_CONNECT_IP": gateway,
+            },
+        )
+        self.config = config
+        self.log = self.dir / "hub.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = ["runuser", "-u", HUB_USER, "--", "env", "-i"]
+        command += [f"{k}={v}" for k, v in self.env.items()]
+        command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(f"the hub to answer (log: {self.tail()})", self._answers, timeout=60)
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, f"the hub exited:\n{self.tail()}"
+        try:
+            self.api("GET", "/")
+        except (OSError, urllib.error.URLError):
+            return False
+        return True
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGTERM)  # the hub stops its proxy; servers stay
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.public}/hub/api{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            text = answer.read()
+        return json.loads(text) if text else None
+
+    def server(self, user: str) -> dict[str, Any] | None:
+        servers = self.api("GET", f"/users/{user}")["servers"]
+        return servers.get("")  # type: ignore[no-any-return]
+
+    def tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
+        except OSError:
+            return "(no log)"
+
+
+def lab_status(hub: Hub, user: str) -> int:
+    """The HTTP status of ``user``'s JupyterLab through the proxy (0: no answer)."""
+    request = urllib.request.Request(
+        f"{hub.public}/user/{user}/api/status", headers={"Authorization": f"token {TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, urllib.error.URLError):
+        return 0

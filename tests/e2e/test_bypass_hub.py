@@ -1,0 +1,152 @@
+"""End to end: the hub door. A hub identity (``hub:`` in resource-limits.yaml; here dave)
+may act on behalf of a user, and gets exactly that user's rights, never more.
+
+One ds01d: bob runs a 1-GPU container; alice's quota is one GPU. Each row of the table is
+one request through the raw API from a process really running as the caller (identity
+from ``SO_PEERCRED``), naming a user in the on-behalf header. For every row the test
+checks the exit code and HTTP status, that Docker's containers did not change, and that
+the refusal is logged: by the hub itself where the hub door stays shut, else by the user
+with ``details.via`` naming the hub. Then what the hub may do for alice succeeds, logged
+with both names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rawapi import RawApi, check_error_shape
+
+from ds01.model.hub import ON_BEHALF_HEADER
+from support import TEST_IMAGES_YAML, describe
+
+HUB = "dave"
+LIMITS = f"""
+    defaults:
+      gpu_limit: 1
+      max_gpus_per_container: 1
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 1G
+    hub:
+      users: [{HUB}]
+"""
+HTTP_STATUS = {2: 400, 3: 409, 4: 404, 5: 403}
+
+
+@dataclass(frozen=True)
+class HubAttempt:
+    what: str
+    caller: str  # the Unix user the request really comes from
+    behalf: str | None  # the user the header names (None: no header)
+    method: str
+    path: str
+    body: Any
+    exit_code: int
+    logged_by: str  # the event's user
+    via: str | None  # the event's details.via
+    action: str = "auth.denied"
+
+
+def attempts(bob_container: str) -> list[HubAttempt]:
+    create = {"name": "nb", "image": "busybox"}
+    return [
+        HubAttempt("a user is no hub", "carol", "alice", "GET", "/v1/whoami", None,
+                   5, "carol", None),
+        HubAttempt("an admin is no hub", "erin", "alice", "GET", "/v1/whoami", None,
+                   5, "erin", None),
+        HubAttempt("the hub acts for root", HUB, "root", "GET", "/v1/whoami", None,
+                   5, HUB, None),
+        HubAttempt("the hub acts for nobody known", HUB, "no-such-user", "GET", "/v1/whoami",
+                   None, 4, HUB, None),
+        HubAttempt("another user's container", HUB, "alice", "POST",
+                   f"/v1/containers/{bob_container}/stop", None, 5, "alice", HUB),
+        HubAttempt("another user's limits", HUB, "alice", "GET", "/v1/limits?user=bob", None,
+                   5, "alice", HUB),
+        HubAttempt("every user's queue", HUB, "alice", "GET", "/v1/queue?all=1", None,
+                   5, "alice", HUB),
+        HubAttempt("privileged", HUB, "alice", "POST", "/v1/containers",
+                   {**create, "privileged": True}, 2, "alice", HUB),
+        HubAttempt("no hardening", HUB, "alice", "POST", "/v1/containers",
+                   {**create, "security_opt": ["seccomp=unconfined"]}, 2, "alice", HUB),
+        HubAttempt("over the user's quota", HUB, "alice", "POST", "/v1/containers",
+                   {**create, "gpus": 2}, 3, "alice", HUB, action="container.create"),
+        HubAttempt("admin rights of an admin user", HUB, "erin", "POST",
+                   "/v1/admin/maintenance", None, 5, "erin", HUB),
+        HubAttempt("a hub server without the hub", "alice", None, "POST", "/v1/containers",
+                   {**create, "hub": {"environment": {"JUPYTERHUB_USER": "bob"}}}, 5,
+                   "alice", None),
+        HubAttempt("a variable that is not the hub's", HUB, "alice", "POST", "/v1/containers",
+                   {**create, "hub": {"environment": {"NVIDIA_VISIBLE_DEVICES": "all"}}}, 2,
+                   "alice", HUB),
+    ]
+
+
+def managed(docker: Any) -> dict[str, tuple[Any, ...]]:
+    """Docker's view of ds01's containers: name → (id, status, labels)."""
+    return {
+        c.name: (c.id, c.status, tuple(sorted((c.labels or {}).items())))
+        for c in docker.containers.list(all=True, filters={"label": "ds01.managed"})
+    }
+
+
+def denied_event(d: Any, attempt: HubAttempt, seen: int) -> dict[str, Any] | None:
+    for event in d.events()[seen:]:
+        if (
+            event["outcome"] == "denied"
+            and event["user"] == attempt.logged_by
+            and event["action"] == attempt.action
+            and event["details"].get("via") == attempt.via
+        ):
+            return event
+    return None
+
+
+def test_the_hub_gets_the_users_rights_and_no_more(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    alice, bob = unix_users["alice"], unix_users["bob"]
+    made = d.cli("bob", "container-create", "thesis", "--image", "busybox", "--gpus", "1",
+                 "--start")
+    assert made.returncode == 0, describe(made)
+    before = managed(docker_client)
+
+    problems = []
+    for attempt in attempts(f"thesis._.{bob.pw_uid}"):
+        seen = len(d.events())
+        with RawApi(d.paths.socket, attempt.caller) as api:
+            headers = {ON_BEHALF_HEADER: attempt.behalf} if attempt.behalf else {}
+            reply = api.call(attempt.method, attempt.path, attempt.body, headers=headers)
+        code = reply.error_body.get("exit_code")
+        if code != attempt.exit_code or reply.status != HTTP_STATUS[attempt.exit_code]:
+            problems.append(f"{attempt.what}: not refused as {attempt.exit_code}:\n{reply}")
+        elif check_error_shape(reply):
+            problems.append(f"{attempt.what}: {check_error_shape(reply)}")
+        if denied_event(d, attempt, seen) is None:
+            problems.append(f"{attempt.what}: not logged: {d.events()[seen:]}")
+        if managed(docker_client) != before:
+            problems.append(f"{attempt.what}: Docker changed")
+            before = managed(docker_client)
+        if any(e["outcome"] == "success" for e in d.events()[seen:]):
+            problems.append(f"{attempt.what}: something succeeded: {d.events()[seen:]}")
+    assert not problems, "\n".join(problems)
+
+    # What alice may do, the hub may do for her: as alice, with both names in the log.
+    with RawApi(d.paths.socket, HUB) as api:
+        who = api.call("GET", "/v1/whoami", headers={ON_BEHALF_HEADER: "alice"})
+        made_for_her = api.call("POST", "/v1/containers",
+                                {"name": "nb", "image": "busybox", "gpus": 1},
+                                headers={ON_BEHALF_HEADER: "alice"})
+    assert who.status == 200, who
+    assert who.json() | {"groups": []} == {
+        "user": "alice", "uid": alice.pw_uid, "groups": [], "is_admin": False, "via": HUB
+    }
+    assert made_for_her.status == 200, made_for_her
+    attrs = docker_client.api.inspect_container(f"nb._.{alice.pw_uid}")
+    assert attrs["Config"]["Labels"]["ds01.user"] == "alice"
+    created = d.events_where(action="container.create", outcome="success", user="alice")
+    assert [e["details"].get("via") for e in created] == [HUB], created
+    bob_created = d.events_where(action="container.create", outcome="success", user="bob")
+    assert [e["details"].get("via") for e in bob_created] == [None], bob_created
+
