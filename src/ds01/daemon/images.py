@@ -83,8 +83,8 @@ from ds01.runtime.identity import UnixUser
 
 log = logging.getLogger(__name__)
 #: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
-#: with a token of its own) and grant nothing.
-IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT})
+#: with a token of its own, a JupyterHub single-user server) and grant nothing.
+IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT, L.JUPYTERHUB})
 
 #: Largest Dockerfile ds01d reads.
 MAX_DOCKERFILE_BYTES = 1024**2

@@ -39,6 +39,9 @@ IMAGE_OWNER = "ds01.image.owner"
 JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
+# On an image: ``singleuser`` when it has ``jupyterhub-singleuser`` (the starter image built by
+# scripts/build-jupyter-image.sh), so that a JupyterHub server can run in it.
+JUPYTERHUB = "ds01.jupyterhub"
 
 # In a container's environment: the devices ds01 allocated to it (UUIDs, comma-separated,
 # empty for none), under every GPU backend; the NVIDIA toolkit's variables name them only
