@@ -161,14 +161,25 @@ def start(page: Any, device: str) -> None:
 
 
 def run_cell(page: Any, code: str) -> str:
-    """Open a notebook from JupyterLab's launcher, run ``code``, return its output."""
+    """Open a notebook from JupyterLab's launcher, run ``code``, return its output.
+
+    A new notebook's editor may take keys before it is ready for them (they are lost on a
+    busy machine, and an empty cell runs with no output): the code is typed again until the
+    cell shows it."""
     page.click(".jp-LauncherCard[data-category='Notebook']")
     editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-    editor.click()
-    page.keyboard.type(code)
+    deadline = time.monotonic() + 60
+    while True:
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(code)
+        if code in str(editor.inner_text()).replace("\u00a0", " "):
+            break
+        assert time.monotonic() < deadline, f"the cell shows {editor.inner_text()!r}"
+        page.wait_for_timeout(500)
     page.keyboard.press("Shift+Enter")
     output = page.locator(".jp-OutputArea-output").first
-    output.wait_for()
+    output.wait_for(timeout=120_000)
     return str(output.inner_text())
 
 
