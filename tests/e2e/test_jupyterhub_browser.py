@@ -160,27 +160,40 @@ def start(page: Any, device: str) -> None:
     page.click("form button[type=submit]")
 
 
-def run_cell(page: Any, code: str) -> str:
+def run_cell(page: Any, code: str, shots: Path) -> str:
     """Open a notebook from JupyterLab's launcher, run ``code``, return its output.
 
-    A new notebook's editor may take keys before it is ready for them (they are lost on a
-    busy machine, and an empty cell runs with no output): the code is typed again until the
-    cell shows it."""
-    page.click(".jp-LauncherCard[data-category='Notebook']")
-    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-    deadline = time.monotonic() + 60
-    while True:
-        editor.click()
-        page.keyboard.press("Control+A")
-        page.keyboard.type(code)
-        if code in str(editor.inner_text()).replace("\u00a0", " "):
-            break
-        assert time.monotonic() < deadline, f"the cell shows {editor.inner_text()!r}"
-        page.wait_for_timeout(500)
-    page.keyboard.press("Shift+Enter")
-    output = page.locator(".jp-OutputArea-output").first
-    output.wait_for(timeout=120_000)
-    return str(output.inner_text())
+    A new notebook's editor may take keys before it is ready for them (lost on a busy
+    machine: an empty cell runs with no output), so the code is typed again until the cell
+    shows it. A notebook whose kernel never answers (seen on a busy machine, the page having
+    asked for its kernel before the server was ready for it) is given up after 45 s: the
+    page is loaded again and a new notebook tried, twice at most, each try's page saved."""
+    for attempt in range(3):
+        page.click(".jp-LauncherCard[data-category='Notebook']")
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        deadline = time.monotonic() + 60
+        while True:
+            editor.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type(code)
+            if code in str(editor.inner_text()).replace("\u00a0", " "):
+                break
+            assert time.monotonic() < deadline, f"the cell shows {editor.inner_text()!r}"
+            page.wait_for_timeout(500)
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output").first
+        try:
+            output.wait_for(timeout=45_000)
+            return str(output.inner_text())
+        except Exception as exc:
+            if type(exc).__name__ != "TimeoutError":  # Playwright's own, not the builtin
+                raise
+            page.screenshot(path=str(shots / f"no-output-{attempt}.png"))
+            if attempt == 2:
+                raise
+        page.reload()
+        page.wait_for_selector(".jp-LauncherCard", timeout=90_000)
+    raise AssertionError("unreachable")
 
 
 def test_users_start_jupyterlab_on_their_ds01_devices_in_a_browser(
@@ -224,7 +237,7 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
         if (dev.get("holder") or {}).get("user") == "alice"
     ]
     assert len(hers) == 1 and hers[0].startswith("MIG-"), hers
-    printed = run_cell(alice, CELL)
+    printed = run_cell(alice, CELL, shots)
     alice.screenshot(path=shots / "jupyterlab-cell.png")
     assert hers[0] in printed.split(), printed
     mark("1. alice in JupyterLab")
