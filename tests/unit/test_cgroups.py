@@ -291,6 +291,9 @@ def test_v1_counters(tmp_path: Path) -> None:
     assert counters.generation == container.stat().st_ino
     assert manager.memory_usage(PARENT) == 5 * MIB
     assert manager.limit_events(PARENT) is None  # no failcnt file
+    # With swap accounting a failed memory+swap charge counts only in memsw.failcnt.
+    (container / "memory.memsw.failcnt").write_text("3\n")
+    assert manager.limit_events(f"{PARENT}/{CONTAINER_ID}") == 10
     assert manager.oom_counters(f"{PARENT}/gone") is None
     assert not counters.at_limit  # no peak files
 

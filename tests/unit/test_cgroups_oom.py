@@ -58,6 +58,15 @@ def test_a_restarted_container_counts_from_zero_again() -> None:
     assert finding is not None and finding.limit == "user_total"
 
 
+@pytest.mark.parametrize("before", ["container", "user_total"])
+def test_a_limit_risen_at_the_scan_before_the_kill_is_the_one_hit(before: str) -> None:
+    # The kernel counts the failed charge, then picks a victim: a scan can fall in between.
+    finding = assess(state(1, 6, 6), OomCounters(2, 6, 1), 6, before)  # type: ignore[arg-type]
+    assert finding is not None and finding.limit == before
+    finding = assess(state(1, 6, 6), OomCounters(2, 7, 1), 6, "user_total")
+    assert finding is not None and finding.limit == "container"  # what rose now comes first
+
+
 def test_the_first_sight_of_a_container_reports_its_kills() -> None:
     finding = assess(None, OomCounters(1, 1, 7), 0)
     assert finding is not None and (finding.kills, finding.limit) == (1, "container")
@@ -244,6 +253,24 @@ def test_a_kill_is_reported_once_with_its_limit_even_after_a_restart(
     )
     assert state_b.last_oom == NOW.isoformat(timespec="seconds")
     assert len(events(tmp_path)) == 2
+
+
+def test_a_kill_read_a_scan_after_its_failed_charge_names_that_limit(
+    tmp_path: Path, tree: Tree
+) -> None:
+    docker = FakeDocker([_record(ID_A, "a")])
+    tree.set_container(ID_A, 1, 1)
+    watcher = make_watcher(tmp_path, tree, docker)
+    [first] = watcher.scan()
+    assert first.last_limit == "container"
+    tree.set_container(ID_A, 1, 2)  # the next failed charge, its victim not yet killed
+    assert watcher.scan() == []
+    tree.set_container(ID_A, 2, 2)  # the kill, no new failure
+    [second] = watcher.scan()
+    assert (second.oom_kills, second.last_limit) == (2, "container")
+    tree.set_container(ID_A, 3, 2)  # a later kill with no limit risen since: the host's
+    [third] = watcher.scan()
+    assert third.last_limit == "host"
 
 
 def test_removed_containers_are_forgotten(tmp_path: Path, tree: Tree) -> None:

@@ -81,31 +81,48 @@ class OomFinding:
     limit: LimitHit
 
 
-def assess(previous: OomState | None, now: OomCounters, parent_events: int) -> OomFinding | None:
-    """Compare one container's counters with the state last seen; ``None`` if no new kill.
+def limit_risen(
+    previous: OomState | None, now: OomCounters, parent_events: int
+) -> LimitHit | None:
+    """Which limit's counter went up since the state last seen (the container's own first),
+    or ``None``.
 
     A new ``generation`` (the container restarted in a fresh cgroup) starts the container's
     counters from 0; the parent's counter is compared with the last value seen unless it
     went backwards (the parent was re-created).
     """
     same_cgroup = previous is not None and previous.generation == now.generation
-    base_kills = previous.kills if previous is not None and same_cgroup else 0
     base_own = previous.own_events if previous is not None and same_cgroup else 0
     base_parent = (
         previous.parent_events
         if previous is not None and parent_events >= previous.parent_events
         else 0
     )
+    if now.limit_events > base_own or now.at_limit:
+        return "container"
+    if parent_events > base_parent:
+        return "user_total"
+    return None
+
+
+def assess(
+    previous: OomState | None,
+    now: OomCounters,
+    parent_events: int,
+    risen_before: LimitHit | None = None,
+) -> OomFinding | None:
+    """Compare one container's counters with the state last seen; ``None`` if no new kill.
+
+    The limit is the one whose counter went up with the kill (``limit_risen``), else
+    ``risen_before``, the one that went up at the scan before: the kernel counts the failed
+    charge before it picks a victim, so a scan may fall between the two. Else ``host``.
+    """
+    same_cgroup = previous is not None and previous.generation == now.generation
+    base_kills = previous.kills if previous is not None and same_cgroup else 0
     kills = now.kills - base_kills
     if kills <= 0:
         return None
-    limit: LimitHit
-    if now.limit_events > base_own or now.at_limit:
-        limit = "container"
-    elif parent_events > base_parent:
-        limit = "user_total"
-    else:
-        limit = "host"
+    limit = limit_risen(previous, now, parent_events) or risen_before or "host"
     return OomFinding(kills=kills, limit=limit)
 
 
@@ -208,6 +225,7 @@ class OomWatcher:
         self._lock = threading.Lock()  # one scan or exit at a time
         self._parent_seen: dict[str, int] = {}  # parent cgroup -> limit counter, last scan
         self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
+        self._risen: dict[str, LimitHit] = {}  # container id -> limit risen at the last scan
         self._last_event_time: float | None = None
         self.tracker = PassTracker(
             "oom-watcher",
@@ -258,7 +276,11 @@ class OomWatcher:
             on_parent = parent_events[parent]
             if on_parent is None:
                 on_parent = previous.parent_events if previous is not None else 0
-            finding = assess(previous, counters, on_parent)
+            risen_before = self._risen.pop(record.id, None)
+            risen = limit_risen(previous, counters, on_parent)
+            if risen is not None:
+                self._risen[record.id] = risen
+            finding = assess(previous, counters, on_parent, risen_before)
             seen_at = self._clock().isoformat(timespec="seconds")
             state = advance(previous, record, counters, on_parent, finding, seen_at)
             if state != previous:
@@ -269,6 +291,8 @@ class OomWatcher:
                     self._pending[record.id] = replace(self._pending[record.id], reported=True)
                 reported.append(state)
         self._parent_seen.update({p: v for p, v in parent_events.items() if v is not None})
+        running = {r.id for r in records if r.status == "running"}
+        self._risen = {cid: limit for cid, limit in self._risen.items() if cid in running}
         gone = set(known) - {r.id for r in records}
         if gone:
             self.store.forget_oom_states(gone)

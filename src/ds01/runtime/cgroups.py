@@ -248,16 +248,16 @@ class OomCounters:
 
     ``kills``: processes of this cgroup killed by the OOM killer (v1 ``memory.oom_control``
     ``oom_kill``; v2 ``memory.events`` ``oom_kill``). ``limit_events``: how often this
-    cgroup's own limit was hit (v1 ``memory.failcnt``; v2 ``oom`` in
+    cgroup's own limit was hit (v1 ``memory.failcnt`` plus ``memory.memsw.failcnt``: the
+    kernel counts a failed charge only in the counter that failed, and when
+    ``--memory-swap`` equals ``--memory`` that is the memory+swap one; v2 ``oom`` in
     ``memory.events.local``, else ``memory.events``). ``generation``: the directory's inode
     number; a container restarted in a new cgroup gets a new one, and its counters start
     again from 0.
 
     ``at_limit`` (v1 only): the peak usage (``memory[.memsw].max_usage_in_bytes``) came
     within ``PEAK_TOLERANCE_BYTES`` of the cgroup's own limit since the peak was last
-    re-armed (``CgroupManager.rearm_peak``). v1 needs it because the kernel counts
-    ``failcnt`` only for the counter that failed and, when ``--memory-swap`` equals
-    ``--memory``, that is the memory+swap counter, whose failures are not counted.
+    re-armed (``CgroupManager.rearm_peak``): a second witness, whichever counter failed.
     """
 
     kills: int
@@ -496,7 +496,12 @@ class CgroupManager:
                 if values is not None:
                     return values.get("oom", 0)
             return None
-        return self._read_int(cgroup, "memory.failcnt")
+        # A charge that fails counts only in the counter that failed: with swap accounting
+        # and --memory-swap equal to --memory that is the memory+swap one.
+        memory = self._read_int(cgroup, "memory.failcnt")
+        if memory is None:
+            return None
+        return memory + (self._read_int(cgroup, "memory.memsw.failcnt") or 0)
 
     def oom_counters(self, cgroup: str) -> OomCounters | None:
         """The OOM counters of ``cgroup`` (a container's own cgroup), or ``None`` if it is
