@@ -295,19 +295,28 @@ def _mig(index: int, profile: str, instance: int, start: int) -> Device:
     )
 
 
+MIG_MINORS = """config 1
+monitor 2
+gpu2/gi1/access 30
+gpu2/gi1/ci0/access 31
+gpu2/gi9/access 120
+gpu2/gi9/ci0/access 121
+gpu3/gi2/access 40
+"""
+
+
 def test_gres_lines_one_per_device_in_inventory_order_reserved_left_out() -> None:
-    inventory = Inventory(
-        "simulated",
-        devices=(
-            _mig(2, "1g.5gb", 9, 6),
-            _gpu(1),
-            _gpu(0, "/x/nvidia0"),
-            _mig(2, "3g.20gb", 1, 0),
-            _gpu(3),
-        ),
-        reserved=frozenset({"GPU-3"}),
+    devices = (
+        _mig(2, "1g.5gb", 9, 6),
+        _gpu(1),
+        _gpu(0, "/x/nvidia0"),
+        _mig(2, "3g.20gb", 1, 0),
+        _gpu(3),
     )
-    lines = slurm_gres.gres_lines(inventory)
+    inventory = Inventory("nvml", devices=devices, reserved=frozenset({"GPU-3"}))
+    caps = slurm_gres.mig_cap_files(devices, slurm_gres.parse_mig_minors(MIG_MINORS))
+    assert caps["MIG-2-9"] == ["/dev/nvidia-caps/nvidia-cap120", "/dev/nvidia-caps/nvidia-cap121"]
+    lines = slurm_gres.gres_lines(inventory, caps)
     assert [(g.index, g.uuid) for g in lines] == [
         (0, "GPU-0"),
         (1, "GPU-1"),
@@ -315,8 +324,32 @@ def test_gres_lines_one_per_device_in_inventory_order_reserved_left_out() -> Non
         (3, "MIG-2-9"),
     ]
     text = slurm_gres.gres_conf("n1", lines)
-    assert "# index 0: GPU-0\nNodeName=n1 Name=gpu File=/x/nvidia0\n" in text
-    assert "NodeName=n1 Name=gpu File=/dev/nvidia1\n" in text
-    assert "# index 3: MIG-2-9\nNodeName=n1 Name=gpu Type=1g.5gb Count=1\n" in text
-    assert slurm_gres.node_line("n1", lines) == "NodeName=n1 Gres=gpu:2,gpu:1g.5gb:1,gpu:3g.20gb:1"
+    # With MIG slices on the node, whole GPUs are typed too (Slurm refuses a mix).
+    assert "# index 0: GPU-0\nNodeName=n1 Name=gpu Type=full File=/x/nvidia0\n" in text
+    assert "NodeName=n1 Name=gpu Type=full File=/dev/nvidia1\n" in text
+    assert (
+        "# index 3: MIG-2-9\nNodeName=n1 Name=gpu Type=1g.5gb MultipleFiles=/dev/nvidia2,"
+        "/dev/nvidia-caps/nvidia-cap120,/dev/nvidia-caps/nvidia-cap121\n"
+    ) in text
+    assert (
+        slurm_gres.node_line("n1", lines)
+        == "NodeName=n1 Gres=gpu:1g.5gb:1,gpu:3g.20gb:1,gpu:full:2"
+    )
     assert slurm_gres.node_line("n1", []) == "NodeName=n1"
+
+
+def test_a_mig_slice_without_cap_files_is_refused() -> None:
+    # gpu3/gi2 lists no compute instance: Slurm could not be given the slice's files.
+    devices = (_mig(3, "1g.5gb", 2, 0),)
+    caps = slurm_gres.mig_cap_files(devices, slurm_gres.parse_mig_minors(MIG_MINORS))
+    with pytest.raises(InvalidInput, match=r"3:1g\.5gb#2"):
+        slurm_gres.gres_lines(Inventory("simulated", devices=devices), caps)
+
+
+def test_whole_gpus_alone_are_untyped() -> None:
+    lines = slurm_gres.gres_lines(Inventory("simulated", devices=(_gpu(1), _gpu(0))))
+    assert [line.text("n") for line in lines] == [
+        "NodeName=n Name=gpu File=/dev/nvidia0",
+        "NodeName=n Name=gpu File=/dev/nvidia1",
+    ]
+    assert slurm_gres.node_line("n", lines) == "NodeName=n Gres=gpu:2"

@@ -112,6 +112,7 @@ def _gres(args: argparse.Namespace) -> None:
     from ds01.core import slurm_gres
     from ds01.files import replace_file
     from ds01.gpu.backend import make_backend
+    from ds01.runtime.slurm import read_mig_minors
 
     state_dir = Path(paths.pick(None, paths.ENV_STATE_DIR, paths.DEFAULT_STATE_DIR))
     node = args.node or socket.gethostname().split(".")[0]
@@ -119,7 +120,8 @@ def _gres(args: argparse.Namespace) -> None:
         _config(args).gpus, simulated_mig_file=state_dir / paths.SIMULATED_MIG_FILE
     ) as backend:
         inventory = backend.inventory()
-    lines = slurm_gres.gres_lines(inventory)
+    minors = slurm_gres.parse_mig_minors(read_mig_minors())
+    lines = slurm_gres.gres_lines(inventory, slurm_gres.mig_cap_files(inventory.devices, minors))
     text = slurm_gres.gres_conf(node, lines)
     if args.output:
         replace_file(Path(args.output), text)
@@ -155,8 +157,9 @@ SLURM_COMMANDS: tuple[Command, ...] = (
         "a second run finds nothing to do; --dry-run changes nothing. Run it as a Slurm\n"
         "administrator; ds01d is not involved (see docs/cluster.md).\n"
         "`gres` prints this node's gres.conf from its ds01 GPU inventory (one line per device:\n"
-        "Slurm's index N is the Nth line, whose comment names its UUID; MIG slices as\n"
-        "typed GRES gpu:<profile>) and the Gres= of its slurm.conf node line.\n\n"
+        "Slurm's index N is the Nth line, whose comment names its UUID; MIG slices as typed\n"
+        "GRES gpu:<profile> with their nvidia-caps files, whole GPUs then as gpu:full) and\n"
+        "the Gres= of its slurm.conf node line.\n\n"
         "examples:\n"
         "  ds01 admin slurm sync --dry-run\n"
         "  ds01 admin slurm sync --json\n"

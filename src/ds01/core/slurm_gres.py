@@ -8,67 +8,126 @@ line, and ``GresLine.index`` → ``GresLine.uuid`` maps it back to the UUID ds01
 Each line is preceded by a comment naming that index and UUID.
 
 - a whole GPU is untyped ``gpu``, its ``File=`` the device node (the simulated backend's
-  ``device_node``, else ``/dev/nvidia<index>``);
-- a MIG slice is typed ``gpu:<profile>`` (``Type=3g.20gb``), ``Count=1`` and no ``File=``:
-  its device files are the driver's ``nvidia-caps`` entries, which ds01's inventory does not
-  know, so Slurm counts and orders slices but cannot confine a job to one (ds01d, which
-  creates the container on the slice's UUID, does);
+  ``device_node``, else ``/dev/nvidia<index>``); on a node that also has MIG slices it is
+  typed ``gpu:full`` (``FULL_GPU_TYPE``): Slurm refuses a node whose GPUs are partly typed
+  ("Some gpu GRES in slurm.conf have a type while others do not"). An untyped request
+  (``--gres=gpu:1``) takes any type, so users ask for ``gpu:full:N`` there;
+- a MIG slice is typed ``gpu:<profile>`` (``Type=3g.20gb``) with ``MultipleFiles=`` its
+  GPU's device node and its two ``nvidia-caps`` device files (GPU instance and compute
+  instance ``0``, ds01's one per slice), found in the driver's
+  ``/proc/driver/nvidia-caps/mig-minors`` (``parse_mig_minors``, ``mig_cap_files``). Slurm
+  wants a file on every record and refuses one file on two records; a slice whose cap files
+  are unknown (the simulated backend has none) is refused with ``InvalidInput``;
 - reserved devices are left out (ds01 never gives them, so Slurm must not count them).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ds01.errors import InvalidInput
 from ds01.model.device import Device, Inventory
 
 #: Where NVIDIA's driver puts whole GPUs' device nodes.
 NVIDIA_DEVICE_DIR = "/dev"
+#: The GRES type of a whole GPU on a node that also has MIG slices.
+FULL_GPU_TYPE = "full"
+#: Where the driver lists the minor numbers of MIG instances' capability devices.
+MIG_MINORS_FILE = "/proc/driver/nvidia-caps/mig-minors"
+#: Where those capability devices are.
+NVIDIA_CAPS_DIR = "/dev/nvidia-caps"
 
 
 @dataclass(frozen=True)
 class GresLine:
-    """One device as Slurm's GRES: its index on the node, UUID, type (``None``: a whole GPU)
-    and device file (``None``: a MIG slice)."""
+    """One device as Slurm's GRES: its index on the node, UUID, type (``None``: untyped, a
+    whole GPU on a node without MIG slices) and device files (one for a whole GPU)."""
 
     index: int
     uuid: str
     type: str | None
-    file: str | None
+    files: tuple[str, ...]
 
     def text(self, node: str) -> str:
-        if self.type is None:
-            return f"NodeName={node} Name=gpu File={self.file}"
-        return f"NodeName={node} Name=gpu Type={self.type} Count=1"
+        typed = f" Type={self.type}" if self.type else ""
+        key = "File" if len(self.files) == 1 else "MultipleFiles"
+        return f"NodeName={node} Name=gpu{typed} {key}={','.join(self.files)}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"index": self.index, "uuid": self.uuid, "type": self.type, "file": self.file}
+        return {"index": self.index, "uuid": self.uuid, "type": self.type, "files": self.files}
 
 
-def _line(index: int, device: Device) -> GresLine:
-    if device.kind == "mig":
-        return GresLine(index, device.uuid, device.profile, None)
-    file = device.device_node or f"{NVIDIA_DEVICE_DIR}/nvidia{device.gpu_index}"
-    return GresLine(index, device.uuid, None, file)
+def parse_mig_minors(text: str) -> dict[str, int]:
+    """``/proc/driver/nvidia-caps/mig-minors`` (``gpu0/gi1/access 12`` per line): path →
+    minor number."""
+    minors: dict[str, int] = {}
+    for line in text.splitlines():
+        path, _, minor = line.strip().partition(" ")
+        if minor.strip().isdigit():
+            minors[path] = int(minor)
+    return minors
 
 
-def gres_lines(inventory: Inventory) -> list[GresLine]:
-    """The node's devices as GRES, in ds01's order (see the module docstring)."""
+def mig_cap_files(devices: Sequence[Device], minors: Mapping[str, int]) -> dict[str, list[str]]:
+    """MIG slice UUID → its capability device files (GPU instance, then compute instance 0),
+    for the slices ``minors`` (``parse_mig_minors``) lists."""
+    found: dict[str, list[str]] = {}
+    for device in devices:
+        if device.kind != "mig" or device.instance_id is None:
+            continue
+        base = f"gpu{device.gpu_index}/gi{device.instance_id}"
+        keys = (f"{base}/access", f"{base}/ci0/access")
+        if all(key in minors for key in keys):
+            found[device.uuid] = [f"{NVIDIA_CAPS_DIR}/nvidia-cap{minors[key]}" for key in keys]
+    return found
+
+
+def _gpu_node(device: Device) -> str:
+    return device.device_node or f"{NVIDIA_DEVICE_DIR}/nvidia{device.gpu_index}"
+
+
+def gres_lines(
+    inventory: Inventory, mig_files: Mapping[str, Sequence[str]] | None = None
+) -> list[GresLine]:
+    """The node's devices as GRES, in ds01's order (see the module docstring); ``mig_files``:
+    MIG slice UUID → its capability device files (``mig_cap_files``).
+
+    Raises:
+        InvalidInput: a MIG slice whose capability files are not in ``mig_files``.
+    """
     devices = sorted(
         (d for d in inventory.devices if d.uuid not in inventory.reserved),
         key=lambda d: (d.gpu_index, d.kind == "mig", d.start or 0, d.instance_id or 0),
     )
-    return [_line(i, d) for i, d in enumerate(devices)]
+    caps = mig_files or {}
+    unknown = [d.label for d in devices if d.kind == "mig" and d.uuid not in caps]
+    if unknown:
+        raise InvalidInput(
+            f"MIG slice(s) {', '.join(unknown)}: their nvidia-caps device files are not in "
+            f"{MIG_MINORS_FILE}, and Slurm needs them to count a slice (a simulated MIG "
+            "slice has none)."
+        )
+    typed = any(d.kind == "mig" for d in devices)
+    lines = []
+    for index, device in enumerate(devices):
+        if device.kind == "mig":
+            files = (_gpu_node(device), *caps[device.uuid])
+            lines.append(GresLine(index, device.uuid, device.profile, files))
+        else:
+            kind = FULL_GPU_TYPE if typed else None
+            lines.append(GresLine(index, device.uuid, kind, (_gpu_node(device),)))
+    return lines
 
 
 def node_gres(lines: list[GresLine]) -> str:
-    """The ``Gres=`` value of the node's ``NodeName`` line: ``gpu:N`` for whole GPUs, then
-    ``gpu:<profile>:N`` per MIG profile; empty when the node has no device."""
-    whole = sum(1 for line in lines if line.type is None)
+    """The ``Gres=`` value of the node's ``NodeName`` line: ``gpu:N`` for untyped whole GPUs,
+    ``gpu:<type>:N`` per type; empty when the node has no device."""
+    untyped = sum(1 for line in lines if line.type is None)
     typed = Counter(line.type for line in lines if line.type is not None)
-    parts = [f"gpu:{whole}"] if whole else []
-    parts += [f"gpu:{profile}:{n}" for profile, n in sorted(typed.items())]
+    parts = [f"gpu:{untyped}"] if untyped else []
+    parts += [f"gpu:{kind}:{n}" for kind, n in sorted(typed.items())]
     return ",".join(parts)
 
 
@@ -92,4 +151,14 @@ def node_line(node: str, lines: list[GresLine]) -> str:
     return f"NodeName={node} Gres={gres}" if gres else f"NodeName={node}"
 
 
-__all__ = ["GresLine", "gres_conf", "gres_lines", "node_gres", "node_line"]
+__all__ = [
+    "FULL_GPU_TYPE",
+    "MIG_MINORS_FILE",
+    "GresLine",
+    "gres_conf",
+    "gres_lines",
+    "mig_cap_files",
+    "node_gres",
+    "node_line",
+    "parse_mig_minors",
+]

@@ -1,5 +1,5 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
-``ds01 admin slurm sync``.
+``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``.
 
 ``sacctmgr`` is always run with an argument list (never a shell), ``-i`` (no question asked)
 for changes and ``--parsable2 --noheader`` for listings; the names in its arguments were
@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Collection, Sequence
 
+from ds01.core.slurm_gres import MIG_MINORS_FILE
 from ds01.core.slurm_sync import Accounting, Change, current_accounting
 from ds01.errors import SlurmError
 
@@ -83,6 +84,15 @@ def apply_changes(changes: Sequence[Change]) -> int:
     return len(changes)
 
 
+def read_mig_minors() -> str:
+    """The driver's list of MIG capability minors; empty without an NVIDIA driver."""
+    try:
+        with open(MIG_MINORS_FILE, encoding="utf-8") as stream:
+            return stream.read()
+    except OSError:
+        return ""
+
+
 def unix_group_members(groups: Collection[str]) -> dict[str, set[str]]:
     """Unix group → its members as NSS lists them: the group's member list and the users whose
     primary group it is. A group NSS does not know has none."""
@@ -121,6 +131,7 @@ def unix_groups_of(user: str) -> list[str]:
 __all__ = [
     "apply_changes",
     "read_accounting",
+    "read_mig_minors",
     "unix_group_members",
     "unix_groups_of",
 ]
