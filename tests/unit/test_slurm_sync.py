@@ -317,20 +317,22 @@ def test_gres_lines_one_per_device_in_inventory_order_reserved_left_out() -> Non
     caps = slurm_gres.mig_cap_files(devices, slurm_gres.parse_mig_minors(MIG_MINORS))
     assert caps["MIG-2-9"] == ["/dev/nvidia-caps/nvidia-cap120", "/dev/nvidia-caps/nvidia-cap121"]
     lines = slurm_gres.gres_lines(inventory, caps)
+    # Slurm numbers a device by its file: GPU-0's node is /x/nvidia0, the slices share GPU 2's.
     assert [(g.index, g.uuid) for g in lines] == [
         (0, "GPU-0"),
         (1, "GPU-1"),
         (2, "MIG-2-1"),
-        (3, "MIG-2-9"),
+        (2, "MIG-2-9"),
     ]
     text = slurm_gres.gres_conf("n1", lines)
     # With MIG slices on the node, whole GPUs are typed too (Slurm refuses a mix).
     assert "# index 0: GPU-0\nNodeName=n1 Name=gpu Type=full File=/x/nvidia0\n" in text
     assert "NodeName=n1 Name=gpu Type=full File=/dev/nvidia1\n" in text
     assert (
-        "# index 3: MIG-2-9\nNodeName=n1 Name=gpu Type=1g.5gb MultipleFiles=/dev/nvidia2,"
+        "# index 2: MIG-2-9\nNodeName=n1 Name=gpu Type=1g.5gb MultipleFiles=/dev/nvidia2,"
         "/dev/nvidia-caps/nvidia-cap120,/dev/nvidia-caps/nvidia-cap121\n"
     ) in text
+    assert slurm_gres.slurm_index("/dev/nvidia-x") is None
     assert (
         slurm_gres.node_line("n1", lines)
         == "NodeName=n1 Gres=gpu:1g.5gb:1,gpu:3g.20gb:1,gpu:full:2"

@@ -2,10 +2,14 @@
 inventory. Pure.
 
 The GRES order is ds01's contract with the jobs Slurm starts: one ``gres.conf`` line per
-device, in the inventory's order (GPU index, then MIG instances in their GPU's order), so the
-device Slurm numbers N on the node (``SLURM_JOB_GPUS``, ``CUDA_VISIBLE_DEVICES``) is the Nth
-line, and ``GresLine.index`` → ``GresLine.uuid`` maps it back to the UUID ds01 allocates by.
-Each line is preceded by a comment naming that index and UUID.
+device, in the inventory's order (GPU index, then MIG instances in their GPU's order), each
+preceded by a comment ``# index N: UUID``. N is the number Slurm 22.05 gives the device on
+the node (``SLURM_JOB_GPUS``): not the line's position but the number that ends its first
+device file (``/dev/nvidia3`` is 3, whatever line it is on; ``slurmd -G`` shows it, and
+tests/e2e/test_slurm_sync.py checks the two agree). ``GresLine.index`` → ``GresLine.uuid``
+maps a job's devices back to the UUIDs ds01 allocates by. That number is unique for whole
+GPUs only: MIG slices share their GPU's device node, so a slice's index names its GPU and
+the slice itself is told apart by its type (``None`` when the file ends in no number).
 
 - a whole GPU is untyped ``gpu``, its ``File=`` the device node (the simulated backend's
   ``device_node``, else ``/dev/nvidia<index>``); on a node that also has MIG slices it is
@@ -23,6 +27,7 @@ Each line is preceded by a comment naming that index and UUID.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ FULL_GPU_TYPE = "full"
 MIG_MINORS_FILE = "/proc/driver/nvidia-caps/mig-minors"
 #: Where those capability devices are.
 NVIDIA_CAPS_DIR = "/dev/nvidia-caps"
+_TRAILING_NUMBER_RE = re.compile(r"(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class GresLine:
     """One device as Slurm's GRES: its index on the node, UUID, type (``None``: untyped, a
     whole GPU on a node without MIG slices) and device files (one for a whole GPU)."""
 
-    index: int
+    index: int | None
     uuid: str
     type: str | None
     files: tuple[str, ...]
@@ -84,6 +90,13 @@ def mig_cap_files(devices: Sequence[Device], minors: Mapping[str, int]) -> dict[
     return found
 
 
+def slurm_index(path: str) -> int | None:
+    """The number Slurm gives a GRES device whose (first) file is ``path``: the digits that
+    end it; ``None`` when there are none."""
+    match = _TRAILING_NUMBER_RE.search(path)
+    return int(match.group(1)) if match else None
+
+
 def _gpu_node(device: Device) -> str:
     return device.device_node or f"{NVIDIA_DEVICE_DIR}/nvidia{device.gpu_index}"
 
@@ -111,13 +124,14 @@ def gres_lines(
         )
     typed = any(d.kind == "mig" for d in devices)
     lines = []
-    for index, device in enumerate(devices):
+    for device in devices:
+        node = _gpu_node(device)
         if device.kind == "mig":
-            files = (_gpu_node(device), *caps[device.uuid])
-            lines.append(GresLine(index, device.uuid, device.profile, files))
+            files = (node, *caps[device.uuid])
+            lines.append(GresLine(slurm_index(node), device.uuid, device.profile, files))
         else:
             kind = FULL_GPU_TYPE if typed else None
-            lines.append(GresLine(index, device.uuid, kind, (_gpu_node(device),)))
+            lines.append(GresLine(slurm_index(node), device.uuid, kind, (node,)))
     return lines
 
 
@@ -136,7 +150,7 @@ def gres_conf(node: str, lines: list[GresLine]) -> str:
     line."""
     out = [
         f"# gres.conf of node {node}, written by `ds01 admin slurm gres` from its ds01 inventory.",
-        "# One line per device; Slurm's GPU index on this node is the line's position.",
+        "# One line per device; `index N` is the number Slurm gives it (SLURM_JOB_GPUS).",
     ]
     for line in lines:
         out.append(f"# index {line.index}: {line.uuid}")
@@ -161,4 +175,5 @@ __all__ = [
     "node_gres",
     "node_line",
     "parse_mig_minors",
+    "slurm_index",
 ]
