@@ -6,7 +6,9 @@
 #   scripts/slurm-cluster.sh down   stop everything `up` started, remove its state directory
 #
 # `up` is idempotent: run again on a running cluster it changes nothing and prints the same
-# lines. What it runs, all as root, all under $DS01_SLURM_DIR (default
+# lines: SLURM_CONF (every Slurm command, and ds01's, reads the cluster from it; any user can
+# read it and reach munge), DS01_SLURM_CLUSTER (its name) and DS01_SLURM_DIR (its state:
+# fake devices in dev/<node>/, logs in log/). What it runs, all as root, all under $DS01_SLURM_DIR (default
 # /var/lib/ds01-slurm-test), nothing in the machine's own /etc or /run:
 #
 #   munged     a key made here, its socket in $DIR/munge (slurm.conf's AuthInfo names it)
@@ -224,6 +226,7 @@ up() {
   start_slurmds
   echo "export SLURM_CONF=$SLURM_CONF"
   echo "export DS01_SLURM_CLUSTER=$CLUSTER"
+  echo "export DS01_SLURM_DIR=$DIR"
 }
 
 # stop NAME...: TERM the pids in $DIR/run/NAME.pid, wait for them to go, KILL after 10 s. All
