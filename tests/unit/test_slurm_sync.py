@@ -112,6 +112,12 @@ def test_user_names_sacctmgr_would_split_are_refused() -> None:
         desired_accounting(_config({}), {"a=b": []})
 
 
+def test_two_users_whose_qos_names_fold_together_are_refused() -> None:
+    config = _config({"users": {"Bob": {"gpu_limit": 2}, "bob": {"gpu_limit": 3}}})
+    with pytest.raises(InvalidInput, match="QOS of their own"):
+        desired_accounting(config, {"Bob": [], "bob": []})
+
+
 # -- reading sacctmgr ----------------------------------------------------------------------------
 
 # As Slurm 22.05's `sacctmgr --parsable2 --noheader show ...` prints them.

@@ -266,7 +266,8 @@ def desired_accounting(
         user_qos = shared
         if qos[shared] != limits:
             user_qos = _USER_QOS_PREFIX + user.lower()
-            if not _SLURM_NAME_RE.fullmatch(user_qos):
+            if not _SLURM_NAME_RE.fullmatch(user_qos) or qos.get(user_qos, limits) != limits:
+                # Slurm folds QOS names: "Bob" and "bob" would share one.
                 raise InvalidInput(f"user {user!r} cannot name a Slurm QOS of their own.")
             qos[user_qos] = limits
         for account in mine:
