@@ -71,9 +71,10 @@ def _config_dir(tmp: Path, limits: str) -> str:
 
 
 def _sync(env: dict[str, str], config_dir: str, *flags: str) -> dict[str, Any]:
-    return json.loads(
+    answer: dict[str, Any] = json.loads(
         _ok(env, DS01, "admin", "slurm", "sync", "--json", "--config-dir", config_dir, *flags)
-    )  # type: ignore[no-any-return]
+    )
+    return answer
 
 
 def _show(env: dict[str, str], entity: str, fields: str) -> set[str]:
