@@ -6,10 +6,10 @@
 #   scripts/slurm-cluster.sh down   stop everything `up` started, remove its state directory
 #
 # `up` is idempotent: run again on a running cluster it changes nothing and prints the same
-# lines: SLURM_CONF (every Slurm command, and ds01's, reads the cluster from it; any user can
-# read it and reach munge), DS01_SLURM_CLUSTER (its name) and DS01_SLURM_DIR (its state:
-# fake devices in dev/<node>/, logs in log/). What it runs, all as root, all under $DS01_SLURM_DIR (default
-# /var/lib/ds01-slurm-test), nothing in the machine's own /etc or /run:
+# lines: SLURM_CONF (every Slurm command, and ds01's, finds the cluster through it; any user
+# can read it and reach munge), DS01_SLURM_CLUSTER (the cluster's name) and DS01_SLURM_DIR
+# (its state: fake devices in dev/<node>/, logs in log/). What it runs, all as root, all under
+# $DS01_SLURM_DIR (default /var/lib/ds01-slurm-test), nothing in the machine's /etc or /run:
 #
 #   munged     a key made here, its socket in $DIR/munge (slurm.conf's AuthInfo names it)
 #   mariadbd   a data directory of its own, 127.0.0.1:$DS01_SLURM_DB_PORT, no unix socket shared
@@ -20,7 +20,7 @@
 #
 # Each node has GRES `gpu` entries backed by character devices in $DIR/dev/<node>/
 # (`mknod c 195 N`, like tests' fake_gpu_nodes; never the real /dev): node1 two whole GPUs,
-# node2 four (see NODE_GPUS below), the simulated ds01 inventory of the tests.
+# node2 four (NODES below), the simulated ds01 inventory of the tests.
 #
 # Debian 12's packages are installed first if missing (scripts/ensure-slurm.sh, which
 # `make test` runs too).
@@ -28,7 +28,6 @@
 # Environment: DS01_SLURM_DIR, DS01_SLURM_DB_PORT (default 36306).
 set -euo pipefail
 umask 022
-export DEBIAN_FRONTEND=noninteractive
 
 DIR=${DS01_SLURM_DIR:-/var/lib/ds01-slurm-test}
 DB_PORT=${DS01_SLURM_DB_PORT:-36306}
@@ -37,7 +36,6 @@ CTLD_PORT=36817
 DBD_PORT=36819
 # node name, slurmd port, GPUs (fake devices nvidia0..N-1 in $DIR/dev/<node>)
 NODES=("node1 36818 2" "node2 36828 4")
-SLURM_LIBDIR=/usr/lib/x86_64-linux-gnu/slurm-wlm
 
 # What the commands of `up` print (in the state directory: `down` removes it).
 log_file=$DIR/log/up.log
@@ -202,20 +200,20 @@ start_slurmds() {
   done
   for node in "${NODES[@]}"; do
     read -r name port gpus <<<"$node"
-    wait_for 30 "slurmd-$name" node_idle "$name"
+    wait_for 30 "slurmd-$name" node_serving "$name"
   done
 }
 
-# node_idle NAME: slurmctld reports the node idle (registered, no job).
-node_idle() {
-  sinfo -h -n "$1" -o '%t' | grep -qx 'idle'
+# node_serving NAME: slurmctld reports the node registered and answering (idle, or running
+# jobs: `up` on a busy cluster must not wait for them); a state ending in `*` (not
+# responding), down or unknown is not.
+node_serving() {
+  sinfo -h -n "$1" -o '%t' | grep -qxE 'idle|mix|alloc|comp'
 }
 
 up() {
   [ "$(id -u)" -eq 0 ] || die "must run as root"
   bash "$(dirname "${BASH_SOURCE[0]}")/ensure-slurm.sh"
-  [ -x "$SLURM_LIBDIR/accounting_storage_mysql.so" ] || [ -e "$SLURM_LIBDIR/accounting_storage_mysql.so" ] ||
-    die "Slurm's accounting_storage/mysql plugin is missing (package slurmdbd)"
   mkdir -p "$DIR/log"
   write_configs
   export SLURM_CONF=$DIR/etc/slurm.conf
