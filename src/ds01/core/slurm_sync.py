@@ -210,8 +210,8 @@ def account_name(group: str) -> str:
     name = group.lower()
     if not _SLURM_NAME_RE.fullmatch(name) or name == DEFAULT_ACCOUNT:
         raise InvalidInput(
-            f"group {group!r} cannot be a Slurm account: use letters, digits, '_', '.' "
-            f"and '-' (not {DEFAULT_ACCOUNT!r}), or leave it out of the cluster."
+            f"group {group!r} cannot be a Slurm account: rename it in resource-limits.yaml "
+            f"(letters, digits, '_', '.' and '-'; not {DEFAULT_ACCOUNT!r})."
         )
     return name
 
