@@ -30,6 +30,7 @@ from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
 from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
 from ds01.cli.report import REPORT_COMMANDS
+from ds01.cli.slurm import SLURM_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
@@ -1128,6 +1129,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_audit_verify,
     ),
     *ADMIN_COMMANDS,
+    *SLURM_COMMANDS,
     Command(
         ("maintenance", "run"),
         None,
