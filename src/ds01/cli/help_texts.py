@@ -493,6 +493,7 @@ _CREATE_MORE = (
     "--workspace",
     "--data",
     "--no-wait",
+    "--borrow",
     "--json",
 )
 
@@ -518,6 +519,11 @@ created; a refusal changes nothing.
 - **When no device is free**, the request waits in the GPU queue and this command waits
   with it (Ctrl-C leaves it queued; `ds01 queue` shows it). `--no-wait` fails with exit
   3 instead. A queued container is started when its turn comes.
+- **Above your quota**: where borrowing is on, `--borrow` (or `borrow: auto` in your
+  limits) places a request over your GPU quota on idle devices, up to a cap, while
+  nobody within quota waits for them. The container shows as borrowed; when someone
+  within quota needs its devices you are warned, and it is stopped a few minutes later
+  (its files are kept; `container-start` queues it again).
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or

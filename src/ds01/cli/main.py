@@ -173,6 +173,12 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fail (exit 3) when no devices are free, instead of waiting in the GPU queue",
     )
+    p.add_argument(
+        "--borrow",
+        action="store_true",
+        help="over your GPU quota: borrow idle devices above it, if the server allows; a "
+        "borrowed container is stopped (files kept) when someone within quota needs them",
+    )
     _json_flag(p)
 
 
@@ -258,6 +264,7 @@ def _run_create(args: argparse.Namespace) -> None:
         "data": os.path.abspath(args.data) if args.data else None,
         "ports": args.ports,
         "queue": not args.no_wait,
+        "borrow": args.borrow,
     }
     client = Ds01Client()
     status, info = client.call("POST", "/v1/containers", body=body)
@@ -400,9 +407,10 @@ def _run_list(args: argparse.Namespace) -> None:
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
         kills = r.get("oom_kills") or 0
+        shown = f"{r['status']}, borrowed" if r.get("borrowed") else str(r["status"])
         if not kills:
-            return str(r["status"])
-        return f"{r['status']} ({kills} OOM kill{'s' if kills > 1 else ''})"
+            return shown
+        return f"{shown} ({kills} OOM kill{'s' if kills > 1 else ''})"
 
     render.table(
         headers,
@@ -612,7 +620,8 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
         if not d["holder"]:
             return "free"
         container = d["holder"]["container"]  # another user's: not shown
-        return f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
+        who = f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
+        return f"{who} (borrowed)" if d["holder"].get("borrowed") else who
 
     def profile(d: dict[str, Any]) -> str | None:
         return f"{d['profile']} (on demand)" if d.get("on_demand") else d["profile"]
