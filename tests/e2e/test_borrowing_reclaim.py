@@ -108,3 +108,12 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     assert d.cli_json("carol", "container-list")[0]["status"] == "running"
     warned = {e["resource"] for e in d.events_where(action="container.reclaim_warning")}
     assert warned == {warning["resource"]}
+
+    # Started again: it borrows again once a device is idle, and stays borrowed.
+    busy = d.cli("alice", "container-start", "extra", "--no-wait")
+    assert busy.returncode == 3 and "no idle device" in busy.stderr, describe(busy)
+    assert d.cli("bob", "container-remove", "b", "--force").returncode == 0
+    again = d.cli("alice", "container-start", "extra", "--no-wait")
+    assert again.returncode == 0, describe(again)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["extra"]["status"], rows["extra"]["borrowed"]) == ("running", True)

@@ -5,7 +5,10 @@ devices back (``QueueDesk.release_devices``). When it starts again it gets its o
 if they are all free (nothing to change), or else is re-created on other devices from a
 commit of its filesystem, with the same name, mounts and limits, so that nothing in it is
 lost. A re-creation a crash interrupted is settled at the next start
-(``StartupReconciler``).
+(``StartupReconciler``). A borrowed container (``ds01.borrowed``, e.g. one reclaimed) stays
+borrowed: it gets devices again within its owner's quota, or borrowed above it when the
+``borrowing:`` policy allows (``ds01.core.borrowing``), and keeps its label either way, so
+that it never counts against ``gpu_limit``; any other container gets them within quota.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
@@ -18,7 +21,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ds01.core.allocation import GpuRequest, Placement, allocate
+from ds01.core.allocation import GpuRequest, Placement
+from ds01.core.borrowing import allocate_borrowing
 from ds01.core.container_resources import Resources
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
@@ -52,15 +56,21 @@ class Reacquire:
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
         limits = ctx.limits_for(owner)
-        placement = allocate(
+        plan = ctx.status.queue_plan
+        decision = allocate_borrowing(
             released_request(record, inventory),
             owner.name,
             limits.gpu_quota(),
             inventory,
             allocation_state(records),
             [r.name for r in records if r.uid == record.uid and r.id != record.id],
+            policy=ctx.config().limits.borrowing,
+            borrow=L.borrowed_of(record.labels),
+            within_quota_waiting=plan is not None and plan.waiting_for_devices,
         )
-        return self.reacquire_admitted(owner, record, placement, inventory, actor=owner.name)
+        return self.reacquire_admitted(
+            owner, record, decision.placement, inventory, actor=owner.name
+        )
 
     def reacquire_admitted(
         self,
@@ -161,6 +171,7 @@ class Reacquire:
             kept_image=image,
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
+            borrowed=L.borrowed_of(record.labels),
         )
 
 
