@@ -6,7 +6,9 @@ borrowing is on with a cap of one GPU, a 9-second minimum runtime and a 3-second
 third; nothing is reclaimed while nobody waits; then carol, within quota, queues: alice's
 borrowed container (never her own within quota, nor bob's) is warned no sooner than its
 minimum runtime, stopped (not removed) after the grace, and carol's request starts on its
-GPU.
+GPU. Started again, a reclaimed container borrows again; a container of alice's own
+quota whose GPU was released starts above quota only with ``--borrow``, and is then
+borrowed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ LIMITS = f"""
       gpu_limit: 1
       max_containers: 5
       gpu_hold_after_stop_minutes: null
+    users:
+      alice: {{gpu_hold_after_stop_minutes: 0}}
     borrowing:
       enabled: true
       max_borrowed_gpus: 1
@@ -117,3 +121,20 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     assert again.returncode == 0, describe(again)
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["extra"]["status"], rows["extra"]["borrowed"]) == ("running", True)
+
+    # A container made within quota, its GPU released, starts over quota only with --borrow.
+    assert d.cli("alice", "container-remove", "extra", "--force").returncode == 0
+    assert d.cli("alice", "container-stop", "own").returncode == 0
+    own_name = docker_name("alice", "own")
+    released = f"container/{own_name}"
+    wait_until(
+        "own's GPU released", lambda: d.events_where(action="gpu.release", resource=released)
+    )
+    assert create(d, "alice", "own2", "--start", "--no-wait").returncode == 0
+    refused = d.cli("alice", "container-start", "own", "--no-wait")
+    assert refused.returncode == 3 and "GPU quota" in refused.stderr, describe(refused)
+    lent = d.cli("alice", "container-start", "own", "--no-wait", "--borrow")
+    assert lent.returncode == 0, describe(lent)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
+    assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"

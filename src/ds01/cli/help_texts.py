@@ -636,6 +636,8 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
 
 - Published ports are shown once it runs (`127.0.0.1:49153->8888`).
 - A container that reached `max_runtime_hours` is refused (exit 3): re-create it.
+- Over your GPU quota, `--borrow` takes idle devices above it where borrowing is on; a
+  borrowed container (one that was reclaimed, say) borrows again by itself.
 - Starting a running container is not an error.
 - Admins act on another user's container with `--user USER`.""",
         examples=(
@@ -653,7 +655,7 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
                 yes_no=True,
             ),
         ),
-        more=("--json", "--user"),
+        more=("--borrow", "--json", "--user"),
     ),
     "container stop": CommandHelp(
         info="""\
@@ -1080,7 +1082,8 @@ without touching containers, and compares policies.
   `gpu-config.yaml` (the inventory); a missing file means the built-in default.
 - `--policy` replays under fair share, first come first served, or both; `--reclaim`
   with idle reclaim, without, or all variants; `--mig` with the MIG layouts as
-  configured, with every MIG GPU making slices on demand, or both.
+  configured, with every MIG GPU making slices on demand, or both; `--borrowing` without
+  or with borrowing above quota (the `borrowing:` section), or both, then compared.
 - The report compares waits, GPU utilisation, idle GPU-hours and fairness per group;
   `--json` gives every number.""",
         examples=(
@@ -1106,8 +1109,9 @@ without touching containers, and compares policies.
             Question("--policy", "Policy to replay", "both"),
             Question("--reclaim", "Idle reclaim variants", "all"),
             Question("--mig", "MIG layouts or slices on demand", "layout"),
+            Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig"),
+        more=("--json", "--reclaim", "--mig", "--borrowing"),
     ),
     "dashboard": CommandHelp(
         info="""\

@@ -334,6 +334,12 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
                 help="fail (exit 3) if its GPUs were released and none are free, "
                 "instead of waiting in the GPU queue",
             )
+            p.add_argument(
+                "--borrow",
+                action="store_true",
+                help="if its GPUs were released and you are over your GPU quota: borrow idle "
+                "devices above it, if the server allows",
+            )
         _user_flag(p)
         _json_flag(p)
 
@@ -342,6 +348,7 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
             "user": args.user,
             "force": getattr(args, "force", False),
             "queue": verb == "start" and not args.no_wait,
+            "borrow": verb == "start" and args.borrow,
         }
         path = Ds01Client.container_path(args.name, action)
         client = Ds01Client()
