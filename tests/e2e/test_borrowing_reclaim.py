@@ -79,6 +79,8 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["own"]["borrowed"], rows["extra"]["borrowed"]) == (False, True)
     assert "running, borrowed" in d.cli("alice", "container-list").stdout
+    usage = d.cli_json("alice", "check-limits")["usage"]
+    assert (usage["gpu_equivalents"], usage["borrowed_gpu_equivalents"]) == (1.0, 1.0)
     labels = docker_client.containers.get(docker_name("alice", "extra")).labels
     assert labels.get("ds01.borrowed") == "true"
     assert "ds01.borrowed" not in docker_client.containers.get(docker_name("alice", "own")).labels

@@ -702,6 +702,11 @@ def _run_limits(args: argparse.Namespace) -> None:
         f"{render.limit_value(result['limits'].get('gpu_limit'))} GPU-equivalents "
         f"(held by: {holders}); {usage['containers']}{of_most} containers."
     )
+    if usage.get("borrowed_gpu_equivalents"):
+        render.echo(
+            f"Borrowed above your quota: {render.number(usage['borrowed_gpu_equivalents'])} "
+            "GPU-equivalents (stopped when someone within quota needs them)."
+        )
     _echo_disk_use(result)
 
 

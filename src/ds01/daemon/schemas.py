@@ -244,9 +244,13 @@ class ResolvedEntry(_Model):
 
 
 class Usage(_Model):
-    gpu_equivalents: float
+    gpu_equivalents: float = Field(description="What counts against gpu_limit (not borrowed).")
     containers: int
     gpu_containers: list[str]
+    borrowed_gpu_equivalents: float = Field(
+        default=0.0,
+        description="Held in borrowed containers, above gpu_limit (the borrowing cap's use).",
+    )
 
 
 class AggregateUsage(_Model):
