@@ -328,3 +328,41 @@ def test_nothing_is_reclaimed_while_nobody_within_quota_waits(
     steps = reclaim_steps(choice, warned, NOW, ON)
     assert steps.warn == steps.stop == ()
     assert set(steps.cancel) == set(warned)
+
+
+@PROPERTY_SETTINGS
+@given(
+    borrowed_worlds(),
+    st.integers(1, 3),
+    st.booleans(),
+    st.sampled_from([Fraction(0), Fraction(1), Fraction(2)]),
+)
+def test_a_placement_keeps_both_the_quota_and_the_cap_and_takes_only_free_devices(
+    world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+    gpus: int,
+    waiting: bool,
+    cap: Fraction,
+) -> None:
+    inv, state, _, request = world
+    policy = BorrowingConfig(enabled=True, max_borrowed_gpus=float(cap))
+    user = "alice"
+    before_quota = state.user_gpu_equivalents(user)
+    before_borrowed = state.user_borrowed_equivalents(user)
+    try:
+        decision = allocate_borrowing(
+            GpuRequest(whole_gpus=gpus), user, request.quota, inv, state, (),
+            policy=policy, borrow=True, within_quota_waiting=waiting,
+        )  # fmt: skip
+    except (NoCapacity, QuotaExceeded):
+        return
+    after = state.with_holding(
+        decision.placement.holding("new", user, borrowed=decision.borrowed)
+    )  # raises if a device were held twice
+    limit = request.quota.gpu_limit
+    if decision.borrowed:
+        assert not waiting
+        assert limit is not None and before_quota + gpus > limit
+        assert after.user_borrowed_equivalents(user) <= max(cap, before_borrowed)
+        assert after.user_gpu_equivalents(user) == before_quota
+    else:
+        assert limit is None or after.user_gpu_equivalents(user) <= max(limit, before_quota)
