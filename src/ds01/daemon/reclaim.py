@@ -86,9 +86,13 @@ class BorrowReclaim:
             return False
         state = allocation_state(records)
         borrowed = [r for r in records if r.gpus and L.borrowed_of(r.labels)]
+        if not borrowed:
+            head = None
+        # Docker's start times are asked only while someone within quota waits.
+        started_at = self._started_at(borrowed, now) if head is not None else {}
         choice = choose_reclaim(
-            head if borrowed else None, inventory, state, now, policy,
-            self._started_at(borrowed, now), is_reserved=self.is_reserved, reclaiming=self._warned,
+            head, inventory, state, now, policy, started_at,
+            is_reserved=self.is_reserved, reclaiming=self._warned,
         )  # fmt: skip
         steps = reclaim_steps(choice, self._warned, now, policy)
         for container in steps.cancel:
