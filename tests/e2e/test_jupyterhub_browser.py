@@ -12,7 +12,7 @@ set for the test and locked again after it). One hub, three scenes:
    whose create ds01d logged as alice via the hub;
 2. bob asks for the one whole GPU while alice's other container holds it: the spawn page
    shows his place in ds01's queue; when alice stops that container his server starts and
-   he lands in JupyterLab;
+   he lands in JupyterLab (the events of the dispatched create name the hub too);
 3. carol (a quota of half a GPU) asks for a whole GPU: the form refuses it with ds01's
    message;
 4. ds01d and the hub restart while alice's and bob's servers run: the hub finds both again
@@ -262,6 +262,20 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
     assert stopped.returncode == 0, describe(stopped)
     bob.wait_for_url(re.compile(r"/user/bob/lab"), timeout=90_000)
     bob.wait_for_selector(".jp-LauncherCard")
+    # Dispatched later by ds01d's queue (the create's doer is ds01d), his request's events
+    # still name the hub that asked for it.
+    bobs = f"container/jupyterhub._.{pwd.getpwnam('bob').pw_uid}"
+    dispatched = [
+        (e["action"], e["user"], e["details"].get("via"))
+        for e in d.events()
+        if e["action"] in ("queue.join", "container.create", "queue.start")
+        and (e["user"] == "bob" or e["resource"] == bobs)
+    ]
+    assert dispatched == [
+        ("queue.join", "bob", HUB_USER),
+        ("container.create", "ds01d", HUB_USER),
+        ("queue.start", "bob", HUB_USER),
+    ], dispatched
     mark("2. bob in JupyterLab")
 
     # 3. carol's quota is half a GPU: the form refuses a whole one with ds01's message.
