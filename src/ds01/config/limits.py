@@ -307,6 +307,33 @@ class HubConfig(BaseModel):
         strict=False,
         description="Unix groups whose members may act on behalf of a user.",
     )
+    # A hub's own connection caps (ds01.core.admission.HubCaps), in place of one user's: a
+    # user behind the hub gets a user's share of workers within them.
+    connections: int = Field(
+        default=512,
+        ge=1,
+        description="Connections one hub identity may hold open at once, for all the users it "
+        "serves (in place of one user's cap; ds01d's total cap still applies).",
+    )
+    user_requests: int = Field(
+        default=16,
+        ge=1,
+        description="Requests one user behind the hub may have open at once (being answered "
+        "or waiting for a worker); more are refused (HTTP 429) for that user only.",
+    )
+    workers: int = Field(
+        default=16,
+        ge=1,
+        description="Of ds01d's workers for ordinary requests, how many the hub's users take "
+        "together (each at most a user's share); the rest stay for local users.",
+    )
+    waiting: int = Field(
+        default=64,
+        ge=1,
+        description="Of ds01d's slots for requests that wait (queue waits, long polls), how "
+        "many the hub's users hold together (each at most a user's share); more are "
+        "refused (HTTP 429).",
+    )
 
     @field_validator("users")
     @classmethod

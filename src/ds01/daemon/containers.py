@@ -109,7 +109,7 @@ class ContainerOps:
                 ctx.log_refusal(caller, "container.start", resource_of(record), exc)
                 raise
             try:
-                return self.gates.queue.enqueue_start(owner, record, exc)
+                return self.gates.queue.enqueue_start(owner, record, exc, via=caller.via)
             except PolicyError as refusal:
                 ctx.log_refusal(caller, "container.start", resource_of(record), refusal)
                 raise

@@ -244,7 +244,9 @@ class Creation:
                     self.gates.access.refused(caller, resource, exc)
                     raise
                 try:
-                    return self.gates.queue.enqueue(prepared, request, exc, records)
+                    return self.gates.queue.enqueue(
+                        prepared, request, exc, records, via=caller.via
+                    )
                 except PolicyError as refusal:
                     self.gates.access.refused(caller, resource, refusal)
                     raise

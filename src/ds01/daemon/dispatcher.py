@@ -15,7 +15,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    with MIG on demand could make (``MigOnDemand.planned_for_queue``).
 5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
-   waited.
+   waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
+   inside ``acting_via`` of that hub: every event of its start, adoption or failure names
+   the hub as ``details.via``, as the events of the request that queued it did.
 6. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
    dynamic GPUs their baseline back (``MigOnDemand.reclaim``).
 7. **Reclaim borrowed devices** for the plan's head, a request within quota that cannot be
@@ -57,7 +59,7 @@ from ds01.daemon.reclaim import BorrowReclaim
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
-from ds01.events.log import utc_now
+from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
 from ds01.model.labels import container_name
 from ds01.model.units import format_duration
@@ -157,7 +159,9 @@ class GpuDispatcher(PeriodicPass):
                 if self.stopping:
                     break  # ds01d stops: the rest stay queued
                 item = by_id[start.request.id]
-                if self._start(item, start.placement, inventory, records, now):
+                with acting_via(item.entry.via):
+                    begun = self._start(item, start.placement, inventory, records, now)
+                if begun:
                     started.append(item.entry.id)
                     records = service.records()
             freed = service.mig_on_demand.reclaim(records, now)
@@ -175,15 +179,20 @@ class GpuDispatcher(PeriodicPass):
             record = by_request.get(entry.id)
             if record is None:
                 continue
-            if record.status != "running":
-                try:
-                    owner = user_by_uid(record.uid)
-                    self.service.launcher.launch(
-                        Caller(user=owner, pid=0, is_admin=False), owner, record
-                    )
-                except Ds01Error as exc:
-                    log.error("queued %s created but not started: %s", entry.id, exc.message)
-            self._finish_started(entry, record.gpus, now)
+            with acting_via(entry.via):
+                self._adopt_one(entry, record, now)
+
+    def _adopt_one(self, entry: QueuedRequest, record: ContainerRecord, now: datetime) -> None:
+        """Start (if need be) and mark started a queued request's container made already."""
+        if record.status != "running":
+            try:
+                owner = user_by_uid(record.uid)
+                self.service.launcher.launch(
+                    Caller(user=owner, pid=0, is_admin=False), owner, record
+                )
+            except Ds01Error as exc:
+                log.error("queued %s created but not started: %s", entry.id, exc.message)
+        self._finish_started(entry, record.gpus, now)
 
     def _release_expired(self, records: list[ContainerRecord], now: datetime) -> bool:
         """Release the devices of containers stopped longer than their owner's hold."""
@@ -431,13 +440,14 @@ class GpuDispatcher(PeriodicPass):
         stamp = self._clock().isoformat(timespec="seconds")
         if not self.service.store.finish_queued(entry.id, "failed", stamp, message=why):
             return
-        self.service.events.emit(
-            "queue.fail",
-            user=entry.user,
-            resource=f"queue/{entry.id}",
-            details={"container": entry.container, "error": why},
-            outcome="failure",
-        )
+        with acting_via(entry.via):
+            self.service.events.emit(
+                "queue.fail",
+                user=entry.user,
+                resource=f"queue/{entry.id}",
+                details={"container": entry.container, "error": why},
+                outcome="failure",
+            )
         self.service.notify_user(
             entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
         )

@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS queue (
     state         TEXT NOT NULL,
     ended_at      TEXT,
     message       TEXT,
-    devices       TEXT NOT NULL
+    devices       TEXT NOT NULL,
+    via           TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_state ON queue (state);
 CREATE INDEX IF NOT EXISTS queue_user ON queue (uid, state);
@@ -175,13 +176,17 @@ CREATE TABLE IF NOT EXISTS cgroup_parents (
 
 _SELECT_QUEUE = (
     "SELECT id, user, uid, grp, kind, container, request_json, whole_gpus, mig, submitted_at, "
-    "state, ended_at, message, devices FROM queue"
+    "state, ended_at, message, devices, via FROM queue"
 )
 _INSERT_QUEUE = (
     "INSERT INTO queue (id, user, uid, grp, kind, container, request_json, whole_gpus, mig, "
-    "submitted_at, state, ended_at, message, devices) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "submitted_at, state, ended_at, message, devices, via) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: Columns added to a table after its first release: (table, column, its SQL type). A
+#: database made before one of them gains it when it is opened (``StateStore._migrate``);
+#: its old rows read the column as NULL.
+_ADDED_COLUMNS = (("queue", "via", "TEXT"),)
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -235,7 +240,9 @@ class QueuedRequest:
 
     ``kind``: ``create`` (a new container, ``request_json`` is its create request) or
     ``start`` (an existing stopped container ``container`` that needs devices again).
-    Times are ISO 8601 UTC; ``mig`` and ``devices`` are comma-separated.
+    Times are ISO 8601 UTC; ``mig`` and ``devices`` are comma-separated. ``via``: the hub
+    identity that queued it for ``user`` (``None``: the user did), named again on the
+    events of its dispatch.
     """
 
     id: str
@@ -252,6 +259,7 @@ class QueuedRequest:
     ended_at: str | None = None
     message: str | None = None
     devices: str = ""
+    via: str | None = None
 
     @property
     def mig_profiles(self) -> tuple[str, ...]:
@@ -374,6 +382,15 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Under ``_access``: add the columns of ``_ADDED_COLUMNS`` that an older database
+        lacks (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was)."""
+        for table, column, sql_type in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     @contextmanager
     def _access(self, *, irreplaceable: bool = False) -> Iterator[None]:
