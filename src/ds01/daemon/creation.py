@@ -57,6 +57,7 @@ from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
 from ds01.daemon.queue_desk import QueueDesk
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
@@ -324,13 +325,20 @@ class Creation:
         reserved = self.context.status.queue_reserved
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
-        placement = allocate(
-            prepared.gpu_request,
-            prepared.owner.name,
+        placement = allocate_honouring(
+            self.context,
+            prepared.owner,
+            prepared.name,
             prepared.quota,
             inventory,
-            allocation_state(records),
-            [r.name for r in mine],
+            lambda devices, quota: allocate(
+                prepared.gpu_request,
+                prepared.owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in mine],
+            ),
         )
         self.check_memory_total(prepared, mine)
         self.gates.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)

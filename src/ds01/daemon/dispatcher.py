@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 
@@ -50,6 +50,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.reservations import queue_blocked
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
@@ -130,6 +131,12 @@ class GpuDispatcher(PeriodicPass):
                 service.backend.inventory(),
                 held,
             )
+            # Reserved devices: those blocked for any waiting request stay out of the plan.
+            blocked = queue_blocked(
+                service, [(w.pending.user, w.pending.expected_runtime_hours) for w in waiting], now
+            )
+            if blocked:
+                inventory = replace(inventory, reserved=inventory.reserved | blocked)
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)

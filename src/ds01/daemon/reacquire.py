@@ -27,6 +27,7 @@ from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_direct
 from ds01.daemon.limits_enforcement import label_cpus, label_size
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.queue_desk import released_request
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import Ds01Error, NotFound
 from ds01.model import labels as L
@@ -52,13 +53,20 @@ class Reacquire:
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
         limits = ctx.limits_for(owner)
-        placement = allocate(
-            released_request(record, inventory),
-            owner.name,
+        placement = allocate_honouring(
+            ctx,
+            owner,
+            record.name,
             limits.gpu_quota(),
             inventory,
-            allocation_state(records),
-            [r.name for r in records if r.uid == record.uid and r.id != record.id],
+            lambda devices, quota: allocate(
+                released_request(record, devices),
+                owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in records if r.uid == record.uid and r.id != record.id],
+            ),
         )
         return self.reacquire_admitted(owner, record, placement, inventory, actor=owner.name)
 
