@@ -878,6 +878,10 @@ class ReportRow(_Model):
         description="Processes found on a GPU outside ds01's allocation (gpu.unmanaged_use): "
         "for the owner of the ds01 container they ran in, else for the process's user.",
     )
+    reservations: int = Field(default=0, description="Reservations made (reservation.create).")
+    reservation_stops: int = Field(
+        default=0, description="Containers stopped because their GPU was reserved."
+    )
 
 
 class UsageReport(_Model):
