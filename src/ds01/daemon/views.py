@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from ds01.config.resolve import is_admin
+from ds01.config.resolve import is_admin, resolve_reservation_limits
 from ds01.core.allocation import AllocationState, Holding, equivalents_to_float
 from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon import disk, reservations
@@ -275,6 +275,8 @@ class Views:
         aggregate_usage = disk.with_disk_usage(aggregate_usage, mine, ctx.status)
         explained = {**resolved.explain()}
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
+        booking = resolve_reservation_limits(ctx.config().limits, subject.name, subject.groups)
+        explained.update({f"reservations.{k}": v for k, v in booking.explain().items()})
         return api.LimitsResponse(
             user=subject.name,
             groups=list(resolved.groups),
