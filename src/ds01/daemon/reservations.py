@@ -70,6 +70,8 @@ START_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
 
 #: How long an ended reservation stays listed before the store forgets it.
 KEEP_ENDED = timedelta(days=7)
+#: How far ahead the dashboard's week view looks.
+WEEK = timedelta(days=7)
 
 _ID_LENGTH = 8
 
@@ -200,6 +202,16 @@ def listing(ctx: DaemonContext, caller: Caller, *, everyone: bool) -> list[api.R
     if not everyone:
         rows = [r for r in rows if r.holder in (caller.name, None)]
     return [info(r, now, inventory) for r in rows]
+
+
+def week(ctx: DaemonContext, now: datetime, inventory: Inventory) -> list[api.ReservationInfo]:
+    """Everyone's reservations not ended that start within ``WEEK`` of ``now``."""
+    horizon = now + WEEK
+    return [
+        info(r, now, inventory)
+        for r in ctx.store.reservations()
+        if datetime.fromisoformat(r.end) > now and datetime.fromisoformat(r.start) < horizon
+    ]
 
 
 def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.ReservationInfo:
@@ -442,4 +454,5 @@ __all__ = [
     "on_device",
     "parse_start",
     "queue_blocked",
+    "week",
 ]

@@ -819,6 +819,11 @@ class Overview(_Model):
     containers: list[OverviewContainer]
     queue: list[QueueEntryInfo]
     users: list[OverviewUser]
+    reservations: list[ReservationInfo] = Field(
+        default_factory=list,
+        description="Reservations not ended that start within the next 7 days, everyone's "
+        "(the dashboard's week view).",
+    )
 
 
 class EventRecord(BaseModel):
