@@ -183,7 +183,8 @@ def create(
         except (NoCapacity, QuotaExceeded, NotFound, InvalidInput) as refused:
             ctx.log_refusal(caller, "reservation.create", resource, refused, **refused.details)
             raise
-        record = ReservationRecord.of(made, now.isoformat(timespec="seconds"), phase(made, now))
+        # Stored as upcoming even when it starts now: the lifecycle step announces the start.
+        record = ReservationRecord.of(made, now.isoformat(timespec="seconds"), "upcoming")
         ctx.store.add_reservation(record)
     ctx.events.emit(
         "reservation.create",
@@ -358,6 +359,8 @@ class ReservationWatch:
             occupants = [
                 Occupant(r.id, r.user, r.gpus, r.status == "running") for r in records if r.gpus
             ]
+            live = {r.id for r in reservations if r.end > now}
+            self._warned = {key for key in self._warned if key[0] in live}
             warns, stops = drain(reservations, occupants, now, lead, self._warned.__contains__)
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
