@@ -843,8 +843,8 @@ Reserves whole GPUs (`--gpus N`) or one MIG instance (`--mig PROFILE`) for you f
   it; during the window your containers may use the devices on top of your quota.
 - Admins: `--maintenance` keeps the devices for nobody.""",
         examples=(
-            ('ds01 reserve --gpus 2 --from "2026-12-10 09:00" --hours 8', "two GPUs, a day"),
-            ('ds01 reserve --mig 3g.20gb --from "2026-12-11 14:00" --hours 3', "one slice"),
+            ('ds01 reserve --gpus 2 --from "2026-12-10 09:00" --hours 8', "two GPUs for 8 h"),
+            ('ds01 reserve --mig 3g.20gb --from "2026-12-11 14:00" --hours 3', "a MIG slice for 3 h"),
             ('ds01 reserve --gpus 1 --from "2026-12-12 08:00" --hours 2 --json', "for scripts"),
         ),
         concepts=("reservations", "gpus", "quotas"),
@@ -861,7 +861,7 @@ Reserves whole GPUs (`--gpus N`) or one MIG instance (`--mig PROFILE`) for you f
             Question("--hours", "For how many hours?", "2", required=True),
             Question("--note", "What for (everyone sees it; may be empty)?"),
         ),
-        more=("--note", "--maintenance", "--json"),
+        more=("--maintenance", "--json"),
     ),
     "reservations": CommandHelp(
         info="""\
@@ -885,7 +885,7 @@ cancels one of yours (`ds01 reservations cancel ID`; admins may cancel any).
             Question("ID", "Reservation to cancel", required=True, ask_if=_action_is("cancel")),
             Question("--all", "Everyone's, not only yours?", "n", yes_no=True),
         ),
-        more=("--json", "--ics", "--all"),
+        more=("--json",),
     ),
     "gpu status": CommandHelp(
         info="""\
