@@ -844,7 +844,7 @@ Reserves whole GPUs (`--gpus N`) or one MIG instance (`--mig PROFILE`) for you f
 - Admins: `--maintenance` keeps the devices for nobody.""",
         examples=(
             ('ds01 reserve --gpus 2 --from "2026-12-10 09:00" --hours 8', "two GPUs for 8 h"),
-            ('ds01 reserve --mig 3g.20gb --from "2026-12-11 14:00" --hours 3', "a MIG slice for 3 h"),
+            ('ds01 reserve --mig 3g.20gb --from "2026-12-11 14:00" --hours 3', "a MIG slice, 3 h"),
             ('ds01 reserve --gpus 1 --from "2026-12-12 08:00" --hours 2 --json', "for scripts"),
         ),
         concepts=("reservations", "gpus", "quotas"),
