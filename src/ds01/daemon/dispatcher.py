@@ -12,7 +12,8 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
-   with MIG on demand could make (``MigOnDemand.planned_for_queue``).
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
+   devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
 5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited.
