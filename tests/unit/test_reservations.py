@@ -237,3 +237,41 @@ def test_reserved_devices_are_free_at_the_start_when_runtime_limits_hold(
         for user, device, since, until in running:
             if device in r.devices and not r.is_for(user) and since <= r.start:
                 assert until is not None and until <= r.start
+
+
+occupants = st.lists(
+    st.builds(
+        Occupant,
+        st.uuids().map(str),
+        st.sampled_from(USERS),
+        st.lists(st.sampled_from(("GPU-0", "GPU-1", "MIG-2-1")), max_size=2, unique=True).map(
+            tuple
+        ),
+        st.booleans(),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=6), occupants, st.integers(0, 60))
+def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
+    asked: list[ReservationRequest], present: list[Occupant], hour: int
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    now = at(hour)
+    warns, stops = drain(existing, present, now, timedelta(minutes=15))
+    in_way = {
+        o.container
+        for o in present
+        for r in existing
+        if r.in_force(now) and set(o.devices) & set(r.devices) and not r.is_for(o.user)
+    }
+    assert {s.container for s in stops} == in_way
+    assert len(stops) == len(in_way)  # one stop per container
+    assert not {w.container for w in warns} & in_way
