@@ -93,9 +93,14 @@ def test_default_limits_length_lead_and_gpus_at_once() -> None:
         reserve([], request("alice", 15 * 24, 1), limits)
     existing: list[Reservation] = []
     reserve(existing, request("alice", 1, 2), limits)
-    with pytest.raises(QuotaExceeded, match="at most 1 GPU-equivalents reserved at once"):
+    with pytest.raises(QuotaExceeded, match=r"at most 1\.0 GPU-equivalents reserved at once"):
         reserve(existing, request("alice", 2, 2), limits)
     reserve(existing, request("alice", 3, 2), limits)  # after the first one: fine
+    two = ReservationLimits(max_gpus=Fraction(2))
+    # One GPU 09-11 and one 11-13: a third from 10 to 12 makes two at any moment, not three.
+    reserve(existing, request("alice", 2, 2), two)
+    with pytest.raises(QuotaExceeded, match=r"you would have 2\.43"):
+        reserve(existing, request("alice", 2, 1, profile="3g.20gb"), two)
 
 
 def test_count_and_weekly_gpu_hours() -> None:

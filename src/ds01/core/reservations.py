@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Literal
 
+from ds01.core.allocation import format_equivalents
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
 
@@ -326,6 +327,16 @@ def _check_length_and_lead(
         )
 
 
+def _most_at_once(overlapping: Sequence[Reservation], request: ReservationRequest) -> Fraction:
+    """The most GPU-equivalents ``overlapping`` keep at one moment of ``request``'s window
+    (a sum only changes where one of them starts)."""
+    moments = [request.start, *(r.start for r in overlapping if r.start > request.start)]
+    return max(
+        sum((r.gpu_equivalents for r in overlapping if r.in_force(t)), Fraction(0))
+        for t in moments
+    )
+
+
 def _check_counts(
     request: ReservationRequest,
     equivalents: Fraction,
@@ -340,13 +351,12 @@ def _check_counts(
             f"have {len(pending)}. `ds01 reservations cancel ID` frees one.",
             details={"limit": "max_reservations", "max_reservations": limits.max_reservations},
         )
-    at_once = equivalents + sum(
-        (r.gpu_equivalents for r in _in_window(mine, request.start, request.end)), Fraction(0)
-    )
+    at_once = equivalents + _most_at_once(_in_window(mine, request.start, request.end), request)
     if limits.max_gpus is not None and at_once > limits.max_gpus:
         raise QuotaExceeded(
-            f"You may have at most {float(limits.max_gpus):g} GPU-equivalents reserved at once; "
-            f"with this reservation you would have {float(at_once):g} over its window.",
+            f"You may have at most {format_equivalents(limits.max_gpus)} GPU-equivalents "
+            f"reserved at once; with this reservation you would have "
+            f"{format_equivalents(at_once)} during its window.",
             details={"limit": "max_gpus", "max_gpus": float(limits.max_gpus)},
         )
     if limits.gpu_hours_per_week is not None:
