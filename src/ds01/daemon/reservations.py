@@ -59,6 +59,7 @@ from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Inventory
 from ds01.model.quota import GpuQuota
+from ds01.model.text import plain
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import ReservationRecord
@@ -177,7 +178,7 @@ def create(
                 limits_of(ctx, caller.user),
                 now,
                 new_id=uuid.uuid4().hex[:_ID_LENGTH],
-                note=request.note.strip(),
+                note=plain(request.note).strip(),  # shown on others' terminals
                 created_by=caller.name,
             )
         except (NoCapacity, QuotaExceeded, NotFound, InvalidInput) as refused:
