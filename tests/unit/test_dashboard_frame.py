@@ -286,3 +286,17 @@ def test_ds01_dashboard_runs_the_installed_dashboard_not_one_in_the_working_dire
     )
     assert "SHADOWED" not in result.stdout, result.stdout
     assert result.returncode != 0 and "ds01d" in result.stderr, result.stderr
+
+
+def test_a_borrowed_container_and_its_device_say_so() -> None:
+    overview = admin_overview()
+    for container in overview["containers"]:
+        if container["name"] == "scratch":
+            container["borrowed"] = True
+    for device in overview["devices"]:
+        holder = device.get("holder")
+        if holder and holder.get("container") == "scratch":
+            holder["borrowed"] = True
+    frame = build_frame(overview)
+    assert "alice/scratch (borrowed)" in column(frame.devices, "HOLDER")
+    assert "idle 42m, borrowed" in column(frame.containers, "STATE")

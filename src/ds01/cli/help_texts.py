@@ -512,6 +512,7 @@ _CREATE_MORE = (
     "--workspace",
     "--data",
     "--no-wait",
+    "--borrow",
     "--json",
 )
 
@@ -537,6 +538,11 @@ created; a refusal changes nothing.
 - **When no device is free**, the request waits in the GPU queue and this command waits
   with it (Ctrl-C leaves it queued; `ds01 queue` shows it). `--no-wait` fails with exit
   3 instead. A queued container is started when its turn comes.
+- **Above your quota**: where borrowing is on, `--borrow` (or `borrow: auto` in your
+  limits) places a request over your GPU quota on idle devices, up to a cap, while
+  nobody within quota waits for them. The container shows as borrowed; when someone
+  within quota needs its devices you are warned, and it is stopped a few minutes later
+  (its files are kept; `container-start` queues it again).
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
@@ -649,6 +655,8 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
 
 - Published ports are shown once it runs (`127.0.0.1:49153->8888`).
 - A container that reached `max_runtime_hours` is refused (exit 3): re-create it.
+- Over your GPU quota, `--borrow` takes idle devices above it where borrowing is on; a
+  borrowed container (one that was reclaimed, say) borrows again by itself.
 - Starting a running container is not an error.
 - Admins act on another user's container with `--user USER`.""",
         examples=(
@@ -666,7 +674,7 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
                 yes_no=True,
             ),
         ),
-        more=("--json", "--user"),
+        more=("--borrow", "--json", "--user"),
     ),
     "container stop": CommandHelp(
         info="""\
@@ -1152,7 +1160,8 @@ without touching containers, and compares policies.
   `gpu-config.yaml` (the inventory); a missing file means the built-in default.
 - `--policy` replays under fair share, first come first served, or both; `--reclaim`
   with idle reclaim, without, or all variants; `--mig` with the MIG layouts as
-  configured, with every MIG GPU making slices on demand, or both.
+  configured, with every MIG GPU making slices on demand, or both; `--borrowing` without
+  or with borrowing above quota (the `borrowing:` section), or both, then compared.
 - The report compares waits, GPU utilisation, idle GPU-hours and fairness per group;
   `--json` gives every number.""",
         examples=(
@@ -1178,8 +1187,9 @@ without touching containers, and compares policies.
             Question("--policy", "Policy to replay", "both"),
             Question("--reclaim", "Idle reclaim variants", "all"),
             Question("--mig", "MIG layouts or slices on demand", "layout"),
+            Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig"),
+        more=("--json", "--reclaim", "--mig", "--borrowing"),
     ),
     "dashboard": CommandHelp(
         info="""\

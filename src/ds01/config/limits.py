@@ -27,12 +27,16 @@ how users may reserve GPUs ahead, with per-group and per-user limits.
 The ``policies:`` section (``PoliciesConfig``, in ``ds01.config.policies``) sets how idle and
 over-long containers are found and reclaimed: its defaults at the top, then ``groups`` and
 ``users`` overrides.
+
+The ``borrowing:`` section (``BorrowingConfig``, in ``ds01.config.borrowing``) lets users go
+above ``gpu_limit`` on idle devices, reclaimed on demand; the limit key ``borrow`` (``ask`` or
+``auto``) says whether a user borrows only with ``--borrow`` or whenever over quota.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -43,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from ds01.config.borrowing import BorrowingConfig
 from ds01.config.policies import PoliciesConfig
 from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
@@ -58,7 +63,11 @@ from ds01.model.units import format_bytes, parse_bytes, parse_cpus
 DEFAULT_ADMIN_GROUP = "ds01-admin"
 
 # Keys where null is refused: they have no "unlimited" meaning.
-_NOT_NULLABLE = ("priority", "allow_full_gpu", "allow_mig")
+_NOT_NULLABLE = ("priority", "allow_full_gpu", "allow_mig", "borrow")
+
+#: The values of the ``borrow`` key: ``ask`` borrows only with ``--borrow``; ``auto`` borrows
+#: whenever a request is over ``gpu_limit`` (and the ``borrowing:`` policy allows it).
+BORROW_MODES = ("ask", "auto")
 
 
 def _cpu_count(value: Any) -> Any:
@@ -152,6 +161,11 @@ class Limits(BaseModel):
         allow_inf_nan=False,
         description="Minutes a stopped container keeps its GPUs before they are released; "
         "null = until the container is removed.",
+    )
+    borrow: Literal["ask", "auto"] | None = Field(
+        default=None,
+        description="Borrowing above gpu_limit when the borrowing: policy is on: 'ask' = only "
+        "with --borrow, 'auto' = whenever a request is over gpu_limit.",
     )
 
     @field_validator(*_NOT_NULLABLE, mode="before")
@@ -341,13 +355,18 @@ class ResourceLimitsConfig(BaseModel):
         description="How idle and over-long containers are found and reclaimed, with "
         "per-group and per-user overrides.",
     )
+    borrowing: BorrowingConfig = Field(
+        default_factory=BorrowingConfig,
+        description="Borrowing idle devices above gpu_limit, reclaimed on demand (off by "
+        "default; one policy per server).",
+    )
     reservations: ReservationsConfig = Field(
         default_factory=ReservationsConfig,
         description="How users may reserve GPUs ahead (ds01.config.reservations).",
     )
 
     @field_validator(
-        "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies",
+        "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", "borrowing",
         "reservations", mode="before",
     )  # fmt: skip
     @classmethod
@@ -394,6 +413,7 @@ BUILTIN_LIMITS = Limits(
     max_runtime_hours=48.0,
     idle_timeout_hours=48.0,
     gpu_hold_after_stop_minutes=15.0,
+    borrow="ask",
 )
 
 #: The baseline for any aggregate key that not even ``aggregate.defaults`` sets: unlimited.

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, overload
 
 from ds01.config.limits import (
     AGGREGATE_KEYS,
+    BORROW_MODES,
     BUILTIN_AGGREGATE,
     BUILTIN_LIMITS,
     LIMIT_KEYS,
@@ -87,7 +88,8 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
 
     ``null`` (unlimited) ranks above every number, except for ``shm_size`` where ``null``
     means Docker's default of 64 MiB. Otherwise larger numbers are more permissive (sizes
-    compared in bytes, higher priority first), and ``true`` beats ``false``.
+    compared in bytes, higher priority first), ``true`` beats ``false`` and ``borrow: auto``
+    beats ``borrow: ask``.
     """
     if value is None:
         if key == "shm_size":
@@ -95,6 +97,8 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
         return (1, 0.0)
     if key in SIZE_KEYS:
         return (0, float(parse_bytes(value)))
+    if key == "borrow":
+        return (0, float(BORROW_MODES.index(value)))
     return (0, float(value))
 
 
@@ -208,6 +212,8 @@ class ResolvedLimits(_ResolvedValues):
     gpu_hold_after_stop_minutes = _Value[float | None](
         "Minutes a stopped container keeps its GPUs; ``None``: until it is removed."
     )
+    borrow = _Value[str]("``ask`` (borrow only with ``--borrow``) or ``auto`` (whenever over "
+                         "``gpu_limit``).")  # fmt: skip
 
     def gpu_quota(self) -> GpuQuota:
         """The GPU keys as the allocator takes them (limits as exact fractions)."""

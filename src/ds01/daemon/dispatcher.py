@@ -19,6 +19,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    waited.
 6. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
    dynamic GPUs their baseline back (``MigOnDemand.reclaim``).
+7. **Reclaim borrowed devices** for the plan's head, a request within quota that cannot be
+   placed: warn, then stop after the grace, the borrowed containers it needs
+   (``ds01.daemon.reclaim.BorrowReclaim``); freed devices make the next pass at once.
 
 A pass runs every ``interval_seconds`` and at once whenever the service signals a change
 (``DaemonContext.queue_changed``: a request joined or left, a container stopped or was
@@ -51,6 +54,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.reclaim import BorrowReclaim
 from ds01.daemon.reservations import queue_blocked
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
@@ -107,6 +111,9 @@ class GpuDispatcher(PeriodicPass):
         self._interval_seconds = interval_seconds
         self._clock = clock
         self._reservation: Reservation | None = None
+        self._reclaim = BorrowReclaim(
+            service, lambda record, reason: service.containers.stop_by_daemon(record, reason=reason)
+        )
         super().__init__(wake=service.queue_condition)
 
     def interval_seconds(self) -> float:
@@ -162,7 +169,11 @@ class GpuDispatcher(PeriodicPass):
                     started.append(item.entry.id)
                     records = service.records()
             freed = service.mig_on_demand.reclaim(records, now)
-        if started or freed:
+            head = None if result.reservation is None else by_id.get(result.reservation.request_id)
+            reclaimed = self._reclaim.run(
+                None if head is None else head.pending, inventory, records, now
+            )
+        if started or freed or reclaimed:
             service.queue_changed()
         return started
 

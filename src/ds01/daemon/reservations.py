@@ -33,10 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.allocation import Placement
 from ds01.core.lifecycle import covering_exemption
 from ds01.core.reservations import (
     MAINTENANCE,
@@ -75,6 +74,9 @@ KEEP_ENDED = timedelta(days=7)
 WEEK = timedelta(days=7)
 
 _ID_LENGTH = 8
+
+#: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
+_Decision = TypeVar("_Decision")
 
 
 def parse_start(text: str) -> datetime:
@@ -281,10 +283,11 @@ def allocate_honouring(
     name: str,
     quota: GpuQuota,
     inventory: Inventory,
-    decide: Callable[[Inventory, GpuQuota], Placement],
-) -> Placement:
-    """Under the allocation lock: ``decide`` (an ``allocate`` over the inventory and quota it
-    is given) with the reservations honoured (module docstring)."""
+    decide: Callable[[Inventory, GpuQuota], _Decision],
+) -> _Decision:
+    """Under the allocation lock: ``decide`` (an ``allocate`` or ``allocate_borrowing`` over
+    the inventory and quota it is given) with the reservations honoured (module docstring):
+    what the holder gets on their reserved devices on top of their quota is not borrowed."""
     reservations = kept(ctx)
     if not reservations:
         return decide(inventory, quota)

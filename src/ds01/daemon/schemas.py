@@ -112,12 +112,21 @@ class CreateContainerRequest(_Model):
         description="Only from a hub identity acting for the user: run the image's JupyterLab "
         "as a JupyterHub single-user server.",
     )
+    borrow: bool = Field(
+        default=False,
+        description="When the request is over gpu_limit: borrow idle devices above it (the "
+        "borrowing: policy must be on; `borrow: auto` in the limits does it implicitly). A "
+        "borrowed container may be stopped to make room for requests within quota.",
+    )
 
 
 class Holder(_Model):
     user: str
     container: str | None = Field(
         description="The container's name: shown to its owner and admins only (else null)."
+    )
+    borrowed: bool = Field(
+        default=False, description="Held above the owner's quota: may be reclaimed."
     )
 
 
@@ -198,6 +207,11 @@ class ContainerInfo(_Model):
     gpus: list[str]
     gpu_equivalents: float
     created_at: str
+    borrowed: bool = Field(
+        default=False,
+        description="Placed above its owner's gpu_limit: stopped (files kept) when its "
+        "devices are needed by a request within quota.",
+    )
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."
     )
@@ -244,9 +258,13 @@ class ResolvedEntry(_Model):
 
 
 class Usage(_Model):
-    gpu_equivalents: float
+    gpu_equivalents: float = Field(description="What counts against gpu_limit (not borrowed).")
     containers: int
     gpu_containers: list[str]
+    borrowed_gpu_equivalents: float = Field(
+        default=0.0,
+        description="Held in borrowed containers, above gpu_limit (the borrowing cap's use).",
+    )
 
 
 class AggregateUsage(_Model):

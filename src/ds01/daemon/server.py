@@ -282,6 +282,7 @@ def start_container(call: RouteCall) -> api.ContainerInfo | Accepted:
             call.path["name"],
             user=call.query.get("user"),
             queue=call.flag("queue"),
+            borrow=call.flag("borrow"),
         ),
     )
 
@@ -520,10 +521,12 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/containers/{name}/start",
-        "Start a container (queue=1: if its released devices are taken, wait in the queue: 202)",
+        "Start a container (queue=1: if its released devices are taken, wait in the queue: "
+        "202; borrow=1: if they were released and the owner is over gpu_limit, borrow idle "
+        "devices above it)",
         start_container,
         api.ContainerInfo,
-        query=("user", "queue"),
+        query=("user", "queue", "borrow"),
     ),
     Route(
         "POST",

@@ -63,6 +63,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         gpus=list(record.gpus),
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
+        borrowed=L.borrowed_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
     )
@@ -103,6 +104,7 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
                 devices=r.gpus,
                 gpu_equivalents=r.gpu_equivalents,
                 status=r.status,
+                borrowed=L.borrowed_of(r.labels),
             )
             for r in records
             if r.gpus
@@ -145,7 +147,11 @@ def device_status(
     holder = None
     if holding is not None:
         private = _private(viewer, holding.user)
-        holder = api.Holder(user=holding.user, container=None if private else holding.name)
+        holder = api.Holder(
+            user=holding.user,
+            container=None if private else holding.name,
+            borrowed=holding.borrowed,
+        )
     return api.DeviceStatus(
         uuid=device.uuid,
         kind=device.kind,

@@ -310,7 +310,7 @@ def _device_rows(overview: Overview) -> tuple[TableRow, ...]:
                 f"{holder['user']}/{holder['container']}"
                 if holder.get("container")
                 else (holder["user"])
-            )
+            ) + (" (borrowed)" if holder.get("borrowed") else "")
         elif d.get("reserved"):
             who = "reserved"
         elif d.get("held_for_queue"):
@@ -392,6 +392,8 @@ def _state_cell(container: Row) -> str:
     state = activity(container)
     if state == "idle":
         state = f"idle {duration(container['idle_minutes'] * 60)}"
+    if container.get("borrowed"):
+        state = f"{state}, borrowed"
     kills = container.get("oom_kills") or 0
     return f"{state}, {kills} OOM" if kills else state
 
