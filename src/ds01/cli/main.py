@@ -30,6 +30,7 @@ from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
 from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
 from ds01.cli.report import REPORT_COMMANDS
+from ds01.cli.reservations import RESERVATION_COMMANDS
 from ds01.cli.slurm import SLURM_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
@@ -634,13 +635,25 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
     def profile(d: dict[str, Any]) -> str | None:
         return f"{d['profile']} (on demand)" if d.get("on_demand") else d["profile"]
 
+    def reservation(d: dict[str, Any]) -> str:
+        """The reservation in force (``now:``) or the next one, ``-`` for none."""
+        kept = d.get("reservations") or ()
+        if not kept:
+            return "-"
+        r = kept[0]
+        when = "now" if r["active"] else r["start"][:16].replace("T", " ")
+        return f"{when}: {r['holder'] or 'maintenance'} until {r['end'][:16].replace('T', ' ')}"
+
     render.table(
-        ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER"],
+        ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER", "RESERVATION"],
         [
-            [d["gpu_index"], d["kind"], profile(d), d["gpu_equivalents"], d["uuid"], holder(d)]
+            [
+                d["gpu_index"], d["kind"], profile(d), d["gpu_equivalents"], d["uuid"], holder(d),
+                reservation(d),
+            ]
             for d in status["devices"]
         ],
-    )
+    )  # fmt: skip
     for gpu in status["unusable"]:
         render.echo(f"GPU {gpu['index']} ({gpu['uuid']}): unusable, {gpu['reason']}.")
     for d in status["devices"]:
@@ -1102,6 +1115,7 @@ COMMANDS: tuple[Command, ...] = (
         _configure_queue,
         _run_queue,
     ),
+    *RESERVATION_COMMANDS,
     Command(
         ("gpu", "status"),
         "gpu-status",

@@ -21,6 +21,9 @@ and ``users``.
 The ``scheduler:`` section (``SchedulerConfig``, in ``ds01.config.scheduler``) sets how the
 GPU queue is ordered and backfilled; it is one policy for the whole server.
 
+The ``reservations:`` section (``ReservationsConfig``, in ``ds01.config.reservations``) sets
+how users may reserve GPUs ahead, with per-group and per-user limits.
+
 The ``policies:`` section (``PoliciesConfig``, in ``ds01.config.policies``) sets how idle and
 over-long containers are found and reclaimed: its defaults at the top, then ``groups`` and
 ``users`` overrides.
@@ -46,6 +49,7 @@ from pydantic import (
 
 from ds01.config.borrowing import BorrowingConfig
 from ds01.config.policies import PoliciesConfig
+from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.config.sections import (
     GroupName,
@@ -383,10 +387,14 @@ class ResourceLimitsConfig(BaseModel):
         description="Borrowing idle devices above gpu_limit, reclaimed on demand (off by "
         "default; one policy per server).",
     )
+    reservations: ReservationsConfig = Field(
+        default_factory=ReservationsConfig,
+        description="How users may reserve GPUs ahead (ds01.config.reservations).",
+    )
 
     @field_validator(
         "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", "borrowing",
-        mode="before",
+        "reservations", mode="before",
     )  # fmt: skip
     @classmethod
     def _null_section(cls, value: Any) -> Any:
@@ -400,7 +408,7 @@ class ResourceLimitsConfig(BaseModel):
             return {name: empty_if_null(entry) for name, entry in value.items()}
         return value
 
-    @field_validator("aggregate", "policies", mode="before")
+    @field_validator("aggregate", "policies", "reservations", mode="before")
     @classmethod
     def _known_groups(cls, value: Any, info: ValidationInfo) -> Any:
         # Runs before the section is validated, so that the error lands on the group's own

@@ -57,6 +57,7 @@ from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
 from ds01.daemon.queue_desk import QueueDesk
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
@@ -333,16 +334,23 @@ class Creation:
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
         plan = self.context.status.queue_plan
-        decision = allocate_borrowing(
-            prepared.gpu_request,
-            prepared.owner.name,
+        decision = allocate_honouring(
+            self.context,
+            prepared.owner,
+            prepared.name,
             prepared.quota,
             inventory,
-            allocation_state(records),
-            [r.name for r in mine],
-            policy=self.context.config().limits.borrowing,
-            borrow=prepared.borrow,
-            within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            lambda devices, quota: allocate_borrowing(
+                prepared.gpu_request,
+                prepared.owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in mine],
+                policy=self.context.config().limits.borrowing,
+                borrow=prepared.borrow,
+                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            ),
         )
         self.check_memory_total(prepared, mine)
         self.gates.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)

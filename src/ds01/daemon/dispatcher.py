@@ -12,7 +12,8 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
-   with MIG on demand could make (``MigOnDemand.planned_for_queue``).
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
+   devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
 5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 
@@ -56,6 +57,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.reclaim import BorrowReclaim
+from ds01.daemon.reservations import queue_blocked
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
@@ -139,6 +141,12 @@ class GpuDispatcher(PeriodicPass):
                 service.backend.inventory(),
                 held,
             )
+            # Reserved devices: those blocked for any waiting request stay out of the plan.
+            blocked = queue_blocked(
+                service, [(w.pending.user, w.pending.expected_runtime_hours) for w in waiting], now
+            )
+            if blocked:
+                inventory = replace(inventory, reserved=inventory.reserved | blocked)
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)

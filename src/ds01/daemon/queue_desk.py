@@ -108,9 +108,15 @@ class QueueDesk:
         )
 
     def release_devices(
-        self, record: ContainerRecord, now: datetime, *, held_minutes: float
+        self,
+        record: ContainerRecord,
+        now: datetime,
+        *,
+        held_minutes: float,
+        reason: str | None = None,
     ) -> None:
-        """Under the allocation lock: a stopped container's devices go back to the pool."""
+        """Under the allocation lock: a stopped container's devices go back to the pool
+        (``reason``: why, when not the end of its hold after stop)."""
         ctx = self.context
         ctx.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
         ctx.events.emit(
@@ -120,7 +126,8 @@ class QueueDesk:
             details=devices_details(
                 record.gpus,
                 record.gpu_equivalents,
-                reason=f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
+                reason=reason
+                or f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
             ),
         )
 

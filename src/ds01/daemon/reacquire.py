@@ -34,6 +34,7 @@ from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_direct
 from ds01.daemon.limits_enforcement import label_cpus, label_size
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.queue_desk import released_request
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import Ds01Error, NotFound
 from ds01.model import labels as L
@@ -63,16 +64,23 @@ class Reacquire:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
         limits = ctx.limits_for(owner)
         plan = ctx.status.queue_plan
-        decision = allocate_borrowing(
-            released_request(record, inventory),
-            owner.name,
+        decision = allocate_honouring(
+            ctx,
+            owner,
+            record.name,
             limits.gpu_quota(),
             inventory,
-            allocation_state(records),
-            [r.name for r in records if r.uid == record.uid and r.id != record.id],
-            policy=ctx.config().limits.borrowing,
-            borrow=borrow or limits.borrow == "auto" or L.borrowed_of(record.labels),
-            within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            lambda devices, quota: allocate_borrowing(
+                released_request(record, devices),
+                owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in records if r.uid == record.uid and r.id != record.id],
+                policy=ctx.config().limits.borrowing,
+                borrow=borrow or limits.borrow == "auto" or L.borrowed_of(record.labels),
+                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            ),
         )
         return self.reacquire_admitted(
             owner, record, decision.placement, inventory, actor=owner.name,

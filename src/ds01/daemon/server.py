@@ -39,6 +39,7 @@ from ds01.daemon import (
     logs_view,
     queue_view,
     report_view,
+    reservations,
     stats_view,
 )
 from ds01.daemon import gpu_check as gpu_check_view
@@ -432,6 +433,18 @@ def revoke_exemption(call: RouteCall) -> api.ExemptionInfo:
     return exemptions.revoke(call.service, call.caller, call.path["exemption_id"])
 
 
+def create_reservation(call: RouteCall) -> api.ReservationInfo:
+    return reservations.create(call.service, call.caller, call.body_as(api.ReservationRequest))
+
+
+def list_reservations(call: RouteCall) -> list[api.ReservationInfo]:
+    return reservations.listing(call.service, call.caller, everyone=call.flag("all"))
+
+
+def cancel_reservation(call: RouteCall) -> api.ReservationInfo:
+    return reservations.cancel(call.service, call.caller, call.path["reservation_id"])
+
+
 def list_images(call: RouteCall) -> list[api.ImageInfo]:
     return images.listing(
         call.service,
@@ -753,6 +766,30 @@ ROUTES: tuple[Route, ...] = (
         "Revoke an exemption (admins)",
         revoke_exemption,
         api.ExemptionInfo,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations",
+        "Reserve GPUs or a MIG instance ahead, for yourself (admins: maintenance=true, for "
+        "nobody); a conflict names the slot in the way and the next free one",
+        create_reservation,
+        api.ReservationInfo,
+        body=api.ReservationRequest,
+    ),
+    Route(
+        "GET",
+        "/v1/reservations",
+        "Reservations not ended: yours and maintenance windows (all=1: everyone's)",
+        list_reservations,
+        list[api.ReservationInfo],
+        query=("all",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/reservations/{reservation_id}",
+        "Cancel a reservation (its holder or an admin)",
+        cancel_reservation,
+        api.ReservationInfo,
     ),
     Route(
         "GET",

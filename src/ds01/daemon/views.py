@@ -12,10 +12,10 @@ from collections.abc import Collection, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from ds01.config.resolve import is_admin
+from ds01.config.resolve import is_admin, resolve_reservation_limits
 from ds01.core.allocation import AllocationState, Holding, equivalents_to_float
 from ds01.core.gpu_use import UnmanagedUse
-from ds01.daemon import disk
+from ds01.daemon import disk, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
@@ -252,13 +252,14 @@ class Views:
         held = allocation_state(ctx.records()).held()
         unmanaged = ctx.status.unmanaged_gpu_use
         on_demand = set(ctx.store.on_demand_slices())
+        kept, now = reservations.kept(ctx), ctx.now()
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
             devices=[
                 device_status(
                     d, inventory, held.get(d.uuid), caller, unmanaged, on_demand=d.uuid in on_demand
-                )
+                ).model_copy(update={"reservations": reservations.on_device(kept, d.uuid, now)})
                 for d in inventory.devices
             ],
             unusable=unusable_gpus(inventory, ctx.config().gpus.dynamic_mig()),
@@ -280,6 +281,8 @@ class Views:
         aggregate_usage = disk.with_disk_usage(aggregate_usage, mine, ctx.status)
         explained = {**resolved.explain()}
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
+        booking = resolve_reservation_limits(ctx.config().limits, subject.name, subject.groups)
+        explained.update({f"reservations.{k}": v for k, v in booking.explain().items()})
         return api.LimitsResponse(
             user=subject.name,
             groups=list(resolved.groups),
