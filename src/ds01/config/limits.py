@@ -29,7 +29,7 @@ over-long containers are found and reclaimed: its defaults at the top, then ``gr
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -336,6 +336,12 @@ class ResourceLimitsConfig(BaseModel):
         default_factory=PoliciesConfig,
         description="How idle and over-long containers are found and reclaimed, with "
         "per-group and per-user overrides.",
+    )
+    cluster: Literal["none", "slurm"] = Field(
+        default="none",
+        description="none: a single server (ds01d places and queues). slurm: a node of a "
+        "Slurm cluster; a container is a Slurm job's, created on the devices Slurm gave the "
+        "job (docs/cluster.md).",
     )
 
     @field_validator(

@@ -28,6 +28,8 @@ MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" 
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
 DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
+SLURM_JOB = "ds01.slurm.job"  # cluster mode: the Slurm job that owns it (its id)
+SLURM_NODE = "ds01.slurm.node"  # cluster mode: the Slurm node it runs on
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
 
 # On an image: the user it was built for. Such an image is allowed for that user even when
@@ -158,10 +160,19 @@ class ContainerLabels:
     data: str | None
     framework: str
     visible_devices: str
+    slurm_job: int | None = None  # cluster mode only, with slurm_node
+    slurm_node: str | None = None
 
     def as_dict(self) -> dict[str, str]:
-        """The labels, ds01's and the AIME ML Containers' ones."""
+        """The labels, ds01's and the AIME ML Containers' ones (the Slurm ones only on a
+        job's container)."""
+        slurm = (
+            {SLURM_JOB: str(self.slurm_job), SLURM_NODE: self.slurm_node or ""}
+            if self.slurm_job is not None
+            else {}
+        )
         return {
+            **slurm,
             MANAGED: "true",
             USER: self.user,
             UID: str(self.uid),
