@@ -55,6 +55,7 @@ from ds01.daemon.status import DaemonStatus
 from ds01.errors import Ds01Error, PermissionDenied
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
+from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
 from ds01.runtime.firewall import Firewall
@@ -88,6 +89,8 @@ class DaemonDependencies:
         firewall: the host firewall that guards users' networks (default: ``iptables``).
         ledger: ds01's containers as Docker says (default: a ledger not yet started, which
             lists at every read).
+        slurm_node: in cluster mode, this node's Slurm name (default: the host's short name,
+            ``ds01.paths.slurm_node``).
     """
 
     paths: DaemonPaths
@@ -99,6 +102,7 @@ class DaemonDependencies:
     cgroups: CgroupManager | None = None
     firewall: Firewall | None = None
     ledger: ContainerLedger | None = None
+    slurm_node: str | None = None
 
 
 class DaemonContext:
@@ -119,6 +123,7 @@ class DaemonContext:
         staging, accounts, networks: bind staging, owner accounts in containers, per-user
             networks.
         status: the loops' latest word (``DaemonStatus``; one writer per field).
+        slurm_node: this node's Slurm name (cluster mode).
 
     Built from ``DaemonDependencies``. Thread-safe: every method may be called from any
     thread, with or without the allocation lock unless it says otherwise.
@@ -146,6 +151,7 @@ class DaemonContext:
         self.networks = UserNetworks(
             runtime, given.firewall or Firewall(), events, instance_id(paths.state_dir)
         )
+        self.slurm_node = given.slurm_node or slurm_node()
 
     # -- time, configuration ----------------------------------------------------------------
 

@@ -86,6 +86,8 @@ class PreparedCreate:
     hub_environment: tuple[tuple[str, str], ...] = ()
     image_id: str = ""  # the local image's id, when known (its account files are cached)
     run: RunOptions | None = None  # a create through the Docker API door
+    slurm_job: int | None = None  # cluster mode: the Slurm job that owns it
+    slurm_node: str | None = None  # and the node it runs on
 
 
 __all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]

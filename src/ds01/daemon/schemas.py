@@ -112,6 +112,14 @@ class CreateContainerRequest(_Model):
         description="Only from a hub identity acting for the user: run the image's JupyterLab "
         "as a JupyterHub single-user server.",
     )
+    slurm_job: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cluster mode only, from the job's step on the node Slurm picked: the "
+        "caller's running Slurm job, named after the container; the container gets exactly "
+        "the devices Slurm gave it there (ds01d asks Slurm). Without it, a create in cluster "
+        "mode is answered with the job's sbatch options (kind slurm_job_required).",
+    )
 
 
 class Holder(_Model):
