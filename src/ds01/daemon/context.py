@@ -55,6 +55,7 @@ from ds01.daemon.status import DaemonStatus
 from ds01.errors import Ds01Error, PermissionDenied
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
+from ds01.model import labels as L
 from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
@@ -199,9 +200,14 @@ class DaemonContext:
     # -- containers ---------------------------------------------------------------------------
 
     def records(self) -> list[ContainerRecord]:
-        """Every managed container, from the ledger; those whose devices were released hold
-        none. Decisions read it under the allocation lock."""
-        return self.without_released(self.ledger.list_managed())
+        """Every managed container of this node, from the ledger; those whose devices were
+        released hold none. Decisions read it under the allocation lock. A container labelled
+        with another Slurm node is that node's ds01d's (several nodes may share one Docker
+        engine: the test cluster), never this one's."""
+        node = self.slurm_node
+        return self.without_released(
+            [r for r in self.ledger.list_managed() if r.labels.get(L.SLURM_NODE, node) == node]
+        )
 
     def observed_records(self) -> list[ContainerRecord]:
         """``records()`` for observers (metrics, the dashboard): the same ledger, no Docker

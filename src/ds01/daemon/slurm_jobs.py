@@ -150,7 +150,7 @@ class SlurmJobReaper(PeriodicPass):
             return []
         mine = {
             r.docker_name: r
-            for r in ctx.ledger.list_managed()
+            for r in ctx.records()
             if r.labels.get(L.SLURM_NODE) == ctx.slurm_node
             and r.labels.get(L.SLURM_JOB, "").isdigit()
         }
