@@ -1,12 +1,16 @@
-"""``ds01.core.slurm_job``: a container's sbatch options, Slurm's record of a job as ds01d
-reads it, and the checks before a job's container is created."""
+"""Cluster mode's pure parts: ``ds01.core.slurm_job`` (a container's sbatch options, Slurm's
+record of a job as ds01d reads it, the checks before a job's container is created), the
+``cluster:`` setting, and the ``%n`` of a socket path."""
 
 from __future__ import annotations
 
 import textwrap
 
 import pytest
+from pydantic import ValidationError
 
+from ds01 import paths
+from ds01.config.limits import ResourceLimitsConfig
 from ds01.core.slurm_job import (
     check_request_matches,
     gone_jobs,
@@ -118,3 +122,21 @@ def test_a_request_gets_exactly_its_jobs_devices() -> None:
 def test_gone_jobs_are_those_not_live_on_the_node() -> None:
     labelled = {"a": 1, "b": 2, "c": 3}
     assert gone_jobs(labelled, {1: "RUNNING", 2: "COMPLETED"}) == ["b", "c"]
+
+
+def test_cluster_mode_is_a_top_level_setting_off_by_default() -> None:
+    assert ResourceLimitsConfig().cluster == "none"
+    assert ResourceLimitsConfig.model_validate({"cluster": "slurm"}).cluster == "slurm"
+    with pytest.raises(ValidationError):
+        ResourceLimitsConfig.model_validate({"cluster": "kubernetes"})
+
+
+def test_a_socket_path_names_the_slurm_node_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(paths.ENV_SOCKET, "/run/ds01/%n.sock")
+    monkeypatch.setenv(paths.ENV_SLURM_NODE, "node1")
+    monkeypatch.delenv(paths.ENV_SLURMD_NODENAME, raising=False)
+    assert paths.socket_path() == "/run/ds01/node1.sock"
+    # Inside a job, Slurm's word wins over what the submitting shell exported.
+    monkeypatch.setenv(paths.ENV_SLURMD_NODENAME, "node2")
+    assert paths.socket_path() == "/run/ds01/node2.sock"
+    assert paths.socket_path("/x/ds01.sock") == "/x/ds01.sock"
