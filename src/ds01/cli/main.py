@@ -1018,9 +1018,7 @@ COMMANDS: tuple[Command, ...] = (
         "quota.\n\n"
         "examples:\n"
         "  container-create thesis --image IMAGE --gpus 1\n"
-        "  container-create notebook --image IMAGE --mig 3g.20gb --start\n\n"
-        "On a Slurm cluster's node (cluster: slurm) it submits a Slurm job named NAME as you,\n"
-        "which creates and starts the container on the node Slurm picks (`squeue -n NAME`).",
+        "  container-create notebook --image IMAGE --mig 3g.20gb --start",
         _configure_create,
         _run_create_command,
     ),
