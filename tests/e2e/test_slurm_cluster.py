@@ -1,13 +1,15 @@
-"""Cluster mode against a real Slurm 22.05 cluster on this machine (``slurm_cluster``): one
-ds01d per node (``node1`` with 2 simulated GPUs, ``node2`` with 4, each on the fake device
-files of its GRES), both on this machine's Docker engine. Real users submit real jobs with
-``container-create``; nothing is mocked. The bypass rows fake a job's environment and run
-the job's step (``python -m ds01.cli.cluster``) themselves: ds01d must believe Slurm only.
+"""Cluster mode against a real Slurm 22.05 cluster on this machine (``slurm_cluster``, with
+Slurm's cgroup plugins): one ds01d per node (``node1`` with 2 simulated GPUs, ``node2`` with
+4, each on the fake device files of its GRES), both on this machine's Docker engine. Real
+users submit real jobs with ``container-create``; nothing is mocked. The bypass rows fake a
+job's environment and run the job's step (``python -m ds01.cli.cluster``) themselves: ds01d
+must believe Slurm only.
 """
 
 from __future__ import annotations
 
 import json
+import pwd
 import shutil
 import subprocess
 import sys
@@ -142,9 +144,26 @@ class TestClusterMode:
         node2 = cluster.daemons["node2"].cli_json("alice", "gpu-status")
         held = [d["uuid"] for d in node2 if d["holder"]]
         assert sorted(labels["ds01.gpus"].split(",")) == sorted(held) and len(held) == 3
+        # Its processes are inside the job's cgroup, under the job's memory limit (--mem).
+        job_cgroup = f"/slurm_node2/uid_{pwd.getpwnam('alice').pw_uid}/job_{job}"
+        pid = container.attrs["State"]["Pid"]
+        memory = next(
+            line.split(":", 2)[2]
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        )
+        assert memory.startswith(job_cgroup + "/"), memory
+        limit = Path(f"/sys/fs/cgroup/memory{job_cgroup}/memory.limit_in_bytes").read_text()
+        assert int(limit) == 128 * 2**20
         cluster.slurm_tool("scancel", str(job), user="alice")
         wait_until("big to be gone", lambda: not _containers(docker_client, "big"))
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        # Nothing left of the job's cgroup: Slurm's hierarchies, nor those Docker made.
+        hierarchies = list(Path("/sys/fs/cgroup").iterdir())
+        wait_until(
+            "the job's cgroups to be gone",
+            lambda: not [h for h in hierarchies if (h / job_cgroup.lstrip("/")).exists()],
+        )
 
     def test_a_container_that_exits_ends_its_job(
         self, cluster: Cluster, docker_client: Any

@@ -14,6 +14,7 @@ from ds01.config.limits import ResourceLimitsConfig
 from ds01.core.slurm_job import (
     check_request_matches,
     gone_jobs,
+    job_cgroup,
     job_devices,
     parse_job,
     sbatch_options,
@@ -117,6 +118,27 @@ def test_a_request_gets_exactly_its_jobs_devices() -> None:
     check_request_matches(("GPU-a", "GPU-b"), 2, ())
     with pytest.raises(InvalidInput, match="holds 1"):
         check_request_matches(("GPU-a",), 2, ())
+
+
+CGROUP_V1 = """\
+9:name=systemd:/
+6:freezer:/slurm_node1/uid_0/job_1/step_batch
+4:memory:/slurm_node1/uid_0/job_1/step_batch/task_0
+1:cpu:/
+0::/
+"""
+
+
+def test_job_cgroup_is_the_memory_path_up_to_the_job() -> None:
+    assert job_cgroup(CGROUP_V1, 1) == "/slurm_node1/uid_0/job_1"
+    assert job_cgroup("0::/system.slice/slurmstepd.scope/job_12/step_0/user/task_0\n", 12) == (
+        "/system.slice/slurmstepd.scope/job_12"
+    )
+
+
+def test_job_cgroup_of_a_process_outside_the_job_is_none() -> None:
+    assert job_cgroup(CGROUP_V1, 11) is None  # job_1 is not job_11
+    assert job_cgroup("4:memory:/\n0::/\n", 1) is None
 
 
 def test_gone_jobs_are_those_not_live_on_the_node() -> None:

@@ -147,6 +147,22 @@ def check_request_matches(devices: Sequence[str], gpus: int, mig_profiles: Seque
         )
 
 
+def job_cgroup(cgroup_text: str, job_id: int) -> str | None:
+    """The job's own cgroup (``/slurm_node2/uid_1001/job_42``: Slurm's ``task/cgroup`` and
+    ``proctrack/cgroup``) from ``/proc/<pid>/cgroup`` of a process of one of its steps: the
+    memory controller's path (cgroup v1; the unified one on v2) up to ``job_<id>``. ``None``
+    when the process is in no cgroup of that job (a cluster without Slurm's cgroup plugins,
+    or a process outside the job)."""
+    paths = {}
+    for line in cgroup_text.splitlines():
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        paths[controllers] = path
+    path = paths.get("memory") or paths.get("") or ""
+    marker = f"/job_{job_id}"
+    at = (path + "/").find(marker + "/")
+    return path[: at + len(marker)] if at >= 0 else None
+
+
 def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]:
     """The containers (name → their job id) whose job is no longer live on the node:
     ``live`` is job id → state as ``squeue -w NODE`` listed them."""
@@ -159,6 +175,7 @@ __all__ = [
     "SlurmJob",
     "check_request_matches",
     "gone_jobs",
+    "job_cgroup",
     "job_devices",
     "parse_job",
     "sbatch_options",

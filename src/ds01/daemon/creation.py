@@ -268,9 +268,14 @@ class Creation:
             raise slurm_jobs.job_required(ctx, prepared)
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
-        prepared = replace(prepared, slurm_job=request.slurm_job, slurm_node=ctx.slurm_node)
         try:
             uuids = slurm_jobs.devices_of_job(ctx, caller, request, ctx.backend.inventory())
+            prepared = replace(
+                prepared,
+                slurm_job=request.slurm_job,
+                slurm_node=ctx.slurm_node,
+                slurm_cgroup=slurm_jobs.caller_job_cgroup(ctx, caller, request.slurm_job),
+            )
             with ctx.allocation_lock:
                 records = ctx.records()
                 if any(r.docker_name == prepared.docker_name for r in records):
@@ -643,6 +648,7 @@ class Creation:
             request_id=request_id,
             slurm_job=prepared.slurm_job,
             slurm_node=prepared.slurm_node,
+            slurm_cgroup=prepared.slurm_cgroup,
             memory_bytes=resources.memory_bytes,
             cpus=resources.cpus,
             disk_bytes=resources.disk_bytes,
@@ -687,7 +693,9 @@ class Creation:
                 **dict(prepared.hub_environment),
             },
             mounts=tuple(mounts),
-            cgroup_parent=cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
+            # A Slurm job's container lives in the job's cgroup: Slurm's limits hold it.
+            cgroup_parent=prepared.slurm_cgroup
+            or cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
             cpus=resources.cpus,
             memory_bytes=resources.memory_bytes,
             shm_size_bytes=resources.shm_size_bytes,

@@ -88,6 +88,7 @@ class PreparedCreate:
     run: RunOptions | None = None  # a create through the Docker API door
     slurm_job: int | None = None  # cluster mode: the Slurm job that owns it
     slurm_node: str | None = None  # and the node it runs on
+    slurm_cgroup: str | None = None  # and the job's cgroup, its cgroup parent (cgroupfs)
 
 
 __all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]

@@ -29,6 +29,7 @@ from ds01.core.slurm_gres import gres_lines
 from ds01.core.slurm_job import (
     check_request_matches,
     gone_jobs,
+    job_cgroup,
     job_devices,
     parse_job,
     sbatch_options,
@@ -45,6 +46,7 @@ from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime import slurm
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.procfs import process_cgroup
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,16 @@ def devices_of_job(
     )
     check_request_matches(devices, request.gpus, request.mig)
     return devices
+
+
+def caller_job_cgroup(ctx: DaemonContext, caller: Caller, job_id: int) -> str | None:
+    """The job's cgroup, as the container's cgroup parent: read from the kernel's word on the
+    caller (its peer pid's ``/proc/<pid>/cgroup``: the job's step runs in it). ``None``
+    (ds01's own parent) on the systemd cgroup driver, whose parents are slices, and when the
+    caller is in no cgroup of the job (a cluster without Slurm's cgroup plugins)."""
+    if ctx.engine.cgroup_driver != "cgroupfs":
+        return None
+    return job_cgroup(process_cgroup(caller.pid) or "", job_id)
 
 
 def job_placement(
@@ -171,6 +183,7 @@ __all__ = [
     "DEFAULT_INTERVAL_SECONDS",
     "JOB_GONE_REASON",
     "SlurmJobReaper",
+    "caller_job_cgroup",
     "devices_of_job",
     "in_cluster_mode",
     "job_placement",

@@ -30,6 +30,7 @@ DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unli
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
 SLURM_JOB = "ds01.slurm.job"  # cluster mode: the Slurm job that owns it (its id)
 SLURM_NODE = "ds01.slurm.node"  # cluster mode: the Slurm node it runs on
+SLURM_CGROUP = "ds01.slurm.cgroup"  # cluster mode: its cgroup parent, the job's cgroup (if any)
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
 
 # On an image: the user it was built for. Such an image is allowed for that user even when
@@ -162,12 +163,17 @@ class ContainerLabels:
     visible_devices: str
     slurm_job: int | None = None  # cluster mode only, with slurm_node
     slurm_node: str | None = None
+    slurm_cgroup: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (the Slurm ones only on a
         job's container)."""
         slurm = (
-            {SLURM_JOB: str(self.slurm_job), SLURM_NODE: self.slurm_node or ""}
+            {
+                SLURM_JOB: str(self.slurm_job),
+                SLURM_NODE: self.slurm_node or "",
+                **({SLURM_CGROUP: self.slurm_cgroup} if self.slurm_cgroup else {}),
+            }
             if self.slurm_job is not None
             else {}
         )
