@@ -89,9 +89,13 @@ def step(request: dict[str, Any]) -> int:
     body = {**request, "slurm_job": int(os.environ["SLURM_JOB_ID"]), "queue": False}
     try:
         client.request("POST", "/v1/containers", body=body)
-    except Ds01Error as exc:
+    except Ds01Error as exc:  # refused: nothing of this job's was made
         print(f"ds01: {exc.message}", file=sys.stderr)
         return 1
+    except _Stopped:
+        # Made or not: a container of that name may be another of the user's, so it is
+        # left to ds01d's reaper, which removes only the one labelled with this job.
+        return 0
     try:
         client.request("POST", Ds01Client.container_path(name, "start"))
         while _running(client, name):
