@@ -9,8 +9,10 @@ must believe Slurm only.
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -176,6 +178,28 @@ class TestClusterMode:
         container.kill()
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
         wait_until("small to be gone", lambda: not _containers(docker_client, "small"))
+
+    def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        job = _submitted(
+            cluster.ds01("alice", "container-create", "orphan", "--image", "busybox",
+                         "--gpus", "1", "--start", "--json")
+        )  # fmt: skip
+        container = wait_until("orphan to run", lambda: _running_container(docker_client, "orphan"))
+        node, job_cgroup = (container.labels[f"ds01.slurm.{k}"] for k in ("node", "cgroup"))
+        # kill -9 of the job's step: it cannot remove the container; its job ends.
+        procs = Path(f"/sys/fs/cgroup/freezer{job_cgroup}/step_batch/cgroup.procs")
+        for pid in procs.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
+        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        wait_until("the reaper to remove orphan", lambda: not _containers(docker_client, "orphan"))
+        [event] = wait_until(
+            "the reaper's event",
+            lambda: cluster.daemons[node].events_where(action="cleanup.orphan"),
+        )
+        assert event["resource"].startswith("container/orphan.")
+        assert event["details"]["reason"] == "its Slurm job is no longer running on this node"
 
     @pytest.mark.parametrize(
         ("user", "where", "gpus", "said"),
