@@ -264,17 +264,20 @@ class Creation:
         devices Slurm gave it here. ds01's own GPU quotas and queue are Slurm's there (``ds01
         admin slurm sync`` compiled them), so nothing is placed or queued by ds01d."""
         ctx = self.context
-        if request.slurm_job is None:
+        job_id = request.slurm_job
+        if job_id is None:
             raise slurm_jobs.job_required(ctx, prepared)
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
         try:
-            uuids = slurm_jobs.devices_of_job(ctx, caller, request, ctx.backend.inventory())
+            uuids = slurm_jobs.devices_of_job(
+                ctx, caller, job_id, request, ctx.backend.inventory()
+            )
             prepared = replace(
                 prepared,
-                slurm_job=request.slurm_job,
+                slurm_job=job_id,
                 slurm_node=ctx.slurm_node,
-                slurm_cgroup=slurm_jobs.caller_job_cgroup(ctx, caller, request.slurm_job),
+                slurm_cgroup=slurm_jobs.caller_job_cgroup(ctx, caller, job_id),
             )
             with ctx.allocation_lock:
                 records = ctx.records()

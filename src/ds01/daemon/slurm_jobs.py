@@ -84,18 +84,21 @@ def job_required(ctx: DaemonContext, prepared: PreparedCreate) -> SlurmJobRequir
 
 
 def devices_of_job(
-    ctx: DaemonContext, caller: Caller, request: api.CreateContainerRequest, inventory: Inventory
+    ctx: DaemonContext,
+    caller: Caller,
+    job_id: int,
+    request: api.CreateContainerRequest,
+    inventory: Inventory,
 ) -> tuple[str, ...]:
-    """The UUIDs of the devices job ``request.slurm_job`` holds on this node, if ``caller``
-    may create container ``request.name`` in it (``ds01.core.slurm_job.job_devices``).
+    """The UUIDs of the devices job ``job_id`` holds on this node, if ``caller`` may create
+    container ``request.name`` in it (``ds01.core.slurm_job.job_devices``).
 
     Raises:
         PermissionDenied, InvalidInput: as ``ds01.core.slurm_job.job_devices``, or a request
             for another number of devices than the job holds.
         SlurmError: Slurm does not know the job, or does not answer.
     """
-    assert request.slurm_job is not None
-    job = parse_job(slurm.show_job(request.slurm_job))
+    job = parse_job(slurm.show_job(job_id))
     by_index = {g.index: g.uuid for g in gres_lines(inventory) if g.index is not None}
     devices = job_devices(
         job, uid=caller.uid, name=request.name, node=ctx.slurm_node, uuid_of_index=by_index
