@@ -4,6 +4,7 @@
 #   scripts/slurm-cluster.sh up     install what is missing, start what is not running,
 #                                   print `export NAME=value` lines (and nothing else on stdout)
 #   scripts/slurm-cluster.sh down   stop everything `up` started, remove its state directory
+#                                   and the nodes' cgroups
 #
 # `up` is idempotent: run again on a running cluster it changes nothing and prints the same
 # lines: SLURM_CONF (every Slurm command, and ds01's, finds the cluster through it; any user
@@ -17,6 +18,9 @@
 #   slurmctld  cluster `ds01test`, port 36817
 #   slurmd     two nodes, `node1` and `node2`, on this host (Debian's build has slurmd's
 #              multiple-slurmd support: `slurmd -N NAME`, one port each, 36818 and 36828)
+#
+# Jobs run in cgroups (proctrack/cgroup, task/cgroup, cgroup v1: /slurm_<node>/uid_<uid>/job_<id>
+# in each hierarchy) with their memory (--mem, 100 MB per CPU by default) as the limit.
 #
 # Each node has GRES `gpu` entries backed by character devices in $DIR/dev/<node>/
 # (`mknod c 195 N`, like tests' fake_gpu_nodes; never the real /dev): node1 two whole GPUs,
@@ -98,12 +102,13 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
 JobAcctGatherType=jobacct_gather/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=100
 GresTypes=gpu
 SlurmdParameters=config_overrides
 ReturnToService=2
@@ -132,6 +137,14 @@ EOF
   echo "PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >>"$conf.new"
   mv "$conf.new" "$conf"
   mv "$gres.new" "$gres"
+  cat >"$DIR/etc/cgroup.conf" <<EOF
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+ConstrainCores=no
+ConstrainDevices=no
+EOF
   cat >"$DIR/etc/slurmdbd.conf" <<EOF
 AuthType=auth/munge
 AuthInfo=socket=$DIR/munge/munge.socket
@@ -261,17 +274,29 @@ cancel_jobs() {
   done
 }
 
-down() {
-  [ "$(id -u)" -eq 0 ] || die "must run as root"
-  [ -d "$DIR" ] || return 0
-  local node name port gpus daemons=()
+# The nodes' cgroups (/slurm_<node>/uid_<uid>/…: Slurm's, and those Docker made for the
+# containers of jobs), deepest first; a cgroup still in use stays.
+remove_cgroups() {
+  local node name port gpus
   for node in "${NODES[@]}"; do
     read -r name port gpus <<<"$node"
-    daemons+=("slurmd-$name")
+    find /sys/fs/cgroup/*/"slurm_$name" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
-  cancel_jobs
-  stop "${daemons[@]}" slurmctld slurmdbd mariadbd munged
-  rm -rf "$DIR"
+}
+
+down() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root"
+  if [ -d "$DIR" ]; then
+    local node name port gpus daemons=()
+    for node in "${NODES[@]}"; do
+      read -r name port gpus <<<"$node"
+      daemons+=("slurmd-$name")
+    done
+    cancel_jobs
+    stop "${daemons[@]}" slurmctld slurmdbd mariadbd munged
+    rm -rf "$DIR"
+  fi
+  remove_cgroups
 }
 
 case "${1:-}" in

@@ -136,6 +136,12 @@ class SlurmError(SystemFault, kind="slurm"):
     message quotes Slurm's."""
 
 
+class SlurmJobRequired(PolicyError, kind="slurm_job_required", exit_code=ExitCode.ERROR):
+    """Cluster mode: a container is created by its Slurm job, not by ds01d at once.
+    ``details["sbatch"]`` are the job's ``sbatch`` options; ``ds01 container-create``
+    submits it as the user."""
+
+
 class DaemonUnavailable(SystemFault, kind="daemon_unavailable"):
     """The CLI could not reach ds01d."""
 

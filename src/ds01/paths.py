@@ -17,6 +17,13 @@ ENV_CONFIG_DIR = "DS01_CONFIG_DIR"
 ENV_STATE_DIR = "DS01_STATE_DIR"
 ENV_LOG_DIR = "DS01_LOG_DIR"
 ENV_SOCKET = "DS01_SOCKET"
+#: Cluster mode: the Slurm node name of this host's ds01d (default: the host's short name).
+ENV_SLURM_NODE = "DS01_SLURM_NODE"
+#: What Slurm sets in a job's environment: the node the job runs on.
+ENV_SLURMD_NODENAME = "SLURMD_NODENAME"
+#: In a socket path, the Slurm node's name (as ``%n`` in slurm.conf): several ds01d on one
+#: host, one per node (the test cluster).
+NODE_PLACEHOLDER = "%n"
 
 RESOURCE_LIMITS_FILE = "resource-limits.yaml"
 GPU_CONFIG_FILE = "gpu-config.yaml"
@@ -44,7 +51,23 @@ def pick(flag: str | None, env: str, default: str) -> str:
 
 
 def socket_path(flag: str | None = None) -> str:
-    return pick(flag, ENV_SOCKET, DEFAULT_SOCKET)
+    """The API socket from ``flag``, else ``DS01_SOCKET``, else the default; a ``%n`` in it
+    is this host's Slurm node name (``slurm_node``)."""
+    path = pick(flag, ENV_SOCKET, DEFAULT_SOCKET)
+    if NODE_PLACEHOLDER in path:
+        path = path.replace(NODE_PLACEHOLDER, slurm_node())
+    return path
+
+
+def slurm_node(flag: str | None = None) -> str:
+    """This host's Slurm node name: ``flag``, else Slurm's own word inside a job
+    (``SLURMD_NODENAME``), else ``DS01_SLURM_NODE``, else the host's short name."""
+    return (
+        flag
+        or os.environ.get(ENV_SLURMD_NODENAME)
+        or os.environ.get(ENV_SLURM_NODE)
+        or os.uname().nodename.split(".")[0]
+    )
 
 
 def docker_socket_path(flag: str | None, api_socket: str) -> str | None:

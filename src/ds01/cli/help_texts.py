@@ -546,7 +546,11 @@ created; a refusal changes nothing.
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
-  `-`, starting with a letter or digit.""",
+  `-`, starting with a letter or digit.
+- **On a Slurm cluster** (`cluster: slurm`): it submits a Slurm job named NAME, as you,
+  and returns; the job creates and starts the container on the node Slurm picks, and
+  removes it when the job ends (`scancel`, the time limit) or the container exits.
+  `squeue -n NAME` follows it (docs/cluster.md).""",
         examples=(
             (
                 "container-create thesis --image IMAGE --gpus 1",

@@ -247,7 +247,9 @@ def _position(entry: dict[str, Any]) -> str:
     return f"position {entry['position']} of {entry['queue_length']}"
 
 
-def _run_create(args: argparse.Namespace) -> None:
+def _run_create(args: argparse.Namespace) -> bool:
+    """Create (and start) a container; ``True`` when it was submitted as a Slurm job instead
+    (cluster mode: it starts later, on the node Slurm picks)."""
     if args.name_arg and args.name_opt and args.name_arg != args.name_opt:
         raise UsageError("Give the name once: as NAME or with --name.")
     name = args.name_arg or args.name_opt
@@ -269,7 +271,13 @@ def _run_create(args: argparse.Namespace) -> None:
         "borrow": args.borrow,
     }
     client = Ds01Client()
-    status, info = client.call("POST", "/v1/containers", body=body)
+    try:
+        status, info = client.call("POST", "/v1/containers", body=body)
+    except ApiError as exc:
+        if exc.error_kind != "slurm_job_required":
+            raise
+        _submit_job(args, body, exc.details["sbatch"])
+        return True
     queued = status == 202
     if queued:
         info = _wait_in_queue(client, info, quiet=args.json)
@@ -282,7 +290,7 @@ def _run_create(args: argparse.Namespace) -> None:
             exc.args = (exc.message,)
             raise
     if render.emitted_json(args.json, info):
-        return
+        return False
     devices = ", ".join(info["gpus"]) or "no GPU"
     equivalents = render.number(info["gpu_equivalents"])
     if queued:
@@ -291,7 +299,7 @@ def _run_create(args: argparse.Namespace) -> None:
             f"Started {info['name']} on {devices} ({equivalents} GPU-eq) after "
             f"{render.duration(waited)} in the queue."
         )
-        return
+        return False
     verb = "Created and started" if args.start else "Created"
     render.ok(f"{verb} {info['name']} ({info['image']}) with {devices} ({equivalents} GPU-eq).")
     if info["ports"] and args.start:
@@ -302,6 +310,23 @@ def _run_create(args: argparse.Namespace) -> None:
         render.echo(f"  JupyterLab: {info['jupyter_url']}")
     if not args.start:
         render.echo(f"  Start it: container-start {info['name']}")
+    return False
+
+
+def _run_create_command(args: argparse.Namespace) -> None:
+    _run_create(args)
+
+
+def _submit_job(args: argparse.Namespace, body: dict[str, Any], options: list[str]) -> None:
+    """Cluster mode: the create as a Slurm job of the user's (``ds01.cli.cluster``)."""
+    from ds01.cli import cluster
+
+    job = cluster.submit(body, options)
+    name = body["name"]
+    if render.emitted_json(args.json, {"name": name, "slurm_job": job, "sbatch": options}):
+        return
+    render.ok(f"Submitted {name} as Slurm job {job}: it starts on the node Slurm picks.")
+    render.echo(f"  Follow it: squeue -n {name}   (PENDING: waiting, with Slurm's reason)")
 
 
 def _configure_deploy(p: argparse.ArgumentParser) -> None:
@@ -311,7 +336,8 @@ def _configure_deploy(p: argparse.ArgumentParser) -> None:
 
 def _run_deploy(args: argparse.Namespace) -> None:
     args.start = True
-    _run_create(args)
+    if _run_create(args):
+        return  # a Slurm job: no container to open yet
     name = args.name_arg or args.name_opt
     if args.background or args.json:
         if not args.json:
@@ -1028,7 +1054,7 @@ COMMANDS: tuple[Command, ...] = (
         "  container-create thesis --image IMAGE --gpus 1\n"
         "  container-create notebook --image IMAGE --mig 3g.20gb --start",
         _configure_create,
-        _run_create,
+        _run_create_command,
     ),
     _lifecycle("start", "POST", "start", "Started"),
     Command(

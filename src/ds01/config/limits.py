@@ -391,6 +391,12 @@ class ResourceLimitsConfig(BaseModel):
         default_factory=ReservationsConfig,
         description="How users may reserve GPUs ahead (ds01.config.reservations).",
     )
+    cluster: Literal["none", "slurm"] = Field(
+        default="none",
+        description="none: a single server (ds01d places and queues). slurm: a node of a "
+        "Slurm cluster; a container is a Slurm job's, created on the devices Slurm gave the "
+        "job (docs/cluster.md).",
+    )
 
     @field_validator(
         "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", "borrowing",

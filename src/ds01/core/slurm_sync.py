@@ -284,6 +284,20 @@ def desired_accounting(
     )
 
 
+def user_association(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> tuple[str, str]:
+    """The account and QOS a job of ``user`` (in ``unix_groups``) charges: their default
+    account and its QOS, as ``desired_accounting`` gives them.
+
+    Raises:
+        InvalidInput: as ``desired_accounting``.
+    """
+    accounting = desired_accounting(config, {user: unix_groups})
+    account = accounting.default_accounts[user]
+    return account, accounting.associations[(user, account)] or DEFAULT_QOS
+
+
 def candidate_users(
     config: ResourceLimitsConfig, unix_group_members: Mapping[str, Collection[str]]
 ) -> set[str]:
@@ -485,4 +499,5 @@ __all__ = [
     "current_accounting",
     "desired_accounting",
     "diff",
+    "user_association",
 ]

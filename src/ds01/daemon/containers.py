@@ -26,7 +26,7 @@ from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Gatekeepers
 from ds01.daemon.identity import Caller
-from ds01.daemon.limits_enforcement import record_parent
+from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.prepared import Queued
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.views import container_info
@@ -77,7 +77,9 @@ class ContainerOps:
                 return queued
             record = queued
             # The parent may be gone (a reboot) or hold old limits: runc would make a bare one.
-            self.gates.enforcement.enforce(record.user, record_parent(record), aggregate)
+            parent = own_parent(record)
+            if parent is not None:  # a Slurm job's cgroup is Slurm's to limit
+                self.gates.enforcement.enforce(record.user, parent, aggregate)
             self.gates.launcher.launch(caller, owner, record)
         ctx.events.emit("container.start", user=caller.name, resource=resource_of(record))
         if record.ports:  # Docker chose host ports only now
@@ -232,7 +234,11 @@ class ContainerOps:
                 resource=resource_of(record),
                 details=devices_details(record.gpus, record.gpu_equivalents),
             )
-        self.gates.enforcement.remove_parent_if_unused(record_parent(record))
+        parent = own_parent(record)
+        if parent is not None:
+            self.gates.enforcement.remove_parent_if_unused(parent)
+        else:  # a Slurm job's cgroup: Slurm removes its own; Docker made it in the others
+            ctx.cgroups.remove_leaf_if_empty(record_parent(record))
         self.release_network_if_unused(record.uid)
         ctx.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)

@@ -55,6 +55,8 @@ from ds01.daemon.status import DaemonStatus
 from ds01.errors import Ds01Error, PermissionDenied
 from ds01.events.log import EventLog, utc_now
 from ds01.gpu.backend import GpuBackend, make_backend
+from ds01.model import labels as L
+from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime
 from ds01.runtime.firewall import Firewall
@@ -88,6 +90,8 @@ class DaemonDependencies:
         firewall: the host firewall that guards users' networks (default: ``iptables``).
         ledger: ds01's containers as Docker says (default: a ledger not yet started, which
             lists at every read).
+        slurm_node: in cluster mode, this node's Slurm name (default: the host's short name,
+            ``ds01.paths.slurm_node``).
     """
 
     paths: DaemonPaths
@@ -99,6 +103,7 @@ class DaemonDependencies:
     cgroups: CgroupManager | None = None
     firewall: Firewall | None = None
     ledger: ContainerLedger | None = None
+    slurm_node: str | None = None
 
 
 class DaemonContext:
@@ -119,6 +124,7 @@ class DaemonContext:
         staging, accounts, networks: bind staging, owner accounts in containers, per-user
             networks.
         status: the loops' latest word (``DaemonStatus``; one writer per field).
+        slurm_node: this node's Slurm name (cluster mode).
 
     Built from ``DaemonDependencies``. Thread-safe: every method may be called from any
     thread, with or without the allocation lock unless it says otherwise.
@@ -146,6 +152,7 @@ class DaemonContext:
         self.networks = UserNetworks(
             runtime, given.firewall or Firewall(), events, instance_id(paths.state_dir)
         )
+        self.slurm_node = given.slurm_node or slurm_node()
 
     # -- time, configuration ----------------------------------------------------------------
 
@@ -193,9 +200,14 @@ class DaemonContext:
     # -- containers ---------------------------------------------------------------------------
 
     def records(self) -> list[ContainerRecord]:
-        """Every managed container, from the ledger; those whose devices were released hold
-        none. Decisions read it under the allocation lock."""
-        return self.without_released(self.ledger.list_managed())
+        """Every managed container of this node, from the ledger; those whose devices were
+        released hold none. Decisions read it under the allocation lock. A container labelled
+        with another Slurm node is that node's ds01d's (several nodes may share one Docker
+        engine: the test cluster), never this one's."""
+        node = self.slurm_node
+        return self.without_released(
+            [r for r in self.ledger.list_managed() if r.labels.get(L.SLURM_NODE, node) == node]
+        )
 
     def observed_records(self) -> list[ContainerRecord]:
         """``records()`` for observers (metrics, the dashboard): the same ledger, no Docker

@@ -43,6 +43,7 @@ from ds01.core.container_resources import (
     stop_signal,
 )
 from ds01.daemon import schemas as api
+from ds01.daemon import slurm_jobs
 from ds01.daemon.access import Access, devices_details
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
@@ -230,6 +231,8 @@ class Creation:
         except PolicyError as exc:
             self.gates.access.refused(caller, f"container/{request.name[:80]}", exc)
             raise
+        if slurm_jobs.in_cluster_mode(self.context):
+            return self._create_in_job(caller, request, prepared)
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
         if self._failed_creates:  # Docker answers again, or this create fails like them
@@ -258,6 +261,43 @@ class Creation:
             info = self.create_admitted(
                 prepared, decision.placement, inventory, request_id, intent=True
             )
+        return Created(info=info, request_id=request_id)
+
+    def _create_in_job(
+        self, caller: Caller, request: api.CreateContainerRequest, prepared: PreparedCreate
+    ) -> Created:
+        """Cluster mode (``ds01.daemon.slurm_jobs``): without a job, the job's ``sbatch``
+        options (``SlurmJobRequired``); in the caller's job, the container on exactly the
+        devices Slurm gave it here. ds01's own GPU quotas and queue are Slurm's there (``ds01
+        admin slurm sync`` compiled them), so nothing is placed or queued by ds01d."""
+        ctx = self.context
+        job_id = request.slurm_job
+        if job_id is None:
+            raise slurm_jobs.job_required(ctx, prepared)
+        resource = f"container/{prepared.docker_name}"
+        request_id = uuid.uuid4().hex
+        try:
+            uuids = slurm_jobs.devices_of_job(
+                ctx, caller, job_id, request, ctx.backend.inventory()
+            )
+            prepared = replace(
+                prepared,
+                slurm_job=job_id,
+                slurm_node=ctx.slurm_node,
+                slurm_cgroup=slurm_jobs.caller_job_cgroup(ctx, caller, job_id),
+            )
+            with ctx.allocation_lock:
+                records = ctx.records()
+                if any(r.docker_name == prepared.docker_name for r in records):
+                    raise Conflict(f"You already have a container named {prepared.name!r}.")
+                inventory = ctx.backend.inventory()
+                placement = slurm_jobs.job_placement(uuids, inventory, records)
+                info = self.create_admitted(
+                    prepared, placement, inventory, request_id, intent=True
+                )
+        except PolicyError as exc:
+            self.gates.access.refused(caller, resource, exc)
+            raise
         return Created(info=info, request_id=request_id)
 
     def prepare_create(
@@ -633,6 +673,9 @@ class Creation:
             interface=prepared.interface,
             image=prepared.requested_image,
             request_id=request_id,
+            slurm_job=prepared.slurm_job,
+            slurm_node=prepared.slurm_node,
+            slurm_cgroup=prepared.slurm_cgroup,
             memory_bytes=resources.memory_bytes,
             cpus=resources.cpus,
             disk_bytes=resources.disk_bytes,
@@ -678,7 +721,9 @@ class Creation:
                 **dict(prepared.hub_environment),
             },
             mounts=tuple(mounts),
-            cgroup_parent=cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
+            # A Slurm job's container lives in the job's cgroup: Slurm's limits hold it.
+            cgroup_parent=prepared.slurm_cgroup
+            or cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
             cpus=resources.cpus,
             memory_bytes=resources.memory_bytes,
             shm_size_bytes=resources.shm_size_bytes,

@@ -54,8 +54,15 @@ def cgroup_parent(group: str, user: str, driver: CgroupDriver) -> str:
 
 
 def record_parent(record: ContainerRecord) -> str:
-    """The cgroup parent (a path below the cgroup root) a ds01 container was created under."""
-    return user_slice_path(record.group, record.user)
+    """The cgroup parent (a path below the cgroup root) a ds01 container was created under:
+    its owner's slice, or its Slurm job's cgroup (cluster mode)."""
+    return record.labels.get(L.SLURM_CGROUP) or user_slice_path(record.group, record.user)
+
+
+def own_parent(record: ContainerRecord) -> str | None:
+    """The parent ds01 keeps the owner's totals on (its slice): ``None`` for a container in
+    its Slurm job's cgroup, which is Slurm's to limit and remove."""
+    return None if record.labels.get(L.SLURM_CGROUP) else record_parent(record)
 
 
 def label_size(record: ContainerRecord, key: str) -> int | None:
@@ -119,7 +126,7 @@ class LimitsEnforcement:
         except Ds01Error as exc:
             log.error("aggregate limits not updated: %s", exc.message)
             return
-        parents = sorted({(r.user, record_parent(r)) for r in records if r.user})
+        parents = sorted({(r.user, p) for r in records if r.user and (p := own_parent(r))})
         if not parents:
             return
         updated, failed = 0, []

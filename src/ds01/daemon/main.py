@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds the requests already accepted get to finish before their "
         f"clients are told the outcome is unknown [{DEFAULT_DRAIN_SECONDS:g}]",
     )
+    parser.add_argument(
+        "--slurm-node",
+        metavar="NAME",
+        help="cluster mode (cluster: slurm): this node's Slurm name [$DS01_SLURM_NODE, the "
+        "host's short name]",
+    )
+    parser.add_argument(
+        "--slurm-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cluster mode: seconds between two looks for containers whose Slurm job ended [10]",
+    )
     parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return parser

@@ -88,6 +88,9 @@ class PreparedCreate:
     run: RunOptions | None = None  # a create through the Docker API door
     borrow: bool = False  # asks to borrow above gpu_limit (--borrow or `borrow: auto`)
     borrowed: bool = False  # placed above gpu_limit (decided under the allocation lock)
+    slurm_job: int | None = None  # cluster mode: the Slurm job that owns it
+    slurm_node: str | None = None  # and the node it runs on
+    slurm_cgroup: str | None = None  # and the job's cgroup, its cgroup parent (cgroupfs)
 
 
 __all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]

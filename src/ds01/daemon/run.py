@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Door, Ds01HttpServer
     from ds01.daemon.service import Ds01Service
+    from ds01.daemon.slurm_jobs import SlurmJobReaper
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.exporter import MetricsExporter
     from ds01.metrics.listen import ListenAddress
@@ -240,6 +241,7 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
             store=open_state(paths.state_db, ledger, events),
             events=events,
             cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
+            slurm_node=args.slurm_node,
             # Simulated GPUs read their utilisation from a file in the state directory, and
             # keep their MIG layouts there once `ds01 admin mig apply` changed them.
             backend_factory=lambda config: make_backend(
@@ -294,6 +296,7 @@ class _Loops:
     energy: EnergyMeter
     disk_meter: DiskMeter
     gpu_use: GpuUseWatch
+    slurm: SlurmJobReaper
 
     @classmethod
     def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
@@ -307,6 +310,8 @@ class _Loops:
         from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
         from ds01.daemon.sampler import Sampler
         from ds01.daemon.server import terminals_of
+        from ds01.daemon.slurm_jobs import DEFAULT_INTERVAL_SECONDS as SLURM_INTERVAL
+        from ds01.daemon.slurm_jobs import JOB_GONE_REASON, SlurmJobReaper
         from ds01.events.log import utc_now
 
         watcher = OomWatcher(
@@ -337,6 +342,13 @@ class _Loops:
             EnergyMeter(service),
             DiskMeter(service, utc_now),
             gpu_use,
+            SlurmJobReaper(
+                service,
+                lambda record: service.containers.remove_by_daemon(
+                    record, reason=JOB_GONE_REASON
+                ),
+                interval_seconds=args.slurm_interval or SLURM_INTERVAL,
+            ),
         )
         for loop in loops.all():
             service.status.loops.add(loop.tracker)
@@ -344,7 +356,15 @@ class _Loops:
 
     def all(
         self,
-    ) -> tuple[OomWatcher, GpuDispatcher, LifecycleLoop, EnergyMeter, DiskMeter, GpuUseWatch]:
+    ) -> tuple[
+        OomWatcher,
+        GpuDispatcher,
+        LifecycleLoop,
+        EnergyMeter,
+        DiskMeter,
+        GpuUseWatch,
+        SlurmJobReaper,
+    ]:
         return (
             self.watcher,
             self.queue,
@@ -352,6 +372,7 @@ class _Loops:
             self.energy,
             self.disk_meter,
             self.gpu_use,
+            self.slurm,
         )
 
     def start(self) -> None:
@@ -364,6 +385,7 @@ class _Loops:
         self.energy.stop()
         self.disk_meter.stop()
         self.gpu_use.stop()
+        self.slurm.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the
         # next ds01d adopts or rolls back what it began, as after a crash).
         if not self.lifecycle.stop(stop.seconds_left()):

@@ -118,6 +118,14 @@ class CreateContainerRequest(_Model):
         "borrowing: policy must be on; `borrow: auto` in the limits does it implicitly). A "
         "borrowed container may be stopped to make room for requests within quota.",
     )
+    slurm_job: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cluster mode only, from the job's step on the node Slurm picked: the "
+        "caller's running Slurm job, named after the container; the container gets exactly "
+        "the devices Slurm gave it there (ds01d asks Slurm). Without it, a create in cluster "
+        "mode is answered with the job's sbatch options (kind slurm_job_required).",
+    )
 
 
 class Holder(_Model):

@@ -28,6 +28,9 @@ MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" 
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
 DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
+SLURM_JOB = "ds01.slurm.job"  # cluster mode: the Slurm job that owns it (its id)
+SLURM_NODE = "ds01.slurm.node"  # cluster mode: the Slurm node it runs on
+SLURM_CGROUP = "ds01.slurm.cgroup"  # cluster mode: its cgroup parent, the job's cgroup (if any)
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
 # "true" on a container placed above its owner's gpu_limit (ds01.core.borrowing); absent
 # on every other container.
@@ -167,11 +170,24 @@ class ContainerLabels:
     framework: str
     visible_devices: str
     borrowed: bool = False
+    slurm_job: int | None = None  # cluster mode only, with slurm_node
+    slurm_node: str | None = None
+    slurm_cgroup: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
-        borrowed container)."""
+        borrowed container, the Slurm ones only on a job's container)."""
+        slurm = (
+            {
+                SLURM_JOB: str(self.slurm_job),
+                SLURM_NODE: self.slurm_node or "",
+                **({SLURM_CGROUP: self.slurm_cgroup} if self.slurm_cgroup else {}),
+            }
+            if self.slurm_job is not None
+            else {}
+        )
         return ({BORROWED: "true"} if self.borrowed else {}) | {
+            **slurm,
             MANAGED: "true",
             USER: self.user,
             UID: str(self.uid),

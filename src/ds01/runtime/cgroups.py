@@ -460,7 +460,20 @@ class CgroupManager:
         chain = [PurePosixPath(parent)]
         while chain[-1].parent.name and chain[-1].name != SLICE_ROOT:
             chain.append(chain[-1].parent)
-        gone = True
+        self._remove_empty(chain)
+        return not any((h / _relative(parent)).is_dir() for h in self.hierarchies())
+
+    def remove_leaf_if_empty(self, cgroup: str) -> None:
+        """Remove ``cgroup`` itself, never its ancestors, in every hierarchy where it holds
+        no process and no child: what Docker (cgroupfs) made under a parent someone else
+        manages, such as a Slurm job's cgroup in the hierarchies Slurm does not use. Never
+        fails; nothing on the systemd driver."""
+        if self.version is not None and self.driver != "systemd":
+            self._remove_empty([PurePosixPath(cgroup)])
+
+    def _remove_empty(self, chain: list[PurePosixPath]) -> None:
+        """In each hierarchy, remove the cgroups of ``chain`` (deepest first) while they are
+        empty; stop at the first that is not."""
         for hierarchy in self.hierarchies():
             for cgroup in chain:
                 directory = hierarchy / _relative(str(cgroup))
@@ -475,9 +488,6 @@ class CgroupManager:
                 except OSError as exc:  # EBUSY: a process or child appeared meanwhile
                     log.info("cgroup %s stays: %s", directory, exc.strerror or exc)
                     break
-            if (hierarchy / _relative(parent)).is_dir():
-                gone = False
-        return gone
 
     # -- counters ------------------------------------------------------------------------------
 

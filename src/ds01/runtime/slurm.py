@@ -1,9 +1,10 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
-``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``.
+``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
+a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode.
 
-``sacctmgr`` is always run with an argument list (never a shell), ``-i`` (no question asked)
-for changes and ``--parsable2 --noheader`` for listings; the names in its arguments were
-checked by ``ds01.core.slurm_sync``. It finds its cluster and slurmdbd the usual way:
+Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
+question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
+arguments checked by ``ds01.core.slurm_sync``. They find the cluster the usual way:
 ``SLURM_CONF`` or ``/etc/slurm/slurm.conf``.
 """
 
@@ -21,8 +22,11 @@ from ds01.core.slurm_sync import Accounting, Change, current_accounting
 from ds01.errors import SlurmError
 
 SACCTMGR = "sacctmgr"
-#: Seconds one sacctmgr call may take (slurmdbd answers in milliseconds when it is up).
-SACCTMGR_TIMEOUT_SECONDS = 60
+SCONTROL = "scontrol"
+SQUEUE = "squeue"
+#: Seconds one call of a Slurm tool may take (slurmdbd and slurmctld answer in milliseconds
+#: when they are up).
+SLURM_TOOL_TIMEOUT_SECONDS = 60
 
 _LISTINGS = (
     ("qos", "format=Name,Priority,MaxTRESPU,MaxJobsPU,MaxWall"),
@@ -32,33 +36,60 @@ _LISTINGS = (
 )
 
 
-def _sacctmgr(args: Sequence[str]) -> str:
-    """``sacctmgr ARGS``' standard output; ``SlurmError`` with its message when it fails."""
-    if shutil.which(SACCTMGR) is None:
+def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
+    """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
+    (``hint``: what to check when it does not answer)."""
+    if shutil.which(program) is None:
         raise SlurmError(
-            "sacctmgr is not installed here: install Slurm's client (Debian: slurm-client)."
+            f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
         )
     try:
         done = subprocess.run(
-            [SACCTMGR, *args],
+            [program, *args],
             capture_output=True,
             text=True,
-            timeout=SACCTMGR_TIMEOUT_SECONDS,
+            timeout=SLURM_TOOL_TIMEOUT_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(
-            f"sacctmgr {' '.join(args)} did not answer in {SACCTMGR_TIMEOUT_SECONDS} s: "
-            "is slurmdbd running?"
+            f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: "
+            f"{hint}"
         ) from exc
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
         raise SlurmError(
-            f"sacctmgr {' '.join(args)} failed (exit {done.returncode}): "
+            f"{program} {' '.join(args)} failed (exit {done.returncode}): "
             + (" / ".join(said[-3:]) or "no message"),
-            details={"argv": [SACCTMGR, *args], "stderr": done.stderr[-2000:]},
+            details={"argv": [program, *args], "stderr": done.stderr[-2000:]},
         )
     return done.stdout
+
+
+def _sacctmgr(args: Sequence[str]) -> str:
+    return _run_tool(SACCTMGR, args, "is slurmdbd running?")
+
+
+def show_job(job_id: int) -> str:
+    """``scontrol show job -d ID``: Slurm's record of the job, with its devices per node
+    (``ds01.core.slurm_job.parse_job`` reads it). ``SlurmError`` when Slurm does not know it
+    or does not answer."""
+    return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
+
+
+def live_jobs(node: str) -> dict[int, str]:
+    """The jobs Slurm has on ``node`` now: job id → state (``RUNNING``, ``COMPLETING``…).
+    ``SlurmError`` when slurmctld does not answer (then nothing is known: callers must not
+    read that as "no job")."""
+    text = _run_tool(
+        SQUEUE, ["--noheader", "--nodelist", node, "--format", "%i %T"], "is slurmctld running?"
+    )
+    jobs: dict[int, str] = {}
+    for line in text.splitlines():
+        job, _, state = line.strip().partition(" ")
+        if job.isdigit():
+            jobs[int(job)] = state.strip()
+    return jobs
 
 
 def read_accounting() -> Accounting:
@@ -130,8 +161,10 @@ def unix_groups_of(user: str) -> list[str]:
 
 __all__ = [
     "apply_changes",
+    "live_jobs",
     "read_accounting",
     "read_mig_minors",
+    "show_job",
     "unix_group_members",
     "unix_groups_of",
 ]

@@ -1,0 +1,128 @@
+"""Cluster mode on the user's side: a ``container-create`` submitted as a Slurm job, and the
+job's step that has the node's ds01d create the container and waits on it.
+
+- ``submit``: ds01d answered a create with ``slurm_job_required`` and the job's ``sbatch``
+  options (``ds01.daemon.slurm_jobs``); this runs ``sbatch`` **as the user** (this process
+  is theirs: munge tells Slurm who they are), with a script that runs ``step`` on the node
+  Slurm picks. No ds01 transport between hosts: Slurm carries the request.
+- ``step`` (``python -m ds01.cli.cluster REQUEST``, the job's script): asks this node's
+  ds01d (``DS01_SOCKET``; ``%n`` in it is the node's name, ``SLURMD_NODENAME``) to create the
+  container in job ``SLURM_JOB_ID`` and start it, then waits while it runs. The container's
+  exit ends the step, hence the job; ``scancel`` and the time limit send SIGTERM, on which
+  the container is removed at once. Either way the container is removed when the step ends:
+  no container without a job (ds01d's reaper removes one whose step could not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+from ds01.cli.client import Ds01Client
+from ds01.errors import Ds01Error, SlurmError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
+
+SBATCH = "sbatch"
+#: Where a job's own output goes on its node (sbatch's ``%u`` user, ``%j`` job id): what
+#: the step says when ds01d refuses or fails.
+JOB_OUTPUT = "/tmp/ds01-%u-%j.out"
+#: Seconds between two looks of the step at its container.
+STEP_POLL_SECONDS = 1.0
+#: The kind of ds01d's answer that asks for a job (``ds01.errors.SlurmJobRequired``).
+JOB_REQUIRED_KIND = "slurm_job_required"
+
+
+def job_script(request: dict[str, Any]) -> str:
+    """The job's script: this interpreter runs ``step`` with ``request`` (the create's body)."""
+    command = [sys.executable, "-m", "ds01.cli.cluster", json.dumps(request, sort_keys=True)]
+    return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in command) + "\n"
+
+
+def submit(request: dict[str, Any], options: list[str]) -> int:
+    """Submit the container's job as the user; returns its id.
+
+    Raises:
+        SlurmError: sbatch is missing or refused (its message: an unknown account, a QOS
+            limit Slurm checks at submission, no node with enough GPUs).
+    """
+    argv = [SBATCH, "--parsable", f"--output={JOB_OUTPUT}", *options]
+    try:
+        done = subprocess.run(
+            argv, input=job_script(request), capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise SlurmError(
+            "sbatch is not installed here: this is a Slurm cluster's node, install Slurm's "
+            "client (Debian: slurm-client)."
+        ) from None
+    if done.returncode != 0:
+        raise SlurmError(
+            f"Slurm refused the job: {done.stderr.strip() or done.stdout.strip()}",
+            details={"argv": argv},
+        )
+    return int(done.stdout.strip().split(";")[0])
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT reached the step: scancel, the time limit, or a node going down."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
+def step(request: dict[str, Any]) -> int:
+    """The job's step (see the module docstring); returns its exit status."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    name = str(request["name"])
+    client = Ds01Client()
+    body = {**request, "slurm_job": int(os.environ["SLURM_JOB_ID"]), "queue": False}
+    try:
+        client.request("POST", "/v1/containers", body=body)
+    except Ds01Error as exc:  # refused: nothing of this job's was made
+        print(f"ds01: {exc.message}", file=sys.stderr)
+        return 1
+    except _Stopped:
+        # Made or not: a container of that name may be another of the user's, so it is
+        # left to ds01d's reaper, which removes only the one labelled with this job.
+        return 0
+    try:
+        client.request("POST", Ds01Client.container_path(name, "start"))
+        while _running(client, name):
+            time.sleep(STEP_POLL_SECONDS)
+    except _Stopped:
+        pass
+    except Ds01Error as exc:
+        print(f"ds01: {exc.message}", file=sys.stderr)
+    finally:
+        _remove(client, name)
+    return 0
+
+
+def _running(client: Ds01Client, name: str) -> bool:
+    rows = client.request("GET", "/v1/containers")
+    return any(r["name"] == name and r["status"] == "running" for r in rows)
+
+
+def _remove(client: Ds01Client, name: str) -> None:
+    # A second signal must not cut the removal short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        client.request("DELETE", Ds01Client.container_path(name), query={"force": True})
+    except Ds01Error as exc:  # ds01d's reaper removes it once the job is gone
+        print(f"ds01: {name} not removed: {exc.message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(step(json.loads(sys.argv[1])))

@@ -1,0 +1,182 @@
+"""A container as a Slurm job, in cluster mode (``cluster: slurm``). Pure.
+
+Two halves of one contract:
+
+- **the submission** (``sbatch_options``): what a ``container-create`` asks Slurm for, from
+  the request and the user's resolved limits: ``--job-name`` the container's name (so that
+  ``squeue -n NAME`` finds it), ``--gres=gpu:N`` (or ``gpu:<profile>:1`` for a MIG slice),
+  ``--cpus-per-task``, ``--mem``, ``--time`` (``max_runtime_hours``) and the account and QOS
+  that ``ds01 admin slurm sync`` gave the user;
+- **the check on the node** (``parse_job``, ``job_devices``): before creating a job's
+  container, ds01d reads the job from Slurm (``scontrol show job -d ID``), never from the
+  caller's environment, and accepts only a running job of the caller, on this node, named
+  after the container; the container gets exactly the devices Slurm gave the job there, its
+  GRES indices mapped to UUIDs through ds01's GRES order (``ds01.core.slurm_gres``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ds01.errors import InvalidInput, PermissionDenied
+
+#: The state of a job whose container may be created (and must be running).
+RUNNING = "RUNNING"
+#: States in which a job still owns its container (``squeue``'s long names).
+LIVE_STATES = frozenset({RUNNING, "COMPLETING", "CONFIGURING", "SUSPENDED"})
+
+_FIELD_RE = re.compile(r"(\w[\w/:]*)=(\S*)")
+_NODE_GRES_RE = re.compile(r"Nodes=(\S+)\s.*?GRES=(\S*)")
+_IDX_RE = re.compile(r"IDX:([\d,\-]+)")
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """What ds01d believes about a job: Slurm's own answer, read by root."""
+
+    job_id: int
+    name: str
+    uid: int
+    state: str
+    gpu_indices: Mapping[str, tuple[int, ...]]  # node → the GRES indices it holds there
+
+
+def sbatch_options(
+    *,
+    name: str,
+    gpus: int,
+    mig_profiles: Sequence[str],
+    cpus: float | None,
+    memory_bytes: int | None,
+    max_runtime_hours: float | None,
+    account: str,
+    qos: str,
+) -> list[str]:
+    """The ``sbatch`` options of a container's job (see the module docstring). CPUs are
+    rounded up (Slurm counts whole CPUs), memory to whole MiB up."""
+    options = [f"--job-name={name}", f"--account={account}", f"--qos={qos}"]
+    if mig_profiles:
+        options.append(f"--gres=gpu:{mig_profiles[0]}:1")
+    elif gpus:
+        options.append(f"--gres=gpu:{gpus}")
+    if cpus is not None:
+        options.append(f"--cpus-per-task={max(1, math.ceil(cpus))}")
+    if memory_bytes is not None:
+        options.append(f"--mem={max(1, math.ceil(memory_bytes / 2**20))}M")
+    if max_runtime_hours is not None:
+        options.append(f"--time={max(1, math.ceil(max_runtime_hours * 60))}")
+    return options
+
+
+def _indices(text: str) -> tuple[int, ...]:
+    """``0-2,5`` → ``(0, 1, 2, 5)``."""
+    found: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        found.extend(range(int(low), int(high or low) + 1))
+    return tuple(found)
+
+
+def parse_job(text: str) -> SlurmJob:
+    """``scontrol show job -d ID``'s answer (Slurm 22.05) as a ``SlurmJob``.
+
+    Raises:
+        InvalidInput: the text is not one job's record.
+    """
+    fields = dict(_FIELD_RE.findall(text))
+    user = re.search(r"\((\d+)\)", fields.get("UserId", ""))
+    if "JobId" not in fields or user is None or "JobState" not in fields:
+        raise InvalidInput("Slurm's record of the job could not be read.")
+    gpus: dict[str, tuple[int, ...]] = {}
+    for nodes, gres in _NODE_GRES_RE.findall(text):
+        found = _IDX_RE.search(gres)
+        gpus[nodes] = _indices(found.group(1)) if found else ()
+    return SlurmJob(
+        job_id=int(fields["JobId"]),
+        name=fields.get("JobName", ""),
+        uid=int(user.group(1)),
+        state=fields["JobState"],
+        gpu_indices=gpus,
+    )
+
+
+def job_devices(
+    job: SlurmJob, *, uid: int, name: str, node: str, uuid_of_index: Mapping[int, str]
+) -> tuple[str, ...]:
+    """The UUIDs of the devices ``job`` holds on ``node``, if the caller (``uid``) may put
+    container ``name`` in it.
+
+    Raises:
+        PermissionDenied: another user's job, or one not named after the container.
+        InvalidInput: the job is not running, not on this node, or holds a device this
+            node's inventory does not have.
+    """
+    if job.uid != uid:
+        raise PermissionDenied(f"Slurm job {job.job_id} is not yours.")
+    if job.name != name:
+        raise PermissionDenied(
+            f"Slurm job {job.job_id} is named {job.name!r}, not after container {name!r}."
+        )
+    if job.state != RUNNING:
+        raise InvalidInput(f"Slurm job {job.job_id} is {job.state}, not RUNNING.")
+    if node not in job.gpu_indices:
+        raise InvalidInput(
+            f"Slurm job {job.job_id} does not run on node {node!r} "
+            f"(it runs on {', '.join(job.gpu_indices) or 'no node'})."
+        )
+    indices = job.gpu_indices[node]
+    unknown = [i for i in indices if i not in uuid_of_index]
+    if unknown:
+        raise InvalidInput(
+            f"Slurm gave job {job.job_id} GPU index(es) {unknown} that node {node!r}'s "
+            "inventory does not have: write its gres.conf with `ds01 admin slurm gres`."
+        )
+    return tuple(uuid_of_index[i] for i in indices)
+
+
+def check_request_matches(devices: Sequence[str], gpus: int, mig_profiles: Sequence[str]) -> None:
+    """Refuse (``InvalidInput``) a request for another number of devices than its job
+    holds: the container gets the job's devices, no more and no fewer."""
+    asked = gpus + len(mig_profiles)
+    if asked != len(devices):
+        raise InvalidInput(
+            f"The request asks for {asked} device(s) but its Slurm job holds {len(devices)}."
+        )
+
+
+def job_cgroup(cgroup_text: str, job_id: int) -> str | None:
+    """The job's own cgroup (``/slurm_node2/uid_1001/job_42``: Slurm's ``task/cgroup`` and
+    ``proctrack/cgroup``) from ``/proc/<pid>/cgroup`` of a process of one of its steps: the
+    memory controller's path (cgroup v1; the unified one on v2) up to ``job_<id>``. ``None``
+    when the process is in no cgroup of that job (a cluster without Slurm's cgroup plugins,
+    or a process outside the job)."""
+    paths = {}
+    for line in cgroup_text.splitlines():
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        paths[controllers] = path
+    path = paths.get("memory") or paths.get("") or ""
+    marker = f"/job_{job_id}"
+    at = (path + "/").find(marker + "/")
+    return path[: at + len(marker)] if at >= 0 else None
+
+
+def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]:
+    """The containers (name → their job id) whose job is no longer live on the node:
+    ``live`` is job id → state as ``squeue -w NODE`` listed them."""
+    return sorted(c for c, job in labelled.items() if live.get(job) not in LIVE_STATES)
+
+
+__all__ = [
+    "LIVE_STATES",
+    "RUNNING",
+    "SlurmJob",
+    "check_request_matches",
+    "gone_jobs",
+    "job_cgroup",
+    "job_devices",
+    "parse_job",
+    "sbatch_options",
+]

@@ -1,0 +1,237 @@
+"""Cluster mode against a real Slurm 22.05 cluster on this machine (``slurm_cluster``, with
+Slurm's cgroup plugins): one ds01d per node (``node1`` with 2 simulated GPUs, ``node2`` with
+4, each on the fake device files of its GRES), both on this machine's Docker engine. Real
+users submit real jobs with ``container-create``; nothing is mocked. The bypass rows fake a
+job's environment and run the job's step (``python -m ds01.cli.cluster``) themselves: ds01d
+must believe Slurm only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import TEST_IMAGES_YAML, Ds01Daemon, describe, make_world_traversable_dir, wait_until
+
+DS01 = str(Path(sys.executable).parent / "ds01")
+
+#: Small enough for the test nodes (2 CPUs and 1024 MB each in slurm.conf).
+LIMITS = """
+cluster: slurm
+defaults:
+  gpu_limit: 4
+  max_gpus_per_container: 4
+  cpu_limit: 1
+  memory_limit: 128M
+  max_runtime_hours: 1
+groups:
+  phd: {}
+  msc: {}
+"""
+NODES = (("node1", 2), ("node2", 4))
+
+
+class Cluster:
+    """The nodes' daemons, and the environment a user's commands get on the cluster."""
+
+    def __init__(self, slurm: dict[str, str], daemons: dict[str, Ds01Daemon], sockets: Path):
+        self.slurm = slurm
+        self.daemons = daemons
+        #: ``%n``: each command reaches the ds01d of the node it runs on (in a job: its node;
+        #: outside one, node1 stands for the login node).
+        self.env = {
+            "SLURM_CONF": slurm["SLURM_CONF"],
+            "DS01_SOCKET": f"{sockets}/%n",
+            "DS01_SLURM_NODE": "node1",
+        }
+
+    def ds01(self, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.daemons["node1"].cli(user, *args, env={**self.env, **env})
+
+    def slurm_tool(self, *args: str, user: str | None = None) -> str:
+        done = self.daemons["node1"].run_as(
+            user, list(args), self.env, input=None, timeout=60, cwd="/tmp"
+        )
+        assert done.returncode == 0, describe(done)
+        return done.stdout
+
+    def job_state(self, job: int) -> str:
+        """The job's state and node (``RUNNING node2``), or ``""`` once Slurm forgot it."""
+        return self.slurm_tool("squeue", "--noheader", "-j", str(job), "-o", "%T %N").strip()
+
+
+@pytest.fixture(scope="class")
+def cluster(
+    slurm_cluster: dict[str, str], ds01d_per_class: Callable[..., Ds01Daemon]
+) -> Iterator[Cluster]:
+    devices = Path(slurm_cluster["DS01_SLURM_DIR"]) / "dev"
+    sockets = make_world_traversable_dir("ds01-nodes-")
+    daemons = {}
+    for node, count in NODES:
+        gpus = "\n".join(
+            f"    - {{device_node: {devices}/{node}/nvidia{i}}}" for i in range(count)
+        )
+        daemons[node] = ds01d_per_class(
+            resource_limits=LIMITS,
+            gpu_config=f"backend: simulated\nsimulated:\n  uuid_seed: {node}\n  gpus:\n{gpus}\n",
+            images=TEST_IMAGES_YAML,
+            extra_args=["--slurm-node", node, "--slurm-interval", "1", "--metrics-listen", "off"],
+            env={"SLURM_CONF": slurm_cluster["SLURM_CONF"]},
+        )
+        (sockets / node).symlink_to(daemons[node].paths.socket)
+    made = Cluster(slurm_cluster, daemons, sockets)
+    # Slurm's accounts and QOS from the same resource-limits.yaml (no association, no job).
+    config_dir = str(daemons["node1"].paths.config_dir)
+    made.slurm_tool(DS01, "admin", "slurm", "sync", "--config-dir", config_dir)
+    yield made
+    made.slurm_tool("scancel", "--user=alice")
+    made.slurm_tool("scancel", "--user=bob")
+    shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _containers(docker_client: Any, name: str) -> list[Any]:
+    return list(docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"}))
+
+
+def _running_container(docker_client: Any, name: str) -> Any:
+    found = _containers(docker_client, name)
+    return found[0] if found and found[0].status == "running" else None
+
+
+def _submitted(result: subprocess.CompletedProcess[str]) -> int:
+    assert result.returncode == 0, describe(result)
+    return int(json.loads(result.stdout)["slurm_job"])
+
+
+def _step(
+    cluster: Cluster, user: str, job: int, node: str, request: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """``user`` runs a job's step by hand, with a job's environment made up."""
+    env = {**cluster.env, "SLURM_JOB_ID": str(job), "SLURMD_NODENAME": node}
+    return cluster.daemons[node].run_as(
+        user,
+        [sys.executable, "-m", "ds01.cli.cluster", json.dumps(request)],
+        env,
+        input=None,
+        timeout=60,
+        cwd="/tmp",
+    )
+
+
+class TestClusterMode:
+    def test_a_container_that_fits_only_on_node2_lands_there_and_scancel_stops_it(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        job = _submitted(
+            cluster.ds01("alice", "container-create", "big", "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        assert cluster.slurm_tool("squeue", "--noheader", "-n", "big", "-o", "%i").split() == [
+            str(job)
+        ]
+        container = wait_until("big to run", lambda: _running_container(docker_client, "big"))
+        labels = container.labels
+        assert (labels["ds01.slurm.job"], labels["ds01.slurm.node"]) == (str(job), "node2")
+        assert cluster.job_state(job) == "RUNNING node2"
+        node2 = cluster.daemons["node2"].cli_json("alice", "gpu-status")
+        held = [d["uuid"] for d in node2 if d["holder"]]
+        assert sorted(labels["ds01.gpus"].split(",")) == sorted(held) and len(held) == 3
+        # Its processes are inside the job's cgroup, under the job's memory limit (--mem).
+        job_cgroup = f"/slurm_node2/uid_{pwd.getpwnam('alice').pw_uid}/job_{job}"
+        pid = container.attrs["State"]["Pid"]
+        memory = next(
+            line.split(":", 2)[2]
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        )
+        assert memory.startswith(job_cgroup + "/"), memory
+        limit = Path(f"/sys/fs/cgroup/memory{job_cgroup}/memory.limit_in_bytes").read_text()
+        assert int(limit) == 128 * 2**20
+        cluster.slurm_tool("scancel", str(job), user="alice")
+        wait_until("big to be gone", lambda: not _containers(docker_client, "big"))
+        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        # Nothing left of the job's cgroup: Slurm's hierarchies, nor those Docker made.
+        hierarchies = list(Path("/sys/fs/cgroup").iterdir())
+        wait_until(
+            "the job's cgroups to be gone",
+            lambda: not [h for h in hierarchies if (h / job_cgroup.lstrip("/")).exists()],
+        )
+
+    def test_a_container_that_exits_ends_its_job(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        job = _submitted(
+            cluster.ds01("alice", "container-create", "small", "--image", "busybox",
+                         "--gpus", "1", "--start", "--json")
+        )  # fmt: skip
+        container = wait_until("small to run", lambda: _running_container(docker_client, "small"))
+        container.kill()
+        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        wait_until("small to be gone", lambda: not _containers(docker_client, "small"))
+
+    def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        job = _submitted(
+            cluster.ds01("alice", "container-create", "orphan", "--image", "busybox",
+                         "--gpus", "1", "--start", "--json")
+        )  # fmt: skip
+        container = wait_until("orphan to run", lambda: _running_container(docker_client, "orphan"))
+        node, job_cgroup = (container.labels[f"ds01.slurm.{k}"] for k in ("node", "cgroup"))
+        # kill -9 of the job's step: it cannot remove the container; its job ends.
+        procs = Path(f"/sys/fs/cgroup/freezer{job_cgroup}/step_batch/cgroup.procs")
+        for pid in procs.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
+        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        wait_until("the reaper to remove orphan", lambda: not _containers(docker_client, "orphan"))
+        [event] = wait_until(
+            "the reaper's event",
+            lambda: cluster.daemons[node].events_where(action="cleanup.orphan"),
+        )
+        assert event["resource"].startswith("container/orphan.")
+        assert event["details"]["reason"] == "its Slurm job is no longer running on this node"
+
+    @pytest.mark.parametrize(
+        ("user", "where", "gpus", "said"),
+        [
+            ("alice", "its node", 1, "is not yours"),  # bob's job
+            ("bob", "its node", 2, "its Slurm job holds 1"),  # more than the job holds
+            ("bob", "the other node", 1, "does not run on"),  # another node's devices
+        ],
+    )
+    def test_a_step_with_a_made_up_environment_is_refused(
+        self,
+        cluster: Cluster,
+        docker_client: Any,
+        user: str,
+        where: str,
+        gpus: int,
+        said: str,
+    ) -> None:
+        job = int(
+            cluster.slurm_tool(
+                "sbatch", "--parsable", "--job-name=claim", "--gres=gpu:1", "--mem=64M",
+                "--output=/dev/null", "--wrap=sleep 120", user="bob",
+            ).split(";")[0]
+        )  # fmt: skip
+        try:
+            wait_until("bob's job to run", lambda: cluster.job_state(job).startswith("RUNNING"))
+            node = cluster.job_state(job).split()[1]
+            if where == "the other node":
+                node = "node2" if node == "node1" else "node1"
+            request = {"name": "claim", "image": "busybox", "gpus": gpus}
+            done = _step(cluster, user, job, node, request)
+            assert done.returncode == 1 and said in done.stderr, describe(done)
+            assert not _containers(docker_client, "claim")
+        finally:
+            cluster.slurm_tool("scancel", str(job))
