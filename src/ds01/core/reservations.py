@@ -461,6 +461,14 @@ def held_now(reservations: Iterable[Reservation], user: str, now: datetime) -> t
     return tuple(u for r in reservations if r.is_for(user) and r.in_force(now) for u in r.devices)
 
 
+def protected(
+    reservations: Iterable[Reservation], user: str, devices: Iterable[str], now: datetime
+) -> bool:
+    """Whether a container of ``user`` holding ``devices`` is on a device of one of
+    ``user``'s reservations in force at ``now``: its holder's, so never reclaimed."""
+    return not set(held_now(reservations, user, now)).isdisjoint(devices)
+
+
 # ------------------------------------------------------------------------------------------
 # Draining reserved devices
 # ------------------------------------------------------------------------------------------
@@ -557,4 +565,5 @@ __all__ = [
     "held_now",
     "next_free_start",
     "phase",
+    "protected",
 ]

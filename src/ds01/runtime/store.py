@@ -45,6 +45,11 @@ a restart destroys them at the same moment and never takes the admin's baseline 
 with the phase ds01d last announced (``upcoming``, ``active``, ``ended``, ``cancelled``), so
 that a restart neither loses one nor announces its start or end twice.
 
+*Warnings given* (``warnings``): per kind (``reclaim``: a borrowed container warned that it
+will be reclaimed, by Docker name; ``reservation``: a container warned off a reserved device,
+by ``reservation_id/container_id``) when the owner was warned, so that a restart neither
+warns twice nor starts a grace again.
+
 *GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
 the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
 GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
@@ -73,6 +78,9 @@ from ds01.runtime.store_files import is_damage, restore_hint
 log = logging.getLogger(__name__)
 
 _Row = TypeVar("_Row")
+
+#: What a stored warning is about (the ``warnings`` table).
+WarningKind = Literal["reclaim", "reservation"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -189,6 +197,12 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE TABLE IF NOT EXISTS cgroup_parents (
     parent      TEXT PRIMARY KEY,
     created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS warnings (
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    warned_at   TEXT NOT NULL,
+    PRIMARY KEY (kind, subject)
 );
 """
 
@@ -741,6 +755,26 @@ class StateStore:
     def forget_reservations(self, ended_before: str) -> None:
         """Drop reservations (cancelled or not) that ended before ``ended_before``."""
         self._execute("DELETE FROM reservations WHERE end < ?", (ended_before,))
+
+    # -- warnings given ------------------------------------------------------------------------
+
+    def warnings(self, kind: WarningKind) -> dict[str, str]:
+        """Subject → when its owner was warned (ISO 8601), for warnings of ``kind``."""
+        rows = self._fetch_all("SELECT subject, warned_at FROM warnings WHERE kind = ?", (kind,))
+        return dict(rows)
+
+    def add_warning(self, kind: WarningKind, subject: str, at: str) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO warnings VALUES (?, ?, ?)", (kind, subject, at)
+        )
+
+    def forget_warnings(self, kind: WarningKind, subjects: Iterable[str]) -> None:
+        """Forget warnings: done with (stopped, cancelled) or about something gone."""
+        with self._access():
+            self._db.executemany(
+                "DELETE FROM warnings WHERE kind = ? AND subject = ?",
+                [(kind, s) for s in subjects],
+            )
 
     # -- GPU releases ----------------------------------------------------------------------------
 
