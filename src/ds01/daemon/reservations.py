@@ -50,7 +50,7 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     format_moment,
-    held_now,
+    holder_view,
     phase,
 )
 from ds01.daemon import schemas as api
@@ -293,16 +293,10 @@ def allocate_honouring(
     if not reservations:
         return decide(inventory, quota)
     now = ctx.now()
-    own = set(held_now(reservations, owner.name, now))
-    if own:
-        by_uuid = inventory.by_uuid()
-        extra = sum((by_uuid[u].gpu_equivalents for u in own if u in by_uuid), Fraction(0))
-        others = {d.uuid for d in inventory.devices} - own
-        bonus = (
-            quota if quota.gpu_limit is None else replace(quota, gpu_limit=quota.gpu_limit + extra)
-        )
+    view = holder_view(reservations, owner.name, inventory, quota, now)
+    if view is not None:
         try:
-            return decide(replace(inventory, reserved=inventory.reserved | others), bonus)
+            return decide(*view)
         except (NoCapacity, QuotaExceeded):
             pass  # not on the reserved devices: within quota elsewhere, as anyone
     blocked = blocked_devices(reservations, owner.name, now, runtime_end(ctx, owner, name, now))
