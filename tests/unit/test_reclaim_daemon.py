@@ -3,11 +3,12 @@ backend: a borrowed container on its owner's reservation is never reclaimed, and
 warnings both give are kept in the store, so that a restarted ds01d (new collaborators over
 the same store) neither warns again nor starts a grace again. Docker is not asked: the
 containers are given as records, stopped ones (a stopped borrowed container needs no start
-time)."""
+time). The usage ledger marks borrowed holdings."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -28,7 +29,7 @@ from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
 from ds01.model.quota import GpuQuota
 from ds01.runtime.docker import ContainerRecord, EngineInfo
-from ds01.runtime.store import ReservationRecord, StateStore
+from ds01.runtime.store import ReservationRecord, StateStore, UsageRecord
 
 GPU_CONFIG = """\
 backend: simulated
@@ -219,3 +220,22 @@ def test_store_keeps_warnings_per_kind(tmp_path: Path) -> None:
     reopened.forget_warnings("reclaim", ["a._.1", "unknown"])
     assert reopened.warnings("reclaim") == {}
     assert reopened.warnings("reservation") == {"r1/c1": "2026-12-07T03:01:00+00:00"}
+
+
+def test_usage_rows_say_whether_borrowed_and_an_older_database_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE usage (container_id TEXT NOT NULL, user TEXT NOT NULL, grp TEXT NOT NULL,"
+        " gpu_equivalents TEXT NOT NULL, start TEXT NOT NULL, end TEXT,"
+        " PRIMARY KEY (container_id, start))"
+    )
+    old.execute("INSERT INTO usage VALUES ('c1', 'alice', 'phd', '1', '2026-12-01', NULL)")
+    old.commit()
+    old.close()
+    store = StateStore(path)
+    store.open_usage(UsageRecord("c2", "alice", "phd", "1", "2026-12-02", borrowed=True))
+    rows = {row.container_id: row.borrowed for row in store.usage()}
+    assert rows == {"c1": False, "c2": True}

@@ -68,7 +68,7 @@ from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
-from ds01.model.labels import container_name
+from ds01.model.labels import borrowed_of, container_name
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_uid
@@ -274,7 +274,14 @@ class GpuDispatcher(PeriodicPass):
             r = holding[container_id]
             start = last_end.get(container_id) or r.created_at or stamp
             store.open_usage(
-                UsageRecord(container_id, r.user, r.group, str(r.gpu_equivalents), start)
+                UsageRecord(
+                    container_id,
+                    r.user,
+                    r.group,
+                    str(r.gpu_equivalents),
+                    start,
+                    borrowed=borrowed_of(r.labels),
+                )
             )
         half_life = timedelta(hours=self.service.config().limits.scheduler.usage_half_life_hours)
         store.forget_usage((now - USAGE_HALF_LIVES_KEPT * half_life).isoformat())

@@ -127,6 +127,7 @@ CREATE TABLE IF NOT EXISTS usage (
     gpu_equivalents  TEXT NOT NULL,
     start            TEXT NOT NULL,
     end              TEXT,
+    borrowed         INTEGER,
     PRIMARY KEY (container_id, start)
 );
 CREATE TABLE IF NOT EXISTS lifecycle (
@@ -218,7 +219,7 @@ _INSERT_QUEUE = (
 #: Columns added to a table after its first release: (table, column, its SQL type). A
 #: database made before one of them gains it when it is opened (``StateStore._migrate``);
 #: its old rows read the column as NULL.
-_ADDED_COLUMNS = (("queue", "via", "TEXT"),)
+_ADDED_COLUMNS = (("queue", "via", "TEXT"), ("usage", "borrowed", "INTEGER"))
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -313,7 +314,8 @@ class OnDemandSlice:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One container's holding of GPU devices: from ``start`` to ``end`` (``None``: still)."""
+    """One container's holding of GPU devices: from ``start`` to ``end`` (``None``: still);
+    ``borrowed``: the container was placed above its owner's ``gpu_limit``."""
 
     container_id: str
     user: str
@@ -321,6 +323,7 @@ class UsageRecord:
     gpu_equivalents: str  # an exact fraction, "3/7"
     start: str
     end: str | None = None
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -612,12 +615,17 @@ class StateStore:
     # -- the usage ledger --------------------------------------------------------------------
 
     def usage(self) -> list[UsageRecord]:
-        return self._fetch_as(
-            UsageRecord, "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
+        rows = self._fetch_all(
+            "SELECT container_id, user, grp, gpu_equivalents, start, end, borrowed FROM usage"
         )
+        return [UsageRecord(*row[:6], borrowed=bool(row[6])) for row in rows]
 
     def open_usage(self, record: UsageRecord) -> None:
-        self._execute("INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record))
+        self._execute(
+            "INSERT OR IGNORE INTO usage (container_id, user, grp, gpu_equivalents, start, end, "
+            "borrowed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*astuple(record)[:6], int(record.borrowed)),
+        )
 
     def close_usage(self, container_id: str, end: str) -> None:
         """End the open holding of ``container_id`` (if any) at ``end``."""
