@@ -618,7 +618,10 @@ class StateStore:
         rows = self._fetch_all(
             "SELECT container_id, user, grp, gpu_equivalents, start, end, borrowed FROM usage"
         )
-        return [UsageRecord(*row[:6], borrowed=bool(row[6])) for row in rows]
+        return [
+            UsageRecord(cid, user, grp, equivalents, start, end, bool(borrowed))
+            for cid, user, grp, equivalents, start, end, borrowed in rows
+        ]
 
     def open_usage(self, record: UsageRecord) -> None:
         self._execute(
