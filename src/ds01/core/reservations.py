@@ -38,11 +38,11 @@ gives it back then.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from ds01.core.allocation import AllocationState, allocate, format_equivalents
 from ds01.core.scheduler import PendingRequest, Start
@@ -146,6 +146,18 @@ class ReservationLimits:
     max_days_ahead: float | None = DEFAULT_MAX_DAYS_AHEAD
     max_reservations: int | None = None
     gpu_hours_per_week: float | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> ReservationLimits:
+        """The limits from resolved values by key (``ResolvedReservationLimits.to_dict``)."""
+        max_gpus = values["max_gpus"]
+        return cls(
+            max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
+            max_hours=values["max_hours"],
+            max_days_ahead=values["max_days_ahead"],
+            max_reservations=values["max_reservations"],
+            gpu_hours_per_week=values["gpu_hours_per_week"],
+        )
 
 
 @dataclass(frozen=True)

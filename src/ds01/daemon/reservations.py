@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from fractions import Fraction
 from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
@@ -107,14 +106,9 @@ def kept(ctx: DaemonContext) -> list[Reservation]:
 
 def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
     """``user``'s reservation limits (``ds01.config.resolve.resolve_reservation_limits``)."""
-    values = resolve_reservation_limits(ctx.config().limits, user.name, user.groups).to_dict()
-    max_gpus = values["max_gpus"]
-    return ReservationLimits(
-        max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
-        max_hours=values["max_hours"],
-        max_days_ahead=values["max_days_ahead"],
-        max_reservations=values["max_reservations"],
-        gpu_hours_per_week=values["gpu_hours_per_week"],
+    limits = ctx.config().limits
+    return ReservationLimits.of(
+        resolve_reservation_limits(limits, user.name, user.groups).to_dict()
     )
 
 

@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> None:
             f"without, {c.utilisation_with:.1%} with ({ratio}); median within-quota wait "
             f"{_h(c.within_quota_median_wait_without)} h without, "
             f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
-            f"{c.reclaimed_jobs} reclaimed ({c.lost_gpu_hours:.1f} GPU-h not computed)."
+            f"{c.reclaimed_jobs} reclaimed ({c.requeued_gpu_hours:.1f} GPU-h of work queued "
+            f"again, {c.lost_gpu_hours:.1f} never computed)."
         )
 
 

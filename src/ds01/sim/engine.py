@@ -31,9 +31,12 @@ job placed so is *borrowed*. After each pass with a head (a request within quota
 cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
 ``reclaim_grace_minutes`` later (a *reclaim* event; another comes when a borrowed job
-reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once; what it had
-not computed yet is *lost* (``lost_hours``): the trace cannot say when its owner would
-start it again.
+reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once, and what it
+had not computed yet joins the queue again at that instant, as its owner would start it
+again (``container-start`` queues it): it waits, within or above the quota as any request,
+and computes the rest once started (``requeued``, ``requeued_hours``,
+``requeue_wait_hours``); its idle tail comes after its last part. Work still left when
+nothing else can happen is ``lost_hours``.
 
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
@@ -222,9 +225,13 @@ class JobOutcome:
             and the hold after the stop (0 if it never started).
         reclaimed_hours: hours of its idle tail that idle reclaim cut off (0 if it never
             started, or ran to its owner's stop or its runtime limit).
-        borrowed: placed above its user's ``gpu_limit`` (borrowing).
-        lost_hours: hours it would still have computed when its borrowed devices were
-            reclaimed (``busy_hours`` is what it computed).
+        borrowed: placed above its user's ``gpu_limit`` (borrowing), at least once.
+        lost_hours: hours it would still have computed, stopped and never started again
+            (``busy_hours`` is what it computed).
+        requeued: how many times it was stopped with work left (a reclaim) and queued again.
+        requeued_hours: the work left at those stops, summed.
+        requeue_wait_hours: how long it waited in the queue again after them.
+        end_hours: when its devices were released for the last time, once they were.
     """
 
     id: str
@@ -237,6 +244,10 @@ class JobOutcome:
     reclaimed_hours: float = 0.0
     borrowed: bool = False
     lost_hours: float = 0.0
+    requeued: int = 0
+    requeued_hours: float = 0.0
+    requeue_wait_hours: float = 0.0
+    end_hours: float | None = None
 
     @property
     def started(self) -> bool:
@@ -252,6 +263,8 @@ class JobOutcome:
         """When its devices were released, in trace hours; ``None`` if it never started."""
         if self.start_hours is None:
             return None
+        if self.end_hours is not None:
+            return self.end_hours
         return self.start_hours + self.busy_hours + self.idle_hours
 
 
@@ -299,13 +312,19 @@ class _Running:
         busy_until: when it stops computing.
         held_until: when its owner or its runtime limit stops it.
         reference: the reference's idle state (``reference`` reclaim only).
+        reference_at: when the reference checks it next (``reference`` reclaim only).
         next_check: the check already scheduled for it (``ds01`` reclaim), if any.
+
+    A job queued again runs once more under the same key: an event scheduled for an
+    earlier run (a stop at its ``held_until``, a check) is recognised by its time and
+    ignored.
     """
 
     start: float
     busy_until: float
     held_until: float
     reference: ReferenceIdleState | None = None
+    reference_at: float | None = None
     next_check: float | None = None
 
 
@@ -373,6 +392,12 @@ class _Replay:
         self.usage: dict[str, UsageInterval] = {}
         self.reservation: Reservation | None = None
         self.last_event = 0.0
+        #: Jobs stopped with work left: the hours left, queued again at their release.
+        self.left: dict[str, float] = {}
+        #: Jobs queued again: the hours they compute once started, and since when they wait.
+        self.again: dict[str, tuple[float, float]] = {}
+        #: When each stopped job's devices are released.
+        self.release_at: dict[str, float] = {}
 
     def run(self) -> None:
         """Take every event in order; after each instant, schedule and check for idleness."""
@@ -389,39 +414,53 @@ class _Replay:
 
     def handle(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
         """One event of job ``key`` at ``hours``."""
-        job = self.by_id[key]
-        setup = self.setups[job.user]
         if kind is _Event.SUBMIT:
-            self.pending[key] = PendingRequest(
-                id=key,
-                user=job.user,
-                group=job.group,
-                request=job.request,
-                quota=setup.quota,
-                priority=setup.priority,
-                submitted_at=now,
-                expected_runtime_hours=setup.expected_hold_hours,
-            )
+            self.submit(key, now)
         elif kind is _Event.STOP:
-            if key in self.running:
+            run = self.running.get(key)
+            if run is not None and run.held_until == hours:
                 self.stop(key, hours)
         elif kind is _Event.CHECK:
             run = self.running.get(key)
-            if run is not None and run.reference is not None:
+            if run is not None and run.reference is not None and run.reference_at == hours:
                 self.check_reference(key, run, run.reference, hours)
         elif kind is _Event.RELEASE:
-            self.release(key, now)
+            self.release(key, hours, now)
         # RECLAIM: nothing but the pass that follows every instant
 
-    def release(self, key: str, now: datetime) -> None:
-        """Job ``key``'s devices are free at ``now`` (nothing if they are already)."""
+    def submit(self, key: str, now: datetime) -> None:
+        """Job ``key`` joins the queue at ``now`` (again, when it was stopped with work left)."""
+        job = self.by_id[key]
+        setup = self.setups[job.user]
+        self.pending[key] = PendingRequest(
+            id=key,
+            user=job.user,
+            group=job.group,
+            request=job.request,
+            quota=setup.quota,
+            priority=setup.priority,
+            submitted_at=now,
+            expected_runtime_hours=setup.expected_hold_hours,
+        )
+
+    def release(self, key: str, hours: float, now: datetime) -> None:
+        """Job ``key``'s devices are free at ``now`` (nothing if they are already); one
+        stopped with work left joins the queue again."""
         holder = next((h for h in self.state.holdings if h.container == key), None)
         if holder is None:
             return
         self.state = self.state.without(key)
         del self.expected_ends[key]
-        self.usage[key] = replace(self.usage[key], end=now)
+        self.release_at.pop(key, None)
+        # The fair share keeps every part: the part that ends is kept under its own name.
+        ended = replace(self.usage.pop(key), end=now)
+        self.usage[f"{key}@{len(self.usage)}"] = ended
+        self.outcomes[key] = replace(self.outcomes[key], end_hours=hours)
         self.destroy(holder.devices)
+        left = self.left.pop(key, None)
+        if left is not None:
+            self.again[key] = (left, hours)
+            self.submit(key, now)
 
     def schedule(self, hours: float, now: datetime) -> bool:
         """One scheduling pass; start what it places. Whether requests wait for devices."""
@@ -511,20 +550,22 @@ class _Replay:
             self.take(key, hours)
 
     def take(self, key: str, hours: float) -> None:
-        """Stop borrowed job ``key`` at ``hours`` and free its devices at once."""
+        """Stop job ``key`` at ``hours`` and free its devices at once; the work it has left
+        joins the queue again at the release."""
         run = self.running.pop(key, None)
+        outcome = self.outcomes[key]
         if run is not None:
-            computed = min(hours, run.busy_until) - run.start
-            outcome = self.outcomes[key]
+            left = run.busy_until - min(hours, run.busy_until)
             self.outcomes[key] = replace(
                 outcome,
-                busy_hours=computed,
-                lost_hours=outcome.busy_hours - computed,
-                idle_hours=max(0.0, hours - run.busy_until),
+                busy_hours=outcome.busy_hours - left,
+                lost_hours=outcome.lost_hours + left,
+                idle_hours=outcome.idle_hours + max(0.0, hours - run.busy_until),
             )
+            if left > 0:
+                self.left[key] = left
         else:  # stopped, in its hold: the hold ends now
-            outcome = self.outcomes[key]
-            release = outcome.release_hours or hours
+            release = self.release_at.get(key, hours)
             self.outcomes[key] = replace(outcome, idle_hours=outcome.idle_hours - (release - hours))
         # A release at this very instant: the pass that follows it places the waiting request.
         heapq.heappush(self.events, (hours, _Event.RELEASE, key))
@@ -589,17 +630,31 @@ class _Replay:
         key = request.id
         job, setup = self.by_id[key], self.setups[request.user]
         del self.pending[key]
+        outcome = self.outcomes[key]
         busy = setup.busy_hours(job)
+        if key in self.again:  # the rest of a job stopped with work left
+            busy, since = self.again.pop(key)
+            outcome = replace(
+                outcome,
+                busy_hours=outcome.busy_hours + busy,
+                lost_hours=outcome.lost_hours - busy,
+                requeued=outcome.requeued + 1,
+                requeued_hours=outcome.requeued_hours + busy,
+                requeue_wait_hours=outcome.requeue_wait_hours + hours - since,
+                borrowed=outcome.borrowed or borrowed,
+            )
+        else:
+            outcome = replace(
+                outcome,
+                start_hours=hours,
+                gpu_equivalents=placement.gpu_equivalents,
+                borrowed=borrowed,
+            )
+        self.outcomes[key] = outcome
         run = _Running(
             start=hours,
             busy_until=hours + busy,
             held_until=hours + busy + setup.held_tail_hours(job),
-        )
-        self.outcomes[key] = replace(
-            self.outcomes[key],
-            start_hours=hours,
-            gpu_equivalents=placement.gpu_equivalents,
-            borrowed=borrowed,
         )
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
@@ -609,8 +664,9 @@ class _Replay:
         self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
         heapq.heappush(self.events, (run.held_until, _Event.STOP, key))
         if self.reclaim == "reference":
-            run = replace(run, reference=ReferenceIdleState(last_activity_hours=hours))
             first = reference_first_check(hours)
+            idle = ReferenceIdleState(last_activity_hours=hours)
+            run = replace(run, reference=idle, reference_at=first)
             if first < run.held_until:
                 heapq.heappush(self.events, (first, _Event.CHECK, key))
         self.running[key] = run
@@ -618,12 +674,14 @@ class _Replay:
     def stop(self, key: str, hours: float) -> None:
         """Stop running job ``key`` at ``hours``; its devices are released after the hold."""
         run, setup = self.running.pop(key), self.setups[self.by_id[key].user]
+        outcome = self.outcomes[key]
         self.outcomes[key] = replace(
-            self.outcomes[key],
-            idle_hours=hours - run.busy_until + setup.hold_hours,
-            reclaimed_hours=run.held_until - hours,
+            outcome,
+            idle_hours=outcome.idle_hours + hours - run.busy_until + setup.hold_hours,
+            reclaimed_hours=outcome.reclaimed_hours + run.held_until - hours,
         )
         self.expected_ends[key] = at(hours + setup.hold_hours)
+        self.release_at[key] = hours + setup.hold_hours
         heapq.heappush(self.events, (hours + setup.hold_hours, _Event.RELEASE, key))
 
     def check_reference(
@@ -637,8 +695,8 @@ class _Replay:
         if stops:
             self.stop(key, hours)
             return
-        self.running[key] = replace(run, reference=checked)
         following = hours + REFERENCE_CHECK_PERIOD_HOURS
+        self.running[key] = replace(run, reference=checked, reference_at=following)
         if following < run.held_until:
             heapq.heappush(self.events, (following, _Event.CHECK, key))
 

@@ -14,13 +14,16 @@ request counts for; a job's *busy time* ``b`` is how long it computes):
 - **reclaimed GPU-hours**: GPU-equivalent-hours of idle tails that idle reclaim cut off
   (what the owners would otherwise have held idle until they stopped their containers).
 - **service share** of a user: ``sum(G * b) / sum(G * (w + b))`` over their jobs, ``w``
-  being the wait (for a job that never started: until the end of the span, with nothing
-  served). 1 when none of their jobs waited; 0.5 when their jobs waited, in total, as long
-  as they computed. A user whose jobs all have no busy time and no wait has share 1.
+  being the wait, waits in the queue again after a reclaim included (for a job that never
+  started: until the end of the span, with nothing served). 1 when none of their jobs
+  waited; 0.5 when their jobs waited, in total, as long as they computed. A user whose
+  jobs all have no busy time and no wait has share 1.
 - **Jain's fairness index** over users' service shares ``x``: ``(sum x)^2 / (n * sum x^2)``;
   1 when every user got the same share, down to ``1/n`` when one user got everything.
-- **borrowed jobs**: jobs placed above their user's ``gpu_limit``; **lost GPU-hours**: the
-  GPU-equivalent-hours reclaimed borrowed jobs would still have computed.
+- **borrowed jobs**: jobs placed above their user's ``gpu_limit``; **re-queued GPU-hours**:
+  the GPU-equivalent-hours of work that jobs stopped with work left (reclaimed) had left
+  and computed after waiting in the queue again; **lost GPU-hours**: work never computed
+  (stopped and never started again).
 
 :func:`compare_borrowing` sets a replay with borrowing against the same replay without:
 utilisation of both, and the median wait of the *within-quota* jobs (those that did not
@@ -70,7 +73,7 @@ def service_share(outcomes: Iterable[JobOutcome], end_hours: float) -> float:
             demanded += size * (max(0.0, end_hours - outcome.job.submit_hours) + outcome.busy_hours)
             continue
         served += size * outcome.busy_hours
-        demanded += size * (wait + outcome.busy_hours)
+        demanded += size * (wait + outcome.requeue_wait_hours + outcome.busy_hours)
     return served / demanded if demanded > 0 else 1.0
 
 
@@ -89,6 +92,7 @@ class Metrics:
     jain_index: float | None
     borrowed_jobs: int = 0
     lost_gpu_hours: float = 0.0
+    requeued_gpu_hours: float = 0.0
 
 
 def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours: float) -> Metrics:
@@ -111,6 +115,7 @@ def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours
         jain_index=jain_index(shares),
         borrowed_jobs=sum(1 for o in outcomes if o.borrowed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in outcomes),
+        requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in outcomes),
     )
 
 
@@ -179,7 +184,8 @@ class BorrowingComparison:
         within_quota_median_wait_without, within_quota_median_wait_with: median wait (hours,
             nearest rank) of the jobs that did not borrow, over those that started in both.
         borrowed_jobs: jobs that borrowed; reclaimed_jobs: those of them reclaimed.
-        lost_gpu_hours: what the reclaimed ones would still have computed.
+        requeued_gpu_hours: the work the reclaimed ones had left, queued again.
+        lost_gpu_hours: work of the reclaimed ones never computed.
     """
 
     utilisation_without: float
@@ -188,6 +194,7 @@ class BorrowingComparison:
     within_quota_median_wait_with: float | None
     borrowed_jobs: int
     reclaimed_jobs: int
+    requeued_gpu_hours: float
     lost_gpu_hours: float
 
     @property
@@ -205,7 +212,7 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         for plain, borrowing in zip(without.outcomes, with_.outcomes, strict=True)
         if not borrowing.borrowed and plain.started and borrowing.started
     ]
-    reclaimed = [o for o in with_.outcomes if o.borrowed and o.lost_hours > 0]
+    reclaimed = [o for o in with_.outcomes if o.borrowed and o.requeued_hours + o.lost_hours > 0]
     return BorrowingComparison(
         utilisation_without=summarize(without).groups[ALL_GROUPS].utilisation,
         utilisation_with=summarize(with_).groups[ALL_GROUPS].utilisation,
@@ -213,6 +220,7 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         within_quota_median_wait_with=_median([b.wait_hours or 0.0 for _, b in within]),
         borrowed_jobs=sum(1 for o in with_.outcomes if o.borrowed),
         reclaimed_jobs=len(reclaimed),
+        requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in reclaimed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
     )
 
