@@ -38,6 +38,20 @@ and computes the rest once started (``requeued``, ``requeued_hours``,
 ``requeue_wait_hours``); its idle tail comes after its last part. Work still left when
 nothing else can happen is ``lost_hours``.
 
+GPU reservations (``reservations``, :class:`~ds01.sim.trace.TraceReservation`): each is
+asked for at its ``made_hours`` and admitted or refused by
+:func:`ds01.core.reservations.admit` against those admitted before, with its holder's
+limits (``reservations:``); then, as in ds01d, through ``ds01.core.reservations``' pure
+functions: before each pass the requests of holders whose reservation is in force start on
+their reserved devices, on top of their quota (:func:`~ds01.core.reservations.reserved_starts`),
+and the devices :func:`~ds01.core.reservations.blocked_devices` keeps from any waiting
+request (by its expected hold) are left out of the plan and of borrowing; after each
+instant, :func:`~ds01.core.reservations.drain` stops the jobs on a device whose reservation
+has begun and is not their owner's (a running one queues the work it has left again, as
+above); a borrowed job on its owner's reservation in force is never reclaimed
+(:func:`~ds01.core.borrowing.reserved_by_holder`). At a reservation's start the replay
+notes whether its devices were free (*kept*) before the drain.
+
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
 would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does); a
@@ -66,10 +80,16 @@ from typing import TYPE_CHECKING
 from ds01.config.borrowing import BorrowingConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.policies import LifecyclePolicy
-from ds01.config.resolve import resolve_limits, resolve_policy
+from ds01.config.resolve import resolve_limits, resolve_policy, resolve_reservation_limits
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
-from ds01.core.borrowing import allocate_borrowing, choose_reclaim, reclaim_steps, stop_due
+from ds01.core.borrowing import (
+    allocate_borrowing,
+    choose_reclaim,
+    reclaim_steps,
+    reserved_by_holder,
+    stop_due,
+)
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
@@ -80,6 +100,16 @@ from ds01.core.mig_on_demand import (
     planned_device,
     with_planned,
 )
+from ds01.core.reservations import (
+    Occupant,
+    ReservationLimits,
+    ReservationRequest,
+    admit,
+    blocked_devices,
+    drain,
+    reserved_starts,
+)
+from ds01.core.reservations import Reservation as GpuReservation
 from ds01.core.scheduler import (
     PendingRequest,
     Plan,
@@ -88,7 +118,7 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.errors import NoCapacity, QuotaExceeded
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
 from ds01.model.mig_placement import MigPlacementTable
 from ds01.model.quota import GpuQuota
@@ -99,7 +129,7 @@ from ds01.sim.reclaim import (
     reference_check,
     reference_first_check,
 )
-from ds01.sim.trace import TraceJob
+from ds01.sim.trace import TraceJob, TraceReservation
 
 if TYPE_CHECKING:
     from ds01.sim.names import ReclaimName
@@ -231,6 +261,8 @@ class JobOutcome:
         requeued: how many times it was stopped with work left (a reclaim) and queued again.
         requeued_hours: the work left at those stops, summed.
         requeue_wait_hours: how long it waited in the queue again after them.
+        displaced: how many times a reservation stopped it (or took its held devices back).
+        displaced_hours: the work it had left at those stops.
         end_hours: when its devices were released for the last time, once they were.
     """
 
@@ -247,6 +279,8 @@ class JobOutcome:
     requeued: int = 0
     requeued_hours: float = 0.0
     requeue_wait_hours: float = 0.0
+    displaced: int = 0
+    displaced_hours: float = 0.0
     end_hours: float | None = None
 
     @property
@@ -269,6 +303,26 @@ class JobOutcome:
 
 
 @dataclass(frozen=True)
+class ReservationOutcome:
+    """What became of one reservation of the replay.
+
+    Attributes:
+        asked: the line of the reservations file.
+        reservation: what was admitted (``None``: refused).
+        refusal: why it was refused (``ds01 reserve``'s message), else empty.
+        kept: whether its devices were free of others' jobs at its start, before the drain
+            (``None``: refused, or it starts after the replay's last event).
+        displaced: jobs its drain stopped (or whose held devices it took back).
+    """
+
+    asked: TraceReservation
+    reservation: GpuReservation | None = None
+    refusal: str = ""
+    kept: bool | None = None
+    displaced: int = 0
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     """One replay of a trace under one queue policy and one reclaim policy.
 
@@ -281,6 +335,7 @@ class SimulationResult:
         mig: ``layout`` (fixed MIG instances) or ``on-demand`` (slices made on demand on
             some GPU).
         borrowing: whether jobs could borrow above their quota.
+        reservations: one per reservation replayed, in the order they were asked for.
     """
 
     policy: str
@@ -290,6 +345,7 @@ class SimulationResult:
     reclaim: ReclaimName = "ds01"
     mig: str = "layout"
     borrowing: bool = False
+    reservations: tuple[ReservationOutcome, ...] | None = None
 
 
 class _Event(IntEnum):
@@ -301,6 +357,9 @@ class _Event(IntEnum):
     CHECK = 2
     SUBMIT = 3
     RECLAIM = 4
+    RESERVE = 5
+    RESERVATION_START = 6
+    RESERVATION_END = 7
 
 
 @dataclass(frozen=True)
@@ -346,8 +405,11 @@ class _Replay:
         reclaim: ReclaimName,
         dynamic: Mapping[str, DynamicGpu],
         borrowing: BorrowingConfig | None = None,
+        reservations: Sequence[TraceReservation] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.config = config
+        self.groups = {job.user: job.group for job in jobs}
         self.borrowing = borrowing if borrowing is not None and borrowing.enabled else None
         self.warned: dict[str, datetime] = {}
         self.policy = policy
@@ -384,6 +446,11 @@ class _Replay:
         self.events: list[tuple[float, _Event, str]] = [
             (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
         ]
+        #: Reservations by event key (``res-<line>``), in the order they are asked for, and
+        #: those admitted.
+        self.asked = {f"res-{r.line}": ReservationOutcome(r) for r in reservations or ()}
+        self.bookings: list[GpuReservation] = []
+        self.events += [(r.asked.made_hours, _Event.RESERVE, k) for k, r in self.asked.items()]
         heapq.heapify(self.events)
         self.pending: dict[str, PendingRequest] = {}
         self.running: dict[str, _Running] = {}
@@ -408,13 +475,17 @@ class _Replay:
                 _, kind, key = heapq.heappop(self.events)
                 self.handle(kind, key, hours, now)
             self.last_event = hours
+            if self.bookings:
+                self.drain(hours, now)
             demand = self.schedule(hours, now) if self.pending else False
             if self.reclaim == "ds01":
                 self.check_ds01(hours, demand)
 
     def handle(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
-        """One event of job ``key`` at ``hours``."""
-        if kind is _Event.SUBMIT:
+        """One event of job (or reservation) ``key`` at ``hours``."""
+        if kind >= _Event.RESERVE:
+            self.reservation_event(kind, key, now)
+        elif kind is _Event.SUBMIT:
             self.submit(key, now)
         elif kind is _Event.STOP:
             run = self.running.get(key)
@@ -472,7 +543,9 @@ class _Replay:
             for request in self.pending.values()
         ]
         totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
-        inventory = self.inventory
+        if self.bookings:
+            waiting = self.start_reserved(waiting, hours, now)
+        inventory = self.open_to(waiting, now)
         if self.dynamic:
             held = self.state.held()
             creates = plan_what_fits(
@@ -513,7 +586,8 @@ class _Replay:
                 continue
             try:
                 placed = allocate_borrowing(
-                    request.request, request.user, request.quota, self.inventory, self.state,
+                    request.request, request.user, request.quota,
+                    self.open_to([request], now), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
                     within_quota_waiting=False,
                 )  # fmt: skip
@@ -537,7 +611,7 @@ class _Replay:
         choice = choose_reclaim(
             head, self.inventory, self.state, now, policy,
             {h.container: started.get(h.container) for h in self.state.holdings},
-            reclaiming=self.warned,
+            is_reserved=reserved_by_holder(self.bookings, now), reclaiming=self.warned,
         )  # fmt: skip
         steps = reclaim_steps(choice, self.warned, now, policy)
         for key in steps.cancel:
@@ -569,6 +643,91 @@ class _Replay:
             self.outcomes[key] = replace(outcome, idle_hours=outcome.idle_hours - (release - hours))
         # A release at this very instant: the pass that follows it places the waiting request.
         heapq.heappush(self.events, (hours, _Event.RELEASE, key))
+
+    # -- GPU reservations ---------------------------------------------------------------------
+
+    def reservation_event(self, kind: _Event, key: str, now: datetime) -> None:
+        """A reservation is asked for (admitted or refused), starts (kept or not), or ends
+        (nothing but the pass that follows)."""
+        outcome = self.asked[key]
+        if kind is _Event.RESERVE:
+            self.asked[key] = self.admit(key, outcome, now)
+        elif kind is _Event.RESERVATION_START and outcome.reservation is not None:
+            booked = outcome.reservation
+            in_way = [
+                h for h in self.state.holdings
+                if not booked.is_for(h.user) and set(h.devices) & set(booked.devices)
+            ]  # fmt: skip
+            self.asked[key] = replace(outcome, kept=not in_way)
+
+    def admit(self, key: str, outcome: ReservationOutcome, now: datetime) -> ReservationOutcome:
+        """``ds01 reserve`` at ``now``: the reservation admitted, or why not."""
+        asked = outcome.asked
+        request = ReservationRequest(
+            asked.holder, at(asked.start_hours), at(asked.start_hours + asked.hours),
+            asked.whole_gpus, asked.mig_profile,
+        )  # fmt: skip
+        limits = ReservationLimits()
+        if asked.holder is not None:
+            group = self.groups.get(asked.holder)
+            unix_groups = [] if group is None else [self.config.unix_group_of(group)
+                                                   if group in self.config.groups else group]
+            resolved = resolve_reservation_limits(self.config, asked.holder, unix_groups)
+            limits = ReservationLimits.of(resolved.to_dict())
+        try:
+            made = admit(request, self.bookings, self.inventory, limits, now, new_id=key)
+        except (InvalidInput, NoCapacity, NotFound, QuotaExceeded) as refused:
+            return replace(outcome, refusal=refused.message)
+        self.bookings.append(made)
+        heapq.heappush(self.events, (asked.start_hours, _Event.RESERVATION_START, key))
+        heapq.heappush(
+            self.events, (asked.start_hours + asked.hours, _Event.RESERVATION_END, key)
+        )
+        return replace(outcome, reservation=made)
+
+    def start_reserved(
+        self, waiting: list[PendingRequest], hours: float, now: datetime
+    ) -> list[PendingRequest]:
+        """Start the waiting requests that fit on their owners' reservations in force;
+        the requests still waiting."""
+        starts = reserved_starts(waiting, self.bookings, self.inventory, self.state, now)
+        for request, placement in starts:
+            self.start(request, placement, hours, now)
+        started = {request.id for request, _ in starts}
+        return [r for r in waiting if r.id not in started]
+
+    def open_to(self, waiting: Sequence[PendingRequest], now: datetime) -> Inventory:
+        """The inventory without the devices reservations keep from any of ``waiting``
+        (each expected to hold its devices for ``expected_runtime_hours``)."""
+        blocked: set[str] = set()
+        for request in waiting if self.bookings else ():
+            hold = request.expected_runtime_hours
+            ends_by = None if hold is None else now + timedelta(hours=hold)
+            blocked |= blocked_devices(self.bookings, request.user, now, ends_by)
+        if not blocked:
+            return self.inventory
+        return replace(self.inventory, reserved=self.inventory.reserved | blocked)
+
+    def drain(self, hours: float, now: datetime) -> None:
+        """Stop the jobs on devices of reservations in force that are not their owners'."""
+        occupants = [
+            Occupant(h.container, h.user, h.devices, h.container in self.running)
+            for h in self.state.holdings
+            if h.devices
+        ]
+        _, stops = drain(self.bookings, occupants, now, timedelta(0))
+        for stop in stops:
+            key = stop.container
+            run = self.running.get(key)
+            left = 0.0 if run is None else run.busy_until - min(hours, run.busy_until)
+            outcome = self.outcomes[key]
+            self.outcomes[key] = replace(
+                outcome, displaced=outcome.displaced + 1,
+                displaced_hours=outcome.displaced_hours + left,
+            )  # fmt: skip
+            self.take(key, hours)
+            asked = self.asked[stop.reservation.id]
+            self.asked[stop.reservation.id] = replace(asked, displaced=asked.displaced + 1)
 
     # -- MIG on demand ------------------------------------------------------------------------
 
@@ -723,16 +882,20 @@ def simulate(
     reclaim: ReclaimName = "ds01",
     dynamic: Mapping[str, DynamicGpu] | None = None,
     borrowing: BorrowingConfig | None = None,
+    reservations: Sequence[TraceReservation] | None = None,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
     ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
     (their instances in ``inventory`` are the baseline's, or none). ``borrowing``: the
     policy under which jobs over quota borrow idle devices (``None`` or not ``enabled``:
-    no borrowing).
+    no borrowing). ``reservations``: GPU reservations asked for during the replay
+    (``None``: none, and the result has no reservations).
 
     Deterministic: the same inputs give the same result.
     """
-    replay = _Replay(jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing)
+    replay = _Replay(
+        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations
+    )
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -742,6 +905,7 @@ def simulate(
         reclaim=reclaim,
         mig="on-demand" if dynamic else "layout",
         borrowing=replay.borrowing is not None,
+        reservations=None if reservations is None else tuple(replay.asked.values()),
     )
 
 
@@ -749,6 +913,7 @@ __all__ = [
     "EPOCH",
     "DynamicGpu",
     "JobOutcome",
+    "ReservationOutcome",
     "SimulationResult",
     "UserSetup",
     "at",

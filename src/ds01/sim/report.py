@@ -28,6 +28,14 @@ request counts for; a job's *busy time* ``b`` is how long it computes):
 :func:`compare_borrowing` sets a replay with borrowing against the same replay without:
 utilisation of both, and the median wait of the *within-quota* jobs (those that did not
 borrow in the replay with borrowing) in both, the same jobs on both sides.
+
+:func:`compare_reservations` sets a replay with GPU reservations against the same replay
+without: how many were admitted and refused, the **kept rate** (the share of the admitted
+reservations that began within the replay whose devices were free of others' jobs at their
+start, before the drain), and the **displaced work**: jobs the drains stopped (and the
+GPU-hours of work they had left, queued again), and jobs *delayed*: started later than
+without reservations (by more than a minute), with the hours of delay summed; the mean
+wait and utilisation of both replays.
 """
 
 from __future__ import annotations
@@ -139,6 +147,7 @@ class PolicyReport:
     reclaim: str = "ds01"
     mig: str = "layout"
     borrowing: bool = False
+    reservations: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +155,7 @@ class PolicyReport:
             "reclaim": self.reclaim,
             "mig": self.mig,
             "borrowing": self.borrowing,
+            "reservations": self.reservations,
             "span_hours": self.span_hours,
             "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
             "groups": {name: asdict(m) for name, m in self.groups.items()},
@@ -167,8 +177,9 @@ def summarize(result: SimulationResult) -> PolicyReport:
     }
     groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
     return PolicyReport(
-        result.policy, span, capacity, groups, result.reclaim, result.mig, result.borrowing
-    )
+        result.policy, span, capacity, groups, result.reclaim, result.mig, result.borrowing,
+        result.reservations is not None,
+    )  # fmt: skip
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -225,6 +236,81 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
     )
 
 
+#: A start later than this (hours) without reservations than with counts as delayed.
+DELAY_TOLERANCE_HOURS = 1 / 60
+
+
+@dataclass(frozen=True)
+class ReservationComparison:
+    """A replay with GPU reservations against the same replay without (module docstring).
+
+    Attributes:
+        admitted, refused: reservations admitted and refused.
+        started: admitted reservations whose start the replay reached.
+        kept: of those, the ones whose devices were free at their start.
+        stopped_jobs: jobs a drain stopped; stopped_gpu_hours: the work they had left.
+        delayed_jobs: jobs started later than without reservations; delay_hours: by how
+            much, summed.
+        mean_wait_without, mean_wait_with: mean wait of all jobs that started.
+        utilisation_without, utilisation_with: GPU UTIL of all jobs.
+    """
+
+    admitted: int
+    refused: int
+    started: int
+    kept: int
+    stopped_jobs: int
+    stopped_gpu_hours: float
+    delayed_jobs: int
+    delay_hours: float
+    mean_wait_without: float | None
+    mean_wait_with: float | None
+    utilisation_without: float
+    utilisation_with: float
+
+    @property
+    def kept_rate(self) -> float | None:
+        """kept / started; ``None`` when no reservation started."""
+        return self.kept / self.started if self.started else None
+
+
+def compare_reservations(
+    without: SimulationResult, with_: SimulationResult
+) -> ReservationComparison:
+    """``with_`` (reservations) against ``without`` (module docstring); both replay one
+    trace."""
+    asked = with_.reservations or ()
+    started = [r for r in asked if r.kept is not None]
+    pairs = [
+        (plain, booked)
+        for plain, booked in zip(without.outcomes, with_.outcomes, strict=True)
+        if plain.start_hours is not None and booked.start_hours is not None
+    ]
+    delays = [
+        b.start_hours - p.start_hours
+        for p, b in pairs
+        if b.start_hours is not None
+        and p.start_hours is not None
+        and b.start_hours - p.start_hours > DELAY_TOLERANCE_HOURS
+    ]
+    plain, booked = summarize(without).groups[ALL_GROUPS], summarize(with_).groups[ALL_GROUPS]
+    stopped = [o for o in with_.outcomes if o.displaced]
+    return ReservationComparison(
+        admitted=sum(1 for r in asked if r.reservation is not None),
+        refused=sum(1 for r in asked if r.reservation is None),
+        started=len(started),
+        kept=sum(1 for r in started if r.kept),
+        stopped_jobs=len(stopped),
+        stopped_gpu_hours=sum(float(o.gpu_equivalents) * o.displaced_hours for o in stopped),
+        delayed_jobs=len(delays),
+        delay_hours=sum(delays),
+        mean_wait_without=plain.mean_wait_hours,
+        mean_wait_with=booked.mean_wait_hours,
+        utilisation_without=plain.utilisation,
+        utilisation_with=booked.utilisation,
+    )
+
+
 def _hours(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -246,13 +332,17 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
         "JAIN",
     ]
     borrowing = any(report.borrowing for report in reports)
+    reserving = any(report.reservations for report in reports)
     if borrowing:
         headers[3:3] = ["BORROW", "BORROWED"]
+    if reserving:
+        headers[3:3] = ["RESERVATIONS"]
     rows = [
         [
             report.policy,
             report.reclaim,
             report.mig,
+            *(["on" if report.reservations else "off"] if reserving else []),
             *(["on" if report.borrowing else "off", str(m.borrowed_jobs)] if borrowing else []),
             name,
             str(m.jobs),
@@ -275,7 +365,9 @@ __all__ = [
     "BorrowingComparison",
     "Metrics",
     "PolicyReport",
+    "ReservationComparison",
     "compare_borrowing",
+    "compare_reservations",
     "jain_index",
     "metrics",
     "nearest_rank_percentile",
