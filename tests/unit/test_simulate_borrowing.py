@@ -63,9 +63,12 @@ def test_an_idle_gpu_is_borrowed_instead_of_waiting_for_the_quota(two_gpus: Inve
         (0.0, True, 0.0),  # nobody needed it back
     ]
     assert lent.end_hours == 2.0 and without.end_hours == 4.0
+    # Without borrowing, the second GPU stood free for 2 hours while her job waited.
+    assert (without.borrowable_gpu_hours, lent.borrowable_gpu_hours) == (2.0, 0.0)
     comparison = compare_borrowing(without, lent)
     assert comparison.utilisation_ratio == pytest.approx(2.0)
     assert (comparison.borrowed_jobs, comparison.reclaimed_jobs) == (1, 0)
+    assert comparison.borrowable_gpu_hours == 2.0
 
 
 def test_a_request_within_quota_reclaims_the_borrowed_gpu_after_the_minimum_runtime_and_grace(

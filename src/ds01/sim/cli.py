@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> None:
             f"{_h(c.within_quota_median_wait_without)} h without, "
             f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
             f"{c.reclaimed_jobs} reclaimed ({c.requeued_gpu_hours:.1f} GPU-h of work queued "
-            f"again, {c.lost_gpu_hours:.1f} never computed)."
+            f"again, {c.lost_gpu_hours:.1f} never computed); without borrowing, "
+            f"{c.borrowable_gpu_hours:.1f} GPU-h stood free while work over quota waited."
         )
 
 

@@ -336,6 +336,9 @@ class SimulationResult:
             some GPU).
         borrowing: whether jobs could borrow above their quota.
         reservations: one per reservation replayed, in the order they were asked for.
+        borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
+            owner's quota and no request within quota waited for devices: what borrowing
+            could have used at most (after any borrowing, what it left unused).
     """
 
     policy: str
@@ -346,6 +349,7 @@ class SimulationResult:
     mig: str = "layout"
     borrowing: bool = False
     reservations: tuple[ReservationOutcome, ...] | None = None
+    borrowable_gpu_hours: float = 0.0
 
 
 class _Event(IntEnum):
@@ -465,18 +469,24 @@ class _Replay:
         self.again: dict[str, tuple[float, float]] = {}
         #: When each stopped job's devices are released.
         self.release_at: dict[str, float] = {}
+        #: GPU-equivalents free after the last pass while work over quota waited and nobody
+        #: within quota waited for devices, and that integrated over time (GPU-hours).
+        self.borrowable = Fraction(0)
+        self.borrowable_gpu_hours = 0.0
 
     def run(self) -> None:
         """Take every event in order; after each instant, schedule and check for idleness."""
         while self.events:
             hours = self.events[0][0]
             now = at(hours)
+            self.borrowable_gpu_hours += self.borrowable * (hours - self.last_event)
             while self.events and self.events[0][0] == hours:
                 _, kind, key = heapq.heappop(self.events)
                 self.handle(kind, key, hours, now)
             self.last_event = hours
             if self.bookings:
                 self.drain(hours, now)
+            self.borrowable = Fraction(0)
             demand = self.schedule(hours, now) if self.pending else False
             if self.reclaim == "ds01":
                 self.check_ds01(hours, demand)
@@ -568,6 +578,11 @@ class _Replay:
         if self.borrowing is not None:
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
+        if not decision.waiting_for_devices and any(
+            e.status == "quota" and e.request.id in self.pending for e in decision.ranked
+        ):
+            free = free_devices(self.open_to(list(self.pending.values()), now), self.state)
+            self.borrowable = sum((d.gpu_equivalents for d in free), Fraction(0))
         return decision.waiting_for_devices
 
     # -- borrowing ----------------------------------------------------------------------------
@@ -906,6 +921,7 @@ def simulate(
         mig="on-demand" if dynamic else "layout",
         borrowing=replay.borrowing is not None,
         reservations=None if reservations is None else tuple(replay.asked.values()),
+        borrowable_gpu_hours=replay.borrowable_gpu_hours,
     )
 
 

@@ -197,6 +197,9 @@ class BorrowingComparison:
         borrowed_jobs: jobs that borrowed; reclaimed_jobs: those of them reclaimed.
         requeued_gpu_hours: the work the reclaimed ones had left, queued again.
         lost_gpu_hours: work of the reclaimed ones never computed.
+        borrowable_gpu_hours: in the replay without borrowing, the GPU-hours free while
+            work over quota waited and nothing within quota did: the most borrowing could
+            have used.
     """
 
     utilisation_without: float
@@ -207,6 +210,7 @@ class BorrowingComparison:
     reclaimed_jobs: int
     requeued_gpu_hours: float
     lost_gpu_hours: float
+    borrowable_gpu_hours: float = 0.0
 
     @property
     def utilisation_ratio(self) -> float | None:
@@ -233,6 +237,7 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         reclaimed_jobs=len(reclaimed),
         requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in reclaimed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
+        borrowable_gpu_hours=without.borrowable_gpu_hours,
     )
 
 
