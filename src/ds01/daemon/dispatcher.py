@@ -140,11 +140,11 @@ class GpuDispatcher(PeriodicPass):
                 records = service.records()
             self._keep_ledger(records, now)
             waiting = self._resolve_waiting(records)
-            on_reserved = self._start_reserved(waiting, records, now)
-            if on_reserved:
-                started.extend(on_reserved)
+            tried, begun = self._start_reserved(waiting, records, now)
+            if tried:  # started, or failed (tried again at the next pass, not twice in one)
+                started.extend(begun)
                 records = service.records()
-                waiting = [w for w in waiting if w.entry.id not in on_reserved]
+                waiting = [w for w in waiting if w.entry.id not in tried]
             held = allocation_state(records).held()
             inventory = service.mig_on_demand.planned_for_queue(
                 [w.pending.request.mig_profiles for w in waiting],
@@ -193,27 +193,30 @@ class GpuDispatcher(PeriodicPass):
 
     def _start_reserved(
         self, waiting: list[_Waiting], records: list[ContainerRecord], now: datetime
-    ) -> list[str]:
+    ) -> tuple[set[str], list[str]]:
         """Start the waiting requests that fit on their owners' reservations in force, on
-        top of their quota (``core.reservations.reserved_starts``); the ids started."""
+        top of their quota (``core.reservations.reserved_starts``): the ids of those
+        tried, and of those started."""
         reservations = kept(self.service)
         if not reservations or not waiting:
-            return []
+            return set(), []
         inventory = self.service.backend.inventory()
         starts = reserved_starts(
             [w.pending for w in waiting], reservations, inventory, allocation_state(records), now
         )
         by_id = {w.entry.id: w for w in waiting}
+        tried: set[str] = set()
         started: list[str] = []
         for start in starts:
             if self.stopping:
                 break
             item = by_id[start.request.id]
+            tried.add(item.entry.id)
             with acting_via(item.entry.via):
                 if self._start(item, start.placement, inventory, records, now):
                     started.append(item.entry.id)
                     records = self.service.records()
-        return started
+        return tried, started
 
     def _adopt(self, records: list[ContainerRecord], now: datetime) -> None:
         by_request = {r.request_id: r for r in records if r.request_id}
