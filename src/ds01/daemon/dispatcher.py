@@ -140,9 +140,9 @@ class GpuDispatcher(PeriodicPass):
                 records = service.records()
             self._keep_ledger(records, now)
             waiting = self._resolve_waiting(records)
-            tried, begun = self._start_reserved(waiting, records, now)
+            tried, on_reserved = self._start_reserved(waiting, records, now)
             if tried:  # started, or failed (tried again at the next pass, not twice in one)
-                started.extend(begun)
+                started.extend(on_reserved)
                 records = service.records()
                 waiting = [w for w in waiting if w.entry.id not in tried]
             held = allocation_state(records).held()
