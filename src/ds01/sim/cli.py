@@ -219,6 +219,7 @@ def run(args: argparse.Namespace) -> None:
                         "policy": r.policy,
                         "reclaim": r.reclaim,
                         "mig": r.mig,
+                        "reservations": r.reservations is not None,
                         **asdict(c),
                         "utilisation_ratio": c.utilisation_ratio,
                     }
@@ -267,7 +268,9 @@ def run(args: argparse.Namespace) -> None:
     for r, c in comparisons:
         ratio = "-" if c.utilisation_ratio is None else f"{c.utilisation_ratio:.2f}x"
         render.echo(
-            f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}: GPU UTIL {c.utilisation_without:.1%} "
+            f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}"
+            f"{' with reservations' if r.reservations is not None else ''}: GPU UTIL "
+            f"{c.utilisation_without:.1%} "
             f"without, {c.utilisation_with:.1%} with ({ratio}); median within-quota wait "
             f"{_h(c.within_quota_median_wait_without)} h without, "
             f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
