@@ -217,6 +217,21 @@ def test_allocations_holders_and_containers_per_user_and_group(source: Source) -
     assert value(found, "ds01_containers", state="paused") == 0
 
 
+def test_borrowed_gpu_equivalents_per_user_only_for_borrowers(source: Source) -> None:
+    g0, g1, g2, _ = gpus(source)
+    extra = record("extra", "alice", 1001, "phd", (g1, g2), Fraction(2))
+    source.containers = [
+        record("train", "alice", 1001, "phd", (g0,), Fraction(1)),
+        replace(extra, labels={**extra.labels, L.BORROWED: "true"}),
+    ]
+    found = samples(families(snapshotter(source).take()))
+    assert value(found, "ds01_gpu_equivalents_allocated", user="alice", group="phd") == 3.0
+    assert value(found, "ds01_borrowed_gpu_equivalents", user="alice", group="phd") == 2.0
+    source.containers = source.containers[:1]
+    found = samples(families(snapshotter(source).take()))
+    assert not [key for key in found if key[0] == "ds01_borrowed_gpu_equivalents"]
+
+
 def test_holders_name_their_containers_only_when_asked_to(source: Source) -> None:
     g0, *_ = gpus(source)
     source.containers = [record("secret-thesis", "alice", 1001, "phd", (g0,), Fraction(1))]
@@ -443,6 +458,8 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
         event("cleanup.reservation"),
         event("cleanup.orphan"),
         event("cleanup.orphan", outcome="failure"),
+        event("container.reclaim_warning"),
+        event("container.reclaim"),
         event("container.stop"),
     ):
         counters.observe(e)
@@ -454,6 +471,8 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
         "stop_idle": 1,
         "stop_runtime": 1,
         "stop_reservation": 1,
+        "warn_reclaim": 1,
+        "stop_reclaim": 1,
         "cleanup": 1,
     }
 

@@ -183,6 +183,31 @@ def test_reservations_count_for_the_holder_and_stops_for_the_container_owner() -
     assert (report.total.reservations, report.total.reservation_stops) == (2, 1)
 
 
+def test_borrowed_gpu_hours_and_reclaims_count_for_the_container_owner() -> None:
+    holdings = [
+        Holding("alice", "phd", 1.0, START, START + timedelta(hours=3)),
+        # borrowed, from 1 h before the window: 2 of its 3 hours count
+        Holding(
+            "alice", "phd", 1.0, START - timedelta(hours=1), START + timedelta(hours=2),
+            borrowed=True,
+        ),
+    ]
+    events = [
+        ev("11-01T02:00", "ds01d", "container.reclaim", "container/extra._.1001"),
+        ev("11-01T01:55", "ds01d", "container.reclaim_warning", "container/extra._.1001"),
+    ]
+    report = build_report(
+        start=START, end=END, now=NOW, events=events, holdings=holdings, activity=(),
+        energy=None, co2_g_per_kwh=None, uid_names=UIDS, user_groups={},
+    )  # fmt: skip
+    [alice] = report.users
+    assert (alice.gpu_hours_allocated, alice.gpu_hours_borrowed, alice.borrow_reclaims) == (
+        5.0, 2.0, 1,
+    )  # fmt: skip
+    assert report.total.to_dict()["gpu_hours_borrowed"] == 2.0
+    assert render_report.to_csv(report.to_dict()).splitlines()[1].endswith(",2.0,1")
+
+
 def test_energy_and_co2_are_pro_rated_to_the_window() -> None:
     rows = {row.name: row for row in full_report().users}
     assert (rows["alice"].energy_kwh, rows["alice"].co2_kg) == (1.0, 0.4)

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ds01.config.scheduler import SchedulerConfig
+from ds01.core.allocation import AllocationState, GpuRequest, Holding
 from ds01.core.reservations import (
     Occupant,
     Reservation,
@@ -19,11 +21,16 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     held_now,
+    holder_view,
     phase,
+    protected,
+    reserved_starts,
 )
+from ds01.core.scheduler import PendingRequest, UsageTotals, plan
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.exitcodes import ExitCode
 from ds01.model.device import Device, Inventory
+from ds01.model.quota import GpuQuota
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # a Monday
 UNLIMITED = ReservationLimits(max_hours=None, max_days_ahead=None)
@@ -280,3 +287,45 @@ def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
     assert {s.container for s in stops} == in_way
     assert len(stops) == len(in_way)  # one stop per container
     assert not {w.container for w in warns} & in_way
+
+
+# ------------------------------------------------------------------------------------------
+# A holder's queued request during the reservation
+# ------------------------------------------------------------------------------------------
+
+
+def queued(id_: str, user: str, submitted: float, gpus: int = 1) -> PendingRequest:
+    return PendingRequest(
+        id=id_, user=user, group="lab", request=GpuRequest(whole_gpus=gpus),
+        quota=GpuQuota(gpu_limit=Fraction(1)), priority=50, submitted_at=at(submitted),
+    )  # fmt: skip
+
+
+def test_a_holders_queued_request_starts_on_the_reserved_device_above_quota() -> None:
+    r = Reservation("r", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    # alice uses her whole quota on GPU-1; bob waits too.
+    state = AllocationState((Holding("thesis", "thesis", "alice", ("GPU-1",), Fraction(1)),))
+    inventory = Inventory("simulated", devices=(gpu(0), gpu(1)))
+    waiting = [queued("q2", "alice", 1.5), queued("q1", "bob", 1), queued("q3", "alice", 1.8)]
+    # The queue's plan alone keeps alice's requests waiting for her quota.
+    alone = plan(waiting, inventory, state, at(3), UsageTotals(), SchedulerConfig())
+    assert {e.request.id: e.status for e in alone.ranked}["q2"] == "quota"
+    # During the reservation her first request starts there; not before, and not bob's.
+    starts = reserved_starts(waiting, [r], inventory, state, at(3))
+    assert [(s.request.id, s.placement.uuids) for s in starts] == [("q2", ("GPU-0",))]
+    assert reserved_starts(waiting, [r], inventory, state, at(1)) == []
+    assert reserved_starts(waiting, [r], inventory, state, at(4)) == []
+
+
+def test_holder_view_and_protection_hold_only_in_force_and_only_for_the_holder() -> None:
+    r = Reservation("r", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    inventory = Inventory("simulated", devices=(gpu(0), gpu(1)))
+    view = holder_view([r], "alice", inventory, GpuQuota(gpu_limit=Fraction(1)), at(2))
+    assert view is not None
+    assert view[0].reserved == {"GPU-1"} and view[1].gpu_limit == 2
+    assert holder_view([r], "bob", inventory, GpuQuota(), at(2)) is None
+    assert holder_view([r], "alice", inventory, GpuQuota(), NOW) is None
+    assert protected([r], "alice", ("GPU-0",), at(3))
+    assert not protected([r], "alice", ("GPU-1",), at(3))
+    assert not protected([r], "bob", ("GPU-0",), at(3))
+    assert not protected([r], "alice", ("GPU-0",), at(1))

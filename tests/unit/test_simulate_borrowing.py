@@ -63,9 +63,12 @@ def test_an_idle_gpu_is_borrowed_instead_of_waiting_for_the_quota(two_gpus: Inve
         (0.0, True, 0.0),  # nobody needed it back
     ]
     assert lent.end_hours == 2.0 and without.end_hours == 4.0
+    # Without borrowing, the second GPU stood free for 2 hours while her job waited.
+    assert (without.borrowable_gpu_hours, lent.borrowable_gpu_hours) == (2.0, 0.0)
     comparison = compare_borrowing(without, lent)
     assert comparison.utilisation_ratio == pytest.approx(2.0)
     assert (comparison.borrowed_jobs, comparison.reclaimed_jobs) == (1, 0)
+    assert comparison.borrowable_gpu_hours == 2.0
 
 
 def test_a_request_within_quota_reclaims_the_borrowed_gpu_after_the_minimum_runtime_and_grace(
@@ -73,16 +76,22 @@ def test_a_request_within_quota_reclaims_the_borrowed_gpu_after_the_minimum_runt
 ) -> None:
     # bob asks at 0.25 h: alice's borrowed job may be reclaimed from 0.5 h (its 30 minutes),
     # is warned then and stopped 6 minutes later; bob starts at 0.6 h. Her own job runs on.
+    # The 1.4 hours the borrowed job had left join the queue at once, as alice would start
+    # it again; over her quota, it borrows again when bob is done (1.6 h) and ends at 3 h.
     rows = ("0,alice,lab,1,,2,0", "0,alice,lab,1,,2,0", "0.25,bob,lab,1,,1,0")
     lent = replay(two_gpus, *rows, borrowing=True)
     own, borrowed, bob = lent.outcomes
     assert (own.borrowed, own.busy_hours, own.lost_hours) == (False, 2.0, 0.0)
-    assert borrowed.borrowed and borrowed.busy_hours == pytest.approx(0.6)
-    assert borrowed.lost_hours == pytest.approx(1.4)
+    assert borrowed.borrowed and borrowed.busy_hours == pytest.approx(2.0)
+    assert (borrowed.requeued, borrowed.lost_hours) == (1, 0.0)
+    assert borrowed.requeued_hours == pytest.approx(1.4)
+    assert borrowed.requeue_wait_hours == pytest.approx(1.0)
+    assert borrowed.release_hours == pytest.approx(3.0)
     assert bob.wait_hours == pytest.approx(0.35)
     report = summarize(lent)
     assert report.groups["all"].borrowed_jobs == 1
-    assert report.groups["all"].lost_gpu_hours == pytest.approx(1.4)
+    assert report.groups["all"].requeued_gpu_hours == pytest.approx(1.4)
+    assert report.groups["all"].lost_gpu_hours == 0.0
     headers, rows_shown = table_rows([report])
     assert headers[3:5] == ["BORROW", "BORROWED"] and rows_shown[0][3:5] == ["on", "1"]
 

@@ -1165,7 +1165,10 @@ without touching containers, and compares policies.
 - `--policy` replays under fair share, first come first served, or both; `--reclaim`
   with idle reclaim, without, or all variants; `--mig` with the MIG layouts as
   configured, with every MIG GPU making slices on demand, or both; `--borrowing` without
-  or with borrowing above quota (the `borrowing:` section), or both, then compared.
+  or with borrowing above quota (the `borrowing:` section), or both, then compared;
+  `--reservations FILE` without and with GPU reservations
+  (`made_hours,start_hours,hours,user,gpus,mig`), then compared: kept rate, jobs stopped
+  and delayed.
 - The report compares waits, GPU utilisation, idle GPU-hours and fairness per group;
   `--json` gives every number.""",
         examples=(
@@ -1193,7 +1196,7 @@ without touching containers, and compares policies.
             Question("--mig", "MIG layouts or slices on demand", "layout"),
             Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig", "--borrowing"),
+        more=("--json", "--reclaim", "--mig", "--borrowing", "--reservations"),
     ),
     "dashboard": CommandHelp(
         info="""\

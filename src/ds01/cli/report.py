@@ -47,6 +47,8 @@ CSV_COLUMNS = (
     "unmanaged_gpu_uses",
     "reservations",
     "reservation_stops",
+    "gpu_hours_borrowed",
+    "borrow_reclaims",
 )
 _TABLE_HEADERS = (
     "GPU-h allocated",
@@ -64,6 +66,8 @@ _TABLE_HEADERS = (
     "GPU use outside ds01",
     "Reservations",
     "Reservation stops",
+    "GPU-h borrowed",
+    "Borrow reclaims",
 )
 
 
@@ -100,6 +104,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _value(row.get("unmanaged_gpu_uses", 0)),
         _value(row.get("reservations", 0)),
         _value(row.get("reservation_stops", 0)),
+        _value(row.get("gpu_hours_borrowed", 0.0)),
+        _value(row.get("borrow_reclaims", 0)),
     ]
 
 
@@ -172,6 +178,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 r.get("unmanaged_gpu_uses", 0),
                 r.get("reservations", 0),
                 r.get("reservation_stops", 0),
+                r.get("gpu_hours_borrowed", 0.0),
+                r.get("borrow_reclaims", 0),
             ]
         )
     return out.getvalue()

@@ -26,8 +26,10 @@ that cannot be placed) would fit if some borrowed containers gave their devices 
 ds01 reclaims them by one rule:
 
 1. only borrowed holdings with devices are candidates, never one that the reservation hook
-   (``is_reserved``; by default nothing is reserved) protects, and never a running one
-   younger than ``min_runtime_minutes`` (counted from its last start);
+   (``is_reserved``) protects, and never a running one younger than ``min_runtime_minutes``
+   (counted from its last start). ds01d's hook is :func:`reserved_by_holder`: a holding on
+   a device of its owner's reservation in force is its holder's, not borrowed from anyone;
+   the pure functions default to nothing reserved;
 2. candidates already being reclaimed (warned in an earlier pass) come first, then the
    stopped ones (which hold devices but run nothing), then the running ones newest first;
 3. candidates are taken in that order until the head fits, then any of them the head does
@@ -57,6 +59,7 @@ from ds01.core.allocation import (
     format_equivalents,
     least_gpu_equivalents,
 )
+from ds01.core.reservations import Reservation, protected
 from ds01.core.scheduler import PendingRequest
 from ds01.errors import NoCapacity, QuotaExceeded
 from ds01.model.device import Inventory
@@ -69,6 +72,12 @@ ReservedPredicate = Callable[[Holding], bool]
 def nothing_reserved(_holding: Holding) -> bool:
     """The default reservation hook: no holding is protected by a reservation."""
     return False
+
+
+def reserved_by_holder(reservations: Sequence[Reservation], now: datetime) -> ReservedPredicate:
+    """The reservation hook at ``now``: a holding is protected when it holds a device of a
+    reservation of its owner in force at ``now``."""
+    return lambda holding: protected(reservations, holding.user, holding.devices, now)
 
 
 @dataclass(frozen=True)
@@ -335,5 +344,6 @@ __all__ = [
     "nothing_reserved",
     "reclaim_steps",
     "reclaimable",
+    "reserved_by_holder",
     "stop_due",
 ]

@@ -20,6 +20,10 @@ Sources, each clipped to the window ``[start, end)``:
   reservation's holder (maintenance windows for the admin who made them), and
   ``cleanup.reservation`` (a container stopped because its device was reserved), for the
   container's owner.
+- **Borrowed GPU-hours, reclaims**: the part of the GPU-hours allocated held by containers
+  placed above their owner's ``gpu_limit`` (borrowed, ``ds01.core.borrowing``; the usage
+  ledger marks them), and ``container.reclaim`` events (a borrowed container stopped for
+  a request within quota), for the container's owner.
 - **GPU use outside ds01**: ``gpu.unmanaged_use`` events (a process on a GPU outside
   ds01's allocation, ``ds01.core.gpu_use``), each counted once, for the owner of the ds01
   container it ran in, else for the process's user.
@@ -57,9 +61,10 @@ RUNTIME_STOP = "cleanup.runtime"
 QUEUE_START = "queue.start"
 RESERVED = "reservation.create"
 RESERVATION_STOP = "cleanup.reservation"
+BORROW_RECLAIM = "container.reclaim"
 COUNTED = (
     CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START, UNMANAGED_USE_ACTION, RESERVED,
-    RESERVATION_STOP,
+    RESERVATION_STOP, BORROW_RECLAIM,
 )
 
 
@@ -102,13 +107,14 @@ def activity_sample(
 @dataclass(frozen=True)
 class Holding:
     """A usage-ledger interval: ``user``'s container held ``gpu_equivalents`` from ``start``
-    to ``end`` (``None``: still)."""
+    to ``end`` (``None``: still); ``borrowed``: above the owner's ``gpu_limit``."""
 
     user: str
     group: str
     gpu_equivalents: float
     start: datetime
     end: datetime | None = None
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,8 @@ class ReportRow:
     unmanaged_gpu_uses: int = 0
     reservations: int = 0
     reservation_stops: int = 0
+    gpu_hours_borrowed: float = 0.0
+    borrow_reclaims: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +193,8 @@ class ReportRow:
             "unmanaged_gpu_uses": self.unmanaged_gpu_uses,
             "reservations": self.reservations,
             "reservation_stops": self.reservation_stops,
+            "gpu_hours_borrowed": self.gpu_hours_borrowed,
+            "borrow_reclaims": self.borrow_reclaims,
         }
 
 
@@ -225,6 +235,8 @@ class _Tally:
     unmanaged: int = 0
     reserved: int = 0
     displaced: int = 0
+    borrowed: float = 0.0  # GPU-equivalent seconds, part of allocated
+    reclaimed: int = 0
 
     def add(self, other: _Tally) -> None:
         self.allocated += other.allocated
@@ -238,6 +250,8 @@ class _Tally:
         self.unmanaged += other.unmanaged
         self.reserved += other.reserved
         self.displaced += other.displaced
+        self.borrowed += other.borrowed
+        self.reclaimed += other.reclaimed
 
 
 def _overlap(start: datetime, end: datetime, lo: datetime, hi: datetime) -> float:
@@ -279,7 +293,10 @@ class _Window:
             seconds = _overlap(holding.start, holding.end or self.now, self.start, self.end)
             if seconds <= 0:
                 continue
-            self.tally(holding.user).allocated += holding.gpu_equivalents * seconds
+            row = self.tally(holding.user)
+            row.allocated += holding.gpu_equivalents * seconds
+            if holding.borrowed:
+                row.borrowed += holding.gpu_equivalents * seconds
             if holding.user not in self.latest or holding.start > self.latest[holding.user][0]:
                 self.latest[holding.user] = (holding.start, holding.group)
 
@@ -334,14 +351,16 @@ class _Window:
 
 
 def _count_event(row: _Tally, action: str, event: Mapping[str, Any]) -> None:
-    """Add one successful create, reclaim, runtime stop, queue start, GPU use outside
-    ds01, reservation or reservation stop to ``row``."""
+    """Add one successful create, idle reclaim, runtime stop, queue start, GPU use outside
+    ds01, reservation, reservation stop or borrowed container reclaimed to ``row``."""
     if action == CREATED:
         row.created += 1
     elif action == RESERVED:
         row.reserved += 1
     elif action == RESERVATION_STOP:
         row.displaced += 1
+    elif action == BORROW_RECLAIM:
+        row.reclaimed += 1
     elif action == IDLE_RECLAIM:
         row.idle += 1
     elif action == RUNTIME_STOP:
@@ -380,6 +399,8 @@ def _make_row(
         unmanaged_gpu_uses=t.unmanaged,
         reservations=t.reserved,
         reservation_stops=t.displaced,
+        gpu_hours_borrowed=_round(t.borrowed / 3600),
+        borrow_reclaims=t.reclaimed,
     )
 
 

@@ -24,7 +24,8 @@ user ``u`` that may hold it until ``ends_by`` when some reservation on it, not `
   ends in time may *backfill* the device until then.
 
 During its window the holder's containers may use the reserved devices on top of their
-quota (:func:`held_now`).
+quota (:func:`held_now`, :func:`holder_view`): a create or start is placed there first, and
+so is a queued request, before the queue's plan (:func:`reserved_starts`).
 
 **Draining** (:func:`drain`): a container that holds a reserved device and is not its
 holder's (for maintenance: anyone's) is warned once when the start is ``lead`` away and
@@ -37,15 +38,17 @@ gives it back then.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
-from ds01.core.allocation import format_equivalents
+from ds01.core.allocation import AllocationState, allocate, format_equivalents
+from ds01.core.scheduler import PendingRequest, Start
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
+from ds01.model.quota import GpuQuota
 
 Phase = Literal["upcoming", "active", "ended"]
 
@@ -143,6 +146,18 @@ class ReservationLimits:
     max_days_ahead: float | None = DEFAULT_MAX_DAYS_AHEAD
     max_reservations: int | None = None
     gpu_hours_per_week: float | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> ReservationLimits:
+        """The limits from resolved values by key (``ResolvedReservationLimits.to_dict``)."""
+        max_gpus = values["max_gpus"]
+        return cls(
+            max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
+            max_hours=values["max_hours"],
+            max_days_ahead=values["max_days_ahead"],
+            max_reservations=values["max_reservations"],
+            gpu_hours_per_week=values["gpu_hours_per_week"],
+        )
 
 
 @dataclass(frozen=True)
@@ -461,6 +476,64 @@ def held_now(reservations: Iterable[Reservation], user: str, now: datetime) -> t
     return tuple(u for r in reservations if r.is_for(user) and r.in_force(now) for u in r.devices)
 
 
+def holder_view(
+    reservations: Iterable[Reservation],
+    user: str,
+    inventory: Inventory,
+    quota: GpuQuota,
+    now: datetime,
+) -> tuple[Inventory, GpuQuota] | None:
+    """Where ``user`` is placed first during their reservations in force at ``now``: the
+    inventory with every other device held back, and ``quota`` with ``gpu_limit`` raised by
+    the reserved devices' GPU-equivalents (theirs on top of their quota); ``None`` when no
+    reservation of theirs is in force."""
+    own = set(held_now(reservations, user, now))
+    if not own:
+        return None
+    by_uuid = inventory.by_uuid()
+    extra = sum((by_uuid[u].gpu_equivalents for u in own if u in by_uuid), Fraction(0))
+    others = {d.uuid for d in inventory.devices} - own
+    bonus = quota if quota.gpu_limit is None else replace(quota, gpu_limit=quota.gpu_limit + extra)
+    return replace(inventory, reserved=inventory.reserved | others), bonus
+
+
+def reserved_starts(
+    pending: Sequence[PendingRequest],
+    reservations: Sequence[Reservation],
+    inventory: Inventory,
+    state: AllocationState,
+    now: datetime,
+) -> list[Start]:
+    """The queued requests that start at ``now`` on their owners' reserved devices
+    (:func:`holder_view`), before the queue's plan: a holder's request does not wait for
+    its turn on devices nobody else may use. Each owner's requests are taken in the order
+    they were submitted; every start counts against the next (devices, quota,
+    ``max_containers``)."""
+    starts: list[Start] = []
+    started: dict[str, list[str]] = {}
+    for request in sorted(pending, key=lambda p: (p.submitted_at, p.id)):
+        view = holder_view(reservations, request.user, inventory, request.quota, now)
+        if view is None:
+            continue
+        mine = (*request.user_containers, *started.get(request.user, ()))
+        try:
+            placement = allocate(request.request, request.user, view[1], view[0], state, mine)
+        except (NoCapacity, QuotaExceeded):
+            continue
+        starts.append(Start(request, placement))
+        started.setdefault(request.user, []).append(request.id)
+        state = state.with_holding(placement.holding(request.id, request.user))
+    return starts
+
+
+def protected(
+    reservations: Iterable[Reservation], user: str, devices: Iterable[str], now: datetime
+) -> bool:
+    """Whether a container of ``user`` holding ``devices`` is on a device of one of
+    ``user``'s reservations in force at ``now``: its holder's, so never reclaimed."""
+    return not set(held_now(reservations, user, now)).isdisjoint(devices)
+
+
 # ------------------------------------------------------------------------------------------
 # Draining reserved devices
 # ------------------------------------------------------------------------------------------
@@ -555,6 +628,9 @@ __all__ = [
     "fit",
     "format_moment",
     "held_now",
+    "holder_view",
     "next_free_start",
     "phase",
+    "protected",
+    "reserved_starts",
 ]

@@ -9,19 +9,23 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    ``gpu_hold_after_stop_minutes`` (``gpu.release`` event): from then on they hold none.
 3. **Ledger**: a usage row is opened for every container that holds devices and closed for
    every one that no longer does, whatever the path (create, remove, release, a crash).
-4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
+4. **Reserved starts**: a waiting request whose owner has a GPU reservation in force starts
+   on the reserved devices when they fit it, on top of the owner's quota, before the plan
+   (``ds01.core.reservations.reserved_starts``): nobody else may use those devices, so it
+   waits for no one.
+5. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
    with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
    devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
-5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
+6. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
    inside ``acting_via`` of that hub: every event of its start, adoption or failure names
    the hub as ``details.via``, as the events of the request that queued it did.
-6. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
+7. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
    dynamic GPUs their baseline back (``MigOnDemand.reclaim``).
-7. **Reclaim borrowed devices** for the plan's head, a request within quota that cannot be
+8. **Reclaim borrowed devices** for the plan's head, a request within quota that cannot be
    placed: warn, then stop after the grace, the borrowed containers it needs
    (``ds01.daemon.reclaim.BorrowReclaim``); freed devices make the next pass at once.
 
@@ -45,6 +49,7 @@ from fractions import Fraction
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
 from ds01.core.lifecycle import covering_exemption
+from ds01.core.reservations import reserved_starts
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -57,13 +62,13 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.reclaim import BorrowReclaim
-from ds01.daemon.reservations import queue_blocked
+from ds01.daemon.reservations import kept, queue_blocked
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
-from ds01.model.labels import container_name
+from ds01.model.labels import borrowed_of, container_name
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_uid
@@ -135,6 +140,11 @@ class GpuDispatcher(PeriodicPass):
                 records = service.records()
             self._keep_ledger(records, now)
             waiting = self._resolve_waiting(records)
+            tried, on_reserved = self._start_reserved(waiting, records, now)
+            if tried:  # started, or failed (tried again at the next pass, not twice in one)
+                started.extend(on_reserved)
+                records = service.records()
+                waiting = [w for w in waiting if w.entry.id not in tried]
             held = allocation_state(records).held()
             inventory = service.mig_on_demand.planned_for_queue(
                 [w.pending.request.mig_profiles for w in waiting],
@@ -180,6 +190,33 @@ class GpuDispatcher(PeriodicPass):
         if started or freed or reclaimed:
             service.queue_changed()
         return started
+
+    def _start_reserved(
+        self, waiting: list[_Waiting], records: list[ContainerRecord], now: datetime
+    ) -> tuple[set[str], list[str]]:
+        """Start the waiting requests that fit on their owners' reservations in force, on
+        top of their quota (``core.reservations.reserved_starts``): the ids of those
+        tried, and of those started."""
+        reservations = kept(self.service)
+        if not reservations or not waiting:
+            return set(), []
+        inventory = self.service.backend.inventory()
+        starts = reserved_starts(
+            [w.pending for w in waiting], reservations, inventory, allocation_state(records), now
+        )
+        by_id = {w.entry.id: w for w in waiting}
+        tried: set[str] = set()
+        started: list[str] = []
+        for start in starts:
+            if self.stopping:
+                break
+            item = by_id[start.request.id]
+            tried.add(item.entry.id)
+            with acting_via(item.entry.via):
+                if self._start(item, start.placement, inventory, records, now):
+                    started.append(item.entry.id)
+                    records = self.service.records()
+        return tried, started
 
     def _adopt(self, records: list[ContainerRecord], now: datetime) -> None:
         by_request = {r.request_id: r for r in records if r.request_id}
@@ -240,7 +277,14 @@ class GpuDispatcher(PeriodicPass):
             r = holding[container_id]
             start = last_end.get(container_id) or r.created_at or stamp
             store.open_usage(
-                UsageRecord(container_id, r.user, r.group, str(r.gpu_equivalents), start)
+                UsageRecord(
+                    container_id,
+                    r.user,
+                    r.group,
+                    str(r.gpu_equivalents),
+                    start,
+                    borrowed=borrowed_of(r.labels),
+                )
             )
         half_life = timedelta(hours=self.service.config().limits.scheduler.usage_half_life_hours)
         store.forget_usage((now - USAGE_HALF_LIVES_KEPT * half_life).isoformat())

@@ -15,14 +15,15 @@ never a reserved one, only as many as needed) and ``reclaim_steps`` says what is
 - a warned container no longer needed (the request started elsewhere, was cancelled, or
   nobody within quota waits any more): ``container.reclaim_cancelled``, the owner is told.
 
-State: the warnings (container → when warned), in memory: a restarted ds01d warns again
-and counts the grace from then, so a restart can only delay a reclaim, never hasten it.
+State: the warnings (container → when warned), in the state store (``warnings``, kind
+``reclaim``): a restarted ds01d neither warns again nor starts the grace again; a warning
+is forgotten when its container is stopped, no longer needed, or gone.
 Locks: ``run`` is called under the allocation lock (it decides and frees devices).
 Calls: the context (records, runtime, store, events, configuration) and
 ``ContainerOps.stop_by_daemon``.
 
-The reservation hook: ``is_reserved`` (default: nothing is reserved) protects holdings
-that a reservation covers; reservations connect there.
+The reservation hook: a borrowed container on a device of its owner's reservation in force
+is never reclaimed (``core.borrowing.reserved_by_holder`` over the stored reservations).
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Final
 
 from ds01.core.borrowing import (
     ReclaimChoice,
-    ReservedPredicate,
     choose_reclaim,
     nothing_reserved,
     reclaim_steps,
+    reserved_by_holder,
     stop_due,
 )
 from ds01.core.scheduler import PendingRequest
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.reservations import kept
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error
 from ds01.model import labels as L
@@ -49,6 +52,9 @@ from ds01.model.device import Inventory
 from ds01.runtime.docker import ContainerRecord
 
 log = logging.getLogger(__name__)
+
+#: The kind of the stored warnings (``StateStore.warnings``).
+WARNING_KIND: Final = "reclaim"
 
 #: ``ContainerOps.stop_by_daemon``: stop a container for the daemon, with the reason.
 StopByDaemon = Callable[[ContainerRecord, str], None]
@@ -58,17 +64,9 @@ class BorrowReclaim:
     """Warns, then stops, the borrowed containers a request within quota needs (see the
     module docstring for the contract)."""
 
-    def __init__(
-        self,
-        context: DaemonContext,
-        stop: StopByDaemon,
-        *,
-        is_reserved: ReservedPredicate = nothing_reserved,
-    ) -> None:
+    def __init__(self, context: DaemonContext, stop: StopByDaemon) -> None:
         self.context = context
         self._stop_container = stop
-        self.is_reserved = is_reserved
-        self._warned: dict[str, datetime] = {}
 
     def run(
         self,
@@ -81,8 +79,8 @@ class BorrowReclaim:
         were freed (the queue should plan again)."""
         policy = self.context.config().limits.borrowing
         by_name = {r.docker_name: r for r in records}
-        self._warned = {c: t for c, t in self._warned.items() if c in by_name}
-        if not policy.enabled and not self._warned:
+        warned = self._warned(by_name)
+        if not policy.enabled and not warned:
             return False
         state = allocation_state(records)
         borrowed = [r for r in records if r.gpus and L.borrowed_of(r.labels)]
@@ -90,11 +88,12 @@ class BorrowReclaim:
             head = None
         # Docker's start times are asked only while someone within quota waits.
         started_at = self._started_at(borrowed, now) if head is not None else {}
+        reserved = reserved_by_holder(kept(self.context), now) if head is not None else None
         choice = choose_reclaim(
             head, inventory, state, now, policy, started_at,
-            is_reserved=self.is_reserved, reclaiming=self._warned,
+            is_reserved=reserved or nothing_reserved, reclaiming=warned,
         )  # fmt: skip
-        steps = reclaim_steps(choice, self._warned, now, policy)
+        steps = reclaim_steps(choice, warned, now, policy)
         for container in steps.cancel:
             self._cancel(by_name[container], choice)
         for container in steps.warn:
@@ -103,6 +102,16 @@ class BorrowReclaim:
         for container in steps.stop:
             freed = self._stop(by_name[container], choice, now) or freed
         return freed
+
+    def _warned(self, by_name: Mapping[str, ContainerRecord]) -> dict[str, datetime]:
+        """The stored warnings of the containers in ``by_name``; those of containers gone
+        are forgotten."""
+        store = self.context.store
+        stored = store.warnings(WARNING_KIND)
+        gone = [c for c in stored if c not in by_name]
+        if gone:
+            store.forget_warnings(WARNING_KIND, gone)
+        return {c: datetime.fromisoformat(t) for c, t in stored.items() if c in by_name}
 
     def _started_at(
         self, borrowed: list[ContainerRecord], now: datetime
@@ -122,7 +131,7 @@ class BorrowReclaim:
 
     def _warn(self, record: ContainerRecord, choice: ReclaimChoice, now: datetime) -> None:
         policy = self.context.config().limits.borrowing
-        self._warned[record.docker_name] = now
+        self.context.store.add_warning(WARNING_KIND, record.docker_name, now.isoformat())
         stop_at = stop_due(now, policy).isoformat(timespec="seconds")
         self.context.events.emit(
             "container.reclaim_warning",
@@ -139,7 +148,7 @@ class BorrowReclaim:
         )
 
     def _cancel(self, record: ContainerRecord, choice: ReclaimChoice) -> None:
-        del self._warned[record.docker_name]
+        self.context.store.forget_warnings(WARNING_KIND, [record.docker_name])
         self.context.events.emit(
             "container.reclaim_cancelled",
             user="ds01d",
@@ -161,7 +170,7 @@ class BorrowReclaim:
         except Ds01Error as exc:
             log.error("could not reclaim %s: %s", record.docker_name, exc.message)
             return False
-        del self._warned[record.docker_name]
+        ctx.store.forget_warnings(WARNING_KIND, [record.docker_name])
         ctx.events.emit(
             "gpu.release",
             user="ds01d",

@@ -52,6 +52,7 @@ def _holdings(service: Ds01Service) -> list[core.Holding]:
                     gpu_equivalents=float(Fraction(row.gpu_equivalents)),
                     start=datetime.fromisoformat(row.start),
                     end=datetime.fromisoformat(row.end) if row.end else None,
+                    borrowed=row.borrowed,
                 )
             )
         except (ValueError, ZeroDivisionError):

@@ -19,7 +19,8 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   and ``reservation.end`` when a phase changes (the phase is stored, so a restart announces
   nothing twice); the owners of containers still on a device ``warning_minutes`` before its
   reservation starts are warned (``lifecycle.warn``, kind ``reservation``; once per
-  container and reservation while ds01d runs), and at the start those containers are
+  container and reservation, the warnings kept in the state store so that a restart does
+  not warn again), and at the start those containers are
   stopped (``cleanup.reservation``) and their devices given back, as are a stopped
   container's.
 """
@@ -32,8 +33,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption
@@ -49,7 +49,7 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     format_moment,
-    held_now,
+    holder_view,
     phase,
 )
 from ds01.daemon import schemas as api
@@ -106,14 +106,9 @@ def kept(ctx: DaemonContext) -> list[Reservation]:
 
 def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
     """``user``'s reservation limits (``ds01.config.resolve.resolve_reservation_limits``)."""
-    values = resolve_reservation_limits(ctx.config().limits, user.name, user.groups).to_dict()
-    max_gpus = values["max_gpus"]
-    return ReservationLimits(
-        max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
-        max_hours=values["max_hours"],
-        max_days_ahead=values["max_days_ahead"],
-        max_reservations=values["max_reservations"],
-        gpu_hours_per_week=values["gpu_hours_per_week"],
+    limits = ctx.config().limits
+    return ReservationLimits.of(
+        resolve_reservation_limits(limits, user.name, user.groups).to_dict()
     )
 
 
@@ -292,16 +287,10 @@ def allocate_honouring(
     if not reservations:
         return decide(inventory, quota)
     now = ctx.now()
-    own = set(held_now(reservations, owner.name, now))
-    if own:
-        by_uuid = inventory.by_uuid()
-        extra = sum((by_uuid[u].gpu_equivalents for u in own if u in by_uuid), Fraction(0))
-        others = {d.uuid for d in inventory.devices} - own
-        bonus = (
-            quota if quota.gpu_limit is None else replace(quota, gpu_limit=quota.gpu_limit + extra)
-        )
+    view = holder_view(reservations, owner.name, inventory, quota, now)
+    if view is not None:
         try:
-            return decide(replace(inventory, reserved=inventory.reserved | others), bonus)
+            return decide(*view)
         except (NoCapacity, QuotaExceeded):
             pass  # not on the reserved devices: within quota elsewhere, as anyone
     blocked = blocked_devices(reservations, owner.name, now, runtime_end(ctx, owner, name, now))
@@ -325,6 +314,15 @@ def queue_blocked(
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
 
+#: The kind of the stored warnings (``StateStore.warnings``): ``reservation_id/container_id``.
+WARNING_KIND: Final = "reservation"
+
+
+def _warning_key(subject: str) -> tuple[str, str]:
+    reservation_id, _, container_id = subject.partition("/")
+    return reservation_id, container_id
+
+
 #: Tells the owner of a container a message (the lifecycle loop's ``_tell``).
 Tell = Callable[[ContainerRecord, Any, str], None]
 
@@ -342,7 +340,6 @@ class ReservationWatch:
     release: Callable[[ContainerRecord, datetime, str], None]
 
     def __post_init__(self) -> None:
-        self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def run(
@@ -364,8 +361,8 @@ class ReservationWatch:
                 Occupant(r.id, r.user, r.gpus, r.status == "running") for r in records if r.gpus
             ]
             live = {r.id for r in reservations if r.end > now}
-            self._warned = {key for key in self._warned if key[0] in live}
-            warns, stops = drain(reservations, occupants, now, lead, self._warned.__contains__)
+            warned = self._warned(live, records, forget=not dry_run)
+            warns, stops = drain(reservations, occupants, now, lead, warned.__contains__)
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
             for warn in warns:
@@ -381,6 +378,19 @@ class ReservationWatch:
                 if not dry_run:
                     self._stop(record, owners.get(record.uid), stop, now, tell)
             return done
+
+    def _warned(
+        self, live: set[str], records: list[ContainerRecord], *, forget: bool
+    ) -> set[tuple[str, str]]:
+        """The stored warnings (reservation id, container id) of ``live`` reservations and
+        ``records``; with ``forget``, the others (ended, gone) are dropped from the store."""
+        store = self.ctx.store
+        containers = {r.id for r in records}
+        keys = {subject: _warning_key(subject) for subject in store.warnings(WARNING_KIND)}
+        stale = [s for s, (rid, cid) in keys.items() if rid not in live or cid not in containers]
+        if stale and forget:
+            store.forget_warnings(WARNING_KIND, stale)
+        return {key for s, key in keys.items() if s not in stale}
 
     def _announce(self, now: datetime) -> None:
         """``reservation.start`` / ``reservation.end`` for each phase the store is behind."""
@@ -419,7 +429,7 @@ class ReservationWatch:
             details={"kind": "reservation", "reservation": r.id, "stop_at": r.start.isoformat()},
         )
         tell(record, owner, message)
-        self._warned.add(warn.key)
+        self.ctx.store.add_warning(WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
     def _stop(
         self, record: ContainerRecord, owner: Any, stop: DrainStop, now: datetime, tell: Tell

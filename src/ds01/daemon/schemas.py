@@ -913,6 +913,15 @@ class ReportRow(_Model):
     reservation_stops: int = Field(
         default=0, description="Containers stopped because their GPU was reserved."
     )
+    gpu_hours_borrowed: float = Field(
+        default=0.0,
+        description="Of the GPU-hours allocated, those held by containers placed above the "
+        "owner's gpu_limit (borrowed).",
+    )
+    borrow_reclaims: int = Field(
+        default=0,
+        description="Borrowed containers stopped for a request within quota (container.reclaim).",
+    )
 
 
 class UsageReport(_Model):

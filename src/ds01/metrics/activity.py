@@ -7,7 +7,9 @@ Counted since the daemon started (Prometheus counters: a restart is a reset, whi
   (``warn_idle``, ``warn_runtime``, ``warn_reservation``), ``cleanup.idle`` (``stop_idle``),
   ``cleanup.runtime`` (``stop_runtime``), ``cleanup.reservation`` (``stop_reservation``)
   and ``cleanup.orphan`` (``cleanup``: a container removed after being stopped, or created
-  and never started, for too long);
+  and never started, for too long); and the queue pass's reclaim of borrowed containers:
+  ``container.reclaim_warning`` (``warn_reclaim``) and ``container.reclaim``
+  (``stop_reclaim``);
 - how long queued requests waited before they started, from ``queue.start``
   (``waited_seconds``), as a histogram.
 """
@@ -30,6 +32,8 @@ LIFECYCLE_ACTIONS = (
     "stop_idle",
     "stop_runtime",
     "stop_reservation",
+    "warn_reclaim",
+    "stop_reclaim",
     "cleanup",
 )
 
@@ -58,6 +62,10 @@ def lifecycle_action(action: str, details: Mapping[str, Any]) -> str | None:
         return "stop_" + action.removeprefix("cleanup.")
     if action == "cleanup.orphan":
         return "cleanup"
+    if action == "container.reclaim_warning":
+        return "warn_reclaim"
+    if action == "container.reclaim":
+        return "stop_reclaim"
     return None
 
 

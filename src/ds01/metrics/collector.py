@@ -115,6 +115,13 @@ def _allocation(s: MetricsSnapshot) -> Iterator[Metric]:
         sorted(s.allocated.items()),
     )
     yield _gauge(
+        "ds01_borrowed_gpu_equivalents",
+        "GPU-equivalents held by a user's borrowed containers (placed above gpu_limit, "
+        "reclaimable); only users who borrow.",
+        ["user", "group"],
+        sorted(s.borrowed.items()),
+    )
+    yield _gauge(
         "ds01_containers",
         "ds01 containers by state.",
         ["state"],

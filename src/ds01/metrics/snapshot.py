@@ -160,6 +160,8 @@ class MetricsSnapshot:
     reservations: Mapping[str, int] = field(default_factory=dict)
     #: GPU-equivalents under a reservation in force.
     reserved_gpu_equivalents: float = 0.0
+    #: (user, group) -> GPU-equivalents held by borrowed containers (above ``gpu_limit``).
+    borrowed: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 def holders_of(
@@ -191,6 +193,12 @@ def allocated_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str
         key = (record.user, record.group)
         totals[key] = totals.get(key, Fraction(0)) + record.gpu_equivalents
     return {key: float(total) for key, total in totals.items()}
+
+
+def borrowed_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str], float]:
+    """GPU-equivalents held by borrowed containers per (user, group): only the users who
+    borrow some."""
+    return allocated_by_user([r for r in records if r.gpus and L.borrowed_of(r.labels)])
 
 
 def reservations_by_phase(
@@ -325,6 +333,7 @@ class Snapshotter:
             unmanaged=unmanaged_by_device(source.unmanaged_gpu_use),
             reservations=reserved,
             reserved_gpu_equivalents=reserved_equivalents,
+            borrowed=borrowed_by_user(rows),
         )
 
     def _inventory(self, backend: GpuBackend) -> Inventory:
@@ -387,6 +396,7 @@ __all__ = [
     "WaitingQueue",
     "WaitingRequest",
     "allocated_by_user",
+    "borrowed_by_user",
     "containers_by_state",
     "holders_of",
     "quota_ratios",

@@ -45,6 +45,11 @@ a restart destroys them at the same moment and never takes the admin's baseline 
 with the phase ds01d last announced (``upcoming``, ``active``, ``ended``, ``cancelled``), so
 that a restart neither loses one nor announces its start or end twice.
 
+*Warnings given* (``warnings``): per kind (``reclaim``: a borrowed container warned that it
+will be reclaimed, by Docker name; ``reservation``: a container warned off a reserved device,
+by ``reservation_id/container_id``) when the owner was warned, so that a restart neither
+warns twice nor starts a grace again.
+
 *GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
 the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
 GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
@@ -73,6 +78,9 @@ from ds01.runtime.store_files import is_damage, restore_hint
 log = logging.getLogger(__name__)
 
 _Row = TypeVar("_Row")
+
+#: What a stored warning is about (the ``warnings`` table).
+WarningKind = Literal["reclaim", "reservation"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -119,6 +127,7 @@ CREATE TABLE IF NOT EXISTS usage (
     gpu_equivalents  TEXT NOT NULL,
     start            TEXT NOT NULL,
     end              TEXT,
+    borrowed         INTEGER,
     PRIMARY KEY (container_id, start)
 );
 CREATE TABLE IF NOT EXISTS lifecycle (
@@ -190,6 +199,12 @@ CREATE TABLE IF NOT EXISTS cgroup_parents (
     parent      TEXT PRIMARY KEY,
     created_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS warnings (
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    warned_at   TEXT NOT NULL,
+    PRIMARY KEY (kind, subject)
+);
 """
 
 _SELECT_QUEUE = (
@@ -204,7 +219,7 @@ _INSERT_QUEUE = (
 #: Columns added to a table after its first release: (table, column, its SQL type). A
 #: database made before one of them gains it when it is opened (``StateStore._migrate``);
 #: its old rows read the column as NULL.
-_ADDED_COLUMNS = (("queue", "via", "TEXT"),)
+_ADDED_COLUMNS = (("queue", "via", "TEXT"), ("usage", "borrowed", "INTEGER"))
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -299,7 +314,8 @@ class OnDemandSlice:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One container's holding of GPU devices: from ``start`` to ``end`` (``None``: still)."""
+    """One container's holding of GPU devices: from ``start`` to ``end`` (``None``: still);
+    ``borrowed``: the container was placed above its owner's ``gpu_limit``."""
 
     container_id: str
     user: str
@@ -307,6 +323,7 @@ class UsageRecord:
     gpu_equivalents: str  # an exact fraction, "3/7"
     start: str
     end: str | None = None
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -598,12 +615,20 @@ class StateStore:
     # -- the usage ledger --------------------------------------------------------------------
 
     def usage(self) -> list[UsageRecord]:
-        return self._fetch_as(
-            UsageRecord, "SELECT container_id, user, grp, gpu_equivalents, start, end FROM usage"
+        rows = self._fetch_all(
+            "SELECT container_id, user, grp, gpu_equivalents, start, end, borrowed FROM usage"
         )
+        return [
+            UsageRecord(cid, user, grp, equivalents, start, end, bool(borrowed))
+            for cid, user, grp, equivalents, start, end, borrowed in rows
+        ]
 
     def open_usage(self, record: UsageRecord) -> None:
-        self._execute("INSERT OR IGNORE INTO usage VALUES (?, ?, ?, ?, ?, ?)", astuple(record))
+        self._execute(
+            "INSERT OR IGNORE INTO usage (container_id, user, grp, gpu_equivalents, start, end, "
+            "borrowed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*astuple(record)[:6], int(record.borrowed)),
+        )
 
     def close_usage(self, container_id: str, end: str) -> None:
         """End the open holding of ``container_id`` (if any) at ``end``."""
@@ -741,6 +766,26 @@ class StateStore:
     def forget_reservations(self, ended_before: str) -> None:
         """Drop reservations (cancelled or not) that ended before ``ended_before``."""
         self._execute("DELETE FROM reservations WHERE end < ?", (ended_before,))
+
+    # -- warnings given ------------------------------------------------------------------------
+
+    def warnings(self, kind: WarningKind) -> dict[str, str]:
+        """Subject → when its owner was warned (ISO 8601), for warnings of ``kind``."""
+        rows = self._fetch_all("SELECT subject, warned_at FROM warnings WHERE kind = ?", (kind,))
+        return dict(rows)
+
+    def add_warning(self, kind: WarningKind, subject: str, at: str) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO warnings VALUES (?, ?, ?)", (kind, subject, at)
+        )
+
+    def forget_warnings(self, kind: WarningKind, subjects: Iterable[str]) -> None:
+        """Forget warnings: done with (stopped, cancelled) or about something gone."""
+        with self._access():
+            self._db.executemany(
+                "DELETE FROM warnings WHERE kind = ? AND subject = ?",
+                [(kind, s) for s in subjects],
+            )
 
     # -- GPU releases ----------------------------------------------------------------------------
 

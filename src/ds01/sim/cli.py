@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from ds01.config.limits import ResourceLimitsConfig
     from ds01.config.scheduler import SchedulerConfig
     from ds01.model.device import Inventory
-    from ds01.sim.engine import DynamicGpu
+    from ds01.sim.engine import DynamicGpu, SimulationResult
+    from ds01.sim.report import ReservationComparison
 
 POLICIES = ("fair", "fcfs")
 #: How MIG GPUs are replayed (``--mig``).
@@ -67,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="off: requests over quota wait; on: they borrow idle devices as the borrowing: "
         "section says (enabled or not), reclaimed for requests within quota; both: compare "
         "[off]",
+    )
+    parser.add_argument(
+        "--reservations",
+        metavar="FILE",
+        help="GPU reservations to replay (CSV: made_hours,start_hours,hours,user,gpus,mig); "
+        "every run is made without and with them, then compared",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -157,22 +164,34 @@ def run(args: argparse.Namespace) -> None:
 
     from ds01.cli import render
     from ds01.sim.engine import simulate
-    from ds01.sim.report import compare_borrowing, summarize, table_rows
-    from ds01.sim.trace import read_trace
+    from ds01.sim.report import compare_borrowing, compare_reservations, summarize, table_rows
+    from ds01.sim.trace import read_reservations, read_trace
 
     limits, inventory, sources, gpus = load_setting(
         Path(args.config_dir) if args.config_dir else None
     )
     jobs = read_trace(Path(args.trace))
+    booked = read_reservations(Path(args.reservations)) if args.reservations else None
     reclaims = [name for name in RECLAIMS if args.reclaim in (name, "all")]
     setups = [mig_setups(gpus, inventory, mode) for mode in MIG_MODES if args.mig in (mode, "both")]
     lent = limits.borrowing.model_copy(update={"enabled": True})
     borrowings = [mode == "on" for mode in BORROWING_MODES if args.borrowing in (mode, "both")]
     results = [
-        simulate(jobs, devices, limits, policy, name, reclaim, dynamic, lent if borrow else None)
+        simulate(
+            jobs,
+            devices,
+            limits,
+            policy,
+            name,
+            reclaim,
+            dynamic,
+            lent if borrow else None,
+            reservations,
+        )
         for devices, dynamic in setups
         for name, policy in policies(limits, args.policy).items()
         for reclaim in reclaims
+        for reservations in ((None, booked) if booked is not None else (None,))
         for borrow in borrowings
     ]
     reports = [summarize(result) for result in results]
@@ -180,6 +199,11 @@ def run(args: argparse.Namespace) -> None:
         (without, compare_borrowing(without, with_))
         for without, with_ in pairwise(results)
         if not without.borrowing and with_.borrowing
+    ]
+    booked_comparisons = [
+        (with_, compare_reservations(_twin_without_reservations(results, with_), with_))
+        for with_ in results
+        if with_.reservations is not None
     ]
     users = len({job.user for job in jobs})
     if args.json:
@@ -195,10 +219,27 @@ def run(args: argparse.Namespace) -> None:
                         "policy": r.policy,
                         "reclaim": r.reclaim,
                         "mig": r.mig,
+                        "reservations": r.reservations is not None,
                         **asdict(c),
                         "utilisation_ratio": c.utilisation_ratio,
                     }
                     for r, c in comparisons
+                ],
+                "reservations": [
+                    {
+                        "policy": r.policy,
+                        "reclaim": r.reclaim,
+                        "mig": r.mig,
+                        "borrowing": r.borrowing,
+                        **asdict(c),
+                        "kept_rate": c.kept_rate,
+                        "refusals": [
+                            {"line": o.asked.line, "reason": o.refusal}
+                            for o in r.reservations or ()
+                            if o.reservation is None
+                        ],
+                    }
+                    for r, c in booked_comparisons
                 ],
             }
         )
@@ -227,12 +268,51 @@ def run(args: argparse.Namespace) -> None:
     for r, c in comparisons:
         ratio = "-" if c.utilisation_ratio is None else f"{c.utilisation_ratio:.2f}x"
         render.echo(
-            f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}: GPU UTIL {c.utilisation_without:.1%} "
+            f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}"
+            f"{' with reservations' if r.reservations is not None else ''}: GPU UTIL "
+            f"{c.utilisation_without:.1%} "
             f"without, {c.utilisation_with:.1%} with ({ratio}); median within-quota wait "
             f"{_h(c.within_quota_median_wait_without)} h without, "
             f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
-            f"{c.reclaimed_jobs} reclaimed ({c.lost_gpu_hours:.1f} GPU-h not computed)."
+            f"{c.reclaimed_jobs} reclaimed ({c.requeued_gpu_hours:.1f} GPU-h of work queued "
+            f"again, {c.lost_gpu_hours:.1f} never computed); without borrowing, "
+            f"{c.borrowable_gpu_hours:.1f} GPU-h stood free while work over quota waited."
         )
+
+
+    _echo_reservations(booked_comparisons)
+
+
+def _twin_without_reservations(
+    results: list[SimulationResult], with_: SimulationResult
+) -> SimulationResult:
+    """The run of ``results`` that differs from ``with_`` only by having no reservations."""
+    return next(
+        r
+        for r in results
+        if r.reservations is None
+        and (r.policy, r.reclaim, r.mig, r.borrowing)
+        == (with_.policy, with_.reclaim, with_.mig, with_.borrowing)
+    )
+
+
+def _echo_reservations(compared: list[tuple[SimulationResult, ReservationComparison]]) -> None:
+    from ds01.cli import render
+
+    for r, c in compared:
+        kept = "-" if c.kept_rate is None else f"{c.kept_rate:.0%}"
+        render.echo(
+            f"Reservations, {r.policy}/{r.reclaim}/{r.mig}"
+            f"{' with borrowing' if r.borrowing else ''}: {c.admitted} admitted, {c.refused} "
+            f"refused; kept {kept} ({c.kept} of {c.started} free at their start); "
+            f"{c.stopped_jobs} jobs stopped ({c.stopped_gpu_hours:.1f} GPU-h of work queued "
+            f"again), {c.delayed_jobs} delayed ({c.delay_hours:.1f} h in all); mean wait "
+            f"{_h(c.mean_wait_without)} h without, {_h(c.mean_wait_with)} h with; GPU UTIL "
+            f"{c.utilisation_without:.1%} without, {c.utilisation_with:.1%} with."
+        )
+    for outcome in compared[0][0].reservations or () if compared else ():
+        if outcome.reservation is None:
+            render.echo(f"  Refused (line {outcome.asked.line}): {outcome.refusal}")
 
 
 def _h(value: float | None) -> str:

@@ -31,9 +31,26 @@ job placed so is *borrowed*. After each pass with a head (a request within quota
 cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
 ``reclaim_grace_minutes`` later (a *reclaim* event; another comes when a borrowed job
-reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once; what it had
-not computed yet is *lost* (``lost_hours``): the trace cannot say when its owner would
-start it again.
+reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once, and what it
+had not computed yet joins the queue again at that instant, as its owner would start it
+again (``container-start`` queues it): it waits, within or above the quota as any request,
+and computes the rest once started (``requeued``, ``requeued_hours``,
+``requeue_wait_hours``); its idle tail comes after its last part. Work still left when
+nothing else can happen is ``lost_hours``.
+
+GPU reservations (``reservations``, :class:`~ds01.sim.trace.TraceReservation`): each is
+asked for at its ``made_hours`` and admitted or refused by
+:func:`ds01.core.reservations.admit` against those admitted before, with its holder's
+limits (``reservations:``); then, as in ds01d, through ``ds01.core.reservations``' pure
+functions: before each pass the requests of holders whose reservation is in force start on
+their reserved devices, on top of their quota (:func:`~ds01.core.reservations.reserved_starts`),
+and the devices :func:`~ds01.core.reservations.blocked_devices` keeps from any waiting
+request (by its expected hold) are left out of the plan and of borrowing; after each
+instant, :func:`~ds01.core.reservations.drain` stops the jobs on a device whose reservation
+has begun and is not their owner's (a running one queues the work it has left again, as
+above); a borrowed job on its owner's reservation in force is never reclaimed
+(:func:`~ds01.core.borrowing.reserved_by_holder`). At a reservation's start the replay
+notes whether its devices were free (*kept*) before the drain.
 
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
@@ -63,10 +80,16 @@ from typing import TYPE_CHECKING
 from ds01.config.borrowing import BorrowingConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.policies import LifecyclePolicy
-from ds01.config.resolve import resolve_limits, resolve_policy
+from ds01.config.resolve import resolve_limits, resolve_policy, resolve_reservation_limits
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
-from ds01.core.borrowing import allocate_borrowing, choose_reclaim, reclaim_steps, stop_due
+from ds01.core.borrowing import (
+    allocate_borrowing,
+    choose_reclaim,
+    reclaim_steps,
+    reserved_by_holder,
+    stop_due,
+)
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
@@ -77,6 +100,16 @@ from ds01.core.mig_on_demand import (
     planned_device,
     with_planned,
 )
+from ds01.core.reservations import (
+    Occupant,
+    ReservationLimits,
+    ReservationRequest,
+    admit,
+    blocked_devices,
+    drain,
+    reserved_starts,
+)
+from ds01.core.reservations import Reservation as GpuReservation
 from ds01.core.scheduler import (
     PendingRequest,
     Plan,
@@ -85,7 +118,7 @@ from ds01.core.scheduler import (
     decayed_usage,
     plan,
 )
-from ds01.errors import NoCapacity, QuotaExceeded
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
 from ds01.model.mig_placement import MigPlacementTable
 from ds01.model.quota import GpuQuota
@@ -96,7 +129,7 @@ from ds01.sim.reclaim import (
     reference_check,
     reference_first_check,
 )
-from ds01.sim.trace import TraceJob
+from ds01.sim.trace import TraceJob, TraceReservation
 
 if TYPE_CHECKING:
     from ds01.sim.names import ReclaimName
@@ -222,9 +255,15 @@ class JobOutcome:
             and the hold after the stop (0 if it never started).
         reclaimed_hours: hours of its idle tail that idle reclaim cut off (0 if it never
             started, or ran to its owner's stop or its runtime limit).
-        borrowed: placed above its user's ``gpu_limit`` (borrowing).
-        lost_hours: hours it would still have computed when its borrowed devices were
-            reclaimed (``busy_hours`` is what it computed).
+        borrowed: placed above its user's ``gpu_limit`` (borrowing), at least once.
+        lost_hours: hours it would still have computed, stopped and never started again
+            (``busy_hours`` is what it computed).
+        requeued: how many times it was stopped with work left (a reclaim) and queued again.
+        requeued_hours: the work left at those stops, summed.
+        requeue_wait_hours: how long it waited in the queue again after them.
+        displaced: how many times a reservation stopped it (or took its held devices back).
+        displaced_hours: the work it had left at those stops.
+        end_hours: when its devices were released for the last time, once they were.
     """
 
     id: str
@@ -237,6 +276,12 @@ class JobOutcome:
     reclaimed_hours: float = 0.0
     borrowed: bool = False
     lost_hours: float = 0.0
+    requeued: int = 0
+    requeued_hours: float = 0.0
+    requeue_wait_hours: float = 0.0
+    displaced: int = 0
+    displaced_hours: float = 0.0
+    end_hours: float | None = None
 
     @property
     def started(self) -> bool:
@@ -252,7 +297,29 @@ class JobOutcome:
         """When its devices were released, in trace hours; ``None`` if it never started."""
         if self.start_hours is None:
             return None
+        if self.end_hours is not None:
+            return self.end_hours
         return self.start_hours + self.busy_hours + self.idle_hours
+
+
+@dataclass(frozen=True)
+class ReservationOutcome:
+    """What became of one reservation of the replay.
+
+    Attributes:
+        asked: the line of the reservations file.
+        reservation: what was admitted (``None``: refused).
+        refusal: why it was refused (``ds01 reserve``'s message), else empty.
+        kept: whether its devices were free of others' jobs at its start, before the drain
+            (``None``: refused, or it starts after the replay's last event).
+        displaced: jobs its drain stopped (or whose held devices it took back).
+    """
+
+    asked: TraceReservation
+    reservation: GpuReservation | None = None
+    refusal: str = ""
+    kept: bool | None = None
+    displaced: int = 0
 
 
 @dataclass(frozen=True)
@@ -268,6 +335,10 @@ class SimulationResult:
         mig: ``layout`` (fixed MIG instances) or ``on-demand`` (slices made on demand on
             some GPU).
         borrowing: whether jobs could borrow above their quota.
+        reservations: one per reservation replayed, in the order they were asked for.
+        borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
+            owner's quota and no request within quota waited for devices: what borrowing
+            could have used at most (after any borrowing, what it left unused).
     """
 
     policy: str
@@ -277,6 +348,8 @@ class SimulationResult:
     reclaim: ReclaimName = "ds01"
     mig: str = "layout"
     borrowing: bool = False
+    reservations: tuple[ReservationOutcome, ...] | None = None
+    borrowable_gpu_hours: float = 0.0
 
 
 class _Event(IntEnum):
@@ -288,6 +361,9 @@ class _Event(IntEnum):
     CHECK = 2
     SUBMIT = 3
     RECLAIM = 4
+    RESERVE = 5
+    RESERVATION_START = 6
+    RESERVATION_END = 7
 
 
 @dataclass(frozen=True)
@@ -299,13 +375,19 @@ class _Running:
         busy_until: when it stops computing.
         held_until: when its owner or its runtime limit stops it.
         reference: the reference's idle state (``reference`` reclaim only).
+        reference_at: when the reference checks it next (``reference`` reclaim only).
         next_check: the check already scheduled for it (``ds01`` reclaim), if any.
+
+    A job queued again runs once more under the same key: an event scheduled for an
+    earlier run (a stop at its ``held_until``, a check) is recognised by its time and
+    ignored.
     """
 
     start: float
     busy_until: float
     held_until: float
     reference: ReferenceIdleState | None = None
+    reference_at: float | None = None
     next_check: float | None = None
 
 
@@ -327,8 +409,11 @@ class _Replay:
         reclaim: ReclaimName,
         dynamic: Mapping[str, DynamicGpu],
         borrowing: BorrowingConfig | None = None,
+        reservations: Sequence[TraceReservation] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.config = config
+        self.groups = {job.user: job.group for job in jobs}
         self.borrowing = borrowing if borrowing is not None and borrowing.enabled else None
         self.warned: dict[str, datetime] = {}
         self.policy = policy
@@ -365,6 +450,11 @@ class _Replay:
         self.events: list[tuple[float, _Event, str]] = [
             (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
         ]
+        #: Reservations by event key (``res-<line>``), in the order they are asked for, and
+        #: those admitted.
+        self.asked = {f"res-{r.line}": ReservationOutcome(r) for r in reservations or ()}
+        self.bookings: list[GpuReservation] = []
+        self.events += [(r.asked.made_hours, _Event.RESERVE, k) for k, r in self.asked.items()]
         heapq.heapify(self.events)
         self.pending: dict[str, PendingRequest] = {}
         self.running: dict[str, _Running] = {}
@@ -373,55 +463,85 @@ class _Replay:
         self.usage: dict[str, UsageInterval] = {}
         self.reservation: Reservation | None = None
         self.last_event = 0.0
+        #: Jobs stopped with work left: the hours left, queued again at their release.
+        self.left: dict[str, float] = {}
+        #: Jobs queued again: the hours they compute once started, and since when they wait.
+        self.again: dict[str, tuple[float, float]] = {}
+        #: When each stopped job's devices are released.
+        self.release_at: dict[str, float] = {}
+        #: GPU-equivalents free after the last pass while work over quota waited and nobody
+        #: within quota waited for devices, and that integrated over time (GPU-hours).
+        self.borrowable = Fraction(0)
+        self.borrowable_gpu_hours = 0.0
 
     def run(self) -> None:
         """Take every event in order; after each instant, schedule and check for idleness."""
         while self.events:
             hours = self.events[0][0]
             now = at(hours)
+            self.borrowable_gpu_hours += self.borrowable * (hours - self.last_event)
             while self.events and self.events[0][0] == hours:
                 _, kind, key = heapq.heappop(self.events)
                 self.handle(kind, key, hours, now)
             self.last_event = hours
+            if self.bookings:
+                self.drain(hours, now)
+            self.borrowable = Fraction(0)
             demand = self.schedule(hours, now) if self.pending else False
             if self.reclaim == "ds01":
                 self.check_ds01(hours, demand)
 
     def handle(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
-        """One event of job ``key`` at ``hours``."""
-        job = self.by_id[key]
-        setup = self.setups[job.user]
-        if kind is _Event.SUBMIT:
-            self.pending[key] = PendingRequest(
-                id=key,
-                user=job.user,
-                group=job.group,
-                request=job.request,
-                quota=setup.quota,
-                priority=setup.priority,
-                submitted_at=now,
-                expected_runtime_hours=setup.expected_hold_hours,
-            )
+        """One event of job (or reservation) ``key`` at ``hours``."""
+        if kind >= _Event.RESERVE:
+            self.reservation_event(kind, key, now)
+        elif kind is _Event.SUBMIT:
+            self.submit(key, now)
         elif kind is _Event.STOP:
-            if key in self.running:
+            run = self.running.get(key)
+            if run is not None and run.held_until == hours:
                 self.stop(key, hours)
         elif kind is _Event.CHECK:
             run = self.running.get(key)
-            if run is not None and run.reference is not None:
+            if run is not None and run.reference is not None and run.reference_at == hours:
                 self.check_reference(key, run, run.reference, hours)
         elif kind is _Event.RELEASE:
-            self.release(key, now)
+            self.release(key, hours, now)
         # RECLAIM: nothing but the pass that follows every instant
 
-    def release(self, key: str, now: datetime) -> None:
-        """Job ``key``'s devices are free at ``now`` (nothing if they are already)."""
+    def submit(self, key: str, now: datetime) -> None:
+        """Job ``key`` joins the queue at ``now`` (again, when it was stopped with work left)."""
+        job = self.by_id[key]
+        setup = self.setups[job.user]
+        self.pending[key] = PendingRequest(
+            id=key,
+            user=job.user,
+            group=job.group,
+            request=job.request,
+            quota=setup.quota,
+            priority=setup.priority,
+            submitted_at=now,
+            expected_runtime_hours=setup.expected_hold_hours,
+        )
+
+    def release(self, key: str, hours: float, now: datetime) -> None:
+        """Job ``key``'s devices are free at ``now`` (nothing if they are already); one
+        stopped with work left joins the queue again."""
         holder = next((h for h in self.state.holdings if h.container == key), None)
         if holder is None:
             return
         self.state = self.state.without(key)
         del self.expected_ends[key]
-        self.usage[key] = replace(self.usage[key], end=now)
+        self.release_at.pop(key, None)
+        # The fair share keeps every part: the part that ends is kept under its own name.
+        ended = replace(self.usage.pop(key), end=now)
+        self.usage[f"{key}@{len(self.usage)}"] = ended
+        self.outcomes[key] = replace(self.outcomes[key], end_hours=hours)
         self.destroy(holder.devices)
+        left = self.left.pop(key, None)
+        if left is not None:
+            self.again[key] = (left, hours)
+            self.submit(key, now)
 
     def schedule(self, hours: float, now: datetime) -> bool:
         """One scheduling pass; start what it places. Whether requests wait for devices."""
@@ -433,7 +553,9 @@ class _Replay:
             for request in self.pending.values()
         ]
         totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
-        inventory = self.inventory
+        if self.bookings:
+            waiting = self.start_reserved(waiting, hours, now)
+        inventory = self.open_to(waiting, now)
         if self.dynamic:
             held = self.state.held()
             creates = plan_what_fits(
@@ -456,6 +578,11 @@ class _Replay:
         if self.borrowing is not None:
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
+        if not decision.waiting_for_devices and any(
+            e.status == "quota" and e.request.id in self.pending for e in decision.ranked
+        ):
+            free = free_devices(self.open_to(list(self.pending.values()), now), self.state)
+            self.borrowable = sum((d.gpu_equivalents for d in free), Fraction(0))
         return decision.waiting_for_devices
 
     # -- borrowing ----------------------------------------------------------------------------
@@ -474,7 +601,8 @@ class _Replay:
                 continue
             try:
                 placed = allocate_borrowing(
-                    request.request, request.user, request.quota, self.inventory, self.state,
+                    request.request, request.user, request.quota,
+                    self.open_to([request], now), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
                     within_quota_waiting=False,
                 )  # fmt: skip
@@ -498,7 +626,7 @@ class _Replay:
         choice = choose_reclaim(
             head, self.inventory, self.state, now, policy,
             {h.container: started.get(h.container) for h in self.state.holdings},
-            reclaiming=self.warned,
+            is_reserved=reserved_by_holder(self.bookings, now), reclaiming=self.warned,
         )  # fmt: skip
         steps = reclaim_steps(choice, self.warned, now, policy)
         for key in steps.cancel:
@@ -511,23 +639,110 @@ class _Replay:
             self.take(key, hours)
 
     def take(self, key: str, hours: float) -> None:
-        """Stop borrowed job ``key`` at ``hours`` and free its devices at once."""
+        """Stop job ``key`` at ``hours`` and free its devices at once; the work it has left
+        joins the queue again at the release."""
         run = self.running.pop(key, None)
+        outcome = self.outcomes[key]
         if run is not None:
-            computed = min(hours, run.busy_until) - run.start
-            outcome = self.outcomes[key]
+            left = run.busy_until - min(hours, run.busy_until)
             self.outcomes[key] = replace(
                 outcome,
-                busy_hours=computed,
-                lost_hours=outcome.busy_hours - computed,
-                idle_hours=max(0.0, hours - run.busy_until),
+                busy_hours=outcome.busy_hours - left,
+                lost_hours=outcome.lost_hours + left,
+                idle_hours=outcome.idle_hours + max(0.0, hours - run.busy_until),
             )
+            if left > 0:
+                self.left[key] = left
         else:  # stopped, in its hold: the hold ends now
-            outcome = self.outcomes[key]
-            release = outcome.release_hours or hours
+            release = self.release_at.get(key, hours)
             self.outcomes[key] = replace(outcome, idle_hours=outcome.idle_hours - (release - hours))
         # A release at this very instant: the pass that follows it places the waiting request.
         heapq.heappush(self.events, (hours, _Event.RELEASE, key))
+
+    # -- GPU reservations ---------------------------------------------------------------------
+
+    def reservation_event(self, kind: _Event, key: str, now: datetime) -> None:
+        """A reservation is asked for (admitted or refused), starts (kept or not), or ends
+        (nothing but the pass that follows)."""
+        outcome = self.asked[key]
+        if kind is _Event.RESERVE:
+            self.asked[key] = self.admit(key, outcome, now)
+        elif kind is _Event.RESERVATION_START and outcome.reservation is not None:
+            booked = outcome.reservation
+            in_way = [
+                h for h in self.state.holdings
+                if not booked.is_for(h.user) and set(h.devices) & set(booked.devices)
+            ]  # fmt: skip
+            self.asked[key] = replace(outcome, kept=not in_way)
+
+    def admit(self, key: str, outcome: ReservationOutcome, now: datetime) -> ReservationOutcome:
+        """``ds01 reserve`` at ``now``: the reservation admitted, or why not."""
+        asked = outcome.asked
+        request = ReservationRequest(
+            asked.holder, at(asked.start_hours), at(asked.start_hours + asked.hours),
+            asked.whole_gpus, asked.mig_profile,
+        )  # fmt: skip
+        limits = ReservationLimits()
+        if asked.holder is not None:
+            group = self.groups.get(asked.holder)
+            unix_groups = [] if group is None else [self.config.unix_group_of(group)
+                                                   if group in self.config.groups else group]
+            resolved = resolve_reservation_limits(self.config, asked.holder, unix_groups)
+            limits = ReservationLimits.of(resolved.to_dict())
+        try:
+            made = admit(request, self.bookings, self.inventory, limits, now, new_id=key)
+        except (InvalidInput, NoCapacity, NotFound, QuotaExceeded) as refused:
+            return replace(outcome, refusal=refused.message)
+        self.bookings.append(made)
+        heapq.heappush(self.events, (asked.start_hours, _Event.RESERVATION_START, key))
+        heapq.heappush(
+            self.events, (asked.start_hours + asked.hours, _Event.RESERVATION_END, key)
+        )
+        return replace(outcome, reservation=made)
+
+    def start_reserved(
+        self, waiting: list[PendingRequest], hours: float, now: datetime
+    ) -> list[PendingRequest]:
+        """Start the waiting requests that fit on their owners' reservations in force;
+        the requests still waiting."""
+        starts = reserved_starts(waiting, self.bookings, self.inventory, self.state, now)
+        for request, placement in starts:
+            self.start(request, placement, hours, now)
+        started = {request.id for request, _ in starts}
+        return [r for r in waiting if r.id not in started]
+
+    def open_to(self, waiting: Sequence[PendingRequest], now: datetime) -> Inventory:
+        """The inventory without the devices reservations keep from any of ``waiting``
+        (each expected to hold its devices for ``expected_runtime_hours``)."""
+        blocked: set[str] = set()
+        for request in waiting if self.bookings else ():
+            hold = request.expected_runtime_hours
+            ends_by = None if hold is None else now + timedelta(hours=hold)
+            blocked |= blocked_devices(self.bookings, request.user, now, ends_by)
+        if not blocked:
+            return self.inventory
+        return replace(self.inventory, reserved=self.inventory.reserved | blocked)
+
+    def drain(self, hours: float, now: datetime) -> None:
+        """Stop the jobs on devices of reservations in force that are not their owners'."""
+        occupants = [
+            Occupant(h.container, h.user, h.devices, h.container in self.running)
+            for h in self.state.holdings
+            if h.devices
+        ]
+        _, stops = drain(self.bookings, occupants, now, timedelta(0))
+        for stop in stops:
+            key = stop.container
+            run = self.running.get(key)
+            left = 0.0 if run is None else run.busy_until - min(hours, run.busy_until)
+            outcome = self.outcomes[key]
+            self.outcomes[key] = replace(
+                outcome, displaced=outcome.displaced + 1,
+                displaced_hours=outcome.displaced_hours + left,
+            )  # fmt: skip
+            self.take(key, hours)
+            asked = self.asked[stop.reservation.id]
+            self.asked[stop.reservation.id] = replace(asked, displaced=asked.displaced + 1)
 
     # -- MIG on demand ------------------------------------------------------------------------
 
@@ -589,17 +804,31 @@ class _Replay:
         key = request.id
         job, setup = self.by_id[key], self.setups[request.user]
         del self.pending[key]
+        outcome = self.outcomes[key]
         busy = setup.busy_hours(job)
+        if key in self.again:  # the rest of a job stopped with work left
+            busy, since = self.again.pop(key)
+            outcome = replace(
+                outcome,
+                busy_hours=outcome.busy_hours + busy,
+                lost_hours=outcome.lost_hours - busy,
+                requeued=outcome.requeued + 1,
+                requeued_hours=outcome.requeued_hours + busy,
+                requeue_wait_hours=outcome.requeue_wait_hours + hours - since,
+                borrowed=outcome.borrowed or borrowed,
+            )
+        else:
+            outcome = replace(
+                outcome,
+                start_hours=hours,
+                gpu_equivalents=placement.gpu_equivalents,
+                borrowed=borrowed,
+            )
+        self.outcomes[key] = outcome
         run = _Running(
             start=hours,
             busy_until=hours + busy,
             held_until=hours + busy + setup.held_tail_hours(job),
-        )
-        self.outcomes[key] = replace(
-            self.outcomes[key],
-            start_hours=hours,
-            gpu_equivalents=placement.gpu_equivalents,
-            borrowed=borrowed,
         )
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
@@ -609,8 +838,9 @@ class _Replay:
         self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
         heapq.heappush(self.events, (run.held_until, _Event.STOP, key))
         if self.reclaim == "reference":
-            run = replace(run, reference=ReferenceIdleState(last_activity_hours=hours))
             first = reference_first_check(hours)
+            idle = ReferenceIdleState(last_activity_hours=hours)
+            run = replace(run, reference=idle, reference_at=first)
             if first < run.held_until:
                 heapq.heappush(self.events, (first, _Event.CHECK, key))
         self.running[key] = run
@@ -618,12 +848,14 @@ class _Replay:
     def stop(self, key: str, hours: float) -> None:
         """Stop running job ``key`` at ``hours``; its devices are released after the hold."""
         run, setup = self.running.pop(key), self.setups[self.by_id[key].user]
+        outcome = self.outcomes[key]
         self.outcomes[key] = replace(
-            self.outcomes[key],
-            idle_hours=hours - run.busy_until + setup.hold_hours,
-            reclaimed_hours=run.held_until - hours,
+            outcome,
+            idle_hours=outcome.idle_hours + hours - run.busy_until + setup.hold_hours,
+            reclaimed_hours=outcome.reclaimed_hours + run.held_until - hours,
         )
         self.expected_ends[key] = at(hours + setup.hold_hours)
+        self.release_at[key] = hours + setup.hold_hours
         heapq.heappush(self.events, (hours + setup.hold_hours, _Event.RELEASE, key))
 
     def check_reference(
@@ -637,8 +869,8 @@ class _Replay:
         if stops:
             self.stop(key, hours)
             return
-        self.running[key] = replace(run, reference=checked)
         following = hours + REFERENCE_CHECK_PERIOD_HOURS
+        self.running[key] = replace(run, reference=checked, reference_at=following)
         if following < run.held_until:
             heapq.heappush(self.events, (following, _Event.CHECK, key))
 
@@ -665,16 +897,20 @@ def simulate(
     reclaim: ReclaimName = "ds01",
     dynamic: Mapping[str, DynamicGpu] | None = None,
     borrowing: BorrowingConfig | None = None,
+    reservations: Sequence[TraceReservation] | None = None,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
     ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
     (their instances in ``inventory`` are the baseline's, or none). ``borrowing``: the
     policy under which jobs over quota borrow idle devices (``None`` or not ``enabled``:
-    no borrowing).
+    no borrowing). ``reservations``: GPU reservations asked for during the replay
+    (``None``: none, and the result has no reservations).
 
     Deterministic: the same inputs give the same result.
     """
-    replay = _Replay(jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing)
+    replay = _Replay(
+        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations
+    )
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -684,6 +920,8 @@ def simulate(
         reclaim=reclaim,
         mig="on-demand" if dynamic else "layout",
         borrowing=replay.borrowing is not None,
+        reservations=None if reservations is None else tuple(replay.asked.values()),
+        borrowable_gpu_hours=replay.borrowable_gpu_hours,
     )
 
 
@@ -691,6 +929,7 @@ __all__ = [
     "EPOCH",
     "DynamicGpu",
     "JobOutcome",
+    "ReservationOutcome",
     "SimulationResult",
     "UserSetup",
     "at",

@@ -14,17 +14,28 @@ request counts for; a job's *busy time* ``b`` is how long it computes):
 - **reclaimed GPU-hours**: GPU-equivalent-hours of idle tails that idle reclaim cut off
   (what the owners would otherwise have held idle until they stopped their containers).
 - **service share** of a user: ``sum(G * b) / sum(G * (w + b))`` over their jobs, ``w``
-  being the wait (for a job that never started: until the end of the span, with nothing
-  served). 1 when none of their jobs waited; 0.5 when their jobs waited, in total, as long
-  as they computed. A user whose jobs all have no busy time and no wait has share 1.
+  being the wait, waits in the queue again after a reclaim included (for a job that never
+  started: until the end of the span, with nothing served). 1 when none of their jobs
+  waited; 0.5 when their jobs waited, in total, as long as they computed. A user whose
+  jobs all have no busy time and no wait has share 1.
 - **Jain's fairness index** over users' service shares ``x``: ``(sum x)^2 / (n * sum x^2)``;
   1 when every user got the same share, down to ``1/n`` when one user got everything.
-- **borrowed jobs**: jobs placed above their user's ``gpu_limit``; **lost GPU-hours**: the
-  GPU-equivalent-hours reclaimed borrowed jobs would still have computed.
+- **borrowed jobs**: jobs placed above their user's ``gpu_limit``; **re-queued GPU-hours**:
+  the GPU-equivalent-hours of work that jobs stopped with work left (reclaimed) had left
+  and computed after waiting in the queue again; **lost GPU-hours**: work never computed
+  (stopped and never started again).
 
 :func:`compare_borrowing` sets a replay with borrowing against the same replay without:
 utilisation of both, and the median wait of the *within-quota* jobs (those that did not
 borrow in the replay with borrowing) in both, the same jobs on both sides.
+
+:func:`compare_reservations` sets a replay with GPU reservations against the same replay
+without: how many were admitted and refused, the **kept rate** (the share of the admitted
+reservations that began within the replay whose devices were free of others' jobs at their
+start, before the drain), and the **displaced work**: jobs the drains stopped (and the
+GPU-hours of work they had left, queued again), and jobs *delayed*: started later than
+without reservations (by more than a minute), with the hours of delay summed; the mean
+wait and utilisation of both replays.
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ def service_share(outcomes: Iterable[JobOutcome], end_hours: float) -> float:
             demanded += size * (max(0.0, end_hours - outcome.job.submit_hours) + outcome.busy_hours)
             continue
         served += size * outcome.busy_hours
-        demanded += size * (wait + outcome.busy_hours)
+        demanded += size * (wait + outcome.requeue_wait_hours + outcome.busy_hours)
     return served / demanded if demanded > 0 else 1.0
 
 
@@ -89,6 +100,7 @@ class Metrics:
     jain_index: float | None
     borrowed_jobs: int = 0
     lost_gpu_hours: float = 0.0
+    requeued_gpu_hours: float = 0.0
 
 
 def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours: float) -> Metrics:
@@ -111,6 +123,7 @@ def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours
         jain_index=jain_index(shares),
         borrowed_jobs=sum(1 for o in outcomes if o.borrowed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in outcomes),
+        requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in outcomes),
     )
 
 
@@ -134,6 +147,7 @@ class PolicyReport:
     reclaim: str = "ds01"
     mig: str = "layout"
     borrowing: bool = False
+    reservations: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +155,7 @@ class PolicyReport:
             "reclaim": self.reclaim,
             "mig": self.mig,
             "borrowing": self.borrowing,
+            "reservations": self.reservations,
             "span_hours": self.span_hours,
             "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
             "groups": {name: asdict(m) for name, m in self.groups.items()},
@@ -162,8 +177,9 @@ def summarize(result: SimulationResult) -> PolicyReport:
     }
     groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
     return PolicyReport(
-        result.policy, span, capacity, groups, result.reclaim, result.mig, result.borrowing
-    )
+        result.policy, span, capacity, groups, result.reclaim, result.mig, result.borrowing,
+        result.reservations is not None,
+    )  # fmt: skip
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -179,7 +195,11 @@ class BorrowingComparison:
         within_quota_median_wait_without, within_quota_median_wait_with: median wait (hours,
             nearest rank) of the jobs that did not borrow, over those that started in both.
         borrowed_jobs: jobs that borrowed; reclaimed_jobs: those of them reclaimed.
-        lost_gpu_hours: what the reclaimed ones would still have computed.
+        requeued_gpu_hours: the work the reclaimed ones had left, queued again.
+        lost_gpu_hours: work of the reclaimed ones never computed.
+        borrowable_gpu_hours: in the replay without borrowing, the GPU-hours free while
+            work over quota waited and nothing within quota did: the most borrowing could
+            have used.
     """
 
     utilisation_without: float
@@ -188,7 +208,9 @@ class BorrowingComparison:
     within_quota_median_wait_with: float | None
     borrowed_jobs: int
     reclaimed_jobs: int
+    requeued_gpu_hours: float
     lost_gpu_hours: float
+    borrowable_gpu_hours: float = 0.0
 
     @property
     def utilisation_ratio(self) -> float | None:
@@ -205,7 +227,7 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         for plain, borrowing in zip(without.outcomes, with_.outcomes, strict=True)
         if not borrowing.borrowed and plain.started and borrowing.started
     ]
-    reclaimed = [o for o in with_.outcomes if o.borrowed and o.lost_hours > 0]
+    reclaimed = [o for o in with_.outcomes if o.borrowed and o.requeued_hours + o.lost_hours > 0]
     return BorrowingComparison(
         utilisation_without=summarize(without).groups[ALL_GROUPS].utilisation,
         utilisation_with=summarize(with_).groups[ALL_GROUPS].utilisation,
@@ -213,7 +235,84 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         within_quota_median_wait_with=_median([b.wait_hours or 0.0 for _, b in within]),
         borrowed_jobs=sum(1 for o in with_.outcomes if o.borrowed),
         reclaimed_jobs=len(reclaimed),
+        requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in reclaimed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
+        borrowable_gpu_hours=without.borrowable_gpu_hours,
+    )
+
+
+#: A start later than this (hours) without reservations than with counts as delayed.
+DELAY_TOLERANCE_HOURS = 1 / 60
+
+
+@dataclass(frozen=True)
+class ReservationComparison:
+    """A replay with GPU reservations against the same replay without (module docstring).
+
+    Attributes:
+        admitted, refused: reservations admitted and refused.
+        started: admitted reservations whose start the replay reached.
+        kept: of those, the ones whose devices were free at their start.
+        stopped_jobs: jobs a drain stopped; stopped_gpu_hours: the work they had left.
+        delayed_jobs: jobs started later than without reservations; delay_hours: by how
+            much, summed.
+        mean_wait_without, mean_wait_with: mean wait of all jobs that started.
+        utilisation_without, utilisation_with: GPU UTIL of all jobs.
+    """
+
+    admitted: int
+    refused: int
+    started: int
+    kept: int
+    stopped_jobs: int
+    stopped_gpu_hours: float
+    delayed_jobs: int
+    delay_hours: float
+    mean_wait_without: float | None
+    mean_wait_with: float | None
+    utilisation_without: float
+    utilisation_with: float
+
+    @property
+    def kept_rate(self) -> float | None:
+        """kept / started; ``None`` when no reservation started."""
+        return self.kept / self.started if self.started else None
+
+
+def compare_reservations(
+    without: SimulationResult, with_: SimulationResult
+) -> ReservationComparison:
+    """``with_`` (reservations) against ``without`` (module docstring); both replay one
+    trace."""
+    asked = with_.reservations or ()
+    started = [r for r in asked if r.kept is not None]
+    pairs = [
+        (plain, booked)
+        for plain, booked in zip(without.outcomes, with_.outcomes, strict=True)
+        if plain.start_hours is not None and booked.start_hours is not None
+    ]
+    delays = [
+        b.start_hours - p.start_hours
+        for p, b in pairs
+        if b.start_hours is not None
+        and p.start_hours is not None
+        and b.start_hours - p.start_hours > DELAY_TOLERANCE_HOURS
+    ]
+    plain, booked = summarize(without).groups[ALL_GROUPS], summarize(with_).groups[ALL_GROUPS]
+    stopped = [o for o in with_.outcomes if o.displaced]
+    return ReservationComparison(
+        admitted=sum(1 for r in asked if r.reservation is not None),
+        refused=sum(1 for r in asked if r.reservation is None),
+        started=len(started),
+        kept=sum(1 for r in started if r.kept),
+        stopped_jobs=len(stopped),
+        stopped_gpu_hours=sum(float(o.gpu_equivalents) * o.displaced_hours for o in stopped),
+        delayed_jobs=len(delays),
+        delay_hours=sum(delays),
+        mean_wait_without=plain.mean_wait_hours,
+        mean_wait_with=booked.mean_wait_hours,
+        utilisation_without=plain.utilisation,
+        utilisation_with=booked.utilisation,
     )
 
 
@@ -238,13 +337,17 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
         "JAIN",
     ]
     borrowing = any(report.borrowing for report in reports)
+    reserving = any(report.reservations for report in reports)
     if borrowing:
         headers[3:3] = ["BORROW", "BORROWED"]
+    if reserving:
+        headers[3:3] = ["RESERVATIONS"]
     rows = [
         [
             report.policy,
             report.reclaim,
             report.mig,
+            *(["on" if report.reservations else "off"] if reserving else []),
             *(["on" if report.borrowing else "off", str(m.borrowed_jobs)] if borrowing else []),
             name,
             str(m.jobs),
@@ -267,7 +370,9 @@ __all__ = [
     "BorrowingComparison",
     "Metrics",
     "PolicyReport",
+    "ReservationComparison",
     "compare_borrowing",
+    "compare_reservations",
     "jain_index",
     "metrics",
     "nearest_rank_percentile",

@@ -17,6 +17,18 @@ Columns (header required, any order)::
 
 Blank lines and lines starting with ``#`` are skipped; a quoted field may not span lines.
 Every problem is reported as ``InvalidInput`` naming the file and line.
+
+GPU reservations to replay with a trace (``ds01 simulate --reservations FILE``) are a CSV
+file of the same kind, one reservation a line::
+
+    made_hours,start_hours,hours,user,gpus,mig
+    9,38,3,prof1,2,
+    42,54,2,,1,
+
+- ``made_hours``: when it is asked for (``ds01 reserve``), in trace hours (>= 0);
+- ``start_hours``, ``hours``: its window (``hours`` > 0);
+- ``user``: its holder, empty for an admin's maintenance window (for nobody);
+- ``gpus`` or ``mig``: whole GPUs, or one MIG instance of a profile.
 """
 
 from __future__ import annotations
@@ -24,12 +36,14 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ds01.core.allocation import GpuRequest
 from ds01.errors import InvalidInput
 
+RESERVATION_COLUMNS = ("made_hours", "start_hours", "hours", "user", "gpus", "mig")
 TRACE_COLUMNS = (
     "submit_hours",
     "user",
@@ -64,6 +78,21 @@ class TraceJob:
     request: GpuRequest
     duration_hours: float
     idle_tail_hours: float
+
+
+@dataclass(frozen=True)
+class TraceReservation:
+    """One reservation to replay: asked for at ``made_hours`` by (and for) ``holder``
+    (``None``: maintenance), ``whole_gpus`` GPUs or one ``mig_profile`` instance over
+    ``[start_hours, start_hours + hours)``."""
+
+    line: int
+    made_hours: float
+    start_hours: float
+    hours: float
+    holder: str | None
+    whole_gpus: int = 0
+    mig_profile: str | None = None
 
 
 class _LineError(ValueError):
@@ -102,10 +131,12 @@ def _request(row: dict[str, str]) -> GpuRequest:
     return request
 
 
-def _header(fields: list[str], source: str, line: int) -> list[str]:
+def _header(
+    fields: list[str], source: str, line: int, expected: tuple[str, ...] = TRACE_COLUMNS
+) -> list[str]:
     columns = [f.strip() for f in fields]
-    unknown = [c for c in columns if c not in TRACE_COLUMNS]
-    missing = [c for c in TRACE_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in expected]
+    missing = [c for c in expected if c not in columns]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     problems = [
         *(f"unknown column {c!r}" for c in unknown),
@@ -114,10 +145,35 @@ def _header(fields: list[str], source: str, line: int) -> list[str]:
     ]
     if problems:
         raise InvalidInput(
-            f"{source}:{line}: {'; '.join(problems)} (expected: {','.join(TRACE_COLUMNS)})",
+            f"{source}:{line}: {'; '.join(problems)} (expected: {','.join(expected)})",
             details={"file": source, "line": line},
         )
     return columns
+
+
+def _rows(
+    text: str, source: str, expected: tuple[str, ...], what: str = "trace"
+) -> Iterator[tuple[int, Callable[[], dict[str, str]]]]:
+    """(line number, a function giving the row by column) for each line after the header;
+    the function raises ``_LineError`` for a wrong number of fields."""
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise InvalidInput(f"{source}: the {what} is empty (no header, no line)")
+    (header_line, header_text), *rows = lines
+    columns = _header(next(csv.reader([header_text])), source, header_line, expected)
+    for number, line in rows:
+        fields = next(csv.reader([line]))
+
+        def row(fields: list[str] = fields) -> dict[str, str]:
+            if len(fields) != len(columns):
+                raise _LineError(f"expected {len(columns)} fields, found {len(fields)}")
+            return dict(zip(columns, fields, strict=True))
+
+        yield number, row
 
 
 def parse_trace(text: str, source: str) -> tuple[TraceJob, ...]:
@@ -129,23 +185,11 @@ def parse_trace(text: str, source: str) -> tuple[TraceJob, ...]:
         InvalidInput: a missing or unknown column, a bad value, a user listed under two
             groups, or no job at all; the message starts with ``source:line:``.
     """
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not lines:
-        raise InvalidInput(f"{source}: the trace is empty (no header, no job)")
-    (header_line, header_text), *rows = lines
-    columns = _header(next(csv.reader([header_text])), source, header_line)
     jobs: list[TraceJob] = []
     group_of: dict[str, tuple[str, int]] = {}
-    for number, line in rows:
-        fields = next(csv.reader([line]))
+    for number, read_row in _rows(text, source, TRACE_COLUMNS):
         try:
-            if len(fields) != len(columns):
-                raise _LineError(f"expected {len(columns)} fields, found {len(fields)}")
-            row = dict(zip(columns, fields, strict=True))
+            row = read_row()
             job = TraceJob(
                 line=number,
                 submit_hours=_non_negative_hours(row, "submit_hours"),
@@ -171,18 +215,75 @@ def parse_trace(text: str, source: str) -> tuple[TraceJob, ...]:
     return tuple(sorted(jobs, key=lambda job: (job.submit_hours, job.line)))
 
 
+def _reservation(number: int, row: dict[str, str]) -> TraceReservation:
+    request = _request(row)
+    if request.whole_gpus and request.mig_profiles:
+        raise _LineError("a reservation is for whole GPUs or one MIG instance, not both")
+    hours = _non_negative_hours(row, "hours")
+    if hours <= 0:
+        raise _LineError(f"hours must be more than 0, got {row['hours'].strip()!r}")
+    holder = row["user"].strip()
+    return TraceReservation(
+        line=number,
+        made_hours=_non_negative_hours(row, "made_hours"),
+        start_hours=_non_negative_hours(row, "start_hours"),
+        hours=hours,
+        holder=_name(row, "user") if holder else None,
+        whole_gpus=request.whole_gpus,
+        mig_profile=request.mig_profiles[0] if request.mig_profiles else None,
+    )
+
+
+def parse_reservations(text: str, source: str) -> tuple[TraceReservation, ...]:
+    """The reservations of a file (module docstring), in the order they are asked for
+    (file order among equal times).
+
+    Raises:
+        InvalidInput: a missing or unknown column or a bad value; the message starts with
+            ``source:line:``.
+    """
+    made: list[TraceReservation] = []
+    for number, read_row in _rows(text, source, RESERVATION_COLUMNS, "reservations file"):
+        try:
+            made.append(_reservation(number, read_row()))
+        except _LineError as problem:
+            raise InvalidInput(
+                f"{source}:{number}: {problem}", details={"file": source, "line": number}
+            ) from None
+    return tuple(sorted(made, key=lambda r: (r.made_hours, r.line)))
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidInput(f"{path}: cannot read the {what}: {reason or exc}") from None
+
+
 def read_trace(path: Path) -> tuple[TraceJob, ...]:
     """:func:`parse_trace` of the file at ``path``.
 
     Raises:
         InvalidInput: the file cannot be read, is not UTF-8, or is not a valid trace.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise InvalidInput(f"{path}: cannot read the trace: {reason or exc}") from None
-    return parse_trace(text, str(path))
+    return parse_trace(_read(path, "trace"), str(path))
 
 
-__all__ = ["MAX_WHOLE_GPUS", "TRACE_COLUMNS", "TraceJob", "parse_trace", "read_trace"]
+def read_reservations(path: Path) -> tuple[TraceReservation, ...]:
+    """:func:`parse_reservations` of the file at ``path`` (``InvalidInput`` as there, or
+    when it cannot be read)."""
+    return parse_reservations(_read(path, "reservations"), str(path))
+
+
+__all__ = [
+    "MAX_WHOLE_GPUS",
+    "RESERVATION_COLUMNS",
+    "TRACE_COLUMNS",
+    "TraceJob",
+    "TraceReservation",
+    "parse_reservations",
+    "parse_trace",
+    "read_reservations",
+    "read_trace",
+]

@@ -1,0 +1,241 @@
+"""ds01d's reclaim pass and reservation drain over a real state store and the simulated
+backend: a borrowed container on its owner's reservation is never reclaimed, and the
+warnings both give are kept in the store, so that a restarted ds01d (new collaborators over
+the same store) neither warns again nor starts a grace again. Docker is not asked: the
+containers are given as records, stopped ones (a stopped borrowed container needs no start
+time). The usage ledger marks borrowed holdings."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from ds01.config.loader import Ds01Config
+from ds01.core.allocation import GpuRequest
+from ds01.core.reservations import Reservation
+from ds01.core.scheduler import PendingRequest
+from ds01.daemon.context import DaemonDependencies
+from ds01.daemon.paths import DaemonPaths
+from ds01.daemon.reclaim import BorrowReclaim
+from ds01.daemon.reservations import ReservationWatch
+from ds01.daemon.service import Ds01Service
+from ds01.events.log import EventLog
+from ds01.gpu.simulated import SimulatedBackend
+from ds01.model import labels as L
+from ds01.model.quota import GpuQuota
+from ds01.runtime.docker import ContainerRecord, EngineInfo
+from ds01.runtime.store import ReservationRecord, StateStore, UsageRecord
+
+GPU_CONFIG = """\
+backend: simulated
+simulated:
+  gpus:
+    - {model: NVIDIA A100-SXM4-40GB}
+    - {model: NVIDIA A100-SXM4-40GB}
+"""
+LIMITS = """\
+defaults: {gpu_limit: 1, max_containers: 5}
+borrowing:
+  enabled: true
+  max_borrowed_gpus: 1
+  min_runtime_minutes: 30
+  reclaim_grace_minutes: 5
+reservations: {warning_minutes: 10}
+"""
+NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
+
+
+class NoDocker:
+    def engine_info(self) -> EngineInfo:
+        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Docker was asked: runtime.{name}")
+
+
+def service(tmp_path: Path) -> Ds01Service:
+    """A ds01d service over the state in ``tmp_path``: a second call is a restart."""
+    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
+    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
+        directory.mkdir(exist_ok=True)
+    (paths.config_dir / "gpu-config.yaml").write_text(GPU_CONFIG)
+    (paths.config_dir / "resource-limits.yaml").write_text(LIMITS)
+
+    def backend(config: Ds01Config) -> SimulatedBackend:
+        return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
+
+    return Ds01Service(
+        DaemonDependencies(
+            paths,
+            NoDocker(),  # type: ignore[arg-type]
+            StateStore(paths.state_db),
+            EventLog(paths.events_file),
+            backend_factory=backend,
+        )
+    )
+
+
+def record(name: str, uid: int, user: str, device: str, *, borrowed: bool) -> ContainerRecord:
+    labels = {
+        L.MANAGED: "true",
+        L.USER: user,
+        L.UID: str(uid),
+        L.NAME: name,
+        L.GPUS: device,
+        L.GPU_EQUIVALENTS: "1",
+    }
+    return ContainerRecord.from_summary(
+        {
+            "Id": name.ljust(64, "0"),
+            "Names": [f"/{name}._.{uid}"],
+            "State": "exited",
+            "Labels": labels | ({L.BORROWED: "true"} if borrowed else {}),
+        }
+    )
+
+
+def head() -> PendingRequest:
+    """carol's request within quota, waiting for a GPU."""
+    return PendingRequest(
+        id="q1",
+        user="carol",
+        group="lab",
+        request=GpuRequest(whole_gpus=1),
+        quota=GpuQuota(gpu_limit=Fraction(1)),
+        priority=50,
+        submitted_at=NOW,
+    )
+
+
+def actions(svc: Ds01Service) -> list[str]:
+    lines = svc.paths.events_file.read_text().splitlines()
+    return [json.loads(line)["action"] for line in lines]
+
+
+def reserve(svc: Ds01Service, holder: str, device: str, start: datetime) -> Reservation:
+    reservation = Reservation(
+        id="r1",
+        holder=holder,
+        devices=(device,),
+        start=start,
+        end=start + timedelta(hours=2),
+        gpu_equivalents=Fraction(1),
+    )
+    svc.store.add_reservation(ReservationRecord.of(reservation, NOW.isoformat(), "upcoming"))
+    return reservation
+
+
+def full_server(svc: Ds01Service) -> list[ContainerRecord]:
+    """alice within quota on GPU 0 and borrowing GPU 1: every GPU is taken."""
+    gpu0, gpu1 = (d.uuid for d in svc.backend.inventory().devices)
+    return [
+        record("mine", 1000, "alice", gpu0, borrowed=False),
+        record("extra", 1000, "alice", gpu1, borrowed=True),
+    ]
+
+
+def reclaim(svc: Ds01Service, records: list[ContainerRecord], now: datetime) -> bool:
+    stopper = BorrowReclaim(svc, lambda r, why: None)
+    return stopper.run(head(), svc.backend.inventory(), records, now)
+
+
+def test_a_borrowed_container_on_its_owners_reservation_in_force_is_not_reclaimed(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    records = full_server(svc)
+    gpu1 = records[1].gpus[0]
+    reserve(svc, "alice", gpu1, NOW - timedelta(minutes=10))
+    assert not reclaim(svc, records, NOW)
+    assert "container.reclaim_warning" not in actions(svc)
+    assert svc.store.warnings("reclaim") == {}
+
+
+def test_someone_elses_or_a_future_reservation_does_not_protect_a_borrowed_container(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    records = full_server(svc)
+    reserve(svc, "alice", records[1].gpus[0], NOW + timedelta(hours=1))
+    reclaim(svc, records, NOW)
+    assert actions(svc).count("container.reclaim_warning") == 1
+
+
+def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_first(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    records = full_server(svc)
+    assert not reclaim(svc, records, NOW)
+    assert svc.store.warnings("reclaim") == {"extra._.1000": NOW.isoformat()}
+
+    restarted = service(tmp_path)
+    assert not reclaim(restarted, records, NOW + timedelta(minutes=4))
+    assert actions(restarted).count("container.reclaim_warning") == 1
+    assert reclaim(restarted, records, NOW + timedelta(minutes=5))
+    assert actions(restarted)[-1] == "container.reclaim"
+    assert restarted.store.warnings("reclaim") == {}
+    assert "extra".ljust(64, "0") in restarted.store.released()
+
+
+def test_a_warning_of_a_container_gone_is_forgotten(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    records = full_server(svc)
+    reclaim(svc, records, NOW)
+    reclaim(service(tmp_path), records[:1], NOW + timedelta(minutes=1))
+    assert svc.store.warnings("reclaim") == {}
+
+
+def test_a_reservation_warning_survives_a_restart(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    records = full_server(svc)
+    gpu0 = records[0].gpus[0]
+    reserve(svc, "bob", gpu0, NOW + timedelta(minutes=5))
+    running = [replace(records[0], status="running")]
+    told: list[str] = []
+
+    def watch_pass(ds01d: Ds01Service, now: datetime) -> dict[str, list[str]]:
+        watch = ReservationWatch(ds01d, lambda r, why: None, lambda r, t, why: None)
+        return watch.run(running, {1000: "alice"}, now, False, lambda r, o, m: told.append(m))
+
+    assert "warn: reservation r1" in watch_pass(svc, NOW)[running[0].id][0]
+    assert watch_pass(service(tmp_path), NOW + timedelta(minutes=1)) == {}
+    assert len(told) == 1
+    assert actions(svc).count("lifecycle.warn") == 1
+
+
+def test_store_keeps_warnings_per_kind(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.add_warning("reclaim", "a._.1", "2026-12-07T03:00:00+00:00")
+    store.add_warning("reservation", "r1/c1", "2026-12-07T03:01:00+00:00")
+    store.add_warning("reclaim", "a._.1", "2026-12-07T03:02:00+00:00")
+    store.close()
+    reopened = StateStore(tmp_path / "state.db")
+    assert reopened.warnings("reclaim") == {"a._.1": "2026-12-07T03:02:00+00:00"}
+    reopened.forget_warnings("reclaim", ["a._.1", "unknown"])
+    assert reopened.warnings("reclaim") == {}
+    assert reopened.warnings("reservation") == {"r1/c1": "2026-12-07T03:01:00+00:00"}
+
+
+def test_usage_rows_say_whether_borrowed_and_an_older_database_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE usage (container_id TEXT NOT NULL, user TEXT NOT NULL, grp TEXT NOT NULL,"
+        " gpu_equivalents TEXT NOT NULL, start TEXT NOT NULL, end TEXT,"
+        " PRIMARY KEY (container_id, start))"
+    )
+    old.execute("INSERT INTO usage VALUES ('c1', 'alice', 'phd', '1', '2026-12-01', NULL)")
+    old.commit()
+    old.close()
+    store = StateStore(path)
+    store.open_usage(UsageRecord("c2", "alice", "phd", "1", "2026-12-02", borrowed=True))
+    rows = {row.container_id: row.borrowed for row in store.usage()}
+    assert rows == {"c1": False, "c2": True}

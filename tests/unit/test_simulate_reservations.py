@@ -1,0 +1,125 @@
+"""``ds01 simulate --reservations``: GPU reservations replayed with a trace, by hand on one
+GPU (backfill kept out, the holder's job on the reserved device, a drain that queues the
+work left again, a refusal), and the comparison the command prints."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ds01.cli.main import main
+from ds01.config.gpu_config import GpuConfig
+from ds01.config.limits import ResourceLimitsConfig
+from ds01.config.loader import parse_config
+from ds01.config.scheduler import SchedulerConfig
+from ds01.errors import InvalidInput
+from ds01.gpu.simulated import SimulatedBackend
+from ds01.model.device import Inventory
+from ds01.sim.engine import SimulationResult, simulate
+from ds01.sim.report import compare_reservations
+from ds01.sim.trace import RESERVATION_COLUMNS, TRACE_COLUMNS, parse_reservations, parse_trace
+
+# One GPU each, 3-hour runs, no holds, no idle reclaim.
+LIMITS = """\
+defaults:
+  gpu_limit: 1
+  max_containers: 5
+  max_runtime_hours: 3
+  idle_timeout_hours: null
+  gpu_hold_after_stop_minutes: 0
+"""
+
+
+@pytest.fixture
+def one_gpu() -> Inventory:
+    return SimulatedBackend(GpuConfig.model_validate({"simulated": {"gpus": [{}]}})).inventory()
+
+
+def replay(inventory: Inventory, jobs: list[str], booked: list[str] | None) -> SimulationResult:
+    trace = parse_trace("\n".join((",".join(TRACE_COLUMNS), *jobs)) + "\n", "t.csv")
+    reservations = None
+    if booked is not None:
+        text = "\n".join((",".join(RESERVATION_COLUMNS), *booked)) + "\n"
+        reservations = parse_reservations(text, "r.csv")
+    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
+    return simulate(
+        trace, inventory, config, SchedulerConfig(), "fair", "none", None, None, reservations
+    )
+
+
+def test_a_job_that_could_run_into_a_reservation_waits_and_the_holder_gets_the_gpu(
+    one_gpu: Inventory,
+) -> None:
+    # bob books the GPU for [2, 3) at 0. alice's job at 0 may hold it 3 hours (her runtime
+    # limit): it would run into the reservation, so it waits until its end. bob's job at 2
+    # starts there at once.
+    jobs = ["0,alice,lab,1,,1,0", "2,bob,lab,1,,0.5,0"]
+    without = replay(one_gpu, jobs, None)
+    booked = replay(one_gpu, jobs, ["0,2,1,bob,1,"])
+    assert [o.start_hours for o in without.outcomes] == [0.0, 2.0]
+    assert [o.start_hours for o in booked.outcomes] == [3.0, 2.0]
+    [reservation] = booked.reservations or ()
+    assert reservation.kept is True and reservation.displaced == 0
+    compared = compare_reservations(without, booked)
+    assert (compared.admitted, compared.refused, compared.kept_rate) == (1, 0, 1.0)
+    assert (compared.delayed_jobs, compared.delay_hours) == (1, 3.0)
+    assert compared.stopped_jobs == 0
+
+
+def test_a_reservation_made_late_stops_the_job_in_the_way_which_queues_its_rest(
+    one_gpu: Inventory,
+) -> None:
+    # alice runs from 0 for 2 hours; at 0.5 bob books the GPU for [1, 2). At 1 her job is
+    # stopped with 1 hour left, which joins the queue and runs from 2 to 3.
+    booked = replay(one_gpu, ["0,alice,lab,1,,2,0"], ["0.5,1,1,bob,1,"])
+    [alice] = booked.outcomes
+    assert (alice.displaced, alice.displaced_hours, alice.requeued) == (1, 1.0, 1)
+    assert (alice.busy_hours, alice.requeue_wait_hours, alice.release_hours) == (2.0, 1.0, 3.0)
+    [reservation] = booked.reservations or ()
+    assert (reservation.kept, reservation.displaced) == (False, 1)
+    compared = compare_reservations(replay(one_gpu, ["0,alice,lab,1,,2,0"], None), booked)
+    assert (compared.kept_rate, compared.stopped_jobs, compared.stopped_gpu_hours) == (
+        0.0, 1, 1.0,
+    )  # fmt: skip
+
+
+def test_a_conflicting_reservation_is_refused_with_the_next_free_slot(one_gpu: Inventory) -> None:
+    booked = replay(one_gpu, ["0,alice,lab,1,,1,0"], ["0,2,2,bob,1,", "1,3,1,carol,1,"])
+    first, second = booked.reservations or ()
+    assert first.reservation is not None and second.reservation is None
+    assert "next free slot" in second.refusal and second.kept is None
+
+
+def test_a_bad_reservations_file_names_the_line() -> None:
+    header = ",".join(RESERVATION_COLUMNS)
+    with pytest.raises(InvalidInput, match=r"r.csv:2: hours must be more than 0"):
+        parse_reservations(f"{header}\n0,1,0,bob,1,\n", "r.csv")
+    with pytest.raises(InvalidInput, match=r"r.csv:1: missing column 'made_hours'"):
+        parse_reservations("start_hours,hours,user,gpus,mig\n", "r.csv")
+
+
+def test_the_command_compares_without_and_with_reservations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace, booked = tmp_path / "t.csv", tmp_path / "r.csv"
+    trace.write_text(f"{','.join(TRACE_COLUMNS)}\n0,alice,lab,1,,1,0\n")
+    booked.write_text(
+        textwrap.dedent(
+            f"""\
+            # bob books GPU 0 at once; prof asks for more than the server has
+            {",".join(RESERVATION_COLUMNS)}
+            0,2,1,bob,1,
+            0,2,1,prof,9,
+            """
+        )
+    )
+    main(["simulate", str(trace), "--policy", "fair", "--reclaim", "none", "--reservations",
+          str(booked), "--json"])  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert [r["reservations"] for r in document["runs"]] == [False, True]
+    [compared] = document["reservations"]
+    assert (compared["admitted"], compared["refused"], compared["kept_rate"]) == (1, 1, 1.0)
+    assert compared["refusals"][0]["line"] == 4
