@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from ds01.core.docker_create import HARDENING, CreateRefused, DockerCreate, read_create
+from ds01.core.docker_create import (
+    HARDENING,
+    CreateRefused,
+    DockerCreate,
+    RunOptions,
+    read_create,
+)
 
 #: ``docker run -d --name foo busybox sleep 1`` from Debian's docker.io 20.10 CLI.
 CLI_BODY = json.loads(
@@ -52,7 +58,8 @@ def body(**host: Any) -> dict[str, Any]:
 
 
 def test_the_clis_defaults_read_as_a_plain_create() -> None:
-    assert read_create(CLI_BODY, **ALICE) == DockerCreate(image="busybox", command=("sleep", "1"))
+    wanted = DockerCreate(image="busybox", run=RunOptions(command=("sleep", "1")))
+    assert read_create(CLI_BODY, **ALICE) == wanted
 
 
 def test_what_ds01_honours_is_read() -> None:
@@ -78,9 +85,9 @@ def test_what_ds01_honours_is_read() -> None:
     assert wanted.memory_bytes == 128 * 2**20 and wanted.cpus == 0.5
     assert wanted.shm_size_bytes == 64 * 2**20 and wanted.ports == ((8888, None),)
     assert (wanted.workspace, wanted.data) == ("/home/alice/p", "/home/alice/d")
-    assert wanted.gpus == 2 and wanted.auto_remove and wanted.tty and wanted.stdin_open
-    assert wanted.env == (("A", "1"), ("B", "x=y"))
-    assert wanted.labels == (("com.docker.compose.project", "p"),)
+    assert wanted.gpus == 2 and wanted.run.auto_remove and wanted.run.tty and wanted.run.stdin_open
+    assert wanted.run.env == (("A", "1"), ("B", "x=y"))
+    assert wanted.run.labels == (("com.docker.compose.project", "p"),)
 
 
 #: Each hardening field as the CLI sends its flag.

@@ -81,10 +81,11 @@ class CreateRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class DockerCreate:
-    """What a Docker create asks of ds01 (sizes in bytes, ``None``: ds01's default)."""
+class RunOptions:
+    """What a create through the Docker API door sets beyond a ``container-create``: the
+    client's command, environment, terminal, working directory and labels (none of them
+    ds01's own: :func:`read_create` refused those)."""
 
-    image: str
     command: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -92,6 +93,17 @@ class DockerCreate:
     stdin_open: bool = False
     working_dir: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    auto_remove: bool = False
+
+
+@dataclass(frozen=True)
+class DockerCreate:
+    """What a Docker create asks of ds01 (sizes in bytes, ``None``: ds01's default):
+    what ds01's creation path decides on (image, GPUs, limits, ports, directories), and
+    the client's own ``run`` options, passed through as they are."""
+
+    image: str
+    run: RunOptions = RunOptions()
     gpus: int = 0
     cpus: float | None = None
     memory_bytes: int | None = None
@@ -99,7 +111,6 @@ class DockerCreate:
     ports: tuple[tuple[int, int | None], ...] = ()
     workspace: str | None = None
     data: str | None = None
-    auto_remove: bool = False
 
 
 def _empty(value: Any) -> bool:
@@ -178,13 +189,16 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
         raise CreateRefused("WorkingDir must be a string.", 400)
     return DockerCreate(
         image=image,
-        command=_strings(body.get("Cmd"), "Cmd"),
-        entrypoint=_strings(body.get("Entrypoint"), "Entrypoint"),
-        env=pairs,
-        tty=bool(body.get("Tty")),
-        stdin_open=bool(body.get("OpenStdin")),
-        working_dir=working_dir,
-        labels=tuple(sorted(labels.items())),
+        run=RunOptions(
+            command=_strings(body.get("Cmd"), "Cmd"),
+            entrypoint=_strings(body.get("Entrypoint"), "Entrypoint"),
+            env=pairs,
+            tty=bool(body.get("Tty")),
+            stdin_open=bool(body.get("OpenStdin")),
+            working_dir=working_dir,
+            labels=tuple(sorted(labels.items())),
+            auto_remove=bool(host.get("AutoRemove")),
+        ),
         gpus=_gpus(host.get("DeviceRequests")),
         cpus=_int(host.get("NanoCpus") or 0, "NanoCpus") / 1e9 or None,
         memory_bytes=_int(host.get("Memory") or 0, "Memory") or None,
@@ -192,7 +206,6 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
         ports=_ports(host.get("PortBindings")),
         workspace=mounts.get(WORKSPACE_TARGET),
         data=mounts.get(DATA_TARGET),
-        auto_remove=bool(host.get("AutoRemove")),
     )
 
 
@@ -320,4 +333,4 @@ def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
 
 
 __all__ = ["DATA_TARGET", "HARDENING", "WORKSPACE_TARGET", "CreateRefused", "DockerCreate",
-           "read_create"]  # fmt: skip
+           "RunOptions", "read_create"]  # fmt: skip

@@ -42,6 +42,7 @@ from ds01.core.container_resources import (
     resources_for,
     stop_signal,
 )
+from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access, devices_details
 from ds01.daemon.context import DaemonContext
@@ -55,7 +56,7 @@ from ds01.daemon.launch import (
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
+from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (

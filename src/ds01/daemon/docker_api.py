@@ -52,7 +52,7 @@ from ds01.daemon.connections import (
     listening_socket,
 )
 from ds01.daemon.identity import Caller
-from ds01.daemon.prepared import Created, RunOptions
+from ds01.daemon.prepared import Created
 from ds01.daemon.service import Ds01Service
 from ds01.errors import (
     DockerUnavailable,
@@ -311,18 +311,8 @@ class _DoorExchange:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
-        run = RunOptions(
-            command=wanted.command,
-            entrypoint=wanted.entrypoint,
-            env=wanted.env,
-            tty=wanted.tty,
-            stdin_open=wanted.stdin_open,
-            working_dir=wanted.working_dir,
-            labels=wanted.labels,
-            auto_remove=wanted.auto_remove,
-        )
         try:
-            created = self.service.create(self.caller, create, run)
+            created = self.service.create(self.caller, create, wanted.run)
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
             self._refuse(403, exc.message)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ds01.config.resolve import ResolvedAggregate
 from ds01.core.allocation import GpuRequest
 from ds01.core.container_resources import Resources
+from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
 from ds01.model.quota import GpuQuota
 from ds01.runtime.docker_images import LocalImage
@@ -43,22 +44,6 @@ class ResolvedImage:
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """What a create through the Docker API door sets beyond a ``container-create``: the
-    client's command, environment, terminal, working directory and labels (none of them
-    ds01's own: ``ds01.core.docker_create`` refused those)."""
-
-    command: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    tty: bool = False
-    stdin_open: bool = False
-    working_dir: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    auto_remove: bool = False
-
-
-@dataclass(frozen=True)
 class PreparedCreate:
     """A validated create request with everything resolved that needs no lock."""
 
@@ -88,4 +73,4 @@ class PreparedCreate:
     run: RunOptions | None = None  # a create through the Docker API door
 
 
-__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]
+__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]
