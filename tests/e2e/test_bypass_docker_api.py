@@ -14,17 +14,26 @@ and, after all rows, that nothing changed in Docker: the same containers with th
 ids, labels, state and start times (bob's included), no container of alice's. Rows:
 every hardening refusal of a create, a spoofed owner label, a non-allowed image, empty,
 malformed, oversized and chunked bodies (CVE-2024-41110's shape: a create without a
-body), bob's container by Docker name, id and id prefix for every verb the door serves,
-bob's exec, endpoints not on the allowlist, an API version too old. Filters that name
-bob's uid show alice nothing.
+body), bob's container by Docker name, id and id prefix for every verb the door serves (copies
+in and out, export and diff included), bob's exec, copies into her own container of what
+dockerd would write as root (a device node, hard links to files the copy did not write,
+not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
+Filters that name bob's uid show alice nothing. Last, a copy that tries to plant root's
+set-uid binary (with a file capability) and a set-gid directory in her own directory
+lands as her plain file and directory.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pwd
+import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -61,6 +70,26 @@ def create(host: dict[str, Any] | None = None, **config: Any) -> Callable[[dict[
 
 def raw(method: str, path: str, body: bytes | None = None, **kw: Any) -> Callable[..., bytes]:
     return lambda t: http_request(method, V + path.format(**t), body, **kw)
+
+
+#: A copy into alice's own directory, mounted at /workspace of her container.
+COPY_INTO_WORKSPACE = "/containers/{mine}/archive?path=/workspace"
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **fields: Any) -> Any:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
 
 
 HARDENING: list[Row] = [
@@ -126,6 +155,11 @@ VERBS = [
     ("POST", "/containers/{ref}/resize?h=10&w=10"),
     ("POST", "/containers/{ref}/attach?stream=1&stdout=1"),
     ("DELETE", "/containers/{ref}?force=1"),
+    ("GET", "/containers/{ref}/archive?path=/etc"),
+    ("HEAD", "/containers/{ref}/archive?path=/etc"),
+    ("PUT", "/containers/{ref}/archive?path=/tmp"),
+    ("GET", "/containers/{ref}/export"),
+    ("GET", "/containers/{ref}/changes"),
 ]
 
 
@@ -137,7 +171,7 @@ def others_rows() -> list[Row]:
                 Row(
                     f"bob's container by {key}: {method} {path}",
                     lambda t, m=method, p=path, k=key: http_request(
-                        m, V + p.replace("{ref}", t[k]), b"" if m == "POST" else None
+                        m, V + p.replace("{ref}", t[k]), b"" if m in ("POST", "PUT") else None
                     ),
                     404,
                     "No such container: ",
@@ -163,8 +197,19 @@ ELSEWHERE: list[Row] = [
     Row("image outside the allowlist", raw("GET", "/images/ds01-test/unlisted:latest/json"),
         404, "No such image"),
     Row("swarm", raw("POST", "/swarm/init", b"{}"), 403, "POST /swarm/init"),
-    Row("archive", raw("GET", "/containers/{mine}/archive?path=/"), 403, "archive"),
-    Row("put archive", raw("PUT", "/containers/{mine}/archive?path=/", b""), 403, "archive"),
+    Row("copy of a device node into her directory", raw("PUT", COPY_INTO_WORKSPACE,
+        tar_of(member("sda", tarfile.CHRTYPE, devmajor=8, mode=0o666))), 403, "device node"),
+    Row("copy of a hard link to the image's /etc/shadow", raw("PUT", "/containers/{mine}/"
+        "archive?path=/tmp", tar_of(member("shadow", tarfile.LNKTYPE, linkname="etc/shadow"))),
+        403, "hard link"),
+    Row("copy of a hard link after a file it replaced", raw("PUT", COPY_INTO_WORKSPACE, tar_of(
+        member("d/su", data=b"x"), member("d", tarfile.SYMTYPE, linkname="/bin"),
+        member("su", tarfile.LNKTYPE, linkname="d/su"))), 403, "hard link"),
+    Row("copy that is not a tar", raw("PUT", COPY_INTO_WORKSPACE, b"x" * 2048), 400,
+        "not a tar"),
+    Row("copy with a malformed chunk", lambda t: http_request("PUT", V + COPY_INTO_WORKSPACE
+        .format(**t), b"zz\r\n", content_length=False, headers={"Transfer-Encoding":
+        "chunked"}), 400, "hexadecimal"),
     Row("update", raw("POST", "/containers/{mine}/update", b"{}"), 403, "update"),
     Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
     Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
@@ -172,6 +217,29 @@ ELSEWHERE: list[Row] = [
     Row("plugins", raw("GET", "/plugins"), 403, "GET /plugins"),
     Row("too old an API", lambda t: http_request("GET", "/v1.12/version"), 400, "too old"),
 ]  # fmt: skip
+
+
+def chunked(data: bytes, size: int = 700) -> bytes:
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def plant(api: RawApi, workspace: Path) -> None:
+    """alice copies root's set-uid, set-gid binary with a file capability and a set-gid
+    directory into her own directory (as ``docker cp`` does: chunked): they land as her
+    plain file and directory."""
+    binary = member("planted", data=b"#!/bin/sh\nid\n", mode=0o6755, uid=0, gid=0)
+    binary[0].pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    body = chunked(tar_of(member("planted.d", tarfile.DIRTYPE, mode=0o2777, uid=0), binary))
+    reply = api.send(http_request("PUT", f"{V}/containers/mine/archive?path=/workspace", body,
+        content_length=False, headers={"Transfer-Encoding": "chunked"}))  # fmt: skip
+    assert reply.status == 200, reply
+    owner = pwd.getpwnam("alice")
+    for name, mode in (("planted", 0o755), ("planted.d", 0o777)):
+        landed = (workspace / name).stat()
+        assert (landed.st_uid, landed.st_gid) == (owner.pw_uid, owner.pw_gid), name
+        assert landed.st_mode & 0o7777 == mode, (name, oct(landed.st_mode))
+    assert "security.capability" not in os.listxattr(workspace / "planted")
 
 
 def snapshot(docker_client: Any) -> dict[str, tuple[Any, ...]]:
@@ -198,6 +266,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
     }
     docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
     before = snapshot(docker_client)
+    workspace = Path(pwd.getpwnam("alice").pw_dir) / "workspace"
     failures = []
     try:
         with RawApi(d.docker_socket, "alice") as api:
@@ -216,7 +285,11 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
             listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
             assert listed.status == 200 and listed.json() == [], listed
+            assert not failures, "\n\n".join(failures)
+            assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
+            plant(api, workspace)
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
-    assert not failures, "\n\n".join(failures)
+        for path in workspace.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert snapshot(docker_client) == before

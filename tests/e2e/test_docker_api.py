@@ -5,19 +5,23 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``ps`` (with ``-a``, filters and sizes) showing only the caller's containers, ``inspect``,
 ``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
-id prefix is Docker's own "No such container". The refusals are in
+id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
+``export`` and ``port`` on one's own containers. The refusals are in
 ``test_bypass_docker_api.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +294,75 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     rm = d.docker("alice", "rm", "-f", "job")
     assert rm.returncode == 0, describe(rm)
     assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+
+
+def planted_tar(path: Path) -> Path:
+    """A tar whose one file claims root, set-uid and set-gid, and file capabilities."""
+    member = tarfile.TarInfo("planted")
+    member.uid, member.gid, member.uname, member.gname = 0, 0, "root", "root"
+    member.mode = 0o6755
+    member.pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    data = b"#!/bin/sh\nid\n"
+    member.size = len(data)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+def test_docker_cp_both_ways_diff_and_export_on_own_containers_only(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    alice = pwd.getpwnam("alice")
+    box = Path(alice.pw_dir) / "cp-test"
+    box.mkdir()
+    try:
+        (box / "in.txt").write_text("into-the-container\n")
+        planted_tar(box / "planted.tar")
+        for path in (box, *box.iterdir()):
+            os.chown(path, alice.pw_uid, alice.pw_gid)
+        cp_in = d.docker("alice", "cp", str(box / "in.txt"), "mine:/tmp/in.txt")
+        assert cp_in.returncode == 0, describe(cp_in)
+        cp_out = d.docker("alice", "cp", "mine:/tmp/in.txt", str(box / "out.txt"))
+        assert cp_out.returncode == 0, describe(cp_out)
+        assert (box / "out.txt").read_text() == "into-the-container\n"
+        assert (box / "out.txt").stat().st_uid == alice.pw_uid
+        diff = d.docker("alice", "diff", "mine")
+        assert "A /tmp/in.txt" in diff.stdout.splitlines(), describe(diff)
+        listed = d.run_as(
+            "alice", ["sh", "-c", f"{DEBIAN_DOCKER} export mine | tar t"],
+            {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert "tmp/in.txt" in listed.stdout.splitlines(), describe(listed)
+        port = d.docker("alice", "port", "mine")
+        assert port.returncode == 0, describe(port)
+        # A tar from stdin into her own directory: root's set-uid binary is not planted,
+        # what lands is alice's plain file.
+        plant = d.run_as(
+            "alice", ["sh", "-c", f"{DEBIAN_DOCKER} cp - mine:/workspace < {box}/planted.tar"],
+            {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert plant.returncode == 0, describe(plant)
+        planted = Path(alice.pw_dir) / "workspace" / "planted"
+        landed = planted.stat()
+        capability = os.getxattr(planted, "security.capability") if _has_xattr(planted) else None
+        planted.unlink()
+        assert (landed.st_uid, landed.st_gid) == (alice.pw_uid, alice.pw_gid)
+        assert landed.st_mode & 0o7777 == 0o755 and capability is None
+        # bob's container reads as one that does not exist (the CLI's own words for that:
+        # a copy into it stats its directory first, a HEAD answered 404 without a body).
+        for args, words in ((("cp", "theirs:/etc/passwd", str(box / "x")), "No such container"),
+                            (("cp", str(box / "in.txt"), "theirs:/tmp/"), "no such directory"),
+                            (("diff", "theirs"), "No such container"),
+                            (("export", "theirs"), "No such container")):  # fmt: skip
+            other = d.docker("alice", *args)
+            assert other.returncode != 0 and words in other.stderr, describe(other)
+    finally:
+        shutil.rmtree(box)
+
+
+def _has_xattr(path: Path) -> bool:
+    try:
+        return "security.capability" in os.listxattr(path)
+    except OSError:
+        return False

@@ -65,7 +65,8 @@ class Endpoint:
 #: inspected), ``create`` (through ds01's creation path), ``start``, ``stop``,
 #: ``restart``, ``remove`` (through ds01's container operations), ``exec_create`` (an exec
 #: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
-#: caller's containers; ``exec_start`` on a hijacked connection).
+#: caller's containers; ``exec_start`` on a hijacked connection), ``archive_put`` (a tar
+#: into one of the caller's containers, written again by ``ds01.core.docker_archive``).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -75,6 +76,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/containers/{ref}/logs", "container", waits="follow"),
     Endpoint("GET", "/containers/{ref}/top", "container"),
     Endpoint("GET", "/containers/{ref}/stats", "container", waits="stream"),
+    Endpoint("GET", "/containers/{ref}/changes", "container"),
+    Endpoint("GET", "/containers/{ref}/export", "container", waits="always"),
+    Endpoint("GET", "/containers/{ref}/archive", "container"),
+    Endpoint("HEAD", "/containers/{ref}/archive", "container"),
+    Endpoint("PUT", "/containers/{ref}/archive", "archive_put", waits="always"),
     Endpoint("GET", "/events", "events", waits="always"),
     Endpoint("GET", "/images/json", "images"),
     Endpoint("GET", "/images/{image}/json", "image"),

@@ -27,18 +27,20 @@ first, then Docker's own resolution applies (name, id, id prefix).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
 import secrets
 from http import HTTPStatus
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from ds01.core import docker_api as decide
+from ds01.core.docker_archive import MAX_ARCHIVE_BYTES, ArchiveRefused, Owner
 from ds01.core.docker_create import CreateRefused, read_create
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
@@ -63,6 +65,7 @@ from ds01.errors import (
     PolicyError,
 )
 from ds01.model import labels as L
+from ds01.runtime.archive_rewrite import BodyError, RequestBody, rewrite_archive
 from ds01.runtime.engine_proxy import EngineProxy
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ log = logging.getLogger(__name__)
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
+#: Where copies into containers are spooled, below the state directory (unlinked files).
+ARCHIVE_SPOOL_DIR = "archives"
 
 
 class _Answered(Exception):
@@ -149,7 +154,10 @@ class _DoorExchange:
         except decide.BadRequest as exc:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         self.what = f"{request.method} {request.path[:120]}"
-        body = self._body(request)
+        routed = decide.route(request.method, request.path)
+        # A copy into a container streams its body (read by ``_archive_put``).
+        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind == "archive_put"
+        body = b"" if streamed else self._body(request)
         if decide.version_too_old(request.version):
             low = ".".join(str(n) for n in decide.MIN_API_VERSION)
             self._refuse(
@@ -157,7 +165,6 @@ class _DoorExchange:
                 f"client version {request.version} is too old. Minimum supported API "
                 f"version is {low}, please upgrade your client to a newer version",
             )
-        routed = decide.route(request.method, request.path)
         if isinstance(routed, decide.Refused):
             self._refuse(routed.status, routed.message)
         try:
@@ -210,6 +217,8 @@ class _DoorExchange:
             self._image(request, ref)
         elif kind == "create":
             self._create(request, body)
+        elif kind == "archive_put":
+            self._archive_put(request, ref)
         elif kind in ("start", "stop", "restart", "remove"):
             self._operate(request, kind, self._own_container(ref)[1])
         elif kind == "exec_create":
@@ -338,6 +347,53 @@ class _DoorExchange:
         if kind == "remove":
             service.remove(caller, docker_name, force=request.flag("force"))
         self._send_empty(204)
+
+    def _archive_put(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker cp`` into the caller's container: the client's tar written again
+        (``ds01.core.docker_archive``: the caller's ownership, no set-id bits, no extended
+        attributes, no device nodes) and spooled; only once every member passed does it
+        go to dockerd, so a refused copy changes nothing."""
+        assert self.caller is not None
+        target = self._container_target(request, "/containers/", ref)
+        user = self.caller.user
+        owner = Owner(user.uid, user.gid, user.name, user.groups[0] if user.groups else "")
+        spool_dir = self.service.paths.state_dir / ARCHIVE_SPOOL_DIR
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            source = self._streamed_body(request)
+            spool, size = rewrite_archive(source, owner, spool_dir, MAX_ARCHIVE_BYTES)
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this copy: {exc}.")
+        with spool:
+            self._claim()
+            self.server.engine.forward(
+                self.sock, request.method, target, request.headers, (spool, size)
+            )
+        raise _Answered
+
+    def _streamed_body(self, request: decide.DockerRequest) -> IO[bytes]:
+        """A body the connection reader left on the socket (chunked, or longer than it
+        reads), or the one it read."""
+        if request.chunked:
+            self._continue(request)
+            return io.BufferedReader(RequestBody(self.sock, self.exchange.read_ahead, None))
+        text = request.headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()):
+            self._refuse(400, f"Invalid Content-Length {text[:40]!r}.")
+        length = int(text)
+        if length <= MAX_BODY_BYTES:
+            start = request.head_bytes
+            return io.BytesIO(self.exchange.data[start : start + length])
+        self._continue(request)
+        return io.BufferedReader(RequestBody(self.sock, self.exchange.read_ahead, length))
+
+    def _continue(self, request: decide.DockerRequest) -> None:
+        """Tell a client that waits for it (``Expect: 100-continue``) to send its body."""
+        if (request.headers.get("Expect") or "").lower() == "100-continue":
+            with contextlib.suppress(OSError):
+                self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""

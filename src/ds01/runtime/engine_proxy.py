@@ -21,7 +21,7 @@ import selectors
 import socket
 import threading
 from email.message import Message
-from typing import Any
+from typing import IO, Any
 
 from ds01.errors import DockerUnavailable
 from ds01.runtime.docker_errors import DOCKER_SOCKET
@@ -120,14 +120,15 @@ class EngineProxy:
         method: str,
         target: str,
         headers: Message,
-        body: bytes = b"",
+        body: bytes | tuple[IO[bytes], int] = b"",
         *,
         upgrade: bool = False,
         read_ahead: bytes = b"",
         follow: bool = False,
     ) -> None:
         """Send one request to dockerd (``target``: its path and query) with the client's
-        end-to-end ``headers`` and ``body``, and copy dockerd's answer to ``client`` as it
+        end-to-end ``headers`` and ``body`` (bytes, or a file and its length: sent as it is
+        read), and copy dockerd's answer to ``client`` as it
         comes, until dockerd closes or the client hangs up.
 
         ``upgrade``: the request hijacks the connection (attach, exec start): after
@@ -149,7 +150,13 @@ class EngineProxy:
                     raise DockerUnavailable("ds01d is stopping; try again when it is back.")
                 self._streams.add(engine)
         try:
-            engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            if isinstance(body, bytes):
+                engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            else:
+                source, length = body
+                engine.sendall(request_bytes(method, target, headers, b"", length=length))
+                while data := source.read(_CHUNK):
+                    engine.sendall(data)
             if upgrade:
                 if read_ahead:
                     engine.sendall(read_ahead)
@@ -164,16 +171,23 @@ class EngineProxy:
 
 
 def request_bytes(
-    method: str, target: str, headers: Message, body: bytes, *, upgrade: bool = False
+    method: str,
+    target: str,
+    headers: Message,
+    body: bytes,
+    *,
+    upgrade: bool = False,
+    length: int | None = None,
 ) -> bytes:
     """The request as dockerd gets it: the client's end-to-end headers, a length for the
-    body, and ``Connection: close`` (or, for a hijack, ``Upgrade: tcp``)."""
+    body (``length``: of a body sent after these bytes), and ``Connection: close`` (or,
+    for a hijack, ``Upgrade: tcp``)."""
     lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
     for name, value in headers.items():
         if name.lower() not in _HOP_BY_HOP:
             lines.append(f"{name}: {value}")
-    if body or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body)}")
+    if length is not None or body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body) if length is None else length}")
     lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
