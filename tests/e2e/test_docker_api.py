@@ -6,7 +6,8 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
-``export`` and ``port`` on one's own containers. The refusals are in
+``export`` and ``port`` on one's own containers; VS Code's attach sequence. The refusals
+are in
 ``test_bypass_docker_api.py``.
 """
 
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +368,106 @@ def _has_xattr(path: Path) -> bool:
         return "security.capability" in os.listxattr(path)
     except OSError:
         return False
+
+
+#: VS Code's "Attach to Running Container", as its logs show it, on raw HTTP as the user:
+#: the engine's version, the container's inspection, an exec create, and the exec's start
+#: on a hijacked connection whose stdin stays open across several commands (its server
+#: installer talks to a shell this way). argv: the door's socket, the container's name.
+VSCODE_ATTACH = r"""
+import http.client, json, socket, struct, sys
+
+path, name = sys.argv[1], sys.argv[2]
+
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+
+def call(method, target, body=None):
+    conn = Unix("docker", timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, "/v1.41" + target, data, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    return answer.status, json.loads(answer.read() or b"null")
+
+seen = {"version": call("GET", "/version")[1]["ApiVersion"]}
+status, info = call("GET", f"/containers/{name}/json")
+seen["inspect"] = [status, info["State"]["Running"], info["Config"]["User"]]
+status, created = call("POST", f"/containers/{info['Id']}/exec", {
+    "AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+    "Cmd": ["sh"]})
+exec_id = created["Id"]
+body = json.dumps({"Detach": False, "Tty": False}).encode()
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(30)
+sock.connect(path)
+sock.sendall((f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+              "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += sock.recv(4096)
+head, _, buf = buf.partition(b"\r\n\r\n")
+seen["upgrade"] = head.split(b"\r\n")[0].decode()
+
+def frames_until(word):
+    global buf
+    out = b""
+    while True:
+        while len(buf) >= 8 and len(buf) >= 8 + struct.unpack(">I", buf[4:8])[0]:
+            size = struct.unpack(">I", buf[4:8])[0]
+            if buf[0] == 1:
+                out += buf[8:8 + size]
+            buf = buf[8 + size:]
+        if word is not None and word in out:
+            return out.decode()
+        data = sock.recv(4096)
+        if not data:
+            return out.decode()
+        buf += data
+
+sock.sendall(b"id -u; echo first-done\n")
+seen["first"] = frames_until(b"first-done")
+sock.sendall(b"echo second-done; exit 7\n")
+seen["second"] = frames_until(None)
+seen["exit"] = call("GET", f"/exec/{exec_id}/json")[1]["ExitCode"]
+print(json.dumps(seen))
+"""
+
+
+def test_vs_code_attach_sequence(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    uid, gid = pwd_uid("alice"), pwd.getpwnam("alice").pw_gid
+    env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
+    argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    # VS Code watches for restarts of the container it attached to (from now: a start
+    # before the stream is open is not missed, and the first start is before now).
+    since = f"{time.time():.6f}"
+    events = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "events", "--since", since, "--filter", "event=start", "--format",
+         "{{.Action}} {{.Actor.Attributes.name}}"],
+        stdout=subprocess.PIPE, cwd="/", start_new_session=True,
+    )  # fmt: skip
+    try:
+        attach = d.run_as(
+            "alice", [sys.executable, "-c", VSCODE_ATTACH, str(d.docker_socket), "mine"], {},
+            input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert attach.returncode == 0, describe(attach)
+        seen = json.loads(attach.stdout)
+        assert seen["version"] == "1.41"
+        assert seen["inspect"] == [200, True, f"{uid}:{gid}"]
+        assert seen["upgrade"].startswith("HTTP/1.1 101")
+        assert seen["first"].split() == [str(uid), "first-done"]
+        assert seen["second"].split() == ["second-done"]
+        assert seen["exit"] == 7
+        restart = d.docker("alice", "restart", "-t", "1", "mine")
+        assert restart.returncode == 0, describe(restart)
+        assert events.stdout is not None
+        assert events.stdout.readline().decode().split() == ["start", f"mine._.{uid}"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(events.pid, signal.SIGKILL)  # the group this test started
+        events.wait()
