@@ -7,8 +7,7 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; VS Code's attach sequence. The refusals
-are in
-``test_bypass_docker_api.py``.
+are in ``test_bypass_docker_api.py``.
 """
 
 from __future__ import annotations
