@@ -160,6 +160,9 @@ VERBS = [
     ("PUT", "/containers/{ref}/archive?path=/tmp"),
     ("GET", "/containers/{ref}/export"),
     ("GET", "/containers/{ref}/changes"),
+    ("POST", "/containers/{ref}/pause"),
+    ("POST", "/containers/{ref}/unpause"),
+    ("POST", "/containers/{ref}/update"),
 ]
 
 
@@ -210,7 +213,18 @@ ELSEWHERE: list[Row] = [
     Row("copy with a malformed chunk", lambda t: http_request("PUT", V + COPY_INTO_WORKSPACE
         .format(**t), b"zz\r\n", content_length=False, headers={"Transfer-Encoding":
         "chunked"}), 400, "hexadecimal"),
-    Row("update", raw("POST", "/containers/{mine}/update", b"{}"), 403, "update"),
+    Row("update over what it was made with", raw("POST", "/containers/{mine}/update",
+        b'{"Memory": 1073741824}'), 403, "does not raise"),
+    Row("update of the restart policy", raw("POST", "/containers/{mine}/update",
+        b'{"RestartPolicy": {"Name": "always"}}'), 403, "RestartPolicy"),
+    Row("update of the pids limit", raw("POST", "/containers/{mine}/update",
+        b'{"PidsLimit": -1}'), 403, "PidsLimit"),
+    Row("update, lower-case key (dockerd reads it as Memory)", raw("POST",
+        "/containers/{mine}/update", b'{"memory": 1073741824}'), 403, "memory"),
+    Row("update giving swap", raw("POST", "/containers/{mine}/update",
+        b'{"Memory": 67108864, "MemorySwap": 1073741824}'), 403, "no swap"),
+    Row("rename", raw("POST", "/containers/{mine}/rename?name=other", b""), 403,
+        "does not rename"),
     Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
     Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
     Row("system info", raw("GET", "/info"), 403, "GET /info"),

@@ -6,7 +6,8 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
-``export`` and ``port`` on one's own containers; VS Code's attach sequence. The refusals
+``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
+and ``unpause``; VS Code's attach sequence. The refusals
 are in ``test_bypass_docker_api.py``.
 """
 
@@ -470,3 +471,29 @@ def test_vs_code_attach_sequence(ds01d: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(events.pid, signal.SIGKILL)  # the group this test started
         events.wait()
+
+
+def test_docker_update_lowers_limits_pause_and_unpause(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    container = docker_client.containers.get(f"mine._.{pwd_uid('alice')}")
+    assert container.attrs["HostConfig"]["Memory"] == 256 * 2**20  # made with her limit
+
+    lower = d.docker("alice", "update", "-m", "64m", "--cpus", "0.5", "mine")
+    assert lower.returncode == 0, describe(lower)
+    host = docker_client.containers.get(container.id).attrs["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"], host["NanoCpus"]) == (
+        64 * 2**20, 64 * 2**20, 500_000_000,
+    )  # fmt: skip
+    over = d.docker("alice", "update", "-m", "512m", "mine")
+    assert over.returncode != 0 and "does not raise" in over.stderr, describe(over)
+    back = d.docker("alice", "update", "-m", "256m", "mine")  # up to what it was made with
+    assert back.returncode == 0, describe(back)
+    assert docker_client.containers.get(container.id).attrs["HostConfig"]["Memory"] == 256 * 2**20
+
+    assert d.docker("alice", "pause", "mine").returncode == 0
+    assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is True
+    assert d.docker("alice", "unpause", "mine").returncode == 0
+    assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is False
+    rename = d.docker("alice", "rename", "mine", "other")
+    assert rename.returncode != 0 and "does not rename" in rename.stderr, describe(rename)

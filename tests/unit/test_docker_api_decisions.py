@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -59,6 +60,9 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("GET", "/containers/abc123/stats", "container", "abc123"),
         ("GET", "/events", "events", None),
         ("GET", "/containers/abc123/changes", "container", "abc123"),
+        ("POST", "/containers/abc123/pause", "container", "abc123"),
+        ("POST", "/containers/abc123/unpause", "container", "abc123"),
+        ("POST", "/containers/abc123/update", "update", "abc123"),
         ("GET", "/containers/abc123/export", "container", "abc123"),
         ("GET", "/containers/abc123/archive", "container", "abc123"),
         ("HEAD", "/containers/abc123/archive", "container", "abc123"),
@@ -78,8 +82,7 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
     [
         ("POST", "/swarm/init"),
         ("GET", "/secrets"),
-        ("POST", "/containers/abc/update"),
-        ("POST", "/containers/abc/rename"),
+        ("GET", "/containers/abc/update"),
         ("POST", "/containers/prune"),
         ("POST", "/images/create"),
         ("POST", "/build"),
@@ -263,3 +266,61 @@ def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
     parsed = json.loads(meta)
     assert parsed["Name"] == "ds01"
     assert parsed["Endpoints"]["docker"]["Host"] == "unix:///run/ds01/docker.sock"
+
+
+def test_a_rename_is_refused_saying_why() -> None:
+    refused = d.route("POST", "/containers/thesis/rename")
+    assert isinstance(refused, d.Refused) and refused.status == 403
+    assert "does not rename containers" in refused.message
+
+
+#: What ``docker update`` sends for a flag not given (the CLI sends every field).
+CLI_UPDATE = {
+    "BlkioWeight": 0, "CpuShares": 0, "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "",
+    "CpusetMems": "", "Memory": 0, "MemoryReservation": 0, "MemorySwap": 0, "KernelMemory": 0,
+    "NanoCpus": 0, "PidsLimit": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+}  # fmt: skip
+MADE_WITH = {"memory_bytes": 256 * 2**20, "nano_cpus": 1_000_000_000}
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        ({"Memory": 64 * 2**20}, {"Memory": 64 * 2**20, "MemorySwap": 64 * 2**20}),
+        ({"Memory": 256 * 2**20, "MemorySwap": -1},
+         {"Memory": 256 * 2**20, "MemorySwap": 256 * 2**20}),
+        ({"NanoCpus": 500_000_000}, {"NanoCpus": 500_000_000}),
+    ],
+)  # fmt: skip
+def test_an_update_may_lower_memory_and_cpus_and_never_gives_swap(
+    asked: dict[str, int], sent: dict[str, int]
+) -> None:
+    assert d.check_update({**CLI_UPDATE, **asked}, **MADE_WITH) == sent
+
+
+def test_a_container_made_without_limits_may_be_given_any() -> None:
+    update = d.check_update({"Memory": 2**40, "NanoCpus": 8 * 10**9}, memory_bytes=0, nano_cpus=0)
+    assert update == {"Memory": 2**40, "MemorySwap": 2**40, "NanoCpus": 8 * 10**9}
+
+
+@pytest.mark.parametrize(
+    ("asked", "words"),
+    [
+        ({"Memory": 512 * 2**20}, "-m 512M is above the -m 256M"),
+        ({"NanoCpus": 2 * 10**9}, "--cpus 2 is above the --cpus 1"),
+        ({"Memory": 64 * 2**20, "MemorySwap": 128 * 2**20}, "no swap"),
+        ({"PidsLimit": -1}, "PidsLimit"),
+        ({"RestartPolicy": {"Name": "always"}}, "RestartPolicy"),
+        ({"CpuShares": 4096}, "CpuShares"),
+        ({"memory": 2**40}, "memory"),  # dockerd reads keys case-insensitively
+    ],
+)
+def test_an_update_is_refused_never_trimmed(asked: dict[str, object], words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.check_update({**CLI_UPDATE, **asked}, **MADE_WITH)
+
+
+@pytest.mark.parametrize("body", [None, [], {"Memory": "1g"}, {"Memory": True}, CLI_UPDATE])
+def test_a_malformed_or_empty_update_is_refused(body: object) -> None:
+    with pytest.raises(d.BadRequest):
+        d.check_update(body, **MADE_WITH)

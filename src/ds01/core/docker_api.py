@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from ds01.core.docker_create import unset
 from ds01.model import labels as L
+from ds01.model.units import format_bytes
 
 #: ``/v1.41/containers/json`` → version ``1.41``, rest ``/containers/json``.
 _VERSIONED = re.compile(r"^/v(?P<version>\d+\.\d+)(?P<rest>/.*)\Z")
@@ -66,7 +68,8 @@ class Endpoint:
 #: ``restart``, ``remove`` (through ds01's container operations), ``exec_create`` (an exec
 #: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
 #: caller's containers; ``exec_start`` on a hijacked connection), ``archive_put`` (a tar
-#: into one of the caller's containers, written again by ``ds01.core.docker_archive``).
+#: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
+#: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -91,6 +94,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/containers/{ref}/kill", "container"),
     Endpoint("POST", "/containers/{ref}/wait", "container", waits="always"),
     Endpoint("POST", "/containers/{ref}/resize", "container"),
+    Endpoint("POST", "/containers/{ref}/pause", "container"),
+    Endpoint("POST", "/containers/{ref}/unpause", "container"),
+    Endpoint("POST", "/containers/{ref}/update", "update"),
     Endpoint("POST", "/containers/{ref}/attach", "attach", waits="always"),
     Endpoint("DELETE", "/containers/{ref}", "remove"),
     Endpoint("POST", "/containers/{ref}/exec", "exec_create"),
@@ -184,12 +190,27 @@ def version_too_old(version: str | None) -> bool:
     return (major, minor) < MIN_API_VERSION
 
 
+#: Endpoints refused with a reason of their own (method, path pattern, why).
+EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "POST",
+        re.compile(r"^/containers/[^/]+/rename\Z"),
+        "ds01 does not rename containers: a container's name is part of its ds01 labels and "
+        "of where your directories are mounted for it. Make a new container under the new "
+        "name and remove the old one.",
+    ),
+)
+
+
 def route(method: str, path: str) -> Routed | Refused:
     """The endpoint a request is for, or why it is refused (not on the allowlist)."""
     for endpoint in ENDPOINTS:
         match = endpoint.pattern.match(path)
         if match and endpoint.method == method:
             return Routed(endpoint, match.groupdict().get("ref"))
+    for refused_method, pattern, why in EXPLAINED:
+        if method == refused_method and pattern.match(path):
+            return Refused(403, why)
     return Refused(403, not_allowed_message(method, path))
 
 
@@ -378,6 +399,60 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
 
 
+#: Fields of an update the door reads (everything else must be left unset).
+_UPDATE_FIELDS = frozenset({"Memory", "MemorySwap", "NanoCpus"})
+
+RAISE_MESSAGE = (
+    "ds01 does not raise a container's limits: {asked} is above the {had} it was made with "
+    "(ds01 counts your totals from that). Make a new container with more, within your "
+    "limits (check-limits)."
+)
+
+
+def check_update(body: object, *, memory_bytes: int, nano_cpus: int) -> dict[str, object]:
+    """The update to send dockerd for ``body`` on a container made with ``memory_bytes``
+    and ``nano_cpus`` (``0``: no limit; ds01's labels, from which it counts the user's
+    totals, say so): memory and CPUs only, each at most what the container was made with
+    (a limit over the user's quota was refused then; back up to it after a lowering is
+    fine), never swap (the memory-and-swap limit follows the memory).
+
+    Raises:
+        BadRequest: the body is not a JSON object, or a value is not a whole number.
+        PermissionError: another field, swap, or a limit raised (refused, never trimmed).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("an update needs a JSON object body")
+    unknown = sorted(k for k, v in body.items() if k not in _UPDATE_FIELDS and not unset(v))
+    if unknown:
+        raise PermissionError(
+            f"ds01 does not allow {', '.join(unknown)[:80]} in an update: only the memory "
+            "and CPU limits (-m, --cpus) may be lowered."
+        )
+    values: dict[str, int] = {}
+    for key in sorted(_UPDATE_FIELDS):
+        value = body.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise BadRequest(f"{key} must be a whole number")
+        values[key] = value
+    memory, cpus = values["Memory"], values["NanoCpus"]
+    if values["MemorySwap"] not in (0, -1, memory):
+        raise PermissionError("--memory-swap is not allowed: ds01 gives containers no swap.")
+    if memory > 0 and memory_bytes and memory > memory_bytes:
+        asked, had = format_bytes(memory), format_bytes(memory_bytes)
+        raise PermissionError(RAISE_MESSAGE.format(asked=f"-m {asked}", had=f"-m {had}"))
+    if cpus > 0 and nano_cpus and cpus > nano_cpus:
+        asked, had = f"{cpus / 1e9:g}", f"{nano_cpus / 1e9:g}"
+        raise PermissionError(RAISE_MESSAGE.format(asked=f"--cpus {asked}", had=f"--cpus {had}"))
+    update: dict[str, object] = {}
+    if memory > 0:
+        update.update(Memory=memory, MemorySwap=memory)
+    if cpus > 0:
+        update["NanoCpus"] = cpus
+    if not update:
+        raise BadRequest("an update needs a memory or CPU limit to lower")
+    return update
+
+
 def error_body(message: str) -> bytes:
     """Docker's error body, which its clients print (``Error response from daemon: …``)."""
     return json.dumps({"message": message}).encode()
@@ -385,7 +460,9 @@ def error_body(message: str) -> bytes:
 
 __all__ = [
     "ENDPOINTS",
+    "EXPLAINED",
     "MIN_API_VERSION",
+    "RAISE_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
     "DockerRequest",
@@ -393,6 +470,7 @@ __all__ = [
     "Refused",
     "Routed",
     "check_exec",
+    "check_update",
     "error_body",
     "no_such_container",
     "no_such_image",

@@ -113,14 +113,14 @@ class DockerCreate:
     data: str | None = None
 
 
-def _empty(value: Any) -> bool:
+def unset(value: Any) -> bool:
     """Whether a field holds Docker's "not set" (what the CLI sends for a flag not given)."""
     if value in (None, "", 0, False):
         return True
     if isinstance(value, list):
-        return all(_empty(v) for v in value)
+        return all(unset(v) for v in value)
     if isinstance(value, dict):
-        return all(_empty(v) for v in value.values())
+        return all(unset(v) for v in value.values())
     return False
 
 
@@ -152,7 +152,7 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
     if not isinstance(body, dict) or not body:
         raise CreateRefused("A container create needs a JSON object body (Image, …).", 400)
     for key, value in body.items():
-        if key not in _CONFIG_READ and not _empty(value):
+        if key not in _CONFIG_READ and not unset(value):
             raise CreateRefused(f"ds01 does not allow {key} in a create.")
     image = body.get("Image")
     if not isinstance(image, str) or not image:
@@ -211,7 +211,7 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
 
 def _check_user(value: Any, *, uid: int, gid: int, user: str) -> None:
     """Containers run as their owner: ``User`` may only name the caller."""
-    if _empty(value):
+    if unset(value):
         return
     if value in (user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
         return
@@ -232,7 +232,7 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
             continue
         # MaskedPaths and ReadonlyPaths: [] is not "unset" but "unmask everything"
         # (--security-opt systempaths=unconfined); only null keeps Docker's masks.
-        if _empty(value) and not (key in _NULL_ONLY and value is not None):
+        if unset(value) and not (key in _NULL_ONLY and value is not None):
             continue
         if key in HARDENING:
             raise CreateRefused(f"ds01: {HARDENING[key]} ({key}).")
@@ -240,7 +240,7 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
     restart = host.get("RestartPolicy") or {}
     if restart.get("Name") not in (None, "", "no"):
         raise CreateRefused("Restart policies are not allowed: ds01 starts and stops containers.")
-    if not _empty((host.get("LogConfig") or {}).get("Type")):
+    if not unset((host.get("LogConfig") or {}).get("Type")):
         raise CreateRefused("Another logging driver is not allowed.")
     swap = host.get("MemorySwap") or 0
     if swap not in (0, -1) and swap != host.get("Memory"):
@@ -289,14 +289,14 @@ def _mounts(binds: Any, mounts: Any) -> dict[str, str]:
 
 def _gpus(requests: Any) -> int:
     """The whole GPUs ``--gpus N`` (``DeviceRequests``) asks for."""
-    if _empty(requests):
+    if unset(requests):
         return 0
     if not isinstance(requests, list) or len(requests) != 1 or not isinstance(requests[0], dict):
         raise CreateRefused("Ask for GPUs with one --gpus N.")
     request = requests[0]
     if request.get("Driver") not in (None, "", "nvidia"):
         raise CreateRefused("Only NVIDIA GPUs (--gpus N) may be requested.")
-    if not _empty(request.get("DeviceIDs")):
+    if not unset(request.get("DeviceIDs")):
         raise CreateRefused(
             "Choosing GPUs by id (--gpus device=…) is not supported through ds01's Docker "
             "socket yet: ask for a number (--gpus N), and ds01 picks free ones."
@@ -333,4 +333,4 @@ def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
 
 
 __all__ = ["DATA_TARGET", "HARDENING", "WORKSPACE_TARGET", "CreateRefused", "DockerCreate",
-           "RunOptions", "read_create"]  # fmt: skip
+           "RunOptions", "read_create", "unset"]  # fmt: skip

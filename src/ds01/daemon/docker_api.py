@@ -34,7 +34,7 @@ import re
 import secrets
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -219,6 +219,10 @@ class _DoorExchange:
             self._create(request, body)
         elif kind == "archive_put":
             self._archive_put(request, ref)
+        elif kind == "update":
+            info = self._own_container_info(ref)
+            body = self._checked_update(info, body)
+            target = self._container_target(request, "/containers/", ref, str(info["Id"]))
         elif kind in ("start", "stop", "restart", "remove"):
             self._operate(request, kind, self._own_container(ref)[1])
         elif kind == "exec_create":
@@ -243,17 +247,25 @@ class _DoorExchange:
             follow=decide.waits(request),
         )
 
-    def _container_target(self, request: decide.DockerRequest, prefix: str, ref: str) -> str:
-        """The request's target with the caller's container ``ref`` as its full id, so that
-        dockerd acts on the container that was checked."""
-        full_id = self._own_container(ref)[0]
+    def _container_target(
+        self, request: decide.DockerRequest, prefix: str, ref: str, full_id: str | None = None
+    ) -> str:
+        """The request's target with the caller's container ``ref`` as its full id (looked
+        up unless given), so that dockerd acts on the container that was checked."""
+        full_id = full_id or self._own_container(ref)[0]
         path = request.path.replace(f"{prefix}{ref}", f"{prefix}{full_id}", 1)
         return decide.request_path(request, path) + _query_of(request)
 
     def _own_container(self, ref: str) -> tuple[str, str]:
-        """The full id and Docker name of the caller's container ``ref`` names (their name
-        for it first, then Docker's resolution); another user's, or none, is Docker's "No
-        such container"."""
+        """The full id and Docker name of the caller's container ``ref`` names
+        (:meth:`_own_container_info`)."""
+        info = self._own_container_info(ref)
+        return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
+
+    def _own_container_info(self, ref: str) -> dict[str, Any]:
+        """dockerd's inspection of the caller's container ``ref`` names (their name for
+        it first, then Docker's resolution); another user's, or none, is Docker's "No such
+        container"."""
         assert self.caller is not None
         uid = self.caller.uid
         # A Docker name or a full id (what the docker CLI sends after a create) needs no
@@ -267,7 +279,7 @@ class _DoorExchange:
             if status == 200 and isinstance(info, dict):
                 config = info.get("Config") or {}
                 if decide.owns(config.get("Labels"), uid):
-                    return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
+                    return info
         raise NotFound(decide.no_such_container(ref))
 
     def _own_exec(self, exec_id: str) -> None:
@@ -292,6 +304,23 @@ class _DoorExchange:
             raise InvalidInput(f"ds01 could not read this exec: {exc}.") from exc
         except PermissionError as exc:
             raise PermissionDenied(str(exc)) from exc
+
+    def _checked_update(self, info: dict[str, Any], body: bytes) -> bytes:
+        """An update as dockerd gets it: limits at most those the container was made with
+        (its ds01 labels), re-encoded from what the check read."""
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        cpus = L.cpus_of(labels)
+        try:
+            update = decide.check_update(
+                _json(body),
+                memory_bytes=L.size_of(labels, L.MEMORY_BYTES) or 0,
+                nano_cpus=round(cpus * 1e9) if cpus else 0,
+            )
+        except decide.BadRequest as exc:
+            raise InvalidInput(f"ds01 could not read this update: {exc}.") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        return json.dumps(update).encode()
 
     def _create(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
         """A create through ds01's creation path (quotas, allocator, hardening, labels,
