@@ -18,7 +18,8 @@ body), bob's container by Docker name, id and id prefix for every verb the door 
 in and out, export and diff included), bob's exec, copies into her own container of what
 dockerd would write as root (a device node, hard links to files the copy did not write,
 not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
-Filters that name bob's uid show alice nothing. Last, a copy that tries to plant root's
+Commits, tags and removals outside her own images and namespace. Filters that name bob's
+uid show alice nothing. Last, a copy that tries to plant root's
 set-uid binary (with a file capability) and a set-gid directory in her own directory
 lands as her plain file and directory.
 """
@@ -225,6 +226,22 @@ ELSEWHERE: list[Row] = [
         b'{"Memory": 67108864, "MemorySwap": 1073741824}'), 403, "no swap"),
     Row("rename", raw("POST", "/containers/{mine}/rename?name=other", b""), 403,
         "does not rename"),
+    Row("commit of bob's container", raw("POST", "/commit?container={bob_id}&repo=alice/x",
+        b"null"), 404, "No such container"),
+    Row("commit into bob's namespace", raw("POST", "/commit?container={mine}&repo=bob/x",
+        b"null"), 403, "alice/NAME"),
+    Row("commit with a change", raw("POST", "/commit?container={mine}&repo=alice/x&changes="
+        "LABEL%20ds01.image.owner%3Dbob", b"null"), 403, "--change"),
+    Row("commit with a config", raw("POST", "/commit?container={mine}&repo=alice/x",
+        b'{"User": "0", "Labels": {"ds01.image.owner": "bob"}}'), 403, "--change"),
+    Row("tag of an image not hers", raw("POST", "/images/ds01-test/busybox:latest/tag?"
+        "repo=alice/x&tag=1", b""), 404, "No such image"),
+    Row("tag over a registry image", raw("POST", "/images/ds01-test/busybox:latest/tag?"
+        "repo=ds01-test/busybox&tag=evil", b""), 403, "alice/NAME"),
+    Row("rmi of a registry image", raw("DELETE", "/images/ds01-test/busybox:latest"), 403,
+        "not one of your images"),
+    Row("rmi of an image outside the allowlist", raw("DELETE",
+        "/images/ds01-test/unlisted:latest?force=1"), 404, "No such image"),
     Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
     Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
     Row("system info", raw("GET", "/info"), 403, "GET /info"),
@@ -278,6 +295,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
         "bob_prefix": bob.id[:6],
         "bob_exec": docker_client.api.exec_create(bob.id, ["true"])["Id"],
     }
+    tags = sorted(docker_client.images.get(test_image).tags)
     docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
     before = snapshot(docker_client)
     workspace = Path(pwd.getpwnam("alice").pw_dir) / "workspace"
@@ -307,3 +325,4 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
         for path in workspace.iterdir():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert snapshot(docker_client) == before
+    assert sorted(docker_client.images.get(test_image).tags) == tags  # none tagged, removed

@@ -7,7 +7,8 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
-and ``unpause``; VS Code's attach sequence. The refusals
+and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
+namespace; VS Code's attach sequence. The refusals
 are in ``test_bypass_docker_api.py``.
 """
 
@@ -497,3 +498,42 @@ def test_docker_update_lowers_limits_pause_and_unpause(ds01d: Any, docker_client
     assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is False
     rename = d.docker("alice", "rename", "mine", "other")
     assert rename.returncode != 0 and "does not rename" in rename.stderr, describe(rename)
+
+
+def test_docker_commit_tag_and_rmi_of_own_images(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    marked = d.docker("alice", "exec", "mine", "touch", "/tmp/marker")
+    assert marked.returncode == 0, describe(marked)
+    try:
+        commit = d.docker("alice", "commit", "mine", "alice/snap:v1")
+        assert commit.returncode == 0, describe(commit)
+        image = docker_client.images.get("alice/snap:v1")
+        assert image.id == commit.stdout.strip()
+        assert image.labels["ds01.image.owner"] == "alice"
+        assert not image.labels.get("ds01.uid")  # the container's labels are emptied
+        tag = d.docker("alice", "tag", "alice/snap:v1", "alice/snap:v2")
+        assert tag.returncode == 0, describe(tag)
+        listed = d.docker("alice", "images", "--format", "{{.Repository}}:{{.Tag}}")
+        assert {"alice/snap:v1", "alice/snap:v2"} <= set(listed.stdout.split()), describe(listed)
+        run = d.docker("alice", "run", "--rm", "alice/snap:v1", "ls", "/tmp/marker")
+        assert run.returncode == 0 and "/tmp/marker" in run.stdout, describe(run)
+
+        for user, args, words in (
+            ("alice", ("commit", "mine", "bob/snap"), "alice/NAME"),
+            ("alice", ("commit", "--change", "USER root", "mine", "alice/x"), "--change"),
+            ("alice", ("tag", "alice/snap:v1", "ds01-test/busybox:evil"), "alice/NAME"),
+            ("alice", ("tag", "ds01-test/busybox:latest", "alice/mine"), "No such image"),
+            ("alice", ("rmi", "ds01-test/busybox:latest"), "not one of your images"),
+            ("bob", ("rmi", "alice/snap:v1"), "No such image"),
+            ("bob", ("tag", "alice/snap:v1", "bob/stolen"), "No such image"),
+        ):
+            refused = d.docker(user, *args)
+            assert refused.returncode != 0 and words in refused.stderr, describe(refused)
+        rmi = d.docker("alice", "rmi", "alice/snap:v2")
+        assert rmi.returncode == 0 and "Untagged: alice/snap:v2" in rmi.stdout, describe(rmi)
+        assert docker_client.images.get("alice/snap:v1").tags == ["alice/snap:v1"]
+    finally:
+        for reference in ("alice/snap:v1", "alice/snap:v2"):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(reference)

@@ -67,6 +67,9 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("GET", "/containers/abc123/archive", "container", "abc123"),
         ("HEAD", "/containers/abc123/archive", "container", "abc123"),
         ("PUT", "/containers/abc123/archive", "archive_put", "abc123"),
+        ("POST", "/commit", "commit", None),
+        ("POST", "/images/alice/thesis:v1/tag", "image_tag", "alice/thesis:v1"),
+        ("DELETE", "/images/alice/thesis:v1", "image_remove", "alice/thesis:v1"),
         ("GET", "/images/json", "images", None),
         ("GET", "/images/ds01-test/busybox:latest/json", "image", "ds01-test/busybox:latest"),
     ],
@@ -86,12 +89,12 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
         ("POST", "/containers/prune"),
         ("POST", "/images/create"),
         ("POST", "/build"),
-        ("POST", "/commit"),
+        ("POST", "/images/prune"),
         ("POST", "/containers/abc/archive"),
         ("DELETE", "/containers/abc/archive"),
         ("POST", "/containers/abc/json"),
         ("GET", "/containers/abc/json/extra"),
-        ("DELETE", "/images/busybox"),
+        ("POST", "/images/load"),
         ("POST", "/session"),
         ("GET", "/info"),
     ],
@@ -324,3 +327,25 @@ def test_an_update_is_refused_never_trimmed(asked: dict[str, object], words: str
 def test_a_malformed_or_empty_update_is_refused(body: object) -> None:
     with pytest.raises(d.BadRequest):
         d.check_update(body, **MADE_WITH)
+
+
+def test_own_repository_is_the_users_namespace() -> None:
+    assert d.own_repository("alice/thesis", "alice", 1001) == "thesis"
+    assert d.own_repository("alice/cv-seg.v2", "alice", 1001) == "cv-seg.v2"
+
+
+@pytest.mark.parametrize(
+    ("repository", "words"),
+    [
+        ("bob/thesis", "alice/NAME"),
+        ("thesis", "alice/NAME"),
+        ("", "(none)"),
+        ("alice/", "alice/NAME"),
+        ("ds01-test/busybox", "alice/NAME"),
+        ("alice/Thesis", "not an image name"),
+        ("alice/a/b", "not an image name"),
+    ],
+)
+def test_a_tag_or_commit_elsewhere_is_refused(repository: str, words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.own_repository(repository, "alice", 1001)

@@ -27,6 +27,8 @@ from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ds01.core.docker_create import unset
+from ds01.core.image_build import image_name, user_namespace
+from ds01.errors import InvalidInput
 from ds01.model import labels as L
 from ds01.model.units import format_bytes
 
@@ -69,7 +71,9 @@ class Endpoint:
 #: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
 #: caller's containers; ``exec_start`` on a hijacked connection), ``archive_put`` (a tar
 #: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
-#: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`).
+#: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
+#: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
+#: namespace: :func:`own_repository`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -87,6 +91,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/events", "events", waits="always"),
     Endpoint("GET", "/images/json", "images"),
     Endpoint("GET", "/images/{image}/json", "image"),
+    Endpoint("POST", "/images/{image}/tag", "image_tag"),
+    Endpoint("DELETE", "/images/{image}", "image_remove"),
+    Endpoint("POST", "/commit", "commit"),
     Endpoint("POST", "/containers/create", "create"),
     Endpoint("POST", "/containers/{ref}/start", "start"),
     Endpoint("POST", "/containers/{ref}/stop", "stop"),
@@ -453,6 +460,32 @@ def check_update(body: object, *, memory_bytes: int, nano_cpus: int) -> dict[str
     return update
 
 
+def own_repository(repository: str, user: str, uid: int) -> str:
+    """The image name in ``repository`` when it is ``<the user's namespace>/<name>`` (as
+    ``image-build`` names images: ``ds01.core.image_build``), for a tag or a commit.
+
+    Raises:
+        PermissionError: another namespace, none, or a name that is not one as it stands.
+    """
+    namespace = user_namespace(user, uid)
+    prefix, _, name = repository.partition("/")
+    shown = repository[:80] or "(none)"
+    if prefix != namespace or not name:
+        raise PermissionError(
+            f"Your images are named {namespace}/NAME[:TAG] (not {shown!r}): ds01 tags and "
+            "commits only into your own namespace."
+        )
+    try:
+        valid = image_name(name) == name
+    except InvalidInput:
+        valid = False
+    if not valid:
+        raise PermissionError(
+            f"{shown!r} is not an image name ds01 keeps: use letters, digits, '-', '_' or '.'."
+        )
+    return name
+
+
 def error_body(message: str) -> bytes:
     """Docker's error body, which its clients print (``Error response from daemon: …``)."""
     return json.dumps({"message": message}).encode()
@@ -475,6 +508,7 @@ __all__ = [
     "no_such_container",
     "no_such_image",
     "not_allowed_message",
+    "own_repository",
     "owned_filters",
     "owner_labels",
     "owns",

@@ -41,7 +41,8 @@ from pydantic import ValidationError
 
 from ds01.core import docker_api as decide
 from ds01.core.docker_archive import MAX_ARCHIVE_BYTES, ArchiveRefused, Owner
-from ds01.core.docker_create import CreateRefused, read_create
+from ds01.core.docker_create import CreateRefused, read_create, unset
+from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
@@ -219,6 +220,12 @@ class _DoorExchange:
             self._create(request, body)
         elif kind == "archive_put":
             self._archive_put(request, ref)
+        elif kind == "commit":
+            self._commit(request, body)
+        elif kind == "image_tag":
+            self._tag(request, ref)
+        elif kind == "image_remove":
+            self._remove_image(request, ref)
         elif kind == "update":
             info = self._own_container_info(ref)
             body = self._checked_update(info, body)
@@ -424,18 +431,66 @@ class _DoorExchange:
             with contextlib.suppress(OSError):
                 self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
-        """An image's inspection, when the caller may see the image."""
+    def _own_repository(self, repository: str) -> str:
+        """The image name in ``repository`` when it lies in the caller's namespace."""
+        assert self.caller is not None
+        try:
+            return decide.own_repository(repository, self.caller.name, self.caller.uid)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+    def _commit(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
+        """``docker commit`` of the caller's container into their namespace, labelled
+        theirs, the container's ds01 labels emptied (``retire --keep-as``'s commit); 201
+        with the image's id. No ``--change`` and no config: an image claims nothing."""
+        assert self.caller is not None
+        docker_name = self._own_container(request.query_value("container") or "-")[1]
+        if request.query_value("changes") or not unset(_json(body)):
+            self._refuse(
+                403, "docker commit --change (and a config) is not allowed: ds01 labels the "
+                "image yours and nothing else; use image-build for more."
+            )
+        name = self._own_repository(request.query_value("repo") or "")
+        tag = request.query_value("tag") or None
+        reference = self.service.commit(self.caller, docker_name, f"{name}:{tag}" if tag else name)
+        status, info = self.server.engine.json("GET", f"/images/{quote(reference, safe='/:')}/json")
+        image_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else reference
+        self._send(201, json.dumps({"Id": image_id}).encode())
+
+    def _tag(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker tag`` of the caller's own image into their namespace."""
+        assert self.caller is not None
+        name = self._own_repository(request.query_value("repo") or "")
+        images.tag(self.service, self.caller, ref, name, request.query_value("tag") or None)
+        self._send_empty(201)
+
+    def _remove_image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker rmi`` of the caller's own image (``image-remove``'s rules: not while a
+        container uses it); one they may not see is Docker's "No such image"."""
+        assert self.caller is not None
+        self._visible_image(request, ref)
+        removed = images.remove(self.service, self.caller, ref)
+        self._send(200, json.dumps([{"Untagged": removed.image}]).encode())
+
+    def _visible_image(self, request: decide.DockerRequest, ref: str) -> dict[str, object]:
+        """The inspection of an image the caller may see, as they may see it; any other is
+        Docker's "No such image"."""
         assert self.caller is not None
         status, info = self.server.engine.json(
             "GET", decide.request_path(request, f"/images/{quote(ref, safe='/:@')}/json")
         )
-        images = self.service.config().images
+        images_config = self.service.config().images
         if status == 200 and isinstance(info, dict):
-            shown = decide.visible_image_by(ref, info, self.caller.name, images.allows_reference)
+            shown = decide.visible_image_by(
+                ref, info, self.caller.name, images_config.allows_reference
+            )
             if shown is not None:
-                self._send(200, json.dumps(shown).encode())
+                return shown
         raise NotFound(decide.no_such_image(ref))
+
+    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """An image's inspection, when the caller may see the image."""
+        self._send(200, json.dumps(self._visible_image(request, ref)).encode())
 
     def _images(self, request: decide.DockerRequest) -> NoReturn:
         assert self.caller is not None

@@ -715,6 +715,36 @@ def cancel_build(service: Ds01Service, caller: Caller, job_id: str) -> api.Image
 # -- removal -----------------------------------------------------------------------------------
 
 
+def tag(service: Ds01Service, caller: Caller, source: str, name: str, tag: str | None) -> str:
+    """Tag the caller's own image ``source`` as ``<namespace>/<name>:<tag>`` (``docker
+    tag`` through the Docker API door); the new reference. Never a registry image's
+    reference nor another user's tag (as a build's).
+
+    Raises:
+        NotFound: ``source`` is not an image built for the caller.
+        PermissionDenied: the target is a registry image's or someone else's.
+    """
+    runtime = service.runtime
+    target = build_target(caller.name, caller.uid, name, tag)
+    try:
+        image = runtime.local_image(source)
+        if image is None or image.owner() != caller.name:
+            raise NotFound(f"No such image: {source}")
+        with _TAG_LOCK:
+            _check_target(service, service.config(), caller, target)
+            runtime.tag_image(image.id, target.repository, target.tag)
+    except Ds01Error as exc:
+        _refused(service, caller, "image.tag", f"image/{target.reference}", exc)
+        raise
+    service.events.emit(
+        "image.tag",
+        user=caller.name,
+        resource=f"image/{target.reference}",
+        details={"image_id": image.id, "source": source[:200]},
+    )
+    return target.reference
+
+
 def remove(
     service: Ds01Service, caller: Caller, reference: str, *, force: bool = False
 ) -> api.ImageRemoved:
@@ -775,4 +805,5 @@ __all__ = [
     "remove",
     "start_build",
     "start_pull",
+    "tag",
 ]

@@ -131,5 +131,8 @@ class Ds01Service(DaemonContext):
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
         return self.containers.retire(caller, name, request)
 
+    def commit(self, caller: Caller, name: str, keep_as: str) -> str:
+        return self.containers.commit(caller, name, keep_as)
+
 
 __all__ = ["Created", "Ds01Service", "Queued"]
