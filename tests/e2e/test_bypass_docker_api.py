@@ -18,7 +18,10 @@ body), bob's container by Docker name, id and id prefix for every verb the door 
 in and out, export and diff included), bob's exec, copies into her own container of what
 dockerd would write as root (a device node, hard links to files the copy did not write,
 not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
-Commits, tags and removals outside her own images and namespace. Filters that name bob's
+Commits, tags and removals outside her own images and namespace; bob's volume (by her name
+for it and by its Docker name), volumes bound to host paths or with other drivers,
+networks that are not hers as ds01 makes it, bob's container on a network or its
+namespace. Filters that name bob's
 uid show alice nothing. Last, a copy that tries to plant root's
 set-uid binary (with a file capability) and a set-gid directory in her own directory
 lands as her plain file and directory.
@@ -63,14 +66,21 @@ class Row:
     words: str  # in the error body's message
 
 
+def fill(body: bytes | None, targets: dict[str, str]) -> bytes | None:
+    """``body`` with ``{target}`` names replaced by the targets' ids and names."""
+    for key, value in targets.items():
+        body = body.replace(b"{%s}" % key.encode(), value.encode()) if body else body
+    return body
+
+
 def create(host: dict[str, Any] | None = None, **config: Any) -> Callable[[dict[str, str]], bytes]:
     body = {"Image": TEST_IMAGE, "Cmd": ["true"], "HostConfig": host or {}, **config}
     data = json.dumps(body).encode()
-    return lambda t: http_request("POST", f"{V}/containers/create?name=x", data)
+    return lambda t: http_request("POST", f"{V}/containers/create?name=x", fill(data, t))
 
 
 def raw(method: str, path: str, body: bytes | None = None, **kw: Any) -> Callable[..., bytes]:
-    return lambda t: http_request(method, V + path.format(**t), body, **kw)
+    return lambda t: http_request(method, V + path.format(**t), fill(body, t), **kw)
 
 
 #: A copy into alice's own directory, mounted at /workspace of her container.
@@ -244,7 +254,29 @@ ELSEWHERE: list[Row] = [
         "/images/ds01-test/unlisted:latest?force=1"), 404, "No such image"),
     Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
     Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
-    Row("system info", raw("GET", "/info"), 403, "GET /info"),
+    Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
+    Row("volume bound to a host path", raw("POST", "/volumes/create", json.dumps({"Name": "v",
+        "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}}).encode()), 403,
+        "DriverOpts"),
+    Row("volume driver", raw("POST", "/volumes/create", b'{"Name": "v", "Driver": "nfs"}'),
+        403, "drivers"),
+    Row("volume with an owner label", raw("POST", "/volumes/create", json.dumps({"Name": "v",
+        "Labels": {"ds01.uid": "0"}}).encode()), 403, "ds01's own"),
+    Row("bob's volume: inspect", raw("GET", "/volumes/bobvol"), 404, "no such volume"),
+    Row("bob's volume: remove", raw("DELETE", "/volumes/bobvol?force=1"), 404,
+        "no such volume"),
+    Row("bob's volume by its Docker name", create({"Binds": ["{bob_volume}:/x"]}), 403,
+        "not a volume name"),
+    Row("network with options", raw("POST", "/networks/create", json.dumps({"Name": "n",
+        "Options": {"com.docker.network.bridge.name": "docker0"}}).encode()), 403, "Options"),
+    Row("network driver", raw("POST", "/networks/create", b'{"Name": "n", "Driver": "host"}'),
+        403, "bridge"),
+    Row("network addresses", raw("POST", "/networks/create", json.dumps({"Name": "n", "IPAM": {
+        "Config": [{"Subnet": "10.0.0.0/8"}]}}).encode()), 403, "IPAM"),
+    Row("bob's container onto a network", raw("POST", "/networks/n/connect", json.dumps(
+        {"Container": "{bob_id}"}).encode()), 404, "No such container"),
+    Row("bob's network namespace", create({"NetworkMode": "container:{bob_id}"}), 403,
+        "NetworkMode"),
     Row("plugins", raw("GET", "/plugins"), 403, "GET /plugins"),
     Row("too old an API", lambda t: http_request("GET", "/v1.12/version"), 400, "too old"),
 ]  # fmt: skip
@@ -294,7 +326,10 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
         "bob_id": bob.id,
         "bob_prefix": bob.id[:6],
         "bob_exec": docker_client.api.exec_create(bob.id, ["true"])["Id"],
+        "bob_volume": f"bobvol._.{bob_uid}",
     }
+    bob_volume = docker_client.volumes.create(targets["bob_volume"], labels={
+        "ds01.managed": "true", "ds01.uid": str(bob_uid), "ds01.user": "bob"})  # fmt: skip
     tags = sorted(docker_client.images.get(test_image).tags)
     docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
     before = snapshot(docker_client)
@@ -317,11 +352,15 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
             listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
             assert listed.status == 200 and listed.json() == [], listed
+            volumes = api.call("GET", f"{V}/volumes")
+            assert volumes.status == 200 and volumes.json()["Volumes"] == [], volumes
             assert not failures, "\n\n".join(failures)
             assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
             plant(api, workspace)
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
+        bob_volume.reload()  # still there
+        bob_volume.remove()
         for path in workspace.iterdir():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert snapshot(docker_client) == before

@@ -8,8 +8,9 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
 and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
-namespace; VS Code's attach sequence. The refusals
-are in ``test_bypass_docker_api.py``.
+namespace; ``docker-compose up -d`` and ``down -v`` of a two-service project with a network
+and a named volume (per user: another user sees none of it); VS Code's attach sequence.
+The refusals are in ``test_bypass_docker_api.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from typing import Any
 
 import pexpect
 
-from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env
+from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env, wait_until
+
+#: Debian's docker-compose (1.29, on docker-py), installed by ``make images``.
+DOCKER_COMPOSE = "/usr/bin/docker-compose"
 
 LIMITS = """
     defaults:
@@ -537,3 +541,71 @@ def test_docker_commit_tag_and_rmi_of_own_images(ds01d: Any, docker_client: Any)
         for reference in ("alice/snap:v1", "alice/snap:v2"):
             with contextlib.suppress(Exception):
                 docker_client.images.remove(reference)
+
+
+COMPOSE_PROJECT = """\
+version: "3"
+services:
+  web:
+    image: ds01-test/busybox:latest
+    command: ["sh", "-c", "echo from-web > /data/x; exec sleep 300"]
+    volumes: ["data:/data"]
+    networks: [back]
+  db:
+    image: ds01-test/busybox:latest
+    command: ["sleep", "300"]
+    networks: [back]
+networks:
+  back: {}
+volumes:
+  data: {}
+"""
+
+
+def test_docker_compose_up_and_down_of_a_project_with_a_network_and_a_volume(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    alice = pwd.getpwnam("alice")
+    project = Path(alice.pw_dir) / "compose-test"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE_PROJECT)
+    for path in (project, project / "docker-compose.yml"):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    env = {"DOCKER_HOST": f"unix://{d.docker_socket}"}
+
+    def compose(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return d.run_as(user, [DOCKER_COMPOSE, "-p", "proj", *args], env, input=None,
+                        timeout=120, cwd=project)  # fmt: skip
+
+    try:
+        up = compose("alice", "up", "-d")
+        assert up.returncode == 0, describe(up)
+        mine = docker_client.containers.list(
+            filters={"label": ["ds01.user=alice", "com.docker.compose.project=proj"]}
+        )
+        assert sorted(c.labels["com.docker.compose.service"] for c in mine) == ["db", "web"]
+        assert {c.attrs["Config"]["User"] for c in mine} == {f"{alice.pw_uid}:{alice.pw_gid}"}
+        volume = docker_client.volumes.get(f"proj_data._.{alice.pw_uid}")
+        assert volume.attrs["Labels"]["ds01.uid"] == str(alice.pw_uid)
+        # The service writes its volume as alice; the other service finds it by its name.
+        wait_until("the web service's write", lambda: d.docker(
+            "alice", "exec", "proj_web_1", "cat", "/data/x").stdout == "from-web\n")  # fmt: skip
+        found = d.docker("alice", "exec", "proj_db_1", "nslookup", "web")
+        assert found.returncode == 0 and "Address" in found.stdout, describe(found)
+        volumes = d.docker("alice", "volume", "ls", "--format", "{{.Name}}")
+        assert volumes.stdout.split() == ["proj_data"], describe(volumes)
+        # bob sees none of it, and cannot use it.
+        assert d.docker("bob", "volume", "ls", "-q").stdout == ""
+        theirs = d.docker("bob", "volume", "inspect", "proj_data")
+        assert theirs.returncode != 0 and "No such volume" in theirs.stderr, describe(theirs)
+        assert d.docker("bob", "ps", "-a", "-q").stdout == ""
+        down = compose("alice", "down", "-v")
+        assert down.returncode == 0, describe(down)
+        assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+        assert not docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"})
+    finally:
+        shutil.rmtree(project)
+        for volume in docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"}):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)

@@ -96,7 +96,7 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
         ("GET", "/containers/abc/json/extra"),
         ("POST", "/images/load"),
         ("POST", "/session"),
-        ("GET", "/info"),
+        ("GET", "/system/df"),
     ],
 )
 def test_everything_else_is_refused_naming_the_endpoint(method: str, path: str) -> None:
@@ -349,3 +349,15 @@ def test_own_repository_is_the_users_namespace() -> None:
 def test_a_tag_or_commit_elsewhere_is_refused(repository: str, words: str) -> None:
     with pytest.raises(PermissionError, match=re.escape(words)):
         d.own_repository(repository, "alice", 1001)
+
+
+def test_info_shows_the_engine_and_only_the_callers_containers() -> None:
+    engine = {"ServerVersion": "20.10.24", "NCPU": 2, "Containers": 300, "Images": 40,
+              "Swarm": {"LocalNodeState": "active", "RemoteManagers": [{"Addr": "10.0.0.1"}]},
+              "Name": "gpu1", "RegistryConfig": {"Mirrors": ["m"]}}  # fmt: skip
+    shown = d.info_view(engine, ["running", "exited", "paused"])
+    assert shown["ServerVersion"] == "20.10.24" and shown["Name"] == "gpu1"
+    counts = (shown["Containers"], shown["ContainersRunning"], shown["ContainersStopped"])
+    assert counts == (3, 1, 1)
+    assert shown["Images"] == 0 and "RegistryConfig" not in shown
+    assert shown["Swarm"] == {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from ds01.core.docker_create import unset
+from ds01.core.docker_create import is_network_name, is_object_name, unset
 from ds01.core.image_build import image_name, user_namespace
 from ds01.errors import InvalidInput
 from ds01.model import labels as L
@@ -73,11 +73,14 @@ class Endpoint:
 #: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
 #: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
 #: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
-#: namespace: :func:`own_repository`).
+#: namespace: :func:`own_repository`), ``network*`` (every network name the caller uses
+#: means their own network: :func:`network_view`), ``volume*`` (the caller's named
+#: volumes, Docker-named as containers are: :func:`check_volume_create`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
     Endpoint("GET", "/version", "engine"),
+    Endpoint("GET", "/info", "info"),
     Endpoint("GET", "/containers/json", "list"),
     Endpoint("GET", "/containers/{ref}/json", "container"),
     Endpoint("GET", "/containers/{ref}/logs", "container", waits="follow"),
@@ -94,6 +97,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/images/{image}/tag", "image_tag"),
     Endpoint("DELETE", "/images/{image}", "image_remove"),
     Endpoint("POST", "/commit", "commit"),
+    Endpoint("GET", "/networks", "networks"),
+    Endpoint("POST", "/networks/create", "network_create"),
+    Endpoint("GET", "/networks/{ref}", "network"),
+    Endpoint("DELETE", "/networks/{ref}", "network"),
+    Endpoint("POST", "/networks/{ref}/connect", "network_connect"),
+    Endpoint("POST", "/networks/{ref}/disconnect", "network_connect"),
+    Endpoint("GET", "/volumes", "volumes"),
+    Endpoint("POST", "/volumes/create", "volume_create"),
+    Endpoint("GET", "/volumes/{ref}", "volume"),
+    Endpoint("DELETE", "/volumes/{ref}", "volume"),
     Endpoint("POST", "/containers/create", "create"),
     Endpoint("POST", "/containers/{ref}/start", "start"),
     Endpoint("POST", "/containers/{ref}/stop", "stop"),
@@ -486,6 +499,123 @@ def own_repository(repository: str, user: str, uid: int) -> str:
     return name
 
 
+#: The most named volumes one user may have.
+MAX_USER_VOLUMES = 32
+
+
+def _only(body: object, allowed: set[str], what: str) -> dict[str, object]:
+    """``body`` as a JSON object whose set fields are all in ``allowed``."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} needs a JSON object body")
+    extra = sorted(k for k, v in body.items() if k not in allowed and not unset(v))
+    if extra:
+        raise PermissionError(f"ds01 does not allow {', '.join(extra)[:80]} in {what}.")
+    return body
+
+
+def _client_labels(labels: object) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadRequest("Labels must map names to strings")
+    for key in labels:
+        if str(key).startswith((L.PREFIX, "aime.")):
+            raise PermissionError(f"Label {str(key)[:80]!r} is ds01's own: only ds01 sets it.")
+    return {str(k): v for k, v in labels.items()}
+
+
+def check_network_create(body: object) -> str:
+    """The name of a network create: ds01 makes no network for it (every network name of
+    the caller's means their own network), so only what that network is may be asked:
+    the bridge driver, no options, addresses, IPv6, internal or ingress mode.
+
+    Raises:
+        BadRequest: no JSON object, or no valid name.
+        PermissionError: anything ds01's network is not.
+    """
+    fields = _only(body, {"Name", "CheckDuplicate", "Labels", "Attachable", "Driver", "IPAM"},
+                   "a network create")  # fmt: skip
+    if fields.get("Driver") not in (None, "", "bridge"):
+        raise PermissionError("Your network is a bridge: another driver is not allowed.")
+    ipam = fields.get("IPAM") or {}
+    if not isinstance(ipam, dict) or any(
+        not unset(v) for k, v in ipam.items() if not (k == "Driver" and v == "default")
+    ):
+        raise PermissionError("Addresses (IPAM) of your network are ds01's to choose.")
+    _client_labels(fields.get("Labels"))
+    name = fields.get("Name")
+    if not is_network_name(name):
+        raise BadRequest("a network create needs a Name of letters, digits, '_', '.' or '-'")
+    assert isinstance(name, str)
+    return name
+
+
+def network_view(name: str, network_id: str, subnet: list[object]) -> dict[str, object]:
+    """What a network of the caller's looks like under the name they gave it: their own
+    bridge (its id and addresses), with no options or labels of ds01's."""
+    return {
+        "Name": name, "Id": network_id, "Scope": "local", "Driver": "bridge",
+        "EnableIPv6": False, "Internal": False, "Attachable": True, "Ingress": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": subnet},
+        "ConfigOnly": False, "Containers": {}, "Options": {}, "Labels": {},
+    }  # fmt: skip
+
+
+def check_volume_create(body: object) -> tuple[str | None, dict[str, str]]:
+    """The name (``None``: ds01 picks one) and the client's labels of a volume create: a
+    local volume with no driver options (``type=none,o=bind,device=/etc`` would mount any
+    host path), no ds01 labels.
+
+    Raises:
+        BadRequest: no JSON object, a malformed name or labels.
+        PermissionError: another driver, driver options, ds01's labels.
+    """
+    fields = _only(body, {"Name", "Driver", "Labels"}, "a volume create")
+    if fields.get("Driver") not in (None, "", "local"):
+        raise PermissionError("Volume drivers are not allowed: your volumes are local.")
+    labels = _client_labels(fields.get("Labels"))
+    name = fields.get("Name") or None
+    if name is not None and not (isinstance(name, str) and is_object_name(name)):
+        raise BadRequest("a volume's Name is letters, digits, '_', '.' or '-'")
+    return name, labels
+
+
+def volume_view(volume: Mapping[str, object], name: str) -> dict[str, object]:
+    """A volume of the caller's, under the name they gave it."""
+    return {**volume, "Name": name}
+
+
+def no_such_volume(name: str) -> str:
+    """Docker's own answer for a volume it does not know."""
+    return f"get {name}: no such volume"
+
+
+#: What ``/info`` shows of the engine: what it is, never what others run on it.
+_INFO_KEPT = (
+    "ID", "Name", "ServerVersion", "OperatingSystem", "OSType", "OSVersion", "Architecture",
+    "KernelVersion", "NCPU", "MemTotal", "Driver", "CgroupDriver", "CgroupVersion",
+    "DefaultRuntime", "IndexServerAddress", "ExperimentalBuild", "LoggingDriver",
+)  # fmt: skip
+
+
+def info_view(info: Mapping[str, object], states: list[str]) -> dict[str, object]:
+    """The engine's ``/info`` as a user sees it: the engine itself, and counts of only
+    their own containers (``states``: each one's ``State``) and no other user's, no
+    images, no swarm."""
+    shown: dict[str, object] = {key: info[key] for key in _INFO_KEPT if key in info}
+    shown.update(
+        Containers=len(states),
+        ContainersRunning=states.count("running"),
+        ContainersPaused=states.count("paused"),
+        ContainersStopped=len(states) - states.count("running") - states.count("paused"),
+        Images=0,
+        Swarm={"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""},
+        Plugins={"Volume": ["local"], "Network": ["bridge"], "Authorization": None, "Log": []},
+        Warnings=None,
+    )
+    return shown
+
+
 def error_body(message: str) -> bytes:
     """Docker's error body, which its clients print (``Error response from daemon: …``)."""
     return json.dumps({"message": message}).encode()
@@ -494,6 +624,7 @@ def error_body(message: str) -> bytes:
 __all__ = [
     "ENDPOINTS",
     "EXPLAINED",
+    "MAX_USER_VOLUMES",
     "MIN_API_VERSION",
     "RAISE_MESSAGE",
     "ROOT_EXEC_MESSAGE",
@@ -503,10 +634,15 @@ __all__ = [
     "Refused",
     "Routed",
     "check_exec",
+    "check_network_create",
     "check_update",
+    "check_volume_create",
     "error_body",
+    "info_view",
+    "network_view",
     "no_such_container",
     "no_such_image",
+    "no_such_volume",
     "not_allowed_message",
     "own_repository",
     "owned_filters",
@@ -518,6 +654,7 @@ __all__ = [
     "version_too_old",
     "visible_image",
     "visible_image_by",
+    "volume_view",
     "waits",
     "with_query",
 ]

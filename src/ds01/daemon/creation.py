@@ -430,7 +430,11 @@ class Creation:
         try:
             network = ctx.networks.ensure(owner.uid)  # guarded before anything is on it
             container_id = ctx.runtime.create(
-                replace(spec, network=network, network_aliases=(prepared.name,))
+                replace(
+                    spec,
+                    network=network,
+                    network_aliases=(prepared.name, *(prepared.run or RunOptions()).aliases),
+                )
             )
             ctx.ledger.refresh(container_id)  # the next decision sees its devices
             ctx.accounts.write(
@@ -654,6 +658,7 @@ class Creation:
                 **dict(prepared.hub_environment),
             },
             mounts=tuple(mounts),
+            volumes=run.volumes,
             cgroup_parent=cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
             cpus=resources.cpus,
             memory_bytes=resources.memory_bytes,

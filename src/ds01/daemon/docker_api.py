@@ -27,21 +27,30 @@ first, then Docker's own resolution applies (name, id, id prefix).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import io
 import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from ds01.core import docker_api as decide
 from ds01.core.docker_archive import MAX_ARCHIVE_BYTES, ArchiveRefused, Owner
-from ds01.core.docker_create import CreateRefused, read_create, unset
+from ds01.core.docker_create import (
+    CreateRefused,
+    is_network_name,
+    is_object_name,
+    read_create,
+    unset,
+)
 from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
@@ -55,6 +64,7 @@ from ds01.daemon.connections import (
     listening_socket,
 )
 from ds01.daemon.identity import Caller
+from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Created
 from ds01.daemon.service import Ds01Service
 from ds01.errors import (
@@ -64,12 +74,15 @@ from ds01.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
+    QuotaExceeded,
 )
 from ds01.model import labels as L
 from ds01.runtime.archive_rewrite import BodyError, RequestBody, rewrite_archive
 from ds01.runtime.engine_proxy import EngineProxy
+from ds01.runtime.volume_root import give_volume_root
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: A container's full id.
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
@@ -226,6 +239,13 @@ class _DoorExchange:
             self._tag(request, ref)
         elif kind == "image_remove":
             self._remove_image(request, ref)
+        elif kind == "info":
+            self._info()
+        elif kind.startswith("network"):
+            self._network(request, kind, ref, body)
+        elif kind.startswith("volume"):
+            self._volume(request, kind, ref, body)
+            target = decide.request_path(request, f"/volumes/{quote(self._volume_name(ref))}")
         elif kind == "update":
             info = self._own_container_info(ref)
             body = self._checked_update(info, body)
@@ -356,8 +376,16 @@ class _DoorExchange:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
+        # Named volumes are the caller's own, made when missing (as dockerd makes them).
+        run = dataclasses.replace(
+            wanted.run,
+            volumes=tuple(
+                (str(self._own_volume(name, create={})["Name"]), target)
+                for name, target in wanted.run.volumes
+            ),
+        )
         try:
-            created = self.service.create(self.caller, create, wanted.run)
+            created = self.service.create(self.caller, create, run)
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
             self._refuse(403, exc.message)
@@ -488,6 +516,114 @@ class _DoorExchange:
                 return shown
         raise NotFound(decide.no_such_image(ref))
 
+    def _info(self) -> NoReturn:
+        """The engine's ``/info`` as the caller may see it (``decide.info_view``)."""
+        assert self.caller is not None
+        status, info = self.server.engine.json("GET", "/info")
+        if status != 200 or not isinstance(info, dict):
+            self._error(502, "Docker did not describe itself; tell an admin.")
+        filters = json.dumps({"label": decide.owner_labels(self.caller.uid)})
+        listed = self.server.engine.json("GET", f"/containers/json?all=1&filters={quote(filters)}")
+        states = [str(c.get("State", "")) for c in listed[1] or [] if isinstance(c, dict)]
+        self._send(200, json.dumps(decide.info_view(info, states)).encode())
+
+    # -- networks and volumes ------------------------------------------------------------------
+
+    def _network(self, request: decide.DockerRequest, kind: str, ref: str, body: bytes) -> NoReturn:
+        """Every network name the caller uses means their own network (``ds01-u<uid>``, on
+        which ds01 puts all their containers, isolated from other users'): a create makes
+        nothing, an inspection shows their network under that name, a removal, connect or
+        disconnect changes nothing (a connect's container must be theirs)."""
+        assert self.caller is not None
+        real = network_name(self.caller.uid)
+        status, info = self.server.engine.json("GET", f"/networks/{real}")
+        exists = status == 200 and isinstance(info, dict)
+        net_id = str(info["Id"]) if exists else hashlib.sha256(real.encode()).hexdigest()
+        subnet = list((info.get("IPAM") or {}).get("Config") or []) if exists else []
+        if kind == "networks":
+            shown = [decide.network_view(real, net_id, subnet)] if exists else []
+            self._send(200, json.dumps(shown).encode())
+        if kind == "network_create":
+            _checked(decide.check_network_create, _json(body))
+            self._send(201, json.dumps({"Id": net_id, "Warning": ""}).encode())
+        if not is_network_name(ref):
+            raise NotFound(f"network {ref} not found")
+        if kind == "network_connect":
+            fields = _json(body)
+            container = fields.get("Container") if isinstance(fields, dict) else None
+            self._own_container(str(container or "-"))
+            self._send_empty(200)
+        if request.method == "DELETE":
+            self._send_empty(204)
+        self._send(200, json.dumps(decide.network_view(ref, net_id, subnet)).encode())
+
+    def _volume(self, request: decide.DockerRequest, kind: str, ref: str, body: bytes) -> None:
+        """The caller's named volumes: listed, inspected and created under their names
+        (Docker's is ``NAME._.<uid>``, labelled theirs, at most ``MAX_USER_VOLUMES``);
+        returns only for a removal of one of theirs, which dockerd then does."""
+        if kind == "volumes":
+            shown = [
+                decide.volume_view(v, _user_name(str(v.get("Name", ""))))
+                for v in self._own_volumes()
+            ]
+            self._send(200, json.dumps({"Volumes": shown, "Warnings": []}).encode())
+        if kind == "volume_create":
+            name, labels = _checked(decide.check_volume_create, _json(body))
+            name = name or secrets.token_hex(32)  # Docker's own name for an anonymous one
+            volume = self._own_volume(name, create=labels)
+            self._send(201, json.dumps(decide.volume_view(volume, name)).encode())
+        volume = self._own_volume(ref)
+        if request.method != "DELETE":
+            self._send(200, json.dumps(decide.volume_view(volume, ref)).encode())
+
+    def _volume_name(self, name: str) -> str:
+        assert self.caller is not None
+        return L.container_name(name, self.caller.uid)
+
+    def _own_volumes(self) -> list[dict[str, Any]]:
+        assert self.caller is not None
+        uid = self.caller.uid
+        filters = json.dumps({"label": decide.owner_labels(uid)})
+        listed = self.server.engine.json("GET", f"/volumes?filters={quote(filters)}")[1]
+        volumes = listed.get("Volumes") if isinstance(listed, dict) else None
+        return [
+            v for v in volumes or [] if isinstance(v, dict) and decide.owns(v.get("Labels"), uid)
+        ]
+
+    def _own_volume(self, name: str, create: dict[str, str] | None = None) -> dict[str, Any]:
+        """dockerd's inspection of the caller's volume ``name``; made first (labelled
+        theirs, its root given to them) when ``create`` (the client's labels) is given;
+        otherwise Docker's "no such volume"."""
+        assert self.caller is not None
+        user = self.caller.user
+        if not is_object_name(name):
+            raise NotFound(decide.no_such_volume(name))
+        docker_name = self._volume_name(name)
+        status, info = self.server.engine.json("GET", f"/volumes/{quote(docker_name)}")
+        if status == 200 and isinstance(info, dict) and decide.owns(info.get("Labels"), user.uid):
+            return info
+        if create is None or status == 200:  # someone else's under that name: not touched
+            raise NotFound(decide.no_such_volume(name))
+        if len(self._own_volumes()) >= decide.MAX_USER_VOLUMES:
+            raise QuotaExceeded(
+                f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user may: "
+                "remove one (docker volume rm NAME) first."
+            )
+        labels = {**create, L.MANAGED: "true", L.UID: str(user.uid), L.USER: user.name}
+        status, made = self.server.engine.json(
+            "POST", "/volumes/create", {"Name": docker_name, "Driver": "local", "Labels": labels}
+        )
+        if status != 201 or not isinstance(made, dict) or not decide.owns(
+            made.get("Labels"), user.uid
+        ):
+            raise NotFound(decide.no_such_volume(name))
+        volume: dict[str, Any] = made
+        give_volume_root(str(volume.get("Mountpoint", "")), user.uid, user.gid)
+        self.service.events.emit(
+            "volume.create", user=user.name, resource=f"volume/{name}", details={"via": "docker"}
+        )
+        return volume
+
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""
         self._send(200, json.dumps(self._visible_image(request, ref)).encode())
@@ -556,6 +692,21 @@ def _json(body: bytes) -> object:
         return json.loads(body)
     except ValueError:
         raise InvalidInput("The request body is not JSON.") from None
+
+
+def _checked(check: Callable[[object], _T], body: object) -> _T:
+    """A core check of a body, its refusals as ds01's errors."""
+    try:
+        return check(body)
+    except decide.BadRequest as exc:
+        raise InvalidInput(f"ds01 could not read this request: {exc}.") from exc
+    except PermissionError as exc:
+        raise PermissionDenied(str(exc)) from exc
+
+
+def _user_name(docker_name: str) -> str:
+    """The caller's name for a volume (its Docker name without ds01's suffix)."""
+    return docker_name.rsplit(L.CONTAINER_NAME_SEPARATOR, 1)[0]
 
 
 def _query_of(request: decide.DockerRequest) -> str:

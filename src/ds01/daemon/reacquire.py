@@ -5,7 +5,8 @@ devices back (``QueueDesk.release_devices``). When it starts again it gets its o
 if they are all free (nothing to change), or else is re-created on other devices from a
 commit of its filesystem, with the same name, mounts and limits, so that nothing in it is
 lost. A re-creation a crash interrupted is settled at the next start
-(``StartupReconciler``).
+(``StartupReconciler``). A container made through the Docker API door keeps its terminal
+settings, aliases and named volumes too.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
@@ -20,6 +21,7 @@ from typing import Any
 
 from ds01.core.allocation import GpuRequest, Placement, allocate
 from ds01.core.container_resources import Resources
+from ds01.core.docker_create import RunOptions
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
@@ -161,7 +163,36 @@ class Reacquire:
             kept_image=image,
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
+            run=_run_options(record, attrs) if record.labels.get(L.INTERFACE) == "docker" else None,
         )
+
+
+def _run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptions:
+    """What a container made through the Docker API door keeps across a re-creation beyond
+    its commit (which holds its command, environment and labels): its terminal settings,
+    working directory, extra network aliases and named volumes."""
+    config = attrs.get("Config") or {}
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    ours = {record.name, str(attrs.get("Id", ""))[:12]}
+    aliases = tuple(
+        dict.fromkeys(
+            alias
+            for endpoint in networks.values()
+            for alias in (endpoint or {}).get("Aliases") or ()
+            if alias not in ours
+        )
+    )
+    return RunOptions(
+        tty=bool(config.get("Tty")),
+        stdin_open=bool(config.get("OpenStdin")),
+        working_dir=config.get("WorkingDir") or None,
+        aliases=aliases,
+        volumes=tuple(
+            (str(m.get("Name")), str(m.get("Destination")))
+            for m in attrs.get("Mounts") or ()
+            if m.get("Type") == "volume"
+        ),
+    )
 
 
 __all__ = ["Reacquire"]

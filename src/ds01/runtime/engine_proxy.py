@@ -78,16 +78,21 @@ class EngineProxy:
             with contextlib.suppress(OSError):
                 engine.shutdown(socket.SHUT_RDWR)
 
-    def json(self, method: str, target: str) -> tuple[int, Any]:
-        """dockerd's status and JSON answer to a request without body (``None`` when the
-        answer is not JSON).
+    def json(self, method: str, target: str, body: object = None) -> tuple[int, Any]:
+        """dockerd's status and JSON answer to a request (``body``: sent as JSON unless
+        ``None``); the answer is ``None`` when it is not JSON.
 
         Raises:
             DockerUnavailable: dockerd does not answer.
         """
         conn = _UnixConnection(self.socket_path, ENGINE_TIMEOUT_S)
+        headers = {"Host": "docker"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, target, headers={"Host": "docker"})
+            conn.request(method, target, body=data, headers=headers)
             response = conn.getresponse()
             data = response.read()
         except OSError as exc:
