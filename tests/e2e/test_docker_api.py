@@ -8,8 +8,9 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
 and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
-namespace; ``docker-compose up -d`` and ``down -v`` of a two-service project with a network
-and a named volume (per user: another user sees none of it); VS Code's attach sequence.
+namespace; ``pull`` of what the image policy allows (from a local registry);
+``docker-compose up -d`` and ``down -v`` of a two-service project with a network and a
+named volume (per user: another user sees none of it); VS Code's attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
 """
 
@@ -609,3 +610,24 @@ def test_docker_compose_up_and_down_of_a_project_with_a_network_and_a_volume(
         for volume in docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"}):
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
+
+
+def test_docker_pull_of_an_allowed_reference_only(
+    ds01d: Any, docker_client: Any, local_registry: str
+) -> None:
+    registry = f"  - name: pulled\n    image: {local_registry}\n    framework: none\n" \
+        "    description: The test image, from a local registry\n"  # fmt: skip
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + registry)
+    try:
+        pull = d.docker("alice", "pull", local_registry)
+        assert pull.returncode == 0, describe(pull)
+        assert f"Pulled {local_registry}" in pull.stdout, describe(pull)
+        assert docker_client.images.get(local_registry).id
+        pulled = d.events_where(action="image.pull", user="alice", outcome="success")
+        assert pulled and pulled[-1]["resource"] == f"image/{local_registry}"
+        other = local_registry.rsplit(":", 1)[0] + ":other"
+        refused = d.docker("alice", "pull", other)
+        assert refused.returncode != 0 and "not allowed" in refused.stderr, describe(refused)
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(local_registry)

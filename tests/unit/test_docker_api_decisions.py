@@ -68,6 +68,7 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("HEAD", "/containers/abc123/archive", "container", "abc123"),
         ("PUT", "/containers/abc123/archive", "archive_put", "abc123"),
         ("POST", "/commit", "commit", None),
+        ("POST", "/images/create", "pull", None),
         ("POST", "/images/alice/thesis:v1/tag", "image_tag", "alice/thesis:v1"),
         ("DELETE", "/images/alice/thesis:v1", "image_remove", "alice/thesis:v1"),
         ("GET", "/images/json", "images", None),
@@ -87,7 +88,7 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
         ("GET", "/secrets"),
         ("GET", "/containers/abc/update"),
         ("POST", "/containers/prune"),
-        ("POST", "/images/create"),
+        ("POST", "/images/load"),
         ("POST", "/build"),
         ("POST", "/images/prune"),
         ("POST", "/containers/abc/archive"),
@@ -361,3 +362,23 @@ def test_info_shows_the_engine_and_only_the_callers_containers() -> None:
     assert counts == (3, 1, 1)
     assert shown["Images"] == 0 and "RegistryConfig" not in shown
     assert shown["Swarm"] == {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""}
+
+
+@pytest.mark.parametrize(
+    ("query", "reference"),
+    [
+        ("fromImage=busybox&tag=latest", "busybox:latest"),
+        ("fromImage=127.0.0.1:5000/ds01-test/x", "127.0.0.1:5000/ds01-test/x"),
+        ("fromImage=busybox&tag=sha256:" + "a" * 64, "busybox@sha256:" + "a" * 64),
+    ],
+)
+def test_a_pull_reads_its_reference(query: str, reference: str) -> None:
+    request = d.parse_request(f"POST /v1.41/images/create?{query} HTTP/1.1\r\n\r\n".encode())
+    assert d.pull_reference(request) == reference
+
+
+@pytest.mark.parametrize("query", ["fromSrc=-&repo=x", "fromImage=", "tag=latest"])
+def test_an_import_or_a_pull_of_nothing_is_refused(query: str) -> None:
+    request = d.parse_request(f"POST /images/create?{query} HTTP/1.1\r\n\r\n".encode())
+    with pytest.raises(PermissionError):
+        d.pull_reference(request)

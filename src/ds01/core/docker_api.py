@@ -73,9 +73,11 @@ class Endpoint:
 #: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
 #: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
 #: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
-#: namespace: :func:`own_repository`), ``network*`` (every network name the caller uses
-#: means their own network: :func:`network_view`), ``volume*`` (the caller's named
-#: volumes, Docker-named as containers are: :func:`check_volume_create`).
+#: namespace: :func:`own_repository`), ``pull`` (``image-pull``'s: what the image policy
+#: allows, followed as Docker streams it: :func:`pull_reference`), ``network*`` (every
+#: network name the caller uses means their own network: :func:`network_view`),
+#: ``volume*`` (the caller's named volumes, Docker-named as containers are:
+#: :func:`check_volume_create`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -97,6 +99,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/images/{image}/tag", "image_tag"),
     Endpoint("DELETE", "/images/{image}", "image_remove"),
     Endpoint("POST", "/commit", "commit"),
+    Endpoint("POST", "/images/create", "pull", waits="always"),
     Endpoint("GET", "/networks", "networks"),
     Endpoint("POST", "/networks/create", "network_create"),
     Endpoint("GET", "/networks/{ref}", "network"),
@@ -499,6 +502,34 @@ def own_repository(repository: str, user: str, uid: int) -> str:
     return name
 
 
+def pull_reference(request: DockerRequest) -> str:
+    """The reference a ``POST /images/create`` pulls (``fromImage`` with its ``tag``, a
+    tag or a digest).
+
+    Raises:
+        PermissionError: an import (``fromSrc``), or no image named.
+    """
+    if request.query_value("fromSrc") is not None:
+        raise PermissionError("docker import is not allowed: build or pull an allowed image.")
+    image = request.query_value("fromImage") or ""
+    if not image:
+        raise PermissionError("Name the image to pull (docker pull IMAGE).")
+    tag = request.query_value("tag") or ""
+    if not tag:
+        return image
+    return f"{image}@{tag}" if ":" in tag else f"{image}:{tag}"
+
+
+def pull_line(text: str) -> bytes:
+    """One line of a pull's progress as Docker streams it (``docker pull`` prints it)."""
+    return json.dumps({"status": text}).encode() + b"\r\n"
+
+
+def pull_error(message: str) -> bytes:
+    """A pull's failure as Docker streams it (``docker pull`` prints it and exits 1)."""
+    return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
+
+
 #: The most named volumes one user may have.
 MAX_USER_VOLUMES = 32
 
@@ -649,6 +680,9 @@ __all__ = [
     "owner_labels",
     "owns",
     "parse_request",
+    "pull_error",
+    "pull_line",
+    "pull_reference",
     "request_path",
     "route",
     "version_too_old",

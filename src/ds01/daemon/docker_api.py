@@ -239,6 +239,8 @@ class _DoorExchange:
             self._tag(request, ref)
         elif kind == "image_remove":
             self._remove_image(request, ref)
+        elif kind == "pull":
+            self._pull(request)
         elif kind == "info":
             self._info()
         elif kind.startswith("network"):
@@ -515,6 +517,29 @@ class _DoorExchange:
             if shown is not None:
                 return shown
         raise NotFound(decide.no_such_image(ref))
+
+    def _pull(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker pull`` as ``image-pull`` does it (only what the image policy allows,
+        audited, one job per user's pull), its progress streamed as Docker streams it."""
+        assert self.caller is not None
+        try:
+            reference = decide.pull_reference(request)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        job = images.start_pull(self.service, self.caller, api.ImagePullRequest(image=reference))
+        self._claim()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head)
+            since = 0
+            while job.state == "running":
+                job = images.follow(self.service, self.caller, "pull", job.id, 30.0, str(since))
+                self.sock.sendall(b"".join(decide.pull_line(line) for line in job.lines))
+                since = job.next
+            message = job.message or f"Pulling {reference} ended."
+            ended = decide.pull_error if job.state != "succeeded" else decide.pull_line
+            self.sock.sendall(ended(message))
+        raise _Answered
 
     def _info(self) -> NoReturn:
         """The engine's ``/info`` as the caller may see it (``decide.info_view``)."""
