@@ -18,7 +18,9 @@ body), bob's container by Docker name, id and id prefix for every verb the door 
 in and out, export and diff included), bob's exec, copies into her own container of what
 dockerd would write as root (a device node, hard links to files the copy did not write,
 not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
-Commits, tags and removals outside her own images and namespace; bob's volume (by her name
+Commits, tags and removals outside her own images and namespace; builds FROM images
+outside the allowlist (by tag and by digest), with BuildKit, on the host's network, with a
+device node in their context; bob's volume (by her name
 for it and by its Docker name), volumes bound to host paths or with other drivers,
 networks that are not hers as ds01 makes it, bob's container on a network or its
 namespace. Filters that name bob's
@@ -252,7 +254,20 @@ ELSEWHERE: list[Row] = [
         "not one of your images"),
     Row("rmi of an image outside the allowlist", raw("DELETE",
         "/images/ds01-test/unlisted:latest?force=1"), 404, "No such image"),
-    Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
+    Row("buildkit session", raw("POST", "/session", b""), 403, "DOCKER_BUILDKIT=0"),
+    Row("buildkit build", raw("POST", "/build?t=alice/x&version=2", b""), 403,
+        "DOCKER_BUILDKIT=0"),
+    Row("build FROM an image outside the allowlist", raw("POST", "/build?t=alice/x", tar_of(
+        member("Dockerfile", data=b"FROM ds01-test/unlisted:latest\n"))), 403,
+        "may build from"),
+    Row("build FROM by digest", raw("POST", "/build?t=alice/x", tar_of(member("Dockerfile",
+        data=b"FROM ds01-test/busybox@sha256:" + b"0" * 64 + b"\n"))), 403, "may build from"),
+    Row("build context with a device node", raw("POST", "/build?t=alice/x", tar_of(
+        member("Dockerfile", data=b"FROM busybox\n"), member("sda", tarfile.CHRTYPE))), 403,
+        "device node"),
+    Row("build into bob's namespace", raw("POST", "/build?t=bob/x", b""), 403, "alice/NAME"),
+    Row("build on the host's network", raw("POST", "/build?t=alice/x&networkmode=host", b""),
+        403, "networkmode"),
     Row("pull outside the image policy", raw("POST", "/images/create?fromImage=alpine&tag=3",
         b""), 403, "not in the image registry"),
     Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),

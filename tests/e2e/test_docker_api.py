@@ -8,7 +8,8 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
 and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
-namespace; ``pull`` of what the image policy allows (from a local registry);
+namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
+with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
 ``docker-compose up -d`` and ``down -v`` of a two-service project with a network and a
 named volume (per user: another user sees none of it); VS Code's attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
@@ -32,7 +33,14 @@ from typing import Any
 
 import pexpect
 
-from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env, wait_until
+from support import (
+    DEBIAN_DOCKER,
+    TEST_IMAGE,
+    TEST_IMAGES_YAML,
+    describe,
+    user_env,
+    wait_until,
+)
 
 #: Debian's docker-compose (1.29, on docker-py), installed by ``make images``.
 DOCKER_COMPOSE = "/usr/bin/docker-compose"
@@ -631,3 +639,43 @@ def test_docker_pull_of_an_allowed_reference_only(
     finally:
         with contextlib.suppress(Exception):
             docker_client.images.remove(local_registry)
+
+
+def test_docker_build_as_image_build_does_it(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    alice = pwd.getpwnam("alice")
+    context = Path(alice.pw_dir) / "build-test"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY Dockerfile /\nRUN echo built > /b\n")
+    (context / "unlisted").mkdir()
+    (context / "unlisted" / "Dockerfile").write_text("FROM ds01-test/unlisted:latest\n")
+    for path in (context, *context.rglob("*")):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    docker_client.images.get(TEST_IMAGE).tag("ds01-test/unlisted", "latest")
+    try:
+        build = d.docker("alice", "build", "-t", "alice/built:v1", str(context), timeout=120)
+        assert build.returncode == 0, describe(build)
+        assert "Successfully tagged alice/built:v1" in build.stdout, describe(build)
+        image = docker_client.images.get("alice/built:v1")
+        assert image.labels["ds01.image.owner"] == "alice"
+        # FROM busybox is the registry's busybox; the context came with the build.
+        run = d.docker("alice", "run", "--rm", "alice/built:v1", "sh", "-c", "cat /b /Dockerfile")
+        assert run.stdout.split()[:2] == ["built", "FROM"], describe(run)
+        built = d.events_where(action="image.build", user="alice", outcome="success")
+        assert built and built[-1]["resource"] == "image/alice/built:v1"
+        for args, words in (
+            (("build", "-t", "alice/other", str(context / "unlisted")), "may build from"),
+            (("build", "-t", "bob/x", str(context)), "alice/NAME"),
+            (("build", "--build-arg", "A=1", "-t", "alice/x", str(context)), "buildargs"),
+        ):
+            refused = d.docker("alice", *args)
+            assert refused.returncode != 0 and words in refused.stderr, describe(refused)
+        kit = d.run_as("alice", [DEBIAN_DOCKER, "build", "-t", "alice/x", str(context)],
+                       {"DOCKER_HOST": f"unix://{d.docker_socket}", "DOCKER_BUILDKIT": "1"},
+                       input=None, timeout=60, cwd=None)  # fmt: skip
+        assert kit.returncode != 0 and "DOCKER_BUILDKIT=0" in kit.stderr, describe(kit)
+    finally:
+        shutil.rmtree(context)
+        for reference in ("alice/built:v1", "ds01-test/unlisted:latest"):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(reference)

@@ -69,6 +69,7 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("PUT", "/containers/abc123/archive", "archive_put", "abc123"),
         ("POST", "/commit", "commit", None),
         ("POST", "/images/create", "pull", None),
+        ("POST", "/build", "build", None),
         ("POST", "/images/alice/thesis:v1/tag", "image_tag", "alice/thesis:v1"),
         ("DELETE", "/images/alice/thesis:v1", "image_remove", "alice/thesis:v1"),
         ("GET", "/images/json", "images", None),
@@ -89,14 +90,14 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
         ("GET", "/containers/abc/update"),
         ("POST", "/containers/prune"),
         ("POST", "/images/load"),
-        ("POST", "/build"),
+        ("POST", "/build/prune"),
         ("POST", "/images/prune"),
         ("POST", "/containers/abc/archive"),
         ("DELETE", "/containers/abc/archive"),
         ("POST", "/containers/abc/json"),
         ("GET", "/containers/abc/json/extra"),
         ("POST", "/images/load"),
-        ("POST", "/session"),
+        ("GET", "/session"),
         ("GET", "/system/df"),
     ],
 )
@@ -382,3 +383,49 @@ def test_an_import_or_a_pull_of_nothing_is_refused(query: str) -> None:
     request = d.parse_request(f"POST /images/create?{query} HTTP/1.1\r\n\r\n".encode())
     with pytest.raises(PermissionError):
         d.pull_reference(request)
+
+
+def test_buildkit_is_refused_telling_the_user_the_classic_builder() -> None:
+    for path in ("/session", "/grpc"):
+        refused = d.route("POST", path)
+        assert isinstance(refused, d.Refused) and "DOCKER_BUILDKIT=0" in refused.message
+
+
+def build_request(query: str) -> d.DockerRequest:
+    return d.parse_request(f"POST /v1.41/build?{query} HTTP/1.1\r\n\r\n".encode())
+
+
+#: What Debian's docker 20.10 CLI sends for ``docker build -t alice/x:v1 .``.
+CLI_BUILD = (
+    "buildargs=%7B%7D&cachefrom=%5B%5D&cgroupparent=&cpuperiod=0&cpuquota=0&cpusetcpus="
+    "&cpusetmems=&cpushares=0&dockerfile=Dockerfile&labels=%7B%7D&memory=0&memswap=0"
+    "&networkmode=default&rm=1&shmsize=0&t=alice%2Fx%3Av1&target=&ulimits=null&version=1"
+)
+
+
+def test_the_clis_build_reads_as_image_build() -> None:
+    options = d.build_options(build_request(CLI_BUILD), "alice", 1001)
+    assert options == d.BuildOptions("x", "v1", "Dockerfile", pull=False, no_cache=False)
+    plain = d.build_options(build_request("t=alice/x&nocache=1&pull=1"), "alice", 1001)
+    assert (plain.tag, plain.no_cache, plain.pull) == ("latest", True, True)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        (CLI_BUILD.replace("version=1", "version=2"), "DOCKER_BUILDKIT=0"),
+        (CLI_BUILD.replace("buildargs=%7B%7D", "buildargs=%7B%22A%22%3A%221%22%7D"),
+         "buildargs"),
+        (CLI_BUILD.replace("memory=0", "memory=1073741824"), "memory"),
+        (CLI_BUILD.replace("networkmode=default", "networkmode=host"), "networkmode"),
+        (CLI_BUILD.replace("cgroupparent=", "cgroupparent=%2F"), "cgroupparent"),
+        (CLI_BUILD + "&remote=https%3A%2F%2Fexample.org%2Fx.git", "remote"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1", "t=bob%2Fx"), "alice/NAME"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1", "t="), "alice/NAME"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1&", ""), "one -t"),
+        (CLI_BUILD + "&t=alice%2Fy", "one -t"),
+    ],
+)  # fmt: skip
+def test_a_build_asking_for_what_ds01_sets_is_refused(query: str, words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.build_options(build_request(query), "alice", 1001)

@@ -74,8 +74,10 @@ class Endpoint:
 #: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
 #: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
 #: namespace: :func:`own_repository`), ``pull`` (``image-pull``'s: what the image policy
-#: allows, followed as Docker streams it: :func:`pull_reference`), ``network*`` (every
-#: network name the caller uses means their own network: :func:`network_view`),
+#: allows, followed as Docker streams it: :func:`pull_reference`), ``build``
+#: (``image-build``'s, from the context the client sends: :func:`build_options`),
+#: ``network*`` (every network name the caller uses means their own network:
+#: :func:`network_view`),
 #: ``volume*`` (the caller's named volumes, Docker-named as containers are:
 #: :func:`check_volume_create`).
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -100,6 +102,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/images/{image}", "image_remove"),
     Endpoint("POST", "/commit", "commit"),
     Endpoint("POST", "/images/create", "pull", waits="always"),
+    Endpoint("POST", "/build", "build", waits="always"),
     Endpoint("GET", "/networks", "networks"),
     Endpoint("POST", "/networks/create", "network_create"),
     Endpoint("GET", "/networks/{ref}", "network"),
@@ -213,8 +216,15 @@ def version_too_old(version: str | None) -> bool:
     return (major, minor) < MIN_API_VERSION
 
 
+BUILDKIT_MESSAGE = (
+    "ds01 builds with Docker's classic builder, not BuildKit: run DOCKER_BUILDKIT=0 docker "
+    "build … (or image-build)."
+)
+
 #: Endpoints refused with a reason of their own (method, path pattern, why).
 EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
+    ("POST", re.compile(r"^/grpc\Z"), BUILDKIT_MESSAGE),
     (
         "POST",
         re.compile(r"^/containers/[^/]+/rename\Z"),
@@ -525,9 +535,63 @@ def pull_line(text: str) -> bytes:
     return json.dumps({"status": text}).encode() + b"\r\n"
 
 
-def pull_error(message: str) -> bytes:
-    """A pull's failure as Docker streams it (``docker pull`` prints it and exits 1)."""
+def stream_error(message: str) -> bytes:
+    """A pull's or build's failure as Docker streams it (the CLI prints it, exits 1)."""
     return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a ``POST /build`` asks of ``image-build``: the image's name in the caller's
+    namespace and its tag, the Dockerfile's path in the context, and two switches."""
+
+    name: str
+    tag: str
+    dockerfile: str
+    pull: bool
+    no_cache: bool
+
+
+#: Query keys of a classic build the door reads or that say nothing (their "unset" values).
+_BUILD_READ = frozenset({"t", "dockerfile", "pull", "nocache", "q", "rm", "forcerm", "version"})
+_BUILD_UNSET = frozenset({"", "0", "false", "False", "{}", "[]", "null", "default"})
+
+
+def build_options(request: DockerRequest, user: str, uid: int) -> BuildOptions:
+    """A classic ``docker build`` as ``image-build`` runs it: tagged ``-t <namespace>/NAME``
+    (one tag), with the user's limits, cgroup parent and network (not the client's), its
+    bases checked against the image policy; BuildKit, build arguments, labels, targets,
+    remote contexts and every resource setting are refused by name.
+
+    Raises:
+        PermissionError: what ds01's builds do not take, named.
+    """
+    if request.query_value("version") == "2":
+        raise PermissionError(BUILDKIT_MESSAGE)
+    for key, value in request.query:
+        if key not in _BUILD_READ and value not in _BUILD_UNSET:
+            raise PermissionError(
+                f"ds01 does not take {key[:40]} in a build (build arguments, labels, "
+                "targets, remote contexts and resource settings are ds01's or unsupported)."
+            )
+    tags = [v for k, v in request.query if k == "t"]
+    if len(tags) != 1:
+        raise PermissionError("Name the image with one -t <your namespace>/NAME[:TAG].")
+    repository, tag = tags[0], "latest"
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository, tag = repository.rsplit(":", 1)
+    return BuildOptions(
+        name=own_repository(repository, user, uid),
+        tag=tag,
+        dockerfile=request.query_value("dockerfile") or "Dockerfile",
+        pull=request.flag("pull"),
+        no_cache=request.flag("nocache"),
+    )
+
+
+def build_line(text: str) -> bytes:
+    """One line of a build's output as Docker streams it (``docker build`` prints it)."""
+    return json.dumps({"stream": text + "\n"}).encode() + b"\r\n"
 
 
 #: The most named volumes one user may have.
@@ -653,6 +717,7 @@ def error_body(message: str) -> bytes:
 
 
 __all__ = [
+    "BUILDKIT_MESSAGE",
     "ENDPOINTS",
     "EXPLAINED",
     "MAX_USER_VOLUMES",
@@ -660,10 +725,13 @@ __all__ = [
     "RAISE_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
+    "BuildOptions",
     "DockerRequest",
     "Endpoint",
     "Refused",
     "Routed",
+    "build_line",
+    "build_options",
     "check_exec",
     "check_network_create",
     "check_update",
@@ -680,11 +748,11 @@ __all__ = [
     "owner_labels",
     "owns",
     "parse_request",
-    "pull_error",
     "pull_line",
     "pull_reference",
     "request_path",
     "route",
+    "stream_error",
     "version_too_old",
     "visible_image",
     "visible_image_by",

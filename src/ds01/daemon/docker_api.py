@@ -78,6 +78,7 @@ from ds01.errors import (
 )
 from ds01.model import labels as L
 from ds01.runtime.archive_rewrite import BodyError, RequestBody, rewrite_archive
+from ds01.runtime.build_context import MAX_CONTEXT_BYTES
 from ds01.runtime.engine_proxy import EngineProxy
 from ds01.runtime.volume_root import give_volume_root
 
@@ -169,8 +170,11 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         self.what = f"{request.method} {request.path[:120]}"
         routed = decide.route(request.method, request.path)
-        # A copy into a container streams its body (read by ``_archive_put``).
-        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind == "archive_put"
+        # A copy into a container and a build context stream their bodies.
+        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
+            "archive_put",
+            "build",
+        )
         body = b"" if streamed else self._body(request)
         if decide.version_too_old(request.version):
             low = ".".join(str(n) for n in decide.MIN_API_VERSION)
@@ -241,6 +245,8 @@ class _DoorExchange:
             self._remove_image(request, ref)
         elif kind == "pull":
             self._pull(request)
+        elif kind == "build":
+            self._build(request)
         elif kind == "info":
             self._info()
         elif kind.startswith("network"):
@@ -421,13 +427,11 @@ class _DoorExchange:
         go to dockerd, so a refused copy changes nothing."""
         assert self.caller is not None
         target = self._container_target(request, "/containers/", ref)
-        user = self.caller.user
-        owner = Owner(user.uid, user.gid, user.name, user.groups[0] if user.groups else "")
-        spool_dir = self.service.paths.state_dir / ARCHIVE_SPOOL_DIR
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
         try:
             source = self._streamed_body(request)
-            spool, size = rewrite_archive(source, owner, spool_dir, MAX_ARCHIVE_BYTES)
+            spool, size = rewrite_archive(
+                source, self._owner(), self._spool_dir(), MAX_ARCHIVE_BYTES
+            )
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)
         except BodyError as exc:
@@ -527,19 +531,80 @@ class _DoorExchange:
         except PermissionError as exc:
             raise PermissionDenied(str(exc)) from exc
         job = images.start_pull(self.service, self.caller, api.ImagePullRequest(image=reference))
-        self._claim()
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
         with contextlib.suppress(OSError):
-            self.sock.sendall(head)
-            since = 0
-            while job.state == "running":
-                job = images.follow(self.service, self.caller, "pull", job.id, 30.0, str(since))
-                self.sock.sendall(b"".join(decide.pull_line(line) for line in job.lines))
-                since = job.next
+            job = self._follow_job(job, decide.pull_line)
             message = job.message or f"Pulling {reference} ended."
-            ended = decide.pull_error if job.state != "succeeded" else decide.pull_line
+            ended = decide.stream_error if job.state != "succeeded" else decide.pull_line
             self.sock.sendall(ended(message))
         raise _Answered
+
+    def _build(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker build`` (the classic builder) as ``image-build`` does it, from the
+        context the client sends (written again as a copy is: the caller's files, no set-id
+        bits, no device nodes), its output streamed as Docker streams it."""
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            options = decide.build_options(request, user.name, user.uid)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        try:
+            spool, _ = rewrite_archive(
+                self._streamed_body(request), self._owner(), self._spool_dir(), MAX_CONTEXT_BYTES
+            )
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this build context: {exc}.")
+        build = api.ImageBuildRequest(
+            name=options.name,
+            context="the context docker build sent",
+            dockerfile=options.dockerfile,
+            tag=options.tag,
+            pull=options.pull,
+            no_cache=options.no_cache,
+        )
+        job = images.start_archive_build(self.service, self.caller, spool, build)
+        with contextlib.suppress(OSError):
+            job = self._follow_job(job, decide.build_line)
+            if job.state != "succeeded" or not job.image_id:
+                self.sock.sendall(decide.stream_error(job.message or "The build failed."))
+                raise _Answered
+            short = job.image_id.removeprefix("sha256:")[:12]
+            self.sock.sendall(
+                json.dumps({"aux": {"ID": job.image_id}}).encode() + b"\r\n"
+                + decide.build_line(f"Successfully built {short}")
+                + decide.build_line(f"Successfully tagged {job.image}")
+            )  # fmt: skip
+        raise _Answered
+
+    def _follow_job(
+        self, job: api.ImageJobInfo, line: Callable[[str], bytes]
+    ) -> api.ImageJobInfo:
+        """Answer 200 and stream an image job's output as it comes (``line``: one line as
+        Docker's JSON) until it ends; the job as it ended."""
+        assert self.caller is not None
+        self._claim()
+        self.sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        )
+        since = 0
+        while job.state == "running":
+            job = images.follow(self.service, self.caller, job.kind, job.id, 30.0, str(since))
+            self.sock.sendall(b"".join(line(text) for text in job.lines))
+            since = job.next
+        return job
+
+    def _owner(self) -> Owner:
+        """Whose the files of a copy or a build context become: the caller's."""
+        assert self.caller is not None
+        user = self.caller.user
+        return Owner(user.uid, user.gid, user.name, user.groups[0] if user.groups else "")
+
+    def _spool_dir(self) -> Path:
+        spool_dir = self.service.paths.state_dir / ARCHIVE_SPOOL_DIR
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        return spool_dir
 
     def _info(self) -> NoReturn:
         """The engine's ``/info`` as the caller may see it (``decide.info_view``)."""
