@@ -343,6 +343,22 @@ def test_docker_cp_both_ways_diff_and_export_on_own_containers_only(ds01d: Any) 
         assert cp_out.returncode == 0, describe(cp_out)
         assert (box / "out.txt").read_text() == "into-the-container\n"
         assert (box / "out.txt").stat().st_uid == alice.pw_uid
+        # dockerd reads as root: a root-only file in her own directory stays unread.
+        secret = Path(alice.pw_dir) / "workspace" / "root-only"
+        secret.write_text("not-for-alice\n")
+        secret.chmod(0o600)
+        try:
+            out = d.run_as(
+                "alice", ["sh", "-c", f"{DEBIAN_DOCKER} cp mine:/workspace - | tar t"],
+                {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+            )  # fmt: skip
+            assert out.returncode == 0 and "workspace/" in out.stdout, describe(out)
+            assert "root-only" not in out.stdout, describe(out)
+            shown = d.docker("alice", "cp", "mine:/workspace/root-only", str(box / "leak"))
+            assert not (box / "leak").exists() or "not-for-alice" not in (box / "leak").read_text()
+            assert "not-for-alice" not in shown.stdout + shown.stderr
+        finally:
+            secret.unlink()
         diff = d.docker("alice", "diff", "mine")
         assert "A /tmp/in.txt" in diff.stdout.splitlines(), describe(diff)
         listed = d.run_as(

@@ -19,10 +19,11 @@ from ds01.core.docker_archive import (
     ArchiveMembers,
     ArchiveRefused,
     Owner,
+    ReadableMembers,
     member_key,
     safe_member,
 )
-from ds01.runtime.archive_rewrite import BodyError, RequestBody, rewrite_archive
+from ds01.runtime.archive_rewrite import BodyError, RequestBody, filter_archive, rewrite_archive
 
 ALICE = Owner(uid=1001, gid=1001, user="alice", group="alice")
 
@@ -184,3 +185,49 @@ def test_a_malformed_or_short_body_is_an_error(
     client.shutdown(socket.SHUT_WR)
     with pytest.raises(BodyError, match=words):
         io.BufferedReader(RequestBody(server, prefix, length)).read()
+
+
+def readable(**fields: object) -> tarfile.TarInfo:
+    info = member("f", **{"uid": 0, "gid": 0, "mode": 0o600, **fields})
+    return info
+
+
+@pytest.mark.parametrize(
+    ("fields", "kept"),
+    [
+        ({"uid": 1001, "mode": 0o400}, True),
+        ({"uid": 1001, "mode": 0o044}, False),  # hers, but not readable by her
+        ({"gid": 1001, "mode": 0o040}, True),
+        ({"mode": 0o604}, True),
+        ({"mode": 0o640}, False),  # root's group
+        ({"mode": 0o600}, False),  # /etc/shadow
+    ],
+)
+def test_a_copy_out_keeps_what_the_containers_user_could_read(
+    fields: dict[str, object], kept: bool
+) -> None:
+    assert ReadableMembers(1001, 1001).keep(readable(**fields)) is kept
+    assert ReadableMembers(0, 0).keep(readable(**fields))  # root reads everything
+
+
+def test_nothing_below_a_closed_directory_and_no_link_to_a_hidden_file() -> None:
+    members = ReadableMembers(1001, 1001)
+    assert members.keep(member("root", tarfile.DIRTYPE, mode=0o700))
+    assert not members.keep(member("root/open", mode=0o644))
+    assert members.keep(member("etc", tarfile.DIRTYPE, mode=0o755))
+    assert not members.keep(member("etc/shadow", mode=0o600))
+    assert not members.keep(member("copy", tarfile.LNKTYPE, linkname="etc/shadow"))
+    assert members.keep(member("etc/passwd", mode=0o644))
+
+
+def test_the_filtered_tar_streams_what_is_kept(tmp_path: Path) -> None:
+    data = tar_of(
+        (member("etc", tarfile.DIRTYPE, mode=0o755), None),
+        (member("etc/shadow", mode=0o600), b"root:$6$secret"),
+        (member("etc/passwd", mode=0o644), b"root:x:0:0"),
+    )
+    out = io.BytesIO()
+    filter_archive(io.BytesIO(data), out, ReadableMembers(1001, 1001))  # type: ignore[arg-type]
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getnames() == ["etc", "etc/passwd"]
+    assert b"secret" not in out.getvalue()

@@ -71,6 +71,7 @@ class Endpoint:
 #: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
 #: caller's containers; ``exec_start`` on a hijacked connection), ``archive_put`` (a tar
 #: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
+#: ``archive_get`` (a tar out of one, without what its user could not read),
 #: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
 #: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
 #: namespace: :func:`own_repository`), ``pull`` (``image-pull``'s: what the image policy
@@ -91,8 +92,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/containers/{ref}/top", "container"),
     Endpoint("GET", "/containers/{ref}/stats", "container", waits="stream"),
     Endpoint("GET", "/containers/{ref}/changes", "container"),
-    Endpoint("GET", "/containers/{ref}/export", "container", waits="always"),
-    Endpoint("GET", "/containers/{ref}/archive", "container"),
+    Endpoint("GET", "/containers/{ref}/export", "archive_get", waits="always"),
+    Endpoint("GET", "/containers/{ref}/archive", "archive_get"),
     Endpoint("HEAD", "/containers/{ref}/archive", "container"),
     Endpoint("PUT", "/containers/{ref}/archive", "archive_put", waits="always"),
     Endpoint("GET", "/events", "events", waits="always"),

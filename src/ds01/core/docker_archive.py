@@ -19,7 +19,8 @@ member, from what :func:`safe_member` returns:
   they do not own. Device nodes, FIFOs and anything else are refused, the whole archive
   with them (nothing reaches dockerd: the door checks every member before it sends one).
 
-:class:`ArchiveMembers` keeps what the hard-link rule needs across the members.
+:class:`ArchiveMembers` keeps what the hard-link rule needs across the members; a copy
+*out* of a container is filtered by :class:`ReadableMembers`.
 """
 
 from __future__ import annotations
@@ -116,12 +117,57 @@ def safe_member(member: tarfile.TarInfo, owner: Owner, seen: ArchiveMembers) -> 
     return out
 
 
+@dataclass
+class ReadableMembers:
+    """What a copy out of a container (``GET /containers/{id}/archive``, ``export``) may
+    show the caller: dockerd reads the container as root, so a file the container's user
+    could not read (the image's ``/etc/shadow``; a root-owned 0600 file in the user's own
+    directory) would come out too. :meth:`keep` leaves out a member the caller could not
+    read by its mode bits (owner ``uid``, group ``gid``, or everyone; a directory also
+    needs search permission for what is below it), a hard link to one left out, and all
+    below a directory the caller could not enter."""
+
+    uid: int
+    gid: int
+    hidden: set[str] = field(default_factory=set)  # member keys left out
+    closed: list[str] = field(default_factory=list)  # directories not to be entered
+
+    def _may(self, member: tarfile.TarInfo, bits: tuple[int, int, int]) -> bool:
+        if self.uid == 0:
+            return True
+        mode = member.mode
+        if member.uid == self.uid:
+            return bool(mode & bits[0])
+        if member.gid == self.gid:
+            return bool(mode & bits[1])
+        return bool(mode & bits[2])
+
+    def keep(self, member: tarfile.TarInfo) -> bool:
+        """Whether ``member`` goes to the caller."""
+        key = member_key(member.name)
+        if any(key.startswith(d + "/") for d in self.closed):
+            self.hidden.add(key)
+            return False
+        if member.isdir():
+            if not self._may(member, (0o100, 0o010, 0o001)):  # no search: nothing below
+                self.closed.append(key)
+            return True
+        if member.islnk() and member_key(member.linkname) in self.hidden:
+            self.hidden.add(key)
+            return False
+        if member.isreg() and not self._may(member, (0o400, 0o040, 0o004)):
+            self.hidden.add(key)
+            return False
+        return True
+
+
 __all__ = [
     "MAX_ARCHIVE_BYTES",
     "PERMISSION_BITS",
     "ArchiveMembers",
     "ArchiveRefused",
     "Owner",
+    "ReadableMembers",
     "member_key",
     "safe_member",
 ]

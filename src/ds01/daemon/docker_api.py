@@ -34,6 +34,7 @@ import json
 import logging
 import re
 import secrets
+import tarfile
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -43,7 +44,12 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from ds01.core import docker_api as decide
-from ds01.core.docker_archive import MAX_ARCHIVE_BYTES, ArchiveRefused, Owner
+from ds01.core.docker_archive import (
+    MAX_ARCHIVE_BYTES,
+    ArchiveRefused,
+    Owner,
+    ReadableMembers,
+)
 from ds01.core.docker_create import (
     CreateRefused,
     is_network_name,
@@ -77,7 +83,12 @@ from ds01.errors import (
     QuotaExceeded,
 )
 from ds01.model import labels as L
-from ds01.runtime.archive_rewrite import BodyError, RequestBody, rewrite_archive
+from ds01.runtime.archive_rewrite import (
+    BodyError,
+    RequestBody,
+    filter_archive,
+    rewrite_archive,
+)
 from ds01.runtime.build_context import MAX_CONTEXT_BYTES
 from ds01.runtime.engine_proxy import EngineProxy
 from ds01.runtime.volume_root import give_volume_root
@@ -237,6 +248,8 @@ class _DoorExchange:
             self._create(request, body)
         elif kind == "archive_put":
             self._archive_put(request, ref)
+        elif kind == "archive_get":
+            self._archive_get(request, ref)
         elif kind == "commit":
             self._commit(request, body)
         elif kind == "image_tag":
@@ -441,6 +454,26 @@ class _DoorExchange:
             self.server.engine.forward(
                 self.sock, request.method, target, request.headers, (spool, size)
             )
+        raise _Answered
+
+    def _archive_get(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker cp`` out of (or ``export`` of) the caller's container: dockerd reads it
+        as root, so its tar comes back without what the container's user could not read
+        (``ReadableMembers``)."""
+        assert self.caller is not None
+        target = self._container_target(request, "/containers/", ref)
+        readable = ReadableMembers(self.caller.uid, self.caller.user.gid)
+        self._claim()
+        try:
+            self.server.engine.forward_transformed(
+                self.sock,
+                target,
+                request.headers,
+                lambda source, sink: filter_archive(source, sink, readable),
+                keep=("X-Docker-Container-Path-Stat",),
+            )
+        except tarfile.TarError as exc:  # the client's tar is cut short: it sees an error
+            log.warning("a copy out of %s was cut short: %s", ref[:80], exc)
         raise _Answered
 
     def _streamed_body(self, request: decide.DockerRequest) -> IO[bytes]:

@@ -1,7 +1,9 @@
 """A ``docker cp`` into a container, as the Docker API door passes it on: the client's
 request body read from its socket (``Content-Length`` or chunked), and its tar written
 again member by member (``ds01.core.docker_archive.safe_member``) into an unlinked spool
-file, bounded in size. Only a tar whose every member passed goes on to dockerd.
+file, bounded in size. Only a tar whose every member passed goes on to dockerd. A copy out
+(and an export) streams back through :func:`filter_archive`, without what the caller
+could not read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from ds01.core.docker_archive import ArchiveMembers, ArchiveRefused, Owner, safe_member
+from ds01.core.docker_archive import (
+    ArchiveMembers,
+    ArchiveRefused,
+    Owner,
+    ReadableMembers,
+    safe_member,
+)
 from ds01.model.units import format_bytes
 
 _RECV_BYTES = 65536
@@ -149,4 +157,36 @@ def rewrite_archive(
     return spool, bounded.written
 
 
-__all__ = ["BodyError", "RequestBody", "rewrite_archive"]
+class SocketWriter(io.RawIOBase):
+    """A socket as a file to write to (every write sent whole)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._sock.sendall(data)
+        return len(data)
+
+
+def filter_archive(source: IO[bytes], sink: io.RawIOBase, readable: ReadableMembers) -> None:
+    """The tar dockerd sends from ``source`` to ``sink``, member by member as it comes,
+    without what ``readable`` leaves out (a copy out of a container, an export).
+
+    Raises:
+        tarfile.TarError: dockerd's tar cannot be read (the client's is then cut short).
+        OSError: the client or dockerd went away.
+    """
+    with (
+        tarfile.open(fileobj=source, mode="r|") as tar_in,
+        tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar_out,
+    ):
+        for member in tar_in:
+            if readable.keep(member):
+                tar_out.addfile(member, tar_in.extractfile(member) if member.isreg() else None)
+
+
+__all__ = ["BodyError", "RequestBody", "SocketWriter", "filter_archive", "rewrite_archive"]

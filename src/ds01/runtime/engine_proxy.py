@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import logging
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from email.message import Message
 from typing import IO, Any
 
 from ds01.errors import DockerUnavailable
+from ds01.runtime.archive_rewrite import SocketWriter
 from ds01.runtime.docker_errors import DOCKER_SOCKET
 
 log = logging.getLogger(__name__)
@@ -172,6 +175,55 @@ class EngineProxy:
             if long_lived:
                 with self._lock:
                     self._streams.discard(engine)
+            engine.close()
+
+
+    def forward_transformed(
+        self,
+        client: socket.socket,
+        target: str,
+        headers: Message,
+        transform: Callable[[IO[bytes], io.RawIOBase], None],
+        keep: tuple[str, ...] = (),
+    ) -> None:
+        """A GET of ``target`` whose answer, when 200, reaches ``client`` through
+        ``transform`` (dockerd's body, the client's socket as a file) after a head of its
+        own (``keep``: dockerd's headers passed on), ending at its close; any other answer
+        goes back as dockerd gave it. Long-lived (an export): ended by
+        :meth:`close_streams`.
+
+        Raises:
+            DockerUnavailable: dockerd does not answer (nothing was sent to the client).
+        """
+        engine = self.connect()
+        with self._lock:
+            if self._closing:
+                engine.close()
+                raise DockerUnavailable("ds01d is stopping; try again when it is back.")
+            self._streams.add(engine)
+        try:
+            engine.sendall(request_bytes("GET", target, headers, b""))
+            engine.settimeout(None)
+            response = http.client.HTTPResponse(engine, method="GET")
+            response.begin()
+            if response.status != 200:
+                body = response.read()
+                kind = response.getheader("Content-Type") or "application/json"
+                client.sendall(
+                    f"HTTP/1.1 {response.status} {response.reason}\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                    + body
+                )
+                return
+            lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
+            lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
+            client.sendall(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
+            transform(response, SocketWriter(client))
+        except http.client.HTTPException as exc:
+            log.warning("dockerd's answer to GET %s could not be read: %s", target[:120], exc)
+        finally:
+            with self._lock:
+                self._streams.discard(engine)
             engine.close()
 
 
