@@ -26,7 +26,7 @@ networks that are not hers as ds01 makes it, bob's container on a network or its
 namespace. Filters that name bob's
 uid show alice nothing. Last, a copy that tries to plant root's
 set-uid binary (with a file capability) and a set-gid directory in her own directory
-lands as her plain file and directory.
+lands as her plain file and directory; and a volume over her cap of 32 is refused.
 """
 
 from __future__ import annotations
@@ -322,6 +322,22 @@ def plant(api: RawApi, workspace: Path) -> None:
     assert "security.capability" not in os.listxattr(workspace / "planted")
 
 
+def over_volume_cap(api: RawApi, docker_client: Any, d: Any) -> None:
+    """alice has the most named volumes one user may: one more is refused and logged."""
+    uid = str(pwd.getpwnam("alice").pw_uid)
+    labels = {"ds01.managed": "true", "ds01.uid": uid, "ds01.user": "alice"}
+    made = [docker_client.volumes.create(f"cap{i}._.{uid}", labels=labels) for i in range(32)]
+    try:
+        denied = len(d.events_where(user="alice", outcome="denied"))
+        reply = api.call("POST", f"{V}/volumes/create", {"Name": "one-more"})
+        assert reply.status == 409 and "the most one user may" in reply.json()["message"], reply
+        assert len(d.events_where(user="alice", outcome="denied")) > denied
+        assert f"one-more._.{uid}" not in {v.name for v in docker_client.volumes.list()}
+    finally:
+        for volume in made:
+            volume.remove()
+
+
 def snapshot(docker_client: Any) -> dict[str, tuple[Any, ...]]:
     return {
         c.id: (c.name, c.status, c.attrs["State"]["StartedAt"], json.dumps(c.labels))
@@ -374,6 +390,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             assert not failures, "\n\n".join(failures)
             assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
             plant(api, workspace)
+            over_volume_cap(api, docker_client, d)
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
         bob_volume.reload()  # still there

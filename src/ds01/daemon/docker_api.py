@@ -35,6 +35,7 @@ import logging
 import re
 import secrets
 import tarfile
+import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -123,6 +124,8 @@ class DockerApiServer:
         self.service = service
         self.socket_path = socket_path
         self.engine = engine or EngineProxy()
+        # Counting a user's volumes and making one happen together (the per-user cap).
+        self.volume_lock = threading.Lock()
         clear_stale_socket(socket_path)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         listener = listening_socket(str(socket_path))
@@ -727,15 +730,18 @@ class _DoorExchange:
             return info
         if create is None or status == 200:  # someone else's under that name: not touched
             raise NotFound(decide.no_such_volume(name))
-        if len(self._own_volumes()) >= decide.MAX_USER_VOLUMES:
-            raise QuotaExceeded(
-                f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user may: "
-                "remove one (docker volume rm NAME) first."
-            )
         labels = {**create, L.MANAGED: "true", L.UID: str(user.uid), L.USER: user.name}
-        status, made = self.server.engine.json(
-            "POST", "/volumes/create", {"Name": docker_name, "Driver": "local", "Labels": labels}
-        )
+        with self.server.volume_lock:
+            if len(self._own_volumes()) >= decide.MAX_USER_VOLUMES:
+                raise QuotaExceeded(
+                    f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user "
+                    "may: remove one (docker volume rm NAME) first."
+                )
+            status, made = self.server.engine.json(
+                "POST",
+                "/volumes/create",
+                {"Name": docker_name, "Driver": "local", "Labels": labels},
+            )
         if status != 201 or not isinstance(made, dict) or not decide.owns(
             made.get("Labels"), user.uid
         ):
