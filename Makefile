@@ -3,7 +3,9 @@
 #   make setup   Docker engine + world-readable install in $(VENV), commands in /usr/local/bin
 #   make images  offline test images (ds01-test/busybox, ds01-test/busybox-alt, the JupyterLab
 #                image), JupyterHub, its proxy, Chromium and Playwright for the hub's tests
-#   make test    setup + images + the whole pytest suite (PYTEST_ARGS='-k quota' to narrow)
+#   make slurm   Debian's Slurm, munge and MariaDB packages for the test cluster
+#                (scripts/slurm-cluster.sh starts it from the tests)
+#   make test    setup + images + slurm + the whole pytest suite (PYTEST_ARGS='-k quota' to narrow)
 #   make lint    ruff + mypy
 #   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
 #   make bench   setup + images + every benchmarks/bench_*.py
@@ -16,7 +18,7 @@ PYTEST_ARGS ?=
 DS01_REQUIRE_DOCKER ?= 1
 export VENV DS01_REQUIRE_DOCKER
 
-.PHONY: setup images test lint demo bench clean
+.PHONY: setup images slurm test lint demo bench clean
 
 setup:
 	@bash scripts/install.sh
@@ -27,7 +29,10 @@ images:
 	@test -x $(VENV)/bin/python || bash scripts/install.sh
 	@bash scripts/ensure-jupyterhub.sh
 
-test: setup images
+slurm:
+	@bash scripts/ensure-slurm.sh
+
+test: setup images slurm
 	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
 	exit $$rc

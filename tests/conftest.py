@@ -21,6 +21,7 @@ Fixtures:
 - ``unix_users`` (session): real users alice, bob, carol, dave, erin (see ``TEST_USERS``),
   mapping name → ``pwd.struct_passwd``.
 - ``fake_gpu_nodes`` (session): a directory with ``nvidia0``…``nvidia7`` character devices.
+- ``slurm_cluster`` (session): a real Slurm cluster on this machine (``scripts/slurm-cluster.sh``).
 - ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
 - ``home_dir`` (function): factory of fresh directories owned by a test user, with files.
 - ``local_registry`` (function): Debian's docker-registry on 127.0.0.1 holding the test
@@ -456,3 +457,28 @@ def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """A real Slurm cluster on this machine: ``scripts/slurm-cluster.sh up`` (munge, MariaDB,
+    slurmdbd, slurmctld, slurmd nodes ``node1`` with 2 GPUs and ``node2`` with 4, Debian's
+    packages installed if missing), and ``down`` at the end of the session.
+
+    Returns the variables ``up`` printed: ``SLURM_CONF`` (give it to every Slurm command and
+    ds01's), ``DS01_SLURM_CLUSTER``, ``DS01_SLURM_DIR``. The accounting database starts empty
+    only when the cluster was not already up.
+    """
+    require_root("the Slurm test cluster")
+    script = str(TESTS_DIR.parent / "scripts" / "slurm-cluster.sh")
+    up = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"slurm-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+    exports = {}
+    for line in up.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exports[name] = value
+    try:
+        yield exports
+    finally:
+        subprocess.run(["bash", script, "down"], capture_output=True, timeout=120, check=False)

@@ -131,6 +131,11 @@ class StorageFault(SystemFault, kind="storage", http_status=507):  # Insufficien
     nothing the user can stop or wait for in the queue frees the disk."""
 
 
+class SlurmError(SystemFault, kind="slurm"):
+    """Slurm's tools are missing or failed (slurmdbd down, a change Slurm refused); the
+    message quotes Slurm's."""
+
+
 class DaemonUnavailable(SystemFault, kind="daemon_unavailable"):
     """The CLI could not reach ds01d."""
 

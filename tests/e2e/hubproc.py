@@ -53,11 +53,22 @@ def docker0_gateway(docker_client: Any) -> str:
 
 
 class Hub:
-    """A JupyterHub process run as ``HUB_USER`` from its own state directory."""
+    """A JupyterHub process run as ``user`` (the hub identity ``HUB_USER`` unless said) from
+    its own state directory; ``extra_config`` is appended to its configuration (another
+    spawner, for the benchmark) and ``extra_env`` added to its environment."""
 
-    def __init__(self, socket_path: Path, gateway: str) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        gateway: str,
+        *,
+        user: str = HUB_USER,
+        extra_config: str = "",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.user = user
         self.dir = make_world_traversable_dir("ds01-hub-")
-        owner = pwd.getpwnam(HUB_USER)
+        owner = pwd.getpwnam(user)
         os.chown(self.dir, owner.pw_uid, owner.pw_gid)
         self.public = f"http://127.0.0.1:{free_port()}"
         config = self.dir / "jupyterhub_config.py"
@@ -76,15 +87,17 @@ class Hub:
                 }}]
                 """
             )
+            + textwrap.dedent(extra_config)
         )
         self.env = user_env(
-            HUB_USER,
+            user,
             {
                 "DS01_SOCKET": str(socket_path),
                 "DS01_HUB_STATE_DIR": str(self.dir),
                 "DS01_HUB_PUBLIC_URL": self.public,
                 "DS01_HUB_API_PORT": str(free_port()),
                 "DS01_HUB_CONNECT_IP": gateway,
+                **(extra_env or {}),
             },
         )
         self.config = config
@@ -92,7 +105,7 @@ class Hub:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = ["runuser", "-u", HUB_USER, "--", "env", "-i"]
+        command = ["runuser", "-u", self.user, "--", "env", "-i"]
         command += [f"{k}={v}" for k, v in self.env.items()]
         command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
         with self.log.open("ab") as out:

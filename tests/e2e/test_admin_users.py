@@ -4,10 +4,10 @@ real ds01d and a real Docker.
 add-user: dave (in no group) gets no GPU until an admin adds him to the group ``lab``; then
 he creates a container within the group's quota, and no further. The edit of
 resource-limits.yaml keeps its comments, ~dave/workspace is created and his, and his totals
-are on his cgroup parent. remove-user: carol's queued request is cancelled, her containers
-removed and their GPUs freed, her workspace archived (root only, mode 0600) and her home
-left as it was; her entries leave the configuration. Non-admins and unknown users are
-refused, and every refusal is logged.
+are on his cgroup parent. remove-user: carol's queued request and reservation are
+cancelled, her containers removed and their GPUs freed, her workspace archived (root only,
+mode 0600) and her home left as it was; her entries leave the configuration. Non-admins
+and unknown users are refused, and every refusal is logged.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,8 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
         )
     assert reply.status == 202, reply
     request_id = reply.json()["id"]
+    tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%d 09:00")
+    booked = d.cli_json("carol", "reserve", "--gpus", "1", "--from", tomorrow, "--hours", "2")
     notes = home_of("carol") / "workspace" / "notes.txt"
     notes.write_text("chapter 3\n")
     os.chown(notes, uid_of("carol"), -1)
@@ -191,6 +194,7 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
     )
     assert plan["containers"] == ["a"] and plan["cancelled_requests"] == [request_id]
     assert "remove users.carol" in plan["config_changes"]
+    assert any(f"cancel reservation {booked['id']}" in a for a in plan["actions"])
     assert docker_names(docker_client, "carol") == [f"a._.{uid_of('carol')}"]
     assert list(archive_dir.iterdir()) == []
 
@@ -212,6 +216,8 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
     assert len(free) == 1  # carol's GPU is free again; dave still holds his
     assert all(q["id"] != request_id for q in d.cli_json(None, "queue", "--all"))
     assert d.events_where(action="queue.cancel", resource=f"queue/{request_id}")
+    assert d.cli_json("alice", "reservations", "--all") == []
+    assert d.events_where(action="reservation.cancel", resource=f"reservation/{booked['id']}")
     [archive] = list(archive_dir.iterdir())
     st = archive.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)

@@ -8,6 +8,10 @@ checks the exit code and HTTP status, that Docker's containers did not change, a
 the refusal is logged: by the hub itself where the hub door stays shut, else by the user
 with ``details.via`` naming the hub. Then what the hub may do for alice succeeds, logged
 with both names.
+
+Then the hub's own caps: one user's flood of long polls through the hub fills that user's
+share of waiting requests only; another user's request through the hub, and a local
+user's, are still served, and the refusals are logged for the flooding user via the hub.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flooder import attack
 from rawapi import RawApi, check_error_shape
 
+from ds01.config.limits import HubConfig
 from ds01.model.hub import ON_BEHALF_HEADER
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, wait_until
 
 HUB = "dave"
 LIMITS = f"""
@@ -150,3 +156,26 @@ def test_the_hub_gets_the_users_rights_and_no_more(
     bob_created = d.events_where(action="container.create", outcome="success", user="bob")
     assert [e["details"].get("via") for e in bob_created] == [None], bob_created
 
+
+
+def test_one_users_flood_through_the_hub_leaves_room_for_its_other_users(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    share = HubConfig().user_requests  # one user's open requests through a hub
+    with attack(d, "longpoll", share + 4, user=HUB, behalf="alice") as flood:
+        answers = flood.ready["answers"]
+        assert answers == {"None:None:open": share, "429:throttled:closed": 4}, answers
+        poll = "/v1/events?after_seq=0&wait=1"
+        with RawApi(d.paths.socket, HUB) as api:
+            for_bob = api.call("GET", poll, headers={ON_BEHALF_HEADER: "bob"})
+        with RawApi(d.paths.socket, "carol") as api:
+            local = api.call("GET", poll)
+        assert for_bob.status == 200, for_bob
+        assert local.status == 200, local
+        flood.release()
+    (throttled,) = wait_until(
+        "the refusals logged", lambda: d.events_where(action="api.throttled")
+    )
+    assert throttled["user"] == "alice" and throttled["details"].get("via") == HUB, throttled
+    assert throttled["details"]["reason"] == "hub_user_requests", throttled

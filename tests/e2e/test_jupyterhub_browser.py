@@ -12,7 +12,7 @@ set for the test and locked again after it). One hub, three scenes:
    whose create ds01d logged as alice via the hub;
 2. bob asks for the one whole GPU while alice's other container holds it: the spawn page
    shows his place in ds01's queue; when alice stops that container his server starts and
-   he lands in JupyterLab;
+   he lands in JupyterLab (the events of the dispatched create name the hub too);
 3. carol (a quota of half a GPU) asks for a whole GPU: the form refuses it with ds01's
    message;
 4. ds01d and the hub restart while alice's and bob's servers run: the hub finds both again
@@ -30,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -41,22 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hubbrowser import CHROMIUM, chromium, hub_passwords, log_in, open_form, start, wait_for_lab
 from hubproc import HUB_USER, Hub, docker0_gateway, lab_status, require_hub_tools
 
 from support import OFFLINE_STARTER_IMAGE, TEST_IMAGE, describe, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "ds01-hub-test-Pw1"
 USERS = ("alice", "bob", "carol")
 LIMITS = f"""
     defaults:
@@ -97,21 +84,8 @@ CELL = "import os; print(os.environ['NVIDIA_VISIBLE_DEVICES'], os.environ.get('D
 @pytest.fixture
 def passwords(unix_users: dict[str, Any]) -> Iterator[None]:
     """Passwords for the test users and PAM for the hub; both undone afterwards."""
-    saved = {}
-    for line in Path("/etc/shadow").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in USERS:
-            saved[name] = rest.split(":", 1)[0]
-    subprocess.run(
-        ["chpasswd"], input="".join(f"{u}:{PASSWORD}\n" for u in USERS), text=True, check=True
-    )
-    subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
-    try:
+    with hub_passwords(USERS, HUB_USER):
         yield
-    finally:
-        subprocess.run(["gpasswd", "-d", HUB_USER, "shadow"], check=False, capture_output=True)
-        for name, hashed in saved.items():
-            subprocess.run(["usermod", "-p", hashed, name], check=False)
 
 
 @pytest.fixture
@@ -119,15 +93,11 @@ def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-jupyterhub.sh", pytrace=False)
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright  # noqa: F401
     except ImportError:
         pytest.fail("playwright is missing: run scripts/ensure-jupyterhub.sh", pytrace=False)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -140,24 +110,12 @@ def shots(tmp_path: Path) -> Iterator[Path]:
         shutil.copytree(directory, keep, dirs_exist_ok=True)
 
 
-def log_in(browser: Any, hub: Hub, user: str, shots: Path) -> Any:
-    page = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{hub.public}/hub/login")
-    page.fill("#username_input", user)
-    page.fill("#password_input", PASSWORD)
-    if user == "alice":
-        page.screenshot(path=shots / "jupyterhub-login.png")
-    page.click("#login_submit")
-    page.goto(f"{hub.public}/hub/spawn")
-    page.wait_for_selector("#ds01-device")
+def form_of(browser: Any, hub: Hub, user: str, shots: Path) -> Any:
+    """A page of ``user``, logged in, on ds01's options form (alice's login page saved)."""
+    shot = shots / "jupyterhub-login.png" if user == "alice" else None
+    page = log_in(browser, hub, user, shot)
+    open_form(page, hub)
     return page
-
-
-def start(page: Any, device: str) -> None:
-    page.select_option("#ds01-image", "jupyter")
-    page.select_option("#ds01-device", device)
-    page.click("form button[type=submit]")
 
 
 def run_cell(page: Any, code: str, shots: Path) -> str:
@@ -225,12 +183,11 @@ def mark(what: str, started: float = time.monotonic()) -> None:
 def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> None:
     mark("hub up")
     # 1. alice: a MIG slice, JupyterLab, a cell showing her device.
-    alice = log_in(browser, hub, "alice", shots)
+    alice = form_of(browser, hub, "alice", shots)
     assert alice.locator("#ds01-device option[value='mig:1g.5gb']").count() == 1
     alice.screenshot(path=shots / "jupyterhub-form.png")
     start(alice, "mig:1g.5gb")
-    alice.wait_for_url(re.compile(r"/user/alice/lab"), timeout=90_000)
-    alice.wait_for_selector(".jp-LauncherCard")
+    wait_for_lab(alice, "alice")
     hers = [
         dev["uuid"]
         for dev in d.cli_json("alice", "gpu-status")
@@ -254,18 +211,31 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
     held = d.cli("alice", "container-create", "train", "--image", "busybox", "--gpus", "1",
                  "--start")
     assert held.returncode == 0, describe(held)
-    bob = log_in(browser, hub, "bob", shots)
+    bob = form_of(browser, hub, "bob", shots)
     start(bob, "gpus:1")
     bob.locator("#progress-message", has_text="position 1").wait_for()
     bob.screenshot(path=shots / "jupyterhub-queued.png")
     stopped = d.cli("alice", "container-stop", "train")
     assert stopped.returncode == 0, describe(stopped)
-    bob.wait_for_url(re.compile(r"/user/bob/lab"), timeout=90_000)
-    bob.wait_for_selector(".jp-LauncherCard")
+    wait_for_lab(bob, "bob")
+    # Dispatched later by ds01d's queue (the create's doer is ds01d), his request's events
+    # still name the hub that asked for it.
+    bobs = f"container/jupyterhub._.{pwd.getpwnam('bob').pw_uid}"
+    dispatched = [
+        (e["action"], e["user"], e["details"].get("via"))
+        for e in d.events()
+        if e["action"] in ("queue.join", "container.create", "queue.start")
+        and (e["user"] == "bob" or e["resource"] == bobs)
+    ]
+    assert dispatched == [
+        ("queue.join", "bob", HUB_USER),
+        ("container.create", "ds01d", HUB_USER),
+        ("queue.start", "bob", HUB_USER),
+    ], dispatched
     mark("2. bob in JupyterLab")
 
     # 3. carol's quota is half a GPU: the form refuses a whole one with ds01's message.
-    carol = log_in(browser, hub, "carol", shots)
+    carol = form_of(browser, hub, "carol", shots)
     start(carol, "gpus:1")
     carol.wait_for_load_state()
     text = carol.inner_text("body")

@@ -111,6 +111,13 @@ def test_sections_that_do_not_exist_yet_are_created() -> None:
     assert "users:\n  amy: {}" in add_user("users:\n", "r.yaml", "amy").text
 
 
+def test_removing_a_user_takes_their_reservation_limits_too() -> None:
+    text = LIMITS + "\nreservations:\n  users:\n    jane: {max_hours: 12}  # course\n"
+    edit = remove_user(text, "r.yaml", "jane")
+    assert "remove reservations.users.jane" in edit.changes
+    assert "jane" not in parse(edit.text).reservations.users
+
+
 def test_removing_a_user_takes_every_entry_and_membership_and_nothing_else() -> None:
     edit = remove_user(LIMITS, "r.yaml", "jane")
 

@@ -37,6 +37,15 @@ def test_a_hub_is_named_by_user_or_unix_group() -> None:
     assert not hub.admits("alice", 1001, ("phd",))
 
 
+def test_a_hub_has_caps_of_its_own_with_defaults() -> None:
+    default = limits("hub:\n  users: [jupyterhub]\n").hub
+    assert (default.connections, default.user_requests, default.workers, default.waiting) == (
+        512, 16, 16, 64
+    )  # fmt: skip
+    tuned = limits("hub:\n  users: [jupyterhub]\n  connections: 900\n  user_requests: 4\n").hub
+    assert (tuned.connections, tuned.user_requests) == (900, 4)
+
+
 def test_root_is_never_a_hub() -> None:
     hub = limits("hub:\n  unix_groups: [root]\n").hub
     assert not hub.admits("root", 0, ("root",))
@@ -50,6 +59,8 @@ def test_root_is_never_a_hub() -> None:
         "hub:\n  users: [bad name]\n",
         "hub:\n  groups: [x]\n",  # unknown key
         "hub:\n  users: jupyterhub\n",  # not a list
+        "hub:\n  workers: 0\n",  # a cap of nothing
+        "hub:\n  connections: many\n",
     ],
 )
 def test_invalid_hub_sections_are_refused(text: str) -> None:

@@ -349,6 +349,7 @@ def test_builtin_baseline_sets_every_key() -> None:
         "max_runtime_hours": 48.0,
         "idle_timeout_hours": 48.0,
         "gpu_hold_after_stop_minutes": 15.0,
+        "borrow": "ask",
     }
 
 

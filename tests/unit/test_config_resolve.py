@@ -107,6 +107,7 @@ def test_a_user_in_no_group_gets_the_defaults(mission: ResourceLimitsConfig) -> 
         "max_runtime_hours": {"value": 48.0, "source": "defaults"},
         "idle_timeout_hours": {"value": 48.0, "source": "builtin"},
         "gpu_hold_after_stop_minutes": {"value": 15.0, "source": "builtin"},
+        "borrow": {"value": "ask", "source": "builtin"},
     }
 
 
@@ -258,6 +259,7 @@ def test_typed_properties_and_dictionaries() -> None:
           max_runtime_hours: 12
           idle_timeout_hours: 0.5
           gpu_hold_after_stop_minutes: 0
+          borrow: auto
         """
     )
     limits = resolve_limits(config, "ann", [])
@@ -279,6 +281,7 @@ def test_typed_properties_and_dictionaries() -> None:
     assert limits.max_runtime_hours == 12.0
     assert limits.idle_timeout_hours == 0.5
     assert limits.gpu_hold_after_stop_minutes == 0.0
+    assert limits.borrow == "auto"
     assert limits.gpu_quota() == GpuQuota(
         gpu_limit=Fraction(3, 2),
         max_gpus_per_container=Fraction(1, 2),
@@ -321,6 +324,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "max_runtime_hours": st.none() | _hours,
     "idle_timeout_hours": st.none() | _hours,
     "gpu_hold_after_stop_minutes": st.none() | st.floats(min_value=0, max_value=10_000),
+    "borrow": st.sampled_from(["ask", "auto"]),
 }
 assert set(VALUES) == set(LIMIT_KEYS)
 
@@ -350,6 +354,8 @@ def rank(key: str, value: Any) -> float:
         return 64 * MIB if key == "shm_size" else math.inf
     if key in ("memory_limit", "shm_size", "disk_limit"):
         return parse_bytes(value)
+    if key == "borrow":  # auto grants more than ask
+        return float(value == "auto")
     return float(value)
 
 

@@ -74,6 +74,29 @@ def test_the_admin_frame_shows_every_device_container_request_and_user() -> None
     assert "4 containers on the machine, 3 running; GPU queue: 1 waiting" in frame.summary
 
 
+def test_the_week_view_shows_who_has_each_reserved_device_day_by_day() -> None:
+    overview = admin_overview()
+    gpu0, gpu2 = overview["devices"][0]["uuid"], overview["devices"][2]["uuid"]
+
+    def kept(holder: str | None, devices: list[str], start: str, end: str) -> dict[str, Any]:
+        return {"holder": holder, "devices": devices, "start": start, "end": end}
+
+    overview["reservations"] = [
+        kept("alice", [gpu0, gpu2], "2026-11-29T09:00:00+00:00", "2026-11-29T17:00:00+00:00"),
+        kept(None, [gpu2], "2026-11-30T22:00:00+00:00", "2026-12-01T02:00:00+00:00"),
+    ]
+    week = build_frame(overview).reservations
+    assert week.columns == ("GPU", "Sat 28", "Sun 29", "Mon 30", "Tue 01", "Wed 02", "Thu 03",
+                            "Fri 04")  # fmt: skip
+    assert rows(week) == [
+        ("0", "-", "alice 09:00-17:00", "-", "-", "-", "-", "-"),
+        ("2", "-", "alice 09:00-17:00", "maintenance 22:00-24:00", "maintenance 00:00-02:00",
+         "-", "-", "-"),
+    ]  # fmt: skip
+    assert "Reservations this week" in render_text(build_frame(overview))
+    assert not build_frame(admin_overview()).reservations.rows
+
+
 def test_a_user_sees_every_device_but_only_the_holders_name_of_others() -> None:
     frame = build_frame(user_overview())
     assert "bob (user)" in frame.title
@@ -263,3 +286,17 @@ def test_ds01_dashboard_runs_the_installed_dashboard_not_one_in_the_working_dire
     )
     assert "SHADOWED" not in result.stdout, result.stdout
     assert result.returncode != 0 and "ds01d" in result.stderr, result.stderr
+
+
+def test_a_borrowed_container_and_its_device_say_so() -> None:
+    overview = admin_overview()
+    for container in overview["containers"]:
+        if container["name"] == "scratch":
+            container["borrowed"] = True
+    for device in overview["devices"]:
+        holder = device.get("holder")
+        if holder and holder.get("container") == "scratch":
+            holder["borrowed"] = True
+    frame = build_frame(overview)
+    assert "alice/scratch (borrowed)" in column(frame.devices, "HOLDER")
+    assert "idle 42m, borrowed" in column(frame.containers, "STATE")

@@ -1,5 +1,5 @@
 """``deploy/``: the Prometheus configuration and rules, the Grafana provisioning and
-dashboards, and the systemd unit of ds01d.
+dashboards, and the systemd units of ds01d and of the JupyterHub on ds01.
 
 - ``promtool check rules``, ``promtool check config`` and ``promtool test rules`` (Debian's
   ``prometheus`` package; ``make images`` installs it). Without promtool these tests skip,
@@ -39,6 +39,7 @@ RULE_TESTS = PROMETHEUS_DIR / "ds01-rules.test.yml"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 UNIT = DEPLOY / "systemd" / "ds01d.service"
+HUB_UNIT = DEPLOY / "jupyterhub" / "jupyterhub.service"
 SCHEMA = Path(__file__).with_name("grafana_dashboard.schema.json")
 ADMIN_DOC = REPO / "docs" / "admin.md"
 
@@ -403,12 +404,13 @@ def test_the_ds01d_unit() -> None:
         assert option not in service, option
 
 
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, HUB_UNIT], ids=lambda path: path.name)
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path, unit: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         skip_or_fail("systemd-analyze is not installed: `make images` installs Debian's systemd")
-    copy = tmp_path / "ds01d.service"
-    copy.write_text(UNIT.read_text(encoding="utf-8"), encoding="utf-8")
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text(encoding="utf-8"), encoding="utf-8")
     result = subprocess.run(
         [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )

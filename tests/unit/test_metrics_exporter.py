@@ -21,6 +21,7 @@ from ds01.config.images import ImagesConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import Ds01Config
 from ds01.core.gpu_use import UnmanagedUse
+from ds01.core.reservations import Reservation
 from ds01.daemon.energy import EnergyMeter
 from ds01.errors import DockerUnavailable, InvalidInput, PermissionDenied
 from ds01.events.log import Event, EventLog
@@ -33,7 +34,7 @@ from ds01.metrics.snapshot import Snapshotter
 from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
-from ds01.runtime.store import QueuedRequest, StateStore
+from ds01.runtime.store import QueuedRequest, ReservationRecord, StateStore
 
 T0 = datetime(2026, 11, 28, 14, 0, 0, tzinfo=timezone.utc)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -370,6 +371,27 @@ def test_an_empty_queue_has_waited_zero(source: Source) -> None:
     assert value(found, "ds01_queue_oldest_wait_seconds") == 0
 
 
+def test_reservations_by_phase_and_the_devices_kept(source: Source) -> None:
+    g0, g1, _, _ = gpus(source)
+    windows = (
+        ("r1", -1, 1, (g0, g1)),  # in force
+        ("r2", 2, 3, (g0,)),  # upcoming
+        ("r3", -3, -2, (g1,)),  # ended
+    )
+    for rid, start, end, devices in windows:
+        kept = Reservation(
+            rid, "alice", devices, T0 + timedelta(hours=start), T0 + timedelta(hours=end),
+            Fraction(len(devices)),
+        )  # fmt: skip
+        source.store.add_reservation(ReservationRecord.of(kept, T0.isoformat(), "upcoming"))
+
+    found = samples(families(snapshotter(source).take()))
+
+    assert value(found, "ds01_reservations", phase="active") == 1
+    assert value(found, "ds01_reservations", phase="upcoming") == 1
+    assert value(found, "ds01_reserved_gpu_equivalents") == 2
+
+
 def test_lifecycle_last_pass_audit_log_and_build_info(source: Source) -> None:
     before = samples(families(snapshotter(source).take()))
     source.lifecycle_last_pass = T0
@@ -415,8 +437,10 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
         event("lifecycle.warn", kind="idle"),
         event("lifecycle.warn", kind="idle"),
         event("lifecycle.warn", kind="runtime"),
+        event("lifecycle.warn", kind="reservation"),
         event("cleanup.idle"),
         event("cleanup.runtime"),
+        event("cleanup.reservation"),
         event("cleanup.orphan"),
         event("cleanup.orphan", outcome="failure"),
         event("container.stop"),
@@ -426,8 +450,10 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
     assert counters.snapshot().lifecycle_actions == {
         "warn_idle": 2,
         "warn_runtime": 1,
+        "warn_reservation": 1,
         "stop_idle": 1,
         "stop_runtime": 1,
+        "stop_reservation": 1,
         "cleanup": 1,
     }
 

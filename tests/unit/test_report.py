@@ -150,6 +150,39 @@ def test_gpu_use_outside_ds01_is_counted_for_the_container_owner_else_the_user()
     assert report.total.unmanaged_gpu_uses == 3
 
 
+def test_reservations_count_for_the_holder_and_stops_for_the_container_owner() -> None:
+    def event(action: str, user: str, resource: str, **details: Any) -> dict[str, Any]:
+        return {
+            "ts": (START + timedelta(hours=1)).isoformat(),
+            "user": user,
+            "action": action,
+            "resource": resource,
+            "details": details,
+            "outcome": "success",
+        }
+
+    events = [
+        event("reservation.create", "alice", "reservation/r1", holder="alice"),
+        event("reservation.create", "erin", "reservation/r2", holder=None),  # maintenance
+        event("cleanup.reservation", "bob", "container/train._.1002", reason="reserved"),
+    ]
+    report = build_report(
+        start=START,
+        end=END,
+        now=NOW,
+        events=events,
+        holdings=(),
+        activity=(),
+        energy=None,
+        co2_g_per_kwh=None,
+        uid_names={1002: "bob"},
+        user_groups={},
+    )
+    rows = {row.name: (row.reservations, row.reservation_stops) for row in report.users}
+    assert rows == {"alice": (1, 0), "erin": (1, 0), "bob": (0, 1)}
+    assert (report.total.reservations, report.total.reservation_stops) == (2, 1)
+
+
 def test_energy_and_co2_are_pro_rated_to_the_window() -> None:
     rows = {row.name: row for row in full_report().users}
     assert (rows["alice"].energy_kwh, rows["alice"].co2_kg) == (1.0, 0.4)

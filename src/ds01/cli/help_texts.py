@@ -411,6 +411,25 @@ utilisation and the GPU memory in use. `container-stats` shows these now. A GPU 
 sits at 0 % while your job "runs" usually means the job waits for something or runs on
 the CPU; memory close to its limit explains a sudden "Killed".""",
     ),
+    "reservations": Concept(
+        "Reservations: GPUs at a known time",
+        """\
+Before a deadline or a course session you may need GPUs at a known time. `ds01 reserve
+--gpus 2 --from "2026-12-10 09:00" --hours 8` keeps two GPUs for you over that window
+(the server's local time); `--mig 3g.20gb` keeps one MIG slice instead. A reservation
+never overlaps another on a device: when the window is taken the command fails with exit
+3, names the reservation in the way and suggests the next free slot.
+
+Before the start, other people's containers may still use a reserved GPU, but only when
+their runtime limit ends before the start. Containers still on it are warned a while
+before (15 minutes by default) and stopped at the start, their `/workspace` kept. During
+the window your containers may use the reserved GPUs on top of your GPU quota.
+
+Limits (see your admin): by default up to your `gpu_limit` GPUs at once, at most 8
+hours a reservation and at most 14 days ahead. `ds01 reservations` lists yours, `--all`
+everyone's, `ds01 reservations cancel ID` gives one back. Admins reserve GPUs for
+maintenance too: then nobody's containers may use them.""",
+    ),
     "simulation": Concept(
         "Simulating a queue policy",
         """\
@@ -493,6 +512,7 @@ _CREATE_MORE = (
     "--workspace",
     "--data",
     "--no-wait",
+    "--borrow",
     "--json",
 )
 
@@ -518,6 +538,11 @@ created; a refusal changes nothing.
 - **When no device is free**, the request waits in the GPU queue and this command waits
   with it (Ctrl-C leaves it queued; `ds01 queue` shows it). `--no-wait` fails with exit
   3 instead. A queued container is started when its turn comes.
+- **Above your quota**: where borrowing is on, `--borrow` (or `borrow: auto` in your
+  limits) places a request over your GPU quota on idle devices, up to a cap, while
+  nobody within quota waits for them. The container shows as borrowed; when someone
+  within quota needs its devices you are warned, and it is stopped a few minutes later
+  (its files are kept; `container-start` queues it again).
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
@@ -630,6 +655,8 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
 
 - Published ports are shown once it runs (`127.0.0.1:49153->8888`).
 - A container that reached `max_runtime_hours` is refused (exit 3): re-create it.
+- Over your GPU quota, `--borrow` takes idle devices above it where borrowing is on; a
+  borrowed container (one that was reclaimed, say) borrows again by itself.
 - Starting a running container is not an error.
 - Admins act on another user's container with `--user USER`.""",
         examples=(
@@ -647,7 +674,7 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
                 yes_no=True,
             ),
         ),
-        more=("--json", "--user"),
+        more=("--borrow", "--json", "--user"),
     ),
     "container stop": CommandHelp(
         info="""\
@@ -808,6 +835,65 @@ time and status; or cancels one (`ds01 queue cancel ID`).
             ),
         ),
         more=("--json", "--all"),
+    ),
+    "reserve": CommandHelp(
+        info="""\
+Reserves whole GPUs (`--gpus N`) or one MIG instance (`--mig PROFILE`) for you from
+`--from "YYYY-MM-DD HH:MM"` (the server's local time; seconds may be added) for
+`--hours H`, with an optional `--note` that every listing shows.
+
+- A window that overlaps other reservations beyond the devices there is refused with
+  exit 3: the message names the reservation in the way and the next free slot.
+- Your limits are checked (exit 3): by default up to your `gpu_limit` GPU-equivalents at
+  once, at most 8 hours a reservation, at most 14 days ahead; admins may set how many
+  reservations and how many GPU-hours a week.
+- Other people's containers on the devices are warned before the start and stopped at
+  it; during the window your containers may use the devices on top of your quota.
+- Admins: `--maintenance` keeps the devices for nobody.""",
+        examples=(
+            ('ds01 reserve --gpus 2 --from "2026-12-10 09:00" --hours 8', "two GPUs for 8 h"),
+            ('ds01 reserve --mig 3g.20gb --from "2026-12-11 14:00" --hours 3', "a MIG slice, 3 h"),
+            ('ds01 reserve --gpus 1 --from "2026-12-12 08:00" --hours 2 --json', "for scripts"),
+        ),
+        concepts=("reservations", "gpus", "quotas"),
+        questions=(
+            Question("--gpus", "How many whole GPUs (0: one MIG slice instead)?", "1"),
+            Question(
+                "--mig",
+                "Which MIG profile?",
+                choices_from="mig-profiles",
+                required=True,
+                ask_if=_no_gpus,
+            ),
+            Question("--from", 'Start, "YYYY-MM-DD HH:MM" (server time)', required=True),
+            Question("--hours", "For how many hours?", "2", required=True),
+            Question("--note", "What for (everyone sees it; may be empty)?"),
+        ),
+        more=("--maintenance", "--json"),
+    ),
+    "reservations": CommandHelp(
+        info="""\
+Lists the reservations that have not ended: yours and maintenance windows, or everyone's
+with `--all`, with their devices, window, status (`upcoming`, `active`) and note; or
+cancels one of yours (`ds01 reservations cancel ID`; admins may cancel any).
+
+- `--json` prints them for scripts.
+- `--ics` prints them as an iCalendar feed (RFC 5545), one event each; an admin can
+  publish `ds01 reservations --all --ics > gpus.ics` for the lab's calendar.
+- Times are the server's local time.""",
+        examples=(
+            ("ds01 reservations", "yours and maintenance windows"),
+            ("ds01 reservations --all", "everyone's"),
+            ("ds01 reservations --all --ics", "an iCalendar feed"),
+            ("ds01 reservations cancel 3f2a9c1b", "give one back"),
+        ),
+        concepts=("reservations", "gpus"),
+        questions=(
+            Question("ACTION", "List reservations or cancel one?", "list", required=True),
+            Question("ID", "Reservation to cancel", required=True, ask_if=_action_is("cancel")),
+            Question("--all", "Everyone's, not only yours?", "n", yes_no=True),
+        ),
+        more=("--json",),
     ),
     "gpu status": CommandHelp(
         info="""\
@@ -1074,7 +1160,8 @@ without touching containers, and compares policies.
   `gpu-config.yaml` (the inventory); a missing file means the built-in default.
 - `--policy` replays under fair share, first come first served, or both; `--reclaim`
   with idle reclaim, without, or all variants; `--mig` with the MIG layouts as
-  configured, with every MIG GPU making slices on demand, or both.
+  configured, with every MIG GPU making slices on demand, or both; `--borrowing` without
+  or with borrowing above quota (the `borrowing:` section), or both, then compared.
 - The report compares waits, GPU utilisation, idle GPU-hours and fairness per group;
   `--json` gives every number.""",
         examples=(
@@ -1100,8 +1187,9 @@ without touching containers, and compares policies.
             Question("--policy", "Policy to replay", "both"),
             Question("--reclaim", "Idle reclaim variants", "all"),
             Question("--mig", "MIG layouts or slices on demand", "layout"),
+            Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig"),
+        more=("--json", "--reclaim", "--mig", "--borrowing"),
     ),
     "dashboard": CommandHelp(
         info="""\

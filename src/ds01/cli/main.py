@@ -30,6 +30,8 @@ from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
 from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
 from ds01.cli.report import REPORT_COMMANDS
+from ds01.cli.reservations import RESERVATION_COMMANDS
+from ds01.cli.slurm import SLURM_COMMANDS
 from ds01.errors import Ds01Error
 from ds01.exitcodes import ExitCode
 
@@ -173,6 +175,12 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fail (exit 3) when no devices are free, instead of waiting in the GPU queue",
     )
+    p.add_argument(
+        "--borrow",
+        action="store_true",
+        help="over your GPU quota: borrow idle devices above it, if the server allows; a "
+        "borrowed container is stopped (files kept) when someone within quota needs them",
+    )
     _json_flag(p)
 
 
@@ -258,6 +266,7 @@ def _run_create(args: argparse.Namespace) -> None:
         "data": os.path.abspath(args.data) if args.data else None,
         "ports": args.ports,
         "queue": not args.no_wait,
+        "borrow": args.borrow,
     }
     client = Ds01Client()
     status, info = client.call("POST", "/v1/containers", body=body)
@@ -327,6 +336,12 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
                 help="fail (exit 3) if its GPUs were released and none are free, "
                 "instead of waiting in the GPU queue",
             )
+            p.add_argument(
+                "--borrow",
+                action="store_true",
+                help="if its GPUs were released and you are over your GPU quota: borrow idle "
+                "devices above it, if the server allows",
+            )
         _user_flag(p)
         _json_flag(p)
 
@@ -335,6 +350,7 @@ def _lifecycle(verb: str, method: str, action: str | None, past: str) -> Command
             "user": args.user,
             "force": getattr(args, "force", False),
             "queue": verb == "start" and not args.no_wait,
+            "borrow": verb == "start" and args.borrow,
         }
         path = Ds01Client.container_path(args.name, action)
         client = Ds01Client()
@@ -400,9 +416,10 @@ def _run_list(args: argparse.Namespace) -> None:
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
         kills = r.get("oom_kills") or 0
+        shown = f"{r['status']}, borrowed" if r.get("borrowed") else str(r["status"])
         if not kills:
-            return str(r["status"])
-        return f"{r['status']} ({kills} OOM kill{'s' if kills > 1 else ''})"
+            return shown
+        return f"{shown} ({kills} OOM kill{'s' if kills > 1 else ''})"
 
     render.table(
         headers,
@@ -612,18 +629,31 @@ def _run_gpu_status(args: argparse.Namespace) -> None:
         if not d["holder"]:
             return "free"
         container = d["holder"]["container"]  # another user's: not shown
-        return f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
+        who = f"{d['holder']['user']}/{container}" if container else d["holder"]["user"]
+        return f"{who} (borrowed)" if d["holder"].get("borrowed") else who
 
     def profile(d: dict[str, Any]) -> str | None:
         return f"{d['profile']} (on demand)" if d.get("on_demand") else d["profile"]
 
+    def reservation(d: dict[str, Any]) -> str:
+        """The reservation in force (``now:``) or the next one, ``-`` for none."""
+        kept = d.get("reservations") or ()
+        if not kept:
+            return "-"
+        r = kept[0]
+        when = "now" if r["active"] else r["start"][:16].replace("T", " ")
+        return f"{when}: {r['holder'] or 'maintenance'} until {r['end'][:16].replace('T', ' ')}"
+
     render.table(
-        ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER"],
+        ["GPU", "KIND", "PROFILE", "GPU-EQ", "UUID", "HOLDER", "RESERVATION"],
         [
-            [d["gpu_index"], d["kind"], profile(d), d["gpu_equivalents"], d["uuid"], holder(d)]
+            [
+                d["gpu_index"], d["kind"], profile(d), d["gpu_equivalents"], d["uuid"], holder(d),
+                reservation(d),
+            ]
             for d in status["devices"]
         ],
-    )
+    )  # fmt: skip
     for gpu in status["unusable"]:
         render.echo(f"GPU {gpu['index']} ({gpu['uuid']}): unusable, {gpu['reason']}.")
     for d in status["devices"]:
@@ -686,6 +716,11 @@ def _run_limits(args: argparse.Namespace) -> None:
         f"{render.limit_value(result['limits'].get('gpu_limit'))} GPU-equivalents "
         f"(held by: {holders}); {usage['containers']}{of_most} containers."
     )
+    if usage.get("borrowed_gpu_equivalents"):
+        render.echo(
+            f"Borrowed above your quota: {render.number(usage['borrowed_gpu_equivalents'])} "
+            "GPU-equivalents (stopped when someone within quota needs them)."
+        )
     _echo_disk_use(result)
 
 
@@ -1080,6 +1115,7 @@ COMMANDS: tuple[Command, ...] = (
         _configure_queue,
         _run_queue,
     ),
+    *RESERVATION_COMMANDS,
     Command(
         ("gpu", "status"),
         "gpu-status",
@@ -1128,6 +1164,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_audit_verify,
     ),
     *ADMIN_COMMANDS,
+    *SLURM_COMMANDS,
     Command(
         ("maintenance", "run"),
         None,

@@ -45,6 +45,8 @@ CSV_COLUMNS = (
     "energy_kwh",
     "co2_kg",
     "unmanaged_gpu_uses",
+    "reservations",
+    "reservation_stops",
 )
 _TABLE_HEADERS = (
     "GPU-h allocated",
@@ -60,6 +62,8 @@ _TABLE_HEADERS = (
     "Energy kWh",
     "CO2 kg",
     "GPU use outside ds01",
+    "Reservations",
+    "Reservation stops",
 )
 
 
@@ -94,6 +98,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _value(row["energy_kwh"]),
         _value(row["co2_kg"]),
         _value(row.get("unmanaged_gpu_uses", 0)),
+        _value(row.get("reservations", 0)),
+        _value(row.get("reservation_stops", 0)),
     ]
 
 
@@ -164,6 +170,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 "" if r["energy_kwh"] is None else r["energy_kwh"],
                 "" if r["co2_kg"] is None else r["co2_kg"],
                 r.get("unmanaged_gpu_uses", 0),
+                r.get("reservations", 0),
+                r.get("reservation_stops", 0),
             ]
         )
     return out.getvalue()

@@ -20,8 +20,9 @@ The edits:
   key: the user is listed, and every limit still comes from groups and defaults);
 - add a user to a group: ``NAME`` appended to ``groups.<group>.members`` (the group must be
   defined);
-- remove a user: their entries under ``users:``, ``aggregate.users:`` and
-  ``policies.users:``, and their name from every group's ``members``.
+- remove a user: their entries under ``users:``, ``aggregate.users:``,
+  ``policies.users:`` and ``reservations.users:``, and their name from every group's
+  ``members``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ds01.config.loader import has_document, parse_config
 from ds01.errors import InvalidInput
 
 #: Sections whose ``users:`` mapping holds per-user entries (the top level is ``()``).
-USER_SECTIONS: tuple[tuple[str, ...], ...] = ((), ("aggregate",), ("policies",))
+USER_SECTIONS: tuple[tuple[str, ...], ...] = ((), ("aggregate",), ("policies",), ("reservations",))
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -360,8 +361,9 @@ def add_user(text: str, source: str, user: str, group: str | None = None) -> Lim
 
 
 def _places(data: Any, user: str) -> list[tuple[str, ...]]:
-    """The key paths where ``user`` appears: ``("users", NAME)``, ``("aggregate", "users",
-    NAME)``, ``("policies", "users", NAME)`` and ``("groups", G, "members")``."""
+    """The key paths where ``user`` appears: ``("users", NAME)``, the same under each other
+    section of ``USER_SECTIONS`` (``("aggregate", "users", NAME)``, …) and ``("groups", G,
+    "members")``."""
     found = [
         (*section, "users", user)
         for section in USER_SECTIONS
@@ -375,13 +377,15 @@ def _places(data: Any, user: str) -> list[tuple[str, ...]]:
 
 def user_entries(data: Any, user: str) -> list[str]:
     """Where ``user`` appears in ``resource-limits.yaml`` data, for people:
-    ``users.NAME``, ``aggregate.users.NAME``, ``policies.users.NAME``, ``groups.G.members``."""
+    ``users.NAME``, ``aggregate.users.NAME``, ``policies.users.NAME``,
+    ``reservations.users.NAME``, ``groups.G.members``."""
     return [".".join(place) for place in _places(data, user)]
 
 
 def remove_user(text: str, source: str, user: str) -> LimitsEdit:
-    """Remove ``user``'s entries (``users:``, ``aggregate.users:``, ``policies.users:``)
-    and their name from every group's ``members``. Nothing changes when there is none.
+    """Remove ``user``'s entries (``users:`` and the ``users:`` of each section of
+    ``USER_SECTIONS``) and their name from every group's ``members``. Nothing changes when
+    there is none.
 
     Raises:
         ConfigError: the file is invalid now, or would be after the change.

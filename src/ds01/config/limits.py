@@ -21,15 +21,22 @@ and ``users``.
 The ``scheduler:`` section (``SchedulerConfig``, in ``ds01.config.scheduler``) sets how the
 GPU queue is ordered and backfilled; it is one policy for the whole server.
 
+The ``reservations:`` section (``ReservationsConfig``, in ``ds01.config.reservations``) sets
+how users may reserve GPUs ahead, with per-group and per-user limits.
+
 The ``policies:`` section (``PoliciesConfig``, in ``ds01.config.policies``) sets how idle and
 over-long containers are found and reclaimed: its defaults at the top, then ``groups`` and
 ``users`` overrides.
+
+The ``borrowing:`` section (``BorrowingConfig``, in ``ds01.config.borrowing``) lets users go
+above ``gpu_limit`` on idle devices, reclaimed on demand; the limit key ``borrow`` (``ask`` or
+``auto``) says whether a user borrows only with ``--borrow`` or whenever over quota.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -40,7 +47,9 @@ from pydantic import (
     model_validator,
 )
 
+from ds01.config.borrowing import BorrowingConfig
 from ds01.config.policies import PoliciesConfig
+from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.config.sections import (
     GroupName,
@@ -54,7 +63,11 @@ from ds01.model.units import format_bytes, parse_bytes, parse_cpus
 DEFAULT_ADMIN_GROUP = "ds01-admin"
 
 # Keys where null is refused: they have no "unlimited" meaning.
-_NOT_NULLABLE = ("priority", "allow_full_gpu", "allow_mig")
+_NOT_NULLABLE = ("priority", "allow_full_gpu", "allow_mig", "borrow")
+
+#: The values of the ``borrow`` key: ``ask`` borrows only with ``--borrow``; ``auto`` borrows
+#: whenever a request is over ``gpu_limit`` (and the ``borrowing:`` policy allows it).
+BORROW_MODES = ("ask", "auto")
 
 
 def _cpu_count(value: Any) -> Any:
@@ -148,6 +161,11 @@ class Limits(BaseModel):
         allow_inf_nan=False,
         description="Minutes a stopped container keeps its GPUs before they are released; "
         "null = until the container is removed.",
+    )
+    borrow: Literal["ask", "auto"] | None = Field(
+        default=None,
+        description="Borrowing above gpu_limit when the borrowing: policy is on: 'ask' = only "
+        "with --borrow, 'auto' = whenever a request is over gpu_limit.",
     )
 
     @field_validator(*_NOT_NULLABLE, mode="before")
@@ -293,6 +311,33 @@ class HubConfig(BaseModel):
         strict=False,
         description="Unix groups whose members may act on behalf of a user.",
     )
+    # A hub's own connection caps (ds01.core.admission.HubCaps), in place of one user's: a
+    # user behind the hub gets a user's share of workers within them.
+    connections: int = Field(
+        default=512,
+        ge=1,
+        description="Connections one hub identity may hold open at once, for all the users it "
+        "serves (in place of one user's cap; ds01d's total cap still applies).",
+    )
+    user_requests: int = Field(
+        default=16,
+        ge=1,
+        description="Requests one user behind the hub may have open at once (being answered "
+        "or waiting for a worker); more are refused (HTTP 429) for that user only.",
+    )
+    workers: int = Field(
+        default=16,
+        ge=1,
+        description="Of ds01d's workers for ordinary requests, how many the hub's users take "
+        "together (each at most a user's share); the rest stay for local users.",
+    )
+    waiting: int = Field(
+        default=64,
+        ge=1,
+        description="Of ds01d's slots for requests that wait (queue waits, long polls), how "
+        "many the hub's users hold together (each at most a user's share); more are "
+        "refused (HTTP 429).",
+    )
 
     @field_validator("users")
     @classmethod
@@ -337,10 +382,20 @@ class ResourceLimitsConfig(BaseModel):
         description="How idle and over-long containers are found and reclaimed, with "
         "per-group and per-user overrides.",
     )
+    borrowing: BorrowingConfig = Field(
+        default_factory=BorrowingConfig,
+        description="Borrowing idle devices above gpu_limit, reclaimed on demand (off by "
+        "default; one policy per server).",
+    )
+    reservations: ReservationsConfig = Field(
+        default_factory=ReservationsConfig,
+        description="How users may reserve GPUs ahead (ds01.config.reservations).",
+    )
 
     @field_validator(
-        "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", mode="before"
-    )
+        "defaults", "groups", "users", "hub", "aggregate", "scheduler", "policies", "borrowing",
+        "reservations", mode="before",
+    )  # fmt: skip
     @classmethod
     def _null_section(cls, value: Any) -> Any:
         return empty_if_null(value)
@@ -353,7 +408,7 @@ class ResourceLimitsConfig(BaseModel):
             return {name: empty_if_null(entry) for name, entry in value.items()}
         return value
 
-    @field_validator("aggregate", "policies", mode="before")
+    @field_validator("aggregate", "policies", "reservations", mode="before")
     @classmethod
     def _known_groups(cls, value: Any, info: ValidationInfo) -> Any:
         # Runs before the section is validated, so that the error lands on the group's own
@@ -385,6 +440,7 @@ BUILTIN_LIMITS = Limits(
     max_runtime_hours=48.0,
     idle_timeout_hours=48.0,
     gpu_hold_after_stop_minutes=15.0,
+    borrow="ask",
 )
 
 #: The baseline for any aggregate key that not even ``aggregate.defaults`` sets: unlimited.

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, overload
 
 from ds01.config.limits import (
     AGGREGATE_KEYS,
+    BORROW_MODES,
     BUILTIN_AGGREGATE,
     BUILTIN_LIMITS,
     LIMIT_KEYS,
@@ -42,6 +43,7 @@ from ds01.config.policies import (
     LifecyclePolicy,
     policy_permissiveness,
 )
+from ds01.config.reservations import BUILTIN_RESERVATION_LIMITS, RESERVATION_KEYS
 from ds01.model.quota import GpuQuota
 from ds01.model.units import MIB, parse_bytes
 
@@ -86,7 +88,8 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
 
     ``null`` (unlimited) ranks above every number, except for ``shm_size`` where ``null``
     means Docker's default of 64 MiB. Otherwise larger numbers are more permissive (sizes
-    compared in bytes, higher priority first), and ``true`` beats ``false``.
+    compared in bytes, higher priority first), ``true`` beats ``false`` and ``borrow: auto``
+    beats ``borrow: ask``.
     """
     if value is None:
         if key == "shm_size":
@@ -94,6 +97,8 @@ def permissiveness(key: str, value: Any) -> tuple[int, float]:
         return (1, 0.0)
     if key in SIZE_KEYS:
         return (0, float(parse_bytes(value)))
+    if key == "borrow":
+        return (0, float(BORROW_MODES.index(value)))
     return (0, float(value))
 
 
@@ -207,6 +212,8 @@ class ResolvedLimits(_ResolvedValues):
     gpu_hold_after_stop_minutes = _Value[float | None](
         "Minutes a stopped container keeps its GPUs; ``None``: until it is removed."
     )
+    borrow = _Value[str]("``ask`` (borrow only with ``--borrow``) or ``auto`` (whenever over "
+                         "``gpu_limit``).")  # fmt: skip
 
     def gpu_quota(self) -> GpuQuota:
         """The GPU keys as the allocator takes them (limits as exact fractions)."""
@@ -390,6 +397,30 @@ def resolve_policy(
 ) -> LifecyclePolicy:
     """``user``'s lifecycle policy (``resolve_policy_sources`` without the provenance)."""
     return resolve_policy_sources(config, user, unix_groups).policy
+
+
+class ResolvedReservationLimits(_ResolvedValues):
+    """A user's effective reservation limits: one ``Resolved`` per key in
+    ``RESERVATION_KEYS``. ``None`` means unlimited, except ``max_gpus`` from the builtin
+    layer, which means the user's ``gpu_limit`` (``resolve_reservation_limits`` puts it in)."""
+
+    KEYS = RESERVATION_KEYS
+
+
+def resolve_reservation_limits(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str]
+) -> ResolvedReservationLimits:
+    """``user``'s reservation limits from ``reservations:``: the user's entry, then their
+    groups' (most permissive), then ``reservations.defaults``, then the builtin values (8
+    hours, 14 days ahead, and ``max_gpus`` = the user's ``gpu_limit``), key by key."""
+    section, builtin = config.reservations, BUILTIN_RESERVATION_LIMITS.declared()
+    resolved = _resolve_section(
+        ResolvedReservationLimits, config, user, unix_groups, section, section.defaults, builtin
+    )
+    if resolved.source_of("max_gpus") == SOURCE_BUILTIN:
+        gpu_limit = resolve_limits(config, user, unix_groups).values["gpu_limit"].value
+        resolved.values["max_gpus"] = Resolved(gpu_limit, "gpu_limit")
+    return resolved
 
 
 def is_admin(config: ResourceLimitsConfig, unix_groups: Collection[str], uid: int) -> bool:

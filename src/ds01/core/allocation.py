@@ -79,6 +79,8 @@ class Holding:
         status: Docker status (``created``, ``running``, ``exited``, …). Informational: a
             holding counts against quotas whatever its status, because a stopped container
             keeps its devices until the lifecycle releases them.
+        borrowed: placed above the owner's ``gpu_limit`` (``ds01.core.borrowing``): it
+            counts against the borrowing cap instead of ``gpu_limit``, and may be reclaimed.
     """
 
     container: str
@@ -87,6 +89,7 @@ class Holding:
     devices: tuple[str, ...] = ()
     gpu_equivalents: Fraction = Fraction(0)
     status: str = "running"
+    borrowed: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.devices)) != len(self.devices):
@@ -135,8 +138,13 @@ class AllocationState:
         return self._holdings_by_user.get(user, ())
 
     def user_gpu_equivalents(self, user: str) -> Fraction:
-        """Sum of GPU-equivalents over all the user's holdings (exact)."""
-        return sum((h.gpu_equivalents for h in self.of_user(user)), Fraction(0))
+        """What counts against the user's ``gpu_limit``: the sum of GPU-equivalents over
+        the user's holdings that are not borrowed (exact)."""
+        return sum((h.gpu_equivalents for h in self.of_user(user) if not h.borrowed), Fraction(0))
+
+    def user_borrowed_equivalents(self, user: str) -> Fraction:
+        """What counts against the user's borrowing cap: their borrowed holdings (exact)."""
+        return sum((h.gpu_equivalents for h in self.of_user(user) if h.borrowed), Fraction(0))
 
     def with_holding(self, holding: Holding) -> AllocationState:
         """A new state with ``holding`` added, replacing any holding of the same container.
@@ -304,7 +312,7 @@ class Placement:
         """What this placement counts for in quotas (exact)."""
         return sum((d.gpu_equivalents for d in self.devices), Fraction(0))
 
-    def holding(self, container: str, user: str) -> Holding:
+    def holding(self, container: str, user: str, *, borrowed: bool = False) -> Holding:
         """The holding of a queued request once it starts here (``container`` is its id and
         the name it holds the devices under)."""
         return Holding(
@@ -313,6 +321,7 @@ class Placement:
             user=user,
             devices=self.uuids,
             gpu_equivalents=self.gpu_equivalents,
+            borrowed=borrowed,
         )
 
 
@@ -657,7 +666,8 @@ def allocate(
     needed = least_gpu_equivalents(request, inventory)
     _check_per_container_cap(quota, needed)
     in_use = state.user_gpu_equivalents(user)
-    _check_user_total(quota, state.of_user(user), in_use, needed)
+    own = tuple(h for h in state.of_user(user) if not h.borrowed)
+    _check_user_total(quota, own, in_use, needed)
     left = None if quota.gpu_limit is None else quota.gpu_limit - in_use
     budget = _smallest(left, quota.max_gpus_per_container)
     return place(request, inventory, state, max_gpu_equivalents=budget)

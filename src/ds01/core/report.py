@@ -16,6 +16,10 @@ Sources, each clipped to the window ``[start, end)``:
   (``container.create``, ``cleanup.idle``, ``cleanup.runtime``, ``queue.start`` with its
   ``waited_seconds``), successful ones only, attributed to the container's owner (the
   uid in ``container/<name>._.<uid>`` when ds01d acted for them).
+- **Reservations made, reservation stops**: ``reservation.create`` events, for the
+  reservation's holder (maintenance windows for the admin who made them), and
+  ``cleanup.reservation`` (a container stopped because its device was reserved), for the
+  container's owner.
 - **GPU use outside ds01**: ``gpu.unmanaged_use`` events (a process on a GPU outside
   ds01's allocation, ``ds01.core.gpu_use``), each counted once, for the owner of the ds01
   container it ran in, else for the process's user.
@@ -51,7 +55,12 @@ CREATED = "container.create"
 IDLE_RECLAIM = "cleanup.idle"
 RUNTIME_STOP = "cleanup.runtime"
 QUEUE_START = "queue.start"
-COUNTED = (CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START, UNMANAGED_USE_ACTION)
+RESERVED = "reservation.create"
+RESERVATION_STOP = "cleanup.reservation"
+COUNTED = (
+    CREATED, IDLE_RECLAIM, RUNTIME_STOP, QUEUE_START, UNMANAGED_USE_ACTION, RESERVED,
+    RESERVATION_STOP,
+)
 
 
 # -- what the lifecycle loop records --------------------------------------------------------
@@ -152,6 +161,8 @@ class ReportRow:
     energy_kwh: float | None
     co2_kg: float | None
     unmanaged_gpu_uses: int = 0
+    reservations: int = 0
+    reservation_stops: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +183,8 @@ class ReportRow:
             "energy_kwh": self.energy_kwh,
             "co2_kg": self.co2_kg,
             "unmanaged_gpu_uses": self.unmanaged_gpu_uses,
+            "reservations": self.reservations,
+            "reservation_stops": self.reservation_stops,
         }
 
 
@@ -210,6 +223,8 @@ class _Tally:
     waits: list[float] = field(default_factory=list)
     joules: float = 0.0
     unmanaged: int = 0
+    reserved: int = 0
+    displaced: int = 0
 
     def add(self, other: _Tally) -> None:
         self.allocated += other.allocated
@@ -221,6 +236,8 @@ class _Tally:
         self.waits.extend(other.waits)
         self.joules += other.joules
         self.unmanaged += other.unmanaged
+        self.reserved += other.reserved
+        self.displaced += other.displaced
 
 
 def _overlap(start: datetime, end: datetime, lo: datetime, hi: datetime) -> float:
@@ -291,9 +308,10 @@ class _Window:
             if ts is None or not self.start <= ts < self.end:
                 continue
             owner = _owner(event, uid_names)
-            if action == UNMANAGED_USE_ACTION:
-                details = event.get("details")
-                holder = details.get("container_user") if isinstance(details, Mapping) else None
+            details = event.get("details")
+            key = {UNMANAGED_USE_ACTION: "container_user", RESERVED: "holder"}.get(str(action))
+            if key is not None and isinstance(details, Mapping):
+                holder = details.get(key)
                 owner = holder if isinstance(holder, str) else owner
             if owner is not None:
                 _count_event(self.tally(owner), action, event)
@@ -316,10 +334,14 @@ class _Window:
 
 
 def _count_event(row: _Tally, action: str, event: Mapping[str, Any]) -> None:
-    """Add one successful create, reclaim, runtime stop, queue start or GPU use outside
-    ds01 to ``row``."""
+    """Add one successful create, reclaim, runtime stop, queue start, GPU use outside
+    ds01, reservation or reservation stop to ``row``."""
     if action == CREATED:
         row.created += 1
+    elif action == RESERVED:
+        row.reserved += 1
+    elif action == RESERVATION_STOP:
+        row.displaced += 1
     elif action == IDLE_RECLAIM:
         row.idle += 1
     elif action == RUNTIME_STOP:
@@ -356,6 +378,8 @@ def _make_row(
         energy_kwh=_round(kwh) if kwh is not None else None,
         co2_kg=_round(co2) if co2 is not None else None,
         unmanaged_gpu_uses=t.unmanaged,
+        reservations=t.reserved,
+        reservation_stops=t.displaced,
     )
 
 

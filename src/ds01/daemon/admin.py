@@ -11,7 +11,8 @@ otherwise).
   cgroup parent. The daemon reloads the configuration at once.
 - **remove-user** cancels the user's queued requests, stops and removes their containers
   (freeing their GPUs), optionally archives ``~USER/workspace`` into a tar.gz only root can
-  read, removes their configuration entries and exemptions. It deletes no file of theirs:
+  read, removes their configuration entries and exemptions, and cancels their reservations
+  not ended (``reservation.cancel``). It deletes no file of theirs:
   home and workspace stay until an admin deletes the account (``userdel -r``).
 - **mig plan|apply** compares the GPUs with ``mig_layout`` in ``gpu-config.yaml``
   (``ds01.core.mig``) and changes, under the allocation lock, only GPUs none of whose
@@ -26,6 +27,7 @@ import tarfile
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -39,7 +41,7 @@ from ds01.config.resolve import groups_of, resolve_aggregate
 from ds01.config.sections import account_name_checker
 from ds01.core.allocation import describe_gpus, equivalents_to_float
 from ds01.core.mig import GpuPlan, Layout, plan_mig
-from ds01.daemon import queue_view
+from ds01.daemon import queue_view, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.identity import Caller
@@ -53,7 +55,7 @@ from ds01.paths import RESOURCE_LIMITS_FILE
 from ds01.runtime.cgroups import CgroupError, user_slice_path
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_name
-from ds01.runtime.store import ExemptionRecord, QueuedRequest
+from ds01.runtime.store import ExemptionRecord, QueuedRequest, ReservationRecord
 
 MigOutcome = Literal["applied", "unchanged", "refused", "failed", "pending_reset", "skipped"]
 
@@ -315,6 +317,7 @@ class _Removal:
     records: list[ContainerRecord]
     queued: list[QueuedRequest]
     exemptions: list[ExemptionRecord]
+    reservations: list[ReservationRecord]  # theirs, not ended
     limits_path: Path
     preview: LimitsEdit
     parent: str | None  # the cgroup parent add-user may have prepared
@@ -375,6 +378,12 @@ def _removal(service: Ds01Service, name: str, archive_dir: str | None) -> _Remov
     ]
     queued = [q for q in service.store.queued() if q.user == name]
     exemptions = [e for e in service.store.exemptions() if e.user == name]
+    now = service.now()
+    booked = [
+        r
+        for r in service.store.reservations()
+        if r.holder == name and datetime.fromisoformat(r.end) > now
+    ]
     path, text, _ = _limits_file(service)
     preview = edit_remove_user(text, str(path), name)
     # The parent add-user may have prepared, from the configuration before the change.
@@ -383,7 +392,7 @@ def _removal(service: Ds01Service, name: str, archive_dir: str | None) -> _Remov
         if account is not None
         else None
     )
-    if account is None and not (records or queued or exemptions or preview.changes):
+    if account is None and not (records or queued or exemptions or booked or preview.changes):
         raise NotFound(
             f"No user {name!r}: no account on this machine, and no container, queued "
             "request or configuration entry in ds01."
@@ -396,7 +405,9 @@ def _removal(service: Ds01Service, name: str, archive_dir: str | None) -> _Remov
                 "archive it by hand, or leave out --archive."
             )
         directory = _archive_directory(archive_dir, account.home)
-    return _Removal(name, account, records, queued, exemptions, path, preview, parent, directory)
+    return _Removal(
+        name, account, records, queued, exemptions, booked, path, preview, parent, directory
+    )
 
 
 def _removal_actions(removal: _Removal) -> tuple[list[str], list[str]]:
@@ -410,6 +421,7 @@ def _removal_actions(removal: _Removal) -> tuple[list[str], list[str]]:
     actions += [f"stop and remove container {r.name} ({r.status})" for r in removal.records]
     actions += [f"{change} in {removal.limits_path}" for change in removal.preview.changes]
     actions += [f"revoke exemption {e.id}" for e in removal.exemptions]
+    actions += [f"cancel reservation {r.id} (from {r.start})" for r in removal.reservations]
     notes: list[str] = []
     if directory is not None:
         if removal.workspace_is_dir:
@@ -446,6 +458,9 @@ def _carry_out_removal(
             _write_limits(service, path, edit.text, existed)
     for exemption in removal.exemptions:
         service.store.remove_exemption(exemption.id)
+    for booked in removal.reservations:
+        with suppress(NotFound):  # cancelled meanwhile
+            reservations.cancel(service, caller, booked.id)
     if removal.parent is not None:
         service.enforcement.remove_parent_if_unused(removal.parent)
     owned = service.runtime.owned_images(name)
@@ -464,6 +479,7 @@ def _carry_out_removal(
             "config_changes": list(edit.changes),
             "archive": str(archive) if archive else None,
             "exemptions": [e.id for e in removal.exemptions],
+            "reservations": [r.id for r in removal.reservations],
         },
     )
     return archive

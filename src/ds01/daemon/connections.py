@@ -19,6 +19,10 @@ connections held 3,008 threads, and 5,000 made everyone's requests fail). Here:
    each pool one uid runs at most its share (``ds01.core.admission.WorkShares``, fair
    between uids), so others always find a worker; the ordinary pool keeps slots for root
    and admins. A uid that already has its share of waiting requests gets 429.
+   A hub identity (``hub_caps``) has caps of its own: more connections at accept; each
+   user it names in ``X-Ds01-On-Behalf-Of`` is a party of its own in the pools, with a
+   user's share and at most ``user_requests`` open; its users together take at most
+   ``workers`` and ``waiting`` slots (``ds01.core.admission.HubCaps``).
 4. **Answer.** The worker answers on the connection (``write_s`` bounds a client that does
    not read); a keep-alive connection then goes back to step 2.
 5. **Drain.** :meth:`ConnectionServer.drain` (on SIGTERM) stops the reactor from running
@@ -56,7 +60,19 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
 
-from ds01.core.admission import ConnectionTable, Notice, RefusalNotices, Share, WorkShares
+from ds01.core.admission import (
+    ConnectionTable,
+    Group,
+    HubCaps,
+    Notice,
+    Party,
+    RefusalNotices,
+    RequestRefusal,
+    Share,
+    WorkShares,
+    party_of,
+    request_refusal,
+)
 from ds01.errors import (
     DaemonStopping,
     Ds01Error,
@@ -66,6 +82,7 @@ from ds01.errors import (
     ServerBusy,
     Throttled,
 )
+from ds01.model.hub import ON_BEHALF_HEADER
 from ds01.runtime.identity import PeerCredentials, peer_credentials
 
 log = logging.getLogger(__name__)
@@ -236,13 +253,19 @@ WaitOnly = Callable[[bytes], bool]
 
 
 class _Conn:
-    """An admitted connection, owned by the reactor thread while it is not being answered."""
+    """An admitted connection, owned by the reactor thread while it is not being answered.
+    ``hub``: the caps of the hub identity it comes from, as they were at accept."""
 
-    __slots__ = ("buf", "creds", "deadline", "eof", "head_end", "need", "reading", "scan", "sock")
+    __slots__ = (
+        "buf", "creds", "deadline", "eof", "head_end", "hub", "need", "reading", "scan", "sock"
+    )  # fmt: skip
 
-    def __init__(self, sock: socket.socket, creds: PeerCredentials, deadline: float) -> None:
+    def __init__(
+        self, sock: socket.socket, creds: PeerCredentials, deadline: float, hub: HubCaps | None
+    ) -> None:
         self.sock = sock
         self.creds = creds
+        self.hub = hub
         self.buf = bytearray()
         self.deadline = deadline
         self.reading = False  # a request has begun (its deadline is the read deadline)
@@ -285,6 +308,14 @@ def _parse_headers(head: bytes) -> Message | None:
         return None
 
 
+def _on_behalf_of(head: bytes) -> str | None:
+    """The user a request head names in ``ON_BEHALF_HEADER`` (clipped), if any."""
+    headers = _parse_headers(head)
+    value = None if headers is None else headers.get(ON_BEHALF_HEADER)
+    name = (value or "").strip()[:64]
+    return name or None
+
+
 def _wants_continue(headers: Message) -> bool:
     return (headers.get("Expect") or "").lower() == "100-continue"
 
@@ -319,14 +350,26 @@ class Lane:
         self._started = 0
         self._stopping = False
 
-    def load(self, uid: int) -> int:
-        """Jobs of ``uid`` running or ready to run."""
+    def load(self, party: Party) -> int:
+        """Jobs of ``party`` running or ready to run."""
         with self._cond:
-            return self._shares.running(uid) + self._shares.waiting(uid)
+            return self._shares.running(party) + self._shares.waiting(party)
 
-    def submit(self, uid: int, job: Callable[[], None], *, privileged: bool = False) -> None:
+    def group_load(self, name: int) -> int:
+        """Jobs running or ready of the parties of group ``name`` (a hub's users)."""
         with self._cond:
-            self._shares.submit(uid, job, privileged=privileged)
+            return self._shares.group_load(name)
+
+    def submit(
+        self,
+        party: Party,
+        job: Callable[[], None],
+        *,
+        privileged: bool = False,
+        group: Group | None = None,
+    ) -> None:
+        with self._cond:
+            self._shares.submit(party, job, privileged=privileged, group=group)
             # More ready jobs than threads waiting for one (a woken thread counts as waiting
             # until it runs): start one more.
             if self._shares.waiting() > self._idle and self._threads < self.share.slots:
@@ -342,7 +385,7 @@ class Lane:
             self._stopping = True
             self._cond.notify_all()
 
-    def _next(self) -> tuple[int, Callable[[], None], bool] | None:
+    def _next(self) -> tuple[Party, Callable[[], None], bool] | None:
         """The next job for this thread, or ``None`` when the thread should end."""
         with self._cond:
             while not self._stopping:
@@ -362,7 +405,7 @@ class Lane:
 
     def _work(self) -> None:
         while (picked := self._next()) is not None:
-            uid, job, privileged = picked
+            party, job, privileged = picked
             try:
                 job()
             except Exception:  # a job handles its own errors; this is a bug
@@ -370,7 +413,7 @@ class Lane:
             finally:
                 with self._cond:
                     # The slot is free: this thread takes the next job itself.
-                    self._shares.done(uid, privileged=privileged)
+                    self._shares.done(party, privileged=privileged)
 
 
 def _raise_fd_limit(wanted: int) -> int:
@@ -390,6 +433,8 @@ class ConnectionServer:
     request to ``handler`` on a bounded lane chosen by ``classify``.
 
     ``is_privileged(uid)`` says whether a uid may use the reserved workers (root always);
+    ``hub_caps(uid)`` the caps of a hub identity (``None``: the uid is none), asked once per
+    connection, at accept;
     ``wait_only(request_line)`` whether a request only waits to read (the drain answers it
     at once). :meth:`serve_forever` runs in the calling thread until a :meth:`drain` is
     over; then ``cut_short`` names the requests whose clients were told that their outcome
@@ -406,6 +451,7 @@ class ConnectionServer:
         is_privileged: Callable[[int], bool] = lambda uid: uid == 0,
         on_refusal: Callable[[Notice, int], None] | None = None,
         wait_only: WaitOnly = lambda request_line: False,
+        hub_caps: Callable[[int], HubCaps | None] = lambda uid: None,
     ) -> None:
         self.listener = listener
         self.handler = handler
@@ -413,6 +459,7 @@ class ConnectionServer:
         self.wait_only = wait_only
         self.limits = limits
         self.is_privileged = is_privileged
+        self.hub_caps = hub_caps
         self.on_refusal = on_refusal
         soft = _raise_fd_limit(limits.total_connections + limits.fd_reserve)
         total = max(16, min(limits.total_connections, soft - limits.fd_reserve))
@@ -597,15 +644,17 @@ class ConnectionServer:
         except OSError:
             sock.close()
             return
-        refusal = self.table.admit(creds.uid)
+        hub = self.hub_caps(creds.uid)
+        cap = self.limits.per_uid_connections if hub is None else hub.connections
+        refusal = self.table.admit(creds.uid, cap)
         if refusal is not None:
             error: Ds01Error
             if refusal == "per_uid":
                 error = Throttled(
-                    f"ds01d refused this connection: you already hold "
-                    f"{self.limits.per_uid_connections} open connections to it, the most one "
-                    "user may. Some of your ds01 commands or scripts are still running or "
-                    "hung; end them and try again."
+                    f"ds01d refused this connection: you already hold {cap} open connections "
+                    f"to it, the most {'this hub' if hub else 'one user'} may. Some of your "
+                    "ds01 commands or scripts are still running or hung; end them and try "
+                    "again."
                 )
             else:
                 error = ServerBusy(
@@ -615,14 +664,14 @@ class ConnectionServer:
                 )
             self._refuse_fresh(sock, error)
             what = (
-                f"holds {self.table.per_uid} connections, the per-user cap (HTTP 429)"
+                f"holds {cap} connections, the {'hub' if hub else 'per-user'} cap (HTTP 429)"
                 if refusal == "per_uid"
                 else f"ds01d holds {self.table.total} connections, its total cap (HTTP 503)"
             )
             self._notice(creds.uid, f"connection_{refusal}", what)
             return
         sock.setblocking(False)
-        conn = _Conn(sock, creds, time.monotonic() + self.limits.idle_s)
+        conn = _Conn(sock, creds, time.monotonic() + self.limits.idle_s, hub)
         self._conns.add(conn)
         self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -694,29 +743,68 @@ class ConnectionServer:
             self._refuse(conn, DaemonStopping(STOPPING_MESSAGE))
             return
         data = bytes(conn.buf[:length])
+        head_end = conn.head_end
         del conn.buf[:length]
         conn.reset()
         self._selector.unregister(conn.sock)
-        uid = conn.creds.uid
+        uid, hub = conn.creds.uid, conn.hub
+        behalf = _on_behalf_of(data[:head_end]) if hub is not None and head_end else None
+        party = party_of(uid, hub, behalf)
         lane_name = self.classify(data.split(b"\n", 1)[0])
         lane = self.lanes[lane_name]
-        if lane_name == "waiting" and lane.load(uid) >= lane.share.per_uid:
-            error = Throttled(
-                f"You already have {lane.share.per_uid} requests that wait open in ds01d "
-                "(terminals, `events --follow`, queue or image waits), the most one user may. "
-                "End one and try again."
-            )
-            what = f"has {lane.share.per_uid} waiting requests open, the per-user cap (HTTP 429)"
-            self._notice(uid, "waiting_per_uid", what)
-            self._refuse(conn, error)
+        refusal = request_refusal(
+            waits=lane_name == "waiting",
+            per_uid=lane.share.per_uid,
+            lane_load=lane.load(party),
+            open_requests=sum(each.load(party) for each in self.lanes.values()),
+            hub=hub,
+            hub_waiting_load=self.lanes["waiting"].group_load(uid),
+        )
+        if refusal is not None:
+            self._refuse_request(conn, refusal, lane.share.per_uid, behalf)
             return
+        group = None
+        if hub is not None:
+            group = Group(uid, hub.workers if lane_name == "workers" else hub.waiting)
         exchange = Exchange(conn.sock, conn.creds, data, bytes(conn.buf))
         self._busy[conn] = (exchange, self.wait_only(data.split(b"\n", 1)[0]))
         lane.submit(
-            uid,
+            party,
             lambda: self._serve(conn, exchange),
-            privileged=lane_name == "workers" and self.is_privileged(uid),
+            privileged=lane_name == "workers" and party == uid and self.is_privileged(uid),
+            group=group,
         )
+
+    def _refuse_request(
+        self, conn: _Conn, refusal: RequestRefusal, per_uid: int, behalf: str | None
+    ) -> None:
+        """Answer a complete request that ``request_refusal`` refused (HTTP 429), and note
+        it (per uid, or per user behind a hub)."""
+        hub = conn.hub
+        if refusal == "waiting_per_uid":
+            error = Throttled(
+                f"You already have {per_uid} requests that wait open in ds01d (terminals, "
+                "`events --follow`, queue or image waits), the most one user may. End one "
+                "and try again."
+            )
+            what = f"has {per_uid} waiting requests open, the per-user cap (HTTP 429)"
+        elif refusal == "hub_user_requests":
+            assert hub is not None
+            error = Throttled(
+                f"You already have {hub.user_requests} requests open in ds01d through the "
+                "hub, the most one user may through it. Wait for them to end and try again."
+            )
+            what = f"has {hub.user_requests} requests open, the per-user cap of a hub (HTTP 429)"
+        else:
+            assert hub is not None
+            error = Throttled(
+                f"The hub's users already hold {hub.waiting} requests that wait in ds01d, the "
+                "most one hub may (hub: waiting in resource-limits.yaml). Try again in a "
+                "moment."
+            )
+            what = f"holds {hub.waiting} waiting requests for its users, the hub's cap (HTTP 429)"
+        self._notice(conn.creds.uid, refusal, what, behalf)
+        self._refuse(conn, error)
 
     def _serve(self, conn: _Conn, exchange: Exchange) -> None:
         """In a worker: answer the exchange (unless the drain answered it before it began),
@@ -787,16 +875,19 @@ class ConnectionServer:
             conn.sock.close()
         self.table.release(conn.creds.uid)
 
-    def _notice(self, uid: int, reason: str, what: str) -> None:
-        """One log line per uid, reason and interval, counting the refusals it stands for
-        (this one and those suppressed since the last line)."""
-        notice = self.notices.refused(uid, reason, time.monotonic())
+    def _notice(self, uid: int, reason: str, what: str, behalf: str | None = None) -> None:
+        """One log line per uid (or user ``behalf`` of a hub's uid), reason and interval,
+        counting the refusals it stands for (this one and those suppressed since the last
+        line). The notice's key is the uid, or (uid, behalf)."""
+        key = uid if behalf is None else (uid, behalf)
+        notice = self.notices.refused(key, reason, time.monotonic())
         if notice is None:
             return
+        who = _user_name(uid) if behalf is None else f"{behalf} via {_user_name(uid)}"
         log.warning(
             "connections: %s %s; %d refusal(s) of this kind since the last such line "
             "(at most one line per %g s)",
-            _user_name(uid),
+            who,
             what,
             notice.count,
             self.limits.notice_interval_s,

@@ -50,10 +50,17 @@ class ContainerOps:
         self._stopped_since: dict[str, datetime | None] = {}
 
     def start(
-        self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        user: str | None = None,
+        queue: bool = False,
+        borrow: bool = False,
     ) -> api.ContainerInfo | Queued:
         """Takes the allocation lock: start a container. One whose devices were released
-        gets devices again first; if none are free it is queued when ``queue`` is set."""
+        gets devices again first (above quota when ``borrow`` asks and borrowing allows:
+        ``Reacquire``); if none are free it is queued when ``queue`` is set."""
         ctx = self.context
         record = self.gates.access.target(caller, name, user, "start")
         if record.status == "running":
@@ -63,7 +70,9 @@ class ContainerOps:
             self.gates.launcher.check_mounts(caller, owner, record)
         aggregate = ctx.aggregate_for(owner)
         with ctx.allocation_lock:
-            queued = self._admit_start(caller, owner, record, aggregate, queue=queue)
+            queued = self._admit_start(
+                caller, owner, record, aggregate, queue=queue, borrow=borrow
+            )
             if isinstance(queued, Queued):
                 return queued
             record = queued
@@ -83,6 +92,7 @@ class ContainerOps:
         aggregate: ResolvedAggregate,
         *,
         queue: bool,
+        borrow: bool = False,
     ) -> ContainerRecord | Queued:
         """Under the allocation lock: the checks a start passes (the record with its devices
         again, if they were released), or its place in the queue. Refusals are logged."""
@@ -93,13 +103,13 @@ class ContainerOps:
             self.gates.enforcement.check_can_start(record, aggregate)
             self.gates.enforcement.check_runtime_left(record, owner)
             if record.id in ctx.store.released():
-                record = self.reacquire.reacquire_now(owner, record)
+                record = self.reacquire.reacquire_now(owner, record, borrow=borrow)
         except NoCapacity as exc:
             if not queue:
                 ctx.log_refusal(caller, "container.start", resource_of(record), exc)
                 raise
             try:
-                return self.gates.queue.enqueue_start(owner, record, exc)
+                return self.gates.queue.enqueue_start(owner, record, exc, via=caller.via)
             except PolicyError as refusal:
                 ctx.log_refusal(caller, "container.start", resource_of(record), refusal)
                 raise

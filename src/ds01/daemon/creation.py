@@ -30,10 +30,10 @@ from ds01.config.resolve import ResolvedAggregate, ResolvedLimits
 from ds01.core.allocation import (
     GpuRequest,
     Placement,
-    allocate,
     check_mig_profiles_exist,
     equivalents_to_float,
 )
+from ds01.core.borrowing import BorrowDecision, allocate_borrowing
 from ds01.core.container_resources import (
     ResourceAsk,
     ResourceCeilings,
@@ -58,6 +58,7 @@ from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
 from ds01.daemon.queue_desk import QueueDesk
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import (
     Conflict,
@@ -173,6 +174,7 @@ def created_info(
         gpus=list(placement.uuids),
         gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
         created_at=created_at,
+        borrowed=prepared.borrowed,
         ports=[
             api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
             for c, h in prepared.ports
@@ -238,20 +240,25 @@ class Creation:
             records = ctx.records()
             inventory = ctx.backend.inventory()
             try:
-                placement, inventory = self._admit_on_demand(prepared, records, inventory)
+                decision, inventory = self._admit_on_demand(prepared, records, inventory)
             except NoCapacity as exc:
                 if not request.queue:
                     self.gates.access.refused(caller, resource, exc)
                     raise
                 try:
-                    return self.gates.queue.enqueue(prepared, request, exc, records)
+                    return self.gates.queue.enqueue(
+                        prepared, request, exc, records, via=caller.via
+                    )
                 except PolicyError as refusal:
                     self.gates.access.refused(caller, resource, refusal)
                     raise
             except PolicyError as exc:
                 self.gates.access.refused(caller, resource, exc)
                 raise
-            info = self.create_admitted(prepared, placement, inventory, request_id, intent=True)
+            prepared = replace(prepared, borrowed=decision.borrowed)
+            info = self.create_admitted(
+                prepared, decision.placement, inventory, request_id, intent=True
+            )
         return Created(info=info, request_id=request_id)
 
     def prepare_create(
@@ -303,16 +310,18 @@ class Creation:
             if jupyter_port is None or request.hub is not None  # the hub's login guards it
             else secrets.token_hex(JUPYTER_TOKEN_BYTES),
             hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
+            borrow=request.borrow or limits.borrow == "auto",
         )
 
     def admit(
         self, prepared: PreparedCreate, records: list[ContainerRecord], inventory: Inventory
-    ) -> Placement:
-        """Under the allocation lock: the devices for ``prepared``, or why not.
+    ) -> BorrowDecision:
+        """Under the allocation lock: the devices for ``prepared``, and whether they are
+        borrowed above its owner's ``gpu_limit`` (``ds01.core.borrowing``), or why not.
 
         Raises:
             Conflict: the owner already has a container of that name.
-            QuotaExceeded: a GPU, container count or memory total limit.
+            QuotaExceeded: a GPU, container count or memory total limit (borrowing refused).
             NoCapacity: within quota, but no free devices fit.
         """
         if any(r.docker_name == prepared.docker_name for r in records):
@@ -325,24 +334,35 @@ class Creation:
         reserved = self.context.status.queue_reserved
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
-        placement = allocate(
-            prepared.gpu_request,
-            prepared.owner.name,
+        plan = self.context.status.queue_plan
+        decision = allocate_honouring(
+            self.context,
+            prepared.owner,
+            prepared.name,
             prepared.quota,
             inventory,
-            allocation_state(records),
-            [r.name for r in mine],
+            lambda devices, quota: allocate_borrowing(
+                prepared.gpu_request,
+                prepared.owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in mine],
+                policy=self.context.config().limits.borrowing,
+                borrow=prepared.borrow,
+                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            ),
         )
         self.check_memory_total(prepared, mine)
         self.gates.enforcement.check_disk_total(prepared.owner.uid, prepared.aggregate, mine)
-        return placement
+        return decision
 
     def _admit_on_demand(
         self, prepared: PreparedCreate, records: list[ContainerRecord], inventory: Inventory
-    ) -> tuple[Placement, Inventory]:
+    ) -> tuple[BorrowDecision, Inventory]:
         """Under the allocation lock: ``admit`` over the inventory with the MIG slice a
         dynamic GPU could make for the request (``MigOnDemand.planned_for``); the slice is
-        made only when the decision picks it. Returns the placement and the inventory it
+        made only when the decision picks it. Returns the decision and the inventory it
         is on. Raises as ``admit``, and ``NotFound`` for a profile no instance can serve and no
         dynamic GPU can make."""
         held = set(allocation_state(records).held()) | self.context.status.queue_reserved
@@ -350,8 +370,11 @@ class Creation:
         planned = self.gates.mig.planned_for(profiles, inventory, held)
         if not self.gates.mig.can_make(profiles, inventory):
             check_mig_profiles_exist(prepared.gpu_request, planned)
-        placement = self.admit(prepared, records, planned)
-        return self.gates.mig.materialize(placement, planned, prepared.owner.name)
+        decision = self.admit(prepared, records, planned)
+        placement, made = self.gates.mig.materialize(
+            decision.placement, planned, prepared.owner.name
+        )
+        return replace(decision, placement=placement), made
 
     def check_memory_total(self, prepared: PreparedCreate, mine: list[ContainerRecord]) -> None:
         """Refuse (``QuotaExceeded``) ``prepared`` if its memory does not fit in the owner's
@@ -464,7 +487,8 @@ class Creation:
                 "cpus": resources.cpus,
                 "memory": format_bytes(resources.memory_bytes) if resources.memory_bytes else None,
                 "interface": prepared.interface,
-            },
+            }
+            | ({"borrowed": True} if prepared.borrowed else {}),
         )
 
     # -- the intent ---------------------------------------------------------------------------
@@ -625,6 +649,7 @@ class Creation:
             data=str(prepared.data) if prepared.data else None,
             framework=prepared.framework,
             visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
+            borrowed=prepared.borrowed,
         ).as_dict()
 
     def _spec(

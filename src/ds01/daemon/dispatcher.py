@@ -12,12 +12,18 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 4. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
-   with MIG on demand could make (``MigOnDemand.planned_for_queue``).
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
+   devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
 5. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
-   waited.
+   waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
+   inside ``acting_via`` of that hub: every event of its start, adoption or failure names
+   the hub as ``details.via``, as the events of the request that queued it did.
 6. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
    dynamic GPUs their baseline back (``MigOnDemand.reclaim``).
+7. **Reclaim borrowed devices** for the plan's head, a request within quota that cannot be
+   placed: warn, then stop after the grace, the borrowed containers it needs
+   (``ds01.daemon.reclaim.BorrowReclaim``); freed devices make the next pass at once.
 
 A pass runs every ``interval_seconds`` and at once whenever the service signals a change
 (``DaemonContext.queue_changed``: a request joined or left, a container stopped or was
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 
@@ -50,10 +56,12 @@ from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.reclaim import BorrowReclaim
+from ds01.daemon.reservations import queue_blocked
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
-from ds01.events.log import utc_now
+from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
 from ds01.model.labels import container_name
 from ds01.model.units import format_duration
@@ -105,6 +113,9 @@ class GpuDispatcher(PeriodicPass):
         self._interval_seconds = interval_seconds
         self._clock = clock
         self._reservation: Reservation | None = None
+        self._reclaim = BorrowReclaim(
+            service, lambda record, reason: service.containers.stop_by_daemon(record, reason=reason)
+        )
         super().__init__(wake=service.queue_condition)
 
     def interval_seconds(self) -> float:
@@ -130,6 +141,12 @@ class GpuDispatcher(PeriodicPass):
                 service.backend.inventory(),
                 held,
             )
+            # Reserved devices: those blocked for any waiting request stay out of the plan.
+            blocked = queue_blocked(
+                service, [(w.pending.user, w.pending.expected_runtime_hours) for w in waiting], now
+            )
+            if blocked:
+                inventory = replace(inventory, reserved=inventory.reserved | blocked)
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)
@@ -150,11 +167,17 @@ class GpuDispatcher(PeriodicPass):
                 if self.stopping:
                     break  # ds01d stops: the rest stay queued
                 item = by_id[start.request.id]
-                if self._start(item, start.placement, inventory, records, now):
+                with acting_via(item.entry.via):
+                    begun = self._start(item, start.placement, inventory, records, now)
+                if begun:
                     started.append(item.entry.id)
                     records = service.records()
             freed = service.mig_on_demand.reclaim(records, now)
-        if started or freed:
+            head = None if result.reservation is None else by_id.get(result.reservation.request_id)
+            reclaimed = self._reclaim.run(
+                None if head is None else head.pending, inventory, records, now
+            )
+        if started or freed or reclaimed:
             service.queue_changed()
         return started
 
@@ -164,15 +187,20 @@ class GpuDispatcher(PeriodicPass):
             record = by_request.get(entry.id)
             if record is None:
                 continue
-            if record.status != "running":
-                try:
-                    owner = user_by_uid(record.uid)
-                    self.service.launcher.launch(
-                        Caller(user=owner, pid=0, is_admin=False), owner, record
-                    )
-                except Ds01Error as exc:
-                    log.error("queued %s created but not started: %s", entry.id, exc.message)
-            self._finish_started(entry, record.gpus, now)
+            with acting_via(entry.via):
+                self._adopt_one(entry, record, now)
+
+    def _adopt_one(self, entry: QueuedRequest, record: ContainerRecord, now: datetime) -> None:
+        """Start (if need be) and mark started a queued request's container made already."""
+        if record.status != "running":
+            try:
+                owner = user_by_uid(record.uid)
+                self.service.launcher.launch(
+                    Caller(user=owner, pid=0, is_admin=False), owner, record
+                )
+            except Ds01Error as exc:
+                log.error("queued %s created but not started: %s", entry.id, exc.message)
+        self._finish_started(entry, record.gpus, now)
 
     def _release_expired(self, records: list[ContainerRecord], now: datetime) -> bool:
         """Release the devices of containers stopped longer than their owner's hold."""
@@ -420,13 +448,14 @@ class GpuDispatcher(PeriodicPass):
         stamp = self._clock().isoformat(timespec="seconds")
         if not self.service.store.finish_queued(entry.id, "failed", stamp, message=why):
             return
-        self.service.events.emit(
-            "queue.fail",
-            user=entry.user,
-            resource=f"queue/{entry.id}",
-            details={"container": entry.container, "error": why},
-            outcome="failure",
-        )
+        with acting_via(entry.via):
+            self.service.events.emit(
+                "queue.fail",
+                user=entry.user,
+                resource=f"queue/{entry.id}",
+                details={"container": entry.container, "error": why},
+                outcome="failure",
+            )
         self.service.notify_user(
             entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
         )

@@ -9,6 +9,9 @@ Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
   owner's terminals, as a notice file in the workspace (``/workspace/.ds01-notice``), as a
   ``lifecycle.warn`` event and to the admin's webhook; a ``Stop`` stops the container
   (``cleanup.idle`` or ``cleanup.runtime``) and tells the owner the same ways.
+- **reserved devices** (``daemon.reservations.ReservationWatch``): the phases of
+  reservations are announced, and containers in the way of one are warned
+  ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``).
 - **stopped**: its run is closed in the clock (runtime survives restarts); a container
   stopped for longer than ``container_hold_after_stop_hours`` is removed, and one created
   but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its
@@ -74,6 +77,7 @@ from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.periodic import PeriodicPass
+from ds01.daemon.reservations import ReservationWatch
 from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import users_waiting_for_devices
@@ -130,6 +134,13 @@ class LifecycleLoop(PeriodicPass):
         self._boot = boot()
         self._pass_lock = threading.Lock()
         self.disk = DiskWatch(service)  # disk limits: warned and stopped in the same pass
+        self.reservations = ReservationWatch(  # reserved devices: warned, then drained
+            service,
+            stop=lambda record, reason: service.containers.stop_by_daemon(record, reason=reason),
+            release=lambda record, now, reason: service.queue_desk.release_devices(
+                record, now, held_minutes=0, reason=reason
+            ),
+        )
         super().__init__()
         self._activity_hour: datetime | None = None
 
@@ -165,6 +176,9 @@ class LifecycleLoop(PeriodicPass):
             if status is not None:
                 rows.append(status)
         rows = self.disk.run(records, owners, rows, now, dry_run, self._tell)
+        drained = self.reservations.run(records, owners, now, dry_run, self._tell)
+        for row in rows:
+            row.actions.extend(drained.get(row.container_id, ()))
         if not dry_run:
             self._record_activity(records, clocks, telemetry, now)
             store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})

@@ -263,7 +263,8 @@ class LimitsEnforcement:
         """What ``subject`` uses through ``mine``, their containers: GPU-equivalents and
         containers against their quota, and memory (now, from the cgroup parents; and
         committed, the limits of the containers that are not stopped)."""
-        in_use = allocation_state(mine).user_gpu_equivalents(subject.name)
+        state = allocation_state(mine)
+        in_use = state.user_gpu_equivalents(subject.name)
         holding = [label_size(r, L.MEMORY_BYTES) for r in mine if r.status != "stopped"]
         usages = [self.context.cgroups.memory_usage(p) for p in {record_parent(r) for r in mine}]
         known_usages = [u for u in usages if u is not None]
@@ -271,6 +272,9 @@ class LimitsEnforcement:
             gpu_equivalents=equivalents_to_float(in_use),
             containers=len(mine),
             gpu_containers=sorted(r.name for r in mine if r.gpus),
+            borrowed_gpu_equivalents=equivalents_to_float(
+                state.user_borrowed_equivalents(subject.name)
+            ),
         )
         return usage, api.AggregateUsage(
             memory_bytes=sum(known_usages) if known_usages else None,

@@ -2,13 +2,14 @@
 
 One request per dashboard refresh, built from one look at each source: one Docker list
 call (``Ds01Service.records``), one GPU inventory and one telemetry call for every device,
-one read of the queue, the OOM counters and the lifecycle loop's last pass. Never one call
-per container.
+one read of the queue, the reservations, the OOM counters and the lifecycle loop's last
+pass. Never one call per container.
 
 What a caller sees:
 
 - everyone: every device with its telemetry, the machine's totals (devices and
-  GPU-equivalents allocated, containers, queue length and demand);
+  GPU-equivalents allocated, containers, queue length and demand), and the reservations of
+  the coming week (``ds01 reservations --all`` shows them to everyone too);
 - an admin (``scope: all``): every container, queue entry and user's usage, and the holder
   container of every device;
 - a user (``scope: own``): their own containers, queue entries and usage; a device another
@@ -22,7 +23,7 @@ from collections import Counter
 from fractions import Fraction
 
 from ds01.core.allocation import equivalents_to_float
-from ds01.daemon import queue_view
+from ds01.daemon import queue_view, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.sampler import gpu_figures
@@ -113,6 +114,7 @@ def overview(service: Ds01Service, caller: Caller) -> api.Overview:
         containers=containers,
         queue=queue_view.in_order(service, mine, now),
         users=_users(service, caller, visible, Counter(q.user for q in mine)),
+        reservations=reservations.week(service, now, inventory),
     )
 
 

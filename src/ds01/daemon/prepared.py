@@ -71,6 +71,8 @@ class PreparedCreate:
     hub_environment: tuple[tuple[str, str], ...] = ()
     image_id: str = ""  # the local image's id, when known (its account files are cached)
     run: RunOptions | None = None  # a create through the Docker API door
+    borrow: bool = False  # asks to borrow above gpu_limit (--borrow or `borrow: auto`)
+    borrowed: bool = False  # placed above gpu_limit (decided under the allocation lock)
 
 
 __all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]

@@ -72,10 +72,13 @@ class QueueDesk:
         request: api.CreateContainerRequest,
         why: NoCapacity,
         records: list[ContainerRecord] | None = None,
+        *,
+        via: str | None = None,
     ) -> Queued:
         """Under the allocation lock: put a create that found no free devices in the queue,
         if the owner has room there (``records``: every managed container, listed under
-        this lock, or ``None`` to list them)."""
+        this lock, or ``None`` to list them; ``via``: the hub identity asking for the
+        owner, kept with the request so that its dispatch names the hub too)."""
         waiting = self._queued_for(prepared.owner.uid, prepared.name)
         if waiting is not None:
             raise Conflict(
@@ -87,23 +90,33 @@ class QueueDesk:
         self._check_queue_room(prepared.owner, "create", mine)
         return self._join_queue(
             prepared.owner, "create", prepared.name, prepared.group, prepared.gpu_request,
-            request.model_dump_json(), why,
+            request.model_dump_json(), why, via,
         )  # fmt: skip
 
-    def enqueue_start(self, owner: UnixUser, record: ContainerRecord, why: NoCapacity) -> Queued:
+    def enqueue_start(
+        self, owner: UnixUser, record: ContainerRecord, why: NoCapacity, *, via: str | None = None
+    ) -> Queued:
         """Under the allocation lock: queue a released container until devices free up (a
-        second start while it waits joins the same request)."""
+        second start while it waits joins the same request; ``via`` as for ``enqueue``)."""
         waiting = self._queued_for(record.uid, record.name)
         if waiting is not None:
             return Queued(entry=waiting, reason=why.message)
         self._check_queue_room(owner, "start", [])
         request = released_request(record, self.context.backend.inventory())
-        return self._join_queue(owner, "start", record.name, record.group, request, "", why)
+        return self._join_queue(
+            owner, "start", record.name, record.group, request, "", why, via
+        )
 
     def release_devices(
-        self, record: ContainerRecord, now: datetime, *, held_minutes: float
+        self,
+        record: ContainerRecord,
+        now: datetime,
+        *,
+        held_minutes: float,
+        reason: str | None = None,
     ) -> None:
-        """Under the allocation lock: a stopped container's devices go back to the pool."""
+        """Under the allocation lock: a stopped container's devices go back to the pool
+        (``reason``: why, when not the end of its hold after stop)."""
         ctx = self.context
         ctx.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
         ctx.events.emit(
@@ -113,7 +126,8 @@ class QueueDesk:
             details=devices_details(
                 record.gpus,
                 record.gpu_equivalents,
-                reason=f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
+                reason=reason
+                or f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
             ),
         )
 
@@ -144,6 +158,7 @@ class QueueDesk:
         request: GpuRequest,
         request_json: str,
         why: NoCapacity,
+        via: str | None,
     ) -> Queued:
         ctx = self.context
         entry = QueuedRequest(
@@ -157,6 +172,7 @@ class QueueDesk:
             whole_gpus=request.whole_gpus,
             mig=",".join(request.mig_profiles),
             submitted_at=ctx.now().isoformat(timespec="microseconds"),
+            via=via,
         )
         ctx.store.add_queued(entry)
         ctx.events.emit(

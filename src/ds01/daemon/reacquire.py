@@ -5,8 +5,14 @@ devices back (``QueueDesk.release_devices``). When it starts again it gets its o
 if they are all free (nothing to change), or else is re-created on other devices from a
 commit of its filesystem, with the same name, mounts and limits, so that nothing in it is
 lost. A re-creation a crash interrupted is settled at the next start
-(``StartupReconciler``). A container made through the Docker API door keeps its terminal
-settings, aliases and named volumes too.
+(``StartupReconciler``). A borrowed container (``ds01.borrowed``, e.g. one reclaimed) stays
+borrowed: it gets devices again within its owner's quota, or borrowed above it when the
+``borrowing:`` policy allows (``ds01.core.borrowing``), and keeps its label either way, so
+that it never counts against ``gpu_limit``. Any other container gets them within quota, or
+borrowed when its start asks to borrow (``--borrow``, or ``borrow: auto``): it is then
+re-created with the ``ds01.borrowed`` label, even on its own devices, since labels are
+the record of what counts where. Re-created, a container made through the Docker API
+door also keeps its terminal settings, aliases and named volumes.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
@@ -19,7 +25,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ds01.core.allocation import GpuRequest, Placement, allocate
+from ds01.core.allocation import GpuRequest, Placement
+from ds01.core.borrowing import allocate_borrowing
 from ds01.core.container_resources import Resources
 from ds01.core.docker_create import RunOptions
 from ds01.daemon.access import devices_details, resource_of
@@ -29,6 +36,7 @@ from ds01.daemon.launch import CONTAINER_DATA, CONTAINER_WORKSPACE, owned_direct
 from ds01.daemon.limits_enforcement import label_cpus, label_size
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.queue_desk import released_request
+from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
 from ds01.errors import Ds01Error, NotFound
 from ds01.model import labels as L
@@ -45,8 +53,11 @@ class Reacquire:
         self.context = context
         self.creation = creation
 
-    def reacquire_now(self, owner: UnixUser, record: ContainerRecord) -> ContainerRecord:
-        """Under the allocation lock: devices for a released container, or ``NoCapacity``."""
+    def reacquire_now(
+        self, owner: UnixUser, record: ContainerRecord, *, borrow: bool = False
+    ) -> ContainerRecord:
+        """Under the allocation lock: devices for a released container, or ``NoCapacity``
+        (``borrow``: the start asks to borrow above quota; module docstring)."""
         ctx = self.context
         inventory = ctx.backend.inventory()
         records = ctx.records()
@@ -54,15 +65,29 @@ class Reacquire:
         if reserved:
             inventory = replace(inventory, reserved=inventory.reserved | reserved)
         limits = ctx.limits_for(owner)
-        placement = allocate(
-            released_request(record, inventory),
-            owner.name,
+        plan = ctx.status.queue_plan
+        decision = allocate_honouring(
+            ctx,
+            owner,
+            record.name,
             limits.gpu_quota(),
             inventory,
-            allocation_state(records),
-            [r.name for r in records if r.uid == record.uid and r.id != record.id],
+            lambda devices, quota: allocate_borrowing(
+                released_request(record, devices),
+                owner.name,
+                quota,
+                devices,
+                allocation_state(records),
+                [r.name for r in records if r.uid == record.uid and r.id != record.id],
+                policy=ctx.config().limits.borrowing,
+                borrow=borrow or limits.borrow == "auto" or L.borrowed_of(record.labels),
+                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+            ),
         )
-        return self.reacquire_admitted(owner, record, placement, inventory, actor=owner.name)
+        return self.reacquire_admitted(
+            owner, record, decision.placement, inventory, actor=owner.name,
+            borrowed=decision.borrowed,
+        )  # fmt: skip
 
     def reacquire_admitted(
         self,
@@ -72,13 +97,19 @@ class Reacquire:
         inventory: Inventory,
         *,
         actor: str,
+        borrowed: bool = False,
     ) -> ContainerRecord:
         """Under the allocation lock: give a released container ``placement``'s devices
-        (its own again if they are all free; else it is re-created on the new ones)."""
+        (its own again if they are all free; else it is re-created on the new ones).
+        ``borrowed``: placed above quota; a container not labelled borrowed yet is then
+        re-created with the label."""
         ctx, runtime = self.context, self.context.runtime
         old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
         held = allocation_state(ctx.records()).held()
-        free_again = all(u not in held and u not in inventory.reserved for u in old)
+        relabel = borrowed and not L.borrowed_of(record.labels)
+        free_again = not relabel and all(
+            u not in held and u not in inventory.reserved for u in old
+        )
         if free_again:  # ``record`` is Docker's, with the devices its labels name
             ctx.store.unrelease([record.id])
             fresh = record
@@ -87,6 +118,8 @@ class Reacquire:
             repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
             kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
             prepared = self._prepared_from(owner, record, attrs, kept)
+            if relabel:
+                prepared = replace(prepared, borrowed=True)
             replaced = record.docker_name + L.REPLACED_SUFFIX
             runtime.rename(record.docker_name, replaced)
             ctx.ledger.refresh(record.id)
@@ -164,6 +197,7 @@ class Reacquire:
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
             run=_run_options(record, attrs) if record.labels.get(L.INTERFACE) == "docker" else None,
+            borrowed=L.borrowed_of(record.labels),
         )
 
 

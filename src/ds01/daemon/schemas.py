@@ -112,12 +112,21 @@ class CreateContainerRequest(_Model):
         description="Only from a hub identity acting for the user: run the image's JupyterLab "
         "as a JupyterHub single-user server.",
     )
+    borrow: bool = Field(
+        default=False,
+        description="When the request is over gpu_limit: borrow idle devices above it (the "
+        "borrowing: policy must be on; `borrow: auto` in the limits does it implicitly). A "
+        "borrowed container may be stopped to make room for requests within quota.",
+    )
 
 
 class Holder(_Model):
     user: str
     container: str | None = Field(
         description="The container's name: shown to its owner and admins only (else null)."
+    )
+    borrowed: bool = Field(
+        default=False, description="Held above the owner's quota: may be reclaimed."
     )
 
 
@@ -153,6 +162,20 @@ class DeviceStatus(_Model):
         description="Processes using this device outside ds01's allocation, as ds01d's "
         "last GPU use pass found them.",
     )
+    reservations: list[DeviceReservation] = Field(
+        default_factory=list,
+        description="The reservation in force on this device, if any, then the next one.",
+    )
+
+
+class DeviceReservation(_Model):
+    """A reservation on one device, as ``gpu-status`` shows it."""
+
+    id: str
+    holder: str | None = Field(description="Whose it is; null: maintenance.")
+    start: str = Field(description="ISO 8601, the server's time zone.")
+    end: str
+    active: bool = Field(description="In force now.")
 
 
 class UnusableGpu(_Model):
@@ -184,6 +207,11 @@ class ContainerInfo(_Model):
     gpus: list[str]
     gpu_equivalents: float
     created_at: str
+    borrowed: bool = Field(
+        default=False,
+        description="Placed above its owner's gpu_limit: stopped (files kept) when its "
+        "devices are needed by a request within quota.",
+    )
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."
     )
@@ -230,9 +258,13 @@ class ResolvedEntry(_Model):
 
 
 class Usage(_Model):
-    gpu_equivalents: float
+    gpu_equivalents: float = Field(description="What counts against gpu_limit (not borrowed).")
     containers: int
     gpu_containers: list[str]
+    borrowed_gpu_equivalents: float = Field(
+        default=0.0,
+        description="Held in borrowed containers, above gpu_limit (the borrowing cap's use).",
+    )
 
 
 class AggregateUsage(_Model):
@@ -436,6 +468,36 @@ class QueueEntryInfo(_Model):
     devices: list[str] = Field(default_factory=list, description="Devices it started on.")
     waited_seconds: float
     score: ScoreInfo | None = None
+
+
+class ReservationRequest(_Model):
+    """``ds01 reserve``: GPUs or one MIG instance kept for the caller (or for maintenance)."""
+
+    gpus: int | None = Field(default=None, ge=1, le=64, description="Whole GPUs.")
+    mig: str | None = Field(default=None, max_length=32, description="One MIG instance.")
+    start: str = Field(
+        max_length=32,
+        description="'YYYY-MM-DD HH:MM' (or with ':SS'), the server's local time.",
+    )
+    hours: float = Field(gt=0, le=24 * 366, allow_inf_nan=False, description="How long.")
+    note: str = Field(default="", max_length=200, description="Shown in every listing.")
+    maintenance: bool = Field(
+        default=False, description="Admins: keep the devices for nobody (maintenance)."
+    )
+
+
+class ReservationInfo(_Model):
+    id: str
+    holder: str | None = Field(description="Whose it is; null: maintenance.")
+    devices: list[str] = Field(description="UUIDs of the devices kept.")
+    device_labels: list[str] = Field(description="The same as gpu-status names them.")
+    gpu_equivalents: float
+    start: str = Field(description="ISO 8601, the server's time zone.")
+    end: str
+    note: str
+    created_by: str
+    created_at: str
+    phase: Literal["upcoming", "active", "ended", "cancelled"]
 
 
 class ExemptionRequest(_Model):
@@ -775,6 +837,11 @@ class Overview(_Model):
     containers: list[OverviewContainer]
     queue: list[QueueEntryInfo]
     users: list[OverviewUser]
+    reservations: list[ReservationInfo] = Field(
+        default_factory=list,
+        description="Reservations not ended that start within the next 7 days, everyone's "
+        "(the dashboard's week view).",
+    )
 
 
 class EventRecord(BaseModel):
@@ -833,6 +900,10 @@ class ReportRow(_Model):
         default=0,
         description="Processes found on a GPU outside ds01's allocation (gpu.unmanaged_use): "
         "for the owner of the ds01 container they ran in, else for the process's user.",
+    )
+    reservations: int = Field(default=0, description="Reservations made (reservation.create).")
+    reservation_stops: int = Field(
+        default=0, description="Containers stopped because their GPU was reserved."
     )
 
 

@@ -17,6 +17,7 @@ import re
 import select
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
-from ds01.core.admission import Notice
+from ds01.core.admission import HubCaps, Notice
 from ds01.daemon import (
     admin,
     events_view,
@@ -38,6 +39,7 @@ from ds01.daemon import (
     logs_view,
     queue_view,
     report_view,
+    reservations,
     stats_view,
 )
 from ds01.daemon import gpu_check as gpu_check_view
@@ -281,6 +283,7 @@ def start_container(call: RouteCall) -> api.ContainerInfo | Accepted:
             call.path["name"],
             user=call.query.get("user"),
             queue=call.flag("queue"),
+            borrow=call.flag("borrow"),
         ),
     )
 
@@ -430,6 +433,18 @@ def revoke_exemption(call: RouteCall) -> api.ExemptionInfo:
     return exemptions.revoke(call.service, call.caller, call.path["exemption_id"])
 
 
+def create_reservation(call: RouteCall) -> api.ReservationInfo:
+    return reservations.create(call.service, call.caller, call.body_as(api.ReservationRequest))
+
+
+def list_reservations(call: RouteCall) -> list[api.ReservationInfo]:
+    return reservations.listing(call.service, call.caller, everyone=call.flag("all"))
+
+
+def cancel_reservation(call: RouteCall) -> api.ReservationInfo:
+    return reservations.cancel(call.service, call.caller, call.path["reservation_id"])
+
+
 def list_images(call: RouteCall) -> list[api.ImageInfo]:
     return images.listing(
         call.service,
@@ -507,10 +522,12 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/containers/{name}/start",
-        "Start a container (queue=1: if its released devices are taken, wait in the queue: 202)",
+        "Start a container (queue=1: if its released devices are taken, wait in the queue: "
+        "202; borrow=1: if they were released and the owner is over gpu_limit, borrow idle "
+        "devices above it)",
         start_container,
         api.ContainerInfo,
-        query=("user", "queue"),
+        query=("user", "queue", "borrow"),
     ),
     Route(
         "POST",
@@ -749,6 +766,30 @@ ROUTES: tuple[Route, ...] = (
         "Revoke an exemption (admins)",
         revoke_exemption,
         api.ExemptionInfo,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations",
+        "Reserve GPUs or a MIG instance ahead, for yourself (admins: maintenance=true, for "
+        "nobody); a conflict names the slot in the way and the next free one",
+        create_reservation,
+        api.ReservationInfo,
+        body=api.ReservationRequest,
+    ),
+    Route(
+        "GET",
+        "/v1/reservations",
+        "Reservations not ended: yours and maintenance windows (all=1: everyone's)",
+        list_reservations,
+        list[api.ReservationInfo],
+        query=("all",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/reservations/{reservation_id}",
+        "Cancel a reservation (its holder or an admin)",
+        cancel_reservation,
+        api.ReservationInfo,
     ),
     Route(
         "GET",
@@ -1198,6 +1239,47 @@ def _wait_only(request_line: bytes) -> bool:
     return len(words) >= 2 and words[0] == "GET" and _lane(request_line) == "waiting"
 
 
+#: Seconds ds01d keeps what it learnt of a uid's being a hub identity (NSS, at accept).
+HUB_LOOKUP_TTL_S = 60.0
+
+
+class HubLookup:
+    """Which uids are hub identities (``hub:`` in resource-limits.yaml), with their caps,
+    for the connection caps at accept: a uid is looked up in NSS once per configuration
+    and ``HUB_LOOKUP_TTL_S`` (the reactor thread asks, so no lookup at all while no hub is
+    configured). Thread-safe enough: a race looks a uid up twice."""
+
+    def __init__(self, service: Ds01Service) -> None:
+        self.service = service
+        self._config: object = None
+        self._known: dict[int, tuple[float, HubCaps | None]] = {}
+
+    def __call__(self, uid: int) -> HubCaps | None:
+        hub = self.service.config().limits.hub
+        if not hub.users and not hub.unix_groups:
+            return None
+        if hub is not self._config:
+            self._config, self._known = hub, {}
+        now = time.monotonic()
+        known = self._known.get(uid)
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            user = user_by_uid(uid)
+            admitted = hub.admits(user.name, uid, user.groups)
+        except Ds01Error:
+            admitted = False
+        caps = (
+            HubCaps(hub.connections, hub.user_requests, hub.workers, hub.waiting)
+            if admitted
+            else None
+        )
+        if len(self._known) > 4096:
+            self._known = {}
+        self._known[uid] = (now + HUB_LOOKUP_TTL_S, caps)
+        return caps
+
+
 class Ds01HttpServer:
     """ds01d's API on a unix socket: routes of ``ROUTES`` behind the connection limits of
     ``ds01.daemon.connections`` (``limits``). ``serve_forever`` until a ``drain`` (from
@@ -1231,6 +1313,7 @@ class Ds01HttpServer:
             is_privileged=lambda uid: uid == 0 or uid in self._admins,
             on_refusal=self._audit_refusal,
             wait_only=_wait_only,
+            hub_caps=HubLookup(service),
         )
 
     def remember(self, caller: Caller) -> None:
@@ -1245,18 +1328,23 @@ class Ds01HttpServer:
         return not handler.close_connection
 
     def _audit_refusal(self, notice: Notice, uid: int) -> None:
-        """One audit event per logged notice: whose requests were refused, why, how many."""
+        """One audit event per logged notice: whose requests were refused, why, how many
+        (a user's behind a hub: that user's, with the hub as ``details.via``)."""
         try:
             name = user_by_uid(uid).name
         except Ds01Error:
             name = f"uid:{uid}"
-        self.service.events.emit(
-            "api.throttled",
-            user=name,
-            resource="api/connection",
-            details={"reason": str(notice.reason), "refused": notice.count},
-            outcome="denied",
-        )
+        hub, behalf = None, None
+        if isinstance(notice.key, tuple):
+            hub, behalf = name, str(notice.key[1])
+        with acting_via(hub):
+            self.service.events.emit(
+                "api.throttled",
+                user=behalf or name,
+                resource="api/connection",
+                details={"reason": str(notice.reason), "refused": notice.count},
+                outcome="denied",
+            )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         for door in self.doors:

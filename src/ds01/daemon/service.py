@@ -116,9 +116,15 @@ class Ds01Service(DaemonContext):
         self.creation.confirm_create(request_id, docker_name)
 
     def start(
-        self, caller: Caller, name: str, *, user: str | None = None, queue: bool = False
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        user: str | None = None,
+        queue: bool = False,
+        borrow: bool = False,
     ) -> api.ContainerInfo | Queued:
-        return self.containers.start(caller, name, user=user, queue=queue)
+        return self.containers.start(caller, name, user=user, queue=queue, borrow=borrow)
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         return self.containers.stop(caller, name, user=user)

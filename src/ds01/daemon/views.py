@@ -12,10 +12,10 @@ from collections.abc import Collection, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from ds01.config.resolve import is_admin
+from ds01.config.resolve import is_admin, resolve_reservation_limits
 from ds01.core.allocation import AllocationState, Holding, equivalents_to_float
 from ds01.core.gpu_use import UnmanagedUse
-from ds01.daemon import disk
+from ds01.daemon import disk, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
@@ -63,6 +63,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         gpus=list(record.gpus),
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
+        borrowed=L.borrowed_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
     )
@@ -103,6 +104,7 @@ def allocation_state(records: list[ContainerRecord]) -> AllocationState:
                 devices=r.gpus,
                 gpu_equivalents=r.gpu_equivalents,
                 status=r.status,
+                borrowed=L.borrowed_of(r.labels),
             )
             for r in records
             if r.gpus
@@ -145,7 +147,11 @@ def device_status(
     holder = None
     if holding is not None:
         private = _private(viewer, holding.user)
-        holder = api.Holder(user=holding.user, container=None if private else holding.name)
+        holder = api.Holder(
+            user=holding.user,
+            container=None if private else holding.name,
+            borrowed=holding.borrowed,
+        )
     return api.DeviceStatus(
         uuid=device.uuid,
         kind=device.kind,
@@ -246,13 +252,14 @@ class Views:
         held = allocation_state(ctx.records()).held()
         unmanaged = ctx.status.unmanaged_gpu_use
         on_demand = set(ctx.store.on_demand_slices())
+        kept, now = reservations.kept(ctx), ctx.now()
         return api.GpuStatusResponse(
             backend=inventory.backend,
             message=inventory.message,
             devices=[
                 device_status(
                     d, inventory, held.get(d.uuid), caller, unmanaged, on_demand=d.uuid in on_demand
-                )
+                ).model_copy(update={"reservations": reservations.on_device(kept, d.uuid, now)})
                 for d in inventory.devices
             ],
             unusable=unusable_gpus(inventory, ctx.config().gpus.dynamic_mig()),
@@ -274,6 +281,8 @@ class Views:
         aggregate_usage = disk.with_disk_usage(aggregate_usage, mine, ctx.status)
         explained = {**resolved.explain()}
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
+        booking = resolve_reservation_limits(ctx.config().limits, subject.name, subject.groups)
+        explained.update({f"reservations.{k}": v for k, v in booking.explain().items()})
         return api.LimitsResponse(
             user=subject.name,
             groups=list(resolved.groups),

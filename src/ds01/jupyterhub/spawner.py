@@ -180,7 +180,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
             except ApiError as exc:
                 if exc.error_kind != "throttled":
                     raise refusal(exc.message) from exc
-                # The hub's waiting requests share one user's share of ds01d's: try again.
+                # The user's (or the hub's) waiting requests are at their cap: try again.
                 await asyncio.sleep(_QUEUE_WAIT_SECONDS)
                 continue
             self._queue_entry = dict(entry)

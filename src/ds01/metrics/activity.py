@@ -4,9 +4,10 @@ Counted since the daemon started (Prometheus counters: a restart is a reset, whi
 ``rate()`` and ``increase()`` handle):
 
 - lifecycle actions by kind, from the events the lifecycle loop writes: ``lifecycle.warn``
-  (``warn_idle``, ``warn_runtime``), ``cleanup.idle`` (``stop_idle``), ``cleanup.runtime``
-  (``stop_runtime``) and ``cleanup.orphan`` (``cleanup``: a container removed after being
-  stopped, or created and never started, for too long);
+  (``warn_idle``, ``warn_runtime``, ``warn_reservation``), ``cleanup.idle`` (``stop_idle``),
+  ``cleanup.runtime`` (``stop_runtime``), ``cleanup.reservation`` (``stop_reservation``)
+  and ``cleanup.orphan`` (``cleanup``: a container removed after being stopped, or created
+  and never started, for too long);
 - how long queued requests waited before they started, from ``queue.start``
   (``waited_seconds``), as a histogram.
 """
@@ -22,7 +23,15 @@ from typing import Any
 from ds01.events.log import Event
 
 #: Every lifecycle action kind, reported from the start (0 until it happens).
-LIFECYCLE_ACTIONS = ("warn_idle", "warn_runtime", "stop_idle", "stop_runtime", "cleanup")
+LIFECYCLE_ACTIONS = (
+    "warn_idle",
+    "warn_runtime",
+    "warn_reservation",
+    "stop_idle",
+    "stop_runtime",
+    "stop_reservation",
+    "cleanup",
+)
 
 #: Upper bounds of the queue wait histogram's buckets, in seconds (10 s … 1 day).
 QUEUE_WAIT_BUCKETS_SECONDS = (
@@ -44,8 +53,8 @@ def lifecycle_action(action: str, details: Mapping[str, Any]) -> str | None:
     """The lifecycle action kind an event records, or ``None`` for other events."""
     if action == "lifecycle.warn":
         kind = details.get("kind")
-        return f"warn_{kind}" if kind in ("idle", "runtime") else None
-    if action in ("cleanup.idle", "cleanup.runtime"):
+        return f"warn_{kind}" if kind in ("idle", "runtime", "reservation") else None
+    if action in ("cleanup.idle", "cleanup.runtime", "cleanup.reservation"):
         return "stop_" + action.removeprefix("cleanup.")
     if action == "cleanup.orphan":
         return "cleanup"

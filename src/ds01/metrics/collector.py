@@ -140,6 +140,17 @@ def _queue(s: MetricsSnapshot) -> Iterator[Metric]:
         "How long the oldest waiting request has waited, in seconds (0 when none waits).",
         samples=[([], s.queue_oldest_wait_seconds)],
     )
+    yield _gauge(
+        "ds01_reservations",
+        "GPU reservations not ended, by phase (upcoming, active).",
+        ["phase"],
+        [([phase], count) for phase, count in sorted(s.reservations.items())],
+    )
+    yield _gauge(
+        "ds01_reserved_gpu_equivalents",
+        "GPU-equivalents kept by the reservations in force.",
+        samples=[([], s.reserved_gpu_equivalents)],
+    )
     waits = s.activity.queue_waits
     histogram = HistogramMetricFamily(
         "ds01_queue_wait_seconds",

@@ -2,11 +2,12 @@
 
 One scrape costs, whatever the number of containers: at most one Docker list call
 (``observed_records()``: none while Docker reports no change to any container), one GPU
-inventory and one telemetry call for all devices and GPUs, one read of the waiting queue
-from SQLite, the event log's health, and the counters kept in memory (``ActivityCounters``,
-the energy meter's totals). Limits are resolved once per user and configuration (and again
-after ``QUOTA_CACHE_SECONDS``, for Unix group changes), never once per container. The
-snapshot is plain data; ``ds01.metrics.collector`` turns it into metric families.
+inventory and one telemetry call for all devices and GPUs, one read each of the waiting
+queue and the reservations from SQLite, the event log's health, and the counters kept in
+memory (``ActivityCounters``, the energy meter's totals). Limits are resolved once per user
+and configuration (and again after ``QUOTA_CACHE_SECONDS``, for Unix group changes), never
+once per container. The snapshot is plain data; ``ds01.metrics.collector`` turns it into
+metric families.
 """
 
 from __future__ import annotations
@@ -50,10 +51,26 @@ class WaitingRequest(Protocol):
     def submitted_at(self) -> str: ...
 
 
+class StoredReservation(Protocol):
+    """A reservation as the snapshot reads it: times ISO 8601, ``gpu_equivalents`` an exact
+    fraction as text (``"3/7"``)."""
+
+    @property
+    def start(self) -> str: ...
+
+    @property
+    def end(self) -> str: ...
+
+    @property
+    def gpu_equivalents(self) -> str: ...
+
+
 class WaitingQueue(Protocol):
-    """The GPU queue as the snapshot reads it (ds01d's store)."""
+    """The GPU queue and the reservations as the snapshot reads them (ds01d's store)."""
 
     def queued(self) -> Sequence[WaitingRequest]: ...
+
+    def reservations(self) -> Sequence[StoredReservation]: ...
 
 
 class AuditLogHealth(Protocol):
@@ -139,6 +156,10 @@ class MetricsSnapshot:
     inventory_message: str | None = field(default=None)
     #: Processes outside ds01's allocation by device UUID (the GPU use watch's last pass).
     unmanaged: Mapping[str, int] = field(default_factory=dict)
+    #: Reservations not cancelled by phase (``upcoming``, ``active``; ended ones left out).
+    reservations: Mapping[str, int] = field(default_factory=dict)
+    #: GPU-equivalents under a reservation in force.
+    reserved_gpu_equivalents: float = 0.0
 
 
 def holders_of(
@@ -170,6 +191,23 @@ def allocated_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str
         key = (record.user, record.group)
         totals[key] = totals.get(key, Fraction(0)) + record.gpu_equivalents
     return {key: float(total) for key, total in totals.items()}
+
+
+def reservations_by_phase(
+    rows: Sequence[StoredReservation], now: datetime
+) -> tuple[dict[str, int], float]:
+    """How many reservations are upcoming and active at ``now``, and the GPU-equivalents the
+    active ones keep."""
+    counts = {"upcoming": 0, "active": 0}
+    kept = Fraction(0)
+    for row in rows:
+        start, end = _parse(row.start), _parse(row.end)
+        if now < start:
+            counts["upcoming"] += 1
+        elif now < end:
+            counts["active"] += 1
+            kept += Fraction(row.gpu_equivalents)
+    return counts, float(kept)
 
 
 def containers_by_state(records: Sequence[ContainerRecord]) -> dict[str, int]:
@@ -262,6 +300,7 @@ class Snapshotter:
         waiting = source.store.queued()
         oldest = min((_parse(r.submitted_at) for r in waiting), default=None)
         last_pass = source.lifecycle_last_pass
+        reserved, reserved_equivalents = reservations_by_phase(source.store.reservations(), now)
         rows = records or []
         return MetricsSnapshot(
             version=__version__,
@@ -284,6 +323,8 @@ class Snapshotter:
             audit_log_writable=bool(source.events.health()["writable"]),
             inventory_message=inventory.message,
             unmanaged=unmanaged_by_device(source.unmanaged_gpu_use),
+            reservations=reserved,
+            reserved_gpu_equivalents=reserved_equivalents,
         )
 
     def _inventory(self, backend: GpuBackend) -> Inventory:
@@ -349,5 +390,6 @@ __all__ = [
     "containers_by_state",
     "holders_of",
     "quota_ratios",
+    "reservations_by_phase",
     "unmanaged_by_device",
 ]

@@ -29,6 +29,9 @@ CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimit
 DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
 PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chosen by Docker
+# "true" on a container placed above its owner's gpu_limit (ds01.core.borrowing); absent
+# on every other container.
+BORROWED = "ds01.borrowed"
 
 # On an image: the user it was built for. Such an image is allowed for that user even when
 # images.yaml does not list it (only root can label images on this host).
@@ -120,6 +123,11 @@ def gpus_of(labels: dict[str, str]) -> tuple[str, ...]:
     return tuple(u for u in labels.get(GPUS, "").split(",") if u)
 
 
+def borrowed_of(labels: dict[str, str]) -> bool:
+    """Whether a container was placed above its owner's quota (``ds01.borrowed``)."""
+    return labels.get(BORROWED) == "true"
+
+
 def owner_uid_and_equivalents(labels: dict[str, str]) -> tuple[int, Fraction]:
     """The owner's uid and the GPU-equivalents held; ``(-1, 0)`` if either is unreadable."""
     try:
@@ -158,10 +166,12 @@ class ContainerLabels:
     data: str | None
     framework: str
     visible_devices: str
+    borrowed: bool = False
 
     def as_dict(self) -> dict[str, str]:
-        """The labels, ds01's and the AIME ML Containers' ones."""
-        return {
+        """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
+        borrowed container)."""
+        return ({BORROWED: "true"} if self.borrowed else {}) | {
             MANAGED: "true",
             USER: self.user,
             UID: str(self.uid),

@@ -41,6 +41,10 @@ empty and unused: another ds01d on the same engine owns its own.
 ``dynamic`` in ``mig_layout`` (or adopted there), and since when nobody holds each, so that
 a restart destroys them at the same moment and never takes the admin's baseline for one.
 
+*Reservations* (``reservations``): GPUs kept for a user (or for maintenance) over a window,
+with the phase ds01d last announced (``upcoming``, ``active``, ``ended``, ``cancelled``), so
+that a restart neither loses one nor announces its start or end twice.
+
 *GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
 the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
 GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
@@ -56,10 +60,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
+from ds01.core.reservations import Reservation
 from ds01.errors import StateDamaged
 from ds01.runtime.storage_fault import storage_fault
 from ds01.runtime.store_files import is_damage, restore_hint
@@ -101,7 +107,8 @@ CREATE TABLE IF NOT EXISTS queue (
     state         TEXT NOT NULL,
     ended_at      TEXT,
     message       TEXT,
-    devices       TEXT NOT NULL
+    devices       TEXT NOT NULL,
+    via           TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_state ON queue (state);
 CREATE INDEX IF NOT EXISTS queue_user ON queue (uid, state);
@@ -167,6 +174,18 @@ CREATE TABLE IF NOT EXISTS mig_on_demand (
     created_at  TEXT NOT NULL,
     free_since  TEXT
 );
+CREATE TABLE IF NOT EXISTS reservations (
+    id               TEXT PRIMARY KEY,
+    holder           TEXT,
+    devices          TEXT NOT NULL,
+    gpu_equivalents  TEXT NOT NULL,
+    start            TEXT NOT NULL,
+    end              TEXT NOT NULL,
+    note             TEXT NOT NULL,
+    created_by       TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    phase            TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cgroup_parents (
     parent      TEXT PRIMARY KEY,
     created_at  TEXT NOT NULL
@@ -175,13 +194,17 @@ CREATE TABLE IF NOT EXISTS cgroup_parents (
 
 _SELECT_QUEUE = (
     "SELECT id, user, uid, grp, kind, container, request_json, whole_gpus, mig, submitted_at, "
-    "state, ended_at, message, devices FROM queue"
+    "state, ended_at, message, devices, via FROM queue"
 )
 _INSERT_QUEUE = (
     "INSERT INTO queue (id, user, uid, grp, kind, container, request_json, whole_gpus, mig, "
-    "submitted_at, state, ended_at, message, devices) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "submitted_at, state, ended_at, message, devices, via) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: Columns added to a table after its first release: (table, column, its SQL type). A
+#: database made before one of them gains it when it is opened (``StateStore._migrate``);
+#: its old rows read the column as NULL.
+_ADDED_COLUMNS = (("queue", "via", "TEXT"),)
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -235,7 +258,9 @@ class QueuedRequest:
 
     ``kind``: ``create`` (a new container, ``request_json`` is its create request) or
     ``start`` (an existing stopped container ``container`` that needs devices again).
-    Times are ISO 8601 UTC; ``mig`` and ``devices`` are comma-separated.
+    Times are ISO 8601 UTC; ``mig`` and ``devices`` are comma-separated. ``via``: the hub
+    identity that queued it for ``user`` (``None``: the user did), named again on the
+    events of its dispatch.
     """
 
     id: str
@@ -252,6 +277,7 @@ class QueuedRequest:
     ended_at: str | None = None
     message: str | None = None
     devices: str = ""
+    via: str | None = None
 
     @property
     def mig_profiles(self) -> tuple[str, ...]:
@@ -299,6 +325,52 @@ class ExemptionRecord:
     def exemption(self) -> Exemption:
         """The exemption as the lifecycle decisions take it."""
         return Exemption(self.user, self.container, datetime.fromisoformat(self.until), self.reason)
+
+
+@dataclass(frozen=True)
+class ReservationRecord:
+    """A stored reservation: ``devices`` a JSON list of UUIDs, ``gpu_equivalents`` an exact
+    fraction (``"3/7"``), times ISO 8601 UTC; ``holder`` ``None`` for maintenance; ``phase``
+    the last one ds01d announced, or ``cancelled``."""
+
+    id: str
+    holder: str | None
+    devices: str
+    gpu_equivalents: str
+    start: str
+    end: str
+    note: str
+    created_by: str
+    created_at: str
+    phase: str
+
+    @classmethod
+    def of(cls, reservation: Reservation, created_at: str, phase: str) -> ReservationRecord:
+        return cls(
+            reservation.id,
+            reservation.holder,
+            json.dumps(list(reservation.devices)),
+            str(reservation.gpu_equivalents),
+            reservation.start.isoformat(timespec="seconds"),
+            reservation.end.isoformat(timespec="seconds"),
+            reservation.note,
+            reservation.created_by,
+            created_at,
+            phase,
+        )
+
+    def reservation(self) -> Reservation:
+        """The reservation as ``ds01.core.reservations`` takes it."""
+        return Reservation(
+            id=self.id,
+            holder=self.holder,
+            devices=tuple(json.loads(self.devices)),
+            start=datetime.fromisoformat(self.start),
+            end=datetime.fromisoformat(self.end),
+            gpu_equivalents=Fraction(self.gpu_equivalents),
+            note=self.note,
+            created_by=self.created_by,
+        )
 
 
 @dataclass(frozen=True)
@@ -374,6 +446,15 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Under ``_access``: add the columns of ``_ADDED_COLUMNS`` that an older database
+        lacks (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was)."""
+        for table, column, sql_type in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     @contextmanager
     def _access(self, *, irreplaceable: bool = False) -> Iterator[None]:
@@ -628,6 +709,38 @@ class StateStore:
 
     def forget_exemptions(self, expired_before: str) -> None:
         self._execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
+
+    # -- reservations ----------------------------------------------------------------------------
+
+    def reservations(self, *, include_cancelled: bool = False) -> list[ReservationRecord]:
+        """Every reservation, by start (cancelled ones only when asked)."""
+        return self._fetch_as(
+            ReservationRecord,
+            "SELECT id, holder, devices, gpu_equivalents, start, end, note, created_by, "
+            "created_at, phase FROM reservations WHERE ? OR phase != 'cancelled' "
+            "ORDER BY start, id",
+            (int(include_cancelled),),
+        )
+
+    def add_reservation(self, record: ReservationRecord) -> None:
+        self._execute(
+            "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            astuple(record),
+            irreplaceable=True,
+        )
+
+    def set_reservation_phase(self, reservation_id: str, phase: str) -> bool:
+        """Record ``phase``; ``False`` when the reservation is gone or was cancelled."""
+        cursor = self._execute(
+            "UPDATE reservations SET phase = ? WHERE id = ? AND phase != 'cancelled'",
+            (phase, reservation_id),
+            irreplaceable=True,
+        )
+        return cursor.rowcount == 1
+
+    def forget_reservations(self, ended_before: str) -> None:
+        """Drop reservations (cancelled or not) that ended before ``ended_before``."""
+        self._execute("DELETE FROM reservations WHERE end < ?", (ended_before,))
 
     # -- GPU releases ----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """``ds01 simulate TRACE.csv``: replay a workload through the GPU queue and compare policies.
 
 Every chosen queue policy (``--policy``) is run with every chosen idle reclaim policy
-(``--reclaim``).
+(``--reclaim``), without and/or with borrowing above quota (``--borrowing``).
 
 The ``ds01`` parser is built at every start and calls :func:`configure`, so this module
 imports nothing but the standard library at module level (the choices come from
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 POLICIES = ("fair", "fcfs")
 #: How MIG GPUs are replayed (``--mig``).
 MIG_MODES = ("layout", "on-demand")
+#: Whether jobs over quota borrow idle devices (``--borrowing``).
+BORROWING_MODES = ("off", "on")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="layout",
         help="layout: as gpu-config.yaml says; on-demand: every MIG GPU makes slices on "
         "demand [layout]",
+    )
+    parser.add_argument(
+        "--borrowing",
+        choices=(*BORROWING_MODES, "both"),
+        default="off",
+        help="off: requests over quota wait; on: they borrow idle devices as the borrowing: "
+        "section says (enabled or not), reclaimed for requests within quota; both: compare "
+        "[off]",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -141,11 +151,13 @@ def policies(limits: ResourceLimitsConfig, choice: str) -> dict[str, SchedulerCo
 
 def run(args: argparse.Namespace) -> None:
     """Run ``ds01 simulate`` and print the report."""
+    from dataclasses import asdict
+    from itertools import pairwise
     from pathlib import Path
 
     from ds01.cli import render
     from ds01.sim.engine import simulate
-    from ds01.sim.report import summarize, table_rows
+    from ds01.sim.report import compare_borrowing, summarize, table_rows
     from ds01.sim.trace import read_trace
 
     limits, inventory, sources, gpus = load_setting(
@@ -154,11 +166,20 @@ def run(args: argparse.Namespace) -> None:
     jobs = read_trace(Path(args.trace))
     reclaims = [name for name in RECLAIMS if args.reclaim in (name, "all")]
     setups = [mig_setups(gpus, inventory, mode) for mode in MIG_MODES if args.mig in (mode, "both")]
-    reports = [
-        summarize(simulate(jobs, devices, limits, policy, name, reclaim, dynamic))
+    lent = limits.borrowing.model_copy(update={"enabled": True})
+    borrowings = [mode == "on" for mode in BORROWING_MODES if args.borrowing in (mode, "both")]
+    results = [
+        simulate(jobs, devices, limits, policy, name, reclaim, dynamic, lent if borrow else None)
         for devices, dynamic in setups
         for name, policy in policies(limits, args.policy).items()
         for reclaim in reclaims
+        for borrow in borrowings
+    ]
+    reports = [summarize(result) for result in results]
+    comparisons = [
+        (without, compare_borrowing(without, with_))
+        for without, with_ in pairwise(results)
+        if not without.borrowing and with_.borrowing
     ]
     users = len({job.user for job in jobs})
     if args.json:
@@ -169,6 +190,16 @@ def run(args: argparse.Namespace) -> None:
                 "users": users,
                 "sources": sources,
                 "runs": [report.to_dict() for report in reports],
+                "borrowing": [
+                    {
+                        "policy": r.policy,
+                        "reclaim": r.reclaim,
+                        "mig": r.mig,
+                        **asdict(c),
+                        "utilisation_ratio": c.utilisation_ratio,
+                    }
+                    for r, c in comparisons
+                ],
             }
         )
         return
@@ -193,9 +224,23 @@ def run(args: argparse.Namespace) -> None:
         "reclaim. JAIN: fairness of users' service shares (1 = equal). Definitions: "
         "docs/simulation.md."
     )
+    for r, c in comparisons:
+        ratio = "-" if c.utilisation_ratio is None else f"{c.utilisation_ratio:.2f}x"
+        render.echo(
+            f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}: GPU UTIL {c.utilisation_without:.1%} "
+            f"without, {c.utilisation_with:.1%} with ({ratio}); median within-quota wait "
+            f"{_h(c.within_quota_median_wait_without)} h without, "
+            f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
+            f"{c.reclaimed_jobs} reclaimed ({c.lost_gpu_hours:.1f} GPU-h not computed)."
+        )
+
+
+def _h(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 __all__ = [
+    "BORROWING_MODES",
     "MIG_MODES",
     "POLICIES",
     "RECLAIMS",

@@ -23,6 +23,18 @@ the capacity allocated. The runtime limit is the same exact limit under all thre
 
 The end of the busy part changes nothing that the daemon could see, so it is no event.
 
+Borrowing (``borrowing``, a :class:`~ds01.config.borrowing.BorrowingConfig` with
+``enabled``): after each pass that left nobody waiting for devices, the requests the pass
+held for their quota (status ``quota``) are offered idle devices in queue order through
+:func:`ds01.core.borrowing.allocate_borrowing`, as a create with ``--borrow`` would be; a
+job placed so is *borrowed*. After each pass with a head (a request within quota that
+cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
+:func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
+``reclaim_grace_minutes`` later (a *reclaim* event; another comes when a borrowed job
+reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once; what it had
+not computed yet is *lost* (``lost_hours``): the trace cannot say when its owner would
+start it again.
+
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
 would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does); a
@@ -48,11 +60,13 @@ from enum import IntEnum
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from ds01.config.borrowing import BorrowingConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_limits, resolve_policy
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
+from ds01.core.borrowing import allocate_borrowing, choose_reclaim, reclaim_steps, stop_due
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
@@ -65,11 +79,13 @@ from ds01.core.mig_on_demand import (
 )
 from ds01.core.scheduler import (
     PendingRequest,
+    Plan,
     Reservation,
     UsageInterval,
     decayed_usage,
     plan,
 )
+from ds01.errors import NoCapacity, QuotaExceeded
 from ds01.model.device import Device, Inventory
 from ds01.model.mig_placement import MigPlacementTable
 from ds01.model.quota import GpuQuota
@@ -206,6 +222,9 @@ class JobOutcome:
             and the hold after the stop (0 if it never started).
         reclaimed_hours: hours of its idle tail that idle reclaim cut off (0 if it never
             started, or ran to its owner's stop or its runtime limit).
+        borrowed: placed above its user's ``gpu_limit`` (borrowing).
+        lost_hours: hours it would still have computed when its borrowed devices were
+            reclaimed (``busy_hours`` is what it computed).
     """
 
     id: str
@@ -216,6 +235,8 @@ class JobOutcome:
     gpu_equivalents: Fraction = Fraction(0)
     idle_hours: float = 0.0
     reclaimed_hours: float = 0.0
+    borrowed: bool = False
+    lost_hours: float = 0.0
 
     @property
     def started(self) -> bool:
@@ -246,6 +267,7 @@ class SimulationResult:
         reclaim: how idle containers were reclaimed (:data:`~ds01.sim.reclaim.RECLAIMS`).
         mig: ``layout`` (fixed MIG instances) or ``on-demand`` (slices made on demand on
             some GPU).
+        borrowing: whether jobs could borrow above their quota.
     """
 
     policy: str
@@ -254,6 +276,7 @@ class SimulationResult:
     end_hours: float
     reclaim: ReclaimName = "ds01"
     mig: str = "layout"
+    borrowing: bool = False
 
 
 class _Event(IntEnum):
@@ -264,6 +287,7 @@ class _Event(IntEnum):
     STOP = 1
     CHECK = 2
     SUBMIT = 3
+    RECLAIM = 4
 
 
 @dataclass(frozen=True)
@@ -302,8 +326,11 @@ class _Replay:
         policy: SchedulerConfig,
         reclaim: ReclaimName,
         dynamic: Mapping[str, DynamicGpu],
+        borrowing: BorrowingConfig | None = None,
     ) -> None:
         self.inventory = inventory
+        self.borrowing = borrowing if borrowing is not None and borrowing.enabled else None
+        self.warned: dict[str, datetime] = {}
         self.policy = policy
         self.reclaim = reclaim
         self.dynamic = dynamic
@@ -382,12 +409,19 @@ class _Replay:
             run = self.running.get(key)
             if run is not None and run.reference is not None:
                 self.check_reference(key, run, run.reference, hours)
-        else:
-            holder = next(h for h in self.state.holdings if h.container == key)
-            self.state = self.state.without(key)
-            del self.expected_ends[key]
-            self.usage[key] = replace(self.usage[key], end=now)
-            self.destroy(holder.devices)
+        elif kind is _Event.RELEASE:
+            self.release(key, now)
+        # RECLAIM: nothing but the pass that follows every instant
+
+    def release(self, key: str, now: datetime) -> None:
+        """Job ``key``'s devices are free at ``now`` (nothing if they are already)."""
+        holder = next((h for h in self.state.holdings if h.container == key), None)
+        if holder is None:
+            return
+        self.state = self.state.without(key)
+        del self.expected_ends[key]
+        self.usage[key] = replace(self.usage[key], end=now)
+        self.destroy(holder.devices)
 
     def schedule(self, hours: float, now: datetime) -> bool:
         """One scheduling pass; start what it places. Whether requests wait for devices."""
@@ -419,7 +453,81 @@ class _Replay:
         self.reservation = decision.reservation
         for request, placement in decision.starts:
             self.start(request, self.materialize(placement), hours, now)
+        if self.borrowing is not None:
+            self.borrow(decision, self.borrowing, hours, now)
+            self.take_back(decision, self.borrowing, hours, now)
         return decision.waiting_for_devices
+
+    # -- borrowing ----------------------------------------------------------------------------
+
+    def _containers_of(self, user: str) -> tuple[str, ...]:
+        return tuple(h.container for h in self.state.of_user(user))
+
+    def borrow(self, decision: Plan, policy: BorrowingConfig, hours: float, now: datetime) -> None:
+        """Place the requests held for their quota on idle devices, borrowed, in queue order,
+        when nobody waits for devices."""
+        if decision.waiting_for_devices:
+            return
+        for entry in decision.ranked:
+            request = entry.request
+            if entry.status != "quota" or request.id not in self.pending:
+                continue
+            try:
+                placed = allocate_borrowing(
+                    request.request, request.user, request.quota, self.inventory, self.state,
+                    self._containers_of(request.user), policy=policy, borrow=True,
+                    within_quota_waiting=False,
+                )  # fmt: skip
+            except (NoCapacity, QuotaExceeded):
+                continue
+            self.start(request, placed.placement, hours, now, borrowed=placed.borrowed)
+            if placed.borrowed:  # it may be reclaimed once its minimum runtime is over
+                protected = hours + policy.min_runtime_minutes / MINUTES_PER_HOUR
+                heapq.heappush(self.events, (protected, _Event.RECLAIM, request.id))
+
+    def take_back(
+        self, decision: Plan, policy: BorrowingConfig, hours: float, now: datetime
+    ) -> None:
+        """Warn, then stop after the grace, the borrowed jobs the head of the queue needs."""
+        head = None
+        if decision.reservation is not None:
+            head = self.pending.get(decision.reservation.request_id)
+        if head is not None:
+            head = replace(head, user_containers=self._containers_of(head.user))
+        started = {key: at(run.start) for key, run in self.running.items()}
+        choice = choose_reclaim(
+            head, self.inventory, self.state, now, policy,
+            {h.container: started.get(h.container) for h in self.state.holdings},
+            reclaiming=self.warned,
+        )  # fmt: skip
+        steps = reclaim_steps(choice, self.warned, now, policy)
+        for key in steps.cancel:
+            del self.warned[key]
+        for key in steps.warn:
+            self.warned[key] = now
+            heapq.heappush(self.events, (hours_of(stop_due(now, policy)), _Event.RECLAIM, key))
+        for key in steps.stop:
+            del self.warned[key]
+            self.take(key, hours)
+
+    def take(self, key: str, hours: float) -> None:
+        """Stop borrowed job ``key`` at ``hours`` and free its devices at once."""
+        run = self.running.pop(key, None)
+        if run is not None:
+            computed = min(hours, run.busy_until) - run.start
+            outcome = self.outcomes[key]
+            self.outcomes[key] = replace(
+                outcome,
+                busy_hours=computed,
+                lost_hours=outcome.busy_hours - computed,
+                idle_hours=max(0.0, hours - run.busy_until),
+            )
+        else:  # stopped, in its hold: the hold ends now
+            outcome = self.outcomes[key]
+            release = outcome.release_hours or hours
+            self.outcomes[key] = replace(outcome, idle_hours=outcome.idle_hours - (release - hours))
+        # A release at this very instant: the pass that follows it places the waiting request.
+        heapq.heappush(self.events, (hours, _Event.RELEASE, key))
 
     # -- MIG on demand ------------------------------------------------------------------------
 
@@ -469,7 +577,13 @@ class _Replay:
                 self._add(planned_device(create, gpus[create.gpu_uuid]), on_demand=False)
 
     def start(
-        self, request: PendingRequest, placement: Placement, hours: float, now: datetime
+        self,
+        request: PendingRequest,
+        placement: Placement,
+        hours: float,
+        now: datetime,
+        *,
+        borrowed: bool = False,
     ) -> None:
         """Start ``request`` on ``placement`` at ``hours``; schedule its stop and checks."""
         key = request.id
@@ -482,9 +596,14 @@ class _Replay:
             held_until=hours + busy + setup.held_tail_hours(job),
         )
         self.outcomes[key] = replace(
-            self.outcomes[key], start_hours=hours, gpu_equivalents=placement.gpu_equivalents
+            self.outcomes[key],
+            start_hours=hours,
+            gpu_equivalents=placement.gpu_equivalents,
+            borrowed=borrowed,
         )
-        self.state = self.state.with_holding(placement.holding(key, request.user))
+        self.state = self.state.with_holding(
+            placement.holding(key, request.user, borrowed=borrowed)
+        )
         hold = setup.expected_hold_hours
         self.expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
         self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
@@ -545,14 +664,17 @@ def simulate(
     policy_name: str,
     reclaim: ReclaimName = "ds01",
     dynamic: Mapping[str, DynamicGpu] | None = None,
+    borrowing: BorrowingConfig | None = None,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
     ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
-    (their instances in ``inventory`` are the baseline's, or none).
+    (their instances in ``inventory`` are the baseline's, or none). ``borrowing``: the
+    policy under which jobs over quota borrow idle devices (``None`` or not ``enabled``:
+    no borrowing).
 
     Deterministic: the same inputs give the same result.
     """
-    replay = _Replay(jobs, inventory, config, policy, reclaim, dynamic or {})
+    replay = _Replay(jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing)
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -561,6 +683,7 @@ def simulate(
         end_hours=replay.last_event,
         reclaim=reclaim,
         mig="on-demand" if dynamic else "layout",
+        borrowing=replay.borrowing is not None,
     )
 
 

@@ -19,6 +19,12 @@ request counts for; a job's *busy time* ``b`` is how long it computes):
   as they computed. A user whose jobs all have no busy time and no wait has share 1.
 - **Jain's fairness index** over users' service shares ``x``: ``(sum x)^2 / (n * sum x^2)``;
   1 when every user got the same share, down to ``1/n`` when one user got everything.
+- **borrowed jobs**: jobs placed above their user's ``gpu_limit``; **lost GPU-hours**: the
+  GPU-equivalent-hours reclaimed borrowed jobs would still have computed.
+
+:func:`compare_borrowing` sets a replay with borrowing against the same replay without:
+utilisation of both, and the median wait of the *within-quota* jobs (those that did not
+borrow in the replay with borrowing) in both, the same jobs on both sides.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class Metrics:
     reclaimed_gpu_hours: float
     utilisation: float
     jain_index: float | None
+    borrowed_jobs: int = 0
+    lost_gpu_hours: float = 0.0
 
 
 def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours: float) -> Metrics:
@@ -101,6 +109,8 @@ def metrics(outcomes: Sequence[JobOutcome], capacity_gpu_hours: float, end_hours
         reclaimed_gpu_hours=sum(float(o.gpu_equivalents) * o.reclaimed_hours for o in outcomes),
         utilisation=busy / capacity_gpu_hours if capacity_gpu_hours > 0 else 0.0,
         jain_index=jain_index(shares),
+        borrowed_jobs=sum(1 for o in outcomes if o.borrowed),
+        lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in outcomes),
     )
 
 
@@ -123,12 +133,14 @@ class PolicyReport:
     groups: Mapping[str, Metrics]
     reclaim: str = "ds01"
     mig: str = "layout"
+    borrowing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "reclaim": self.reclaim,
             "mig": self.mig,
+            "borrowing": self.borrowing,
             "span_hours": self.span_hours,
             "capacity_gpu_equivalents": self.capacity_gpu_equivalents,
             "groups": {name: asdict(m) for name, m in self.groups.items()},
@@ -149,7 +161,60 @@ def summarize(result: SimulationResult) -> PolicyReport:
         for name in sorted(by_group)
     }
     groups[ALL_GROUPS] = metrics(outcomes, capacity * span, result.end_hours)
-    return PolicyReport(result.policy, span, capacity, groups, result.reclaim, result.mig)
+    return PolicyReport(
+        result.policy, span, capacity, groups, result.reclaim, result.mig, result.borrowing
+    )
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return nearest_rank_percentile(values, 50)
+
+
+@dataclass(frozen=True)
+class BorrowingComparison:
+    """A replay with borrowing against the same replay without (module docstring).
+
+    Attributes:
+        utilisation_without, utilisation_with: GPU UTIL of all jobs.
+        within_quota_median_wait_without, within_quota_median_wait_with: median wait (hours,
+            nearest rank) of the jobs that did not borrow, over those that started in both.
+        borrowed_jobs: jobs that borrowed; reclaimed_jobs: those of them reclaimed.
+        lost_gpu_hours: what the reclaimed ones would still have computed.
+    """
+
+    utilisation_without: float
+    utilisation_with: float
+    within_quota_median_wait_without: float | None
+    within_quota_median_wait_with: float | None
+    borrowed_jobs: int
+    reclaimed_jobs: int
+    lost_gpu_hours: float
+
+    @property
+    def utilisation_ratio(self) -> float | None:
+        """With over without; ``None`` when nothing was busy without."""
+        if self.utilisation_without <= 0:
+            return None
+        return self.utilisation_with / self.utilisation_without
+
+
+def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> BorrowingComparison:
+    """``with_`` (borrowing) against ``without`` (module docstring); both replay one trace."""
+    within = [
+        (plain, borrowing)
+        for plain, borrowing in zip(without.outcomes, with_.outcomes, strict=True)
+        if not borrowing.borrowed and plain.started and borrowing.started
+    ]
+    reclaimed = [o for o in with_.outcomes if o.borrowed and o.lost_hours > 0]
+    return BorrowingComparison(
+        utilisation_without=summarize(without).groups[ALL_GROUPS].utilisation,
+        utilisation_with=summarize(with_).groups[ALL_GROUPS].utilisation,
+        within_quota_median_wait_without=_median([p.wait_hours or 0.0 for p, _ in within]),
+        within_quota_median_wait_with=_median([b.wait_hours or 0.0 for _, b in within]),
+        borrowed_jobs=sum(1 for o in with_.outcomes if o.borrowed),
+        reclaimed_jobs=len(reclaimed),
+        lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
+    )
 
 
 def _hours(value: float | None) -> str:
@@ -172,11 +237,15 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
         "RECLAIMED GPU-h",
         "JAIN",
     ]
+    borrowing = any(report.borrowing for report in reports)
+    if borrowing:
+        headers[3:3] = ["BORROW", "BORROWED"]
     rows = [
         [
             report.policy,
             report.reclaim,
             report.mig,
+            *(["on" if report.borrowing else "off", str(m.borrowed_jobs)] if borrowing else []),
             name,
             str(m.jobs),
             str(m.not_started),
@@ -195,8 +264,10 @@ def table_rows(reports: Sequence[PolicyReport]) -> tuple[list[str], list[list[st
 
 __all__ = [
     "ALL_GROUPS",
+    "BorrowingComparison",
     "Metrics",
     "PolicyReport",
+    "compare_borrowing",
     "jain_index",
     "metrics",
     "nearest_rank_percentile",

@@ -33,7 +33,7 @@ from ds01.tui.frame import Frame, Table, View, build_frame, container_detail, us
 Fetch = Callable[[], Mapping[str, Any]]
 
 #: The frame's tables and the ids of the widgets that show them.
-TABLE_IDS = ("devices", "containers", "queue", "users")
+TABLE_IDS = ("devices", "containers", "queue", "users", "reservations")
 #: Columns a DataTable adds to each column's cells (one each side), and its border adds.
 CELL_PADDING = 2
 BORDER = 2
@@ -148,6 +148,7 @@ class DashboardApp(App[None]):
     #queue, #users { width: 1fr; max-height: 100%; }
     #bottom.stacked { layout: vertical; max-height: 50%; }
     #bottom.stacked > DataTable { width: 100%; max-height: 50%; }
+    #reservations { max-height: 25%; }
     """
 
     def __init__(self, fetch: Fetch, *, interval: float = 2.0, view: View | None = None) -> None:
@@ -174,6 +175,7 @@ class DashboardApp(App[None]):
         with Horizontal(id="bottom"):
             yield DataTable(id="queue", cursor_type="row")
             yield DataTable(id="users", cursor_type="row")
+        yield DataTable(id="reservations", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -2,11 +2,11 @@
 
 An *overview* is the JSON of ``GET /v1/overview`` (``ds01.daemon.schemas.Overview``) as
 plain dicts. ``build_frame`` turns it and a ``View`` (the sort column, the user filter)
-into a ``Frame``: a title, the usage figures, and four ``Table``s (devices, containers,
-queue, users) of text cells with a key per row. The textual app shows frames in its
-widgets; ``render_text`` prints one as plain text (``ds01-dashboard --once``). Nothing
-here does I/O or imports textual or pydantic, so it is tested on its own and ``--once``
-starts fast.
+into a ``Frame``: a title, the usage figures, and five ``Table``s (devices, containers,
+queue, users, and the week's reservations per device) of text cells with a key per row.
+The textual app shows frames in its widgets; ``render_text`` prints one as plain text
+(``ds01-dashboard --once``). Nothing here does I/O or imports textual or pydantic, so it is
+tested on its own and ``--once`` starts fast.
 
 The view: ``s`` cycles the containers' sort column (``SORTS``); the user filter keeps the
 containers, queue entries and user rows of one user (exact name). Devices and the
@@ -15,7 +15,7 @@ machine's totals are never filtered: they are the machine.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ds01.tui import SORT_NAMES
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: A running container idle for at least this long shows as idle, not active.
 IDLE_AFTER_MINUTES = 1.0
+#: Days the reservations' week view shows, from today.
+WEEK_DAYS = 7
 #: Order of the STATE column when sorted by it.
 _STATE_ORDER = {"active": 0, "idle": 1, "created": 2, "paused": 3, "restarting": 4, "stopped": 5}
 
@@ -173,13 +175,14 @@ class Usage(_Value):
 class Frame(_Value):
     """One screenful: the title, the usage figures, the machine-wide summary, notes (the
     backend's message, unusable GPUs, what a user's view leaves out), the view it was
-    built through, and the four tables."""
+    built through, and the five tables."""
 
     __slots__ = (
         "containers",
         "devices",
         "notes",
         "queue",
+        "reservations",
         "summary",
         "title",
         "usage",
@@ -198,6 +201,7 @@ class Frame(_Value):
         containers: Table,
         queue: Table,
         users: Table,
+        reservations: Table,
     ) -> None:
         self.title = title
         self.usage = usage
@@ -208,11 +212,12 @@ class Frame(_Value):
         self.containers = containers
         self.queue = queue
         self.users = users
+        self.reservations = reservations
 
     @property
-    def tables(self) -> tuple[Table, Table, Table, Table]:
-        """Devices, containers, queue, users: the order they are shown in."""
-        return (self.devices, self.containers, self.queue, self.users)
+    def tables(self) -> tuple[Table, Table, Table, Table, Table]:
+        """Devices, containers, queue, users, reservations: the order they are shown in."""
+        return (self.devices, self.containers, self.queue, self.users, self.reservations)
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -305,7 +310,7 @@ def _device_rows(overview: Overview) -> tuple[TableRow, ...]:
                 f"{holder['user']}/{holder['container']}"
                 if holder.get("container")
                 else (holder["user"])
-            )
+            ) + (" (borrowed)" if holder.get("borrowed") else "")
         elif d.get("reserved"):
             who = "reserved"
         elif d.get("held_for_queue"):
@@ -330,6 +335,55 @@ def _device_rows(overview: Overview) -> tuple[TableRow, ...]:
     return tuple(rows)
 
 
+def _week_start(overview: Overview) -> datetime | None:
+    """Today's midnight in the server's zone (the zone the reservations' times carry);
+    ``None`` for an overview without its time."""
+    at = _when(overview.get("at"))
+    if at is None:
+        return None
+    kept = overview.get("reservations") or ()
+    zone = datetime.fromisoformat(kept[0]["start"]).tzinfo if kept else at.tzinfo
+    return at.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_cell(kept: Sequence[Row], day: datetime) -> str:
+    """Who has the device on ``day``, and when: ``alice 09-17``; ``-`` for nobody."""
+    parts = []
+    for r in kept:
+        start, end = datetime.fromisoformat(r["start"]), datetime.fromisoformat(r["end"])
+        if end <= day or start >= day + timedelta(days=1):
+            continue
+        begin = start.strftime("%H:%M") if start > day else "00:00"
+        until = end.strftime("%H:%M") if end < day + timedelta(days=1) else "24:00"
+        parts.append(f"{r['holder'] or 'maintenance'} {begin}-{until}")
+    return ", ".join(parts) or "-"
+
+
+def _week_columns(overview: Overview) -> tuple[str, ...]:
+    first = _week_start(overview)
+    if first is None:
+        return ("GPU",)
+    days = (first + timedelta(days=n) for n in range(WEEK_DAYS))
+    return ("GPU", *(day.strftime("%a %d") for day in days))
+
+
+def _week_rows(overview: Overview) -> tuple[TableRow, ...]:
+    """One row per device with a reservation in the coming week: who has it on each day."""
+    kept = overview.get("reservations") or ()
+    first = _week_start(overview)
+    if not kept or first is None:
+        return ()
+    days = [first + timedelta(days=n) for n in range(WEEK_DAYS)]
+    labels = _labels(overview)
+    rows = []
+    for uuid in labels:
+        mine = [r for r in kept if uuid in r.get("devices", ())]
+        if mine:
+            cells = (labels[uuid], *(_day_cell(mine, day) for day in days))
+            rows.append(TableRow(uuid, cells))
+    return tuple(rows)
+
+
 def _labels(overview: Overview) -> dict[str, str]:
     return {d["uuid"]: str(d.get("label") or d["uuid"]) for d in overview.get("devices", [])}
 
@@ -338,6 +392,8 @@ def _state_cell(container: Row) -> str:
     state = activity(container)
     if state == "idle":
         state = f"idle {duration(container['idle_minutes'] * 60)}"
+    if container.get("borrowed"):
+        state = f"{state}, borrowed"
     kills = container.get("oom_kills") or 0
     return f"{state}, {kills} OOM" if kills else state
 
@@ -522,6 +578,12 @@ def build_frame(overview: Overview, view: View | None = None) -> Frame:
             ("USER", "GPU-EQ", "CONTAINERS", "RUNNING", "MEMORY", "QUEUED"),
             _user_rows(users),
             "No usage." if view.user is None else f"No usage of {view.user}.",
+        ),
+        reservations=Table(
+            "Reservations this week (ds01 reservations --all)",
+            _week_columns(overview),
+            _week_rows(overview),
+            "No reservations this week.",
         ),
     )
 

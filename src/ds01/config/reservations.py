@@ -1,0 +1,123 @@
+"""The ``reservations:`` section of ``resource-limits.yaml``: how users may reserve GPUs.
+
+```yaml
+reservations:
+  warning_minutes: 15          # server-wide: owners in the way are warned this long before
+  defaults: {max_hours: 8, max_days_ahead: 14}
+  groups:
+    phd: {max_gpus: 2, gpu_hours_per_week: 40}
+  users:
+    alice: {max_reservations: 5}
+```
+
+Entries resolve like ``aggregate:`` (user, then the user's groups, most permissive, then
+``defaults``, then the builtin values): ``null`` = unlimited, no key = inherit. The builtin
+values are the contract's defaults: at most 8 hours a reservation, at most 14 days ahead,
+and ``max_gpus`` left out means the user's ``gpu_limit`` (``builtin`` source).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ds01.config.sections import GroupName, UserName, empty_if_null, layer_section
+
+#: Lead time of the warning to owners of containers on devices about to be reserved.
+DEFAULT_WARNING_MINUTES = 15.0
+
+
+class ReservationLimitsEntry(BaseModel):
+    """The reservation limits one layer (``defaults``, a group or a user) may set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="GPU-equivalents one user may have reserved at any moment; "
+        "not set anywhere: their gpu_limit; null = unlimited.",
+    )
+    max_hours: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="The longest reservation, in hours (builtin 8); null = unlimited.",
+    )
+    max_days_ahead: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="How far ahead a reservation may start, in days (builtin 14); "
+        "null = unlimited.",
+    )
+    max_reservations: int | None = Field(
+        default=None,
+        ge=0,
+        description="Reservations one user may have that have not ended; null = unlimited.",
+    )
+    gpu_hours_per_week: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="GPU-hours of the reservations starting in one calendar week (Monday "
+        "00:00, server time); null = unlimited.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer(cls, value: Any) -> Any:
+        return layer_section(value, {}, RESERVATION_KEYS, "reservations")
+
+    def declared(self) -> dict[str, Any]:
+        """The keys written in this layer, with their values (``None`` = null)."""
+        return {k: getattr(self, k) for k in RESERVATION_KEYS if k in self.model_fields_set}
+
+
+#: Every reservation limit key, in the order they are documented and shown.
+RESERVATION_KEYS: tuple[str, ...] = (
+    "max_gpus",
+    "max_hours",
+    "max_days_ahead",
+    "max_reservations",
+    "gpu_hours_per_week",
+)
+
+#: The builtin layer; ``max_gpus`` from here means "the user's gpu_limit".
+BUILTIN_RESERVATION_LIMITS = ReservationLimitsEntry(
+    max_gpus=None, max_hours=8.0, max_days_ahead=14.0, max_reservations=None,
+    gpu_hours_per_week=None,
+)  # fmt: skip
+
+
+class ReservationsConfig(BaseModel):
+    """The ``reservations:`` section (module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    warning_minutes: float = Field(
+        default=DEFAULT_WARNING_MINUTES,
+        gt=0,
+        allow_inf_nan=False,
+        description="Minutes before a reservation starts at which the owners of containers "
+        "still on its devices are warned (server-wide).",
+    )
+    defaults: ReservationLimitsEntry = Field(default_factory=ReservationLimitsEntry)
+    groups: dict[GroupName, ReservationLimitsEntry] = Field(default_factory=dict)
+    users: dict[UserName, ReservationLimitsEntry] = Field(default_factory=dict)
+
+    @field_validator("defaults", "groups", "users", mode="before")
+    @classmethod
+    def _null_section(cls, value: Any) -> Any:
+        return empty_if_null(value)
+
+
+__all__ = [
+    "BUILTIN_RESERVATION_LIMITS",
+    "DEFAULT_WARNING_MINUTES",
+    "RESERVATION_KEYS",
+    "ReservationLimitsEntry",
+    "ReservationsConfig",
+]

@@ -1,0 +1,339 @@
+"""Borrowing above quota and reclaiming it, as pure functions of (state, time).
+
+Nothing here touches Docker, the database or the clock. The policy is
+:class:`~ds01.config.borrowing.BorrowingConfig` (``borrowing:`` in ``resource-limits.yaml``).
+
+**Borrowing** (:func:`allocate_borrowing`). A request that :func:`~ds01.core.allocation.
+allocate` refuses only for the owner's ``gpu_limit`` may still be placed, *borrowed*, when:
+
+- borrowing is enabled and the request asks to borrow (``--borrow`` or ``borrow: auto``);
+- nobody within quota waits for devices (``within_quota_waiting``: the queue's last plan had
+  a request waiting for devices, :attr:`~ds01.core.scheduler.Plan.waiting_for_devices`);
+  a borrowed request never waits in the queue, so every request that waits for devices is
+  within its owner's quota;
+- the owner's borrowed GPU-equivalents plus this request stay within ``max_borrowed_gpus``;
+- every other limit holds (``max_containers``, the kind of GPU, ``max_gpus_per_container``)
+  and free devices fit it.
+
+A container is borrowed or not as a whole, decided when it is placed: a request within
+quota is never borrowed, a borrowed one counts against the borrowing cap and not against
+``gpu_limit`` (:meth:`~ds01.core.allocation.AllocationState.user_gpu_equivalents`). Its
+GPU-equivalents count in the fair-share usage like any other (the usage ledger records
+every container that holds devices), so a borrower ranks behind lighter users in the queue.
+
+**Reclaim** (:func:`choose_reclaim`). When the head of the queue (a request within quota
+that cannot be placed) would fit if some borrowed containers gave their devices back,
+ds01 reclaims them by one rule:
+
+1. only borrowed holdings with devices are candidates, never one that the reservation hook
+   (``is_reserved``; by default nothing is reserved) protects, and never a running one
+   younger than ``min_runtime_minutes`` (counted from its last start);
+2. candidates already being reclaimed (warned in an earlier pass) come first, then the
+   stopped ones (which hold devices but run nothing), then the running ones newest first;
+3. candidates are taken in that order until the head fits, then any of them the head does
+   not need after all is dropped: only as many as needed;
+4. if the head would not fit even with every candidate reclaimed, nothing is reclaimed.
+
+:func:`reclaim_steps` turns the chosen containers into actions at ``now``: warn the ones
+not warned yet, stop those whose warning is ``reclaim_grace_minutes`` old, and cancel the
+warnings of containers no longer chosen (when nobody within quota waits, nothing is
+chosen, so nothing is reclaimed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from ds01.config.borrowing import BorrowingConfig
+from ds01.core.allocation import (
+    AllocationState,
+    GpuRequest,
+    Holding,
+    Placement,
+    allocate,
+    format_equivalents,
+    least_gpu_equivalents,
+)
+from ds01.core.scheduler import PendingRequest
+from ds01.errors import NoCapacity, QuotaExceeded
+from ds01.model.device import Inventory
+from ds01.model.quota import GpuQuota
+
+#: The reservation hook's type: whether a holding is protected by a reservation.
+ReservedPredicate = Callable[[Holding], bool]
+
+
+def nothing_reserved(_holding: Holding) -> bool:
+    """The default reservation hook: no holding is protected by a reservation."""
+    return False
+
+
+@dataclass(frozen=True)
+class BorrowDecision:
+    """Where a request goes, and whether it is borrowed (placed above ``gpu_limit``)."""
+
+    placement: Placement
+    borrowed: bool
+
+
+def _borrow_refusal(
+    over_quota: QuotaExceeded, why: str, details: Mapping[str, object]
+) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"{over_quota.message} Borrowing above your quota is not possible now: {why}",
+        details={**over_quota.details, "borrow": dict(details)},
+    )
+
+
+def allocate_borrowing(
+    request: GpuRequest,
+    user: str,
+    quota: GpuQuota,
+    inventory: Inventory,
+    state: AllocationState,
+    user_containers: Sequence[str],
+    *,
+    policy: BorrowingConfig,
+    borrow: bool,
+    within_quota_waiting: bool,
+) -> BorrowDecision:
+    """:func:`~ds01.core.allocation.allocate`, borrowing above ``gpu_limit`` when allowed
+    (rules in the module docstring).
+
+    A request within quota is placed as ``allocate`` places it, never borrowed.
+
+    Raises:
+        QuotaExceeded: over a limit and not allowed to borrow; the message says why
+            borrowing is not possible when ``borrow`` was asked for (off, someone within
+            quota waits, the cap, or nothing free to borrow).
+        NoCapacity: within quota, but the free devices cannot satisfy the request.
+    """
+    try:
+        return BorrowDecision(
+            allocate(request, user, quota, inventory, state, user_containers), borrowed=False
+        )
+    except QuotaExceeded as over_quota:
+        if not borrow:
+            raise
+        return _borrow(
+            over_quota, request, user, quota, inventory, state, user_containers,
+            policy=policy, within_quota_waiting=within_quota_waiting,
+        )  # fmt: skip
+
+
+def _borrow(
+    over_quota: QuotaExceeded,
+    request: GpuRequest,
+    user: str,
+    quota: GpuQuota,
+    inventory: Inventory,
+    state: AllocationState,
+    user_containers: Sequence[str],
+    *,
+    policy: BorrowingConfig,
+    within_quota_waiting: bool,
+) -> BorrowDecision:
+    if not policy.enabled:
+        raise _borrow_refusal(over_quota, "borrowing is off on this server.", {"enabled": False})
+    # Every limit but gpu_limit still holds: a refusal for another limit is raised here.
+    unbounded = replace(quota, gpu_limit=None)
+    with suppress(NoCapacity):  # whether idle devices fit is decided below, within the cap
+        allocate(request, user, unbounded, inventory, state, user_containers)
+    if within_quota_waiting:
+        raise _borrow_refusal(
+            over_quota,
+            "requests within quota wait for devices, and they go first.",
+            {"within_quota_waiting": True},
+        )
+    cap = policy.max_borrowed_equivalents
+    borrowed = state.user_borrowed_equivalents(user)
+    needed = least_gpu_equivalents(request, inventory)
+    if borrowed + needed > cap:
+        raise _borrow_refusal(
+            over_quota,
+            f"this request needs {format_equivalents(needed)} GPU-equivalents, you borrow "
+            f"{format_equivalents(borrowed)} of at most {format_equivalents(cap)} "
+            "(max_borrowed_gpus).",
+            {"cap": float(cap), "borrowed": float(borrowed), "requested": float(needed)},
+        )
+    per_container = quota.max_gpus_per_container
+    left = cap - borrowed
+    bound = left if per_container is None else min(left, per_container)
+    try:
+        placement = allocate(
+            request, user, replace(unbounded, max_gpus_per_container=bound), inventory, state,
+            user_containers,
+        )  # fmt: skip
+    except NoCapacity as busy:
+        raise _borrow_refusal(
+            over_quota, f"no idle device fits it. {busy.message}", {"free": False}
+        ) from None
+    return BorrowDecision(placement, borrowed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reclaim
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReclaimChoice:
+    """The borrowed containers to reclaim for the head of the queue.
+
+    Attributes:
+        containers: their Docker names, in the order of the rule (module docstring); empty
+            when nothing is to be reclaimed.
+        for_request: the head's id, or ``None`` when nobody within quota waits.
+        reason: one sentence for the owners and the audit log.
+    """
+
+    containers: tuple[str, ...] = ()
+    for_request: str | None = None
+    reason: str = "Nobody within quota waits for devices."
+
+
+def _fits(head: PendingRequest, inventory: Inventory, state: AllocationState) -> bool:
+    try:
+        allocate(head.request, head.user, head.quota, inventory, state, head.user_containers)
+    except (NoCapacity, QuotaExceeded):
+        return False
+    return True
+
+
+def _freed(state: AllocationState, containers: Collection[str]) -> AllocationState:
+    for container in containers:
+        state = state.without(container)
+    return state
+
+
+def reclaimable(
+    state: AllocationState,
+    now: datetime,
+    policy: BorrowingConfig,
+    started_at: Mapping[str, datetime | None],
+    *,
+    is_reserved: ReservedPredicate = nothing_reserved,
+    reclaiming: Collection[str] = (),
+) -> list[Holding]:
+    """The borrowed holdings that may be reclaimed at ``now``, in the rule's order.
+
+    ``started_at`` maps a container to its last start; ``None`` or absent means it is not
+    running (it holds devices while stopped). ``reclaiming``: containers already warned.
+    """
+    min_runtime = timedelta(minutes=policy.min_runtime_minutes)
+
+    def eligible(holding: Holding) -> bool:
+        start = started_at.get(holding.container)
+        old_enough = start is None or now - start >= min_runtime
+        return holding.borrowed and bool(holding.devices) and old_enough
+
+    candidates = [h for h in state.holdings if eligible(h) and not is_reserved(h)]
+
+    def rank(holding: Holding) -> tuple[bool, bool, float]:
+        start = started_at.get(holding.container)
+        newest_first = 0.0 if start is None else -start.timestamp()
+        return (holding.container not in reclaiming, start is not None, newest_first)
+
+    return sorted(candidates, key=rank)
+
+
+def choose_reclaim(
+    head: PendingRequest | None,
+    inventory: Inventory,
+    state: AllocationState,
+    now: datetime,
+    policy: BorrowingConfig,
+    started_at: Mapping[str, datetime | None],
+    *,
+    is_reserved: ReservedPredicate = nothing_reserved,
+    reclaiming: Collection[str] = (),
+) -> ReclaimChoice:
+    """What to reclaim at ``now`` so that ``head`` can be placed (rule in the module
+    docstring). ``head`` is the first request within quota that cannot be placed (the
+    queue's head), ``None`` when nobody within quota waits.
+
+    The result only ever names borrowed holdings of ``state``, each once; with them gone
+    ``head`` fits, and without any one of them it would not.
+    """
+    if head is None or not policy.enabled:
+        return ReclaimChoice()
+    if _fits(head, inventory, state):
+        return ReclaimChoice(for_request=head.id, reason=f"{head.id} fits without a reclaim.")
+    order = reclaimable(
+        state, now, policy, started_at, is_reserved=is_reserved, reclaiming=reclaiming
+    )
+    taken: list[str] = []
+    for holding in order:
+        taken.append(holding.container)
+        if _fits(head, inventory, _freed(state, taken)):
+            break
+    else:
+        return ReclaimChoice(
+            for_request=head.id,
+            reason=f"Reclaiming borrowed containers would not make room for {head.id} now.",
+        )
+    for container in list(taken):
+        rest = [c for c in taken if c != container]
+        if _fits(head, inventory, _freed(state, rest)):
+            taken = rest
+    return ReclaimChoice(
+        containers=tuple(taken),
+        for_request=head.id,
+        reason=f"Its devices are needed by {head.user}'s request within quota ({head.id}, "
+        f"{head.request.describe()}).",
+    )
+
+
+@dataclass(frozen=True)
+class ReclaimSteps:
+    """What to do at ``now`` with the chosen containers.
+
+    Attributes:
+        warn: chosen and not warned yet: warn their owners now.
+        stop: warned at least ``reclaim_grace_minutes`` ago and still chosen: stop them and
+            give their devices back.
+        cancel: warned earlier but no longer chosen (nobody needs them now): forget the
+            warning.
+    """
+
+    warn: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
+
+
+def stop_due(warned_at: datetime, policy: BorrowingConfig) -> datetime:
+    """When a container warned at ``warned_at`` is stopped."""
+    return warned_at + timedelta(minutes=policy.reclaim_grace_minutes)
+
+
+def reclaim_steps(
+    choice: ReclaimChoice,
+    warned: Mapping[str, datetime],
+    now: datetime,
+    policy: BorrowingConfig,
+) -> ReclaimSteps:
+    """The warnings, stops and cancelled warnings of ``choice`` at ``now``; ``warned`` maps
+    each container warned earlier to when."""
+    chosen = choice.containers
+    return ReclaimSteps(
+        warn=tuple(c for c in chosen if c not in warned),
+        stop=tuple(c for c in chosen if c in warned and now >= stop_due(warned[c], policy)),
+        cancel=tuple(sorted(c for c in warned if c not in chosen)),
+    )
+
+
+__all__ = [
+    "BorrowDecision",
+    "ReclaimChoice",
+    "ReclaimSteps",
+    "ReservedPredicate",
+    "allocate_borrowing",
+    "choose_reclaim",
+    "nothing_reserved",
+    "reclaim_steps",
+    "reclaimable",
+    "stop_due",
+]

@@ -1,0 +1,560 @@
+"""GPU reservations as pure decisions: functions of (state, time), no I/O.
+
+A *reservation* keeps devices (whole GPUs or MIG instances, by UUID) for one user, its
+*holder*, over ``[start, end)``; a reservation without a holder is an admin's maintenance
+window, which keeps the devices for nobody. ds01d stores reservations, calls these
+functions and acts on their answers.
+
+**Admission** (:func:`admit`): a new reservation is placed on devices of the requested kind
+that no other reservation holds at any moment of its window (so two reservations never
+overlap on a device, and no reservation lists a device twice), then checked against the
+holder's :class:`ReservationLimits`: how long, how far ahead, how many at once, how many
+GPU-equivalents at once (by default the holder's ``gpu_limit``) and how many GPU-hours in
+the calendar week of its start. A window that does not fit is refused with the
+reservations in the way named and the earliest start at which the same request fits
+(:func:`next_free_start`: fits are only won back at the end of some reservation, so that is
+where it looks). Maintenance reservations skip the limits.
+
+**Placement at time t** (:func:`blocked_devices`): a device is kept from a new container of
+user ``u`` that may hold it until ``ends_by`` when some reservation on it, not ``u``'s,
+
+- is in force at ``t`` (only its holder's containers may use it), or
+- starts before ``ends_by`` (``None``: no runtime limit, so every later reservation), i.e.
+  the container could still hold the device at the start. A container whose runtime limit
+  ends in time may *backfill* the device until then.
+
+During its window the holder's containers may use the reserved devices on top of their
+quota (:func:`held_now`).
+
+**Draining** (:func:`drain`): a container that holds a reserved device and is not its
+holder's (for maintenance: anyone's) is warned once when the start is ``lead`` away and
+stopped at the start, with the reason; a stopped container still holding such a device
+gives it back then.
+
+**Phases** (:func:`phase`): ``upcoming``, ``active``, ``ended``; ds01d emits
+``reservation.start`` and ``reservation.end`` when the stored phase is behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Literal
+
+from ds01.core.allocation import format_equivalents
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
+from ds01.model.device import Device, Inventory
+
+Phase = Literal["upcoming", "active", "ended"]
+
+#: Limits when the configuration says nothing (the GPU-equivalents default to gpu_limit).
+DEFAULT_MAX_HOURS = 8.0
+DEFAULT_MAX_DAYS_AHEAD = 14.0
+
+#: A start this far in the past is still "now" (``--from`` has minute resolution).
+START_TOLERANCE = timedelta(minutes=1)
+
+MAINTENANCE = "maintenance"
+
+
+def format_moment(moment: datetime) -> str:
+    """``YYYY-MM-DD HH:MM`` in ``moment``'s own time zone (ds01d passes the server's)."""
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Devices kept for ``holder`` (``None``: maintenance, for nobody) over ``[start, end)``.
+
+    Times are timezone-aware. ``devices`` are UUIDs, each once; ``gpu_equivalents`` is what
+    they count for (a whole GPU 1, a MIG instance its share).
+    """
+
+    id: str
+    holder: str | None
+    devices: tuple[str, ...]
+    start: datetime
+    end: datetime
+    gpu_equivalents: Fraction = Fraction(0)
+    note: str = ""
+    created_by: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise ValueError(f"reservation {self.id!r} has no device")
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError(f"reservation {self.id!r} lists a device twice: {self.devices}")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError(f"reservation {self.id!r}: times must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"reservation {self.id!r} ends before it starts")
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+    @property
+    def gpu_hours(self) -> Fraction:
+        """GPU-equivalents times hours (exact to the second)."""
+        seconds = int((self.end - self.start).total_seconds())
+        return self.gpu_equivalents * Fraction(seconds, 3600)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and start < self.end
+
+    def in_force(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+    def is_for(self, user: str) -> bool:
+        """Whether ``user``'s containers may use the devices in the window."""
+        return self.holder is not None and self.holder == user
+
+    def describe(self) -> str:
+        """``"2026-12-10 09:00-17:00 (alice)"``; the end's date only when it differs."""
+        same_day = self.start.date() == self.end.astimezone(self.start.tzinfo).date()
+        end = self.end.astimezone(self.start.tzinfo)
+        end_text = end.strftime("%H:%M") if same_day else format_moment(end)
+        return f"{format_moment(self.start)}-{end_text} ({self.holder or MAINTENANCE})"
+
+
+def phase(reservation: Reservation, now: datetime) -> Phase:
+    if now < reservation.start:
+        return "upcoming"
+    return "active" if now < reservation.end else "ended"
+
+
+@dataclass(frozen=True)
+class ReservationLimits:
+    """A user's reservation limits; ``None`` = unlimited.
+
+    Attributes:
+        max_gpus: GPU-equivalents the user may have reserved at any one moment.
+        max_hours: the longest reservation.
+        max_days_ahead: how far ahead of now a reservation may start.
+        max_reservations: reservations not yet ended, this one included.
+        gpu_hours_per_week: GPU-hours of the reservations starting in one calendar week
+            (Monday 00:00 in the server's time), this one included.
+    """
+
+    max_gpus: Fraction | None = None
+    max_hours: float | None = DEFAULT_MAX_HOURS
+    max_days_ahead: float | None = DEFAULT_MAX_DAYS_AHEAD
+    max_reservations: int | None = None
+    gpu_hours_per_week: float | None = None
+
+
+@dataclass(frozen=True)
+class ReservationRequest:
+    """What ``ds01 reserve`` asks for: ``whole_gpus`` GPUs, or one MIG instance of
+    ``mig_profile``, for ``holder`` (``None``: maintenance) over ``[start, end)``."""
+
+    holder: str | None
+    start: datetime
+    end: datetime
+    whole_gpus: int = 0
+    mig_profile: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.whole_gpus > 0) == (self.mig_profile is not None):
+            raise InvalidInput("Reserve either --gpus N or --mig PROFILE (one of them).")
+        if self.whole_gpus < 0:
+            raise InvalidInput("--gpus must be at least 1.")
+        if self.end <= self.start:
+            raise InvalidInput("A reservation must last more than 0 hours (--hours).")
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    def describe(self) -> str:
+        if self.mig_profile is not None:
+            return f"a MIG {self.mig_profile} instance"
+        return "1 GPU" if self.whole_gpus == 1 else f"{self.whole_gpus} GPUs"
+
+    def at(self, start: datetime) -> ReservationRequest:
+        """The same request moved to begin at ``start``."""
+        return ReservationRequest(
+            self.holder, start, start + self.duration, self.whole_gpus, self.mig_profile
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Where a reservation fits
+# ------------------------------------------------------------------------------------------
+
+
+def _candidates(request: ReservationRequest, inventory: Inventory) -> list[Device]:
+    """The devices of the kind asked for, admin-reserved ones left out, in a stable order."""
+    if request.mig_profile is not None:
+        matching = [
+            d for d in inventory.devices if d.kind == "mig" and d.profile == request.mig_profile
+        ]
+    else:
+        matching = [d for d in inventory.devices if d.kind == "gpu"]
+    usable = [d for d in matching if d.uuid not in inventory.reserved]
+    return sorted(usable, key=lambda d: (d.gpu_index, d.instance_id or 0, d.uuid))
+
+
+def _in_window(
+    reservations: Iterable[Reservation], start: datetime, end: datetime
+) -> list[Reservation]:
+    return [r for r in reservations if r.overlaps(start, end)]
+
+
+def fit(
+    request: ReservationRequest, inventory: Inventory, existing: Sequence[Reservation]
+) -> tuple[Device, ...] | None:
+    """The devices ``request`` would get over its window (lowest GPU first), or ``None``."""
+    taken = {u for r in _in_window(existing, request.start, request.end) for u in r.devices}
+    free = [d for d in _candidates(request, inventory) if d.uuid not in taken]
+    count = 1 if request.mig_profile is not None else request.whole_gpus
+    return tuple(free[:count]) if len(free) >= count else None
+
+
+def next_free_start(
+    request: ReservationRequest,
+    inventory: Inventory,
+    existing: Sequence[Reservation],
+    horizon: datetime | None = None,
+) -> datetime | None:
+    """The earliest start, at or after ``request.start`` and not after ``horizon``, at which
+    ``request`` (same length, same devices asked) fits; ``None`` when there is none."""
+    if len(_candidates(request, inventory)) < max(request.whole_gpus, 1):
+        return None
+    ends = sorted({r.end for r in existing if r.end > request.start})
+    for start in (request.start, *ends):
+        if horizon is not None and start > horizon:
+            return None
+        if fit(request.at(start), inventory, existing) is not None:
+            return start
+    return None  # unreachable: after the last end everything is free
+
+
+def _check_kind_exists(request: ReservationRequest, inventory: Inventory) -> None:
+    candidates = _candidates(request, inventory)
+    if request.mig_profile is not None and not candidates:
+        profiles = sorted({d.profile for d in inventory.devices if d.profile})
+        raise NotFound(
+            f"There is no MIG instance of profile {request.mig_profile} to reserve on this "
+            f"server. Profiles here: {', '.join(profiles) or 'none'}.",
+            details={"requested": request.mig_profile, "available": profiles},
+        )
+    count = 1 if request.mig_profile is not None else request.whole_gpus
+    if len(candidates) < count:
+        raise NoCapacity(
+            f"This server has {len(candidates)} GPUs that can be reserved; you asked for {count}.",
+            details={"requested": count, "available": len(candidates)},
+        )
+
+
+def _refuse_conflict(
+    request: ReservationRequest,
+    inventory: Inventory,
+    existing: Sequence[Reservation],
+    horizon: datetime | None,
+) -> NoCapacity:
+    kinds = {d.uuid for d in _candidates(request, inventory)}
+    conflicts = [
+        r for r in _in_window(existing, request.start, request.end) if kinds.intersection(r.devices)
+    ]
+    conflicts.sort(key=lambda r: (r.start, r.id))
+    labels = {d.uuid: d.label for d in inventory.devices}
+    named = "; ".join(
+        f"GPU {', '.join(labels.get(u, u) for u in r.devices if u in kinds)} is reserved "
+        f"{r.describe()}"
+        for r in conflicts
+    )
+    nxt = next_free_start(request, inventory, existing, horizon)
+    suggestion = (
+        f"The next free slot for {request.describe()} and {_hours_text(request.duration)} "
+        f"starts {format_moment(nxt)}."
+        if nxt is not None
+        else "No free slot for it within how far ahead you may reserve."
+    )
+    return NoCapacity(
+        f"Cannot reserve {request.describe()} from {format_moment(request.start)} for "
+        f"{_hours_text(request.duration)}: {named}. {suggestion}",
+        details={
+            "conflicts": [
+                {
+                    "id": r.id,
+                    "holder": r.holder,
+                    "start": r.start.isoformat(),
+                    "end": r.end.isoformat(),
+                    "devices": list(r.devices),
+                }
+                for r in conflicts
+            ],
+            "next_free": nxt.isoformat() if nxt is not None else None,
+        },
+    )
+
+
+def _hours_text(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+# ------------------------------------------------------------------------------------------
+# Limits
+# ------------------------------------------------------------------------------------------
+
+
+def _week_start(moment: datetime) -> datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=moment.weekday())
+
+
+def _check_length_and_lead(
+    request: ReservationRequest, limits: ReservationLimits, now: datetime
+) -> None:
+    if limits.max_hours is not None and request.duration > timedelta(hours=limits.max_hours):
+        raise QuotaExceeded(
+            f"A reservation may last at most {limits.max_hours:g} hours; you asked for "
+            f"{_hours_text(request.duration)}.",
+            details={"limit": "max_hours", "max_hours": limits.max_hours},
+        )
+    if limits.max_days_ahead is None:
+        return
+    latest = now.astimezone(request.start.tzinfo) + timedelta(days=limits.max_days_ahead)
+    if request.start > latest:
+        raise QuotaExceeded(
+            f"A reservation may start at most {limits.max_days_ahead:g} days ahead "
+            f"(by {format_moment(latest)}).",
+            details={"limit": "max_days_ahead", "max_days_ahead": limits.max_days_ahead},
+        )
+
+
+def _most_at_once(overlapping: Sequence[Reservation], request: ReservationRequest) -> Fraction:
+    """The most GPU-equivalents ``overlapping`` keep at one moment of ``request``'s window
+    (a sum only changes where one of them starts)."""
+    moments = [request.start, *(r.start for r in overlapping if r.start > request.start)]
+    return max(
+        sum((r.gpu_equivalents for r in overlapping if r.in_force(t)), Fraction(0))
+        for t in moments
+    )
+
+
+def _check_counts(
+    request: ReservationRequest,
+    equivalents: Fraction,
+    mine: Sequence[Reservation],
+    limits: ReservationLimits,
+    now: datetime,
+) -> None:
+    pending = [r for r in mine if r.end > now]
+    if limits.max_reservations is not None and len(pending) + 1 > limits.max_reservations:
+        raise QuotaExceeded(
+            f"You may have at most {limits.max_reservations} reservations not yet ended; you "
+            f"have {len(pending)}. `ds01 reservations cancel ID` frees one.",
+            details={"limit": "max_reservations", "max_reservations": limits.max_reservations},
+        )
+    at_once = equivalents + _most_at_once(_in_window(mine, request.start, request.end), request)
+    if limits.max_gpus is not None and at_once > limits.max_gpus:
+        raise QuotaExceeded(
+            f"You may have at most {format_equivalents(limits.max_gpus)} GPU-equivalents "
+            f"reserved at once; with this reservation you would have "
+            f"{format_equivalents(at_once)} during its window.",
+            details={"limit": "max_gpus", "max_gpus": float(limits.max_gpus)},
+        )
+    if limits.gpu_hours_per_week is not None:
+        week = _week_start(request.start)
+        week_end = week + timedelta(days=7)
+        hours = equivalents * Fraction(int(request.duration.total_seconds()), 3600)
+        hours += sum((r.gpu_hours for r in mine if week <= r.start < week_end), Fraction(0))
+        if hours > Fraction(str(limits.gpu_hours_per_week)):
+            raise QuotaExceeded(
+                f"You may reserve at most {limits.gpu_hours_per_week:g} GPU-hours in a week; "
+                f"the week of {format_moment(week)} would have {float(hours):g}.",
+                details={
+                    "limit": "gpu_hours_per_week",
+                    "gpu_hours_per_week": limits.gpu_hours_per_week,
+                },
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# Admission
+# ------------------------------------------------------------------------------------------
+
+
+def admit(
+    request: ReservationRequest,
+    existing: Sequence[Reservation],
+    inventory: Inventory,
+    limits: ReservationLimits,
+    now: datetime,
+    *,
+    new_id: str,
+    note: str = "",
+    created_by: str = "",
+) -> Reservation:
+    """The reservation ``request`` becomes, or why not.
+
+    ``existing`` are the reservations on the server (ended ones are ignored);
+    ``limits`` are the holder's (ignored for maintenance).
+
+    Raises:
+        InvalidInput: the start is in the past.
+        NotFound: no MIG instance of that profile exists.
+        QuotaExceeded: a limit (message and ``details["limit"]`` say which).
+        NoCapacity: the window conflicts; the message names the reservations in the way
+            and the next free slot (``details["conflicts"]``, ``details["next_free"]``).
+    """
+    if request.start < now - START_TOLERANCE:
+        raise InvalidInput(
+            f"The start {format_moment(request.start)} is in the past; "
+            f"it is {format_moment(now.astimezone(request.start.tzinfo))} now."
+        )
+    live = [r for r in existing if r.end > now]
+    _check_kind_exists(request, inventory)
+    horizon: datetime | None = None
+    if request.holder is not None:
+        _check_length_and_lead(request, limits, now)
+        if limits.max_days_ahead is not None:
+            horizon = now + timedelta(days=limits.max_days_ahead)
+    devices = fit(request, inventory, live)
+    if devices is None:
+        raise _refuse_conflict(request, inventory, live, horizon)
+    equivalents = sum((d.gpu_equivalents for d in devices), Fraction(0))
+    if request.holder is not None:
+        mine = [r for r in live if r.holder == request.holder]
+        _check_counts(request, equivalents, mine, limits, now)
+    return Reservation(
+        id=new_id,
+        holder=request.holder,
+        devices=tuple(d.uuid for d in devices),
+        start=request.start,
+        end=request.end,
+        gpu_equivalents=equivalents,
+        note=note,
+        created_by=created_by,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# What a reservation forbids or allows at time t
+# ------------------------------------------------------------------------------------------
+
+
+def blocked_devices(
+    reservations: Iterable[Reservation],
+    user: str,
+    now: datetime,
+    ends_by: datetime | None,
+) -> frozenset[str]:
+    """Devices a new container of ``user`` that may hold its devices until ``ends_by``
+    (``None``: no limit) may not be placed on at ``now`` (module docstring)."""
+    blocked: set[str] = set()
+    for r in reservations:
+        if r.end <= now or r.is_for(user):
+            continue
+        if r.start <= now or ends_by is None or ends_by > r.start:
+            blocked.update(r.devices)
+    return frozenset(blocked)
+
+
+def held_now(reservations: Iterable[Reservation], user: str, now: datetime) -> tuple[str, ...]:
+    """The devices reserved for ``user`` at ``now``: theirs on top of their quota."""
+    return tuple(u for r in reservations if r.is_for(user) and r.in_force(now) for u in r.devices)
+
+
+# ------------------------------------------------------------------------------------------
+# Draining reserved devices
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """A container holding devices: its id, owner, devices and whether it runs."""
+
+    container: str
+    user: str
+    devices: tuple[str, ...]
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class DrainWarn:
+    """Warn ``container``'s owner: ``reservation`` starts at ``at`` and it will be stopped."""
+
+    container: str
+    reservation: Reservation
+    at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.reservation.id, self.container)
+
+
+@dataclass(frozen=True)
+class DrainStop:
+    """Stop ``container`` (``running``) or take back its devices (stopped): ``reservation``
+    is in force on a device it holds."""
+
+    container: str
+    reservation: Reservation
+    running: bool
+
+    @property
+    def reason(self) -> str:
+        r = self.reservation
+        who = f"reserved for {r.holder}" if r.holder else "reserved for maintenance"
+        return f"its GPU is {who} {r.describe()} (reservation {r.id})"
+
+
+def drain(
+    reservations: Iterable[Reservation],
+    occupants: Iterable[Occupant],
+    now: datetime,
+    lead: timedelta,
+    warned: Callable[[tuple[str, str]], bool] = lambda key: False,
+) -> tuple[list[DrainWarn], list[DrainStop]]:
+    """The warnings due (not ``warned`` yet) and the stops due at ``now``.
+
+    A running container on a device of a reservation not its owner's is warned from
+    ``start - lead`` and stopped from ``start`` until the end; a stopped one that still
+    holds such a device gives it back from ``start``. One container gets one stop however
+    many reservations it is in the way of.
+    """
+    live = [r for r in reservations if r.end > now and r.start - lead <= now]
+    warns: list[DrainWarn] = []
+    stops: list[DrainStop] = []
+    for occupant in occupants:
+        held = set(occupant.devices)
+        in_way = [r for r in live if held.intersection(r.devices) and not r.is_for(occupant.user)]
+        starting = next((r for r in in_way if r.start <= now), None)
+        if starting is not None:
+            stops.append(DrainStop(occupant.container, starting, occupant.running))
+            continue
+        if occupant.running:
+            warns.extend(
+                DrainWarn(occupant.container, r, r.start)
+                for r in in_way
+                if not warned((r.id, occupant.container))
+            )
+    return warns, stops
+
+
+__all__ = [
+    "DEFAULT_MAX_DAYS_AHEAD",
+    "DEFAULT_MAX_HOURS",
+    "MAINTENANCE",
+    "DrainStop",
+    "DrainWarn",
+    "Occupant",
+    "Phase",
+    "Reservation",
+    "ReservationLimits",
+    "ReservationRequest",
+    "admit",
+    "blocked_devices",
+    "drain",
+    "fit",
+    "format_moment",
+    "held_now",
+    "next_free_start",
+    "phase",
+]

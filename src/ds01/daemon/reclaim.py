@@ -1,0 +1,186 @@
+"""Reclaiming borrowed containers for a request within quota: the queue's last step.
+
+After each plan, the queue dispatcher (``ds01.daemon.dispatcher``) calls
+:meth:`BorrowReclaim.run` with the plan's head, if any: the first request within quota
+that cannot be placed. ``ds01.core.borrowing.choose_reclaim`` picks the borrowed
+containers whose devices it needs (newest first, never before ``min_runtime_minutes``,
+never a reserved one, only as many as needed) and ``reclaim_steps`` says what is due:
+
+- a chosen container not warned yet: its owner is told on their terminals and a
+  ``container.reclaim_warning`` event records when it will be stopped;
+- a chosen container warned ``reclaim_grace_minutes`` ago: it is stopped (never removed:
+  its filesystem is kept), its devices go back to the pool at once (``gpu.release``), and
+  ``container.reclaim`` records it; the next queue pass places the waiting request. The
+  owner may start it again: the start re-queues as any start whose devices were released;
+- a warned container no longer needed (the request started elsewhere, was cancelled, or
+  nobody within quota waits any more): ``container.reclaim_cancelled``, the owner is told.
+
+State: the warnings (container → when warned), in memory: a restarted ds01d warns again
+and counts the grace from then, so a restart can only delay a reclaim, never hasten it.
+Locks: ``run`` is called under the allocation lock (it decides and frees devices).
+Calls: the context (records, runtime, store, events, configuration) and
+``ContainerOps.stop_by_daemon``.
+
+The reservation hook: ``is_reserved`` (default: nothing is reserved) protects holdings
+that a reservation covers; reservations connect there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from ds01.core.borrowing import (
+    ReclaimChoice,
+    ReservedPredicate,
+    choose_reclaim,
+    nothing_reserved,
+    reclaim_steps,
+    stop_due,
+)
+from ds01.core.scheduler import PendingRequest
+from ds01.daemon.access import devices_details, resource_of
+from ds01.daemon.context import DaemonContext
+from ds01.daemon.views import allocation_state
+from ds01.errors import Ds01Error
+from ds01.model import labels as L
+from ds01.model.device import Inventory
+from ds01.runtime.docker import ContainerRecord
+
+log = logging.getLogger(__name__)
+
+#: ``ContainerOps.stop_by_daemon``: stop a container for the daemon, with the reason.
+StopByDaemon = Callable[[ContainerRecord, str], None]
+
+
+class BorrowReclaim:
+    """Warns, then stops, the borrowed containers a request within quota needs (see the
+    module docstring for the contract)."""
+
+    def __init__(
+        self,
+        context: DaemonContext,
+        stop: StopByDaemon,
+        *,
+        is_reserved: ReservedPredicate = nothing_reserved,
+    ) -> None:
+        self.context = context
+        self._stop_container = stop
+        self.is_reserved = is_reserved
+        self._warned: dict[str, datetime] = {}
+
+    def run(
+        self,
+        head: PendingRequest | None,
+        inventory: Inventory,
+        records: list[ContainerRecord],
+        now: datetime,
+    ) -> bool:
+        """Under the allocation lock: one reclaim step for ``head``; ``True`` when devices
+        were freed (the queue should plan again)."""
+        policy = self.context.config().limits.borrowing
+        by_name = {r.docker_name: r for r in records}
+        self._warned = {c: t for c, t in self._warned.items() if c in by_name}
+        if not policy.enabled and not self._warned:
+            return False
+        state = allocation_state(records)
+        borrowed = [r for r in records if r.gpus and L.borrowed_of(r.labels)]
+        if not borrowed:
+            head = None
+        # Docker's start times are asked only while someone within quota waits.
+        started_at = self._started_at(borrowed, now) if head is not None else {}
+        choice = choose_reclaim(
+            head, inventory, state, now, policy, started_at,
+            is_reserved=self.is_reserved, reclaiming=self._warned,
+        )  # fmt: skip
+        steps = reclaim_steps(choice, self._warned, now, policy)
+        for container in steps.cancel:
+            self._cancel(by_name[container], choice)
+        for container in steps.warn:
+            self._warn(by_name[container], choice, now)
+        freed = False
+        for container in steps.stop:
+            freed = self._stop(by_name[container], choice, now) or freed
+        return freed
+
+    def _started_at(
+        self, borrowed: list[ContainerRecord], now: datetime
+    ) -> Mapping[str, datetime | None]:
+        """When each running borrowed container last started (``None``: not running)."""
+        starts: dict[str, datetime | None] = {}
+        for record in borrowed:
+            if record.status != "running":
+                starts[record.docker_name] = None
+                continue
+            try:
+                starts[record.docker_name] = self.context.runtime.started_at(record.docker_name)
+            except Ds01Error as exc:  # unknown: treat as fresh, never reclaimed early
+                log.warning("start time of %s unknown: %s", record.docker_name, exc.message)
+                starts[record.docker_name] = now
+        return starts
+
+    def _warn(self, record: ContainerRecord, choice: ReclaimChoice, now: datetime) -> None:
+        policy = self.context.config().limits.borrowing
+        self._warned[record.docker_name] = now
+        stop_at = stop_due(now, policy).isoformat(timespec="seconds")
+        self.context.events.emit(
+            "container.reclaim_warning",
+            user="ds01d",
+            resource=resource_of(record),
+            details={"stop_at": stop_at, "for_request": choice.for_request,
+                     "reason": choice.reason, "borrowed": True},
+        )  # fmt: skip
+        self.context.notify_user(
+            record.uid,
+            f"ds01: your borrowed container {record.name!r} will be stopped at {stop_at} "
+            f"(its files are kept): {choice.reason} `container-start {record.name}` queues it "
+            "again afterwards.",
+        )
+
+    def _cancel(self, record: ContainerRecord, choice: ReclaimChoice) -> None:
+        del self._warned[record.docker_name]
+        self.context.events.emit(
+            "container.reclaim_cancelled",
+            user="ds01d",
+            resource=resource_of(record),
+            details={"reason": choice.reason},
+        )
+        self.context.notify_user(
+            record.uid, f"ds01: your borrowed container {record.name!r} is no longer needed "
+            "elsewhere: it keeps running.",
+        )  # fmt: skip
+
+    def _stop(self, record: ContainerRecord, choice: ReclaimChoice, now: datetime) -> bool:
+        ctx = self.context
+        reason = f"reclaimed: borrowed above quota. {choice.reason}"
+        try:
+            if record.status == "running":
+                self._stop_container(record, reason)
+            ctx.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
+        except Ds01Error as exc:
+            log.error("could not reclaim %s: %s", record.docker_name, exc.message)
+            return False
+        del self._warned[record.docker_name]
+        ctx.events.emit(
+            "gpu.release",
+            user="ds01d",
+            resource=resource_of(record),
+            details=devices_details(record.gpus, record.gpu_equivalents, reason="reclaimed"),
+        )
+        ctx.events.emit(
+            "container.reclaim",
+            user="ds01d",
+            resource=resource_of(record),
+            details={"for_request": choice.for_request, "reason": choice.reason,
+                     "borrowed": True},
+        )  # fmt: skip
+        ctx.notify_user(
+            record.uid,
+            f"ds01: your borrowed container {record.name!r} was stopped (files kept): "
+            f"{choice.reason} `container-start {record.name}` queues it again.",
+        )
+        return True
+
+
+__all__ = ["BorrowReclaim"]

@@ -1,0 +1,465 @@
+"""Reservations in ds01d: made, listed and cancelled through the API, honoured at placement,
+announced and enforced by the lifecycle loop. The decisions are ``ds01.core.reservations``'.
+
+- **Made** (``create``) under the allocation lock (two requests never take the same slot),
+  against the reservations in the store, the inventory and the caller's limits
+  (``reservations:`` in resource-limits.yaml); ``reservation.create`` is logged, a refusal
+  as ``denied`` with the reason. ``--from`` is the server's local time. Admins may reserve
+  for maintenance (no holder).
+- **Listed** (``listing``): the caller's own and maintenance windows, or everyone's
+  (``all``); ended ones are dropped from the store a week after their end.
+- **Cancelled** (``cancel``) by the holder or an admin: ``reservation.cancel``.
+- **Honoured at placement** (``allocate_honouring``, the one call of ``Creation.admit`` and
+  ``Reacquire``): during a reservation its holder is first placed on the reserved devices,
+  on top of their quota; otherwise the devices ``core.reservations.blocked_devices`` names
+  are kept out, with the new container's runtime limit as its end (none when an exemption
+  covers the owner). The GPU queue (``queue_blocked``) keeps out every device blocked for any
+  waiting request: a queued request never lands on a reserved device.
+- **Enforced** (``ReservationWatch``, one step of each lifecycle pass): ``reservation.start``
+  and ``reservation.end`` when a phase changes (the phase is stored, so a restart announces
+  nothing twice); the owners of containers still on a device ``warning_minutes`` before its
+  reservation starts are warned (``lifecycle.warn``, kind ``reservation``; once per
+  container and reservation while ds01d runs), and at the start those containers are
+  stopped (``cleanup.reservation``) and their devices given back, as are a stopped
+  container's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any, TypeVar
+
+from ds01.config.resolve import resolve_reservation_limits
+from ds01.core.lifecycle import covering_exemption
+from ds01.core.reservations import (
+    MAINTENANCE,
+    DrainStop,
+    DrainWarn,
+    Occupant,
+    Reservation,
+    ReservationLimits,
+    ReservationRequest,
+    admit,
+    blocked_devices,
+    drain,
+    format_moment,
+    held_now,
+    phase,
+)
+from ds01.daemon import schemas as api
+from ds01.daemon.context import DaemonContext
+from ds01.daemon.identity import Caller
+from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
+from ds01.model.device import Inventory
+from ds01.model.quota import GpuQuota
+from ds01.model.text import plain
+from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import UnixUser
+from ds01.runtime.store import ReservationRecord
+
+log = logging.getLogger(__name__)
+
+#: What ``--from`` accepts: minutes, or seconds too.
+START_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+
+#: How long an ended reservation stays listed before the store forgets it.
+KEEP_ENDED = timedelta(days=7)
+#: How far ahead the dashboard's week view looks.
+WEEK = timedelta(days=7)
+
+_ID_LENGTH = 8
+
+#: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
+_Decision = TypeVar("_Decision")
+
+
+def parse_start(text: str) -> datetime:
+    """``YYYY-MM-DD HH:MM[:SS]`` in the server's local time, as an aware datetime."""
+    for fmt in START_FORMATS:
+        try:
+            return datetime.strptime(text.strip(), fmt).astimezone()
+        except ValueError:
+            continue
+    raise InvalidInput(
+        f'--from {text[:40]!r} is not a time: write it as "YYYY-MM-DD HH:MM" (the server\'s '
+        'local time), e.g. "2026-12-10 09:00".'
+    )
+
+
+def _local(reservation: Reservation) -> Reservation:
+    """``reservation`` with its times in the server's zone (what messages show)."""
+    return replace(
+        reservation, start=reservation.start.astimezone(), end=reservation.end.astimezone()
+    )
+
+
+def kept(ctx: DaemonContext) -> list[Reservation]:
+    """The reservations in the store that were not cancelled, in the server's zone."""
+    return [_local(r.reservation()) for r in ctx.store.reservations()]
+
+
+def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
+    """``user``'s reservation limits (``ds01.config.resolve.resolve_reservation_limits``)."""
+    values = resolve_reservation_limits(ctx.config().limits, user.name, user.groups).to_dict()
+    max_gpus = values["max_gpus"]
+    return ReservationLimits(
+        max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
+        max_hours=values["max_hours"],
+        max_days_ahead=values["max_days_ahead"],
+        max_reservations=values["max_reservations"],
+        gpu_hours_per_week=values["gpu_hours_per_week"],
+    )
+
+
+def info(
+    record: ReservationRecord, now: datetime, inventory: Inventory | None = None
+) -> api.ReservationInfo:
+    """``record`` as the API shows it, its phase at ``now``."""
+    r = _local(record.reservation())
+    labels = inventory.by_uuid() if inventory is not None else {}
+    return api.ReservationInfo(
+        id=r.id,
+        holder=r.holder,
+        devices=list(r.devices),
+        device_labels=[labels[u].label if u in labels else u for u in r.devices],
+        gpu_equivalents=round(float(r.gpu_equivalents), 4),
+        start=r.start.isoformat(timespec="seconds"),
+        end=r.end.isoformat(timespec="seconds"),
+        note=r.note,
+        created_by=r.created_by,
+        created_at=record.created_at,
+        phase="cancelled" if record.phase == "cancelled" else phase(r, now),
+    )
+
+
+def _event_details(r: Reservation) -> dict[str, object]:
+    return {
+        "holder": r.holder,
+        "devices": list(r.devices),
+        "start": r.start.isoformat(timespec="seconds"),
+        "end": r.end.isoformat(timespec="seconds"),
+        **({"note": r.note} if r.note else {}),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# The API
+# ------------------------------------------------------------------------------------------
+
+
+def create(
+    ctx: DaemonContext, caller: Caller, request: api.ReservationRequest
+) -> api.ReservationInfo:
+    """Reserve what ``request`` asks for the caller (or for maintenance), or refuse with why:
+    ``NoCapacity`` (a conflict: the slot in the way and the next free one), ``QuotaExceeded``
+    (a limit), ``InvalidInput``, ``PermissionDenied`` (maintenance by a non-admin)."""
+    resource = "reservation/new"
+    if request.maintenance and not caller.is_admin:
+        raise ctx.deny(caller, resource, "Only admins may reserve GPUs for maintenance.")
+    start = parse_start(request.start)
+    wanted = ReservationRequest(
+        holder=None if request.maintenance else caller.name,
+        start=start,
+        end=start + timedelta(hours=request.hours),
+        whole_gpus=request.gpus or 0,
+        mig_profile=request.mig,
+    )
+    with ctx.allocation_lock:
+        now, inventory = ctx.now(), ctx.backend.inventory()
+        try:
+            made = admit(
+                wanted,
+                kept(ctx),
+                inventory,
+                limits_of(ctx, caller.user),
+                now,
+                new_id=uuid.uuid4().hex[:_ID_LENGTH],
+                note=plain(request.note).strip(),  # shown on others' terminals
+                created_by=caller.name,
+            )
+        except (NoCapacity, QuotaExceeded, NotFound, InvalidInput) as refused:
+            ctx.log_refusal(caller, "reservation.create", resource, refused, **refused.details)
+            raise
+        # Stored as upcoming even when it starts now: the lifecycle step announces the start.
+        record = ReservationRecord.of(made, now.isoformat(timespec="seconds"), "upcoming")
+        ctx.store.add_reservation(record)
+    ctx.events.emit(
+        "reservation.create",
+        user=caller.name,
+        resource=f"reservation/{made.id}",
+        details=_event_details(made),
+    )
+    ctx.queue_changed()
+    return info(record, now, inventory)
+
+
+def listing(ctx: DaemonContext, caller: Caller, *, everyone: bool) -> list[api.ReservationInfo]:
+    """Reservations not ended: the caller's own and maintenance windows, or all (``everyone``)."""
+    now, inventory = ctx.now(), ctx.backend.inventory()
+    rows = [r for r in ctx.store.reservations() if datetime.fromisoformat(r.end) > now]
+    if not everyone:
+        rows = [r for r in rows if r.holder in (caller.name, None)]
+    return [info(r, now, inventory) for r in rows]
+
+
+def week(ctx: DaemonContext, now: datetime, inventory: Inventory) -> list[api.ReservationInfo]:
+    """Everyone's reservations not ended that start within ``WEEK`` of ``now``."""
+    horizon = now + WEEK
+    return [
+        info(r, now, inventory)
+        for r in ctx.store.reservations()
+        if datetime.fromisoformat(r.end) > now and datetime.fromisoformat(r.start) < horizon
+    ]
+
+
+def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.ReservationInfo:
+    """Cancel a reservation (its holder, or an admin); ``NotFound`` for an unknown id."""
+    resource = f"reservation/{reservation_id[:64]}"
+    found = next((r for r in ctx.store.reservations() if r.id == reservation_id), None)
+    if found is None:
+        raise NotFound(
+            f"No reservation {reservation_id[:64]!r}. `ds01 reservations --all` lists them."
+        )
+    if found.holder != caller.name and not caller.is_admin:
+        holder = found.holder or MAINTENANCE
+        raise ctx.deny(caller, resource, f"Reservation {found.id} is {holder}'s, not yours.")
+    if not ctx.store.set_reservation_phase(found.id, "cancelled"):
+        raise NotFound(f"Reservation {found.id} was cancelled already.")
+    ctx.events.emit(
+        "reservation.cancel",
+        user=caller.name,
+        resource=resource,
+        details=_event_details(found.reservation()),
+    )
+    ctx.queue_changed()
+    return info(replace(found, phase="cancelled"), ctx.now())
+
+
+def on_device(
+    reservations: list[Reservation], uuid_: str, now: datetime
+) -> list[api.DeviceReservation]:
+    """The reservation in force on device ``uuid_`` at ``now``, if any, then the next one."""
+    mine = sorted(
+        (r for r in reservations if uuid_ in r.devices and r.end > now), key=lambda r: r.start
+    )
+    return [
+        api.DeviceReservation(
+            id=r.id,
+            holder=r.holder,
+            start=r.start.isoformat(timespec="seconds"),
+            end=r.end.isoformat(timespec="seconds"),
+            active=r.in_force(now),
+        )
+        for r in mine[:2]
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# Placement
+# ------------------------------------------------------------------------------------------
+
+
+def runtime_end(ctx: DaemonContext, owner: UnixUser, name: str, now: datetime) -> datetime | None:
+    """When a container ``name`` of ``owner`` started now must have stopped at the latest:
+    its runtime limit, ``None`` without one or under an exemption."""
+    hours = ctx.limits_for(owner).max_runtime_hours
+    if hours is None:
+        return None
+    exemptions = [r.exemption() for r in ctx.store.exemptions()]
+    if covering_exemption(exemptions, owner.name, name, now) is not None:
+        return None
+    return now + timedelta(hours=hours)
+
+
+def allocate_honouring(
+    ctx: DaemonContext,
+    owner: UnixUser,
+    name: str,
+    quota: GpuQuota,
+    inventory: Inventory,
+    decide: Callable[[Inventory, GpuQuota], _Decision],
+) -> _Decision:
+    """Under the allocation lock: ``decide`` (an ``allocate`` or ``allocate_borrowing`` over
+    the inventory and quota it is given) with the reservations honoured (module docstring):
+    what the holder gets on their reserved devices on top of their quota is not borrowed."""
+    reservations = kept(ctx)
+    if not reservations:
+        return decide(inventory, quota)
+    now = ctx.now()
+    own = set(held_now(reservations, owner.name, now))
+    if own:
+        by_uuid = inventory.by_uuid()
+        extra = sum((by_uuid[u].gpu_equivalents for u in own if u in by_uuid), Fraction(0))
+        others = {d.uuid for d in inventory.devices} - own
+        bonus = (
+            quota if quota.gpu_limit is None else replace(quota, gpu_limit=quota.gpu_limit + extra)
+        )
+        try:
+            return decide(replace(inventory, reserved=inventory.reserved | others), bonus)
+        except (NoCapacity, QuotaExceeded):
+            pass  # not on the reserved devices: within quota elsewhere, as anyone
+    blocked = blocked_devices(reservations, owner.name, now, runtime_end(ctx, owner, name, now))
+    return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
+
+
+def queue_blocked(
+    ctx: DaemonContext, waiting: list[tuple[str, float | None]], now: datetime
+) -> frozenset[str]:
+    """Devices the GPU queue keeps out of its plan: those blocked for any of the ``waiting``
+    requests (user, expected hours until its devices are free; ``None``: unknown)."""
+    reservations = kept(ctx)
+    blocked: set[str] = set()
+    for user, hours in waiting:
+        ends_by = None if hours is None else now + timedelta(hours=hours)
+        blocked |= blocked_devices(reservations, user, now, ends_by)
+    return frozenset(blocked)
+
+
+# ------------------------------------------------------------------------------------------
+# The lifecycle's step
+# ------------------------------------------------------------------------------------------
+
+#: Tells the owner of a container a message (the lifecycle loop's ``_tell``).
+Tell = Callable[[ContainerRecord, Any, str], None]
+
+
+@dataclass
+class ReservationWatch:
+    """Announces phases and drains reserved devices, once per lifecycle pass.
+
+    ``stop`` stops a container for the daemon with a reason (``ContainerOps.stop_by_daemon``);
+    ``release`` gives a stopped container's devices back, under the allocation lock
+    (``QueueDesk.release_devices``)."""
+
+    ctx: DaemonContext
+    stop: Callable[[ContainerRecord, str], None]
+    release: Callable[[ContainerRecord, datetime, str], None]
+
+    def __post_init__(self) -> None:
+        self._warned: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        records: list[ContainerRecord],
+        owners: dict[int, Any],
+        now: datetime,
+        dry_run: bool,
+        tell: Tell,
+    ) -> dict[str, list[str]]:
+        """One step: what was done (or would be, with ``dry_run``) per container id.
+        ``owners``: uid → the lifecycle loop's owner, ``None`` for owners it skips."""
+        with self._lock:
+            if not dry_run:
+                self._announce(now)
+            reservations = kept(self.ctx)
+            lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
+            occupants = [
+                Occupant(r.id, r.user, r.gpus, r.status == "running") for r in records if r.gpus
+            ]
+            live = {r.id for r in reservations if r.end > now}
+            self._warned = {key for key in self._warned if key[0] in live}
+            warns, stops = drain(reservations, occupants, now, lead, self._warned.__contains__)
+            by_id = {r.id: r for r in records}
+            done: dict[str, list[str]] = {}
+            for warn in warns:
+                record = by_id[warn.container]
+                done.setdefault(record.id, []).append(
+                    f"warn: reservation {warn.reservation.id} starts {format_moment(warn.at)}"
+                )
+                if not dry_run and owners.get(record.uid) is not None:
+                    self._warn(record, owners[record.uid], warn, tell)
+            for stop in stops:
+                record = by_id[stop.container]
+                done.setdefault(record.id, []).append(f"stop: {stop.reason}")
+                if not dry_run:
+                    self._stop(record, owners.get(record.uid), stop, now, tell)
+            return done
+
+    def _announce(self, now: datetime) -> None:
+        """``reservation.start`` / ``reservation.end`` for each phase the store is behind."""
+        store, events = self.ctx.store, self.ctx.events
+        for row in store.reservations():
+            r = row.reservation()
+            current = phase(r, now)
+            if current == row.phase:
+                continue
+            steps = (
+                ["active", "ended"] if row.phase == "upcoming" and current == "ended" else [current]
+            )
+            if not store.set_reservation_phase(r.id, current):
+                continue
+            for step in steps:
+                events.emit(
+                    "reservation.start" if step == "active" else "reservation.end",
+                    user="ds01d",
+                    resource=f"reservation/{r.id}",
+                    details=_event_details(r),
+                )
+        store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
+
+    def _warn(self, record: ContainerRecord, owner: Any, warn: DrainWarn, tell: Tell) -> None:
+        r = warn.reservation
+        who = f"reserved for {r.holder}" if r.holder else "reserved for maintenance"
+        message = (
+            f"ds01: your container {record.name!r} holds a GPU {who} from "
+            f"{format_moment(warn.at)} (reservation {r.id}); it will be stopped then. "
+            "Save your work; /workspace is kept."
+        )
+        self.ctx.events.emit(
+            "lifecycle.warn",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={"kind": "reservation", "reservation": r.id, "stop_at": r.start.isoformat()},
+        )
+        tell(record, owner, message)
+        self._warned.add(warn.key)
+
+    def _stop(
+        self, record: ContainerRecord, owner: Any, stop: DrainStop, now: datetime, tell: Tell
+    ) -> None:
+        ctx = self.ctx
+        try:
+            if stop.running:
+                self.stop(record, stop.reason)
+            with ctx.allocation_lock:
+                self.release(record, now, stop.reason)
+        except Ds01Error as exc:
+            log.error("could not drain %s for a reservation: %s", record.docker_name, exc.message)
+            return
+        if not stop.running:
+            return
+        ctx.events.emit(
+            "cleanup.reservation",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={"reason": stop.reason, "reservation": stop.reservation.id},
+        )
+        if owner is not None:
+            tell(
+                record,
+                owner,
+                f"ds01: your container {record.name!r} was stopped: {stop.reason}. "
+                f"/workspace is kept; `container-start {record.name}` once a GPU is free.",
+            )
+
+
+__all__ = [
+    "ReservationWatch",
+    "allocate_honouring",
+    "cancel",
+    "create",
+    "info",
+    "kept",
+    "listing",
+    "on_device",
+    "parse_start",
+    "queue_blocked",
+    "week",
+]

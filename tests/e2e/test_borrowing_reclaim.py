@@ -1,0 +1,142 @@
+"""End to end: borrowing above quota on idle GPUs, and its reclaim for a request within quota.
+
+Real ds01d, real Docker, real users, three simulated GPUs, everyone's ``gpu_limit`` is 1 and
+borrowing is on with a cap of one GPU, a 9-second minimum runtime and a 3-second grace
+(minutes as fractions). alice fills her quota and borrows a second GPU; bob takes the
+third; nothing is reclaimed while nobody waits; then carol, within quota, queues: alice's
+borrowed container (never her own within quota, nor bob's) is warned no sooner than its
+minimum runtime, stopped (not removed) after the grace, and carol's request starts on its
+GPU. Started again, a reclaimed container borrows again; a container of alice's own
+quota whose GPU was released starts above quota only with ``--borrow``, and is then
+borrowed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rawapi import queue_gpu_create
+
+from support import TEST_IMAGES_YAML, describe, docker_name, wait_for_loop_pass, wait_until
+
+THREE_GPUS = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+MIN_RUNTIME_S = 9.0
+GRACE_S = 3.0
+LIMITS = f"""
+    defaults:
+      gpu_limit: 1
+      max_containers: 5
+      gpu_hold_after_stop_minutes: null
+    users:
+      alice: {{gpu_hold_after_stop_minutes: 0}}
+    borrowing:
+      enabled: true
+      max_borrowed_gpus: 1
+      min_runtime_minutes: {MIN_RUNTIME_S / 60}
+      reclaim_grace_minutes: {GRACE_S / 60}
+"""
+
+
+def at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def create(d: Any, user: str, name: str, *flags: str) -> Any:
+    return d.cli(user, "container-create", name, "--image", "busybox", "--gpus", "1", *flags)
+
+
+def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
+    ds01d, docker_client, unix_users
+):
+    d = ds01d(
+        resource_limits=LIMITS,
+        gpu_config=THREE_GPUS,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+    own = create(d, "alice", "own", "--start", "--no-wait")
+    assert own.returncode == 0, describe(own)
+    borrowed = create(d, "alice", "extra", "--start", "--no-wait", "--borrow", "--json")
+    assert borrowed.returncode == 0, describe(borrowed)
+    started = docker_client.containers.get(docker_name("alice", "extra")).attrs["State"]
+    started_at = datetime.fromisoformat(started["StartedAt"][:26] + "+00:00").timestamp()
+
+    # Above the cap, or over quota without --borrow: refused, with the reason.
+    over_cap = create(d, "alice", "more", "--no-wait", "--borrow")
+    assert over_cap.returncode == 3 and "max_borrowed_gpus" in over_cap.stderr, describe(over_cap)
+    no_borrow = create(d, "alice", "more", "--no-wait")
+    assert no_borrow.returncode == 3 and "GPU quota" in no_borrow.stderr, describe(no_borrow)
+
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["own"]["borrowed"], rows["extra"]["borrowed"]) == (False, True)
+    assert "running, borrowed" in d.cli("alice", "container-list").stdout
+    usage = d.cli_json("alice", "check-limits")["usage"]
+    assert (usage["gpu_equivalents"], usage["borrowed_gpu_equivalents"]) == (1.0, 1.0)
+    labels = docker_client.containers.get(docker_name("alice", "extra")).labels
+    assert labels.get("ds01.borrowed") == "true"
+    assert "ds01.borrowed" not in docker_client.containers.get(docker_name("alice", "own")).labels
+    [event] = [
+        e for e in d.events_where(action="container.create") if e["details"].get("borrowed")
+    ]
+    assert event["resource"].endswith(docker_name("alice", "extra"))
+    assert "(borrowed)" in d.cli("alice", "gpu-status").stdout
+
+    # The last GPU goes to bob within his quota; nobody waits, so nothing is reclaimed.
+    assert create(d, "bob", "b", "--start", "--no-wait").returncode == 0
+    wait_for_loop_pass(d, "queue")
+    assert not d.events_where(action="container.reclaim_warning")
+
+    # carol asks within quota: alice's borrowed container is reclaimed, and only it.
+    request_id = queue_gpu_create(d.paths.socket, "carol", "c")
+    [warning] = wait_until(
+        "the reclaim warning", lambda: d.events_where(action="container.reclaim_warning")
+    )
+    assert warning["resource"].endswith(docker_name("alice", "extra")), warning
+    assert at(warning) >= started_at + MIN_RUNTIME_S - 0.5, (warning, started_at)
+    [reclaim] = wait_until(
+        "the reclaim", lambda: d.events_where(action="container.reclaim"), timeout=30
+    )
+    assert at(reclaim) >= at(warning) + GRACE_S - 0.5, (warning, reclaim)
+    queue = f"queue/{request_id}"
+    wait_until("carol's start", lambda: d.events_where(action="queue.start", resource=queue))
+    mine = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert mine["own"]["status"] == "running"
+    assert mine["extra"]["status"] != "running"  # stopped, not removed: its files are kept
+    assert d.cli_json("carol", "container-list")[0]["status"] == "running"
+    warned = {e["resource"] for e in d.events_where(action="container.reclaim_warning")}
+    assert warned == {warning["resource"]}
+
+    # Started again: it borrows again once a device is idle, and stays borrowed.
+    busy = d.cli("alice", "container-start", "extra", "--no-wait")
+    assert busy.returncode == 3 and "no idle device" in busy.stderr, describe(busy)
+    assert d.cli("bob", "container-remove", "b", "--force").returncode == 0
+    again = d.cli("alice", "container-start", "extra", "--no-wait")
+    assert again.returncode == 0, describe(again)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["extra"]["status"], rows["extra"]["borrowed"]) == ("running", True)
+
+    # A container made within quota, its GPU released, starts over quota only with --borrow.
+    assert d.cli("alice", "container-remove", "extra", "--force").returncode == 0
+    assert d.cli("alice", "container-stop", "own").returncode == 0
+    own_name = docker_name("alice", "own")
+    released = f"container/{own_name}"
+    wait_until(
+        "own's GPU released", lambda: d.events_where(action="gpu.release", resource=released)
+    )
+    assert create(d, "alice", "own2", "--start", "--no-wait").returncode == 0
+    refused = d.cli("alice", "container-start", "own", "--no-wait")
+    assert refused.returncode == 3 and "GPU quota" in refused.stderr, describe(refused)
+    lent = d.cli("alice", "container-start", "own", "--no-wait", "--borrow")
+    assert lent.returncode == 0, describe(lent)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
+    assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"

@@ -1,0 +1,136 @@
+"""End to end: GPU reservations with a real ds01d, Docker and Unix users.
+
+A conflicting reservation is refused with exit 3, the reservation in the way and the next
+free slot named; the ``--ics`` feed parses with the icalendar library. A reservation that
+starts a few seconds from now (``--from`` takes seconds too) drains the device: the owner
+of the container on it is warned at the lead time (``reservations.warning_minutes`` of
+3 s) and the container is stopped at the start; during the window the holder gets the
+devices on top of their quota, others do not; a restart of ds01d keeps the reservation and
+announces its start only once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import icalendar
+
+from support import TEST_IMAGES_YAML, describe, docker_name, wait_until
+
+LEAD_S = 3.0
+
+LIMITS = f"""
+    defaults:
+      gpu_limit: 1
+      max_gpus_per_container: 2
+      max_runtime_hours: null
+      gpu_hold_after_stop_minutes: 0
+    policies:
+      lifecycle_interval_seconds: 0.5
+    reservations:
+      warning_minutes: {LEAD_S / 60}
+      users:
+        alice: {{max_gpus: 2}}
+"""
+
+TWO_GPUS = """
+    backend: simulated
+    simulated:
+      gpus:
+        - {model: NVIDIA A100-SXM4-40GB}
+        - {model: NVIDIA A100-SXM4-40GB}
+"""
+
+
+def start_daemon(ds01d: Any) -> Any:
+    return ds01d(resource_limits=LIMITS, gpu_config=TWO_GPUS, images=TEST_IMAGES_YAML)
+
+
+def minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def test_conflict_is_refused_with_the_next_free_slot_and_the_feed_parses(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d)
+    tomorrow = (datetime.now() + timedelta(days=1)).replace(hour=9, minute=0, second=0)
+    made = d.cli_json(
+        "alice", "reserve", "--gpus", "2", "--from", minute(tomorrow), "--hours", "4",
+        "--note", "course",
+    )  # fmt: skip
+    assert made["holder"] == "alice" and len(made["devices"]) == 2
+
+    refused = d.cli(
+        "bob", "reserve", "--gpus", "1", "--from", minute(tomorrow.replace(hour=10)),
+        "--hours", "2",
+    )  # fmt: skip
+    assert refused.returncode == 3, describe(refused)
+    assert f"{minute(tomorrow)}-13:00 (alice)" in refused.stderr, describe(refused)
+    assert f"next free slot for 1 GPU and 2 hours starts {minute(tomorrow.replace(hour=13))}" in (
+        refused.stderr
+    ), describe(refused)
+    too_long = d.cli("bob", "reserve", "--gpus", "1", "--from", minute(tomorrow), "--hours", "9")
+    assert too_long.returncode == 3 and "at most 8 hours" in too_long.stderr, describe(too_long)
+    assert d.events_where(action="reservation.create", outcome="denied", user="bob")
+
+    feed = d.cli("bob", "reservations", "--all", "--ics")
+    assert feed.returncode == 0, describe(feed)
+    events = icalendar.Calendar.from_ical(feed.stdout).walk("VEVENT")
+    assert [str(e["uid"]) for e in events] == [f"{made['id']}@ds01"]
+    assert events[0].decoded("dtstart") == datetime.fromisoformat(made["start"])
+    assert "alice: course" in str(events[0]["summary"])
+
+    assert d.cli_json("bob", "reservations") == []  # not bob's
+    cancelled = d.cli("bob", "reservations", "cancel", made["id"])
+    assert cancelled.returncode == 5, describe(cancelled)
+    d.cli_json("alice", "reservations", "cancel", made["id"])
+    assert d.events_where(action="reservation.cancel", user="alice")
+
+
+def test_a_reservation_drains_its_device_and_survives_a_restart(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d)
+    bob = unix_users["bob"]
+    d.cli_json("bob", "container-create", "train", "--image", "busybox", "--gpus", "1", "--start")
+    start = datetime.now().replace(microsecond=0) + timedelta(seconds=7)
+    made = d.cli_json(
+        "alice", "reserve", "--gpus", "2", "--from", start.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "1",
+    )  # fmt: skip
+
+    def warned() -> list[dict[str, Any]]:
+        return [e for e in d.events_where(action="lifecycle.warn", user="bob")
+                if e["details"].get("kind") == "reservation"]  # fmt: skip
+
+    warning = wait_until("bob's warning", warned, timeout=10)[0]
+    warned_at = datetime.fromisoformat(warning["ts"]).astimezone().replace(tzinfo=None)
+    assert start - timedelta(seconds=LEAD_S + 1) <= warned_at < start, (warned_at, start)
+    notice = Path(bob.pw_dir) / "workspace" / ".ds01-notice"
+    assert "reserved for alice" in notice.read_text()
+
+    stop = wait_until(
+        "the stop at the start", lambda: d.events_where(action="cleanup.reservation"), timeout=10
+    )[0]
+    assert made["id"] in stop["details"]["reason"]
+    assert datetime.fromisoformat(stop["ts"]).astimezone().replace(tzinfo=None) >= start
+    assert docker_client.containers.get(docker_name("bob", "train")).status == "exited"
+    assert d.events_where(action="reservation.start")
+
+    # During the window: alice (gpu_limit 1) gets both devices; bob gets none.
+    refused = d.cli("bob", "container-create", "again", "--image", "busybox", "--gpus", "1",
+                    "--no-wait")  # fmt: skip
+    assert refused.returncode == 3, describe(refused)
+    mine = d.cli_json("alice", "container-create", "exam", "--image", "busybox", "--gpus", "2")
+    assert sorted(mine["gpus"]) == sorted(made["devices"])
+
+    d.restart()
+    listed = d.cli_json("alice", "reservations")
+    assert [(r["id"], r["phase"]) for r in listed] == [(made["id"], "active")]
+    status = d.cli_json("bob", "gpu-status")
+    assert all(dev["reservations"][0]["holder"] == "alice" for dev in status)
+    d.cli_json(None, "maintenance", "run")  # a full lifecycle pass after the restart
+    assert len(d.events_where(action="reservation.start")) == 1

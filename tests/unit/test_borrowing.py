@@ -1,0 +1,368 @@
+"""Borrowing above quota and reclaiming it (``ds01.core.borrowing``): examples and properties."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ds01.config.borrowing import BORROWING_OFF, BorrowingConfig
+from ds01.config.limits import ResourceLimitsConfig
+from ds01.config.loader import parse_config
+from ds01.config.resolve import resolve_limits
+from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate
+from ds01.core.borrowing import (
+    ReclaimChoice,
+    allocate_borrowing,
+    choose_reclaim,
+    reclaim_steps,
+)
+from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage
+from ds01.errors import ConfigError, NoCapacity, QuotaExceeded
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.quota import GpuQuota
+
+NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
+A100 = "NVIDIA A100-SXM4-40GB"
+ON = BorrowingConfig(
+    enabled=True, max_borrowed_gpus=2, min_runtime_minutes=30, reclaim_grace_minutes=5
+)
+ONE_GPU = GpuQuota(gpu_limit=Fraction(1))
+PROPERTY_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def uuid(index: int) -> str:
+    return f"GPU-{index:08d}-0000-0000-0000-000000000000"
+
+
+def inventory(count: int) -> Inventory:
+    return Inventory(
+        "simulated",
+        tuple(PhysicalGpu(i, uuid(i), A100, 40960) for i in range(count)),
+        tuple(Device(uuid(i), "gpu", i, uuid(i), A100, 40960) for i in range(count)),
+    )
+
+
+def held(container: str, user: str, gpus: list[int], *, borrowed: bool = False) -> Holding:
+    return Holding(
+        container=container,
+        name=container,
+        user=user,
+        devices=tuple(uuid(i) for i in gpus),
+        gpu_equivalents=Fraction(len(gpus)),
+        borrowed=borrowed,
+    )
+
+
+def head(user: str = "bob", gpus: int = 1, quota: GpuQuota = ONE_GPU) -> PendingRequest:
+    return PendingRequest(
+        id="q1",
+        user=user,
+        group="lab",
+        request=GpuRequest(whole_gpus=gpus),
+        quota=quota,
+        priority=50,
+        submitted_at=NOW,
+    )
+
+
+def minutes_ago(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
+
+def borrow(
+    state: AllocationState,
+    gpus: int = 1,
+    *,
+    policy: BorrowingConfig = ON,
+    ask: bool = True,
+    waiting: bool = False,
+    user: str = "alice",
+) -> tuple[tuple[str, ...], bool]:
+    decision = allocate_borrowing(
+        GpuRequest(whole_gpus=gpus), user, ONE_GPU, inventory(4), state, (),
+        policy=policy, borrow=ask, within_quota_waiting=waiting,
+    )  # fmt: skip
+    return decision.placement.uuids, decision.borrowed
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def limits(text: str) -> ResourceLimitsConfig:
+    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+
+
+def test_borrowing_is_off_by_default_and_borrow_auto_resolves_per_group() -> None:
+    assert limits("defaults: {}\n").borrowing == BORROWING_OFF
+    assert not BORROWING_OFF.enabled
+    config = limits(
+        """
+        groups:
+          night: {members: [ann], borrow: auto}
+        borrowing: {enabled: true, max_borrowed_gpus: 0.5, min_runtime_minutes: 0.05}
+        """
+    )
+    assert config.borrowing.max_borrowed_equivalents == Fraction(1, 2)
+    assert config.borrowing.min_runtime_minutes == 0.05
+    assert resolve_limits(config, "ann", []).borrow == "auto"
+    assert resolve_limits(config, "bob", []).borrow == "ask"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("borrowing:\n  enabled: yes-please\n", "limits.yaml:2: borrowing.enabled:"),
+        ("borrowing:\n  max_borrowed_gpus: -1\n", "max_borrowed_gpus: must be at least 0"),
+        ("borrowing:\n  reclaim_grace: 5\n", "Did you mean 'reclaim_grace_minutes'?"),
+        ("defaults:\n  borrow: always\n", "defaults.borrow:"),
+        ("defaults:\n  borrow: null\n", "defaults.borrow: cannot be null"),
+    ],
+)
+def test_invalid_borrowing_settings_name_the_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        limits(text)
+    assert message in caught.value.message
+
+
+# --------------------------------------------------------------------------------------------
+# Borrowing
+# --------------------------------------------------------------------------------------------
+
+
+def test_within_quota_is_never_borrowed() -> None:
+    assert borrow(AllocationState()) == ((uuid(0),), False)
+
+
+def test_above_quota_borrows_idle_devices_up_to_the_cap() -> None:
+    state = AllocationState((held("a1", "alice", [0]),))
+    devices, borrowed = borrow(state)
+    assert (devices, borrowed) == ((uuid(1),), True)
+    state = state.with_holding(held("a2", "alice", [1], borrowed=True))
+    assert borrow(state) == ((uuid(2),), True)
+    state = state.with_holding(held("a3", "alice", [2], borrowed=True))
+    with pytest.raises(QuotaExceeded, match="max_borrowed_gpus"):
+        borrow(state)
+    # The quota counts only what is not borrowed; the cap only what is.
+    assert state.user_gpu_equivalents("alice") == 1
+    assert state.user_borrowed_equivalents("alice") == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "ask", "waiting", "why"),
+    [
+        (ON, False, False, "GPU quota"),
+        (BORROWING_OFF, True, False, "borrowing is off"),
+        (ON, True, True, "within quota wait"),
+    ],
+)
+def test_borrowing_is_refused(
+    policy: BorrowingConfig, ask: bool, waiting: bool, why: str
+) -> None:
+    state = AllocationState((held("a1", "alice", [0]),))
+    with pytest.raises(QuotaExceeded, match=why):
+        borrow(state, policy=policy, ask=ask, waiting=waiting)
+
+
+def test_borrowing_needs_an_idle_device_and_other_limits_still_hold() -> None:
+    full = AllocationState((held("a1", "alice", [0]), held("b1", "bob", [1, 2, 3])))
+    with pytest.raises(QuotaExceeded, match="no idle device"):
+        borrow(full)
+    with pytest.raises(QuotaExceeded, match="Per-container"):
+        allocate_borrowing(
+            GpuRequest(whole_gpus=2), "alice",
+            GpuQuota(gpu_limit=Fraction(1), max_gpus_per_container=Fraction(1)),
+            inventory(4), AllocationState(), (), policy=ON, borrow=True,
+            within_quota_waiting=False,
+        )  # fmt: skip
+
+
+def test_borrowed_use_counts_in_fair_share_usage() -> None:
+    """The usage ledger records every container that holds devices, borrowed or not."""
+    used = [UsageInterval("alice", "lab", Fraction(1), minutes_ago(600), None)]
+    totals = decayed_usage(used, NOW, 168.0)
+    assert totals.fairshare_factor("alice", "lab") < totals.fairshare_factor("bob", "lab")
+
+
+# --------------------------------------------------------------------------------------------
+# Reclaim
+# --------------------------------------------------------------------------------------------
+
+
+def test_reclaim_takes_the_newest_old_enough_borrowed_container_only() -> None:
+    state = AllocationState(
+        (
+            held("mine", "alice", [0]),
+            held("old", "alice", [1], borrowed=True),
+            held("newer", "alice", [2], borrowed=True),
+            held("fresh", "alice", [3], borrowed=True),
+        )
+    )
+    starts = {"mine": minutes_ago(5), "old": minutes_ago(120), "newer": minutes_ago(60),
+              "fresh": minutes_ago(10)}  # fmt: skip
+    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, starts)
+    assert choice.containers == ("newer",)
+    assert choice.for_request == "q1"
+    two = choose_reclaim(head(gpus=2, quota=GpuQuota()), inventory(4), state, NOW, ON, starts)
+    assert two.containers == ("newer", "old")
+
+
+def test_min_runtime_and_the_reservation_hook_protect_a_container() -> None:
+    state = AllocationState(
+        (held("mine", "alice", [0, 1, 2]), held("young", "alice", [3], borrowed=True))
+    )
+    young = {"young": minutes_ago(29)}
+    assert choose_reclaim(head(), inventory(4), state, NOW, ON, young).containers == ()
+    grown = {"young": minutes_ago(30)}
+    assert choose_reclaim(head(), inventory(4), state, NOW, ON, grown).containers == ("young",)
+    choice = choose_reclaim(
+        head(), inventory(4), state, NOW, ON, grown, is_reserved=lambda h: h.name == "young"
+    )
+    assert choice.containers == ()
+
+
+def test_a_container_already_warned_is_kept_as_the_choice() -> None:
+    state = AllocationState(
+        (
+            held("mine", "alice", [0, 1]),
+            held("older", "alice", [2], borrowed=True),
+            held("newer", "alice", [3], borrowed=True),
+        )
+    )
+    starts = {"older": minutes_ago(120), "newer": minutes_ago(60)}
+    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, starts, reclaiming={"older"})
+    assert choice.containers == ("older",)
+
+
+def test_reclaim_steps_warn_then_stop_after_the_grace_and_cancel_when_unneeded() -> None:
+    choice = ReclaimChoice(containers=("b1",), for_request="q1")
+    assert reclaim_steps(choice, {}, NOW, ON).warn == ("b1",)
+    warned = {"b1": minutes_ago(4)}
+    assert reclaim_steps(choice, warned, NOW, ON).stop == ()
+    warned = {"b1": minutes_ago(5)}
+    assert reclaim_steps(choice, warned, NOW, ON).stop == ("b1",)
+    nobody = reclaim_steps(ReclaimChoice(), warned, NOW, ON)
+    assert (nobody.warn, nobody.stop, nobody.cancel) == ((), (), ("b1",))
+
+
+# --------------------------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def borrowed_worlds(
+    draw: st.DrawFn,
+) -> tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest]:
+    count = draw(st.integers(1, 8))
+    owners = draw(st.lists(st.integers(-1, 5), min_size=count, max_size=count))
+    holdings: list[Holding] = []
+    starts: dict[str, datetime | None] = {}
+    for container in range(6):
+        gpus = [i for i, owner in enumerate(owners) if owner == container]
+        if not gpus:
+            continue
+        name = f"c{container}"
+        user = draw(st.sampled_from(["alice", "bob", "carol"]))
+        holdings.append(held(name, user, gpus, borrowed=draw(st.booleans())))
+        age = draw(st.one_of(st.none(), st.floats(0, 240)))
+        starts[name] = None if age is None else minutes_ago(age)
+    want = draw(st.integers(1, count))
+    limit = draw(st.one_of(st.none(), st.integers(1, 8)))
+    quota = GpuQuota(gpu_limit=None if limit is None else Fraction(limit))
+    return inventory(count), AllocationState(tuple(holdings)), starts, head("dave", want, quota)
+
+
+@PROPERTY_SETTINGS
+@given(borrowed_worlds())
+def test_reclaim_takes_only_old_enough_borrowed_devices_as_few_as_needed(
+    world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+) -> None:
+    inv, state, starts, request = world
+    choice = choose_reclaim(request, inv, state, NOW, ON, starts)
+    by_name = {h.container: h for h in state.holdings}
+    assert len(set(choice.containers)) == len(choice.containers)
+    for name in choice.containers:
+        # never a within-quota container, never one younger than the minimum runtime
+        assert by_name[name].borrowed
+        start = starts[name]
+        assert start is None or NOW - start >= timedelta(minutes=ON.min_runtime_minutes)
+    if not choice.containers:
+        return
+    freed = state
+    for name in choice.containers:
+        freed = freed.without(name)
+    placement = allocate(
+        request.request, request.user, request.quota, inv, freed, request.user_containers
+    )
+    # no device twice: the head's devices are held by nobody that remains
+    assert not any(freed.holder_of(u) for u in placement.uuids)
+    freed.with_holding(placement.holding(request.id, request.user))
+    for kept in choice.containers:  # each one chosen is needed
+        rest = state
+        for name in choice.containers:
+            if name != kept:
+                rest = rest.without(name)
+        with pytest.raises((NoCapacity, QuotaExceeded)):
+            allocate(request.request, request.user, request.quota, inv, rest, ())
+
+
+@PROPERTY_SETTINGS
+@given(borrowed_worlds(), st.dictionaries(st.sampled_from(["c0", "c1", "c2"]), st.floats(0, 60)))
+def test_nothing_is_reclaimed_while_nobody_within_quota_waits(
+    world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+    warned_minutes: dict[str, float],
+) -> None:
+    inv, state, starts, _ = world
+    choice = choose_reclaim(None, inv, state, NOW, ON, starts)
+    assert choice.containers == ()
+    warned = {name: minutes_ago(m) for name, m in warned_minutes.items()}
+    steps = reclaim_steps(choice, warned, NOW, ON)
+    assert steps.warn == steps.stop == ()
+    assert set(steps.cancel) == set(warned)
+
+
+@PROPERTY_SETTINGS
+@given(
+    borrowed_worlds(),
+    st.integers(1, 3),
+    st.booleans(),
+    st.sampled_from([Fraction(0), Fraction(1), Fraction(2)]),
+)
+def test_a_placement_keeps_both_the_quota_and_the_cap_and_takes_only_free_devices(
+    world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+    gpus: int,
+    waiting: bool,
+    cap: Fraction,
+) -> None:
+    inv, state, _, request = world
+    policy = BorrowingConfig(enabled=True, max_borrowed_gpus=float(cap))
+    user = "alice"
+    before_quota = state.user_gpu_equivalents(user)
+    before_borrowed = state.user_borrowed_equivalents(user)
+    try:
+        decision = allocate_borrowing(
+            GpuRequest(whole_gpus=gpus), user, request.quota, inv, state, (),
+            policy=policy, borrow=True, within_quota_waiting=waiting,
+        )  # fmt: skip
+    except (NoCapacity, QuotaExceeded):
+        return
+    after = state.with_holding(
+        decision.placement.holding("new", user, borrowed=decision.borrowed)
+    )  # raises if a device were held twice
+    limit = request.quota.gpu_limit
+    if decision.borrowed:
+        assert not waiting
+        assert limit is not None and before_quota + gpus > limit
+        assert after.user_borrowed_equivalents(user) <= max(cap, before_borrowed)
+        assert after.user_gpu_equivalents(user) == before_quota
+    else:
+        assert limit is None or after.user_gpu_equivalents(user) <= max(limit, before_quota)

@@ -1,0 +1,70 @@
+"""The ``reservations:`` section of resource-limits.yaml: schema, errors, resolution."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from ds01.config.limits import ResourceLimitsConfig
+from ds01.config.loader import parse_config
+from ds01.config.resolve import resolve_reservation_limits
+from ds01.errors import ConfigError
+
+
+def limits(text: str) -> ResourceLimitsConfig:
+    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+
+
+def test_nothing_said_gives_the_contract_defaults() -> None:
+    config = limits("defaults: {gpu_limit: 2}\n")
+    resolved = resolve_reservation_limits(config, "alice", [])
+    assert resolved.to_dict() == {
+        "max_gpus": 2.0,
+        "max_hours": 8.0,
+        "max_days_ahead": 14.0,
+        "max_reservations": None,
+        "gpu_hours_per_week": None,
+    }
+    assert resolved.source_of("max_gpus") == "gpu_limit"
+    assert config.reservations.warning_minutes == 15
+
+
+def test_user_then_most_permissive_group_then_defaults() -> None:
+    config = limits(
+        """
+        groups:
+          phd: {members: [alice]}
+          staff: {members: [alice]}
+        reservations:
+          warning_minutes: 0.05
+          defaults: {max_hours: 4, gpu_hours_per_week: 10}
+          groups:
+            phd: {max_gpus: 2, gpu_hours_per_week: 20}
+            staff: {gpu_hours_per_week: null}
+          users:
+            alice: {max_hours: 12}
+        """
+    )
+    resolved = resolve_reservation_limits(config, "alice", [])
+    assert resolved.to_dict()["max_hours"] == 12
+    assert resolved.to_dict()["max_gpus"] == 2
+    assert resolved.to_dict()["gpu_hours_per_week"] is None  # null: unlimited wins
+    assert resolved.source_of("gpu_hours_per_week") == "group:staff"
+    assert resolve_reservation_limits(config, "bob", []).to_dict()["max_hours"] == 4
+    assert config.reservations.warning_minutes == 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("reservations: {defaults: {max_hours: 0}}", "max_hours"),
+        ("reservations: {defaults: {hours: 3}}", "hours"),
+        ("reservations: {warning_minutes: -1}", "warning_minutes"),
+        ("reservations: {groups: {nobody: {max_hours: 3}}}", "no such group"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        limits(text + "\n")
+    assert expected in caught.value.message

@@ -1,0 +1,282 @@
+"""Reservations as pure decisions (ds01.core.reservations): admission, conflicts with the
+next free slot, limits, what a reservation forbids at time t, and draining."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ds01.core.reservations import (
+    Occupant,
+    Reservation,
+    ReservationLimits,
+    ReservationRequest,
+    admit,
+    blocked_devices,
+    drain,
+    held_now,
+    phase,
+)
+from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
+from ds01.exitcodes import ExitCode
+from ds01.model.device import Device, Inventory
+
+NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # a Monday
+UNLIMITED = ReservationLimits(max_hours=None, max_days_ahead=None)
+
+
+def gpu(index: int) -> Device:
+    return Device(f"GPU-{index}", "gpu", index, f"GPU-{index}", "A100", 40960)
+
+
+def mig(index: int, instance: int, profile: str = "3g.20gb", slices: int = 3) -> Device:
+    return Device(
+        f"MIG-{index}-{instance}", "mig", index, f"GPU-{index}", "A100", 20480,
+        profile=profile, slices=slices, instance_id=instance,
+    )  # fmt: skip
+
+
+INVENTORY = Inventory("simulated", devices=(gpu(0), gpu(1), mig(2, 1), mig(2, 2)))
+
+
+def at(hours: float) -> datetime:
+    return NOW + timedelta(hours=hours)
+
+
+def request(
+    holder: str | None, start: float, hours: float, gpus: int = 1, profile: str | None = None
+) -> ReservationRequest:
+    return ReservationRequest(holder, at(start), at(start + hours), 0 if profile else gpus, profile)
+
+
+def reserve(
+    existing: list[Reservation], req: ReservationRequest, limits: ReservationLimits = UNLIMITED
+) -> Reservation:
+    made = admit(req, existing, INVENTORY, limits, NOW, new_id=f"r{len(existing)}")
+    existing.append(made)
+    return made
+
+
+def test_conflict_names_the_slot_and_the_next_free_start() -> None:
+    existing: list[Reservation] = []
+    reserve(existing, request("alice", 1, 4, gpus=2))
+    with pytest.raises(NoCapacity) as refused:
+        reserve(existing, request("bob", 3, 2, gpus=1))
+    assert refused.value.exit_code == ExitCode.QUOTA
+    message = refused.value.message
+    assert "GPU 0, 1 is reserved 2026-12-07 09:00-13:00 (alice)" in message
+    assert "next free slot for 1 GPU and 2 hours starts 2026-12-07 13:00" in message
+    assert refused.value.details["next_free"] == at(5).isoformat()
+
+
+def test_mig_reservations_use_instances_of_the_profile() -> None:
+    existing: list[Reservation] = []
+    first = reserve(existing, request("alice", 0, 2, profile="3g.20gb"))
+    second = reserve(existing, request("bob", 0, 2, profile="3g.20gb"))
+    assert {first.devices, second.devices} == {("MIG-2-1",), ("MIG-2-2",)}
+    assert first.gpu_equivalents == Fraction(3, 7)
+    with pytest.raises(NoCapacity):
+        reserve(existing, request("carol", 1, 2, profile="3g.20gb"))
+    with pytest.raises(NotFound):
+        reserve(existing, request("carol", 1, 2, profile="7g.40gb"))
+
+
+def test_default_limits_length_lead_and_gpus_at_once() -> None:
+    limits = ReservationLimits(max_gpus=Fraction(1))
+    with pytest.raises(QuotaExceeded, match="at most 8 hours"):
+        reserve([], request("alice", 1, 9), limits)
+    with pytest.raises(QuotaExceeded, match="at most 14 days ahead"):
+        reserve([], request("alice", 15 * 24, 1), limits)
+    existing: list[Reservation] = []
+    reserve(existing, request("alice", 1, 2), limits)
+    with pytest.raises(QuotaExceeded, match=r"at most 1\.0 GPU-equivalents reserved at once"):
+        reserve(existing, request("alice", 2, 2), limits)
+    reserve(existing, request("alice", 3, 2), limits)  # after the first one: fine
+    two = ReservationLimits(max_gpus=Fraction(2))
+    # One GPU 09-11 and one 11-13: a third from 10 to 12 makes two at any moment, not three.
+    reserve(existing, request("alice", 2, 2), two)
+    with pytest.raises(QuotaExceeded, match=r"you would have 2\.43"):
+        reserve(existing, request("alice", 2, 1, profile="3g.20gb"), two)
+
+
+def test_count_and_weekly_gpu_hours() -> None:
+    limits = ReservationLimits(max_reservations=2, gpu_hours_per_week=6)
+    existing: list[Reservation] = []
+    reserve(existing, request("alice", 1, 4), limits)
+    with pytest.raises(QuotaExceeded, match="GPU-hours in a week"):
+        reserve(existing, request("alice", 6, 3), limits)
+    reserve(existing, request("alice", 7 * 24, 4), limits)  # next week
+    with pytest.raises(QuotaExceeded, match="at most 2 reservations"):
+        reserve(existing, request("alice", 10, 1), limits)
+
+
+def test_maintenance_skips_limits_and_blocks_everyone() -> None:
+    existing: list[Reservation] = []
+    made = reserve(existing, request(None, 1, 48, gpus=2), ReservationLimits(max_hours=1))
+    assert made.holder is None
+    assert blocked_devices(existing, "alice", at(2), at(3)) == {"GPU-0", "GPU-1"}
+
+
+def test_past_start_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="in the past"):
+        reserve([], request("alice", -1, 2))
+
+
+def test_backfill_and_holder() -> None:
+    r = Reservation("r", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    assert blocked_devices([r], "bob", NOW, at(1)) == frozenset()  # ends before the start
+    assert blocked_devices([r], "bob", NOW, at(3)) == {"GPU-0"}
+    assert blocked_devices([r], "bob", NOW, None) == {"GPU-0"}
+    assert blocked_devices([r], "alice", at(3), None) == frozenset()
+    assert blocked_devices([r], "bob", at(4), None) == frozenset()  # ended
+    assert held_now([r], "alice", at(3)) == ("GPU-0",)
+    assert held_now([r], "alice", NOW) == ()
+    assert [phase(r, t) for t in (NOW, at(2), at(4))] == ["upcoming", "active", "ended"]
+
+
+def test_drain_warns_at_the_lead_time_then_stops() -> None:
+    r = Reservation("r", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    bob = Occupant("c1", "bob", ("GPU-0",))
+    mine = Occupant("c2", "alice", ("GPU-0",))
+    lead = timedelta(minutes=15)
+    assert drain([r], [bob, mine], at(1.5), lead) == ([], [])
+    warns, stops = drain([r], [bob, mine], at(1.8), lead)
+    assert [w.container for w in warns] == ["c1"] and not stops
+    assert drain([r], [bob], at(1.8), lead, warned=lambda key: True) == ([], [])
+    warns, stops = drain([r], [bob, mine], at(2), lead)
+    assert not warns and [s.container for s in stops] == ["c1"]
+    assert "reserved for alice" in stops[0].reason and "reservation r" in stops[0].reason
+
+
+# ------------------------------------------------------------------------------------------
+# Properties
+# ------------------------------------------------------------------------------------------
+
+USERS = ("alice", "bob", "carol")
+
+requests = st.builds(
+    lambda holder, start, hours, gpus, use_mig: ReservationRequest(
+        holder,
+        at(start),
+        at(start + hours),
+        0 if use_mig else gpus,
+        "3g.20gb" if use_mig else None,
+    ),
+    st.sampled_from((*USERS, None)),
+    st.integers(0, 48),
+    st.integers(1, 8),
+    st.integers(1, 2),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=12))
+def test_admitted_reservations_never_share_a_device(asked: list[ReservationRequest]) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req, ReservationLimits())
+        except (NoCapacity, QuotaExceeded):
+            continue
+    for made in existing:
+        assert len(set(made.devices)) == len(made.devices)
+        for other in existing:
+            if other is not made and other.overlaps(made.start, made.end):
+                assert not set(other.devices) & set(made.devices)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=6), st.data())
+def test_refusal_suggests_a_start_that_fits(
+    asked: list[ReservationRequest], data: st.DataObject
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except NoCapacity as refused:
+            nxt = refused.details.get("next_free")
+            if nxt is not None:
+                moved = req.at(datetime.fromisoformat(str(nxt)))
+                assert moved.start >= req.start
+                reserve(existing, moved)  # fits where it was told it would
+
+
+containers = st.lists(
+    st.tuples(
+        st.sampled_from(USERS),
+        st.integers(0, 60),  # placed at (hours from NOW)
+        st.one_of(st.none(), st.integers(1, 12)),  # runtime limit (hours); None: none
+        st.sampled_from(("GPU-0", "GPU-1")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=6), containers)
+def test_reserved_devices_are_free_at_the_start_when_runtime_limits_hold(
+    asked: list[ReservationRequest],
+    placed: list[tuple[str, int, int | None, str]],
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    running: list[tuple[str, str, datetime, datetime | None]] = []  # user, device, from, until
+    for user, hour, limit, device in sorted(placed, key=lambda p: p[1]):
+        now = at(hour)
+        until = None if limit is None else now + timedelta(hours=limit)
+        busy = any(d == device and s <= now and (e is None or now < e) for _, d, s, e in running)
+        if busy or device in blocked_devices(existing, user, now, until):
+            continue
+        running.append((user, device, now, until))
+    for r in existing:
+        for user, device, since, until in running:
+            if device in r.devices and not r.is_for(user) and since <= r.start:
+                assert until is not None and until <= r.start
+
+
+occupants = st.lists(
+    st.builds(
+        Occupant,
+        st.uuids().map(str),
+        st.sampled_from(USERS),
+        st.lists(st.sampled_from(("GPU-0", "GPU-1", "MIG-2-1")), max_size=2, unique=True).map(
+            tuple
+        ),
+        st.booleans(),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=6), occupants, st.integers(0, 60))
+def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
+    asked: list[ReservationRequest], present: list[Occupant], hour: int
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    now = at(hour)
+    warns, stops = drain(existing, present, now, timedelta(minutes=15))
+    in_way = {
+        o.container
+        for o in present
+        for r in existing
+        if r.in_force(now) and set(o.devices) & set(r.devices) and not r.is_for(o.user)
+    }
+    assert {s.container for s in stops} == in_way
+    assert len(stops) == len(in_way)  # one stop per container
+    assert not {w.container for w in warns} & in_way
