@@ -34,8 +34,10 @@ import json
 import logging
 import re
 import secrets
+import socket
 import tarfile
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -101,6 +103,10 @@ _T = TypeVar("_T")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
+#: How long, and how much, a refused request's streamed body is read away (see
+#: ``_DoorExchange.answer``).
+_READ_AWAY_S = 10.0
+_READ_AWAY_BYTES = 256 * 1024**2
 #: Where copies into containers are spooled, below the state directory (unlinked files).
 ARCHIVE_SPOOL_DIR = "archives"
 
@@ -171,8 +177,34 @@ class _DoorExchange:
         self.sock = exchange.sock
         self.caller: Caller | None = None
         self.what = exchange.request_line  # for the audit log, until the request is read
+        self.body_pending = False  # a streamed body not read to its end
 
     def answer(self) -> None:
+        """Answer the exchange (``_Answered`` when done); a streamed body the answer came
+        before is read away first, so that a client still sending it reads the answer
+        instead of a broken pipe."""
+        try:
+            self._answer()
+        except _Answered:
+            if self.body_pending:
+                self._read_away()
+            raise
+
+    def _read_away(self) -> None:
+        """Read and drop what the client still sends, for at most ``_READ_AWAY_S`` and
+        ``_READ_AWAY_BYTES``, then stop (the connection closes after it either way)."""
+        deadline = time.monotonic() + _READ_AWAY_S
+        left = _READ_AWAY_BYTES
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)  # the answer is whole
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(wait)
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                left -= len(data)
+
+    def _answer(self) -> None:
         try:
             # Identity is fixed for the whole connection by the kernel (read at accept).
             self.caller = self.service.caller(self.exchange.creds)
@@ -188,6 +220,11 @@ class _DoorExchange:
         streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
             "archive_put",
             "build",
+        )
+        # Chunked or longer than the connection reader reads: still on the socket.
+        length = request.headers.get("Content-Length") or "0"
+        self.body_pending = streamed and (
+            request.chunked or not length.isdigit() or int(length) > MAX_BODY_BYTES
         )
         body = b"" if streamed else self._body(request)
         if decide.version_too_old(request.version):
@@ -448,6 +485,7 @@ class _DoorExchange:
             spool, size = rewrite_archive(
                 source, self._owner(), self._spool_dir(), MAX_ARCHIVE_BYTES
             )
+            self.body_pending = False
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)
         except BodyError as exc:
@@ -588,6 +626,7 @@ class _DoorExchange:
             spool, _ = rewrite_archive(
                 self._streamed_body(request), self._owner(), self._spool_dir(), MAX_CONTEXT_BYTES
             )
+            self.body_pending = False
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)
         except BodyError as exc:
