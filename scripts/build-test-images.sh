@@ -9,8 +9,9 @@
 #
 # and installs the Debian packages tests need: docker-registry (a local registry for the
 # image-pull test), prometheus (a real Prometheus server for the exporter test; promtool for
-# the rules), git (project-init's repository) and systemd (systemd-analyze checks ds01d's
-# unit). Under `make test` those tests fail, never skip, without them.
+# the rules), git (project-init's repository), systemd (systemd-analyze checks ds01d's
+# unit) and docker-compose (1.29, on docker-py: tests/e2e/test_docker_api.py). Under
+# `make test` those tests fail, never skip, without them.
 #
 # Idempotent: an existing image is kept unless FORCE=1. Prints the image names.
 set -euo pipefail
@@ -79,6 +80,7 @@ install_for docker-registry docker-registry  # a registry on 127.0.0.1 for the i
 install_for prometheus prometheus promtool  # the exporter test scrapes ds01d with a real server
 install_for git git                          # tests/unit/test_project_init.py
 install_for systemd systemd-analyze          # tests/unit/test_deploy_files.py
+install_for docker-compose docker-compose    # a compose project on the Docker API door
 
 echo "$IMAGE"
 echo "$ALT"

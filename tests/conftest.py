@@ -24,6 +24,8 @@ Fixtures:
 - ``slurm_cluster`` (session): a real Slurm cluster on this machine (``scripts/slurm-cluster.sh``).
 - ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
 - ``home_dir`` (function): factory of fresh directories owned by a test user, with files.
+- ``local_registry`` (function): Debian's docker-registry on 127.0.0.1 holding the test
+  image under a reference it yields (not present locally): pulls without a network.
 - ``webhook`` (function): a local HTTP endpoint recording the JSON bodies POSTed to it, as
   ``(port, bodies)``: the lifecycle's webhook notices.
 
@@ -39,9 +41,13 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -409,6 +415,48 @@ def home_dir(unix_users: dict[str, pwd.struct_passwd]) -> Iterator[Callable[...,
     yield make
     for path in made:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
+    """Debian's docker-registry on a free port of 127.0.0.1 (Docker trusts 127.0.0.0/8
+    without TLS), holding the test image; yields its reference there, not present locally."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        skip_or_fail("docker-registry is not installed: `make images` installs it")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(tempfile.mkdtemp(prefix="ds01-registry-"))
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        encoding="utf-8",
+    )
+    with (root / "log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "serve", str(root / "config.yml")], stdout=log, stderr=log
+        )
+    reference = f"127.0.0.1:{port}/ds01-test/ds01t-pulled:v1"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail(f"docker-registry did not come up:\n{(root / 'log').read_text()}")
+                time.sleep(0.05)
+        docker_client.images.get(test_image).tag(reference)
+        for line in docker_client.images.push(reference, stream=True, decode=True):
+            assert "error" not in line, line
+        docker_client.images.remove(reference)
+        yield reference
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

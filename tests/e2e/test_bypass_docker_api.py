@@ -14,17 +14,32 @@ and, after all rows, that nothing changed in Docker: the same containers with th
 ids, labels, state and start times (bob's included), no container of alice's. Rows:
 every hardening refusal of a create, a spoofed owner label, a non-allowed image, empty,
 malformed, oversized and chunked bodies (CVE-2024-41110's shape: a create without a
-body), bob's container by Docker name, id and id prefix for every verb the door serves,
-bob's exec, endpoints not on the allowlist, an API version too old. Filters that name
-bob's uid show alice nothing.
+body), bob's container by Docker name, id and id prefix for every verb the door serves (copies
+in and out, export and diff included), bob's exec, copies into her own container of what
+dockerd would write as root (a device node, hard links to files the copy did not write,
+not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
+Commits, tags and removals outside her own images and namespace; builds FROM images
+outside the allowlist (by tag and by digest), with BuildKit, on the host's network, with a
+device node in their context; bob's volume (by her name
+for it and by its Docker name), volumes bound to host paths or with other drivers,
+networks that are not hers as ds01 makes it, bob's container on a network or its
+namespace. Filters that name bob's
+uid show alice nothing. Last, a copy that tries to plant root's
+set-uid binary (with a file capability) and a set-gid directory in her own directory
+lands as her plain file and directory; and a volume over her cap of 32 is refused.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pwd
+import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -53,14 +68,41 @@ class Row:
     words: str  # in the error body's message
 
 
+def fill(body: bytes | None, targets: dict[str, str]) -> bytes | None:
+    """``body`` with ``{target}`` names replaced by the targets' ids and names."""
+    for key, value in targets.items():
+        body = body.replace(b"{%s}" % key.encode(), value.encode()) if body else body
+    return body
+
+
 def create(host: dict[str, Any] | None = None, **config: Any) -> Callable[[dict[str, str]], bytes]:
     body = {"Image": TEST_IMAGE, "Cmd": ["true"], "HostConfig": host or {}, **config}
     data = json.dumps(body).encode()
-    return lambda t: http_request("POST", f"{V}/containers/create?name=x", data)
+    return lambda t: http_request("POST", f"{V}/containers/create?name=x", fill(data, t))
 
 
 def raw(method: str, path: str, body: bytes | None = None, **kw: Any) -> Callable[..., bytes]:
-    return lambda t: http_request(method, V + path.format(**t), body, **kw)
+    return lambda t: http_request(method, V + path.format(**t), fill(body, t), **kw)
+
+
+#: A copy into alice's own directory, mounted at /workspace of her container.
+COPY_INTO_WORKSPACE = "/containers/{mine}/archive?path=/workspace"
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **fields: Any) -> Any:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
 
 
 HARDENING: list[Row] = [
@@ -126,6 +168,14 @@ VERBS = [
     ("POST", "/containers/{ref}/resize?h=10&w=10"),
     ("POST", "/containers/{ref}/attach?stream=1&stdout=1"),
     ("DELETE", "/containers/{ref}?force=1"),
+    ("GET", "/containers/{ref}/archive?path=/etc"),
+    ("HEAD", "/containers/{ref}/archive?path=/etc"),
+    ("PUT", "/containers/{ref}/archive?path=/tmp"),
+    ("GET", "/containers/{ref}/export"),
+    ("GET", "/containers/{ref}/changes"),
+    ("POST", "/containers/{ref}/pause"),
+    ("POST", "/containers/{ref}/unpause"),
+    ("POST", "/containers/{ref}/update"),
 ]
 
 
@@ -137,7 +187,7 @@ def others_rows() -> list[Row]:
                 Row(
                     f"bob's container by {key}: {method} {path}",
                     lambda t, m=method, p=path, k=key: http_request(
-                        m, V + p.replace("{ref}", t[k]), b"" if m == "POST" else None
+                        m, V + p.replace("{ref}", t[k]), b"" if m in ("POST", "PUT") else None
                     ),
                     404,
                     "No such container: ",
@@ -163,15 +213,129 @@ ELSEWHERE: list[Row] = [
     Row("image outside the allowlist", raw("GET", "/images/ds01-test/unlisted:latest/json"),
         404, "No such image"),
     Row("swarm", raw("POST", "/swarm/init", b"{}"), 403, "POST /swarm/init"),
-    Row("archive", raw("GET", "/containers/{mine}/archive?path=/"), 403, "archive"),
-    Row("put archive", raw("PUT", "/containers/{mine}/archive?path=/", b""), 403, "archive"),
-    Row("update", raw("POST", "/containers/{mine}/update", b"{}"), 403, "update"),
-    Row("buildkit session", raw("POST", "/session", b""), 403, "POST /session"),
-    Row("pull", raw("POST", "/images/create?fromImage=alpine", b""), 403, "/images/create"),
-    Row("system info", raw("GET", "/info"), 403, "GET /info"),
+    Row("copy of a device node into her directory", raw("PUT", COPY_INTO_WORKSPACE,
+        tar_of(member("sda", tarfile.CHRTYPE, devmajor=8, mode=0o666))), 403, "device node"),
+    Row("copy of a hard link to the image's /etc/shadow", raw("PUT", "/containers/{mine}/"
+        "archive?path=/tmp", tar_of(member("shadow", tarfile.LNKTYPE, linkname="etc/shadow"))),
+        403, "hard link"),
+    Row("copy of a hard link after a file it replaced", raw("PUT", COPY_INTO_WORKSPACE, tar_of(
+        member("d/su", data=b"x"), member("d", tarfile.SYMTYPE, linkname="/bin"),
+        member("su", tarfile.LNKTYPE, linkname="d/su"))), 403, "hard link"),
+    Row("copy that is not a tar", raw("PUT", COPY_INTO_WORKSPACE, b"x" * 2048), 400,
+        "not a tar"),
+    Row("copy with a malformed chunk", lambda t: http_request("PUT", V + COPY_INTO_WORKSPACE
+        .format(**t), b"zz\r\n", content_length=False, headers={"Transfer-Encoding":
+        "chunked"}), 400, "hexadecimal"),
+    Row("update over what it was made with", raw("POST", "/containers/{mine}/update",
+        b'{"Memory": 1073741824}'), 403, "does not raise"),
+    Row("update of the restart policy", raw("POST", "/containers/{mine}/update",
+        b'{"RestartPolicy": {"Name": "always"}}'), 403, "RestartPolicy"),
+    Row("update of the pids limit", raw("POST", "/containers/{mine}/update",
+        b'{"PidsLimit": -1}'), 403, "PidsLimit"),
+    Row("update, lower-case key (dockerd reads it as Memory)", raw("POST",
+        "/containers/{mine}/update", b'{"memory": 1073741824}'), 403, "memory"),
+    Row("update giving swap", raw("POST", "/containers/{mine}/update",
+        b'{"Memory": 67108864, "MemorySwap": 1073741824}'), 403, "no swap"),
+    Row("rename", raw("POST", "/containers/{mine}/rename?name=other", b""), 403,
+        "does not rename"),
+    Row("commit of bob's container", raw("POST", "/commit?container={bob_id}&repo=alice/x",
+        b"null"), 404, "No such container"),
+    Row("commit into bob's namespace", raw("POST", "/commit?container={mine}&repo=bob/x",
+        b"null"), 403, "alice/NAME"),
+    Row("commit with a change", raw("POST", "/commit?container={mine}&repo=alice/x&changes="
+        "LABEL%20ds01.image.owner%3Dbob", b"null"), 403, "--change"),
+    Row("commit with a config", raw("POST", "/commit?container={mine}&repo=alice/x",
+        b'{"User": "0", "Labels": {"ds01.image.owner": "bob"}}'), 403, "--change"),
+    Row("tag of an image not hers", raw("POST", "/images/ds01-test/busybox:latest/tag?"
+        "repo=alice/x&tag=1", b""), 404, "No such image"),
+    Row("tag over a registry image", raw("POST", "/images/ds01-test/busybox:latest/tag?"
+        "repo=ds01-test/busybox&tag=evil", b""), 403, "alice/NAME"),
+    Row("rmi of a registry image", raw("DELETE", "/images/ds01-test/busybox:latest"), 403,
+        "not one of your images"),
+    Row("rmi of an image outside the allowlist", raw("DELETE",
+        "/images/ds01-test/unlisted:latest?force=1"), 404, "No such image"),
+    Row("buildkit session", raw("POST", "/session", b""), 403, "DOCKER_BUILDKIT=0"),
+    Row("buildkit build", raw("POST", "/build?t=alice/x&version=2", b""), 403,
+        "DOCKER_BUILDKIT=0"),
+    Row("build FROM an image outside the allowlist", raw("POST", "/build?t=alice/x", tar_of(
+        member("Dockerfile", data=b"FROM ds01-test/unlisted:latest\n"))), 403,
+        "may build from"),
+    Row("build FROM by digest", raw("POST", "/build?t=alice/x", tar_of(member("Dockerfile",
+        data=b"FROM ds01-test/busybox@sha256:" + b"0" * 64 + b"\n"))), 403, "may build from"),
+    Row("build context with a device node", raw("POST", "/build?t=alice/x", tar_of(
+        member("Dockerfile", data=b"FROM busybox\n"), member("sda", tarfile.CHRTYPE))), 403,
+        "device node"),
+    Row("build into bob's namespace", raw("POST", "/build?t=bob/x", b""), 403, "alice/NAME"),
+    Row("build on the host's network", raw("POST", "/build?t=alice/x&networkmode=host", b""),
+        403, "networkmode"),
+    Row("pull outside the image policy", raw("POST", "/images/create?fromImage=alpine&tag=3",
+        b""), 403, "not in the image registry"),
+    Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),
+    Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
+    Row("volume bound to a host path", raw("POST", "/volumes/create", json.dumps({"Name": "v",
+        "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}}).encode()), 403,
+        "DriverOpts"),
+    Row("volume driver", raw("POST", "/volumes/create", b'{"Name": "v", "Driver": "nfs"}'),
+        403, "drivers"),
+    Row("volume with an owner label", raw("POST", "/volumes/create", json.dumps({"Name": "v",
+        "Labels": {"ds01.uid": "0"}}).encode()), 403, "ds01's own"),
+    Row("bob's volume: inspect", raw("GET", "/volumes/bobvol"), 404, "no such volume"),
+    Row("bob's volume: remove", raw("DELETE", "/volumes/bobvol?force=1"), 404,
+        "no such volume"),
+    Row("bob's volume by its Docker name", create({"Binds": ["{bob_volume}:/x"]}), 403,
+        "not a volume name"),
+    Row("network with options", raw("POST", "/networks/create", json.dumps({"Name": "n",
+        "Options": {"com.docker.network.bridge.name": "docker0"}}).encode()), 403, "Options"),
+    Row("network driver", raw("POST", "/networks/create", b'{"Name": "n", "Driver": "host"}'),
+        403, "bridge"),
+    Row("network addresses", raw("POST", "/networks/create", json.dumps({"Name": "n", "IPAM": {
+        "Config": [{"Subnet": "10.0.0.0/8"}]}}).encode()), 403, "IPAM"),
+    Row("bob's container onto a network", raw("POST", "/networks/n/connect", json.dumps(
+        {"Container": "{bob_id}"}).encode()), 404, "No such container"),
+    Row("bob's network namespace", create({"NetworkMode": "container:{bob_id}"}), 403,
+        "NetworkMode"),
     Row("plugins", raw("GET", "/plugins"), 403, "GET /plugins"),
     Row("too old an API", lambda t: http_request("GET", "/v1.12/version"), 400, "too old"),
 ]  # fmt: skip
+
+
+def chunked(data: bytes, size: int = 700) -> bytes:
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def plant(api: RawApi, workspace: Path) -> None:
+    """alice copies root's set-uid, set-gid binary with a file capability and a set-gid
+    directory into her own directory (as ``docker cp`` does: chunked): they land as her
+    plain file and directory."""
+    binary = member("planted", data=b"#!/bin/sh\nid\n", mode=0o6755, uid=0, gid=0)
+    binary[0].pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    body = chunked(tar_of(member("planted.d", tarfile.DIRTYPE, mode=0o2777, uid=0), binary))
+    reply = api.send(http_request("PUT", f"{V}/containers/mine/archive?path=/workspace", body,
+        content_length=False, headers={"Transfer-Encoding": "chunked"}))  # fmt: skip
+    assert reply.status == 200, reply
+    owner = pwd.getpwnam("alice")
+    for name, mode in (("planted", 0o755), ("planted.d", 0o777)):
+        landed = (workspace / name).stat()
+        assert (landed.st_uid, landed.st_gid) == (owner.pw_uid, owner.pw_gid), name
+        assert landed.st_mode & 0o7777 == mode, (name, oct(landed.st_mode))
+    assert "security.capability" not in os.listxattr(workspace / "planted")
+
+
+def over_volume_cap(api: RawApi, docker_client: Any, d: Any) -> None:
+    """alice has the most named volumes one user may: one more is refused and logged."""
+    uid = str(pwd.getpwnam("alice").pw_uid)
+    labels = {"ds01.managed": "true", "ds01.uid": uid, "ds01.user": "alice"}
+    made = [docker_client.volumes.create(f"cap{i}._.{uid}", labels=labels) for i in range(32)]
+    try:
+        denied = len(d.events_where(user="alice", outcome="denied"))
+        reply = api.call("POST", f"{V}/volumes/create", {"Name": "one-more"})
+        assert reply.status == 409 and "the most one user may" in reply.json()["message"], reply
+        assert len(d.events_where(user="alice", outcome="denied")) > denied
+        assert f"one-more._.{uid}" not in {v.name for v in docker_client.volumes.list()}
+    finally:
+        for volume in made:
+            volume.remove()
 
 
 def snapshot(docker_client: Any) -> dict[str, tuple[Any, ...]]:
@@ -195,9 +359,14 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
         "bob_id": bob.id,
         "bob_prefix": bob.id[:6],
         "bob_exec": docker_client.api.exec_create(bob.id, ["true"])["Id"],
+        "bob_volume": f"bobvol._.{bob_uid}",
     }
+    bob_volume = docker_client.volumes.create(targets["bob_volume"], labels={
+        "ds01.managed": "true", "ds01.uid": str(bob_uid), "ds01.user": "bob"})  # fmt: skip
+    tags = sorted(docker_client.images.get(test_image).tags)
     docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
     before = snapshot(docker_client)
+    workspace = Path(pwd.getpwnam("alice").pw_dir) / "workspace"
     failures = []
     try:
         with RawApi(d.docker_socket, "alice") as api:
@@ -216,7 +385,17 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
             listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
             assert listed.status == 200 and listed.json() == [], listed
+            volumes = api.call("GET", f"{V}/volumes")
+            assert volumes.status == 200 and volumes.json()["Volumes"] == [], volumes
+            assert not failures, "\n\n".join(failures)
+            assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
+            plant(api, workspace)
+            over_volume_cap(api, docker_client, d)
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
-    assert not failures, "\n\n".join(failures)
+        bob_volume.reload()  # still there
+        bob_volume.remove()
+        for path in workspace.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert snapshot(docker_client) == before
+    assert sorted(docker_client.images.get(test_image).tags) == tags  # none tagged, removed

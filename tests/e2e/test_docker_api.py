@@ -5,25 +5,45 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``ps`` (with ``-a``, filters and sizes) showing only the caller's containers, ``inspect``,
 ``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
-id prefix is Docker's own "No such container". The refusals are in
-``test_bypass_docker_api.py``.
+id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
+``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
+and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
+namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
+with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
+``docker-compose up -d`` and ``down -v`` of a two-service project with a network and a
+named volume (per user: another user sees none of it); VS Code's attach sequence.
+The refusals are in ``test_bypass_docker_api.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pexpect
 
-from support import DEBIAN_DOCKER, TEST_IMAGES_YAML, describe, user_env
+from support import (
+    DEBIAN_DOCKER,
+    TEST_IMAGE,
+    TEST_IMAGES_YAML,
+    describe,
+    user_env,
+    wait_until,
+)
+
+#: Debian's docker-compose (1.29, on docker-py), installed by ``make images``.
+DOCKER_COMPOSE = "/usr/bin/docker-compose"
 
 LIMITS = """
     defaults:
@@ -290,3 +310,388 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     rm = d.docker("alice", "rm", "-f", "job")
     assert rm.returncode == 0, describe(rm)
     assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+
+
+def planted_tar(path: Path) -> Path:
+    """A tar whose one file claims root, set-uid and set-gid, and file capabilities."""
+    member = tarfile.TarInfo("planted")
+    member.uid, member.gid, member.uname, member.gname = 0, 0, "root", "root"
+    member.mode = 0o6755
+    member.pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    data = b"#!/bin/sh\nid\n"
+    member.size = len(data)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+def test_docker_cp_both_ways_diff_and_export_on_own_containers_only(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    created(d, "bob", "theirs")
+    alice = pwd.getpwnam("alice")
+    box = Path(alice.pw_dir) / "cp-test"
+    box.mkdir()
+    try:
+        (box / "in.txt").write_text("into-the-container\n")
+        planted_tar(box / "planted.tar")
+        for path in (box, *box.iterdir()):
+            os.chown(path, alice.pw_uid, alice.pw_gid)
+        cp_in = d.docker("alice", "cp", str(box / "in.txt"), "mine:/tmp/in.txt")
+        assert cp_in.returncode == 0, describe(cp_in)
+        cp_out = d.docker("alice", "cp", "mine:/tmp/in.txt", str(box / "out.txt"))
+        assert cp_out.returncode == 0, describe(cp_out)
+        assert (box / "out.txt").read_text() == "into-the-container\n"
+        assert (box / "out.txt").stat().st_uid == alice.pw_uid
+        # dockerd reads as root: a root-only file in her own directory stays unread.
+        secret = Path(alice.pw_dir) / "workspace" / "root-only"
+        secret.write_text("not-for-alice\n")
+        secret.chmod(0o600)
+        try:
+            out = d.run_as(
+                "alice", ["sh", "-c", f"{DEBIAN_DOCKER} cp mine:/workspace - | tar t"],
+                {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+            )  # fmt: skip
+            assert out.returncode == 0 and "workspace/" in out.stdout, describe(out)
+            assert "root-only" not in out.stdout, describe(out)
+            shown = d.docker("alice", "cp", "mine:/workspace/root-only", str(box / "leak"))
+            assert not (box / "leak").exists() or "not-for-alice" not in (box / "leak").read_text()
+            assert "not-for-alice" not in shown.stdout + shown.stderr
+        finally:
+            secret.unlink()
+        diff = d.docker("alice", "diff", "mine")
+        assert "A /tmp/in.txt" in diff.stdout.splitlines(), describe(diff)
+        listed = d.run_as(
+            "alice", ["sh", "-c", f"{DEBIAN_DOCKER} export mine | tar t"],
+            {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert "tmp/in.txt" in listed.stdout.splitlines(), describe(listed)
+        port = d.docker("alice", "port", "mine")
+        assert port.returncode == 0, describe(port)
+        # A tar from stdin into her own directory: root's set-uid binary is not planted,
+        # what lands is alice's plain file.
+        plant = d.run_as(
+            "alice", ["sh", "-c", f"{DEBIAN_DOCKER} cp - mine:/workspace < {box}/planted.tar"],
+            {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert plant.returncode == 0, describe(plant)
+        planted = Path(alice.pw_dir) / "workspace" / "planted"
+        landed = planted.stat()
+        capability = os.getxattr(planted, "security.capability") if _has_xattr(planted) else None
+        planted.unlink()
+        assert (landed.st_uid, landed.st_gid) == (alice.pw_uid, alice.pw_gid)
+        assert landed.st_mode & 0o7777 == 0o755 and capability is None
+        # bob's container reads as one that does not exist (the CLI's own words for that:
+        # a copy into it stats its directory first, a HEAD answered 404 without a body).
+        for args, words in ((("cp", "theirs:/etc/passwd", str(box / "x")), "No such container"),
+                            (("cp", str(box / "in.txt"), "theirs:/tmp/"), "no such directory"),
+                            (("diff", "theirs"), "No such container"),
+                            (("export", "theirs"), "No such container")):  # fmt: skip
+            other = d.docker("alice", *args)
+            assert other.returncode != 0 and words in other.stderr, describe(other)
+    finally:
+        shutil.rmtree(box)
+
+
+def _has_xattr(path: Path) -> bool:
+    try:
+        return "security.capability" in os.listxattr(path)
+    except OSError:
+        return False
+
+
+#: VS Code's "Attach to Running Container", as its logs show it, on raw HTTP as the user:
+#: the engine's version, the container's inspection, an exec create, and the exec's start
+#: on a hijacked connection whose stdin stays open across several commands (its server
+#: installer talks to a shell this way). argv: the door's socket, the container's name.
+VSCODE_ATTACH = r"""
+import http.client, json, socket, struct, sys
+
+path, name = sys.argv[1], sys.argv[2]
+
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+
+def call(method, target, body=None):
+    conn = Unix("docker", timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, "/v1.41" + target, data, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    return answer.status, json.loads(answer.read() or b"null")
+
+seen = {"version": call("GET", "/version")[1]["ApiVersion"]}
+status, info = call("GET", f"/containers/{name}/json")
+seen["inspect"] = [status, info["State"]["Running"], info["Config"]["User"]]
+status, created = call("POST", f"/containers/{info['Id']}/exec", {
+    "AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+    "Cmd": ["sh"]})
+exec_id = created["Id"]
+body = json.dumps({"Detach": False, "Tty": False}).encode()
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(30)
+sock.connect(path)
+sock.sendall((f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+              "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += sock.recv(4096)
+head, _, buf = buf.partition(b"\r\n\r\n")
+seen["upgrade"] = head.split(b"\r\n")[0].decode()
+
+def frames_until(word):
+    global buf
+    out = b""
+    while True:
+        while len(buf) >= 8 and len(buf) >= 8 + struct.unpack(">I", buf[4:8])[0]:
+            size = struct.unpack(">I", buf[4:8])[0]
+            if buf[0] == 1:
+                out += buf[8:8 + size]
+            buf = buf[8 + size:]
+        if word is not None and word in out:
+            return out.decode()
+        data = sock.recv(4096)
+        if not data:
+            return out.decode()
+        buf += data
+
+sock.sendall(b"id -u; echo first-done\n")
+seen["first"] = frames_until(b"first-done")
+sock.sendall(b"echo second-done; exit 7\n")
+seen["second"] = frames_until(None)
+seen["exit"] = call("GET", f"/exec/{exec_id}/json")[1]["ExitCode"]
+print(json.dumps(seen))
+"""
+
+
+def test_vs_code_attach_sequence(ds01d: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    uid, gid = pwd_uid("alice"), pwd.getpwnam("alice").pw_gid
+    env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
+    argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    # VS Code watches for restarts of the container it attached to (from now: a start
+    # before the stream is open is not missed, and the first start is before now).
+    since = f"{time.time():.6f}"
+    events = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "events", "--since", since, "--filter", "event=start", "--format",
+         "{{.Action}} {{.Actor.Attributes.name}}"],
+        stdout=subprocess.PIPE, cwd="/", start_new_session=True,
+    )  # fmt: skip
+    try:
+        attach = d.run_as(
+            "alice", [sys.executable, "-c", VSCODE_ATTACH, str(d.docker_socket), "mine"], {},
+            input=None, timeout=60, cwd=None,
+        )  # fmt: skip
+        assert attach.returncode == 0, describe(attach)
+        seen = json.loads(attach.stdout)
+        assert seen["version"] == "1.41"
+        assert seen["inspect"] == [200, True, f"{uid}:{gid}"]
+        assert seen["upgrade"].startswith("HTTP/1.1 101")
+        assert seen["first"].split() == [str(uid), "first-done"]
+        assert seen["second"].split() == ["second-done"]
+        assert seen["exit"] == 7
+        restart = d.docker("alice", "restart", "-t", "1", "mine")
+        assert restart.returncode == 0, describe(restart)
+        assert events.stdout is not None
+        assert events.stdout.readline().decode().split() == ["start", f"mine._.{uid}"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(events.pid, signal.SIGKILL)  # the group this test started
+        events.wait()
+
+
+def test_docker_update_lowers_limits_pause_and_unpause(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    container = docker_client.containers.get(f"mine._.{pwd_uid('alice')}")
+    assert container.attrs["HostConfig"]["Memory"] == 256 * 2**20  # made with her limit
+
+    lower = d.docker("alice", "update", "-m", "64m", "--cpus", "0.5", "mine")
+    assert lower.returncode == 0, describe(lower)
+    host = docker_client.containers.get(container.id).attrs["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"], host["NanoCpus"]) == (
+        64 * 2**20, 64 * 2**20, 500_000_000,
+    )  # fmt: skip
+    over = d.docker("alice", "update", "-m", "512m", "mine")
+    assert over.returncode != 0 and "does not raise" in over.stderr, describe(over)
+    back = d.docker("alice", "update", "-m", "256m", "mine")  # up to what it was made with
+    assert back.returncode == 0, describe(back)
+    assert docker_client.containers.get(container.id).attrs["HostConfig"]["Memory"] == 256 * 2**20
+
+    assert d.docker("alice", "pause", "mine").returncode == 0
+    assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is True
+    assert d.docker("alice", "unpause", "mine").returncode == 0
+    assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is False
+    rename = d.docker("alice", "rename", "mine", "other")
+    assert rename.returncode != 0 and "does not rename" in rename.stderr, describe(rename)
+
+
+def test_docker_commit_tag_and_rmi_of_own_images(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    marked = d.docker("alice", "exec", "mine", "touch", "/tmp/marker")
+    assert marked.returncode == 0, describe(marked)
+    try:
+        commit = d.docker("alice", "commit", "mine", "alice/snap:v1")
+        assert commit.returncode == 0, describe(commit)
+        image = docker_client.images.get("alice/snap:v1")
+        assert image.id == commit.stdout.strip()
+        assert image.labels["ds01.image.owner"] == "alice"
+        assert not image.labels.get("ds01.uid")  # the container's labels are emptied
+        tag = d.docker("alice", "tag", "alice/snap:v1", "alice/snap:v2")
+        assert tag.returncode == 0, describe(tag)
+        listed = d.docker("alice", "images", "--format", "{{.Repository}}:{{.Tag}}")
+        assert {"alice/snap:v1", "alice/snap:v2"} <= set(listed.stdout.split()), describe(listed)
+        run = d.docker("alice", "run", "--rm", "alice/snap:v1", "ls", "/tmp/marker")
+        assert run.returncode == 0 and "/tmp/marker" in run.stdout, describe(run)
+
+        for user, args, words in (
+            ("alice", ("commit", "mine", "bob/snap"), "alice/NAME"),
+            ("alice", ("commit", "--change", "USER root", "mine", "alice/x"), "--change"),
+            ("alice", ("tag", "alice/snap:v1", "ds01-test/busybox:evil"), "alice/NAME"),
+            ("alice", ("tag", "ds01-test/busybox:latest", "alice/mine"), "No such image"),
+            ("alice", ("rmi", "ds01-test/busybox:latest"), "not one of your images"),
+            ("bob", ("rmi", "alice/snap:v1"), "No such image"),
+            ("bob", ("tag", "alice/snap:v1", "bob/stolen"), "No such image"),
+        ):
+            refused = d.docker(user, *args)
+            assert refused.returncode != 0 and words in refused.stderr, describe(refused)
+        rmi = d.docker("alice", "rmi", "alice/snap:v2")
+        assert rmi.returncode == 0 and "Untagged: alice/snap:v2" in rmi.stdout, describe(rmi)
+        assert docker_client.images.get("alice/snap:v1").tags == ["alice/snap:v1"]
+    finally:
+        for reference in ("alice/snap:v1", "alice/snap:v2"):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(reference)
+
+
+COMPOSE_PROJECT = """\
+version: "3"
+services:
+  web:
+    image: ds01-test/busybox:latest
+    command: ["sh", "-c", "echo from-web > /data/x; exec sleep 300"]
+    volumes: ["data:/data"]
+    networks: [back]
+  db:
+    image: ds01-test/busybox:latest
+    command: ["sleep", "300"]
+    networks: [back]
+networks:
+  back: {}
+volumes:
+  data: {}
+"""
+
+
+def test_docker_compose_up_and_down_of_a_project_with_a_network_and_a_volume(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    alice = pwd.getpwnam("alice")
+    project = Path(alice.pw_dir) / "compose-test"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE_PROJECT)
+    for path in (project, project / "docker-compose.yml"):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    env = {"DOCKER_HOST": f"unix://{d.docker_socket}"}
+
+    def compose(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return d.run_as(user, [DOCKER_COMPOSE, "-p", "proj", *args], env, input=None,
+                        timeout=120, cwd=project)  # fmt: skip
+
+    try:
+        up = compose("alice", "up", "-d")
+        assert up.returncode == 0, describe(up)
+        mine = docker_client.containers.list(
+            filters={"label": ["ds01.user=alice", "com.docker.compose.project=proj"]}
+        )
+        assert sorted(c.labels["com.docker.compose.service"] for c in mine) == ["db", "web"]
+        assert {c.attrs["Config"]["User"] for c in mine} == {f"{alice.pw_uid}:{alice.pw_gid}"}
+        volume = docker_client.volumes.get(f"proj_data._.{alice.pw_uid}")
+        assert volume.attrs["Labels"]["ds01.uid"] == str(alice.pw_uid)
+        # The service writes its volume as alice; the other service finds it by its name.
+        wait_until("the web service's write", lambda: d.docker(
+            "alice", "exec", "proj_web_1", "cat", "/data/x").stdout == "from-web\n")  # fmt: skip
+        found = d.docker("alice", "exec", "proj_db_1", "nslookup", "web")
+        assert found.returncode == 0 and "Address" in found.stdout, describe(found)
+        volumes = d.docker("alice", "volume", "ls", "--format", "{{.Name}}")
+        assert volumes.stdout.split() == ["proj_data"], describe(volumes)
+        # bob sees none of it, and cannot use it.
+        assert d.docker("bob", "volume", "ls", "-q").stdout == ""
+        theirs = d.docker("bob", "volume", "inspect", "proj_data")
+        assert theirs.returncode != 0 and "No such volume" in theirs.stderr, describe(theirs)
+        assert d.docker("bob", "ps", "-a", "-q").stdout == ""
+        down = compose("alice", "down", "-v")
+        assert down.returncode == 0, describe(down)
+        assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+        assert not docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"})
+    finally:
+        shutil.rmtree(project)
+        for volume in docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"}):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+
+
+def test_docker_pull_of_an_allowed_reference_only(
+    ds01d: Any, docker_client: Any, local_registry: str
+) -> None:
+    registry = f"  - name: pulled\n    image: {local_registry}\n    framework: none\n" \
+        "    description: The test image, from a local registry\n"  # fmt: skip
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + registry)
+    try:
+        pull = d.docker("alice", "pull", local_registry)
+        assert pull.returncode == 0, describe(pull)
+        assert f"Pulled {local_registry}" in pull.stdout, describe(pull)
+        assert docker_client.images.get(local_registry).id
+        pulled = d.events_where(action="image.pull", user="alice", outcome="success")
+        assert pulled and pulled[-1]["resource"] == f"image/{local_registry}"
+        other = local_registry.rsplit(":", 1)[0] + ":other"
+        refused = d.docker("alice", "pull", other)
+        assert refused.returncode != 0 and "not allowed" in refused.stderr, describe(refused)
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(local_registry)
+
+
+def test_docker_build_as_image_build_does_it(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    alice = pwd.getpwnam("alice")
+    context = Path(alice.pw_dir) / "build-test"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY Dockerfile /\nRUN echo built > /b\n")
+    (context / "unlisted").mkdir()
+    (context / "unlisted" / "Dockerfile").write_text("FROM ds01-test/unlisted:latest\n")
+    for path in (context, *context.rglob("*")):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    docker_client.images.get(TEST_IMAGE).tag("ds01-test/unlisted", "latest")
+    try:
+        build = d.docker("alice", "build", "-t", "alice/built:v1", str(context), timeout=120)
+        assert build.returncode == 0, describe(build)
+        assert "Successfully tagged alice/built:v1" in build.stdout, describe(build)
+        image = docker_client.images.get("alice/built:v1")
+        assert image.labels["ds01.image.owner"] == "alice"
+        # FROM busybox is the registry's busybox; the context came with the build.
+        run = d.docker("alice", "run", "--rm", "alice/built:v1", "sh", "-c", "cat /b /Dockerfile")
+        assert run.stdout.split()[:2] == ["built", "FROM"], describe(run)
+        built = d.events_where(action="image.build", user="alice", outcome="success")
+        assert built and built[-1]["resource"] == "image/alice/built:v1"
+        for args, words in (
+            (("build", "-t", "alice/other", str(context / "unlisted")), "may build from"),
+            (("build", "-t", "bob/x", str(context)), "alice/NAME"),
+            (("build", "--build-arg", "A=1", "-t", "alice/x", str(context)), "buildargs"),
+        ):
+            refused = d.docker("alice", *args)
+            assert refused.returncode != 0 and words in refused.stderr, describe(refused)
+        kit = d.run_as("alice", [DEBIAN_DOCKER, "build", "-t", "alice/x", str(context)],
+                       {"DOCKER_HOST": f"unix://{d.docker_socket}", "DOCKER_BUILDKIT": "1"},
+                       input=None, timeout=60, cwd=None)  # fmt: skip
+        assert kit.returncode != 0 and "DOCKER_BUILDKIT=0" in kit.stderr, describe(kit)
+    finally:
+        shutil.rmtree(context)
+        for reference in ("alice/built:v1", "ds01-test/unlisted:latest"):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(reference)

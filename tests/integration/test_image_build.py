@@ -18,12 +18,7 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +27,6 @@ from typing import Any
 import docker.errors
 import pytest
 
-from conftest import skip_or_fail
 from support import BIN_DIR, TEST_IMAGE, describe, user_env
 
 #: Only the test image is registered (so builds may start FROM it); nothing else is allowed.
@@ -399,48 +393,6 @@ def test_an_allowed_pull_runs_as_a_job_and_reports_its_failure(ds01d):
     assert "Pulling ds01-test/never-built-here:1.0 failed" in result.stderr
     failure = d.events_where(action="image.pull", user="alice", outcome="failure")
     assert failure and failure[-1]["resource"] == "image/ds01-test/never-built-here:1.0"
-
-
-@pytest.fixture
-def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
-    """Debian's docker-registry on a free port of 127.0.0.1 (Docker trusts 127.0.0.0/8
-    without TLS), holding the test image; yields its reference there, not present locally."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        skip_or_fail("docker-registry is not installed: `make images` installs it")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = Path(tempfile.mkdtemp(prefix="ds01-registry-"))
-    (root / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        encoding="utf-8",
-    )
-    with (root / "log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "serve", str(root / "config.yml")], stdout=log, stderr=log
-        )
-    reference = f"127.0.0.1:{port}/ds01-test/{PREFIX}pulled:v1"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"docker-registry did not come up:\n{(root / 'log').read_text()}")
-                time.sleep(0.05)
-        docker_client.images.get(test_image).tag(reference)
-        for line in docker_client.images.push(reference, stream=True, decode=True):
-            assert "error" not in line, line
-        docker_client.images.remove(reference)
-        yield reference
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_an_allowed_pull_fetches_the_image_with_progress(ds01d, docker_client, local_registry):

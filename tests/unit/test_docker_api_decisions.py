@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -58,6 +59,19 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("GET", "/containers/abc123/top", "container", "abc123"),
         ("GET", "/containers/abc123/stats", "container", "abc123"),
         ("GET", "/events", "events", None),
+        ("GET", "/containers/abc123/changes", "container", "abc123"),
+        ("POST", "/containers/abc123/pause", "container", "abc123"),
+        ("POST", "/containers/abc123/unpause", "container", "abc123"),
+        ("POST", "/containers/abc123/update", "update", "abc123"),
+        ("GET", "/containers/abc123/export", "archive_get", "abc123"),
+        ("GET", "/containers/abc123/archive", "archive_get", "abc123"),
+        ("HEAD", "/containers/abc123/archive", "container", "abc123"),
+        ("PUT", "/containers/abc123/archive", "archive_put", "abc123"),
+        ("POST", "/commit", "commit", None),
+        ("POST", "/images/create", "pull", None),
+        ("POST", "/build", "build", None),
+        ("POST", "/images/alice/thesis:v1/tag", "image_tag", "alice/thesis:v1"),
+        ("DELETE", "/images/alice/thesis:v1", "image_remove", "alice/thesis:v1"),
         ("GET", "/images/json", "images", None),
         ("GET", "/images/ds01-test/busybox:latest/json", "image", "ds01-test/busybox:latest"),
     ],
@@ -73,19 +87,18 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
     [
         ("POST", "/swarm/init"),
         ("GET", "/secrets"),
-        ("POST", "/containers/abc/update"),
-        ("POST", "/containers/abc/rename"),
+        ("GET", "/containers/abc/update"),
         ("POST", "/containers/prune"),
-        ("POST", "/images/create"),
-        ("POST", "/build"),
-        ("POST", "/commit"),
-        ("GET", "/containers/abc/archive"),
-        ("PUT", "/containers/abc/archive"),
+        ("POST", "/images/load"),
+        ("POST", "/build/prune"),
+        ("POST", "/images/prune"),
+        ("POST", "/containers/abc/archive"),
+        ("DELETE", "/containers/abc/archive"),
         ("POST", "/containers/abc/json"),
         ("GET", "/containers/abc/json/extra"),
-        ("DELETE", "/images/busybox"),
-        ("POST", "/session"),
-        ("GET", "/info"),
+        ("POST", "/images/load"),
+        ("GET", "/session"),
+        ("GET", "/system/df"),
     ],
 )
 def test_everything_else_is_refused_naming_the_endpoint(method: str, path: str) -> None:
@@ -258,3 +271,161 @@ def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
     parsed = json.loads(meta)
     assert parsed["Name"] == "ds01"
     assert parsed["Endpoints"]["docker"]["Host"] == "unix:///run/ds01/docker.sock"
+
+
+def test_a_rename_is_refused_saying_why() -> None:
+    refused = d.route("POST", "/containers/thesis/rename")
+    assert isinstance(refused, d.Refused) and refused.status == 403
+    assert "does not rename containers" in refused.message
+
+
+#: What ``docker update`` sends for a flag not given (the CLI sends every field).
+CLI_UPDATE = {
+    "BlkioWeight": 0, "CpuShares": 0, "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "",
+    "CpusetMems": "", "Memory": 0, "MemoryReservation": 0, "MemorySwap": 0, "KernelMemory": 0,
+    "NanoCpus": 0, "PidsLimit": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+}  # fmt: skip
+MADE_WITH = {"memory_bytes": 256 * 2**20, "nano_cpus": 1_000_000_000}
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        ({"Memory": 64 * 2**20}, {"Memory": 64 * 2**20, "MemorySwap": 64 * 2**20}),
+        ({"Memory": 256 * 2**20, "MemorySwap": -1},
+         {"Memory": 256 * 2**20, "MemorySwap": 256 * 2**20}),
+        ({"NanoCpus": 500_000_000}, {"NanoCpus": 500_000_000}),
+    ],
+)  # fmt: skip
+def test_an_update_may_lower_memory_and_cpus_and_never_gives_swap(
+    asked: dict[str, int], sent: dict[str, int]
+) -> None:
+    assert d.check_update({**CLI_UPDATE, **asked}, **MADE_WITH) == sent
+
+
+def test_a_container_made_without_limits_may_be_given_any() -> None:
+    update = d.check_update({"Memory": 2**40, "NanoCpus": 8 * 10**9}, memory_bytes=0, nano_cpus=0)
+    assert update == {"Memory": 2**40, "MemorySwap": 2**40, "NanoCpus": 8 * 10**9}
+
+
+@pytest.mark.parametrize(
+    ("asked", "words"),
+    [
+        ({"Memory": 512 * 2**20}, "-m 512M is above the -m 256M"),
+        ({"NanoCpus": 2 * 10**9}, "--cpus 2 is above the --cpus 1"),
+        ({"Memory": 64 * 2**20, "MemorySwap": 128 * 2**20}, "no swap"),
+        ({"PidsLimit": -1}, "PidsLimit"),
+        ({"RestartPolicy": {"Name": "always"}}, "RestartPolicy"),
+        ({"CpuShares": 4096}, "CpuShares"),
+        ({"memory": 2**40}, "memory"),  # dockerd reads keys case-insensitively
+    ],
+)
+def test_an_update_is_refused_never_trimmed(asked: dict[str, object], words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.check_update({**CLI_UPDATE, **asked}, **MADE_WITH)
+
+
+@pytest.mark.parametrize("body", [None, [], {"Memory": "1g"}, {"Memory": True}, CLI_UPDATE])
+def test_a_malformed_or_empty_update_is_refused(body: object) -> None:
+    with pytest.raises(d.BadRequest):
+        d.check_update(body, **MADE_WITH)
+
+
+def test_own_repository_is_the_users_namespace() -> None:
+    assert d.own_repository("alice/thesis", "alice", 1001) == "thesis"
+    assert d.own_repository("alice/cv-seg.v2", "alice", 1001) == "cv-seg.v2"
+
+
+@pytest.mark.parametrize(
+    ("repository", "words"),
+    [
+        ("bob/thesis", "alice/NAME"),
+        ("thesis", "alice/NAME"),
+        ("", "(none)"),
+        ("alice/", "alice/NAME"),
+        ("ds01-test/busybox", "alice/NAME"),
+        ("alice/Thesis", "not an image name"),
+        ("alice/a/b", "not an image name"),
+    ],
+)
+def test_a_tag_or_commit_elsewhere_is_refused(repository: str, words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.own_repository(repository, "alice", 1001)
+
+
+def test_info_shows_the_engine_and_only_the_callers_containers() -> None:
+    engine = {"ServerVersion": "20.10.24", "NCPU": 2, "Containers": 300, "Images": 40,
+              "Swarm": {"LocalNodeState": "active", "RemoteManagers": [{"Addr": "10.0.0.1"}]},
+              "Name": "gpu1", "RegistryConfig": {"Mirrors": ["m"]}}  # fmt: skip
+    shown = d.info_view(engine, ["running", "exited", "paused"])
+    assert shown["ServerVersion"] == "20.10.24" and shown["Name"] == "gpu1"
+    counts = (shown["Containers"], shown["ContainersRunning"], shown["ContainersStopped"])
+    assert counts == (3, 1, 1)
+    assert shown["Images"] == 0 and "RegistryConfig" not in shown
+    assert shown["Swarm"] == {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""}
+
+
+@pytest.mark.parametrize(
+    ("query", "reference"),
+    [
+        ("fromImage=busybox&tag=latest", "busybox:latest"),
+        ("fromImage=127.0.0.1:5000/ds01-test/x", "127.0.0.1:5000/ds01-test/x"),
+        ("fromImage=busybox&tag=sha256:" + "a" * 64, "busybox@sha256:" + "a" * 64),
+    ],
+)
+def test_a_pull_reads_its_reference(query: str, reference: str) -> None:
+    request = d.parse_request(f"POST /v1.41/images/create?{query} HTTP/1.1\r\n\r\n".encode())
+    assert d.pull_reference(request) == reference
+
+
+@pytest.mark.parametrize("query", ["fromSrc=-&repo=x", "fromImage=", "tag=latest"])
+def test_an_import_or_a_pull_of_nothing_is_refused(query: str) -> None:
+    request = d.parse_request(f"POST /images/create?{query} HTTP/1.1\r\n\r\n".encode())
+    with pytest.raises(PermissionError):
+        d.pull_reference(request)
+
+
+def test_buildkit_is_refused_telling_the_user_the_classic_builder() -> None:
+    for path in ("/session", "/grpc"):
+        refused = d.route("POST", path)
+        assert isinstance(refused, d.Refused) and "DOCKER_BUILDKIT=0" in refused.message
+
+
+def build_request(query: str) -> d.DockerRequest:
+    return d.parse_request(f"POST /v1.41/build?{query} HTTP/1.1\r\n\r\n".encode())
+
+
+#: What Debian's docker 20.10 CLI sends for ``docker build -t alice/x:v1 .``.
+CLI_BUILD = (
+    "buildargs=%7B%7D&cachefrom=%5B%5D&cgroupparent=&cpuperiod=0&cpuquota=0&cpusetcpus="
+    "&cpusetmems=&cpushares=0&dockerfile=Dockerfile&labels=%7B%7D&memory=0&memswap=0"
+    "&networkmode=default&rm=1&shmsize=0&t=alice%2Fx%3Av1&target=&ulimits=null&version=1"
+)
+
+
+def test_the_clis_build_reads_as_image_build() -> None:
+    options = d.build_options(build_request(CLI_BUILD), "alice", 1001)
+    assert options == d.BuildOptions("x", "v1", "Dockerfile", pull=False, no_cache=False)
+    plain = d.build_options(build_request("t=alice/x&nocache=1&pull=1"), "alice", 1001)
+    assert (plain.tag, plain.no_cache, plain.pull) == ("latest", True, True)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        (CLI_BUILD.replace("version=1", "version=2"), "DOCKER_BUILDKIT=0"),
+        (CLI_BUILD.replace("buildargs=%7B%7D", "buildargs=%7B%22A%22%3A%221%22%7D"),
+         "buildargs"),
+        (CLI_BUILD.replace("memory=0", "memory=1073741824"), "memory"),
+        (CLI_BUILD.replace("networkmode=default", "networkmode=host"), "networkmode"),
+        (CLI_BUILD.replace("cgroupparent=", "cgroupparent=%2F"), "cgroupparent"),
+        (CLI_BUILD + "&remote=https%3A%2F%2Fexample.org%2Fx.git", "remote"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1", "t=bob%2Fx"), "alice/NAME"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1", "t="), "alice/NAME"),
+        (CLI_BUILD.replace("t=alice%2Fx%3Av1&", ""), "one -t"),
+        (CLI_BUILD + "&t=alice%2Fy", "one -t"),
+    ],
+)  # fmt: skip
+def test_a_build_asking_for_what_ds01_sets_is_refused(query: str, words: str) -> None:
+    with pytest.raises(PermissionError, match=re.escape(words)):
+        d.build_options(build_request(query), "alice", 1001)

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from ds01.core.docker_create import HARDENING, CreateRefused, DockerCreate, read_create
+from ds01.core.docker_create import (
+    HARDENING,
+    CreateRefused,
+    DockerCreate,
+    RunOptions,
+    read_create,
+)
 
 #: ``docker run -d --name foo busybox sleep 1`` from Debian's docker.io 20.10 CLI.
 CLI_BODY = json.loads(
@@ -52,7 +58,8 @@ def body(**host: Any) -> dict[str, Any]:
 
 
 def test_the_clis_defaults_read_as_a_plain_create() -> None:
-    assert read_create(CLI_BODY, **ALICE) == DockerCreate(image="busybox", command=("sleep", "1"))
+    wanted = DockerCreate(image="busybox", run=RunOptions(command=("sleep", "1")))
+    assert read_create(CLI_BODY, **ALICE) == wanted
 
 
 def test_what_ds01_honours_is_read() -> None:
@@ -78,9 +85,9 @@ def test_what_ds01_honours_is_read() -> None:
     assert wanted.memory_bytes == 128 * 2**20 and wanted.cpus == 0.5
     assert wanted.shm_size_bytes == 64 * 2**20 and wanted.ports == ((8888, None),)
     assert (wanted.workspace, wanted.data) == ("/home/alice/p", "/home/alice/d")
-    assert wanted.gpus == 2 and wanted.auto_remove and wanted.tty and wanted.stdin_open
-    assert wanted.env == (("A", "1"), ("B", "x=y"))
-    assert wanted.labels == (("com.docker.compose.project", "p"),)
+    assert wanted.gpus == 2 and wanted.run.auto_remove and wanted.run.tty and wanted.run.stdin_open
+    assert wanted.run.env == (("A", "1"), ("B", "x=y"))
+    assert wanted.run.labels == (("com.docker.compose.project", "p"),)
 
 
 #: Each hardening field as the CLI sends its flag.
@@ -130,8 +137,18 @@ def test_hardening_refusals_name_the_field(field: str) -> None:
     [
         ({"Binds": ["/var/run/docker.sock:/var/run/docker.sock"]}, "/workspace and /data"),
         ({"Binds": ["/:/workspace:ro"]}, "options"),
-        ({"Binds": ["vol:/workspace"]}, "Named volume"),
-        ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/workspace"}]}, "bind"),
+        ({"Binds": ["vol:/workspace"]}, "cannot be mounted at '/workspace'"),
+        ({"Binds": ["v._.1002:/x"]}, "not a volume name"),
+        ({"Binds": ["../v:/x"]}, "not a volume name"),
+        ({"Binds": ["v:relative"]}, "cannot be mounted"),
+        ({"Binds": ["v:/x", "w:/x"]}, "Two mounts"),
+        ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/workspace"}]}, "/workspace"),
+        ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/x",
+                      "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {
+                          "type": "none", "o": "bind", "device": "/etc"}}}}]},
+         "VolumeOptions"),
+        ({"Mounts": [{"Type": "tmpfs", "Target": "/x"}]}, "named volumes"),
+        ({"Binds": [f"v{i}:/x{i}" for i in range(9)]}, "At most 8"),
         ({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/etc"}]}, "/workspace"),
         ({"PortBindings": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]}}, "127.0.0.1"),
         ({"PortBindings": {"53/udp": [{"HostIp": "", "HostPort": ""}]}}, "TCP"),
@@ -153,6 +170,14 @@ def test_hardening_refusals_name_the_field(field: str) -> None:
         ({"Top_Hostname": "other"}, "Hostname"),
         ({"Top_Healthcheck": {"Test": ["CMD", "true"]}}, "Healthcheck"),
         ({"Top_NetworkingConfig": {"EndpointsConfig": {"host": {}}}}, "network"),
+        ({"Top_NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}}}, "one network"),
+        ({"Top_NetworkingConfig": {"EndpointsConfig": {"p_back": {"IPAMConfig": {
+            "IPv4Address": "172.17.0.2"}}}}}, "IPAMConfig"),
+        ({"Top_NetworkingConfig": {"EndpointsConfig": {"p_back": {"Aliases": ["a b"]}}}},
+         "Aliases"),
+        ({"Top_Volumes": {"/other": {}}, "Binds": ["v:/data"]}, "Anonymous volumes"),
+        ({"NetworkMode": "container:abc"}, "NetworkMode"),
+        ({"NetworkMode": "none"}, "NetworkMode"),
     ],
 )
 def test_what_ds01_cannot_honour_is_refused_by_name(change: dict[str, Any], words: str) -> None:
@@ -181,3 +206,18 @@ def test_an_empty_or_malformed_body_is_refused(bad: Any) -> None:
     with pytest.raises(CreateRefused) as refused:
         read_create(bad, **ALICE)
     assert refused.value.status == 400
+
+
+def test_a_compose_service_reads_as_its_aliases_and_named_volumes() -> None:
+    compose = body(
+        NetworkMode="p_back", Binds=["p_data:/data:rw"], Links=[], Top_Volumes={"/data": {}},
+        Top_NetworkingConfig={"EndpointsConfig": {"p_back": {"Aliases": ["web"],
+                                                             "IPAMConfig": {}}}},
+    )  # fmt: skip
+    wanted = read_create(compose, **ALICE)
+    assert wanted.run.aliases == ("web",)
+    assert wanted.run.volumes == (("p_data", "/data"),)
+    assert (wanted.workspace, wanted.data) == (None, None)
+    mounted = {"Type": "volume", "Source": "cache", "Target": "/cache/", "ReadOnly": False}
+    by_mount = read_create(body(Mounts=[mounted]), **ALICE)
+    assert by_mount.run.volumes == (("cache", "/cache"),)

@@ -26,7 +26,11 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from ds01.core.docker_create import is_network_name, is_object_name, unset
+from ds01.core.image_build import image_name, user_namespace
+from ds01.errors import InvalidInput
 from ds01.model import labels as L
+from ds01.model.units import format_bytes
 
 #: ``/v1.41/containers/json`` → version ``1.41``, rest ``/containers/json``.
 _VERSIONED = re.compile(r"^/v(?P<version>\d+\.\d+)(?P<rest>/.*)\Z")
@@ -65,19 +69,51 @@ class Endpoint:
 #: inspected), ``create`` (through ds01's creation path), ``start``, ``stop``,
 #: ``restart``, ``remove`` (through ds01's container operations), ``exec_create`` (an exec
 #: in one of the caller's containers, as its owner), ``exec`` (an exec of one of the
-#: caller's containers; ``exec_start`` on a hijacked connection).
+#: caller's containers; ``exec_start`` on a hijacked connection), ``archive_put`` (a tar
+#: into one of the caller's containers, written again by ``ds01.core.docker_archive``),
+#: ``archive_get`` (a tar out of one, without what its user could not read),
+#: ``update`` (one of the caller's containers, its limits lowered: :func:`check_update`),
+#: ``commit``, ``image_tag``, ``image_remove`` (the caller's own images, in their
+#: namespace: :func:`own_repository`), ``pull`` (``image-pull``'s: what the image policy
+#: allows, followed as Docker streams it: :func:`pull_reference`), ``build``
+#: (``image-build``'s, from the context the client sends: :func:`build_options`),
+#: ``network*`` (every network name the caller uses means their own network:
+#: :func:`network_view`),
+#: ``volume*`` (the caller's named volumes, Docker-named as containers are:
+#: :func:`check_volume_create`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
     Endpoint("GET", "/version", "engine"),
+    Endpoint("GET", "/info", "info"),
     Endpoint("GET", "/containers/json", "list"),
     Endpoint("GET", "/containers/{ref}/json", "container"),
     Endpoint("GET", "/containers/{ref}/logs", "container", waits="follow"),
     Endpoint("GET", "/containers/{ref}/top", "container"),
     Endpoint("GET", "/containers/{ref}/stats", "container", waits="stream"),
+    Endpoint("GET", "/containers/{ref}/changes", "container"),
+    Endpoint("GET", "/containers/{ref}/export", "archive_get", waits="always"),
+    Endpoint("GET", "/containers/{ref}/archive", "archive_get"),
+    Endpoint("HEAD", "/containers/{ref}/archive", "container"),
+    Endpoint("PUT", "/containers/{ref}/archive", "archive_put", waits="always"),
     Endpoint("GET", "/events", "events", waits="always"),
     Endpoint("GET", "/images/json", "images"),
     Endpoint("GET", "/images/{image}/json", "image"),
+    Endpoint("POST", "/images/{image}/tag", "image_tag"),
+    Endpoint("DELETE", "/images/{image}", "image_remove"),
+    Endpoint("POST", "/commit", "commit"),
+    Endpoint("POST", "/images/create", "pull", waits="always"),
+    Endpoint("POST", "/build", "build", waits="always"),
+    Endpoint("GET", "/networks", "networks"),
+    Endpoint("POST", "/networks/create", "network_create"),
+    Endpoint("GET", "/networks/{ref}", "network"),
+    Endpoint("DELETE", "/networks/{ref}", "network"),
+    Endpoint("POST", "/networks/{ref}/connect", "network_connect"),
+    Endpoint("POST", "/networks/{ref}/disconnect", "network_connect"),
+    Endpoint("GET", "/volumes", "volumes"),
+    Endpoint("POST", "/volumes/create", "volume_create"),
+    Endpoint("GET", "/volumes/{ref}", "volume"),
+    Endpoint("DELETE", "/volumes/{ref}", "volume"),
     Endpoint("POST", "/containers/create", "create"),
     Endpoint("POST", "/containers/{ref}/start", "start"),
     Endpoint("POST", "/containers/{ref}/stop", "stop"),
@@ -85,6 +121,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/containers/{ref}/kill", "container"),
     Endpoint("POST", "/containers/{ref}/wait", "container", waits="always"),
     Endpoint("POST", "/containers/{ref}/resize", "container"),
+    Endpoint("POST", "/containers/{ref}/pause", "container"),
+    Endpoint("POST", "/containers/{ref}/unpause", "container"),
+    Endpoint("POST", "/containers/{ref}/update", "update"),
     Endpoint("POST", "/containers/{ref}/attach", "attach", waits="always"),
     Endpoint("DELETE", "/containers/{ref}", "remove"),
     Endpoint("POST", "/containers/{ref}/exec", "exec_create"),
@@ -178,12 +217,34 @@ def version_too_old(version: str | None) -> bool:
     return (major, minor) < MIN_API_VERSION
 
 
+BUILDKIT_MESSAGE = (
+    "ds01 builds with Docker's classic builder, not BuildKit: run DOCKER_BUILDKIT=0 docker "
+    "build … (or image-build)."
+)
+
+#: Endpoints refused with a reason of their own (method, path pattern, why).
+EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
+    ("POST", re.compile(r"^/grpc\Z"), BUILDKIT_MESSAGE),
+    (
+        "POST",
+        re.compile(r"^/containers/[^/]+/rename\Z"),
+        "ds01 does not rename containers: a container's name is part of its ds01 labels and "
+        "of where your directories are mounted for it. Make a new container under the new "
+        "name and remove the old one.",
+    ),
+)
+
+
 def route(method: str, path: str) -> Routed | Refused:
     """The endpoint a request is for, or why it is refused (not on the allowlist)."""
     for endpoint in ENDPOINTS:
         match = endpoint.pattern.match(path)
         if match and endpoint.method == method:
             return Routed(endpoint, match.groupdict().get("ref"))
+    for refused_method, pattern, why in EXPLAINED:
+        if method == refused_method and pattern.match(path):
+            return Refused(403, why)
     return Refused(403, not_allowed_message(method, path))
 
 
@@ -372,34 +433,331 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
 
 
+#: Fields of an update the door reads (everything else must be left unset).
+_UPDATE_FIELDS = frozenset({"Memory", "MemorySwap", "NanoCpus"})
+
+RAISE_MESSAGE = (
+    "ds01 does not raise a container's limits: {asked} is above the {had} it was made with "
+    "(ds01 counts your totals from that). Make a new container with more, within your "
+    "limits (check-limits)."
+)
+
+
+def check_update(body: object, *, memory_bytes: int, nano_cpus: int) -> dict[str, object]:
+    """The update to send dockerd for ``body`` on a container made with ``memory_bytes``
+    and ``nano_cpus`` (``0``: no limit; ds01's labels, from which it counts the user's
+    totals, say so): memory and CPUs only, each at most what the container was made with
+    (a limit over the user's quota was refused then; back up to it after a lowering is
+    fine), never swap (the memory-and-swap limit follows the memory).
+
+    Raises:
+        BadRequest: the body is not a JSON object, or a value is not a whole number.
+        PermissionError: another field, swap, or a limit raised (refused, never trimmed).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("an update needs a JSON object body")
+    unknown = sorted(k for k, v in body.items() if k not in _UPDATE_FIELDS and not unset(v))
+    if unknown:
+        raise PermissionError(
+            f"ds01 does not allow {', '.join(unknown)[:80]} in an update: only the memory "
+            "and CPU limits (-m, --cpus) may be lowered."
+        )
+    values: dict[str, int] = {}
+    for key in sorted(_UPDATE_FIELDS):
+        value = body.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise BadRequest(f"{key} must be a whole number")
+        values[key] = value
+    memory, cpus = values["Memory"], values["NanoCpus"]
+    if values["MemorySwap"] not in (0, -1, memory):
+        raise PermissionError("--memory-swap is not allowed: ds01 gives containers no swap.")
+    if memory > 0 and memory_bytes and memory > memory_bytes:
+        asked, had = format_bytes(memory), format_bytes(memory_bytes)
+        raise PermissionError(RAISE_MESSAGE.format(asked=f"-m {asked}", had=f"-m {had}"))
+    if cpus > 0 and nano_cpus and cpus > nano_cpus:
+        asked, had = f"{cpus / 1e9:g}", f"{nano_cpus / 1e9:g}"
+        raise PermissionError(RAISE_MESSAGE.format(asked=f"--cpus {asked}", had=f"--cpus {had}"))
+    update: dict[str, object] = {}
+    if memory > 0:
+        update.update(Memory=memory, MemorySwap=memory)
+    if cpus > 0:
+        update["NanoCpus"] = cpus
+    if not update:
+        raise BadRequest("an update needs a memory or CPU limit to lower")
+    return update
+
+
+def own_repository(repository: str, user: str, uid: int) -> str:
+    """The image name in ``repository`` when it is ``<the user's namespace>/<name>`` (as
+    ``image-build`` names images: ``ds01.core.image_build``), for a tag or a commit.
+
+    Raises:
+        PermissionError: another namespace, none, or a name that is not one as it stands.
+    """
+    namespace = user_namespace(user, uid)
+    prefix, _, name = repository.partition("/")
+    shown = repository[:80] or "(none)"
+    if prefix != namespace or not name:
+        raise PermissionError(
+            f"Your images are named {namespace}/NAME[:TAG] (not {shown!r}): ds01 tags and "
+            "commits only into your own namespace."
+        )
+    try:
+        valid = image_name(name) == name
+    except InvalidInput:
+        valid = False
+    if not valid:
+        raise PermissionError(
+            f"{shown!r} is not an image name ds01 keeps: use letters, digits, '-', '_' or '.'."
+        )
+    return name
+
+
+def pull_reference(request: DockerRequest) -> str:
+    """The reference a ``POST /images/create`` pulls (``fromImage`` with its ``tag``, a
+    tag or a digest).
+
+    Raises:
+        PermissionError: an import (``fromSrc``), or no image named.
+    """
+    if request.query_value("fromSrc") is not None:
+        raise PermissionError("docker import is not allowed: build or pull an allowed image.")
+    image = request.query_value("fromImage") or ""
+    if not image:
+        raise PermissionError("Name the image to pull (docker pull IMAGE).")
+    tag = request.query_value("tag") or ""
+    if not tag:
+        return image
+    return f"{image}@{tag}" if ":" in tag else f"{image}:{tag}"
+
+
+def pull_line(text: str) -> bytes:
+    """One line of a pull's progress as Docker streams it (``docker pull`` prints it)."""
+    return json.dumps({"status": text}).encode() + b"\r\n"
+
+
+def stream_error(message: str) -> bytes:
+    """A pull's or build's failure as Docker streams it (the CLI prints it, exits 1)."""
+    return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a ``POST /build`` asks of ``image-build``: the image's name in the caller's
+    namespace and its tag, the Dockerfile's path in the context, and two switches."""
+
+    name: str
+    tag: str
+    dockerfile: str
+    pull: bool
+    no_cache: bool
+
+
+#: Query keys of a classic build the door reads or that say nothing (their "unset" values).
+_BUILD_READ = frozenset({"t", "dockerfile", "pull", "nocache", "q", "rm", "forcerm", "version"})
+_BUILD_UNSET = frozenset({"", "0", "false", "False", "{}", "[]", "null", "default"})
+
+
+def build_options(request: DockerRequest, user: str, uid: int) -> BuildOptions:
+    """A classic ``docker build`` as ``image-build`` runs it: tagged ``-t <namespace>/NAME``
+    (one tag), with the user's limits, cgroup parent and network (not the client's), its
+    bases checked against the image policy; BuildKit, build arguments, labels, targets,
+    remote contexts and every resource setting are refused by name.
+
+    Raises:
+        PermissionError: what ds01's builds do not take, named.
+    """
+    if request.query_value("version") == "2":
+        raise PermissionError(BUILDKIT_MESSAGE)
+    for key, value in request.query:
+        if key not in _BUILD_READ and value not in _BUILD_UNSET:
+            raise PermissionError(
+                f"ds01 does not take {key[:40]} in a build (build arguments, labels, "
+                "targets, remote contexts and resource settings are ds01's or unsupported)."
+            )
+    tags = [v for k, v in request.query if k == "t"]
+    if len(tags) != 1:
+        raise PermissionError("Name the image with one -t <your namespace>/NAME[:TAG].")
+    repository, tag = tags[0], "latest"
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository, tag = repository.rsplit(":", 1)
+    return BuildOptions(
+        name=own_repository(repository, user, uid),
+        tag=tag,
+        dockerfile=request.query_value("dockerfile") or "Dockerfile",
+        pull=request.flag("pull"),
+        no_cache=request.flag("nocache"),
+    )
+
+
+def build_line(text: str) -> bytes:
+    """One line of a build's output as Docker streams it (``docker build`` prints it)."""
+    return json.dumps({"stream": text + "\n"}).encode() + b"\r\n"
+
+
+#: The most named volumes one user may have.
+MAX_USER_VOLUMES = 32
+
+
+def _only(body: object, allowed: set[str], what: str) -> dict[str, object]:
+    """``body`` as a JSON object whose set fields are all in ``allowed``."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} needs a JSON object body")
+    extra = sorted(k for k, v in body.items() if k not in allowed and not unset(v))
+    if extra:
+        raise PermissionError(f"ds01 does not allow {', '.join(extra)[:80]} in {what}.")
+    return body
+
+
+def _client_labels(labels: object) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadRequest("Labels must map names to strings")
+    for key in labels:
+        if str(key).startswith((L.PREFIX, "aime.")):
+            raise PermissionError(f"Label {str(key)[:80]!r} is ds01's own: only ds01 sets it.")
+    return {str(k): v for k, v in labels.items()}
+
+
+def check_network_create(body: object) -> str:
+    """The name of a network create: ds01 makes no network for it (every network name of
+    the caller's means their own network), so only what that network is may be asked:
+    the bridge driver, no options, addresses, IPv6, internal or ingress mode.
+
+    Raises:
+        BadRequest: no JSON object, or no valid name.
+        PermissionError: anything ds01's network is not.
+    """
+    fields = _only(body, {"Name", "CheckDuplicate", "Labels", "Attachable", "Driver", "IPAM"},
+                   "a network create")  # fmt: skip
+    if fields.get("Driver") not in (None, "", "bridge"):
+        raise PermissionError("Your network is a bridge: another driver is not allowed.")
+    ipam = fields.get("IPAM") or {}
+    if not isinstance(ipam, dict) or any(
+        not unset(v) for k, v in ipam.items() if not (k == "Driver" and v == "default")
+    ):
+        raise PermissionError("Addresses (IPAM) of your network are ds01's to choose.")
+    _client_labels(fields.get("Labels"))
+    name = fields.get("Name")
+    if not is_network_name(name):
+        raise BadRequest("a network create needs a Name of letters, digits, '_', '.' or '-'")
+    assert isinstance(name, str)
+    return name
+
+
+def network_view(name: str, network_id: str, subnet: list[object]) -> dict[str, object]:
+    """What a network of the caller's looks like under the name they gave it: their own
+    bridge (its id and addresses), with no options or labels of ds01's."""
+    return {
+        "Name": name, "Id": network_id, "Scope": "local", "Driver": "bridge",
+        "EnableIPv6": False, "Internal": False, "Attachable": True, "Ingress": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": subnet},
+        "ConfigOnly": False, "Containers": {}, "Options": {}, "Labels": {},
+    }  # fmt: skip
+
+
+def check_volume_create(body: object) -> tuple[str | None, dict[str, str]]:
+    """The name (``None``: ds01 picks one) and the client's labels of a volume create: a
+    local volume with no driver options (``type=none,o=bind,device=/etc`` would mount any
+    host path), no ds01 labels.
+
+    Raises:
+        BadRequest: no JSON object, a malformed name or labels.
+        PermissionError: another driver, driver options, ds01's labels.
+    """
+    fields = _only(body, {"Name", "Driver", "Labels"}, "a volume create")
+    if fields.get("Driver") not in (None, "", "local"):
+        raise PermissionError("Volume drivers are not allowed: your volumes are local.")
+    labels = _client_labels(fields.get("Labels"))
+    name = fields.get("Name") or None
+    if name is not None and not (isinstance(name, str) and is_object_name(name)):
+        raise BadRequest("a volume's Name is letters, digits, '_', '.' or '-'")
+    return name, labels
+
+
+def volume_view(volume: Mapping[str, object], name: str) -> dict[str, object]:
+    """A volume of the caller's, under the name they gave it."""
+    return {**volume, "Name": name}
+
+
+def no_such_volume(name: str) -> str:
+    """Docker's own answer for a volume it does not know."""
+    return f"get {name}: no such volume"
+
+
+#: What ``/info`` shows of the engine: what it is, never what others run on it.
+_INFO_KEPT = (
+    "ID", "Name", "ServerVersion", "OperatingSystem", "OSType", "OSVersion", "Architecture",
+    "KernelVersion", "NCPU", "MemTotal", "Driver", "CgroupDriver", "CgroupVersion",
+    "DefaultRuntime", "IndexServerAddress", "ExperimentalBuild", "LoggingDriver",
+)  # fmt: skip
+
+
+def info_view(info: Mapping[str, object], states: list[str]) -> dict[str, object]:
+    """The engine's ``/info`` as a user sees it: the engine itself, and counts of only
+    their own containers (``states``: each one's ``State``) and no other user's, no
+    images, no swarm."""
+    shown: dict[str, object] = {key: info[key] for key in _INFO_KEPT if key in info}
+    shown.update(
+        Containers=len(states),
+        ContainersRunning=states.count("running"),
+        ContainersPaused=states.count("paused"),
+        ContainersStopped=len(states) - states.count("running") - states.count("paused"),
+        Images=0,
+        Swarm={"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""},
+        Plugins={"Volume": ["local"], "Network": ["bridge"], "Authorization": None, "Log": []},
+        Warnings=None,
+    )
+    return shown
+
+
 def error_body(message: str) -> bytes:
     """Docker's error body, which its clients print (``Error response from daemon: …``)."""
     return json.dumps({"message": message}).encode()
 
 
 __all__ = [
+    "BUILDKIT_MESSAGE",
     "ENDPOINTS",
+    "EXPLAINED",
+    "MAX_USER_VOLUMES",
     "MIN_API_VERSION",
+    "RAISE_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
+    "BuildOptions",
     "DockerRequest",
     "Endpoint",
     "Refused",
     "Routed",
+    "build_line",
+    "build_options",
     "check_exec",
+    "check_network_create",
+    "check_update",
+    "check_volume_create",
     "error_body",
+    "info_view",
+    "network_view",
     "no_such_container",
     "no_such_image",
+    "no_such_volume",
     "not_allowed_message",
+    "own_repository",
     "owned_filters",
     "owner_labels",
     "owns",
     "parse_request",
+    "pull_line",
+    "pull_reference",
     "request_path",
     "route",
+    "stream_error",
     "version_too_old",
     "visible_image",
     "visible_image_by",
+    "volume_view",
     "waits",
     "with_query",
 ]

@@ -26,6 +26,14 @@ DATA_TARGET = "/data"
 #: The most bytes of environment and command a create may carry.
 MAX_ARGUMENTS = 1024
 _PORT = re.compile(r"^(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp|sctp))?\Z")
+#: A network, volume or alias name as the caller gives it (Docker's characters; ds01's
+#: suffix ``._.`` is added by ds01, never given).
+_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+#: Network modes that are not a network of the caller's (refused by the hardening).
+_NOT_A_NETWORK = frozenset({"host", "none", "default", "bridge"})
+#: The most network aliases, and named volumes, one create may ask for.
+MAX_ALIASES = 8
+MAX_VOLUMES = 8
 
 #: Hardening refusals, by HostConfig field: why each is refused.
 HARDENING = {
@@ -81,10 +89,11 @@ class CreateRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class DockerCreate:
-    """What a Docker create asks of ds01 (sizes in bytes, ``None``: ds01's default)."""
+class RunOptions:
+    """What a create through the Docker API door sets beyond a ``container-create``: the
+    client's command, environment, terminal, working directory and labels (none of them
+    ds01's own: :func:`read_create` refused those)."""
 
-    image: str
     command: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -92,6 +101,33 @@ class DockerCreate:
     stdin_open: bool = False
     working_dir: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    auto_remove: bool = False
+    #: More names the owner's other containers reach it by (compose's service names).
+    aliases: tuple[str, ...] = ()
+    #: Named volumes of the owner's: (volume, target); read as the caller names them, the
+    #: door passes on their Docker names.
+    volumes: tuple[tuple[str, str], ...] = ()
+
+
+def is_object_name(name: str) -> bool:
+    """Whether ``name`` may name a network, volume or alias of the caller's."""
+    return _OBJECT_NAME.match(name) is not None and L.CONTAINER_NAME_SEPARATOR not in name
+
+
+def is_network_name(mode: object) -> bool:
+    """Whether a ``NetworkMode`` names a network of the caller's (any name they choose:
+    ds01 reads every one as their own network), not the host's or another container's."""
+    return isinstance(mode, str) and mode not in _NOT_A_NETWORK and is_object_name(mode)
+
+
+@dataclass(frozen=True)
+class DockerCreate:
+    """What a Docker create asks of ds01 (sizes in bytes, ``None``: ds01's default):
+    what ds01's creation path decides on (image, GPUs, limits, ports, directories), and
+    the client's own ``run`` options, passed through as they are."""
+
+    image: str
+    run: RunOptions = RunOptions()
     gpus: int = 0
     cpus: float | None = None
     memory_bytes: int | None = None
@@ -99,17 +135,16 @@ class DockerCreate:
     ports: tuple[tuple[int, int | None], ...] = ()
     workspace: str | None = None
     data: str | None = None
-    auto_remove: bool = False
 
 
-def _empty(value: Any) -> bool:
+def unset(value: Any) -> bool:
     """Whether a field holds Docker's "not set" (what the CLI sends for a flag not given)."""
     if value in (None, "", 0, False):
         return True
     if isinstance(value, list):
-        return all(_empty(v) for v in value)
+        return all(unset(v) for v in value)
     if isinstance(value, dict):
-        return all(_empty(v) for v in value.values())
+        return all(unset(v) for v in value.values())
     return False
 
 
@@ -141,25 +176,26 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
     if not isinstance(body, dict) or not body:
         raise CreateRefused("A container create needs a JSON object body (Image, …).", 400)
     for key, value in body.items():
-        if key not in _CONFIG_READ and not _empty(value):
+        if key not in _CONFIG_READ and not unset(value):
             raise CreateRefused(f"ds01 does not allow {key} in a create.")
     image = body.get("Image")
     if not isinstance(image, str) or not image:
         raise CreateRefused("A container create needs an Image.", 400)
     _check_user(body.get("User"), uid=uid, gid=gid, user=user)
-    if body.get("Volumes"):  # {"/data": {}}: an anonymous volume, though its value is empty
-        raise CreateRefused(
-            "Anonymous volumes are not allowed: mount your own directory at /workspace or "
-            "/data (-v DIR:/workspace)."
-        )
-    networking = body.get("NetworkingConfig") or {}
-    if not isinstance(networking, dict) or networking.get("EndpointsConfig"):
-        raise CreateRefused(HARDENING["NetworkMode"] + ".")
     host = body.get("HostConfig")
     host = {} if host is None else host
     if not isinstance(host, dict):
         raise CreateRefused("HostConfig must be an object.", 400)
-    mounts = _host_checks(host)
+    mounts, volumes = _host_checks(host)
+    # {"/data": {}}: a volume at /data; one that no bind or named volume fills is anonymous.
+    declared = body.get("Volumes") or {}
+    filled = set(mounts) | {target for _, target in volumes}
+    if not isinstance(declared, dict) or {str(t).rstrip("/") or "/" for t in declared} - filled:
+        raise CreateRefused(
+            "Anonymous volumes are not allowed: mount your own directory at /workspace or "
+            "/data (-v DIR:/workspace), or a named volume of yours (-v NAME:/path)."
+        )
+    aliases = _aliases(body.get("NetworkingConfig"))
     env = _strings(body.get("Env"), "Env") or ()
     pairs = tuple((e.partition("=")[0], e.partition("=")[2]) for e in env)
     for name, _ in pairs:
@@ -178,13 +214,18 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
         raise CreateRefused("WorkingDir must be a string.", 400)
     return DockerCreate(
         image=image,
-        command=_strings(body.get("Cmd"), "Cmd"),
-        entrypoint=_strings(body.get("Entrypoint"), "Entrypoint"),
-        env=pairs,
-        tty=bool(body.get("Tty")),
-        stdin_open=bool(body.get("OpenStdin")),
-        working_dir=working_dir,
-        labels=tuple(sorted(labels.items())),
+        run=RunOptions(
+            command=_strings(body.get("Cmd"), "Cmd"),
+            entrypoint=_strings(body.get("Entrypoint"), "Entrypoint"),
+            env=pairs,
+            tty=bool(body.get("Tty")),
+            stdin_open=bool(body.get("OpenStdin")),
+            working_dir=working_dir,
+            labels=tuple(sorted(labels.items())),
+            auto_remove=bool(host.get("AutoRemove")),
+            aliases=aliases,
+            volumes=volumes,
+        ),
         gpus=_gpus(host.get("DeviceRequests")),
         cpus=_int(host.get("NanoCpus") or 0, "NanoCpus") / 1e9 or None,
         memory_bytes=_int(host.get("Memory") or 0, "Memory") or None,
@@ -192,13 +233,12 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
         ports=_ports(host.get("PortBindings")),
         workspace=mounts.get(WORKSPACE_TARGET),
         data=mounts.get(DATA_TARGET),
-        auto_remove=bool(host.get("AutoRemove")),
     )
 
 
 def _check_user(value: Any, *, uid: int, gid: int, user: str) -> None:
     """Containers run as their owner: ``User`` may only name the caller."""
-    if _empty(value):
+    if unset(value):
         return
     if value in (user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
         return
@@ -207,11 +247,45 @@ def _check_user(value: Any, *, uid: int, gid: int, user: str) -> None:
     )
 
 
-def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
+def _aliases(networking: Any) -> tuple[str, ...]:
+    """The aliases of the one network endpoint a create may name (any network name: ds01
+    reads it as the caller's own network); addresses, links and driver options refused."""
+    if networking is None:
+        return ()
+    if not isinstance(networking, dict):
+        raise CreateRefused("NetworkingConfig must be an object.", 400)
+    endpoints = networking.get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict) or len(endpoints) > 1:
+        raise CreateRefused("A container is on one network: your own.")
+    for name, endpoint in endpoints.items():
+        if not is_network_name(name):
+            raise CreateRefused(HARDENING["NetworkMode"] + ".")
+        endpoint = endpoint or {}
+        if not isinstance(endpoint, dict):
+            raise CreateRefused("An endpoint must be an object.", 400)
+        extra = sorted(k for k, v in endpoint.items() if k != "Aliases" and not unset(v))
+        if extra:
+            raise CreateRefused(
+                f"ds01 does not allow {', '.join(extra)[:80]} in a network endpoint: only "
+                "aliases (addresses, links and driver options are ds01's)."
+            )
+        aliases = _strings(endpoint.get("Aliases"), "Aliases") or ()
+        if len(aliases) > MAX_ALIASES or not all(is_object_name(a) for a in aliases):
+            raise CreateRefused(
+                f"Aliases must be at most {MAX_ALIASES} names of letters, digits, '_', '.' "
+                "or '-'.",
+                400,
+            )
+        return aliases
+    return ()
+
+
+def _host_checks(host: Mapping[str, Any]) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
     """Refuse what the hardening forbids and what ds01 cannot honour; return the caller's
-    directories by target (``/workspace``, ``/data``)."""
+    directories by target (``/workspace``, ``/data``) and their named volumes."""
     for key, value in host.items():
-        if key == "NetworkMode" and value in ("", "default", "bridge", None):
+        if key == "NetworkMode" and (value in ("", "default", "bridge", None)
+                                     or is_network_name(value)):  # fmt: skip
             continue
         if key == "MemorySwappiness" and value in (None, -1):
             continue
@@ -219,7 +293,7 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
             continue
         # MaskedPaths and ReadonlyPaths: [] is not "unset" but "unmask everything"
         # (--security-opt systempaths=unconfined); only null keeps Docker's masks.
-        if _empty(value) and not (key in _NULL_ONLY and value is not None):
+        if unset(value) and not (key in _NULL_ONLY and value is not None):
             continue
         if key in HARDENING:
             raise CreateRefused(f"ds01: {HARDENING[key]} ({key}).")
@@ -227,7 +301,7 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
     restart = host.get("RestartPolicy") or {}
     if restart.get("Name") not in (None, "", "no"):
         raise CreateRefused("Restart policies are not allowed: ds01 starts and stops containers.")
-    if not _empty((host.get("LogConfig") or {}).get("Type")):
+    if not unset((host.get("LogConfig") or {}).get("Type")):
         raise CreateRefused("Another logging driver is not allowed.")
     swap = host.get("MemorySwap") or 0
     if swap not in (0, -1) and swap != host.get("Memory"):
@@ -237,24 +311,26 @@ def _host_checks(host: Mapping[str, Any]) -> dict[str, str]:
     return _mounts(host.get("Binds"), host.get("Mounts"))
 
 
-def _mounts(binds: Any, mounts: Any) -> dict[str, str]:
+def _mounts(binds: Any, mounts: Any) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """The caller's directories by target, and their named volumes (name, target)."""
     found: dict[str, str] = {}
+    volumes: list[tuple[str, str]] = []
 
     def add(source: str, target: str, options: str) -> None:
         target = target.rstrip("/") or "/"
+        if options not in ("", "rw", "z", "Z"):
+            raise CreateRefused(f"Mount options {options[:40]!r} are not allowed.")
+        if target in found or target in (t for _, t in volumes):
+            raise CreateRefused(f"Two mounts at {target[:80]}.", 400)
+        if not source.startswith("/"):
+            _volume(source, target)
+            volumes.append((source, target))
+            return
         if target not in (WORKSPACE_TARGET, DATA_TARGET):
             raise CreateRefused(
                 f"Only your own directories at /workspace and /data may be mounted, not at "
                 f"{target[:80]!r}."
             )
-        if options not in ("", "rw", "z", "Z"):
-            raise CreateRefused(f"Mount options {options[:40]!r} are not allowed.")
-        if not source.startswith("/"):
-            raise CreateRefused(
-                f"Named volume {source[:80]!r} is not allowed: mount a directory of yours."
-            )
-        if target in found:
-            raise CreateRefused(f"Two mounts at {target}.", 400)
         found[target] = source
 
     for bind in _strings(binds, "Binds") or ():
@@ -265,25 +341,42 @@ def _mounts(binds: Any, mounts: Any) -> dict[str, str]:
     if mounts is not None and not isinstance(mounts, list):
         raise CreateRefused("Mounts must be a list.", 400)
     for mount in mounts or []:
-        if not isinstance(mount, dict) or mount.get("Type") != "bind":
-            raise CreateRefused("Only bind mounts of your own directories are allowed.")
-        extra = set(mount) - {"Type", "Source", "Target", "ReadOnly", "Consistency"}
-        if extra or mount.get("ReadOnly"):
-            raise CreateRefused(f"Mount settings {sorted(extra) or ['ReadOnly']} not allowed.")
+        kind = mount.get("Type") if isinstance(mount, dict) else None
+        if kind not in ("bind", "volume"):
+            raise CreateRefused("Only your own directories and named volumes may be mounted.")
+        assert isinstance(mount, dict)
+        extra = {k for k, v in mount.items() if not unset(v)} - {"Type", "Source", "Target",
+                                                                  "Consistency"}  # fmt: skip
+        if extra:
+            raise CreateRefused(f"Mount settings {sorted(extra)} are not allowed.")
         add(str(mount.get("Source") or ""), str(mount.get("Target") or ""), "")
-    return found
+    if len(volumes) > MAX_VOLUMES:
+        raise CreateRefused(f"At most {MAX_VOLUMES} named volumes per container.")
+    return found, tuple(volumes)
+
+
+def _volume(name: str, target: str) -> None:
+    """Refuse a named volume ds01 cannot mount: a name not one, a target that is not a
+    path, or ds01's own ``/workspace``."""
+    if not is_object_name(name):
+        raise CreateRefused(
+            f"Volume {name[:80]!r} is not a volume name (letters, digits, '_', '.', '-'), nor a "
+            "directory of yours."
+        )
+    if not target.startswith("/") or target == "/" or target == WORKSPACE_TARGET:
+        raise CreateRefused(f"A named volume cannot be mounted at {target[:80]!r}.")
 
 
 def _gpus(requests: Any) -> int:
     """The whole GPUs ``--gpus N`` (``DeviceRequests``) asks for."""
-    if _empty(requests):
+    if unset(requests):
         return 0
     if not isinstance(requests, list) or len(requests) != 1 or not isinstance(requests[0], dict):
         raise CreateRefused("Ask for GPUs with one --gpus N.")
     request = requests[0]
     if request.get("Driver") not in (None, "", "nvidia"):
         raise CreateRefused("Only NVIDIA GPUs (--gpus N) may be requested.")
-    if not _empty(request.get("DeviceIDs")):
+    if not unset(request.get("DeviceIDs")):
         raise CreateRefused(
             "Choosing GPUs by id (--gpus device=…) is not supported through ds01's Docker "
             "socket yet: ask for a number (--gpus N), and ds01 picks free ones."
@@ -319,5 +412,6 @@ def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
     return tuple(ports)
 
 
-__all__ = ["DATA_TARGET", "HARDENING", "WORKSPACE_TARGET", "CreateRefused", "DockerCreate",
-           "read_create"]  # fmt: skip
+__all__ = ["DATA_TARGET", "HARDENING", "MAX_ALIASES", "MAX_VOLUMES", "WORKSPACE_TARGET",
+           "CreateRefused", "DockerCreate", "RunOptions", "is_network_name", "is_object_name",
+           "read_create", "unset"]  # fmt: skip

@@ -156,6 +156,13 @@ class ContainerOps:
         info = container_info(record).model_copy(update={"status": "removed"})
         return api.RetireResult(container=info, kept_image=kept)
 
+    def commit(self, caller: Caller, name: str, keep_as: str) -> str:
+        """Commit the caller's container ``name`` as ``keep_as`` (``NAME[:TAG]``) into its
+        owner's namespace, labelled theirs (``docker commit`` through the Docker API door);
+        the image's reference. Refused as ``retire --keep-as`` refuses its name."""
+        record = self.gates.access.target(caller, name, None, "commit")
+        return self._keep_as_image(caller, record, keep_as)
+
     def _keep_as_image(self, caller: Caller, record: ContainerRecord, keep_as: str) -> str:
         """Commit ``record`` into its owner's namespace, labelled theirs, its ds01 labels
         emptied (an image claims nothing of a container's)."""

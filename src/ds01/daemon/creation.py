@@ -42,6 +42,7 @@ from ds01.core.container_resources import (
     resources_for,
     stop_signal,
 )
+from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
 from ds01.daemon import slurm_jobs
 from ds01.daemon.access import Access, devices_details
@@ -56,7 +57,7 @@ from ds01.daemon.launch import (
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage, RunOptions
+from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reservations import allocate_honouring
 from ds01.daemon.views import allocation_state, jupyter_port_of
@@ -492,7 +493,11 @@ class Creation:
         try:
             network = ctx.networks.ensure(owner.uid)  # guarded before anything is on it
             container_id = ctx.runtime.create(
-                replace(spec, network=network, network_aliases=(prepared.name,))
+                replace(
+                    spec,
+                    network=network,
+                    network_aliases=(prepared.name, *(prepared.run or RunOptions()).aliases),
+                )
             )
             ctx.ledger.refresh(container_id)  # the next decision sees its devices
             ctx.accounts.write(
@@ -721,6 +726,7 @@ class Creation:
                 **dict(prepared.hub_environment),
             },
             mounts=tuple(mounts),
+            volumes=run.volumes,
             # A Slurm job's container lives in the job's cgroup: Slurm's limits hold it.
             cgroup_parent=prepared.slurm_cgroup
             or cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),

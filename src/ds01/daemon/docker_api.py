@@ -27,19 +27,40 @@ first, then Docker's own resolution applies (name, id, id prefix).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import io
 import json
 import logging
 import re
 import secrets
+import socket
+import tarfile
+import threading
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from ds01.core import docker_api as decide
-from ds01.core.docker_create import CreateRefused, read_create
+from ds01.core.docker_archive import (
+    MAX_ARCHIVE_BYTES,
+    ArchiveRefused,
+    Owner,
+    ReadableMembers,
+)
+from ds01.core.docker_create import (
+    CreateRefused,
+    is_network_name,
+    is_object_name,
+    read_create,
+    unset,
+)
+from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
@@ -52,7 +73,8 @@ from ds01.daemon.connections import (
     listening_socket,
 )
 from ds01.daemon.identity import Caller
-from ds01.daemon.prepared import Created, RunOptions
+from ds01.daemon.networks import network_name
+from ds01.daemon.prepared import Created
 from ds01.daemon.service import Ds01Service
 from ds01.errors import (
     DockerUnavailable,
@@ -61,16 +83,32 @@ from ds01.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
+    QuotaExceeded,
 )
 from ds01.model import labels as L
+from ds01.runtime.archive_rewrite import (
+    BodyError,
+    RequestBody,
+    filter_archive,
+    rewrite_archive,
+)
+from ds01.runtime.build_context import MAX_CONTEXT_BYTES
 from ds01.runtime.engine_proxy import EngineProxy
+from ds01.runtime.volume_root import give_volume_root
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: A container's full id.
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
+#: How long, and how much, a refused request's streamed body is read away (see
+#: ``_DoorExchange.answer``).
+_READ_AWAY_S = 10.0
+_READ_AWAY_BYTES = 256 * 1024**2
+#: Where copies into containers are spooled, below the state directory (unlinked files).
+ARCHIVE_SPOOL_DIR = "archives"
 
 
 class _Answered(Exception):
@@ -92,6 +130,8 @@ class DockerApiServer:
         self.service = service
         self.socket_path = socket_path
         self.engine = engine or EngineProxy()
+        # Counting a user's volumes and making one happen together (the per-user cap).
+        self.volume_lock = threading.Lock()
         clear_stale_socket(socket_path)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         listener = listening_socket(str(socket_path))
@@ -137,8 +177,34 @@ class _DoorExchange:
         self.sock = exchange.sock
         self.caller: Caller | None = None
         self.what = exchange.request_line  # for the audit log, until the request is read
+        self.body_pending = False  # a streamed body not read to its end
 
     def answer(self) -> None:
+        """Answer the exchange (``_Answered`` when done); a streamed body the answer came
+        before is read away first, so that a client still sending it reads the answer
+        instead of a broken pipe."""
+        try:
+            self._answer()
+        except _Answered:
+            if self.body_pending:
+                self._read_away()
+            raise
+
+    def _read_away(self) -> None:
+        """Read and drop what the client still sends, for at most ``_READ_AWAY_S`` and
+        ``_READ_AWAY_BYTES``, then stop (the connection closes after it either way)."""
+        deadline = time.monotonic() + _READ_AWAY_S
+        left = _READ_AWAY_BYTES
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)  # the answer is whole
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(wait)
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                left -= len(data)
+
+    def _answer(self) -> None:
         try:
             # Identity is fixed for the whole connection by the kernel (read at accept).
             self.caller = self.service.caller(self.exchange.creds)
@@ -149,7 +215,18 @@ class _DoorExchange:
         except decide.BadRequest as exc:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         self.what = f"{request.method} {request.path[:120]}"
-        body = self._body(request)
+        routed = decide.route(request.method, request.path)
+        # A copy into a container and a build context stream their bodies.
+        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
+            "archive_put",
+            "build",
+        )
+        # Chunked or longer than the connection reader reads: still on the socket.
+        length = request.headers.get("Content-Length") or "0"
+        self.body_pending = streamed and (
+            request.chunked or not length.isdigit() or int(length) > MAX_BODY_BYTES
+        )
+        body = b"" if streamed else self._body(request)
         if decide.version_too_old(request.version):
             low = ".".join(str(n) for n in decide.MIN_API_VERSION)
             self._refuse(
@@ -157,7 +234,6 @@ class _DoorExchange:
                 f"client version {request.version} is too old. Minimum supported API "
                 f"version is {low}, please upgrade your client to a newer version",
             )
-        routed = decide.route(request.method, request.path)
         if isinstance(routed, decide.Refused):
             self._refuse(routed.status, routed.message)
         try:
@@ -210,6 +286,31 @@ class _DoorExchange:
             self._image(request, ref)
         elif kind == "create":
             self._create(request, body)
+        elif kind == "archive_put":
+            self._archive_put(request, ref)
+        elif kind == "archive_get":
+            self._archive_get(request, ref)
+        elif kind == "commit":
+            self._commit(request, body)
+        elif kind == "image_tag":
+            self._tag(request, ref)
+        elif kind == "image_remove":
+            self._remove_image(request, ref)
+        elif kind == "pull":
+            self._pull(request)
+        elif kind == "build":
+            self._build(request)
+        elif kind == "info":
+            self._info()
+        elif kind.startswith("network"):
+            self._network(request, kind, ref, body)
+        elif kind.startswith("volume"):
+            self._volume(request, kind, ref, body)
+            target = decide.request_path(request, f"/volumes/{quote(self._volume_name(ref))}")
+        elif kind == "update":
+            info = self._own_container_info(ref)
+            body = self._checked_update(info, body)
+            target = self._container_target(request, "/containers/", ref, str(info["Id"]))
         elif kind in ("start", "stop", "restart", "remove"):
             self._operate(request, kind, self._own_container(ref)[1])
         elif kind == "exec_create":
@@ -234,17 +335,25 @@ class _DoorExchange:
             follow=decide.waits(request),
         )
 
-    def _container_target(self, request: decide.DockerRequest, prefix: str, ref: str) -> str:
-        """The request's target with the caller's container ``ref`` as its full id, so that
-        dockerd acts on the container that was checked."""
-        full_id = self._own_container(ref)[0]
+    def _container_target(
+        self, request: decide.DockerRequest, prefix: str, ref: str, full_id: str | None = None
+    ) -> str:
+        """The request's target with the caller's container ``ref`` as its full id (looked
+        up unless given), so that dockerd acts on the container that was checked."""
+        full_id = full_id or self._own_container(ref)[0]
         path = request.path.replace(f"{prefix}{ref}", f"{prefix}{full_id}", 1)
         return decide.request_path(request, path) + _query_of(request)
 
     def _own_container(self, ref: str) -> tuple[str, str]:
-        """The full id and Docker name of the caller's container ``ref`` names (their name
-        for it first, then Docker's resolution); another user's, or none, is Docker's "No
-        such container"."""
+        """The full id and Docker name of the caller's container ``ref`` names
+        (:meth:`_own_container_info`)."""
+        info = self._own_container_info(ref)
+        return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
+
+    def _own_container_info(self, ref: str) -> dict[str, Any]:
+        """dockerd's inspection of the caller's container ``ref`` names (their name for
+        it first, then Docker's resolution); another user's, or none, is Docker's "No such
+        container"."""
         assert self.caller is not None
         uid = self.caller.uid
         # A Docker name or a full id (what the docker CLI sends after a create) needs no
@@ -258,7 +367,7 @@ class _DoorExchange:
             if status == 200 and isinstance(info, dict):
                 config = info.get("Config") or {}
                 if decide.owns(config.get("Labels"), uid):
-                    return str(info["Id"]), str(info.get("Name", "")).lstrip("/")
+                    return info
         raise NotFound(decide.no_such_container(ref))
 
     def _own_exec(self, exec_id: str) -> None:
@@ -283,6 +392,23 @@ class _DoorExchange:
             raise InvalidInput(f"ds01 could not read this exec: {exc}.") from exc
         except PermissionError as exc:
             raise PermissionDenied(str(exc)) from exc
+
+    def _checked_update(self, info: dict[str, Any], body: bytes) -> bytes:
+        """An update as dockerd gets it: limits at most those the container was made with
+        (its ds01 labels), re-encoded from what the check read."""
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        cpus = L.cpus_of(labels)
+        try:
+            update = decide.check_update(
+                _json(body),
+                memory_bytes=L.size_of(labels, L.MEMORY_BYTES) or 0,
+                nano_cpus=round(cpus * 1e9) if cpus else 0,
+            )
+        except decide.BadRequest as exc:
+            raise InvalidInput(f"ds01 could not read this update: {exc}.") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        return json.dumps(update).encode()
 
     def _create(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
         """A create through ds01's creation path (quotas, allocator, hardening, labels,
@@ -311,15 +437,13 @@ class _DoorExchange:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
-        run = RunOptions(
-            command=wanted.command,
-            entrypoint=wanted.entrypoint,
-            env=wanted.env,
-            tty=wanted.tty,
-            stdin_open=wanted.stdin_open,
-            working_dir=wanted.working_dir,
-            labels=wanted.labels,
-            auto_remove=wanted.auto_remove,
+        # Named volumes are the caller's own, made when missing (as dockerd makes them).
+        run = dataclasses.replace(
+            wanted.run,
+            volumes=tuple(
+                (str(self._own_volume(name, create={})["Name"]), target)
+                for name, target in wanted.run.volumes
+            ),
         )
         try:
             created = self.service.create(self.caller, create, run)
@@ -349,18 +473,328 @@ class _DoorExchange:
             service.remove(caller, docker_name, force=request.flag("force"))
         self._send_empty(204)
 
-    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
-        """An image's inspection, when the caller may see the image."""
+    def _archive_put(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker cp`` into the caller's container: the client's tar written again
+        (``ds01.core.docker_archive``: the caller's ownership, no set-id bits, no extended
+        attributes, no device nodes) and spooled; only once every member passed does it
+        go to dockerd, so a refused copy changes nothing."""
+        assert self.caller is not None
+        target = self._container_target(request, "/containers/", ref)
+        try:
+            source = self._streamed_body(request)
+            spool, size = rewrite_archive(
+                source, self._owner(), self._spool_dir(), MAX_ARCHIVE_BYTES
+            )
+            self.body_pending = False
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this copy: {exc}.")
+        with spool:
+            self._claim()
+            self.server.engine.forward(
+                self.sock, request.method, target, request.headers, (spool, size)
+            )
+        raise _Answered
+
+    def _archive_get(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker cp`` out of (or ``export`` of) the caller's container: dockerd reads it
+        as root, so its tar comes back without what the container's user could not read
+        (``ReadableMembers``)."""
+        assert self.caller is not None
+        target = self._container_target(request, "/containers/", ref)
+        readable = ReadableMembers(self.caller.uid, self.caller.user.gid)
+        self._claim()
+        try:
+            self.server.engine.forward_transformed(
+                self.sock,
+                target,
+                request.headers,
+                lambda source, sink: filter_archive(source, sink, readable),
+                keep=("X-Docker-Container-Path-Stat",),
+            )
+        except tarfile.TarError as exc:  # the client's tar is cut short: it sees an error
+            log.warning("a copy out of %s was cut short: %s", ref[:80], exc)
+        raise _Answered
+
+    def _streamed_body(self, request: decide.DockerRequest) -> IO[bytes]:
+        """A body the connection reader left on the socket (chunked, or longer than it
+        reads), or the one it read."""
+        if request.chunked:
+            self._continue(request)
+            return io.BufferedReader(RequestBody(self.sock, self.exchange.read_ahead, None))
+        text = request.headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()):
+            self._refuse(400, f"Invalid Content-Length {text[:40]!r}.")
+        length = int(text)
+        if length <= MAX_BODY_BYTES:
+            start = request.head_bytes
+            return io.BytesIO(self.exchange.data[start : start + length])
+        self._continue(request)
+        return io.BufferedReader(RequestBody(self.sock, self.exchange.read_ahead, length))
+
+    def _continue(self, request: decide.DockerRequest) -> None:
+        """Tell a client that waits for it (``Expect: 100-continue``) to send its body."""
+        if (request.headers.get("Expect") or "").lower() == "100-continue":
+            with contextlib.suppress(OSError):
+                self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _own_repository(self, repository: str) -> str:
+        """The image name in ``repository`` when it lies in the caller's namespace."""
+        assert self.caller is not None
+        try:
+            return decide.own_repository(repository, self.caller.name, self.caller.uid)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+    def _commit(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
+        """``docker commit`` of the caller's container into their namespace, labelled
+        theirs, the container's ds01 labels emptied (``retire --keep-as``'s commit); 201
+        with the image's id. No ``--change`` and no config: an image claims nothing."""
+        assert self.caller is not None
+        docker_name = self._own_container(request.query_value("container") or "-")[1]
+        if request.query_value("changes") or not unset(_json(body)):
+            self._refuse(
+                403, "docker commit --change (and a config) is not allowed: ds01 labels the "
+                "image yours and nothing else; use image-build for more."
+            )
+        name = self._own_repository(request.query_value("repo") or "")
+        tag = request.query_value("tag") or None
+        reference = self.service.commit(self.caller, docker_name, f"{name}:{tag}" if tag else name)
+        status, info = self.server.engine.json("GET", f"/images/{quote(reference, safe='/:')}/json")
+        image_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else reference
+        self._send(201, json.dumps({"Id": image_id}).encode())
+
+    def _tag(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker tag`` of the caller's own image into their namespace."""
+        assert self.caller is not None
+        name = self._own_repository(request.query_value("repo") or "")
+        images.tag(self.service, self.caller, ref, name, request.query_value("tag") or None)
+        self._send_empty(201)
+
+    def _remove_image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """``docker rmi`` of the caller's own image (``image-remove``'s rules: not while a
+        container uses it); one they may not see is Docker's "No such image"."""
+        assert self.caller is not None
+        self._visible_image(request, ref)
+        removed = images.remove(self.service, self.caller, ref)
+        self._send(200, json.dumps([{"Untagged": removed.image}]).encode())
+
+    def _visible_image(self, request: decide.DockerRequest, ref: str) -> dict[str, object]:
+        """The inspection of an image the caller may see, as they may see it; any other is
+        Docker's "No such image"."""
         assert self.caller is not None
         status, info = self.server.engine.json(
             "GET", decide.request_path(request, f"/images/{quote(ref, safe='/:@')}/json")
         )
-        images = self.service.config().images
+        images_config = self.service.config().images
         if status == 200 and isinstance(info, dict):
-            shown = decide.visible_image_by(ref, info, self.caller.name, images.allows_reference)
+            shown = decide.visible_image_by(
+                ref, info, self.caller.name, images_config.allows_reference
+            )
             if shown is not None:
-                self._send(200, json.dumps(shown).encode())
+                return shown
         raise NotFound(decide.no_such_image(ref))
+
+    def _pull(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker pull`` as ``image-pull`` does it (only what the image policy allows,
+        audited, one job per user's pull), its progress streamed as Docker streams it."""
+        assert self.caller is not None
+        try:
+            reference = decide.pull_reference(request)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        job = images.start_pull(self.service, self.caller, api.ImagePullRequest(image=reference))
+        with contextlib.suppress(OSError):
+            job = self._follow_job(job, decide.pull_line)
+            message = job.message or f"Pulling {reference} ended."
+            ended = decide.stream_error if job.state != "succeeded" else decide.pull_line
+            self.sock.sendall(ended(message))
+        raise _Answered
+
+    def _build(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker build`` (the classic builder) as ``image-build`` does it, from the
+        context the client sends (written again as a copy is: the caller's files, no set-id
+        bits, no device nodes), its output streamed as Docker streams it."""
+        assert self.caller is not None
+        user = self.caller.user
+        try:
+            options = decide.build_options(request, user.name, user.uid)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        try:
+            spool, _ = rewrite_archive(
+                self._streamed_body(request), self._owner(), self._spool_dir(), MAX_CONTEXT_BYTES
+            )
+            self.body_pending = False
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this build context: {exc}.")
+        build = api.ImageBuildRequest(
+            name=options.name,
+            context="the context docker build sent",
+            dockerfile=options.dockerfile,
+            tag=options.tag,
+            pull=options.pull,
+            no_cache=options.no_cache,
+        )
+        job = images.start_archive_build(self.service, self.caller, spool, build)
+        with contextlib.suppress(OSError):
+            job = self._follow_job(job, decide.build_line)
+            if job.state != "succeeded" or not job.image_id:
+                self.sock.sendall(decide.stream_error(job.message or "The build failed."))
+                raise _Answered
+            short = job.image_id.removeprefix("sha256:")[:12]
+            self.sock.sendall(
+                json.dumps({"aux": {"ID": job.image_id}}).encode() + b"\r\n"
+                + decide.build_line(f"Successfully built {short}")
+                + decide.build_line(f"Successfully tagged {job.image}")
+            )  # fmt: skip
+        raise _Answered
+
+    def _follow_job(
+        self, job: api.ImageJobInfo, line: Callable[[str], bytes]
+    ) -> api.ImageJobInfo:
+        """Answer 200 and stream an image job's output as it comes (``line``: one line as
+        Docker's JSON) until it ends; the job as it ended."""
+        assert self.caller is not None
+        self._claim()
+        self.sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        )
+        since = 0
+        while job.state == "running":
+            job = images.follow(self.service, self.caller, job.kind, job.id, 30.0, str(since))
+            self.sock.sendall(b"".join(line(text) for text in job.lines))
+            since = job.next
+        return job
+
+    def _owner(self) -> Owner:
+        """Whose the files of a copy or a build context become: the caller's."""
+        assert self.caller is not None
+        user = self.caller.user
+        return Owner(user.uid, user.gid, user.name, user.groups[0] if user.groups else "")
+
+    def _spool_dir(self) -> Path:
+        spool_dir = self.service.paths.state_dir / ARCHIVE_SPOOL_DIR
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        return spool_dir
+
+    def _info(self) -> NoReturn:
+        """The engine's ``/info`` as the caller may see it (``decide.info_view``)."""
+        assert self.caller is not None
+        status, info = self.server.engine.json("GET", "/info")
+        if status != 200 or not isinstance(info, dict):
+            self._error(502, "Docker did not describe itself; tell an admin.")
+        filters = json.dumps({"label": decide.owner_labels(self.caller.uid)})
+        listed = self.server.engine.json("GET", f"/containers/json?all=1&filters={quote(filters)}")
+        states = [str(c.get("State", "")) for c in listed[1] or [] if isinstance(c, dict)]
+        self._send(200, json.dumps(decide.info_view(info, states)).encode())
+
+    # -- networks and volumes ------------------------------------------------------------------
+
+    def _network(self, request: decide.DockerRequest, kind: str, ref: str, body: bytes) -> NoReturn:
+        """Every network name the caller uses means their own network (``ds01-u<uid>``, on
+        which ds01 puts all their containers, isolated from other users'): a create makes
+        nothing, an inspection shows their network under that name, a removal, connect or
+        disconnect changes nothing (a connect's container must be theirs)."""
+        assert self.caller is not None
+        real = network_name(self.caller.uid)
+        status, info = self.server.engine.json("GET", f"/networks/{real}")
+        exists = status == 200 and isinstance(info, dict)
+        net_id = str(info["Id"]) if exists else hashlib.sha256(real.encode()).hexdigest()
+        subnet = list((info.get("IPAM") or {}).get("Config") or []) if exists else []
+        if kind == "networks":
+            shown = [decide.network_view(real, net_id, subnet)] if exists else []
+            self._send(200, json.dumps(shown).encode())
+        if kind == "network_create":
+            _checked(decide.check_network_create, _json(body))
+            self._send(201, json.dumps({"Id": net_id, "Warning": ""}).encode())
+        if not is_network_name(ref):
+            raise NotFound(f"network {ref} not found")
+        if kind == "network_connect":
+            fields = _json(body)
+            container = fields.get("Container") if isinstance(fields, dict) else None
+            self._own_container(str(container or "-"))
+            self._send_empty(200)
+        if request.method == "DELETE":
+            self._send_empty(204)
+        self._send(200, json.dumps(decide.network_view(ref, net_id, subnet)).encode())
+
+    def _volume(self, request: decide.DockerRequest, kind: str, ref: str, body: bytes) -> None:
+        """The caller's named volumes: listed, inspected and created under their names
+        (Docker's is ``NAME._.<uid>``, labelled theirs, at most ``MAX_USER_VOLUMES``);
+        returns only for a removal of one of theirs, which dockerd then does."""
+        if kind == "volumes":
+            shown = [
+                decide.volume_view(v, _user_name(str(v.get("Name", ""))))
+                for v in self._own_volumes()
+            ]
+            self._send(200, json.dumps({"Volumes": shown, "Warnings": []}).encode())
+        if kind == "volume_create":
+            name, labels = _checked(decide.check_volume_create, _json(body))
+            name = name or secrets.token_hex(32)  # Docker's own name for an anonymous one
+            volume = self._own_volume(name, create=labels)
+            self._send(201, json.dumps(decide.volume_view(volume, name)).encode())
+        volume = self._own_volume(ref)
+        if request.method != "DELETE":
+            self._send(200, json.dumps(decide.volume_view(volume, ref)).encode())
+
+    def _volume_name(self, name: str) -> str:
+        assert self.caller is not None
+        return L.container_name(name, self.caller.uid)
+
+    def _own_volumes(self) -> list[dict[str, Any]]:
+        assert self.caller is not None
+        uid = self.caller.uid
+        filters = json.dumps({"label": decide.owner_labels(uid)})
+        listed = self.server.engine.json("GET", f"/volumes?filters={quote(filters)}")[1]
+        volumes = listed.get("Volumes") if isinstance(listed, dict) else None
+        return [
+            v for v in volumes or [] if isinstance(v, dict) and decide.owns(v.get("Labels"), uid)
+        ]
+
+    def _own_volume(self, name: str, create: dict[str, str] | None = None) -> dict[str, Any]:
+        """dockerd's inspection of the caller's volume ``name``; made first (labelled
+        theirs, its root given to them) when ``create`` (the client's labels) is given;
+        otherwise Docker's "no such volume"."""
+        assert self.caller is not None
+        user = self.caller.user
+        if not is_object_name(name):
+            raise NotFound(decide.no_such_volume(name))
+        docker_name = self._volume_name(name)
+        status, info = self.server.engine.json("GET", f"/volumes/{quote(docker_name)}")
+        if status == 200 and isinstance(info, dict) and decide.owns(info.get("Labels"), user.uid):
+            return info
+        if create is None or status == 200:  # someone else's under that name: not touched
+            raise NotFound(decide.no_such_volume(name))
+        labels = {**create, L.MANAGED: "true", L.UID: str(user.uid), L.USER: user.name}
+        with self.server.volume_lock:
+            if len(self._own_volumes()) >= decide.MAX_USER_VOLUMES:
+                raise QuotaExceeded(
+                    f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user "
+                    "may: remove one (docker volume rm NAME) first."
+                )
+            status, made = self.server.engine.json(
+                "POST",
+                "/volumes/create",
+                {"Name": docker_name, "Driver": "local", "Labels": labels},
+            )
+        if status != 201 or not isinstance(made, dict) or not decide.owns(
+            made.get("Labels"), user.uid
+        ):
+            raise NotFound(decide.no_such_volume(name))
+        volume: dict[str, Any] = made
+        give_volume_root(str(volume.get("Mountpoint", "")), user.uid, user.gid)
+        self.service.events.emit(
+            "volume.create", user=user.name, resource=f"volume/{name}", details={"via": "docker"}
+        )
+        return volume
+
+    def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
+        """An image's inspection, when the caller may see the image."""
+        self._send(200, json.dumps(self._visible_image(request, ref)).encode())
 
     def _images(self, request: decide.DockerRequest) -> NoReturn:
         assert self.caller is not None
@@ -426,6 +860,21 @@ def _json(body: bytes) -> object:
         return json.loads(body)
     except ValueError:
         raise InvalidInput("The request body is not JSON.") from None
+
+
+def _checked(check: Callable[[object], _T], body: object) -> _T:
+    """A core check of a body, its refusals as ds01's errors."""
+    try:
+        return check(body)
+    except decide.BadRequest as exc:
+        raise InvalidInput(f"ds01 could not read this request: {exc}.") from exc
+    except PermissionError as exc:
+        raise PermissionDenied(str(exc)) from exc
+
+
+def _user_name(docker_name: str) -> str:
+    """The caller's name for a volume (its Docker name without ds01's suffix)."""
+    return docker_name.rsplit(L.CONTAINER_NAME_SEPARATOR, 1)[0]
 
 
 def _query_of(request: decide.DockerRequest) -> str:

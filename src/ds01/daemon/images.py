@@ -303,8 +303,9 @@ def read_dockerfile(archive: IO[bytes], path: str, context: Path) -> str:
     archive.seek(0)
     try:
         with tarfile.open(fileobj=archive, mode="r:") as tar:
-            try:
-                member = tar.getmember(f"./{path}")
+            try:  # ds01's own archives name it ./PATH, the docker CLI's PATH
+                names = set(tar.getnames())
+                member = tar.getmember(f"./{path}" if f"./{path}" in names else path)
             except KeyError:
                 raise InvalidInput(
                     f"No Dockerfile at {context / path}. Write one (`image-create NAME` makes "
@@ -338,19 +339,74 @@ def start_build(
     """Check a build request, pack its context as the user, check its base images, and
     start it in the background. Every refusal is logged and raised."""
     resource = f"image/{request.name[:80]}"
-    jobs = jobs_of(service)
-    notes: list[str] = []
     try:
-        config = service.config()
         target = build_target(caller.name, caller.uid, request.name, request.tag)
         resource = f"image/{target.reference}"
         dockerfile = validate_dockerfile_path(request.dockerfile)
         context = _build_context(service, caller.user, request.context)
-        _check_target(service, config, caller, target)
-        jobs.check_room(caller.uid)
+        _check_target(service, service.config(), caller, target)
+        jobs_of(service).check_room(caller.uid)
         archive, warnings = context_archive(caller.user, context, _spool_dir(service))
+    except Ds01Error as exc:
+        _refused(service, caller, "image.build", resource, exc)
+        raise
+    build = _ArchiveBuild(target, dockerfile, request.pull, request.no_cache, str(context))
+    return _start_archive_build(service, caller, archive, build, warnings)
+
+
+@dataclass(frozen=True)
+class _ArchiveBuild:
+    """A build whose context is packed: where it is tagged, its Dockerfile's path in the
+    archive, its options, and the context as messages name it."""
+
+    target: BuildTarget
+    dockerfile: str
+    pull: bool
+    no_cache: bool
+    context: str
+
+
+def start_archive_build(
+    service: Ds01Service,
+    caller: Caller,
+    archive: IO[bytes],
+    request: api.ImageBuildRequest,
+) -> api.ImageJobInfo:
+    """A build of a context the client sent (``docker build`` through the Docker API door:
+    ``archive``, written again as the door writes a copy; ``request.context`` only names it
+    in messages), checked and run as :func:`start_build`'s. ``archive`` is the job's (closed
+    with it, or here on a refusal)."""
+    resource = f"image/{request.name[:80]}"
+    try:
+        target = build_target(caller.name, caller.uid, request.name, request.tag)
+        resource = f"image/{target.reference}"
+        dockerfile = validate_dockerfile_path(request.dockerfile)
+        _check_target(service, service.config(), caller, target)
+        jobs_of(service).check_room(caller.uid)
+    except Ds01Error as exc:
+        archive.close()
+        _refused(service, caller, "image.build", resource, exc)
+        raise
+    build = _ArchiveBuild(target, dockerfile, request.pull, request.no_cache, request.context)
+    return _start_archive_build(service, caller, archive, build, [])
+
+
+def _start_archive_build(
+    service: Ds01Service,
+    caller: Caller,
+    archive: IO[bytes],
+    build: _ArchiveBuild,
+    warnings: list[str],
+) -> api.ImageJobInfo:
+    """Check the base images of a packed build (short names resolved) and start it."""
+    resource = f"image/{build.target.reference}"
+    jobs = jobs_of(service)
+    notes: list[str] = []
+    dockerfile = build.dockerfile
+    try:
+        config = service.config()
         try:
-            text = read_dockerfile(archive, dockerfile, context)
+            text = read_dockerfile(archive, dockerfile, Path(build.context))
             resolved = resolve_short_names(text, config.images.image_of, parse=parse_isolated)
             for base in resolved.bases:
                 _check_base(service, config, caller, base)
@@ -369,13 +425,13 @@ def start_build(
         raise
     limits, parent = build_limits(service, caller.user)
     plan = _BuildPlan(
-        target=target,
-        context=context,
+        target=build.target,
+        context=Path(build.context),
         dockerfile=dockerfile,
         limits=limits,
         parent=parent,
-        pull=request.pull,
-        no_cache=request.no_cache,
+        pull=build.pull,
+        no_cache=build.no_cache,
         build_parent=build_slice_path(parent),
         pids=build_pids_limit(service, caller.user),
     )
@@ -384,7 +440,7 @@ def start_build(
             "build",
             caller.name,
             caller.uid,
-            target.reference,
+            build.target.reference,
             _now(service),
             lambda job: _run_build(service, caller, job, archive, plan, notes, warnings),
             limits=_limits_info(limits, plan.pids),
@@ -715,6 +771,36 @@ def cancel_build(service: Ds01Service, caller: Caller, job_id: str) -> api.Image
 # -- removal -----------------------------------------------------------------------------------
 
 
+def tag(service: Ds01Service, caller: Caller, source: str, name: str, tag: str | None) -> str:
+    """Tag the caller's own image ``source`` as ``<namespace>/<name>:<tag>`` (``docker
+    tag`` through the Docker API door); the new reference. Never a registry image's
+    reference nor another user's tag (as a build's).
+
+    Raises:
+        NotFound: ``source`` is not an image built for the caller.
+        PermissionDenied: the target is a registry image's or someone else's.
+    """
+    runtime = service.runtime
+    target = build_target(caller.name, caller.uid, name, tag)
+    try:
+        image = runtime.local_image(source)
+        if image is None or image.owner() != caller.name:
+            raise NotFound(f"No such image: {source}")
+        with _TAG_LOCK:
+            _check_target(service, service.config(), caller, target)
+            runtime.tag_image(image.id, target.repository, target.tag)
+    except Ds01Error as exc:
+        _refused(service, caller, "image.tag", f"image/{target.reference}", exc)
+        raise
+    service.events.emit(
+        "image.tag",
+        user=caller.name,
+        resource=f"image/{target.reference}",
+        details={"image_id": image.id, "source": source[:200]},
+    )
+    return target.reference
+
+
 def remove(
     service: Ds01Service, caller: Caller, reference: str, *, force: bool = False
 ) -> api.ImageRemoved:
@@ -773,6 +859,8 @@ __all__ = [
     "listing",
     "read_dockerfile",
     "remove",
+    "start_archive_build",
     "start_build",
     "start_pull",
+    "tag",
 ]

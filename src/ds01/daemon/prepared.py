@@ -9,6 +9,7 @@ from pathlib import Path
 from ds01.config.resolve import ResolvedAggregate
 from ds01.core.allocation import GpuRequest
 from ds01.core.container_resources import Resources
+from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
 from ds01.model.quota import GpuQuota
 from ds01.runtime.docker_images import LocalImage
@@ -40,22 +41,6 @@ class ResolvedImage:
     framework: str
     local: LocalImage
     jupyter_port: int | None  # from its registry entry or its ds01.jupyter.port label
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a create through the Docker API door sets beyond a ``container-create``: the
-    client's command, environment, terminal, working directory and labels (none of them
-    ds01's own: ``ds01.core.docker_create`` refused those)."""
-
-    command: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    tty: bool = False
-    stdin_open: bool = False
-    working_dir: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,4 +78,4 @@ class PreparedCreate:
     slurm_cgroup: str | None = None  # and the job's cgroup, its cgroup parent (cgroupfs)
 
 
-__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage", "RunOptions"]
+__all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]

@@ -11,7 +11,8 @@ borrowed: it gets devices again within its owner's quota, or borrowed above it w
 that it never counts against ``gpu_limit``. Any other container gets them within quota, or
 borrowed when its start asks to borrow (``--borrow``, or ``borrow: auto``): it is then
 re-created with the ``ds01.borrowed`` label, even on its own devices, since labels are
-the record of what counts where.
+the record of what counts where. Re-created, a container made through the Docker API
+door also keeps its terminal settings, aliases and named volumes.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
@@ -27,6 +28,7 @@ from typing import Any
 from ds01.core.allocation import GpuRequest, Placement
 from ds01.core.borrowing import allocate_borrowing
 from ds01.core.container_resources import Resources
+from ds01.core.docker_create import RunOptions
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Creation
@@ -194,8 +196,37 @@ class Reacquire:
             kept_image=image,
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
+            run=_run_options(record, attrs) if record.labels.get(L.INTERFACE) == "docker" else None,
             borrowed=L.borrowed_of(record.labels),
         )
+
+
+def _run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptions:
+    """What a container made through the Docker API door keeps across a re-creation beyond
+    its commit (which holds its command, environment and labels): its terminal settings,
+    working directory, extra network aliases and named volumes."""
+    config = attrs.get("Config") or {}
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    ours = {record.name, str(attrs.get("Id", ""))[:12]}
+    aliases = tuple(
+        dict.fromkeys(
+            alias
+            for endpoint in networks.values()
+            for alias in (endpoint or {}).get("Aliases") or ()
+            if alias not in ours
+        )
+    )
+    return RunOptions(
+        tty=bool(config.get("Tty")),
+        stdin_open=bool(config.get("OpenStdin")),
+        working_dir=config.get("WorkingDir") or None,
+        aliases=aliases,
+        volumes=tuple(
+            (str(m.get("Name")), str(m.get("Destination")))
+            for m in attrs.get("Mounts") or ()
+            if m.get("Type") == "volume"
+        ),
+    )
 
 
 __all__ = ["Reacquire"]

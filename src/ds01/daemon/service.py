@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ds01.config.loader import Ds01Config
+from ds01.core.docker_create import RunOptions
 from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
@@ -33,7 +34,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
 from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, Queued, RunOptions
+from ds01.daemon.prepared import Created, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
@@ -135,6 +136,9 @@ class Ds01Service(DaemonContext):
 
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
         return self.containers.retire(caller, name, request)
+
+    def commit(self, caller: Caller, name: str, keep_as: str) -> str:
+        return self.containers.commit(caller, name, keep_as)
 
 
 __all__ = ["Created", "Ds01Service", "Queued"]

@@ -197,6 +197,9 @@ class ContainerSpec:
     rotating_log_driver: str | None = None
     network: str = "bridge"  # the owner's network (``ds01.daemon.networks``)
     network_aliases: tuple[str, ...] = ()  # names the owner's other containers reach it by
+    # Named volumes of the owner's (Docker's volume name, container path), never copied up
+    # from the image (the volume's root stays the owner's).
+    volumes: tuple[tuple[str, str], ...] = ()
     # Through the Docker API door: the client's command, entrypoint and terminal settings
     # (``None``: the image's own; ds01's own creates keep a terminal open on the image's).
     command: tuple[str, ...] | None = None
@@ -232,7 +235,8 @@ def create_arguments(api: docker.APIClient, spec: ContainerSpec) -> dict[str, An
         memswap_limit=spec.memory_bytes,
         shm_size=spec.shm_size_bytes,
         pids_limit=spec.pids_limit,
-        mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
+        mounts=[Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts]
+        + [Mount(target=dst, source=src, type="volume", no_copy=True) for src, dst in spec.volumes],
         devices=list(spec.device_nodes) or None,
         device_requests=device_requests,
         network_mode=spec.network,

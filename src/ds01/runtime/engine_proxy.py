@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import logging
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from email.message import Message
-from typing import Any
+from typing import IO, Any
 
 from ds01.errors import DockerUnavailable
+from ds01.runtime.archive_rewrite import SocketWriter
 from ds01.runtime.docker_errors import DOCKER_SOCKET
 
 log = logging.getLogger(__name__)
@@ -78,16 +81,21 @@ class EngineProxy:
             with contextlib.suppress(OSError):
                 engine.shutdown(socket.SHUT_RDWR)
 
-    def json(self, method: str, target: str) -> tuple[int, Any]:
-        """dockerd's status and JSON answer to a request without body (``None`` when the
-        answer is not JSON).
+    def json(self, method: str, target: str, body: object = None) -> tuple[int, Any]:
+        """dockerd's status and JSON answer to a request (``body``: sent as JSON unless
+        ``None``); the answer is ``None`` when it is not JSON.
 
         Raises:
             DockerUnavailable: dockerd does not answer.
         """
         conn = _UnixConnection(self.socket_path, ENGINE_TIMEOUT_S)
+        headers = {"Host": "docker"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, target, headers={"Host": "docker"})
+            conn.request(method, target, body=data, headers=headers)
             response = conn.getresponse()
             data = response.read()
         except OSError as exc:
@@ -120,14 +128,15 @@ class EngineProxy:
         method: str,
         target: str,
         headers: Message,
-        body: bytes = b"",
+        body: bytes | tuple[IO[bytes], int] = b"",
         *,
         upgrade: bool = False,
         read_ahead: bytes = b"",
         follow: bool = False,
     ) -> None:
         """Send one request to dockerd (``target``: its path and query) with the client's
-        end-to-end ``headers`` and ``body``, and copy dockerd's answer to ``client`` as it
+        end-to-end ``headers`` and ``body`` (bytes, or a file and its length: sent as it is
+        read), and copy dockerd's answer to ``client`` as it
         comes, until dockerd closes or the client hangs up.
 
         ``upgrade``: the request hijacks the connection (attach, exec start): after
@@ -149,7 +158,13 @@ class EngineProxy:
                     raise DockerUnavailable("ds01d is stopping; try again when it is back.")
                 self._streams.add(engine)
         try:
-            engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            if isinstance(body, bytes):
+                engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
+            else:
+                source, length = body
+                engine.sendall(request_bytes(method, target, headers, b"", length=length))
+                while data := source.read(_CHUNK):
+                    engine.sendall(data)
             if upgrade:
                 if read_ahead:
                     engine.sendall(read_ahead)
@@ -163,17 +178,73 @@ class EngineProxy:
             engine.close()
 
 
+    def forward_transformed(
+        self,
+        client: socket.socket,
+        target: str,
+        headers: Message,
+        transform: Callable[[IO[bytes], io.RawIOBase], None],
+        keep: tuple[str, ...] = (),
+    ) -> None:
+        """A GET of ``target`` whose answer, when 200, reaches ``client`` through
+        ``transform`` (dockerd's body, the client's socket as a file) after a head of its
+        own (``keep``: dockerd's headers passed on), ending at its close; any other answer
+        goes back as dockerd gave it. Long-lived (an export): ended by
+        :meth:`close_streams`.
+
+        Raises:
+            DockerUnavailable: dockerd does not answer (nothing was sent to the client).
+        """
+        engine = self.connect()
+        with self._lock:
+            if self._closing:
+                engine.close()
+                raise DockerUnavailable("ds01d is stopping; try again when it is back.")
+            self._streams.add(engine)
+        try:
+            engine.sendall(request_bytes("GET", target, headers, b""))
+            engine.settimeout(None)
+            response = http.client.HTTPResponse(engine, method="GET")
+            response.begin()
+            if response.status != 200:
+                body = response.read()
+                kind = response.getheader("Content-Type") or "application/json"
+                client.sendall(
+                    f"HTTP/1.1 {response.status} {response.reason}\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                    + body
+                )
+                return
+            lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
+            lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
+            client.sendall(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
+            transform(response, SocketWriter(client))
+        except http.client.HTTPException as exc:
+            log.warning("dockerd's answer to GET %s could not be read: %s", target[:120], exc)
+        finally:
+            with self._lock:
+                self._streams.discard(engine)
+            engine.close()
+
+
 def request_bytes(
-    method: str, target: str, headers: Message, body: bytes, *, upgrade: bool = False
+    method: str,
+    target: str,
+    headers: Message,
+    body: bytes,
+    *,
+    upgrade: bool = False,
+    length: int | None = None,
 ) -> bytes:
     """The request as dockerd gets it: the client's end-to-end headers, a length for the
-    body, and ``Connection: close`` (or, for a hijack, ``Upgrade: tcp``)."""
+    body (``length``: of a body sent after these bytes), and ``Connection: close`` (or,
+    for a hijack, ``Upgrade: tcp``)."""
     lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
     for name, value in headers.items():
         if name.lower() not in _HOP_BY_HOP:
             lines.append(f"{name}: {value}")
-    if body or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body)}")
+    if length is not None or body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body) if length is None else length}")
     lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

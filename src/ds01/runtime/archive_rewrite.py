@@ -1,0 +1,192 @@
+"""A ``docker cp`` into a container, as the Docker API door passes it on: the client's
+request body read from its socket (``Content-Length`` or chunked), and its tar written
+again member by member (``ds01.core.docker_archive.safe_member``) into an unlinked spool
+file, bounded in size. Only a tar whose every member passed goes on to dockerd. A copy out
+(and an export) streams back through :func:`filter_archive`, without what the caller
+could not read.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import socket
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+from typing import IO
+
+from ds01.core.docker_archive import (
+    ArchiveMembers,
+    ArchiveRefused,
+    Owner,
+    ReadableMembers,
+    safe_member,
+)
+from ds01.model.units import format_bytes
+
+_RECV_BYTES = 65536
+#: Longest line of a chunk's size (hex digits and extensions).
+_MAX_CHUNK_LINE = 4096
+
+
+class BodyError(ValueError):
+    """The request body is malformed or cut short (named in the message)."""
+
+
+class RequestBody(io.RawIOBase):
+    """A request's body from its socket: ``prefix`` (what came with the head), then the
+    socket; ``length`` bytes, or chunked when ``length`` is ``None``."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes, length: int | None) -> None:
+        super().__init__()
+        self._sock = sock
+        self._buf = bytearray(prefix)
+        self._left = length  # of the body (length) or of the current chunk (chunked)
+        self._chunked = length is None
+        self._done = length == 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._done:
+            return 0
+        if self._chunked and not self._left:
+            self._next_chunk()
+            if self._done:
+                return 0
+        assert self._left is not None
+        if not self._buf:
+            self._fill()
+        n = min(len(target), len(self._buf), self._left)
+        target[:n] = self._buf[:n]
+        del self._buf[:n]
+        self._left -= n
+        if not self._left and not self._chunked:
+            self._done = True
+        elif not self._left and self._line():  # the CRLF after a chunk's data
+            raise BodyError("a chunk is longer than its size")
+        return n
+
+    def _fill(self) -> None:
+        data = self._sock.recv(_RECV_BYTES)
+        if not data:
+            raise BodyError("the request body ended early")
+        self._buf += data
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buf:
+            if len(self._buf) > _MAX_CHUNK_LINE:
+                raise BodyError("a chunk's size line is too long")
+            self._fill()
+        line, _, rest = bytes(self._buf).partition(b"\r\n")
+        self._buf = bytearray(rest)
+        return line
+
+    def _next_chunk(self) -> None:
+        text = self._line().split(b";", 1)[0].strip()
+        try:
+            self._left = int(text, 16)
+        except ValueError:
+            raise BodyError(f"a chunk's size {text[:20]!r} is not hexadecimal") from None
+        if self._left == 0:
+            while self._line():  # trailers, up to the empty line
+                pass
+            self._done = True
+
+
+class _Bounded(io.RawIOBase):
+    """A spool that refuses to grow past ``limit`` bytes."""
+
+    def __init__(self, spool: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self._spool = spool
+        self._limit = limit
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.written += len(data)
+        if self.written > self._limit:
+            raise ArchiveRefused(
+                f"The copy is larger than {format_bytes(self._limit)}, the most ds01 passes "
+                "into a container at once: copy it through your /workspace directory.",
+                413,
+            )
+        self._spool.write(data)
+        return len(data)
+
+
+def rewrite_archive(
+    source: IO[bytes], owner: Owner, spool_dir: Path, limit: int
+) -> tuple[IO[bytes], int]:
+    """The tar in ``source`` (plain, gzip, bzip2 or xz, as dockerd reads it) written again
+    with :func:`safe_member`'s headers into an unlinked file of ``spool_dir``, rewound;
+    and its size.
+
+    Raises:
+        ArchiveRefused: a member refused, the archive larger than ``limit``, or not a tar.
+        BodyError: the request body is malformed or ended early.
+        OSError: the client's socket failed.
+    """
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
+    try:
+        bounded = _Bounded(spool, limit)
+        seen = ArchiveMembers()
+        with (
+            tarfile.open(fileobj=source, mode="r|*") as tar_in,
+            tarfile.open(fileobj=bounded, mode="w|", format=tarfile.PAX_FORMAT) as tar_out,
+        ):
+            for member in tar_in:
+                header = safe_member(member, owner, seen)
+                tar_out.addfile(header, tar_in.extractfile(member) if header.isreg() else None)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        spool.close()
+        raise ArchiveRefused(
+            f"The copy is not a tar archive ds01 can read ({exc}).", 400
+        ) from exc
+    except BaseException:
+        spool.close()
+        raise
+    spool.flush()
+    spool.seek(0)
+    return spool, bounded.written
+
+
+class SocketWriter(io.RawIOBase):
+    """A socket as a file to write to (every write sent whole)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._sock.sendall(data)
+        return len(data)
+
+
+def filter_archive(source: IO[bytes], sink: io.RawIOBase, readable: ReadableMembers) -> None:
+    """The tar dockerd sends from ``source`` to ``sink``, member by member as it comes,
+    without what ``readable`` leaves out (a copy out of a container, an export).
+
+    Raises:
+        tarfile.TarError: dockerd's tar cannot be read (the client's is then cut short).
+        OSError: the client or dockerd went away.
+    """
+    with (
+        tarfile.open(fileobj=source, mode="r|") as tar_in,
+        tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar_out,
+    ):
+        for member in tar_in:
+            if readable.keep(member):
+                tar_out.addfile(member, tar_in.extractfile(member) if member.isreg() else None)
+
+
+__all__ = ["BodyError", "RequestBody", "SocketWriter", "filter_archive", "rewrite_archive"]
