@@ -133,6 +133,12 @@ class BorrowReclaim:
         policy = self.context.config().limits.borrowing
         self.context.store.add_warning(WARNING_KIND, record.docker_name, now.isoformat())
         stop_at = stop_due(now, policy).isoformat(timespec="seconds")
+        self.context.notify_user(  # first: whoever sees the event finds the owner told
+            record.uid,
+            f"ds01: your borrowed container {record.name!r} will be stopped at {stop_at} "
+            f"(its files are kept): {choice.reason} `container-start {record.name}` queues it "
+            "again afterwards.",
+        )
         self.context.events.emit(
             "container.reclaim_warning",
             user="ds01d",
@@ -140,12 +146,6 @@ class BorrowReclaim:
             details={"stop_at": stop_at, "for_request": choice.for_request,
                      "reason": choice.reason, "borrowed": True},
         )  # fmt: skip
-        self.context.notify_user(
-            record.uid,
-            f"ds01: your borrowed container {record.name!r} will be stopped at {stop_at} "
-            f"(its files are kept): {choice.reason} `container-start {record.name}` queues it "
-            "again afterwards.",
-        )
 
     def _cancel(self, record: ContainerRecord, choice: ReclaimChoice) -> None:
         self.context.store.forget_warnings(WARNING_KIND, [record.docker_name])

@@ -422,13 +422,13 @@ class ReservationWatch:
             f"{format_moment(warn.at)} (reservation {r.id}); it will be stopped then. "
             "Save your work; /workspace is kept."
         )
+        tell(record, owner, message)  # first: whoever sees the event finds the notice there
         self.ctx.events.emit(
             "lifecycle.warn",
             user=record.user,
             resource=f"container/{record.docker_name}",
             details={"kind": "reservation", "reservation": r.id, "stop_at": r.start.isoformat()},
         )
-        tell(record, owner, message)
         self.ctx.store.add_warning(WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
     def _stop(
