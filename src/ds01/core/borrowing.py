@@ -205,8 +205,12 @@ class ReclaimChoice:
 
 
 def _fits(head: PendingRequest, inventory: Inventory, state: AllocationState) -> bool:
+    """Whether ``head`` is placed now, never on a device it is ``blocked`` from."""
     try:
-        allocate(head.request, head.user, head.quota, inventory, state, head.user_containers)
+        allocate(
+            head.request, head.user, head.quota, head.open_in(inventory), state,
+            head.user_containers,
+        )  # fmt: skip
     except (NoCapacity, QuotaExceeded):
         return False
     return True

@@ -16,8 +16,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 5. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
-   with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
-   devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``); each request is
+   planned without the devices GPU reservations keep from it
+   (``ds01.core.reservations.with_blocked``), which stay open to the others.
 6. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
@@ -49,7 +50,7 @@ from fractions import Fraction
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
 from ds01.core.lifecycle import covering_exemption
-from ds01.core.reservations import reserved_starts
+from ds01.core.reservations import reserved_starts, with_blocked
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -62,7 +63,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.reclaim import BorrowReclaim
-from ds01.daemon.reservations import kept, queue_blocked
+from ds01.daemon.reservations import kept
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
@@ -151,12 +152,11 @@ class GpuDispatcher(PeriodicPass):
                 service.backend.inventory(),
                 held,
             )
-            # Reserved devices: those blocked for any waiting request stay out of the plan.
-            blocked = queue_blocked(
-                service, [(w.pending.user, w.pending.expected_runtime_hours) for w in waiting], now
-            )
-            if blocked:
-                inventory = replace(inventory, reserved=inventory.reserved | blocked)
+            # Reserved devices: each request is planned without those blocked for it.
+            reservations = kept(service)
+            if reservations:
+                pending = with_blocked([w.pending for w in waiting], reservations, now)
+                waiting = [replace(w, pending=p) for w, p in zip(waiting, pending, strict=True)]
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)

@@ -13,8 +13,9 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   ``Reacquire``): during a reservation its holder is first placed on the reserved devices,
   on top of their quota; otherwise the devices ``core.reservations.blocked_devices`` names
   are kept out, with the new container's runtime limit as its end (none when an exemption
-  covers the owner). The GPU queue (``queue_blocked``) keeps out every device blocked for any
-  waiting request: a queued request never lands on a reserved device.
+  covers the owner). The GPU queue plans each waiting request without the devices blocked
+  for it (``core.reservations.with_blocked``, by its expected hold), so a queued request
+  lands on a reserved device only when it is the holder's or would be done by the start.
 - **Enforced** (``ReservationWatch``, one step of each lifecycle pass): ``reservation.start``
   and ``reservation.end`` when a phase changes (the phase is stored, so a restart announces
   nothing twice); the owners of containers still on a device ``warning_minutes`` before its
@@ -297,19 +298,6 @@ def allocate_honouring(
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
 
 
-def queue_blocked(
-    ctx: DaemonContext, waiting: list[tuple[str, float | None]], now: datetime
-) -> frozenset[str]:
-    """Devices the GPU queue keeps out of its plan: those blocked for any of the ``waiting``
-    requests (user, expected hours until its devices are free; ``None``: unknown)."""
-    reservations = kept(ctx)
-    blocked: set[str] = set()
-    for user, hours in waiting:
-        ends_by = None if hours is None else now + timedelta(hours=hours)
-        blocked |= blocked_devices(reservations, user, now, ends_by)
-    return frozenset(blocked)
-
-
 # ------------------------------------------------------------------------------------------
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
@@ -470,6 +458,5 @@ __all__ = [
     "listing",
     "on_device",
     "parse_start",
-    "queue_blocked",
     "week",
 ]

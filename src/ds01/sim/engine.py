@@ -44,8 +44,9 @@ asked for at its ``made_hours`` and admitted or refused by
 limits (``reservations:``); then, as in ds01d, through ``ds01.core.reservations``' pure
 functions: before each pass the requests of holders whose reservation is in force start on
 their reserved devices, on top of their quota (:func:`~ds01.core.reservations.reserved_starts`),
-and the devices :func:`~ds01.core.reservations.blocked_devices` keeps from any waiting
-request (by its expected hold) are left out of the plan and of borrowing; after each
+and each waiting request is planned, borrows and reclaims without the devices
+:func:`~ds01.core.reservations.blocked_devices` keeps from *it* (by its expected hold:
+:func:`~ds01.core.reservations.with_blocked`); after each
 instant, :func:`~ds01.core.reservations.drain` stops the jobs on a device whose reservation
 has begun and is not their owner's (a running one queues the work it has left again, as
 above); a borrowed job on its owner's reservation in force is never reclaimed
@@ -108,6 +109,7 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     reserved_starts,
+    with_blocked,
 )
 from ds01.core.reservations import Reservation as GpuReservation
 from ds01.core.scheduler import (
@@ -554,8 +556,8 @@ class _Replay:
         ]
         totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
         if self.bookings:
-            waiting = self.start_reserved(waiting, hours, now)
-        inventory = self.open_to(waiting, now)
+            waiting = with_blocked(self.start_reserved(waiting, hours, now), self.bookings, now)
+        inventory = self.inventory
         if self.dynamic:
             held = self.state.held()
             creates = plan_what_fits(
@@ -602,7 +604,7 @@ class _Replay:
             try:
                 placed = allocate_borrowing(
                     request.request, request.user, request.quota,
-                    self.open_to([request], now), self.state,
+                    request.open_in(self.inventory), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
                     within_quota_waiting=False,
                 )  # fmt: skip
@@ -618,9 +620,8 @@ class _Replay:
     ) -> None:
         """Warn, then stop after the grace, the borrowed jobs the head of the queue needs."""
         head = None
-        if decision.reservation is not None:
-            head = self.pending.get(decision.reservation.request_id)
-        if head is not None:
+        if decision.reservation is not None and decision.reservation.request_id in self.pending:
+            head = decision.entry(decision.reservation.request_id).request  # with its blocked
             head = replace(head, user_containers=self._containers_of(head.user))
         started = {key: at(run.start) for key, run in self.running.items()}
         choice = choose_reclaim(
