@@ -513,6 +513,7 @@ _CREATE_MORE = (
     "--data",
     "--no-wait",
     "--borrow",
+    "--runtime",
     "--json",
 )
 
@@ -543,6 +544,8 @@ created; a refusal changes nothing.
   nobody within quota waits for them. The container shows as borrowed; when someone
   within quota needs its devices you are warned, and it is stopped a few minutes later
   (its files are kept; `container-start` queues it again).
+- **Runtime**: `--runtime HOURS` (at most `max_runtime_hours`) stops it then; a short
+  job may start on a GPU reserved from later.
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or

@@ -42,6 +42,7 @@ from ds01.core.container_resources import (
     resources_for,
     stop_signal,
 )
+from ds01.core.lifecycle import declared_runtime
 from ds01.daemon import schemas as api
 from ds01.daemon import slurm_jobs
 from ds01.daemon.access import Access, devices_details
@@ -350,6 +351,7 @@ class Creation:
             else secrets.token_hex(JUPYTER_TOKEN_BYTES),
             hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
             borrow=request.borrow or limits.borrow == "auto",
+            runtime_hours=declared_runtime(limits.max_runtime_hours, request.runtime_hours),
         )
 
     def admit(
@@ -378,6 +380,7 @@ class Creation:
             self.context,
             prepared.owner,
             prepared.name,
+            prepared.runtime_hours,
             prepared.quota,
             inventory,
             lambda devices, quota: allocate_borrowing(
@@ -688,6 +691,7 @@ class Creation:
             framework=prepared.framework,
             visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
             borrowed=prepared.borrowed,
+            runtime_hours=prepared.runtime_hours,
         ).as_dict()
 
     def _spec(

@@ -49,7 +49,7 @@ from fractions import Fraction
 
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
-from ds01.core.lifecycle import covering_exemption
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
 from ds01.core.reservations import reserved_starts, with_blocked
 from ds01.core.scheduler import (
     PendingRequest,
@@ -69,7 +69,7 @@ from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
-from ds01.model.labels import borrowed_of, container_name
+from ds01.model.labels import borrowed_of, container_name, runtime_hours_of
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_uid
@@ -320,7 +320,9 @@ class GpuDispatcher(PeriodicPass):
                 end = since + timedelta(minutes=hold) if since else None
             elif covering_exemption(exemptions, record.user, record.name, now) is None:
                 clock = clocks.get(record.id)
-                limit = limits.max_runtime_hours
+                limit = runtime_limit_hours(
+                    limits.max_runtime_hours, runtime_hours_of(record.labels)
+                )
                 if clock is not None and clock.run_started_at and limit is not None:
                     left = timedelta(hours=limit, seconds=-clock.runtime_seconds_before)
                     end = clock.run_started_at + left + timedelta(minutes=hold)
@@ -380,7 +382,8 @@ class GpuDispatcher(PeriodicPass):
                 priority=int(limits.priority or 0),
                 submitted_at=datetime.fromisoformat(entry.submitted_at),
                 expected_runtime_hours=_held_hours(
-                    limits.max_runtime_hours, limits.gpu_hold_after_stop_minutes
+                    runtime_limit_hours(limits.max_runtime_hours, _declared_of(entry, records)),
+                    limits.gpu_hold_after_stop_minutes,
                 ),
                 user_containers=mine,
             )
@@ -503,6 +506,20 @@ class GpuDispatcher(PeriodicPass):
         self.service.notify_user(
             entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
         )
+
+
+def _declared_of(entry: QueuedRequest, records: list[ContainerRecord]) -> float | None:
+    """The runtime declared for a queued request's container (``--runtime``): in its create
+    request, or on the stopped container a start needs devices for; ``None`` if none."""
+    if entry.kind == "create":
+        try:
+            return api.CreateContainerRequest.model_validate_json(entry.request_json).runtime_hours
+        except ValueError:  # unreadable: the start fails it with the reason
+            return None
+    for record in records:
+        if record.uid == entry.uid and record.name == entry.container:
+            return runtime_hours_of(record.labels)
+    return None
 
 
 def _held_hours(max_runtime_hours: float | None, hold_minutes: float | None) -> float | None:

@@ -68,6 +68,7 @@ class Reacquire:
             ctx,
             owner,
             record.name,
+            L.runtime_hours_of(record.labels),
             limits.gpu_quota(),
             inventory,
             lambda devices, quota: allocate_borrowing(
@@ -195,6 +196,7 @@ class Reacquire:
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
             borrowed=L.borrowed_of(record.labels),
+            runtime_hours=L.runtime_hours_of(record.labels),
         )
 
 

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.lifecycle import covering_exemption
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
 from ds01.core.reservations import (
     MAINTENANCE,
     DrainStop,
@@ -261,10 +261,13 @@ def on_device(
 # ------------------------------------------------------------------------------------------
 
 
-def runtime_end(ctx: DaemonContext, owner: UnixUser, name: str, now: datetime) -> datetime | None:
+def runtime_end(
+    ctx: DaemonContext, owner: UnixUser, name: str, declared: float | None, now: datetime
+) -> datetime | None:
     """When a container ``name`` of ``owner`` started now must have stopped at the latest:
-    its runtime limit, ``None`` without one or under an exemption."""
-    hours = ctx.limits_for(owner).max_runtime_hours
+    its runtime limit (``declared`` by its owner, else their ``max_runtime_hours``:
+    ``core.lifecycle.runtime_limit_hours``), ``None`` without one or under an exemption."""
+    hours = runtime_limit_hours(ctx.limits_for(owner).max_runtime_hours, declared)
     if hours is None:
         return None
     exemptions = [r.exemption() for r in ctx.store.exemptions()]
@@ -277,13 +280,15 @@ def allocate_honouring(
     ctx: DaemonContext,
     owner: UnixUser,
     name: str,
+    declared: float | None,
     quota: GpuQuota,
     inventory: Inventory,
     decide: Callable[[Inventory, GpuQuota], _Decision],
 ) -> _Decision:
     """Under the allocation lock: ``decide`` (an ``allocate`` or ``allocate_borrowing`` over
     the inventory and quota it is given) with the reservations honoured (module docstring):
-    what the holder gets on their reserved devices on top of their quota is not borrowed."""
+    what the holder gets on their reserved devices on top of their quota is not borrowed.
+    ``declared``: the runtime its owner declared for container ``name``, if any."""
     reservations = kept(ctx)
     if not reservations:
         return decide(inventory, quota)
@@ -294,7 +299,8 @@ def allocate_honouring(
             return decide(*view)
         except (NoCapacity, QuotaExceeded):
             pass  # not on the reserved devices: within quota elsewhere, as anyone
-    blocked = blocked_devices(reservations, owner.name, now, runtime_end(ctx, owner, name, now))
+    ends_by = runtime_end(ctx, owner, name, declared, now)
+    blocked = blocked_devices(reservations, owner.name, now, ends_by)
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
 
 
