@@ -402,3 +402,20 @@ def test_the_queue_never_places_a_request_that_could_still_run_at_a_reservations
                 continue
             if set(start.placement.uuids) & set(r.devices):
                 assert r.start > now and ends is not None and ends <= r.start
+
+
+def test_a_request_that_fits_only_on_devices_reserved_from_before_its_end_is_not_the_head() -> (
+    None
+):
+    # Both GPUs are reserved from 05:00: a 72-hour request cannot start before they end,
+    # and must not hold the queue's head (with backfill off it would stop everyone).
+    r = Reservation("r", "carol", ("GPU-0", "GPU-1"), at(5), at(13), Fraction(2))
+    inventory = Inventory("simulated", devices=(gpu(0), gpu(1)))
+    phd = replace(queued_for("phd", "alice", 72, gpus=2), quota=GpuQuota(gpu_limit=Fraction(2)))
+    waiting = with_blocked([phd, queued_for("student", "bob", 4)], [r], NOW)
+    no_backfill = SchedulerConfig.first_come_first_served()
+    result = plan(waiting, inventory, AllocationState(), NOW, UsageTotals(), no_backfill)
+    assert result.reservation is None
+    assert {e.request.id: e.status for e in result.ranked} == {
+        "phd": "capacity", "student": "starting",
+    }  # fmt: skip

@@ -63,7 +63,10 @@ A request's ``blocked`` devices are never placed for *it* (not now, not in its p
 placement), and stay free for every other request: each request is planned with its own
 (GPU reservations keep a device only from the requests that could still hold it at the
 reservation's start, ``ds01.core.reservations.with_blocked``). Whether a request is
-``unsatisfiable`` is judged without them: a reservation ends.
+``unsatisfiable`` is judged without them (a reservation ends); one that could not be placed
+even on an empty server without them waits as ``capacity`` and, like an unsatisfiable one,
+never becomes the head (it would hold devices for nothing and, with backfill off, stop the
+whole queue).
 
 The promised start is the head's estimated start, or, when the caller passes back the
 previous pass's reservation for the same head, the earlier of the two: successive passes
@@ -737,6 +740,12 @@ class _Pass:
         if not _satisfiable(request, inventory):
             reason = f"Cannot be placed even with every device free: {refused.message}"
             return _entry(ranked, "unsatisfiable", reason)
+        if request.blocked and not _satisfiable(request, request.open_in(inventory)):
+            reason = (
+                "Waits for GPU reservations: it fits only on reserved devices that it could "
+                "still hold when their reservation starts."
+            )
+            return _entry(ranked, "capacity", reason)
         head = self.head
         if head is None:
             head = self.head = _make_head(

@@ -75,6 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="GPU reservations to replay (CSV: made_hours,start_hours,hours,user,gpus,mig); "
         "every run is made without and with them, then compared",
     )
+    parser.add_argument(
+        "--declared-runtime",
+        action="store_true",
+        help="every job is created with --runtime: the hours it computes, rounded up (its "
+        "runtime limit, so a short job may start on a GPU reserved from later)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
             dynamic,
             lent if borrow else None,
             reservations,
+            args.declared_runtime,
         )
         for devices, dynamic in setups
         for name, policy in policies(limits, args.policy).items()

@@ -62,7 +62,10 @@ start on a planned slice makes it; a released slice made on demand is destroyed 
 The scheduler is told only what the daemon would know: a running container is expected to
 free its devices ``max_runtime_hours`` plus the hold after it started (unknown without a
 runtime limit), a stopped one exactly when its hold ends, and a waiting job is expected to
-hold devices for ``max_runtime_hours`` plus the hold. Limits and the lifecycle policy come
+hold devices for ``max_runtime_hours`` plus the hold. With ``declared_runtime``, each job
+says how long it computes (``container-create --runtime``: what it has left, rounded up to
+the hour): that is its runtime limit, so it is expected to end by then, and it is stopped at
+it (its idle tail cut there). Limits and the lifecycle policy come
 from ``resource-limits.yaml`` with the job's group as the user's only group. A hold of
 ``null`` (GPUs kept until the container is removed) counts as no hold: the trace cannot say
 when the user would remove it.
@@ -71,6 +74,7 @@ when the user would remove it.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -91,7 +95,7 @@ from ds01.core.borrowing import (
     reserved_by_holder,
     stop_due,
 )
-from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
+from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runtime_limit_hours
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
     GpuView,
@@ -191,9 +195,13 @@ class UserSetup:
     @property
     def expected_hold_hours(self) -> float | None:
         """Hours a container may hold devices from its start, as the daemon can bound it."""
-        if self.max_runtime_hours is None:
-            return None
-        return self.max_runtime_hours + self.hold_hours
+        return self.hold_for(None)
+
+    def hold_for(self, declared: float | None) -> float | None:
+        """Hours a container with the runtime ``declared`` for it (``None``: none) may hold
+        devices from its start: its runtime limit plus the hold."""
+        limit = runtime_limit_hours(self.max_runtime_hours, declared)
+        return None if limit is None else limit + self.hold_hours
 
     def idle_stop_hours(
         self, start_hours: float, busy_until_hours: float, now_hours: float, demand: bool
@@ -341,6 +349,8 @@ class SimulationResult:
         borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
             owner's quota and no request within quota waited for devices: what borrowing
             could have used at most (after any borrowing, what it left unused).
+        declared_runtime: whether each job declared its runtime (busy time left, rounded up
+            to the hour) as its runtime limit.
     """
 
     policy: str
@@ -352,6 +362,7 @@ class SimulationResult:
     borrowing: bool = False
     reservations: tuple[ReservationOutcome, ...] | None = None
     borrowable_gpu_hours: float = 0.0
+    declared_runtime: bool = False
 
 
 class _Event(IntEnum):
@@ -412,8 +423,11 @@ class _Replay:
         dynamic: Mapping[str, DynamicGpu],
         borrowing: BorrowingConfig | None = None,
         reservations: Sequence[TraceReservation] | None = None,
+        declared_runtime: bool = False,
     ) -> None:
         self.inventory = inventory
+        self.declared_runtime = declared_runtime
+        self.declared: dict[str, float] = {}  # job -> the runtime its owner declared
         self.config = config
         self.groups = {job.user: job.group for job in jobs}
         self.borrowing = borrowing if borrowing is not None and borrowing.enabled else None
@@ -515,6 +529,10 @@ class _Replay:
         """Job ``key`` joins the queue at ``now`` (again, when it was stopped with work left)."""
         job = self.by_id[key]
         setup = self.setups[job.user]
+        if self.declared_runtime:  # what it has left to compute, rounded up to the hour
+            again = self.again.get(key)
+            left = setup.busy_hours(job) if again is None else again[0]
+            self.declared[key] = max(1.0, math.ceil(left))
         self.pending[key] = PendingRequest(
             id=key,
             user=job.user,
@@ -523,7 +541,7 @@ class _Replay:
             quota=setup.quota,
             priority=setup.priority,
             submitted_at=now,
-            expected_runtime_hours=setup.expected_hold_hours,
+            expected_runtime_hours=setup.hold_for(self.declared.get(key)),
         )
 
     def release(self, key: str, hours: float, now: datetime) -> None:
@@ -826,15 +844,19 @@ class _Replay:
                 borrowed=borrowed,
             )
         self.outcomes[key] = outcome
+        tail = setup.held_tail_hours(job)
+        limit = runtime_limit_hours(setup.max_runtime_hours, self.declared.get(key))
+        if limit is not None:  # stopped at its own runtime limit (a declared one is shorter)
+            tail = max(0.0, min(tail, limit - busy))
         run = _Running(
             start=hours,
             busy_until=hours + busy,
-            held_until=hours + busy + setup.held_tail_hours(job),
+            held_until=hours + busy + tail,
         )
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
         )
-        hold = setup.expected_hold_hours
+        hold = setup.hold_for(self.declared.get(key))
         self.expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
         self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
         heapq.heappush(self.events, (run.held_until, _Event.STOP, key))
@@ -899,19 +921,23 @@ def simulate(
     dynamic: Mapping[str, DynamicGpu] | None = None,
     borrowing: BorrowingConfig | None = None,
     reservations: Sequence[TraceReservation] | None = None,
+    declared_runtime: bool = False,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
     ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
     (their instances in ``inventory`` are the baseline's, or none). ``borrowing``: the
     policy under which jobs over quota borrow idle devices (``None`` or not ``enabled``:
     no borrowing). ``reservations``: GPU reservations asked for during the replay
-    (``None``: none, and the result has no reservations).
+    (``None``: none, and the result has no reservations). ``declared_runtime``: every job
+    is created with the runtime it has left to compute rounded up to the hour
+    (``container-create --runtime``), its runtime limit instead of ``max_runtime_hours``.
 
     Deterministic: the same inputs give the same result.
     """
     replay = _Replay(
-        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations
-    )
+        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations,
+        declared_runtime,
+    )  # fmt: skip
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -923,6 +949,7 @@ def simulate(
         borrowing=replay.borrowing is not None,
         reservations=None if reservations is None else tuple(replay.asked.values()),
         borrowable_gpu_hours=replay.borrowable_gpu_hours,
+        declared_runtime=declared_runtime,
     )
 
 
