@@ -440,6 +440,13 @@ class Plan:
         return bool(self.users_waiting_for_devices)
 
     @property
+    def waiting_requests(self) -> tuple[PendingRequest, ...]:
+        """The requests that wait for devices (within their owners' quota), in queue order:
+        borrowing must not take a device any of them could use
+        (:func:`ds01.core.borrowing.wanted_by`)."""
+        return tuple(e.request for e in self.ranked if e.status in DEVICE_WAIT_STATUSES)
+
+    @property
     def users_waiting_for_devices(self) -> frozenset[str]:
         """The users with a request that waits for devices: demand on the containers of
         everyone else (a user's own request does not shorten their own idle timeout)."""

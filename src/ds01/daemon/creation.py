@@ -392,7 +392,7 @@ class Creation:
                 [r.name for r in mine],
                 policy=self.context.config().limits.borrowing,
                 borrow=prepared.borrow,
-                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+                waiting=() if plan is None else plan.waiting_requests,
             ),
         )
         self.check_memory_total(prepared, mine)

@@ -80,7 +80,7 @@ class Reacquire:
                 [r.name for r in records if r.uid == record.uid and r.id != record.id],
                 policy=ctx.config().limits.borrowing,
                 borrow=borrow or limits.borrow == "auto" or L.borrowed_of(record.labels),
-                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+                waiting=() if plan is None else plan.waiting_requests,
             ),
         )
         return self.reacquire_admitted(

@@ -24,9 +24,10 @@ the capacity allocated. The runtime limit is the same exact limit under all thre
 The end of the busy part changes nothing that the daemon could see, so it is no event.
 
 Borrowing (``borrowing``, a :class:`~ds01.config.borrowing.BorrowingConfig` with
-``enabled``): after each pass that left nobody waiting for devices, the requests the pass
-held for their quota (status ``quota``) are offered idle devices in queue order through
-:func:`ds01.core.borrowing.allocate_borrowing`, as a create with ``--borrow`` would be; a
+``enabled``): after each pass, the requests the pass held for their quota (status
+``quota``) are offered in queue order the idle devices that no request waiting for devices
+could use, through :func:`ds01.core.borrowing.allocate_borrowing` (with the plan's
+``waiting_requests``), as a create with ``--borrow`` would be; a
 job placed so is *borrowed*. After each pass with a head (a request within quota that
 cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
@@ -612,9 +613,7 @@ class _Replay:
 
     def borrow(self, decision: Plan, policy: BorrowingConfig, hours: float, now: datetime) -> None:
         """Place the requests held for their quota on idle devices, borrowed, in queue order,
-        when nobody waits for devices."""
-        if decision.waiting_for_devices:
-            return
+        on devices no request waiting for devices could use (``allocate_borrowing``)."""
         for entry in decision.ranked:
             request = entry.request
             if entry.status != "quota" or request.id not in self.pending:
@@ -624,7 +623,7 @@ class _Replay:
                     request.request, request.user, request.quota,
                     request.open_in(self.inventory), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
-                    within_quota_waiting=False,
+                    waiting=decision.waiting_requests,
                 )  # fmt: skip
             except (NoCapacity, QuotaExceeded):
                 continue
