@@ -176,6 +176,7 @@ def created_info(
         gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
         created_at=created_at,
         borrowed=prepared.borrowed,
+        runtime_hours=prepared.runtime_hours,
         ports=[
             api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
             for c, h in prepared.ports
