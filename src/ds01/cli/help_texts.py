@@ -1199,7 +1199,14 @@ without touching containers, and compares policies.
             Question("--mig", "MIG layouts or slices on demand", "layout"),
             Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig", "--borrowing", "--reservations"),
+        more=(
+            "--json",
+            "--reclaim",
+            "--mig",
+            "--borrowing",
+            "--reservations",
+            "--declared-runtime",
+        ),
     ),
     "dashboard": CommandHelp(
         info="""\

@@ -78,8 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--declared-runtime",
         action="store_true",
-        help="every job is created with --runtime: the hours it computes, rounded up (its "
-        "runtime limit, so a short job may start on a GPU reserved from later)",
+        help="each job declares its runtime (--runtime: its busy hours, rounded up)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
