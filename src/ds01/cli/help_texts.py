@@ -421,7 +421,8 @@ never overlaps another on a device: when the window is taken the command fails w
 3, names the reservation in the way and suggests the next free slot.
 
 Before the start, other people's containers may still use a reserved GPU, but only when
-their runtime limit ends before the start. Containers still on it are warned a while
+their runtime limit (`max_runtime_hours`, or `container-create --runtime HOURS`) ends
+before the start. Containers still on it are warned a while
 before (15 minutes by default) and stopped at the start, their `/workspace` kept. During
 the window your containers may use the reserved GPUs on top of your GPU quota.
 
