@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 
@@ -14,7 +15,7 @@ from ds01.config.borrowing import BORROWING_OFF, BorrowingConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_limits
-from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate
+from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate, could_take
 from ds01.core.borrowing import (
     ReclaimChoice,
     allocate_borrowing,
@@ -87,7 +88,7 @@ def borrow(
 ) -> tuple[tuple[str, ...], bool]:
     decision = allocate_borrowing(
         GpuRequest(whole_gpus=gpus), user, ONE_GPU, inventory(4), state, (),
-        policy=policy, borrow=ask, within_quota_waiting=waiting,
+        policy=policy, borrow=ask, waiting=[head()] if waiting else [],
     )  # fmt: skip
     return decision.placement.uuids, decision.borrowed
 
@@ -181,7 +182,7 @@ def test_borrowing_needs_an_idle_device_and_other_limits_still_hold() -> None:
             GpuRequest(whole_gpus=2), "alice",
             GpuQuota(gpu_limit=Fraction(1), max_gpus_per_container=Fraction(1)),
             inventory(4), AllocationState(), (), policy=ON, borrow=True,
-            within_quota_waiting=False,
+            waiting=(),
         )  # fmt: skip
 
 
@@ -351,7 +352,7 @@ def test_a_placement_keeps_both_the_quota_and_the_cap_and_takes_only_free_device
     try:
         decision = allocate_borrowing(
             GpuRequest(whole_gpus=gpus), user, request.quota, inv, state, (),
-            policy=policy, borrow=True, within_quota_waiting=waiting,
+            policy=policy, borrow=True, waiting=[head()] if waiting else [],
         )  # fmt: skip
     except (NoCapacity, QuotaExceeded):
         return
@@ -366,3 +367,64 @@ def test_a_placement_keeps_both_the_quota_and_the_cap_and_takes_only_free_device
         assert after.user_gpu_equivalents(user) == before_quota
     else:
         assert limit is None or after.user_gpu_equivalents(user) <= max(limit, before_quota)
+
+
+# --------------------------------------------------------------------------------------------
+# Borrowing is held back only by waiting requests that could use the devices it takes
+# --------------------------------------------------------------------------------------------
+
+
+def mig_slice(index: int, instance: int) -> Device:
+    return Device(
+        f"MIG-{index}-{instance}", "mig", index, uuid(index), A100, 20480,
+        profile="3g.20gb", slices=3, instance_id=instance,
+    )  # fmt: skip
+
+
+def test_a_waiting_mig_request_or_a_blocked_one_does_not_stop_borrowing_a_whole_gpu() -> None:
+    gpus = inventory(2)
+    inv = Inventory("simulated", gpus.gpus, (gpus.devices[0], mig_slice(1, 1)))
+    # alice uses her quota; the MIG slice is busy, so a MIG request within quota waits.
+    state = AllocationState((Holding("own", "own", "alice", (), Fraction(1)),))
+    state = state.with_holding(Holding("slice", "slice", "carol", ("MIG-1-1",), Fraction(3, 7)))
+    mig_wait = replace(head("bob"), request=GpuRequest(mig_profiles=("3g.20gb",)))
+    gpu_wait = head("dave")
+    blocked_wait = replace(gpu_wait, blocked=frozenset({uuid(0)}))
+
+    def borrow_with(waiting: list[PendingRequest]) -> bool:
+        try:
+            return allocate_borrowing(
+                GpuRequest(whole_gpus=1), "alice", ONE_GPU, inv, state, ("own",),
+                policy=ON, borrow=True, waiting=waiting,
+            ).borrowed  # fmt: skip
+        except QuotaExceeded as refused:
+            assert "wait for the devices it would take" in refused.message
+            return False
+
+    assert borrow_with([mig_wait])  # a MIG slice request cannot use a whole GPU
+    assert borrow_with([blocked_wait])  # a reservation keeps GPU 0 from it
+    assert not borrow_with([gpu_wait])  # it could use GPU 0: it goes first
+    assert not borrow_with([mig_wait, gpu_wait])
+
+
+@PROPERTY_SETTINGS
+@given(borrowed_worlds(), st.integers(1, 2), st.lists(st.integers(0, 2), max_size=3))
+def test_a_borrow_never_takes_a_device_a_waiting_request_could_use(
+    world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+    gpus: int,
+    blocked: list[int],
+) -> None:
+    inv, state, _, request = world
+    waiting = replace(request, blocked=frozenset(uuid(i) for i in blocked))
+    try:
+        decision = allocate_borrowing(
+            GpuRequest(whole_gpus=gpus), "alice", ONE_GPU, inv, state, (),
+            policy=ON, borrow=True, waiting=[waiting],
+        )  # fmt: skip
+    except (NoCapacity, QuotaExceeded):
+        return
+    if decision.borrowed:
+        assert all(
+            d.uuid in waiting.blocked or not could_take(waiting.request, d)
+            for d in decision.placement.devices
+        )

@@ -28,12 +28,17 @@ from ds01.core.lifecycle import (
     clock_jump,
     covering_exemption,
     decide,
+    declared_runtime,
     observe,
     rebased,
+    runtime_limit_hours,
     stopped,
     stopped_removal_at,
     warned,
 )
+from ds01.errors import QuotaExceeded
+from ds01.exitcodes import ExitCode
+from ds01.model import labels as L
 from ds01.model.units import format_duration
 from lifecycle_sim import Loop, simulate
 
@@ -713,3 +718,38 @@ def test_cleanup_of_unstarted_and_stopped_containers() -> None:
     keep = LifecyclePolicy(container_hold_after_stop_hours=None)
     assert stopped_removal_at(START, keep) is None
     assert not cleanup_stopped(START, at(1e5), keep)
+
+
+# --------------------------------------------------------------------------------------------
+# A runtime declared for one container (container-create --runtime)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_declared_runtime_is_the_containers_limit_and_never_more_than_the_max() -> None:
+    assert runtime_limit_hours(72.0, None) == 72.0
+    assert runtime_limit_hours(72.0, 4.0) == 4.0
+    assert runtime_limit_hours(None, 4.0) == 4.0
+    assert runtime_limit_hours(None, None) is None
+    assert runtime_limit_hours(3.0, 4.0) == 3.0  # the max lowered since: the max wins
+    assert declared_runtime(72.0, 4.0) == 4.0
+    assert declared_runtime(None, 400.0) == 400.0
+    assert declared_runtime(72.0, None) is None
+    with pytest.raises(QuotaExceeded) as refused:
+        declared_runtime(72.0, 80.0)
+    assert refused.value.exit_code == ExitCode.QUOTA
+    assert "max_runtime_hours (72 hours)" in refused.value.message
+
+
+def test_a_declared_runtime_stops_a_busy_container_at_it() -> None:
+    limits = LimitsForContainer(idle_timeout_hours=None, max_runtime_hours=72)
+    declared = replace(limits, max_runtime_hours=runtime_limit_hours(72, 2))
+    loop = run_loop(MINUTE, 6, busy=[(0, 6)], limits=declared)
+    assert loop.stop is not None and loop.stop[0] == at(2)
+    assert run_loop(MINUTE, 6, busy=[(0, 6)], limits=limits).stop is None
+
+
+def test_the_runtime_label_round_trips_and_reads_junk_as_none() -> None:
+    assert L.runtime_hours_of({L.RUNTIME_HOURS: "4"}) == 4.0
+    for junk in ("", "x", "-1", "0", "inf", "nan"):
+        assert L.runtime_hours_of({L.RUNTIME_HOURS: junk}) is None
+    assert L.runtime_hours_of({}) is None

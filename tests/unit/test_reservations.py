@@ -3,6 +3,7 @@ next free slot, limits, what a reservation forbids at time t, and draining."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -25,6 +26,7 @@ from ds01.core.reservations import (
     phase,
     protected,
     reserved_starts,
+    with_blocked,
 )
 from ds01.core.scheduler import PendingRequest, UsageTotals, plan
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
@@ -329,3 +331,91 @@ def test_holder_view_and_protection_hold_only_in_force_and_only_for_the_holder()
     assert not protected([r], "alice", ("GPU-1",), at(3))
     assert not protected([r], "bob", ("GPU-0",), at(3))
     assert not protected([r], "alice", ("GPU-0",), at(1))
+
+
+# ------------------------------------------------------------------------------------------
+# The queue plans each waiting request with its own blocked devices
+# ------------------------------------------------------------------------------------------
+
+
+def queued_for(id_: str, user: str, hours: float | None, gpus: int = 1) -> PendingRequest:
+    return replace(queued(id_, user, 0, gpus), expected_runtime_hours=hours)
+
+
+def test_a_long_waiting_request_does_not_keep_a_short_one_off_a_reserved_device() -> None:
+    # GPU-0 is reserved for carol from 13:00; GPU-1 is busy. A 72-hour request waits first.
+    r = Reservation("r", "carol", ("GPU-0",), at(5), at(13), Fraction(1))
+    state = AllocationState((Holding("busy", "busy", "dave", ("GPU-1",), Fraction(1)),))
+    inventory = Inventory("simulated", devices=(gpu(0), gpu(1)))
+    waiting = with_blocked(
+        [queued_for("phd", "alice", 72), queued_for("student", "bob", 4)], [r], NOW
+    )
+    assert [w.blocked for w in waiting] == [{"GPU-0"}, frozenset()]
+    result = plan(waiting, inventory, state, NOW, UsageTotals(), SchedulerConfig())
+    assert [(s.request.id, s.placement.uuids) for s in result.starts] == [("student", ("GPU-0",))]
+    # With the old union of the blocked devices, the student's job waited too.
+    union = replace(inventory, reserved=frozenset({"GPU-0"}))
+    assert plan(waiting, union, state, NOW, UsageTotals(), SchedulerConfig()).starts == ()
+
+
+plan_requests = st.lists(
+    st.tuples(
+        st.sampled_from(USERS),
+        st.one_of(st.none(), st.integers(1, 30)),  # expected hold (hours)
+        st.integers(1, 2),  # whole GPUs
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=6), plan_requests, st.integers(0, 40))
+def test_the_queue_never_places_a_request_that_could_still_run_at_a_reservations_start(
+    asked: list[ReservationRequest],
+    spec: list[tuple[str, int | None, int]],
+    hour: int,
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    now = at(hour)
+    pending = [
+        replace(
+            queued_for(f"q{i}", user, hold, gpus), quota=GpuQuota(gpu_limit=Fraction(2))
+        )
+        for i, (user, hold, gpus) in enumerate(spec)
+    ]
+    result = plan(
+        with_blocked(pending, existing, now), INVENTORY, AllocationState(), now,
+        UsageTotals(), SchedulerConfig(),
+    )  # fmt: skip
+    given_out = [u for start in result.starts for u in start.placement.uuids]
+    assert len(given_out) == len(set(given_out))  # no device twice
+    for start in result.starts:
+        hold = start.request.expected_runtime_hours
+        ends = None if hold is None else now + timedelta(hours=hold)
+        for r in existing:
+            if r.end <= now or r.is_for(start.request.user):
+                continue
+            if set(start.placement.uuids) & set(r.devices):
+                assert r.start > now and ends is not None and ends <= r.start
+
+
+def test_a_request_that_fits_only_on_devices_reserved_from_before_its_end_is_not_the_head() -> (
+    None
+):
+    # Both GPUs are reserved from 05:00: a 72-hour request cannot start before they end,
+    # and must not hold the queue's head (with backfill off it would stop everyone).
+    r = Reservation("r", "carol", ("GPU-0", "GPU-1"), at(5), at(13), Fraction(2))
+    inventory = Inventory("simulated", devices=(gpu(0), gpu(1)))
+    phd = replace(queued_for("phd", "alice", 72, gpus=2), quota=GpuQuota(gpu_limit=Fraction(2)))
+    waiting = with_blocked([phd, queued_for("student", "bob", 4)], [r], NOW)
+    no_backfill = SchedulerConfig.first_come_first_served()
+    result = plan(waiting, inventory, AllocationState(), NOW, UsageTotals(), no_backfill)
+    assert result.reservation is None
+    assert {e.request.id: e.status for e in result.ranked} == {
+        "phd": "capacity", "student": "starting",
+    }  # fmt: skip

@@ -421,7 +421,8 @@ never overlaps another on a device: when the window is taken the command fails w
 3, names the reservation in the way and suggests the next free slot.
 
 Before the start, other people's containers may still use a reserved GPU, but only when
-their runtime limit ends before the start. Containers still on it are warned a while
+their runtime limit (`max_runtime_hours`, or `container-create --runtime HOURS`) ends
+before the start. Containers still on it are warned a while
 before (15 minutes by default) and stopped at the start, their `/workspace` kept. During
 the window your containers may use the reserved GPUs on top of your GPU quota.
 
@@ -513,6 +514,7 @@ _CREATE_MORE = (
     "--data",
     "--no-wait",
     "--borrow",
+    "--runtime",
     "--json",
 )
 
@@ -543,6 +545,8 @@ created; a refusal changes nothing.
   nobody within quota waits for them. The container shows as borrowed; when someone
   within quota needs its devices you are warned, and it is stopped a few minutes later
   (its files are kept; `container-start` queues it again).
+- **Runtime**: `--runtime HOURS` (at most `max_runtime_hours`) stops it then; a short
+  job may start on a GPU reserved from later.
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or
@@ -1196,7 +1200,14 @@ without touching containers, and compares policies.
             Question("--mig", "MIG layouts or slices on demand", "layout"),
             Question("--borrowing", "Borrowing above quota: off, on or both", "off"),
         ),
-        more=("--json", "--reclaim", "--mig", "--borrowing", "--reservations"),
+        more=(
+            "--json",
+            "--reclaim",
+            "--mig",
+            "--borrowing",
+            "--reservations",
+            "--declared-runtime",
+        ),
     ),
     "dashboard": CommandHelp(
         info="""\

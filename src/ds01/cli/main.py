@@ -65,6 +65,12 @@ def _user_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", metavar="USER", help="act on USER's containers (admins only)")
 
 
+def _runtime_cell(row: dict[str, Any]) -> str:
+    """``4h`` for a container with a declared runtime (``--runtime``), ``-`` otherwise."""
+    hours = row.get("runtime_hours")
+    return "-" if hours is None else f"{hours:g}h"
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -181,6 +187,13 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         help="over your GPU quota: borrow idle devices above it, if the server allows; a "
         "borrowed container is stopped (files kept) when someone within quota needs them",
     )
+    p.add_argument(
+        "--runtime",
+        type=_positive_float,
+        metavar="HOURS",
+        help="how long it will run (at most your max_runtime_hours): it is stopped then; a "
+        "short runtime may start on a GPU reserved from later",
+    )
     _json_flag(p)
 
 
@@ -269,6 +282,7 @@ def _run_create(args: argparse.Namespace) -> bool:
         "ports": args.ports,
         "queue": not args.no_wait,
         "borrow": args.borrow,
+        "runtime_hours": args.runtime,
     }
     client = Ds01Client()
     try:
@@ -438,6 +452,9 @@ def _run_list(args: argparse.Namespace) -> None:
     with_disk = any(r.get("disk_limit_bytes") for r in rows)
     if with_disk:
         headers.append("DISK")
+    with_runtime = any(r.get("runtime_hours") for r in rows)
+    if with_runtime:
+        headers.append("RUNTIME")
 
     def status(r: dict[str, Any]) -> str:
         # Processes the kernel killed for lack of memory: "running (2 OOM kills)".
@@ -455,6 +472,7 @@ def _run_list(args: argparse.Namespace) -> None:
             + ([_ports_text(r.get("ports") or [])] if with_ports else [])
             + (_stop_cells(r) if with_stops else [])
             + ([_disk_cell(r)] if with_disk else [])
+            + ([_runtime_cell(r)] if with_runtime else [])
             for r in rows
         ],
     )

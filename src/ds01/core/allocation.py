@@ -387,6 +387,16 @@ def _satisfies(device: Device, need: _MigNeed) -> bool:
     )
 
 
+def could_take(request: GpuRequest, device: Device) -> bool:
+    """Whether ``device`` could be (part of) a placement of ``request`` were it free: a whole
+    GPU for whole GPUs, a MIG instance that satisfies the profile for a MIG request (as
+    :func:`place` chooses); never for an empty request."""
+    need = request._mig_need()
+    if need is None:
+        return request.whole_gpus > 0 and device.kind == "gpu"
+    return device.kind == "mig" and _satisfies(device, need)
+
+
 def _largest_total_slices(devices: Iterable[Device]) -> int:
     return max((d.total_slices for d in devices if d.kind == "mig"), default=DEFAULT_TOTAL_SLICES)
 
@@ -683,6 +693,7 @@ __all__ = [
     "allocate",
     "check_container_count",
     "check_mig_profiles_exist",
+    "could_take",
     "describe_devices",
     "describe_gpus",
     "equivalents_to_float",

@@ -7,10 +7,12 @@ Nothing here touches Docker, the database or the clock. The policy is
 allocate` refuses only for the owner's ``gpu_limit`` may still be placed, *borrowed*, when:
 
 - borrowing is enabled and the request asks to borrow (``--borrow`` or ``borrow: auto``);
-- nobody within quota waits for devices (``within_quota_waiting``: the queue's last plan had
-  a request waiting for devices, :attr:`~ds01.core.scheduler.Plan.waiting_for_devices`);
-  a borrowed request never waits in the queue, so every request that waits for devices is
-  within its owner's quota;
+- no request that waits for devices could be placed on a device it would take
+  (``waiting``: the requests of the queue's last plan that wait for devices,
+  :meth:`~ds01.core.scheduler.Plan.waiting_requests`; :func:`wanted_by`): a waiting
+  MIG request does not stop a whole GPU from being borrowed, nor a request that a
+  reservation keeps from the device (its ``blocked``). A borrowed request never waits in
+  the queue, so every request that waits for devices is within its owner's quota;
 - the owner's borrowed GPU-equivalents plus this request stay within ``max_borrowed_gpus``;
 - every other limit holds (``max_containers``, the kind of GPU, ``max_gpus_per_container``)
   and free devices fit it.
@@ -44,7 +46,7 @@ chosen, so nothing is reclaimed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -56,13 +58,14 @@ from ds01.core.allocation import (
     Holding,
     Placement,
     allocate,
+    could_take,
     format_equivalents,
     least_gpu_equivalents,
 )
 from ds01.core.reservations import Reservation, protected
 from ds01.core.scheduler import PendingRequest
 from ds01.errors import NoCapacity, QuotaExceeded
-from ds01.model.device import Inventory
+from ds01.model.device import Device, Inventory
 from ds01.model.quota import GpuQuota
 
 #: The reservation hook's type: whether a holding is protected by a reservation.
@@ -107,7 +110,7 @@ def allocate_borrowing(
     *,
     policy: BorrowingConfig,
     borrow: bool,
-    within_quota_waiting: bool,
+    waiting: Sequence[PendingRequest],
 ) -> BorrowDecision:
     """:func:`~ds01.core.allocation.allocate`, borrowing above ``gpu_limit`` when allowed
     (rules in the module docstring).
@@ -117,7 +120,7 @@ def allocate_borrowing(
     Raises:
         QuotaExceeded: over a limit and not allowed to borrow; the message says why
             borrowing is not possible when ``borrow`` was asked for (off, someone within
-            quota waits, the cap, or nothing free to borrow).
+            quota waits for the devices it would take, the cap, or nothing free to borrow).
         NoCapacity: within quota, but the free devices cannot satisfy the request.
     """
     try:
@@ -129,7 +132,7 @@ def allocate_borrowing(
             raise
         return _borrow(
             over_quota, request, user, quota, inventory, state, user_containers,
-            policy=policy, within_quota_waiting=within_quota_waiting,
+            policy=policy, waiting=waiting,
         )  # fmt: skip
 
 
@@ -143,7 +146,7 @@ def _borrow(
     user_containers: Sequence[str],
     *,
     policy: BorrowingConfig,
-    within_quota_waiting: bool,
+    waiting: Sequence[PendingRequest],
 ) -> BorrowDecision:
     if not policy.enabled:
         raise _borrow_refusal(over_quota, "borrowing is off on this server.", {"enabled": False})
@@ -151,12 +154,6 @@ def _borrow(
     unbounded = replace(quota, gpu_limit=None)
     with suppress(NoCapacity):  # whether idle devices fit is decided below, within the cap
         allocate(request, user, unbounded, inventory, state, user_containers)
-    if within_quota_waiting:
-        raise _borrow_refusal(
-            over_quota,
-            "requests within quota wait for devices, and they go first.",
-            {"within_quota_waiting": True},
-        )
     cap = policy.max_borrowed_equivalents
     borrowed = state.user_borrowed_equivalents(user)
     needed = least_gpu_equivalents(request, inventory)
@@ -180,7 +177,26 @@ def _borrow(
         raise _borrow_refusal(
             over_quota, f"no idle device fits it. {busy.message}", {"free": False}
         ) from None
+    if wanted_by(waiting, placement.devices) is not None:
+        raise _borrow_refusal(
+            over_quota,
+            "requests within quota wait for the devices it would take, and they go first.",
+            {"within_quota_waiting": True},
+        )
     return BorrowDecision(placement, borrowed=True)
+
+
+def wanted_by(
+    waiting: Iterable[PendingRequest], devices: Iterable[Device]
+) -> PendingRequest | None:
+    """The first of ``waiting`` that could be placed on one of ``devices`` (the kind it asks
+    for, :func:`~ds01.core.allocation.could_take`, and not among its ``blocked``), or
+    ``None``: borrowing those devices keeps nobody waiting from them."""
+    devices = tuple(devices)
+    for request in waiting:
+        if any(d.uuid not in request.blocked and could_take(request.request, d) for d in devices):
+            return request
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,8 +221,12 @@ class ReclaimChoice:
 
 
 def _fits(head: PendingRequest, inventory: Inventory, state: AllocationState) -> bool:
+    """Whether ``head`` is placed now, never on a device it is ``blocked`` from."""
     try:
-        allocate(head.request, head.user, head.quota, inventory, state, head.user_containers)
+        allocate(
+            head.request, head.user, head.quota, head.open_in(inventory), state,
+            head.user_containers,
+        )  # fmt: skip
     except (NoCapacity, QuotaExceeded):
         return False
     return True
@@ -346,4 +366,5 @@ __all__ = [
     "reclaimable",
     "reserved_by_holder",
     "stop_due",
+    "wanted_by",
 ]

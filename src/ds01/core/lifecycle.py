@@ -106,6 +106,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
 from ds01.config.policies import LifecyclePolicy
+from ds01.errors import QuotaExceeded
 from ds01.model.units import format_duration
 
 #: Per-signal names, in the order they are shown.
@@ -644,6 +645,31 @@ def covering_exemption(
     return max(matching, key=lambda e: (e.until is None, e.until or now), default=None)
 
 
+def runtime_limit_hours(max_runtime_hours: float | None, declared: float | None) -> float | None:
+    """A container's runtime limit in hours: the runtime its owner declared for it
+    (``container-create --runtime``), else their ``max_runtime_hours``; never more than
+    ``max_runtime_hours`` (``None``: no limit). Every place that stops, plans or keeps
+    devices by a container's runtime uses this one answer."""
+    if declared is None:
+        return max_runtime_hours
+    return declared if max_runtime_hours is None else min(declared, max_runtime_hours)
+
+
+def declared_runtime(max_runtime_hours: float | None, declared: float | None) -> float | None:
+    """``declared`` (``--runtime HOURS``, ``None``: not given) checked against the owner's
+    ``max_runtime_hours``.
+
+    Raises:
+        QuotaExceeded: more than ``max_runtime_hours`` (exit 3).
+    """
+    if declared is not None and max_runtime_hours is not None and declared > max_runtime_hours:
+        raise QuotaExceeded(
+            f"--runtime {declared:g} is more than your max_runtime_hours "
+            f"({max_runtime_hours:g} hours): ask for at most that."
+        )
+    return declared
+
+
 @dataclass(frozen=True)
 class LimitsForContainer:
     """The owner's resolved limits that the lifecycle enforces.
@@ -1086,8 +1112,10 @@ __all__ = [
     "clock_jump",
     "covering_exemption",
     "decide",
+    "declared_runtime",
     "observe",
     "rebased",
+    "runtime_limit_hours",
     "start_run",
     "stopped",
     "stopped_removal_at",

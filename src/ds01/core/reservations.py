@@ -23,6 +23,9 @@ user ``u`` that may hold it until ``ends_by`` when some reservation on it, not `
   the container could still hold the device at the start. A container whose runtime limit
   ends in time may *backfill* the device until then.
 
+The GPU queue plans each waiting request with its own blocked devices
+(:func:`with_blocked`, by its expected hold), never with those of the others.
+
 During its window the holder's containers may use the reserved devices on top of their
 quota (:func:`held_now`, :func:`holder_view`): a create or start is placed there first, and
 so is a queued request, before the queue's plan (:func:`reserved_starts`).
@@ -471,6 +474,27 @@ def blocked_devices(
     return frozenset(blocked)
 
 
+def with_blocked(
+    pending: Iterable[PendingRequest], reservations: Sequence[Reservation], now: datetime
+) -> list[PendingRequest]:
+    """``pending`` with each request's own ``blocked`` devices at ``now``: those
+    :func:`blocked_devices` keeps from a container of its user that holds its devices for
+    its ``expected_runtime_hours`` (``None``: unknown, so until every later reservation).
+
+    The GPU queue plans each request with its own: a device reserved from ``S`` is kept
+    from a request only if it could still hold it at ``S`` and is not the holder's, so a
+    long request waiting does not keep short ones off the device (``core.scheduler``)."""
+    if not reservations:
+        return list(pending)
+    out: list[PendingRequest] = []
+    for request in pending:
+        hours = request.expected_runtime_hours
+        ends_by = None if hours is None else now + timedelta(hours=hours)
+        blocked = blocked_devices(reservations, request.user, now, ends_by)
+        out.append(replace(request, blocked=request.blocked | blocked))
+    return out
+
+
 def held_now(reservations: Iterable[Reservation], user: str, now: datetime) -> tuple[str, ...]:
     """The devices reserved for ``user`` at ``now``: theirs on top of their quota."""
     return tuple(u for r in reservations if r.is_for(user) and r.in_force(now) for u in r.devices)
@@ -633,4 +657,5 @@ __all__ = [
     "phase",
     "protected",
     "reserved_starts",
+    "with_blocked",
 ]

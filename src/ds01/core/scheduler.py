@@ -59,6 +59,15 @@ quotas of later requests count the starts before them (``gpu_limit`` and ``max_c
    request of the head's own user also waits as ``reserved_for_head`` when, running, it
    would leave the head without the ``gpu_limit`` or ``max_containers`` room it needs.
 
+A request's ``blocked`` devices are never placed for *it* (not now, not in its planned
+placement), and stay free for every other request: each request is planned with its own
+(GPU reservations keep a device only from the requests that could still hold it at the
+reservation's start, ``ds01.core.reservations.with_blocked``). Whether a request is
+``unsatisfiable`` is judged without them (a reservation ends); one that could not be placed
+even on an empty server without them waits as ``capacity`` and, like an unsatisfiable one,
+never becomes the head (it would hold devices for nothing and, with backfill off, stop the
+whole queue).
+
 The promised start is the head's estimated start, or, when the caller passes back the
 previous pass's reservation for the same head, the earlier of the two: successive passes
 therefore cannot push the head back by more than the bound in total, as long as running
@@ -260,6 +269,10 @@ class PendingRequest:
             (e.g. its ``max_runtime_hours`` plus the hold after stop); ``None`` = unknown.
         user_containers: names of the user's containers that count against
             ``max_containers`` for this request (as :func:`allocate` takes them).
+        blocked: devices this request may not be placed on now, whatever else is free
+            (e.g. those GPU reservations keep from it:
+            ``ds01.core.reservations.with_blocked``); they count as free for every other
+            request.
     """
 
     id: str
@@ -271,6 +284,7 @@ class PendingRequest:
     submitted_at: datetime
     expected_runtime_hours: float | None = None
     user_containers: tuple[str, ...] = ()
+    blocked: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= MAX_PRIORITY:
@@ -278,6 +292,12 @@ class PendingRequest:
         runtime = self.expected_runtime_hours
         if runtime is not None and not (math.isfinite(runtime) and runtime >= 0):
             raise ValueError(f"expected_runtime_hours must be finite and >= 0, got {runtime}")
+
+    def open_in(self, inventory: Inventory) -> Inventory:
+        """``inventory`` as this request may be placed in it: its ``blocked`` devices held back."""
+        if not self.blocked:
+            return inventory
+        return replace(inventory, reserved=inventory.reserved | self.blocked)
 
 
 @dataclass(frozen=True)
@@ -418,6 +438,13 @@ class Plan:
         """Whether some request waits for devices (:data:`DEVICE_WAIT_STATUSES`): the
         ``demand`` of :func:`ds01.core.lifecycle.decide`."""
         return bool(self.users_waiting_for_devices)
+
+    @property
+    def waiting_requests(self) -> tuple[PendingRequest, ...]:
+        """The requests that wait for devices (within their owners' quota), in queue order:
+        borrowing must not take a device any of them could use
+        (:func:`ds01.core.borrowing.wanted_by`)."""
+        return tuple(e.request for e in self.ranked if e.status in DEVICE_WAIT_STATUSES)
 
     @property
     def users_waiting_for_devices(self) -> frozenset[str]:
@@ -630,7 +657,10 @@ def _allocate(
     state: AllocationState,
     containers: Sequence[str],
 ) -> Placement:
-    return allocate(pending.request, pending.user, pending.quota, inventory, state, containers)
+    """Where ``pending`` goes in ``inventory`` now, never on a device it is ``blocked`` from."""
+    return allocate(
+        pending.request, pending.user, pending.quota, pending.open_in(inventory), state, containers
+    )
 
 
 def _held_by_own(
@@ -717,6 +747,12 @@ class _Pass:
         if not _satisfiable(request, inventory):
             reason = f"Cannot be placed even with every device free: {refused.message}"
             return _entry(ranked, "unsatisfiable", reason)
+        if request.blocked and not _satisfiable(request, request.open_in(inventory)):
+            reason = (
+                "Waits for GPU reservations: it fits only on reserved devices that it could "
+                "still hold when their reservation starts."
+            )
+            return _entry(ranked, "capacity", reason)
         head = self.head
         if head is None:
             head = self.head = _make_head(

@@ -43,6 +43,7 @@ from ds01.core.container_resources import (
     stop_signal,
 )
 from ds01.core.docker_create import RunOptions
+from ds01.core.lifecycle import declared_runtime
 from ds01.daemon import schemas as api
 from ds01.daemon import slurm_jobs
 from ds01.daemon.access import Access, devices_details
@@ -176,6 +177,7 @@ def created_info(
         gpu_equivalents=equivalents_to_float(placement.gpu_equivalents),
         created_at=created_at,
         borrowed=prepared.borrowed,
+        runtime_hours=prepared.runtime_hours,
         ports=[
             api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
             for c, h in prepared.ports
@@ -351,6 +353,7 @@ class Creation:
             else secrets.token_hex(JUPYTER_TOKEN_BYTES),
             hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
             borrow=request.borrow or limits.borrow == "auto",
+            runtime_hours=declared_runtime(limits.max_runtime_hours, request.runtime_hours),
         )
 
     def admit(
@@ -379,6 +382,7 @@ class Creation:
             self.context,
             prepared.owner,
             prepared.name,
+            prepared.runtime_hours,
             prepared.quota,
             inventory,
             lambda devices, quota: allocate_borrowing(
@@ -390,7 +394,7 @@ class Creation:
                 [r.name for r in mine],
                 policy=self.context.config().limits.borrowing,
                 borrow=prepared.borrow,
-                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+                waiting=() if plan is None else plan.waiting_requests,
             ),
         )
         self.check_memory_total(prepared, mine)
@@ -693,6 +697,7 @@ class Creation:
             framework=prepared.framework,
             visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
             borrowed=prepared.borrowed,
+            runtime_hours=prepared.runtime_hours,
         ).as_dict()
 
     def _spec(

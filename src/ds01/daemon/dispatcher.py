@@ -16,8 +16,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
 5. **Plan** with ``ds01.core.scheduler.plan`` over the waiting requests, the decayed usage
    and the ``scheduler:`` policy, keeping the head's reservation for the next pass. The
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
-   with MIG on demand could make (``MigOnDemand.planned_for_queue``), and leaves out the
-   devices GPU reservations keep from any waiting request (``reservations.queue_blocked``).
+   with MIG on demand could make (``MigOnDemand.planned_for_queue``); each request is
+   planned without the devices GPU reservations keep from it
+   (``ds01.core.reservations.with_blocked``), which stay open to the others.
 6. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
@@ -48,8 +49,8 @@ from fractions import Fraction
 
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
-from ds01.core.lifecycle import covering_exemption
-from ds01.core.reservations import reserved_starts
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.reservations import reserved_starts, with_blocked
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -62,13 +63,13 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.reclaim import BorrowReclaim
-from ds01.daemon.reservations import kept, queue_blocked
+from ds01.daemon.reservations import kept
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error, InvalidInput, NotFound, PolicyError, QuotaExceeded
 from ds01.events.log import acting_via, utc_now
 from ds01.model.device import Inventory
-from ds01.model.labels import borrowed_of, container_name
+from ds01.model.labels import borrowed_of, container_name, runtime_hours_of
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_uid
@@ -151,12 +152,11 @@ class GpuDispatcher(PeriodicPass):
                 service.backend.inventory(),
                 held,
             )
-            # Reserved devices: those blocked for any waiting request stay out of the plan.
-            blocked = queue_blocked(
-                service, [(w.pending.user, w.pending.expected_runtime_hours) for w in waiting], now
-            )
-            if blocked:
-                inventory = replace(inventory, reserved=inventory.reserved | blocked)
+            # Reserved devices: each request is planned without those blocked for it.
+            reservations = kept(service)
+            if reservations:
+                pending = with_blocked([w.pending for w in waiting], reservations, now)
+                waiting = [replace(w, pending=p) for w, p in zip(waiting, pending, strict=True)]
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)
@@ -320,7 +320,9 @@ class GpuDispatcher(PeriodicPass):
                 end = since + timedelta(minutes=hold) if since else None
             elif covering_exemption(exemptions, record.user, record.name, now) is None:
                 clock = clocks.get(record.id)
-                limit = limits.max_runtime_hours
+                limit = runtime_limit_hours(
+                    limits.max_runtime_hours, runtime_hours_of(record.labels)
+                )
                 if clock is not None and clock.run_started_at and limit is not None:
                     left = timedelta(hours=limit, seconds=-clock.runtime_seconds_before)
                     end = clock.run_started_at + left + timedelta(minutes=hold)
@@ -380,7 +382,8 @@ class GpuDispatcher(PeriodicPass):
                 priority=int(limits.priority or 0),
                 submitted_at=datetime.fromisoformat(entry.submitted_at),
                 expected_runtime_hours=_held_hours(
-                    limits.max_runtime_hours, limits.gpu_hold_after_stop_minutes
+                    runtime_limit_hours(limits.max_runtime_hours, _declared_of(entry, records)),
+                    limits.gpu_hold_after_stop_minutes,
                 ),
                 user_containers=mine,
             )
@@ -503,6 +506,20 @@ class GpuDispatcher(PeriodicPass):
         self.service.notify_user(
             entry.uid, f"ds01: your queued container {entry.container!r} could not start: {why}"
         )
+
+
+def _declared_of(entry: QueuedRequest, records: list[ContainerRecord]) -> float | None:
+    """The runtime declared for a queued request's container (``--runtime``): in its create
+    request, or on the stopped container a start needs devices for; ``None`` if none."""
+    if entry.kind == "create":
+        try:
+            return api.CreateContainerRequest.model_validate_json(entry.request_json).runtime_hours
+        except ValueError:  # unreadable: the start fails it with the reason
+            return None
+    for record in records:
+        if record.uid == entry.uid and record.name == entry.container:
+            return runtime_hours_of(record.labels)
+    return None
 
 
 def _held_hours(max_runtime_hours: float | None, hold_minutes: float | None) -> float | None:

@@ -46,7 +46,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +68,7 @@ from ds01.core.lifecycle import (
     decide,
     observe,
     rebased,
+    runtime_limit_hours,
     stopped,
     warned,
 )
@@ -84,6 +85,7 @@ from ds01.daemon.views import users_waiting_for_devices
 from ds01.errors import Ds01Error
 from ds01.events.log import DAEMON_USER, utc_now
 from ds01.gpu.backend import DeviceTelemetry
+from ds01.model.labels import runtime_hours_of
 from ds01.model.units import format_duration
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_uid
@@ -299,9 +301,12 @@ class LifecycleLoop(PeriodicPass):
             return None  # no sample, no decision (it may have just ended)
         clock = observe(clocks.get(record.id), sample, running_since=started, policy=owner.policy)
         exemption = covering_exemption(exemptions, record.user, record.name, now)
-        decision = decide(
-            clock, now, owner.policy, owner.limits, demand=demand, exemption=exemption
+        # Its own runtime limit: the one its owner declared for it, if any.
+        limit = runtime_limit_hours(
+            owner.limits.max_runtime_hours, runtime_hours_of(record.labels)
         )
+        limits = replace(owner.limits, max_runtime_hours=limit)
+        decision = decide(clock, now, owner.policy, limits, demand=demand, exemption=exemption)
         done: list[str] = []
         for action in decision.actions:
             if isinstance(action, Warn):

@@ -22,7 +22,7 @@ from ds01.config.loader import Ds01Config
 from ds01.config.resolve import ResolvedAggregate
 from ds01.core.allocation import equivalents_to_float
 from ds01.core.container_resources import memory_total_refusal
-from ds01.core.lifecycle import covering_exemption
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
 from ds01.daemon import disk
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -220,7 +220,9 @@ class LimitsEnforcement:
         """Refuse (``QuotaExceeded``) to start a container that used up ``max_runtime_hours``
         over its runs, unless an exemption covers it: it would be stopped again at once."""
         ctx = self.context
-        limit = ctx.limits_for(owner).max_runtime_hours
+        limit = runtime_limit_hours(
+            ctx.limits_for(owner).max_runtime_hours, L.runtime_hours_of(record.labels)
+        )
         clock = ctx.store.lifecycle_clocks().get(record.id) if limit is not None else None
         if limit is None or clock is None:
             return

@@ -70,6 +70,7 @@ class Reacquire:
             ctx,
             owner,
             record.name,
+            L.runtime_hours_of(record.labels),
             limits.gpu_quota(),
             inventory,
             lambda devices, quota: allocate_borrowing(
@@ -81,7 +82,7 @@ class Reacquire:
                 [r.name for r in records if r.uid == record.uid and r.id != record.id],
                 policy=ctx.config().limits.borrowing,
                 borrow=borrow or limits.borrow == "auto" or L.borrowed_of(record.labels),
-                within_quota_waiting=plan is not None and plan.waiting_for_devices,
+                waiting=() if plan is None else plan.waiting_requests,
             ),
         )
         return self.reacquire_admitted(
@@ -198,6 +199,7 @@ class Reacquire:
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
             run=_run_options(record, attrs) if record.labels.get(L.INTERFACE) == "docker" else None,
             borrowed=L.borrowed_of(record.labels),
+            runtime_hours=L.runtime_hours_of(record.labels),
         )
 
 

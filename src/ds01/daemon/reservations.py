@@ -13,8 +13,9 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   ``Reacquire``): during a reservation its holder is first placed on the reserved devices,
   on top of their quota; otherwise the devices ``core.reservations.blocked_devices`` names
   are kept out, with the new container's runtime limit as its end (none when an exemption
-  covers the owner). The GPU queue (``queue_blocked``) keeps out every device blocked for any
-  waiting request: a queued request never lands on a reserved device.
+  covers the owner). The GPU queue plans each waiting request without the devices blocked
+  for it (``core.reservations.with_blocked``, by its expected hold), so a queued request
+  lands on a reserved device only when it is the holder's or would be done by the start.
 - **Enforced** (``ReservationWatch``, one step of each lifecycle pass): ``reservation.start``
   and ``reservation.end`` when a phase changes (the phase is stored, so a restart announces
   nothing twice); the owners of containers still on a device ``warning_minutes`` before its
@@ -36,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.lifecycle import covering_exemption
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
 from ds01.core.reservations import (
     MAINTENANCE,
     DrainStop,
@@ -260,10 +261,13 @@ def on_device(
 # ------------------------------------------------------------------------------------------
 
 
-def runtime_end(ctx: DaemonContext, owner: UnixUser, name: str, now: datetime) -> datetime | None:
+def runtime_end(
+    ctx: DaemonContext, owner: UnixUser, name: str, declared: float | None, now: datetime
+) -> datetime | None:
     """When a container ``name`` of ``owner`` started now must have stopped at the latest:
-    its runtime limit, ``None`` without one or under an exemption."""
-    hours = ctx.limits_for(owner).max_runtime_hours
+    its runtime limit (``declared`` by its owner, else their ``max_runtime_hours``:
+    ``core.lifecycle.runtime_limit_hours``), ``None`` without one or under an exemption."""
+    hours = runtime_limit_hours(ctx.limits_for(owner).max_runtime_hours, declared)
     if hours is None:
         return None
     exemptions = [r.exemption() for r in ctx.store.exemptions()]
@@ -276,13 +280,15 @@ def allocate_honouring(
     ctx: DaemonContext,
     owner: UnixUser,
     name: str,
+    declared: float | None,
     quota: GpuQuota,
     inventory: Inventory,
     decide: Callable[[Inventory, GpuQuota], _Decision],
 ) -> _Decision:
     """Under the allocation lock: ``decide`` (an ``allocate`` or ``allocate_borrowing`` over
     the inventory and quota it is given) with the reservations honoured (module docstring):
-    what the holder gets on their reserved devices on top of their quota is not borrowed."""
+    what the holder gets on their reserved devices on top of their quota is not borrowed.
+    ``declared``: the runtime its owner declared for container ``name``, if any."""
     reservations = kept(ctx)
     if not reservations:
         return decide(inventory, quota)
@@ -293,21 +299,9 @@ def allocate_honouring(
             return decide(*view)
         except (NoCapacity, QuotaExceeded):
             pass  # not on the reserved devices: within quota elsewhere, as anyone
-    blocked = blocked_devices(reservations, owner.name, now, runtime_end(ctx, owner, name, now))
+    ends_by = runtime_end(ctx, owner, name, declared, now)
+    blocked = blocked_devices(reservations, owner.name, now, ends_by)
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
-
-
-def queue_blocked(
-    ctx: DaemonContext, waiting: list[tuple[str, float | None]], now: datetime
-) -> frozenset[str]:
-    """Devices the GPU queue keeps out of its plan: those blocked for any of the ``waiting``
-    requests (user, expected hours until its devices are free; ``None``: unknown)."""
-    reservations = kept(ctx)
-    blocked: set[str] = set()
-    for user, hours in waiting:
-        ends_by = None if hours is None else now + timedelta(hours=hours)
-        blocked |= blocked_devices(reservations, user, now, ends_by)
-    return frozenset(blocked)
 
 
 # ------------------------------------------------------------------------------------------
@@ -470,6 +464,5 @@ __all__ = [
     "listing",
     "on_device",
     "parse_start",
-    "queue_blocked",
     "week",
 ]

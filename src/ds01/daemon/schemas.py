@@ -118,6 +118,14 @@ class CreateContainerRequest(_Model):
         "borrowing: policy must be on; `borrow: auto` in the limits does it implicitly). A "
         "borrowed container may be stopped to make room for requests within quota.",
     )
+    runtime_hours: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long it will run, in hours (at most max_runtime_hours; more exits "
+        "3): its runtime limit, stopped at it like at max_runtime_hours. A short runtime "
+        "lets it start on a GPU reserved from a later time (backfill).",
+    )
     slurm_job: int | None = Field(
         default=None,
         ge=1,
@@ -219,6 +227,11 @@ class ContainerInfo(_Model):
         default=False,
         description="Placed above its owner's gpu_limit: stopped (files kept) when its "
         "devices are needed by a request within quota.",
+    )
+    runtime_hours: float | None = Field(
+        default=None,
+        description="The runtime its owner declared (--runtime): its runtime limit, instead "
+        "of max_runtime_hours; null when none was declared.",
     )
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."

@@ -64,6 +64,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         gpu_equivalents=equivalents_to_float(record.gpu_equivalents),
         created_at=record.created_at,
         borrowed=L.borrowed_of(record.labels),
+        runtime_hours=L.runtime_hours_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
     )

@@ -35,6 +35,9 @@ PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chose
 # "true" on a container placed above its owner's gpu_limit (ds01.core.borrowing); absent
 # on every other container.
 BORROWED = "ds01.borrowed"
+# The runtime its owner declared for it (``--runtime HOURS``, at most their
+# max_runtime_hours): its runtime limit instead of max_runtime_hours; absent when none.
+RUNTIME_HOURS = "ds01.runtime_hours"
 
 # On an image: the user it was built for. Such an image is allowed for that user even when
 # images.yaml does not list it (only root can label images on this host).
@@ -131,6 +134,15 @@ def borrowed_of(labels: dict[str, str]) -> bool:
     return labels.get(BORROWED) == "true"
 
 
+def runtime_hours_of(labels: dict[str, str]) -> float | None:
+    """The runtime its owner declared for a container (``ds01.runtime_hours``), if any."""
+    try:
+        hours = float(labels.get(RUNTIME_HOURS, ""))
+    except ValueError:
+        return None
+    return hours if hours > 0 and hours != float("inf") else None
+
+
 def owner_uid_and_equivalents(labels: dict[str, str]) -> tuple[int, Fraction]:
     """The owner's uid and the GPU-equivalents held; ``(-1, 0)`` if either is unreadable."""
     try:
@@ -173,10 +185,12 @@ class ContainerLabels:
     slurm_job: int | None = None  # cluster mode only, with slurm_node
     slurm_node: str | None = None
     slurm_cgroup: str | None = None
+    runtime_hours: float | None = None
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
-        borrowed container, the Slurm ones only on a job's container)."""
+        borrowed container, ``ds01.runtime_hours`` only with a declared runtime, the Slurm
+        ones only on a job's container)."""
         slurm = (
             {
                 SLURM_JOB: str(self.slurm_job),
@@ -186,7 +200,8 @@ class ContainerLabels:
             if self.slurm_job is not None
             else {}
         )
-        return ({BORROWED: "true"} if self.borrowed else {}) | {
+        declared = {} if self.runtime_hours is None else {RUNTIME_HOURS: f"{self.runtime_hours:g}"}
+        return ({BORROWED: "true"} if self.borrowed else {}) | declared | {
             **slurm,
             MANAGED: "true",
             USER: self.user,

@@ -75,6 +75,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="GPU reservations to replay (CSV: made_hours,start_hours,hours,user,gpus,mig); "
         "every run is made without and with them, then compared",
     )
+    parser.add_argument(
+        "--declared-runtime",
+        action="store_true",
+        help="each job declares its runtime (--runtime: its busy hours, rounded up)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -187,6 +192,7 @@ def run(args: argparse.Namespace) -> None:
             dynamic,
             lent if borrow else None,
             reservations,
+            args.declared_runtime,
         )
         for devices, dynamic in setups
         for name, policy in policies(limits, args.policy).items()

@@ -24,9 +24,10 @@ the capacity allocated. The runtime limit is the same exact limit under all thre
 The end of the busy part changes nothing that the daemon could see, so it is no event.
 
 Borrowing (``borrowing``, a :class:`~ds01.config.borrowing.BorrowingConfig` with
-``enabled``): after each pass that left nobody waiting for devices, the requests the pass
-held for their quota (status ``quota``) are offered idle devices in queue order through
-:func:`ds01.core.borrowing.allocate_borrowing`, as a create with ``--borrow`` would be; a
+``enabled``): after each pass, the requests the pass held for their quota (status
+``quota``) are offered in queue order the idle devices that no request waiting for devices
+could use, through :func:`ds01.core.borrowing.allocate_borrowing` (with the plan's
+``waiting_requests``), as a create with ``--borrow`` would be; a
 job placed so is *borrowed*. After each pass with a head (a request within quota that
 cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
@@ -44,8 +45,9 @@ asked for at its ``made_hours`` and admitted or refused by
 limits (``reservations:``); then, as in ds01d, through ``ds01.core.reservations``' pure
 functions: before each pass the requests of holders whose reservation is in force start on
 their reserved devices, on top of their quota (:func:`~ds01.core.reservations.reserved_starts`),
-and the devices :func:`~ds01.core.reservations.blocked_devices` keeps from any waiting
-request (by its expected hold) are left out of the plan and of borrowing; after each
+and each waiting request is planned, borrows and reclaims without the devices
+:func:`~ds01.core.reservations.blocked_devices` keeps from *it* (by its expected hold:
+:func:`~ds01.core.reservations.with_blocked`); after each
 instant, :func:`~ds01.core.reservations.drain` stops the jobs on a device whose reservation
 has begun and is not their owner's (a running one queues the work it has left again, as
 above); a borrowed job on its owner's reservation in force is never reclaimed
@@ -61,7 +63,10 @@ start on a planned slice makes it; a released slice made on demand is destroyed 
 The scheduler is told only what the daemon would know: a running container is expected to
 free its devices ``max_runtime_hours`` plus the hold after it started (unknown without a
 runtime limit), a stopped one exactly when its hold ends, and a waiting job is expected to
-hold devices for ``max_runtime_hours`` plus the hold. Limits and the lifecycle policy come
+hold devices for ``max_runtime_hours`` plus the hold. With ``declared_runtime``, each job
+says how long it computes (``container-create --runtime``: what it has left, rounded up to
+the hour): that is its runtime limit, so it is expected to end by then, and it is stopped at
+it (its idle tail cut there). Limits and the lifecycle policy come
 from ``resource-limits.yaml`` with the job's group as the user's only group. A hold of
 ``null`` (GPUs kept until the container is removed) counts as no hold: the trace cannot say
 when the user would remove it.
@@ -70,6 +75,7 @@ when the user would remove it.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -90,7 +96,7 @@ from ds01.core.borrowing import (
     reserved_by_holder,
     stop_due,
 )
-from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide
+from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runtime_limit_hours
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
     GpuView,
@@ -108,6 +114,7 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     reserved_starts,
+    with_blocked,
 )
 from ds01.core.reservations import Reservation as GpuReservation
 from ds01.core.scheduler import (
@@ -189,9 +196,13 @@ class UserSetup:
     @property
     def expected_hold_hours(self) -> float | None:
         """Hours a container may hold devices from its start, as the daemon can bound it."""
-        if self.max_runtime_hours is None:
-            return None
-        return self.max_runtime_hours + self.hold_hours
+        return self.hold_for(None)
+
+    def hold_for(self, declared: float | None) -> float | None:
+        """Hours a container with the runtime ``declared`` for it (``None``: none) may hold
+        devices from its start: its runtime limit plus the hold."""
+        limit = runtime_limit_hours(self.max_runtime_hours, declared)
+        return None if limit is None else limit + self.hold_hours
 
     def idle_stop_hours(
         self, start_hours: float, busy_until_hours: float, now_hours: float, demand: bool
@@ -339,6 +350,8 @@ class SimulationResult:
         borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
             owner's quota and no request within quota waited for devices: what borrowing
             could have used at most (after any borrowing, what it left unused).
+        declared_runtime: whether each job declared its runtime (busy time left, rounded up
+            to the hour) as its runtime limit.
     """
 
     policy: str
@@ -350,6 +363,7 @@ class SimulationResult:
     borrowing: bool = False
     reservations: tuple[ReservationOutcome, ...] | None = None
     borrowable_gpu_hours: float = 0.0
+    declared_runtime: bool = False
 
 
 class _Event(IntEnum):
@@ -410,8 +424,11 @@ class _Replay:
         dynamic: Mapping[str, DynamicGpu],
         borrowing: BorrowingConfig | None = None,
         reservations: Sequence[TraceReservation] | None = None,
+        declared_runtime: bool = False,
     ) -> None:
         self.inventory = inventory
+        self.declared_runtime = declared_runtime
+        self.declared: dict[str, float] = {}  # job -> the runtime its owner declared
         self.config = config
         self.groups = {job.user: job.group for job in jobs}
         self.borrowing = borrowing if borrowing is not None and borrowing.enabled else None
@@ -513,6 +530,10 @@ class _Replay:
         """Job ``key`` joins the queue at ``now`` (again, when it was stopped with work left)."""
         job = self.by_id[key]
         setup = self.setups[job.user]
+        if self.declared_runtime:  # what it has left to compute, rounded up to the hour
+            again = self.again.get(key)
+            left = setup.busy_hours(job) if again is None else again[0]
+            self.declared[key] = max(1.0, math.ceil(left))
         self.pending[key] = PendingRequest(
             id=key,
             user=job.user,
@@ -521,7 +542,7 @@ class _Replay:
             quota=setup.quota,
             priority=setup.priority,
             submitted_at=now,
-            expected_runtime_hours=setup.expected_hold_hours,
+            expected_runtime_hours=setup.hold_for(self.declared.get(key)),
         )
 
     def release(self, key: str, hours: float, now: datetime) -> None:
@@ -554,8 +575,8 @@ class _Replay:
         ]
         totals = decayed_usage(self.usage.values(), now, self.policy.usage_half_life_hours)
         if self.bookings:
-            waiting = self.start_reserved(waiting, hours, now)
-        inventory = self.open_to(waiting, now)
+            waiting = with_blocked(self.start_reserved(waiting, hours, now), self.bookings, now)
+        inventory = self.inventory
         if self.dynamic:
             held = self.state.held()
             creates = plan_what_fits(
@@ -592,9 +613,7 @@ class _Replay:
 
     def borrow(self, decision: Plan, policy: BorrowingConfig, hours: float, now: datetime) -> None:
         """Place the requests held for their quota on idle devices, borrowed, in queue order,
-        when nobody waits for devices."""
-        if decision.waiting_for_devices:
-            return
+        on devices no request waiting for devices could use (``allocate_borrowing``)."""
         for entry in decision.ranked:
             request = entry.request
             if entry.status != "quota" or request.id not in self.pending:
@@ -602,9 +621,9 @@ class _Replay:
             try:
                 placed = allocate_borrowing(
                     request.request, request.user, request.quota,
-                    self.open_to([request], now), self.state,
+                    request.open_in(self.inventory), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
-                    within_quota_waiting=False,
+                    waiting=decision.waiting_requests,
                 )  # fmt: skip
             except (NoCapacity, QuotaExceeded):
                 continue
@@ -618,9 +637,8 @@ class _Replay:
     ) -> None:
         """Warn, then stop after the grace, the borrowed jobs the head of the queue needs."""
         head = None
-        if decision.reservation is not None:
-            head = self.pending.get(decision.reservation.request_id)
-        if head is not None:
+        if decision.reservation is not None and decision.reservation.request_id in self.pending:
+            head = decision.entry(decision.reservation.request_id).request  # with its blocked
             head = replace(head, user_containers=self._containers_of(head.user))
         started = {key: at(run.start) for key, run in self.running.items()}
         choice = choose_reclaim(
@@ -825,15 +843,19 @@ class _Replay:
                 borrowed=borrowed,
             )
         self.outcomes[key] = outcome
+        tail = setup.held_tail_hours(job)
+        limit = runtime_limit_hours(setup.max_runtime_hours, self.declared.get(key))
+        if limit is not None:  # stopped at its own runtime limit (a declared one is shorter)
+            tail = max(0.0, min(tail, limit - busy))
         run = _Running(
             start=hours,
             busy_until=hours + busy,
-            held_until=hours + busy + setup.held_tail_hours(job),
+            held_until=hours + busy + tail,
         )
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
         )
-        hold = setup.expected_hold_hours
+        hold = setup.hold_for(self.declared.get(key))
         self.expected_ends[key] = None if hold is None else now + timedelta(hours=hold)
         self.usage[key] = UsageInterval(request.user, request.group, placement.gpu_equivalents, now)
         heapq.heappush(self.events, (run.held_until, _Event.STOP, key))
@@ -898,19 +920,23 @@ def simulate(
     dynamic: Mapping[str, DynamicGpu] | None = None,
     borrowing: BorrowingConfig | None = None,
     reservations: Sequence[TraceReservation] | None = None,
+    declared_runtime: bool = False,
 ) -> SimulationResult:
     """Replay ``jobs`` on ``inventory`` under ``policy`` and ``reclaim`` (module docstring).
     ``dynamic``: GPU UUID → its MIG-on-demand setup, for the GPUs that make slices on demand
     (their instances in ``inventory`` are the baseline's, or none). ``borrowing``: the
     policy under which jobs over quota borrow idle devices (``None`` or not ``enabled``:
     no borrowing). ``reservations``: GPU reservations asked for during the replay
-    (``None``: none, and the result has no reservations).
+    (``None``: none, and the result has no reservations). ``declared_runtime``: every job
+    is created with the runtime it has left to compute rounded up to the hour
+    (``container-create --runtime``), its runtime limit instead of ``max_runtime_hours``.
 
     Deterministic: the same inputs give the same result.
     """
     replay = _Replay(
-        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations
-    )
+        jobs, inventory, config, policy, reclaim, dynamic or {}, borrowing, reservations,
+        declared_runtime,
+    )  # fmt: skip
     replay.run()
     return SimulationResult(
         policy=policy_name,
@@ -922,6 +948,7 @@ def simulate(
         borrowing=replay.borrowing is not None,
         reservations=None if reservations is None else tuple(replay.asked.values()),
         borrowable_gpu_hours=replay.borrowable_gpu_hours,
+        declared_runtime=declared_runtime,
     )
 
 
