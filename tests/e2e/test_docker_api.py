@@ -173,6 +173,70 @@ def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d:
             process.wait()
 
 
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+#: Descriptors the new ds01d may open for itself while serving a few requests (its Docker
+#: connection pool, the audit log's files); a leak per cut stream would be more each time.
+FD_HEADROOM = 8
+
+
+def test_a_restart_of_ds01d_ends_followed_logs_and_an_interactive_exec_cleanly(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    created(d, "alice", "mine")
+    container = docker_client.containers.get(f"mine._.{pwd_uid('alice')}")
+    processes = len(container.top()["Processes"])
+    env = user_env("alice", {"DOCKER_HOST": f"unix://{d.docker_socket}"})
+    argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    follow = subprocess.Popen(
+        [*argv, DEBIAN_DOCKER, "logs", "-f", "mine"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        start_new_session=True,
+    )
+    shell = spawn_docker(d, "alice", "exec", "-it", "mine", "sh")
+    try:
+        say(d, "alice", "mine", "before-restart")
+        assert follow.stdout is not None
+        while b"before-restart" not in follow.stdout.readline():
+            pass
+        shell.sendline("echo in-$((40+2))")
+        shell.expect("in-42")
+        assert len(container.top()["Processes"]) > processes  # the exec's shell runs
+        d.restart()
+        # Both clients are cut off: they end by themselves, with no traceback.
+        assert follow.wait(timeout=30) is not None
+        assert follow.stderr is not None and b"panic" not in follow.stderr.read()
+        shell.expect(pexpect.EOF)
+        shell.close()
+        assert "panic" not in (shell.before or "")
+        # Nothing is left: the exec's shell ended with its connection, the container runs on
+        # as it was, and the new ds01d serves alice with no descriptor kept per cut stream.
+        wait_until(
+            "the cut exec's shell ended",
+            lambda: len(container.top()["Processes"]) == processes,
+        )
+        container.reload()
+        assert container.status == "running"
+        ps = d.docker("alice", "ps", "--format", "{{.Names}}")
+        assert ps.stdout.split() == [container.name], describe(ps)
+        resting = open_fds(d.pid)
+        for _ in range(3):
+            assert d.docker("alice", "logs", "mine").returncode == 0
+            assert d.docker("alice", "exec", "mine", "true").returncode == 0
+        assert open_fds(d.pid) <= resting + FD_HEADROOM, (open_fds(d.pid), resting)
+        assert "Traceback" not in d.output_file.read_text(errors="replace"), d.log_tail()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(follow.pid, signal.SIGKILL)  # the group this test started
+        follow.wait()
+        shell.close(force=True)
+
+
 def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
     ds01d: Any, docker_client: Any, test_image: str
 ) -> None:

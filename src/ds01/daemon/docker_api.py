@@ -324,16 +324,27 @@ class _DoorExchange:
             target = self._container_target(request, "/containers/", ref)
             upgrade = kind == "attach"
         self._claim()
-        self.server.engine.forward(
-            self.sock,
-            request.method,
-            target,
-            request.headers,
-            body,
-            upgrade=upgrade,
-            read_ahead=self.exchange.read_ahead,
-            follow=decide.waits(request),
-        )
+        try:
+            self.server.engine.forward(
+                self.sock,
+                request.method,
+                target,
+                request.headers,
+                body,
+                upgrade=upgrade,
+                read_ahead=self.exchange.read_ahead,
+                follow=decide.waits(request),
+            )
+        finally:
+            if kind == "exec_start" and self.server.engine.closing:
+                self._hang_up(ref)
+
+    def _hang_up(self, exec_id: str) -> None:
+        """An exec whose connection ds01d's stop cut: its process would run on without its
+        client (dockerd does not end it), so it gets a terminal's hangup."""
+        with contextlib.suppress(Ds01Error):
+            if self.server.engine.hang_up_exec(exec_id):
+                log.info("exec %s hung up: ds01d's stop cut its connection", exec_id[:12])
 
     def _container_target(
         self, request: decide.DockerRequest, prefix: str, ref: str, full_id: str | None = None
