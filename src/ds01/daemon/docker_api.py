@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -75,6 +76,7 @@ from ds01.daemon.connections import (
 from ds01.daemon.identity import Caller
 from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Created
+from ds01.daemon.server import audit_connection_refusal
 from ds01.daemon.service import Ds01Service
 from ds01.errors import (
     DockerUnavailable,
@@ -103,6 +105,8 @@ _T = TypeVar("_T")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
+#: The resource of the audit events of refused connections (a user over their cap).
+CONNECTION_RESOURCE = "docker/connection"
 #: How long, and how much, a refused request's streamed body is read away (see
 #: ``_DoorExchange.answer``).
 _READ_AWAY_S = 10.0
@@ -137,8 +141,15 @@ class DockerApiServer:
         listener = listening_socket(str(socket_path))
         # Everyone may connect; who they are comes from the kernel, not from the socket mode.
         socket_path.chmod(0o666)
+        # A user's connections past their cap are refused as on the API socket, and audited
+        # (``api.throttled`` on ``docker/connection``).
         self.connections = ConnectionServer(
-            listener, self._answer, _lane, limits=limits, wait_only=_wait_only
+            listener,
+            self._answer,
+            _lane,
+            limits=limits,
+            on_refusal=functools.partial(audit_connection_refusal, service, CONNECTION_RESOURCE),
+            wait_only=_wait_only,
         )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -907,4 +918,4 @@ def _wait_only(request_line: bytes) -> bool:
     return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
 
 
-__all__ = ["AUDIT_ACTION", "DockerApiServer"]
+__all__ = ["AUDIT_ACTION", "CONNECTION_RESOURCE", "DockerApiServer"]
