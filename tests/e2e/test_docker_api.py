@@ -376,6 +376,37 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
 
 
+def test_detach_keys_leave_the_container_running(ds01d: Any, docker_client: Any) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    run = spawn_docker(d, "alice", "run", "-it", "--name", "det", "ds01-test/busybox:latest", "sh")
+    run.sendline("echo up-$((1+1))")
+    run.expect("up-2")
+    run.send("\x10\x11")  # Docker's default detach keys: ctrl-p ctrl-q
+    run.expect(pexpect.EOF)
+    run.close()
+    assert run.exitstatus == 0, run.before
+    container = docker_client.containers.get(f"det._.{pwd_uid('alice')}")
+    assert container.status == "running"
+    attach = spawn_docker(d, "alice", "attach", "--detach-keys", "ctrl-x,x", "det")
+    attach.sendline("echo again-$((2+2))")
+    attach.expect("again-4")
+    attach.send("\x18x")
+    attach.expect(pexpect.EOF)
+    attach.close()
+    # Docker's CLI says so and exits 1 after detaching from an attach (as with dockerd).
+    assert "read escape sequence" in (attach.before or ""), attach.before
+    container.reload()
+    assert container.status == "running"
+    exec_ = spawn_docker(d, "alice", "exec", "-it", "--detach-keys", "ctrl-x,x", "det", "sh")
+    exec_.sendline("echo in-$((3+3))")
+    exec_.expect("in-6")
+    exec_.send("\x18x")
+    exec_.expect(pexpect.EOF)
+    exec_.close()
+    container.reload()
+    assert container.status == "running"
+
+
 def planted_tar(path: Path) -> Path:
     """A tar whose one file claims root, set-uid and set-gid, and file capabilities."""
     member = tarfile.TarInfo("planted")
