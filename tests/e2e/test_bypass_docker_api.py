@@ -274,6 +274,11 @@ ELSEWHERE: list[Row] = [
         b""), 403, "not in the image registry"),
     Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),
     Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
+    Row("save", raw("GET", "/images/get?names=ds01-test%2Fbusybox%3Alatest"), 403,
+        "GET /images/get"),
+    Row("load claiming a registry tag", raw("POST", "/images/load?quiet=1", tar_of(member(
+        "manifest.json", data=b'[{"RepoTags": ["ds01-test/busybox:latest"]}]'))), 403,
+        "POST /images/load"),
     Row("volume bound to a host path", raw("POST", "/volumes/create", json.dumps({"Name": "v",
         "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}}).encode()), 403,
         "DriverOpts"),
