@@ -274,8 +274,8 @@ ELSEWHERE: list[Row] = [
         b""), 403, "not in the image registry"),
     Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),
     Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
-    Row("save", raw("GET", "/images/get?names=ds01-test%2Fbusybox%3Alatest"), 403,
-        "GET /images/get"),
+    Row("save where images.yaml does not allow it", raw("GET",
+        "/images/get?names=ds01-test%2Fbusybox%3Alatest"), 403, "does not allow docker save"),
     Row("load claiming a registry tag", raw("POST", "/images/load?quiet=1", tar_of(member(
         "manifest.json", data=b'[{"RepoTags": ["ds01-test/busybox:latest"]}]'))), 403,
         "POST /images/load"),

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,34 @@ def test_detach_keys_leave_the_container_running(ds01d: Any, docker_client: Any)
     exec_.close()
     container.reload()
     assert container.status == "running"
+
+
+def test_docker_save_of_images_the_user_may_see_where_policy_allows(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + "docker_save: true\n")
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:  # one alice can write in
+        Path(where).chmod(0o777)
+        saves_what_alice_may_see(d, docker_client, test_image, Path(where))
+
+
+def saves_what_alice_may_see(d: Any, docker_client: Any, test_image: str, tmp_path: Path) -> None:
+    saved = tmp_path / "saved.tar"
+    result = d.docker("alice", "save", "-o", str(saved), test_image)
+    assert result.returncode == 0, describe(result)
+    with tarfile.open(saved) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == [test_image]
+    docker_client.images.get(test_image).tag("ds01-test/unlisted", "latest")
+    try:
+        # Not allowed to her; a repository alone would be all its tags, allowed or not.
+        for hidden, why in (("ds01-test/unlisted:latest", "No such image"),
+                            (test_image.split(":")[0], "name the tag")):  # fmt: skip
+            refused = d.docker("alice", "save", "-o", str(tmp_path / "x.tar"), hidden)
+            assert refused.returncode != 0 and why in refused.stderr, describe(refused)
+    finally:
+        docker_client.images.remove("ds01-test/unlisted:latest")
+    assert not (tmp_path / "x.tar").exists()
 
 
 def planted_tar(path: Path) -> Path:

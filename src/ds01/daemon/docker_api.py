@@ -295,6 +295,9 @@ class _DoorExchange:
             self._images(request)
         elif kind == "image":
             self._image(request, ref)
+        elif kind == "image_save":
+            self._checked_save(request, routed.ref)
+            target = decide.with_query(request)
         elif kind == "create":
             self._create(request, body)
         elif kind == "archive_put":
@@ -617,6 +620,18 @@ class _DoorExchange:
             if shown is not None:
                 return shown
         raise NotFound(decide.no_such_image(ref))
+
+    def _checked_save(self, request: decide.DockerRequest, ref: str | None) -> None:
+        """A ``docker save`` goes on only where ``images.yaml`` allows it, and only of
+        images the caller may see (another is Docker's "No such image")."""
+        if not self.service.config().images.docker_save:
+            raise PermissionDenied(decide.SAVE_REFUSED)
+        try:
+            names = decide.save_names(request, ref)
+        except decide.BadRequest as exc:
+            self._refuse(400, f"ds01 could not read this request: {exc}.")
+        for name in names:
+            self._visible_image(request, name)
 
     def _pull(self, request: decide.DockerRequest) -> NoReturn:
         """``docker pull`` as ``image-pull`` does it (only what the image policy allows,
