@@ -2,17 +2,23 @@
 
 Budgets (issue 17): ``docker ps`` through ds01 at most 1.5 times direct (at 20 and 300
 containers), ``docker run -d`` at most 1.3 times, the exec round trip (``docker exec c
-true``) at most 1.3 times. Measured from the user's point of view: a fresh Debian docker
-CLI (20.10) process per command, wall time until it exits, output captured; every command
-as root, so both sides see the same containers' worth of work (the door shows root the
-containers ds01 made for root).
+true``) at most 1.3 times, ``docker logs -f`` throughput at least 0.8 times direct.
+Measured from the user's point of view: a fresh Debian docker CLI (20.10) process per
+command, wall time until it exits, output captured; every command as root, so both sides
+see the same containers' worth of work (the door shows root the containers ds01 made for
+root).
 
 The script starts its own ds01d (``tests/support.py``'s ``Ds01Daemon``) with the offline
 test image registered and room for the containers. Each round runs both sides, the order
 alternating, so drift hits both alike; medians over the rounds are reported with their
 ratio. ``docker ps`` is timed with N ds01 containers present (made through the door,
 stopped) and lists them all (``-a``) on both sides; the direct side filters by ds01's
-label, so both print the same rows.
+label, so both print the same rows. ``docker logs -f`` follows a fresh container (one per
+side and round) that prints ``--log-mb`` MB as fast as it can and exits: the throughput is
+the bytes the CLI read over the time from its first byte to its end (a door that could
+not keep up with the printer would lag behind it and take longer). ``bytes_read`` is what
+the CLI got on each side: less than was printed when lines rotated out of the container's
+log before they were read (ds01's containers keep two files of 10 MiB).
 
 Timings are reported, never asserted.
 
@@ -47,6 +53,12 @@ from support import (  # noqa: E402
 )
 
 BUDGETS = {"docker ps -a": 1.5, "docker run -d": 1.3, "docker exec true": 1.3}
+#: Throughput through the door over direct: at least this (a floor, not a ceiling).
+LOGS_FLOOR = 0.8
+#: What the followed container prints: lines of 100 bytes, then it exits (after a pause in
+#: which the CLI starts following).
+PRINTER = "sleep 2; yes {line} | head -c {size}"
+LINE = "x" * 99
 LIMITS_YAML = """\
 defaults:
   max_containers: 1000
@@ -128,6 +140,54 @@ def run_figures(door: str, rounds: int) -> list[dict[str, object]]:
     return rows
 
 
+def follow_rate(host: str, name: str) -> tuple[float, int]:
+    """``docker logs -f name`` on ``host`` to its end: (bytes per second from the first byte
+    to the end, bytes read)."""
+    env = user_env(None, {"DOCKER_HOST": host})
+    process = subprocess.Popen(
+        [DEBIAN_DOCKER, "logs", "-f", name], stdout=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None
+    out = process.stdout.fileno()
+    first = os.read(out, 65536)
+    started = time.perf_counter()
+    read = len(first)
+    while chunk := os.read(out, 1 << 20):
+        read += len(chunk)
+    elapsed = time.perf_counter() - started
+    if process.wait() != 0:
+        raise RuntimeError(f"docker logs -f {name} on {host} failed")
+    return read / elapsed, read
+
+
+def logs_figure(door: str, rounds: int, megabytes: int) -> dict[str, object]:
+    """``docker logs -f`` throughput of a container printing ``megabytes`` MB, through the
+    door and direct (median MB/s, and door over direct)."""
+    rates: dict[str, list[float]] = {"door": [], "direct": []}
+    size = megabytes * 1_000_000
+    read: dict[str, int] = {}
+    for i in range(rounds):
+        for side, host in [("door", door), ("direct", DIRECT)][:: 1 if i % 2 == 0 else -1]:
+            name = f"{TAG}-logs-{side}-{i}"
+            script = PRINTER.format(line=LINE, size=size)
+            docker(door, "run", "-d", "--name", name, TEST_IMAGE, "sh", "-c", script)
+            ref = name if side == "door" else docker(door, "inspect", "--format", "{{.Id}}",
+                                                     name)[1].strip()  # fmt: skip
+            rate, read[side] = follow_rate(host, ref)
+            rates[side].append(rate / 1e6)
+            docker(door, "rm", "-f", name)
+    door_rate, direct_rate = statistics.median(rates["door"]), statistics.median(rates["direct"])
+    return {
+        "figure": f"docker logs -f ({megabytes} MB)",
+        "door_mb_s": round(door_rate, 1),
+        "direct_mb_s": round(direct_rate, 1),
+        "ratio": round(door_rate / direct_rate, 2),
+        "floor": LOGS_FLOOR,
+        "bytes_read": read,
+        "rounds": rounds,
+    }
+
+
 def cleanup() -> None:
     env = user_env(None, {"DOCKER_HOST": DIRECT})
     listed = subprocess.run(
@@ -144,10 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--rounds", type=int, default=11, help="timed rounds per figure")
     parser.add_argument("--sizes", default="20,300", help="containers present for docker ps")
-    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
+    parser.add_argument("--log-mb", type=int, default=50, help="MB the followed container prints")
+    parser.add_argument("--log-rounds", type=int, default=3, help="rounds of docker logs -f")
+    args = parse_args(parser, {"rounds": 1, "sizes": "2", "log_mb": 1, "log_rounds": 1}, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    if args.rounds < 1 or not sizes or sizes[0] < 1:
-        parser.error("--rounds and --sizes must be positive")
+    if min(args.rounds, args.log_mb, args.log_rounds) < 1 or not sizes or sizes[0] < 1:
+        parser.error("--rounds, --sizes, --log-mb and --log-rounds must be positive")
     if os.geteuid() != 0:
         parser.error("run as root (it starts ds01d and talks to Docker)")
     lock = hold_machine_lock(progress)  # timings are worthless while tests load the machine
@@ -158,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         daemon.start()
         door = f"unix://{daemon.docker_socket}"
         rows += run_figures(door, args.rounds)
+        progress(f"docker logs -f of {args.log_mb} MB")
+        rows.append(logs_figure(door, args.log_rounds, args.log_mb))
         made = 0
         for size in sizes:
             while made < size:
@@ -191,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{'figure':34} {'door ms':>9} {'direct ms':>10} {'ratio':>6} {'budget':>7}")
         for row in rows:
+            if "door_mb_s" in row:
+                print(f"{row['figure']!s:34} {row['door_mb_s']!s:>4} MB/s "
+                      f"{row['direct_mb_s']!s:>5} MB/s {row['ratio']!s:>6} "
+                      f"{'>=' + str(row['floor']):>7}")  # fmt: skip
+                continue
             print(f"{row['figure']!s:34} {row['door_ms']!s:>9} {row['direct_ms']!s:>10} "
                   f"{row['ratio']!s:>6} {row['budget']!s:>7}")  # fmt: skip
     return 0

@@ -14,6 +14,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ds01.model.hub import ON_BEHALF_HEADER
@@ -181,7 +182,8 @@ elif MODE == "churn":
 
 class Attack:
     """An attacker process (bob's unless ``user`` says, naming ``behalf`` in the on-behalf
-    header if given): started, ready, released."""
+    header if given) on ds01d's API socket, or on ``socket_path`` if given: started, ready,
+    released."""
 
     def __init__(
         self,
@@ -192,11 +194,12 @@ class Attack:
         *,
         user: str = "bob",
         behalf: str = "",
+        socket_path: Path | None = None,
     ) -> None:
         env = [f"{k}={v}" for k, v in user_env(user).items()]
         script = f"ON_BEHALF_HEADER = {ON_BEHALF_HEADER!r}\n{ATTACKER}"
         python = [str(BIN_DIR / "python"), "-I", "-c", script]
-        args = [str(d.paths.socket), mode, str(count), str(seconds), behalf]
+        args = [str(socket_path or d.paths.socket), mode, str(count), str(seconds), behalf]
         self.process = subprocess.Popen(
             ["runuser", "-u", user, "--", "env", "-i", *env, *python, *args],
             stdin=subprocess.PIPE,
@@ -234,9 +237,16 @@ class Attack:
 
 @contextmanager
 def attack(
-    d: Any, mode: str, count: int, seconds: float = 0.0, *, user: str = "bob", behalf: str = ""
+    d: Any,
+    mode: str,
+    count: int,
+    seconds: float = 0.0,
+    *,
+    user: str = "bob",
+    behalf: str = "",
+    socket_path: Path | None = None,
 ) -> Iterator[Attack]:
-    running = Attack(d, mode, count, seconds, user=user, behalf=behalf)
+    running = Attack(d, mode, count, seconds, user=user, behalf=behalf, socket_path=socket_path)
     try:
         yield running
     finally:

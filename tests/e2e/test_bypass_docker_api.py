@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from flooder import attack
 from rawapi import RawApi, http_request
 
-from support import TEST_IMAGE, TEST_IMAGES_YAML
+from ds01.daemon.connections import DEFAULT_LIMITS
+from support import TEST_IMAGE, TEST_IMAGES_YAML, wait_until
 
 LIMITS = """
     defaults:
@@ -272,6 +274,11 @@ ELSEWHERE: list[Row] = [
         b""), 403, "not in the image registry"),
     Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),
     Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
+    Row("save where images.yaml does not allow it", raw("GET",
+        "/images/get?names=ds01-test%2Fbusybox%3Alatest"), 403, "does not allow docker save"),
+    Row("load claiming a registry tag", raw("POST", "/images/load?quiet=1", tar_of(member(
+        "manifest.json", data=b'[{"RepoTags": ["ds01-test/busybox:latest"]}]'))), 403,
+        "POST /images/load"),
     Row("volume bound to a host path", raw("POST", "/volumes/create", json.dumps({"Name": "v",
         "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}}).encode()), 403,
         "DriverOpts"),
@@ -338,6 +345,31 @@ def over_volume_cap(api: RawApi, docker_client: Any, d: Any) -> None:
             volume.remove()
 
 
+#: Idle connections bob holds open on the door while alice is served: far over his cap.
+IDLE_FLOOD = 500
+
+
+def idle_flood(api: RawApi, d: Any) -> None:
+    """bob holds ``IDLE_FLOOD`` idle connections open on the door: past his per-user cap
+    they are refused at once (429, audited), and alice's request is served meanwhile."""
+    cap = DEFAULT_LIMITS.per_uid_connections
+    with attack(d, "idle", IDLE_FLOOD, socket_path=d.docker_socket) as bob:
+        assert not bob.ready["errors"], bob.ready
+        answers = bob.ready["answers"]
+        assert answers.get("429:throttled:closed") == IDLE_FLOOD - cap, answers
+        assert answers.get("None:None:open") == cap, answers
+        listed = api.call("GET", f"{V}/containers/json")
+        assert listed.status == 200, listed
+        alice_uid = pwd.getpwnam("alice").pw_uid
+        assert [c["Names"] for c in listed.json()] == [[f"/mine._.{alice_uid}"]], listed
+        bob.release()
+    throttled = wait_until(
+        "bob's refused connections audited",
+        lambda: d.events_where(action="api.throttled", user="bob", resource="docker/connection"),
+    )
+    assert throttled[0]["outcome"] == "denied", throttled
+
+
 def snapshot(docker_client: Any) -> dict[str, tuple[Any, ...]]:
     return {
         c.id: (c.name, c.status, c.attrs["State"]["StartedAt"], json.dumps(c.labels))
@@ -391,6 +423,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
             plant(api, workspace)
             over_volume_cap(api, docker_client, d)
+            idle_flood(api, d)
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
         bob_volume.reload()  # still there

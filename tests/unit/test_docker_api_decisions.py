@@ -429,3 +429,18 @@ def test_the_clis_build_reads_as_image_build() -> None:
 def test_a_build_asking_for_what_ds01_sets_is_refused(query: str, words: str) -> None:
     with pytest.raises(PermissionError, match=re.escape(words)):
         d.build_options(build_request(query), "alice", 1001)
+
+
+def test_a_save_names_its_images_each_with_a_tag_a_digest_or_an_id() -> None:
+    one = d.parse_request(head("GET /v1.41/images/ds01-test/busybox:latest/get HTTP/1.1"))
+    routed = d.route(one.method, one.path)
+    assert isinstance(routed, d.Routed) and routed.endpoint.kind == "image_save"
+    assert d.save_names(one, routed.ref) == ["ds01-test/busybox:latest"]
+    many = d.parse_request(head(
+        "GET /v1.41/images/get?names=a%2Fb%3A1&names=sha256%3A" + "0" * 64 + " HTTP/1.1"
+    ))  # fmt: skip
+    assert d.save_names(many, None) == ["a/b:1", "sha256:" + "0" * 64]
+    assert d.waits(many)
+    for line in ("GET /images/get HTTP/1.1", "GET /images/get?names=localhost%3A5000%2Fb HTTP/1.1"):
+        with pytest.raises(d.BadRequest):
+            d.save_names(d.parse_request(head(line)), None)

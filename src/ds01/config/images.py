@@ -100,6 +100,11 @@ class ImagesConfig(BaseModel):
         description="The entry `user-setup` starts as a user's first container: an image "
         "that serves JupyterLab (jupyter_port or the ds01.jupyter.port label).",
     )
+    docker_save: bool = Field(
+        default=False,
+        description="Whether `docker save` through ds01's Docker socket may write out the "
+        "images a user may see (off: refused).",
+    )
     # Entries read from the import_aime files, with where each came from ("file:line").
     _imported: tuple[tuple[ImageEntry, str], ...] = PrivateAttr(default=())
 

@@ -80,7 +80,8 @@ class Endpoint:
 #: ``network*`` (every network name the caller uses means their own network:
 #: :func:`network_view`),
 #: ``volume*`` (the caller's named volumes, Docker-named as containers are:
-#: :func:`check_volume_create`).
+#: :func:`check_volume_create`), ``image_save`` (images the caller may see, written out
+#: when ``images.yaml`` says ``docker_save: true``: :func:`save_names`).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -101,6 +102,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/images/{image}/json", "image"),
     Endpoint("POST", "/images/{image}/tag", "image_tag"),
     Endpoint("DELETE", "/images/{image}", "image_remove"),
+    Endpoint("GET", "/images/{image}/get", "image_save", waits="always"),
+    Endpoint("GET", "/images/get", "image_save", waits="always"),
     Endpoint("POST", "/commit", "commit"),
     Endpoint("POST", "/images/create", "pull", waits="always"),
     Endpoint("POST", "/build", "build", waits="always"),
@@ -325,6 +328,29 @@ def with_query(request: DockerRequest, **replaced: str) -> str:
     kept = [(k, v) for k, v in request.query if k not in replaced]
     query = urlencode(kept + list(replaced.items()))
     return request_path(request, request.path) + (f"?{query}" if query else "")
+
+
+#: What a ``docker save`` is answered when ``images.yaml`` does not allow it.
+SAVE_REFUSED = "ds01 does not allow docker save on this machine."
+
+
+def save_names(request: DockerRequest, ref: str | None) -> list[str]:
+    """The images a ``docker save`` names: ``ref`` (``/images/{name}/get``) or every
+    ``names`` of the query (``/images/get``), each with its tag, a digest or an image id
+    (``sha256:…``).
+
+    Raises:
+        BadRequest: no image is named, or one by its repository alone.
+    """
+    names = [ref] if ref else [v for k, v in request.query if k == "names" and v]
+    if not names:
+        raise BadRequest("docker save needs at least one image")
+    for name in names:
+        # A repository without a tag is every tag of it to dockerd, allowed to the caller
+        # or not.
+        if ":" not in name.rsplit("/", 1)[-1] and "@" not in name:
+            raise BadRequest(f"name the tag of {name[:80]} (docker save NAME:TAG)")
+    return names
 
 
 def request_path(request: DockerRequest, path: str) -> str:

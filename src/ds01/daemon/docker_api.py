@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -75,6 +76,7 @@ from ds01.daemon.connections import (
 from ds01.daemon.identity import Caller
 from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Created
+from ds01.daemon.server import audit_connection_refusal
 from ds01.daemon.service import Ds01Service
 from ds01.errors import (
     DockerUnavailable,
@@ -103,6 +105,8 @@ _T = TypeVar("_T")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
 #: The action of the audit events of refused requests.
 AUDIT_ACTION = "docker_api.request"
+#: The resource of the audit events of refused connections (a user over their cap).
+CONNECTION_RESOURCE = "docker/connection"
 #: How long, and how much, a refused request's streamed body is read away (see
 #: ``_DoorExchange.answer``).
 _READ_AWAY_S = 10.0
@@ -137,8 +141,15 @@ class DockerApiServer:
         listener = listening_socket(str(socket_path))
         # Everyone may connect; who they are comes from the kernel, not from the socket mode.
         socket_path.chmod(0o666)
+        # A user's connections past their cap are refused as on the API socket, and audited
+        # (``api.throttled`` on ``docker/connection``).
         self.connections = ConnectionServer(
-            listener, self._answer, _lane, limits=limits, wait_only=_wait_only
+            listener,
+            self._answer,
+            _lane,
+            limits=limits,
+            on_refusal=functools.partial(audit_connection_refusal, service, CONNECTION_RESOURCE),
+            wait_only=_wait_only,
         )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -284,6 +295,9 @@ class _DoorExchange:
             self._images(request)
         elif kind == "image":
             self._image(request, ref)
+        elif kind == "image_save":
+            self._checked_save(request, routed.ref)
+            target = decide.with_query(request)
         elif kind == "create":
             self._create(request, body)
         elif kind == "archive_put":
@@ -324,16 +338,27 @@ class _DoorExchange:
             target = self._container_target(request, "/containers/", ref)
             upgrade = kind == "attach"
         self._claim()
-        self.server.engine.forward(
-            self.sock,
-            request.method,
-            target,
-            request.headers,
-            body,
-            upgrade=upgrade,
-            read_ahead=self.exchange.read_ahead,
-            follow=decide.waits(request),
-        )
+        try:
+            self.server.engine.forward(
+                self.sock,
+                request.method,
+                target,
+                request.headers,
+                body,
+                upgrade=upgrade,
+                read_ahead=self.exchange.read_ahead,
+                follow=decide.waits(request),
+            )
+        finally:
+            if kind == "exec_start" and self.server.engine.closing:
+                self._hang_up(ref)
+
+    def _hang_up(self, exec_id: str) -> None:
+        """An exec whose connection ds01d's stop cut: its process would run on without its
+        client (dockerd does not end it), so it gets a terminal's hangup."""
+        with contextlib.suppress(Ds01Error):
+            if self.server.engine.hang_up_exec(exec_id):
+                log.info("exec %s hung up: ds01d's stop cut its connection", exec_id[:12])
 
     def _container_target(
         self, request: decide.DockerRequest, prefix: str, ref: str, full_id: str | None = None
@@ -595,6 +620,18 @@ class _DoorExchange:
             if shown is not None:
                 return shown
         raise NotFound(decide.no_such_image(ref))
+
+    def _checked_save(self, request: decide.DockerRequest, ref: str | None) -> None:
+        """A ``docker save`` goes on only where ``images.yaml`` allows it, and only of
+        images the caller may see (another is Docker's "No such image")."""
+        if not self.service.config().images.docker_save:
+            raise PermissionDenied(decide.SAVE_REFUSED)
+        try:
+            names = decide.save_names(request, ref)
+        except decide.BadRequest as exc:
+            self._refuse(400, f"ds01 could not read this request: {exc}.")
+        for name in names:
+            self._visible_image(request, name)
 
     def _pull(self, request: decide.DockerRequest) -> NoReturn:
         """``docker pull`` as ``image-pull`` does it (only what the image policy allows,
@@ -896,4 +933,4 @@ def _wait_only(request_line: bytes) -> bool:
     return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
 
 
-__all__ = ["AUDIT_ACTION", "DockerApiServer"]
+__all__ = ["AUDIT_ACTION", "CONNECTION_RESOURCE", "DockerApiServer"]

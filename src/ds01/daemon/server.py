@@ -1280,6 +1280,29 @@ class HubLookup:
         return caps
 
 
+def audit_connection_refusal(
+    service: Ds01Service, resource: str, notice: Notice, uid: int
+) -> None:
+    """One audit event per logged notice of refused connections or requests on the socket
+    ``resource`` names: whose were refused, why, how many (a user's behind a hub: that
+    user's, with the hub as ``details.via``)."""
+    try:
+        name = user_by_uid(uid).name
+    except Ds01Error:
+        name = f"uid:{uid}"
+    hub, behalf = None, None
+    if isinstance(notice.key, tuple):
+        hub, behalf = name, str(notice.key[1])
+    with acting_via(hub):
+        service.events.emit(
+            "api.throttled",
+            user=behalf or name,
+            resource=resource,
+            details={"reason": str(notice.reason), "refused": notice.count},
+            outcome="denied",
+        )
+
+
 class Ds01HttpServer:
     """ds01d's API on a unix socket: routes of ``ROUTES`` behind the connection limits of
     ``ds01.daemon.connections`` (``limits``). ``serve_forever`` until a ``drain`` (from
@@ -1311,7 +1334,7 @@ class Ds01HttpServer:
             _lane,
             limits=limits,
             is_privileged=lambda uid: uid == 0 or uid in self._admins,
-            on_refusal=self._audit_refusal,
+            on_refusal=functools.partial(audit_connection_refusal, service, "api/connection"),
             wait_only=_wait_only,
             hub_caps=HubLookup(service),
         )
@@ -1326,25 +1349,6 @@ class Ds01HttpServer:
     def _answer(self, exchange: Exchange) -> bool:
         handler = _RequestHandler(exchange, self)
         return not handler.close_connection
-
-    def _audit_refusal(self, notice: Notice, uid: int) -> None:
-        """One audit event per logged notice: whose requests were refused, why, how many
-        (a user's behind a hub: that user's, with the hub as ``details.via``)."""
-        try:
-            name = user_by_uid(uid).name
-        except Ds01Error:
-            name = f"uid:{uid}"
-        hub, behalf = None, None
-        if isinstance(notice.key, tuple):
-            hub, behalf = name, str(notice.key[1])
-        with acting_via(hub):
-            self.service.events.emit(
-                "api.throttled",
-                user=behalf or name,
-                resource="api/connection",
-                details={"reason": str(notice.reason), "refused": notice.count},
-                outcome="denied",
-            )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         for door in self.doors:

@@ -18,12 +18,15 @@ import http.client
 import io
 import json
 import logging
+import os
 import selectors
+import signal
 import socket
 import threading
 from collections.abc import Callable
 from email.message import Message
 from typing import IO, Any
+from urllib.parse import quote
 
 from ds01.errors import DockerUnavailable
 from ds01.runtime.archive_rewrite import SocketWriter
@@ -80,6 +83,33 @@ class EngineProxy:
         for engine in streams:
             with contextlib.suppress(OSError):
                 engine.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close_streams` was called (ds01d stops)."""
+        with self._lock:
+            return self._closing
+
+    def hang_up_exec(self, exec_id: str) -> bool:
+        """End the process of exec ``exec_id`` as a terminal's hangup would (``SIGHUP``),
+        if it still runs; whether it was signalled. dockerd leaves an exec's process
+        running when its hijacked connection closes (moby/moby#9098), and has no call to
+        end one: its host pid is signalled, after checking that the pid is in the exec's
+        container's cgroup (not a pid reused since)."""
+        status, info = self.json("GET", f"/exec/{quote(exec_id, safe='')}/json")
+        if status != 200 or not isinstance(info, dict) or not info.get("Running"):
+            return False
+        pid, container = info.get("Pid"), str(info.get("ContainerID") or "")
+        if not isinstance(pid, int) or pid <= 1 or not container:
+            return False
+        try:
+            with open(f"/proc/{pid}/cgroup", encoding="utf-8") as cgroups:
+                if container not in cgroups.read():
+                    return False
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            return False  # it ended meanwhile
+        return True
 
     def json(self, method: str, target: str, body: object = None) -> tuple[int, Any]:
         """dockerd's status and JSON answer to a request (``body``: sent as JSON unless
