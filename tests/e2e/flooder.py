@@ -68,7 +68,12 @@ def answer_of(sock, wait):
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else None
     kind = None
     try:
-        kind = json.loads(body)["error"]["kind"]
+        answer = json.loads(body)
+        # ds01's shape names the kind; Docker's (the Docker API door's) has a message only.
+        if "error" in answer:
+            kind = answer["error"]["kind"]
+        elif "message" in answer:
+            kind = "docker"
     except Exception:
         pass
     return status, kind, closed

@@ -320,10 +320,19 @@ def _wants_continue(headers: Message) -> bool:
     return (headers.get("Expect") or "").lower() == "100-continue"
 
 
-def error_answer(error: Ds01Error, status_code: int | None = None) -> bytes:
-    """A whole HTTP answer carrying ``error`` in ds01's error shape (as HTTP
+def ds01_error_body(error: Ds01Error) -> bytes:
+    """``error`` in ds01's error shape, the API socket's."""
+    return json.dumps({"error": error.to_dict()}, separators=(",", ":")).encode()
+
+
+def error_answer(
+    error: Ds01Error,
+    status_code: int | None = None,
+    error_body: Callable[[Ds01Error], bytes] = ds01_error_body,
+) -> bytes:
+    """A whole HTTP answer carrying ``error`` (in ``error_body``'s shape, as HTTP
     ``status_code``, by default the error's own); the connection closes after it."""
-    body = json.dumps({"error": error.to_dict()}, separators=(",", ":")).encode()
+    body = error_body(error)
     status = HTTPStatus(status_code or error.http_status)
     head = (
         f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
@@ -452,8 +461,10 @@ class ConnectionServer:
         on_refusal: Callable[[Notice, int], None] | None = None,
         wait_only: WaitOnly = lambda request_line: False,
         hub_caps: Callable[[int], HubCaps | None] = lambda uid: None,
+        error_body: Callable[[Ds01Error], bytes] = ds01_error_body,
     ) -> None:
         self.listener = listener
+        self.error_body = error_body  # the shape of the refusals this server writes itself
         self.handler = handler
         self.classify = classify
         self.wait_only = wait_only
@@ -584,7 +595,7 @@ class ConnectionServer:
             )
             error = OutcomeUnknown(outcome_unknown_message(exchange.request_line))
         with contextlib.suppress(OSError):
-            conn.sock.sendall(error_answer(error))
+            conn.sock.sendall(error_answer(error, error_body=self.error_body))
             conn.sock.shutdown(socket.SHUT_WR)
         del self._busy[conn]
 
@@ -675,8 +686,7 @@ class ConnectionServer:
         self._conns.add(conn)
         self._selector.register(sock, selectors.EVENT_READ, conn)
 
-    @staticmethod
-    def _refuse_fresh(sock: socket.socket, error: Ds01Error) -> None:
+    def _refuse_fresh(self, sock: socket.socket, error: Ds01Error) -> None:
         """Answer a connection that was never admitted and close it, without blocking.
         What the client already sent is read first, so that closing does not reset the
         connection before the client has read the answer."""
@@ -684,7 +694,7 @@ class ConnectionServer:
         with contextlib.suppress(OSError):
             sock.recv(_RECV_BYTES)
         with contextlib.suppress(OSError):
-            sock.send(error_answer(error))
+            sock.send(error_answer(error, error_body=self.error_body))
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
         sock.close()
@@ -862,7 +872,7 @@ class ConnectionServer:
     def _refuse(self, conn: _Conn, error: Ds01Error, status_code: int | None = None) -> None:
         """Answer an admitted connection with ``error`` (without blocking) and close it."""
         with contextlib.suppress(OSError):
-            conn.sock.send(error_answer(error, status_code))
+            conn.sock.send(error_answer(error, status_code, self.error_body))
         self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
@@ -949,6 +959,7 @@ __all__ = [
     "Reply",
     "clear_stale_socket",
     "declared_body_length",
+    "ds01_error_body",
     "error_answer",
     "listening_socket",
     "outcome_unknown_message",

@@ -150,6 +150,8 @@ class DockerApiServer:
             limits=limits,
             on_refusal=functools.partial(audit_connection_refusal, service, CONNECTION_RESOURCE),
             wait_only=_wait_only,
+            # Docker's shape, so that the docker CLI prints ds01's words.
+            error_body=lambda error: decide.error_body(error.message),
         )
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
