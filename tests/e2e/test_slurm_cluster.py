@@ -58,6 +58,14 @@ class Cluster:
     def ds01(self, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return self.daemons["node1"].cli(user, *args, env={**self.env, **env})
 
+    def login(self, user: str, *args: str) -> Any:
+        """``user``'s ds01 command on a login node (``DS01_CLUSTER=slurm``) that runs no ds01d:
+        its socket leads nowhere, Slurm's data is all it has. Its ``--json`` answer."""
+        env = {**self.env, "DS01_CLUSTER": "slurm", "DS01_SOCKET": "/nonexistent/ds01.sock"}
+        done = self.daemons["node1"].cli(user, *args, "--json", env=env)
+        assert done.returncode == 0, describe(done)
+        return json.loads(done.stdout)
+
     def slurm_tool(self, *args: str, user: str | None = None) -> str:
         done = self.daemons["node1"].run_as(
             user, list(args), self.env, input=None, timeout=60, cwd="/tmp"
@@ -143,6 +151,12 @@ class TestClusterMode:
         labels = container.labels
         assert (labels["ds01.slurm.job"], labels["ds01.slurm.node"]) == (str(job), "node2")
         assert cluster.job_state(job) == "RUNNING node2"
+        # The login node's views: the container on its node, node2's GPUs held.
+        [listed] = cluster.login("alice", "container-list")
+        assert (listed["name"], listed["node"], listed["status"]) == ("big", "node2", "running")
+        assert listed["slurm_job"] == job
+        nodes = {n["node"]: n for n in cluster.login("alice", "gpu-status")}
+        assert (nodes["node2"]["used"], nodes["node2"]["gpus"]) == (3, 4)
         node2 = cluster.daemons["node2"].cli_json("alice", "gpu-status")
         held = [d["uuid"] for d in node2 if d["holder"]]
         assert sorted(labels["ds01.gpus"].split(",")) == sorted(held) and len(held) == 3
@@ -200,6 +214,32 @@ class TestClusterMode:
         )
         assert event["resource"].startswith("container/orphan.")
         assert event["details"]["reason"] == "its Slurm job is no longer running on this node"
+
+    def test_a_request_that_fits_nowhere_pends_with_slurms_reason_and_starts_when_a_job_ends(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        # alice holds 3 of node2's 4 GPUs; bob's 3 fit on no node now (his own quota would).
+        first = _submitted(
+            cluster.ds01("alice", "container-create", "first", "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        wait_until("first to run", lambda: _running_container(docker_client, "first"))
+        second = _submitted(
+            cluster.ds01("bob", "container-create", "second", "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        [waiting] = wait_until(
+            "second to pend for resources",
+            lambda: [c for c in cluster.login("bob", "queue") if c["reason"] == "Resources"],
+        )
+        assert (waiting["name"], waiting["slurm_job"], waiting["node"]) == ("second", second, None)
+        listed = {c["name"]: c["status"] for c in cluster.login("bob", "container-list")}
+        assert listed == {"second": "pending"}  # bob's own only
+        cluster.slurm_tool("scancel", str(first), user="alice")
+        wait_until("second to run", lambda: _running_container(docker_client, "second"))
+        assert cluster.login("bob", "queue") == []
+        cluster.slurm_tool("scancel", str(second), user="bob")
+        wait_until("second to be gone", lambda: not _containers(docker_client, "second"))
 
     @pytest.mark.parametrize(
         ("user", "where", "gpus", "said"),

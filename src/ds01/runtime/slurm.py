@@ -1,6 +1,7 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
-a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode.
+a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
+cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -19,6 +20,7 @@ from collections.abc import Collection, Sequence
 
 from ds01.core.slurm_gres import MIG_MINORS_FILE
 from ds01.core.slurm_sync import Accounting, Change, current_accounting
+from ds01.core.slurm_view import SQUEUE_FORMAT
 from ds01.errors import SlurmError
 
 SACCTMGR = "sacctmgr"
@@ -92,6 +94,22 @@ def live_jobs(node: str) -> dict[int, str]:
     return jobs
 
 
+def cluster_jobs(all_users: bool) -> str:
+    """``squeue``'s jobs (``ds01.core.slurm_view.parse_containers`` reads them): the caller's
+    (``--me``), or every user's that Slurm lets the caller see. Run as the calling user:
+    Slurm decides what they may see."""
+    scope = [] if all_users else ["--me"]
+    return _run_tool(
+        SQUEUE, ["--noheader", *scope, "--format", SQUEUE_FORMAT], "is slurmctld running?"
+    )
+
+
+def show_nodes() -> str:
+    """``scontrol show node -d``: every node's GRES and those in use
+    (``ds01.core.slurm_view.parse_nodes``)."""
+    return _run_tool(SCONTROL, ["show", "node", "-d"], "is slurmctld running?")
+
+
 def read_accounting() -> Accounting:
     """What ds01 owns in Slurm's accounting now (``ds01.core.slurm_sync.current_accounting``)."""
     texts = [
@@ -161,10 +179,12 @@ def unix_groups_of(user: str) -> list[str]:
 
 __all__ = [
     "apply_changes",
+    "cluster_jobs",
     "live_jobs",
     "read_accounting",
     "read_mig_minors",
     "show_job",
+    "show_nodes",
     "unix_group_members",
     "unix_groups_of",
 ]
