@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, Ds01Daemon, describe, make_world_traversable_dir, wait_until
+from support import (
+    TEST_IMAGES_YAML,
+    Ds01Daemon,
+    describe,
+    make_world_traversable_dir,
+    user_env,
+    wait_until,
+)
 
 DS01 = str(Path(sys.executable).parent / "ds01")
 
@@ -65,6 +74,31 @@ class Cluster:
         done = self.daemons["node1"].cli(user, *args, "--json", env=env)
         assert done.returncode == 0, describe(done)
         return json.loads(done.stdout)
+
+    def open_in_pty(self, user: str, *args: str) -> tuple[int, bytes]:
+        """``container-open ARGS`` as ``user`` on the login node, on a new pseudo-terminal:
+        its exit status and all it printed there."""
+        env = {**self.env, "DS01_CLUSTER": "slurm", "TERM": "xterm"}
+        assignments = [f"{key}={value}" for key, value in user_env(user, env).items()]
+        command = self.daemons["node1"].command_for(("container-open", *args))
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            ["runuser", "-u", user, "--", "env", "-i", *assignments, *command],
+            stdin=slave, stdout=slave, stderr=slave, cwd="/", start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        output = b""
+        try:
+            while select.select([master], [], [], 30)[0]:
+                chunk = os.read(master, 4096)
+                if not chunk:
+                    break
+                output += chunk
+        except OSError:  # the process ended and closed the terminal
+            pass
+        finally:
+            os.close(master)
+        return process.wait(timeout=30), output
 
     def slurm_tool(self, *args: str, user: str | None = None) -> str:
         done = self.daemons["node1"].run_as(
@@ -157,6 +191,11 @@ class TestClusterMode:
         assert listed["slurm_job"] == job
         nodes = {n["node"]: n for n in cluster.login("alice", "gpu-status")}
         assert (nodes["node2"]["used"], nodes["node2"]["gpus"]) == (3, 4)
+        # A terminal in it from the login node: a step of its job on node2, as alice.
+        code, said = cluster.open_in_pty("alice", "big", "--", "sh", "-c", "tty; id -u; exit 7")
+        assert code == 7, said
+        assert b"/dev/pts/" in said and str(pwd.getpwnam("alice").pw_uid).encode() in said, said
+        assert cluster.daemons["node2"].events_where(action="container.terminal", user="alice")
         node2 = cluster.daemons["node2"].cli_json("alice", "gpu-status")
         held = [d["uuid"] for d in node2 if d["holder"]]
         assert sorted(labels["ds01.gpus"].split(",")) == sorted(held) and len(held) == 3

@@ -10,14 +10,19 @@ import pytest
 
 from ds01.core.slurm_job import JOB_COMMENT, sbatch_options
 from ds01.core.slurm_view import (
+    NOT_A_CLUSTER,
     REASONS,
     SQUEUE_FORMAT,
     explain_reason,
     gres_gpus,
+    open_argv,
     parse_containers,
     parse_nodes,
     pending,
+    running_container,
 )
+from ds01.errors import Conflict, NotFound
+from ds01.paths import ENV_CLUSTER
 
 #: ``squeue --noheader --format SQUEUE_FORMAT``, as root (every user's).
 SQUEUE = textwrap.dedent(
@@ -114,3 +119,24 @@ def test_each_nodes_gpus_used_and_total() -> None:
 )
 def test_gres_texts_count_their_gpus(text: str, count: int) -> None:
     assert gres_gpus(text) == count
+
+
+def test_open_runs_container_open_in_a_step_of_the_running_containers_job() -> None:
+    big = running_container(parse_containers(SQUEUE), "big")
+    argv = open_argv(big, "/opt/ds01/venv/bin/python", ["sh", "-c", "id"])
+    assert argv[:4] == ["srun", "--jobid=1", "--overlap", "--pty"]
+    # There the node's own ds01d answers: no second srun.
+    step = argv[argv.index("env") :]
+    assert step == [
+        "env", f"{ENV_CLUSTER}={NOT_A_CLUSTER}", "/opt/ds01/venv/bin/python", "-m", "ds01.cli",
+        "container", "open", "big", "--", "sh", "-c", "id",
+    ]  # fmt: skip
+    assert open_argv(big, "py", [])[-1] == "big"  # a login shell: no "--"
+
+
+def test_open_refuses_a_pending_or_unknown_container_in_words() -> None:
+    containers = parse_containers(SQUEUE)
+    with pytest.raises(Conflict, match=r"pending \(Resources\): no node has the GPUs"):
+        running_container(containers, "more")
+    with pytest.raises(NotFound):
+        running_container(containers, "nothing")

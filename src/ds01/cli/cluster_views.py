@@ -1,12 +1,14 @@
 """The whole cluster in ``container-list``, ``ds01 queue`` and ``gpu-status``, on a Slurm
 cluster's login node (``DS01_CLUSTER=slurm``): from Slurm's own data, read as the user
 (``squeue``, ``scontrol``), never from a ds01d (a login node need not run one, and no node's
-ds01d listens on the network). ``ds01.core.slurm_view`` reads the answers.
+ds01d listens on the network). ``ds01.core.slurm_view`` reads the answers. ``container-open``
+runs itself on the container's node, in a step of its job (``srun``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from ds01 import paths
 from ds01.cli import render
@@ -94,3 +96,20 @@ def run_gpu_status(args: argparse.Namespace) -> None:
         ["NODE", "STATE", "GPUS", "USED", "FREE"],
         [[n.node, n.state, n.total, n.used, max(0, n.total - n.used)] for n in nodes],
     )
+
+
+def run_open(name: str, program: list[str], user: str | None) -> None:
+    """``container-open``: replaces this process with ``srun``, which runs ``container-open``
+    in a step of the container's job, on its node, as the caller (Slurm's identity, munge's)."""
+    from ds01.core.slurm_view import open_argv, parse_containers, running_container
+    from ds01.errors import SlurmError
+    from ds01.runtime.slurm import cluster_jobs
+
+    if user:
+        raise UsageError("On a Slurm cluster, `container-open` opens your own containers.")
+    container = running_container(parse_containers(cluster_jobs(False, name)), name)
+    argv = open_argv(container, sys.executable, program)
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 (an argument list; srun gives the exit status)
+    except OSError as exc:
+        raise SlurmError(f"{argv[0]} could not run: {exc.strerror}") from None

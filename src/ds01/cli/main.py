@@ -1041,6 +1041,8 @@ def _run_open(args: argparse.Namespace) -> None:
     from ds01.cli import terminal  # termios and tty only when used
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if cluster_views.enabled():
+        cluster_views.run_open(args.name, program, args.user)
     raise SystemExit(terminal.run(args.name, program, args.user))
 
 

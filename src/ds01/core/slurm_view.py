@@ -8,16 +8,23 @@ job: named after the container and carrying the comment ``JOB_COMMENT`` (``sbatc
   (``squeue --format SQUEUE_FORMAT``, run as the user): the node, the job's state and, while
   it pends, Slurm's reason in ds01's words (``REASONS``);
 - ``ds01 queue``: the pending ones;
-- ``gpu-status``: each node's GPUs, used and total, from ``scontrol show node -d``.
+- ``gpu-status``: each node's GPUs, used and total, from ``scontrol show node -d``;
+- ``container-open``: a step of the container's job (``srun --jobid JOB --overlap --pty``)
+  runs ``container-open`` on the job's node, against that node's ds01d (``open_argv``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ds01.core.slurm_job import JOB_COMMENT
+from ds01.core.slurm_job import JOB_COMMENT, RUNNING
+from ds01.errors import Conflict, NotFound
+from ds01.paths import ENV_CLUSTER
 
+#: ``DS01_CLUSTER`` in a step of a container's job: the node's own ds01d answers there.
+NOT_A_CLUSTER = "none"
 #: Slurm's state of a job that waits.
 PENDING = "PENDING"
 #: ``squeue --format``: one job per line, fields split by ``FIELD_SEPARATOR`` (a character
@@ -147,6 +154,55 @@ def pending(containers: list[ClusterContainer]) -> list[ClusterContainer]:
     return [c for c in containers if c.state == PENDING]
 
 
+def running_container(containers: Sequence[ClusterContainer], name: str) -> ClusterContainer:
+    """The caller's container ``name`` among ``containers`` (their jobs), if it runs.
+
+    Raises:
+        NotFound: no job of theirs is that container.
+        Conflict: its job waits (the message says why) or ends.
+    """
+    found = [c for c in containers if c.name == name]
+    if not found:
+        raise NotFound(f"No container {name!r} of yours runs or waits in the cluster.")
+    running = [c for c in found if c.state == RUNNING]
+    if running:
+        return running[0]
+    waiting = found[0]
+    if waiting.state == PENDING:
+        raise Conflict(
+            f"{name!r} (Slurm job {waiting.slurm_job}) is pending ({waiting.reason}): "
+            f"{waiting.reason_text}. It opens once it runs."
+        )
+    raise Conflict(f"{name!r} (Slurm job {waiting.slurm_job}) is {waiting.status}.")
+
+
+def open_argv(
+    container: ClusterContainer, interpreter: str, program: Sequence[str]
+) -> list[str]:
+    """``srun``'s command line that opens a terminal in ``container`` on its node: a step of
+    its job (``--overlap``: beside the step that waits on the container; ``--pty``: a
+    terminal) that runs ``interpreter -m ds01.cli container open NAME [-- PROGRAM]`` there,
+    as the caller, against that node's ds01d (``DS01_SOCKET`` and its ``%n``, as the job's
+    own step finds it). ``DS01_CLUSTER`` is ``NOT_A_CLUSTER`` there, or it would run ``srun``
+again; set by ``env`` in the step, as Slurm 22.05's ``--export=ALL,NAME=VALUE`` keeps the
+caller's value of a variable it already has."""
+    command = [
+        "env",
+        f"{ENV_CLUSTER}={NOT_A_CLUSTER}",
+        *(interpreter, "-m", "ds01.cli", "container", "open", container.name),
+    ]
+    if program:
+        command += ["--", *program]
+    return [
+        "srun",
+        f"--jobid={container.slurm_job}",
+        "--overlap",
+        "--pty",
+        "--quiet",
+        *command,
+    ]
+
+
 def parse_nodes(text: str) -> list[NodeGpus]:
     """``scontrol show node -d``'s answer (Slurm 22.05): each node's ``Gres=`` (the GPUs it
     has) and ``GresUsed=`` (those its jobs hold), in Slurm's order."""
@@ -169,6 +225,7 @@ def parse_nodes(text: str) -> list[NodeGpus]:
 __all__ = [
     "FIELD_SEPARATOR",
     "JOB_COMMENT",
+    "NOT_A_CLUSTER",
     "PENDING",
     "REASONS",
     "SQUEUE_FORMAT",
@@ -176,7 +233,9 @@ __all__ = [
     "NodeGpus",
     "explain_reason",
     "gres_gpus",
+    "open_argv",
     "parse_containers",
     "parse_nodes",
     "pending",
+    "running_container",
 ]

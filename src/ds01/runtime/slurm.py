@@ -94,11 +94,11 @@ def live_jobs(node: str) -> dict[int, str]:
     return jobs
 
 
-def cluster_jobs(all_users: bool) -> str:
+def cluster_jobs(all_users: bool, name: str | None = None) -> str:
     """``squeue``'s jobs (``ds01.core.slurm_view.parse_containers`` reads them): the caller's
-    (``--me``), or every user's that Slurm lets the caller see. Run as the calling user:
-    Slurm decides what they may see."""
-    scope = [] if all_users else ["--me"]
+    (``--me``), or every user's that Slurm lets the caller see; only those named ``name`` if
+    given. Run as the calling user: Slurm decides what they may see."""
+    scope = ([] if all_users else ["--me"]) + ([f"--name={name}"] if name else [])
     return _run_tool(
         SQUEUE, ["--noheader", *scope, "--format", SQUEUE_FORMAT], "is slurmctld running?"
     )
