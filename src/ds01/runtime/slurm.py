@@ -17,11 +17,13 @@ import pwd
 import shutil
 import subprocess
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from ds01.core.slurm_gres import MIG_MINORS_FILE
-from ds01.core.slurm_sync import Accounting, Change, current_accounting
 from ds01.core.slurm_view import SQUEUE_FORMAT
 from ds01.errors import SlurmError
+
+if TYPE_CHECKING:
+    from ds01.core.slurm_sync import Accounting, Change
 
 SACCTMGR = "sacctmgr"
 SCONTROL = "scontrol"
@@ -112,6 +114,10 @@ def show_nodes() -> str:
 
 def read_accounting() -> Accounting:
     """What ds01 owns in Slurm's accounting now (``ds01.core.slurm_sync.current_accounting``)."""
+    # Here, not at the top: the sync's models (pydantic) would cost the login node's views
+    # (``container-list``) a fifth of a second at every start.
+    from ds01.core.slurm_sync import current_accounting
+
     texts = [
         _sacctmgr(["--parsable2", "--noheader", "show", entity, fmt]) for entity, fmt in _LISTINGS
     ]
@@ -135,6 +141,8 @@ def apply_changes(changes: Sequence[Change]) -> int:
 
 def read_mig_minors() -> str:
     """The driver's list of MIG capability minors; empty without an NVIDIA driver."""
+    from ds01.core.slurm_gres import MIG_MINORS_FILE
+
     try:
         with open(MIG_MINORS_FILE, encoding="utf-8") as stream:
             return stream.read()
