@@ -14,7 +14,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
@@ -43,10 +42,6 @@ _LISTINGS = (
 def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
     """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
     (``hint``: what to check when it does not answer)."""
-    if shutil.which(program) is None:
-        raise SlurmError(
-            f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
-        )
     try:
         done = subprocess.run(
             [program, *args],
@@ -55,6 +50,10 @@ def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
             check=False,
         )
+    except FileNotFoundError:
+        raise SlurmError(
+            f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
+        ) from None
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(
             f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: "
