@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from support import (
@@ -142,7 +143,13 @@ def cluster(
 
 
 def _containers(docker_client: Any, name: str) -> list[Any]:
-    return list(docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"}))
+    while True:
+        try:
+            return list(
+                docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"})
+            )
+        except docker.errors.NotFound:  # removed between the listing and its inspection: again
+            continue
 
 
 def _running_container(docker_client: Any, name: str) -> Any:
