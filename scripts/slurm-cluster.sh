@@ -8,8 +8,9 @@
 #
 # `up` is idempotent: run again on a running cluster it changes nothing and prints the same
 # lines: SLURM_CONF (every Slurm command, and ds01's, finds the cluster through it; any user
-# can read it and reach munge), DS01_SLURM_CLUSTER (the cluster's name) and DS01_SLURM_DIR
-# (its state: fake devices in dev/<node>/, logs in log/). What it runs, all as root, all under
+# can read it and reach munge), DS01_SLURM_CLUSTER (the cluster's name), DS01_SLURM_DIR
+# (its state: fake devices in dev/<node>/, logs in log/) and DS01_CLUSTER=slurm (ds01's views
+# show the whole cluster, as on a login node). What it runs, all as root, all under
 # $DS01_SLURM_DIR (default /var/lib/ds01-slurm-test), nothing in the machine's /etc or /run:
 #
 #   munged     a key made here, its socket in $DIR/munge (slurm.conf's AuthInfo names it)
@@ -238,6 +239,7 @@ up() {
   echo "export SLURM_CONF=$SLURM_CONF"
   echo "export DS01_SLURM_CLUSTER=$CLUSTER"
   echo "export DS01_SLURM_DIR=$DIR"
+  echo "export DS01_CLUSTER=slurm"
 }
 
 # stop NAME...: TERM the pids in $DIR/run/NAME.pid, wait for them to go, KILL after 10 s. All

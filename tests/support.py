@@ -829,18 +829,22 @@ PURE_BENCHMARKS = (
     "bench_queue.py",
     "bench_state_backup.py",
 )
+#: Benchmarks that need the Slurm test cluster (the ``slurm_cluster`` fixture).
+CLUSTER_BENCHMARKS = ("bench_slurm.py",)
 BENCHMARK_TIMEOUT_S = 300.0
 
 
-def assert_benchmark_runs(name: str) -> None:
-    """Run ``benchmarks/NAME --quick`` (its smallest size) with this interpreter; fail on a
-    non-zero exit or a traceback. Its timings are never looked at."""
+def assert_benchmark_runs(name: str, env: Mapping[str, str] | None = None) -> None:
+    """Run ``benchmarks/NAME --quick`` (its smallest size) with this interpreter, with
+    ``env`` added to the environment; fail on a non-zero exit or a traceback. Its timings are
+    never looked at."""
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS_DIR / name), "--quick"],
         capture_output=True,
         text=True,
         timeout=BENCHMARK_TIMEOUT_S,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, describe(result)
     assert "Traceback" not in result.stdout + result.stderr, describe(result)

@@ -19,6 +19,9 @@ ENV_LOG_DIR = "DS01_LOG_DIR"
 ENV_SOCKET = "DS01_SOCKET"
 #: Cluster mode: the Slurm node name of this host's ds01d (default: the host's short name).
 ENV_SLURM_NODE = "DS01_SLURM_NODE"
+#: ``slurm`` on a Slurm cluster's login node: ``container-list``, ``ds01 queue`` and
+#: ``gpu-status`` show the whole cluster from Slurm's data (docs/cluster.md), no ds01d needed.
+ENV_CLUSTER = "DS01_CLUSTER"
 #: What Slurm sets in a job's environment: the node the job runs on.
 ENV_SLURMD_NODENAME = "SLURMD_NODENAME"
 #: In a socket path, the Slurm node's name (as ``%n`` in slurm.conf): several ds01d on one

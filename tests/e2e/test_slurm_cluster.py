@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -19,9 +21,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
-from support import TEST_IMAGES_YAML, Ds01Daemon, describe, make_world_traversable_dir, wait_until
+from support import (
+    TEST_IMAGES_YAML,
+    Ds01Daemon,
+    describe,
+    make_world_traversable_dir,
+    user_env,
+    wait_until,
+)
 
 DS01 = str(Path(sys.executable).parent / "ds01")
 
@@ -57,6 +67,39 @@ class Cluster:
 
     def ds01(self, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return self.daemons["node1"].cli(user, *args, env={**self.env, **env})
+
+    def login(self, user: str, *args: str) -> Any:
+        """``user``'s ds01 command on a login node (``DS01_CLUSTER=slurm``) that runs no ds01d:
+        its socket leads nowhere, Slurm's data is all it has. Its ``--json`` answer."""
+        env = {**self.env, "DS01_CLUSTER": "slurm", "DS01_SOCKET": "/nonexistent/ds01.sock"}
+        done = self.daemons["node1"].cli(user, *args, "--json", env=env)
+        assert done.returncode == 0, describe(done)
+        return json.loads(done.stdout)
+
+    def open_in_pty(self, user: str, *args: str) -> tuple[int, bytes]:
+        """``container-open ARGS`` as ``user`` on the login node, on a new pseudo-terminal:
+        its exit status and all it printed there."""
+        env = {**self.env, "DS01_CLUSTER": "slurm", "TERM": "xterm"}
+        assignments = [f"{key}={value}" for key, value in user_env(user, env).items()]
+        command = self.daemons["node1"].command_for(("container-open", *args))
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            ["runuser", "-u", user, "--", "env", "-i", *assignments, *command],
+            stdin=slave, stdout=slave, stderr=slave, cwd="/", start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        output = b""
+        try:
+            while select.select([master], [], [], 30)[0]:
+                chunk = os.read(master, 4096)
+                if not chunk:
+                    break
+                output += chunk
+        except OSError:  # the process ended and closed the terminal
+            pass
+        finally:
+            os.close(master)
+        return process.wait(timeout=30), output
 
     def slurm_tool(self, *args: str, user: str | None = None) -> str:
         done = self.daemons["node1"].run_as(
@@ -100,7 +143,13 @@ def cluster(
 
 
 def _containers(docker_client: Any, name: str) -> list[Any]:
-    return list(docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"}))
+    while True:
+        try:
+            return list(
+                docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"})
+            )
+        except docker.errors.NotFound:  # removed between the listing and its inspection: again
+            continue
 
 
 def _running_container(docker_client: Any, name: str) -> Any:
@@ -143,6 +192,17 @@ class TestClusterMode:
         labels = container.labels
         assert (labels["ds01.slurm.job"], labels["ds01.slurm.node"]) == (str(job), "node2")
         assert cluster.job_state(job) == "RUNNING node2"
+        # The login node's views: the container on its node, node2's GPUs held.
+        [listed] = cluster.login("alice", "container-list")
+        assert (listed["name"], listed["node"], listed["status"]) == ("big", "node2", "running")
+        assert listed["slurm_job"] == job
+        nodes = {n["node"]: n for n in cluster.login("alice", "gpu-status")}
+        assert (nodes["node2"]["used"], nodes["node2"]["gpus"]) == (3, 4)
+        # A terminal in it from the login node: a step of its job on node2, as alice.
+        code, said = cluster.open_in_pty("alice", "big", "--", "sh", "-c", "tty; id -u; exit 7")
+        assert code == 7, said
+        assert b"/dev/pts/" in said and str(pwd.getpwnam("alice").pw_uid).encode() in said, said
+        assert cluster.daemons["node2"].events_where(action="container.terminal", user="alice")
         node2 = cluster.daemons["node2"].cli_json("alice", "gpu-status")
         held = [d["uuid"] for d in node2 if d["holder"]]
         assert sorted(labels["ds01.gpus"].split(",")) == sorted(held) and len(held) == 3
@@ -200,6 +260,32 @@ class TestClusterMode:
         )
         assert event["resource"].startswith("container/orphan.")
         assert event["details"]["reason"] == "its Slurm job is no longer running on this node"
+
+    def test_a_request_that_fits_nowhere_pends_with_slurms_reason_and_starts_when_a_job_ends(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        # alice holds 3 of node2's 4 GPUs; bob's 3 fit on no node now (his own quota would).
+        first = _submitted(
+            cluster.ds01("alice", "container-create", "first", "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        wait_until("first to run", lambda: _running_container(docker_client, "first"))
+        second = _submitted(
+            cluster.ds01("bob", "container-create", "second", "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        [waiting] = wait_until(
+            "second to pend for resources",
+            lambda: [c for c in cluster.login("bob", "queue") if c["reason"] == "Resources"],
+        )
+        assert (waiting["name"], waiting["slurm_job"], waiting["node"]) == ("second", second, None)
+        listed = {c["name"]: c["status"] for c in cluster.login("bob", "container-list")}
+        assert listed == {"second": "pending"}  # bob's own only
+        cluster.slurm_tool("scancel", str(first), user="alice")
+        wait_until("second to run", lambda: _running_container(docker_client, "second"))
+        assert cluster.login("bob", "queue") == []
+        cluster.slurm_tool("scancel", str(second), user="bob")
+        wait_until("second to be gone", lambda: not _containers(docker_client, "second"))
 
     @pytest.mark.parametrize(
         ("user", "where", "gpus", "said"),

@@ -35,6 +35,8 @@ DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 RULES = PROMETHEUS_DIR / "ds01-rules.yml"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+CLUSTER_CONFIG = PROMETHEUS_DIR / "prometheus-cluster.yml"
+NODE_FILES = sorted((PROMETHEUS_DIR / "ds01-nodes").glob("*.yml"))
 RULE_TESTS = PROMETHEUS_DIR / "ds01-rules.test.yml"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
@@ -199,6 +201,17 @@ def test_the_scrape_job_and_rule_files() -> None:
     assert config["rule_files"] == ["ds01-rules.yml"]
 
 
+def test_the_cluster_scrapes_each_nodes_file_as_the_job_ds01() -> None:
+    config = yaml.safe_load(CLUSTER_CONFIG.read_text(encoding="utf-8"))
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ds01"]
+    (pattern,) = job["file_sd_configs"][0]["files"]
+    assert NODE_FILES and all(p.match(pattern) for p in NODE_FILES)
+    assert config["rule_files"] == ["ds01-rules.yml"]
+    for path in NODE_FILES:
+        (group,) = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert group["labels"]["ds01_node"] == path.stem and len(group["targets"]) == 1
+
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
     path = shutil.which("promtool")
@@ -222,8 +235,9 @@ def test_promtool_check_rules(promtool: str) -> None:
     assert f"SUCCESS: {len(rules())} rules found" in output
 
 
-def test_promtool_check_config(promtool: str) -> None:
-    output = run_promtool(promtool, "check", "config", CONFIG.name)
+@pytest.mark.parametrize("config", [CONFIG, CLUSTER_CONFIG], ids=lambda p: p.name)
+def test_promtool_check_config(promtool: str, config: Path) -> None:
+    output = run_promtool(promtool, "check", "config", config.name)
     assert "is valid prometheus config file syntax" in output
 
 

@@ -52,6 +52,7 @@ def test_sbatch_options_name_the_job_after_the_container_and_round_up() -> None:
     )
     assert options == [
         "--job-name=big",
+        "--comment=ds01-container",
         "--account=phd",
         "--qos=ds01-group-phd",
         "--gres=gpu:3",
@@ -72,7 +73,7 @@ def test_sbatch_options_of_a_mig_slice_without_limits() -> None:
         account="ds01-default",
         qos="ds01-default",
     )
-    assert options[3:] == ["--gres=gpu:3g.20gb:1"]
+    assert options[4:] == ["--gres=gpu:3g.20gb:1"]
 
 
 def test_parse_job_reads_owner_state_and_device_indices_per_node() -> None:

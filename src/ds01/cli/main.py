@@ -21,7 +21,7 @@ import os
 import sys
 
 from ds01 import __version__
-from ds01.cli import dashboard, render, tiers
+from ds01.cli import cluster_views, dashboard, render, tiers
 from ds01.cli.admin import ADMIN_COMMANDS
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
@@ -433,6 +433,9 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> None:
+    if cluster_views.enabled():
+        cluster_views.run_list(args)
+        return
     query = {"all": args.all_users, "user": args.user}
     rows = Ds01Client().request("GET", "/v1/containers", query=query)
     if render.emitted_json(args.json, rows):
@@ -614,6 +617,9 @@ def _configure_queue(p: argparse.ArgumentParser) -> None:
 
 
 def _run_queue(args: argparse.Namespace) -> None:
+    if cluster_views.enabled():
+        cluster_views.run_queue(args)
+        return
     client = Ds01Client()
     if args.action == "cancel":
         if not args.request_id:
@@ -661,6 +667,9 @@ def _run_queue(args: argparse.Namespace) -> None:
 
 
 def _run_gpu_status(args: argparse.Namespace) -> None:
+    if cluster_views.enabled():
+        cluster_views.run_gpu_status(args)
+        return
     status = Ds01Client().request("GET", "/v1/gpus")
     if render.emitted_json(args.json, status["devices"]):
         return
@@ -1050,6 +1059,8 @@ def _run_open(args: argparse.Namespace) -> None:
     from ds01.cli import terminal  # termios and tty only when used
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if cluster_views.enabled():
+        cluster_views.run_open(args.name, program, args.user)
     raise SystemExit(terminal.run(args.name, program, args.user))
 
 

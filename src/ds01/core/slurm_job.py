@@ -5,6 +5,7 @@ Two halves of one contract:
 - **the submission** (``sbatch_options``): what a ``container-create`` asks Slurm for, from
   the request and the user's resolved limits: ``--job-name`` the container's name (so that
   ``squeue -n NAME`` finds it), ``--gres=gpu:N`` (or ``gpu:<profile>:1`` for a MIG slice),
+  ``--comment`` ``JOB_COMMENT`` (a container's job, for the login node's views),
   ``--cpus-per-task``, ``--mem``, ``--time`` (``max_runtime_hours``) and the account and QOS
   that ``ds01 admin slurm sync`` gave the user;
 - **the check on the node** (``parse_job``, ``job_devices``): before creating a job's
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 
 from ds01.errors import InvalidInput, PermissionDenied
 
+#: The comment of every container's job (``sbatch --comment``): how a login node tells a
+#: container's job from other jobs (``ds01.core.slurm_view``).
+JOB_COMMENT = "ds01-container"
 #: The state of a job whose container may be created (and must be running).
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).
@@ -57,7 +61,12 @@ def sbatch_options(
 ) -> list[str]:
     """The ``sbatch`` options of a container's job (see the module docstring). CPUs are
     rounded up (Slurm counts whole CPUs), memory to whole MiB up."""
-    options = [f"--job-name={name}", f"--account={account}", f"--qos={qos}"]
+    options = [
+        f"--job-name={name}",
+        f"--comment={JOB_COMMENT}",
+        f"--account={account}",
+        f"--qos={qos}",
+    ]
     if mig_profiles:
         options.append(f"--gres=gpu:{mig_profiles[0]}:1")
     elif gpus:
@@ -170,6 +179,7 @@ def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]
 
 
 __all__ = [
+    "JOB_COMMENT",
     "LIVE_STATES",
     "RUNNING",
     "SlurmJob",

@@ -1,6 +1,7 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
-a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode.
+a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
+cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -13,13 +14,15 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from ds01.core.slurm_gres import MIG_MINORS_FILE
-from ds01.core.slurm_sync import Accounting, Change, current_accounting
+from ds01.core.slurm_view import SQUEUE_FORMAT
 from ds01.errors import SlurmError
+
+if TYPE_CHECKING:
+    from ds01.core.slurm_sync import Accounting, Change
 
 SACCTMGR = "sacctmgr"
 SCONTROL = "scontrol"
@@ -39,10 +42,6 @@ _LISTINGS = (
 def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
     """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
     (``hint``: what to check when it does not answer)."""
-    if shutil.which(program) is None:
-        raise SlurmError(
-            f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
-        )
     try:
         done = subprocess.run(
             [program, *args],
@@ -51,6 +50,10 @@ def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
             check=False,
         )
+    except FileNotFoundError:
+        raise SlurmError(
+            f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
+        ) from None
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(
             f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: "
@@ -92,8 +95,28 @@ def live_jobs(node: str) -> dict[int, str]:
     return jobs
 
 
+def cluster_jobs(all_users: bool, name: str | None = None) -> str:
+    """``squeue``'s jobs (``ds01.core.slurm_view.parse_containers`` reads them): the caller's
+    (``--me``), or every user's that Slurm lets the caller see; only those named ``name`` if
+    given. Run as the calling user: Slurm decides what they may see."""
+    scope = ([] if all_users else ["--me"]) + ([f"--name={name}"] if name else [])
+    return _run_tool(
+        SQUEUE, ["--noheader", *scope, "--format", SQUEUE_FORMAT], "is slurmctld running?"
+    )
+
+
+def show_nodes() -> str:
+    """``scontrol show node -d``: every node's GRES and those in use
+    (``ds01.core.slurm_view.parse_nodes``)."""
+    return _run_tool(SCONTROL, ["show", "node", "-d"], "is slurmctld running?")
+
+
 def read_accounting() -> Accounting:
     """What ds01 owns in Slurm's accounting now (``ds01.core.slurm_sync.current_accounting``)."""
+    # Here, not at the top: the sync's models (pydantic) would cost the login node's views
+    # (``container-list``) a fifth of a second at every start.
+    from ds01.core.slurm_sync import current_accounting
+
     texts = [
         _sacctmgr(["--parsable2", "--noheader", "show", entity, fmt]) for entity, fmt in _LISTINGS
     ]
@@ -117,6 +140,8 @@ def apply_changes(changes: Sequence[Change]) -> int:
 
 def read_mig_minors() -> str:
     """The driver's list of MIG capability minors; empty without an NVIDIA driver."""
+    from ds01.core.slurm_gres import MIG_MINORS_FILE
+
     try:
         with open(MIG_MINORS_FILE, encoding="utf-8") as stream:
             return stream.read()
@@ -161,10 +186,12 @@ def unix_groups_of(user: str) -> list[str]:
 
 __all__ = [
     "apply_changes",
+    "cluster_jobs",
     "live_jobs",
     "read_accounting",
     "read_mig_minors",
     "show_job",
+    "show_nodes",
     "unix_group_members",
     "unix_groups_of",
 ]

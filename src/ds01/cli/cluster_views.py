@@ -1,0 +1,115 @@
+"""The whole cluster in ``container-list``, ``ds01 queue`` and ``gpu-status``, on a Slurm
+cluster's login node (``DS01_CLUSTER=slurm``): from Slurm's own data, read as the user
+(``squeue``, ``scontrol``), never from a ds01d (a login node need not run one, and no node's
+ds01d listens on the network). ``ds01.core.slurm_view`` reads the answers. ``container-open``
+runs itself on the container's node, in a step of its job (``srun``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ds01 import paths
+from ds01.cli import render
+from ds01.cli.parsing import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+#: The value of ``DS01_CLUSTER`` that turns the cluster views on.
+SLURM = "slurm"
+
+
+def enabled() -> bool:
+    """Whether this host shows the cluster (``DS01_CLUSTER=slurm``)."""
+    return os.environ.get(paths.ENV_CLUSTER, "") == SLURM
+
+
+def run_list(args: argparse.Namespace) -> None:
+    """``container-list``: the containers (jobs) of the caller, or of everyone with ``--all``,
+    on every node."""
+    from ds01.core.slurm_view import parse_containers
+    from ds01.runtime.slurm import cluster_jobs
+
+    if args.user:
+        raise UsageError("On a Slurm cluster: `container-list --all` shows every user's.")
+    found = parse_containers(cluster_jobs(all_users=args.all_users))
+    if render.emitted_json(args.json, [c.as_json() for c in found]):
+        return
+    if not found:
+        render.echo("No containers. Create one with `container-create NAME --image IMAGE`.")
+        return
+    headers = ["NAME", "STATUS", "NODE", "JOB", "GPUS", "TIME"]
+    if args.all_users:
+        headers.insert(0, "USER")
+    render.table(
+        headers,
+        [
+            ([c.user] if args.all_users else [])
+            + [c.name, c.status, c.node or "-", c.slurm_job, c.gpus, c.elapsed]
+            for c in found
+        ],
+    )
+    for c in found:
+        if c.reason_text:
+            render.echo(f"{c.name}: pending ({c.reason}): {c.reason_text}")
+
+
+def run_queue(args: argparse.Namespace) -> None:
+    """``ds01 queue``: the containers whose job waits, in Slurm's order, with its reason."""
+    from ds01.core.slurm_view import parse_containers, pending
+    from ds01.runtime.slurm import cluster_jobs
+
+    if args.action == "cancel" or args.request_id or args.explain:
+        raise UsageError(
+            "On a Slurm cluster Slurm holds the queue: cancel with `scancel -n NAME`; "
+            "`sprio` explains the order."
+        )
+    waiting = pending(parse_containers(cluster_jobs(all_users=args.all_users)))
+    if render.emitted_json(args.json, [c.as_json() for c in waiting]):
+        return
+    if not waiting:
+        render.echo("Nothing pending." if args.all_users else "You have nothing pending.")
+        return
+    render.table(
+        ["POS", "JOB", "USER", "CONTAINER", "GPUS", "REASON"],
+        [
+            [position, c.slurm_job, c.user, c.name, c.gpus, c.reason]
+            for position, c in enumerate(waiting, start=1)
+        ],
+    )
+    for c in waiting:
+        render.echo(f"{c.name}: {c.reason_text}")
+
+
+def run_gpu_status(args: argparse.Namespace) -> None:
+    """``gpu-status``: each node's GPUs, used and total, as Slurm counts them."""
+    from ds01.core.slurm_view import parse_nodes
+    from ds01.runtime.slurm import show_nodes
+
+    nodes = parse_nodes(show_nodes())
+    if render.emitted_json(args.json, [n.as_json() for n in nodes]):
+        return
+    render.table(
+        ["NODE", "STATE", "GPUS", "USED", "FREE"],
+        [[n.node, n.state, n.total, n.used, max(0, n.total - n.used)] for n in nodes],
+    )
+
+
+def run_open(name: str, program: list[str], user: str | None) -> None:
+    """``container-open``: replaces this process with ``srun``, which runs ``container-open``
+    in a step of the container's job, on its node, as the caller (Slurm's identity, munge's)."""
+    from ds01.core.slurm_view import open_argv, parse_containers, running_container
+    from ds01.errors import SlurmError
+    from ds01.runtime.slurm import cluster_jobs
+
+    if user:
+        raise UsageError("On a Slurm cluster, `container-open` opens your own containers.")
+    container = running_container(parse_containers(cluster_jobs(False, name)), name)
+    argv = open_argv(container, sys.executable, program)
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 (an argument list; srun gives the exit status)
+    except OSError as exc:
+        raise SlurmError(f"{argv[0]} could not run: {exc.strerror}") from None

@@ -1,0 +1,142 @@
+"""The cluster as a login node sees it (``ds01.core.slurm_view``), on outputs recorded from the
+test cluster (Slurm 22.05, ``scripts/slurm-cluster.sh``): node2's 4 GPUs held by ``big``,
+``more`` (3 GPUs) pending for resources, ``small`` on node1, and a job that is no container."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from ds01.core.slurm_job import JOB_COMMENT, sbatch_options
+from ds01.core.slurm_view import (
+    NOT_A_CLUSTER,
+    REASONS,
+    SQUEUE_FORMAT,
+    explain_reason,
+    gres_gpus,
+    open_argv,
+    parse_containers,
+    parse_nodes,
+    pending,
+    running_container,
+)
+from ds01.errors import Conflict, NotFound
+from ds01.paths import ENV_CLUSTER
+
+#: ``squeue --noheader --format SQUEUE_FORMAT``, as root (every user's).
+SQUEUE = textwrap.dedent(
+    """\
+    2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container
+    3|small|RUNNING|node1|None|gres:gpu:1|0:38|bob|ds01-container
+    1|big|RUNNING|node2|None|gres:gpu:4|0:59|alice|ds01-container
+    4|claim|RUNNING|node1|None|gres:gpu:1|0:12|bob|
+    """
+)
+
+#: ``scontrol show node -d`` (trimmed: the lines between are Slurm's, unread).
+NODES = textwrap.dedent(
+    """\
+    NodeName=node1 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=1 CPUEfctv=2 CPUTot=2 CPULoad=2.07
+       Gres=gpu:2
+       GresDrain=N/A
+       GresUsed=gpu:1
+       NodeAddr=127.0.0.1 NodeHostName=localhost Port=36818 Version=22.05.8
+       State=MIXED ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=2
+    NodeName=node2 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=1 CPUEfctv=2 CPUTot=2 CPULoad=2.07
+       Gres=gpu:4
+       GresDrain=N/A
+       GresUsed=gpu:4
+       State=MIXED ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=4
+    """
+)
+
+
+def test_the_containers_are_the_jobs_with_ds01s_comment_in_squeues_order() -> None:
+    found = parse_containers(SQUEUE)
+    assert [(c.name, c.user, c.slurm_job, c.status, c.node, c.gpus) for c in found] == [
+        ("more", "alice", 2, "pending", "", 3),
+        ("small", "bob", 3, "running", "node1", 1),
+        ("big", "alice", 1, "running", "node2", 4),
+    ]
+
+
+def test_a_pending_container_says_slurms_reason_in_ds01s_words() -> None:
+    [more] = pending(parse_containers(SQUEUE))
+    assert more.name == "more"
+    assert more.reason_text == REASONS["Resources"]
+    row = more.as_json()
+    assert (row["status"], row["reason"], row["node"]) == ("pending", "Resources", None)
+    assert parse_containers(SQUEUE)[1].as_json()["reason"] is None  # running: no reason
+
+
+def test_an_unknown_reason_is_shown_as_slurm_says_it() -> None:
+    assert "NodeDown" in explain_reason("NodeDown")
+
+
+def test_the_submission_carries_the_comment_the_views_look_for() -> None:
+    options = sbatch_options(
+        name="x", gpus=1, mig_profiles=(), cpus=None, memory_bytes=None,
+        max_runtime_hours=None, account="phd", qos="ds01-group-phd",
+    )  # fmt: skip
+    assert f"--comment={JOB_COMMENT}" in options
+    assert SQUEUE_FORMAT.endswith("%k")  # the comment is the last field read
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "JOBID|NAME|STATE|NODELIST|REASON|TRES_PER_NODE|TIME|USER|COMMENT",  # a header
+        "5|odd|RUNNING|node1|None|gres:gpu:1|0:01|bob",  # a field short
+    ],
+)
+def test_lines_that_are_not_a_job_are_left_out(line: str) -> None:
+    assert parse_containers(line) == []
+
+
+def test_each_nodes_gpus_used_and_total() -> None:
+    assert [n.as_json() for n in parse_nodes(NODES)] == [
+        {"node": "node1", "state": "MIXED", "gpus": 2, "used": 1, "free": 1},
+        {"node": "node2", "state": "MIXED", "gpus": 4, "used": 4, "free": 0},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("gres:gpu:3", 3),
+        ("gpu:2(S:0-1)", 2),
+        ("gpu:full:1(IDX:0),gpu:1g.10gb:2(IDX:1)", 3),  # typed GRES (MIG slices)
+        ("gpu:1g.10gb:0(IDX:N/A)", 0),
+        ("(null)", 0),
+        ("N/A", 0),
+    ],
+)
+def test_gres_texts_count_their_gpus(text: str, count: int) -> None:
+    assert gres_gpus(text) == count
+
+
+def test_open_runs_container_open_in_a_step_of_the_running_containers_job() -> None:
+    big = running_container(parse_containers(SQUEUE), "big")
+    argv = open_argv(big, "/opt/ds01/venv/bin/python", ["sh", "-c", "id"])
+    assert argv[:4] == ["srun", "--jobid=1", "--overlap", "--pty"]
+    # There the node's own ds01d answers: no second srun.
+    step = argv[argv.index("env") :]
+    assert step == [
+        "env", f"{ENV_CLUSTER}={NOT_A_CLUSTER}", "/opt/ds01/venv/bin/python", "-m", "ds01.cli",
+        "container", "open", "big", "--", "sh", "-c", "id",
+    ]  # fmt: skip
+    assert open_argv(big, "py", [])[-1] == "big"  # a login shell: no "--"
+
+
+def test_open_refuses_a_pending_or_unknown_container_in_words() -> None:
+    containers = parse_containers(SQUEUE)
+    with pytest.raises(Conflict, match=r"pending \(Resources\): no node has the GPUs"):
+        running_container(containers, "more")
+    with pytest.raises(NotFound):
+        running_container(containers, "nothing")
