@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from ds01.cli.client import Ds01Client
 from ds01.errors import Ds01Error, SlurmError
@@ -32,9 +34,24 @@ if TYPE_CHECKING:
     from typing import Any
 
 SBATCH = "sbatch"
-#: Where a job's own output goes on its node (sbatch's ``%u`` user, ``%j`` job id): what
-#: the step says when ds01d refuses or fails.
-JOB_OUTPUT = "/tmp/ds01-%u-%j.out"
+#: Where a job's own output goes, under the user's home (as a cluster shares it), by
+#: sbatch's ``%x`` job name (the container's) and ``%j`` job id: what the step says when
+#: ds01d refuses or fails. Not /tmp: another user could take the name there first.
+JOB_OUTPUT_DIR = (".ds01", "jobs")
+JOB_OUTPUT_NAME = "%x-%j.out"
+
+
+def job_output() -> str:
+    """The ``--output`` pattern of the caller's jobs; makes its folder (mode 0700) if needed."""
+    folder = Path(pwd.getpwuid(os.getuid()).pw_dir).joinpath(*JOB_OUTPUT_DIR)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SlurmError(
+            f"cannot make {folder} for the job's output: {exc.strerror}; your home must be "
+            "yours and shared with the cluster's nodes."
+        ) from None
+    return str(folder / JOB_OUTPUT_NAME)
 #: Seconds between two looks of the step at its container.
 STEP_POLL_SECONDS = 1.0
 #: The kind of ds01d's answer that asks for a job (``ds01.errors.SlurmJobRequired``).
@@ -54,7 +71,7 @@ def submit(request: dict[str, Any], options: list[str]) -> int:
         SlurmError: sbatch is missing or refused (its message: an unknown account, a QOS
             limit Slurm checks at submission, no node with enough GPUs).
     """
-    argv = [SBATCH, "--parsable", f"--output={JOB_OUTPUT}", *options]
+    argv = [SBATCH, "--parsable", f"--output={job_output()}", *options]
     try:
         done = subprocess.run(
             argv, input=job_script(request), capture_output=True, text=True, check=False
