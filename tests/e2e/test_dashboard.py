@@ -96,9 +96,9 @@ def test_the_dashboard_shows_the_machine_to_everyone_and_containers_to_their_own
     assert (mine["user"], mine["scope"], mine["is_admin"]) == ("alice", "own", False)
     assert [x["uuid"] for x in mine["devices"]] == list(devices)
     holders = {x["uuid"]: x["holder"] for x in mine["devices"]}
-    assert holders[thesis_gpu] == {"user": "alice", "container": "thesis"}
+    assert holders[thesis_gpu] == {"user": "alice", "container": "thesis", "borrowed": False}
     bobs = containers[SECRET]["gpus"][0]
-    assert holders[bobs] == {"user": "bob", "container": None}
+    assert holders[bobs] == {"user": "bob", "container": None, "borrowed": False}
     busy = next(x for x in mine["devices"] if x["uuid"] == thesis_gpu)
     assert (busy["utilization_percent"], busy["memory_used_mib"]) == (73, 2048)
     assert sorted(c["name"] for c in mine["containers"]) == ["notes", "thesis"]
@@ -146,7 +146,7 @@ def test_the_dashboard_shows_the_machine_to_everyone_and_containers_to_their_own
     assert (everyone["scope"], everyone["is_admin"]) == ("all", True)
     assert sorted(c["name"] for c in everyone["containers"]) == sorted(containers)
     assert {x["uuid"]: x["holder"] for x in everyone["devices"]}[bobs] == {
-        "user": "bob", "container": SECRET,
+        "user": "bob", "container": SECRET, "borrowed": False,
     }  # fmt: skip
     assert [q["container"] for q in everyone["queue"]] == ["big"]
     assert [u["user"] for u in everyone["users"]] == ["alice", "bob", "carol"]

@@ -175,7 +175,7 @@ def test_alice_creates_starts_lists_stops_and_removes_a_gpu_container(ds01d, doc
     assert "alice/thesis" in holder_line, describe(status)
     devices = d.cli_json("alice", "gpu-status")
     holders = {dev["uuid"]: dev["holder"] for dev in devices if dev["holder"]}
-    assert holders == {gpus[0]: {"user": "alice", "container": "thesis"}}
+    assert holders == {gpus[0]: {"user": "alice", "container": "thesis", "borrowed": False}}
     assert len(devices) == 7  # embedded default: GPUs 0-2 whole, GPU 3 split in four
 
     limits = ok(d.cli("alice", "check-limits", "--explain"))

@@ -136,7 +136,8 @@ def gpu_indices_held_by(daemon: Any, user: str, name: str) -> dict[str, int]:
     return {
         device["uuid"]: device["gpu_index"]
         for device in daemon.cli_json(user, "gpu-status")
-        if device["holder"] == {"user": user, "container": name}
+        if device["holder"]
+        and (device["holder"]["user"], device["holder"]["container"]) == (user, name)
     }
 
 

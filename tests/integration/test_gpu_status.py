@@ -150,7 +150,11 @@ def test_holder_is_exactly_the_device_the_container_got(ds01d):
     # Everyone sees who holds what; the container's name only its owner (and admins).
     for user, container in (("alice", "notebook"), ("bob", None), (None, "notebook")):
         held = holders(gpu_status(d, user))
-        assert held[big_slice["uuid"]] == {"user": "alice", "container": container}
+        assert held[big_slice["uuid"]] == {
+            "user": "alice",
+            "container": container,
+            "borrowed": False,
+        }
         assert all(h is None for uuid, h in held.items() if uuid != big_slice["uuid"]), held
 
 
@@ -206,7 +210,11 @@ def test_device_uuids_and_holders_survive_a_daemon_restart(ds01d):
 
     after = gpu_status(d)
     assert [x["uuid"] for x in after] == [x["uuid"] for x in before]
-    assert holders(after)[info["gpus"][0]] == {"user": "alice", "container": "kept"}
+    assert holders(after)[info["gpus"][0]] == {
+        "user": "alice",
+        "container": "kept",
+        "borrowed": False,
+    }
 
 
 def test_gpu_in_mig_mode_without_instances_is_unusable_and_never_allocated(ds01d):
