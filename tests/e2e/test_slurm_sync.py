@@ -93,10 +93,27 @@ def synced(
     yield slurm_cluster, config_dir, _sync(slurm_cluster, config_dir)
 
 
+IDLE_NODES = {("node1", "idle", "gpu:2"), ("node2", "idle", "gpu:4")}
+
+
+def _nodes(env: dict[str, str]) -> set[tuple[str, ...]]:
+    rows = _ok(env, "sinfo", "--noheader", "--Node", "--format=%N %t %G").split("\n")
+    return {tuple(row.split()) for row in rows if row.strip()}
+
+
 def test_both_nodes_are_up_with_their_gpus(slurm_cluster: dict[str, str]) -> None:
-    rows = _ok(slurm_cluster, "sinfo", "--noheader", "--Node", "--format=%N %t %G").split("\n")
-    nodes = {tuple(row.split()) for row in rows if row.strip()}
-    assert nodes == {("node1", "idle", "gpu:2"), ("node2", "idle", "gpu:4")}
+    # Jobs of tests before may still be completing ("comp") on the session's cluster.
+    nodes: set[tuple[str, ...]] = set()
+
+    def idle() -> bool:
+        nodes.clear()
+        nodes.update(_nodes(slurm_cluster))
+        return nodes == IDLE_NODES
+
+    try:
+        wait_until("both nodes idle", idle, timeout=30)
+    except AssertionError:
+        assert nodes == IDLE_NODES
 
 
 def test_sync_writes_the_limits_into_slurm_and_a_second_sync_finds_nothing(
