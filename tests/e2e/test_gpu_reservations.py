@@ -2,7 +2,7 @@
 
 A conflicting reservation is refused with exit 3, the reservation in the way and the next
 free slot named; before it, a container without a runtime limit is kept off the reserved
-GPUs and one created with ``--runtime`` short enough backfills them; the ``--ics`` feed
+GPUs and one created with ``--runtime-hours`` short enough backfills them; the ``--ics`` feed
 parses with the icalendar library. A reservation that
 starts a few seconds from now (``--from`` takes seconds too) drains the device: the owner
 of the container on it is warned at the lead time (``reservations.warning_minutes`` of
@@ -79,12 +79,12 @@ def test_conflict_is_refused_with_the_next_free_slot_and_the_feed_parses(
     assert d.events_where(action="reservation.create", outcome="denied", user="bob")
 
     # Both GPUs are reserved from tomorrow 09:00 and bob has no runtime limit: a container
-    # of his may use one before then only when he says it is done in time (--runtime).
+    # of his may use one before then only when he says it is done in time (--runtime-hours).
     unbounded = d.cli("bob", "container-create", "long", "--image", "busybox", "--gpus", "1",
                       "--no-wait")  # fmt: skip
     assert unbounded.returncode == 3, describe(unbounded)
     short = d.cli_json("bob", "container-create", "short", "--image", "busybox", "--gpus", "1",
-                       "--runtime", "1", "--no-wait")  # fmt: skip
+                       "--runtime-hours", "1", "--no-wait")  # fmt: skip
     assert short["gpus"] and short["runtime_hours"] == 1
     listed = d.cli_json("bob", "container-list")
     assert [(c["name"], c["runtime_hours"]) for c in listed] == [("short", 1)]

@@ -721,7 +721,7 @@ def test_cleanup_of_unstarted_and_stopped_containers() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# A runtime declared for one container (container-create --runtime)
+# A runtime declared for one container (container-create --runtime-hours)
 # --------------------------------------------------------------------------------------------
 
 

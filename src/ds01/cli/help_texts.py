@@ -421,9 +421,9 @@ never overlaps another on a device: when the window is taken the command fails w
 3, names the reservation in the way and suggests the next free slot.
 
 Before the start, other people's containers may still use a reserved GPU, but only when
-their runtime limit (`max_runtime_hours`, or `container-create --runtime HOURS`) ends
-before the start. Containers still on it are warned a while
-before (15 minutes by default) and stopped at the start, their `/workspace` kept. During
+their runtime limit (`max_runtime_hours`, or `container-create --runtime-hours HOURS`)
+ends before the start. Containers still on it are warned a while before (15 minutes by
+default) and stopped at the start, their `/workspace` kept. During
 the window your containers may use the reserved GPUs on top of your GPU quota.
 
 Limits (see your admin): by default up to your `gpu_limit` GPUs at once, at most 8
@@ -514,7 +514,7 @@ _CREATE_MORE = (
     "--data",
     "--no-wait",
     "--borrow",
-    "--runtime",
+    "--runtime-hours",
     "--json",
 )
 
@@ -545,8 +545,8 @@ created; a refusal changes nothing.
   nobody within quota waits for them. The container shows as borrowed; when someone
   within quota needs its devices you are warned, and it is stopped a few minutes later
   (its files are kept; `container-start` queues it again).
-- **Runtime**: `--runtime HOURS` (at most `max_runtime_hours`) stops it then; a short
-  job may start on a GPU reserved from later.
+- **Runtime**: `--runtime-hours HOURS` (at most `max_runtime_hours`) stops it then; a
+  short job may start on a GPU reserved from later.
 - The container is left stopped unless `--start` is given; a container that is never
   started is removed after a while (30 minutes by default).
 - NAME may be given as the first argument or with `--name`: 1-63 letters, digits, `_` or

@@ -66,7 +66,7 @@ def _user_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_cell(row: dict[str, Any]) -> str:
-    """``4h`` for a container with a declared runtime (``--runtime``), ``-`` otherwise."""
+    """``4h`` for a container with a declared runtime (``--runtime-hours``), ``-`` otherwise."""
     hours = row.get("runtime_hours")
     return "-" if hours is None else f"{hours:g}h"
 
@@ -188,7 +188,7 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         "borrowed container is stopped (files kept) when someone within quota needs them",
     )
     p.add_argument(
-        "--runtime",
+        "--runtime-hours",
         type=_positive_float,
         metavar="HOURS",
         help="how long it will run (at most your max_runtime_hours): it is stopped then; a "
@@ -282,7 +282,7 @@ def _run_create(args: argparse.Namespace) -> bool:
         "ports": args.ports,
         "queue": not args.no_wait,
         "borrow": args.borrow,
-        "runtime_hours": args.runtime,
+        "runtime_hours": args.runtime_hours,
     }
     client = Ds01Client()
     try:

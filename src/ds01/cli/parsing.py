@@ -81,11 +81,13 @@ class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting.
-    Its subcommands are :class:`LazySubParsers`."""
+    Its subcommands are :class:`LazySubParsers`. Options must be spelt in full: with
+    abbreviations, Docker's ``--runtime nvidia`` would be read as ``--runtime-hours``."""
 
     _seen: Sequence[str] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", "parsers", LazySubParsers)
 

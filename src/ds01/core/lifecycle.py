@@ -647,7 +647,7 @@ def covering_exemption(
 
 def runtime_limit_hours(max_runtime_hours: float | None, declared: float | None) -> float | None:
     """A container's runtime limit in hours: the runtime its owner declared for it
-    (``container-create --runtime``), else their ``max_runtime_hours``; never more than
+    (``container-create --runtime-hours``), else their ``max_runtime_hours``; never more than
     ``max_runtime_hours`` (``None``: no limit). Every place that stops, plans or keeps
     devices by a container's runtime uses this one answer."""
     if declared is None:
@@ -656,7 +656,7 @@ def runtime_limit_hours(max_runtime_hours: float | None, declared: float | None)
 
 
 def declared_runtime(max_runtime_hours: float | None, declared: float | None) -> float | None:
-    """``declared`` (``--runtime HOURS``, ``None``: not given) checked against the owner's
+    """``declared`` (``--runtime-hours HOURS``, ``None``: not given) checked against the owner's
     ``max_runtime_hours``.
 
     Raises:
@@ -664,7 +664,7 @@ def declared_runtime(max_runtime_hours: float | None, declared: float | None) ->
     """
     if declared is not None and max_runtime_hours is not None and declared > max_runtime_hours:
         raise QuotaExceeded(
-            f"--runtime {declared:g} is more than your max_runtime_hours "
+            f"--runtime-hours {declared:g} is more than your max_runtime_hours "
             f"({max_runtime_hours:g} hours): ask for at most that."
         )
     return declared

@@ -509,7 +509,7 @@ class GpuDispatcher(PeriodicPass):
 
 
 def _declared_of(entry: QueuedRequest, records: list[ContainerRecord]) -> float | None:
-    """The runtime declared for a queued request's container (``--runtime``): in its create
+    """The runtime declared for a queued request's container (``--runtime-hours``): in its create
     request, or on the stopped container a start needs devices for; ``None`` if none."""
     if entry.kind == "create":
         try:

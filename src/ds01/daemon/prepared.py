@@ -76,7 +76,7 @@ class PreparedCreate:
     slurm_job: int | None = None  # cluster mode: the Slurm job that owns it
     slurm_node: str | None = None  # and the node it runs on
     slurm_cgroup: str | None = None  # and the job's cgroup, its cgroup parent (cgroupfs)
-    runtime_hours: float | None = None  # declared by its owner (--runtime): its runtime limit
+    runtime_hours: float | None = None  # declared by its owner (--runtime-hours): its runtime limit
 
 
 __all__ = ["Created", "PreparedCreate", "Queued", "ResolvedImage"]

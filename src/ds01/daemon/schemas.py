@@ -230,7 +230,7 @@ class ContainerInfo(_Model):
     )
     runtime_hours: float | None = Field(
         default=None,
-        description="The runtime its owner declared (--runtime): its runtime limit, instead "
+        description="The runtime its owner declared (--runtime-hours): its runtime limit, instead "
         "of max_runtime_hours; null when none was declared.",
     )
     ports: list[PublishedPort] = Field(

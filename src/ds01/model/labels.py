@@ -35,7 +35,7 @@ PORTS = "ds01.ports"  # published ports "container:host,…"; host empty = chose
 # "true" on a container placed above its owner's gpu_limit (ds01.core.borrowing); absent
 # on every other container.
 BORROWED = "ds01.borrowed"
-# The runtime its owner declared for it (``--runtime HOURS``, at most their
+# The runtime its owner declared for it (``--runtime-hours HOURS``, at most their
 # max_runtime_hours): its runtime limit instead of max_runtime_hours; absent when none.
 RUNTIME_HOURS = "ds01.runtime_hours"
 

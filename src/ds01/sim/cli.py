@@ -78,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--declared-runtime",
         action="store_true",
-        help="each job declares its runtime (--runtime: its busy hours, rounded up)",
+        help="each job declares its runtime (--runtime-hours: its busy hours, rounded up)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

@@ -64,7 +64,7 @@ The scheduler is told only what the daemon would know: a running container is ex
 free its devices ``max_runtime_hours`` plus the hold after it started (unknown without a
 runtime limit), a stopped one exactly when its hold ends, and a waiting job is expected to
 hold devices for ``max_runtime_hours`` plus the hold. With ``declared_runtime``, each job
-says how long it computes (``container-create --runtime``: what it has left, rounded up to
+says how long it computes (``container-create --runtime-hours``: what it has left, rounded up to
 the hour): that is its runtime limit, so it is expected to end by then, and it is stopped at
 it (its idle tail cut there). Limits and the lifecycle policy come
 from ``resource-limits.yaml`` with the job's group as the user's only group. A hold of
@@ -929,7 +929,7 @@ def simulate(
     no borrowing). ``reservations``: GPU reservations asked for during the replay
     (``None``: none, and the result has no reservations). ``declared_runtime``: every job
     is created with the runtime it has left to compute rounded up to the hour
-    (``container-create --runtime``), its runtime limit instead of ``max_runtime_hours``.
+    (``container-create --runtime-hours``), its runtime limit instead of ``max_runtime_hours``.
 
     Deterministic: the same inputs give the same result.
     """
