@@ -28,7 +28,13 @@ from ds01.cli.command import Command as Command  # re-exported: the table's entr
 from ds01.cli.events import EVENT_COMMANDS
 from ds01.cli.images import IMAGE_COMMANDS
 from ds01.cli.jupyter import show_jupyter
-from ds01.cli.parsing import ArgumentParser, EveryUse, LazySubParsers, UsageError
+from ds01.cli.parsing import (
+    ArgumentParser,
+    EveryUse,
+    LazySubParsers,
+    UsageError,
+    positive_number,
+)
 from ds01.cli.report import REPORT_COMMANDS
 from ds01.cli.reservations import RESERVATION_COMMANDS
 from ds01.cli.slurm import SLURM_COMMANDS
@@ -69,16 +75,6 @@ def _runtime_cell(row: dict[str, Any]) -> str:
     """``4h`` for a container with a declared runtime (``--runtime-hours``), ``-`` otherwise."""
     hours = row.get("runtime_hours")
     return "-" if hours is None else f"{hours:g}h"
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
 
 
 def _count(text: str) -> int:
@@ -157,7 +153,7 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
         metavar="PROFILE",
         help="a MIG slice, e.g. 3g.20gb (one per container)",
     )
-    p.add_argument("--cpus", type=_positive_float, help="CPU cores [default: your limit]")
+    p.add_argument("--cpus", type=positive_number, help="CPU cores [default: your limit]")
     p.add_argument("--memory", "-m", metavar="SIZE", help="memory, e.g. 16G [your limit]")
     p.add_argument("--shm-size", metavar="SIZE", help="/dev/shm size [your limit]")
     p.add_argument(
@@ -189,7 +185,7 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--runtime-hours",
-        type=_positive_float,
+        type=positive_number,
         metavar="HOURS",
         help="how long it will run (at most your max_runtime_hours): it is stopped then; a "
         "short runtime may start on a GPU reserved from later",
@@ -919,7 +915,7 @@ def _run_audit_verify(args: argparse.Namespace) -> None:
 def _configure_exempt(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", metavar="USER", help="whose containers")
     p.add_argument("--container", "-c", metavar="NAME", help="only this container of theirs")
-    p.add_argument("--hours", type=_positive_float, required=True, help="for how long")
+    p.add_argument("--hours", type=positive_number, required=True, help="for how long")
     p.add_argument("--reason", required=True, help="why (the user sees it)")
     _json_flag(p)
 

@@ -79,6 +79,17 @@ class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
         dict.__setitem__(self._name_parser_map, name, make)
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a number more than 0 (hours, CPU cores)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting.
     Its subcommands are :class:`LazySubParsers`. Options must be spelt in full: with

@@ -16,7 +16,7 @@ import sys
 from ds01.cli import render
 from ds01.cli.client import Ds01Client
 from ds01.cli.command import Command
-from ds01.cli.parsing import UsageError
+from ds01.cli.parsing import UsageError, positive_number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,16 +30,6 @@ def _gpu_count(text: str) -> int:
     if not text.isdigit() or int(text) > 64:
         raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, got {text!r}")
     return int(text)
-
-
-def _hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 hours: {text!r}")
-    return value
 
 
 def _shown(moment: str) -> str:
@@ -61,7 +51,7 @@ def configure_reserve(p: argparse.ArgumentParser) -> None:
         metavar='"YYYY-MM-DD HH:MM"',
         help="when it starts, the server's local time",
     )
-    p.add_argument("--hours", type=_hours, required=True, metavar="H", help="how long")
+    p.add_argument("--hours", type=positive_number, required=True, metavar="H", help="how long")
     p.add_argument("--note", default="", metavar="TEXT", help="what for (everyone sees it)")
     p.add_argument(
         "--maintenance", action="store_true", help="admins: keep the devices for nobody"
