@@ -394,17 +394,17 @@ class LifecycleLoop(PeriodicPass):
         except Ds01Error as exc:
             log.error("lifecycle could not stop %s: %s", record.docker_name, exc.message)
             return False
+        self._tell(  # first: whoever sees the event finds the owner told
+            record,
+            owner,
+            f"ds01: your container {record.name!r} was stopped: {stop.reason} "
+            + _after_stop(stop.kind, record.name),
+        )
         self.service.events.emit(
             f"cleanup.{stop.kind}",
             user=record.user,
             resource=f"container/{record.docker_name}",
             details={"reason": stop.reason},
-        )
-        self._tell(
-            record,
-            owner,
-            f"ds01: your container {record.name!r} was stopped: {stop.reason} "
-            + _after_stop(stop.kind, record.name),
         )
         return True
 
