@@ -508,6 +508,17 @@ def test_the_histogram_in_the_exposition(source: Source) -> None:
     assert value(found, "ds01_lifecycle_actions_total", action="stop_idle") == 0
 
 
+def test_oom_kills_are_counted_and_exported_from_zero(source: Source) -> None:
+    activity = ActivityCounters()
+    found = samples(families(snapshotter(source, activity=activity).take()))
+    assert value(found, "ds01_oom_kills_total") == 0
+    activity.observe(event("resource.oom_kill", limit="container"))
+    activity.observe(event("resource.oom_kill", outcome="failure"))
+    activity.observe(event("cleanup.idle"))
+    found = samples(families(snapshotter(source, activity=activity).take()))
+    assert value(found, "ds01_oom_kills_total") == 1
+
+
 def test_the_empty_histogram_has_every_bucket() -> None:
     assert dict(WaitHistogram.empty().buckets)[float("inf")] == 0
 

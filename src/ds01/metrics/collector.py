@@ -178,6 +178,12 @@ def _lifecycle(s: MetricsSnapshot) -> Iterator[Metric]:
     for action, count in sorted(s.activity.lifecycle_actions.items()):
         actions.add_metric([action], count)
     yield actions
+    oom = CounterMetricFamily(
+        "ds01_oom_kills",
+        "Processes of ds01 containers killed by the kernel for memory since ds01d started.",
+    )
+    oom.add_metric([], s.activity.oom_kills)
+    yield oom
     if s.lifecycle_last_pass is not None:
         yield _gauge(
             "ds01_lifecycle_last_pass_timestamp_seconds",
