@@ -215,6 +215,8 @@ def test_allocations_holders_and_containers_per_user_and_group(source: Source) -
     assert value(found, "ds01_containers", state="stopped") == 1
     assert value(found, "ds01_containers", state="created") == 1
     assert value(found, "ds01_containers", state="paused") == 0
+    assert value(found, "ds01_user_containers", user="alice", group="phd") == 2
+    assert value(found, "ds01_user_containers", user="bob", group="msc") == 1
 
 
 def test_borrowed_gpu_equivalents_per_user_only_for_borrowers(source: Source) -> None:
@@ -353,6 +355,7 @@ def test_without_docker_container_figures_are_absent_not_zero(source: Source) ->
 
     assert "ds01_gpu_equivalents_allocated" not in names(found)
     assert "ds01_containers" not in names(found)
+    assert "ds01_user_containers" not in names(found)
     assert value(found, "ds01_gpu_equivalents_total") == 4.0  # what does not need Docker
 
 

@@ -128,6 +128,12 @@ def _allocation(s: MetricsSnapshot) -> Iterator[Metric]:
         [([state], count) for state, count in sorted(s.containers_by_state.items())],
     )
     yield _gauge(
+        "ds01_user_containers",
+        "A user's ds01 containers, any state; only users who have some.",
+        ["user", "group"],
+        sorted(s.user_containers.items()),
+    )
+    yield _gauge(
         "ds01_quota_use_ratio",
         "Use over limit per user (resource: gpu_equivalents, containers, memory); only "
         "finite limits.",
