@@ -1,11 +1,10 @@
 """``ds01 admin report`` on a Slurm cluster's login node (``ds01.core.slurm_report``, its
-Markdown and CSV in ``ds01.cli.report``), on the answers recorded from the test cluster in
-``test_slurm_view`` (``squeue``, ``scontrol show node -d``) and ``sacct``'s record of the
-same jobs (Slurm 22.05, ``SLURM_TIME_FORMAT=%s``)."""
+Markdown and CSV in ``ds01.cli.report``), on ``sacct``, ``squeue`` and ``scontrol show node
+-d`` recorded together from the test cluster (``slurm_data``: alice's ``first`` on node2,
+bob's ``second`` pending, alice's three jobs before)."""
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,51 +17,50 @@ from ds01.core.slurm_report import (
     tres_gpus,
 )
 from ds01.core.slurm_view import parse_containers, parse_nodes
-from slurm_data import NODES, SQUEUE
+from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SQUEUE_AT_SACCT
 
-#: ``now`` of the recording: 2026-12-06 23:00:00 UTC.
-NOW = datetime(2026, 12, 6, 23, 0, tzinfo=timezone.utc)
-T0 = int(NOW.timestamp())
-
-#: ``sacct --allusers --allocations --noheader --parsable2 --format SACCT_FORMAT``: an old job
-#: of alice's (2 GPUs for an hour, ended two hours ago), bob's ``small`` and ``claim`` and
-#: alice's ``big`` running, ``more`` pending (never started), and a job cancelled before it
-#: started.
-SACCT = textwrap.dedent(
-    f"""\
-    7|old|alice|phd|COMPLETED|{T0 - 3 * 3600}|{T0 - 2 * 3600}|billing=2,cpu=2,gres/gpu=2,node=1
-    1|big|alice|phd|RUNNING|{T0 - 59}|Unknown|billing=1,cpu=1,gres/gpu=4,mem=128M,node=1
-    2|more|alice|phd|PENDING|Unknown|Unknown|
-    3|small|bob|msc|RUNNING|{T0 - 38}|Unknown|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
-    4|claim|bob|msc|RUNNING|{T0 - 12}|Unknown|billing=1,cpu=1,gres/gpu=1,mem=64M,node=1
-    9|gone|bob|msc|CANCELLED by 1002|{T0 - 600}|{T0 - 600}|
-    """
-)
+NOW = datetime.fromtimestamp(RECORDED_AT, tz=timezone.utc)
+#: alice's GPU-seconds: big 3 GPUs x 1 s, small 1 x 2 s, orphan 1 x 1 s, first 3 x 3 s (up
+#: to now, as it runs).
+ALICE_GPU_SECONDS = 3 * 1 + 1 * 2 + 1 * 1 + 3 * 3
 
 
-def _report(start: datetime, end: datetime = NOW) -> dict[str, object]:
+def _at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _report(start: datetime, end: datetime = NOW, sacct: str = SACCT) -> dict[str, object]:
     return build_cluster_report(
         start=start,
         end=end,
         now=NOW,
-        nodes=parse_nodes(NODES),
-        containers=parse_containers(SQUEUE),
-        jobs=parse_accounting(SACCT),
+        nodes=parse_nodes(NODES_AT_SACCT),
+        containers=parse_containers(SQUEUE_AT_SACCT),
+        jobs=parse_accounting(sacct),
     )
+
+
+def _users(report: dict[str, object]) -> dict[str, dict[str, object]]:
+    rows: list[dict[str, object]] = report["users"]  # type: ignore[assignment]
+    return {str(u["user"]): u for u in rows}
 
 
 def test_sacct_is_read_with_epoch_times_and_its_gres_gpus() -> None:
     jobs = {j.job: j for j in parse_accounting(SACCT)}
-    assert set(jobs) == {7, 1, 2, 3, 4, 9}
-    assert (jobs[7].user, jobs[7].gpus, jobs[7].start) == ("alice", 2, NOW - timedelta(hours=3))
-    assert jobs[1].end is None and jobs[2].start is None
-    assert SACCT_FORMAT.split(",")[-1] == "AllocTRES"
+    assert set(jobs) == {1, 2, 3, 4, 5}
+    big = jobs[1]
+    assert (big.user, big.state, big.gpus, big.start) == (
+        "alice", "CANCELLED by 1001", 3, _at(1796598057),
+    )  # fmt: skip
+    assert jobs[4].end is None  # it runs
+    assert (jobs[5].start, jobs[5].gpus) == (None, 0)  # it pends
+    assert SACCT_FORMAT == "JobIDRaw,JobName,User,Account,State,Start,End,AllocTRES"
 
 
 @pytest.mark.parametrize(
     ("text", "gpus"),
     [
-        ("billing=1,cpu=1,gres/gpu=4,mem=128M,node=1", 4),
+        ("billing=1,cpu=1,gres/gpu=3,mem=128M,node=1", 3),
         ("cpu=2,gres/gpu:a100=2,gres/gpu=2,node=1", 2),  # the typed one is part of it
         ("cpu=1,mem=1G,node=1", 0),
         ("", 0),
@@ -77,46 +75,51 @@ def test_lines_that_are_not_a_job_are_left_out() -> None:
 
 
 def test_every_node_with_its_gpus_held_free_and_its_holders() -> None:
-    nodes = {n["node"]: n for n in _report(NOW - timedelta(days=1))["nodes"]}  # type: ignore[attr-defined]
-    assert (nodes["node1"]["gpus"], nodes["node1"]["used"], nodes["node1"]["free"]) == (2, 1, 1)
-    assert nodes["node1"]["holders"] == [
-        {"user": "bob", "name": "small", "slurm_job": 3, "gpus": 1}
+    report = _report(NOW - timedelta(days=1))
+    nodes: list[dict[str, object]] = report["nodes"]  # type: ignore[assignment]
+    assert [(n["node"], n["state"], n["gpus"], n["used"], n["free"]) for n in nodes] == [
+        ("node1", "IDLE", 2, 0, 2),
+        ("node2", "MIXED", 4, 3, 1),
     ]
-    # bob's `claim` is no container, and squeue's GRES count is its own: node1 has 1 held.
-    assert nodes["node2"]["holders"] == [
-        {"user": "alice", "name": "big", "slurm_job": 1, "gpus": 4}
-    ]
-    assert (nodes["node2"]["free"], nodes["node2"]["other_gpus"]) == (0, 0)
+    assert (nodes[0]["holders"], nodes[0]["other_gpus"]) == ([], 0)
+    assert nodes[1]["holders"] == [{"user": "alice", "name": "first", "slurm_job": 4, "gpus": 3}]
 
 
 def test_usage_per_user_counts_gpu_hours_inside_the_window_only() -> None:
-    day = _report(NOW - timedelta(days=1))
-    users = {u["user"]: u for u in day["users"]}  # type: ignore[attr-defined]
-    # alice: 2 GPUs x 1 h (old) + 4 GPUs x 59 s (big); the pending one counts no time.
-    assert users["alice"]["gpu_hours"] == pytest.approx(2 + 4 * 59 / 3600, abs=1e-4)
-    assert (users["alice"]["containers_running"], users["alice"]["containers_pending"]) == (1, 1)
-    assert (users["alice"]["gpus_held"], users["alice"]["jobs"]) == (4, 2)
-    # bob: small and claim run; the job cancelled before it started never ran.
-    assert users["bob"]["gpu_hours"] == pytest.approx((38 + 12) / 3600, abs=1e-4)
-    assert (users["bob"]["jobs"], users["bob"]["containers_running"]) == (2, 1)
-    assert [u["user"] for u in day["users"]] == ["alice", "bob"]  # type: ignore[attr-defined]
-    # The last half hour: alice's old job is outside it.
-    recent = {u["user"]: u for u in _report(NOW - timedelta(minutes=30))["users"]}  # type: ignore[attr-defined]
-    assert recent["alice"]["gpu_hours"] == pytest.approx(4 * 59 / 3600, abs=1e-4)
-    assert recent["alice"]["jobs"] == 1
-    # A window that ended before the old job started: nobody used a GPU.
-    early = _report(NOW - timedelta(hours=5), NOW - timedelta(hours=4))
-    assert all(u["gpu_hours"] == 0 for u in early["users"])  # type: ignore[attr-defined]
+    day = _users(_report(NOW - timedelta(days=1)))
+    assert day["alice"] == {
+        "user": "alice", "containers_running": 1, "containers_pending": 0, "gpus_held": 3,
+        "jobs": 4, "gpu_hours": round(ALICE_GPU_SECONDS / 3600, 4),
+    }  # fmt: skip
+    # bob's job pends: no time, no job that ran; his container waits.
+    assert day["bob"] == {
+        "user": "bob", "containers_running": 0, "containers_pending": 1, "gpus_held": 0,
+        "jobs": 0, "gpu_hours": 0.0,
+    }  # fmt: skip
+    # From small's start: big (ended before) is out.
+    later = _users(_report(_at(1796598060)))["alice"]
+    assert later["jobs"] == 3
+    assert later["gpu_hours"] == round((2 + 1 + 9) / 3600, 4)
+    # Up to orphan's start: big and small, whole; orphan had not started.
+    earlier = _users(_report(NOW - timedelta(days=1), _at(1796598063)))["alice"]
+    assert (earlier["jobs"], earlier["gpu_hours"]) == (2, round((3 + 2) / 3600, 4))
+    # Half of big's second.
+    half = _users(_report(_at(1796598057) + timedelta(seconds=0.5), _at(1796598059)))
+    assert half["alice"]["gpu_hours"] == round(3 * 0.5 / 3600, 4)
+
+
+def test_a_job_cancelled_as_it_started_never_ran() -> None:
+    sacct = "9|gone|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1\n"
+    assert _users(_report(NOW - timedelta(days=1), sacct=sacct))["bob"]["jobs"] == 0
 
 
 def test_the_pending_containers_in_slurms_order_with_the_reason_and_the_totals() -> None:
     report = _report(NOW - timedelta(days=1))
-    [more] = report["pending"]  # type: ignore[misc]
-    assert (more["name"], more["reason"], more["slurm_job"]) == ("more", "Resources", 2)
-    total = report["total"]
-    assert total == {
-        "nodes": 2, "gpus": 6, "used": 5, "free": 1, "containers_running": 2,
-        "containers_pending": 1, "jobs": 4, "gpu_hours": total["gpu_hours"],  # type: ignore[index]
+    [second] = report["pending"]  # type: ignore[misc]
+    assert (second["name"], second["reason"], second["slurm_job"]) == ("second", "Resources", 5)
+    assert report["total"] == {
+        "nodes": 2, "gpus": 6, "used": 3, "free": 3, "containers_running": 1,
+        "containers_pending": 1, "jobs": 4, "gpu_hours": round(ALICE_GPU_SECONDS / 3600, 4),
     }  # fmt: skip
 
 
@@ -128,9 +131,9 @@ def test_an_empty_window_is_refused() -> None:
 def test_markdown_and_csv_show_nodes_users_and_pending() -> None:
     report = _report(NOW - timedelta(days=1))
     text = to_cluster_markdown(report)  # type: ignore[arg-type]
-    assert "| node2 | MIXED | 4 | 4 | 0 | alice/big (4) |" in text
-    assert "| 2 | alice | more | 3 | Resources | no node has the GPUs" in text
-    assert "2 nodes, 6 GPUs: 5 held, 1 free" in text
+    assert "| node2 | MIXED | 4 | 3 | 1 | alice/first (3) |" in text
+    assert "| 5 | bob | second | 3 | Resources | no node has the GPUs" in text
+    assert "2 nodes, 6 GPUs: 3 held, 3 free" in text
     lines = to_cluster_csv(report).splitlines()  # type: ignore[arg-type]
-    assert lines[0].startswith("user,containers_running")
-    assert lines[1].startswith("alice,1,1,4,2,2.06")
+    assert lines[0] == "user,containers_running,containers_pending,gpus_held,jobs,gpu_hours"
+    assert lines[1:] == ["alice,1,0,3,4,0.0042", "bob,0,1,0,0,0.0"]
