@@ -226,3 +226,14 @@ def large_overview(count: int = 300, users: int = 30, gpus: int = 8) -> dict[str
     rows = [_user(name, mine) for name, mine in sorted(by_user.items())]
     containers.sort(key=lambda c: (c.user, c.name))
     return _overview("erin", "all", containers, rows, devices)
+
+
+def cluster_overview() -> dict[str, Any]:
+    """A login node's overview of the Slurm test cluster (``ds01.core.slurm_view``), from
+    the answers recorded in ``slurm_data``, as ``ds01-dashboard`` fetches it there."""
+    from ds01.core import slurm_view
+    from slurm_data import NODES, SQUEUE
+
+    return slurm_view.cluster_overview(
+        slurm_view.parse_nodes(NODES), slurm_view.parse_containers(SQUEUE), "alice", AT
+    )

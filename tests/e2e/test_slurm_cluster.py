@@ -281,6 +281,20 @@ class TestClusterMode:
         assert (waiting["name"], waiting["slurm_job"], waiting["node"]) == ("second", second, None)
         listed = {c["name"]: c["status"] for c in cluster.login("bob", "container-list")}
         assert listed == {"second": "pending"}  # bob's own only
+        # The report on the login node: both nodes, first holding node2's GPUs, second
+        # pending with Slurm's reason, and GPU-hours from sacct (first's, and those of
+        # alice's jobs of the tests before).
+        report = cluster.login("alice", "admin", "report", "--from", "1d")
+        nodes = {n["node"]: n for n in report["nodes"]}
+        assert set(nodes) == {"node1", "node2"}
+        assert [(h["name"], h["gpus"]) for h in nodes["node2"]["holders"]] == [("first", 3)]
+        assert [(c["name"], c["reason"]) for c in report["pending"]] == [("second", "Resources")]
+        users = {u["user"]: u for u in report["users"]}
+        assert (users["alice"]["gpus_held"], users["bob"]["containers_pending"]) == (3, 1)
+        assert users["alice"]["jobs"] >= 1 and users["alice"]["gpu_hours"] > 0, report
+        # The dashboard there: the same nodes and holders.
+        overview = cluster.login("bob", "ds01-dashboard", "--once")
+        assert [n["holders"] for n in overview["nodes"]] == [n["holders"] for n in nodes.values()]
         cluster.slurm_tool("scancel", str(first), user="alice")
         wait_until("second to run", lambda: _running_container(docker_client, "second"))
         assert cluster.login("bob", "queue") == []

@@ -5,10 +5,14 @@ dashboards, and the systemd units of ds01d and of the JupyterHub on ds01.
   ``prometheus`` package; ``make images`` installs it). Without promtool these tests skip,
   or fail when CI or DS01_REQUIRE_DOCKER=1 is set (``conftest.strict_mode``); so does
   ``systemd-analyze verify`` of the unit without Debian's ``systemd``.
-- Every metric a rule or a dashboard query names is one of the exporter's contract (the
-  table in docs/admin.md, "Metrics"), a recording rule of ds01-rules.yml, or one of
-  Prometheus' own; every function is a PromQL function. Every dashboard query also goes
-  through promtool's PromQL parser (as a recording rule, Grafana's variables filled in).
+- Every metric a rule or a dashboard query names is one the exporter's code makes (the
+  metric families of ``ds01.metrics.collector``, read from its source), a recording rule of
+  ds01-rules.yml, or one of Prometheus' own; every function is a PromQL function. Every
+  dashboard query also goes through promtool's PromQL parser (as a recording rule,
+  Grafana's variables filled in). Every metric of the admin guide's table ("Metrics") is
+  one the exporter makes, of the type the guide says.
+- The cluster dashboard selects and groups by each node (``ds01_node``, the label of
+  prometheus-cluster.yml's node files).
 - The dashboards are valid against ``grafana_dashboard.schema.json`` (what Grafana needs:
   title, uid, panels with type, title, grid position and Prometheus targets, templating),
   panels do not overlap, and every ``$variable`` is defined.
@@ -16,6 +20,7 @@ dashboards, and the systemd units of ds01d and of the JupyterHub on ds01.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import json
 import re
@@ -44,6 +49,8 @@ UNIT = DEPLOY / "systemd" / "ds01d.service"
 HUB_UNIT = DEPLOY / "jupyterhub" / "jupyterhub.service"
 SCHEMA = Path(__file__).with_name("grafana_dashboard.schema.json")
 ADMIN_DOC = REPO / "docs" / "admin.md"
+COLLECTOR = REPO / "src" / "ds01" / "metrics" / "collector.py"
+CLUSTER_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cluster.json"
 
 #: Series Prometheus makes itself.
 BUILTIN_SERIES = frozenset(
@@ -74,7 +81,20 @@ GRAFANA_VARIABLES = {
     "__range_s": "2592000",
 }
 #: The expected dashboards.
-DASHBOARD_NAMES = {"admin-overview", "user-detail", "monthly-trends"}
+DASHBOARD_NAMES = {"admin-overview", "user-detail", "monthly-trends", "cluster"}
+#: The collector's constructors of a metric family (name first), and the family's type.
+FAMILY_TYPES = {
+    "_gauge": "gauge",
+    "GaugeMetricFamily": "gauge",
+    "CounterMetricFamily": "counter",
+    "HistogramMetricFamily": "histogram",
+}
+#: The series of a family of each type (Prometheus' exposition format).
+SERIES_SUFFIXES = {
+    "gauge": ("",),
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
 #: The alerts the issue asks for.
 ALERTS = {
     "DS01GPUAllocatedIdle",
@@ -103,6 +123,38 @@ def contract_metrics() -> dict[str, str]:
     return metrics
 
 
+def exporter_families() -> dict[str, str]:
+    """Family name → type of every metric family ``ds01.metrics.collector`` makes: the
+    first argument of each call that builds one, read from the module's source (outside
+    ``_gauge``, the helper that passes its own argument on)."""
+    families: dict[str, str] = {}
+    module = ast.parse(COLLECTOR.read_text(encoding="utf-8"))
+    bodies = [
+        n for n in module.body if not (isinstance(n, ast.FunctionDef) and n.name in FAMILY_TYPES)
+    ]
+    for node in (found for body in bodies for found in ast.walk(body)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        kind = FAMILY_TYPES.get(node.func.id)
+        if kind is None:
+            continue
+        first = node.args[0] if node.args else None
+        assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+            f"collector.py:{node.lineno}: a family whose name is not a literal"
+        )
+        families[first.value] = kind
+    return families
+
+
+def exporter_series() -> dict[str, str]:
+    """Series name → its family's type, of every series the exporter can expose."""
+    return {
+        name + suffix: kind
+        for name, kind in exporter_families().items()
+        for suffix in SERIES_SUFFIXES[kind]
+    }
+
+
 def recording_rules() -> set[str]:
     groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
@@ -110,12 +162,7 @@ def recording_rules() -> set[str]:
 
 def allowed_series() -> set[str]:
     """Every series name a rule or dashboard may use."""
-    allowed = set(BUILTIN_SERIES) | recording_rules()
-    for name, kind in contract_metrics().items():
-        allowed.add(name)
-        if kind == "histogram":
-            allowed |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    return allowed
+    return set(BUILTIN_SERIES) | recording_rules() | set(exporter_series())
 
 
 def _strip(expr: str) -> str:
@@ -161,6 +208,23 @@ def test_the_contract_is_found_in_the_admin_guide() -> None:
         "ds01_device_memory_total_bytes",
     } <= set(metrics)
     assert metrics["ds01_queue_wait_seconds"] == "histogram"
+
+
+def test_the_exporters_families_are_read_from_its_code() -> None:
+    families = exporter_families()
+    assert families["ds01_queue_wait_seconds"] == "histogram"
+    assert families["ds01_oom_kills"] == "counter"
+    assert families["ds01_user_containers"] == "gauge"
+    series = exporter_series()
+    assert {"ds01_oom_kills_total", "ds01_queue_wait_seconds_bucket"} <= set(series)
+    assert "ds01_oom_kills" not in series  # a counter's series ends in _total
+
+
+def test_every_metric_of_the_admin_guide_is_exported_with_its_type() -> None:
+    # A counter by its series (``_total``), a histogram by its family.
+    exported = {**exporter_series(), **exporter_families()}
+    for name, kind in contract_metrics().items():
+        assert exported.get(name) == kind, f"docs/admin.md: {name} ({kind}) is not exported so"
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -368,6 +432,24 @@ def test_every_variable_used_is_defined(path: Path) -> None:
     used = {a or b for a, b in re.findall(r"\$\{(\w+)[^}]*\}|\$(\w+)", text)}
     used -= {"__value", "__url_time_range", "__data", "__field", "__series"}
     assert used <= defined, used - defined
+
+
+def test_the_cluster_dashboard_is_per_node() -> None:
+    dashboard = load(CLUSTER_DASHBOARD)
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "node" and variable["multi"] and variable["includeAll"]
+    assert variable["definition"].endswith(", ds01_node)")
+    queries = dashboard_queries(dashboard)
+    assert all('job="ds01", ds01_node=~"$node"' in q for q in queries), queries
+    used = set().union(*(promql_names(q)[0] for q in queries))
+    # What the cluster view asks for: devices held and free, the queue, containers per
+    # user, idle stops and OOM kills.
+    assert {
+        "ds01_device_holder", "ds01_device_info", "ds01_queue_length", "ds01_user_containers",
+        "ds01_lifecycle_actions_total", "ds01_oom_kills_total",
+    } <= used  # fmt: skip
+    per_node = [q for q in queries if "by (ds01_node" in q]
+    assert len(per_node) >= len(queries) - 6  # the first row's totals are the cluster's
 
 
 def test_the_user_detail_dashboard_is_per_user() -> None:

@@ -215,6 +215,8 @@ def test_allocations_holders_and_containers_per_user_and_group(source: Source) -
     assert value(found, "ds01_containers", state="stopped") == 1
     assert value(found, "ds01_containers", state="created") == 1
     assert value(found, "ds01_containers", state="paused") == 0
+    assert value(found, "ds01_user_containers", user="alice", group="phd") == 2
+    assert value(found, "ds01_user_containers", user="bob", group="msc") == 1
 
 
 def test_borrowed_gpu_equivalents_per_user_only_for_borrowers(source: Source) -> None:
@@ -353,6 +355,7 @@ def test_without_docker_container_figures_are_absent_not_zero(source: Source) ->
 
     assert "ds01_gpu_equivalents_allocated" not in names(found)
     assert "ds01_containers" not in names(found)
+    assert "ds01_user_containers" not in names(found)
     assert value(found, "ds01_gpu_equivalents_total") == 4.0  # what does not need Docker
 
 
@@ -506,6 +509,17 @@ def test_the_histogram_in_the_exposition(source: Source) -> None:
     assert value(found, "ds01_queue_wait_seconds_count") == 2
     assert value(found, "ds01_queue_wait_seconds_sum") == 4020
     assert value(found, "ds01_lifecycle_actions_total", action="stop_idle") == 0
+
+
+def test_oom_kills_are_counted_and_exported_from_zero(source: Source) -> None:
+    activity = ActivityCounters()
+    found = samples(families(snapshotter(source, activity=activity).take()))
+    assert value(found, "ds01_oom_kills_total") == 0
+    activity.observe(event("resource.oom_kill", limit="container"))
+    activity.observe(event("resource.oom_kill", outcome="failure"))
+    activity.observe(event("cleanup.idle"))
+    found = samples(families(snapshotter(source, activity=activity).take()))
+    assert value(found, "ds01_oom_kills_total") == 1
 
 
 def test_the_empty_histogram_has_every_bucket() -> None:

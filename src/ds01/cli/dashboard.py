@@ -17,6 +17,8 @@ DESCRIPTION = """\
 The machine at a glance, live: GPU allocation, every device with its holder, your
 containers with their idle time and time to cleanup, the GPU queue, usage against quota.
 Keys: s sort, u filter by user, enter details, r refresh, q quit.
+On a Slurm cluster's login node (DS01_CLUSTER=slurm): the whole cluster from Slurm
+(nodes and who holds their GPUs, every container with its node, pending jobs with the reason).
 
 examples:
   ds01-dashboard

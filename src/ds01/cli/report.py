@@ -1,7 +1,10 @@
 """``ds01 admin report``: usage per user and group over a window, as Markdown, CSV, JSON or
 HTML.
 
-ds01d aggregates (``GET /v1/admin/report``, ``ds01.core.report``); this module renders. The
+ds01d aggregates (``GET /v1/admin/report``, ``ds01.core.report``); this module renders. On a
+Slurm cluster's login node (``DS01_CLUSTER=slurm``) the report covers the whole cluster
+instead, built here from Slurm's answers (``ds01.core.slurm_report``): nodes, users' containers
+and jobs, pending jobs, GPU-hours from ``sacct``; Markdown, CSV or JSON. The
 Markdown and HTML forms carry a chart of GPU-hours per user, allocated against used (PNG,
 drawn with matplotlib's Agg backend, imported only then): HTML embeds it (base64), Markdown
 written to ``--output FILE`` references it as the PNG next to it (``FILE`` with the suffix
@@ -16,9 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ds01.cli import render
+from ds01.cli import cluster_views, render
 from ds01.cli.client import Ds01Client
 from ds01.cli.command import Command
+from ds01.cli.parsing import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -224,6 +228,123 @@ thead {{ background: #eee; }}
 """
 
 
+# -- the cluster's report (a login node) -----------------------------------------------------
+
+#: The cluster report's CSV: one line per user.
+CLUSTER_CSV_COLUMNS = (
+    "user",
+    "containers_running",
+    "containers_pending",
+    "gpus_held",
+    "jobs",
+    "gpu_hours",
+)
+
+
+def _holders(node: dict[str, Any]) -> str:
+    held = [f"{h['user']}/{h['name']} ({h['gpus']})" for h in node["holders"]]
+    if node["other_gpus"]:
+        held.append(f"other jobs ({node['other_gpus']})")
+    return ", ".join(held) or "-"
+
+
+def to_cluster_markdown(report: dict[str, Any]) -> str:
+    """The cluster's report (``ds01.core.slurm_report.build_cluster_report``) as Markdown."""
+    total = report["total"]
+    lines = [
+        "# ds01 cluster report",
+        "",
+        f"Window: {_window(report)} (generated {report['generated_at']}).",
+        "",
+        f"{total['nodes']} nodes, {total['gpus']} GPUs: {total['used']} held, "
+        f"{total['free']} free; {total['containers_running']} containers running, "
+        f"{total['containers_pending']} pending; {total['jobs']} jobs and "
+        f"{_value(float(total['gpu_hours']))} GPU-hours in the window.",
+        "",
+        "## Nodes",
+        "",
+    ]
+    nodes = [
+        [n["node"], n["state"], str(n["gpus"]), str(n["used"]), str(n["free"]), _holders(n)]
+        for n in report["nodes"]
+    ]
+    lines += _md_table(["Node", "State", "GPUs", "Held", "Free", "Held by"], nodes)
+    lines += ["", "## Per user", ""]
+    users = [
+        [u["user"], *(_value(u[key]) for key in CLUSTER_CSV_COLUMNS[1:])]
+        for u in report["users"]
+    ]
+    headers = ["User", "Running", "Pending", "GPUs held", "Jobs", "GPU-h"]
+    lines += _md_table(headers, users) if users else ["No usage."]
+    lines += ["", "## Pending (Slurm's order)", ""]
+    waiting = [
+        [str(c["slurm_job"]), c["user"], c["name"], str(c["gpus"]), c["reason"], c["reason_text"]]
+        for c in report["pending"]
+    ]
+    headers = ["Job", "User", "Container", "GPUs", "Reason", "Meaning"]
+    lines += _md_table(headers, waiting) if waiting else ["Nothing pending."]
+    lines += ["", "## Notes", ""]
+    lines += [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def to_cluster_csv(report: dict[str, Any]) -> str:
+    """The cluster's report: one line per user (``CLUSTER_CSV_COLUMNS``)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CLUSTER_CSV_COLUMNS)
+    for row in report["users"]:
+        writer.writerow([row[key] for key in CLUSTER_CSV_COLUMNS])
+    return out.getvalue()
+
+
+def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
+    """The cluster's report over ``[start, end)`` (ISO 8601; default: the last
+    ``DEFAULT_WINDOW_DAYS`` days), from Slurm's answers to the caller."""
+    from datetime import datetime, timedelta, timezone
+
+    from ds01.core.report import DEFAULT_WINDOW_DAYS
+    from ds01.core.slurm_report import build_cluster_report, parse_accounting
+    from ds01.core.slurm_view import parse_containers, parse_nodes
+    from ds01.errors import InvalidInput
+    from ds01.runtime.slurm import accounted_jobs, cluster_jobs, show_nodes
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    stop = datetime.fromisoformat(end) if end else now
+    begin = datetime.fromisoformat(start) if start else stop - timedelta(days=DEFAULT_WINDOW_DAYS)
+    if not begin < stop:
+        raise InvalidInput(f"--from ({begin}) must be before --to ({stop}).")
+    return build_cluster_report(
+        start=begin,
+        end=stop,
+        now=now,
+        nodes=parse_nodes(show_nodes()),
+        containers=parse_containers(cluster_jobs(all_users=True)),
+        jobs=parse_accounting(accounted_jobs(begin, stop)),
+        notes=(
+            "From Slurm (scontrol, squeue, sacct), as the caller may see it: with Slurm's "
+            "PrivateData, a user sees their own jobs only.",
+            "GPU-hours: each job's GPUs (AllocTRES gres/gpu) times its run inside the window, "
+            "every job counted, container or not.",
+        ),
+    )
+
+
+def _run_cluster(args: argparse.Namespace, query: dict[str, str | None]) -> str:
+    """The cluster's report as text in ``args.format``."""
+    import json
+
+    if args.format == "html":
+        raise UsageError("On a Slurm cluster the report is md, csv or json (--format).")
+    report = cluster_report(query["from"], query["to"])
+    if args.format == "json":
+        return json.dumps(report, indent=2) + "\n"
+    return to_cluster_csv(report) if args.format == "csv" else to_cluster_markdown(report)
+
+
 def chart_png(report: dict[str, Any]) -> bytes:
     """Bars of GPU-hours per user, allocated next to used, as PNG bytes."""
     import io
@@ -271,6 +392,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--to", dest="end", metavar="WHEN", help="end of the window, excluded [now]")
     p.add_argument("--format", choices=FORMATS, default="md", help="output format [md]")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument(
         "--output",
         "-o",
@@ -292,12 +414,22 @@ def _run(args: argparse.Namespace) -> None:
 
     from ds01.cli.events import parse_time
 
+    if args.json:
+        args.format = "json"
     query = {
         "from": parse_time(args.start, "--from") if args.start else None,
         "to": parse_time(args.end, "--to") if args.end else None,
     }
-    report = Ds01Client().request("GET", "/v1/admin/report", query=query)
     output = Path(args.output) if args.output else None
+    if cluster_views.enabled():
+        text = _run_cluster(args, query)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            _write(output, text)
+            render.ok(f"Wrote {output}.")
+        return
+    report = Ds01Client().request("GET", "/v1/admin/report", query=query)
     png: Path | None = None
     if args.format == "json":
         text = json.dumps(report, indent=2) + "\n"
@@ -327,7 +459,10 @@ REPORT_COMMANDS: tuple[Command, ...] = (
         "Usage per user and group: GPU-hours allocated and used, reclaims, waits, energy.",
         "Report usage per user and per group over a window (admins): GPU-hours allocated and\n"
         "used, containers created, idle reclaims, queue waits, energy and CO2, as Markdown,\n"
-        "CSV, JSON or HTML; Markdown and HTML carry a chart of GPU-hours per user.\n\n"
+        "CSV, JSON or HTML; Markdown and HTML carry a chart of GPU-hours per user.\n"
+        "On a Slurm cluster's login node (DS01_CLUSTER=slurm): the whole cluster from\n"
+        "Slurm's data (each node's GPUs held and free, containers per user, pending jobs\n"
+        "with Slurm's reason, GPU-hours per user from sacct), as Markdown, CSV or JSON.\n\n"
         "examples:\n"
         "  ds01 admin report --from 2026-11-01 --to 2026-12-01 --format html -o nov.html\n"
         "  ds01 admin report --from 7d --format md -o week.md   # and week.png\n"
@@ -337,4 +472,13 @@ REPORT_COMMANDS: tuple[Command, ...] = (
     ),
 )
 
-__all__ = ["REPORT_COMMANDS", "chart_png", "to_csv", "to_html", "to_markdown"]
+__all__ = [
+    "REPORT_COMMANDS",
+    "chart_png",
+    "cluster_report",
+    "to_cluster_csv",
+    "to_cluster_markdown",
+    "to_csv",
+    "to_html",
+    "to_markdown",
+]

@@ -20,6 +20,9 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker's minimum memory limit
 #: Docker's smallest memory limit; less room than this is no room.
 DOCKER_MIN_MEMORY_BYTES = 6 * MIB
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
+#: The audit event of a process of a container killed by the kernel for memory (ds01d's OOM
+#: watcher writes it; the exporter counts it).
+OOM_KILL_ACTION = "resource.oom_kill"
 
 
 @dataclass(frozen=True)

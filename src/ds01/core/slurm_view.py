@@ -9,6 +9,8 @@ job: named after the container and carrying the comment ``JOB_COMMENT`` (``sbatc
   it pends, Slurm's reason in ds01's words (``REASONS``);
 - ``ds01 queue``: the pending ones;
 - ``gpu-status``: each node's GPUs, used and total, from ``scontrol show node -d``;
+- the dashboard and ``ds01 admin report``: each node with the containers that hold its GPUs
+  (``node_holders``) and each user's containers (``user_counts``), from the same two answers;
 - ``container-open``: a step of the container's job (``srun --jobid JOB --overlap --pty``)
   runs ``container-open`` on the job's node, against that node's ds01d (``open_argv``).
 """
@@ -203,6 +205,94 @@ caller's value of a variable it already has."""
     ]
 
 
+@dataclass(frozen=True)
+class NodeHolders:
+    """A node's GPUs and the running containers on it; ``other_gpus``: the GPUs its jobs
+    hold that are no container of ds01's (or that the caller may not see, ``squeue``'s
+    ``PrivateData``)."""
+
+    gpus: NodeGpus
+    holders: tuple[ClusterContainer, ...]
+
+    @property
+    def other_gpus(self) -> int:
+        return max(0, self.gpus.used - sum(c.gpus for c in self.holders))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **self.gpus.as_json(),
+            "holders": [
+                {"user": c.user, "name": c.name, "slurm_job": c.slurm_job, "gpus": c.gpus}
+                for c in self.holders
+            ],
+            "other_gpus": self.other_gpus,
+        }
+
+
+@dataclass(frozen=True)
+class UserCount:
+    """One user's containers in the cluster now: running, pending, and the GPUs held."""
+
+    user: str
+    running: int
+    pending: int
+    gpus: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "running": self.running,
+            "pending": self.pending,
+            "gpus": self.gpus,
+        }
+
+
+def node_holders(
+    nodes: Sequence[NodeGpus], containers: Sequence[ClusterContainer]
+) -> list[NodeHolders]:
+    """Each node (in Slurm's order) with the running containers on it, in ``containers``'
+    order. A container runs on one node (its job's ``--gres`` is per node)."""
+    return [
+        NodeHolders(
+            node,
+            tuple(c for c in containers if c.node == node.node and c.state == RUNNING),
+        )
+        for node in nodes
+    ]
+
+
+def user_counts(containers: Sequence[ClusterContainer]) -> list[UserCount]:
+    """Each user's running and pending containers and the GPUs their running ones hold, by
+    user name."""
+    counts: dict[str, list[int]] = {}
+    for c in containers:
+        row = counts.setdefault(c.user, [0, 0, 0])
+        if c.state == RUNNING:
+            row[0] += 1
+            row[2] += c.gpus
+        elif c.state == PENDING:
+            row[1] += 1
+    return [UserCount(user, *row) for user, row in sorted(counts.items())]
+
+
+def cluster_overview(
+    nodes: Sequence[NodeGpus], containers: Sequence[ClusterContainer], user: str, at: str
+) -> dict[str, object]:
+    """The dashboard's overview of the cluster (``ds01.tui.frame`` shows it), seen by
+    ``user`` at ``at`` (ISO 8601): ``{"cluster": "slurm", "user", "at", "nodes"
+    (``NodeHolders``), "containers" (``container-list --all``'s rows), "pending"
+    (``ds01 queue``'s), "users" (``UserCount``)}``."""
+    return {
+        "cluster": "slurm",
+        "user": user,
+        "at": at,
+        "nodes": [n.as_json() for n in node_holders(nodes, containers)],
+        "containers": [c.as_json() for c in containers],
+        "pending": [c.as_json() for c in pending(list(containers))],
+        "users": [u.as_json() for u in user_counts(containers)],
+    }
+
+
 def parse_nodes(text: str) -> list[NodeGpus]:
     """``scontrol show node -d``'s answer (Slurm 22.05): each node's ``Gres=`` (the GPUs it
     has) and ``GresUsed=`` (those its jobs hold), in Slurm's order."""
@@ -231,11 +321,16 @@ __all__ = [
     "SQUEUE_FORMAT",
     "ClusterContainer",
     "NodeGpus",
+    "NodeHolders",
+    "UserCount",
+    "cluster_overview",
     "explain_reason",
     "gres_gpus",
+    "node_holders",
     "open_argv",
     "parse_containers",
     "parse_nodes",
     "pending",
     "running_container",
+    "user_counts",
 ]

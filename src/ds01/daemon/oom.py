@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ds01.core.container_resources import OOM_KILL_ACTION
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.limits_enforcement import record_parent
 from ds01.errors import StateDamaged
@@ -60,7 +61,6 @@ DEFAULT_INTERVAL_SECONDS = 2.0
 EXIT_AFTER_OOM_SECONDS = 10.0
 #: Exit code of a main process killed by SIGKILL (128 + 9), as Docker reports it.
 SIGKILL_EXIT_CODE = 137
-OOM_KILL_ACTION = "resource.oom_kill"
 
 
 class ContainerLister(Protocol):

@@ -29,8 +29,6 @@ from ds01.runtime.identity import user_by_name, user_by_uid
 
 log = logging.getLogger(__name__)
 
-#: The window when ``from`` is not given: this long before ``to``.
-DEFAULT_DAYS = 30
 #: Events the report counts.
 ACTIONS = core.COUNTED
 #: The query keys of ``GET /v1/admin/report``.
@@ -167,7 +165,7 @@ def report(service: Ds01Service, caller: Caller, query: Mapping[str, str]) -> ap
         raise service.deny(caller, "report", "Only admins may see usage reports.")
     now = service.now()
     end = query_time(query, "to") or now
-    start = query_time(query, "from") or end - timedelta(days=DEFAULT_DAYS)
+    start = query_time(query, "from") or end - timedelta(days=core.DEFAULT_WINDOW_DAYS)
     if not start < end:
         raise InvalidInput(f"The report's start ({_iso(start)}) must be before its end.")
     selection = EventQuery(actions=ACTIONS, since=start, until=end)

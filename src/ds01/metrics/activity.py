@@ -11,7 +11,8 @@ Counted since the daemon started (Prometheus counters: a restart is a reset, whi
   ``container.reclaim_warning`` (``warn_reclaim``) and ``container.reclaim``
   (``stop_reclaim``);
 - how long queued requests waited before they started, from ``queue.start``
-  (``waited_seconds``), as a histogram.
+  (``waited_seconds``), as a histogram;
+- OOM kills in ds01's containers, from ``resource.oom_kill`` (ds01d's OOM watcher).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ds01.core.container_resources import OOM_KILL_ACTION
 from ds01.events.log import Event
 
 #: Every lifecycle action kind, reported from the start (0 until it happens).
@@ -90,10 +92,11 @@ class Activity:
 
     lifecycle_actions: Mapping[str, int]
     queue_waits: WaitHistogram
+    oom_kills: int = 0
 
 
 class ActivityCounters:
-    """Counts lifecycle actions and queue waits from events; thread-safe.
+    """Counts lifecycle actions, queue waits and OOM kills from events; thread-safe.
 
     Subscribe :meth:`observe` to the daemon's event log; read with :meth:`snapshot`.
     """
@@ -103,9 +106,11 @@ class ActivityCounters:
         self._actions: dict[str, int] = dict.fromkeys(LIFECYCLE_ACTIONS, 0)
         self._waits = [0] * (len(QUEUE_WAIT_BUCKETS_SECONDS) + 1)  # per bucket, +Inf last
         self._wait_sum = 0.0
+        self._oom_kills = 0
 
     def observe(self, event: Event) -> None:
-        """Count ``event`` if it is a lifecycle action or a queued request's start."""
+        """Count ``event`` if it is a lifecycle action, a queued request's start or an OOM
+        kill."""
         if event.outcome != "success":
             return
         kind = lifecycle_action(event.action, event.details)
@@ -116,6 +121,9 @@ class ActivityCounters:
             waited = event.details.get("waited_seconds")
             if isinstance(waited, (int, float)) and waited >= 0:
                 self.observe_wait(float(waited))
+        elif event.action == OOM_KILL_ACTION:
+            with self._lock:
+                self._oom_kills += 1
 
     def observe_wait(self, seconds: float) -> None:
         """Count one queued request that started after waiting ``seconds``."""
@@ -129,12 +137,14 @@ class ActivityCounters:
             actions = dict(self._actions)
             per_bucket = list(self._waits)
             wait_sum = self._wait_sum
+            oom_kills = self._oom_kills
         bounds = (*QUEUE_WAIT_BUCKETS_SECONDS, float("inf"))
         cumulative, running = [], 0
         for bound, count in zip(bounds, per_bucket, strict=True):
             running += count
             cumulative.append((bound, running))
-        return Activity(actions, WaitHistogram(tuple(cumulative), running, wait_sum))
+        waits = WaitHistogram(tuple(cumulative), running, wait_sum)
+        return Activity(actions, waits, oom_kills)
 
 
 __all__ = [

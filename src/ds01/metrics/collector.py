@@ -128,6 +128,12 @@ def _allocation(s: MetricsSnapshot) -> Iterator[Metric]:
         [([state], count) for state, count in sorted(s.containers_by_state.items())],
     )
     yield _gauge(
+        "ds01_user_containers",
+        "A user's ds01 containers, any state; only users who have some.",
+        ["user", "group"],
+        sorted(s.user_containers.items()),
+    )
+    yield _gauge(
         "ds01_quota_use_ratio",
         "Use over limit per user (resource: gpu_equivalents, containers, memory); only "
         "finite limits.",
@@ -178,6 +184,12 @@ def _lifecycle(s: MetricsSnapshot) -> Iterator[Metric]:
     for action, count in sorted(s.activity.lifecycle_actions.items()):
         actions.add_metric([action], count)
     yield actions
+    oom = CounterMetricFamily(
+        "ds01_oom_kills",
+        "Processes of ds01 containers killed by the kernel for memory since ds01d started.",
+    )
+    oom.add_metric([], s.activity.oom_kills)
+    yield oom
     if s.lifecycle_last_pass is not None:
         yield _gauge(
             "ds01_lifecycle_last_pass_timestamp_seconds",

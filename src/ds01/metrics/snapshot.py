@@ -162,6 +162,8 @@ class MetricsSnapshot:
     reserved_gpu_equivalents: float = 0.0
     #: (user, group) -> GPU-equivalents held by borrowed containers (above ``gpu_limit``).
     borrowed: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    #: (user, group) -> their ds01 containers, any state.
+    user_containers: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 def holders_of(
@@ -216,6 +218,15 @@ def reservations_by_phase(
             counts["active"] += 1
             kept += Fraction(row.gpu_equivalents)
     return counts, float(kept)
+
+
+def containers_by_user(records: Sequence[ContainerRecord]) -> dict[tuple[str, str], int]:
+    """Containers per (user, group), any state; only users who have some."""
+    counts: dict[tuple[str, str], int] = {}
+    for record in records:
+        key = (record.user, record.group)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def containers_by_state(records: Sequence[ContainerRecord]) -> dict[str, int]:
@@ -334,6 +345,7 @@ class Snapshotter:
             reservations=reserved,
             reserved_gpu_equivalents=reserved_equivalents,
             borrowed=borrowed_by_user(rows),
+            user_containers=containers_by_user(rows),
         )
 
     def _inventory(self, backend: GpuBackend) -> Inventory:
@@ -398,6 +410,7 @@ __all__ = [
     "allocated_by_user",
     "borrowed_by_user",
     "containers_by_state",
+    "containers_by_user",
     "holders_of",
     "quota_ratios",
     "reservations_by_phase",

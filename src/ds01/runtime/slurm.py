@@ -1,7 +1,8 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
-cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views.
+cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, and its
+jobs' accounting (``sacct``) for its report.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -15,15 +16,18 @@ import grp
 import os
 import pwd
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
 from ds01.core.slurm_view import SQUEUE_FORMAT
 from ds01.errors import SlurmError
 
 if TYPE_CHECKING:
     from ds01.core.slurm_sync import Accounting, Change
 
+SACCT = "sacct"
 SACCTMGR = "sacctmgr"
 SCONTROL = "scontrol"
 SQUEUE = "squeue"
@@ -39,9 +43,12 @@ _LISTINGS = (
 )
 
 
-def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
+def _run_tool(
+    program: str, args: Sequence[str], hint: str, env: Mapping[str, str] | None = None
+) -> str:
     """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
-    (``hint``: what to check when it does not answer)."""
+    (``hint``: what to check when it does not answer). ``env``: variables set for it, over
+    this process's environment."""
     try:
         done = subprocess.run(
             [program, *args],
@@ -49,6 +56,7 @@ def _run_tool(program: str, args: Sequence[str], hint: str) -> str:
             text=True,
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
             check=False,
+            env={**os.environ, **env} if env else None,
         )
     except FileNotFoundError:
         raise SlurmError(
@@ -109,6 +117,24 @@ def show_nodes() -> str:
     """``scontrol show node -d``: every node's GRES and those in use
     (``ds01.core.slurm_view.parse_nodes``)."""
     return _run_tool(SCONTROL, ["show", "node", "-d"], "is slurmctld running?")
+
+
+def accounted_jobs(start: datetime, end: datetime) -> str:
+    """``sacct``'s record of every job (allocations, not steps) that was in the cluster
+    between ``start`` and ``end`` (aware), of every user Slurm lets the caller see
+    (``ds01.core.slurm_report.parse_accounting`` reads it). ``sacct`` takes local times:
+    the window is given to it in this host's time zone, as Slurm's clients read it."""
+
+    def local(moment: datetime) -> str:
+        return moment.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+    args = [
+        "--allusers", "--allocations", "--noheader", "--parsable2",
+        f"--starttime={local(start)}", f"--endtime={local(end)}", f"--format={SACCT_FORMAT}",
+    ]  # fmt: skip
+    return _run_tool(
+        SACCT, args, "is slurmdbd running?", env={"SLURM_TIME_FORMAT": SACCT_TIME_FORMAT}
+    )
 
 
 def read_accounting() -> Accounting:

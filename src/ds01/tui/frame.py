@@ -11,6 +11,9 @@ tested on its own and ``--once`` starts fast.
 The view: ``s`` cycles the containers' sort column (``SORTS``); the user filter keeps the
 containers, queue entries and user rows of one user (exact name). Devices and the
 machine's totals are never filtered: they are the machine.
+
+A Slurm cluster's overview (a login node's, ``ds01.core.slurm_view.cluster_overview``) is
+shown in the same five tables by ``ds01.tui.cluster_frame``.
 """
 
 from __future__ import annotations
@@ -523,8 +526,13 @@ def _usage(totals: Row) -> Usage:
 
 def build_frame(overview: Overview, view: View | None = None) -> Frame:
     """The frame of ``overview`` seen through ``view`` (default: sorted by user, no
-    filter; see the module docstring)."""
+    filter; see the module docstring); a Slurm cluster's overview has its own
+    (``ds01.tui.cluster_frame``)."""
     view = view or View()
+    from ds01.tui.cluster_frame import build_cluster_frame, is_cluster
+
+    if is_cluster(overview):
+        return build_cluster_frame(overview, view)
     own = overview.get("scope") != "all"
     totals = overview.get("totals", {})
     containers = sort_containers(_mine(overview.get("containers", []), view.user), view.sort)
@@ -602,6 +610,10 @@ def usage_bar(usage: Usage, width: int = 30, *, full: str = "█", empty: str = 
 def container_detail(overview: Overview, key: str) -> list[tuple[str, str]] | None:
     """Every field of container ``key`` (its Docker name) for the detail screen, as
     (label, text) pairs; ``None`` when the overview has no such container."""
+    from ds01.tui.cluster_frame import cluster_detail, is_cluster
+
+    if is_cluster(overview):
+        return cluster_detail(overview, key)
     container = next(
         (c for c in overview.get("containers", []) if c.get("docker_name") == key), None
     )

@@ -4,6 +4,10 @@ The live view asks ds01d for ``GET /v1/overview`` every ``--interval`` seconds (
 worker thread, so the screen never waits for the daemon. ``--once`` prints one frame as
 plain text and exits (for scripts and tests); ``--json`` prints the overview itself.
 
+On a Slurm cluster's login node (``DS01_CLUSTER=slurm``) the overview is the cluster's,
+read from Slurm as the user (``scontrol show node -d``, ``squeue``), as ``gpu-status`` and
+``ds01 queue`` read it there (``cluster_fetcher``); no ds01d is asked.
+
 Start-up: this module imports only the standard library's ``argparse`` and ``sys`` (and its
 arguments, from ``ds01.cli.dashboard``);
 the client and the frame model are imported when a frame is fetched, textual (half a
@@ -35,9 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     return command_parser("ds01-dashboard", command)
 
 
+def cluster_fetcher() -> Callable[[], Any]:
+    """A function that reads the cluster's overview from Slurm, as the calling user
+    (``ds01.core.slurm_view.cluster_overview``): every node, every container Slurm lets
+    them see."""
+    import getpass
+    from datetime import datetime, timezone
+
+    from ds01.core.slurm_view import cluster_overview, parse_containers, parse_nodes
+    from ds01.runtime.slurm import cluster_jobs, show_nodes
+
+    user = getpass.getuser()
+
+    def fetch() -> Any:
+        nodes = parse_nodes(show_nodes())
+        containers = parse_containers(cluster_jobs(all_users=True))
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cluster_overview(nodes, containers, user, at)
+
+    return fetch
+
+
 def fetcher(timeout: float = REQUEST_TIMEOUT_S) -> Callable[[], Any]:
-    """A function that asks ds01d for the overview (``$DS01_SOCKET`` or the default)."""
+    """A function that asks ds01d for the overview (``$DS01_SOCKET`` or the default); on a
+    Slurm cluster's login node, one that reads the cluster's from Slurm."""
+    from ds01.cli import cluster_views
     from ds01.cli.client import Ds01Client
+
+    if cluster_views.enabled():
+        return cluster_fetcher()
 
     client = Ds01Client(timeout=timeout)
     return lambda: client.request("GET", "/v1/overview")
@@ -93,4 +123,4 @@ def main(argv: list[str] | None = None) -> None:
     run_alias("ds01-dashboard", argv, run=run)
 
 
-__all__ = ["build_parser", "configure", "fetcher", "main", "print_once", "run"]
+__all__ = ["build_parser", "cluster_fetcher", "configure", "fetcher", "main", "print_once", "run"]

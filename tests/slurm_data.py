@@ -1,0 +1,88 @@
+"""Answers of Slurm's tools recorded from the test cluster (Slurm 22.05,
+``scripts/slurm-cluster.sh``), for the tests of the login node's views, report and dashboard
+(no tests here): node2's 4 GPUs held by alice's ``big``, her ``more`` (3 GPUs) pending for
+resources, bob's ``small`` on node1, and his ``claim``, a job that is no container.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+#: ``squeue --noheader --format SQUEUE_FORMAT``, as root (every user's).
+SQUEUE = textwrap.dedent(
+    """\
+    2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container
+    3|small|RUNNING|node1|None|gres:gpu:1|0:38|bob|ds01-container
+    1|big|RUNNING|node2|None|gres:gpu:4|0:59|alice|ds01-container
+    4|claim|RUNNING|node1|None|gres:gpu:1|0:12|bob|
+    """
+)
+
+#: ``scontrol show node -d`` (trimmed: the lines between are Slurm's, unread).
+NODES = textwrap.dedent(
+    """\
+    NodeName=node1 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=1 CPUEfctv=2 CPUTot=2 CPULoad=2.07
+       Gres=gpu:2
+       GresDrain=N/A
+       GresUsed=gpu:1
+       NodeAddr=127.0.0.1 NodeHostName=localhost Port=36818 Version=22.05.8
+       State=MIXED ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=2
+    NodeName=node2 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=1 CPUEfctv=2 CPUTot=2 CPULoad=2.07
+       Gres=gpu:4
+       GresDrain=N/A
+       GresUsed=gpu:4
+       State=MIXED ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=4
+    """
+)
+
+#: The moment of the second recording (``date +%s``), in the pending test of
+#: ``tests/e2e/test_slurm_cluster.py``: alice's ``first`` runs on node2 with 3 GPUs, bob's
+#: ``second`` (3 GPUs) pends for resources; alice's ``big``, ``small`` and ``orphan`` ran
+#: before (cancelled, completed, and failed when its step was killed).
+RECORDED_AT = 1796598069
+
+#: ``sacct --allusers --allocations --noheader --parsable2 --starttime=now-1days
+#: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice.
+SACCT = """\
+1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
+2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
+3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
+4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
+5|second|bob|msc|PENDING|Unknown|Unknown|
+"""
+
+#: ``squeue --noheader --format SQUEUE_FORMAT`` at the same moment.
+SQUEUE_AT_SACCT = textwrap.dedent(
+    """\
+    5|second|PENDING||Resources|gres:gpu:3|0:00|bob|ds01-container
+    4|first|RUNNING|node2|None|gres:gpu:3|0:03|alice|ds01-container
+    """
+)
+
+#: ``scontrol show node -d`` at the same moment (trimmed as ``NODES``).
+NODES_AT_SACCT = textwrap.dedent(
+    """\
+    NodeName=node1 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=0 CPUEfctv=2 CPUTot=2 CPULoad=2.50
+       Gres=gpu:2
+       GresDrain=N/A
+       GresUsed=gpu:0
+       NodeAddr=127.0.0.1 NodeHostName=localhost Port=36818 Version=22.05.8
+       State=IDLE ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=2
+       AllocTRES=
+    NodeName=node2 Arch=x86_64 CoresPerSocket=1
+       CPUAlloc=1 CPUEfctv=2 CPUTot=2 CPULoad=2.50
+       Gres=gpu:4
+       GresDrain=N/A
+       GresUsed=gpu:3
+       NodeAddr=127.0.0.1 NodeHostName=localhost Port=36828 Version=22.05.8
+       State=MIXED ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A
+       CfgTRES=cpu=2,mem=1G,billing=2,gres/gpu=4
+       AllocTRES=cpu=1,mem=128M,gres/gpu=3
+    """
+)
