@@ -53,6 +53,8 @@ from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.config.sections import (
     GroupName,
+    NonNegative,
+    Positive,
     UserName,
     empty_if_null,
     layer_section,
@@ -100,16 +102,12 @@ class Limits(BaseModel):
         le=MAX_PRIORITY,
         description=f"Scheduling priority, 0..{MAX_PRIORITY}; higher goes first.",
     )
-    gpu_limit: float | None = Field(
+    gpu_limit: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one user may hold over all containers; null = unlimited.",
     )
-    max_gpus_per_container: float | None = Field(
+    max_gpus_per_container: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one container may hold; null = unlimited.",
     )
     allow_full_gpu: bool | None = Field(
@@ -143,22 +141,16 @@ class Limits(BaseModel):
         ge=0,
         description="Containers one user may have (running or stopped); null = unlimited.",
     )
-    max_runtime_hours: float | None = Field(
+    max_runtime_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="Hours a container may run before it is stopped; null = unlimited.",
     )
-    idle_timeout_hours: float | None = Field(
+    idle_timeout_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="Idle hours after which a container is stopped; null = never.",
     )
-    gpu_hold_after_stop_minutes: float | None = Field(
+    gpu_hold_after_stop_minutes: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="Minutes a stopped container keeps its GPUs before they are released; "
         "null = until the container is removed.",
     )

@@ -22,7 +22,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ds01.config.sections import GroupName, UserName, empty_if_null, layer_section
+from ds01.config.sections import (
+    GroupName,
+    NonNegative,
+    Positive,
+    UserName,
+    empty_if_null,
+    layer_section,
+)
 
 #: Lead time of the warning to owners of containers on devices about to be reserved.
 DEFAULT_WARNING_MINUTES = 15.0
@@ -33,23 +40,17 @@ class ReservationLimitsEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    max_gpus: float | None = Field(
+    max_gpus: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one user may have reserved at any moment; "
         "not set anywhere: their gpu_limit; null = unlimited.",
     )
-    max_hours: float | None = Field(
+    max_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="The longest reservation, in hours (builtin 8); null = unlimited.",
     )
-    max_days_ahead: float | None = Field(
+    max_days_ahead: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="How far ahead a reservation may start, in days (builtin 14); "
         "null = unlimited.",
     )
@@ -58,10 +59,8 @@ class ReservationLimitsEntry(BaseModel):
         ge=0,
         description="Reservations one user may have that have not ended; null = unlimited.",
     )
-    gpu_hours_per_week: float | None = Field(
+    gpu_hours_per_week: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-hours of the reservations starting in one calendar week (Monday "
         "00:00, server time); null = unlimited.",
     )
@@ -97,10 +96,8 @@ class ReservationsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    warning_minutes: float = Field(
+    warning_minutes: Positive = Field(
         default=DEFAULT_WARNING_MINUTES,
-        gt=0,
-        allow_inf_nan=False,
         description="Minutes before a reservation starts at which the owners of containers "
         "still on its devices are warned (server-wide).",
     )

@@ -10,6 +10,8 @@
   entry of an undefined group by ``{UNDEFINED_GROUP: (defined group names)}`` before the
   section is validated, and the entry's model calls ``refuse_undefined_group`` in its
   ``mode="before"`` validator, so that the error lands on the group's own line.
+- ``NonNegative`` and ``Positive``: the finite numbers (limits, weights, hours, minutes) a
+  key may take, ``>= 0`` or ``> 0``; ``NonNegative | None`` where ``null`` has a meaning.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 _ACCOUNT_NAME_RE = re.compile(r"[^\s:/]+")
 
@@ -47,6 +49,11 @@ def account_name_checker(what: str) -> Callable[[str], str]:
 
 UserName = Annotated[str, AfterValidator(account_name_checker("user"))]
 GroupName = Annotated[str, AfterValidator(account_name_checker("group"))]
+
+#: A finite number ``>= 0`` (a limit, a weight, a grace period: 0 means none).
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: A finite number ``> 0`` (a period that must pass, a largest size).
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def mark_undefined_groups(section: Any, defined: tuple[str, ...]) -> Any:
@@ -77,6 +84,8 @@ def refuse_undefined_group(value: Any) -> None:
 __all__ = [
     "UNDEFINED_GROUP",
     "GroupName",
+    "NonNegative",
+    "Positive",
     "UserName",
     "account_name_checker",
     "empty_if_null",
