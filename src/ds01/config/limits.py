@@ -53,6 +53,7 @@ from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.config.sections import (
     GroupName,
+    LayerEntry,
     NonNegative,
     Positive,
     UserName,
@@ -87,14 +88,12 @@ def _positive_size(value: Any) -> Any:
     return format_bytes(size)
 
 
-class Limits(BaseModel):
+class Limits(LayerEntry):
     """The limit keys one section (``defaults``, a group or a user) may set.
 
     An attribute reads ``None`` both when the key is absent and when it is ``null``; use
     ``declared()`` to tell them apart.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     priority: int | None = Field(
         default=None,
@@ -177,16 +176,10 @@ class Limits(BaseModel):
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
 
-    def declared(self) -> dict[str, Any]:
-        """The limit keys written in this section, with their values (``None`` = null).
-
-        Keys left out of the section are absent from the result: they inherit.
-        """
-        return {key: getattr(self, key) for key in LIMIT_KEYS if key in self.model_fields_set}
-
 
 #: Every limit key, in the order they are documented and shown.
 LIMIT_KEYS: tuple[str, ...] = tuple(Limits.model_fields)
+Limits.layer_keys = LIMIT_KEYS
 
 
 class GroupLimits(Limits):
@@ -215,14 +208,12 @@ _REFERENCE_AGGREGATE_KEYS = {
 }
 
 
-class Aggregate(BaseModel):
+class Aggregate(LayerEntry):
     """A user's totals across all their containers, as one section sets them.
 
     Written under ``aggregate.defaults``, ``aggregate.groups.<name>`` or
     ``aggregate.users.<name>``. As in ``Limits``: ``null`` = unlimited, no key = inherit.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     cpu_limit: float | None = Field(
         default=None,
@@ -258,13 +249,10 @@ class Aggregate(BaseModel):
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
 
-    def declared(self) -> dict[str, Any]:
-        """The keys written in this section, with their values (``None`` = null)."""
-        return {key: getattr(self, key) for key in AGGREGATE_KEYS if key in self.model_fields_set}
-
 
 #: Every aggregate key, in the order they are documented and shown.
 AGGREGATE_KEYS: tuple[str, ...] = tuple(Aggregate.model_fields)
+Aggregate.layer_keys = AGGREGATE_KEYS
 
 
 class AggregateConfig(BaseModel):

@@ -41,10 +41,11 @@ import re
 from itertools import pairwise
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ds01.config.sections import (
     GroupName,
+    LayerEntry,
     NonNegative,
     Positive,
     UserName,
@@ -92,14 +93,12 @@ def _check_fractions(value: tuple[float, ...]) -> tuple[float, ...]:
     return value
 
 
-class LifecyclePolicy(BaseModel):
+class LifecyclePolicy(LayerEntry):
     """One set of lifecycle settings: a user's resolved policy, or one layer of the section.
 
     Every key has a default. As a layer (the top of ``policies:``, a group or a user entry),
     ``declared()`` tells which keys the file wrote.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     lifecycle_interval_seconds: Positive = Field(
         default=60.0,
@@ -221,10 +220,6 @@ class LifecyclePolicy(BaseModel):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value
 
-    def declared(self) -> dict[str, Any]:
-        """The policy keys written in this layer, with their values."""
-        return {key: getattr(self, key) for key in POLICY_KEYS if key in self.model_fields_set}
-
     def values(self) -> dict[str, Any]:
         """Every policy key with its value, written or default."""
         return {key: getattr(self, key) for key in POLICY_KEYS}
@@ -232,6 +227,7 @@ class LifecyclePolicy(BaseModel):
 
 #: Every policy key, in the order they are documented and shown.
 POLICY_KEYS: tuple[str, ...] = tuple(LifecyclePolicy.model_fields)
+LifecyclePolicy.layer_keys = POLICY_KEYS
 
 #: The defaults of every key (what a configuration without ``policies:`` gets).
 BUILTIN_POLICY = LifecyclePolicy()

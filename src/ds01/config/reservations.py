@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ds01.config.sections import (
     GroupName,
+    LayerEntry,
     NonNegative,
     Positive,
     UserName,
@@ -35,10 +36,8 @@ from ds01.config.sections import (
 DEFAULT_WARNING_MINUTES = 15.0
 
 
-class ReservationLimitsEntry(BaseModel):
+class ReservationLimitsEntry(LayerEntry):
     """The reservation limits one layer (``defaults``, a group or a user) may set."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     max_gpus: NonNegative | None = Field(
         default=None,
@@ -70,10 +69,6 @@ class ReservationLimitsEntry(BaseModel):
     def _layer(cls, value: Any) -> Any:
         return layer_section(value, {}, RESERVATION_KEYS, "reservations")
 
-    def declared(self) -> dict[str, Any]:
-        """The keys written in this layer, with their values (``None`` = null)."""
-        return {k: getattr(self, k) for k in RESERVATION_KEYS if k in self.model_fields_set}
-
 
 #: Every reservation limit key, in the order they are documented and shown.
 RESERVATION_KEYS: tuple[str, ...] = (
@@ -83,6 +78,7 @@ RESERVATION_KEYS: tuple[str, ...] = (
     "max_reservations",
     "gpu_hours_per_week",
 )
+ReservationLimitsEntry.layer_keys = RESERVATION_KEYS
 
 #: The builtin layer; ``max_gpus`` from here means "the user's gpu_limit".
 BUILTIN_RESERVATION_LIMITS = ReservationLimitsEntry(
