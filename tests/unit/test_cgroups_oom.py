@@ -293,7 +293,7 @@ def test_a_container_without_a_cgroup_is_skipped(tmp_path: Path, tree: Tree) -> 
 def test_the_thread_starts_scans_and_stops(tmp_path: Path, tree: Tree) -> None:
     tree.set_container(ID_A, 1, 0)
     watcher = make_watcher(tmp_path, tree, FakeDocker([_record(ID_A, "a")]))
-    watcher.interval_seconds = 0.01
+    watcher.interval = 0.01
     watcher.start()
     try:
         with pytest.raises(RuntimeError):
@@ -391,7 +391,7 @@ def test_the_event_thread_reports_an_exit_after_an_oom_and_stops(
 ) -> None:
     docker = FakeDocker([_record(ID_A, "a", "exited", memory_bytes="33554432")])
     watcher = make_watcher(tmp_path, tree, docker)
-    watcher.interval_seconds = 60
+    watcher.interval = 60
     watcher.start()
     try:
         t = NOW.timestamp() + 1  # after the watcher started: not a replay
