@@ -41,6 +41,7 @@ from ds01.model.labels import MANAGED_FILTER
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 
 if TYPE_CHECKING:
+    from ds01.config.limits import ResourceLimitsConfig
     from ds01.daemon.service import Ds01Service
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
@@ -73,6 +74,23 @@ images:
 EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "examples" / "config"
 #: The offline image that stands in for the example registry's starter (``make images``).
 OFFLINE_STARTER_IMAGE = "ds01-test/jupyter:latest"
+
+
+def limits_from(text: str) -> ResourceLimitsConfig:
+    """``resource-limits.yaml`` as ds01d reads it from ``text`` (indented as in a test: it
+    is dedented), named ``limits.yaml`` in errors."""
+    from ds01.config.loader import parse_config
+
+    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+
+
+def limits_error(text: str) -> str:
+    """The message with which ds01d refuses ``resource-limits.yaml`` ``text`` (it must)."""
+    from ds01.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        limits_from(text)
+    return caught.value.message
 
 
 class NoDocker:
