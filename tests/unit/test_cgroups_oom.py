@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 from ds01.runtime.store import OomState, StateStore
+from support import wait_until
 
 PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -298,10 +298,7 @@ def test_the_thread_starts_scans_and_stops(tmp_path: Path, tree: Tree) -> None:
     try:
         with pytest.raises(RuntimeError):
             watcher.start()
-        for _ in range(500):
-            if events(tmp_path):
-                break
-            time.sleep(0.01)
+        wait_until("the kill's event", lambda: events(tmp_path), timeout=5, interval=0.01)
     finally:
         watcher.stop()
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["host"]
@@ -397,10 +394,7 @@ def test_the_event_thread_reports_an_exit_after_an_oom_and_stops(
         t = NOW.timestamp() + 1  # after the watcher started: not a replay
         docker.stream.messages.put(docker_message("oom", ID_A, t))
         docker.stream.messages.put(docker_message("die", ID_A, t + 0.2, 137))
-        for _ in range(500):
-            if events(tmp_path):
-                break
-            time.sleep(0.01)
+        wait_until("the kill's event", lambda: events(tmp_path), timeout=5, interval=0.01)
     finally:
         watcher.stop()
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["container"]
