@@ -32,13 +32,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ds01.daemon.paths import DaemonPaths
 from ds01.model.labels import MANAGED_FILTER
 from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
+
+if TYPE_CHECKING:
+    from ds01.config.limits import ResourceLimitsConfig
+    from ds01.daemon.service import Ds01Service
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
 #: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,
@@ -70,6 +74,66 @@ images:
 EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "examples" / "config"
 #: The offline image that stands in for the example registry's starter (``make images``).
 OFFLINE_STARTER_IMAGE = "ds01-test/jupyter:latest"
+
+
+def limits_from(text: str) -> ResourceLimitsConfig:
+    """``resource-limits.yaml`` as ds01d reads it from ``text`` (indented as in a test: it
+    is dedented), named ``limits.yaml`` in errors."""
+    from ds01.config.loader import parse_config
+
+    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+
+
+def limits_error(text: str) -> str:
+    """The message with which ds01d refuses ``resource-limits.yaml`` ``text`` (it must)."""
+    from ds01.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        limits_from(text)
+    return caught.value.message
+
+
+class NoDocker:
+    """A stand-in Docker runtime for a ds01d service in a unit test: the engine's facts, and
+    an ``AssertionError`` for anything else asked (a subclass adds what a test lets through)."""
+
+    def engine_info(self) -> Any:
+        from ds01.runtime.docker import EngineInfo
+
+        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Docker was asked: runtime.{name}")
+
+
+def offline_service(
+    tmp_path: Path,
+    docker: Any = None,
+    *,
+    config: Mapping[str, str] | None = None,
+    **dependencies: Any,
+) -> Ds01Service:
+    """A ds01d service (``Ds01Service``) with its configuration, state and log directories
+    under ``tmp_path`` (made when missing: a second call over the same ``tmp_path`` is a
+    restart), ``config`` written there (file name → text), over ``docker`` (default
+    ``NoDocker()``) and a store and audit log of its own; ``dependencies``: the other
+    ``DaemonDependencies`` (``backend_factory``, ``clock``, ``cgroups``)."""
+    from ds01.daemon.context import DaemonDependencies
+    from ds01.daemon.service import Ds01Service
+    from ds01.events.log import EventLog
+    from ds01.runtime.store import StateStore
+
+    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
+    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
+        directory.mkdir(exist_ok=True)
+    for name, text in (config or {}).items():
+        (paths.config_dir / name).write_text(text)
+    runtime = NoDocker() if docker is None else docker
+    return Ds01Service(
+        DaemonDependencies(
+            paths, runtime, StateStore(paths.state_db), EventLog(paths.events_file), **dependencies
+        )
+    )
 
 
 def offline_example_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -12,8 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ds01.config.borrowing import BORROWING_OFF, BorrowingConfig
-from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_limits
 from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate, could_take
 from ds01.core.borrowing import (
@@ -26,6 +23,7 @@ from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage
 from ds01.errors import ConfigError, NoCapacity, QuotaExceeded
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.quota import GpuQuota
+from support import limits_from
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 A100 = "NVIDIA A100-SXM4-40GB"
@@ -98,14 +96,10 @@ def borrow(
 # --------------------------------------------------------------------------------------------
 
 
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
-
-
 def test_borrowing_is_off_by_default_and_borrow_auto_resolves_per_group() -> None:
-    assert limits("defaults: {}\n").borrowing == BORROWING_OFF
+    assert limits_from("defaults: {}\n").borrowing == BORROWING_OFF
     assert not BORROWING_OFF.enabled
-    config = limits(
+    config = limits_from(
         """
         groups:
           night: {members: [ann], borrow: auto}
@@ -130,7 +124,7 @@ def test_borrowing_is_off_by_default_and_borrow_auto_resolves_per_group() -> Non
 )
 def test_invalid_borrowing_settings_name_the_line_and_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        limits(text)
+        limits_from(text)
     assert message in caught.value.message
 
 

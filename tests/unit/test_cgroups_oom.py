@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
 from ds01.runtime.store import OomState, StateStore
+from support import wait_until
 
 PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -293,15 +293,12 @@ def test_a_container_without_a_cgroup_is_skipped(tmp_path: Path, tree: Tree) -> 
 def test_the_thread_starts_scans_and_stops(tmp_path: Path, tree: Tree) -> None:
     tree.set_container(ID_A, 1, 0)
     watcher = make_watcher(tmp_path, tree, FakeDocker([_record(ID_A, "a")]))
-    watcher.interval_seconds = 0.01
+    watcher.interval = 0.01
     watcher.start()
     try:
         with pytest.raises(RuntimeError):
             watcher.start()
-        for _ in range(500):
-            if events(tmp_path):
-                break
-            time.sleep(0.01)
+        wait_until("the kill's event", lambda: events(tmp_path), timeout=5, interval=0.01)
     finally:
         watcher.stop()
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["host"]
@@ -391,16 +388,13 @@ def test_the_event_thread_reports_an_exit_after_an_oom_and_stops(
 ) -> None:
     docker = FakeDocker([_record(ID_A, "a", "exited", memory_bytes="33554432")])
     watcher = make_watcher(tmp_path, tree, docker)
-    watcher.interval_seconds = 60
+    watcher.interval = 60
     watcher.start()
     try:
         t = NOW.timestamp() + 1  # after the watcher started: not a replay
         docker.stream.messages.put(docker_message("oom", ID_A, t))
         docker.stream.messages.put(docker_message("die", ID_A, t + 0.2, 137))
-        for _ in range(500):
-            if events(tmp_path):
-                break
-            time.sleep(0.01)
+        wait_until("the kill's event", lambda: events(tmp_path), timeout=5, interval=0.01)
     finally:
         watcher.stop()
     assert [e["details"]["limit"] for e in events(tmp_path)] == ["container"]

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds01.config.limits import AGGREGATE_KEYS, BUILTIN_AGGREGATE, ResourceLimitsConfig
-from ds01.config.loader import parse_config
+from ds01.config.limits import AGGREGATE_KEYS, BUILTIN_AGGREGATE
 from ds01.config.resolve import resolve_aggregate
-from ds01.errors import ConfigError
 from ds01.model.units import GIB, format_bytes
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
-
-
-def error(text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        limits(text)
-    return caught.value.message
-
+from support import limits_error, limits_from
 
 CONFIG = """
     groups:
@@ -51,7 +36,7 @@ CONFIG = """
 
 
 def test_the_section_is_typed_and_sizes_are_normalised() -> None:
-    config = limits(CONFIG).aggregate
+    config = limits_from(CONFIG).aggregate
     assert config.defaults.declared() == {"cpu_limit": 8.0, "memory_limit": "64G"}
     assert config.groups["phd"].declared() == {"memory_limit": "96G", "pids_limit": 12288}
     assert config.groups["staff"].declared() == {"memory_limit": None}  # null: unlimited
@@ -59,7 +44,7 @@ def test_the_section_is_typed_and_sizes_are_normalised() -> None:
 
 
 def test_resolution_is_user_then_groups_then_defaults_then_unlimited() -> None:
-    config = limits(CONFIG)
+    config = limits_from(CONFIG)
     jane = resolve_aggregate(config, "jane", ["phd"])
     assert jane.explain() == {
         "cpu_limit": {"value": 0.5, "source": "user:jane"},
@@ -79,7 +64,7 @@ def test_resolution_is_user_then_groups_then_defaults_then_unlimited() -> None:
 
 
 def test_in_several_groups_each_key_takes_the_most_permissive_value() -> None:
-    config = limits(CONFIG)
+    config = limits_from(CONFIG)
     both = resolve_aggregate(config, "bob", ["phd"])  # msc by members, phd by Unix group
     assert both.groups == ("phd", "msc")
     assert both.values["memory_limit"].value == "96G"
@@ -92,14 +77,14 @@ def test_in_several_groups_each_key_takes_the_most_permissive_value() -> None:
 
 def test_without_a_section_everyone_is_unlimited() -> None:
     for text in ("{}", "aggregate:\n", "aggregate:\n  defaults:\n  users:\n"):
-        resolved = resolve_aggregate(limits(text), "alice", ["phd"])
+        resolved = resolve_aggregate(limits_from(text), "alice", ["phd"])
         assert resolved.unlimited
         assert all(source == "builtin" for source in map(resolved.source_of, AGGREGATE_KEYS))
     assert BUILTIN_AGGREGATE.declared() == dict.fromkeys(AGGREGATE_KEYS)
 
 
 def test_a_group_entry_must_name_a_defined_group_on_its_own_line() -> None:
-    message = error(
+    message = limits_error(
         """
         groups:
           phd: {}
@@ -114,7 +99,7 @@ def test_a_group_entry_must_name_a_defined_group_on_its_own_line() -> None:
 
 
 def test_invalid_values_name_file_line_and_key() -> None:
-    message = error(
+    message = limits_error(
         """
         aggregate:
           users:
@@ -128,17 +113,17 @@ def test_invalid_values_name_file_line_and_key() -> None:
     assert lines[0].startswith("limits.yaml:4: aggregate.users.jane.cpu_limit: invalid CPU count")
     assert lines[1].startswith("limits.yaml:5: aggregate.users.jane.memory_limit: invalid size")
     assert lines[2].startswith("limits.yaml:6: aggregate.users.jane.pids_limit:")
-    assert "cheese" in error("aggregate:\n  defaults:\n    memory_limit: cheese\n")
+    assert "cheese" in limits_error("aggregate:\n  defaults:\n    memory_limit: cheese\n")
 
 
 def test_the_reference_implementations_keys_get_a_hint() -> None:
-    message = error("aggregate:\n  defaults:\n    memory_max: 96G\n")
+    message = limits_error("aggregate:\n  defaults:\n    memory_max: 96G\n")
     assert message == (
         "limits.yaml:2: aggregate.defaults: unknown key 'memory_max'; use memory_limit "
         "(aggregate keys: cpu_limit, memory_limit, pids_limit, disk_limit)"
     )
-    assert "use cpu_limit (CPUs" in error("aggregate:\n  defaults:\n    cpu_quota: 9600%\n")
-    assert "unknown key" in error("aggregate:\n  anything: 1\n")
+    assert "use cpu_limit (CPUs" in limits_error("aggregate:\n  defaults:\n    cpu_quota: 9600%\n")
+    assert "unknown key" in limits_error("aggregate:\n  anything: 1\n")
 
 
 @given(
@@ -154,7 +139,7 @@ def test_a_group_total_never_lowers_the_most_permissive_one(
     text = "groups:\n" + "".join(f"  g{i}: {{}}\n" for i in range(len(groups)))
     text += f"aggregate:\n  defaults:\n    memory_limit: {size(default)}\n  groups:\n"
     text += "".join(f"    g{i}: {{memory_limit: {size(v)}}}\n" for i, v in enumerate(groups))
-    resolved = resolve_aggregate(limits(text), "u", [f"g{i}" for i in range(len(groups))])
+    resolved = resolve_aggregate(limits_from(text), "u", [f"g{i}" for i in range(len(groups))])
     if not groups:
         assert resolved.memory_limit_bytes == default
     elif None in groups:

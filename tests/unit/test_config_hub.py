@@ -3,29 +3,22 @@ client's header that names that user."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from ds01.cli.client import _request_bytes
-from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.loader import parse_config
 from ds01.errors import ConfigError
 from ds01.model.hub import ON_BEHALF_HEADER
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+from support import limits_from
 
 
 def test_nobody_is_a_hub_by_default() -> None:
-    hub = limits("defaults: {}\n").hub
+    hub = limits_from("defaults: {}\n").hub
     assert hub.users == () and hub.unix_groups == ()
     assert not hub.admits("jupyterhub", 990, ("jupyterhub",))
 
 
 def test_a_hub_is_named_by_user_or_unix_group() -> None:
-    hub = limits(
+    hub = limits_from(
         """
         hub:
           users: [jupyterhub]
@@ -38,16 +31,16 @@ def test_a_hub_is_named_by_user_or_unix_group() -> None:
 
 
 def test_a_hub_has_caps_of_its_own_with_defaults() -> None:
-    default = limits("hub:\n  users: [jupyterhub]\n").hub
+    default = limits_from("hub:\n  users: [jupyterhub]\n").hub
     assert (default.connections, default.user_requests, default.workers, default.waiting) == (
         512, 16, 16, 64
     )  # fmt: skip
-    tuned = limits("hub:\n  users: [jupyterhub]\n  connections: 900\n  user_requests: 4\n").hub
+    tuned = limits_from("hub:\n  users: [jupyterhub]\n  connections: 900\n  user_requests: 4\n").hub
     assert (tuned.connections, tuned.user_requests) == (900, 4)
 
 
 def test_root_is_never_a_hub() -> None:
-    hub = limits("hub:\n  unix_groups: [root]\n").hub
+    hub = limits_from("hub:\n  unix_groups: [root]\n").hub
     assert not hub.admits("root", 0, ("root",))
     error = limits_error("hub:\n  users: [jupyterhub, root]\n")
     assert "limits.yaml:2" in str(error) and "root may not be a hub identity" in str(error)
@@ -69,7 +62,7 @@ def test_invalid_hub_sections_are_refused(text: str) -> None:
 
 def limits_error(text: str) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
-        limits(text)
+        limits_from(text)
     return caught.value
 
 

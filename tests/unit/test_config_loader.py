@@ -19,6 +19,7 @@ from ds01.config.loader import (
     parse_config,
 )
 from ds01.errors import ConfigError, InvalidInput
+from support import limits_from
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -31,10 +32,6 @@ def limits_error(text: str) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
     return caught.value
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
 
 
 # --- error messages: file, line, key ------------------------------------------------------
@@ -194,7 +191,7 @@ def test_duplicate_sections_are_refused() -> None:
 
 
 def test_same_key_in_different_mappings_is_fine() -> None:
-    config = limits("groups:\n  a:\n    gpu_limit: 1\n  b:\n    gpu_limit: 2\n")
+    config = limits_from("groups:\n  a:\n    gpu_limit: 1\n  b:\n    gpu_limit: 2\n")
     assert config.groups["b"].gpu_limit == 2
 
 
@@ -274,14 +271,14 @@ def test_a_file_with_no_document_is_refused_not_read_as_the_defaults(text: str) 
 
 
 def test_sections_and_entries_left_empty_are_accepted() -> None:
-    config = limits("defaults:\ngroups:\n  lab:\nusers:\n  jane:\n")
+    config = limits_from("defaults:\ngroups:\n  lab:\nusers:\n  jane:\n")
     assert config.defaults.declared() == {}
     assert config.groups["lab"].declared() == {}
     assert config.users["jane"].declared() == {}
 
 
 def test_null_and_missing_are_kept_apart() -> None:
-    config = limits("users:\n  jane:\n    gpu_limit: null\n    cpu_limit: 4\n")
+    config = limits_from("users:\n  jane:\n    gpu_limit: null\n    cpu_limit: 4\n")
     jane = config.users["jane"]
     assert jane.declared() == {"gpu_limit": None, "cpu_limit": 4.0}
     assert "memory_limit" not in jane.declared()
@@ -289,7 +286,7 @@ def test_null_and_missing_are_kept_apart() -> None:
 
 
 def test_sizes_are_stored_normalised() -> None:
-    config = limits(
+    config = limits_from(
         """
         defaults:
           memory_limit: 32768m
@@ -305,7 +302,7 @@ def test_sizes_are_stored_normalised() -> None:
 
 
 def test_integers_are_accepted_for_float_limits() -> None:
-    config = limits("defaults:\n  gpu_limit: 2\n  max_runtime_hours: 48\n  cpu_limit: 8\n")
+    config = limits_from("defaults:\n  gpu_limit: 2\n  max_runtime_hours: 48\n  cpu_limit: 8\n")
     assert config.defaults.declared() == {
         "gpu_limit": 2.0,
         "max_runtime_hours": 48.0,
@@ -314,7 +311,7 @@ def test_integers_are_accepted_for_float_limits() -> None:
 
 
 def test_groups_keep_their_order_members_and_unix_group() -> None:
-    config = limits(
+    config = limits_from(
         """
         groups:
           zeta: {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.loader import load_file, parse_config
+from ds01.config.loader import load_file
 from ds01.config.policies import (
     BUILTIN_POLICY,
     POLICY_KEYS,
@@ -18,20 +17,10 @@ from ds01.config.policies import (
     policy_permissiveness,
 )
 from ds01.config.resolve import resolve_policy, resolve_policy_sources
-from ds01.errors import ConfigError
+from support import limits_error, limits_from
 
 #: The mission's example resource-limits.yaml, as shipped in examples/config/.
 MISSION_EXAMPLE = Path(__file__).resolve().parents[2] / "examples/config/resource-limits.yaml"
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
-
-
-def error(text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        limits(text)
-    return caught.value.message
 
 
 CONFIG = """
@@ -81,7 +70,7 @@ def test_the_defaults_and_a_config_without_the_section() -> None:
     }
     without = ("{}", "policies:\n", "policies:\n  groups:\n  users:\n", "defaults: {gpu_limit: 1}")
     for text in without:
-        config = limits(text)
+        config = limits_from(text)
         assert config.policies.defaults() == BUILTIN_POLICY
         resolved = resolve_policy_sources(config, "alice", ["students"])
         assert resolved.policy == BUILTIN_POLICY
@@ -94,7 +83,7 @@ def test_the_mission_example_loads_with_default_policies() -> None:
 
 
 def test_resolution_is_user_then_groups_then_the_top_then_builtin() -> None:
-    config = limits(CONFIG)
+    config = limits_from(CONFIG)
     jane = resolve_policy_sources(config, "jane", ["students"])
     explained = jane.explain()
     assert explained["network_bytes_per_second"] == {"value": 1024.0, "source": "user:jane"}
@@ -109,7 +98,7 @@ def test_resolution_is_user_then_groups_then_the_top_then_builtin() -> None:
 
 
 def test_in_several_groups_the_least_aggressive_value_wins() -> None:
-    both = resolve_policy_sources(limits(CONFIG), "bob", ["students", "phd"])
+    both = resolve_policy_sources(limits_from(CONFIG), "bob", ["students", "phd"])
     # A lower threshold finds fewer containers idle.
     assert both.values["cpu_percent"].value == 2.0
     assert both.source_of("cpu_percent") == "group:phd"
@@ -188,11 +177,11 @@ def test_permissiveness_orders_each_kind_of_key() -> None:
     ],
 )
 def test_invalid_values_name_file_line_and_key(text: str, message: str) -> None:
-    assert message in error(text)
+    assert message in limits_error(text)
 
 
 def test_group_entries_name_defined_groups_and_leave_the_interval_alone() -> None:
-    message = error(
+    message = limits_error(
         """
         groups:
           phd: {}
@@ -204,7 +193,7 @@ def test_group_entries_name_defined_groups_and_leave_the_interval_alone() -> Non
     )
     assert message.startswith("limits.yaml:6: policies.groups.phdd: no such group")
     assert "(defined: phd)" in message
-    message = error(
+    message = limits_error(
         """
         groups:
           phd: {}
@@ -218,13 +207,13 @@ def test_group_entries_name_defined_groups_and_leave_the_interval_alone() -> Non
         "limits.yaml:6: policies.users.jane: lifecycle_interval_seconds is one setting for "
         "the whole server: set it at the top of the policies: section"
     )
-    assert "policies.users.jane.cpu_percent: must be more than 0" in error(
+    assert "policies.users.jane.cpu_percent: must be more than 0" in limits_error(
         "policies:\n  users:\n    jane: {cpu_percent: -1}\n"
     )
-    assert "policies.groups.phd: webhook_url is one setting for the whole server" in error(
+    assert "policies.groups.phd: webhook_url is one setting for the whole server" in limits_error(
         "groups: {phd: {}}\npolicies:\n  groups:\n    phd: {webhook_url: 'https://x.org'}\n"
     )
-    config = limits("policies:\n  webhook_url: https://chat.example.org/hooks/ds01\n")
+    config = limits_from("policies:\n  webhook_url: https://chat.example.org/hooks/ds01\n")
     assert resolve_policy(config, "anyone", []).webhook_url == "https://chat.example.org/hooks/ds01"
 
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.errors import ConfigError
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+from support import limits_from
 
 
 def test_nothing_said_gives_the_contract_defaults() -> None:
-    config = limits("defaults: {gpu_limit: 2}\n")
+    config = limits_from("defaults: {gpu_limit: 2}\n")
     resolved = resolve_reservation_limits(config, "alice", [])
     assert resolved.to_dict() == {
         "max_gpus": 2.0,
@@ -31,7 +24,7 @@ def test_nothing_said_gives_the_contract_defaults() -> None:
 
 
 def test_user_then_most_permissive_group_then_defaults() -> None:
-    config = limits(
+    config = limits_from(
         """
         groups:
           phd: {members: [alice]}
@@ -66,5 +59,5 @@ def test_user_then_most_permissive_group_then_defaults() -> None:
 )
 def test_bad_values_are_refused_with_the_key(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        limits(text + "\n")
+        limits_from(text + "\n")
     assert expected in caught.value.message

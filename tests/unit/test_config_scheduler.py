@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from ds01.config.limits import ResourceLimitsConfig
-from ds01.config.loader import parse_config
 from ds01.config.resolve import resolve_limits
 from ds01.config.scheduler import SchedulerConfig
 from ds01.errors import ConfigError
-
-
-def limits(text: str) -> ResourceLimitsConfig:
-    return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
+from support import limits_from
 
 
 def limits_error(text: str) -> str:
     with pytest.raises(ConfigError) as caught:
-        limits(text)
+        limits_from(text)
     return caught.value.message
 
 
@@ -27,8 +21,8 @@ def limits_error(text: str) -> str:
 
 
 def test_without_a_scheduler_section_every_default_applies() -> None:
-    assert limits("defaults: {gpu_limit: 1}\n").scheduler == SchedulerConfig()
-    assert limits("scheduler:\n").scheduler == SchedulerConfig()
+    assert limits_from("defaults: {gpu_limit: 1}\n").scheduler == SchedulerConfig()
+    assert limits_from("scheduler:\n").scheduler == SchedulerConfig()
     assert SchedulerConfig().model_dump() == {
         "priority_weight": 1.0,
         "fairshare_weight": 1.0,
@@ -40,7 +34,7 @@ def test_without_a_scheduler_section_every_default_applies() -> None:
 
 
 def test_a_full_scheduler_section() -> None:
-    config = limits(
+    config = limits_from(
         """
         scheduler:
           priority_weight: 2
@@ -114,7 +108,7 @@ def test_gpu_hold_after_stop_minutes_defaults_to_a_quarter_hour() -> None:
 
 
 def test_gpu_hold_after_stop_minutes_values() -> None:
-    config = limits(
+    config = limits_from(
         """
         defaults:
           gpu_hold_after_stop_minutes: 0

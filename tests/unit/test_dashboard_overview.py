@@ -16,19 +16,17 @@ import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.daemon import schemas as api
-from ds01.daemon.context import DaemonDependencies
 from ds01.daemon.identity import Caller
 from ds01.daemon.overview import overview
-from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.server import ROUTES, openapi_document
 from ds01.daemon.service import Ds01Service
-from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, simulated_gpu_uuid, write_simulated_telemetry
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, user_slice_path
 from ds01.runtime.docker import ContainerRecord, EngineInfo
 from ds01.runtime.identity import user_by_name
-from ds01.runtime.store import QueuedRequest, StateStore
+from ds01.runtime.store import QueuedRequest
+from support import offline_service
 
 GIB = 1024**3
 SEED = "ds01-simulated"  # the embedded default inventory: GPUs 0-2 whole, GPU 3 in 4 slices
@@ -90,10 +88,6 @@ def service(tmp_path: Path) -> tuple[Ds01Service, CountingDocker]:
             record(GHOST, 4242, "orphan", "stopped"),
         ]
     )
-    (tmp_path / "config").mkdir()
-    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
-    paths.state_dir.mkdir()
-    paths.log_dir.mkdir()
     telemetry = tmp_path / "telemetry.json"
     write_simulated_telemetry(telemetry, {GPU0: {"gpu_util_percent": 55, "memory_used_mib": 900}})
     cgroup = tmp_path / "cgroup"
@@ -106,16 +100,7 @@ def service(tmp_path: Path) -> tuple[Ds01Service, CountingDocker]:
     def backend(config: Ds01Config) -> SimulatedBackend:
         return SimulatedBackend(config.gpus, telemetry_file=telemetry)
 
-    svc = Ds01Service(
-        DaemonDependencies(
-            paths,
-            docker,  # type: ignore[arg-type]
-            StateStore(paths.state_db),
-            EventLog(paths.events_file),
-            backend_factory=backend,
-            cgroups=CgroupManager(cgroup),
-        )
-    )
+    svc = offline_service(tmp_path, docker, backend_factory=backend, cgroups=CgroupManager(cgroup))
     for user, uid, container in ((OTHER, other.uid, "big"), (ME, me.uid, "later")):
         svc.store.add_queued(
             QueuedRequest(

@@ -8,21 +8,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.core.allocation import AllocationState, GpuRequest, Placement, place
 from ds01.core.mig_on_demand import PLANNED_PREFIX
-from ds01.daemon.context import DaemonDependencies
-from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.service import Ds01Service
-from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.model import labels as L
-from ds01.runtime.docker import ContainerRecord, EngineInfo
-from ds01.runtime.store import StateStore
+from ds01.runtime.docker import ContainerRecord
+from support import offline_service
 
 GPU_CONFIG = """\
 backend: simulated
@@ -34,14 +30,6 @@ mig_layout:
   0: {dynamic: [3g.20gb]}
 """
 NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
-
-
-class NoDocker:
-    def engine_info(self) -> EngineInfo:
-        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Docker was asked: runtime.{name}")
 
 
 def holder(uuid: str) -> ContainerRecord:
@@ -63,10 +51,6 @@ def holder(uuid: str) -> ContainerRecord:
 
 
 def service(tmp_path: Path, instances: str) -> tuple[Ds01Service, Path]:
-    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
-    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
-        directory.mkdir()
-    (paths.config_dir / "gpu-config.yaml").write_text(GPU_CONFIG % instances)
     telemetry = tmp_path / "telemetry.json"
 
     def backend(config: Ds01Config) -> SimulatedBackend:
@@ -74,16 +58,8 @@ def service(tmp_path: Path, instances: str) -> tuple[Ds01Service, Path]:
             config.gpus, telemetry_file=telemetry, mig_file=tmp_path / "mig.json"
         )
 
-    svc = Ds01Service(
-        DaemonDependencies(
-            paths,
-            NoDocker(),  # type: ignore[arg-type]
-            StateStore(paths.state_db),
-            EventLog(paths.events_file),
-            backend_factory=backend,
-        )
-    )
-    return svc, telemetry
+    config = {"gpu-config.yaml": GPU_CONFIG % instances}
+    return offline_service(tmp_path, config=config, backend_factory=backend), telemetry
 
 
 def profiles(svc: Ds01Service) -> list[tuple[str | None, int | None]]:

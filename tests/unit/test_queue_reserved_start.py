@@ -18,15 +18,12 @@ from ds01.core.allocation import Placement
 from ds01.core.reservations import Reservation
 from ds01.core.scheduler import DEVICE_WAIT_STATUSES
 from ds01.daemon import schemas as api
-from ds01.daemon.context import DaemonDependencies
 from ds01.daemon.dispatcher import GpuDispatcher
-from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.service import Ds01Service
-from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
-from ds01.runtime.docker import ContainerRecord, EngineInfo
-from ds01.runtime.store import QueuedRequest, ReservationRecord, StateStore
+from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.store import QueuedRequest, ReservationRecord
+from support import NoDocker, offline_service
 
 GPU_CONFIG = """\
 backend: simulated
@@ -55,20 +52,14 @@ def running(name: str, user: str, uid: int, uuid: str) -> ContainerRecord:
     )
 
 
-class NoDocker:
+class RunningDocker(NoDocker):
     """Docker as the pass sees it: the running ``containers``."""
 
     def __init__(self) -> None:
         self.containers: list[ContainerRecord] = []
 
-    def engine_info(self) -> EngineInfo:
-        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
-
     def list_managed(self) -> list[ContainerRecord]:
         return list(self.containers)
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Docker was asked: runtime.{name}")
 
 
 class Recording(GpuDispatcher):
@@ -93,25 +84,16 @@ def queued(id_: str, user: pwd.struct_passwd, submitted: datetime) -> QueuedRequ
 def test_a_holders_queued_request_starts_on_the_reserved_gpu_and_no_one_elses(
     tmp_path: Path,
 ) -> None:
-    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
-    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
-        directory.mkdir()
-    (paths.config_dir / "gpu-config.yaml").write_text(GPU_CONFIG)
-    (paths.config_dir / "resource-limits.yaml").write_text(LIMITS)
-
     def backend(config: Ds01Config) -> SimulatedBackend:
         return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
 
-    docker = NoDocker()
-    service = Ds01Service(
-        DaemonDependencies(
-            paths,
-            docker,  # type: ignore[arg-type]
-            StateStore(paths.state_db),
-            EventLog(paths.events_file),
-            backend_factory=backend,
-            clock=lambda: NOW,
-        )
+    docker = RunningDocker()
+    service = offline_service(
+        tmp_path,
+        docker,
+        config={"gpu-config.yaml": GPU_CONFIG, "resource-limits.yaml": LIMITS},
+        backend_factory=backend,
+        clock=lambda: NOW,
     )
     reserved, other, own = (d.uuid for d in service.backend.inventory().devices)
     holder, someone = pwd.getpwuid(0), pwd.getpwnam("nobody")

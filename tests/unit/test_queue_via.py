@@ -7,15 +7,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
-from ds01.daemon.context import DaemonDependencies
 from ds01.daemon.dispatcher import GpuDispatcher
-from ds01.daemon.paths import DaemonPaths
-from ds01.daemon.service import Ds01Service
-from ds01.events.log import EventLog
-from ds01.runtime.docker import ContainerRecord, EngineInfo
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import QueuedRequest, StateStore
+from support import NoDocker, offline_service
 
 # The queue table as ds01 made it before ``via``.
 OLD_QUEUE = """
@@ -54,38 +50,22 @@ def test_a_database_from_before_via_gains_it_and_a_hubs_request_keeps_its_hub(
     assert StateStore(path).queued_by_id("hubs") == request("hubs", "dave")  # opened again
 
 
-class NoDocker:
-    def engine_info(self) -> EngineInfo:
-        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
-
+class EmptyDocker(NoDocker):
     def list_managed(self) -> list[ContainerRecord]:
         return []
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Docker was asked: runtime.{name}")
 
 
 def test_the_dispatch_of_a_hubs_request_names_the_hub_and_a_users_does_not(
     tmp_path: Path,
 ) -> None:
-    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
-    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
-        directory.mkdir()
-    service = Ds01Service(
-        DaemonDependencies(
-            paths,
-            NoDocker(),  # type: ignore[arg-type]
-            StateStore(paths.state_db),
-            EventLog(paths.events_file),
-        )
-    )
+    service = offline_service(tmp_path, EmptyDocker())
     service.store.add_queued(request("hubs", "dave"))
     service.store.add_queued(request("own", None))
 
     assert GpuDispatcher(service).run_pass() == []  # both owners are gone: both fail
 
     service.events.close()
-    lines = paths.events_file.read_text().splitlines()
+    lines = service.paths.events_file.read_text().splitlines()
     failed = {e["resource"]: e for e in map(json.loads, lines) if e["action"] == "queue.fail"}
     assert failed["queue/hubs"]["details"].get("via") == "dave", failed
     assert "via" not in failed["queue/own"]["details"], failed

@@ -13,23 +13,20 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 from ds01.config.loader import Ds01Config
 from ds01.core.allocation import GpuRequest
 from ds01.core.reservations import Reservation
 from ds01.core.scheduler import PendingRequest
-from ds01.daemon.context import DaemonDependencies
-from ds01.daemon.paths import DaemonPaths
 from ds01.daemon.reclaim import BorrowReclaim
 from ds01.daemon.reservations import ReservationWatch
 from ds01.daemon.service import Ds01Service
-from ds01.events.log import EventLog
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
 from ds01.model.quota import GpuQuota
-from ds01.runtime.docker import ContainerRecord, EngineInfo
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import ReservationRecord, StateStore, UsageRecord
+from support import offline_service
 
 GPU_CONFIG = """\
 backend: simulated
@@ -50,33 +47,16 @@ reservations: {warning_minutes: 10}
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 
 
-class NoDocker:
-    def engine_info(self) -> EngineInfo:
-        return EngineInfo(cgroup_driver="cgroupfs", cpus=4, memory_bytes=1 << 36)
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Docker was asked: runtime.{name}")
-
-
 def service(tmp_path: Path) -> Ds01Service:
     """A ds01d service over the state in ``tmp_path``: a second call is a restart."""
-    paths = DaemonPaths(tmp_path / "config", tmp_path / "state", tmp_path / "log", tmp_path / "s")
-    for directory in (paths.config_dir, paths.state_dir, paths.log_dir):
-        directory.mkdir(exist_ok=True)
-    (paths.config_dir / "gpu-config.yaml").write_text(GPU_CONFIG)
-    (paths.config_dir / "resource-limits.yaml").write_text(LIMITS)
 
     def backend(config: Ds01Config) -> SimulatedBackend:
         return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
 
-    return Ds01Service(
-        DaemonDependencies(
-            paths,
-            NoDocker(),  # type: ignore[arg-type]
-            StateStore(paths.state_db),
-            EventLog(paths.events_file),
-            backend_factory=backend,
-        )
+    return offline_service(
+        tmp_path,
+        config={"gpu-config.yaml": GPU_CONFIG, "resource-limits.yaml": LIMITS},
+        backend_factory=backend,
     )
 
 

@@ -18,6 +18,7 @@ from ds01.core.report import (
     Activity,
     Energy,
     Holding,
+    Report,
     activity_sample,
     build_report,
     hour_start,
@@ -95,6 +96,16 @@ def full_report() -> Any:
     )
 
 
+def report_of(**given: Any) -> Report:
+    """``build_report`` over the test window at ``NOW`` with nothing recorded (no energy
+    ledger, no CO₂ figure, no names) but what ``given`` sets."""
+    inputs: dict[str, Any] = {
+        "start": START, "end": END, "now": NOW, "events": (), "holdings": (), "activity": (),
+        "energy": None, "co2_g_per_kwh": None, "uid_names": {}, "user_groups": {},
+    }  # fmt: skip
+    return build_report(**{**inputs, **given})
+
+
 def test_gpu_hours_allocated_and_used_per_user() -> None:
     report = full_report()
     rows = {row.name: row for row in report.users}
@@ -133,18 +144,7 @@ def test_gpu_use_outside_ds01_is_counted_for_the_container_owner_else_the_user()
 
     events = [use("carol", None, 1), use("alice", "alice", 2), use("root", "bob", 3)]
     events.append(use("carol", None, -1))  # before the window
-    report = build_report(
-        start=START,
-        end=END,
-        now=NOW,
-        events=events,
-        holdings=(),
-        activity=(),
-        energy=None,
-        co2_g_per_kwh=None,
-        uid_names={},
-        user_groups={},
-    )
+    report = report_of(events=events)
     rows = {row.name: row.unmanaged_gpu_uses for row in report.users}
     assert rows == {"alice": 1, "bob": 1, "carol": 1}
     assert report.total.unmanaged_gpu_uses == 3
@@ -166,18 +166,7 @@ def test_reservations_count_for_the_holder_and_stops_for_the_container_owner() -
         event("reservation.create", "erin", "reservation/r2", holder=None),  # maintenance
         event("cleanup.reservation", "bob", "container/train._.1002", reason="reserved"),
     ]
-    report = build_report(
-        start=START,
-        end=END,
-        now=NOW,
-        events=events,
-        holdings=(),
-        activity=(),
-        energy=None,
-        co2_g_per_kwh=None,
-        uid_names={1002: "bob"},
-        user_groups={},
-    )
+    report = report_of(events=events, uid_names={1002: "bob"})
     rows = {row.name: (row.reservations, row.reservation_stops) for row in report.users}
     assert rows == {"alice": (1, 0), "erin": (1, 0), "bob": (0, 1)}
     assert (report.total.reservations, report.total.reservation_stops) == (2, 1)
@@ -196,10 +185,7 @@ def test_borrowed_gpu_hours_and_reclaims_count_for_the_container_owner() -> None
         ev("11-01T02:00", "ds01d", "container.reclaim", "container/extra._.1001"),
         ev("11-01T01:55", "ds01d", "container.reclaim_warning", "container/extra._.1001"),
     ]
-    report = build_report(
-        start=START, end=END, now=NOW, events=events, holdings=holdings, activity=(),
-        energy=None, co2_g_per_kwh=None, uid_names=UIDS, user_groups={},
-    )  # fmt: skip
+    report = report_of(events=events, holdings=holdings, uid_names=UIDS)
     [alice] = report.users
     assert (alice.gpu_hours_allocated, alice.gpu_hours_borrowed, alice.borrow_reclaims) == (
         5.0, 2.0, 1,
@@ -228,20 +214,15 @@ def test_groups_sum_their_users_and_the_total_sums_everything() -> None:
 
 
 def test_hours_cut_by_the_window_count_pro_rata() -> None:
-    report = build_report(
+    report = report_of(
         start=t("11-01T00:30"),
         end=t("11-01T01:30"),
-        now=NOW,
-        events=[],
         holdings=[Holding("alice", "phd", 2.0, t("11-01T00:00"), t("11-01T02:00"))],
         activity=[
             Activity("alice", "phd", t("11-01T00:00"), 7200.0, 3600.0),
             Activity("alice", "phd", t("11-01T01:00"), 7200.0, 7200.0),
         ],
-        energy=None,
         co2_g_per_kwh=400.0,
-        uid_names={},
-        user_groups={},
     )
     (alice,) = report.users
     assert alice.gpu_hours_allocated == 2.0  # 1 h x 2 GPUs
@@ -252,17 +233,13 @@ def test_hours_cut_by_the_window_count_pro_rata() -> None:
 
 def test_the_current_hour_counts_what_was_measured_so_far() -> None:
     now = t("11-01T10:15")
-    report = build_report(
+    report = report_of(
         start=t("11-01T10:00"),
         end=t("11-01T11:00"),
         now=now,
-        events=[],
         holdings=[Holding("bob", "msc", 1.0, t("11-01T09:00"), None)],
         activity=[Activity("bob", "msc", t("11-01T10:00"), 900.0, 450.0)],
         energy=[],
-        co2_g_per_kwh=None,
-        uid_names={},
-        user_groups={},
     )
     (bob,) = report.users
     assert bob.gpu_hours_allocated == 0.25  # an open holding counts up to now
@@ -271,22 +248,19 @@ def test_the_current_hour_counts_what_was_measured_so_far() -> None:
 
 
 def test_a_user_without_holdings_gets_the_group_the_caller_resolves() -> None:
-    report = build_report(
-        start=START, end=END, now=NOW,
+    report = report_of(
         events=[ev("11-01T01:00", "dave", "container.create", "container/x._.1004")],
-        holdings=[], activity=[], energy=[], co2_g_per_kwh=None,
-        uid_names={1004: "dave"}, user_groups={"dave": "users"},
-    )  # fmt: skip
+        energy=[],
+        uid_names={1004: "dave"},
+        user_groups={"dave": "users"},
+    )
     assert [(r.name, r.group, r.containers_created) for r in report.users] == [("dave", "users", 1)]
     assert [g.name for g in report.groups] == ["users"]
 
 
 def test_an_empty_window_is_refused() -> None:
     with pytest.raises(ValueError, match="before its end"):
-        build_report(
-            start=END, end=START, now=NOW, events=[], holdings=[], activity=[], energy=None,
-            co2_g_per_kwh=None, uid_names={}, user_groups={},
-        )  # fmt: skip
+        report_of(start=END, end=START)
 
 
 # -- what the lifecycle loop records ----------------------------------------------------------
@@ -351,8 +325,5 @@ def test_markdown_csv_and_html_carry_every_row() -> None:
 def test_the_chart_is_a_png() -> None:
     png = render_report.chart_png(full_report().to_dict())
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
-    empty = build_report(
-        start=START, end=END, now=NOW, events=[], holdings=[], activity=[], energy=None,
-        co2_g_per_kwh=None, uid_names={}, user_groups={},
-    )  # fmt: skip
+    empty = report_of()
     assert render_report.chart_png(empty.to_dict()).startswith(b"\x89PNG")

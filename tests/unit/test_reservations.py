@@ -3,6 +3,7 @@ next free slot, limits, what a reservation forbids at time t, and draining."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -68,6 +69,18 @@ def reserve(
     made = admit(req, existing, INVENTORY, limits, NOW, new_id=f"r{len(existing)}")
     existing.append(made)
     return made
+
+
+def admitted(
+    asked: list[ReservationRequest], limits: ReservationLimits = UNLIMITED
+) -> list[Reservation]:
+    """The reservations of ``asked`` admitted in order under ``limits``, the refused ones
+    left out."""
+    existing: list[Reservation] = []
+    for req in asked:
+        with contextlib.suppress(NoCapacity, QuotaExceeded):
+            reserve(existing, req, limits)
+    return existing
 
 
 def test_conflict_names_the_slot_and_the_next_free_start() -> None:
@@ -186,12 +199,7 @@ requests = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(requests, max_size=12))
 def test_admitted_reservations_never_share_a_device(asked: list[ReservationRequest]) -> None:
-    existing: list[Reservation] = []
-    for req in asked:
-        try:
-            reserve(existing, req, ReservationLimits())
-        except (NoCapacity, QuotaExceeded):
-            continue
+    existing = admitted(asked, ReservationLimits())
     for made in existing:
         assert len(set(made.devices)) == len(made.devices)
         for other in existing:
@@ -233,12 +241,7 @@ def test_reserved_devices_are_free_at_the_start_when_runtime_limits_hold(
     asked: list[ReservationRequest],
     placed: list[tuple[str, int, int | None, str]],
 ) -> None:
-    existing: list[Reservation] = []
-    for req in asked:
-        try:
-            reserve(existing, req)
-        except (NoCapacity, QuotaExceeded):
-            continue
+    existing = admitted(asked)
     running: list[tuple[str, str, datetime, datetime | None]] = []  # user, device, from, until
     for user, hour, limit, device in sorted(placed, key=lambda p: p[1]):
         now = at(hour)
@@ -272,12 +275,7 @@ occupants = st.lists(
 def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
     asked: list[ReservationRequest], present: list[Occupant], hour: int
 ) -> None:
-    existing: list[Reservation] = []
-    for req in asked:
-        try:
-            reserve(existing, req)
-        except (NoCapacity, QuotaExceeded):
-            continue
+    existing = admitted(asked)
     now = at(hour)
     warns, stops = drain(existing, present, now, timedelta(minutes=15))
     in_way = {
@@ -375,12 +373,7 @@ def test_the_queue_never_places_a_request_that_could_still_run_at_a_reservations
     spec: list[tuple[str, int | None, int]],
     hour: int,
 ) -> None:
-    existing: list[Reservation] = []
-    for req in asked:
-        try:
-            reserve(existing, req)
-        except (NoCapacity, QuotaExceeded):
-            continue
+    existing = admitted(asked)
     now = at(hour)
     pending = [
         replace(

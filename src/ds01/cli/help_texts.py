@@ -155,6 +155,18 @@ class CommandHelp:
         self.more = more
 
 
+def _container_question(verb: str) -> Question:
+    """The question for the NAME of one of the user's containers, the one to ``verb``."""
+    return Question("NAME", f"Container to {verb}", choices_from="containers", required=True)
+
+
+def _image_name_question() -> Question:
+    """The question for the NAME of the user's own image (made or built)."""
+    return Question(
+        "NAME", "Name of the image (e.g. thesis)", validate=validators.image_name, required=True
+    )
+
+
 def _json_question(what: str) -> Question:
     return Question(
         "--json", f"Print {what} as JSON (for scripts) instead of a table?", "n", yes_no=True
@@ -625,7 +637,7 @@ server and is never touched.
         ),
         concepts=("containers", "images", "files"),
         questions=(
-            Question("NAME", "Container to retire", choices_from="containers", required=True),
+            _container_question("retire"),
             Question("--keep-as", "Keep what you installed as an image named (empty: no)", ""),
         ),
         more=("--user", "--json"),
@@ -648,9 +660,7 @@ full-screen programs (`htop`, `vim`) and window resizes all work.
             ("container-open thesis -- nvidia-smi", "see its GPUs"),
         ),
         concepts=("containers", "files", "idle"),
-        questions=(
-            Question("NAME", "Container to open", choices_from="containers", required=True),
-        ),
+        questions=(_container_question("open"),),
         more=("--user",),
     ),
     "container start": CommandHelp(
@@ -674,7 +684,7 @@ in the GPU queue and this command waits with it; `--no-wait` fails with exit 3 i
         ),
         concepts=("containers", "queue", "idle"),
         questions=(
-            Question("NAME", "Container to start", choices_from="containers", required=True),
+            _container_question("start"),
             Question(
                 "--no-wait",
                 "If its GPUs are gone and none are free, fail instead of waiting?",
@@ -701,9 +711,7 @@ Files inside it and in `/workspace` are kept; `container-start` brings it back.
             ("container-stop thesis --user alice", "admins: alice's container"),
         ),
         concepts=("containers", "idle", "queue"),
-        questions=(
-            Question("NAME", "Container to stop", choices_from="containers", required=True),
-        ),
+        questions=(_container_question("stop"),),
         more=("--json", "--user"),
     ),
     "container remove": CommandHelp(
@@ -722,7 +730,7 @@ lost; `/workspace` and `/data` live outside it and are kept.
         ),
         concepts=("containers", "files", "quotas"),
         questions=(
-            Question("NAME", "Container to remove", choices_from="containers", required=True),
+            _container_question("remove"),
             Question("--force", "Remove it even if it is running?", "n", yes_no=True),
         ),
         more=("--json", "--user"),
@@ -771,7 +779,7 @@ order printed. The first place to look when a container did not come up or stopp
         ),
         concepts=("observing", "containers"),
         questions=(
-            Question("NAME", "Container to read", choices_from="containers", required=True),
+            _container_question("read"),
             Question(
                 "--tail",
                 "Only the last N lines? (a number, or Enter for all)",
@@ -999,12 +1007,7 @@ is written as `my-project`). An existing Dockerfile is never overwritten unless
         ),
         concepts=("image-builds", "images", "projects"),
         questions=(
-            Question(
-                "NAME",
-                "Name of the image (e.g. thesis)",
-                validate=validators.image_name,
-                required=True,
-            ),
+            _image_name_question(),
             Question("--framework", "Framework of phase 1", "pytorch", required=True),
             Question("--no-jupyter", "Leave JupyterLab out?", "n", yes_no=True),
             Question("--no-data-science", "Leave the data-science packages out?", "n", yes_no=True),
@@ -1049,12 +1052,7 @@ alice/NAME:latest`).
         ),
         concepts=("image-builds", "images", "quotas"),
         questions=(
-            Question(
-                "NAME",
-                "Name of the image (e.g. thesis)",
-                validate=validators.image_name,
-                required=True,
-            ),
+            _image_name_question(),
             Question(
                 "--context",
                 "Build directory (Enter = ~/images/NAME, or here)",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ds01.errors import InvalidInput
 
@@ -33,13 +35,20 @@ __all__ = [
 PROJECT_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}", re.ASCII)  # use with fullmatch
 
 
+@contextmanager
+def _as_value_error() -> Iterator[None]:
+    """ds01's own refusal of a value (``InvalidInput``) as the ``ValueError`` a prompt shows."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
 def container_name(text: str) -> str:
     from ds01.model.names import validate_container_name
 
-    try:
+    with _as_value_error():
         return validate_container_name(text)
-    except InvalidInput as exc:
-        raise ValueError(exc.message) from None
 
 
 def log_tail(text: str) -> str:
@@ -54,19 +63,15 @@ def image_name(text: str) -> str:
     """An image name as ds01d tags it (``My Project`` → ``my-project``)."""
     from ds01.core.image_build import image_name as cleaned
 
-    try:
+    with _as_value_error():
         return cleaned(text)
-    except InvalidInput as exc:
-        raise ValueError(exc.message) from None
 
 
 def image_tag(text: str) -> str:
     from ds01.core.image_build import validate_tag
 
-    try:
+    with _as_value_error():
         return validate_tag(text)
-    except InvalidInput as exc:
-        raise ValueError(exc.message) from None
 
 
 def project_name(text: str) -> str:

@@ -26,6 +26,8 @@ from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ds01.config.sections import NonNegative
+
 
 class BorrowingConfig(BaseModel):
     """Whether and how far users may borrow idle devices above their ``gpu_limit``."""
@@ -36,26 +38,20 @@ class BorrowingConfig(BaseModel):
         default=False,
         description="Whether anyone may borrow devices above their gpu_limit.",
     )
-    max_borrowed_gpus: float = Field(
+    max_borrowed_gpus: NonNegative = Field(
         default=1.0,
-        ge=0,
-        allow_inf_nan=False,
         strict=False,
         description="GPU-equivalents one user may hold in borrowed containers at once, on top "
         "of their gpu_limit.",
     )
-    min_runtime_minutes: float = Field(
+    min_runtime_minutes: NonNegative = Field(
         default=30.0,
-        ge=0,
-        allow_inf_nan=False,
         strict=False,
         description="Minutes a borrowed container runs before it may be reclaimed (fresh work "
         "is protected).",
     )
-    reclaim_grace_minutes: float = Field(
+    reclaim_grace_minutes: NonNegative = Field(
         default=5.0,
-        ge=0,
-        allow_inf_nan=False,
         strict=False,
         description="Minutes between the warning to a borrowed container's owner and its "
         "stop.",

@@ -183,17 +183,28 @@ def _add_item(
     if not isinstance(node, yaml.MappingNode):
         raise _Unsupported("not a mapping")
     if node.flow_style:
-        close = int(node.end_mark.index) - 1
-        if text[close] != "}":
-            raise _Unsupported("a flow mapping without its closing brace")
-        item = f"{_scalar(key)}: {_render_flow(value)}"
-        return [_Splice(close, close, (", " if node.value else "") + item)]
+        return _append_to_flow(doc, node, f"{_scalar(key)}: {_render_flow(value)}")
     first_key = node.value[0][0]
     if not doc.first_on_line(first_key):
         raise _Unsupported("a block mapping whose keys are not first on their lines")
     block = "\n".join(_render_block(key, value, int(first_key.start_mark.column)))
     eol = doc.end_of_line(doc.last_end(node))
     return [_Splice(eol, eol, "\n" + block)]
+
+
+def _append_to_flow(
+    doc: _Document, node: yaml.MappingNode | yaml.SequenceNode, entry: str
+) -> list[_Splice]:
+    """The splice that appends ``entry`` (rendered) to the flow mapping or sequence ``node``,
+    just before its closing brace or bracket."""
+    close = int(node.end_mark.index) - 1
+    if isinstance(node, yaml.MappingNode):
+        closer, without = "}", "a flow mapping without its closing brace"
+    else:
+        closer, without = "]", "a flow sequence without its closing bracket"
+    if doc.text[close] != closer:
+        raise _Unsupported(without)
+    return [_Splice(close, close, (", " if node.value else "") + entry)]
 
 
 def _append_to_sequence(doc: _Document, path: tuple[str, ...], item: str) -> list[_Splice]:
@@ -216,10 +227,7 @@ def _append_to_sequence(doc: _Document, path: tuple[str, ...], item: str) -> lis
     if not isinstance(node, yaml.SequenceNode):
         raise _Unsupported("not a sequence")
     if node.flow_style:
-        close = int(node.end_mark.index) - 1
-        if text[close] != "]":
-            raise _Unsupported("a flow sequence without its closing bracket")
-        return [_Splice(close, close, (", " if node.value else "") + _scalar(item))]
+        return _append_to_flow(doc, node, _scalar(item))
     first = node.value[0]
     start = int(first.start_mark.index)
     prefix = text[doc.line_start(start) : start]

@@ -16,25 +16,56 @@ from pydantic import (
     model_validator,
 )
 
+from ds01.model.device import Device, PhysicalGpu
+
 # Anchored with \Z, not $: "$" also matches before a trailing newline.
 MIG_PROFILE_RE = re.compile(r"^(?P<slices>[1-7])g\.(?P<mem>[0-9]+)gb\Z")
 A100_40GB = "NVIDIA A100-SXM4-40GB"
 
 
-def mig_profile_slices(profile: str) -> int:
-    """Compute slices of a MIG profile name (``"3g.20gb"`` → 3)."""
+def _mig_profile(profile: str) -> re.Match[str]:
     match = MIG_PROFILE_RE.match(profile)
     if not match:
         raise ValueError(f"not a MIG profile: {profile!r} (expected e.g. '3g.20gb')")
-    return int(match["slices"])
+    return match
+
+
+def mig_profile_slices(profile: str) -> int:
+    """Compute slices of a MIG profile name (``"3g.20gb"`` → 3)."""
+    return int(_mig_profile(profile)["slices"])
 
 
 def mig_profile_memory_mib(profile: str) -> int:
     """Memory of a MIG profile name in MiB (``"3g.20gb"`` → 20480)."""
-    match = MIG_PROFILE_RE.match(profile)
-    if not match:
-        raise ValueError(f"not a MIG profile: {profile!r} (expected e.g. '3g.20gb')")
-    return int(match["mem"]) * 1024
+    return int(_mig_profile(profile)["mem"]) * 1024
+
+
+def mig_profile_device(
+    gpu: PhysicalGpu,
+    profile: str,
+    uuid: str,
+    *,
+    start: int | None,
+    instance_id: int | None = None,
+    device_node: str | None = None,
+) -> Device:
+    """The device that a MIG instance of ``profile`` on ``gpu`` is, its memory and compute
+    slices as the profile's name says (for a simulated or a planned instance; NVML reports
+    a real one's own)."""
+    return Device(
+        uuid=uuid,
+        kind="mig",
+        gpu_index=gpu.index,
+        gpu_uuid=gpu.uuid,
+        model=gpu.model,
+        memory_mib=mig_profile_memory_mib(profile),
+        profile=profile,
+        slices=mig_profile_slices(profile),
+        total_slices=gpu.total_slices,
+        instance_id=instance_id,
+        device_node=device_node,
+        start=start,
+    )
 
 
 class _Strict(BaseModel):

@@ -53,6 +53,9 @@ from ds01.config.reservations import ReservationsConfig
 from ds01.config.scheduler import MAX_PRIORITY, SchedulerConfig
 from ds01.config.sections import (
     GroupName,
+    LayerEntry,
+    NonNegative,
+    Positive,
     UserName,
     empty_if_null,
     layer_section,
@@ -85,14 +88,12 @@ def _positive_size(value: Any) -> Any:
     return format_bytes(size)
 
 
-class Limits(BaseModel):
+class Limits(LayerEntry):
     """The limit keys one section (``defaults``, a group or a user) may set.
 
     An attribute reads ``None`` both when the key is absent and when it is ``null``; use
     ``declared()`` to tell them apart.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     priority: int | None = Field(
         default=None,
@@ -100,16 +101,12 @@ class Limits(BaseModel):
         le=MAX_PRIORITY,
         description=f"Scheduling priority, 0..{MAX_PRIORITY}; higher goes first.",
     )
-    gpu_limit: float | None = Field(
+    gpu_limit: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one user may hold over all containers; null = unlimited.",
     )
-    max_gpus_per_container: float | None = Field(
+    max_gpus_per_container: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one container may hold; null = unlimited.",
     )
     allow_full_gpu: bool | None = Field(
@@ -143,22 +140,16 @@ class Limits(BaseModel):
         ge=0,
         description="Containers one user may have (running or stopped); null = unlimited.",
     )
-    max_runtime_hours: float | None = Field(
+    max_runtime_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="Hours a container may run before it is stopped; null = unlimited.",
     )
-    idle_timeout_hours: float | None = Field(
+    idle_timeout_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="Idle hours after which a container is stopped; null = never.",
     )
-    gpu_hold_after_stop_minutes: float | None = Field(
+    gpu_hold_after_stop_minutes: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="Minutes a stopped container keeps its GPUs before they are released; "
         "null = until the container is removed.",
     )
@@ -185,16 +176,10 @@ class Limits(BaseModel):
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
 
-    def declared(self) -> dict[str, Any]:
-        """The limit keys written in this section, with their values (``None`` = null).
-
-        Keys left out of the section are absent from the result: they inherit.
-        """
-        return {key: getattr(self, key) for key in LIMIT_KEYS if key in self.model_fields_set}
-
 
 #: Every limit key, in the order they are documented and shown.
 LIMIT_KEYS: tuple[str, ...] = tuple(Limits.model_fields)
+Limits.layer_keys = LIMIT_KEYS
 
 
 class GroupLimits(Limits):
@@ -223,14 +208,12 @@ _REFERENCE_AGGREGATE_KEYS = {
 }
 
 
-class Aggregate(BaseModel):
+class Aggregate(LayerEntry):
     """A user's totals across all their containers, as one section sets them.
 
     Written under ``aggregate.defaults``, ``aggregate.groups.<name>`` or
     ``aggregate.users.<name>``. As in ``Limits``: ``null`` = unlimited, no key = inherit.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     cpu_limit: float | None = Field(
         default=None,
@@ -266,13 +249,10 @@ class Aggregate(BaseModel):
     def _size(cls, value: Any) -> Any:
         return _positive_size(value)
 
-    def declared(self) -> dict[str, Any]:
-        """The keys written in this section, with their values (``None`` = null)."""
-        return {key: getattr(self, key) for key in AGGREGATE_KEYS if key in self.model_fields_set}
-
 
 #: Every aggregate key, in the order they are documented and shown.
 AGGREGATE_KEYS: tuple[str, ...] = tuple(Aggregate.model_fields)
+Aggregate.layer_keys = AGGREGATE_KEYS
 
 
 class AggregateConfig(BaseModel):

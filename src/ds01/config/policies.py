@@ -41,10 +41,13 @@ import re
 from itertools import pairwise
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ds01.config.sections import (
     GroupName,
+    LayerEntry,
+    NonNegative,
+    Positive,
     UserName,
     empty_if_null,
     layer_section,
@@ -90,26 +93,20 @@ def _check_fractions(value: tuple[float, ...]) -> tuple[float, ...]:
     return value
 
 
-class LifecyclePolicy(BaseModel):
+class LifecyclePolicy(LayerEntry):
     """One set of lifecycle settings: a user's resolved policy, or one layer of the section.
 
     Every key has a default. As a layer (the top of ``policies:``, a group or a user entry),
     ``declared()`` tells which keys the file wrote.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    lifecycle_interval_seconds: float = Field(
+    lifecycle_interval_seconds: Positive = Field(
         default=60.0,
-        gt=0,
-        allow_inf_nan=False,
         description="Seconds between two passes of the lifecycle loop (server-wide). Stop "
         "times do not depend on it; it only bounds how late after its time a stop happens.",
     )
-    idle_grace_minutes: float = Field(
+    idle_grace_minutes: NonNegative = Field(
         default=30.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Minutes after a start during which no idle warning or idle stop is "
         "issued (idle time still counts from the start).",
     )
@@ -128,17 +125,13 @@ class LifecyclePolicy(BaseModel):
         "over the container's devices) below which its devices count as idle. At or above it "
         "the GPU signal is unknown and the other signals decide.",
     )
-    cpu_percent: float = Field(
+    cpu_percent: Positive = Field(
         default=5.0,
-        gt=0,
-        allow_inf_nan=False,
         description="CPU use over the interval, in percent of one CPU (200 = two CPUs busy), "
         "at or above which the container is active.",
     )
-    network_bytes_per_second: float = Field(
+    network_bytes_per_second: Positive = Field(
         default=10240.0,
-        gt=0,
-        allow_inf_nan=False,
         description="Network traffic (bytes received plus sent per second over the interval) "
         "at or above which the container is active.",
     )
@@ -154,10 +147,8 @@ class LifecyclePolicy(BaseModel):
         description="Fractions of max_runtime_hours at which the owner is warned, increasing, "
         "each in (0, 1); [] = no warning.",
     )
-    keep_alive_max_hours: float | None = Field(
+    keep_alive_max_hours: NonNegative | None = Field(
         default=24.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Hours by which touching /workspace/.keep-alive may defer an idle stop, "
         "however often it is touched: a touch counts as activity, but never later than this "
         "long after the container's last real activity, so the stop comes at most this long "
@@ -171,17 +162,13 @@ class LifecyclePolicy(BaseModel):
         description="While requests wait in the queue for devices, idle timeouts are "
         "multiplied by this factor, in (0, 1]; 1 = no shrink.",
     )
-    created_unstarted_minutes: float = Field(
+    created_unstarted_minutes: Positive = Field(
         default=30.0,
-        gt=0,
-        allow_inf_nan=False,
         description="Minutes after which a container that was created but never started is "
         "removed.",
     )
-    container_hold_after_stop_hours: float | None = Field(
+    container_hold_after_stop_hours: NonNegative | None = Field(
         default=168.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Hours after which a stopped container is removed (its /workspace stays); "
         "null = never removed.",
     )
@@ -199,10 +186,8 @@ class LifecyclePolicy(BaseModel):
         description="Part of disk_limit (and of aggregate.disk_limit) at which the owner is "
         "warned that the disk use nears it, in (0, 1].",
     )
-    disk_grace_minutes: float = Field(
+    disk_grace_minutes: NonNegative = Field(
         default=10.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Minutes from the first measurement over a disk limit to the stop: the "
         "owner is warned and may delete files in that time.",
     )
@@ -235,10 +220,6 @@ class LifecyclePolicy(BaseModel):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value
 
-    def declared(self) -> dict[str, Any]:
-        """The policy keys written in this layer, with their values."""
-        return {key: getattr(self, key) for key in POLICY_KEYS if key in self.model_fields_set}
-
     def values(self) -> dict[str, Any]:
         """Every policy key with its value, written or default."""
         return {key: getattr(self, key) for key in POLICY_KEYS}
@@ -246,6 +227,7 @@ class LifecyclePolicy(BaseModel):
 
 #: Every policy key, in the order they are documented and shown.
 POLICY_KEYS: tuple[str, ...] = tuple(LifecyclePolicy.model_fields)
+LifecyclePolicy.layer_keys = POLICY_KEYS
 
 #: The defaults of every key (what a configuration without ``policies:`` gets).
 BUILTIN_POLICY = LifecyclePolicy()

@@ -22,34 +22,34 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ds01.config.sections import GroupName, UserName, empty_if_null, layer_section
+from ds01.config.sections import (
+    GroupName,
+    LayerEntry,
+    NonNegative,
+    Positive,
+    UserName,
+    empty_if_null,
+    layer_section,
+)
 
 #: Lead time of the warning to owners of containers on devices about to be reserved.
 DEFAULT_WARNING_MINUTES = 15.0
 
 
-class ReservationLimitsEntry(BaseModel):
+class ReservationLimitsEntry(LayerEntry):
     """The reservation limits one layer (``defaults``, a group or a user) may set."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    max_gpus: float | None = Field(
+    max_gpus: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-equivalents one user may have reserved at any moment; "
         "not set anywhere: their gpu_limit; null = unlimited.",
     )
-    max_hours: float | None = Field(
+    max_hours: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="The longest reservation, in hours (builtin 8); null = unlimited.",
     )
-    max_days_ahead: float | None = Field(
+    max_days_ahead: Positive | None = Field(
         default=None,
-        gt=0,
-        allow_inf_nan=False,
         description="How far ahead a reservation may start, in days (builtin 14); "
         "null = unlimited.",
     )
@@ -58,10 +58,8 @@ class ReservationLimitsEntry(BaseModel):
         ge=0,
         description="Reservations one user may have that have not ended; null = unlimited.",
     )
-    gpu_hours_per_week: float | None = Field(
+    gpu_hours_per_week: NonNegative | None = Field(
         default=None,
-        ge=0,
-        allow_inf_nan=False,
         description="GPU-hours of the reservations starting in one calendar week (Monday "
         "00:00, server time); null = unlimited.",
     )
@@ -70,10 +68,6 @@ class ReservationLimitsEntry(BaseModel):
     @classmethod
     def _layer(cls, value: Any) -> Any:
         return layer_section(value, {}, RESERVATION_KEYS, "reservations")
-
-    def declared(self) -> dict[str, Any]:
-        """The keys written in this layer, with their values (``None`` = null)."""
-        return {k: getattr(self, k) for k in RESERVATION_KEYS if k in self.model_fields_set}
 
 
 #: Every reservation limit key, in the order they are documented and shown.
@@ -84,6 +78,7 @@ RESERVATION_KEYS: tuple[str, ...] = (
     "max_reservations",
     "gpu_hours_per_week",
 )
+ReservationLimitsEntry.layer_keys = RESERVATION_KEYS
 
 #: The builtin layer; ``max_gpus`` from here means "the user's gpu_limit".
 BUILTIN_RESERVATION_LIMITS = ReservationLimitsEntry(
@@ -97,10 +92,8 @@ class ReservationsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    warning_minutes: float = Field(
+    warning_minutes: Positive = Field(
         default=DEFAULT_WARNING_MINUTES,
-        gt=0,
-        allow_inf_nan=False,
         description="Minutes before a reservation starts at which the owners of containers "
         "still on its devices are warned (server-wide).",
     )

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ds01.config.sections import NonNegative, Positive
+
 #: The highest ``priority`` a Limits section may set (the lowest is 0).
 MAX_PRIORITY = 1000
 
@@ -49,16 +51,12 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    priority_weight: float = Field(
+    priority_weight: NonNegative = Field(
         default=1.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Score points per 100 of the user's priority (0..1000); 0 ignores priority.",
     )
-    fairshare_weight: float = Field(
+    fairshare_weight: NonNegative = Field(
         default=1.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Score points of a user without recent GPU usage; the fair-share factor "
         "(0..1) scales it down as recent usage grows; 0 ignores usage.",
     )
@@ -68,10 +66,8 @@ class SchedulerConfig(BaseModel):
         description="Score points per hour a request has waited; must be above 0 so that "
         "every request eventually reaches the head of the queue.",
     )
-    usage_half_life_hours: float = Field(
+    usage_half_life_hours: Positive = Field(
         default=168.0,
-        gt=0,
-        allow_inf_nan=False,
         description="Hours after which past GPU usage counts half in the fair-share factor.",
     )
     backfill: bool = Field(
@@ -79,10 +75,8 @@ class SchedulerConfig(BaseModel):
         description="Whether requests behind a head that cannot start may start on devices "
         "the head does not need.",
     )
-    backfill_max_delay_minutes: float | None = Field(
+    backfill_max_delay_minutes: NonNegative | None = Field(
         default=0.0,
-        ge=0,
-        allow_inf_nan=False,
         description="Minutes by which a backfilled request may delay the head's estimated "
         "start: 0 = never, null = no bound.",
     )

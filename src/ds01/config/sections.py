@@ -10,15 +10,19 @@
   entry of an undefined group by ``{UNDEFINED_GROUP: (defined group names)}`` before the
   section is validated, and the entry's model calls ``refuse_undefined_group`` in its
   ``mode="before"`` validator, so that the error lands on the group's own line.
+- ``LayerEntry``: the base of an entry whose keys layer (user, then groups, then
+  ``defaults``, then the builtin values), with ``declared()``.
+- ``NonNegative`` and ``Positive``: the finite numbers (limits, weights, hours, minutes) a
+  key may take, ``>= 0`` or ``> 0``; ``NonNegative | None`` where ``null`` has a meaning.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 _ACCOUNT_NAME_RE = re.compile(r"[^\s:/]+")
 
@@ -47,6 +51,34 @@ def account_name_checker(what: str) -> Callable[[str], str]:
 
 UserName = Annotated[str, AfterValidator(account_name_checker("user"))]
 GroupName = Annotated[str, AfterValidator(account_name_checker("group"))]
+
+#: A finite number ``>= 0`` (a limit, a weight, a grace period: 0 means none).
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: A finite number ``> 0`` (a period that must pass, a largest size).
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class LayerEntry(BaseModel):
+    """One layer (``defaults``, a group or a user) of a section whose keys layer.
+
+    A key written as ``null`` and a key left out differ: ``null`` is a value (mostly
+    *unlimited*), a key left out inherits from the next layer. Pydantic keeps that
+    difference in ``model_fields_set``; read it through ``declared()``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    #: The keys that layer, in the order they are documented and shown; each entry class
+    #: sets it once its fields exist (a subclass's extra fields, such as a group's
+    #: ``members``, are not among them).
+    layer_keys: ClassVar[tuple[str, ...]] = ()
+
+    def declared(self) -> dict[str, Any]:
+        """The keys written in this layer, with their values (``None`` = null).
+
+        Keys left out of the layer are absent from the result: they inherit.
+        """
+        return {key: getattr(self, key) for key in self.layer_keys if key in self.model_fields_set}
 
 
 def mark_undefined_groups(section: Any, defined: tuple[str, ...]) -> Any:
@@ -77,6 +109,9 @@ def refuse_undefined_group(value: Any) -> None:
 __all__ = [
     "UNDEFINED_GROUP",
     "GroupName",
+    "LayerEntry",
+    "NonNegative",
+    "Positive",
     "UserName",
     "account_name_checker",
     "empty_if_null",

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
+_K = TypeVar("_K", bound=Hashable)
 
 #: Why a connection was not admitted.
 ConnectionRefusal = Literal["per_uid", "total"]
@@ -134,13 +135,9 @@ class ConnectionTable:
         return None
 
     def release(self, uid: int) -> None:
-        left = self._open.get(uid, 0) - 1
-        if left < 0:
+        if uid not in self._open:
             raise ValueError(f"uid {uid} holds no connection to release")
-        if left:
-            self._open[uid] = left
-        else:
-            del self._open[uid]
+        _count_down(self._open, uid)
         self._count -= 1
 
     def held(self, uid: int) -> int:
@@ -237,13 +234,9 @@ class WorkShares(Generic[T]):
 
     def done(self, party: Party, *, privileged: bool = False) -> None:
         """A job of ``party`` that ``take`` returned (with ``privileged``) has finished."""
-        left = self._running.get(party, 0) - 1
-        if left < 0:
+        if party not in self._running:
             raise ValueError(f"{party} runs no job")
-        if left:
-            self._running[party] = left
-        else:
-            del self._running[party]
+        left = _count_down(self._running, party)
         self._busy -= 1
         self._busy_unprivileged -= not privileged
         group = self._group_of.get(party)
@@ -268,13 +261,14 @@ class WorkShares(Generic[T]):
         return self._group_load.get(name, 0)
 
 
-def _count_down(counts: dict[int, int], key: int) -> None:
-    """One less for ``key``, dropped at zero."""
+def _count_down(counts: dict[_K, int], key: _K) -> int:
+    """One less for ``key`` (which must have one), dropped at zero; what is left."""
     left = counts[key] - 1
     if left:
         counts[key] = left
     else:
         del counts[key]
+    return left
 
 
 @dataclass(frozen=True)

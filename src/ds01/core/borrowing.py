@@ -50,6 +50,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 from ds01.config.borrowing import BorrowingConfig
 from ds01.core.allocation import (
@@ -123,40 +124,46 @@ def allocate_borrowing(
             quota waits for the devices it would take, the cap, or nothing free to borrow).
         NoCapacity: within quota, but the free devices cannot satisfy the request.
     """
+
+    def place(limits: GpuQuota) -> Placement:
+        return allocate(request, user, limits, inventory, state, user_containers)
+
     try:
-        return BorrowDecision(
-            allocate(request, user, quota, inventory, state, user_containers), borrowed=False
-        )
+        return BorrowDecision(place(quota), borrowed=False)
     except QuotaExceeded as over_quota:
         if not borrow:
             raise
         return _borrow(
-            over_quota, request, user, quota, inventory, state, user_containers,
-            policy=policy, waiting=waiting,
-        )  # fmt: skip
+            over_quota,
+            place,
+            quota,
+            borrowed=state.user_borrowed_equivalents(user),
+            needed=least_gpu_equivalents(request, inventory),
+            policy=policy,
+            waiting=waiting,
+        )
 
 
 def _borrow(
     over_quota: QuotaExceeded,
-    request: GpuRequest,
-    user: str,
+    place: Callable[[GpuQuota], Placement],
     quota: GpuQuota,
-    inventory: Inventory,
-    state: AllocationState,
-    user_containers: Sequence[str],
     *,
+    borrowed: Fraction,
+    needed: Fraction,
     policy: BorrowingConfig,
     waiting: Sequence[PendingRequest],
 ) -> BorrowDecision:
+    """The borrowed placement of a request refused ``over_quota``: ``place`` places it under
+    other limits, ``borrowed`` is what its owner borrows already and ``needed`` the least it
+    takes."""
     if not policy.enabled:
         raise _borrow_refusal(over_quota, "borrowing is off on this server.", {"enabled": False})
     # Every limit but gpu_limit still holds: a refusal for another limit is raised here.
     unbounded = replace(quota, gpu_limit=None)
     with suppress(NoCapacity):  # whether idle devices fit is decided below, within the cap
-        allocate(request, user, unbounded, inventory, state, user_containers)
+        place(unbounded)
     cap = policy.max_borrowed_equivalents
-    borrowed = state.user_borrowed_equivalents(user)
-    needed = least_gpu_equivalents(request, inventory)
     if borrowed + needed > cap:
         raise _borrow_refusal(
             over_quota,
@@ -169,10 +176,7 @@ def _borrow(
     left = cap - borrowed
     bound = left if per_container is None else min(left, per_container)
     try:
-        placement = allocate(
-            request, user, replace(unbounded, max_gpus_per_container=bound), inventory, state,
-            user_containers,
-        )  # fmt: skip
+        placement = place(replace(unbounded, max_gpus_per_container=bound))
     except NoCapacity as busy:
         raise _borrow_refusal(
             over_quota, f"no idle device fits it. {busy.message}", {"free": False}

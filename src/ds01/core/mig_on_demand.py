@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
+from ds01.config.gpu_config import mig_profile_device, mig_profile_slices
 from ds01.core.mig_placement import NoFit, PlacedInstance, free_starts, place
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.mig_placement import MigPlacementTable
@@ -310,18 +310,7 @@ def planned_uuid(create: CreateSlice) -> str:
 
 def planned_device(create: CreateSlice, gpu: PhysicalGpu) -> Device:
     """The device a planned slice will be, for deciding before it is made."""
-    return Device(
-        uuid=planned_uuid(create),
-        kind="mig",
-        gpu_index=gpu.index,
-        gpu_uuid=gpu.uuid,
-        model=gpu.model,
-        memory_mib=mig_profile_memory_mib(create.profile),
-        profile=create.profile,
-        slices=mig_profile_slices(create.profile),
-        total_slices=gpu.total_slices,
-        start=create.start,
-    )
+    return mig_profile_device(gpu, create.profile, planned_uuid(create), start=create.start)
 
 
 def with_planned(inventory: Inventory, creates: Sequence[CreateSlice]) -> Inventory:

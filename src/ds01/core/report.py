@@ -38,8 +38,9 @@ The lifecycle loop turns one observation into activity with :func:`activity_samp
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
@@ -175,29 +176,8 @@ class ReportRow:
     borrow_reclaims: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "group": self.group,
-            "gpu_hours_allocated": self.gpu_hours_allocated,
-            "gpu_hours_measured": self.gpu_hours_measured,
-            "gpu_hours_used": self.gpu_hours_used,
-            "utilization_percent": self.utilization_percent,
-            "containers_created": self.containers_created,
-            "idle_reclaims": self.idle_reclaims,
-            "runtime_stops": self.runtime_stops,
-            "queue_waits": {
-                "count": self.queue_waits.count,
-                "mean_seconds": self.queue_waits.mean_seconds,
-                "max_seconds": self.queue_waits.max_seconds,
-            },
-            "energy_kwh": self.energy_kwh,
-            "co2_kg": self.co2_kg,
-            "unmanaged_gpu_uses": self.unmanaged_gpu_uses,
-            "reservations": self.reservations,
-            "reservation_stops": self.reservation_stops,
-            "gpu_hours_borrowed": self.gpu_hours_borrowed,
-            "borrow_reclaims": self.borrow_reclaims,
-        }
+        """The row as JSON data: every field by its name, in declaration order."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -229,31 +209,19 @@ class _Tally:
     allocated: float = 0.0  # GPU-equivalent seconds
     measured: float = 0.0
     busy: float = 0.0
-    created: int = 0
-    idle: int = 0
-    runtime: int = 0
+    events: Counter[str] = field(default_factory=Counter)  # counted events by action
     waits: list[float] = field(default_factory=list)
     joules: float = 0.0
-    unmanaged: int = 0
-    reserved: int = 0
-    displaced: int = 0
     borrowed: float = 0.0  # GPU-equivalent seconds, part of allocated
-    reclaimed: int = 0
 
     def add(self, other: _Tally) -> None:
         self.allocated += other.allocated
         self.measured += other.measured
         self.busy += other.busy
-        self.created += other.created
-        self.idle += other.idle
-        self.runtime += other.runtime
+        self.events.update(other.events)
         self.waits.extend(other.waits)
         self.joules += other.joules
-        self.unmanaged += other.unmanaged
-        self.reserved += other.reserved
-        self.displaced += other.displaced
         self.borrowed += other.borrowed
-        self.reclaimed += other.reclaimed
 
 
 def _overlap(start: datetime, end: datetime, lo: datetime, hi: datetime) -> float:
@@ -353,27 +321,15 @@ class _Window:
 
 
 def _count_event(row: _Tally, action: str, event: Mapping[str, Any]) -> None:
-    """Add one successful create, idle reclaim, runtime stop, queue start, GPU use outside
-    ds01, reservation, reservation stop or borrowed container reclaimed to ``row``."""
-    if action == CREATED:
-        row.created += 1
-    elif action == RESERVED:
-        row.reserved += 1
-    elif action == RESERVATION_STOP:
-        row.displaced += 1
-    elif action == BORROW_RECLAIM:
-        row.reclaimed += 1
-    elif action == IDLE_RECLAIM:
-        row.idle += 1
-    elif action == RUNTIME_STOP:
-        row.runtime += 1
-    elif action == UNMANAGED_USE_ACTION:
-        row.unmanaged += 1
-    else:
-        details = event.get("details")
-        waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
-        if isinstance(waited, (int, float)) and not isinstance(waited, bool):
-            row.waits.append(float(waited))
+    """Add one successful event of ``COUNTED`` to ``row``: a queue start as its wait, any
+    other as one more of its action."""
+    if action != QUEUE_START:
+        row.events[action] += 1
+        return
+    details = event.get("details")
+    waited = details.get("waited_seconds") if isinstance(details, Mapping) else None
+    if isinstance(waited, (int, float)) and not isinstance(waited, bool):
+        row.waits.append(float(waited))
 
 
 def _make_row(
@@ -388,9 +344,9 @@ def _make_row(
         gpu_hours_measured=_round(t.measured / 3600),
         gpu_hours_used=_round(t.busy / 3600),
         utilization_percent=_round(100 * t.busy / t.measured, 1) if t.measured > 0 else None,
-        containers_created=t.created,
-        idle_reclaims=t.idle,
-        runtime_stops=t.runtime,
+        containers_created=t.events[CREATED],
+        idle_reclaims=t.events[IDLE_RECLAIM],
+        runtime_stops=t.events[RUNTIME_STOP],
         queue_waits=QueueWaits(
             count=len(t.waits),
             mean_seconds=_round(sum(t.waits) / len(t.waits), 1) if t.waits else None,
@@ -398,11 +354,11 @@ def _make_row(
         ),
         energy_kwh=_round(kwh) if kwh is not None else None,
         co2_kg=_round(co2) if co2 is not None else None,
-        unmanaged_gpu_uses=t.unmanaged,
-        reservations=t.reserved,
-        reservation_stops=t.displaced,
+        unmanaged_gpu_uses=t.events[UNMANAGED_USE_ACTION],
+        reservations=t.events[RESERVED],
+        reservation_stops=t.events[RESERVATION_STOP],
         gpu_hours_borrowed=_round(t.borrowed / 3600),
-        borrow_reclaims=t.reclaimed,
+        borrow_reclaims=t.events[BORROW_RECLAIM],
     )
 
 

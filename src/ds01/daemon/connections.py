@@ -946,6 +946,17 @@ def clear_stale_socket(path: Path) -> None:
     raise SystemExit(f"ds01d: another daemon already listens on {path}")
 
 
+def open_to_everyone(path: Path) -> socket.socket:
+    """A listening unix socket at ``path`` that every local user may connect to: a crash's
+    leftover there is removed first (exit when a live daemon listens), its directory made.
+    Who connects comes from the kernel (``SO_PEERCRED``), not from the socket's mode."""
+    clear_stale_socket(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener = listening_socket(str(path))
+    path.chmod(0o666)
+    return listener
+
+
 __all__ = [
     "ANSWER_GRACE_S",
     "DEFAULT_LIMITS",
@@ -962,5 +973,6 @@ __all__ = [
     "ds01_error_body",
     "error_answer",
     "listening_socket",
+    "open_to_everyone",
     "outcome_unknown_message",
 ]

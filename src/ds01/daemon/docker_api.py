@@ -70,8 +70,7 @@ from ds01.daemon.connections import (
     ConnectionServer,
     Exchange,
     LaneName,
-    clear_stale_socket,
-    listening_socket,
+    open_to_everyone,
 )
 from ds01.daemon.identity import Caller
 from ds01.daemon.networks import network_name
@@ -136,11 +135,7 @@ class DockerApiServer:
         self.engine = engine or EngineProxy()
         # Counting a user's volumes and making one happen together (the per-user cap).
         self.volume_lock = threading.Lock()
-        clear_stale_socket(socket_path)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        listener = listening_socket(str(socket_path))
-        # Everyone may connect; who they are comes from the kernel, not from the socket mode.
-        socket_path.chmod(0o666)
+        listener = open_to_everyone(socket_path)
         # A user's connections past their cap are refused as on the API socket, and audited
         # (``api.throttled`` on ``docker/connection``).
         self.connections = ConnectionServer(

@@ -44,7 +44,7 @@ from typing import Literal, Protocol
 from ds01.core.container_resources import OOM_KILL_ACTION
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.limits_enforcement import record_parent
-from ds01.errors import StateDamaged
+from ds01.daemon.periodic import PeriodicPass
 from ds01.events.log import EventLog, utc_now
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
@@ -185,7 +185,7 @@ def advance(
     )
 
 
-class OomWatcher:
+class OomWatcher(PeriodicPass):
     """Background thread of ds01d that reports OOM kills (see the module docstring).
 
     Args:
@@ -198,6 +198,11 @@ class OomWatcher:
         clock: the current UTC time.
         interval_seconds: time between scans.
     """
+
+    thread_name = "ds01-oom-watcher"
+    work_name = "OOM scan"
+    check_name = "oom-watcher"
+    consequence = "OOM kills in containers are not reported"
 
     def __init__(
         self,
@@ -216,10 +221,9 @@ class OomWatcher:
         self.store = store
         self.events = events
         self.driver = driver
-        self.interval_seconds = interval_seconds
+        self.interval = interval_seconds
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._listener: threading.Thread | None = None
         self._stream: EventStream | None = None
         self._lock = threading.Lock()  # one scan or exit at a time
@@ -227,13 +231,6 @@ class OomWatcher:
         self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
         self._risen: dict[str, LimitHit] = {}  # container id -> limit risen at the last scan
         self._last_event_time: float | None = None
-        self.tracker = PassTracker(
-            "oom-watcher",
-            "OOM scan",
-            "OOM kills in containers are not reported",
-            interval=lambda: self.interval_seconds,
-            logger=log,
-        )
         # Not a periodic pass (no interval for the doctor): only its faults are logged once.
         self._events_tracker = PassTracker(
             "oom-events",
@@ -399,40 +396,31 @@ class OomWatcher:
 
     # -- thread ----------------------------------------------------------------------------------
 
+    def interval_seconds(self) -> float:
+        return self.interval
+
+    def run_pass(self) -> object:
+        return self.scan()
+
     def start(self) -> None:
         """Scan now and then every ``interval_seconds``, and follow Docker's events, in two
         daemon threads until ``stop``."""
-        if self._thread is not None:
-            raise RuntimeError("the OOM watcher is already running")
-        self._stop.clear()
-        self.tracker.started()
+        super().start()
         self._last_event_time = self._clock().timestamp()
-        self._thread = threading.Thread(target=self._loop, name="ds01-oom-watcher", daemon=True)
-        self._thread.start()
         self._listener = threading.Thread(target=self._listen, name="ds01-oom-events", daemon=True)
         self._listener.start()
 
-    def stop(self, timeout_seconds: float = 5.0) -> None:
-        """Stop the thread and wait for it (at most ``timeout_seconds``)."""
-        self._stop.set()
+    def stop(self, timeout_seconds: float = 5.0) -> bool:
+        """Stop both threads and wait for them (each at most ``timeout_seconds``); return
+        whether the scanning thread has ended."""
+        self.request_stop()
         if self._stream is not None:
             self._stream.close()
-        for thread in (self._thread, self._listener):
-            if thread is not None:
-                thread.join(timeout_seconds)
-        self._thread = self._listener = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.scan()
-            except StateDamaged:
-                pass  # the store logged it once; each scan would repeat it
-            except Exception as exc:  # observation fails soft; the daemon goes on
-                self.tracker.failed(exc)
-            else:
-                self.tracker.succeeded()
-            self._stop.wait(self.interval_seconds)
+        ended = super().stop(timeout_seconds)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.join(timeout_seconds)
+        return ended
 
 
 __all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit"]

@@ -52,9 +52,8 @@ from ds01.daemon.connections import (
     Exchange,
     LaneName,
     Reply,
-    clear_stale_socket,
     declared_body_length,
-    listening_socket,
+    open_to_everyone,
 )
 from ds01.daemon.doctor import diagnose
 from ds01.daemon.identity import Caller
@@ -1322,12 +1321,8 @@ class Ds01HttpServer:
         self.doors = tuple(doors)
         self._door_threads: list[threading.Thread] = []
         self._admins: set[int] = set()
-        clear_stale_socket(socket_path)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        listener = open_to_everyone(socket_path)
         socket_path.parent.chmod(0o755)
-        listener = listening_socket(str(socket_path))
-        # Everyone may connect; who they are comes from the kernel, not from the socket mode.
-        socket_path.chmod(0o666)
         self.connections = ConnectionServer(
             listener,
             self._answer,

@@ -85,6 +85,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ds01.core.event_query import parse_ts
 from ds01.events import chain
 from ds01.events.bound import NAME_CHARS, RESOURCE_CHARS, bound_details, bound_text
 from ds01.events.redact import REDACTED, redact_details
@@ -816,16 +817,6 @@ def _read_resume(live: Path, now: datetime) -> _Resume:
         prev=prev,
         needs_newline=needs_newline,
         damaged=damaged,
-        live_start=_parse_ts(head_fields.ts if head_fields else None) or now,
+        live_start=parse_ts(head_fields.ts if head_fields else None) or now,
         live_first_seq=head_fields.seq if head_fields and head_fields.seq else next_seq,
     )
-
-
-def _parse_ts(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

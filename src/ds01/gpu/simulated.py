@@ -56,8 +56,7 @@ from ds01.config.gpu_config import (
     GpuConfig,
     SimulatedGpu,
     SimulatedMigInstance,
-    mig_profile_memory_mib,
-    mig_profile_slices,
+    mig_profile_device,
 )
 from ds01.errors import ConfigError, DeviceInUse, InvalidInput, SystemFault
 from ds01.files import read_json_file, replace_file
@@ -311,20 +310,14 @@ class SimulatedBackend(GpuBackend):
                 mig_uuid = instance.uuid or simulated_mig_uuid(simulated.uuid_seed, index, position)
                 self._starts[mig_uuid] = instance.start
                 devices.append(
-                    Device(
-                        uuid=mig_uuid,
-                        kind="mig",
-                        gpu_index=index,
-                        gpu_uuid=gpu.uuid,
-                        model=gpu.model,
-                        memory_mib=mig_profile_memory_mib(instance.profile),
-                        profile=instance.profile,
-                        slices=mig_profile_slices(instance.profile),
-                        total_slices=gpu.total_slices,
+                    mig_profile_device(
+                        gpu,
+                        instance.profile,
+                        mig_uuid,
+                        start=starts[position],
                         # GPU-instance ids 1..n in configuration order.
                         instance_id=position + 1,
                         device_node=gpu.device_node,
-                        start=starts[position],
                     )
                 )
         _refuse_duplicate_uuids(gpus, devices)

@@ -23,7 +23,7 @@ import selectors
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import IO, Any
 from urllib.parse import quote
@@ -152,6 +152,31 @@ class EngineProxy:
             raise DockerUnavailable(_unreachable(self.socket_path, exc)) from exc
         return sock
 
+    @contextlib.contextmanager
+    def _engine(self, *, long_lived: bool) -> Iterator[socket.socket]:
+        """A new connection to dockerd for one exchange, closed when the block ends. A
+        ``long_lived`` one (a followed stream, a hijack, an export) is also among the
+        streams :meth:`close_streams` ends while the block runs.
+
+        Raises:
+            DockerUnavailable: dockerd does not answer, or (``long_lived``) ds01d is
+                stopping.
+        """
+        engine = self.connect()
+        if long_lived:
+            with self._lock:
+                if self._closing:
+                    engine.close()
+                    raise DockerUnavailable("ds01d is stopping; try again when it is back.")
+                self._streams.add(engine)
+        try:
+            yield engine
+        finally:
+            if long_lived:
+                with self._lock:
+                    self._streams.discard(engine)
+            engine.close()
+
     def forward(
         self,
         client: socket.socket,
@@ -179,15 +204,7 @@ class EngineProxy:
         Raises:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
         """
-        engine = self.connect()
-        long_lived = follow or upgrade
-        if long_lived:
-            with self._lock:
-                if self._closing:
-                    engine.close()
-                    raise DockerUnavailable("ds01d is stopping; try again when it is back.")
-                self._streams.add(engine)
-        try:
+        with self._engine(long_lived=follow or upgrade) as engine:
             if isinstance(body, bytes):
                 engine.sendall(request_bytes(method, target, headers, body, upgrade=upgrade))
             else:
@@ -201,12 +218,6 @@ class EngineProxy:
                 _relay(engine, client)
             else:
                 _copy_answer(engine, client, follow=follow)
-        finally:
-            if long_lived:
-                with self._lock:
-                    self._streams.discard(engine)
-            engine.close()
-
 
     def forward_transformed(
         self,
@@ -225,36 +236,28 @@ class EngineProxy:
         Raises:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
         """
-        engine = self.connect()
-        with self._lock:
-            if self._closing:
-                engine.close()
-                raise DockerUnavailable("ds01d is stopping; try again when it is back.")
-            self._streams.add(engine)
-        try:
-            engine.sendall(request_bytes("GET", target, headers, b""))
-            engine.settimeout(None)
-            response = http.client.HTTPResponse(engine, method="GET")
-            response.begin()
-            if response.status != 200:
-                body = response.read()
-                kind = response.getheader("Content-Type") or "application/json"
-                client.sendall(
-                    f"HTTP/1.1 {response.status} {response.reason}\r\nContent-Type: {kind}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
-                    + body
-                )
-                return
-            lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
-            lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
-            client.sendall(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
-            transform(response, SocketWriter(client))
-        except http.client.HTTPException as exc:
-            log.warning("dockerd's answer to GET %s could not be read: %s", target[:120], exc)
-        finally:
-            with self._lock:
-                self._streams.discard(engine)
-            engine.close()
+        with self._engine(long_lived=True) as engine:
+            try:
+                engine.sendall(request_bytes("GET", target, headers, b""))
+                engine.settimeout(None)
+                response = http.client.HTTPResponse(engine, method="GET")
+                response.begin()
+                if response.status != 200:
+                    body = response.read()
+                    kind = response.getheader("Content-Type") or "application/json"
+                    head = (
+                        f"HTTP/1.1 {response.status} {response.reason}\r\n"
+                        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                        "Connection: close\r\n\r\n"
+                    )
+                    client.sendall(head.encode("latin-1") + body)
+                    return
+                lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
+                lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
+                client.sendall(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
+                transform(response, SocketWriter(client))
+            except http.client.HTTPException as exc:
+                log.warning("dockerd's answer to GET %s could not be read: %s", target[:120], exc)
 
 
 def request_bytes(
