@@ -436,6 +436,36 @@ def saves_what_alice_may_see(d: Any, docker_client: Any, test_image: str, tmp_pa
     assert not (tmp_path / "x.tar").exists()
 
 
+def test_docker_load_of_images_tagged_in_her_own_namespace_only(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + "docker_load: true\n")
+    image = docker_client.images.get(test_image)
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:  # one alice can read
+        Path(where).chmod(0o755)
+        tars = {}
+        for tag in ("alice/loaded:1", "bob/loaded:1"):  # each tar names one tag
+            image.tag(tag)
+            tars[tag] = Path(where) / f"{tag.split('/')[0]}.tar"
+            with tars[tag].open("wb") as out:
+                for chunk in docker_client.images.get(tag).save(named=tag):
+                    out.write(chunk)
+            docker_client.images.remove(tag)
+        try:
+            loaded = d.docker("alice", "load", "-i", str(tars["alice/loaded:1"]))
+            assert loaded.returncode == 0, describe(loaded)
+            assert "Loaded image: alice/loaded:1" in loaded.stdout, describe(loaded)
+            assert docker_client.images.get("alice/loaded:1").id == image.id
+            event = d.events_where(action="image.load", user="alice")
+            assert event and event[0]["details"]["tags"] == ["alice/loaded:1"], event
+            refused = d.docker("alice", "load", "-i", str(tars["bob/loaded:1"]))
+            assert refused.returncode != 0 and "alice/NAME" in refused.stderr, describe(refused)
+            assert not docker_client.images.list("bob/loaded")
+        finally:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove("alice/loaded:1")
+
+
 def planted_tar(path: Path) -> Path:
     """A tar whose one file claims root, set-uid and set-gid, and file capabilities."""
     member = tarfile.TarInfo("planted")

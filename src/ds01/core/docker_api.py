@@ -81,7 +81,9 @@ class Endpoint:
 #: :func:`network_view`),
 #: ``volume*`` (the caller's named volumes, Docker-named as containers are:
 #: :func:`check_volume_create`), ``image_save`` (images the caller may see, written out
-#: when ``images.yaml`` says ``docker_save: true``: :func:`save_names`).
+#: when ``images.yaml`` says ``docker_save: true``: :func:`save_names`), ``image_load``
+#: (a tar of images tagged in the caller's namespace, read before dockerd sees it, when
+#: ``images.yaml`` says ``docker_load: true``: ``ds01.core.docker_load``).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -104,6 +106,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/images/{image}", "image_remove"),
     Endpoint("GET", "/images/{image}/get", "image_save", waits="always"),
     Endpoint("GET", "/images/get", "image_save", waits="always"),
+    Endpoint("POST", "/images/load", "image_load", waits="always"),
     Endpoint("POST", "/commit", "commit"),
     Endpoint("POST", "/images/create", "pull", waits="always"),
     Endpoint("POST", "/build", "build", waits="always"),

@@ -61,6 +61,8 @@ from ds01.core.docker_create import (
     read_create,
     unset,
 )
+from ds01.core.docker_load import LOAD_REFUSED, MAX_LOAD_BYTES, LoadArchive, LoadRefused
+from ds01.core.image_build import user_namespace
 from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
@@ -93,6 +95,7 @@ from ds01.runtime.archive_rewrite import (
     RequestBody,
     filter_archive,
     rewrite_archive,
+    spool_load,
 )
 from ds01.runtime.build_context import MAX_CONTEXT_BYTES
 from ds01.runtime.engine_proxy import EngineProxy
@@ -233,6 +236,7 @@ class _DoorExchange:
         streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
             "archive_put",
             "build",
+            "image_load",
         )
         # Chunked or longer than the connection reader reads: still on the socket.
         length = request.headers.get("Content-Length") or "0"
@@ -306,6 +310,8 @@ class _DoorExchange:
             self._archive_put(request, ref)
         elif kind == "archive_get":
             self._archive_get(request, ref)
+        elif kind == "image_load":
+            self._load(request)
         elif kind == "commit":
             self._commit(request, body)
         elif kind == "image_tag":
@@ -634,6 +640,48 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         for name in names:
             self._visible_image(request, name)
+
+    def _load(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker load`` where ``images.yaml`` allows it: the tar spooled as it comes
+        (bounded) and read on the way; only a tar whose every image is tagged in the
+        caller's namespace and claims none of ds01's labels (``ds01.core.docker_load``)
+        goes on to dockerd, whose answer the client gets. Audited (``image.load``)."""
+        assert self.caller is not None
+        user = self.caller.user
+        if not self.service.config().images.docker_load:
+            namespace = user_namespace(user.name, user.uid)
+            raise PermissionDenied(LOAD_REFUSED.format(namespace=namespace))
+        archive = LoadArchive()
+        try:
+            spool, size = spool_load(
+                self._streamed_body(request), archive, self._spool_dir(), MAX_LOAD_BYTES
+            )
+            self.body_pending = False
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except LoadRefused as exc:
+            self._refuse(403, str(exc))
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this image tar: {exc}.")
+        with spool:
+            try:
+                tags = archive.tags(
+                    user.name, lambda repo: decide.own_repository(repo, user.name, user.uid)
+                )
+            except (LoadRefused, PermissionError) as exc:
+                self._refuse(403, str(exc))
+            self.service.events.emit(
+                "image.load",
+                user=user.name,
+                resource=f"image/{tags[0]}",
+                details={"via": "docker", "tags": tags, "bytes": size},
+            )
+            self._claim()
+            self.server.engine.forward(
+                self.sock, request.method, decide.with_query(request), request.headers,
+                (spool, size),
+            )  # fmt: skip
+        raise _Answered
 
     def _pull(self, request: decide.DockerRequest) -> NoReturn:
         """``docker pull`` as ``image-pull`` does it (only what the image policy allows,

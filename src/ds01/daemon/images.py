@@ -43,6 +43,7 @@ from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_policy
 from ds01.core.dockerfile_bases import resolve_short_names
 from ds01.core.image_build import (
+    IMAGE_DECLARED_LABELS,
     BaseReference,
     BuildTarget,
     build_step,
@@ -82,10 +83,6 @@ from ds01.runtime.dockerfile_parser import parse_isolated
 from ds01.runtime.identity import UnixUser
 
 log = logging.getLogger(__name__)
-#: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
-#: with a token of its own, a JupyterHub single-user server) and grant nothing.
-IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT, L.JUPYTERHUB})
-
 #: Largest Dockerfile ds01d reads.
 MAX_DOCKERFILE_BYTES = 1024**2
 #: Where build contexts are spooled, below the state directory (unlinked files).
