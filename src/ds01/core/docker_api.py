@@ -228,6 +228,18 @@ BUILDKIT_MESSAGE = (
     "build … (or image-build)."
 )
 
+#: Why a ``docker rename`` is refused (docs/docker.md says more): Docker cannot change a
+#: container's labels (``ds01.name``, by which ds01 knows it) nor its bind sources (the
+#: staging directory named after the container: a new container under the old name would
+#: stage its owner's directories where the renamed one mounts from).
+RENAME_MESSAGE = (
+    "ds01 does not rename containers: a container's name is in its ds01 labels and in where "
+    "your directories are mounted for it, and Docker cannot change either on an existing "
+    "container. Keep it under a new name instead: docker commit OLD <your namespace>/NAME, "
+    "docker run --name NEW … <your namespace>/NAME, then docker rm OLD (or container-retire "
+    "OLD --keep-as NAME)."
+)
+
 #: Endpoints refused with a reason of their own (method, path pattern, why).
 EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
@@ -235,9 +247,7 @@ EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "POST",
         re.compile(r"^/containers/[^/]+/rename\Z"),
-        "ds01 does not rename containers: a container's name is part of its ds01 labels and "
-        "of where your directories are mounted for it. Make a new container under the new "
-        "name and remove the old one.",
+        RENAME_MESSAGE,
     ),
 )
 
@@ -753,6 +763,7 @@ __all__ = [
     "MAX_USER_VOLUMES",
     "MIN_API_VERSION",
     "RAISE_MESSAGE",
+    "RENAME_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
     "BuildOptions",
