@@ -23,10 +23,10 @@ outside the allowlist (by tag and by digest), with BuildKit, on the host's netwo
 device node in their context; bob's volume (by her name
 for it and by its Docker name), volumes bound to host paths or with other drivers,
 networks that are not hers as ds01 makes it, bob's container on a network or its
-namespace. Filters that name bob's
-uid show alice nothing. Last, a copy that tries to plant root's
-set-uid binary (with a file capability) and a set-gid directory in her own directory
-lands as her plain file and directory; and a volume over her cap of 32 is refused.
+namespace. Filters that name bob's uid show alice nothing; a create refused after it
+made a named volume leaves none. Last, a copy that tries to plant root's set-uid binary
+(with a file capability) and a set-gid directory in her own directory lands as her plain
+file and directory; and a volume over her cap of 32 is refused.
 """
 
 from __future__ import annotations
@@ -289,6 +289,8 @@ ELSEWHERE: list[Row] = [
     Row("bob's volume: inspect", raw("GET", "/volumes/bobvol"), 404, "no such volume"),
     Row("bob's volume: remove", raw("DELETE", "/volumes/bobvol?force=1"), 404,
         "no such volume"),
+    Row("a create that makes a volume, refused over her memory limit", create({"Binds": [
+        "leftover:/x"], "Memory": 1073741824}), 409, "above your limit"),
     Row("bob's volume by its Docker name", create({"Binds": ["{bob_volume}:/x"]}), 403,
         "not a volume name"),
     Row("network with options", raw("POST", "/networks/create", json.dumps({"Name": "n",
@@ -419,6 +421,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
             listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
             assert listed.status == 200 and listed.json() == [], listed
+            # No volume of hers either: the refused create that made one removed it.
             volumes = api.call("GET", f"{V}/volumes")
             assert volumes.status == 200 and volumes.json()["Volumes"] == [], volumes
             assert not failures, "\n\n".join(failures)

@@ -470,16 +470,22 @@ class _DoorExchange:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
-        # Named volumes are the caller's own, made when missing (as dockerd makes them).
-        run = dataclasses.replace(
-            wanted.run,
-            volumes=tuple(
-                (str(self._own_volume(name, create={})["Name"]), target)
-                for name, target in wanted.run.volumes
-            ),
-        )
+        made: list[str] = []  # the volumes this create made, removed again if it fails
         try:
-            created = self.service.create(self.caller, create, run)
+            try:
+                # Named volumes are the caller's own, made when missing (as dockerd makes
+                # them).
+                run = dataclasses.replace(
+                    wanted.run,
+                    volumes=tuple(
+                        (str(self._own_volume(name, create={}, made=made)["Name"]), target)
+                        for name, target in wanted.run.volumes
+                    ),
+                )
+                created = self.service.create(self.caller, create, run)
+            except BaseException:
+                self._remove_volumes(made)
+                raise
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
             self._refuse(403, exc.message)
@@ -842,10 +848,13 @@ class _DoorExchange:
             v for v in volumes or [] if isinstance(v, dict) and decide.owns(v.get("Labels"), uid)
         ]
 
-    def _own_volume(self, name: str, create: dict[str, str] | None = None) -> dict[str, Any]:
+    def _own_volume(
+        self, name: str, create: dict[str, str] | None = None, made: list[str] | None = None
+    ) -> dict[str, Any]:
         """dockerd's inspection of the caller's volume ``name``; made first (labelled
-        theirs, its root given to them) when ``create`` (the client's labels) is given;
-        otherwise Docker's "no such volume"."""
+        theirs, its root given to them) when ``create`` (the client's labels) is given and
+        it is missing, its Docker name then added to ``made``; otherwise Docker's "no such
+        volume"."""
         assert self.caller is not None
         user = self.caller.user
         if not is_object_name(name):
@@ -863,21 +872,42 @@ class _DoorExchange:
                     f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user "
                     "may: remove one (docker volume rm NAME) first."
                 )
-            status, made = self.server.engine.json(
+            status, made_info = self.server.engine.json(
                 "POST",
                 "/volumes/create",
                 {"Name": docker_name, "Driver": "local", "Labels": labels},
             )
-        if status != 201 or not isinstance(made, dict) or not decide.owns(
-            made.get("Labels"), user.uid
+        if status != 201 or not isinstance(made_info, dict) or not decide.owns(
+            made_info.get("Labels"), user.uid
         ):
             raise NotFound(decide.no_such_volume(name))
-        volume: dict[str, Any] = made
+        volume: dict[str, Any] = made_info
+        if made is not None:
+            made.append(docker_name)
         give_volume_root(str(volume.get("Mountpoint", "")), user.uid, user.gid)
         self.service.events.emit(
             "volume.create", user=user.name, resource=f"volume/{name}", details={"via": "docker"}
         )
         return volume
+
+    def _remove_volumes(self, docker_names: list[str]) -> None:
+        """Remove the volumes a refused or failed create made (only those: a volume that
+        existed before stays, and one another container took meanwhile is in use, which
+        dockerd refuses to remove)."""
+        assert self.caller is not None
+        for docker_name in docker_names:
+            try:
+                status, _ = self.server.engine.json("DELETE", f"/volumes/{quote(docker_name)}")
+            except Ds01Error as exc:
+                status = 0
+                log.warning("volume %s of a refused create stays: %s", docker_name, exc.message)
+            if status == 204:
+                self.service.events.emit(
+                    "volume.remove",
+                    user=self.caller.name,
+                    resource=f"volume/{_user_name(docker_name)}",
+                    details={"via": "docker", "reason": "the create that made it failed"},
+                )
 
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""
