@@ -542,7 +542,8 @@ class _DoorExchange:
         (``ReadableMembers``)."""
         assert self.caller is not None
         target = self._container_target(request, "/containers/", ref)
-        readable = ReadableMembers(self.caller.uid, self.caller.user.gid)
+        user = self.caller.user
+        readable = ReadableMembers(user.uid, user.gid, frozenset(user.gids))
         self._claim()
         try:
             self.server.engine.forward_transformed(
