@@ -240,6 +240,23 @@ RENAME_MESSAGE = (
     "OLD --keep-as NAME)."
 )
 
+#: Why a ``docker import`` is refused: its image is a file system from anywhere, with no
+#: Dockerfile whose bases the image policy could check.
+IMPORT_MESSAGE = (
+    "ds01 does not import images (docker import): an imported file system passes no image "
+    "policy. Build it instead: a Dockerfile FROM an image you may use, with COPY of your "
+    "files, then DOCKER_BUILDKIT=0 docker build -t <your namespace>/NAME . (or "
+    "image-build); or docker pull an allowed image."
+)
+#: Why a ``docker push`` is refused: ds01d would carry the user's registry credentials and
+#: send an image out of the machine under its own name.
+PUSH_MESSAGE = (
+    "ds01 does not push images: a push would send your registry credentials through ds01 "
+    "and an image out of this machine. Where your admin allows docker save: docker save "
+    "<your namespace>/NAME:TAG -o FILE, then docker load -i FILE and docker push on a "
+    "machine with Docker of your own; otherwise ask an admin."
+)
+
 #: Endpoints refused with a reason of their own (method, path pattern, why).
 EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
@@ -249,7 +266,18 @@ EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
         re.compile(r"^/containers/[^/]+/rename\Z"),
         RENAME_MESSAGE,
     ),
+    ("POST", re.compile(r"^/images/.+/push\Z"), PUSH_MESSAGE),
 )
+
+
+def import_refusal(request: DockerRequest) -> str | None:
+    """Why a ``docker import`` (``POST /images/create`` with ``fromSrc``: a file system
+    tar or a URL made an image) is refused, or ``None`` for any other request."""
+    if request.method != "POST" or request.path != "/images/create":
+        return None
+    if request.query_value("fromSrc") is None:
+        return None
+    return IMPORT_MESSAGE
 
 
 def route(method: str, path: str) -> Routed | Refused:
@@ -560,7 +588,7 @@ def pull_reference(request: DockerRequest) -> str:
         PermissionError: an import (``fromSrc``), or no image named.
     """
     if request.query_value("fromSrc") is not None:
-        raise PermissionError("docker import is not allowed: build or pull an allowed image.")
+        raise PermissionError(IMPORT_MESSAGE)
     image = request.query_value("fromImage") or ""
     if not image:
         raise PermissionError("Name the image to pull (docker pull IMAGE).")
@@ -760,8 +788,10 @@ __all__ = [
     "BUILDKIT_MESSAGE",
     "ENDPOINTS",
     "EXPLAINED",
+    "IMPORT_MESSAGE",
     "MAX_USER_VOLUMES",
     "MIN_API_VERSION",
+    "PUSH_MESSAGE",
     "RAISE_MESSAGE",
     "RENAME_MESSAGE",
     "ROOT_EXEC_MESSAGE",
@@ -778,6 +808,7 @@ __all__ = [
     "check_update",
     "check_volume_create",
     "error_body",
+    "import_refusal",
     "info_view",
     "network_view",
     "no_such_container",

@@ -232,11 +232,12 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         self.what = f"{request.method} {request.path[:120]}"
         routed = decide.route(request.method, request.path)
-        # A copy into a container and a build context stream their bodies.
-        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
-            "archive_put",
-            "build",
-            "image_load",
+        # An import streams a tar it is refused before (read away, not refused as chunked).
+        imported = decide.import_refusal(request)
+        # A copy into a container, a build context and a load stream their bodies.
+        streamed = imported is not None or (
+            isinstance(routed, decide.Routed)
+            and routed.endpoint.kind in ("archive_put", "build", "image_load")
         )
         # Chunked or longer than the connection reader reads: still on the socket.
         length = request.headers.get("Content-Length") or "0"
@@ -253,6 +254,8 @@ class _DoorExchange:
             )
         if isinstance(routed, decide.Refused):
             self._refuse(routed.status, routed.message)
+        if imported is not None:
+            self._refuse(403, imported)
         try:
             self._serve(request, routed, body)
         except PolicyError as exc:
