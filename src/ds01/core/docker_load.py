@@ -14,13 +14,15 @@ by member as the body streams in) and lets it on only when:
   (:func:`ds01.core.docker_api.own_repository`: the rule of ``commit`` and ``tag``); an
   OCI ``index.json``, when there is one, names only such references too;
 - each image's config is in the tar, a regular file, and carries no ``ds01.*`` label but
-  ``ds01.image.owner`` naming the caller (an image they saved) and those that only say
-  what the image serves (``image_build.IMAGE_DECLARED_LABELS``, as for a build);
+  those that only say what the image serves (``image_build.IMAGE_DECLARED_LABELS``, as
+  for a build): not even ``ds01.image.owner`` naming the caller, which only ds01's own
+  builds and commits give (it lets an image run outside the image policy), and a tar
+  cannot show that ds01 made it;
 - no member lies below a symbolic link of the same tar (dockerd would follow it when it
   reads the manifest or a config), and there are at most :data:`MAX_LOAD_MEMBERS` members.
 
-The image allowlist still decides what runs: a loaded image runs only where an image of
-the caller's namespace may.
+The image allowlist still decides what runs: a loaded image runs only where
+``images.yaml`` allows its reference (the registry, an ``allow`` pattern).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class LoadArchive:
             self.files[key] = content
             self.kept_bytes += len(content)
 
-    def tags(self, user: str, own_repository: Callable[[str], str]) -> list[str]:
+    def tags(self, own_repository: Callable[[str], str]) -> list[str]:
         """Every tag the tar's images carry, once each is checked (see the module);
         ``own_repository`` refuses (``PermissionError``) a repository outside the caller's
         namespace.
@@ -144,7 +146,7 @@ class LoadArchive:
             config = entry.get("Config")
             if not isinstance(config, str):
                 raise LoadRefused("An image in the tar names no config.")
-            self._check_config(config, user)
+            self._check_config(config)
         self._check_index(own_repository)
         return list(dict.fromkeys(tags))
 
@@ -173,7 +175,7 @@ class LoadArchive:
         except ValueError:
             raise LoadRefused(f"The image tar's {key} is not JSON.") from None
 
-    def _check_config(self, config: str, user: str) -> None:
+    def _check_config(self, config: str) -> None:
         body = self._json(member_key(config), "each image's config")
         if not isinstance(body, dict):
             raise LoadRefused("An image's config in the tar is not Docker's.")
@@ -182,7 +184,8 @@ class LoadArchive:
         if not isinstance(labels, dict):
             raise LoadRefused("An image's labels in the tar are not Docker's.")
         found = {str(k): str(v) for k, v in labels.items()}
-        foreign = foreign_labels(found, L.IMAGE_OWNER, user, IMAGE_DECLARED_LABELS)
+        # No owner may be claimed (``""`` is no one): only ds01 labels an image a user's.
+        foreign = foreign_labels(found, L.IMAGE_OWNER, "", IMAGE_DECLARED_LABELS)
         if foreign:
             raise LoadRefused(
                 f"An image in the tar carries ds01's own label {foreign[0][:80]!r}: only ds01 "

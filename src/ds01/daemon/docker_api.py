@@ -675,9 +675,7 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this image tar: {exc}.")
         with spool:
             try:
-                tags = archive.tags(
-                    user.name, lambda repo: decide.own_repository(repo, user.name, user.uid)
-                )
+                tags = archive.tags(lambda repo: decide.own_repository(repo, user.name, user.uid))
             except (LoadRefused, PermissionError) as exc:
                 self._refuse(403, str(exc))
             self.service.events.emit(
