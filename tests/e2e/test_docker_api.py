@@ -10,8 +10,10 @@ id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``
 and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
 namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
 with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
-``docker-compose up -d`` and ``down -v`` of a two-service project with a network and a
-named volume (per user: another user sees none of it); VS Code's attach sequence.
+``save`` and ``load`` where ``images.yaml`` allows them (a load only of images tagged in
+one's own namespace); ``docker-compose up -d`` and ``down -v`` of a two-service project
+with a network and a named volume (per user: another user sees none of it); VS Code's
+attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
 """
 
@@ -458,6 +460,14 @@ def test_docker_load_of_images_tagged_in_her_own_namespace_only(
             assert docker_client.images.get("alice/loaded:1").id == image.id
             event = d.events_where(action="image.load", user="alice")
             assert event and event[0]["details"]["tags"] == ["alice/loaded:1"], event
+            listed = d.docker("alice", "images", "--format", "{{.Repository}}:{{.Tag}}")
+            assert "alice/loaded:1" in listed.stdout.split(), describe(listed)
+            # The image policy still decides what runs: a loaded image is not hers to run.
+            run = d.docker("alice", "create", "alice/loaded:1", "true")
+            assert run.returncode != 0 and "not in the image registry" in run.stderr, describe(run)
+            removed = d.docker("alice", "rmi", "alice/loaded:1")
+            assert removed.returncode == 0, describe(removed)
+            assert not docker_client.images.list("alice/loaded")
             refused = d.docker("alice", "load", "-i", str(tars["bob/loaded:1"]))
             assert refused.returncode != 0 and "alice/NAME" in refused.stderr, describe(refused)
             assert not docker_client.images.list("bob/loaded")

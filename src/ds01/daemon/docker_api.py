@@ -62,7 +62,7 @@ from ds01.core.docker_create import (
     unset,
 )
 from ds01.core.docker_load import LOAD_REFUSED, MAX_LOAD_BYTES, LoadArchive, LoadRefused
-from ds01.core.image_build import user_namespace
+from ds01.core.image_build import owns_reference, user_namespace
 from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
@@ -633,7 +633,7 @@ class _DoorExchange:
         images_config = self.service.config().images
         if status == 200 and isinstance(info, dict):
             shown = decide.visible_image_by(
-                ref, info, self.caller.name, images_config.allows_reference
+                ref, info, self.caller.name, self._shows(images_config.allows_reference)
             )
             if shown is not None:
                 return shown
@@ -911,6 +911,14 @@ class _DoorExchange:
                     details={"via": "docker", "reason": "the create that made it failed"},
                 )
 
+    def _shows(self, allows_reference: Callable[[str], bool]) -> Callable[[str], bool]:
+        """The references of images the caller may see: those the image policy allows, and
+        those in their own namespace (a loaded image's tags: no other user can put one
+        there, and the caller can see and remove what they loaded)."""
+        assert self.caller is not None
+        user = self.caller.user
+        return lambda ref: allows_reference(ref) or owns_reference(user.name, user.uid, ref)
+
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""
         self._send(200, json.dumps(self._visible_image(request, ref)).encode())
@@ -926,7 +934,8 @@ class _DoorExchange:
             visible
             for s in summaries
             if isinstance(s, dict)
-            and (visible := decide.visible_image(s, user, images.allows_reference)) is not None
+            and (visible := decide.visible_image(s, user, self._shows(images.allows_reference)))
+            is not None
         ]
         self._send(200, json.dumps(shown).encode())
 

@@ -49,6 +49,7 @@ from ds01.core.image_build import (
     build_step,
     build_target,
     foreign_labels,
+    owns_reference,
     validate_dockerfile_path,
 )
 from ds01.daemon import schemas as api
@@ -801,7 +802,9 @@ def tag(service: Ds01Service, caller: Caller, source: str, name: str, tag: str |
 def remove(
     service: Ds01Service, caller: Caller, reference: str, *, force: bool = False
 ) -> api.ImageRemoved:
-    """Remove (untag) an image: the caller's own; admins any, registry images with ``force``."""
+    """Remove (untag) an image: the caller's own (built or committed for them, or a
+    reference in their namespace, such as a ``docker load``'s tag); admins any, registry
+    images with ``force``."""
     resource = f"image/{reference[:200]}"
     runtime = service.runtime
     try:
@@ -812,7 +815,11 @@ def remove(
         image = runtime.local_image(ref)
         if image is None:
             raise NotFound(f"No image {ref} on this machine. `image-list` shows yours.")
-        if not caller.is_admin and image.owner() != caller.name:
+        if (
+            not caller.is_admin
+            and image.owner() != caller.name
+            and not owns_reference(caller.name, caller.uid, ref)
+        ):
             raise PermissionDenied(
                 f"{ref} is not one of your images; you may remove only images built for you "
                 "(`image-list` marks them)."
