@@ -23,10 +23,10 @@ outside the allowlist (by tag and by digest), with BuildKit, on the host's netwo
 device node in their context; bob's volume (by her name
 for it and by its Docker name), volumes bound to host paths or with other drivers,
 networks that are not hers as ds01 makes it, bob's container on a network or its
-namespace. Filters that name bob's
-uid show alice nothing. Last, a copy that tries to plant root's
-set-uid binary (with a file capability) and a set-gid directory in her own directory
-lands as her plain file and directory; and a volume over her cap of 32 is refused.
+namespace. Filters that name bob's uid show alice nothing; a create refused after it
+made a named volume leaves none. Last, a copy that tries to plant root's set-uid binary
+(with a file capability) and a set-gid directory in her own directory lands as her plain
+file and directory; and a volume over her cap of 32 is refused.
 """
 
 from __future__ import annotations
@@ -272,13 +272,19 @@ ELSEWHERE: list[Row] = [
         403, "networkmode"),
     Row("pull outside the image policy", raw("POST", "/images/create?fromImage=alpine&tag=3",
         b""), 403, "not in the image registry"),
-    Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403, "import"),
+    Row("import", raw("POST", "/images/create?fromSrc=-&repo=alice/x", b""), 403,
+        "does not import images"),
+    Row("import of a chunked tar (as docker import - sends it)", lambda t: http_request(
+        "POST", f"{V}/images/create?fromSrc=-&repo=alice/x", chunked(tar_of(member("bin/sh",
+        data=b"x"))), content_length=False, headers={"Transfer-Encoding": "chunked"}), 403,
+        "does not import images"),
+    Row("push", raw("POST", "/images/alice/x:1/push", b""), 403, "does not push images"),
     Row("system df", raw("GET", "/system/df"), 403, "GET /system/df"),
     Row("save where images.yaml does not allow it", raw("GET",
         "/images/get?names=ds01-test%2Fbusybox%3Alatest"), 403, "does not allow docker save"),
-    Row("load claiming a registry tag", raw("POST", "/images/load?quiet=1", tar_of(member(
-        "manifest.json", data=b'[{"RepoTags": ["ds01-test/busybox:latest"]}]'))), 403,
-        "POST /images/load"),
+    Row("load where images.yaml does not allow it", raw("POST", "/images/load?quiet=1", tar_of(
+        member("manifest.json", data=b'[{"RepoTags": ["ds01-test/busybox:latest"]}]'))), 403,
+        "does not allow docker load"),
     Row("volume bound to a host path", raw("POST", "/volumes/create", json.dumps({"Name": "v",
         "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}}).encode()), 403,
         "DriverOpts"),
@@ -289,6 +295,8 @@ ELSEWHERE: list[Row] = [
     Row("bob's volume: inspect", raw("GET", "/volumes/bobvol"), 404, "no such volume"),
     Row("bob's volume: remove", raw("DELETE", "/volumes/bobvol?force=1"), 404,
         "no such volume"),
+    Row("a create that makes a volume, refused over her memory limit", create({"Binds": [
+        "leftover:/x"], "Memory": 1073741824}), 409, "above your limit"),
     Row("bob's volume by its Docker name", create({"Binds": ["{bob_volume}:/x"]}), 403,
         "not a volume name"),
     Row("network with options", raw("POST", "/networks/create", json.dumps({"Name": "n",
@@ -419,6 +427,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             spoofed = json.dumps({"label": [f"ds01.uid={bob_uid}"]})
             listed = api.call("GET", f"{V}/containers/json?all=1&filters={quote(spoofed)}")
             assert listed.status == 200 and listed.json() == [], listed
+            # No volume of hers either: the refused create that made one removed it.
             volumes = api.call("GET", f"{V}/volumes")
             assert volumes.status == 200 and volumes.json()["Volumes"] == [], volumes
             assert not failures, "\n\n".join(failures)

@@ -10,8 +10,10 @@ id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``
 and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
 namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
 with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
-``docker-compose up -d`` and ``down -v`` of a two-service project with a network and a
-named volume (per user: another user sees none of it); VS Code's attach sequence.
+``save`` and ``load`` where ``images.yaml`` allows them (a load only of images tagged in
+one's own namespace); ``docker-compose up -d`` and ``down -v`` of a two-service project
+with a network and a named volume (per user: another user sees none of it); VS Code's
+attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
 """
 
@@ -434,6 +436,44 @@ def saves_what_alice_may_see(d: Any, docker_client: Any, test_image: str, tmp_pa
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_docker_load_of_images_tagged_in_her_own_namespace_only(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + "docker_load: true\n")
+    image = docker_client.images.get(test_image)
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:  # one alice can read
+        Path(where).chmod(0o755)
+        tars = {}
+        for tag in ("alice/loaded:1", "bob/loaded:1"):  # each tar names one tag
+            image.tag(tag)
+            tars[tag] = Path(where) / f"{tag.split('/')[0]}.tar"
+            with tars[tag].open("wb") as out:
+                for chunk in docker_client.images.get(tag).save(named=tag):
+                    out.write(chunk)
+            docker_client.images.remove(tag)
+        try:
+            loaded = d.docker("alice", "load", "-i", str(tars["alice/loaded:1"]))
+            assert loaded.returncode == 0, describe(loaded)
+            assert "Loaded image: alice/loaded:1" in loaded.stdout, describe(loaded)
+            assert docker_client.images.get("alice/loaded:1").id == image.id
+            event = d.events_where(action="image.load", user="alice")
+            assert event and event[0]["details"]["tags"] == ["alice/loaded:1"], event
+            listed = d.docker("alice", "images", "--format", "{{.Repository}}:{{.Tag}}")
+            assert "alice/loaded:1" in listed.stdout.split(), describe(listed)
+            # The image policy still decides what runs: a loaded image is not hers to run.
+            run = d.docker("alice", "create", "alice/loaded:1", "true")
+            assert run.returncode != 0 and "not in the image registry" in run.stderr, describe(run)
+            removed = d.docker("alice", "rmi", "alice/loaded:1")
+            assert removed.returncode == 0, describe(removed)
+            assert not docker_client.images.list("alice/loaded")
+            refused = d.docker("alice", "load", "-i", str(tars["bob/loaded:1"]))
+            assert refused.returncode != 0 and "alice/NAME" in refused.stderr, describe(refused)
+            assert not docker_client.images.list("bob/loaded")
+        finally:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove("alice/loaded:1")
 
 
 def planted_tar(path: Path) -> Path:

@@ -70,6 +70,7 @@ def test_a_chunked_body_and_an_upgrade_are_seen() -> None:
         ("POST", "/commit", "commit", None),
         ("POST", "/images/create", "pull", None),
         ("POST", "/build", "build", None),
+        ("POST", "/images/load", "image_load", None),
         ("POST", "/images/alice/thesis:v1/tag", "image_tag", "alice/thesis:v1"),
         ("DELETE", "/images/alice/thesis:v1", "image_remove", "alice/thesis:v1"),
         ("GET", "/images/json", "images", None),
@@ -89,14 +90,14 @@ def test_allowed_endpoints(method: str, path: str, kind: str, ref: str | None) -
         ("GET", "/secrets"),
         ("GET", "/containers/abc/update"),
         ("POST", "/containers/prune"),
-        ("POST", "/images/load"),
+        ("PUT", "/images/load"),
         ("POST", "/build/prune"),
         ("POST", "/images/prune"),
         ("POST", "/containers/abc/archive"),
         ("DELETE", "/containers/abc/archive"),
         ("POST", "/containers/abc/json"),
         ("GET", "/containers/abc/json/extra"),
-        ("POST", "/images/load"),
+        ("POST", "/images/loaded"),
         ("GET", "/session"),
         ("GET", "/system/df"),
     ],
@@ -383,6 +384,22 @@ def test_an_import_or_a_pull_of_nothing_is_refused(query: str) -> None:
     request = d.parse_request(f"POST /images/create?{query} HTTP/1.1\r\n\r\n".encode())
     with pytest.raises(PermissionError):
         d.pull_reference(request)
+
+
+def test_an_import_is_refused_before_its_body_saying_what_to_do_instead() -> None:
+    head = "POST /v1.41/images/create?fromSrc=-&repo=alice/x HTTP/1.1\r\n"
+    request = d.parse_request(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+    assert d.import_refusal(request) == d.IMPORT_MESSAGE
+    assert "docker build" in d.IMPORT_MESSAGE
+    pull = d.parse_request(b"POST /images/create?fromImage=busybox&tag=1 HTTP/1.1\r\n\r\n")
+    assert d.import_refusal(pull) is None
+
+
+@pytest.mark.parametrize("image", ["alice/x:1", "alice/x", "registry.example:5000/alice/x"])
+def test_a_push_is_refused_saying_what_to_do_instead(image: str) -> None:
+    refused = d.route("POST", f"/images/{image}/push")
+    assert isinstance(refused, d.Refused) and refused.message == d.PUSH_MESSAGE
+    assert "docker save" in refused.message
 
 
 def test_buildkit_is_refused_telling_the_user_the_classic_builder() -> None:

@@ -210,6 +210,32 @@ def test_a_copy_out_keeps_what_the_containers_user_could_read(
     assert ReadableMembers(0, 0).keep(readable(**fields))  # root reads everything
 
 
+@pytest.mark.parametrize(
+    ("fields", "kept"),
+    [
+        ({"gid": 2000, "mode": 0o040}, True),  # her supplementary group may read it
+        ({"gid": 2000, "mode": 0o604}, False),  # her group may not: everyone's bits do not count
+        ({"gid": 2001, "mode": 0o040}, False),  # a group she is not in
+    ],
+)
+def test_a_copy_out_reads_her_supplementary_groups(fields: dict[str, object], kept: bool) -> None:
+    assert ReadableMembers(1001, 1001, frozenset({1001, 2000})).keep(readable(**fields)) is kept
+    assert not ReadableMembers(1001, 1001).keep(readable(gid=2000, mode=0o040))  # groups unknown
+
+
+ACL = {"SCHILY.xattr.system.posix_acl_access": "\x02\x00\x00\x00"}
+
+
+def test_a_member_with_an_acl_is_kept_only_for_its_owner() -> None:
+    # The ACL may deny her what everyone's bits allow: left out, as if it were not readable.
+    members = ReadableMembers(1001, 1001, frozenset({1001}))
+    assert not members.keep(readable(mode=0o644, pax_headers=ACL))
+    assert not members.keep(readable(gid=1001, mode=0o640, pax_headers={"SCHILY.acl.access": "x"}))
+    assert members.keep(readable(uid=1001, mode=0o600, pax_headers=ACL))  # hers: owner bits
+    assert members.keep(member("d", tarfile.DIRTYPE, uid=0, mode=0o755, pax_headers=ACL))
+    assert not members.keep(member("d/f", mode=0o644))  # below a directory it may not enter
+
+
 def test_nothing_below_a_closed_directory_and_no_link_to_a_hidden_file() -> None:
     members = ReadableMembers(1001, 1001)
     assert members.keep(member("root", tarfile.DIRTYPE, mode=0o700))

@@ -105,6 +105,11 @@ class ImagesConfig(BaseModel):
         description="Whether `docker save` through ds01's Docker socket may write out the "
         "images a user may see (off: refused).",
     )
+    docker_load: bool = Field(
+        default=False,
+        description="Whether `docker load` through ds01's Docker socket may bring in images "
+        "tagged in the user's own namespace (off: refused).",
+    )
     # Entries read from the import_aime files, with where each came from ("file:line").
     _imported: tuple[tuple[ImageEntry, str], ...] = PrivateAttr(default=())
 

@@ -81,7 +81,9 @@ class Endpoint:
 #: :func:`network_view`),
 #: ``volume*`` (the caller's named volumes, Docker-named as containers are:
 #: :func:`check_volume_create`), ``image_save`` (images the caller may see, written out
-#: when ``images.yaml`` says ``docker_save: true``: :func:`save_names`).
+#: when ``images.yaml`` says ``docker_save: true``: :func:`save_names`), ``image_load``
+#: (a tar of images tagged in the caller's namespace, read before dockerd sees it, when
+#: ``images.yaml`` says ``docker_load: true``: ``ds01.core.docker_load``).
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/_ping", "engine"),
     Endpoint("HEAD", "/_ping", "engine"),
@@ -104,6 +106,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/images/{image}", "image_remove"),
     Endpoint("GET", "/images/{image}/get", "image_save", waits="always"),
     Endpoint("GET", "/images/get", "image_save", waits="always"),
+    Endpoint("POST", "/images/load", "image_load", waits="always"),
     Endpoint("POST", "/commit", "commit"),
     Endpoint("POST", "/images/create", "pull", waits="always"),
     Endpoint("POST", "/build", "build", waits="always"),
@@ -225,6 +228,35 @@ BUILDKIT_MESSAGE = (
     "build … (or image-build)."
 )
 
+#: Why a ``docker rename`` is refused (docs/docker.md says more): Docker cannot change a
+#: container's labels (``ds01.name``, by which ds01 knows it) nor its bind sources (the
+#: staging directory named after the container: a new container under the old name would
+#: stage its owner's directories where the renamed one mounts from).
+RENAME_MESSAGE = (
+    "ds01 does not rename containers: a container's name is in its ds01 labels and in where "
+    "your directories are mounted for it, and Docker cannot change either on an existing "
+    "container. Keep it under a new name instead: docker commit OLD <your namespace>/NAME, "
+    "docker run --name NEW … <your namespace>/NAME, then docker rm OLD (or container-retire "
+    "OLD --keep-as NAME)."
+)
+
+#: Why a ``docker import`` is refused: its image is a file system from anywhere, with no
+#: Dockerfile whose bases the image policy could check.
+IMPORT_MESSAGE = (
+    "ds01 does not import images (docker import): an imported file system passes no image "
+    "policy. Build it instead: a Dockerfile FROM an image you may use, with COPY of your "
+    "files, then DOCKER_BUILDKIT=0 docker build -t <your namespace>/NAME . (or "
+    "image-build); or docker pull an allowed image."
+)
+#: Why a ``docker push`` is refused: ds01d would carry the user's registry credentials and
+#: send an image out of the machine under its own name.
+PUSH_MESSAGE = (
+    "ds01 does not push images: a push would send your registry credentials through ds01 "
+    "and an image out of this machine. Where your admin allows docker save: docker save "
+    "<your namespace>/NAME:TAG -o FILE, then docker load -i FILE and docker push on a "
+    "machine with Docker of your own; otherwise ask an admin."
+)
+
 #: Endpoints refused with a reason of their own (method, path pattern, why).
 EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
@@ -232,11 +264,20 @@ EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "POST",
         re.compile(r"^/containers/[^/]+/rename\Z"),
-        "ds01 does not rename containers: a container's name is part of its ds01 labels and "
-        "of where your directories are mounted for it. Make a new container under the new "
-        "name and remove the old one.",
+        RENAME_MESSAGE,
     ),
+    ("POST", re.compile(r"^/images/.+/push\Z"), PUSH_MESSAGE),
 )
+
+
+def import_refusal(request: DockerRequest) -> str | None:
+    """Why a ``docker import`` (``POST /images/create`` with ``fromSrc``: a file system
+    tar or a URL made an image) is refused, or ``None`` for any other request."""
+    if request.method != "POST" or request.path != "/images/create":
+        return None
+    if request.query_value("fromSrc") is None:
+        return None
+    return IMPORT_MESSAGE
 
 
 def route(method: str, path: str) -> Routed | Refused:
@@ -547,7 +588,7 @@ def pull_reference(request: DockerRequest) -> str:
         PermissionError: an import (``fromSrc``), or no image named.
     """
     if request.query_value("fromSrc") is not None:
-        raise PermissionError("docker import is not allowed: build or pull an allowed image.")
+        raise PermissionError(IMPORT_MESSAGE)
     image = request.query_value("fromImage") or ""
     if not image:
         raise PermissionError("Name the image to pull (docker pull IMAGE).")
@@ -747,9 +788,12 @@ __all__ = [
     "BUILDKIT_MESSAGE",
     "ENDPOINTS",
     "EXPLAINED",
+    "IMPORT_MESSAGE",
     "MAX_USER_VOLUMES",
     "MIN_API_VERSION",
+    "PUSH_MESSAGE",
     "RAISE_MESSAGE",
+    "RENAME_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
     "BuildOptions",
@@ -764,6 +808,7 @@ __all__ = [
     "check_update",
     "check_volume_create",
     "error_body",
+    "import_refusal",
     "info_view",
     "network_view",
     "no_such_container",

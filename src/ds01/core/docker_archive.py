@@ -117,18 +117,42 @@ def safe_member(member: tarfile.TarInfo, owner: Owner, seen: ArchiveMembers) -> 
     return out
 
 
+#: PAX records in which a tar carries a POSIX ACL (GNU tar's ``--acls``; an extended
+#: attribute ``system.posix_acl_*`` as star and libarchive write it).
+_ACL_RECORDS = (
+    "SCHILY.acl.",
+    "SCHILY.xattr.system.posix_acl_",
+    "LIBARCHIVE.xattr.system.posix_acl_",
+)
+
+
+def has_acl(member: tarfile.TarInfo) -> bool:
+    """Whether ``member`` carries a POSIX ACL (then its group bits are the ACL's mask, and
+    an entry naming a user or a group may grant or deny more than its mode bits say)."""
+    return any(key.startswith(_ACL_RECORDS) for key in member.pax_headers)
+
+
 @dataclass
 class ReadableMembers:
     """What a copy out of a container (``GET /containers/{id}/archive``, ``export``) may
     show the caller: dockerd reads the container as root, so a file the container's user
     could not read (the image's ``/etc/shadow``; a root-owned 0600 file in the user's own
     directory) would come out too. :meth:`keep` leaves out a member the caller could not
-    read by its mode bits (owner ``uid``, group ``gid``, or everyone; a directory also
-    needs search permission for what is below it), a hard link to one left out, and all
-    below a directory the caller could not enter."""
+    read by its mode bits as the kernel reads them (owner ``uid``; else group, when the
+    member's group is ``gid`` or one of ``groups``, the caller's supplementary groups as
+    NSS reports them; else everyone; a directory also needs search permission for what is
+    below it), a hard link to one left out, and all below a directory the caller could
+    not enter.
+
+    ACLs: mode bits alone cannot say what an ACL grants or denies, so a member that
+    carries one is kept only for its owner (whose ACL entry is the owner bits); for anyone
+    else it is left out (a directory: as if it could not be entered). Supplementary
+    groups are read, not guessed: a caller whose groups are unknown (``groups`` empty)
+    gets only what their primary group or everyone may read."""
 
     uid: int
     gid: int
+    groups: frozenset[int] = frozenset()
     hidden: set[str] = field(default_factory=set)  # member keys left out
     closed: list[str] = field(default_factory=list)  # directories not to be entered
 
@@ -138,7 +162,9 @@ class ReadableMembers:
         mode = member.mode
         if member.uid == self.uid:
             return bool(mode & bits[0])
-        if member.gid == self.gid:
+        if has_acl(member):  # errs towards leaving out
+            return False
+        if member.gid == self.gid or member.gid in self.groups:
             return bool(mode & bits[1])
         return bool(mode & bits[2])
 
@@ -168,6 +194,7 @@ __all__ = [
     "ArchiveRefused",
     "Owner",
     "ReadableMembers",
+    "has_acl",
     "member_key",
     "safe_member",
 ]

@@ -24,10 +24,14 @@ from dataclasses import dataclass
 
 from ds01.core.dockerfile_bases import BaseReference, base_references
 from ds01.errors import InvalidInput
+from ds01.model import labels as L
 from ds01.model.names import IMAGE_REFERENCE_RE, is_image_reference, require_match
 
 #: Label keys under this prefix are ds01d's own; a user's image may carry none but the owner.
 RESERVED_LABEL_PREFIX = "ds01."
+#: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
+#: with a token of its own, a JupyterHub single-user server) and grant nothing.
+IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT, L.JUPYTERHUB})
 DEFAULT_TAG = "latest"
 MAX_NAME_LENGTH = 64
 DEFAULT_DOCKERFILE = "Dockerfile"
@@ -152,6 +156,7 @@ def foreign_labels(
 __all__ = [
     "DEFAULT_DOCKERFILE",
     "DEFAULT_TAG",
+    "IMAGE_DECLARED_LABELS",
     "BaseReference",
     "BuildTarget",
     "base_references",

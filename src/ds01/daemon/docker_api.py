@@ -61,6 +61,8 @@ from ds01.core.docker_create import (
     read_create,
     unset,
 )
+from ds01.core.docker_load import LOAD_REFUSED, MAX_LOAD_BYTES, LoadArchive, LoadRefused
+from ds01.core.image_build import owns_reference, user_namespace
 from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
@@ -92,6 +94,7 @@ from ds01.runtime.archive_rewrite import (
     RequestBody,
     filter_archive,
     rewrite_archive,
+    spool_load,
 )
 from ds01.runtime.build_context import MAX_CONTEXT_BYTES
 from ds01.runtime.engine_proxy import EngineProxy
@@ -224,10 +227,12 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         self.what = f"{request.method} {request.path[:120]}"
         routed = decide.route(request.method, request.path)
-        # A copy into a container and a build context stream their bodies.
-        streamed = isinstance(routed, decide.Routed) and routed.endpoint.kind in (
-            "archive_put",
-            "build",
+        # An import streams a tar it is refused before (read away, not refused as chunked).
+        imported = decide.import_refusal(request)
+        # A copy into a container, a build context and a load stream their bodies.
+        streamed = imported is not None or (
+            isinstance(routed, decide.Routed)
+            and routed.endpoint.kind in ("archive_put", "build", "image_load")
         )
         # Chunked or longer than the connection reader reads: still on the socket.
         length = request.headers.get("Content-Length") or "0"
@@ -244,6 +249,8 @@ class _DoorExchange:
             )
         if isinstance(routed, decide.Refused):
             self._refuse(routed.status, routed.message)
+        if imported is not None:
+            self._refuse(403, imported)
         try:
             self._serve(request, routed, body)
         except PolicyError as exc:
@@ -301,6 +308,8 @@ class _DoorExchange:
             self._archive_put(request, ref)
         elif kind == "archive_get":
             self._archive_get(request, ref)
+        elif kind == "image_load":
+            self._load(request)
         elif kind == "commit":
             self._commit(request, body)
         elif kind == "image_tag":
@@ -459,16 +468,22 @@ class _DoorExchange:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
-        # Named volumes are the caller's own, made when missing (as dockerd makes them).
-        run = dataclasses.replace(
-            wanted.run,
-            volumes=tuple(
-                (str(self._own_volume(name, create={})["Name"]), target)
-                for name, target in wanted.run.volumes
-            ),
-        )
+        made: list[str] = []  # the volumes this create made, removed again if it fails
         try:
-            created = self.service.create(self.caller, create, run)
+            try:
+                # Named volumes are the caller's own, made when missing (as dockerd makes
+                # them).
+                run = dataclasses.replace(
+                    wanted.run,
+                    volumes=tuple(
+                        (str(self._own_volume(name, create={}, made=made)["Name"]), target)
+                        for name, target in wanted.run.volumes
+                    ),
+                )
+                created = self.service.create(self.caller, create, run)
+            except BaseException:
+                self._remove_volumes(made)
+                raise
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
             self._refuse(403, exc.message)
@@ -525,7 +540,8 @@ class _DoorExchange:
         (``ReadableMembers``)."""
         assert self.caller is not None
         target = self._container_target(request, "/containers/", ref)
-        readable = ReadableMembers(self.caller.uid, self.caller.user.gid)
+        user = self.caller.user
+        readable = ReadableMembers(user.uid, user.gid, frozenset(user.gids))
         self._claim()
         try:
             self.server.engine.forward_transformed(
@@ -612,7 +628,7 @@ class _DoorExchange:
         images_config = self.service.config().images
         if status == 200 and isinstance(info, dict):
             shown = decide.visible_image_by(
-                ref, info, self.caller.name, images_config.allows_reference
+                ref, info, self.caller.name, self._shows(images_config.allows_reference)
             )
             if shown is not None:
                 return shown
@@ -629,6 +645,46 @@ class _DoorExchange:
             self._refuse(400, f"ds01 could not read this request: {exc}.")
         for name in names:
             self._visible_image(request, name)
+
+    def _load(self, request: decide.DockerRequest) -> NoReturn:
+        """``docker load`` where ``images.yaml`` allows it: the tar spooled as it comes
+        (bounded) and read on the way; only a tar whose every image is tagged in the
+        caller's namespace and claims none of ds01's labels (``ds01.core.docker_load``)
+        goes on to dockerd, whose answer the client gets. Audited (``image.load``)."""
+        assert self.caller is not None
+        user = self.caller.user
+        if not self.service.config().images.docker_load:
+            namespace = user_namespace(user.name, user.uid)
+            raise PermissionDenied(LOAD_REFUSED.format(namespace=namespace))
+        archive = LoadArchive()
+        try:
+            spool, size = spool_load(
+                self._streamed_body(request), archive, self._spool_dir(), MAX_LOAD_BYTES
+            )
+            self.body_pending = False
+        except ArchiveRefused as exc:
+            self._refuse(exc.status, exc.message)
+        except LoadRefused as exc:
+            self._refuse(403, str(exc))
+        except BodyError as exc:
+            self._refuse(400, f"ds01 could not read this image tar: {exc}.")
+        with spool:
+            try:
+                tags = archive.tags(lambda repo: decide.own_repository(repo, user.name, user.uid))
+            except (LoadRefused, PermissionError) as exc:
+                self._refuse(403, str(exc))
+            self.service.events.emit(
+                "image.load",
+                user=user.name,
+                resource=f"image/{tags[0]}",
+                details={"via": "docker", "tags": tags, "bytes": size},
+            )
+            self._claim()
+            self.server.engine.forward(
+                self.sock, request.method, decide.with_query(request), request.headers,
+                (spool, size),
+            )  # fmt: skip
+        raise _Answered
 
     def _pull(self, request: decide.DockerRequest) -> NoReturn:
         """``docker pull`` as ``image-pull`` does it (only what the image policy allows,
@@ -789,10 +845,13 @@ class _DoorExchange:
             v for v in volumes or [] if isinstance(v, dict) and decide.owns(v.get("Labels"), uid)
         ]
 
-    def _own_volume(self, name: str, create: dict[str, str] | None = None) -> dict[str, Any]:
+    def _own_volume(
+        self, name: str, create: dict[str, str] | None = None, made: list[str] | None = None
+    ) -> dict[str, Any]:
         """dockerd's inspection of the caller's volume ``name``; made first (labelled
-        theirs, its root given to them) when ``create`` (the client's labels) is given;
-        otherwise Docker's "no such volume"."""
+        theirs, its root given to them) when ``create`` (the client's labels) is given and
+        it is missing, its Docker name then added to ``made``; otherwise Docker's "no such
+        volume"."""
         assert self.caller is not None
         user = self.caller.user
         if not is_object_name(name):
@@ -810,21 +869,50 @@ class _DoorExchange:
                     f"You have {decide.MAX_USER_VOLUMES} named volumes, the most one user "
                     "may: remove one (docker volume rm NAME) first."
                 )
-            status, made = self.server.engine.json(
+            status, made_info = self.server.engine.json(
                 "POST",
                 "/volumes/create",
                 {"Name": docker_name, "Driver": "local", "Labels": labels},
             )
-        if status != 201 or not isinstance(made, dict) or not decide.owns(
-            made.get("Labels"), user.uid
+        if status != 201 or not isinstance(made_info, dict) or not decide.owns(
+            made_info.get("Labels"), user.uid
         ):
             raise NotFound(decide.no_such_volume(name))
-        volume: dict[str, Any] = made
+        volume: dict[str, Any] = made_info
+        if made is not None:
+            made.append(docker_name)
         give_volume_root(str(volume.get("Mountpoint", "")), user.uid, user.gid)
         self.service.events.emit(
             "volume.create", user=user.name, resource=f"volume/{name}", details={"via": "docker"}
         )
         return volume
+
+    def _remove_volumes(self, docker_names: list[str]) -> None:
+        """Remove the volumes a refused or failed create made (only those: a volume that
+        existed before stays, and one another container took meanwhile is in use, which
+        dockerd refuses to remove)."""
+        assert self.caller is not None
+        for docker_name in docker_names:
+            try:
+                status, _ = self.server.engine.json("DELETE", f"/volumes/{quote(docker_name)}")
+            except Ds01Error as exc:
+                status = 0
+                log.warning("volume %s of a refused create stays: %s", docker_name, exc.message)
+            if status == 204:
+                self.service.events.emit(
+                    "volume.remove",
+                    user=self.caller.name,
+                    resource=f"volume/{_user_name(docker_name)}",
+                    details={"via": "docker", "reason": "the create that made it failed"},
+                )
+
+    def _shows(self, allows_reference: Callable[[str], bool]) -> Callable[[str], bool]:
+        """The references of images the caller may see: those the image policy allows, and
+        those in their own namespace (a loaded image's tags: no other user can put one
+        there, and the caller can see and remove what they loaded)."""
+        assert self.caller is not None
+        user = self.caller.user
+        return lambda ref: allows_reference(ref) or owns_reference(user.name, user.uid, ref)
 
     def _image(self, request: decide.DockerRequest, ref: str) -> NoReturn:
         """An image's inspection, when the caller may see the image."""
@@ -841,7 +929,8 @@ class _DoorExchange:
             visible
             for s in summaries
             if isinstance(s, dict)
-            and (visible := decide.visible_image(s, user, images.allows_reference)) is not None
+            and (visible := decide.visible_image(s, user, self._shows(images.allows_reference)))
+            is not None
         ]
         self._send(200, json.dumps(shown).encode())
 

@@ -43,11 +43,13 @@ from ds01.config.loader import Ds01Config
 from ds01.config.resolve import resolve_policy
 from ds01.core.dockerfile_bases import resolve_short_names
 from ds01.core.image_build import (
+    IMAGE_DECLARED_LABELS,
     BaseReference,
     BuildTarget,
     build_step,
     build_target,
     foreign_labels,
+    owns_reference,
     validate_dockerfile_path,
 )
 from ds01.daemon import schemas as api
@@ -82,10 +84,6 @@ from ds01.runtime.dockerfile_parser import parse_isolated
 from ds01.runtime.identity import UnixUser
 
 log = logging.getLogger(__name__)
-#: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
-#: with a token of its own, a JupyterHub single-user server) and grant nothing.
-IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT, L.JUPYTERHUB})
-
 #: Largest Dockerfile ds01d reads.
 MAX_DOCKERFILE_BYTES = 1024**2
 #: Where build contexts are spooled, below the state directory (unlinked files).
@@ -804,7 +802,9 @@ def tag(service: Ds01Service, caller: Caller, source: str, name: str, tag: str |
 def remove(
     service: Ds01Service, caller: Caller, reference: str, *, force: bool = False
 ) -> api.ImageRemoved:
-    """Remove (untag) an image: the caller's own; admins any, registry images with ``force``."""
+    """Remove (untag) an image: the caller's own (built or committed for them, or a
+    reference in their namespace, such as a ``docker load``'s tag); admins any, registry
+    images with ``force``."""
     resource = f"image/{reference[:200]}"
     runtime = service.runtime
     try:
@@ -815,7 +815,11 @@ def remove(
         image = runtime.local_image(ref)
         if image is None:
             raise NotFound(f"No image {ref} on this machine. `image-list` shows yours.")
-        if not caller.is_admin and image.owner() != caller.name:
+        if (
+            not caller.is_admin
+            and image.owner() != caller.name
+            and not owns_reference(caller.name, caller.uid, ref)
+        ):
             raise PermissionDenied(
                 f"{ref} is not one of your images; you may remove only images built for you "
                 "(`image-list` marks them)."

@@ -197,13 +197,17 @@ class Reacquire:
             kept_image=image,
             jupyter_port=jupyter_port_of(record.labels),
             jupyter_token=record.labels.get(L.JUPYTER_TOKEN) or None,
-            run=_run_options(record, attrs) if record.labels.get(L.INTERFACE) == "docker" else None,
+            run=(
+                kept_run_options(record, attrs)
+                if record.labels.get(L.INTERFACE) == "docker"
+                else None
+            ),
             borrowed=L.borrowed_of(record.labels),
             runtime_hours=L.runtime_hours_of(record.labels),
         )
 
 
-def _run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptions:
+def kept_run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptions:
     """What a container made through the Docker API door keeps across a re-creation beyond
     its commit (which holds its command, environment and labels): its terminal settings,
     working directory, extra network aliases and named volumes."""
@@ -231,4 +235,4 @@ def _run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptions:
     )
 
 
-__all__ = ["Reacquire"]
+__all__ = ["Reacquire", "kept_run_options"]

@@ -3,7 +3,8 @@ request body read from its socket (``Content-Length`` or chunked), and its tar w
 again member by member (``ds01.core.docker_archive.safe_member``) into an unlinked spool
 file, bounded in size. Only a tar whose every member passed goes on to dockerd. A copy out
 (and an export) streams back through :func:`filter_archive`, without what the caller
-could not read.
+could not read. A ``docker load``'s tar is spooled as it was sent (:func:`spool_load`),
+read on the way for ``ds01.core.docker_load`` to decide.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ds01.core.docker_archive import (
     ReadableMembers,
     safe_member,
 )
+from ds01.core.docker_load import LoadArchive
 from ds01.model.units import format_bytes
 
 _RECV_BYTES = 65536
@@ -97,13 +99,26 @@ class RequestBody(io.RawIOBase):
             self._done = True
 
 
-class _Bounded(io.RawIOBase):
-    """A spool that refuses to grow past ``limit`` bytes."""
+#: A copy larger than the door passes on (``{limit}``: the limit in words).
+_COPY_TOO_LARGE = (
+    "The copy is larger than {limit}, the most ds01 passes into a container at once: copy "
+    "it through your /workspace directory."
+)
+_LOAD_TOO_LARGE = (
+    "The image tar is larger than {limit}, the most ds01 loads at once: build the image "
+    "on this machine instead (docker build, image-build)."
+)
 
-    def __init__(self, spool: IO[bytes], limit: int) -> None:
+
+class _Bounded(io.RawIOBase):
+    """A spool that refuses to grow past ``limit`` bytes (``too_large``: the refusal's
+    message, ``{limit}`` the limit in words)."""
+
+    def __init__(self, spool: IO[bytes], limit: int, too_large: str = _COPY_TOO_LARGE) -> None:
         super().__init__()
         self._spool = spool
         self._limit = limit
+        self._too_large = too_large
         self.written = 0
 
     def writable(self) -> bool:
@@ -112,11 +127,7 @@ class _Bounded(io.RawIOBase):
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self.written += len(data)
         if self.written > self._limit:
-            raise ArchiveRefused(
-                f"The copy is larger than {format_bytes(self._limit)}, the most ds01 passes "
-                "into a container at once: copy it through your /workspace directory.",
-                413,
-            )
+            raise ArchiveRefused(self._too_large.format(limit=format_bytes(self._limit)), 413)
         self._spool.write(data)
         return len(data)
 
@@ -157,6 +168,62 @@ def rewrite_archive(
     return spool, bounded.written
 
 
+class _Tee(io.RawIOBase):
+    """``source`` read through, every byte read also written to ``sink``."""
+
+    def __init__(self, source: IO[bytes], sink: _Bounded) -> None:
+        super().__init__()
+        self._source = source
+        self._sink = sink
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self._source.read(len(target))
+        if not data:
+            return 0
+        self._sink.write(data)
+        target[: len(data)] = data
+        return len(data)
+
+
+def spool_load(
+    source: IO[bytes], archive: LoadArchive, spool_dir: Path, limit: int
+) -> tuple[IO[bytes], int]:
+    """A ``docker load``'s tar from ``source`` (plain, gzip, bzip2 or xz, as dockerd reads
+    it) into an unlinked file of ``spool_dir`` as it was sent, at most ``limit`` bytes,
+    rewound; and its size. On the way each member goes to ``archive`` (its content too,
+    when ``archive.wants`` it), which then decides (``LoadArchive.tags``).
+
+    Raises:
+        ArchiveRefused: the tar is larger than ``limit``, or not a tar.
+        LoadRefused: ``archive`` refused a member.
+        BodyError: the request body is malformed or ended early.
+        OSError: the client's socket failed.
+    """
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
+    try:
+        bounded = _Bounded(spool, limit, _LOAD_TOO_LARGE)
+        tee = io.BufferedReader(_Tee(source, bounded))
+        with tarfile.open(fileobj=tee, mode="r|*") as tar:
+            for member in tar:
+                wanted = archive.wants(member)
+                content = tar.extractfile(member) if wanted else None
+                archive.add(member, content.read() if content else None)
+        while tee.read(65536):  # what follows the tar's end (its padding) goes on too
+            pass
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        spool.close()
+        raise ArchiveRefused(f"The image tar is not a tar ds01 can read ({exc}).", 400) from exc
+    except BaseException:
+        spool.close()
+        raise
+    spool.flush()
+    spool.seek(0)
+    return spool, bounded.written
+
+
 class SocketWriter(io.RawIOBase):
     """A socket as a file to write to (every write sent whole)."""
 
@@ -189,4 +256,11 @@ def filter_archive(source: IO[bytes], sink: io.RawIOBase, readable: ReadableMemb
                 tar_out.addfile(member, tar_in.extractfile(member) if member.isreg() else None)
 
 
-__all__ = ["BodyError", "RequestBody", "SocketWriter", "filter_archive", "rewrite_archive"]
+__all__ = [
+    "BodyError",
+    "RequestBody",
+    "SocketWriter",
+    "filter_archive",
+    "rewrite_archive",
+    "spool_load",
+]

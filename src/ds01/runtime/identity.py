@@ -34,6 +34,7 @@ class UnixUser:
     gid: int
     home: Path
     groups: tuple[str, ...]  # names of every group the user is in, primary first
+    gids: tuple[int, ...] = ()  # ids of every group the user is in, primary first
 
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
@@ -43,9 +44,14 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
     return PeerCredentials(pid=pid, uid=uid, gid=gid)
 
 
+def _group_ids(name: str, gid: int) -> tuple[int, ...]:
+    """Every group id of ``name`` as NSS reports it, primary (``gid``) first."""
+    return tuple(dict.fromkeys([gid, *os.getgrouplist(name, gid)]))
+
+
 def _group_names(name: str, gid: int) -> tuple[str, ...]:
     names: list[str] = []
-    for group_id in os.getgrouplist(name, gid):
+    for group_id in _group_ids(name, gid):
         try:
             group_name = grp.getgrgid(group_id).gr_name
         except KeyError:
@@ -69,6 +75,7 @@ def user_by_uid(uid: int) -> UnixUser:
         gid=entry.pw_gid,
         home=Path(entry.pw_dir),
         groups=_group_names(entry.pw_name, entry.pw_gid),
+        gids=_group_ids(entry.pw_name, entry.pw_gid),
     )
 
 

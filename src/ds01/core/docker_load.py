@@ -1,0 +1,230 @@
+"""What a ``docker load`` may bring in (pure): the tar of ``POST /images/load``, read and
+checked by the Docker API door before dockerd sees a byte of it.
+
+A loaded image brings its own names: dockerd tags it with every ``RepoTags`` entry of the
+tar's ``manifest.json``, whatever they are, so a tar could move the image registry's
+``pytorch:latest`` or another user's ``bob/model:1`` to an image of the caller's making.
+And it brings its own labels: a ``ds01.*`` label in its config would pass on to every
+container made from it. So the door reads the tar first (:class:`LoadArchive`, fed member
+by member as the body streams in) and lets it on only when:
+
+- it has a ``manifest.json`` (Docker's format since 1.10; dockerd reads an older tar's
+  ``repositories`` file instead, which the door does not take), a regular file;
+- every image in it carries at least one tag, and every tag is ``<caller's namespace>/NAME:TAG``
+  (:func:`ds01.core.docker_api.own_repository`: the rule of ``commit`` and ``tag``); an
+  OCI ``index.json``, when there is one, names only such references too;
+- each image's config is in the tar, a regular file, and carries no ``ds01.*`` label but
+  those that only say what the image serves (``image_build.IMAGE_DECLARED_LABELS``, as
+  for a build): not even ``ds01.image.owner`` naming the caller, which only ds01's own
+  builds and commits give (it lets an image run outside the image policy), and a tar
+  cannot show that ds01 made it;
+- no member lies below a symbolic link of the same tar (dockerd would follow it when it
+  reads the manifest or a config), and there are at most :data:`MAX_LOAD_MEMBERS` members.
+
+The image allowlist still decides what runs: a loaded image runs only where
+``images.yaml`` allows its reference (the registry, an ``allow`` pattern).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ds01.core.docker_archive import member_key
+from ds01.core.image_build import IMAGE_DECLARED_LABELS, foreign_labels
+from ds01.model import labels as L
+from ds01.model.units import format_bytes
+
+#: The largest tar (as sent, compressed or not) a ``docker load`` may bring through the door.
+MAX_LOAD_BYTES = 16 * 1024**3
+#: The most members a loaded tar may have (a saved image has about three per layer).
+MAX_LOAD_MEMBERS = 65536
+#: The largest manifest, index or config the door reads (they are a few KiB).
+MAX_LOAD_JSON_BYTES = 1024**2
+#: The most bytes of such files the door keeps while it reads one tar.
+MAX_LOAD_KEPT_BYTES = 32 * 1024**2
+
+MANIFEST = "manifest.json"
+OCI_INDEX = "index.json"
+#: The OCI annotations that name an image of an ``index.json``.
+_REF_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+
+LOAD_REFUSED = (
+    "ds01 does not allow docker load on this machine: a loaded image brings its own tags. "
+    "Build your image (DOCKER_BUILDKIT=0 docker build -t {namespace}/NAME ., or image-build) "
+    "or docker pull an allowed one instead."
+)
+
+
+class LoadRefused(ValueError):
+    """A tar the door does not load (why, in the message)."""
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "directory"
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    return "special file"
+
+
+@dataclass
+class LoadArchive:
+    """What a loaded tar holds, fed by :meth:`add` member by member: every member's kind
+    (the last one of a name wins, as dockerd extracts), the symbolic links, and the JSON
+    files the check reads (the manifest, the index, configs)."""
+
+    kinds: dict[str, str] = field(default_factory=dict)
+    links: set[str] = field(default_factory=set)
+    files: dict[str, bytes] = field(default_factory=dict)
+    kept_bytes: int = 0
+
+    def wants(self, member: tarfile.TarInfo) -> bool:
+        """Whether :meth:`add` needs ``member``'s content: a small regular file that may
+        be the manifest, the index or a config (``*.json``, or an OCI blob)."""
+        key = member_key(member.name)
+        return (
+            member.isreg()
+            and member.size <= MAX_LOAD_JSON_BYTES
+            and self.kept_bytes + member.size <= MAX_LOAD_KEPT_BYTES
+            and (key.endswith(".json") or key.startswith("blobs/"))
+        )
+
+    def add(self, member: tarfile.TarInfo, content: bytes | None = None) -> None:
+        """One member (``content``: its bytes, when :meth:`wants` said so).
+
+        Raises:
+            LoadRefused: more than :data:`MAX_LOAD_MEMBERS` members.
+        """
+        if len(self.kinds) >= MAX_LOAD_MEMBERS and member_key(member.name) not in self.kinds:
+            raise LoadRefused(
+                f"The image tar has more than {MAX_LOAD_MEMBERS} members: ds01 does not load it."
+            )
+        key = member_key(member.name)
+        self.kinds[key] = _kind(member)
+        self.links.discard(key)
+        old = self.files.pop(key, None)
+        self.kept_bytes -= len(old or b"")
+        if member.issym():
+            self.links.add(key)
+        if content is not None and member.isreg():
+            self.files[key] = content
+            self.kept_bytes += len(content)
+
+    def tags(self, own_repository: Callable[[str], str]) -> list[str]:
+        """Every tag the tar's images carry, once each is checked (see the module);
+        ``own_repository`` refuses (``PermissionError``) a repository outside the caller's
+        namespace.
+
+        Raises:
+            LoadRefused: the tar is not one the door loads (named in the message).
+            PermissionError: a tag outside the caller's namespace.
+        """
+        self._no_path_through_links()
+        manifest = self._json(MANIFEST, "its manifest.json (an image saved by Docker 1.10 "
+                              "or later has one)")  # fmt: skip
+        if not isinstance(manifest, list) or not manifest:
+            raise LoadRefused("The image tar's manifest.json names no image.")
+        tags: list[str] = []
+        for entry in manifest:
+            if not isinstance(entry, dict):
+                raise LoadRefused("The image tar's manifest.json is not Docker's.")
+            repo_tags = entry.get("RepoTags") or []
+            if not isinstance(repo_tags, list) or not repo_tags:
+                raise LoadRefused(
+                    "An image in the tar has no tag: ds01 loads only images tagged "
+                    "<your namespace>/NAME:TAG (docker tag, then docker save it)."
+                )
+            for tag in repo_tags:
+                tags.append(_own_tag(tag, own_repository))
+            config = entry.get("Config")
+            if not isinstance(config, str):
+                raise LoadRefused("An image in the tar names no config.")
+            self._check_config(config)
+        self._check_index(own_repository)
+        return list(dict.fromkeys(tags))
+
+    def _no_path_through_links(self) -> None:
+        for key in self.kinds:
+            parts = key.split("/")
+            for depth in range(1, len(parts)):
+                if "/".join(parts[:depth]) in self.links:
+                    raise LoadRefused(
+                        f"The image tar has {key[:80]!r} below a symbolic link: ds01 does not "
+                        "load it."
+                    )
+
+    def _json(self, key: str, what: str) -> object:
+        kind = self.kinds.get(key)
+        if kind is None:
+            raise LoadRefused(f"The image tar has no {key}: ds01 loads only a tar with {what}.")
+        if kind != "file":
+            raise LoadRefused(f"The image tar's {key} is a {kind}, not a plain file.")
+        if key not in self.files:
+            raise LoadRefused(
+                f"The image tar's {key} is larger than {format_bytes(MAX_LOAD_JSON_BYTES)}."
+            )
+        try:
+            return json.loads(self.files[key])
+        except ValueError:
+            raise LoadRefused(f"The image tar's {key} is not JSON.") from None
+
+    def _check_config(self, config: str) -> None:
+        body = self._json(member_key(config), "each image's config")
+        if not isinstance(body, dict):
+            raise LoadRefused("An image's config in the tar is not Docker's.")
+        inner = body.get("config")
+        labels = (inner.get("Labels") if isinstance(inner, dict) else None) or {}
+        if not isinstance(labels, dict):
+            raise LoadRefused("An image's labels in the tar are not Docker's.")
+        found = {str(k): str(v) for k, v in labels.items()}
+        # No owner may be claimed (``""`` is no one): only ds01 labels an image a user's.
+        foreign = foreign_labels(found, L.IMAGE_OWNER, "", IMAGE_DECLARED_LABELS)
+        if foreign:
+            raise LoadRefused(
+                f"An image in the tar carries ds01's own label {foreign[0][:80]!r}: only ds01 "
+                "sets it."
+            )
+
+    def _check_index(self, own_repository: Callable[[str], str]) -> None:
+        if OCI_INDEX not in self.kinds:
+            return
+        index = self._json(OCI_INDEX, "an OCI index.json")
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        for entry in manifests if isinstance(manifests, list) else []:
+            annotations = entry.get("annotations") if isinstance(entry, dict) else None
+            for key in _REF_ANNOTATIONS:
+                ref = (annotations or {}).get(key) if isinstance(annotations, dict) else None
+                # A bare tag (org.opencontainers.image.ref.name: "1.0") names no repository.
+                if isinstance(ref, str) and ("/" in ref or key == _REF_ANNOTATIONS[0]):
+                    _own_tag(ref.removeprefix("docker.io/"), own_repository)
+
+
+def _own_tag(tag: object, own_repository: Callable[[str], str]) -> str:
+    """``tag`` (``REPOSITORY:TAG``) when its repository is the caller's.
+
+    Raises:
+        LoadRefused: not a tag (a digest, no tag).
+        PermissionError: another namespace (``own_repository``'s refusal).
+    """
+    if not isinstance(tag, str) or "@" in tag or ":" not in tag.rsplit("/", 1)[-1]:
+        raise LoadRefused(f"The image tar names {str(tag)[:80]!r}, which is not REPOSITORY:TAG.")
+    own_repository(tag.rsplit(":", 1)[0])
+    return tag
+
+
+__all__ = [
+    "LOAD_REFUSED",
+    "MAX_LOAD_BYTES",
+    "MAX_LOAD_JSON_BYTES",
+    "MAX_LOAD_KEPT_BYTES",
+    "MAX_LOAD_MEMBERS",
+    "LoadArchive",
+    "LoadRefused",
+]
