@@ -211,6 +211,14 @@ def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
     assert env["DS01_GPUS"] == now[0]
     assert len(docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})) == 1
 
+    # Removed behind ds01d's back, its kept commit would stay for good: the lifecycle loop's
+    # first pass after a start removes it.
+    kept = container.labels["ds01.kept_image"]
+    assert docker_client.images.list(name=kept)
+    container.remove(force=True)
+    d.restart()
+    wait_until("the orphan kept image removed", lambda: not docker_client.images.list(name=kept))
+
 
 # The estimate rests on the lifecycle loop's clock of the running container: a fast loop.
 ONE_GPU_ONE_HOUR = """

@@ -5,7 +5,8 @@ devices again for a container whose devices were released (``Reacquire``; queued
 are free and the caller asks to), writes the owner's totals on its cgroup parent and lets
 ``Launcher`` start it. A remove takes with it what the container leaves: its bind staging,
 its kept image, its devices, an emptied cgroup parent and the owner's network once it was
-their last container.
+their last container; a kept image whose container was removed behind ds01d's back is
+removed later (``remove_unused_kept_images``, from the lifecycle loop).
 
 State: when each stopped container stopped (asked of Docker once per stop). Locks: a start
 takes the allocation lock around its checks and the start itself; stop and remove need none
@@ -262,6 +263,25 @@ class ContainerOps:
                 log.warning("network of uid %d left for the next start: %s", uid, exc.message)
                 return
             ctx.networks.release_if_unused(uid, in_use)
+
+    def remove_unused_kept_images(self) -> list[str]:
+        """Takes the allocation lock: remove every commit kept for a re-created container
+        (``ds01.kept_image``) that no managed container names any more (it was removed
+        behind ds01d's back, with ``docker rm``); the tags removed. Under the lock, so a
+        re-creation's commit is never taken before its new container names it. Fails soft."""
+        ctx = self.context
+        with ctx.allocation_lock:
+            try:
+                named = {r.labels.get(L.KEPT_IMAGE) for r in ctx.records()}
+                unused = sorted(ctx.runtime.tags_in(L.KEPT_REPOSITORY_PREFIX) - named)
+            except Ds01Error as exc:
+                log.warning("kept images not looked at: %s", exc.message)
+                return []
+            for tag in unused:
+                ctx.runtime.remove_image(tag)  # one a container still uses stays (Docker)
+        if unused:
+            log.info("removed %d kept image(s) of removed containers: %s", len(unused), unused)
+        return unused
 
     def stopped_since(self, record: ContainerRecord) -> datetime | None:
         """When a stopped container stopped (Docker's ``FinishedAt``), asked once per stop."""

@@ -96,6 +96,9 @@ from ds01.runtime.userfs import UserIds
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two looks for kept images whose container is gone (an image list).
+KEPT_IMAGES_EVERY_SECONDS = 600.0
+
 
 @dataclass(frozen=True)
 class _Owner:
@@ -145,6 +148,7 @@ class LifecycleLoop(PeriodicPass):
         )
         super().__init__()
         self._activity_hour: datetime | None = None
+        self._kept_images_at: float | None = None
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -186,9 +190,17 @@ class LifecycleLoop(PeriodicPass):
             store.forget_lifecycle_clocks(set(clocks) - {r.id for r in records})
             store.forget_exemptions(now.isoformat(timespec="seconds"))
             service.status.publish_lifecycle_pass({row.container_id: row for row in rows}, now)
+            self._remove_unused_kept_images()
         return api.MaintenanceReport(
             at=now.isoformat(timespec="seconds"), dry_run=dry_run, containers=rows
         )
+
+    def _remove_unused_kept_images(self) -> None:
+        """At the first pass and then every ``KEPT_IMAGES_EVERY_SECONDS``."""
+        at = self._monotonic()
+        if self._kept_images_at is None or at - self._kept_images_at >= KEPT_IMAGES_EVERY_SECONDS:
+            self._kept_images_at = at
+            self.service.containers.remove_unused_kept_images()
 
     def _clocks_without_jump(self, mark: PassMark, dry_run: bool) -> dict[str, ContainerClock]:
         """Every clock, moved by the jump of the wall clock since the last pass, if any

@@ -116,7 +116,7 @@ class Reacquire:
             fresh = record
         else:  # re-created from a commit of its filesystem, so that nothing in it is lost
             attrs = runtime.inspect(record.docker_name)
-            repository = f"ds01-kept/{record.uid}-{record.name.lower()}"
+            repository = f"{L.KEPT_REPOSITORY_PREFIX}{record.uid}-{record.name.lower()}"
             kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
             prepared = self._prepared_from(owner, record, attrs, kept)
             if relabel:

@@ -28,6 +28,8 @@ MEMORY_BYTES = "ds01.memory_bytes"  # the container's memory limit in bytes, "" 
 CPUS = "ds01.cpus"  # the container's CPU limit (CPUs, e.g. "0.5"), "" = unlimited
 DISK_BYTES = "ds01.disk_bytes"  # the container's disk limit in bytes, "" = unlimited
 KEPT_IMAGE = "ds01.kept_image"  # the commit it was re-created from (devices changed), if any
+# The repository of those commits: ``ds01-kept/<uid>-<name>:<unix time>``.
+KEPT_REPOSITORY_PREFIX = "ds01-kept/"
 SLURM_JOB = "ds01.slurm.job"  # cluster mode: the Slurm job that owns it (its id)
 SLURM_NODE = "ds01.slurm.node"  # cluster mode: the Slurm node it runs on
 SLURM_CGROUP = "ds01.slurm.cgroup"  # cluster mode: its cgroup parent, the job's cgroup (if any)

@@ -102,6 +102,18 @@ class DockerImages:
                 tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
             return tags
 
+    def tags_in(self, repository_prefix: str) -> set[str]:
+        """Every local ``repo:tag`` whose repository starts with ``repository_prefix``
+        (e.g. ``ds01-kept/``)."""
+        with docker_errors("listing images"):
+            images = self.api.images(filters={"reference": f"{repository_prefix}*"})
+            return {
+                tag
+                for image in images
+                for tag in image.get("RepoTags") or ()
+                if tag.startswith(repository_prefix)
+            }
+
     def local_image(self, ref: str) -> LocalImage | None:
         """What ds01 needs to know about a local image, or ``None`` if it is not here."""
         with docker_errors(f"image {ref}"):
