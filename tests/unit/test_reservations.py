@@ -23,6 +23,7 @@ from ds01.core.reservations import (
     drain,
     held_now,
     holder_view,
+    overstays,
     phase,
     protected,
     reserved_starts,
@@ -161,6 +162,41 @@ def test_drain_warns_at_the_lead_time_then_stops() -> None:
     assert "reserved for alice" in stops[0].reason and "reservation r" in stops[0].reason
 
 
+def test_a_holder_over_quota_is_warned_before_the_end_then_stopped_at_it() -> None:
+    r = Reservation("r", "alice", ("GPU-0", "GPU-1"), at(2), at(4), Fraction(2))
+    lead = timedelta(minutes=15)
+    old = Occupant("c1", "alice", ("GPU-0",), equivalents=Fraction(1), started_at=at(2.1))
+    new = Occupant("c2", "alice", ("GPU-1",), equivalents=Fraction(1), started_at=at(2.5))
+    limits = {"alice": Fraction(1)}
+    assert overstays([r], [old, new], limits, at(3.5), lead) == ([], [])
+    warns, stops = overstays([r], [old, new], limits, at(3.8), lead)
+    assert [w.container for w in warns] == ["c2"] and not stops  # newest first, only one
+    assert overstays([r], [old, new], limits, at(3.8), lead, lambda key: True) == ([], [])
+    warns, stops = overstays([r], [old, new], limits, at(4), lead)
+    assert not warns and [s.container for s in stops] == ["c2"]
+    assert "reservation r" in stops[0].reason and "gpu_limit" in stops[0].reason
+    # Within quota without the reservation: nothing; unlimited: nothing.
+    assert overstays([r], [old], limits, at(4), lead) == ([], [])
+    assert overstays([r], [old, new], {"alice": None}, at(4), lead) == ([], [])
+    # Restarted after the end (placed within quota then), or borrowed: never taken here.
+    later = replace(new, started_at=at(4.5))
+    assert overstays([r], [later], {"alice": Fraction(0)}, at(5), lead) == ([], [])
+    borrowed = replace(new, borrowed=True)
+    assert overstays([r], [old, borrowed], limits, at(4), lead) == ([], [])
+
+
+def test_a_following_reservation_of_the_holder_keeps_the_container() -> None:
+    first = Reservation("r1", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    second = Reservation("r2", "alice", ("GPU-0",), at(4), at(6), Fraction(1))
+    on_top = Occupant("c", "alice", ("GPU-0",), equivalents=Fraction(1), started_at=at(2))
+    within = Occupant("w", "alice", ("GPU-1",), equivalents=Fraction(1), started_at=at(1))
+    limits = {"alice": Fraction(1)}
+    lead = timedelta(minutes=15)
+    assert overstays([first, second], [on_top, within], limits, at(4), lead) == ([], [])
+    _, stops = overstays([first, second], [on_top, within], limits, at(6), lead)
+    assert [s.container for s in stops] == ["c"] and stops[0].reservation.id == "r2"
+
+
 # ------------------------------------------------------------------------------------------
 # Properties
 # ------------------------------------------------------------------------------------------
@@ -289,6 +325,55 @@ def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
     assert {s.container for s in stops} == in_way
     assert len(stops) == len(in_way)  # one stop per container
     assert not {w.container for w in warns} & in_way
+
+
+holder_containers = st.lists(
+    st.builds(
+        lambda n, devices, running, borrowed, started: Occupant(
+            f"c{n}", "alice", devices, running, Fraction(len(devices)), borrowed, at(started)
+        ),
+        st.integers(0, 99),
+        st.lists(
+            st.sampled_from(("GPU-0", "GPU-1", "GPU-2")), min_size=1, max_size=2, unique=True
+        ).map(tuple),
+        st.booleans(),
+        st.booleans(),
+        st.integers(0, 12),
+    ),
+    max_size=6,
+    unique_by=lambda o: o.container,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(holder_containers, st.integers(0, 3), st.integers(0, 14))
+def test_at_the_end_the_holder_is_brought_within_quota_by_the_fewest_stops(
+    present: list[Occupant], limit: int, hour: int
+) -> None:
+    r = Reservation("r", "alice", ("GPU-0", "GPU-1"), at(2), at(6), Fraction(2))
+    now = at(hour)
+    _, stops = overstays([r], present, {"alice": Fraction(limit)}, now, timedelta(0))
+    stopped = {s.container for s in stops}
+    by_id = {o.container: o for o in present}
+    for container in stopped:  # only running, within-quota containers placed in the window
+        o = by_id[container]
+        assert o.running and not o.borrowed and now >= r.end
+        assert o.started_at is not None and o.started_at < r.end
+        assert set(o.devices) & set(r.devices)
+    total = sum((o.equivalents for o in present if not o.borrowed), Fraction(0))
+    left = total - sum((by_id[c].equivalents for c in stopped), Fraction(0))
+    if total <= limit or now < r.end:
+        assert not stopped
+    elif left > limit:  # not enough: then every candidate was stopped
+        assert stopped == {
+            o.container
+            for o in present
+            if o.running and not o.borrowed and set(o.devices) & set(r.devices)
+            and o.started_at is not None and o.started_at < r.end
+        }  # fmt: skip
+    if stopped:  # one stop fewer would not have been enough
+        last = min(stopped, key=lambda c: (by_id[c].started_at or now, c))
+        assert left + by_id[last].equivalents > limit
 
 
 # ------------------------------------------------------------------------------------------

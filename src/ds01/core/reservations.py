@@ -35,6 +35,15 @@ holder's (for maintenance: anyone's) is warned once when the start is ``lead`` a
 stopped at the start, with the reason; a stopped container still holding such a device
 gives it back then.
 
+**The end of a window** (:func:`overstays`): a holder's container placed on the reserved
+devices on top of their quota must not keep them for free once the window ends. From
+``end - lead`` its owner is warned, and at the end it is stopped (its devices given back),
+with the reason, unless the holder's containers then fit within their ``gpu_limit`` (plus
+what their reservations still in force add): it then simply stays, counted in their quota.
+Only containers started before the end on the ended reservation's devices are candidates,
+newest first, as few as bring the holder back within quota. Such a container never becomes
+a borrowed one (that is fixed at creation, in its labels).
+
 **Phases** (:func:`phase`): ``upcoming``, ``active``, ``ended``; ds01d emits
 ``reservation.start`` and ``reservation.end`` when the stored phase is behind.
 """
@@ -571,6 +580,11 @@ class Occupant:
     user: str
     devices: tuple[str, ...]
     running: bool = True
+    #: What it holds counts for (its owner's quota), whether it was placed as borrowed,
+    #: and when its current run started (``None``: unknown); :func:`overstays` reads them.
+    equivalents: Fraction = Fraction(0)
+    borrowed: bool = False
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -635,12 +649,122 @@ def drain(
     return warns, stops
 
 
+@dataclass(frozen=True)
+class EndWarn:
+    """Warn ``container``'s owner: ``reservation`` ends at its end, and the container will be
+    stopped then unless it fits within their quota."""
+
+    container: str
+    reservation: Reservation
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.reservation.id, self.container)
+
+
+@dataclass(frozen=True)
+class EndStop:
+    """Stop ``container`` and give its devices back: ``reservation``, its owner's, has ended
+    and without it they hold more than their ``gpu_limit``."""
+
+    container: str
+    reservation: Reservation
+
+    @property
+    def reason(self) -> str:
+        r = self.reservation
+        return (
+            f"reservation {r.id} ({r.describe()}) has ended and without it your containers "
+            "hold more than your gpu_limit"
+        )
+
+
+def _over_quota_at(
+    user: str,
+    reservations: Sequence[Reservation],
+    occupants: Sequence[Occupant],
+    limit: Fraction,
+    at: datetime,
+) -> list[tuple[Occupant, Reservation]]:
+    """``user``'s running containers to stop at ``at``, each with the ended reservation it
+    was placed on (module docstring), newest first; empty when they fit."""
+    mine = [o for o in occupants if o.user == user and not o.borrowed and o.devices]
+    in_force = [r for r in reservations if r.is_for(user) and r.in_force(at)]
+    allowed = limit + sum((r.gpu_equivalents for r in in_force), Fraction(0))
+    total = sum((o.equivalents for o in mine), Fraction(0))
+    if total <= allowed:
+        return []
+    still_kept = {u for r in in_force for u in r.devices}
+    ended = sorted(
+        (r for r in reservations if r.is_for(user) and r.end <= at),
+        key=lambda r: r.end,
+        reverse=True,
+    )
+    candidates: list[tuple[Occupant, Reservation]] = []
+    for o in mine:
+        if not o.running or still_kept.intersection(o.devices):
+            continue
+        placed_on = next(
+            (
+                r
+                for r in ended
+                if not set(r.devices).isdisjoint(o.devices)
+                and (o.started_at is None or o.started_at < r.end)
+            ),
+            None,
+        )
+        if placed_on is not None:
+            candidates.append((o, placed_on))
+    oldest = datetime.min.replace(tzinfo=at.tzinfo)
+    candidates.sort(key=lambda c: (c[0].started_at or oldest, c[0].container), reverse=True)
+    chosen: list[tuple[Occupant, Reservation]] = []
+    for occupant, reservation in candidates:
+        if total <= allowed:
+            break
+        chosen.append((occupant, reservation))
+        total -= occupant.equivalents
+    return chosen
+
+
+def overstays(
+    reservations: Iterable[Reservation],
+    occupants: Iterable[Occupant],
+    limits: Mapping[str, Fraction | None],
+    now: datetime,
+    lead: timedelta,
+    warned: Callable[[tuple[str, str]], bool] = lambda key: False,
+) -> tuple[list[EndWarn], list[EndStop]]:
+    """The end-of-window warnings due (not ``warned`` yet) and stops due at ``now``
+    (module docstring). ``limits``: each holder's ``gpu_limit`` (missing or ``None``:
+    unlimited, so nothing of theirs is ever stopped here)."""
+    every = list(reservations)
+    held = [r for r in every if r.holder is not None and r.end - lead <= now]
+    everyone = list(occupants)
+    warns: list[EndWarn] = []
+    stops: list[EndStop] = []
+    for user in sorted({r.holder for r in held if r.holder is not None}):
+        limit = limits.get(user)
+        if limit is None:
+            continue
+        for occupant, reservation in _over_quota_at(user, every, everyone, limit, now):
+            stops.append(EndStop(occupant.container, reservation))
+        for end in sorted({r.end for r in held if r.holder == user and r.end > now}):
+            warns.extend(
+                EndWarn(occupant.container, reservation)
+                for occupant, reservation in _over_quota_at(user, every, everyone, limit, end)
+                if reservation.end == end and not warned((reservation.id, occupant.container))
+            )
+    return warns, stops
+
+
 __all__ = [
     "DEFAULT_MAX_DAYS_AHEAD",
     "DEFAULT_MAX_HOURS",
     "MAINTENANCE",
     "DrainStop",
     "DrainWarn",
+    "EndStop",
+    "EndWarn",
     "Occupant",
     "Phase",
     "Reservation",
@@ -654,6 +778,7 @@ __all__ = [
     "held_now",
     "holder_view",
     "next_free_start",
+    "overstays",
     "phase",
     "protected",
     "reserved_starts",

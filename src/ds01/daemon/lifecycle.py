@@ -11,7 +11,8 @@ Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
   (``cleanup.idle`` or ``cleanup.runtime``) and tells the owner the same ways.
 - **reserved devices** (``daemon.reservations.ReservationWatch``): the phases of
   reservations are announced, and containers in the way of one are warned
-  ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``).
+  ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``);
+  a holder's containers over quota without the reservation, before and at its end.
 - **stopped**: its run is closed in the clock (runtime survives restarts); a container
   stopped for longer than ``container_hold_after_stop_hours`` is removed, and one created
   but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its

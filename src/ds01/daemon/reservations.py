@@ -23,7 +23,9 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   container and reservation, the warnings kept in the state store so that a restart does
   not warn again), and at the start those containers are
   stopped (``cleanup.reservation``) and their devices given back, as are a stopped
-  container's.
+  container's. Before and at a reservation's end the same for its holder's containers on
+  top of their quota (``core.reservations.overstays``: warned with kind
+  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then).
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
 from ds01.core.reservations import (
     MAINTENANCE,
-    DrainStop,
     DrainWarn,
+    EndWarn,
     Occupant,
     Reservation,
     ReservationLimits,
@@ -51,18 +54,20 @@ from ds01.core.reservations import (
     drain,
     format_moment,
     holder_view,
+    overstays,
     phase,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
+from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.model.quota import GpuQuota
 from ds01.model.text import plain
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
-from ds01.runtime.store import ReservationRecord
+from ds01.runtime.store import ReservationRecord, WarningKind
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +313,10 @@ def allocate_honouring(
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
 
-#: The kind of the stored warnings (``StateStore.warnings``): ``reservation_id/container_id``.
+#: The kinds of the stored warnings (``StateStore.warnings``): ``reservation_id/container_id``;
+#: before a start (containers in the way) and before an end (a holder over quota).
 WARNING_KIND: Final = "reservation"
+END_WARNING_KIND: Final = "reservation_end"
 
 
 def _warning_key(subject: str) -> tuple[str, str]:
@@ -319,6 +326,16 @@ def _warning_key(subject: str) -> tuple[str, str]:
 
 #: Tells the owner of a container a message (the lifecycle loop's ``_tell``).
 Tell = Callable[[ContainerRecord, Any, str], None]
+
+
+@dataclass(frozen=True)
+class _Halt:
+    """A stop of the step: for ``reservation`` (its id), with ``reason``; ``running``: the
+    container runs (else only its devices are given back)."""
+
+    reservation: str
+    reason: str
+    running: bool
 
 
 @dataclass
@@ -351,12 +368,15 @@ class ReservationWatch:
                 self._announce(now)
             reservations = kept(self.ctx)
             lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
-            occupants = [
-                Occupant(r.id, r.user, r.gpus, r.status == "running") for r in records if r.gpus
-            ]
+            occupants = self._occupants(records, reservations, now, lead)
             live = {r.id for r in reservations if r.end > now}
-            warned = self._warned(live, records, forget=not dry_run)
+            warned = self._warned(WARNING_KIND, live, records, forget=not dry_run)
             warns, stops = drain(reservations, occupants, now, lead, warned.__contains__)
+            end_warned = self._warned(END_WARNING_KIND, live, records, forget=not dry_run)
+            limits = self._gpu_limits(records, owners, reservations)
+            end_warns, end_stops = overstays(
+                reservations, occupants, limits, now, lead, end_warned.__contains__
+            )
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
             for warn in warns:
@@ -366,24 +386,90 @@ class ReservationWatch:
                 )
                 if not dry_run and owners.get(record.uid) is not None:
                     self._warn(record, owners[record.uid], warn, tell)
-            for stop in stops:
-                record = by_id[stop.container]
-                done.setdefault(record.id, []).append(f"stop: {stop.reason}")
+            for end_warn in end_warns:
+                record = by_id[end_warn.container]
+                done.setdefault(record.id, []).append(
+                    f"warn: reservation {end_warn.reservation.id} ends "
+                    f"{format_moment(end_warn.reservation.end)}"
+                )
+                if not dry_run and owners.get(record.uid) is not None:
+                    self._warn_end(record, owners[record.uid], end_warn, tell)
+            draining = {stop.container for stop in stops}
+            halts = [(s.container, s.reservation.id, s.reason, s.running) for s in stops] + [
+                (s.container, s.reservation.id, s.reason, True)
+                for s in end_stops
+                if s.container not in draining  # one stop per container
+            ]
+            for container, reservation_id, reason, running in halts:
+                record = by_id[container]
+                done.setdefault(record.id, []).append(f"stop: {reason}")
                 if not dry_run:
-                    self._stop(record, owners.get(record.uid), stop, now, tell)
+                    halt = _Halt(reservation_id, reason, running)
+                    self._stop(record, owners.get(record.uid), halt, now, tell)
             return done
 
+    def _occupants(
+        self,
+        records: list[ContainerRecord],
+        reservations: list[Reservation],
+        now: datetime,
+        lead: timedelta,
+    ) -> list[Occupant]:
+        """``records`` holding devices as occupants; Docker is asked when one started only
+        for a running container of a holder on the devices of their reservation that ends
+        within ``lead`` or has ended (``core.reservations.overstays`` needs no other)."""
+        ending = {
+            (r.holder, u) for r in reservations if r.holder and r.end - lead <= now
+            for u in r.devices
+        }  # fmt: skip
+        occupants = []
+        for r in records:
+            if not r.gpus:
+                continue
+            borrowed = L.borrowed_of(r.labels)
+            started = None
+            running = r.status == "running"
+            if running and not borrowed and any((r.user, u) in ending for u in r.gpus):
+                started = self._started_at(r, now)
+            occupants.append(
+                Occupant(r.id, r.user, r.gpus, running, r.gpu_equivalents, borrowed, started)
+            )
+        return occupants
+
+    def _started_at(self, record: ContainerRecord, now: datetime) -> datetime:
+        try:
+            return self.ctx.runtime.started_at(record.docker_name) or now
+        except Ds01Error as exc:  # unknown: as if started now, never stopped by mistake
+            log.warning("start time of %s unknown: %s", record.docker_name, exc.message)
+            return now
+
+    def _gpu_limits(
+        self,
+        records: list[ContainerRecord],
+        owners: dict[int, Any],
+        reservations: list[Reservation],
+    ) -> dict[str, Fraction | None]:
+        """The ``gpu_limit`` of each holder with a container (the lifecycle's owners)."""
+        holders = {r.holder for r in reservations if r.holder}
+        limits: dict[str, Fraction | None] = {}
+        for record in records:
+            owner = owners.get(record.uid)
+            if record.user in holders and record.user not in limits and owner is not None:
+                limits[record.user] = self.ctx.limits_for(owner.user).gpu_quota().gpu_limit
+        return limits
+
     def _warned(
-        self, live: set[str], records: list[ContainerRecord], *, forget: bool
+        self, kind: WarningKind, live: set[str], records: list[ContainerRecord], *, forget: bool
     ) -> set[tuple[str, str]]:
-        """The stored warnings (reservation id, container id) of ``live`` reservations and
-        ``records``; with ``forget``, the others (ended, gone) are dropped from the store."""
+        """The stored warnings of ``kind`` (reservation id, container id) of ``live``
+        reservations and ``records``; with ``forget``, the others (ended, gone) are dropped
+        from the store."""
         store = self.ctx.store
         containers = {r.id for r in records}
-        keys = {subject: _warning_key(subject) for subject in store.warnings(WARNING_KIND)}
+        keys = {subject: _warning_key(subject) for subject in store.warnings(kind)}
         stale = [s for s, (rid, cid) in keys.items() if rid not in live or cid not in containers]
         if stale and forget:
-            store.forget_warnings(WARNING_KIND, stale)
+            store.forget_warnings(kind, stale)
         return {key for s, key in keys.items() if s not in stale}
 
     def _announce(self, now: datetime) -> None:
@@ -425,8 +511,25 @@ class ReservationWatch:
         )
         self.ctx.store.add_warning(WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
+    def _warn_end(self, record: ContainerRecord, owner: Any, warn: EndWarn, tell: Tell) -> None:
+        r = warn.reservation
+        message = (
+            f"ds01: your reservation {r.id} ends {format_moment(r.end)}; your container "
+            f"{record.name!r} uses its GPU on top of your quota and will be stopped then "
+            "unless your containers fit within your gpu_limit by then. Save your work; "
+            "/workspace is kept."
+        )
+        tell(record, owner, message)  # first: whoever sees the event finds the notice there
+        self.ctx.events.emit(
+            "lifecycle.warn",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={"kind": "reservation_end", "reservation": r.id, "stop_at": r.end.isoformat()},
+        )
+        self.ctx.store.add_warning(END_WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
+
     def _stop(
-        self, record: ContainerRecord, owner: Any, stop: DrainStop, now: datetime, tell: Tell
+        self, record: ContainerRecord, owner: Any, stop: _Halt, now: datetime, tell: Tell
     ) -> None:
         ctx = self.ctx
         try:
@@ -443,7 +546,7 @@ class ReservationWatch:
             "cleanup.reservation",
             user=record.user,
             resource=f"container/{record.docker_name}",
-            details={"reason": stop.reason, "reservation": stop.reservation.id},
+            details={"reason": stop.reason, "reservation": stop.reservation},
         )
         if owner is not None:
             tell(

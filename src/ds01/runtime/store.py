@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 _Row = TypeVar("_Row")
 
 #: What a stored warning is about (the ``warnings`` table).
-WarningKind = Literal["reclaim", "reservation"]
+WarningKind = Literal["reclaim", "reservation", "reservation_end"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
