@@ -116,3 +116,21 @@ def test_the_command_compares_without_and_with_borrowing(
     [comparison] = document["borrowing"]
     assert comparison["borrowed_jobs"] == 1
     assert comparison["utilisation_ratio"] > 1
+
+
+def test_borrowable_hours_follow_borrowings_rule_not_any_waiting_request() -> None:
+    # Four A100s, GPU 3 split (3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb). carol holds the 3g.20gb
+    # and dave waits within quota for one: he cannot use a whole GPU, so he keeps no whole
+    # GPU from being borrowed. alice's second one-GPU job waits for her quota while GPUs 1
+    # and 2 stand free for 2 hours (the free MIG instances are no use to her).
+    inventory = SimulatedBackend(GpuConfig()).inventory()
+    rows = (
+        "0,carol,lab,0,3g.20gb,4,0", "0,dave,lab,0,3g.20gb,1,0",
+        "0,alice,lab,1,,2,0", "0,alice,lab,1,,2,0",
+    )  # fmt: skip
+    without = replay(inventory, *rows, borrowing=False)
+    assert [o.wait_hours for o in without.outcomes] == [0.0, 4.0, 0.0, 2.0]
+    assert without.borrowable_gpu_hours == pytest.approx(4.0)
+    lent = replay(inventory, *rows, borrowing=True)
+    assert [o.borrowed for o in lent.outcomes] == [False, False, False, True]
+    assert lent.outcomes[3].wait_hours == 0.0

@@ -95,6 +95,7 @@ from ds01.core.borrowing import (
     reclaim_steps,
     reserved_by_holder,
     stop_due,
+    wanted_by,
 )
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runtime_limit_hours
 from ds01.core.mig_on_demand import (
@@ -348,8 +349,9 @@ class SimulationResult:
         borrowing: whether jobs could borrow above their quota.
         reservations: one per reservation replayed, in the order they were asked for.
         borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
-            owner's quota and no request within quota waited for devices: what borrowing
-            could have used at most (after any borrowing, what it left unused).
+            owner's quota, counting only the free devices that no request waiting within
+            quota could use (``ds01.core.borrowing.wanted_by``, borrowing's own rule): what
+            borrowing could have used at most (after any borrowing, what it left unused).
         declared_runtime: whether each job declared its runtime (busy time left, rounded up
             to the hour) as its runtime limit.
     """
@@ -486,8 +488,8 @@ class _Replay:
         self.again: dict[str, tuple[float, float]] = {}
         #: When each stopped job's devices are released.
         self.release_at: dict[str, float] = {}
-        #: GPU-equivalents free after the last pass while work over quota waited and nobody
-        #: within quota waited for devices, and that integrated over time (GPU-hours).
+        #: GPU-equivalents free after the last pass while work over quota waited, on devices
+        #: no request waiting within quota could use, and that integrated over time.
         self.borrowable = Fraction(0)
         self.borrowable_gpu_hours = 0.0
 
@@ -599,11 +601,20 @@ class _Replay:
         if self.borrowing is not None:
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
-        if not decision.waiting_for_devices and any(
-            e.status == "quota" and e.request.id in self.pending for e in decision.ranked
-        ):
+        over = [e.request for e in decision.ranked if e.status == "quota"]
+        if any(r.id in self.pending for r in over):
+            # Borrowing's own rule: a free device counts when a request held for its quota
+            # could take it and no request that waits for devices could (``wanted_by``).
             free = free_devices(self.open_to(list(self.pending.values()), now), self.state)
-            self.borrowable = sum((d.gpu_equivalents for d in free), Fraction(0))
+            wanted = decision.waiting_requests
+            self.borrowable = sum(
+                (
+                    d.gpu_equivalents
+                    for d in free
+                    if wanted_by(over, (d,)) is not None and wanted_by(wanted, (d,)) is None
+                ),
+                Fraction(0),
+            )
         return decision.waiting_for_devices
 
     # -- borrowing ----------------------------------------------------------------------------

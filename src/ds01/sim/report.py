@@ -198,8 +198,8 @@ class BorrowingComparison:
         requeued_gpu_hours: the work the reclaimed ones had left, queued again.
         lost_gpu_hours: work of the reclaimed ones never computed.
         borrowable_gpu_hours: in the replay without borrowing, the GPU-hours free while
-            work over quota waited and nothing within quota did: the most borrowing could
-            have used.
+            work over quota waited, on devices no request waiting within quota could use:
+            the most borrowing could have used.
     """
 
     utilisation_without: float
