@@ -456,6 +456,7 @@ def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> 
         runtime_minutes=round(decision.runtime.total_seconds() / 60, 1),
         stop_at=_when(decision.stop_at) if decision.stop_at else None,
         stop_kind=decision.stop_kind,
+        runtime_stop_at=_when(decision.runtime_stop_at) if decision.runtime_stop_at else None,
         exempt_until=_exempt_until(decision),
         reason=decision.reason,
         actions=actions,
