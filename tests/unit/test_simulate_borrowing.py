@@ -134,3 +134,18 @@ def test_borrowable_hours_follow_borrowings_rule_not_any_waiting_request() -> No
     lent = replay(inventory, *rows, borrowing=True)
     assert [o.borrowed for o in lent.outcomes] == [False, False, False, True]
     assert lent.outcomes[3].wait_hours == 0.0
+
+
+def test_week_utilisation_counts_only_work_done_within_the_traces_week(
+    two_gpus: Inventory,
+) -> None:
+    # Submitted an hour before the week ends: without borrowing the second job runs after
+    # it (169-171 h), so only the first job's last hour is inside; with borrowing both are.
+    rows = ("167,alice,lab,1,,2,0", "167,alice,lab,1,,2,0")
+    without = replay(two_gpus, *rows, borrowing=False)
+    lent = replay(two_gpus, *rows, borrowing=True)
+    assert (without.window_hours, lent.window_hours) == (168.0, 168.0)
+    assert (without.busy_gpu_hours_in_window, lent.busy_gpu_hours_in_window) == (1.0, 2.0)
+    comparison = compare_borrowing(without, lent)
+    assert comparison.week_utilisation_without == pytest.approx(1 / (2 * 168))
+    assert comparison.week_utilisation_ratio == pytest.approx(2.0)

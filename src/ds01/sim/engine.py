@@ -151,6 +151,10 @@ _HOUR = timedelta(hours=1)
 _INSTANT_HOURS = 1e-6 / 3600
 
 
+#: The trace's own period is whole weeks from hour 0 (the lab traces are one week).
+WEEK_HOURS = 168.0
+
+
 def at(hours: float) -> datetime:
     """The virtual instant ``hours`` after :data:`EPOCH`."""
     return EPOCH + timedelta(hours=hours)
@@ -354,6 +358,9 @@ class SimulationResult:
             borrowing could have used at most (after any borrowing, what it left unused).
         declared_runtime: whether each job declared its runtime (busy time left, rounded up
             to the hour) as its runtime limit.
+        window_hours: the trace's own period ``[0, W]`` (:func:`trace_window_hours`).
+        busy_gpu_hours_in_window: busy GPU-equivalent-hours inside it (work computed
+            after ``W`` is left out).
     """
 
     policy: str
@@ -366,6 +373,14 @@ class SimulationResult:
     reservations: tuple[ReservationOutcome, ...] | None = None
     borrowable_gpu_hours: float = 0.0
     declared_runtime: bool = False
+    window_hours: float = WEEK_HOURS
+    busy_gpu_hours_in_window: float = 0.0
+
+    @property
+    def window_utilisation(self) -> float:
+        """Busy GPU-equivalent-hours inside the trace's own period over its capacity there."""
+        capacity = float(self.capacity_gpu_equivalents) * self.window_hours
+        return self.busy_gpu_hours_in_window / capacity if capacity > 0 else 0.0
 
 
 class _Event(IntEnum):
@@ -405,6 +420,18 @@ class _Running:
     reference: ReferenceIdleState | None = None
     reference_at: float | None = None
     next_check: float | None = None
+
+
+def trace_window_hours(jobs: Sequence[TraceJob]) -> float:
+    """The trace's own period: ``[0, W]`` with ``W`` the whole weeks that hold every
+    submission (168 h for a one-week trace)."""
+    last = max((job.submit_hours for job in jobs), default=0.0)
+    return WEEK_HOURS * max(1, math.ceil(last / WEEK_HOURS))
+
+
+def _inside(start: float, end: float, window: float) -> float:
+    """The hours of ``[start, end]`` inside ``[0, window]``."""
+    return max(0.0, min(end, window) - max(start, 0.0))
 
 
 def job_id(job: TraceJob) -> str:
@@ -492,6 +519,9 @@ class _Replay:
         #: no request waiting within quota could use, and that integrated over time.
         self.borrowable = Fraction(0)
         self.borrowable_gpu_hours = 0.0
+        #: The trace's own period, and the busy GPU-equivalent-hours inside it.
+        self.window_hours = trace_window_hours(jobs)
+        self.busy_in_window = 0.0
 
     def run(self) -> None:
         """Take every event in order; after each instant, schedule and check for idleness."""
@@ -674,6 +704,8 @@ class _Replay:
         outcome = self.outcomes[key]
         if run is not None:
             left = run.busy_until - min(hours, run.busy_until)
+            cut = _inside(run.busy_until - left, run.busy_until, self.window_hours)
+            self.busy_in_window -= float(outcome.gpu_equivalents) * cut
             self.outcomes[key] = replace(
                 outcome,
                 busy_hours=outcome.busy_hours - left,
@@ -863,6 +895,8 @@ class _Replay:
             busy_until=hours + busy,
             held_until=hours + busy + tail,
         )
+        inside = _inside(hours, run.busy_until, self.window_hours)
+        self.busy_in_window += float(placement.gpu_equivalents) * inside
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
         )
@@ -960,6 +994,8 @@ def simulate(
         reservations=None if reservations is None else tuple(replay.asked.values()),
         borrowable_gpu_hours=replay.borrowable_gpu_hours,
         declared_runtime=declared_runtime,
+        window_hours=replay.window_hours,
+        busy_gpu_hours_in_window=replay.busy_in_window,
     )
 
 
@@ -974,5 +1010,6 @@ __all__ = [
     "hours_of",
     "job_id",
     "simulate",
+    "trace_window_hours",
     "user_setups",
 ]

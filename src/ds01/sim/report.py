@@ -200,6 +200,10 @@ class BorrowingComparison:
         borrowable_gpu_hours: in the replay without borrowing, the GPU-hours free while
             work over quota waited, on devices no request waiting within quota could use:
             the most borrowing could have used.
+        week_utilisation_without, week_utilisation_with: busy GPU-hours inside the trace's
+            own period over the capacity there (``SimulationResult.window_utilisation``):
+            unlike GPU UTIL it does not depend on when the replay ends, only on how much
+            work is done while the trace's work arrives.
     """
 
     utilisation_without: float
@@ -211,6 +215,8 @@ class BorrowingComparison:
     requeued_gpu_hours: float
     lost_gpu_hours: float
     borrowable_gpu_hours: float = 0.0
+    week_utilisation_without: float = 0.0
+    week_utilisation_with: float = 0.0
 
     @property
     def utilisation_ratio(self) -> float | None:
@@ -218,6 +224,13 @@ class BorrowingComparison:
         if self.utilisation_without <= 0:
             return None
         return self.utilisation_with / self.utilisation_without
+
+    @property
+    def week_utilisation_ratio(self) -> float | None:
+        """The same for the utilisation within the trace's own period."""
+        if self.week_utilisation_without <= 0:
+            return None
+        return self.week_utilisation_with / self.week_utilisation_without
 
 
 def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> BorrowingComparison:
@@ -238,6 +251,8 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in reclaimed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
         borrowable_gpu_hours=without.borrowable_gpu_hours,
+        week_utilisation_without=without.window_utilisation,
+        week_utilisation_with=with_.window_utilisation,
     )
 
 
