@@ -26,6 +26,7 @@ from ds01.core.reservations import (
     overstays,
     phase,
     protected,
+    repair,
     reserved_starts,
     with_blocked,
 )
@@ -504,3 +505,63 @@ def test_a_request_that_fits_only_on_devices_reserved_from_before_its_end_is_not
     assert {e.request.id: e.status for e in result.ranked} == {
         "phd": "capacity", "student": "starting",
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# Devices that are gone (a MIG layout changed)
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_reserved_instance_that_is_gone_moves_to_an_equivalent_one_or_is_reported() -> None:
+    mine = reserve([], request("alice", 2, 4, profile="3g.20gb"))
+    assert mine.devices == ("MIG-2-1",) and mine.profile == "3g.20gb"
+    other = reserve([mine], request("bob", 3, 4, profile="3g.20gb"))
+    assert other.devices == ("MIG-2-2",)
+    # GPU 2 is laid out again: its instances get new UUIDs, one 3g.20gb and a 2g.10gb.
+    relaid = Inventory(
+        "simulated",
+        devices=(gpu(0), gpu(1), mig(2, 5), mig(2, 6, "2g.10gb", 2)),
+    )
+    first, second = repair([mine, other], relaid, at(0))
+    assert (first.devices, first.replaced, first.missing) == (
+        ("MIG-2-5",), (("MIG-2-1", "MIG-2-5"),), ()
+    )
+    assert second.devices == ("MIG-2-2",) and second.missing == ("MIG-2-2",)  # overlaps alice
+    # Whole GPUs: a GPU gone (now in MIG mode) is replaced by a free whole GPU.
+    whole = reserve([], request("carol", 2, 4))
+    assert whole.devices == ("GPU-0",)
+    fewer = Inventory("simulated", devices=(gpu(1), mig(2, 1)))
+    (moved,) = repair([whole], fewer, at(0))
+    assert moved.devices == ("GPU-1",) and not moved.missing
+    assert repair([whole], INVENTORY, at(0)) == []  # all there: nothing to do
+    assert repair([whole], fewer, at(7)) == []  # ended
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(requests, max_size=8), st.sets(st.sampled_from(
+    ("GPU-0", "GPU-1", "MIG-2-1", "MIG-2-2")), max_size=3))  # fmt: skip
+def test_repair_never_keeps_a_device_twice_and_only_moves_to_a_device_there(
+    asked: list[ReservationRequest], removed: set[str]
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    extra = (gpu(4), mig(5, 1))  # a GPU and a 3g.20gb instance added by the new layout
+    after = Inventory(
+        "simulated", devices=(*(d for d in INVENTORY.devices if d.uuid not in removed), *extra)
+    )
+    fixed = {f.reservation.id: f for f in repair(existing, after, NOW)}
+    present = after.by_uuid()
+    now_kept = [replace(r, devices=fixed[r.id].devices) if r.id in fixed else r for r in existing]
+    for r in now_kept:
+        for other in now_kept:
+            if other.id != r.id and r.overlaps(other.start, other.end):
+                assert not set(r.devices) & set(other.devices)
+    for f in fixed.values():
+        for old, new in f.replaced:
+            assert old in removed and new in present
+            assert present[new].kind == ("mig" if f.reservation.profile else "gpu")
+        assert set(f.missing) <= removed

@@ -44,6 +44,13 @@ Only containers started before the end on the ended reservation's devices are ca
 newest first, as few as bring the holder back within quota. Such a container never becomes
 a borrowed one (that is fixed at creation, in its labels).
 
+**Devices that are gone** (:func:`repair`): a change of a GPU's MIG layout (or of its MIG
+mode) removes instances, and with them devices a reservation keeps. Each such device is
+re-mapped to an equivalent one (an instance of the reservation's MIG profile, or a whole
+GPU) that no other reservation keeps during its window and the admin did not reserve;
+what cannot be re-mapped is reported as *missing*: the reservation keeps nothing there,
+and ds01d says so rather than pointing at nothing.
+
 **Phases** (:func:`phase`): ``upcoming``, ``active``, ``ended``; ds01d emits
 ``reservation.start`` and ``reservation.end`` when the stored phase is behind.
 """
@@ -84,7 +91,8 @@ class Reservation:
     """Devices kept for ``holder`` (``None``: maintenance, for nobody) over ``[start, end)``.
 
     Times are timezone-aware. ``devices`` are UUIDs, each once; ``gpu_equivalents`` is what
-    they count for (a whole GPU 1, a MIG instance its share).
+    they count for (a whole GPU 1, a MIG instance its share); ``profile`` is the MIG profile
+    a ``--mig`` reservation asked for (``None``: whole GPUs, or not known).
     """
 
     id: str
@@ -95,6 +103,7 @@ class Reservation:
     gpu_equivalents: Fraction = Fraction(0)
     note: str = ""
     created_by: str = ""
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -458,6 +467,7 @@ def admit(
         gpu_equivalents=equivalents,
         note=note,
         created_by=created_by,
+        profile=request.mig_profile,
     )
 
 
@@ -757,6 +767,64 @@ def overstays(
     return warns, stops
 
 
+@dataclass(frozen=True)
+class Repair:
+    """What became of a reservation whose devices were not all there: ``devices`` now
+    (each one replaced by its ``replaced`` equivalent), ``missing`` those with none."""
+
+    reservation: Reservation
+    devices: tuple[str, ...]
+    replaced: tuple[tuple[str, str], ...]
+    missing: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replaced)
+
+
+def _equivalents(reservation: Reservation, inventory: Inventory) -> list[Device]:
+    """Devices that may stand in for one that is gone, lowest GPU first: an instance of the
+    reservation's profile, or a whole GPU for a reservation of whole GPUs (the same count
+    towards its GPU-equivalents on boards of one kind)."""
+    profile = reservation.profile
+    kind = ReservationRequest(
+        None, reservation.start, reservation.end, 0 if profile else 1, profile
+    )
+    return _candidates(kind, inventory)
+
+
+def repair(
+    reservations: Sequence[Reservation], inventory: Inventory, now: datetime
+) -> list[Repair]:
+    """For each reservation not ended that keeps a device ``inventory`` lacks, in order of
+    start: its devices with each missing one re-mapped where an equivalent is free of the
+    other reservations overlapping its window (module docstring). Reservations whose
+    devices are all there are left out. Never a device twice in one window."""
+    present = {d.uuid for d in inventory.devices}
+    kept_now = {r.id: r.devices for r in reservations}
+    repairs: list[Repair] = []
+    for r in sorted((r for r in reservations if r.end > now), key=lambda r: (r.start, r.id)):
+        gone = [u for u in r.devices if u not in present]
+        if not gone:
+            continue
+        others = [o for o in reservations if o.id != r.id and o.overlaps(r.start, r.end)]
+        taken = {u for o in others for u in kept_now[o.id]} | set(r.devices)
+        devices = list(r.devices)
+        replaced: list[tuple[str, str]] = []
+        missing: list[str] = []
+        for uuid in gone:
+            spare = next((d for d in _equivalents(r, inventory) if d.uuid not in taken), None)
+            if spare is None:
+                missing.append(uuid)
+                continue
+            devices[devices.index(uuid)] = spare.uuid
+            taken.add(spare.uuid)
+            replaced.append((uuid, spare.uuid))
+        kept_now[r.id] = tuple(devices)
+        repairs.append(Repair(r, tuple(devices), tuple(replaced), tuple(missing)))
+    return repairs
+
+
 __all__ = [
     "DEFAULT_MAX_DAYS_AHEAD",
     "DEFAULT_MAX_HOURS",
@@ -767,6 +835,7 @@ __all__ = [
     "EndWarn",
     "Occupant",
     "Phase",
+    "Repair",
     "Reservation",
     "ReservationLimits",
     "ReservationRequest",
@@ -781,6 +850,7 @@ __all__ = [
     "overstays",
     "phase",
     "protected",
+    "repair",
     "reserved_starts",
     "with_blocked",
 ]

@@ -26,6 +26,11 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   container's. Before and at a reservation's end the same for its holder's containers on
   top of their quota (``core.reservations.overstays``: warned with kind
   ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then).
+- **Repaired** (the same step): a device a reservation keeps that the inventory no longer
+  has (a MIG layout changed) is re-mapped to an equivalent free one
+  (``core.reservations.repair``, ``reservation.remap``), else the reservation is reported
+  once as affected (``reservation.affected``, ds01d's log) and listed with
+  ``missing_devices``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from ds01.core.reservations import (
     holder_view,
     overstays,
     phase,
+    repair,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -136,6 +142,7 @@ def info(
         created_by=r.created_by,
         created_at=record.created_at,
         phase="cancelled" if record.phase == "cancelled" else phase(r, now),
+        missing_devices=[u for u in r.devices if u not in labels] if inventory is not None else [],
     )
 
 
@@ -317,6 +324,8 @@ def allocate_honouring(
 #: before a start (containers in the way) and before an end (a holder over quota).
 WARNING_KIND: Final = "reservation"
 END_WARNING_KIND: Final = "reservation_end"
+#: Reservations found keeping a device that is gone (subject: the reservation's id).
+AFFECTED_KIND: Final = "reservation_affected"
 
 
 def _warning_key(subject: str) -> tuple[str, str]:
@@ -366,6 +375,7 @@ class ReservationWatch:
         with self._lock:
             if not dry_run:
                 self._announce(now)
+                self._repair(now)
             reservations = kept(self.ctx)
             lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
             occupants = self._occupants(records, reservations, now, lead)
@@ -493,6 +503,50 @@ class ReservationWatch:
                     details=_event_details(r),
                 )
         store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
+
+    def _repair(self, now: datetime) -> None:
+        """Re-map the devices of reservations that are gone (``core.reservations.repair``):
+        ``reservation.remap`` for each re-mapped one, ``reservation.affected`` (and ds01d's
+        log) once for each that keeps a device with no equivalent; under the allocation
+        lock, as admission reads the same devices."""
+        ctx, store = self.ctx, self.ctx.store
+        with ctx.allocation_lock:
+            repairs = repair(kept(ctx), ctx.backend.inventory(), now)
+            for fixed in repairs:
+                if fixed.changed:
+                    store.set_reservation_devices(fixed.reservation.id, fixed.devices)
+        known = store.warnings(AFFECTED_KIND)
+        affected = {f.reservation.id: f for f in repairs if f.missing}
+        if stale := [rid for rid in known if rid not in affected]:
+            store.forget_warnings(AFFECTED_KIND, stale)
+        for fixed in repairs:
+            r = fixed.reservation
+            if fixed.changed:
+                log.info("reservation %s re-mapped: %s", r.id, dict(fixed.replaced))
+                ctx.events.emit(
+                    "reservation.remap",
+                    user="ds01d",
+                    resource=f"reservation/{r.id}",
+                    details={
+                        **_event_details(replace(r, devices=fixed.devices)),
+                        "replaced": {old: new for old, new in fixed.replaced},
+                    },
+                )
+            if fixed.missing and r.id not in known:
+                log.warning(
+                    "reservation %s keeps devices that are gone (a MIG layout changed?) and "
+                    "have no free equivalent: %s",
+                    r.id,
+                    ", ".join(fixed.missing),
+                )
+                ctx.events.emit(
+                    "reservation.affected",
+                    user="ds01d",
+                    resource=f"reservation/{r.id}",
+                    details={**_event_details(r), "missing": list(fixed.missing)},
+                    outcome="failure",
+                )
+                store.add_warning(AFFECTED_KIND, r.id, now.isoformat())
 
     def _warn(self, record: ContainerRecord, owner: Any, warn: DrainWarn, tell: Tell) -> None:
         r = warn.reservation

@@ -525,6 +525,11 @@ class ReservationInfo(_Model):
     created_by: str
     created_at: str
     phase: Literal["upcoming", "active", "ended", "cancelled"]
+    missing_devices: list[str] = Field(
+        default_factory=list,
+        description="Devices it keeps that this server no longer has (a MIG layout changed) "
+        "and that had no free equivalent to move to: it keeps nothing there.",
+    )
 
 
 class ExemptionRequest(_Model):
