@@ -316,7 +316,8 @@ def _echo_reservations(compared: list[tuple[SimulationResult, ReservationCompari
             f"{' with borrowing' if r.borrowing else ''}: {c.admitted} admitted, {c.refused} "
             f"refused; kept {kept} ({c.kept} of {c.started} free at their start); "
             f"{c.stopped_jobs} jobs stopped ({c.stopped_gpu_hours:.1f} GPU-h of work queued "
-            f"again), {c.delayed_jobs} delayed ({c.delay_hours:.1f} h in all); mean wait "
+            f"again), {c.ended_jobs} holders' jobs stopped at the end (over quota without "
+            f"it), {c.delayed_jobs} delayed ({c.delay_hours:.1f} h in all); mean wait "
             f"{_h(c.mean_wait_without)} h without, {_h(c.mean_wait_with)} h with; GPU UTIL "
             f"{c.utilisation_without:.1%} without, {c.utilisation_with:.1%} with."
         )

@@ -114,6 +114,7 @@ from ds01.core.reservations import (
     admit,
     blocked_devices,
     drain,
+    overstays,
     reserved_starts,
     with_blocked,
 )
@@ -298,6 +299,7 @@ class JobOutcome:
     displaced: int = 0
     displaced_hours: float = 0.0
     end_hours: float | None = None
+    overstayed: int = 0
 
     @property
     def started(self) -> bool:
@@ -785,12 +787,18 @@ class _Replay:
         return replace(self.inventory, reserved=self.inventory.reserved | blocked)
 
     def drain(self, hours: float, now: datetime) -> None:
-        """Stop the jobs on devices of reservations in force that are not their owners'."""
+        """Stop the jobs on devices of reservations in force that are not their owners',
+        and, at a reservation's end, its holder's jobs placed there on top of their quota
+        that do not fit within it (``overstays``); the work they have left is queued again."""
         occupants = [
-            Occupant(h.container, h.user, h.devices, h.container in self.running)
+            Occupant(
+                h.container, h.user, h.devices, h.container in self.running,
+                h.gpu_equivalents, h.borrowed,
+                at(self.running[h.container].start) if h.container in self.running else None,
+            )
             for h in self.state.holdings
             if h.devices
-        ]
+        ]  # fmt: skip
         _, stops = drain(self.bookings, occupants, now, timedelta(0))
         for stop in stops:
             key = stop.container
@@ -804,6 +812,14 @@ class _Replay:
             self.take(key, hours)
             asked = self.asked[stop.reservation.id]
             self.asked[stop.reservation.id] = replace(asked, displaced=asked.displaced + 1)
+        limits = {user: setup.quota.gpu_limit for user, setup in self.setups.items()}
+        _, ends = overstays(self.bookings, occupants, limits, now, timedelta(0))
+        for end in ends:
+            if end.container not in self.running:  # stopped by a drain in this instant
+                continue
+            outcome = self.outcomes[end.container]
+            self.outcomes[end.container] = replace(outcome, overstayed=outcome.overstayed + 1)
+            self.take(end.container, hours)
 
     # -- MIG on demand ------------------------------------------------------------------------
 

@@ -33,7 +33,9 @@ borrow in the replay with borrowing) in both, the same jobs on both sides.
 without: how many were admitted and refused, the **kept rate** (the share of the admitted
 reservations that began within the replay whose devices were free of others' jobs at their
 start, before the drain), and the **displaced work**: jobs the drains stopped (and the
-GPU-hours of work they had left, queued again), and jobs *delayed*: started later than
+GPU-hours of work they had left, queued again), holders' jobs stopped at a reservation's
+end because without it they were over quota (their work queued again too), and jobs
+*delayed*: started later than
 without reservations (by more than a minute), with the hours of delay summed; the mean
 wait and utilisation of both replays.
 """
@@ -271,6 +273,7 @@ class ReservationComparison:
         stopped_jobs: jobs a drain stopped; stopped_gpu_hours: the work they had left.
         delayed_jobs: jobs started later than without reservations; delay_hours: by how
             much, summed.
+        ended_jobs: holders' jobs stopped at a reservation's end, over quota without it.
         mean_wait_without, mean_wait_with: mean wait of all jobs that started.
         utilisation_without, utilisation_with: GPU UTIL of all jobs.
     """
@@ -287,6 +290,7 @@ class ReservationComparison:
     mean_wait_with: float | None
     utilisation_without: float
     utilisation_with: float
+    ended_jobs: int = 0
 
     @property
     def kept_rate(self) -> float | None:
@@ -328,6 +332,7 @@ def compare_reservations(
         mean_wait_with=booked.mean_wait_hours,
         utilisation_without=plain.utilisation,
         utilisation_with=booked.utilisation,
+        ended_jobs=sum(1 for o in with_.outcomes if o.overstayed),
     )
 
 
