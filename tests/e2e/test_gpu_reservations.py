@@ -9,7 +9,8 @@ of the container on it is warned at the lead time (``reservations.warning_minute
 3 s) and the container is stopped at the start; during the window the holder gets the
 devices on top of their quota, others do not; a restart of ds01d keeps the reservation and
 announces its start only once. A holder whose container uses the reserved devices on top of
-their quota is warned at the lead time before the end, and it is stopped at the end.
+their quota is warned at the lead time before the end, and it is stopped at the end (or
+at once when the reservation is cancelled).
 """
 
 from __future__ import annotations
@@ -182,3 +183,20 @@ def test_at_the_end_a_holder_over_quota_is_warned_then_stopped(
     assert made["id"] in stop["details"]["reason"] and "gpu_limit" in stop["details"]["reason"]
     assert datetime.fromisoformat(stop["ts"]).astimezone().replace(tzinfo=None) >= end
     assert docker_client.containers.get(docker_name("alice", "exam")).status == "exited"
+
+    # Cancelling a reservation in force ends it at once for the same rule.
+    now = datetime.now().replace(microsecond=0)
+    again = d.cli_json(
+        "alice", "reserve", "--gpus", "2", "--from", now.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "1",
+    )  # fmt: skip
+    restarted = d.cli_json("alice", "container-start", "exam")
+    assert sorted(restarted["gpus"]) == sorted(again["devices"])
+    d.cli_json("alice", "reservations", "cancel", again["id"])
+    second = wait_until(
+        "the stop after the cancel",
+        lambda: [e for e in d.events_where(action="cleanup.reservation")
+                 if again["id"] in e["details"]["reason"]],
+        timeout=10,
+    )  # fmt: skip
+    assert second and "gpu_limit" in second[0]["details"]["reason"]

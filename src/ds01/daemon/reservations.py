@@ -25,7 +25,8 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   stopped (``cleanup.reservation``) and their devices given back, as are a stopped
   container's. Before and at a reservation's end the same for its holder's containers on
   top of their quota (``core.reservations.overstays``: warned with kind
-  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then).
+  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then); a
+  reservation cancelled while in force ends at once for this (``cancelled_in_force``).
 - **Repaired** (the same step): a device a reservation keeps that the inventory no longer
   has (a MIG layout changed) is re-mapped to an equivalent free one
   (``core.reservations.repair``, ``reservation.remap``), else the reservation is reported
@@ -114,6 +115,14 @@ def _local(reservation: Reservation) -> Reservation:
 def kept(ctx: DaemonContext) -> list[Reservation]:
     """The reservations in the store that were not cancelled, in the server's zone."""
     return [_local(r.reservation()) for r in ctx.store.reservations()]
+
+
+def cancelled_in_force(ctx: DaemonContext, now: datetime) -> list[Reservation]:
+    """Reservations cancelled while in force, as if they had ended at ``now``: for the end
+    rule (``core.reservations.overstays``), a cancel ends a reservation at once."""
+    rows = ctx.store.reservations(include_cancelled=True)
+    cancelled = [_local(row.reservation()) for row in rows if row.phase == "cancelled"]
+    return [replace(r, end=now) for r in cancelled if r.start < now < r.end]
 
 
 def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
@@ -378,14 +387,15 @@ class ReservationWatch:
                 self._repair(now)
             reservations = kept(self.ctx)
             lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
-            occupants = self._occupants(records, reservations, now, lead)
+            ending = [*reservations, *cancelled_in_force(self.ctx, now)]
+            occupants = self._occupants(records, ending, now, lead)
             live = {r.id for r in reservations if r.end > now}
             warned = self._warned(WARNING_KIND, live, records, forget=not dry_run)
             warns, stops = drain(reservations, occupants, now, lead, warned.__contains__)
             end_warned = self._warned(END_WARNING_KIND, live, records, forget=not dry_run)
-            limits = self._gpu_limits(records, owners, reservations)
+            limits = self._gpu_limits(records, owners, ending)
             end_warns, end_stops = overstays(
-                reservations, occupants, limits, now, lead, end_warned.__contains__
+                ending, occupants, limits, now, lead, end_warned.__contains__
             )
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
