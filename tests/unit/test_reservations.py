@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, GpuRequest, Holding
+from ds01.core.mig_on_demand import gpu_view
 from ds01.core.reservations import (
     Occupant,
     Reservation,
@@ -23,6 +24,7 @@ from ds01.core.reservations import (
     drain,
     held_now,
     holder_view,
+    is_slot,
     overstays,
     phase,
     protected,
@@ -33,7 +35,8 @@ from ds01.core.reservations import (
 from ds01.core.scheduler import PendingRequest, UsageTotals, plan
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.exitcodes import ExitCode
-from ds01.model.device import Device, Inventory
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig_placement import A100_40GB_TABLE
 from ds01.model.quota import GpuQuota
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # a Monday
@@ -565,3 +568,38 @@ def test_repair_never_keeps_a_device_twice_and_only_moves_to_a_device_there(
             assert old in removed and new in present
             assert present[new].kind == ("mig" if f.reservation.profile else "gpu")
         assert set(f.missing) <= removed
+
+
+# ------------------------------------------------------------------------------------------
+# Slots on GPUs with MIG on demand
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_dynamic_gpu_offers_slots_that_never_overlap_in_time() -> None:
+    dynamic = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+    inventory = Inventory("simulated", gpus=(dynamic,), devices=(gpu(0),))
+    views = [gpu_view(dynamic, A100_40GB_TABLE, (), inventory.devices, (), ())]
+    assert views[0] is not None
+    existing: list[Reservation] = []
+
+    def book(holder: str, start: float, hours: float) -> Reservation:
+        req = request(holder, start, hours, profile="7g.40gb")
+        made = admit(req, existing, inventory, UNLIMITED, NOW, new_id=f"s{len(existing)}",
+                     views=views)  # fmt: skip
+        existing.append(made)
+        return made
+
+    first = book("alice", 2, 2)
+    [slot] = first.devices
+    assert is_slot(slot) and slot.startswith("MIG-slot-GPU-1-") and first.gpu_equivalents == 1
+    with pytest.raises(NoCapacity) as refused:
+        book("bob", 3, 2)  # the GPU can make one 7g.40gb, and it is alice's then
+    assert refused.value.details["next_free"] == at(4).isoformat()
+    assert book("bob", 4, 2).devices == (slot,)  # the same slice, afterwards
+    with pytest.raises(NotFound):  # neither an instance nor a dynamic GPU offers it
+        admit(request("carol", 2, 1, profile="9g.99gb"), existing, inventory, UNLIMITED, NOW,
+              new_id="x", views=views)  # fmt: skip
+    # Before the start a slot is not gone; in force and not made, it is (no instance left).
+    assert repair(existing, inventory, at(1)) == []
+    [due] = repair(existing[:1], inventory, at(3))
+    assert due.missing == (slot,)

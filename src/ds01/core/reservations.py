@@ -6,7 +6,8 @@ window, which keeps the devices for nobody. ds01d stores reservations, calls the
 functions and acts on their answers.
 
 **Admission** (:func:`admit`): a new reservation is placed on devices of the requested kind
-that no other reservation holds at any moment of its window (so two reservations never
+that no other reservation holds at any moment of its window (a MIG profile no such instance
+offers: a *slot* on a GPU with MIG on demand, below) (so two reservations never
 overlap on a device, and no reservation lists a device twice), then checked against the
 holder's :class:`ReservationLimits`: how long, how far ahead, how many at once, how many
 GPU-equivalents at once (by default the holder's ``gpu_limit``) and how many GPU-hours in
@@ -44,6 +45,16 @@ Only containers started before the end on the ended reservation's devices are ca
 newest first, as few as bring the holder back within quota. Such a container never becomes
 a borrowed one (that is fixed at creation, in its labels).
 
+**Slots on GPUs with MIG on demand** (``dynamic`` in ``mig_layout``): a ``--mig``
+reservation that no existing instance serves may keep a slice such a GPU could make: a
+*slot* (``MIG-slot-<GPU UUID>-<memory slice>``, :func:`slot_uuid`), placed by the
+fragment-least rule (``core.mig_on_demand.where_to_create``) beside the GPU's baseline
+instances and the instances and slots of the reservations overlapping its window (slices
+made on demand for containers come and go, and are not counted). At the start ds01d makes
+the slice (of the reservation's ``profile``) and the reservation keeps it instead; until
+then nobody can hold a slot. A slot still there once its reservation is in force (no room
+was left) is repaired like a device that is gone (below).
+
 **Devices that are gone** (:func:`repair`): a change of a GPU's MIG layout (or of its MIG
 mode) removes instances, and with them devices a reservation keeps. Each such device is
 re-mapped to an equivalent one (an instance of the reservation's MIG profile, or a whole
@@ -64,6 +75,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from ds01.core.allocation import AllocationState, allocate, format_equivalents
+from ds01.core.mig_on_demand import CreateSlice, GpuView, Slice, planned_device, where_to_create
 from ds01.core.scheduler import PendingRequest, Start
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
@@ -239,14 +251,71 @@ def _in_window(
     return [r for r in reservations if r.overlaps(start, end)]
 
 
+SLOT_PREFIX = "MIG-slot-"
+"""UUID prefix of a slot: a slice a GPU with MIG on demand makes at the reservation's start."""
+
+
+def slot_uuid(create: CreateSlice) -> str:
+    """The stand-in UUID of a slot, unique per GPU and memory slice."""
+    return f"{SLOT_PREFIX}{create.gpu_uuid}-{create.start}"
+
+
+def is_slot(uuid: str) -> bool:
+    return uuid.startswith(SLOT_PREFIX)
+
+
+def _slot_start(uuid: str) -> int:
+    return int(uuid.rsplit("-", 1)[1])
+
+
+def _slot_views(views: Sequence[GpuView], in_window: Sequence[Reservation]) -> list[GpuView]:
+    """``views`` as a reservation over a window sees them: the baseline instances, the
+    instances the reservations ``in_window`` keep, and their slots (module docstring)."""
+    kept = {u for r in in_window for u in r.devices}
+    out = []
+    for view in views:
+        prefix = f"{SLOT_PREFIX}{view.gpu.uuid}-"
+        slots = tuple(
+            Slice(u, r.profile or "", _slot_start(u), held=True, on_demand=True)
+            for r in in_window
+            for u in r.devices
+            if u.startswith(prefix)
+        )
+        there = tuple(s for s in view.slices if not s.on_demand or s.uuid in kept)
+        out.append(replace(view, slices=there + slots))
+    return out
+
+
+def _slot(
+    request: ReservationRequest, views: Sequence[GpuView], in_window: Sequence[Reservation]
+) -> Device | None:
+    """A slot for ``request``'s MIG profile on a GPU of ``views``, or ``None``."""
+    if request.mig_profile is None or not views:
+        return None
+    where = where_to_create(_slot_views(views, in_window), request.mig_profile)
+    if not isinstance(where, CreateSlice):
+        return None
+    gpu = next(v.gpu for v in views if v.gpu.uuid == where.gpu_uuid)
+    return replace(planned_device(where, gpu), uuid=slot_uuid(where))
+
+
 def fit(
-    request: ReservationRequest, inventory: Inventory, existing: Sequence[Reservation]
+    request: ReservationRequest,
+    inventory: Inventory,
+    existing: Sequence[Reservation],
+    views: Sequence[GpuView] = (),
 ) -> tuple[Device, ...] | None:
-    """The devices ``request`` would get over its window (lowest GPU first), or ``None``."""
-    taken = {u for r in _in_window(existing, request.start, request.end) for u in r.devices}
+    """The devices ``request`` would get over its window (lowest GPU first), or ``None``;
+    a MIG profile no free instance serves gets a slot on one of ``views`` (the GPUs with
+    MIG on demand), if one has room."""
+    in_window = _in_window(existing, request.start, request.end)
+    taken = {u for r in in_window for u in r.devices}
     free = [d for d in _candidates(request, inventory) if d.uuid not in taken]
     count = 1 if request.mig_profile is not None else request.whole_gpus
-    return tuple(free[:count]) if len(free) >= count else None
+    if len(free) >= count:
+        return tuple(free[:count])
+    slot = _slot(request, views, in_window)
+    return None if slot is None else (slot,)
 
 
 def next_free_start(
@@ -254,23 +323,34 @@ def next_free_start(
     inventory: Inventory,
     existing: Sequence[Reservation],
     horizon: datetime | None = None,
+    views: Sequence[GpuView] = (),
 ) -> datetime | None:
     """The earliest start, at or after ``request.start`` and not after ``horizon``, at which
     ``request`` (same length, same devices asked) fits; ``None`` when there is none."""
-    if len(_candidates(request, inventory)) < max(request.whole_gpus, 1):
+    if len(_candidates(request, inventory)) < max(request.whole_gpus, 1) and not _offered(
+        request, views
+    ):
         return None
     ends = sorted({r.end for r in existing if r.end > request.start})
     for start in (request.start, *ends):
         if horizon is not None and start > horizon:
             return None
-        if fit(request.at(start), inventory, existing) is not None:
+        if fit(request.at(start), inventory, existing, views) is not None:
             return start
     return None  # unreachable: after the last end everything is free
 
 
-def _check_kind_exists(request: ReservationRequest, inventory: Inventory) -> None:
+def _offered(request: ReservationRequest, views: Sequence[GpuView]) -> bool:
+    """Whether a GPU with MIG on demand offers ``request``'s MIG profile."""
+    profile = request.mig_profile
+    return profile is not None and any(v.table.shape(profile) is not None for v in views)
+
+
+def _check_kind_exists(
+    request: ReservationRequest, inventory: Inventory, views: Sequence[GpuView]
+) -> None:
     candidates = _candidates(request, inventory)
-    if request.mig_profile is not None and not candidates:
+    if request.mig_profile is not None and not candidates and not _offered(request, views):
         profiles = sorted({d.profile for d in inventory.devices if d.profile})
         raise NotFound(
             f"There is no MIG instance of profile {request.mig_profile} to reserve on this "
@@ -278,7 +358,7 @@ def _check_kind_exists(request: ReservationRequest, inventory: Inventory) -> Non
             details={"requested": request.mig_profile, "available": profiles},
         )
     count = 1 if request.mig_profile is not None else request.whole_gpus
-    if len(candidates) < count:
+    if len(candidates) < count and not _offered(request, views):
         raise NoCapacity(
             f"This server has {len(candidates)} GPUs that can be reserved; you asked for {count}.",
             details={"requested": count, "available": len(candidates)},
@@ -290,6 +370,7 @@ def _refuse_conflict(
     inventory: Inventory,
     existing: Sequence[Reservation],
     horizon: datetime | None,
+    views: Sequence[GpuView],
 ) -> NoCapacity:
     kinds = {d.uuid for d in _candidates(request, inventory)}
     conflicts = [
@@ -302,7 +383,7 @@ def _refuse_conflict(
         f"{r.describe()}"
         for r in conflicts
     )
-    nxt = next_free_start(request, inventory, existing, horizon)
+    nxt = next_free_start(request, inventory, existing, horizon, views)
     suggestion = (
         f"The next free slot for {request.describe()} and {_hours_text(request.duration)} "
         f"starts {format_moment(nxt)}."
@@ -426,11 +507,13 @@ def admit(
     new_id: str,
     note: str = "",
     created_by: str = "",
+    views: Sequence[GpuView] = (),
 ) -> Reservation:
     """The reservation ``request`` becomes, or why not.
 
     ``existing`` are the reservations on the server (ended ones are ignored);
-    ``limits`` are the holder's (ignored for maintenance).
+    ``limits`` are the holder's (ignored for maintenance); ``views``: the GPUs with MIG on
+    demand, for a slot (module docstring).
 
     Raises:
         InvalidInput: the start is in the past.
@@ -445,15 +528,15 @@ def admit(
             f"it is {format_moment(now.astimezone(request.start.tzinfo))} now."
         )
     live = [r for r in existing if r.end > now]
-    _check_kind_exists(request, inventory)
+    _check_kind_exists(request, inventory, views)
     horizon: datetime | None = None
     if request.holder is not None:
         _check_length_and_lead(request, limits, now)
         if limits.max_days_ahead is not None:
             horizon = now + timedelta(days=limits.max_days_ahead)
-    devices = fit(request, inventory, live)
+    devices = fit(request, inventory, live, views)
     if devices is None:
-        raise _refuse_conflict(request, inventory, live, horizon)
+        raise _refuse_conflict(request, inventory, live, horizon, views)
     equivalents = sum((d.gpu_equivalents for d in devices), Fraction(0))
     if request.holder is not None:
         mine = [r for r in live if r.holder == request.holder]
@@ -804,7 +887,8 @@ def repair(
     kept_now = {r.id: r.devices for r in reservations}
     repairs: list[Repair] = []
     for r in sorted((r for r in reservations if r.end > now), key=lambda r: (r.start, r.id)):
-        gone = [u for u in r.devices if u not in present]
+        due = r.start <= now  # a slot is only due to exist from the start
+        gone = [u for u in r.devices if u not in present and (due or not is_slot(u))]
         if not gone:
             continue
         others = [o for o in reservations if o.id != r.id and o.overlaps(r.start, r.end)]
@@ -829,6 +913,7 @@ __all__ = [
     "DEFAULT_MAX_DAYS_AHEAD",
     "DEFAULT_MAX_HOURS",
     "MAINTENANCE",
+    "SLOT_PREFIX",
     "DrainStop",
     "DrainWarn",
     "EndStop",
@@ -846,11 +931,13 @@ __all__ = [
     "format_moment",
     "held_now",
     "holder_view",
+    "is_slot",
     "next_free_start",
     "overstays",
     "phase",
     "protected",
     "repair",
     "reserved_starts",
+    "slot_uuid",
     "with_blocked",
 ]

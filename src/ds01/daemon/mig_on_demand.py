@@ -45,6 +45,7 @@ from ds01.core.mig_on_demand import (
     plan_profiles,
     plan_what_fits,
     to_destroy,
+    where_to_create,
     with_planned,
 )
 from ds01.daemon.context import DaemonContext
@@ -127,6 +128,23 @@ class MigOnDemand:
         held = set(held)
         creates = plan_what_fits(inventory, held, self.views(inventory, held), wanted)
         return with_planned(inventory, creates) if creates else inventory
+
+    def make_for_reservation(
+        self, profile: str, inventory: Inventory, held: Iterable[str]
+    ) -> Device | None:
+        """Under the allocation lock: a new slice of ``profile`` where the fragment-least rule
+        puts it on a dynamic GPU, for a reservation's slot at its start (recorded as made on
+        demand: destroyed once free after the reservation); ``None`` when none has room.
+
+        Raises:
+            ds01.errors.SystemFault: the backend refused to make it.
+        """
+        views = self.views(inventory, held)
+        where = where_to_create(views, profile)
+        if isinstance(where, NoRoom):
+            return None
+        gpu = next(v.gpu for v in views if v.gpu.uuid == where.gpu_uuid)
+        return self._create(gpu, where, "ds01d", on_demand=True)
 
     # -- making and destroying ----------------------------------------------------------------
 

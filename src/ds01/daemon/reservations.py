@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -47,8 +47,10 @@ from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.mig_on_demand import GpuView
 from ds01.core.reservations import (
     MAINTENANCE,
+    SLOT_PREFIX,
     DrainWarn,
     EndWarn,
     Occupant,
@@ -60,6 +62,7 @@ from ds01.core.reservations import (
     drain,
     format_moment,
     holder_view,
+    is_slot,
     overstays,
     phase,
     repair,
@@ -69,7 +72,7 @@ from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model import labels as L
-from ds01.model.device import Inventory
+from ds01.model.device import Device, Inventory
 from ds01.model.quota import GpuQuota
 from ds01.model.text import plain
 from ds01.runtime.docker import ContainerRecord
@@ -87,6 +90,11 @@ KEEP_ENDED = timedelta(days=7)
 WEEK = timedelta(days=7)
 
 _ID_LENGTH = 8
+
+#: The GPUs with MIG on demand as the planner sees them (``MigOnDemand.views``).
+Views = Callable[[Inventory], Sequence[GpuView]]
+#: Makes a slice of a profile for a slot at its start (``MigOnDemand.make_for_reservation``).
+MakeSlice = Callable[[str, Inventory, Iterable[str]], Device | None]
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
 _Decision = TypeVar("_Decision")
@@ -143,7 +151,7 @@ def info(
         id=r.id,
         holder=r.holder,
         devices=list(r.devices),
-        device_labels=[labels[u].label if u in labels else u for u in r.devices],
+        device_labels=[_label(u, r, labels, inventory) for u in r.devices],
         gpu_equivalents=round(float(r.gpu_equivalents), 4),
         start=r.start.isoformat(timespec="seconds"),
         end=r.end.isoformat(timespec="seconds"),
@@ -151,8 +159,24 @@ def info(
         created_by=r.created_by,
         created_at=record.created_at,
         phase="cancelled" if record.phase == "cancelled" else phase(r, now),
-        missing_devices=[u for u in r.devices if u not in labels] if inventory is not None else [],
+        missing_devices=[
+            u for u in r.devices if u not in labels and not (is_slot(u) and r.start > now)
+        ]
+        if inventory is not None
+        else [],
     )
+
+
+def _label(
+    uuid_: str, r: Reservation, labels: dict[str, Device], inventory: Inventory | None
+) -> str:
+    """A device as ``gpu-status`` names it; a slot as its GPU and profile, to be made."""
+    if uuid_ in labels:
+        return labels[uuid_].label
+    if inventory is None or not is_slot(uuid_):
+        return uuid_
+    gpus = [g for g in inventory.gpus if uuid_.startswith(f"{SLOT_PREFIX}{g.uuid}-")]
+    return f"{gpus[0].index}:{r.profile} (made at the start)" if gpus else uuid_
 
 
 def _event_details(r: Reservation) -> dict[str, object]:
@@ -171,9 +195,13 @@ def _event_details(r: Reservation) -> dict[str, object]:
 
 
 def create(
-    ctx: DaemonContext, caller: Caller, request: api.ReservationRequest
+    ctx: DaemonContext,
+    caller: Caller,
+    request: api.ReservationRequest,
+    views: Views | None = None,
 ) -> api.ReservationInfo:
-    """Reserve what ``request`` asks for the caller (or for maintenance), or refuse with why:
+    """Reserve what ``request`` asks for the caller (or for maintenance), or refuse with why
+    (``views``: the GPUs with MIG on demand, where a ``--mig`` reservation may keep a slot):
     ``NoCapacity`` (a conflict: the slot in the way and the next free one), ``QuotaExceeded``
     (a limit), ``InvalidInput``, ``PermissionDenied`` (maintenance by a non-admin)."""
     resource = "reservation/new"
@@ -199,6 +227,7 @@ def create(
                 new_id=uuid.uuid4().hex[:_ID_LENGTH],
                 note=plain(request.note).strip(),  # shown on others' terminals
                 created_by=caller.name,
+                views=views(inventory) if views is not None and request.mig else (),
             )
         except (NoCapacity, QuotaExceeded, NotFound, InvalidInput) as refused:
             ctx.log_refusal(caller, "reservation.create", resource, refused, **refused.details)
@@ -362,11 +391,13 @@ class ReservationWatch:
 
     ``stop`` stops a container for the daemon with a reason (``ContainerOps.stop_by_daemon``);
     ``release`` gives a stopped container's devices back, under the allocation lock
-    (``QueueDesk.release_devices``)."""
+    (``QueueDesk.release_devices``); ``make`` makes the slice of a slot at its start
+    (``MigOnDemand.make_for_reservation``; ``None``: no slot is ever made)."""
 
     ctx: DaemonContext
     stop: Callable[[ContainerRecord, str], None]
     release: Callable[[ContainerRecord, datetime, str], None]
+    make: MakeSlice | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -384,6 +415,7 @@ class ReservationWatch:
         with self._lock:
             if not dry_run:
                 self._announce(now)
+                self._make_slots(records, now)
                 self._repair(now)
             reservations = kept(self.ctx)
             lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
@@ -513,6 +545,42 @@ class ReservationWatch:
                     details=_event_details(r),
                 )
         store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
+
+    def _make_slots(self, records: list[ContainerRecord], now: datetime) -> None:
+        """At a reservation's start, make the slice of each of its slots and keep that
+        instead (``reservation.remap``, ``made``); a slot left (no room, or no ``make``) is
+        then repaired like a device that is gone. Under the allocation lock."""
+        ctx = self.ctx
+        due = [r for r in kept(ctx) if r.in_force(now) and any(is_slot(u) for u in r.devices)]
+        if not due or self.make is None:
+            return
+        held = {u for record in records for u in record.gpus}
+        with ctx.allocation_lock:
+            for r in due:
+                devices = list(r.devices)
+                made: dict[str, str] = {}
+                for i, slot in enumerate(r.devices):
+                    if not is_slot(slot) or r.profile is None:
+                        continue
+                    try:
+                        device = self.make(r.profile, ctx.backend.inventory(), held)
+                    except Ds01Error as exc:
+                        log.error("could not make a %s slice for reservation %s: %s",
+                                  r.profile, r.id, exc.message)  # fmt: skip
+                        device = None
+                    if device is not None:
+                        devices[i] = made[slot] = device.uuid
+                if made and ctx.store.set_reservation_devices(r.id, devices):
+                    ctx.events.emit(
+                        "reservation.remap",
+                        user="ds01d",
+                        resource=f"reservation/{r.id}",
+                        details={
+                            **_event_details(replace(r, devices=tuple(devices))),
+                            "replaced": made,
+                            "made": True,
+                        },
+                    )
 
     def _repair(self, now: datetime) -> None:
         """Re-map the devices of reservations that are gone (``core.reservations.repair``):
