@@ -603,3 +603,42 @@ def test_a_dynamic_gpu_offers_slots_that_never_overlap_in_time() -> None:
     assert repair(existing, inventory, at(1)) == []
     [due] = repair(existing[:1], inventory, at(3))
     assert due.missing == (slot,)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+            st.integers(0, 12),
+            st.integers(1, 4),
+        ),
+        max_size=10,
+    )
+)
+def test_slots_of_overlapping_reservations_never_share_memory_slices(
+    asked: list[tuple[str, int, int]],
+) -> None:
+    dynamic = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+    inventory = Inventory("simulated", gpus=(dynamic,), devices=())
+    views = [gpu_view(dynamic, A100_40GB_TABLE, (), (), (), ())]
+    existing: list[Reservation] = []
+    for n, (profile, start, hours) in enumerate(asked):
+        try:
+            made = admit(request(None, start, hours, profile=profile), existing, inventory,
+                         UNLIMITED, NOW, new_id=f"s{n}", views=views)  # fmt: skip
+        except NoCapacity:
+            continue
+        existing.append(made)
+
+    def memory(r: Reservation) -> set[int]:
+        [slot] = r.devices
+        shape = A100_40GB_TABLE.shape(r.profile or "")
+        assert is_slot(slot) and shape is not None
+        first = int(slot.rsplit("-", 1)[1])
+        return set(range(first, first + shape.size))
+
+    for r in existing:
+        for other in existing:
+            if other.id != r.id and r.overlaps(other.start, other.end):
+                assert not memory(r) & memory(other)
