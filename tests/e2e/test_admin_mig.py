@@ -4,12 +4,14 @@ gpu-config.yaml wants GPU 1 split into two 3g.20gb instances and GPU 3 (split 3g
 whole again. alice holds a slice of GPU 3: the plan says GPU 1 can change and GPU 3 cannot
 (and who holds it); apply changes GPU 1, refuses GPU 3 and logs both; users then get the
 new instances. The change survives a restart of ds01d (the simulated state file), and once
-alice's container is gone GPU 3 changes too. A layout whose instances do not fit the GPU's
-placements is refused before anything changes.
+alice's container is gone GPU 3 changes too; a reservation of its 2g.10gb slice, which has
+no equivalent left, is then reported as affected. A layout whose instances do not fit the
+GPU's placements is refused before anything changes.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from support import TEST_IMAGES_YAML, describe
@@ -80,10 +82,18 @@ def test_mig_apply_changes_free_gpus_refuses_held_ones_and_survives_a_restart(
     assert by_gpu(d.cli_json(None, "admin", "mig", "plan"))[1]["status"] == "unchanged"
 
     assert d.cli("alice", "container-remove", "nb").returncode == 0
+    tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%d 09:00")
+    kept = d.cli_json("bob", "reserve", "--mig", "2g.10gb", "--from", tomorrow, "--hours", "2")
     last = d.cli_json(None, "admin", "mig", "apply", "--gpu", "3")
     assert last["complete"], last
     assert [g["outcome"] for g in last["gpus"]] == ["applied"]
     assert devices_of(d, 3) == [("gpu", None)]
+    # No 2g.10gb is left anywhere: the reservation is not left pointing at nothing silently.
+    d.cli_json(None, "maintenance", "run")  # a lifecycle pass: reservations are repaired
+    listed = d.cli_json("bob", "reservations")
+    assert [r["missing_devices"] for r in listed] == [kept["devices"]]
+    assert "affected" in d.cli("bob", "reservations").stdout
+    assert d.events_where(action="reservation.affected", resource=f"reservation/{kept['id']}")
     split = {
         g["uuid"] for g in d.cli_json("bob", "gpu-status") if g["gpu_index"] == 1
     }  # the only 3g.20gb instances left

@@ -8,7 +8,9 @@ starts a few seconds from now (``--from`` takes seconds too) drains the device: 
 of the container on it is warned at the lead time (``reservations.warning_minutes`` of
 3 s) and the container is stopped at the start; during the window the holder gets the
 devices on top of their quota, others do not; a restart of ds01d keeps the reservation and
-announces its start only once.
+announces its start only once. A holder whose container uses the reserved devices on top of
+their quota is warned at the lead time before the end, and it is stopped at the end (or
+at once when the reservation is cancelled).
 """
 
 from __future__ import annotations
@@ -147,3 +149,54 @@ def test_a_reservation_drains_its_device_and_survives_a_restart(
     assert all(dev["reservations"][0]["holder"] == "alice" for dev in status)
     d.cli_json(None, "maintenance", "run")  # a full lifecycle pass after the restart
     assert len(d.events_where(action="reservation.start")) == 1
+
+
+def test_at_the_end_a_holder_over_quota_is_warned_then_stopped(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    d = start_daemon(ds01d)
+    alice = unix_users["alice"]
+    now = datetime.now().replace(microsecond=0)
+    made = d.cli_json(
+        "alice", "reserve", "--gpus", "2", "--from", now.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "0.002",
+    )  # fmt: skip
+    end = datetime.fromisoformat(made["end"]).replace(tzinfo=None)
+    # gpu_limit 1: both GPUs are hers only on top of her quota, until the end.
+    exam = d.cli_json("alice", "container-create", "exam", "--image", "busybox", "--gpus", "2",
+                      "--start")  # fmt: skip
+    assert sorted(exam["gpus"]) == sorted(made["devices"])
+
+    def warned() -> list[dict[str, Any]]:
+        return [e for e in d.events_where(action="lifecycle.warn", user="alice")
+                if e["details"].get("kind") == "reservation_end"]  # fmt: skip
+
+    warning = wait_until("alice's warning before the end", warned, timeout=15)[0]
+    warned_at = datetime.fromisoformat(warning["ts"]).astimezone().replace(tzinfo=None)
+    assert end - timedelta(seconds=LEAD_S + 1) <= warned_at < end, (warned_at, end)
+    notice = Path(alice.pw_dir) / "workspace" / ".ds01-notice"
+    assert f"reservation {made['id']} ends" in notice.read_text()
+
+    stop = wait_until(
+        "the stop at the end", lambda: d.events_where(action="cleanup.reservation"), timeout=10
+    )[0]
+    assert made["id"] in stop["details"]["reason"] and "gpu_limit" in stop["details"]["reason"]
+    assert datetime.fromisoformat(stop["ts"]).astimezone().replace(tzinfo=None) >= end
+    assert docker_client.containers.get(docker_name("alice", "exam")).status == "exited"
+
+    # Cancelling a reservation in force ends it at once for the same rule.
+    now = datetime.now().replace(microsecond=0)
+    again = d.cli_json(
+        "alice", "reserve", "--gpus", "2", "--from", now.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "1",
+    )  # fmt: skip
+    restarted = d.cli_json("alice", "container-start", "exam")
+    assert sorted(restarted["gpus"]) == sorted(again["devices"])
+    d.cli_json("alice", "reservations", "cancel", again["id"])
+    second = wait_until(
+        "the stop after the cancel",
+        lambda: [e for e in d.events_where(action="cleanup.reservation")
+                 if again["id"] in e["details"]["reason"]],
+        timeout=10,
+    )  # fmt: skip
+    assert second and "gpu_limit" in second[0]["details"]["reason"]

@@ -8,11 +8,13 @@ slices, so carol's 1g.5gb fragments: it waits in the queue. alice's slice, once 
 too large for carol's quota: it is destroyed and the queue makes carol a 1g.5gb there.
 bob removes his container while a process still runs on his slice: the destroy is refused
 and retried, nobody is told of an error; once the process is gone the slice is destroyed
-(keep time 0).
+(keep time 0). A ``--mig 3g.20gb`` reservation when no such instance exists keeps a slot on
+GPU 1; at its start the slice is made and the reservation keeps it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from rawapi import RawApi
@@ -149,3 +151,32 @@ def test_an_instance_left_unrecorded_by_a_crash_is_adopted_and_destroyed_the_bas
     plan = d.cli_json(None, "admin", "mig", "plan")["gpus"][1]
     assert plan["status"] == "unchanged"
     assert plan["desired"]["description"] == "MIG on demand (baseline: 3g.20gb)"
+
+
+def test_a_reservation_keeps_a_slot_and_the_slice_is_made_at_its_start(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    limits = LIMITS + "    policies:\n      lifecycle_interval_seconds: 0.5\n"
+    d = ds01d(resource_limits=limits, gpu_config=GPUS, images=TEST_IMAGES_YAML)
+    start = datetime.now().replace(microsecond=0) + timedelta(seconds=2)
+    # No 3g.20gb exists: GPU 1 could make one, so the reservation keeps a slot there.
+    made = d.cli_json(
+        "alice", "reserve", "--mig", "3g.20gb", "--from", start.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "1",
+    )  # fmt: skip
+    [slot] = made["devices"]
+    assert slot.startswith("MIG-slot-") and made["missing_devices"] == []
+
+    remap = wait_until(
+        "the slice made at the start",
+        lambda: d.events_where(action="reservation.remap", resource=f"reservation/{made['id']}"),
+        timeout=10,
+    )[0]
+    assert remap["details"]["made"] is True
+    [uuid] = remap["details"]["devices"]
+    assert [(g["uuid"], g["profile"]) for g in slices(d)] == [(uuid, "3g.20gb")]
+    [listed] = d.cli_json("alice", "reservations")
+    assert listed["devices"] == [uuid] and listed["missing_devices"] == []
+    mine = d.cli_json("alice", "container-create", "exam", "--image", "busybox",
+                      "--mig", "3g.20gb")  # fmt: skip
+    assert mine["gpus"] == [uuid]

@@ -119,3 +119,21 @@ def test_openapi_documents_every_route_with_resolvable_schemas() -> None:
     for ref in {part.split("'")[0] for part in text.split("#/components/schemas/")[1:]}:
         assert ref in schemas, ref
     assert "CreateContainerRequest" in schemas
+
+
+def test_a_declared_runtime_carries_when_it_ends_from_the_lifecycle_pass() -> None:
+    from ds01.daemon.views import with_lifecycle
+
+    info = api.ContainerInfo(
+        name="train", docker_name="train._.1001", user="alice", status="running",
+        image="busybox", gpus=[], gpu_equivalents=0.0, created_at="", runtime_hours=4.0,
+    )  # fmt: skip
+    status = api.LifecycleStatus(
+        container_id="c", name="train", user="alice", status="running", idle_minutes=0.0,
+        stop_at="2026-12-07T12:00:00+00:00", stop_kind="idle",
+        runtime_stop_at="2026-12-07T14:00:00+00:00", reason="",
+    )  # fmt: skip
+    assert with_lifecycle(info, status).runtime_ends_at == "2026-12-07T14:00:00+00:00"
+    # Without a declared runtime the limit is max_runtime_hours: shown as the stop, not here.
+    undeclared = info.model_copy(update={"runtime_hours": None})
+    assert with_lifecycle(undeclared, status).runtime_ends_at is None

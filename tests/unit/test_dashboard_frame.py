@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -300,3 +300,22 @@ def test_a_borrowed_container_and_its_device_say_so() -> None:
     frame = build_frame(overview)
     assert "alice/scratch (borrowed)" in column(frame.devices, "HOLDER")
     assert "idle 42m, borrowed" in column(frame.containers, "STATE")
+
+
+def test_a_declared_runtime_shows_when_it_ends() -> None:
+    overview = admin_overview()
+    at = datetime.fromisoformat(overview["at"])
+    for container in overview["containers"]:
+        if container["name"] == "thesis":
+            container["runtime_hours"] = 4.0
+            container["runtime_ends_at"] = (at + timedelta(hours=1, minutes=20)).isoformat()
+        if container["name"] == "old":  # stopped: nothing runs out
+            container["runtime_hours"] = 2.0
+    frame = build_frame(overview)
+    names, states_ = column(frame.containers, "NAME"), column(frame.containers, "STATE")
+    states = dict(zip(names, states_, strict=True))
+    assert states["thesis"] == "active, 4h00m run, ends in 1h20m"
+    assert states["old"] == "stopped" and states["scratch"] == "idle 42m"
+    thesis = next(c for c in overview["containers"] if c["name"] == "thesis")
+    detail = dict(container_detail(overview, thesis["docker_name"]) or [])
+    assert detail["Runtime ends"] == (at + timedelta(hours=1, minutes=20)).isoformat()

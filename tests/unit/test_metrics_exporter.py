@@ -456,6 +456,7 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
         event("lifecycle.warn", kind="idle"),
         event("lifecycle.warn", kind="runtime"),
         event("lifecycle.warn", kind="reservation"),
+        event("lifecycle.warn", kind="reservation_end"),
         event("cleanup.idle"),
         event("cleanup.runtime"),
         event("cleanup.reservation"),
@@ -470,7 +471,7 @@ def test_lifecycle_actions_are_counted_by_kind_from_zero() -> None:
     assert counters.snapshot().lifecycle_actions == {
         "warn_idle": 2,
         "warn_runtime": 1,
-        "warn_reservation": 1,
+        "warn_reservation": 2,
         "stop_idle": 1,
         "stop_runtime": 1,
         "stop_reservation": 1,

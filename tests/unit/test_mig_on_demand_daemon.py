@@ -126,3 +126,26 @@ def test_a_dynamic_gpu_with_nothing_made_on_demand_gets_its_baseline_back(tmp_pa
 
     assert profiles(svc) == [("3g.20gb", 0)]
     assert svc.store.on_demand_slices() == {}  # the admin's, never destroyed
+
+
+def test_a_slice_made_on_demand_that_a_reservation_keeps_is_not_destroyed(
+    tmp_path: Path,
+) -> None:
+    from ds01.core.reservations import Reservation
+    from ds01.runtime.store import ReservationRecord
+
+    svc, _ = service(tmp_path, "[{profile: 3g.20gb, start: 0}, {profile: 1g.5gb, start: 4}]")
+    mig = svc.mig_on_demand
+    by_start = {d.start: d.uuid for d in svc.backend.inventory().devices}
+    kept = Reservation(
+        "r1", "alice", (by_start[4],), NOW + timedelta(hours=1), NOW + timedelta(hours=3),
+        profile="1g.5gb",
+    )  # fmt: skip
+    svc.store.add_reservation(ReservationRecord.of(kept, NOW.isoformat(), "upcoming"))
+    mig.reclaim([], NOW)  # adopted (not the baseline), but kept for the reservation
+    assert not mig.reclaim([], NOW + timedelta(minutes=30))
+    assert profiles(svc) == [("1g.5gb", 4), ("3g.20gb", 0)]
+    # Once the reservation has ended it is a free slice like any other.
+    mig.reclaim([], NOW + timedelta(hours=3))
+    assert mig.reclaim([], NOW + timedelta(hours=4))
+    assert profiles(svc) == [("3g.20gb", 0)]

@@ -219,3 +219,31 @@ def test_usage_rows_say_whether_borrowed_and_an_older_database_gains_the_column(
     store.open_usage(UsageRecord("c2", "alice", "phd", "1", "2026-12-02", borrowed=True))
     rows = {row.container_id: row.borrowed for row in store.usage()}
     assert rows == {"c1": False, "c2": True}
+
+
+def test_an_older_database_gains_the_reservations_profile_column(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE reservations (id TEXT PRIMARY KEY, holder TEXT, devices TEXT NOT NULL,"
+        " gpu_equivalents TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,"
+        " note TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL,"
+        " phase TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO reservations VALUES ('r0', 'alice', '[\"GPU-0\"]', '1',"
+        " '2026-12-08T09:00:00+00:00', '2026-12-08T11:00:00+00:00', '', 'alice',"
+        " '2026-12-07T09:00:00+00:00', 'upcoming')"
+    )
+    old.commit()
+    old.close()
+    store = StateStore(path)
+    mine = Reservation(
+        "r1", "bob", ("MIG-1",), NOW + timedelta(hours=1), NOW + timedelta(hours=2),
+        Fraction(3, 7), profile="3g.20gb",
+    )  # fmt: skip
+    store.add_reservation(ReservationRecord.of(mine, NOW.isoformat(), "upcoming"))
+    assert store.set_reservation_devices("r1", ["MIG-2"])
+    kept = {r.id: r.reservation() for r in store.reservations()}
+    assert kept["r0"].profile is None and kept["r0"].devices == ("GPU-0",)
+    assert (kept["r1"].profile, kept["r1"].devices) == ("3g.20gb", ("MIG-2",))

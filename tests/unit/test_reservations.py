@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, GpuRequest, Holding
+from ds01.core.mig_on_demand import gpu_view
 from ds01.core.reservations import (
     Occupant,
     Reservation,
@@ -24,15 +25,19 @@ from ds01.core.reservations import (
     drain,
     held_now,
     holder_view,
+    is_slot,
+    overstays,
     phase,
     protected,
+    repair,
     reserved_starts,
     with_blocked,
 )
 from ds01.core.scheduler import PendingRequest, UsageTotals, plan
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.exitcodes import ExitCode
-from ds01.model.device import Device, Inventory
+from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.mig_placement import A100_40GB_TABLE
 from ds01.model.quota import GpuQuota
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # a Monday
@@ -174,6 +179,41 @@ def test_drain_warns_at_the_lead_time_then_stops() -> None:
     assert "reserved for alice" in stops[0].reason and "reservation r" in stops[0].reason
 
 
+def test_a_holder_over_quota_is_warned_before_the_end_then_stopped_at_it() -> None:
+    r = Reservation("r", "alice", ("GPU-0", "GPU-1"), at(2), at(4), Fraction(2))
+    lead = timedelta(minutes=15)
+    old = Occupant("c1", "alice", ("GPU-0",), equivalents=Fraction(1), started_at=at(2.1))
+    new = Occupant("c2", "alice", ("GPU-1",), equivalents=Fraction(1), started_at=at(2.5))
+    limits = {"alice": Fraction(1)}
+    assert overstays([r], [old, new], limits, at(3.5), lead) == ([], [])
+    warns, stops = overstays([r], [old, new], limits, at(3.8), lead)
+    assert [w.container for w in warns] == ["c2"] and not stops  # newest first, only one
+    assert overstays([r], [old, new], limits, at(3.8), lead, lambda key: True) == ([], [])
+    warns, stops = overstays([r], [old, new], limits, at(4), lead)
+    assert not warns and [s.container for s in stops] == ["c2"]
+    assert "reservation r" in stops[0].reason and "gpu_limit" in stops[0].reason
+    # Within quota without the reservation: nothing; unlimited: nothing.
+    assert overstays([r], [old], limits, at(4), lead) == ([], [])
+    assert overstays([r], [old, new], {"alice": None}, at(4), lead) == ([], [])
+    # Restarted after the end (placed within quota then), or borrowed: never taken here.
+    later = replace(new, started_at=at(4.5))
+    assert overstays([r], [later], {"alice": Fraction(0)}, at(5), lead) == ([], [])
+    borrowed = replace(new, borrowed=True)
+    assert overstays([r], [old, borrowed], limits, at(4), lead) == ([], [])
+
+
+def test_a_following_reservation_of_the_holder_keeps_the_container() -> None:
+    first = Reservation("r1", "alice", ("GPU-0",), at(2), at(4), Fraction(1))
+    second = Reservation("r2", "alice", ("GPU-0",), at(4), at(6), Fraction(1))
+    on_top = Occupant("c", "alice", ("GPU-0",), equivalents=Fraction(1), started_at=at(2))
+    within = Occupant("w", "alice", ("GPU-1",), equivalents=Fraction(1), started_at=at(1))
+    limits = {"alice": Fraction(1)}
+    lead = timedelta(minutes=15)
+    assert overstays([first, second], [on_top, within], limits, at(4), lead) == ([], [])
+    _, stops = overstays([first, second], [on_top, within], limits, at(6), lead)
+    assert [s.container for s in stops] == ["c"] and stops[0].reservation.id == "r2"
+
+
 # ------------------------------------------------------------------------------------------
 # Properties
 # ------------------------------------------------------------------------------------------
@@ -287,6 +327,55 @@ def test_at_a_start_every_container_in_the_way_is_stopped_and_no_other(
     assert {s.container for s in stops} == in_way
     assert len(stops) == len(in_way)  # one stop per container
     assert not {w.container for w in warns} & in_way
+
+
+holder_containers = st.lists(
+    st.builds(
+        lambda n, devices, running, borrowed, started: Occupant(
+            f"c{n}", "alice", devices, running, Fraction(len(devices)), borrowed, at(started)
+        ),
+        st.integers(0, 99),
+        st.lists(
+            st.sampled_from(("GPU-0", "GPU-1", "GPU-2")), min_size=1, max_size=2, unique=True
+        ).map(tuple),
+        st.booleans(),
+        st.booleans(),
+        st.integers(0, 12),
+    ),
+    max_size=6,
+    unique_by=lambda o: o.container,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(holder_containers, st.integers(0, 3), st.integers(0, 14))
+def test_at_the_end_the_holder_is_brought_within_quota_by_the_fewest_stops(
+    present: list[Occupant], limit: int, hour: int
+) -> None:
+    r = Reservation("r", "alice", ("GPU-0", "GPU-1"), at(2), at(6), Fraction(2))
+    now = at(hour)
+    _, stops = overstays([r], present, {"alice": Fraction(limit)}, now, timedelta(0))
+    stopped = {s.container for s in stops}
+    by_id = {o.container: o for o in present}
+    for container in stopped:  # only running, within-quota containers placed in the window
+        o = by_id[container]
+        assert o.running and not o.borrowed and now >= r.end
+        assert o.started_at is not None and o.started_at < r.end
+        assert set(o.devices) & set(r.devices)
+    total = sum((o.equivalents for o in present if not o.borrowed), Fraction(0))
+    left = total - sum((by_id[c].equivalents for c in stopped), Fraction(0))
+    if total <= limit or now < r.end:
+        assert not stopped
+    elif left > limit:  # not enough: then every candidate was stopped
+        assert stopped == {
+            o.container
+            for o in present
+            if o.running and not o.borrowed and set(o.devices) & set(r.devices)
+            and o.started_at is not None and o.started_at < r.end
+        }  # fmt: skip
+    if stopped:  # one stop fewer would not have been enough
+        last = min(stopped, key=lambda c: (by_id[c].started_at or now, c))
+        assert left + by_id[last].equivalents > limit
 
 
 # ------------------------------------------------------------------------------------------
@@ -412,3 +501,137 @@ def test_a_request_that_fits_only_on_devices_reserved_from_before_its_end_is_not
     assert {e.request.id: e.status for e in result.ranked} == {
         "phd": "capacity", "student": "starting",
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# Devices that are gone (a MIG layout changed)
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_reserved_instance_that_is_gone_moves_to_an_equivalent_one_or_is_reported() -> None:
+    mine = reserve([], request("alice", 2, 4, profile="3g.20gb"))
+    assert mine.devices == ("MIG-2-1",) and mine.profile == "3g.20gb"
+    other = reserve([mine], request("bob", 3, 4, profile="3g.20gb"))
+    assert other.devices == ("MIG-2-2",)
+    # GPU 2 is laid out again: its instances get new UUIDs, one 3g.20gb and a 2g.10gb.
+    relaid = Inventory(
+        "simulated",
+        devices=(gpu(0), gpu(1), mig(2, 5), mig(2, 6, "2g.10gb", 2)),
+    )
+    first, second = repair([mine, other], relaid, at(0))
+    assert (first.devices, first.replaced, first.missing) == (
+        ("MIG-2-5",), (("MIG-2-1", "MIG-2-5"),), ()
+    )
+    assert second.devices == ("MIG-2-2",) and second.missing == ("MIG-2-2",)  # overlaps alice
+    # Whole GPUs: a GPU gone (now in MIG mode) is replaced by a free whole GPU.
+    whole = reserve([], request("carol", 2, 4))
+    assert whole.devices == ("GPU-0",)
+    fewer = Inventory("simulated", devices=(gpu(1), mig(2, 1)))
+    (moved,) = repair([whole], fewer, at(0))
+    assert moved.devices == ("GPU-1",) and not moved.missing
+    assert repair([whole], INVENTORY, at(0)) == []  # all there: nothing to do
+    assert repair([whole], fewer, at(7)) == []  # ended
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(requests, max_size=8), st.sets(st.sampled_from(
+    ("GPU-0", "GPU-1", "MIG-2-1", "MIG-2-2")), max_size=3))  # fmt: skip
+def test_repair_never_keeps_a_device_twice_and_only_moves_to_a_device_there(
+    asked: list[ReservationRequest], removed: set[str]
+) -> None:
+    existing: list[Reservation] = []
+    for req in asked:
+        try:
+            reserve(existing, req)
+        except (NoCapacity, QuotaExceeded):
+            continue
+    extra = (gpu(4), mig(5, 1))  # a GPU and a 3g.20gb instance added by the new layout
+    after = Inventory(
+        "simulated", devices=(*(d for d in INVENTORY.devices if d.uuid not in removed), *extra)
+    )
+    fixed = {f.reservation.id: f for f in repair(existing, after, NOW)}
+    present = after.by_uuid()
+    now_kept = [replace(r, devices=fixed[r.id].devices) if r.id in fixed else r for r in existing]
+    for r in now_kept:
+        for other in now_kept:
+            if other.id != r.id and r.overlaps(other.start, other.end):
+                assert not set(r.devices) & set(other.devices)
+    for f in fixed.values():
+        for old, new in f.replaced:
+            assert old in removed and new in present
+            assert present[new].kind == ("mig" if f.reservation.profile else "gpu")
+        assert set(f.missing) <= removed
+
+
+# ------------------------------------------------------------------------------------------
+# Slots on GPUs with MIG on demand
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_dynamic_gpu_offers_slots_that_never_overlap_in_time() -> None:
+    dynamic = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+    inventory = Inventory("simulated", gpus=(dynamic,), devices=(gpu(0),))
+    views = [gpu_view(dynamic, A100_40GB_TABLE, (), inventory.devices, (), ())]
+    assert views[0] is not None
+    existing: list[Reservation] = []
+
+    def book(holder: str, start: float, hours: float) -> Reservation:
+        req = request(holder, start, hours, profile="7g.40gb")
+        made = admit(req, existing, inventory, UNLIMITED, NOW, new_id=f"s{len(existing)}",
+                     views=views)  # fmt: skip
+        existing.append(made)
+        return made
+
+    first = book("alice", 2, 2)
+    [slot] = first.devices
+    assert is_slot(slot) and slot.startswith("MIG-slot-GPU-1-") and first.gpu_equivalents == 1
+    with pytest.raises(NoCapacity) as refused:
+        book("bob", 3, 2)  # the GPU can make one 7g.40gb, and it is alice's then
+    assert refused.value.details["next_free"] == at(4).isoformat()
+    assert book("bob", 4, 2).devices == (slot,)  # the same slice, afterwards
+    with pytest.raises(NotFound):  # neither an instance nor a dynamic GPU offers it
+        admit(request("carol", 2, 1, profile="9g.99gb"), existing, inventory, UNLIMITED, NOW,
+              new_id="x", views=views)  # fmt: skip
+    # Before the start a slot is not gone; in force and not made, it is (no instance left).
+    assert repair(existing, inventory, at(1)) == []
+    [due] = repair(existing[:1], inventory, at(3))
+    assert due.missing == (slot,)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+            st.integers(0, 12),
+            st.integers(1, 4),
+        ),
+        max_size=10,
+    )
+)
+def test_slots_of_overlapping_reservations_never_share_memory_slices(
+    asked: list[tuple[str, int, int]],
+) -> None:
+    dynamic = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+    inventory = Inventory("simulated", gpus=(dynamic,), devices=())
+    views = [gpu_view(dynamic, A100_40GB_TABLE, (), (), (), ())]
+    existing: list[Reservation] = []
+    for n, (profile, start, hours) in enumerate(asked):
+        try:
+            made = admit(request(None, start, hours, profile=profile), existing, inventory,
+                         UNLIMITED, NOW, new_id=f"s{n}", views=views)  # fmt: skip
+        except NoCapacity:
+            continue
+        existing.append(made)
+
+    def memory(r: Reservation) -> set[int]:
+        [slot] = r.devices
+        shape = A100_40GB_TABLE.shape(r.profile or "")
+        assert is_slot(slot) and shape is not None
+        first = int(slot.rsplit("-", 1)[1])
+        return set(range(first, first + shape.size))
+
+    for r in existing:
+        for other in existing:
+            if other.id != r.id and r.overlaps(other.start, other.end):
+                assert not memory(r) & memory(other)

@@ -116,3 +116,36 @@ def test_the_command_compares_without_and_with_borrowing(
     [comparison] = document["borrowing"]
     assert comparison["borrowed_jobs"] == 1
     assert comparison["utilisation_ratio"] > 1
+
+
+def test_borrowable_hours_follow_borrowings_rule_not_any_waiting_request() -> None:
+    # Four A100s, GPU 3 split (3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb). carol holds the 3g.20gb
+    # and dave waits within quota for one: he cannot use a whole GPU, so he keeps no whole
+    # GPU from being borrowed. alice's second one-GPU job waits for her quota while GPUs 1
+    # and 2 stand free for 2 hours (the free MIG instances are no use to her).
+    inventory = SimulatedBackend(GpuConfig()).inventory()
+    rows = (
+        "0,carol,lab,0,3g.20gb,4,0", "0,dave,lab,0,3g.20gb,1,0",
+        "0,alice,lab,1,,2,0", "0,alice,lab,1,,2,0",
+    )  # fmt: skip
+    without = replay(inventory, *rows, borrowing=False)
+    assert [o.wait_hours for o in without.outcomes] == [0.0, 4.0, 0.0, 2.0]
+    assert without.borrowable_gpu_hours == pytest.approx(4.0)
+    lent = replay(inventory, *rows, borrowing=True)
+    assert [o.borrowed for o in lent.outcomes] == [False, False, False, True]
+    assert lent.outcomes[3].wait_hours == 0.0
+
+
+def test_week_utilisation_counts_only_work_done_within_the_traces_week(
+    two_gpus: Inventory,
+) -> None:
+    # Submitted an hour before the week ends: without borrowing the second job runs after
+    # it (169-171 h), so only the first job's last hour is inside; with borrowing both are.
+    rows = ("167,alice,lab,1,,2,0", "167,alice,lab,1,,2,0")
+    without = replay(two_gpus, *rows, borrowing=False)
+    lent = replay(two_gpus, *rows, borrowing=True)
+    assert (without.window_hours, lent.window_hours) == (168.0, 168.0)
+    assert (without.busy_gpu_hours_in_window, lent.busy_gpu_hours_in_window) == (1.0, 2.0)
+    comparison = compare_borrowing(without, lent)
+    assert comparison.week_utilisation_without == pytest.approx(1 / (2 * 168))
+    assert comparison.week_utilisation_ratio == pytest.approx(2.0)

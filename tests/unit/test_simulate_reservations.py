@@ -123,3 +123,32 @@ def test_the_command_compares_without_and_with_reservations(
     [compared] = document["reservations"]
     assert (compared["admitted"], compared["refused"], compared["kept_rate"]) == (1, 1, 1.0)
     assert compared["refusals"][0]["line"] == 4
+
+
+def test_at_the_end_a_holders_job_over_quota_is_stopped_and_its_rest_queued() -> None:
+    # alice (gpu_limit 1, may reserve 2) books both GPUs for [1, 3); her two jobs at 1 start
+    # there on top of her quota. At 3 one of them must go (the newer; here the later line):
+    # its last half hour runs again once the other ends at 3.5.
+    two = SimulatedBackend(GpuConfig.model_validate({"simulated": {"gpus": [{}, {}]}}))
+    trace = parse_trace(
+        "\n".join((",".join(TRACE_COLUMNS), "1,alice,lab,1,,2.5,0", "1,alice,lab,1,,2.5,0"))
+        + "\n",
+        "t.csv",
+    )
+    booked = parse_reservations(
+        "\n".join((",".join(RESERVATION_COLUMNS), "0,1,2,alice,2,")) + "\n", "r.csv"
+    )
+    config: ResourceLimitsConfig = parse_config(
+        LIMITS + "reservations:\n  defaults: {max_gpus: 2}\n", "resource-limits", "limits.yaml"
+    )
+    result = simulate(
+        trace, two.inventory(), config, SchedulerConfig(), "fair", "none", None, None, booked
+    )
+    first, second = result.outcomes
+    assert (first.start_hours, first.overstayed, first.release_hours) == (1.0, 0, 3.5)
+    assert (second.start_hours, second.overstayed, second.requeued) == (1.0, 1, 1)
+    assert second.release_hours == pytest.approx(4.0)
+    plain = simulate(
+        trace, two.inventory(), config, SchedulerConfig(), "fair", "none", None, None, None
+    )
+    assert compare_reservations(plain, result).ended_jobs == 1

@@ -120,12 +120,18 @@ def run_reservations(args: argparse.Namespace) -> None:
                 ", ".join(r["device_labels"]),
                 _shown(r["start"]),
                 _shown(r["end"]),
-                r["phase"],
+                _status(r),
                 r["note"],
             ]
             for r in rows
         ],
     )
+
+
+def _status(row: dict[str, Any]) -> str:
+    """The phase, and ``affected`` when some of its devices are gone."""
+    missing = row.get("missing_devices") or []
+    return f"{row['phase']}, affected: {len(missing)} device(s) gone" if missing else row["phase"]
 
 
 def ics_feed(rows: list[dict[str, Any]]) -> bytes:

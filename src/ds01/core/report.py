@@ -18,8 +18,8 @@ Sources, each clipped to the window ``[start, end)``:
   uid in ``container/<name>._.<uid>`` when ds01d acted for them).
 - **Reservations made, reservation stops**: ``reservation.create`` events, for the
   reservation's holder (maintenance windows for the admin who made them), and
-  ``cleanup.reservation`` (a container stopped because its device was reserved), for the
-  container's owner.
+  ``cleanup.reservation`` (a container stopped because its device was reserved, or, at a
+  reservation's end, its holder's over quota without it), for the container's owner.
 - **Borrowed GPU-hours, reclaims**: the part of the GPU-hours allocated held by containers
   placed above their owner's ``gpu_limit`` (borrowed, ``ds01.core.borrowing``; the usage
   ledger marks them), and ``container.reclaim`` events (a borrowed container stopped for

@@ -6,7 +6,8 @@ window, which keeps the devices for nobody. ds01d stores reservations, calls the
 functions and acts on their answers.
 
 **Admission** (:func:`admit`): a new reservation is placed on devices of the requested kind
-that no other reservation holds at any moment of its window (so two reservations never
+that no other reservation holds at any moment of its window (a MIG profile no such instance
+offers: a *slot* on a GPU with MIG on demand, below) (so two reservations never
 overlap on a device, and no reservation lists a device twice), then checked against the
 holder's :class:`ReservationLimits`: how long, how far ahead, how many at once, how many
 GPU-equivalents at once (by default the holder's ``gpu_limit``) and how many GPU-hours in
@@ -35,6 +36,32 @@ holder's (for maintenance: anyone's) is warned once when the start is ``lead`` a
 stopped at the start, with the reason; a stopped container still holding such a device
 gives it back then.
 
+**The end of a window** (:func:`overstays`): a holder's container placed on the reserved
+devices on top of their quota must not keep them for free once the window ends. From
+``end - lead`` its owner is warned, and at the end it is stopped (its devices given back),
+with the reason, unless the holder's containers then fit within their ``gpu_limit`` (plus
+what their reservations still in force add): it then simply stays, counted in their quota.
+Only containers started before the end on the ended reservation's devices are candidates,
+newest first, as few as bring the holder back within quota. Such a container never becomes
+a borrowed one (that is fixed at creation, in its labels).
+
+**Slots on GPUs with MIG on demand** (``dynamic`` in ``mig_layout``): a ``--mig``
+reservation that no existing instance serves may keep a slice such a GPU could make: a
+*slot* (``MIG-slot-<GPU UUID>-<memory slice>``, :func:`slot_uuid`), placed by the
+fragment-least rule (``core.mig_on_demand.where_to_create``) beside the GPU's baseline
+instances and the instances and slots of the reservations overlapping its window (slices
+made on demand for containers come and go, and are not counted). At the start ds01d makes
+the slice (of the reservation's ``profile``) and the reservation keeps it instead; until
+then nobody can hold a slot. A slot still there once its reservation is in force (no room
+was left) is repaired like a device that is gone (below).
+
+**Devices that are gone** (:func:`repair`): a change of a GPU's MIG layout (or of its MIG
+mode) removes instances, and with them devices a reservation keeps. Each such device is
+re-mapped to an equivalent one (an instance of the reservation's MIG profile, or a whole
+GPU) that no other reservation keeps during its window and the admin did not reserve;
+what cannot be re-mapped is reported as *missing*: the reservation keeps nothing there,
+and ds01d says so rather than pointing at nothing.
+
 **Phases** (:func:`phase`): ``upcoming``, ``active``, ``ended``; ds01d emits
 ``reservation.start`` and ``reservation.end`` when the stored phase is behind.
 """
@@ -48,6 +75,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from ds01.core.allocation import AllocationState, allocate, format_equivalents
+from ds01.core.mig_on_demand import CreateSlice, GpuView, Slice, planned_device, where_to_create
 from ds01.core.scheduler import PendingRequest, Start
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
@@ -75,7 +103,8 @@ class Reservation:
     """Devices kept for ``holder`` (``None``: maintenance, for nobody) over ``[start, end)``.
 
     Times are timezone-aware. ``devices`` are UUIDs, each once; ``gpu_equivalents`` is what
-    they count for (a whole GPU 1, a MIG instance its share).
+    they count for (a whole GPU 1, a MIG instance its share); ``profile`` is the MIG profile
+    a ``--mig`` reservation asked for (``None``: whole GPUs, or not known).
     """
 
     id: str
@@ -86,6 +115,7 @@ class Reservation:
     gpu_equivalents: Fraction = Fraction(0)
     note: str = ""
     created_by: str = ""
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -221,14 +251,71 @@ def _in_window(
     return [r for r in reservations if r.overlaps(start, end)]
 
 
+SLOT_PREFIX = "MIG-slot-"
+"""UUID prefix of a slot: a slice a GPU with MIG on demand makes at the reservation's start."""
+
+
+def slot_uuid(create: CreateSlice) -> str:
+    """The stand-in UUID of a slot, unique per GPU and memory slice."""
+    return f"{SLOT_PREFIX}{create.gpu_uuid}-{create.start}"
+
+
+def is_slot(uuid: str) -> bool:
+    return uuid.startswith(SLOT_PREFIX)
+
+
+def _slot_start(uuid: str) -> int:
+    return int(uuid.rsplit("-", 1)[1])
+
+
+def _slot_views(views: Sequence[GpuView], in_window: Sequence[Reservation]) -> list[GpuView]:
+    """``views`` as a reservation over a window sees them: the baseline instances, the
+    instances the reservations ``in_window`` keep, and their slots (module docstring)."""
+    kept = {u for r in in_window for u in r.devices}
+    out = []
+    for view in views:
+        prefix = f"{SLOT_PREFIX}{view.gpu.uuid}-"
+        slots = tuple(
+            Slice(u, r.profile or "", _slot_start(u), held=True, on_demand=True)
+            for r in in_window
+            for u in r.devices
+            if u.startswith(prefix)
+        )
+        there = tuple(s for s in view.slices if not s.on_demand or s.uuid in kept)
+        out.append(replace(view, slices=there + slots))
+    return out
+
+
+def _slot(
+    request: ReservationRequest, views: Sequence[GpuView], in_window: Sequence[Reservation]
+) -> Device | None:
+    """A slot for ``request``'s MIG profile on a GPU of ``views``, or ``None``."""
+    if request.mig_profile is None or not views:
+        return None
+    where = where_to_create(_slot_views(views, in_window), request.mig_profile)
+    if not isinstance(where, CreateSlice):
+        return None
+    gpu = next(v.gpu for v in views if v.gpu.uuid == where.gpu_uuid)
+    return replace(planned_device(where, gpu), uuid=slot_uuid(where))
+
+
 def fit(
-    request: ReservationRequest, inventory: Inventory, existing: Sequence[Reservation]
+    request: ReservationRequest,
+    inventory: Inventory,
+    existing: Sequence[Reservation],
+    views: Sequence[GpuView] = (),
 ) -> tuple[Device, ...] | None:
-    """The devices ``request`` would get over its window (lowest GPU first), or ``None``."""
-    taken = {u for r in _in_window(existing, request.start, request.end) for u in r.devices}
+    """The devices ``request`` would get over its window (lowest GPU first), or ``None``;
+    a MIG profile no free instance serves gets a slot on one of ``views`` (the GPUs with
+    MIG on demand), if one has room."""
+    in_window = _in_window(existing, request.start, request.end)
+    taken = {u for r in in_window for u in r.devices}
     free = [d for d in _candidates(request, inventory) if d.uuid not in taken]
     count = 1 if request.mig_profile is not None else request.whole_gpus
-    return tuple(free[:count]) if len(free) >= count else None
+    if len(free) >= count:
+        return tuple(free[:count])
+    slot = _slot(request, views, in_window)
+    return None if slot is None else (slot,)
 
 
 def next_free_start(
@@ -236,23 +323,34 @@ def next_free_start(
     inventory: Inventory,
     existing: Sequence[Reservation],
     horizon: datetime | None = None,
+    views: Sequence[GpuView] = (),
 ) -> datetime | None:
     """The earliest start, at or after ``request.start`` and not after ``horizon``, at which
     ``request`` (same length, same devices asked) fits; ``None`` when there is none."""
-    if len(_candidates(request, inventory)) < max(request.whole_gpus, 1):
+    if len(_candidates(request, inventory)) < max(request.whole_gpus, 1) and not _offered(
+        request, views
+    ):
         return None
     ends = sorted({r.end for r in existing if r.end > request.start})
     for start in (request.start, *ends):
         if horizon is not None and start > horizon:
             return None
-        if fit(request.at(start), inventory, existing) is not None:
+        if fit(request.at(start), inventory, existing, views) is not None:
             return start
     return None  # unreachable: after the last end everything is free
 
 
-def _check_kind_exists(request: ReservationRequest, inventory: Inventory) -> None:
+def _offered(request: ReservationRequest, views: Sequence[GpuView]) -> bool:
+    """Whether a GPU with MIG on demand offers ``request``'s MIG profile."""
+    profile = request.mig_profile
+    return profile is not None and any(v.table.shape(profile) is not None for v in views)
+
+
+def _check_kind_exists(
+    request: ReservationRequest, inventory: Inventory, views: Sequence[GpuView]
+) -> None:
     candidates = _candidates(request, inventory)
-    if request.mig_profile is not None and not candidates:
+    if request.mig_profile is not None and not candidates and not _offered(request, views):
         profiles = sorted({d.profile for d in inventory.devices if d.profile})
         raise NotFound(
             f"There is no MIG instance of profile {request.mig_profile} to reserve on this "
@@ -260,7 +358,7 @@ def _check_kind_exists(request: ReservationRequest, inventory: Inventory) -> Non
             details={"requested": request.mig_profile, "available": profiles},
         )
     count = 1 if request.mig_profile is not None else request.whole_gpus
-    if len(candidates) < count:
+    if len(candidates) < count and not _offered(request, views):
         raise NoCapacity(
             f"This server has {len(candidates)} GPUs that can be reserved; you asked for {count}.",
             details={"requested": count, "available": len(candidates)},
@@ -272,6 +370,7 @@ def _refuse_conflict(
     inventory: Inventory,
     existing: Sequence[Reservation],
     horizon: datetime | None,
+    views: Sequence[GpuView],
 ) -> NoCapacity:
     kinds = {d.uuid for d in _candidates(request, inventory)}
     conflicts = [
@@ -284,7 +383,7 @@ def _refuse_conflict(
         f"{r.describe()}"
         for r in conflicts
     )
-    nxt = next_free_start(request, inventory, existing, horizon)
+    nxt = next_free_start(request, inventory, existing, horizon, views)
     suggestion = (
         f"The next free slot for {request.describe()} and {_hours_text(request.duration)} "
         f"starts {format_moment(nxt)}."
@@ -408,11 +507,13 @@ def admit(
     new_id: str,
     note: str = "",
     created_by: str = "",
+    views: Sequence[GpuView] = (),
 ) -> Reservation:
     """The reservation ``request`` becomes, or why not.
 
     ``existing`` are the reservations on the server (ended ones are ignored);
-    ``limits`` are the holder's (ignored for maintenance).
+    ``limits`` are the holder's (ignored for maintenance); ``views``: the GPUs with MIG on
+    demand, for a slot (module docstring).
 
     Raises:
         InvalidInput: the start is in the past.
@@ -427,15 +528,15 @@ def admit(
             f"it is {format_moment(now.astimezone(request.start.tzinfo))} now."
         )
     live = [r for r in existing if r.end > now]
-    _check_kind_exists(request, inventory)
+    _check_kind_exists(request, inventory, views)
     horizon: datetime | None = None
     if request.holder is not None:
         _check_length_and_lead(request, limits, now)
         if limits.max_days_ahead is not None:
             horizon = now + timedelta(days=limits.max_days_ahead)
-    devices = fit(request, inventory, live)
+    devices = fit(request, inventory, live, views)
     if devices is None:
-        raise _refuse_conflict(request, inventory, live, horizon)
+        raise _refuse_conflict(request, inventory, live, horizon, views)
     equivalents = sum((d.gpu_equivalents for d in devices), Fraction(0))
     if request.holder is not None:
         mine = [r for r in live if r.holder == request.holder]
@@ -449,6 +550,7 @@ def admit(
         gpu_equivalents=equivalents,
         note=note,
         created_by=created_by,
+        profile=request.mig_profile,
     )
 
 
@@ -571,6 +673,11 @@ class Occupant:
     user: str
     devices: tuple[str, ...]
     running: bool = True
+    #: What it holds counts for (its owner's quota), whether it was placed as borrowed,
+    #: and when its current run started (``None``: unknown); :func:`overstays` reads them.
+    equivalents: Fraction = Fraction(0)
+    borrowed: bool = False
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -635,14 +742,185 @@ def drain(
     return warns, stops
 
 
+@dataclass(frozen=True)
+class EndWarn:
+    """Warn ``container``'s owner: ``reservation`` ends at its end, and the container will be
+    stopped then unless it fits within their quota."""
+
+    container: str
+    reservation: Reservation
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.reservation.id, self.container)
+
+
+@dataclass(frozen=True)
+class EndStop:
+    """Stop ``container`` and give its devices back: ``reservation``, its owner's, has ended
+    and without it they hold more than their ``gpu_limit``."""
+
+    container: str
+    reservation: Reservation
+
+    @property
+    def reason(self) -> str:
+        r = self.reservation
+        return (
+            f"reservation {r.id} ({r.describe()}) has ended and without it your containers "
+            "hold more than your gpu_limit"
+        )
+
+
+def _over_quota_at(
+    user: str,
+    reservations: Sequence[Reservation],
+    occupants: Sequence[Occupant],
+    limit: Fraction,
+    at: datetime,
+) -> list[tuple[Occupant, Reservation]]:
+    """``user``'s running containers to stop at ``at``, each with the ended reservation it
+    was placed on (module docstring), newest first; empty when they fit."""
+    mine = [o for o in occupants if o.user == user and not o.borrowed and o.devices]
+    in_force = [r for r in reservations if r.is_for(user) and r.in_force(at)]
+    allowed = limit + sum((r.gpu_equivalents for r in in_force), Fraction(0))
+    total = sum((o.equivalents for o in mine), Fraction(0))
+    if total <= allowed:
+        return []
+    still_kept = {u for r in in_force for u in r.devices}
+    ended = sorted(
+        (r for r in reservations if r.is_for(user) and r.end <= at),
+        key=lambda r: r.end,
+        reverse=True,
+    )
+    candidates: list[tuple[Occupant, Reservation]] = []
+    for o in mine:
+        if not o.running or still_kept.intersection(o.devices):
+            continue
+        placed_on = next(
+            (
+                r
+                for r in ended
+                if not set(r.devices).isdisjoint(o.devices)
+                and (o.started_at is None or o.started_at < r.end)
+            ),
+            None,
+        )
+        if placed_on is not None:
+            candidates.append((o, placed_on))
+    oldest = datetime.min.replace(tzinfo=at.tzinfo)
+    candidates.sort(key=lambda c: (c[0].started_at or oldest, c[0].container), reverse=True)
+    chosen: list[tuple[Occupant, Reservation]] = []
+    for occupant, reservation in candidates:
+        if total <= allowed:
+            break
+        chosen.append((occupant, reservation))
+        total -= occupant.equivalents
+    return chosen
+
+
+def overstays(
+    reservations: Iterable[Reservation],
+    occupants: Iterable[Occupant],
+    limits: Mapping[str, Fraction | None],
+    now: datetime,
+    lead: timedelta,
+    warned: Callable[[tuple[str, str]], bool] = lambda key: False,
+) -> tuple[list[EndWarn], list[EndStop]]:
+    """The end-of-window warnings due (not ``warned`` yet) and stops due at ``now``
+    (module docstring). ``limits``: each holder's ``gpu_limit`` (missing or ``None``:
+    unlimited, so nothing of theirs is ever stopped here)."""
+    every = list(reservations)
+    held = [r for r in every if r.holder is not None and r.end - lead <= now]
+    everyone = list(occupants)
+    warns: list[EndWarn] = []
+    stops: list[EndStop] = []
+    for user in sorted({r.holder for r in held if r.holder is not None}):
+        limit = limits.get(user)
+        if limit is None:
+            continue
+        for occupant, reservation in _over_quota_at(user, every, everyone, limit, now):
+            stops.append(EndStop(occupant.container, reservation))
+        for end in sorted({r.end for r in held if r.holder == user and r.end > now}):
+            warns.extend(
+                EndWarn(occupant.container, reservation)
+                for occupant, reservation in _over_quota_at(user, every, everyone, limit, end)
+                if reservation.end == end and not warned((reservation.id, occupant.container))
+            )
+    return warns, stops
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What became of a reservation whose devices were not all there: ``devices`` now
+    (each one replaced by its ``replaced`` equivalent), ``missing`` those with none."""
+
+    reservation: Reservation
+    devices: tuple[str, ...]
+    replaced: tuple[tuple[str, str], ...]
+    missing: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replaced)
+
+
+def _equivalents(reservation: Reservation, inventory: Inventory) -> list[Device]:
+    """Devices that may stand in for one that is gone, lowest GPU first: an instance of the
+    reservation's profile, or a whole GPU for a reservation of whole GPUs (the same count
+    towards its GPU-equivalents on boards of one kind)."""
+    profile = reservation.profile
+    kind = ReservationRequest(
+        None, reservation.start, reservation.end, 0 if profile else 1, profile
+    )
+    return _candidates(kind, inventory)
+
+
+def repair(
+    reservations: Sequence[Reservation], inventory: Inventory, now: datetime
+) -> list[Repair]:
+    """For each reservation not ended that keeps a device ``inventory`` lacks, in order of
+    start: its devices with each missing one re-mapped where an equivalent is free of the
+    other reservations overlapping its window (module docstring). Reservations whose
+    devices are all there are left out. Never a device twice in one window."""
+    present = {d.uuid for d in inventory.devices}
+    kept_now = {r.id: r.devices for r in reservations}
+    repairs: list[Repair] = []
+    for r in sorted((r for r in reservations if r.end > now), key=lambda r: (r.start, r.id)):
+        due = r.start <= now  # a slot is only due to exist from the start
+        gone = [u for u in r.devices if u not in present and (due or not is_slot(u))]
+        if not gone:
+            continue
+        others = [o for o in reservations if o.id != r.id and o.overlaps(r.start, r.end)]
+        taken = {u for o in others for u in kept_now[o.id]} | set(r.devices)
+        devices = list(r.devices)
+        replaced: list[tuple[str, str]] = []
+        missing: list[str] = []
+        for uuid in gone:
+            spare = next((d for d in _equivalents(r, inventory) if d.uuid not in taken), None)
+            if spare is None:
+                missing.append(uuid)
+                continue
+            devices[devices.index(uuid)] = spare.uuid
+            taken.add(spare.uuid)
+            replaced.append((uuid, spare.uuid))
+        kept_now[r.id] = tuple(devices)
+        repairs.append(Repair(r, tuple(devices), tuple(replaced), tuple(missing)))
+    return repairs
+
+
 __all__ = [
     "DEFAULT_MAX_DAYS_AHEAD",
     "DEFAULT_MAX_HOURS",
     "MAINTENANCE",
+    "SLOT_PREFIX",
     "DrainStop",
     "DrainWarn",
+    "EndStop",
+    "EndWarn",
     "Occupant",
     "Phase",
+    "Repair",
     "Reservation",
     "ReservationLimits",
     "ReservationRequest",
@@ -653,9 +931,13 @@ __all__ = [
     "format_moment",
     "held_now",
     "holder_view",
+    "is_slot",
     "next_free_start",
+    "overstays",
     "phase",
     "protected",
+    "repair",
     "reserved_starts",
+    "slot_uuid",
     "with_blocked",
 ]

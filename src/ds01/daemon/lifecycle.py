@@ -11,7 +11,8 @@ Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
   (``cleanup.idle`` or ``cleanup.runtime``) and tells the owner the same ways.
 - **reserved devices** (``daemon.reservations.ReservationWatch``): the phases of
   reservations are announced, and containers in the way of one are warned
-  ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``).
+  ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``);
+  a holder's containers over quota without the reservation, before and at its end.
 - **stopped**: its run is closed in the clock (runtime survives restarts); a container
   stopped for longer than ``container_hold_after_stop_hours`` is removed, and one created
   but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its
@@ -145,6 +146,7 @@ class LifecycleLoop(PeriodicPass):
             release=lambda record, now, reason: service.queue_desk.release_devices(
                 record, now, held_minutes=0, reason=reason
             ),
+            make=service.mig_on_demand.make_for_reservation,
         )
         super().__init__()
         self._activity_hour: datetime | None = None
@@ -467,6 +469,7 @@ def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> 
         runtime_minutes=round(decision.runtime.total_seconds() / 60, 1),
         stop_at=_when(decision.stop_at) if decision.stop_at else None,
         stop_kind=decision.stop_kind,
+        runtime_stop_at=_when(decision.runtime_stop_at) if decision.runtime_stop_at else None,
         exempt_until=_exempt_until(decision),
         reason=decision.reason,
         actions=actions,

@@ -15,7 +15,8 @@ this carries them out through the GPU backend and records them in the state stor
   ``mig_on_demand_keep_seconds`` is destroyed (``gpu.mig_destroy``). A destroy the driver
   refuses because a process runs on the slice (``DeviceInUse``) is logged once and tried
   again at the next pass; nobody's request fails for it. A GPU left with no slice made on
-  demand gets its baseline instances back where they fit.
+  demand gets its baseline instances back where they fit. A slice a reservation not yet
+  ended keeps is never destroyed (``ds01 reserve --mig`` of a slice made on demand).
 - **A crash** between making a slice and recording it leaves an instance the store does not
   know: ``reclaim`` adopts every such instance beyond the GPU's baseline as made on demand
   (the admin's baseline is never taken for one), so it is destroyed like the others once
@@ -44,9 +45,11 @@ from ds01.core.mig_on_demand import (
     plan_profiles,
     plan_what_fits,
     to_destroy,
+    where_to_create,
     with_planned,
 )
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.reservations import kept
 from ds01.errors import DeviceInUse, SystemFault
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.labels import gpus_of
@@ -126,6 +129,23 @@ class MigOnDemand:
         creates = plan_what_fits(inventory, held, self.views(inventory, held), wanted)
         return with_planned(inventory, creates) if creates else inventory
 
+    def make_for_reservation(
+        self, profile: str, inventory: Inventory, held: Iterable[str]
+    ) -> Device | None:
+        """Under the allocation lock: a new slice of ``profile`` where the fragment-least rule
+        puts it on a dynamic GPU, for a reservation's slot at its start (recorded as made on
+        demand: destroyed once free after the reservation); ``None`` when none has room.
+
+        Raises:
+            ds01.errors.SystemFault: the backend refused to make it.
+        """
+        views = self.views(inventory, held)
+        where = where_to_create(views, profile)
+        if isinstance(where, NoRoom):
+            return None
+        gpu = next(v.gpu for v in views if v.gpu.uuid == where.gpu_uuid)
+        return self._create(gpu, where, "ds01d", on_demand=True)
+
     # -- making and destroying ----------------------------------------------------------------
 
     def materialize(
@@ -189,9 +209,11 @@ class MigOnDemand:
 
         A slice that a container's labels name counts as held here even when the
         container's devices were released after its stop: it may start again and asks
-        for its own devices first (another request may still take the slice meanwhile)."""
+        for its own devices first (another request may still take the slice meanwhile).
+        So does a slice that a reservation not yet ended keeps: it is there at its start."""
         ctx = self.context
         held = {uuid for record in records for uuid in gpus_of(record.labels)}
+        held |= {u for r in kept(ctx) if r.end > now for u in r.devices}
         inventory = ctx.backend.inventory()
         if not self._dynamic_gpus(inventory):
             return False

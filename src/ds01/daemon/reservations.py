@@ -23,7 +23,15 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   container and reservation, the warnings kept in the state store so that a restart does
   not warn again), and at the start those containers are
   stopped (``cleanup.reservation``) and their devices given back, as are a stopped
-  container's.
+  container's. Before and at a reservation's end the same for its holder's containers on
+  top of their quota (``core.reservations.overstays``: warned with kind
+  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then); a
+  reservation cancelled while in force ends at once for this (``cancelled_in_force``).
+- **Repaired** (the same step): a device a reservation keeps that the inventory no longer
+  has (a MIG layout changed) is re-mapped to an equivalent free one
+  (``core.reservations.repair``, ``reservation.remap``), else the reservation is reported
+  once as affected (``reservation.affected``, ds01d's log) and listed with
+  ``missing_devices``.
 """
 
 from __future__ import annotations
@@ -31,17 +39,20 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.mig_on_demand import GpuView
 from ds01.core.reservations import (
     MAINTENANCE,
-    DrainStop,
+    SLOT_PREFIX,
     DrainWarn,
+    EndWarn,
     Occupant,
     Reservation,
     ReservationLimits,
@@ -51,18 +62,22 @@ from ds01.core.reservations import (
     drain,
     format_moment,
     holder_view,
+    is_slot,
+    overstays,
     phase,
+    repair,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
-from ds01.model.device import Inventory
+from ds01.model import labels as L
+from ds01.model.device import Device, Inventory
 from ds01.model.quota import GpuQuota
 from ds01.model.text import plain
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
-from ds01.runtime.store import ReservationRecord
+from ds01.runtime.store import ReservationRecord, WarningKind
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +90,11 @@ KEEP_ENDED = timedelta(days=7)
 WEEK = timedelta(days=7)
 
 _ID_LENGTH = 8
+
+#: The GPUs with MIG on demand as the planner sees them (``MigOnDemand.views``).
+Views = Callable[[Inventory], Sequence[GpuView]]
+#: Makes a slice of a profile for a slot at its start (``MigOnDemand.make_for_reservation``).
+MakeSlice = Callable[[str, Inventory, Iterable[str]], Device | None]
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
 _Decision = TypeVar("_Decision")
@@ -105,6 +125,14 @@ def kept(ctx: DaemonContext) -> list[Reservation]:
     return [_local(r.reservation()) for r in ctx.store.reservations()]
 
 
+def cancelled_in_force(ctx: DaemonContext, now: datetime) -> list[Reservation]:
+    """Reservations cancelled while in force, as if they had ended at ``now``: for the end
+    rule (``core.reservations.overstays``), a cancel ends a reservation at once."""
+    rows = ctx.store.reservations(include_cancelled=True)
+    cancelled = [_local(row.reservation()) for row in rows if row.phase == "cancelled"]
+    return [replace(r, end=now) for r in cancelled if r.start < now < r.end]
+
+
 def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
     """``user``'s reservation limits (``ds01.config.resolve.resolve_reservation_limits``)."""
     limits = ctx.config().limits
@@ -123,7 +151,7 @@ def info(
         id=r.id,
         holder=r.holder,
         devices=list(r.devices),
-        device_labels=[labels[u].label if u in labels else u for u in r.devices],
+        device_labels=[_label(u, r, labels, inventory) for u in r.devices],
         gpu_equivalents=round(float(r.gpu_equivalents), 4),
         start=r.start.isoformat(timespec="seconds"),
         end=r.end.isoformat(timespec="seconds"),
@@ -131,7 +159,24 @@ def info(
         created_by=r.created_by,
         created_at=record.created_at,
         phase="cancelled" if record.phase == "cancelled" else phase(r, now),
+        missing_devices=[
+            u for u in r.devices if u not in labels and not (is_slot(u) and r.start > now)
+        ]
+        if inventory is not None
+        else [],
     )
+
+
+def _label(
+    uuid_: str, r: Reservation, labels: dict[str, Device], inventory: Inventory | None
+) -> str:
+    """A device as ``gpu-status`` names it; a slot as its GPU and profile, to be made."""
+    if uuid_ in labels:
+        return labels[uuid_].label
+    if inventory is None or not is_slot(uuid_):
+        return uuid_
+    gpus = [g for g in inventory.gpus if uuid_.startswith(f"{SLOT_PREFIX}{g.uuid}-")]
+    return f"{gpus[0].index}:{r.profile} (made at the start)" if gpus else uuid_
 
 
 def _event_details(r: Reservation) -> dict[str, object]:
@@ -150,9 +195,13 @@ def _event_details(r: Reservation) -> dict[str, object]:
 
 
 def create(
-    ctx: DaemonContext, caller: Caller, request: api.ReservationRequest
+    ctx: DaemonContext,
+    caller: Caller,
+    request: api.ReservationRequest,
+    views: Views | None = None,
 ) -> api.ReservationInfo:
-    """Reserve what ``request`` asks for the caller (or for maintenance), or refuse with why:
+    """Reserve what ``request`` asks for the caller (or for maintenance), or refuse with why
+    (``views``: the GPUs with MIG on demand, where a ``--mig`` reservation may keep a slot):
     ``NoCapacity`` (a conflict: the slot in the way and the next free one), ``QuotaExceeded``
     (a limit), ``InvalidInput``, ``PermissionDenied`` (maintenance by a non-admin)."""
     resource = "reservation/new"
@@ -178,6 +227,7 @@ def create(
                 new_id=uuid.uuid4().hex[:_ID_LENGTH],
                 note=plain(request.note).strip(),  # shown on others' terminals
                 created_by=caller.name,
+                views=views(inventory) if views is not None and request.mig else (),
             )
         except (NoCapacity, QuotaExceeded, NotFound, InvalidInput) as refused:
             ctx.log_refusal(caller, "reservation.create", resource, refused, **refused.details)
@@ -308,8 +358,12 @@ def allocate_honouring(
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
 
-#: The kind of the stored warnings (``StateStore.warnings``): ``reservation_id/container_id``.
+#: The kinds of the stored warnings (``StateStore.warnings``): ``reservation_id/container_id``;
+#: before a start (containers in the way) and before an end (a holder over quota).
 WARNING_KIND: Final = "reservation"
+END_WARNING_KIND: Final = "reservation_end"
+#: Reservations found keeping a device that is gone (subject: the reservation's id).
+AFFECTED_KIND: Final = "reservation_affected"
 
 
 def _warning_key(subject: str) -> tuple[str, str]:
@@ -321,17 +375,29 @@ def _warning_key(subject: str) -> tuple[str, str]:
 Tell = Callable[[ContainerRecord, Any, str], None]
 
 
+@dataclass(frozen=True)
+class _Halt:
+    """A stop of the step: for ``reservation`` (its id), with ``reason``; ``running``: the
+    container runs (else only its devices are given back)."""
+
+    reservation: str
+    reason: str
+    running: bool
+
+
 @dataclass
 class ReservationWatch:
     """Announces phases and drains reserved devices, once per lifecycle pass.
 
     ``stop`` stops a container for the daemon with a reason (``ContainerOps.stop_by_daemon``);
     ``release`` gives a stopped container's devices back, under the allocation lock
-    (``QueueDesk.release_devices``)."""
+    (``QueueDesk.release_devices``); ``make`` makes the slice of a slot at its start
+    (``MigOnDemand.make_for_reservation``; ``None``: no slot is ever made)."""
 
     ctx: DaemonContext
     stop: Callable[[ContainerRecord, str], None]
     release: Callable[[ContainerRecord, datetime, str], None]
+    make: MakeSlice | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -349,14 +415,20 @@ class ReservationWatch:
         with self._lock:
             if not dry_run:
                 self._announce(now)
+                self._make_slots(records, now)
+                self._repair(now)
             reservations = kept(self.ctx)
             lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
-            occupants = [
-                Occupant(r.id, r.user, r.gpus, r.status == "running") for r in records if r.gpus
-            ]
+            ending = [*reservations, *cancelled_in_force(self.ctx, now)]
+            occupants = self._occupants(records, ending, now, lead)
             live = {r.id for r in reservations if r.end > now}
-            warned = self._warned(live, records, forget=not dry_run)
+            warned = self._warned(WARNING_KIND, live, records, forget=not dry_run)
             warns, stops = drain(reservations, occupants, now, lead, warned.__contains__)
+            end_warned = self._warned(END_WARNING_KIND, live, records, forget=not dry_run)
+            limits = self._gpu_limits(records, owners, ending)
+            end_warns, end_stops = overstays(
+                ending, occupants, limits, now, lead, end_warned.__contains__
+            )
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
             for warn in warns:
@@ -366,24 +438,90 @@ class ReservationWatch:
                 )
                 if not dry_run and owners.get(record.uid) is not None:
                     self._warn(record, owners[record.uid], warn, tell)
-            for stop in stops:
-                record = by_id[stop.container]
-                done.setdefault(record.id, []).append(f"stop: {stop.reason}")
+            for end_warn in end_warns:
+                record = by_id[end_warn.container]
+                done.setdefault(record.id, []).append(
+                    f"warn: reservation {end_warn.reservation.id} ends "
+                    f"{format_moment(end_warn.reservation.end)}"
+                )
+                if not dry_run and owners.get(record.uid) is not None:
+                    self._warn_end(record, owners[record.uid], end_warn, tell)
+            draining = {stop.container for stop in stops}
+            halts = [(s.container, s.reservation.id, s.reason, s.running) for s in stops] + [
+                (s.container, s.reservation.id, s.reason, True)
+                for s in end_stops
+                if s.container not in draining  # one stop per container
+            ]
+            for container, reservation_id, reason, running in halts:
+                record = by_id[container]
+                done.setdefault(record.id, []).append(f"stop: {reason}")
                 if not dry_run:
-                    self._stop(record, owners.get(record.uid), stop, now, tell)
+                    halt = _Halt(reservation_id, reason, running)
+                    self._stop(record, owners.get(record.uid), halt, now, tell)
             return done
 
+    def _occupants(
+        self,
+        records: list[ContainerRecord],
+        reservations: list[Reservation],
+        now: datetime,
+        lead: timedelta,
+    ) -> list[Occupant]:
+        """``records`` holding devices as occupants; Docker is asked when one started only
+        for a running container of a holder on the devices of their reservation that ends
+        within ``lead`` or has ended (``core.reservations.overstays`` needs no other)."""
+        ending = {
+            (r.holder, u) for r in reservations if r.holder and r.end - lead <= now
+            for u in r.devices
+        }  # fmt: skip
+        occupants = []
+        for r in records:
+            if not r.gpus:
+                continue
+            borrowed = L.borrowed_of(r.labels)
+            started = None
+            running = r.status == "running"
+            if running and not borrowed and any((r.user, u) in ending for u in r.gpus):
+                started = self._started_at(r, now)
+            occupants.append(
+                Occupant(r.id, r.user, r.gpus, running, r.gpu_equivalents, borrowed, started)
+            )
+        return occupants
+
+    def _started_at(self, record: ContainerRecord, now: datetime) -> datetime:
+        try:
+            return self.ctx.runtime.started_at(record.docker_name) or now
+        except Ds01Error as exc:  # unknown: as if started now, never stopped by mistake
+            log.warning("start time of %s unknown: %s", record.docker_name, exc.message)
+            return now
+
+    def _gpu_limits(
+        self,
+        records: list[ContainerRecord],
+        owners: dict[int, Any],
+        reservations: list[Reservation],
+    ) -> dict[str, Fraction | None]:
+        """The ``gpu_limit`` of each holder with a container (the lifecycle's owners)."""
+        holders = {r.holder for r in reservations if r.holder}
+        limits: dict[str, Fraction | None] = {}
+        for record in records:
+            owner = owners.get(record.uid)
+            if record.user in holders and record.user not in limits and owner is not None:
+                limits[record.user] = self.ctx.limits_for(owner.user).gpu_quota().gpu_limit
+        return limits
+
     def _warned(
-        self, live: set[str], records: list[ContainerRecord], *, forget: bool
+        self, kind: WarningKind, live: set[str], records: list[ContainerRecord], *, forget: bool
     ) -> set[tuple[str, str]]:
-        """The stored warnings (reservation id, container id) of ``live`` reservations and
-        ``records``; with ``forget``, the others (ended, gone) are dropped from the store."""
+        """The stored warnings of ``kind`` (reservation id, container id) of ``live``
+        reservations and ``records``; with ``forget``, the others (ended, gone) are dropped
+        from the store."""
         store = self.ctx.store
         containers = {r.id for r in records}
-        keys = {subject: _warning_key(subject) for subject in store.warnings(WARNING_KIND)}
+        keys = {subject: _warning_key(subject) for subject in store.warnings(kind)}
         stale = [s for s, (rid, cid) in keys.items() if rid not in live or cid not in containers]
         if stale and forget:
-            store.forget_warnings(WARNING_KIND, stale)
+            store.forget_warnings(kind, stale)
         return {key for s, key in keys.items() if s not in stale}
 
     def _announce(self, now: datetime) -> None:
@@ -408,6 +546,86 @@ class ReservationWatch:
                 )
         store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
 
+    def _make_slots(self, records: list[ContainerRecord], now: datetime) -> None:
+        """At a reservation's start, make the slice of each of its slots and keep that
+        instead (``reservation.remap``, ``made``); a slot left (no room, or no ``make``) is
+        then repaired like a device that is gone. Under the allocation lock."""
+        ctx = self.ctx
+        due = [r for r in kept(ctx) if r.in_force(now) and any(is_slot(u) for u in r.devices)]
+        if not due or self.make is None:
+            return
+        held = {u for record in records for u in record.gpus}
+        with ctx.allocation_lock:
+            for r in due:
+                devices = list(r.devices)
+                made: dict[str, str] = {}
+                for i, slot in enumerate(r.devices):
+                    if not is_slot(slot) or r.profile is None:
+                        continue
+                    try:
+                        device = self.make(r.profile, ctx.backend.inventory(), held)
+                    except Ds01Error as exc:
+                        log.error("could not make a %s slice for reservation %s: %s",
+                                  r.profile, r.id, exc.message)  # fmt: skip
+                        device = None
+                    if device is not None:
+                        devices[i] = made[slot] = device.uuid
+                if made and ctx.store.set_reservation_devices(r.id, devices):
+                    ctx.events.emit(
+                        "reservation.remap",
+                        user="ds01d",
+                        resource=f"reservation/{r.id}",
+                        details={
+                            **_event_details(replace(r, devices=tuple(devices))),
+                            "replaced": made,
+                            "made": True,
+                        },
+                    )
+
+    def _repair(self, now: datetime) -> None:
+        """Re-map the devices of reservations that are gone (``core.reservations.repair``):
+        ``reservation.remap`` for each re-mapped one, ``reservation.affected`` (and ds01d's
+        log) once for each that keeps a device with no equivalent; under the allocation
+        lock, as admission reads the same devices."""
+        ctx, store = self.ctx, self.ctx.store
+        with ctx.allocation_lock:
+            repairs = repair(kept(ctx), ctx.backend.inventory(), now)
+            for fixed in repairs:
+                if fixed.changed:
+                    store.set_reservation_devices(fixed.reservation.id, fixed.devices)
+        known = store.warnings(AFFECTED_KIND)
+        affected = {f.reservation.id: f for f in repairs if f.missing}
+        if stale := [rid for rid in known if rid not in affected]:
+            store.forget_warnings(AFFECTED_KIND, stale)
+        for fixed in repairs:
+            r = fixed.reservation
+            if fixed.changed:
+                log.info("reservation %s re-mapped: %s", r.id, dict(fixed.replaced))
+                ctx.events.emit(
+                    "reservation.remap",
+                    user="ds01d",
+                    resource=f"reservation/{r.id}",
+                    details={
+                        **_event_details(replace(r, devices=fixed.devices)),
+                        "replaced": {old: new for old, new in fixed.replaced},
+                    },
+                )
+            if fixed.missing and r.id not in known:
+                log.warning(
+                    "reservation %s keeps devices that are gone (a MIG layout changed?) and "
+                    "have no free equivalent: %s",
+                    r.id,
+                    ", ".join(fixed.missing),
+                )
+                ctx.events.emit(
+                    "reservation.affected",
+                    user="ds01d",
+                    resource=f"reservation/{r.id}",
+                    details={**_event_details(r), "missing": list(fixed.missing)},
+                    outcome="failure",
+                )
+                store.add_warning(AFFECTED_KIND, r.id, now.isoformat())
+
     def _warn(self, record: ContainerRecord, owner: Any, warn: DrainWarn, tell: Tell) -> None:
         r = warn.reservation
         who = f"reserved for {r.holder}" if r.holder else "reserved for maintenance"
@@ -425,8 +643,25 @@ class ReservationWatch:
         )
         self.ctx.store.add_warning(WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
+    def _warn_end(self, record: ContainerRecord, owner: Any, warn: EndWarn, tell: Tell) -> None:
+        r = warn.reservation
+        message = (
+            f"ds01: your reservation {r.id} ends {format_moment(r.end)}; your container "
+            f"{record.name!r} uses its GPU on top of your quota and will be stopped then "
+            "unless your containers fit within your gpu_limit by then. Save your work; "
+            "/workspace is kept."
+        )
+        tell(record, owner, message)  # first: whoever sees the event finds the notice there
+        self.ctx.events.emit(
+            "lifecycle.warn",
+            user=record.user,
+            resource=f"container/{record.docker_name}",
+            details={"kind": "reservation_end", "reservation": r.id, "stop_at": r.end.isoformat()},
+        )
+        self.ctx.store.add_warning(END_WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
+
     def _stop(
-        self, record: ContainerRecord, owner: Any, stop: DrainStop, now: datetime, tell: Tell
+        self, record: ContainerRecord, owner: Any, stop: _Halt, now: datetime, tell: Tell
     ) -> None:
         ctx = self.ctx
         try:
@@ -443,7 +678,7 @@ class ReservationWatch:
             "cleanup.reservation",
             user=record.user,
             resource=f"container/{record.docker_name}",
-            details={"reason": stop.reason, "reservation": stop.reservation.id},
+            details={"reason": stop.reason, "reservation": stop.reservation},
         )
         if owner is not None:
             tell(

@@ -233,6 +233,12 @@ class ContainerInfo(_Model):
         description="The runtime its owner declared (--runtime-hours): its runtime limit, instead "
         "of max_runtime_hours; null when none was declared.",
     )
+    runtime_ends_at: str | None = Field(
+        default=None,
+        description="When the runtime it declared (--runtime-hours) ends and it is stopped "
+        "(UTC), as of the lifecycle loop's last pass; null without a declared runtime, while "
+        "exempt, or while stopped.",
+    )
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."
     )
@@ -519,6 +525,11 @@ class ReservationInfo(_Model):
     created_by: str
     created_at: str
     phase: Literal["upcoming", "active", "ended", "cancelled"]
+    missing_devices: list[str] = Field(
+        default_factory=list,
+        description="Devices it keeps that this server no longer has (a MIG layout changed) "
+        "and that had no free equivalent to move to: it keeps nothing there.",
+    )
 
 
 class ExemptionRequest(_Model):
@@ -553,6 +564,9 @@ class LifecycleStatus(_Model):
     )
     stop_at: str | None = Field(default=None, description="When it will be stopped (UTC).")
     stop_kind: Literal["idle", "runtime"] | None = None
+    runtime_stop_at: str | None = Field(
+        default=None, description="When its runtime limit stops it (UTC); null: no limit."
+    )
     exempt_until: str | None = None
     reason: str = Field(description="Idle and running time, the stop and why, in a sentence.")
     actions: list[str] = Field(default_factory=list, description="What the pass did (or would).")

@@ -433,7 +433,13 @@ def revoke_exemption(call: RouteCall) -> api.ExemptionInfo:
 
 
 def create_reservation(call: RouteCall) -> api.ReservationInfo:
-    return reservations.create(call.service, call.caller, call.body_as(api.ReservationRequest))
+    service = call.service
+    return reservations.create(
+        service,
+        call.caller,
+        call.body_as(api.ReservationRequest),
+        views=lambda inventory: service.mig_on_demand.views(inventory, ()),
+    )
 
 
 def list_reservations(call: RouteCall) -> list[api.ReservationInfo]:

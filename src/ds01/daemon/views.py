@@ -82,13 +82,16 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
 def with_lifecycle(
     info: api.ContainerInfo, status: api.LifecycleStatus | None
 ) -> api.ContainerInfo:
-    """``info`` with the lifecycle loop's last word on it: idle time, stop time, why."""
+    """``info`` with the lifecycle loop's last word on it: idle time, stop time, why, and
+    when a declared runtime ends."""
     if status is None or status.status != info.status:
         return info
+    declared = info.runtime_hours is not None
     return info.model_copy(
         update={
             "idle_minutes": status.idle_minutes,
             "stop_at": status.stop_at,
+            "runtime_ends_at": status.runtime_stop_at if declared else None,
             "stop_reason": status.reason,
             "exempt_until": status.exempt_until,
         }

@@ -4,7 +4,8 @@ Counted since the daemon started (Prometheus counters: a restart is a reset, whi
 ``rate()`` and ``increase()`` handle):
 
 - lifecycle actions by kind, from the events the lifecycle loop writes: ``lifecycle.warn``
-  (``warn_idle``, ``warn_runtime``, ``warn_reservation``), ``cleanup.idle`` (``stop_idle``),
+  (``warn_idle``, ``warn_runtime``, ``warn_reservation``: before a reservation's start or,
+  for a holder over quota, its end), ``cleanup.idle`` (``stop_idle``),
   ``cleanup.runtime`` (``stop_runtime``), ``cleanup.reservation`` (``stop_reservation``)
   and ``cleanup.orphan`` (``cleanup``: a container removed after being stopped, or created
   and never started, for too long); and the queue pass's reclaim of borrowed containers:
@@ -59,6 +60,8 @@ def lifecycle_action(action: str, details: Mapping[str, Any]) -> str | None:
     """The lifecycle action kind an event records, or ``None`` for other events."""
     if action == "lifecycle.warn":
         kind = details.get("kind")
+        if kind == "reservation_end":  # a holder over quota before the end: a reservation's too
+            return "warn_reservation"
         return f"warn_{kind}" if kind in ("idle", "runtime", "reservation") else None
     if action in ("cleanup.idle", "cleanup.runtime", "cleanup.reservation"):
         return "stop_" + action.removeprefix("cleanup.")

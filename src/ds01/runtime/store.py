@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 _Row = TypeVar("_Row")
 
 #: What a stored warning is about (the ``warnings`` table).
-WarningKind = Literal["reclaim", "reservation"]
+WarningKind = Literal["reclaim", "reservation", "reservation_end", "reservation_affected"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
@@ -219,7 +219,11 @@ _INSERT_QUEUE = (
 #: Columns added to a table after its first release: (table, column, its SQL type). A
 #: database made before one of them gains it when it is opened (``StateStore._migrate``);
 #: its old rows read the column as NULL.
-_ADDED_COLUMNS = (("queue", "via", "TEXT"), ("usage", "borrowed", "INTEGER"))
+_ADDED_COLUMNS = (
+    ("queue", "via", "TEXT"),
+    ("usage", "borrowed", "INTEGER"),
+    ("reservations", "profile", "TEXT"),
+)
 
 _SELECT_OOM = (
     "SELECT container_id, docker_name, user, kills, own_events, parent_events, generation, "
@@ -348,7 +352,8 @@ class ExemptionRecord:
 class ReservationRecord:
     """A stored reservation: ``devices`` a JSON list of UUIDs, ``gpu_equivalents`` an exact
     fraction (``"3/7"``), times ISO 8601 UTC; ``holder`` ``None`` for maintenance; ``phase``
-    the last one ds01d announced, or ``cancelled``."""
+    the last one ds01d announced, or ``cancelled``; ``profile`` the MIG profile a ``--mig``
+    reservation asked for (``None``: whole GPUs, or stored before it was kept)."""
 
     id: str
     holder: str | None
@@ -360,6 +365,7 @@ class ReservationRecord:
     created_by: str
     created_at: str
     phase: str
+    profile: str | None = None
 
     @classmethod
     def of(cls, reservation: Reservation, created_at: str, phase: str) -> ReservationRecord:
@@ -374,6 +380,7 @@ class ReservationRecord:
             reservation.created_by,
             created_at,
             phase,
+            reservation.profile,
         )
 
     def reservation(self) -> Reservation:
@@ -387,6 +394,7 @@ class ReservationRecord:
             gpu_equivalents=Fraction(self.gpu_equivalents),
             note=self.note,
             created_by=self.created_by,
+            profile=self.profile,
         )
 
 
@@ -742,14 +750,15 @@ class StateStore:
         return self._fetch_as(
             ReservationRecord,
             "SELECT id, holder, devices, gpu_equivalents, start, end, note, created_by, "
-            "created_at, phase FROM reservations WHERE ? OR phase != 'cancelled' "
+            "created_at, phase, profile FROM reservations WHERE ? OR phase != 'cancelled' "
             "ORDER BY start, id",
             (int(include_cancelled),),
         )
 
     def add_reservation(self, record: ReservationRecord) -> None:
         self._execute(
-            "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO reservations (id, holder, devices, gpu_equivalents, start, end, note, "
+            "created_by, created_at, phase, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             astuple(record),
             irreplaceable=True,
         )
@@ -759,6 +768,16 @@ class StateStore:
         cursor = self._execute(
             "UPDATE reservations SET phase = ? WHERE id = ? AND phase != 'cancelled'",
             (phase, reservation_id),
+            irreplaceable=True,
+        )
+        return cursor.rowcount == 1
+
+    def set_reservation_devices(self, reservation_id: str, devices: Sequence[str]) -> bool:
+        """Keep ``devices`` for the reservation instead (a MIG layout changed under it);
+        ``False`` when it is gone or was cancelled."""
+        cursor = self._execute(
+            "UPDATE reservations SET devices = ? WHERE id = ? AND phase != 'cancelled'",
+            (json.dumps(list(devices)), reservation_id),
             irreplaceable=True,
         )
         return cursor.rowcount == 1

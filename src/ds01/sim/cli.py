@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> None:
                         "reservations": r.reservations is not None,
                         **asdict(c),
                         "utilisation_ratio": c.utilisation_ratio,
+                        "week_utilisation_ratio": c.week_utilisation_ratio,
                     }
                     for r, c in comparisons
                 ],
@@ -273,11 +274,14 @@ def run(args: argparse.Namespace) -> None:
     )
     for r, c in comparisons:
         ratio = "-" if c.utilisation_ratio is None else f"{c.utilisation_ratio:.2f}x"
+        week = "-" if c.week_utilisation_ratio is None else f"{c.week_utilisation_ratio:.2f}x"
         render.echo(
             f"Borrowing, {r.policy}/{r.reclaim}/{r.mig}"
             f"{' with reservations' if r.reservations is not None else ''}: GPU UTIL "
             f"{c.utilisation_without:.1%} "
-            f"without, {c.utilisation_with:.1%} with ({ratio}); median within-quota wait "
+            f"without, {c.utilisation_with:.1%} with ({ratio}); within the trace's "
+            f"{r.window_hours:g} h, {c.week_utilisation_without:.1%} without, "
+            f"{c.week_utilisation_with:.1%} with ({week}); median within-quota wait "
             f"{_h(c.within_quota_median_wait_without)} h without, "
             f"{_h(c.within_quota_median_wait_with)} h with; {c.borrowed_jobs} jobs borrowed, "
             f"{c.reclaimed_jobs} reclaimed ({c.requeued_gpu_hours:.1f} GPU-h of work queued "
@@ -312,7 +316,8 @@ def _echo_reservations(compared: list[tuple[SimulationResult, ReservationCompari
             f"{' with borrowing' if r.borrowing else ''}: {c.admitted} admitted, {c.refused} "
             f"refused; kept {kept} ({c.kept} of {c.started} free at their start); "
             f"{c.stopped_jobs} jobs stopped ({c.stopped_gpu_hours:.1f} GPU-h of work queued "
-            f"again), {c.delayed_jobs} delayed ({c.delay_hours:.1f} h in all); mean wait "
+            f"again), {c.ended_jobs} holders' jobs stopped at the end (over quota without "
+            f"it), {c.delayed_jobs} delayed ({c.delay_hours:.1f} h in all); mean wait "
             f"{_h(c.mean_wait_without)} h without, {_h(c.mean_wait_with)} h with; GPU UTIL "
             f"{c.utilisation_without:.1%} without, {c.utilisation_with:.1%} with."
         )

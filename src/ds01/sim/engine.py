@@ -95,6 +95,7 @@ from ds01.core.borrowing import (
     reclaim_steps,
     reserved_by_holder,
     stop_due,
+    wanted_by,
 )
 from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runtime_limit_hours
 from ds01.core.mig_on_demand import (
@@ -113,6 +114,7 @@ from ds01.core.reservations import (
     admit,
     blocked_devices,
     drain,
+    overstays,
     reserved_starts,
     with_blocked,
 )
@@ -148,6 +150,10 @@ _HOUR = timedelta(hours=1)
 #: A datetime's resolution (one microsecond), in hours: idle stops computed through
 #: datetimes that land this close to the owner's stop are the owner's stop.
 _INSTANT_HOURS = 1e-6 / 3600
+
+
+#: The trace's own period is whole weeks from hour 0 (the lab traces are one week).
+WEEK_HOURS = 168.0
 
 
 def at(hours: float) -> datetime:
@@ -293,6 +299,7 @@ class JobOutcome:
     displaced: int = 0
     displaced_hours: float = 0.0
     end_hours: float | None = None
+    overstayed: int = 0
 
     @property
     def started(self) -> bool:
@@ -348,10 +355,14 @@ class SimulationResult:
         borrowing: whether jobs could borrow above their quota.
         reservations: one per reservation replayed, in the order they were asked for.
         borrowable_gpu_hours: GPU-equivalent-hours free while a request waited only for its
-            owner's quota and no request within quota waited for devices: what borrowing
-            could have used at most (after any borrowing, what it left unused).
+            owner's quota, counting only the free devices that no request waiting within
+            quota could use (``ds01.core.borrowing.wanted_by``, borrowing's own rule): what
+            borrowing could have used at most (after any borrowing, what it left unused).
         declared_runtime: whether each job declared its runtime (busy time left, rounded up
             to the hour) as its runtime limit.
+        window_hours: the trace's own period ``[0, W]`` (:func:`trace_window_hours`).
+        busy_gpu_hours_in_window: busy GPU-equivalent-hours inside it (work computed
+            after ``W`` is left out).
     """
 
     policy: str
@@ -364,6 +375,14 @@ class SimulationResult:
     reservations: tuple[ReservationOutcome, ...] | None = None
     borrowable_gpu_hours: float = 0.0
     declared_runtime: bool = False
+    window_hours: float = WEEK_HOURS
+    busy_gpu_hours_in_window: float = 0.0
+
+    @property
+    def window_utilisation(self) -> float:
+        """Busy GPU-equivalent-hours inside the trace's own period over its capacity there."""
+        capacity = float(self.capacity_gpu_equivalents) * self.window_hours
+        return self.busy_gpu_hours_in_window / capacity if capacity > 0 else 0.0
 
 
 class _Event(IntEnum):
@@ -403,6 +422,18 @@ class _Running:
     reference: ReferenceIdleState | None = None
     reference_at: float | None = None
     next_check: float | None = None
+
+
+def trace_window_hours(jobs: Sequence[TraceJob]) -> float:
+    """The trace's own period: ``[0, W]`` with ``W`` the whole weeks that hold every
+    submission (168 h for a one-week trace)."""
+    last = max((job.submit_hours for job in jobs), default=0.0)
+    return WEEK_HOURS * max(1, math.ceil(last / WEEK_HOURS))
+
+
+def _inside(start: float, end: float, window: float) -> float:
+    """The hours of ``[start, end]`` inside ``[0, window]``."""
+    return max(0.0, min(end, window) - max(start, 0.0))
 
 
 def job_id(job: TraceJob) -> str:
@@ -486,10 +517,13 @@ class _Replay:
         self.again: dict[str, tuple[float, float]] = {}
         #: When each stopped job's devices are released.
         self.release_at: dict[str, float] = {}
-        #: GPU-equivalents free after the last pass while work over quota waited and nobody
-        #: within quota waited for devices, and that integrated over time (GPU-hours).
+        #: GPU-equivalents free after the last pass while work over quota waited, on devices
+        #: no request waiting within quota could use, and that integrated over time.
         self.borrowable = Fraction(0)
         self.borrowable_gpu_hours = 0.0
+        #: The trace's own period, and the busy GPU-equivalent-hours inside it.
+        self.window_hours = trace_window_hours(jobs)
+        self.busy_in_window = 0.0
 
     def run(self) -> None:
         """Take every event in order; after each instant, schedule and check for idleness."""
@@ -599,11 +633,20 @@ class _Replay:
         if self.borrowing is not None:
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
-        if not decision.waiting_for_devices and any(
-            e.status == "quota" and e.request.id in self.pending for e in decision.ranked
-        ):
+        over = [e.request for e in decision.ranked if e.status == "quota"]
+        if any(r.id in self.pending for r in over):
+            # Borrowing's own rule: a free device counts when a request held for its quota
+            # could take it and no request that waits for devices could (``wanted_by``).
             free = free_devices(self.open_to(list(self.pending.values()), now), self.state)
-            self.borrowable = sum((d.gpu_equivalents for d in free), Fraction(0))
+            wanted = decision.waiting_requests
+            self.borrowable = sum(
+                (
+                    d.gpu_equivalents
+                    for d in free
+                    if wanted_by(over, (d,)) is not None and wanted_by(wanted, (d,)) is None
+                ),
+                Fraction(0),
+            )
         return decision.waiting_for_devices
 
     # -- borrowing ----------------------------------------------------------------------------
@@ -663,6 +706,8 @@ class _Replay:
         outcome = self.outcomes[key]
         if run is not None:
             left = run.busy_until - min(hours, run.busy_until)
+            cut = _inside(run.busy_until - left, run.busy_until, self.window_hours)
+            self.busy_in_window -= float(outcome.gpu_equivalents) * cut
             self.outcomes[key] = replace(
                 outcome,
                 busy_hours=outcome.busy_hours - left,
@@ -742,12 +787,18 @@ class _Replay:
         return replace(self.inventory, reserved=self.inventory.reserved | blocked)
 
     def drain(self, hours: float, now: datetime) -> None:
-        """Stop the jobs on devices of reservations in force that are not their owners'."""
+        """Stop the jobs on devices of reservations in force that are not their owners',
+        and, at a reservation's end, its holder's jobs placed there on top of their quota
+        that do not fit within it (``overstays``); the work they have left is queued again."""
         occupants = [
-            Occupant(h.container, h.user, h.devices, h.container in self.running)
+            Occupant(
+                h.container, h.user, h.devices, h.container in self.running,
+                h.gpu_equivalents, h.borrowed,
+                at(self.running[h.container].start) if h.container in self.running else None,
+            )
             for h in self.state.holdings
             if h.devices
-        ]
+        ]  # fmt: skip
         _, stops = drain(self.bookings, occupants, now, timedelta(0))
         for stop in stops:
             key = stop.container
@@ -761,6 +812,14 @@ class _Replay:
             self.take(key, hours)
             asked = self.asked[stop.reservation.id]
             self.asked[stop.reservation.id] = replace(asked, displaced=asked.displaced + 1)
+        limits = {user: setup.quota.gpu_limit for user, setup in self.setups.items()}
+        _, ends = overstays(self.bookings, occupants, limits, now, timedelta(0))
+        for end in ends:
+            if end.container not in self.running:  # stopped by a drain in this instant
+                continue
+            outcome = self.outcomes[end.container]
+            self.outcomes[end.container] = replace(outcome, overstayed=outcome.overstayed + 1)
+            self.take(end.container, hours)
 
     # -- MIG on demand ------------------------------------------------------------------------
 
@@ -852,6 +911,8 @@ class _Replay:
             busy_until=hours + busy,
             held_until=hours + busy + tail,
         )
+        inside = _inside(hours, run.busy_until, self.window_hours)
+        self.busy_in_window += float(placement.gpu_equivalents) * inside
         self.state = self.state.with_holding(
             placement.holding(key, request.user, borrowed=borrowed)
         )
@@ -949,6 +1010,8 @@ def simulate(
         reservations=None if reservations is None else tuple(replay.asked.values()),
         borrowable_gpu_hours=replay.borrowable_gpu_hours,
         declared_runtime=declared_runtime,
+        window_hours=replay.window_hours,
+        busy_gpu_hours_in_window=replay.busy_in_window,
     )
 
 
@@ -963,5 +1026,6 @@ __all__ = [
     "hours_of",
     "job_id",
     "simulate",
+    "trace_window_hours",
     "user_setups",
 ]

@@ -33,7 +33,9 @@ borrow in the replay with borrowing) in both, the same jobs on both sides.
 without: how many were admitted and refused, the **kept rate** (the share of the admitted
 reservations that began within the replay whose devices were free of others' jobs at their
 start, before the drain), and the **displaced work**: jobs the drains stopped (and the
-GPU-hours of work they had left, queued again), and jobs *delayed*: started later than
+GPU-hours of work they had left, queued again), holders' jobs stopped at a reservation's
+end because without it they were over quota (their work queued again too), and jobs
+*delayed*: started later than
 without reservations (by more than a minute), with the hours of delay summed; the mean
 wait and utilisation of both replays.
 """
@@ -198,8 +200,12 @@ class BorrowingComparison:
         requeued_gpu_hours: the work the reclaimed ones had left, queued again.
         lost_gpu_hours: work of the reclaimed ones never computed.
         borrowable_gpu_hours: in the replay without borrowing, the GPU-hours free while
-            work over quota waited and nothing within quota did: the most borrowing could
-            have used.
+            work over quota waited, on devices no request waiting within quota could use:
+            the most borrowing could have used.
+        week_utilisation_without, week_utilisation_with: busy GPU-hours inside the trace's
+            own period over the capacity there (``SimulationResult.window_utilisation``):
+            unlike GPU UTIL it does not depend on when the replay ends, only on how much
+            work is done while the trace's work arrives.
     """
 
     utilisation_without: float
@@ -211,6 +217,8 @@ class BorrowingComparison:
     requeued_gpu_hours: float
     lost_gpu_hours: float
     borrowable_gpu_hours: float = 0.0
+    week_utilisation_without: float = 0.0
+    week_utilisation_with: float = 0.0
 
     @property
     def utilisation_ratio(self) -> float | None:
@@ -218,6 +226,13 @@ class BorrowingComparison:
         if self.utilisation_without <= 0:
             return None
         return self.utilisation_with / self.utilisation_without
+
+    @property
+    def week_utilisation_ratio(self) -> float | None:
+        """The same for the utilisation within the trace's own period."""
+        if self.week_utilisation_without <= 0:
+            return None
+        return self.week_utilisation_with / self.week_utilisation_without
 
 
 def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> BorrowingComparison:
@@ -238,6 +253,8 @@ def compare_borrowing(without: SimulationResult, with_: SimulationResult) -> Bor
         requeued_gpu_hours=sum(float(o.gpu_equivalents) * o.requeued_hours for o in reclaimed),
         lost_gpu_hours=sum(float(o.gpu_equivalents) * o.lost_hours for o in reclaimed),
         borrowable_gpu_hours=without.borrowable_gpu_hours,
+        week_utilisation_without=without.window_utilisation,
+        week_utilisation_with=with_.window_utilisation,
     )
 
 
@@ -256,6 +273,7 @@ class ReservationComparison:
         stopped_jobs: jobs a drain stopped; stopped_gpu_hours: the work they had left.
         delayed_jobs: jobs started later than without reservations; delay_hours: by how
             much, summed.
+        ended_jobs: holders' jobs stopped at a reservation's end, over quota without it.
         mean_wait_without, mean_wait_with: mean wait of all jobs that started.
         utilisation_without, utilisation_with: GPU UTIL of all jobs.
     """
@@ -272,6 +290,7 @@ class ReservationComparison:
     mean_wait_with: float | None
     utilisation_without: float
     utilisation_with: float
+    ended_jobs: int = 0
 
     @property
     def kept_rate(self) -> float | None:
@@ -313,6 +332,7 @@ def compare_reservations(
         mean_wait_with=booked.mean_wait_hours,
         utilisation_without=plain.utilisation,
         utilisation_with=booked.utilisation,
+        ended_jobs=sum(1 for o in with_.outcomes if o.overstayed),
     )
 
 

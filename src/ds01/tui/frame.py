@@ -391,12 +391,29 @@ def _labels(overview: Overview) -> dict[str, str]:
     return {d["uuid"]: str(d.get("label") or d["uuid"]) for d in overview.get("devices", [])}
 
 
-def _state_cell(container: Row) -> str:
+def runtime_end(container: Row, at: datetime | None) -> str | None:
+    """A declared runtime (``--runtime-hours``) and when it ends: ``4h run, ends in 1h20m``;
+    ``None`` without one."""
+    hours = container.get("runtime_hours")
+    if hours is None:
+        return None
+    limit = f"{duration(hours * 3600)} run"
+    ends = _when(container.get("runtime_ends_at"))
+    if ends is None or at is None:
+        return limit
+    left = (ends - at).total_seconds()
+    return f"{limit}, ends {'now' if left <= 0 else f'in {duration(left)}'}"
+
+
+def _state_cell(container: Row, at: datetime | None = None) -> str:
     state = activity(container)
     if state == "idle":
         state = f"idle {duration(container['idle_minutes'] * 60)}"
     if container.get("borrowed"):
         state = f"{state}, borrowed"
+    runtime = runtime_end(container, at) if container.get("status") == "running" else None
+    if runtime is not None:
+        state = f"{state}, {runtime}"
     kills = container.get("oom_kills") or 0
     return f"{state}, {kills} OOM" if kills else state
 
@@ -411,7 +428,7 @@ def _container_rows(
         cells = (
             *(() if own else (c["user"],)),
             c["name"],
-            _state_cell(c),
+            _state_cell(c, at),
             c["image"],
             ",".join(labels.get(u, short_uuid(u)) for u in c.get("gpus", [])) or "-",
             number(c["gpu_equivalents"]),
@@ -631,7 +648,7 @@ def container_detail(overview: Overview, key: str) -> list[tuple[str, str]] | No
         ("Name", container["name"]),
         ("Owner", container["user"]),
         ("Docker name", container["docker_name"]),
-        ("State", _state_cell(container)),
+        ("State", _state_cell(container, at)),
         ("Image", container["image"]),
         ("Created", container.get("created_at") or "-"),
         ("GPU-equivalents", number(container["gpu_equivalents"])),
@@ -642,6 +659,7 @@ def container_detail(overview: Overview, key: str) -> list[tuple[str, str]] | No
         ("Idle for", duration(idle * 60) if idle is not None else "-"),
         ("Cleanup", time_to_cleanup(container, at)),
         ("Stop at", container.get("stop_at") or "-"),
+        ("Runtime ends", container.get("runtime_ends_at") or "-"),
         ("Why", container.get("stop_reason") or "-"),
         ("Exempt until", container.get("exempt_until") or "-"),
         ("OOM kills", str(container.get("oom_kills") or 0)),
