@@ -68,6 +68,13 @@ def test_limits_become_qos_fields_and_groups_accounts() -> None:
         "carol": DEFAULT_ACCOUNT,
         "erin": DEFAULT_ACCOUNT,
     }
+    # priority is also each association's shares for fair share.
+    assert state.fairshares == {
+        ("alice", "phd"): 40,
+        ("bob", "msc"): 10,
+        ("carol", DEFAULT_ACCOUNT): 10,
+        ("erin", DEFAULT_ACCOUNT): 10,
+    }
 
 
 def test_a_user_in_two_groups_gets_the_merged_limits_on_both_associations() -> None:
@@ -131,13 +138,13 @@ ds01-default|ds01
 root|root
 theirs|physics
 """
-ASSOC_TEXT = """root||normal|
-root|root|normal|
-phd||normal|
-phd|alice|ds01-group-phd|ds01-group-phd
-phd|bob|ds01-group-phd,normal|ds01-group-phd
-ds01-default|erin|ds01-user-erin|normal
-theirs|alice|normal|normal
+ASSOC_TEXT = """root||normal||1
+root|root|normal||1
+phd||normal||1
+phd|alice|ds01-group-phd|ds01-group-phd|40
+phd|bob|ds01-group-phd,normal|ds01-group-phd|1
+ds01-default|erin|ds01-user-erin|normal|parent
+theirs|alice|normal|normal|1
 """
 USER_TEXT = """alice|phd
 bob|phd
@@ -161,6 +168,11 @@ def test_listings_parse_to_what_ds01_owns() -> None:
         ("erin", "ds01-default"): None,
     }
     assert state.default_accounts == {"alice": "phd", "bob": "phd", "erin": "ds01-default"}
+    assert state.fairshares == {
+        ("alice", "phd"): 40,
+        ("bob", "phd"): 1,
+        ("erin", "ds01-default"): None,  # "parent": to be set
+    }
 
 
 def test_change_argv_is_sacctmgr_words() -> None:
@@ -241,7 +253,9 @@ def _states(draw: st.DrawFn) -> Accounting:
         user: draw(st.sampled_from(sorted(a for u, a in associations if u == user)))
         for user, _ in associations
     }
-    return Accounting(qos, accounts, associations, defaults)
+    # Shares as a sync, an admin (any number) or Slurm's default ("parent": None) left them.
+    fairshares = {pair: draw(st.none() | st.integers(1, 1000)) for pair in associations}
+    return Accounting(qos, accounts, associations, defaults, fairshares)
 
 
 @settings(max_examples=300, deadline=None)
@@ -255,6 +269,19 @@ def test_applying_the_diff_reaches_the_desired_state_and_a_second_diff_is_empty(
     after = apply(current, diff(desired, current))
     assert after.to_dict() == desired.to_dict()
     assert diff(desired, after) == []
+
+
+def test_a_changed_priority_modifies_the_shares_of_the_association_only() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 5}}})
+    synced = desired_accounting(config, {"alice": []})
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 70}}})
+    changes = diff(desired_accounting(config, {"alice": []}), synced)
+    assert [c.describe() for c in changes] == [
+        "sacctmgr modify qos where name=ds01-group-phd set Priority=70 "
+        "MaxTRESPerUser=gres/gpu=1 MaxJobsPerUser=3 MaxWall=2880",
+        "sacctmgr modify user where name=alice account=phd set QOS=ds01-group-phd "
+        "DefaultQOS=ds01-group-phd Fairshare=70",
+    ]
 
 
 def test_nothing_is_added_before_what_it_uses_or_removed_while_used() -> None:

@@ -6,7 +6,8 @@ Two halves of one contract:
   the request and the user's resolved limits: ``--job-name`` the container's name (so that
   ``squeue -n NAME`` finds it), ``--gres=gpu:N`` (or ``gpu:<profile>:1`` for a MIG slice),
   ``--comment`` ``JOB_COMMENT`` (a container's job, for the login node's views),
-  ``--cpus-per-task``, ``--mem``, ``--time`` (``max_runtime_hours``) and the account and QOS
+  ``--cpus-per-task``, ``--mem``, ``--time`` (the request's ``--runtime-hours`` capped by
+  ``max_runtime_hours``, else ``max_runtime_hours``) and the account and QOS
   that ``ds01 admin slurm sync`` gave the user;
 - **the check on the node** (``parse_job``, ``job_devices``): before creating a job's
   container, ds01d reads the job from Slurm (``scontrol show job -d ID``), never from the
@@ -55,12 +56,15 @@ def sbatch_options(
     mig_profiles: Sequence[str],
     cpus: float | None,
     memory_bytes: int | None,
+    runtime_hours: float | None,
     max_runtime_hours: float | None,
     account: str,
     qos: str,
 ) -> list[str]:
     """The ``sbatch`` options of a container's job (see the module docstring). CPUs are
-    rounded up (Slurm counts whole CPUs), memory to whole MiB up."""
+    rounded up (Slurm counts whole CPUs), memory to whole MiB up, the time limit
+    (``runtime_hours``, never over ``max_runtime_hours``; ``None``: not asked) to whole
+    minutes up."""
     options = [
         f"--job-name={name}",
         f"--comment={JOB_COMMENT}",
@@ -75,9 +79,20 @@ def sbatch_options(
         options.append(f"--cpus-per-task={max(1, math.ceil(cpus))}")
     if memory_bytes is not None:
         options.append(f"--mem={max(1, math.ceil(memory_bytes / 2**20))}M")
-    if max_runtime_hours is not None:
-        options.append(f"--time={max(1, math.ceil(max_runtime_hours * 60))}")
+    hours = job_hours(runtime_hours, max_runtime_hours)
+    if hours is not None:
+        options.append(f"--time={max(1, math.ceil(hours * 60))}")
     return options
+
+
+def job_hours(runtime_hours: float | None, max_runtime_hours: float | None) -> float | None:
+    """A job's time limit in hours: the request's ``runtime_hours`` capped by
+    ``max_runtime_hours``; either alone; ``None`` (no limit) when neither is set."""
+    if runtime_hours is None:
+        return max_runtime_hours
+    if max_runtime_hours is None:
+        return runtime_hours
+    return min(runtime_hours, max_runtime_hours)
 
 
 def _indices(text: str) -> tuple[int, ...]:
@@ -187,6 +202,7 @@ __all__ = [
     "gone_jobs",
     "job_cgroup",
     "job_devices",
+    "job_hours",
     "parse_job",
     "sbatch_options",
 ]

@@ -62,7 +62,9 @@ def in_cluster_mode(ctx: DaemonContext) -> bool:
 
 def job_required(ctx: DaemonContext, prepared: PreparedCreate) -> SlurmJobRequired:
     """The answer to a create without a job: the job's ``sbatch`` options, from the request
-    and the owner's limits, account and QOS as ``ds01 admin slurm sync`` named them."""
+    and the owner's limits, account and QOS as ``ds01 admin slurm sync`` named them. The
+    job's ``--time`` is the request's ``--runtime-hours`` (already checked against
+    ``max_runtime_hours`` by the prepare), else ``max_runtime_hours``."""
     owner = prepared.owner
     account, qos = user_association(ctx.config().limits, owner.name, owner.groups)
     request = prepared.gpu_request
@@ -72,6 +74,7 @@ def job_required(ctx: DaemonContext, prepared: PreparedCreate) -> SlurmJobRequir
         mig_profiles=request.mig_profiles,
         cpus=prepared.resources.cpus,
         memory_bytes=prepared.resources.memory_bytes,
+        runtime_hours=prepared.runtime_hours,
         max_runtime_hours=ctx.limits_for(owner).max_runtime_hours,
         account=account,
         qos=qos,
