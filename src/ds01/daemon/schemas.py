@@ -73,6 +73,13 @@ class HubServer(_Model):
         return value
 
 
+def reasonable_arguments(command: list[str]) -> list[str]:
+    """``command`` if each argument is under 64 KiB and free of NUL bytes, else ``ValueError``."""
+    if any(len(arg) > 65536 or "\0" in arg for arg in command):
+        raise ValueError("command arguments must be under 64 KiB and free of NUL bytes")
+    return command
+
+
 class CreateContainerRequest(_Model):
     name: str = Field(description="Container name as the user sees it, e.g. 'thesis'.")
     image: str = Field(description="Registry name from images.yaml or an allowed local reference.")
@@ -134,6 +141,19 @@ class CreateContainerRequest(_Model):
         "the devices Slurm gave it there (ds01d asks Slurm). Without it, a create in cluster "
         "mode is answered with the job's sbatch options (kind slurm_job_required).",
     )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Cluster mode only (`ds01 job run`): the command the container runs "
+        "instead of the image's, to completion, without a terminal; its job ends with the "
+        "command's exit status. Elsewhere refused (exit 2).",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _reasonable_command(cls, command: list[str] | None) -> list[str] | None:
+        return None if command is None else reasonable_arguments(command)
 
 
 class Holder(_Model):
@@ -270,6 +290,11 @@ class ContainerInfo(_Model):
     )
     disk_limit_bytes: int | None = Field(
         default=None, description="Its disk limit (disk_limit when created); null: none."
+    )
+    exit_code: int | None = Field(
+        default=None,
+        description="The exit status of its last run while it is stopped (137: killed, as "
+        "by the OOM killer); null while it runs or before its first start.",
     )
 
 
@@ -580,9 +605,7 @@ class TerminalRequest(_Model):
     @field_validator("command")
     @classmethod
     def _reasonable_arguments(cls, command: list[str]) -> list[str]:
-        if any(len(arg) > 65536 or "\0" in arg for arg in command):
-            raise ValueError("command arguments must be under 64 KiB and free of NUL bytes")
-        return command
+        return reasonable_arguments(command)
 
 
 class TerminalInfo(_Model):

@@ -67,6 +67,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         runtime_hours=L.runtime_hours_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
+        exit_code=record.exit_code,
     )
     if oom is None or not oom.oom_kills:
         return info
