@@ -23,6 +23,7 @@ from ds01.core.slurm_sync import (
     current_accounting,
     desired_accounting,
     diff,
+    limit_sources,
 )
 from ds01.errors import InvalidInput
 from ds01.model.device import Device, Inventory
@@ -388,3 +389,39 @@ def test_whole_gpus_alone_are_untyped() -> None:
         "NodeName=n Name=gpu File=/dev/nvidia1",
     ]
     assert slurm_gres.node_line("n", lines) == "NodeName=n Gres=gpu:2"
+
+
+# -- check-limits --explain: where Slurm holds each limit -----------------------------------------
+
+
+def test_limit_sources_name_the_qos_field_and_association_slurm_holds() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 40, "gpu_limit": 2}}})
+    synced = desired_accounting(config, {"alice": []})
+    sources = limit_sources(config, "alice", [], synced)
+    assert sources == {
+        "priority": "QOS ds01-group-phd Priority=40; association phd/alice Fairshare=40",
+        "gpu_limit": "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=2",
+        "max_containers": "QOS ds01-group-phd MaxJobsPerUser=3",
+        "max_runtime_hours": "QOS ds01-group-phd MaxWall=2880",
+    }
+
+
+def test_limit_sources_say_what_a_sync_would_change() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "gpu_limit": None}}})
+    stale = Accounting(
+        qos={"ds01-group-phd": QosLimits(50, 1, 3, 2880)},
+        accounts=frozenset({"phd"}),
+        associations={("alice", "phd"): "ds01-group-phd"},
+        default_accounts={"alice": "phd"},
+        fairshares={("alice", "phd"): None},
+    )
+    sources = limit_sources(config, "alice", [], stale)
+    assert sources["gpu_limit"] == (
+        "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=1; a sync would set MaxTRESPerUser none"
+    )
+    assert sources["priority"].endswith("Fairshare=parent; a sync would set Fairshare=50")
+    nothing = limit_sources(config, "alice", [], Accounting())
+    assert nothing["max_containers"] == (
+        "QOS ds01-group-phd (not in Slurm); a sync would set MaxJobsPerUser=3"
+    )
+    assert nothing["priority"].endswith("; association phd/alice (not in Slurm)")

@@ -973,7 +973,8 @@ Shows your limits as ds01d resolves them, and what you use now: GPU-equivalents 
   else from the defaults; with several groups, the most generous value wins.
 - `unlimited` means no limit for that key.
 - `--explain` adds where each value came from (`user:alice`, `group:phd`, `defaults`,
-  `built-in`).
+  `built-in`) and the line of `resource-limits.yaml` that sets it; on a Slurm cluster
+  also the Slurm QOS (and association) that holds it there.
 - Admins see another user's limits with `--user USER`.""",
         examples=(
             ("check-limits", "your limits and usage"),

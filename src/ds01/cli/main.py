@@ -742,13 +742,7 @@ def _run_limits(args: argparse.Namespace) -> None:
         return
     render.echo(f"User {result['user']} (groups: {', '.join(result['groups']) or 'none'})")
     if args.explain:
-        render.table(
-            ["LIMIT", "VALUE", "FROM"],
-            [
-                [k, render.limit_value(v["value"]), v["source"]]
-                for k, v in result["explain"].items()
-            ],
-        )
+        _explain_table(result["explain"])
     else:
         rows = [[k, _limit_shown(k, v, result)] for k, v in result["limits"].items()]
         render.table(["LIMIT", "VALUE"], rows)
@@ -767,6 +761,20 @@ def _run_limits(args: argparse.Namespace) -> None:
             "GPU-equivalents (stopped when someone within quota needs them)."
         )
     _echo_disk_use(result)
+
+
+def _explain_table(explained: dict[str, dict[str, Any]]) -> None:
+    """Each limit, its value and where it is set: the layer and the line of
+    resource-limits.yaml, and on a Slurm cluster the QOS field that holds it there."""
+    in_slurm = any(entry.get("slurm") for entry in explained.values())
+    rows = []
+    for key, entry in explained.items():
+        where = entry["source"]
+        if entry.get("line") is not None:
+            where += f" (resource-limits.yaml:{entry['line']})"
+        row = [key, render.limit_value(entry["value"]), where]
+        rows.append([*row, entry.get("slurm") or "-"] if in_slurm else row)
+    render.table(["LIMIT", "VALUE", "FROM", *(["IN SLURM"] if in_slurm else [])], rows)
 
 
 def _limit_shown(key: str, value: Any, result: dict[str, Any]) -> str:

@@ -321,6 +321,59 @@ def user_association(
     return account, accounting.associations[(user, account)] or DEFAULT_QOS
 
 
+#: ds01's limits that a sync writes into the user's QOS, with the QOS field of each.
+QOS_FIELDS = {
+    "priority": "Priority",
+    "gpu_limit": "MaxTRESPerUser",
+    "max_containers": "MaxJobsPerUser",
+    "max_runtime_hours": "MaxWall",
+}
+
+
+def _shown(field_name: str, value: str) -> str:
+    """``Field=value`` as sacctmgr takes it, "no limit" spelt out."""
+    if value == _CLEAR or value == f"{_GPU_TRES}={_CLEAR}":
+        return f"{field_name} none"
+    return f"{field_name}={value}"
+
+
+def limit_sources(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str], current: Accounting
+) -> dict[str, str]:
+    """For ``check-limits --explain`` in cluster mode: each of ``QOS_FIELDS``' limits of
+    ``user`` as Slurm holds it in ``current`` (what ``sacctmgr`` shows): the QOS and field a
+    sync made from it (and, for ``priority``, the association's ``Fairshare``), with what a
+    sync would set where Slurm differs from ``resource-limits.yaml``.
+
+    Raises:
+        InvalidInput: as ``desired_accounting``.
+    """
+    desired = desired_accounting(config, {user: unix_groups})
+    account = desired.default_accounts[user]
+    qos = desired.associations[(user, account)] or DEFAULT_QOS
+    want = dict(word.split("=", 1) for word in desired.qos[qos].settings())
+    held = current.qos.get(qos)
+    have = {} if held is None else dict(word.split("=", 1) for word in held.settings())
+    sources = {}
+    for key, field_name in QOS_FIELDS.items():
+        text = f"QOS {qos} " + (
+            _shown(field_name, have[field_name]) if have else "(not in Slurm)"
+        )
+        if have.get(field_name) != want[field_name]:
+            text += f"; a sync would set {_shown(field_name, want[field_name])}"
+        sources[key] = text
+    association = (user, account)
+    shares = desired.fairshares[association]
+    if association not in current.associations:
+        sources["priority"] += f"; association {account}/{user} (not in Slurm)"
+        return sources
+    found = current.fairshares.get(association)
+    sources["priority"] += f"; association {account}/{user} Fairshare={found or 'parent'}"
+    if found != shares:
+        sources["priority"] += f"; a sync would set Fairshare={shares}"
+    return sources
+
+
 def candidate_users(
     config: ResourceLimitsConfig, unix_group_members: Mapping[str, Collection[str]]
 ) -> set[str]:
@@ -527,6 +580,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_QOS",
     "OWNER",
+    "QOS_FIELDS",
     "QOS_PREFIX",
     "Accounting",
     "Change",
@@ -539,5 +593,6 @@ __all__ = [
     "desired_accounting",
     "diff",
     "fairshare",
+    "limit_sources",
     "user_association",
 ]

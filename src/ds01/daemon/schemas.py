@@ -301,6 +301,17 @@ class ContainerInfo(_Model):
 class ResolvedEntry(_Model):
     value: Any
     source: str
+    line: int | None = Field(
+        default=None,
+        description="The line of resource-limits.yaml that sets it (as the file reads now); "
+        "null for a builtin value.",
+    )
+    slurm: str | None = Field(
+        default=None,
+        description="Cluster mode: the Slurm QOS field (and, for priority, the association's "
+        "Fairshare) that `ds01 admin slurm sync` made from it, as Slurm holds it now; what a "
+        "sync would set where they differ.",
+    )
 
 
 class Usage(_Model):

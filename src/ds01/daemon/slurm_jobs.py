@@ -43,6 +43,7 @@ from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.slurm_limits import in_cluster_mode
 from ds01.daemon.views import allocation_state
 from ds01.errors import Conflict, InvalidInput, SlurmJobRequired
 from ds01.model import labels as L
@@ -63,10 +64,6 @@ BATCH_NEEDS_CLUSTER = (
 )
 #: Why the reaper removed a container (the ``cleanup.orphan`` event's reason).
 JOB_GONE_REASON = "its Slurm job is no longer running on this node"
-
-
-def in_cluster_mode(ctx: DaemonContext) -> bool:
-    return ctx.config().limits.cluster == "slurm"
 
 
 def batch_run(ctx: DaemonContext, command: list[str]) -> RunOptions:
