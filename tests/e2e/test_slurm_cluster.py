@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,11 +221,13 @@ class TestClusterMode:
         cluster.slurm_tool("scancel", str(job), user="alice")
         wait_until("big to be gone", lambda: not _containers(docker_client, "big"))
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
-        # Nothing left of the job's cgroup: Slurm's hierarchies, nor those Docker made.
+        # Nothing left of the job's cgroup, nor of alice's uid_ cgroup on node2 (she has no
+        # other job there): Slurm's hierarchies, nor those Docker made.
         hierarchies = list(Path("/sys/fs/cgroup").iterdir())
+        user_cgroup = job_cgroup.rsplit("/", 1)[0].lstrip("/")
         wait_until(
-            "the job's cgroups to be gone",
-            lambda: not [h for h in hierarchies if (h / job_cgroup.lstrip("/")).exists()],
+            "the job's and its user's cgroups to be gone",
+            lambda: not [h for h in hierarchies if (h / user_cgroup).exists()],
         )
 
     def test_a_container_that_exits_ends_its_job(
@@ -238,6 +241,80 @@ class TestClusterMode:
         container.kill()
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
         wait_until("small to be gone", lambda: not _containers(docker_client, "small"))
+
+    def test_a_batch_job_writes_its_output_and_ends_with_the_commands_exit_status(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        done = cluster.ds01(
+            "alice", "job", "run", "--image", "busybox", "--gpus", "1", "--name", "batch",
+            "--runtime-hours", "0.25", "--wait", "--json",
+            "--", "sh", "-c", "echo out-$((6*7)); exit 3",
+        )  # fmt: skip
+        assert done.returncode == 3, describe(done)
+        answer = json.loads(done.stdout)
+        assert (answer["name"], answer["exit_code"]) == ("batch", 3)
+        assert "--time=15" in answer["sbatch"]  # --runtime-hours is the job's time limit
+        job = answer["slurm_job"]
+        assert answer["output"].endswith(f"/.ds01/jobs/batch-{job}.out")
+        assert "out-42" in Path(answer["output"]).read_text()
+        assert not _containers(docker_client, "batch")
+        assert cluster.job_state(job) == ""
+
+    def test_slurms_memory_limit_kills_inside_the_container_not_the_node(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        # The shell holds ~200 MB in a variable: past the job's --mem (64M).
+        hog = "echo started; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+        done = cluster.ds01(
+            "alice", "job", "run", "--image", "busybox", "--memory", "64M", "--name", "hog",
+            "--wait", "--json", "--", "sh", "-c", hog,
+        )  # fmt: skip
+        assert done.returncode == 137, describe(done)
+        answer = json.loads(done.stdout)
+        assert "--mem=64M" in answer["sbatch"]
+        output = Path(answer["output"]).read_text()
+        assert "started" in output and "survived" not in output, output
+        assert "killed (SIGKILL)" in output, output
+        assert not _containers(docker_client, "hog")
+        # The node lives: both ds01d and both slurmd, and the nodes take jobs.
+        assert all(d.running for d in cluster.daemons.values())
+        run = Path(cluster.slurm["DS01_SLURM_DIR"]) / "run"
+        for node, _ in NODES:
+            os.kill(int((run / f"slurmd-{node}.pid").read_text()), 0)
+        states = cluster.slurm_tool("sinfo", "--noheader", "--Node", "--format=%t").split()
+        assert not [s for s in states if s.startswith(("down", "drain", "fail"))], states
+
+    def test_kill_9_of_a_nodes_ds01d_mid_create_leaves_no_orphan_and_no_device_twice(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        node2 = cluster.daemons["node2"]
+        made = docker_client.events(
+            decode=True,
+            filters={"type": "container", "event": "create", "label": "ds01.name=crash"},
+            until=int(time.time()) + 60,
+        )
+        try:
+            job = _submitted(
+                cluster.ds01("alice", "container-create", "crash", "--image", "busybox",
+                             "--gpus", "3", "--start", "--json")
+            )  # fmt: skip
+            next(iter(made))  # Docker made the container: node2's ds01d is mid-create
+        finally:
+            made.close()
+        node2.kill(signal.SIGKILL)
+        node2.start()
+        # The job's step lost ds01d: the job ends; the container goes (the create intent
+        # at ds01d's start, or the reaper once the job is gone); its devices are free.
+        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        wait_until("crash to be gone", lambda: not _containers(docker_client, "crash"))
+        assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
+        again = _submitted(
+            cluster.ds01("alice", "container-create", "again", "--image", "busybox",
+                         "--gpus", "4", "--start", "--json")
+        )  # fmt: skip
+        wait_until("again to run", lambda: _running_container(docker_client, "again"))
+        cluster.slurm_tool("scancel", str(again), user="alice")
+        wait_until("again to be gone", lambda: not _containers(docker_client, "again"))
 
     def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
         self, cluster: Cluster, docker_client: Any
