@@ -303,18 +303,25 @@ class TestClusterMode:
             made.close()
         node2.kill(signal.SIGKILL)
         node2.start()
-        # The job's step lost ds01d: the job ends; the container goes (the create intent
-        # at ds01d's start, or the reaper once the job is gone); its devices are free.
-        wait_until("its job to end", lambda: cluster.job_state(job) == "")
-        wait_until("crash to be gone", lambda: not _containers(docker_client, "crash"))
+
+        def settled() -> str | None:
+            """Job and container agree: both gone (the step lost ds01d; the create intent at
+            ds01d's start or the reaper removed the container), or both running (the step's
+            start reached the new ds01d)."""
+            state, found = cluster.job_state(job), _containers(docker_client, "crash")
+            if not state and not found:
+                return "gone"
+            if state.startswith("RUNNING") and [c.status for c in found] == ["running"]:
+                return "running"
+            return None
+
+        if wait_until("the job and its container to agree", settled) == "running":
+            [container] = _containers(docker_client, "crash")
+            held = [d["uuid"] for d in node2.cli_json("alice", "gpu-status") if d["holder"]]
+            assert sorted(held) == sorted(container.labels["ds01.gpus"].split(","))
+            cluster.slurm_tool("scancel", str(job), user="alice")
+            wait_until("crash and its job to be gone", lambda: settled() == "gone")
         assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
-        again = _submitted(
-            cluster.ds01("alice", "container-create", "again", "--image", "busybox",
-                         "--gpus", "4", "--start", "--json")
-        )  # fmt: skip
-        wait_until("again to run", lambda: _running_container(docker_client, "again"))
-        cluster.slurm_tool("scancel", str(again), user="alice")
-        wait_until("again to be gone", lambda: not _containers(docker_client, "again"))
 
     def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
         self, cluster: Cluster, docker_client: Any

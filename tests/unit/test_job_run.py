@@ -60,3 +60,11 @@ def test_a_create_request_takes_a_command_but_not_an_empty_or_nul_one() -> None:
 )
 def test_the_exit_status_is_read_from_dockers_status_text(status: str, code: int | None) -> None:
     assert exit_code_of(status) == code
+
+
+def test_the_command_line_keeps_the_words_apart_from_the_command_run() -> None:
+    from ds01.cli.main import build_parser
+
+    args = build_parser().parse_args(["job", "run", "--image", "busybox", "--", "echo", "hi"])
+    assert the_command(args.words) == ["echo", "hi"]
+    assert args.command.path == ("job", "run")

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from ds01 import paths
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.core.slurm_job import (
+    ENDED_STATES,
+    RUNNING,
     check_request_matches,
     gone_jobs,
     job_cgroup,
@@ -184,3 +186,18 @@ def test_a_socket_path_names_the_slurm_node_it_runs_on(monkeypatch: pytest.Monke
     monkeypatch.setenv(paths.ENV_SLURMD_NODENAME, "node2")
     assert paths.socket_path() == "/run/ds01/node2.sock"
     assert paths.socket_path("/x/ds01.sock") == "/x/ds01.sock"
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_code", "status"),
+    [("COMPLETED", "0:0", 0), ("FAILED", "137:0", 137), ("CANCELLED", "0:15", 143)],
+)
+def test_an_ended_jobs_exit_status_is_read_as_a_shell_tells_it(
+    state: str, exit_code: str, status: int
+) -> None:
+    record = RECORD.replace("JobState=RUNNING", f"JobState={state}").replace(
+        "Reason=None", f"Reason=None ExitCode={exit_code}"
+    )
+    job = parse_job(record)
+    assert job.state in ENDED_STATES and job.exit_code == status
+    assert parse_job(RECORD).exit_code is None and RUNNING not in ENDED_STATES

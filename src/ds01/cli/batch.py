@@ -5,8 +5,8 @@ a ``container-create``'s and answers with the job's ``sbatch`` options; this sub
 as the user (``ds01.cli.cluster``), whose step on the node Slurm picks creates the container
 with the command, copies its output into the job's output file
 (``~/.ds01/jobs/NAME-JOBID.out``) and ends with the command's exit status. ``--wait`` waits
-for the job and exits with that status. On a single server ds01d refuses it (exit 2): no job
-would own the container's end there.
+for the job (Slurm's record, every second) and exits with that status. On a single server
+ds01d refuses it (exit 2): no job would own the container's end there.
 
 Imported at every start of the CLI (the command table), so standard library only at module
 level.
@@ -64,7 +64,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait for the end; exit with the command's status"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run")
+    # Not "command": the parser keeps the Command it runs under that name.
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run")
 
 
 def run_run(args: argparse.Namespace) -> None:
@@ -78,7 +79,7 @@ def run_run(args: argparse.Namespace) -> None:
         "cpus": args.cpus,
         "memory": args.memory,
         "runtime_hours": args.runtime_hours,
-        "command": the_command(args.command),
+        "command": the_command(args.words),
         "interface": "job",
         "queue": False,
     }
@@ -90,22 +91,25 @@ def run_run(args: argparse.Namespace) -> None:
         options: list[str] = exc.details["sbatch"]
     else:  # ds01d refuses a command outside cluster mode: never a container here
         raise Ds01Error("ds01d made a container for a batch job without a Slurm job.")
-    answer: dict[str, Any] = {"name": body["name"], "sbatch": options}
-
-    def submitted(job: int) -> None:
-        answer.update(slurm_job=job, output=cluster.output_file(body["name"], job))
-        if not args.json:
-            render.ok(f"Submitted job {body['name']} as Slurm job {job}.")
-            render.echo(f"  Output: {answer['output']}   Follow it: squeue -n {body['name']}")
-
+    job = cluster.submit(body, options)
+    answer: dict[str, Any] = {
+        "name": body["name"],
+        "slurm_job": job,
+        "output": cluster.output_file(body["name"], job),
+        "sbatch": options,
+    }
+    if not args.json:
+        render.ok(f"Submitted job {body['name']} as Slurm job {job}.")
+        render.echo(f"  Output: {answer['output']}   Follow it: squeue -n {body['name']}")
     if not args.wait:
-        submitted(cluster.submit(body, options))
         render.emitted_json(args.json, answer)
         return
-    code = cluster.submit_and_wait(body, options, submitted)
-    answer["exit_code"] = code
+    try:
+        answer["exit_code"] = code = cluster.wait_for(job)
+    except KeyboardInterrupt:  # the job goes on: only the waiting stops
+        raise SystemExit(130) from None
     if not render.emitted_json(args.json, answer):
-        render.echo(f"Job {body['name']} ended with exit status {code}.")
+        render.echo(f"Job {body['name']} (Slurm job {job}) ended with exit status {code}.")
     raise SystemExit(code)
 
 

@@ -18,7 +18,6 @@ job's step that has the node's ds01d create the container and waits on it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -34,7 +33,6 @@ from ds01.errors import Ds01Error, SlurmError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
     from types import FrameType
     from typing import Any
 
@@ -91,67 +89,39 @@ def submit(request: dict[str, Any], options: list[str]) -> int:
         SlurmError: sbatch is missing or refused (its message: an unknown account, a QOS
             limit Slurm checks at submission, no node with enough GPUs).
     """
-    with _sbatch(request, options, wait=False) as sbatch:
-        return _job_id(sbatch)
-
-
-def submit_and_wait(
-    request: dict[str, Any], options: list[str], submitted: Callable[[int], None]
-) -> int:
-    """Submit the job as ``submit`` does, call ``submitted`` with its id, and wait until it
-    ends (``sbatch --wait``); returns the job's exit status (1 when a signal ended it).
-
-    Raises:
-        SlurmError: as ``submit``.
-    """
-    with _sbatch(request, options, wait=True) as sbatch:
-        submitted(_job_id(sbatch))
-        return sbatch.wait()
-
-
-@contextlib.contextmanager
-def _sbatch(
-    request: dict[str, Any], options: list[str], *, wait: bool
-) -> Iterator[subprocess.Popen[str]]:
-    """``sbatch`` running with the job's script written to it; killed if left early."""
-    argv = [SBATCH, "--parsable", *(["--wait"] if wait else []), f"--output={job_output()}"]
-    argv += options
+    argv = [SBATCH, "--parsable", f"--output={job_output()}", *options]
     try:
-        sbatch = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        done = subprocess.run(
+            argv, input=job_script(request), capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
         raise SlurmError(
             "sbatch is not installed here: this is a Slurm cluster's node, install Slurm's "
             "client (Debian: slurm-client)."
         ) from None
-    with sbatch:
-        assert sbatch.stdin is not None
-        sbatch.stdin.write(job_script(request))
-        sbatch.stdin.close()
-        try:
-            yield sbatch
-        finally:
-            if sbatch.poll() is None:  # Ctrl-C while waiting: the job goes on
-                sbatch.terminate()
-
-
-def _job_id(sbatch: subprocess.Popen[str]) -> int:
-    """The job id sbatch prints first (``--parsable``: ``ID[;CLUSTER]``); ``SlurmError`` with
-    sbatch's message when it refused the job."""
-    assert sbatch.stdout is not None and sbatch.stderr is not None
-    line = sbatch.stdout.readline().strip()
-    if not line:
-        sbatch.wait()
+    if done.returncode != 0:
         raise SlurmError(
-            f"Slurm refused the job: {sbatch.stderr.read().strip() or 'no message'}",
-            details={"argv": sbatch.args},
+            f"Slurm refused the job: {done.stderr.strip() or done.stdout.strip()}",
+            details={"argv": argv},
         )
-    return int(line.split(";")[0])
+    return int(done.stdout.strip().split(";")[0])
+
+
+def wait_for(job: int) -> int:
+    """Wait until job ``job`` ends (Slurm's record, every ``STEP_POLL_SECONDS``); returns
+    its exit status (128 + N when signal N ended it).
+
+    Raises:
+        SlurmError: Slurm does not answer, or no longer knows the job.
+    """
+    from ds01.core.slurm_job import ENDED_STATES, parse_job
+    from ds01.runtime.slurm import show_job
+
+    while True:
+        record = parse_job(show_job(job))
+        if record.state in ENDED_STATES:
+            return 1 if record.exit_code is None else record.exit_code
+        time.sleep(STEP_POLL_SECONDS)
 
 
 class _Stopped(Exception):

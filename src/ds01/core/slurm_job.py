@@ -32,6 +32,20 @@ JOB_COMMENT = "ds01-container"
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).
 LIVE_STATES = frozenset({RUNNING, "COMPLETING", "CONFIGURING", "SUSPENDED"})
+#: States of a job that has ended (``scontrol``'s names): ``ds01 job run --wait`` stops there.
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 
 _FIELD_RE = re.compile(r"(\w[\w/:]*)=(\S*)")
 _NODE_GRES_RE = re.compile(r"Nodes=(\S+)\s.*?GRES=(\S*)")
@@ -47,6 +61,7 @@ class SlurmJob:
     uid: int
     state: str
     gpu_indices: Mapping[str, tuple[int, ...]]  # node → the GRES indices it holds there
+    exit_code: int | None = None  # its script's status once it ended (128 + N: signal N)
 
 
 def sbatch_options(
@@ -124,7 +139,17 @@ def parse_job(text: str) -> SlurmJob:
         uid=int(user.group(1)),
         state=fields["JobState"],
         gpu_indices=gpus,
+        exit_code=_exit_status(fields.get("ExitCode", "")),
     )
+
+
+def _exit_status(text: str) -> int | None:
+    """Slurm's ``ExitCode=STATUS:SIGNAL`` as a shell tells it: the status, or 128 + the
+    signal that ended the script; ``None`` when it is not there."""
+    status, _, signal = text.partition(":")
+    if not status.isdigit() or not signal.isdigit():
+        return None
+    return 128 + int(signal) if int(signal) else int(status)
 
 
 def job_devices(
@@ -194,6 +219,7 @@ def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]
 
 
 __all__ = [
+    "ENDED_STATES",
     "JOB_COMMENT",
     "LIVE_STATES",
     "RUNNING",
