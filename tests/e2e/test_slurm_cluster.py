@@ -46,8 +46,8 @@ defaults:
   memory_limit: 128M
   max_runtime_hours: 1
 groups:
-  phd: {}
-  msc: {}
+  phd: {priority: 80}
+  msc: {priority: 20}
 """
 NODES = (("node1", 2), ("node2", 4))
 
@@ -370,6 +370,44 @@ class TestClusterMode:
         assert cluster.login("bob", "queue") == []
         cluster.slurm_tool("scancel", str(second), user="bob")
         wait_until("second to be gone", lambda: not _containers(docker_client, "second"))
+
+    def test_slurm_orders_waiting_jobs_as_the_priorities_say_and_explain_names_the_qos(
+        self, cluster: Cluster
+    ) -> None:
+        # Two jobs that wait (a begin time ahead): Slurm computes their priorities now.
+        jobs = {
+            user: int(
+                cluster.slurm_tool(
+                    "sbatch", "--parsable", f"--job-name=later-{user}", "--gres=gpu:1",
+                    "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
+                    user=user,
+                ).split(";")[0]
+            )
+            for user in ("bob", "alice")
+        }  # fmt: skip
+        try:
+            ids = ",".join(str(job) for job in jobs.values())
+            # Slurm's order, and the priority of each (sprio leaves out jobs not yet eligible).
+            rows = cluster.slurm_tool(
+                "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
+            ).splitlines()
+            assert [row.split()[0] for row in rows] == ["alice", "bob"], rows
+            priority = {row.split()[0]: int(row.split()[1]) for row in rows}
+            assert priority["alice"] > priority["bob"] > 0, rows  # phd's 80 before msc's 20
+        finally:
+            cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
+        # check-limits --explain on a node: the YAML line and the QOS that holds each limit.
+        explained = cluster.ds01("alice", "check-limits", "--explain", "--json")
+        assert explained.returncode == 0, describe(explained)
+        entries = json.loads(explained.stdout)["explain"]
+        assert entries["priority"]["slurm"] == (
+            "QOS ds01-group-phd Priority=80; association phd/alice Fairshare=80"
+        )
+        assert entries["gpu_limit"]["slurm"] == "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=4"
+        limits_file = cluster.daemons["node1"].paths.config_dir / "resource-limits.yaml"
+        lines = limits_file.read_text().splitlines()
+        assert "priority: 80" in lines[entries["priority"]["line"] - 1]
+        assert "gpu_limit: 4" in lines[entries["gpu_limit"]["line"] - 1]
 
     @pytest.mark.parametrize(
         ("user", "where", "gpus", "said"),
