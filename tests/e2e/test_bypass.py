@@ -274,6 +274,13 @@ ATTEMPTS = [
             create_body(network_mode="host"), exits=MALFORMED),
     via_api("host-network-short", "network host", "POST", "/v1/containers",
             create_body(network="host"), exits=MALFORMED),
+    # a command of one's own in a create: a Slurm cluster's batch job only (`ds01 job run`)
+    via_cli("batch-command-on-a-single-server", "ds01 job run on a single server",
+            "job", "run", "--image", "busybox", "--name", "bypass", "--", "id",
+            exits=MALFORMED, logged_as=CREATE_DENIED),
+    via_api("batch-command-on-a-single-server", "command in a create on a single server",
+            "POST", "/v1/containers", create_body(command=["id"]), exits=MALFORMED,
+            logged_as=CREATE_DENIED),
     # / or another user's home as a mount
     via_cli("root-as-workspace", "/ as /workspace", *create_args("--workspace", "/"),
             exits=PERMISSION, logged_as=DENIED),

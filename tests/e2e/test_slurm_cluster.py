@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ defaults:
   memory_limit: 128M
   max_runtime_hours: 1
 groups:
-  phd: {}
-  msc: {}
+  phd: {priority: 80}
+  msc: {priority: 20}
 """
 NODES = (("node1", 2), ("node2", 4))
 
@@ -220,11 +221,13 @@ class TestClusterMode:
         cluster.slurm_tool("scancel", str(job), user="alice")
         wait_until("big to be gone", lambda: not _containers(docker_client, "big"))
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
-        # Nothing left of the job's cgroup: Slurm's hierarchies, nor those Docker made.
+        # Nothing left of the job's cgroup, nor of alice's uid_ cgroup on node2 (she has no
+        # other job there): Slurm's hierarchies, nor those Docker made.
         hierarchies = list(Path("/sys/fs/cgroup").iterdir())
+        user_cgroup = job_cgroup.rsplit("/", 1)[0].lstrip("/")
         wait_until(
-            "the job's cgroups to be gone",
-            lambda: not [h for h in hierarchies if (h / job_cgroup.lstrip("/")).exists()],
+            "the job's and its user's cgroups to be gone",
+            lambda: not [h for h in hierarchies if (h / user_cgroup).exists()],
         )
 
     def test_a_container_that_exits_ends_its_job(
@@ -238,6 +241,87 @@ class TestClusterMode:
         container.kill()
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
         wait_until("small to be gone", lambda: not _containers(docker_client, "small"))
+
+    def test_a_batch_job_writes_its_output_and_ends_with_the_commands_exit_status(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        done = cluster.ds01(
+            "alice", "job", "run", "--image", "busybox", "--gpus", "1", "--name", "batch",
+            "--runtime-hours", "0.25", "--wait", "--json",
+            "--", "sh", "-c", "echo out-$((6*7)); exit 3",
+        )  # fmt: skip
+        assert done.returncode == 3, describe(done)
+        answer = json.loads(done.stdout)
+        assert (answer["name"], answer["exit_code"]) == ("batch", 3)
+        assert "--time=15" in answer["sbatch"]  # --runtime-hours is the job's time limit
+        job = answer["slurm_job"]
+        assert answer["output"].endswith(f"/.ds01/jobs/batch-{job}.out")
+        assert "out-42" in Path(answer["output"]).read_text()
+        assert not _containers(docker_client, "batch")
+        assert cluster.job_state(job) == ""
+
+    def test_slurms_memory_limit_kills_inside_the_container_not_the_node(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        # The shell holds ~200 MB in a variable: past the job's --mem (64M).
+        hog = "echo started; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+        done = cluster.ds01(
+            "alice", "job", "run", "--image", "busybox", "--memory", "64M", "--name", "hog",
+            "--wait", "--json", "--", "sh", "-c", hog,
+        )  # fmt: skip
+        assert done.returncode == 137, describe(done)
+        answer = json.loads(done.stdout)
+        assert "--mem=64M" in answer["sbatch"]
+        output = Path(answer["output"]).read_text()
+        assert "started" in output and "survived" not in output, output
+        assert "killed (SIGKILL)" in output, output
+        assert not _containers(docker_client, "hog")
+        # The node lives: both ds01d and both slurmd, and the nodes take jobs.
+        assert all(d.running for d in cluster.daemons.values())
+        run = Path(cluster.slurm["DS01_SLURM_DIR"]) / "run"
+        for node, _ in NODES:
+            os.kill(int((run / f"slurmd-{node}.pid").read_text()), 0)
+        states = cluster.slurm_tool("sinfo", "--noheader", "--Node", "--format=%t").split()
+        assert not [s for s in states if s.startswith(("down", "drain", "fail"))], states
+
+    def test_kill_9_of_a_nodes_ds01d_mid_create_leaves_no_orphan_and_no_device_twice(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        node2 = cluster.daemons["node2"]
+        made = docker_client.events(
+            decode=True,
+            filters={"type": "container", "event": "create", "label": "ds01.name=crash"},
+            until=int(time.time()) + 60,
+        )
+        try:
+            job = _submitted(
+                cluster.ds01("alice", "container-create", "crash", "--image", "busybox",
+                             "--gpus", "3", "--start", "--json")
+            )  # fmt: skip
+            next(iter(made))  # Docker made the container: node2's ds01d is mid-create
+        finally:
+            made.close()
+        node2.kill(signal.SIGKILL)
+        node2.start()
+
+        def settled() -> str | None:
+            """Job and container agree: both gone (the step lost ds01d; the create intent at
+            ds01d's start or the reaper removed the container), or both running (the step's
+            start reached the new ds01d)."""
+            state, found = cluster.job_state(job), _containers(docker_client, "crash")
+            if not state and not found:
+                return "gone"
+            if state.startswith("RUNNING") and [c.status for c in found] == ["running"]:
+                return "running"
+            return None
+
+        if wait_until("the job and its container to agree", settled) == "running":
+            [container] = _containers(docker_client, "crash")
+            held = [d["uuid"] for d in node2.cli_json("alice", "gpu-status") if d["holder"]]
+            assert sorted(held) == sorted(container.labels["ds01.gpus"].split(","))
+            cluster.slurm_tool("scancel", str(job), user="alice")
+            wait_until("crash and its job to be gone", lambda: settled() == "gone")
+        assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
 
     def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
         self, cluster: Cluster, docker_client: Any
@@ -300,6 +384,44 @@ class TestClusterMode:
         assert cluster.login("bob", "queue") == []
         cluster.slurm_tool("scancel", str(second), user="bob")
         wait_until("second to be gone", lambda: not _containers(docker_client, "second"))
+
+    def test_slurm_orders_waiting_jobs_as_the_priorities_say_and_explain_names_the_qos(
+        self, cluster: Cluster
+    ) -> None:
+        # Two jobs that wait (a begin time ahead): Slurm computes their priorities now.
+        jobs = {
+            user: int(
+                cluster.slurm_tool(
+                    "sbatch", "--parsable", f"--job-name=later-{user}", "--gres=gpu:1",
+                    "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
+                    user=user,
+                ).split(";")[0]
+            )
+            for user in ("bob", "alice")
+        }  # fmt: skip
+        try:
+            ids = ",".join(str(job) for job in jobs.values())
+            # Slurm's order, and the priority of each (sprio leaves out jobs not yet eligible).
+            rows = cluster.slurm_tool(
+                "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
+            ).splitlines()
+            assert [row.split()[0] for row in rows] == ["alice", "bob"], rows
+            priority = {row.split()[0]: int(row.split()[1]) for row in rows}
+            assert priority["alice"] > priority["bob"] > 0, rows  # phd's 80 before msc's 20
+        finally:
+            cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
+        # check-limits --explain on a node: the YAML line and the QOS that holds each limit.
+        explained = cluster.ds01("alice", "check-limits", "--explain", "--json")
+        assert explained.returncode == 0, describe(explained)
+        entries = json.loads(explained.stdout)["explain"]
+        assert entries["priority"]["slurm"] == (
+            "QOS ds01-group-phd Priority=80; association phd/alice Fairshare=80"
+        )
+        assert entries["gpu_limit"]["slurm"] == "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=4"
+        limits_file = cluster.daemons["node1"].paths.config_dir / "resource-limits.yaml"
+        lines = limits_file.read_text().splitlines()
+        assert "priority: 80" in lines[entries["priority"]["line"] - 1]
+        assert "gpu_limit: 4" in lines[entries["gpu_limit"]["line"] - 1]
 
     @pytest.mark.parametrize(
         ("user", "where", "gpus", "said"),

@@ -131,12 +131,14 @@ def test_sync_writes_the_limits_into_slurm_and_a_second_sync_finds_nothing(
         "ds01-group-msc|10|gres/gpu=2|1|1-00:00:00",
         "ds01-user-dave|10|gres/gpu=3|2|1-00:00:00",
     }
-    users = {row for row in _show(env, "assoc", "Account,User,QOS,DefaultQOS") if row.split("|")[1]}
+    fields = "Account,User,QOS,DefaultQOS,Fairshare"
+    users = {row for row in _show(env, "assoc", fields) if row.split("|")[1]}
+    # Fairshare: the user's priority (the shares fair share weighs their usage against).
     assert users >= {
-        "phd|alice|ds01-group-phd|ds01-group-phd",
-        "phd|carol|ds01-group-phd|ds01-group-phd",
-        "msc|bob|ds01-group-msc|ds01-group-msc",
-        "ds01-default|dave|ds01-user-dave|ds01-user-dave",
+        "phd|alice|ds01-group-phd|ds01-group-phd|40",
+        "phd|carol|ds01-group-phd|ds01-group-phd|40",
+        "msc|bob|ds01-group-msc|ds01-group-msc|10",
+        "ds01-default|dave|ds01-user-dave|ds01-user-dave|10",
     }
     assert {row.split("|")[0] for row in users} == {"phd", "msc", "ds01-default", "root"}
     assert {"alice|phd", "bob|msc", "dave|ds01-default"} <= _show(

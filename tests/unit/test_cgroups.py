@@ -340,3 +340,24 @@ def test_v2_counters_use_memory_events_and_the_local_oom_count(tmp_path: Path) -
     assert (counters.kills, counters.limit_events) == (1, 1)
     assert manager.limit_events(PARENT) == 3  # the parent's own OOMs, not its children's
     assert manager.memory_usage(PARENT) == 1234
+
+
+def test_a_slurm_jobs_cgroup_goes_with_its_empty_uid_parent_but_never_the_nodes_top(
+    tmp_path: Path,
+) -> None:
+    root = v1_tree(tmp_path)
+    manager = CgroupManager(root, rmdir=tree_rmdir)
+    job, other_job = "slurm_node2/uid_1001/job_42", "slurm_node2/uid_1002/job_43"
+    for hierarchy in V1_HIERARCHIES:
+        for cgroup in (job, other_job):
+            (root / hierarchy / cgroup).mkdir(parents=True)
+    manager.remove_job_cgroup("/" + job, with_parent=False)  # the owner has another here
+    assert all((root / h / "slurm_node2/uid_1001").is_dir() for h in V1_HIERARCHIES)
+    assert not any((root / h / job).exists() for h in V1_HIERARCHIES)
+    (root / "memory" / "slurm_node2/uid_1001/job_44").mkdir()  # Slurm's next job there
+    manager.remove_job_cgroup("/" + job, with_parent=True)
+    assert (root / "memory" / "slurm_node2/uid_1001/job_44").is_dir()
+    others = [h for h in V1_HIERARCHIES if h != "memory"]
+    assert not any((root / h / "slurm_node2/uid_1001").exists() for h in others)
+    # Another user's job and the node's top stay.
+    assert all((root / h / other_job).is_dir() for h in V1_HIERARCHIES)

@@ -14,10 +14,12 @@ from ds01.config.loader import (
     EMBEDDED_DEFAULT,
     default_images,
     guess_kind,
+    key_line,
     load_config,
     load_file,
     parse_config,
 )
+from ds01.config.resolve import source_keys
 from ds01.errors import ConfigError, InvalidInput
 from support import limits_from
 
@@ -547,3 +549,26 @@ def test_load_file_of_a_missing_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "resource-limits.yaml"
     with pytest.raises(ConfigError, match="file not found"):
         load_file(path)
+
+
+def test_the_line_of_a_resolved_value_is_found_from_its_source() -> None:
+    text = textwrap.dedent(
+        """\
+        defaults:
+          gpu_limit: 1
+        groups:
+          phd:
+            members: [alice]
+            gpu_limit: 2
+        users:
+          bob: {gpu_limit: 3}
+        """
+    )
+    where = {
+        source: key_line(text, *keys)
+        for source in ("defaults", "group:phd", "user:bob")
+        if (keys := source_keys(source, "gpu_limit")) is not None
+    }
+    assert where == {"defaults": 2, "group:phd": 6, "user:bob": 8}
+    assert source_keys("builtin", "gpu_limit") is None
+    assert key_line("{not: yaml", "defaults") is None

@@ -23,6 +23,7 @@ from ds01.core.slurm_sync import (
     current_accounting,
     desired_accounting,
     diff,
+    limit_sources,
 )
 from ds01.errors import InvalidInput
 from ds01.model.device import Device, Inventory
@@ -67,6 +68,13 @@ def test_limits_become_qos_fields_and_groups_accounts() -> None:
         "bob": "msc",
         "carol": DEFAULT_ACCOUNT,
         "erin": DEFAULT_ACCOUNT,
+    }
+    # priority is also each association's shares for fair share.
+    assert state.fairshares == {
+        ("alice", "phd"): 40,
+        ("bob", "msc"): 10,
+        ("carol", DEFAULT_ACCOUNT): 10,
+        ("erin", DEFAULT_ACCOUNT): 10,
     }
 
 
@@ -131,13 +139,13 @@ ds01-default|ds01
 root|root
 theirs|physics
 """
-ASSOC_TEXT = """root||normal|
-root|root|normal|
-phd||normal|
-phd|alice|ds01-group-phd|ds01-group-phd
-phd|bob|ds01-group-phd,normal|ds01-group-phd
-ds01-default|erin|ds01-user-erin|normal
-theirs|alice|normal|normal
+ASSOC_TEXT = """root||normal||1
+root|root|normal||1
+phd||normal||1
+phd|alice|ds01-group-phd|ds01-group-phd|40
+phd|bob|ds01-group-phd,normal|ds01-group-phd|1
+ds01-default|erin|ds01-user-erin|normal|parent
+theirs|alice|normal|normal|1
 """
 USER_TEXT = """alice|phd
 bob|phd
@@ -161,6 +169,11 @@ def test_listings_parse_to_what_ds01_owns() -> None:
         ("erin", "ds01-default"): None,
     }
     assert state.default_accounts == {"alice": "phd", "bob": "phd", "erin": "ds01-default"}
+    assert state.fairshares == {
+        ("alice", "phd"): 40,
+        ("bob", "phd"): 1,
+        ("erin", "ds01-default"): None,  # "parent": to be set
+    }
 
 
 def test_change_argv_is_sacctmgr_words() -> None:
@@ -241,7 +254,9 @@ def _states(draw: st.DrawFn) -> Accounting:
         user: draw(st.sampled_from(sorted(a for u, a in associations if u == user)))
         for user, _ in associations
     }
-    return Accounting(qos, accounts, associations, defaults)
+    # Shares as a sync, an admin (any number) or Slurm's default ("parent": None) left them.
+    fairshares = {pair: draw(st.none() | st.integers(1, 1000)) for pair in associations}
+    return Accounting(qos, accounts, associations, defaults, fairshares)
 
 
 @settings(max_examples=300, deadline=None)
@@ -255,6 +270,19 @@ def test_applying_the_diff_reaches_the_desired_state_and_a_second_diff_is_empty(
     after = apply(current, diff(desired, current))
     assert after.to_dict() == desired.to_dict()
     assert diff(desired, after) == []
+
+
+def test_a_changed_priority_modifies_the_shares_of_the_association_only() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 5}}})
+    synced = desired_accounting(config, {"alice": []})
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 70}}})
+    changes = diff(desired_accounting(config, {"alice": []}), synced)
+    assert [c.describe() for c in changes] == [
+        "sacctmgr modify qos where name=ds01-group-phd set Priority=70 "
+        "MaxTRESPerUser=gres/gpu=1 MaxJobsPerUser=3 MaxWall=2880",
+        "sacctmgr modify user where name=alice account=phd set QOS=ds01-group-phd "
+        "DefaultQOS=ds01-group-phd Fairshare=70",
+    ]
 
 
 def test_nothing_is_added_before_what_it_uses_or_removed_while_used() -> None:
@@ -361,3 +389,39 @@ def test_whole_gpus_alone_are_untyped() -> None:
         "NodeName=n Name=gpu File=/dev/nvidia1",
     ]
     assert slurm_gres.node_line("n", lines) == "NodeName=n Gres=gpu:2"
+
+
+# -- check-limits --explain: where Slurm holds each limit -----------------------------------------
+
+
+def test_limit_sources_name_the_qos_field_and_association_slurm_holds() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "priority": 40, "gpu_limit": 2}}})
+    synced = desired_accounting(config, {"alice": []})
+    sources = limit_sources(config, "alice", [], synced)
+    assert sources == {
+        "priority": "QOS ds01-group-phd Priority=40; association phd/alice Fairshare=40",
+        "gpu_limit": "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=2",
+        "max_containers": "QOS ds01-group-phd MaxJobsPerUser=3",
+        "max_runtime_hours": "QOS ds01-group-phd MaxWall=2880",
+    }
+
+
+def test_limit_sources_say_what_a_sync_would_change() -> None:
+    config = _config({"groups": {"phd": {"members": ["alice"], "gpu_limit": None}}})
+    stale = Accounting(
+        qos={"ds01-group-phd": QosLimits(50, 1, 3, 2880)},
+        accounts=frozenset({"phd"}),
+        associations={("alice", "phd"): "ds01-group-phd"},
+        default_accounts={"alice": "phd"},
+        fairshares={("alice", "phd"): None},
+    )
+    sources = limit_sources(config, "alice", [], stale)
+    assert sources["gpu_limit"] == (
+        "QOS ds01-group-phd MaxTRESPerUser=gres/gpu=1; a sync would set MaxTRESPerUser none"
+    )
+    assert sources["priority"].endswith("Fairshare=parent; a sync would set Fairshare=50")
+    nothing = limit_sources(config, "alice", [], Accounting())
+    assert nothing["max_containers"] == (
+        "QOS ds01-group-phd (not in Slurm); a sync would set MaxJobsPerUser=3"
+    )
+    assert nothing["priority"].endswith("; association phd/alice (not in Slurm)")

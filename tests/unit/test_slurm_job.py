@@ -12,10 +12,13 @@ from pydantic import ValidationError
 from ds01 import paths
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.core.slurm_job import (
+    ENDED_STATES,
+    RUNNING,
     check_request_matches,
     gone_jobs,
     job_cgroup,
     job_devices,
+    job_hours,
     parse_job,
     sbatch_options,
 )
@@ -46,6 +49,7 @@ def test_sbatch_options_name_the_job_after_the_container_and_round_up() -> None:
         mig_profiles=(),
         cpus=1.5,
         memory_bytes=256 * 2**20 + 1,
+        runtime_hours=None,
         max_runtime_hours=0.51,
         account="phd",
         qos="ds01-group-phd",
@@ -69,11 +73,30 @@ def test_sbatch_options_of_a_mig_slice_without_limits() -> None:
         mig_profiles=("3g.20gb",),
         cpus=None,
         memory_bytes=None,
+        runtime_hours=None,
         max_runtime_hours=None,
         account="ds01-default",
         qos="ds01-default",
     )
     assert options[4:] == ["--gres=gpu:3g.20gb:1"]
+
+
+@pytest.mark.parametrize(
+    ("asked", "most", "hours"),
+    [(None, None, None), (None, 48.0, 48.0), (2.0, None, 2.0), (2.0, 48.0, 2.0), (9.0, 4.0, 4.0)],
+)
+def test_the_job_time_is_the_runtime_asked_capped_by_max_runtime_hours(
+    asked: float | None, most: float | None, hours: float | None
+) -> None:
+    assert job_hours(asked, most) == hours
+
+
+def test_runtime_hours_becomes_the_job_time_in_minutes() -> None:
+    options = sbatch_options(
+        name="n", gpus=1, mig_profiles=(), cpus=None, memory_bytes=None,
+        runtime_hours=0.25, max_runtime_hours=48, account="a", qos="q",
+    )  # fmt: skip
+    assert options[-1] == "--time=15"
 
 
 def test_parse_job_reads_owner_state_and_device_indices_per_node() -> None:
@@ -163,3 +186,18 @@ def test_a_socket_path_names_the_slurm_node_it_runs_on(monkeypatch: pytest.Monke
     monkeypatch.setenv(paths.ENV_SLURMD_NODENAME, "node2")
     assert paths.socket_path() == "/run/ds01/node2.sock"
     assert paths.socket_path("/x/ds01.sock") == "/x/ds01.sock"
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_code", "status"),
+    [("COMPLETED", "0:0", 0), ("FAILED", "137:0", 137), ("CANCELLED", "0:15", 143)],
+)
+def test_an_ended_jobs_exit_status_is_read_as_a_shell_tells_it(
+    state: str, exit_code: str, status: int
+) -> None:
+    record = RECORD.replace("JobState=RUNNING", f"JobState={state}").replace(
+        "Reason=None", f"Reason=None ExitCode={exit_code}"
+    )
+    job = parse_job(record)
+    assert job.state in ENDED_STATES and job.exit_code == status
+    assert parse_job(RECORD).exit_code is None and RUNNING not in ENDED_STATES

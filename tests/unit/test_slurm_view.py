@@ -49,7 +49,7 @@ def test_an_unknown_reason_is_shown_as_slurm_says_it() -> None:
 def test_the_submission_carries_the_comment_the_views_look_for() -> None:
     options = sbatch_options(
         name="x", gpus=1, mig_profiles=(), cpus=None, memory_bytes=None,
-        max_runtime_hours=None, account="phd", qos="ds01-group-phd",
+        runtime_hours=None, max_runtime_hours=None, account="phd", qos="ds01-group-phd",
     )  # fmt: skip
     assert f"--comment={JOB_COMMENT}" in options
     assert SQUEUE_FORMAT.endswith("%k")  # the comment is the last field read

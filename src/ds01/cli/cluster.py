@@ -11,6 +11,9 @@ job's step that has the node's ds01d create the container and waits on it.
   exit ends the step, hence the job; ``scancel`` and the time limit send SIGTERM, on which
   the container is removed at once. Either way the container is removed when the step ends:
   no container without a job (ds01d's reaper removes one whose step could not).
+- A batch job (``ds01 job run``: the request has a ``command``): the step copies the
+  container's output to its own (the job's output file) as it comes, and ends with the
+  command's exit status, which becomes the job's.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ JOB_OUTPUT_DIR = (".ds01", "jobs")
 JOB_OUTPUT_NAME = "%x-%j.out"
 
 
+def _jobs_folder() -> Path:
+    return Path(pwd.getpwuid(os.getuid()).pw_dir).joinpath(*JOB_OUTPUT_DIR)
+
+
 def job_output() -> str:
     """The ``--output`` pattern of the caller's jobs; makes its folder (mode 0700) if needed."""
-    folder = Path(pwd.getpwuid(os.getuid()).pw_dir).joinpath(*JOB_OUTPUT_DIR)
+    folder = _jobs_folder()
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -52,8 +59,19 @@ def job_output() -> str:
             "yours and shared with the cluster's nodes."
         ) from None
     return str(folder / JOB_OUTPUT_NAME)
+def output_file(name: str, job: int) -> str:
+    """Where job ``job`` of container ``name`` writes its output (``job_output``'s pattern
+    filled in)."""
+    pattern = str(_jobs_folder() / JOB_OUTPUT_NAME)
+    return pattern.replace("%x", name).replace("%j", str(job))
+
+
 #: Seconds between two looks of the step at its container.
 STEP_POLL_SECONDS = 1.0
+#: Looks at a batch container's row for its exit status after its output ended.
+EXIT_STATUS_LOOKS = 50
+#: The exit status of a process killed with SIGKILL (128 + 9): the OOM killer's.
+OOM_KILLED_STATUS = 137
 #: The kind of ds01d's answer that asks for a job (``ds01.errors.SlurmJobRequired``).
 JOB_REQUIRED_KIND = "slurm_job_required"
 
@@ -89,6 +107,23 @@ def submit(request: dict[str, Any], options: list[str]) -> int:
     return int(done.stdout.strip().split(";")[0])
 
 
+def wait_for(job: int) -> int:
+    """Wait until job ``job`` ends (Slurm's record, every ``STEP_POLL_SECONDS``); returns
+    its exit status (128 + N when signal N ended it).
+
+    Raises:
+        SlurmError: Slurm does not answer, or no longer knows the job.
+    """
+    from ds01.core.slurm_job import ENDED_STATES, parse_job
+    from ds01.runtime.slurm import show_job
+
+    while True:
+        record = parse_job(show_job(job))
+        if record.state in ENDED_STATES:
+            return 1 if record.exit_code is None else record.exit_code
+        time.sleep(STEP_POLL_SECONDS)
+
+
 class _Stopped(Exception):
     """SIGTERM or SIGINT reached the step: scancel, the time limit, or a node going down."""
 
@@ -113,22 +148,59 @@ def step(request: dict[str, Any]) -> int:
         # Made or not: a container of that name may be another of the user's, so it is
         # left to ds01d's reaper, which removes only the one labelled with this job.
         return 0
+    status = 0
     try:
         client.request("POST", Ds01Client.container_path(name, "start"))
-        while _running(client, name):
-            time.sleep(STEP_POLL_SECONDS)
+        if request.get("command"):
+            status = _batch_output(client, name)
+        else:
+            while _row(client, name).get("status") == "running":
+                time.sleep(STEP_POLL_SECONDS)
     except _Stopped:
         pass
     except Ds01Error as exc:
         print(f"ds01: {exc.message}", file=sys.stderr)
+        status = 1
     finally:
         _remove(client, name)
-    return 0
+    return status
 
 
-def _running(client: Ds01Client, name: str) -> bool:
+def _row(client: Ds01Client, name: str) -> dict[str, Any]:
+    """The container's row in ``container-list`` (empty once it is gone)."""
     rows = client.request("GET", "/v1/containers")
-    return any(r["name"] == name and r["status"] == "running" for r in rows)
+    return next((r for r in rows if r["name"] == name), {})
+
+
+def _batch_output(client: Ds01Client, name: str) -> int:
+    """Copy a batch container's output to the step's until it stops; its exit status."""
+    chunks = client.stream(
+        "GET", Ds01Client.container_path(name, "logs"), query={"follow": True}
+    )
+    out = sys.stdout.buffer
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+            out.flush()
+    finally:
+        chunks.close()
+    row: dict[str, Any] = {}
+    for _ in range(EXIT_STATUS_LOOKS):  # Docker's list may lag its log stream's end
+        row = _row(client, name)
+        if row.get("exit_code") is not None:
+            break
+        time.sleep(STEP_POLL_SECONDS / 10)
+    code = row.get("exit_code")
+    if code is None:
+        print(f"ds01: the exit status of {name} is not known", file=sys.stderr)
+        return 1
+    if row.get("oom_kills") or code == OOM_KILLED_STATUS:
+        print(
+            f"ds01: {name} ended with {code}: killed (SIGKILL), as the OOM killer does when "
+            "the job's memory (--mem) is used up",
+            file=sys.stderr,
+        )
+    return int(code)
 
 
 def _remove(client: Ds01Client, name: str) -> None:

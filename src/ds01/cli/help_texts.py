@@ -852,6 +852,49 @@ time and status; or cancels one (`ds01 queue cancel ID`).
         ),
         more=("--json", "--all"),
     ),
+    "job run": CommandHelp(
+        info="""\
+On a Slurm cluster, runs COMMAND (everything after `--`) to completion in a new
+container from `--image IMAGE` (`-i`), as a Slurm job of yours, and removes the
+container at the end. It checks the request as `container-create` does, submits the job,
+prints its id and returns; Slurm picks the node and the time.
+
+- **Resources**: `--gpus N` (`-g`) whole GPUs or `--mig PROFILE` one MIG slice;
+  `--cpus`, `--memory SIZE` (`-m`) ask for less than your limits.
+- **Time**: `--runtime-hours HOURS` is the job's time limit (at most your
+  `max_runtime_hours`, which is the limit without it); Slurm stops the job then.
+- **Output**: what the command prints goes to `~/.ds01/jobs/NAME-JOBID.out`, as it
+  comes. The job ends with the command's exit status (`sacct -j JOBID`); 137 is a kill,
+  as by the OOM killer when the job's memory is used up.
+- **Waiting**: `--wait` waits for the end and exits with the command's status (Ctrl-C
+  stops waiting; the job goes on). `--json` prints `name`, `slurm_job`, `output`,
+  `sbatch` (and `exit_code` with `--wait`).
+- `--name NAME` names the job and its container (`squeue -n NAME`, `scancel -n NAME`);
+  the default is `job-` and the time. While it waits, `squeue -n NAME` says why.
+- On a single server it is refused (exit 2): use `container-create` and
+  `container-open NAME -- COMMAND`.""",
+        examples=(
+            ("ds01 job run --image IMAGE --gpus 1 -- python train.py", "one GPU, then return"),
+            ("ds01 job run --image IMAGE --wait -- make test", "wait; exit as the command"),
+            (
+                "ds01 job run --image IMAGE --mig 3g.20gb --runtime-hours 2 -- python eval.py",
+                "a MIG slice for at most 2 h",
+            ),
+        ),
+        concepts=("containers", "gpus", "quotas"),
+        questions=(
+            Question("--image", "Image to run in", choices_from="images", required=True),
+            Question(
+                "--gpus",
+                "How many whole GPUs? (0 = none)",
+                "0",
+                validate=validators.gpu_count,
+                checked_by="gpu-count",
+            ),
+            Question("--wait", "Wait for it to end?", "n", yes_no=True),
+        ),
+        more=("--mig", "--cpus", "--memory", "--runtime-hours", "--name", "--json"),
+    ),
     "reserve": CommandHelp(
         info="""\
 Reserves whole GPUs (`--gpus N`) or one MIG instance (`--mig PROFILE`) for you from
@@ -938,7 +981,8 @@ Shows your limits as ds01d resolves them, and what you use now: GPU-equivalents 
   else from the defaults; with several groups, the most generous value wins.
 - `unlimited` means no limit for that key.
 - `--explain` adds where each value came from (`user:alice`, `group:phd`, `defaults`,
-  `built-in`).
+  `built-in`) and the line of `resource-limits.yaml` that sets it; on a Slurm cluster
+  also the Slurm QOS (and association) that holds it there.
 - Admins see another user's limits with `--user USER`.""",
         examples=(
             ("check-limits", "your limits and usage"),

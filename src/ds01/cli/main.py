@@ -23,6 +23,7 @@ import sys
 from ds01 import __version__
 from ds01.cli import cluster_views, dashboard, render, tiers
 from ds01.cli.admin import ADMIN_COMMANDS
+from ds01.cli.batch import JOB_COMMANDS
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command as Command  # re-exported: the table's entries
 from ds01.cli.events import EVENT_COMMANDS
@@ -33,6 +34,7 @@ from ds01.cli.parsing import (
     EveryUse,
     LazySubParsers,
     UsageError,
+    gpu_count,
     positive_number,
 )
 from ds01.cli.report import REPORT_COMMANDS
@@ -75,12 +77,6 @@ def _runtime_cell(row: dict[str, Any]) -> str:
     """``4h`` for a container with a declared runtime (``--runtime-hours``), ``-`` otherwise."""
     hours = row.get("runtime_hours")
     return "-" if hours is None else f"{hours:g}h"
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) > 64:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 64, got {text!r}")
-    return int(text)
 
 
 def _port(text: str) -> dict[str, int | None]:
@@ -145,7 +141,7 @@ def _configure_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", dest="name_opt", metavar="NAME", help="the name, as an option")
     p.add_argument("--image", "-i", required=True, help="image name from `image-list`")
     gpus = p.add_mutually_exclusive_group()
-    gpus.add_argument("--gpus", "-g", type=_count, default=0, help="number of whole GPUs")
+    gpus.add_argument("--gpus", "-g", type=gpu_count, default=0, help="number of whole GPUs")
     gpus.add_argument(
         "--mig",
         action=EveryUse,
@@ -746,13 +742,7 @@ def _run_limits(args: argparse.Namespace) -> None:
         return
     render.echo(f"User {result['user']} (groups: {', '.join(result['groups']) or 'none'})")
     if args.explain:
-        render.table(
-            ["LIMIT", "VALUE", "FROM"],
-            [
-                [k, render.limit_value(v["value"]), v["source"]]
-                for k, v in result["explain"].items()
-            ],
-        )
+        _explain_table(result["explain"])
     else:
         rows = [[k, _limit_shown(k, v, result)] for k, v in result["limits"].items()]
         render.table(["LIMIT", "VALUE"], rows)
@@ -771,6 +761,20 @@ def _run_limits(args: argparse.Namespace) -> None:
             "GPU-equivalents (stopped when someone within quota needs them)."
         )
     _echo_disk_use(result)
+
+
+def _explain_table(explained: dict[str, dict[str, Any]]) -> None:
+    """Each limit, its value and where it is set: the layer and the line of
+    resource-limits.yaml, and on a Slurm cluster the QOS field that holds it there."""
+    in_slurm = any(entry.get("slurm") for entry in explained.values())
+    rows = []
+    for key, entry in explained.items():
+        where = entry["source"]
+        if entry.get("line") is not None:
+            where += f" (resource-limits.yaml:{entry['line']})"
+        row = [key, render.limit_value(entry["value"]), where]
+        rows.append([*row, entry.get("slurm") or "-"] if in_slurm else row)
+    render.table(["LIMIT", "VALUE", "FROM", *(["IN SLURM"] if in_slurm else [])], rows)
 
 
 def _limit_shown(key: str, value: Any, result: dict[str, Any]) -> str:
@@ -1167,6 +1171,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_queue,
     ),
     *RESERVATION_COMMANDS,
+    *JOB_COMMANDS,
     Command(
         ("gpu", "status"),
         "gpu-status",
@@ -1327,6 +1332,7 @@ GROUP_HELP = {
     "audit": "the tamper-evident event log (admins)",
     "project": "your projects: scaffold one, launch it",
     "user": "your account: set it up",
+    "job": "batch work on a Slurm cluster: a command run to completion in a container",
 }
 
 

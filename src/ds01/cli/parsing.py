@@ -90,6 +90,13 @@ def positive_number(text: str) -> float:
     return value
 
 
+def gpu_count(text: str) -> int:
+    """An argparse type: a number of whole GPUs, 0 to 64."""
+    if not text.isdigit() or int(text) > 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 64, got {text!r}")
+    return int(text)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, raising :class:`UsageError` (with a suggestion) instead of exiting.
     Its subcommands are :class:`LazySubParsers`. Options must be spelt in full: with

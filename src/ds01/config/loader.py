@@ -256,6 +256,18 @@ def _line_of(root: yaml.Node | None, *parts: str | int) -> int | None:
     return line
 
 
+def key_line(text: str, *parts: str) -> int | None:
+    """The 1-based line of the key at ``parts`` in the YAML ``text`` (or of the deepest of its
+    parents there); ``None`` when the text does not parse or holds no document."""
+    loader = yaml.SafeLoader(text)
+    try:
+        return _line_of(loader.get_single_node(), *parts)
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+
+
 def _parse_images(text: str, source: str, base_dir: Path) -> ImagesConfig:
     """``images.yaml`` with the rows of its ``import_aime`` files as registry entries.
 

@@ -70,6 +70,16 @@ def group_source(group: str) -> str:
     return f"group:{group}"
 
 
+def source_keys(source: str, key: str) -> tuple[str, ...] | None:
+    """Where in ``resource-limits.yaml`` a value of ``key`` from ``source`` is written
+    (``("groups", "phd", "gpu_limit")``); ``None`` for the builtin baseline."""
+    if source == SOURCE_DEFAULTS:
+        return ("defaults", key)
+    kind, _, name = source.partition(":")
+    sections = {"user": "users", "group": "groups"}
+    return (sections[kind], name, key) if kind in sections and name else None
+
+
 @dataclass(frozen=True)
 class Resolved:
     """One effective value and the layer it came from (``"user:jane"``, ``"group:phd"``,

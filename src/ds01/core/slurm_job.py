@@ -6,7 +6,8 @@ Two halves of one contract:
   the request and the user's resolved limits: ``--job-name`` the container's name (so that
   ``squeue -n NAME`` finds it), ``--gres=gpu:N`` (or ``gpu:<profile>:1`` for a MIG slice),
   ``--comment`` ``JOB_COMMENT`` (a container's job, for the login node's views),
-  ``--cpus-per-task``, ``--mem``, ``--time`` (``max_runtime_hours``) and the account and QOS
+  ``--cpus-per-task``, ``--mem``, ``--time`` (the request's ``--runtime-hours`` capped by
+  ``max_runtime_hours``, else ``max_runtime_hours``) and the account and QOS
   that ``ds01 admin slurm sync`` gave the user;
 - **the check on the node** (``parse_job``, ``job_devices``): before creating a job's
   container, ds01d reads the job from Slurm (``scontrol show job -d ID``), never from the
@@ -31,6 +32,20 @@ JOB_COMMENT = "ds01-container"
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).
 LIVE_STATES = frozenset({RUNNING, "COMPLETING", "CONFIGURING", "SUSPENDED"})
+#: States of a job that has ended (``scontrol``'s names): ``ds01 job run --wait`` stops there.
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 
 _FIELD_RE = re.compile(r"(\w[\w/:]*)=(\S*)")
 _NODE_GRES_RE = re.compile(r"Nodes=(\S+)\s.*?GRES=(\S*)")
@@ -46,6 +61,7 @@ class SlurmJob:
     uid: int
     state: str
     gpu_indices: Mapping[str, tuple[int, ...]]  # node → the GRES indices it holds there
+    exit_code: int | None = None  # its script's status once it ended (128 + N: signal N)
 
 
 def sbatch_options(
@@ -55,12 +71,15 @@ def sbatch_options(
     mig_profiles: Sequence[str],
     cpus: float | None,
     memory_bytes: int | None,
+    runtime_hours: float | None,
     max_runtime_hours: float | None,
     account: str,
     qos: str,
 ) -> list[str]:
     """The ``sbatch`` options of a container's job (see the module docstring). CPUs are
-    rounded up (Slurm counts whole CPUs), memory to whole MiB up."""
+    rounded up (Slurm counts whole CPUs), memory to whole MiB up, the time limit
+    (``runtime_hours``, never over ``max_runtime_hours``; ``None``: not asked) to whole
+    minutes up."""
     options = [
         f"--job-name={name}",
         f"--comment={JOB_COMMENT}",
@@ -75,9 +94,20 @@ def sbatch_options(
         options.append(f"--cpus-per-task={max(1, math.ceil(cpus))}")
     if memory_bytes is not None:
         options.append(f"--mem={max(1, math.ceil(memory_bytes / 2**20))}M")
-    if max_runtime_hours is not None:
-        options.append(f"--time={max(1, math.ceil(max_runtime_hours * 60))}")
+    hours = job_hours(runtime_hours, max_runtime_hours)
+    if hours is not None:
+        options.append(f"--time={max(1, math.ceil(hours * 60))}")
     return options
+
+
+def job_hours(runtime_hours: float | None, max_runtime_hours: float | None) -> float | None:
+    """A job's time limit in hours: the request's ``runtime_hours`` capped by
+    ``max_runtime_hours``; either alone; ``None`` (no limit) when neither is set."""
+    if runtime_hours is None:
+        return max_runtime_hours
+    if max_runtime_hours is None:
+        return runtime_hours
+    return min(runtime_hours, max_runtime_hours)
 
 
 def _indices(text: str) -> tuple[int, ...]:
@@ -109,7 +139,17 @@ def parse_job(text: str) -> SlurmJob:
         uid=int(user.group(1)),
         state=fields["JobState"],
         gpu_indices=gpus,
+        exit_code=_exit_status(fields.get("ExitCode", "")),
     )
+
+
+def _exit_status(text: str) -> int | None:
+    """Slurm's ``ExitCode=STATUS:SIGNAL`` as a shell tells it: the status, or 128 + the
+    signal that ended the script; ``None`` when it is not there."""
+    status, _, signal = text.partition(":")
+    if not status.isdigit() or not signal.isdigit():
+        return None
+    return 128 + int(signal) if int(signal) else int(status)
 
 
 def job_devices(
@@ -179,6 +219,7 @@ def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]
 
 
 __all__ = [
+    "ENDED_STATES",
     "JOB_COMMENT",
     "LIVE_STATES",
     "RUNNING",
@@ -187,6 +228,7 @@ __all__ = [
     "gone_jobs",
     "job_cgroup",
     "job_devices",
+    "job_hours",
     "parse_job",
     "sbatch_options",
 ]

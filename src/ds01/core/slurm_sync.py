@@ -11,8 +11,9 @@ What ds01 owns in slurmdbd, and nothing else is read or changed:
   ``ds01-user-<name>`` those of a user whose effective limits (their own entry, or several
   groups merged by ds01's "most permissive wins") are neither;
 - **user associations** in those accounts: a user has one in each of their groups' accounts,
-  each allowing exactly one QOS (their QOS, also the default QOS); their default account is
-  their first group's (file order).
+  each allowing exactly one QOS (their QOS, also the default QOS) and with ``Fairshare`` (the
+  user's shares) from their ``priority``; their default account is their first group's (file
+  order).
 
 Each QOS holds a user's effective values (``ds01.config.resolve``), mapped so:
 
@@ -25,6 +26,11 @@ ds01 key               Slurm QOS field
 ``max_containers``     ``MaxJobsPerUser`` (running jobs; more wait, pending)
 ``max_runtime_hours``  ``MaxWall`` in minutes, rounded up
 =====================  ==========================================================
+
+and ``priority`` also sets each of the user's associations' ``Fairshare`` (``fairshare``: the
+same number, at least 1, as Slurm's shares must be): with ``PriorityWeightFairshare``, a
+user's recent usage is weighed against these shares, so a higher priority also decays more
+slowly under use.
 
 A QOS limit rather than an association's ``GrpTRES``: ``MaxTRESPerUser`` counts all of a
 user's jobs, whichever of their accounts they charge, as ds01's ``gpu_limit`` does; a user in
@@ -70,6 +76,12 @@ _SLURM_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,63}", re.ASCII)
 #: The text sacctmgr takes to clear a limit.
 _CLEAR = "-1"
 _GPU_TRES = "gres/gpu"
+
+
+def fairshare(priority: int) -> int:
+    """The ``Fairshare`` (shares) of an association of a user with ds01 ``priority``: the same
+    number, at least 1 (Slurm's shares are positive)."""
+    return max(1, priority)
 
 
 @dataclass(frozen=True)
@@ -122,12 +134,15 @@ class Accounting:
             default QOS); ``None`` when it allows anything else (several QOS, another
             default): a sync sets it.
         default_accounts: user → default account, for users with an association here.
+        fairshares: (user, account) → the association's ``Fairshare``; ``None`` or absent
+            when it is not a number (``parent``): a sync sets it.
     """
 
     qos: Mapping[str, QosLimits] = field(default_factory=dict)
     accounts: frozenset[str] = frozenset()
     associations: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     default_accounts: Mapping[str, str] = field(default_factory=dict)
+    fairshares: Mapping[tuple[str, str], int | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -142,7 +157,12 @@ class Accounting:
             },
             "accounts": sorted(self.accounts),
             "associations": [
-                {"user": user, "account": account, "qos": qos}
+                {
+                    "user": user,
+                    "account": account,
+                    "qos": qos,
+                    "fairshare": self.fairshares.get((user, account)),
+                }
                 for (user, account), qos in sorted(self.associations.items())
             ],
             "default_accounts": dict(sorted(self.default_accounts.items())),
@@ -257,6 +277,7 @@ def desired_accounting(
         # A member of this group alone, with no entry of their own ("" is no user's name).
         qos[_GROUP_QOS_PREFIX + name] = _limits_of(config, "", (config.unix_group_of(group),))
     associations: dict[tuple[str, str], str | None] = {}
+    shares: dict[tuple[str, str], int | None] = {}
     defaults: dict[str, str] = {}
     for user, unix_groups in sorted(users.items()):
         check_user_name(user)
@@ -272,6 +293,7 @@ def desired_accounting(
             qos[user_qos] = limits
         for account in mine:
             associations[(user, account)] = user_qos
+            shares[(user, account)] = fairshare(limits.priority)
         defaults[user] = mine[0]
     all_accounts = set(accounts)
     if DEFAULT_ACCOUNT in defaults.values():
@@ -281,6 +303,7 @@ def desired_accounting(
         accounts=frozenset(all_accounts),
         associations=associations,
         default_accounts=defaults,
+        fairshares=shares,
     )
 
 
@@ -296,6 +319,59 @@ def user_association(
     accounting = desired_accounting(config, {user: unix_groups})
     account = accounting.default_accounts[user]
     return account, accounting.associations[(user, account)] or DEFAULT_QOS
+
+
+#: ds01's limits that a sync writes into the user's QOS, with the QOS field of each.
+QOS_FIELDS = {
+    "priority": "Priority",
+    "gpu_limit": "MaxTRESPerUser",
+    "max_containers": "MaxJobsPerUser",
+    "max_runtime_hours": "MaxWall",
+}
+
+
+def _shown(field_name: str, value: str) -> str:
+    """``Field=value`` as sacctmgr takes it, "no limit" spelt out."""
+    if value == _CLEAR or value == f"{_GPU_TRES}={_CLEAR}":
+        return f"{field_name} none"
+    return f"{field_name}={value}"
+
+
+def limit_sources(
+    config: ResourceLimitsConfig, user: str, unix_groups: Collection[str], current: Accounting
+) -> dict[str, str]:
+    """For ``check-limits --explain`` in cluster mode: each of ``QOS_FIELDS``' limits of
+    ``user`` as Slurm holds it in ``current`` (what ``sacctmgr`` shows): the QOS and field a
+    sync made from it (and, for ``priority``, the association's ``Fairshare``), with what a
+    sync would set where Slurm differs from ``resource-limits.yaml``.
+
+    Raises:
+        InvalidInput: as ``desired_accounting``.
+    """
+    desired = desired_accounting(config, {user: unix_groups})
+    account = desired.default_accounts[user]
+    qos = desired.associations[(user, account)] or DEFAULT_QOS
+    want = dict(word.split("=", 1) for word in desired.qos[qos].settings())
+    held = current.qos.get(qos)
+    have = {} if held is None else dict(word.split("=", 1) for word in held.settings())
+    sources = {}
+    for key, field_name in QOS_FIELDS.items():
+        text = f"QOS {qos} " + (
+            _shown(field_name, have[field_name]) if have else "(not in Slurm)"
+        )
+        if have.get(field_name) != want[field_name]:
+            text += f"; a sync would set {_shown(field_name, want[field_name])}"
+        sources[key] = text
+    association = (user, account)
+    shares = desired.fairshares[association]
+    if association not in current.associations:
+        sources["priority"] += f"; association {account}/{user} (not in Slurm)"
+        return sources
+    found = current.fairshares.get(association)
+    sources["priority"] += f"; association {account}/{user} Fairshare={found or 'parent'}"
+    if found != shares:
+        sources["priority"] += f"; a sync would set Fairshare={shares}"
+    return sources
 
 
 def candidate_users(
@@ -359,21 +435,26 @@ def parse_accounts(text: str) -> frozenset[str]:
     return frozenset(row[0] for row in rows if len(row) > 1 and row[1] == OWNER)
 
 
-def parse_associations(text: str, accounts: Collection[str]) -> dict[tuple[str, str], str | None]:
-    """``sacctmgr -P -n show assoc format=Account,User,QOS,DefaultQOS``: the user associations
-    in ``accounts`` (ds01's), with the one QOS each allows (``None``: not exactly one, or a
-    default QOS that is not it)."""
+def parse_associations(
+    text: str, accounts: Collection[str]
+) -> tuple[dict[tuple[str, str], str | None], dict[tuple[str, str], int | None]]:
+    """``sacctmgr -P -n show assoc format=Account,User,QOS,DefaultQOS,Fairshare``: the user
+    associations in ``accounts`` (ds01's), with the one QOS each allows (``None``: not exactly
+    one, or a default QOS that is not it), and each one's ``Fairshare`` (``None``: not a
+    number, such as ``parent``)."""
     found: dict[tuple[str, str], str | None] = {}
+    shares: dict[tuple[str, str], int | None] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
-        account, user, qos_list, default_qos = line.split("|")[:4]
+        account, user, qos_list, default_qos, share = [*line.split("|"), ""][:5]
         if not user or account not in accounts:
             continue
         allowed = [q for q in qos_list.split(",") if q]
         one = allowed[0] if len(allowed) == 1 and default_qos == allowed[0] else None
         found[(user, account)] = one
-    return found
+        shares[(user, account)] = int(share) if share.isdigit() else None
+    return found, shares
 
 
 def parse_default_accounts(text: str, users: Collection[str]) -> dict[str, str]:
@@ -386,12 +467,13 @@ def parse_default_accounts(text: str, users: Collection[str]) -> dict[str, str]:
 def current_accounting(qos: str, accounts: str, associations: str, users: str) -> Accounting:
     """The state from the four ``sacctmgr`` listings (see the ``parse_*`` functions)."""
     mine = parse_accounts(accounts)
-    assoc = parse_associations(associations, mine)
+    assoc, shares = parse_associations(associations, mine)
     return Accounting(
         qos=parse_qos(qos),
         accounts=mine,
         associations=assoc,
         default_accounts=parse_default_accounts(users, {user for user, _ in assoc}),
+        fairshares=shares,
     )
 
 
@@ -430,15 +512,19 @@ def _association_changes(desired: Accounting, current: Accounting) -> list[Chang
             key=lambda account: account != default,
         )
         for account in mine:
-            qos = desired.associations[(user, account)]
+            key = (user, account)
+            qos = desired.associations[key]
             assert qos is not None  # desired associations name their QOS
-            qos_words = (f"QOS={qos}", f"DefaultQOS={qos}")
-            if (user, account) not in current.associations:
+            shares = desired.fairshares.get(key)
+            words = (f"QOS={qos}", f"DefaultQOS={qos}") + (
+                () if shares is None else (f"Fairshare={shares}",)
+            )
+            if key not in current.associations:
                 first = user not in users_now and account == default
                 extra = (f"DefaultAccount={default}",) if first else ()
-                changes.append(Change("add", "user", user, account, qos_words + extra))
-            elif current.associations[(user, account)] != qos:
-                changes.append(Change("modify", "user", user, account, qos_words))
+                changes.append(Change("add", "user", user, account, words + extra))
+            elif (current.associations[key], current.fairshares.get(key)) != (qos, shares):
+                changes.append(Change("modify", "user", user, account, words))
         if user in users_now and current.default_accounts.get(user) != default:
             changes.append(Change("modify", "user", user, settings=(f"DefaultAccount={default}",)))
     return changes
@@ -451,6 +537,7 @@ def apply(state: Accounting, changes: Sequence[Change]) -> Accounting:
     qos = dict(state.qos)
     accounts = set(state.accounts)
     assoc = dict(state.associations)
+    shares = dict(state.fairshares)
     defaults = dict(state.default_accounts)
     for change in changes:
         words = dict(word.split("=", 1) for word in change.settings)
@@ -464,14 +551,18 @@ def apply(state: Accounting, changes: Sequence[Change]) -> Accounting:
             if change.action == "delete":
                 accounts.discard(change.name)
                 assoc = {k: v for k, v in assoc.items() if k[1] != change.name}
+                shares = {k: v for k, v in shares.items() if k[1] != change.name}
             else:
                 accounts.add(change.name)
         elif change.account is None:
             defaults[change.name] = words["DefaultAccount"]
         elif change.action == "delete":
             assoc.pop((change.name, change.account), None)
+            shares.pop((change.name, change.account), None)
         else:
             assoc[(change.name, change.account)] = words["QOS"]
+            if "Fairshare" in words:
+                shares[(change.name, change.account)] = int(words["Fairshare"])
             if change.action == "add" and change.name not in defaults:
                 defaults[change.name] = words.get("DefaultAccount", change.account)
     users = {user for user, _ in assoc}
@@ -481,6 +572,7 @@ def apply(state: Accounting, changes: Sequence[Change]) -> Accounting:
         accounts=frozenset(accounts),
         associations=assoc,
         default_accounts={u: a for u, a in defaults.items() if u in users},
+        fairshares={k: v for k, v in shares.items() if k in assoc},
     )
 
 
@@ -488,6 +580,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_QOS",
     "OWNER",
+    "QOS_FIELDS",
     "QOS_PREFIX",
     "Accounting",
     "Change",
@@ -499,5 +592,7 @@ __all__ = [
     "current_accounting",
     "desired_accounting",
     "diff",
+    "fairshare",
+    "limit_sources",
     "user_association",
 ]

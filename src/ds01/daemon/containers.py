@@ -246,7 +246,15 @@ class ContainerOps:
         if parent is not None:
             self.gates.enforcement.remove_parent_if_unused(parent)
         else:  # a Slurm job's cgroup: Slurm removes its own; Docker made it in the others
-            ctx.cgroups.remove_leaf_if_empty(record_parent(record))
+            job_cgroup = record_parent(record)
+            user_cgroup = job_cgroup.rsplit("/", 1)[0] + "/"
+            # Another container of the owner's job(s) here keeps their uid_ cgroup: its start
+            # (runc's mkdir of the chain) must not find it gone.
+            shared = any(
+                r.id != record.id and r.labels.get(L.SLURM_CGROUP, "").startswith(user_cgroup)
+                for r in ctx.records()
+            )
+            ctx.cgroups.remove_job_cgroup(job_cgroup, with_parent=not shared)
         self.release_network_if_unused(record.uid)
         ctx.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)

@@ -229,6 +229,8 @@ class Creation:
                     "Only a hub acting for you may create a JupyterHub server (hub)."
                 )
             prepared = self.prepare_create(caller.user, request)
+            if request.command is not None:
+                run = slurm_jobs.batch_run(self.context, request.command)
             if run is not None:
                 prepared = replace(prepared, run=run)
         except PolicyError as exc:

@@ -73,6 +73,13 @@ class HubServer(_Model):
         return value
 
 
+def reasonable_arguments(command: list[str]) -> list[str]:
+    """``command`` if each argument is under 64 KiB and free of NUL bytes, else ``ValueError``."""
+    if any(len(arg) > 65536 or "\0" in arg for arg in command):
+        raise ValueError("command arguments must be under 64 KiB and free of NUL bytes")
+    return command
+
+
 class CreateContainerRequest(_Model):
     name: str = Field(description="Container name as the user sees it, e.g. 'thesis'.")
     image: str = Field(description="Registry name from images.yaml or an allowed local reference.")
@@ -134,6 +141,19 @@ class CreateContainerRequest(_Model):
         "the devices Slurm gave it there (ds01d asks Slurm). Without it, a create in cluster "
         "mode is answered with the job's sbatch options (kind slurm_job_required).",
     )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Cluster mode only (`ds01 job run`): the command the container runs "
+        "instead of the image's, to completion, without a terminal; its job ends with the "
+        "command's exit status. Elsewhere refused (exit 2).",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _reasonable_command(cls, command: list[str] | None) -> list[str] | None:
+        return None if command is None else reasonable_arguments(command)
 
 
 class Holder(_Model):
@@ -277,11 +297,27 @@ class ContainerInfo(_Model):
     disk_limit_bytes: int | None = Field(
         default=None, description="Its disk limit (disk_limit when created); null: none."
     )
+    exit_code: int | None = Field(
+        default=None,
+        description="The exit status of its last run while it is stopped (137: killed, as "
+        "by the OOM killer); null while it runs or before its first start.",
+    )
 
 
 class ResolvedEntry(_Model):
     value: Any
     source: str
+    line: int | None = Field(
+        default=None,
+        description="The line of resource-limits.yaml that sets it (as the file reads now); "
+        "null for a builtin value.",
+    )
+    slurm: str | None = Field(
+        default=None,
+        description="Cluster mode: the Slurm QOS field (and, for priority, the association's "
+        "Fairshare) that `ds01 admin slurm sync` made from it, as Slurm holds it now; what a "
+        "sync would set where they differ.",
+    )
 
 
 class Usage(_Model):
@@ -594,9 +630,7 @@ class TerminalRequest(_Model):
     @field_validator("command")
     @classmethod
     def _reasonable_arguments(cls, command: list[str]) -> list[str]:
-        if any(len(arg) > 65536 or "\0" in arg for arg in command):
-            raise ValueError("command arguments must be under 64 KiB and free of NUL bytes")
-        return command
+        return reasonable_arguments(command)
 
 
 class TerminalInfo(_Model):

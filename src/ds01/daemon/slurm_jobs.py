@@ -1,6 +1,8 @@
 """Cluster mode (``cluster: slurm``): a container is a Slurm job's ("No container without a
 job").
 
+- **A batch job's create** (``request.command``, ``ds01 job run``): the same, its container
+  running that command without a terminal (``batch_run``); refused on a single server.
 - **A create without a job** is answered with ``SlurmJobRequired`` and the job's ``sbatch``
   options (``job_required``): ``ds01 container-create`` then submits the job as the user,
   and the job's step asks this node's ds01d for the container. ds01d never submits for
@@ -25,6 +27,7 @@ import logging
 from collections.abc import Callable
 
 from ds01.core.allocation import Placement
+from ds01.core.docker_create import RunOptions
 from ds01.core.slurm_gres import gres_lines
 from ds01.core.slurm_job import (
     check_request_matches,
@@ -40,8 +43,9 @@ from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
+from ds01.daemon.slurm_limits import in_cluster_mode
 from ds01.daemon.views import allocation_state
-from ds01.errors import Conflict, SlurmJobRequired
+from ds01.errors import Conflict, InvalidInput, SlurmJobRequired
 from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime import slurm
@@ -52,17 +56,34 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two passes of the reaper unless ``ds01d --slurm-interval`` says otherwise.
 DEFAULT_INTERVAL_SECONDS = 10.0
+#: The refusal of a batch command (``ds01 job run``) on a single server.
+BATCH_NEEDS_CLUSTER = (
+    "`ds01 job run` works on a Slurm cluster only (cluster: slurm): on a single server, "
+    "run the command in a container of yours (container-create, then container-open NAME "
+    "-- COMMAND)."
+)
 #: Why the reaper removed a container (the ``cleanup.orphan`` event's reason).
 JOB_GONE_REASON = "its Slurm job is no longer running on this node"
 
 
-def in_cluster_mode(ctx: DaemonContext) -> bool:
-    return ctx.config().limits.cluster == "slurm"
+def batch_run(ctx: DaemonContext, command: list[str]) -> RunOptions:
+    """The Docker settings of a batch job's container (``ds01 job run``): ``command``
+    instead of the image's, no terminal (its output is the job's).
+
+    Raises:
+        InvalidInput: not in cluster mode: on a single server no job owns a container's
+            end, so nothing would remove it once its command ends.
+    """
+    if not in_cluster_mode(ctx):
+        raise InvalidInput(BATCH_NEEDS_CLUSTER)
+    return RunOptions(command=tuple(command), tty=False, stdin_open=False)
 
 
 def job_required(ctx: DaemonContext, prepared: PreparedCreate) -> SlurmJobRequired:
     """The answer to a create without a job: the job's ``sbatch`` options, from the request
-    and the owner's limits, account and QOS as ``ds01 admin slurm sync`` named them."""
+    and the owner's limits, account and QOS as ``ds01 admin slurm sync`` named them. The
+    job's ``--time`` is the request's ``--runtime-hours`` (already checked against
+    ``max_runtime_hours`` by the prepare), else ``max_runtime_hours``."""
     owner = prepared.owner
     account, qos = user_association(ctx.config().limits, owner.name, owner.groups)
     request = prepared.gpu_request
@@ -72,6 +93,7 @@ def job_required(ctx: DaemonContext, prepared: PreparedCreate) -> SlurmJobRequir
         mig_profiles=request.mig_profiles,
         cpus=prepared.resources.cpus,
         memory_bytes=prepared.resources.memory_bytes,
+        runtime_hours=prepared.runtime_hours,
         max_runtime_hours=ctx.limits_for(owner).max_runtime_hours,
         account=account,
         qos=qos,
@@ -183,9 +205,11 @@ class SlurmJobReaper(PeriodicPass):
 
 
 __all__ = [
+    "BATCH_NEEDS_CLUSTER",
     "DEFAULT_INTERVAL_SECONDS",
     "JOB_GONE_REASON",
     "SlurmJobReaper",
+    "batch_run",
     "caller_job_cgroup",
     "devices_of_job",
     "in_cluster_mode",

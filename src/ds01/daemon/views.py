@@ -19,6 +19,7 @@ from ds01.daemon import disk, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
+from ds01.daemon.slurm_limits import slurm_sources, yaml_lines
 from ds01.model import labels as L
 from ds01.model.device import Device, Inventory
 from ds01.runtime.docker import ContainerRecord, PortBinding
@@ -67,6 +68,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         runtime_hours=L.runtime_hours_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
+        exit_code=record.exit_code,
     )
     if oom is None or not oom.oom_kills:
         return info
@@ -284,6 +286,11 @@ class Views:
         usage, aggregate_usage = self.enforcement.usage_of(subject, mine)
         aggregate_usage = disk.with_disk_usage(aggregate_usage, mine, ctx.status)
         explained = {**resolved.explain()}
+        if explain:
+            lines = yaml_lines(ctx, {k: v["source"] for k, v in explained.items()})
+            in_slurm = slurm_sources(ctx, subject.name, subject.groups)
+            for key, entry in explained.items():
+                entry.update(line=lines.get(key), slurm=in_slurm.get(key))
         explained.update({f"aggregate.{k}": v for k, v in aggregate.explain().items()})
         booking = resolve_reservation_limits(ctx.config().limits, subject.name, subject.groups)
         explained.update({f"reservations.{k}": v for k, v in booking.explain().items()})
@@ -294,8 +301,7 @@ class Views:
             limits=resolved.to_dict(),
             usage=usage,
             explain={
-                key: api.ResolvedEntry(value=entry["value"], source=entry["source"])
-                for key, entry in explained.items()
+                key: api.ResolvedEntry(**entry) for key, entry in explained.items()
             }
             if explain
             else None,

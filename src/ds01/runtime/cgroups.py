@@ -25,12 +25,14 @@ it at a temporary tree.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -463,31 +465,46 @@ class CgroupManager:
         self._remove_empty(chain)
         return not any((h / _relative(parent)).is_dir() for h in self.hierarchies())
 
-    def remove_leaf_if_empty(self, cgroup: str) -> None:
-        """Remove ``cgroup`` itself, never its ancestors, in every hierarchy where it holds
-        no process and no child: what Docker (cgroupfs) made under a parent someone else
-        manages, such as a Slurm job's cgroup in the hierarchies Slurm does not use. Never
-        fails; nothing on the systemd driver."""
-        if self.version is not None and self.driver != "systemd":
-            self._remove_empty([PurePosixPath(cgroup)])
+    def remove_job_cgroup(self, cgroup: str, *, with_parent: bool) -> None:
+        """Remove a Slurm job's cgroup (``/slurm_node2/uid_1001/job_42``) where it holds no
+        process and no child and, if ``with_parent``, then its parent (``uid_1001``) where
+        that is empty too, in every hierarchy; never the top (``/slurm_node2``). Docker
+        (cgroupfs) makes that chain in the hierarchies Slurm does not use (cpu, pids…), where
+        nobody else removes it; in Slurm's own, Slurm removes it first.
+
+        Each hierarchy's removal holds an exclusive ``flock`` on the top's directory there:
+        the lock Slurm's cgroup/v1 plugin takes on it while it makes or removes a job's
+        cgroups, so that a job starting meanwhile never finds its ``uid_`` directory gone
+        between two of its mkdirs. Never fails; nothing on the systemd driver."""
+        if self.version is None or self.driver == "systemd":
+            return
+        leaf = PurePosixPath(cgroup)
+        chain = [leaf, leaf.parent] if with_parent and len(leaf.parts) > 3 else [leaf]
+        top = "/" + leaf.parts[1] if len(leaf.parts) > 1 else str(leaf)
+        for hierarchy in self.hierarchies():
+            with _flocked(hierarchy / _relative(top)):
+                self._remove_chain(hierarchy, chain)
 
     def _remove_empty(self, chain: list[PurePosixPath]) -> None:
         """In each hierarchy, remove the cgroups of ``chain`` (deepest first) while they are
         empty; stop at the first that is not."""
         for hierarchy in self.hierarchies():
-            for cgroup in chain:
-                directory = hierarchy / _relative(str(cgroup))
-                if not directory.is_dir():
-                    continue
-                if not _is_empty(directory):
-                    break
-                try:
-                    self._rmdir(directory)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:  # EBUSY: a process or child appeared meanwhile
-                    log.info("cgroup %s stays: %s", directory, exc.strerror or exc)
-                    break
+            self._remove_chain(hierarchy, chain)
+
+    def _remove_chain(self, hierarchy: Path, chain: list[PurePosixPath]) -> None:
+        for cgroup in chain:
+            directory = hierarchy / _relative(str(cgroup))
+            if not directory.is_dir():
+                continue
+            if not _is_empty(directory):
+                break
+            try:
+                self._rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # EBUSY: a process or child appeared meanwhile
+                log.info("cgroup %s stays: %s", directory, exc.strerror or exc)
+                break
 
     # -- counters ------------------------------------------------------------------------------
 
@@ -600,6 +617,23 @@ class CgroupManager:
             return parse_flat_keyed(path.read_text())
         except OSError:
             return None
+
+
+@contextlib.contextmanager
+def _flocked(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` while the block runs; none when it is not
+    there (then nothing below it is to be removed either)."""
+    try:
+        fd: int | None = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _is_empty(directory: Path) -> bool:

@@ -65,6 +65,15 @@ _TAR_OVERHEAD_BYTES = 16 * 1024
 
 # Docker state → the status ds01 shows.
 _STATUS = {"exited": "stopped", "dead": "stopped"}
+#: A stopped container's status text in Docker's list: ``Exited (137) 5 seconds ago``.
+_EXITED_RE = re.compile(r"Exited \((-?\d+)\)")
+
+
+def exit_code_of(status_text: str) -> int | None:
+    """The exit status in Docker's status text of a listed container; ``None`` while it runs
+    or before its first start (``Created``)."""
+    found = _EXITED_RE.match(status_text)
+    return int(found.group(1)) if found else None
 
 
 @dataclass(frozen=True)
@@ -293,6 +302,7 @@ class ContainerRecord:
     labels: dict[str, str]
     ports: tuple[PortBinding, ...] = ()
     networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
+    exit_code: int | None = None  # of its last run, while it is stopped
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -317,6 +327,7 @@ class ContainerRecord:
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
             networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
+            exit_code=exit_code_of(str(summary.get("Status", ""))),
         )
 
 

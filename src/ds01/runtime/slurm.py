@@ -38,7 +38,7 @@ SLURM_TOOL_TIMEOUT_SECONDS = 60
 _LISTINGS = (
     ("qos", "format=Name,Priority,MaxTRESPU,MaxJobsPU,MaxWall"),
     ("account", "format=Account,Organization"),
-    ("assoc", "format=Account,User,QOS,DefaultQOS"),
+    ("assoc", "format=Account,User,QOS,DefaultQOS,Fairshare"),
     ("user", "format=User,DefaultAccount"),
 )
 
