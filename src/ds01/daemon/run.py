@@ -7,6 +7,7 @@ SIGTERM or SIGINT stops it gracefully (:class:`GracefulStop`).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.exporter import MetricsExporter
     from ds01.metrics.listen import ListenAddress
-    from ds01.runtime.docker import CgroupDriver, DockerRuntime
+    from ds01.runtime.docker import DockerRuntime, EngineInfo
 
 #: Seconds a loop's pass under way still gets once the drain is over, at least.
 LOOP_STOP_FLOOR_SECONDS = 1.0
@@ -109,6 +110,11 @@ class GracefulStop:
 def run(args: argparse.Namespace) -> None:
     """Run ds01d with the parsed command line ``args`` until a signal stops it; exits
     with the status of ``ds01.daemon.main``'s docstring."""
+    # The start allocates some 100,000 objects that live as long as ds01d (modules, models,
+    # the ledger); the cyclic collector would walk them about 140 times while they load,
+    # some 15 % of the start's CPU. So it is off until ds01d serves, and what the start made
+    # is then frozen out of its reach (``_serving_collector``).
+    gc.disable()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -144,6 +150,7 @@ def run(args: argparse.Namespace) -> None:
     loops.start()
     metrics.start()  # loads the exporter while the socket already answers
     unfinished: list[str] = []
+    _serving_collector()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
@@ -157,6 +164,14 @@ def run(args: argparse.Namespace) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+def _serving_collector() -> None:
+    """The cyclic garbage collector on again, for what ds01d allocates from now on: what
+    the start made goes to the permanent generation, which no collection walks (the start's
+    own garbage, small, stays with it)."""
+    gc.freeze()
+    gc.enable()
 
 
 def _doors(args: argparse.Namespace, paths: DaemonPaths, service: Ds01Service) -> list[Door]:
@@ -227,7 +242,7 @@ class _DockerStart:
 
         self.runtime = runtime
         self.ledger = ContainerLedger(runtime)
-        self.cgroup_driver: CgroupDriver = "cgroupfs"
+        self.engine: EngineInfo | None = None
         self._error: Ds01Error | None = None
         self._thread = threading.Thread(target=self._run, name="ds01d-docker-start", daemon=True)
 
@@ -246,15 +261,18 @@ class _DockerStart:
     def _run(self) -> None:
         try:
             self.ledger.start()
-            self.cgroup_driver = self.runtime.engine_info().cgroup_driver
+            self.engine = self.runtime.engine_info()
         except Ds01Error as exc:
             self._error = exc
 
-    def wait(self) -> None:
-        """Wait for the start to end. Raises the ``Ds01Error`` it met (Docker refused)."""
+    def wait(self) -> EngineInfo:
+        """Wait for the start to end; the engine's info. Raises the ``Ds01Error`` it met
+        (Docker refused)."""
         self._thread.join()
         if self._error is not None:
             raise self._error
+        assert self.engine is not None
+        return self.engine
 
 
 def _started_service(
@@ -275,7 +293,7 @@ def _started_service(
     except ValueError as exc:
         sys.exit(f"ds01d: {exc}")
     try:
-        docker.wait()
+        engine = docker.wait()
         runtime, ledger = docker.runtime, docker.ledger
         given = DaemonDependencies(
             paths=paths,
@@ -283,7 +301,8 @@ def _started_service(
             ledger=ledger,
             store=open_state(paths.state_db, ledger, events),
             events=events,
-            cgroups=CgroupManager(cgroup_root, docker.cgroup_driver),
+            cgroups=CgroupManager(cgroup_root, engine.cgroup_driver),
+            engine=engine,
             slurm_node=args.slurm_node,
             # Simulated GPUs read their utilisation from a file in the state directory, and
             # keep their MIG layouts there once `ds01 admin mig apply` changed them.
