@@ -59,7 +59,11 @@ def main() -> None:
     if sys.argv[1:] in TOP_HELP:
         page = kept_page(terminal_columns())
         if page is not None:
-            sys.stdout.write(page)
+            try:
+                sys.stdout.write(page)
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader went away, as ds01.cli.main takes it
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
     from ds01.cli.main import main as run
 
