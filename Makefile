@@ -10,7 +10,7 @@
 #   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
 #   make bench   setup + images + every benchmarks/bench_*.py
 #   make clean   remove the demo's state, containers and users
-#   make help-page  rewrite src/ds01/cli/top_page.py (ds01 --help) from the live parser
+#   make help-page  rewrite src/ds01/cli/kept_pages.py (the --help pages) from the live parsers
 
 SHELL := /bin/bash
 VENV ?= /opt/ds01/venv
@@ -54,8 +54,8 @@ bench: setup images
 	for f in "$${files[@]}"; do echo "== $$f"; $(VENV)/bin/python "$$f"; done
 
 help-page:
-	@PYTHONPATH=src $(VENV)/bin/python -m ds01.cli.entry > src/ds01/cli/top_page.py.new
-	@mv src/ds01/cli/top_page.py.new src/ds01/cli/top_page.py
+	@PYTHONPATH=src $(VENV)/bin/python -m ds01.cli.entry > src/ds01/cli/kept_pages.py.new
+	@mv src/ds01/cli/kept_pages.py.new src/ds01/cli/kept_pages.py
 
 clean:
 	@bash scripts/demo.sh clean

@@ -1,13 +1,14 @@
-"""The ``ds01`` command's entry point, and the terminal width every help page is made for.
+"""The entry points of ``ds01`` and of the hyphenated commands, and the terminal width
+every help page is made for.
 
-``ds01 --help`` lists every command. Made by argparse, that page costs the interpreter,
-``argparse`` (with ``re`` and ``enum``), the command table and its parser: about twice a Go
-binary's whole ``--help``. So the page is also kept as text in ``ds01.cli.top_page``,
-generated from the live parser (``python -m ds01.cli.entry > src/ds01/cli/top_page.py``;
-``tests/unit/test_top_page.py`` fails when it no longer matches), and ``ds01 --help``
-prints it without loading either, where it is the page argparse would make: the same
-Python version, and a width it was generated for. Any other command line, or another
-width, goes through ``ds01.cli.main`` as before.
+A ``--help`` page made by argparse costs the interpreter, ``argparse`` (with ``re`` and
+``enum``), the command table and a parser: about twice a Go binary's whole ``--help``. So
+the pages of ``ds01 --help`` and of each hyphenated command's ``--help`` are also kept as
+text in ``ds01.cli.kept_pages``, generated from the live parsers (``make help-page``, which
+runs ``python -m ds01.cli.entry``; ``tests/unit/test_kept_pages.py`` fails when they no
+longer match), and printed without loading either, where a kept page is the page argparse
+would make: the same Python version, and a width it was generated for. Any other command
+line, or another width, goes through ``ds01.cli.main`` as before.
 
 Standard library only, and only ``os`` and ``sys``.
 """
@@ -17,10 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
-#: The command lines answered with the top-level page.
-TOP_HELP = (["--help"], ["-h"])
-#: The widths the kept page is generated for: argparse's default when standard output is
-#: no terminal (80), and every width from the one up to which the page stops changing.
+#: The command lines answered with a kept page.
+HELP_ONLY = (["--help"], ["-h"])
+#: The widths a page is kept for: argparse's default when standard output is no terminal
+#: (80), and every width from the one on which the page stops changing.
 NARROW_COLUMNS = 80
 
 
@@ -40,44 +41,67 @@ def terminal_columns() -> int:
     return columns or 80
 
 
-def kept_page(columns: int) -> str | None:
-    """The top-level page kept for ``columns``, or None where argparse must make it (a width
-    it was not generated for, another Python version)."""
-    from ds01.cli import top_page
+def kept_page(prog: str, columns: int) -> str | None:
+    """The ``--help`` page of ``prog`` (``ds01`` or a hyphenated command) kept for
+    ``columns``, or None where argparse must make it (a width it was not generated for,
+    another Python version, a command without one)."""
+    from ds01.cli import kept_pages
 
-    if tuple(sys.version_info[:2]) != top_page.PYTHON:
+    kept = kept_pages.PAGES.get(prog)
+    if kept is None or tuple(sys.version_info[:2]) != kept_pages.PYTHON:
         return None
+    narrow, wide_from, wide = kept
     if columns == NARROW_COLUMNS:
-        return top_page.NARROW
-    if columns >= top_page.WIDE_FROM:
-        return top_page.WIDE
+        return narrow
+    if columns >= wide_from:
+        return wide
     return None
+
+
+def printed_kept_help(prog: str) -> bool:
+    """Print ``prog``'s kept page if the command line asks only for ``--help`` and a page is
+    kept for this terminal; whether it did."""
+    if sys.argv[1:] not in HELP_ONLY:
+        return False
+    page = kept_page(prog, terminal_columns())
+    if page is None:
+        return False
+    try:
+        sys.stdout.write(page)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away, as ds01.cli.main takes it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return True
 
 
 def main() -> None:
     """Entry point of ``ds01``."""
-    if sys.argv[1:] in TOP_HELP:
-        page = kept_page(terminal_columns())
-        if page is not None:
-            try:
-                sys.stdout.write(page)
-                sys.stdout.flush()
-            except BrokenPipeError:  # the reader went away, as ds01.cli.main takes it
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return
-    from ds01.cli.main import main as run
+    if not printed_kept_help("ds01"):
+        from ds01.cli.main import main as run
 
-    run()
+        run()
 
 
-def live_page(columns: int) -> str:
-    """The top-level page as argparse makes it for a terminal ``columns`` wide."""
-    from ds01.cli.main import build_parser
+def run_alias(alias: str) -> None:
+    """Entry point of the hyphenated command ``alias`` (``ds01.cli.aliases``)."""
+    if not printed_kept_help(alias):
+        from ds01.cli.main import run_alias as run
+
+        run(alias)
+
+
+def live_page(prog: str, columns: int) -> str:
+    """``prog --help`` as argparse makes it for a terminal ``columns`` wide."""
+    from ds01.cli.help_pages import brief_help
+    from ds01.cli.main import COMMANDS, build_parser, command_parser
 
     saved = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(columns)
     try:
-        return build_parser().format_help()
+        if prog == "ds01":
+            return build_parser().format_help()
+        command = next(c for c in COMMANDS if c.alias == prog)
+        return brief_help(command_parser(prog, command))
     finally:
         if saved is None:
             del os.environ["COLUMNS"]
@@ -85,30 +109,46 @@ def live_page(columns: int) -> str:
             os.environ["COLUMNS"] = saved
 
 
+def kept_progs() -> list[str]:
+    """The commands whose page is kept: ``ds01`` and every hyphenated one."""
+    from ds01.cli.main import COMMANDS
+
+    return ["ds01", *(c.alias for c in COMMANDS if c.alias)]
+
+
 #: Wider than any page line: the page argparse makes when nothing needs wrapping.
 _UNWRAPPED_COLUMNS = 10_000
 
 
-def page_module() -> str:
-    """The source of ``ds01.cli.top_page`` for the live parser and this Python."""
-    wide = live_page(_UNWRAPPED_COLUMNS)
+def _kept(prog: str) -> tuple[str, int, str]:
+    """``prog``'s page at 80 columns, the width from which it stops changing, and the page
+    at that width and wider."""
+    wide = live_page(prog, _UNWRAPPED_COLUMNS)
     wide_from = max(len(line) for line in wide.splitlines())
-    while wide_from > NARROW_COLUMNS and live_page(wide_from - 1) == wide:
+    while wide_from > NARROW_COLUMNS and live_page(prog, wide_from - 1) == wide:
         wide_from -= 1
-    while live_page(wide_from) != wide:  # a line's length is not all argparse counts
+    while live_page(prog, wide_from) != wide:  # a line's length is not all argparse counts
         wide_from += 1
-    return (
-        "# ruff: noqa: E501\n"
-        '"""``ds01 --help`` as argparse makes it, kept so that the page needs neither argparse\n'
-        "nor the command table (``ds01.cli.entry``). Generated by ``python -m ds01.cli.entry >\n"
-        'src/ds01/cli/top_page.py`` from the live parser; do not edit."""\n'
-        "\n"
-        f"PYTHON = {tuple(sys.version_info[:2])!r}\n"
-        f"NARROW = {live_page(NARROW_COLUMNS)!r}\n"
-        f"WIDE_FROM = {wide_from!r}\n"
-        f"WIDE = {wide!r}\n"
-    )
+    return live_page(prog, NARROW_COLUMNS), wide_from, wide
+
+
+def pages_module() -> str:
+    """The source of ``ds01.cli.kept_pages`` for the live parsers and this Python."""
+    lines = [
+        "# ruff: noqa: E501",
+        '"""The ``--help`` pages of ``ds01`` and of the hyphenated commands as argparse makes',
+        "them, kept so that they need neither argparse nor the command table",
+        "(``ds01.cli.entry``): per command, the page at 80 columns, the width from which the",
+        "page stops changing, and the page at that width and wider. Generated by ``make",
+        'help-page`` from the live parsers; do not edit."""',
+        "",
+        f"PYTHON = {tuple(sys.version_info[:2])!r}",
+        "PAGES = {",
+        *(f"    {prog!r}: {_kept(prog)!r}," for prog in kept_progs()),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(page_module())
+    sys.stdout.write(pages_module())
