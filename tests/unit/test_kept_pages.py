@@ -15,10 +15,11 @@ import pytest
 
 from ds01.cli import entry, kept_pages
 from ds01.cli import main as cli_main
+from ds01.daemon import main as daemon_main
 
-#: Commands of each kind: the command list, a page that wraps below 112 columns, and
-#: the first and last hyphenated commands of the table.
-SAMPLE = ["ds01", "container-create", "container-list", "user-setup"]
+#: Commands of each kind: the command list, the daemon, a page that wraps below 112
+#: columns, and the first and last hyphenated commands of the table.
+SAMPLE = ["ds01", "ds01d", "container-create", "container-list", "user-setup"]
 
 
 def test_the_kept_pages_are_the_live_parsers() -> None:
@@ -30,7 +31,7 @@ def test_the_kept_pages_are_the_live_parsers() -> None:
 
 def test_every_hyphenated_command_has_a_kept_page() -> None:
     aliases = {c.alias for c in cli_main.COMMANDS if c.alias}
-    assert set(kept_pages.PAGES) == {"ds01", *aliases}
+    assert set(kept_pages.PAGES) == {"ds01", "ds01d", *aliases}
 
 
 def _printed(argv: list[str], run: Callable[[], None], capsys: pytest.CaptureFixture[str]) -> str:
@@ -49,12 +50,16 @@ def _printed(argv: list[str], run: Callable[[], None], capsys: pytest.CaptureFix
 def _through_argparse(prog: str) -> Callable[[], None]:
     if prog == "ds01":
         return lambda: cli_main.main()
+    if prog == "ds01d":
+        return lambda: daemon_main.main()
     return lambda: cli_main.run_alias(prog)
 
 
 def _kept_or_argparse(prog: str) -> Callable[[], None]:
     if prog == "ds01":
         return entry.main
+    if prog == "ds01d":
+        return entry.ds01d
     return lambda: entry.run_alias(prog)
 
 
@@ -88,7 +93,11 @@ def test_a_page_is_kept_only_for_the_widths_and_python_it_was_made_for(
 
 @pytest.mark.parametrize(
     ("prog", "call"),
-    [("ds01", "entry.main()"), ("container-list", "entry.run_alias('container-list')")],
+    [
+        ("ds01", "entry.main()"),
+        ("ds01d", "entry.ds01d()"),
+        ("container-list", "entry.run_alias('container-list')"),
+    ],
 )
 def test_a_kept_page_loads_neither_argparse_nor_the_command_table(prog: str, call: str) -> None:
     code = (
@@ -96,7 +105,7 @@ def test_a_kept_page_loads_neither_argparse_nor_the_command_table(prog: str, cal
         f"sys.argv = [{prog!r}, '--help']\n"
         "from ds01.cli import entry\n"
         f"{call}\n"
-        "print(sorted({'argparse', 're', 'ds01.cli.main'} & set(sys.modules)))"
+        "print(sorted({'argparse', 're', 'ds01.cli.main', 'ds01.daemon.main'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -1,14 +1,14 @@
-"""The entry points of ``ds01`` and of the hyphenated commands, and the terminal width
-every help page is made for.
+"""The entry points of ``ds01``, ``ds01d`` and the hyphenated commands, and the terminal
+width every help page is made for.
 
 A ``--help`` page made by argparse costs the interpreter, ``argparse`` (with ``re`` and
 ``enum``), the command table and a parser: about twice a Go binary's whole ``--help``. So
-the pages of ``ds01 --help`` and of each hyphenated command's ``--help`` are also kept as
+the ``--help`` pages of ``ds01``, ``ds01d`` and each hyphenated command are also kept as
 text in ``ds01.cli.kept_pages``, generated from the live parsers (``make help-page``, which
 runs ``python -m ds01.cli.entry``; ``tests/unit/test_kept_pages.py`` fails when they no
 longer match), and printed without loading either, where a kept page is the page argparse
 would make: the same Python version, and a width it was generated for. Any other command
-line, or another width, goes through ``ds01.cli.main`` as before.
+line, or another width, goes through ``ds01.cli.main`` (``ds01.daemon.main``) as before.
 
 Standard library only, and only ``os`` and ``sys``.
 """
@@ -82,6 +82,14 @@ def main() -> None:
         run()
 
 
+def ds01d() -> None:
+    """Entry point of ``ds01d`` (its command line is ``ds01.daemon.main``'s)."""
+    if not printed_kept_help("ds01d"):
+        from ds01.daemon.main import main as run
+
+        run()
+
+
 def run_alias(alias: str) -> None:
     """Entry point of the hyphenated command ``alias`` (``ds01.cli.aliases``)."""
     if not printed_kept_help(alias):
@@ -100,6 +108,10 @@ def live_page(prog: str, columns: int) -> str:
     try:
         if prog == "ds01":
             return build_parser().format_help()
+        if prog == "ds01d":
+            from ds01.daemon.main import build_parser as daemon_parser
+
+            return daemon_parser().format_help()
         command = next(c for c in COMMANDS if c.alias == prog)
         return brief_help(command_parser(prog, command))
     finally:
@@ -110,10 +122,10 @@ def live_page(prog: str, columns: int) -> str:
 
 
 def kept_progs() -> list[str]:
-    """The commands whose page is kept: ``ds01`` and every hyphenated one."""
+    """The commands whose page is kept: ``ds01``, ``ds01d`` and every hyphenated one."""
     from ds01.cli.main import COMMANDS
 
-    return ["ds01", *(c.alias for c in COMMANDS if c.alias)]
+    return ["ds01", "ds01d", *(c.alias for c in COMMANDS if c.alias)]
 
 
 #: Wider than any page line: the page argparse makes when nothing needs wrapping.
