@@ -10,6 +10,7 @@
 #   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
 #   make bench   setup + images + every benchmarks/bench_*.py
 #   make clean   remove the demo's state, containers and users
+#   make help-page  rewrite src/ds01/cli/kept_pages.py (the --help pages) from the live parsers
 
 SHELL := /bin/bash
 VENV ?= /opt/ds01/venv
@@ -18,7 +19,7 @@ PYTEST_ARGS ?=
 DS01_REQUIRE_DOCKER ?= 1
 export VENV DS01_REQUIRE_DOCKER
 
-.PHONY: setup images slurm test lint demo bench clean
+.PHONY: setup images slurm test lint demo bench clean help-page
 
 setup:
 	@bash scripts/install.sh
@@ -51,6 +52,10 @@ bench: setup images
 	@set -e; shopt -s nullglob; files=(benchmarks/bench_*.py); \
 	if [ $${#files[@]} -eq 0 ]; then echo "make bench: no benchmarks/bench_*.py" >&2; exit 1; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(VENV)/bin/python "$$f"; done
+
+help-page:
+	@PYTHONPATH=src $(VENV)/bin/python -m ds01.cli.entry > src/ds01/cli/kept_pages.py.new
+	@mv src/ds01/cli/kept_pages.py.new src/ds01/cli/kept_pages.py
 
 clean:
 	@bash scripts/demo.sh clean

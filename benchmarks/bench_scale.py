@@ -315,6 +315,8 @@ def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
             ms(docker_help), budget="ratio <= 2"),
         Row("median --help over every command", ms(statistics.median(helps.values())),
             "docker ps --help", ms(docker_help)),
+        Row("ds01 --help (the command list)", ms(helps["ds01"]), "docker ps --help",
+            ms(docker_help)),
     ]  # fmt: skip
 
 

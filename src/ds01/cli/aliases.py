@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ds01.cli.main import run_alias
+from ds01.cli.entry import run_alias
 
 
 def container_create() -> None:

@@ -10,8 +10,9 @@ so it is standard library only and imports the rest when a tier is asked for.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from ds01.cli.entry import terminal_columns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,22 +20,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 TIERS_EPILOG = "More: --info (all options, examples), --concepts (why), --guided (step by step)."
-
-
-def terminal_columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size`` finds it (``$COLUMNS``, then
-    standard output's terminal, else 80), without importing ``shutil``: argparse would, and
-    it costs a help page 2 ms."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

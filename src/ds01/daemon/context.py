@@ -58,7 +58,7 @@ from ds01.gpu.backend import GpuBackend, make_backend
 from ds01.model import labels as L
 from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
-from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.docker import ContainerRecord, DockerRuntime, EngineInfo
 from ds01.runtime.firewall import Firewall
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.notify import notify_terminals
@@ -104,6 +104,8 @@ class DaemonDependencies:
     firewall: Firewall | None = None
     ledger: ContainerLedger | None = None
     slurm_node: str | None = None
+    #: The engine's facts, when the caller already asked Docker for them.
+    engine: EngineInfo | None = None
 
 
 class DaemonContext:
@@ -144,7 +146,7 @@ class DaemonContext:
         self.status = DaemonStatus(started_at=given.clock())
         self.settings = ConfigWatcher(paths.config_dir, events, given.backend_factory)
         self.settings.on_admin_group_changed = self.share_log_with_admins
-        self.engine = runtime.engine_info()
+        self.engine = given.engine or runtime.engine_info()
         self.cgroups = given.cgroups or CgroupManager(DEFAULT_ROOT, self.engine.cgroup_driver)
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)

@@ -7,6 +7,7 @@ SIGTERM or SIGINT stops it gracefully (:class:`GracefulStop`).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ds01.metrics.activity import ActivityCounters
     from ds01.metrics.exporter import MetricsExporter
     from ds01.metrics.listen import ListenAddress
+    from ds01.runtime.docker import DockerRuntime, EngineInfo
 
 #: Seconds a loop's pass under way still gets once the drain is over, at least.
 LOOP_STOP_FLOOR_SECONDS = 1.0
@@ -108,19 +110,26 @@ class GracefulStop:
 def run(args: argparse.Namespace) -> None:
     """Run ds01d with the parsed command line ``args`` until a signal stops it; exits
     with the status of ``ds01.daemon.main``'s docstring."""
+    # The start allocates some 100,000 objects that live as long as ds01d (modules, models,
+    # the ledger); the cyclic collector would walk them about 140 times while they load,
+    # some 15 % of the start's CPU. So it is off until ds01d serves, and what the start made
+    # is then frozen out of its reach (``_serving_collector``).
+    gc.disable()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if os.geteuid() != 0:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
     metrics_address = _metrics_address(args)
-    # Imported here: the exporter's address is checked before anything heavy loads.
+    paths = _prepared_paths(args)
+    state_lock = _locked_state(paths)
+    docker = _DockerStart.begin()
+    # Imported here, while Docker lists (_DockerStart): the exporter's address and the state
+    # directory are checked before anything heavy loads.
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.state_backup import StateBackups
 
-    paths = _prepared_paths(args)
-    state_lock = _locked_state(paths)
-    service = _started_service(args, paths)
+    service = _started_service(args, paths, docker)
     backups = StateBackups(service.store)
     backups.backup_now()  # a copy of the state as it is at start, before any change
     loops = _Loops.of(service, args)
@@ -141,6 +150,7 @@ def run(args: argparse.Namespace) -> None:
     loops.start()
     metrics.start()  # loads the exporter while the socket already answers
     unfinished: list[str] = []
+    _serving_collector()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
@@ -154,6 +164,14 @@ def run(args: argparse.Namespace) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+def _serving_collector() -> None:
+    """The cyclic garbage collector on again, for what ds01d allocates from now on: what
+    the start made goes to the permanent generation, which no collection walks (the start's
+    own garbage, small, stays with it)."""
+    gc.freeze()
+    gc.enable()
 
 
 def _doors(args: argparse.Namespace, paths: DaemonPaths, service: Ds01Service) -> list[Door]:
@@ -212,17 +230,62 @@ def _locked_state(paths: DaemonPaths) -> int:
         sys.exit(f"ds01d: {exc.message}")
 
 
-def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Service:
+class _DockerStart:
+    """Docker's client, its engine's info and the container ledger's start (the one full
+    container list of ds01d's start, every reader after it uses the ledger), begun before
+    the rest of ds01d loads: those imports are most of the start, and Docker answers on the
+    other core meanwhile. The start runs in a thread of its own; :meth:`wait` waits for it
+    and raises what it raised."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        from ds01.daemon.ledger import ContainerLedger
+
+        self.runtime = runtime
+        self.ledger = ContainerLedger(runtime)
+        self.engine: EngineInfo | None = None
+        self._error: Ds01Error | None = None
+        self._thread = threading.Thread(target=self._run, name="ds01d-docker-start", daemon=True)
+
+    @classmethod
+    def begin(cls) -> _DockerStart:
+        """Connect to Docker and begin; exits when Docker cannot be reached."""
+        from ds01.runtime.docker import DockerRuntime
+
+        try:
+            start = cls(DockerRuntime.from_env())
+        except Ds01Error as exc:
+            sys.exit(f"ds01d: {exc.message}")
+        start._thread.start()
+        return start
+
+    def _run(self) -> None:
+        try:
+            self.ledger.start()
+            self.engine = self.runtime.engine_info()
+        except Ds01Error as exc:
+            self._error = exc
+
+    def wait(self) -> EngineInfo:
+        """Wait for the start to end; the engine's info. Raises the ``Ds01Error`` it met
+        (Docker refused)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self.engine is not None
+        return self.engine
+
+
+def _started_service(
+    args: argparse.Namespace, paths: DaemonPaths, docker: _DockerStart
+) -> Ds01Service:
     """The service, with what the last ds01d left half-done settled and the firewall up
     before anything is served (``_settled``); exits when Docker or the state refuse."""
     from ds01.daemon.context import DaemonDependencies
-    from ds01.daemon.ledger import ContainerLedger
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state_start import open_state
     from ds01.events.log import EventLog
     from ds01.gpu.backend import make_backend
     from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
-    from ds01.runtime.docker import DockerRuntime
 
     cgroup_root = Path(args.cgroup_root or os.environ.get("DS01_CGROUP_ROOT") or DEFAULT_ROOT)
     try:
@@ -230,17 +293,16 @@ def _started_service(args: argparse.Namespace, paths: DaemonPaths) -> Ds01Servic
     except ValueError as exc:
         sys.exit(f"ds01d: {exc}")
     try:
-        runtime = DockerRuntime.from_env()
-        # The one full container list of the start; every reader below uses the ledger.
-        ledger = ContainerLedger(runtime)
-        ledger.start()
+        engine = docker.wait()
+        runtime, ledger = docker.runtime, docker.ledger
         given = DaemonDependencies(
             paths=paths,
             runtime=runtime,
             ledger=ledger,
             store=open_state(paths.state_db, ledger, events),
             events=events,
-            cgroups=CgroupManager(cgroup_root, runtime.engine_info().cgroup_driver),
+            cgroups=CgroupManager(cgroup_root, engine.cgroup_driver),
+            engine=engine,
             slurm_node=args.slurm_node,
             # Simulated GPUs read their utilisation from a file in the state directory, and
             # keep their MIG layouts there once `ds01 admin mig apply` changed them.
