@@ -465,9 +465,10 @@ class _OnDemandSlices:
     """A replay's MIG slices made on demand: what the planner sees of the dynamic GPUs,
     slices made for a placement, and those destroyed at their release (baselines restored).
 
-    State (set by ``_Replay.__init__``; ``_Replay`` derives from this class): ``inventory`` (replaced as
-    slices come and go), ``dynamic``, ``on_demand`` (the UUIDs made on demand), ``made`` (a
-    counter for their UUIDs); it reads ``state`` and changes nothing else.
+    State (set by ``_Replay.__init__``; ``_Replay`` derives from this class): ``inventory``
+    (replaced as slices come and go), ``dynamic``, ``on_demand`` (the UUIDs made on
+    demand), ``made`` (a counter for their UUIDs); it reads ``state`` and changes nothing
+    else.
     """
 
     inventory: Inventory
