@@ -20,6 +20,7 @@ from ds01.daemon.context import DaemonContext
 from ds01.errors import Ds01Error, StorageFault
 from ds01.runtime.store import CreateIntent
 
+#: A create's name in ds01d's log, its rollback included.
 log = logging.getLogger("ds01.daemon.creation")
 
 

@@ -22,6 +22,7 @@ from ds01.errors import StateDamaged
 from ds01.runtime.storage_fault import storage_fault
 from ds01.runtime.store_files import is_damage, restore_hint
 
+#: The state store's name in ds01d's log, for all of its modules.
 log = logging.getLogger("ds01.runtime.store")
 
 _Row = TypeVar("_Row")
