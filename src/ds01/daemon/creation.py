@@ -6,26 +6,25 @@ A create is prepared outside the lock (validation, image, resources, directories
 holds them is one atomic step. A request within quota that finds no free devices is
 queued when it asks to (``QueueDesk``).
 
-A create intent is recorded before ``docker create`` and removed once the client is told
-(``confirm_create``): a crash in between rolls the container back at the next start
-(``StartupReconciler``); a create whose undo failed because Docker stopped answering is
-undone once Docker is back (``settle_failed_creates``).
+A create intent is recorded before ``docker create`` and removed once the client is told:
+``CreateIntents`` (``ds01.daemon.create_intents``) keeps them and rolls a failed create
+back. What Docker is asked (the image a request names, the ``ContainerSpec`` with ds01's
+labels) is ``CreateSpecs`` (``ds01.daemon.create_spec``).
 
-State: the request ids whose undo waits for Docker. Locks: see ``ds01.daemon.context``;
-each method says whether it runs under the allocation lock or takes it. Calls: the
-context and its ``Gatekeepers``, which a start shares (``ContainerOps``): ``Access``
-(refusals), ``LimitsEnforcement`` (totals), ``Launcher`` (directories, host ports),
-``QueueDesk`` (queueing).
+State: none of its own (the intents' is ``CreateIntents``'s). Locks: see
+``ds01.daemon.context``; each method says whether it runs under the allocation lock or
+takes it. Calls: the context, ``CreateIntents`` (given, shared with the start-up
+reconcile), its own ``CreateSpecs``, and its ``Gatekeepers``, which a start shares
+(``ContainerOps``): ``Access`` (refusals), ``LimitsEnforcement`` (totals), ``Launcher``
+(directories, host ports), ``QueueDesk`` (queueing), ``MigOnDemand`` (slices).
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import uuid
 from dataclasses import dataclass, replace
 
-from ds01.config.loader import Ds01Config
 from ds01.config.resolve import ResolvedAggregate, ResolvedLimits
 from ds01.core.allocation import (
     GpuRequest,
@@ -40,7 +39,6 @@ from ds01.core.container_resources import (
     Resources,
     requested_ports,
     resources_for,
-    stop_signal,
 )
 from ds01.core.docker_create import RunOptions
 from ds01.core.lifecycle import declared_runtime
@@ -48,49 +46,43 @@ from ds01.daemon import schemas as api
 from ds01.daemon import slurm_jobs
 from ds01.daemon.access import Access, devices_details
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.create_intents import CreateIntents
+from ds01.daemon.create_spec import CreateSpecs, GpuExposure, device_nodes, gpu_exposure
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import (
-    CONTAINER_DATA,
     CONTAINER_WORKSPACE,
     Launcher,
     owned_directory,
     workspace_of,
 )
-from ds01.daemon.limits_enforcement import LimitsEnforcement, cgroup_parent
+from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, PreparedCreate, Queued, ResolvedImage
+from ds01.daemon.prepared import Created, PreparedCreate, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reservations import allocate_honouring
-from ds01.daemon.views import allocation_state, jupyter_port_of
+from ds01.daemon.views import allocation_state
 from ds01.errors import (
     Conflict,
     Ds01Error,
     InvalidInput,
     NoCapacity,
-    NotFound,
     PermissionDenied,
     PolicyError,
     PortInUse,
-    StorageFault,
 )
 from ds01.model import labels as L
-from ds01.model.device import Device, Inventory
-from ds01.model.names import validate_container_name, validate_image_reference
-from ds01.model.suggest import did_you_mean
+from ds01.model.device import Inventory
+from ds01.model.names import validate_container_name
 from ds01.model.text import shown
 from ds01.model.units import format_bytes
 from ds01.runtime.cgroups import user_slice_path
 from ds01.runtime.docker import (
     PUBLISH_HOST_IP,
-    ROTATING_LOG_DRIVERS,
     ContainerRecord,
     ContainerSpec,
 )
-from ds01.runtime.host_gpu import device_group_gid
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import CreateIntent
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SLICE_GROUP = "users"  # cgroup slice group of users in no configured group
 JUPYTER_TOKEN_BYTES = 24  # 48 hex digits: other users of the machine can reach 127.0.0.1
@@ -115,52 +107,6 @@ def container_resources(
         total_disk_bytes=aggregate.disk_limit_bytes if aggregate is not None else None,
     )
     return resources_for(ask, ceilings, host_cpus)
-
-
-@dataclass(frozen=True)
-class GpuExposure:
-    """How a container's devices reach it: its GPU variables, the devices Docker asks the
-    NVIDIA Container Toolkit for (a ``DeviceRequest`` by UUID), and stand-in device nodes."""
-
-    environment: dict[str, str]
-    gpu_uuids: tuple[str, ...] = ()
-    device_nodes: tuple[str, ...] = ()
-
-
-def gpu_exposure(backend: str, devices: tuple[Device, ...]) -> GpuExposure:
-    """The GPU part of a container's spec under GPU backend ``backend``.
-
-    ``DS01_GPUS`` names the devices ds01 allocated (UUIDs, comma-separated; empty for none)
-    under every backend. With ``nvml`` the devices are real: ``NVIDIA_VISIBLE_DEVICES`` and
-    ``CUDA_VISIBLE_DEVICES`` name them, and Docker asks the toolkit for them by UUID. With
-    the simulated backend they do not exist, so both variables say ``void`` and no made-up
-    UUID reaches a real runtime: on a host whose Docker default runtime is ``nvidia``, the
-    runtime reads ``NVIDIA_VISIBLE_DEVICES`` and would fail the start on a device it cannot
-    find. Simulated GPUs reach the container only as their stand-in device nodes, where
-    ``gpu-config.yaml`` gives them. Without devices both variables say ``void`` under every
-    backend, which also overrides an image's own ``ENV NVIDIA_VISIBLE_DEVICES=all``.
-    """
-    uuids = tuple(d.uuid for d in devices)
-    listed = ",".join(uuids)
-    real = backend == "nvml"
-    visible = (listed if real else "") or L.NO_GPU_DEVICES
-    environment = {
-        "NVIDIA_VISIBLE_DEVICES": visible,
-        "CUDA_VISIBLE_DEVICES": visible,
-        L.GPUS_ENV: listed,
-    }
-    if real:
-        return GpuExposure(environment, gpu_uuids=uuids)
-    return GpuExposure(environment, device_nodes=device_nodes(devices))
-
-
-def device_nodes(devices: tuple[Device, ...]) -> tuple[str, ...]:
-    """``--device`` entries for simulated GPUs that have a stand-in device node."""
-    nodes: dict[str, str] = {}
-    for device in devices:
-        if device.device_node:
-            nodes[device.device_node] = f"/dev/nvidia{device.gpu_index}"
-    return tuple(f"{host}:{inside}:rwm" for host, inside in sorted(nodes.items()))
 
 
 def created_info(
@@ -202,10 +148,13 @@ class Gatekeepers:
 class Creation:
     """Creates containers (see the module docstring for the contract)."""
 
-    def __init__(self, context: DaemonContext, gates: Gatekeepers) -> None:
+    def __init__(
+        self, context: DaemonContext, gates: Gatekeepers, intents: CreateIntents
+    ) -> None:
         self.context = context
         self.gates = gates
-        self._failed_creates: set[str] = set()  # request ids whose undo waits for Docker
+        self.intents = intents
+        self.specs = CreateSpecs(context)
 
     def create(
         self,
@@ -240,8 +189,8 @@ class Creation:
             return self._create_in_job(caller, request, prepared)
         resource = f"container/{prepared.docker_name}"
         request_id = uuid.uuid4().hex
-        if self._failed_creates:  # Docker answers again, or this create fails like them
-            self.settle_failed_creates()
+        if self.intents.undo_waits:  # Docker answers again, or this create fails like them
+            self.intents.settle_failed_creates()
         ctx = self.context
         with ctx.allocation_lock:
             records = ctx.records()
@@ -315,7 +264,7 @@ class Creation:
         """
         ctx = self.context
         name = validate_container_name(request.name)
-        image = self._resolve_image(ctx.config(), request.image, owner.name)
+        image = self.specs.resolve_image(ctx.config(), request.image, owner.name)
         ports = requested_ports([(p.container_port, p.host_port) for p in request.ports])
         jupyter_port = image.jupyter_port
         if request.hub is not None and jupyter_port is None:
@@ -449,7 +398,7 @@ class Creation:
         resource = f"container/{prepared.docker_name}"
         doer = actor or owner.name
         prepared = self._with_host_ports(prepared, doer)
-        spec = self._spec(prepared, placement, inventory, request_id)
+        spec = self.specs.spec(prepared, placement, inventory, request_id)
         self.gates.enforcement.enforce(
             owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate
         )
@@ -488,14 +437,11 @@ class Creation:
         the owner's network with the owner's account; undone if any step fails."""
         ctx, owner = self.context, prepared.owner
         if intent:
-            record = CreateIntent(
-                request_id, prepared.docker_name, owner.name, spec.labels[L.CREATED_AT]
+            self.intents.record(
+                CreateIntent(
+                    request_id, prepared.docker_name, owner.name, spec.labels[L.CREATED_AT]
+                )
             )
-            try:
-                ctx.store.add_intent(record)
-            except Ds01Error:  # e.g. a full disk: nothing exists yet but staging paths
-                ctx.staging.unstage(prepared.docker_name)
-                raise
         try:
             network = ctx.networks.ensure(owner.uid)  # guarded before anything is on it
             container_id = ctx.runtime.create(
@@ -510,7 +456,7 @@ class Creation:
                 prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
             )
         except Ds01Error:
-            self._undo_create(prepared.docker_name, request_id)
+            self.intents.undo_create(prepared.docker_name, request_id)
             raise
 
     def _created_events(self, prepared: PreparedCreate, placement: Placement, doer: str) -> None:
@@ -536,246 +482,6 @@ class Creation:
             }
             | ({"borrowed": True} if prepared.borrowed else {}),
         )
-
-    # -- the intent ---------------------------------------------------------------------------
-
-    def confirm_create(self, request_id: str, docker_name: str) -> None:
-        """The client is being told about the create: from now on it is permanent.
-
-        If the intent cannot be removed (a full disk), the create is undone instead and the
-        error raised: the client is told it failed, so the container must not stay.
-        """
-        try:
-            self.context.store.remove_intent(request_id)
-        except StorageFault as exc:
-            self._undo_create(docker_name, request_id)
-            self.context.events.emit(
-                "container.create",
-                user="ds01d",
-                resource=f"container/{docker_name}",
-                details={"error": exc.message},
-                outcome="rolled_back",
-            )
-            raise
-
-    def _undo_create(self, docker_name: str, request_id: str) -> None:
-        """After a failed ``docker create``: remove what Docker may have made anyway.
-
-        If Docker cannot be asked, the intent stays for ``settle_failed_creates`` once
-        Docker is back (or the start-up reconcile at the next start).
-        """
-        try:
-            self.roll_back(docker_name, request_id)
-        except Ds01Error:
-            log.warning(
-                "could not undo the failed create of %s; undone when Docker is back", docker_name
-            )
-            self._failed_creates.add(request_id)
-            return
-        try:
-            self.context.store.remove_intent(request_id)
-        except StorageFault:  # the container is gone; the next start drops the intent
-            log.warning("the create intent of %s stays until there is room", docker_name)
-
-    def roll_back(self, docker_name: str, request_id: str) -> bool:
-        """Remove the container a create with ``request_id`` made, if any, and its bind
-        staging; ``True`` if there was one. Raises ``Ds01Error`` if Docker cannot be asked."""
-        ctx = self.context
-        record = ctx.runtime.find_managed(docker_name)
-        made = record is not None and record.request_id == request_id
-        if made and record is not None:
-            ctx.runtime.remove(docker_name, force=True, missing_ok=True)
-            ctx.ledger.forget(record.id)
-        if record is None or made:
-            ctx.staging.unstage(docker_name)
-        return made
-
-    def rolled_back(self, intent: CreateIntent, reason: str) -> None:
-        """The audit event of a half-made container removed for its create ``intent``."""
-        self.context.events.emit(
-            "container.create",
-            user=intent.user,
-            resource=f"container/{intent.docker_name}",
-            details={"reason": reason},
-            outcome="rolled_back",
-        )
-
-    def settle_failed_creates(self) -> list[str]:
-        """Takes the allocation lock. Undo the creates whose undo failed because Docker
-        could not be asked (their intents stayed): what Docker made of them is removed and
-        the intents dropped, as the start-up reconcile does, without a restart. Call it when
-        Docker is back. Returns the Docker names removed; Docker still away leaves the rest
-        for next time.
-        """
-        ctx = self.context
-        removed: list[str] = []
-        with ctx.allocation_lock:
-            for intent in ctx.store.intents():
-                if intent.request_id not in self._failed_creates:
-                    continue  # a create in progress: its own request settles it
-                try:
-                    made = self.roll_back(intent.docker_name, intent.request_id)
-                except Ds01Error as exc:
-                    log.warning("failed creates stay pending: %s", exc.message)
-                    break
-                if made:
-                    removed.append(intent.docker_name)
-                    self.rolled_back(intent, "Docker stopped answering during the create")
-                ctx.store.remove_intent(intent.request_id)
-                self._failed_creates.discard(intent.request_id)
-        if removed:
-            log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
-        return removed
-
-    # -- what Docker is asked -----------------------------------------------------------------
-
-    def _resolve_image(self, config: Ds01Config, wanted: str, user: str) -> ResolvedImage:
-        """The image a request names: its reference, framework, local image and Jupyter port.
-
-        Allowed: a registry entry (by name or reference), a reference matching an ``allow``
-        pattern, or an image labelled as built for ``user`` (``ds01.image.owner``).
-        """
-        entry = config.images.find(wanted)
-        if entry is not None:
-            ref, framework = entry.image, entry.framework
-        else:
-            ref, framework = validate_image_reference(wanted), "-"
-        image = self.context.runtime.local_image(ref)
-        allowed = (
-            entry is not None
-            or config.images.allows_reference(ref)
-            or (image is not None and image.owner() == user)
-        )
-        if not allowed:
-            # The same answer whether the image exists or belongs to someone else: the
-            # suggestions come from the registry alone.
-            hint = did_you_mean(wanted, (e.name for e in config.images.entries))
-            if hint or not any(mark in wanted for mark in "/:@"):
-                raise NotFound(
-                    f"There is no image {shown(wanted)} in the image registry or among your "
-                    f"own images.{hint} `image-list` shows the images you can use."
-                )
-            raise PermissionDenied(
-                f"Image {shown(wanted)} is not in the image registry, not one of your own "
-                "images, and local references like it are not allowed here. `image-list` "
-                "shows the images you can use."
-            )
-        if image is None:
-            raise NotFound(
-                f"Image {shown(ref)} is not present on this machine. `image-list` shows the "
-                "images "
-                "that are; ask an admin to pull or build it."
-            )
-        jupyter_port = (entry.jupyter_port if entry else None) or jupyter_port_of(image.labels)
-        return ResolvedImage(ref, framework, image, jupyter_port)
-
-    def _labels(
-        self, prepared: PreparedCreate, placement: Placement, request_id: str
-    ) -> dict[str, str]:
-        owner, resources, uuids = prepared.owner, prepared.resources, placement.uuids
-        return L.ContainerLabels(
-            user=owner.name,
-            uid=owner.uid,
-            group=prepared.group,
-            name=prepared.name,
-            gpus=uuids,
-            gpu_equivalents=placement.gpu_equivalents,
-            created_at=self.context.now().isoformat(timespec="seconds"),
-            interface=prepared.interface,
-            image=prepared.requested_image,
-            request_id=request_id,
-            slurm_job=prepared.slurm_job,
-            slurm_node=prepared.slurm_node,
-            slurm_cgroup=prepared.slurm_cgroup,
-            memory_bytes=resources.memory_bytes,
-            cpus=resources.cpus,
-            disk_bytes=resources.disk_bytes,
-            ports=prepared.ports,
-            kept_image=prepared.kept_image,
-            jupyter_port=prepared.jupyter_port,
-            jupyter_token=prepared.jupyter_token,
-            workspace=str(prepared.workspace),
-            data=str(prepared.data) if prepared.data else None,
-            framework=prepared.framework,
-            visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
-            borrowed=prepared.borrowed,
-            runtime_hours=prepared.runtime_hours,
-        ).as_dict()
-
-    def _spec(
-        self, prepared: PreparedCreate, placement: Placement, inventory: Inventory, request_id: str
-    ) -> ContainerSpec:
-        ctx = self.context
-        owner, resources, data = prepared.owner, prepared.resources, prepared.data
-        gpus = gpu_exposure(inventory.backend, placement.devices)
-        # Docker binds the staging paths; ``launch`` mounts the owner's directories there.
-        inside = [CONTAINER_WORKSPACE] + ([CONTAINER_DATA] if data else [])
-        mounts = [
-            (str(ctx.staging.prepare(prepared.docker_name, path.strip("/"))), path)
-            for path in inside
-        ]
-        token = prepared.jupyter_token
-        run = prepared.run or RunOptions()
-        return ContainerSpec(
-            docker_name=prepared.docker_name,
-            image=prepared.image_ref,
-            user=f"{owner.uid}:{owner.gid}",
-            hostname=prepared.name,
-            # ds01's labels and variables win over the client's (which name none of them).
-            labels={**dict(run.labels), **self._labels(prepared, placement, request_id)},
-            environment={
-                **dict(run.env),
-                **gpus.environment,
-                "HOME": CONTAINER_WORKSPACE,
-                "USER": owner.name,
-                "DS01_CONTAINER": prepared.name,
-                **({L.JUPYTER_TOKEN_ENV: token} if token else {}),
-                **dict(prepared.hub_environment),
-            },
-            mounts=tuple(mounts),
-            volumes=run.volumes,
-            # A Slurm job's container lives in the job's cgroup: Slurm's limits hold it.
-            cgroup_parent=prepared.slurm_cgroup
-            or cgroup_parent(prepared.group, owner.name, ctx.engine.cgroup_driver),
-            cpus=resources.cpus,
-            memory_bytes=resources.memory_bytes,
-            shm_size_bytes=resources.shm_size_bytes,
-            pids_limit=resources.pids_limit,
-            storage_size_bytes=resources.disk_bytes
-            if ctx.status.storage.mode == "enforced"
-            else None,
-            rotating_log_driver=ctx.engine.logging_driver
-            if ctx.engine.logging_driver in ROTATING_LOG_DRIVERS
-            else None,
-            gpu_uuids=gpus.gpu_uuids,
-            device_nodes=gpus.device_nodes,
-            stop_signal=stop_signal(prepared.image_command),
-            ports=prepared.ports,
-            working_dir=run.working_dir or CONTAINER_WORKSPACE,
-            command=hub_command(prepared.jupyter_port) if prepared.hub_environment else run.command,
-            entrypoint=run.entrypoint,
-            # ds01's own creates keep a terminal open on the image's command.
-            tty=run.tty if prepared.run is not None else True,
-            stdin_open=run.stdin_open if prepared.run is not None else True,
-            extra={
-                **device_group(gpus.gpu_uuids),
-                **({"auto_remove": True} if run.auto_remove else {}),
-            },
-        )
-
-
-def hub_command(port: int | None) -> tuple[str, ...]:
-    """The command of a JupyterHub single-user server listening on the image's JupyterLab
-    ``port`` (published on the host's 127.0.0.1, where the hub reaches it)."""
-    return ("jupyterhub-singleuser", "--ip=0.0.0.0", f"--port={port}")
-
-
-def device_group(gpu_uuids: tuple[str, ...]) -> dict[str, list[str]]:
-    """Docker's ``group_add`` for a container given GPUs through the NVIDIA toolkit: the
-    device group, so that its user (not root) opens the device nodes the toolkit puts in
-    it once ``ds01 admin setup`` made them 0660 root:ds01-gpu. No GPUs or no group: none."""
-    gid = device_group_gid() if gpu_uuids else None
-    return {"group_add": [str(gid)]} if gid is not None else {}
 
 
 __all__ = [

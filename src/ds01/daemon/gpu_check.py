@@ -25,7 +25,7 @@ from ds01.core.allocation import equivalents_to_float
 from ds01.core.findings import exit_code
 from ds01.core.gpu_check import ContainerTest, GpuCheckFacts, gpu_check_findings
 from ds01.daemon import schemas as api
-from ds01.daemon.creation import device_group, gpu_exposure
+from ds01.daemon.create_spec import device_group, gpu_exposure
 from ds01.daemon.doctor import DOCKER_TIMEOUT_SECONDS
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service

@@ -20,10 +20,23 @@ DEFAULT_DRAIN_SECONDS = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """ds01d's command line; the options appear in ``--help`` in the order added here."""
     parser = argparse.ArgumentParser(
         prog="ds01d",
         description="Run ds01d, the only process that talks to Docker on behalf of users.",
     )
+    _add_paths(parser)
+    _add_intervals(parser)
+    _add_metrics(parser)
+    _add_audit(parser)
+    _add_shutdown_and_cluster(parser)
+    parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
+    parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
+    return parser
+
+
+def _add_paths(parser: argparse.ArgumentParser) -> None:
+    """Where ds01d reads, writes and listens."""
     parser.add_argument(
         "--config-dir", help="configuration directory [$DS01_CONFIG_DIR, /etc/ds01]"
     )
@@ -39,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cgroup-root", help="where the cgroup hierarchies are [$DS01_CGROUP_ROOT, /sys/fs/cgroup]"
     )
+
+
+def _add_intervals(parser: argparse.ArgumentParser) -> None:
+    """How often the daemon's loops look again."""
     parser.add_argument(
         "--oom-interval",
         type=float,
@@ -61,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between two looks for processes on the GPUs outside ds01's "
         "allocation [15]",
     )
+
+
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    """The Prometheus exporter: where it listens and what it names."""
     parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
@@ -78,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="name the container holding each device in the metrics (every local user can "
         "read them; off: users and devices only) [$DS01_METRICS_CONTAINER_NAMES=1]",
     )
+
+
+def _add_audit(parser: argparse.ArgumentParser) -> None:
+    """The audit log's rotation and its suppression of repeated refusals."""
     parser.add_argument(
         "--audit-max-bytes",
         type=_size,
@@ -101,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="window in which a user's refusals beyond 10 of one action (30 in all) are "
         "counted in one audit.suppressed event instead of written [60]",
     )
+
+
+def _add_shutdown_and_cluster(parser: argparse.ArgumentParser) -> None:
+    """The drain on SIGTERM and cluster mode's Slurm options."""
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -122,9 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="cluster mode: seconds between two looks for containers whose Slurm job ended [10]",
     )
-    parser.add_argument("--log-level", default="INFO", help="daemon log level [INFO]")
-    parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
-    return parser
 
 
 def _size(text: str) -> int:

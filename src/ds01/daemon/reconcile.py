@@ -5,8 +5,8 @@ finished or undone; containers whose create never finished (an intent left in th
 are removed; the bind staging of containers that are gone is removed.
 
 State: none. Locks: it takes the allocation lock where it decides (staging); the rest runs
-before any request is served. Calls: the context, ``Creation.rolled_back`` (the audit
-event of a rolled-back create).
+before any request is served. Calls: the context, ``CreateIntents.rolled_back`` (the
+audit event of a rolled-back create).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import time
 
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.creation import Creation
+from ds01.daemon.create_intents import CreateIntents
 from ds01.model import labels as L
 from ds01.runtime.store import CreateIntent
 
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 class StartupReconciler:
     """Settles what the last ds01d left half-done (see the module docstring)."""
 
-    def __init__(self, context: DaemonContext, creation: Creation) -> None:
+    def __init__(self, context: DaemonContext, intents: CreateIntents) -> None:
         self.context = context
-        self.creation = creation
+        self.intents = intents
 
     def _settle_replacements(self) -> None:
         """Finish or undo a re-creation on other devices that a crash interrupted: the old
@@ -68,7 +68,7 @@ class StartupReconciler:
                     ctx.runtime.remove(record.docker_name, force=True, missing_ok=True)
                     ctx.ledger.forget(record.id)
                     removed.append(record.docker_name)
-                    self.creation.rolled_back(intent, "daemon stopped before the create completed")
+                    self.intents.rolled_back(intent, "daemon stopped before the create completed")
                     ctx.store.remove_intent(intent.request_id)
                 elif time.monotonic() < deadline:
                     still.append(intent)

@@ -383,7 +383,7 @@ class _Loops:
             service.events,
             service.engine.cgroup_driver,
             interval_seconds=args.oom_interval or DEFAULT_INTERVAL_SECONDS,
-            on_docker_back=service.creation.settle_failed_creates,
+            on_docker_back=service.create_intents.settle_failed_creates,
         )
         queue = dispatcher.GpuDispatcher(
             service, interval_seconds=args.queue_interval or dispatcher.DEFAULT_INTERVAL_SECONDS

@@ -29,6 +29,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
 from ds01.daemon.containers import ContainerOps
 from ds01.daemon.context import DaemonContext, DaemonDependencies
+from ds01.daemon.create_intents import CreateIntents
 from ds01.daemon.creation import Creation, Gatekeepers
 from ds01.daemon.identity import Caller
 from ds01.daemon.launch import Launcher
@@ -62,10 +63,11 @@ class Ds01Service(DaemonContext):
         gates = Gatekeepers(
             self.access, self.enforcement, self.launcher, self.queue_desk, self.mig_on_demand
         )
-        self.creation = Creation(self, gates)
+        self.create_intents = CreateIntents(self)
+        self.creation = Creation(self, gates, self.create_intents)
         self.reacquire = Reacquire(self, self.creation)
         self.containers = ContainerOps(self, gates, self.reacquire)
-        self.reconciler = StartupReconciler(self, self.creation)
+        self.reconciler = StartupReconciler(self, self.create_intents)
 
     @property
     def lifecycle_last_pass(self) -> datetime | None:
@@ -113,7 +115,7 @@ class Ds01Service(DaemonContext):
         return self.creation.create(caller, request, run)
 
     def confirm_create(self, request_id: str, docker_name: str) -> None:
-        self.creation.confirm_create(request_id, docker_name)
+        self.create_intents.confirm_create(request_id, docker_name)
 
     def start(
         self,

@@ -29,9 +29,8 @@ an expiry and a reason, set by admins.
 reported (``ds01.daemon.oom``), so that a restart of ds01d does not report a kill twice and
 ``container-list`` can show them.
 
-*The energy ledger* (``energy``): GPU energy in joules over an interval, attributed to the
-container (and its user and group) that held a device then (``ds01.daemon.energy`` writes
-it; the exporter and ``ds01 admin report`` read it).
+*The energy ledger* (``energy``) and *GPU activity* (``gpu_activity``): see
+``ds01.runtime.store_metering``, whose methods ``StateStore`` inherits.
 
 *Cgroup parents* (``cgroup_parents``): the user parents this ds01d made (or had Docker
 make) for its containers, builds and users. An instance removes only these when they are
@@ -50,34 +49,25 @@ will be reclaimed, by Docker name; ``reservation``: a container warned off a res
 by ``reservation_id/container_id``) when the owner was warned, so that a restart neither
 warns twice nor starts a grace again.
 
-*GPU activity* (``gpu_activity``): per container and UTC hour, the GPU-equivalent seconds
-the lifecycle loop measured the utilisation of, and those seconds weighted by it (busy
-GPU-seconds), for the "GPU-hours used" of ``ds01 admin report``.
+The connection, its lock and the translation of SQLite's errors are
+``ds01.runtime.store_access.StoreAccess``, the base of every table's methods.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 from ds01.core.lifecycle import ContainerClock, Exemption, PassMark
 from ds01.core.reservations import Reservation
-from ds01.errors import StateDamaged
-from ds01.runtime.storage_fault import storage_fault
-from ds01.runtime.store_files import is_damage, restore_hint
-
-log = logging.getLogger(__name__)
-
-_Row = TypeVar("_Row")
+from ds01.runtime.store_metering import EnergyRecord as EnergyRecord  # re-exported
+from ds01.runtime.store_metering import GpuActivity as GpuActivity  # re-exported
+from ds01.runtime.store_metering import MeteringTables
 
 #: What a stored warning is about (the ``warnings`` table).
 WarningKind = Literal["reclaim", "reservation", "reservation_end", "reservation_affected"]
@@ -217,7 +207,7 @@ _INSERT_QUEUE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Columns added to a table after its first release: (table, column, its SQL type). A
-#: database made before one of them gains it when it is opened (``StateStore._migrate``);
+#: database made before one of them gains it when it is opened (``StoreAccess._migrate``);
 #: its old rows read the column as NULL.
 _ADDED_COLUMNS = (
     ("queue", "via", "TEXT"),
@@ -398,46 +388,7 @@ class ReservationRecord:
         )
 
 
-@dataclass(frozen=True)
-class EnergyRecord:
-    """GPU energy of one held device over ``[start, end)`` (ISO 8601 UTC), in joules,
-    attributed to the container that held it, its user and group.
-
-    ``device_uuid`` is the device held (``GPU-…`` or ``MIG-…``); for a MIG instance the
-    joules are its share of its GPU's energy (see ``ds01.core.energy``).
-    """
-
-    container_id: str
-    user: str
-    group: str
-    device_uuid: str
-    start: str
-    end: str
-    joules: float
-
-
-@dataclass(frozen=True)
-class GpuActivity:
-    """What the lifecycle loop measured of one container's devices in one UTC hour.
-
-    ``measured_gpu_seconds``: GPU-equivalents x seconds during which its devices reported a
-    utilisation; ``busy_gpu_seconds``: the same, each weighted by that utilisation (0-1).
-    ``hour`` is the hour's start, ISO 8601 UTC (``2026-11-28T15:00:00+00:00``).
-    """
-
-    container_id: str
-    user: str
-    group: str
-    hour: str
-    measured_gpu_seconds: float
-    busy_gpu_seconds: float
-
-
-#: Length of the ISO 8601 prefix that names an hour ("2026-11-28T15").
-_HOUR_PREFIX = 13
-
-
-class StateStore:
+class StateStore(MeteringTables):
     """A small, thread-safe SQLite store.
 
     WAL with ``synchronous=NORMAL``: a committed row survives any crash of the daemon
@@ -460,90 +411,7 @@ class StateStore:
     """
 
     def __init__(self, path: Path, on_damage: Callable[[str], None] | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.damage: str | None = None  # the message, once damage was found
-        self.backup_soon = threading.Event()
-        self._on_damage = on_damage
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        with self._access():
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
-
-    def _migrate(self) -> None:
-        """Under ``_access``: add the columns of ``_ADDED_COLUMNS`` that an older database
-        lacks (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was)."""
-        for table, column, sql_type in _ADDED_COLUMNS:
-            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-
-    @contextmanager
-    def _access(self, *, irreplaceable: bool = False) -> Iterator[None]:
-        """Hold the store's lock; never let SQLite's own error out: a full or read-only
-        file system is a ``StorageFault`` naming the state directory, damage a
-        ``StateDamaged`` with the repair command. ``irreplaceable``: the block writes what a
-        backup must catch soon."""
-        with self._lock:
-            try:
-                yield
-            except (sqlite3.Error, OSError) as exc:
-                fault = storage_fault(exc, self.path.parent)
-                if fault is not None:
-                    raise fault from exc
-                if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
-                    raise self._damaged(exc) from exc
-                raise
-        if irreplaceable:
-            self.backup_soon.set()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One SQLite transaction, for a caller inside ``_access``: committed at the end of
-        the block, rolled back if it raises (unless SQLite did, as it does on a full disk)."""
-        self._db.execute("BEGIN")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-
-    def _execute(
-        self, sql: str, parameters: Sequence[object] = (), *, irreplaceable: bool = False
-    ) -> sqlite3.Cursor:
-        """One statement under ``_access`` (``irreplaceable`` as there)."""
-        with self._access(irreplaceable=irreplaceable):
-            return self._db.execute(sql, parameters)
-
-    def _fetch_all(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
-        """The rows of one query under ``_access``."""
-        with self._access():
-            return self._db.execute(sql, parameters).fetchall()
-
-    def _fetch_as(
-        self, row_type: Callable[..., _Row], sql: str, parameters: Sequence[object] = ()
-    ) -> list[_Row]:
-        """The rows of one query, each a ``row_type`` made from its columns in order."""
-        return [row_type(*row) for row in self._fetch_all(sql, parameters)]
-
-    def _damaged(self, exc: sqlite3.DatabaseError) -> StateDamaged:
-        message = (
-            f"ds01d's state database {self.path} is damaged ({exc}): the GPU queue, "
-            "lifecycle clocks and usage ledger cannot be read or changed. "
-            + restore_hint(self.path)
-        )
-        first = self.damage is None
-        self.damage = message
-        if first:
-            log.error("%s", message)
-            if self._on_damage is not None:
-                self._on_damage(message)
-        return StateDamaged(message)
+        super().__init__(path, _SCHEMA, _ADDED_COLUMNS, on_damage)
 
     def add_intent(self, intent: CreateIntent) -> None:
         self._execute(
@@ -865,89 +733,3 @@ class StateStore:
     def disown_cgroup_parent(self, parent: str) -> None:
         """Forget ``parent``: it is gone."""
         self._execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
-
-    # -- the energy ledger -------------------------------------------------------------------
-
-    def add_energy(self, records: Iterable[EnergyRecord], *, merge: bool = False) -> None:
-        """Add ``records`` to the ledger, in one transaction.
-
-        With ``merge``, a record that continues a row of the same container and device
-        (the row ends where the record starts) is added to that row instead, as long as
-        the row started in the UTC hour in which the record ends: the meter samples every
-        few seconds, and the ledger keeps about one row per held device and hour.
-        """
-        rows = [astuple(record) for record in records]
-        if not rows:
-            return
-        with self._access(), self._transaction():
-            for row in rows:
-                if merge and self._extend_energy(row):
-                    continue
-                self._db.execute("INSERT INTO energy VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-
-    def _extend_energy(self, row: tuple[object, ...]) -> bool:
-        container_id, _, _, device_uuid, start, end, joules = row
-        cursor = self._db.execute(
-            "UPDATE energy SET end = ?, joules = joules + ? "
-            "WHERE container_id = ? AND device_uuid = ? AND end = ? "
-            "AND substr(start, 1, ?) = substr(?, 1, ?)",
-            (end, joules, container_id, device_uuid, start, _HOUR_PREFIX, end, _HOUR_PREFIX),
-        )
-        return cursor.rowcount > 0
-
-    def energy_between(self, start: str, end: str) -> list[EnergyRecord]:
-        """Records overlapping ``[start, end)`` (ISO 8601 UTC), by start, container, device.
-
-        A record that overlaps only in part is returned whole: pro-rate its joules by the
-        overlapping share of its interval if needed (records cover at most about an hour).
-        """
-        return self._fetch_as(
-            EnergyRecord,
-            "SELECT container_id, user, grp, device_uuid, start, end, joules FROM energy "
-            "WHERE end > ? AND start < ? ORDER BY start, container_id, device_uuid",
-            (start, end),
-        )
-
-    def energy_totals(self) -> dict[tuple[str, str], float]:
-        """Joules in the whole ledger by (user, group)."""
-        rows = self._fetch_all("SELECT user, grp, SUM(joules) FROM energy GROUP BY user, grp")
-        return {(user, group): float(joules) for user, group, joules in rows}
-
-    # -- GPU activity ----------------------------------------------------------------------------
-
-    def add_gpu_activity(self, records: Iterable[GpuActivity]) -> None:
-        """Add ``records`` to the hours they name (one transaction), summing with what an
-        hour of the same container already holds."""
-        rows = [astuple(record) for record in records]
-        if not rows:
-            return
-        with self._access(), self._transaction():
-            self._db.executemany(
-                "INSERT INTO gpu_activity VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (container_id, hour) DO UPDATE SET "
-                "measured_gpu_seconds = measured_gpu_seconds + excluded.measured_gpu_seconds, "
-                "busy_gpu_seconds = busy_gpu_seconds + excluded.busy_gpu_seconds",
-                rows,
-            )
-
-    def gpu_activity_between(self, start: str, end: str) -> list[GpuActivity]:
-        """Hours that overlap ``[start, end)`` (ISO 8601 UTC), oldest first."""
-        return self._fetch_as(
-            GpuActivity,
-            "SELECT container_id, user, grp, hour, measured_gpu_seconds, busy_gpu_seconds "
-            "FROM gpu_activity WHERE hour < ? AND hour > ? ORDER BY hour, container_id",
-            (end, _hour_before(start)),
-        )
-
-    def forget_gpu_activity(self, before: str) -> None:
-        """Drop hours that started before ``before`` (ISO 8601 UTC)."""
-        self._execute("DELETE FROM gpu_activity WHERE hour < ?", (before,))
-
-    def close(self) -> None:
-        with self._access():
-            self._db.close()
-
-
-def _hour_before(moment: str) -> str:
-    """The ISO 8601 time one hour before ``moment``: an hour starting after it overlaps."""
-    return (datetime.fromisoformat(moment) - timedelta(hours=1)).isoformat()

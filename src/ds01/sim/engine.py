@@ -441,7 +441,89 @@ def job_id(job: TraceJob) -> str:
     return f"job-{job.line}"
 
 
-class _Replay:
+def _capacity(inventory: Inventory, dynamic: Mapping[str, DynamicGpu]) -> Fraction:
+    """GPU-equivalents of the whole machine: the free devices of the GPUs with a fixed
+    layout, and the compute slices of each GPU whose slices are made on demand."""
+    return sum(
+        (
+            d.gpu_equivalents
+            for d in free_devices(inventory, AllocationState())
+            if d.gpu_uuid not in dynamic
+        ),
+        Fraction(0),
+    ) + sum(
+        (
+            Fraction(d.table.compute_slices, g.total_slices)
+            for g in inventory.gpus
+            if (d := dynamic.get(g.uuid)) is not None
+        ),
+        Fraction(0),
+    )
+
+
+class _OnDemandSlices:
+    """A replay's MIG slices made on demand: what the planner sees of the dynamic GPUs,
+    slices made for a placement, and those destroyed at their release (baselines restored).
+
+    State (set by ``_Replay.__init__``; ``_Replay`` derives from this class): ``inventory``
+    (replaced as slices come and go), ``dynamic``, ``on_demand`` (the UUIDs made on
+    demand), ``made`` (a counter for their UUIDs); it reads ``state`` and changes nothing
+    else.
+    """
+
+    inventory: Inventory
+    dynamic: Mapping[str, DynamicGpu]
+    on_demand: set[str]
+    made: int
+    state: AllocationState
+
+    def views(self, held: Iterable[str]) -> list[GpuView]:
+        """The dynamic GPUs as the planner sees them now."""
+        views = []
+        for gpu in self.inventory.gpus:
+            setup = self.dynamic.get(gpu.uuid)
+            if setup is None:
+                continue
+            view = gpu_view(
+                gpu, setup.table, setup.baseline, self.inventory.devices, held, self.on_demand
+            )
+            if view is not None:
+                views.append(view)
+        return views
+
+    def _add(self, device: Device, *, on_demand: bool) -> Device:
+        """``device`` (a planned one) made, under a UUID of its own."""
+        self.made += 1
+        made = replace(device, uuid=f"MIG-sim-{self.made}")
+        self.inventory = replace(self.inventory, devices=(*self.inventory.devices, made))
+        if on_demand:
+            self.on_demand.add(made.uuid)
+        return made
+
+    def materialize(self, placement: Placement) -> Placement:
+        """``placement`` with its planned slices made."""
+        return Placement(
+            tuple(
+                self._add(d, on_demand=True) if d.uuid.startswith(PLANNED_PREFIX) else d
+                for d in placement.devices
+            )
+        )
+
+    def destroy(self, released: Iterable[str]) -> None:
+        """Destroy the released slices made on demand; restore baselines where none is left."""
+        gone = self.on_demand.intersection(released)
+        if not gone:
+            return
+        self.on_demand -= gone
+        kept = tuple(d for d in self.inventory.devices if d.uuid not in gone)
+        self.inventory = replace(self.inventory, devices=kept)
+        gpus = {g.uuid: g for g in self.inventory.gpus}
+        for view in self.views(self.state.held()):
+            for create in baseline_creates(view):
+                self._add(planned_device(create, gpus[create.gpu_uuid]), on_demand=False)
+
+
+class _Replay(_OnDemandSlices):
     """The state of one replay between events: the event heap, what waits, what runs, who
     holds what, and every job's outcome so far. ``run`` drives it to the end."""
 
@@ -480,21 +562,7 @@ class _Replay:
             for job in jobs
         }
         self.by_id = {job_id(job): job for job in jobs}
-        self.capacity = sum(
-            (
-                d.gpu_equivalents
-                for d in free_devices(inventory, AllocationState())
-                if d.gpu_uuid not in dynamic
-            ),
-            Fraction(0),
-        ) + sum(
-            (
-                Fraction(d.table.compute_slices, g.total_slices)
-                for g in inventory.gpus
-                if (d := dynamic.get(g.uuid)) is not None
-            ),
-            Fraction(0),
-        )
+        self.capacity = _capacity(inventory, dynamic)
         self.events: list[tuple[float, _Event, str]] = [
             (job.submit_hours, _Event.SUBMIT, job_id(job)) for job in jobs
         ]
@@ -820,53 +888,6 @@ class _Replay:
             outcome = self.outcomes[end.container]
             self.outcomes[end.container] = replace(outcome, overstayed=outcome.overstayed + 1)
             self.take(end.container, hours)
-
-    # -- MIG on demand ------------------------------------------------------------------------
-
-    def views(self, held: Iterable[str]) -> list[GpuView]:
-        """The dynamic GPUs as the planner sees them now."""
-        views = []
-        for gpu in self.inventory.gpus:
-            setup = self.dynamic.get(gpu.uuid)
-            if setup is None:
-                continue
-            view = gpu_view(
-                gpu, setup.table, setup.baseline, self.inventory.devices, held, self.on_demand
-            )
-            if view is not None:
-                views.append(view)
-        return views
-
-    def _add(self, device: Device, *, on_demand: bool) -> Device:
-        """``device`` (a planned one) made, under a UUID of its own."""
-        self.made += 1
-        made = replace(device, uuid=f"MIG-sim-{self.made}")
-        self.inventory = replace(self.inventory, devices=(*self.inventory.devices, made))
-        if on_demand:
-            self.on_demand.add(made.uuid)
-        return made
-
-    def materialize(self, placement: Placement) -> Placement:
-        """``placement`` with its planned slices made."""
-        return Placement(
-            tuple(
-                self._add(d, on_demand=True) if d.uuid.startswith(PLANNED_PREFIX) else d
-                for d in placement.devices
-            )
-        )
-
-    def destroy(self, released: Iterable[str]) -> None:
-        """Destroy the released slices made on demand; restore baselines where none is left."""
-        gone = self.on_demand.intersection(released)
-        if not gone:
-            return
-        self.on_demand -= gone
-        kept = tuple(d for d in self.inventory.devices if d.uuid not in gone)
-        self.inventory = replace(self.inventory, devices=kept)
-        gpus = {g.uuid: g for g in self.inventory.gpus}
-        for view in self.views(self.state.held()):
-            for create in baseline_creates(view):
-                self._add(planned_device(create, gpus[create.gpu_uuid]), on_demand=False)
 
     def start(
         self,
