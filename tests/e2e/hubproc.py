@@ -17,6 +17,7 @@ import subprocess
 import textwrap
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,12 @@ class Hub:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the hub and wait until its API answers."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the hub's process, without waiting for it (:meth:`wait_ready` does)."""
         command = ["runuser", "-u", self.user, "--", "env", "-i"]
         command += [f"{k}={v}" for k, v in self.env.items()]
         command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
@@ -112,6 +119,9 @@ class Hub:
             self.process = subprocess.Popen(
                 command, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT
             )
+
+    def wait_ready(self) -> None:
+        """Wait until the launched hub's API answers; fail if it exits first."""
         wait_until(f"the hub to answer (log: {self.tail()})", self._answers, timeout=60)
 
     def _answers(self) -> bool:
@@ -124,10 +134,22 @@ class Hub:
         return True
 
     def stop(self) -> None:
+        """Stop the hub (SIGTERM; SIGKILL after 20 s) and its proxy; servers stay."""
+        self.wait_stopped(self.terminate())
+
+    def terminate(self) -> subprocess.Popen[bytes] | None:
+        """Send the hub SIGTERM (it stops its proxy; servers stay) and return its process,
+        for :meth:`wait_stopped`; ``None`` when it was not running."""
         process, self.process = self.process, None
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+        return process
+
+    @staticmethod
+    def wait_stopped(process: subprocess.Popen[bytes] | None) -> None:
+        """Wait for a process :meth:`terminate` signalled; SIGKILL it after 20 s."""
         if process is None:
             return
-        process.send_signal(signal.SIGTERM)  # the hub stops its proxy; servers stay
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -155,6 +177,20 @@ class Hub:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
         except OSError:
             return "(no log)"
+
+
+def start_hubs(hubs: Sequence[Hub]) -> None:
+    """Start several hubs side by side: each takes seconds to come up, mostly waiting."""
+    for hub in hubs:
+        hub.launch()
+    for hub in hubs:
+        hub.wait_ready()
+
+
+def stop_hubs(hubs: Sequence[Hub]) -> None:
+    """Stop several hubs side by side (each takes about 2 s to shut down)."""
+    for process in [hub.terminate() for hub in hubs]:
+        Hub.wait_stopped(process)
 
 
 def lab_status(hub: Hub, user: str) -> int:
