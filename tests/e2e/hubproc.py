@@ -108,11 +108,6 @@ class Hub:
 
     def start(self) -> None:
         """Start the hub and wait until its API answers."""
-        self.launch()
-        self.wait_ready()
-
-    def launch(self) -> None:
-        """Start the hub's process, without waiting for it (:meth:`wait_ready` does)."""
         command = ["runuser", "-u", self.user, "--", "env", "-i"]
         command += [f"{k}={v}" for k, v in self.env.items()]
         command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
@@ -120,9 +115,6 @@ class Hub:
             self.process = subprocess.Popen(
                 command, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT
             )
-
-    def wait_ready(self) -> None:
-        """Wait until the launched hub's API answers; fail if it exits first."""
         wait_until(f"the hub to answer (log: {self.tail()})", self._answers, timeout=60)
 
     def _answers(self) -> bool:
@@ -146,10 +138,10 @@ class Hub:
             # The hub itself, not runuser above it: runuser, sent a signal, passes it on and
             # then always sleeps 2 s before it exits; it ends at once when its child does.
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-            with contextlib.suppress(OSError, ValueError):
-                hub_pid = int(children.read_text().split()[0])
-                os.kill(hub_pid, signal.SIGTERM)
-                return process
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    os.kill(int(pid), signal.SIGTERM)
+                    return process
             process.send_signal(signal.SIGTERM)  # runuser has no child (any more)
         return process
 
@@ -185,14 +177,6 @@ class Hub:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
         except OSError:
             return "(no log)"
-
-
-def start_hubs(hubs: Sequence[Hub]) -> None:
-    """Start several hubs side by side: each takes seconds to come up, mostly waiting."""
-    for hub in hubs:
-        hub.launch()
-    for hub in hubs:
-        hub.wait_ready()
 
 
 def stop_hubs(hubs: Sequence[Hub]) -> None:
