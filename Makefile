@@ -15,6 +15,8 @@
 SHELL := /bin/bash
 VENV ?= /opt/ds01/venv
 PYTEST_ARGS ?=
+# Every CI log lists the slowest tests (those of 2 s or more), to see where the suite's time goes.
+PYTEST_DURATIONS := --durations=40 --durations-min=2
 # docker/e2e tests must fail, never skip, when `make test` cannot run them.
 DS01_REQUIRE_DOCKER ?= 1
 export VENV DS01_REQUIRE_DOCKER
@@ -34,7 +36,7 @@ slurm:
 	@bash scripts/ensure-slurm.sh
 
 test: setup images slurm
-	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_DURATIONS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
 	exit $$rc
 

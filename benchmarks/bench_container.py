@@ -34,7 +34,7 @@ process, and the bare CLI start-up (``container-list --help`` against ``docker p
 Timings are reported, never asserted.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_container.py [--json] [--rounds N]
-[--sizes 20,100] [--save]``
+[--warmup N] [--sizes 20,100] [--save]``
 """
 
 from __future__ import annotations
@@ -218,9 +218,10 @@ def engine_list_managed() -> list[dict[str, Any]]:
 
 
 class Bench:
-    def __init__(self, daemon: Ds01Daemon, rounds: int) -> None:
+    def __init__(self, daemon: Ds01Daemon, rounds: int, warmup: int = 1) -> None:
         self.daemon = daemon
         self.rounds = rounds
+        self.warmup = warmup  # rounds run first and not counted
         self.runtime = DockerRuntime.from_env()
         self.env = user_env(None, {"DS01_SOCKET": str(daemon.paths.socket)})
         self.cwd = daemon.root
@@ -413,14 +414,15 @@ class Bench:
         return [*options, spec.image], spec
 
     def measure(self, sides: Sequence[tuple[str, Side]]) -> dict[str, Samples]:
-        """Run every side once per round, order rotated each round; round 0 is a warm-up.
+        """Run every side once per round, order rotated each round; the first
+        ``self.warmup`` rounds are not counted.
 
         A side that fails (e.g. its container was removed under it by a concurrent test
         session's teardown, which removes every ds01-managed container) is run again, up to
         ``MAX_ATTEMPTS`` times; the retries are counted in ``self.retries``.
         """
         samples: dict[str, Samples] = {}
-        for index in range(self.rounds + 1):
+        for index in range(self.warmup + self.rounds):
             for _key, side in rotated(sides, index):
                 for attempt in range(1, MAX_ATTEMPTS + 1):
                     try:
@@ -431,13 +433,15 @@ class Bench:
                             raise
                         self.retries += 1
                         progress(f"retrying after: {str(exc).strip().splitlines()[-1]}")
-                if index > 0:
+                if index >= self.warmup:
                     for part, seconds in parts.items():
                         samples.setdefault(part, Samples()).add(seconds)
         return samples
 
     def create_start(self) -> tuple[list[Row], dict[str, float]]:
-        progress(f"create + start: {self.rounds} rounds (+1 warm-up), 6 sides interleaved")
+        progress(
+            f"create + start: {self.rounds} rounds (+{self.warmup} warm-up), 6 sides interleaved"
+        )
         options, spec = self.ds01_options()
         samples = self.measure(
             [
@@ -524,7 +528,7 @@ class Bench:
 
     def listing(self, count: int, startup: bool) -> list[Row]:
         self.populate(count)
-        progress(f"list with {count} containers: {self.rounds} rounds (+1 warm-up)")
+        progress(f"list with {count} containers: {self.rounds} rounds (+{self.warmup} warm-up)")
         self.ensure_listed(count)
 
         def side(key: str, fn: Callable[[], float]) -> tuple[str, Side]:
@@ -658,13 +662,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="20,100", help="managed container counts for the list figures"
     )
+    parser.add_argument("--warmup", type=int, default=1, help="rounds not counted, first")
     parser.add_argument(
         "--save", action="store_true", help="also write the JSON to benchmarks/results/"
     )
-    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
+    args = parse_args(parser, {"rounds": 1, "warmup": 0, "sizes": "2"}, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    if args.rounds < 1 or not sizes or sizes[0] < 1:
-        parser.error("--rounds and --sizes must be positive")
+    if args.rounds < 1 or args.warmup < 0 or not sizes or sizes[0] < 1:
+        parser.error("--rounds and --sizes must be positive, --warmup not negative")
     if os.geteuid() != 0:
         parser.error("run as root (it starts ds01d and talks to Docker)")
     if shutil.which("docker") is None:
@@ -676,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         daemon.start()
-        bench = Bench(daemon, args.rounds)
+        bench = Bench(daemon, args.rounds, args.warmup)
         rows, breakdown = bench.create_start()
         for i, size in enumerate(sizes):
             rows += bench.listing(size, startup=i == 0)

@@ -21,7 +21,7 @@ one Docker call it makes), ``GET /v1/containers`` for reference, and the whole c
 plus ``ds01-dashboard --help`` (start-up without textual) against ``python -c pass``.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_dashboard.py [--json] [--rounds N]
-[--sizes 5,20] [--no-daemon]``
+[--warmup N] [--sizes 5,20] [--no-daemon]``
 """
 
 from __future__ import annotations
@@ -85,28 +85,28 @@ def changed(overview: dict[str, Any], step: int) -> dict[str, Any]:
     return later
 
 
-def frame_figures(rounds: int) -> dict[str, Samples]:
+def frame_figures(rounds: int, warmup: int) -> dict[str, Samples]:
     overview = large_overview(CONTAINERS)
     raw = json.dumps(overview).encode()
     samples = {k: Samples() for k in ("decode", "model", "model_text")}
-    for i in range(rounds + 1):
+    for i in range(warmup + rounds):
         decode = timed(lambda: json.loads(raw))
         model = timed(lambda: build_frame(overview, View(sort="cleanup")))
         text = timed(lambda: render_text(build_frame(overview, View(sort="cleanup"))))
-        if i:  # round 0 warms up
+        if i >= warmup:
             samples["decode"].add(decode)
             samples["model"].add(model)
             samples["model_text"].add(text)
-    samples.update(asyncio.run(live_figures(overview, rounds)))
+    samples.update(asyncio.run(live_figures(overview, rounds, warmup)))
     return samples
 
 
-async def live_figures(overview: dict[str, Any], rounds: int) -> dict[str, Samples]:
+async def live_figures(overview: dict[str, Any], rounds: int, warmup: int) -> dict[str, Samples]:
     from ds01.tui.app import DashboardApp
 
     samples = {k: Samples() for k in ("first", "refresh", "sort")}
-    updates = [changed(overview, step) for step in range(1, rounds + 2)]
-    for i in range(rounds + 1):
+    updates = [changed(overview, step) for step in range(1, warmup + rounds + 1)]
+    for i in range(warmup + rounds):
         app = DashboardApp(lambda: overview, interval=3600)
         async with app.run_test(size=(160, 50)) as pilot:
             while app.refreshes == 0:  # the app's own first fetch, not timed
@@ -130,7 +130,7 @@ async def live_figures(overview: dict[str, Any], rounds: int) -> dict[str, Sampl
             await pilot.pause()
             sort = time.perf_counter() - started
             app.exit()
-        if i:
+        if i >= warmup:
             samples["first"].add(first)
             samples["refresh"].add(refresh)
             samples["sort"].add(sort)
@@ -141,9 +141,10 @@ async def live_figures(overview: dict[str, Any], rounds: int) -> dict[str, Sampl
 
 
 class DaemonBench:
-    def __init__(self, daemon: Ds01Daemon, rounds: int) -> None:
+    def __init__(self, daemon: Ds01Daemon, rounds: int, warmup: int) -> None:
         self.daemon = daemon
         self.rounds = rounds
+        self.warmup = warmup  # rounds run first and not counted
         self.env = user_env(None, {"DS01_SOCKET": str(daemon.paths.socket)})
         self.runtime = DockerRuntime.from_env()
         self.names: list[str] = []
@@ -179,7 +180,7 @@ class DaemonBench:
 
     def measure(self, count: int, startup: bool) -> dict[str, Samples]:
         self.populate(count)
-        progress(f"{count} containers: {self.rounds} rounds (+1 warm-up)")
+        progress(f"{count} containers: {self.rounds} rounds (+{self.warmup} warm-up)")
         sides: list[tuple[str, Callable[[], float]]] = [
             ("overview", lambda: timed(lambda: self.api().request("GET", "/v1/overview"))),
             ("engine", lambda: timed(engine_list_managed)),
@@ -193,10 +194,10 @@ class DaemonBench:
                 ("python", lambda: run_timed([PYTHON, "-c", "pass"], self.env, self.daemon.root)),
             ]
         samples = {key: Samples() for key, _ in sides}
-        for i in range(self.rounds + 1):
+        for i in range(self.warmup + self.rounds):
             for key, side in rotated(sides, i):
                 seconds = side()
-                if i:
+                if i >= self.warmup:
                     samples[key].add(seconds)
         return samples
 
@@ -267,14 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per figure")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds not counted, first")
     parser.add_argument("--sizes", default="5,20", help="containers in ds01d for the request")
     parser.add_argument(
         "--no-daemon", action="store_true", help="only the frame figures (no root, no Docker)"
     )
-    args = parse_args(parser, {"rounds": 1, "sizes": "2"}, argv)
+    args = parse_args(parser, {"rounds": 1, "warmup": 0, "sizes": "2"}, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    if args.rounds < 1 or not sizes or sizes[0] < 1:
-        parser.error("--rounds and --sizes must be positive")
+    if args.rounds < 1 or args.warmup < 0 or not sizes or sizes[0] < 1:
+        parser.error("--rounds and --sizes must be positive, --warmup not negative")
     with_daemon = not args.no_daemon
     if with_daemon and os.geteuid() != 0:
         parser.error("run as root (it starts ds01d and talks to Docker), or pass --no-daemon")
@@ -286,14 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta.setdefault("cpus", os.cpu_count())
     meta.setdefault("python", platform.python_version())
     progress(f"frame figures at {CONTAINERS} containers")
-    frame = frame_figures(args.rounds)
+    frame = frame_figures(args.rounds, args.warmup)
     daemon_samples: dict[int, dict[str, Samples]] = {}
     if with_daemon:
         daemon = Ds01Daemon(resource_limits=LIMITS_YAML, images=TEST_IMAGES_YAML)
         bench: DaemonBench | None = None
         try:
             daemon.start()
-            bench = DaemonBench(daemon, args.rounds)
+            bench = DaemonBench(daemon, args.rounds, args.warmup)
             for i, size in enumerate(sizes):
                 daemon_samples[size] = bench.measure(size, startup=i == 0)
         finally:

@@ -14,7 +14,8 @@ alternating, so drift hits both alike; medians over the rounds are reported with
 ratio. ``docker ps`` is timed with N ds01 containers present (made through the door,
 stopped) and lists them all (``-a``) on both sides; the direct side filters by ds01's
 label, so both print the same rows. ``docker logs -f`` follows a fresh container (one per
-side and round) that prints ``--log-mb`` MB as fast as it can and exits: the throughput is
+side and round) that waits ``--log-pause`` seconds (2; the CLI starts following meanwhile),
+prints ``--log-mb`` MB as fast as it can and exits: the throughput is
 the bytes the CLI read over the time from its first byte to its end (a door that could
 not keep up with the printer would lag behind it and take longer). ``bytes_read`` is what
 the CLI got on each side: less than was printed when lines rotated out of the container's
@@ -23,7 +24,7 @@ log before they were read (ds01's containers keep two files of 10 MiB).
 Timings are reported, never asserted.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_docker_api.py [--json] [--rounds N]
-[--sizes 20,300]``
+[--sizes 20,300] [--log-mb N] [--log-rounds N] [--log-pause S]``
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ from support import (  # noqa: E402
 BUDGETS = {"docker ps -a": 1.5, "docker run -d": 1.3, "docker exec true": 1.3}
 #: Throughput through the door over direct: at least this (a floor, not a ceiling).
 LOGS_FLOOR = 0.8
-#: What the followed container prints: lines of 100 bytes, then it exits (after a pause in
-#: which the CLI starts following).
-PRINTER = "sleep 2; yes {line} | head -c {size}"
+#: What the followed container prints: lines of 100 bytes, then it exits (after a pause of
+#: ``--log-pause`` seconds in which the CLI starts following).
+PRINTER = "sleep {pause}; yes {line} | head -c {size}"
 LINE = "x" * 99
 LIMITS_YAML = """\
 defaults:
@@ -160,7 +161,7 @@ def follow_rate(host: str, name: str) -> tuple[float, int]:
     return read / elapsed, read
 
 
-def logs_figure(door: str, rounds: int, megabytes: int) -> dict[str, object]:
+def logs_figure(door: str, rounds: int, megabytes: int, pause: float) -> dict[str, object]:
     """``docker logs -f`` throughput of a container printing ``megabytes`` MB, through the
     door and direct (median MB/s, and door over direct)."""
     rates: dict[str, list[float]] = {"door": [], "direct": []}
@@ -169,7 +170,7 @@ def logs_figure(door: str, rounds: int, megabytes: int) -> dict[str, object]:
     for i in range(rounds):
         for side, host in [("door", door), ("direct", DIRECT)][:: 1 if i % 2 == 0 else -1]:
             name = f"{TAG}-logs-{side}-{i}"
-            script = PRINTER.format(line=LINE, size=size)
+            script = PRINTER.format(pause=pause, line=LINE, size=size)
             docker(door, "run", "-d", "--name", name, TEST_IMAGE, "sh", "-c", script)
             ref = name if side == "door" else docker(door, "inspect", "--format", "{{.Id}}",
                                                      name)[1].strip()  # fmt: skip
@@ -205,11 +206,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=11, help="timed rounds per figure")
     parser.add_argument("--sizes", default="20,300", help="containers present for docker ps")
     parser.add_argument("--log-mb", type=int, default=50, help="MB the followed container prints")
+    parser.add_argument(
+        "--log-pause",
+        type=float,
+        default=2.0,
+        help="seconds the printer waits before it prints, for docker logs -f to be following",
+    )
     parser.add_argument("--log-rounds", type=int, default=3, help="rounds of docker logs -f")
-    args = parse_args(parser, {"rounds": 1, "sizes": "2", "log_mb": 1, "log_rounds": 1}, argv)
+    quick = {"rounds": 1, "sizes": "2", "log_mb": 1, "log_rounds": 1, "log_pause": 0.5}
+    args = parse_args(parser, quick, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if min(args.rounds, args.log_mb, args.log_rounds) < 1 or not sizes or sizes[0] < 1:
         parser.error("--rounds, --sizes, --log-mb and --log-rounds must be positive")
+    if args.log_pause < 0:
+        parser.error("--log-pause must not be negative")
     if os.geteuid() != 0:
         parser.error("run as root (it starts ds01d and talks to Docker)")
     lock = hold_machine_lock(progress)  # timings are worthless while tests load the machine
@@ -221,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         door = f"unix://{daemon.docker_socket}"
         rows += run_figures(door, args.rounds)
         progress(f"docker logs -f of {args.log_mb} MB")
-        rows.append(logs_figure(door, args.log_rounds, args.log_mb))
+        rows.append(logs_figure(door, args.log_rounds, args.log_mb, args.log_pause))
         made = 0
         for size in sizes:
             while made < size:

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from hubbrowser import chromium, hub_passwords, log_in, open_form, start, wait_for_lab  # noqa: E402
-from hubproc import Hub, docker0_gateway  # noqa: E402
+from hubproc import Hub, docker0_gateway, stop_hubs  # noqa: E402
 
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
@@ -194,8 +194,8 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
                     if n >= warmup:
                         samples[name].append(sample)
     finally:
+        stop_hubs(hubs)
         for hub in hubs:
-            hub.stop()
             shutil.rmtree(hub.dir, ignore_errors=True)
         subprocess.run(["docker", "rm", "-f", DSP_CONTAINER], capture_output=True, check=False)
         daemon.stop()

@@ -242,13 +242,14 @@ up() {
   echo "export DS01_CLUSTER=slurm"
 }
 
-# stop NAME...: TERM the pids in $DIR/run/NAME.pid, wait for them to go, KILL after 10 s. All
-# at once: each daemon takes about 2 s to notice, and what they leave is removed anyway.
+# stop SIGNAL NAME...: send SIGNAL to the pids in $DIR/run/NAME.pid, wait for them to go,
+# KILL after 10 s. All at once.
 stop() {
-  local pids=() pid name i
+  local signal=$1 pids=() pid name i
+  shift
   for name in "$@"; do
     pid=$(cat "$DIR/run/$name.pid" 2>/dev/null) || continue
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && pids+=("$pid")
+    [ -n "$pid" ] && kill -s "$signal" "$pid" 2>/dev/null && pids+=("$pid")
   done
   for ((i = 0; i < 100; i++)); do
     for pid in "${pids[@]}"; do
@@ -295,7 +296,9 @@ down() {
       daemons+=("slurmd-$name")
     done
     cancel_jobs
-    stop "${daemons[@]}" slurmctld slurmdbd mariadbd munged
+    # KILL, not TERM: on TERM each daemon takes seconds to save its state, and the state is
+    # removed next. No job is left (cancel_jobs) for a node's slurmd to see to.
+    stop KILL "${daemons[@]}" slurmctld slurmdbd mariadbd munged
     rm -rf "$DIR"
   fi
   remove_cgroups

@@ -7,6 +7,7 @@ them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,6 +18,7 @@ import subprocess
 import textwrap
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,7 @@ class Hub:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the hub and wait until its API answers."""
         command = ["runuser", "-u", self.user, "--", "env", "-i"]
         command += [f"{k}={v}" for k, v in self.env.items()]
         command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
@@ -124,10 +127,29 @@ class Hub:
         return True
 
     def stop(self) -> None:
+        """Stop the hub (SIGTERM; SIGKILL after 20 s) and its proxy; servers stay."""
+        self.wait_stopped(self.terminate())
+
+    def terminate(self) -> subprocess.Popen[bytes] | None:
+        """Send the hub SIGTERM (it stops its proxy; servers stay) and return its process,
+        for :meth:`wait_stopped`; ``None`` when it was not running."""
         process, self.process = self.process, None
+        if process is not None:
+            # The hub itself, not runuser above it: runuser, sent a signal, passes it on and
+            # then always sleeps 2 s before it exits; it ends at once when its child does.
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    os.kill(int(pid), signal.SIGTERM)
+                    return process
+            process.send_signal(signal.SIGTERM)  # runuser has no child (any more)
+        return process
+
+    @staticmethod
+    def wait_stopped(process: subprocess.Popen[bytes] | None) -> None:
+        """Wait for a process :meth:`terminate` signalled; SIGKILL it after 20 s."""
         if process is None:
             return
-        process.send_signal(signal.SIGTERM)  # the hub stops its proxy; servers stay
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -155,6 +177,12 @@ class Hub:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
         except OSError:
             return "(no log)"
+
+
+def stop_hubs(hubs: Sequence[Hub]) -> None:
+    """Stop several hubs side by side."""
+    for process in [hub.terminate() for hub in hubs]:
+        Hub.wait_stopped(process)
 
 
 def lab_status(hub: Hub, user: str) -> int:
