@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -227,12 +226,6 @@ def built(containers: int, rounds: int) -> dict[str, Any]:
 # -- live: a real ds01d ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def timed(fn: Callable[[], object], rounds: int) -> list[float]:
     fn()  # warm-up
     times = []
@@ -247,7 +240,7 @@ def live(containers: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
     from ds01.cli.client import Ds01Client
     from ds01.runtime.docker import DockerRuntime
-    from support import TEST_IMAGES_YAML, Ds01Daemon
+    from support import TEST_IMAGES_YAML, Ds01Daemon, free_port
 
     port = free_port()
     daemon = Ds01Daemon(

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from support import (  # noqa: E402
     TEST_IMAGE,
     TEST_IMAGES_YAML,
     Ds01Daemon,
+    free_port,
     hold_machine_lock,
     user_env,
 )
@@ -100,12 +100,6 @@ def timed(fn: Callable[[], object]) -> float:
 
 def run_quiet(command: Sequence[str]) -> None:
     subprocess.run(list(command), capture_output=True, check=True, env=user_env(None))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

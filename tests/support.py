@@ -830,6 +830,28 @@ def wait_for_loop_pass(d: Ds01Daemon, check: str, timeout: float = 30.0) -> None
     wait_until(f"a {check} pass", passed, timeout=timeout)
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, never one this process was given before: the
+    kernel may hand the same free port to two binds in a row once the first is closed, and
+    a hub whose API port is its proxy's cannot start."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
+
+
+def value_and_source(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``check-limits --explain`` entry without where the file or Slurm says it (``line``,
+    ``slurm``): what a test of the layers compares."""
+    return {"value": entry["value"], "source": entry["source"]}
+
+
 def docker_name(user: str, name: str) -> str:
     """The Docker name of ``user``'s container ``name`` (``{name}._.{uid}``)."""
     return f"{name}._.{pwd.getpwnam(user).pw_uid}"

@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import textwrap
 import urllib.error
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from support import BIN_DIR, make_world_traversable_dir, user_env, wait_until
+from support import BIN_DIR, free_port, make_world_traversable_dir, user_env, wait_until
 
 HUB_USER = "dave"
 REPO = Path(__file__).resolve().parents[2]
@@ -40,12 +39,6 @@ def require_hub_tools() -> None:
             "scripts/ensure-jupyterhub.sh (`make test` does)",
             pytrace=False,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def docker0_gateway(docker_client: Any) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ds01.core.disk import driver_can_enforce
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, value_and_source, wait_until
 
 MIB = 1024**2
 GRACE_S = 3.0  # disk_grace_minutes: 0.05
@@ -227,12 +227,12 @@ def test_doctor_check_limits_and_the_container_say_how_disk_is_limited(
         assert finding["message"].startswith("Disk limits are measured by the lifecycle loop")
         assert "xfs" in finding["message"] and "pquota" in finding["message"]
 
-    explained = d.cli_json("bob", "check-limits", "--explain")
-    assert explained["explain"]["disk_limit"] == {"value": "200M", "source": "user:bob"}
-    assert explained["explain"]["aggregate.disk_limit"] == {"value": "50M", "source": "user:bob"}
+    bob = d.cli_json("bob", "check-limits", "--explain")["explain"]
+    assert value_and_source(bob["disk_limit"]) == {"value": "200M", "source": "user:bob"}
+    assert value_and_source(bob["aggregate.disk_limit"]) == {"value": "50M", "source": "user:bob"}
     alice = d.cli_json("alice", "check-limits", "--explain")["explain"]
-    assert alice["disk_limit"] == {"value": "30M", "source": "defaults"}
-    assert alice["aggregate.disk_limit"] == {"value": None, "source": "builtin"}
+    assert value_and_source(alice["disk_limit"]) == {"value": "30M", "source": "defaults"}
+    assert value_and_source(alice["aggregate.disk_limit"]) == {"value": None, "source": "builtin"}
     text = d.cli("alice", "check-limits")
     assert text.returncode == 0, describe(text)
     assert "disk_limit" in text.stdout and "30M" in text.stdout

@@ -8,14 +8,13 @@ only when the admin opts in with ``ds01d --metrics-container-names``.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, describe, user_env
+from support import TEST_IMAGES_YAML, describe, free_port, user_env
 
 LIMITS = """
     defaults:
@@ -27,12 +26,6 @@ READ_METRICS = """
 import sys, urllib.request
 print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def metrics_as(user: str, port: int) -> str:

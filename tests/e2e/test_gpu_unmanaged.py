@@ -7,13 +7,19 @@ counted by ``ds01_gpu_unmanaged_processes``."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import urllib.request
 from typing import Any
 
 from ds01.gpu.simulated import write_simulated_processes
-from support import TEST_IMAGES_YAML, describe, docker_name, wait_for_loop_pass, wait_until
+from support import (
+    TEST_IMAGES_YAML,
+    describe,
+    docker_name,
+    free_port,
+    wait_for_loop_pass,
+    wait_until,
+)
 
 TWO_GPUS = """
     backend: simulated
@@ -22,12 +28,6 @@ TWO_GPUS = """
         - {model: NVIDIA A100-SXM4-40GB}
         - {model: NVIDIA A100-SXM4-40GB}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_host_processes_and_containers_off_their_gpu_are_flagged(

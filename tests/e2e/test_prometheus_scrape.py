@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ import pytest
 
 from conftest import skip_or_fail
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, free_port
 
 GPU_UUIDS = [f"GPU-00000000-0000-4000-8000-00000000000{n}" for n in range(3)]
 GRID_INTENSITY = 250  # g/kWh
@@ -48,12 +47,6 @@ LIMITS = """
       max_gpus_per_container: 2
 """
 WAIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Prometheus:

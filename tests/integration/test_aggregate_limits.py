@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, describe
+from support import TEST_IMAGES_YAML, describe, value_and_source
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ALICE_PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
@@ -131,7 +131,8 @@ def test_totals_are_written_on_the_parent_of_all_the_users_containers(
         "pids_limit": 64,
         "disk_limit": None,
     }
-    assert limits["explain"]["aggregate.memory_limit"] == {"value": "150M", "source": "group:phd"}
+    memory_total = value_and_source(limits["explain"]["aggregate.memory_limit"])
+    assert memory_total == {"value": "150M", "source": "group:phd"}
     assert limits["explain"]["aggregate.cpu_limit"]["source"] == "group:phd"
     assert limits["aggregate_usage"]["memory_committed_bytes"] == 150 * MIB
     assert limits["limits"]["memory_limit"] == "1G"  # the per-container limits are unchanged

@@ -269,9 +269,16 @@ def test_check_limits_explain_names_the_source_of_every_value(ds01d):
 
     explain = d.cli_json("alice", "check-limits", "--explain")["explain"]
 
-    assert explain["gpu_limit"] == {"value": 2, "source": "group:phd"}
-    assert explain["cpu_limit"] == {"value": 2, "source": "defaults"}
-    assert explain["memory_limit"] == {"value": "4G", "source": "user:alice"}
-    assert explain["pids_limit"]["source"] == "builtin"
+    # ``line``: where resource-limits.yaml (LAYERED_LIMITS as written: a blank first line)
+    # sets it; ``slurm``: nothing on a single server.
+    assert explain["gpu_limit"] == {"value": 2, "source": "group:phd", "line": 7, "slurm": None}
+    assert explain["cpu_limit"] == {"value": 2, "source": "defaults", "line": 3, "slurm": None}
+    assert explain["memory_limit"] == {
+        "value": "4G",
+        "source": "user:alice",
+        "line": 10,
+        "slurm": None,
+    }
+    assert (explain["pids_limit"]["source"], explain["pids_limit"]["line"]) == ("builtin", None)
     bob = d.cli_json("bob", "check-limits", "--explain")["explain"]
-    assert bob["gpu_limit"] == {"value": 1, "source": "defaults"}
+    assert bob["gpu_limit"] == {"value": 1, "source": "defaults", "line": 4, "slurm": None}
