@@ -634,13 +634,7 @@ class ReservationWatch:
             f"{format_moment(warn.at)} (reservation {r.id}); it will be stopped then. "
             "Save your work; /workspace is kept."
         )
-        tell(record, owner, message)  # first: whoever sees the event finds the notice there
-        self.ctx.events.emit(
-            "lifecycle.warn",
-            user=record.user,
-            resource=f"container/{record.docker_name}",
-            details={"kind": "reservation", "reservation": r.id, "stop_at": r.start.isoformat()},
-        )
+        self._warn_owner(record, owner, tell, message, "reservation", r.id, r.start)
         self.ctx.store.add_warning(WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
     def _warn_end(self, record: ContainerRecord, owner: Any, warn: EndWarn, tell: Tell) -> None:
@@ -651,14 +645,28 @@ class ReservationWatch:
             "unless your containers fit within your gpu_limit by then. Save your work; "
             "/workspace is kept."
         )
-        tell(record, owner, message)  # first: whoever sees the event finds the notice there
+        self._warn_owner(record, owner, tell, message, "reservation_end", r.id, r.end)
+        self.ctx.store.add_warning(END_WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
+
+    def _warn_owner(
+        self,
+        record: ContainerRecord,
+        owner: Any,
+        tell: Tell,
+        message: str,
+        kind: str,
+        reservation: str,
+        stop_at: datetime,
+    ) -> None:
+        """A warning of kind ``kind``: the owner told first (whoever sees the event finds
+        the notice there), then ``lifecycle.warn`` logged."""
+        tell(record, owner, message)
         self.ctx.events.emit(
             "lifecycle.warn",
             user=record.user,
             resource=f"container/{record.docker_name}",
-            details={"kind": "reservation_end", "reservation": r.id, "stop_at": r.end.isoformat()},
+            details={"kind": kind, "reservation": reservation, "stop_at": stop_at.isoformat()},
         )
-        self.ctx.store.add_warning(END_WARNING_KIND, "/".join(warn.key), self.ctx.now().isoformat())
 
     def _stop(
         self, record: ContainerRecord, owner: Any, stop: _Halt, now: datetime, tell: Tell
