@@ -15,6 +15,7 @@ import socket
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -114,7 +115,7 @@ class _Bounded(io.RawIOBase):
     """A spool that refuses to grow past ``limit`` bytes (``too_large``: the refusal's
     message, ``{limit}`` the limit in words)."""
 
-    def __init__(self, spool: IO[bytes], limit: int, too_large: str = _COPY_TOO_LARGE) -> None:
+    def __init__(self, spool: IO[bytes], limit: int, too_large: str) -> None:
         super().__init__()
         self._spool = spool
         self._limit = limit
@@ -144,9 +145,7 @@ def rewrite_archive(
         BodyError: the request body is malformed or ended early.
         OSError: the client's socket failed.
     """
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
-    try:
-        bounded = _Bounded(spool, limit)
+    def rewrite(bounded: _Bounded) -> None:
         seen = ArchiveMembers()
         with (
             tarfile.open(fileobj=source, mode="r|*") as tar_in,
@@ -155,11 +154,27 @@ def rewrite_archive(
             for member in tar_in:
                 header = safe_member(member, owner, seen)
                 tar_out.addfile(header, tar_in.extractfile(member) if header.isreg() else None)
+
+    return _spooled(spool_dir, limit, _COPY_TOO_LARGE, "The copy is not a tar archive", rewrite)
+
+
+def _spooled(
+    spool_dir: Path,
+    limit: int,
+    too_large: str,
+    not_a_tar: str,
+    write: Callable[[_Bounded], None],
+) -> tuple[IO[bytes], int]:
+    """An unlinked file of ``spool_dir`` that ``write`` fills through a ``_Bounded`` of
+    ``limit`` bytes, rewound, and its size; closed if ``write`` raises. A tar ``write``
+    cannot read is ``ArchiveRefused`` (400), its message beginning with ``not_a_tar``."""
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
+    try:
+        bounded = _Bounded(spool, limit, too_large)
+        write(bounded)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         spool.close()
-        raise ArchiveRefused(
-            f"The copy is not a tar archive ds01 can read ({exc}).", 400
-        ) from exc
+        raise ArchiveRefused(f"{not_a_tar} ds01 can read ({exc}).", 400) from exc
     except BaseException:
         spool.close()
         raise
@@ -202,9 +217,7 @@ def spool_load(
         BodyError: the request body is malformed or ended early.
         OSError: the client's socket failed.
     """
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
-    try:
-        bounded = _Bounded(spool, limit, _LOAD_TOO_LARGE)
+    def read_on_the_way(bounded: _Bounded) -> None:
         tee = io.BufferedReader(_Tee(source, bounded))
         with tarfile.open(fileobj=tee, mode="r|*") as tar:
             for member in tar:
@@ -213,15 +226,10 @@ def spool_load(
                 archive.add(member, content.read() if content else None)
         while tee.read(65536):  # what follows the tar's end (its padding) goes on too
             pass
-    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        spool.close()
-        raise ArchiveRefused(f"The image tar is not a tar ds01 can read ({exc}).", 400) from exc
-    except BaseException:
-        spool.close()
-        raise
-    spool.flush()
-    spool.seek(0)
-    return spool, bounded.written
+
+    return _spooled(
+        spool_dir, limit, _LOAD_TOO_LARGE, "The image tar is not a tar", read_on_the_way
+    )
 
 
 class SocketWriter(io.RawIOBase):
