@@ -15,7 +15,7 @@ level.
 from __future__ import annotations
 
 import argparse
-import secrets
+import os
 import time
 
 from ds01.cli import render
@@ -72,7 +72,7 @@ def run_run(args: argparse.Namespace) -> None:
     from ds01.cli import cluster
 
     body: dict[str, Any] = {
-        "name": args.name or default_name(time.time(), secrets.token_hex(2)),
+        "name": args.name or default_name(time.time(), os.urandom(2).hex()),
         "image": args.image,
         "gpus": args.gpus,
         "mig": args.mig,
