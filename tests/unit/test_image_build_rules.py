@@ -42,6 +42,9 @@ from ds01.model.names import is_image_reference
         ("élodie", 1006, "lodie-1006"),
         ("ÉÉ", 1007, "u1007"),
         ("localhost", 1008, "localhost"),
+        # ds01's own repositories (ds01-kept/: other users' container commits) are no one's
+        ("ds01-kept", 1009, "ds01-kept-1009"),
+        ("ds01", 1010, "ds01-1010"),
     ],
 )
 def test_user_namespace(user: str, uid: int, namespace: str) -> None:

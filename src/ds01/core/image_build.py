@@ -7,7 +7,9 @@ Tags. A user's images live in their namespace, ``<namespace>/<name>:<tag>``:
   without dots (``alice`` → ``alice``); otherwise the user name made valid (lower case, any
   other character → ``-``, no dots, so that Docker never reads it as a registry host) with
   ``-<uid>`` appended, so that two users never share a namespace
-  (``Jane.Doe`` → ``jane-doe-1004``, ``élodie`` → ``lodie-1005``, ``ÉÉ`` → ``u1006``);
+  (``Jane.Doe`` → ``jane-doe-1004``, ``élodie`` → ``lodie-1005``, ``ÉÉ`` → ``u1006``); a
+  user name beginning with ``ds01`` takes the second form too (``ds01-kept`` →
+  ``ds01-kept-1007``), as ds01's own repositories begin so;
 - the name is made a valid component the same way (``My Project`` → ``my-project``; dots
   and underscores between letters stay) and is at most 64 characters;
 - the tag must already be valid (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``), default ``latest``.
@@ -37,6 +39,9 @@ MAX_NAME_LENGTH = 64
 DEFAULT_DOCKERFILE = "Dockerfile"
 
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+#: Repositories ds01 writes itself (``ds01-kept/``: the commits of re-created containers)
+#: begin so: a user named so gets the form with the uid, never such a namespace.
+RESERVED_NAMESPACE_PREFIX = "ds01"
 _NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*", re.ASCII)
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : ")
 
@@ -55,7 +60,11 @@ def _component(text: str, *, dots: bool) -> str:
 
 def user_namespace(user: str, uid: int) -> str:
     """The first component of ``user``'s image references (see the module docstring)."""
-    if _NAMESPACE_RE.fullmatch(user) and len(user) <= MAX_NAME_LENGTH:
+    if (
+        _NAMESPACE_RE.fullmatch(user)
+        and len(user) <= MAX_NAME_LENGTH
+        and not user.startswith(RESERVED_NAMESPACE_PREFIX)
+    ):
         return user
     cleaned = _component(user, dots=False)[: MAX_NAME_LENGTH - 12].strip("_-")
     return f"{cleaned}-{uid}" if cleaned else f"u{uid}"
