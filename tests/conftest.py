@@ -41,12 +41,10 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,12 +63,14 @@ from support import (
     ensure_group,
     ensure_user,
     environ_flag,
+    free_port,
     hold_machine_lock,
     make_fake_gpu_nodes,
     remove_group,
     remove_managed_containers,
     remove_user,
     remove_user_networks,
+    wait_until,
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -424,9 +424,7 @@ def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         skip_or_fail("docker-registry is not installed: `make images` installs it")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     root = Path(tempfile.mkdtemp(prefix="ds01-registry-"))
     (root / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
@@ -438,16 +436,17 @@ def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
             [str(binary), "serve", str(root / "config.yml")], stdout=log, stderr=log
         )
     reference = f"127.0.0.1:{port}/ds01-test/ds01t-pulled:v1"
+
+    def answers() -> bool:
+        assert process.poll() is None, f"docker-registry exited:\n{(root / 'log').read_text()}"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"docker-registry did not come up:\n{(root / 'log').read_text()}")
-                time.sleep(0.05)
+        wait_until("docker-registry to answer", answers, timeout=10)
         docker_client.images.get(test_image).tag(reference)
         for line in docker_client.images.push(reference, stream=True, decode=True):
             assert "error" not in line, line
