@@ -125,7 +125,9 @@ def run_cell(page: Any, code: str, shots: Path) -> str:
     machine: an empty cell runs with no output), so the code is typed again until the cell
     shows it. A notebook whose kernel never answers (seen on a busy machine, the page having
     asked for its kernel before the server was ready for it) is given up after 45 s: the
-    page is loaded again and a new notebook tried, twice at most, each try's page saved."""
+    lab is loaded again with its workspace reset and a new notebook tried, twice at most,
+    each try's page saved. (A plain reload would restore the workspace: the stuck notebook's
+    tab in front, and no launcher to click.)"""
     for attempt in range(3):
         page.click(".jp-LauncherCard[data-category='Notebook']")
         editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
@@ -149,7 +151,8 @@ def run_cell(page: Any, code: str, shots: Path) -> str:
             page.screenshot(path=str(shots / f"no-output-{attempt}.png"))
             if attempt == 2:
                 raise
-        page.reload()
+        lab = page.url.split("/lab", 1)[0] + "/lab"
+        page.goto(f"{lab}?reset")
         page.wait_for_selector(".jp-LauncherCard", timeout=90_000)
     raise AssertionError("unreachable")
 
