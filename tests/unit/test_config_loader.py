@@ -19,6 +19,7 @@ from ds01.config.loader import (
     load_file,
     parse_config,
 )
+from ds01.config.policies import POLICY_KEYS
 from ds01.config.resolve import source_keys
 from ds01.errors import ConfigError, InvalidInput
 from support import limits_from
@@ -88,6 +89,47 @@ def test_every_error_is_reported_in_line_order() -> None:
         "limits.yaml:3: defaults.pids_limit: must be at least 1, got 0",
         "limits.yaml:6: users.jane.max_containers: must be at least 0, got -1",
         "limits.yaml:7: users.jane.priority: must be at most 1000, got 2000",
+    ]
+
+
+def test_the_layered_sections_check_each_entry_in_one_order() -> None:
+    # aggregate:, policies: and reservations: entries pass one shared check before their
+    # keys are read: an undefined group first, then (for a policy override) a server-wide
+    # key, then a key of the reference implementation; one message per entry.
+    error = limits_error(
+        """
+        groups: {phd: {}}
+        aggregate:
+          groups:
+            nope: {memory_max: 9G}
+          users:
+            jane: {memory_max: 9G, cpu_limit: -1}
+        policies:
+          groups:
+            ghost: {webhook_url: 'https://x.org', cpu_quota: 1}
+          users:
+            jane: {cpu_quota: 5, webhook_url: 'https://x.org'}
+            bob: {grace_period_m: 3}
+        reservations:
+          groups:
+            nope: {max_hours: 1}
+          users:
+            jane: {max_hours: -1, bogus: 1}
+        """
+    )
+    undefined = "no such group under the top-level groups: section, where membership is defined"
+    server_wide = "is one setting for the whole server: set it at the top of the policies: section"
+    assert error.message.splitlines() == [
+        f"limits.yaml:4: aggregate.groups.nope: {undefined} (defined: phd)",
+        "limits.yaml:6: aggregate.users.jane: unknown key 'memory_max'; use memory_limit "
+        "(aggregate keys: cpu_limit, memory_limit, pids_limit, disk_limit)",
+        f"limits.yaml:9: policies.groups.ghost: {undefined} (defined: phd)",
+        f"limits.yaml:11: policies.users.jane: webhook_url {server_wide}",
+        "limits.yaml:12: policies.users.bob: unknown key 'grace_period_m'; use "
+        f"idle_grace_minutes (policy keys: {', '.join(POLICY_KEYS)})",
+        f"limits.yaml:15: reservations.groups.nope: {undefined} (defined: phd)",
+        "limits.yaml:17: reservations.users.jane.max_hours: must be more than 0, got -1",
+        "limits.yaml:17: reservations.users.jane.bogus: unknown key 'bogus'",
     ]
 
 
