@@ -25,7 +25,7 @@ from rawapi import RawApi
 
 from ds01.gpu.simulated import write_simulated_telemetry
 from ds01.paths import SIMULATED_TELEMETRY_FILE
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, wait_until
 
 TIMEOUT_S = 10.8  # idle_timeout_hours: 0.003
 
@@ -42,12 +42,7 @@ LIMITS = """
       demand_idle_factor: 0.25
 """
 
-ONE_GPU = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+ONE_GPU = simulated_a100s(1)
 
 
 
