@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ds01.core.container_resources import why
+from ds01.core.docker_create import DATA_TARGET as CONTAINER_DATA
+from ds01.core.docker_create import WORKSPACE_TARGET as CONTAINER_WORKSPACE
 from ds01.core.ports import (
     PortClaim,
     choose_host_port,
@@ -45,8 +47,6 @@ from ds01.runtime.identity import UnixUser
 from ds01.runtime.port_probe import port_is_free
 from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
-CONTAINER_WORKSPACE = "/workspace"
-CONTAINER_DATA = "/data"
 DEFAULT_WORKSPACE_DIR = "workspace"  # under the user's home
 MAX_PATH_LENGTH = 4096
 #: Host ports for JupyterLab, on 127.0.0.1: below Linux's ephemeral range (32768 and up), so
