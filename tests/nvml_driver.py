@@ -588,12 +588,7 @@ class _CFunctions:
             return found
         gpu, _profile = found
         instances = [gi for gi in gpu.instances if gi.profile.id == profile_id]
-        if len(instances) > len(array):
-            return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-        for i, gpu_instance in enumerate(instances):
-            array[i] = d._pointer(gpu_instance, pynvml.c_nvmlGpuInstance_t)
-        _out(count).value = len(instances)
-        return SUCCESS
+        return _handles(d, instances, pynvml.c_nvmlGpuInstance_t, array, count)
 
     @staticmethod
     def nvmlDeviceGetGpuInstanceById(
@@ -661,12 +656,7 @@ class _CFunctions:
         if not isinstance(obj, GpuInstance):
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
         found = [c for c in obj.compute if c.profile_index == profile_id]
-        if len(found) > len(array):
-            return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-        for i, compute in enumerate(found):
-            array[i] = d._pointer(compute, pynvml.c_nvmlComputeInstance_t)
-        _out(count).value = len(found)
-        return SUCCESS
+        return _handles(d, found, pynvml.c_nvmlComputeInstance_t, array, count)
 
     @staticmethod
     def nvmlGpuInstanceCreateComputeInstance(
@@ -818,6 +808,17 @@ def _device(d: NvmlDriver, handle: Any) -> Gpu | MigDevice | int:
     if d.gpu_of(obj).lost:
         return pynvml.NVML_ERROR_GPU_IS_LOST
     return obj
+
+
+def _handles(d: NvmlDriver, objects: list[Any], ctype: Any, array: Any, count: Any) -> int:
+    """Fill a caller's ``array`` with handles of ``objects`` and set ``count``, as NVML's
+    list calls do (``INSUFFICIENT_SIZE`` when the array is too short)."""
+    if len(objects) > len(array):
+        return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+    for i, obj in enumerate(objects):
+        array[i] = d._pointer(obj, ctype)
+    _out(count).value = len(objects)
+    return SUCCESS
 
 
 def _gpu(d: NvmlDriver, handle: Any) -> Gpu | int:

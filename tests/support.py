@@ -43,6 +43,7 @@ from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 if TYPE_CHECKING:
     from ds01.config.limits import ResourceLimitsConfig
     from ds01.daemon.service import Ds01Service
+    from ds01.errors import ConfigError
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
 #: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,
@@ -70,6 +71,24 @@ images:
     description: The same BusyBox image under a second reference
 """
 
+#: An ``images.yaml`` that registers only the test image, as ``busybox`` (its second reference
+#: is present locally but outside the allowed set). Indented as the tests' own YAML texts
+#: are (``Ds01Daemon`` dedents), so that a test may append entries or keys to it.
+ONLY_BUSYBOX_YAML = f"""
+    images:
+      - name: busybox
+        image: {TEST_IMAGE}
+        framework: none
+        description: BusyBox test image
+"""
+
+
+def simulated_a100s(count: int) -> str:
+    """``gpu-config.yaml`` for ``count`` simulated A100-SXM4-40GB boards (no MIG)."""
+    board = "  - {model: NVIDIA A100-SXM4-40GB}\n"
+    return "backend: simulated\nsimulated:\n  gpus:\n" + board * count
+
+
 #: The example configuration shipped in the repository (what an admin copies to /etc/ds01).
 EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "examples" / "config"
 #: The offline image that stands in for the example registry's starter (``make images``).
@@ -84,13 +103,18 @@ def limits_from(text: str) -> ResourceLimitsConfig:
     return parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
 
 
-def limits_error(text: str) -> str:
-    """The message with which ds01d refuses ``resource-limits.yaml`` ``text`` (it must)."""
+def limits_refusal(text: str) -> ConfigError:
+    """The error with which ds01d refuses ``resource-limits.yaml`` ``text`` (it must)."""
     from ds01.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         limits_from(text)
-    return caught.value.message
+    return caught.value
+
+
+def limits_error(text: str) -> str:
+    """The message with which ds01d refuses ``resource-limits.yaml`` ``text`` (it must)."""
+    return limits_refusal(text).message
 
 
 class NoDocker:
@@ -535,14 +559,8 @@ class Ds01Daemon:
         (``None`` if it was not started). Safe to call more than once."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                print(f"ds01 tests: ds01d ignored SIGTERM for {timeout} s; killing it")
-                self.process.kill()
-                self.process.wait()
+        if not stop_process(self.process, timeout):
+            print(f"ds01 tests: ds01d ignored SIGTERM for {timeout} s; killed it")
         return self.process.returncode
 
     def restart(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
@@ -791,6 +809,21 @@ def restart_docker() -> None:
             return
         time.sleep(1)
     raise AssertionError("dockerd did not come back: run scripts/ensure-docker.sh")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> bool:
+    """End a child process of the test: SIGTERM, then SIGKILL after ``timeout`` s; reaped
+    either way. False if it had to be killed (nothing happens to one that has exited)."""
+    if process.poll() is not None:
+        return True
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True
 
 
 def wait_until(

@@ -164,3 +164,18 @@ class DaemonStopping(SystemFault, kind="stopping", http_status=503):
 
 class OutcomeUnknown(SystemFault, kind="outcome_unknown", http_status=503):
     """ds01d stopped while this request was still running: it may or may not have happened."""
+
+
+class DoorRefusal(ValueError):
+    """A request the Docker API door refuses, answered to the Docker client as Docker's own
+    error body: ``message`` (why, in the user's terms) and ``status`` (the HTTP status,
+    403 unless the request itself is malformed).
+
+    Not a ``Ds01Error``: raised by the door's pure readers in ``core`` (a create body, a
+    ``docker cp`` tar, a ``docker load`` tar) and never seen by the ds01 API or the CLI.
+    """
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

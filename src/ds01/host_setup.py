@@ -59,7 +59,6 @@ from ds01.paths import (
 DEFAULT_BIN_DIR = "/usr/local/bin"
 UNIT_PATH = "/etc/systemd/system/ds01d.service"
 CONFIG_FILES = (RESOURCE_LIMITS_FILE, GPU_CONFIG_FILE, IMAGES_FILE)
-DEFAULT_ADMIN_GROUP = "ds01-admin"
 
 #: The systemd unit of ds01d; ``{ds01d}`` is the ``ds01d`` command it runs. The file
 #: deploy/systemd/ds01d.service is this text for ds01 installed in /opt/ds01/venv
@@ -191,6 +190,7 @@ def _under(root: Path, absolute: str) -> Path:
 
 def _admin_gid(config_dir: Path) -> tuple[int, list[str]]:
     """The gid of the configured admin group (root's when it does not exist), and notes."""
+    from ds01.config.limits import DEFAULT_ADMIN_GROUP
     from ds01.config.loader import load_file
     from ds01.errors import Ds01Error
 

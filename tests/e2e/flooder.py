@@ -112,7 +112,7 @@ if MODE in ("idle", "longpoll", "nobody"):
             socks.append(sock)
         except OSError as exc:
             errors.append(type(exc).__name__)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the flood stands for a second before its answers are read
     answers = [answer_of(s, 0.05) for s in socks]
     report(ready=True, connected=len(socks), errors=errors, answers=tally(answers))
     if MODE == "nobody":  # let ds01d's read deadline pass
@@ -149,7 +149,7 @@ elif MODE == "slowloris":
         if not announced:
             report(ready=True, connected=len(socks), errors=errors)
             announced = True
-        time.sleep(1.0)
+        time.sleep(1.0)  # a slow client: one byte per connection a second
     for sock in live:
         outcome[sock] = ("still open", None, False, live[sock])
     done = [o for o in outcome.values()]

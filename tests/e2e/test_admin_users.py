@@ -26,17 +26,11 @@ from typing import Any
 import pytest
 from rawapi import RawApi
 
-from support import TEST_IMAGES_YAML, describe, value_and_source
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, value_and_source
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 
 LIMITS = """\
 # Lab limits (a comment add-user and remove-user keep).

@@ -18,16 +18,16 @@ from typing import Any
 
 from rawapi import queue_gpu_create
 
-from support import TEST_IMAGES_YAML, describe, docker_name, wait_for_loop_pass, wait_until
+from support import (
+    TEST_IMAGES_YAML,
+    describe,
+    docker_name,
+    simulated_a100s,
+    wait_for_loop_pass,
+    wait_until,
+)
 
-THREE_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+THREE_GPUS = simulated_a100s(3)
 
 MIN_RUNTIME_S = 9.0
 GRACE_S = 3.0

@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 from rawapi import RawApi, check_error_shape, container_problems, environment, user_slice
 
-from support import TEST_IMAGE, TEST_IMAGE_ALT, describe
+from support import ONLY_BUSYBOX_YAML, TEST_IMAGE_ALT, describe
 
 LIMITS = """
     defaults:
@@ -60,13 +60,7 @@ CPU_LIMIT_NANO = 10**9
 
 # Only the test image is registered and nothing else is allowed: its second reference
 # (busybox-alt) is present locally but outside the allowed set.
-IMAGES = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
-"""
+IMAGES = ONLY_BUSYBOX_YAML
 
 #: The HTTP status that goes with each exit code in an error answer.
 HTTP_STATUS = {2: 400, 3: 409, 4: 404, 5: 403}

@@ -33,15 +33,9 @@ from typing import Any
 import docker.errors
 import pytest
 
-from support import TEST_IMAGE, TEST_IMAGE_ALT, describe
+from support import ONLY_BUSYBOX_YAML, TEST_IMAGE, TEST_IMAGE_ALT, describe
 
-IMAGES = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
-"""
+IMAGES = ONLY_BUSYBOX_YAML
 LIMITS = """
     defaults:
       cpu_limit: 1

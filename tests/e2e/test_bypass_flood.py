@@ -27,7 +27,7 @@ from typing import Any
 from rawapi import RawApi
 
 from ds01.events.chain import chain_files, iter_lines
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, wait_until
 
 #: What a bounded event line can never exceed (ds01.events.bound: ~22 KB at most).
 MAX_EVENT_LINE_BYTES = 24 * 1024
@@ -36,19 +36,8 @@ MAX_MESSAGE_CHARS = 1000
 #: The throttle's defaults (ds01.events.throttle).
 PER_ACTION, PER_USER = 10, 30
 
-ONE_GPU = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+ONE_GPU = simulated_a100s(1)
+TWO_GPUS = simulated_a100s(2)
 LIMITS = """
     defaults:
       gpu_limit: 2

@@ -254,7 +254,7 @@ def test_a_container_made_before_per_user_networks_moves_onto_hers_at_start(
     assert SECRET in container_connect(docker_client, old, "web", SERVED_PORT)
     moved = networks[network_of(alice)]["IPAddress"]
     exec_in(docker_client, old, f"httpd -p {SERVED_PORT} -h /workspace/www", detach=True)
-    time.sleep(0.5)
+    wait_until_served(moved)
     assert host_connect("bob", moved, SERVED_PORT).startswith(BLOCKED)
     assert SECRET in host_connect("alice", moved, SERVED_PORT)
     assert host_connect("bob", address, SERVED_PORT).startswith(BLOCKED)

@@ -14,14 +14,9 @@ from typing import Any
 
 import pexpect
 
-from support import TEST_IMAGES_YAML, Ds01Daemon, describe, wait_until
+from support import TEST_IMAGES_YAML, Ds01Daemon, describe, simulated_a100s, wait_until
 
-ONE_GPU = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+ONE_GPU = simulated_a100s(1)
 LIMITS = """
     defaults:
       gpu_limit: 1

@@ -35,7 +35,7 @@ def rewrite_in_place(path: Path, text: str) -> None:
     with path.open("r+", encoding="utf-8") as file:
         file.truncate(0)
         file.flush()
-        time.sleep(0.005)
+        time.sleep(0.005)  # the editor's gap, in which a reader finds the file empty
         file.write(text)
 
 
@@ -47,7 +47,7 @@ def test_rewrites_in_place_never_apply_the_builtin_defaults(ds01d: Any) -> None:
     def writer() -> None:
         for i in range(REWRITES):
             rewrite_in_place(path, VERSIONS[7 if i % 2 == 0 else 5])
-            time.sleep(REWRITE_SECONDS / REWRITES)
+            time.sleep(REWRITE_SECONDS / REWRITES)  # rewrites spread over REWRITE_SECONDS
 
     writing = threading.Thread(target=writer)
     writing.start()

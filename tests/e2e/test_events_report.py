@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, user_env, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, stop_process, user_env, wait_until
 
 LIMITS = """
     defaults:
@@ -38,13 +38,7 @@ LIMITS = """
       lifecycle_interval_seconds: 0.5
 """
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 
 
 def uid_of(user: str) -> int:
@@ -175,12 +169,7 @@ def test_follow_prints_a_new_event_as_it_happens(ds01d: Any) -> None:
         assert new["seq"] > backlog["seq"]
         assert process.poll() is None, "--follow ended by itself"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     assert process.stderr is not None
     assert "Traceback" not in process.stderr.read()
 

@@ -128,7 +128,7 @@ def test_a_full_disk_is_said_plainly_logged_once_reported_and_recovered(
     assert "is full" in failing["lifecycle"]["message"], failing["lifecycle"]
     assert "failed in a row" in failing["lifecycle"]["message"], failing["lifecycle"]
     assert failing["storage"]["level"] == "critical", failing["storage"]
-    time.sleep(FULL_FOR_SECONDS)
+    time.sleep(FULL_FOR_SECONDS)  # the disk stays full this long: passes fail throughout
 
     lines = log_lines(d, full_since)
     errors = [(line["logger"], line["message"]) for line in lines if line["level"] == "ERROR"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import icalendar
 
-from support import TEST_IMAGES_YAML, describe, docker_name, wait_until
+from support import TEST_IMAGES_YAML, describe, docker_name, simulated_a100s, wait_until
 
 LEAD_S = 3.0
 
@@ -39,13 +39,7 @@ LIMITS = f"""
         alice: {{max_gpus: 2}}
 """
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 
 
 def start_daemon(ds01d: Any) -> Any:

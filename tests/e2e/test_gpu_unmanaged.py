@@ -17,17 +17,12 @@ from support import (
     describe,
     docker_name,
     free_port,
+    simulated_a100s,
     wait_for_loop_pass,
     wait_until,
 )
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 
 
 def test_host_processes_and_containers_off_their_gpu_are_flagged(

@@ -25,7 +25,7 @@ from rawapi import RawApi
 
 from ds01.gpu.simulated import write_simulated_telemetry
 from ds01.paths import SIMULATED_TELEMETRY_FILE
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, wait_for_loop_pass, wait_until
 
 TIMEOUT_S = 10.8  # idle_timeout_hours: 0.003
 
@@ -42,12 +42,7 @@ LIMITS = """
       demand_idle_factor: 0.25
 """
 
-ONE_GPU = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+ONE_GPU = simulated_a100s(1)
 
 
 
@@ -142,6 +137,7 @@ def test_idle_is_warned_then_stopped_busy_and_kept_alive_and_exempt_are_not(
     assert notice.stat().st_uid == alice.pw_uid
 
     time.sleep(2)  # past the timeout for all of them; "kept" counts from its touch
+    wait_for_loop_pass(d, "lifecycle")  # and a pass after that: the loop did not stall
     assert status_of(docker_client, f"busy._.{alice.pw_uid}") == "running"
     assert status_of(docker_client, f"kept._.{alice.pw_uid}") == "running"
     assert status_of(docker_client, f"exempt._.{bob.pw_uid}") == "running"
@@ -202,6 +198,7 @@ def test_a_users_own_queued_request_does_not_hurry_their_own_idle_container(
     # Under demand (factor 0.25) the idle stop would come after 5.4 s; without it, not before
     # the checks below are done.
     time.sleep(9)
+    wait_for_loop_pass(d, "lifecycle")  # a pass after those 9 s stopped nothing
     assert not d.events_where(action="cleanup.idle", user="alice")
     report = d.cli_json(None, "maintenance", "run", "--dry-run")
     (holder,) = [c for c in report["containers"] if c["name"] == "holder"]
@@ -213,7 +210,7 @@ def test_a_killed_daemon_continues_the_countdown(
 ) -> None:
     d = start_daemon(ds01d)
     started = create(d, "alice", "countdown")
-    time.sleep(TIMEOUT_S / 2)
+    time.sleep(TIMEOUT_S / 2)  # half the countdown passes before the crash
     d.kill()
     d.restart()
 

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import skip_or_fail
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, free_port
+from support import TEST_IMAGES_YAML, describe, free_port, stop_process
 
 GPU_UUIDS = [f"GPU-00000000-0000-4000-8000-00000000000{n}" for n in range(3)]
 GRID_INTENSITY = 250  # g/kWh
@@ -140,12 +140,7 @@ def prometheus() -> Iterator[Callable[[int], Prometheus]]:
         yield start
     finally:
         for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -20,15 +20,9 @@ from typing import Any
 import pytest
 from rawapi import RawApi, queue_gpu_create
 
-from support import TEST_IMAGES_YAML, describe, wait_for_loop_pass, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, wait_for_loop_pass, wait_until
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 
 # carol first, then bob, then alice, whatever the order they queue in.
 PRIORITIES = """
@@ -228,12 +222,7 @@ ONE_GPU_ONE_HOUR = """
     policies:
       lifecycle_interval_seconds: 0.5
 """
-ONE_GPU = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+ONE_GPU = simulated_a100s(1)
 
 
 def test_the_head_gets_an_estimated_start_from_the_enforced_runtime_limit(ds01d, unix_users):

@@ -137,7 +137,7 @@ def wait_for_sent_creates(d: Any, docker_client: Any, timeout: float = 0.5) -> s
 def wait_for_moment(d: Any, moment: str) -> None:
     """Block until the moment of the crash scenario ``moment`` (see MOMENTS)."""
     if moment == "0.15s-after-launch":
-        time.sleep(0.15)
+        time.sleep(0.15)  # the scenario is a crash at a moment no event marks
     elif moment.startswith("right-after-create-"):
         wait_for_confirmed_creates(d, int(moment.rsplit("-", 1)[1]))
     elif moment.startswith("inside-create-"):

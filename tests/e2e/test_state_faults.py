@@ -23,15 +23,9 @@ from typing import Any
 import pytest
 from rawapi import queue_gpu_create
 
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import TEST_IMAGES_YAML, describe, simulated_a100s, wait_until
 
-TWO_GPUS = """
-    backend: simulated
-    simulated:
-      gpus:
-        - {model: NVIDIA A100-SXM4-40GB}
-        - {model: NVIDIA A100-SXM4-40GB}
-"""
+TWO_GPUS = simulated_a100s(2)
 LIMITS = """
     defaults:
       gpu_limit: 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGES_YAML, describe, value_and_source
+from support import TEST_IMAGES_YAML, describe, value_and_source, wait_until
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ALICE_PARENT = "ds01.slice/ds01-phd.slice/ds01-phd-alice.slice"
@@ -92,10 +92,11 @@ def create(daemon: Any, name: str, *args: str, user: str = "alice") -> dict[str,
     return info
 
 
-def run_in(docker_client: Any, container: str, script: str) -> None:
-    """Start ``sh -c script`` in a running container, in the background."""
-    exec_id = docker_client.api.exec_create(container, ["sh", "-c", script])["Id"]
+def run_in(docker_client: Any, container: str, script: str) -> str:
+    """Start ``sh -c script`` in a running container, in the background; its exec's id."""
+    exec_id: str = docker_client.api.exec_create(container, ["sh", "-c", script])["Id"]
     docker_client.api.exec_start(exec_id, detach=True)
+    return exec_id
 
 
 def docker_name(unix_users: dict[str, Any], name: str, user: str = "alice") -> str:
@@ -150,9 +151,9 @@ def test_cpu_total_holds_two_busy_containers(ds01d, docker_client, unix_users):
     for name in ("busy1", "busy2"):
         create(d, name, "--start")
         run_in(docker_client, docker_name(unix_users, name), "while :; do :; done")
-    time.sleep(0.5)
+    time.sleep(0.5)  # the loops get going: measured from here, not from their start
     before, started = cpu_usage_seconds(), time.monotonic()
-    time.sleep(3)
+    time.sleep(3)  # the measuring window (a rate, not a wait for an event)
     used = (cpu_usage_seconds() - before) / (time.monotonic() - started)
     print(f"two busy containers under a 0.5-CPU total used {used:.3f} CPUs")
     # Unlimited, two busy loops would take both cores of the machine (2.0).
@@ -166,11 +167,17 @@ def test_pids_total_stops_forks_across_containers(ds01d, docker_client, unix_use
         create(d, name, "--start")
     assert pids_max() == "30"
     # 2 x 20 sleepers: the second container runs out of processes.
-    for name in ("p1", "p2"):
+    forks = [
         run_in(
             docker_client, docker_name(unix_users, name), "for i in $(seq 20); do sleep 60 & done"
         )
-    time.sleep(1.5)
+        for name in ("p1", "p2")
+    ]
+    wait_until(
+        "both fork loops to end",
+        lambda: not any(docker_client.api.exec_inspect(f)["Running"] for f in forks),
+        timeout=15,
+    )
     current = int(read("pids", "pids.current", "pids.current"))
     assert 20 <= current <= 30, f"{current} processes under a total of 30"
 

@@ -27,15 +27,10 @@ from typing import Any
 import docker.errors
 import pytest
 
-from support import BIN_DIR, TEST_IMAGE, describe, user_env
+from support import BIN_DIR, ONLY_BUSYBOX_YAML, TEST_IMAGE, describe, user_env
 
 #: Only the test image is registered (so builds may start FROM it); nothing else is allowed.
-IMAGES = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
+IMAGES = ONLY_BUSYBOX_YAML + """\
       - name: ghost
         image: ds01-test/never-built-here:1.0
         framework: none

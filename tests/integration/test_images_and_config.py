@@ -22,39 +22,20 @@ from typing import Any
 import docker.errors
 import pytest
 
-from support import TEST_IMAGE, TEST_IMAGES_YAML, describe
+from support import ONLY_BUSYBOX_YAML, TEST_IMAGE, TEST_IMAGES_YAML, describe
 
 MISSING_IMAGE = "ds01-test/never-built-here:1.0"
 
 #: The test image as ``busybox`` and an entry whose image exists nowhere.
-IMAGES_WITH_MISSING_ENTRY = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
+IMAGES_WITH_MISSING_ENTRY = ONLY_BUSYBOX_YAML + f"""\
       - name: ghost
         image: {MISSING_IMAGE}
         framework: none
         description: An image nobody built
 """
 
-#: Only the test image is registered; nothing else is allowed.
-ONLY_BUSYBOX = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
-"""
-
 #: The test image registered, and ``ds01-test/*`` references allowed directly.
-BUSYBOX_AND_ALLOWED_TEST_REFERENCES = f"""
-    images:
-      - name: busybox
-        image: {TEST_IMAGE}
-        framework: none
-        description: BusyBox test image
+BUSYBOX_AND_ALLOWED_TEST_REFERENCES = ONLY_BUSYBOX_YAML + """\
     allow:
       - "ds01-test/*"
 """
@@ -145,7 +126,7 @@ def test_image_list_shows_present_registry_entries_and_all_adds_missing_ones(ds0
 
 
 def test_unregistered_local_reference_is_refused_with_exit_5(ds01d, docker_client, test_image_alt):
-    d = ds01d(images=ONLY_BUSYBOX)
+    d = ds01d(images=ONLY_BUSYBOX_YAML)
 
     result = create_with_image(d, test_image_alt, "alt-refused")
 
@@ -167,7 +148,7 @@ def test_local_reference_matching_allow_is_accepted(ds01d, docker_client, test_i
 
 
 def test_registry_name_runs_the_registered_image(ds01d, docker_client):
-    d = ds01d(images=ONLY_BUSYBOX)
+    d = ds01d(images=ONLY_BUSYBOX_YAML)
 
     result = create_with_image(d, "busybox", "by-name")
 
@@ -190,7 +171,7 @@ def image_built_for_alice(docker_client: Any, test_image: str) -> Any:
 
 
 def test_an_image_built_for_a_user_is_hers_alone(ds01d, docker_client, image_built_for_alice):
-    d = ds01d(images=ONLY_BUSYBOX)
+    d = ds01d(images=ONLY_BUSYBOX_YAML)
 
     hers = create_with_image(d, image_built_for_alice, "own-image")
     theirs = d.cli("bob", "container-create", "own-image", "--image", image_built_for_alice)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ds01.cli.client import _request_bytes
-from ds01.errors import ConfigError
 from ds01.model.hub import ON_BEHALF_HEADER
-from support import limits_from
+from support import limits_from, limits_refusal
 
 
 def test_nobody_is_a_hub_by_default() -> None:
@@ -42,7 +41,7 @@ def test_a_hub_has_caps_of_its_own_with_defaults() -> None:
 def test_root_is_never_a_hub() -> None:
     hub = limits_from("hub:\n  unix_groups: [root]\n").hub
     assert not hub.admits("root", 0, ("root",))
-    error = limits_error("hub:\n  users: [jupyterhub, root]\n")
+    error = limits_refusal("hub:\n  users: [jupyterhub, root]\n")
     assert "limits.yaml:2" in str(error) and "root may not be a hub identity" in str(error)
 
 
@@ -57,13 +56,7 @@ def test_root_is_never_a_hub() -> None:
     ],
 )
 def test_invalid_hub_sections_are_refused(text: str) -> None:
-    assert "hub" in str(limits_error(text))
-
-
-def limits_error(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        limits_from(text)
-    return caught.value
+    assert "hub" in str(limits_refusal(text))
 
 
 def test_the_client_names_the_user_only_when_asked() -> None:

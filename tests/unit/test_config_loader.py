@@ -19,21 +19,16 @@ from ds01.config.loader import (
     load_file,
     parse_config,
 )
+from ds01.config.policies import POLICY_KEYS
 from ds01.config.resolve import source_keys
 from ds01.errors import ConfigError, InvalidInput
-from support import limits_from
+from support import limits_from, limits_refusal
 
 
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return path
-
-
-def limits_error(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(textwrap.dedent(text).lstrip("\n"), "resource-limits", "limits.yaml")
-    return caught.value
 
 
 # --- error messages: file, line, key ------------------------------------------------------
@@ -70,7 +65,7 @@ def test_validation_error_names_file_line_and_key(tmp_path: Path) -> None:
 
 
 def test_every_error_is_reported_in_line_order() -> None:
-    error = limits_error(
+    error = limits_refusal(
         """
         defaults:
           memory_limit: lots
@@ -91,8 +86,49 @@ def test_every_error_is_reported_in_line_order() -> None:
     ]
 
 
+def test_the_layered_sections_check_each_entry_in_one_order() -> None:
+    # aggregate:, policies: and reservations: entries pass one shared check before their
+    # keys are read: an undefined group first, then (for a policy override) a server-wide
+    # key, then a key of the reference implementation; one message per entry.
+    error = limits_refusal(
+        """
+        groups: {phd: {}}
+        aggregate:
+          groups:
+            nope: {memory_max: 9G}
+          users:
+            jane: {memory_max: 9G, cpu_limit: -1}
+        policies:
+          groups:
+            ghost: {webhook_url: 'https://x.org', cpu_quota: 1}
+          users:
+            jane: {cpu_quota: 5, webhook_url: 'https://x.org'}
+            bob: {grace_period_m: 3}
+        reservations:
+          groups:
+            nope: {max_hours: 1}
+          users:
+            jane: {max_hours: -1, bogus: 1}
+        """
+    )
+    undefined = "no such group under the top-level groups: section, where membership is defined"
+    server_wide = "is one setting for the whole server: set it at the top of the policies: section"
+    assert error.message.splitlines() == [
+        f"limits.yaml:4: aggregate.groups.nope: {undefined} (defined: phd)",
+        "limits.yaml:6: aggregate.users.jane: unknown key 'memory_max'; use memory_limit "
+        "(aggregate keys: cpu_limit, memory_limit, pids_limit, disk_limit)",
+        f"limits.yaml:9: policies.groups.ghost: {undefined} (defined: phd)",
+        f"limits.yaml:11: policies.users.jane: webhook_url {server_wide}",
+        "limits.yaml:12: policies.users.bob: unknown key 'grace_period_m'; use "
+        f"idle_grace_minutes (policy keys: {', '.join(POLICY_KEYS)})",
+        f"limits.yaml:15: reservations.groups.nope: {undefined} (defined: phd)",
+        "limits.yaml:17: reservations.users.jane.max_hours: must be more than 0, got -1",
+        "limits.yaml:17: reservations.users.jane.bogus: unknown key 'bogus'",
+    ]
+
+
 def test_list_items_are_located_by_position() -> None:
-    error = limits_error(
+    error = limits_refusal(
         """
         groups:
           lab:
@@ -108,7 +144,7 @@ def test_list_items_are_located_by_position() -> None:
 
 
 def test_invalid_mapping_key_is_located_on_its_line() -> None:
-    error = limits_error(
+    error = limits_refusal(
         """
         users:
           alice: {}
@@ -139,9 +175,9 @@ def test_missing_required_key_is_reported_on_the_entry(tmp_path: Path) -> None:
 
 
 def test_wrong_shape_is_explained_without_python_names() -> None:
-    error = limits_error("defaults: 5\n")
+    error = limits_refusal("defaults: 5\n")
     assert error.message == "limits.yaml:1: defaults: expected a mapping (key: value), got 5"
-    whole_file = limits_error("- a\n- b\n")
+    whole_file = limits_refusal("- a\n- b\n")
     assert whole_file.message == "limits.yaml:1: expected a mapping (key: value), got ['a', 'b']"
 
 
@@ -166,14 +202,14 @@ def test_wrong_shape_is_explained_without_python_names() -> None:
 def test_unknown_keys_are_refused_with_the_key_meant_at_that_place(
     text: str, line: int, key: str, meant: str | None
 ) -> None:
-    error = limits_error(text)
+    error = limits_refusal(text)
     unknown = key.rsplit(".", 1)[-1]
     hint = f". Did you mean {meant!r}?" if meant else ""
     assert error.message == f"limits.yaml:{line}: {key}: unknown key {unknown!r}{hint}"
 
 
 def test_duplicate_keys_are_refused_with_both_lines() -> None:
-    error = limits_error(
+    error = limits_refusal(
         """
         groups:
           phd:
@@ -188,7 +224,7 @@ def test_duplicate_keys_are_refused_with_both_lines() -> None:
 
 
 def test_duplicate_sections_are_refused() -> None:
-    error = limits_error("users:\n  a: {}\ndefaults: {}\nusers:\n  b: {}\n")
+    error = limits_refusal("users:\n  a: {}\ndefaults: {}\nusers:\n  b: {}\n")
     assert error.message == "limits.yaml:4: users: duplicate key 'users' (first given on line 1)"
 
 
@@ -199,18 +235,18 @@ def test_same_key_in_different_mappings_is_fine() -> None:
 
 @pytest.mark.parametrize("bad", ["32X", "lots", "-4G", "0", "1e3", "", "G", "32 GB please"])
 def test_bad_memory_strings_are_refused(bad: str) -> None:
-    error = limits_error(f"defaults:\n  memory_limit: '{bad}'\n")
+    error = limits_refusal(f"defaults:\n  memory_limit: '{bad}'\n")
     assert error.message.startswith("limits.yaml:2: defaults.memory_limit: invalid size")
 
 
 def test_bad_shm_size_is_refused() -> None:
-    error = limits_error("users:\n  jane:\n    shm_size: [8G]\n")
+    error = limits_refusal("users:\n  jane:\n    shm_size: [8G]\n")
     assert error.message.startswith("limits.yaml:3: users.jane.shm_size: invalid size")
 
 
 @pytest.mark.parametrize("key", ["priority", "allow_full_gpu", "allow_mig"])
 def test_null_is_refused_where_it_has_no_meaning(key: str) -> None:
-    error = limits_error(f"defaults:\n  {key}: null\n")
+    error = limits_refusal(f"defaults:\n  {key}: null\n")
     assert error.message == (
         f"limits.yaml:2: defaults.{key}: cannot be null (no unlimited value); "
         "remove the key to inherit"
@@ -231,25 +267,25 @@ def test_null_is_refused_where_it_has_no_meaning(key: str) -> None:
     ],
 )
 def test_values_of_the_wrong_type_or_range_are_refused(text: str, fragment: str) -> None:
-    error = limits_error(text)
+    error = limits_refusal(text)
     assert error.message.startswith("limits.yaml:2: defaults.")
     assert fragment in error.message
 
 
 def test_yaml_syntax_errors_carry_the_line() -> None:
-    error = limits_error("defaults:\n  cpu_limit: 8\n  gpu_limit: [1\nusers: {}\n")
+    error = limits_refusal("defaults:\n  cpu_limit: 8\n  gpu_limit: [1\nusers: {}\n")
     assert error.message.startswith("limits.yaml:4: invalid YAML:")
 
 
 def test_python_tags_are_refused() -> None:
-    error = limits_error("defaults: !!python/object/apply:os.system ['true']\n")
+    error = limits_refusal("defaults: !!python/object/apply:os.system ['true']\n")
     assert error.message.startswith(
         "limits.yaml:1: invalid YAML: could not determine a constructor"
     )
 
 
 def test_several_documents_are_refused() -> None:
-    error = limits_error("defaults: {}\n---\nusers: {}\n")
+    error = limits_refusal("defaults: {}\n---\nusers: {}\n")
     assert "expected a single document" in error.message
 
 

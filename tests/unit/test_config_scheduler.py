@@ -7,15 +7,7 @@ import pytest
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.resolve import resolve_limits
 from ds01.config.scheduler import SchedulerConfig
-from ds01.errors import ConfigError
-from support import limits_from
-
-
-def limits_error(text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        limits_from(text)
-    return caught.value.message
-
+from support import limits_error, limits_from
 
 # --- scheduler: ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from ds01.cli.images import FRAMEWORK_NAMES
+from ds01.cli.project import FRAMEWORK_NAMES
 from ds01.core.dockerfile import (
     DATA_SCIENCE_PACKAGES,
     FRAMEWORKS,

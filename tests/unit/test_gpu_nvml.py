@@ -496,11 +496,17 @@ def _nvidia_driver_present() -> bool:
     return True
 
 
-@pytest.mark.skipif(_nvidia_driver_present(), reason="an NVIDIA driver is installed here")
-def test_real_nvidia_ml_py_without_driver_reports_no_gpus() -> None:
+def test_real_nvidia_ml_py_reports_the_driver_as_it_is_here() -> None:
+    # Runs on every machine: without a driver (CI) the backend says so and lists nothing;
+    # with one, it never claims the driver is missing.
+    driver = _nvidia_driver_present()
     with NvmlBackend(GpuConfig(backend="nvml")) as backend:
         inventory = backend.inventory()
 
-    assert inventory.devices == ()
-    assert inventory.message is not None
-    assert inventory.message.startswith("No NVIDIA driver found (NVML library not found)")
+    missing = "No NVIDIA driver found (NVML library not found)"
+    if driver:
+        assert not (inventory.message or "").startswith(missing), inventory.message
+    else:
+        assert inventory.devices == ()
+        assert inventory.message is not None
+        assert inventory.message.startswith(missing)

@@ -23,16 +23,9 @@ from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import QueuedRequest, ReservationRecord
-from support import NoDocker, offline_service
+from support import NoDocker, offline_service, simulated_a100s
 
-GPU_CONFIG = """\
-backend: simulated
-simulated:
-  gpus:
-    - {model: NVIDIA A100-SXM4-40GB}
-    - {model: NVIDIA A100-SXM4-40GB}
-    - {model: NVIDIA A100-SXM4-40GB}
-"""
+GPU_CONFIG = simulated_a100s(3)
 LIMITS = """\
 defaults:
   gpu_limit: 1

@@ -26,15 +26,9 @@ from ds01.model import labels as L
 from ds01.model.quota import GpuQuota
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import ReservationRecord, StateStore, UsageRecord
-from support import offline_service
+from support import offline_service, simulated_a100s
 
-GPU_CONFIG = """\
-backend: simulated
-simulated:
-  gpus:
-    - {model: NVIDIA A100-SXM4-40GB}
-    - {model: NVIDIA A100-SXM4-40GB}
-"""
+GPU_CONFIG = simulated_a100s(2)
 LIMITS = """\
 defaults: {gpu_limit: 1, max_containers: 5}
 borrowing:

@@ -21,6 +21,7 @@ import sys
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command
+from ds01.cli.project import FRAMEWORK_NAMES
 from ds01.errors import InvalidInput
 
 TYPE_CHECKING = False
@@ -34,9 +35,6 @@ POLL_SECONDS = 30
 PROGRESS_POLL_SECONDS = 1
 #: Where ``image-create`` writes and ``image-build`` looks by default, below the home.
 IMAGES_DIR = "images"
-#: Keys of ``ds01.core.dockerfile.FRAMEWORKS``, spelled out to keep ``ds01.core`` out of
-#: the CLI's start-up (a unit test keeps them equal).
-FRAMEWORK_NAMES = ("pytorch", "tensorflow", "python")
 # Docker's bookkeeping lines of a build, shown with --verbose only.
 _QUIET_BUILD_LINE = re.compile(r"^( ---> |Removing intermediate container |Successfully built )")
 _STEP_LINE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -472,4 +470,4 @@ IMAGE_COMMANDS: tuple[Command, ...] = (
     ),
 )
 
-__all__ = ["FRAMEWORK_NAMES", "IMAGE_COMMANDS"]
+__all__ = ["IMAGE_COMMANDS"]

@@ -35,8 +35,8 @@ above ``gpu_limit`` on idle devices, reclaimed on demand; the limit key ``borrow
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Literal
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,7 +44,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from ds01.config.borrowing import BorrowingConfig
@@ -56,9 +55,9 @@ from ds01.config.sections import (
     LayerEntry,
     NonNegative,
     Positive,
+    SectionEntry,
     UserName,
     empty_if_null,
-    layer_section,
     mark_undefined_groups,
 )
 from ds01.model.units import format_bytes, parse_bytes, parse_cpus
@@ -208,12 +207,15 @@ _REFERENCE_AGGREGATE_KEYS = {
 }
 
 
-class Aggregate(LayerEntry):
+class Aggregate(SectionEntry):
     """A user's totals across all their containers, as one section sets them.
 
     Written under ``aggregate.defaults``, ``aggregate.groups.<name>`` or
     ``aggregate.users.<name>``. As in ``Limits``: ``null`` = unlimited, no key = inherit.
     """
+
+    section_word: ClassVar[str] = "aggregate"
+    renamed_keys: ClassVar[Mapping[str, str]] = _REFERENCE_AGGREGATE_KEYS
 
     cpu_limit: float | None = Field(
         default=None,
@@ -233,11 +235,6 @@ class Aggregate(LayerEntry):
         description="Disk space all the user's containers (running or stopped) may hold "
         "together outside their mounts, a size such as '200G'; null = unlimited.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reference_keys(cls, value: Any) -> Any:
-        return layer_section(value, _REFERENCE_AGGREGATE_KEYS, AGGREGATE_KEYS, "aggregate")
 
     @field_validator("cpu_limit", mode="before")
     @classmethod

@@ -38,19 +38,19 @@ cumulative byte count instead of a rate, hourly checks instead of time).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from itertools import pairwise
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from ds01.config.sections import (
     GroupName,
-    LayerEntry,
     NonNegative,
     Positive,
+    SectionEntry,
     UserName,
     empty_if_null,
-    layer_section,
 )
 
 #: Keys that only the top of the ``policies:`` section may set.
@@ -93,12 +93,15 @@ def _check_fractions(value: tuple[float, ...]) -> tuple[float, ...]:
     return value
 
 
-class LifecyclePolicy(LayerEntry):
+class LifecyclePolicy(SectionEntry):
     """One set of lifecycle settings: a user's resolved policy, or one layer of the section.
 
     Every key has a default. As a layer (the top of ``policies:``, a group or a user entry),
     ``declared()`` tells which keys the file wrote.
     """
+
+    section_word: ClassVar[str] = "policy"
+    renamed_keys: ClassVar[Mapping[str, str]] = _REFERENCE_POLICY_KEYS
 
     lifecycle_interval_seconds: Positive = Field(
         default=60.0,
@@ -202,11 +205,6 @@ class LifecyclePolicy(LayerEntry):
         description="http(s) URL that receives every lifecycle warning and stop as a JSON "
         "POST (server-wide); null = none.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reference_keys(cls, value: Any) -> Any:
-        return layer_section(value, _REFERENCE_POLICY_KEYS, POLICY_KEYS, "policy")
 
     @field_validator(*WARNING_KEYS)
     @classmethod

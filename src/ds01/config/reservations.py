@@ -18,26 +18,27 @@ and ``max_gpus`` left out means the user's ``gpu_limit`` (``builtin`` source).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ds01.config.sections import (
     GroupName,
-    LayerEntry,
     NonNegative,
     Positive,
+    SectionEntry,
     UserName,
     empty_if_null,
-    layer_section,
 )
 
 #: Lead time of the warning to owners of containers on devices about to be reserved.
 DEFAULT_WARNING_MINUTES = 15.0
 
 
-class ReservationLimitsEntry(LayerEntry):
+class ReservationLimitsEntry(SectionEntry):
     """The reservation limits one layer (``defaults``, a group or a user) may set."""
+
+    section_word: ClassVar[str] = "reservations"
 
     max_gpus: NonNegative | None = Field(
         default=None,
@@ -63,11 +64,6 @@ class ReservationLimitsEntry(LayerEntry):
         description="GPU-hours of the reservations starting in one calendar week (Monday "
         "00:00, server time); null = unlimited.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _layer(cls, value: Any) -> Any:
-        return layer_section(value, {}, RESERVATION_KEYS, "reservations")
 
 
 #: Every reservation limit key, in the order they are documented and shown.

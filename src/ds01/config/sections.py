@@ -11,7 +11,9 @@
   section is validated, and the entry's model calls ``refuse_undefined_group`` in its
   ``mode="before"`` validator, so that the error lands on the group's own line.
 - ``LayerEntry``: the base of an entry whose keys layer (user, then groups, then
-  ``defaults``, then the builtin values), with ``declared()``.
+  ``defaults``, then the builtin values), with ``declared()``; ``SectionEntry``: an entry of
+  a section beside the top-level limits (``aggregate:``, ``policies:``, ``reservations:``),
+  which passes one check before its keys are read.
 - ``NonNegative`` and ``Positive``: the finite numbers (limits, weights, hours, minutes) a
   key may take, ``>= 0`` or ``> 0``; ``NonNegative | None`` where ``null`` has a meaning.
 """
@@ -19,10 +21,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 _ACCOUNT_NAME_RE = re.compile(r"[^\s:/]+")
 
@@ -81,6 +83,36 @@ class LayerEntry(BaseModel):
         return {key: getattr(self, key) for key in self.layer_keys if key in self.model_fields_set}
 
 
+class SectionEntry(LayerEntry):
+    """An entry of ``aggregate:``, ``policies:`` or ``reservations:``: one check before its keys.
+
+    Before its fields are read, an entry passes ``_layer``: ``null`` reads as empty, an entry
+    marked by ``mark_undefined_groups`` is refused, and a key of the reference
+    implementation (``renamed_keys``: its name → what to use instead) gets a message naming
+    the ds01 key and the section's keys (``section_word``). One message per entry; a
+    subclass's own ``mode="before"`` validator runs before this one (pydantic's order).
+    """
+
+    #: The section's name in messages (``"aggregate"`` in "aggregate keys: …").
+    section_word: ClassVar[str] = ""
+    #: Keys of the reference implementation, each with what to write instead.
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer(cls, value: Any) -> Any:
+        value = empty_if_null(value)
+        refuse_undefined_group(value)
+        if isinstance(value, dict):
+            for key in value:
+                if key in cls.renamed_keys:
+                    raise ValueError(
+                        f"unknown key {key!r}; use {cls.renamed_keys[key]} "
+                        f"({cls.section_word} keys: {', '.join(cls.layer_keys)})"
+                    )
+        return value
+
+
 def mark_undefined_groups(section: Any, defined: tuple[str, ...]) -> Any:
     """``section`` (raw YAML data) with the entries under its ``groups:`` that name no group
     of ``defined`` replaced by the ``UNDEFINED_GROUP`` marker; anything else unchanged."""
@@ -112,24 +144,10 @@ __all__ = [
     "LayerEntry",
     "NonNegative",
     "Positive",
+    "SectionEntry",
     "UserName",
     "account_name_checker",
     "empty_if_null",
     "mark_undefined_groups",
     "refuse_undefined_group",
 ]
-
-
-def layer_section(value: Any, renamed: dict[str, str], keys: tuple[str, ...], what: str) -> Any:
-    """The shared ``mode="before"`` check of a section layer: ``null`` reads as empty,
-    undefined groups are refused, and a key of the reference implementation (``renamed``:
-    its name → what to use instead) gets a message naming the ds01 key."""
-    value = empty_if_null(value)
-    refuse_undefined_group(value)
-    if isinstance(value, dict):
-        for key in value:
-            if key in renamed:
-                raise ValueError(
-                    f"unknown key {key!r}; use {renamed[key]} ({what} keys: {', '.join(keys)})"
-                )
-    return value

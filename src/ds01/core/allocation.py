@@ -28,11 +28,8 @@ from typing import NamedTuple
 
 from ds01.config.gpu_config import mig_profile_memory_mib, mig_profile_slices
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
-from ds01.model.device import Device, Inventory
+from ds01.model.device import DEFAULT_TOTAL_SLICES, Device, Inventory
 from ds01.model.quota import GpuQuota
-
-#: Compute slices of an A100/H100; used when nothing better is known.
-DEFAULT_TOTAL_SLICES = 7
 
 _STOP_OR_REMOVE_COMMANDS = "`container-stop NAME` / `container-remove NAME`"
 
@@ -684,7 +681,6 @@ def allocate(
 
 
 __all__ = [
-    "DEFAULT_TOTAL_SLICES",
     "ONE_MIG_INSTANCE_REASON",
     "AllocationState",
     "GpuRequest",

@@ -29,6 +29,8 @@ import posixpath
 import tarfile
 from dataclasses import dataclass, field
 
+from ds01.errors import DoorRefusal
+
 #: The permission bits a member keeps (no set-uid, set-gid or sticky bit).
 PERMISSION_BITS = 0o777
 #: Largest tar a ``docker cp`` into a container may send through the door (spooled by
@@ -36,14 +38,8 @@ PERMISSION_BITS = 0o777
 MAX_ARCHIVE_BYTES = 2 * 1024**3
 
 
-class ArchiveRefused(ValueError):
-    """An archive the door does not let into a container (why, in the message);
-    ``status``: the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 403) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class ArchiveRefused(DoorRefusal):
+    """An archive the door does not let into a container (why, in the message)."""
 
 
 @dataclass(frozen=True)

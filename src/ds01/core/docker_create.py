@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 
 #: Where the caller's own directories may be mounted (what ``container-create`` mounts).
@@ -79,13 +80,8 @@ _CONFIG_READ = frozenset(
 )  # fmt: skip
 
 
-class CreateRefused(ValueError):
-    """The body cannot be created as asked; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 403) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class CreateRefused(DoorRefusal):
+    """The body cannot be created as asked."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from ds01.core.docker_archive import member_key
 from ds01.core.image_build import IMAGE_DECLARED_LABELS, foreign_labels
+from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 from ds01.model.units import format_bytes
 
@@ -58,7 +59,7 @@ LOAD_REFUSED = (
 )
 
 
-class LoadRefused(ValueError):
+class LoadRefused(DoorRefusal):
     """A tar the door does not load (why, in the message)."""
 
 

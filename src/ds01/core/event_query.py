@@ -35,12 +35,11 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from ds01.errors import InvalidInput
+from ds01.model.labels import CONTAINER_NAME_SEPARATOR
 from ds01.model.text import shown
 
-#: ``user`` of the events ds01d writes on its own account.
+#: ``user`` of the events ds01d writes on its own account (the audit log's own included).
 DAEMON_USER = "ds01d"
-#: Separator of a Docker container name's parts: ``thesis._.1001``.
-_NAME_SEPARATOR = "._."
 
 _RELATIVE_RE = re.compile(
     r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|"
@@ -124,7 +123,7 @@ def container_uid(resource: object) -> int | None:
     """The uid in ``container/<name>._.<uid>``, ``None`` for any other resource."""
     if not isinstance(resource, str) or not resource.startswith("container/"):
         return None
-    _, separator, uid = resource.rpartition(_NAME_SEPARATOR)
+    _, separator, uid = resource.rpartition(CONTAINER_NAME_SEPARATOR)
     return int(uid) if separator and uid.isdigit() else None
 
 
@@ -153,10 +152,10 @@ def container_matches(event: Mapping[str, Any], container: str) -> bool:
     """Whether ``event`` is about ``container`` (a user's name for it, or a Docker name)."""
     resource = event.get("resource")
     details = event.get("details")
-    if _NAME_SEPARATOR in container:
+    if CONTAINER_NAME_SEPARATOR in container:
         return resource == f"container/{container}"
     if isinstance(resource, str) and resource.startswith("container/"):
-        name = resource[len("container/") :].partition(_NAME_SEPARATOR)[0]
+        name = resource[len("container/") :].partition(CONTAINER_NAME_SEPARATOR)[0]
         if name == container:
             return True
     return isinstance(details, Mapping) and details.get("container") == container

@@ -29,8 +29,6 @@ from ds01.errors import InvalidInput
 from ds01.model import labels as L
 from ds01.model.names import IMAGE_REFERENCE_RE, is_image_reference, require_match
 
-#: Label keys under this prefix are ds01d's own; a user's image may carry none but the owner.
-RESERVED_LABEL_PREFIX = "ds01."
 #: ds01 labels a user's image may carry: they say what it serves (the port ds01 publishes
 #: with a token of its own, a JupyterHub single-user server) and grant nothing.
 IMAGE_DECLARED_LABELS = frozenset({L.JUPYTER_PORT, L.JUPYTERHUB})
@@ -155,7 +153,7 @@ def foreign_labels(
     return sorted(
         key
         for key, value in labels.items()
-        if key.startswith(RESERVED_LABEL_PREFIX)
+        if key.startswith(L.PREFIX)  # ds01d's own: a user's image may carry none but the owner
         and value
         and key not in declared
         and not (key == owner_key and value == owner)

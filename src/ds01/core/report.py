@@ -45,13 +45,13 @@ from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 
+from ds01.core.energy import JOULES_PER_KWH
 from ds01.core.event_query import DAEMON_USER, container_uid, parse_ts
 from ds01.core.gpu_use import UNMANAGED_USE_ACTION
 
 HOUR = timedelta(hours=1)
 #: A report's window when ``--from`` is not given: this many days before its end.
 DEFAULT_WINDOW_DAYS = 30
-JOULES_PER_KWH = 3_600_000.0
 #: Name of a user's group when nothing says which it is.
 NO_GROUP = "-"
 #: Name of the row that sums everything.

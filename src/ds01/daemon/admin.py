@@ -45,7 +45,7 @@ from ds01.daemon import queue_view, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.creation import DEFAULT_SLICE_GROUP
 from ds01.daemon.identity import Caller
-from ds01.daemon.launch import DEFAULT_WORKSPACE_DIR, make_user_directory
+from ds01.daemon.launch import DEFAULT_WORKSPACE_DIR, existing_directory, make_user_directory
 from ds01.daemon.limits_enforcement import aggregate_limits
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import allocation_state
@@ -269,16 +269,7 @@ def _prepare_cgroup_parent(
 def _archive_directory(text: str, home: Path | None) -> Path:
     """``--archive DIR`` checked: an existing directory of root's that no one else can write,
     outside the user's home."""
-    path = Path(text)
-    if not path.is_absolute():
-        raise InvalidInput(f"--archive needs an absolute path, got {text!r}.")
-    try:
-        real = path.resolve(strict=True)
-        st = real.stat()
-    except (OSError, RuntimeError) as exc:
-        raise InvalidInput(f"--archive {text}: {getattr(exc, 'strerror', None) or exc}") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise InvalidInput(f"--archive {text} is not a directory.")
+    real, st = existing_directory(text, "--archive")
     if st.st_uid != 0 or st.st_mode & 0o022:
         raise InvalidInput(
             f"--archive {text} must be a directory owned by root that no one else can write "

@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ds01.core.container_resources import why
+from ds01.core.docker_create import DATA_TARGET as CONTAINER_DATA
+from ds01.core.docker_create import WORKSPACE_TARGET as CONTAINER_WORKSPACE
 from ds01.core.ports import (
     PortClaim,
     choose_host_port,
@@ -45,8 +47,6 @@ from ds01.runtime.identity import UnixUser
 from ds01.runtime.port_probe import port_is_free
 from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
 
-CONTAINER_WORKSPACE = "/workspace"
-CONTAINER_DATA = "/data"
 DEFAULT_WORKSPACE_DIR = "workspace"  # under the user's home
 MAX_PATH_LENGTH = 4096
 #: Host ports for JupyterLab, on 127.0.0.1: below Linux's ephemeral range (32768 and up), so
@@ -78,8 +78,14 @@ def make_user_directory(path: Path, user: UnixUser) -> None:
         ) from None
 
 
-def owned_directory(user: UnixUser, requested: str, what: str) -> Path:
-    """Resolve a host directory (symlinks included) and check the user owns it."""
+def existing_directory(requested: str, what: str) -> tuple[Path, os.stat_result]:
+    """``requested``, an absolute path of an existing directory, resolved (symlinks
+    included), with its ``stat``; who owns it is the caller's check.
+
+    Raises:
+        InvalidInput: not a usable or not an absolute path, missing, unreadable, or not a
+            directory; the message begins with ``what`` (``"--workspace"``, ``"--archive"``).
+    """
     if "\0" in requested or len(requested) > MAX_PATH_LENGTH:
         raise InvalidInput(f"{what} is not a usable path.")
     path = Path(requested)
@@ -90,10 +96,17 @@ def owned_directory(user: UnixUser, requested: str, what: str) -> Path:
         st = real.stat()
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise InvalidInput(f"{what} {shown(requested)} does not exist.") from exc
-    except (OSError, ValueError) as exc:  # too long, a loop of symlinks, …
+    # Too long, or a loop of symlinks (RuntimeError before Python 3.13, OSError after).
+    except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidInput(f"{what} {shown(requested)} cannot be used: {why(exc)}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{what} {shown(requested)} is not a directory.")
+    return real, st
+
+
+def owned_directory(user: UnixUser, requested: str, what: str) -> Path:
+    """Resolve a host directory (symlinks included) and check the user owns it."""
+    real, st = existing_directory(requested, what)
     if real == Path("/") or (st.st_uid != user.uid and user.uid != 0):
         raise PermissionDenied(
             f"{what} {shown(requested)} (resolves to {shown(str(real))}) is not a "

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from ds01.config.policies import LifecyclePolicy
 from ds01.config.resolve import resolve_policy
+from ds01.core.event_query import DAEMON_USER
 from ds01.core.lifecycle import (
     CLOCK_JUMP_REPORTED,
     ContainerClock,
@@ -84,7 +85,7 @@ from ds01.daemon.sampler import Sampler, workspace_of
 from ds01.daemon.service import Ds01Service
 from ds01.daemon.views import users_waiting_for_devices
 from ds01.errors import Ds01Error
-from ds01.events.log import DAEMON_USER, utc_now
+from ds01.events.log import utc_now
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.model.labels import runtime_hours_of
 from ds01.model.units import format_duration

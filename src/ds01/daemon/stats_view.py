@@ -35,13 +35,13 @@ from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.model import labels as L
+from ds01.model.units import MIB
 from ds01.runtime.docker import ContainerRecord
 
 log = logging.getLogger(__name__)
 
 #: Containers measured at once (each Docker stats call waits about a second).
 MAX_PARALLEL_READS = 8
-MIB = 1024 * 1024
 
 T = TypeVar("T")
 

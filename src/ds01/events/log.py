@@ -85,7 +85,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ds01.core.event_query import parse_ts
+from ds01.core.event_query import DAEMON_USER, parse_ts
 from ds01.events import chain
 from ds01.events.bound import NAME_CHARS, RESOURCE_CHARS, bound_details, bound_text
 from ds01.events.redact import REDACTED, redact_details
@@ -119,8 +119,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_BUFFER_LIMIT = 10_000
 #: How long to wait before trying a failed rotation again.
 ROTATION_RETRY = timedelta(minutes=10)
-#: ``user`` of the events the log writes about itself.
-DAEMON_USER = "ds01d"
 #: Bytes read at a time when looking for the last line of a file.
 _TAIL_CHUNK = 64 * 1024
 

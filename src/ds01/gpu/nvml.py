@@ -53,19 +53,14 @@ from ds01.gpu.nvml_mig import (
     profile_name,
     text,
 )
-from ds01.model.device import Device, Inventory, PhysicalGpu
+from ds01.model.device import DEFAULT_TOTAL_SLICES, Device, Inventory, PhysicalGpu
 from ds01.model.mig_placement import MigPlacementTable
+from ds01.model.units import MIB
 
 if TYPE_CHECKING:
     from ds01.model.mig import MigStep
 
 log = logging.getLogger(__name__)
-
-MIB = 1024 * 1024
-"""Bytes in one MiB."""
-
-DEFAULT_TOTAL_SLICES = 7
-"""Compute slices of a GPU whose profile table cannot be read (A100 and H100 have 7)."""
 
 
 def _no_gpus_message(situation: str, remedy: str) -> str:

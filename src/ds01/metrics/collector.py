@@ -22,10 +22,10 @@ from prometheus_client.registry import Collector
 from ds01.core.energy import co2_grams, kwh
 from ds01.gpu.backend import DeviceTelemetry
 from ds01.metrics.snapshot import MetricsSnapshot
+from ds01.model.units import MIB
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 
 
 def _gauge(

@@ -18,6 +18,10 @@ from typing import Literal
 DeviceKind = Literal["gpu", "mig"]
 
 
+#: Compute slices of an A100/H100; used when nothing better is known.
+DEFAULT_TOTAL_SLICES = 7
+
+
 @dataclass(frozen=True)
 class Device:
     """One allocatable device.
@@ -48,7 +52,7 @@ class Device:
     memory_mib: int
     profile: str | None = None
     slices: int = 7
-    total_slices: int = 7
+    total_slices: int = DEFAULT_TOTAL_SLICES
     instance_id: int | None = None
     device_node: str | None = None
     start: int | None = None
@@ -88,7 +92,7 @@ class PhysicalGpu:
     model: str
     memory_mib: int
     mig_enabled: bool = False
-    total_slices: int = 7
+    total_slices: int = DEFAULT_TOTAL_SLICES
     device_node: str | None = None
 
 

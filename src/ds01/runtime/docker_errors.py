@@ -38,11 +38,6 @@ def docker_errors(what: str) -> Iterator[None]:
         raise DockerUnavailable(f"{what}: {not_answering(exc)}") from exc
 
 
-#: The engine's socket: the only one ds01 talks to.
-DOCKER_SOCKET = "/var/run/docker.sock"
-_ASK_AN_ADMIN = "An admin can check it with `ds01 admin doctor`."
-
-
 def not_answering(exc: BaseException) -> str:
     """What to tell people when the engine did not answer (``exc``: what docker-py raised):
     plain words, never the exception's text."""

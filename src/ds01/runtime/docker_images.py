@@ -20,10 +20,8 @@ import requests.exceptions
 from docker.utils.json_stream import json_stream, stream_as_text
 
 from ds01.model import labels as L
+from ds01.runtime.cgroups import CFS_PERIOD_US, cfs_quota_us
 from ds01.runtime.docker_errors import docker_errors
-
-#: The CFS period of a build's containers (Docker's default); the quota is CPUs times this.
-CPU_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -177,8 +175,8 @@ class DockerImages:
             params["memory"] = limits.memory_bytes
             params["memswap"] = limits.memory_bytes
         if limits.cpus is not None:
-            params["cpuperiod"] = CPU_PERIOD_US
-            params["cpuquota"] = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            params["cpuperiod"] = CFS_PERIOD_US
+            params["cpuquota"] = cfs_quota_us(limits.cpus)
         if limits.shm_size_bytes is not None:
             params["shmsize"] = limits.shm_size_bytes
         url = f"{self.api.base_url}/v{self.api.api_version}/build"
