@@ -368,7 +368,12 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
 
     over = d.docker("alice", "run", "-d", "--gpus", "5", image, "true")
     assert over.returncode == 125, describe(over)
-    assert "limit" in over.stderr.lower(), describe(over)
+    # ds01's own quota message, word for word as container-create gives it.
+    refused = over.stderr.partition("Error response from daemon: ")[2].splitlines()[0]
+    same = d.cli("alice", "container-create", "over", "--image", "busybox", "--gpus", "5")
+    assert same.returncode != 0 and "limit" in refused and refused in same.stderr, (
+        describe(over), describe(same)
+    )
     privileged = d.docker("alice", "run", "-d", "--privileged", image, "true")
     assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(privileged)
 
