@@ -10,23 +10,23 @@ row the test checks:
   with the words that say why;
 - the refusal is logged: a ``denied`` event of alice's in ``events.jsonl``;
 
-and, after all rows, that nothing changed in Docker: the same containers with the same
-ids, labels, state and start times (bob's included), no container of alice's. Rows:
-every hardening refusal of a create, a spoofed owner label, a non-allowed image, empty,
-malformed, oversized and chunked bodies (CVE-2024-41110's shape: a create without a
-body), bob's container by Docker name, id and id prefix for every verb the door serves (copies
-in and out, export and diff included), bob's exec, copies into her own container of what
-dockerd would write as root (a device node, hard links to files the copy did not write,
-not a tar, a malformed chunk), endpoints not on the allowlist, an API version too old.
-Commits, tags and removals outside her own images and namespace; builds FROM images
+and, after all rows, that nothing changed in Docker: the same containers with the same ids,
+labels, state and start times (bob's included), no container of alice's. Rows: every
+hardening refusal of a create, a spoofed owner label, a non-allowed image (by tag, digest,
+id and id prefix), empty, malformed, oversized and chunked bodies (CVE-2024-41110's shape: a
+create without a body), bob's container by Docker name, id and id prefix for every verb the
+door serves (copies in and out, export and diff included), bob's exec, copies into her own
+container of what dockerd would write as root (a device node, hard links to files the copy
+did not write, not a tar, a malformed chunk), endpoints not on the allowlist, an API version
+too old. Commits, tags and removals outside her own images and namespace; builds FROM images
 outside the allowlist (by tag and by digest), with BuildKit, on the host's network, with a
-device node in their context; bob's volume (by her name
-for it and by its Docker name), volumes bound to host paths or with other drivers,
-networks that are not hers as ds01 makes it, bob's container on a network or its
-namespace. Filters that name bob's uid show alice nothing; a create refused after it
-made a named volume leaves none. Last, a copy that tries to plant root's set-uid binary
-(with a file capability) and a set-gid directory in her own directory lands as her plain
-file and directory; and a volume over her cap of 32 is refused.
+device node in their context; bob's volume (by her name for it and by its Docker name),
+volumes bound to host paths or with other drivers, networks that are not hers as ds01 makes
+it, bob's network by name and id (her own to her), bob's container on a network or its
+namespace. Filters that name bob's uid show alice nothing; a create refused after it made a
+named volume leaves none. Last, a copy that tries to plant root's set-uid binary (with a
+file capability) and a set-gid directory in her own directory lands as her plain file and
+directory; and a volume over her cap of 32 is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from flooder import attack
 from rawapi import RawApi, http_request
 
 from ds01.daemon.connections import DEFAULT_LIMITS
+from ds01.daemon.networks import network_name
 from support import TEST_IMAGE, TEST_IMAGES_YAML, wait_until
 
 LIMITS = """
@@ -59,6 +60,8 @@ LIMITS = """
 #: Denied events to wait for per row: the audit log's throttle is set to (almost) no
 #: window, so that every refusal is written.
 AUDIT_WINDOW = ("--audit-refusal-window", "0.001")
+#: A test image outside the allowlist with an id of its own (``make images`` builds it).
+UNLISTED_BY_ID = "ds01-test/python:latest"
 V = "/v1.41"
 
 
@@ -135,6 +138,12 @@ HARDENING: list[Row] = [
     Row("visible devices", create(Env=["NVIDIA_VISIBLE_DEVICES=all"]), 403, "ds01 sets"),
     Row("image not allowed", lambda t: http_request("POST", f"{V}/containers/create",
         json.dumps({"Image": "ds01-test/unlisted:latest"}).encode()), 403, "not in the image"),
+    # An image outside the allowlist (ds01-test/python) by digest, by id and by id prefix.
+    Row("image not allowed, by digest", create(Image="ds01-test/python@sha256:" + "0" * 64),
+        403, "not in the image"),
+    Row("image not allowed, by id", create(Image="{unlisted_id}"), 403, "not in the image"),
+    Row("image not allowed, by id prefix", create(Image="{unlisted_prefix}"), 403,
+        "There is no image"),
 ]  # fmt: skip
 
 BODIES: list[Row] = [
@@ -310,6 +319,12 @@ ELSEWHERE: list[Row] = [
     Row("bob's network namespace", create({"NetworkMode": "container:{bob_id}"}), 403,
         "NetworkMode"),
     Row("plugins", raw("GET", "/plugins"), 403, "GET /plugins"),
+    Row("secrets", raw("GET", "/secrets"), 403, "GET /secrets"),
+    # docker system prune: everyone's stopped containers, unused volumes and images.
+    Row("container prune", raw("POST", "/containers/prune", b""), 403,
+        "POST /containers/prune"),
+    Row("volume prune", raw("POST", "/volumes/prune", b""), 403, "POST /volumes/prune"),
+    Row("image prune", raw("POST", "/images/prune", b""), 403, "POST /images/prune"),
     Row("too old an API", lambda t: http_request("GET", "/v1.12/version"), 400, "too old"),
 ]  # fmt: skip
 
@@ -402,6 +417,8 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
         "bob_prefix": bob.id[:6],
         "bob_exec": docker_client.api.exec_create(bob.id, ["true"])["Id"],
         "bob_volume": f"bobvol._.{bob_uid}",
+        "unlisted_id": docker_client.images.get(UNLISTED_BY_ID).id,
+        "unlisted_prefix": docker_client.images.get(UNLISTED_BY_ID).id[7:19],
     }
     bob_volume = docker_client.volumes.create(targets["bob_volume"], labels={
         "ds01.managed": "true", "ds01.uid": str(bob_uid), "ds01.user": "bob"})  # fmt: skip
@@ -431,6 +448,11 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             volumes = api.call("GET", f"{V}/volumes")
             assert volumes.status == 200 and volumes.json()["Volumes"] == [], volumes
             assert not failures, "\n\n".join(failures)
+            # bob's network, by its Docker name and its id, is her own network to her.
+            theirs = docker_client.networks.get(network_name(bob_uid))
+            for ref in (theirs.name, theirs.id):
+                shown = api.call("GET", f"{V}/networks/{ref}")
+                assert shown.status == 200 and shown.json()["Id"] != theirs.id, shown
             assert sorted(p.name for p in workspace.iterdir()) == []  # no refused copy landed
             plant(api, workspace)
             over_volume_cap(api, docker_client, d)

@@ -11,7 +11,8 @@ and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's o
 namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
 with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
 ``save`` and ``load`` where ``images.yaml`` allows them (a load only of images tagged in
-one's own namespace); ``docker-compose up -d`` and ``down -v`` of a two-service project
+one's own namespace, audited with what dockerd did: loaded, or its error for a tar
+whose layer is no tar); ``docker-compose up -d`` and ``down -v`` of a two-service project
 with a network and a named volume (per user: another user sees none of it); VS Code's
 attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
@@ -367,7 +368,12 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
 
     over = d.docker("alice", "run", "-d", "--gpus", "5", image, "true")
     assert over.returncode == 125, describe(over)
-    assert "limit" in over.stderr.lower(), describe(over)
+    # ds01's own quota message, word for word as container-create gives it.
+    refused = over.stderr.partition("Error response from daemon: ")[2].splitlines()[0]
+    same = d.cli("alice", "container-create", "over", "--image", "busybox", "--gpus", "5")
+    assert same.returncode != 0 and "limit" in refused and refused in same.stderr, (
+        describe(over), describe(same)
+    )
     privileged = d.docker("alice", "run", "-d", "--privileged", image, "true")
     assert privileged.returncode == 125 and "privileged" in privileged.stderr, describe(privileged)
 
@@ -458,8 +464,24 @@ def test_docker_load_of_images_tagged_in_her_own_namespace_only(
             assert loaded.returncode == 0, describe(loaded)
             assert "Loaded image: alice/loaded:1" in loaded.stdout, describe(loaded)
             assert docker_client.images.get("alice/loaded:1").id == image.id
-            event = d.events_where(action="image.load", user="alice")
-            assert event and event[0]["details"]["tags"] == ["alice/loaded:1"], event
+            # Audited once dockerd has answered, naming what dockerd says it loaded.
+            event = wait_until("the load's event", lambda: d.events_where(action="image.load"))
+            assert [(e["user"], e["outcome"], e["details"]["tags"], e["details"]["loaded"])
+                    for e in event] == [("alice", "success", ["alice/loaded:1"],
+                                         ["alice/loaded:1"])], event  # fmt: skip
+            # A tar ds01's checks let through (her tag, a clean config) but whose layer is no
+            # tar: dockerd fails it, and the event says so, never that it was loaded.
+            broken = Path(where) / "broken.tar"
+            broken.write_bytes(broken_tar("alice/broken:1"))
+            failed = d.docker("alice", "load", "-i", str(broken))
+            assert failed.returncode != 0 and "Error processing tar" in failed.stderr, (
+                describe(failed)
+            )
+            failure = wait_until("the failed load's event", lambda: d.events_where(
+                action="image.load", resource="image/alice/broken:1"))  # fmt: skip
+            assert [(e["outcome"], "Error processing tar" in e["details"]["error"],
+                     "loaded" in e["details"]) for e in failure] == [("failure", True, False)]
+            assert not docker_client.images.list("alice/broken")
             listed = d.docker("alice", "images", "--format", "{{.Repository}}:{{.Tag}}")
             assert "alice/loaded:1" in listed.stdout.split(), describe(listed)
             # The image policy still decides what runs: a loaded image is not hers to run.
@@ -474,6 +496,23 @@ def test_docker_load_of_images_tagged_in_her_own_namespace_only(
         finally:
             with contextlib.suppress(Exception):
                 docker_client.images.remove("alice/loaded:1")
+
+
+def broken_tar(tag: str) -> bytes:
+    """An image tar as ``docker save`` lays one out, tagged ``tag`` with a clean config,
+    whose one layer is not a tar: what ds01 reads passes, what dockerd reads fails."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}})
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": [tag],
+                            "Layers": ["layer/layer.tar"]}])  # fmt: skip
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in (("config.json", config.encode()), ("manifest.json", manifest.encode()),
+                           ("layer/layer.tar", b"not a tar" * 20)):  # fmt: skip
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out.getvalue()
 
 
 def planted_tar(path: Path) -> Path:

@@ -1,11 +1,15 @@
 """A ``docker load`` through the Docker API door: the tar is spooled as sent (bounded) and
 read on the way; it goes on only when every image in it is tagged in the caller's own
 namespace, has a config in the tar that claims none of ds01's labels (not even her own
-owner label), and nothing in it lies below a symbolic link of its own."""
+owner label), and nothing in it lies below a symbolic link of its own; a tar as Docker 25
+and later save it (an OCI image layout with Docker's manifest beside it) is read the same
+way. Then dockerd's answer, read on its way to the client, says what it loaded or why not
+(the ``image.load`` event's outcome)."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -15,7 +19,7 @@ import pytest
 
 from ds01.core.docker_api import own_repository
 from ds01.core.docker_archive import ArchiveRefused
-from ds01.core.docker_load import LoadArchive, LoadRefused
+from ds01.core.docker_load import LoadAnswer, LoadArchive, LoadRefused
 from ds01.runtime.archive_rewrite import spool_load
 
 CONFIG = "abc.json"
@@ -157,3 +161,152 @@ def test_a_tar_over_the_limit_or_not_a_tar_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveRefused, match="not a tar"):
         load(b"x" * 4096, tmp_path)
     assert list(tmp_path.iterdir()) == []  # the spool is an unlinked file
+
+
+# --- a tar as Docker 25 and later save it (OCI layout) -------------------------------------
+
+
+def oci_saved(tags: list[str], annotations: list[dict[str, str]] | None = None) -> bytes:
+    """A tar as ``docker save`` writes one image since Docker 25: an OCI image layout
+    (``oci-layout``, ``index.json``, content-addressed ``blobs/sha256/…``) with Docker's
+    own ``manifest.json`` (its config and layers named by their blobs) beside it."""
+    layer = b"\0" * 1024
+    config = json.dumps({"config": {"Labels": None}, "rootfs": {"type": "layers"}}).encode()
+    blobs = {hashlib.sha256(data).hexdigest(): data for data in (layer, config)}
+    digest = {data: f"sha256:{hexa}" for hexa, data in blobs.items()}
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest[config], "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest[layer], "size": len(layer)}],
+    }).encode()  # fmt: skip
+    manifest_hex = hashlib.sha256(manifest).hexdigest()
+    blobs[manifest_hex] = manifest
+    if annotations is None:
+        annotations = [
+            {"io.containerd.image.name": f"docker.io/{tag}",
+             "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]}
+            for tag in tags
+        ]  # fmt: skip
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": f"sha256:{manifest_hex}", "size": len(manifest), "annotations": names}
+            for names in annotations
+        ],
+    }  # fmt: skip
+    docker_manifest = [{
+        "Config": f"blobs/sha256/{digest[config].removeprefix('sha256:')}",
+        "RepoTags": tags,
+        "Layers": [f"blobs/sha256/{digest[layer].removeprefix('sha256:')}"],
+    }]  # fmt: skip
+    members = [
+        entry("blobs", kind=tarfile.DIRTYPE),
+        entry("blobs/sha256", kind=tarfile.DIRTYPE),
+        *(entry(f"blobs/sha256/{hexa}", data) for hexa, data in blobs.items()),
+        entry("index.json", json.dumps(index).encode()),
+        entry("manifest.json", json.dumps(docker_manifest).encode()),
+        entry("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+    ]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
+
+
+def test_an_oci_layout_tar_of_her_own_image_goes_on_as_sent(tmp_path: Path) -> None:
+    data = oci_saved(["alice/model:1"])
+    assert load(data, tmp_path) == (["alice/model:1"], data)
+
+
+@pytest.mark.parametrize(
+    ("tags", "annotations", "refusal", "why"),
+    [
+        # Docker's manifest names another's tag (the index too, as Docker writes it).
+        (["bob/model:1"], None, PermissionError, "alice/NAME"),
+        (["library/busybox:latest"], None, PermissionError, "alice/NAME"),
+        # Docker's manifest names hers, the index (which a newer dockerd reads) another's.
+        (["alice/model:1"], [{"io.containerd.image.name": "docker.io/bob/model:1"}],
+         PermissionError, "alice/NAME"),
+        (["alice/model:1"], [{"org.opencontainers.image.ref.name": "registry.example/x:1"}],
+         PermissionError, "alice/NAME"),
+        # A digest names no tag of hers (and could be anyone's image).
+        (["alice/model:1"], [{"io.containerd.image.name": "docker.io/alice/model@sha256:"
+                              + "0" * 64}], LoadRefused, "not REPOSITORY:TAG"),
+    ],
+)  # fmt: skip
+def test_an_oci_layout_tar_naming_another_tag_or_a_digest_is_refused(
+    tags: list[str],
+    annotations: list[dict[str, str]] | None,
+    refusal: type[Exception],
+    why: str,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(refusal, match=why):
+        load(oci_saved(tags, annotations), tmp_path)
+
+
+# --- dockerd's answer, read on its way to the client ---------------------------------------
+
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n"
+    b"Server: Docker/20.10.24+dfsg1 (linux)\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def chunk(message: bytes) -> bytes:
+    """One message as dockerd writes it: a JSON line ending ``\\r\\n``, one chunk."""
+    return b"%x\r\n%s\r\n" % (len(message) + 2, message + b"\r\n")
+
+
+LOADED = HEAD + chunk(b'{"stream":"Loaded image: alice/model:1\\n"}') + b"0\r\n\r\n"
+#: Docker 20.10's answer to a tar whose layer is not a tar: progress, then the error.
+FAILED = (
+    HEAD
+    + chunk(b'{"status":"Loading layer","progressDetail":{"current":160,"total":160},'
+            b'"progress":"[==\\u003e]     160B/160B","id":"000000000000"}')
+    + chunk(b'{"errorDetail":{"message":"Error processing tar file(exit status 1): '
+            b'unexpected EOF"},"error":"Error processing tar file(exit status 1): '
+            b'unexpected EOF"}')
+    + b"0\r\n\r\n"
+)  # fmt: skip
+
+
+def answer_of(raw: bytes, piece: int) -> LoadAnswer:
+    answer = LoadAnswer()
+    for start in range(0, len(raw), piece):
+        answer.feed(raw[start : start + piece])
+    return answer
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 1 << 20])
+def test_dockerds_answer_says_what_it_loaded_or_why_not_however_it_is_cut(piece: int) -> None:
+    loaded = answer_of(LOADED, piece)
+    assert (loaded.failure(), loaded.loaded) == (None, ["alice/model:1"])
+    failed = answer_of(FAILED, piece)
+    assert failed.failure() == "Error processing tar file(exit status 1): unexpected EOF"
+    assert failed.loaded == []
+
+
+def test_an_answer_that_never_says_it_loaded_is_a_failure() -> None:
+    assert LoadAnswer().failure() == "dockerd gave no answer"
+    assert answer_of(LOADED[:-5], 64).failure() == "dockerd's answer was cut short"
+    assert answer_of(HEAD + b"0\r\n\r\n", 64).failure() == (
+        "dockerd did not say that it loaded an image"
+    )
+    body = b'{"message":"invalid tar header"}\n'
+    head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(body)
+    refused = head + body
+    assert answer_of(refused, 5).failure() == "invalid tar header"
+
+
+def test_an_overlong_message_is_skipped_and_the_next_still_read() -> None:
+    noise = chunk(b'{"status":"' + b"x" * 200_000 + b'"}')
+    raw = HEAD + noise + chunk(b'{"stream":"Loaded image: alice/model:1\\n"}') + b"0\r\n\r\n"
+    answer = answer_of(raw, 4096)
+    assert (answer.failure(), answer.loaded) == (None, ["alice/model:1"])

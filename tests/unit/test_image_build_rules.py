@@ -40,11 +40,17 @@ from ds01.model.names import is_image_reference
         ("Jane", 1004, "jane-1004"),  # not the same namespace as user "jane"
         ("jane@LAB.EXAMPLE", 1005, "jane-lab-example-1005"),
         ("élodie", 1006, "lodie-1006"),
-        ("ÉÉ", 1007, "u1007"),
+        ("ÉÉ", 1007, "u-1007"),
         ("localhost", 1008, "localhost"),
         # ds01's own repositories (ds01-kept/: other users' container commits) are no one's
         ("ds01-kept", 1009, "ds01-kept-1009"),
         ("ds01", 1010, "ds01-1010"),
+        # A name ending in -<digits> could be another user's form with the uid: its own uid.
+        ("jane-1004", 1011, "jane-1004-1011"),
+        ("u-1007", 1012, "u-1007-1012"),
+        ("u1007", 1013, "u1007"),
+        ("cuda-12", 1014, "cuda-12-1014"),
+        ("jane_1004", 1015, "jane_1004"),
     ],
 )
 def test_user_namespace(user: str, uid: int, namespace: str) -> None:
@@ -58,14 +64,47 @@ def test_every_user_gets_a_valid_namespace_that_names_no_registry_host(user: str
     assert "." not in namespace and ":" not in namespace
 
 
-@given(st.text(min_size=1, max_size=30), st.text(min_size=1, max_size=30))
-def test_namespaces_differ_between_users(a: str, b: str) -> None:
-    """A valid user name is its own namespace; any other carries the uid."""
-    first, second = user_namespace(a, 1001), user_namespace(b, 1002)
-    if first == a and second == b:
-        assert (first == second) == (a == b)
-    elif first != a and second != b:
-        assert first != second
+def owner_of(namespace: str) -> tuple[str, object]:
+    """Who a namespace names, read back from the namespace alone: the uid, for the form
+    with the uid (it ends in ``-<digits>``), else the user name (which is the namespace)."""
+    _, dash, digits = namespace.rpartition("-")
+    if dash and digits.isascii() and digits.isdigit():
+        return ("uid", int(digits))
+    return ("name", namespace)
+
+
+#: User names as NSS may give them: any text, and valid lower-case names that may end in
+#: ``-<digits>`` like another user's form with the uid.
+USER_NAMES = st.one_of(
+    st.text(min_size=1, max_size=70),
+    st.from_regex(r"[a-z0-9]{1,8}([-_][a-z0-9]{1,6}){0,2}(-[0-9]{1,6})?", fullmatch=True),
+)
+UIDS = st.integers(min_value=0, max_value=2**32 - 2)
+
+
+@given(USER_NAMES, UIDS)
+def test_a_namespace_names_its_user_by_name_or_by_uid(user: str, uid: int) -> None:
+    """The uid is recoverable from every namespace of the form with the uid, and any other
+    namespace is the user name itself: so the rule is injective over users (distinct names,
+    distinct uids)."""
+    assert owner_of(user_namespace(user, uid)) in {("name", user), ("uid", uid)}
+
+
+@given(USER_NAMES, USER_NAMES, UIDS, st.integers(min_value=1, max_value=2**20))
+def test_no_two_users_share_a_namespace(user: str, other: str, uid: int, apart: int) -> None:
+    other_uid = uid + apart
+    if other != user:
+        assert user_namespace(other, other_uid) != user_namespace(user, uid)
+
+
+@given(USER_NAMES, UIDS, st.integers(min_value=1, max_value=2**20))
+def test_a_user_named_as_another_users_namespace_gets_another(
+    user: str, uid: int, apart: int
+) -> None:
+    """``Jane`` (uid 1004) has ``jane-1004``; a user actually named ``jane-1004`` does not."""
+    namespace = user_namespace(user, uid)
+    for other in {namespace, namespace.upper(), f"{namespace}-7"} - {user}:
+        assert user_namespace(other, uid + apart) != namespace
 
 
 @pytest.mark.parametrize(

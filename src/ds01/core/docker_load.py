@@ -23,6 +23,11 @@ by member as the body streams in) and lets it on only when:
 
 The image allowlist still decides what runs: a loaded image runs only where
 ``images.yaml`` allows its reference (the registry, an ``allow`` pattern).
+
+What dockerd then made of the tar is read from its answer as the answer passes to the
+client (:class:`LoadAnswer`): dockerd answers 200 and streams JSON messages, among them
+``Loaded image: NAME:TAG`` for each image it tagged, or an ``error`` message for a tar it
+could not load; the door's ``image.load`` event says which.
 """
 
 from __future__ import annotations
@@ -207,6 +212,142 @@ class LoadArchive:
                     _own_tag(ref.removeprefix("docker.io/"), own_repository)
 
 
+#: The most images an answer's ``Loaded image`` messages are kept of (for the audit).
+MAX_LOADED_NAMES = 64
+#: The longest head, chunk-size line or message of dockerd's answer that is read; a longer
+#: one is skipped (a load's messages are progress lines and short statements).
+_MAX_ANSWER_LINE = 64 * 1024
+_LOADED = ("Loaded image: ", "Loaded image ID: ")
+
+
+@dataclass
+class LoadAnswer:
+    """dockerd's answer to ``POST /images/load``, fed as raw HTTP/1.1 bytes by
+    :meth:`feed` as they pass to the client (bounded: only what the audit needs is kept),
+    then read by :meth:`failure` and :attr:`loaded`.
+
+    dockerd answers 200 with a stream of JSON messages (``Transfer-Encoding: chunked``)
+    even when the load fails: the failure is an ``error`` message. Any other status is an
+    error body of its own (``{"message": …}``).
+    """
+
+    status: int | None = None
+    loaded: list[str] = field(default_factory=list)
+    error: str | None = None
+    chunked: bool = False
+    ended: bool = False
+    _pending: bytearray = field(default_factory=bytearray)
+    _line: bytearray = field(default_factory=bytearray)
+    _chunk_left: int = 0
+    _crlf_left: int = 0
+    _skipping: bool = False
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of dockerd's answer, as they came."""
+        if self.status is None:
+            self._pending += data
+            head, found, rest = bytes(self._pending).partition(b"\r\n\r\n")
+            if not found:
+                if len(self._pending) > _MAX_ANSWER_LINE:
+                    self.status, self.ended = 0, True  # not an answer the door can read
+                return
+            self._pending.clear()
+            self._head(head)
+            data = rest
+        if self.ended:
+            return
+        if not self.chunked:
+            self._text(data)
+            return
+        self._pending += data
+        self._dechunk()
+
+    def failure(self) -> str | None:
+        """Why the load did not happen, as dockerd said it (or that it did not say); None
+        when dockerd said it loaded images and no error."""
+        if self.error:
+            return self.error
+        if self.status is None:
+            return "dockerd gave no answer"
+        if self.status != 200:
+            return f"dockerd answered HTTP {self.status}"
+        if self.chunked and not self.ended:
+            return "dockerd's answer was cut short"
+        if not self.loaded:
+            return "dockerd did not say that it loaded an image"
+        return None
+
+    def _head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self.chunked = any(
+            name.strip().lower() == "transfer-encoding" and "chunked" in value.lower()
+            for name, _, value in (line.partition(":") for line in lines[1:])
+        )
+
+    def _dechunk(self) -> None:
+        while self._pending and not self.ended:
+            if self._chunk_left:
+                data = bytes(self._pending[: self._chunk_left])
+                del self._pending[: len(data)]
+                self._chunk_left -= len(data)
+                self._text(data)
+                continue
+            if self._crlf_left:
+                skipped = min(self._crlf_left, len(self._pending))
+                del self._pending[:skipped]
+                self._crlf_left -= skipped
+                continue
+            size_line, found, _ = bytes(self._pending[:_MAX_ANSWER_LINE]).partition(b"\r\n")
+            if not found:
+                if len(self._pending) >= _MAX_ANSWER_LINE:
+                    self.ended = True  # not chunks the door can read
+                return
+            del self._pending[: len(size_line) + 2]
+            try:
+                size = int(size_line.split(b";")[0].strip() or b"x", 16)
+            except ValueError:
+                self.ended = True
+                return
+            if size == 0:
+                self.ended = True
+                self._text(b"\n")  # a last message without its newline
+                return
+            self._chunk_left, self._crlf_left = size, 2
+
+    def _text(self, data: bytes) -> None:
+        """De-chunked body bytes: one JSON message a line."""
+        *complete, rest = data.split(b"\n")
+        for piece in complete:
+            if not self._skipping:
+                self._line += piece
+                self._message(bytes(self._line))
+            self._line.clear()
+            self._skipping = False
+        if not self._skipping:
+            self._line += rest
+            if len(self._line) > _MAX_ANSWER_LINE:
+                self._line.clear()
+                self._skipping = True
+
+    def _message(self, line: bytes) -> None:
+        try:
+            message = json.loads(line) if line.strip() else None
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        error = message.get("error") or (message.get("message") if self.status != 200 else None)
+        if error and self.error is None:
+            self.error = str(error)[:_MAX_ANSWER_LINE]
+        stream = message.get("stream")
+        if isinstance(stream, str) and len(self.loaded) < MAX_LOADED_NAMES:
+            for prefix in _LOADED:
+                if stream.startswith(prefix):
+                    self.loaded.append(stream.removeprefix(prefix).strip()[:300])
+
+
 def _own_tag(tag: object, own_repository: Callable[[str], str]) -> str:
     """``tag`` (``REPOSITORY:TAG``) when its repository is the caller's.
 
@@ -222,10 +363,12 @@ def _own_tag(tag: object, own_repository: Callable[[str], str]) -> str:
 
 __all__ = [
     "LOAD_REFUSED",
+    "MAX_LOADED_NAMES",
     "MAX_LOAD_BYTES",
     "MAX_LOAD_JSON_BYTES",
     "MAX_LOAD_KEPT_BYTES",
     "MAX_LOAD_MEMBERS",
+    "LoadAnswer",
     "LoadArchive",
     "LoadRefused",
 ]

@@ -4,12 +4,15 @@ Dockerfile builds from, how Docker's build output reads. Raises ``InvalidInput``
 Tags. A user's images live in their namespace, ``<namespace>/<name>:<tag>``:
 
 - the namespace is the user name when it is already a valid lower-case repository component
-  without dots (``alice`` → ``alice``); otherwise the user name made valid (lower case, any
-  other character → ``-``, no dots, so that Docker never reads it as a registry host) with
-  ``-<uid>`` appended, so that two users never share a namespace
-  (``Jane.Doe`` → ``jane-doe-1004``, ``élodie`` → ``lodie-1005``, ``ÉÉ`` → ``u1006``); a
-  user name beginning with ``ds01`` takes the second form too (``ds01-kept`` →
-  ``ds01-kept-1007``), as ds01's own repositories begin so;
+  without dots that does not end in ``-<digits>`` (``alice`` → ``alice``); otherwise the
+  user name made valid (lower case, any other character → ``-``, no dots, so that Docker
+  never reads it as a registry host) with ``-<uid>`` appended (``Jane.Doe`` →
+  ``jane-doe-1004``, ``élodie`` → ``lodie-1005``, ``ÉÉ`` → ``u-1006``); a user name
+  beginning with ``ds01`` takes the second form too (``ds01-kept`` → ``ds01-kept-1007``),
+  as ds01's own repositories begin so. The rule is injective: a namespace that ends in
+  ``-<digits>`` is always the form with the uid, those digits the uid, and any other is
+  the user name itself; so ``Jane`` (uid 1004) gets ``jane-1004`` and a user named
+  ``jane-1004`` gets ``jane-1004-<their uid>``, and two users never share a namespace;
 - the name is made a valid component the same way (``My Project`` → ``my-project``; dots
   and underscores between letters stay) and is at most 64 characters;
 - the tag must already be valid (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``), default ``latest``.
@@ -41,6 +44,8 @@ _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 #: begin so: a user named so gets the form with the uid, never such a namespace.
 RESERVED_NAMESPACE_PREFIX = "ds01"
 _NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*", re.ASCII)
+#: How the form with the uid ends, and nothing else does (the rule's injectivity).
+_UID_SUFFIX_RE = re.compile(r"-[0-9]+\Z", re.ASCII)
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : ")
 
 
@@ -62,10 +67,11 @@ def user_namespace(user: str, uid: int) -> str:
         _NAMESPACE_RE.fullmatch(user)
         and len(user) <= MAX_NAME_LENGTH
         and not user.startswith(RESERVED_NAMESPACE_PREFIX)
+        and not _UID_SUFFIX_RE.search(user)
     ):
         return user
     cleaned = _component(user, dots=False)[: MAX_NAME_LENGTH - 12].strip("_-")
-    return f"{cleaned}-{uid}" if cleaned else f"u{uid}"
+    return f"{cleaned or 'u'}-{uid}"
 
 
 def image_name(name: str) -> str:

@@ -21,7 +21,13 @@ from urllib.parse import quote
 from ds01.core import docker_api as decide
 from ds01.core.docker_archive import ArchiveRefused
 from ds01.core.docker_create import unset
-from ds01.core.docker_load import LOAD_REFUSED, MAX_LOAD_BYTES, LoadArchive, LoadRefused
+from ds01.core.docker_load import (
+    LOAD_REFUSED,
+    MAX_LOAD_BYTES,
+    LoadAnswer,
+    LoadArchive,
+    LoadRefused,
+)
 from ds01.core.image_build import owns_reference, user_namespace
 from ds01.daemon import images
 from ds01.daemon import schemas as api
@@ -107,7 +113,8 @@ class ImageRequests(DoorExchange):
         """``docker load`` where ``images.yaml`` allows it: the tar spooled as it comes
         (bounded) and read on the way; only a tar whose every image is tagged in the
         caller's namespace and claims none of ds01's labels (``ds01.core.docker_load``)
-        goes on to dockerd, whose answer the client gets. Audited (``image.load``)."""
+        goes on to dockerd, whose answer the client gets. Audited (``image.load``) once
+        dockerd has answered, with what it did."""
         assert self.caller is not None
         user = self.caller.user
         if not self.service.config().images.docker_load:
@@ -130,18 +137,34 @@ class ImageRequests(DoorExchange):
                 tags = archive.tags(lambda repo: decide.own_repository(repo, user.name, user.uid))
             except (LoadRefused, PermissionError) as exc:
                 self._refuse(403, str(exc))
-            self.service.events.emit(
-                "image.load",
-                user=user.name,
-                resource=f"image/{tags[0]}",
-                details={"via": "docker", "tags": tags, "bytes": size},
-            )
             self._claim()
-            self.engine.forward(
-                self.sock, request.method, decide.with_query(request), request.headers,
-                (spool, size),
-            )  # fmt: skip
+            answer = LoadAnswer()
+            try:
+                self.engine.forward(
+                    self.sock, request.method, decide.with_query(request), request.headers,
+                    (spool, size), seen=answer.feed,
+                )  # fmt: skip
+            finally:
+                self._audit_load(tags, size, answer)
         raise Answered
+
+    def _audit_load(self, tags: list[str], size: int, answer: LoadAnswer) -> None:
+        """``image.load`` once dockerd has answered: success with the images dockerd said
+        it loaded, or failure with why (dockerd's error, or an answer that never said)."""
+        assert self.caller is not None
+        failure = answer.failure()
+        details: dict[str, object] = {"via": "docker", "tags": tags, "bytes": size}
+        if failure is None:
+            details["loaded"] = answer.loaded
+        else:
+            details["error"] = failure
+        self.service.events.emit(
+            "image.load",
+            user=self.caller.name,
+            resource=f"image/{tags[0]}",
+            details=details,
+            outcome="success" if failure is None else "failure",
+        )
 
     def _pull(self, request: decide.DockerRequest) -> NoReturn:
         """``docker pull`` as ``image-pull`` does it (only what the image policy allows,

@@ -188,6 +188,7 @@ class EngineProxy:
         upgrade: bool = False,
         read_ahead: bytes = b"",
         follow: bool = False,
+        seen: Callable[[bytes], None] | None = None,
     ) -> None:
         """Send one request to dockerd (``target``: its path and query) with the client's
         end-to-end ``headers`` and ``body`` (bytes, or a file and its length: sent as it is
@@ -199,7 +200,8 @@ class EngineProxy:
         after its request); the client's end of input is passed on as a half-close, and
         the relay ends when dockerd closes. ``follow``: the answer is a stream that may
         stay quiet for long (``logs -f``, ``events``), so a client that closes its side
-        ends it at once instead of at the next write.
+        ends it at once instead of at the next write. ``seen``: given each piece of
+        dockerd's answer (raw HTTP) before the client gets it (not with ``upgrade``).
 
         Raises:
             DockerUnavailable: dockerd does not answer (nothing was sent to the client).
@@ -217,7 +219,7 @@ class EngineProxy:
                     engine.sendall(read_ahead)
                 _relay(engine, client)
             else:
-                _copy_answer(engine, client, follow=follow)
+                _copy_answer(engine, client, follow=follow, seen=seen)
 
     def forward_transformed(
         self,
@@ -282,11 +284,18 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _copy_answer(engine: socket.socket, client: socket.socket, *, follow: bool) -> None:
-    """dockerd's answer to the client, chunk by chunk, until dockerd closes. A client
-    that closes its side ends a followed stream at once (it left); any other answer is
-    written in full (a client may half-close after its request). What a client sends
-    on this exchange is not read: it has nothing more to say on it."""
+def _copy_answer(
+    engine: socket.socket,
+    client: socket.socket,
+    *,
+    follow: bool,
+    seen: Callable[[bytes], None] | None = None,
+) -> None:
+    """dockerd's answer to the client, chunk by chunk (each to ``seen`` first), until
+    dockerd closes. A client that closes its side ends a followed stream at once (it
+    left); any other answer is written in full (a client may half-close after its
+    request). What a client sends on this exchange is not read: it has nothing more to
+    say on it."""
     engine.settimeout(None)  # a followed stream may stay quiet for hours
     with selectors.PollSelector() as selector:
         selector.register(engine, selectors.EVENT_READ)
@@ -302,6 +311,8 @@ def _copy_answer(engine: socket.socket, client: socket.socket, *, follow: bool) 
                 data = engine.recv(_CHUNK)
                 if not data:
                     return
+                if seen is not None:
+                    seen(data)
                 client.sendall(data)
 
 
