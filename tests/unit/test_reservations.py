@@ -26,6 +26,7 @@ from ds01.core.reservations import (
     held_now,
     holder_view,
     is_slot,
+    next_change,
     overstays,
     phase,
     protected,
@@ -635,3 +636,16 @@ def test_slots_of_overlapping_reservations_never_share_memory_slices(
         for other in existing:
             if other.id != r.id and r.overlaps(other.start, other.end):
                 assert not memory(r) & memory(other)
+
+
+def test_next_change_is_the_next_warning_start_or_end_after_now() -> None:
+    lead = timedelta(minutes=15)
+    start = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+    r = Reservation("r1", "bob", ("GPU-0",), start, start + timedelta(hours=2), Fraction(1))
+    assert next_change([r], start - timedelta(hours=1), lead) == start - lead
+    assert next_change([r], start - lead, lead) == start
+    assert next_change([r], start, lead) == r.end - lead
+    assert next_change([r], r.end - timedelta(minutes=1), lead) == r.end
+    assert next_change([r], r.end, lead) is None
+    later = replace(r, id="r2", start=start + timedelta(minutes=5))  # its warning comes first
+    assert next_change([later, r], start - lead, lead) == later.start - lead

@@ -161,6 +161,22 @@ def phase(reservation: Reservation, now: datetime) -> Phase:
     return "active" if now < reservation.end else "ended"
 
 
+def next_change(
+    reservations: Iterable[Reservation], now: datetime, lead: timedelta
+) -> datetime | None:
+    """The first instant after ``now`` at which a reservation asks ds01d to act: its
+    warnings are due (``start - lead``, ``end - lead``), it starts (the drain, a slot's
+    slice made) or it ends; ``None`` when none is ahead. ds01d runs its lifecycle pass then
+    rather than up to a whole interval later."""
+    moments = (
+        moment
+        for r in reservations
+        for moment in (r.start - lead, r.start, r.end - lead, r.end)
+        if moment > now
+    )
+    return min(moments, default=None)
+
+
 @dataclass(frozen=True)
 class ReservationLimits:
     """A user's reservation limits; ``None`` = unlimited.
@@ -932,6 +948,7 @@ __all__ = [
     "held_now",
     "holder_view",
     "is_slot",
+    "next_change",
     "next_free_start",
     "overstays",
     "phase",

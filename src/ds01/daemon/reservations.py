@@ -63,6 +63,7 @@ from ds01.core.reservations import (
     format_moment,
     holder_view,
     is_slot,
+    next_change,
     overstays,
     phase,
     repair,
@@ -418,7 +419,7 @@ class ReservationWatch:
                 self._make_slots(records, now)
                 self._repair(now)
             reservations = kept(self.ctx)
-            lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
+            lead = self._lead()
             ending = [*reservations, *cancelled_in_force(self.ctx, now)]
             occupants = self._occupants(records, ending, now, lead)
             live = {r.id for r in reservations if r.end > now}
@@ -545,6 +546,14 @@ class ReservationWatch:
                     details=_event_details(r),
                 )
         store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
+
+    def _lead(self) -> timedelta:
+        return timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """When a stored reservation next asks for a step (a warning, a start, an end:
+        ``core.reservations.next_change``), so that the lifecycle pass runs then."""
+        return next_change(kept(self.ctx), now, self._lead())
 
     def _make_slots(self, records: list[ContainerRecord], now: datetime) -> None:
         """At a reservation's start, make the slice of each of its slots and keep that
