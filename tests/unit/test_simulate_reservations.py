@@ -191,3 +191,28 @@ def test_a_mig_reservation_on_a_dynamic_gpu_keeps_a_slot_made_at_its_start(
     [kept] = outcome.reservation.devices
     assert not is_slot(kept)  # the slot's slice, made at the start
     assert [o.start_hours for o in result.outcomes] == [1.0, 3.0]
+
+
+def test_no_slice_is_made_on_a_slot_for_a_job_that_could_run_into_its_start(
+    dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]],
+) -> None:
+    # bob books a 4g.20gb for [2, 4) at 0: a slot at memory slice 0. alice's 7g.40gb at 0.5
+    # (2.5 hours of work) may run 3 hours (her runtime limit), into the start: it gets no
+    # slice over the slot, waits, and starts at 4, once the reservation's slice is gone.
+    # The slice is made at 2 and the reservation is kept. (Without the rule, her slice
+    # would fill the GPU until 3 and the slot would be lost.)
+    inventory, dynamic = dynamic_a100
+    trace = parse_trace(
+        "\n".join((",".join(TRACE_COLUMNS), "0.5,alice,lab,0,7g.40gb,2.5,0")) + "\n", "t.csv"
+    )
+    booked = parse_reservations(
+        "\n".join((",".join(RESERVATION_COLUMNS), "0,2,2,bob,0,4g.20gb")) + "\n", "r.csv"
+    )
+    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
+    result = simulate(
+        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, booked
+    )
+    [outcome] = result.reservations or ()
+    assert outcome.kept is True and outcome.reservation is not None
+    assert not any(is_slot(u) for u in outcome.reservation.devices)
+    assert [o.start_hours for o in result.outcomes] == [4.0]

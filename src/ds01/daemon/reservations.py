@@ -47,7 +47,7 @@ from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
-from ds01.core.mig_on_demand import GpuView
+from ds01.core.mig_on_demand import GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
     SLOT_PREFIX,
@@ -67,6 +67,7 @@ from ds01.core.reservations import (
     overstays,
     phase,
     repair,
+    slot_keep_out,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -325,6 +326,26 @@ def runtime_end(
     if covering_exemption(exemptions, owner.name, name, now) is not None:
         return None
     return now + timedelta(hours=hours)
+
+
+def slots_in_the_way(
+    ctx: DaemonContext,
+    owner: UnixUser,
+    name: str,
+    declared: float | None,
+    views: Sequence[GpuView],
+) -> tuple[KeepOut, frozenset[str]]:
+    """For a new container ``name`` of ``owner`` (``declared``: its runtime, if any): the
+    places of the reservations' slots it could still hold at their start, where no slice is
+    made for it, and the instances of ``views`` over them, which it is not given
+    (``core.reservations.slot_keep_out``; empty without such slots)."""
+    reservations = kept(ctx)
+    if not any(is_slot(u) for r in reservations for u in r.devices):
+        return {}, frozenset()
+    now = ctx.now()
+    ends_by = runtime_end(ctx, owner, name, declared, now)
+    keep_out = slot_keep_out(reservations, blocked_devices(reservations, owner.name, now, ends_by))
+    return keep_out, in_the_way(views, keep_out)
 
 
 def allocate_honouring(

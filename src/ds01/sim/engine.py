@@ -107,6 +107,7 @@ from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runt
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
     GpuView,
+    KeepOut,
     NoRoom,
     baseline_creates,
     gpu_view,
@@ -123,6 +124,7 @@ from ds01.core.reservations import (
     blocked_devices,
     drain,
     is_slot,
+    out_of_slots,
     overstays,
     repair,
     reserved_starts,
@@ -730,9 +732,12 @@ class _Replay(_OnDemandSlices):
         inventory = self.inventory
         if self.dynamic:
             held = self.state.held()
-            creates = plan_what_fits(
-                inventory, held, self.views(held), [r.request.mig_profiles for r in waiting]
-            )
+            views = self.views(held)
+            keep_outs: list[KeepOut] = []
+            if self.bookings:  # slots are kept as reserved devices are
+                waiting, keep_outs = out_of_slots(waiting, self.bookings, views)
+            profiles = [r.request.mig_profiles for r in waiting]
+            creates = plan_what_fits(inventory, held, views, profiles, keep_outs)
             inventory = with_planned(inventory, creates)
         decision = plan(
             waiting,
