@@ -13,7 +13,7 @@ import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.core.allocation import AllocationState, GpuRequest, Placement, place
-from ds01.core.mig_on_demand import PLANNED_PREFIX
+from ds01.core.mig_on_demand import PLANNED_PREFIX, GpuView
 from ds01.daemon.service import Ds01Service
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.model import labels as L
@@ -172,7 +172,9 @@ def test_no_slice_is_planned_over_a_slot_for_a_container_that_could_run_into_its
         profile="3g.20gb",
     )  # fmt: skip
     alice = UnixUser("alice", 1000, 1000, Path("/home/alice"), ("alice",))
-    views = mig.views(inventory, ())
+    def views() -> list[GpuView]:
+        return mig.views(inventory, ())
+
     assert slots_in_the_way(svc, alice, "nb", None, views) == ({}, frozenset())
     svc.store.add_reservation(ReservationRecord.of(slot, svc.now().isoformat(), "upcoming"))
 

@@ -365,7 +365,7 @@ class Creation:
         # No slice on a reservation's slot it could still hold at the slot's start.
         keep_out, in_way = slots_in_the_way(
             self.context, prepared.owner, prepared.name, prepared.runtime_hours,
-            self.gates.mig.views(inventory, held),
+            lambda: self.gates.mig.views(inventory, held),
         )  # fmt: skip
         planned = self.gates.mig.planned_for(profiles, inventory, held, keep_out)
         if not self.gates.mig.can_make(profiles, inventory):

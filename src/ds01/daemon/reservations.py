@@ -333,11 +333,12 @@ def slots_in_the_way(
     owner: UnixUser,
     name: str,
     declared: float | None,
-    views: Sequence[GpuView],
+    views: Callable[[], Sequence[GpuView]],
 ) -> tuple[KeepOut, frozenset[str]]:
     """For a new container ``name`` of ``owner`` (``declared``: its runtime, if any): the
     places of the reservations' slots it could still hold at their start, where no slice is
-    made for it, and the instances of ``views`` over them, which it is not given
+    made for it, and the instances of ``views()`` (the GPUs with MIG on demand, asked for
+    only when there are such slots) over them, which it is not given
     (``core.reservations.slot_keep_out``; empty without such slots)."""
     reservations = kept(ctx)
     if not any(is_slot(u) for r in reservations for u in r.devices):
@@ -345,7 +346,7 @@ def slots_in_the_way(
     now = ctx.now()
     ends_by = runtime_end(ctx, owner, name, declared, now)
     keep_out = slot_keep_out(reservations, blocked_devices(reservations, owner.name, now, ends_by))
-    return keep_out, in_the_way(views, keep_out)
+    return keep_out, in_the_way(views(), keep_out) if keep_out else frozenset()
 
 
 def allocate_honouring(
