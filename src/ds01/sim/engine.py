@@ -62,7 +62,8 @@ jobs (*kept*) before the drain.
 
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
-would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does); a
+would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does,
+never over a reservation's slot the request could still hold at its start); a
 start on a planned slice makes it; a released slice made on demand is destroyed at once
 (keep time 0) and a GPU left without one gets its baseline back.
 
