@@ -27,9 +27,10 @@ Borrowing (``borrowing``, a :class:`~ds01.config.borrowing.BorrowingConfig` with
 ``enabled``): after each pass, the requests the pass held for their quota (status
 ``quota``) are offered in queue order the idle devices that no request waiting for devices
 could use, through :func:`ds01.core.borrowing.allocate_borrowing` (with the plan's
-``waiting_requests``), as a create with ``--borrow`` would be; a
-job placed so is *borrowed*. After each pass with a head (a request within quota that
-cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
+``waiting_requests``), as a create with ``--borrow`` would be (on GPUs with MIG on
+demand, over the inventory with the slice that would serve it, made if it is picked, as
+ds01d plans a create's slice); a job placed so is *borrowed*. After each pass with a head
+(a request within quota that cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
 ``reclaim_grace_minutes`` later (a *reclaim* event; another comes when a borrowed job
 reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once, and what it
@@ -112,6 +113,7 @@ from ds01.core.mig_on_demand import (
     NoRoom,
     baseline_creates,
     gpu_view,
+    plan_profiles,
     plan_what_fits,
     planned_device,
     where_to_create,
@@ -129,6 +131,7 @@ from ds01.core.reservations import (
     overstays,
     repair,
     reserved_starts,
+    slot_keep_out,
     with_blocked,
 )
 from ds01.core.reservations import Reservation as GpuReservation
@@ -550,6 +553,20 @@ class _OnDemandSlices:
         self.bookings = [kept if b.id == booked.id else b for b in self.bookings]
         return kept
 
+    def planned_for(self, request: PendingRequest) -> Inventory:
+        """The inventory with the slices that would serve ``request`` alone as planned
+        devices, outside the slots it is kept from (ds01d's ``MigOnDemand.planned_for``, as
+        for a create); the inventory itself without dynamic GPUs or when none is needed."""
+        profiles = request.request.mig_profiles
+        if not self.dynamic or not profiles:
+            return self.inventory
+        held = self.state.held()
+        keep_out = slot_keep_out(self.bookings, request.blocked)
+        planned = plan_profiles(self.inventory, held, self.views(held), profiles, keep_out)
+        if isinstance(planned, NoRoom):
+            return self.inventory
+        return with_planned(self.inventory, planned)
+
     def materialize(self, placement: Placement) -> Placement:
         """``placement`` with its planned slices made."""
         return Placement(
@@ -787,13 +804,14 @@ class _Replay(_OnDemandSlices):
             try:
                 placed = allocate_borrowing(
                     request.request, request.user, request.quota,
-                    request.open_in(self.inventory), self.state,
+                    request.open_in(self.planned_for(request)), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
                     waiting=decision.waiting_requests,
                 )  # fmt: skip
             except (NoCapacity, QuotaExceeded):
                 continue
-            self.start(request, placed.placement, hours, now, borrowed=placed.borrowed)
+            placement = self.materialize(placed.placement)
+            self.start(request, placement, hours, now, borrowed=placed.borrowed)
             if placed.borrowed:  # it may be reclaimed once its minimum runtime is over
                 protected = hours + policy.min_runtime_minutes / MINUTES_PER_HOUR
                 heapq.heappush(self.events, (protected, _Event.RECLAIM, request.id))
