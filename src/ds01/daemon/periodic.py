@@ -105,7 +105,11 @@ class PeriodicPass(abc.ABC):
                 self.tracker.failed(exc)
             else:
                 self.tracker.succeeded()
-            self._wait(self.wait_seconds())
+            try:
+                seconds = self.wait_seconds()
+            except Exception:  # a wait of the usual length, never a loop that ends
+                seconds = self.interval_seconds()
+            self._wait(seconds)
 
     def _wait(self, seconds: float) -> None:
         """Until ``seconds`` have passed, a stop is asked, or ``wake`` is notified."""
