@@ -209,3 +209,33 @@ def test_an_outage_is_logged_once_its_waits_grow_and_on_back_runs_once(
     assert said[1].startswith("Docker's events (test) recovered after 10 failed attempt(s)")
     assert backs == [now[0]]
     assert tracker.failed("again") == 0.5  # a new outage starts from the first wait
+
+
+def test_a_loop_whose_wait_cannot_be_computed_waits_its_interval_and_goes_on() -> None:
+    import threading
+
+    from ds01.daemon.periodic import PeriodicPass
+
+    class Loop(PeriodicPass):
+        def __init__(self) -> None:
+            super().__init__()
+            self.passes = 0
+            self.second = threading.Event()
+
+        def run_pass(self) -> None:
+            self.passes += 1
+            if self.passes == 2:
+                self.second.set()
+
+        def interval_seconds(self) -> float:
+            return 0.01
+
+        def wait_seconds(self) -> float:
+            raise sqlite3.OperationalError("database is locked")
+
+    loop = Loop()
+    loop.start()
+    try:
+        assert loop.second.wait(5), "the loop stopped after its first pass"
+    finally:
+        assert loop.stop()

@@ -18,6 +18,7 @@ from ds01.core.mig_on_demand import (
     adopt,
     baseline_creates,
     gpu_view,
+    in_the_way,
     plan_profiles,
     plan_what_fits,
     to_destroy,
@@ -267,3 +268,28 @@ def test_a_held_or_baseline_slice_is_never_destroyed(
     assert all(s.on_demand and not s.held for s in gone)
     free_on_demand = [s for s in v.slices if s.on_demand and not s.held]
     assert list(gone) == (free_on_demand if keep <= 300 else [])
+
+
+def test_no_new_slice_and_no_instance_over_a_place_kept_out() -> None:
+    # A reservation's 4g.20gb slot at memory slice 0 of an empty A100: a request kept from
+    # it gets a 1g.5gb only at slice 4 or above, no 4g.20gb at all; another request, not
+    # kept out, still gets the 4g.20gb. A free 1g.5gb at slice 2 is in the slot's way.
+    g = gpu(0)
+    inventory = Inventory("simulated", gpus=(g,))
+    slot = Slice("MIG-slot-x-0", "4g.20gb", 0, held=True, on_demand=True)
+    keep_out = {g.uuid: (slot,)}
+    empty = view(0, [])
+    planned = plan_profiles(inventory, set(), [empty], ["1g.5gb"], keep_out)
+    assert not isinstance(planned, NoRoom)
+    [small] = planned
+    assert small.start >= 4
+    assert isinstance(plan_profiles(inventory, set(), [empty], ["4g.20gb"], keep_out), NoRoom)
+    assert plan_profiles(inventory, set(), [empty], ["4g.20gb"]) == (
+        CreateSlice(0, g.uuid, "4g.20gb", 0),
+    )
+    # In the queue, each request with its own: the first is kept out, the second is not.
+    creates = plan_what_fits(inventory, set(), [empty], [["4g.20gb"], ["4g.20gb"]], [keep_out])
+    assert creates == (CreateSlice(0, g.uuid, "4g.20gb", 0),)
+    beside = view(0, [("1g.5gb", 2, False, True), ("1g.5gb", 6, False, True)])
+    assert in_the_way([beside], keep_out) == {"MIG-0-0"}
+    assert in_the_way([beside], {}) == frozenset()

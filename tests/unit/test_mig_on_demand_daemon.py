@@ -13,7 +13,7 @@ import pytest
 
 from ds01.config.loader import Ds01Config
 from ds01.core.allocation import AllocationState, GpuRequest, Placement, place
-from ds01.core.mig_on_demand import PLANNED_PREFIX
+from ds01.core.mig_on_demand import PLANNED_PREFIX, GpuView
 from ds01.daemon.service import Ds01Service
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.model import labels as L
@@ -149,3 +149,40 @@ def test_a_slice_made_on_demand_that_a_reservation_keeps_is_not_destroyed(
     mig.reclaim([], NOW + timedelta(hours=3))
     assert mig.reclaim([], NOW + timedelta(hours=4))
     assert profiles(svc) == [("3g.20gb", 0)]
+
+
+def test_no_slice_is_planned_over_a_slot_for_a_container_that_could_run_into_its_start(
+    tmp_path: Path,
+) -> None:
+    from ds01.core.reservations import Reservation
+    from ds01.daemon.reservations import slots_in_the_way
+    from ds01.runtime.identity import UnixUser
+    from ds01.runtime.store import ReservationRecord
+
+    # The baseline 3g.20gb sits at memory slice 0; bob's 3g.20gb reservation in an hour keeps
+    # a slot at 4. alice's new container (by its runtime limit, it could still run then) gets
+    # no 1g.5gb there, so none at all; without the reservation it would get one at 6.
+    svc, _ = service(tmp_path, "[{profile: 3g.20gb, start: 0}]")
+    mig = svc.mig_on_demand
+    inventory = svc.backend.inventory()
+    [gpu] = inventory.gpus
+    start = svc.now() + timedelta(hours=1)
+    slot = Reservation(
+        "r1", "bob", (f"MIG-slot-{gpu.uuid}-4",), start, start + timedelta(hours=2),
+        profile="3g.20gb",
+    )  # fmt: skip
+    alice = UnixUser("alice", 1000, 1000, Path("/home/alice"), ("alice",))
+    def views() -> list[GpuView]:
+        return mig.views(inventory, ())
+
+    assert slots_in_the_way(svc, alice, "nb", None, views) == ({}, frozenset())
+    svc.store.add_reservation(ReservationRecord.of(slot, svc.now().isoformat(), "upcoming"))
+
+    keep_out, in_way = slots_in_the_way(svc, alice, "nb", None, views)
+    assert [(s.profile, s.start) for s in keep_out[gpu.uuid]] == [("3g.20gb", 4)]
+    assert in_way == frozenset()
+    planned = mig.planned_for(("1g.5gb",), inventory, (), keep_out)
+    assert not any(d.uuid.startswith(PLANNED_PREFIX) for d in planned.devices)
+    # bob, the holder, is not kept out of his own slot.
+    bob = UnixUser("bob", 1001, 1001, Path("/home/bob"), ("bob",))
+    assert slots_in_the_way(svc, bob, "nb", None, views) == ({}, frozenset())

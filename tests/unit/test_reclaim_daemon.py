@@ -13,13 +13,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 from ds01.config.loader import Ds01Config
 from ds01.core.allocation import GpuRequest
 from ds01.core.reservations import Reservation
 from ds01.core.scheduler import PendingRequest
+from ds01.daemon.lifecycle import LifecycleLoop
 from ds01.daemon.reclaim import BorrowReclaim
 from ds01.daemon.reservations import ReservationWatch
+from ds01.daemon.sampler import Sampler
 from ds01.daemon.service import Ds01Service
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
@@ -181,6 +184,23 @@ def test_a_reservation_warning_survives_a_restart(tmp_path: Path) -> None:
     assert watch_pass(service(tmp_path), NOW + timedelta(minutes=1)) == {}
     assert len(told) == 1
     assert actions(svc).count("lifecycle.warn") == 1
+
+
+def test_the_lifecycle_loop_waits_only_until_the_next_reservation_step(tmp_path: Path) -> None:
+    # Interval 60 s, lead 10 minutes. Without a reservation the loop waits the interval;
+    # with bob's starting 10 min 20 s from now, it waits 20 s (the warning), then, once
+    # the warning is past, until the start itself when that is under the interval.
+    svc = service(tmp_path)
+    now = NOW
+    loop = LifecycleLoop(svc, cast(Sampler, None), clock=lambda: now)
+    assert loop.wait_seconds() == 60.0
+    start = NOW + timedelta(minutes=10, seconds=20)
+    reserve(svc, "bob", svc.backend.inventory().devices[0].uuid, start)
+    assert loop.wait_seconds() == 20.0
+    now = start - timedelta(seconds=30)
+    assert loop.wait_seconds() == 30.0
+    now = start + timedelta(minutes=1)
+    assert loop.wait_seconds() == 60.0
 
 
 def test_store_keeps_warnings_per_kind(tmp_path: Path) -> None:

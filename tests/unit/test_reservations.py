@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, GpuRequest, Holding
-from ds01.core.mig_on_demand import gpu_view
+from ds01.core.mig_on_demand import NoRoom, gpu_view, in_the_way, plan_profiles, planned_device
 from ds01.core.reservations import (
     Occupant,
     Reservation,
@@ -26,11 +26,13 @@ from ds01.core.reservations import (
     held_now,
     holder_view,
     is_slot,
+    next_change,
     overstays,
     phase,
     protected,
     repair,
     reserved_starts,
+    slot_keep_out,
     with_blocked,
 )
 from ds01.core.scheduler import PendingRequest, UsageTotals, plan
@@ -635,3 +637,60 @@ def test_slots_of_overlapping_reservations_never_share_memory_slices(
         for other in existing:
             if other.id != r.id and r.overlaps(other.start, other.end):
                 assert not memory(r) & memory(other)
+
+
+def test_next_change_is_the_next_warning_start_or_end_after_now() -> None:
+    lead = timedelta(minutes=15)
+    start = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+    r = Reservation("r1", "bob", ("GPU-0",), start, start + timedelta(hours=2), Fraction(1))
+    assert next_change([r], start - timedelta(hours=1), lead) == start - lead
+    assert next_change([r], start - lead, lead) == start
+    assert next_change([r], start, lead) == r.end - lead
+    assert next_change([r], r.end - timedelta(minutes=1), lead) == r.end
+    assert next_change([r], r.end, lead) is None
+    later = replace(r, id="r2", start=start + timedelta(minutes=5))  # its warning comes first
+    assert next_change([later, r], start - lead, lead) == later.start - lead
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+    st.lists(
+        st.tuples(
+            st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+            st.integers(0, 7),  # asked at this hour, before the slot's start at 8
+            st.integers(1, 6),  # its runtime limit, in hours
+        ),
+        max_size=10,
+    ),
+)
+def test_a_slots_place_is_free_at_its_start_whenever_runtime_limits_hold(
+    profile: str, asked: list[tuple[str, int, int]]
+) -> None:
+    # bob's reservation keeps a slot from hour 8. Others' containers, each asked for at
+    # its hour and planned outside the slots it is kept from, hold their slice until their
+    # runtime limit: at 8, none of those left overlaps the slot's place.
+    dynamic = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+    empty = Inventory("simulated", gpus=(dynamic,), devices=())
+    views = [gpu_view(dynamic, A100_40GB_TABLE, (), (), (), ())]
+    booked = admit(request("bob", 8, 2, profile=profile), [], empty, UNLIMITED, NOW,
+                   new_id="r1", views=[v for v in views if v is not None])  # fmt: skip
+    [slot] = booked.devices
+    assert is_slot(slot)
+    made: list[tuple[Device, datetime]] = []
+    for n, (wanted, hour, limit) in enumerate(asked):
+        now = at(hour)
+        current = tuple(d for d, end in made if end > now)
+        view = gpu_view(dynamic, A100_40GB_TABLE, (), current, {d.uuid for d in current}, ())
+        assert view is not None
+        blocked = blocked_devices([booked], f"user{n}", now, now + timedelta(hours=limit))
+        inventory = Inventory("simulated", gpus=(dynamic,), devices=current)
+        planned = plan_profiles(inventory, (d.uuid for d in current), [view], [wanted],
+                                slot_keep_out([booked], blocked))  # fmt: skip
+        for create in () if isinstance(planned, NoRoom) else planned:
+            device = replace(planned_device(create, dynamic), uuid=f"MIG-{n}")
+            made.append((device, now + timedelta(hours=limit)))
+    left = tuple(d for d, end in made if end > at(8))
+    at_start = gpu_view(dynamic, A100_40GB_TABLE, (), left, {d.uuid for d in left}, ())
+    assert at_start is not None
+    assert in_the_way([at_start], slot_keep_out([booked], {slot})) == frozenset()

@@ -378,14 +378,24 @@ def test_the_shipped_lab_week_favours_fair_share_and_reclaim(
     assert fair["groups"]["all"]["jain_index"] > fcfs["groups"]["all"]["jain_index"]
 
 
-def test_the_shipped_trace_is_what_the_generator_writes() -> None:
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [
+        (None, "lab-week.csv"),
+        ("--sweeps", "lab-week-sweeps.csv"),
+        ("--deadline-sweeps", "lab-week-deadline-sweeps.csv"),
+        ("--night-evals", "lab-week-night-evals.csv"),
+    ],
+)
+def test_the_shipped_traces_are_what_the_generator_writes(option: str | None, name: str) -> None:
+    options = [] if option is None else [option]
     generated = subprocess.run(
-        [sys.executable, str(REPO / "scripts/make_lab_trace.py")],
+        [sys.executable, str(REPO / "scripts/make_lab_trace.py"), *options],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    assert generated == EXAMPLE_TRACE.read_text(encoding="utf-8")
+    assert generated == (EXAMPLE_TRACE.parent / name).read_text(encoding="utf-8")
 
 
 def test_capacity_counts_only_allocatable_devices() -> None:

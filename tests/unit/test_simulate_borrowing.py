@@ -149,3 +149,21 @@ def test_week_utilisation_counts_only_work_done_within_the_traces_week(
     comparison = compare_borrowing(without, lent)
     assert comparison.week_utilisation_without == pytest.approx(1 / (2 * 168))
     assert comparison.week_utilisation_ratio == pytest.approx(2.0)
+
+
+def test_a_job_over_quota_borrows_a_mig_slice_made_on_demand() -> None:
+    # One A100 that makes its slices on demand, no instance to begin with. alice (gpu_limit
+    # 1/7) asks for two 1g.5gb at once: the first gets a slice made for it; the second,
+    # over quota, borrows a second slice made for it, as a create with --borrow would
+    # (ds01d plans the slice before deciding, borrowing included), instead of waiting.
+    from ds01.sim.cli import mig_setups
+
+    config = GpuConfig.model_validate({"simulated": {"gpus": [{"mig": True}]}})
+    inventory, dynamic = mig_setups(config, SimulatedBackend(config).inventory(), "on-demand")
+    limits: ResourceLimitsConfig = parse_config(
+        LIMITS.replace("gpu_limit: 1", "gpu_limit: 0.15"), "resource-limits", "limits.yaml"
+    )
+    row = "0,alice,lab,0,1g.5gb,1,0"
+    jobs = parse_trace("\n".join((",".join(TRACE_COLUMNS), row, row)) + "\n", "t.csv")
+    lent = simulate(jobs, inventory, limits, SchedulerConfig(), "fair", "none", dynamic, LENT)
+    assert [(o.wait_hours, o.borrowed) for o in lent.outcomes] == [(0.0, False), (0.0, True)]

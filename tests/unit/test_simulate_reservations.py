@@ -15,10 +15,12 @@ from ds01.config.gpu_config import GpuConfig
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.loader import parse_config
 from ds01.config.scheduler import SchedulerConfig
+from ds01.core.reservations import is_slot
 from ds01.errors import InvalidInput
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model.device import Inventory
-from ds01.sim.engine import SimulationResult, simulate
+from ds01.sim.cli import mig_setups
+from ds01.sim.engine import DynamicGpu, SimulationResult, simulate
 from ds01.sim.report import compare_reservations
 from ds01.sim.trace import RESERVATION_COLUMNS, TRACE_COLUMNS, parse_reservations, parse_trace
 
@@ -152,3 +154,65 @@ def test_at_the_end_a_holders_job_over_quota_is_stopped_and_its_rest_queued() ->
         trace, two.inventory(), config, SchedulerConfig(), "fair", "none", None, None, None
     )
     assert compare_reservations(plain, result).ended_jobs == 1
+
+
+@pytest.fixture
+def dynamic_a100() -> tuple[Inventory, dict[str, DynamicGpu]]:
+    """One A100 with MIG on and its slices made on demand (no instance to begin with)."""
+    config = GpuConfig.model_validate({"simulated": {"gpus": [{"mig": True}]}})
+    return mig_setups(config, SimulatedBackend(config).inventory(), "on-demand")
+
+
+def test_a_mig_reservation_on_a_dynamic_gpu_keeps_a_slot_made_at_its_start(
+    dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]],
+) -> None:
+    # No instance exists: bob's 3g.20gb for [1, 3), booked at 0, keeps a slot, as ds01d
+    # admits it. At 1 the slice is made and kept; bob's job starts on it and ends at 1.5.
+    # The slice stays until the reservation's end (not destroyed while it keeps it), so
+    # alice's 7g.40gb at 1.6, which needs the whole GPU, starts only at 3, once it is gone.
+    inventory, dynamic = dynamic_a100
+    trace = parse_trace(
+        "\n".join(
+            (",".join(TRACE_COLUMNS), "1,bob,lab,0,3g.20gb,0.5,0", "1.6,alice,lab,0,7g.40gb,1,0")
+        )
+        + "\n",
+        "t.csv",
+    )
+    booked = parse_reservations(
+        "\n".join((",".join(RESERVATION_COLUMNS), "0,1,2,bob,0,3g.20gb")) + "\n", "r.csv"
+    )
+    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
+    result = simulate(
+        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, booked
+    )
+    [outcome] = result.reservations or ()
+    assert (outcome.refusal, outcome.kept) == ("", True)
+    assert outcome.reservation is not None
+    [kept] = outcome.reservation.devices
+    assert not is_slot(kept)  # the slot's slice, made at the start
+    assert [o.start_hours for o in result.outcomes] == [1.0, 3.0]
+
+
+def test_no_slice_is_made_on_a_slot_for_a_job_that_could_run_into_its_start(
+    dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]],
+) -> None:
+    # bob books a 4g.20gb for [2, 4) at 0: a slot at memory slice 0. alice's 7g.40gb at 0.5
+    # (2.5 hours of work) may run 3 hours (her runtime limit), into the start: it gets no
+    # slice over the slot, waits, and starts at 4, once the reservation's slice is gone.
+    # The slice is made at 2 and the reservation is kept. (Without the rule, her slice
+    # would fill the GPU until 3 and the slot would be lost.)
+    inventory, dynamic = dynamic_a100
+    trace = parse_trace(
+        "\n".join((",".join(TRACE_COLUMNS), "0.5,alice,lab,0,7g.40gb,2.5,0")) + "\n", "t.csv"
+    )
+    booked = parse_reservations(
+        "\n".join((",".join(RESERVATION_COLUMNS), "0,2,2,bob,0,4g.20gb")) + "\n", "r.csv"
+    )
+    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
+    result = simulate(
+        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, booked
+    )
+    [outcome] = result.reservations or ()
+    assert outcome.kept is True and outcome.reservation is not None
+    assert not any(is_slot(u) for u in outcome.reservation.devices)
+    assert [o.start_hours for o in result.outcomes] == [4.0]

@@ -19,6 +19,10 @@ Rules:
   possible placements of all profiles (``free_starts``), then (3) leaves its GPU the fewest
   free compute slices (packs busy GPUs, keeps idle ones whole), then the lowest GPU index
   and start;
+- **reservations' slots**: a new slice for a request stays out of the places that
+  ``keep_out`` names (``ds01.core.reservations.slot_keep_out``: the slots of the
+  reservations that keep their devices from the request, which a slice could still hold
+  when the reservation's slice is made at its start);
 - **destroy**: a slice made on demand that nobody holds is destroyed once it has been free
   for the keep time; the admin's baseline instances are never destroyed;
 - **baseline**: instances on a dynamic GPU that ds01d did not record as made on demand are
@@ -245,17 +249,45 @@ class _Planning:
     creates: tuple[CreateSlice, ...] = ()
 
 
+#: Per GPU UUID, places a new slice must stay out of (a reservation's slots that the
+#: request could still hold at their start: ``ds01.core.reservations.slot_keep_out``).
+KeepOut = Mapping[str, Sequence[Slice]]
+
+
+def _beside(views: Sequence[GpuView], keep_out: KeepOut) -> tuple[GpuView, ...]:
+    """``views`` with the places of ``keep_out`` taken, as if instances sat there."""
+    return tuple(
+        replace(v, slices=(*v.slices, *keep_out[v.gpu.uuid])) if v.gpu.uuid in keep_out else v
+        for v in views
+    )
+
+
+def in_the_way(views: Sequence[GpuView], keep_out: KeepOut) -> frozenset[str]:
+    """The instances of ``views`` whose memory slices overlap a place of ``keep_out``: a
+    request kept out of those places may not be given them either (a free slice made on
+    demand for someone else, say)."""
+    found: set[str] = set()
+    for view in views:
+        places = [set(_placed(view.table, s).slices) for s in keep_out.get(view.gpu.uuid, ())]
+        for piece in view.slices:
+            mine = set(_placed(view.table, piece).slices)
+            if any(mine & place for place in places):
+                found.add(piece.uuid)
+    return frozenset(found)
+
+
 def _plan_one(
-    inventory: Inventory, state: _Planning, profiles: Sequence[str]
+    inventory: Inventory, state: _Planning, profiles: Sequence[str], keep_out: KeepOut
 ) -> _Planning | NoRoom:
     """``state`` after serving ``profiles``: each takes a free instance of exactly its
-    profile first, else a new slice beside those there and those already planned."""
+    profile first, else a new slice beside those there and those already planned, outside
+    ``keep_out``."""
     for profile in profiles:
         spare = free_exact(inventory, state.taken, profile)
         if spare:
             state = replace(state, taken=state.taken | {spare[0].uuid})
             continue
-        where = where_to_create(state.views, profile)
+        where = where_to_create(_beside(state.views, keep_out), profile)
         if isinstance(where, NoRoom):
             return where
         new = Slice(planned_uuid(where), profile, where.start, held=True, on_demand=True)
@@ -274,11 +306,14 @@ def plan_profiles(
     held: Iterable[str],
     views: Sequence[GpuView],
     profiles: Sequence[str],
+    keep_out: KeepOut | None = None,
 ) -> tuple[CreateSlice, ...] | NoRoom:
     """The slices to make so that every profile of ``profiles`` (one request) finds a free
     instance of exactly its profile; ``()`` when free ones serve it all, ``NoRoom`` for the
-    first profile with neither a free instance nor a place for a new one."""
-    planned = _plan_one(inventory, _Planning(frozenset(held), tuple(views)), profiles)
+    first profile with neither a free instance nor a place for a new one. No new slice goes
+    where ``keep_out`` says."""
+    state = _Planning(frozenset(held), tuple(views))
+    planned = _plan_one(inventory, state, profiles, keep_out or {})
     return planned if isinstance(planned, NoRoom) else planned.creates
 
 
@@ -287,13 +322,16 @@ def plan_what_fits(
     held: Iterable[str],
     views: Sequence[GpuView],
     requests: Sequence[Sequence[str]],
+    keep_out: Sequence[KeepOut] = (),
 ) -> tuple[CreateSlice, ...]:
     """For waiting requests in queue order: the slices that would serve each request that
     they can, each request planned beside the earlier ones' instances and slices (a request
-    that does not fit is passed over, so a smaller one behind it may still get a slice)."""
+    that does not fit is passed over, so a smaller one behind it may still get a slice).
+    ``keep_out``: each request's places to stay out of, in the same order (none when
+    missing); they keep out only that request's slices."""
     state = _Planning(frozenset(held), tuple(views))
-    for profiles in requests:
-        planned = _plan_one(inventory, state, profiles)
+    for i, profiles in enumerate(requests):
+        planned = _plan_one(inventory, state, profiles, keep_out[i] if i < len(keep_out) else {})
         if not isinstance(planned, NoRoom):
             state = planned
     return state.creates
@@ -368,12 +406,14 @@ __all__ = [
     "PLANNED_PREFIX",
     "CreateSlice",
     "GpuView",
+    "KeepOut",
     "NoRoom",
     "Slice",
     "adopt",
     "baseline_creates",
     "free_exact",
     "gpu_view",
+    "in_the_way",
     "largest_makeable",
     "plan_profiles",
     "plan_what_fits",

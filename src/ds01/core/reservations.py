@@ -52,8 +52,14 @@ fragment-least rule (``core.mig_on_demand.where_to_create``) beside the GPU's ba
 instances and the instances and slots of the reservations overlapping its window (slices
 made on demand for containers come and go, and are not counted). At the start ds01d makes
 the slice (of the reservation's ``profile``) and the reservation keeps it instead; until
-then nobody can hold a slot. A slot still there once its reservation is in force (no room
-was left) is repaired like a device that is gone (below).
+then nobody can hold a slot. Before the start, a slot is kept as a
+reserved device is (the backfill rule above, for each request by its runtime limit): a
+request that could still run at the start gets no new slice on the slot's place
+(:func:`slot_keep_out`) and no instance that overlaps it (:func:`out_of_slots`), so the
+slice can be made at the start whenever runtime limits hold. A slot still there once its
+reservation is in force (no room was left: containers that were there before the
+reservation was made, or ran past their limits) is repaired like a device that is gone
+(below).
 
 **Devices that are gone** (:func:`repair`): a change of a GPU's MIG layout (or of its MIG
 mode) removes instances, and with them devices a reservation keeps. Each such device is
@@ -68,14 +74,22 @@ and ds01d says so rather than pointing at nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, Literal
 
 from ds01.core.allocation import AllocationState, allocate, format_equivalents
-from ds01.core.mig_on_demand import CreateSlice, GpuView, Slice, planned_device, where_to_create
+from ds01.core.mig_on_demand import (
+    CreateSlice,
+    GpuView,
+    KeepOut,
+    Slice,
+    in_the_way,
+    planned_device,
+    where_to_create,
+)
 from ds01.core.scheduler import PendingRequest, Start
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
@@ -159,6 +173,22 @@ def phase(reservation: Reservation, now: datetime) -> Phase:
     if now < reservation.start:
         return "upcoming"
     return "active" if now < reservation.end else "ended"
+
+
+def next_change(
+    reservations: Iterable[Reservation], now: datetime, lead: timedelta
+) -> datetime | None:
+    """The first instant after ``now`` at which a reservation asks ds01d to act: its
+    warnings are due (``start - lead``, ``end - lead``), it starts (the drain, a slot's
+    slice made) or it ends; ``None`` when none is ahead. ds01d runs its lifecycle pass then
+    rather than up to a whole interval later."""
+    moments = (
+        moment
+        for r in reservations
+        for moment in (r.start - lead, r.start, r.end - lead, r.end)
+        if moment > now
+    )
+    return min(moments, default=None)
 
 
 @dataclass(frozen=True)
@@ -266,6 +296,26 @@ def is_slot(uuid: str) -> bool:
 
 def _slot_start(uuid: str) -> int:
     return int(uuid.rsplit("-", 1)[1])
+
+
+def _slot_gpu(uuid: str) -> str:
+    return uuid[len(SLOT_PREFIX) :].rsplit("-", 1)[0]
+
+
+def slot_keep_out(
+    reservations: Iterable[Reservation], blocked: Collection[str]
+) -> dict[str, tuple[Slice, ...]]:
+    """Per GPU UUID, the places of the slots among ``blocked`` (a request's blocked devices,
+    :func:`blocked_devices`' rule): a new slice made for that request must stay out of them
+    (``core.mig_on_demand``'s ``keep_out``), so that the reservation's slice can be made at
+    its start whenever runtime limits hold, as a reserved device is free then."""
+    out: dict[str, list[Slice]] = {}
+    for r in reservations:
+        for u in r.devices:
+            if is_slot(u) and u in blocked:
+                piece = Slice(u, r.profile or "", _slot_start(u), held=True, on_demand=True)
+                out.setdefault(_slot_gpu(u), []).append(piece)
+    return {gpu: tuple(pieces) for gpu, pieces in out.items()}
 
 
 def _slot_views(views: Sequence[GpuView], in_window: Sequence[Reservation]) -> list[GpuView]:
@@ -595,6 +645,26 @@ def with_blocked(
         blocked = blocked_devices(reservations, request.user, now, ends_by)
         out.append(replace(request, blocked=request.blocked | blocked))
     return out
+
+
+def out_of_slots(
+    pending: Sequence[PendingRequest],
+    reservations: Sequence[Reservation],
+    views: Sequence[GpuView],
+) -> tuple[list[PendingRequest], list[KeepOut]]:
+    """For requests already given their ``blocked`` devices (:func:`with_blocked`): each
+    with the instances in the way of the slots it is kept from blocked too (``in_the_way``
+    of ``views``, the GPUs with MIG on demand), and, in the same order, the places its new
+    slices must stay out of (:func:`slot_keep_out`)."""
+    requests: list[PendingRequest] = []
+    keep_outs: list[KeepOut] = []
+    for request in pending:
+        keep_out = slot_keep_out(reservations, request.blocked)
+        if keep_out:
+            request = replace(request, blocked=request.blocked | in_the_way(views, keep_out))
+        requests.append(request)
+        keep_outs.append(keep_out)
+    return requests, keep_outs
 
 
 def held_now(reservations: Iterable[Reservation], user: str, now: datetime) -> tuple[str, ...]:
@@ -932,12 +1002,15 @@ __all__ = [
     "held_now",
     "holder_view",
     "is_slot",
+    "next_change",
     "next_free_start",
+    "out_of_slots",
     "overstays",
     "phase",
     "protected",
     "repair",
     "reserved_starts",
+    "slot_keep_out",
     "slot_uuid",
     "with_blocked",
 ]

@@ -59,7 +59,7 @@ from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.mig_on_demand import MigOnDemand
 from ds01.daemon.prepared import Created, PreparedCreate, Queued
 from ds01.daemon.queue_desk import QueueDesk
-from ds01.daemon.reservations import allocate_honouring
+from ds01.daemon.reservations import allocate_honouring, slots_in_the_way
 from ds01.daemon.views import allocation_state
 from ds01.errors import (
     Conflict,
@@ -362,10 +362,16 @@ class Creation:
         dynamic GPU can make."""
         held = set(allocation_state(records).held()) | self.context.status.queue_reserved
         profiles = prepared.gpu_request.mig_profiles
-        planned = self.gates.mig.planned_for(profiles, inventory, held)
+        # No slice on a reservation's slot it could still hold at the slot's start.
+        keep_out, in_way = slots_in_the_way(
+            self.context, prepared.owner, prepared.name, prepared.runtime_hours,
+            lambda: self.gates.mig.views(inventory, held),
+        )  # fmt: skip
+        planned = self.gates.mig.planned_for(profiles, inventory, held, keep_out)
         if not self.gates.mig.can_make(profiles, inventory):
             check_mig_profiles_exist(prepared.gpu_request, planned)
-        decision = self.admit(prepared, records, planned)
+        open_to_it = replace(planned, reserved=planned.reserved | in_way) if in_way else planned
+        decision = self.admit(prepared, records, open_to_it)
         placement, made = self.gates.mig.materialize(
             decision.placement, planned, prepared.owner.name
         )

@@ -18,7 +18,9 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    inventory it plans over has a planned MIG slice for each waiting MIG request that a GPU
    with MIG on demand could make (``MigOnDemand.planned_for_queue``); each request is
    planned without the devices GPU reservations keep from it
-   (``ds01.core.reservations.with_blocked``), which stay open to the others.
+   (``ds01.core.reservations.with_blocked``), which stay open to the others, and gets no
+   planned slice on (nor an instance over) the place of a reservation's slot it could still
+   hold at the slot's start (``ds01.core.reservations.out_of_slots``).
 6. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
    waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
@@ -50,7 +52,8 @@ from fractions import Fraction
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
-from ds01.core.reservations import reserved_starts, with_blocked
+from ds01.core.mig_on_demand import KeepOut
+from ds01.core.reservations import out_of_slots, reserved_starts, with_blocked
 from ds01.core.scheduler import (
     PendingRequest,
     Reservation,
@@ -147,16 +150,19 @@ class GpuDispatcher(PeriodicPass):
                 records = service.records()
                 waiting = [w for w in waiting if w.entry.id not in tried]
             held = allocation_state(records).held()
-            inventory = service.mig_on_demand.planned_for_queue(
-                [w.pending.request.mig_profiles for w in waiting],
-                service.backend.inventory(),
-                held,
-            )
-            # Reserved devices: each request is planned without those blocked for it.
+            inventory = service.backend.inventory()
+            # Reserved devices: each request is planned without those blocked for it, and
+            # gets no MIG slice made on a slot it could still hold at the slot's start.
             reservations = kept(service)
+            keep_outs: list[KeepOut] = []
             if reservations:
                 pending = with_blocked([w.pending for w in waiting], reservations, now)
+                views = service.mig_on_demand.views(inventory, held)
+                pending, keep_outs = out_of_slots(pending, reservations, views)
                 waiting = [replace(w, pending=p) for w, p in zip(waiting, pending, strict=True)]
+            inventory = service.mig_on_demand.planned_for_queue(
+                [w.pending.request.mig_profiles for w in waiting], inventory, held, keep_outs
+            )
             config = service.config()
             policy = config.limits.scheduler
             usage = decayed_usage(self._usage_intervals(), now, policy.usage_half_life_hours)

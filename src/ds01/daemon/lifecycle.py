@@ -12,7 +12,10 @@ Every ``lifecycle_interval_seconds`` (the top of ``policies:``), one *pass*
 - **reserved devices** (``daemon.reservations.ReservationWatch``): the phases of
   reservations are announced, and containers in the way of one are warned
   ``reservations.warning_minutes`` before its start and stopped at it (``cleanup.reservation``);
-  a holder's containers over quota without the reservation, before and at its end.
+  a holder's containers over quota without the reservation, before and at its end. The
+  loop waits less than its interval when such a step falls due sooner
+  (``LifecycleLoop.wait_seconds``), so a warning, a start (its drain, its slots' slices
+  made) and an end are taken at their moment, not up to an interval late.
 - **stopped**: its run is closed in the clock (runtime survives restarts); a container
   stopped for longer than ``container_hold_after_stop_hours`` is removed, and one created
   but never started for ``created_unstarted_minutes`` too (``cleanup.orphan``), each with its
@@ -458,6 +461,20 @@ class LifecycleLoop(PeriodicPass):
 
     def interval_seconds(self) -> float:
         return self.service.config().limits.policies.lifecycle_interval_seconds
+
+    def wait_seconds(self) -> float:
+        """The interval, or less: until the next reservation step is due (a warning at the
+        lead time, a start with its drain and its slots' slices, an end), so that it is
+        taken at that moment rather than up to an interval late."""
+        interval = self.interval_seconds()
+        now = self._clock()
+        try:
+            due = self.reservations.next_change(now)
+        except Ds01Error:  # the store is unreadable: the pass reports it; wait as usual
+            return interval
+        if due is None:
+            return interval
+        return max(0.0, min(interval, (due - now).total_seconds()))
 
 
 def _status(record: ContainerRecord, decision: Decision, actions: list[str]) -> api.LifecycleStatus:

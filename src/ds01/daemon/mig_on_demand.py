@@ -38,6 +38,7 @@ from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
     CreateSlice,
     GpuView,
+    KeepOut,
     NoRoom,
     adopt,
     baseline_creates,
@@ -104,29 +105,39 @@ class MigOnDemand:
         return bool(profiles) and all(any(t.shape(p) is not None for t in tables) for p in profiles)
 
     def planned_for(
-        self, profiles: Sequence[str], inventory: Inventory, held: Iterable[str]
+        self,
+        profiles: Sequence[str],
+        inventory: Inventory,
+        held: Iterable[str],
+        keep_out: KeepOut | None = None,
     ) -> Inventory:
         """Under the allocation lock: ``inventory`` with the slices that would serve
-        ``profiles`` (one request) as planned devices; unchanged when free instances serve
-        it, or when no dynamic GPU has room."""
+        ``profiles`` (one request) as planned devices, none where ``keep_out`` says;
+        unchanged when free instances serve it, or when no dynamic GPU has room."""
         if not profiles:
             return inventory
         held = set(held)
-        planned = plan_profiles(inventory, held, self.views(inventory, held), profiles)
+        views = self.views(inventory, held)
+        planned = plan_profiles(inventory, held, views, profiles, keep_out)
         if isinstance(planned, NoRoom) or not planned:
             return inventory
         return with_planned(inventory, planned)
 
     def planned_for_queue(
-        self, requests: Sequence[Sequence[str]], inventory: Inventory, held: Iterable[str]
+        self,
+        requests: Sequence[Sequence[str]],
+        inventory: Inventory,
+        held: Iterable[str],
+        keep_out: Sequence[KeepOut] = (),
     ) -> Inventory:
         """Under the allocation lock: ``inventory`` with a planned slice for each waiting
-        MIG request (``requests``: their profiles, in queue order) that one would serve."""
-        wanted = [r for r in requests if r]
-        if not wanted:
+        MIG request (``requests``: their profiles, in queue order) that one would serve;
+        ``keep_out``: each request's places to stay out of, in the same order."""
+        if not any(requests):
             return inventory
         held = set(held)
-        creates = plan_what_fits(inventory, held, self.views(inventory, held), wanted)
+        views = self.views(inventory, held)
+        creates = plan_what_fits(inventory, held, views, requests, keep_out)
         return with_planned(inventory, creates) if creates else inventory
 
     def make_for_reservation(

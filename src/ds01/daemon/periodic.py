@@ -24,10 +24,10 @@ class PeriodicPass(abc.ABC):
     the thread has ended or ``timeout_seconds`` passed. ``run_pass`` may raise: the
     exception goes to :attr:`tracker`, which logs each fault once and the recovery once;
     ``StateDamaged`` is not logged at all (the store logs it once).
-    The interval is asked after every pass, so a configuration change takes effect at the
-    next wait. With ``wake``, a notify of that condition ends the wait at once (the next
-    pass starts); :meth:`request_stop` notifies it too. The loop never holds ``wake`` while
-    it runs a pass.
+    The interval is asked after every pass (:meth:`wait_seconds`, which may shorten it), so
+    a configuration change takes effect at the next wait. With ``wake``, a notify of that
+    condition ends the wait at once (the next pass starts); :meth:`request_stop` notifies it
+    too. The loop never holds ``wake`` while it runs a pass.
     """
 
     #: The thread's name, e.g. "ds01-lifecycle"; subclasses set it.
@@ -58,6 +58,11 @@ class PeriodicPass(abc.ABC):
     @abc.abstractmethod
     def interval_seconds(self) -> float:
         """Seconds to wait after a pass."""
+
+    def wait_seconds(self) -> float:
+        """Seconds to wait after this pass: :meth:`interval_seconds`, unless a subclass
+        knows of work due sooner."""
+        return self.interval_seconds()
 
     def start(self) -> None:
         """Run passes in a daemon thread until :meth:`stop`."""
@@ -100,7 +105,11 @@ class PeriodicPass(abc.ABC):
                 self.tracker.failed(exc)
             else:
                 self.tracker.succeeded()
-            self._wait(self.interval_seconds())
+            try:
+                seconds = self.wait_seconds()
+            except Exception:  # a wait of the usual length, never a loop that ends
+                seconds = self.interval_seconds()
+            self._wait(seconds)
 
     def _wait(self, seconds: float) -> None:
         """Until ``seconds`` have passed, a stop is asked, or ``wake`` is notified."""

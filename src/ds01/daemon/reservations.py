@@ -47,7 +47,7 @@ from typing import Any, Final, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
-from ds01.core.mig_on_demand import GpuView
+from ds01.core.mig_on_demand import GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
     SLOT_PREFIX,
@@ -63,9 +63,11 @@ from ds01.core.reservations import (
     format_moment,
     holder_view,
     is_slot,
+    next_change,
     overstays,
     phase,
     repair,
+    slot_keep_out,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -326,6 +328,27 @@ def runtime_end(
     return now + timedelta(hours=hours)
 
 
+def slots_in_the_way(
+    ctx: DaemonContext,
+    owner: UnixUser,
+    name: str,
+    declared: float | None,
+    views: Callable[[], Sequence[GpuView]],
+) -> tuple[KeepOut, frozenset[str]]:
+    """For a new container ``name`` of ``owner`` (``declared``: its runtime, if any): the
+    places of the reservations' slots it could still hold at their start, where no slice is
+    made for it, and the instances of ``views()`` (the GPUs with MIG on demand, asked for
+    only when there are such slots) over them, which it is not given
+    (``core.reservations.slot_keep_out``; empty without such slots)."""
+    reservations = kept(ctx)
+    if not any(is_slot(u) for r in reservations for u in r.devices):
+        return {}, frozenset()
+    now = ctx.now()
+    ends_by = runtime_end(ctx, owner, name, declared, now)
+    keep_out = slot_keep_out(reservations, blocked_devices(reservations, owner.name, now, ends_by))
+    return keep_out, in_the_way(views(), keep_out) if keep_out else frozenset()
+
+
 def allocate_honouring(
     ctx: DaemonContext,
     owner: UnixUser,
@@ -418,7 +441,7 @@ class ReservationWatch:
                 self._make_slots(records, now)
                 self._repair(now)
             reservations = kept(self.ctx)
-            lead = timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
+            lead = self._lead()
             ending = [*reservations, *cancelled_in_force(self.ctx, now)]
             occupants = self._occupants(records, ending, now, lead)
             live = {r.id for r in reservations if r.end > now}
@@ -545,6 +568,14 @@ class ReservationWatch:
                     details=_event_details(r),
                 )
         store.forget_reservations((now - KEEP_ENDED).isoformat(timespec="seconds"))
+
+    def _lead(self) -> timedelta:
+        return timedelta(minutes=self.ctx.config().limits.reservations.warning_minutes)
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """When a stored reservation next asks for a step (a warning, a start, an end:
+        ``core.reservations.next_change``), so that the lifecycle pass runs then."""
+        return next_change(kept(self.ctx), now, self._lead())
 
     def _make_slots(self, records: list[ContainerRecord], now: datetime) -> None:
         """At a reservation's start, make the slice of each of its slots and keep that

@@ -27,9 +27,10 @@ Borrowing (``borrowing``, a :class:`~ds01.config.borrowing.BorrowingConfig` with
 ``enabled``): after each pass, the requests the pass held for their quota (status
 ``quota``) are offered in queue order the idle devices that no request waiting for devices
 could use, through :func:`ds01.core.borrowing.allocate_borrowing` (with the plan's
-``waiting_requests``), as a create with ``--borrow`` would be; a
-job placed so is *borrowed*. After each pass with a head (a request within quota that
-cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
+``waiting_requests``), as a create with ``--borrow`` would be (on GPUs with MIG on
+demand, over the inventory with the slice that would serve it, made if it is picked, as
+ds01d plans a create's slice); a job placed so is *borrowed*. After each pass with a head
+(a request within quota that cannot be placed), :func:`~ds01.core.borrowing.choose_reclaim` and
 :func:`~ds01.core.borrowing.reclaim_steps` warn the borrowed jobs it needs and stop them
 ``reclaim_grace_minutes`` later (a *reclaim* event; another comes when a borrowed job
 reaches ``min_runtime_minutes``). A reclaimed job's devices are free at once, and what it
@@ -51,12 +52,19 @@ and each waiting request is planned, borrows and reclaims without the devices
 instant, :func:`~ds01.core.reservations.drain` stops the jobs on a device whose reservation
 has begun and is not their owner's (a running one queues the work it has left again, as
 above); a borrowed job on its owner's reservation in force is never reclaimed
-(:func:`~ds01.core.borrowing.reserved_by_holder`). At a reservation's start the replay
-notes whether its devices were free (*kept*) before the drain.
+(:func:`~ds01.core.borrowing.reserved_by_holder`). A ``--mig`` reservation that no
+instance serves may keep a *slot* on a GPU with MIG on demand (``admit`` is given the
+dynamic GPUs, as ds01d gives them); at its start the replay makes the slice where
+:func:`~ds01.core.mig_on_demand.where_to_create` puts it, or, with no room left, re-maps
+the slot by :func:`~ds01.core.reservations.repair` (a free instance of the profile, or
+nothing), and a slice a reservation keeps is not destroyed before its end. At a
+reservation's start the replay notes whether its devices were there and free of others'
+jobs (*kept*) before the drain.
 
 MIG on demand (``dynamic``: the GPUs named, each with its placement table and baseline):
 before each pass the inventory gets a planned slice for each waiting MIG request that one
-would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does); a
+would serve (:func:`ds01.core.mig_on_demand.plan_what_fits`, as ds01d's dispatcher does,
+never over a reservation's slot the request could still hold at its start); a
 start on a planned slice makes it; a released slice made on demand is destroyed at once
 (keep time 0) and a GPU left without one gets its baseline back.
 
@@ -101,10 +109,14 @@ from ds01.core.lifecycle import ContainerClock, LimitsForContainer, decide, runt
 from ds01.core.mig_on_demand import (
     PLANNED_PREFIX,
     GpuView,
+    KeepOut,
+    NoRoom,
     baseline_creates,
     gpu_view,
+    plan_profiles,
     plan_what_fits,
     planned_device,
+    where_to_create,
     with_planned,
 )
 from ds01.core.reservations import (
@@ -114,8 +126,12 @@ from ds01.core.reservations import (
     admit,
     blocked_devices,
     drain,
+    is_slot,
+    out_of_slots,
     overstays,
+    repair,
     reserved_starts,
+    slot_keep_out,
     with_blocked,
 )
 from ds01.core.reservations import Reservation as GpuReservation
@@ -328,8 +344,9 @@ class ReservationOutcome:
         asked: the line of the reservations file.
         reservation: what was admitted (``None``: refused).
         refusal: why it was refused (``ds01 reserve``'s message), else empty.
-        kept: whether its devices were free of others' jobs at its start, before the drain
-            (``None``: refused, or it starts after the replay's last event).
+        kept: whether its devices were there (a slot's slice made) and free of others' jobs
+            at its start, before the drain (``None``: refused, or it starts after the
+            replay's last event).
         displaced: jobs its drain stopped (or whose held devices it took back).
     """
 
@@ -465,10 +482,16 @@ class _OnDemandSlices:
     """A replay's MIG slices made on demand: what the planner sees of the dynamic GPUs,
     slices made for a placement, and those destroyed at their release (baselines restored).
 
+    A reservation's *slot* (a ``--mig`` reservation on a dynamic GPU that no instance
+    served when it was admitted) gets its slice at the start (``make_slots``), and a slice
+    made on demand that a reservation not ended keeps is never destroyed (ds01d does the
+    same: ``MigOnDemand.make_for_reservation``, its reservations' repair).
+
     State (set by ``_Replay.__init__``; ``_Replay`` derives from this class): ``inventory``
     (replaced as slices come and go), ``dynamic``, ``on_demand`` (the UUIDs made on
-    demand), ``made`` (a counter for their UUIDs); it reads ``state`` and changes nothing
-    else.
+    demand), ``made`` (a counter for their UUIDs); it reads ``state`` and ``instant`` (the
+    replay's clock), and changes nothing else but ``bookings`` (the reservations admitted)
+    in ``make_slots``.
     """
 
     inventory: Inventory
@@ -476,6 +499,8 @@ class _OnDemandSlices:
     on_demand: set[str]
     made: int
     state: AllocationState
+    bookings: list[GpuReservation]
+    instant: datetime
 
     def views(self, held: Iterable[str]) -> list[GpuView]:
         """The dynamic GPUs as the planner sees them now."""
@@ -500,6 +525,48 @@ class _OnDemandSlices:
             self.on_demand.add(made.uuid)
         return made
 
+    def reserved_slices(self) -> set[str]:
+        """The devices of the reservations not ended yet: a slice made on demand that one
+        keeps is not destroyed before its end (as in ds01d)."""
+        return {u for b in self.bookings if b.end > self.instant for u in b.devices}
+
+    def make_slots(self, booked: GpuReservation, now: datetime) -> GpuReservation:
+        """At ``booked``'s start, make the slice of each of its slots where the fragment-least
+        rule puts it (:func:`~ds01.core.mig_on_demand.where_to_create`, as ds01d's
+        ``make_for_reservation``), then re-map what is left as ds01d does
+        (:func:`~ds01.core.reservations.repair`: a free instance of the profile, or nothing);
+        the reservation as it now stands."""
+        devices = list(booked.devices)
+        gpus = {g.uuid: g for g in self.inventory.gpus}
+        for i, uuid in enumerate(booked.devices):
+            if not is_slot(uuid) or booked.profile is None:
+                continue
+            where = where_to_create(self.views(self.state.held()), booked.profile)
+            if not isinstance(where, NoRoom):
+                made = self._add(planned_device(where, gpus[where.gpu_uuid]), on_demand=True)
+                devices[i] = made.uuid
+        kept = replace(booked, devices=tuple(devices))
+        self.bookings = [kept if b.id == booked.id else b for b in self.bookings]
+        for fixed in repair(self.bookings, self.inventory, now):
+            if fixed.changed and fixed.reservation.id == booked.id:
+                kept = replace(kept, devices=fixed.devices)
+        self.bookings = [kept if b.id == booked.id else b for b in self.bookings]
+        return kept
+
+    def planned_for(self, request: PendingRequest) -> Inventory:
+        """The inventory with the slices that would serve ``request`` alone as planned
+        devices, outside the slots it is kept from (ds01d's ``MigOnDemand.planned_for``, as
+        for a create); the inventory itself without dynamic GPUs or when none is needed."""
+        profiles = request.request.mig_profiles
+        if not self.dynamic or not profiles:
+            return self.inventory
+        held = self.state.held()
+        keep_out = slot_keep_out(self.bookings, request.blocked)
+        planned = plan_profiles(self.inventory, held, self.views(held), profiles, keep_out)
+        if isinstance(planned, NoRoom):
+            return self.inventory
+        return with_planned(self.inventory, planned)
+
     def materialize(self, placement: Placement) -> Placement:
         """``placement`` with its planned slices made."""
         return Placement(
@@ -510,8 +577,9 @@ class _OnDemandSlices:
         )
 
     def destroy(self, released: Iterable[str]) -> None:
-        """Destroy the released slices made on demand; restore baselines where none is left."""
-        gone = self.on_demand.intersection(released)
+        """Destroy the released slices made on demand (not those a reservation not ended
+        keeps); restore baselines where none is left."""
+        gone = self.on_demand.intersection(released) - self.reserved_slices()
         if not gone:
             return
         self.on_demand -= gone
@@ -570,6 +638,7 @@ class _Replay(_OnDemandSlices):
         #: those admitted.
         self.asked = {f"res-{r.line}": ReservationOutcome(r) for r in reservations or ()}
         self.bookings: list[GpuReservation] = []
+        self.instant = EPOCH
         self.events += [(r.asked.made_hours, _Event.RESERVE, k) for k, r in self.asked.items()]
         heapq.heapify(self.events)
         self.pending: dict[str, PendingRequest] = {}
@@ -597,7 +666,7 @@ class _Replay(_OnDemandSlices):
         """Take every event in order; after each instant, schedule and check for idleness."""
         while self.events:
             hours = self.events[0][0]
-            now = at(hours)
+            now = self.instant = at(hours)
             self.borrowable_gpu_hours += self.borrowable * (hours - self.last_event)
             while self.events and self.events[0][0] == hours:
                 _, kind, key = heapq.heappop(self.events)
@@ -681,9 +750,12 @@ class _Replay(_OnDemandSlices):
         inventory = self.inventory
         if self.dynamic:
             held = self.state.held()
-            creates = plan_what_fits(
-                inventory, held, self.views(held), [r.request.mig_profiles for r in waiting]
-            )
+            views = self.views(held)
+            keep_outs: list[KeepOut] = []
+            if self.bookings:  # slots are kept as reserved devices are
+                waiting, keep_outs = out_of_slots(waiting, self.bookings, views)
+            profiles = [r.request.mig_profiles for r in waiting]
+            creates = plan_what_fits(inventory, held, views, profiles, keep_outs)
             inventory = with_planned(inventory, creates)
         decision = plan(
             waiting,
@@ -732,13 +804,14 @@ class _Replay(_OnDemandSlices):
             try:
                 placed = allocate_borrowing(
                     request.request, request.user, request.quota,
-                    request.open_in(self.inventory), self.state,
+                    request.open_in(self.planned_for(request)), self.state,
                     self._containers_of(request.user), policy=policy, borrow=True,
                     waiting=decision.waiting_requests,
                 )  # fmt: skip
             except (NoCapacity, QuotaExceeded):
                 continue
-            self.start(request, placed.placement, hours, now, borrowed=placed.borrowed)
+            placement = self.materialize(placed.placement)
+            self.start(request, placement, hours, now, borrowed=placed.borrowed)
             if placed.borrowed:  # it may be reclaimed once its minimum runtime is over
                 protected = hours + policy.min_runtime_minutes / MINUTES_PER_HOUR
                 heapq.heappush(self.events, (protected, _Event.RECLAIM, request.id))
@@ -799,12 +872,20 @@ class _Replay(_OnDemandSlices):
         if kind is _Event.RESERVE:
             self.asked[key] = self.admit(key, outcome, now)
         elif kind is _Event.RESERVATION_START and outcome.reservation is not None:
-            booked = outcome.reservation
+            booked = self.make_slots(outcome.reservation, now)
             in_way = [
                 h for h in self.state.holdings
                 if not booked.is_for(h.user) and set(h.devices) & set(booked.devices)
             ]  # fmt: skip
-            self.asked[key] = replace(outcome, kept=not in_way)
+            present = {d.uuid for d in self.inventory.devices}
+            missing = [u for u in booked.devices if u not in present]
+            self.asked[key] = replace(
+                outcome, reservation=booked, kept=not in_way and not missing
+            )
+        elif kind is _Event.RESERVATION_END and outcome.reservation is not None:
+            # Its slices made on demand are destroyed once free, as ds01d does.
+            held = self.state.held()
+            self.destroy(u for u in outcome.reservation.devices if u not in held)
 
     def admit(self, key: str, outcome: ReservationOutcome, now: datetime) -> ReservationOutcome:
         """``ds01 reserve`` at ``now``: the reservation admitted, or why not."""
@@ -821,7 +902,10 @@ class _Replay(_OnDemandSlices):
             resolved = resolve_reservation_limits(self.config, asked.holder, unix_groups)
             limits = ReservationLimits.of(resolved.to_dict())
         try:
-            made = admit(request, self.bookings, self.inventory, limits, now, new_id=key)
+            views = self.views(self.state.held()) if asked.mig_profile else ()
+            made = admit(
+                request, self.bookings, self.inventory, limits, now, new_id=key, views=views
+            )
         except (InvalidInput, NoCapacity, NotFound, QuotaExceeded) as refused:
             return replace(outcome, refusal=refused.message)
         self.bookings.append(made)
