@@ -229,7 +229,8 @@ class ContainerOps:
         released = record.id in ctx.store.released()
         ctx.runtime.remove(record.docker_name, force=force)
         ctx.ledger.forget(record.id)
-        ctx.staging.unstage(record.docker_name)
+        for key in ctx.staging.keys_of(record.bind_sources):
+            ctx.staging.unstage(key)
         if record.labels.get(L.KEPT_IMAGE):
             ctx.runtime.remove_image(record.labels[L.KEPT_IMAGE])
         ctx.events.emit(
