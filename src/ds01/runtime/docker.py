@@ -312,10 +312,11 @@ class ContainerRecord:
         names = summary.get("Names") or ["/"]
         uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
+        docker_name = names[0].lstrip("/")
         return cls(
             id=str(summary.get("Id", "")),
-            docker_name=names[0].lstrip("/"),
-            name=labels.get(L.NAME, names[0].lstrip("/")),
+            docker_name=docker_name,
+            name=L.name_of(docker_name, uid, labels),
             user=labels.get(L.USER, ""),
             uid=uid,
             group=labels.get(L.GROUP, ""),
