@@ -8,9 +8,10 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
 ``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``,
 ``unpause`` and ``rename`` (of a stopped container, which keeps its bind staging while a
-new one under its old name gets its own); ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
-namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
-with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
+new one under its old name gets its own); ``commit``, ``tag`` and ``rmi`` of one's own
+images, in one's own namespace; ``pull`` of what the image policy allows (from a local
+registry); ``build`` with the classic builder, as ``image-build`` builds (BuildKit
+refused, saying so);
 ``save`` and ``load`` where ``images.yaml`` allows them (a load only of images tagged in
 one's own namespace, audited with what dockerd did: loaded, or its error for a tar
 whose layer is no tar); ``docker-compose up -d`` and ``down -v`` of a two-service project

@@ -31,7 +31,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Queued
-from ds01.daemon.reacquire import Reacquire
+from ds01.daemon.reacquire import Reacquire, kept_run_options
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
 from ds01.model import labels as L
@@ -160,9 +160,10 @@ class ContainerOps:
         record = self.gates.access.target(caller, name, None, "rename")
         try:
             new = validate_container_name(new_name)
-            if record.status in ("running", "paused"):
+            if record.status not in ("stopped", "created"):
                 raise Conflict(
-                    f"Container {record.name!r} is running: stop it first, then rename it."
+                    f"Container {record.name!r} is {record.status}: stop it first, then "
+                    "rename it."
                 )
         except PolicyError as exc:
             self.context.log_refusal(caller, "container.rename", resource_of(record), exc)
@@ -191,10 +192,12 @@ class ContainerOps:
                 ctx.log_refusal(caller, "container.rename", resource_of(record), refusal)
                 raise refusal
             if taken is None:
-                ctx.runtime.rename(record.docker_name, docker_name)
                 network = network_name(record.uid)
+                # Its aliases other than its name (a compose service's, ``--network-alias``).
+                extra = kept_run_options(record, ctx.runtime.inspect(record.docker_name)).aliases
+                ctx.runtime.rename(record.docker_name, docker_name)
                 if network in record.networks:
-                    ctx.runtime.realias(docker_name, network, (new,))
+                    ctx.runtime.realias(docker_name, network, (new, *extra))
                 ctx.ledger.refresh(record.id)
         ctx.events.emit(
             "container.rename",
