@@ -60,8 +60,8 @@ def test_a_containers_name_follows_its_docker_name_of_its_owner_else_the_label()
     labels = {NAME: "web"}
     assert name_of("web._.1001", 1001, labels) == "web"
     assert name_of("0123456789ab_web._.1001", 1001, labels) == "0123456789ab_web"  # renamed
-    # ds01d's temporary name while it re-creates the container: the label
-    assert name_of("web._.1001" + REPLACED_SUFFIX, 1001, labels) == "web"
+    # ds01d's temporary name while it re-creates the container
+    assert name_of("web2._.1001" + REPLACED_SUFFIX, 1001, labels) == "web2"
     # another uid's suffix, a name ds01 would refuse, no suffix: the label
     assert name_of("web._.1002", 1001, labels) == "web"
     assert name_of("a.b._.1001", 1001, labels) == "web"

@@ -96,9 +96,10 @@ def container_name(name: str, uid: int) -> str:
 def name_of(docker_name: str, uid: int, labels: dict[str, str]) -> str:
     """ds01's name of a container: its Docker name without the owner's suffix when that
     name is ``{name}._.{uid}`` of its owner ``uid`` (a rename changes it, and the ``ds01.name``
-    label cannot follow); else (ds01d's temporary names while it re-creates one, e.g.
-    ``….replaced``) the name it was created under, in ``ds01.name``."""
-    base, separator, suffix = docker_name.rpartition(CONTAINER_NAME_SEPARATOR)
+    label cannot follow), also while ds01d re-creates it under ``….replaced``; else the name
+    it was created under, in ``ds01.name``."""
+    current = docker_name.removesuffix(REPLACED_SUFFIX)
+    base, separator, suffix = current.rpartition(CONTAINER_NAME_SEPARATOR)
     if separator and suffix == str(uid) and CONTAINER_NAME_RE.fullmatch(base):
         return base
     return labels.get(NAME, docker_name)
