@@ -187,6 +187,7 @@ VERBS = [
     ("POST", "/containers/{ref}/pause"),
     ("POST", "/containers/{ref}/unpause"),
     ("POST", "/containers/{ref}/update"),
+    ("POST", "/containers/{ref}/rename?name=renamed"),
 ]
 
 
@@ -247,8 +248,12 @@ ELSEWHERE: list[Row] = [
         "/containers/{mine}/update", b'{"memory": 1073741824}'), 403, "memory"),
     Row("update giving swap", raw("POST", "/containers/{mine}/update",
         b'{"Memory": 67108864, "MemorySwap": 1073741824}'), 403, "no swap"),
-    Row("rename", raw("POST", "/containers/{mine}/rename?name=other", b""), 403,
-        "does not rename"),
+    Row("rename into root's names", raw("POST", "/containers/{mine}/rename?name=x._.0", b""),
+        400, "Invalid container name"),
+    Row("rename to a path", raw("POST", "/containers/{mine}/rename?name=a%2Fb", b""), 400,
+        "Invalid container name"),
+    Row("rename of a running container", raw("POST", "/containers/{mine}/rename?name=other",
+        b""), 409, "stop it first"),
     Row("commit of bob's container", raw("POST", "/commit?container={bob_id}&repo=alice/x",
         b"null"), 404, "No such container"),
     Row("commit into bob's namespace", raw("POST", "/commit?container={mine}&repo=bob/x",

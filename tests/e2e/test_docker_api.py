@@ -6,14 +6,17 @@ Debian's docker.io CLI (20.10) and docker-py, run as real non-admin users with
 ``logs`` (also followed, line by line as the container prints), ``top``, ``stats``,
 ``events`` and ``images`` limited to the caller; another user's container by name, id or
 id prefix is Docker's own "No such container"; ``docker cp`` both ways, ``diff``,
-``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``
-and ``unpause``; ``commit``, ``tag`` and ``rmi`` of one's own images, in one's own
-namespace; ``pull`` of what the image policy allows (from a local registry); ``build``
-with the classic builder, as ``image-build`` builds (BuildKit refused, saying so);
+``export`` and ``port`` on one's own containers; ``update`` (lowering only), ``pause``,
+``unpause`` and ``rename`` (of a stopped container, which keeps its bind staging while a
+new one under its old name gets its own); ``commit``, ``tag`` and ``rmi`` of one's own
+images, in one's own namespace; ``pull`` of what the image policy allows (from a local
+registry); ``build`` with the classic builder, as ``image-build`` builds (BuildKit
+refused, saying so);
 ``save`` and ``load`` where ``images.yaml`` allows them (a load only of images tagged in
 one's own namespace, audited with what dockerd did: loaded, or its error for a tar
 whose layer is no tar); ``docker-compose up -d`` and ``down -v`` of a two-service project
-with a network and a named volume (per user: another user sees none of it); VS Code's
+with a network and a named volume (per user: another user sees none of it), and ``up -d``
+again after a service changed (re-created: stop, rename aside, create, remove); VS Code's
 attach sequence.
 The refusals are in ``test_bypass_docker_api.py``.
 """
@@ -706,7 +709,14 @@ def test_vs_code_attach_sequence(ds01d: Any) -> None:
         events.wait()
 
 
-def test_docker_update_lowers_limits_pause_and_unpause(ds01d: Any, docker_client: Any) -> None:
+def _staging_dirs(attrs: dict[str, Any]) -> set[str]:
+    """The staging directories a container's binds point at (ds01.runtime.staging)."""
+    return {str(Path(m["Source"]).parent) for m in attrs["Mounts"] if m["Type"] == "bind"}
+
+
+def test_docker_update_lowers_limits_pause_unpause_and_rename(
+    ds01d: Any, docker_client: Any
+) -> None:
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
     created(d, "alice", "mine")
     container = docker_client.containers.get(f"mine._.{pwd_uid('alice')}")
@@ -728,8 +738,39 @@ def test_docker_update_lowers_limits_pause_and_unpause(ds01d: Any, docker_client
     assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is True
     assert d.docker("alice", "unpause", "mine").returncode == 0
     assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is False
-    rename = d.docker("alice", "rename", "mine", "other")
-    assert rename.returncode != 0 and "does not rename" in rename.stderr, describe(rename)
+
+    running = d.docker("alice", "rename", "mine", "other")
+    assert running.returncode != 0 and "stop it first" in running.stderr, describe(running)
+    assert d.docker("alice", "stop", "mine").returncode == 0
+    staged = _staging_dirs(docker_client.containers.get(container.id).attrs)
+    renamed = d.docker("alice", "rename", "mine", "other")
+    assert renamed.returncode == 0, describe(renamed)
+    uid = pwd_uid("alice")
+    assert docker_client.containers.get(container.id).name == f"other._.{uid}"
+    (event,) = d.events_where(action="container.rename", user="alice", outcome="success")
+    assert event["details"]["from"] == "mine" and event["details"]["to"] == "other", event
+    # A new container under the old name stages into a directory of its own; both run and
+    # both mount alice's workspace.
+    created(d, "alice", "mine")
+    assert d.docker("alice", "start", "other").returncode == 0
+    fresh = docker_client.containers.get(f"mine._.{uid}")
+    assert _staging_dirs(docker_client.containers.get(container.id).attrs) == staged
+    assert _staging_dirs(fresh.attrs).isdisjoint(staged)
+    marked = d.docker("alice", "exec", "other", "touch", "/workspace/renamed-marker")
+    assert marked.returncode == 0, describe(marked)
+    seen = d.docker("alice", "exec", "mine", "ls", "/workspace/renamed-marker")
+    assert seen.returncode == 0, describe(seen)
+    listed = d.cli_json("alice", "container-list")
+    assert sorted((c["name"], c["status"]) for c in listed) == [
+        ("mine", "running"), ("other", "running")
+    ]
+    assert d.docker("alice", "stop", "other").returncode == 0
+    taken = d.docker("alice", "rename", "other", "mine")
+    assert taken.returncode != 0 and "already in use" in taken.stderr, describe(taken)
+    assert d.docker("alice", "rm", "-f", "other").returncode == 0
+    assert all(not Path(s).exists() for s in staged)  # its own staging went with it
+    assert d.docker("alice", "exec", "mine", "ls", "/workspace/renamed-marker").returncode == 0
+    (Path(pwd.getpwnam("alice").pw_dir) / "workspace" / "renamed-marker").unlink()
 
 
 def test_docker_commit_tag_and_rmi_of_own_images(ds01d: Any, docker_client: Any) -> None:
@@ -828,12 +869,37 @@ def test_docker_compose_up_and_down_of_a_project_with_a_network_and_a_volume(
         theirs = d.docker("bob", "volume", "inspect", "proj_data")
         assert theirs.returncode != 0 and "No such volume" in theirs.stderr, describe(theirs)
         assert d.docker("bob", "ps", "-a", "-q").stdout == ""
+
+        # A changed service is re-created: compose stops it, renames it aside, creates the
+        # new one under its name, starts it and removes the old one.
+        web = docker_client.containers.get(f"proj_web_1._.{alice.pw_uid}")
+        marked = d.docker("alice", "exec", "proj_web_1", "touch", "/workspace/compose-marker")
+        assert marked.returncode == 0, describe(marked)
+        changed = "    networks: [back]\n    environment: {MODE: changed}\n  db:"
+        (project / "docker-compose.yml").write_text(
+            COMPOSE_PROJECT.replace("    networks: [back]\n  db:", changed)
+        )
+        again = compose("alice", "up", "-d")
+        assert again.returncode == 0, describe(again)
+        fresh = docker_client.containers.get(f"proj_web_1._.{alice.pw_uid}")
+        assert fresh.id != web.id and "MODE=changed" in fresh.attrs["Config"]["Env"]
+        assert fresh.status == "running"
+        seen = d.docker("alice", "exec", "proj_web_1", "ls", "/workspace/compose-marker")
+        assert seen.returncode == 0, describe(seen)
+        kept = d.docker("alice", "exec", "proj_web_1", "cat", "/data/x")
+        assert kept.stdout == "from-web\n", describe(kept)
+        listed = d.cli_json("alice", "container-list")
+        assert sorted(c["name"] for c in listed) == ["proj_db_1", "proj_web_1"], listed
+        assert d.events_where(action="container.rename", user="alice", outcome="success")
+
         down = compose("alice", "down", "-v")
         assert down.returncode == 0, describe(down)
         assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+        assert list((d.paths.state_dir / "mounts").iterdir()) == []  # no staging left
         assert not docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"})
     finally:
         shutil.rmtree(project)
+        (Path(alice.pw_dir) / "workspace" / "compose-marker").unlink(missing_ok=True)
         for volume in docker_client.volumes.list(filters={"label": f"ds01.uid={alice.pw_uid}"}):
             with contextlib.suppress(Exception):
                 volume.remove(force=True)

@@ -116,7 +116,8 @@ def test_a_full_disk_is_said_plainly_logged_once_reported_and_recovered(
     assert f"the file system of {disk}/state" in refused.stderr, describe(refused)
     assert "is full" in refused.stderr and "free space" in refused.stderr, describe(refused)
     assert not docker_client.containers.list(all=True, filters={"name": refused_name})
-    assert not (disk / "state" / "mounts" / refused_name).exists()
+    # Its staging directory is ``{refused_name}.{digest}`` (ds01.runtime.staging.staging_key).
+    assert not list((disk / "state" / "mounts").glob(f"{refused_name}*"))
     listed = d.cli("alice", "container-list")  # reading needs no room
     assert listed.returncode == 0 and "a" in listed.stdout.split(), describe(listed)
 

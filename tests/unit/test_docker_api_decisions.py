@@ -274,10 +274,21 @@ def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
     assert parsed["Endpoints"]["docker"]["Host"] == "unix:///run/ds01/docker.sock"
 
 
-def test_a_rename_is_refused_saying_why() -> None:
-    refused = d.route("POST", "/containers/thesis/rename")
-    assert isinstance(refused, d.Refused) and refused.status == 403
-    assert "does not rename containers" in refused.message
+def test_a_rename_is_served_and_its_new_name_loses_only_the_callers_own_suffix() -> None:
+    routed = d.route("POST", "/containers/thesis/rename")
+    assert isinstance(routed, d.Routed) and routed.endpoint.kind == "rename"
+
+    def target(name: str) -> str:
+        line = f"POST /v1.41/containers/x/rename?name={name} HTTP/1.1"
+        return d.rename_target(d.parse_request(head(line)), 1001)
+
+    assert target("thesis2") == "thesis2"
+    # docker-compose's temporary name: a short id before the container's Docker name
+    assert target("0123456789ab_proj_web_1._.1001") == "0123456789ab_proj_web_1"
+    # another user's suffix, or one in the middle, stays for the name rule to refuse
+    assert target("x._.1002") == "x._.1002"
+    assert target("a._.1001.b") == "a._.1001.b"
+    assert target("") == ""
 
 
 #: What ``docker update`` sends for a flag not given (the CLI sends every field).

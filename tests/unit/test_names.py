@@ -5,7 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds01.errors import InvalidInput
-from ds01.model.labels import CONTAINER_NAME_SEPARATOR, container_name
+from ds01.model.labels import (
+    CONTAINER_NAME_SEPARATOR,
+    NAME,
+    REPLACED_SUFFIX,
+    container_name,
+    name_of,
+)
 from ds01.model.names import validate_container_name, validate_image_reference
 
 
@@ -48,3 +54,16 @@ def test_docker_name_keeps_the_user_name_and_uid_recoverable(name: str, uid: int
     docker_name = container_name(name, uid)
     base, sep, uid_text = docker_name.rpartition(CONTAINER_NAME_SEPARATOR)
     assert (base, sep, int(uid_text)) == (name, CONTAINER_NAME_SEPARATOR, uid)
+
+
+def test_a_containers_name_follows_its_docker_name_of_its_owner_else_the_label() -> None:
+    labels = {NAME: "web"}
+    assert name_of("web._.1001", 1001, labels) == "web"
+    assert name_of("0123456789ab_web._.1001", 1001, labels) == "0123456789ab_web"  # renamed
+    # ds01d's temporary name while it re-creates the container
+    assert name_of("web2._.1001" + REPLACED_SUFFIX, 1001, labels) == "web2"
+    # another uid's suffix, a name ds01 would refuse, no suffix: the label
+    assert name_of("web._.1002", 1001, labels) == "web"
+    assert name_of("a.b._.1001", 1001, labels) == "web"
+    assert name_of("web", 1001, labels) == "web"
+    assert name_of("web", 1001, {}) == "web"

@@ -1,4 +1,4 @@
-"""Opening a directory with no symlink followed (ds01.runtime.staging)."""
+"""Opening a directory with no symlink followed, and staging keys (ds01.runtime.staging)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ds01.daemon.doctor import check_mount_namespace
-from ds01.runtime.staging import MountStaging
+from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.staging import MountStaging, staging_key
 from ds01.runtime.userfs import PathStep, open_directory
 
 
@@ -50,6 +51,34 @@ def test_staging_paths_are_recognised_and_names_checked(tmp_path: Path) -> None:
     for bad in ("", "../x", "a/b", ".hidden"):
         with pytest.raises(ValueError):
             staging.path(bad, "workspace")
+
+
+def test_a_staging_key_is_fixed_by_the_create_and_differs_for_a_later_one_of_the_name() -> None:
+    key = staging_key("web._.1001", "a" * 32)
+    assert key == staging_key("web._.1001", "a" * 32)  # a rollback finds it again
+    assert key.startswith("web._.1001.")
+    assert key != staging_key("web._.1001", "b" * 32)  # a new container of the same name
+    MountStaging(Path("/state/mounts")).path(key, "workspace")  # a valid staging name
+
+
+def test_staging_keys_are_read_from_a_containers_own_bind_sources(tmp_path: Path) -> None:
+    staging = MountStaging(tmp_path / "mounts")
+    key = staging_key("web._.1001", "a" * 32)
+    summary = {
+        "Id": "c" * 64,
+        # renamed since its create: its binds still point at its create's key
+        "Names": ["/0123456789ab_web._.1001"],
+        "Labels": {"ds01.managed": "true", "ds01.uid": "1001", "ds01.name": "web"},
+        "Mounts": [
+            {"Type": "bind", "Source": str(staging.path(key, "workspace"))},
+            {"Type": "bind", "Source": str(staging.path(key, "data"))},
+            {"Type": "bind", "Source": "/home/alice/old"},  # made before staging
+            {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data"},
+        ],
+    }
+    record = ContainerRecord.from_summary(summary)
+    assert len(record.bind_sources) == 3
+    assert staging.keys_of(record.bind_sources) == {key}
 
 
 def test_the_doctor_tells_whether_ds01d_shares_dockerds_mount_namespace(tmp_path: Path) -> None:

@@ -124,6 +124,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/containers/{ref}/start", "start"),
     Endpoint("POST", "/containers/{ref}/stop", "stop"),
     Endpoint("POST", "/containers/{ref}/restart", "restart"),
+    Endpoint("POST", "/containers/{ref}/rename", "rename"),
     Endpoint("POST", "/containers/{ref}/kill", "container"),
     Endpoint("POST", "/containers/{ref}/wait", "container", waits="always"),
     Endpoint("POST", "/containers/{ref}/resize", "container"),
@@ -228,18 +229,6 @@ BUILDKIT_MESSAGE = (
     "build … (or image-build)."
 )
 
-#: Why a ``docker rename`` is refused (docs/docker.md says more): Docker cannot change a
-#: container's labels (``ds01.name``, by which ds01 knows it) nor its bind sources (the
-#: staging directory named after the container: a new container under the old name would
-#: stage its owner's directories where the renamed one mounts from).
-RENAME_MESSAGE = (
-    "ds01 does not rename containers: a container's name is in its ds01 labels and in where "
-    "your directories are mounted for it, and Docker cannot change either on an existing "
-    "container. Keep it under a new name instead: docker commit OLD <your namespace>/NAME, "
-    "docker run --name NEW … <your namespace>/NAME, then docker rm OLD (or container-retire "
-    "OLD --keep-as NAME)."
-)
-
 #: Why a ``docker import`` is refused: its image is a file system from anywhere, with no
 #: Dockerfile whose bases the image policy could check.
 IMPORT_MESSAGE = (
@@ -261,13 +250,18 @@ PUSH_MESSAGE = (
 EXPLAINED: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/session\Z"), BUILDKIT_MESSAGE),
     ("POST", re.compile(r"^/grpc\Z"), BUILDKIT_MESSAGE),
-    (
-        "POST",
-        re.compile(r"^/containers/[^/]+/rename\Z"),
-        RENAME_MESSAGE,
-    ),
     ("POST", re.compile(r"^/images/.+/push\Z"), PUSH_MESSAGE),
 )
+
+
+def rename_target(request: DockerRequest, uid: int) -> str:
+    """The ds01 name a rename (``?name=``) asks for: the name as given, less the caller's
+    own suffix ``._.{uid}`` (docker-compose renames a container to ``{short id}_{its Docker
+    name}``). Not checked here: ds01's name rule does that (a separator left in it, e.g.
+    another user's suffix, fails it)."""
+    name = (request.query_value("name") or "").lstrip("/")
+    own = f"{L.CONTAINER_NAME_SEPARATOR}{uid}"
+    return name[: -len(own)] if name.endswith(own) else name
 
 
 def import_refusal(request: DockerRequest) -> str | None:
@@ -793,7 +787,6 @@ __all__ = [
     "MIN_API_VERSION",
     "PUSH_MESSAGE",
     "RAISE_MESSAGE",
-    "RENAME_MESSAGE",
     "ROOT_EXEC_MESSAGE",
     "BadRequest",
     "BuildOptions",
@@ -822,6 +815,7 @@ __all__ = [
     "parse_request",
     "pull_line",
     "pull_reference",
+    "rename_target",
     "request_path",
     "route",
     "stream_error",

@@ -1,4 +1,5 @@
-"""``ContainerOps``: start, stop, remove and retire a container, by a user or by ds01d.
+"""``ContainerOps``: start, stop, rename, remove and retire a container, by a user or by
+ds01d.
 
 A start checks again what a create checked (totals changed since, the runtime left), gets
 devices again for a container whose devices were released (``Reacquire``; queued when none
@@ -28,11 +29,13 @@ from ds01.daemon.context import DaemonContext
 from ds01.daemon.creation import Gatekeepers
 from ds01.daemon.identity import Caller
 from ds01.daemon.limits_enforcement import own_parent, record_parent
+from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Queued
-from ds01.daemon.reacquire import Reacquire
+from ds01.daemon.reacquire import Reacquire, kept_run_options
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
 from ds01.model import labels as L
+from ds01.model.names import validate_container_name
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_name
 
@@ -144,6 +147,66 @@ class ContainerOps:
         self._remove_record(record, caller.name, force=force, details={"force": force})
         return container_info(record).model_copy(update={"status": "removed"})
 
+    def rename(self, caller: Caller, name: str, new_name: str) -> api.ContainerInfo:
+        """Takes the allocation lock: give the caller's stopped container ``name`` the ds01
+        name ``new_name`` (its Docker name becomes ``{new_name}._.{uid}``, which is where ds01
+        reads a container's name from: ``ds01.model.labels.name_of``). Its bind staging stays
+        (the key is in its bind sources); its alias on the owner's network follows.
+
+        Raises:
+            InvalidInput: ``new_name`` is not a container name.
+            Conflict: it is running, or the owner has a container of that name.
+        """
+        record = self.gates.access.target(caller, name, None, "rename")
+        try:
+            new = validate_container_name(new_name)
+            if record.status not in ("stopped", "created"):
+                raise Conflict(
+                    f"Container {record.name!r} is {record.status}: stop it first, then "
+                    "rename it."
+                )
+        except PolicyError as exc:
+            self.context.log_refusal(caller, "container.rename", resource_of(record), exc)
+            raise
+        ctx = self.context
+        docker_name = L.container_name(new, record.uid)
+        with ctx.allocation_lock:  # a create of ``new`` waits for the name to be taken
+            taken = ctx.runtime.find_managed(docker_name)
+            refusal = None
+            if taken is not None and taken.id != record.id:
+                refusal = Conflict(
+                    f'Conflict. The container name "/{new}" is already in use by container '
+                    f'"{taken.id}". You have to remove (or rename) that container to be able to '
+                    "reuse that name."
+                )
+            elif any(  # the queue names containers: a start of the old, a create of the new
+                q.uid == record.uid
+                and (q.kind, q.container) in (("start", record.name), ("create", new))
+                for q in ctx.store.queued("waiting")
+            ):
+                refusal = Conflict(
+                    f"The GPU queue holds a request for {record.name!r} or {new!r}: cancel it "
+                    "(`ds01 queue cancel ID`) or wait for it, then rename."
+                )
+            if refusal is not None:
+                ctx.log_refusal(caller, "container.rename", resource_of(record), refusal)
+                raise refusal
+            if taken is None:
+                network = network_name(record.uid)
+                # Its aliases other than its name (a compose service's, ``--network-alias``).
+                extra = kept_run_options(record, ctx.runtime.inspect(record.docker_name)).aliases
+                ctx.runtime.rename(record.docker_name, docker_name)
+                if network in record.networks:
+                    ctx.runtime.realias(docker_name, network, (new, *extra))
+                ctx.ledger.refresh(record.id)
+        ctx.events.emit(
+            "container.rename",
+            user=caller.name,
+            resource=resource_of(record),
+            details={"from": record.name, "to": new, "docker_name": docker_name},
+        )
+        return container_info(record).model_copy(update={"name": new, "docker_name": docker_name})
+
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
         """Remove a container for good, freeing its devices at once; with ``keep_as``, first
         keep its filesystem (what the user installed) as an image of the owner's."""
@@ -229,7 +292,8 @@ class ContainerOps:
         released = record.id in ctx.store.released()
         ctx.runtime.remove(record.docker_name, force=force)
         ctx.ledger.forget(record.id)
-        ctx.staging.unstage(record.docker_name)
+        for key in ctx.staging.keys_of(record.bind_sources):
+            ctx.staging.unstage(key)
         if record.labels.get(L.KEPT_IMAGE):
             ctx.runtime.remove_image(record.labels[L.KEPT_IMAGE])
         ctx.events.emit(

@@ -18,6 +18,7 @@ import logging
 
 from ds01.daemon.context import DaemonContext
 from ds01.errors import Ds01Error, StorageFault
+from ds01.runtime.staging import staging_key
 from ds01.runtime.store import CreateIntent
 
 #: A create's name in ds01d's log, its rollback included.
@@ -43,7 +44,7 @@ class CreateIntents:
         try:
             self.context.store.add_intent(intent)
         except Ds01Error:
-            self.context.staging.unstage(intent.docker_name)
+            self.context.staging.unstage(staging_key(intent.docker_name, intent.request_id))
             raise
 
     def confirm_create(self, request_id: str, docker_name: str) -> None:
@@ -93,8 +94,8 @@ class CreateIntents:
         if made and record is not None:
             ctx.runtime.remove(docker_name, force=True, missing_ok=True)
             ctx.ledger.forget(record.id)
-        if record is None or made:
-            ctx.staging.unstage(docker_name)
+        # The key is this create's own: another container of the name never uses it.
+        ctx.staging.unstage(staging_key(docker_name, request_id))
         return made
 
     def rolled_back(self, intent: CreateIntent, reason: str) -> None:

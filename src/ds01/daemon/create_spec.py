@@ -31,6 +31,7 @@ from ds01.model.suggest import did_you_mean
 from ds01.model.text import shown
 from ds01.runtime.docker import ROTATING_LOG_DRIVERS, ContainerSpec
 from ds01.runtime.host_gpu import device_group_gid
+from ds01.runtime.staging import staging_key
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,9 @@ class CreateSpecs:
         gpus = gpu_exposure(inventory.backend, placement.devices)
         # Docker binds the staging paths; ``launch`` mounts the owner's directories there.
         inside = [CONTAINER_WORKSPACE] + ([CONTAINER_DATA] if data else [])
+        staging = staging_key(prepared.docker_name, request_id)
         mounts = [
-            (str(ctx.staging.prepare(prepared.docker_name, path.strip("/"))), path)
+            (str(ctx.staging.prepare(staging, path.strip("/"))), path)
             for path in inside
         ]
         token = prepared.jupyter_token

@@ -270,6 +270,8 @@ class _DoorExchange(ContainerRequests, ImageRequests):
             target = self._container_target(request, "/containers/", ref, str(info["Id"]))
         elif kind in ("start", "stop", "restart", "remove"):
             self._operate(request, kind, self._own_container(ref)[1])
+        elif kind == "rename":
+            self._rename(request, self._own_container(ref)[1])
         elif kind == "exec_create":
             body = self._checked_exec(body)
             target = self._container_target(request, "/containers/", ref)

@@ -2,7 +2,7 @@
 terms.
 
 A create goes through ds01's creation path (named volumes made the caller's first); a
-start, stop, restart or remove through ds01's container operations; an exec and an update
+start, stop, restart, rename or remove through ds01's container operations; an exec and an update
 are re-encoded from what the check read; a copy in is written again and spooled before
 dockerd sees it, a copy out filtered to what the container's user may read.
 
@@ -105,6 +105,14 @@ class ContainerRequests(VolumeNetworkRequests):
                 raise DockerUnavailable("ds01 queued this start; tell an admin.")
         if kind == "remove":
             service.remove(caller, docker_name, force=request.flag("force"))
+        self._send_empty(204)
+
+    def _rename(self, request: decide.DockerRequest, docker_name: str) -> NoReturn:
+        """A rename of the caller's (stopped) container through ds01's (its ds01 name follows
+        its Docker name); 204 as Docker answers."""
+        assert self.caller is not None
+        new_name = decide.rename_target(request, self.caller.uid)
+        self.service.rename(self.caller, docker_name, new_name)
         self._send_empty(204)
 
     def _checked_exec(self, body: bytes) -> bytes:

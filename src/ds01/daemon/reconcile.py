@@ -83,10 +83,11 @@ class StartupReconciler:
     def reconcile_staging(self) -> list[str]:
         """Takes the allocation lock. At start: unmount and remove the staging directories of
         containers that are gone (they are this instance's: the tree lies in its state
-        directory). Returns them."""
+        directory), found by the staging keys that no container's bind sources use. Returns
+        those keys."""
         ctx = self.context
         with ctx.allocation_lock:
-            existing = {r.docker_name for r in ctx.records()}
+            existing = ctx.staging.keys_of(s for r in ctx.records() for s in r.bind_sources)
             gone = sorted(ctx.staging.staged() - existing)
             for container in gone:
                 ctx.staging.unstage(container)

@@ -136,6 +136,9 @@ class Ds01Service(DaemonContext):
     ) -> api.ContainerInfo:
         return self.containers.remove(caller, name, user=user, force=force)
 
+    def rename(self, caller: Caller, name: str, new_name: str) -> api.ContainerInfo:
+        return self.containers.rename(caller, name, new_name)
+
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
         return self.containers.retire(caller, name, request)
 

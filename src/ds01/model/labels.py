@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ds01.model.names import CONTAINER_NAME_RE
+
 PREFIX = "ds01."
 
 MANAGED = "ds01.managed"
@@ -89,6 +91,18 @@ REPLACED_SUFFIX = ".replaced"
 def container_name(name: str, uid: int) -> str:
     """Docker name of a user's container: ``{name}._.{uid}`` (AIME convention)."""
     return f"{name}{CONTAINER_NAME_SEPARATOR}{uid}"
+
+
+def name_of(docker_name: str, uid: int, labels: dict[str, str]) -> str:
+    """ds01's name of a container: its Docker name without the owner's suffix when that
+    name is ``{name}._.{uid}`` of its owner ``uid`` (a rename changes it, and the ``ds01.name``
+    label cannot follow), also while ds01d re-creates it under ``….replaced``; else the name
+    it was created under, in ``ds01.name``."""
+    current = docker_name.removesuffix(REPLACED_SUFFIX)
+    base, separator, suffix = current.rpartition(CONTAINER_NAME_SEPARATOR)
+    if separator and suffix == str(uid) and CONTAINER_NAME_RE.fullmatch(base):
+        return base
+    return labels.get(NAME, docker_name)
 
 
 def ports_label(ports: tuple[tuple[int, int | None], ...]) -> str:

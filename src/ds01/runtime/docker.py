@@ -303,6 +303,7 @@ class ContainerRecord:
     ports: tuple[PortBinding, ...] = ()
     networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
     exit_code: int | None = None  # of its last run, while it is stopped
+    bind_sources: tuple[str, ...] = ()  # host paths of its bind mounts (ds01's: staging paths)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -311,10 +312,11 @@ class ContainerRecord:
         names = summary.get("Names") or ["/"]
         uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
+        docker_name = names[0].lstrip("/")
         return cls(
             id=str(summary.get("Id", "")),
-            docker_name=names[0].lstrip("/"),
-            name=labels.get(L.NAME, names[0].lstrip("/")),
+            docker_name=docker_name,
+            name=L.name_of(docker_name, uid, labels),
             user=labels.get(L.USER, ""),
             uid=uid,
             group=labels.get(L.GROUP, ""),
@@ -328,6 +330,11 @@ class ContainerRecord:
             ports=_published_ports(labels, summary.get("Ports") or []),
             networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
             exit_code=exit_code_of(str(summary.get("Status", ""))),
+            bind_sources=tuple(
+                str(m.get("Source", ""))
+                for m in summary.get("Mounts") or ()
+                if m.get("Type") == "bind"
+            ),
         )
 
 

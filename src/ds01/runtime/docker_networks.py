@@ -60,6 +60,13 @@ class DockerNetworks:
             for old in leave:
                 self.api.disconnect_container_from_network(container, old)
 
+    def realias(self, container: str, network: str, aliases: tuple[str, ...]) -> None:
+        """Attach a (stopped) container to ``network`` again, now under ``aliases`` (Docker
+        keeps a container's aliases through a rename)."""
+        with docker_errors("renaming a container on its network"):
+            self.api.disconnect_container_from_network(container, network)
+            self.api.connect_container_to_network(container, network, aliases=list(aliases))
+
     def find_network(self, name: str) -> NetworkRecord | None:
         """The network named exactly ``name``, or ``None``."""
         with docker_errors(f"looking up network {name}"):
