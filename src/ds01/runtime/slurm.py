@@ -16,15 +16,17 @@ import grp
 import os
 import pwd
 import subprocess
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING
 
-from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
-from ds01.core.slurm_view import SQUEUE_FORMAT
+from ds01.core.slurm_squeue import SQUEUE_FORMAT
 from ds01.errors import SlurmError
 
+# Only what a login node's `container-list` needs is imported at start (its budget is a bare
+# `squeue`'s time): no typing, datetime, nor the report's and the sync's modules.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import datetime
+
     from ds01.core.slurm_sync import Accounting, Change
 
 SACCT = "sacct"
@@ -124,6 +126,8 @@ def accounted_jobs(start: datetime, end: datetime) -> str:
     between ``start`` and ``end`` (aware), of every user Slurm lets the caller see
     (``ds01.core.slurm_report.parse_accounting`` reads it). ``sacct`` takes local times:
     the window is given to it in this host's time zone, as Slurm's clients read it."""
+
+    from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
 
     def local(moment: datetime) -> str:
         return moment.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
