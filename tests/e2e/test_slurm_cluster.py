@@ -380,10 +380,10 @@ class TestClusterMode:
         wait_until("node2's slurmd to die", lambda: _dead(pid))
         cluster.start_what_is_down()
         # The job's step runs under its own slurmstepd and outlives slurmd: its container is
-        # made. If slurmd had told slurmctld that the job started, the new slurmd takes the
-        # step back ("running"); if not, slurmctld requeued the job, and ds01d removed the
-        # first step's container, whose job no longer runs on node2 ("pending", or "running"
-        # again once relaunched). Either way: one job, at most one container, no device twice.
+        # made, and the new slurmd takes the step back ("running"). Under load slurmctld may
+        # have requeued the job meanwhile: ds01d removes the first step's container, whose job
+        # no longer runs on node2 ("pending", or "running" again once relaunched). Either
+        # way: one job, at most one container, no device twice.
         _settled_after_a_crash(cluster, docker_client, job, "nodecrash")
         wait_until(
             "node2 to serve",
