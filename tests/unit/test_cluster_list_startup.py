@@ -17,9 +17,11 @@ import pytest
 from ds01.cli.cluster_views import listed_without_parser
 
 #: What the login node's ``container-list`` does not load: the parser and the command table,
-#: the daemon's client, models and everything that loads ``inspect`` or ``typing``.
+#: ``subprocess`` (``ds01.runtime.spawn`` runs squeue), the daemon's client, models and
+#: everything that loads ``inspect`` or ``typing``.
 HEAVY = (
     "argparse",
+    "subprocess",
     "dataclasses",
     "inspect",
     "typing",
