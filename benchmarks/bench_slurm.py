@@ -12,7 +12,8 @@
 
 Everything runs as the user ``benchslurm`` (created if missing, removed at the end then),
 with an association that ``ds01 admin slurm sync`` writes. The cluster is the one
-``SLURM_CONF`` names, else ``scripts/slurm-cluster.sh up`` starts it (and leaves it up).
+``SLURM_CONF`` names, else ``scripts/slurm-cluster.sh up`` starts it and ``down`` stops it at
+the end (name ``SLURM_CONF`` to keep a cluster of yours running).
 Each round runs both sides, the order rotated; medians are reported, never asserted.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_slurm.py [--json] [--rounds N]
@@ -40,6 +41,7 @@ from ds01.core.slurm_job import JOB_COMMENT  # noqa: E402
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
     BIN_DIR,
+    SLURM_CLUSTER_SCRIPT,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     ensure_user,
@@ -71,18 +73,19 @@ def progress(message: str) -> None:
     print(f"bench_slurm: {message}", file=sys.stderr, flush=True)
 
 
-def cluster_env() -> dict[str, str]:
-    """``SLURM_CONF`` of the running test cluster (started if none is named)."""
+def cluster_env() -> tuple[dict[str, str], bool]:
+    """``SLURM_CONF`` of the running test cluster, and whether this run started it (when
+    none is named)."""
     if os.environ.get("SLURM_CONF"):
-        return {"SLURM_CONF": os.environ["SLURM_CONF"]}
+        return {"SLURM_CONF": os.environ["SLURM_CONF"]}, False
     up = subprocess.run(
-        ["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "up"],
+        ["bash", str(SLURM_CLUSTER_SCRIPT), "up"],
         capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if "=" in line
     )
-    return {"SLURM_CONF": exports["SLURM_CONF"]}
+    return {"SLURM_CONF": exports["SLURM_CONF"]}, True
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("run as root (it starts ds01d per node and creates a user)")
     lock = hold_machine_lock(progress)  # other tests' containers would stop ds01d's start
-    slurm = cluster_env()
+    slurm, started_cluster = cluster_env()
     devices = Path(slurm["SLURM_CONF"]).parent.parent / "dev"
     created = ensure_user(USER)
     bench = Bench(slurm, devices)
@@ -252,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
         if created:
             remove_user(USER)
+        if started_cluster:
+            subprocess.run(
+                ["bash", str(SLURM_CLUSTER_SCRIPT), "down"],
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
         if lock is not None:
             os.close(lock)
     meta = {"rounds": args.rounds, "sizes": sizes, "cpus": os.cpu_count()}

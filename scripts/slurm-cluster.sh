@@ -74,11 +74,14 @@ wait_for() {
   done
 }
 
-# running NAME: the pid in $DIR/run/NAME.pid is alive.
+# running NAME: the pid in $DIR/run/NAME.pid is alive. A daemon killed by a signal (a test's
+# kill -9 of a node's slurmd) whose parent does not reap it stays a zombie: not running.
 running() {
-  local pid
+  local pid state
   pid=$(cat "$DIR/run/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
 }
 
 write_configs() {
@@ -115,7 +118,14 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 MpiDefault=none
 PriorityType=priority/multifactor
+# ds01's priority (the QOS's) outweighs recent usage (fair share, Fair Tree): 10000 x priority
+# / the highest against at most 2000 (docs/cluster.md). Usage is applied, and the fair-share
+# factors computed, once per PriorityCalcPeriod: a minute, Slurm's least (the tests' fair-share
+# check waits for that pass).
 PriorityWeightQOS=10000
+PriorityWeightFairshare=2000
+PriorityDecayHalfLife=7-0
+PriorityCalcPeriod=1
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT

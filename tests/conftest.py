@@ -55,6 +55,7 @@ import pytest
 
 from support import (
     MACHINE_LOCK_HELD_ENV,
+    SLURM_CLUSTER_SCRIPT,
     TEST_IMAGE,
     TEST_IMAGE_ALT,
     TEST_USER_COMMENT,
@@ -469,7 +470,7 @@ def slurm_cluster() -> Iterator[dict[str, str]]:
     only when the cluster was not already up.
     """
     require_root("the Slurm test cluster")
-    script = str(TESTS_DIR.parent / "scripts" / "slurm-cluster.sh")
+    script = str(SLURM_CLUSTER_SCRIPT)
     up = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
         pytest.fail(f"slurm-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)

@@ -773,6 +773,8 @@ class Ds01Daemon:
 
 
 ENSURE_DOCKER = Path(__file__).resolve().parents[1] / "scripts" / "ensure-docker.sh"
+#: Starts (idempotently: whatever is not running) and stops the Slurm test cluster.
+SLURM_CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm-cluster.sh"
 
 
 def docker_answers() -> bool:

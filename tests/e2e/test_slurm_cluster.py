@@ -26,6 +26,7 @@ import docker.errors
 import pytest
 
 from support import (
+    SLURM_CLUSTER_SCRIPT,
     TEST_IMAGES_YAML,
     Ds01Daemon,
     describe,
@@ -113,6 +114,18 @@ class Cluster:
         """The job's state and node (``RUNNING node2``), or ``""`` once Slurm forgot it."""
         return self.slurm_tool("squeue", "--noheader", "-j", str(job), "-o", "%T %N").strip()
 
+    def slurmd_pid(self, node: str) -> int:
+        run = Path(self.slurm["DS01_SLURM_DIR"]) / "run"
+        return int((run / f"slurmd-{node}.pid").read_text())
+
+    def start_what_is_down(self) -> None:
+        """``slurm-cluster.sh up``: starts the daemons that are not running (a killed slurmd)
+        and returns once every node serves again."""
+        up = subprocess.run(
+            ["bash", str(SLURM_CLUSTER_SCRIPT), "up"], capture_output=True, text=True, timeout=120
+        )
+        assert up.returncode == 0, describe(up)
+
 
 @pytest.fixture(scope="class")
 def cluster(
@@ -137,6 +150,12 @@ def cluster(
     # Slurm's accounts and QOS from the same resource-limits.yaml (no association, no job).
     config_dir = str(daemons["node1"].paths.config_dir)
     made.slurm_tool(DS01, "admin", "slurm", "sync", "--config-dir", config_dir)
+    # alice uses a GPU from the start (on node1, which no test needs whole): Slurm applies
+    # usage once a minute, and the fair-share test, last, finds hers applied by then.
+    made.slurm_tool(
+        "sbatch", "--job-name=early", "--gres=gpu:1", "--nodelist=node1", "--mem=64M",
+        "--output=/dev/null", "--wrap=sleep 2", user="alice",
+    )  # fmt: skip
     yield made
     made.slurm_tool("scancel", "--user=alice")
     made.slurm_tool("scancel", "--user=bob")
@@ -176,6 +195,63 @@ def _step(
         timeout=60,
         cwd="/tmp",
     )
+
+
+def _dead(pid: int) -> bool:
+    """Whether process ``pid`` ended (gone, or a zombie that nobody reaps)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _submitted_and_mid_create(cluster: Cluster, docker_client: Any, name: str) -> int:
+    """alice's ``container-create NAME --gpus 3`` (node2 alone has 3 GPUs): its job, once
+    Docker made the container, i.e. while node2's ds01d is in the middle of the create."""
+    made = docker_client.events(
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"ds01.name={name}"},
+        until=int(time.time()) + 60,
+    )
+    try:
+        job = _submitted(
+            cluster.ds01("alice", "container-create", name, "--image", "busybox",
+                         "--gpus", "3", "--start", "--json")
+        )  # fmt: skip
+        next(iter(made))
+    finally:
+        made.close()
+    return job
+
+
+def _settled_after_a_crash(cluster: Cluster, docker_client: Any, job: int, name: str) -> str:
+    """Wait until job and container agree, and say how: ``"gone"`` (both), ``"running"``
+    (both; then node2's ds01d holds exactly the container's devices), or ``"pending"`` (Slurm
+    requeued the job: no container until it runs again). Then the job is cancelled and both
+    go, and no device of node2 is held at the end."""
+    node2 = cluster.daemons["node2"]
+
+    def settled() -> str | None:
+        state, found = cluster.job_state(job), _containers(docker_client, name)
+        if not state and not found:
+            return "gone"
+        if state.startswith("PENDING") and not found:
+            return "pending"
+        if state.startswith("RUNNING") and [c.status for c in found] == ["running"]:
+            return "running"
+        return None
+
+    how: str = wait_until("the job and its container to agree", settled, timeout=60)
+    if how == "running":
+        [container] = _containers(docker_client, name)
+        held = [d["uuid"] for d in node2.cli_json("alice", "gpu-status") if d["holder"]]
+        assert sorted(held) == sorted(container.labels["ds01.gpus"].split(","))
+    if how != "gone":
+        cluster.slurm_tool("scancel", str(job), user="alice")
+        wait_until(f"{name} and its job to be gone", lambda: settled() == "gone")
+    assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
+    return how
 
 
 class TestClusterMode:
@@ -287,41 +363,31 @@ class TestClusterMode:
     def test_kill_9_of_a_nodes_ds01d_mid_create_leaves_no_orphan_and_no_device_twice(
         self, cluster: Cluster, docker_client: Any
     ) -> None:
+        job = _submitted_and_mid_create(cluster, docker_client, "crash")
         node2 = cluster.daemons["node2"]
-        made = docker_client.events(
-            decode=True,
-            filters={"type": "container", "event": "create", "label": "ds01.name=crash"},
-            until=int(time.time()) + 60,
-        )
-        try:
-            job = _submitted(
-                cluster.ds01("alice", "container-create", "crash", "--image", "busybox",
-                             "--gpus", "3", "--start", "--json")
-            )  # fmt: skip
-            next(iter(made))  # Docker made the container: node2's ds01d is mid-create
-        finally:
-            made.close()
         node2.kill(signal.SIGKILL)
         node2.start()
+        # Both gone (the step lost ds01d; the create intent at ds01d's start or the reaper
+        # removed the container), or both running (the step's start reached the new ds01d).
+        _settled_after_a_crash(cluster, docker_client, job, "crash")
 
-        def settled() -> str | None:
-            """Job and container agree: both gone (the step lost ds01d; the create intent at
-            ds01d's start or the reaper removed the container), or both running (the step's
-            start reached the new ds01d)."""
-            state, found = cluster.job_state(job), _containers(docker_client, "crash")
-            if not state and not found:
-                return "gone"
-            if state.startswith("RUNNING") and [c.status for c in found] == ["running"]:
-                return "running"
-            return None
-
-        if wait_until("the job and its container to agree", settled) == "running":
-            [container] = _containers(docker_client, "crash")
-            held = [d["uuid"] for d in node2.cli_json("alice", "gpu-status") if d["holder"]]
-            assert sorted(held) == sorted(container.labels["ds01.gpus"].split(","))
-            cluster.slurm_tool("scancel", str(job), user="alice")
-            wait_until("crash and its job to be gone", lambda: settled() == "gone")
-        assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
+    def test_kill_9_of_a_nodes_slurmd_mid_create_leaves_no_orphan_and_no_device_twice(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        job = _submitted_and_mid_create(cluster, docker_client, "nodecrash")
+        pid = cluster.slurmd_pid("node2")
+        os.kill(pid, signal.SIGKILL)
+        wait_until("node2's slurmd to die", lambda: _dead(pid))
+        cluster.start_what_is_down()
+        # The job's step runs under its own slurmstepd and outlives slurmd: its container is
+        # made, and the new slurmd takes the step back ("running"). Under load slurmctld may
+        # have requeued the job meanwhile: ds01d removes the first step's container, whose job
+        # no longer runs on node2 ("pending", or "running" again once relaunched). Either
+        # way: one job, at most one container, no device twice.
+        _settled_after_a_crash(cluster, docker_client, job, "nodecrash")
+        # node2 serves (`up` waited for it to register), neither down nor drained.
+        states = cluster.slurm_tool("sinfo", "--noheader", "-n", "node2", "--format=%t").split()
+        assert not [s for s in states if s.startswith(("down", "drain", "fail"))], states
 
     def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
         self, cluster: Cluster, docker_client: Any
@@ -457,3 +523,45 @@ class TestClusterMode:
             assert not _containers(docker_client, "claim")
         finally:
             cluster.slurm_tool("scancel", str(job))
+
+    def test_fair_share_orders_the_user_who_used_more_after_one_of_the_same_priority(
+        self, cluster: Cluster
+    ) -> None:
+        # Last: alice (phd) has run jobs since the cluster started (the fixture's, the tests
+        # before); carol (phd too: the same QOS priority and shares) none. Slurm counts a
+        # job's usage when it ends, but computes the fair-share factors once per
+        # PriorityCalcPeriod (a minute): wait for the pass after their associations came.
+        def shares() -> dict[str, tuple[float, float]] | None:
+            text = cluster.slurm_tool(
+                "sshare", "--noheader", "--parsable2", "--accounts=phd",
+                "--users=alice,carol", "--format=User,RawUsage,FairShare",
+            )  # fmt: skip
+            rows = [line.split("|") for line in text.splitlines()]
+            found = {u: (float(raw), float(factor)) for u, raw, factor in rows if u}
+            return found if len(found) == 2 and found["carol"][1] > 0 else None
+
+        found = wait_until("the fair-share factors in sshare", shares, timeout=90)
+        (alice_usage, alice_factor), (carol_usage, carol_factor) = found["alice"], found["carol"]
+        assert alice_usage > 0 and carol_usage == 0, found
+        assert alice_factor < carol_factor, found
+        jobs = {
+            user: int(
+                cluster.slurm_tool(
+                    "sbatch", "--parsable", f"--job-name=fair-{user}", "--gres=gpu:1",
+                    "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
+                    user=user,
+                ).split(";")[0]
+            )
+            for user in ("alice", "carol")
+        }  # fmt: skip
+        try:
+            ids = ",".join(str(job) for job in jobs.values())
+            rows = cluster.slurm_tool(
+                "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
+            ).splitlines()
+            assert [row.split()[0] for row in rows] == ["carol", "alice"], (rows, found)
+            priority = {row.split()[0]: int(row.split()[1]) for row in rows}
+            # The same QOS (priority): only fair share (weight 2000) sets them apart.
+            assert 0 < priority["carol"] - priority["alice"] <= 2000, rows
+        finally:
+            cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))

@@ -91,11 +91,19 @@ def ds01d() -> None:
 
 
 def run_alias(alias: str) -> None:
-    """Entry point of the hyphenated command ``alias`` (``ds01.cli.aliases``)."""
-    if not printed_kept_help(alias):
-        from ds01.cli.main import run_alias as run
+    """Entry point of the hyphenated command ``alias`` (``ds01.cli.aliases``). A login
+    node's ``container-list`` answers its usual command lines without argparse and the
+    command table (``ds01.cli.cluster_views.listed_without_parser``)."""
+    if printed_kept_help(alias):
+        return
+    if alias == "container-list":
+        from ds01.cli.cluster_views import listed_without_parser
 
-        run(alias)
+        if listed_without_parser(sys.argv[1:]):
+            return
+    from ds01.cli.main import run_alias as run
+
+    run(alias)
 
 
 def live_page(prog: str, columns: int) -> str:

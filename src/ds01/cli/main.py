@@ -1404,9 +1404,7 @@ def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
         args = parser.parse_args(argv)  # --guided runs the command from in here
         args.command.run(args)
     except BrokenPipeError:
-        # The reader went away (`container-list | head`): stop quietly, like other tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(int(ExitCode.OK)) from None
+        render.reader_gone()
     except ApiError as exc:
         _report(exc, exc.code, exc.error_kind, as_json)
     except UsageError as exc:
@@ -1429,11 +1427,7 @@ def _wants_json(argv: list[str]) -> bool:
 def _report(error: Ds01Error, code: int, kind: str, as_json: bool) -> NoReturn:
     """Say what went wrong on stderr, in words or (under ``--json``) as one JSON object:
     ``{"error": MESSAGE, "exit_code": N, "kind": KIND, "details": {...}}``; then exit."""
-    if as_json:
-        render.emit_json_error(error.message, int(code), kind, error.details)
-    else:
-        render.error(error.message)
-    raise SystemExit(int(code))
+    render.fail(error.message, int(code), kind, error.details, as_json)
 
 
 def main(argv: list[str] | None = None) -> None:

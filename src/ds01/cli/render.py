@@ -11,7 +11,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
+    from typing import Any, NoReturn
 
 _ANSI = {"bold": "1", "red": "31", "green": "32", "yellow": "33", "dim": "2"}
 
@@ -60,6 +60,23 @@ def emit_json_error(message: str, exit_code: int, kind: str, details: Any) -> No
 
     error = {"error": message, "exit_code": exit_code, "kind": kind, "details": details or {}}
     echo(json.dumps(error, indent=2), err=True)
+
+
+def fail(message: str, exit_code: int, kind: str, details: Any, as_json: bool) -> NoReturn:
+    """Say what went wrong on stderr, in words or (under ``--json``) as one JSON object
+    (``emit_json_error``); then exit with ``exit_code``."""
+    if as_json:
+        emit_json_error(message, exit_code, kind, details)
+    else:
+        error(message)
+    raise SystemExit(exit_code)
+
+
+def reader_gone() -> NoReturn:
+    """The reader of standard output went away (``container-list | head``): stop quietly
+    (exit 0), like other tools, with nothing more written to the closed pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

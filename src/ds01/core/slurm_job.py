@@ -23,11 +23,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ds01.core.slurm_squeue import JOB_COMMENT
 from ds01.errors import InvalidInput, PermissionDenied
 
-#: The comment of every container's job (``sbatch --comment``): how a login node tells a
-#: container's job from other jobs (``ds01.core.slurm_view``).
-JOB_COMMENT = "ds01-container"
 #: The state of a job whose container may be created (and must be running).
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).

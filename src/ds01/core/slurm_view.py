@@ -6,7 +6,8 @@ job: named after the container and carrying the comment ``JOB_COMMENT`` (``sbatc
 
 - ``container-list``: the user's containers across the cluster are their jobs
   (``squeue --format SQUEUE_FORMAT``, run as the user): the node, the job's state and, while
-  it pends, Slurm's reason in ds01's words (``REASONS``);
+  it pends, Slurm's reason in ds01's words (``REASONS``); read by ``ds01.core.slurm_squeue``
+  (light, for the login node's start-up) and named here too;
 - ``ds01 queue``: the pending ones;
 - ``gpu-status``: each node's GPUs, used and total, from ``scontrol show node -d``;
 - the dashboard and ``ds01 admin report``: each node with the containers that hold its GPUs
@@ -21,77 +22,25 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ds01.core.slurm_job import JOB_COMMENT, RUNNING
+from ds01.core.slurm_job import RUNNING
+from ds01.core.slurm_squeue import (
+    FIELD_SEPARATOR,
+    JOB_COMMENT,
+    PENDING,
+    REASONS,
+    SQUEUE_FORMAT,
+    ClusterContainer,
+    explain_reason,
+    gres_gpus,
+    parse_containers,
+    pending,
+)
 from ds01.errors import Conflict, NotFound
 from ds01.paths import ENV_CLUSTER
 
 #: ``DS01_CLUSTER`` in a step of a container's job: the node's own ds01d answers there.
 NOT_A_CLUSTER = "none"
-#: Slurm's state of a job that waits.
-PENDING = "PENDING"
-#: ``squeue --format``: one job per line, fields split by ``FIELD_SEPARATOR`` (a character
-#: no container name, user, node list or reason holds). ``%b``: the GRES it asked for per
-#: node; ``%M``: how long it has run; ``%k``: its comment.
-FIELD_SEPARATOR = "|"
-SQUEUE_FIELDS = ("%i", "%j", "%T", "%N", "%r", "%b", "%M", "%u", "%k")
-SQUEUE_FORMAT = FIELD_SEPARATOR.join(SQUEUE_FIELDS)
-
-#: Slurm's pending reasons (22.05, ``squeue %r``) in ds01's words (docs/cluster.md's table).
-REASONS = {
-    "Resources": "no node has the GPUs (or CPUs, memory) free now; it starts when a job ends",
-    "Priority": "others are ahead (fair share and your group's priority)",
-    "QOSMaxGRESPerUser": "your running containers already hold your gpu_limit",
-    "QOSMaxJobsPerUserLimit": "you run max_containers containers already",
-    "QOSMaxWallDurationPerJobLimit": "it asks for more time than max_runtime_hours",
-    "Dependency": "it waits for another job",
-    "BeginTime": "it starts later, at its begin time",
-    "ReqNodeNotAvail": "the node it needs is down or reserved",
-    "JobHeldUser": "held by you (scontrol release JOB)",
-    "JobHeldAdmin": "held by an administrator",
-}
-
-_GRES_COUNT_RE = re.compile(r"gpu(?::[^:(,\s]+)?:(\d+)")
 _NODE_FIELD_RE = re.compile(r"(\w+)=(\S*)")
-
-
-@dataclass(frozen=True)
-class ClusterContainer:
-    """One container of the cluster: its job as ``squeue`` lists it."""
-
-    name: str
-    user: str
-    slurm_job: int
-    state: str  # Slurm's: RUNNING, PENDING, COMPLETING…
-    node: str  # "" while it pends
-    reason: str  # Slurm's, "None" while it runs
-    gpus: int  # devices asked for (each node it runs on)
-    elapsed: str  # squeue's %M: 0:00, 1:02:03, 1-02:03:04
-
-    @property
-    def status(self) -> str:
-        """The state in ds01's words: ``running``, ``pending``, ``completing``…"""
-        return self.state.lower()
-
-    @property
-    def reason_text(self) -> str:
-        """Why it waits, in ds01's words; ``""`` when it does not wait."""
-        if self.state != PENDING:
-            return ""
-        return explain_reason(self.reason)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "user": self.user,
-            "status": self.status,
-            "slurm_job": self.slurm_job,
-            "slurm_state": self.state,
-            "node": self.node or None,
-            "gpus": self.gpus,
-            "elapsed": self.elapsed,
-            "reason": self.reason if self.state == PENDING else None,
-            "reason_text": self.reason_text or None,
-        }
 
 
 @dataclass(frozen=True)
@@ -111,49 +60,6 @@ class NodeGpus:
             "used": self.used,
             "free": max(0, self.total - self.used),
         }
-
-
-def explain_reason(reason: str) -> str:
-    """Slurm's pending reason in ds01's words; an unknown one as Slurm says it."""
-    return REASONS.get(reason, f"Slurm says {reason} (see `scontrol show job`)")
-
-
-def gres_gpus(text: str) -> int:
-    """The GPUs a GRES text counts: ``gres:gpu:3``, ``gpu:1g.10gb:1``,
-    ``gpu:full:2(IDX:0-1),gpu:1g.10gb:1(IDX:2)`` → their sum; none without a ``gpu``."""
-    return sum(int(count) for count in _GRES_COUNT_RE.findall(text))
-
-
-def parse_containers(text: str) -> list[ClusterContainer]:
-    """``squeue --noheader --format SQUEUE_FORMAT``'s answer: the jobs that are containers
-    (comment ``JOB_COMMENT``), in squeue's order; other jobs and malformed lines are left
-    out."""
-    found: list[ClusterContainer] = []
-    for line in text.splitlines():
-        cells = line.strip().split(FIELD_SEPARATOR)
-        if len(cells) != len(SQUEUE_FIELDS) or not cells[0].isdigit():
-            continue
-        job, name, state, node, reason, gres, elapsed, user, comment = cells
-        if comment != JOB_COMMENT:
-            continue
-        found.append(
-            ClusterContainer(
-                name=name,
-                user=user,
-                slurm_job=int(job),
-                state=state,
-                node=node if state != PENDING else "",
-                reason=reason,
-                gpus=gres_gpus(gres),
-                elapsed=elapsed,
-            )
-        )
-    return found
-
-
-def pending(containers: list[ClusterContainer]) -> list[ClusterContainer]:
-    """The containers whose job waits, in the order Slurm listed them."""
-    return [c for c in containers if c.state == PENDING]
 
 
 def running_container(containers: Sequence[ClusterContainer], name: str) -> ClusterContainer:

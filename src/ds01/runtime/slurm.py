@@ -15,16 +15,19 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import subprocess
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING
 
-from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
-from ds01.core.slurm_view import SQUEUE_FORMAT
+from ds01.core.slurm_squeue import SQUEUE_FORMAT
 from ds01.errors import SlurmError
+from ds01.runtime.spawn import run_captured
 
+# Only what a login node's `container-list` needs is imported at start (its budget is a bare
+# `squeue`'s time): no subprocess (ds01.runtime.spawn), typing, datetime, nor the report's
+# and the sync's modules.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import datetime
+
     from ds01.core.slurm_sync import Accounting, Change
 
 SACCT = "sacct"
@@ -50,31 +53,28 @@ def _run_tool(
     (``hint``: what to check when it does not answer). ``env``: variables set for it, over
     this process's environment."""
     try:
-        done = subprocess.run(
+        code, out, err = run_captured(
             [program, *args],
-            capture_output=True,
-            text=True,
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
-            check=False,
             env={**os.environ, **env} if env else None,
         )
     except FileNotFoundError:
         raise SlurmError(
             f"{program} is not installed here: install Slurm's client (Debian: slurm-client)."
         ) from None
-    except subprocess.TimeoutExpired as exc:
+    except TimeoutError as exc:
         raise SlurmError(
             f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: "
             f"{hint}"
         ) from exc
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
+    if code != 0:
+        said = (err or out).strip().splitlines()
         raise SlurmError(
-            f"{program} {' '.join(args)} failed (exit {done.returncode}): "
+            f"{program} {' '.join(args)} failed (exit {code}): "
             + (" / ".join(said[-3:]) or "no message"),
-            details={"argv": [program, *args], "stderr": done.stderr[-2000:]},
+            details={"argv": [program, *args], "stderr": err[-2000:]},
         )
-    return done.stdout
+    return out
 
 
 def _sacctmgr(args: Sequence[str]) -> str:
@@ -124,6 +124,8 @@ def accounted_jobs(start: datetime, end: datetime) -> str:
     between ``start`` and ``end`` (aware), of every user Slurm lets the caller see
     (``ds01.core.slurm_report.parse_accounting`` reads it). ``sacct`` takes local times:
     the window is given to it in this host's time zone, as Slurm's clients read it."""
+
+    from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
 
     def local(moment: datetime) -> str:
         return moment.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
