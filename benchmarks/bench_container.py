@@ -222,6 +222,69 @@ def engine_list_managed() -> list[dict[str, Any]]:
 # -- the benchmark -----------------------------------------------------------------------
 
 
+def run_options(attrs: dict[str, Any]) -> tuple[list[str], ContainerSpec, str]:
+    """``docker run`` options (on the default bridge, ending with the image) and a
+    ``ContainerSpec`` equal to the container ds01 made that ``attrs`` (Docker's inspect)
+    describes, and the network ds01 put it on (its owner's own). Label keys get a
+    ``bench.`` prefix, so that containers made with them are not ds01-managed (same count
+    and size of labels)."""
+    config, host = attrs["Config"], attrs["HostConfig"]
+    (own_network,) = (attrs.get("NetworkSettings") or {}).get("Networks") or {"bridge": {}}
+    labels = {f"bench.{k}": v for k, v in (config.get("Labels") or {}).items()}
+    env = dict(e.split("=", 1) for e in config.get("Env") or ())
+    mounts = tuple((m["Source"], m["Destination"]) for m in attrs.get("Mounts") or ())
+    cpus = (host.get("NanoCpus") or 0) / 1e9 or None
+    spec = ContainerSpec(
+        docker_name="",
+        image=config["Image"],
+        user=config.get("User") or "",
+        hostname=config.get("Hostname") or "",
+        labels=labels,
+        environment=env,
+        mounts=mounts,
+        cgroup_parent=host.get("CgroupParent") or "",
+        cpus=cpus,
+        memory_bytes=host.get("Memory") or None,
+        shm_size_bytes=host.get("ShmSize") or None,
+        pids_limit=host.get("PidsLimit") or None,
+        working_dir=config.get("WorkingDir") or "/workspace",
+        stop_signal=config.get("StopSignal") or None,
+        cap_drop=tuple(host.get("CapDrop") or ()),
+        security_opt=tuple(host.get("SecurityOpt") or ()),
+        network=own_network,
+    )
+    options = ["--network", "bridge"]
+    if spec.user:
+        options += ["--user", spec.user]
+    if spec.hostname:
+        options += ["--hostname", spec.hostname]
+    options += ["--workdir", spec.working_dir]
+    for cap in spec.cap_drop:
+        options += ["--cap-drop", cap]
+    for opt in spec.security_opt:
+        options += ["--security-opt", opt]
+    if spec.cgroup_parent:
+        options += ["--cgroup-parent", spec.cgroup_parent]
+    if spec.cpus:
+        options += ["--cpus", f"{spec.cpus:g}"]
+    if spec.memory_bytes:
+        options += ["--memory", f"{spec.memory_bytes}b"]
+        options += ["--memory-swap", f"{host.get('MemorySwap') or spec.memory_bytes}b"]
+    if spec.shm_size_bytes:
+        options += ["--shm-size", f"{spec.shm_size_bytes}b"]
+    if spec.pids_limit:
+        options += ["--pids-limit", str(spec.pids_limit)]
+    if spec.stop_signal:
+        options += ["--stop-signal", spec.stop_signal]
+    for source, target in spec.mounts:
+        options += ["--mount", f"type=bind,source={source},target={target}"]
+    for key, value in spec.environment.items():
+        options += ["-e", f"{key}={value}"]
+    for key, value in labels.items():
+        options += ["--label", f"{key}={value}"]
+    return [*options, spec.image], spec, own_network
+
+
 class Bench:
     def __init__(self, daemon: Ds01Daemon, rounds: int, warmup: int = 1) -> None:
         self.daemon = daemon
@@ -354,70 +417,13 @@ class Bench:
             self.remove_plain(docker_name)
 
     def ds01_options(self) -> tuple[list[str], ContainerSpec, str]:
-        """``docker run`` options (on the default bridge) and a ``ContainerSpec`` equal to
-        what ds01d made for one container, read back from Docker, and the network ds01d put
-        it on (the owner's own). Label keys get a ``bench.`` prefix, so that these
-        containers are not ds01-managed (same count and size of labels)."""
+        """``run_options`` of a container ds01d made through its API."""
         name = self.fresh("probe")
         self.ds01_names.add(name)
         self.api().request("POST", "/v1/containers", body=self.create_body(name))
         attrs = self.runtime.inspect(f"{name}._.0")
         self.remove_ds01(name)
-        config, host = attrs["Config"], attrs["HostConfig"]
-        (own_network,) = (attrs.get("NetworkSettings") or {}).get("Networks") or {"bridge": {}}
-        labels = {f"bench.{k}": v for k, v in (config.get("Labels") or {}).items()}
-        env = dict(e.split("=", 1) for e in config.get("Env") or ())
-        mounts = tuple((m["Source"], m["Destination"]) for m in attrs.get("Mounts") or ())
-        cpus = (host.get("NanoCpus") or 0) / 1e9 or None
-        spec = ContainerSpec(
-            docker_name="",
-            image=config["Image"],
-            user=config.get("User") or "",
-            hostname=config.get("Hostname") or "",
-            labels=labels,
-            environment=env,
-            mounts=mounts,
-            cgroup_parent=host.get("CgroupParent") or "",
-            cpus=cpus,
-            memory_bytes=host.get("Memory") or None,
-            shm_size_bytes=host.get("ShmSize") or None,
-            pids_limit=host.get("PidsLimit") or None,
-            working_dir=config.get("WorkingDir") or "/workspace",
-            stop_signal=config.get("StopSignal") or None,
-            cap_drop=tuple(host.get("CapDrop") or ()),
-            security_opt=tuple(host.get("SecurityOpt") or ()),
-            network=own_network,
-        )
-        options = ["--network", "bridge"]
-        if spec.user:
-            options += ["--user", spec.user]
-        if spec.hostname:
-            options += ["--hostname", spec.hostname]
-        options += ["--workdir", spec.working_dir]
-        for cap in spec.cap_drop:
-            options += ["--cap-drop", cap]
-        for opt in spec.security_opt:
-            options += ["--security-opt", opt]
-        if spec.cgroup_parent:
-            options += ["--cgroup-parent", spec.cgroup_parent]
-        if spec.cpus:
-            options += ["--cpus", f"{spec.cpus:g}"]
-        if spec.memory_bytes:
-            options += ["--memory", f"{spec.memory_bytes}b"]
-            options += ["--memory-swap", f"{host.get('MemorySwap') or spec.memory_bytes}b"]
-        if spec.shm_size_bytes:
-            options += ["--shm-size", f"{spec.shm_size_bytes}b"]
-        if spec.pids_limit:
-            options += ["--pids-limit", str(spec.pids_limit)]
-        if spec.stop_signal:
-            options += ["--stop-signal", spec.stop_signal]
-        for source, target in spec.mounts:
-            options += ["--mount", f"type=bind,source={source},target={target}"]
-        for key, value in spec.environment.items():
-            options += ["-e", f"{key}={value}"]
-        for key, value in labels.items():
-            options += ["--label", f"{key}={value}"]
-        return [*options, spec.image], spec, own_network
+        return run_options(attrs)
 
     def measure(self, sides: Sequence[tuple[str, Side]]) -> dict[str, Samples]:
         """Run every side once per round, order rotated each round; the first
