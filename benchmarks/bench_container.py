@@ -416,14 +416,12 @@ class Bench:
         finally:
             self.remove_plain(docker_name)
 
-    def ds01_options(self) -> tuple[list[str], ContainerSpec, str]:
-        """``run_options`` of a container ds01d made through its API."""
-        name = self.fresh("probe")
+    def ds01_options(self, name: str) -> tuple[list[str], ContainerSpec, str]:
+        """``run_options`` of container ``name``, made through ds01d's API. It stays until
+        ``remove_ds01(name)``: while the owner has a container, ds01d keeps their network."""
         self.ds01_names.add(name)
         self.api().request("POST", "/v1/containers", body=self.create_body(name))
-        attrs = self.runtime.inspect(f"{name}._.0")
-        self.remove_ds01(name)
-        return run_options(attrs)
+        return run_options(self.runtime.inspect(f"{name}._.0"))
 
     def measure(self, sides: Sequence[tuple[str, Side]]) -> dict[str, Samples]:
         """Run every side once per round, order rotated each round; the first
@@ -454,9 +452,19 @@ class Bench:
         progress(
             f"create + start: {self.rounds} rounds (+{self.warmup} warm-up), 7 sides interleaved"
         )
-        options, spec, own_network = self.ds01_options()
+        probe = self.fresh("probe")
+        options, spec, own_network = self.ds01_options(probe)
         own_options = [own_network if o == "bridge" else o for o in options]
-        samples = self.measure(
+        try:
+            samples = self._create_start_samples(options, own_options, spec)
+        finally:
+            self.remove_ds01(probe)
+        return self._create_start_rows(samples)
+
+    def _create_start_samples(
+        self, options: list[str], own_options: list[str], spec: ContainerSpec
+    ) -> dict[str, Samples]:
+        return self.measure(
             [
                 ("cli", self.ds01_cli_create_start),
                 ("cli_start_flag", lambda: {"cli_start_flag": self.ds01_cli_create_with_start()}),
@@ -467,6 +475,8 @@ class Bench:
                 ("engine", lambda: {"engine": self.engine_replay(spec)}),
             ]
         )
+
+    def _create_start_rows(self, samples: dict[str, Samples]) -> tuple[list[Row], dict[str, float]]:
         cli_total, cli_create, cli_start = (
             samples["cli"],
             samples["cli_create"],
