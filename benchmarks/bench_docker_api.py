@@ -11,7 +11,11 @@ root).
 The script starts its own ds01d (``tests/support.py``'s ``Ds01Daemon``) with the offline
 test image registered and room for the containers. Each round runs both sides, the order
 alternating, so drift hits both alike; medians over the rounds are reported with their
-ratio. ``docker ps`` is timed with N ds01 containers present (made through the door,
+ratio. ``docker run -d`` is also timed direct with the options ds01 gives a container (read
+back from one made through the door: limits, cgroup parent, dropped capabilities, binds,
+labels) on the caller's own network: what Docker itself costs for the isolation ds01
+requires, shown against plain ``docker run -d`` and against the door (the three sides
+rotated). ``docker ps`` is timed with N ds01 containers present (made through the door,
 stopped) and lists them all (``-a``) on both sides; the direct side filters by ds01's
 label, so both print the same rows. ``docker logs -f`` follows a fresh container (one per
 side and round) that waits ``--log-pause`` seconds (2; the CLI starts following meanwhile),
@@ -43,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_container import run_options  # noqa: E402
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
     DEBIAN_DOCKER,
@@ -67,6 +72,7 @@ defaults:
 #: Prefix of every container this run makes, so that cleanup removes exactly these.
 TAG = f"benchapi{os.getpid():x}"
 DIRECT = "unix:///var/run/docker.sock"
+PROBE = f"{TAG}-probe"  # the door's container ``ds01_run_options`` reads
 
 
 def progress(message: str) -> None:
@@ -107,21 +113,45 @@ def compare(
     }
 
 
+def ds01_run_options(door: str) -> list[str]:
+    """``docker run`` options equal to what ds01 gives a container ``docker run -d`` makes
+    through the door, on the caller's own network (``bench_container.run_options``). The
+    container it reads them from stays (``PROBE``: its bind sources are staged for it) until
+    it is removed with ``docker(door, "rm", "-f", PROBE)``."""
+    docker(door, "run", "-d", "--init", "--name", PROBE, TEST_IMAGE, "sleep", "600")
+    own_id = docker(door, "inspect", "--format", "{{.Id}}", PROBE)[1].strip()
+    attrs = json.loads(docker(DIRECT, "inspect", own_id)[1])[0]
+    options, _, own_network = run_options(attrs)
+    return [own_network if o == "bridge" else o for o in options[:-1]]
+
+
 def run_figures(door: str, rounds: int) -> list[dict[str, object]]:
-    """``docker run -d`` (removed after each round, not timed) and the exec round trip."""
-    times: dict[str, list[float]] = {"door": [], "direct": []}
+    """``docker run -d`` (removed after each round, not timed) through the door, direct,
+    and direct with ds01's options on the caller's own network (what Docker itself costs
+    for the isolation ds01 requires); and the exec round trip."""
+    same = ds01_run_options(door)
+    times: dict[str, list[float]] = {"door": [], "direct": [], "same": []}
+    sides = [("door", door, []), ("direct", DIRECT, []), ("same", DIRECT, same)]
     for i in range(rounds):
-        for side, host in [("door", door), ("direct", DIRECT)][:: 1 if i % 2 == 0 else -1]:
+        for side, host, options in sides[i % 3 :] + sides[: i % 3]:
             name = f"{TAG}-run-{side}-{i}"
-            seconds, _ = docker(host, "run", "-d", "--init", "--name", name, TEST_IMAGE,
-                                "sleep", "600")  # fmt: skip
+            seconds, _ = docker(host, "run", "-d", "--init", "--name", name, *options,
+                                TEST_IMAGE, "sleep", "600")  # fmt: skip
             times[side].append(seconds * 1000)
             docker(host, "rm", "-f", name)
+    docker(door, "rm", "-f", PROBE)
     door_ms, direct_ms = statistics.median(times["door"]), statistics.median(times["direct"])
+    same_ms = statistics.median(times["same"])
     rows: list[dict[str, object]] = [
         {"figure": "docker run -d", "door_ms": round(door_ms, 1),
          "direct_ms": round(direct_ms, 1), "ratio": round(door_ms / direct_ms, 2),
          "budget": BUDGETS["docker run -d"], "rounds": rounds},
+        {"figure": "  direct with ds01's options, own net",
+         "door_ms": round(same_ms, 1), "direct_ms": round(direct_ms, 1),
+         "ratio": round(same_ms / direct_ms, 2), "rounds": rounds},
+        {"figure": "  door against that", "door_ms":
+         round(door_ms, 1), "direct_ms": round(same_ms, 1),
+         "ratio": round(door_ms / same_ms, 2), "rounds": rounds},
     ]  # fmt: skip
     docker(door, "run", "-d", "--name", f"{TAG}-exec", TEST_IMAGE, "sleep", "600")
     own_id = docker(door, "inspect", "--format", "{{.Id}}", f"{TAG}-exec")[1].strip()
@@ -263,15 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(f"{'figure':34} {'door ms':>9} {'direct ms':>10} {'ratio':>6} {'budget':>7}")
+        print(f"{'figure':38} {'door ms':>9} {'direct ms':>10} {'ratio':>6} {'budget':>7}")
         for row in rows:
             if "door_mb_s" in row:
-                print(f"{row['figure']!s:34} {row['door_mb_s']!s:>4} MB/s "
+                print(f"{row['figure']!s:38} {row['door_mb_s']!s:>4} MB/s "
                       f"{row['direct_mb_s']!s:>5} MB/s {row['ratio']!s:>6} "
                       f"{'>=' + str(row['floor']):>7}")  # fmt: skip
                 continue
-            print(f"{row['figure']!s:34} {row['door_ms']!s:>9} {row['direct_ms']!s:>10} "
-                  f"{row['ratio']!s:>6} {row['budget']!s:>7}")  # fmt: skip
+            print(f"{row['figure']!s:38} {row['door_ms']!s:>9} {row['direct_ms']!s:>10} "
+                  f"{row['ratio']!s:>6} {row.get('budget', '-')!s:>7}")  # fmt: skip
     return 0
 
 

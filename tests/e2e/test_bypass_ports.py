@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from support import TEST_IMAGE, TEST_IMAGE_ALT, describe
+from support import TEST_IMAGE, TEST_IMAGE_ALT, describe, free_port
 
 LIMITS = """
     defaults:
@@ -246,6 +246,31 @@ def test_a_host_process_on_the_port_makes_the_start_fail_clearly_instead_of_a_ur
     assert again.returncode == 0, describe(again)
     (listed,) = d.cli_json("alice", "container-list")
     assert listed["jupyter_url"].startswith(f"http://127.0.0.1:{port}/lab?token=")
+
+
+def test_create_with_start_is_one_request_and_a_refused_start_leaves_it_created(
+    d: Any, docker_client: Any, as_bob: Any, unix_users: dict[str, pwd.struct_passwd]
+) -> None:
+    """``container-create --start`` asks ds01d for both at once (``start: true``): with bob
+    listening on the port, the create stays and the refusal says that it was created, as
+    when the start came in a second request; with the port free, the answer is running."""
+    alice = unix_users["alice"]
+    port = free_port()
+    listener = as_bob(LISTENER, "127.0.0.1", str(port))
+    option = ("--port", f"{port}:80")
+
+    refused = d.cli("alice", "container-create", "web", "--image", "plain", *option, "--start")
+
+    assert refused.returncode == CAPACITY, describe(refused)
+    assert "Created web, but it was not started: " in refused.stderr, describe(refused)
+    assert f"port {port} on 127.0.0.1 is in use" in refused.stderr, describe(refused)
+    assert status_of(docker_client, f"web._.{alice.pw_uid}") == "created"
+    listener.kill()
+    listener.wait(timeout=10)
+    started = d.cli_json("alice", "container-create", "up", "--image", "plain", "--start")
+    assert started["status"] == "running", started
+    assert status_of(docker_client, f"up._.{alice.pw_uid}") == "running"
+    assert {row["name"] for row in d.cli_json("alice", "container-list")} == {"web", "up"}
 
 
 def test_a_port_taken_between_the_check_and_dockers_start_is_a_clear_refusal(

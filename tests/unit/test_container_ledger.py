@@ -146,8 +146,10 @@ def test_destroy_drops_the_container_without_asking(
 
 def test_own_changes_are_in_before_the_event(docker: StandIn, ledger: ContainerLedger) -> None:
     docker.containers["c-id"] = record("c", gpus=("GPU-2",))
-    ledger.refresh("c-id")  # what create does right after `docker create`
+    made = ledger.refresh("c-id")  # what create does right after `docker create`
     assert "c" in names(ledger)
+    # The start that follows (container-create --start, the door's answer) uses it.
+    assert made == docker.containers["c-id"]
     del docker.containers["a-id"]
     ledger.forget("a-id")  # what remove does
     assert names(ledger) == {"b", "c"}
@@ -210,7 +212,7 @@ def test_a_failed_lookup_distrusts_the_ledger_until_a_newer_list(
     docker: StandIn, ledger: ContainerLedger
 ) -> None:
     docker.down = True
-    ledger.refresh("a-id")  # never raises
+    assert ledger.refresh("a-id") is None  # never raises: the caller asks again itself
     assert not ledger.trusted
     docker.down = False
     docker.containers["c-id"] = record("c")  # what the failed refresh was about

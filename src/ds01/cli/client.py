@@ -3,8 +3,8 @@
 Deliberately minimal: one HTTP/1.1 request per connection with a JSON body and a
 ``Content-Length`` answer (all ds01d sends). ``http.client`` would pull in ``ssl`` and the
 ``email`` parser, about 30 ms of start-up on every command, which is most of the budget for
-``container-list``. ``socket``, ``json`` and ``urllib.parse`` are imported
-when a request is made, not at import: a page of ``--help`` never connects.
+``container-list``. ``socket`` and ``json`` are imported when a request is made, not at
+import: a page of ``--help`` never connects; ``urllib.parse`` only for a query.
 """
 
 from __future__ import annotations
@@ -117,10 +117,13 @@ def _request_bytes(
     on_behalf_of: str | None = None,
 ) -> bytes:
     import json
-    from urllib.parse import urlencode
 
     params = {k: v for k, v in (query or {}).items() if v not in (None, False)}
-    url = endpoint + ("?" + urlencode(params) if params else "")
+    url = endpoint
+    if params:  # urllib.parse (and the ipaddress it loads) only when there is a query
+        from urllib.parse import urlencode
+
+        url += "?" + urlencode(params)
     payload = json.dumps(body).encode() if body is not None else b""
     behalf = f"{ON_BEHALF_HEADER}: {on_behalf_of}\r\n" if on_behalf_of else ""
     return (

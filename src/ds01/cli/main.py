@@ -278,7 +278,11 @@ def _run_create(args: argparse.Namespace) -> bool:
     }
     client = Ds01Client()
     try:
-        status, info = client.call("POST", "/v1/containers", body=body)
+        # One request for both (ds01d starts it too, and says so if only the start failed);
+        # a queued one starts when its turn comes.
+        status, info = client.call(
+            "POST", "/v1/containers", body={**body, "start": True} if args.start else body
+        )
     except ApiError as exc:
         if exc.error_kind != "slurm_job_required":
             raise
@@ -287,14 +291,6 @@ def _run_create(args: argparse.Namespace) -> bool:
     queued = status == 202
     if queued:
         info = _wait_in_queue(client, info, quiet=args.json)
-    elif args.start:
-        try:
-            info = client.request("POST", Ds01Client.container_path(name, "start"))
-        except Ds01Error as exc:
-            # The create happened: an error of the start alone would read as if nothing had.
-            exc.message = f"Created {name}, but it was not started: {exc.message}"
-            exc.args = (exc.message,)
-            raise
     if render.emitted_json(args.json, info):
         return False
     devices = ", ".join(info["gpus"]) or "no GPU"

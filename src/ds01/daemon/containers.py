@@ -61,12 +61,17 @@ class ContainerOps:
         user: str | None = None,
         queue: bool = False,
         borrow: bool = False,
+        record: ContainerRecord | None = None,
     ) -> api.ContainerInfo | Queued:
         """Takes the allocation lock: start a container. One whose devices were released
         gets devices again first (above quota when ``borrow`` asks and borrowing allows:
-        ``Reacquire``); if none are free it is queued when ``queue`` is set."""
+        ``Reacquire``); if none are free it is queued when ``queue`` is set.
+
+        ``record``: the container ``name`` names as Docker listed it just now (a create
+        that starts what it made for ``caller``), instead of looking it up again."""
         ctx = self.context
-        record = self.gates.access.target(caller, name, user, "start")
+        if record is None:
+            record = self.gates.access.target(caller, name, user, "start")
         if record.status == "running":
             return container_info(record).model_copy(update={"already": True})
         owner = caller.user if record.uid == caller.uid else user_by_name(record.user)

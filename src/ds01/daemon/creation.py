@@ -57,7 +57,7 @@ from ds01.daemon.launch import (
 )
 from ds01.daemon.limits_enforcement import LimitsEnforcement
 from ds01.daemon.mig_on_demand import MigOnDemand
-from ds01.daemon.prepared import Created, PreparedCreate, Queued
+from ds01.daemon.prepared import Created, Made, PreparedCreate, Queued
 from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reservations import allocate_honouring, slots_in_the_way
 from ds01.daemon.views import allocation_state
@@ -212,10 +212,10 @@ class Creation:
                 self.gates.access.refused(caller, resource, exc)
                 raise
             prepared = replace(prepared, borrowed=decision.borrowed)
-            info = self.create_admitted(
+            made = self.create_admitted(
                 prepared, decision.placement, inventory, request_id, intent=True
             )
-        return Created(info=info, request_id=request_id)
+        return Created(info=made.info, request_id=request_id, record=made.record)
 
     def _create_in_job(
         self, caller: Caller, request: api.CreateContainerRequest, prepared: PreparedCreate
@@ -246,13 +246,13 @@ class Creation:
                     raise Conflict(f"You already have a container named {prepared.name!r}.")
                 inventory = ctx.backend.inventory()
                 placement = slurm_jobs.job_placement(uuids, inventory, records)
-                info = self.create_admitted(
+                made = self.create_admitted(
                     prepared, placement, inventory, request_id, intent=True
                 )
         except PolicyError as exc:
             self.gates.access.refused(caller, resource, exc)
             raise
-        return Created(info=info, request_id=request_id)
+        return Created(info=made.info, request_id=request_id, record=made.record)
 
     def prepare_create(
         self, owner: UnixUser, request: api.CreateContainerRequest
@@ -393,7 +393,7 @@ class Creation:
         *,
         intent: bool,
         actor: str | None = None,
-    ) -> api.ContainerInfo:
+    ) -> Made:
         """Under the allocation lock: create the container ``admit`` found devices for.
 
         ``intent``: record a create intent (a client waits for the answer; see ``create``).
@@ -409,7 +409,7 @@ class Creation:
             owner.name, user_slice_path(prepared.group, owner.name), prepared.aggregate
         )
         try:
-            self._make(prepared, spec, request_id, intent=intent)
+            record = self._make(prepared, spec, request_id, intent=intent)
         except Ds01Error as exc:
             self.context.events.emit(
                 "container.create",
@@ -420,7 +420,7 @@ class Creation:
             )
             raise
         self._created_events(prepared, placement, doer)
-        return created_info(prepared, placement, spec.labels[L.CREATED_AT])
+        return Made(created_info(prepared, placement, spec.labels[L.CREATED_AT]), record)
 
     def _with_host_ports(self, prepared: PreparedCreate, doer: str) -> PreparedCreate:
         """Under the allocation lock: ``Launcher.with_host_ports``, a refusal logged."""
@@ -438,9 +438,10 @@ class Creation:
 
     def _make(
         self, prepared: PreparedCreate, spec: ContainerSpec, request_id: str, *, intent: bool
-    ) -> None:
+    ) -> ContainerRecord | None:
         """Under the allocation lock: the intent (if asked), then the container in Docker on
-        the owner's network with the owner's account; undone if any step fails."""
+        the owner's network with the owner's account; undone if any step fails. Returns the
+        container as the ledger's look-up found it (``ContainerLedger.refresh``)."""
         ctx, owner = self.context, prepared.owner
         if intent:
             self.intents.record(
@@ -457,13 +458,14 @@ class Creation:
                     network_aliases=(prepared.name, *(prepared.run or RunOptions()).aliases),
                 )
             )
-            ctx.ledger.refresh(container_id)  # the next decision sees its devices
+            record = ctx.ledger.refresh(container_id)  # the next decision sees its devices
             ctx.accounts.write(
                 prepared.docker_name, prepared.image_id, owner, home=CONTAINER_WORKSPACE
             )
         except Ds01Error:
             self.intents.undo_create(prepared.docker_name, request_id)
             raise
+        return record
 
     def _created_events(self, prepared: PreparedCreate, placement: Placement, doer: str) -> None:
         events, resources = self.context.events, prepared.resources

@@ -426,10 +426,11 @@ class GpuDispatcher(PeriodicPass):
             return False
         try:  # a planned MIG slice is made now, right before it is taken
             placement, inventory = service.mig_on_demand.materialize(placement, inventory, "ds01d")
-            info = service.creation.create_admitted(
+            made = service.creation.create_admitted(
                 prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
             )
-            record = service.runtime.find_managed(prepared.docker_name)
+            info = made.info
+            record = made.record or service.runtime.find_managed(prepared.docker_name)
             if record is None:
                 raise NotFound(f"{prepared.name} vanished right after its create.")
             service.launcher.launch(

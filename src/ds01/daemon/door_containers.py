@@ -86,8 +86,11 @@ class ContainerRequests(VolumeNetworkRequests):
             self._refuse(403, exc.message)
         assert isinstance(created, Created)  # never queued: ``queue`` is not set
         docker_name = created.info.docker_name
-        status, info = self.engine.json("GET", f"/containers/{quote(docker_name)}/json")
-        full_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else docker_name
+        if created.record is not None:  # as Docker listed it right after the create
+            full_id = created.record.id
+        else:
+            status, info = self.engine.json("GET", f"/containers/{quote(docker_name)}/json")
+            full_id = str(info["Id"]) if status == 200 and isinstance(info, dict) else docker_name
         payload = json.dumps({"Id": full_id, "Warnings": []}).encode()
         self.service.confirm_create(created.request_id, docker_name)
         self._send(201, payload)

@@ -169,8 +169,10 @@ class ContainerLedger:
                 self._distrusted_at = None
         return records
 
-    def refresh(self, container_id: str) -> None:
+    def refresh(self, container_id: str) -> ContainerRecord | None:
         """Ask Docker for this one container now and apply the answer (gone: dropped).
+        Returns what Docker said (``None``: gone, or Docker could not be asked), so that a
+        caller acting on the container next need not ask again.
 
         Never raises: if Docker cannot be asked, the ledger is distrusted (every read lists)
         until a full list made afterwards succeeds.
@@ -183,8 +185,9 @@ class ContainerLedger:
                         exc.message)  # fmt: skip
             with self._lock:
                 self._distrusted_at = ticket
-            return
+            return None
         self._apply(ticket, container_id, record)
+        return record
 
     def forget(self, container_id: str) -> None:
         """The container is gone (ds01d removed it, or Docker reported its ``destroy``)."""

@@ -12,17 +12,30 @@ from ds01.core.container_resources import Resources
 from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
 from ds01.model.quota import GpuQuota
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.docker_images import LocalImage
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import QueuedRequest
 
 
 @dataclass(frozen=True)
+class Made:
+    """A container ``Creation.create_admitted`` made: what its owner is told, and the
+    container as Docker listed it right after (``None`` if that look-up failed), so that
+    whoever acts on it next (its start, the Docker API door's answer) need not ask again."""
+
+    info: api.ContainerInfo
+    record: ContainerRecord | None
+
+
+@dataclass(frozen=True)
 class Created:
-    """A container just created, and the intent to confirm once the client is answered."""
+    """A container just created, and the intent to confirm once the client is answered.
+    ``record``: as ``Made.record``."""
 
     info: api.ContainerInfo
     request_id: str
+    record: ContainerRecord | None = None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,12 @@ class CreateContainerRequest(_Model):
         description="When no devices are free now: wait in the GPU queue (HTTP 202) instead "
         "of failing with exit 3. The container is created and started when its turn comes.",
     )
+    start: bool = Field(
+        default=False,
+        description="Start it too, in the same request (`container-create --start`). If the "
+        "start fails, the container stays created and the error says so: 'Created NAME, but "
+        "it was not started: …'.",
+    )
     hub: HubServer | None = Field(
         default=None,
         description="Only from a hub identity acting for the user: run the image's JupyterLab "

@@ -20,6 +20,7 @@ points of the API's routes; everything else is called on the collaborator that o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from ds01.config.loader import Ds01Config
@@ -40,6 +41,7 @@ from ds01.daemon.queue_desk import QueueDesk
 from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
 from ds01.daemon.views import Views
+from ds01.errors import Ds01Error
 from ds01.runtime.identity import PeerCredentials
 
 
@@ -111,8 +113,29 @@ class Ds01Service(DaemonContext):
         request: api.CreateContainerRequest,
         run: RunOptions | None = None,
     ) -> Created | Queued:
-        """``Creation.create``: the caller confirms a ``Created`` with ``confirm_create``."""
-        return self.creation.create(caller, request, run)
+        """``Creation.create``: the caller confirms a ``Created`` with ``confirm_create``.
+
+        ``request.start``: the container is started too, in the same request (one queued
+        starts when its turn comes anyway); the ``Created`` then describes it running. A
+        start that fails leaves it created, as a create then a start would: the create is
+        confirmed, and the start's error raised, saying that it was created.
+        """
+        created = self.creation.create(caller, request, run)
+        if not request.start or isinstance(created, Queued):
+            return created
+        try:
+            started = self.containers.start(
+                caller, created.info.docker_name, record=created.record
+            )
+        except BaseException as exc:
+            self.confirm_create(created.request_id, created.info.docker_name)
+            if isinstance(exc, Ds01Error):
+                # An error of the start alone would read as if nothing had happened.
+                exc.message = f"Created {created.info.name}, but it was not started: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+        assert not isinstance(started, Queued)  # ``queue`` is not set
+        return replace(created, info=started)
 
     def confirm_create(self, request_id: str, docker_name: str) -> None:
         self.create_intents.confirm_create(request_id, docker_name)
