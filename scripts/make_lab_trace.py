@@ -169,17 +169,9 @@ DEADLINE_SWEEP_JOBS = 8
 
 def deadline_sweeps(rng: random.Random) -> Iterator[Job]:
     for user, day in DEADLINE_SWEEPS:
-        submit = day * HOURS_PER_DAY + rng.uniform(20.0, 22.0)
-        for _ in range(DEADLINE_SWEEP_JOBS):
-            yield Job(
-                submit_hours=submit,
-                user=user,
-                group="students",
-                gpus=1,
-                mig="",
-                duration_hours=rng.uniform(1.0, 2.5),
-                idle_tail_hours=rng.uniform(0.0, 0.25),
-            )
+        yield from one_gpu_batch(
+            rng, user, "students", day, (20.0, 22.0), DEADLINE_SWEEP_JOBS, (1.0, 2.5)
+        )
 
 
 NIGHT_EVAL_JOBS = 4
@@ -188,17 +180,31 @@ NIGHT_EVAL_JOBS = 4
 def night_evals(rng: random.Random) -> Iterator[Job]:
     for day in WEEKDAYS:
         user = f"phd{day % PHD_STUDENTS + 1}"
-        submit = day * HOURS_PER_DAY + rng.uniform(22.0, 23.0)
-        for _ in range(NIGHT_EVAL_JOBS):
-            yield Job(
-                submit_hours=submit,
-                user=user,
-                group="phd",
-                gpus=1,
-                mig="",
-                duration_hours=rng.uniform(1.0, 3.0),
-                idle_tail_hours=rng.uniform(0.0, 0.25),
-            )
+        yield from one_gpu_batch(rng, user, "phd", day, (22.0, 23.0), NIGHT_EVAL_JOBS, (1.0, 3.0))
+
+
+def one_gpu_batch(
+    rng: random.Random,
+    user: str,
+    group: str,
+    day: int,
+    submit_hours: tuple[float, float],
+    jobs: int,
+    duration_hours: tuple[float, float],
+) -> Iterator[Job]:
+    """``jobs`` one-GPU jobs of ``user`` submitted together on ``day``, at an hour drawn from
+    ``submit_hours``, each running a time drawn from ``duration_hours``."""
+    submit = day * HOURS_PER_DAY + rng.uniform(*submit_hours)
+    for _ in range(jobs):
+        yield Job(
+            submit_hours=submit,
+            user=user,
+            group=group,
+            gpus=1,
+            mig="",
+            duration_hours=rng.uniform(*duration_hours),
+            idle_tail_hours=rng.uniform(0.0, 0.25),
+        )
 
 
 def lab_week(
