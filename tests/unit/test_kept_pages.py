@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ds01.cli import entry, help_record, kept_pages
+from ds01.tui import entry as tui_entry
 
 #: Every form's command line (without ``--help``) and the form whose page it prints.
 FORMS = help_record.forms()
@@ -91,6 +92,7 @@ def _printed(argv: list[str], run: Callable[[], None], capsys: pytest.CaptureFix
         (["ds01", "admin", "slurm", "sync", "--help"], entry.main),
         (["ds01d", "--help"], entry.ds01d),
         (["container-list", "--help"], lambda: entry.run_alias("container-list")),
+        (["ds01-dashboard", "--help"], tui_entry.main),
     ],
 )
 def test_the_entry_points_print_the_page_of_their_command_line(
@@ -113,6 +115,7 @@ def test_the_entry_points_print_the_page_of_their_command_line(
         (["ds01", "container", "create", "--help"], "entry.main()"),
         (["ds01d", "-h"], "entry.ds01d()"),
         (["container-list", "--help"], "entry.run_alias('container-list')"),
+        (["ds01-dashboard", "--help"], "__import__('ds01.tui.entry').tui.entry.main()"),
     ],
 )
 @pytest.mark.parametrize("columns", ["80", "133"])
@@ -124,7 +127,8 @@ def test_a_kept_page_loads_neither_argparse_nor_the_command_table(
         f"sys.argv = {argv!r}\n"
         "from ds01.cli import entry\n"
         f"{call}\n"
-        "print(sorted({'argparse', 'ds01.cli.main', 'ds01.daemon.main'} & set(sys.modules)))"
+        "print(sorted({'argparse', 'ds01.cli.main', 'ds01.daemon.main', 'ds01.tui.main'}"
+        " & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
