@@ -38,7 +38,7 @@ BUDGET_RATIO = 2.0
 def timed(command: Sequence[str], env: Mapping[str, str]) -> float:
     """Seconds ``command`` takes to run to completion, its output to a pipe."""
     start = time.perf_counter()
-    subprocess.run(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=True)
+    subprocess.run(list(command), capture_output=True, env=env, check=True)
     return time.perf_counter() - start
 
 
@@ -99,9 +99,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"docker ps --help: {result['docker_ps_help_ms']} ms (median of {len(every) * args.rounds})")
+    runs = len(every) * args.rounds
+    print(f"docker ps --help: {result['docker_ps_help_ms']} ms (median of {runs})")
     print(f"{len(every)} forms x {len(WIDTHS)} widths, {args.rounds} rounds each")
-    print(f"worst ratio {result['worst_ratio']} (budget {BUDGET_RATIO}), median {result['median_ratio']}")
+    print(f"worst ratio {result['worst_ratio']} (budget {BUDGET_RATIO}), ", end="")
+    print(f"median {result['median_ratio']}")
     for row in result["slowest"]:
         print(f"  {row['ms']:7.2f} ms  {row['command']} --help  (COLUMNS {row['columns']})")
     print(f"over budget: {len(result['over_budget'])}")
