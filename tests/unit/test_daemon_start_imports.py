@@ -56,5 +56,7 @@ def test_the_start_loads_nothing_of_the_exporter_before_it_serves() -> None:
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {AFTER_SERVING!r}\n"
         f"             or m.startswith({AFTER_SERVING!r})))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert ast.literal_eval(result.stdout.strip()) == []
