@@ -11,8 +11,9 @@ replaced by markers that record their input instead of wrapping it:
 - a help text's lines (``HelpFormatter._split_lines``): ``("w", text, indent)``, the text
   wrapped at ``width - indent`` and each further line indented by ``indent``;
 - a description or epilog that argparse fills (``HelpFormatter._fill_text``; the raw
-  formatters' are kept as they are): ``("f", text, indent)``, the text filled at ``width -
-  indent`` with every line indented by ``indent``;
+  formatters' are kept as they are): ``("f", text, indent)``, ``textwrap.fill`` of the text
+  at ``width - indent`` with every line indented by ``indent`` (inside that width, as
+  argparse fills it);
 - the usage (``HelpFormatter._format_usage``): ``("u", prefix, prog, usage, opt_parts,
   pos_parts, indent)``, the one line and the parts argparse would lay out when it does not
   fit.
