@@ -56,7 +56,7 @@ bench: setup images
 	for f in "$${files[@]}"; do echo "== $$f"; $(VENV)/bin/python "$$f"; done
 
 help-page:
-	@PYTHONPATH=src $(VENV)/bin/python -m ds01.cli.entry > src/ds01/cli/kept_pages.py.new
+	@PYTHONPATH=src $(VENV)/bin/python -m ds01.cli.help_record > src/ds01/cli/kept_pages.py.new
 	@mv src/ds01/cli/kept_pages.py.new src/ds01/cli/kept_pages.py
 
 clean:

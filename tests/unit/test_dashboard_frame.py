@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dashboard_data import admin_overview, large_overview, user_overview
-from ds01.tui import SORT_NAMES
+from ds01.cli.dashboard import SORT_NAMES
 from ds01.tui.frame import (
     SORTS,
     Table,

@@ -7,7 +7,7 @@ idempotent and removing leaves nothing of a bridge.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -104,6 +104,30 @@ def test_guarding_is_idempotent_and_reads_back_as_written():
     assert table.chains["DS01-ds01u1001"] == bridge_rules(1001)
     state = firewall.state()
     assert state.hooked and state.bridges == {"ds01u1001": 1001, "ds01u1002": 1002}
+
+
+def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_runs():
+    alone, table = FilterTable(), FilterTable()
+    runs: list[Sequence[str]] = []
+
+    def counted(through: FilterTable) -> Callable[[Sequence[str]], str]:
+        def run(argv: Sequence[str]) -> str:
+            runs.append(argv)
+            return through(argv)
+
+        return run
+
+    Firewall(run=counted(alone)).guard("ds01u1001", 1001)
+    guard_alone = len(runs)
+    runs.clear()
+    firewall = Firewall(run=counted(table))
+    firewall.install_base()
+    base = len(runs)
+    firewall.guard("ds01u1001", 1001, base_installed=True)
+
+    assert table.chains == alone.chains
+    assert len(runs) == guard_alone  # the base is checked once, not again by the guard
+    assert not any(argv[4:] == ["-S", "OUTPUT"] for argv in runs[base:])
 
 
 def test_a_tampered_chain_reads_as_unguarded_and_guarding_repairs_it():

@@ -129,7 +129,7 @@ class UserNetworks:
                         else:
                             removed.append(network.name)
                             continue
-                    self.firewall.guard(network.bridge, uid)
+                    self.firewall.guard(network.bridge, uid, base_installed=True)
                     self._guarded[network.name] = network.id
             except FirewallError as exc:
                 self._firewall_failed(exc)

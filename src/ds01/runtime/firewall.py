@@ -211,13 +211,17 @@ class Firewall:
         if not self._has(HOOK, hook_rule()):
             self._ipt("-I", HOOK, "1", *hook_rule())
 
-    def guard(self, bridge: str, owner_uid: int) -> None:
-        """Let only ``owner_uid`` and root open connections from the host into ``bridge``.
+    def guard(self, bridge: str, owner_uid: int, *, base_installed: bool = False) -> None:
+        """Let only ``owner_uid`` and root open connections from the host into ``bridge``;
+        ``install_base`` first, unless the caller just did (``base_installed``: ds01d's
+        start guards every network after one ``install_base``, each ``iptables`` run some
+        3 ms).
 
         The bridge's chain is written completely before packets are sent to it, so there is
         no moment with a half-written chain in use."""
         chain = bridge_chain(bridge)
-        self.install_base()
+        if not base_installed:
+            self.install_base()
         self._ensure_chain(chain)
         self._ipt("-F", chain)
         for rule in bridge_rules(owner_uid):

@@ -7,6 +7,6 @@
 - ``main``: the command (``ds01-dashboard``), which imports textual only when it runs the
   live view; its arguments are the CLI's (``ds01.cli.dashboard``), which hands ``ds01
   dashboard`` over to it.
+- ``entry``: the console script, which prints ``ds01-dashboard --help`` from the kept pages
+  (``ds01.cli.entry``) without loading ``main``. So this package imports nothing itself.
 """
-
-from ds01.cli.dashboard import SORT_NAMES as SORT_NAMES

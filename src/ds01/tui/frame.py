@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ds01.tui import SORT_NAMES
+from ds01.cli.dashboard import SORT_NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ _SORT_KEYS: dict[str, Callable[[Row], Any]] = {
     "cleanup": lambda c: (_last(c.get("stop_at")), c["user"], c["name"]),
 }
 #: The containers' sort columns, in the order ``s`` cycles through them (the names are
-#: ``ds01.tui.SORT_NAMES``, which the command's ``--sort`` offers without importing this).
+#: ``ds01.cli.dashboard.SORT_NAMES``, which the command's ``--sort`` offers without
+#: importing this).
 #: Numbers sort biggest first, the time to cleanup soonest first, ``None`` always last.
 SORTS: tuple[Sort, ...] = tuple(Sort(name, _SORT_KEYS[name]) for name in SORT_NAMES)
 
