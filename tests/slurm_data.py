@@ -46,13 +46,14 @@ NODES = textwrap.dedent(
 RECORDED_AT = 1796598069
 
 #: ``sacct --allusers --allocations --noheader --parsable2 --starttime=now-1days
-#: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice.
+#: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice (recorded before
+#: ``SACCT_FORMAT`` ended with ``AdminComment``: each line's last field, empty, added).
 SACCT = """\
-1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
-2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
-3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
-4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
-5|second|bob|msc|PENDING|Unknown|Unknown|
+1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+5|second|bob|msc|PENDING|Unknown|Unknown||
 """
 
 #: ``squeue --noheader --format SQUEUE_FORMAT`` at the same moment.

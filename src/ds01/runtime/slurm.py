@@ -2,7 +2,8 @@
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
 cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, and its
-jobs' accounting (``sacct``) for its report.
+jobs' accounting (``sacct``) for its report; a job's ``AdminComment`` (``scontrol update``)
+for what ds01d did to its container.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -86,6 +87,18 @@ def show_job(job_id: int) -> str:
     (``ds01.core.slurm_job.parse_job`` reads it). ``SlurmError`` when Slurm does not know it
     or does not answer."""
     return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
+
+
+def set_admin_comment(job_id: int, comment: str) -> None:
+    """``scontrol update JobId=ID AdminComment=COMMENT``: a note on the job that slurmdbd
+    keeps (``sacct --format AdminComment``). Only a Slurm administrator (root, SlurmUser)
+    may set it. ``SlurmError`` when Slurm refuses (the job ended, not an administrator) or
+    does not answer."""
+    _run_tool(
+        SCONTROL,
+        ["update", f"JobId={job_id}", f"AdminComment={comment}"],
+        "is slurmctld running?",
+    )
 
 
 def live_jobs(node: str) -> dict[int, str]:
@@ -216,6 +229,7 @@ __all__ = [
     "live_jobs",
     "read_accounting",
     "read_mig_minors",
+    "set_admin_comment",
     "show_job",
     "show_nodes",
     "unix_group_members",
