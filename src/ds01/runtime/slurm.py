@@ -1,9 +1,9 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
-cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, and its
-jobs' accounting (``sacct``) for its report; a job's ``AdminComment`` (``scontrol update``)
-for what ds01d did to its container.
+cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
+jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
+exporter; a job's ``AdminComment`` (``scontrol update``) for ds01d's stops.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ds01.core.slurm_queue import PENDING_FORMAT, PENDING_TIME_FORMAT
 from ds01.core.slurm_report import SACCT_FORMAT, SACCT_TIME_FORMAT
 from ds01.core.slurm_view import SQUEUE_FORMAT
 from ds01.errors import SlurmError
@@ -126,6 +127,17 @@ def cluster_jobs(all_users: bool, name: str | None = None) -> str:
     )
 
 
+def pending_jobs() -> str:
+    """``squeue``'s pending jobs of every user Slurm lets the caller see, in
+    ``PENDING_FORMAT`` with epoch times (``ds01.core.slurm_queue.parse_pending`` reads it)."""
+    return _run_tool(
+        SQUEUE,
+        ["--noheader", "--states=PENDING", "--format", PENDING_FORMAT],
+        "is slurmctld running?",
+        env={"SLURM_TIME_FORMAT": PENDING_TIME_FORMAT},
+    )
+
+
 def show_nodes() -> str:
     """``scontrol show node -d``: every node's GRES and those in use
     (``ds01.core.slurm_view.parse_nodes``)."""
@@ -227,6 +239,7 @@ __all__ = [
     "apply_changes",
     "cluster_jobs",
     "live_jobs",
+    "pending_jobs",
     "read_accounting",
     "read_mig_minors",
     "set_admin_comment",
