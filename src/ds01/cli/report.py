@@ -320,7 +320,9 @@ def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
     from ds01.errors import InvalidInput
     from ds01.runtime.slurm import accounted_jobs, cluster_jobs, show_nodes
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # Not cut to whole seconds: sacct's End is, and a job that ended in this very second
+    # ended before now, inside a window that ends now.
+    now = datetime.now(timezone.utc)
     stop = datetime.fromisoformat(end) if end else now
     begin = datetime.fromisoformat(start) if start else stop - timedelta(days=DEFAULT_WINDOW_DAYS)
     if not begin < stop:
