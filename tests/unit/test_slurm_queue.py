@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,3 +90,22 @@ def test_when_squeue_fails_the_queue_is_unknown_not_empty() -> None:
     assert "ds01_queue_length" not in samples
     assert "ds01_queue_oldest_wait_seconds" not in samples
     assert "ds01_build_info" in samples
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["exporter", "--listen", "10.1.1.1:9102"], "Add --allow-remote"),
+        (["exporter", "--listen", "nowhere"], "expected HOST:PORT"),
+        (["exporter", "--dry-run"], "takes --listen and --allow-remote only"),
+        (["sync", "--listen", "127.0.0.1:9102"], "go with `exporter`"),
+    ],
+)
+def test_the_exporter_command_refuses_bad_arguments_before_it_listens(
+    args: list[str], said: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ds01.cli", "admin", "slurm", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and said in done.stderr, (done.stdout, done.stderr)

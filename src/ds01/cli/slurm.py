@@ -173,9 +173,14 @@ def _exporter(args: argparse.Namespace) -> None:
     from ds01.metrics.slurm_queue import DEFAULT_LISTEN, SlurmQueueCollector
     from ds01.runtime import slurm
 
-    address = parse_listen(args.listen or DEFAULT_LISTEN, allow_remote=args.allow_remote)
+    address = parse_listen(args.listen or DEFAULT_LISTEN, allow_remote=True)
     if address is None:
         raise InvalidInput("`exporter` needs an address to listen on (--listen HOST:PORT).")
+    if not address.loopback and not args.allow_remote:
+        raise InvalidInput(
+            f"--listen {address} is not loopback: the metrics name users, without "
+            "authentication. Add --allow-remote, and open the port to Prometheus only."
+        )
     exporter = MetricsExporter(SlurmQueueCollector(slurm.pending_jobs))
     try:
         bound = exporter.start(address)
