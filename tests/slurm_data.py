@@ -46,13 +46,14 @@ NODES = textwrap.dedent(
 RECORDED_AT = 1796598069
 
 #: ``sacct --allusers --allocations --noheader --parsable2 --starttime=now-1days
-#: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice.
+#: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice (recorded before
+#: ``SACCT_FORMAT`` ended with ``AdminComment``: each line's last field, empty, added).
 SACCT = """\
-1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
-2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
-3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1
-4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1
-5|second|bob|msc|PENDING|Unknown|Unknown|
+1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+5|second|bob|msc|PENDING|Unknown|Unknown||
 """
 
 #: ``squeue --noheader --format SQUEUE_FORMAT`` at the same moment.
@@ -86,3 +87,22 @@ NODES_AT_SACCT = textwrap.dedent(
        AllocTRES=cpu=1,mem=128M,gres/gpu=3
     """
 )
+
+#: The login node's report and exporter test of ``tests/e2e/test_slurm_cluster.py``: alice's
+#: ``idler`` (node2's 4 GPUs) stopped by node2's ds01d for idleness, her batch job ``hog2``
+#: killed in its container for memory (noted by ds01d: Slurm calls it FAILED), bob's
+#: ``waiter`` pending for resources meanwhile, cancelled once it ran.
+ENDS_RECORDED_AT = 1796608792
+
+#: ``sacct --allusers --allocations --noheader --parsable2 --format=SACCT_FORMAT`` with
+#: ``SLURM_TIME_FORMAT=%s``, as root, at ``ENDS_RECORDED_AT``.
+SACCT_ENDS = """\
+1|idler|alice|phd|COMPLETED|1796608776|1796608787|billing=1,cpu=1,gres/gpu=4,mem=128M,node=1|ds01:stop_idle: Idle for 7 s, the limit is 7 s.
+2|waiter|bob|msc|CANCELLED by 1002|1796608789|1796608790|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+3|hog2|alice|phd|FAILED|1796608783|1796608785|billing=1,cpu=1,mem=64M,node=1|ds01:oom_kill: 1 process(es) killed, alice's memory total across all their containers hit
+"""  # noqa: E501
+
+#: ``squeue --noheader --states=PENDING --format PENDING_FORMAT`` with
+#: ``SLURM_TIME_FORMAT=%s``, as root, at ``PENDING_AT``: bob's ``waiter``.
+PENDING_AT = 1796608782
+SQUEUE_PENDING = "2|bob|Resources|1796608777|ds01-container\n"

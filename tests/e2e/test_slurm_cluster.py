@@ -30,6 +30,7 @@ from support import (
     TEST_IMAGES_YAML,
     Ds01Daemon,
     describe,
+    free_port,
     make_world_traversable_dir,
     user_env,
     wait_until,
@@ -129,8 +130,12 @@ class Cluster:
 
 @pytest.fixture(scope="class")
 def cluster(
-    slurm_cluster: dict[str, str], ds01d_per_class: Callable[..., Ds01Daemon]
+    request: pytest.FixtureRequest,
+    slurm_cluster: dict[str, str],
+    ds01d_per_class: Callable[..., Ds01Daemon],
 ) -> Iterator[Cluster]:
+    """The nodes' ds01d, with the class's ``LIMITS`` if it has its own, else ``LIMITS``."""
+    limits = getattr(request.cls, "LIMITS", LIMITS)
     devices = Path(slurm_cluster["DS01_SLURM_DIR"]) / "dev"
     sockets = make_world_traversable_dir("ds01-nodes-")
     daemons = {}
@@ -139,7 +144,7 @@ def cluster(
             f"    - {{device_node: {devices}/{node}/nvidia{i}}}" for i in range(count)
         )
         daemons[node] = ds01d_per_class(
-            resource_limits=LIMITS,
+            resource_limits=limits,
             gpu_config=f"backend: simulated\nsimulated:\n  uuid_seed: {node}\n  gpus:\n{gpus}\n",
             images=TEST_IMAGES_YAML,
             extra_args=["--slurm-node", node, "--slurm-interval", "1", "--metrics-listen", "off"],
@@ -565,3 +570,100 @@ class TestClusterMode:
             assert 0 < priority["carol"] - priority["alice"] <= 2000, rows
         finally:
             cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
+
+
+# -- the login node's report and exporter: what Slurm's accounting and queue tell --------------
+
+#: Idle containers stop after 7.2 s (idle_timeout_hours: 0.002), looked at twice a second.
+IDLE_LIMITS = LIMITS.replace(
+    "  max_runtime_hours: 1\n", "  max_runtime_hours: 1\n  idle_timeout_hours: 0.002\n"
+) + "policies:\n  lifecycle_interval_seconds: 0.5\n  idle_grace_minutes: 0\n"
+
+
+def _queue_samples(port: int) -> dict[tuple[str, str], float] | None:
+    """The login exporter's ``ds01_queue_length`` samples (user, reason) → value, or ``None``
+    while it does not answer or Slurm did not."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+    if "ds01_queue_length" not in found:
+        return None
+    return {
+        (s.labels["user"], s.labels["reason"]): s.value for s in found["ds01_queue_length"].samples
+    }
+
+
+class TestLoginNodeAccountingAndQueueMetrics:
+    LIMITS = IDLE_LIMITS
+
+    def test_the_report_counts_oom_kills_and_idle_stops_and_the_exporter_slurms_queue(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+        port = free_port()
+        exporter = subprocess.Popen(
+            [DS01, "admin", "slurm", "exporter", "--listen", f"127.0.0.1:{port}"],
+            env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
+            idler = _submitted(
+                cluster.ds01("alice", "container-create", "idler", "--image", "busybox",
+                             "--gpus", "4", "--start", "--json")
+            )  # fmt: skip
+            wait_until("idler to run", lambda: _running_container(docker_client, "idler"))
+            waiter = _submitted(
+                cluster.ds01("bob", "container-create", "waiter", "--image", "busybox",
+                             "--gpus", "3", "--start", "--json")
+            )  # fmt: skip
+            # The login node's exporter: bob's job pending for resources, under ds01's names.
+            samples = wait_until(
+                "the exporter to show bob's pending job",
+                lambda: (_queue_samples(port) or {}).get(("bob", "Resources")),
+            )
+            assert samples == 1
+            # alice's batch job runs out of its --mem on node1 (her priority is above bob's).
+            hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+            done = cluster.ds01(
+                "alice", "job", "run", "--image", "busybox", "--memory", "64M", "--name",
+                "hog2", "--wait", "--json", "--", "sh", "-c", hog,
+            )  # fmt: skip
+            assert done.returncode == 137, describe(done)
+            oom_job = json.loads(done.stdout)["slurm_job"]
+            # idler is stopped for idleness by node2's ds01d, which says so in its job.
+            wait_until(
+                "idler's idle stop",
+                lambda: cluster.daemons["node2"].events_where(action="cleanup.idle"),
+            )
+            cluster.slurm_tool("scancel", str(waiter), user="bob")
+
+            def recorded() -> str:
+                return cluster.slurm_tool(
+                    "sacct", "-X", "-n", "-P", "-j", f"{idler},{oom_job}",
+                    "--duplicates", "--format=JobIDRaw,State,End,AdminComment",
+                )  # fmt: skip
+
+            # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
+            # hog2's end can reach slurmdbd seconds after `--wait` returned.
+            wait_until(
+                "sacct to keep both jobs' ends",
+                lambda: "Unknown" not in (text := recorded())
+                and "ds01:stop_idle" in text and "ds01:oom_kill" in text,
+            )
+            # The report on the login node: from sacct, alice's OOM kill and idle stop.
+            report = cluster.login("alice", "admin", "report", "--from", since)
+            users = {u["user"]: u for u in report["users"]}
+            ends = {k: users["alice"][k] for k in ("oom_kills", "idle_stops", "runtime_stops")}
+            assert ends == {"oom_kills": 1, "idle_stops": 1, "runtime_stops": 0}, recorded()
+            assert any("Prometheus" in note for note in report["notes"])
+        finally:
+            exporter.terminate()
+            exporter.wait(timeout=10)

@@ -50,6 +50,8 @@ HUB_UNIT = DEPLOY / "jupyterhub" / "jupyterhub.service"
 SCHEMA = Path(__file__).with_name("grafana_dashboard.schema.json")
 ADMIN_DOC = REPO / "docs" / "admin.md"
 COLLECTOR = REPO / "src" / "ds01" / "metrics" / "collector.py"
+#: The login node's exporter of Slurm's queue (``ds01 admin slurm exporter``).
+SLURM_QUEUE_COLLECTOR = REPO / "src" / "ds01" / "metrics" / "slurm_queue.py"
 CLUSTER_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cluster.json"
 
 #: Series Prometheus makes itself.
@@ -81,6 +83,8 @@ GRAFANA_VARIABLES = {
     "__range_s": "2592000",
 }
 #: The expected dashboards.
+#: The Prometheus job of the login node's exporter (prometheus-cluster.yml).
+LOGIN_JOB = "ds01-slurm"
 DASHBOARD_NAMES = {"admin-overview", "user-detail", "monthly-trends", "cluster"}
 #: The collector's constructors of a metric family (name first), and the family's type.
 FAMILY_TYPES = {
@@ -124,13 +128,16 @@ def contract_metrics() -> dict[str, str]:
 
 
 def exporter_families() -> dict[str, str]:
-    """Family name → type of every metric family ``ds01.metrics.collector`` makes: the
-    first argument of each call that builds one, read from the module's source (outside
-    ``_gauge``, the helper that passes its own argument on)."""
+    """Family name → type of every metric family ``ds01.metrics.collector`` (and the login
+    node's ``ds01.metrics.slurm_queue``) makes: the first argument of each call that builds
+    one, read from the modules' source (outside ``_gauge``, the helper that passes its own
+    argument on)."""
     families: dict[str, str] = {}
-    module = ast.parse(COLLECTOR.read_text(encoding="utf-8"))
     bodies = [
-        n for n in module.body if not (isinstance(n, ast.FunctionDef) and n.name in FAMILY_TYPES)
+        n
+        for path in (COLLECTOR, SLURM_QUEUE_COLLECTOR)
+        for n in ast.parse(path.read_text(encoding="utf-8")).body
+        if not (isinstance(n, ast.FunctionDef) and n.name in FAMILY_TYPES)
     ]
     for node in (found for body in bodies for found in ast.walk(body)):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
@@ -274,6 +281,9 @@ def test_the_cluster_scrapes_each_nodes_file_as_the_job_ds01() -> None:
     for path in NODE_FILES:
         (group,) = yaml.safe_load(path.read_text(encoding="utf-8"))
         assert group["labels"]["ds01_node"] == path.stem and len(group["targets"]) == 1
+    # Slurm's queue: the login node's exporter, a job of its own (no node).
+    (login,) = [j for j in config["scrape_configs"] if j["job_name"] == LOGIN_JOB]
+    assert [t for c in login["static_configs"] for t in c["targets"]] == ["login:9102"]
 
 
 @pytest.fixture(scope="module")
@@ -440,8 +450,14 @@ def test_the_cluster_dashboard_is_per_node() -> None:
     assert variable["name"] == "node" and variable["multi"] and variable["includeAll"]
     assert variable["definition"].endswith(", ds01_node)")
     queries = dashboard_queries(dashboard)
+    # Each query per node, but those of Slurm's queue: the login node's exporter's.
+    queue = [q for q in queries if f'job="{LOGIN_JOB}"' in q]
+    queries = [q for q in queries if q not in queue]
     assert all('job="ds01", ds01_node=~"$node"' in q for q in queries), queries
-    used = set().union(*(promql_names(q)[0] for q in queries))
+    assert {"ds01_queue_length", "ds01_queue_oldest_wait_seconds"} <= set().union(
+        *(promql_names(q)[0] for q in queue)
+    )
+    used = set().union(*(promql_names(q)[0] for q in queries + queue))
     # What the cluster view asks for: devices held and free, the queue, containers per
     # user, idle stops and OOM kills.
     assert {

@@ -20,6 +20,8 @@ from ds01.core.slurm_view import parse_containers, parse_nodes
 from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SQUEUE_AT_SACCT
 
 NOW = datetime.fromtimestamp(RECORDED_AT, tz=timezone.utc)
+#: A user's row when none of their jobs ended for memory or for one of ds01's rules.
+NO_ENDS = {"oom_kills": 0, "idle_stops": 0, "runtime_stops": 0, "other_stops": 0}
 #: alice's GPU-seconds: big 3 GPUs x 1 s, small 1 x 2 s, orphan 1 x 1 s, first 3 x 3 s (up
 #: to now, as it runs).
 ALICE_GPU_SECONDS = 3 * 1 + 1 * 2 + 1 * 1 + 3 * 3
@@ -54,7 +56,9 @@ def test_sacct_is_read_with_epoch_times_and_its_gres_gpus() -> None:
     )  # fmt: skip
     assert jobs[4].end is None  # it runs
     assert (jobs[5].start, jobs[5].gpus) == (None, 0)  # it pends
-    assert SACCT_FORMAT == "JobIDRaw,JobName,User,Account,State,Start,End,AllocTRES"
+    assert SACCT_FORMAT == (
+        "JobIDRaw,JobName,User,Account,State,Start,End,AllocTRES,AdminComment"
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,12 +93,12 @@ def test_usage_per_user_counts_gpu_hours_inside_the_window_only() -> None:
     day = _users(_report(NOW - timedelta(days=1)))
     assert day["alice"] == {
         "user": "alice", "containers_running": 1, "containers_pending": 0, "gpus_held": 3,
-        "jobs": 4, "gpu_hours": round(ALICE_GPU_SECONDS / 3600, 4),
+        "jobs": 4, "gpu_hours": round(ALICE_GPU_SECONDS / 3600, 4), **NO_ENDS,
     }  # fmt: skip
     # bob's job pends: no time, no job that ran; his container waits.
     assert day["bob"] == {
         "user": "bob", "containers_running": 0, "containers_pending": 1, "gpus_held": 0,
-        "jobs": 0, "gpu_hours": 0.0,
+        "jobs": 0, "gpu_hours": 0.0, **NO_ENDS,
     }  # fmt: skip
     # From small's start: big (ended before) is out.
     later = _users(_report(_at(1796598060)))["alice"]
@@ -109,7 +113,7 @@ def test_usage_per_user_counts_gpu_hours_inside_the_window_only() -> None:
 
 
 def test_a_job_cancelled_as_it_started_never_ran() -> None:
-    sacct = "9|gone|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1\n"
+    sacct = "9|gone|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1|\n"
     assert _users(_report(NOW - timedelta(days=1), sacct=sacct))["bob"]["jobs"] == 0
 
 
@@ -120,6 +124,7 @@ def test_the_pending_containers_in_slurms_order_with_the_reason_and_the_totals()
     assert report["total"] == {
         "nodes": 2, "gpus": 6, "used": 3, "free": 3, "containers_running": 1,
         "containers_pending": 1, "jobs": 4, "gpu_hours": round(ALICE_GPU_SECONDS / 3600, 4),
+        **NO_ENDS,
     }  # fmt: skip
 
 
@@ -135,5 +140,8 @@ def test_markdown_and_csv_show_nodes_users_and_pending() -> None:
     assert "| 5 | bob | second | 3 | Resources | no node has the GPUs" in text
     assert "2 nodes, 6 GPUs: 3 held, 3 free" in text
     lines = to_cluster_csv(report).splitlines()  # type: ignore[arg-type]
-    assert lines[0] == "user,containers_running,containers_pending,gpus_held,jobs,gpu_hours"
-    assert lines[1:] == ["alice,1,0,3,4,0.0042", "bob,0,1,0,0,0.0"]
+    assert lines[0] == (
+        "user,containers_running,containers_pending,gpus_held,jobs,gpu_hours,"
+        "oom_kills,idle_stops,runtime_stops,other_stops"
+    )
+    assert lines[1:] == ["alice,1,0,3,4,0.0042,0,0,0,0", "bob,0,1,0,0,0.0,0,0,0,0"]

@@ -230,7 +230,8 @@ thead {{ background: #eee; }}
 
 # -- the cluster's report (a login node) -----------------------------------------------------
 
-#: The cluster report's CSV: one line per user.
+#: The cluster report's CSV: one line per user (the ends' columns are
+#: ``ds01.core.slurm_report.END_COLUMNS``, in that order).
 CLUSTER_CSV_COLUMNS = (
     "user",
     "containers_running",
@@ -238,6 +239,10 @@ CLUSTER_CSV_COLUMNS = (
     "gpus_held",
     "jobs",
     "gpu_hours",
+    "oom_kills",
+    "idle_stops",
+    "runtime_stops",
+    "other_stops",
 )
 
 
@@ -259,7 +264,9 @@ def to_cluster_markdown(report: dict[str, Any]) -> str:
         f"{total['nodes']} nodes, {total['gpus']} GPUs: {total['used']} held, "
         f"{total['free']} free; {total['containers_running']} containers running, "
         f"{total['containers_pending']} pending; {total['jobs']} jobs and "
-        f"{_value(float(total['gpu_hours']))} GPU-hours in the window.",
+        f"{_value(float(total['gpu_hours']))} GPU-hours in the window; "
+        f"{total['oom_kills']} OOM kills, {total['idle_stops']} idle stops, "
+        f"{total['runtime_stops']} runtime stops, {total['other_stops']} other stops.",
         "",
         "## Nodes",
         "",
@@ -274,7 +281,8 @@ def to_cluster_markdown(report: dict[str, Any]) -> str:
         [u["user"], *(_value(u[key]) for key in CLUSTER_CSV_COLUMNS[1:])]
         for u in report["users"]
     ]
-    headers = ["User", "Running", "Pending", "GPUs held", "Jobs", "GPU-h"]
+    headers = ["User", "Running", "Pending", "GPUs held", "Jobs", "GPU-h", "OOM kills"]
+    headers += ["Idle stops", "Runtime stops", "Other stops"]
     lines += _md_table(headers, users) if users else ["No usage."]
     lines += ["", "## Pending (Slurm's order)", ""]
     waiting = [
@@ -312,7 +320,9 @@ def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
     from ds01.errors import InvalidInput
     from ds01.runtime.slurm import accounted_jobs, cluster_jobs, show_nodes
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # Not cut to whole seconds: sacct's End is, and a job that ended in this very second
+    # ended before now, inside a window that ends now.
+    now = datetime.now(timezone.utc)
     stop = datetime.fromisoformat(end) if end else now
     begin = datetime.fromisoformat(start) if start else stop - timedelta(days=DEFAULT_WINDOW_DAYS)
     if not begin < stop:
@@ -462,7 +472,9 @@ REPORT_COMMANDS: tuple[Command, ...] = (
         "CSV, JSON or HTML; Markdown and HTML carry a chart of GPU-hours per user.\n"
         "On a Slurm cluster's login node (DS01_CLUSTER=slurm): the whole cluster from\n"
         "Slurm's data (each node's GPUs held and free, containers per user, pending jobs\n"
-        "with Slurm's reason, GPU-hours per user from sacct), as Markdown, CSV or JSON.\n\n"
+        "with Slurm's reason; per user from sacct: jobs, GPU-hours, OOM kills, idle and\n"
+        "runtime stops), as Markdown, CSV or JSON; energy and utilisation are in\n"
+        "Prometheus there.\n\n"
         "examples:\n"
         "  ds01 admin report --from 2026-11-01 --to 2026-12-01 --format html -o nov.html\n"
         "  ds01 admin report --from 7d --format md -o week.md   # and week.png\n"

@@ -1,11 +1,13 @@
-"""``ds01 admin slurm sync|gres``: ds01's configuration compiled into a Slurm cluster's.
+"""``ds01 admin slurm sync|gres|exporter``: ds01's configuration compiled into a Slurm
+cluster's, and the login node's exporter of Slurm's queue.
 
 Offline admin tools, like ``ds01 admin setup``: they run where the admin runs them (sync on
 any host whose ``sacctmgr`` reaches slurmdbd, gres on each GPU node), read the configuration
 files themselves and never ask ds01d. So they write no event in ds01's audit log: a cluster's
 head node need not run ds01d, and what sync changes lands in slurmdbd, which authorises it
 (the caller's munge identity must be a Slurm administrator) and records it itself
-(``sacctmgr show transaction``).
+(``sacctmgr show transaction``). ``exporter`` serves Slurm's pending queue to Prometheus
+(``ds01.metrics.slurm_queue``) until it is stopped.
 
 Imported at every start of the CLI (the command table), so standard library only at module
 level.
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
-        choices=("sync", "gres"),
-        help="sync: resource-limits.yaml into Slurm's accounting; gres: this node's GRES lines",
+        choices=("sync", "gres", "exporter"),
+        help="sync: resource-limits.yaml into Slurm's accounting; gres: this node's GRES "
+        "lines; exporter: serve Slurm's pending queue to Prometheus",
     )
     p.add_argument(
         "--config-dir", metavar="DIR", help="ds01's configuration [$DS01_CONFIG_DIR or /etc/ds01]"
@@ -44,6 +47,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="gres: write gres.conf to FILE (atomically) instead of printing it",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="exporter: where to serve /metrics [127.0.0.1:9102]",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="exporter: allow a non-loopback --listen (the metrics name users; no login)",
+    )
 
 
 def _config(args: argparse.Namespace) -> Ds01Config:
@@ -58,7 +71,13 @@ def _config(args: argparse.Namespace) -> Ds01Config:
 def _run(args: argparse.Namespace) -> None:
     from ds01.errors import InvalidInput
 
-    if args.action == "sync":
+    if args.action != "exporter" and (args.listen or args.allow_remote):
+        raise InvalidInput("--listen and --allow-remote go with `exporter`.")
+    if args.action == "exporter":
+        if args.node or args.output or args.dry_run or args.json or args.config_dir:
+            raise InvalidInput("`exporter` takes --listen and --allow-remote only.")
+        _exporter(args)
+    elif args.action == "sync":
         if args.node or args.output:
             raise InvalidInput("--node and --output go with `gres`.")
         _sync(args)
@@ -143,11 +162,47 @@ def _gres(args: argparse.Namespace) -> None:
     render.echo(f"# slurm.conf: {slurm_gres.node_line(node, lines)}")
 
 
+def _exporter(args: argparse.Namespace) -> None:
+    """Serve Slurm's queue on ``--listen`` until interrupted (SIGINT, SIGTERM)."""
+    import signal
+    import threading
+
+    from ds01.errors import InvalidInput
+    from ds01.metrics.exporter import MetricsExporter
+    from ds01.metrics.listen import parse_listen
+    from ds01.metrics.slurm_queue import DEFAULT_LISTEN, SlurmQueueCollector
+    from ds01.runtime import slurm
+
+    address = parse_listen(args.listen or DEFAULT_LISTEN, allow_remote=True)
+    if address is None:
+        raise InvalidInput("`exporter` needs an address to listen on (--listen HOST:PORT).")
+    if not address.loopback and not args.allow_remote:
+        raise InvalidInput(
+            f"--listen {address} is not loopback: the metrics name users, without "
+            "authentication. Add --allow-remote, and open the port to Prometheus only."
+        )
+    exporter = MetricsExporter(SlurmQueueCollector(slurm.pending_jobs))
+    try:
+        bound = exporter.start(address)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    render.ok(f"Serving Slurm's pending queue on http://{bound}/metrics (Ctrl-C stops).")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        exporter.stop()
+
+
 SLURM_COMMANDS: tuple[Command, ...] = (
     Command(
         ("admin", "slurm"),
         None,
-        "A Slurm cluster: resource-limits.yaml into its accounting; a node's GRES lines.",
+        "A Slurm cluster: resource-limits.yaml into its accounting; a node's GRES lines; "
+        "the queue's exporter.",
         "`sync` turns resource-limits.yaml into Slurm's accounting (slurmdbd, through\n"
         "sacctmgr): each group an account (Organization=ds01), each user an association in\n"
         "their groups' accounts with one QOS holding their limits: priority -> Priority,\n"
@@ -159,11 +214,15 @@ SLURM_COMMANDS: tuple[Command, ...] = (
         "`gres` prints this node's gres.conf from its ds01 GPU inventory (one line per device,\n"
         "its comment naming Slurm's index for it and its UUID; MIG slices as typed\n"
         "GRES gpu:<profile> with their nvidia-caps files, whole GPUs then as gpu:full) and\n"
-        "the Gres= of its slurm.conf node line.\n\n"
+        "the Gres= of its slurm.conf node line.\n"
+        "`exporter` serves Slurm's pending queue (the containers' jobs) to Prometheus as\n"
+        "ds01_queue_length{user,reason} and ds01_queue_oldest_wait_seconds, one squeue per\n"
+        "scrape at most (cached 5 s); run it on a login node as a Slurm operator.\n\n"
         "examples:\n"
         "  ds01 admin slurm sync --dry-run\n"
         "  ds01 admin slurm sync --json\n"
-        "  ds01 admin slurm gres --output /etc/slurm/gres.conf",
+        "  ds01 admin slurm gres --output /etc/slurm/gres.conf\n"
+        "  ds01 admin slurm exporter --listen 10.0.0.2:9102 --allow-remote",
         _configure,
         _run,
     ),

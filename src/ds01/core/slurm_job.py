@@ -13,7 +13,12 @@ Two halves of one contract:
   container, ds01d reads the job from Slurm (``scontrol show job -d ID``), never from the
   caller's environment, and accepts only a running job of the caller, on this node, named
   after the container; the container gets exactly the devices Slurm gave the job there, its
-  GRES indices mapped to UUIDs through ds01's GRES order (``ds01.core.slurm_gres``).
+  GRES indices mapped to UUIDs through ds01's GRES order (``ds01.core.slurm_gres``);
+- **what ds01d did to a job's container** (``job_note``, ``noted``): before it stops the
+  container for idleness, its runtime or another rule, and when the kernel kills in it for
+  memory, ds01d writes so in the job's ``AdminComment`` (only a Slurm administrator may set
+  it, so no user can write one), which slurmdbd keeps: the login node's report counts them
+  from ``sacct``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ds01.core.slurm_squeue import JOB_COMMENT
 from ds01.errors import InvalidInput, PermissionDenied
+from ds01.model.text import clip
 
 #: The state of a job whose container may be created (and must be running).
 RUNNING = "RUNNING"
@@ -45,6 +52,30 @@ ENDED_STATES = frozenset(
     }
 )
 
+#: Why ds01d stops a container (``ContainerOps.stop_by_daemon``): the rule that stops it.
+StopCause = Literal["idle", "runtime", "reservation", "reclaim", "disk"]
+#: What ds01d notes in a job's ``AdminComment`` (``job_note``): a stop for one of its rules,
+#: spelled as the exporter's lifecycle actions (``stop_idle``…), or an OOM kill in the job's
+#: container (``oom_kill``: in a container Slurm's step accounting does not see).
+JobNote = Literal[
+    "stop_idle", "stop_runtime", "stop_reservation", "stop_reclaim", "stop_disk", "oom_kill"
+]
+JOB_NOTES: tuple[JobNote, ...] = (
+    "stop_idle", "stop_runtime", "stop_reservation", "stop_reclaim", "stop_disk", "oom_kill",
+)  # fmt: skip
+#: The note of each stop's cause.
+STOP_NOTES: dict[StopCause, JobNote] = {
+    "idle": "stop_idle",
+    "runtime": "stop_runtime",
+    "reservation": "stop_reservation",
+    "reclaim": "stop_reclaim",
+    "disk": "stop_disk",
+}
+JOB_NOTE_PREFIX = "ds01:"
+#: Characters of the reason an ``AdminComment`` keeps (slurmdbd stores it as text).
+JOB_NOTE_REASON_CHARS = 200
+
+_JOB_NOTE_RE = re.compile(r"^ds01:([a-z_]+)(?::|$)")
 _FIELD_RE = re.compile(r"(\w[\w/:]*)=(\S*)")
 _NODE_GRES_RE = re.compile(r"Nodes=(\S+)\s.*?GRES=(\S*)")
 _IDX_RE = re.compile(r"IDX:([\d,\-]+)")
@@ -210,6 +241,21 @@ def job_cgroup(cgroup_text: str, job_id: int) -> str | None:
     return path[: at + len(marker)] if at >= 0 else None
 
 
+def job_note(note: JobNote, reason: str) -> str:
+    """A job's ``AdminComment`` saying what ds01d did to its container: one line,
+    ``ds01:<note>: <reason>`` (the reason clipped to ``JOB_NOTE_REASON_CHARS``)."""
+    line = " ".join(reason.split())
+    return f"{JOB_NOTE_PREFIX}{note}: {clip(line, JOB_NOTE_REASON_CHARS)}"
+
+
+def noted(admin_comment: str) -> JobNote | None:
+    """What a job's ``AdminComment`` says ds01d did (``job_note``'s), or ``None``: no
+    comment, or one of somebody else's."""
+    found = _JOB_NOTE_RE.match(admin_comment.strip())
+    word = found.group(1) if found else None
+    return next((note for note in JOB_NOTES if note == word), None)
+
+
 def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]:
     """The containers (name → their job id) whose job is no longer live on the node:
     ``live`` is job id → state as ``squeue -w NODE`` listed them."""
@@ -219,14 +265,21 @@ def gone_jobs(labelled: Mapping[str, int], live: Mapping[int, str]) -> list[str]
 __all__ = [
     "ENDED_STATES",
     "JOB_COMMENT",
+    "JOB_NOTES",
+    "JOB_NOTE_PREFIX",
     "LIVE_STATES",
     "RUNNING",
+    "STOP_NOTES",
+    "JobNote",
     "SlurmJob",
+    "StopCause",
     "check_request_matches",
     "gone_jobs",
     "job_cgroup",
     "job_devices",
     "job_hours",
+    "job_note",
+    "noted",
     "parse_job",
     "sbatch_options",
 ]

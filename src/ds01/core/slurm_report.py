@@ -10,7 +10,16 @@ The report covers every node, from Slurm's own data (read as the caller, by
   each user's jobs that ran in it and their GPU-hours, a job's GPUs (``AllocTRES``'
   ``gres/gpu``) times the part of its run (``Start`` to ``End``, or to ``now`` while it
   runs) inside the window. Every job counts, container or not: a GPU a job held was used
-  (``sacct`` keeps no comment unless ``AccountingStoreFlags=job_comment``).
+  (``sacct`` keeps no comment unless ``AccountingStoreFlags=job_comment``);
+- **the ends in the window**, from the same records (``END_COLUMNS``): a job whose
+  ``AdminComment`` the node's ds01d wrote (``ds01.core.slurm_job.job_note``) when the kernel
+  killed in its container for memory (an OOM kill) or before it stopped the container for a
+  rule (an idle, runtime or other stop); and a job Slurm ended ``OUT_OF_MEMORY`` (an OOM in
+  one of its steps, which Slurm sees; not in the container, whose cgroup is no step's).
+
+What the login node cannot know is said in the report's notes (``LOGIN_NODE_NOTES``):
+energy, GPU utilisation and the devices each container holds are measured by each node's
+ds01d and are in Prometheus, not in Slurm's accounting.
 
 The timestamps are read as ``sacct`` writes them with ``SLURM_TIME_FORMAT=%s``: seconds
 since the epoch, ``Unknown`` (or ``None``) where there is none (a job that never started;
@@ -20,10 +29,11 @@ the end of one that runs).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ds01.core.slurm_job import JobNote, noted
 from ds01.core.slurm_view import (
     ClusterContainer,
     NodeGpus,
@@ -32,13 +42,39 @@ from ds01.core.slurm_view import (
     user_counts,
 )
 
-#: ``sacct --format``: one allocation per line, ``--parsable2`` (fields split by ``|``).
-SACCT_FIELDS = ("JobIDRaw", "JobName", "User", "Account", "State", "Start", "End", "AllocTRES")
+#: ``sacct --format``: one allocation per line, ``--parsable2`` (fields split by ``|``). The
+#: ``AdminComment`` last: it is the one field that may hold a ``|``.
+SACCT_FIELDS = (
+    "JobIDRaw", "JobName", "User", "Account", "State", "Start", "End", "AllocTRES", "AdminComment",
+)  # fmt: skip
 SACCT_FORMAT = ",".join(SACCT_FIELDS)
 SACCT_SEPARATOR = "|"
 #: ``SLURM_TIME_FORMAT`` for ``sacct``: timestamps as seconds since the epoch (strftime's
 #: ``%s``), so that no time zone is guessed.
 SACCT_TIME_FORMAT = "%s"
+#: Slurm's state of a job its memory limit killed in (22.05: a step's cgroup saw an OOM kill).
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+#: The counts of jobs' ends per user, in the report's column order, and the notes of ds01d
+#: (``ds01.core.slurm_job.job_note``) each counts; ``oom_kills`` also counts the jobs Slurm
+#: ended ``OUT_OF_MEMORY``.
+END_COLUMNS: tuple[tuple[str, frozenset[JobNote]], ...] = (
+    ("oom_kills", frozenset({"oom_kill"})),
+    ("idle_stops", frozenset({"stop_idle"})),
+    ("runtime_stops", frozenset({"stop_runtime"})),
+    ("other_stops", frozenset({"stop_reservation", "stop_reclaim", "stop_disk"})),
+)
+#: What the report on a login node says it cannot show, and where it is.
+LOGIN_NODE_NOTES = (
+    "Not from the login node: energy and CO2, GPU utilisation, and which device each "
+    "container holds. Each node's ds01d measures them and exports them to Prometheus "
+    "(ds01_energy_kwh_total, ds01_device_utilization_percent, ds01_device_holder per "
+    "ds01_node: the Grafana dashboard ds01 · Cluster); `ds01 admin report` on a node shows "
+    "that node's.",
+    "OOM kills, idle, runtime and other stops: jobs whose AdminComment the node's ds01d set "
+    "(ds01:oom_kill, ds01:stop_idle, …) when the kernel killed in their container for "
+    "memory or before it stopped the container, and jobs Slurm ended OUT_OF_MEMORY; counted "
+    "by the job's end in the window, the last note of a job only.",
+)
 
 _TRES_GPU_RE = re.compile(r"(?:^|,)gres/gpu=(\d+)(?:,|$)")
 
@@ -55,6 +91,16 @@ class AccountedJob:
     start: datetime | None  # None: it never started
     end: datetime | None  # None: it has not ended
     gpus: int
+    note: JobNote | None = None  # what ds01d noted in its AdminComment
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether Slurm's memory limit killed in it (the job's ``--mem``)."""
+        return self.state == OUT_OF_MEMORY
+
+    def ended_in(self, lo: datetime, hi: datetime) -> bool:
+        """Whether it ended inside ``[lo, hi)``."""
+        return self.end is not None and lo <= self.end < hi
 
     def gpu_seconds(self, lo: datetime, hi: datetime, now: datetime) -> float:
         """Its GPUs times the seconds of its run inside ``[lo, hi)``, up to ``now``."""
@@ -88,13 +134,14 @@ def _epoch(text: str) -> datetime | None:
 def parse_accounting(text: str) -> list[AccountedJob]:
     """``sacct --noheader --parsable2 --allocations --format SACCT_FORMAT`` with
     ``SLURM_TIME_FORMAT=SACCT_TIME_FORMAT``: its jobs, in its order; malformed lines (and
-    job arrays' ``123_4`` ids, which ``JobIDRaw`` never writes) are left out."""
+    job arrays' ``123_4`` ids, which ``JobIDRaw`` never writes) are left out. The last
+    field, ``AdminComment``, keeps any ``|`` it holds."""
     jobs: list[AccountedJob] = []
     for line in text.splitlines():
-        cells = line.strip().split(SACCT_SEPARATOR)
+        cells = line.strip().split(SACCT_SEPARATOR, len(SACCT_FIELDS) - 1)
         if len(cells) != len(SACCT_FIELDS) or not cells[0].isdigit():
             continue
-        job, name, user, account, state, start, end, tres = cells
+        job, name, user, account, state, start, end, tres, comment = cells
         jobs.append(
             AccountedJob(
                 job=int(job),
@@ -105,14 +152,26 @@ def parse_accounting(text: str) -> list[AccountedJob]:
                 start=_epoch(start),
                 end=_epoch(end),
                 gpus=tres_gpus(tres),
+                note=noted(comment),
             )
         )
     return jobs
 
 
+def end_column(job: AccountedJob) -> str | None:
+    """The column of ``END_COLUMNS`` a job's end counts in, or ``None`` (an end of no
+    interest: it completed, failed, was cancelled or timed out). ds01d's note wins over the
+    state the stopped container left."""
+    for column, notes in END_COLUMNS:
+        if job.note in notes:
+            return column
+    return "oom_kills" if job.out_of_memory else None
+
+
 @dataclass(frozen=True)
 class UserUsage:
-    """One user's row: containers now, jobs and GPU-hours over the window."""
+    """One user's row: containers now, jobs and GPU-hours over the window, and the ends of
+    their jobs in it (``ends``: ``END_COLUMNS`` → count)."""
 
     user: str
     running: int
@@ -120,6 +179,7 @@ class UserUsage:
     gpus_held: int
     jobs: int
     gpu_hours: float
+    ends: Mapping[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -129,6 +189,7 @@ class UserUsage:
             "gpus_held": self.gpus_held,
             "jobs": self.jobs,
             "gpu_hours": self.gpu_hours,
+            **{column: self.ends.get(column, 0) for column, _ in END_COLUMNS},
         }
 
 
@@ -143,12 +204,17 @@ def _usage(
     now_counts = {u.user: u for u in user_counts(containers)}
     seconds: dict[str, float] = {}
     ran: dict[str, int] = {}
+    ends: dict[str, dict[str, int]] = {}
     for job in jobs:
         if job.ran_in(start, end, now):
             ran[job.user] = ran.get(job.user, 0) + 1
             seconds[job.user] = seconds.get(job.user, 0.0) + job.gpu_seconds(start, end, now)
+        column = end_column(job) if job.ended_in(start, end) else None
+        if column is not None:
+            tally = ends.setdefault(job.user, {})
+            tally[column] = tally.get(column, 0) + 1
     rows = []
-    for user in sorted(set(now_counts) | set(ran)):
+    for user in sorted(set(now_counts) | set(ran) | set(ends)):
         counted = now_counts.get(user)
         rows.append(
             UserUsage(
@@ -158,6 +224,7 @@ def _usage(
                 gpus_held=counted.gpus if counted else 0,
                 jobs=ran.get(user, 0),
                 gpu_hours=round(seconds.get(user, 0.0) / 3600, 4) + 0.0,
+                ends=ends.get(user, {}),
             )
         )
     return sorted(rows, key=lambda r: (-r.gpu_hours, r.user))
@@ -175,6 +242,7 @@ def _total(nodes: Sequence[NodeGpus], users: Sequence[UserUsage]) -> dict[str, o
         "containers_pending": sum(u.pending for u in users),
         "jobs": sum(u.jobs for u in users),
         "gpu_hours": round(sum(u.gpu_hours for u in users), 4) + 0.0,
+        **{column: sum(u.ends.get(column, 0) for u in users) for column, _ in END_COLUMNS},
     }
 
 
@@ -209,16 +277,20 @@ def build_cluster_report(
         "users": [u.as_json() for u in users],
         "pending": [c.as_json() for c in pending(list(containers))],
         "total": _total(nodes, users),
-        "notes": list(notes),
+        "notes": [*notes, *LOGIN_NODE_NOTES],
     }
 
 
 __all__ = [
+    "END_COLUMNS",
+    "LOGIN_NODE_NOTES",
+    "OUT_OF_MEMORY",
     "SACCT_FORMAT",
     "SACCT_TIME_FORMAT",
     "AccountedJob",
     "UserUsage",
     "build_cluster_report",
+    "end_column",
     "parse_accounting",
     "tres_gpus",
 ]

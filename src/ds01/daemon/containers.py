@@ -23,6 +23,7 @@ from datetime import datetime
 
 from ds01.config.resolve import ResolvedAggregate
 from ds01.core.image_build import build_target
+from ds01.core.slurm_job import STOP_NOTES, StopCause
 from ds01.daemon import schemas as api
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
@@ -32,6 +33,7 @@ from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Queued
 from ds01.daemon.reacquire import Reacquire, kept_run_options
+from ds01.daemon.slurm_jobs import note_on_job
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
 from ds01.model import labels as L
@@ -278,9 +280,12 @@ class ContainerOps:
             details={"reason": reason},
         )
 
-    def stop_by_daemon(self, record: ContainerRecord, *, reason: str) -> None:
-        """Stop a container for the lifecycle loop (idle or runtime limit)."""
+    def stop_by_daemon(self, record: ContainerRecord, *, reason: str, cause: StopCause) -> None:
+        """Stop a container for one of ds01's rules (``cause``: the idle or runtime limit, a
+        reservation, a reclaim, the disk limit). A Slurm job's container: its job's
+        ``AdminComment`` says why first (``slurm_jobs.note_on_job``), while the job runs."""
         ctx = self.context
+        note_on_job(record, STOP_NOTES[cause], reason)
         ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
         ctx.ledger.refresh(record.id)
         ctx.events.emit(

@@ -414,7 +414,7 @@ class DiskWatch:
         if dry_run:
             return text
         try:
-            self.service.containers.stop_by_daemon(record, reason=action.reason)
+            self.service.containers.stop_by_daemon(record, reason=action.reason, cause="disk")
         except Ds01Error as exc:
             log.error("could not stop %s for its disk use: %s", record.docker_name, exc.message)
             return f"stop failed: {exc.message}"

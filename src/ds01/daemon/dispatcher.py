@@ -123,7 +123,10 @@ class GpuDispatcher(PeriodicPass):
         self._clock = clock
         self._reservation: Reservation | None = None
         self._reclaim = BorrowReclaim(
-            service, lambda record, reason: service.containers.stop_by_daemon(record, reason=reason)
+            service,
+            lambda record, reason: service.containers.stop_by_daemon(
+                record, reason=reason, cause="reclaim"
+            ),
         )
         super().__init__(wake=service.queue_condition)
 

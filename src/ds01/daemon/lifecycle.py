@@ -146,7 +146,9 @@ class LifecycleLoop(PeriodicPass):
         self.disk = DiskWatch(service)  # disk limits: warned and stopped in the same pass
         self.reservations = ReservationWatch(  # reserved devices: warned, then drained
             service,
-            stop=lambda record, reason: service.containers.stop_by_daemon(record, reason=reason),
+            stop=lambda record, reason: service.containers.stop_by_daemon(
+                record, reason=reason, cause="reservation"
+            ),
             release=lambda record, now, reason: service.queue_desk.release_devices(
                 record, now, held_minutes=0, reason=reason
             ),
@@ -408,7 +410,7 @@ class LifecycleLoop(PeriodicPass):
 
     def _stop_container(self, record: ContainerRecord, owner: _Owner, stop: Stop) -> bool:
         try:
-            self.service.containers.stop_by_daemon(record, reason=stop.reason)
+            self.service.containers.stop_by_daemon(record, reason=stop.reason, cause=stop.kind)
         except Ds01Error as exc:
             log.error("lifecycle could not stop %s: %s", record.docker_name, exc.message)
             return False

@@ -27,7 +27,8 @@ it is reported as one kill (``assess_exit``): at the user's total if the parent'
 counter went up since the scan before the ``oom`` event, else at the container's own limit
 if it has one, else ``host``. A kill a scan already reported is not reported again.
 
-Each kill is logged as a ``resource.oom_kill`` event naming the container and the limit;
+Each kill is logged as a ``resource.oom_kill`` event naming the container and the limit
+(and, for a Slurm job's container, noted in the job's ``AdminComment``: ``note_on_job``);
 the counters last seen are kept in SQLite, so a restarted ds01d does not report a kill
 twice, and ``container-list`` shows the kills per container.
 """
@@ -45,6 +46,7 @@ from ds01.core.container_resources import OOM_KILL_ACTION
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.periodic import PeriodicPass
+from ds01.daemon.slurm_jobs import note_on_job
 from ds01.events.log import EventLog, utc_now
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
@@ -318,6 +320,9 @@ class OomWatcher(PeriodicPass):
                 "oom_kills": state.oom_kills,
             },
         )
+        # A Slurm job's container: Slurm's accounting sees no OOM outside its steps' cgroups,
+        # so the job says it (the login node's report counts it).
+        note_on_job(record, "oom_kill", f"{finding.kills} process(es) killed, {what} hit")
 
     # -- Docker events ---------------------------------------------------------------------------
 

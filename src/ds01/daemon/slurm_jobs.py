@@ -12,6 +12,10 @@ job").
   caller's running job, named after the container, on this node; the container gets exactly
   the devices Slurm gave the job here (GRES indices → UUIDs through ds01's GRES order,
   ``ds01.core.slurm_gres``), labelled with the job and the node (``job_placement``).
+- **What ds01d did to a job's container** (``note_on_job``: a stop for one of its rules,
+  before ``ContainerOps.stop_by_daemon`` stops it; an OOM kill, when ``OomWatcher`` reports
+  it): the job's ``AdminComment`` says so (``ds01.core.slurm_job.job_note``), set as root
+  while the job runs, so that Slurm's accounting keeps it for the login node's report.
 - **The reaper** (``SlurmJobReaper``): every ``--slurm-interval`` seconds, the containers
   labelled with a job of this node whose job Slurm no longer runs here are removed (a job
   cancelled while its step could not stop the container: slurmd or the step killed, ds01d
@@ -30,10 +34,12 @@ from ds01.core.allocation import Placement
 from ds01.core.docker_create import RunOptions
 from ds01.core.slurm_gres import gres_lines
 from ds01.core.slurm_job import (
+    JobNote,
     check_request_matches,
     gone_jobs,
     job_cgroup,
     job_devices,
+    job_note,
     parse_job,
     sbatch_options,
 )
@@ -45,7 +51,7 @@ from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.slurm_limits import in_cluster_mode
 from ds01.daemon.views import allocation_state
-from ds01.errors import Conflict, InvalidInput, SlurmJobRequired
+from ds01.errors import Conflict, InvalidInput, SlurmError, SlurmJobRequired
 from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime import slurm
@@ -64,6 +70,21 @@ BATCH_NEEDS_CLUSTER = (
 )
 #: Why the reaper removed a container (the ``cleanup.orphan`` event's reason).
 JOB_GONE_REASON = "its Slurm job is no longer running on this node"
+
+
+def note_on_job(record: ContainerRecord, note: JobNote, reason: str) -> None:
+    """When a Slurm job owns ``record``: write what ds01d does or saw (``note``, ``reason``) in
+    the job's ``AdminComment`` (``job_note``), which slurmdbd keeps for the login node's
+    report; the last note wins. A container of no job: nothing. Slurm's refusal (the job has
+    ended) or silence is logged and never holds back what ds01d does: the report then misses
+    one note."""
+    job = record.labels.get(L.SLURM_JOB, "")
+    if not job.isdigit():
+        return
+    try:
+        slurm.set_admin_comment(int(job), job_note(note, reason))
+    except SlurmError as exc:
+        log.warning("could not note %s on Slurm job %s: %s", note, job, exc.message)
 
 
 def batch_run(ctx: DaemonContext, command: list[str]) -> RunOptions:

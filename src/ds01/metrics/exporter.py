@@ -18,8 +18,8 @@ import threading
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.registry import Collector
 
-from ds01.metrics.collector import Ds01Collector
 from ds01.metrics.listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ds01.metrics.listen import ENV_METRICS_ALLOW_REMOTE as ENV_METRICS_ALLOW_REMOTE
 from ds01.metrics.listen import ENV_METRICS_CONTAINER_NAMES as ENV_METRICS_CONTAINER_NAMES
@@ -35,11 +35,12 @@ class MetricsExporter:
     """Serves a collector's metrics over HTTP in a thread of ds01d.
 
     Args:
-        collector: the ds01 collector.
+        collector: the ds01 collector (``Ds01Collector``; on a login node,
+            ``ds01.metrics.slurm_queue.SlurmQueueCollector``).
         process_metrics: also export ``process_*`` of this process.
     """
 
-    def __init__(self, collector: Ds01Collector, *, process_metrics: bool = True) -> None:
+    def __init__(self, collector: Collector, *, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         if process_metrics:

@@ -1,8 +1,9 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
-cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, and its
-jobs' accounting (``sacct``) for its report.
+cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
+jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
+exporter; a job's ``AdminComment`` (``scontrol update``) for ds01d's stops.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -88,6 +89,18 @@ def show_job(job_id: int) -> str:
     return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
 
 
+def set_admin_comment(job_id: int, comment: str) -> None:
+    """``scontrol update JobId=ID AdminComment=COMMENT``: a note on the job that slurmdbd
+    keeps (``sacct --format AdminComment``). Only a Slurm administrator (root, SlurmUser)
+    may set it. ``SlurmError`` when Slurm refuses (the job ended, not an administrator) or
+    does not answer."""
+    _run_tool(
+        SCONTROL,
+        ["update", f"JobId={job_id}", f"AdminComment={comment}"],
+        "is slurmctld running?",
+    )
+
+
 def live_jobs(node: str) -> dict[int, str]:
     """The jobs Slurm has on ``node`` now: job id → state (``RUNNING``, ``COMPLETING``…).
     ``SlurmError`` when slurmctld does not answer (then nothing is known: callers must not
@@ -110,6 +123,19 @@ def cluster_jobs(all_users: bool, name: str | None = None) -> str:
     scope = ([] if all_users else ["--me"]) + ([f"--name={name}"] if name else [])
     return _run_tool(
         SQUEUE, ["--noheader", *scope, "--format", SQUEUE_FORMAT], "is slurmctld running?"
+    )
+
+
+def pending_jobs() -> str:
+    """``squeue``'s pending jobs of every user Slurm lets the caller see, in
+    ``PENDING_FORMAT`` with epoch times (``ds01.core.slurm_queue.parse_pending`` reads it)."""
+    from ds01.core.slurm_queue import PENDING_FORMAT, PENDING_TIME_FORMAT
+
+    return _run_tool(
+        SQUEUE,
+        ["--noheader", "--states=PENDING", "--format", PENDING_FORMAT],
+        "is slurmctld running?",
+        env={"SLURM_TIME_FORMAT": PENDING_TIME_FORMAT},
     )
 
 
@@ -216,8 +242,10 @@ __all__ = [
     "apply_changes",
     "cluster_jobs",
     "live_jobs",
+    "pending_jobs",
     "read_accounting",
     "read_mig_minors",
+    "set_admin_comment",
     "show_job",
     "show_nodes",
     "unix_group_members",
