@@ -19,7 +19,8 @@ The Slurm side is also split, from the cluster's logs (``LogTimeFormat``'s milli
 Docker's own times: the CLI (up to its exit, sbatch included), slurmctld's scheduling (the
 job's submit to its allocation), the launch (allocation to slurmd's "Launching batch job"),
 the job's step (launch to the container's creation: the step's start-up, ds01d's check of the
-job, the create), the start (creation to Docker's StartedAt), and the rest until seen running.
+job, the create), ds01d's start (Docker's Created to its StartedAt: the rest of the one
+request, Docker's start), and the rest until seen running.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_slurm.py [--json] [--rounds N]
 [--sizes 20,300]`` (as root).
@@ -273,7 +274,7 @@ STAGES = (
     ("slurmctld: submit to allocation", "submitted", "allocated"),
     ("allocation to slurmd's launch", "allocated", "launched"),
     ("job step: start-up, ds01d's create", "launched", "created"),
-    ("Docker's start", "created", "started"),
+    ("ds01d's start (Docker's created to started)", "created", "started"),
     ("until seen running", "started", "seen"),
 )
 
