@@ -15,6 +15,12 @@ with an association that ``ds01 admin slurm sync`` writes. The cluster is the on
 ``SLURM_CONF`` names, else ``scripts/slurm-cluster.sh up`` starts it and ``down`` stops it at
 the end (name ``SLURM_CONF`` to keep a cluster of yours running).
 Each round runs both sides, the order rotated; medians are reported, never asserted.
+The Slurm side is also split, from the cluster's logs (``LogTimeFormat``'s milliseconds) and
+Docker's own times: the CLI (up to its exit, sbatch included), slurmctld's scheduling (the
+job's submit to its allocation), the launch (allocation to slurmd's "Launching batch job"),
+the job's step (launch to the container's creation: the step's start-up, ds01d's check of the
+job, the create), ds01d's start (Docker's Created to its StartedAt: the rest of the one
+request, Docker's start), and the rest until seen running.
 
 Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_slurm.py [--json] [--rounds N]
 [--sizes 20,300]`` (as root).
@@ -23,14 +29,17 @@ Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_slurm.py [--json] [--rounds 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +127,7 @@ class Bench:
         )
         self.env = {**slurm, "DS01_SOCKET": f"{self.sockets}/%n", "DS01_SLURM_NODE": "node1"}
         self.login = {**slurm, "DS01_CLUSTER": "slurm", "DS01_SOCKET": "/nonexistent"}
+        self.splits: list[dict[str, float]] = []
 
     def start(self) -> None:
         for node, daemon in self.daemons.items():
@@ -165,14 +175,59 @@ class Bench:
         ).stdout.strip()  # fmt: skip
 
     def create_through_slurm(self, name: str) -> float:
+        marks: dict[str, float] = {}
+
         def create() -> None:
-            self.ds01("container-create", name, "--image", "busybox", "--gpus", "1", "--start")
+            marks["begin"] = time.time()
+            out = self.ds01("container-create", name, "--image", "busybox", "--gpus", "1",
+                            "--start")  # fmt: skip
+            marks["cli"] = time.time()
+            job = re.search(r"Slurm job (\d+)", out)
+            marks["job"] = float(job.group(1)) if job else -1
             wait_until(f"{name} to run", lambda: self.running(name), timeout=60, interval=0.02)
+            marks["seen"] = time.time()
 
         took = timed(create)
+        marks.update(self.docker_times(name))
+        if marks["job"] > 0:
+            marks.update(self.slurm_times(int(marks["job"])))
+        self.splits.append(marks)
         self.run("scancel", f"--name={name}")
         wait_until(f"{name} to be gone", lambda: self.gone(name), timeout=60)
         return took
+
+    def docker_times(self, name: str) -> dict[str, float]:
+        """When Docker created and started the container (its own clock, UTC)."""
+        ids = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=ds01.name={name}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        if not ids:
+            return {}
+        out = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Created}} {{.State.StartedAt}}", ids[0]],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        created, started = out.stdout.split()
+        return {"created": docker_time(created), "started": docker_time(started)}
+
+    def slurm_times(self, job: int) -> dict[str, float]:
+        """The job's submit, allocation and launch, from slurmctld's and slurmd's logs."""
+        logs = Path(self.env["SLURM_CONF"]).parent.parent / "log"
+        patterns = {
+            "submitted": re.compile(rf"_slurm_rpc_submit_batch_job: JobId={job}\b"),
+            "allocated": re.compile(rf"Allocate JobId={job}\b"),
+            "launched": re.compile(rf"Launching batch job {job}\b"),
+        }
+        found: dict[str, float] = {}
+        for log in sorted(logs.glob("slurm*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                for key, pattern in patterns.items():
+                    if key not in found and pattern.search(line):
+                        stamp = line[1 : line.index("]")] if line.startswith("[") else ""
+                        with contextlib.suppress(ValueError):  # not a stamped line
+                            found[key] = datetime.fromisoformat(stamp).timestamp()
+        return found
 
     def create_single(self, name: str) -> float:
         took = timed(
@@ -205,6 +260,33 @@ class Bench:
 
     def ds01_login(self, *args: str) -> str:
         return self.run(*self.daemons["node1"].command_for(args), env=self.login)
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 time (nanoseconds, ``Z``) as a Unix time."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
+
+
+#: The Slurm side's split: (stage, from mark, to mark), in order.
+STAGES = (
+    ("CLI (ds01d's answer, sbatch)", "begin", "cli"),
+    ("slurmctld: submit to allocation", "submitted", "allocated"),
+    ("allocation to slurmd's launch", "allocated", "launched"),
+    ("job step: start-up, ds01d's create", "launched", "created"),
+    ("ds01d's start (Docker's created to started)", "created", "started"),
+    ("until seen running", "started", "seen"),
+)
+
+
+def split_row(splits: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians of each stage of the Slurm side, in ms (stages a log lacks are left out)."""
+    stages = {}
+    for what, begin, end in STAGES:
+        spans = [(m[end] - m[begin]) * 1000 for m in splits if begin in m and end in m]
+        if spans:
+            stages[what] = round(statistics.median(spans), 1)
+    return {"what": "create→running through Slurm, split (medians, ms)", "stages": stages}
 
 
 def ratio_row(what: str, ours: list[float], theirs: list[float], budget: float) -> dict[str, Any]:
@@ -250,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             ratio_row("create→running, Slurm vs single server", through, single, CREATE_BUDGET)
         )
+        rows.append(split_row(bench.splits))
         rows += [bench.listing(size, args.rounds) for size in sizes]
     finally:
         bench.stop()
@@ -270,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"bench_slurm: {meta}")
         for row in rows:
+            if "stages" in row:
+                print(f"  {row['what']}:")
+                for stage, ms in row["stages"].items():
+                    print(f"    {stage}: {ms} ms")
+                continue
             verdict = "ok" if row["within"] else "OVER BUDGET"
             print(
                 f"  {row['what']}: {row['ds01_ms']} ms vs {row['baseline_ms']} ms = "

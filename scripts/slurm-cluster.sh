@@ -110,6 +110,9 @@ ProctrackType=proctrack/cgroup
 TaskPlugin=task/cgroup
 JobAcctGatherType=jobacct_gather/none
 SchedulerType=sched/backfill
+# A submitted batch job (a container's) is scheduled at slurmctld's next 1-second tick, not up
+# to 3 s (batch_sched_delay's default) after the last scheduling pass: docs/cluster.md.
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=100

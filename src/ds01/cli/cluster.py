@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shlex
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ds01.cli.client import Ds01Client
 from ds01.errors import Ds01Error, SlurmError
 
+# The job's step (``python -m ds01.cli.cluster``) is part of every cluster create's wait:
+# what only the submitting side uses (``subprocess``, ``shlex``, ``pathlib`` and the
+# ``urllib`` it loads) is imported where it is used (test_cluster_step_startup.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import FrameType
     from typing import Any
 
@@ -45,6 +45,9 @@ JOB_OUTPUT_NAME = "%x-%j.out"
 
 
 def _jobs_folder() -> Path:
+    import pwd
+    from pathlib import Path
+
     return Path(pwd.getpwuid(os.getuid()).pw_dir).joinpath(*JOB_OUTPUT_DIR)
 
 
@@ -78,6 +81,8 @@ JOB_REQUIRED_KIND = "slurm_job_required"
 
 def job_script(request: dict[str, Any]) -> str:
     """The job's script: this interpreter runs ``step`` with ``request`` (the create's body)."""
+    import shlex
+
     command = [sys.executable, "-m", "ds01.cli.cluster", json.dumps(request, sort_keys=True)]
     return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in command) + "\n"
 
@@ -89,6 +94,8 @@ def submit(request: dict[str, Any], options: list[str]) -> int:
         SlurmError: sbatch is missing or refused (its message: an unknown account, a QOS
             limit Slurm checks at submission, no node with enough GPUs).
     """
+    import subprocess
+
     argv = [SBATCH, "--parsable", f"--output={job_output()}", *options]
     try:
         done = subprocess.run(
@@ -138,11 +145,17 @@ def step(request: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     name = str(request["name"])
     client = Ds01Client()
-    body = {**request, "slurm_job": int(os.environ["SLURM_JOB_ID"]), "queue": False}
+    # Created and started in one request: the job's container runs one round trip sooner.
+    body = {
+        **request, "slurm_job": int(os.environ["SLURM_JOB_ID"]), "queue": False, "start": True
+    }  # fmt: skip
     try:
         client.request("POST", "/v1/containers", body=body)
-    except Ds01Error as exc:  # refused: nothing of this job's was made
+    except Ds01Error as exc:
         print(f"ds01: {exc.message}", file=sys.stderr)
+        if exc.details.get("created"):  # made, but its start failed: this job's to remove
+            _remove(client, name)
+        # Otherwise refused: nothing of this job's was made.
         return 1
     except _Stopped:
         # Made or not: a container of that name may be another of the user's, so it is
@@ -150,7 +163,6 @@ def step(request: dict[str, Any]) -> int:
         return 0
     status = 0
     try:
-        client.request("POST", Ds01Client.container_path(name, "start"))
         if request.get("command"):
             status = _batch_output(client, name)
         else:

@@ -118,7 +118,8 @@ class Ds01Service(DaemonContext):
         ``request.start``: the container is started too, in the same request (one queued
         starts when its turn comes anyway); the ``Created`` then describes it running. A
         start that fails leaves it created, as a create then a start would: the create is
-        confirmed, and the start's error raised, saying that it was created.
+        confirmed, and the start's error raised, saying that it was created (and with
+        ``details["created"]`` set, for a caller that removes what it made).
         """
         created = self.creation.create(caller, request, run)
         if not request.start or isinstance(created, Queued):
@@ -133,6 +134,7 @@ class Ds01Service(DaemonContext):
                 # An error of the start alone would read as if nothing had happened.
                 exc.message = f"Created {created.info.name}, but it was not started: {exc.message}"
                 exc.args = (exc.message,)
+                exc.details = {**exc.details, "created": True}
             raise
         assert not isinstance(started, Queued)  # ``queue`` is not set
         return replace(created, info=started)
