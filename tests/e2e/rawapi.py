@@ -386,10 +386,11 @@ def container_problems(
             check(host_port == "" or int(host_port) >= 1024, f"{port} on system port {binding}")
     for mount in attrs["Mounts"]:
         source = Path(mount["Source"])
-        # ds01d's staging path (<state>/mounts/<container>/<what>): the user's directory is
-        # the one its label names, and the staging path is either not staged yet (root's,
-        # empty) or that very directory.
-        staged = source.parent.name == attrs["Name"].lstrip("/") and (
+        # ds01d's staging path (<state>/mounts/<key>/<what>, the key the Docker name at create
+        # and a digest: ds01.runtime.staging.staging_key): the user's directory is the one its
+        # label names, and the staging path is either not staged yet (root's, empty) or that
+        # very directory.
+        staged = source.parent.name.startswith(attrs["Name"].lstrip("/") + ".") and (
             source.parent.parent.name == "mounts"
         )
         label = {"/workspace": "aime.mlc.WORK_MOUNT", "/data": "aime.mlc.DATA_MOUNT"}.get(
