@@ -202,6 +202,34 @@ def _step(
     )
 
 
+def _waiting_jobs(cluster: Cluster, prefix: str, users: tuple[str, ...]) -> dict[str, int]:
+    """One job of each of ``users`` (``PREFIX-USER``), waiting on a begin time an hour ahead:
+    Slurm computes their priorities at once. User → job id."""
+    return {
+        user: int(
+            cluster.slurm_tool(
+                "sbatch", "--parsable", f"--job-name={prefix}-{user}", "--gres=gpu:1",
+                "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
+                user=user,
+            ).split(";")[0]
+        )
+        for user in users
+    }  # fmt: skip
+
+
+def _priority_order(cluster: Cluster, jobs: dict[str, int]) -> tuple[list[str], dict[str, int]]:
+    """Slurm's order of ``jobs`` (their users, first first) and each user's job priority
+    (``squeue --priority``: sprio leaves out jobs not yet eligible)."""
+    ids = ",".join(str(job) for job in jobs.values())
+    rows = [
+        row.split()
+        for row in cluster.slurm_tool(
+            "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
+        ).splitlines()
+    ]
+    return [user for user, _ in rows], {user: int(value) for user, value in rows}
+
+
 def _dead(pid: int) -> bool:
     """Whether process ``pid`` ended (gone, or a zombie that nobody reaps)."""
     try:
@@ -459,26 +487,11 @@ class TestClusterMode:
     def test_slurm_orders_waiting_jobs_as_the_priorities_say_and_explain_names_the_qos(
         self, cluster: Cluster
     ) -> None:
-        # Two jobs that wait (a begin time ahead): Slurm computes their priorities now.
-        jobs = {
-            user: int(
-                cluster.slurm_tool(
-                    "sbatch", "--parsable", f"--job-name=later-{user}", "--gres=gpu:1",
-                    "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
-                    user=user,
-                ).split(";")[0]
-            )
-            for user in ("bob", "alice")
-        }  # fmt: skip
+        jobs = _waiting_jobs(cluster, "later", ("bob", "alice"))
         try:
-            ids = ",".join(str(job) for job in jobs.values())
-            # Slurm's order, and the priority of each (sprio leaves out jobs not yet eligible).
-            rows = cluster.slurm_tool(
-                "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
-            ).splitlines()
-            assert [row.split()[0] for row in rows] == ["alice", "bob"], rows
-            priority = {row.split()[0]: int(row.split()[1]) for row in rows}
-            assert priority["alice"] > priority["bob"] > 0, rows  # phd's 80 before msc's 20
+            order, priority = _priority_order(cluster, jobs)
+            assert order == ["alice", "bob"], priority
+            assert priority["alice"] > priority["bob"] > 0, priority  # phd's 80 before msc's 20
         finally:
             cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
         # check-limits --explain on a node: the YAML line and the QOS that holds each limit.
@@ -549,25 +562,12 @@ class TestClusterMode:
         (alice_usage, alice_factor), (carol_usage, carol_factor) = found["alice"], found["carol"]
         assert alice_usage > 0 and carol_usage == 0, found
         assert alice_factor < carol_factor, found
-        jobs = {
-            user: int(
-                cluster.slurm_tool(
-                    "sbatch", "--parsable", f"--job-name=fair-{user}", "--gres=gpu:1",
-                    "--mem=64M", "--begin=now+3600", "--output=/dev/null", "--wrap=true",
-                    user=user,
-                ).split(";")[0]
-            )
-            for user in ("alice", "carol")
-        }  # fmt: skip
+        jobs = _waiting_jobs(cluster, "fair", ("alice", "carol"))
         try:
-            ids = ",".join(str(job) for job in jobs.values())
-            rows = cluster.slurm_tool(
-                "squeue", "--priority", "--noheader", "-j", ids, "-o", "%u %Q"
-            ).splitlines()
-            assert [row.split()[0] for row in rows] == ["carol", "alice"], (rows, found)
-            priority = {row.split()[0]: int(row.split()[1]) for row in rows}
+            order, priority = _priority_order(cluster, jobs)
+            assert order == ["carol", "alice"], (priority, found)
             # The same QOS (priority): only fair share (weight 2000) sets them apart.
-            assert 0 < priority["carol"] - priority["alice"] <= 2000, rows
+            assert 0 < priority["carol"] - priority["alice"] <= 2000, priority
         finally:
             cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
 
