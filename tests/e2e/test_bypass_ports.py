@@ -13,6 +13,7 @@ he creates and starts containers; no container of his ever sees alice's director
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -265,12 +266,20 @@ def test_create_with_start_is_one_request_and_a_refused_start_leaves_it_created(
     assert "Created web, but it was not started: " in refused.stderr, describe(refused)
     assert f"port {port} on 127.0.0.1 is in use" in refused.stderr, describe(refused)
     assert status_of(docker_client, f"web._.{alice.pw_uid}") == "created"
+    # Under --json the refusal says so too (a Slurm job step removes what it made by it); web
+    # keeps its host port until it is removed.
+    assert d.cli("alice", "container-remove", "web").returncode == 0
+    as_json = d.cli("alice", "container-create", "web2", "--image", "plain", *option, "--start",
+                    "--json")  # fmt: skip
+    assert as_json.returncode == CAPACITY, describe(as_json)
+    assert json.loads(as_json.stderr)["details"]["created"] is True, describe(as_json)
+    assert status_of(docker_client, f"web2._.{alice.pw_uid}") == "created"
     listener.kill()
     listener.wait(timeout=10)
     started = d.cli_json("alice", "container-create", "up", "--image", "plain", "--start")
     assert started["status"] == "running", started
     assert status_of(docker_client, f"up._.{alice.pw_uid}") == "running"
-    assert {row["name"] for row in d.cli_json("alice", "container-list")} == {"web", "up"}
+    assert {row["name"] for row in d.cli_json("alice", "container-list")} == {"web2", "up"}
 
 
 def test_a_port_taken_between_the_check_and_dockers_start_is_a_clear_refusal(
