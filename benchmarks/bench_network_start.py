@@ -6,7 +6,7 @@ by name. A network made with ``docker network create`` costs Docker more per con
 start than the default bridge. This benchmark shows where, with no ds01 involved:
 
 - ``docker run -d --init IMAGE sleep 600`` on the default bridge and on a network made with
-  ``docker network create`` (removed at the end), one of each per round, the order rotated
+  ``docker network create`` (removed at the end), one of each per round, the order alternated
   from round to round; medians reported;
 - with ``perf`` (root): dockerd's child processes during each start, from the kernel's
   ``sched`` tracepoints (process exec, fork and exit, timed with ``CLOCK_MONOTONIC``): the
@@ -14,9 +14,9 @@ start than the default bridge. This benchmark shows where, with no ds01 involved
   sets up the container's network namespace while the hook waits), the re-executions of
   dockerd's binary that dockerd runs inside that namespace (``set-ipv6``; on a user-defined
   network also ``setup-resolver``, which installs the NAT rules of Docker's embedded DNS
-  resolver at 127.0.0.11), and the ``iptables`` runs under them. A round in which another
-  container started on the same engine (two hooks in its window) is left out of these
-  figures and counted;
+  resolver at 127.0.0.11), and the ``iptables`` runs under them. A start that another
+  container's start on the same engine overlapped (two hooks running in its window) is left
+  out of these figures and counted;
 - the floor of one re-execution, ``dockerd --version`` (dockerd's binary started and its
   package initialisers run, nothing done), and the embedded resolver's iptables calls alone,
   in a fresh network namespace (``unshare -n``), with ``iptables`` as dockerd finds it.
