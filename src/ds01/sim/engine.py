@@ -576,6 +576,22 @@ class _OnDemandSlices:
             return self.inventory
         return with_planned(self.inventory, planned)
 
+    def borrowable_slices(
+        self, over: Sequence[PendingRequest], inventory: Inventory
+    ) -> Inventory:
+        """``inventory`` with the slices that would be made on demand for the requests held
+        for their quota (``over``, in queue order, each with its ``blocked`` devices), as
+        a ``--borrow`` create plans its own (:meth:`planned_for`: a free instance of the
+        profile first, no slice over a slot it is kept from), each beside the slices of
+        those before it, so that no place is counted twice; unchanged without dynamic GPUs."""
+        profiles = [r.request.mig_profiles for r in over]
+        if not self.dynamic or not any(profiles):
+            return inventory
+        held = self.state.held()
+        keep_outs = [slot_keep_out(self.bookings, r.blocked) for r in over]
+        creates = plan_what_fits(inventory, held, self.views(held), profiles, keep_outs)
+        return with_planned(inventory, creates)
+
     def materialize(self, placement: Placement) -> Placement:
         """``placement`` with its planned slices made."""
         return Placement(
@@ -819,11 +835,13 @@ class _Replay(_OnDemandSlices):
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
         over = [e.request for e in decision.ranked if e.status == "quota"]
-        if any(r.id in self.pending for r in over):
+        over = [r for r in over if r.id in self.pending]
+        if over:
             # Borrowing's own rule: a free device counts when a request held for its quota
-            # could take it and no request that waits for devices could (``wanted_by``).
+            # could take it and no request that waits for devices could (``wanted_by``);
+            # with MIG on demand, so does a slice a ``--borrow`` create would make for one.
             opened = _open_to(self.inventory, self.bookings, list(self.pending.values()), now)
-            free = free_devices(opened, self.state)
+            free = free_devices(self.borrowable_slices(over, opened), self.state)
             wanted = decision.waiting_requests
             self.borrowable = sum(
                 (
