@@ -438,6 +438,25 @@ class _Halt:
     running: bool
 
 
+def _make_slot(
+    slices: SlotSlices,
+    r: Reservation,
+    profile: str,
+    place: CreateSlice | None,
+    inventory: Inventory,
+    held: set[str],
+) -> Device | None:
+    """The slice of one slot of ``r`` (of ``profile``): at ``place`` when it is clear, else
+    wherever there is room; ``None`` when none could be made (logged)."""
+    try:
+        if place is not None:
+            return slices.make_at(place, inventory)
+        return slices.make_for_reservation(profile, inventory, held)
+    except Ds01Error as exc:
+        log.error("could not make a %s slice for reservation %s: %s", profile, r.id, exc.message)
+        return None
+
+
 @dataclass
 class ReservationWatch:
     """Announces phases and drains reserved devices, once per lifecycle pass.
@@ -689,8 +708,12 @@ class ReservationWatch:
             places = {(s.reservation.id, s.slot): s.make for s in steps}
             for r in due:
                 made: dict[str, str] = {}
-                for slot in (u for u in r.devices if is_slot(u) and r.profile is not None):
-                    device = self._make_slot(r, places.get((r.id, slot)), inventory, held)
+                profile = r.profile
+                if profile is None:
+                    continue
+                for slot in (u for u in r.devices if is_slot(u)):
+                    place = places.get((r.id, slot))
+                    device = _make_slot(slices, r, profile, place, inventory, held)
                     if device is not None:
                         made[slot] = device.uuid
                         inventory = ctx.backend.inventory()
@@ -706,21 +729,6 @@ class ReservationWatch:
                             "made": True,
                         },
                     )
-
-    def _make_slot(
-        self, r: Reservation, place: CreateSlice | None, inventory: Inventory, held: set[str]
-    ) -> Device | None:
-        """The slice of one slot of ``r``: at ``place`` when it is clear, else where there is
-        room; ``None`` when none could be made (logged)."""
-        assert self.slices is not None and r.profile is not None
-        try:
-            if place is not None:
-                return self.slices.make_at(place, inventory)
-            return self.slices.make_for_reservation(r.profile, inventory, held)
-        except Ds01Error as exc:
-            log.error("could not make a %s slice for reservation %s: %s",
-                      r.profile, r.id, exc.message)  # fmt: skip
-            return None
 
     def _repair(self, now: datetime) -> None:
         """Re-map the devices of reservations that are gone (``core.reservations.repair``):
