@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -863,6 +864,30 @@ def wait_for_loop_pass(d: Ds01Daemon, check: str, timeout: float = 30.0) -> None
         )
 
     wait_until(f"a {check} pass", passed, timeout=timeout)
+
+
+def wait_for_drain(
+    d: Ds01Daemon, user: str, start: datetime, lead_s: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The warning ``user`` gets for a reservation starting at ``start`` (local, naive) and
+    the stop of their container at its start (``cleanup.reservation``), each waited for and
+    checked to come at its time: the warning within ``lead_s`` (and a second) before the
+    start, the stop at it or after."""
+
+    def warned() -> list[dict[str, Any]]:
+        return [e for e in d.events_where(action="lifecycle.warn", user=user)
+                if e["details"].get("kind") == "reservation"]  # fmt: skip
+
+    def local(event: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(event["ts"]).astimezone().replace(tzinfo=None)
+
+    warning = wait_until(f"{user}'s warning", warned, timeout=10)[0]
+    assert start - timedelta(seconds=lead_s + 1) <= local(warning) < start, (warning, start)
+    stop = wait_until(
+        "the stop at the start", lambda: d.events_where(action="cleanup.reservation"), timeout=10
+    )[0]
+    assert stop["user"] == user and local(stop) >= start, (stop, start)
+    return warning, stop
 
 
 _PORTS_GIVEN: set[int] = set()

@@ -9,7 +9,9 @@ too large for carol's quota: it is destroyed and the queue makes carol a 1g.5gb 
 bob removes his container while a process still runs on his slice: the destroy is refused
 and retried, nobody is told of an error; once the process is gone the slice is destroyed
 (keep time 0). A ``--mig 3g.20gb`` reservation when no such instance exists keeps a slot on
-GPU 1; at its start the slice is made and the reservation keeps it.
+GPU 1; at its start the slice is made and the reservation keeps it. A container on a slice
+made before such a reservation, over its slot's place, is warned at the lead time and
+stopped at the start; its slice is destroyed at once and the slot's slice made there.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any
 from rawapi import RawApi
 
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, wait_for_loop_pass, wait_until
+from support import (
+    TEST_IMAGES_YAML,
+    describe,
+    docker_name,
+    wait_for_drain,
+    wait_for_loop_pass,
+    wait_until,
+)
 
 GPUS = """
     backend: simulated
@@ -49,6 +58,32 @@ def started(d: Any, request_id: str) -> list[dict[str, Any]]:
 
 def slices(d: Any) -> list[dict[str, Any]]:
     return [g for g in d.cli_json("erin", "gpu-status") if g["gpu_index"] == 1]
+
+
+def reserve_a_slot(d: Any, seconds: float) -> tuple[dict[str, Any], datetime]:
+    """alice's reservation of a 3g.20gb for an hour from ``seconds`` ahead, which keeps a
+    slot on GPU 1 (no such instance exists), and its start (local, naive)."""
+    start = datetime.now().replace(microsecond=0) + timedelta(seconds=seconds)
+    made = d.cli_json(
+        "alice", "reserve", "--mig", "3g.20gb", "--from", start.strftime("%Y-%m-%d %H:%M:%S"),
+        "--hours", "1",
+    )  # fmt: skip
+    [slot] = made["devices"]
+    assert slot.startswith("MIG-slot-"), made
+    return made, start
+
+
+def slot_made(d: Any, reservation: str) -> str:
+    """The slice made for ``reservation``'s slot at its start (``reservation.remap``,
+    ``made``), waited for."""
+    remap = wait_until(
+        "the slot's slice made at the start",
+        lambda: d.events_where(action="reservation.remap", resource=f"reservation/{reservation}"),
+        timeout=10,
+    )[0]
+    assert remap["details"]["made"] is True
+    [uuid] = remap["details"]["devices"]
+    return str(uuid)
 
 
 def test_slices_are_made_for_requests_destroyed_once_free_and_a_fragmenting_one_waits(
@@ -158,25 +193,51 @@ def test_a_reservation_keeps_a_slot_and_the_slice_is_made_at_its_start(
 ) -> None:
     limits = LIMITS + "    policies:\n      lifecycle_interval_seconds: 0.5\n"
     d = ds01d(resource_limits=limits, gpu_config=GPUS, images=TEST_IMAGES_YAML)
-    start = datetime.now().replace(microsecond=0) + timedelta(seconds=2)
     # No 3g.20gb exists: GPU 1 could make one, so the reservation keeps a slot there.
-    made = d.cli_json(
-        "alice", "reserve", "--mig", "3g.20gb", "--from", start.strftime("%Y-%m-%d %H:%M:%S"),
-        "--hours", "1",
-    )  # fmt: skip
-    [slot] = made["devices"]
-    assert slot.startswith("MIG-slot-") and made["missing_devices"] == []
+    made, _ = reserve_a_slot(d, seconds=2)
+    assert made["missing_devices"] == []
 
-    remap = wait_until(
-        "the slice made at the start",
-        lambda: d.events_where(action="reservation.remap", resource=f"reservation/{made['id']}"),
-        timeout=10,
-    )[0]
-    assert remap["details"]["made"] is True
-    [uuid] = remap["details"]["devices"]
+    uuid = slot_made(d, made["id"])
     assert [(g["uuid"], g["profile"]) for g in slices(d)] == [(uuid, "3g.20gb")]
     [listed] = d.cli_json("alice", "reservations")
     assert listed["devices"] == [uuid] and listed["missing_devices"] == []
     mine = d.cli_json("alice", "container-create", "exam", "--image", "busybox",
                       "--mig", "3g.20gb")  # fmt: skip
     assert mine["gpus"] == [uuid]
+
+
+def test_a_slice_made_before_a_slot_is_drained_destroyed_and_the_slot_made_there(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    # bob's container runs on a 7g.40gb made for it on GPU 1 (every memory slice). alice
+    # then reserves a 3g.20gb from a few seconds ahead: the slot her reservation keeps does
+    # not see slices made for containers, so it lies under bob's. bob is warned at the lead
+    # time and stopped at the start, his slice destroyed at once (the keep time is an hour)
+    # and alice's slice made at the slot's place.
+    lead_s = 3.0
+    gpus = GPUS.replace("mig_on_demand_keep_seconds: 0", "mig_on_demand_keep_seconds: 3600")
+    limits = LIMITS + (
+        "    policies:\n      lifecycle_interval_seconds: 0.5\n"
+        f"    reservations:\n      warning_minutes: {lead_s / 60}\n"
+    )
+    d = ds01d(resource_limits=limits, gpu_config=gpus, images=TEST_IMAGES_YAML)
+    train = d.cli_json("bob", "container-create", "train", "--image", "busybox",
+                       "--mig", "7g.40gb", "--start")  # fmt: skip
+    [bobs] = train["gpus"]
+    made, start = reserve_a_slot(d, seconds=7)
+    place = int(made["devices"][0].rsplit("-", 1)[1])
+
+    warning, stop = wait_for_drain(d, "bob", start, lead_s)
+    assert warning["details"]["reservation"] == made["id"]
+    assert made["id"] in stop["details"]["reason"]
+    assert docker_client.containers.get(docker_name("bob", "train")).status == "exited"
+
+    uuid = slot_made(d, made["id"])
+    destroyed = [e["details"]["uuid"] for e in d.events_where(action="gpu.mig_destroy")]
+    assert destroyed == [bobs]
+    [created] = [e for e in d.events_where(action="gpu.mig_create") if e["details"]["uuid"] == uuid]
+    assert (created["details"]["profile"], created["details"]["start"]) == ("3g.20gb", place)
+    assert [(g["uuid"], g["profile"]) for g in slices(d)] == [(uuid, "3g.20gb")]
+    [listed] = d.cli_json("alice", "reservations")
+    assert listed["devices"] == [uuid] and listed["missing_devices"] == []
+    assert not d.events_where(action="reservation.affected")

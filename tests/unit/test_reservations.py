@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, GpuRequest, Holding
-from ds01.core.mig_on_demand import NoRoom, gpu_view, in_the_way, plan_profiles, planned_device
+from ds01.core.mig_on_demand import (
+    CreateSlice,
+    GpuView,
+    NoRoom,
+    gpu_view,
+    in_the_way,
+    plan_profiles,
+    planned_device,
+)
 from ds01.core.reservations import (
     Occupant,
     Reservation,
@@ -22,6 +30,7 @@ from ds01.core.reservations import (
     ReservationRequest,
     admit,
     blocked_devices,
+    clear_slots,
     drain,
     held_now,
     holder_view,
@@ -33,6 +42,7 @@ from ds01.core.reservations import (
     repair,
     reserved_starts,
     slot_keep_out,
+    slot_places,
     with_blocked,
 )
 from ds01.core.scheduler import PendingRequest, UsageTotals, plan
@@ -694,3 +704,125 @@ def test_a_slots_place_is_free_at_its_start_whenever_runtime_limits_hold(
     at_start = gpu_view(dynamic, A100_40GB_TABLE, (), left, {d.uuid for d in left}, ())
     assert at_start is not None
     assert in_the_way([at_start], slot_keep_out([booked], {slot})) == frozenset()
+
+
+# ------------------------------------------------------------------------------------------
+# Slices made before a slot's reservation: drained, destroyed, the slot's slice made
+# ------------------------------------------------------------------------------------------
+
+DYNAMIC = PhysicalGpu(1, "GPU-1", "A100", 40960, mig_enabled=True, total_slices=7)
+LEAD = timedelta(minutes=15)
+
+
+def planned_device_at(profile: str, start: int) -> Device:
+    return planned_device(CreateSlice(1, "GPU-1", profile, start), DYNAMIC)
+
+
+def memory_slices(device: Device) -> set[int]:
+    shape = A100_40GB_TABLE.shape(device.profile or "")
+    assert shape is not None and device.start is not None
+    return set(range(device.start, device.start + shape.size))
+
+
+def dynamic_view(devices: tuple[Device, ...], held: set[str]) -> list[GpuView]:
+    view = gpu_view(DYNAMIC, A100_40GB_TABLE, (), devices, held, {d.uuid for d in devices})
+    assert view is not None
+    return [view]
+
+
+def test_a_slice_made_before_a_slot_is_drained_destroyed_and_the_slot_made_there() -> None:
+    # alice holds a 3g.20gb at memory slice 4, made on demand before bob reserved the
+    # GPU's whole 7g.40gb from hour 8 (his slot covers every memory slice).
+    old = replace(planned_device_at("3g.20gb", 4), uuid="MIG-old")
+    empty: list[GpuView] = dynamic_view((), set())
+    booked = admit(request("bob", 8, 2, profile="7g.40gb"), [], Inventory("simulated",
+                   gpus=(DYNAMIC,)), UNLIMITED, NOW, new_id="r1", views=empty)  # fmt: skip
+    [slot] = booked.devices
+    views = dynamic_view((old,), {"MIG-old"})
+    alice = Occupant("c-alice", "alice", ("MIG-old",), ends_by=None)
+    short = Occupant("c-short", "carol", ("MIG-old",), ends_by=at(7.9))
+    # Before the lead time nothing; from it the slice counts as bob's, alice is warned.
+    assert slot_places([booked], views, at(7), LEAD) == [booked]
+    [kept] = slot_places([booked], views, at(7.75), LEAD)
+    assert kept.devices == (slot, "MIG-old")
+    warns, stops = drain([kept], [alice, short], at(7.75), LEAD)
+    assert [w.container for w in warns] == ["c-alice"] and stops == []
+    # At the start she is stopped; held, the slice is neither destroyed nor built over.
+    _, stops = drain(slot_places([booked], views, at(8), LEAD), [alice], at(8), LEAD)
+    assert [s.container for s in stops] == ["c-alice"]
+    [step] = clear_slots([booked], views, at(8))
+    assert step.destroy == () and step.make is None
+    # Freed: destroyed at once, and the slot's slice made at its own place.
+    [step] = clear_slots([booked], dynamic_view((old,), set()), at(8))
+    assert step.destroy == ("MIG-old",) and step.make is not None
+    assert (step.make.profile, step.make.start) == ("7g.40gb", 0)
+    # Before its start there is nothing to clear.
+    assert clear_slots([booked], views, at(7.9)) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+    st.lists(
+        st.tuples(
+            st.sampled_from(("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb")),
+            st.one_of(st.none(), st.integers(1, 12)),  # its runtime limit ends at this hour
+            st.sampled_from(("alice", "bob", "carol")),
+        ),
+        max_size=6,
+    ),
+)
+def test_slices_made_before_a_slot_are_drained_and_its_slice_made_at_the_start(
+    profile: str, before: list[tuple[str, int | None, str]]
+) -> None:
+    # Containers got slices on demand before bob reserved a slot from hour 8 (which does
+    # not see them). From the lead time those over its place count as his reservation's:
+    # no device twice; a container whose runtime limit ends by the start is never warned;
+    # at the start every other one not bob's is stopped, the freed slices are destroyed,
+    # and the slot's slice fits at its place beside what is left.
+    devices: list[Device] = []
+    occupants: list[Occupant] = []
+    for n, (wanted, ends, user) in enumerate(before):
+        inventory = Inventory("simulated", gpus=(DYNAMIC,), devices=tuple(devices))
+        planned = plan_profiles(inventory, [d.uuid for d in devices],
+                                dynamic_view(tuple(devices), {d.uuid for d in devices}),
+                                [wanted])  # fmt: skip
+        if isinstance(planned, NoRoom) or not planned:
+            continue
+        device = replace(planned_device(planned[0], DYNAMIC), uuid=f"MIG-{n}")
+        devices.append(device)
+        occupants.append(Occupant(f"c{n}", user, (device.uuid,),
+                                  ends_by=None if ends is None else at(ends)))  # fmt: skip
+    booked = admit(request("bob", 8, 2, profile=profile), [], Inventory("simulated",
+                   gpus=(DYNAMIC,)), UNLIMITED, NOW, new_id="r1",
+                   views=dynamic_view((), set()))  # fmt: skip
+    [slot] = booked.devices
+    held = {d.uuid for d in devices}
+    views = dynamic_view(tuple(devices), held)
+    over = in_the_way(views, slot_keep_out([booked], {slot}))
+    [kept] = slot_places([booked], views, at(7.75), LEAD)
+    assert len(set(kept.devices)) == len(kept.devices)
+    assert set(kept.devices) == {slot} | over
+    warns, stops = drain([kept], occupants, at(7.75), LEAD)
+    assert stops == []
+    assert {w.container for w in warns} == {
+        o.container for o in occupants
+        if o.user != "bob" and set(o.devices) & over and (o.ends_by is None or o.ends_by > at(8))
+    }  # fmt: skip
+    # At the start: the runtime limits held, so those ended are gone.
+    left = [o for o in occupants if o.ends_by is None or o.ends_by > at(8)]
+    there = tuple(d for d in devices if any(d.uuid in o.devices for o in left))
+    views = dynamic_view(there, {d.uuid for d in there})
+    _, stops = drain(slot_places([booked], views, at(8), LEAD), left, at(8), LEAD)
+    stopped = {s.container for s in stops}
+    assert stopped == {o.container for o in left if o.user != "bob" and set(o.devices) & over}
+    still = {u for o in left if o.container not in stopped for u in o.devices}
+    [step] = clear_slots([booked], dynamic_view(there, still), at(8))
+    assert set(step.destroy) == over & {d.uuid for d in there} - still
+    if not still & over:  # only bob's own containers can stand in the way
+        assert step.make is not None and step.make.start == int(slot.rsplit("-", 1)[1])
+        rest = [d for d in there if d.uuid not in step.destroy]
+        made = memory_slices(planned_device(step.make, DYNAMIC))
+        assert all(not made & memory_slices(d) for d in rest)  # no memory slice twice
+    else:
+        assert step.make is None

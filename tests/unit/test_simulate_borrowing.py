@@ -16,7 +16,8 @@ from ds01.config.loader import parse_config
 from ds01.config.scheduler import SchedulerConfig
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.model.device import Inventory
-from ds01.sim.engine import SimulationResult, simulate
+from ds01.sim.cli import mig_setups
+from ds01.sim.engine import DynamicGpu, SimulationResult, simulate
 from ds01.sim.report import compare_borrowing, summarize, table_rows
 from ds01.sim.trace import TRACE_COLUMNS, parse_trace
 
@@ -151,19 +152,39 @@ def test_week_utilisation_counts_only_work_done_within_the_traces_week(
     assert comparison.week_utilisation_ratio == pytest.approx(2.0)
 
 
-def test_a_job_over_quota_borrows_a_mig_slice_made_on_demand() -> None:
-    # One A100 that makes its slices on demand, no instance to begin with. alice (gpu_limit
-    # 1/7) asks for two 1g.5gb at once: the first gets a slice made for it; the second,
-    # over quota, borrows a second slice made for it, as a create with --borrow would
-    # (ds01d plans the slice before deciding, borrowing included), instead of waiting.
-    from ds01.sim.cli import mig_setups
-
+def one_dynamic_a100() -> tuple[Inventory, dict[str, DynamicGpu], ResourceLimitsConfig]:
+    """One A100 that makes its slices on demand, no instance to begin with; everyone's
+    gpu_limit is 0.15 (one 1g.5gb)."""
     config = GpuConfig.model_validate({"simulated": {"gpus": [{"mig": True}]}})
     inventory, dynamic = mig_setups(config, SimulatedBackend(config).inventory(), "on-demand")
     limits: ResourceLimitsConfig = parse_config(
         LIMITS.replace("gpu_limit: 1", "gpu_limit: 0.15"), "resource-limits", "limits.yaml"
     )
-    row = "0,alice,lab,0,1g.5gb,1,0"
-    jobs = parse_trace("\n".join((",".join(TRACE_COLUMNS), row, row)) + "\n", "t.csv")
-    lent = simulate(jobs, inventory, limits, SchedulerConfig(), "fair", "none", dynamic, LENT)
+    return inventory, dynamic, limits
+
+
+TWO_SLICES = parse_trace(
+    "\n".join((",".join(TRACE_COLUMNS), "0,alice,lab,0,1g.5gb,1,0", "0,alice,lab,0,1g.5gb,1,0"))
+    + "\n",
+    "t.csv",
+)
+
+
+def test_a_job_over_quota_borrows_a_mig_slice_made_on_demand() -> None:
+    # alice asks for two 1g.5gb at once: the first gets a slice made for it; the second,
+    # over quota, borrows a second slice made for it, as a create with --borrow would
+    # (ds01d plans the slice before deciding, borrowing included), instead of waiting.
+    inventory, dynamic, limits = one_dynamic_a100()
+    lent = simulate(TWO_SLICES, inventory, limits, SchedulerConfig(), "fair", "none", dynamic,
+                    LENT)  # fmt: skip
     assert [(o.wait_hours, o.borrowed) for o in lent.outcomes] == [(0.0, False), (0.0, True)]
+
+
+def test_borrowable_hours_count_a_slice_that_could_be_made_on_demand() -> None:
+    # The same without borrowing: the second waits for the first, one hour, while the GPU
+    # could make it a slice. That hour of a 1g.5gb (1/7 GPU) is borrowable, by the rule a
+    # create with --borrow follows (before, only instances that existed were counted: 0).
+    inventory, dynamic, limits = one_dynamic_a100()
+    without = simulate(TWO_SLICES, inventory, limits, SchedulerConfig(), "fair", "none", dynamic)
+    assert [o.wait_hours for o in without.outcomes] == [0.0, 1.0]
+    assert without.borrowable_gpu_hours == pytest.approx(1 / 7)

@@ -163,6 +163,21 @@ def dynamic_a100() -> tuple[Inventory, dict[str, DynamicGpu]]:
     return mig_setups(config, SimulatedBackend(config).inventory(), "on-demand")
 
 
+def replay_dynamic(
+    dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]], jobs: list[str], booked: list[str]
+) -> SimulationResult:
+    """``jobs`` with the reservations ``booked`` on the dynamic A100 (fair, no reclaim)."""
+    inventory, dynamic = dynamic_a100
+    trace = parse_trace("\n".join((",".join(TRACE_COLUMNS), *jobs)) + "\n", "t.csv")
+    reservations = parse_reservations(
+        "\n".join((",".join(RESERVATION_COLUMNS), *booked)) + "\n", "r.csv"
+    )
+    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
+    return simulate(
+        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, reservations
+    )
+
+
 def test_a_mig_reservation_on_a_dynamic_gpu_keeps_a_slot_made_at_its_start(
     dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]],
 ) -> None:
@@ -170,21 +185,10 @@ def test_a_mig_reservation_on_a_dynamic_gpu_keeps_a_slot_made_at_its_start(
     # admits it. At 1 the slice is made and kept; bob's job starts on it and ends at 1.5.
     # The slice stays until the reservation's end (not destroyed while it keeps it), so
     # alice's 7g.40gb at 1.6, which needs the whole GPU, starts only at 3, once it is gone.
-    inventory, dynamic = dynamic_a100
-    trace = parse_trace(
-        "\n".join(
-            (",".join(TRACE_COLUMNS), "1,bob,lab,0,3g.20gb,0.5,0", "1.6,alice,lab,0,7g.40gb,1,0")
-        )
-        + "\n",
-        "t.csv",
-    )
-    booked = parse_reservations(
-        "\n".join((",".join(RESERVATION_COLUMNS), "0,1,2,bob,0,3g.20gb")) + "\n", "r.csv"
-    )
-    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
-    result = simulate(
-        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, booked
-    )
+    result = replay_dynamic(
+        dynamic_a100, ["1,bob,lab,0,3g.20gb,0.5,0", "1.6,alice,lab,0,7g.40gb,1,0"],
+        ["0,1,2,bob,0,3g.20gb"],
+    )  # fmt: skip
     [outcome] = result.reservations or ()
     assert (outcome.refusal, outcome.kept) == ("", True)
     assert outcome.reservation is not None
@@ -201,18 +205,28 @@ def test_no_slice_is_made_on_a_slot_for_a_job_that_could_run_into_its_start(
     # slice over the slot, waits, and starts at 4, once the reservation's slice is gone.
     # The slice is made at 2 and the reservation is kept. (Without the rule, her slice
     # would fill the GPU until 3 and the slot would be lost.)
-    inventory, dynamic = dynamic_a100
-    trace = parse_trace(
-        "\n".join((",".join(TRACE_COLUMNS), "0.5,alice,lab,0,7g.40gb,2.5,0")) + "\n", "t.csv"
-    )
-    booked = parse_reservations(
-        "\n".join((",".join(RESERVATION_COLUMNS), "0,2,2,bob,0,4g.20gb")) + "\n", "r.csv"
-    )
-    config: ResourceLimitsConfig = parse_config(LIMITS, "resource-limits", "limits.yaml")
-    result = simulate(
-        trace, inventory, config, SchedulerConfig(), "fair", "none", dynamic, None, booked
+    result = replay_dynamic(
+        dynamic_a100, ["0.5,alice,lab,0,7g.40gb,2.5,0"], ["0,2,2,bob,0,4g.20gb"]
     )
     [outcome] = result.reservations or ()
     assert outcome.kept is True and outcome.reservation is not None
     assert not any(is_slot(u) for u in outcome.reservation.devices)
     assert [o.start_hours for o in result.outcomes] == [4.0]
+
+
+def test_a_slice_made_before_a_slot_is_drained_at_its_start_and_the_slot_made_there(
+    dynamic_a100: tuple[Inventory, dict[str, DynamicGpu]],
+) -> None:
+    # alice's 7g.40gb runs from 0 for 2 hours on a slice made for it. At 0.5 bob books a
+    # 4g.20gb for [1, 3): a slot at memory slice 0, under her slice. At 1 her job is stopped
+    # as from a reserved GPU (1 hour of work queued again), her slice destroyed at once and
+    # bob's made at the slot's place; her rest starts at 3, once the reservation's slice is
+    # gone. (Before, the slot found no room and the reservation kept nothing.)
+    result = replay_dynamic(dynamic_a100, ["0,alice,lab,0,7g.40gb,2,0"], ["0.5,1,2,bob,0,4g.20gb"])
+    [outcome] = result.reservations or ()
+    assert outcome.reservation is not None and outcome.displaced == 1
+    [made] = outcome.reservation.devices
+    assert not is_slot(made)  # the slot's slice, made at the start
+    [alice] = result.outcomes
+    assert (alice.displaced, alice.displaced_hours, alice.requeued) == (1, 1.0, 1)
+    assert alice.release_hours == 4.0

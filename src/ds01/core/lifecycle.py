@@ -386,6 +386,14 @@ class ContainerClock:
             current = max(_NO_TIME, now - self.run_started_at)
         return timedelta(seconds=self.runtime_seconds_before) + current
 
+    def runtime_stop_at(self, limit_hours: float | None) -> datetime | None:
+        """When the current run reaches a runtime limit of ``limit_hours`` over every run
+        (``core.lifecycle.runtime_limit_hours``); ``None`` without a limit or a run."""
+        if limit_hours is None or self.run_started_at is None:
+            return None
+        left = timedelta(hours=limit_hours, seconds=-self.runtime_seconds_before)
+        return self.run_started_at + left
+
     def to_row(self) -> dict[str, str | int | float | None]:
         """The clock as a flat mapping: :data:`CLOCK_COLUMNS`, datetimes as ISO 8601."""
         row: dict[str, str | int | float | None] = {}

@@ -56,10 +56,14 @@ then nobody can hold a slot. Before the start, a slot is kept as a
 reserved device is (the backfill rule above, for each request by its runtime limit): a
 request that could still run at the start gets no new slice on the slot's place
 (:func:`slot_keep_out`) and no instance that overlaps it (:func:`out_of_slots`), so the
-slice can be made at the start whenever runtime limits hold. A slot still there once its
-reservation is in force (no room was left: containers that were there before the
-reservation was made, or ran past their limits) is repaired like a device that is gone
-(below).
+slice can be made at the start whenever runtime limits hold. Instances made on demand
+that overlap a slot's place anyway (made before the reservation was asked for, or for a
+request whose runtime limit did not keep it out) count as the reservation's place from
+``start - lead`` (:func:`slot_places`): their containers are drained as from a reserved
+device (:func:`drain`), and at the start the free ones are destroyed and the slot's slice
+is made at its place once nothing else is there (:func:`clear_slots`). A slot still there
+after that (a baseline instance or a holder's container over its place) is made wherever
+the fragment-least rule finds room, else repaired like a device that is gone (below).
 
 **Devices that are gone** (:func:`repair`): a change of a GPU's MIG layout (or of its MIG
 mode) removes instances, and with them devices a reservation keeps. Each such device is
@@ -90,6 +94,7 @@ from ds01.core.mig_on_demand import (
     planned_device,
     where_to_create,
 )
+from ds01.core.mig_placement import free_starts
 from ds01.core.scheduler import PendingRequest, Start
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory
@@ -748,6 +753,9 @@ class Occupant:
     equivalents: Fraction = Fraction(0)
     borrowed: bool = False
     started_at: datetime | None = None
+    #: When its runtime limit stops it (``None``: no limit, or not known): a container
+    #: that is stopped by then is not warned for a reservation starting later (:func:`drain`).
+    ends_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -779,6 +787,100 @@ class DrainStop:
         return f"its GPU is {who} {r.describe()} (reservation {r.id})"
 
 
+def slot_places(
+    reservations: Sequence[Reservation],
+    views: Sequence[GpuView],
+    now: datetime,
+    lead: timedelta,
+) -> list[Reservation]:
+    """``reservations`` as :func:`drain` sees them at ``now``: a reservation with slots whose
+    start is at most ``lead`` away (or in force) also keeps the instances made on demand on
+    ``views`` (the GPUs with MIG on demand) that overlap a slot's place (module docstring:
+    containers there are drained as from a reserved device, and the slices destroyed once
+    free, :func:`clear_slots`). An instance that a reservation overlapping its window keeps
+    is never counted, nor one counted for another reservation first, so no device is kept
+    twice at once. The others are returned unchanged."""
+    by_gpu = {v.gpu.uuid: v for v in views}
+    counted: dict[str, Reservation] = {}
+    out: list[Reservation] = []
+    for r in reservations:
+        slots = [u for u in r.devices if is_slot(u)]
+        if not slots or r.end <= now or r.start - lead > now or r.profile is None:
+            out.append(r)
+            continue
+        others = {u for o in reservations if o.id != r.id and o.overlaps(r.start, r.end)
+                  for u in o.devices}  # fmt: skip
+        extra: list[str] = []
+        for slot in slots:
+            view = by_gpu.get(_slot_gpu(slot))
+            if view is None:
+                continue
+            place = Slice(slot, r.profile, _slot_start(slot), held=True, on_demand=True)
+            demand = {s.uuid for s in view.slices if s.on_demand}
+            for uuid in sorted(in_the_way([view], {view.gpu.uuid: (place,)}) & demand):
+                taken = counted.get(uuid)
+                if uuid in others or uuid in r.devices or uuid in extra:
+                    continue
+                if taken is not None and taken.overlaps(r.start, r.end):
+                    continue
+                extra.append(uuid)
+                counted[uuid] = r
+        out.append(replace(r, devices=(*r.devices, *extra)) if extra else r)
+    return out
+
+
+@dataclass(frozen=True)
+class SlotStep:
+    """At its reservation's start, what to do for one slot: destroy ``destroy`` (free
+    instances made on demand over its place), then make ``make`` (the slot's slice, at its
+    place); ``make`` is ``None`` while something else is still there (a held instance, a
+    baseline one, one another reservation keeps)."""
+
+    reservation: Reservation
+    slot: str
+    destroy: tuple[str, ...]
+    make: CreateSlice | None
+
+
+def clear_slots(
+    reservations: Iterable[Reservation], views: Sequence[GpuView], now: datetime
+) -> list[SlotStep]:
+    """For each slot of a reservation in force at ``now`` (its slice not made yet) on one of
+    ``views``: the free instances made on demand over its place, to destroy at once, and the
+    slice to make there once nothing else is in the way (module docstring). A held instance
+    is never destroyed (:func:`drain` stops its container first); nor is a baseline one, or
+    one a reservation keeps."""
+    every = list(reservations)
+    by_gpu = {v.gpu.uuid: v for v in views}
+    steps: list[SlotStep] = []
+    for r in every:
+        if not r.in_force(now) or r.profile is None:
+            continue
+        kept_by = {u for o in every if o.id != r.id and o.overlaps(r.start, r.end)
+                   for u in o.devices}  # fmt: skip
+        for slot in (u for u in r.devices if is_slot(u)):
+            view = by_gpu.get(_slot_gpu(slot))
+            if view is None:
+                continue
+            start = _slot_start(slot)
+            place = Slice(slot, r.profile, start, held=True, on_demand=True)
+            over = in_the_way([view], {view.gpu.uuid: (place,)})
+            pieces = [s for s in view.slices if s.uuid in over]
+            free = tuple(
+                s.uuid
+                for s in pieces
+                if s.on_demand and not s.held and s.uuid not in kept_by and s.uuid not in r.devices
+            )
+            rest = [s for s in view.slices if s.uuid not in free]
+            beside = replace(view, slices=tuple(rest)).placed()
+            fits = not [s for s in pieces if s.uuid not in free] and start in free_starts(
+                view.table, r.profile, beside
+            )
+            make = CreateSlice(view.gpu.index, view.gpu.uuid, r.profile, start) if fits else None
+            steps.append(SlotStep(r, slot, free, make))
+    return steps
+
+
 def drain(
     reservations: Iterable[Reservation],
     occupants: Iterable[Occupant],
@@ -791,7 +893,9 @@ def drain(
     A running container on a device of a reservation not its owner's is warned from
     ``start - lead`` and stopped from ``start`` until the end; a stopped one that still
     holds such a device gives it back from ``start``. One container gets one stop however
-    many reservations it is in the way of.
+    many reservations it is in the way of. A container whose runtime limit stops it by the
+    start (``ends_by``) is left alone before it: no warning, as it will be gone (should it
+    still hold the device at the start, it is stopped as the others are).
     """
     live = [r for r in reservations if r.end > now and r.start - lead <= now]
     warns: list[DrainWarn] = []
@@ -808,6 +912,7 @@ def drain(
                 DrainWarn(occupant.container, r, r.start)
                 for r in in_way
                 if not warned((r.id, occupant.container))
+                and (occupant.ends_by is None or occupant.ends_by > r.start)
             )
     return warns, stops
 
@@ -994,8 +1099,10 @@ __all__ = [
     "Reservation",
     "ReservationLimits",
     "ReservationRequest",
+    "SlotStep",
     "admit",
     "blocked_devices",
+    "clear_slots",
     "drain",
     "fit",
     "format_moment",
@@ -1011,6 +1118,7 @@ __all__ = [
     "repair",
     "reserved_starts",
     "slot_keep_out",
+    "slot_places",
     "slot_uuid",
     "with_blocked",
 ]

@@ -332,9 +332,9 @@ class GpuDispatcher(PeriodicPass):
                 limit = runtime_limit_hours(
                     limits.max_runtime_hours, runtime_hours_of(record.labels)
                 )
-                if clock is not None and clock.run_started_at and limit is not None:
-                    left = timedelta(hours=limit, seconds=-clock.runtime_seconds_before)
-                    end = clock.run_started_at + left + timedelta(minutes=hold)
+                stop = None if clock is None else clock.runtime_stop_at(limit)
+                if stop is not None:
+                    end = stop + timedelta(minutes=hold)
             ends[record.docker_name] = end
         return ends
 

@@ -152,7 +152,7 @@ class LifecycleLoop(PeriodicPass):
             release=lambda record, now, reason: service.queue_desk.release_devices(
                 record, now, held_minutes=0, reason=reason
             ),
-            make=service.mig_on_demand.make_for_reservation,
+            slices=service.mig_on_demand,
         )
         super().__init__()
         self._activity_hour: datetime | None = None

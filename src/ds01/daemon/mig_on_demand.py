@@ -17,6 +17,11 @@ this carries them out through the GPU backend and records them in the state stor
   again at the next pass; nobody's request fails for it. A GPU left with no slice made on
   demand gets its baseline instances back where they fit. A slice a reservation not yet
   ended keeps is never destroyed (``ds01 reserve --mig`` of a slice made on demand).
+- **A reservation's slot** (``make_at``, ``destroy_for_reservation``): at the start of a
+  ``--mig`` reservation that keeps a slot, the free slices made on demand over its place
+  are destroyed at once (no keep time) and its slice is made there
+  (``daemon.reservations.ReservationWatch``; ``make_for_reservation`` makes it wherever
+  there is room when the place is not clear).
 - **A crash** between making a slice and recording it leaves an instance the store does not
   know: ``reclaim`` adopts every such instance beyond the GPU's baseline as made on demand
   (the admin's baseline is never taken for one), so it is destroyed like the others once
@@ -156,6 +161,26 @@ class MigOnDemand:
             return None
         gpu = next(v.gpu for v in views if v.gpu.uuid == where.gpu_uuid)
         return self._create(gpu, where, "ds01d", on_demand=True)
+
+    def make_at(self, create: CreateSlice, inventory: Inventory) -> Device:
+        """Under the allocation lock: a reservation's slot made at its own place (``create``,
+        from ``core.reservations.clear_slots``), recorded as made on demand.
+
+        Raises:
+            ds01.errors.SystemFault: the backend refused to make it.
+        """
+        gpu = next(g for g in inventory.gpus if g.uuid == create.gpu_uuid)
+        return self._create(gpu, create, "ds01d", on_demand=True)
+
+    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> bool:
+        """Under the allocation lock: destroy a free slice made on demand over a reservation's
+        slot at its start, without waiting for the keep time; ``False`` when the backend
+        refused (tried again at the next pass) or it is not there."""
+        device = next((d for d in inventory.devices if d.uuid == uuid), None)
+        gpu = next((g for g in inventory.gpus if device and g.uuid == device.gpu_uuid), None)
+        if device is None or gpu is None:
+            return False
+        return self._destroy(gpu, uuid, device.profile or "")
 
     # -- making and destroying ----------------------------------------------------------------
 

@@ -27,6 +27,13 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   top of their quota (``core.reservations.overstays``: warned with kind
   ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then); a
   reservation cancelled while in force ends at once for this (``cancelled_in_force``).
+  A container whose runtime limit stops it before a start is not warned
+  (``Occupant.ends_by``, from the lifecycle's clocks).
+- **Slots** (the same step): from the lead time the slices made on demand over a slot's
+  place count as the reservation's (``core.reservations.slot_places``): their containers
+  are warned and stopped as above. After the stops, at the start, the free slices over the
+  place are destroyed at once and the slot's slice is made there
+  (``core.reservations.clear_slots``), else wherever there is room.
 - **Repaired** (the same step): a device a reservation keeps that the inventory no longer
   has (a MIG layout changed) is re-mapped to an equivalent free one
   (``core.reservations.repair``, ``reservation.remap``), else the reservation is reported
@@ -43,11 +50,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
 from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
-from ds01.core.mig_on_demand import GpuView, KeepOut, in_the_way
+from ds01.core.mig_on_demand import CreateSlice, GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
     SLOT_PREFIX,
@@ -59,6 +66,7 @@ from ds01.core.reservations import (
     ReservationRequest,
     admit,
     blocked_devices,
+    clear_slots,
     drain,
     format_moment,
     holder_view,
@@ -68,6 +76,7 @@ from ds01.core.reservations import (
     phase,
     repair,
     slot_keep_out,
+    slot_places,
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -95,8 +104,29 @@ _ID_LENGTH = 8
 
 #: The GPUs with MIG on demand as the planner sees them (``MigOnDemand.views``).
 Views = Callable[[Inventory], Sequence[GpuView]]
-#: Makes a slice of a profile for a slot at its start (``MigOnDemand.make_for_reservation``).
-MakeSlice = Callable[[str, Inventory, Iterable[str]], Device | None]
+
+
+class SlotSlices(Protocol):
+    """What the lifecycle step asks of the slices made on demand for the slots of
+    reservations (``MigOnDemand``); every call under the allocation lock."""
+
+    def views(self, inventory: Inventory, held: Iterable[str]) -> list[GpuView]:
+        """The GPUs with MIG on demand, ``held`` the devices containers hold."""
+        ...
+
+    def make_at(self, create: CreateSlice, inventory: Inventory) -> Device:
+        """Make the slice of a slot at its own place (raises ``Ds01Error``)."""
+        ...
+
+    def make_for_reservation(
+        self, profile: str, inventory: Inventory, held: Iterable[str]
+    ) -> Device | None:
+        """Make a slice of ``profile`` wherever there is room; ``None``: none."""
+        ...
+
+    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> bool:
+        """Destroy a free slice made on demand over a slot's place; ``False``: refused."""
+        ...
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
 _Decision = TypeVar("_Decision")
@@ -408,19 +438,39 @@ class _Halt:
     running: bool
 
 
+def _make_slot(
+    slices: SlotSlices,
+    r: Reservation,
+    profile: str,
+    place: CreateSlice | None,
+    inventory: Inventory,
+    held: set[str],
+) -> Device | None:
+    """The slice of one slot of ``r`` (of ``profile``): at ``place`` when it is clear, else
+    wherever there is room; ``None`` when none could be made (logged)."""
+    try:
+        if place is not None:
+            return slices.make_at(place, inventory)
+        return slices.make_for_reservation(profile, inventory, held)
+    except Ds01Error as exc:
+        log.error("could not make a %s slice for reservation %s: %s", profile, r.id, exc.message)
+        return None
+
+
 @dataclass
 class ReservationWatch:
     """Announces phases and drains reserved devices, once per lifecycle pass.
 
     ``stop`` stops a container for the daemon with a reason (``ContainerOps.stop_by_daemon``);
     ``release`` gives a stopped container's devices back, under the allocation lock
-    (``QueueDesk.release_devices``); ``make`` makes the slice of a slot at its start
-    (``MigOnDemand.make_for_reservation``; ``None``: no slot is ever made)."""
+    (``QueueDesk.release_devices``); ``slices`` makes the slice of a slot at its start and
+    destroys the slices over its place (``MigOnDemand``; ``None``: no slot is ever made,
+    and no slice counts as a slot's place)."""
 
     ctx: DaemonContext
     stop: Callable[[ContainerRecord, str], None]
     release: Callable[[ContainerRecord, datetime, str], None]
-    make: MakeSlice | None = None
+    slices: SlotSlices | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -438,15 +488,15 @@ class ReservationWatch:
         with self._lock:
             if not dry_run:
                 self._announce(now)
-                self._make_slots(records, now)
-                self._repair(now)
             reservations = kept(self.ctx)
             lead = self._lead()
+            placed = self._slot_places(reservations, records, now, lead)
             ending = [*reservations, *cancelled_in_force(self.ctx, now)]
             occupants = self._occupants(records, ending, now, lead)
+            occupants = self._with_ends(occupants, records, owners, placed, now, lead)
             live = {r.id for r in reservations if r.end > now}
             warned = self._warned(WARNING_KIND, live, records, forget=not dry_run)
-            warns, stops = drain(reservations, occupants, now, lead, warned.__contains__)
+            warns, stops = drain(placed, occupants, now, lead, warned.__contains__)
             end_warned = self._warned(END_WARNING_KIND, live, records, forget=not dry_run)
             limits = self._gpu_limits(records, owners, ending)
             end_warns, end_stops = overstays(
@@ -481,7 +531,67 @@ class ReservationWatch:
                 if not dry_run:
                     halt = _Halt(reservation_id, reason, running)
                     self._stop(record, owners.get(record.uid), halt, now, tell)
+            if not dry_run:  # after the stops: the slices they freed are destroyed at once
+                self._make_slots(now)
+                self._repair(now)
             return done
+
+    def _slot_places(
+        self,
+        reservations: list[Reservation],
+        records: list[ContainerRecord],
+        now: datetime,
+        lead: timedelta,
+    ) -> list[Reservation]:
+        """``reservations`` with the slices made on demand over their slots' places counted
+        as theirs from the lead time (``core.reservations.slot_places``); the backend is
+        asked for the GPUs with MIG on demand only while such a slot is that near."""
+        near = any(
+            is_slot(u) for r in reservations if r.start - lead <= now < r.end for u in r.devices
+        )
+        if not near or self.slices is None:
+            return reservations
+        held = {u for record in records for u in record.gpus}
+        with self.ctx.allocation_lock:
+            views = self.slices.views(self.ctx.backend.inventory(), held)
+        return slot_places(reservations, views, now, lead)
+
+    def _with_ends(
+        self,
+        occupants: list[Occupant],
+        records: list[ContainerRecord],
+        owners: dict[int, Any],
+        reservations: list[Reservation],
+        now: datetime,
+        lead: timedelta,
+    ) -> list[Occupant]:
+        """``occupants`` with when their runtime limit stops them (``Occupant.ends_by``, read
+        from the lifecycle's clocks), for the running ones on a device of a reservation
+        whose start is at most ``lead`` away: one stopped by then is not warned
+        (``core.reservations.drain``). No limit under an exemption."""
+        soon = {u for r in reservations if now < r.start <= now + lead for u in r.devices}
+        if not soon:
+            return occupants
+        by_id = {r.id: r for r in records}
+        clocks = self.ctx.store.lifecycle_clocks()
+        exemptions = [e.exemption() for e in self.ctx.store.exemptions()]
+        out = []
+        for occupant in occupants:
+            record, owner = by_id[occupant.container], owners.get(by_id[occupant.container].uid)
+            clock = clocks.get(occupant.container)
+            if (
+                occupant.running
+                and soon.intersection(occupant.devices)
+                and owner is not None
+                and clock is not None
+                and covering_exemption(exemptions, record.user, record.name, now) is None
+            ):
+                limit = runtime_limit_hours(
+                    owner.limits.max_runtime_hours, L.runtime_hours_of(record.labels)
+                )
+                occupant = replace(occupant, ends_by=clock.runtime_stop_at(limit))
+            out.append(occupant)
+        return out
 
     def _occupants(
         self,
@@ -577,30 +687,37 @@ class ReservationWatch:
         ``core.reservations.next_change``), so that the lifecycle pass runs then."""
         return next_change(kept(self.ctx), now, self._lead())
 
-    def _make_slots(self, records: list[ContainerRecord], now: datetime) -> None:
-        """At a reservation's start, make the slice of each of its slots and keep that
-        instead (``reservation.remap``, ``made``); a slot left (no room, or no ``make``) is
-        then repaired like a device that is gone. Under the allocation lock."""
-        ctx = self.ctx
+    def _make_slots(self, now: datetime) -> None:
+        """At a reservation's start, for each of its slots: destroy the free slices made on
+        demand over its place and make its slice there (``core.reservations.clear_slots``),
+        else (something else is still there) wherever the fragment-least rule finds room;
+        the reservation keeps the slice instead (``reservation.remap``, ``made``). A slot
+        left is then repaired like a device that is gone. Under the allocation lock."""
+        ctx, slices = self.ctx, self.slices
         due = [r for r in kept(ctx) if r.in_force(now) and any(is_slot(u) for u in r.devices)]
-        if not due or self.make is None:
+        if not due or slices is None:
             return
-        held = {u for record in records for u in record.gpus}
         with ctx.allocation_lock:
+            held = {u for record in ctx.records() for u in record.gpus}
+            inventory = ctx.backend.inventory()
+            steps = clear_slots(kept(ctx), slices.views(inventory, held), now)
+            destroyed = [slices.destroy_for_reservation(u, inventory) for s in steps
+                         for u in s.destroy]  # fmt: skip
+            if any(destroyed):
+                inventory = ctx.backend.inventory()
+            places = {(s.reservation.id, s.slot): s.make for s in steps}
             for r in due:
-                devices = list(r.devices)
                 made: dict[str, str] = {}
-                for i, slot in enumerate(r.devices):
-                    if not is_slot(slot) or r.profile is None:
-                        continue
-                    try:
-                        device = self.make(r.profile, ctx.backend.inventory(), held)
-                    except Ds01Error as exc:
-                        log.error("could not make a %s slice for reservation %s: %s",
-                                  r.profile, r.id, exc.message)  # fmt: skip
-                        device = None
+                profile = r.profile
+                if profile is None:
+                    continue
+                for slot in (u for u in r.devices if is_slot(u)):
+                    place = places.get((r.id, slot))
+                    device = _make_slot(slices, r, profile, place, inventory, held)
                     if device is not None:
-                        devices[i] = made[slot] = device.uuid
+                        made[slot] = device.uuid
+                        inventory = ctx.backend.inventory()
+                devices = [made.get(u, u) for u in r.devices]
                 if made and ctx.store.set_reservation_devices(r.id, devices):
                     ctx.events.emit(
                         "reservation.remap",

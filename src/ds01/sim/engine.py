@@ -125,6 +125,7 @@ from ds01.core.reservations import (
     ReservationRequest,
     admit,
     blocked_devices,
+    clear_slots,
     drain,
     is_slot,
     out_of_slots,
@@ -132,6 +133,7 @@ from ds01.core.reservations import (
     repair,
     reserved_starts,
     slot_keep_out,
+    slot_places,
     with_blocked,
 )
 from ds01.core.reservations import Reservation as GpuReservation
@@ -531,17 +533,24 @@ class _OnDemandSlices:
         return {u for b in self.bookings if b.end > self.instant for u in b.devices}
 
     def make_slots(self, booked: GpuReservation, now: datetime) -> GpuReservation:
-        """At ``booked``'s start, make the slice of each of its slots where the fragment-least
-        rule puts it (:func:`~ds01.core.mig_on_demand.where_to_create`, as ds01d's
-        ``make_for_reservation``), then re-map what is left as ds01d does
+        """At ``booked``'s start, make the slice of each of its slots at its place once the
+        free slices made on demand there are destroyed
+        (:func:`~ds01.core.reservations.clear_slots`), else where the fragment-least rule
+        puts it (:func:`~ds01.core.mig_on_demand.where_to_create`); then re-map what is left
+        as ds01d does
         (:func:`~ds01.core.reservations.repair`: a free instance of the profile, or nothing);
         the reservation as it now stands."""
         devices = list(booked.devices)
         gpus = {g.uuid: g for g in self.inventory.gpus}
+        steps = clear_slots(self.bookings, self.views(self.state.held()), now)
+        places = {s.slot: s.make for s in steps if s.reservation.id == booked.id}
+        self._drop({u for s in steps if s.reservation.id == booked.id for u in s.destroy})
         for i, uuid in enumerate(booked.devices):
             if not is_slot(uuid) or booked.profile is None:
                 continue
-            where = where_to_create(self.views(self.state.held()), booked.profile)
+            where = places.get(uuid) or where_to_create(
+                self.views(self.state.held()), booked.profile
+            )
             if not isinstance(where, NoRoom):
                 made = self._add(planned_device(where, gpus[where.gpu_uuid]), on_demand=True)
                 devices[i] = made.uuid
@@ -567,6 +576,22 @@ class _OnDemandSlices:
             return self.inventory
         return with_planned(self.inventory, planned)
 
+    def borrowable_slices(
+        self, over: Sequence[PendingRequest], inventory: Inventory
+    ) -> Inventory:
+        """``inventory`` with the slices that would be made on demand for the requests held
+        for their quota (``over``, in queue order, each with its ``blocked`` devices), as
+        a ``--borrow`` create plans its own (:meth:`planned_for`: a free instance of the
+        profile first, no slice over a slot it is kept from), each beside the slices of
+        those before it, so that no place is counted twice; unchanged without dynamic GPUs."""
+        profiles = [r.request.mig_profiles for r in over]
+        if not self.dynamic or not any(profiles):
+            return inventory
+        held = self.state.held()
+        keep_outs = [slot_keep_out(self.bookings, r.blocked) for r in over]
+        creates = plan_what_fits(inventory, held, self.views(held), profiles, keep_outs)
+        return with_planned(inventory, creates)
+
     def materialize(self, placement: Placement) -> Placement:
         """``placement`` with its planned slices made."""
         return Placement(
@@ -576,19 +601,55 @@ class _OnDemandSlices:
             )
         )
 
+    def _drop(self, gone: set[str]) -> None:
+        """The slices ``gone`` destroyed (no baseline restored: a slot's slice comes next)."""
+        self.on_demand -= gone
+        kept = tuple(d for d in self.inventory.devices if d.uuid not in gone)
+        self.inventory = replace(self.inventory, devices=kept)
+
     def destroy(self, released: Iterable[str]) -> None:
         """Destroy the released slices made on demand (not those a reservation not ended
         keeps); restore baselines where none is left."""
         gone = self.on_demand.intersection(released) - self.reserved_slices()
         if not gone:
             return
-        self.on_demand -= gone
-        kept = tuple(d for d in self.inventory.devices if d.uuid not in gone)
-        self.inventory = replace(self.inventory, devices=kept)
+        self._drop(gone)
         gpus = {g.uuid: g for g in self.inventory.gpus}
         for view in self.views(self.state.held()):
             for create in baseline_creates(view):
                 self._add(planned_device(create, gpus[create.gpu_uuid]), on_demand=False)
+
+
+def _open_to(
+    inventory: Inventory,
+    bookings: Sequence[GpuReservation],
+    waiting: Sequence[PendingRequest],
+    now: datetime,
+) -> Inventory:
+    """``inventory`` without the devices ``bookings`` keep from any of ``waiting`` (each
+    expected to hold its devices for ``expected_runtime_hours``)."""
+    blocked: set[str] = set()
+    for request in waiting if bookings else ():
+        hold = request.expected_runtime_hours
+        ends_by = None if hold is None else now + timedelta(hours=hold)
+        blocked |= blocked_devices(bookings, request.user, now, ends_by)
+    if not blocked:
+        return inventory
+    return replace(inventory, reserved=inventory.reserved | blocked)
+
+
+def _occupants(state: AllocationState, running: Mapping[str, _Running]) -> list[Occupant]:
+    """Every holding of ``state`` as a reservation's drain sees it (``running``: the jobs
+    that run, by key)."""
+    return [
+        Occupant(
+            h.container, h.user, h.devices, h.container in running,
+            h.gpu_equivalents, h.borrowed,
+            at(running[h.container].start) if h.container in running else None,
+        )
+        for h in state.holdings
+        if h.devices
+    ]  # fmt: skip
 
 
 class _Replay(_OnDemandSlices):
@@ -682,7 +743,7 @@ class _Replay(_OnDemandSlices):
     def handle(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
         """One event of job (or reservation) ``key`` at ``hours``."""
         if kind >= _Event.RESERVE:
-            self.reservation_event(kind, key, now)
+            self.reservation_event(kind, key, hours, now)
         elif kind is _Event.SUBMIT:
             self.submit(key, now)
         elif kind is _Event.STOP:
@@ -774,10 +835,13 @@ class _Replay(_OnDemandSlices):
             self.borrow(decision, self.borrowing, hours, now)
             self.take_back(decision, self.borrowing, hours, now)
         over = [e.request for e in decision.ranked if e.status == "quota"]
-        if any(r.id in self.pending for r in over):
+        over = [r for r in over if r.id in self.pending]
+        if over:
             # Borrowing's own rule: a free device counts when a request held for its quota
-            # could take it and no request that waits for devices could (``wanted_by``).
-            free = free_devices(self.open_to(list(self.pending.values()), now), self.state)
+            # could take it and no request that waits for devices could (``wanted_by``);
+            # with MIG on demand, so does a slice a ``--borrow`` create would make for one.
+            opened = _open_to(self.inventory, self.bookings, list(self.pending.values()), now)
+            free = free_devices(self.borrowable_slices(over, opened), self.state)
             wanted = decision.waiting_requests
             self.borrowable = sum(
                 (
@@ -865,22 +929,32 @@ class _Replay(_OnDemandSlices):
 
     # -- GPU reservations ---------------------------------------------------------------------
 
-    def reservation_event(self, kind: _Event, key: str, now: datetime) -> None:
+    def reservation_event(self, kind: _Event, key: str, hours: float, now: datetime) -> None:
         """A reservation is asked for (admitted or refused), starts (kept or not), or ends
-        (nothing but the pass that follows)."""
+        (nothing but the pass that follows). At the start, the jobs on slices made on demand
+        over its slots' places are stopped and those slices freed at once, before the slots'
+        slices are made (as ds01d does: ``core.reservations.slot_places``)."""
         outcome = self.asked[key]
         if kind is _Event.RESERVE:
             self.asked[key] = self.admit(key, outcome, now)
         elif kind is _Event.RESERVATION_START and outcome.reservation is not None:
-            booked = self.make_slots(outcome.reservation, now)
+            places = slot_places(self.bookings, self.views(self.state.held()), now, timedelta(0))
+            placed = next(
+                (p for p in places if p.id == outcome.reservation.id), outcome.reservation
+            )
             in_way = [
                 h for h in self.state.holdings
-                if not booked.is_for(h.user) and set(h.devices) & set(booked.devices)
+                if not placed.is_for(h.user) and set(h.devices) & set(placed.devices)
             ]  # fmt: skip
+            if placed is not outcome.reservation:
+                occupants = _occupants(self.state, self.running)
+                for stop in self.displace([placed], hours, now, occupants):
+                    self.release(stop, hours, now)  # its slices destroyed before the make
+            booked = self.make_slots(outcome.reservation, now)
             present = {d.uuid for d in self.inventory.devices}
             missing = [u for u in booked.devices if u not in present]
-            self.asked[key] = replace(
-                outcome, reservation=booked, kept=not in_way and not missing
+            self.asked[key] = replace(  # displaced counted on it meanwhile
+                self.asked[key], reservation=booked, kept=not in_way and not missing
             )
         elif kind is _Event.RESERVATION_END and outcome.reservation is not None:
             # Its slices made on demand are destroyed once free, as ds01d does.
@@ -926,32 +1000,16 @@ class _Replay(_OnDemandSlices):
         started = {request.id for request, _ in starts}
         return [r for r in waiting if r.id not in started]
 
-    def open_to(self, waiting: Sequence[PendingRequest], now: datetime) -> Inventory:
-        """The inventory without the devices reservations keep from any of ``waiting``
-        (each expected to hold its devices for ``expected_runtime_hours``)."""
-        blocked: set[str] = set()
-        for request in waiting if self.bookings else ():
-            hold = request.expected_runtime_hours
-            ends_by = None if hold is None else now + timedelta(hours=hold)
-            blocked |= blocked_devices(self.bookings, request.user, now, ends_by)
-        if not blocked:
-            return self.inventory
-        return replace(self.inventory, reserved=self.inventory.reserved | blocked)
-
-    def drain(self, hours: float, now: datetime) -> None:
-        """Stop the jobs on devices of reservations in force that are not their owners',
-        and, at a reservation's end, its holder's jobs placed there on top of their quota
-        that do not fit within it (``overstays``); the work they have left is queued again."""
-        occupants = [
-            Occupant(
-                h.container, h.user, h.devices, h.container in self.running,
-                h.gpu_equivalents, h.borrowed,
-                at(self.running[h.container].start) if h.container in self.running else None,
-            )
-            for h in self.state.holdings
-            if h.devices
-        ]  # fmt: skip
-        _, stops = drain(self.bookings, occupants, now, timedelta(0))
+    def displace(
+        self,
+        bookings: Sequence[GpuReservation],
+        hours: float,
+        now: datetime,
+        occupants: Sequence[Occupant],
+    ) -> list[str]:
+        """Stop the jobs on devices of ``bookings`` in force that are not their owners'
+        (``drain``), counted as displaced; the jobs stopped."""
+        _, stops = drain(bookings, occupants, now, timedelta(0))
         for stop in stops:
             key = stop.container
             run = self.running.get(key)
@@ -964,6 +1022,14 @@ class _Replay(_OnDemandSlices):
             self.take(key, hours)
             asked = self.asked[stop.reservation.id]
             self.asked[stop.reservation.id] = replace(asked, displaced=asked.displaced + 1)
+        return [stop.container for stop in stops]
+
+    def drain(self, hours: float, now: datetime) -> None:
+        """Stop the jobs on devices of reservations in force that are not their owners',
+        and, at a reservation's end, its holder's jobs placed there on top of their quota
+        that do not fit within it (``overstays``); the work they have left is queued again."""
+        occupants = _occupants(self.state, self.running)
+        self.displace(self.bookings, hours, now, occupants)
         limits = {user: setup.quota.gpu_limit for user, setup in self.setups.items()}
         _, ends = overstays(self.bookings, occupants, limits, now, timedelta(0))
         for end in ends:
