@@ -131,7 +131,10 @@ def run(args: argparse.Namespace) -> None:
 
     service, settling = _started_service(args, paths, docker)
     backups = StateBackups(service.store)
-    backups.backup_now()  # a copy of the state as it is at start, before any change
+    # A copy of the state as it is at start, before any change: nothing writes the store
+    # from here until ds01d serves, which waits for it. SQLite copies, checks and flushes
+    # it without holding the interpreter's lock.
+    first_backup = _InThread("ds01d-first-backup", backups.backup_now)
     loops = _Loops.of(service, args)
     activity = _activity_counters(service)
     metrics = _MetricsStart(
@@ -142,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
     )
     server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
     _wait_for(settling, server, paths.socket)
+    first_backup.wait()
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
