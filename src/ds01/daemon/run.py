@@ -143,9 +143,13 @@ def run(args: argparse.Namespace) -> None:
         ),
         metrics_address,
     )
-    server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
-    _wait_for(settling, server, paths.socket)
+    from ds01.daemon import docker_api  # noqa: F401 (loaded while the settling waits)
+
+    # No socket is bound before the start is settled: a client that can connect finds the
+    # firewall in place and the half-made containers gone.
+    _wait_for(settling)
     first_backup.wait()
+    server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
@@ -171,14 +175,11 @@ def run(args: argparse.Namespace) -> None:
     _exit_status(server, unfinished)
 
 
-def _wait_for(settling: _InThread[None], server: Ds01HttpServer, socket_path: Path) -> None:
-    """The start's settling done (``_settled``), before ``server`` serves; exits, its
-    sockets closed, when Docker refused it."""
+def _wait_for(settling: _InThread[None]) -> None:
+    """The start's settling done (``_settled``); exits when Docker refused it."""
     try:
         settling.wait()
     except Ds01Error as exc:
-        server.server_close()
-        socket_path.unlink(missing_ok=True)
         sys.exit(f"ds01d: {exc.message}")
 
 
@@ -361,8 +362,8 @@ def _settled(service: Ds01Service) -> _InThread[None]:
 
     The last two wait on Docker and ``iptables``: they run in a thread of their own (the
     one returned) while the main thread builds the rest of ds01d, which waits for it before
-    it serves (``run``). The networks' lock is taken before that thread begins, so nothing
-    could use a network before its rules are in place in any case."""
+    it binds its sockets (``run``). The networks' lock is taken before that thread begins,
+    so nothing could use a network before its rules are in place in any case."""
     from ds01.daemon.disk import detect_storage
     from ds01.daemon.networks import network_name
 
