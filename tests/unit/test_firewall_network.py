@@ -219,3 +219,34 @@ def test_a_use_of_the_networks_waits_for_the_reconcile_begun_at_start(tmp_path: 
     assert made == {"name": network_name(uid)}
     assert engine.calls == ["networks", "find_network", "create_network"]
     assert table.chains[f"DS01-{bridge_name(uid)}"] == bridge_rules(uid)
+
+
+def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_path: Path):
+    engine = NetworkEngine()
+    table = FilterTable()
+    runs: list[Sequence[str]] = []
+
+    def counted(argv: Sequence[str]) -> str:
+        runs.append(argv)
+        return table(argv)
+
+    firewall = Firewall(run=counted)
+    networks = UserNetworks(
+        cast(DockerRuntime, engine), firewall, EventLog(tmp_path / "events"), "me"
+    )
+    intact, tampered = 1001, 1002
+    for uid in (intact, tampered):
+        engine.create_network(network_name(uid), bridge_name(uid), {"ds01.network": "user",
+                              "ds01.uid": str(uid), "ds01.instance": "me"})  # fmt: skip
+        firewall.guard(bridge_name(uid), uid)
+    table.chains[f"DS01-{bridge_name(tampered)}"].pop()  # its REJECT gone
+    runs.clear()
+
+    assert networks.reconcile([intact, tampered]) == []
+
+    written = {argv[5] for argv in runs if argv[4] in ("-F", "-A")}
+    assert written == {f"DS01-{bridge_name(tampered)}"}  # the intact chain untouched
+    assert firewall.state().bridges == {
+        bridge_name(intact): intact,
+        bridge_name(tampered): tampered,
+    }

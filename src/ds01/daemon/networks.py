@@ -106,11 +106,12 @@ class UserNetworks:
     # -- start-up ------------------------------------------------------------------------
 
     def reconcile(self, in_use: Iterable[int]) -> list[str]:
-        """At start: install the firewall, guard every ds01 network on the engine, and
-        remove this instance's networks of users with no container (``in_use``: the uids
-        that have one). Returns the networks removed. Never raises for the firewall: a
-        failure is logged, kept in ``firewall_error`` and logged as an event; raises the
-        ``Ds01Error`` of Docker refusing to list the networks."""
+        """At start: install the firewall, guard every ds01 network on the engine (one
+        whose rules read back complete is left as it is), and remove this instance's
+        networks of users with no container (``in_use``: the uids that have one). Returns
+        the networks removed. Never raises for the firewall: a failure is logged, kept in
+        ``firewall_error`` and logged as an event; raises the ``Ds01Error`` of Docker
+        refusing to list the networks."""
         return self.begin_reconcile(in_use)()
 
     def begin_reconcile(self, in_use: Iterable[int]) -> Callable[[], list[str]]:
@@ -144,6 +145,9 @@ class UserNetworks:
         removed: list[str] = []
         try:
             self.firewall.install_base()
+            # Read back once: a network whose rules are complete (as after a restart) is
+            # not written again; the doctor reads them the same way (``unguarded``).
+            complete = self.firewall.state().bridges
             for network in self.runtime.networks(L.NETWORK):
                 uid = owner_uid(network)
                 if uid is None:
@@ -158,7 +162,8 @@ class UserNetworks:
                     else:
                         removed.append(network.name)
                         continue
-                self.firewall.guard(network.bridge, uid, base_installed=True)
+                if complete.get(network.bridge) != uid:
+                    self.firewall.guard(network.bridge, uid, base_installed=True)
                 self._guarded[network.name] = network.id
         except FirewallError as exc:
             self._firewall_failed(exc)
