@@ -28,8 +28,11 @@ Timings are reported, never asserted.
 
 Usage (root, Docker): ``/opt/ds01/venv/bin/python benchmarks/bench_scale.py [--json]
 [--containers N] [--rounds N] [--concurrent N] [--scrapes N] [--list-at N] [--start-only]
-[--quick]`` (``--start-only``: only the start to the first list, with its slowest and
-fastest round)
+[--against DS01D] [--busy N] [--quick]`` (``--start-only``: only the start to the first list,
+with its slowest and fastest round; ``--against``: the same start of another ``ds01d``
+console script, e.g. one installed from an older tree, round by round in turn with this
+one's, starting each time with the other; ``--busy``: N processes that spin on a core each
+while the starts are measured, for a machine made busy on purpose)
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,15 +220,19 @@ class ScaleBench:
             after_events.append(self.scrape())
         return steady, after_events
 
-    def start_to_first_list(self) -> list[float]:
-        """Per round: seconds from starting ds01d (stopped cleanly) to an answered list."""
+    def start_to_first_list(
+        self, ds01d: str | None = None, rounds: int | None = None
+    ) -> list[float]:
+        """Per round: seconds from starting ds01d (stopped cleanly; ``ds01d``: that console
+        script instead of this tree's) to an answered list."""
         times = []
-        for _ in range(self.rounds):
+        command = self.daemon.command if ds01d is None else [ds01d, *self.daemon.command[1:]]
+        for _ in range(self.rounds if rounds is None else rounds):
             self.daemon.stop()
             started = time.perf_counter()
             with self.daemon.output_file.open("ab") as out:
                 self.daemon.process = subprocess.Popen(
-                    self.daemon.command,
+                    command,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -260,18 +267,55 @@ class ScaleBench:
 
 
 def measure_start(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
-    """``--start-only``: ds01d's start to the first answered list at N, alone."""
+    """``--start-only``: ds01d's start to the first answered list at N, alone, or round by
+    round in turn with ``--against``'s."""
     bench.populate(args.containers)
     progress(f"ds01d start to the first answered list, {args.rounds} rounds")
-    starts = bench.start_to_first_list()
-    ps_a = bench.cli_times(["docker", "ps", "-a"])
+    with busy_cores(args.busy):
+        if args.against is None:
+            starts, others = bench.start_to_first_list(), []
+        else:
+            starts, others = alternating_starts(bench, args.against)
+        ps_a = bench.cli_times(["docker", "ps", "-a"])
     n = args.containers
-    return [
+    rows = [
         Row(f"start to first list at {n}", ms(statistics.median(starts)), "docker ps -a",
             ms(ps_a), budget="<= 500 ms"),
         Row(f"  slowest start at {n}", ms(max(starts)), "-", None),
         Row(f"  fastest start at {n}", ms(min(starts)), "-", None),
     ]  # fmt: skip
+    if others:
+        rows += [
+            Row(f"  this ds01d against {Path(args.against).name}", ms(statistics.median(starts)),
+                str(args.against)[-30:], ms(statistics.median(others))),
+            Row(f"  slowest start of {Path(args.against).name}", ms(max(others)), "-", None),
+            Row(f"  fastest start of {Path(args.against).name}", ms(min(others)), "-", None),
+        ]  # fmt: skip
+    return rows
+
+
+def alternating_starts(bench: ScaleBench, against: str) -> tuple[list[float], list[float]]:
+    """This tree's starts and ``against``'s, one of each per round, the order alternating."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    for round_number in range(bench.rounds):
+        sides = [(None, ours), (against, theirs)]
+        for ds01d, times in sides if round_number % 2 == 0 else sides[::-1]:
+            times += bench.start_to_first_list(ds01d, rounds=1)
+        progress(f"round {round_number + 1}: {ms(ours[-1])} ms, against {ms(theirs[-1])} ms")
+    return ours, theirs
+
+
+@contextlib.contextmanager
+def busy_cores(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def measure(bench: ScaleBench, args: argparse.Namespace) -> list[Row]:
@@ -370,6 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--start-only", action="store_true", help="only ds01d's start to the first list at N"
     )
+    parser.add_argument(
+        "--against",
+        metavar="DS01D",
+        help="with --start-only: another ds01d console script, started in turn with this one's",
+    )
+    parser.add_argument(
+        "--busy", type=int, default=0, metavar="N", help="with --start-only: N spinning processes"
+    )
     args = parse_args(
         parser,
         {"containers": 3, "rounds": 1, "concurrent": 2, "scrapes": 3, "list_at": 2},
@@ -377,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if min(args.containers, args.rounds, args.concurrent, args.scrapes, args.list_at) < 1:
         parser.error("every size must be positive")
+    if (args.against is not None or args.busy) and not args.start_only:
+        parser.error("--against and --busy go with --start-only")
+    if args.busy < 0:
+        parser.error("--busy must not be negative")
     if os.geteuid() != 0:
         parser.error("run as root (it starts ds01d and talks to Docker)")
     if shutil.which("docker") is None:

@@ -1,9 +1,12 @@
-"""What ds01d loads before its socket answers: not the exporter's dependencies.
+"""What ds01d loads before its socket answers: not the exporter's dependencies, nor the
+handlers of the routes a first list does not need.
 
 ``ds01.daemon.run`` imports prometheus-client (through ``ds01.metrics.collector`` and
 ``exporter``) in the exporter's own thread, once the socket is served; everything the start
 imports before that must not pull it in at module level, nor the CLI, the dashboard or the
-JupyterHub spawner. Checked in a fresh interpreter.
+JupyterHub spawner. The server loads the handler modules of the admin, queue, image, event,
+report and dashboard routes when a route first calls them (``ds01.daemon.deferred``).
+Checked in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ BEFORE_SERVING = (
     "ds01.daemon.sampler",
     "ds01.daemon.oom",
     "ds01.daemon.energy",
+    "ds01.daemon.networks",
     "ds01.daemon.disk",
     "ds01.daemon.gpu_use",
     "ds01.daemon.slurm_jobs",
@@ -45,10 +49,22 @@ AFTER_SERVING = (
     "ds01.tui",
     "ds01.jupyterhub",
     "textual",
+    # The handlers the server loads on first use.
+    "ds01.daemon.admin",
+    "ds01.daemon.doctor",
+    "ds01.daemon.events_view",
+    "ds01.daemon.exemptions",
+    "ds01.daemon.gpu_check",
+    "ds01.daemon.logs_view",
+    "ds01.daemon.overview",
+    "ds01.daemon.queue_view",
+    "ds01.daemon.report_view",
+    "ds01.daemon.stats_view",
+    "ds01.config.edit",
 )
 
 
-def test_the_start_loads_nothing_of_the_exporter_before_it_serves() -> None:
+def test_the_start_loads_neither_the_exporter_nor_the_deferred_handlers_before_it_serves() -> None:
     code = (
         "import importlib, sys\n"
         f"for name in {BEFORE_SERVING!r}:\n"

@@ -7,11 +7,17 @@ idempotent and removing leaves nothing of a bridge.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from ds01.daemon.networks import bridge_name, network_name
+from ds01.daemon.networks import UserNetworks, bridge_name, network_name
+from ds01.events.log import EventLog
+from ds01.runtime.docker import DockerRuntime
+from ds01.runtime.docker_networks import NetworkRecord
 from ds01.runtime.firewall import (
     CHAIN,
     Firewall,
@@ -163,3 +169,84 @@ def test_no_iptables_is_a_clear_error():
     firewall = Firewall(run=FilterTable(), iptables="/nonexistent/iptables")
     with pytest.raises(FirewallError, match="not installed"):
         firewall.install_base()
+
+
+class NetworkEngine:
+    """Just enough of Docker's networks for ``UserNetworks``, noting each call in ``calls``;
+    ``looked_up`` is set once a network is looked up by name (a use, not the start)."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, NetworkRecord] = {}
+        self.calls: list[str] = []
+        self.looked_up = threading.Event()
+
+    def networks(self, label: str) -> list[NetworkRecord]:
+        self.calls.append("networks")
+        return list(self.made.values())
+
+    def find_network(self, name: str) -> NetworkRecord | None:
+        self.calls.append("find_network")
+        self.looked_up.set()
+        return self.made.get(name)
+
+    def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
+        self.calls.append("create_network")
+        self.made[name] = NetworkRecord(f"id-{name}", name, bridge, dict(labels))
+        return self.made[name]
+
+
+#: How long a use of the networks is given to (wrongly) begin while the start's
+#: reconcile is under way: nothing marks a thread as blocked on a lock.
+NO_USE_WINDOW_S = 0.3
+
+
+def test_a_use_of_the_networks_waits_for_the_reconcile_begun_at_start(tmp_path: Path):
+    engine = NetworkEngine()
+    table = FilterTable()
+    networks = UserNetworks(
+        cast(DockerRuntime, engine), Firewall(run=table), EventLog(tmp_path / "events"), "me"
+    )
+    uid = 1001
+    made: dict[str, Any] = {}
+
+    run_reconcile = networks.begin_reconcile([uid])  # as ds01d's start: in_use listed
+    user = threading.Thread(target=lambda: made.update(name=networks.ensure(uid)))
+    user.start()  # a create, say, arriving while the reconcile has not run yet
+    assert not engine.looked_up.wait(NO_USE_WINDOW_S), "a network was used before the reconcile"
+    assert run_reconcile() == []
+    user.join(timeout=10)
+
+    assert made == {"name": network_name(uid)}
+    assert engine.calls == ["networks", "find_network", "create_network"]
+    assert table.chains[f"DS01-{bridge_name(uid)}"] == bridge_rules(uid)
+
+
+def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_path: Path):
+    engine = NetworkEngine()
+    table = FilterTable()
+    runs: list[Sequence[str]] = []
+
+    def counted(argv: Sequence[str]) -> str:
+        runs.append(argv)
+        return table(argv)
+
+    firewall = Firewall(run=counted)
+    networks = UserNetworks(
+        cast(DockerRuntime, engine), firewall, EventLog(tmp_path / "events"), "me"
+    )
+    intact, tampered = 1001, 1002
+    for uid in (intact, tampered):
+        engine.create_network(network_name(uid), bridge_name(uid), {"ds01.network": "user",
+                              "ds01.uid": str(uid), "ds01.instance": "me"})  # fmt: skip
+        firewall.guard(bridge_name(uid), uid)
+    table.chains[f"DS01-{bridge_name(tampered)}"].pop()  # its REJECT gone
+    runs.clear()
+
+    assert networks.reconcile([intact, tampered]) == []
+
+    written = {argv[5] for argv in runs if argv[4] in ("-F", "-A")}
+    assert written == {f"DS01-{bridge_name(tampered)}"}  # the intact chain untouched
+    assert firewall.state().bridges == {
+        bridge_name(intact): intact,
+        bridge_name(tampered): tampered,
+    }

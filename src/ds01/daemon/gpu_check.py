@@ -42,8 +42,6 @@ from ds01.runtime.host_gpu import (
 
 #: Seconds the test container may run.
 TEST_TIMEOUT_SECONDS = 60
-#: The query keys of ``GET /v1/admin/gpu-check``.
-QUERY_KEYS = ("image",)
 #: Who runs ``nvidia-smi`` in the test container: nobody, like a user without privileges.
 TEST_USER = "65534:65534"
 
@@ -188,4 +186,4 @@ def gpu_check(
     )
 
 
-__all__ = ["QUERY_KEYS", "gpu_check"]
+__all__ = ["gpu_check"]

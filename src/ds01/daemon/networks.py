@@ -29,7 +29,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,41 +106,69 @@ class UserNetworks:
     # -- start-up ------------------------------------------------------------------------
 
     def reconcile(self, in_use: Iterable[int]) -> list[str]:
-        """At start: install the firewall, guard every ds01 network on the engine, and
-        remove this instance's networks of users with no container (``in_use``: the uids
-        that have one). Returns the networks removed. Never raises for the firewall: a
-        failure is logged, kept in ``firewall_error`` and logged as an event."""
+        """At start: install the firewall, guard every ds01 network on the engine (one
+        whose rules read back complete is left as it is), and remove this instance's
+        networks of users with no container (``in_use``: the uids that have one). Returns
+        the networks removed. Never raises for the firewall: a failure is logged, kept in
+        ``firewall_error`` and logged as an event; raises the ``Ds01Error`` of Docker
+        refusing to list the networks."""
+        return self.begin_reconcile(in_use)()
+
+    def begin_reconcile(self, in_use: Iterable[int]) -> Callable[[], list[str]]:
+        """``reconcile`` in two steps, for a start that runs it in a thread of its own:
+        this takes the networks' lock now, in the caller's thread, so that whatever uses
+        them afterwards (``ensure``, ``holding``, ``release_if_unused``) waits until it is
+        done; the function returned does the work and releases the lock, and must be
+        called exactly once, in any thread."""
         users = set(in_use)
-        removed = []
-        with self._lock:
+        self._lock.acquire()
+
+        def run() -> list[str]:
             try:
-                self.firewall.install_base()
-                for network in self.runtime.networks(L.NETWORK):
-                    uid = owner_uid(network)
-                    if uid is None:
+                removed = self._reconcile_locked(users)
+                installed = self.firewall_error is None
+            finally:
+                self._lock.release()
+            if installed:
+                self.events.emit(
+                    FIREWALL_ACTION,
+                    user="ds01d",
+                    resource="firewall/ds01",
+                    details={"guarded": sorted(self._guarded), "removed": removed},
+                )
+            return removed
+
+        return run
+
+    def _reconcile_locked(self, users: set[int]) -> list[str]:
+        """``reconcile``'s work, under ``_lock``: sets ``firewall_error``."""
+        removed: list[str] = []
+        try:
+            self.firewall.install_base()
+            # Read back once: a network whose rules are complete (as after a restart) is
+            # not written again; the doctor reads them the same way (``unguarded``).
+            complete = self.firewall.state().bridges
+            for network in self.runtime.networks(L.NETWORK):
+                uid = owner_uid(network)
+                if uid is None:
+                    continue
+                if uid not in users and self._owned(network):
+                    try:
+                        self._remove(network, "no container of this user left")
+                    except FirewallError:
+                        raise
+                    except Ds01Error as exc:  # still in use: guarded below
+                        log.warning("network %s stays: %s", network.name, exc.message)
+                    else:
+                        removed.append(network.name)
                         continue
-                    if uid not in users and self._owned(network):
-                        try:
-                            self._remove(network, "no container of this user left")
-                        except FirewallError:
-                            raise
-                        except Ds01Error as exc:  # still in use: guarded below
-                            log.warning("network %s stays: %s", network.name, exc.message)
-                        else:
-                            removed.append(network.name)
-                            continue
+                if complete.get(network.bridge) != uid:
                     self.firewall.guard(network.bridge, uid, base_installed=True)
-                    self._guarded[network.name] = network.id
-            except FirewallError as exc:
-                self._firewall_failed(exc)
-                return removed
+                self._guarded[network.name] = network.id
+        except FirewallError as exc:
+            self._firewall_failed(exc)
+            return removed
         self.firewall_error = None
-        self.events.emit(
-            FIREWALL_ACTION,
-            user="ds01d",
-            resource="firewall/ds01",
-            details={"guarded": sorted(self._guarded), "removed": removed},
-        )
         return removed
 
     def _firewall_failed(self, exc: FirewallError) -> None:

@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Events the report counts.
 ACTIONS = core.COUNTED
-#: The query keys of ``GET /v1/admin/report``.
-QUERY_KEYS = ("from", "to")
-
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
@@ -193,4 +190,4 @@ def report(service: Ds01Service, caller: Caller, query: Mapping[str, str]) -> ap
     return api.UsageReport.model_validate(built.to_dict())
 
 
-__all__ = ["QUERY_KEYS", "report"]
+__all__ = ["report"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ds01.errors import Ds01Error
 
@@ -129,9 +129,12 @@ def run(args: argparse.Namespace) -> None:
     from ds01.daemon.server import Ds01HttpServer
     from ds01.daemon.state_backup import StateBackups
 
-    service = _started_service(args, paths, docker)
+    service, settling = _started_service(args, paths, docker)
     backups = StateBackups(service.store)
-    backups.backup_now()  # a copy of the state as it is at start, before any change
+    # A copy of the state as it is at start, before any change: nothing writes the store
+    # from here until ds01d serves, which waits for it. SQLite copies, checks and flushes
+    # it without holding the interpreter's lock.
+    first_backup = _InThread("ds01d-first-backup", backups.backup_now)
     loops = _Loops.of(service, args)
     activity = _activity_counters(service)
     metrics = _MetricsStart(
@@ -140,6 +143,12 @@ def run(args: argparse.Namespace) -> None:
         ),
         metrics_address,
     )
+    from ds01.daemon import docker_api  # noqa: F401 (loaded while the settling waits)
+
+    # No socket is bound before the start is settled: a client that can connect finds the
+    # firewall in place and the half-made containers gone.
+    _wait_for(settling)
+    first_backup.wait()
     server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
     stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
@@ -164,6 +173,14 @@ def run(args: argparse.Namespace) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+def _wait_for(settling: _InThread[None]) -> None:
+    """The start's settling done (``_settled``); exits when Docker refused it."""
+    try:
+        settling.wait()
+    except Ds01Error as exc:
+        sys.exit(f"ds01d: {exc.message}")
 
 
 def _serving_collector() -> None:
@@ -230,21 +247,48 @@ def _locked_state(paths: DaemonPaths) -> int:
         sys.exit(f"ds01d: {exc.message}")
 
 
+T = TypeVar("T")
+
+
+class _InThread(Generic[T]):
+    """``work`` run in a thread of its own from now on, while ds01d's main thread goes on
+    with its start: for what waits on Docker or ``iptables`` (a wait holds no interpreter
+    lock, so it costs the main thread nothing). :meth:`wait` waits for it and returns its
+    result, or raises what it raised."""
+
+    def __init__(self, name: str, work: Callable[[], T]) -> None:
+        self._work = work
+        self._result: list[T] = []
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result.append(self._work())
+        except Exception as exc:  # raised again in the main thread, by ``wait``
+            self._error = exc
+
+    def wait(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result[0]
+
+
 class _DockerStart:
     """Docker's client, its engine's info and the container ledger's start (the one full
     container list of ds01d's start, every reader after it uses the ledger), begun before
     the rest of ds01d loads: those imports are most of the start, and Docker answers on the
-    other core meanwhile. The start runs in a thread of its own; :meth:`wait` waits for it
-    and raises what it raised."""
+    other core meanwhile. :meth:`wait` waits for it and raises what it raised (a
+    ``Ds01Error``: Docker refused)."""
 
     def __init__(self, runtime: DockerRuntime) -> None:
         from ds01.daemon.ledger import ContainerLedger
 
         self.runtime = runtime
         self.ledger = ContainerLedger(runtime)
-        self.engine: EngineInfo | None = None
-        self._error: Ds01Error | None = None
-        self._thread = threading.Thread(target=self._run, name="ds01d-docker-start", daemon=True)
+        self._begun = _InThread("ds01d-docker-start", self._run)
 
     @classmethod
     def begin(cls) -> _DockerStart:
@@ -252,34 +296,25 @@ class _DockerStart:
         from ds01.runtime.docker import DockerRuntime
 
         try:
-            start = cls(DockerRuntime.from_env())
+            return cls(DockerRuntime.from_env())
         except Ds01Error as exc:
             sys.exit(f"ds01d: {exc.message}")
-        start._thread.start()
-        return start
 
-    def _run(self) -> None:
-        try:
-            self.ledger.start()
-            self.engine = self.runtime.engine_info()
-        except Ds01Error as exc:
-            self._error = exc
+    def _run(self) -> EngineInfo:
+        self.ledger.start()
+        return self.runtime.engine_info()
 
     def wait(self) -> EngineInfo:
-        """Wait for the start to end; the engine's info. Raises the ``Ds01Error`` it met
-        (Docker refused)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self.engine is not None
-        return self.engine
+        """Wait for the start to end; the engine's info."""
+        return self._begun.wait()
 
 
 def _started_service(
     args: argparse.Namespace, paths: DaemonPaths, docker: _DockerStart
-) -> Ds01Service:
-    """The service, with what the last ds01d left half-done settled and the firewall up
-    before anything is served (``_settled``); exits when Docker or the state refuse."""
+) -> tuple[Ds01Service, _InThread[None]]:
+    """The service, with what the last ds01d left half-done settled, and the rest of that
+    settling (the firewall up, the disk-limit mode) under way, to be waited for before
+    anything is served (``_settled``); exits when Docker or the state refuse."""
     from ds01.daemon.context import DaemonDependencies
     from ds01.daemon.service import Ds01Service
     from ds01.daemon.state_start import open_state
@@ -314,25 +349,35 @@ def _started_service(
             ),
         )
         service = Ds01Service(given)
-        _settled(service)
+        settling = _settled(service)
     except Ds01Error as exc:
         sys.exit(f"ds01d: {exc.message}")
-    return service
+    return service, settling
 
 
-def _settled(service: Ds01Service) -> None:
-    """At start: the audit log given to the admins, the disk-limit mode detected, half-made
-    containers and unused cgroup parents removed, users' networks guarded (a failure is
-    logged and fails closed), and what was done logged."""
+def _settled(service: Ds01Service) -> _InThread[None]:
+    """At start: the audit log given to the admins, half-made containers and unused cgroup
+    parents removed, the disk-limit mode detected, users' networks guarded (a failure is
+    logged and fails closed), and what was done logged.
+
+    The last two wait on Docker and ``iptables``: they run in a thread of their own (the
+    one returned) while the main thread builds the rest of ds01d, which waits for it before
+    it binds its sockets (``run``). The networks' lock is taken before that thread begins,
+    so nothing could use a network before its rules are in place in any case."""
     from ds01.daemon.disk import detect_storage
     from ds01.daemon.networks import network_name
 
     service.share_log_with_admins()
-    service.status.storage = detect_storage(service.runtime)
     removed = service.reconciler.reconcile()
-    emptied = service.enforcement.reconcile_cgroups()
     records = service.records()
-    service.networks.reconcile(r.uid for r in records)
+    guard_networks = service.networks.begin_reconcile(r.uid for r in records)
+
+    def wait_on_docker_and_iptables() -> None:
+        guard_networks()  # first: it holds the networks' lock until it is done
+        service.status.storage = detect_storage(service.runtime)
+
+    settling = _InThread("ds01d-settle", wait_on_docker_and_iptables)
+    emptied = service.enforcement.reconcile_cgroups()
     log = logging.getLogger("ds01d")
     if removed:
         log.warning("removed %d half-made container(s): %s", len(removed), ", ".join(removed))
@@ -346,6 +391,7 @@ def _settled(service: Ds01Service) -> None:
             len(legacy),
             ", ".join(legacy),
         )
+    return settling
 
 
 @dataclass(frozen=True)

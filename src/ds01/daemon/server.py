@@ -24,25 +24,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ds01 import __version__
 from ds01.core.admission import HubCaps, Notice
-from ds01.daemon import (
-    admin,
-    events_view,
-    exemptions,
-    images,
-    logs_view,
-    queue_view,
-    report_view,
-    reservations,
-    stats_view,
-)
-from ds01.daemon import gpu_check as gpu_check_view
+from ds01.daemon import reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.connections import (
     DEFAULT_LIMITS,
@@ -55,10 +44,8 @@ from ds01.daemon.connections import (
     declared_body_length,
     open_to_everyone,
 )
-from ds01.daemon.doctor import diagnose
+from ds01.daemon.deferred import deferred
 from ds01.daemon.identity import Caller
-from ds01.daemon.image_jobs import JobKind
-from ds01.daemon.overview import overview
 from ds01.daemon.service import Created, Ds01Service, Queued
 from ds01.daemon.terminal import Session, Terminals
 from ds01.errors import DaemonUnavailable, Ds01Error, InvalidInput, NotFound
@@ -68,11 +55,45 @@ from ds01.model.text import SHOWN_INPUT_CHARS, clip, shown
 from ds01.runtime.identity import user_by_uid
 from ds01.runtime.storage_fault import storage_fault
 
+if TYPE_CHECKING:
+    from ds01.daemon import (
+        admin,
+        events_view,
+        exemptions,
+        images,
+        logs_view,
+        queue_view,
+        report_view,
+        stats_view,
+    )
+    from ds01.daemon import doctor as doctor_view
+    from ds01.daemon import gpu_check as gpu_check_view
+    from ds01.daemon import overview as overview_view
+    from ds01.daemon.image_jobs import JobKind
+else:
+    # The handlers of what is not needed to answer a first list load when first called.
+    admin = deferred("ds01.daemon.admin")
+    doctor_view = deferred("ds01.daemon.doctor")
+    events_view = deferred("ds01.daemon.events_view")
+    exemptions = deferred("ds01.daemon.exemptions")
+    images = deferred("ds01.daemon.images")
+    logs_view = deferred("ds01.daemon.logs_view")
+    overview_view = deferred("ds01.daemon.overview")
+    queue_view = deferred("ds01.daemon.queue_view")
+    report_view = deferred("ds01.daemon.report_view")
+    stats_view = deferred("ds01.daemon.stats_view")
+    gpu_check_view = deferred("ds01.daemon.gpu_check")
+
 log = logging.getLogger(__name__)
 
 Query = dict[str, str]
 #: How many problems of an invalid request body an error message lists.
 SHOWN_PROBLEMS = 5
+#: The query keys of ``GET /v1/events``, ``GET /v1/admin/gpu-check`` and
+#: ``GET /v1/admin/report``, passed on to ``events_view``, ``gpu_check`` and ``report_view``.
+EVENTS_QUERY = ("user", "action", "container", "since", "until", "after_seq", "limit", "wait")
+GPU_CHECK_QUERY = ("image",)
+REPORT_QUERY = ("from", "to")
 INTERNAL_ERROR_MESSAGE = "ds01d hit an internal error; an admin can find details in its log."
 M = TypeVar("M", bound=BaseModel)
 
@@ -365,7 +386,7 @@ def gpu_status(call: RouteCall) -> api.GpuStatusResponse:
 
 
 def dashboard_overview(call: RouteCall) -> api.Overview:
-    return overview(call.service, call.caller)
+    return overview_view.overview(call.service, call.caller)
 
 
 def limits(call: RouteCall) -> api.LimitsResponse:
@@ -383,7 +404,7 @@ def directories(call: RouteCall) -> api.DaemonDirectories:
 
 
 def doctor(call: RouteCall) -> api.DoctorReport:
-    return diagnose(call.service, call.caller)
+    return doctor_view.diagnose(call.service, call.caller)
 
 
 def gpu_check(call: RouteCall) -> api.GpuCheckReport:
@@ -670,7 +691,7 @@ ROUTES: tuple[Route, ...] = (
         "those after event N, waiting up to wait=SECONDS (at most 60) for one",
         events,
         api.EventsPage,
-        query=events_view.QUERY_KEYS,
+        query=EVENTS_QUERY,
         waits=True,
     ),
     Route(
@@ -695,7 +716,7 @@ ROUTES: tuple[Route, ...] = (
         "(image=REF, else the starter image) (admins)",
         gpu_check,
         api.GpuCheckReport,
-        query=gpu_check_view.QUERY_KEYS,
+        query=GPU_CHECK_QUERY,
         waits=True,
     ),
     Route(
@@ -705,7 +726,7 @@ ROUTES: tuple[Route, ...] = (
         "allocated and used, containers, idle reclaims, queue waits, energy, CO2 (admins)",
         usage_report,
         api.UsageReport,
-        query=report_view.QUERY_KEYS,
+        query=REPORT_QUERY,
     ),
     Route(
         "POST",
