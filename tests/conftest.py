@@ -21,7 +21,8 @@ Fixtures:
 - ``unix_users`` (session): real users alice, bob, carol, dave, erin (see ``TEST_USERS``),
   mapping name → ``pwd.struct_passwd``.
 - ``fake_gpu_nodes`` (session): a directory with ``nvidia0``…``nvidia7`` character devices.
-- ``slurm_cluster`` (session): a real Slurm cluster on this machine (``scripts/slurm-cluster.sh``).
+- ``slurm_cluster`` (session): a real Slurm cluster on this machine (``scripts/slurm-cluster.sh``),
+  started in the background at the session's start when a collected test needs it.
 - ``ds01d`` (function): factory of :class:`support.Ds01Daemon`; see its docstring.
 - ``home_dir`` (function): factory of fresh directories owned by a test user, with files.
 - ``local_registry`` (function): Debian's docker-registry on 127.0.0.1 holding the test
@@ -459,26 +460,96 @@ def local_registry(docker_client: Any, test_image: str) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class SlurmClusterUp:
+    """``scripts/slurm-cluster.sh up`` running in the background, its output kept in files
+    (not pipes: the daemons it starts must not hold the test's end of one)."""
+
+    TIMEOUT_S = 600.0
+
+    def __init__(self) -> None:
+        self._output = Path(tempfile.mkdtemp(prefix="ds01-slurm-up-"))
+        with (
+            (self._output / "stdout").open("wb") as stdout,
+            (self._output / "stderr").open("wb") as stderr,
+        ):
+            self.process = subprocess.Popen(
+                ["bash", str(SLURM_CLUSTER_SCRIPT), "up"],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        """Wait for ``up`` to end (killed after ``TIMEOUT_S`` from now): what it returned
+        and printed."""
+        try:
+            self.process.wait(timeout=self.TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        stdout, stderr = ((self._output / name).read_text() for name in ("stdout", "stderr"))
+        shutil.rmtree(self._output, ignore_errors=True)
+        return subprocess.CompletedProcess(
+            self.process.args, self.process.returncode, stdout, stderr
+        )
+
+
+def slurm_cluster_down() -> None:
+    """``scripts/slurm-cluster.sh down``: every daemon of the cluster stopped, its state gone."""
+    subprocess.run(
+        ["bash", str(SLURM_CLUSTER_SCRIPT), "down"], capture_output=True, timeout=120, check=False
+    )
+
+
+_SLURM_UP = pytest.StashKey[SlurmClusterUp]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the Slurm test cluster in the background as soon as the session knows that a
+    test of it will run (as root, after the machine lock is taken): ``slurm_cluster`` then
+    finds it up instead of waiting for ``up``."""
+    if session.config.option.collectonly or os.geteuid() != 0:
+        return
+    if any("slurm_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        session.config.stash[_SLURM_UP] = SlurmClusterUp()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A cluster started for the session whose tests never asked for it (``-x``, an
+    interrupt) goes down too."""
+    started = session.config.stash.get(_SLURM_UP, None)
+    if started is not None:
+        del session.config.stash[_SLURM_UP]
+        started.result()
+        slurm_cluster_down()
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[dict[str, str]]:
+def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A real Slurm cluster on this machine: ``scripts/slurm-cluster.sh up`` (munge, MariaDB,
     slurmdbd, slurmctld, slurmd nodes ``node1`` with 2 GPUs and ``node2`` with 4, Debian's
-    packages installed if missing), and ``down`` at the end of the session.
+    packages installed if missing), and ``down`` at the end of the session. The session
+    began ``up`` in the background when it collected a test that needs the cluster
+    (``pytest_collection_finish``); this waits for it to end.
 
     Returns the variables ``up`` printed: ``SLURM_CONF`` (give it to every Slurm command and
     ds01's), ``DS01_SLURM_CLUSTER``, ``DS01_SLURM_DIR``. The accounting database starts empty
     only when the cluster was not already up.
     """
     require_root("the Slurm test cluster")
-    script = str(SLURM_CLUSTER_SCRIPT)
-    up = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.fail(f"slurm-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
-    exports = {}
-    for line in up.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        exports[name] = value
+    started = request.config.stash.get(_SLURM_UP, None)
+    if started is None:
+        started = SlurmClusterUp()
+    else:
+        del request.config.stash[_SLURM_UP]
     try:
+        up = started.result()
+        if up.returncode != 0:
+            pytest.fail(f"slurm-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+        exports = {}
+        for line in up.stdout.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            exports[name] = value
         yield exports
     finally:
-        subprocess.run(["bash", script, "down"], capture_output=True, timeout=120, check=False)
+        slurm_cluster_down()

@@ -287,6 +287,105 @@ def _settled_after_a_crash(cluster: Cluster, docker_client: Any, job: int, name:
     return how
 
 
+# -- the login node's report and exporter: what Slurm's accounting and queue tell --------------
+# First in the file: the fair-share test, last, waits for Slurm's once-a-minute pass after the
+# first sync of the accounts, which this class makes; its time counts towards that minute.
+
+#: Idle containers stop after 7.2 s (idle_timeout_hours: 0.002), looked at twice a second.
+IDLE_LIMITS = LIMITS.replace(
+    "  max_runtime_hours: 1\n", "  max_runtime_hours: 1\n  idle_timeout_hours: 0.002\n"
+) + "policies:\n  lifecycle_interval_seconds: 0.5\n  idle_grace_minutes: 0\n"
+
+
+def _queue_samples(port: int) -> dict[tuple[str, str], float] | None:
+    """The login exporter's ``ds01_queue_length`` samples (user, reason) → value, or ``None``
+    while it does not answer or Slurm did not."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+    if "ds01_queue_length" not in found:
+        return None
+    return {
+        (s.labels["user"], s.labels["reason"]): s.value for s in found["ds01_queue_length"].samples
+    }
+
+
+class TestLoginNodeAccountingAndQueueMetrics:
+    LIMITS = IDLE_LIMITS
+
+    def test_the_report_counts_oom_kills_and_idle_stops_and_the_exporter_slurms_queue(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+        port = free_port()
+        exporter = subprocess.Popen(
+            [DS01, "admin", "slurm", "exporter", "--listen", f"127.0.0.1:{port}"],
+            env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
+            idler = _submitted(
+                cluster.ds01("alice", "container-create", "idler", "--image", "busybox",
+                             "--gpus", "4", "--start", "--json")
+            )  # fmt: skip
+            wait_until("idler to run", lambda: _running_container(docker_client, "idler"))
+            waiter = _submitted(
+                cluster.ds01("bob", "container-create", "waiter", "--image", "busybox",
+                             "--gpus", "3", "--start", "--json")
+            )  # fmt: skip
+            # The login node's exporter: bob's job pending for resources, under ds01's names.
+            samples = wait_until(
+                "the exporter to show bob's pending job",
+                lambda: (_queue_samples(port) or {}).get(("bob", "Resources")),
+            )
+            assert samples == 1
+            # alice's batch job runs out of its --mem on node1 (her priority is above bob's).
+            hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+            done = cluster.ds01(
+                "alice", "job", "run", "--image", "busybox", "--memory", "64M", "--name",
+                "hog2", "--wait", "--json", "--", "sh", "-c", hog,
+            )  # fmt: skip
+            assert done.returncode == 137, describe(done)
+            oom_job = json.loads(done.stdout)["slurm_job"]
+            # idler is stopped for idleness by node2's ds01d, which says so in its job.
+            wait_until(
+                "idler's idle stop",
+                lambda: cluster.daemons["node2"].events_where(action="cleanup.idle"),
+            )
+            cluster.slurm_tool("scancel", str(waiter), user="bob")
+
+            def recorded() -> str:
+                return cluster.slurm_tool(
+                    "sacct", "-X", "-n", "-P", "-j", f"{idler},{oom_job}",
+                    "--duplicates", "--format=JobIDRaw,State,End,AdminComment",
+                )  # fmt: skip
+
+            # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
+            # hog2's end can reach slurmdbd seconds after `--wait` returned.
+            wait_until(
+                "sacct to keep both jobs' ends",
+                lambda: "Unknown" not in (text := recorded())
+                and "ds01:stop_idle" in text and "ds01:oom_kill" in text,
+            )
+            # The report on the login node: from sacct, alice's OOM kill and idle stop.
+            report = cluster.login("alice", "admin", "report", "--from", since)
+            users = {u["user"]: u for u in report["users"]}
+            ends = {k: users["alice"][k] for k in ("oom_kills", "idle_stops", "runtime_stops")}
+            assert ends == {"oom_kills": 1, "idle_stops": 1, "runtime_stops": 0}, recorded()
+            assert any("Prometheus" in note for note in report["notes"])
+        finally:
+            exporter.terminate()
+            exporter.wait(timeout=10)
+
+
 class TestClusterMode:
     def test_a_container_that_fits_only_on_node2_lands_there_and_scancel_stops_it(
         self, cluster: Cluster, docker_client: Any
@@ -545,10 +644,11 @@ class TestClusterMode:
     def test_fair_share_orders_the_user_who_used_more_after_one_of_the_same_priority(
         self, cluster: Cluster
     ) -> None:
-        # Last: alice (phd) has run jobs since the cluster started (the fixture's, the tests
-        # before); carol (phd too: the same QOS priority and shares) none. Slurm counts a
-        # job's usage when it ends, but computes the fair-share factors once per
-        # PriorityCalcPeriod (a minute): wait for the pass after their associations came.
+        # Last of the file: alice (phd) has run jobs since the cluster started (the fixtures',
+        # the tests before, those of the login node's class first); carol (phd too: the same
+        # QOS priority and shares) none. Slurm counts a job's usage when it ends, but
+        # computes the fair-share factors once per PriorityCalcPeriod (a minute): wait for
+        # the pass after their associations came (at the first class's sync).
         def shares() -> dict[str, tuple[float, float]] | None:
             text = cluster.slurm_tool(
                 "sshare", "--noheader", "--parsable2", "--accounts=phd",
@@ -570,100 +670,3 @@ class TestClusterMode:
             assert 0 < priority["carol"] - priority["alice"] <= 2000, priority
         finally:
             cluster.slurm_tool("scancel", ",".join(str(job) for job in jobs.values()))
-
-
-# -- the login node's report and exporter: what Slurm's accounting and queue tell --------------
-
-#: Idle containers stop after 7.2 s (idle_timeout_hours: 0.002), looked at twice a second.
-IDLE_LIMITS = LIMITS.replace(
-    "  max_runtime_hours: 1\n", "  max_runtime_hours: 1\n  idle_timeout_hours: 0.002\n"
-) + "policies:\n  lifecycle_interval_seconds: 0.5\n  idle_grace_minutes: 0\n"
-
-
-def _queue_samples(port: int) -> dict[tuple[str, str], float] | None:
-    """The login exporter's ``ds01_queue_length`` samples (user, reason) → value, or ``None``
-    while it does not answer or Slurm did not."""
-    import urllib.error
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return None
-    found = {f.name: f for f in text_string_to_metric_families(text)}
-    if "ds01_queue_length" not in found:
-        return None
-    return {
-        (s.labels["user"], s.labels["reason"]): s.value for s in found["ds01_queue_length"].samples
-    }
-
-
-class TestLoginNodeAccountingAndQueueMetrics:
-    LIMITS = IDLE_LIMITS
-
-    def test_the_report_counts_oom_kills_and_idle_stops_and_the_exporter_slurms_queue(
-        self, cluster: Cluster, docker_client: Any
-    ) -> None:
-        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
-        port = free_port()
-        exporter = subprocess.Popen(
-            [DS01, "admin", "slurm", "exporter", "--listen", f"127.0.0.1:{port}"],
-            env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
-            idler = _submitted(
-                cluster.ds01("alice", "container-create", "idler", "--image", "busybox",
-                             "--gpus", "4", "--start", "--json")
-            )  # fmt: skip
-            wait_until("idler to run", lambda: _running_container(docker_client, "idler"))
-            waiter = _submitted(
-                cluster.ds01("bob", "container-create", "waiter", "--image", "busybox",
-                             "--gpus", "3", "--start", "--json")
-            )  # fmt: skip
-            # The login node's exporter: bob's job pending for resources, under ds01's names.
-            samples = wait_until(
-                "the exporter to show bob's pending job",
-                lambda: (_queue_samples(port) or {}).get(("bob", "Resources")),
-            )
-            assert samples == 1
-            # alice's batch job runs out of its --mem on node1 (her priority is above bob's).
-            hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
-            done = cluster.ds01(
-                "alice", "job", "run", "--image", "busybox", "--memory", "64M", "--name",
-                "hog2", "--wait", "--json", "--", "sh", "-c", hog,
-            )  # fmt: skip
-            assert done.returncode == 137, describe(done)
-            oom_job = json.loads(done.stdout)["slurm_job"]
-            # idler is stopped for idleness by node2's ds01d, which says so in its job.
-            wait_until(
-                "idler's idle stop",
-                lambda: cluster.daemons["node2"].events_where(action="cleanup.idle"),
-            )
-            cluster.slurm_tool("scancel", str(waiter), user="bob")
-
-            def recorded() -> str:
-                return cluster.slurm_tool(
-                    "sacct", "-X", "-n", "-P", "-j", f"{idler},{oom_job}",
-                    "--duplicates", "--format=JobIDRaw,State,End,AdminComment",
-                )  # fmt: skip
-
-            # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
-            # hog2's end can reach slurmdbd seconds after `--wait` returned.
-            wait_until(
-                "sacct to keep both jobs' ends",
-                lambda: "Unknown" not in (text := recorded())
-                and "ds01:stop_idle" in text and "ds01:oom_kill" in text,
-            )
-            # The report on the login node: from sacct, alice's OOM kill and idle stop.
-            report = cluster.login("alice", "admin", "report", "--from", since)
-            users = {u["user"]: u for u in report["users"]}
-            ends = {k: users["alice"][k] for k in ("oom_kills", "idle_stops", "runtime_stops")}
-            assert ends == {"oom_kills": 1, "idle_stops": 1, "runtime_stops": 0}, recorded()
-            assert any("Prometheus" in note for note in report["notes"])
-        finally:
-            exporter.terminate()
-            exporter.wait(timeout=10)
