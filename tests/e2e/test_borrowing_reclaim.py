@@ -8,7 +8,8 @@ borrowed container (never her own within quota, nor bob's) is warned no sooner t
 minimum runtime, stopped (not removed) after the grace, and carol's request starts on its
 GPU. Started again, a reclaimed container borrows again; a container of alice's own
 quota whose GPU was released starts above quota only with ``--borrow``, and is then
-borrowed.
+borrowed. A borrower whose own container ended, so that all they hold is within their
+quota, is not reclaimed for a request within quota, even with no minimum runtime.
 """
 
 from __future__ import annotations
@@ -140,3 +141,42 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
     assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"
+
+
+NO_MIN_RUNTIME = LIMITS.replace(
+    f"min_runtime_minutes: {MIN_RUNTIME_S / 60}", "min_runtime_minutes: 0"
+)
+
+
+def test_a_borrower_back_within_quota_is_not_reclaimed(ds01d, docker_client, unix_users):
+    """alice borrows a GPU beside her own; her own container ends and dave takes its GPU:
+    alice now holds one GPU on a quota of one, so carol, queued within quota, waits for a
+    GPU like anyone instead of taking alice's (no minimum runtime protects it here)."""
+    d = ds01d(
+        resource_limits=NO_MIN_RUNTIME,
+        gpu_config=THREE_GPUS,
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+    assert create(d, "alice", "own", "--start", "--no-wait").returncode == 0
+    lent = create(d, "alice", "extra", "--start", "--no-wait", "--borrow")
+    assert lent.returncode == 0, describe(lent)
+    assert create(d, "bob", "b", "--start", "--no-wait").returncode == 0
+    assert d.cli("alice", "container-remove", "own", "--force").returncode == 0
+    dave = create(d, "dave", "d", "--start", "--no-wait")
+    assert dave.returncode == 0, describe(dave)
+
+    request_id = queue_gpu_create(d.paths.socket, "carol", "c")
+    queue = f"queue/{request_id}"
+    wait_for_loop_pass(d, "queue")
+    wait_for_loop_pass(d, "queue")
+    assert not d.events_where(action="container.reclaim_warning")
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["extra"]["status"], rows["extra"]["borrowed"]) == ("running", True)
+    assert not d.events_where(action="queue.start", resource=queue)
+
+    # A GPU freed within quota goes to carol, and alice's container still runs.
+    assert d.cli("bob", "container-remove", "b", "--force").returncode == 0
+    wait_until("carol's start", lambda: d.events_where(action="queue.start", resource=queue))
+    assert not d.events_where(action="container.reclaim_warning")
+    assert d.cli_json("alice", "container-list")[0]["status"] == "running"

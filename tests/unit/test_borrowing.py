@@ -224,6 +224,51 @@ def test_min_runtime_and_the_reservation_hook_protect_a_container() -> None:
     assert choice.containers == ()
 
 
+def test_a_borrower_back_within_quota_is_not_reclaimed() -> None:
+    # alice borrowed GPU 1 while GPU 2 was hers within quota; GPU 2's container has ended
+    # (carol holds it now), so alice holds one GPU on a quota of one: she borrows nothing
+    # any more, and bob waits for a GPU like anyone.
+    carol = held("carol's", "carol", [0, 2])
+    state = AllocationState((carol, held("borrowed", "alice", [1], borrowed=True)))
+    starts = {"borrowed": minutes_ago(60)}
+    limits = {"alice": Fraction(1)}
+    choice = choose_reclaim(head(), inventory(3), state, NOW, ON, starts, limits=limits)
+    assert choice.containers == ()
+    assert choice.for_request == "q1"
+    # were GPU 2 still hers within quota, GPU 1 would be borrowed, and reclaimed
+    both = AllocationState(
+        (held("carol's", "carol", [0]), held("borrowed", "alice", [1], borrowed=True),
+         held("mine", "alice", [2]))
+    )  # fmt: skip
+    taken = choose_reclaim(head(), inventory(3), both, NOW, ON, starts, limits=limits)
+    assert taken.containers == ("borrowed",)
+    # without the owners' limits, every owner counts as above quota
+    assert choose_reclaim(head(), inventory(3), state, NOW, ON, starts).containers == (
+        "borrowed",
+    )
+
+
+def test_reclaim_stops_taking_from_an_owner_once_within_quota() -> None:
+    state = AllocationState(
+        (
+            held("older", "alice", [0], borrowed=True),
+            held("newer", "alice", [1], borrowed=True),
+        )
+    )
+    starts = {"older": minutes_ago(120), "newer": minutes_ago(60)}
+    two = head(gpus=2, quota=GpuQuota())
+    limits = {"alice": Fraction(1)}
+    # taking "newer" leaves alice one GPU on a quota of one: "older" is hers to keep
+    assert choose_reclaim(two, inventory(2), state, NOW, ON, starts, limits=limits) == (
+        ReclaimChoice(
+            for_request="q1",
+            reason="Reclaiming borrowed containers would not make room for q1 now.",
+        )
+    )
+    one = choose_reclaim(head(), inventory(2), state, NOW, ON, starts, limits=limits)
+    assert one.containers == ("newer",)
+
+
 def test_a_container_already_warned_is_kept_as_the_choice() -> None:
     state = AllocationState(
         (
@@ -276,20 +321,36 @@ def borrowed_worlds(
     return inventory(count), AllocationState(tuple(holdings)), starts, head("dave", want, quota)
 
 
+#: The owners' ``gpu_limit`` in the property below: missing (above quota), unlimited, or 0..3.
+OWNER_LIMITS = st.dictionaries(
+    st.sampled_from(["alice", "bob", "carol"]),
+    st.one_of(st.none(), st.integers(0, 3).map(Fraction)),
+)
+
+
 @PROPERTY_SETTINGS
-@given(borrowed_worlds())
+@given(borrowed_worlds(), OWNER_LIMITS)
 def test_reclaim_takes_only_old_enough_borrowed_devices_as_few_as_needed(
     world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
+    limits: dict[str, Fraction | None],
 ) -> None:
     inv, state, starts, request = world
-    choice = choose_reclaim(request, inv, state, NOW, ON, starts)
+    choice = choose_reclaim(request, inv, state, NOW, ON, starts, limits=limits)
     by_name = {h.container: h for h in state.holdings}
     assert len(set(choice.containers)) == len(choice.containers)
+    left = {user: sum((h.gpu_equivalents for h in state.of_user(user)), Fraction(0))
+            for user in {h.user for h in state.holdings}}  # fmt: skip
     for name in choice.containers:
         # never a within-quota container, never one younger than the minimum runtime
         assert by_name[name].borrowed
         start = starts[name]
         assert start is None or NOW - start >= timedelta(minutes=ON.min_runtime_minutes)
+        # never from an owner who, without those taken before, holds no more than their quota
+        owner = by_name[name].user
+        if owner in limits:
+            limit = limits[owner]
+            assert limit is not None and left[owner] > limit
+        left[owner] -= by_name[name].gpu_equivalents
     if not choice.containers:
         return
     freed = state

@@ -27,11 +27,16 @@ every container that holds devices), so a borrower ranks behind lighter users in
 that cannot be placed) would fit if some borrowed containers gave their devices back,
 ds01 reclaims them by one rule:
 
-1. only borrowed holdings with devices are candidates, never one that the reservation hook
-   (``is_reserved``) protects, and never a running one younger than ``min_runtime_minutes``
-   (counted from its last start). ds01d's hook is :func:`reserved_by_holder`: a holding on
-   a device of its owner's reservation in force is its holder's, not borrowed from anyone;
-   the pure functions default to nothing reserved;
+1. only borrowed holdings with devices of an owner above quota are candidates: an owner
+   whose holdings, borrowed ones included, add up to no more than their ``gpu_limit``
+   (``limits``) borrows nothing any more (their other containers ended after the borrow),
+   so none of theirs is taken, and a container is taken from an owner only while those
+   not taken before it still add up to more than that limit. Never one that the
+   reservation hook (``is_reserved``) protects, and never a running one younger than
+   ``min_runtime_minutes`` (counted from its last start). ds01d's hook is
+   :func:`reserved_by_holder`: a holding on a device of its owner's reservation in force
+   is its holder's, not borrowed from anyone; the pure functions default to nothing
+   reserved;
 2. candidates already being reclaimed (warned in an earlier pass) come first, then the
    stopped ones (which hold devices but run nothing), then the running ones newest first;
 3. candidates are taken in that order until the head fits, then any of them the head does
@@ -242,6 +247,28 @@ def _freed(state: AllocationState, containers: Collection[str]) -> AllocationSta
     return state
 
 
+#: Each owner's ``gpu_limit`` (``None``: unlimited); an owner missing from it counts as
+#: above quota whatever they hold.
+GpuLimits = Mapping[str, Fraction | None]
+
+
+def _above_quota(limits: GpuLimits, user: str, holds: Fraction) -> bool:
+    """Whether ``user``, holding ``holds`` GPU-equivalents in all, holds more than their
+    ``gpu_limit``."""
+    if user not in limits:
+        return True
+    limit = limits[user]
+    return limit is not None and holds > limit
+
+
+def _totals(state: AllocationState) -> dict[str, Fraction]:
+    """Each owner's GPU-equivalents, borrowed holdings included."""
+    totals: dict[str, Fraction] = {}
+    for holding in state.holdings:
+        totals[holding.user] = totals.get(holding.user, Fraction(0)) + holding.gpu_equivalents
+    return totals
+
+
 def reclaimable(
     state: AllocationState,
     now: datetime,
@@ -250,18 +277,24 @@ def reclaimable(
     *,
     is_reserved: ReservedPredicate = nothing_reserved,
     reclaiming: Collection[str] = (),
+    limits: GpuLimits | None = None,
 ) -> list[Holding]:
     """The borrowed holdings that may be reclaimed at ``now``, in the rule's order.
 
     ``started_at`` maps a container to its last start; ``None`` or absent means it is not
     running (it holds devices while stopped). ``reclaiming``: containers already warned.
+    ``limits``: the owners' ``gpu_limit`` (:data:`GpuLimits`); ``None``: every owner counts
+    as above quota.
     """
     min_runtime = timedelta(minutes=policy.min_runtime_minutes)
+    totals = _totals(state)
+    known = {} if limits is None else limits
 
     def eligible(holding: Holding) -> bool:
         start = started_at.get(holding.container)
         old_enough = start is None or now - start >= min_runtime
-        return holding.borrowed and bool(holding.devices) and old_enough
+        above = _above_quota(known, holding.user, totals[holding.user])
+        return holding.borrowed and bool(holding.devices) and old_enough and above
 
     candidates = [h for h in state.holdings if eligible(h) and not is_reserved(h)]
 
@@ -283,23 +316,31 @@ def choose_reclaim(
     *,
     is_reserved: ReservedPredicate = nothing_reserved,
     reclaiming: Collection[str] = (),
+    limits: GpuLimits | None = None,
 ) -> ReclaimChoice:
     """What to reclaim at ``now`` so that ``head`` can be placed (rule in the module
     docstring). ``head`` is the first request within quota that cannot be placed (the
     queue's head), ``None`` when nobody within quota waits.
 
-    The result only ever names borrowed holdings of ``state``, each once; with them gone
-    ``head`` fits, and without any one of them it would not.
+    ``limits``: the owners' ``gpu_limit`` (:func:`reclaimable`). The result only ever names
+    borrowed holdings of ``state``, each once, of owners above quota without the ones named
+    before; with them gone ``head`` fits, and without any one of them it would not.
     """
     if head is None or not policy.enabled:
         return ReclaimChoice()
     if _fits(head, inventory, state):
         return ReclaimChoice(for_request=head.id, reason=f"{head.id} fits without a reclaim.")
     order = reclaimable(
-        state, now, policy, started_at, is_reserved=is_reserved, reclaiming=reclaiming
-    )
+        state, now, policy, started_at, is_reserved=is_reserved, reclaiming=reclaiming,
+        limits=limits,
+    )  # fmt: skip
+    left = _totals(state)
+    known = {} if limits is None else limits
     taken: list[str] = []
     for holding in order:
+        if not _above_quota(known, holding.user, left[holding.user]):
+            continue  # what its owner still holds is within their quota
+        left[holding.user] -= holding.gpu_equivalents
         taken.append(holding.container)
         if _fits(head, inventory, _freed(state, taken)):
             break
@@ -360,6 +401,7 @@ def reclaim_steps(
 
 __all__ = [
     "BorrowDecision",
+    "GpuLimits",
     "ReclaimChoice",
     "ReclaimSteps",
     "ReservedPredicate",

@@ -4,7 +4,8 @@ After each plan, the queue dispatcher (``ds01.daemon.dispatcher``) calls
 :meth:`BorrowReclaim.run` with the plan's head, if any: the first request within quota
 that cannot be placed. ``ds01.core.borrowing.choose_reclaim`` picks the borrowed
 containers whose devices it needs (newest first, never before ``min_runtime_minutes``,
-never a reserved one, only as many as needed) and ``reclaim_steps`` says what is due:
+never a reserved one, never one of an owner no longer above ``gpu_limit``, only as many as
+needed) and ``reclaim_steps`` says what is due:
 
 - a chosen container not warned yet: its owner is told on their terminals and a
   ``container.reclaim_warning`` event records when it will be stopped;
@@ -31,9 +32,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from fractions import Fraction
 from typing import Final
 
 from ds01.core.borrowing import (
+    GpuLimits,
     ReclaimChoice,
     choose_reclaim,
     nothing_reserved,
@@ -50,6 +53,7 @@ from ds01.errors import Ds01Error
 from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime.docker import ContainerRecord
+from ds01.runtime.identity import user_by_uid
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +93,10 @@ class BorrowReclaim:
         # Docker's start times are asked only while someone within quota waits.
         started_at = self._started_at(borrowed, now) if head is not None else {}
         reserved = reserved_by_holder(kept(self.context), now) if head is not None else None
+        limits = self._gpu_limits(borrowed) if head is not None else {}
         choice = choose_reclaim(
             head, inventory, state, now, policy, started_at,
-            is_reserved=reserved or nothing_reserved, reclaiming=warned,
+            is_reserved=reserved or nothing_reserved, reclaiming=warned, limits=limits,
         )  # fmt: skip
         steps = reclaim_steps(choice, warned, now, policy)
         for container in steps.cancel:
@@ -102,6 +107,21 @@ class BorrowReclaim:
         for container in steps.stop:
             freed = self._stop(by_name[container], choice, now) or freed
         return freed
+
+    def _gpu_limits(self, borrowed: list[ContainerRecord]) -> GpuLimits:
+        """The ``gpu_limit`` of each owner of a borrowed container; an owner without an
+        account is left out (counted as above quota)."""
+        limits: dict[str, Fraction | None] = {}
+        for record in borrowed:
+            if record.user in limits:
+                continue
+            try:
+                owner = user_by_uid(record.uid)
+            except Ds01Error as exc:
+                log.warning("owner of %s unknown: %s", record.docker_name, exc.message)
+                continue
+            limits[record.user] = self.context.limits_for(owner).gpu_quota().gpu_limit
+        return limits
 
     def _warned(self, by_name: Mapping[str, ContainerRecord]) -> dict[str, datetime]:
         """The stored warnings of the containers in ``by_name``; those of containers gone

@@ -893,6 +893,7 @@ class _Replay(_OnDemandSlices):
             head, self.inventory, self.state, now, policy,
             {h.container: started.get(h.container) for h in self.state.holdings},
             is_reserved=reserved_by_holder(self.bookings, now), reclaiming=self.warned,
+            limits=self.gpu_limits(),
         )  # fmt: skip
         steps = reclaim_steps(choice, self.warned, now, policy)
         for key in steps.cancel:
@@ -903,6 +904,10 @@ class _Replay(_OnDemandSlices):
         for key in steps.stop:
             del self.warned[key]
             self.take(key, hours)
+
+    def gpu_limits(self) -> dict[str, Fraction | None]:
+        """Each user's ``gpu_limit``."""
+        return {user: setup.quota.gpu_limit for user, setup in self.setups.items()}
 
     def take(self, key: str, hours: float) -> None:
         """Stop job ``key`` at ``hours`` and free its devices at once; the work it has left
@@ -1030,8 +1035,7 @@ class _Replay(_OnDemandSlices):
         that do not fit within it (``overstays``); the work they have left is queued again."""
         occupants = _occupants(self.state, self.running)
         self.displace(self.bookings, hours, now, occupants)
-        limits = {user: setup.quota.gpu_limit for user, setup in self.setups.items()}
-        _, ends = overstays(self.bookings, occupants, limits, now, timedelta(0))
+        _, ends = overstays(self.bookings, occupants, self.gpu_limits(), now, timedelta(0))
         for end in ends:
             if end.container not in self.running:  # stopped by a drain in this instant
                 continue
