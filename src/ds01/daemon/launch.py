@@ -226,7 +226,7 @@ class Launcher:
         """Before a start: the owner's network guarded (gone with a reboot, or never guarded
         by this ds01d), and a container made before per-user networks moved onto it."""
         ctx = self.context
-        network = ctx.networks.ensure(record.uid)
+        network = ctx.networks.ensure(record.uid, record.network_ids)
         if record.status != "running" and record.networks not in ((), (network,)):
             leave = tuple(n for n in record.networks if n != network)
             ctx.runtime.move_to_network(record.docker_name, network, (record.name,), leave)

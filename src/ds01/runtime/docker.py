@@ -302,6 +302,7 @@ class ContainerRecord:
     labels: dict[str, str]
     ports: tuple[PortBinding, ...] = ()
     networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
+    network_ids: frozenset[str] = frozenset()  # the ids of those networks
     exit_code: int | None = None  # of its last run, while it is stopped
     bind_sources: tuple[str, ...] = ()  # host paths of its bind mounts (ds01's: staging paths)
 
@@ -313,6 +314,7 @@ class ContainerRecord:
         uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
         docker_name = names[0].lstrip("/")
+        attached = (summary.get("NetworkSettings") or {}).get("Networks") or {}
         return cls(
             id=str(summary.get("Id", "")),
             docker_name=docker_name,
@@ -328,7 +330,10 @@ class ContainerRecord:
             request_id=labels.get(L.REQUEST_ID, ""),
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
-            networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
+            networks=tuple(sorted(attached)),
+            network_ids=frozenset(
+                str(n.get("NetworkID")) for n in attached.values() if n and n.get("NetworkID")
+            ),
             exit_code=exit_code_of(str(summary.get("Status", ""))),
             bind_sources=tuple(
                 str(m.get("Source", ""))
