@@ -118,8 +118,8 @@ class ContainerRequests(VolumeNetworkRequests):
         self._send_empty(204)
 
     def _rename(self, request: decide.DockerRequest, docker_name: str) -> NoReturn:
-        """A rename of the caller's (stopped) container through ds01's (its ds01 name follows
-        its Docker name); 204 as Docker answers."""
+        """A rename of the caller's container, in any state, through ds01's (its ds01 name,
+        network alias and exemptions follow it); 204 as Docker answers."""
         assert self.caller is not None
         new_name = decide.rename_target(request, self.caller.uid)
         self.service.rename(self.caller, docker_name, new_name)
