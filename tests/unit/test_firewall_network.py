@@ -8,16 +8,10 @@ idempotent and removing leaves nothing of a bridge.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
-from ds01.daemon.networks import UserNetworks, bridge_name, network_name
-from ds01.events.log import EventLog
-from ds01.model import labels as L
-from ds01.runtime.docker import ContainerRecord, DockerRuntime
-from ds01.runtime.docker_networks import NetworkRecord
+from ds01.daemon.networks import bridge_name, network_name
 from ds01.runtime.firewall import (
     CHAIN,
     Firewall,
@@ -169,48 +163,3 @@ def test_no_iptables_is_a_clear_error():
     firewall = Firewall(run=FilterTable(), iptables="/nonexistent/iptables")
     with pytest.raises(FirewallError, match="not installed"):
         firewall.install_base()
-
-
-class OneNetwork:
-    """Docker's networks as ``UserNetworks.ensure`` asks them: one network, look-ups counted."""
-
-    def __init__(self, network: NetworkRecord) -> None:
-        self.network: NetworkRecord | None = network
-        self.lookups = 0
-
-    def find_network(self, name: str) -> NetworkRecord | None:
-        self.lookups += 1
-        return self.network if self.network and self.network.name == name else None
-
-    def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
-        self.network = NetworkRecord("id-new", name, bridge, labels)
-        return self.network
-
-
-def test_a_start_on_the_guarded_network_as_listed_does_not_look_it_up_again(
-    tmp_path: Path,
-) -> None:
-    name = network_name(1001)
-    labels = {L.NETWORK: L.NETWORK_USER, L.UID: "1001"}
-    docker = OneNetwork(NetworkRecord("id-1", name, bridge_name(1001), labels))
-    networks = UserNetworks(
-        cast(DockerRuntime, docker), Firewall(FilterTable()), EventLog(tmp_path / "e"), "x"
-    )
-    assert networks.ensure(1001) == name and docker.lookups == 1  # guarded now
-    assert networks.ensure(1001, frozenset({"id-1"})) == name and docker.lookups == 1
-    # A container listed on another network (one removed and made again): looked up.
-    assert networks.ensure(1001, frozenset({"id-0"})) == name and docker.lookups == 2
-    docker.network = None  # gone (an admin's `docker network rm`): made again, guarded
-    assert networks.ensure(1001) == name and docker.lookups == 3
-    assert networks.ensure(1001, frozenset({"id-1"})) == name and docker.lookups == 4
-    assert networks.ensure(1001, frozenset({"id-new"})) == name and docker.lookups == 4
-
-
-def test_a_listed_container_knows_the_ids_of_its_networks() -> None:
-    summary: dict[str, Any] = {
-        "Id": "c" * 64, "Names": ["/a._.1001"], "State": "created",
-        "Labels": {L.MANAGED: "true", L.UID: "1001"},
-        "NetworkSettings": {"Networks": {"ds01-u1001": {"NetworkID": "id-1"}}},
-    }  # fmt: skip
-    record = ContainerRecord.from_summary(summary)
-    assert record.networks == ("ds01-u1001",) and record.network_ids == frozenset({"id-1"})

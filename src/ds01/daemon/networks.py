@@ -29,7 +29,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -159,13 +159,8 @@ class UserNetworks:
 
     # -- use ------------------------------------------------------------------------------
 
-    def ensure(self, uid: int, attached: Collection[str] = ()) -> str:
+    def ensure(self, uid: int) -> str:
         """The name of ``uid``'s network, created and guarded if it was not.
-
-        ``attached``: the ids of the networks a container is on as Docker listed it (a
-        start's). When the network this ds01d guarded is among them, it is not looked up
-        again: it existed at that list, and one removed since fails the start in Docker
-        itself (a container's endpoint names its network by id).
 
         Raises:
             FirewallError: the firewall rules could not be installed (fail closed).
@@ -174,8 +169,6 @@ class UserNetworks:
         """
         name = network_name(uid)
         with self._lock:
-            if self._guarded.get(name) in attached:
-                return name
             network = self.runtime.find_network(name)
             if network is not None and owner_uid(network) != uid:
                 raise SystemFault(
