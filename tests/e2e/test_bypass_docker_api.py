@@ -252,8 +252,8 @@ ELSEWHERE: list[Row] = [
         400, "Invalid container name"),
     Row("rename to a path", raw("POST", "/containers/{mine}/rename?name=a%2Fb", b""), 400,
         "Invalid container name"),
-    Row("rename of a running container", raw("POST", "/containers/{mine}/rename?name=other",
-        b""), 409, "stop it first"),
+    Row("rename onto a name of hers", raw("POST", "/containers/{mine}/rename?name=mine2",
+        b""), 409, "already in use"),
     Row("commit of bob's container", raw("POST", "/commit?container={bob_id}&repo=alice/x",
         b"null"), 404, "No such container"),
     Row("commit into bob's namespace", raw("POST", "/commit?container={mine}&repo=bob/x",
@@ -412,6 +412,7 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
 ) -> None:
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML, extra_args=AUDIT_WINDOW)
     d.cli_json("alice", "container-create", "mine", "--image", "busybox", "--start")
+    d.cli_json("alice", "container-create", "mine2", "--image", "busybox")  # a name taken
     d.cli_json("bob", "container-create", "theirs", "--image", "busybox", "--start")
     bob_uid = pwd.getpwnam("bob").pw_uid
     bob = docker_client.containers.get(f"theirs._.{bob_uid}")

@@ -39,12 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
+from rawapi import queue_gpu_create
 
 from support import (
     DEBIAN_DOCKER,
     TEST_IMAGE,
     TEST_IMAGES_YAML,
     describe,
+    simulated_a100s,
     user_env,
     wait_until,
 )
@@ -55,6 +57,14 @@ DOCKER_COMPOSE = "/usr/bin/docker-compose"
 LIMITS = """
     defaults:
       max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+"""
+#: As ``LIMITS``, with one GPU each and room for a queued create.
+ONE_GPU_LIMITS = """
+    defaults:
+      max_containers: 4
+      gpu_limit: 1
       cpu_limit: 1
       memory_limit: 256M
 """
@@ -739,16 +749,28 @@ def test_docker_update_lowers_limits_pause_unpause_and_rename(
     assert d.docker("alice", "unpause", "mine").returncode == 0
     assert docker_client.containers.get(container.id).attrs["State"]["Paused"] is False
 
-    running = d.docker("alice", "rename", "mine", "other")
-    assert running.returncode != 0 and "stop it first" in running.stderr, describe(running)
+    uid = pwd_uid("alice")
+    # A paused container is renamed as it is (Docker allows it), and so is a running one.
+    assert d.docker("alice", "pause", "mine").returncode == 0
+    paused = d.docker("alice", "rename", "mine", "held")
+    assert paused.returncode == 0, describe(paused)
+    attrs = docker_client.containers.get(container.id).attrs
+    assert (attrs["Name"], attrs["State"]["Paused"]) == (f"/held._.{uid}", True)
+    assert d.docker("alice", "unpause", "held").returncode == 0
+    back = d.docker("alice", "rename", "held", "mine")
+    assert back.returncode == 0, describe(back)
     assert d.docker("alice", "stop", "mine").returncode == 0
     staged = _staging_dirs(docker_client.containers.get(container.id).attrs)
     renamed = d.docker("alice", "rename", "mine", "other")
     assert renamed.returncode == 0, describe(renamed)
-    uid = pwd_uid("alice")
     assert docker_client.containers.get(container.id).name == f"other._.{uid}"
-    (event,) = d.events_where(action="container.rename", user="alice", outcome="success")
-    assert event["details"]["from"] == "mine" and event["details"]["to"] == "other", event
+    moves = [
+        (e["details"]["from"], e["details"]["to"], e["details"]["status"])
+        for e in d.events_where(action="container.rename", user="alice", outcome="success")
+    ]
+    assert moves == [
+        ("mine", "held", "paused"), ("held", "mine", "running"), ("mine", "other", "stopped")
+    ], moves
     # A new container under the old name stages into a directory of its own; both run and
     # both mount alice's workspace.
     created(d, "alice", "mine")
@@ -771,6 +793,57 @@ def test_docker_update_lowers_limits_pause_unpause_and_rename(
     assert all(not Path(s).exists() for s in staged)  # its own staging went with it
     assert d.docker("alice", "exec", "mine", "ls", "/workspace/renamed-marker").returncode == 0
     (Path(pwd.getpwnam("alice").pw_dir) / "workspace" / "renamed-marker").unlink()
+
+
+def test_docker_rename_of_a_running_container_moves_its_name_and_its_exemption(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d = ds01d(
+        resource_limits=ONE_GPU_LIMITS, gpu_config=simulated_a100s(1), images=TEST_IMAGES_YAML
+    )
+    served = d.docker(
+        "alice", "run", "-d", "--name", "srv", "busybox",
+        "sh", "-c", "while true; do echo pong | nc -l -p 7000; done",
+    )  # fmt: skip
+    assert served.returncode == 0, describe(served)
+    created(d, "alice", "peer")
+
+    def reach(name: str) -> Any:
+        return d.docker("alice", "exec", "peer", "nc", "-w", "2", name, "7000")
+
+    wait_until("srv answers peer", lambda: reach("srv").stdout.strip() == "pong", 10)
+    hostname = d.docker("alice", "exec", "srv", "hostname").stdout
+    exempt = d.cli_json(
+        "erin", "admin", "exempt", "alice", "--container", "srv", "--hours", "1",
+        "--reason", "long run",
+    )  # fmt: skip
+
+    renamed = d.docker("alice", "rename", "srv", "srv2")
+    assert renamed.returncode == 0, describe(renamed)
+    uid = pwd_uid("alice")
+    attrs = docker_client.containers.get(served.stdout.strip()).attrs
+    assert (attrs["Name"], attrs["State"]["Running"]) == (f"/srv2._.{uid}", True)
+    # Her other container reaches it by its new name (Docker alone would keep only the old
+    # alias on a running container's endpoint; its hostname, the old name, stays a name of
+    # it on her network: Docker adds a container's hostname to its aliases).
+    wait_until("srv2 answers peer", lambda: reach("srv2").stdout.strip() == "pong", 10)
+    assert d.docker("alice", "exec", "srv2", "hostname").stdout == hostname  # as in Docker
+    listed = {c["name"]: c["status"] for c in d.cli_json("alice", "container-list")}
+    assert listed == {"srv2": "running", "peer": "running"}, listed
+    # The admin's exemption followed the container, in the same step.
+    (event,) = d.events_where(action="container.rename", user="alice", outcome="success")
+    assert event["details"]["exemptions"] == [exempt["id"]], event
+    shown = [(e["id"], e["container"]) for e in d.cli_json("erin", "admin", "exemptions")]
+    assert shown == [(exempt["id"], "srv2")], shown
+    # A new container under the old name is a container of its own, not exempt.
+    created(d, "alice", "srv")
+    assert [e["container"] for e in d.cli_json("erin", "admin", "exemptions")] == ["srv2"]
+    # A name the GPU queue holds for her (a create waiting for bob's GPU) is refused.
+    d.cli_json("bob", "container-create", "holder", "--image", "busybox", "--gpus", "1", "--start")
+    queue_gpu_create(d.paths.socket, "alice", "waiting")
+    queued = d.docker("alice", "rename", "srv2", "waiting")
+    assert queued.returncode != 0 and "GPU queue holds" in queued.stderr, describe(queued)
+    assert docker_client.containers.get(served.stdout.strip()).name == f"srv2._.{uid}"
 
 
 def test_docker_commit_tag_and_rmi_of_own_images(ds01d: Any, docker_client: Any) -> None:

@@ -271,3 +271,19 @@ def test_a_container_is_looked_up_again_after_its_event(
     docker.containers["a-id"] = record("a", status="stopped")
     soon(lambda: {r.name: r.status for r in ledger.list_managed()}["a"] == "stopped")
     assert docker.lists == 1
+
+
+def test_known_answers_a_full_id_from_memory_only_while_trusted(docker: StandIn) -> None:
+    ledger = ContainerLedger(docker)
+    assert ledger.known("a-id") is None  # not started: not trusted, the caller looks it up
+    ledger.start()
+    try:
+        assert ledger.known("a-id") == docker.containers["a-id"]
+        assert ledger.known("a") is None and ledger.known("c-id") is None
+        assert docker.lists == 1 and docker.lookups == 0
+        docker.down = True
+        docker.streams[-1].messages.put(DockerUnavailable("the stream broke"))
+        soon(lambda: not ledger.trusted)
+        assert ledger.known("a-id") is None
+    finally:
+        ledger.stop()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ds01.daemon.doctor import check_mount_namespace
+from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.staging import MountStaging, staging_key
 from ds01.runtime.userfs import PathStep, open_directory
@@ -86,3 +88,19 @@ def test_the_doctor_tells_whether_ds01d_shares_dockerds_mount_namespace(tmp_path
     pid_file.write_text(f"{os.getpid()}\n")
     assert check_mount_namespace(pid_file).level == "ok"
     assert check_mount_namespace(tmp_path / "missing.pid").level == "warning"
+
+
+def test_a_listed_container_knows_its_binds_as_docker_lists_them() -> None:
+    summary: dict[str, Any] = {
+        "Id": "c" * 64, "Names": ["/a._.1001"], "State": "created",
+        "Labels": {L.MANAGED: "true", L.UID: "1001"},
+        "NetworkSettings": {"Networks": {"ds01-u1001": {"NetworkID": ""}}},
+        "Mounts": [
+            {"Type": "bind", "Source": "/s/k/workspace", "Destination": "/workspace"},
+            {"Type": "volume", "Name": "v", "Source": "/var/lib/docker/v", "Destination": "/v"},
+        ],
+    }  # fmt: skip
+    record = ContainerRecord.from_summary(summary)
+    assert record.networks == ("ds01-u1001",)
+    assert record.binds == (("/s/k/workspace", "/workspace"),)
+    assert record.bind_sources == ("/s/k/workspace",)

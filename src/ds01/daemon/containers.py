@@ -155,28 +155,28 @@ class ContainerOps:
         return container_info(record).model_copy(update={"status": "removed"})
 
     def rename(self, caller: Caller, name: str, new_name: str) -> api.ContainerInfo:
-        """Takes the allocation lock: give the caller's stopped container ``name`` the ds01
-        name ``new_name`` (its Docker name becomes ``{new_name}._.{uid}``, which is where ds01
-        reads a container's name from: ``ds01.model.labels.name_of``). Its bind staging stays
-        (the key is in its bind sources); its alias on the owner's network follows.
+        """Takes the allocation lock: give the caller's container ``name`` (in any state) the
+        ds01 name ``new_name`` (its Docker name becomes ``{new_name}._.{uid}``, which is where
+        ds01 reads a container's name from: ``ds01.model.labels.name_of``). Its bind staging
+        stays (the key is in its bind sources); admins' exemptions of ``name`` move to
+        ``new_name`` with it; its alias on the owner's network follows. Docker keeps a
+        container's aliases through a rename, so the alias moves by attaching it to its
+        network again: a running (or paused) container gets a new endpoint there (its open
+        connections over that network end; a host port Docker chose may change).
 
         Raises:
             InvalidInput: ``new_name`` is not a container name.
-            Conflict: it is running, or the owner has a container of that name.
+            Conflict: the owner has a container of that name, or the queue names either.
         """
         record = self.gates.access.target(caller, name, None, "rename")
         try:
             new = validate_container_name(new_name)
-            if record.status not in ("stopped", "created"):
-                raise Conflict(
-                    f"Container {record.name!r} is {record.status}: stop it first, then "
-                    "rename it."
-                )
         except PolicyError as exc:
             self.context.log_refusal(caller, "container.rename", resource_of(record), exc)
             raise
         ctx = self.context
         docker_name = L.container_name(new, record.uid)
+        moved: list[str] = []
         with ctx.allocation_lock:  # a create of ``new`` waits for the name to be taken
             taken = ctx.runtime.find_managed(docker_name)
             refusal = None
@@ -203,6 +203,7 @@ class ContainerOps:
                 # Its aliases other than its name (a compose service's, ``--network-alias``).
                 extra = kept_run_options(record, ctx.runtime.inspect(record.docker_name)).aliases
                 ctx.runtime.rename(record.docker_name, docker_name)
+                moved = ctx.store.move_exemptions(record.user, record.name, new)
                 if network in record.networks:
                     ctx.runtime.realias(docker_name, network, (new, *extra))
                 ctx.ledger.refresh(record.id)
@@ -210,7 +211,13 @@ class ContainerOps:
             "container.rename",
             user=caller.name,
             resource=resource_of(record),
-            details={"from": record.name, "to": new, "docker_name": docker_name},
+            details={
+                "from": record.name,
+                "to": new,
+                "docker_name": docker_name,
+                "status": record.status,
+                "exemptions": moved,
+            },
         )
         return container_info(record).model_copy(update={"name": new, "docker_name": docker_name})
 

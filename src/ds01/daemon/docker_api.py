@@ -269,7 +269,7 @@ class _DoorExchange(ContainerRequests, ImageRequests):
             body = self._checked_update(info, body)
             target = self._container_target(request, "/containers/", ref, str(info["Id"]))
         elif kind in ("start", "stop", "restart", "remove"):
-            self._operate(request, kind, self._own_container(ref)[1])
+            self._operate(request, kind, ref)
         elif kind == "rename":
             self._rename(request, self._own_container(ref)[1])
         elif kind == "exec_create":

@@ -95,15 +95,22 @@ class ContainerRequests(VolumeNetworkRequests):
         self.service.confirm_create(created.request_id, docker_name)
         self._send(201, payload)
 
-    def _operate(self, request: decide.DockerRequest, kind: str, docker_name: str) -> NoReturn:
-        """start, stop, restart, remove through ds01's container operations (a start
-        re-acquires devices the container gave back); 204 as Docker answers."""
+    def _operate(self, request: decide.DockerRequest, kind: str, ref: str) -> NoReturn:
+        """start, stop, restart, remove of the caller's container ``ref`` through ds01's
+        container operations (a start re-acquires devices the container gave back); 204 as
+        Docker answers. A start of a container the ledger holds as not running (``docker
+        run``'s, by the id its create answered) starts that record without looking it up
+        again."""
         assert self.caller is not None
         caller, service = self.caller, self.service
+        known = self._own_known(ref) if kind == "start" else None
+        if known is not None and known.status == "running":
+            known = None  # the ledger may lag a stop: Docker's answer decides
+        docker_name = known.docker_name if known is not None else self._own_container(ref)[1]
         if kind in ("stop", "restart"):
             service.stop(caller, docker_name)
         if kind in ("start", "restart"):
-            started = service.start(caller, docker_name)
+            started = service.start(caller, docker_name, record=known)
             if not isinstance(started, api.ContainerInfo):  # never queued: ``queue`` unset
                 raise DockerUnavailable("ds01 queued this start; tell an admin.")
         if kind == "remove":
@@ -111,8 +118,8 @@ class ContainerRequests(VolumeNetworkRequests):
         self._send_empty(204)
 
     def _rename(self, request: decide.DockerRequest, docker_name: str) -> NoReturn:
-        """A rename of the caller's (stopped) container through ds01's (its ds01 name follows
-        its Docker name); 204 as Docker answers."""
+        """A rename of the caller's container, in any state, through ds01's (its ds01 name,
+        network alias and exemptions follow it); 204 as Docker answers."""
         assert self.caller is not None
         new_name = decide.rename_target(request, self.caller.uid)
         self.service.rename(self.caller, docker_name, new_name)

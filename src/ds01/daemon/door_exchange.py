@@ -10,7 +10,8 @@ subclasses in ``door_containers``, ``door_images`` and ``door_volumes``:
   have answered first);
 - the body the connection reader left on the socket (``_streamed_body``);
 - the caller's containers and execs, by their name or Docker's (``_own_container``,
-  ``_own_exec``, ``_container_target``): another user's is Docker's "No such ...".
+  ``_own_exec``, ``_container_target``): another user's is Docker's "No such ..."; a
+  container by its full id as the container ledger holds it (``_own_known``).
 
 State: per request only; the shared ``engine`` (``EngineProxy``) and ``volume_lock`` (held
 while a user's volumes are counted and one is made) belong to ``DockerApiServer``. Locks:
@@ -40,6 +41,7 @@ from ds01.daemon.service import Ds01Service
 from ds01.errors import InvalidInput, NotFound, PermissionDenied
 from ds01.model import labels as L
 from ds01.runtime.archive_rewrite import RequestBody
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.engine_proxy import EngineProxy
 
 #: The door's logger, shared by its handler modules: one name for the door in ds01d's log.
@@ -171,6 +173,17 @@ class DoorExchange:
                 if decide.owns(config.get("Labels"), uid):
                     return info
         raise NotFound(decide.no_such_container(ref))
+
+    def _own_known(self, ref: str) -> ContainerRecord | None:
+        """The caller's container ``ref`` names as the container ledger holds it, when ``ref``
+        is a full id (what the docker CLI sends after a create) and the ledger, trusted,
+        holds it; ``None`` otherwise (look it up: :meth:`_own_container`). Whose it is comes
+        from its labels, which nothing changes after a create."""
+        assert self.caller is not None
+        if _FULL_ID.match(ref) is None:
+            return None
+        record = self.service.ledger.known(ref)
+        return record if record is not None and record.uid == self.caller.uid else None
 
     def _own_exec(self, exec_id: str) -> None:
         """Refuse (as Docker's "No such exec instance") an exec not in the caller's

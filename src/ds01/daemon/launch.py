@@ -296,16 +296,14 @@ class Launcher:
         ctx = self.context
         sources: list[BindSource] = []
         try:
-            for mount in ctx.runtime.inspect(record.docker_name).get("Mounts") or ():
-                if mount.get("Type") != "bind":
-                    continue
-                source, destination = str(mount.get("Source", "")), mount.get("Destination")
+            # As Docker listed them: a container's mounts never change after its create.
+            for source, destination in record.binds:
                 staged = ctx.staging.owner_of(source)
                 if staged is None:
                     _check_legacy_bind(owner, source)
                     sources.append((None, "", ""))
                     continue
-                label = BIND_LABELS.get(str(destination))
+                label = BIND_LABELS.get(destination)
                 path = record.labels.get(label, "") if label else ""
                 if not path.startswith("/"):
                     raise PermissionDenied(f"its bind {destination} has no source ds01 made.")

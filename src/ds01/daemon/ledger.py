@@ -151,6 +151,14 @@ class ContainerLedger:
                 return list(reversed(self._records.values()))  # newest first, as Docker lists
         return self.reconcile()
 
+    def known(self, container_id: str) -> ContainerRecord | None:
+        """The container with this full id as the ledger holds it, while it is trusted;
+        ``None`` when it does not hold it or is not trusted (the caller looks it up)."""
+        with self._lock:
+            if self._following and self._distrusted_at is None:
+                return self._records.get(container_id)
+        return None
+
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
         """Docker's own stream of these events (for followers of their own, such as the OOM
         watcher, which takes the ledger as its lister)."""

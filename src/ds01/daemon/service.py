@@ -42,6 +42,7 @@ from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
 from ds01.daemon.views import Views
 from ds01.errors import Ds01Error
+from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import PeerCredentials
 
 
@@ -150,8 +151,11 @@ class Ds01Service(DaemonContext):
         user: str | None = None,
         queue: bool = False,
         borrow: bool = False,
+        record: ContainerRecord | None = None,
     ) -> api.ContainerInfo | Queued:
-        return self.containers.start(caller, name, user=user, queue=queue, borrow=borrow)
+        return self.containers.start(
+            caller, name, user=user, queue=queue, borrow=borrow, record=record
+        )
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         return self.containers.stop(caller, name, user=user)

@@ -304,6 +304,7 @@ class ContainerRecord:
     networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
     exit_code: int | None = None  # of its last run, while it is stopped
     bind_sources: tuple[str, ...] = ()  # host paths of its bind mounts (ds01's: staging paths)
+    binds: tuple[tuple[str, str], ...] = ()  # (host path, path inside) of each bind mount
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> ContainerRecord:
@@ -313,6 +314,12 @@ class ContainerRecord:
         uid, equivalents = L.owner_uid_and_equivalents(labels)
         state = str(summary.get("State", ""))
         docker_name = names[0].lstrip("/")
+        attached = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+        binds = tuple(
+            (str(m.get("Source", "")), str(m.get("Destination", "")))
+            for m in summary.get("Mounts") or ()
+            if m.get("Type") == "bind"
+        )
         return cls(
             id=str(summary.get("Id", "")),
             docker_name=docker_name,
@@ -328,13 +335,10 @@ class ContainerRecord:
             request_id=labels.get(L.REQUEST_ID, ""),
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
-            networks=tuple(sorted((summary.get("NetworkSettings") or {}).get("Networks") or {})),
+            networks=tuple(sorted(attached)),
             exit_code=exit_code_of(str(summary.get("Status", ""))),
-            bind_sources=tuple(
-                str(m.get("Source", ""))
-                for m in summary.get("Mounts") or ()
-                if m.get("Type") == "bind"
-            ),
+            bind_sources=tuple(source for source, _ in binds),
+            binds=binds,
         )
 
 

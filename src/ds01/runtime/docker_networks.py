@@ -61,8 +61,9 @@ class DockerNetworks:
                 self.api.disconnect_container_from_network(container, old)
 
     def realias(self, container: str, network: str, aliases: tuple[str, ...]) -> None:
-        """Attach a (stopped) container to ``network`` again, now under ``aliases`` (Docker
-        keeps a container's aliases through a rename)."""
+        """Attach a container to ``network`` again, now under ``aliases`` (Docker keeps a
+        container's aliases through a rename). A running or paused one gets a new endpoint:
+        its open connections over ``network`` end, and a host port Docker chose may change."""
         with docker_errors("renaming a container on its network"):
             self.api.disconnect_container_from_network(container, network)
             self.api.connect_container_to_network(container, network, aliases=list(aliases))

@@ -608,6 +608,23 @@ class StateStore(MeteringTables):
         )
         return cursor.rowcount == 1
 
+    def move_exemptions(self, user: str, container: str, to: str) -> list[str]:
+        """``user``'s exemptions of their container ``container`` now name ``to`` (a
+        rename), in one transaction; the ids of those moved."""
+        with self._access(irreplaceable=True), self._transaction():
+            moved = [
+                str(row[0])
+                for row in self._db.execute(
+                    "SELECT id FROM exemptions WHERE user = ? AND container = ? ORDER BY id",
+                    (user, container),
+                )
+            ]
+            self._db.execute(
+                "UPDATE exemptions SET container = ? WHERE user = ? AND container = ?",
+                (to, user, container),
+            )
+        return moved
+
     def forget_exemptions(self, expired_before: str) -> None:
         self._execute("DELETE FROM exemptions WHERE until < ?", (expired_before,))
 
