@@ -468,6 +468,32 @@ class TestClusterMode:
         assert not _containers(docker_client, "batch")
         assert cluster.job_state(job) == ""
 
+    def test_a_note_on_a_job_that_has_ended_still_reaches_its_accounting(
+        self, cluster: Cluster
+    ) -> None:
+        # ds01d's note of an OOM kill can come after the kill ended the job: slurmctld then
+        # refuses the update, and the note goes to slurmdbd's record of the job.
+        done = cluster.ds01(
+            "alice", "job", "run", "--image", "busybox", "--name", "ended", "--wait", "--json",
+            "--", "true",
+        )  # fmt: skip
+        assert done.returncode == 0, describe(done)
+        job = json.loads(done.stdout)["slurm_job"]
+        wait_until("the job to end", lambda: cluster.job_state(job) == "")
+        note = "ds01:oom_kill: 1 process(es) killed, alice's memory total across all hit"
+        noted = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from ds01.runtime.slurm import set_admin_comment; "
+             "set_admin_comment(int(sys.argv[1]), sys.argv[2])", str(job), note],
+            env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert noted.returncode == 0, describe(noted)
+        kept = cluster.slurm_tool(
+            "sacct", "-X", "-n", "-P", "-j", str(job), "--format=State,AdminComment"
+        )
+        # (sacctmgr would write the apostrophe as a backquote: ds01 gives it the typographic one)
+        assert kept.strip() == "COMPLETED|" + note.replace("'", "\u2019"), kept
+
     def test_slurms_memory_limit_kills_inside_the_container_not_the_node(
         self, cluster: Cluster, docker_client: Any
     ) -> None:

@@ -3,7 +3,8 @@
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
 cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
 jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
-exporter; a job's ``AdminComment`` (``scontrol update``) for ds01d's stops.
+exporter; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once it ended) for
+ds01d's notes.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -90,15 +91,33 @@ def show_job(job_id: int) -> str:
 
 
 def set_admin_comment(job_id: int, comment: str) -> None:
-    """``scontrol update JobId=ID AdminComment=COMMENT``: a note on the job that slurmdbd
-    keeps (``sacct --format AdminComment``). Only a Slurm administrator (root, SlurmUser)
-    may set it. ``SlurmError`` when Slurm refuses (the job ended, not an administrator) or
+    """A note on the job that slurmdbd keeps (``sacct --format AdminComment``): ``scontrol
+    update JobId=ID AdminComment=COMMENT`` while slurmctld holds the job; once it says the job
+    has ended (its end can come before ds01d's note of what ended it: an OOM kill ends the
+    container and with it the job's step), ``sacctmgr -i modify job`` writes it into the job's
+    accounting record instead. Only a Slurm administrator (root, SlurmUser) may set it.
+    ``SlurmError`` when Slurm refuses (not an administrator, a job slurmdbd does not know) or
     does not answer."""
-    _run_tool(
-        SCONTROL,
-        ["update", f"JobId={job_id}", f"AdminComment={comment}"],
-        "is slurmctld running?",
-    )
+    try:
+        _run_tool(
+            SCONTROL,
+            ["update", f"JobId={job_id}", f"AdminComment={comment}"],
+            "is slurmctld running?",
+        )
+    except SlurmError as exc:
+        if not any(said in exc.message for said in _JOB_ENDED):
+            raise
+        # sacctmgr would turn an apostrophe into a backquote, and a double quote would end
+        # the value: their typographic forms read the same in the report.
+        kept = comment.replace("'", "\u2019").replace('"', "\u201d")
+        _sacctmgr(
+            ["-i", "modify", "job", "where", f"JobID={job_id}", "set", f'AdminComment="{kept}"']
+        )
+
+
+#: What ``scontrol update`` says of a job that has ended: slurmctld still holds it, or has
+#: already forgotten it (``MinJobAge``).
+_JOB_ENDED = ("already finished", "Invalid job id")
 
 
 def live_jobs(node: str) -> dict[int, str]:
