@@ -15,7 +15,8 @@ job").
 - **What ds01d did to a job's container** (``note_on_job``: a stop for one of its rules,
   before ``ContainerOps.stop_by_daemon`` stops it; an OOM kill, when ``OomWatcher`` reports
   it): the job's ``AdminComment`` says so (``ds01.core.slurm_job.job_note``), set as root
-  while the job runs, so that Slurm's accounting keeps it for the login node's report.
+  while the job runs, or in slurmdbd's record once it ended (the kill can end the job
+  first), so that Slurm's accounting keeps it for the login node's report.
 - **The reaper** (``SlurmJobReaper``): every ``--slurm-interval`` seconds, the containers
   labelled with a job of this node whose job Slurm no longer runs here are removed (a job
   cancelled while its step could not stop the container: slurmd or the step killed, ds01d
@@ -75,9 +76,9 @@ JOB_GONE_REASON = "its Slurm job is no longer running on this node"
 def note_on_job(record: ContainerRecord, note: JobNote, reason: str) -> None:
     """When a Slurm job owns ``record``: write what ds01d does or saw (``note``, ``reason``) in
     the job's ``AdminComment`` (``job_note``), which slurmdbd keeps for the login node's
-    report; the last note wins. A container of no job: nothing. Slurm's refusal (the job has
-    ended) or silence is logged and never holds back what ds01d does: the report then misses
-    one note."""
+    report; the last note wins. A container of no job: nothing. Slurm's refusal (not an
+    administrator) or silence is logged and never holds back what ds01d does: the report then
+    misses one note."""
     job = record.labels.get(L.SLURM_JOB, "")
     if not job.isdigit():
         return
