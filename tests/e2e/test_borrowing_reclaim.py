@@ -103,18 +103,24 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     )
     assert warning["resource"].endswith(docker_name("alice", "extra")), warning
     assert at(warning) >= started_at + MIN_RUNTIME_S - 0.5, (warning, started_at)
+    # A rename in the grace (the Docker API door renames a running container) neither warns
+    # again nor starts the grace again: the warning follows the container, not its name.
+    renamed = d.docker("alice", "rename", "extra", "lent")
+    assert renamed.returncode == 0, describe(renamed)
     [reclaim] = wait_until(
         "the reclaim", lambda: d.events_where(action="container.reclaim"), timeout=30
     )
     assert at(reclaim) >= at(warning) + GRACE_S - 0.5, (warning, reclaim)
+    assert reclaim["resource"].endswith(docker_name("alice", "lent")), reclaim
     queue = f"queue/{request_id}"
     wait_until("carol's start", lambda: d.events_where(action="queue.start", resource=queue))
     mine = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert mine["own"]["status"] == "running"
-    assert mine["extra"]["status"] != "running"  # stopped, not removed: its files are kept
+    assert mine["lent"]["status"] != "running"  # stopped, not removed: its files are kept
     assert d.cli_json("carol", "container-list")[0]["status"] == "running"
-    warned = {e["resource"] for e in d.events_where(action="container.reclaim_warning")}
-    assert warned == {warning["resource"]}
+    assert d.events_where(action="container.reclaim_warning") == [warning]
+    back = d.docker("alice", "rename", "lent", "extra")
+    assert back.returncode == 0, describe(back)
 
     # Started again: it borrows again once a device is idle, and stays borrowed.
     busy = d.cli("alice", "container-start", "extra", "--no-wait")

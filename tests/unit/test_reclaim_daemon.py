@@ -57,7 +57,10 @@ def service(tmp_path: Path) -> Ds01Service:
     )
 
 
-def record(name: str, uid: int, user: str, device: str, *, borrowed: bool) -> ContainerRecord:
+def record(
+    name: str, uid: int, user: str, device: str, *, borrowed: bool, id_of: str | None = None
+) -> ContainerRecord:
+    """A container of ``user``'s; its id is made from ``id_of`` (default: ``name``)."""
     labels = {
         L.MANAGED: "true",
         L.USER: user,
@@ -68,7 +71,7 @@ def record(name: str, uid: int, user: str, device: str, *, borrowed: bool) -> Co
     }
     return ContainerRecord.from_summary(
         {
-            "Id": name.ljust(64, "0"),
+            "Id": (id_of or name).ljust(64, "0"),
             "Names": [f"/{name}._.{uid}"],
             "State": "exited",
             "Labels": labels | ({L.BORROWED: "true"} if borrowed else {}),
@@ -149,7 +152,7 @@ def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_firs
     svc = service(tmp_path)
     records = full_server(svc)
     assert not reclaim(svc, records, NOW)
-    assert svc.store.warnings("reclaim") == {"extra._.1000": NOW.isoformat()}
+    assert svc.store.warnings("reclaim") == {"extra".ljust(64, "0"): NOW.isoformat()}
 
     restarted = service(tmp_path)
     assert not reclaim(restarted, records, NOW + timedelta(minutes=4))
@@ -158,6 +161,19 @@ def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_firs
     assert actions(restarted)[-1] == "container.reclaim"
     assert restarted.store.warnings("reclaim") == {}
     assert "extra".ljust(64, "0") in restarted.store.released()
+
+
+def test_a_rename_in_the_grace_neither_warns_again_nor_starts_the_grace_again(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    mine, extra = full_server(svc)
+    assert not reclaim(svc, [mine, extra], NOW)
+    lent = record("lent", 1000, "alice", extra.gpus[0], borrowed=True, id_of="extra")
+    assert not reclaim(svc, [mine, lent], NOW + timedelta(minutes=4))
+    assert reclaim(svc, [mine, lent], NOW + timedelta(minutes=5))
+    assert actions(svc).count("container.reclaim_warning") == 1
+    assert actions(svc)[-1] == "container.reclaim"
 
 
 def test_a_warning_of_a_container_gone_is_forgotten(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ needed) and ``reclaim_steps`` says what is due:
 - a warned container no longer needed (the request started elsewhere, was cancelled, or
   nobody within quota waits any more): ``container.reclaim_cancelled``, the owner is told.
 
-State: the warnings (container → when warned), in the state store (``warnings``, kind
-``reclaim``): a restarted ds01d neither warns again nor starts the grace again; a warning
-is forgotten when its container is stopped, no longer needed, or gone.
+State: the warnings (container id → when warned), in the state store (``warnings``, kind
+``reclaim``): a restarted ds01d neither warns again nor starts the grace again, and a
+rename (its Docker name changes, its id does not) never starts the grace again either; a
+warning is forgotten when its container is stopped, no longer needed, or gone.
 Locks: ``run`` is called under the allocation lock (it decides and frees devices).
 Calls: the context (records, runtime, store, events, configuration) and
 ``ContainerOps.stop_by_daemon``.
@@ -83,7 +84,7 @@ class BorrowReclaim:
         were freed (the queue should plan again)."""
         policy = self.context.config().limits.borrowing
         by_name = {r.docker_name: r for r in records}
-        warned = self._warned(by_name)
+        warned = self._warned(records)
         if not policy.enabled and not warned:
             return False
         state = allocation_state(records)
@@ -123,15 +124,20 @@ class BorrowReclaim:
             limits[record.user] = self.context.limits_for(owner).gpu_quota().gpu_limit
         return limits
 
-    def _warned(self, by_name: Mapping[str, ContainerRecord]) -> dict[str, datetime]:
-        """The stored warnings of the containers in ``by_name``; those of containers gone
-        are forgotten."""
+    def _warned(self, records: list[ContainerRecord]) -> dict[str, datetime]:
+        """The stored warnings of the containers in ``records``, by their Docker names now
+        (``choose_reclaim`` speaks of those); those of containers gone are forgotten."""
         store = self.context.store
         stored = store.warnings(WARNING_KIND)
-        gone = [c for c in stored if c not in by_name]
+        by_id = {r.id: r for r in records}
+        gone = [c for c in stored if c not in by_id]
         if gone:
             store.forget_warnings(WARNING_KIND, gone)
-        return {c: datetime.fromisoformat(t) for c, t in stored.items() if c in by_name}
+        return {
+            by_id[c].docker_name: datetime.fromisoformat(t)
+            for c, t in stored.items()
+            if c in by_id
+        }
 
     def _started_at(
         self, borrowed: list[ContainerRecord], now: datetime
@@ -151,7 +157,7 @@ class BorrowReclaim:
 
     def _warn(self, record: ContainerRecord, choice: ReclaimChoice, now: datetime) -> None:
         policy = self.context.config().limits.borrowing
-        self.context.store.add_warning(WARNING_KIND, record.docker_name, now.isoformat())
+        self.context.store.add_warning(WARNING_KIND, record.id, now.isoformat())
         stop_at = stop_due(now, policy).isoformat(timespec="seconds")
         self.context.notify_user(  # first: whoever sees the event finds the owner told
             record.uid,
@@ -168,7 +174,7 @@ class BorrowReclaim:
         )  # fmt: skip
 
     def _cancel(self, record: ContainerRecord, choice: ReclaimChoice) -> None:
-        self.context.store.forget_warnings(WARNING_KIND, [record.docker_name])
+        self.context.store.forget_warnings(WARNING_KIND, [record.id])
         self.context.events.emit(
             "container.reclaim_cancelled",
             user="ds01d",
@@ -190,7 +196,7 @@ class BorrowReclaim:
         except Ds01Error as exc:
             log.error("could not reclaim %s: %s", record.docker_name, exc.message)
             return False
-        ctx.store.forget_warnings(WARNING_KIND, [record.docker_name])
+        ctx.store.forget_warnings(WARNING_KIND, [record.id])
         ctx.events.emit(
             "gpu.release",
             user="ds01d",
