@@ -18,7 +18,7 @@ from ds01.daemon.service import Ds01Service
 from ds01.gpu.simulated import SimulatedBackend, write_simulated_telemetry
 from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
-from support import offline_service
+from support import NoDocker, offline_service
 
 GPU_CONFIG = """\
 backend: simulated
@@ -50,7 +50,16 @@ def holder(uuid: str) -> ContainerRecord:
     )
 
 
-def service(tmp_path: Path, instances: str) -> tuple[Ds01Service, Path]:
+class NoContainers(NoDocker):
+    """A Docker engine with no container of ds01's, asked nothing else."""
+
+    def list_managed(self) -> list[ContainerRecord]:
+        return []
+
+
+def service(
+    tmp_path: Path, instances: str, docker: NoDocker | None = None
+) -> tuple[Ds01Service, Path]:
     telemetry = tmp_path / "telemetry.json"
 
     def backend(config: Ds01Config) -> SimulatedBackend:
@@ -59,7 +68,7 @@ def service(tmp_path: Path, instances: str) -> tuple[Ds01Service, Path]:
         )
 
     config = {"gpu-config.yaml": GPU_CONFIG % instances}
-    return offline_service(tmp_path, config=config, backend_factory=backend), telemetry
+    return offline_service(tmp_path, docker, config=config, backend_factory=backend), telemetry
 
 
 def profiles(svc: Ds01Service) -> list[tuple[str | None, int | None]]:
@@ -186,3 +195,37 @@ def test_no_slice_is_planned_over_a_slot_for_a_container_that_could_run_into_its
     # bob, the holder, is not kept out of his own slot.
     bob = UnixUser("bob", 1001, 1001, Path("/home/bob"), ("bob",))
     assert slots_in_the_way(svc, bob, "nb", None, views) == ({}, frozenset())
+
+
+def test_a_slot_whose_place_holds_a_busy_slice_gets_its_slice_elsewhere_at_its_start(
+    tmp_path: Path,
+) -> None:
+    from ds01.core.reservations import Reservation
+    from ds01.daemon.reservations import ReservationWatch, kept
+    from ds01.runtime.store import ReservationRecord
+
+    # A 1g.5gb made on demand sits at 4, where bob's 2g.10gb slot is; a process still runs
+    # on it at the slot's start, so it refuses to go: the slot's slice is made at 0 instead,
+    # and the reservation keeps it.
+    svc, telemetry = service(tmp_path, "[{profile: 1g.5gb, start: 4}]", NoContainers())
+    [busy] = svc.backend.inventory().devices
+    [gpu] = svc.backend.inventory().gpus
+    svc.mig_on_demand.reclaim([holder(busy.uuid)], NOW)  # adopted: made on demand
+    write_simulated_telemetry(telemetry, {busy.uuid: {"process_count": 1}})
+    now = svc.now()
+    slot = Reservation(
+        "r1", "bob", (f"MIG-slot-{gpu.uuid}-4",), now - timedelta(minutes=1),
+        now + timedelta(hours=2), profile="2g.10gb",
+    )  # fmt: skip
+    svc.store.add_reservation(ReservationRecord.of(slot, now.isoformat(), "active"))
+    watch = ReservationWatch(
+        svc, stop=lambda r, why: None, release=lambda r, at, why: None,
+        slices=svc.mig_on_demand,
+    )  # fmt: skip
+
+    watch.run([], {}, now, dry_run=False, tell=lambda *a: None)
+
+    assert profiles(svc) == [("1g.5gb", 4), ("2g.10gb", 0)]
+    [r1] = kept(svc)
+    made = {d.uuid: d for d in svc.backend.inventory().devices}
+    assert [made[u].start for u in r1.devices] == [0]

@@ -690,7 +690,8 @@ class ReservationWatch:
     def _make_slots(self, now: datetime) -> None:
         """At a reservation's start, for each of its slots: destroy the free slices made on
         demand over its place and make its slice there (``core.reservations.clear_slots``),
-        else (something else is still there) wherever the fragment-least rule finds room;
+        else (something else is still there, or a slice there refused to be destroyed)
+        wherever the fragment-least rule finds room;
         the reservation keeps the slice instead (``reservation.remap``, ``made``). A slot
         left is then repaired like a device that is gone. Under the allocation lock."""
         ctx, slices = self.ctx, self.slices
@@ -701,11 +702,15 @@ class ReservationWatch:
             held = {u for record in ctx.records() for u in record.gpus}
             inventory = ctx.backend.inventory()
             steps = clear_slots(kept(ctx), slices.views(inventory, held), now)
-            destroyed = [slices.destroy_for_reservation(u, inventory) for s in steps
-                         for u in s.destroy]  # fmt: skip
-            if any(destroyed):
+            places: dict[tuple[str, str], CreateSlice | None] = {}
+            changed = False
+            for step in steps:
+                done = [slices.destroy_for_reservation(u, inventory) for u in step.destroy]
+                changed = changed or any(done)
+                # A slice there refused to go (still busy a moment): the place is not clear.
+                places[(step.reservation.id, step.slot)] = step.make if all(done) else None
+            if changed:
                 inventory = ctx.backend.inventory()
-            places = {(s.reservation.id, s.slot): s.make for s in steps}
             for r in due:
                 made: dict[str, str] = {}
                 profile = r.profile
