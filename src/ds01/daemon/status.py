@@ -35,7 +35,8 @@ class DaemonStatus:
     - ``lifecycle_status``, ``lifecycle_last_pass``: the lifecycle loop, after each pass
       that is not a dry run (``publish_lifecycle_pass``).
     - ``lifecycle_pass``: ``main``, once the lifecycle loop exists.
-    - ``storage``: ``main``, once at start (the host's disk-limit mode).
+    - ``storage``: ds01d's start, once, in its settling thread before the sockets are bound
+      (the host's disk-limit mode; ``ds01.daemon.run``).
     - ``disk_usage``: the disk meter, after each round of measurements.
     - ``unmanaged_gpu_use``: the GPU use watch, after each pass: processes on the GPUs
       outside ds01's allocation (``ds01.core.gpu_use``).
