@@ -177,48 +177,55 @@ class ContainerOps:
         ctx = self.context
         docker_name = L.container_name(new, record.uid)
         moved: list[str] = []
-        with ctx.allocation_lock:  # a create of ``new`` waits for the name to be taken
-            taken = ctx.runtime.find_managed(docker_name)
-            refusal = None
-            if taken is not None and taken.id != record.id:
-                refusal = Conflict(
-                    f'Conflict. The container name "/{new}" is already in use by container '
-                    f'"{taken.id}". You have to remove (or rename) that container to be able to '
-                    "reuse that name."
+        renamed = done = False
+        try:
+            with ctx.allocation_lock:  # a create of ``new`` waits for the name to be taken
+                taken = ctx.runtime.find_managed(docker_name)
+                refusal = None
+                if taken is not None and taken.id != record.id:
+                    refusal = Conflict(
+                        f'Conflict. The container name "/{new}" is already in use by container '
+                        f'"{taken.id}". You have to remove (or rename) that container to be able '
+                        "to reuse that name."
+                    )
+                elif any(  # the queue names containers: a start of the old, a create of the new
+                    q.uid == record.uid
+                    and (q.kind, q.container) in (("start", record.name), ("create", new))
+                    for q in ctx.store.queued("waiting")
+                ):
+                    refusal = Conflict(
+                        f"The GPU queue holds a request for {record.name!r} or {new!r}: cancel "
+                        "it (`ds01 queue cancel ID`) or wait for it, then rename."
+                    )
+                if refusal is not None:
+                    ctx.log_refusal(caller, "container.rename", resource_of(record), refusal)
+                    raise refusal
+                if taken is None:
+                    network = network_name(record.uid)
+                    # Its aliases other than its name (a compose service's, --network-alias).
+                    extra = kept_run_options(record, ctx.runtime.inspect(record.docker_name))
+                    ctx.runtime.rename(record.docker_name, docker_name)
+                    renamed = True
+                    moved = ctx.store.move_exemptions(record.user, record.name, new)
+                    if network in record.networks:
+                        ctx.runtime.realias(docker_name, network, (new, *extra.aliases))
+                    ctx.ledger.refresh(record.id)
+            done = True
+        finally:
+            if renamed or done:  # a rename Docker made is audited even if a step after it failed
+                ctx.events.emit(
+                    "container.rename",
+                    user=caller.name,
+                    resource=resource_of(record),
+                    details={
+                        "from": record.name,
+                        "to": new,
+                        "docker_name": docker_name,
+                        "status": record.status,
+                        "exemptions": moved,
+                    },
+                    outcome="success" if done else "failure",
                 )
-            elif any(  # the queue names containers: a start of the old, a create of the new
-                q.uid == record.uid
-                and (q.kind, q.container) in (("start", record.name), ("create", new))
-                for q in ctx.store.queued("waiting")
-            ):
-                refusal = Conflict(
-                    f"The GPU queue holds a request for {record.name!r} or {new!r}: cancel it "
-                    "(`ds01 queue cancel ID`) or wait for it, then rename."
-                )
-            if refusal is not None:
-                ctx.log_refusal(caller, "container.rename", resource_of(record), refusal)
-                raise refusal
-            if taken is None:
-                network = network_name(record.uid)
-                # Its aliases other than its name (a compose service's, ``--network-alias``).
-                extra = kept_run_options(record, ctx.runtime.inspect(record.docker_name)).aliases
-                ctx.runtime.rename(record.docker_name, docker_name)
-                moved = ctx.store.move_exemptions(record.user, record.name, new)
-                if network in record.networks:
-                    ctx.runtime.realias(docker_name, network, (new, *extra))
-                ctx.ledger.refresh(record.id)
-        ctx.events.emit(
-            "container.rename",
-            user=caller.name,
-            resource=resource_of(record),
-            details={
-                "from": record.name,
-                "to": new,
-                "docker_name": docker_name,
-                "status": record.status,
-                "exemptions": moved,
-            },
-        )
         return container_info(record).model_copy(update={"name": new, "docker_name": docker_name})
 
     def retire(self, caller: Caller, name: str, request: api.RetireRequest) -> api.RetireResult:
