@@ -66,6 +66,12 @@ AFTER_SERVING = (
     "ds01.daemon.report_view",
     "ds01.daemon.stats_view",
     "ds01.config.edit",
+    # The Docker API door's handlers and decisions, loaded on the door's first request.
+    "ds01.daemon.door_requests",
+    "ds01.daemon.door_exchange",
+    "ds01.daemon.door_containers",
+    "ds01.daemon.door_images",
+    "ds01.core.docker_api",
 )
 
 
