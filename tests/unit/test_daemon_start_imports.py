@@ -72,6 +72,8 @@ AFTER_SERVING = (
     "ds01.daemon.door_containers",
     "ds01.daemon.door_images",
     "ds01.core.docker_api",
+    # The lifecycle's activity report, loaded with its first pass.
+    "ds01.core.report",
 )
 
 
