@@ -4,8 +4,10 @@ handlers of the routes a first list does not need.
 ``ds01.daemon.run`` imports prometheus-client (through ``ds01.metrics.collector`` and
 ``exporter``) in the exporter's own thread, once the socket is served; everything the start
 imports before that must not pull it in at module level, nor the CLI, the dashboard or the
-JupyterHub spawner. The server loads the handler modules of the admin, queue, image, event,
-report and dashboard routes when a route first calls them (``ds01.daemon.deferred``).
+JupyterHub spawner, nor docker-py (with requests and urllib3): the start reads Docker
+through ``ds01.runtime.engine_socket``, and docker-py loads on first other use. The server
+loads the handler modules of the admin, queue, image, event, report and dashboard routes
+when a route first calls them (``ds01.daemon.deferred``).
 Checked in a fresh interpreter.
 """
 
@@ -49,6 +51,9 @@ AFTER_SERVING = (
     "ds01.tui",
     "ds01.jupyterhub",
     "textual",
+    "docker",
+    "requests",
+    "urllib3",
     # The handlers the server loads on first use.
     "ds01.daemon.admin",
     "ds01.daemon.doctor",
@@ -61,6 +66,14 @@ AFTER_SERVING = (
     "ds01.daemon.report_view",
     "ds01.daemon.stats_view",
     "ds01.config.edit",
+    # The Docker API door's handlers and decisions, loaded on the door's first request.
+    "ds01.daemon.door_requests",
+    "ds01.daemon.door_exchange",
+    "ds01.daemon.door_containers",
+    "ds01.daemon.door_images",
+    "ds01.core.docker_api",
+    # The lifecycle's activity report, loaded with its first pass.
+    "ds01.core.report",
 )
 
 

@@ -77,7 +77,6 @@ from ds01.core.lifecycle import (
     stopped,
     warned,
 )
-from ds01.core.report import activity_sample, hour_start, max_sample_gap
 from ds01.daemon import schemas as api
 from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
@@ -254,6 +253,10 @@ class LifecycleLoop(PeriodicPass):
     ) -> None:
         """Add each running container's GPU activity since its last sample to the store
         (``gpu_activity``: the "GPU-hours used" of ``ds01 admin report``). Fails soft."""
+        # Here, not at the top: the report's module loads with the first pass, after
+        # ds01d's first answer, not on its start path.
+        from ds01.core.report import activity_sample, hour_start, max_sample_gap
+
         config = self.service.config().limits
         gap = max_sample_gap(config.policies.lifecycle_interval_seconds)
         hour = hour_start(now)

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Seconds a loop's pass under way still gets once the drain is over, at least.
 LOOP_STOP_FLOOR_SECONDS = 1.0
+#: Seconds after ds01d begins to serve that its background work (loops, backups, the
+#: exporter) starts at the latest, when no request was answered before.
+BACKGROUND_START_SECONDS = 1.0
 
 
 def _event_log_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,19 +153,25 @@ def run(args: argparse.Namespace) -> None:
     _wait_for(settling)
     first_backup.wait()
     server = Ds01HttpServer(paths.socket, service, doors=_doors(args, paths, service))
-    stop = GracefulStop(server, [loops.queue, loops.lifecycle], args.drain_timeout)
+
+    def start_background() -> None:
+        backups.start()
+        loops.start()
+        metrics.start()  # loads the exporter while the socket already answers
+
+    background = _BackgroundStart(server.answered, start_background)
+    stop = GracefulStop(server, [background, loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     signal.signal(signal.SIGHUP, lambda signum, frame: service.config())
     logging.getLogger("ds01d").info("listening on %s (config %s)", paths.socket, paths.config_dir)
-    backups.start()
-    loops.start()
-    metrics.start()  # loads the exporter while the socket already answers
     unfinished: list[str] = []
     _serving_collector()
+    background.begin()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        background.request_stop()
         metrics.stop()
         service.ledger.stop()
         unfinished = loops.stop(stop)
@@ -173,6 +182,37 @@ def run(args: argparse.Namespace) -> None:
         service.store.close()
         os.close(state_lock)
     _exit_status(server, unfinished)
+
+
+class _BackgroundStart:
+    """ds01d's background work (``start``: its loops, the backups thread, the exporter)
+    begun once the server answered its first request (``answered``), or
+    ``BACKGROUND_START_SECONDS`` after it began to serve: the first answer does not share
+    the interpreter with the loops' first passes and the exporter's imports. A stop asked
+    before then (:meth:`request_stop`) means it never begins; stopping what did begin
+    works the same either way (each ``stop`` of what never started returns at once)."""
+
+    def __init__(self, answered: threading.Event, start: Callable[[], None]) -> None:
+        self._answered = answered
+        self._start = start
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="ds01d-background", daemon=True)
+
+    def begin(self) -> None:
+        """Wait in a thread of its own for the first answer, then start the work."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._answered.wait(BACKGROUND_START_SECONDS)
+        with self._lock:
+            if not self._stopped:
+                self._start()
+
+    def request_stop(self) -> None:
+        """ds01d stops: the work is not begun from now on (a start under way ends first)."""
+        with self._lock:
+            self._stopped = True
 
 
 def _wait_for(settling: _InThread[None]) -> None:

@@ -1348,6 +1348,9 @@ class Ds01HttpServer:
         self.doors = tuple(doors)
         self._door_threads: list[threading.Thread] = []
         self._admins: set[int] = set()
+        #: Set once the first request is answered (ds01d's start waits for it to begin its
+        #: background work, ``ds01.daemon.run``).
+        self.answered = threading.Event()
         listener = open_to_everyone(socket_path)
         socket_path.parent.chmod(0o755)
         self.connections = ConnectionServer(
@@ -1370,6 +1373,7 @@ class Ds01HttpServer:
 
     def _answer(self, exchange: Exchange) -> bool:
         handler = _RequestHandler(exchange, self)
+        self.answered.set()
         return not handler.close_connection
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:

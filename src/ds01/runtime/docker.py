@@ -25,20 +25,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
-from typing import Any, Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
-
-import docker
-import docker.errors
-import requests.exceptions
-from docker.types import CancellableStream, DeviceRequest, LogConfig, Mount, NetworkingConfig
 
 from ds01.errors import NotFound, PortInUse
 from ds01.model import labels as L
 from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
+from ds01.runtime.engine_socket import EngineSocket, JsonLines
 from ds01.runtime.layer_files import OverlayLayers, Unhandled, read_etc_file, write_etc_files
+
+if TYPE_CHECKING:
+    import docker
+    import requests
+    from docker.types import CancellableStream
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
 
@@ -227,6 +229,8 @@ def create_arguments(api: docker.APIClient, spec: ContainerSpec) -> dict[str, An
     ``DeviceRequest`` for those UUIDs with the ``gpu`` capability and the default driver;
     stand-in device nodes (simulated GPUs) are plain ``--device`` entries.
     """
+    from docker.types import DeviceRequest, LogConfig, Mount, NetworkingConfig
+
     device_requests = (
         [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
         if spec.gpu_uuids
@@ -384,19 +388,34 @@ class DockerRuntime(DockerImages, DockerNetworks):
     """Thin, typed wrapper over docker-py's low-level client. Stateless but for the client:
     any thread may call it, and no lock is needed.
 
+    The reads ds01d's start makes (the managed containers' list and look-ups, the event
+    stream, the engine's info, networks, local images) go through ``engine``, with the
+    standard library alone; docker-py's client (``api``) is made, and docker-py imported,
+    on first use, so ds01d answers before it loads.
+
     Args:
-        client: a ``docker.APIClient`` (injected; tests and the daemon pass a real one).
+        client: a ``docker.APIClient``, or ``None`` (``from_env``): one for Docker's socket
+            is made on first use of ``api``.
     """
 
-    def __init__(self, client: docker.APIClient) -> None:
-        self.api = client
+    def __init__(self, client: docker.APIClient | None = None) -> None:
+        self.engine = EngineSocket(DOCKER_SOCKET)
+        if client is not None:
+            self.api = client
 
     @classmethod
     def from_env(cls) -> DockerRuntime:
+        """The runtime for the local engine's socket (nothing is asked of Docker yet)."""
+        return cls()
+
+    @cached_property
+    def api(self) -> docker.APIClient:
+        """docker-py's client, made on first use; ``DockerUnavailable`` if Docker does not
+        answer (``version="auto"`` asks it its API version)."""
+        import docker
+
         with docker_errors("connecting to Docker"):
-            return cls(
-                docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=120)
-            )
+            return docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=120)
 
     def probe(self, timeout_seconds: float = 3.0) -> dict[str, Any]:
         """The engine's ``/info``, asked with a short timeout: for health checks, which must
@@ -413,7 +432,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
 
     def engine_info(self) -> EngineInfo:
         with docker_errors("reading Docker info"):
-            info = self.api.info()
+            info = self.engine.get("/info")
             systemd = info.get("CgroupDriver") == "systemd"
             driver: CgroupDriver = "systemd" if systemd else "cgroupfs"
             return EngineInfo(
@@ -424,33 +443,33 @@ class DockerRuntime(DockerImages, DockerNetworks):
             )
 
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
-        """A stream of ``actions`` events of managed containers, from ``since`` (epoch s).
-
-        docker-py reads the stream without a timeout, on a connection of its own.
+        """A stream of ``actions`` events of managed containers, from ``since`` (epoch s),
+        read without a timeout on a connection of its own.
         """
+        query = {} if since is None else {"since": int(since)}  # whole seconds: may repeat
         with docker_errors("subscribing to Docker events"):
-            stream = self.api.events(
-                since=None if since is None else int(since),  # whole seconds: may repeat a few
-                decode=True,
+            stream: JsonLines = self.engine.stream(
+                "/events",
                 filters={
                     "type": "container",
                     "event": list(actions),
                     "label": [f"{L.MANAGED}=true"],
                 },
+                **query,
             )
             return EventStream(stream)
 
     def list_managed(self) -> list[ContainerRecord]:
         """Every ds01-managed container, any state, from one Engine API call."""
         with docker_errors("listing containers"):
-            summaries = self.api.containers(all=True, filters=L.MANAGED_FILTER)
+            summaries = self.engine.get("/containers/json", filters=L.MANAGED_FILTER, all=1)
             return [ContainerRecord.from_summary(s) for s in summaries]
 
     def find_managed(self, docker_name: str) -> ContainerRecord | None:
         """The managed container with exactly this Docker name, from one filtered list call."""
         with docker_errors("looking up a container"):
             filters = {**L.MANAGED_FILTER, "name": f"^/?{re.escape(docker_name)}$"}
-            for summary in self.api.containers(all=True, filters=filters):
+            for summary in self.engine.get("/containers/json", filters=filters, all=1):
                 record = ContainerRecord.from_summary(summary)
                 if record.docker_name == docker_name:
                     return record
@@ -462,7 +481,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
             filters = {**L.MANAGED_FILTER, "id": id_prefix}
             found = [
                 ContainerRecord.from_summary(s)
-                for s in self.api.containers(all=True, filters=filters)
+                for s in self.engine.get("/containers/json", filters=filters, all=1)
                 if str(s.get("Id", "")).startswith(id_prefix)
             ]
             return found[0] if len(found) == 1 else None
@@ -503,6 +522,8 @@ class DockerRuntime(DockerImages, DockerNetworks):
             if not isinstance(found, Unhandled):
                 return found
         with docker_errors(f"reading {path} in container {container}"):
+            import docker.errors
+
             try:
                 chunks, stat = self.api.get_archive(container, path)
             except docker.errors.NotFound:
@@ -553,6 +574,8 @@ class DockerRuntime(DockerImages, DockerNetworks):
 
     def start(self, container: str) -> None:
         with docker_errors(f"starting container {container}"):
+            import docker.errors
+
             try:
                 self.api.start(container)
             except docker.errors.APIError as exc:
@@ -574,6 +597,8 @@ class DockerRuntime(DockerImages, DockerNetworks):
 
     def remove(self, container: str, *, force: bool = False, missing_ok: bool = False) -> None:
         with docker_errors(f"removing container {container}"):
+            import docker.errors
+
             try:
                 # v: its anonymous volumes (an image's VOLUME) go with it, not left behind.
                 self.api.remove_container(container, force=force, v=True)
@@ -676,11 +701,17 @@ class DockerRuntime(DockerImages, DockerNetworks):
             response = self.api.get(
                 self.api.base_url + path, params=params, stream=True, timeout=None
             )
+            import requests.exceptions
+
             try:
                 response.raise_for_status()
             except requests.exceptions.HTTPError as exc:
                 response.close()
+                import docker.errors
+
                 docker.errors.create_api_error_from_http_exception(exc)
+        from docker.types import CancellableStream
+
         chunks = response.iter_content(LOG_CHUNK_BYTES) if tty else _multiplexed_payloads(response)
         return OutputStream(what, CancellableStream(chunks, response))
 
@@ -704,7 +735,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
         """Docker's storage driver and the filesystem under it (``docker info``'s
         ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
         with docker_errors("reading Docker's storage driver"):
-            info = self.api.info()
+            info = self.engine.get("/info")
             status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
             return str(info.get("Driver") or ""), status.get("Backing Filesystem")
 
@@ -715,6 +746,8 @@ class DockerRuntime(DockerImages, DockerNetworks):
         name = f"ds01-storage-probe-{os.getpid()}"
         with docker_errors("probing the storage driver"):
             host_config = self.api.create_host_config(storage_opt={"size": str(size_bytes)})
+            import docker.errors
+
             try:
                 created = self.api.create_container(
                     image=image, name=name, host_config=host_config, command=["true"]

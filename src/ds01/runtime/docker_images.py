@@ -12,16 +12,15 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
-
-import docker
-import docker.errors
-import requests.exceptions
-from docker.utils.json_stream import json_stream, stream_as_text
+from typing import IO, TYPE_CHECKING, Any
 
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CFS_PERIOD_US, cfs_quota_us
 from ds01.runtime.docker_errors import docker_errors
+from ds01.runtime.engine_socket import EngineSocket
+
+if TYPE_CHECKING:
+    import docker
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,18 @@ class MessageStream:
 class DockerImages:
     """Images: what is local, builds and pulls (as ``MessageStream``), tags, removal."""
 
-    api: docker.APIClient
+    engine: EngineSocket
+
+    @property
+    def api(self) -> docker.APIClient:
+        """docker-py's client: ``DockerRuntime`` makes it on first use."""
+        raise NotImplementedError
 
     def local_image_tags(self) -> set[str]:
-        """Every ``repo:tag`` present locally."""
+        """Every ``repo:tag`` present locally (read through ``engine``: ds01d's start asks)."""
         with docker_errors("listing images"):
             tags: set[str] = set()
-            for image in self.api.images():
+            for image in self.engine.get("/images/json"):
                 tags.update(t for t in image.get("RepoTags") or () if t != "<none>:<none>")
             return tags
 
@@ -115,6 +119,8 @@ class DockerImages:
     def local_image(self, ref: str) -> LocalImage | None:
         """What ds01 needs to know about a local image, or ``None`` if it is not here."""
         with docker_errors(f"image {ref}"):
+            import docker.errors
+
             try:
                 attrs = self.api.inspect_image(ref)  # type: ignore[no-untyped-call]
             except docker.errors.ImageNotFound:
@@ -130,6 +136,9 @@ class DockerImages:
     def remove_image(self, ref: str) -> None:
         """Remove (untag) an image; one still in use stays. Fails soft: a leftover image
         costs disk, not correctness."""
+        import docker.errors
+        import requests.exceptions
+
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_image(ref)
 
@@ -189,11 +198,17 @@ class DockerImages:
                 stream=True,
                 timeout=None,  # a step may print nothing for a long time
             )
+            import requests.exceptions
+
             try:
                 response.raise_for_status()
             except requests.exceptions.HTTPError as exc:
                 response.close()
+                import docker.errors
+
                 docker.errors.create_api_error_from_http_exception(exc)
+        from docker.utils.json_stream import json_stream, stream_as_text
+
         chunks = response.iter_content(chunk_size=None)
         return MessageStream("building an image", json_stream(stream_as_text(chunks)), response)
 

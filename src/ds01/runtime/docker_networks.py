@@ -2,20 +2,22 @@
 
 ``DockerNetworks`` is the network part of :class:`ds01.runtime.docker.DockerRuntime` (which
 inherits it): the same low-level ``APIClient`` (``self.api``), docker-py errors translated
-to ds01 errors. Stateless: any thread may call it.
+to ds01 errors; the list of networks, which ds01d's start reads, goes through the standard
+library's ``self.engine`` (``ds01.runtime.engine_socket``) instead. Stateless: any thread may
+call it.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING, Any
 
 from ds01.errors import Conflict, NoCapacity, NotFound
 from ds01.runtime.docker_errors import docker_errors
+from ds01.runtime.engine_socket import EngineError, EngineSocket
+
+if TYPE_CHECKING:
+    import docker
 
 #: The option of Docker's bridge driver that names the Linux bridge of a network.
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -48,7 +50,12 @@ class NetworkRecord:
 class DockerNetworks:
     """Networks: look-up by name or label, creation on a named bridge, moves, removal."""
 
-    api: docker.APIClient
+    engine: EngineSocket
+
+    @property
+    def api(self) -> docker.APIClient:
+        """docker-py's client: ``DockerRuntime`` makes it on first use."""
+        raise NotImplementedError
 
     def move_to_network(
         self, container: str, network: str, aliases: tuple[str, ...], leave: tuple[str, ...]
@@ -71,6 +78,8 @@ class DockerNetworks:
     def find_network(self, name: str) -> NetworkRecord | None:
         """The network named exactly ``name``, or ``None``."""
         with docker_errors(f"looking up network {name}"):
+            import docker.errors
+
             try:
                 attrs = self.api.inspect_network(name)
             except docker.errors.NotFound:
@@ -82,11 +91,14 @@ class DockerNetworks:
         """Every network that has ``label`` (``key`` or ``key=value``), with its containers."""
         with docker_errors("listing networks"):
             found = []
-            for summary in self.api.networks(filters={"label": label}):
-                with contextlib.suppress(docker.errors.NotFound):  # removed in between
-                    found.append(
-                        NetworkRecord.from_inspect(self.api.inspect_network(summary["Id"]))
-                    )
+            for summary in self.engine.get("/networks", filters={"label": [label]}):
+                try:
+                    attrs = self.engine.get(f"/networks/{summary['Id']}")
+                except EngineError as exc:
+                    if exc.status == 404:  # removed in between
+                        continue
+                    raise
+                found.append(NetworkRecord.from_inspect(attrs))
             return found
 
     def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkRecord:
@@ -96,6 +108,8 @@ class DockerNetworks:
             NoCapacity: Docker has no address range left for another network.
         """
         with docker_errors(f"creating network {name}"):
+            import docker.errors
+
             try:
                 self.api.create_network(
                     name,
@@ -120,6 +134,8 @@ class DockerNetworks:
     def remove_network(self, network_id: str) -> None:
         """Remove a network; one already gone is fine, one in use is a ``Conflict``."""
         with docker_errors(f"removing network {network_id[:12]}"):
+            import docker.errors
+
             try:
                 self.api.remove_network(network_id)
             except docker.errors.NotFound:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from ds01.errors import DockerUnavailable
 from ds01.runtime.archive_rewrite import SocketWriter
 from ds01.runtime.docker_errors import DOCKER_SOCKET
+from ds01.runtime.engine_socket import UnixConnection
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,6 @@ _HOP_BY_HOP = frozenset(
         "expect",
     }
 )
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 class EngineProxy:
@@ -118,7 +108,7 @@ class EngineProxy:
         Raises:
             DockerUnavailable: dockerd does not answer.
         """
-        conn = _UnixConnection(self.socket_path, ENGINE_TIMEOUT_S)
+        conn = UnixConnection(self.socket_path, ENGINE_TIMEOUT_S)
         headers = {"Host": "docker"}
         data = None
         if body is not None:
