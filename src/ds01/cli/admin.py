@@ -19,6 +19,7 @@ import sys
 from ds01.cli import render
 from ds01.cli.client import Ds01Client
 from ds01.cli.command import Command
+from ds01.cli.parsing import add_json_flag
 from ds01.errors import DaemonUnavailable, InvalidInput, PermissionDenied
 from ds01.exitcodes import ExitCode
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 REMOVE_USER_TIMEOUT_SECONDS = 6 * 3600
 #: Seconds gpu-check may take in ds01d: its test container runs for up to a minute.
 GPU_CHECK_TIMEOUT_SECONDS = 120
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _dry_run_flag(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +59,7 @@ def _configure_add_user(p: argparse.ArgumentParser) -> None:
         help="a group of resource-limits.yaml to add them to (default: an entry of their own)",
     )
     _dry_run_flag(p)
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_add_user(args: argparse.Namespace) -> None:
@@ -98,7 +95,7 @@ def _configure_remove_user(p: argparse.ArgumentParser) -> None:
     )
     _dry_run_flag(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _remove_user_call(client: Ds01Client, args: argparse.Namespace, dry_run: bool) -> Any:
@@ -164,7 +161,7 @@ def _configure_setup(p: argparse.ArgumentParser) -> None:
         "no NVIDIA driver is found (it is written anyway where one is)",
     )
     _dry_run_flag(p)
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_setup(args: argparse.Namespace) -> None:
@@ -274,7 +271,7 @@ def _configure_gpu_check(p: argparse.ArgumentParser) -> None:
         help="image of the test container, on this machine, with a C library [the starter "
         "image of images.yaml]",
     )
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_gpu_check(args: argparse.Namespace) -> None:
@@ -351,7 +348,7 @@ def _configure_mig(p: argparse.ArgumentParser) -> None:
         metavar="INDEX",
         help="apply to this GPU only (repeatable)",
     )
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _layout(layout: dict[str, Any] | None) -> str:
@@ -437,7 +434,7 @@ def _configure_state(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="ds01d's state directory [$DS01_STATE_DIR, /var/lib/ds01]",
     )
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_state(args: argparse.Namespace) -> None:
@@ -590,7 +587,7 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
         "examples:\n"
         "  ds01 admin doctor\n"
         "  ds01 admin doctor --json",
-        _json_flag,
+        add_json_flag,
         _run_doctor,
     ),
     Command(

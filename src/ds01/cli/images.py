@@ -21,6 +21,7 @@ import sys
 from ds01.cli import render
 from ds01.cli.client import ApiError, Ds01Client
 from ds01.cli.command import Command
+from ds01.cli.parsing import add_json_flag
 from ds01.cli.project import FRAMEWORK_NAMES
 from ds01.errors import InvalidInput
 
@@ -38,10 +39,6 @@ IMAGES_DIR = "images"
 # Docker's bookkeeping lines of a build, shown with --verbose only.
 _QUIET_BUILD_LINE = re.compile(r"^( ---> |Removing intermediate container |Successfully built )")
 _STEP_LINE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _size(value: int | None) -> str:
@@ -70,7 +67,7 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the whole registry, AIME imports included, present or not",
     )
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_list(args: argparse.Namespace) -> None:
@@ -322,7 +319,7 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pull", action="store_true", help="pull a newer base image first")
     p.add_argument("--no-cache", action="store_true", help="run every step again")
     p.add_argument("--verbose", "-v", action="store_true", help="show Docker's bookkeeping too")
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _default_context(name: str) -> str:
@@ -377,7 +374,7 @@ def _run_build(args: argparse.Namespace) -> None:
 
 def _configure_pull(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="registry name or allowed reference")
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_pull(args: argparse.Namespace) -> None:
@@ -402,7 +399,7 @@ def _run_pull(args: argparse.Namespace) -> None:
 def _configure_remove(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="your image (e.g. alice/thesis:latest)")
     p.add_argument("--force", action="store_true", help="admins: also a registry image")
-    _json_flag(p)
+    add_json_flag(p)
 
 
 def _run_remove(args: argparse.Namespace) -> None:

@@ -160,6 +160,11 @@ class EveryUse(argparse.Action):
         setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json``: the command prints JSON instead of text."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
 def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
     """Every option of ``parser`` and of the commands under it."""
     for action in parser._actions:
@@ -178,4 +183,4 @@ def _choices(parser: argparse.ArgumentParser) -> list[str]:
     ]
 
 
-__all__ = ["ArgumentParser", "EveryUse", "LazySubParsers", "UsageError"]
+__all__ = ["ArgumentParser", "EveryUse", "LazySubParsers", "UsageError", "add_json_flag"]

@@ -19,6 +19,7 @@ import argparse
 
 from ds01.cli import render
 from ds01.cli.command import Command
+from ds01.cli.parsing import add_json_flag
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="gres: write gres.conf to FILE (atomically) instead of printing it",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_flag(p)
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",

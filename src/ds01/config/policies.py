@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from ds01.config.sections import (
+    Fraction,
     GroupName,
     NonNegative,
     Positive,
@@ -157,11 +158,8 @@ class LifecyclePolicy(SectionEntry):
         "long after the container's last real activity, so the stop comes at most this long "
         "after it would have come without the file; 0 = the file is ignored; null = no cap.",
     )
-    demand_idle_factor: float = Field(
+    demand_idle_factor: Fraction = Field(
         default=0.5,
-        gt=0,
-        le=1,
-        allow_inf_nan=False,
         description="While requests wait in the queue for devices, idle timeouts are "
         "multiplied by this factor, in (0, 1]; 1 = no shrink.",
     )
@@ -181,11 +179,8 @@ class LifecyclePolicy(SectionEntry):
         description="Requests (creates and starts) the user may have waiting in the GPU "
         "queue at once; null = unlimited. Waiting creates also count against max_containers.",
     )
-    disk_warning_fraction: float = Field(
+    disk_warning_fraction: Fraction = Field(
         default=0.9,
-        gt=0,
-        le=1,
-        allow_inf_nan=False,
         description="Part of disk_limit (and of aggregate.disk_limit) at which the owner is "
         "warned that the disk use nears it, in (0, 1].",
     )

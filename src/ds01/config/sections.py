@@ -58,6 +58,8 @@ GroupName = Annotated[str, AfterValidator(account_name_checker("group"))]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: A finite number ``> 0`` (a period that must pass, a largest size).
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A finite share in ``(0, 1]`` (a factor that may shrink a limit, a part of one).
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 class LayerEntry(BaseModel):
@@ -140,6 +142,7 @@ def refuse_undefined_group(value: Any) -> None:
 
 __all__ = [
     "UNDEFINED_GROUP",
+    "Fraction",
     "GroupName",
     "LayerEntry",
     "NonNegative",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TypedDict
 
 from ds01.config.resolve import ResolvedAggregate
 from ds01.core.image_build import build_target
@@ -44,6 +45,15 @@ from ds01.runtime.identity import UnixUser, user_by_name
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 10
+
+
+class StartOptions(TypedDict, total=False):
+    """The keyword options of ``ContainerOps.start``, for the callers that pass them on."""
+
+    user: str | None
+    queue: bool
+    borrow: bool
+    record: ContainerRecord | None
 
 
 class ContainerOps:
@@ -394,4 +404,4 @@ class ContainerOps:
         return self._stopped_since[record.id]
 
 
-__all__ = ["STOP_TIMEOUT_SECONDS", "ContainerOps"]
+__all__ = ["STOP_TIMEOUT_SECONDS", "ContainerOps", "StartOptions"]

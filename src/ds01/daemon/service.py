@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ds01.config.loader import Ds01Config
 from ds01.core.docker_create import RunOptions
 from ds01.core.gpu_use import UnmanagedUse
 from ds01.daemon import schemas as api
 from ds01.daemon.access import Access
-from ds01.daemon.containers import ContainerOps
+from ds01.daemon.containers import ContainerOps, StartOptions
 from ds01.daemon.context import DaemonContext, DaemonDependencies
 from ds01.daemon.create_intents import CreateIntents
 from ds01.daemon.creation import Creation, Gatekeepers
@@ -42,8 +43,10 @@ from ds01.daemon.reacquire import Reacquire
 from ds01.daemon.reconcile import StartupReconciler
 from ds01.daemon.views import Views
 from ds01.errors import Ds01Error
-from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import PeerCredentials
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 
 class Ds01Service(DaemonContext):
@@ -144,18 +147,9 @@ class Ds01Service(DaemonContext):
         self.create_intents.confirm_create(request_id, docker_name)
 
     def start(
-        self,
-        caller: Caller,
-        name: str,
-        *,
-        user: str | None = None,
-        queue: bool = False,
-        borrow: bool = False,
-        record: ContainerRecord | None = None,
+        self, caller: Caller, name: str, **options: Unpack[StartOptions]
     ) -> api.ContainerInfo | Queued:
-        return self.containers.start(
-            caller, name, user=user, queue=queue, borrow=borrow, record=record
-        )
+        return self.containers.start(caller, name, **options)
 
     def stop(self, caller: Caller, name: str, *, user: str | None = None) -> api.ContainerInfo:
         return self.containers.stop(caller, name, user=user)

@@ -274,6 +274,18 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+@contextlib.contextmanager
+def _watching(engine: socket.socket, client: socket.socket) -> Iterator[selectors.BaseSelector]:
+    """A selector that reports input on dockerd's socket and on the client's. Reads from
+    dockerd then block without a timeout: a followed stream or an attached program may
+    stay quiet for hours."""
+    engine.settimeout(None)
+    with selectors.PollSelector() as selector:
+        selector.register(engine, selectors.EVENT_READ)
+        selector.register(client, selectors.EVENT_READ)
+        yield selector
+
+
 def _copy_answer(
     engine: socket.socket,
     client: socket.socket,
@@ -286,10 +298,7 @@ def _copy_answer(
     left); any other answer is written in full (a client may half-close after its
     request). What a client sends on this exchange is not read: it has nothing more to
     say on it."""
-    engine.settimeout(None)  # a followed stream may stay quiet for hours
-    with selectors.PollSelector() as selector:
-        selector.register(engine, selectors.EVENT_READ)
-        selector.register(client, selectors.EVENT_READ)
+    with _watching(engine, client) as selector:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is client:
@@ -309,11 +318,8 @@ def _copy_answer(
 def _relay(engine: socket.socket, client: socket.socket) -> None:
     """Bytes both ways until dockerd closes; the client's end of input becomes a
     half-close towards dockerd (the program in the container sees its input end)."""
-    engine.settimeout(None)
     client_open = True
-    with selectors.PollSelector() as selector:
-        selector.register(engine, selectors.EVENT_READ)
-        selector.register(client, selectors.EVENT_READ)
+    with _watching(engine, client) as selector:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is engine:

@@ -31,6 +31,40 @@ MIG_MODES = ("layout", "on-demand")
 BORROWING_MODES = ("off", "on")
 
 
+#: The flags that pick one way to replay, or every way to compare them: flag, choices (the
+#: last replays each of the others), default, help.
+_COMPARED: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    (
+        "--policy",
+        (*POLICIES, "both"),
+        "both",
+        "fair: the configured scheduler; fcfs: strict arrival order [both]",
+    ),
+    (
+        "--reclaim",
+        (*RECLAIMS, "all"),
+        "all",
+        "idle containers: ds01: stopped by ds01's lifecycle policy; none: held until their "
+        "owner stops them; reference: the reference's hourly check, 3 idle checks in a row "
+        "[all]",
+    ),
+    (
+        "--mig",
+        (*MIG_MODES, "both"),
+        "layout",
+        "layout: as gpu-config.yaml says; on-demand: every MIG GPU makes slices on demand [layout]",
+    ),
+    (
+        "--borrowing",
+        (*BORROWING_MODES, "both"),
+        "off",
+        "off: requests over quota wait; on: they borrow idle devices as the borrowing: "
+        "section says (enabled or not), reclaimed for requests within quota; both: compare "
+        "[off]",
+    ),
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``ds01 simulate``."""
     parser.add_argument("trace", metavar="TRACE.csv", help="the workload trace (CSV)")
@@ -40,35 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="directory with resource-limits.yaml and gpu-config.yaml; a missing file (or "
         "no DIR) means the embedded default: 4 simulated A100s, GPU 3 in MIG",
     )
-    parser.add_argument(
-        "--policy",
-        choices=(*POLICIES, "both"),
-        default="both",
-        help="fair: the configured scheduler; fcfs: strict arrival order [both]",
-    )
-    parser.add_argument(
-        "--reclaim",
-        choices=(*RECLAIMS, "all"),
-        default="all",
-        help="idle containers: ds01: stopped by ds01's lifecycle policy; none: held until their "
-        "owner stops them; reference: the reference's hourly check, 3 idle checks in a row "
-        "[all]",
-    )
-    parser.add_argument(
-        "--mig",
-        choices=(*MIG_MODES, "both"),
-        default="layout",
-        help="layout: as gpu-config.yaml says; on-demand: every MIG GPU makes slices on "
-        "demand [layout]",
-    )
-    parser.add_argument(
-        "--borrowing",
-        choices=(*BORROWING_MODES, "both"),
-        default="off",
-        help="off: requests over quota wait; on: they borrow idle devices as the borrowing: "
-        "section says (enabled or not), reclaimed for requests within quota; both: compare "
-        "[off]",
-    )
+    for flag, modes, default, help_text in _COMPARED:
+        parser.add_argument(flag, choices=modes, default=default, help=help_text)
     parser.add_argument(
         "--reservations",
         metavar="FILE",
