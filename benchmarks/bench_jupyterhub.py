@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from hubbrowser import chromium, hub_passwords, log_in, open_form, start, wait_for_lab  # noqa: E402
-from hubproc import Hub, docker0_gateway, stop_hubs  # noqa: E402
+from hubproc import Hub, docker0_gateway, start_hubs, stop_hubs  # noqa: E402
 
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
@@ -174,8 +174,7 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
         )
         hubs += [ds01_hub, dsp_hub]
         with hub_passwords([LAB_USER], HUB_IDENTITY), chromium() as browser:
-            for hub in hubs:
-                hub.start()
+            start_hubs(hubs)
             sides: dict[str, tuple[Hub, Any, Callable[[Any, Hub], dict[str, float]]]] = {
                 "ds01": (ds01_hub, log_in(browser, ds01_hub, LAB_USER), time_ds01),
                 "dockerspawner": (
