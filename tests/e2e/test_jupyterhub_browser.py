@@ -251,8 +251,10 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
     start(bob, "gpus:1")
     bob.locator("#progress-message", has_text="position 1").wait_for()
     bob.screenshot(path=shots / "jupyterhub-queued.png")
+    mark("2. bob queued")
     stopped = d.cli("alice", "container-stop", "train")
     assert stopped.returncode == 0, describe(stopped)
+    mark("2. the GPU freed")
     wait_for_lab(bob, "bob")
     # Dispatched later by ds01d's queue (the create's doer is ds01d), his request's events
     # still name the hub that asked for it.
