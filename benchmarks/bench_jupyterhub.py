@@ -19,7 +19,8 @@ Debian's Chromium, driven by Playwright (``tests/e2e/hubbrowser.py``, as the bro
 does). A round, for each side in turn (the order alternating between rounds): from the
 click that starts the server (ds01's form's Start, with no GPU; DockerSpawner's "Start My
 Server", which has no form) until JupyterLab's launcher shows; then the server is stopped
-through the hub's API and the next side goes. One warm-up round is not counted. For ds01
+through the hub's API and the next side goes (the last server is removed with the rest at
+the end). One warm-up round is not counted. For ds01
 the time from the home page's "Start My Server" to its options form is reported apart (the
 form asks ds01d for the user's limits, the devices and the images): a user spends it
 choosing, before the click that is timed.
@@ -52,7 +53,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from hubbrowser import chromium, hub_passwords, log_in, open_form, start, wait_for_lab  # noqa: E402
-from hubproc import Hub, docker0_gateway, stop_hubs  # noqa: E402
+from hubproc import Hub, docker0_gateway, start_hubs, stop_hubs  # noqa: E402
 
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
@@ -90,8 +91,13 @@ starter: jupyter
 """
 
 
+_STARTED = time.monotonic()
+
+
 def progress(message: str) -> None:
-    print(f"bench_jupyterhub: {message}", file=sys.stderr, flush=True)
+    """A line on stderr, with the seconds since the benchmark began."""
+    elapsed = time.monotonic() - _STARTED
+    print(f"bench_jupyterhub: {elapsed:6.1f} s  {message}", file=sys.stderr, flush=True)
 
 
 def dockerspawner_config(uid: int, gid: int, home: str) -> str:
@@ -159,6 +165,7 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
     try:
         install_dockerspawner(scratch / "site")
         daemon.start()
+        progress("ds01d answers")
         entry = pwd.getpwnam(LAB_USER)
         workspace = Path(entry.pw_dir, "workspace")
         workspace.mkdir(exist_ok=True)
@@ -174,8 +181,8 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
         )
         hubs += [ds01_hub, dsp_hub]
         with hub_passwords([LAB_USER], HUB_IDENTITY), chromium() as browser:
-            for hub in hubs:
-                hub.start()
+            start_hubs(hubs)
+            progress("both hubs answer")
             sides: dict[str, tuple[Hub, Any, Callable[[Any, Hub], dict[str, float]]]] = {
                 "ds01": (ds01_hub, log_in(browser, ds01_hub, LAB_USER), time_ds01),
                 "dockerspawner": (
@@ -183,17 +190,24 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
                 ),
             }  # fmt: skip
             open_form(sides["ds01"][1], ds01_hub)  # the form renders (checks the login)
-            for n in range(warmup + rounds):
-                order = list(sides) if n % 2 == 0 else list(reversed(sides))
-                for name in order:
-                    hub, page, timed = sides[name]
-                    progress(f"round {n + 1 - warmup} ({'warm-up' if n < warmup else 'timed'}): "
-                             f"{name}")  # fmt: skip
-                    sample = timed(page, hub)
+            progress("logged in to both hubs")
+            turns = [
+                (n, name)
+                for n in range(warmup + rounds)
+                for name in (list(sides) if n % 2 == 0 else list(reversed(sides)))
+            ]
+            for turn, (n, name) in enumerate(turns):
+                hub, page, timed = sides[name]
+                progress(f"round {n + 1 - warmup} ({'warm-up' if n < warmup else 'timed'}): "
+                         f"{name}")  # fmt: skip
+                sample = timed(page, hub)
+                if n >= warmup:
+                    samples[name].append(sample)
+                if turn < len(turns) - 1:  # the last server goes with the clean-up below
+                    progress(f"{name}: JupyterLab loaded; stopping the server")
                     stop_server(hub, LAB_USER)
-                    if n >= warmup:
-                        samples[name].append(sample)
     finally:
+        progress("cleaning up")
         stop_hubs(hubs)
         for hub in hubs:
             shutil.rmtree(hub.dir, ignore_errors=True)

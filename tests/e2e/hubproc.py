@@ -101,6 +101,11 @@ class Hub:
 
     def start(self) -> None:
         """Start the hub and wait until its API answers."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the hub's process, not waiting for it (:meth:`wait_ready` does)."""
         command = ["runuser", "-u", self.user, "--", "env", "-i"]
         command += [f"{k}={v}" for k, v in self.env.items()]
         command += [str(BIN_DIR / "jupyterhub"), "-f", str(self.config)]
@@ -108,6 +113,9 @@ class Hub:
             self.process = subprocess.Popen(
                 command, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT
             )
+
+    def wait_ready(self) -> None:
+        """Wait until the hub :meth:`launch` started answers on its API (60 s at most)."""
         wait_until(f"the hub to answer (log: {self.tail()})", self._answers, timeout=60)
 
     def _answers(self) -> bool:
@@ -170,6 +178,14 @@ class Hub:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
         except OSError:
             return "(no log)"
+
+
+def start_hubs(hubs: Sequence[Hub]) -> None:
+    """Start several hubs side by side, and wait until each answers."""
+    for hub in hubs:
+        hub.launch()
+    for hub in hubs:
+        hub.wait_ready()
 
 
 def stop_hubs(hubs: Sequence[Hub]) -> None:

@@ -8,7 +8,8 @@ Notice files (``/workspace/.ds01-notice``, written at each idle warning and stop
 link from the notice's name to a file of root's or of bob's that alice may write, a symlink
 in its place, a workspace (or a directory above it) swapped for a symlink, a FIFO, a huge
 file and a workspace alice made unwritable: no other file changes owner or content, nothing
-is written outside the workspace, and the lifecycle loop goes on for everyone.
+is written outside the workspace, and the lifecycle loop goes on for everyone. One ds01d
+serves every notice trap (``notice_scene``): their idle stops are waited for together.
 
 Idle reclaim: a process in the container named like an SSH login (``sshd: bob@pts/0``), an
 exec left running after its terminal's client was killed, and a keep-alive file touched
@@ -25,6 +26,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,6 @@ PRECIOUS = "precious content\n"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
 
 
 def as_user(user: str, *argv: str) -> None:
@@ -140,58 +140,54 @@ def victim_file(directory: Path, owner: Any | None) -> Path:
     return path
 
 
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A world-traversable directory on the same filesystem as the homes (hard links)."""
-    path = make_world_traversable_dir("ds01-bypass-notify-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+@dataclass(frozen=True)
+class NoticeScene:
+    """Every notice trap of alice's, each in a container of its own, and bob's container
+    whose stop comes last, all on one ds01d: each trap's idle stop has been waited for."""
+
+    d: Any
+    victims: dict[str, tuple[Path, os.stat_result]]  # hard link: owner -> (file, stat before)
+    control: Path  # a plain workspace: its notice is written
+    root_only: Path  # root's file a symlink named the notice
+    bobs: Path  # bob's directory a workspace was swapped for
+    elsewhere: Path  # where a directory above a workspace was pointed
+    fifo: Path
+    readonly: Path
+    huge: Path
+    bob_started: float
+    bob_stop: dict[str, Any]
 
 
-# -- notice files -------------------------------------------------------------------------------
+#: Room for every trap of the notice scene at once.
+NOTICE_LIMITS = LIMITS.replace("max_containers: 6", "max_containers: 12")
 
 
-@pytest.mark.parametrize("victim_owner", ["root", "bob"])
-def test_a_notice_never_writes_through_a_hard_link(
-    ds01d: Any, unix_users: dict[str, Any], scratch: Path, victim_owner: str
-) -> None:
-    alice = unix_users["alice"]
-    owner = None if victim_owner == "root" else unix_users[victim_owner]
-    holder = scratch / "holder"
-    holder.mkdir(mode=0o755)
-    if owner is not None:
-        os.chown(holder, owner.pw_uid, owner.pw_gid)
-    victim = victim_file(holder, owner)
-    before = victim.stat()
-    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
-    trap, control = own_dir(alice, "trap"), own_dir(alice, "control")
-    create(d, "alice", "trap", "--workspace", str(trap))
-    create(d, "alice", "control", "--workspace", str(control))
-    # alice may write the victim, so the kernel lets her link it (protected_hardlinks).
-    as_user("alice", "ln", "-f", str(victim), str(trap / ".ds01-notice"))
-
-    wait_for_stop(d, f"trap._.{alice.pw_uid}", TIMEOUT_S + 15)
-    wait_for_stop(d, f"control._.{alice.pw_uid}", 10)
-    pass_done(d)
-
-    assert "was stopped" in (control / ".ds01-notice").read_text()  # notices are written
-    assert (control / ".ds01-notice").stat().st_uid == alice.pw_uid
-    after = victim.stat()
-    assert victim.read_text() == PRECIOUS, "the notice was written into the victim's file"
-    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid), (
-        f"the victim's file changed owner to {after.st_uid}:{after.st_gid}"
-    )
-    assert stat.S_IMODE(after.st_mode) == 0o666
-    refused = d.events_where(
-        action="lifecycle.notice", resource=f"container/trap._.{alice.pw_uid}", outcome="failure"
-    )
-    assert refused and "single link" in refused[0]["details"]["error"], refused
+@pytest.fixture(scope="class")
+def notice_scene(ds01d_per_class: Any, unix_users: dict[str, Any]) -> Iterator[NoticeScene]:
+    """One ds01d for every notice trap: the traps' idle stops are waited for together, each
+    trap armed right after its container's create (well before its idle timeout), as a
+    scene of its own would. The assertions are the tests'."""
+    scratch = make_world_traversable_dir("ds01-bypass-notify-")
+    try:
+        yield notice_scene_in(scratch, ds01d_per_class, unix_users)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def test_a_notice_follows_no_symlink(
-    ds01d: Any, unix_users: dict[str, Any], scratch: Path
-) -> None:
+def notice_scene_in(scratch: Path, ds01d: Any, unix_users: dict[str, Any]) -> NoticeScene:
     alice, bob = unix_users["alice"], unix_users["bob"]
+    # Hard links: a file of root's and one of bob's, each in a holder of its owner's, that
+    # alice may write (so the kernel lets her link them: protected_hardlinks).
+    victims = {}
+    for owner_name in ("root", "bob"):
+        owner = None if owner_name == "root" else unix_users[owner_name]
+        holder = scratch / f"holder-{owner_name}"
+        holder.mkdir(mode=0o755)
+        if owner is not None:
+            os.chown(holder, owner.pw_uid, owner.pw_gid)
+        victim = victim_file(holder, owner)
+        victims[owner_name] = (victim, victim.stat())
+    # Symlinks: root's file, bob's directory, and a directory of alice's elsewhere.
     root_only = victim_file(scratch, None)
     root_only.chmod(0o644)
     bobs = scratch / "bobs-dir"
@@ -200,7 +196,19 @@ def test_a_notice_follows_no_symlink(
     bobs.chmod(0o777)
     elsewhere = own_dir(alice, "elsewhere")
     as_user("alice", "mkdir", str(elsewhere / "ws"))
-    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    # A FIFO, a huge file and an unwritable workspace.
+    fifo, readonly, huge = own_dir(alice, "fifo"), own_dir(alice, "ro"), own_dir(alice, "huge")
+    as_user("alice", "mkfifo", str(fifo / ".ds01-notice"))
+    as_user("alice", "truncate", "-s", "1T", str(huge / ".ds01-notice"))
+    as_user("alice", "chmod", "0555", str(readonly))
+    d = ds01d(resource_limits=NOTICE_LIMITS, images=TEST_IMAGES_YAML)
+
+    for owner_name, (victim, _) in victims.items():
+        trap = own_dir(alice, f"trap-{owner_name}")
+        create(d, "alice", f"trap-{owner_name}", "--workspace", str(trap))
+        as_user("alice", "ln", "-f", str(victim), str(trap / ".ds01-notice"))
+    control = own_dir(alice, "control")
+    create(d, "alice", "control", "--workspace", str(control))
 
     linked = own_dir(alice, "linked")  # the notice's name is a symlink to root's file
     create(d, "alice", "linked", "--workspace", str(linked))
@@ -215,42 +223,65 @@ def test_a_notice_follows_no_symlink(
     as_user("alice", "mv", str(above), f"{above}.real")
     as_user("alice", "ln", "-s", str(elsewhere), str(above))
 
-    for name in ("linked", "swapped", "above"):
-        wait_for_stop(d, f"{name}._.{alice.pw_uid}", TIMEOUT_S + 15)
-    pass_done(d)
-
-    assert root_only.read_text() == PRECIOUS
-    assert root_only.stat().st_uid == 0
-    assert os.listdir(bobs) == [], "a notice landed in bob's directory"
-    assert os.listdir(elsewhere / "ws") == [], "a notice was written through a symlink"
-
-
-def test_a_fifo_an_unwritable_workspace_or_a_huge_file_never_stop_the_loop(
-    ds01d: Any, unix_users: dict[str, Any]
-) -> None:
-    alice, bob = unix_users["alice"], unix_users["bob"]
-    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
-    fifo, readonly, huge = own_dir(alice, "fifo"), own_dir(alice, "ro"), own_dir(alice, "huge")
-    as_user("alice", "mkfifo", str(fifo / ".ds01-notice"))
-    as_user("alice", "truncate", "-s", "1T", str(huge / ".ds01-notice"))
-    as_user("alice", "chmod", "0555", str(readonly))
     for name, workspace in (("fifo", fifo), ("ro", readonly), ("huge", huge)):
         create(d, "alice", name, "--workspace", str(workspace))
     bob_started = create(d, "bob", "later")
 
-    for name in ("fifo", "ro", "huge"):
+    names = ("trap-root", "trap-bob", "control", "linked", "swapped", "above", "fifo", "ro")
+    for name in (*names, "huge"):
         wait_for_stop(d, f"{name}._.{alice.pw_uid}", TIMEOUT_S + 15)
     # A loop stuck on alice's FIFO would never stop bob's container.
-    stop = wait_for_stop(d, f"later._.{bob.pw_uid}", LATER_TIMEOUT_S + 15)
-    assert event_time(stop) - bob_started <= LATER_TIMEOUT_S + 5
+    bob_stop = wait_for_stop(d, f"later._.{bob.pw_uid}", LATER_TIMEOUT_S + 15)
     pass_done(d)
+    return NoticeScene(
+        d, victims, control, root_only, bobs, elsewhere, fifo, readonly, huge, bob_started,
+        bob_stop,
+    )  # fmt: skip
 
-    assert stat.S_ISFIFO((fifo / ".ds01-notice").lstat().st_mode)  # left as it is
-    assert not (readonly / ".ds01-notice").exists(), "written where alice may not write"
-    notice = huge / ".ds01-notice"
-    assert "was stopped" in notice.read_text()
-    assert notice.stat().st_uid == alice.pw_uid
-    assert notice.stat().st_size < 4096
+
+class TestNoticeFiles:
+    @pytest.mark.parametrize("victim_owner", ["root", "bob"])
+    def test_a_notice_never_writes_through_a_hard_link(
+        self, notice_scene: NoticeScene, unix_users: dict[str, Any], victim_owner: str
+    ) -> None:
+        alice = unix_users["alice"]
+        scene = notice_scene
+        control = scene.control / ".ds01-notice"
+        assert "was stopped" in control.read_text()  # notices are written
+        assert control.stat().st_uid == alice.pw_uid
+        victim, before = scene.victims[victim_owner]
+        after = victim.stat()
+        assert victim.read_text() == PRECIOUS, "the notice was written into the victim's file"
+        assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid), (
+            f"the victim's file changed owner to {after.st_uid}:{after.st_gid}"
+        )
+        assert stat.S_IMODE(after.st_mode) == 0o666
+        refused = scene.d.events_where(
+            action="lifecycle.notice",
+            resource=f"container/trap-{victim_owner}._.{alice.pw_uid}",
+            outcome="failure",
+        )
+        assert refused and "single link" in refused[0]["details"]["error"], refused
+
+    def test_a_notice_follows_no_symlink(self, notice_scene: NoticeScene) -> None:
+        scene = notice_scene
+        assert scene.root_only.read_text() == PRECIOUS
+        assert scene.root_only.stat().st_uid == 0
+        assert os.listdir(scene.bobs) == [], "a notice landed in bob's directory"
+        assert os.listdir(scene.elsewhere / "ws") == [], "a notice was written through a symlink"
+
+    def test_a_fifo_an_unwritable_workspace_or_a_huge_file_never_stop_the_loop(
+        self, notice_scene: NoticeScene, unix_users: dict[str, Any]
+    ) -> None:
+        alice = unix_users["alice"]
+        scene = notice_scene
+        assert event_time(scene.bob_stop) - scene.bob_started <= LATER_TIMEOUT_S + 5
+        assert stat.S_ISFIFO((scene.fifo / ".ds01-notice").lstat().st_mode)  # left as it is
+        assert not (scene.readonly / ".ds01-notice").exists(), "written where alice may not write"
+        notice = scene.huge / ".ds01-notice"
+        assert "was stopped" in notice.read_text()
+        assert notice.stat().st_uid == alice.pw_uid
+        assert notice.stat().st_size < 4096
 
 
 # -- sessions -------------------------------------------------------------------------------------

@@ -118,39 +118,71 @@ def form_of(browser: Any, hub: Hub, user: str, shots: Path) -> Any:
     return page
 
 
+#: The kernel state JupyterLab shows in a notebook's toolbar. It says ``idle`` before the
+#: notebook has a kernel at all (its default), so only ``dead`` is read from it.
+DEAD_KERNEL = ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='dead']"
+
+
+def sessions(page: Any) -> list[dict[str, Any]]:
+    """The single-user server's sessions (``/api/sessions``), asked with the page's login."""
+    answer = page.request.get(page.url.split("/lab", 1)[0] + "/api/sessions")
+    assert answer.ok, f"{answer.status} {answer.text()}"
+    return list(answer.json())
+
+
+def new_kernel(page: Any, known: set[str]) -> dict[str, Any] | None:
+    """The kernel of a session not in ``known``, once the page is connected to it and it is
+    idle, or once it is dead; ``None`` before."""
+    for session in sessions(page):
+        kernel = session.get("kernel") or {}
+        if session["id"] in known or not kernel:
+            continue
+        state = kernel.get("execution_state")
+        if state == "dead" or (state == "idle" and kernel.get("connections", 0) >= 1):
+            return dict(kernel)
+    return None
+
+
 def run_cell(page: Any, code: str, shots: Path) -> str:
     """Open a notebook from JupyterLab's launcher, run ``code``, return its output.
 
-    A new notebook's editor may take keys before it is ready for them (lost on a busy
-    machine: an empty cell runs with no output), so the code is typed again until the cell
-    shows it. A notebook whose kernel never answers (seen on a busy machine, the page having
-    asked for its kernel before the server was ready for it) is given up after 45 s: the
-    lab is loaded again with its workspace reset and a new notebook tried, twice at most,
-    each try's page saved. (A plain reload would restore the workspace: the stuck notebook's
-    tab in front, and no launcher to click.)"""
+    JupyterLab runs a cell only once the notebook's session has its kernel: a Shift+Enter
+    before that (the kernel still starting, slow on a busy machine) clears the cell and runs
+    nothing, so no output ever comes. The cell is run once the server has the notebook's
+    new kernel idle with the page connected to it (which the page does only once its
+    session holds the kernel). A new notebook's editor may also take keys before it is
+    ready for them (lost on a busy machine: an empty cell runs with no output), so the code
+    is typed again until the cell shows it. A kernel that dies is seen at once (the server's
+    state, then the notebook's toolbar): the lab is loaded again with its workspace reset
+    and a new notebook tried, twice at most, each try's page saved. (A plain reload would
+    restore the workspace: the dead notebook's tab in front, and no launcher to click.)"""
     for attempt in range(3):
+        known = {session["id"] for session in sessions(page)}
         page.click(".jp-LauncherCard[data-category='Notebook']")
-        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-        deadline = time.monotonic() + 60
-        while True:
-            editor.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type(code)
-            if code in str(editor.inner_text()).replace("\u00a0", " "):
-                break
-            assert time.monotonic() < deadline, f"the cell shows {editor.inner_text()!r}"
-            page.wait_for_timeout(500)
-        page.keyboard.press("Shift+Enter")
-        output = page.locator(".jp-OutputArea-output").first
-        try:
-            output.wait_for(timeout=45_000)
-            return str(output.inner_text())
-        except Exception as exc:
-            if type(exc).__name__ != "TimeoutError":  # Playwright's own, not the builtin
-                raise
-            page.screenshot(path=str(shots / f"no-output-{attempt}.png"))
-            if attempt == 2:
-                raise
+        kernel = wait_until(
+            "the new notebook's kernel, idle and connected to the page",
+            lambda known=known: new_kernel(page, known),
+            timeout=120,
+            interval=0.2,
+        )
+        if kernel["execution_state"] != "dead":
+            editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+            deadline = time.monotonic() + 60
+            while True:
+                editor.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type(code)
+                if code in str(editor.inner_text()).replace("\u00a0", " "):
+                    break
+                assert time.monotonic() < deadline, f"the cell shows {editor.inner_text()!r}"
+                page.wait_for_timeout(500)
+            page.keyboard.press("Shift+Enter")
+            output = page.locator(".jp-OutputArea-output")
+            output.or_(page.locator(DEAD_KERNEL)).first.wait_for(timeout=120_000)
+            if output.count():
+                return str(output.first.inner_text())
+        page.screenshot(path=str(shots / f"dead-kernel-{attempt}.png"))
+        assert attempt < 2, f"the notebook's kernel died three times: {kernel}"
         lab = page.url.split("/lab", 1)[0] + "/lab"
         page.goto(f"{lab}?reset")
         page.wait_for_selector(".jp-LauncherCard", timeout=90_000)
@@ -211,15 +243,18 @@ def scenes(d: Any, hub: Hub, browser: Any, shots: Path, docker_client: Any) -> N
     assert [e["details"].get("via") for e in created] == [HUB_USER], created
 
     # 2. bob waits in ds01's queue for the one whole GPU, which alice's container holds.
-    held = d.cli("alice", "container-create", "train", "--image", "busybox", "--gpus", "1",
-                 "--start")
+    held = d.cli(
+        "alice", "container-create", "train", "--image", "busybox", "--gpus", "1", "--start"
+    )
     assert held.returncode == 0, describe(held)
     bob = form_of(browser, hub, "bob", shots)
     start(bob, "gpus:1")
     bob.locator("#progress-message", has_text="position 1").wait_for()
     bob.screenshot(path=shots / "jupyterhub-queued.png")
+    mark("2. bob queued")
     stopped = d.cli("alice", "container-stop", "train")
     assert stopped.returncode == 0, describe(stopped)
+    mark("2. the GPU freed")
     wait_for_lab(bob, "bob")
     # Dispatched later by ds01d's queue (the create's doer is ds01d), his request's events
     # still name the hub that asked for it.

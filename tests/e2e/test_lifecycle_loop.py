@@ -45,8 +45,6 @@ LIMITS = """
 ONE_GPU = simulated_a100s(1)
 
 
-
-
 def status_of(docker_client: Any, docker_name: str) -> str:
     return str(docker_client.api.inspect_container(docker_name)["State"]["Status"])
 
@@ -248,11 +246,16 @@ def test_maintenance_run_stops_and_cleans_up_and_dry_run_changes_nothing(
     create(d, "alice", "idle")
     create(d, "alice", "stopped")
     assert d.cli("alice", "container-stop", "stopped").returncode == 0
-    time.sleep(4)  # past every limit: 3.6 s idle, 3 s unstarted, 3.6 s stopped
-
     before = {c.name: c.status for c in docker_client.containers.list(all=True)}
-    dry = d.cli_json("erin", "maintenance", "run", "--dry-run")
-    planned = {c["name"]: c["actions"] for c in dry["containers"] if c["actions"]}
+
+    def plan_for_all() -> tuple[dict[str, Any], dict[str, list[str]]] | None:
+        """A dry run's report and plan, once it plans for as many containers as exist."""
+        dry = d.cli_json("erin", "maintenance", "run", "--dry-run")
+        planned = {c["name"]: c["actions"] for c in dry["containers"] if c["actions"]}
+        return (dry, planned) if len(planned) >= 3 else None
+
+    # Dry runs until each is past its limit: 3.6 s idle, 3 s unstarted, 3.6 s stopped.
+    dry, planned = wait_until("a dry run that plans for all three", plan_for_all, timeout=15)
     assert dry["dry_run"] is True
     assert set(planned) == {"unstarted", "idle", "stopped"}, dry
     assert planned["idle"][0].startswith("stop:")
