@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> None:
         loops.start()
         metrics.start()  # loads the exporter while the socket already answers
 
-    background = _BackgroundStart(server.answered, start_background)
+    # A failed background start stops ds01d as a SIGTERM would (a drain, then exit status 1).
+    background = _BackgroundStart(
+        server.answered, start_background, fail=lambda: os.kill(os.getpid(), signal.SIGTERM)
+    )
     stop = GracefulStop(server, [background, loops.queue, loops.lifecycle], args.drain_timeout)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
@@ -181,6 +184,8 @@ def run(args: argparse.Namespace) -> None:
         service.events.close()
         service.store.close()
         os.close(state_lock)
+    if background.error is not None:
+        sys.exit(f"ds01d: could not start its background work: {background.error}")
     _exit_status(server, unfinished)
 
 
@@ -190,13 +195,20 @@ class _BackgroundStart:
     ``BACKGROUND_START_SECONDS`` after it began to serve: the first answer does not share
     the interpreter with the loops' first passes and the exporter's imports. A stop asked
     before then (:meth:`request_stop`) means it never begins; stopping what did begin
-    works the same either way (each ``stop`` of what never started returns at once)."""
+    works the same either way (each ``stop`` of what never started returns at once). When
+    ``start`` raises, ``fail`` is called (ds01d's own SIGTERM): ds01d stops rather than
+    serve without its loops."""
 
-    def __init__(self, answered: threading.Event, start: Callable[[], None]) -> None:
+    def __init__(
+        self, answered: threading.Event, start: Callable[[], None], fail: Callable[[], None]
+    ) -> None:
         self._answered = answered
         self._start = start
+        self._fail = fail
         self._lock = threading.Lock()
         self._stopped = False
+        #: What ``start`` raised (then ``fail`` was called: ds01d stops, exit status 1).
+        self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="ds01d-background", daemon=True)
 
     def begin(self) -> None:
@@ -206,8 +218,15 @@ class _BackgroundStart:
     def _run(self) -> None:
         self._answered.wait(BACKGROUND_START_SECONDS)
         with self._lock:
-            if not self._stopped:
+            if self._stopped:
+                return
+            try:
                 self._start()
+            except Exception as exc:  # ds01d without its loops must not go on serving
+                logging.getLogger("ds01d").exception("could not start the background work")
+                self.error = exc
+        if self.error is not None:
+            self._fail()
 
     def request_stop(self) -> None:
         """ds01d stops: the work is not begun from now on (a start under way ends first)."""
