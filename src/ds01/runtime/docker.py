@@ -425,9 +425,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
             DockerUnavailable: the engine did not answer in time, or not with its info.
         """
         with docker_errors("asking the Docker engine for its info"):
-            response = self.api.get(f"{self.api.base_url}/info", timeout=timeout_seconds)
-            response.raise_for_status()
-            info: dict[str, Any] = response.json()
+            info: dict[str, Any] = self.engine.get("/info", timeout_s=timeout_seconds)
             return info
 
     def engine_info(self) -> EngineInfo:

@@ -83,14 +83,21 @@ class EngineSocket:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def get(self, path: str, filters: Filters | None = None, **query: str | int) -> Any:
+    def get(
+        self,
+        path: str,
+        filters: Filters | None = None,
+        *,
+        timeout_s: float = READ_TIMEOUT_S,
+        **query: str | int,
+    ) -> Any:
         """Docker's JSON answer to ``GET path?query``.
 
         Raises:
             EngineError: Docker answered with an error.
-            EngineUnreachable: the socket did not answer within ``READ_TIMEOUT_S``.
+            EngineUnreachable: the socket did not answer within ``timeout_s`` seconds.
         """
-        conn = UnixConnection(self.path, READ_TIMEOUT_S)
+        conn = UnixConnection(self.path, timeout_s)
         try:
             response = self._sent(conn, target(path, filters, **query))
             data = response.read()
