@@ -146,8 +146,10 @@ class JsonLines:
         self._conn = conn
         self._response = response
         self._closed = False
+        self._reading = False
 
     def __iter__(self) -> Iterator[Any]:
+        self._reading = True
         try:
             while line := self._response.readline():
                 if line.strip():
@@ -164,8 +166,12 @@ class JsonLines:
             self._conn.close()
 
     def close(self) -> None:
-        """End the stream; a reader blocked in another thread wakes to its end."""
+        """End the stream; a reader blocked in another thread wakes to its end (and closes
+        the connection); a stream never read is closed here."""
         self._closed = True
+        if not self._reading:
+            self._conn.close()
+            return
         # Only shut the socket down: closing it here would race with that reader, which
         # closes the connection itself once it wakes.
         if self._conn.sock is not None:
