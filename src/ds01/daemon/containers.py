@@ -307,7 +307,7 @@ class ContainerOps:
     def stop_by_daemon(self, record: ContainerRecord, *, reason: str, cause: StopCause) -> None:
         """Stop a container for one of ds01's rules (``cause``: the idle or runtime limit, a
         reservation, a reclaim, the disk limit). A Slurm job's container: its job's
-        ``AdminComment`` says why first (``slurm_jobs.note_on_job``), while the job runs."""
+        ``AdminComment`` says why first (``slurm_jobs.note_on_job``)."""
         ctx = self.context
         note_on_job(record, STOP_NOTES[cause], reason)
         ctx.runtime.stop(record.docker_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
