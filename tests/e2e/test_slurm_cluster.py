@@ -187,6 +187,14 @@ def _submitted(result: subprocess.CompletedProcess[str]) -> int:
     return int(json.loads(result.stdout)["slurm_job"])
 
 
+def _submit_container(cluster: Cluster, user: str, name: str, *, gpus: int) -> int:
+    """``user``'s ``container-create NAME --gpus N --start`` of busybox: its Slurm job."""
+    return _submitted(
+        cluster.ds01(user, "container-create", name, "--image", "busybox", "--gpus", str(gpus),
+                     "--start", "--json")
+    )  # fmt: skip
+
+
 def _step(
     cluster: Cluster, user: str, job: int, node: str, request: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -248,10 +256,7 @@ def _submitted_and_mid_create(cluster: Cluster, docker_client: Any, name: str) -
         until=int(time.time()) + 60,
     )
     try:
-        job = _submitted(
-            cluster.ds01("alice", "container-create", name, "--image", "busybox",
-                         "--gpus", "3", "--start", "--json")
-        )  # fmt: skip
+        job = _submit_container(cluster, "alice", name, gpus=3)
         next(iter(made))
     finally:
         made.close()
@@ -332,15 +337,9 @@ class TestLoginNodeAccountingAndQueueMetrics:
         )  # fmt: skip
         try:
             # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
-            idler = _submitted(
-                cluster.ds01("alice", "container-create", "idler", "--image", "busybox",
-                             "--gpus", "4", "--start", "--json")
-            )  # fmt: skip
+            idler = _submit_container(cluster, "alice", "idler", gpus=4)
             wait_until("idler to run", lambda: _running_container(docker_client, "idler"))
-            waiter = _submitted(
-                cluster.ds01("bob", "container-create", "waiter", "--image", "busybox",
-                             "--gpus", "3", "--start", "--json")
-            )  # fmt: skip
+            waiter = _submit_container(cluster, "bob", "waiter", gpus=3)
             # The login node's exporter: bob's job pending for resources, under ds01's names.
             samples = wait_until(
                 "the exporter to show bob's pending job",
@@ -390,10 +389,7 @@ class TestClusterMode:
     def test_a_container_that_fits_only_on_node2_lands_there_and_scancel_stops_it(
         self, cluster: Cluster, docker_client: Any
     ) -> None:
-        job = _submitted(
-            cluster.ds01("alice", "container-create", "big", "--image", "busybox",
-                         "--gpus", "3", "--start", "--json")
-        )  # fmt: skip
+        job = _submit_container(cluster, "alice", "big", gpus=3)
         assert cluster.slurm_tool("squeue", "--noheader", "-n", "big", "-o", "%i").split() == [
             str(job)
         ]
@@ -441,10 +437,7 @@ class TestClusterMode:
     def test_a_container_that_exits_ends_its_job(
         self, cluster: Cluster, docker_client: Any
     ) -> None:
-        job = _submitted(
-            cluster.ds01("alice", "container-create", "small", "--image", "busybox",
-                         "--gpus", "1", "--start", "--json")
-        )  # fmt: skip
+        job = _submit_container(cluster, "alice", "small", gpus=1)
         container = wait_until("small to run", lambda: _running_container(docker_client, "small"))
         container.kill()
         wait_until("its job to end", lambda: cluster.job_state(job) == "")
@@ -550,10 +543,7 @@ class TestClusterMode:
     def test_a_container_whose_step_is_killed_is_removed_by_the_reaper(
         self, cluster: Cluster, docker_client: Any
     ) -> None:
-        job = _submitted(
-            cluster.ds01("alice", "container-create", "orphan", "--image", "busybox",
-                         "--gpus", "1", "--start", "--json")
-        )  # fmt: skip
+        job = _submit_container(cluster, "alice", "orphan", gpus=1)
         container = wait_until("orphan to run", lambda: _running_container(docker_client, "orphan"))
         node, job_cgroup = (container.labels[f"ds01.slurm.{k}"] for k in ("node", "cgroup"))
         # kill -9 of the job's step: it cannot remove the container; its job ends.
@@ -573,15 +563,9 @@ class TestClusterMode:
         self, cluster: Cluster, docker_client: Any
     ) -> None:
         # alice holds 3 of node2's 4 GPUs; bob's 3 fit on no node now (his own quota would).
-        first = _submitted(
-            cluster.ds01("alice", "container-create", "first", "--image", "busybox",
-                         "--gpus", "3", "--start", "--json")
-        )  # fmt: skip
+        first = _submit_container(cluster, "alice", "first", gpus=3)
         wait_until("first to run", lambda: _running_container(docker_client, "first"))
-        second = _submitted(
-            cluster.ds01("bob", "container-create", "second", "--image", "busybox",
-                         "--gpus", "3", "--start", "--json")
-        )  # fmt: skip
+        second = _submit_container(cluster, "bob", "second", gpus=3)
         [waiting] = wait_until(
             "second to pend for resources",
             lambda: [c for c in cluster.login("bob", "queue") if c["reason"] == "Resources"],
