@@ -12,3 +12,8 @@ class ExitCode(IntEnum):
     QUOTA = 3  # quota reached or no capacity
     NOT_FOUND = 4
     PERMISSION = 5
+
+
+#: The exit status of a process the kernel's OOM killer ended (128 + SIGKILL), as a shell and
+#: Docker tell it.
+OOM_KILLED_STATUS = 137

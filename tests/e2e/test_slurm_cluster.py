@@ -164,6 +164,12 @@ def cluster(
     yield made
     made.slurm_tool("scancel", "--user=alice")
     made.slurm_tool("scancel", "--user=bob")
+    # Their steps remove their containers through the nodes' ds01d, which also removes the
+    # cgroups Docker made for the jobs: the next class's checks find none left by this one.
+    wait_until(
+        "the users' jobs to end",
+        lambda: not made.slurm_tool("squeue", "--noheader", "--user=alice,bob").strip(),
+    )
     shutil.rmtree(sockets, ignore_errors=True)
 
 

@@ -190,7 +190,14 @@ def test_a_socket_path_names_the_slurm_node_it_runs_on(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     ("state", "exit_code", "status"),
-    [("COMPLETED", "0:0", 0), ("FAILED", "137:0", 137), ("CANCELLED", "0:15", 143)],
+    [
+        ("COMPLETED", "0:0", 0),
+        ("FAILED", "137:0", 137),
+        ("CANCELLED", "0:15", 143),
+        # Slurm's OOM mark (its SIG_OOM, 253) when the job's cgroup saw the kill: not signal
+        # 125, but the SIGKILL the kernel sent.
+        ("OUT_OF_MEMORY", "0:125", 137),
+    ],
 )
 def test_an_ended_jobs_exit_status_is_read_as_a_shell_tells_it(
     state: str, exit_code: str, status: int

@@ -26,6 +26,7 @@ import time
 
 from ds01.cli.client import Ds01Client
 from ds01.errors import Ds01Error, SlurmError
+from ds01.exitcodes import OOM_KILLED_STATUS
 
 # The job's step (``python -m ds01.cli.cluster``) is part of every cluster create's wait:
 # what only the submitting side uses (``subprocess``, ``shlex``, ``pathlib`` and the
@@ -73,8 +74,6 @@ def output_file(name: str, job: int) -> str:
 STEP_POLL_SECONDS = 1.0
 #: Looks at a batch container's row for its exit status after its output ended.
 EXIT_STATUS_LOOKS = 50
-#: The exit status of a process killed with SIGKILL (128 + 9): the OOM killer's.
-OOM_KILLED_STATUS = 137
 #: The kind of ds01d's answer that asks for a job (``ds01.errors.SlurmJobRequired``).
 JOB_REQUIRED_KIND = "slurm_job_required"
 

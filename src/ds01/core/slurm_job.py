@@ -31,6 +31,7 @@ from typing import Literal
 
 from ds01.core.slurm_squeue import JOB_COMMENT
 from ds01.errors import InvalidInput, PermissionDenied
+from ds01.exitcodes import OOM_KILLED_STATUS
 from ds01.model.text import clip
 
 #: The state of a job whose container may be created (and must be running).
@@ -51,6 +52,10 @@ ENDED_STATES = frozenset(
         "TIMEOUT",
     }
 )
+
+#: The "signal" of Slurm's ``ExitCode=0:125`` for a job whose cgroup ran out of memory
+#: (Slurm's ``SIG_OOM`` is 253 = 128 + 125, a mark, not a signal a process can get).
+SLURM_OOM_SIGNAL = 125
 
 #: Why ds01d stops a container (``ContainerOps.stop_by_daemon``): the rule that stops it.
 StopCause = Literal["idle", "runtime", "reservation", "reclaim", "disk"]
@@ -174,10 +179,14 @@ def parse_job(text: str) -> SlurmJob:
 
 def _exit_status(text: str) -> int | None:
     """Slurm's ``ExitCode=STATUS:SIGNAL`` as a shell tells it: the status, or 128 + the
-    signal that ended the script; ``None`` when it is not there."""
+    signal that ended the script; ``None`` when it is not there. Slurm's OOM mark
+    (``SLURM_OOM_SIGNAL``, state ``OUT_OF_MEMORY``) is no signal: the kernel's OOM killer
+    sent SIGKILL, so it reads as ``OOM_KILLED_STATUS``, what Docker says of such a kill."""
     status, _, signal = text.partition(":")
     if not status.isdigit() or not signal.isdigit():
         return None
+    if int(signal) == SLURM_OOM_SIGNAL:
+        return OOM_KILLED_STATUS
     return 128 + int(signal) if int(signal) else int(status)
 
 
@@ -269,6 +278,7 @@ __all__ = [
     "JOB_NOTE_PREFIX",
     "LIVE_STATES",
     "RUNNING",
+    "SLURM_OOM_SIGNAL",
     "STOP_NOTES",
     "JobNote",
     "SlurmJob",
