@@ -242,7 +242,7 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
     table.chains[f"DS01-{bridge_name(tampered)}"].pop()  # its REJECT gone
     runs.clear()
 
-    assert networks.reconcile([intact, tampered]) == []
+    assert networks.begin_reconcile([intact, tampered])() == []  # as ds01d's start
 
     written = {argv[5] for argv in runs if argv[4] in ("-F", "-A")}
     assert written == {f"DS01-{bridge_name(tampered)}"}  # the intact chain untouched

@@ -1,7 +1,8 @@
 """ds01d's ``MigOnDemand`` over the simulated backend and a real state store: slices made
 for a decision that picks them, what a crash left adopted, free slices destroyed (never a
-held or a baseline one), a destroy refused while a process runs retried and logged once.
-Docker is not asked: the containers are given as records."""
+held or a baseline one), a destroy refused while a process runs retried and logged once, a
+slot's destroy that tells a slice that went from one still busy and one not there. Docker is
+not asked: the containers are given as records."""
 
 from __future__ import annotations
 
@@ -198,34 +199,82 @@ def test_no_slice_is_planned_over_a_slot_for_a_container_that_could_run_into_its
 
 
 def test_a_slot_whose_place_holds_a_busy_slice_gets_its_slice_elsewhere_at_its_start(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from ds01.core.reservations import Reservation
-    from ds01.daemon.reservations import ReservationWatch, kept
-    from ds01.runtime.store import ReservationRecord
-
     # A 1g.5gb made on demand sits at 4, where bob's 2g.10gb slot is; a process still runs
     # on it at the slot's start, so it refuses to go: the slot's slice is made at 0 instead,
     # and the reservation keeps it.
     svc, telemetry = service(tmp_path, "[{profile: 1g.5gb, start: 4}]", NoContainers())
     [busy] = svc.backend.inventory().devices
-    [gpu] = svc.backend.inventory().gpus
     svc.mig_on_demand.reclaim([holder(busy.uuid)], NOW)  # adopted: made on demand
     write_simulated_telemetry(telemetry, {busy.uuid: {"process_count": 1}})
+
+    with caplog.at_level(logging.INFO):
+        assert start_slots(svc, "2g.10gb", 4) == [0]
+
+    assert any("stays (busy)" in r.getMessage() for r in caplog.records), caplog.text
+    assert profiles(svc) == [("1g.5gb", 4), ("2g.10gb", 0)]
+
+
+def start_slots(svc: Ds01Service, profile: str, *places: int) -> list[int | None]:
+    """bob's reservation of slots of ``profile`` at ``places`` on the GPU, in force since a
+    minute ago: one pass of the reservations' watch at its start, and where the slices it
+    then keeps are."""
+    from ds01.core.reservations import Reservation
+    from ds01.daemon.reservations import ReservationWatch, kept
+    from ds01.runtime.store import ReservationRecord
+
+    [gpu] = svc.backend.inventory().gpus
     now = svc.now()
-    slot = Reservation(
-        "r1", "bob", (f"MIG-slot-{gpu.uuid}-4",), now - timedelta(minutes=1),
-        now + timedelta(hours=2), profile="2g.10gb",
+    slots = tuple(f"MIG-slot-{gpu.uuid}-{place}" for place in places)
+    reservation = Reservation(
+        "r1", "bob", slots, now - timedelta(minutes=1), now + timedelta(hours=2),
+        profile=profile,
     )  # fmt: skip
-    svc.store.add_reservation(ReservationRecord.of(slot, now.isoformat(), "active"))
+    svc.store.add_reservation(ReservationRecord.of(reservation, now.isoformat(), "active"))
     watch = ReservationWatch(
         svc, stop=lambda r, why: None, release=lambda r, at, why: None,
         slices=svc.mig_on_demand,
     )  # fmt: skip
-
     watch.run([], {}, now, dry_run=False, tell=lambda *a: None)
-
-    assert profiles(svc) == [("1g.5gb", 4), ("2g.10gb", 0)]
-    [r1] = kept(svc)
+    [kept_now] = kept(svc)
     made = {d.uuid: d for d in svc.backend.inventory().devices}
-    assert [made[u].start for u in r1.devices] == [0]
+    return [made[u].start for u in kept_now.devices]
+
+
+def test_one_free_slice_over_two_slots_places_clears_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A free 2g.10gb made on demand at 0 lies over both places of bob's two 1g.5gb slots (0
+    # and 1): destroyed for the first, it is not there for the second, whose place is then
+    # clear too: each slot gets its slice at its own place.
+    svc, _ = service(tmp_path, "[{profile: 2g.10gb, start: 0}]", NoContainers())
+    svc.mig_on_demand.reclaim([], NOW)  # adopted: made on demand
+    caplog.clear()  # the adoption's warning
+
+    with caplog.at_level(logging.WARNING):
+        assert start_slots(svc, "1g.5gb", 0, 1) == [0, 1]
+
+    assert not caplog.records, "a slice already gone was destroyed again"
+    assert profiles(svc) == [("1g.5gb", 0), ("1g.5gb", 1)]
+
+
+def test_a_destroy_for_a_slot_says_whether_the_slice_went_stayed_busy_or_was_not_there(
+    tmp_path: Path,
+) -> None:
+    from ds01.daemon.reservations import SliceDestroy
+
+    svc, telemetry = service(
+        tmp_path, "[{profile: 1g.5gb, start: 4}, {profile: 1g.5gb, start: 5}]", NoContainers()
+    )
+    mig = svc.mig_on_demand
+    mig.reclaim([], NOW)  # both adopted: made on demand
+    by_start = {d.start: d.uuid for d in svc.backend.inventory().devices}
+    write_simulated_telemetry(telemetry, {by_start[4]: {"process_count": 1}})
+    inventory = svc.backend.inventory()
+
+    assert mig.destroy_for_reservation(by_start[4], inventory) is SliceDestroy.REFUSED
+    assert mig.destroy_for_reservation(by_start[5], inventory) is SliceDestroy.DESTROYED
+    assert mig.destroy_for_reservation(by_start[5], svc.backend.inventory()) is SliceDestroy.GONE
+    assert profiles(svc) == [("1g.5gb", 4)]
+    assert set(svc.store.on_demand_slices()) == {by_start[4]}

@@ -55,7 +55,7 @@ from ds01.core.mig_on_demand import (
     with_planned,
 )
 from ds01.daemon.context import DaemonContext
-from ds01.daemon.reservations import kept
+from ds01.daemon.reservations import SliceDestroy, kept
 from ds01.errors import DeviceInUse, SystemFault
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.labels import gpus_of
@@ -172,15 +172,18 @@ class MigOnDemand:
         gpu = next(g for g in inventory.gpus if g.uuid == create.gpu_uuid)
         return self._create(gpu, create, "ds01d", on_demand=True)
 
-    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> bool:
+    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> SliceDestroy:
         """Under the allocation lock: destroy a free slice made on demand over a reservation's
-        slot at its start, without waiting for the keep time; ``False`` when the backend
-        refused (tried again at the next pass) or it is not there."""
+        slot at its start, without waiting for the keep time. ``DESTROYED``; ``GONE`` when
+        ``inventory`` (the backend's now) has no such slice; ``REFUSED`` when the backend
+        refused (logged; tried again at the next pass)."""
         device = next((d for d in inventory.devices if d.uuid == uuid), None)
         gpu = next((g for g in inventory.gpus if device and g.uuid == device.gpu_uuid), None)
         if device is None or gpu is None:
-            return False
-        return self._destroy(gpu, uuid, device.profile or "")
+            return SliceDestroy.GONE
+        if self._destroy(gpu, uuid, device.profile or ""):
+            return SliceDestroy.DESTROYED
+        return SliceDestroy.REFUSED
 
     # -- making and destroying ----------------------------------------------------------------
 

@@ -105,21 +105,17 @@ class UserNetworks:
 
     # -- start-up ------------------------------------------------------------------------
 
-    def reconcile(self, in_use: Iterable[int]) -> list[str]:
-        """At start: install the firewall, guard every ds01 network on the engine (one
-        whose rules read back complete is left as it is), and remove this instance's
-        networks of users with no container (``in_use``: the uids that have one). Returns
-        the networks removed. Never raises for the firewall: a failure is logged, kept in
-        ``firewall_error`` and logged as an event; raises the ``Ds01Error`` of Docker
-        refusing to list the networks."""
-        return self.begin_reconcile(in_use)()
-
     def begin_reconcile(self, in_use: Iterable[int]) -> Callable[[], list[str]]:
-        """``reconcile`` in two steps, for a start that runs it in a thread of its own:
+        """At start, in two steps, for a start that runs the work in a thread of its own:
         this takes the networks' lock now, in the caller's thread, so that whatever uses
         them afterwards (``ensure``, ``holding``, ``release_if_unused``) waits until it is
         done; the function returned does the work and releases the lock, and must be
-        called exactly once, in any thread."""
+        called exactly once, in any thread. The work: install the firewall, guard every
+        ds01 network on the engine (one whose rules read back complete is left as it is),
+        and remove this instance's networks of users with no container (``in_use``: the
+        uids that have one); it returns the networks removed. It never raises for the
+        firewall: a failure is logged, kept in ``firewall_error`` and logged as an event;
+        it raises the ``Ds01Error`` of Docker refusing to list the networks."""
         users = set(in_use)
         self._lock.acquire()
 
@@ -141,7 +137,7 @@ class UserNetworks:
         return run
 
     def _reconcile_locked(self, users: set[int]) -> list[str]:
-        """``reconcile``'s work, under ``_lock``: sets ``firewall_error``."""
+        """``begin_reconcile``'s work, under ``_lock``: sets ``firewall_error``."""
         removed: list[str] = []
         try:
             self.firewall.install_base()

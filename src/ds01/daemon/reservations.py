@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
 
@@ -106,6 +107,15 @@ _ID_LENGTH = 8
 Views = Callable[[Inventory], Sequence[GpuView]]
 
 
+class SliceDestroy(Enum):
+    """What became of a free slice made on demand over a slot's place, destroyed at the
+    slot's start (``SlotSlices.destroy_for_reservation``)."""
+
+    DESTROYED = "destroyed"  # it went: its place is clear
+    GONE = "gone"  # it was not there (destroyed for another slot it lay over): clear too
+    REFUSED = "refused"  # the backend refused (a process runs on it; logged): it stays
+
+
 class SlotSlices(Protocol):
     """What the lifecycle step asks of the slices made on demand for the slots of
     reservations (``MigOnDemand``); every call under the allocation lock."""
@@ -124,8 +134,8 @@ class SlotSlices(Protocol):
         """Make a slice of ``profile`` wherever there is room; ``None``: none."""
         ...
 
-    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> bool:
-        """Destroy a free slice made on demand over a slot's place; ``False``: refused."""
+    def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> SliceDestroy:
+        """Destroy a free slice made on demand over a slot's place, if ``inventory`` has it."""
         ...
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
@@ -703,14 +713,21 @@ class ReservationWatch:
             inventory = ctx.backend.inventory()
             steps = clear_slots(kept(ctx), slices.views(inventory, held), now)
             places: dict[tuple[str, str], CreateSlice | None] = {}
-            changed = False
             for step in steps:
                 done = [slices.destroy_for_reservation(u, inventory) for u in step.destroy]
-                changed = changed or any(done)
-                # A slice there refused to go (still busy a moment): the place is not clear.
-                places[(step.reservation.id, step.slot)] = step.make if all(done) else None
-            if changed:
-                inventory = ctx.backend.inventory()
+                if SliceDestroy.DESTROYED in done:
+                    # Read again: a later step may list a slice just destroyed (one slice
+                    # over two slots' places), which is then gone, not refused.
+                    inventory = ctx.backend.inventory()
+                clear = SliceDestroy.REFUSED not in done
+                if not clear:  # still busy a moment: the place is not clear
+                    log.info(
+                        "reservation %s: a slice over the place of %s stays (busy); its slice "
+                        "is made where there is room",
+                        step.reservation.id,
+                        step.slot,
+                    )
+                places[(step.reservation.id, step.slot)] = step.make if clear else None
             for r in due:
                 made: dict[str, str] = {}
                 profile = r.profile
@@ -852,6 +869,7 @@ class ReservationWatch:
 
 __all__ = [
     "ReservationWatch",
+    "SliceDestroy",
     "allocate_honouring",
     "cancel",
     "create",

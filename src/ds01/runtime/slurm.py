@@ -95,21 +95,22 @@ def set_admin_comment(job_id: int, comment: str) -> None:
     update JobId=ID AdminComment=COMMENT`` while slurmctld holds the job; once it says the job
     has ended (its end can come before ds01d's note of what ended it: an OOM kill ends the
     container and with it the job's step), ``sacctmgr -i modify job`` writes it into the job's
-    accounting record instead. Only a Slurm administrator (root, SlurmUser) may set it.
-    ``SlurmError`` when Slurm refuses (not an administrator, a job slurmdbd does not know) or
-    does not answer."""
+    accounting record instead. Both write the same text, ``comment`` as
+    ``ds01.core.slurm_job.admin_comment_text`` gives it (``job_note``'s is already so). Only
+    a Slurm administrator (root, SlurmUser) may set it. ``SlurmError`` when Slurm refuses
+    (not an administrator, a job slurmdbd does not know) or does not answer."""
+    from ds01.core.slurm_job import admin_comment_text
+
+    kept = admin_comment_text(comment)
     try:
         _run_tool(
             SCONTROL,
-            ["update", f"JobId={job_id}", f"AdminComment={comment}"],
+            ["update", f"JobId={job_id}", f"AdminComment={kept}"],
             "is slurmctld running?",
         )
     except SlurmError as exc:
         if not any(said in exc.message for said in _JOB_ENDED):
             raise
-        # sacctmgr would turn an apostrophe into a backquote, and a double quote would end
-        # the value: their typographic forms read the same in the report.
-        kept = comment.replace("'", "\u2019").replace('"', "\u201d")
         _sacctmgr(
             ["-i", "modify", "job", "where", f"JobID={job_id}", "set", f'AdminComment="{kept}"']
         )
