@@ -53,7 +53,7 @@ from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours, runtime_stop
 from ds01.core.mig_on_demand import CreateSlice, GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
@@ -127,6 +127,7 @@ class SlotSlices(Protocol):
     def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> bool:
         """Destroy a free slice made on demand over a slot's place; ``False``: refused."""
         ...
+
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
 _Decision = TypeVar("_Decision")
@@ -578,18 +579,17 @@ class ReservationWatch:
         out = []
         for occupant in occupants:
             record, owner = by_id[occupant.container], owners.get(by_id[occupant.container].uid)
-            clock = clocks.get(occupant.container)
-            if (
-                occupant.running
-                and soon.intersection(occupant.devices)
-                and owner is not None
-                and clock is not None
-                and covering_exemption(exemptions, record.user, record.name, now) is None
-            ):
-                limit = runtime_limit_hours(
-                    owner.limits.max_runtime_hours, L.runtime_hours_of(record.labels)
+            if occupant.running and soon.intersection(occupant.devices) and owner is not None:
+                ends_by = runtime_stop(
+                    clocks.get(occupant.container),
+                    owner.limits.max_runtime_hours,
+                    L.runtime_hours_of(record.labels),
+                    exemptions,
+                    record.user,
+                    record.name,
+                    now,
                 )
-                occupant = replace(occupant, ends_by=clock.runtime_stop_at(limit))
+                occupant = replace(occupant, ends_by=ends_by)
             out.append(occupant)
         return out
 
