@@ -579,9 +579,15 @@ class ReservationWatch:
         out = []
         for occupant in occupants:
             record, owner = by_id[occupant.container], owners.get(by_id[occupant.container].uid)
-            if occupant.running and soon.intersection(occupant.devices) and owner is not None:
+            clock = clocks.get(occupant.container)
+            if (
+                occupant.running
+                and soon.intersection(occupant.devices)
+                and owner is not None
+                and clock is not None
+            ):
                 ends_by = runtime_stop(
-                    clocks.get(occupant.container),
+                    clock,
                     owner.limits.max_runtime_hours,
                     L.runtime_hours_of(record.labels),
                     exemptions,
