@@ -642,12 +642,12 @@ class ReservationWatch:
     ) -> dict[str, Fraction | None]:
         """The ``gpu_limit`` of each holder with a container (the lifecycle's owners)."""
         holders = {r.holder for r in reservations if r.holder}
-        limits: dict[str, Fraction | None] = {}
-        for record in records:
+
+        def owner_of(record: ContainerRecord) -> UnixUser | None:
             owner = owners.get(record.uid)
-            if record.user in holders and record.user not in limits and owner is not None:
-                limits[record.user] = self.ctx.limits_for(owner.user).gpu_quota().gpu_limit
-        return limits
+            return None if owner is None else owner.user
+
+        return self.ctx.gpu_limits([r for r in records if r.user in holders], owner_of)
 
     def _warned(
         self, kind: WarningKind, live: set[str], records: list[ContainerRecord], *, forget: bool
