@@ -189,5 +189,10 @@ def test_the_daemon_configuration_is_refused_with_a_broken_catalogue(tmp_path: P
 
 
 def test_import_aime_must_name_a_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="import_aime"):
+    with pytest.raises(ConfigError, match="import_aime paths must not be empty"):
         parse_config("import_aime: ['']\n", "images", str(tmp_path / "images.yaml"))
+
+
+def test_an_allow_pattern_must_not_be_blank(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="allow patterns must not be empty"):
+        parse_config("allow: ['ds01/*', ' ']\n", "images", str(tmp_path / "images.yaml"))

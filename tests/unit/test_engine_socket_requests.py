@@ -3,14 +3,17 @@ encoded as docker-py encodes them, and ``docker_errors`` reads its errors as doc
 
 from __future__ import annotations
 
+import io
 import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+import urllib3
 from docker.utils import convert_filters
 
 from ds01.errors import Conflict, DockerUnavailable, InvalidInput, NotFound
-from ds01.runtime.docker_errors import docker_errors
+from ds01.runtime.docker_errors import docker_errors, raise_streamed_error
 from ds01.runtime.engine_socket import EngineError, EngineUnreachable, target
 
 
@@ -62,3 +65,25 @@ def test_an_engine_that_does_not_answer_is_said_in_plain_words(
 def test_other_errors_pass_unchanged() -> None:
     with pytest.raises(KeyError), docker_errors("x"):
         raise KeyError("k")
+
+
+def _streamed_answer(status: int, body: bytes) -> requests.Response:
+    """An answer as docker-py's ``stream=True`` calls return it, before it is read."""
+    response = requests.Response()
+    response.status_code = status
+    response.url = "http+docker://localhost/v1.43/containers/c/logs"
+    response.raw = urllib3.HTTPResponse(io.BytesIO(body), status=status, preload_content=False)
+    return response
+
+
+def test_a_streamed_error_answer_is_raised_as_ds01s_and_closed() -> None:
+    answer = _streamed_answer(404, b'{"message": "No such container: c"}')
+    with pytest.raises(NotFound, match=r"^x: not found"), docker_errors("x"):
+        raise_streamed_error(answer)
+    assert answer.raw.closed
+
+
+def test_a_streamed_success_is_left_to_be_read() -> None:
+    answer = _streamed_answer(200, b"output")
+    raise_streamed_error(answer)
+    assert answer.raw.read() == b"output"

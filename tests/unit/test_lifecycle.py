@@ -32,6 +32,7 @@ from ds01.core.lifecycle import (
     observe,
     rebased,
     runtime_limit_hours,
+    runtime_stop,
     stopped,
     stopped_removal_at,
     warned,
@@ -592,6 +593,18 @@ def test_the_longest_exemption_covering_a_container_applies() -> None:
     assert covering_exemption(exemptions, "alice", "notebook", at(1)) == everything
     assert covering_exemption(exemptions, "alice", "notebook", at(6)) is None
     assert covering_exemption(exemptions, "bob", "x", at(10_000)) == forever
+
+
+def test_the_runtime_stop_is_the_runs_limit_unless_an_exemption_covers_it() -> None:
+    clock = ContainerClock(run_started_at=START, active_at=START)
+    thesis = [Exemption("alice", "thesis", at(5), "deadline")]
+    assert runtime_stop(clock, 48, 2, thesis, "alice", "notebook", at(1)) == at(2)
+    assert runtime_stop(clock, 48, None, thesis, "alice", "notebook", at(1)) == at(48)
+    assert runtime_stop(clock, 48, 2, thesis, "alice", "thesis", at(1)) is None
+    assert runtime_stop(clock, 48, 2, thesis, "alice", "thesis", at(6)) == at(2)
+    assert runtime_stop(None, 48, 2, [], "alice", "notebook", at(1)) is None
+    assert runtime_stop(clock, None, None, [], "alice", "notebook", at(1)) is None
+    assert runtime_stop(stopped(clock, at(3)), 48, 2, [], "alice", "notebook", at(4)) is None
 
 
 # --------------------------------------------------------------------------------------------

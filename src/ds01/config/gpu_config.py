@@ -52,16 +52,12 @@ def mig_profile_device(
     """The device that a MIG instance of ``profile`` on ``gpu`` is, its memory and compute
     slices as the profile's name says (for a simulated or a planned instance; NVML reports
     a real one's own)."""
-    return Device(
-        uuid=uuid,
-        kind="mig",
-        gpu_index=gpu.index,
-        gpu_uuid=gpu.uuid,
-        model=gpu.model,
+    return gpu.device(
+        uuid,
+        "mig",
         memory_mib=mig_profile_memory_mib(profile),
         profile=profile,
         slices=mig_profile_slices(profile),
-        total_slices=gpu.total_slices,
         instance_id=instance_id,
         device_node=device_node,
         start=start,

@@ -14,11 +14,19 @@ are relative to the directory of ``images.yaml``) whose rows become registry ent
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ds01.model.names import is_image_reference, with_default_tag
 
@@ -77,6 +85,10 @@ class ImageEntry(BaseModel):
         return reference
 
 
+#: The lists of strings in which no entry may be blank, with what the error calls an entry.
+_BLANK_WORDS: Mapping[str, str] = {"import_aime": "paths", "allow": "patterns"}
+
+
 class ImagesConfig(BaseModel):
     """The whole ``images.yaml``."""
 
@@ -124,12 +136,13 @@ class ImagesConfig(BaseModel):
     def _one_path(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("import_aime")
+    @field_validator(*_BLANK_WORDS)
     @classmethod
-    def _non_empty_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not path.strip() for path in paths):
-            raise ValueError("import_aime paths must not be empty")
-        return paths
+    def _no_blank_entry(cls, values: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if any(not value.strip() for value in values):
+            field = str(info.field_name)
+            raise ValueError(f"{field} {_BLANK_WORDS[field]} must not be empty")
+        return values
 
     @field_validator("images")
     @classmethod
@@ -149,13 +162,6 @@ class ImagesConfig(BaseModel):
         if self.starter is not None and all(e.name != self.starter for e in self.images):
             raise ValueError(f"starter {self.starter!r} is not the name of an entry of images:")
         return self
-
-    @field_validator("allow")
-    @classmethod
-    def _non_empty_patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not pattern.strip() for pattern in patterns):
-            raise ValueError("allow patterns must not be empty")
-        return patterns
 
     def with_imported(self, imported: Sequence[tuple[ImageEntry, str]]) -> ImagesConfig:
         """This registry with ``imported`` entries (each with its source, ``file:line``) added

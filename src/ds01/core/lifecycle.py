@@ -663,6 +663,24 @@ def runtime_limit_hours(max_runtime_hours: float | None, declared: float | None)
     return declared if max_runtime_hours is None else min(declared, max_runtime_hours)
 
 
+def runtime_stop(
+    clock: ContainerClock | None,
+    max_runtime_hours: float | None,
+    declared: float | None,
+    exemptions: Sequence[Exemption],
+    user: str,
+    container: str,
+    now: datetime,
+) -> datetime | None:
+    """When ``user``'s ``container`` is stopped for its runtime: its ``clock``'s current run
+    reaching its runtime limit (:func:`runtime_limit_hours` of ``max_runtime_hours`` and the
+    ``declared`` runtime), unless an exemption covers it at ``now``. ``None``: no clock, no
+    limit, no run, or exempted."""
+    if clock is None or covering_exemption(exemptions, user, container, now) is not None:
+        return None
+    return clock.runtime_stop_at(runtime_limit_hours(max_runtime_hours, declared))
+
+
 def declared_runtime(max_runtime_hours: float | None, declared: float | None) -> float | None:
     """``declared`` (``--runtime-hours HOURS``, ``None``: not given) checked against the owner's
     ``max_runtime_hours``.
@@ -1124,6 +1142,7 @@ __all__ = [
     "observe",
     "rebased",
     "runtime_limit_hours",
+    "runtime_stop",
     "start_run",
     "stopped",
     "stopped_removal_at",

@@ -38,7 +38,7 @@ import grp
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
@@ -173,6 +173,23 @@ class DaemonContext:
 
     def limits_for(self, user: UnixUser) -> ResolvedLimits:
         return resolve_limits(self.config().limits, user.name, user.groups)
+
+    def gpu_limits(
+        self,
+        records: Iterable[ContainerRecord],
+        owner_of: Callable[[ContainerRecord], UnixUser | None],
+    ) -> dict[str, Fraction | None]:
+        """The ``gpu_limit`` of each owner of ``records``, by user name: ``owner_of`` is asked
+        for the account of a record whose owner has none yet; ``None`` leaves that record's
+        owner out (a later record of theirs asks again)."""
+        limits: dict[str, Fraction | None] = {}
+        for record in records:
+            if record.user in limits:
+                continue
+            owner = owner_of(record)
+            if owner is not None:
+                limits[record.user] = self.limits_for(owner).gpu_quota().gpu_limit
+        return limits
 
     def aggregate_for(self, user: UnixUser, config: Ds01Config | None = None) -> ResolvedAggregate:
         """``user``'s totals across all their containers (``config``: the current one)."""

@@ -51,7 +51,7 @@ from fractions import Fraction
 
 from ds01.config.resolve import ResolvedLimits
 from ds01.core.allocation import GpuRequest, Placement
-from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.lifecycle import runtime_limit_hours, runtime_stop
 from ds01.core.mig_on_demand import KeepOut
 from ds01.core.reservations import out_of_slots, reserved_starts, with_blocked
 from ds01.core.scheduler import (
@@ -327,12 +327,16 @@ class GpuDispatcher(PeriodicPass):
             elif record.status == "stopped":
                 since = service.containers.stopped_since(record)
                 end = since + timedelta(minutes=hold) if since else None
-            elif covering_exemption(exemptions, record.user, record.name, now) is None:
-                clock = clocks.get(record.id)
-                limit = runtime_limit_hours(
-                    limits.max_runtime_hours, runtime_hours_of(record.labels)
+            else:
+                stop = runtime_stop(
+                    clocks.get(record.id),
+                    limits.max_runtime_hours,
+                    runtime_hours_of(record.labels),
+                    exemptions,
+                    record.user,
+                    record.name,
+                    now,
                 )
-                stop = None if clock is None else clock.runtime_stop_at(limit)
                 if stop is not None:
                     end = stop + timedelta(minutes=hold)
             ends[record.docker_name] = end

@@ -156,6 +156,15 @@ class _PendingOom:
     reported: bool = False
 
 
+def last_read(state: OomState | None) -> OomCounters:
+    """The container's own counters as ``state`` last read them (all 0 without a state)."""
+    if state is None:
+        return OomCounters(kills=0, limit_events=0, generation=0)
+    return OomCounters(
+        kills=state.kills, limit_events=state.own_events, generation=state.generation
+    )
+
+
 def advance(
     previous: OomState | None,
     record: ContainerRecord,
@@ -355,17 +364,13 @@ class OomWatcher(PeriodicPass):
             pending.parent_before, parent_now, bool(record.labels.get(L.MEMORY_BYTES))
         )
         previous = self.store.oom_states().get(record.id)
-        state = OomState(
-            container_id=record.id,
-            docker_name=record.docker_name,
-            user=record.user,
-            kills=previous.kills if previous is not None else 0,
-            own_events=previous.own_events if previous is not None else 0,
-            parent_events=parent_now if parent_now is not None else 0,
-            generation=previous.generation if previous is not None else 0,
-            oom_kills=(previous.oom_kills if previous is not None else 0) + finding.kills,
-            last_oom=self._clock().isoformat(timespec="seconds"),
-            last_limit=finding.limit,
+        state = advance(
+            previous,
+            record,
+            last_read(previous),
+            parent_now if parent_now is not None else 0,
+            finding,
+            self._clock().isoformat(timespec="seconds"),
         )
         self.store.save_oom_state(state)
         self._report(record, state, finding)
@@ -428,4 +433,4 @@ class OomWatcher(PeriodicPass):
         return ended
 
 
-__all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit"]
+__all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit", "last_read"]

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from fractions import Fraction
 from typing import Final
 
 from ds01.core.borrowing import (
@@ -54,7 +53,7 @@ from ds01.errors import Ds01Error
 from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime.docker import ContainerRecord
-from ds01.runtime.identity import user_by_uid
+from ds01.runtime.identity import UnixUser, user_by_uid
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +111,7 @@ class BorrowReclaim:
     def _gpu_limits(self, borrowed: list[ContainerRecord]) -> GpuLimits:
         """The ``gpu_limit`` of each owner of a borrowed container; an owner without an
         account is left out (counted as above quota)."""
-        limits: dict[str, Fraction | None] = {}
-        for record in borrowed:
-            if record.user in limits:
-                continue
-            try:
-                owner = user_by_uid(record.uid)
-            except Ds01Error as exc:
-                log.warning("owner of %s unknown: %s", record.docker_name, exc.message)
-                continue
-            limits[record.user] = self.context.limits_for(owner).gpu_quota().gpu_limit
-        return limits
+        return self.context.gpu_limits(borrowed, _owner)
 
     def _warned(self, records: list[ContainerRecord]) -> dict[str, datetime]:
         """The stored warnings of the containers in ``records``, by their Docker names now
@@ -216,6 +205,15 @@ class BorrowReclaim:
             f"{choice.reason} `container-start {record.name}` queues it again.",
         )
         return True
+
+
+def _owner(record: ContainerRecord) -> UnixUser | None:
+    """The account of ``record``'s owner; ``None`` (logged) when it has none."""
+    try:
+        return user_by_uid(record.uid)
+    except Ds01Error as exc:
+        log.warning("owner of %s unknown: %s", record.docker_name, exc.message)
+        return None
 
 
 __all__ = ["BorrowReclaim"]

@@ -54,7 +54,7 @@ from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.lifecycle import covering_exemption, runtime_limit_hours
+from ds01.core.lifecycle import covering_exemption, runtime_limit_hours, runtime_stop
 from ds01.core.mig_on_demand import CreateSlice, GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
@@ -137,6 +137,7 @@ class SlotSlices(Protocol):
     def destroy_for_reservation(self, uuid: str, inventory: Inventory) -> SliceDestroy:
         """Destroy a free slice made on demand over a slot's place, if ``inventory`` has it."""
         ...
+
 
 #: What a placement decision returns (a ``Placement``, a ``BorrowDecision``).
 _Decision = TypeVar("_Decision")
@@ -594,12 +595,17 @@ class ReservationWatch:
                 and soon.intersection(occupant.devices)
                 and owner is not None
                 and clock is not None
-                and covering_exemption(exemptions, record.user, record.name, now) is None
             ):
-                limit = runtime_limit_hours(
-                    owner.limits.max_runtime_hours, L.runtime_hours_of(record.labels)
+                ends_by = runtime_stop(
+                    clock,
+                    owner.limits.max_runtime_hours,
+                    L.runtime_hours_of(record.labels),
+                    exemptions,
+                    record.user,
+                    record.name,
+                    now,
                 )
-                occupant = replace(occupant, ends_by=clock.runtime_stop_at(limit))
+                occupant = replace(occupant, ends_by=ends_by)
             out.append(occupant)
         return out
 
@@ -646,12 +652,12 @@ class ReservationWatch:
     ) -> dict[str, Fraction | None]:
         """The ``gpu_limit`` of each holder with a container (the lifecycle's owners)."""
         holders = {r.holder for r in reservations if r.holder}
-        limits: dict[str, Fraction | None] = {}
-        for record in records:
+
+        def owner_of(record: ContainerRecord) -> UnixUser | None:
             owner = owners.get(record.uid)
-            if record.user in holders and record.user not in limits and owner is not None:
-                limits[record.user] = self.ctx.limits_for(owner.user).gpu_quota().gpu_limit
-        return limits
+            return None if owner is None else owner.user
+
+        return self.ctx.gpu_limits([r for r in records if r.user in holders], owner_of)
 
     def _warned(
         self, kind: WarningKind, live: set[str], records: list[ContainerRecord], *, forget: bool

@@ -246,15 +246,11 @@ class GpuBackend(abc.ABC):
 
 def whole_gpu_device(gpu: PhysicalGpu) -> Device:
     """The device that a GPU with MIG off offers: all of it (memory in MiB, all slices)."""
-    return Device(
-        uuid=gpu.uuid,
-        kind="gpu",
-        gpu_index=gpu.index,
-        gpu_uuid=gpu.uuid,
-        model=gpu.model,
+    return gpu.device(
+        gpu.uuid,
+        "gpu",
         memory_mib=gpu.memory_mib,
         slices=gpu.total_slices,
-        total_slices=gpu.total_slices,
         device_node=gpu.device_node,
     )
 

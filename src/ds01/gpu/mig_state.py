@@ -48,12 +48,9 @@ _LAYOUTS = TypeAdapter(dict[str, SimulatedMigLayout])
 
 
 def read_mig_changes(path: Path) -> dict[str, SimulatedMigLayout]:
-    """The changed layouts in ``path`` by GPU UUID; ``{}`` if there is no such file.
-
-    Raises:
-        OSError: the file exists but cannot be read.
-        pydantic.ValidationError: it is not JSON of the documented shape (a ValueError).
-    """
+    """The changed layouts in ``path`` by GPU UUID; ``{}`` if there is no such file. Raises
+    what ``ds01.files.read_json_file`` raises (a file that cannot be read, or not of this
+    shape)."""
     return read_json_file(path, _LAYOUTS, {})
 
 

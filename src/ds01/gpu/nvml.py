@@ -462,16 +462,12 @@ class NvmlBackend(GpuBackend):
             if compute_slices < instance_slices:
                 # A compute instance using part of its GPU instance: "1c.3g.20gb".
                 profile = f"{compute_slices}c.{profile}"
-            yield Device(
-                uuid=text(nvml.nvmlDeviceGetUUID(mig_handle)),
-                kind="mig",
-                gpu_index=gpu.index,
-                gpu_uuid=gpu.uuid,
-                model=gpu.model,
+            yield gpu.device(
+                text(nvml.nvmlDeviceGetUUID(mig_handle)),
+                "mig",
                 memory_mib=memory_mib,
                 profile=profile,
                 slices=compute_slices,
-                total_slices=gpu.total_slices,
                 instance_id=instance_id,
                 start=start,
             )

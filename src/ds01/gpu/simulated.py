@@ -118,12 +118,9 @@ _READINGS_BY_UUID = TypeAdapter(dict[str, SimulatedReading])
 
 
 def read_simulated_telemetry(path: Path) -> dict[str, SimulatedReading]:
-    """The readings in ``path`` by device UUID; ``{}`` if the file does not exist.
-
-    Raises:
-        OSError: the file exists but cannot be read.
-        pydantic.ValidationError: it is not JSON of the documented shape (a ValueError).
-    """
+    """The readings in ``path`` by device UUID; ``{}`` if the file does not exist. Raises
+    what ``ds01.files.read_json_file`` raises (a file that cannot be read, or not of this
+    shape)."""
     return read_json_file(path, _READINGS_BY_UUID, {})
 
 

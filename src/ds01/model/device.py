@@ -95,6 +95,36 @@ class PhysicalGpu:
     total_slices: int = DEFAULT_TOTAL_SLICES
     device_node: str | None = None
 
+    def device(
+        self,
+        uuid: str,
+        kind: DeviceKind,
+        *,
+        memory_mib: int,
+        slices: int,
+        profile: str | None = None,
+        instance_id: int | None = None,
+        device_node: str | None = None,
+        start: int | None = None,
+    ) -> Device:
+        """A device on this GPU: its own ``uuid``, ``kind``, memory, slices and (a MIG
+        instance's) profile, instance id and start; this GPU's index, UUID, model and total
+        slices."""
+        return Device(
+            uuid=uuid,
+            kind=kind,
+            gpu_index=self.index,
+            gpu_uuid=self.uuid,
+            model=self.model,
+            memory_mib=memory_mib,
+            profile=profile,
+            slices=slices,
+            total_slices=self.total_slices,
+            instance_id=instance_id,
+            device_node=device_node,
+            start=start,
+        )
+
 
 @dataclass(frozen=True)
 class Inventory:

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from ds01.errors import NotFound, PortInUse
 from ds01.model import labels as L
-from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
+from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors, raise_streamed_error
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
 from ds01.runtime.engine_socket import EngineSocket, JsonLines
@@ -699,15 +699,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
             response = self.api.get(
                 self.api.base_url + path, params=params, stream=True, timeout=None
             )
-            import requests.exceptions
-
-            try:
-                response.raise_for_status()
-            except requests.exceptions.HTTPError as exc:
-                response.close()
-                import docker.errors
-
-                docker.errors.create_api_error_from_http_exception(exc)
+            raise_streamed_error(response)
         from docker.types import CancellableStream
 
         chunks = response.iter_content(LOG_CHUNK_BYTES) if tty else _multiplexed_payloads(response)

@@ -8,7 +8,8 @@ docker-py's calls and the standard-library reads of ``ds01.runtime.engine_socket
 
 docker-py is not imported here: its exceptions are looked up only once it is loaded (a
 call that did not go through it cannot have raised one), so ds01d's start, which reads
-Docker through ``engine_socket``, does not load it.
+Docker through ``engine_socket``, does not load it. ``raise_streamed_error`` imports it
+when called, which only docker-py's streamed calls do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ds01.errors import Conflict, DockerUnavailable, Ds01Error, InvalidInput, NotFound
 from ds01.runtime.engine_socket import EngineError, EngineUnreachable
@@ -36,6 +38,21 @@ def docker_errors(what: str) -> Iterator[None]:
         if translated is None:
             raise
         raise translated from exc
+
+
+def raise_streamed_error(response: Any) -> None:
+    """Raise the error answer of a docker-py call made with ``stream=True`` (which does not
+    check it) as docker-py's own error, closing ``response`` first; nothing for a success.
+    Called inside ``docker_errors``, so that the error reaches the caller as ds01's."""
+    import requests.exceptions
+
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        response.close()
+        import docker.errors
+
+        docker.errors.create_api_error_from_http_exception(exc)
 
 
 def _translated(what: str, exc: Exception) -> Ds01Error | None:

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CFS_PERIOD_US, cfs_quota_us
-from ds01.runtime.docker_errors import docker_errors
+from ds01.runtime.docker_errors import docker_errors, raise_streamed_error
 from ds01.runtime.engine_socket import EngineSocket
 
 if TYPE_CHECKING:
@@ -198,15 +198,7 @@ class DockerImages:
                 stream=True,
                 timeout=None,  # a step may print nothing for a long time
             )
-            import requests.exceptions
-
-            try:
-                response.raise_for_status()
-            except requests.exceptions.HTTPError as exc:
-                response.close()
-                import docker.errors
-
-                docker.errors.create_api_error_from_http_exception(exc)
+            raise_streamed_error(response)
         from docker.utils.json_stream import json_stream, stream_as_text
 
         chunks = response.iter_content(chunk_size=None)
