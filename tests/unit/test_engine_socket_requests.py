@@ -78,7 +78,8 @@ def _streamed_answer(status: int, body: bytes) -> requests.Response:
 
 def test_a_streamed_error_answer_is_raised_as_ds01s_and_closed() -> None:
     answer = _streamed_answer(404, b'{"message": "No such container: c"}')
-    with pytest.raises(NotFound, match=r"^x: not found"), docker_errors("x"):
+    said = r"^x: not found \(No such container: c\)$"  # Docker's message, read before the close
+    with pytest.raises(NotFound, match=said), docker_errors("x"):
         raise_streamed_error(answer)
     assert answer.raw.closed
 

@@ -42,14 +42,18 @@ def docker_errors(what: str) -> Iterator[None]:
 
 def raise_streamed_error(response: Any) -> None:
     """Raise the error answer of a docker-py call made with ``stream=True`` (which does not
-    check it) as docker-py's own error, closing ``response`` first; nothing for a success.
-    Called inside ``docker_errors``, so that the error reaches the caller as ds01's."""
+    check it) as docker-py's own error, with Docker's message, closing ``response``; nothing
+    for a success. Called inside ``docker_errors``, so that the error reaches the caller as
+    ds01's."""
     import requests.exceptions
 
     try:
         response.raise_for_status()
     except requests.exceptions.HTTPError as exc:
-        response.close()
+        try:
+            response.content  # noqa: B018 - Docker's message, read while the answer is open
+        finally:
+            response.close()
         import docker.errors
 
         docker.errors.create_api_error_from_http_exception(exc)
