@@ -80,12 +80,16 @@ def exit_code_of(status_text: str) -> int | None:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """What the engine reports about its host: cgroup driver, CPUs, memory in bytes."""
+    """What the engine reports about its host: cgroup driver, CPUs, memory in bytes, and
+    its storage driver with the filesystem under it (``docker info``'s ``Storage Driver``
+    and ``Backing Filesystem``; ``None`` when not reported)."""
 
     cgroup_driver: CgroupDriver
     cpus: int
     memory_bytes: int
     logging_driver: str = ""
+    storage_driver: str = ""
+    backing_filesystem: str | None = None
 
 
 def parse_docker_time(text: str) -> datetime | None:
@@ -429,15 +433,19 @@ class DockerRuntime(DockerImages, DockerNetworks):
             return info
 
     def engine_info(self) -> EngineInfo:
+        """The engine's ``/info``, read once (ds01d's start reads it only here)."""
         with docker_errors("reading Docker info"):
             info = self.engine.get("/info")
             systemd = info.get("CgroupDriver") == "systemd"
             driver: CgroupDriver = "systemd" if systemd else "cgroupfs"
+            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
             return EngineInfo(
                 cgroup_driver=driver,
                 cpus=int(info.get("NCPU") or 1),
                 memory_bytes=int(info.get("MemTotal") or 0),
                 logging_driver=str(info.get("LoggingDriver") or ""),
+                storage_driver=str(info.get("Driver") or ""),
+                backing_filesystem=status.get("Backing Filesystem"),
             )
 
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
@@ -728,14 +736,6 @@ class DockerRuntime(DockerImages, DockerNetworks):
             return result
 
     # -- disk ------------------------------------------------------------------------------
-
-    def storage_driver(self) -> tuple[str, str | None]:
-        """Docker's storage driver and the filesystem under it (``docker info``'s
-        ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
-        with docker_errors("reading Docker's storage driver"):
-            info = self.engine.get("/info")
-            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
-            return str(info.get("Driver") or ""), status.get("Backing Filesystem")
 
     def probe_storage_size(self, image: str, size_bytes: int) -> str | None:
         """Create (never start) and remove a container of ``image`` with ``--storage-opt
