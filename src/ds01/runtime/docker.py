@@ -34,7 +34,7 @@ from ds01.model import labels as L
 from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
-from ds01.runtime.engine_socket import EngineSocket, JsonLines
+from ds01.runtime.engine_socket import EngineError, EngineSocket, JsonLines
 from ds01.runtime.layer_files import OverlayLayers, Unhandled, read_etc_file, write_etc_files
 
 if TYPE_CHECKING:
@@ -742,17 +742,18 @@ class DockerRuntime(DockerImages, DockerNetworks):
         size=``: ``None`` when Docker accepts it (its driver enforces the size), else
         Docker's answer."""
         name = f"ds01-storage-probe-{os.getpid()}"
+        spec = {
+            "Image": image,
+            "Cmd": ["true"],
+            "HostConfig": {"StorageOpt": {"size": str(size_bytes)}},
+        }
+        # Through the engine socket: the probe runs before ds01d serves, without docker-py.
         with docker_errors("probing the storage driver"):
-            host_config = self.api.create_host_config(storage_opt={"size": str(size_bytes)})
-            import docker.errors
-
             try:
-                created = self.api.create_container(
-                    image=image, name=name, host_config=host_config, command=["true"]
-                )
-            except docker.errors.APIError as exc:
-                return str(exc.explanation or exc)
-            self.api.remove_container(created["Id"], force=True, v=True)
+                created = self.engine.send("POST", "/containers/create", body=spec, name=name)
+            except EngineError as exc:
+                return exc.explanation or str(exc)
+            self.engine.send("DELETE", f"/containers/{created['Id']}", force=1, v=1)
         return None
 
     def disk_sources(self, container: str) -> tuple[str | None, tuple[str, ...]]:
