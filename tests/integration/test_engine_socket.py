@@ -82,3 +82,18 @@ def test_errors_read_as_docker_pys() -> None:
     runtime.engine.path = "/nonexistent/docker.sock"
     with pytest.raises(DockerUnavailable, match="not running or not answering"):
         runtime.list_managed()
+
+
+def test_a_create_and_a_remove_sent_as_json_are_dockers(docker_client: Any) -> None:
+    # The storage probe's requests (``DockerRuntime.probe_storage_size``), before ds01d serves.
+    engine = DockerRuntime.from_env().engine
+    name = f"ds01test-send-{uuid.uuid4().hex[:12]}"
+    spec = {"Image": TEST_IMAGE, "Cmd": ["true"], "Labels": {"ds01test.send": "1"}}
+    created = engine.send("POST", "/containers/create", body=spec, name=name)
+    try:
+        inspected = docker_client.api.inspect_container(created["Id"])
+        assert (inspected["Name"], inspected["Config"]["Cmd"]) == (f"/{name}", ["true"])
+        assert inspected["Config"]["Labels"]["ds01test.send"] == "1"
+    finally:
+        assert engine.send("DELETE", f"/containers/{created['Id']}", force=1, v=1) is None
+    assert docker_client.api.containers(all=True, filters={"name": name}) == []

@@ -74,6 +74,12 @@ AFTER_SERVING = (
     "ds01.core.docker_api",
     # The lifecycle's activity report, loaded with its first pass.
     "ds01.core.report",
+    # The door's archive rules (a copy in or out, a load) and the image rules (a commit).
+    "ds01.runtime.archive_rewrite",
+    "ds01.core.docker_archive",
+    "ds01.core.docker_load",
+    "ds01.core.image_build",
+    "ds01.core.dockerfile_bases",
 )
 
 

@@ -55,6 +55,28 @@ def test_staging_paths_are_recognised_and_names_checked(tmp_path: Path) -> None:
             staging.path(bad, "workspace")
 
 
+@pytest.mark.parametrize(
+    "tail",
+    ["k/workspace", "k/workspace/", "k//workspace", "./k/workspace", "k/./workspace",
+     "k/..", "../x", "k", "k/workspace/more", "", "/k/workspace"],
+)  # fmt: skip
+def test_a_source_is_read_as_its_path_would_be(tmp_path: Path, tail: str) -> None:
+    staging = MountStaging(tmp_path / "mounts")
+    source = f"{staging.root}/{tail}"
+    relative = Path(source).relative_to(staging.root).parts
+    assert staging.owner_of(source) == (relative if len(relative) == 2 else None)
+
+
+def test_the_staged_keys_are_the_tree_s_own_directories(tmp_path: Path) -> None:
+    staging = MountStaging(tmp_path / "mounts")
+    assert staging.staged() == set()  # no tree yet
+    staging.prepare("kept", "workspace")
+    (staging.root / "a-file").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    (staging.root / "a-link").symlink_to(tmp_path / "elsewhere")
+    assert staging.staged() == {"kept"}
+
+
 def test_a_staging_key_is_fixed_by_the_create_and_differs_for_a_later_one_of_the_name() -> None:
     key = staging_key("web._.1001", "a" * 32)
     assert key == staging_key("web._.1001", "a" * 32)  # a rollback finds it again

@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import TypedDict
 
 from ds01.config.resolve import ResolvedAggregate
-from ds01.core.image_build import build_target
 from ds01.core.slurm_job import STOP_NOTES, StopCause
 from ds01.daemon import schemas as api
 from ds01.daemon.access import devices_details, resource_of
@@ -263,6 +262,10 @@ class ContainerOps:
         emptied (an image claims nothing of a container's)."""
         ctx = self.context
         name, _, tag = keep_as.partition(":")
+        # Here, not at the top: the image rules (and the Dockerfile bases) stay off ds01d's
+        # start, which does not commit.
+        from ds01.core.image_build import build_target
+
         target = build_target(record.user, record.uid, name, tag or None)
         existing = ctx.runtime.local_image(target.reference)
         if ctx.config().images.registry_image(target.reference) or (

@@ -44,7 +44,7 @@ from ds01.daemon.periodic import PeriodicPass
 from ds01.errors import Ds01Error
 from ds01.model import labels as L
 from ds01.runtime.diskusage import tree_usage
-from ds01.runtime.docker import ContainerRecord, DockerRuntime
+from ds01.runtime.docker import ContainerRecord, DockerRuntime, EngineInfo
 
 if TYPE_CHECKING:
     from ds01.daemon.service import Ds01Service
@@ -80,14 +80,11 @@ class StorageMode:
 UNDETECTED = StorageMode("measured", "", None, "the storage driver was not asked yet")
 
 
-def detect_storage(runtime: DockerRuntime) -> StorageMode:
-    """The host's mode: from ``docker info``, then, where the driver may cap a container's
-    size, a probe container (created with ``--storage-opt size=`` and removed, never
-    started). Any doubt gives ``measured``."""
-    try:
-        driver, backing = runtime.storage_driver()
-    except Ds01Error as exc:
-        return StorageMode("measured", "", None, f"Docker's storage driver is unknown: {exc}")
+def detect_storage(runtime: DockerRuntime, engine: EngineInfo) -> StorageMode:
+    """The host's mode: from the storage driver in the engine's info (``engine``, read at
+    start), then, where the driver may cap a container's size, a probe container (created
+    with ``--storage-opt size=`` and removed, never started). Any doubt gives ``measured``."""
+    driver, backing = engine.storage_driver, engine.backing_filesystem
     capable, why = driver_can_enforce(driver, backing)
     if not capable:
         return StorageMode("measured", driver, backing, why)

@@ -4,8 +4,6 @@ These pydantic models are the contract between the CLI and the daemon, and the s
 the OpenAPI document served at ``GET /openapi.json``.
 """
 
-from __future__ import annotations
-
 import re
 from typing import Any, Literal
 
@@ -204,7 +202,7 @@ class DeviceStatus(_Model):
         description="Processes using this device outside ds01's allocation, as ds01d's "
         "last GPU use pass found them.",
     )
-    reservations: list[DeviceReservation] = Field(
+    reservations: "list[DeviceReservation]" = Field(
         default_factory=list,
         description="The reservation in force on this device, if any, then the next one.",
     )

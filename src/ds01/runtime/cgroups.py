@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -73,6 +74,10 @@ class CgroupError(SystemFault):
 # --- names and paths (pure) -----------------------------------------------------------------
 
 
+#: (group, user) pairs whose parent's path ``user_slice_path`` keeps.
+USER_SLICE_PATHS_KEPT = 4096
+
+
 def slice_part(name: str) -> str:
     """A user or group name as part of a slice name, encoded injectively.
 
@@ -89,9 +94,11 @@ def slice_part(name: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=USER_SLICE_PATHS_KEPT)
 def user_slice_path(group: str, user: str) -> str:
     """The user's cgroup parent as a path below the cgroup root, for either driver:
-    ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``."""
+    ``/ds01.slice/ds01-<group>.slice/ds01-<group>-<user>.slice``. Kept for the last
+    ``USER_SLICE_PATHS_KEPT`` pairs: ds01d's start asks it twice for every container."""
     g, u = slice_part(group), slice_part(user)
     return f"/{SLICE_ROOT}/ds01-{g}.slice/ds01-{g}-{u}.slice"
 

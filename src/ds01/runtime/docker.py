@@ -34,7 +34,7 @@ from ds01.model import labels as L
 from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors, raise_streamed_error
 from ds01.runtime.docker_images import DockerImages
 from ds01.runtime.docker_networks import DockerNetworks
-from ds01.runtime.engine_socket import EngineSocket, JsonLines
+from ds01.runtime.engine_socket import EngineError, EngineSocket, JsonLines
 from ds01.runtime.layer_files import OverlayLayers, Unhandled, read_etc_file, write_etc_files
 
 if TYPE_CHECKING:
@@ -80,12 +80,16 @@ def exit_code_of(status_text: str) -> int | None:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """What the engine reports about its host: cgroup driver, CPUs, memory in bytes."""
+    """What the engine reports about its host: cgroup driver, CPUs, memory in bytes, and
+    its storage driver with the filesystem under it (``docker info``'s ``Storage Driver``
+    and ``Backing Filesystem``; ``None`` when not reported)."""
 
     cgroup_driver: CgroupDriver
     cpus: int
     memory_bytes: int
     logging_driver: str = ""
+    storage_driver: str = ""
+    backing_filesystem: str | None = None
 
 
 def parse_docker_time(text: str) -> datetime | None:
@@ -429,15 +433,19 @@ class DockerRuntime(DockerImages, DockerNetworks):
             return info
 
     def engine_info(self) -> EngineInfo:
+        """The engine's ``/info``, read once (ds01d's start reads it only here)."""
         with docker_errors("reading Docker info"):
             info = self.engine.get("/info")
             systemd = info.get("CgroupDriver") == "systemd"
             driver: CgroupDriver = "systemd" if systemd else "cgroupfs"
+            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
             return EngineInfo(
                 cgroup_driver=driver,
                 cpus=int(info.get("NCPU") or 1),
                 memory_bytes=int(info.get("MemTotal") or 0),
                 logging_driver=str(info.get("LoggingDriver") or ""),
+                storage_driver=str(info.get("Driver") or ""),
+                backing_filesystem=status.get("Backing Filesystem"),
             )
 
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:
@@ -721,30 +729,23 @@ class DockerRuntime(DockerImages, DockerNetworks):
 
     # -- disk ------------------------------------------------------------------------------
 
-    def storage_driver(self) -> tuple[str, str | None]:
-        """Docker's storage driver and the filesystem under it (``docker info``'s
-        ``Storage Driver`` and ``Backing Filesystem``; ``None`` when not reported)."""
-        with docker_errors("reading Docker's storage driver"):
-            info = self.engine.get("/info")
-            status = {str(k): str(v) for k, v in info.get("DriverStatus") or [] if k}
-            return str(info.get("Driver") or ""), status.get("Backing Filesystem")
-
     def probe_storage_size(self, image: str, size_bytes: int) -> str | None:
         """Create (never start) and remove a container of ``image`` with ``--storage-opt
         size=``: ``None`` when Docker accepts it (its driver enforces the size), else
         Docker's answer."""
         name = f"ds01-storage-probe-{os.getpid()}"
+        spec = {
+            "Image": image,
+            "Cmd": ["true"],
+            "HostConfig": {"StorageOpt": {"size": str(size_bytes)}},
+        }
+        # Through the engine socket: the probe runs before ds01d serves, without docker-py.
         with docker_errors("probing the storage driver"):
-            host_config = self.api.create_host_config(storage_opt={"size": str(size_bytes)})
-            import docker.errors
-
             try:
-                created = self.api.create_container(
-                    image=image, name=name, host_config=host_config, command=["true"]
-                )
-            except docker.errors.APIError as exc:
-                return str(exc.explanation or exc)
-            self.api.remove_container(created["Id"], force=True, v=True)
+                created = self.engine.send("POST", "/containers/create", body=spec, name=name)
+            except EngineError as exc:
+                return exc.explanation or str(exc)
+            self.engine.send("DELETE", f"/containers/{created['Id']}", force=1, v=1)
         return None
 
     def disk_sources(self, container: str) -> tuple[str | None, tuple[str, ...]]:

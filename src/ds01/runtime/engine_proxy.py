@@ -29,7 +29,6 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from ds01.errors import DockerUnavailable
-from ds01.runtime.archive_rewrite import SocketWriter
 from ds01.runtime.docker_errors import DOCKER_SOCKET
 from ds01.runtime.engine_socket import UnixConnection
 
@@ -247,6 +246,10 @@ class EngineProxy:
                 lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
                 lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
                 client.sendall(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
+                # Loaded with the first copy out: the archive code (tarfile, the door's
+                # archive rules) stays off ds01d's start.
+                from ds01.runtime.archive_rewrite import SocketWriter
+
                 transform(response, SocketWriter(client))
             except http.client.HTTPException as exc:
                 log.warning("dockerd's answer to GET %s could not be read: %s", target[:120], exc)

@@ -1,11 +1,12 @@
 """Engine API reads over dockerd's socket with the standard library alone.
 
 ds01d's start reads Docker before it serves (the ledger's one list and its event stream,
-the engine's info, the users' networks, the local images); docker-py, with requests and
-urllib3 under it, is about a sixth of what the start would import. These reads go through
-:class:`EngineSocket` instead, so docker-py loads only when ds01d first does something else
-with Docker (``DockerRuntime.api``). The answers are Docker's JSON, exactly what docker-py's
-low-level calls return for the same requests.
+the engine's info, the users' networks, the local images) and, on a host whose storage
+driver may cap a container's size, creates and removes a probe container; docker-py, with
+requests and urllib3 under it, is about a sixth of what the start would import. These
+requests go through :class:`EngineSocket` instead, so docker-py loads only when ds01d first
+does something else with Docker (``DockerRuntime.api``). The answers are Docker's JSON,
+exactly what docker-py's low-level calls return for the same requests.
 
 Errors: an answer that is not a success raises :class:`EngineError` (its status and
 Docker's message); a socket that does not answer raises :class:`EngineUnreachable`.
@@ -78,7 +79,7 @@ def _filter_value(value: str | bool) -> str:
 
 
 class EngineSocket:
-    """GET requests to dockerd's socket at ``path``, one connection each; thread-safe."""
+    """Requests to dockerd's socket at ``path``, one connection each; thread-safe."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -97,9 +98,23 @@ class EngineSocket:
             EngineError: Docker answered with an error.
             EngineUnreachable: the socket did not answer within ``timeout_s`` seconds.
         """
+        return self.send("GET", path, filters, timeout_s=timeout_s, **query)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        filters: Filters | None = None,
+        *,
+        body: Any = None,
+        timeout_s: float = READ_TIMEOUT_S,
+        **query: str | int,
+    ) -> Any:
+        """Docker's JSON answer (``None`` when it has no body) to ``method path?query``,
+        with ``body`` sent as JSON when given; raises as :meth:`get`."""
         conn = UnixConnection(self.path, timeout_s)
         try:
-            response = self._sent(conn, target(path, filters, **query))
+            response = self._sent(conn, target(path, filters, **query), method, body)
             data = response.read()
         except OSError as exc:
             raise EngineUnreachable(self.path, exc) from exc
@@ -121,9 +136,16 @@ class EngineSocket:
             raise
         return JsonLines(self.path, conn, response)
 
-    def _sent(self, conn: UnixConnection, request_target: str) -> http.client.HTTPResponse:
-        """The answer's head to a GET (its body not read); an error status raises."""
-        conn.request("GET", request_target, headers={"Host": "docker"})
+    def _sent(
+        self, conn: UnixConnection, request_target: str, method: str = "GET", body: Any = None
+    ) -> http.client.HTTPResponse:
+        """The answer's head (its body not read); an error status raises."""
+        headers = {"Host": "docker"}
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, request_target, body=content, headers=headers)
         response = conn.getresponse()
         if response.status >= 400:
             raise EngineError(response.status, _message(response.read()))
