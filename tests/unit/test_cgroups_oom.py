@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ds01.daemon.oom import OomWatcher, advance, assess
+from ds01.daemon.oom import OomWatcher, advance, assess, limit_hit_text
 from ds01.events.log import EventLog
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
@@ -108,6 +108,19 @@ def _record(
             },
         }
     )
+
+
+def test_a_parent_limit_is_named_after_what_set_it() -> None:
+    alone = _record("c1", "thesis")
+    assert limit_hit_text(alone, "user_total") == (
+        "alice's memory total across all their containers"
+    )
+    # A Slurm job's container: its parent is the job's cgroup, limited by the job's --mem.
+    in_job = _record("c2", "hog")
+    in_job.labels[L.SLURM_JOB] = "42"
+    assert limit_hit_text(in_job, "user_total") == "Slurm job 42's memory (--mem)"
+    assert limit_hit_text(in_job, "container") == "its own memory limit"
+    assert limit_hit_text(in_job, "host") == "the host's memory (no ds01 limit)"
 
 
 class FakeStream:

@@ -83,6 +83,19 @@ class OomFinding:
     limit: LimitHit
 
 
+def limit_hit_text(record: ContainerRecord, limit: LimitHit) -> str:
+    """``limit`` in words, for ``record``'s log line and its Slurm job's note. The parent
+    of a Slurm job's container is the job's cgroup: its limit is the job's ``--mem``."""
+    if limit == "container":
+        return "its own memory limit"
+    if limit == "host":
+        return "the host's memory (no ds01 limit)"
+    job = record.labels.get(L.SLURM_JOB, "")
+    if job.isdigit():
+        return f"Slurm job {job}'s memory (--mem)"
+    return f"{record.user}'s memory total across all their containers"
+
+
 def limit_risen(
     previous: OomState | None, now: OomCounters, parent_events: int
 ) -> LimitHit | None:
@@ -307,11 +320,7 @@ class OomWatcher(PeriodicPass):
         return reported
 
     def _report(self, record: ContainerRecord, state: OomState, finding: OomFinding) -> None:
-        what = {
-            "container": "its own memory limit",
-            "user_total": f"{record.user}'s memory total across all their containers",
-            "host": "the host's memory (no ds01 limit)",
-        }[finding.limit]
+        what = limit_hit_text(record, finding.limit)
         log.warning(
             "OOM: the kernel killed %d process(es) in %s (%s hit)",
             finding.kills,
