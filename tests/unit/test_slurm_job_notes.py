@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds01.cli.report import CLUSTER_CSV_COLUMNS, to_cluster_csv, to_cluster_markdown
-from ds01.core.slurm_job import JOB_NOTES, STOP_NOTES, admin_comment_text, job_note, noted
+from ds01.core.slurm_job import JOB_NOTES, STOP_NOTES, job_note, noted
 from ds01.core.slurm_report import (
     END_COLUMNS,
     LOGIN_NODE_NOTES,
@@ -19,6 +19,7 @@ from ds01.core.slurm_report import (
     end_column,
     parse_accounting,
 )
+from ds01.runtime.slurm import admin_comment_text
 from slurm_data import ENDS_RECORDED_AT, SACCT_ENDS
 
 NOW = datetime.fromtimestamp(ENDS_RECORDED_AT, tz=timezone.utc)
@@ -43,17 +44,16 @@ def test_a_note_names_what_ds01d_did_and_why_on_one_bounded_line() -> None:
 
 def test_a_note_holds_its_quotes_as_both_ways_of_writing_it_keep_them() -> None:
     # scontrol (a running job) keeps an apostrophe, sacctmgr (a job that has ended) would
-    # write a backquote: the note carries the typographic forms, so both keep one text.
-    text = job_note("oom_kill", '1 process killed, alice\'s "memory" total hit')
+    # write a backquote: both are given the typographic forms, so both keep one text.
+    text = admin_comment_text(job_note("oom_kill", '1 process killed, alice\'s "memory" total hit'))
     assert text == "ds01:oom_kill: 1 process killed, alice\u2019s \u201dmemory\u201d total hit"
     assert admin_comment_text(text) == text
 
 
 @given(st.sampled_from(JOB_NOTES), st.text(max_size=300))
 def test_every_note_reads_back_as_itself(note: Any, reason: str) -> None:
-    text = job_note(note, reason)
-    assert noted(text) == note
-    assert admin_comment_text(text) == text  # nothing left for either path to change
+    assert noted(job_note(note, reason)) == note
+    assert noted(admin_comment_text(job_note(note, reason))) == note  # as Slurm keeps it
 
 
 def test_comments_that_are_not_ds01s_notes_count_for_nothing() -> None:

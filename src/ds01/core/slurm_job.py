@@ -79,11 +79,6 @@ STOP_NOTES: dict[StopCause, JobNote] = {
 JOB_NOTE_PREFIX = "ds01:"
 #: Characters of the reason an ``AdminComment`` keeps (slurmdbd stores it as text).
 JOB_NOTE_REASON_CHARS = 200
-#: Quotes an ``AdminComment`` holds in their typographic forms, which read the same:
-#: ``sacctmgr`` (the path of a job that has ended) would write an apostrophe as a backquote,
-#: and a double quote would end its value.
-_COMMENT_QUOTES = str.maketrans({"'": "\u2019", '"': "\u201d"})
-
 _JOB_NOTE_RE = re.compile(r"^ds01:([a-z_]+)(?::|$)")
 _FIELD_RE = re.compile(r"(\w[\w/:]*)=(\S*)")
 _NODE_GRES_RE = re.compile(r"Nodes=(\S+)\s.*?GRES=(\S*)")
@@ -254,19 +249,11 @@ def job_cgroup(cgroup_text: str, job_id: int) -> str | None:
     return path[: at + len(marker)] if at >= 0 else None
 
 
-def admin_comment_text(text: str) -> str:
-    """``text`` as a job's ``AdminComment`` keeps it, whichever way it is written
-    (``scontrol update`` while the job runs, ``sacctmgr modify job`` once it ended): its
-    apostrophes and double quotes in their typographic forms (U+2019, U+201D)."""
-    return text.translate(_COMMENT_QUOTES)
-
-
 def job_note(note: JobNote, reason: str) -> str:
     """A job's ``AdminComment`` saying what ds01d did to its container: one line,
-    ``ds01:<note>: <reason>`` (the reason clipped to ``JOB_NOTE_REASON_CHARS``, its quotes
-    as ``admin_comment_text`` gives them), the same text however late it is written."""
+    ``ds01:<note>: <reason>`` (the reason clipped to ``JOB_NOTE_REASON_CHARS``)."""
     line = " ".join(reason.split())
-    return admin_comment_text(f"{JOB_NOTE_PREFIX}{note}: {clip(line, JOB_NOTE_REASON_CHARS)}")
+    return f"{JOB_NOTE_PREFIX}{note}: {clip(line, JOB_NOTE_REASON_CHARS)}"
 
 
 def noted(admin_comment: str) -> JobNote | None:
@@ -295,7 +282,6 @@ __all__ = [
     "JobNote",
     "SlurmJob",
     "StopCause",
-    "admin_comment_text",
     "check_request_matches",
     "gone_jobs",
     "job_cgroup",

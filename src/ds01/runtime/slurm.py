@@ -90,17 +90,28 @@ def show_job(job_id: int) -> str:
     return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
 
 
+#: Quotes an ``AdminComment`` holds in their typographic forms, which read the same:
+#: ``sacctmgr`` (the path of a job that has ended) would write an apostrophe as a backquote,
+#: and a double quote would end its value.
+_COMMENT_QUOTES = str.maketrans({"'": "\u2019", '"': "\u201d"})
+
+
+def admin_comment_text(text: str) -> str:
+    """``text`` as a job's ``AdminComment`` keeps it, whichever way it is written
+    (``scontrol update`` while the job runs, ``sacctmgr modify job`` once it ended): its
+    apostrophes and double quotes in their typographic forms (U+2019, U+201D)."""
+    return text.translate(_COMMENT_QUOTES)
+
+
 def set_admin_comment(job_id: int, comment: str) -> None:
     """A note on the job that slurmdbd keeps (``sacct --format AdminComment``): ``scontrol
     update JobId=ID AdminComment=COMMENT`` while slurmctld holds the job; once it says the job
     has ended (its end can come before ds01d's note of what ended it: an OOM kill ends the
     container and with it the job's step), ``sacctmgr -i modify job`` writes it into the job's
     accounting record instead. Both write the same text, ``comment`` as
-    ``ds01.core.slurm_job.admin_comment_text`` gives it (``job_note``'s is already so). Only
-    a Slurm administrator (root, SlurmUser) may set it. ``SlurmError`` when Slurm refuses
-    (not an administrator, a job slurmdbd does not know) or does not answer."""
-    from ds01.core.slurm_job import admin_comment_text
-
+    ``admin_comment_text`` gives it. Only a Slurm administrator (root, SlurmUser) may set
+    it. ``SlurmError`` when Slurm refuses (not an administrator, a job slurmdbd does not
+    know) or does not answer."""
     kept = admin_comment_text(comment)
     try:
         _run_tool(
