@@ -273,8 +273,9 @@ class TestNoticeFiles:
     ) -> None:
         alice = unix_users["alice"]
         scene = notice_scene
-        # The loop never waited on alice's FIFO: it refused the notice there, left the FIFO as
-        # it is, and went on to stop bob's container, whose timeout comes later.
+        # The loop did not hang on alice's FIFO: it refused the notice there (never opened it
+        # for writing), left the FIFO as it is, and went on to stop bob's container, whose
+        # timeout comes later (the scene waited for that stop).
         refused = scene.d.events_where(
             action="lifecycle.notice",
             resource=f"container/fifo._.{alice.pw_uid}",

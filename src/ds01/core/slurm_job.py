@@ -94,7 +94,8 @@ class SlurmJob:
     uid: int
     state: str
     gpu_indices: Mapping[str, tuple[int, ...]]  # node → the GRES indices it holds there
-    exit_code: int | None = None  # its script's status once it ended (128 + N: signal N)
+    exit_code: int | None = None  # its script's status once it ended (128 + N: signal N;
+    # OOM_KILLED_STATUS for Slurm's OOM mark)
 
 
 def sbatch_options(

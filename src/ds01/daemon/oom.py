@@ -48,6 +48,7 @@ from ds01.daemon.limits_enforcement import record_parent
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.slurm_jobs import note_on_job
 from ds01.events.log import EventLog, utc_now
+from ds01.exitcodes import OOM_KILLED_STATUS
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupDriver, CgroupManager, OomCounters, container_cgroup
 from ds01.runtime.docker import ContainerEvent, ContainerRecord, EventStream
@@ -61,8 +62,6 @@ LimitHit = Literal["container", "user_total", "host"]
 DEFAULT_INTERVAL_SECONDS = 2.0
 #: A ``die`` with SIGKILL this soon after an ``oom`` event is that OOM's kill, in seconds.
 EXIT_AFTER_OOM_SECONDS = 10.0
-#: Exit code of a main process killed by SIGKILL (128 + 9), as Docker reports it.
-SIGKILL_EXIT_CODE = 137
 
 
 class ContainerLister(Protocol):
@@ -169,7 +168,7 @@ class _PendingOom:
     reported: bool = False
 
 
-def last_read(state: OomState | None) -> OomCounters:
+def _last_read(state: OomState | None) -> OomCounters:
     """The container's own counters as ``state`` last read them (all 0 without a state)."""
     if state is None:
         return OomCounters(kills=0, limit_events=0, generation=0)
@@ -363,7 +362,7 @@ class OomWatcher(PeriodicPass):
     def _on_exit(self, event: ContainerEvent) -> None:
         self._expire_pending(event.time)
         pending = self._pending.pop(event.container_id, None)
-        if pending is None or pending.reported or event.exit_code != SIGKILL_EXIT_CODE:
+        if pending is None or pending.reported or event.exit_code != OOM_KILLED_STATUS:
             return
         record = self._record(event.container_id)
         if record is None:
@@ -376,7 +375,7 @@ class OomWatcher(PeriodicPass):
         state = advance(
             previous,
             record,
-            last_read(previous),
+            _last_read(previous),
             parent_now if parent_now is not None else 0,
             finding,
             self._clock().isoformat(timespec="seconds"),
@@ -442,4 +441,4 @@ class OomWatcher(PeriodicPass):
         return ended
 
 
-__all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit", "last_read"]
+__all__ = ["OomFinding", "OomWatcher", "advance", "assess", "assess_exit", "limit_hit_text"]

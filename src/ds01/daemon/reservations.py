@@ -54,7 +54,7 @@ from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
 
 from ds01.config.resolve import resolve_reservation_limits
-from ds01.core.lifecycle import covering_exemption, runtime_limit_hours, runtime_stop
+from ds01.core.lifecycle import ContainerClock, runtime_limit_hours, runtime_stop
 from ds01.core.mig_on_demand import CreateSlice, GpuView, KeepOut, in_the_way
 from ds01.core.reservations import (
     MAINTENANCE,
@@ -360,13 +360,12 @@ def runtime_end(
     """When a container ``name`` of ``owner`` started now must have stopped at the latest:
     its runtime limit (``declared`` by its owner, else their ``max_runtime_hours``:
     ``core.lifecycle.runtime_limit_hours``), ``None`` without one or under an exemption."""
-    hours = runtime_limit_hours(ctx.limits_for(owner).max_runtime_hours, declared)
-    if hours is None:
+    max_hours = ctx.limits_for(owner).max_runtime_hours
+    if runtime_limit_hours(max_hours, declared) is None:  # no exemption to read
         return None
     exemptions = [r.exemption() for r in ctx.store.exemptions()]
-    if covering_exemption(exemptions, owner.name, name, now) is not None:
-        return None
-    return now + timedelta(hours=hours)
+    run = ContainerClock(run_started_at=now, active_at=now)
+    return runtime_stop(run, max_hours, declared, exemptions, owner.name, name, now)
 
 
 def slots_in_the_way(

@@ -183,6 +183,16 @@ class UnmanagedProcess(_Model):
     )
 
 
+class DeviceReservation(_Model):
+    """A reservation on one device, as ``gpu-status`` shows it."""
+
+    id: str
+    holder: str | None = Field(description="Whose it is; null: maintenance.")
+    start: str = Field(description="ISO 8601, the server's time zone.")
+    end: str
+    active: bool = Field(description="In force now.")
+
+
 class DeviceStatus(_Model):
     uuid: str
     kind: Literal["gpu", "mig"]
@@ -202,20 +212,10 @@ class DeviceStatus(_Model):
         description="Processes using this device outside ds01's allocation, as ds01d's "
         "last GPU use pass found them.",
     )
-    reservations: "list[DeviceReservation]" = Field(
+    reservations: list[DeviceReservation] = Field(
         default_factory=list,
         description="The reservation in force on this device, if any, then the next one.",
     )
-
-
-class DeviceReservation(_Model):
-    """A reservation on one device, as ``gpu-status`` shows it."""
-
-    id: str
-    holder: str | None = Field(description="Whose it is; null: maintenance.")
-    start: str = Field(description="ISO 8601, the server's time zone.")
-    end: str
-    active: bool = Field(description="In force now.")
 
 
 class UnusableGpu(_Model):

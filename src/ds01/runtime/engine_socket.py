@@ -1,4 +1,4 @@
-"""Engine API reads over dockerd's socket with the standard library alone.
+"""Engine API requests of ds01d's start over dockerd's socket with the standard library alone.
 
 ds01d's start reads Docker before it serves (the ledger's one list and its event stream,
 the engine's info, the users' networks, the local images) and, on a host whose storage
