@@ -505,11 +505,21 @@ class TestClusterMode:
             env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert noted.returncode == 0, describe(noted)
-        kept = cluster.slurm_tool(
-            "sacct", "-X", "-n", "-P", "-j", str(job), "--format=State,AdminComment"
+
+        def kept() -> str:
+            return cluster.slurm_tool(
+                "sacct", "-X", "-n", "-P", "-j", str(job), "--format=State,AdminComment"
+            ).strip()
+
+        # squeue stops showing an ended job before slurmdbd has its end (slurmctld queues it
+        # for slurmdbd): the note may come first, and the end keeps it (slurmdbd writes an
+        # AdminComment then only where slurmctld's job has one).
+        ended = wait_on_cluster(
+            "slurmdbd to keep the job's end",
+            lambda: (text := kept()).split("|")[0] not in ("", "PENDING", "RUNNING") and text,
         )
         # (sacctmgr would write the apostrophe as a backquote: ds01 gives it the typographic one)
-        assert kept.strip() == "COMPLETED|" + note.replace("'", "\u2019"), kept
+        assert ended == "COMPLETED|" + note.replace("'", "\u2019"), ended
 
     def test_slurms_memory_limit_kills_inside_the_container_not_the_node(
         self, cluster: Cluster, docker_client: Any
