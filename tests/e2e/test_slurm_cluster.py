@@ -321,6 +321,16 @@ IDLE_LIMITS = (
 )
 
 
+#: A file whose presence ends ``KEEP_ALIVE_UNTIL_LET_GO`` (in the container's /tmp).
+LET_GO = "/tmp/ds01-test-let-go"
+#: A container's command that touches its keep-alive file every second until ``LET_GO``
+#: exists, then removes the file: from then on only real activity counts.
+KEEP_ALIVE_UNTIL_LET_GO = (
+    f"while [ ! -e {LET_GO} ]; do touch /workspace/.keep-alive; sleep 1; done; "
+    "rm -f /workspace/.keep-alive"
+)
+
+
 def _queue_samples(port: int) -> dict[tuple[str, str], float] | None:
     """The login exporter's ``ds01_queue_length`` samples (user, reason) → value, or ``None``
     while it does not answer or Slurm did not."""
@@ -357,7 +367,13 @@ class TestLoginNodeAccountingAndQueueMetrics:
         try:
             # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
             idler = _submit_container(cluster, "alice", "idler", gpus=4)
-            wait_on_cluster("idler to run", lambda: _running_container(docker_client, "idler"))
+            held = wait_on_cluster(
+                "idler to run", lambda: _running_container(docker_client, "idler")
+            )
+            # ds01d stops idler 7.2 s after its last activity, and bob's job then runs: a
+            # slow machine takes longer than that to submit it and see it pend. A touch of
+            # idler's keep-alive file is activity: touched until bob's job was seen pending.
+            held.exec_run(["sh", "-c", KEEP_ALIVE_UNTIL_LET_GO], detach=True)
             waiter = _submit_container(cluster, "bob", "waiter", gpus=3)
             # The login node's exporter: bob's job pending for resources, under ds01's names.
             samples = wait_on_cluster(
@@ -365,6 +381,7 @@ class TestLoginNodeAccountingAndQueueMetrics:
                 lambda: (_queue_samples(port) or {}).get(("bob", "Resources")),
             )
             assert samples == 1
+            held.exec_run(["touch", LET_GO])
             # alice's batch job runs out of its --mem on node1 (her priority is above bob's).
             hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
             done = cluster.ds01(
