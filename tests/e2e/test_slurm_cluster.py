@@ -398,21 +398,29 @@ class TestLoginNodeAccountingAndQueueMetrics:
             cluster.slurm_tool("scancel", str(waiter), user="bob")
 
             def recorded() -> str:
-                return cluster.slurm_tool(
-                    "sacct", "-X", "-n", "-P", "-j", f"{idler},{oom_job}",
-                    "--duplicates", "--format=JobIDRaw,State,End,AdminComment",
+                """Both jobs' records as a query of the report's window finds them (not by their
+                ids: slurmdbd answered for hog2 by its id, ended and noted, while a window
+                query still left it out)."""
+                text = cluster.slurm_tool(
+                    "sacct", "-X", "-n", "-P", "--allusers", "--duplicates",
+                    f"--starttime={since}", f"--endtime={time.strftime('%Y-%m-%dT%H:%M:%S')}",
+                    "--format=JobIDRaw,State,End,AdminComment",
                 )  # fmt: skip
+                jobs = {str(idler), str(oom_job)}
+                return "\n".join(r for r in text.splitlines() if r.split("|")[0] in jobs)
+
+            def both_ended() -> bool:
+                text = recorded()
+                found = {r.split("|")[0] for r in text.splitlines()}
+                return (
+                    found == {str(idler), str(oom_job)}
+                    and "Unknown" not in text
+                    and all(note in text for note in ("ds01:stop_idle", "ds01:oom_kill"))
+                )
 
             # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
             # hog2's end can reach slurmdbd seconds after `--wait` returned.
-            wait_on_cluster(
-                "sacct to keep both jobs' ends",
-                lambda: (
-                    "Unknown" not in (text := recorded())
-                    and "ds01:stop_idle" in text
-                    and "ds01:oom_kill" in text
-                ),
-            )
+            wait_on_cluster("sacct to keep both jobs' ends", both_ended)
             # The report on the login node: from sacct, alice's OOM kill and idle stop.
             report = cluster.login("alice", "admin", "report", "--from", since)
             users = {u["user"]: u for u in report["users"]}
