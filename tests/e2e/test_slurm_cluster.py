@@ -52,6 +52,8 @@ groups:
   msc: {priority: 20}
 """
 NODES = (("node1", 2), ("node2", 4))
+#: The users whose jobs the tests submit.
+JOB_USERS = ("alice", "bob", "carol")
 
 #: Seconds a test waits for what the cluster does in its own time: a scheduling pass and a
 #: job's launch (slurmd, the job's step, the node's ds01d), a job's end after ``scancel``
@@ -131,6 +133,23 @@ class Cluster:
         run = Path(self.slurm["DS01_SLURM_DIR"]) / "run"
         return int((run / f"slurmd-{node}.pid").read_text())
 
+    def end_users_jobs(self, docker_client: Any) -> None:
+        """Cancel the jobs of ``JOB_USERS`` and wait until Slurm has none of them and no job's
+        container is left: their steps remove their containers through the nodes' ds01d
+        (which also removes the cgroups Docker made for them), the reaper those whose step
+        was killed."""
+        for user in JOB_USERS:
+            self.slurm_tool("scancel", f"--user={user}")
+        users = ",".join(JOB_USERS)
+        wait_on_cluster(
+            "the users' jobs to end",
+            lambda: not self.slurm_tool("squeue", "--noheader", f"--user={users}").strip(),
+        )
+        wait_on_cluster(
+            "their jobs' containers to be gone",
+            lambda: not _labelled(docker_client, "ds01.slurm.job"),
+        )
+
     def start_what_is_down(self) -> None:
         """``slurm-cluster.sh up``: starts the daemons that are not running (a killed slurmd)
         and returns once every node serves again."""
@@ -145,6 +164,7 @@ def cluster(
     request: pytest.FixtureRequest,
     slurm_cluster: dict[str, str],
     ds01d_per_class: Callable[..., Ds01Daemon],
+    docker_client: Any,
 ) -> Iterator[Cluster]:
     """The nodes' ds01d, with the class's ``LIMITS`` if it has its own, else ``LIMITS``."""
     limits = getattr(request.cls, "LIMITS", LIMITS)
@@ -172,23 +192,28 @@ def cluster(
         "--output=/dev/null", "--wrap=sleep 2", user="alice",
     )  # fmt: skip
     yield made
-    made.slurm_tool("scancel", "--user=alice")
-    made.slurm_tool("scancel", "--user=bob")
-    # Their steps remove their containers through the nodes' ds01d, which also removes the
-    # cgroups Docker made for the jobs: the next class's checks find none left by this one.
-    wait_on_cluster(
-        "the users' jobs to end",
-        lambda: not made.slurm_tool("squeue", "--noheader", "--user=alice,bob").strip(),
-    )
+    # The next class's checks find no job, container or cgroup left by this one.
+    made.end_users_jobs(docker_client)
     shutil.rmtree(sockets, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_job_left(cluster: Cluster, docker_client: Any) -> Iterator[None]:
+    """After each test, none of the users' jobs and their containers: a test that fails
+    half-way would leave its job holding GPUs, and fail the tests after it too."""
+    yield
+    cluster.end_users_jobs(docker_client)
+
+
 def _containers(docker_client: Any, name: str) -> list[Any]:
+    return _labelled(docker_client, f"ds01.name={name}")
+
+
+def _labelled(docker_client: Any, label: str) -> list[Any]:
+    """Docker's containers with ``label`` (``KEY`` or ``KEY=VALUE``), running or not."""
     while True:
         try:
-            return list(
-                docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"})
-            )
+            return list(docker_client.containers.list(all=True, filters={"label": label}))
         except docker.errors.NotFound:  # removed between the listing and its inspection: again
             continue
 
