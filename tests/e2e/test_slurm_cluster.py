@@ -748,7 +748,8 @@ class TestClusterMode:
         # the tests before, those of the login node's class first); carol (phd too: the same
         # QOS priority and shares) none. Slurm counts a job's usage when it ends, but
         # computes the fair-share factors once per PriorityCalcPeriod (a minute): wait for
-        # the pass after their associations came (at the first class's sync).
+        # a pass after their associations came (at the first class's sync) and after one of
+        # alice's jobs ended (a pass can fall between the two).
         def shares() -> dict[str, tuple[float, float]] | None:
             text = cluster.slurm_tool(
                 "sshare", "--noheader", "--parsable2", "--accounts=phd",
@@ -756,7 +757,8 @@ class TestClusterMode:
             )  # fmt: skip
             rows = [line.split("|") for line in text.splitlines()]
             found = {u: (float(raw), float(factor)) for u, raw, factor in rows if u}
-            return found if len(found) == 2 and found["carol"][1] > 0 else None
+            applied = len(found) == 2 and found["alice"][0] > 0 and found["carol"][1] > 0
+            return found if applied else None
 
         found = wait_on_cluster("the fair-share factors in sshare", shares)
         (alice_usage, alice_factor), (carol_usage, carol_factor) = found["alice"], found["carol"]
