@@ -107,7 +107,8 @@ class Cluster:
         os.close(slave)
         output = b""
         try:
-            while select.select([master], [], [], 30)[0]:
+            # A step of the job (srun) on node2 first: Slurm's launch, then the program's.
+            while select.select([master], [], [], CLUSTER_WAIT_S)[0]:
                 chunk = os.read(master, 4096)
                 if not chunk:
                     break
@@ -116,7 +117,7 @@ class Cluster:
             pass
         finally:
             os.close(master)
-        return process.wait(timeout=30), output
+        return process.wait(timeout=CLUSTER_WAIT_S), output
 
     def slurm_tool(self, *args: str, user: str | None = None) -> str:
         done = self.daemons["node1"].run_as(
