@@ -52,6 +52,20 @@ groups:
   msc: {priority: 20}
 """
 NODES = (("node1", 2), ("node2", 4))
+#: The users whose jobs the tests submit.
+JOB_USERS = ("alice", "bob", "carol")
+
+#: Seconds a test waits for what the cluster does in its own time: a scheduling pass and a
+#: job's launch (slurmd, the job's step, the node's ds01d), a job's end after ``scancel``
+#: (Slurm's KillWait, 30 s, before it kills a step that outlives its SIGTERM), slurmdbd
+#: catching up, Slurm's once-a-minute priority pass. Generous: CI's 2-core machine is at
+#: times much slower than a workstation, and a wait returns as soon as its condition holds.
+CLUSTER_WAIT_S = 150.0
+
+
+def wait_on_cluster(what: str, check: Callable[[], Any]) -> Any:
+    """``wait_until`` for work of the cluster's daemons: ``CLUSTER_WAIT_S`` at most."""
+    return wait_until(what, check, timeout=CLUSTER_WAIT_S)
 
 
 class Cluster:
@@ -93,7 +107,8 @@ class Cluster:
         os.close(slave)
         output = b""
         try:
-            while select.select([master], [], [], 30)[0]:
+            # A step of the job (srun) on node2 first: Slurm's launch, then the program's.
+            while select.select([master], [], [], CLUSTER_WAIT_S)[0]:
                 chunk = os.read(master, 4096)
                 if not chunk:
                     break
@@ -102,7 +117,7 @@ class Cluster:
             pass
         finally:
             os.close(master)
-        return process.wait(timeout=30), output
+        return process.wait(timeout=CLUSTER_WAIT_S), output
 
     def slurm_tool(self, *args: str, user: str | None = None) -> str:
         done = self.daemons["node1"].run_as(
@@ -119,6 +134,23 @@ class Cluster:
         run = Path(self.slurm["DS01_SLURM_DIR"]) / "run"
         return int((run / f"slurmd-{node}.pid").read_text())
 
+    def end_users_jobs(self, docker_client: Any) -> None:
+        """Cancel the jobs of ``JOB_USERS`` and wait until Slurm has none of them and no job's
+        container is left: their steps remove their containers through the nodes' ds01d
+        (which also removes the cgroups Docker made for them), the reaper those whose step
+        was killed."""
+        for user in JOB_USERS:
+            self.slurm_tool("scancel", f"--user={user}")
+        users = ",".join(JOB_USERS)
+        wait_on_cluster(
+            "the users' jobs to end",
+            lambda: not self.slurm_tool("squeue", "--noheader", f"--user={users}").strip(),
+        )
+        wait_on_cluster(
+            "their jobs' containers to be gone",
+            lambda: not _labelled(docker_client, "ds01.slurm.job"),
+        )
+
     def start_what_is_down(self) -> None:
         """``slurm-cluster.sh up``: starts the daemons that are not running (a killed slurmd)
         and returns once every node serves again."""
@@ -133,6 +165,7 @@ def cluster(
     request: pytest.FixtureRequest,
     slurm_cluster: dict[str, str],
     ds01d_per_class: Callable[..., Ds01Daemon],
+    docker_client: Any,
 ) -> Iterator[Cluster]:
     """The nodes' ds01d, with the class's ``LIMITS`` if it has its own, else ``LIMITS``."""
     limits = getattr(request.cls, "LIMITS", LIMITS)
@@ -140,9 +173,7 @@ def cluster(
     sockets = make_world_traversable_dir("ds01-nodes-")
     daemons = {}
     for node, count in NODES:
-        gpus = "\n".join(
-            f"    - {{device_node: {devices}/{node}/nvidia{i}}}" for i in range(count)
-        )
+        gpus = "\n".join(f"    - {{device_node: {devices}/{node}/nvidia{i}}}" for i in range(count))
         daemons[node] = ds01d_per_class(
             resource_limits=limits,
             gpu_config=f"backend: simulated\nsimulated:\n  uuid_seed: {node}\n  gpus:\n{gpus}\n",
@@ -162,23 +193,28 @@ def cluster(
         "--output=/dev/null", "--wrap=sleep 2", user="alice",
     )  # fmt: skip
     yield made
-    made.slurm_tool("scancel", "--user=alice")
-    made.slurm_tool("scancel", "--user=bob")
-    # Their steps remove their containers through the nodes' ds01d, which also removes the
-    # cgroups Docker made for the jobs: the next class's checks find none left by this one.
-    wait_until(
-        "the users' jobs to end",
-        lambda: not made.slurm_tool("squeue", "--noheader", "--user=alice,bob").strip(),
-    )
+    # The next class's checks find no job, container or cgroup left by this one.
+    made.end_users_jobs(docker_client)
     shutil.rmtree(sockets, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_job_left(cluster: Cluster, docker_client: Any) -> Iterator[None]:
+    """After each test, none of the users' jobs and their containers: a test that fails
+    half-way would leave its job holding GPUs, and fail the tests after it too."""
+    yield
+    cluster.end_users_jobs(docker_client)
+
+
 def _containers(docker_client: Any, name: str) -> list[Any]:
+    return _labelled(docker_client, f"ds01.name={name}")
+
+
+def _labelled(docker_client: Any, label: str) -> list[Any]:
+    """Docker's containers with ``label`` (``KEY`` or ``KEY=VALUE``), running or not."""
     while True:
         try:
-            return list(
-                docker_client.containers.list(all=True, filters={"label": f"ds01.name={name}"})
-            )
+            return list(docker_client.containers.list(all=True, filters={"label": label}))
         except docker.errors.NotFound:  # removed between the listing and its inspection: again
             continue
 
@@ -259,11 +295,11 @@ def _submitted_and_mid_create(cluster: Cluster, docker_client: Any, name: str) -
     made = docker_client.events(
         decode=True,
         filters={"type": "container", "event": "create", "label": f"ds01.name={name}"},
-        until=int(time.time()) + 60,
+        until=int(time.time() + CLUSTER_WAIT_S),
     )
     try:
         job = _submit_container(cluster, "alice", name, gpus=3)
-        next(iter(made))
+        assert next(iter(made), None), f"no create of {name} in {CLUSTER_WAIT_S:.0f} s"
     finally:
         made.close()
     return job
@@ -286,14 +322,14 @@ def _settled_after_a_crash(cluster: Cluster, docker_client: Any, job: int, name:
             return "running"
         return None
 
-    how: str = wait_until("the job and its container to agree", settled, timeout=60)
+    how: str = wait_on_cluster("the job and its container to agree", settled)
     if how == "running":
         [container] = _containers(docker_client, name)
         held = [d["uuid"] for d in node2.cli_json("alice", "gpu-status") if d["holder"]]
         assert sorted(held) == sorted(container.labels["ds01.gpus"].split(","))
     if how != "gone":
         cluster.slurm_tool("scancel", str(job), user="alice")
-        wait_until(f"{name} and its job to be gone", lambda: settled() == "gone")
+        wait_on_cluster(f"{name} and its job to be gone", lambda: settled() == "gone")
     assert [d["holder"] for d in node2.cli_json("alice", "gpu-status")] == [None] * 4
     return how
 
@@ -303,9 +339,22 @@ def _settled_after_a_crash(cluster: Cluster, docker_client: Any, job: int, name:
 # first sync of the accounts, which this class makes; its time counts towards that minute.
 
 #: Idle containers stop after 7.2 s (idle_timeout_hours: 0.002), looked at twice a second.
-IDLE_LIMITS = LIMITS.replace(
-    "  max_runtime_hours: 1\n", "  max_runtime_hours: 1\n  idle_timeout_hours: 0.002\n"
-) + "policies:\n  lifecycle_interval_seconds: 0.5\n  idle_grace_minutes: 0\n"
+IDLE_LIMITS = (
+    LIMITS.replace(
+        "  max_runtime_hours: 1\n", "  max_runtime_hours: 1\n  idle_timeout_hours: 0.002\n"
+    )
+    + "policies:\n  lifecycle_interval_seconds: 0.5\n  idle_grace_minutes: 0\n"
+)
+
+
+#: A file whose presence ends ``KEEP_ALIVE_UNTIL_LET_GO`` (in the container's /tmp).
+LET_GO = "/tmp/ds01-test-let-go"
+#: A container's command that touches its keep-alive file every second until ``LET_GO``
+#: exists, then removes the file: from then on only real activity counts.
+KEEP_ALIVE_UNTIL_LET_GO = (
+    f"while [ ! -e {LET_GO} ]; do touch /workspace/.keep-alive; sleep 1; done; "
+    "rm -f /workspace/.keep-alive"
+)
 
 
 def _queue_samples(port: int) -> dict[tuple[str, str], float] | None:
@@ -344,14 +393,21 @@ class TestLoginNodeAccountingAndQueueMetrics:
         try:
             # alice's idle container holds node2's 4 GPUs; bob's 3 then fit nowhere.
             idler = _submit_container(cluster, "alice", "idler", gpus=4)
-            wait_until("idler to run", lambda: _running_container(docker_client, "idler"))
+            held = wait_on_cluster(
+                "idler to run", lambda: _running_container(docker_client, "idler")
+            )
+            # ds01d stops idler 7.2 s after its last activity, and bob's job then runs: a
+            # slow machine takes longer than that to submit it and see it pend. A touch of
+            # idler's keep-alive file is activity: touched until bob's job was seen pending.
+            held.exec_run(["sh", "-c", KEEP_ALIVE_UNTIL_LET_GO], detach=True)
             waiter = _submit_container(cluster, "bob", "waiter", gpus=3)
             # The login node's exporter: bob's job pending for resources, under ds01's names.
-            samples = wait_until(
+            samples = wait_on_cluster(
                 "the exporter to show bob's pending job",
                 lambda: (_queue_samples(port) or {}).get(("bob", "Resources")),
             )
             assert samples == 1
+            held.exec_run(["touch", LET_GO])
             # alice's batch job runs out of its --mem on node1 (her priority is above bob's).
             hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
             done = cluster.ds01(
@@ -361,25 +417,36 @@ class TestLoginNodeAccountingAndQueueMetrics:
             assert done.returncode == 137, describe(done)
             oom_job = json.loads(done.stdout)["slurm_job"]
             # idler is stopped for idleness by node2's ds01d, which says so in its job.
-            wait_until(
+            wait_on_cluster(
                 "idler's idle stop",
                 lambda: cluster.daemons["node2"].events_where(action="cleanup.idle"),
             )
             cluster.slurm_tool("scancel", str(waiter), user="bob")
 
             def recorded() -> str:
-                return cluster.slurm_tool(
-                    "sacct", "-X", "-n", "-P", "-j", f"{idler},{oom_job}",
-                    "--duplicates", "--format=JobIDRaw,State,End,AdminComment",
+                """Both jobs' records as a query of the report's window finds them (not by their
+                ids: slurmdbd answered for hog2 by its id, ended and noted, while a window
+                query still left it out)."""
+                text = cluster.slurm_tool(
+                    "sacct", "-X", "-n", "-P", "--allusers", "--duplicates",
+                    f"--starttime={since}", f"--endtime={time.strftime('%Y-%m-%dT%H:%M:%S')}",
+                    "--format=JobIDRaw,State,End,AdminComment",
                 )  # fmt: skip
+                jobs = {str(idler), str(oom_job)}
+                return "\n".join(r for r in text.splitlines() if r.split("|")[0] in jobs)
+
+            def both_ended() -> bool:
+                text = recorded()
+                found = {r.split("|")[0] for r in text.splitlines()}
+                return (
+                    found == {str(idler), str(oom_job)}
+                    and "Unknown" not in text
+                    and all(note in text for note in ("ds01:stop_idle", "ds01:oom_kill"))
+                )
 
             # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
             # hog2's end can reach slurmdbd seconds after `--wait` returned.
-            wait_until(
-                "sacct to keep both jobs' ends",
-                lambda: "Unknown" not in (text := recorded())
-                and "ds01:stop_idle" in text and "ds01:oom_kill" in text,
-            )
+            wait_on_cluster("sacct to keep both jobs' ends", both_ended)
             # The report on the login node: from sacct, alice's OOM kill and idle stop.
             report = cluster.login("alice", "admin", "report", "--from", since)
             users = {u["user"]: u for u in report["users"]}
@@ -399,7 +466,7 @@ class TestClusterMode:
         assert cluster.slurm_tool("squeue", "--noheader", "-n", "big", "-o", "%i").split() == [
             str(job)
         ]
-        container = wait_until("big to run", lambda: _running_container(docker_client, "big"))
+        container = wait_on_cluster("big to run", lambda: _running_container(docker_client, "big"))
         labels = container.labels
         assert (labels["ds01.slurm.job"], labels["ds01.slurm.node"]) == (str(job), "node2")
         assert cluster.job_state(job) == "RUNNING node2"
@@ -429,13 +496,13 @@ class TestClusterMode:
         limit = Path(f"/sys/fs/cgroup/memory{job_cgroup}/memory.limit_in_bytes").read_text()
         assert int(limit) == 128 * 2**20
         cluster.slurm_tool("scancel", str(job), user="alice")
-        wait_until("big to be gone", lambda: not _containers(docker_client, "big"))
-        wait_until("its job to end", lambda: cluster.job_state(job) == "")
+        wait_on_cluster("big to be gone", lambda: not _containers(docker_client, "big"))
+        wait_on_cluster("its job to end", lambda: cluster.job_state(job) == "")
         # Nothing left of the job's cgroup, nor of alice's uid_ cgroup on node2 (she has no
         # other job there): Slurm's hierarchies, nor those Docker made.
         hierarchies = list(Path("/sys/fs/cgroup").iterdir())
         user_cgroup = job_cgroup.rsplit("/", 1)[0].lstrip("/")
-        wait_until(
+        wait_on_cluster(
             "the job's and its user's cgroups to be gone",
             lambda: not [h for h in hierarchies if (h / user_cgroup).exists()],
         )
@@ -444,10 +511,12 @@ class TestClusterMode:
         self, cluster: Cluster, docker_client: Any
     ) -> None:
         job = _submit_container(cluster, "alice", "small", gpus=1)
-        container = wait_until("small to run", lambda: _running_container(docker_client, "small"))
+        container = wait_on_cluster(
+            "small to run", lambda: _running_container(docker_client, "small")
+        )
         container.kill()
-        wait_until("its job to end", lambda: cluster.job_state(job) == "")
-        wait_until("small to be gone", lambda: not _containers(docker_client, "small"))
+        wait_on_cluster("its job to end", lambda: cluster.job_state(job) == "")
+        wait_on_cluster("small to be gone", lambda: not _containers(docker_client, "small"))
 
     def test_a_batch_job_writes_its_output_and_ends_with_the_commands_exit_status(
         self, cluster: Cluster, docker_client: Any
@@ -478,7 +547,7 @@ class TestClusterMode:
         )  # fmt: skip
         assert done.returncode == 0, describe(done)
         job = json.loads(done.stdout)["slurm_job"]
-        wait_until("the job to end", lambda: cluster.job_state(job) == "")
+        wait_on_cluster("the job to end", lambda: cluster.job_state(job) == "")
         note = "ds01:oom_kill: 1 process(es) killed, alice's memory total across all hit"
         noted = subprocess.run(
             [sys.executable, "-c",
@@ -487,11 +556,21 @@ class TestClusterMode:
             env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert noted.returncode == 0, describe(noted)
-        kept = cluster.slurm_tool(
-            "sacct", "-X", "-n", "-P", "-j", str(job), "--format=State,AdminComment"
+
+        def kept() -> str:
+            return cluster.slurm_tool(
+                "sacct", "-X", "-n", "-P", "-j", str(job), "--format=State,AdminComment"
+            ).strip()
+
+        # squeue stops showing an ended job before slurmdbd has its end (slurmctld queues it
+        # for slurmdbd): the note may come first, and the end keeps it (slurmdbd writes an
+        # AdminComment then only where slurmctld's job has one).
+        ended = wait_on_cluster(
+            "slurmdbd to keep the job's end",
+            lambda: (text := kept()).split("|")[0] not in ("", "PENDING", "RUNNING") and text,
         )
         # (sacctmgr would write the apostrophe as a backquote: ds01 gives it the typographic one)
-        assert kept.strip() == "COMPLETED|" + note.replace("'", "\u2019"), kept
+        assert ended == "COMPLETED|" + note.replace("'", "\u2019"), ended
 
     def test_slurms_memory_limit_kills_inside_the_container_not_the_node(
         self, cluster: Cluster, docker_client: Any
@@ -534,7 +613,7 @@ class TestClusterMode:
         job = _submitted_and_mid_create(cluster, docker_client, "nodecrash")
         pid = cluster.slurmd_pid("node2")
         os.kill(pid, signal.SIGKILL)
-        wait_until("node2's slurmd to die", lambda: _dead(pid))
+        wait_on_cluster("node2's slurmd to die", lambda: _dead(pid))
         cluster.start_what_is_down()
         # The job's step runs under its own slurmstepd and outlives slurmd: its container is
         # made, and the new slurmd takes the step back ("running"). Under load slurmctld may
@@ -550,15 +629,19 @@ class TestClusterMode:
         self, cluster: Cluster, docker_client: Any
     ) -> None:
         job = _submit_container(cluster, "alice", "orphan", gpus=1)
-        container = wait_until("orphan to run", lambda: _running_container(docker_client, "orphan"))
+        container = wait_on_cluster(
+            "orphan to run", lambda: _running_container(docker_client, "orphan")
+        )
         node, job_cgroup = (container.labels[f"ds01.slurm.{k}"] for k in ("node", "cgroup"))
         # kill -9 of the job's step: it cannot remove the container; its job ends.
         procs = Path(f"/sys/fs/cgroup/freezer{job_cgroup}/step_batch/cgroup.procs")
         for pid in procs.read_text().split():
             os.kill(int(pid), signal.SIGKILL)
-        wait_until("its job to end", lambda: cluster.job_state(job) == "")
-        wait_until("the reaper to remove orphan", lambda: not _containers(docker_client, "orphan"))
-        [event] = wait_until(
+        wait_on_cluster("its job to end", lambda: cluster.job_state(job) == "")
+        wait_on_cluster(
+            "the reaper to remove orphan", lambda: not _containers(docker_client, "orphan")
+        )
+        [event] = wait_on_cluster(
             "the reaper's event",
             lambda: cluster.daemons[node].events_where(action="cleanup.orphan"),
         )
@@ -570,9 +653,9 @@ class TestClusterMode:
     ) -> None:
         # alice holds 3 of node2's 4 GPUs; bob's 3 fit on no node now (his own quota would).
         first = _submit_container(cluster, "alice", "first", gpus=3)
-        wait_until("first to run", lambda: _running_container(docker_client, "first"))
+        wait_on_cluster("first to run", lambda: _running_container(docker_client, "first"))
         second = _submit_container(cluster, "bob", "second", gpus=3)
-        [waiting] = wait_until(
+        [waiting] = wait_on_cluster(
             "second to pend for resources",
             lambda: [c for c in cluster.login("bob", "queue") if c["reason"] == "Resources"],
         )
@@ -594,10 +677,10 @@ class TestClusterMode:
         overview = cluster.login("bob", "ds01-dashboard", "--once")
         assert [n["holders"] for n in overview["nodes"]] == [n["holders"] for n in nodes.values()]
         cluster.slurm_tool("scancel", str(first), user="alice")
-        wait_until("second to run", lambda: _running_container(docker_client, "second"))
+        wait_on_cluster("second to run", lambda: _running_container(docker_client, "second"))
         assert cluster.login("bob", "queue") == []
         cluster.slurm_tool("scancel", str(second), user="bob")
-        wait_until("second to be gone", lambda: not _containers(docker_client, "second"))
+        wait_on_cluster("second to be gone", lambda: not _containers(docker_client, "second"))
 
     def test_slurm_orders_waiting_jobs_as_the_priorities_say_and_explain_names_the_qos(
         self, cluster: Cluster
@@ -646,7 +729,9 @@ class TestClusterMode:
             ).split(";")[0]
         )  # fmt: skip
         try:
-            wait_until("bob's job to run", lambda: cluster.job_state(job).startswith("RUNNING"))
+            wait_on_cluster(
+                "bob's job to run", lambda: cluster.job_state(job).startswith("RUNNING")
+            )
             node = cluster.job_state(job).split()[1]
             if where == "the other node":
                 node = "node2" if node == "node1" else "node1"
@@ -664,7 +749,8 @@ class TestClusterMode:
         # the tests before, those of the login node's class first); carol (phd too: the same
         # QOS priority and shares) none. Slurm counts a job's usage when it ends, but
         # computes the fair-share factors once per PriorityCalcPeriod (a minute): wait for
-        # the pass after their associations came (at the first class's sync).
+        # a pass after their associations came (at the first class's sync) and after one of
+        # alice's jobs ended (a pass can fall between the two).
         def shares() -> dict[str, tuple[float, float]] | None:
             text = cluster.slurm_tool(
                 "sshare", "--noheader", "--parsable2", "--accounts=phd",
@@ -672,9 +758,10 @@ class TestClusterMode:
             )  # fmt: skip
             rows = [line.split("|") for line in text.splitlines()]
             found = {u: (float(raw), float(factor)) for u, raw, factor in rows if u}
-            return found if len(found) == 2 and found["carol"][1] > 0 else None
+            applied = len(found) == 2 and found["alice"][0] > 0 and found["carol"][1] > 0
+            return found if applied else None
 
-        found = wait_until("the fair-share factors in sshare", shares, timeout=90)
+        found = wait_on_cluster("the fair-share factors in sshare", shares)
         (alice_usage, alice_factor), (carol_usage, carol_factor) = found["alice"], found["carol"]
         assert alice_usage > 0 and carol_usage == 0, found
         assert alice_factor < carol_factor, found
