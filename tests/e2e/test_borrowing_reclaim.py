@@ -1,7 +1,7 @@
 """End to end: borrowing above quota on idle GPUs, and its reclaim for a request within quota.
 
 Real ds01d, real Docker, real users, three simulated GPUs, everyone's ``gpu_limit`` is 1 and
-borrowing is on with a cap of one GPU, a 9-second minimum runtime and a 3-second grace
+borrowing is on with a cap of one GPU, a 9-second minimum runtime and a 10-second grace
 (minutes as fractions). alice fills her quota and borrows a second GPU; bob takes the
 third; nothing is reclaimed while nobody waits; then carol, within quota, queues: alice's
 borrowed container (never her own within quota, nor bob's) is warned no sooner than its
@@ -31,7 +31,9 @@ from support import (
 THREE_GPUS = simulated_a100s(3)
 
 MIN_RUNTIME_S = 9.0
-GRACE_S = 3.0
+#: Long enough for the test to see the warning and rename the container within the grace
+#: on a slow machine: a rename after the stop would find the container reclaimed already.
+GRACE_S = 10.0
 LIMITS = f"""
     defaults:
       gpu_limit: 1
