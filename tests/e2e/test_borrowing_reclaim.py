@@ -14,6 +14,7 @@ quota, is not reclaimed for a request within quota, even with no minimum runtime
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,7 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     # again nor starts the grace again: the warning follows the container, not its name.
     renamed = d.docker("alice", "rename", "extra", "lent")
     assert renamed.returncode == 0, describe(renamed)
+    print(f"renamed {time.time() - at(warning):.1f} s into the {GRACE_S:.0f} s grace")
     [reclaim] = wait_until(
         "the reclaim", lambda: d.events_where(action="container.reclaim"), timeout=30
     )

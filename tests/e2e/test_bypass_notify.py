@@ -357,7 +357,7 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
     # timeout (7.2 s) runs from the start, and a slow machine must not use it up first.
     clients: list[subprocess.Popen[bytes]] = []
     try:
-        create(d, "alice", "attached")
+        created = create(d, "alice", "attached")
         clients.append(spawn_open(d, "alice", "attached", "--", "sleep", "100000"))
         create(d, "alice", "left")
         left = spawn_open(d, "alice", "left", "--", "sleep", "100001")
@@ -367,6 +367,7 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
             lambda: len(d.events_where(action="container.terminal", user="alice")) == 2,
             timeout=15,
         )
+        print(f"both terminals open {time.time() - created:.1f} s after 'attached' started")
         wait_until(
             "the exec in 'left'",
             lambda: any("100001" in c for c in processes_in(docker_client, left_name)),
