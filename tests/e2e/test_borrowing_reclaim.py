@@ -88,9 +88,7 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     labels = docker_client.containers.get(docker_name("alice", "extra")).labels
     assert labels.get("ds01.borrowed") == "true"
     assert "ds01.borrowed" not in docker_client.containers.get(docker_name("alice", "own")).labels
-    [event] = [
-        e for e in d.events_where(action="container.create") if e["details"].get("borrowed")
-    ]
+    [event] = [e for e in d.events_where(action="container.create") if e["details"].get("borrowed")]
     assert event["resource"].endswith(docker_name("alice", "extra"))
     assert "(borrowed)" in d.cli("alice", "gpu-status").stdout
 
