@@ -353,16 +353,21 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
     alice = unix_users["alice"]
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
     attached_name, left_name = f"attached._.{alice.pw_uid}", f"left._.{alice.pw_uid}"
-    create(d, "alice", "attached")
-    create(d, "alice", "left")
-    attached = spawn_open(d, "alice", "attached", "--", "sleep", "100000")
-    left = spawn_open(d, "alice", "left", "--", "sleep", "100001")
+    # Each terminal opens right after its container's create: until one is open, the idle
+    # timeout (7.2 s) runs from the start, and a slow machine must not use it up first.
+    clients: list[subprocess.Popen[bytes]] = []
     try:
+        created = create(d, "alice", "attached")
+        clients.append(spawn_open(d, "alice", "attached", "--", "sleep", "100000"))
+        create(d, "alice", "left")
+        left = spawn_open(d, "alice", "left", "--", "sleep", "100001")
+        clients.append(left)
         wait_until(
             "both terminals",
             lambda: len(d.events_where(action="container.terminal", user="alice")) == 2,
             timeout=15,
         )
+        print(f"both terminals open {time.time() - created:.1f} s after 'attached' started")
         wait_until(
             "the exec in 'left'",
             lambda: any("100001" in c for c in processes_in(docker_client, left_name)),
@@ -379,7 +384,7 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
         assert status_of(docker_client, attached_name) == "running"
         assert not idle_stops(d, attached_name)
     finally:
-        for process in (attached, left):
+        for process in clients:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
