@@ -606,15 +606,18 @@ class Ds01Daemon:
         that behave differently on a terminal: prompts, Ctrl-C (``child.sendintr()``).
 
         Returns a ``pexpect.spawn`` (text mode, ``timeout`` seconds per ``expect``), in the
-        user's home, on a 40x120 terminal.
+        user's home, on a 40x120 terminal. Ctrl-C's signal is given its default action, as a
+        terminal's foreground command has it: a test run started in the background
+        (``pytest … &``) would otherwise pass it on ignored, and Ctrl-C would do nothing.
         """
         import pexpect  # only the tests that drive a terminal need it
 
         environment = user_env(user, {"DS01_SOCKET": str(self.paths.socket), "TERM": "xterm"})
         assignments = [f"{key}={value}" for key, value in environment.items()]
+        command = ["env", "--default-signal=INT", "-i", *assignments, *self.command_for(args)]
         child = pexpect.spawn(
             "runuser",
-            ["-u", user, "--", "env", "-i", *assignments, *self.command_for(args)],
+            ["-u", user, "--", *command],
             env=user_env(None),
             cwd=environment["HOME"],
             encoding="utf-8",
