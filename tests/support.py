@@ -920,6 +920,21 @@ def docker_name(user: str, name: str) -> str:
     return f"{name}._.{pwd.getpwnam(user).pw_uid}"
 
 
+def wait_for_docker_log(user: str, name: str, text: str) -> None:
+    """Return once Docker's own log of ``user``'s container ``name`` holds ``text``.
+
+    A line written to a container's terminal reaches its log through containerd's shim and
+    dockerd after the write has returned: a test that reads the log through ds01 waits for
+    that first."""
+    container = docker_name(user, name)
+
+    def logged() -> bool:
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, check=False)
+        return text.encode() in logs.stdout
+
+    wait_until(f"{text!r} in the log of {container}", logged)
+
+
 def docker_view(docker_client: Any) -> dict[str, dict[str, Any]]:
     """Docker's own record of every ds01-managed container, by Docker name.
 

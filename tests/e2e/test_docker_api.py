@@ -48,6 +48,7 @@ from support import (
     describe,
     simulated_a100s,
     user_env,
+    wait_for_docker_log,
     wait_until,
 )
 
@@ -90,10 +91,12 @@ def created(d: Any, user: str, name: str) -> dict[str, Any]:
 
 
 def say(d: Any, user: str, container: str, line: str) -> None:
-    """Make ``container`` print ``line`` on its output (its main process's terminal)."""
+    """Make ``container`` print ``line`` on its output (its main process's terminal); return
+    once Docker's log holds it."""
     script = f"printf '\\n%s\\n' {line} > /proc/1/fd/1"
     result = d.cli(user, "container-open", container, "--", "sh", "-c", script)
     assert result.returncode == 0, describe(result)
+    wait_for_docker_log(user, container, line)
 
 
 def container_id(docker_client: Any, user: str, name: str) -> str:
@@ -333,6 +336,8 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     held = [g for g in status if g["holder"] and g["holder"]["user"] == "alice"]
     assert len(held) == 1 and held[0]["holder"]["container"] == "job", status
 
+    # `docker run -d` returns once the container started, not once its shell has printed.
+    wait_until("the job's first line in Docker's log", lambda: b"started-1" in container.logs())
     logs = d.docker("alice", "logs", "job")
     assert logs.stdout.strip() == "started-1", describe(logs)
     exec_ = d.docker("alice", "exec", "job", "id", "-u")
