@@ -814,9 +814,11 @@ def test_docker_rename_of_a_running_container_moves_its_name_and_its_exemption(
     created(d, "alice", "peer")
 
     def reach(name: str) -> Any:
+        """One try of ``peer`` at ``name``: up to 2 s of nc's, after an exec through the door
+        (a second or more on a slow machine), so a wait for an answer gets the default 30 s."""
         return d.docker("alice", "exec", "peer", "nc", "-w", "2", name, "7000")
 
-    wait_until("srv answers peer", lambda: reach("srv").stdout.strip() == "pong", 10)
+    wait_until("srv answers peer", lambda: reach("srv").stdout.strip() == "pong")
     hostname = d.docker("alice", "exec", "srv", "hostname").stdout
     exempt = d.cli_json(
         "erin", "admin", "exempt", "alice", "--container", "srv", "--hours", "1",
@@ -831,7 +833,7 @@ def test_docker_rename_of_a_running_container_moves_its_name_and_its_exemption(
     # Her other container reaches it by its new name (Docker alone would keep only the old
     # alias on a running container's endpoint; its hostname, the old name, stays a name of
     # it on her network: Docker adds a container's hostname to its aliases).
-    wait_until("srv2 answers peer", lambda: reach("srv2").stdout.strip() == "pong", 10)
+    wait_until("srv2 answers peer", lambda: reach("srv2").stdout.strip() == "pong")
     assert d.docker("alice", "exec", "srv2", "hostname").stdout == hostname  # as in Docker
     listed = {c["name"]: c["status"] for c in d.cli_json("alice", "container-list")}
     assert listed == {"srv2": "running", "peer": "running"}, listed
