@@ -162,12 +162,16 @@ def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d:
         cwd="/",
         start_new_session=True,
     )
+    # From now, whenever the stream opens (a slow start must not miss the stops and block
+    # the reads below); only stops and starts, not the execs that print the lines.
+    since = f"{time.time():.6f}"
     events = subprocess.Popen(
-        [*argv, DEBIAN_DOCKER, "events", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
+        [*argv, DEBIAN_DOCKER, "events", "--since", since, "--filter", "event=stop",
+         "--filter", "event=start", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
         stdout=subprocess.PIPE,
         cwd="/",
         start_new_session=True,
-    )
+    )  # fmt: skip
     try:
         say(d, "alice", "mine", "streamed-line")
         assert follow.stdout is not None and events.stdout is not None
@@ -177,7 +181,7 @@ def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d:
         assert d.cli("bob", "container-stop", "theirs").returncode == 0
         assert d.cli("alice", "container-stop", "mine").returncode == 0
         first = events.stdout.readline().decode()
-        assert first.startswith("mine._."), first
+        assert first.split() == [f"mine._.{pwd_uid('alice')}", "stop"], first
         assert follow.wait(timeout=30) == 0  # ended by itself with the container
         # ds01d stops while the event stream is open: the client is cut off at once and
         # ds01d's drain ends cleanly (exit 0), not at its deadline.
