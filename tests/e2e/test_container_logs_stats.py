@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, user_env, wait_for_docker_log
+from support import PTY_TIMEOUT_S, TEST_IMAGES_YAML, describe, user_env, wait_for_docker_log
 
 LIMITS = """
     defaults:
@@ -76,7 +76,9 @@ def spawn(d: Any, user: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def read_until(process: subprocess.Popen[bytes], needle: bytes, timeout: float = 15.0) -> bytes:
+def read_until(
+    process: subprocess.Popen[bytes], needle: bytes, timeout: float = PTY_TIMEOUT_S
+) -> bytes:
     assert process.stdout is not None
     seen = b""
     deadline = time.monotonic() + timeout

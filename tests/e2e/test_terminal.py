@@ -19,7 +19,7 @@ import subprocess
 import time
 from typing import Any
 
-from support import TEST_IMAGES_YAML, describe, user_env
+from support import PTY_TIMEOUT_S, TEST_IMAGES_YAML, describe, user_env
 
 
 def open_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -41,7 +41,9 @@ def spawn_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes]
     return process, master
 
 
-def read_until(master: int, needle: bytes, timeout: float = 15.0) -> bytes:
+def read_until(master: int, needle: bytes, timeout: float = PTY_TIMEOUT_S) -> bytes:
+    """Read the terminal until ``needle`` was shown: a prompt may come only after Docker
+    started the container and the exec in it, which a slow machine takes seconds for."""
     seen = b""
     deadline = time.monotonic() + timeout
     while needle not in seen:
@@ -57,9 +59,10 @@ def read_until(master: int, needle: bytes, timeout: float = 15.0) -> bytes:
 
 
 def finish(process: subprocess.Popen[bytes], master: int) -> tuple[int, bytes]:
+    """The command's exit status and what it still shows until it closes the terminal."""
     rest = b""
     while True:
-        if not select.select([master], [], [], 10)[0]:
+        if not select.select([master], [], [], PTY_TIMEOUT_S)[0]:
             break
         try:
             chunk = os.read(master, 4096)
