@@ -606,15 +606,18 @@ class Ds01Daemon:
         that behave differently on a terminal: prompts, Ctrl-C (``child.sendintr()``).
 
         Returns a ``pexpect.spawn`` (text mode, ``timeout`` seconds per ``expect``), in the
-        user's home, on a 40x120 terminal.
+        user's home, on a 40x120 terminal. Ctrl-C's signal is given its default action, as a
+        terminal's foreground command has it: a test run started in the background
+        (``pytest … &``) would otherwise pass it on ignored, and Ctrl-C would do nothing.
         """
         import pexpect  # only the tests that drive a terminal need it
 
         environment = user_env(user, {"DS01_SOCKET": str(self.paths.socket), "TERM": "xterm"})
         assignments = [f"{key}={value}" for key, value in environment.items()]
+        command = ["env", "--default-signal=INT", "-i", *assignments, *self.command_for(args)]
         child = pexpect.spawn(
             "runuser",
-            ["-u", user, "--", "env", "-i", *assignments, *self.command_for(args)],
+            ["-u", user, "--", *command],
             env=user_env(None),
             cwd=environment["HOME"],
             encoding="utf-8",
@@ -915,6 +918,21 @@ def value_and_source(entry: Mapping[str, Any]) -> dict[str, Any]:
 def docker_name(user: str, name: str) -> str:
     """The Docker name of ``user``'s container ``name`` (``{name}._.{uid}``)."""
     return f"{name}._.{pwd.getpwnam(user).pw_uid}"
+
+
+def wait_for_docker_log(user: str, name: str, text: str) -> None:
+    """Return once Docker's own log of ``user``'s container ``name`` holds ``text``.
+
+    A line written to a container's terminal reaches its log through containerd's shim and
+    dockerd after the write has returned: a test that reads the log through ds01 waits for
+    that first."""
+    container = docker_name(user, name)
+
+    def logged() -> bool:
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, check=False)
+        return text.encode() in logs.stdout
+
+    wait_until(f"{text!r} in the log of {container}", logged)
 
 
 def docker_view(docker_client: Any) -> dict[str, dict[str, Any]]:

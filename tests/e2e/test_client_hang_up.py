@@ -35,7 +35,9 @@ def test_ctrl_c_on_a_queued_create_leaves_it_queued_and_the_log_calm(
         resource_limits=LIMITS,
         gpu_config=ONE_GPU,
         images=TEST_IMAGES_YAML,
-        extra_args=("--queue-interval", "0.5", "--log-level", "debug"),
+        # No metrics exporter: its port taken (by any other ds01d on the machine) is an
+        # ERROR line in the log that this test reads for alarms.
+        extra_args=("--queue-interval", "0.5", "--log-level", "debug", "--metrics-listen", "off"),
     )
     d.cli_json("dave", "container-create", "fill", "--image", "busybox", "--gpus", "1")
     child = d.spawn("alice", "container-create", "train", "--image", "busybox", "--gpus", "1")

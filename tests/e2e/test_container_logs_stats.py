@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from ds01.gpu.simulated import write_simulated_telemetry
-from support import TEST_IMAGES_YAML, describe, user_env
+from support import PTY_TIMEOUT_S, TEST_IMAGES_YAML, describe, user_env, wait_for_docker_log
 
 LIMITS = """
     defaults:
@@ -43,10 +43,11 @@ INTERRUPTED_FOLLOWERS = 17
 def say(d: Any, user: str, container: str, *lines: str) -> None:
     """Make ``container`` print ``lines``: written by its owner to its main process's
     standard output, the container's terminal. A newline first ends the line its shell's
-    prompt left open."""
+    prompt left open. Returns once Docker's log holds the last line."""
     script = "printf '\\n%s' \"$@\" > /proc/1/fd/1; printf '\\n' > /proc/1/fd/1"
     result = d.cli(user, "container-open", container, "--", "sh", "-c", script, "say", *lines)
     assert result.returncode == 0, describe(result)
+    wait_for_docker_log(user, container, lines[-1])
 
 
 def lines_of(output: str) -> list[str]:
@@ -75,7 +76,9 @@ def spawn(d: Any, user: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def read_until(process: subprocess.Popen[bytes], needle: bytes, timeout: float = 15.0) -> bytes:
+def read_until(
+    process: subprocess.Popen[bytes], needle: bytes, timeout: float = PTY_TIMEOUT_S
+) -> bytes:
     assert process.stdout is not None
     seen = b""
     deadline = time.monotonic() + timeout

@@ -48,6 +48,7 @@ from support import (
     describe,
     simulated_a100s,
     user_env,
+    wait_for_docker_log,
     wait_until,
 )
 
@@ -90,10 +91,12 @@ def created(d: Any, user: str, name: str) -> dict[str, Any]:
 
 
 def say(d: Any, user: str, container: str, line: str) -> None:
-    """Make ``container`` print ``line`` on its output (its main process's terminal)."""
+    """Make ``container`` print ``line`` on its output (its main process's terminal); return
+    once Docker's log holds it."""
     script = f"printf '\\n%s\\n' {line} > /proc/1/fd/1"
     result = d.cli(user, "container-open", container, "--", "sh", "-c", script)
     assert result.returncode == 0, describe(result)
+    wait_for_docker_log(user, container, line)
 
 
 def container_id(docker_client: Any, user: str, name: str) -> str:
@@ -159,12 +162,16 @@ def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d:
         cwd="/",
         start_new_session=True,
     )
+    # From now, whenever the stream opens (a slow start must not miss the stops and block
+    # the reads below); only stops and starts, not the execs that print the lines.
+    since = f"{time.time():.6f}"
     events = subprocess.Popen(
-        [*argv, DEBIAN_DOCKER, "events", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
+        [*argv, DEBIAN_DOCKER, "events", "--since", since, "--filter", "event=stop",
+         "--filter", "event=start", "--format", "{{.Actor.Attributes.name}} {{.Action}}"],
         stdout=subprocess.PIPE,
         cwd="/",
         start_new_session=True,
-    )
+    )  # fmt: skip
     try:
         say(d, "alice", "mine", "streamed-line")
         assert follow.stdout is not None and events.stdout is not None
@@ -174,7 +181,7 @@ def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d:
         assert d.cli("bob", "container-stop", "theirs").returncode == 0
         assert d.cli("alice", "container-stop", "mine").returncode == 0
         first = events.stdout.readline().decode()
-        assert first.startswith("mine._."), first
+        assert first.split() == [f"mine._.{pwd_uid('alice')}", "stop"], first
         assert follow.wait(timeout=30) == 0  # ended by itself with the container
         # ds01d stops while the event stream is open: the client is cut off at once and
         # ds01d's drain ends cleanly (exit 0), not at its deadline.
@@ -333,6 +340,8 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     held = [g for g in status if g["holder"] and g["holder"]["user"] == "alice"]
     assert len(held) == 1 and held[0]["holder"]["container"] == "job", status
 
+    # `docker run -d` returns once the container started, not once its shell has printed.
+    wait_until("the job's first line in Docker's log", lambda: b"started-1" in container.logs())
     logs = d.docker("alice", "logs", "job")
     assert logs.stdout.strip() == "started-1", describe(logs)
     exec_ = d.docker("alice", "exec", "job", "id", "-u")
@@ -809,9 +818,11 @@ def test_docker_rename_of_a_running_container_moves_its_name_and_its_exemption(
     created(d, "alice", "peer")
 
     def reach(name: str) -> Any:
+        """One try of ``peer`` at ``name``: up to 2 s of nc's, after an exec through the door
+        (a second or more on a slow machine), so a wait for an answer gets the default 30 s."""
         return d.docker("alice", "exec", "peer", "nc", "-w", "2", name, "7000")
 
-    wait_until("srv answers peer", lambda: reach("srv").stdout.strip() == "pong", 10)
+    wait_until("srv answers peer", lambda: reach("srv").stdout.strip() == "pong")
     hostname = d.docker("alice", "exec", "srv", "hostname").stdout
     exempt = d.cli_json(
         "erin", "admin", "exempt", "alice", "--container", "srv", "--hours", "1",
@@ -826,7 +837,7 @@ def test_docker_rename_of_a_running_container_moves_its_name_and_its_exemption(
     # Her other container reaches it by its new name (Docker alone would keep only the old
     # alias on a running container's endpoint; its hostname, the old name, stays a name of
     # it on her network: Docker adds a container's hostname to its aliases).
-    wait_until("srv2 answers peer", lambda: reach("srv2").stdout.strip() == "pong", 10)
+    wait_until("srv2 answers peer", lambda: reach("srv2").stdout.strip() == "pong")
     assert d.docker("alice", "exec", "srv2", "hostname").stdout == hostname  # as in Docker
     listed = {c["name"]: c["status"] for c in d.cli_json("alice", "container-list")}
     assert listed == {"srv2": "running", "peer": "running"}, listed

@@ -114,7 +114,15 @@ def wait_for_open_create_intent(d: Any, timeout: float = 30.0) -> None:
         time.sleep(0.001)
 
 
-def wait_for_sent_creates(d: Any, docker_client: Any, timeout: float = 0.5) -> set[str]:
+#: Seconds to wait for dockerd to finish the creates a killed ds01d had begun: on a slow
+#: machine one may show a second or more after the kill (and a create never sent never shows,
+#: so each such crash waits this long).
+SENT_CREATE_WAIT_S = 5.0
+
+
+def wait_for_sent_creates(
+    d: Any, docker_client: Any, timeout: float = SENT_CREATE_WAIT_S
+) -> set[str]:
     """After a kill -9: the Docker names of ds01's containers once Docker has settled.
 
     A create the daemon had sent either finishes or, when dockerd sees its client gone,

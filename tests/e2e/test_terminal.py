@@ -10,6 +10,7 @@ while the container runs on.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pty
@@ -17,9 +18,13 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from support import TEST_IMAGES_YAML, describe, user_env
+import docker
+import pytest
+
+from support import PTY_TIMEOUT_S, TEST_IMAGES_YAML, describe, user_env
 
 
 def open_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -41,7 +46,9 @@ def spawn_in_pty(d: Any, user: str, *args: str) -> tuple[subprocess.Popen[bytes]
     return process, master
 
 
-def read_until(master: int, needle: bytes, timeout: float = 15.0) -> bytes:
+def read_until(master: int, needle: bytes, timeout: float = PTY_TIMEOUT_S) -> bytes:
+    """Read the terminal until ``needle`` was shown: a prompt may come only after Docker
+    started the container and the exec in it, which a slow machine takes seconds for."""
     seen = b""
     deadline = time.monotonic() + timeout
     while needle not in seen:
@@ -57,9 +64,10 @@ def read_until(master: int, needle: bytes, timeout: float = 15.0) -> bytes:
 
 
 def finish(process: subprocess.Popen[bytes], master: int) -> tuple[int, bytes]:
+    """The command's exit status and what it still shows until it closes the terminal."""
     rest = b""
     while True:
-        if not select.select([master], [], [], 10)[0]:
+        if not select.select([master], [], [], PTY_TIMEOUT_S)[0]:
             break
         try:
             chunk = os.read(master, 4096)
@@ -152,8 +160,18 @@ def test_deploy_creates_starts_and_opens_or_leaves_it_in_the_background(
     assert docker_client.containers.get(f"fg._.{uid}").status == "running"
 
 
+@pytest.fixture
+def kept_image(docker_client: Any) -> Iterator[str]:
+    """The image alice's retired container is kept as, removed however the test ends (the
+    containers' clean-up leaves images): no later test finds an image of hers it did not
+    make."""
+    yield "alice/env-kept:latest"
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.images.remove("alice/env-kept:latest", force=True)
+
+
 def test_retire_keeps_what_was_installed_as_her_image_and_frees_the_gpu_at_once(
-    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any], kept_image: str
 ) -> None:
     d = ds01d(images=TEST_IMAGES_YAML)
     uid = unix_users["alice"].pw_uid
@@ -165,7 +183,7 @@ def test_retire_keeps_what_was_installed_as_her_image_and_frees_the_gpu_at_once(
     retired = d.cli_json("alice", "container-retire", "env", "--keep-as", "env-kept", "--yes")
 
     kept = retired["kept_image"]
-    assert kept == "alice/env-kept:latest", retired
+    assert kept == kept_image, retired
     assert f"env._.{uid}" not in {c.name for c in docker_client.containers.list(all=True)}
     holders = [g["holder"] for g in d.cli_json("alice", "gpu-status") if g["uuid"] in info["gpus"]]
     assert holders == [None], "the GPU was not freed at once"
@@ -180,7 +198,6 @@ def test_retire_keeps_what_was_installed_as_her_image_and_frees_the_gpu_at_once(
     refused = d.cli("bob", "container-create", "theirs", "--image", kept)
     assert refused.returncode == 5, describe(refused)
     d.cli("alice", "container-remove", "back", "--force")
-    docker_client.images.remove(kept, force=True)
 
 
 PYTHON_IMAGES_YAML = (
