@@ -115,9 +115,13 @@ def test_a_parent_limit_is_named_after_what_set_it() -> None:
     assert limit_hit_text(alone, "user_total") == (
         "alice's memory total across all their containers"
     )
-    # A Slurm job's container: its parent is the job's cgroup, limited by the job's --mem.
+    # A container in its Slurm job's cgroup: its parent is that cgroup, limited by --mem.
     in_job = _record("c2", "hog")
     in_job.labels[L.SLURM_JOB] = "42"
+    assert limit_hit_text(in_job, "user_total") == (  # a job's, under ds01's own parent
+        "alice's memory total across all their containers"
+    )
+    in_job.labels[L.SLURM_CGROUP] = "/slurm_node1/uid_1001/job_42"
     assert limit_hit_text(in_job, "user_total") == "Slurm job 42's memory (--mem)"
     assert limit_hit_text(in_job, "container") == "its own memory limit"
     assert limit_hit_text(in_job, "host") == "the host's memory (no ds01 limit)"

@@ -44,7 +44,7 @@ from typing import Literal, Protocol
 
 from ds01.core.container_resources import OOM_KILL_ACTION
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
-from ds01.daemon.limits_enforcement import record_parent
+from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.slurm_jobs import note_on_job
 from ds01.events.log import EventLog, utc_now
@@ -84,14 +84,14 @@ class OomFinding:
 
 def limit_hit_text(record: ContainerRecord, limit: LimitHit) -> str:
     """``limit`` in words, for ``record``'s log line and its Slurm job's note. The parent
-    of a Slurm job's container is the job's cgroup: its limit is the job's ``--mem``."""
+    of a container in its Slurm job's cgroup (``own_parent``: none of ds01's) is that
+    cgroup: its limit is the job's ``--mem``."""
     if limit == "container":
         return "its own memory limit"
     if limit == "host":
         return "the host's memory (no ds01 limit)"
-    job = record.labels.get(L.SLURM_JOB, "")
-    if job.isdigit():
-        return f"Slurm job {job}'s memory (--mem)"
+    if own_parent(record) is None:
+        return f"Slurm job {record.labels.get(L.SLURM_JOB, '?')}'s memory (--mem)"
     return f"{record.user}'s memory total across all their containers"
 
 
