@@ -341,7 +341,7 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert len(held) == 1 and held[0]["holder"]["container"] == "job", status
 
     # `docker run -d` returns once the container started, not once its shell has printed.
-    wait_until("the job's first line in Docker's log", lambda: b"started-1" in container.logs())
+    wait_for_docker_log("alice", "job", "started-1")
     logs = d.docker("alice", "logs", "job")
     assert logs.stdout.strip() == "started-1", describe(logs)
     exec_ = d.docker("alice", "exec", "job", "id", "-u")

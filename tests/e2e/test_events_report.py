@@ -189,12 +189,14 @@ def test_report_counts_the_gpu_hours_a_container_held(ds01d: Any, tmp_path: Path
     write_simulated_telemetry(
         d.paths.simulated_telemetry_file, {u: {"gpu_util_percent": 50} for u in devices}
     )
+    asked = time.time()
     start(d, "alice", "train", "--gpus", "2")
     # Lifecycle passes measure the busy GPUs: 2 GPUs for over 3 s.
     wait_until(
         "GPU activity measured",
         lambda: (d.state_value("SELECT sum(measured_gpu_seconds) FROM gpu_activity") or 0) > 6,
     )
+    removing = time.time()
     removed = d.cli("alice", "container-remove", "train", "--force")
     assert removed.returncode == 0, describe(removed)
     wait_until(  # the queue's next pass closes the usage ledger's row
@@ -217,8 +219,9 @@ def test_report_counts_the_gpu_hours_a_container_held(ds01d: Any, tmp_path: Path
     # The ledger's row, in whole seconds, runs from the create to the queue's pass after the
     # removal, which a loaded machine may run a second or more after the removal's event (the
     # events' own times are no measure of it): the report counts 2 GPUs for the row's time.
-    assert row_start <= event_time(created), (row_start, created)
-    assert row_end <= closed_by, (row_end, closed_by)
+    # (whole seconds: a second below each bound's own time)
+    assert asked - 1 <= row_start <= event_time(created), (asked, row_start, created)
+    assert removing - 1 <= row_end <= closed_by, (removing, row_end, closed_by)
     held = row_end - row_start
     between = event_time(removed_event) - event_time(created)
     print(f"ledger row {held:.0f} s, from the create to the removal's event {between:.2f} s")

@@ -447,6 +447,13 @@ class TestLoginNodeAccountingAndQueueMetrics:
             # Every record slurmdbd holds of both jobs (--duplicates) ended, with ds01d's notes:
             # hog2's end can reach slurmdbd seconds after `--wait` returned.
             wait_on_cluster("sacct to keep both jobs' ends", both_ended)
+            # The kill's note names the limit hit: the container's own or its job's --mem (its
+            # parent is the job's cgroup), never a user's total across containers. (A note's
+            # apostrophe is the typographic one, which sacctmgr keeps.)
+            [oom_note] = {r for r in recorded().splitlines() if "ds01:oom_kill" in r}
+            assert "its own memory limit" in oom_note or (
+                f"Slurm job {oom_job}\u2019s memory (--mem)" in oom_note
+            ), oom_note
             # The report on the login node: from sacct, alice's OOM kill and idle stop.
             report = cluster.login("alice", "admin", "report", "--from", since)
             users = {u["user"]: u for u in report["users"]}
