@@ -559,7 +559,9 @@ class TestClusterMode:
         noted = subprocess.run(
             [sys.executable, "-c",
              "import sys; from ds01.runtime.slurm import set_admin_comment; "
-             "set_admin_comment(int(sys.argv[1]), sys.argv[2])", str(job), note],
+             "done = set_admin_comment(int(sys.argv[1]), sys.argv[2]); "
+             "sys.exit(f'not written: {done}' if done.value != 'written' else 0)",
+             str(job), note],
             env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert noted.returncode == 0, describe(noted)

@@ -16,20 +16,26 @@ job").
   before ``ContainerOps.stop_by_daemon`` stops it; an OOM kill, when ``OomWatcher`` reports
   it): the job's ``AdminComment`` says so (``ds01.core.slurm_job.job_note``), set as root
   while the job runs, or in slurmdbd's record once it ended (the kill can end the job
-  first), so that Slurm's accounting keeps it for the login node's report.
+  first), so that Slurm's accounting keeps it for the login node's report. slurmctld sends
+  a job's record to slurmdbd asynchronously: a note on a job that ended a moment ago can
+  find no record yet (or slurmdbd away); ``NoteRetries`` then tries again in a thread of its
+  own for up to a minute (``ds01.core.slurm_note``), the caller never waiting for it.
 - **The reaper** (``SlurmJobReaper``): every ``--slurm-interval`` seconds, the containers
   labelled with a job of this node whose job Slurm no longer runs here are removed (a job
   cancelled while its step could not stop the container: slurmd or the step killed, ds01d
   down at the time). When Slurm does not answer nothing is removed.
 
 Locks: ``job_placement`` runs under the allocation lock (it reads what is held); the reaper
-takes none (removing frees devices, rule 3).
+and the notes' retries take none (removing frees devices, rule 3).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ds01.core.allocation import Placement
 from ds01.core.docker_create import RunOptions
@@ -44,6 +50,7 @@ from ds01.core.slurm_job import (
     parse_job,
     sbatch_options,
 )
+from ds01.core.slurm_note import MAX_PENDING_NOTES, AccountingWrite, retry_at
 from ds01.core.slurm_sync import user_association
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -73,19 +80,202 @@ BATCH_NEEDS_CLUSTER = (
 JOB_GONE_REASON = "its Slurm job is no longer running on this node"
 
 
-def note_on_job(record: ContainerRecord, note: JobNote, reason: str) -> None:
+@dataclass
+class _PendingNote:
+    """A note waiting for another try (``NoteRetries``)."""
+
+    job: int
+    note: JobNote
+    comment: str
+    first_failed_at: float
+    #: Tries since the first (failed) one.
+    retries: int
+    #: The answer to the last try (why it waits).
+    last: AccountingWrite
+
+    @property
+    def due(self) -> float | None:
+        return retry_at(self.first_failed_at, self.retries)
+
+
+#: Why a waiting note is given up when ds01d stops.
+_STOPPED = "ds01d stopped before slurmdbd had the job's record"
+#: Why a note waits, in the log line of its giving up.
+_WHY_WAITING = {
+    AccountingWrite.NOT_ACCOUNTED: "slurmdbd has no record of the job",
+    AccountingWrite.UNREACHABLE: "slurmdbd did not answer",
+}
+
+
+class NoteRetries:
+    """Notes on ended jobs that slurmdbd could not take yet (``AccountingWrite.retryable``),
+    written again (``write``: ``slurm.set_ended_job_comment``) on
+    ``ds01.core.slurm_note.retry_at``'s schedule by a thread of its own, so that no caller
+    (the OOM watcher's pass, a stop) waits for slurmdbd.
+
+    Contract: ``add`` keeps a note (at most ``capacity`` wait; one more is given up at once);
+    ``run_due`` makes the tries that are due and says when the next one is. ``start`` runs
+    ``run_due`` in a daemon thread, woken by ``add``; ``stop`` ends it, gives up whatever
+    still waits, and gives up any later ``add`` until the next ``start``. Without ``start``,
+    nothing runs by itself (a caller steps ``run_due``). A note is given up with one warning
+    (``could not note …``, as a first try that fails for good); a note written on a retry is
+    logged once. ``clock``: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[int, str], AccountingWrite] = slurm.set_ended_job_comment,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = MAX_PENDING_NOTES,
+    ) -> None:
+        self._write = write
+        self._clock = clock
+        self._capacity = capacity
+        self._pending: list[_PendingNote] = []
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: int, note: JobNote, comment: str, last: AccountingWrite) -> bool:
+        """Keep ``comment`` (``note`` on ``job``, whose first write answered ``last``) for
+        another try, instead of an older note on the same job (a job holds one comment: the
+        last note wins); ``False`` when it is given up instead (stopped, or full)."""
+        with self._changed:
+            self._pending = [p for p in self._pending if p.job != job]
+            refused = "ds01d is stopping" if self._stopped else None
+            if refused is None and len(self._pending) >= self._capacity:
+                refused = f"{self._capacity} notes already wait for slurmdbd"
+            if refused is None:
+                self._pending.append(_PendingNote(job, note, comment, self._clock(), 0, last))
+                self._changed.notify_all()
+                return True
+        _give_up(job, note, f"{_WHY_WAITING.get(last, last.value)}, and {refused}")
+        return False
+
+    def forget(self, job: int) -> None:
+        """No more tries of a note on ``job``: a later one was written."""
+        with self._changed:
+            self._pending = [p for p in self._pending if p.job != job]
+
+    def waiting(self) -> list[int]:
+        """The jobs whose note waits, oldest first."""
+        with self._changed:
+            return [p.job for p in self._pending]
+
+    def run_due(self) -> float | None:
+        """Try every waiting note whose time has come (without holding the lock while
+        ``write`` runs); returns the seconds until the next try, ``None`` when none waits."""
+        now = self._clock()
+        with self._changed:
+            due = [p for p in self._pending if p.due is not None and p.due <= now]
+            self._pending = [p for p in self._pending if p not in due]
+        for pending in due:
+            self._try(pending)
+        with self._changed:
+            return self._seconds_to_next()
+
+    def _try(self, pending: _PendingNote) -> None:
+        pending.retries += 1
+        try:
+            pending.last = self._write(pending.job, pending.comment)
+        except SlurmError as exc:
+            _give_up(pending.job, pending.note, exc.message)
+            return
+        if pending.last is AccountingWrite.WRITTEN:
+            log.info(
+                "noted %s on Slurm job %s at try %d", pending.note, pending.job, pending.retries + 1
+            )
+        elif pending.due is None:
+            waited = self._clock() - pending.first_failed_at
+            _give_up(
+                pending.job,
+                pending.note,
+                f"{_WHY_WAITING.get(pending.last, pending.last.value)} after "
+                f"{pending.retries + 1} tries over {waited:.0f} s",
+            )
+        else:
+            log.debug(
+                "note %s on Slurm job %s: %s at try %d",
+                pending.note, pending.job, pending.last.value, pending.retries + 1,
+            )  # fmt: skip
+            with self._changed:
+                if not self._stopped:
+                    self._pending.append(pending)
+                    return
+            _give_up(pending.job, pending.note, _STOPPED)
+
+    def _seconds_to_next(self) -> float | None:
+        dues = [d for d in (p.due for p in self._pending) if d is not None]
+        return max(0.0, min(dues) - self._clock()) if dues else None
+
+    def start(self) -> None:
+        """Make the tries in a daemon thread until ``stop``."""
+        with self._changed:
+            if self._thread is not None:
+                raise RuntimeError("the Slurm notes' retry thread is already running")
+            self._stopped = False
+            self._thread = threading.Thread(target=self._loop, name="ds01-slurm-notes", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> bool:
+        """End the thread (a try under way finishes, up to ``timeout_seconds``); every note
+        still waiting is given up. Returns whether the thread has ended."""
+        with self._changed:
+            self._stopped = True
+            thread, self._thread = self._thread, None
+            given_up, self._pending = self._pending, []
+            self._changed.notify_all()
+        for pending in given_up:
+            _give_up(pending.job, pending.note, _STOPPED)
+        if thread is None:
+            return True
+        thread.join(timeout_seconds)
+        return not thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_due()
+            except Exception:  # a bug must not end the retries of the notes to come
+                log.exception("the retry of notes on Slurm jobs failed")
+            with self._changed:
+                if self._stopped:
+                    return
+                self._changed.wait(self._seconds_to_next())
+
+
+def _give_up(job: int, note: JobNote, why: str) -> None:
+    log.warning("could not note %s on Slurm job %s: %s", note, job, why)
+
+
+#: ds01d's retries of notes (started and stopped with the reaper, ``SlurmJobReaper``).
+NOTE_RETRIES = NoteRetries()
+
+
+def note_on_job(
+    record: ContainerRecord, note: JobNote, reason: str, retries: NoteRetries = NOTE_RETRIES
+) -> None:
     """When a Slurm job owns ``record``: write what ds01d does or saw (``note``, ``reason``) in
     the job's ``AdminComment`` (``job_note``), which slurmdbd keeps for the login node's
-    report; the last note wins. A container of no job: nothing. Slurm's refusal (not an
-    administrator) or silence is logged and never holds back what ds01d does: the report then
-    misses one note."""
+    report; the last note wins. A container of no job: nothing. A job that has ended and
+    whose record slurmdbd does not have yet (or slurmdbd away): ``retries`` tries again
+    later, in its own thread. Slurm's refusal (not an administrator) or silence is logged and
+    never holds back what ds01d does: the report then misses one note."""
     job = record.labels.get(L.SLURM_JOB, "")
     if not job.isdigit():
         return
+    comment = job_note(note, reason)
     try:
-        slurm.set_admin_comment(int(job), job_note(note, reason))
+        done = slurm.set_admin_comment(int(job), comment)
     except SlurmError as exc:
-        log.warning("could not note %s on Slurm job %s: %s", note, job, exc.message)
+        _give_up(int(job), note, exc.message)
+        return
+    if done.retryable:
+        log.debug("note %s on Slurm job %s: %s, to be tried again", note, job, done.value)
+        retries.add(int(job), note, comment, done)
+    else:
+        retries.forget(int(job))
 
 
 def batch_run(ctx: DaemonContext, command: list[str]) -> RunOptions:
@@ -196,10 +386,12 @@ class SlurmJobReaper(PeriodicPass):
         remove: Callable[[ContainerRecord], None],
         *,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        notes: NoteRetries = NOTE_RETRIES,
     ) -> None:
         self.ctx = ctx
         self._remove = remove
         self._interval = interval_seconds
+        self._notes = notes
         super().__init__()
 
     def run_pass(self) -> list[str]:
@@ -225,11 +417,23 @@ class SlurmJobReaper(PeriodicPass):
     def interval_seconds(self) -> float:
         return self._interval
 
+    def start(self) -> None:
+        """The reaper's passes, and the notes' retries (``NOTE_RETRIES``)."""
+        super().start()
+        self._notes.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> bool:
+        """Both stopped (a note still waiting is given up); whether both threads ended."""
+        reaper_ended = super().stop(timeout_seconds)
+        return self._notes.stop(timeout_seconds) and reaper_ended
+
 
 __all__ = [
     "BATCH_NEEDS_CLUSTER",
     "DEFAULT_INTERVAL_SECONDS",
     "JOB_GONE_REASON",
+    "NOTE_RETRIES",
+    "NoteRetries",
     "SlurmJobReaper",
     "batch_run",
     "caller_job_cgroup",
@@ -237,4 +441,5 @@ __all__ = [
     "in_cluster_mode",
     "job_placement",
     "job_required",
+    "note_on_job",
 ]

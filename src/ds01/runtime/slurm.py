@@ -3,8 +3,8 @@
 a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
 cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
 jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
-exporter; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once it ended) for
-ds01d's notes.
+exporter; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once it ended:
+``ds01.core.slurm_note`` reads its answer) for ds01d's notes.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
+    from ds01.core.slurm_note import AccountingWrite
     from ds01.core.slurm_sync import Accounting, Change
 
 SACCT = "sacct"
@@ -48,14 +49,14 @@ _LISTINGS = (
 )
 
 
-def _run_tool(
+def _call_tool(
     program: str, args: Sequence[str], hint: str, env: Mapping[str, str] | None = None
-) -> str:
-    """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
-    (``hint``: what to check when it does not answer). ``env``: variables set for it, over
-    this process's environment."""
+) -> tuple[int, str, str]:
+    """``program ARGS``' exit code, standard output and error, whatever the code;
+    ``SlurmError`` when it is not installed or does not answer (``hint``: what to check
+    then). ``env``: variables set for it, over this process's environment."""
     try:
-        code, out, err = run_captured(
+        return run_captured(
             [program, *args],
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
             env={**os.environ, **env} if env else None,
@@ -66,16 +67,29 @@ def _run_tool(
         ) from None
     except TimeoutError as exc:
         raise SlurmError(
-            f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: "
-            f"{hint}"
+            f"{program} {' '.join(args)} did not answer in {SLURM_TOOL_TIMEOUT_SECONDS} s: {hint}"
         ) from exc
+
+
+def _failed(program: str, args: Sequence[str], code: int, out: str, err: str) -> SlurmError:
+    """The error of ``program ARGS`` that exited with ``code``: its last words."""
+    said = (err or out).strip().splitlines()
+    return SlurmError(
+        f"{program} {' '.join(args)} failed (exit {code}): "
+        + (" / ".join(said[-3:]) or "no message"),
+        details={"argv": [program, *args], "stderr": err[-2000:]},
+    )
+
+
+def _run_tool(
+    program: str, args: Sequence[str], hint: str, env: Mapping[str, str] | None = None
+) -> str:
+    """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
+    (``hint``: what to check when it does not answer). ``env``: variables set for it, over
+    this process's environment."""
+    code, out, err = _call_tool(program, args, hint, env)
     if code != 0:
-        said = (err or out).strip().splitlines()
-        raise SlurmError(
-            f"{program} {' '.join(args)} failed (exit {code}): "
-            + (" / ".join(said[-3:]) or "no message"),
-            details={"argv": [program, *args], "stderr": err[-2000:]},
-        )
+        raise _failed(program, args, code, out, err)
     return out
 
 
@@ -103,15 +117,19 @@ def admin_comment_text(text: str) -> str:
     return text.translate(_COMMENT_QUOTES)
 
 
-def set_admin_comment(job_id: int, comment: str) -> None:
+def set_admin_comment(job_id: int, comment: str) -> AccountingWrite:
     """A note on the job that slurmdbd keeps (``sacct --format AdminComment``): ``scontrol
     update JobId=ID AdminComment=COMMENT`` while slurmctld holds the job; once it says the job
     has ended (its end can come before ds01d's note of what ended it: an OOM kill ends the
-    container and with it the job's step), ``sacctmgr -i modify job`` writes it into the job's
-    accounting record instead. Both write the same text, ``comment`` as
-    ``admin_comment_text`` gives it. Only a Slurm administrator (root, SlurmUser) may set
-    it. ``SlurmError`` when Slurm refuses (not an administrator, a job slurmdbd does not
-    know) or does not answer."""
+    container and with it the job's step), in the job's accounting record instead
+    (``set_ended_job_comment``). Both write the same text, ``comment`` as
+    ``admin_comment_text`` gives it. Only a Slurm administrator (root, SlurmUser) may set it.
+
+    Returns ``WRITTEN``, or what ``set_ended_job_comment`` returns: ``NOT_ACCOUNTED`` or
+    ``UNREACHABLE`` when the same write may succeed later. ``SlurmError`` when Slurm refuses
+    (not an administrator) or does not answer in time."""
+    from ds01.core.slurm_note import AccountingWrite
+
     kept = admin_comment_text(comment)
     try:
         _run_tool(
@@ -122,9 +140,28 @@ def set_admin_comment(job_id: int, comment: str) -> None:
     except SlurmError as exc:
         if not any(said in exc.message for said in _JOB_ENDED):
             raise
-        _sacctmgr(
-            ["-i", "modify", "job", "where", f"JobID={job_id}", "set", f'AdminComment="{kept}"']
-        )
+        return set_ended_job_comment(job_id, comment)
+    return AccountingWrite.WRITTEN
+
+
+def set_ended_job_comment(job_id: int, comment: str) -> AccountingWrite:
+    """``sacctmgr -i modify job where JobID=ID set AdminComment=COMMENT`` (``comment`` as
+    ``admin_comment_text`` gives it): the note in the accounting record of a job that has
+    ended. Returns what it did (``ds01.core.slurm_note.accounting_write``): ``WRITTEN``;
+    ``NOT_ACCOUNTED`` (slurmdbd has no record of the job yet: slurmctld sends it
+    asynchronously) or ``UNREACHABLE`` (slurmdbd did not take the connection), both worth
+    another try. ``SlurmError`` for any other answer (not an administrator) or none in time."""
+    from ds01.core.slurm_note import AccountingWrite, accounting_write
+
+    args = [
+        "-i", "modify", "job", "where", f"JobID={job_id}",
+        "set", f'AdminComment="{admin_comment_text(comment)}"',
+    ]  # fmt: skip
+    code, out, err = _call_tool(SACCTMGR, args, "is slurmdbd running?")
+    done = accounting_write(code, f"{out}\n{err}")
+    if done is AccountingWrite.FAILED:
+        raise _failed(SACCTMGR, args, code, out, err)
+    return done
 
 
 #: What ``scontrol update`` says of a job that has ended: slurmctld still holds it, or has
@@ -277,6 +314,7 @@ __all__ = [
     "read_accounting",
     "read_mig_minors",
     "set_admin_comment",
+    "set_ended_job_comment",
     "show_job",
     "show_nodes",
     "unix_group_members",
