@@ -6,11 +6,12 @@ milliseconds, too much to pay for each of hundreds of fuzz examples, so :class:`
 starts ONE helper process as the user and then talks to it through pipes:
 
 - the test writes one JSON line per request to the helper's stdin:
-  ``{"raw": <base64 of the exact bytes to send>, "half_close": bool}``;
+  ``{"raw": <base64 of the exact bytes to send>, "half_close": bool, "until_close": bool}``;
 - the helper opens a fresh connection to the socket, sends those bytes unchanged (so a
   request may be malformed HTTP on purpose), optionally half-closes its sending side (so a
   daemon that waits for more body bytes sees end of file instead of hanging), reads one
-  answer (until ``Content-Length`` is satisfied, end of file, or its timeout), and writes
+  answer (until ``Content-Length`` is satisfied, end of file, or its timeout; with
+  ``until_close``, everything until end of file or its timeout), and writes
   one JSON line: ``{"status", "headers", "body" (base64), "error", "elapsed"}``.
 
 ``status`` is ``None`` and ``error`` says why when no HTTP answer came back (connection
@@ -73,7 +74,7 @@ def complete(data):
     return length.isdigit() and len(body) >= int(length)
 
 
-def exchange(raw, half_close):
+def exchange(raw, half_close, until_close):
     started = time.monotonic()
     data, error = b"", None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,7 +87,7 @@ def exchange(raw, half_close):
                 sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError) as exc:
             error = f"send: {type(exc).__name__}"  # an answer may still be there to read
-        while not complete(data):
+        while until_close or not complete(data):
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -105,7 +106,7 @@ def exchange(raw, half_close):
     else:
         status, headers, body = parsed
         length = headers.get("content-length", "")
-        if length.isdigit():
+        if length.isdigit() and not until_close:
             if len(body) < int(length):
                 error = error or "answer cut short"
             body = body[: int(length)]
@@ -120,7 +121,11 @@ def exchange(raw, half_close):
 
 for line in sys.stdin:
     request = json.loads(line)
-    answer = exchange(base64.b64decode(request["raw"]), request.get("half_close", True))
+    answer = exchange(
+        base64.b64decode(request["raw"]),
+        request.get("half_close", True),
+        request.get("until_close", False),
+    )
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
 """
@@ -230,12 +235,20 @@ class RawApi:
             process.stdout.close()
         self._stderr_file.close()
 
-    def send(self, raw: bytes, *, half_close: bool = True) -> Reply:
-        """Send ``raw`` unchanged on a fresh connection; return the answer the helper read."""
+    def send(self, raw: bytes, *, half_close: bool = True, until_close: bool = False) -> Reply:
+        """Send ``raw`` unchanged on a fresh connection; return the answer the helper read
+        (``until_close``: everything until the daemon closes, as the first answer's body:
+        a second answer on the same connection shows there)."""
         process = self.process
         if process is None or process.stdin is None or process.stdout is None:
             raise RuntimeError("RawApi is not started: use it as a context manager")
-        line = json.dumps({"raw": base64.b64encode(raw).decode(), "half_close": half_close})
+        line = json.dumps(
+            {
+                "raw": base64.b64encode(raw).decode(),
+                "half_close": half_close,
+                "until_close": until_close,
+            }
+        )
         try:
             process.stdin.write(line + "\n")
             process.stdin.flush()

@@ -26,7 +26,9 @@ it, bob's network by name and id (her own to her), bob's container on a network 
 namespace. Filters that name bob's uid show alice nothing; a create refused after it made a
 named volume leaves none. Last, a copy that tries to plant root's set-uid binary (with a
 file capability) and a set-gid directory in her own directory lands as her plain file and
-directory; and a volume over her cap of 32 is refused.
+directory; and a volume over her cap of 32 is refused. A separate test starts execs and an
+attach that dockerd answers without handing over the connection (not `101`), each followed
+in the same write by a privileged create: she gets one answer, and nothing is created.
 """
 
 from __future__ import annotations
@@ -471,3 +473,48 @@ def test_bypass_attempts_on_the_docker_socket_are_refused_logged_and_change_noth
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert snapshot(docker_client) == before
     assert sorted(docker_client.images.get(test_image).tags) == tags  # none tagged, removed
+
+
+def test_a_hijack_dockerd_does_not_grant_carries_nothing_more_to_dockerd(
+    ds01d: Any, docker_client: Any
+) -> None:
+    """An exec start or an attach asks dockerd for the connection (``Connection: Upgrade``).
+    When dockerd answers anything but ``101`` (an exec started detached, a malformed body,
+    a paused container) it keeps reading requests on that connection, which the door opened
+    as root: what alice sends after her request must never reach it. Each attempt is
+    followed, in the same write, by a request the door refuses (a privileged create); she
+    gets exactly one answer, and nothing is created."""
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    d.cli_json("alice", "container-create", "mine", "--image", "busybox", "--start")
+    d.cli_json("alice", "container-create", "frozen", "--image", "busybox", "--start")
+    alice_uid = pwd.getpwnam("alice").pw_uid
+    docker_client.containers.get(f"frozen._.{alice_uid}").pause()
+    upgrade = {"Connection": "Upgrade", "Upgrade": "tcp"}
+    privileged = {"Image": TEST_IMAGE, "Cmd": ["true"], "HostConfig": {"Privileged": True}}
+    smuggled = http_request(
+        "POST", f"{V}/containers/create?name=smuggled", json.dumps(privileged).encode(), close=False
+    )
+    with RawApi(d.docker_socket, "alice") as api:
+
+        def exec_start(body: bytes) -> bytes:
+            made = api.call("POST", f"{V}/containers/mine/exec", {"Cmd": ["true"]})
+            assert made.status == 201, made
+            start = f"{V}/exec/{made.json()['Id']}/start"
+            return http_request("POST", start, body, headers=upgrade, close=False)
+
+        attempts = {
+            "an exec started detached": (exec_start(b'{"Detach": true}'), 200),
+            "an exec start with a malformed body": (exec_start(b"{"), 400),
+            "an attach to a paused container": (
+                http_request(
+                    "POST", f"{V}/containers/frozen/attach?stream=1&stdout=1", b"",
+                    headers=upgrade, close=False,
+                ),
+                409,
+            ),
+        }  # fmt: skip
+        for what, (first, status) in attempts.items():
+            reply = api.send(first + smuggled, until_close=True)
+            assert reply.status == status and reply.error is None, f"{what}: {reply}"
+            assert b"HTTP/1." not in reply.body, f"{what}: a second answer came: {reply}"
+    assert docker_client.containers.list(all=True, filters={"name": "smuggled"}) == []

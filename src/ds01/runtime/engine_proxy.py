@@ -14,6 +14,7 @@ door closes the client's connection after it too.
 from __future__ import annotations
 
 import contextlib
+import http
 import http.client
 import io
 import json
@@ -25,7 +26,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from email.message import Message
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 from ds01.errors import DockerUnavailable
@@ -35,6 +36,9 @@ from ds01.runtime.engine_socket import UnixConnection
 log = logging.getLogger(__name__)
 
 _CHUNK = 65536
+#: The most bytes of dockerd's answer head read before a hijack's relay (a real one is
+#: about 200).
+_MAX_HEAD_BYTES = 65536
 #: Seconds to connect to dockerd and for a small JSON answer of the door's own.
 ENGINE_TIMEOUT_S = 30.0
 #: Request headers not passed on: they describe the client's connection, not the request.
@@ -184,12 +188,14 @@ class EngineProxy:
         read), and copy dockerd's answer to ``client`` as it
         comes, until dockerd closes or the client hangs up.
 
-        ``upgrade``: the request hijacks the connection (attach, exec start): after
-        dockerd's answer the bytes flow both ways (``read_ahead``: what the client sent
-        after its request); the client's end of input is passed on as a half-close, and
-        the relay ends when dockerd closes. ``follow``: the answer is a stream that may
-        stay quiet for long (``logs -f``, ``events``), so a client that closes its side
-        ends it at once instead of at the next write. ``seen``: given each piece of
+        ``upgrade``: the request asks for the connection (attach, exec start): once
+        dockerd hands it over (``101``) the bytes flow both ways (``read_ahead``: what the
+        client sent after its request); the client's end of input is passed on as a
+        half-close, and the relay ends when dockerd closes. Any other answer (an error, a
+        detached exec) reaches the client whole and ends the exchange (``_hijacked``).
+        ``follow``: the answer is a stream that may stay quiet for long (``logs -f``,
+        ``events``), so a client that closes its side ends it at once instead of at the
+        next write. ``seen``: given each piece of
         dockerd's answer (raw HTTP) before the client gets it (not with ``upgrade``).
 
         Raises:
@@ -204,9 +210,7 @@ class EngineProxy:
                 while data := source.read(_CHUNK):
                     engine.sendall(data)
             if upgrade:
-                if read_ahead:
-                    engine.sendall(read_ahead)
-                _relay(engine, client)
+                _hijacked(engine, client, read_ahead)
             else:
                 _copy_answer(engine, client, follow=follow, seen=seen)
 
@@ -234,14 +238,7 @@ class EngineProxy:
                 response = http.client.HTTPResponse(engine, method="GET")
                 response.begin()
                 if response.status != 200:
-                    body = response.read()
-                    kind = response.getheader("Content-Type") or "application/json"
-                    head = (
-                        f"HTTP/1.1 {response.status} {response.reason}\r\n"
-                        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                        "Connection: close\r\n\r\n"
-                    )
-                    client.sendall(head.encode("latin-1") + body)
+                    _send_whole(response, client)
                     return
                 lines = ["HTTP/1.1 200 OK", "Content-Type: application/x-tar"]
                 lines += [f"{h}: {v}" for h in keep if (v := response.getheader(h))]
@@ -316,6 +313,99 @@ def _copy_answer(
                 if seen is not None:
                     seen(data)
                 client.sendall(data)
+
+
+def _hijacked(engine: socket.socket, client: socket.socket, read_ahead: bytes) -> None:
+    """After a request that asks dockerd for the connection: the bytes both ways
+    (``_relay``) only once dockerd has handed it over (``101``). Any other answer (an error,
+    an exec started detached) goes to the client whole, and the exchange ends there: dockerd
+    still reads requests on that connection, as root's, so nothing more the client sends
+    may reach it."""
+    head, early = _answer_head(engine)
+    if not head.endswith(b"\r\n\r\n"):
+        log.warning("dockerd's answer to a hijack ended or ran on before its head did")
+        return
+    if _status_of(head) != http.HTTPStatus.SWITCHING_PROTOCOLS:
+        replay = cast(socket.socket, _ReadAgain(head + early, engine))
+        response = http.client.HTTPResponse(replay)
+        try:
+            response.begin()
+            _send_whole(response, client)
+        except (http.client.HTTPException, OSError) as exc:
+            log.warning("dockerd's answer to a hijack could not be passed on: %s", exc)
+        return
+    client.sendall(head + early)
+    if read_ahead:
+        engine.sendall(read_ahead)
+    _relay(engine, client)
+
+
+def _answer_head(engine: socket.socket) -> tuple[bytes, bytes]:
+    """dockerd's answer head (its status line and headers through the blank line), and
+    the bytes that came after it in the same reads: the start of a hijacked stream. A head
+    cut short (dockerd closed, or ``_MAX_HEAD_BYTES`` without its end) is returned as it
+    came, without its blank line (``_hijacked`` then passes nothing on)."""
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) <= _MAX_HEAD_BYTES:
+        chunk = engine.recv(_CHUNK)
+        if not chunk:
+            break
+        data += chunk
+    head, blank, early = data.partition(b"\r\n\r\n")
+    return head + blank, early
+
+
+def _status_of(head: bytes) -> int | None:
+    """The status code of an answer head (``HTTP/1.1 101 UPGRADED``), ``None`` if none."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+class _ReadAgain:
+    """A socket for ``http.client.HTTPResponse`` whose first bytes (``already``) were read
+    from it before: ``http.client`` then reads the answer's framing (a length, chunks)."""
+
+    def __init__(self, already: bytes, sock: socket.socket) -> None:
+        self._already = already
+        self._sock = sock
+
+    def makefile(self, mode: str) -> IO[bytes]:
+        return io.BufferedReader(_Prefixed(self._already, self._sock))
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix``, then what ``sock`` receives."""
+
+    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
+        super().__init__()
+        self._prefix = bytearray(prefix)
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
+        if not self._prefix:
+            return self._sock.recv_into(target)
+        n = min(len(target), len(self._prefix))
+        target[:n] = self._prefix[:n]
+        del self._prefix[:n]
+        return n
+
+
+def _send_whole(response: http.client.HTTPResponse, client: socket.socket) -> None:
+    """dockerd's answer (its head read by ``response.begin()``) to the client in one piece,
+    with ``Connection: close``: its status, content type and body."""
+    body = response.read()
+    kind = response.getheader("Content-Type") or "application/json"
+    head = (
+        f"HTTP/1.1 {response.status} {response.reason}\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    client.sendall(head.encode("latin-1") + body)
 
 
 def _relay(engine: socket.socket, client: socket.socket) -> None:
