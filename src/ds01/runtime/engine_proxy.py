@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import selectors
 import signal
 import socket
@@ -56,6 +57,12 @@ _HOP_BY_HOP = frozenset(
         "expect",
     }
 )
+
+
+#: A line break and the white space after it in a header's value (``obs-fold``).
+_FOLD = re.compile(r"\r?\n[ \t]+")
+#: Characters no forwarded header line may hold (HTTP's control characters but tab).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class EngineProxy:
@@ -261,13 +268,17 @@ def request_bytes(
     upgrade: bool = False,
     length: int | None = None,
 ) -> bytes:
-    """The request as dockerd gets it: the client's end-to-end headers, a length for the
+    """The request as dockerd gets it: the client's end-to-end headers (a folded value
+    unfolded, a header with any other control character left out), a length for the
     body (``length``: of a body sent after these bytes), and ``Connection: close`` (or,
     for a hijack, ``Upgrade: tcp``)."""
     lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
     for name, value in headers.items():
-        if name.lower() not in _HOP_BY_HOP:
-            lines.append(f"{name}: {value}")
+        # A folded value (``obs-fold``) goes on as one line; no other line break or control
+        # character reaches dockerd, whose reading of it need not be the door's.
+        unfolded = _FOLD.sub(" ", value)
+        if name.lower() not in _HOP_BY_HOP and not _CONTROL.search(name + unfolded):
+            lines.append(f"{name}: {unfolded}")
     if length is not None or body or method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body) if length is None else length}")
     lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
