@@ -158,7 +158,15 @@ def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_firs
     assert not reclaim(restarted, records, NOW + timedelta(minutes=4))
     assert actions(restarted).count("container.reclaim_warning") == 1
     assert reclaim(restarted, records, NOW + timedelta(minutes=5))
-    assert actions(restarted)[-1] == "container.reclaim"
+    assert actions(restarted)[-2:] == ["gpu.release", "container.reclaim"]
+    lines = restarted.paths.events_file.read_text().splitlines()
+    release = json.loads(lines[-2])
+    assert (release["user"], release["resource"]) == ("ds01d", "container/extra._.1000")
+    assert release["details"] == {
+        "devices": list(records[1].gpus),
+        "gpu_equivalents": 1.0,
+        "reason": "reclaimed",
+    }
     assert restarted.store.warnings("reclaim") == {}
     assert "extra".ljust(64, "0") in restarted.store.released()
 
