@@ -80,6 +80,7 @@ from ds01.core.reservations import (
     slot_places,
 )
 from ds01.daemon import schemas as api
+from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
@@ -839,7 +840,7 @@ class ReservationWatch:
         self.ctx.events.emit(
             "lifecycle.warn",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"kind": kind, "reservation": reservation, "stop_at": stop_at.isoformat()},
         )
 
@@ -860,7 +861,7 @@ class ReservationWatch:
         ctx.events.emit(
             "cleanup.reservation",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"reason": stop.reason, "reservation": stop.reservation},
         )
         if owner is not None:
