@@ -210,6 +210,24 @@ def test_a_reservation_warning_survives_a_restart(tmp_path: Path) -> None:
     assert actions(svc).count("lifecycle.warn") == 1
 
 
+def test_a_reservation_of_a_gpu_gone_is_remapped_to_a_free_one_and_says_so(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    free = svc.backend.inventory().devices[0].uuid
+    reserve(svc, "bob", "GPU-gone", NOW + timedelta(hours=1))
+    watch = ReservationWatch(svc, lambda r, why: None, lambda r, t, why: None)
+    assert watch.run([], {}, NOW, False, lambda r, o, m: None) == {}
+    [kept_now] = svc.store.reservations()
+    assert json.loads(kept_now.devices) == [free]
+    events = [json.loads(line) for line in svc.paths.events_file.read_text().splitlines()]
+    [remap] = [e for e in events if e["action"] == "reservation.remap"]
+    assert (remap["user"], remap["resource"]) == ("ds01d", "reservation/r1")
+    assert remap["details"]["devices"] == [free]
+    assert remap["details"]["replaced"] == {"GPU-gone": free}
+    assert "made" not in remap["details"]
+
+
 def test_the_lifecycle_loop_waits_only_until_the_next_reservation_step(tmp_path: Path) -> None:
     # Interval 60 s, lead 10 minutes. Without a reservation the loop waits the interval;
     # with bob's starting 10 min 20 s from now, it waits 20 s (the warning), then, once
