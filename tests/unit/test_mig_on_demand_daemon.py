@@ -6,6 +6,7 @@ not asked: the containers are given as records."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -257,6 +258,15 @@ def test_one_free_slice_over_two_slots_places_clears_both(
 
     assert not caplog.records, "a slice already gone was destroyed again"
     assert profiles(svc) == [("1g.5gb", 0), ("1g.5gb", 1)]
+    events = [json.loads(line) for line in svc.paths.events_file.read_text().splitlines()]
+    [remap] = [e for e in events if e["action"] == "reservation.remap"]
+    assert (remap["user"], remap["resource"]) == ("ds01d", "reservation/r1")
+    details = remap["details"]
+    made = [d.uuid for d in sorted(svc.backend.inventory().devices, key=lambda d: d.start or 0)]
+    [gpu] = svc.backend.inventory().gpus
+    slots = [f"MIG-slot-{gpu.uuid}-{place}" for place in (0, 1)]
+    assert details["devices"] == made and details["made"] is True
+    assert details["replaced"] == dict(zip(slots, made, strict=True))
 
 
 def test_a_destroy_for_a_slot_says_whether_the_slice_went_stayed_busy_or_was_not_there(

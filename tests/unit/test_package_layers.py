@@ -20,7 +20,7 @@ ROOT = SOURCE / "ds01"
 
 #: Bottom to top. A package may import its own layer's packages and any layer below.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"ds01", "exitcodes", "errors", "paths", "files", "model"}),
+    frozenset({"ds01", "exitcodes", "errors", "paths", "files", "problem_log", "model"}),
     frozenset({"config"}),
     frozenset({"core"}),
     frozenset({"gpu", "runtime", "events", "host_setup"}),

@@ -158,7 +158,15 @@ def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_firs
     assert not reclaim(restarted, records, NOW + timedelta(minutes=4))
     assert actions(restarted).count("container.reclaim_warning") == 1
     assert reclaim(restarted, records, NOW + timedelta(minutes=5))
-    assert actions(restarted)[-1] == "container.reclaim"
+    assert actions(restarted)[-2:] == ["gpu.release", "container.reclaim"]
+    lines = restarted.paths.events_file.read_text().splitlines()
+    release = json.loads(lines[-2])
+    assert (release["user"], release["resource"]) == ("ds01d", "container/extra._.1000")
+    assert release["details"] == {
+        "devices": list(records[1].gpus),
+        "gpu_equivalents": 1.0,
+        "reason": "reclaimed",
+    }
     assert restarted.store.warnings("reclaim") == {}
     assert "extra".ljust(64, "0") in restarted.store.released()
 
@@ -200,6 +208,24 @@ def test_a_reservation_warning_survives_a_restart(tmp_path: Path) -> None:
     assert watch_pass(service(tmp_path), NOW + timedelta(minutes=1)) == {}
     assert len(told) == 1
     assert actions(svc).count("lifecycle.warn") == 1
+
+
+def test_a_reservation_of_a_gpu_gone_is_remapped_to_a_free_one_and_says_so(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    free = svc.backend.inventory().devices[0].uuid
+    reserve(svc, "bob", "GPU-gone", NOW + timedelta(hours=1))
+    watch = ReservationWatch(svc, lambda r, why: None, lambda r, t, why: None)
+    assert watch.run([], {}, NOW, False, lambda r, o, m: None) == {}
+    [kept_now] = svc.store.reservations()
+    assert json.loads(kept_now.devices) == [free]
+    events = [json.loads(line) for line in svc.paths.events_file.read_text().splitlines()]
+    [remap] = [e for e in events if e["action"] == "reservation.remap"]
+    assert (remap["user"], remap["resource"]) == ("ds01d", "reservation/r1")
+    assert remap["details"]["devices"] == [free]
+    assert remap["details"]["replaced"] == {"GPU-gone": free}
+    assert "made" not in remap["details"]
 
 
 def test_the_lifecycle_loop_waits_only_until_the_next_reservation_step(tmp_path: Path) -> None:

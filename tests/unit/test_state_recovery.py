@@ -4,6 +4,7 @@ doctor's finding."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from datetime import datetime, timezone
@@ -181,6 +182,29 @@ def test_a_backup_is_a_checked_copy_taken_when_something_changed(tmp_path: Path)
     target = backup_path(tmp_path / "ds01.db")
     assert examine(target, "integrity_check").kind == "healthy"
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_failing_backup_is_logged_and_its_recovery_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    store = filled_store(tmp_path / "ds01.db")
+    backups = StateBackups(store)
+    target = backups.target
+    backups.target = tmp_path / "gone" / target.name  # its directory does not exist
+    with caplog.at_level(logging.INFO, logger="ds01.daemon.state_backup"):
+        assert backups.backup_now() is False
+        backups.target = target
+        assert backups.backup_now() is True
+        store.add_intent(CreateIntent("r1", "x._.1001", "alice", "2026"))
+        assert backups.backup_now() is True  # nothing failed before it: nothing said
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in messages] == [logging.ERROR, logging.INFO], messages
+    failure = messages[0][1]
+    assert failure.startswith(f"cannot back up the state database to {tmp_path / 'gone'}/")
+    assert failure.endswith("; the previous backup stays")
+    assert messages[1][1] == f"state backups work again ({target})"
+    backups.stop()
+    store.close()
 
 
 def test_a_restore_keeps_the_damaged_file_and_drops_stale_intents(tmp_path: Path):

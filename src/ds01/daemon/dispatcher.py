@@ -62,6 +62,7 @@ from ds01.core.scheduler import (
     plan,
 )
 from ds01.daemon import schemas as api
+from ds01.daemon.access import resource_of
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
@@ -474,9 +475,7 @@ class GpuDispatcher(PeriodicPass):
         except Ds01Error as exc:
             self._fail(entry, exc.message)
             return False
-        service.events.emit(
-            "container.start", user="ds01d", resource=f"container/{record.docker_name}"
-        )
+        service.events.emit("container.start", user="ds01d", resource=resource_of(record))
         self._finish_started(entry, record.gpus, now)
         return True
 

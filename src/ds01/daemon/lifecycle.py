@@ -78,6 +78,7 @@ from ds01.core.lifecycle import (
     warned,
 )
 from ds01.daemon import schemas as api
+from ds01.daemon.access import resource_of
 from ds01.daemon.disk import DiskWatch
 from ds01.daemon.dispatcher import USAGE_HALF_LIVES_KEPT
 from ds01.daemon.limits_enforcement import record_parent
@@ -325,9 +326,7 @@ class LifecycleLoop(PeriodicPass):
         clock = observe(clocks.get(record.id), sample, running_since=started, policy=owner.policy)
         exemption = covering_exemption(exemptions, record.user, record.name, now)
         # Its own runtime limit: the one its owner declared for it, if any.
-        limit = runtime_limit_hours(
-            owner.limits.max_runtime_hours, runtime_hours_of(record.labels)
-        )
+        limit = runtime_limit_hours(owner.limits.max_runtime_hours, runtime_hours_of(record.labels))
         limits = replace(owner.limits, max_runtime_hours=limit)
         decision = decide(clock, now, owner.policy, limits, demand=demand, exemption=exemption)
         done: list[str] = []
@@ -400,7 +399,7 @@ class LifecycleLoop(PeriodicPass):
         self.service.events.emit(
             "lifecycle.warn",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={
                 "kind": warning.kind,
                 "level": warning.level,
@@ -426,7 +425,7 @@ class LifecycleLoop(PeriodicPass):
         self.service.events.emit(
             f"cleanup.{stop.kind}",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"reason": stop.reason},
         )
         return True
@@ -459,7 +458,7 @@ class LifecycleLoop(PeriodicPass):
             self.service.events.emit(
                 "lifecycle.notice",
                 user=record.user,
-                resource=f"container/{record.docker_name}",
+                resource=resource_of(record),
                 details={"file": str(workspace / NOTICE_FILE), "error": why},
                 outcome="failure",
             )

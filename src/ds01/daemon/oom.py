@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from ds01.core.container_resources import OOM_KILL_ACTION
+from ds01.daemon.access import resource_of
 from ds01.daemon.health import MAX_WAIT_SECONDS, PassTracker
 from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.periodic import PeriodicPass
@@ -329,7 +330,7 @@ class OomWatcher(PeriodicPass):
         self.events.emit(
             OOM_KILL_ACTION,
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={
                 "container": record.name,
                 "limit": finding.limit,

@@ -31,6 +31,24 @@ from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import QueuedRequest, QueueKind
 
 
+def release_devices(
+    context: DaemonContext, record: ContainerRecord, now: datetime, reason: str
+) -> None:
+    """Under the allocation lock: ``record``'s devices go back to the pool at ``now`` (the
+    store's release) and a ``gpu.release`` event by ds01d says so, with ``reason``.
+
+    Raises:
+        Ds01Error: the store could not record the release (then no event is written).
+    """
+    context.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
+    context.events.emit(
+        "gpu.release",
+        user="ds01d",
+        resource=resource_of(record),
+        details=devices_details(record.gpus, record.gpu_equivalents, reason=reason),
+    )
+
+
 def released_request(record: ContainerRecord, inventory: Inventory) -> GpuRequest:
     """What a released container asks for again: as many whole GPUs, or the same MIG
     profile, as its labels record.
@@ -103,9 +121,7 @@ class QueueDesk:
             return Queued(entry=waiting, reason=why.message)
         self._check_queue_room(owner, "start", [])
         request = released_request(record, self.context.backend.inventory())
-        return self._join_queue(
-            owner, "start", record.name, record.group, request, "", why, via
-        )
+        return self._join_queue(owner, "start", record.name, record.group, request, "", why, via)
 
     def release_devices(
         self,
@@ -117,19 +133,8 @@ class QueueDesk:
     ) -> None:
         """Under the allocation lock: a stopped container's devices go back to the pool
         (``reason``: why, when not the end of its hold after stop)."""
-        ctx = self.context
-        ctx.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
-        ctx.events.emit(
-            "gpu.release",
-            user="ds01d",
-            resource=resource_of(record),
-            details=devices_details(
-                record.gpus,
-                record.gpu_equivalents,
-                reason=reason
-                or f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)",
-            ),
-        )
+        why = reason or f"stopped for {held_minutes:g} min (gpu_hold_after_stop_minutes)"
+        release_devices(self.context, record, now, why)
 
     def _queued_for(self, uid: int, container: str) -> QueuedRequest | None:
         """The waiting request of user ``uid`` for ``container``, if any."""

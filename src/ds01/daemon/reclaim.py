@@ -45,8 +45,9 @@ from ds01.core.borrowing import (
     stop_due,
 )
 from ds01.core.scheduler import PendingRequest
-from ds01.daemon.access import devices_details, resource_of
+from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.queue_desk import release_devices
 from ds01.daemon.reservations import kept
 from ds01.daemon.views import allocation_state
 from ds01.errors import Ds01Error
@@ -123,9 +124,7 @@ class BorrowReclaim:
         if gone:
             store.forget_warnings(WARNING_KIND, gone)
         return {
-            by_id[c].docker_name: datetime.fromisoformat(t)
-            for c, t in stored.items()
-            if c in by_id
+            by_id[c].docker_name: datetime.fromisoformat(t) for c, t in stored.items() if c in by_id
         }
 
     def _started_at(
@@ -181,17 +180,11 @@ class BorrowReclaim:
         try:
             if record.status == "running":
                 self._stop_container(record, reason)
-            ctx.store.release(record.id, record.docker_name, now.isoformat(timespec="seconds"))
+            release_devices(ctx, record, now, "reclaimed")
         except Ds01Error as exc:
             log.error("could not reclaim %s: %s", record.docker_name, exc.message)
             return False
         ctx.store.forget_warnings(WARNING_KIND, [record.id])
-        ctx.events.emit(
-            "gpu.release",
-            user="ds01d",
-            resource=resource_of(record),
-            details=devices_details(record.gpus, record.gpu_equivalents, reason="reclaimed"),
-        )
         ctx.events.emit(
             "container.reclaim",
             user="ds01d",

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -80,6 +80,7 @@ from ds01.core.reservations import (
     slot_places,
 )
 from ds01.daemon import schemas as api
+from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
 from ds01.errors import Ds01Error, InvalidInput, NoCapacity, NotFound, QuotaExceeded
@@ -230,6 +231,27 @@ def _event_details(r: Reservation) -> dict[str, object]:
         "end": r.end.isoformat(timespec="seconds"),
         **({"note": r.note} if r.note else {}),
     }
+
+
+def _remapped(
+    ctx: DaemonContext,
+    r: Reservation,
+    devices: Sequence[str],
+    replaced: Mapping[str, str],
+    **more: object,
+) -> None:
+    """The ``reservation.remap`` event: ``r`` now holds ``devices``, each of ``replaced``'s
+    keys replaced by its value; ``more`` details after those."""
+    ctx.events.emit(
+        "reservation.remap",
+        user="ds01d",
+        resource=f"reservation/{r.id}",
+        details={
+            **_event_details(replace(r, devices=tuple(devices))),
+            "replaced": dict(replaced),
+            **more,
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -746,16 +768,7 @@ class ReservationWatch:
                         inventory = ctx.backend.inventory()
                 devices = [made.get(u, u) for u in r.devices]
                 if made and ctx.store.set_reservation_devices(r.id, devices):
-                    ctx.events.emit(
-                        "reservation.remap",
-                        user="ds01d",
-                        resource=f"reservation/{r.id}",
-                        details={
-                            **_event_details(replace(r, devices=tuple(devices))),
-                            "replaced": made,
-                            "made": True,
-                        },
-                    )
+                    _remapped(ctx, r, devices, made, made=True)
 
     def _repair(self, now: datetime) -> None:
         """Re-map the devices of reservations that are gone (``core.reservations.repair``):
@@ -776,15 +789,7 @@ class ReservationWatch:
             r = fixed.reservation
             if fixed.changed:
                 log.info("reservation %s re-mapped: %s", r.id, dict(fixed.replaced))
-                ctx.events.emit(
-                    "reservation.remap",
-                    user="ds01d",
-                    resource=f"reservation/{r.id}",
-                    details={
-                        **_event_details(replace(r, devices=fixed.devices)),
-                        "replaced": {old: new for old, new in fixed.replaced},
-                    },
-                )
+                _remapped(ctx, r, fixed.devices, dict(fixed.replaced))
             if fixed.missing and r.id not in known:
                 log.warning(
                     "reservation %s keeps devices that are gone (a MIG layout changed?) and "
@@ -839,7 +844,7 @@ class ReservationWatch:
         self.ctx.events.emit(
             "lifecycle.warn",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"kind": kind, "reservation": reservation, "stop_at": stop_at.isoformat()},
         )
 
@@ -860,7 +865,7 @@ class ReservationWatch:
         ctx.events.emit(
             "cleanup.reservation",
             user=record.user,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"reason": stop.reason, "reservation": stop.reservation},
         )
         if owner is not None:

@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import threading
 
+from ds01.problem_log import ProblemLog
 from ds01.runtime.store import StateStore
 from ds01.runtime.store_files import backup_path, write_backup
 
@@ -54,7 +55,11 @@ class StateBackups:
         self._copy_lock = threading.Lock()
         self._source: sqlite3.Connection | None = None
         self._copied_version: int | None = None
-        self._last_error: str | None = None
+        self._problem = ProblemLog(
+            log,
+            logging.ERROR,
+            "cannot back up the state database to %s: %s; the previous backup stays",
+        )
 
     def start(self) -> None:
         if self._thread is not None:
@@ -88,22 +93,12 @@ class StateBackups:
                     return False
                 write_backup(self._source, self.target)
             except (sqlite3.Error, OSError) as exc:
-                self._failed(str(exc))
+                self._problem.failed(str(exc), self.target)
                 return False
             self._copied_version = version
-            if self._last_error is not None:
+            if self._problem.cleared():
                 log.info("state backups work again (%s)", self.target)
-                self._last_error = None
             return True
-
-    def _failed(self, error: str) -> None:
-        if error != self._last_error:
-            log.error(
-                "cannot back up the state database to %s: %s; the previous backup stays",
-                self.target,
-                error,
-            )
-        self._last_error = error
 
     def _loop(self) -> None:
         soon = self.store.backup_soon

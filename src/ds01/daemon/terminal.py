@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ds01.daemon import schemas as api
+from ds01.daemon.access import resource_of
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error, NotFound
@@ -156,7 +157,7 @@ class Terminals:
         service.events.emit(
             "container.terminal",
             user=caller.name,
-            resource=f"container/{record.docker_name}",
+            resource=resource_of(record),
             details={"command": command[:1] if request.command else ["login shell"]},
         )
         return session, raw

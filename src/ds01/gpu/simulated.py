@@ -76,6 +76,7 @@ from ds01.gpu.mig_state import (
 )
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.mig import MigStep
+from ds01.problem_log import ProblemLog
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,11 @@ class SimulatedBackend(GpuBackend):
         self.telemetry_file = telemetry_file
         self.mig_file = mig_file
         self.process_file = process_file
-        self._last_telemetry_problem: str | None = None
+        self._telemetry_problem = ProblemLog(
+            log,
+            logging.WARNING,
+            "simulated telemetry file %s ignored, all devices read as idle: %s",
+        )
         self._mig_lock = threading.Lock()
         self._mig_changes = self._read_mig_changes()
         self._starts: dict[str, int | None] = {}  # MIG instance UUID -> its start
@@ -265,15 +270,9 @@ class SimulatedBackend(GpuBackend):
             readings = read_simulated_telemetry(self.telemetry_file)
         except (OSError, ValidationError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
-            if problem != self._last_telemetry_problem:
-                log.warning(
-                    "simulated telemetry file %s ignored, all devices read as idle: %s",
-                    self.telemetry_file,
-                    problem,
-                )
-                self._last_telemetry_problem = problem
+            self._telemetry_problem.failed(problem, self.telemetry_file)
             return {}
-        self._last_telemetry_problem = None
+        self._telemetry_problem.cleared()
         return readings
 
     def _build_inventory(self) -> Inventory:
