@@ -216,16 +216,19 @@ def test_old_api_versions() -> None:
     [
         {"Cmd": ["id"]},
         {"Cmd": ["id"], "User": "alice"},
-        {"Cmd": ["id"], "User": "1001:1001", "Tty": True, "Env": ["A=1"]},
+        {"Cmd": ["id"], "User": "1001"},
+        {"Cmd": ["id"], "User": "1001:2002", "Tty": True, "Env": ["A=1"]},
     ],
 )
-def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
-    assert d.check_exec(body, uid=1001, gid=1001, user="alice") == body
+def test_an_exec_as_the_owner_passes_as_the_owners_numbers(body: dict[str, object]) -> None:
+    # Never the name or a lone uid: dockerd would read them in the container's /etc/passwd.
+    sent = d.check_exec(body, uid=1001, gid=2002, user="alice")
+    assert sent == {**body, "User": "1001:2002"}
 
 
 def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
     sent = d.check_exec({"Cmd": ["id"], "user": "", "Privileged": False}, uid=1, gid=1, user="a")
-    assert sent == {"Cmd": ["id"]}
+    assert sent == {"Cmd": ["id"], "User": "1:1"}
 
 
 @pytest.mark.parametrize(
@@ -236,6 +239,7 @@ def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
         {"Cmd": ["id"], "User": "0:0"},
         {"Cmd": ["id"], "User": "bob"},
         {"Cmd": ["id"], "User": "1001:0"},
+        {"Cmd": ["id"], "User": "alice:0"},
         {"Cmd": ["id"], "Privileged": True},
         {"Cmd": ["id"], "Unknown": 1},
         {"Cmd": ["id"], "user": "root"},  # dockerd would read it as User

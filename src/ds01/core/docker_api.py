@@ -474,8 +474,11 @@ ROOT_EXEC_MESSAGE = (
 def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, object]:
     """The exec create to send dockerd: only the fields the door knows, as it read them
     (dockerd's JSON decoder matches keys case-insensitively, so a ``"user"`` the door did
-    not read must never reach it). Refused: privileged, another user (root included:
-    ``ROOT_EXEC_MESSAGE``), fields the door does not know.
+    not read must never reach it), and always ``User`` ``uid:gid`` in numbers: a name
+    (``alice``) is looked up in the container's own ``/etc/passwd``, which the user may
+    have written (``alice:x:0:0``: root), and a uid alone takes its group from there too
+    (group 0 where the uid has no entry). Refused: privileged, another user (root
+    included: ``ROOT_EXEC_MESSAGE``), fields the door does not know.
 
     Raises:
         BadRequest: the body is not a JSON object with a command (answered 400).
@@ -491,7 +494,8 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     asked = body.get("User") or ""
     if asked not in ("", user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
         raise PermissionError(ROOT_EXEC_MESSAGE.format(asked=str(asked)[:40]))
-    return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
+    kept = {k: v for k, v in body.items() if k in _EXEC_FIELDS and k not in ("Privileged", "User")}
+    return {**kept, "User": f"{uid}:{gid}"}
 
 
 #: Fields of an update the door reads (everything else must be left unset).
