@@ -27,6 +27,19 @@ def test_a_versioned_path_is_read_without_its_prefix() -> None:
     assert d.with_query(request) == "/v1.41/containers/json?all=1&size=0"
 
 
+def test_a_forwarded_path_is_the_one_the_door_read() -> None:
+    # dockerd decodes the path again: a %2F the door read as a character stays one.
+    request = d.parse_request(head("GET /v1.41/containers%2Fjson?all=1 HTTP/1.1"))
+    assert request.path == "/containers/json"  # decoded once, as the door routes it
+    assert d.with_query(request) == "/v1.41/containers/json?all=1"
+    odd = d.parse_request(head("GET /v1.41/images/a%253Fb%2520c/json HTTP/1.1"))
+    assert odd.path == "/images/a%3Fb%20c/json"
+    assert d.with_query(odd) == "/v1.41/images/a%253Fb%2520c/json"
+    assert d.quoted("/images/localhost:5000/x@sha256:ab/json") == (
+        "/images/localhost:5000/x@sha256:ab/json"
+    )
+
+
 def test_an_unversioned_path_stays_unversioned() -> None:
     request = d.parse_request(head("HEAD /_ping HTTP/1.1", "Host: docker"))
     assert (request.path, request.version) == ("/_ping", None)
@@ -157,6 +170,14 @@ def test_malformed_filters_are_refused(text: str) -> None:
         ("GET /containers/x/logs HTTP/1.1", False),
         ("GET /containers/x/stats HTTP/1.1", True),
         ("GET /containers/x/stats?stream=0 HTTP/1.1", False),
+        # As dockerd reads them: the first of a key given twice, and Go's idea of true.
+        ("GET /containers/x/logs?follow=yes HTTP/1.1", True),
+        ("GET /containers/x/logs?follow=1&follow=0 HTTP/1.1", True),
+        ("GET /containers/x/logs?follow=0&follow=1 HTTP/1.1", False),
+        ("GET /containers/x/logs?follow=%20False%20 HTTP/1.1", False),
+        ("GET /containers/x/stats?stream=1&stream=0 HTTP/1.1", True),
+        ("GET /containers/x/stats?stream=none HTTP/1.1", False),
+        ("GET /containers/x/stats?stream= HTTP/1.1", False),
         ("GET /events HTTP/1.1", True),
         ("GET /containers/json HTTP/1.1", False),
         ("POST /swarm/init HTTP/1.1", False),

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ds01.core.docker_create import is_network_name, is_object_name, unset
 from ds01.core.image_build import image_name, user_namespace
@@ -153,13 +153,18 @@ class DockerRequest:
     head_bytes: int
 
     def query_value(self, key: str) -> str | None:
-        """The last value of query ``key``, or ``None``."""
-        values = [v for k, v in self.query if k == key]
-        return values[-1] if values else None
+        """The first value of query ``key``, as dockerd reads it (Go's ``FormValue``), or
+        ``None``: a key given twice means to the door what it means to dockerd."""
+        return next((v for k, v in self.query if k == key), None)
 
-    def flag(self, key: str) -> bool:
-        """Whether query ``key`` is true as Docker reads it (``1``, ``true``, ``True``)."""
-        return (self.query_value(key) or "").lower() in ("1", "true")
+    def flag(self, key: str, *, default: bool = False) -> bool:
+        """Whether query ``key`` is true as dockerd reads it (``BoolValueOrDefault``):
+        ``default`` when absent, else anything but empty, ``0``, ``no``, ``false`` and
+        ``none`` (any case, spaces trimmed): ``follow=yes`` follows."""
+        value = self.query_value(key)
+        if value is None:
+            return default
+        return value.strip().lower() not in ("", "0", "no", "false", "none")
 
     @property
     def chunked(self) -> bool:
@@ -307,7 +312,7 @@ def waits(request: DockerRequest) -> bool:
     if key == "never":
         return False
     if key == "stream":  # stats streams unless told not to
-        return (request.query_value("stream") or "1").lower() not in ("0", "false")
+        return request.flag("stream", default=True)
     return request.flag(key)
 
 
@@ -362,7 +367,14 @@ def with_query(request: DockerRequest, **replaced: str) -> str:
     """The request's versioned path and query, with the given keys' values replaced."""
     kept = [(k, v) for k, v in request.query if k not in replaced]
     query = urlencode(kept + list(replaced.items()))
-    return request_path(request, request.path) + (f"?{query}" if query else "")
+    return request_path(request, quoted(request.path)) + (f"?{query}" if query else "")
+
+
+def quoted(path: str) -> str:
+    """A path the door read (percent-decoded) as it goes to dockerd, encoded again: dockerd
+    decodes it once more, and must read the path the door checked (``%2F`` stays a
+    character of a name, never a new segment)."""
+    return quote(path, safe="/:@")
 
 
 #: What a ``docker save`` is answered when ``images.yaml`` does not allow it.
@@ -819,6 +831,7 @@ __all__ = [
     "parse_request",
     "pull_line",
     "pull_reference",
+    "quoted",
     "rename_target",
     "request_path",
     "route",
