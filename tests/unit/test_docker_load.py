@@ -32,6 +32,7 @@ from ds01.core.docker_load import (
     compression_of,
     header_problem,
 )
+from ds01.runtime import archive_rewrite
 from ds01.runtime.archive_rewrite import spool_load
 from tar_shapes import TWO_WAY_SIZE, gzip_smuggled, size_smuggled, tar_bytes, with_checksum
 
@@ -308,6 +309,24 @@ def test_a_size_field_read_two_ways_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LoadRefused, match="size field is not a plain octal number"):
         load(size_smuggled(seen(), evil()), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_what_goes_on_is_what_the_door_read_even_past_the_header_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new tar alone keeps the tail from dockerd: with the header check off, the size
+    read two ways goes on as the 0 the door read, ``junk`` as a file, the hidden members
+    inside it as its content; and every header of the new tar reads one way only."""
+    monkeypatch.setattr(archive_rewrite, "header_problem", lambda block: None)
+    tags, sent = load(size_smuggled(seen(), evil()), tmp_path)
+    assert tags == ["alice/model:1"]
+    with tarfile.open(fileobj=io.BytesIO(sent)) as tar:
+        members = list(tar)
+        assert [m.name for m in members] == [m.name for m, _ in seen()] + ["pad", "junk"]
+        assert members[-2].size == 0
+        assert tar.extractfile(members[-1]).read() == tar_bytes(evil())  # type: ignore[union-attr]
+    for member in members:
+        assert header_problem(sent[member.offset : member.offset + tarfile.BLOCKSIZE]) is None
 
 
 @pytest.mark.parametrize(
