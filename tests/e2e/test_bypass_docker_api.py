@@ -33,6 +33,7 @@ in the same write by a privileged create: she gets one answer, and nothing is cr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -51,6 +52,7 @@ from rawapi import RawApi, http_request
 from ds01.daemon.connections import DEFAULT_LIMITS
 from ds01.daemon.networks import network_name
 from support import TEST_IMAGE, TEST_IMAGES_YAML, wait_until
+from tar_shapes import Members, gzip_smuggled, size_smuggled
 
 LIMITS = """
     defaults:
@@ -518,3 +520,73 @@ def test_a_hijack_dockerd_does_not_grant_carries_nothing_more_to_dockerd(
             assert reply.status == status and reply.error is None, f"{what}: {reply}"
             assert b"HTTP/1." not in reply.body, f"{what}: a second answer came: {reply}"
     assert docker_client.containers.list(all=True, filters={"name": "smuggled"}) == []
+
+
+def smuggling_members(saved: bytes) -> tuple[Members, Members]:
+    """The members of a real ``docker save`` of ``alice/loaded:1`` (what the door checks),
+    and the members to hide behind them: the same image's config with bob's owner label
+    (``ds01.image.owner=bob``) and a manifest tagging it ``someone-else/x:1``."""
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
+        seen = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
+    files = {info.name: data for info, data in seen}
+    [image] = json.loads(files["manifest.json"])
+    config = json.loads(files[image["Config"]])
+    config["config"]["Labels"] = {**(config["config"].get("Labels") or {}),
+                                  "ds01.image.owner": "bob"}  # fmt: skip
+    manifest = [{**image, "Config": "evil.json", "RepoTags": ["someone-else/x:1"]}]
+    hidden = []
+    for name, data in (("evil.json", json.dumps(config)), ("manifest.json", json.dumps(manifest))):
+        info = tarfile.TarInfo(name)
+        info.size = len(data.encode())
+        hidden.append((info, data.encode()))
+    return seen, hidden
+
+
+def test_a_load_that_two_tar_readers_read_apart_brings_in_only_what_the_door_read(
+    ds01d: Any, docker_client: Any, test_image: str
+) -> None:
+    """``docker load`` through the door, as alice, of a real saved image of hers with a
+    tail that Python's tarfile (the door's checks) does not see and Go's (dockerd's) does:
+    behind a size field that the two read apart, or in a second gzip stream. The tail tags
+    the image ``someone-else/x:1`` and labels it bob's. Each load is refused, audited; and
+    afterwards no image has a tag outside alice's namespace or bob's owner label."""
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML + "docker_load: true\n")
+    mine = "alice/loaded:1"
+    docker_client.images.get(test_image).tag(mine)
+    try:
+        saved = b"".join(docker_client.images.get(mine).save(named=mine))
+    finally:
+        docker_client.images.remove(mine)
+    seen, hidden = smuggling_members(saved)
+
+    def tags() -> set[str]:
+        return {tag for image in docker_client.images.list() for tag in image.tags}
+
+    def claimed() -> set[str]:
+        labelled = docker_client.images.list(filters={"label": "ds01.image.owner"})
+        return {i.id for i in labelled if i.labels.get("ds01.image.owner") != "alice"}
+
+    tags_before, claimed_before = tags(), claimed()
+    shapes = {
+        "a size field read two ways": size_smuggled(seen, hidden),
+        "a second gzip stream": gzip_smuggled(seen, hidden),
+    }
+    failures = []
+    try:
+        with RawApi(d.docker_socket, "alice") as api:
+            for what, body in shapes.items():
+                denied = len(d.events_where(user="alice", outcome="denied"))
+                reply = api.send(http_request("POST", f"{V}/images/load?quiet=1", body))
+                outside = sorted(t for t in tags() - tags_before if not t.startswith("alice/"))
+                owned = claimed() - claimed_before
+                if outside or owned:
+                    failures.append(f"{what}: tagged {outside}, bob's label on {owned}: {reply}")
+                elif reply.status not in (400, 403) or "ds01 loads" not in reply.body.decode():
+                    failures.append(f"{what}: not refused: {reply}")
+                elif len(d.events_where(user="alice", outcome="denied")) <= denied:
+                    failures.append(f"{what}: refused but not logged")
+    finally:
+        for ref in ("someone-else/x:1", mine):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(ref, force=True)
+    assert not failures, "\n\n".join(failures)

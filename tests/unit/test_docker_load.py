@@ -1,26 +1,40 @@
-"""A ``docker load`` through the Docker API door: the tar is spooled as sent (bounded) and
-read on the way; it goes on only when every image in it is tagged in the caller's own
-namespace, has a config in the tar that claims none of ds01's labels (not even her own
-owner label), and nothing in it lies below a symbolic link of its own; a tar as Docker 25
-and later save it (an OCI image layout with Docker's manifest beside it) is read the same
-way. Then dockerd's answer, read on its way to the client, says what it loaded or why not
-(the ``image.load`` event's outcome)."""
+"""A ``docker load`` through the Docker API door: the tar is read (bounded) and written
+again, plain, each header made anew, and only that goes on to dockerd; a tar that another
+reader could read as other members (a header field not in its one plain form, more after
+its end or its compressed stream) is refused. It goes on only when every image in it is
+tagged in the caller's own namespace, has a config in the tar that claims none of ds01's
+labels (not even her own owner label), and nothing in it lies below a symbolic link of
+its own; a tar as Docker 25 and later save it (an OCI image layout with Docker's manifest
+beside it) is read the same way. Then dockerd's answer, read on its way to the client,
+says what it loaded or why not (the ``image.load`` event's outcome)."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ds01.core.docker_api import own_repository
 from ds01.core.docker_archive import ArchiveRefused
-from ds01.core.docker_load import LoadAnswer, LoadArchive, LoadRefused
+from ds01.core.docker_load import (
+    MAGIC_BYTES,
+    LoadAnswer,
+    LoadArchive,
+    LoadRefused,
+    compression_of,
+    header_problem,
+)
+from ds01.runtime import archive_rewrite
 from ds01.runtime.archive_rewrite import spool_load
+from tar_shapes import TWO_WAY_SIZE, gzip_smuggled, size_smuggled, tar_bytes, with_checksum
 
 CONFIG = "abc.json"
 
@@ -67,14 +81,31 @@ def load(data: bytes, tmp_path: Path, limit: int = 1 << 20) -> tuple[list[str], 
     return archive.tags(lambda repo: own_repository(repo, "alice", 1001)), sent
 
 
-def test_a_tar_of_her_own_tagged_image_goes_on_as_sent(tmp_path: Path) -> None:
+def members_of(data: bytes) -> list[tuple[str, bytes, int, str, bytes]]:
+    """Each member of the tar ``data``: name, type, mode, link target, content."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [
+            (m.name, m.type, m.mode, m.linkname, tar.extractfile(m).read() if m.isreg() else b"")  # type: ignore[union-attr]
+            for m in tar
+        ]
+
+
+def test_a_tar_of_her_own_tagged_image_goes_on_with_the_same_members(tmp_path: Path) -> None:
     data = saved(tags=["alice/model:1", "alice/model:latest"])
-    assert load(data, tmp_path) == (["alice/model:1", "alice/model:latest"], data)
+    tags, sent = load(data, tmp_path)
+    assert tags == ["alice/model:1", "alice/model:latest"]
+    assert members_of(sent) == members_of(data)
 
 
-def test_a_compressed_tar_is_read_and_goes_on_compressed(tmp_path: Path) -> None:
-    data = gzip.compress(saved())
-    assert load(data, tmp_path) == (["alice/model:1"], data)
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress])
+def test_a_compressed_tar_is_read_and_goes_on_plain(
+    compress: Callable[[bytes], bytes], tmp_path: Path
+) -> None:
+    data = saved()
+    tags, sent = load(compress(data), tmp_path)
+    assert tags == ["alice/model:1"]
+    assert compression_of(sent[:MAGIC_BYTES]) is None
+    assert members_of(sent) == members_of(data)
 
 
 def test_an_image_may_say_what_it_serves_or_carry_emptied_ds01_labels(tmp_path: Path) -> None:
@@ -219,9 +250,13 @@ def oci_saved(tags: list[str], annotations: list[dict[str, str]] | None = None) 
     return out.getvalue()
 
 
-def test_an_oci_layout_tar_of_her_own_image_goes_on_as_sent(tmp_path: Path) -> None:
+def test_an_oci_layout_tar_of_her_own_image_goes_on_with_the_same_members(
+    tmp_path: Path,
+) -> None:
     data = oci_saved(["alice/model:1"])
-    assert load(data, tmp_path) == (["alice/model:1"], data)
+    tags, sent = load(data, tmp_path)
+    assert tags == ["alice/model:1"]
+    assert members_of(sent) == members_of(data)
 
 
 @pytest.mark.parametrize(
@@ -249,6 +284,182 @@ def test_an_oci_layout_tar_naming_another_tag_or_a_digest_is_refused(
 ) -> None:
     with pytest.raises(refusal, match=why):
         load(oci_saved(tags, annotations), tmp_path)
+
+
+# --- one tar, read one way: what reaches dockerd is what the door read ---------------------
+
+
+def evil() -> list[tuple[tarfile.TarInfo, bytes]]:
+    """What a smuggled tail would bring: bob's owner label and another's tag."""
+    config = json.dumps({"config": {"Labels": {"ds01.image.owner": "bob"}}}).encode()
+    manifest = json.dumps([{"Config": "evil.json", "RepoTags": ["someone-else/x:1"]}])
+    return [entry("evil.json", config), entry("manifest.json", manifest.encode())]
+
+
+def seen() -> list[tuple[tarfile.TarInfo, bytes]]:
+    return members_of_saved(saved())
+
+
+def members_of_saved(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
+
+
+def test_a_size_field_read_two_ways_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LoadRefused, match="size field is not a plain octal number"):
+        load(size_smuggled(seen(), evil()), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_goes_on_is_what_the_door_read_even_past_the_header_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new tar alone keeps the tail from dockerd: with the header check off, the size
+    read two ways goes on as the 0 the door read, ``junk`` as a file, the hidden members
+    inside it as its content; and every header of the new tar reads one way only."""
+    monkeypatch.setattr(archive_rewrite, "header_problem", lambda block: None)
+    tags, sent = load(size_smuggled(seen(), evil()), tmp_path)
+    assert tags == ["alice/model:1"]
+    with tarfile.open(fileobj=io.BytesIO(sent)) as tar:
+        members = list(tar)
+        assert [m.name for m in members] == [m.name for m, _ in seen()] + ["pad", "junk"]
+        assert members[-2].size == 0
+        assert tar.extractfile(members[-1]).read() == tar_bytes(evil())  # type: ignore[union-attr]
+    for member in members:
+        assert header_problem(sent[member.offset : member.offset + tarfile.BLOCKSIZE]) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (gzip_smuggled(seen(), evil()), "gzip"),
+        (bz2.compress(tar_bytes(seen(), end=False)) + bz2.compress(tar_bytes(evil())), "bzip2"),
+        (lzma.compress(tar_bytes(seen(), end=False)) + lzma.compress(tar_bytes(evil())), "xz"),
+        (gzip.compress(saved()) + b"\x00" * 512, "gzip"),  # not even zeros after it
+    ],
+)
+def test_a_second_compressed_stream_or_more_after_the_first_is_refused(
+    data: bytes, what: str, tmp_path: Path
+) -> None:
+    with pytest.raises(LoadRefused, match=f"more after the end of its {what} stream"):
+        load(data, tmp_path)
+
+
+def test_anything_but_zeros_after_the_tars_end_is_refused(tmp_path: Path) -> None:
+    # Python ends a tar at its first zero block; Go reads the next one.
+    after_one_zero_block = tar_bytes(seen(), end=False) + b"\x00" * 512 + tar_bytes(evil())
+    with pytest.raises(LoadRefused, match="more after the end of the archive"):
+        load(after_one_zero_block, tmp_path)
+    # Zeros (a tar's record padding) are no more tar to either.
+    assert load(saved() + b"\x00" * 8192, tmp_path)[0] == ["alice/model:1"]
+
+
+def test_a_tar_cut_inside_a_header_or_with_an_unreadable_header_is_not_a_tar(
+    tmp_path: Path,
+) -> None:
+    # Python would take either for the tar's end and read no further.
+    whole = tar_bytes(seen(), end=False)
+    bad_checksum = tar_bytes(evil())
+    bad_checksum = bad_checksum[:148] + b"0000000\x00" + bad_checksum[156:]
+    for data in (whole + tar_bytes(evil())[:300], whole + bad_checksum):
+        with pytest.raises(ArchiveRefused, match="not a tar") as refused:
+            load(data, tmp_path)
+        assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        (entry("dev", kind=tarfile.CHRTYPE), r"type b'3'"),
+        (entry("fifo", kind=tarfile.FIFOTYPE), r"type b'6'"),
+        (entry("c", b"x", kind=tarfile.CONTTYPE), r"type b'7'"),
+        (entry("s", kind=tarfile.GNUTYPE_SPARSE), r"type b'S'"),
+    ],
+)
+def test_a_member_other_than_a_file_directory_or_link_is_refused(
+    member: tuple[tarfile.TarInfo, bytes], why: str, tmp_path: Path
+) -> None:
+    with pytest.raises(LoadRefused, match=why):
+        load(saved(extra=(member,)), tmp_path)
+
+
+def test_a_global_pax_header_is_refused(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"path": "manifest.json"}) as tar:  # fmt: skip
+        for info, data in seen():
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    with pytest.raises(LoadRefused, match=r"type b'g'"):
+        load(out.getvalue(), tmp_path)
+
+
+def test_the_new_tar_has_headers_made_anew(tmp_path: Path) -> None:
+    """Owners, set-id bits and PAX records stay behind; long and non-ASCII names, links
+    and contents go on as read."""
+    planted = entry("x" * 150 + "/é.bin", b"data")
+    planted[0].uid, planted[0].uname, planted[0].mode = 0, "root", 0o6755
+    planted[0].pax_headers = {"SCHILY.xattr.security.capability": "\x01"}
+    link = entry("l1/other.tar", kind=tarfile.SYMTYPE, link="layer.tar")
+    _, sent = load(saved(extra=(planted, link)), tmp_path)
+    with tarfile.open(fileobj=io.BytesIO(sent)) as tar:
+        members = {m.name: m for m in tar}
+        copied = members["x" * 150 + "/é.bin"]
+        assert tar.extractfile(copied).read() == b"data"  # type: ignore[union-attr]
+    assert (copied.mode, copied.uname, copied.pax_headers.keys() - {"path"}) == (0o755, "", set())
+    assert (members["l1/other.tar"].type, members["l1/other.tar"].linkname) == (
+        tarfile.SYMTYPE, "layer.tar")  # fmt: skip
+
+
+def test_a_first_name_read_as_compression_or_a_zstd_stream_is_refused(tmp_path: Path) -> None:
+    # Sent compressed, its first member named so: dockerd would read the new, plain tar
+    # as bzip2.
+    first = tarfile.TarInfo("BZh91AY&SY")
+    with pytest.raises(LoadRefused, match="begins as a compressed stream does"):
+        load(gzip.compress(tar_bytes([(first, b""), *seen()])), tmp_path)
+    with pytest.raises(LoadRefused, match="zstd"):
+        load(b"\x28\xb5\x2f\xfd" + b"\x00" * 600, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_limit_holds_for_the_uncompressed_tar(tmp_path: Path) -> None:
+    bomb = gzip.compress(saved(extra=(entry("zeros", b"\x00" * (4 << 20)),)))
+    assert len(bomb) < 1 << 20
+    with pytest.raises(ArchiveRefused, match="larger than") as too_big:
+        load(bomb, tmp_path, limit=1 << 20)
+    assert too_big.value.status == 413
+
+
+def header(**fields: bytes) -> bytes:
+    """A ustar header of a file, ``fields`` (by name: offset) written over it."""
+    block = tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT)
+    offsets = {"size": 124, "mode": 100, "kind": 156, "prefix": 345, "magic": 257}
+    for name, value in fields.items():
+        at = offsets[name]
+        block = block[:at] + value + block[at + len(value) :]
+    return with_checksum(block)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({}, None),
+        ({"size": b"   1000 \x00\x00 "}, None),  # spaces, as old tars pad
+        ({"size": b"\x80" + (9 << 30).to_bytes(11, "big")}, None),  # base-256, over 8 GiB
+        ({"size": TWO_WAY_SIZE}, "size field"),
+        ({"size": b"0_00001000\x00"}, "size field"),  # Python's int() takes the underscore
+        ({"size": b"1000\x002\x00\x00\x00\x00\x00\x00"}, "size field"),
+        ({"size": b"\xff" * 12}, "size field"),  # negative base-256
+        ({"size": b"\x81" + b"\x00" * 11}, "size field"),  # base-256 to Go, not to Python
+        ({"mode": b"\x00000644\x00"}, "mode field"),
+        ({"kind": b"g"}, "type b'g'"),
+        ({"kind": b"x", "size": b"%011o\x00" % (2 << 20)}, "PAX header is larger"),
+        ({"prefix": b"dir", "magic": b"ustar  \x00"}, "name prefix"),  # GNU: no prefix to Go
+        ({"prefix": b"dir"}, None),  # POSIX ustar: a prefix to both
+    ],
+)
+def test_a_header_is_read_one_way_only(fields: dict[str, bytes], problem: str | None) -> None:
+    found = header_problem(header(**fields))
+    assert (found is None) if problem is None else (found is not None and problem in found)
 
 
 # --- dockerd's answer, read on its way to the client ---------------------------------------

@@ -21,6 +21,16 @@ by member as the body streams in) and lets it on only when:
 - no member lies below a symbolic link of the same tar (dockerd would follow it when it
   reads the manifest or a config), and there are at most :data:`MAX_LOAD_MEMBERS` members.
 
+dockerd never gets the client's bytes: Go's ``archive/tar`` and Python's ``tarfile`` do
+not read every tar alike (a size field with a leading NUL is 0 to one and 512 to the
+other; concatenated gzip streams are one tar to Go and the first stream only to Python),
+so what dockerd read could differ from what the door checked. The door writes a new plain
+tar of the members it read (:func:`loaded_member`: a header made anew, the content as it
+came) and sends that, and it refuses a tar that could be read two ways
+(:func:`header_problem`: a header field not in its one plain form, a member type other
+than a file, directory or link; and :data:`AFTER_THE_END`: anything but zeros after the
+tar's end, or after the first compressed stream).
+
 The image allowlist still decides what runs: a loaded image runs only where
 ``images.yaml`` allows its reference (the registry, an ``allow`` pattern).
 
@@ -33,18 +43,22 @@ could not load; the door's ``image.load`` event says which.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ds01.core.docker_archive import member_key
+from ds01.core.docker_archive import PERMISSION_BITS, member_key
 from ds01.core.image_build import IMAGE_DECLARED_LABELS, foreign_labels
 from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 from ds01.model.units import format_bytes
 
-#: The largest tar (as sent, compressed or not) a ``docker load`` may bring through the door.
+#: The largest tar a ``docker load`` may bring through the door: as sent, and once
+#: uncompressed (what the door spools and sends to dockerd).
 MAX_LOAD_BYTES = 16 * 1024**3
+#: The largest PAX extended header or GNU long name a loaded tar may carry (Go's limit).
+MAX_LOAD_META_BYTES = 1024**2
 #: The most members a loaded tar may have (a saved image has about three per layer).
 MAX_LOAD_MEMBERS = 65536
 #: The largest manifest, index or config the door reads (they are a few KiB).
@@ -66,6 +80,144 @@ LOAD_REFUSED = (
 
 class LoadRefused(DoorRefusal):
     """A tar the door does not load (why, in the message)."""
+
+
+#: A load refused for what follows the tar (``{what}``: the tar's end, or the first
+#: compressed stream's).
+AFTER_THE_END = (
+    "The image tar has more after {what}: ds01 loads exactly one tar (one compressed "
+    "stream, nothing but zeros after the end of the archive). Send it as docker save wrote it."
+)
+_UNREADABLE = (
+    "ds01 loads only a tar that every reader reads alike; send it as docker save wrote it."
+)
+
+#: How a compressed stream begins (``compression_of``): as dockerd tells a compressed tar
+#: from a plain one (zstd and its skippable frames as newer dockerd reads them).
+_MAGICS = (
+    ("gzip", b"\x1f\x8b"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+)
+#: Bytes at the start of a compressed stream that ``compression_of`` needs.
+MAGIC_BYTES = 6
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression a stream beginning with ``head`` (its first :data:`MAGIC_BYTES`
+    bytes, fewer when shorter) is in, as dockerd would read it; None for a plain tar."""
+    for name, magic in _MAGICS:
+        if head.startswith(magic):
+            return name
+    if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18":
+        return "zstd"  # a skippable frame
+    return None
+
+
+#: The header types a loaded tar may have: files, directories, links, and the headers
+#: that carry a long name or PAX records for the next one (no global PAX header, no
+#: sparse file, no device node, FIFO or contiguous file).
+_HEADER_TYPES = {
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.DIRTYPE: "directory",
+    tarfile.XHDTYPE: "PAX header",
+    tarfile.GNUTYPE_LONGNAME: "long name",
+    tarfile.GNUTYPE_LONGLINK: "long link name",
+}
+_META_TYPES = (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+#: A header's numeric fields (offset, length), as ustar lays them out.
+_NUMBERS = {
+    "mode": (100, 8),
+    "uid": (108, 8),
+    "gid": (116, 8),
+    "size": (124, 12),
+    "mtime": (136, 12),
+    "checksum": (148, 8),
+    "device major": (329, 8),
+    "device minor": (337, 8),
+}
+#: A number as every reader reads it alike: octal digits after spaces, then spaces or NULs.
+_OCTAL = re.compile(rb" *[0-7]* *\x00*[ \x00]*")
+_POSIX_MAGIC = b"ustar\x0000"
+#: The latest time a ustar header holds (a later one is written as the latest).
+_MAX_USTAR_TIME = 8**11 - 1
+_PREFIX = slice(345, 500)
+_STAR_TRAILER = slice(508, 512)
+
+
+def header_problem(block: bytes) -> str | None:
+    """Why the tar header ``block`` (512 bytes, not all zeros) could be read two ways, or
+    not faithfully written again; None when it reads one way only.
+
+    Go's reader strips leading NULs of a number where Python's stops at the first NUL,
+    reads any byte with the high bit as base-256 where Python takes only ``0x80`` and
+    ``0xff``, and joins the ustar prefix to the name only in a POSIX header where Python
+    joins it always; so a number must be plain octal (or positive base-256), and a prefix
+    only in a POSIX header.
+    """
+    for field_name, (offset, length) in _NUMBERS.items():
+        value = block[offset : offset + length]
+        if value[0] == 0x80:
+            continue  # positive base-256 (a size over 8 GiB), read alike
+        if not _OCTAL.fullmatch(value):
+            return f"a header's {field_name} field is not a plain octal number"
+    kind = block[156:157]
+    if kind not in _HEADER_TYPES:
+        return f"a member is of type {kind!r}, not a file, directory or link"
+    size = block[124:136]
+    if kind in _META_TYPES and (size[0] == 0x80 or _octal(size) > MAX_LOAD_META_BYTES):
+        return f"a {_HEADER_TYPES[kind]} is larger than {format_bytes(MAX_LOAD_META_BYTES)}"
+    if block[_PREFIX].strip(b"\x00") and (
+        block[257:265] != _POSIX_MAGIC or block[_STAR_TRAILER] == b"tar\x00"
+    ):
+        return "a header that is not POSIX ustar has a name prefix"
+    return None
+
+
+def _octal(value: bytes) -> int:
+    """A numeric field that ``_OCTAL`` matched, as a number."""
+    return int(value.strip(b" \x00") or b"0", 8)
+
+
+def header_refused(problem: str) -> LoadRefused:
+    """The refusal of a tar for a header's ``problem`` (:func:`header_problem`)."""
+    return LoadRefused(f"The image tar cannot be read one way only: {problem}. {_UNREADABLE}")
+
+
+def loaded_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The header that goes to dockerd in place of ``member`` (read by Python's
+    ``tarfile``): made anew from its name, type, size, permission bits, time and link
+    target, nothing else (no owner, no PAX record), so that dockerd reads the member the
+    door read.
+
+    Raises:
+        LoadRefused: a sparse or special file, a link or directory with content, a name
+            or link target with a NUL or that is not UTF-8.
+    """
+    name = member.name
+    for text in (name, member.linkname):
+        if "\x00" in text or any("\udc80" <= c <= "\udcff" for c in text):
+            raise header_refused(f"the name {text[:80]!r} has a NUL or is not UTF-8")
+    if not name:
+        raise header_refused("a member has no name")
+    out = tarfile.TarInfo(name)
+    out.mode = member.mode & PERMISSION_BITS
+    out.mtime = min(max(0, int(member.mtime)), _MAX_USTAR_TIME)
+    if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and member.sparse is None:
+        out.type, out.size = tarfile.REGTYPE, member.size
+        return out
+    kind = _HEADER_TYPES.get(member.type) if member.type in (
+        tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE) else None  # fmt: skip
+    if kind is None:
+        raise header_refused(f"{name[:80]!r} is not a file, directory or link")
+    if member.size:
+        raise header_refused(f"the {kind} {name[:80]!r} has content")
+    out.type, out.linkname = member.type, member.linkname
+    return out
 
 
 def _kind(member: tarfile.TarInfo) -> str:
@@ -362,13 +514,20 @@ def _own_tag(tag: object, own_repository: Callable[[str], str]) -> str:
 
 
 __all__ = [
+    "AFTER_THE_END",
     "LOAD_REFUSED",
+    "MAGIC_BYTES",
     "MAX_LOADED_NAMES",
     "MAX_LOAD_BYTES",
     "MAX_LOAD_JSON_BYTES",
     "MAX_LOAD_KEPT_BYTES",
     "MAX_LOAD_MEMBERS",
+    "MAX_LOAD_META_BYTES",
     "LoadAnswer",
     "LoadArchive",
     "LoadRefused",
+    "compression_of",
+    "header_problem",
+    "header_refused",
+    "loaded_member",
 ]

@@ -110,11 +110,13 @@ class ImageRequests(DoorExchange):
             self._visible_image(request, name)
 
     def _load(self, request: decide.DockerRequest) -> NoReturn:
-        """``docker load`` where ``images.yaml`` allows it: the tar spooled as it comes
-        (bounded) and read on the way; only a tar whose every image is tagged in the
-        caller's namespace and claims none of ds01's labels (``ds01.core.docker_load``)
-        goes on to dockerd, whose answer the client gets. Audited (``image.load``) once
-        dockerd has answered, with what it did."""
+        """``docker load`` where ``images.yaml`` allows it: the tar read as it comes
+        (bounded) and written again, plain, into a spool (``spool_load``: dockerd gets
+        what the door read, never the client's bytes); only a tar whose every image is
+        tagged in the caller's namespace and claims none of ds01's labels
+        (``ds01.core.docker_load``) goes on to dockerd, whose answer the client gets.
+        Audited (``image.load``) once dockerd has answered, with what it did (``bytes``:
+        the size of the tar dockerd got)."""
         assert self.caller is not None
         user = self.caller.user
         if not self.service.config().images.docker_load:

@@ -3,12 +3,14 @@ request body read from its socket (``Content-Length`` or chunked), and its tar w
 again member by member (``ds01.core.docker_archive.safe_member``) into an unlinked spool
 file, bounded in size. Only a tar whose every member passed goes on to dockerd. A copy out
 (and an export) streams back through :func:`filter_archive`, without what the caller
-could not read. A ``docker load``'s tar is spooled as it was sent (:func:`spool_load`),
-read on the way for ``ds01.core.docker_load`` to decide.
+could not read. A ``docker load``'s tar is written again too (:func:`spool_load`), plain,
+each header made anew, read on the way for ``ds01.core.docker_load`` to decide: dockerd
+gets the tar the door read, never the client's bytes.
 """
 
 from __future__ import annotations
 
+import bz2
 import io
 import lzma
 import socket
@@ -26,7 +28,16 @@ from ds01.core.docker_archive import (
     ReadableMembers,
     safe_member,
 )
-from ds01.core.docker_load import LoadArchive
+from ds01.core.docker_load import (
+    AFTER_THE_END,
+    MAGIC_BYTES,
+    LoadArchive,
+    LoadRefused,
+    compression_of,
+    header_problem,
+    header_refused,
+    loaded_member,
+)
 from ds01.model.units import format_bytes
 
 _RECV_BYTES = 65536
@@ -183,53 +194,162 @@ def _spooled(
     return spool, bounded.written
 
 
-class _Tee(io.RawIOBase):
-    """``source`` read through, every byte read also written to ``sink``."""
+class _Uncompressed(io.RawIOBase):
+    """A ``docker load``'s tar from ``source``, uncompressed as dockerd would read it: a
+    plain tar as it comes, or the one gzip, bzip2 or xz stream it begins with, and nothing
+    after that stream (a second one is more tar to dockerd, none to Python). At most
+    ``limit`` bytes are read from ``source``, and at most ``limit`` come out.
 
-    def __init__(self, source: IO[bytes], sink: _Bounded) -> None:
+    Raises (when read):
+        LoadRefused: a zstd stream, or anything after the compressed stream.
+        ArchiveRefused: more than ``limit`` bytes in or out (413).
+        tarfile.ReadError: the compressed stream is corrupt or ends early.
+        BodyError, OSError: from ``source``.
+    """
+
+    def __init__(self, source: IO[bytes], limit: int) -> None:
         super().__init__()
         self._source = source
-        self._sink = sink
+        self._limit = limit
+        self._taken = 0  # bytes read from source
+        self._given = 0  # bytes given out
+        head = b""
+        while len(head) < MAGIC_BYTES and (more := self._take(MAGIC_BYTES - len(head))):
+            head += more
+        self._pending = head  # read from source, not yet used
+        self._kind = compression_of(head)
+        if self._kind == "zstd":
+            raise LoadRefused(
+                "The image tar is compressed with zstd, which ds01 does not read: send it "
+                "plain, or compressed with gzip, bzip2 or xz."
+            )
+        self._gzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._other = bz2.BZ2Decompressor() if self._kind == "bzip2" else lzma.LZMADecompressor()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._source.read(len(target))
-        if not data:
-            return 0
-        self._sink.write(data)
+        data = self._plain(len(target)) if self._kind is None else self._inflate(len(target))
+        self._given += len(data)
+        if self._given > self._limit:
+            raise _too_large(self._limit)
         target[: len(data)] = data
         return len(data)
+
+    def _take(self, size: int) -> bytes:
+        data = self._source.read(size)
+        self._taken += len(data)
+        if self._taken > self._limit:
+            raise _too_large(self._limit)
+        return data
+
+    def _plain(self, size: int) -> bytes:
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data or self._take(size)
+
+    def _input(self) -> bytes:
+        data, self._pending = self._pending or self._take(_RECV_BYTES), b""
+        if not data:
+            raise tarfile.ReadError(f"its {self._kind} stream ends early")
+        return data
+
+    def _inflate(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the stream; b"" once it ended (and nothing followed)."""
+        while True:
+            stream = self._gzip if self._kind == "gzip" else self._other
+            if stream.eof:
+                return self._ended(stream.unused_data + self._pending)
+            if self._kind == "gzip":
+                data = self._pending or self._input()
+            else:
+                data = self._input() if self._other.needs_input else b""
+            try:
+                if self._kind == "gzip":
+                    out = self._gzip.decompress(data, size)
+                    self._pending = self._gzip.unconsumed_tail
+                else:
+                    out = self._other.decompress(data, size)
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:  # bz2: OSError
+                raise tarfile.ReadError(f"its {self._kind} stream is corrupt: {exc}") from None
+            if out:
+                return out
+
+    def _ended(self, unused: bytes) -> bytes:
+        if unused or self._take(1):
+            raise LoadRefused(AFTER_THE_END.format(what=f"the end of its {self._kind} stream"))
+        return b""
+
+
+def _too_large(limit: int) -> ArchiveRefused:
+    return ArchiveRefused(_LOAD_TOO_LARGE.format(limit=format_bytes(limit)), 413)
+
+
+class _OneWayHeader(tarfile.TarInfo):
+    """A tar header as Python reads it, refused where another reader (dockerd's Go) could
+    read it otherwise (``ds01.core.docker_load.header_problem``), or where Python would
+    quietly take it for the tar's end (a header cut short or unreadable after the first)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _OneWayHeader:
+        if buf and len(buf) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("it ends inside a header")
+        try:
+            header = super().frombuf(buf, encoding, errors)
+        except tarfile.HeaderError as exc:
+            if buf.count(0) == len(buf):
+                raise  # the tar's end (a zero block, or no more input)
+            raise tarfile.ReadError(f"a header cannot be read: {exc}") from None
+        problem = header_problem(bytes(buf))
+        if problem is not None:
+            raise header_refused(problem)
+        return header
 
 
 def spool_load(
     source: IO[bytes], archive: LoadArchive, spool_dir: Path, limit: int
 ) -> tuple[IO[bytes], int]:
     """A ``docker load``'s tar from ``source`` (plain, gzip, bzip2 or xz, as dockerd reads
-    it) into an unlinked file of ``spool_dir`` as it was sent, at most ``limit`` bytes,
-    rewound; and its size. On the way each member goes to ``archive`` (its content too,
-    when ``archive.wants`` it), which then decides (``LoadArchive.tags``).
+    it) written again, plain, into an unlinked file of ``spool_dir``, rewound; and its
+    size. Each member goes to ``archive`` (its content too, when ``archive.wants`` it),
+    which then decides (``LoadArchive.tags``), and into the new tar with a header made
+    anew (``loaded_member``) and its content as it came: dockerd reads what the door read.
+    At most ``limit`` bytes are read, uncompressed or written.
 
     Raises:
         ArchiveRefused: the tar is larger than ``limit``, or not a tar.
-        LoadRefused: ``archive`` refused a member.
+        LoadRefused: ``archive`` refused a member; a header could be read two ways; more
+            than zeros after the tar's end, or more after its compressed stream.
         BodyError: the request body is malformed or ended early.
         OSError: the client's socket failed.
     """
-    def read_on_the_way(bounded: _Bounded) -> None:
-        tee = io.BufferedReader(_Tee(source, bounded))
-        with tarfile.open(fileobj=tee, mode="r|*") as tar:
-            for member in tar:
-                wanted = archive.wants(member)
-                content = tar.extractfile(member) if wanted else None
-                archive.add(member, content.read() if content else None)
-        while tee.read(65536):  # what follows the tar's end (its padding) goes on too
-            pass
 
-    return _spooled(
-        spool_dir, limit, _LOAD_TOO_LARGE, "The image tar is not a tar", read_on_the_way
+    def rewrite(bounded: _Bounded) -> None:
+        tar = io.BufferedReader(_Uncompressed(source, limit), _RECV_BYTES)
+        with (
+            tarfile.open(fileobj=tar, mode="r|", tarinfo=_OneWayHeader) as tar_in,
+            tarfile.open(fileobj=bounded, mode="w|", format=tarfile.PAX_FORMAT) as tar_out,
+        ):
+            for member in tar_in:
+                header = loaded_member(member)
+                content = tar_in.extractfile(member) if header.isreg() else None
+                kept = content.read() if content and archive.wants(member) else None
+                archive.add(member, kept)
+                tar_out.addfile(header, io.BytesIO(kept) if kept is not None else content)
+            # Python stops at the first zero block; Go reads on after a lone one.
+            while rest := tar_in.fileobj.read(_RECV_BYTES):
+                if rest.strip(b"\x00"):
+                    raise LoadRefused(AFTER_THE_END.format(what="the end of the archive"))
+
+    spool, size = _spooled(
+        spool_dir, limit, _LOAD_TOO_LARGE, "The image tar is not a tar", rewrite
     )
+    if compression_of(spool.read(MAGIC_BYTES)) is not None:
+        # dockerd would take the new tar, its first name leading, for a compressed one.
+        spool.close()
+        raise header_refused("its first member's name begins as a compressed stream does")
+    spool.seek(0)
+    return spool, size
 
 
 class SocketWriter(io.RawIOBase):
