@@ -146,3 +146,19 @@ def test_an_interrupted_docker_run_withdraws_its_queued_create(
     assert not d.events_where(action="queue.start", resource=f"queue/{entry['id']}")
     listed = d.docker("alice", "ps", "-a", "-q")
     assert listed.returncode == 0 and listed.stdout == "", describe(listed)
+
+
+def test_a_docker_run_waiting_when_ds01d_stops_is_told_and_withdrawn(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d, run, entry = alice_waits_behind_bob(ds01d, "late")
+    try:
+        assert d.stop(timeout=20) == 0, d.log_tail()
+        out, err = run.communicate(timeout=30)
+    finally:
+        ended(run)
+    assert run.returncode == 125 and "nothing was created" in err, (out, err)
+    state = d.state_rows(f"SELECT state FROM queue WHERE id = '{entry['id']}'")
+    assert state == ["cancelled"], state
+    mine = docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+    assert mine == [], [c.name for c in mine]

@@ -6,7 +6,8 @@ dispatcher made its container (Docker's ``201``) or the entry ended.
 ``ds01.daemon.held_creates``). The door's worker then waits here, on two things at once
 (one ``select``): the held create's wake-up (the dispatcher made its container or failed
 it, the queue changed, ds01d stops) and the client's socket (a closed connection: Ctrl-C of
-``docker run``, a docker-py timeout). Each time it looks, ``decide.held_create_step``
+``docker run``, a docker-py timeout; as for a followed stream, a client that shuts down
+only its sending side reads as gone too). Each time it looks, ``decide.held_create_step``
 says what comes next.
 
 Such a request runs in the door's pool of waiting requests (``decide.request_waits``),
