@@ -31,6 +31,7 @@ from ds01.daemon import schemas as api
 from ds01.daemon.door_exchange import Answered, json_body, log
 from ds01.daemon.door_queue import wait_for_turn
 from ds01.daemon.door_volumes import VolumeNetworkRequests
+from ds01.daemon.held_creates import DOOR_INTERFACE
 from ds01.daemon.prepared import Queued
 from ds01.errors import DockerUnavailable, Ds01Error, InvalidInput, NotFound, PermissionDenied
 from ds01.model import labels as L
@@ -63,7 +64,7 @@ class ContainerRequests(VolumeNetworkRequests):
                 workspace=wanted.workspace,
                 data=wanted.data,
                 ports=[api.PortRequest(container_port=c, host_port=h) for c, h in wanted.ports],
-                interface="docker",
+                interface=DOOR_INTERFACE,
                 queue=wanted.gpus > 0,  # no GPU free: wait in the queue, as container-create
             )
         except ValidationError as exc:
@@ -182,7 +183,9 @@ class ContainerRequests(VolumeNetworkRequests):
             self._refuse(400, f"ds01 could not read this copy: {exc}.")
         with spool:
             self._claim()
-            self.engine.forward(self.sock, request.method, target, request.headers, (spool, size))
+            self.engine.forward(
+                self.sock, request.method, target, request.headers, (spool, size)
+            )
         raise Answered
 
     def _archive_get(self, request: decide.DockerRequest, ref: str) -> NoReturn:
