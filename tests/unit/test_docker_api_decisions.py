@@ -27,6 +27,19 @@ def test_a_versioned_path_is_read_without_its_prefix() -> None:
     assert d.with_query(request) == "/v1.41/containers/json?all=1&size=0"
 
 
+def test_a_forwarded_path_is_the_one_the_door_read() -> None:
+    # dockerd decodes the path again: a %2F the door read as a character stays one.
+    request = d.parse_request(head("GET /v1.41/containers%2Fjson?all=1 HTTP/1.1"))
+    assert request.path == "/containers/json"  # decoded once, as the door routes it
+    assert d.with_query(request) == "/v1.41/containers/json?all=1"
+    odd = d.parse_request(head("GET /v1.41/images/a%253Fb%2520c/json HTTP/1.1"))
+    assert odd.path == "/images/a%3Fb%20c/json"
+    assert d.with_query(odd) == "/v1.41/images/a%253Fb%2520c/json"
+    assert d.quoted("/images/localhost:5000/x@sha256:ab/json") == (
+        "/images/localhost:5000/x@sha256:ab/json"
+    )
+
+
 def test_an_unversioned_path_stays_unversioned() -> None:
     request = d.parse_request(head("HEAD /_ping HTTP/1.1", "Host: docker"))
     assert (request.path, request.version) == ("/_ping", None)
@@ -157,6 +170,14 @@ def test_malformed_filters_are_refused(text: str) -> None:
         ("GET /containers/x/logs HTTP/1.1", False),
         ("GET /containers/x/stats HTTP/1.1", True),
         ("GET /containers/x/stats?stream=0 HTTP/1.1", False),
+        # As dockerd reads them: the first of a key given twice, and Go's idea of true.
+        ("GET /containers/x/logs?follow=yes HTTP/1.1", True),
+        ("GET /containers/x/logs?follow=1&follow=0 HTTP/1.1", True),
+        ("GET /containers/x/logs?follow=0&follow=1 HTTP/1.1", False),
+        ("GET /containers/x/logs?follow=%20False%20 HTTP/1.1", False),
+        ("GET /containers/x/stats?stream=1&stream=0 HTTP/1.1", True),
+        ("GET /containers/x/stats?stream=none HTTP/1.1", False),
+        ("GET /containers/x/stats?stream= HTTP/1.1", False),
         ("GET /events HTTP/1.1", True),
         ("GET /containers/json HTTP/1.1", False),
         ("POST /swarm/init HTTP/1.1", False),
@@ -216,16 +237,19 @@ def test_old_api_versions() -> None:
     [
         {"Cmd": ["id"]},
         {"Cmd": ["id"], "User": "alice"},
-        {"Cmd": ["id"], "User": "1001:1001", "Tty": True, "Env": ["A=1"]},
+        {"Cmd": ["id"], "User": "1001"},
+        {"Cmd": ["id"], "User": "1001:2002", "Tty": True, "Env": ["A=1"]},
     ],
 )
-def test_an_exec_as_the_owner_passes(body: dict[str, object]) -> None:
-    assert d.check_exec(body, uid=1001, gid=1001, user="alice") == body
+def test_an_exec_as_the_owner_passes_as_the_owners_numbers(body: dict[str, object]) -> None:
+    # Never the name or a lone uid: dockerd would read them in the container's /etc/passwd.
+    sent = d.check_exec(body, uid=1001, gid=2002, user="alice")
+    assert sent == {**body, "User": "1001:2002"}
 
 
 def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
     sent = d.check_exec({"Cmd": ["id"], "user": "", "Privileged": False}, uid=1, gid=1, user="a")
-    assert sent == {"Cmd": ["id"]}
+    assert sent == {"Cmd": ["id"], "User": "1:1"}
 
 
 @pytest.mark.parametrize(
@@ -236,6 +260,7 @@ def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
         {"Cmd": ["id"], "User": "0:0"},
         {"Cmd": ["id"], "User": "bob"},
         {"Cmd": ["id"], "User": "1001:0"},
+        {"Cmd": ["id"], "User": "alice:0"},
         {"Cmd": ["id"], "Privileged": True},
         {"Cmd": ["id"], "Unknown": 1},
         {"Cmd": ["id"], "user": "root"},  # dockerd would read it as User

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ds01.core.docker_create import asks_for_gpus, is_network_name, is_object_name, unset
 from ds01.core.image_build import image_name, user_namespace
@@ -157,13 +157,18 @@ class DockerRequest:
     head_bytes: int
 
     def query_value(self, key: str) -> str | None:
-        """The last value of query ``key``, or ``None``."""
-        values = [v for k, v in self.query if k == key]
-        return values[-1] if values else None
+        """The first value of query ``key``, as dockerd reads it (Go's ``FormValue``), or
+        ``None``: a key given twice means to the door what it means to dockerd."""
+        return next((v for k, v in self.query if k == key), None)
 
-    def flag(self, key: str) -> bool:
-        """Whether query ``key`` is true as Docker reads it (``1``, ``true``, ``True``)."""
-        return (self.query_value(key) or "").lower() in ("1", "true")
+    def flag(self, key: str, *, default: bool = False) -> bool:
+        """Whether query ``key`` is true as dockerd reads it (``BoolValueOrDefault``):
+        ``default`` when absent, else anything but empty, ``0``, ``no``, ``false`` and
+        ``none`` (any case, spaces trimmed): ``follow=yes`` follows."""
+        value = self.query_value(key)
+        if value is None:
+            return default
+        return value.strip().lower() not in ("", "0", "no", "false", "none")
 
     @property
     def chunked(self) -> bool:
@@ -311,7 +316,7 @@ def waits(request: DockerRequest) -> bool:
     if key == "never":
         return False
     if key == "stream":  # stats streams unless told not to
-        return (request.query_value("stream") or "1").lower() not in ("0", "false")
+        return request.flag("stream", default=True)
     return request.flag(key)
 
 
@@ -419,7 +424,14 @@ def with_query(request: DockerRequest, **replaced: str) -> str:
     """The request's versioned path and query, with the given keys' values replaced."""
     kept = [(k, v) for k, v in request.query if k not in replaced]
     query = urlencode(kept + list(replaced.items()))
-    return request_path(request, request.path) + (f"?{query}" if query else "")
+    return request_path(request, quoted(request.path)) + (f"?{query}" if query else "")
+
+
+def quoted(path: str) -> str:
+    """A path the door read (percent-decoded) as it goes to dockerd, encoded again: dockerd
+    decodes it once more, and must read the path the door checked (``%2F`` stays a
+    character of a name, never a new segment)."""
+    return quote(path, safe="/:@")
 
 
 #: What a ``docker save`` is answered when ``images.yaml`` does not allow it.
@@ -531,8 +543,11 @@ ROOT_EXEC_MESSAGE = (
 def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, object]:
     """The exec create to send dockerd: only the fields the door knows, as it read them
     (dockerd's JSON decoder matches keys case-insensitively, so a ``"user"`` the door did
-    not read must never reach it). Refused: privileged, another user (root included:
-    ``ROOT_EXEC_MESSAGE``), fields the door does not know.
+    not read must never reach it), and always ``User`` ``uid:gid`` in numbers: a name
+    (``alice``) is looked up in the container's own ``/etc/passwd``, which the user may
+    have written (``alice:x:0:0``: root), and a uid alone takes its group from there too
+    (group 0 where the uid has no entry). Refused: privileged, another user (root
+    included: ``ROOT_EXEC_MESSAGE``), fields the door does not know.
 
     Raises:
         BadRequest: the body is not a JSON object with a command (answered 400).
@@ -548,7 +563,8 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     asked = body.get("User") or ""
     if asked not in ("", user, str(uid), f"{uid}:{gid}", f"{user}:{gid}"):
         raise PermissionError(ROOT_EXEC_MESSAGE.format(asked=str(asked)[:40]))
-    return {k: v for k, v in body.items() if k in _EXEC_FIELDS and k != "Privileged"}
+    kept = {k: v for k, v in body.items() if k in _EXEC_FIELDS and k not in ("Privileged", "User")}
+    return {**kept, "User": f"{uid}:{gid}"}
 
 
 #: Fields of an update the door reads (everything else must be left unset).
@@ -874,6 +890,7 @@ __all__ = [
     "parse_request",
     "pull_line",
     "pull_reference",
+    "quoted",
     "rename_target",
     "request_path",
     "request_waits",

@@ -146,7 +146,7 @@ class DoorExchange:
         up unless given), so that dockerd acts on the container that was checked."""
         full_id = full_id or self._own_container(ref)[0]
         path = request.path.replace(f"{prefix}{ref}", f"{prefix}{full_id}", 1)
-        return decide.request_path(request, path) + query_of(request)
+        return decide.request_path(request, decide.quoted(path)) + query_of(request)
 
     def _own_container(self, ref: str) -> tuple[str, str]:
         """The full id and Docker name of the caller's container ``ref`` names
@@ -165,9 +165,7 @@ class DoorExchange:
         whole = L.CONTAINER_NAME_SEPARATOR in ref or _FULL_ID.match(ref) is not None
         candidates = [ref] if whole else [L.container_name(ref, uid), ref]
         for candidate in candidates:
-            status, info = self.engine.json(
-                "GET", f"/containers/{quote(candidate, safe='')}/json"
-            )
+            status, info = self.engine.json("GET", f"/containers/{quote(candidate, safe='')}/json")
             if status == 200 and isinstance(info, dict):
                 config = info.get("Config") or {}
                 if decide.owns(config.get("Labels"), uid):

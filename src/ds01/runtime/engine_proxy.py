@@ -61,6 +61,9 @@ _HOP_BY_HOP = frozenset(
 
 #: A line break and the white space after it in a header's value (``obs-fold``).
 _FOLD = re.compile(r"\r?\n[ \t]+")
+#: The content type whose body Go's ``ParseForm`` reads as query parameters (before the
+#: query's own): never sent, so dockerd reads the query the door checked.
+_FORM = "application/x-www-form-urlencoded"
 #: Characters no forwarded header line may hold (HTTP's control characters but tab).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -269,7 +272,8 @@ def request_bytes(
     length: int | None = None,
 ) -> bytes:
     """The request as dockerd gets it: the client's end-to-end headers (a folded value
-    unfolded, a header with any other control character left out), a length for the
+    unfolded, a header with any other control character left out, no form content type),
+    a length for the
     body (``length``: of a body sent after these bytes), and ``Connection: close`` (or,
     for a hijack, ``Upgrade: tcp``)."""
     lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
@@ -277,8 +281,11 @@ def request_bytes(
         # A folded value (``obs-fold``) goes on as one line; no other line break or control
         # character reaches dockerd, whose reading of it need not be the door's.
         unfolded = _FOLD.sub(" ", value)
-        if name.lower() not in _HOP_BY_HOP and not _CONTROL.search(name + unfolded):
-            lines.append(f"{name}: {unfolded}")
+        if name.lower() in _HOP_BY_HOP or _CONTROL.search(name + unfolded):
+            continue
+        if name.lower() == "content-type" and _FORM in unfolded.lower():
+            continue  # dockerd would read such a body's fields as query parameters
+        lines.append(f"{name}: {unfolded}")
     if length is not None or body or method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body) if length is None else length}")
     lines.extend(["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"])
