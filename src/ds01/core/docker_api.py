@@ -9,7 +9,10 @@ on ds01's rules. What a request may do is decided here, from its method and path
 - :func:`owned_filters` adds the caller's labels to a list's or an event stream's
   ``filters``, so Docker itself shows a user only their own containers (whatever filters,
   ``all`` or ``size`` the client asked for);
-- :func:`visible_image` says whether, and how, a user may see an image.
+- :func:`visible_image` says whether, and how, a user may see an image;
+- :func:`request_waits` says which requests may hold a worker for long (followed streams,
+  a create that asks for GPUs), :func:`held_create_step` what a create held in the GPU
+  queue does next.
 
 The daemon (``ds01.daemon.docker_api``) resolves containers, audits refusals and forwards
 allowed requests to dockerd (``ds01.runtime.engine_proxy``).
@@ -24,9 +27,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
+from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from ds01.core.docker_create import is_network_name, is_object_name, unset
+from ds01.core.docker_create import asks_for_gpus, is_network_name, is_object_name, unset
 from ds01.core.image_build import image_name, user_namespace
 from ds01.errors import InvalidInput
 from ds01.model import labels as L
@@ -314,6 +318,59 @@ def waits(request: DockerRequest) -> bool:
     if key == "stream":  # stats streams unless told not to
         return request.flag("stream", default=True)
     return request.flag(key)
+
+
+def request_waits(data: bytes) -> bool:
+    """Whether a whole request (``data``: its head and body as the connection reader read
+    them) may hold its worker for long: one that :func:`waits`, or a create that asks for
+    GPUs (with none free it waits in ds01's GPU queue, its connection held until it is
+    placed). Whatever cannot be read waits not (its refusal is quick)."""
+    try:
+        request = parse_request(data)
+    except BadRequest:
+        return False
+    if waits(request):
+        return True
+    routed = route(request.method, request.path)
+    if not isinstance(routed, Routed) or routed.endpoint.kind != "create":
+        return False
+    length = request.headers.get("Content-Length") or "0"
+    if not (length.isascii() and length.isdigit()):
+        return False
+    body = data[request.head_bytes : request.head_bytes + int(length)]
+    try:
+        return asks_for_gpus(json.loads(body))
+    except ValueError:
+        return False
+
+
+#: What a create held in the GPU queue does next (:func:`held_create_step`).
+HeldStep = Literal["wait", "created", "ended", "stopping", "left"]
+
+
+def held_create_step(state: str, *, made: bool, client_left: bool, stopping: bool) -> HeldStep:
+    """The next step of a Docker create that waits in ds01's GPU queue while its client's
+    connection is held, from its queue entry's ``state`` (``waiting``, ``started``,
+    ``failed``, ``cancelled``; ``gone``: no entry), whether the dispatcher ``made`` its
+    container, whether its client left and whether ds01d is ``stopping``:
+
+    - ``left``: the client hung up: nobody would be told, so the entry is withdrawn (a
+      container made for it already is removed);
+    - ``created``: the container was made: the client gets Docker's 201 (also while ds01d
+      stops: it exists, and its client is still there);
+    - ``ended``: the entry ended otherwise (failed at its turn, cancelled with ``ds01
+      queue cancel``): the client gets the entry's reason as an error;
+    - ``stopping``: ds01d stops: the entry is withdrawn and the client told so (a later
+      ds01d would make a container for a client that is gone);
+    - ``wait``: still waiting.
+    """
+    if client_left:
+        return "left"
+    if made:
+        return "created"
+    if state != "waiting":
+        return "ended"
+    return "stopping" if stopping else "wait"
 
 
 def no_such_container(ref: str) -> str:
@@ -808,6 +865,7 @@ __all__ = [
     "BuildOptions",
     "DockerRequest",
     "Endpoint",
+    "HeldStep",
     "Refused",
     "Routed",
     "build_line",
@@ -817,6 +875,7 @@ __all__ = [
     "check_update",
     "check_volume_create",
     "error_body",
+    "held_create_step",
     "import_refusal",
     "info_view",
     "network_view",
@@ -834,6 +893,7 @@ __all__ = [
     "quoted",
     "rename_target",
     "request_path",
+    "request_waits",
     "route",
     "stream_error",
     "version_too_old",

@@ -383,6 +383,19 @@ def _gpus(requests: Any) -> int:
     return _int(count or 0, "DeviceRequests.Count")
 
 
+def asks_for_gpus(body: Any) -> bool:
+    """Whether a create's parsed JSON ``body`` asks for GPUs by number (``--gpus N``, N > 0):
+    such a create may wait in ds01's GPU queue. A body that :func:`read_create` would refuse
+    asks for none (its refusal is quick)."""
+    host = body.get("HostConfig") if isinstance(body, dict) else None
+    if not isinstance(host, dict):
+        return False
+    try:
+        return _gpus(host.get("DeviceRequests")) > 0
+    except CreateRefused:
+        return False
+
+
 def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
     """Published ports: TCP, on 127.0.0.1 (ds01 publishes on no other address)."""
     if not bindings:  # ``-p 8888`` sends {"8888/tcp": [{"HostIp": "", "HostPort": ""}]}
@@ -409,5 +422,5 @@ def _ports(bindings: Any) -> tuple[tuple[int, int | None], ...]:
 
 
 __all__ = ["DATA_TARGET", "HARDENING", "MAX_ALIASES", "MAX_VOLUMES", "WORKSPACE_TARGET",
-           "CreateRefused", "DockerCreate", "RunOptions", "is_network_name", "is_object_name",
-           "read_create", "unset"]  # fmt: skip
+           "CreateRefused", "DockerCreate", "RunOptions", "asks_for_gpus", "is_network_name",
+           "is_object_name", "read_create", "unset"]  # fmt: skip

@@ -246,7 +246,7 @@ class Exchange:
 
 #: The HTTP layer: answers one exchange; returns whether the connection may be kept.
 Handler = Callable[[Exchange], bool]
-#: Which lane a request line goes to.
+#: Which lane a request goes to, from its bytes (head and ``Content-Length`` body, as read).
 Classifier = Callable[[bytes], LaneName]
 #: Whether a request line only waits to read (a long poll): the drain answers it at once.
 WaitOnly = Callable[[bytes], bool]
@@ -439,7 +439,8 @@ def _raise_fd_limit(wanted: int) -> int:
 
 class ConnectionServer:
     """Accepts and reads connections on a listening unix socket and hands each complete
-    request to ``handler`` on a bounded lane chosen by ``classify``.
+    request to ``handler`` on a bounded lane chosen by ``classify`` (from the request's
+    bytes: its head and body).
 
     ``is_privileged(uid)`` says whether a uid may use the reserved workers (root always);
     ``hub_caps(uid)`` the caps of a hub identity (``None``: the uid is none), asked once per
@@ -760,7 +761,7 @@ class ConnectionServer:
         uid, hub = conn.creds.uid, conn.hub
         behalf = _on_behalf_of(data[:head_end]) if hub is not None and head_end else None
         party = party_of(uid, hub, behalf)
-        lane_name = self.classify(data.split(b"\n", 1)[0])
+        lane_name = self.classify(data)
         lane = self.lanes[lane_name]
         refusal = request_refusal(
             waits=lane_name == "waiting",

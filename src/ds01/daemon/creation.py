@@ -170,7 +170,8 @@ class Creation:
         The create intent stays open when this returns ``Created``: the caller must call
         ``confirm_create(result.request_id, …)`` once the answer is ready to go to the client.
         Until then a crash rolls the container back at the next start.
-        ``run``: a Docker API create's own settings (such a create never queues).
+        ``run``: a Docker API create's own settings (queued, it is held by its client with
+        them: ``ds01.daemon.held_creates``).
         """
         try:
             if request.hub is not None and caller.via is None:

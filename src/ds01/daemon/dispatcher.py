@@ -23,7 +23,11 @@ Each *pass* (``GpuDispatcher.run_pass``) runs under the service's allocation loc
    hold at the slot's start (``ds01.core.reservations.out_of_slots``).
 6. **Start** what the plan says, in its order: a planned slice is made first, then a queued
    create is created and started as its owner, and ``queue.start`` records how long it
-   waited. A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
+   waited. A create whose client holds its connection for the answer (the Docker API
+   door's, ``ds01.daemon.held_creates``) is created with the client's run options and left
+   created for its client to start, as ``docker create`` leaves it; one that nobody holds
+   any more (ds01d restarted while it waited) is cancelled before the plan, never made.
+   A request a hub queued for its owner (``QueuedRequest.via``) is dispatched
    inside ``acting_via`` of that hub: every event of its start, adoption or failure names
    the hub as ``details.via``, as the events of the request that queued it did.
 7. **Reclaim** MIG slices made on demand that nobody has held for the keep time, and give
@@ -63,6 +67,7 @@ from ds01.core.scheduler import (
 )
 from ds01.daemon import schemas as api
 from ds01.daemon.access import resource_of
+from ds01.daemon.held_creates import held_by_client
 from ds01.daemon.identity import Caller
 from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
@@ -238,8 +243,10 @@ class GpuDispatcher(PeriodicPass):
                 self._adopt_one(entry, record, now)
 
     def _adopt_one(self, entry: QueuedRequest, record: ContainerRecord, now: datetime) -> None:
-        """Start (if need be) and mark started a queued request's container made already."""
-        if record.status != "running":
+        """Start (if need be) and mark started a queued request's container made already
+        (a held create's stays created: only its client, gone with the old ds01d, would
+        start it)."""
+        if record.status != "running" and not held_by_client(entry):
             try:
                 owner = user_by_uid(record.uid)
                 self.service.launcher.launch(
@@ -369,6 +376,9 @@ class GpuDispatcher(PeriodicPass):
         for record in records:
             names_of.setdefault(record.uid, []).append(record.name)
         for entry in self.service.store.queued():
+            if self.service.queue_desk.held.orphaned(entry):
+                self._drop_orphan(entry)
+                continue
             if entry.uid not in owners:
                 try:
                     owner = user_by_uid(entry.uid)
@@ -416,9 +426,12 @@ class GpuDispatcher(PeriodicPass):
         service, entry = self.service, item.entry
         if entry.kind == "start":
             return self._start_released(item, placement, inventory, now)
+        held = service.queue_desk.held.get(entry.id)
         try:
             request = api.CreateContainerRequest.model_validate_json(entry.request_json)
             prepared: PreparedCreate = service.creation.prepare_create(item.owner, request)
+            if held is not None:  # the Docker client's own settings, as a direct create's
+                prepared = replace(prepared, run=held.run)
             mine = [r for r in records if r.uid == entry.uid]
             if any(r.docker_name == prepared.docker_name for r in records):
                 raise PolicyError(
@@ -434,10 +447,17 @@ class GpuDispatcher(PeriodicPass):
             return False
         try:  # a planned MIG slice is made now, right before it is taken
             placement, inventory = service.mig_on_demand.materialize(placement, inventory, "ds01d")
+            # A held create's intent stays open until its client is answered (as a direct
+            # create's): a crash before that rolls it back at the next start.
             made = service.creation.create_admitted(
-                prepared, placement, inventory, entry.id, intent=False, actor="ds01d"
+                prepared, placement, inventory, entry.id, intent=held is not None, actor="ds01d"
             )
             info = made.info
+            if held is not None:  # its client starts it (``docker run``), or not (``create``)
+                held.made = made
+                self._finish_started(entry, tuple(info.gpus), now, started=False)
+                held.wake()
+                return True
             record = made.record or service.runtime.find_managed(prepared.docker_name)
             if record is None:
                 raise NotFound(f"{prepared.name} vanished right after its create.")
@@ -480,8 +500,11 @@ class GpuDispatcher(PeriodicPass):
         return True
 
     def _finish_started(
-        self, entry: QueuedRequest, devices: tuple[str, ...], now: datetime
+        self, entry: QueuedRequest, devices: tuple[str, ...], now: datetime, *, started: bool = True
     ) -> None:
+        """The request's turn came: mark it ``started`` and say so. ``started=False``: its
+        container was only created (a held create's: its client is answered instead of
+        its owner's terminals, and starts it itself)."""
         stamp = now.isoformat(timespec="seconds")
         if not self.service.store.finish_queued(
             entry.id, "started", stamp, devices=",".join(devices)
@@ -496,18 +519,39 @@ class GpuDispatcher(PeriodicPass):
                 "container": entry.container,
                 "devices": list(devices),
                 "waited_seconds": round(max(waited, 0.0), 1),
-            },
+            }
+            | ({} if started else {"started": False}),
         )
+        if not started:
+            return
         self.service.notify_user(
             entry.uid,
             f"ds01: your queued container {entry.container!r} started on "
             f"{', '.join(devices) or 'no GPU'} after {format_duration(waited)}.",
         )
 
+    def _drop_orphan(self, entry: QueuedRequest) -> None:
+        """Cancel a held create that nobody holds any more (``HeldCreates.orphaned``)."""
+        why = (
+            "its Docker client's connection ended (ds01d restarted while it waited), so "
+            "nothing was created"
+        )
+        stamp = self._clock().isoformat(timespec="seconds")
+        if not self.service.store.finish_queued(entry.id, "cancelled", stamp, message=why):
+            return
+        with acting_via(entry.via):
+            self.service.events.emit(
+                "queue.cancel",
+                user="ds01d",
+                resource=f"queue/{entry.id}",
+                details={"container": entry.container, "owner": entry.user, "reason": why},
+            )
+
     def _fail(self, entry: QueuedRequest, why: str) -> None:
         stamp = self._clock().isoformat(timespec="seconds")
         if not self.service.store.finish_queued(entry.id, "failed", stamp, message=why):
             return
+        self.service.queue_desk.held.wake(entry.id)  # its client is told why
         with acting_via(entry.via):
             self.service.events.emit(
                 "queue.fail",

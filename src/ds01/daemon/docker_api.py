@@ -18,7 +18,10 @@ API to every local user, mode 0666, on ds01's rules:
   with the container's full id in its path, so that what was checked is what dockerd acts
   on;
 - **how**: allowed requests go to dockerd byte for byte (``ds01.runtime.engine_proxy``),
-  answers come back unbuffered; every connection closes after one answer.
+  answers come back unbuffered; every connection closes after one answer. A create that
+  asks for GPUs when none is free waits in ds01's GPU queue, its connection held until
+  the container is made (``ds01.daemon.door_queue``); it runs among the waiting requests
+  (bounded per user), never taking a worker of ordinary requests.
 
 This module is the door's server; one request's handling is ``ds01.daemon.door_requests``,
 loaded on the door's first request (not on ds01d's start path).
@@ -85,8 +88,10 @@ class DockerApiServer:
 
     def drain(self, timeout_s: float) -> None:
         """Begin to stop: followed streams and hijacked connections end now (their
-        clients see the connection close); other requests finish as on the API socket."""
+        clients see the connection close), creates held in the GPU queue are withdrawn
+        (their clients told so); other requests finish as on the API socket."""
         self.engine.close_streams()
+        self.service.queue_desk.held.wake_all()  # they see ``engine.closing``
         self.connections.drain(timeout_s)
 
     def hurry(self) -> None:
@@ -117,20 +122,18 @@ def _error_body(error: Ds01Error) -> bytes:
     return decide.error_body(error.message)
 
 
-def _lane(request_line: bytes) -> LaneName:
-    """Requests that follow a stream run in the pool of waiting requests."""
+def _lane(request: bytes) -> LaneName:
+    """Requests that follow a stream, and creates that ask for GPUs (they may wait in the
+    GPU queue), run in the pool of waiting requests: bounded per user, apart from the
+    workers (``decide.request_waits``)."""
     from ds01.core import docker_api as decide
 
-    try:
-        request = decide.parse_request(request_line + b"\r\n\r\n")
-    except decide.BadRequest:
-        return "workers"
-    return "waiting" if decide.waits(request) else "workers"
+    return "waiting" if decide.request_waits(request) else "workers"
 
 
 def _wait_only(request_line: bytes) -> bool:
     """A followed read changes nothing: the drain may cut it at once."""
-    return request_line.startswith(b"GET ") and _lane(request_line) == "waiting"
+    return request_line.startswith(b"GET ") and _lane(request_line + b"\r\n\r\n") == "waiting"
 
 
 __all__ = ["CONNECTION_RESOURCE", "DockerApiServer"]

@@ -1,7 +1,8 @@
 """The Docker API door's containers: create, operate, exec, update and copy, on ds01's
 terms.
 
-A create goes through ds01's creation path (named volumes made the caller's first); a
+A create goes through ds01's creation path (named volumes made the caller's first; one
+that asks for GPUs when none is free waits in the GPU queue: ``door_queue``); a
 start, stop, restart, rename or remove through ds01's container operations; an exec and an update
 are re-encoded from what the check read; a copy in is written again and spooled before
 dockerd sees it, a copy out filtered to what the container's user may read.
@@ -28,8 +29,10 @@ from ds01.core.docker_archive import MAX_ARCHIVE_BYTES, ArchiveRefused, Readable
 from ds01.core.docker_create import CreateRefused, read_create
 from ds01.daemon import schemas as api
 from ds01.daemon.door_exchange import Answered, json_body, log
+from ds01.daemon.door_queue import wait_for_turn
 from ds01.daemon.door_volumes import VolumeNetworkRequests
-from ds01.daemon.prepared import Created
+from ds01.daemon.held_creates import DOOR_INTERFACE
+from ds01.daemon.prepared import Queued
 from ds01.errors import DockerUnavailable, Ds01Error, InvalidInput, NotFound, PermissionDenied
 from ds01.model import labels as L
 from ds01.runtime.archive_rewrite import BodyError, filter_archive, rewrite_archive
@@ -40,7 +43,9 @@ class ContainerRequests(VolumeNetworkRequests):
 
     def _create(self, request: decide.DockerRequest, body: bytes) -> NoReturn:
         """A create through ds01's creation path (quotas, allocator, hardening, labels,
-        name suffix, cgroup parent, the caller's uid:gid); 201 with the new id."""
+        name suffix, cgroup parent, the caller's uid:gid); 201 with the new id. One that
+        asks for GPUs when none is free waits in the GPU queue, its client held until the
+        container is made (``door_queue.wait_for_turn``): the same 201 then."""
         assert self.caller is not None
         user = self.caller.user
         try:
@@ -59,7 +64,8 @@ class ContainerRequests(VolumeNetworkRequests):
                 workspace=wanted.workspace,
                 data=wanted.data,
                 ports=[api.PortRequest(container_port=c, host_port=h) for c, h in wanted.ports],
-                interface="docker",
+                interface=DOOR_INTERFACE,
+                queue=wanted.gpus > 0,  # no GPU free: wait in the queue, as container-create
             )
         except ValidationError as exc:
             problem = exc.errors()[0]
@@ -78,13 +84,16 @@ class ContainerRequests(VolumeNetworkRequests):
                     ),
                 )
                 created = self.service.create(self.caller, create, run)
+                if isinstance(created, Queued):
+                    created = wait_for_turn(
+                        self.service, self.engine, self.sock, self.caller, created
+                    )
             except BaseException:
                 self._remove_volumes(made)
                 raise
         except NotFound as exc:
             # Not 404: the docker CLI would answer it by pulling the image.
             self._refuse(403, exc.message)
-        assert isinstance(created, Created)  # never queued: ``queue`` is not set
         docker_name = created.info.docker_name
         if created.record is not None:  # as Docker listed it right after the create
             full_id = created.record.id

@@ -3,12 +3,13 @@
 A request within quota that finds no free devices joins the GPU queue when it asks to
 (``queue=1``); the dispatcher (``ds01.daemon.dispatcher``) starts it when its turn comes.
 A user may not have more waiting requests than ``max_queued`` nor more containers (made or
-waiting) than ``max_containers`` (``ds01.core.queue_room``).
+waiting) than ``max_containers`` (``ds01.core.queue_room``). A create of the Docker API
+door's is held by its client while it waits (``held``: ``ds01.daemon.held_creates``).
 
-State: none of its own (the queue is in the state store). Locks: every method that joins
-or releases runs under the allocation lock (``ds01.daemon.context``): a place in the queue
-and the free devices are decided together. Calls: the context (store, events, backend,
-configuration, ``records()``, ``queue_changed``).
+State: the held creates (``held``); the queue itself is in the state store. Locks: every
+method that joins or releases runs under the allocation lock (``ds01.daemon.context``): a
+place in the queue and the free devices are decided together. Calls: the context (store,
+events, backend, configuration, ``records()``, ``queue_changed``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from datetime import datetime
 
 from ds01.config.resolve import resolve_policy
 from ds01.core.allocation import GpuRequest
+from ds01.core.docker_create import RunOptions
 from ds01.core.queue_room import WaitingRequest, check_queue_room
 from ds01.daemon import schemas as api
 from ds01.daemon.access import devices_details, resource_of
 from ds01.daemon.context import DaemonContext
+from ds01.daemon.held_creates import DOOR_INTERFACE, HeldCreates
 from ds01.daemon.prepared import PreparedCreate, Queued
 from ds01.errors import Conflict, InvalidInput, NoCapacity
 from ds01.model import labels as L
@@ -83,6 +86,7 @@ class QueueDesk:
 
     def __init__(self, context: DaemonContext) -> None:
         self.context = context
+        self.held = HeldCreates()
 
     def enqueue(
         self,
@@ -96,7 +100,8 @@ class QueueDesk:
         """Under the allocation lock: put a create that found no free devices in the queue,
         if the owner has room there (``records``: every managed container, listed under
         this lock, or ``None`` to list them; ``via``: the hub identity asking for the
-        owner, kept with the request so that its dispatch names the hub too)."""
+        owner, kept with the request so that its dispatch names the hub too). A create of
+        the Docker API door's is held (``held``) with its run options (``prepared.run``)."""
         waiting = self._queued_for(prepared.owner.uid, prepared.name)
         if waiting is not None:
             raise Conflict(
@@ -106,10 +111,13 @@ class QueueDesk:
         listed = self.context.records() if records is None else records
         mine = [r.name for r in listed if r.uid == prepared.owner.uid]
         self._check_queue_room(prepared.owner, "create", mine)
-        return self._join_queue(
+        queued = self._join_queue(
             prepared.owner, "create", prepared.name, prepared.group, prepared.gpu_request,
             request.model_dump_json(), why, via,
         )  # fmt: skip
+        if request.interface == DOOR_INTERFACE:  # its client waits for it on its connection
+            self.held.hold(queued.entry.id, prepared.run or RunOptions())
+        return queued
 
     def enqueue_start(
         self, owner: UnixUser, record: ContainerRecord, why: NoCapacity, *, via: str | None = None

@@ -1244,10 +1244,11 @@ def _close_on_hang_up(
         return
 
 
-def _lane(request_line: bytes) -> LaneName:
-    """The pool a request runs in: ``waiting`` for a route that may wait (``Route.waits``),
-    ``workers`` for everything else (including what will be refused)."""
-    words = request_line.decode("latin-1").split()
+def _lane(request: bytes) -> LaneName:
+    """The pool a request (its bytes, or its request line) runs in: ``waiting`` for a route
+    that may wait (``Route.waits``), ``workers`` for everything else (including what will
+    be refused)."""
+    words = request.split(b"\n", 1)[0].decode("latin-1").split()
     if len(words) < 2:
         return "workers"
     url = urlsplit(words[1])

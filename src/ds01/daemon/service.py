@@ -86,6 +86,12 @@ class Ds01Service(DaemonContext):
         read them."""
         return self.status.unmanaged_gpu_use
 
+    def queue_changed(self) -> None:
+        """Wake the dispatcher, every client waiting on the queue, and every create held
+        by its client (``QueueDesk.held``)."""
+        super().queue_changed()
+        self.queue_desk.held.wake_all()
+
     def _limits_changed(self, config: Ds01Config) -> None:
         # Totals or group memberships may have changed: write them on the live parents.
         self.enforcement.apply_live_aggregates(config, "configuration changed")
