@@ -228,6 +228,13 @@ def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
     assert sent == {"Cmd": ["id"]}
 
 
+def test_docker_pys_container_field_in_an_exec_is_read_past_and_dropped() -> None:
+    # docker-py's exec_run sends the container it was called on; dockerd acts on the path's.
+    body = {"Container": "mine", "Cmd": ["id"], "User": "", "Privileged": False, "Tty": False}
+    sent = d.check_exec(body, uid=1001, gid=1001, user="alice")
+    assert sent == {"Cmd": ["id"], "User": "", "Tty": False}
+
+
 @pytest.mark.parametrize(
     "body",
     [
