@@ -272,6 +272,17 @@ def test_the_doors_socket_is_next_to_the_api_socket_unless_named(
     assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") is None
 
 
+def test_the_doors_socket_from_the_environment_unless_the_flag_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "/srv/ds01/door.sock")
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/srv/ds01/door.sock"
+    assert paths.docker_socket_path("/x/d.sock", "/run/ds01/ds01.sock") == "/x/d.sock"
+    assert paths.docker_socket_path("off", "/run/ds01/ds01.sock") is None
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "")  # set but empty: the default
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/run/ds01/docker.sock"
+
+
 def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:
     digest, meta = starter.docker_context_meta("unix:///run/ds01/docker.sock")
     # sha256("ds01"), the directory docker 20.10 reads `--context ds01` from
