@@ -17,7 +17,14 @@ one's own namespace, audited with what dockerd did: loaded, or its error for a t
 whose layer is no tar); ``docker-compose up -d`` and ``down -v`` of a two-service project
 with a network and a named volume (per user: another user sees none of it), and ``up -d``
 again after a service changed (re-created: stop, rename aside, create, remove); VS Code's
-attach sequence.
+attach sequence (stdout and stderr in frames of their own). ``docker run`` makes a
+container with the same ``ds01.*`` labels as ``container-create`` and the GPU ``gpu-status``
+shows in its environment; ``docker start`` of one whose GPU was released gets one again;
+``exec -it`` and ``run -it`` see the terminal's size and its changes; ``docker kill`` and
+``docker port`` (the published mapping); docker-py's ``containers.run(detach=True)`` and
+``exec_run``; a restart of ds01d ends ``logs -f`` and ``exec -it`` with the CLI's clean
+error; the door on a socket of its own (``--docker-socket``) and ``user-setup``'s context
+for it.
 The refusals are in ``test_bypass_docker_api.py``.
 """
 
@@ -41,11 +48,15 @@ from typing import Any
 import pexpect
 from rawapi import queue_gpu_create
 
+from ds01.model.labels import GPUS as GPUS_LABEL
+from ds01.model.labels import GPUS_ENV, NO_GPU_DEVICES
 from support import (
     DEBIAN_DOCKER,
     TEST_IMAGE,
     TEST_IMAGES_YAML,
     describe,
+    free_port,
+    make_world_traversable_dir,
     simulated_a100s,
     user_env,
     wait_for_docker_log,
@@ -70,7 +81,9 @@ ONE_GPU_LIMITS = """
       memory_limit: 256M
 """
 
-#: docker-py as a user: prints what the door lists for them. argv: the door's socket.
+#: docker-py as a user: prints what the door lists for them, then runs a container
+#: (detached) and an exec in it and prints what they gave. argv: the door's socket, a
+#: container to read the logs of, the image to run.
 DOCKER_PY = r"""
 import json, sys, docker
 client = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
@@ -80,6 +93,10 @@ print(json.dumps({
     "images": sorted(t for i in client.images.list() for t in i.tags),
     "logs": client.containers.get(sys.argv[2]).logs().decode(),
 }))
+ran = client.containers.run(sys.argv[3], ["sleep", "300"], name="pyrun", detach=True)
+code, output = ran.exec_run(["id", "-u"])
+print(json.dumps({"name": ran.name, "status": client.containers.get("pyrun").status,
+                  "exec": [code, output.decode()]}))
 """
 
 
@@ -149,6 +166,35 @@ def test_docker_cli_sees_only_the_callers_containers(ds01d: Any, docker_client: 
     assert len(denied) >= 10
 
 
+def test_the_door_on_a_socket_of_its_own_and_user_setups_context_for_it(
+    ds01d: Any, docker_client: Any
+) -> None:
+    """``--docker-socket PATH`` puts the door elsewhere than next to the API socket;
+    ``user-setup`` writes the ``ds01`` context for the socket the user's environment names
+    (``DS01_DOCKER_SOCKET``, as ``DS01_SOCKET`` names the API socket)."""
+    elsewhere = make_world_traversable_dir("ds01-door-")
+    door = elsewhere / "door.sock"
+    d = ds01d(
+        resource_limits=LIMITS, images=TEST_IMAGES_YAML, extra_args=("--docker-socket", str(door))
+    )
+    try:
+        created(d, "alice", "mine")
+        assert not d.docker_socket.exists()  # nothing next to the API socket
+        env = {"DOCKER_HOST": f"unix://{door}"}
+        asked = [DEBIAN_DOCKER, "version", "--format", "{{.Server.APIVersion}}"]
+        version = d.run_as("alice", asked, env, input=None, timeout=60, cwd=None)
+        assert version.returncode == 0 and version.stdout == "1.41\n", describe(version)
+        setup = d.cli("alice", "user-setup", "--no-container", "--json",
+                      env={"DS01_DOCKER_SOCKET": str(door)})  # fmt: skip
+        assert setup.returncode == 0, describe(setup)
+        by_context = d.run_as("alice", [DEBIAN_DOCKER, "--context", "ds01", "ps", "--format",
+                              "{{.Names}}"], {}, input=None, timeout=60, cwd=None)  # fmt: skip
+        assert by_context.stdout == f"mine._.{pwd_uid('alice')}\n", describe(by_context)
+    finally:
+        d.stop()
+        shutil.rmtree(elsewhere)
+
+
 def test_logs_follow_and_events_stream_the_callers_own_and_end_with_ds01d(ds01d: Any) -> None:
     d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
     created(d, "alice", "mine")
@@ -201,6 +247,15 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+#: How the docker CLI ends an ``exec -it`` whose connection ds01d's stop cut, when it cannot
+#: learn the exec's exit code: ds01d's drain refused the request, or its socket, about to
+#: close, reset the connection or was gone.
+EXEC_CUT_MESSAGES = (
+    "Error response from daemon: ds01d is stopping, so it did not run this request: "
+    "nothing was done.",
+    "error during connect: ",
+    "Cannot connect to the Docker daemon at unix://",
+)
 #: Descriptors the new ds01d may open for itself while serving a few requests (its Docker
 #: connection pool, the audit log's files); a leak per cut stream would be more each time.
 FD_HEADROOM = 8
@@ -231,13 +286,24 @@ def test_a_restart_of_ds01d_ends_followed_logs_and_an_interactive_exec_cleanly(
         shell.sendline("echo in-$((40+2))")
         shell.expect("in-42")
         assert len(container.top()["Processes"]) > processes  # the exec's shell runs
-        d.restart()
-        # Both clients are cut off: they end by themselves, with no traceback.
-        assert follow.wait(timeout=30) is not None
-        assert follow.stderr is not None and b"panic" not in follow.stderr.read()
+        assert d.stop() == 0, d.log_tail()
+        # Both clients are cut off and end by themselves, as when a connection to dockerd
+        # closes: `logs -f` on the cut stream, `exec -it` with its shell hung up; then the
+        # CLI asks for the exec's exit code, which ds01d answers while it stops (129 once
+        # the shell's SIGHUP ended it, 0 while it still ran: Docker's CLI reads no code as
+        # 0), or refuses in one line, exit status 1.
+        assert follow.wait(timeout=30) == 1
+        assert follow.stderr is not None and follow.stderr.read() == b"unexpected EOF\n"
         shell.expect(pexpect.EOF)
         shell.close()
-        assert "panic" not in (shell.before or "")
+        last = (shell.before or "").rsplit("$ ", 1)[-1].replace("\x1b[6n", "")
+        assert (shell.exitstatus in (0, 129) and last == "") or (
+            shell.exitstatus == 1
+            and last.endswith("\r\n")
+            and last.count("\n") == 1
+            and last.startswith(EXEC_CUT_MESSAGES)
+        ), (shell.exitstatus, shell.before)
+        d.start()
         # Nothing is left: the exec's shell ended with its connection, the container runs on
         # as it was, and the new ds01d serves alice with no descriptor kept per cut stream.
         wait_until(
@@ -272,7 +338,7 @@ def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
     try:
         result = d.run_as(
             "alice",
-            [sys.executable, "-c", DOCKER_PY, str(d.docker_socket), "mine"],
+            [sys.executable, "-c", DOCKER_PY, str(d.docker_socket), "mine", test_image],
             {},
             input=None,
             timeout=60,
@@ -281,12 +347,17 @@ def test_docker_py_sees_only_the_callers_containers_and_allowed_images(
     finally:
         docker_client.images.remove("ds01-test/unlisted:latest")
     assert result.returncode == 0, describe(result)
-    seen = json.loads(result.stdout)
+    seen, ran = (json.loads(line) for line in result.stdout.splitlines())
+    uid = pwd_uid("alice")
     assert seen["api"] == "1.41"
-    assert seen["names"] == [f"mine._.{pwd_uid('alice')}"]
+    assert seen["names"] == [f"mine._.{uid}"]
     assert test_image in seen["images"]
     assert "ds01-test/unlisted:latest" not in seen["images"]
     assert "py-line" in seen["logs"]
+    # containers.run(detach=True) made a ds01 container of hers; exec_run ran in it as her.
+    assert ran == {"name": f"pyrun._.{uid}", "status": "running", "exec": [0, f"{uid}\n"]}
+    made = docker_client.containers.get(f"pyrun._.{uid}")
+    assert made.labels["ds01.uid"] == str(uid) and made.labels["ds01.interface"] == "docker"
 
 
 def spawn_docker(d: Any, user: str, *args: str) -> Any:
@@ -308,6 +379,25 @@ def spawn_docker(d: Any, user: str, *args: str) -> Any:
 
 def pwd_uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
+
+
+def terminal_size(child: Any) -> str:
+    """``stty size`` of the shell on ``child``'s terminal: ``"ROWS COLUMNS"``, or ``""``
+    while it has none (0 x 0: the CLI has not passed its size on yet)."""
+    child.sendline("echo size-$(stty size)")  # its echo has ``$`` after ``size-``
+    child.expect(r"size-([\d ]*)\r\n")
+    return str(child.match.group(1))
+
+
+def wait_for_terminal_size(child: Any, rows: int, columns: int) -> None:
+    """Set ``child``'s terminal to ``rows`` x ``columns`` and wait until the shell in the
+    container sees it: the docker CLI passes the size on (a resize request through the
+    door) when it gets SIGWINCH, not in step with what the shell reads next."""
+    child.setwinsize(rows, columns)
+    wait_until(
+        f"the container's terminal at {rows} {columns}",
+        lambda: terminal_size(child) == f"{rows} {columns}",
+    )
 
 
 RUN_LIMITS = """
@@ -346,18 +436,22 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert logs.stdout.strip() == "started-1", describe(logs)
     exec_ = d.docker("alice", "exec", "job", "id", "-u")
     assert exec_.returncode == 0 and exec_.stdout.strip() == str(uid), describe(exec_)
-    interactive = spawn_docker(
-        d, "alice", "exec", "-it", "job", "sh", "-c", "tty; read x; echo got-$x; exit 3"
-    )
+    interactive = spawn_docker(d, "alice", "exec", "-it", "job", "sh")
+    interactive.sendline("tty")
     interactive.expect("/dev/pts/")
+    # The terminal's size reaches the shell in the container, and so does a change of it.
+    wait_for_terminal_size(interactive, 40, 120)
+    wait_for_terminal_size(interactive, 30, 100)
+    interactive.sendline("read x; echo got-$x; exit 3")
     interactive.sendline("typed")
     interactive.expect("got-typed")
     interactive.expect(pexpect.EOF)
     interactive.close()
     assert interactive.exitstatus == 3
-    attached = spawn_docker(
-        d, "alice", "run", "-it", "--rm", image, "sh", "-c", "read x; echo ran-$x; exit 4"
-    )
+    attached = spawn_docker(d, "alice", "run", "-it", "--rm", image, "sh")
+    wait_for_terminal_size(attached, 40, 120)
+    wait_for_terminal_size(attached, 25, 90)
+    attached.sendline("read x; echo ran-$x; exit 4")
     attached.sendline("typed")
     attached.expect("ran-typed")
     attached.expect(pexpect.EOF)
@@ -402,9 +496,90 @@ def test_docker_run_goes_through_ds01s_creation(ds01d: Any, docker_client: Any) 
     assert d.docker("alice", "stop", "-t", "1", "job").returncode == 0
     assert container.reload() is None and container.status == "exited"
     assert d.docker("alice", "start", "job").returncode == 0
+    killed = d.docker("alice", "kill", "job")
+    assert killed.returncode == 0, describe(killed)
+    container.reload()
+    assert (container.status, container.attrs["State"]["ExitCode"]) == ("exited", 137)
     rm = d.docker("alice", "rm", "-f", "job")
     assert rm.returncode == 0, describe(rm)
     assert not docker_client.containers.list(all=True, filters={"label": "ds01.user=alice"})
+
+
+#: Two GPUs for alice, one a container; a stopped container's GPU goes back at once.
+RELEASE_LIMITS = """
+    defaults:
+      gpu_limit: 2
+      max_gpus_per_container: 1
+      max_containers: 3
+      cpu_limit: 1
+      memory_limit: 256M
+      gpu_hold_after_stop_minutes: 0
+"""
+
+
+def gpus_held(d: Any, user: str) -> dict[str, str]:
+    """``gpu-status`` as ``user`` sees it: the device UUID each of their containers holds."""
+    return {
+        g["holder"]["container"]: g["uuid"]
+        for g in d.cli_json(user, "gpu-status")
+        if g["holder"] and g["holder"]["user"] == user
+    }
+
+
+def gpu_environment(container: Any) -> tuple[str, str, str]:
+    """What ``container``'s processes are told of their GPUs: ``DS01_GPUS`` (the devices
+    ds01 allocated), ``NVIDIA_VISIBLE_DEVICES`` and ``CUDA_VISIBLE_DEVICES``."""
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    return env[GPUS_ENV], env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]
+
+
+def told_of(uuid: str) -> tuple[str, str, str]:
+    """``gpu_environment`` of a container holding simulated GPU ``uuid``: the toolkit's
+    variables say ``void`` under the simulated backend, so that no made-up UUID reaches a
+    real runtime (``create_spec.gpu_exposure``; with ``nvml`` they name ``uuid``)."""
+    return uuid, NO_GPU_DEVICES, NO_GPU_DEVICES
+
+
+def test_docker_run_makes_what_container_create_makes_and_start_gets_a_released_gpu_again(
+    ds01d: Any, docker_client: Any
+) -> None:
+    d = ds01d(
+        resource_limits=RELEASE_LIMITS,
+        gpu_config=simulated_a100s(2),
+        images=TEST_IMAGES_YAML,
+        extra_args=("--queue-interval", "0.5"),
+    )
+    run = d.docker(
+        "alice", "run", "-d", "--name", "door", "--gpus", "1", TEST_IMAGE, "sleep", "300"
+    )
+    assert run.returncode == 0, describe(run)
+    d.cli_json("alice", "container-create", "cli", "--image", "busybox", "--gpus", "1", "--start")
+    uid = pwd_uid("alice")
+    door = docker_client.containers.get(f"door._.{uid}")
+    cli = docker_client.containers.get(f"cli._.{uid}")
+
+    def ds01_keys(container: Any) -> list[str]:
+        return sorted(key for key in container.labels if key.startswith("ds01."))
+
+    assert ds01_keys(door) == ds01_keys(cli)
+    held = gpus_held(d, "alice")
+    assert sorted(held) == ["cli", "door"] and held["cli"] != held["door"], held
+    assert door.labels[GPUS_LABEL] == held["door"] and cli.labels[GPUS_LABEL] == held["cli"]
+    assert gpu_environment(door) == told_of(held["door"])
+    assert gpu_environment(cli) == told_of(held["cli"])
+
+    # Stopped, its GPU goes back (gpu_hold_after_stop_minutes: 0); `docker start` gets one
+    # again, through ds01's start, as `container-start` would.
+    stop = d.docker("alice", "stop", "-t", "1", "door")
+    assert stop.returncode == 0, describe(stop)
+    wait_until("the stopped container's GPU released", lambda: "door" not in gpus_held(d, "alice"))
+    start = d.docker("alice", "start", "door")
+    assert start.returncode == 0, describe(start)
+    held = gpus_held(d, "alice")
+    assert sorted(held) == ["cli", "door"], held
+    again = docker_client.containers.get(f"door._.{uid}")
+    assert again.status == "running" and again.labels[GPUS_LABEL] == held["door"]
+    assert gpu_environment(again) == told_of(held["door"])
 
 
 def test_detach_keys_leave_the_container_running(ds01d: Any, docker_client: Any) -> None:
@@ -591,8 +766,14 @@ def test_docker_cp_both_ways_diff_and_export_on_own_containers_only(ds01d: Any) 
             {"DOCKER_HOST": f"unix://{d.docker_socket}"}, input=None, timeout=60, cwd=None,
         )  # fmt: skip
         assert "tmp/in.txt" in listed.stdout.splitlines(), describe(listed)
-        port = d.docker("alice", "port", "mine")
-        assert port.returncode == 0, describe(port)
+        host_port = free_port()
+        published = d.docker("alice", "run", "-d", "--name", "pub", "-p",
+                             f"127.0.0.1:{host_port}:8080", TEST_IMAGE, "sleep", "300")  # fmt: skip
+        assert published.returncode == 0, describe(published)
+        port = d.docker("alice", "port", "pub", "8080")
+        assert port.returncode == 0 and port.stdout == f"127.0.0.1:{host_port}\n", describe(port)
+        listed = d.docker("alice", "port", "pub")
+        assert listed.stdout == f"8080/tcp -> 127.0.0.1:{host_port}\n", describe(listed)
         # A tar from stdin into her own directory: root's set-uid binary is not planted,
         # what lands is alice's plain file.
         plant = d.run_as(
@@ -666,24 +847,26 @@ while b"\r\n\r\n" not in buf:
 head, _, buf = buf.partition(b"\r\n\r\n")
 seen["upgrade"] = head.split(b"\r\n")[0].decode()
 
-def frames_until(word):
+# What the exec wrote on stdout and on stderr (frames of stream type 1 and 2), until stdout
+# holds word and stderr error (word None: until the stream ends).
+def frames_until(word, error=b""):
     global buf
-    out = b""
+    out = {1: b"", 2: b""}
     while True:
         while len(buf) >= 8 and len(buf) >= 8 + struct.unpack(">I", buf[4:8])[0]:
             size = struct.unpack(">I", buf[4:8])[0]
-            if buf[0] == 1:
-                out += buf[8:8 + size]
+            out[buf[0]] = out.get(buf[0], b"") + buf[8:8 + size]
             buf = buf[8 + size:]
-        if word is not None and word in out:
-            return out.decode()
+        if word is not None and word in out[1] and error in out[2]:
+            break
         data = sock.recv(4096)
         if not data:
-            return out.decode()
+            break
         buf += data
+    return {str(stream): text.decode() for stream, text in out.items()}
 
-sock.sendall(b"id -u; echo first-done\n")
-seen["first"] = frames_until(b"first-done")
+sock.sendall(b"id -u; echo first-done; echo first-error >&2\n")
+seen["first"] = frames_until(b"first-done", b"first-error")
 sock.sendall(b"echo second-done; exit 7\n")
 seen["second"] = frames_until(None)
 seen["exit"] = call("GET", f"/exec/{exec_id}/json")[1]["ExitCode"]
@@ -715,8 +898,9 @@ def test_vs_code_attach_sequence(ds01d: Any) -> None:
         assert seen["version"] == "1.41"
         assert seen["inspect"] == [200, True, f"{uid}:{gid}"]
         assert seen["upgrade"].startswith("HTTP/1.1 101")
-        assert seen["first"].split() == [str(uid), "first-done"]
-        assert seen["second"].split() == ["second-done"]
+        # stdout and stderr in frames of their own (no terminal: Tty false).
+        assert seen["first"] == {"1": f"{uid}\nfirst-done\n", "2": "first-error\n"}
+        assert seen["second"] == {"1": "second-done\n", "2": ""}
         assert seen["exit"] == 7
         restart = d.docker("alice", "restart", "-t", "1", "mine")
         assert restart.returncode == 0, describe(restart)

@@ -252,6 +252,13 @@ def test_what_dockerd_gets_is_only_what_the_check_read() -> None:
     assert sent == {"Cmd": ["id"], "User": "1:1"}
 
 
+def test_docker_pys_container_field_in_an_exec_is_read_past_and_dropped() -> None:
+    # docker-py's exec_run sends the container it was called on; dockerd acts on the path's.
+    body = {"Container": "mine", "Cmd": ["id"], "User": "", "Privileged": False, "Tty": False}
+    sent = d.check_exec(body, uid=1001, gid=1001, user="alice")
+    assert sent == {"Cmd": ["id"], "User": "1001:1001", "Tty": False}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -288,6 +295,17 @@ def test_the_doors_socket_is_next_to_the_api_socket_unless_named(
     assert paths.docker_socket_path("off", "/run/ds01/ds01.sock") is None
     monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "OFF")
     assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") is None
+
+
+def test_the_doors_socket_from_the_environment_unless_the_flag_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "/srv/ds01/door.sock")
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/srv/ds01/door.sock"
+    assert paths.docker_socket_path("/x/d.sock", "/run/ds01/ds01.sock") == "/x/d.sock"
+    assert paths.docker_socket_path("off", "/run/ds01/ds01.sock") is None
+    monkeypatch.setenv(paths.ENV_DOCKER_SOCKET, "")  # set but empty: the default
+    assert paths.docker_socket_path(None, "/run/ds01/ds01.sock") == "/run/ds01/docker.sock"
 
 
 def test_the_docker_context_is_where_the_docker_cli_looks_for_it() -> None:

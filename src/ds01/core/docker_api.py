@@ -532,6 +532,9 @@ _EXEC_FIELDS = frozenset(
     {"AttachStdin", "AttachStdout", "AttachStderr", "DetachKeys", "Tty", "Env", "Cmd",
      "WorkingDir", "User", "Privileged", "ConsoleSize"}
 )  # fmt: skip
+#: Fields of an exec create the door reads past and drops: docker-py's ``exec_run`` names
+#: the container in the body too, which dockerd does not read (the path says which).
+_EXEC_DROPPED = frozenset({"Container"})
 
 ROOT_EXEC_MESSAGE = (
     "ds01 runs every exec as the container's owner: -u {asked} is not allowed. Root in a "
@@ -547,7 +550,8 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     (``alice``) is looked up in the container's own ``/etc/passwd``, which the user may
     have written (``alice:x:0:0``: root), and a uid alone takes its group from there too
     (group 0 where the uid has no entry). Refused: privileged, another user (root
-    included: ``ROOT_EXEC_MESSAGE``), fields the door does not know.
+    included: ``ROOT_EXEC_MESSAGE``), fields the door does not know. Dropped: docker-py's
+    ``Container`` (``_EXEC_DROPPED``).
 
     Raises:
         BadRequest: the body is not a JSON object with a command (answered 400).
@@ -555,7 +559,8 @@ def check_exec(body: object, *, uid: int, gid: int, user: str) -> dict[str, obje
     """
     if not isinstance(body, dict) or not body.get("Cmd"):
         raise BadRequest("an exec needs a JSON object body with a Cmd")
-    unknown = sorted(k for k, v in body.items() if k not in _EXEC_FIELDS and v)
+    known = _EXEC_FIELDS | _EXEC_DROPPED
+    unknown = sorted(k for k, v in body.items() if k not in known and v)
     if unknown:
         raise PermissionError(f"ds01 does not allow {', '.join(unknown)[:80]} in an exec.")
     if body.get("Privileged"):
