@@ -6,7 +6,8 @@ he creates a container within the group's quota, and no further. The edit of
 resource-limits.yaml keeps its comments, ~dave/workspace is created and his, and his totals
 are on his cgroup parent. remove-user: carol's queued request and reservation are
 cancelled, her containers removed and their GPUs freed, her workspace archived (root only,
-mode 0600) and her home left as it was; her entries leave the configuration. Non-admins
+mode 0600; packed by tar running as carol, so a file of root's in it is left out) and her
+home left as it was; her entries leave the configuration. Non-admins
 and unknown users are refused, and every refusal is logged.
 """
 
@@ -182,6 +183,11 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
     notes.write_text("chapter 3\n")
     os.chown(notes, uid_of("carol"), -1)
     (home_of("carol") / "workspace" / "outside").symlink_to("/etc")
+    # A file of root's that carol cannot read: tar packs the workspace as carol, so it is
+    # left out (ds01d as root would have read it).
+    root_only = home_of("carol") / "workspace" / "root-only.txt"
+    root_only.write_text("root's\n")
+    root_only.chmod(0o600)
 
     plan = d.cli_json(
         None, "admin", "remove-user", "carol", "--archive", str(archive_dir), "--dry-run"
@@ -220,6 +226,8 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
         assert tar.extractfile("carol/workspace/notes.txt").read() == b"chapter 3\n"  # type: ignore[union-attr]
         assert tar.getmember("carol/workspace/outside").issym()  # a link, never its target
     assert not any(name.startswith("carol/workspace/outside/") for name in names)
+    assert "carol/workspace/root-only.txt" not in names
+    assert "root-only.txt" in removed.stdout + removed.stderr  # the admin is told
     assert notes.read_text() == "chapter 3\n"  # nothing of hers deleted
     assert home_of("carol").is_dir()
     text = d.paths.config_dir.joinpath("resource-limits.yaml").read_text()
@@ -237,4 +245,5 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
     assert unknown.returncode == 4, describe(unknown)
     assert d.events_where(action="user.remove", outcome="denied", resource="user/no-such-user-ds01")
     (home_of("carol") / "workspace" / "outside").unlink()
+    root_only.unlink()
     notes.unlink()

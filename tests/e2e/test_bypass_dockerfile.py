@@ -8,7 +8,8 @@ real ``image-build`` CLI with one Dockerfile per row: a tab after FROM, a no-bre
 after a continuation backslash, lower-case ``from``, the backtick escape directive, an
 escaped escape, an ARG-built name, ``COPY --from``, ``RUN --mount=from=``, ``ONBUILD``, a
 stage named like the image it claims to shadow, ``FROM --platform``, quotes, a
-here-document, a bare carriage return, the image's short id. For every row:
+here-document, a bare carriage return, the image's short id, ``ADD`` of a URL or git
+repository (which dockerd would fetch on the host's network). For every row:
 
 - the exit code is 5 (ds01 cannot prove the image allowed) or 2 (malformed);
 - the refusal is one event of bob's with outcome ``denied`` (``auth.denied`` for exit 5,
@@ -106,6 +107,13 @@ ATTEMPTS = [
     ("here-document", B + f"RUN <<EOF\nFROM {SECRET}\nEOF\n", 5),
     ("unset-arg", f"ARG TAG\nFROM {SECRET}$TAG\n", 5),
     ("bare-carriage-return", B + f"RUN echo \\\r\r\nFROM {SECRET}\n", 2),
+    # dockerd fetches an ADD URL itself, on the host's network, past the build's network
+    # mode and the per-user firewall: another user's service, 127.0.0.1, link-local.
+    ("add-url", B + "ADD http://127.0.0.1:9/secret /x\n", 5),
+    ("add-url-lower-case", B + "add HTTPS://169.254.169.254/latest/meta-data /x\n", 5),
+    ("add-git", B + "ADD git@github.com:alice/private.git /src\n", 5),
+    ("add-url-via-env", B + "ENV U=http://127.0.0.1:9/secret\nADD $U /x\n", 5),
+    ("onbuild-add-url", B + "ONBUILD ADD http://127.0.0.1:9/secret /x\n", 5),
     ("add-from", B + f"ADD --from={SECRET} /secret /x\n", 2),
     ("unknown-flag", f"FROM --plat=linux/amd64 {SECRET}\n", 2),
 ]

@@ -1202,6 +1202,9 @@ def test_docker_build_as_image_build_does_it(ds01d: Any, docker_client: Any) -> 
     (context / "Dockerfile").write_text("FROM busybox\nCOPY Dockerfile /\nRUN echo built > /b\n")
     (context / "unlisted").mkdir()
     (context / "unlisted" / "Dockerfile").write_text("FROM ds01-test/unlisted:latest\n")
+    # dockerd would fetch this itself, on the host's network: refused as image-build does.
+    (context / "fetch").mkdir()
+    (context / "fetch" / "Dockerfile").write_text("FROM busybox\nADD http://127.0.0.1:9/x /x\n")
     for path in (context, *context.rglob("*")):
         os.chown(path, alice.pw_uid, alice.pw_gid)
     docker_client.images.get(TEST_IMAGE).tag("ds01-test/unlisted", "latest")
@@ -1218,6 +1221,7 @@ def test_docker_build_as_image_build_does_it(ds01d: Any, docker_client: Any) -> 
         assert built and built[-1]["resource"] == "image/alice/built:v1"
         for args, words in (
             (("build", "-t", "alice/other", str(context / "unlisted")), "may build from"),
+            (("build", "-t", "alice/fetch", str(context / "fetch")), "RUN curl"),
             (("build", "-t", "bob/x", str(context)), "alice/NAME"),
             (("build", "--build-arg", "A=1", "-t", "alice/x", str(context)), "buildargs"),
         ):

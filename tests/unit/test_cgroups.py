@@ -3,6 +3,7 @@ that imitate ``/sys/fs/cgroup``, and the pure decisions behind it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -361,3 +362,39 @@ def test_a_slurm_jobs_cgroup_goes_with_its_empty_uid_parent_but_never_the_nodes_
     assert not any((root / h / "slurm_node2/uid_1001").exists() for h in others)
     # Another user's job and the node's top stay.
     assert all((root / h / other_job).is_dir() for h in V1_HIERARCHIES)
+
+
+# --- whose a Slurm job's cgroup is -------------------------------------------------------------
+
+JOB = "/slurm_node2/uid_1001/job_42"
+
+
+def test_a_job_cgroup_counts_only_where_its_owner_made_every_level(tmp_path: Path) -> None:
+    """``owned_by`` is asked with root's uid in ds01d; here the tree is this test's own, so
+    the test's uid stands for root and any other uid for a user's."""
+    mine, other = os.getuid(), os.getuid() + 1
+    v2 = CgroupManager(v2_tree(tmp_path / "v2"))
+    (tmp_path / "v2" / JOB.lstrip("/")).mkdir(parents=True)
+    assert v2.owned_by(JOB, mine)
+    assert not v2.owned_by(JOB, other)  # made by someone else (a delegated user)
+    assert not v2.owned_by("/slurm_node2/uid_1001/job_43", mine)  # no such cgroup
+    assert not v2.owned_by("/slurm_node2/../job_42", mine)
+    # A level that is a symbolic link (to a directory of the user's choice) is no cgroup.
+    (tmp_path / "v2" / "elsewhere" / "job_7").mkdir(parents=True)
+    (tmp_path / "v2" / "slurm_node2" / "uid_1002").symlink_to(tmp_path / "v2" / "elsewhere")
+    assert not v2.owned_by("/slurm_node2/uid_1002/job_7", mine)
+    assert not CgroupManager(tmp_path / "nothing").owned_by(JOB, mine)
+
+
+def test_on_v1_every_hierarchy_holding_the_job_cgroup_is_checked(tmp_path: Path) -> None:
+    root = v1_tree(tmp_path)
+    manager = CgroupManager(root)
+    (root / "cpu" / JOB.lstrip("/")).mkdir(parents=True)
+    assert not manager.owned_by(JOB, os.getuid())  # not in the memory hierarchy
+    (root / "memory" / JOB.lstrip("/")).mkdir(parents=True)
+    assert manager.owned_by(JOB, os.getuid())  # pids has none: Docker makes it there
+    (root / "pids" / "slurm_node2").mkdir()
+    (root / "pids" / "slurm_node2" / "uid_1001").symlink_to(
+        root / "cpu" / "slurm_node2" / "uid_1001"
+    )
+    assert not manager.owned_by(JOB, os.getuid())

@@ -138,6 +138,39 @@ def test_what_ds01_cannot_prove_is_refused_as_a_permission(text: str, match: str
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        "ADD http://172.17.0.5:8000/secret /x",
+        "ADD https://example.org/a.tar.gz /x",
+        "ADD HTTP://127.0.0.1/x /x",  # any case of the scheme
+        "add http://169.254.169.254/latest/meta-data /x",  # lower-case instruction
+        "ADD --chown=1000 ./local ftp://host/y /x",  # any source, not only the first
+        'ADD ["http://127.0.0.1/x", "/x"]',  # JSON form
+        'ADD "http://127.0.0.1/x" /x',  # the lexer takes quotes off
+        "ADD ht\\tp://127.0.0.1/x /x",  # and escapes
+        "ADD git@github.com:alice/private.git /src",
+        "ADD github.com/alice/private /src",
+        "ADD git://host/repo.git /src",
+        "ADD $URL /x",  # ds01 does not expand ADD's words: a variable could be a URL
+        "ADD h${T}tp://127.0.0.1/x /x",
+        "ONBUILD ADD http://127.0.0.1/x /x",  # a trigger runs in a later build
+        "onbuild add https://127.0.0.1/x /x",
+        "ONBUILD ADD $URL /x",
+    ],
+)
+def test_add_of_a_url_or_git_repository_is_refused(line: str) -> None:
+    """dockerd fetches an ADD URL itself, on the host's network, past the build's network
+    mode and ds01's firewall: refused, with the way to do it instead."""
+    with pytest.raises(PermissionDenied, match=r"ADD .*(RUN curl|variable)"):
+        base_references(f"{BB}ARG URL=http://127.0.0.1/x\nENV T=t\n{line}\n")
+
+
+def test_add_of_local_files_still_reads() -> None:
+    text = BB + 'ADD --chown=1000 a.tar.gz b/ /x/\nADD ["c d", "/y"]\nONBUILD ADD e /z\n'
+    assert images(text) == [BUSYBOX]
+
+
+@pytest.mark.parametrize(
     ("text", "match"),
     [
         ("RUN echo\nFROM a\n", "before the first FROM"),

@@ -32,6 +32,11 @@ What the builder resolves, as the classic builder does it:
 - ``ONBUILD COPY --from=x`` and ``ONBUILD RUN --mount=…,from=x`` run in the build of an image
   made ``FROM`` this one, whose stages ds01 cannot know: every name is an image, checked now.
 
+``ADD`` of a URL or git repository is refused (not only checked): the classic builder fetches
+it in dockerd, as root, on the host's network, outside the build's network mode and ds01's
+per-user firewall. So is a ``$`` in an ``ADD`` source (in a trigger too), which ds01 does not
+expand and which could make a URL. ``RUN curl``/``wget`` or ``COPY`` do the same job.
+
 Registry short names. ``resolve_short_names`` rewrites a ``FROM`` whose image is the
 short name of a registry entry (``FROM python``) to that entry's image reference, on the
 parsed instruction, and reads the rewritten text again: what is checked is what Docker
@@ -303,11 +308,44 @@ def _from(command: Instruction, args: _Args, stages: list[str], line: int) -> Ba
     return BaseReference(line, "FROM", image)
 
 
+#: A source of ``ADD`` that dockerd would fetch itself: ``scheme://…`` (any case, quotes
+#: and escapes taken off first, as Docker's lexer does) or a git remote (``git@host:…``,
+#: ``github.com/…``, which newer builders clone).
+_REMOTE_SOURCE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|git@|github\.com/", re.IGNORECASE)
+
+
+def _refuse_remote_add(command: Instruction, where: str) -> None:
+    """Refuse an ``ADD`` (or ``ONBUILD ADD``) with a URL or git source, or with a variable in
+    a source (ds01 does not expand ADD's words, so ``$X`` could become a URL).
+
+    The classic builder fetches an ``ADD`` URL in dockerd itself, as root, from the host's
+    network: outside the build's network mode and past ds01's per-user firewall (which lets
+    root reach every user's bridge), so a URL could read another user's service, 127.0.0.1
+    or a link-local address. ``RUN curl``/``wget`` fetch on the build's own network."""
+    for source in command.value[:-1]:  # the last word is the destination
+        plain = re.sub(r"[\\`\"']", "", source)
+        if "$" in plain:
+            raise PermissionDenied(
+                f"{where}: ADD {source} uses a variable in a source; write the source out, so "
+                "that ds01 can tell it is a file of the build context."
+            )
+        if _REMOTE_SOURCE_RE.search(plain):
+            raise PermissionDenied(
+                f"{where}: ADD {source} would be fetched by dockerd outside your build's "
+                "network; ds01 refuses ADD of a URL or git repository. Download it in the "
+                "build with RUN curl or RUN wget (on the build's own network), or put the "
+                "file in the build context and COPY it."
+            )
+
+
 def _sources(
     command: Instruction, instruction: str, stages: Sequence[str], line: int, *, trigger: bool
 ) -> list[BaseReference]:
-    """The images a COPY, ADD or RUN names with ``--from`` or ``--mount=…,from=``."""
+    """The images a COPY, ADD or RUN names with ``--from`` or ``--mount=…,from=``; an ADD
+    whose source is remote is refused (``_refuse_remote_add``)."""
     where = f"Dockerfile line {line}"
+    if instruction == "add":
+        _refuse_remote_add(command, where)
     found: list[BaseReference] = []
     for name, value in _flags(command, instruction, where):
         if value is None:

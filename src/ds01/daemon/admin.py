@@ -21,9 +21,9 @@ otherwise).
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
-import tarfile
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
@@ -52,6 +52,7 @@ from ds01.daemon.views import allocation_state
 from ds01.errors import Conflict, Ds01Error, InvalidInput, NotFound, SystemFault
 from ds01.files import replace_file
 from ds01.paths import RESOURCE_LIMITS_FILE
+from ds01.runtime.build_context import archive_as_user
 from ds01.runtime.cgroups import CgroupError, user_slice_path
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser, user_by_name
@@ -280,23 +281,26 @@ def _archive_directory(text: str, home: Path | None) -> Path:
     return real
 
 
-def _write_archive(workspace: Path, directory: Path, user: str, stamp: str) -> Path:
-    """``workspace`` as ``DIR/ds01-USER-workspace-STAMP.tar.gz``: owner root, mode 0600.
+def _write_archive(account: UnixUser, directory: Path, stamp: str) -> tuple[Path, list[str]]:
+    """The account's workspace as ``DIR/ds01-USER-workspace-STAMP.tar.gz`` (owner root, mode
+    0600), and what tar could not read in it.
 
-    Symbolic links are stored as links (never followed), so nothing outside the workspace
-    ends up in the archive.
+    ``tar`` reads the workspace running as the user (``archive_as_user``), never ds01d as
+    root: symbolic links are stored as links, and one swapped in while tar walks the tree
+    leads only to what the user could read anyway. ds01d only compresses tar's output into
+    the file it opened.
     """
-    target = directory / f"ds01-{user}-workspace-{stamp}.tar.gz"
+    target = directory / f"ds01-{account.name}-workspace-{stamp}.tar.gz"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchown(fd, 0, 0)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            tar.add(workspace, arcname=f"{user}/{DEFAULT_WORKSPACE_DIR}", recursive=True)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as packed:
+            unread = archive_as_user(account, account.home, DEFAULT_WORKSPACE_DIR, packed)
     except BaseException:
         with suppress(FileNotFoundError):
             target.unlink()
         raise
-    return target
+    return target, unread
 
 
 @dataclass(frozen=True)
@@ -441,7 +445,7 @@ def _carry_out_removal(
     for record in removal.records:
         with suppress(NotFound):  # gone meanwhile
             service.remove(caller, record.docker_name, force=True)
-    archive = _archive_workspace(service, removal)
+    archive = _archive_workspace(service, removal, notes)
     with _CONFIG_LOCK:
         path, text, existed = _limits_file(service)
         edit = edit_remove_user(text, str(path), name)
@@ -476,19 +480,28 @@ def _carry_out_removal(
     return archive
 
 
-def _archive_workspace(service: Ds01Service, removal: _Removal) -> Path | None:
-    """The workspace archived where ``--archive`` said, if it asked and it is a directory."""
-    workspace, directory = removal.workspace, removal.archive_into
-    if directory is None or workspace is None or not removal.workspace_is_dir:
+def _archive_workspace(service: Ds01Service, removal: _Removal, notes: list[str]) -> Path | None:
+    """The workspace archived where ``--archive`` said, if it asked and it is a directory;
+    ``notes`` gets what the user's own tar could not read (left out of the archive)."""
+    workspace, directory, account = removal.workspace, removal.archive_into, removal.account
+    if directory is None or workspace is None or account is None or not removal.workspace_is_dir:
         return None
     stamp = service.now().strftime("%Y%m%dT%H%M%SZ")
     try:
-        return _write_archive(workspace, directory, removal.name, stamp)
-    except OSError as exc:
+        archive, unread = _write_archive(account, directory, stamp)
+    except (Conflict, OSError) as exc:
+        why = exc.message if isinstance(exc, Conflict) else f"{exc}."
         raise SystemFault(
-            f"Could not archive {workspace} into {directory}: {exc}. The containers "
+            f"Could not archive {workspace} into {directory}: {why} The containers "
             "are removed already; run remove-user again once it can be written."
         ) from exc
+    if unread:
+        shown = "\n  ".join(unread[:10]) + ("\n  …" if len(unread) > 10 else "")
+        notes.append(
+            f"{archive} holds what {account.name} could read in {workspace}; tar, running "
+            f"as {account.name}, left out:\n  {shown}"
+        )
+    return archive
 
 
 # -- MIG ------------------------------------------------------------------------------------------

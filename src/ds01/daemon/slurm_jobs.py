@@ -59,7 +59,7 @@ from ds01.daemon.periodic import PeriodicPass
 from ds01.daemon.prepared import PreparedCreate
 from ds01.daemon.slurm_limits import in_cluster_mode
 from ds01.daemon.views import allocation_state
-from ds01.errors import Conflict, InvalidInput, SlurmError, SlurmJobRequired
+from ds01.errors import Conflict, InvalidInput, PermissionDenied, SlurmError, SlurmJobRequired
 from ds01.model import labels as L
 from ds01.model.device import Inventory
 from ds01.runtime import slurm
@@ -345,10 +345,24 @@ def caller_job_cgroup(ctx: DaemonContext, caller: Caller, job_id: int) -> str | 
     """The job's cgroup, as the container's cgroup parent: read from the kernel's word on the
     caller (its peer pid's ``/proc/<pid>/cgroup``: the job's step runs in it). ``None``
     (ds01's own parent) on the systemd cgroup driver, whose parents are slices, and when the
-    caller is in no cgroup of the job (a cluster without Slurm's cgroup plugins)."""
+    caller is in no cgroup of the job (a cluster without Slurm's cgroup plugins).
+
+    Raises:
+        PermissionDenied: the caller's cgroup named like the job's is not root's from the
+            cgroup root down (``CgroupManager.owned_by``): a user made it herself (a
+            delegated cgroup v2 subtree), so it is no cgroup of Slurm's.
+    """
     if ctx.engine.cgroup_driver != "cgroupfs":
         return None
-    return job_cgroup(process_cgroup(caller.pid) or "", job_id)
+    cgroup = job_cgroup(process_cgroup(caller.pid) or "", job_id)
+    if cgroup is not None and not ctx.cgroups.owned_by(cgroup):
+        raise PermissionDenied(
+            f"Your process is in cgroup {cgroup}, named like Slurm job {job_id}'s, but it is "
+            f"not root's all the way down from {ctx.cgroups.root}: Slurm did not make it, so "
+            "ds01 will not place a container in it. Run container-create in the job's own "
+            "step (srun or the batch script), not in a cgroup of your own."
+        )
+    return cgroup
 
 
 def job_placement(

@@ -4,6 +4,10 @@ ds01d never reads a user's build context itself: ``tar`` runs with the user's ui
 groups, so a build sends exactly what the user could read. The archive is spooled to an
 unlinked file (below ds01d's state directory), bounded in size and in time; the Dockerfile
 ds01d resolved is then appended to it under a name of its own (:func:`add_dockerfile`).
+
+``remove-user --archive`` packs the user's workspace the same way (:func:`archive_as_user`):
+a symbolic link the user swaps in while it is read leads ``tar`` only to what the user
+could read anyway, never to root's files.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from ds01.errors import Conflict, Ds01Error, PermissionDenied, QuotaExceeded
 from ds01.model.units import format_bytes
@@ -33,6 +37,12 @@ CONTEXT_TIMEOUT_SECONDS = 240.0
 _TAR_PATH = "/usr/bin:/bin"
 _STDERR_KEEP = 64 * 1024
 _CHUNK_BYTES = 1 << 20
+
+
+class Sink(Protocol):
+    """Where tar's output goes: a file, or a compressor writing to one."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass
@@ -58,7 +68,11 @@ def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[
     if tar is None:
         raise Conflict("ds01d cannot pack the build context: `tar` is not installed.")
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
-    run = _run_tar(_start_tar(tar, user, context), spool)
+    # Owner root in the archive, as `docker build` sends it.
+    arguments = ["-C", str(context), "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."]
+    run = _run_tar(
+        _start_tar(tar, user, arguments), spool, MAX_CONTEXT_BYTES, CONTEXT_TIMEOUT_SECONDS
+    )
     lines = [line for line in run.errors.splitlines() if line.strip()]
     try:
         _check_tar_run(run, lines, user, context)
@@ -69,10 +83,33 @@ def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[
     return spool, lines if run.code == 1 else []
 
 
-def _start_tar(tar: str, user: UnixUser, context: Path) -> subprocess.Popen[bytes]:
+def archive_as_user(user: UnixUser, parent: Path, member: str, out: Sink) -> list[str]:
+    """Write to ``out`` a tar of ``parent/member``, made by ``tar`` running as ``user``, each
+    name below ``user.name/`` (``alice/workspace/…``). Symbolic links are stored as links,
+    never followed; owners are kept. No bound on size or time (the admin asked for it all).
+
+    Returns tar's complaints about what it could not read as the user (left out of the
+    archive); empty when everything is in it.
+
+    Raises:
+        Conflict: ``tar`` is not installed, or failed beyond files it could not read.
+    """
+    tar = shutil.which("tar", path=_TAR_PATH)
+    if tar is None:
+        raise Conflict("ds01d cannot pack the workspace: `tar` is not installed.")
+    # S: symbolic link targets keep their text; member and hard link names get the prefix.
+    prefix = f"--transform=s|^|{user.name}/|S"
+    arguments = ["-C", str(parent), prefix, "-cf", "-", "--", member]
+    run = _run_tar(_start_tar(tar, user, arguments), out, None, None)
+    lines = [line for line in run.errors.splitlines() if line.strip()]
+    if run.code not in (0, 1, 2):  # 1: a file changed while read; 2: some were unreadable
+        raise Conflict(f"tar failed (exit {run.code}) packing {parent / member}: {lines[:5]}")
+    return lines if run.code else []
+
+
+def _start_tar(tar: str, user: UnixUser, arguments: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        # Owner root in the archive, as `docker build` sends it.
-        [tar, "-C", str(context), "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
+        [tar, *arguments],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -85,9 +122,15 @@ def _start_tar(tar: str, user: UnixUser, context: Path) -> subprocess.Popen[byte
     )
 
 
-def _run_tar(process: subprocess.Popen[bytes], spool: IO[bytes]) -> _TarRun:
-    """Copy ``process``'s archive into ``spool`` until it ends, grows too big or takes too
-    long (then it is killed); its error output is kept (the first ``_STDERR_KEEP`` bytes)."""
+def _run_tar(
+    process: subprocess.Popen[bytes],
+    spool: Sink,
+    max_bytes: int | None,
+    timeout_seconds: float | None,
+) -> _TarRun:
+    """Copy ``process``'s archive into ``spool`` until it ends, grows beyond ``max_bytes``
+    or takes longer than ``timeout_seconds`` (then it is killed; ``None``: no bound); its
+    error output is kept (the first ``_STDERR_KEEP`` bytes)."""
     stdout, stderr = process.stdout, process.stderr
     assert stdout is not None and stderr is not None
     errors = bytearray()
@@ -106,20 +149,22 @@ def _run_tar(process: subprocess.Popen[bytes], spool: IO[bytes]) -> _TarRun:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
 
-    timer = threading.Timer(CONTEXT_TIMEOUT_SECONDS, expire)
-    timer.start()
+    timer = threading.Timer(timeout_seconds, expire) if timeout_seconds is not None else None
+    if timer is not None:
+        timer.start()
     size, too_big = 0, False
     try:
         for chunk in iter(lambda: stdout.read(_CHUNK_BYTES), b""):
             size += len(chunk)
-            if size > MAX_CONTEXT_BYTES:
+            if max_bytes is not None and size > max_bytes:
                 too_big = True
                 process.kill()
                 break
             spool.write(chunk)
         code = process.wait()
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         stdout.close()
         reader.join(timeout=5)
     return _TarRun(code, errors.decode("utf-8", "replace"), too_big, timed_out.is_set())

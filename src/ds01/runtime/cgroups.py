@@ -32,6 +32,7 @@ import functools
 import logging
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -356,8 +357,11 @@ class CgroupManager:
 
     def path(self, cgroup: str, hierarchy: str = "memory") -> Path:
         """The directory of ``cgroup`` in v1 ``hierarchy`` (v2: in the unified tree)."""
-        base = self.root if self.version == "v2" else self.root / hierarchy
-        return base / _relative(cgroup)
+        return self._hierarchy(hierarchy) / _relative(cgroup)
+
+    def _hierarchy(self, hierarchy: str = "memory") -> Path:
+        """The directory of v1 ``hierarchy`` (v2: the root, the unified tree)."""
+        return self.root if self.version == "v2" else self.root / hierarchy
 
     def hierarchies(self) -> list[Path]:
         """Every hierarchy directory a cgroup has a copy in: v2 the root, v1 each mounted
@@ -377,6 +381,36 @@ class CgroupManager:
     def exists(self, cgroup: str) -> bool:
         """Whether ``cgroup`` exists (in the memory hierarchy on v1)."""
         return self.version is not None and self.path(cgroup).is_dir()
+
+    def owned_by(self, cgroup: str, uid: int = 0) -> bool:
+        """Whether ``cgroup`` exists in the memory hierarchy (v1; the unified one on v2) and
+        it and every cgroup above it, in every hierarchy it exists in, is a directory (no
+        symbolic link) owned by ``uid`` (root; tests pass their own uid).
+
+        A user can make cgroups of her own only where she was delegated a subtree (cgroup
+        v2, ``user@.service``), and those are hers, so a cgroup that passes was made by
+        root (Slurm's ``slurmstepd``), not by a user naming it like a job's."""
+        if self.version is None:
+            return False
+        try:
+            relative = PurePosixPath(_relative(cgroup))
+        except ValueError:
+            return False
+        first = self._hierarchy()
+        hierarchies = [first, *(h for h in self.hierarchies() if h != first)]
+        for number, hierarchy in enumerate(hierarchies):
+            if number and not (hierarchy / relative).is_dir():
+                continue  # a v1 hierarchy Slurm does not use: Docker makes it there
+            current = hierarchy
+            for part in relative.parts:
+                current /= part
+                try:
+                    status = os.lstat(current)
+                except OSError:
+                    return False
+                if not stat.S_ISDIR(status.st_mode) or status.st_uid != uid:
+                    return False
+        return True
 
     # -- limits --------------------------------------------------------------------------------
 
