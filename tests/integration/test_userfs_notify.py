@@ -24,6 +24,7 @@ from ds01.runtime.userfs import (
     UserFsError,
     UserIds,
     make_directory,
+    reach_directory,
     replace_file,
     run_as,
     stat_in,
@@ -222,3 +223,45 @@ def test_root_reads_only_the_owners_regular_files_not_through_links(
     assert stat_in(mine, "bobs", alice.pw_uid) is None  # a file of bob's
     os.symlink(mine, area["scratch"] / "via")
     assert stat_in(area["scratch"] / "via", "own", alice.pw_uid) is None
+
+
+# --- reaching a path as the user --------------------------------------------------------
+
+
+def test_a_path_is_reached_as_the_user_through_her_symlinks(
+    area: dict[str, Path], unix_users: dict[str, Any]
+) -> None:
+    target = area["alice"] / "real"
+    target.mkdir()
+    link = area["alice"] / "link"
+    link.symlink_to(target)
+
+    reached = reach_directory(str(link), ids_of(unix_users["alice"]))
+
+    st = target.stat()
+    assert (reached.path, reached.device, reached.inode) == (str(target), st.st_dev, st.st_ino)
+    fd = os.open(target, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert reached.is_open_in(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_directory_behind_a_folder_she_cannot_enter_is_not_reached(
+    area: dict[str, Path], unix_users: dict[str, Any]
+) -> None:
+    alice = unix_users["alice"]
+    locked = area["scratch"] / "locked"
+    locked.mkdir(mode=0o700)
+    hers = locked / "hers"
+    hers.mkdir()
+    os.chown(hers, alice.pw_uid, alice.pw_gid)
+    (area["alice"] / "into-locked").symlink_to(hers)
+
+    for path in (hers, area["alice"] / "into-locked", locked / "missing"):
+        with pytest.raises(UserFsError) as caught:
+            reach_directory(str(path), ids_of(alice))
+        assert caught.value.errno == errno.EACCES, path
+    with pytest.raises(UserFsError) as missing:
+        reach_directory(str(area["alice"] / "missing"), ids_of(alice))
+    assert missing.value.errno == errno.ENOENT

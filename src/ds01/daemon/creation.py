@@ -278,8 +278,9 @@ class Creation:
         limits = ctx.limits_for(owner)
         aggregate = ctx.aggregate_for(owner)
         resources = container_resources(limits, request, ctx.engine.cpus, aggregate)
-        workspace = workspace_of(owner, request.workspace)
-        data = owned_directory(owner, request.data, "--data") if request.data else None
+        docker_root = ctx.engine.data_root
+        workspace = workspace_of(owner, request.workspace, docker_root)
+        data = owned_directory(owner, request.data, "--data", docker_root) if request.data else None
         return PreparedCreate(
             owner=owner,
             name=name,

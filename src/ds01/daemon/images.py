@@ -282,7 +282,7 @@ def _check_base(
 def _build_context(service: Ds01Service, user: UnixUser, requested: str) -> Path:
     """The build directory, resolved; ``PermissionDenied`` unless ``user`` owns it."""
     try:
-        return owned_directory(user, requested, "--context")
+        return owned_directory(user, requested, "--context", service.engine.data_root)
     except PermissionDenied as exc:
         mounted = "only your own directories can be mounted."
         raise PermissionDenied(

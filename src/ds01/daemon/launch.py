@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ds01.core.bind_sources import forbidden_root
 from ds01.core.container_resources import why
 from ds01.core.docker_create import DATA_TARGET as CONTAINER_DATA
 from ds01.core.docker_create import WORKSPACE_TARGET as CONTAINER_WORKSPACE
@@ -45,7 +46,13 @@ from ds01.model.text import shown
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.port_probe import port_is_free
-from ds01.runtime.userfs import PathStep, UserIds, make_directory, open_directory
+from ds01.runtime.userfs import (
+    UserFsError,
+    UserIds,
+    make_directory,
+    open_directory,
+    reach_directory,
+)
 
 DEFAULT_WORKSPACE_DIR = "workspace"  # under the user's home
 MAX_PATH_LENGTH = 4096
@@ -61,6 +68,11 @@ BIND_LABELS = {CONTAINER_WORKSPACE: L.AIME_WORK_MOUNT, CONTAINER_DATA: L.AIME_DA
 BindSource = tuple[int | None, str, str]
 
 
+def user_ids(user: UnixUser) -> UserIds:
+    """The credentials ds01d's child takes to act as ``user`` (``ds01.runtime.userfs``)."""
+    return UserIds.of(user.name, user.uid, user.gid)
+
+
 def make_user_directory(path: Path, user: UnixUser) -> None:
     """Create ``path`` *as* ``user`` (so it is theirs without a ``chown`` by root), its parent
     reached without following symlinks (``ds01.runtime.userfs``); nothing if it exists.
@@ -70,7 +82,7 @@ def make_user_directory(path: Path, user: UnixUser) -> None:
             a symlink is on the way); the message says what to do instead.
     """
     try:
-        make_directory(path, UserIds.of(user.name, user.uid, user.gid), mode=0o755)
+        make_directory(path, user_ids(user), mode=0o755)
     except OSError as exc:
         raise PermissionDenied(
             f"ds01 could not create {path} as {user.name}: {exc.strerror or exc}. Create it "
@@ -78,19 +90,31 @@ def make_user_directory(path: Path, user: UnixUser) -> None:
         ) from None
 
 
-def existing_directory(requested: str, what: str) -> tuple[Path, os.stat_result]:
-    """``requested``, an absolute path of an existing directory, resolved (symlinks
-    included), with its ``stat``; who owns it is the caller's check.
+def usable_path(requested: str, what: str) -> Path:
+    """``requested`` as a path, if it is one a request may name: absolute, no NUL, not
+    longer than ``MAX_PATH_LENGTH``.
 
     Raises:
-        InvalidInput: not a usable or not an absolute path, missing, unreadable, or not a
-            directory; the message begins with ``what`` (``"--workspace"``, ``"--archive"``).
+        InvalidInput: it is not; the message begins with ``what``.
     """
     if "\0" in requested or len(requested) > MAX_PATH_LENGTH:
         raise InvalidInput(f"{what} is not a usable path.")
     path = Path(requested)
     if not path.is_absolute():
         raise InvalidInput(f"{what} must be an absolute path, got {shown(requested)}.")
+    return path
+
+
+def existing_directory(requested: str, what: str) -> tuple[Path, os.stat_result]:
+    """``requested``, an absolute path of an existing directory, resolved (symlinks
+    included) by ds01d itself, with its ``stat``: for paths an admin names (``--archive``);
+    a user's directories are reached as the user (``owned_directory``).
+
+    Raises:
+        InvalidInput: not a usable or not an absolute path, missing, unreadable, or not a
+            directory; the message begins with ``what`` (``"--workspace"``, ``"--archive"``).
+    """
+    path = usable_path(requested, what)
     try:
         real = path.resolve(strict=True)
         st = real.stat()
@@ -104,66 +128,112 @@ def existing_directory(requested: str, what: str) -> tuple[Path, os.stat_result]
     return real, st
 
 
-def owned_directory(user: UnixUser, requested: str, what: str) -> Path:
-    """Resolve a host directory (symlinks included) and check the user owns it."""
-    real, st = existing_directory(requested, what)
-    if real == Path("/") or (st.st_uid != user.uid and user.uid != 0):
+#: What the user's own lookup of a path fails with when, for all she can tell, there is no
+#: directory there: one answer, so a refusal never says what lies behind a folder she
+#: cannot enter.
+_NOT_THERE = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTDIR})
+
+
+def reached_by(user: UnixUser, requested: str, what: str, docker_root: str) -> tuple[str, int]:
+    """The directory ``requested`` leads to when ``user`` follows it herself: its resolved
+    path, and ds01d's ``O_PATH`` descriptor of that very directory (the caller closes it).
+
+    The path is resolved *as the user* (``ds01.runtime.userfs.reach_directory``: her own
+    search rights on every folder on the way, symlinks followed as she would follow them);
+    ds01d then opens the resolved path without following any symlink and accepts it only if
+    it holds the same directory (device and inode) the user reached. It must be hers (root's
+    directories only for root), and not at, in or above Docker's data root or the kernel's
+    ``/proc``, ``/sys`` or ``/dev`` (``ds01.core.bind_sources``).
+
+    Raises:
+        InvalidInput: not a usable path; or nothing the user can reach is there (missing,
+            behind a folder she cannot enter, or not a directory: one message for all).
+        PermissionDenied: a directory that is not hers, in a system area, or one that
+            changed between her lookup and ds01d's.
+    """
+    usable_path(requested, what)
+    try:
+        reached = reach_directory(requested, user_ids(user))
+    except UserFsError as exc:
+        if exc.errno in _NOT_THERE:
+            raise InvalidInput(
+                f"{what} {shown(requested)} does not exist, or is not a directory you can reach."
+            ) from None
+        raise InvalidInput(f"{what} {shown(requested)} cannot be used: {exc.strerror}") from None
+    real = shown(reached.path)
+    try:
+        fd = open_directory(reached.path)
+    except OSError:
+        fd = -1
+    if fd < 0 or not reached.is_open_in(fd):
+        if fd >= 0:
+            os.close(fd)
         raise PermissionDenied(
-            f"{what} {shown(requested)} (resolves to {shown(str(real))}) is not a "
-            "directory you own; "
+            f"{what} {shown(requested)} (resolves to {real}) changed while ds01 checked it; "
+            "try again with a directory of yours that stays put."
+        )
+    if os.fstat(fd).st_uid != user.uid and user.uid != 0:
+        os.close(fd)
+        raise PermissionDenied(
+            f"{what} {shown(requested)} (resolves to {real}) is not a directory you own; "
             "only your own directories can be mounted."
         )
-    return real
+    system = forbidden_root(reached.path, docker_root)
+    if system is not None:
+        os.close(fd)
+        raise PermissionDenied(
+            f"{what} {shown(requested)} (resolves to {real}) is at, in or above {system}, "
+            "which ds01 never mounts; only your own directories can be mounted."
+        )
+    return reached.path, fd
 
 
-def workspace_of(user: UnixUser, requested: str | None) -> Path:
+def owned_directory(user: UnixUser, requested: str, what: str, docker_root: str) -> Path:
+    """The resolved path of the directory of ``user``'s that ``requested`` leads to when she
+    follows it herself (``reached_by``: its checks and refusals)."""
+    real, fd = reached_by(user, requested, what, docker_root)
+    os.close(fd)
+    return Path(real)
+
+
+def workspace_of(user: UnixUser, requested: str | None, docker_root: str) -> Path:
     """The workspace a create mounts: ``requested``, or ``~/workspace`` (made if missing)."""
     if requested:
-        return owned_directory(user, requested, "--workspace")
+        return owned_directory(user, requested, "--workspace", docker_root)
     path = user.home / DEFAULT_WORKSPACE_DIR
     if not os.path.lexists(path):
         make_user_directory(path, user)
-    return owned_directory(user, str(path), "workspace")
+    return owned_directory(user, str(path), "workspace", docker_root)
 
 
-def open_owned(owner: UnixUser, path: str, what: str) -> int:
-    """A descriptor of ``path``, a directory of ``owner``'s with no symlink anywhere on its
-    path (checked on the descriptor itself).
+def open_owned(owner: UnixUser, path: str, what: str, docker_root: str) -> int:
+    """A descriptor of ``path``, a directory of ``owner``'s that she still reaches herself
+    at that very path, no symlink anywhere on it (``reached_by``; the staging mounts the
+    descriptor).
 
     Raises:
-        PermissionDenied: a component is missing or a symlink, or the directory is not
-            the owner's.
+        PermissionDenied: she no longer reaches her own directory there: a component is
+            missing, unreachable to her or a symlink, or the directory is not hers.
     """
     try:
-        fd = open_directory(path)
-    except PathStep as exc:
-        state = "is a symbolic link or not a directory" if exc.errno in (
-            errno.ELOOP, errno.ENOTDIR) else "is missing"  # fmt: skip
+        real, fd = reached_by(owner, path, what, docker_root)
+    except PolicyError as exc:
         raise PermissionDenied(
-            f"{what} {path}: {exc.component} {state} now. Restore the directory, or "
-            "re-create the container with another one."
+            f"{exc.message} Restore the directory, or re-create the container with another one."
         ) from exc
-    except OSError as exc:
-        raise PermissionDenied(f"{what} {path} cannot be opened: {exc}") from exc
-    st = os.fstat(fd)
-    if path == "/" or not stat.S_ISDIR(st.st_mode) or (st.st_uid != owner.uid and owner.uid != 0):
+    if real != path:
         os.close(fd)
         raise PermissionDenied(
-            f"{what} {path} is not a directory {owner.name} owns any more; only your own "
-            "directories can be mounted."
+            f"{what} {path} now leads to {shown(real)}: a symbolic link is on its path. "
+            "Restore the directory, or re-create the container with another one."
         )
     return fd
 
 
-def _check_legacy_bind(owner: UnixUser, source: str) -> None:
+def _check_legacy_bind(owner: UnixUser, source: str, docker_root: str) -> None:
     """A bind Docker resolves by path (made before staging): still the owner's, and no
     symlink on the way. Docker resolves it once more; re-create such a container."""
-    real = owned_directory(owner, source, "mount")
-    if str(real) != source:
-        raise PermissionDenied(
-            f"its mount {source} now leads to {real}. Restore the directory, or "
-            "re-create the container."
-        )
+    os.close(open_owned(owner, source, "mount", docker_root))
 
 
 def host_port_claims(records: Sequence[ContainerRecord]) -> dict[int, PortClaim]:
@@ -300,14 +370,14 @@ class Launcher:
             for source, destination in record.binds:
                 staged = ctx.staging.owner_of(source)
                 if staged is None:
-                    _check_legacy_bind(owner, source)
+                    _check_legacy_bind(owner, source, ctx.engine.data_root)
                     sources.append((None, "", ""))
                     continue
                 label = BIND_LABELS.get(destination)
                 path = record.labels.get(label, "") if label else ""
                 if not path.startswith("/"):
                     raise PermissionDenied(f"its bind {destination} has no source ds01 made.")
-                opened = open_owned(owner, path, str(destination))
+                opened = open_owned(owner, path, str(destination), ctx.engine.data_root)
                 sources.append((opened, staged[0], staged[1]))
         except PolicyError as exc:
             for fd, _, _ in sources:
@@ -330,5 +400,8 @@ __all__ = [
     "make_user_directory",
     "open_owned",
     "owned_directory",
+    "reached_by",
+    "usable_path",
+    "user_ids",
     "workspace_of",
 ]

@@ -164,12 +164,15 @@ class Reacquire:
         limits = self.context.limits_for(owner)
         # The owner's directories, as the labels record them (Docker's sources are staging).
         work_source = record.labels.get(L.AIME_WORK_MOUNT) or mounts.get(CONTAINER_WORKSPACE)
-        workspace = owned_directory(owner, str(work_source), "workspace")
+        docker_root = self.context.engine.data_root
+        workspace = owned_directory(owner, str(work_source), "workspace", docker_root)
         data_label = record.labels.get(L.AIME_DATA_MOUNT)
         data_source = mounts.get(CONTAINER_DATA) if data_label is None else data_label
         if data_source == "-":
             data_source = None
-        data = owned_directory(owner, str(data_source), "--data") if data_source else None
+        data = (
+            owned_directory(owner, str(data_source), "--data", docker_root) if data_source else None
+        )
         return PreparedCreate(
             owner=owner,
             name=record.name,

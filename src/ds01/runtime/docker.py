@@ -29,6 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
+from ds01.core.bind_sources import DEFAULT_DOCKER_ROOT
 from ds01.errors import NotFound, PortInUse
 from ds01.model import labels as L
 from ds01.runtime.docker_errors import DOCKER_SOCKET, docker_errors, raise_streamed_error
@@ -82,7 +83,8 @@ def exit_code_of(status_text: str) -> int | None:
 class EngineInfo:
     """What the engine reports about its host: cgroup driver, CPUs, memory in bytes, and
     its storage driver with the filesystem under it (``docker info``'s ``Storage Driver``
-    and ``Backing Filesystem``; ``None`` when not reported)."""
+    and ``Backing Filesystem``; ``None`` when not reported), and its data root
+    (``DockerRootDir``)."""
 
     cgroup_driver: CgroupDriver
     cpus: int
@@ -90,6 +92,7 @@ class EngineInfo:
     logging_driver: str = ""
     storage_driver: str = ""
     backing_filesystem: str | None = None
+    data_root: str = DEFAULT_DOCKER_ROOT
 
 
 def parse_docker_time(text: str) -> datetime | None:
@@ -446,6 +449,7 @@ class DockerRuntime(DockerImages, DockerNetworks):
                 logging_driver=str(info.get("LoggingDriver") or ""),
                 storage_driver=str(info.get("Driver") or ""),
                 backing_filesystem=status.get("Backing Filesystem"),
+                data_root=str(info.get("DockerRootDir") or DEFAULT_DOCKER_ROOT),
             )
 
     def container_events(self, actions: tuple[str, ...], since: float | None = None) -> EventStream:

@@ -24,6 +24,12 @@ user points them, with root's rights. So:
   huge file cannot be written through, block, or cost time; a target that is not a regular
   file with a single link is refused and left as it is.
 
+A path a user names for ds01d to use (a bind source) is **reached as the user**
+(:func:`reach_directory`): root needs no search permission, so a directory root finds may sit
+behind folders the user cannot enter. The child resolves the path with the user's rights and
+reports what it reached; the caller then holds that very directory (same device and inode)
+through a descriptor of its own.
+
 Root may still *read metadata* in a user's directory (:func:`stat_in`: the keep-alive
 file's time) with the same resolution and owner checks: ``O_PATH`` and ``fstatat`` never
 open the file.
@@ -142,6 +148,20 @@ def stat_in(directory: Path, name: str, owner_uid: int) -> os.stat_result | None
     if not stat.S_ISREG(st.st_mode) or st.st_uid != owner_uid:
         return None
     return st
+
+
+@dataclass(frozen=True)
+class Reached:
+    """A directory a user reached: its path with every symlink resolved, and its identity."""
+
+    path: str
+    device: int
+    inode: int
+
+    def is_open_in(self, fd: int) -> bool:
+        """Whether ``fd`` holds this very directory (the same device and inode)."""
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (self.device, self.inode)
 
 
 def _take_ids(ids: UserIds) -> None:
@@ -303,6 +323,42 @@ def replace_file(
     )
 
 
+def _reach(path: str) -> str:
+    """In the child: ``"device:inode:resolved path"`` of the directory ``path`` leads to
+    (symlinks followed with the child's rights; the path from the kernel's own name of the
+    open descriptor)."""
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        return f"{st.st_dev}:{st.st_ino}:{os.readlink(f'/proc/self/fd/{fd}')}"
+    finally:
+        os.close(fd)
+
+
+def reach_directory(
+    path: str, ids: UserIds, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> Reached:
+    """The directory the absolute ``path`` leads to when the user ``ids`` follows it, every
+    symlink included, with the user's own search rights on each folder on the way.
+
+    A directory the user cannot reach is an error exactly like one that is not there: the
+    caller learns nothing the user could not learn herself. A resolved path that does not
+    fit the child's report arrives cut short: its identity then differs from the directory's
+    (the caller compares, :meth:`Reached.is_open_in`).
+
+    Raises:
+        UserFsError: ``ENOENT``, ``EACCES``, ``ENOTDIR``, ``ELOOP``, ``ENAMETOOLONG``,
+            ``ETIMEDOUT``, … from the user's own lookup.
+    """
+    if not path.startswith("/") or "\0" in path:
+        raise UserFsError(errno.EINVAL, f"not an absolute path: {path!r}")
+    report = run_as(
+        ids, lambda: _reach(path), timeout_seconds=timeout_seconds, what=f"reaching {path}"
+    )
+    device, inode, resolved = report.split(":", 2)
+    return Reached(resolved, int(device), int(inode))
+
+
 def _mkdir_in(path: Path, mode: int) -> str:
     """In the child: ``path`` created; ``"exists"`` if something has that name already."""
     fd = open_directory(path.parent)
@@ -342,10 +398,12 @@ def make_directory(
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
+    "Reached",
     "UserFsError",
     "UserIds",
     "make_directory",
     "open_directory",
+    "reach_directory",
     "replace_file",
     "run_as",
     "stat_in",
