@@ -5,7 +5,7 @@ others).
 Two simulated GPUs; bob holds GPU 0 (``container-create --gpus 1``). Debian's docker.io CLI
 as alice, against a real ds01d and dockerd: ``--gpus device=<bob's GPU UUID>`` is refused
 (exit 125, ds01's message naming bob as its holder) and nothing is created, nothing queued;
-``--gpus '"device=0,1"'`` is over her ``gpu_limit`` of 1 and refused; ``--gpus device=7``
+``--gpus '"device=0,1"'`` is over her limit of one GPU and refused; ``--gpus device=7``
 names no device and is refused with the ids she can name; ``--gpus device=1`` gets GPU 1
 (``gpu-status`` shows its UUID hers, the container's ``ds01.gpus`` label says it).
 """
@@ -55,7 +55,7 @@ def test_docker_run_gets_exactly_the_gpus_it_names_or_is_refused(
     assert bobs["holder"]["user"] == "bob", status
 
     refused(d, docker_client, f"device={bobs['uuid']}", f"({bobs['uuid']}) is held by", "bob")
-    refused(d, docker_client, '"device=0,1"', "GPU quota exceeded", "limit is 1.0")
+    refused(d, docker_client, '"device=0,1"', "needs 2.0 GPU-equivalents", "at most 1.0")
     refused(d, docker_client, "device=7", "no device '7'", "Devices you can name: 0, 1")
 
     run = d.docker(
