@@ -636,9 +636,8 @@ def _not_free(
 ) -> NoCapacity:
     """Why the named ``device`` cannot be had now: who holds it (the container's name only
     when it is the caller's own, as ``gpu-status`` shows them), or that it is kept."""
-    name = f"GPU {device.gpu_index} ({device.uuid})" if device.kind == "gpu" else (
-        f"MIG instance {device.label} ({device.uuid})"
-    )  # fmt: skip
+    kind = "GPU" if device.kind == "gpu" else "MIG instance"
+    name = f"{kind} {device.label} ({device.uuid})"
     if holder is not None:
         who = (
             f"your container {holder.name!r}"
