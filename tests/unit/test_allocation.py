@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 
 import pytest
@@ -22,8 +24,10 @@ from ds01.core.allocation import (
     equivalents_to_float,
     format_equivalents,
     free_devices,
+    named_request,
     place,
 )
+from ds01.core.reservations import Reservation, blocked_devices
 from ds01.errors import InvalidInput, NoCapacity, NotFound, QuotaExceeded
 from ds01.model.device import Device, Inventory, PhysicalGpu
 from ds01.model.quota import GpuQuota
@@ -852,3 +856,108 @@ def test_a_tight_quota_is_never_broken_by_a_larger_instance(
     except NoCapacity:
         return
     assert placement.gpu_equivalents == request.min_gpu_equivalents()
+
+
+# --------------------------------------------------------------------------------------------
+# Devices named by the caller (docker run --gpus device=…)
+# --------------------------------------------------------------------------------------------
+
+NOON = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
+NOTHING_HELD = AllocationState()
+
+
+def named(ids: Sequence[str], inventory: Inventory, state: AllocationState = NOTHING_HELD,
+          quota: GpuQuota = UNLIMITED, user: str = "alice") -> Placement:  # fmt: skip
+    """Allocate exactly the devices ``ids`` name for ``user``."""
+    return allocate(named_request(ids, inventory), user, quota, inventory, state, [])
+
+
+def test_a_free_named_gpu_is_placed_by_index_or_uuid(inventory: Inventory) -> None:
+    assert named(["1"], inventory).uuids == (gpu_uuid(1),)
+    assert named([gpu_uuid(2), "0"], inventory).uuids == (gpu_uuid(2), gpu_uuid(0))
+    mig = by_profile(inventory, "2g.10gb")[0]
+    placed = named([mig.uuid], inventory)
+    assert placed.uuids == (mig.uuid,)
+    assert placed.gpu_equivalents == Fraction(2, 7)
+
+
+def test_a_named_gpu_held_by_another_is_refused_naming_the_holder(inventory: Inventory) -> None:
+    state = state_of(holding("train", "bob", [whole(1)]))
+    with pytest.raises(NoCapacity) as refused:
+        named(["0", "1"], inventory, state)
+    assert f"GPU 1 ({gpu_uuid(1)}) is held by a container of bob's" in refused.value.message
+    assert "train" not in refused.value.message  # another user's container name is theirs
+    mine = state_of(holding("train", "alice", [whole(1)]))
+    with pytest.raises(NoCapacity, match="held by your container 'train'"):
+        named(["1"], inventory, mine)
+
+
+def test_a_named_gpu_a_reservation_keeps_for_another_is_refused(inventory: Inventory) -> None:
+    kept = Reservation("r1", "bob", (gpu_uuid(2),), NOON, NOON + timedelta(hours=2), Fraction(1))
+    for_alice = replace(inventory, reserved=blocked_devices([kept], "alice", NOON, None))
+    with pytest.raises(NoCapacity, match=r"GPU 2 .* is kept for someone else"):
+        named(["2"], for_alice)
+    for_bob = replace(inventory, reserved=blocked_devices([kept], "bob", NOON, None))
+    assert named(["2"], for_bob, user="bob").uuids == (gpu_uuid(2),)
+
+
+def test_named_gpus_over_quota_are_refused(inventory: Inventory) -> None:
+    with pytest.raises(QuotaExceeded, match=r"needs 2\.0 GPU-equivalents, your limit is 1\.0"):
+        named(["0", "1"], inventory, quota=GpuQuota(gpu_limit=Fraction(1)))
+    with pytest.raises(QuotaExceeded, match="Per-container GPU limit"):
+        named(["0", "1"], inventory, quota=GpuQuota(max_gpus_per_container=Fraction(1)))
+    with pytest.raises(QuotaExceeded, match="do not allow whole GPUs"):
+        named(["0"], inventory, quota=GpuQuota(allow_full_gpu=False))
+    three = by_profile(inventory, "3g.20gb")[0]  # 3/7 counts against the quota, not 1/7
+    with pytest.raises(QuotaExceeded):
+        named([three.uuid], inventory, quota=GpuQuota(gpu_limit=Fraction(2, 7)))
+
+
+def test_mig_and_whole_gpus_mixed_or_two_mig_instances_are_refused(inventory: Inventory) -> None:
+    one, other = by_profile(inventory, "1g.5gb")
+    with pytest.raises(InvalidInput, match="either whole GPUs or MIG instances"):
+        named_request(["0", one.uuid], inventory)
+    with pytest.raises(InvalidInput, match="one MIG instance"):
+        named_request([one.uuid, other.uuid], inventory)
+    with pytest.raises(InvalidInput, match="GPU 3 is in MIG mode"):
+        named_request(["3"], inventory)
+
+
+def test_an_unknown_or_repeated_id_is_refused_with_the_ids_to_name(inventory: Inventory) -> None:
+    with pytest.raises(NotFound) as unknown:
+        named_request(["7"], inventory)
+    assert "There is no device '7' here. Devices you can name: 0, 1, 2, MIG-" in (
+        unknown.value.message
+    )
+    with pytest.raises(NotFound):
+        named_request(["GPU-nobody"], inventory)
+    with pytest.raises(InvalidInput, match="named twice"):
+        named_request(["1", gpu_uuid(1)], inventory)
+    for bad in ([], ["gpu0"], ["1;2"], ["1" * 4]):
+        with pytest.raises(InvalidInput):
+            named_request(bad, inventory)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    inventory=inventories(),
+    picks=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    held_every=st.integers(1, 4),
+)
+def test_named_devices_are_placed_exactly_or_refused_never_twice(
+    inventory: Inventory, picks: list[int], held_every: int
+) -> None:
+    """Whatever is named: exactly those devices, each once, none held, reserved or unusable;
+    or a refusal, never a substitute."""
+    if not inventory.devices:
+        return
+    ids = [inventory.devices[p % len(inventory.devices)].uuid for p in picks]
+    usable = free_devices(inventory, AllocationState())
+    state = AllocationState((holding("other", "bob", usable[::held_every]),))
+    try:
+        placement = named(ids, inventory, state)
+    except (InvalidInput, NoCapacity):
+        return
+    assert placement.uuids == tuple(ids)
+    assert len(set(placement.uuids)) == len(placement.uuids)
+    assert not set(placement.uuids) & (set(state.held()) | unusable_uuids(inventory))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from pydantic import ValidationError
 
 from ds01.config.limits import ResourceLimitsConfig
 from ds01.config.resolve import resolve_limits
@@ -53,6 +54,22 @@ def _limits(**defaults: object) -> object:
 
 def _request(**fields: object) -> api.CreateContainerRequest:
     return api.CreateContainerRequest(name="t", image="busybox", **fields)  # type: ignore[arg-type]
+
+
+def test_a_create_names_devices_by_id_alone() -> None:
+    """Named devices (``docker run --gpus device=…``): ids of a device id's form, at most
+    64, never with a count, a MIG profile or the queue (a named device is not waited for)."""
+    assert _request(devices=["0", "GPU-ab-12", "MIG-GPU-ab/1/0"]).devices[2] == "MIG-GPU-ab/1/0"
+    for fields in (
+        {"devices": ["0\n"]},
+        {"devices": ["gpu0"]},
+        {"devices": [str(i) for i in range(65)]},
+        {"devices": ["0"], "gpus": 1},
+        {"devices": ["0"], "mig": ["1g.5gb"]},
+        {"devices": ["0"], "queue": True},
+    ):
+        with pytest.raises(ValidationError):
+            _request(**fields)
 
 
 def test_resources_default_to_the_quota_capped_by_the_host() -> None:

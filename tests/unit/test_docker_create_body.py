@@ -62,6 +62,19 @@ def test_the_clis_defaults_read_as_a_plain_create() -> None:
     assert read_create(CLI_BODY, **ALICE) == wanted
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [["1"], ["0", "2"], ["GPU-6a1f0e2c-64f2-5b4c-8d1e-0f2b3c4d5e6f"],
+     ["MIG-0b1c2d3e-4f50-5a6b-8c7d-9e0f1a2b3c4d"], ["MIG-GPU-6a1f0e2c/1/0"]],
+)  # fmt: skip
+def test_gpus_named_by_id_are_read_as_the_cli_sends_them(ids: list[str]) -> None:
+    """``--gpus device=0,2`` (``"device=0,2"`` quoted), ``device=GPU-…``, ``device=MIG-…``:
+    the ids, for ds01's inventory to resolve; no count."""
+    requests = [{"Driver": "", "Count": 0, "DeviceIDs": ids, "Capabilities": [["gpu"]]}]
+    wanted = read_create(body(DeviceRequests=requests), **ALICE)
+    assert (wanted.gpus, wanted.gpu_ids) == (0, tuple(ids))
+
+
 def test_what_ds01_honours_is_read() -> None:
     wanted = read_create(
         body(
@@ -153,7 +166,11 @@ def test_hardening_refusals_name_the_field(field: str) -> None:
         ({"PortBindings": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]}}, "127.0.0.1"),
         ({"PortBindings": {"53/udp": [{"HostIp": "", "HostPort": ""}]}}, "TCP"),
         ({"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}, "--gpus all"),
-        ({"DeviceRequests": [{"Count": 0, "DeviceIDs": ["0"]}]}, "device="),
+        ({"DeviceRequests": [{"Count": 0, "DeviceIDs": ["0; rm"]}]}, "not a device id"),
+        ({"DeviceRequests": [{"Count": 0, "DeviceIDs": [f"{i}" for i in range(65)]}]},
+         "at most 64"),
+        ({"DeviceRequests": [{"Count": 0, "DeviceIDs": [1]}]}, "list of strings"),
+        ({"DeviceRequests": [{"Count": 2, "DeviceIDs": ["0"]}]}, "not both"),
         ({"RestartPolicy": {"Name": "always"}}, "Restart"),
         ({"LogConfig": {"Type": "syslog", "Config": {}}}, "logging"),
         ({"MemorySwap": -1, "Memory": 0}, None),

@@ -35,7 +35,7 @@ def create(body: object, path: str = "/v1.41/containers/create?name=x") -> bytes
         ([], False),
         ([{**GPUS, "Count": 0}], False),
         ([{**GPUS, "Count": -1}], False),  # --gpus all: refused, quickly
-        ([{**GPUS, "DeviceIDs": ["0"], "Count": 0}], False),  # by id: refused, quickly
+        ([{**GPUS, "DeviceIDs": ["0"], "Count": 0}], False),  # by id: never waits
         ([GPUS, GPUS], False),
         ("two", False),
     ],

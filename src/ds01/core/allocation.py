@@ -19,6 +19,7 @@ here, once:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,18 @@ from ds01.model.device import DEFAULT_TOTAL_SLICES, Device, Inventory
 from ds01.model.quota import GpuQuota
 
 _STOP_OR_REMOVE_COMMANDS = "`container-stop NAME` / `container-remove NAME`"
+
+#: The most devices one create may name (``docker run --gpus device=…``).
+MAX_NAMED_DEVICES = 64
+#: A device id a caller may name: a GPU's index as ``gpu-status`` shows it, a GPU's UUID or a
+#: MIG instance's UUID (``MIG-<uuid>``, or a driver's older ``MIG-GPU-<uuid>/<gi>/<ci>``).
+DEVICE_ID_PATTERN = r"^(?:[0-9]{1,3}|(?:GPU|MIG)-[A-Za-z0-9/-]{1,80})$"
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+def is_device_id(text: str) -> bool:
+    """Whether ``text`` has the form of a device id a caller may name (``DEVICE_ID_PATTERN``)."""
+    return _DEVICE_ID.fullmatch(text) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +220,11 @@ class GpuRequest:
     Whole GPUs may be several. An empty request means "no GPU". ``mig_profiles`` is a tuple
     of at most one profile.
 
+    ``devices``: the UUIDs of the exact devices asked for (``docker run --gpus device=…``,
+    resolved by :func:`named_request`), empty when ds01 may pick. A request naming devices
+    counts one whole GPU per named whole GPU, or the named MIG instance's profile, and is
+    placed on exactly them or refused (:func:`place`).
+
     Raises:
         InvalidInput: a count is not a non-negative integer, a profile is not of the form
             ``<slices>g.<memory>gb``, more than one MIG instance is requested, or both kinds
@@ -215,6 +233,7 @@ class GpuRequest:
 
     whole_gpus: int = 0
     mig_profiles: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.whole_gpus, bool) or not isinstance(self.whole_gpus, int):
@@ -260,6 +279,8 @@ class GpuRequest:
                 "Ask for one kind.",
                 details={"whole_gpus": self.whole_gpus, "mig_profiles": list(self.mig_profiles)},
             )
+        if self.devices and len(set(self.devices)) != self.device_count:
+            raise ValueError(f"named devices {self.devices} do not match {self.describe()}")
 
     @property
     def is_empty(self) -> bool:
@@ -479,8 +500,11 @@ def place(
     state: AllocationState,
     *,
     max_gpu_equivalents: Fraction | None = None,
+    user: str | None = None,
 ) -> Placement:
-    """Choose devices for ``request`` among the free ones; deterministic best fit.
+    """Choose devices for ``request`` among the free ones; deterministic best fit; exactly
+    the devices it names, if it names any (:func:`named_request`; ``user``, who asks, is
+    told which of their own containers holds one).
 
     Whole GPUs: the free whole GPUs with the lowest indices. MIG: for each requested profile,
     largest first, the smallest free instance with at least its slices and memory, packed
@@ -491,10 +515,13 @@ def place(
 
     Raises:
         NoCapacity: the request cannot be satisfied from the free devices (within the bound);
-            the message says what is free.
+            the message says what is free, or who holds a named device.
+        NotFound: a named device is no longer in ``inventory``.
     """
     if request.is_empty:
         return Placement()
+    if request.devices:
+        return _place_named(request.devices, inventory, state, max_gpu_equivalents, user)
     if not inventory.devices:
         reason = f" ({inventory.message})" if inventory.message else ""
         raise NoCapacity(
@@ -507,6 +534,126 @@ def place(
     if need is None:
         return Placement(_place_whole_gpus(request.whole_gpus, free, max_gpu_equivalents))
     return Placement((_place_mig(need, free, max_gpu_equivalents),))
+
+
+def _device_names(inventory: Inventory) -> str:
+    """The ids a caller may name, as ``gpu-status`` shows them: whole GPUs by index, MIG
+    instances by UUID."""
+    names = [d.label if d.kind == "gpu" else d.uuid for d in inventory.devices]
+    return ", ".join(names) or "none (this server offers no GPUs)"
+
+
+def named_request(ids: Sequence[str], inventory: Inventory) -> GpuRequest:
+    """The request for exactly the devices ``ids`` name (``docker run --gpus device=…``):
+    each a GPU's index as ``gpu-status`` shows it, a whole GPU's UUID, or a MIG instance's
+    UUID. The MIG and whole-GPU rules of :class:`GpuRequest` apply to what they name.
+
+    Raises:
+        InvalidInput: no id, too many, an id that is not of a device id's form, a device named
+            twice, a GPU in MIG mode named as a whole, or MIG and whole GPUs mixed.
+        NotFound: an id names no device here; the message lists those that may be named.
+    """
+    if not ids or len(ids) > MAX_NAMED_DEVICES:
+        raise InvalidInput(
+            f"Name between 1 and {MAX_NAMED_DEVICES} devices, not {len(ids)}.",
+            details={"devices": len(ids)},
+        )
+    by_uuid = inventory.by_uuid()
+    whole_by_index = {str(d.gpu_index): d for d in inventory.devices if d.kind == "gpu"}
+    mig_by_index = {str(g.index) for g in inventory.gpus if g.mig_enabled}
+    mig_by_index.update(str(d.gpu_index) for d in inventory.devices if d.kind == "mig")
+    named: list[Device] = []
+    for given in ids:
+        if not isinstance(given, str) or not is_device_id(given):
+            raise InvalidInput(
+                f"{str(given)[:90]!r} is not a device id: name a GPU's index, a GPU-<uuid> or "
+                "a MIG-<uuid>, as `gpu-status` shows them.",
+                details={"device": str(given)[:90]},
+            )
+        if given in mig_by_index and given not in whole_by_index:
+            raise InvalidInput(
+                f"GPU {given} is in MIG mode: name one of its MIG instances by its MIG-<uuid> "
+                "(`gpu-status`).",
+                details={"device": given},
+            )
+        device = whole_by_index.get(given) or by_uuid.get(given)
+        if device is None:
+            raise NotFound(
+                f"There is no device {given!r} here. Devices you can name: "
+                f"{_device_names(inventory)} (GPU UUIDs too; see `gpu-status`).",
+                details={"device": given, "available": [d.uuid for d in inventory.devices]},
+            )
+        if device in named:
+            raise InvalidInput(
+                f"Device {device.label} ({device.uuid}) is named twice.",
+                details={"device": device.uuid},
+            )
+        named.append(device)
+    whole = sum(1 for d in named if d.kind == "gpu")
+    profiles = tuple(d.profile or "?" for d in named if d.kind == "mig")
+    return GpuRequest(whole_gpus=whole, mig_profiles=profiles, devices=tuple(d.uuid for d in named))
+
+
+def _place_named(
+    uuids: Sequence[str],
+    inventory: Inventory,
+    state: AllocationState,
+    max_gpu_equivalents: Fraction | None,
+    user: str | None,
+) -> Placement:
+    """Exactly the devices ``uuids``, when every one is free now; else why not (who holds
+    one, that it is kept for someone else, or over the bound)."""
+    by_uuid = inventory.by_uuid()
+    open_now = {d.uuid for d in free_devices(inventory, state)}
+    devices: list[Device] = []
+    for uuid in uuids:
+        device = by_uuid.get(uuid)
+        if device is None:
+            raise NotFound(
+                f"Device {uuid} is no longer here. Devices you can name: "
+                f"{_device_names(inventory)} (`gpu-status`).",
+                details={"device": uuid},
+            )
+        if uuid not in open_now:
+            raise _not_free(device, state.holder_of(uuid), inventory, user)
+        devices.append(device)
+    placement = Placement(tuple(devices))
+    if max_gpu_equivalents is not None and placement.gpu_equivalents > max_gpu_equivalents:
+        raise NoCapacity(
+            f"The devices named count for {format_equivalents(placement.gpu_equivalents)} "
+            f"GPU-equivalents, more than the {format_equivalents(max_gpu_equivalents)} that "
+            "may be placed.",
+            details={
+                "requested": equivalents_to_float(placement.gpu_equivalents),
+                "limit": equivalents_to_float(max_gpu_equivalents),
+            },
+        )
+    return placement
+
+
+def _not_free(
+    device: Device, holder: Holding | None, inventory: Inventory, user: str | None
+) -> NoCapacity:
+    """Why the named ``device`` cannot be had now: who holds it (the container's name only
+    when it is the caller's own, as ``gpu-status`` shows them), or that it is kept."""
+    kind = "GPU" if device.kind == "gpu" else "MIG instance"
+    name = f"{kind} {device.label} ({device.uuid})"
+    if holder is not None:
+        who = (
+            f"your container {holder.name!r}"
+            if holder.user == user
+            else f"a container of {holder.user}'s"
+        )
+        why = f"is held by {who}"
+    elif device.uuid in inventory.reserved:
+        why = "is kept for someone else (a reservation, or the request first in ds01's queue)"
+    else:
+        why = "is not usable as a whole: its GPU is in MIG mode"
+    return NoCapacity(
+        f"{name} {why}. Devices named are not waited for: name a free one (`gpu-status`), "
+        "or ask for a number (--gpus N) to wait in ds01's queue.",
+        details={"device": device.uuid, "holder": holder.user if holder else None},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -630,7 +777,11 @@ def _check_user_total(
 
 def least_gpu_equivalents(request: GpuRequest, inventory: Inventory) -> Fraction:
     """The least ``request`` can count for on ``inventory``: each MIG profile on an exact
-    match, over the slices of the largest MIG-mode GPU there (7 when it has none)."""
+    match, over the slices of the largest MIG-mode GPU there (7 when it has none); what its
+    named devices count for when it names them."""
+    by_uuid = inventory.by_uuid()
+    if request.devices and all(u in by_uuid for u in request.devices):
+        return sum((by_uuid[u].gpu_equivalents for u in request.devices), Fraction(0))
     return request.min_gpu_equivalents(_largest_total_slices(inventory.devices))
 
 
@@ -677,10 +828,12 @@ def allocate(
     _check_user_total(quota, own, in_use, needed)
     left = None if quota.gpu_limit is None else quota.gpu_limit - in_use
     budget = _smallest(left, quota.max_gpus_per_container)
-    return place(request, inventory, state, max_gpu_equivalents=budget)
+    return place(request, inventory, state, max_gpu_equivalents=budget, user=user)
 
 
 __all__ = [
+    "DEVICE_ID_PATTERN",
+    "MAX_NAMED_DEVICES",
     "ONE_MIG_INSTANCE_REASON",
     "AllocationState",
     "GpuRequest",
@@ -695,6 +848,8 @@ __all__ = [
     "equivalents_to_float",
     "format_equivalents",
     "free_devices",
+    "is_device_id",
     "least_gpu_equivalents",
+    "named_request",
     "place",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ds01.core.allocation import MAX_NAMED_DEVICES, is_device_id
 from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 
@@ -125,6 +126,9 @@ class DockerCreate:
     image: str
     run: RunOptions = RunOptions()
     gpus: int = 0
+    #: The devices ``--gpus device=…`` names, as the client names them (index or UUID);
+    #: empty with a count (``gpus``), or none.
+    gpu_ids: tuple[str, ...] = ()
     cpus: float | None = None
     memory_bytes: int | None = None
     shm_size_bytes: int | None = None
@@ -208,6 +212,7 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
     working_dir = body.get("WorkingDir") or None
     if working_dir is not None and not isinstance(working_dir, str):
         raise CreateRefused("WorkingDir must be a string.", 400)
+    gpus, gpu_ids = _gpus(host.get("DeviceRequests"))
     return DockerCreate(
         image=image,
         run=RunOptions(
@@ -222,7 +227,8 @@ def read_create(body: Any, *, uid: int, gid: int, user: str) -> DockerCreate:
             aliases=aliases,
             volumes=volumes,
         ),
-        gpus=_gpus(host.get("DeviceRequests")),
+        gpus=gpus,
+        gpu_ids=gpu_ids,
         cpus=_int(host.get("NanoCpus") or 0, "NanoCpus") / 1e9 or None,
         memory_bytes=_int(host.get("Memory") or 0, "Memory") or None,
         shm_size_bytes=_int(host.get("ShmSize") or 0, "ShmSize") or None,
@@ -363,35 +369,49 @@ def _volume(name: str, target: str) -> None:
         raise CreateRefused(f"A named volume cannot be mounted at {target[:80]!r}.")
 
 
-def _gpus(requests: Any) -> int:
-    """The whole GPUs ``--gpus N`` (``DeviceRequests``) asks for."""
+def _gpus(requests: Any) -> tuple[int, tuple[str, ...]]:
+    """What ``--gpus`` (``DeviceRequests``) asks for: a number of whole GPUs (``--gpus N``),
+    or the devices it names (``--gpus device=0,2``: ``DeviceIDs``), only their form checked
+    here (ds01's inventory resolves them)."""
     if unset(requests):
-        return 0
+        return 0, ()
     if not isinstance(requests, list) or len(requests) != 1 or not isinstance(requests[0], dict):
-        raise CreateRefused("Ask for GPUs with one --gpus N.")
+        raise CreateRefused("Ask for GPUs with one --gpus N (or --gpus device=ID,…).")
     request = requests[0]
     if request.get("Driver") not in (None, "", "nvidia"):
         raise CreateRefused("Only NVIDIA GPUs (--gpus N) may be requested.")
-    if not unset(request.get("DeviceIDs")):
-        raise CreateRefused(
-            "Choosing GPUs by id (--gpus device=…) is not supported through ds01's Docker "
-            "socket yet: ask for a number (--gpus N), and ds01 picks free ones."
-        )
     count = request.get("Count")
     if count == -1:
         raise CreateRefused("--gpus all is not allowed: ask for a number (--gpus N).")
-    return _int(count or 0, "DeviceRequests.Count")
+    ids = request.get("DeviceIDs")
+    if unset(ids):
+        return _int(count or 0, "DeviceRequests.Count"), ()
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise CreateRefused("DeviceRequests.DeviceIDs must be a list of strings.", 400)
+    if not unset(count):
+        raise CreateRefused("Ask for a number of GPUs or name them, not both.", 400)
+    if len(ids) > MAX_NAMED_DEVICES:
+        raise CreateRefused(f"Name at most {MAX_NAMED_DEVICES} devices.", 400)
+    for given in ids:
+        if not is_device_id(given):
+            raise CreateRefused(
+                f"{given[:90]!r} is not a device id: name a GPU's index, a GPU-<uuid> or a "
+                "MIG-<uuid>, as `gpu-status` shows them.",
+                400,
+            )
+    return 0, tuple(ids)
 
 
 def asks_for_gpus(body: Any) -> bool:
     """Whether a create's parsed JSON ``body`` asks for GPUs by number (``--gpus N``, N > 0):
-    such a create may wait in ds01's GPU queue. A body that :func:`read_create` would refuse
-    asks for none (its refusal is quick)."""
+    such a create may wait in ds01's GPU queue. One that names devices (``--gpus device=…``)
+    does not (it is refused when one is not free now), nor does a body that
+    :func:`read_create` would refuse (its refusal is quick)."""
     host = body.get("HostConfig") if isinstance(body, dict) else None
     if not isinstance(host, dict):
         return False
     try:
-        return _gpus(host.get("DeviceRequests")) > 0
+        return _gpus(host.get("DeviceRequests"))[0] > 0
     except CreateRefused:
         return False
 

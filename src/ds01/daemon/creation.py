@@ -31,6 +31,7 @@ from ds01.core.allocation import (
     Placement,
     check_mig_profiles_exist,
     equivalents_to_float,
+    named_request,
 )
 from ds01.core.borrowing import BorrowDecision, allocate_borrowing
 from ds01.core.container_resources import (
@@ -197,9 +198,12 @@ class Creation:
             records = ctx.records()
             inventory = ctx.backend.inventory()
             try:
+                if request.devices:  # exactly these, or refused (never queued)
+                    named = named_request(request.devices, inventory)
+                    prepared = replace(prepared, gpu_request=named)
                 decision, inventory = self._admit_on_demand(prepared, records, inventory)
             except NoCapacity as exc:
-                if not request.queue:
+                if not request.queue or request.devices:
                     self.gates.access.refused(caller, resource, exc)
                     raise
                 try:
@@ -227,6 +231,8 @@ class Creation:
         admin slurm sync`` compiled them), so nothing is placed or queued by ds01d."""
         ctx = self.context
         job_id = request.slurm_job
+        if request.devices:
+            raise InvalidInput("In cluster mode Slurm picks the devices: ask for a number.")
         if job_id is None:
             raise slurm_jobs.job_required(ctx, prepared)
         resource = f"container/{prepared.docker_name}"

@@ -45,7 +45,8 @@ class ContainerRequests(VolumeNetworkRequests):
         """A create through ds01's creation path (quotas, allocator, hardening, labels,
         name suffix, cgroup parent, the caller's uid:gid); 201 with the new id. One that
         asks for GPUs when none is free waits in the GPU queue, its client held until the
-        container is made (``door_queue.wait_for_turn``): the same 201 then."""
+        container is made (``door_queue.wait_for_turn``): the same 201 then. One that names
+        devices (``--gpus device=…``) gets exactly them, or is refused."""
         assert self.caller is not None
         user = self.caller.user
         try:
@@ -58,6 +59,7 @@ class ContainerRequests(VolumeNetworkRequests):
                 name=name,
                 image=wanted.image,
                 gpus=wanted.gpus,
+                devices=list(wanted.gpu_ids),
                 cpus=wanted.cpus,
                 memory=str(wanted.memory_bytes) if wanted.memory_bytes else None,
                 shm_size=str(wanted.shm_size_bytes) if wanted.shm_size_bytes else None,

@@ -5,10 +5,18 @@ the OpenAPI document served at ``GET /openapi.json``.
 """
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from ds01.core.allocation import DEVICE_ID_PATTERN, MAX_NAMED_DEVICES
 from ds01.model.hub import HUB_ENV_PREFIXES
 
 
@@ -87,6 +95,13 @@ class CreateContainerRequest(_Model):
         description="A MIG profile, e.g. ['3g.20gb']: at most one (a CUDA process uses only "
         "one MIG instance; more is refused with exit code 2). Not with gpus.",
     )
+    devices: list[Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_NAMED_DEVICES,
+        description="Exactly these devices (`docker run --gpus device=…`): GPU indices as "
+        "`gpu-status` shows them, GPU-<uuid> or MIG-<uuid>. Refused, never queued, when one "
+        "is not free now. Not with gpus, mig or queue.",
+    )
     # Docker's smallest CPU limit is 0.01; less would round to 0, which means "no limit".
     cpus: float | None = Field(default=None, ge=0.01, description="CPU cores; default: quota.")
     memory: str | None = Field(default=None, description="Memory, e.g. '16G'; default: quota.")
@@ -153,6 +168,12 @@ class CreateContainerRequest(_Model):
         "instead of the image's, to completion, without a terminal; its job ends with the "
         "command's exit status. Elsewhere refused (exit 2).",
     )
+
+    @model_validator(mode="after")
+    def _devices_alone(self) -> "CreateContainerRequest":
+        if self.devices and (self.gpus or self.mig or self.queue):
+            raise ValueError("devices are named alone: not with gpus, mig or queue")
+        return self
 
     @field_validator("command")
     @classmethod
