@@ -157,6 +157,12 @@ BODIES: list[Row] = [
     Row("create with null", raw("POST", "/containers/create", b"null"), 400, "JSON object"),
     Row("create with {}", raw("POST", "/containers/create", b"{}"), 400, "JSON object"),
     Row("malformed JSON", raw("POST", "/containers/create", b'{"Image":'), 400, "not JSON"),
+    # Deeper than Python's JSON parser goes: once it ended the thread that reads every
+    # user's requests (the rows after it would then get no answer).
+    Row("JSON nested 50,000 deep", raw("POST", "/containers/create", b"[" * 50000), 400,
+        "not JSON"),
+    Row("filters nested 5,000 deep", raw("GET", "/containers/json?filters=" + "%5B" * 5000),
+        400, "filters"),
     Row("oversized body", raw("POST", "/containers/create", b"{" + b" " * 70000 + b"}"), 413,
         "too large"),
     Row("chunked body", lambda t: http_request("POST", f"{V}/containers/create",

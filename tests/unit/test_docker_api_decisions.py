@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ds01 import paths
 from ds01.core import docker_api as d
 from ds01.core import starter
+from ds01.model.untrusted import json_value
 
 
 def head(line: str, *headers: str, body: bytes = b"") -> bytes:
@@ -515,3 +516,15 @@ def test_a_save_names_its_images_each_with_a_tag_a_digest_or_an_id() -> None:
     for line in ("GET /images/get HTTP/1.1", "GET /images/get?names=localhost%3A5000%2Fb HTTP/1.1"):
         with pytest.raises(d.BadRequest):
             d.save_names(d.parse_request(head(line)), None)
+
+
+def test_json_nested_past_the_parsers_depth_is_bad_input_never_a_crash() -> None:
+    deep = b"[" * 50000
+    with pytest.raises(ValueError):
+        json_value(deep)
+    create = head(
+        "POST /v1.41/containers/create HTTP/1.1", f"Content-Length: {len(deep)}", body=deep
+    )
+    assert d.request_waits(create) is False  # read in the thread that reads every request
+    with pytest.raises(d.BadRequest):
+        d.owned_filters("[" * 5000, 1)

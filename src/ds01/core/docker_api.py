@@ -35,6 +35,7 @@ from ds01.core.image_build import image_name, user_namespace
 from ds01.errors import InvalidInput
 from ds01.model import labels as L
 from ds01.model.units import format_bytes
+from ds01.model.untrusted import json_value
 
 #: ``/v1.41/containers/json`` → version ``1.41``, rest ``/containers/json``.
 _VERSIONED = re.compile(r"^/v(?P<version>\d+\.\d+)(?P<rest>/.*)\Z")
@@ -324,22 +325,28 @@ def request_waits(data: bytes) -> bool:
     """Whether a whole request (``data``: its head and body as the connection reader read
     them) may hold its worker for long: one that :func:`waits`, or a create that asks for
     GPUs (with none free it waits in ds01's GPU queue, its connection held until it is
-    placed). Whatever cannot be read waits not (its refusal is quick)."""
+    placed). Whatever cannot be read waits not (its refusal is quick). Only a create's
+    headers and body are read: this runs in the thread that reads every user's requests."""
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        first = parse_request(line + b"\r\n\r\n")
+    except BadRequest:
+        return False
+    if waits(first):
+        return True
+    routed = route(first.method, first.path)
+    if not isinstance(routed, Routed) or routed.endpoint.kind != "create":
+        return False
     try:
         request = parse_request(data)
     except BadRequest:
-        return False
-    if waits(request):
-        return True
-    routed = route(request.method, request.path)
-    if not isinstance(routed, Routed) or routed.endpoint.kind != "create":
         return False
     length = request.headers.get("Content-Length") or "0"
     if not (length.isascii() and length.isdigit()):
         return False
     body = data[request.head_bytes : request.head_bytes + int(length)]
     try:
-        return asks_for_gpus(json.loads(body))
+        return asks_for_gpus(json_value(body))
     except ValueError:
         return False
 
@@ -394,11 +401,12 @@ def owned_filters(filters: str | None, uid: int, *, container_events: bool = Fal
     wanted: dict[str, object] = {}
     if filters:
         try:
-            wanted = json.loads(filters)
+            read = json_value(filters)
         except ValueError:
             raise BadRequest("filters is not JSON") from None
-        if not isinstance(wanted, dict):
+        if not isinstance(read, dict):
             raise BadRequest("filters is not a JSON object")
+        wanted = read
     merged: dict[str, dict[str, bool]] = {}
     for key, value in wanted.items():
         # Docker takes {"label": ["a=b"]} and the older {"label": {"a=b": true}}.

@@ -42,7 +42,6 @@ could not load; the door's ``image.load`` event says which.
 
 from __future__ import annotations
 
-import json
 import re
 import tarfile
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from ds01.core.image_build import IMAGE_DECLARED_LABELS, foreign_labels
 from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 from ds01.model.units import format_bytes
+from ds01.model.untrusted import json_value
 
 #: The largest tar a ``docker load`` may bring through the door: as sent, and once
 #: uncompressed (what the door spools and sends to dockerd).
@@ -329,7 +329,7 @@ class LoadArchive:
                 f"The image tar's {key} is larger than {format_bytes(MAX_LOAD_JSON_BYTES)}."
             )
         try:
-            return json.loads(self.files[key])
+            return json_value(self.files[key])
         except ValueError:
             raise LoadRefused(f"The image tar's {key} is not JSON.") from None
 
@@ -485,7 +485,7 @@ class LoadAnswer:
 
     def _message(self, line: bytes) -> None:
         try:
-            message = json.loads(line) if line.strip() else None
+            message = json_value(line) if line.strip() else None
         except ValueError:
             return
         if not isinstance(message, dict):

@@ -749,6 +749,15 @@ class ConnectionServer:
         if len(conn.buf) >= conn.need:
             self._dispatch(conn, conn.need)
 
+    def _lane_of(self, data: bytes) -> LaneName:
+        """``classify``'s lane for a request; ``workers`` if it fails: a request it cannot
+        read must never end this thread, which reads every user's requests."""
+        try:
+            return self.classify(data)
+        except Exception:
+            log.exception("could not choose a lane for a request; it goes to the workers")
+            return "workers"
+
     def _dispatch(self, conn: _Conn, length: int) -> None:
         if self._drain_deadline is not None:
             self._refuse(conn, DaemonStopping(STOPPING_MESSAGE))
@@ -761,7 +770,7 @@ class ConnectionServer:
         uid, hub = conn.creds.uid, conn.hub
         behalf = _on_behalf_of(data[:head_end]) if hub is not None and head_end else None
         party = party_of(uid, hub, behalf)
-        lane_name = self.classify(data)
+        lane_name = self._lane_of(data)
         lane = self.lanes[lane_name]
         refusal = request_refusal(
             waits=lane_name == "waiting",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 import threading
@@ -40,6 +39,7 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import InvalidInput, NotFound, PermissionDenied
 from ds01.model import labels as L
+from ds01.model.untrusted import json_value
 from ds01.runtime.archive_rewrite import RequestBody
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.engine_proxy import EngineProxy
@@ -210,7 +210,7 @@ def json_body(body: bytes) -> object:
     if not body.strip():
         return None
     try:
-        return json.loads(body)
+        return json_value(body)
     except ValueError:
         raise InvalidInput("The request body is not JSON.") from None
 
