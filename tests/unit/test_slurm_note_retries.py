@@ -174,6 +174,29 @@ def test_a_later_note_on_the_same_job_replaces_the_waiting_one() -> None:
     assert retries.waiting() == []
 
 
+def test_a_note_made_while_an_older_one_is_written_goes_after_it_and_alone() -> None:
+    # An OOM kill's note is being retried when the stop's note on the same job comes: the
+    # stop's must be the one slurmdbd keeps, whatever the retry's answer.
+    clock = _Clock()
+    tries: list[str] = []
+    made: list[NoteRetries] = []
+
+    def slurmdbd(job: int, comment: str) -> AccountingWrite:
+        tries.append(comment)
+        if comment == "oom":
+            assert made[0].busy(7)  # a newer note now queues behind this write
+            made[0].add(7, "stop_idle", "stop", AccountingWrite.NOT_ACCOUNTED)
+            return AccountingWrite.NOT_ACCOUNTED  # not taken yet: it would be tried again
+        return AccountingWrite.WRITTEN
+
+    retries = NoteRetries(slurmdbd, clock=clock)
+    made.append(retries)
+    retries.add(7, "oom_kill", "oom", AccountingWrite.NOT_ACCOUNTED)
+    _run_until_idle(retries, clock)
+    assert tries == ["oom", "stop"]  # the older note dropped, not tried after the newer
+    assert not retries.busy(7) and retries.waiting() == []
+
+
 def test_the_waiting_notes_are_bounded_and_a_stop_gives_them_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

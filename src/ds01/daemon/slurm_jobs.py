@@ -133,6 +133,7 @@ class NoteRetries:
         self._clock = clock
         self._capacity = capacity
         self._pending: list[_PendingNote] = []
+        self._trying: set[int] = set()  # jobs whose note's write is under way
         self._changed = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -153,6 +154,12 @@ class NoteRetries:
         _give_up(job, note, f"{_WHY_WAITING.get(last, last.value)}, and {refused}")
         return False
 
+    def busy(self, job: int) -> bool:
+        """Whether a note on ``job`` waits or is being written: a newer note then goes
+        behind it (``add``), so that the last note written is the last one made."""
+        with self._changed:
+            return job in self._trying or any(p.job == job for p in self._pending)
+
     def forget(self, job: int) -> None:
         """No more tries of a note on ``job``: a later one was written."""
         with self._changed:
@@ -170,8 +177,13 @@ class NoteRetries:
         with self._changed:
             due = [p for p in self._pending if p.due is not None and p.due <= now]
             self._pending = [p for p in self._pending if p not in due]
+            self._trying.update(p.job for p in due)
         for pending in due:
-            self._try(pending)
+            try:
+                self._try(pending)
+            finally:
+                with self._changed:
+                    self._trying.discard(pending.job)
         with self._changed:
             return self._seconds_to_next()
 
@@ -200,6 +212,8 @@ class NoteRetries:
                 pending.note, pending.job, pending.last.value, pending.retries + 1,
             )  # fmt: skip
             with self._changed:
+                if any(p.job == pending.job for p in self._pending):
+                    return  # a newer note on the job came meanwhile: it alone goes on
                 if not self._stopped:
                     self._pending.append(pending)
                     return
@@ -266,6 +280,9 @@ def note_on_job(
     if not job.isdigit():
         return
     comment = job_note(note, reason)
+    if retries.busy(int(job)):  # an older note is still on its way: this one goes after it
+        retries.add(int(job), note, comment, AccountingWrite.NOT_ACCOUNTED)
+        return
     try:
         done = slurm.set_admin_comment(int(job), comment)
     except SlurmError as exc:
