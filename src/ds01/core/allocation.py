@@ -543,6 +543,14 @@ def _device_names(inventory: Inventory) -> str:
     return ", ".join(names) or "none (this server offers no GPUs)"
 
 
+def not_a_device_id(given: object) -> str:
+    """What a device id that is none of the forms ``gpu-status`` shows is told."""
+    return (
+        f"{str(given)[:90]!r} is not a device id: name a GPU's index, a GPU-<uuid> or a "
+        "MIG-<uuid>, as `gpu-status` shows them."
+    )
+
+
 def named_request(ids: Sequence[str], inventory: Inventory) -> GpuRequest:
     """The request for exactly the devices ``ids`` name (``docker run --gpus device=…``):
     each a GPU's index as ``gpu-status`` shows it, a whole GPU's UUID, or a MIG instance's
@@ -565,11 +573,7 @@ def named_request(ids: Sequence[str], inventory: Inventory) -> GpuRequest:
     named: list[Device] = []
     for given in ids:
         if not isinstance(given, str) or not is_device_id(given):
-            raise InvalidInput(
-                f"{str(given)[:90]!r} is not a device id: name a GPU's index, a GPU-<uuid> or "
-                "a MIG-<uuid>, as `gpu-status` shows them.",
-                details={"device": str(given)[:90]},
-            )
+            raise InvalidInput(not_a_device_id(given), details={"device": str(given)[:90]})
         if given in mig_by_index and given not in whole_by_index:
             raise InvalidInput(
                 f"GPU {given} is in MIG mode: name one of its MIG instances by its MIG-<uuid> "
@@ -851,5 +855,6 @@ __all__ = [
     "is_device_id",
     "least_gpu_equivalents",
     "named_request",
+    "not_a_device_id",
     "place",
 ]

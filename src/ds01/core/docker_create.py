@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.core.allocation import MAX_NAMED_DEVICES, is_device_id
+from ds01.core.allocation import MAX_NAMED_DEVICES, is_device_id, not_a_device_id
 from ds01.errors import DoorRefusal
 from ds01.model import labels as L
 
@@ -394,11 +394,7 @@ def _gpus(requests: Any) -> tuple[int, tuple[str, ...]]:
         raise CreateRefused(f"Name at most {MAX_NAMED_DEVICES} devices.", 400)
     for given in ids:
         if not is_device_id(given):
-            raise CreateRefused(
-                f"{given[:90]!r} is not a device id: name a GPU's index, a GPU-<uuid> or a "
-                "MIG-<uuid>, as `gpu-status` shows them.",
-                400,
-            )
+            raise CreateRefused(not_a_device_id(given), 400)
     return 0, tuple(ids)
 
 

@@ -86,7 +86,7 @@ class ImageRequests(DoorExchange):
         Docker's "No such image"."""
         assert self.caller is not None
         status, info = self.engine.json(
-            "GET", decide.request_path(request, f"/images/{quote(ref, safe='/:@')}/json")
+            "GET", decide.request_path(request, f"/images/{decide.quoted(ref)}/json")
         )
         images_config = self.service.config().images
         if status == 200 and isinstance(info, dict):
