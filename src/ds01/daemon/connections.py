@@ -437,6 +437,33 @@ def _raise_fd_limit(wanted: int) -> int:
     return wanted if soft == resource.RLIM_INFINITY else soft
 
 
+class Waker:
+    """A wake-up that a thread waiting in ``select`` watches beside its sockets: ``wake``
+    (any thread; never blocks) makes ``fileno`` readable until ``woken`` takes the wake-ups
+    sent so far."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (it wakes anyway) or closed (it ended)
+            self._writer.send(b"\0")
+
+    def woken(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._reader.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
 class ConnectionServer:
     """Accepts and reads connections on a listening unix socket and hands each complete
     request to ``handler`` on a bounded lane chosen by ``classify`` (from the request's
@@ -482,9 +509,7 @@ class ConnectionServer:
         }
         self.notices = RefusalNotices(limits.notice_interval_s)
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._finished: deque[tuple[_Conn, bool]] = deque()
         self._conns: set[_Conn] = set()
         # Connections being answered (handed to a lane), with whether they only wait to read.
@@ -501,15 +526,15 @@ class ConnectionServer:
         find no ds01d) and whoever connected just before was refused."""
         self.listener.setblocking(False)
         self._selector.register(self.listener, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        self._selector.register(self._waker, selectors.EVENT_READ, self._waker)
         next_sweep = time.monotonic() + _SWEEP_S
         try:
             while True:
                 for key, _ in self._selector.select(min(poll_interval, _SWEEP_S)):
                     if key.data is None:
                         self._accept()
-                    elif key.data is self._wake_r:
-                        self._drain_wake()
+                    elif key.data is self._waker:
+                        self._waker.woken()
                     else:
                         self._read(key.data)
                 self._take_back()
@@ -524,7 +549,7 @@ class ConnectionServer:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self.listener)
             with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(self._wake_r)
+                self._selector.unregister(self._waker)
 
     def drain(self, timeout_s: float) -> None:
         """Begin to stop (from any thread; step 5 of the module docstring): from now on no
@@ -622,17 +647,10 @@ class ConnectionServer:
             self._close(conn)
         self._selector.close()
         self.listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full: the reactor wakes anyway
-            self._wake_w.send(b"\0")
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
+        self._waker.wake()
 
     def _accept(self) -> None:
         if time.monotonic() < self._paused_until:

@@ -22,12 +22,11 @@ anywhere). Calls: nothing.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 
 from ds01.core.docker_create import RunOptions
 from ds01.daemon import schemas as api
+from ds01.daemon.connections import Waker
 from ds01.daemon.prepared import Made
 from ds01.runtime.store import QueuedRequest
 
@@ -35,37 +34,17 @@ from ds01.runtime.store import QueuedRequest
 DOOR_INTERFACE = "docker"
 
 
-class HeldCreate:
+class HeldCreate(Waker):
     """One held create: its queue entry's id, the client's run options, the container the
     dispatcher made for it (``made``, ``None`` until then), and a wake-up its waiter can
-    ``select`` on (``fileno``) next to its client's socket."""
+    ``select`` on (``fileno``) next to its client's socket: ``wake`` when its entry or
+    ds01d changed."""
 
     def __init__(self, entry_id: str, run: RunOptions) -> None:
+        super().__init__()
         self.entry_id = entry_id
         self.run = run
         self.made: Made | None = None
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-
-    def fileno(self) -> int:
-        """Readable once woken (``select``)."""
-        return self._reader.fileno()
-
-    def wake(self) -> None:
-        """Tell the waiter to look again (its entry or ds01d changed). Never blocks."""
-        with contextlib.suppress(OSError):  # full (it wakes anyway) or closed (it ended)
-            self._writer.send(b"\0")
-
-    def woken(self) -> None:
-        """Take the wake-ups sent so far (the waiter looks again now)."""
-        with contextlib.suppress(OSError):
-            while self._reader.recv(4096):
-                pass
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
 
 
 class HeldCreates:
