@@ -14,6 +14,7 @@ from ds01.config.borrowing import BORROWING_OFF, BorrowingConfig
 from ds01.config.resolve import resolve_limits
 from ds01.core.allocation import AllocationState, GpuRequest, Holding, allocate, could_take
 from ds01.core.borrowing import (
+    HoldingFacts,
     ReclaimChoice,
     allocate_borrowing,
     choose_reclaim,
@@ -159,9 +160,7 @@ def test_above_quota_borrows_idle_devices_up_to_the_cap() -> None:
         (ON, True, True, "within quota wait"),
     ],
 )
-def test_borrowing_is_refused(
-    policy: BorrowingConfig, ask: bool, waiting: bool, why: str
-) -> None:
+def test_borrowing_is_refused(policy: BorrowingConfig, ask: bool, waiting: bool, why: str) -> None:
     state = AllocationState((held("a1", "alice", [0]),))
     with pytest.raises(QuotaExceeded, match=why):
         borrow(state, policy=policy, ask=ask, waiting=waiting)
@@ -203,10 +202,12 @@ def test_reclaim_takes_the_newest_old_enough_borrowed_container_only() -> None:
     )
     starts = {"mine": minutes_ago(5), "old": minutes_ago(120), "newer": minutes_ago(60),
               "fresh": minutes_ago(10)}  # fmt: skip
-    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, starts)
+    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, HoldingFacts(starts))
     assert choice.containers == ("newer",)
     assert choice.for_request == "q1"
-    two = choose_reclaim(head(gpus=2, quota=GpuQuota()), inventory(4), state, NOW, ON, starts)
+    two = choose_reclaim(
+        head(gpus=2, quota=GpuQuota()), inventory(4), state, NOW, ON, HoldingFacts(starts)
+    )
     assert two.containers == ("newer", "old")
 
 
@@ -215,11 +216,20 @@ def test_min_runtime_and_the_reservation_hook_protect_a_container() -> None:
         (held("mine", "alice", [0, 1, 2]), held("young", "alice", [3], borrowed=True))
     )
     young = {"young": minutes_ago(29)}
-    assert choose_reclaim(head(), inventory(4), state, NOW, ON, young).containers == ()
+    assert (
+        choose_reclaim(head(), inventory(4), state, NOW, ON, HoldingFacts(young)).containers == ()
+    )
     grown = {"young": minutes_ago(30)}
-    assert choose_reclaim(head(), inventory(4), state, NOW, ON, grown).containers == ("young",)
+    assert choose_reclaim(head(), inventory(4), state, NOW, ON, HoldingFacts(grown)).containers == (
+        "young",
+    )
     choice = choose_reclaim(
-        head(), inventory(4), state, NOW, ON, grown, is_reserved=lambda h: h.name == "young"
+        head(),
+        inventory(4),
+        state,
+        NOW,
+        ON,
+        HoldingFacts(grown, is_reserved=lambda h: h.name == "young"),
     )
     assert choice.containers == ()
 
@@ -232,7 +242,9 @@ def test_a_borrower_back_within_quota_is_not_reclaimed() -> None:
     state = AllocationState((carol, held("borrowed", "alice", [1], borrowed=True)))
     starts = {"borrowed": minutes_ago(60)}
     limits = {"alice": Fraction(1)}
-    choice = choose_reclaim(head(), inventory(3), state, NOW, ON, starts, limits=limits)
+    choice = choose_reclaim(
+        head(), inventory(3), state, NOW, ON, HoldingFacts(starts, limits=limits)
+    )
     assert choice.containers == ()
     assert choice.for_request == "q1"
     # were GPU 2 still hers within quota, GPU 1 would be borrowed, and reclaimed
@@ -240,12 +252,12 @@ def test_a_borrower_back_within_quota_is_not_reclaimed() -> None:
         (held("carol's", "carol", [0]), held("borrowed", "alice", [1], borrowed=True),
          held("mine", "alice", [2]))
     )  # fmt: skip
-    taken = choose_reclaim(head(), inventory(3), both, NOW, ON, starts, limits=limits)
+    taken = choose_reclaim(head(), inventory(3), both, NOW, ON, HoldingFacts(starts, limits=limits))
     assert taken.containers == ("borrowed",)
     # without the owners' limits, every owner counts as above quota
-    assert choose_reclaim(head(), inventory(3), state, NOW, ON, starts).containers == (
-        "borrowed",
-    )
+    assert choose_reclaim(
+        head(), inventory(3), state, NOW, ON, HoldingFacts(starts)
+    ).containers == ("borrowed",)
 
 
 def test_reclaim_stops_taking_from_an_owner_once_within_quota() -> None:
@@ -259,13 +271,15 @@ def test_reclaim_stops_taking_from_an_owner_once_within_quota() -> None:
     two = head(gpus=2, quota=GpuQuota())
     limits = {"alice": Fraction(1)}
     # taking "newer" leaves alice one GPU on a quota of one: "older" is hers to keep
-    assert choose_reclaim(two, inventory(2), state, NOW, ON, starts, limits=limits) == (
+    assert choose_reclaim(
+        two, inventory(2), state, NOW, ON, HoldingFacts(starts, limits=limits)
+    ) == (
         ReclaimChoice(
             for_request="q1",
             reason="Reclaiming borrowed containers would not make room for q1 now.",
         )
     )
-    one = choose_reclaim(head(), inventory(2), state, NOW, ON, starts, limits=limits)
+    one = choose_reclaim(head(), inventory(2), state, NOW, ON, HoldingFacts(starts, limits=limits))
     assert one.containers == ("newer",)
 
 
@@ -278,7 +292,9 @@ def test_a_container_already_warned_is_kept_as_the_choice() -> None:
         )
     )
     starts = {"older": minutes_ago(120), "newer": minutes_ago(60)}
-    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, starts, reclaiming={"older"})
+    choice = choose_reclaim(
+        head(), inventory(4), state, NOW, ON, HoldingFacts(starts, reclaiming={"older"})
+    )
     assert choice.containers == ("older",)
 
 
@@ -335,7 +351,7 @@ def test_reclaim_takes_only_old_enough_borrowed_devices_as_few_as_needed(
     limits: dict[str, Fraction | None],
 ) -> None:
     inv, state, starts, request = world
-    choice = choose_reclaim(request, inv, state, NOW, ON, starts, limits=limits)
+    choice = choose_reclaim(request, inv, state, NOW, ON, HoldingFacts(starts, limits=limits))
     by_name = {h.container: h for h in state.holdings}
     assert len(set(choice.containers)) == len(choice.containers)
     left = {user: sum((h.gpu_equivalents for h in state.of_user(user)), Fraction(0))
@@ -378,7 +394,7 @@ def test_nothing_is_reclaimed_while_nobody_within_quota_waits(
     warned_minutes: dict[str, float],
 ) -> None:
     inv, state, starts, _ = world
-    choice = choose_reclaim(None, inv, state, NOW, ON, starts)
+    choice = choose_reclaim(None, inv, state, NOW, ON, HoldingFacts(starts))
     assert choice.containers == ()
     warned = {name: minutes_ago(m) for name, m in warned_minutes.items()}
     steps = reclaim_steps(choice, warned, NOW, ON)

@@ -29,14 +29,14 @@ ds01 reclaims them by one rule:
 
 1. only borrowed holdings with devices of an owner above quota are candidates: an owner
    whose holdings, borrowed ones included, add up to no more than their ``gpu_limit``
-   (``limits``) borrows nothing any more (their other containers ended after the borrow),
-   so none of theirs is taken, and a container is taken from an owner only while those
-   not taken before it still add up to more than that limit. Never one that the
-   reservation hook (``is_reserved``) protects, and never a running one younger than
-   ``min_runtime_minutes`` (counted from its last start). ds01d's hook is
-   :func:`reserved_by_holder`: a holding on a device of its owner's reservation in force
-   is its holder's, not borrowed from anyone; the pure functions default to nothing
-   reserved;
+   (the ``limits`` of :class:`HoldingFacts`) borrows nothing any more (their other
+   containers ended after the borrow), so none of theirs is taken, and a container is
+   taken from an owner only while those not taken before it still add up to more than
+   that limit. Never one that the reservation hook (``is_reserved``) protects, and never
+   a running one younger than ``min_runtime_minutes`` (counted from its last start).
+   ds01d's hook is :func:`reserved_by_holder`: a holding on a device of its owner's
+   reservation in force is its holder's, not borrowed from anyone; the pure functions
+   default to nothing reserved;
 2. candidates already being reclaimed (warned in an earlier pass) come first, then the
    stopped ones (which hold devices but run nothing), then the running ones newest first;
 3. candidates are taken in that order until the head fits, then any of them the head does
@@ -269,39 +269,50 @@ def _totals(state: AllocationState) -> dict[str, Fraction]:
     return totals
 
 
-def reclaimable(
-    state: AllocationState,
-    now: datetime,
-    policy: BorrowingConfig,
-    started_at: Mapping[str, datetime | None],
-    *,
-    is_reserved: ReservedPredicate = nothing_reserved,
-    reclaiming: Collection[str] = (),
-    limits: GpuLimits | None = None,
-) -> list[Holding]:
-    """The borrowed holdings that may be reclaimed at ``now``, in the rule's order.
+@dataclass(frozen=True)
+class HoldingFacts:
+    """What the reclaim rule knows of the holdings beyond the allocation state.
 
-    ``started_at`` maps a container to its last start; ``None`` or absent means it is not
-    running (it holds devices while stopped). ``reclaiming``: containers already warned.
-    ``limits``: the owners' ``gpu_limit`` (:data:`GpuLimits`); ``None``: every owner counts
-    as above quota.
+    Attributes:
+        started_at: each container's last start; ``None`` or absent means it is not
+            running (it holds devices while stopped).
+        is_reserved: the reservation hook (:data:`ReservedPredicate`).
+        reclaiming: containers already warned.
+        limits: the owners' ``gpu_limit`` (:data:`GpuLimits`); ``None``: every owner counts
+            as above quota.
     """
+
+    started_at: Mapping[str, datetime | None]
+    is_reserved: ReservedPredicate = nothing_reserved
+    reclaiming: Collection[str] = ()
+    limits: GpuLimits | None = None
+
+    @property
+    def known_limits(self) -> GpuLimits:
+        """``limits``, empty when not given (every owner then counts as above quota)."""
+        return {} if self.limits is None else self.limits
+
+
+def reclaimable(
+    state: AllocationState, now: datetime, policy: BorrowingConfig, facts: HoldingFacts
+) -> list[Holding]:
+    """The borrowed holdings that may be reclaimed at ``now``, in the rule's order."""
     min_runtime = timedelta(minutes=policy.min_runtime_minutes)
     totals = _totals(state)
-    known = {} if limits is None else limits
+    known = facts.known_limits
 
     def eligible(holding: Holding) -> bool:
-        start = started_at.get(holding.container)
+        start = facts.started_at.get(holding.container)
         old_enough = start is None or now - start >= min_runtime
         above = _above_quota(known, holding.user, totals[holding.user])
         return holding.borrowed and bool(holding.devices) and old_enough and above
 
-    candidates = [h for h in state.holdings if eligible(h) and not is_reserved(h)]
+    candidates = [h for h in state.holdings if eligible(h) and not facts.is_reserved(h)]
 
     def rank(holding: Holding) -> tuple[bool, bool, float]:
-        start = started_at.get(holding.container)
+        start = facts.started_at.get(holding.container)
         newest_first = 0.0 if start is None else -start.timestamp()
-        return (holding.container not in reclaiming, start is not None, newest_first)
+        return (holding.container not in facts.reclaiming, start is not None, newest_first)
 
     return sorted(candidates, key=rank)
 
@@ -312,30 +323,23 @@ def choose_reclaim(
     state: AllocationState,
     now: datetime,
     policy: BorrowingConfig,
-    started_at: Mapping[str, datetime | None],
-    *,
-    is_reserved: ReservedPredicate = nothing_reserved,
-    reclaiming: Collection[str] = (),
-    limits: GpuLimits | None = None,
+    facts: HoldingFacts,
 ) -> ReclaimChoice:
     """What to reclaim at ``now`` so that ``head`` can be placed (rule in the module
     docstring). ``head`` is the first request within quota that cannot be placed (the
     queue's head), ``None`` when nobody within quota waits.
 
-    ``limits``: the owners' ``gpu_limit`` (:func:`reclaimable`). The result only ever names
-    borrowed holdings of ``state``, each once, of owners above quota without the ones named
-    before; with them gone ``head`` fits, and without any one of them it would not.
+    The result only ever names borrowed holdings of ``state``, each once, of owners above
+    quota (``facts.limits``) without the ones named before; with them gone ``head`` fits,
+    and without any one of them it would not.
     """
     if head is None or not policy.enabled:
         return ReclaimChoice()
     if _fits(head, inventory, state):
         return ReclaimChoice(for_request=head.id, reason=f"{head.id} fits without a reclaim.")
-    order = reclaimable(
-        state, now, policy, started_at, is_reserved=is_reserved, reclaiming=reclaiming,
-        limits=limits,
-    )  # fmt: skip
+    order = reclaimable(state, now, policy, facts)
     left = _totals(state)
-    known = {} if limits is None else limits
+    known = facts.known_limits
     taken: list[str] = []
     for holding in order:
         if not _above_quota(known, holding.user, left[holding.user]):
@@ -402,6 +406,7 @@ def reclaim_steps(
 __all__ = [
     "BorrowDecision",
     "GpuLimits",
+    "HoldingFacts",
     "ReclaimChoice",
     "ReclaimSteps",
     "ReservedPredicate",

@@ -37,6 +37,7 @@ from typing import Final
 
 from ds01.core.borrowing import (
     GpuLimits,
+    HoldingFacts,
     ReclaimChoice,
     choose_reclaim,
     nothing_reserved,
@@ -95,10 +96,13 @@ class BorrowReclaim:
         started_at = self._started_at(borrowed, now) if head is not None else {}
         reserved = reserved_by_holder(kept(self.context), now) if head is not None else None
         limits = self._gpu_limits(borrowed) if head is not None else {}
-        choice = choose_reclaim(
-            head, inventory, state, now, policy, started_at,
-            is_reserved=reserved or nothing_reserved, reclaiming=warned, limits=limits,
-        )  # fmt: skip
+        facts = HoldingFacts(
+            started_at,
+            is_reserved=reserved or nothing_reserved,
+            reclaiming=warned,
+            limits=limits,
+        )
+        choice = choose_reclaim(head, inventory, state, now, policy, facts)
         steps = reclaim_steps(choice, warned, now, policy)
         for container in steps.cancel:
             self._cancel(by_name[container], choice)

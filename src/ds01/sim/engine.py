@@ -98,6 +98,7 @@ from ds01.config.resolve import resolve_limits, resolve_policy, resolve_reservat
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, Placement, free_devices, least_gpu_equivalents
 from ds01.core.borrowing import (
+    HoldingFacts,
     allocate_borrowing,
     choose_reclaim,
     reclaim_steps,
@@ -576,9 +577,7 @@ class _OnDemandSlices:
             return self.inventory
         return with_planned(self.inventory, planned)
 
-    def borrowable_slices(
-        self, over: Sequence[PendingRequest], inventory: Inventory
-    ) -> Inventory:
+    def borrowable_slices(self, over: Sequence[PendingRequest], inventory: Inventory) -> Inventory:
         """``inventory`` with the slices that would be made on demand for the requests held
         for their quota (``over``, in queue order, each with its ``blocked`` devices), as
         a ``--borrow`` create plans its own (:meth:`planned_for`: a free instance of the
@@ -889,12 +888,13 @@ class _Replay(_OnDemandSlices):
             head = decision.entry(decision.reservation.request_id).request  # with its blocked
             head = replace(head, user_containers=self._containers_of(head.user))
         started = {key: at(run.start) for key, run in self.running.items()}
-        choice = choose_reclaim(
-            head, self.inventory, self.state, now, policy,
+        facts = HoldingFacts(
             {h.container: started.get(h.container) for h in self.state.holdings},
-            is_reserved=reserved_by_holder(self.bookings, now), reclaiming=self.warned,
+            is_reserved=reserved_by_holder(self.bookings, now),
+            reclaiming=self.warned,
             limits=self.gpu_limits(),
-        )  # fmt: skip
+        )
+        choice = choose_reclaim(head, self.inventory, self.state, now, policy, facts)
         steps = reclaim_steps(choice, self.warned, now, policy)
         for key in steps.cancel:
             del self.warned[key]
@@ -976,8 +976,11 @@ class _Replay(_OnDemandSlices):
         limits = ReservationLimits()
         if asked.holder is not None:
             group = self.groups.get(asked.holder)
-            unix_groups = [] if group is None else [self.config.unix_group_of(group)
-                                                   if group in self.config.groups else group]
+            unix_groups = (
+                []
+                if group is None
+                else [self.config.unix_group_of(group) if group in self.config.groups else group]
+            )
             resolved = resolve_reservation_limits(self.config, asked.holder, unix_groups)
             limits = ReservationLimits.of(resolved.to_dict())
         try:
@@ -989,9 +992,7 @@ class _Replay(_OnDemandSlices):
             return replace(outcome, refusal=refused.message)
         self.bookings.append(made)
         heapq.heappush(self.events, (asked.start_hours, _Event.RESERVATION_START, key))
-        heapq.heappush(
-            self.events, (asked.start_hours + asked.hours, _Event.RESERVATION_END, key)
-        )
+        heapq.heappush(self.events, (asked.start_hours + asked.hours, _Event.RESERVATION_END, key))
         return replace(outcome, reservation=made)
 
     def start_reserved(
