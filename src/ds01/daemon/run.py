@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ds01.errors import Ds01Error
+from ds01.runtime.userfs import start_fork_server, stop_fork_server
 
 if TYPE_CHECKING:
     from ds01.daemon.disk import DiskMeter
@@ -163,6 +164,7 @@ def run(args: argparse.Namespace) -> None:
         backups.start()
         loops.start()
         metrics.start()  # loads the exporter while the socket already answers
+        start_fork_server()  # a small process forks the checks made as a user from now on
 
     # A failed background start stops ds01d as a SIGTERM would (a drain, then exit status 1).
     background = _BackgroundStart(
@@ -188,6 +190,7 @@ def run(args: argparse.Namespace) -> None:
         backups.stop()  # the last copy, once nothing writes any more
         service.events.close()
         service.store.close()
+        stop_fork_server()
         os.close(state_lock)
     if background.error is not None:
         sys.exit(f"ds01d: could not start its background work: {background.error}")

@@ -12,6 +12,11 @@ user points them, with root's rights. So:
   it. The child only makes system calls (ds01d has threads: it never logs, imports or
   waits on a lock), reports through a pipe, and is killed if it takes longer than its
   timeout; the caller gets an ``OSError`` for every failure, never a hang.
+  ds01d's own operations (:func:`reach_directory`, :func:`make_directory`,
+  :func:`replace_file`) are forked by a fork server (``ds01.runtime.fork_server``: this
+  module run as a small process of its own), whose children cost a small process's fork, not
+  ds01d's; they are the same children, with the same ids, checks and timeout. Where no
+  server can be reached, ds01d forks them itself.
 - **No symlink is followed.** :func:`open_directory` resolves a path one component at a
   time from ``/`` with ``O_PATH | O_DIRECTORY | O_NOFOLLOW`` (each lookup relative to the
   previous directory's descriptor): a symlink, a FIFO or any other non-directory on the way
@@ -37,6 +42,7 @@ open the file.
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import select
@@ -45,10 +51,13 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+from ds01.runtime.fork_server import ForkServerClient, serve_inherited
 
 #: How long a child acting as a user may take before it is killed.
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -173,7 +182,7 @@ def _take_ids(ids: UserIds) -> None:
         raise OSError(errno.EPERM, "could not drop to the user's ids")
 
 
-def _child(ids: UserIds, work: Callable[[], str], report: int) -> None:
+def _child(ids: UserIds, work: Callable[[], str], report: int) -> NoReturn:
     """The forked child: close what it inherited, become the user, work, report, exit."""
     outcome = f"{errno.EIO}:the operation failed"
     try:
@@ -253,8 +262,13 @@ def run_as(
             os.kill(pid, signal.SIGKILL)
         # A child stuck in the kernel (a hung network filesystem) is reaped when it returns.
         threading.Thread(target=_reap, args=(pid,), daemon=True, name="ds01-userfs-reap").start()
-        raise UserFsError(errno.ETIMEDOUT, f"{what} took longer than {timeout_seconds:g} s")
+        raise _timed_out(what, timeout_seconds)
     _reap(pid)
+    return _outcome(report, what)
+
+
+def _outcome(report: bytes, what: str) -> str:
+    """The text a child reported, or its failure as a ``UserFsError``."""
     code, _, message = report.decode(errors="replace").partition(":")
     if code == _OK:
         return message
@@ -263,8 +277,59 @@ def run_as(
     raise UserFsError(int(code), message)
 
 
-def _replace_in(directory: Path, name: str, data: bytes, owner_uid: int, mode: int) -> str:
-    """In the child: ``directory/name`` replaced by a new file holding ``data``."""
+def _timed_out(what: str, timeout_seconds: float) -> UserFsError:
+    return UserFsError(errno.ETIMEDOUT, f"{what} took longer than {timeout_seconds:g} s")
+
+
+#: The fork server's client (module docstring); the server is this module run as a program.
+_SERVER = ForkServerClient(__spec__.name if __spec__ is not None else __name__)
+
+
+def start_fork_server() -> bool:
+    """Start the fork server now (else it starts on first use); whether it runs."""
+    return _SERVER.start()
+
+
+def stop_fork_server() -> None:
+    """End the fork server, if it runs (a later operation starts it again)."""
+    _SERVER.stop()
+
+
+def _as_user(
+    ids: UserIds, operation: str, arguments: list[Any], *, timeout_seconds: float, what: str
+) -> str:
+    """Run one of :data:`_OPERATIONS` as ``ids`` in a child of the fork server (or of this
+    process where none can be reached); like :func:`run_as` otherwise."""
+    request = {
+        "uid": ids.uid,
+        "gid": ids.gid,
+        "groups": list(ids.groups),
+        "operation": operation,
+        "arguments": arguments,
+        "timeout_seconds": timeout_seconds,
+    }
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        sent = _SERVER.submit(request, write_end)
+    finally:
+        os.close(write_end)
+    if not sent:
+        os.close(read_end)
+        work = _OPERATIONS[operation]
+        return run_as(ids, lambda: work(*arguments), timeout_seconds=timeout_seconds, what=what)
+    try:
+        report = _read_report(read_end, time.monotonic() + timeout_seconds)
+    finally:
+        os.close(read_end)
+    if report is None:  # the server kills the child at the same deadline
+        raise _timed_out(what, timeout_seconds)
+    return _outcome(report, what)
+
+
+def _replace_in(directory: str, name: str, encoded: str, owner_uid: int, mode: int) -> str:
+    """In the child: ``directory/name`` replaced by a new file holding the bytes ``encoded``
+    in base64."""
+    data = base64.b64decode(encoded)
     fd = open_directory(directory)
     try:
         if os.fstat(fd).st_uid != owner_uid:
@@ -315,9 +380,11 @@ def replace_file(
     """
     if not name or "/" in name or name in (".", ".."):
         raise UserFsError(errno.EINVAL, f"not a file name: {name!r}")
-    run_as(
+    encoded = base64.b64encode(data).decode()
+    _as_user(
         ids,
-        lambda: _replace_in(directory, name, data, ids.uid, mode),
+        "replace",
+        [str(directory), name, encoded, ids.uid, mode],
         timeout_seconds=timeout_seconds,
         what=f"writing {directory / name}",
     )
@@ -352,16 +419,18 @@ def reach_directory(
     """
     if not path.startswith("/") or "\0" in path:
         raise UserFsError(errno.EINVAL, f"not an absolute path: {path!r}")
-    report = run_as(
-        ids, lambda: _reach(path), timeout_seconds=timeout_seconds, what=f"reaching {path}"
+    report = _as_user(
+        ids, "reach", [path], timeout_seconds=timeout_seconds, what=f"reaching {path}"
     )
     device, inode, resolved = report.split(":", 2)
     return Reached(resolved, int(device), int(inode))
 
 
-def _mkdir_in(path: Path, mode: int) -> str:
-    """In the child: ``path`` created; ``"exists"`` if something has that name already."""
-    fd = open_directory(path.parent)
+def _mkdir_in(text: str, mode: int) -> str:
+    """In the child: the directory ``text`` created; ``"exists"`` if something has that
+    name already."""
+    path = PurePosixPath(text)
+    fd = open_directory(str(path.parent))
     try:
         os.mkdir(path.name, mode, dir_fd=fd)
     except FileExistsError:
@@ -387,13 +456,35 @@ def make_directory(
     """
     if not path.is_absolute() or path.name in ("", ".", ".."):
         raise UserFsError(errno.EINVAL, f"not an absolute directory path: {path}")
-    done = run_as(
-        ids,
-        lambda: _mkdir_in(path, mode),
-        timeout_seconds=timeout_seconds,
-        what=f"creating {path}",
+    done = _as_user(
+        ids, "mkdir", [str(path), mode], timeout_seconds=timeout_seconds, what=f"creating {path}"
     )
     return done == "created"
+
+
+#: What a child of the fork server may be asked to do, by name (its arguments: JSON values).
+_OPERATIONS: dict[str, Callable[..., str]] = {
+    "reach": _reach,
+    "mkdir": _mkdir_in,
+    "replace": _replace_in,
+}
+
+
+def _child_of_server(request: Mapping[str, Any], report: int) -> NoReturn:
+    """A fork server's child: the request's ids and operation (:func:`_as_user`), run as
+    :func:`run_as`'s child runs."""
+    try:
+        ids = UserIds(
+            int(request["uid"]), int(request["gid"]), tuple(int(g) for g in request["groups"])
+        )
+        work = _OPERATIONS[str(request["operation"])]
+        arguments = list(request["arguments"])
+    except (KeyError, TypeError, ValueError):
+        try:
+            os.write(report, f"{errno.EINVAL}:a malformed request".encode())
+        finally:
+            os._exit(0)
+    _child(ids, lambda: work(*arguments), report)
 
 
 __all__ = [
@@ -406,5 +497,11 @@ __all__ = [
     "reach_directory",
     "replace_file",
     "run_as",
+    "start_fork_server",
     "stat_in",
+    "stop_fork_server",
 ]
+
+
+if __name__ == "__main__":
+    serve_inherited(_child_of_server)
