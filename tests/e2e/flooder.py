@@ -2,7 +2,7 @@
 Python script run as the user (``runuser``, the installed venv's interpreter) raises its own
 descriptor limit and opens the connections itself, so ds01d sees that user's uid on every
 one of them (``SO_PEERCRED``). Modes: ``idle`` (connect, send nothing), ``longpoll`` (an
-events long poll of 20 s on each, through a hub when ``behalf`` names a user),
+events long poll of 10 s on each, through a hub when ``behalf`` names a user),
 ``nobody`` (a body that never arrives), ``slowloris`` (a head sent one byte a second),
 ``churn`` (connect and close from several threads). Used by ``test_bypass_conn.py`` and
 ``test_bypass_hub.py``.
@@ -99,7 +99,7 @@ socks, errors = [], []
 if MODE in ("idle", "longpoll", "nobody"):
     request = {
         "idle": b"",
-        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=20"
+        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=10"
         b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n" + BEHALF + b"\r\n",
         "nobody": b"POST /v1/containers HTTP/1.1\r\nHost: ds01d\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",

@@ -46,6 +46,7 @@ FD_HEADROOM = 8
 #: kind and minute; before, one traceback per refused connection).
 MAX_REFUSAL_LINES = 6
 
+
 def threads_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -181,9 +182,9 @@ def test_many_long_polls_get_their_own_bounded_budget(
             f"container/thesis._.{unix_users['alice'].pw_uid}"
         ], reply
         bob.release()
-    # A long poll ends at its wait (20 s here: longer than the checks above take, shorter
+    # A long poll ends at its wait (10 s here: longer than the checks above take, shorter
     # than the 60 s a client may ask for), not when its client lets go.
-    scene.recovered(within_s=35)
+    scene.recovered(within_s=25)
 
 
 def test_connect_and_close_churn_leaves_no_trace(ds01d: Any, unix_users: dict[str, Any]) -> None:

@@ -27,7 +27,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +71,10 @@ def network_of(uid: int) -> str:
     return f"ds01-u{uid}"
 
 
-@pytest.fixture
-def alice_serves(
-    ds01d: Any, docker_client: Any, unix_users: dict[str, pwd.struct_passwd]
-) -> Iterator[dict[str, Any]]:
-    """A daemon; alice's ``web`` serving ``SECRET`` on ``SERVED_PORT`` (unpublished) and
-    ``PUBLISHED_PORT`` (published on 127.0.0.1), her ``peer`` and bob's ``probe``, all
-    running. Yields the daemon, web's address and its published host port."""
-    alice = unix_users["alice"]
-    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+def serve(d: Any, docker_client: Any, alice: pwd.struct_passwd) -> dict[str, Any]:
+    """On daemon ``d``: alice's ``web`` serving ``SECRET`` on ``SERVED_PORT`` (unpublished)
+    and ``PUBLISHED_PORT`` (published on 127.0.0.1), her ``peer`` and bob's ``probe``, all
+    running. Returns the daemon, web's address and its published host port."""
     workspace = Path(alice.pw_dir) / "workspace"
     www = workspace / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -102,7 +96,27 @@ def alice_serves(
     [address] = [n["IPAddress"] for n in attrs["NetworkSettings"]["Networks"].values()]
     published = int(attrs["NetworkSettings"]["Ports"][f"{PUBLISHED_PORT}/tcp"][0]["HostPort"])
     wait_until_served(address)
-    yield {"d": d, "address": address, "published": published, "web": web}
+    return {"d": d, "address": address, "published": published, "web": web}
+
+
+@pytest.fixture
+def alice_serves(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, pwd.struct_passwd]
+) -> dict[str, Any]:
+    """``serve`` on a daemon of the test's own: for a test that changes the scene."""
+    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    return serve(d, docker_client, unix_users["alice"])
+
+
+@pytest.fixture(scope="class")
+def alice_serves_to_all(
+    ds01d_per_class: Any, docker_client: Any, unix_users: dict[str, pwd.struct_passwd]
+) -> dict[str, Any]:
+    """``serve`` once for a class of tests that only try to reach her: none of them changes
+    the scene (a connection or a build leaves her containers, networks and rules as they
+    were)."""
+    d = ds01d_per_class(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    return serve(d, docker_client, unix_users["alice"])
 
 
 def exec_in(docker_client: Any, container: str, command: str, *, detach: bool = False) -> str:
@@ -146,42 +160,67 @@ def container_connect(docker_client: Any, container: str, host: str, port: int) 
 # -- containers ------------------------------------------------------------------------------
 
 
-def test_only_the_owner_and_root_reach_an_unpublished_port_from_the_host(alice_serves):
-    address = alice_serves["address"]
+class TestNoOtherUserReachesHer:
+    """alice serves (``alice_serves_to_all``, one scene for the class); others try."""
 
-    for intruder in ("bob", "carol", "dave"):  # bob and carol have containers, dave none
-        outcome = host_connect(intruder, address, SERVED_PORT)
-        assert outcome.startswith(BLOCKED), f"{intruder}: {outcome}"
-        assert SECRET not in outcome
-    assert SECRET in host_connect("alice", address, SERVED_PORT)
-    assert SECRET in host_connect(None, address, SERVED_PORT)
+    def test_only_the_owner_and_root_reach_an_unpublished_port_from_the_host(
+        self, alice_serves_to_all: dict[str, Any]
+    ) -> None:
+        address = alice_serves_to_all["address"]
 
+        for intruder in ("bob", "carol", "dave"):  # bob and carol have containers, dave none
+            outcome = host_connect(intruder, address, SERVED_PORT)
+            assert outcome.startswith(BLOCKED), f"{intruder}: {outcome}"
+            assert SECRET not in outcome
+        assert SECRET in host_connect("alice", address, SERVED_PORT)
+        assert SECRET in host_connect(None, address, SERVED_PORT)
 
-def test_other_users_containers_cannot_reach_hers_but_her_own_can(alice_serves, docker_client):
-    address, web = alice_serves["address"], alice_serves["web"]
-    alice, bob = (pwd.getpwnam(u).pw_uid for u in ("alice", "bob"))
+    def test_other_users_containers_cannot_reach_hers_but_her_own_can(
+        self, alice_serves_to_all: dict[str, Any], docker_client: Any
+    ) -> None:
+        address, web = alice_serves_to_all["address"], alice_serves_to_all["web"]
+        alice, bob = (pwd.getpwnam(u).pw_uid for u in ("alice", "bob"))
 
-    by_address = container_connect(docker_client, f"probe._.{bob}", address, SERVED_PORT)
-    by_name = container_connect(docker_client, f"probe._.{bob}", "web", SERVED_PORT)
-    by_docker_name = container_connect(docker_client, f"probe._.{bob}", web, SERVED_PORT)
-    for outcome in (by_address, by_name, by_docker_name):
-        assert SECRET not in outcome and "exit=0" not in outcome, outcome
+        by_address = container_connect(docker_client, f"probe._.{bob}", address, SERVED_PORT)
+        by_name = container_connect(docker_client, f"probe._.{bob}", "web", SERVED_PORT)
+        by_docker_name = container_connect(docker_client, f"probe._.{bob}", web, SERVED_PORT)
+        for outcome in (by_address, by_name, by_docker_name):
+            assert SECRET not in outcome and "exit=0" not in outcome, outcome
 
-    peer = f"peer._.{alice}"
-    assert SECRET in container_connect(docker_client, peer, address, SERVED_PORT)
-    assert SECRET in container_connect(docker_client, peer, "web", SERVED_PORT)  # by her name
+        peer = f"peer._.{alice}"
+        assert SECRET in container_connect(docker_client, peer, address, SERVED_PORT)
+        assert SECRET in container_connect(docker_client, peer, "web", SERVED_PORT)  # by her name
 
-    # Each container is on its owner's network and nothing else (not Docker's bridge).
-    for name, uid in ((web, alice), (peer, alice), (f"probe._.{bob}", bob)):
-        attrs = docker_client.api.inspect_container(name)
-        assert sorted(attrs["NetworkSettings"]["Networks"]) == [network_of(uid)], name
+        # Each container is on its owner's network and nothing else (not Docker's bridge).
+        for name, uid in ((web, alice), (peer, alice), (f"probe._.{bob}", bob)):
+            attrs = docker_client.api.inspect_container(name)
+            assert sorted(attrs["NetworkSettings"]["Networks"]) == [network_of(uid)], name
 
+    def test_her_published_port_still_answers_on_127_0_0_1(
+        self, alice_serves_to_all: dict[str, Any]
+    ) -> None:
+        published = alice_serves_to_all["published"]
 
-def test_her_published_port_still_answers_on_127_0_0_1(alice_serves):
-    published = alice_serves["published"]
+        assert SECRET in host_connect("alice", "127.0.0.1", published)
+        assert SECRET in host_connect(None, "127.0.0.1", published)
 
-    assert SECRET in host_connect("alice", "127.0.0.1", published)
-    assert SECRET in host_connect(None, "127.0.0.1", published)
+    def test_a_build_step_cannot_reach_another_users_container(
+        self, alice_serves_to_all: dict[str, Any]
+    ) -> None:
+        d, address = alice_serves_to_all["d"], alice_serves_to_all["address"]
+        bob = pwd.getpwnam("bob").pw_uid
+        context = build_context(
+            "bob",
+            f"RUN printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {SERVED_PORT}; "
+            "echo nc-exit=$?; ls /sys/class/net",
+        )
+
+        result = build(d, "bob", context)
+
+        assert result.returncode == 0, describe(result)
+        assert "nc-exit=" in result.stdout and SECRET not in result.stdout, describe(result)
+        assert "eth0" in result.stdout, describe(result)  # it has a network: his own
+        assert f"your own network {network_of(bob)}" in result.stdout, describe(result)
 
 
 def firewall_rules() -> str:
@@ -342,23 +381,6 @@ def test_a_fork_loop_in_a_build_step_meets_her_pids_limit(ds01d, unix_users):
         r":pids:/ds01\.slice/[^ ]*alice[^/ ]*\.slice/[^/ ]*-build\.slice/", result.stdout
     ), describe(result)
     assert f"at most {PIDS_LIMIT} processes" in result.stdout, describe(result)
-
-
-def test_a_build_step_cannot_reach_another_users_container(alice_serves):
-    d, address = alice_serves["d"], alice_serves["address"]
-    bob = pwd.getpwnam("bob").pw_uid
-    context = build_context(
-        "bob",
-        f"RUN printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {SERVED_PORT}; "
-        "echo nc-exit=$?; ls /sys/class/net",
-    )
-
-    result = build(d, "bob", context)
-
-    assert result.returncode == 0, describe(result)
-    assert "nc-exit=" in result.stdout and SECRET not in result.stdout, describe(result)
-    assert "eth0" in result.stdout, describe(result)  # it has a network: his own
-    assert f"your own network {network_of(bob)}" in result.stdout, describe(result)
 
 
 def test_with_build_network_off_a_build_step_has_no_network(ds01d, unix_users):

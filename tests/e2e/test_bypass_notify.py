@@ -43,7 +43,7 @@ from support import (
 )
 
 TIMEOUT_S = 7.2  # idle_timeout_hours: 0.002
-LATER_TIMEOUT_S = 14.4  # bob's: 0.004, so his stop comes after alice's
+LATER_TIMEOUT_S = 9.0  # bob's: 0.0025, so his stop comes after alice's
 CAP_S = 10.8  # keep_alive_max_hours: 0.003
 
 LIMITS = """
@@ -54,7 +54,7 @@ LIMITS = """
       gpu_hold_after_stop_minutes: 0
     users:
       bob:
-        idle_timeout_hours: 0.004
+        idle_timeout_hours: 0.0025
     policies:
       lifecycle_interval_seconds: 0.5
       idle_grace_minutes: 0

@@ -153,7 +153,8 @@ def test_queued_demand_makes_an_idle_stop_come_sooner_and_frees_the_gpu(
     ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
 ) -> None:
     d = start_daemon(ds01d, ONE_GPU)
-    d.write_config("resource-limits.yaml", LIMITS.replace("0.003", "0.01"))  # 36 s
+    # Idle stop after 21.6 s; under demand (factor 0.25) after 5.4 s, well within the wait.
+    d.write_config("resource-limits.yaml", LIMITS.replace("0.003", "0.006"))
     create(d, "alice", "holder", "--gpus", "1")
     with RawApi(d.paths.socket, "bob") as api:
         queued = api.call(

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from ds01.runtime.docker_errors import DOCKER_SOCKET
 from support import (
     MANY_CREATES_LIMITS,
     TEST_IMAGES_YAML,
@@ -114,10 +115,23 @@ def wait_for_open_create_intent(d: Any, timeout: float = 30.0) -> None:
         time.sleep(0.001)
 
 
-#: Seconds to wait for dockerd to finish the creates a killed ds01d had begun: on a slow
-#: machine one may show a second or more after the kill (and a create never sent never shows,
-#: so each such crash waits this long).
+#: Seconds to wait at most for dockerd to finish the creates a killed ds01d had begun: on a
+#: slow machine one may show a second or more after the kill.
 SENT_CREATE_WAIT_S = 5.0
+
+
+def engine_requests_of_the_dead() -> int:
+    """Connections to dockerd's socket that dockerd has not accepted yet (its listener's
+    queue), and those it holds whose client is gone (``ss`` shows their peer as 0): each
+    may carry a request of a dead client that dockerd has still to handle (an idle one it
+    closes at once). The connections of a killed ds01d are among them until dockerd is done
+    with what ds01d had sent."""
+    listed = subprocess.run(
+        ["ss", "-x", "-a", "-n", "src", DOCKER_SOCKET], capture_output=True, text=True, check=True
+    )
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    queued = sum(int(row[2]) for row in rows if row[1] == "LISTEN")
+    return queued + sum(1 for row in rows if row[1] == "ESTAB" and row[-1] == "0")
 
 
 def wait_for_sent_creates(
@@ -127,12 +141,19 @@ def wait_for_sent_creates(
 
     A create the daemon had sent either finishes or, when dockerd sees its client gone,
     is cancelled and removed again; one it had not sent never shows. So wait until every
-    begun create (an open intent in the store) is present or ``timeout`` seconds passed,
-    then until two lists 0.2 s apart agree."""
+    begun create (an open intent in the store) is present, or dockerd holds no request of a
+    dead client (it is done with all ds01d had sent), or ``timeout`` seconds passed; then
+    until two lists 0.2 s apart agree."""
     begun = set(d.state_rows("SELECT docker_name FROM create_intents"))
-    deadline = time.monotonic() + timeout
-    while not begun <= set(docker_view(docker_client)) and time.monotonic() < deadline:
+    began = time.monotonic()
+    while (
+        not (shown := begun <= set(docker_view(docker_client)))
+        and (pending := engine_requests_of_the_dead())
+        and time.monotonic() < began + timeout
+    ):
         time.sleep(0.01)
+    why = "every begun create shown" if shown else "timeout" if pending else "dockerd done"
+    print(f"waited {time.monotonic() - began:.2f} s for Docker ({why})")
     settled = set(docker_view(docker_client))
     for _ in range(50):
         time.sleep(0.2)
