@@ -2,8 +2,10 @@
 
 Real processes, real users: the operations of ``ds01.runtime.userfs`` run in the server's
 children (this process does not fork for them), with the user's ids; a dead server is
-started again, an unstartable one leaves the caller to fork for itself; the server kills a
-child past its deadline and reaps it, drops malformed requests and ends with its client.
+started again; a stopped client, or a server that never says it is ready, leaves the caller
+to fork for itself; a busy server hands requests back and is kept; a request its caller gave
+up on is never run late; a name that is not UTF-8 comes through. The server kills a child
+past its deadline and reaps it, drops malformed requests and ends with its client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -25,7 +26,7 @@ from typing import Any, NoReturn
 import pytest
 
 from ds01.runtime import userfs
-from ds01.runtime.fork_server import serve
+from ds01.runtime.fork_server import ForkServerClient, serve
 from ds01.runtime.userfs import UserFsError, UserIds, make_directory, reach_directory
 from support import make_world_traversable_dir
 
@@ -37,8 +38,8 @@ def ids_of(user: Any) -> UserIds:
     return UserIds.of(user.pw_name, user.pw_uid, user.pw_gid)
 
 
-def server_pids() -> list[int]:
-    """This process's children running the fork server."""
+def server_pids(module: bytes = SERVER_MODULE.encode()) -> list[int]:
+    """This process's children running the fork server (``module``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -48,7 +49,7 @@ def server_pids() -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and SERVER_MODULE.encode() in argv:
+        if ppid == os.getpid() and module in argv:
             found.append(int(entry.name))
     return found
 
@@ -111,7 +112,7 @@ def test_operations_run_in_the_servers_children_as_the_user(
     assert refused.value.errno == errno.EACCES
 
 
-def test_a_killed_server_is_started_again_and_an_unstartable_one_leaves_the_fork_to_us(
+def test_a_killed_server_is_started_again_and_a_stopped_one_leaves_the_fork_to_us(
     unix_users: dict[str, Any], alices_directory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice = unix_users["alice"]
@@ -128,10 +129,80 @@ def test_a_killed_server_is_started_again_and_an_unstartable_one_leaves_the_fork
 
     userfs.stop_fork_server()
     assert server_pids() == []
-    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     reached = reach_directory(str(alices_directory), ids_of(alice))  # forked here
     assert reached.path == str(alices_directory)
     assert server_pids() == []
+
+
+def test_a_server_that_never_gets_ready_is_not_used() -> None:
+    client = ForkServerClient("ds01.no_such_module")
+    read_end, write_end = os.pipe()
+    try:
+        assert client.start() is False
+        assert client.submit({"deadline": time.monotonic() + 5}, write_end) is False
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert server_pids(b"ds01.no_such_module") == []
+
+
+def test_a_busy_server_hands_requests_back_and_is_not_replaced(
+    unix_users: dict[str, Any], alices_directory: Path
+) -> None:
+    alice = unix_users["alice"]
+    client = ForkServerClient(SERVER_MODULE)
+    assert client.start()
+    (server,) = server_pids()
+    request = {
+        "uid": alice.pw_uid,
+        "gid": alice.pw_gid,
+        "groups": [alice.pw_gid],
+        "operation": "reach",
+        "arguments": [str(alices_directory)],
+        "deadline": time.monotonic() + WAIT_SECONDS,
+        "padding": "x" * 60000,
+    }
+    reports: list[int] = []
+    os.kill(server, signal.SIGSTOP)
+    try:
+        for _ in range(64):  # the socket's buffer holds a few such requests, not 64
+            read_end, write_end = os.pipe()
+            reports.append(read_end)
+            taken = client.submit(request, write_end)
+            os.close(write_end)
+            if not taken:
+                break
+        else:
+            pytest.fail("a server that reads nothing took 64 requests of 60 KB")
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert server_pids() == [server]  # busy, not replaced
+    answered = [report_of(fd) for fd in reports[:-1]]
+    assert all(report.startswith(b"ok:") for report in answered), answered
+    os.close(reports[-1])
+    client.stop()
+    assert server_pids() == []
+
+
+def test_a_request_the_caller_gave_up_on_is_never_run_late(
+    unix_users: dict[str, Any], alices_directory: Path
+) -> None:
+    ids = ids_of(unix_users["alice"])
+    assert userfs.start_fork_server()
+    (server,) = server_pids()
+    too_late = alices_directory / "too-late"
+    os.kill(server, signal.SIGSTOP)
+    try:
+        with pytest.raises(UserFsError) as timed_out:
+            make_directory(too_late, ids, timeout_seconds=0.5)
+        assert timed_out.value.errno == errno.ETIMEDOUT
+    finally:
+        os.kill(server, signal.SIGCONT)
+    # The server reads in order: once the next request is answered, the late one was read.
+    accented = alices_directory / "caf\udce9"  # a name that is not UTF-8: b"caf\xe9"
+    assert make_directory(accented, ids) is True
+    assert sorted(os.listdir(bytes(alices_directory))) == [b"caf\xe9"]
+    assert not too_late.exists()
 
 
 def _zombie(pid: int) -> bool:
@@ -194,8 +265,8 @@ def test_the_server_kills_a_child_past_its_deadline_and_reaps_it(
     bare_server: tuple[socket.socket, int],
 ) -> None:
     control, server = bare_server
-    stuck = ask(control, {"timeout_seconds": 0.3, "block": True})
-    served = ask(control, {"timeout_seconds": 5})
+    stuck = ask(control, {"deadline": time.monotonic() + 0.3, "block": True})
+    served = ask(control, {"deadline": time.monotonic() + WAIT_SECONDS})
     assert report_of(served) == b"done"  # one stuck child holds up no other request
     assert report_of(stuck) == b""  # killed: end-of-file, no report
     wait_until("the killed child is reaped", lambda: children_of(server) == [])
@@ -205,10 +276,12 @@ def test_malformed_requests_are_dropped_and_the_server_ends_with_its_client(
     bare_server: tuple[socket.socket, int],
 ) -> None:
     control, server = bare_server
-    for malformed in ({"timeout_seconds": -1}, {"timeout_seconds": "5"}, {}, {"x": True}):
+    soon = time.monotonic() + WAIT_SECONDS
+    for malformed in ({"deadline": str(soon)}, {"deadline": True}, {}, {"block": True}):
         assert report_of(ask(control, malformed)) == b""
-    os.close(ask(control, {"timeout_seconds": 5}, with_fd=False))
-    assert report_of(ask(control, {"timeout_seconds": 5})) == b"done"
+    assert report_of(ask(control, {"deadline": time.monotonic() - 1})) == b""  # too late
+    os.close(ask(control, {"deadline": soon}, with_fd=False))
+    assert report_of(ask(control, {"deadline": soon})) == b"done"
     wait_until("the children are reaped", lambda: children_of(server) == [])
 
     control.shutdown(socket.SHUT_RDWR)

@@ -9,28 +9,36 @@ that forks each child from its own small image.
 
 The protocol (one ``SOCK_SEQPACKET`` socket pair, private to the two processes):
 
-- The client sends one message per child: a JSON object (the request; ``timeout_seconds``
-  among its keys) with one descriptor attached (``SCM_RIGHTS``): the write end of a pipe the
-  client reads the child's report from. Nothing comes back on the socket.
+- Once it is ready, the server sends one message, :data:`READY`; a client that does not get
+  it soon after the start (the interpreter or the module failed) forks for itself.
+- The client sends one message per child: a JSON object (the request; ``deadline`` among its
+  keys: a ``time.monotonic()`` instant, the clock is the system's and so the same in both
+  processes) with one descriptor attached (``SCM_RIGHTS``): the write end of a pipe the
+  client reads the child's report from. Nothing else comes back on the socket.
 - The server forks; the child runs ``run_child(request, report_fd)`` (given by the module
   the server runs in) and never returns. The server closes its copy of the descriptor at
   once, so the client sees end-of-file as soon as the child is gone, whatever happens.
-- The server is the children's parent: it reaps them, and kills one still running
-  ``timeout_seconds`` after it was asked for (a lookup stuck on a hung file system), so no
-  process id is ever signalled after it could have been reused.
-- The server ends when the socket reaches end-of-file: the client closed it or died.
+- The server is the children's parent: it reaps them, and kills one still running at its
+  deadline (a lookup stuck on a hung file system), so no process id is ever signalled after
+  it could have been reused. A request already past its deadline when it is read (the client
+  has given up on it) is dropped, never run late.
+- The server ends when the socket reaches end-of-file (the client closed it or died), once
+  its last child has ended or been killed at its deadline. It ignores SIGINT, SIGTERM and
+  SIGHUP: its client's stop is its end-of-file.
 
 Who may talk to the server: only the holder of the socket pair's other end (an inherited
 descriptor, no path in the file system). The server trusts its requests as its client's own.
 
 :class:`ForkServerClient` is the client side: thread-safe, started on first use (or by
 ``start``), started again once if the server died, and ``submit`` says ``False`` when no
-server can be reached, so that the caller forks for itself.
+server takes the request (none could be started, it is busy, or the client was stopped), so
+that the caller forks for itself.
 """
 
 from __future__ import annotations
 
 import array
+import errno
 import json
 import os
 import select
@@ -50,12 +58,36 @@ from typing import Any, NoReturn
 MAX_REQUEST_BYTES = 65536
 #: How long a server waits between reaps when none of its children has a deadline sooner.
 _REAP_INTERVAL_SECONDS = 1.0
+#: The server's first message: it is ready for requests.
+READY = b"ready"
+#: How long a client waits for :data:`READY` after starting a server.
+READY_TIMEOUT_SECONDS = 10.0
+#: How long ``stop`` waits for a server to finish its children before killing it.
+STOP_TIMEOUT_SECONDS = 10.0
+#: What a send failing with these means: the server is gone (any other failure: busy).
+_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN})
 #: The environment variable naming the server's end of the socket pair (a descriptor number).
 _FD_VARIABLE = "DS01_FORK_SERVER_FD"
 #: What the server's environment keeps of its client's.
 _PASSED_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONUTF8")
 
 ChildMain = Callable[[Mapping[str, Any], int], NoReturn]
+
+#: The server's interpreter: no user site directory, and (3.11 and later) nothing put in
+#: front of the module path.
+_ISOLATION = ("-s", "-P") if sys.version_info >= (3, 11) else ("-s",)
+
+
+def _said_ready(control: socket.socket) -> bool:
+    """Whether a new server sent :data:`READY` within :data:`READY_TIMEOUT_SECONDS`."""
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    if not poller.poll(READY_TIMEOUT_SECONDS * 1000):
+        return False
+    try:
+        return control.recv(len(READY) + 1) == READY
+    except OSError:
+        return False
 
 
 class _Children:
@@ -67,6 +99,9 @@ class _Children:
 
     def add(self, pid: int, deadline: float) -> None:
         self._deadlines[pid] = deadline
+
+    def __bool__(self) -> bool:
+        return bool(self._deadlines)
 
     def wait_seconds(self, now: float) -> float | None:
         """How long the server may sleep before a deadline passes; ``None``: no child."""
@@ -93,21 +128,20 @@ class _Children:
                 self._deadlines[pid] = float("inf")  # killed: only its reaping is left
 
 
-def _timeout_of(request: object) -> float | None:
-    """A request's ``timeout_seconds`` if it is a JSON object with a positive one."""
+def _deadline_of(request: object) -> float | None:
+    """A request's ``deadline`` if it is a JSON object with a finite number there."""
     if not isinstance(request, dict):
         return None
-    timeout = request.get("timeout_seconds")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+    deadline = request.get("deadline")
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
         return None
-    return float(timeout)
+    return float(deadline) if abs(deadline) < float("inf") else None
 
 
 def _receive(control: socket.socket) -> tuple[dict[str, Any], float, int] | None:
-    """The next request, its timeout and its descriptor; ``None`` at end-of-file. A
-    malformed message (not one descriptor, not a JSON object with a positive
-    ``timeout_seconds``) is dropped and its descriptors closed: its client sees
-    end-of-file with no report."""
+    """The next request, its deadline and its descriptor; ``None`` at end-of-file. A
+    malformed message (not one descriptor, not a JSON object with a numeric ``deadline``)
+    is dropped and its descriptors closed: its client sees end-of-file with no report."""
     while True:
         message, ancillary, _, _ = control.recvmsg(
             MAX_REQUEST_BYTES, socket.CMSG_SPACE(array.array("i").itemsize)
@@ -122,44 +156,63 @@ def _receive(control: socket.socket) -> tuple[dict[str, Any], float, int] | None
             request = json.loads(message)
         except ValueError:
             request = None
-        timeout = _timeout_of(request)
-        if timeout is not None and len(descriptors) == 1:
-            return request, timeout, descriptors[0]
+        deadline = _deadline_of(request)
+        if deadline is not None and len(descriptors) == 1:
+            return request, deadline, descriptors[0]
         for fd in descriptors:
             os.close(fd)
 
 
+def _fork_child(control: socket.socket, run_child: ChildMain, request: Any, report: int) -> int:
+    """The pid of a child running ``request``; -1 if no process could be had (the client
+    then sees no report)."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return -1
+    if pid == 0:  # pragma: no cover - the child; its report is what the client sees
+        try:
+            control.close()
+            run_child(request, report)
+        finally:
+            os._exit(1)  # whatever run_child raised, the child never returns into the loop
+    return pid
+
+
 def serve(control: socket.socket, run_child: ChildMain) -> None:
-    """The server's loop (module docstring): fork a child per request until end-of-file."""
+    """The server's loop (module docstring): fork a child per request until end-of-file,
+    then wait for the children still running (each killed at its deadline)."""
     children = _Children()
     poller = select.poll()
     poller.register(control, select.POLLIN)
-    while True:
+    reading = True
+    while reading or children:
         wait = children.wait_seconds(time.monotonic())
-        ready = poller.poll(None if wait is None else wait * 1000)
-        if ready:
+        if not reading:
+            time.sleep(_REAP_INTERVAL_SECONDS if wait is None else wait)
+        elif poller.poll(None if wait is None else wait * 1000):
             received = _receive(control)
             if received is None:
-                return
-            request, timeout, report = received
-            try:
-                pid = os.fork()
-            except OSError:  # no process to be had now: the client sees no report
-                pid = -1
-            if pid == 0:  # pragma: no cover - the child; its report is what the client sees
-                control.close()
-                run_child(request, report)
-            os.close(report)
-            if pid > 0:
-                children.add(pid, time.monotonic() + timeout)
+                reading = False
+            else:
+                request, deadline, report = received
+                late = time.monotonic() >= deadline
+                pid = -1 if late else _fork_child(control, run_child, request, report)
+                os.close(report)
+                if pid > 0:
+                    children.add(pid, deadline)
         children.reap_and_kill(time.monotonic())
 
 
 def serve_inherited(run_child: ChildMain) -> None:
-    """The server's entry point: serve on the descriptor the client named in the
-    environment, with SIGINT ignored (a Ctrl-C meant for a foreground client)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The server's entry point: tell the client it is ready, then serve on the descriptor
+    the client named in the environment. SIGINT (a Ctrl-C meant for a foreground client),
+    SIGTERM and SIGHUP (a stop meant for its client's whole service) are ignored: the
+    client's end is the server's end-of-file."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
     control = socket.socket(fileno=int(os.environ[_FD_VARIABLE]))
+    control.send(READY)
     serve(control, run_child)
 
 
@@ -167,8 +220,10 @@ class ForkServerClient:
     """The client side: a server running ``python -m <module>`` (a module whose main calls
     :func:`serve_inherited`), started on first use.
 
-    Thread-safe: ``submit`` and ``start`` take the client's lock only to (re)start the
-    server; sending is one ``sendmsg``, atomic on the socket.
+    Thread-safe: every method takes the client's lock; a send never blocks (a server that
+    does not keep up is busy, and its requests go back to their callers), so the lock is
+    held long only while a server starts (until :data:`READY`) or ``stop`` waits.
+    After ``stop``, ``submit`` takes nothing until ``start`` is called again.
     """
 
     def __init__(self, module: str) -> None:
@@ -176,17 +231,21 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._control: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
 
     def start(self) -> bool:
-        """Start the server unless it runs; whether it runs."""
+        """Start the server unless it runs (also after ``stop``); whether it runs."""
         with self._lock:
+            self._stopped = False
             return self._started_locked() is not None
 
     def _started_locked(self) -> socket.socket | None:
+        if self._stopped:
+            return None
         if self._control is not None and self._process is not None:
             if self._process.poll() is None:
                 return self._control
-            self._stop_locked()
+            self._forget_locked()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_root = str(Path(__file__).resolve().parents[2])
         environment = {
@@ -196,7 +255,7 @@ class ForkServerClient:
         environment[_FD_VARIABLE] = str(theirs.fileno())
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-s", "-m", self._module],
+                [sys.executable, *_ISOLATION, "-m", self._module],
                 env=environment,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -209,24 +268,33 @@ class ForkServerClient:
         finally:
             theirs.close()
         self._control = ours
+        if not _said_ready(ours):
+            self._forget_locked(kill=True)
+            return None
         return ours
 
-    def _stop_locked(self) -> None:
+    def _forget_locked(self, wait_seconds: float = 0.0, *, kill: bool = False) -> None:
+        """Close the socket (the server finishes its children, then exits) and wait up to
+        ``wait_seconds`` for the server to end; with ``kill``, kill it if it has not. One
+        left running is reaped by ``subprocess`` once it ends."""
         if self._control is not None:
             self._control.close()
             self._control = None
-        if self._process is not None:
-            with suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=1.0)
-            if self._process.poll() is None:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait_seconds)
+        if kill and process.poll() is None:
+            process.kill()
+            process.wait()
 
-    def stop(self) -> None:
-        """End the server (it sees end-of-file and exits) and wait for it."""
+    def stop(self, wait_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
+        """End the server: it sees end-of-file and exits once its children have ended
+        (killed at their deadlines); wait up to ``wait_seconds`` for that, then kill it."""
         with self._lock:
-            self._stop_locked()
+            self._stopped = True
+            self._forget_locked(wait_seconds, kill=True)
 
     def submit(self, request: Mapping[str, Any], report_fd: int) -> bool:
         """Ask the server for a child running ``request`` that reports to ``report_fd``
@@ -237,20 +305,27 @@ class ForkServerClient:
         if len(message) > MAX_REQUEST_BYTES:
             return False
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [report_fd]))]
-        for _ in range(2):
-            with self._lock:
+        with self._lock:  # held while sending: no other thread closes the socket meanwhile
+            for _ in range(2):
                 control = self._started_locked()
-            if control is None:
-                return False
-            try:  # never blocks: a server that stopped reading is replaced
-                control.sendmsg([message], rights, socket.MSG_DONTWAIT)
-            except OSError:
-                with self._lock:
-                    if self._control is control:
-                        self._stop_locked()
-                continue
-            return True
+                if control is None:
+                    return False
+                try:
+                    control.sendmsg([message], rights, socket.MSG_DONTWAIT)
+                except OSError as exc:
+                    if exc.errno not in _GONE:
+                        return False  # busy (its queue is full): this one is the caller's
+                    self._forget_locked()
+                    continue
+                return True
         return False
 
 
-__all__ = ["MAX_REQUEST_BYTES", "ChildMain", "ForkServerClient", "serve", "serve_inherited"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "READY",
+    "ChildMain",
+    "ForkServerClient",
+    "serve",
+    "serve_inherited",
+]

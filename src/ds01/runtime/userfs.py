@@ -291,7 +291,8 @@ def start_fork_server() -> bool:
 
 
 def stop_fork_server() -> None:
-    """End the fork server, if it runs (a later operation starts it again)."""
+    """End the fork server, if it runs; operations fork for themselves until
+    :func:`start_fork_server`."""
     _SERVER.stop()
 
 
@@ -300,13 +301,14 @@ def _as_user(
 ) -> str:
     """Run one of :data:`_OPERATIONS` as ``ids`` in a child of the fork server (or of this
     process where none can be reached); like :func:`run_as` otherwise."""
+    deadline = time.monotonic() + timeout_seconds
     request = {
         "uid": ids.uid,
         "gid": ids.gid,
         "groups": list(ids.groups),
         "operation": operation,
         "arguments": arguments,
-        "timeout_seconds": timeout_seconds,
+        "deadline": deadline,
     }
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
@@ -318,7 +320,7 @@ def _as_user(
         work = _OPERATIONS[operation]
         return run_as(ids, lambda: work(*arguments), timeout_seconds=timeout_seconds, what=what)
     try:
-        report = _read_report(read_end, time.monotonic() + timeout_seconds)
+        report = _read_report(read_end, deadline)
     finally:
         os.close(read_end)
     if report is None:  # the server kills the child at the same deadline
@@ -479,7 +481,7 @@ def _child_of_server(request: Mapping[str, Any], report: int) -> NoReturn:
         )
         work = _OPERATIONS[str(request["operation"])]
         arguments = list(request["arguments"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         try:
             os.write(report, f"{errno.EINVAL}:a malformed request".encode())
         finally:
