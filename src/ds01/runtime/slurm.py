@@ -1,6 +1,6 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
-a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
+a job's record (``squeue --json``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
 cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
 jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
 exporter; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once it ended:
@@ -98,10 +98,18 @@ def _sacctmgr(args: Sequence[str]) -> str:
 
 
 def show_job(job_id: int) -> str:
-    """``scontrol show job -d ID``: Slurm's record of the job, with its devices per node
-    (``ds01.core.slurm_job.parse_job`` reads it). ``SlurmError`` when Slurm does not know it
-    or does not answer."""
+    """``scontrol show job -d ID``: Slurm's text record of the job, which prints the fields
+    its owner wrote raw (``ds01.core.slurm_job.parse_job`` reads it for ``ds01 job run
+    --wait``, the owner's own wait; ds01d reads ``job_records`` instead). ``SlurmError`` when
+    Slurm does not know it or does not answer."""
     return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
+
+
+def job_records() -> str:
+    """``squeue --json``: Slurm's record of every job slurmctld holds that the caller may see,
+    as JSON (``ds01.core.slurm_record.job_record`` picks one; 22.05 ignores ``--job`` with
+    ``--json``). ``SlurmError`` when Slurm does not answer."""
+    return _run_tool(SQUEUE, ["--json"], "is slurmctld running?")
 
 
 #: Quotes an ``AdminComment`` holds in their typographic forms, which read the same:
@@ -309,6 +317,7 @@ def unix_groups_of(user: str) -> list[str]:
 __all__ = [
     "apply_changes",
     "cluster_jobs",
+    "job_records",
     "live_jobs",
     "pending_jobs",
     "read_accounting",
