@@ -37,7 +37,7 @@ def _report(start: datetime, end: datetime = NOW, sacct: str = SACCT) -> dict[st
         end=end,
         now=NOW,
         nodes=parse_nodes(NODES_AT_SACCT),
-        containers=parse_containers(SQUEUE_AT_SACCT),
+        containers=parse_containers(SQUEUE_AT_SACCT, RECORDED_AT),
         jobs=parse_accounting(sacct),
     )
 
@@ -56,9 +56,7 @@ def test_sacct_is_read_with_epoch_times_and_its_gres_gpus() -> None:
     )  # fmt: skip
     assert jobs[4].end is None  # it runs
     assert (jobs[5].start, jobs[5].gpus) == (None, 0)  # it pends
-    assert SACCT_FORMAT == (
-        "JobIDRaw,JobName,User,Account,State,Start,End,AllocTRES,AdminComment"
-    )
+    assert SACCT_FORMAT == "JobIDRaw,User,Account,State,Start,End,AllocTRES,AdminComment"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +111,7 @@ def test_usage_per_user_counts_gpu_hours_inside_the_window_only() -> None:
 
 
 def test_a_job_cancelled_as_it_started_never_ran() -> None:
-    sacct = "9|gone|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1|\n"
+    sacct = "9|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1|\n"
     assert _users(_report(NOW - timedelta(days=1), sacct=sacct))["bob"]["jobs"] == 0
 
 

@@ -350,7 +350,7 @@ def devices_of_job(
             for another number of devices than the job holds.
         SlurmError: Slurm does not list the job, or does not answer.
     """
-    job = job_record(slurm.job_records(), job_id)
+    job = job_record(slurm.cluster_jobs(), job_id)
     by_index = {g.index: g.uuid for g in gres_lines(inventory) if g.index is not None}
     devices = job_devices(
         job, uid=caller.uid, name=request.name, node=ctx.slurm_node, uuid_of_index=by_index
