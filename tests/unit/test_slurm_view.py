@@ -109,7 +109,8 @@ def test_bars_and_newlines_in_names_and_comments_stay_in_their_field() -> None:
         (2, "root", "pending"), (5, "root", "pending"), (3, "root", "running"),
     ]  # fmt: skip
     names = {c.slurm_job: c.name for c in found}
-    assert names[2].startswith("c1\n   UserId=root(0)") and names[5] == "c1[/x]\x1b[31mred"
+    # Each name whole, without its newlines and escapes (the views show it to other users).
+    assert names[2].startswith("c1   UserId=root(0)") and names[5] == "c1[/x]red"
     # Job 1's comment is not ds01's (it only starts with it), nor job 4's (two lines).
     assert 1 not in names and 4 not in names
 

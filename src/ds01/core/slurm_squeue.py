@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import re
 
+from ds01.model.text import plain
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -221,7 +223,9 @@ def parse_containers(
 ) -> list[ClusterContainer]:
     """``squeue --json``'s answer at ``now`` (seconds since the epoch): the jobs that are
     containers (comment ``JOB_COMMENT``), of user ``uid`` and named ``name`` where given, in
-    squeue's order. A job's run time is ``now`` less its start (none while it pends).
+    squeue's order. A job's run time is ``now`` less its start (none while it pends). A
+    name, which its owner wrote and other users' terminals show, comes without terminal
+    escapes and control characters (``ds01.model.text.plain``; ``name`` is matched before).
 
     Raises:
         SlurmError: as ``read_jobs``.
@@ -235,7 +239,7 @@ def parse_containers(
         running = job.job_state != PENDING and job.start_time > 0
         found.append(
             ClusterContainer(
-                name=job.name,
+                name=plain(job.name),  # its owner's: shown on others' terminals
                 user=job.user_name,
                 slurm_job=job.job_id,
                 state=job.job_state,
