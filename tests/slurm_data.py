@@ -177,3 +177,16 @@ SQUEUE_PENDING = squeue_answer(
         state_reason="Resources", tres_per_node="gres:gpu:3", submit_time=1796608777,
     )
 )  # fmt: skip
+
+#: ``sacct --allusers --allocations --noheader --parsable2 --format=SACCT_FORMAT`` with
+#: ``SLURM_TIME_FORMAT=%s``, as root: three jobs of root's that completed at once, the first
+#: named ``x|root|phd|OUT_OF_MEMORY|1796000000|1796090000|billing=1,gres/gpu=8``, the second
+#: ``y``, a newline, then ``77|root|phd|OUT_OF_MEMORY|…|billing=1,gres/gpu=8|ds01:oom_kill:
+#: fake``, the third ``plain`` with a GPU. With ``JobName`` in the format (before), sacct
+#: printed those names raw: an OOM-killed job of root's with 8 GPUs for 25 hours, and a
+#: whole line of its own, job 77, with a note only ds01d may write.
+SACCT_FORGED_NAMES = """\
+1|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,mem=64M,node=1|
+2|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,mem=64M,node=1|
+3|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,gres/gpu=1,mem=64M,node=1|
+"""

@@ -17,7 +17,7 @@ from ds01.core.slurm_report import (
     tres_gpus,
 )
 from ds01.core.slurm_view import parse_containers, parse_nodes
-from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SQUEUE_AT_SACCT
+from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SACCT_FORGED_NAMES, SQUEUE_AT_SACCT
 
 NOW = datetime.fromtimestamp(RECORDED_AT, tz=timezone.utc)
 #: A user's row when none of their jobs ended for memory or for one of ds01's rules.
@@ -143,3 +143,13 @@ def test_markdown_and_csv_show_nodes_users_and_pending() -> None:
         "oom_kills,idle_stops,runtime_stops,other_stops"
     )
     assert lines[1:] == ["alice,1,0,3,4,0.0042,0,0,0,0", "bob,0,1,0,0,0.0,0,0,0,0"]
+
+
+def test_a_job_name_with_bars_or_a_newline_forges_no_accounting_row() -> None:
+    jobs = parse_accounting(SACCT_FORGED_NAMES)
+    assert [(j.job, j.user, j.state, j.gpus, j.note) for j in jobs] == [
+        (1, "root", "COMPLETED", 0, None),
+        (2, "root", "COMPLETED", 0, None),
+        (3, "root", "COMPLETED", 1, None),
+    ]
+    assert "JobName" not in SACCT_FORMAT and "Comment," not in SACCT_FORMAT
