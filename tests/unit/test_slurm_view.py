@@ -4,6 +4,7 @@ resources, ``small`` on node1, and a job that is no container."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from ds01.core.slurm_view import (
 )
 from ds01.errors import Conflict, NotFound, SlurmError
 from ds01.paths import ENV_CLUSTER
-from slurm_data import NODES, SQUEUE, SQUEUE_AT
+from slurm_data import NODES, SQUEUE, SQUEUE_AT, squeue_answer, squeue_job
 
 
 def test_the_containers_are_the_jobs_with_ds01s_comment_in_squeues_order() -> None:
@@ -134,3 +135,11 @@ def test_a_users_own_and_a_named_container_are_filtered_here() -> None:
 def test_an_answer_that_is_not_squeues_json_is_refused(text: str, said: str) -> None:
     with pytest.raises(SlurmError, match=said):
         parse_containers(text, 0)
+
+
+def test_a_job_that_has_ended_is_no_container_any_more() -> None:
+    # squeue --json lists the jobs slurmctld still keeps (MinJobAge), ended ones included.
+    ended = squeue_job(job_id=7, name="waiter", job_state="CANCELLED", start_time=SQUEUE_AT - 9)
+    jobs = [*json.loads(SQUEUE)["jobs"], ended]
+    names = [c.name for c in parse_containers(squeue_answer(*jobs), SQUEUE_AT)]
+    assert names == ["more", "small", "big"]

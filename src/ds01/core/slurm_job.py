@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.core.slurm_squeue import JOB_COMMENT
+from ds01.core.slurm_squeue import ENDED_STATES, JOB_COMMENT
 from ds01.errors import InvalidInput, PermissionDenied
 from ds01.exitcodes import OOM_KILLED_STATUS
 from ds01.model.text import clip
@@ -39,21 +39,6 @@ from ds01.model.text import clip
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).
 LIVE_STATES = frozenset({RUNNING, "COMPLETING", "CONFIGURING", "SUSPENDED"})
-#: States of a job that has ended (``scontrol``'s names): ``ds01 job run --wait`` stops there.
-ENDED_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "TIMEOUT",
-    }
-)
-
 #: The "signal" of Slurm's ``ExitCode=0:125`` for a job whose cgroup ran out of memory
 #: (Slurm's ``SIG_OOM`` is 253 = 128 + 125, a mark, not a signal a process can get).
 SLURM_OOM_SIGNAL = 125

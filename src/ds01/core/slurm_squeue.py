@@ -36,6 +36,23 @@ if TYPE_CHECKING:
 JOB_COMMENT = "ds01-container"
 #: Slurm's state of a job that waits.
 PENDING = "PENDING"
+#: States of a job that has ended (``scontrol``'s and ``squeue --json``'s names):
+#: ``ds01 job run --wait`` stops there; the views leave them out, as ``squeue`` does unless
+#: asked (``squeue --json`` lists them while slurmctld keeps them, ``MinJobAge``).
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
+
 #: The fields of a job in ``squeue --json`` (Slurm 22.05, ``openapi/v0.0.38``) that ds01
 #: reads (``SqueueJob``'s attributes), and their JSON types. ``tres_per_node``: the GRES it
 #: asked for per node (``gres:gpu:3``); ``nodes``: where it runs (empty while it pends);
@@ -222,7 +239,8 @@ def parse_containers(
     text: str, now: float, *, uid: int | None = None, name: str | None = None
 ) -> list[ClusterContainer]:
     """``squeue --json``'s answer at ``now`` (seconds since the epoch): the jobs that are
-    containers (comment ``JOB_COMMENT``), of user ``uid`` and named ``name`` where given, in
+    containers (comment ``JOB_COMMENT``) and have not ended (``ENDED_STATES``), of user
+    ``uid`` and named ``name`` where given, in
     squeue's order. A job's run time is ``now`` less its start (none while it pends). A
     name, which its owner wrote and other users' terminals show, comes without terminal
     escapes and control characters (``ds01.model.text.plain``; ``name`` is matched before).
@@ -232,7 +250,7 @@ def parse_containers(
     """
     found: list[ClusterContainer] = []
     for job in read_jobs(text):
-        if job.comment != JOB_COMMENT:
+        if job.comment != JOB_COMMENT or job.job_state in ENDED_STATES:
             continue
         if (uid is not None and job.user_id != uid) or (name is not None and job.name != name):
             continue
