@@ -232,8 +232,8 @@ def cluster_overview() -> dict[str, Any]:
     """A login node's overview of the Slurm test cluster (``ds01.core.slurm_view``), from
     the answers recorded in ``slurm_data``, as ``ds01-dashboard`` fetches it there."""
     from ds01.core import slurm_view
-    from slurm_data import NODES, SQUEUE
+    from slurm_data import NODES, SQUEUE, SQUEUE_AT
 
     return slurm_view.cluster_overview(
-        slurm_view.parse_nodes(NODES), slurm_view.parse_containers(SQUEUE), "alice", AT
+        slurm_view.parse_nodes(NODES), slurm_view.parse_containers(SQUEUE, SQUEUE_AT), "alice", AT
     )

@@ -2,20 +2,81 @@
 ``scripts/slurm-cluster.sh``), for the tests of the login node's views, report and dashboard
 (no tests here): node2's 4 GPUs held by alice's ``big``, her ``more`` (3 GPUs) pending for
 resources, bob's ``small`` on node1, and his ``claim``, a job that is no container.
+
+``squeue``'s answers were recorded as ``squeue --noheader --format
+'%i|%j|%T|%N|%r|%b|%M|%u|%k'`` rows, the text ds01 read before ``squeue --json``: ``squeue_json``
+writes them as Slurm's JSON (the fields ds01 reads; ``slurm_squeue_forged.json`` in
+``tests/unit`` is a whole answer as recorded).
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 
-#: ``squeue --noheader --format SQUEUE_FORMAT``, as root (every user's).
-SQUEUE = textwrap.dedent(
-    """\
-    2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container
-    3|small|RUNNING|node1|None|gres:gpu:1|0:38|bob|ds01-container
-    1|big|RUNNING|node2|None|gres:gpu:4|0:59|alice|ds01-container
-    4|claim|RUNNING|node1|None|gres:gpu:1|0:12|bob|
-    """
+#: The test users' uids on the test machine.
+UIDS = {"alice": 1001, "bob": 1002, "carol": 1003}
+
+
+def squeue_job(**fields: object) -> dict[str, object]:
+    """One job of ``squeue --json`` (the fields ds01 reads): a pending container's job of
+    alice's, unless ``fields`` say otherwise."""
+    job: dict[str, object] = {
+        "job_id": 1, "name": "c1", "user_id": UIDS["alice"], "user_name": "alice",
+        "job_state": "PENDING", "state_reason": "None", "nodes": "", "tres_per_node": "",
+        "comment": "ds01-container", "priority": 1, "submit_time": 0, "start_time": 0,
+    }  # fmt: skip
+    job.update(fields)
+    return job
+
+
+def squeue_answer(*jobs: dict[str, object]) -> str:
+    """``squeue --json``'s answer listing ``jobs``."""
+    return json.dumps({"meta": {"Slurm": {"release": "22.05.8"}}, "errors": [], "jobs": jobs})
+
+
+def _seconds(elapsed: str) -> int:
+    """squeue's ``%M`` (``0:38``, ``1:02:03``, ``1-02:03:04``) in seconds."""
+    days, _, clock = elapsed.rpartition("-")
+    total = 0
+    for part in clock.split(":"):
+        total = total * 60 + int(part)
+    return total + 86400 * int(days or 0)
+
+
+def squeue_json(rows: str, now: int) -> str:
+    """The ``%i|%j|%T|%N|%r|%b|%M|%u|%k`` ``rows`` squeue printed at ``now`` as its JSON: each
+    job's start ``now`` less its run time (``%M``), its priority falling with each row, so
+    that squeue's order is theirs."""
+    jobs = []
+    lines = rows.splitlines()
+    for rank, line in enumerate(lines):
+        job, name, state, nodes, reason, gres, elapsed, user, comment = line.split("|")
+        ran = _seconds(elapsed)
+        jobs.append(
+            squeue_job(
+                job_id=int(job), name=name, user_id=UIDS[user], user_name=user,
+                job_state=state, state_reason=reason, nodes=nodes, tres_per_node=gres,
+                comment=comment, priority=len(lines) - rank, submit_time=now - ran,
+                start_time=0 if state == "PENDING" else now - ran,
+            )
+        )  # fmt: skip
+    return squeue_answer(*jobs)
+
+
+#: When ``SQUEUE`` was recorded (a moment of its day: its rows' run times are what count).
+SQUEUE_AT = 1796590000
+#: ``squeue``'s jobs, as root (every user's).
+SQUEUE = squeue_json(
+    textwrap.dedent(
+        """\
+        2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container
+        3|small|RUNNING|node1|None|gres:gpu:1|0:38|bob|ds01-container
+        1|big|RUNNING|node2|None|gres:gpu:4|0:59|alice|ds01-container
+        4|claim|RUNNING|node1|None|gres:gpu:1|0:12|bob|
+        """
+    ),
+    SQUEUE_AT,
 )
 
 #: ``scontrol show node -d`` (trimmed: the lines between are Slurm's, unread).
@@ -47,21 +108,25 @@ RECORDED_AT = 1796598069
 
 #: ``sacct --allusers --allocations --noheader --parsable2 --starttime=now-1days
 #: --format=SACCT_FORMAT`` with ``SLURM_TIME_FORMAT=%s``, as alice (recorded before
-#: ``SACCT_FORMAT`` ended with ``AdminComment``: each line's last field, empty, added).
+#: ``SACCT_FORMAT`` ended with ``AdminComment``: each line's last field, empty, added; and
+#: before it left out ``JobName``, which a job's owner writes: that column taken out).
 SACCT = """\
-1|big|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
-2|small|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
-3|orphan|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
-4|first|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
-5|second|bob|msc|PENDING|Unknown|Unknown||
+1|alice|phd|CANCELLED by 1001|1796598057|1796598058|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+2|alice|phd|COMPLETED|1796598060|1796598062|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+3|alice|phd|FAILED|1796598063|1796598064|billing=1,cpu=1,gres/gpu=1,mem=128M,node=1|
+4|alice|phd|RUNNING|1796598066|Unknown|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+5|bob|msc|PENDING|Unknown|Unknown||
 """
 
-#: ``squeue --noheader --format SQUEUE_FORMAT`` at the same moment.
-SQUEUE_AT_SACCT = textwrap.dedent(
-    """\
-    5|second|PENDING||Resources|gres:gpu:3|0:00|bob|ds01-container
-    4|first|RUNNING|node2|None|gres:gpu:3|0:03|alice|ds01-container
-    """
+#: ``squeue``'s jobs at the same moment.
+SQUEUE_AT_SACCT = squeue_json(
+    textwrap.dedent(
+        """\
+        5|second|PENDING||Resources|gres:gpu:3|0:00|bob|ds01-container
+        4|first|RUNNING|node2|None|gres:gpu:3|0:03|alice|ds01-container
+        """
+    ),
+    RECORDED_AT,
 )
 
 #: ``scontrol show node -d`` at the same moment (trimmed as ``NODES``).
@@ -95,14 +160,33 @@ NODES_AT_SACCT = textwrap.dedent(
 ENDS_RECORDED_AT = 1796608792
 
 #: ``sacct --allusers --allocations --noheader --parsable2 --format=SACCT_FORMAT`` with
-#: ``SLURM_TIME_FORMAT=%s``, as root, at ``ENDS_RECORDED_AT``.
+#: ``SLURM_TIME_FORMAT=%s``, as root, at ``ENDS_RECORDED_AT`` (``JobName``'s column, then
+#: in the format, taken out).
 SACCT_ENDS = """\
-1|idler|alice|phd|COMPLETED|1796608776|1796608787|billing=1,cpu=1,gres/gpu=4,mem=128M,node=1|ds01:stop_idle: Idle for 7 s, the limit is 7 s.
-2|waiter|bob|msc|CANCELLED by 1002|1796608789|1796608790|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
-3|hog2|alice|phd|FAILED|1796608783|1796608785|billing=1,cpu=1,mem=64M,node=1|ds01:oom_kill: 1 process(es) killed, alice's memory total across all their containers hit
+1|alice|phd|COMPLETED|1796608776|1796608787|billing=1,cpu=1,gres/gpu=4,mem=128M,node=1|ds01:stop_idle: Idle for 7 s, the limit is 7 s.
+2|bob|msc|CANCELLED by 1002|1796608789|1796608790|billing=1,cpu=1,gres/gpu=3,mem=128M,node=1|
+3|alice|phd|FAILED|1796608783|1796608785|billing=1,cpu=1,mem=64M,node=1|ds01:oom_kill: 1 process(es) killed, alice's memory total across all their containers hit
 """  # noqa: E501
 
-#: ``squeue --noheader --states=PENDING --format PENDING_FORMAT`` with
-#: ``SLURM_TIME_FORMAT=%s``, as root, at ``PENDING_AT``: bob's ``waiter``.
+#: ``squeue``'s pending jobs, as root, at ``PENDING_AT``: bob's ``waiter`` (recorded as
+#: ``%i|%u|%r|%V|%k``: ``2|bob|Resources|1796608777|ds01-container``).
 PENDING_AT = 1796608782
-SQUEUE_PENDING = "2|bob|Resources|1796608777|ds01-container\n"
+SQUEUE_PENDING = squeue_answer(
+    squeue_job(
+        job_id=2, name="waiter", user_id=UIDS["bob"], user_name="bob",
+        state_reason="Resources", tres_per_node="gres:gpu:3", submit_time=1796608777,
+    )
+)  # fmt: skip
+
+#: ``sacct --allusers --allocations --noheader --parsable2 --format=SACCT_FORMAT`` with
+#: ``SLURM_TIME_FORMAT=%s``, as root: three jobs of root's that completed at once, the first
+#: named ``x|root|phd|OUT_OF_MEMORY|1796000000|1796090000|billing=1,gres/gpu=8``, the second
+#: ``y``, a newline, then ``77|root|phd|OUT_OF_MEMORY|…|billing=1,gres/gpu=8|ds01:oom_kill:
+#: fake``, the third ``plain`` with a GPU. With ``JobName`` in the format (before), sacct
+#: printed those names raw: an OOM-killed job of root's with 8 GPUs for 25 hours, and a
+#: whole line of its own, job 77, with a note only ds01d may write.
+SACCT_FORGED_NAMES = """\
+1|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,mem=64M,node=1|
+2|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,mem=64M,node=1|
+3|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,gres/gpu=1,mem=64M,node=1|
+"""

@@ -720,6 +720,9 @@ class TestClusterMode:
             ("alice", "its node", 1, "is not yours"),  # bob's job
             ("bob", "its node", 2, "its Slurm job holds 1"),  # more than the job holds
             ("bob", "the other node", 1, "does not run on"),  # another node's devices
+            # bob's own job, on its node, but from outside the job's cgroup: the container
+            # would escape the job's CPU and memory limits.
+            ("bob", "its node", 1, "your process is not in it"),
         ],
     )
     def test_a_step_with_a_made_up_environment_is_refused(
@@ -748,6 +751,27 @@ class TestClusterMode:
             done = _step(cluster, user, job, node, request)
             assert done.returncode == 1 and said in done.stderr, describe(done)
             assert not _containers(docker_client, "claim")
+        finally:
+            cluster.slurm_tool("scancel", str(job))
+
+    def test_a_held_job_whose_comment_spells_slurms_fields_gets_no_container(
+        self, cluster: Cluster, docker_client: Any
+    ) -> None:
+        # scontrol's text prints the comment raw after the real fields: read as text, this held
+        # job without GPUs was a running one holding node2's four.
+        forged = "ds01-container JobState=RUNNING Nodes=node2 x GRES=gpu:4(IDX:0-3)"
+        job = int(
+            cluster.slurm_tool(
+                "sbatch", "--parsable", "--hold", "--job-name=c1", f"--comment={forged}",
+                "--mem=64M", "--output=/dev/null", "--wrap=true", user="bob",
+            ).split(";")[0]
+        )  # fmt: skip
+        try:
+            request = {"name": "c1", "image": "busybox", "gpus": 4}
+            done = _step(cluster, "bob", job, "node2", request)
+            said = "is PENDING, not RUNNING"
+            assert done.returncode == 1 and said in done.stderr, describe(done)
+            assert not _containers(docker_client, "c1")
         finally:
             cluster.slurm_tool("scancel", str(job))
 

@@ -398,3 +398,15 @@ def test_on_v1_every_hierarchy_holding_the_job_cgroup_is_checked(tmp_path: Path)
         root / "cpu" / "slurm_node2" / "uid_1001"
     )
     assert not manager.owned_by(JOB, os.getuid())
+
+
+def test_the_cgroups_slurm_made_for_a_job_are_found_two_levels_down(tmp_path: Path) -> None:
+    v1 = CgroupManager(v1_tree(tmp_path / "v1"))
+    (tmp_path / "v1" / "memory" / JOB.lstrip("/")).mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "slurm_node2" / "uid_1001" / "job_420").mkdir()
+    assert v1.slurm_job_cgroups(42) == [JOB]
+    assert v1.slurm_job_cgroups(43) == []
+    v2 = CgroupManager(v2_tree(tmp_path / "v2"))
+    (tmp_path / "v2" / "system.slice" / "slurmstepd.scope" / "job_42").mkdir(parents=True)
+    assert v2.slurm_job_cgroups(42) == ["/system.slice/slurmstepd.scope/job_42"]
+    assert CgroupManager(tmp_path / "nothing").slurm_job_cgroups(42) == []

@@ -46,8 +46,8 @@ async def refreshed(pilot: Pilot[None], app: DashboardApp, count: int = 1) -> No
 
 
 def cells(app: DashboardApp, table_id: str, column: str | None = None) -> list[Any]:
-    table: DataTable[str] = app.query_one(f"#{table_id}", DataTable)
-    rows = [table.get_row_at(i) for i in range(table.row_count)]
+    table: DataTable[Any] = app.query_one(f"#{table_id}", DataTable)
+    rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
     if column is None:
         return rows
     index = [str(c.label) for c in table.columns.values()].index(column)

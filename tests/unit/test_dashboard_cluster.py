@@ -7,16 +7,20 @@ ones with Slurm's reason, the sort, the user filter and a container's detail."""
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
 from test_dashboard_app import SIZE, cells, refreshed, text_of
 from textual.pilot import Pilot
 
 from dashboard_data import cluster_overview
+from ds01.core import slurm_view
 from ds01.core.slurm_view import REASONS
 from ds01.tui.app import DashboardApp, DetailScreen
 from ds01.tui.frame import View, build_frame, container_detail, render_text
 from ds01.tui.main import build_parser, print_once
+from slurm_data import NODES, SQUEUE, SQUEUE_AT, UIDS, squeue_answer, squeue_job
 
 
 def test_once_shows_the_nodes_holders_containers_and_the_pending_with_their_reason(
@@ -91,3 +95,36 @@ def test_the_live_view_shows_the_cluster() -> None:
 
     asyncio.run(main())
 
+
+#: A job of bob's named like Rich markup, with a terminal escape (SGR red) in its name.
+MARKUP_NAME = "c1[/x]\x1b[31mred"
+
+
+def _overview_with_a_markup_name() -> dict[str, Any]:
+    jobs = json.loads(SQUEUE)["jobs"]
+    jobs.append(
+        squeue_job(job_id=9, name=MARKUP_NAME, user_id=UIDS["bob"], user_name="bob",
+                   job_state="PENDING", state_reason="Priority", tres_per_node="gres:gpu:1")
+    )  # fmt: skip
+    containers = slurm_view.parse_containers(squeue_answer(*jobs), SQUEUE_AT)
+    return slurm_view.cluster_overview(slurm_view.parse_nodes(NODES), containers, "alice", "t")
+
+
+def test_a_job_name_is_shown_as_text_without_its_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    overview = _overview_with_a_markup_name()
+    print_once(lambda: overview, build_parser().parse_args(["--once"]))
+    text = capsys.readouterr().out
+    assert "c1[/x]red" in text and "\x1b" not in text
+    app = DashboardApp(lambda: overview, interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await refreshed(pilot, app)
+            assert app.error is None
+            assert "c1[/x]red" in cells(app, "containers", "NAME")
+            assert cells(app, "queue", "CONTAINER")[-1] == "c1[/x]red"
+            await pilot.press("q")
+
+    asyncio.run(main())

@@ -64,10 +64,10 @@ def test_comments_that_are_not_ds01s_notes_count_for_nothing() -> None:
 
 def test_the_recorded_ends_count_per_user_by_the_jobs_end_in_the_window() -> None:
     jobs = {j.job: j for j in parse_accounting(SACCT_ENDS)}
-    assert [(j.name, j.note, end_column(j)) for j in jobs.values()] == [
-        ("idler", "stop_idle", "idle_stops"),
-        ("waiter", None, None),  # cancelled by bob: no end of interest
-        ("hog2", "oom_kill", "oom_kills"),  # FAILED to Slurm; ds01d saw the OOM kill
+    assert [(j.job, j.note, end_column(j)) for j in jobs.values()] == [
+        (1, "stop_idle", "idle_stops"),  # idler
+        (2, None, None),  # waiter, cancelled by bob: no end of interest
+        (3, "oom_kill", "oom_kills"),  # hog2, FAILED to Slurm; ds01d saw the OOM kill
     ]
     users = _users(_report(SACCT_ENDS, NOW - timedelta(hours=1)))
     ends = {u: {c: row[c] for c, _ in END_COLUMNS} for u, row in users.items()}
@@ -84,11 +84,11 @@ def test_the_recorded_ends_count_per_user_by_the_jobs_end_in_the_window() -> Non
 def test_slurms_own_out_of_memory_counts_and_a_note_wins_over_the_state() -> None:
     sacct = (
         # A step's OOM, which Slurm sees itself (sbatch --wrap, no container).
-        "7|wrap|carol|phd|OUT_OF_MEMORY|1796608076|1796608078|billing=1,cpu=1,mem=32M,node=1|\n"
+        "7|carol|phd|OUT_OF_MEMORY|1796608076|1796608078|billing=1,cpu=1,mem=32M,node=1|\n"
         # A container stopped at its runtime limit after an OOM kill in it: the last note.
-        "8|long|carol|phd|FAILED|1796608076|1796608080|billing=1,gres/gpu=1|ds01:stop_runtime: x\n"
-        "9|disk|carol|phd|FAILED|1796608076|1796608080|billing=1,gres/gpu=1|ds01:stop_disk: y\n"
-        "10|odd|carol|phd|COMPLETED|1796608076|1796608080|billing=1|a|b ds01:stop_idle\n"
+        "8|carol|phd|FAILED|1796608076|1796608080|billing=1,gres/gpu=1|ds01:stop_runtime: x\n"
+        "9|carol|phd|FAILED|1796608076|1796608080|billing=1,gres/gpu=1|ds01:stop_disk: y\n"
+        "10|carol|phd|COMPLETED|1796608076|1796608080|billing=1|a|b ds01:stop_idle\n"
     )
     carol = _users(_report(sacct, NOW - timedelta(hours=1)))["carol"]
     assert (carol["oom_kills"], carol["runtime_stops"], carol["other_stops"]) == (1, 1, 1)

@@ -4,17 +4,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ds01.core.slurm_queue import PENDING_FORMAT, parse_pending, queue_metrics
+from ds01.core.slurm_queue import parse_pending, queue_metrics
 from ds01.errors import SlurmError
 from ds01.metrics.slurm_queue import SlurmQueueCollector
-from slurm_data import PENDING_AT, SQUEUE_PENDING
+from slurm_data import PENDING_AT, SQUEUE_PENDING, squeue_answer, squeue_job
 
 
 def _samples(
@@ -32,23 +34,31 @@ def _samples(
 
 
 def test_the_pending_containers_jobs_are_read_with_user_reason_and_submit_time() -> None:
-    assert PENDING_FORMAT == "%i|%u|%r|%V|%k"
     [job] = parse_pending(SQUEUE_PENDING)
     assert (job.job, job.user, job.reason, job.submitted) == (2, "bob", "Resources", 1796608777)
-    # A job that is no container (no ds01 comment) and lines that are no job are left out.
-    other = "3|carol|Priority|1796608778|\nJOBID|USER|REASON|SUBMIT_TIME|COMMENT\n\n"
-    assert parse_pending(SQUEUE_PENDING + other) == [job]
+    # A job that is no container (no ds01 comment) and one that runs are left out.
+    other = squeue_job(job_id=3, user_name="carol", submit_time=1796608778, comment="")
+    running = squeue_job(job_id=4, job_state="RUNNING", submit_time=1796608700, start_time=1)
+    waiter = json.loads(SQUEUE_PENDING)["jobs"][0]
+    assert parse_pending(squeue_answer(waiter, other, running)) == [job]
 
 
 def test_queue_samples_count_per_user_and_reason_and_the_oldest_wait() -> None:
-    text = (
-        "7|bob|Resources|100|ds01-container\n"
-        "8|bob|Resources|110|ds01-container\n"
-        "9|carol|QOSMaxGRESPerUser|130|ds01-container\n"
-        "10|carol|Priority|Unknown|ds01-container\n"  # no submit time: left out
-        "11|dave|Resources|90|\n"  # no container
-        "12|erin|Priority|120|ds01-container|x\n"  # a comment of somebody else's
-    )
+    rows = [
+        (7, "bob", "Resources", 100, "ds01-container"),
+        (8, "bob", "Resources", 110, "ds01-container"),
+        (9, "carol", "QOSMaxGRESPerUser", 130, "ds01-container"),
+        (10, "carol", "Priority", 0, "ds01-container"),  # no submit time: left out
+        (11, "dave", "Resources", 90, ""),  # no container
+        (12, "erin", "Priority", 120, "ds01-container|x"),  # a comment of somebody else's
+    ]
+    text = squeue_answer(
+        *(
+            squeue_job(job_id=job, user_name=user, state_reason=reason, submit_time=at,
+                       comment=comment)
+            for job, user, reason, at, comment in rows
+        )
+    )  # fmt: skip
     queue = queue_metrics(parse_pending(text), now=160.0)
     assert queue.lengths == {("bob", "Resources"): 2, ("carol", "QOSMaxGRESPerUser"): 1}
     assert queue.oldest_wait_seconds == 60.0
@@ -109,3 +119,18 @@ def test_the_exporter_command_refuses_bad_arguments_before_it_listens(
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and said in done.stderr, (done.stdout, done.stderr)
+
+
+def test_an_answer_that_cannot_be_read_counts_as_none() -> None:
+    samples = _samples(SlurmQueueCollector(lambda: '{"jobs": [{"job_id": 1}]}'))
+    assert samples["ds01_slurm_up"] == {(): 0.0}
+    assert "ds01_queue_length" not in samples
+
+
+def test_a_comment_or_name_with_newlines_and_bars_adds_no_pending_job() -> None:
+    # Recorded: job 4's comment is "ds01-container\n424242|root|Priority|1|ds01-container",
+    # which squeue's text printed as a line of its own (a pending job 424242 of root's).
+    forged = (Path(__file__).parent / "slurm_squeue_forged.json").read_text()
+    jobs = parse_pending(forged)
+    assert [job.job for job in jobs] == [2, 5]  # the held containers' jobs, as Slurm has them
+    assert 424242 not in [job.job for job in jobs] and {j.reason for j in jobs} == {"JobHeldUser"}

@@ -17,7 +17,7 @@ from ds01.core.slurm_report import (
     tres_gpus,
 )
 from ds01.core.slurm_view import parse_containers, parse_nodes
-from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SQUEUE_AT_SACCT
+from slurm_data import NODES_AT_SACCT, RECORDED_AT, SACCT, SACCT_FORGED_NAMES, SQUEUE_AT_SACCT
 
 NOW = datetime.fromtimestamp(RECORDED_AT, tz=timezone.utc)
 #: A user's row when none of their jobs ended for memory or for one of ds01's rules.
@@ -37,7 +37,7 @@ def _report(start: datetime, end: datetime = NOW, sacct: str = SACCT) -> dict[st
         end=end,
         now=NOW,
         nodes=parse_nodes(NODES_AT_SACCT),
-        containers=parse_containers(SQUEUE_AT_SACCT),
+        containers=parse_containers(SQUEUE_AT_SACCT, RECORDED_AT),
         jobs=parse_accounting(sacct),
     )
 
@@ -56,9 +56,7 @@ def test_sacct_is_read_with_epoch_times_and_its_gres_gpus() -> None:
     )  # fmt: skip
     assert jobs[4].end is None  # it runs
     assert (jobs[5].start, jobs[5].gpus) == (None, 0)  # it pends
-    assert SACCT_FORMAT == (
-        "JobIDRaw,JobName,User,Account,State,Start,End,AllocTRES,AdminComment"
-    )
+    assert SACCT_FORMAT == "JobIDRaw,User,Account,State,Start,End,AllocTRES,AdminComment"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +111,7 @@ def test_usage_per_user_counts_gpu_hours_inside_the_window_only() -> None:
 
 
 def test_a_job_cancelled_as_it_started_never_ran() -> None:
-    sacct = "9|gone|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1|\n"
+    sacct = "9|bob|msc|CANCELLED by 1002|1796598050|1796598050|billing=1,gres/gpu=1|\n"
     assert _users(_report(NOW - timedelta(days=1), sacct=sacct))["bob"]["jobs"] == 0
 
 
@@ -145,3 +143,13 @@ def test_markdown_and_csv_show_nodes_users_and_pending() -> None:
         "oom_kills,idle_stops,runtime_stops,other_stops"
     )
     assert lines[1:] == ["alice,1,0,3,4,0.0042,0,0,0,0", "bob,0,1,0,0,0.0,0,0,0,0"]
+
+
+def test_a_job_name_with_bars_or_a_newline_forges_no_accounting_row() -> None:
+    jobs = parse_accounting(SACCT_FORGED_NAMES)
+    assert [(j.job, j.user, j.state, j.gpus, j.note) for j in jobs] == [
+        (1, "root", "COMPLETED", 0, None),
+        (2, "root", "COMPLETED", 0, None),
+        (3, "root", "COMPLETED", 1, None),
+    ]
+    assert "JobName" not in SACCT_FORMAT and "Comment," not in SACCT_FORMAT

@@ -4,13 +4,15 @@ resources, ``small`` on node1, and a job that is no container."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ds01.core.slurm_job import JOB_COMMENT, sbatch_options
 from ds01.core.slurm_view import (
     NOT_A_CLUSTER,
     REASONS,
-    SQUEUE_FORMAT,
     explain_reason,
     gres_gpus,
     open_argv,
@@ -19,13 +21,13 @@ from ds01.core.slurm_view import (
     pending,
     running_container,
 )
-from ds01.errors import Conflict, NotFound
+from ds01.errors import Conflict, NotFound, SlurmError
 from ds01.paths import ENV_CLUSTER
-from slurm_data import NODES, SQUEUE
+from slurm_data import NODES, SQUEUE, SQUEUE_AT, squeue_answer, squeue_job
 
 
 def test_the_containers_are_the_jobs_with_ds01s_comment_in_squeues_order() -> None:
-    found = parse_containers(SQUEUE)
+    found = parse_containers(SQUEUE, SQUEUE_AT)
     assert [(c.name, c.user, c.slurm_job, c.status, c.node, c.gpus) for c in found] == [
         ("more", "alice", 2, "pending", "", 3),
         ("small", "bob", 3, "running", "node1", 1),
@@ -34,12 +36,12 @@ def test_the_containers_are_the_jobs_with_ds01s_comment_in_squeues_order() -> No
 
 
 def test_a_pending_container_says_slurms_reason_in_ds01s_words() -> None:
-    [more] = pending(parse_containers(SQUEUE))
+    [more] = pending(parse_containers(SQUEUE, SQUEUE_AT))
     assert more.name == "more"
     assert more.reason_text == REASONS["Resources"]
     row = more.as_json()
     assert (row["status"], row["reason"], row["node"]) == ("pending", "Resources", None)
-    assert parse_containers(SQUEUE)[1].as_json()["reason"] is None  # running: no reason
+    assert parse_containers(SQUEUE, SQUEUE_AT)[1].as_json()["reason"] is None  # running: no reason
 
 
 def test_an_unknown_reason_is_shown_as_slurm_says_it() -> None:
@@ -52,19 +54,6 @@ def test_the_submission_carries_the_comment_the_views_look_for() -> None:
         runtime_hours=None, max_runtime_hours=None, account="phd", qos="ds01-group-phd",
     )  # fmt: skip
     assert f"--comment={JOB_COMMENT}" in options
-    assert SQUEUE_FORMAT.endswith("%k")  # the comment is the last field read
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "",
-        "JOBID|NAME|STATE|NODELIST|REASON|TRES_PER_NODE|TIME|USER|COMMENT",  # a header
-        "5|odd|RUNNING|node1|None|gres:gpu:1|0:01|bob",  # a field short
-    ],
-)
-def test_lines_that_are_not_a_job_are_left_out(line: str) -> None:
-    assert parse_containers(line) == []
 
 
 def test_each_nodes_gpus_used_and_total() -> None:
@@ -90,7 +79,7 @@ def test_gres_texts_count_their_gpus(text: str, count: int) -> None:
 
 
 def test_open_runs_container_open_in_a_step_of_the_running_containers_job() -> None:
-    big = running_container(parse_containers(SQUEUE), "big")
+    big = running_container(parse_containers(SQUEUE, SQUEUE_AT), "big")
     argv = open_argv(big, "/opt/ds01/venv/bin/python", ["sh", "-c", "id"])
     assert argv[:4] == ["srun", "--jobid=1", "--overlap", "--pty"]
     # There the node's own ds01d answers: no second srun.
@@ -103,8 +92,54 @@ def test_open_runs_container_open_in_a_step_of_the_running_containers_job() -> N
 
 
 def test_open_refuses_a_pending_or_unknown_container_in_words() -> None:
-    containers = parse_containers(SQUEUE)
+    containers = parse_containers(SQUEUE, SQUEUE_AT)
     with pytest.raises(Conflict, match=r"pending \(Resources\): no node has the GPUs"):
         running_container(containers, "more")
     with pytest.raises(NotFound):
         running_container(containers, "nothing")
+
+
+FORGED = (Path(__file__).parent / "slurm_squeue_forged.json").read_text()
+
+
+def test_bars_and_newlines_in_names_and_comments_stay_in_their_field() -> None:
+    # Recorded (tests/unit/slurm_squeue_forged.json): squeue's text printed job 4's name
+    # `x|root|phd|…` and its comment's second line `424242|root|Priority|1|ds01-container` raw.
+    found = parse_containers(FORGED, 1796657400)
+    assert [(c.slurm_job, c.user, c.status) for c in found] == [
+        (2, "root", "pending"), (5, "root", "pending"), (3, "root", "running"),
+    ]  # fmt: skip
+    names = {c.slurm_job: c.name for c in found}
+    # Each name whole, without its newlines and escapes (the views show it to other users).
+    assert names[2].startswith("c1   UserId=root(0)") and names[5] == "c1[/x]red"
+    # Job 1's comment is not ds01's (it only starts with it), nor job 4's (two lines).
+    assert 1 not in names and 4 not in names
+
+
+def test_a_users_own_and_a_named_container_are_filtered_here() -> None:
+    mine = parse_containers(SQUEUE, SQUEUE_AT, uid=1002)
+    assert [c.name for c in mine] == ["small"]
+    assert [c.name for c in parse_containers(SQUEUE, SQUEUE_AT, uid=1001, name="big")] == ["big"]
+    assert [c.elapsed for c in parse_containers(SQUEUE, SQUEUE_AT)] == ["0:00", "0:38", "0:59"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "holds no list of jobs"),
+        ("2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container", "no list of jobs"),
+        ('{"jobs": {}}', "no list of jobs"),
+        ('{"jobs": [{"job_id": 2, "name": "x"}]}', "job 2 has no int 'user_id'"),
+    ],
+)
+def test_an_answer_that_is_not_squeues_json_is_refused(text: str, said: str) -> None:
+    with pytest.raises(SlurmError, match=said):
+        parse_containers(text, 0)
+
+
+def test_a_job_that_has_ended_is_no_container_any_more() -> None:
+    # squeue --json lists the jobs slurmctld still keeps (MinJobAge), ended ones included.
+    ended = squeue_job(job_id=7, name="waiter", job_state="CANCELLED", start_time=SQUEUE_AT - 9)
+    jobs = [*json.loads(SQUEUE)["jobs"], ended]
+    names = [c.name for c in parse_containers(squeue_answer(*jobs), SQUEUE_AT)]
+    assert names == ["more", "small", "big"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from ds01 import paths
 from ds01.cli import render
@@ -73,7 +74,7 @@ def list_containers(all_users: bool, as_json: bool) -> None:
     from ds01.core.slurm_squeue import parse_containers
     from ds01.runtime.slurm import cluster_jobs
 
-    found = parse_containers(cluster_jobs(all_users=all_users))
+    found = parse_containers(cluster_jobs(), time.time(), uid=None if all_users else os.getuid())
     if render.emitted_json(as_json, [c.as_json() for c in found]):
         return
     if not found:
@@ -106,7 +107,8 @@ def run_queue(args: argparse.Namespace) -> None:
             "On a Slurm cluster Slurm holds the queue: cancel with `scancel -n NAME`; "
             "`sprio` explains the order."
         )
-    waiting = pending(parse_containers(cluster_jobs(all_users=args.all_users)))
+    mine = None if args.all_users else os.getuid()
+    waiting = pending(parse_containers(cluster_jobs(), time.time(), uid=mine))
     if render.emitted_json(args.json, [c.as_json() for c in waiting]):
         return
     if not waiting:
@@ -148,7 +150,8 @@ def run_open(name: str, program: list[str], user: str | None) -> None:
         from ds01.cli.parsing import UsageError
 
         raise UsageError("On a Slurm cluster, `container-open` opens your own containers.")
-    container = running_container(parse_containers(cluster_jobs(False, name)), name)
+    found = parse_containers(cluster_jobs(), time.time(), uid=os.getuid(), name=name)
+    container = running_container(found, name)
     argv = open_argv(container, sys.executable, program)
     try:
         os.execvp(argv[0], argv)  # noqa: S606 (an argument list; srun gives the exit status)

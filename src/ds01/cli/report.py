@@ -332,7 +332,7 @@ def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
         end=stop,
         now=now,
         nodes=parse_nodes(show_nodes()),
-        containers=parse_containers(cluster_jobs(all_users=True)),
+        containers=parse_containers(cluster_jobs(), now.timestamp()),
         jobs=parse_accounting(accounted_jobs(begin, stop)),
         notes=(
             "From Slurm (scontrol, squeue, sacct), as the caller may see it: with Slurm's "

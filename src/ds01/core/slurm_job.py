@@ -9,11 +9,12 @@ Two halves of one contract:
   ``--cpus-per-task``, ``--mem``, ``--time`` (the request's ``--runtime-hours`` capped by
   ``max_runtime_hours``, else ``max_runtime_hours``) and the account and QOS
   that ``ds01 admin slurm sync`` gave the user;
-- **the check on the node** (``parse_job``, ``job_devices``): before creating a job's
-  container, ds01d reads the job from Slurm (``scontrol show job -d ID``), never from the
-  caller's environment, and accepts only a running job of the caller, on this node, named
-  after the container; the container gets exactly the devices Slurm gave the job there, its
-  GRES indices mapped to UUIDs through ds01's GRES order (``ds01.core.slurm_gres``);
+- **the check on the node** (``job_devices``): before creating a job's container, ds01d
+  reads the job from Slurm's JSON (``ds01.core.slurm_record.job_record``), never from the
+  caller's environment nor from Slurm's text, and accepts only a running job of the caller,
+  on this node, named after the container; the container gets exactly the devices Slurm
+  gave the job there, its GRES indices mapped to UUIDs through ds01's GRES order
+  (``ds01.core.slurm_gres``);
 - **what ds01d did to a job's container** (``job_note``, ``noted``): before it stops the
   container for idleness, its runtime or another rule, and when the kernel kills in it for
   memory, ds01d writes so in the job's ``AdminComment`` (only a Slurm administrator may set
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ds01.core.slurm_squeue import JOB_COMMENT
+from ds01.core.slurm_squeue import ENDED_STATES, JOB_COMMENT
 from ds01.errors import InvalidInput, PermissionDenied
 from ds01.exitcodes import OOM_KILLED_STATUS
 from ds01.model.text import clip
@@ -38,21 +39,6 @@ from ds01.model.text import clip
 RUNNING = "RUNNING"
 #: States in which a job still owns its container (``squeue``'s long names).
 LIVE_STATES = frozenset({RUNNING, "COMPLETING", "CONFIGURING", "SUSPENDED"})
-#: States of a job that has ended (``scontrol``'s names): ``ds01 job run --wait`` stops there.
-ENDED_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "TIMEOUT",
-    }
-)
-
 #: The "signal" of Slurm's ``ExitCode=0:125`` for a job whose cgroup ran out of memory
 #: (Slurm's ``SIG_OOM`` is 253 = 128 + 125, a mark, not a signal a process can get).
 SLURM_OOM_SIGNAL = 125
@@ -153,8 +139,17 @@ def _indices(text: str) -> tuple[int, ...]:
     return tuple(found)
 
 
+def gres_indices(gres: str) -> tuple[int, ...]:
+    """The device indices of one node's GRES (``gpu:2(IDX:0-1)``); none without ``IDX``."""
+    found = _IDX_RE.search(gres)
+    return _indices(found.group(1)) if found else ()
+
+
 def parse_job(text: str) -> SlurmJob:
-    """``scontrol show job -d ID``'s answer (Slurm 22.05) as a ``SlurmJob``.
+    """``scontrol show job -d ID``'s answer (Slurm 22.05) as a ``SlurmJob``: for the job's
+    owner only (``ds01 job run --wait`` reads its own job's end). Slurm prints the fields the
+    owner wrote (name, comment, paths) raw, so they can pass for any other field: nothing
+    ds01d decides may rest on this reading (it reads ``ds01.core.slurm_record``'s).
 
     Raises:
         InvalidInput: the text is not one job's record.
@@ -165,8 +160,7 @@ def parse_job(text: str) -> SlurmJob:
         raise InvalidInput("Slurm's record of the job could not be read.")
     gpus: dict[str, tuple[int, ...]] = {}
     for nodes, gres in _NODE_GRES_RE.findall(text):
-        found = _IDX_RE.search(gres)
-        gpus[nodes] = _indices(found.group(1)) if found else ()
+        gpus[nodes] = gres_indices(gres)
     return SlurmJob(
         job_id=int(fields["JobId"]),
         name=fields.get("JobName", ""),
@@ -285,6 +279,7 @@ __all__ = [
     "StopCause",
     "check_request_matches",
     "gone_jobs",
+    "gres_indices",
     "job_cgroup",
     "job_devices",
     "job_hours",

@@ -2,12 +2,13 @@
 (``ds01 admin slurm exporter``). Pure.
 
 In cluster mode ds01's own GPU queue stays empty: Slurm queues the containers' jobs. The
-login node's exporter reads them with one ``squeue`` per scrape (``PENDING_FORMAT``, every
-user's pending jobs that Slurm lets the caller see, times as seconds since the epoch) and
-exports the queue under ds01's queue metric names (``ds01.metrics.slurm_queue``):
+login node's exporter reads them with one ``squeue --json`` per scrape (every user's jobs
+that Slurm lets the caller see, read by ``ds01.core.slurm_squeue.read_jobs``: a job's name or
+comment, which its owner writes, cannot add a job or shift a field) and exports the queue
+under ds01's queue metric names (``ds01.metrics.slurm_queue``):
 
 - ``ds01_queue_length{user, reason}``: the containers' jobs pending, per user and Slurm's
-  reason (``squeue %r``: ``Resources``, ``Priority``, ``QOSMaxGRESPerUser``…);
+  reason (``state_reason``: ``Resources``, ``Priority``, ``QOSMaxGRESPerUser``…);
 - ``ds01_queue_oldest_wait_seconds``: how long the oldest of them has waited since its
   submission (0 when none waits).
 
@@ -20,16 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ds01.core.slurm_job import JOB_COMMENT
-from ds01.core.slurm_view import FIELD_SEPARATOR
-
-#: ``squeue --states=PENDING --format``: the job, its user, Slurm's reason, its submit time
-#: (``%V``: seconds since the epoch with ``SLURM_TIME_FORMAT=%s``) and its comment (last: a
-#: comment may hold the separator).
-PENDING_FIELDS = ("%i", "%u", "%r", "%V", "%k")
-PENDING_FORMAT = FIELD_SEPARATOR.join(PENDING_FIELDS)
-#: ``SLURM_TIME_FORMAT`` for that ``squeue``.
-PENDING_TIME_FORMAT = "%s"
+from ds01.core.slurm_squeue import JOB_COMMENT, PENDING, read_jobs
 
 
 @dataclass(frozen=True)
@@ -51,19 +43,17 @@ class QueueMetrics:
 
 
 def parse_pending(text: str) -> list[PendingJob]:
-    """``squeue --noheader --states=PENDING --format PENDING_FORMAT``'s answer (with
-    ``SLURM_TIME_FORMAT=PENDING_TIME_FORMAT``): the containers' jobs, in its order; other
-    jobs, lines that are no job and jobs with no submit time are left out."""
-    found: list[PendingJob] = []
-    for line in text.splitlines():
-        cells = line.strip().split(FIELD_SEPARATOR, len(PENDING_FIELDS) - 1)
-        if len(cells) != len(PENDING_FIELDS) or not cells[0].isdigit():
-            continue
-        job, user, reason, submitted, comment = cells
-        if comment != JOB_COMMENT or not submitted.isdigit():
-            continue
-        found.append(PendingJob(int(job), user, reason, float(submitted)))
-    return found
+    """``squeue --json``'s answer: the containers' jobs that pend (with a submit time), in
+    squeue's order; other jobs are left out.
+
+    Raises:
+        SlurmError: as ``ds01.core.slurm_squeue.read_jobs``.
+    """
+    return [
+        PendingJob(job.job_id, job.user_name, job.state_reason, float(job.submit_time))
+        for job in read_jobs(text)
+        if job.job_state == PENDING and job.comment == JOB_COMMENT and job.submit_time > 0
+    ]
 
 
 def queue_metrics(pending: Sequence[PendingJob], now: float) -> QueueMetrics:
@@ -81,8 +71,6 @@ def queue_metrics(pending: Sequence[PendingJob], now: float) -> QueueMetrics:
 
 
 __all__ = [
-    "PENDING_FORMAT",
-    "PENDING_TIME_FORMAT",
     "PendingJob",
     "QueueMetrics",
     "parse_pending",

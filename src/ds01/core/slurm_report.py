@@ -42,10 +42,14 @@ from ds01.core.slurm_view import (
     user_counts,
 )
 
-#: ``sacct --format``: one allocation per line, ``--parsable2`` (fields split by ``|``). The
-#: ``AdminComment`` last: it is the one field that may hold a ``|``.
+#: ``sacct --format``: one allocation per line, ``--parsable2`` (fields split by ``|``, never
+#: escaped). Only fields Slurm sets, and ds01d's note: no ``JobName`` nor ``Comment``, which
+#: a job's owner writes, ``|`` and newlines included, and which would shift the fields or
+#: add a line of their own (a job of root's, OOM-killed, holding 8 GPUs). The
+#: ``AdminComment`` last (only a Slurm administrator writes it, ds01d one line at a time):
+#: the one field that may hold a ``|``.
 SACCT_FIELDS = (
-    "JobIDRaw", "JobName", "User", "Account", "State", "Start", "End", "AllocTRES", "AdminComment",
+    "JobIDRaw", "User", "Account", "State", "Start", "End", "AllocTRES", "AdminComment",
 )  # fmt: skip
 SACCT_FORMAT = ",".join(SACCT_FIELDS)
 SACCT_SEPARATOR = "|"
@@ -84,7 +88,6 @@ class AccountedJob:
     """One job (an allocation) as ``sacct`` records it."""
 
     job: int
-    name: str
     user: str
     account: str
     state: str  # Slurm's: COMPLETED, RUNNING, CANCELLED by 1001, PENDING…
@@ -141,11 +144,10 @@ def parse_accounting(text: str) -> list[AccountedJob]:
         cells = line.strip().split(SACCT_SEPARATOR, len(SACCT_FIELDS) - 1)
         if len(cells) != len(SACCT_FIELDS) or not cells[0].isdigit():
             continue
-        job, name, user, account, state, start, end, tres, comment = cells
+        job, user, account, state, start, end, tres, comment = cells
         jobs.append(
             AccountedJob(
                 job=int(job),
-                name=name,
                 user=user,
                 account=account,
                 state=state,

@@ -1,36 +1,76 @@
-"""A cluster's containers as ``squeue`` lists them, for a login node's views. Pure.
+"""A cluster's containers as ``squeue --json`` lists them, for a login node's views. Pure.
 
 A container is a Slurm job named after it and carrying the comment ``JOB_COMMENT``
-(``ds01.core.slurm_job.sbatch_options``); ``squeue --noheader --format SQUEUE_FORMAT``, run
-as the user, lists them with their node, state and, while they wait, Slurm's reason, which
+(``ds01.core.slurm_job.sbatch_options``); ``squeue --json``, run as the user, lists every job
+Slurm lets them see with its node, state and, while it waits, Slurm's reason, which
 ``REASONS`` says in ds01's words. ``parse_containers`` reads that answer.
+
+JSON, not ``squeue --format``'s text: a job's name and comment are its owner's, and the text
+prints them raw, so a ``|`` or a newline in them shifted the fields or added a line of its
+own (another user's container, a pending job of root's). ``read_jobs`` checks each job's
+fields that ds01 reads and refuses an answer that lacks one. Slurm 22.05 ignores every
+filter with ``--json`` (``--me``, ``--name``, ``--states``): the callers' filters are applied
+here. The order is squeue's own (``-t,-p``: pending first, then by priority, highest first).
 
 Light on purpose: ``container-list`` on a login node is budgeted against a bare ``squeue``
 (at most 3 x), and a Python command's start-up is most of its time. So this module imports
-``re`` alone (which every console script has loaded already): no ``dataclasses`` (it loads
-``inspect``, about 6 ms) and no ``typing``; ``ClusterContainer`` is a plain class.
-``ds01.core.slurm_view`` builds the other views (nodes, holders, ``container-open``) on it.
+``json`` alone (no ``dataclasses``: it loads ``inspect``, about 6 ms; no ``typing``);
+``ClusterContainer`` is a plain class. ``ds01.core.slurm_view`` builds the other views (nodes,
+holders, ``container-open``) on it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+
+from ds01.model.text import plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import NoReturn
 
 #: The comment of every container's job (``sbatch --comment``): how a login node tells a
 #: container's job from other jobs.
 JOB_COMMENT = "ds01-container"
 #: Slurm's state of a job that waits.
 PENDING = "PENDING"
-#: ``squeue --format``: one job per line, fields split by ``FIELD_SEPARATOR`` (a character
-#: no container name, user, node list or reason holds). ``%b``: the GRES it asked for per
-#: node; ``%M``: how long it has run; ``%k``: its comment.
-FIELD_SEPARATOR = "|"
-SQUEUE_FIELDS = ("%i", "%j", "%T", "%N", "%r", "%b", "%M", "%u", "%k")
-SQUEUE_FORMAT = FIELD_SEPARATOR.join(SQUEUE_FIELDS)
+#: States of a job that has ended (``scontrol``'s and ``squeue --json``'s names):
+#: ``ds01 job run --wait`` stops there; the views leave them out, as ``squeue`` does unless
+#: asked (``squeue --json`` lists them while slurmctld keeps them, ``MinJobAge``).
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
+
+#: The fields of a job in ``squeue --json`` (Slurm 22.05, ``openapi/v0.0.38``) that ds01
+#: reads (``SqueueJob``'s attributes), and their JSON types. ``tres_per_node``: the GRES it
+#: asked for per node (``gres:gpu:3``); ``nodes``: where it runs (empty while it pends);
+#: times in seconds since the epoch (0: none yet).
+JOB_FIELDS = {
+    "job_id": int,
+    "name": str,
+    "user_id": int,
+    "user_name": str,
+    "job_state": str,
+    "state_reason": str,
+    "nodes": str,
+    "tres_per_node": str,
+    "comment": str,
+    "priority": int,
+    "submit_time": int,
+    "start_time": int,
+}
 
 #: Slurm's pending reasons (22.05, ``squeue %r``) in ds01's words (docs/cluster.md's table).
 REASONS = {
@@ -129,28 +169,102 @@ def gres_gpus(text: str) -> int:
     return sum(int(count) for count in _GRES_COUNT_RE.findall(text))
 
 
-def parse_containers(text: str) -> list[ClusterContainer]:
-    """``squeue --noheader --format SQUEUE_FORMAT``'s answer: the jobs that are containers
-    (comment ``JOB_COMMENT``), in squeue's order; other jobs and malformed lines are left
-    out."""
+class SqueueJob:
+    """One job of ``squeue --json``: its ``JOB_FIELDS``, checked (``read_jobs``)."""
+
+    __slots__ = tuple(JOB_FIELDS)
+
+    job_id: int
+    name: str
+    user_id: int
+    user_name: str
+    job_state: str
+    state_reason: str
+    nodes: str
+    tres_per_node: str
+    comment: str
+    priority: int
+    submit_time: int
+    start_time: int
+
+    def __init__(self, job: object) -> None:
+        """Raises ``SlurmError`` when ``job`` lacks one of ``JOB_FIELDS`` (of its type)."""
+        if not isinstance(job, dict):
+            _refuse("a job is no JSON object")
+        for field, kind in JOB_FIELDS.items():
+            value = job.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                _refuse(f"job {job.get('job_id')} has no {kind.__name__} {field!r}")
+            setattr(self, field, value)
+
+    def squeue_order(self) -> tuple[bool, int, int]:
+        """squeue's own order (``-t,-p``): pending first, then the highest priority."""
+        return (self.job_state != PENDING, -self.priority, self.job_id)
+
+
+def read_jobs(text: str) -> list[SqueueJob]:
+    """``squeue --json``'s jobs, in squeue's order (see the module docstring).
+
+    Raises:
+        SlurmError: the answer is not Slurm's JSON, or a job lacks one of ``JOB_FIELDS``.
+    """
+    try:
+        jobs = json.loads(text)["jobs"]
+    except (ValueError, KeyError, TypeError):
+        _refuse("it holds no list of jobs")
+    if not isinstance(jobs, list):
+        _refuse("it holds no list of jobs")
+    return sorted((SqueueJob(job) for job in jobs), key=SqueueJob.squeue_order)
+
+
+def _refuse(why: str) -> NoReturn:
+    from ds01.errors import SlurmError  # only now: it loads typing
+
+    raise SlurmError(f"Slurm's answer (squeue --json) could not be read: {why}.")
+
+
+def elapsed_text(seconds: int) -> str:
+    """A run time as ``squeue``'s ``%M`` writes it: ``0:00``, ``1:02:03``, ``1-02:03:04``."""
+    days, rest = divmod(max(0, seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"
+
+
+def parse_containers(
+    text: str, now: float, *, uid: int | None = None, name: str | None = None
+) -> list[ClusterContainer]:
+    """``squeue --json``'s answer at ``now`` (seconds since the epoch): the jobs that are
+    containers (comment ``JOB_COMMENT``) and have not ended (``ENDED_STATES``), of user
+    ``uid`` and named ``name`` where given, in
+    squeue's order. A job's run time is ``now`` less its start (none while it pends). A
+    name, which its owner wrote and other users' terminals show, comes without terminal
+    escapes and control characters (``ds01.model.text.plain``; ``name`` is matched before).
+
+    Raises:
+        SlurmError: as ``read_jobs``.
+    """
     found: list[ClusterContainer] = []
-    for line in text.splitlines():
-        cells = line.strip().split(FIELD_SEPARATOR)
-        if len(cells) != len(SQUEUE_FIELDS) or not cells[0].isdigit():
+    for job in read_jobs(text):
+        if job.comment != JOB_COMMENT or job.job_state in ENDED_STATES:
             continue
-        job, name, state, node, reason, gres, elapsed, user, comment = cells
-        if comment != JOB_COMMENT:
+        if (uid is not None and job.user_id != uid) or (name is not None and job.name != name):
             continue
+        running = job.job_state != PENDING and job.start_time > 0
         found.append(
             ClusterContainer(
-                name=name,
-                user=user,
-                slurm_job=int(job),
-                state=state,
-                node=node if state != PENDING else "",
-                reason=reason,
-                gpus=gres_gpus(gres),
-                elapsed=elapsed,
+                name=plain(job.name),  # its owner's: shown on others' terminals
+                user=job.user_name,
+                slurm_job=job.job_id,
+                state=job.job_state,
+                node=job.nodes if job.job_state != PENDING else "",
+                reason=job.state_reason,
+                gpus=gres_gpus(job.tres_per_node),
+                elapsed=elapsed_text(int(now) - job.start_time if running else 0),
             )
         )
     return found

@@ -5,7 +5,7 @@ own data is the source. A container is a Slurm job (``ds01.core.slurm_job``), kn
 job: named after the container and carrying the comment ``JOB_COMMENT`` (``sbatch_options``). So:
 
 - ``container-list``: the user's containers across the cluster are their jobs
-  (``squeue --format SQUEUE_FORMAT``, run as the user): the node, the job's state and, while
+  (``squeue --json``, run as the user): the node, the job's state and, while
   it pends, Slurm's reason in ds01's words (``REASONS``); read by ``ds01.core.slurm_squeue``
   (light, for the login node's start-up) and named here too;
 - ``ds01 queue``: the pending ones;
@@ -24,11 +24,9 @@ from dataclasses import dataclass
 
 from ds01.core.slurm_job import RUNNING
 from ds01.core.slurm_squeue import (
-    FIELD_SEPARATOR,
     JOB_COMMENT,
     PENDING,
     REASONS,
-    SQUEUE_FORMAT,
     ClusterContainer,
     explain_reason,
     gres_gpus,
@@ -219,12 +217,10 @@ def parse_nodes(text: str) -> list[NodeGpus]:
 
 
 __all__ = [
-    "FIELD_SEPARATOR",
     "JOB_COMMENT",
     "NOT_A_CLUSTER",
     "PENDING",
     "REASONS",
-    "SQUEUE_FORMAT",
     "ClusterContainer",
     "NodeGpus",
     "NodeHolders",

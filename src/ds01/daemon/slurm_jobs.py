@@ -8,7 +8,8 @@ job").
   and the job's step asks this node's ds01d for the container. ds01d never submits for
   anyone: Slurm learns who submits from munge, not from ds01.
 - **A create in a job** (``request.slurm_job``): ``devices_of_job`` reads the job from Slurm as
-  root (``scontrol show job -d ID``), never from what the caller sends, and accepts only the
+  root (``squeue --json``, ``ds01.core.slurm_record``: no field its owner wrote can pass for
+  one Slurm set), never from what the caller sends, and accepts only the
   caller's running job, named after the container, on this node; the container gets exactly
   the devices Slurm gave the job here (GRES indices → UUIDs through ds01's GRES order,
   ``ds01.core.slurm_gres``), labelled with the job and the node (``job_placement``).
@@ -47,10 +48,10 @@ from ds01.core.slurm_job import (
     job_cgroup,
     job_devices,
     job_note,
-    parse_job,
     sbatch_options,
 )
 from ds01.core.slurm_note import MAX_PENDING_NOTES, AccountingWrite, retry_at
+from ds01.core.slurm_record import job_record
 from ds01.core.slurm_sync import user_association
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
@@ -347,9 +348,9 @@ def devices_of_job(
     Raises:
         PermissionDenied, InvalidInput: as ``ds01.core.slurm_job.job_devices``, or a request
             for another number of devices than the job holds.
-        SlurmError: Slurm does not know the job, or does not answer.
+        SlurmError: Slurm does not list the job, or does not answer.
     """
-    job = parse_job(slurm.show_job(job_id))
+    job = job_record(slurm.cluster_jobs(), job_id)
     by_index = {g.index: g.uuid for g in gres_lines(inventory) if g.index is not None}
     devices = job_devices(
         job, uid=caller.uid, name=request.name, node=ctx.slurm_node, uuid_of_index=by_index
@@ -360,19 +361,31 @@ def devices_of_job(
 
 def caller_job_cgroup(ctx: DaemonContext, caller: Caller, job_id: int) -> str | None:
     """The job's cgroup, as the container's cgroup parent: read from the kernel's word on the
-    caller (its peer pid's ``/proc/<pid>/cgroup``: the job's step runs in it). ``None``
-    (ds01's own parent) on the systemd cgroup driver, whose parents are slices, and when the
-    caller is in no cgroup of the job (a cluster without Slurm's cgroup plugins).
+    caller (its peer pid's ``/proc/<pid>/cgroup``: the job's step runs in it), so that the
+    container stays inside the job's CPU and memory limits. ``None`` (ds01's own parent) on
+    the systemd cgroup driver, whose parents are slices, and on a node where Slurm made no
+    cgroup for the job (a cluster without Slurm's cgroup plugins).
 
     Raises:
-        PermissionDenied: the caller's cgroup named like the job's is not root's from the
+        PermissionDenied: Slurm made a cgroup for the job here but the caller is not in it
+            (a process outside the job's step would put the container outside the job's
+            limits); or the caller's cgroup named like the job's is not root's from the
             cgroup root down (``CgroupManager.owned_by``): a user made it herself (a
             delegated cgroup v2 subtree), so it is no cgroup of Slurm's.
     """
     if ctx.engine.cgroup_driver != "cgroupfs":
         return None
     cgroup = job_cgroup(process_cgroup(caller.pid) or "", job_id)
-    if cgroup is not None and not ctx.cgroups.owned_by(cgroup):
+    if cgroup is None:
+        made = ctx.cgroups.slurm_job_cgroups(job_id)
+        if made:
+            raise PermissionDenied(
+                f"Slurm job {job_id} runs in cgroup {made[0]} on this node, and your process "
+                "is not in it: ds01 places a job's container inside the job's limits only. "
+                "Run container-create in the job's own step (srun or the batch script)."
+            )
+        return None
+    if not ctx.cgroups.owned_by(cgroup):
         raise PermissionDenied(
             f"Your process is in cgroup {cgroup}, named like Slurm job {job_id}'s, but it is "
             f"not root's all the way down from {ctx.cgroups.root}: Slurm did not make it, so "

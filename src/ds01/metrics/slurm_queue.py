@@ -1,7 +1,7 @@
 """The login node's exporter (``ds01 admin slurm exporter``): Slurm's pending queue under
 ds01's queue metric names, for Prometheus (``ds01.core.slurm_queue`` says what counts).
 
-One ``squeue`` per scrape at most: its answer is kept for ``CACHE_SECONDS``, so several
+One ``squeue --json`` per scrape at most: its answer is kept for ``CACHE_SECONDS``, so several
 Prometheus servers (or a scrape and a person's curl) share one call, and slurmctld sees one
 small RPC every few seconds whoever asks. When ``squeue`` fails, ``ds01_slurm_up`` is 0 and
 the queue's families are left out (unknown, not empty). It reads Slurm as the user it runs
@@ -32,18 +32,25 @@ DEFAULT_LISTEN = "127.0.0.1:9102"
 
 
 def families(squeue_text: str | None, now: float) -> Iterator[Metric]:
-    """The families of one scrape: ``squeue_text`` (``None``: ``squeue`` failed) at ``now``
-    (seconds since the epoch)."""
+    """The families of one scrape: ``squeue_text`` (``squeue --json``'s answer; ``None``:
+    ``squeue`` failed) at ``now`` (seconds since the epoch). An answer that cannot be read
+    counts as no answer."""
+    waiting = None
+    if squeue_text is not None:
+        try:
+            waiting = parse_pending(squeue_text)
+        except SlurmError as exc:
+            log.warning("%s", exc.message)
     build = GaugeMetricFamily("ds01_build_info", "ds01 version running the exporter (always 1).",
                               labels=["version"])  # fmt: skip
     build.add_metric([__version__], 1)
     yield build
     up = GaugeMetricFamily("ds01_slurm_up", "1 when the last squeue answered, else 0.")
-    up.add_metric([], 0 if squeue_text is None else 1)
+    up.add_metric([], 0 if waiting is None else 1)
     yield up
-    if squeue_text is None:
+    if waiting is None:
         return
-    queue = queue_metrics(parse_pending(squeue_text), now)
+    queue = queue_metrics(waiting, now)
     length = GaugeMetricFamily(
         "ds01_queue_length",
         "Containers' Slurm jobs pending, per user and Slurm's reason (the login node's "
@@ -65,7 +72,7 @@ class SlurmQueueCollector(Collector):
     """A prometheus-client collector of Slurm's queue (see the module docstring).
 
     Args:
-        read: ``ds01.runtime.slurm.pending_jobs`` (raises ``SlurmError``).
+        read: ``ds01.runtime.slurm.cluster_jobs`` (raises ``SlurmError``).
         clock: seconds since the epoch, for the waits.
         monotonic: seconds, for the cache's age.
         cache_seconds: how long one answer serves.

@@ -382,6 +382,17 @@ class CgroupManager:
         """Whether ``cgroup`` exists (in the memory hierarchy on v1)."""
         return self.version is not None and self.path(cgroup).is_dir()
 
+    def slurm_job_cgroups(self, job_id: int) -> list[str]:
+        """The cgroups Slurm's cgroup plugins made for job ``job_id`` on this host, two levels
+        down from the memory hierarchy's root (the unified one on v2):
+        ``/slurm[_NODE]/uid_UID/job_ID`` (cgroup v1), ``/system.slice/slurmstepd.scope/job_ID``
+        (v2). None on a node without those plugins, or where the job holds nothing."""
+        if self.version is None:
+            return []
+        hierarchy = self._hierarchy()
+        found = hierarchy.glob(f"*/*/job_{int(job_id)}")
+        return sorted("/" + str(p.relative_to(hierarchy)) for p in found if p.is_dir())
+
     def owned_by(self, cgroup: str, uid: int = 0) -> bool:
         """Whether ``cgroup`` exists in the memory hierarchy (v1; the unified one on v2) and
         it and every cgroup above it, in every hierarchy it exists in, is a directory (no

@@ -1,10 +1,10 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
-a job's record (``scontrol``) and a node's jobs (``squeue``) for ds01d in cluster mode; the
-cluster's containers (``squeue``) and nodes (``scontrol``) for a login node's views, its
-jobs' accounting (``sacct``) for its report, and its pending jobs (``squeue``) for its
-exporter; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once it ended:
-``ds01.core.slurm_note`` reads its answer) for ds01d's notes.
+a job's record (``squeue --json``) and a node's jobs (``squeue``) for ds01d in cluster mode;
+the cluster's jobs (``squeue --json``) and nodes (``scontrol``) for a login node's views and
+its exporter, its jobs' accounting (``sacct``) for its report; a job's ``AdminComment``
+(``scontrol update``, ``sacctmgr`` once it ended: ``ds01.core.slurm_note`` reads its answer)
+for ds01d's notes.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -18,7 +18,6 @@ import grp
 import os
 import pwd
 
-from ds01.core.slurm_squeue import SQUEUE_FORMAT
 from ds01.errors import SlurmError
 from ds01.runtime.spawn import run_captured
 
@@ -98,9 +97,10 @@ def _sacctmgr(args: Sequence[str]) -> str:
 
 
 def show_job(job_id: int) -> str:
-    """``scontrol show job -d ID``: Slurm's record of the job, with its devices per node
-    (``ds01.core.slurm_job.parse_job`` reads it). ``SlurmError`` when Slurm does not know it
-    or does not answer."""
+    """``scontrol show job -d ID``: Slurm's text record of the job, which prints the fields
+    its owner wrote raw (``ds01.core.slurm_job.parse_job`` reads it for ``ds01 job run
+    --wait``, the owner's own wait; ds01d reads ``cluster_jobs`` instead). ``SlurmError`` when
+    Slurm does not know it or does not answer."""
     return _run_tool(SCONTROL, ["show", "job", "-d", str(job_id)], "is slurmctld running?")
 
 
@@ -184,27 +184,15 @@ def live_jobs(node: str) -> dict[int, str]:
     return jobs
 
 
-def cluster_jobs(all_users: bool, name: str | None = None) -> str:
-    """``squeue``'s jobs (``ds01.core.slurm_view.parse_containers`` reads them): the caller's
-    (``--me``), or every user's that Slurm lets the caller see; only those named ``name`` if
-    given. Run as the calling user: Slurm decides what they may see."""
-    scope = ([] if all_users else ["--me"]) + ([f"--name={name}"] if name else [])
-    return _run_tool(
-        SQUEUE, ["--noheader", *scope, "--format", SQUEUE_FORMAT], "is slurmctld running?"
-    )
-
-
-def pending_jobs() -> str:
-    """``squeue``'s pending jobs of every user Slurm lets the caller see, in
-    ``PENDING_FORMAT`` with epoch times (``ds01.core.slurm_queue.parse_pending`` reads it)."""
-    from ds01.core.slurm_queue import PENDING_FORMAT, PENDING_TIME_FORMAT
-
-    return _run_tool(
-        SQUEUE,
-        ["--noheader", "--states=PENDING", "--format", PENDING_FORMAT],
-        "is slurmctld running?",
-        env={"SLURM_TIME_FORMAT": PENDING_TIME_FORMAT},
-    )
+def cluster_jobs() -> str:
+    """``squeue --json``: every job slurmctld holds that the caller may see, as JSON (a
+    job's name, comment and paths, which its owner writes, stay strings: its text answers
+    print them raw). ``ds01.core.slurm_squeue.read_jobs`` reads it for a login node's views and
+    exporter, ``ds01.core.slurm_record.job_record`` for ds01d's check of a job. Slurm 22.05
+    ignores ``--job``, ``--me`` and every other filter with ``--json``: the readers filter.
+    Run as the calling user: Slurm decides what they may see. ``SlurmError`` when Slurm does
+    not answer."""
+    return _run_tool(SQUEUE, ["--json"], "is slurmctld running?")
 
 
 def show_nodes() -> str:
@@ -310,7 +298,6 @@ __all__ = [
     "apply_changes",
     "cluster_jobs",
     "live_jobs",
-    "pending_jobs",
     "read_accounting",
     "read_mig_minors",
     "set_admin_comment",

@@ -183,7 +183,7 @@ class DashboardApp(App[None]):
         self.action_refresh_now()
         self.set_interval(self.interval, self.action_refresh_now)
 
-    def table(self, table_id: str) -> DataTable[str]:
+    def table(self, table_id: str) -> DataTable[Text]:
         return self.query_one(f"#{table_id}", DataTable)
 
     # -- data ------------------------------------------------------------------------------
@@ -227,9 +227,10 @@ class DashboardApp(App[None]):
         if self.overview is not None:
             self.frame = build_frame(self.overview, self.view)
             frame = self.frame
-            self.query_one("#title", Static).update(frame.title)
+            # Text, never markup: names, notes and messages are users' and Slurm's words.
+            self.query_one("#title", Static).update(Text(frame.title))
             self.query_one("#usage", Static).update(
-                f"GPUs {usage_bar(frame.usage, 40)}\n{frame.summary}"
+                Text(f"GPUs {usage_bar(frame.usage, 40)}\n{frame.summary}")
             )
             for table_id, table in zip(TABLE_IDS, frame.tables, strict=True):
                 self._fill(self.table(table_id), table)
@@ -267,10 +268,10 @@ class DashboardApp(App[None]):
                 f"Refresh failed: {self.error} Retrying every {self.interval:g} s"
                 + (f"; the data shown is from {when}." if when else ".")
             )
-        status.update("\n".join(parts))
+        status.update(Text("\n".join(parts)))
         status.set_class(self.error is not None, "error")
 
-    def _fill(self, widget: DataTable[str], table: Table) -> None:
+    def _fill(self, widget: DataTable[Text], table: Table) -> None:
         """Show ``table`` in ``widget``, keeping the highlighted row where it still exists.
 
         The same rows in the same order and columns as wide as before (a refresh where
@@ -293,7 +294,7 @@ class DashboardApp(App[None]):
             for old, new in zip(shown.rows, table.rows, strict=True):
                 for index, (before, after) in enumerate(zip(old.cells, new.cells, strict=True)):
                     if before != after:
-                        widget.update_cell(new.key, keys[index], after)
+                        widget.update_cell(new.key, keys[index], Text(after))
             return
         selected = self.selected_key(widget)
         if shown is None or shown.columns != table.columns:
@@ -302,12 +303,12 @@ class DashboardApp(App[None]):
         else:
             widget.clear()
         for row in table.rows:
-            widget.add_row(*row.cells, key=row.key)
+            widget.add_row(*(Text(cell) for cell in row.cells), key=row.key)
         if selected is not None and selected in {r.key for r in table.rows}:
             widget.move_cursor(row=widget.get_row_index(selected), animate=False)
 
     @staticmethod
-    def selected_key(widget: DataTable[str]) -> str | None:
+    def selected_key(widget: DataTable[Text]) -> str | None:
         """The key of the highlighted row, ``None`` when the table is empty."""
         if widget.row_count == 0:
             return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ds01.cli.dashboard import DESCRIPTION as DESCRIPTION
 from ds01.cli.dashboard import configure as configure
@@ -53,7 +54,7 @@ def cluster_fetcher() -> Callable[[], Any]:
 
     def fetch() -> Any:
         nodes = parse_nodes(show_nodes())
-        containers = parse_containers(cluster_jobs(all_users=True))
+        containers = parse_containers(cluster_jobs(), time.time())
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return cluster_overview(nodes, containers, user, at)
 
