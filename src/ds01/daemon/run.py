@@ -113,9 +113,9 @@ class GracefulStop:
         return max(left, LOOP_STOP_FLOOR_SECONDS)
 
 
-def run(args: argparse.Namespace) -> None:
-    """Run ds01d with the parsed command line ``args`` until a signal stops it; exits
-    with the status of ``ds01.daemon.main``'s docstring."""
+def _prepare_process(args: argparse.Namespace) -> None:
+    """The interpreter set up for ds01d's start (collector, pydantic, logging); exits
+    unless ds01d runs as root."""
     # The start allocates some 100,000 objects that live as long as ds01d (modules, models,
     # the ledger); the cyclic collector would walk them about 140 times while they load,
     # some 15 % of the start's CPU. So it is off until ds01d serves, and what the start made
@@ -129,6 +129,12 @@ def run(args: argparse.Namespace) -> None:
     )
     if os.geteuid() != 0:
         sys.exit("ds01d: must run as root (it alone holds Docker access).")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run ds01d with the parsed command line ``args`` until a signal stops it; exits
+    with the status of ``ds01.daemon.main``'s docstring."""
+    _prepare_process(args)
     metrics_address = _metrics_address(args)
     paths = _prepared_paths(args)
     state_lock = _locked_state(paths)
