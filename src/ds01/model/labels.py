@@ -52,6 +52,10 @@ IMAGE_OWNER = "ds01.image.owner"
 JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
+# On a JupyterHub server's container, made by a hub identity for its owner: the hub's name
+# of that server ("" for the default server). Absent on every other container, so that a hub
+# replaces or stops only its own servers, never a same-named container made otherwise.
+HUB_SERVER = "ds01.hub.server"
 # On an image: ``singleuser`` when it has ``jupyterhub-singleuser`` (the starter image built by
 # scripts/build-jupyter-image.sh), so that a JupyterHub server can run in it.
 JUPYTERHUB = "ds01.jupyterhub"
@@ -150,6 +154,12 @@ def borrowed_of(labels: dict[str, str]) -> bool:
     return labels.get(BORROWED) == "true"
 
 
+def hub_server_of(labels: dict[str, str]) -> str | None:
+    """The hub's name of the JupyterHub server a container is (``ds01.hub.server``: "" for
+    the default server); ``None`` for a container that no hub made."""
+    return labels.get(HUB_SERVER)
+
+
 def runtime_hours_of(labels: dict[str, str]) -> float | None:
     """The runtime its owner declared for a container (``ds01.runtime_hours``), if any."""
     try:
@@ -202,11 +212,13 @@ class ContainerLabels:
     slurm_node: str | None = None
     slurm_cgroup: str | None = None
     runtime_hours: float | None = None
+    hub_server: str | None = None  # a JupyterHub server's name ("" default), made by a hub
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
-        borrowed container, ``ds01.runtime_hours`` only with a declared runtime, the Slurm
-        ones only on a job's container)."""
+        borrowed container, ``ds01.runtime_hours`` only with a declared runtime,
+        ``ds01.hub.server`` only on a hub's server, the Slurm ones only on a job's
+        container)."""
         slurm = (
             {
                 SLURM_JOB: str(self.slurm_job),
@@ -217,6 +229,8 @@ class ContainerLabels:
             else {}
         )
         declared = {} if self.runtime_hours is None else {RUNTIME_HOURS: f"{self.runtime_hours:g}"}
+        if self.hub_server is not None:
+            declared[HUB_SERVER] = self.hub_server
         return ({BORROWED: "true"} if self.borrowed else {}) | declared | {
             **slurm,
             MANAGED: "true",
