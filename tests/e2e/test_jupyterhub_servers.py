@@ -2,7 +2,7 @@
 
 The hub (its identity dave) starts alice's servers through its REST API with the test
 service's token; ds01d marks each container it creates for a hub with the server's name
-(label ``ds01.hub.server``). Then:
+(labels ``ds01.hub`` and ``ds01.hub.server``). Then:
 
 1. alice made a container named ``jupyterhub`` with the CLI, and it runs: a start of her
    default server is refused, saying so, and her container is untouched (same id, still
@@ -78,7 +78,7 @@ def scenes(d: Any, hub: Hub, docker_client: Any) -> None:
     made = d.cli("alice", "container-create", "jupyterhub", "--image", "busybox", "--start")
     assert made.returncode == 0, describe(made)
     before = state(docker_client, f"jupyterhub._.{uid}")
-    assert "ds01.hub.server" not in before[2], before[2]
+    assert (before[2]["ds01.hub"], before[2]["ds01.hub.server"]) == ("", ""), before[2]
     message = refused_start(hub, "/users/alice/server")
     assert "the hub did not make" in message and "container-remove jupyterhub" in message, message
     assert state(docker_client, f"jupyterhub._.{uid}") == before
@@ -97,7 +97,7 @@ def scenes(d: Any, hub: Hub, docker_client: Any) -> None:
         timeout=120,
     )
     server_id, status, labels = state(docker_client, f"jupyterhub-a-b._.{uid}")
-    assert (status, labels.get("ds01.hub.server")) == ("running", "a.b"), labels
+    assert (status, labels["ds01.hub"], labels["ds01.hub.server"]) == ("running", "true", "a.b")
     message = refused_start(hub, "/users/alice/servers/a-b")
     assert "'a.b'" in message and "jupyterhub-a-b" in message, message
     assert state(docker_client, f"jupyterhub-a-b._.{uid}")[:2] == (server_id, "running")

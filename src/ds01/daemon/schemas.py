@@ -68,7 +68,8 @@ class HubServer(_Model):
         max_length=_HUB_SERVER_NAME_CHARS,
         pattern=r"^[^\x00-\x1f\x7f]*$",
         description="The hub's name of the server ('' for the default server), recorded on "
-        "its container (label ds01.hub.server): the hub replaces only its own servers.",
+        "its container (labels ds01.hub, ds01.hub.server): the hub replaces only its own "
+        "servers.",
     )
 
     @field_validator("environment")

@@ -112,7 +112,8 @@ def create_body(
 ) -> dict[str, Any]:
     """The ``POST /v1/containers`` body of the server ``server_name`` ("" for the default
     server; queued when no device is free). ds01d records ``server_name`` on the container
-    (``ds01.hub.server``), so that ``server_conflict`` knows the hub's own servers."""
+    (``ds01.hub``, ``ds01.hub.server``), so that ``server_conflict`` knows the hub's own
+    servers."""
     return {
         "name": container_name(server_name),
         "image": choice.image,

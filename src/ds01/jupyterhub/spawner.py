@@ -7,8 +7,8 @@ quotas, queue place and rules, and logs both names. Nothing here decides who get
 Lifecycle:
 
 - the server's container is the user's container of its name (``container_name``) that
-  ds01d marked as made by a hub for this very server (``ds01.hub.server``); no method
-  touches or reports any other;
+  ds01d marked as made by a hub for this very server (``ds01.hub``, ``ds01.hub.server``);
+  no method touches or reports any other;
 - ``start``: removes the server's old container (the hub gives each start a new API token;
   ``/workspace`` is the user's home directory's ``workspace``, kept); a same-named container
   of the user's own, or of another server whose name maps to the same container name, is

@@ -52,9 +52,11 @@ IMAGE_OWNER = "ds01.image.owner"
 JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
-# On a JupyterHub server's container, made by a hub identity for its owner: the hub's name
-# of that server ("" for the default server). Absent on every other container, so that a hub
-# replaces or stops only its own servers, never a same-named container made otherwise.
+# "true" on a JupyterHub server's container, made by a hub identity for its owner, with the
+# hub's name of that server in ``HUB_SERVER`` ("" for the default server); "" on every other
+# container. Both are written on every container, so that none inherits them from its image
+# (a kept image carries them emptied), and a hub replaces or stops only its own servers.
+HUB = "ds01.hub"
 HUB_SERVER = "ds01.hub.server"
 # On an image: ``singleuser`` when it has ``jupyterhub-singleuser`` (the starter image built by
 # scripts/build-jupyter-image.sh), so that a JupyterHub server can run in it.
@@ -156,8 +158,9 @@ def borrowed_of(labels: dict[str, str]) -> bool:
 
 def hub_server_of(labels: dict[str, str]) -> str | None:
     """The hub's name of the JupyterHub server a container is (``ds01.hub.server``: "" for
-    the default server); ``None`` for a container that no hub made."""
-    return labels.get(HUB_SERVER)
+    the default server); ``None`` for a container that no hub made (``ds01.hub`` not
+    "true")."""
+    return labels.get(HUB_SERVER, "") if labels.get(HUB) == "true" else None
 
 
 def runtime_hours_of(labels: dict[str, str]) -> float | None:
@@ -216,9 +219,8 @@ class ContainerLabels:
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
-        borrowed container, ``ds01.runtime_hours`` only with a declared runtime,
-        ``ds01.hub.server`` only on a hub's server, the Slurm ones only on a job's
-        container)."""
+        borrowed container, ``ds01.runtime_hours`` only with a declared runtime, the Slurm
+        ones only on a job's container)."""
         slurm = (
             {
                 SLURM_JOB: str(self.slurm_job),
@@ -229,8 +231,6 @@ class ContainerLabels:
             else {}
         )
         declared = {} if self.runtime_hours is None else {RUNTIME_HOURS: f"{self.runtime_hours:g}"}
-        if self.hub_server is not None:
-            declared[HUB_SERVER] = self.hub_server
         return ({BORROWED: "true"} if self.borrowed else {}) | declared | {
             **slurm,
             MANAGED: "true",
@@ -251,6 +251,8 @@ class ContainerLabels:
             KEPT_IMAGE: self.kept_image or "",
             JUPYTER_PORT: _optional(self.jupyter_port),
             JUPYTER_TOKEN: self.jupyter_token or "",
+            HUB: "" if self.hub_server is None else "true",
+            HUB_SERVER: self.hub_server or "",
             AIME_MLC: self.user,
             AIME_NAME: self.name,
             AIME_USER: self.user,
