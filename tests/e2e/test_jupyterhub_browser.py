@@ -2,7 +2,8 @@
 devices in ds01's options form and land in JupyterLab in a ds01 container.
 
 Debian's Chromium (/usr/bin/chromium), headless, driven by Playwright (never
-``playwright install``: nothing is downloaded). The hub runs as its hub identity (dave, in
+``playwright install``: nothing is downloaded), on per-user subdomains of
+``hub.localhost`` (``hubproc``). The hub runs as its hub identity (dave, in
 the group ``shadow`` for PAM while the test runs; the passwords of alice, bob and carol are
 set for the test and locked again after it). One hub, three scenes:
 
