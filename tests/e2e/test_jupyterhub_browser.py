@@ -126,8 +126,13 @@ DEAD_KERNEL = ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='de
 
 
 #: A GET from inside the page: the browser resolves the server's ``*.localhost`` name (the
-#: test process's own resolver need not) and sends the page's login.
-FETCH = "async url => { const r = await fetch(url); return [r.status, await r.text()]; }"
+#: test process's own resolver need not) and sends the page's login, with the XSRF token
+#: that a single-user server asks of a browser's API requests (as JupyterLab sends it).
+FETCH = """async url => {
+    const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+    const r = await fetch(url, {headers: {"X-XSRFToken": decodeURIComponent(xsrf)}});
+    return [r.status, await r.text()];
+}"""
 
 
 def sessions(page: Any) -> list[dict[str, Any]]:
