@@ -17,6 +17,13 @@
 #
 #   DS01_HUB_PUBLIC_URL   where the proxy listens (default http://127.0.0.1:8000: put HTTPS
 #                         in front, see docs/jupyterhub.md)
+#   DS01_HUB_SUBDOMAIN_HOST  the hub's own address, e.g. https://hub.example.org, each user's
+#                         servers then on a subdomain of it (https://alice.hub.example.org:
+#                         wildcard DNS and certificate). Set it wherever users may not trust
+#                         each other: without it every server shares the hub's origin, and a
+#                         user who serves a page there (any user can: they control their
+#                         container) can act in the hub and in other users' servers as
+#                         whoever opens that page (docs/jupyterhub.md, "Per-user subdomains")
 #   DS01_HUB_API_PORT     the hub's API port, which servers in containers call (8081)
 #   DS01_HUB_CONNECT_IP   the host address containers reach the hub at (default: Docker's
 #                         docker0 gateway, 172.17.0.1)
@@ -43,6 +50,24 @@ c.JupyterHub.bind_url = env("DS01_HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{api_port}"
 c.JupyterHub.hub_connect_url = f"http://{env('DS01_HUB_CONNECT_IP', '172.17.0.1')}:{api_port}"
 
+# Per-user subdomains (JupyterHub's "Security Overview"): each user's servers on an origin of
+# their own, and, over HTTPS, the cookies locked to their host (`__Host-`), so that no server
+# can set or read the hub's. `__Host-` cookies must be Secure: over plain HTTP (a test on
+# *.localhost) browsers drop a server's login state cookie, so nobody could open a server.
+# Without DS01_HUB_SUBDOMAIN_HOST the hub runs on one origin, safe only where users trust
+# each other.
+subdomain_host = env("DS01_HUB_SUBDOMAIN_HOST", "")
+if subdomain_host:
+    c.JupyterHub.subdomain_host = subdomain_host
+    c.JupyterHub.cookie_host_prefix_enabled = not subdomain_host.startswith("http://")
+else:
+    import logging
+
+    logging.getLogger("JupyterHub").warning(
+        "DS01_HUB_SUBDOMAIN_HOST is not set: all servers share the hub's origin, and any "
+        "user can act as whoever opens a page they serve (docs/jupyterhub.md)"
+    )
+
 # The ds01 spawner (entry point `ds01`).
 c.JupyterHub.spawner_class = "ds01"
 c.Ds01Spawner.socket_path = env("DS01_SOCKET", "")
@@ -51,8 +76,11 @@ c.JupyterHub.allow_named_servers = True
 c.Spawner.start_timeout = 24 * 3600
 c.Spawner.http_timeout = 120
 # ds01 stops idle servers (its idle and runtime limits see GPU work): the hub learns it by
-# polling. Servers outlive a restart of the hub, which finds them again.
-c.Spawner.poll_interval = 30
+# polling. Until it does, its proxy still sends the server's pages to the port the stopped
+# container published on 127.0.0.1, which any local process may bind meanwhile: poll often
+# (one light request to ds01d per server each time; docs/jupyterhub.md, "A stopped
+# server's port"). Servers outlive a restart of the hub, which finds them again.
+c.Spawner.poll_interval = 10
 c.JupyterHub.cleanup_servers = False
 
 c.JupyterHub.db_url = f"sqlite:///{state_dir}/jupyterhub.sqlite"

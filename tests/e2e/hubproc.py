@@ -3,6 +3,11 @@ from a state directory of its own, loading ``deploy/jupyterhub/jupyterhub_config
 working example) and changing only ports, directories, the poll interval and a test
 service's API token (``TOKEN``, with the scopes to create users and servers and reach
 them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
+
+By default the hub runs with per-user subdomains, as the deploy file's
+``DS01_HUB_SUBDOMAIN_HOST`` sets them: the hub at ``http://hub.localhost:PORT``, a user's
+servers at ``http://USER.hub.localhost:PORT`` (Chromium sends every ``*.localhost`` name to
+127.0.0.1; this module's own requests go to 127.0.0.1 with the name as ``Host``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import pytest
 from support import BIN_DIR, free_port, make_world_traversable_dir, user_env, wait_until
 
 HUB_USER = "dave"
+#: The hub's host name with subdomains; a user's servers are on ``USER.`` + this.
+HUB_HOST = "hub.localhost"
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 TOKEN = "ds01-test-service-token-0123456789abcdef"
@@ -50,7 +57,8 @@ def docker0_gateway(docker_client: Any) -> str:
 class Hub:
     """A JupyterHub process run as ``user`` (the hub identity ``HUB_USER`` unless said) from
     its own state directory; ``extra_config`` is appended to its configuration (another
-    spawner, for the benchmark) and ``extra_env`` added to its environment."""
+    spawner, for the benchmark) and ``extra_env`` added to its environment; ``subdomains``:
+    per-user subdomains of ``HUB_HOST`` (else one origin, 127.0.0.1)."""
 
     def __init__(
         self,
@@ -60,12 +68,17 @@ class Hub:
         user: str = HUB_USER,
         extra_config: str = "",
         extra_env: dict[str, str] | None = None,
+        subdomains: bool = True,
     ) -> None:
         self.user = user
         self.dir = make_world_traversable_dir("ds01-hub-")
         owner = pwd.getpwnam(user)
         os.chown(self.dir, owner.pw_uid, owner.pw_gid)
-        self.public = f"http://127.0.0.1:{free_port()}"
+        port = free_port()
+        self.listen = f"http://127.0.0.1:{port}"  # where the proxy listens
+        # What a browser opens: the hub's own origin.
+        self.public = f"http://{HUB_HOST}:{port}" if subdomains else self.listen
+        self.subdomains = subdomains
         config = self.dir / "jupyterhub_config.py"
         config.write_text(
             textwrap.dedent(
@@ -89,7 +102,8 @@ class Hub:
             {
                 "DS01_SOCKET": str(socket_path),
                 "DS01_HUB_STATE_DIR": str(self.dir),
-                "DS01_HUB_PUBLIC_URL": self.public,
+                "DS01_HUB_PUBLIC_URL": self.listen,
+                "DS01_HUB_SUBDOMAIN_HOST": self.public if subdomains else "",
                 "DS01_HUB_API_PORT": str(free_port()),
                 "DS01_HUB_CONNECT_IP": gateway,
                 **(extra_env or {}),
@@ -160,14 +174,23 @@ class Hub:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.public}/hub/api{path}",
+            f"{self.listen}/hub/api{path}",
             data=data,
             method=method,
-            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"token {TOKEN}",
+                "Content-Type": "application/json",
+                "Host": self.host_of(None),
+            },
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             text = answer.read()
         return json.loads(text) if text else None
+
+    def host_of(self, user: str | None) -> str:
+        """The ``Host`` of the hub's pages (``user``: of that user's servers)."""
+        host = self.public.removeprefix("http://")
+        return f"{user}.{host}" if user and self.subdomains else host
 
     def server(self, user: str) -> dict[str, Any] | None:
         servers = self.api("GET", f"/users/{user}")["servers"]
@@ -197,7 +220,8 @@ def stop_hubs(hubs: Sequence[Hub]) -> None:
 def lab_status(hub: Hub, user: str) -> int:
     """The HTTP status of ``user``'s JupyterLab through the proxy (0: no answer)."""
     request = urllib.request.Request(
-        f"{hub.public}/user/{user}/api/status", headers={"Authorization": f"token {TOKEN}"}
+        f"{hub.listen}/user/{user}/api/status",
+        headers={"Authorization": f"token {TOKEN}", "Host": hub.host_of(user)},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:

@@ -3,11 +3,12 @@ may act on behalf of a user, and gets exactly that user's rights, never more.
 
 One ds01d: bob runs a 1-GPU container; alice's quota is one GPU. Each row of the table is
 one request through the raw API from a process really running as the caller (identity
-from ``SO_PEERCRED``), naming a user in the on-behalf header. For every row the test
-checks the exit code and HTTP status, that Docker's containers did not change, and that
-the refusal is logged: by the hub itself where the hub door stays shut, else by the user
-with ``details.via`` naming the hub. Then what the hub may do for alice succeeds, logged
-with both names.
+from ``SO_PEERCRED``), naming a user in the on-behalf header. A hub acts for ordinary
+users only: never root, a system account, an admin or a hub identity (carol is a second
+hub in this test). For every row the test checks the exit code, HTTP status and message,
+that Docker's containers did not change, and that the refusal is logged: by the hub
+itself where the hub door stays shut, else by the user with ``details.via`` naming the
+hub. Then what the hub may do for alice succeeds, logged with both names.
 
 Then the hub's own caps: one user's flood of long polls through the hub fills that user's
 share of waiting requests only; another user's request through the hub, and a local
@@ -27,15 +28,23 @@ from ds01.model.hub import ON_BEHALF_HEADER
 from support import TEST_IMAGES_YAML, describe, wait_until
 
 HUB = "dave"
-LIMITS = f"""
+OTHER_HUB = "carol"  # a second hub identity, in the first test only
+SYSTEM_ACCOUNT = "daemon"  # uid 1 on every Debian and Red Hat system
+DEFAULTS = """
     defaults:
       gpu_limit: 1
       max_gpus_per_container: 1
       max_containers: 3
       cpu_limit: 1
       memory_limit: 1G
+"""
+LIMITS = f"""{DEFAULTS}
     hub:
       users: [{HUB}]
+"""
+TWO_HUBS = f"""{DEFAULTS}
+    hub:
+      users: [{HUB}, {OTHER_HUB}]
 """
 HTTP_STATUS = {2: 400, 3: 409, 4: 404, 5: 403}
 
@@ -52,19 +61,30 @@ class HubAttempt:
     logged_by: str  # the event's user
     via: str | None  # the event's details.via
     action: str = "auth.denied"
+    says: str = ""  # words the refusal's message holds
 
 
 def attempts(bob_container: str) -> list[HubAttempt]:
     create = {"name": "nb", "image": "busybox"}
     return [
-        HubAttempt("a user is no hub", "carol", "alice", "GET", "/v1/whoami", None,
-                   5, "carol", None),
+        HubAttempt("a user is no hub", "bob", "alice", "GET", "/v1/whoami", None,
+                   5, "bob", None),
         HubAttempt("an admin is no hub", "erin", "alice", "GET", "/v1/whoami", None,
                    5, "erin", None),
         HubAttempt("the hub acts for root", HUB, "root", "GET", "/v1/whoami", None,
                    5, HUB, None),
         HubAttempt("the hub acts for nobody known", HUB, "no-such-user", "GET", "/v1/whoami",
                    None, 4, HUB, None),
+        HubAttempt("the hub acts for a system account", HUB, SYSTEM_ACCOUNT, "GET",
+                   "/v1/whoami", None, 5, HUB, None, says="a system account"),
+        HubAttempt("the hub acts for an admin", HUB, "erin", "POST", "/v1/admin/maintenance",
+                   None, 5, HUB, None, says="erin, a ds01 admin"),
+        HubAttempt("the hub acts for an admin, even as a user", HUB, "erin", "GET",
+                   "/v1/whoami", None, 5, HUB, None, says="erin, a ds01 admin"),
+        HubAttempt("the hub acts for another hub", HUB, OTHER_HUB, "GET", "/v1/whoami",
+                   None, 5, HUB, None, says=f"{OTHER_HUB}, a hub identity"),
+        HubAttempt("the hub acts for itself", HUB, HUB, "GET", "/v1/whoami", None,
+                   5, HUB, None, says=f"{HUB}, a hub identity"),
         HubAttempt("another user's container", HUB, "alice", "POST",
                    f"/v1/containers/{bob_container}/stop", None, 5, "alice", HUB),
         HubAttempt("another user's limits", HUB, "alice", "GET", "/v1/limits?user=bob", None,
@@ -77,8 +97,6 @@ def attempts(bob_container: str) -> list[HubAttempt]:
                    {**create, "security_opt": ["seccomp=unconfined"]}, 2, "alice", HUB),
         HubAttempt("over the user's quota", HUB, "alice", "POST", "/v1/containers",
                    {**create, "gpus": 2}, 3, "alice", HUB, action="container.create"),
-        HubAttempt("admin rights of an admin user", HUB, "erin", "POST",
-                   "/v1/admin/maintenance", None, 5, "erin", HUB),
         HubAttempt("a hub server without the hub", "alice", None, "POST", "/v1/containers",
                    {**create, "hub": {"environment": {"JUPYTERHUB_USER": "bob"}}}, 5,
                    "alice", None),
@@ -111,7 +129,7 @@ def denied_event(d: Any, attempt: HubAttempt, seen: int) -> dict[str, Any] | Non
 def test_the_hub_gets_the_users_rights_and_no_more(
     ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
 ) -> None:
-    d = ds01d(resource_limits=LIMITS, images=TEST_IMAGES_YAML)
+    d = ds01d(resource_limits=TWO_HUBS, images=TEST_IMAGES_YAML)
     alice, bob = unix_users["alice"], unix_users["bob"]
     made = d.cli("bob", "container-create", "thesis", "--image", "busybox", "--gpus", "1",
                  "--start")
@@ -129,6 +147,8 @@ def test_the_hub_gets_the_users_rights_and_no_more(
             problems.append(f"{attempt.what}: not refused as {attempt.exit_code}:\n{reply}")
         elif check_error_shape(reply):
             problems.append(f"{attempt.what}: {check_error_shape(reply)}")
+        elif attempt.says not in reply.error_body.get("message", ""):
+            problems.append(f"{attempt.what}: the message does not say {attempt.says!r}")
         if denied_event(d, attempt, seen) is None:
             problems.append(f"{attempt.what}: not logged: {d.events()[seen:]}")
         if managed(docker_client) != before:

@@ -2,7 +2,8 @@
 devices in ds01's options form and land in JupyterLab in a ds01 container.
 
 Debian's Chromium (/usr/bin/chromium), headless, driven by Playwright (never
-``playwright install``: nothing is downloaded). The hub runs as its hub identity (dave, in
+``playwright install``: nothing is downloaded), on per-user subdomains of
+``hub.localhost`` (``hubproc``). The hub runs as its hub identity (dave, in
 the group ``shadow`` for PAM while the test runs; the passwords of alice, bob and carol are
 set for the test and locked again after it). One hub, three scenes:
 
@@ -28,6 +29,7 @@ names another directory to keep them, as docs/images was made).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -123,11 +125,21 @@ def form_of(browser: Any, hub: Hub, user: str, shots: Path) -> Any:
 DEAD_KERNEL = ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='dead']"
 
 
+#: A GET from inside the page: the browser resolves the server's ``*.localhost`` name (the
+#: test process's own resolver need not) and sends the page's login, with the XSRF token
+#: that a single-user server asks of a browser's API requests (as JupyterLab sends it).
+FETCH = """async url => {
+    const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+    const r = await fetch(url, {headers: {"X-XSRFToken": decodeURIComponent(xsrf)}});
+    return [r.status, await r.text()];
+}"""
+
+
 def sessions(page: Any) -> list[dict[str, Any]]:
     """The single-user server's sessions (``/api/sessions``), asked with the page's login."""
-    answer = page.request.get(page.url.split("/lab", 1)[0] + "/api/sessions")
-    assert answer.ok, f"{answer.status} {answer.text()}"
-    return list(answer.json())
+    status, text = page.evaluate(FETCH, page.url.split("/lab", 1)[0] + "/api/sessions")
+    assert status == 200, f"{status} {text}"
+    return list(json.loads(text))
 
 
 def new_kernel(page: Any, known: set[str]) -> dict[str, Any] | None:

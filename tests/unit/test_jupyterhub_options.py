@@ -1,5 +1,6 @@
 """The JupyterHub spawner's pure parts: container names, the form's choices, the create
-body, the address of a server and the queue's words on the spawn page."""
+body, which containers a server may replace, the address of a server and the queue's words
+on the spawn page."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ds01.jupyterhub.options import (
     create_body,
     host_url,
     progress_message,
+    server_conflict,
 )
 from ds01.model.names import CONTAINER_NAME_RE
 
@@ -78,15 +80,33 @@ def test_only_the_hubs_variables_reach_the_create() -> None:
         "PATH": "/usr/bin",
         "NVIDIA_VISIBLE_DEVICES": "all",
     }
-    body = create_body("jupyterhub", ServerChoice("lab", mig="1g.10gb"), env)
+    body = create_body("", ServerChoice("lab", mig="1g.10gb"), env)
     assert body == {
         "name": "jupyterhub",
         "image": "lab",
         "gpus": 0,
         "mig": ["1g.10gb"],
         "queue": True,
-        "hub": {"environment": {"JUPYTERHUB_API_TOKEN": "t", "JPY_API_TOKEN": "t"}},
+        "hub": {
+            "environment": {"JUPYTERHUB_API_TOKEN": "t", "JPY_API_TOKEN": "t"},
+            "server_name": "",
+        },
     }
+    named = create_body("My Lab", ServerChoice("lab"), {})
+    assert (named["name"], named["hub"]["server_name"]) == ("jupyterhub-my-lab", "My Lab")
+
+
+def test_a_server_replaces_only_its_own_container() -> None:
+    assert server_conflict({"hub_server": ""}, "") is None
+    assert server_conflict({"hub_server": "a.b"}, "a.b") is None
+    mine = server_conflict({"hub_server": None}, "")  # made with the CLI, say
+    assert mine is not None and "the hub did not make" in mine, mine
+    assert "container-remove jupyterhub`" in mine and "rename" in mine, mine
+    assert server_conflict({}, "gpu") is not None  # a ds01d without the label: not the hub's
+    other = server_conflict({"hub_server": "a.b"}, "a-b")  # both map to jupyterhub-a-b
+    assert other is not None and "'a.b'" in other and "jupyterhub-a-b" in other, other
+    accents = server_conflict({"hub_server": "ü"}, "é")  # both map to jupyterhub-server
+    assert accents is not None and "'ü'" in accents, accents
 
 
 def test_the_hub_reaches_the_published_jupyterlab_port() -> None:

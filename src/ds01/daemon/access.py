@@ -4,7 +4,9 @@ Callers are always ``Caller`` objects built from kernel credentials; a user may 
 their own containers only, admins (root or the configured admin group) on everyone's. A
 hub identity (``hub:`` in resource-limits.yaml) may name a user it acts for: the caller is
 then that user with no admin rights (``Caller.via`` names the hub), so the hub can do
-nothing the user could not; a request naming a user from anyone else is refused.
+nothing the user could not; a request naming a user from anyone else is refused, and so is
+one naming anyone but an ordinary user (root, a system account below ``UID_MIN`` of
+/etc/login.defs, an admin, a hub identity).
 Every refusal is logged (``DaemonContext.log_refusal``/``deny``) before it is raised.
 ``resource_of`` and ``devices_details`` say what the collaborators' events name: the
 container, and the devices it took or gave back.
@@ -29,7 +31,13 @@ from ds01.model import labels as L
 from ds01.model.names import validate_container_name
 from ds01.model.text import shown
 from ds01.runtime.docker import ContainerRecord
-from ds01.runtime.identity import PeerCredentials, UnixUser, user_by_name, user_by_uid
+from ds01.runtime.identity import (
+    PeerCredentials,
+    UnixUser,
+    ordinary_uid_min,
+    user_by_name,
+    user_by_uid,
+)
 
 DOCKER_ID_RE = re.compile(r"^[0-9a-f]{12,64}\Z")  # a Docker id or its (12+ digit) prefix
 
@@ -66,9 +74,10 @@ class Access:
 
     def _acting_for(self, hub: Caller, name: str) -> Caller:
         """The caller ``hub`` acts for; refused (and logged as the hub) unless ``hub`` is a
-        hub identity and ``name`` a user other than root."""
+        hub identity and ``name`` an ordinary user (``_hub_may_not_act_for``)."""
         resource = f"user/{name[:80]}"
-        if not self.context.config().limits.hub.admits(hub.name, hub.uid, hub.user.groups):
+        limits = self.context.config().limits
+        if not limits.hub.admits(hub.name, hub.uid, hub.user.groups):
             raise self.context.deny(
                 hub,
                 resource,
@@ -80,9 +89,28 @@ class Access:
         except NotFound as exc:
             self.context.log_refusal(hub, "auth.denied", resource, exc)
             raise
-        if user.uid == 0:
-            raise self.context.deny(hub, resource, "A hub may not act on behalf of root.")
+        reason = self._hub_may_not_act_for(user)
+        if reason is not None:
+            raise self.context.deny(hub, resource, f"A hub may not act on behalf of {reason}.")
         return Caller(user=user, pid=hub.pid, is_admin=False, via=hub.name)
+
+    def _hub_may_not_act_for(self, user: UnixUser) -> str | None:
+        """Why a hub may not act for ``user``, or ``None`` for an ordinary user. A hub
+        serves ordinary users only, so a hub that is taken over reaches no more than their
+        accounts: never root or a system account (uid below this machine's ``UID_MIN``), whose
+        files are the system's; never an admin, whose containers and workspace may hold what
+        no user's do; never a hub identity, so no hub works through another."""
+        limits = self.context.config().limits
+        if user.uid == 0:
+            return "root"
+        uid_min = ordinary_uid_min()
+        if user.uid < uid_min:
+            return f"{user.name}, a system account (uid {user.uid}, below UID_MIN {uid_min})"
+        if is_admin(limits, user.groups, user.uid):
+            return f"{user.name}, a ds01 admin (group {limits.admin_group})"
+        if limits.hub.admits(user.name, user.uid, user.groups):
+            return f"{user.name}, a hub identity"
+        return None
 
     def whoami(self, caller: Caller) -> api.WhoAmI:
         return api.WhoAmI(

@@ -158,6 +158,7 @@ class CreateSpecs:
             visible_devices=",".join(uuids) or L.NO_GPU_DEVICES,
             borrowed=prepared.borrowed,
             runtime_hours=prepared.runtime_hours,
+            hub_server=prepared.hub_server,
         ).as_dict()
 
     def spec(

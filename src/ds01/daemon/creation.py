@@ -125,6 +125,7 @@ def created_info(
         created_at=created_at,
         borrowed=prepared.borrowed,
         runtime_hours=prepared.runtime_hours,
+        hub_server=prepared.hub_server,
         ports=[
             api.PublishedPort(container_port=c, host_ip=PUBLISH_HOST_IP, host_port=h)
             for c, h in prepared.ports
@@ -311,6 +312,7 @@ class Creation:
             if jupyter_port is None or request.hub is not None  # the hub's login guards it
             else secrets.token_hex(JUPYTER_TOKEN_BYTES),
             hub_environment=tuple(sorted(request.hub.environment.items())) if request.hub else (),
+            hub_server=request.hub.server_name if request.hub else None,
             borrow=request.borrow or limits.borrow == "auto",
             runtime_hours=declared_runtime(limits.max_runtime_hours, request.runtime_hours),
         )

@@ -82,6 +82,7 @@ class PreparedCreate:
     jupyter_token: str | None = None
     # A JupyterHub single-user server (request.hub): the hub's variables, the port's command.
     hub_environment: tuple[tuple[str, str], ...] = ()
+    hub_server: str | None = None  # and the hub's name of the server ("" for the default)
     image_id: str = ""  # the local image's id, when known (its account files are cached)
     run: RunOptions | None = None  # a create through the Docker API door
     borrow: bool = False  # asks to borrow above gpu_limit (--borrow or `borrow: auto`)

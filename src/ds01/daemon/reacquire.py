@@ -207,6 +207,7 @@ class Reacquire:
             ),
             borrowed=L.borrowed_of(record.labels),
             runtime_hours=L.runtime_hours_of(record.labels),
+            hub_server=L.hub_server_of(record.labels),
         )
 
 

@@ -51,6 +51,7 @@ class PublishedPort(_Model):
 _HUB_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
 _HUB_ENV_MAX = 64
 _HUB_ENV_VALUE_CHARS = 4096
+_HUB_SERVER_NAME_CHARS = 255
 
 
 class HubServer(_Model):
@@ -61,6 +62,14 @@ class HubServer(_Model):
         default_factory=dict,
         description="The hub's variables for the server: names starting with JUPYTERHUB_ "
         "or JPY_ only (the hub's API token and URLs).",
+    )
+    server_name: str = Field(
+        default="",
+        max_length=_HUB_SERVER_NAME_CHARS,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="The hub's name of the server ('' for the default server), recorded on "
+        "its container (labels ds01.hub, ds01.hub.server): the hub replaces only its own "
+        "servers.",
     )
 
     @field_validator("environment")
@@ -277,6 +286,11 @@ class ContainerInfo(_Model):
         default=None,
         description="The runtime its owner declared (--runtime-hours): its runtime limit, instead "
         "of max_runtime_hours; null when none was declared.",
+    )
+    hub_server: str | None = Field(
+        default=None,
+        description="A JupyterHub server's container, made by a hub for its owner: the hub's "
+        "name of the server ('' for the default server); null for every other container.",
     )
     runtime_ends_at: str | None = Field(
         default=None,

@@ -66,6 +66,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         created_at=record.created_at,
         borrowed=L.borrowed_of(record.labels),
         runtime_hours=L.runtime_hours_of(record.labels),
+        hub_server=L.hub_server_of(record.labels),
         ports=[published_port(p) for p in record.ports],
         jupyter_url=jupyter_url(record),
         exit_code=record.exit_code,

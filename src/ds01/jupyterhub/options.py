@@ -5,7 +5,9 @@
 - ``ServerChoice`` and ``choice_from_form``: what the options form returns (an image, and
   no GPU, one MIG profile or a number of whole GPUs), checked;
 - ``create_body``: the ``POST /v1/containers`` body for that choice, with the hub's
-  variables (only those ds01d accepts from a hub);
+  variables (only those ds01d accepts from a hub) and the server's name, which ds01d
+  records on the container; ``server_conflict``: why a start may not replace the container
+  of that name (one the hub did not make, or another server's);
 - ``host_url``: where the hub reaches the server (its published JupyterLab port);
 - ``progress_message``: a queue entry in a sentence for the spawn page.
 """
@@ -106,17 +108,43 @@ def hub_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def create_body(
-    name: str, choice: ServerChoice, env: Mapping[str, str], *, queue: bool = True
+    server_name: str, choice: ServerChoice, env: Mapping[str, str], *, queue: bool = True
 ) -> dict[str, Any]:
-    """The ``POST /v1/containers`` body of a server (queued when no device is free)."""
+    """The ``POST /v1/containers`` body of the server ``server_name`` ("" for the default
+    server; queued when no device is free). ds01d records ``server_name`` on the container
+    (``ds01.hub``, ``ds01.hub.server``), so that ``server_conflict`` knows the hub's own
+    servers."""
     return {
-        "name": name,
+        "name": container_name(server_name),
         "image": choice.image,
         "gpus": choice.gpus,
         "mig": [choice.mig] if choice.mig else [],
         "queue": queue,
-        "hub": {"environment": hub_environment(env)},
+        "hub": {"environment": hub_environment(env), "server_name": server_name},
     }
+
+
+def server_conflict(info: Mapping[str, Any], server_name: str) -> str | None:
+    """Why the server ``server_name`` may not replace the user's container ``info`` (ds01d's
+    answer for its container name), or ``None`` when that container is this server's own:
+    one no hub made (the CLI's, say) is the user's to keep, and one of another server whose
+    name maps to the same container name is that server's."""
+    name = container_name(server_name)
+    made_by_hub_for = info.get("hub_server")
+    if made_by_hub_for is None:
+        return (
+            f"you have a container named {name} that the hub did not make; the hub leaves it "
+            f"alone. Remove it (`container-remove {name}`, or `container-retire {name} "
+            f"--keep-as IMAGE` to keep what you installed) or rename it "
+            f"(`docker rename {name} OTHER`), then start this server again."
+        )
+    if made_by_hub_for != server_name:
+        return (
+            f"the server name {server_name!r} and your server {made_by_hub_for or '(default)'!r}"
+            f" both map to the container {name}: choose a name that differs from it in more "
+            "than case or punctuation."
+        )
+    return None
 
 
 def host_url(info: Mapping[str, Any], container_port: int | None) -> str | None:
@@ -155,4 +183,5 @@ __all__ = [
     "host_url",
     "hub_environment",
     "progress_message",
+    "server_conflict",
 ]

@@ -6,11 +6,16 @@ quotas, queue place and rules, and logs both names. Nothing here decides who get
 
 Lifecycle:
 
+- the server's container is the user's container of its name (``container_name``) that
+  ds01d marked as made by a hub for this very server (``ds01.hub``, ``ds01.hub.server``);
+  no method touches or reports any other;
 - ``start``: removes the server's old container (the hub gives each start a new API token;
-  ``/workspace`` is the user's home directory's ``workspace``, kept), creates the container
-  (queued when no device is free: ``progress`` streams the queue position and estimated
-  start, and the container starts by itself when its turn comes), starts it and returns the
-  address of its published JupyterLab port on 127.0.0.1;
+  ``/workspace`` is the user's home directory's ``workspace``, kept); a same-named container
+  of the user's own, or of another server whose name maps to the same container name, is
+  left alone and the start refused, saying so (``server_conflict``). Then creates the
+  container (queued when no device is free: ``progress`` streams the queue position and
+  estimated start, and the container starts by itself when its turn comes), starts it and
+  returns the address of its published JupyterLab port on 127.0.0.1;
 - ``stop``: stops the container (kept, like the workspace); a waiting queue request is
   withdrawn, so a cancel in the hub leaves nothing in line;
 - ``poll``: ``None`` while the container runs, else 0; ds01's idle and runtime stops
@@ -43,6 +48,7 @@ from ds01.jupyterhub.options import (
     create_body,
     host_url,
     progress_message,
+    server_conflict,
 )
 
 #: Seconds one long-poll of a waiting queue request may take.
@@ -93,7 +99,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
 
     @property
     def container(self) -> str:
-        return container_name(self.name or "")
+        return container_name(self._server_name)
 
     def client(self) -> Ds01Client:
         return Ds01Client(self.socket_path or None, self.api_timeout, self.user.name)
@@ -101,8 +107,9 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
     async def _call(self, method: str, endpoint: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.client().call, method, endpoint, **kwargs)
 
-    async def _info(self) -> dict[str, Any] | None:
-        """The server's container as ds01d reports it, or ``None``."""
+    async def _named(self) -> dict[str, Any] | None:
+        """The user's container of the server's container name as ds01d reports it, whoever
+        made it, or ``None``."""
         try:
             _, info = await self._call("GET", "/v1/containers")
         except ApiError:
@@ -111,6 +118,16 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
             if entry.get("name") == self.container:
                 return dict(entry)
         return None
+
+    async def _info(self) -> dict[str, Any] | None:
+        """The server's container as ds01d reports it: the one of its name that a hub made
+        for this server (``server_conflict``), or ``None``."""
+        info = await self._named()
+        return None if info is None or server_conflict(info, self._server_name) else info
+
+    @property
+    def _server_name(self) -> str:
+        return self.name or ""
 
     # -- the options form -----------------------------------------------------------------------
 
@@ -149,7 +166,7 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
     async def start(self) -> str:
         choice = await self._choice()
         await self._remove_old()
-        body = create_body(self.container, choice, self.get_env())
+        body = create_body(self._server_name, choice, self.get_env())
         try:
             status, answer = await self._call("POST", "/v1/containers", body=body)
         except ApiError as exc:
@@ -163,9 +180,14 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
         return await self._address()
 
     async def _remove_old(self) -> None:
-        info = await self._info()
+        """Remove this server's old container; refused when the container of its name is
+        not the hub's for this server (the user's own, or another server's)."""
+        info = await self._named()
         if info is None:
             return
+        conflict = server_conflict(info, self._server_name)
+        if conflict is not None:
+            raise refusal(conflict)
         if info.get("status") == "running":
             await self._call("POST", Ds01Client.container_path(self.container, "stop"))
         await self._call("DELETE", Ds01Client.container_path(self.container))

@@ -52,6 +52,12 @@ IMAGE_OWNER = "ds01.image.owner"
 JUPYTER_PORT = "ds01.jupyter.port"
 JUPYTER_TOKEN = "ds01.jupyter.token"  # noqa: S105 - a label key; on a container: its token
 JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"  # noqa: S105 - the variable's name
+# "true" on a JupyterHub server's container, made by a hub identity for its owner, with the
+# hub's name of that server in ``HUB_SERVER`` ("" for the default server); "" on every other
+# container. Both are written on every container, so that none inherits them from its image
+# (a kept image carries them emptied), and a hub replaces or stops only its own servers.
+HUB = "ds01.hub"
+HUB_SERVER = "ds01.hub.server"
 # On an image: ``singleuser`` when it has ``jupyterhub-singleuser`` (the starter image built by
 # scripts/build-jupyter-image.sh), so that a JupyterHub server can run in it.
 JUPYTERHUB = "ds01.jupyterhub"
@@ -150,6 +156,13 @@ def borrowed_of(labels: dict[str, str]) -> bool:
     return labels.get(BORROWED) == "true"
 
 
+def hub_server_of(labels: dict[str, str]) -> str | None:
+    """The hub's name of the JupyterHub server a container is (``ds01.hub.server``: "" for
+    the default server); ``None`` for a container that no hub made (``ds01.hub`` not
+    "true")."""
+    return labels.get(HUB_SERVER, "") if labels.get(HUB) == "true" else None
+
+
 def runtime_hours_of(labels: dict[str, str]) -> float | None:
     """The runtime its owner declared for a container (``ds01.runtime_hours``), if any."""
     try:
@@ -202,6 +215,7 @@ class ContainerLabels:
     slurm_node: str | None = None
     slurm_cgroup: str | None = None
     runtime_hours: float | None = None
+    hub_server: str | None = None  # a JupyterHub server's name ("" default), made by a hub
 
     def as_dict(self) -> dict[str, str]:
         """The labels, ds01's and the AIME ML Containers' ones (``ds01.borrowed`` only on a
@@ -237,6 +251,8 @@ class ContainerLabels:
             KEPT_IMAGE: self.kept_image or "",
             JUPYTER_PORT: _optional(self.jupyter_port),
             JUPYTER_TOKEN: self.jupyter_token or "",
+            HUB: "" if self.hub_server is None else "true",
+            HUB_SERVER: self.hub_server or "",
             AIME_MLC: self.user,
             AIME_NAME: self.name,
             AIME_USER: self.user,

@@ -17,6 +17,11 @@ from pathlib import Path
 
 from ds01.errors import NotFound, PermissionDenied
 
+#: Where shadow-utils keep the first uid of an ordinary (non-system) account.
+LOGIN_DEFS = Path("/etc/login.defs")
+#: The first ordinary uid when login.defs names none (Debian's and Red Hat's default).
+DEFAULT_UID_MIN = 1000
+
 
 @dataclass(frozen=True)
 class PeerCredentials:
@@ -85,3 +90,24 @@ def user_by_name(name: str) -> UnixUser:
     except KeyError as exc:
         raise NotFound(f"No user named {name!r} on this machine.") from exc
     return user_by_uid(entry.pw_uid)
+
+
+def uid_min_in(login_defs: str) -> int:
+    """The ``UID_MIN`` a ``login.defs`` text sets: the first uid of an ordinary account
+    (below it, system accounts); ``DEFAULT_UID_MIN`` when unset or unreadable. The last
+    setting wins, as in shadow-utils."""
+    uid_min = DEFAULT_UID_MIN
+    for line in login_defs.splitlines():
+        match line.split():
+            case ["UID_MIN", value, *_] if value.isascii() and value.isdigit():
+                uid_min = int(value)
+    return uid_min
+
+
+def ordinary_uid_min(login_defs: Path = LOGIN_DEFS) -> int:
+    """This machine's first ordinary uid (``uid_min_in`` of ``login_defs``; the default
+    when the file is missing or unreadable)."""
+    try:
+        return uid_min_in(login_defs.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return DEFAULT_UID_MIN
