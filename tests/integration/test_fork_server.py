@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -28,7 +29,7 @@ import pytest
 from ds01.runtime import userfs
 from ds01.runtime.fork_server import ForkServerClient, serve
 from ds01.runtime.userfs import UserFsError, UserIds, make_directory, reach_directory
-from support import make_world_traversable_dir
+from support import make_world_traversable_dir, wait_until
 
 SERVER_MODULE = "ds01.runtime.userfs"
 WAIT_SECONDS = 30.0
@@ -57,13 +58,6 @@ def server_pids(module: bytes = SERVER_MODULE.encode()) -> list[int]:
 def children_of(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(word) for word in text.split()]
-
-
-def wait_until(what: str, condition: Any) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_SECONDS:g} s: {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -134,15 +128,27 @@ def test_a_killed_server_is_started_again_and_a_stopped_one_leaves_the_fork_to_u
     assert server_pids() == []
 
 
-def test_a_server_that_never_gets_ready_is_not_used() -> None:
+def test_a_server_that_never_gets_ready_is_not_used_nor_tried_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[object] = []
+    popen = subprocess.Popen
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        started.append(args)
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", counted)
     client = ForkServerClient("ds01.no_such_module")
     read_end, write_end = os.pipe()
     try:
         assert client.start() is False
-        assert client.submit({"deadline": time.monotonic() + 5}, write_end) is False
+        for _ in range(3):
+            assert client.submit({"deadline": time.monotonic() + 5}, write_end) is False
     finally:
         os.close(read_end)
         os.close(write_end)
+    assert len(started) == 1  # the requests after a failed start were not worth a start each
     assert server_pids(b"ds01.no_such_module") == []
 
 

@@ -122,7 +122,8 @@ def test_the_exporter_command_refuses_bad_arguments_before_it_listens(
 
 
 def test_an_answer_that_cannot_be_read_counts_as_none() -> None:
-    samples = _samples(SlurmQueueCollector(lambda: '{"jobs": [{"job_id": 1}]}'))
+    unreadable = '{"jobs": [{"job_id": 1, "comment": "ds01-container"}]}'
+    samples = _samples(SlurmQueueCollector(lambda: unreadable))
     assert samples["ds01_slurm_up"] == {(): 0.0}
     assert "ds01_queue_length" not in samples
 

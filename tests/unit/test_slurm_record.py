@@ -64,8 +64,24 @@ def _without(field: str) -> str:
 
 @pytest.mark.parametrize("field", ["user_id", "job_state", "gres_detail"])
 def test_a_missing_field_is_named(field: str) -> None:
-    with pytest.raises(InvalidInput, match=f"jobs.0.{field}: Field required"):
+    with pytest.raises(InvalidInput, match=f"job 3 could not be read: {field}: Field required"):
         job_record(_without(field), 3)
+
+
+def test_another_jobs_odd_record_decides_nothing() -> None:
+    answer = json.loads(FORGED)
+    for job in answer["jobs"]:
+        if job["job_id"] != 3:
+            del job["gres_detail"], job["user_id"]
+    answer["jobs"].append({"job_id": "3", "name": "big", "job_state": "RUNNING"})
+    assert job_record(json.dumps(answer), 3).gpu_indices == {"node2": (0, 1)}
+
+
+def test_a_job_listed_twice_is_refused() -> None:
+    answer = json.loads(FORGED)
+    answer["jobs"] += [job for job in answer["jobs"] if job["job_id"] == 3]
+    with pytest.raises(InvalidInput, match="lists job 3 twice"):
+        job_record(json.dumps(answer), 3)
 
 
 def test_what_is_not_json_is_refused() -> None:

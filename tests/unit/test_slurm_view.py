@@ -129,12 +129,23 @@ def test_a_users_own_and_a_named_container_are_filtered_here() -> None:
         ("", "holds no list of jobs"),
         ("2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container", "no list of jobs"),
         ('{"jobs": {}}', "no list of jobs"),
-        ('{"jobs": [{"job_id": 2, "name": "x"}]}', "job 2 has no int 'user_id'"),
+        (
+            '{"jobs": [{"job_id": 2, "name": "x", "comment": "ds01-container"}]}',
+            "job 2 has no int 'user_id'",
+        ),
     ],
 )
 def test_an_answer_that_is_not_squeues_json_is_refused(text: str, said: str) -> None:
     with pytest.raises(SlurmError, match=said):
         parse_containers(text, 0)
+
+
+def test_another_jobs_odd_record_is_left_out_not_every_view() -> None:
+    answer = json.loads(SQUEUE)
+    answer["jobs"].append({"job_id": 99, "name": "other", "user_name": None, "comment": ""})
+    assert [c.name for c in parse_containers(json.dumps(answer), SQUEUE_AT)] == [
+        c.name for c in parse_containers(SQUEUE, SQUEUE_AT)
+    ]
 
 
 def test_a_job_that_has_ended_is_no_container_any_more() -> None:

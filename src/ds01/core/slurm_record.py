@@ -10,13 +10,16 @@ newline and ``UserId=root(0)`` in it read as Slurm's own fields there. JSON quot
 strings, so each field is the one Slurm set.
 
 ``squeue --json`` lists every job slurmctld holds that the caller may see (22.05 ignores
-``--job`` and every other filter with ``--json``); ``job_record`` picks one by its id.
+``--job`` and every other filter with ``--json``); ``job_record`` picks one by its id and
+reads only that one closely, so no other job (another user's, an odd one) has a say.
 Read here: the id, name, owner's uid, state, and per node (``job_resources``'
 ``allocated_nodes``, in Slurm's order) the GRES it holds there (``gres_detail``, one entry per
 allocated node in the same order, ``gpu:2(IDX:0-1)``; empty for a job that holds no GRES).
 """
 
 from __future__ import annotations
+
+import json
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -47,10 +50,6 @@ class _Job(_Model):
     job_resources: _JobResources | None = None  # none while it pends
 
 
-class _Answer(_Model):
-    jobs: list[_Job]
-
-
 def _gpus_per_node(job: _Job) -> dict[str, tuple[int, ...]]:
     nodes = [n.nodename for n in job.job_resources.allocated_nodes] if job.job_resources else []
     if job.gres_detail and len(job.gres_detail) != len(nodes):
@@ -60,6 +59,12 @@ def _gpus_per_node(job: _Job) -> dict[str, tuple[int, ...]]:
         )
     details = job.gres_detail or [""] * len(nodes)
     return {node: gres_indices(gres) for node, gres in zip(nodes, details, strict=True)}
+
+
+def _id_of(entry: dict[str, object]) -> int | None:
+    """A listed job's id, if it is an integer (not a bool, not a string)."""
+    value = entry.get("job_id")
+    return value if type(value) is int else None
 
 
 def job_record(text: str, job_id: int) -> SlurmJob:
@@ -72,17 +77,28 @@ def job_record(text: str, job_id: int) -> SlurmJob:
             visible to root).
     """
     try:
-        answer = _Answer.model_validate_json(text)
+        answer = json.loads(text)
+    except ValueError:
+        raise InvalidInput("Slurm's JSON (squeue --json) could not be read: not JSON.") from None
+    jobs = answer.get("jobs") if isinstance(answer, dict) else None
+    if not isinstance(jobs, list):
+        raise InvalidInput("Slurm's JSON (squeue --json) could not be read: no list of jobs.")
+    # Only this job is read closely: another job Slurm lists (any user's) decides nothing.
+    found = [entry for entry in jobs if isinstance(entry, dict) and _id_of(entry) == job_id]
+    if not found:
+        raise SlurmError(f"Slurm lists no job {job_id} (squeue --json).")
+    if len(found) > 1:
+        raise InvalidInput(f"Slurm's JSON (squeue --json) lists job {job_id} twice.")
+    try:
+        job = _Job.model_validate(found[0])
     except ValidationError as exc:
         missing = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'the answer'}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc']) or 'the job'}: {error['msg']}"
             for error in exc.errors()[:3]
         )
-        raise InvalidInput(f"Slurm's JSON (squeue --json) could not be read: {missing}") from None
-    found = [job for job in answer.jobs if job.job_id == job_id]
-    if len(found) != 1:
-        raise SlurmError(f"Slurm lists no job {job_id} (squeue --json).")
-    job = found[0]
+        raise InvalidInput(
+            f"Slurm's JSON (squeue --json) of job {job_id} could not be read: {missing}"
+        ) from None
     return SlurmJob(
         job_id=job.job_id,
         name=job.name,

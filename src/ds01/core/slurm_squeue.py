@@ -8,9 +8,10 @@ Slurm lets them see with its node, state and, while it waits, Slurm's reason, wh
 JSON, not ``squeue --format``'s text: a job's name and comment are its owner's, and the text
 prints them raw, so a ``|`` or a newline in them shifted the fields or added a line of its
 own (another user's container, a pending job of root's). ``read_jobs`` checks each job's
-fields that ds01 reads and refuses an answer that lacks one. Slurm 22.05 ignores every
-filter with ``--json`` (``--me``, ``--name``, ``--states``): the callers' filters are applied
-here. The order is squeue's own (``-t,-p``: pending first, then by priority, highest first).
+fields that ds01 reads and refuses an answer where a container's job lacks one (another
+job's odd record is left out). Slurm 22.05 ignores every filter with ``--json`` (``--me``,
+``--name``, ``--states``): the callers' filters are applied here. The order is ds01's:
+pending first, then by priority, highest first (squeue's own within a partition).
 
 Light on purpose: ``container-list`` on a login node is budgeted against a bare ``squeue``
 (at most 3 x), and a Python command's start-up is most of its time. So this module imports
@@ -189,24 +190,25 @@ class SqueueJob:
 
     def __init__(self, job: object) -> None:
         """Raises ``SlurmError`` when ``job`` lacks one of ``JOB_FIELDS`` (of its type)."""
-        if not isinstance(job, dict):
-            _refuse("a job is no JSON object")
-        for field, kind in JOB_FIELDS.items():
-            value = job.get(field)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                _refuse(f"job {job.get('job_id')} has no {kind.__name__} {field!r}")
-            setattr(self, field, value)
+        why = _unreadable(job)
+        if why is not None or not isinstance(job, dict):
+            _refuse(why or "a job is no JSON object")
+        for field in JOB_FIELDS:
+            setattr(self, field, job[field])
 
     def squeue_order(self) -> tuple[bool, int, int]:
-        """squeue's own order (``-t,-p``): pending first, then the highest priority."""
+        """ds01's order: pending first, then the highest priority (module docstring)."""
         return (self.job_state != PENDING, -self.priority, self.job_id)
 
 
 def read_jobs(text: str) -> list[SqueueJob]:
-    """``squeue --json``'s jobs, in squeue's order (see the module docstring).
+    """``squeue --json``'s jobs, in ds01's order (see the module docstring). A job that
+    is no container's (its comment is not ``JOB_COMMENT``) and lacks one of ``JOB_FIELDS``
+    is left out: another job's odd record does not take every user's views down.
 
     Raises:
-        SlurmError: the answer is not Slurm's JSON, or a job lacks one of ``JOB_FIELDS``.
+        SlurmError: the answer is not Slurm's JSON, or a container's job lacks one of
+            ``JOB_FIELDS``.
     """
     try:
         jobs = json.loads(text)["jobs"]
@@ -214,7 +216,24 @@ def read_jobs(text: str) -> list[SqueueJob]:
         _refuse("it holds no list of jobs")
     if not isinstance(jobs, list):
         _refuse("it holds no list of jobs")
-    return sorted((SqueueJob(job) for job in jobs), key=SqueueJob.squeue_order)
+    readable = [
+        job
+        for job in jobs
+        if _unreadable(job) is None or (isinstance(job, dict) and job.get("comment") == JOB_COMMENT)
+    ]
+    return sorted((SqueueJob(job) for job in readable), key=SqueueJob.squeue_order)
+
+
+def _unreadable(job: object) -> str | None:
+    """Why ``job`` cannot be read (not an object, or a field of ``JOB_FIELDS`` missing or
+    of another type); ``None`` if it can."""
+    if not isinstance(job, dict):
+        return "a job is no JSON object"
+    for field, kind in JOB_FIELDS.items():
+        value = job.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"job {job.get('job_id')} has no {kind.__name__} {field!r}"
+    return None
 
 
 def _refuse(why: str) -> NoReturn:
@@ -241,7 +260,7 @@ def parse_containers(
     """``squeue --json``'s answer at ``now`` (seconds since the epoch): the jobs that are
     containers (comment ``JOB_COMMENT``) and have not ended (``ENDED_STATES``), of user
     ``uid`` and named ``name`` where given, in
-    squeue's order. A job's run time is ``now`` less its start (none while it pends). A
+    ds01's order. A job's run time is ``now`` less its start (none while it pends). A
     name, which its owner wrote and other users' terminals show, comes without terminal
     escapes and control characters (``ds01.model.text.plain``; ``name`` is matched before).
 

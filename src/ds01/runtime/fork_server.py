@@ -30,9 +30,10 @@ Who may talk to the server: only the holder of the socket pair's other end (an i
 descriptor, no path in the file system). The server trusts its requests as its client's own.
 
 :class:`ForkServerClient` is the client side: thread-safe, started on first use (or by
-``start``), started again once if the server died, and ``submit`` says ``False`` when no
-server takes the request (none could be started, it is busy, or the client was stopped), so
-that the caller forks for itself.
+``start``), started again if the server died (not within :data:`RETRY_AFTER_SECONDS` of a
+start that failed), and ``submit`` says ``False`` when no server takes the request (none
+could be started, it is busy, or the client was stopped), so that the caller forks for
+itself.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ READY = b"ready"
 READY_TIMEOUT_SECONDS = 10.0
 #: How long ``stop`` waits for a server to finish its children before killing it.
 STOP_TIMEOUT_SECONDS = 10.0
+#: How long after a failed start (no interpreter, or no :data:`READY`) the client tries no
+#: other: a server that cannot start would otherwise cost every request a start.
+RETRY_AFTER_SECONDS = 60.0
 #: What a send failing with these means: the server is gone (any other failure: busy).
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN})
 #: The environment variable naming the server's end of the socket pair (a descriptor number).
@@ -76,6 +80,14 @@ ChildMain = Callable[[Mapping[str, Any], int], NoReturn]
 #: The server's interpreter: no user site directory, and (3.11 and later) nothing put in
 #: front of the module path.
 _ISOLATION = ("-s", "-P") if sys.version_info >= (3, 11) else ("-s",)
+
+
+def _installed_paths() -> set[str]:
+    """Where this interpreter finds installed packages by itself (its site-packages)."""
+    import sysconfig  # here: only a starting server needs it
+
+    paths = sysconfig.get_paths()
+    return {str(Path(paths[key]).resolve()) for key in ("purelib", "platlib")}
 
 
 def _said_ready(control: socket.socket) -> bool:
@@ -232,11 +244,14 @@ class ForkServerClient:
         self._control: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stopped = False
+        self._failed_at: float | None = None  # time.monotonic() of the last failed start
 
     def start(self) -> bool:
-        """Start the server unless it runs (also after ``stop``); whether it runs."""
+        """Start the server unless it runs (also after ``stop``, or soon after a failed
+        start); whether it runs."""
         with self._lock:
             self._stopped = False
+            self._failed_at = None
             return self._started_locked() is not None
 
     def _started_locked(self) -> socket.socket | None:
@@ -246,12 +261,22 @@ class ForkServerClient:
             if self._process.poll() is None:
                 return self._control
             self._forget_locked()
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_SECONDS:
+            return None
+        control = self._spawn_locked()
+        self._failed_at = None if control is not None else time.monotonic()
+        return control
+
+    def _spawn_locked(self) -> socket.socket | None:
+        """A new server's socket once it said it is ready; ``None`` if it did not."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        package_root = str(Path(__file__).resolve().parents[2])
         environment = {
             name: os.environ[name] for name in _PASSED_VARIABLES if name in os.environ
         }  # the locale too: paths are encoded as this process encodes them
-        environment["PYTHONPATH"] = package_root  # the very code of this process
+        package_root = str(Path(__file__).resolve().parents[2])
+        if package_root not in _installed_paths():  # a source tree: the very code of this one
+            environment["PYTHONPATH"] = package_root
         environment[_FD_VARIABLE] = str(theirs.fileno())
         try:
             self._process = subprocess.Popen(
