@@ -5,7 +5,8 @@
 #                image), JupyterHub, its proxy, Chromium and Playwright for the hub's tests
 #   make slurm   Debian's Slurm, munge and MariaDB packages for the test cluster
 #                (scripts/slurm-cluster.sh starts it from the tests)
-#   make test    setup + images + slurm + the whole pytest suite (PYTEST_ARGS='-k quota' to narrow)
+#   make test    setup + images + slurm + the whole pytest suite (scripts/run-tests.sh;
+#                PYTEST_ARGS='-k quota' runs one pytest with those arguments instead)
 #   make lint    ruff + mypy
 #   make demo    setup + images + scripts/demo.sh (two users sharing simulated GPUs)
 #   make bench   setup + images + every benchmarks/bench_*.py
@@ -15,8 +16,6 @@
 SHELL := /bin/bash
 VENV ?= /opt/ds01/venv
 PYTEST_ARGS ?=
-# Every CI log lists the slowest tests (those of 2 s or more), to see where the suite's time goes.
-PYTEST_DURATIONS := --durations=40 --durations-min=2
 # docker/e2e tests must fail, never skip, when `make test` cannot run them.
 DS01_REQUIRE_DOCKER ?= 1
 export VENV DS01_REQUIRE_DOCKER
@@ -36,9 +35,7 @@ slurm:
 	@bash scripts/ensure-slurm.sh
 
 test: setup images slurm
-	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_DURATIONS) $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
-	exit $$rc
+	@bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 lint:
 	@test -x $(VENV)/bin/ruff || bash scripts/install.sh

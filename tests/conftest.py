@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from support import (
     MACHINE_LOCK_HELD_ENV,
@@ -76,6 +77,12 @@ from support import (
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+# Hypothesis's time checks (200 ms a test case, slow data generation) are wall-clock limits,
+# which tests never assert: under `make test` the unit tests run at nice 19 beside the Docker
+# tests (scripts/run-tests.sh) and may wait for a CPU. What a test checks is unchanged.
+settings.register_profile("ds01", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ds01")
 
 #: Markers whose tests need root and a Docker engine.
 DOCKER_MARKERS = ("docker", "e2e")
