@@ -19,9 +19,12 @@ import pwd
 import selectors
 import subprocess
 import time
+import urllib.parse
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from rawapi import RawApi
 
 from ds01.gpu.simulated import write_simulated_telemetry
 from support import TEST_IMAGES_YAML, describe, simulated_a100s, stop_process, user_env, wait_until
@@ -118,6 +121,32 @@ def test_alice_sees_her_own_events_and_not_bobs(ds01d: Any) -> None:
     assert {e["user"] for e in everyone} == {"alice", "bob"}
     bobs = events_of(d, "erin", "--user", "bob", "--action", "container.create")
     assert [e["resource"] for e in bobs] == [f"container/secret._.{bob}"]
+
+
+#: What a user sends as a user name to get a clipboard write (OSC 52), a cursor move and a
+#: line of her own making onto an admin's terminal through ``ds01 events``.
+FORGED_USER = (
+    "\x1b]52;c;ZWNobyBwd25lZAo=\x07\x1b[1A\x1b[2K\n"
+    "2026-12-07 18:00:00  root  container.remove  container/thesis  success"
+)
+
+
+def test_an_admin_sees_what_a_user_sent_as_escapes_not_as_terminal_codes(ds01d: Any) -> None:
+    d = ds01d()
+    query = urllib.parse.quote(FORGED_USER, safe="")
+    with RawApi(d.paths.socket, "alice") as api:
+        reply = api.send(f"GET /v1/limits?user={query} HTTP/1.1\r\nHost: d\r\n\r\n".encode())
+    assert reply.status is not None and reply.status >= 400, reply
+    (denied,) = d.events_where(user="alice", action="auth.denied")
+    assert FORGED_USER in denied["resource"]  # the log keeps what was sent
+
+    for args in (["--wide"], ["--json"]):
+        shown = d.cli("erin", "events", "--user", "alice", *args)
+        assert shown.returncode == 0, describe(shown)
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout, shown.stdout
+    table = d.cli("erin", "events", "--user", "alice", "--wide").stdout.splitlines()
+    assert len(table) == 2, table  # the header and alice's one event: no forged row
+    assert table[1].split()[2] == "alice" and "\\x1b]52;c;" in table[1], table
 
 
 def read_line_matching(process: subprocess.Popen[str], want: Any, timeout: float) -> Any:

@@ -1,5 +1,7 @@
-"""What a program printed, as plain text (core.text.plain): no escape sequence or control
-character survives, and printable text is kept as it was."""
+"""What a program printed, as plain text (model.text.plain): no escape sequence, control
+character or invisible formatting character survives, and printable text is kept as it was.
+What somebody else sent, shown in a table (model.text.visible, cli.render.table): every such
+character written as its escape, never acted on."""
 
 from __future__ import annotations
 
@@ -7,7 +9,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds01.model.text import plain
+from ds01.cli import events, render
+from ds01.model.text import plain, visible
+
+#: Unicode's invisible formatting characters: bidi marks, embeddings, overrides and
+#: isolates, zero-width characters, the byte-order mark.
+INVISIBLE = [0x061C, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x206A)]
+INVISIBLE.append(0xFEFF)
+
+
+def acted_on(c: str) -> bool:
+    """Whether a terminal acts on ``c`` (or reorders or hides text around it)."""
+    return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or ord(c) in INVISIBLE
+
+
+#: Printable text: what neither function changes.
+PRINTABLE = st.text(
+    alphabet=st.characters(
+        min_codepoint=0x20, exclude_characters="".join(map(chr, [*range(0x7F, 0xA0), *INVISIBLE]))
+    )
+)
 
 
 @pytest.mark.parametrize(
@@ -20,6 +41,8 @@ from ds01.model.text import plain
         ("tab\tkept", "tab\tkept"),
         ("bell\x07 and \x7fdel", "bell and del"),
         ("c1\x9b31mcsi", "c131mcsi"),
+        ("note\u202e1 UPG", "note1 UPG"),
+        ("zero\u200bwidth\ufeff", "zerowidth"),
     ],
 )
 def test_escape_sequences_and_control_characters_are_removed(printed: str, shown: str) -> None:
@@ -28,15 +51,67 @@ def test_escape_sequences_and_control_characters_are_removed(printed: str, shown
 
 @given(st.text())
 def test_nothing_a_terminal_would_act_on_remains(text: str) -> None:
-    result = plain(text)
-    assert not any((ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) <= 0x9F for c in result)
+    assert not any(acted_on(c) and c != "\t" for c in plain(text))
 
 
-@given(
-    st.text(
-        alphabet=st.characters(min_codepoint=0xA0)
-        | st.characters(min_codepoint=0x20, max_codepoint=0x7E)
-    )
-)
+@given(PRINTABLE)
 def test_printable_text_is_kept(text: str) -> None:
     assert plain(text) == text
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("user/\x1b]52;c;ZWNobwo=\x07", "user/\\x1b]52;c;ZWNobwo=\\x07"),
+        ("a\nforged row", "a\\x0aforged row"),
+        ("\x1b[1A\x1b[2K", "\\x1b[1A\\x1b[2K"),
+        ("note\u202e1 UPG", "note\\u202e1 UPG"),
+        ("tab\t", "tab\\x09"),
+        ("c1\x9b", "c1\\x9b"),
+    ],
+)
+def test_visible_writes_what_a_terminal_would_act_on_as_its_escape(sent: str, shown: str) -> None:
+    assert visible(sent) == shown
+
+
+@given(st.text())
+def test_visible_leaves_nothing_to_act_on_and_is_idempotent(text: str) -> None:
+    shown = visible(text)
+    assert not any(acted_on(c) for c in shown)
+    assert visible(shown) == shown
+
+
+@given(PRINTABLE)
+def test_visible_keeps_printable_text(text: str) -> None:
+    assert visible(text) == text
+
+
+FORGED = "user/\x1b]52;c;ZWNobwo=\x07\x1b[1A\x1b[2K\n2026-12-07 18:00:00  root  container.remove"
+
+
+def test_a_table_shows_a_forged_cell_on_its_own_row_without_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    render.table(["USER", "RESOURCE", "TAGS"], [["alice", FORGED, ["ok", "\x1b[31mred"]]])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert len(out.splitlines()) == 2, out
+    assert "\\x0a2026-12-07" in out and "\\x1b[31mred" in out
+
+
+def test_followed_events_show_forged_fields_on_one_line_without_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    event = {
+        "ts": "2026-12-07T18:00:00+00:00",
+        "user": "alice",
+        "action": "limits.read",
+        "resource": FORGED,
+        "outcome": "denied",
+        "details": {"reason": "no user \x1b]0;title\x07\nforged"},
+    }
+    for header in (True, False):  # a listing, and --follow's lines
+        events._print([event], as_json=False, header=header, width=None)
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out
+        assert len(out.splitlines()) == (2 if header else 1), out

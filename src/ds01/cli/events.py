@@ -110,13 +110,17 @@ def _when(ts: str) -> str:
 
 
 def _details(details: dict[str, Any], width: int | None) -> str:
-    """``key=value`` pairs, cut at ``width`` characters (``None``: whole)."""
+    """``key=value`` pairs through ``visible``, cut at ``width`` characters (``None``: whole)."""
     import json  # not at the CLI's start-up: only listing events needs it
 
-    text = " ".join(
-        f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
-        for key, value in details.items()
-        if value not in (None, "", [], {})
+    from ds01.model.text import visible
+
+    text = visible(
+        " ".join(
+            f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+            for key, value in details.items()
+            if value not in (None, "", [], {})
+        )
     )
     return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
@@ -149,8 +153,10 @@ def _print(events: list[dict[str, Any]], as_json: bool, header: bool, width: int
         if header:
             render.table(["TIME", "USER", "ACTION", "RESOURCE", "OUTCOME", "DETAILS"], rows)
         else:  # following: no header, no alignment with earlier lines
+            from ds01.model.text import visible
+
             for row in rows:
-                render.echo("  ".join(str(cell) for cell in row).rstrip())
+                render.echo("  ".join(visible(cell) for cell in row).rstrip())
     sys.stdout.flush()
 
 

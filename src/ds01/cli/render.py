@@ -80,7 +80,7 @@ def reader_gone() -> NoReturn:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print rows under headers, columns padded to their widest cell."""
+    """Print rows under headers, columns padded to their widest cell (``_cell``'s text)."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
@@ -93,6 +93,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _cell(value: Any) -> str:
+    """A table cell's text. Text comes through ``visible``: a value somebody else sent (a
+    name in an audit event, a note) cannot drive the reader's terminal or forge a row."""
+    from ds01.model.text import visible  # not at start-up: --help prints no table
+
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -100,8 +104,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return number(value)
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+        return visible(",".join(str(v) for v in value)) or "-"
+    return visible(str(value))
 
 
 def number(value: float) -> str:

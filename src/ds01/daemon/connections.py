@@ -83,6 +83,7 @@ from ds01.errors import (
     Throttled,
 )
 from ds01.model.hub import ON_BEHALF_HEADER
+from ds01.model.text import visible
 from ds01.runtime.identity import PeerCredentials, peer_credentials
 
 log = logging.getLogger(__name__)
@@ -239,9 +240,10 @@ class Exchange:
 
     @property
     def request_line(self) -> str:
-        """The request's method and path, for logs and messages (clipped)."""
+        """The request's method and path, for logs and messages (clipped; control characters
+        written as escapes: the client chose them)."""
         words = self.data.split(b"\n", 1)[0].decode("latin-1").split()
-        return " ".join(words[:2])[:200]
+        return visible(" ".join(words[:2])[:200])
 
 
 #: The HTTP layer: answers one exchange; returns whether the connection may be kept.

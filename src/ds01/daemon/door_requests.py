@@ -20,6 +20,7 @@ from ds01.daemon.door_containers import ContainerRequests
 from ds01.daemon.door_exchange import Answered
 from ds01.daemon.door_images import ImageRequests
 from ds01.errors import Ds01Error, PolicyError
+from ds01.model.text import visible
 
 if TYPE_CHECKING:
     from ds01.daemon.docker_api import DockerApiServer
@@ -105,7 +106,7 @@ class DoorRequest(ContainerRequests, ImageRequests):
         except PolicyError as exc:
             self._refuse(exc.http_status, exc.message)
         except Ds01Error as exc:
-            log.error("%s %s failed: %s", request.method, request.path, exc.message)
+            log.error("%s %s failed: %s", request.method, visible(request.path), exc.message)
             self._error(exc.http_status, exc.message)
 
     def _body(self, request: decide.DockerRequest) -> bytes:
@@ -209,5 +210,3 @@ class DoorRequest(ContainerRequests, ImageRequests):
         finally:
             if kind == "exec_start" and self.engine.closing:
                 self._hang_up(ref)
-
-

@@ -49,15 +49,25 @@ def shown(value: object, max_chars: int = SHOWN_INPUT_CHARS) -> str:
     return repr(clip(text, max_chars))
 
 
+#: Unicode's invisible formatting characters that reorder or hide the text around them:
+#: the Arabic letter mark, zero-width spaces and joiners, left-to-right and right-to-left
+#: marks, bidi embeddings and overrides (U+202E shows the rest of a line reversed), the word
+#: joiner and bidi isolates, the byte-order mark. As a regular expression class's body.
+_INVISIBLE_FORMAT = "\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+
 #: A terminal escape sequence (CSI ``ESC [ … letter``, OSC ``ESC ] … BEL/ST``, or a
-#: two-character ``ESC x``), or a control character other than tab (C0, DEL and C1: some
-#: terminals read ``\x9b`` as ``ESC [``).
+#: two-character ``ESC x``), a control character other than tab (C0, DEL and C1: some
+#: terminals read ``\x9b`` as ``ESC [``), or an invisible formatting character.
 _TERMINAL_CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, links
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, links, the clipboard
     r"|\x1b[@-_]"  # other escapes
-    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"  # controls, tab kept
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f" + _INVISIBLE_FORMAT + "]"  # controls (tab kept)
 )
+
+#: Every character :func:`visible` writes as its escape: C0 (tab included), DEL, C1 and the
+#: invisible formatting characters.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f" + _INVISIBLE_FORMAT + "]")
 
 
 def plain(line: str) -> str:
@@ -69,3 +79,21 @@ def plain(line: str) -> str:
         'E: no such package'
     """
     return _TERMINAL_CONTROL.sub("", line)
+
+
+def visible(text: str) -> str:
+    r"""``text`` with every control and invisible formatting character written as its
+    escape, as Python writes one: what a table shows of a value somebody else sent (an
+    audit event's resource or details), so that it can neither drive the reader's terminal
+    (move the cursor, write the clipboard, forge a line) nor reorder what it says, and the
+    reader still sees that it was there. Idempotent: an escape is plain text.
+
+        >>> visible("user/\x1b]52;c;ZWNobwo=\x07\nforged")
+        'user/\\x1b]52;c;ZWNobwo=\\x07\\x0aforged'
+    """
+    return _UNSHOWABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
