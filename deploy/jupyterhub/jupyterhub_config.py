@@ -76,10 +76,11 @@ c.JupyterHub.allow_named_servers = True
 c.Spawner.start_timeout = 24 * 3600
 c.Spawner.http_timeout = 120
 # ds01 stops idle servers (its idle and runtime limits see GPU work): the hub learns it by
-# polling. Until it does, its proxy still sends the server's pages to the port the stopped
-# container published on 127.0.0.1, which any local process may bind meanwhile: poll often
-# (one light request to ds01d per server each time; docs/jupyterhub.md, "A stopped
-# server's port"). Servers outlive a restart of the hub, which finds them again.
+# polling (one light request to ds01d per server each time). Until it does, its proxy still
+# sends the server's pages to the stopped container's address on its user's network, which
+# no other local user can take (no host port; docs/jupyterhub.md, "Where the hub reaches a
+# server"): the poll only decides how soon the hub shows the server stopped. Servers outlive
+# a restart of the hub, which finds them again.
 c.Spawner.poll_interval = 10
 c.JupyterHub.cleanup_servers = False
 

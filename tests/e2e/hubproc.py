@@ -1,8 +1,9 @@
 """A real JupyterHub for the tests (no tests here): run as the hub identity ``HUB_USER``
 from a state directory of its own, loading ``deploy/jupyterhub/jupyterhub_config.py`` (the
 working example) and changing only ports, directories, the poll interval and a test
-service's API token (``TOKEN``, with the scopes to create users and servers and reach
-them). Its proxy is the real configurable-http-proxy; ds01d is the test's.
+service's API token (``TOKEN``, with the scopes to create users and servers, reach them
+and read the proxy's routes). Its proxy is the real configurable-http-proxy; ds01d is the
+test's.
 
 By default the hub runs with per-user subdomains, as the deploy file's
 ``DS01_HUB_SUBDOMAIN_HOST`` sets them: the hub at ``http://hub.localhost:PORT``, a user's
@@ -90,7 +91,7 @@ class Hub:
                 c.JupyterHub.services = [{{"name": "ds01-test", "api_token": {TOKEN!r}}}]
                 c.JupyterHub.load_roles = [{{
                     "name": "ds01-test",
-                    "scopes": ["admin:users", "admin:servers", "access:servers"],
+                    "scopes": ["admin:users", "admin:servers", "access:servers", "proxy"],
                     "services": ["ds01-test"],
                 }}]
                 """
@@ -217,16 +218,22 @@ def stop_hubs(hubs: Sequence[Hub]) -> None:
         Hub.wait_stopped(process)
 
 
-def lab_status(hub: Hub, user: str) -> int:
-    """The HTTP status of ``user``'s JupyterLab through the proxy (0: no answer)."""
+def lab_answer(hub: Hub, user: str, timeout: float = 10) -> tuple[int, str]:
+    """The HTTP status and body of ``user``'s JupyterLab status through the proxy (0 and why:
+    no answer)."""
     request = urllib.request.Request(
         f"{hub.listen}/user/{user}/api/status",
         headers={"Authorization": f"token {TOKEN}", "Host": hub.host_of(user)},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return int(answer.status)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return int(answer.status), answer.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, urllib.error.URLError):
-        return 0
+        return int(exc.code), exc.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as exc:
+        return 0, str(exc)
+
+
+def lab_status(hub: Hub, user: str) -> int:
+    """The HTTP status of ``user``'s JupyterLab through the proxy (0: no answer)."""
+    return lab_answer(hub, user)[0]

@@ -13,19 +13,36 @@ hub. Then what the hub may do for alice succeeds, logged with both names.
 Then the hub's own caps: one user's flood of long polls through the hub fills that user's
 share of waiting requests only; another user's request through the hub, and a local
 user's, are still served, and the refusals are logged for the flooding user via the hub.
+
+Then where the hub's proxy sends a user's pages (a real JupyterHub and its proxy): to her
+server's container at its own address on her network, never to a host port. Once ds01
+stops the server, a local user who binds where the proxy still sends ``/user/alice/``
+(the hub has not polled yet) cannot: the address is none of the host's, so no page of his
+is ever served under her name; and while it runs, only she, root and the hub reach that
+address from the host (ds01's firewall), a hub named by its group too.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from flooder import attack
+from hostconnect import BLOCKED, REACHED, host_connect
+from hubproc import TOKEN, Hub, docker0_gateway, lab_answer, require_hub_tools
 from rawapi import RawApi, check_error_shape
 
 from ds01.config.limits import HubConfig
 from ds01.model.hub import ON_BEHALF_HEADER
-from support import TEST_IMAGES_YAML, describe, wait_until
+from support import OFFLINE_STARTER_IMAGE, TEST_IMAGES_YAML, describe, wait_until
 
 HUB = "dave"
 OTHER_HUB = "carol"  # a second hub identity, in the first test only
@@ -199,3 +216,132 @@ def test_one_users_flood_through_the_hub_leaves_room_for_its_other_users(
     )
     assert throttled["user"] == "alice" and throttled["details"].get("via") == HUB, throttled
     assert throttled["details"]["reason"] == "hub_user_requests", throttled
+
+
+JUPYTER_IMAGES = f"""
+    images:
+      - name: jupyter
+        image: {OFFLINE_STARTER_IMAGE}
+        framework: none
+        description: JupyterLab with jupyterhub-singleuser, built offline
+"""
+#: The port the test image's JupyterLab listens on in its container.
+LAB_PORT = 8888
+SQUATTER_PAGE = "bob-squats-alice"
+
+#: Run as a local user: bind ``argv[1]:argv[2]`` and answer every request there with
+#: ``SQUATTER_PAGE``; prints ``BOUND`` once listening, else ``NOT-BOUND`` and why.
+SQUAT_SCRIPT = textwrap.dedent(
+    f"""
+    import http.server, sys
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{SQUATTER_PAGE}")
+    try:
+        server = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Page)
+    except OSError as exc:
+        print("NOT-BOUND", exc, flush=True)
+        sys.exit(0)
+    print("BOUND", flush=True)
+    server.serve_forever()
+    """
+)
+
+
+def route_to(hub: Hub, user: str) -> str:
+    """Where the hub's proxy sends ``user``'s default server's pages (its route's target)."""
+    request = urllib.request.Request(
+        f"{hub.listen}/hub/api/proxy",
+        headers={"Authorization": f"token {TOKEN}", "Host": hub.host_of(None)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        routes = json.loads(answer.read())
+    [target] = [
+        r["target"]
+        for r in routes.values()
+        if r["data"].get("user") == user and r["data"].get("server_name", "") == ""
+    ]
+    return str(target)
+
+
+def test_the_hub_reaches_a_server_at_its_own_address_and_a_stopped_ones_is_nobodys(
+    ds01d: Any, docker_client: Any, unix_users: dict[str, Any]
+) -> None:
+    require_hub_tools()
+    d = ds01d(resource_limits=LIMITS, images=JUPYTER_IMAGES)
+    uid = unix_users["alice"].pw_uid
+    # The hub polls once an hour: the proxy keeps the stopped server's route meanwhile.
+    gateway = docker0_gateway(docker_client)
+    hub = Hub(d.paths.socket, gateway, extra_config="c.Spawner.poll_interval = 3600")
+    squatter = None
+    try:
+        hub.start()
+        hub.api("POST", "/users/alice")
+        hub.api("POST", "/users/alice/server", {"image": "jupyter"})
+        wait_until(
+            f"alice's server ready (hub: {hub.tail()})",
+            lambda: (hub.server("alice") or {}).get("ready"),
+            timeout=120,
+        )
+        container = f"jupyterhub._.{uid}"
+        attrs = docker_client.api.inspect_container(container)
+        address = attrs["NetworkSettings"]["Networks"][f"ds01-u{uid}"]["IPAddress"]
+        target = route_to(hub, "alice")
+        assert target == f"http://{address}:{LAB_PORT}", target
+        assert not attrs["HostConfig"]["PortBindings"], attrs["HostConfig"]["PortBindings"]
+        assert lab_answer(hub, "alice")[0] == 200, hub.tail()
+        [listed] = json.loads(d.cli("alice", "container-list", "--json").stdout)
+        assert (listed["address"], listed["ports"]) == (address, []), listed
+
+        # While it runs: she, root and the hub reach its address; no other local user does.
+        reached = {u: host_connect(u, address, LAB_PORT) for u in ("alice", None, HUB)}
+        assert all(r.startswith(REACHED) for r in reached.values()), reached
+        for intruder in ("bob", "carol", "erin"):  # two users and an admin
+            outcome = host_connect(intruder, address, LAB_PORT)
+            assert outcome.startswith(BLOCKED), f"{intruder}: {outcome}"
+
+        # ds01 stops it (as an idle stop would); the hub has not noticed.
+        stopped = d.cli("alice", "container-stop", "jupyterhub")
+        assert stopped.returncode == 0, describe(stopped)
+        assert (hub.server("alice") or {}).get("ready"), "the hub noticed: nothing to squat"
+        assert route_to(hub, "alice") == target
+        host, port = target.removeprefix("http://").rsplit(":", 1)
+        squatter = subprocess.Popen(
+            ["runuser", "-u", "bob", "--", sys.executable, "-c", SQUAT_SCRIPT, host, port],
+            stdout=subprocess.PIPE, text=True, cwd="/",
+        )  # fmt: skip
+        assert squatter.stdout is not None
+        bound = squatter.stdout.readline()
+        answer = lab_answer(hub, "alice", timeout=30)
+        assert SQUATTER_PAGE not in answer[1], f"bob serves under /user/alice/: {answer}"
+        assert bound.startswith("NOT-BOUND"), f"bob took {target}: {bound}"
+        assert not ipaddress.ip_address(host).is_loopback, target
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+        hub.stop()
+        print(f"===== the hub =====\n{hub.tail()}")
+        shutil.rmtree(hub.dir, ignore_errors=True)
+
+
+def test_a_hub_named_by_its_group_reaches_a_users_container_and_only_it(
+    ds01d: Any, unix_users: dict[str, Any]
+) -> None:
+    # bob's group msc is a hub's; carol (phd, like alice) is not.
+    d = ds01d(resource_limits=f"{DEFAULTS}\n    hub:\n      unix_groups: [msc]\n",
+              images=JUPYTER_IMAGES)  # fmt: skip
+    made = d.cli("alice", "container-create", "lab", "--image", "jupyter", "--start")
+    assert made.returncode == 0, describe(made)
+    [listed] = json.loads(d.cli("alice", "container-list", "--json").stdout)
+    address = listed["address"]
+    assert address and listed["ports"], listed  # her own JupyterLab: still published
+
+    wait_until(
+        "her JupyterLab answers her",
+        lambda: "HTTP/1" in host_connect("alice", address, LAB_PORT),
+    )
+    assert host_connect("bob", address, LAB_PORT).startswith(REACHED)
+    assert host_connect("carol", address, LAB_PORT).startswith(BLOCKED)

@@ -23,14 +23,13 @@ import os
 import pwd
 import re
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hostconnect import BLOCKED, REACHED, host_connect
 
 from support import BIN_DIR, TEST_IMAGE, TEST_IMAGES_YAML, describe
 
@@ -49,23 +48,6 @@ LIMITS = f"""
 SERVED_PORT = 7777  # unpublished
 PUBLISHED_PORT = 8080  # published on 127.0.0.1
 SECRET = "alice-private-page"
-REACHED, BLOCKED = "REACHED", "BLOCKED"
-
-#: Run as a host user: connect, ask for the page, print REACHED and the answer, or BLOCKED.
-CONNECT_SCRIPT = textwrap.dedent(
-    """
-    import socket, sys
-    try:
-        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as conn:
-            conn.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
-            conn.settimeout(3)
-            answer = b"".join(iter(lambda: conn.recv(4096), b""))
-        print("REACHED", answer.decode(errors="replace"))
-    except OSError as exc:
-        print("BLOCKED", exc)
-    """
-)
-
 
 def network_of(uid: int) -> str:
     return f"ds01-u{uid}"
@@ -136,16 +118,6 @@ def wait_until_served(address: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"httpd does not answer: {outcomes}")
         time.sleep(0.2)
-
-
-def host_connect(user: str | None, host: str, port: int) -> str:
-    """Connect from a host shell as ``user`` (``None``: root): ``REACHED …`` or ``BLOCKED …``."""
-    prefix = [] if user is None else ["runuser", "-u", user, "--"]
-    done = subprocess.run(
-        [*prefix, sys.executable, "-c", CONNECT_SCRIPT, host, str(port)],
-        capture_output=True, text=True, timeout=30, cwd="/",
-    )  # fmt: skip
-    return (done.stdout + done.stderr).strip()
 
 
 def container_connect(docker_client: Any, container: str, host: str, port: int) -> str:

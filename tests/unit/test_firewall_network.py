@@ -24,6 +24,7 @@ from ds01.runtime.firewall import (
     FirewallError,
     bridge_chain,
     bridge_rules,
+    guard_of,
     parse_rules,
 )
 
@@ -86,14 +87,55 @@ def test_names_fit_linux_and_iptables_for_every_uid():
 
 
 def test_a_bridge_chain_lets_only_its_owner_root_and_published_ports_through():
-    rules = bridge_rules(1001)
+    rules = bridge_rules(guard_of(1001))
     assert rules[-1] == ["-j", "REJECT"]
     passes = [r for r in rules if r[-1] == "RETURN"]
     assert ["-m", "owner", "--uid-owner", "1001", "-j", "RETURN"] in passes
     assert ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"] in passes
     assert len(passes) == 3  # and the DNAT of a published 127.0.0.1 port
     with pytest.raises(ValueError):
-        bridge_rules(-1)
+        bridge_rules(guard_of(-1))
+
+
+def test_a_bridge_chain_lets_the_hub_identities_through_before_its_reject():
+    guard = guard_of(1001, hub_uids=[998, 0, 1001, 998], hub_gids=[997])
+    assert guard == guard_of(1001, (998,), (997,))  # root and the owner pass anyway
+    rules = bridge_rules(guard)
+
+    assert rules[:4] == [
+        ["-m", "owner", "--uid-owner", "1001", "-j", "RETURN"],
+        ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        ["-m", "owner", "--uid-owner", "998", "-j", "RETURN"],
+        # any process with the hub's group among its groups, as ds01d admits a hub
+        ["-m", "owner", "--gid-owner", "997", "--suppl-groups", "-j", "RETURN"],
+    ]
+    assert rules[-1] == ["-j", "REJECT"] and len(rules) == 6
+    assert bridge_rules(guard_of(1001)) == [r for r in rules if "998" not in r and "997" not in r]
+    with pytest.raises(ValueError):
+        bridge_rules(guard_of(1001, hub_gids=[-5]))
+    with pytest.raises(ValueError):  # unsorted: not what parse_rules reads back
+        bridge_rules(type(guard)(1001, (999, 998)))
+
+
+def test_the_hub_identities_read_back_and_a_changed_hub_reads_as_unguarded():
+    table = FilterTable()
+    firewall = Firewall(run=table)
+    with_hubs = guard_of(1001, hub_uids=[998, 996], hub_gids=[997, 995])
+    firewall.guard("ds01u1001", with_hubs)
+    firewall.guard("ds01u1002", guard_of(1002))
+
+    assert firewall.state().bridges == {"ds01u1001": with_hubs, "ds01u1002": guard_of(1002)}
+    chain = table.chains["DS01-ds01u1001"]
+    chain.insert(4, ["-m", "owner", "--uid-owner", "1003", "-j", "RETURN"])  # an intruder
+    assert firewall.state().bridges["ds01u1001"] == guard_of(1001, [998, 996, 1003], [997, 995])
+    assert firewall.state().bridges["ds01u1001"] != with_hubs  # so ds01d writes it again
+    chain.pop(4)
+    assert firewall.state().bridges["ds01u1001"] == with_hubs
+    chain.insert(1, chain.pop(2))  # a hub ahead of root: not as ds01 writes it
+    assert firewall.state().bridges["ds01u1001"] is None
+
+    firewall.guard("ds01u1001", guard_of(1001))  # the hub left the configuration
+    assert table.chains["DS01-ds01u1001"] == bridge_rules(guard_of(1001))
 
 
 def test_guarding_is_idempotent_and_reads_back_as_written():
@@ -101,15 +143,18 @@ def test_guarding_is_idempotent_and_reads_back_as_written():
     firewall = Firewall(run=table)
 
     for _ in range(3):
-        firewall.guard("ds01u1001", 1001)
-        firewall.guard("ds01u1002", 1002)
+        firewall.guard("ds01u1001", guard_of(1001))
+        firewall.guard("ds01u1002", guard_of(1002))
 
     assert table.chains["OUTPUT"] == [["-j", CHAIN]]
     assert table.chains[CHAIN][0][-1] == "RETURN"  # established replies first
     assert len(table.chains[CHAIN]) == 3
-    assert table.chains["DS01-ds01u1001"] == bridge_rules(1001)
+    assert table.chains["DS01-ds01u1001"] == bridge_rules(guard_of(1001))
     state = firewall.state()
-    assert state.hooked and state.bridges == {"ds01u1001": 1001, "ds01u1002": 1002}
+    assert state.hooked and state.bridges == {
+        "ds01u1001": guard_of(1001),
+        "ds01u1002": guard_of(1002),
+    }
 
 
 def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_runs():
@@ -123,13 +168,13 @@ def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_run
 
         return run
 
-    Firewall(run=counted(alone)).guard("ds01u1001", 1001)
+    Firewall(run=counted(alone)).guard("ds01u1001", guard_of(1001))
     guard_alone = len(runs)
     runs.clear()
     firewall = Firewall(run=counted(table))
     firewall.install_base()
     base = len(runs)
-    firewall.guard("ds01u1001", 1001, base_installed=True)
+    firewall.guard("ds01u1001", guard_of(1001), base_installed=True)
 
     assert table.chains == alone.chains
     assert len(runs) == guard_alone  # the base is checked once, not again by the guard
@@ -139,7 +184,7 @@ def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_run
 def test_a_tampered_chain_reads_as_unguarded_and_guarding_repairs_it():
     table = FilterTable()
     firewall = Firewall(run=table)
-    firewall.guard("ds01u1001", 1001)
+    firewall.guard("ds01u1001", guard_of(1001))
 
     table.chains["DS01-ds01u1001"].insert(0, ["-m", "owner", "--uid-owner", "1002", "-j", "RETURN"])
     assert firewall.state().bridges == {"ds01u1001": None}
@@ -148,21 +193,21 @@ def test_a_tampered_chain_reads_as_unguarded_and_guarding_repairs_it():
     table.chains["OUTPUT"].clear()
     assert not firewall.state().hooked
 
-    firewall.guard("ds01u1001", 1001)
-    assert firewall.state().bridges == {"ds01u1001": 1001} and firewall.state().hooked
+    firewall.guard("ds01u1001", guard_of(1001))
+    assert firewall.state().bridges == {"ds01u1001": guard_of(1001)} and firewall.state().hooked
 
 
 def test_unguarding_removes_the_bridge_and_only_it():
     table = FilterTable()
     firewall = Firewall(run=table)
-    firewall.guard("ds01u1001", 1001)
-    firewall.guard("ds01u1002", 1002)
+    firewall.guard("ds01u1001", guard_of(1001))
+    firewall.guard("ds01u1002", guard_of(1002))
 
     firewall.unguard("ds01u1001")
     firewall.unguard("ds01u1001")  # already gone: fine
 
     assert "DS01-ds01u1001" not in table.chains
-    assert parse_rules(table.dump()).bridges == {"ds01u1002": 1002}
+    assert parse_rules(table.dump()).bridges == {"ds01u1002": guard_of(1002)}
 
 
 def test_no_iptables_is_a_clear_error():
@@ -218,7 +263,7 @@ def test_a_use_of_the_networks_waits_for_the_reconcile_begun_at_start(tmp_path: 
 
     assert made == {"name": network_name(uid)}
     assert engine.calls == ["networks", "find_network", "create_network"]
-    assert table.chains[f"DS01-{bridge_name(uid)}"] == bridge_rules(uid)
+    assert table.chains[f"DS01-{bridge_name(uid)}"] == bridge_rules(guard_of(uid))
 
 
 def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_path: Path):
@@ -238,7 +283,7 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
     for uid in (intact, tampered):
         engine.create_network(network_name(uid), bridge_name(uid), {"ds01.network": "user",
                               "ds01.uid": str(uid), "ds01.instance": "me"})  # fmt: skip
-        firewall.guard(bridge_name(uid), uid)
+        firewall.guard(bridge_name(uid), guard_of(uid))
     table.chains[f"DS01-{bridge_name(tampered)}"].pop()  # its REJECT gone
     runs.clear()
 
@@ -247,6 +292,35 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
     written = {argv[5] for argv in runs if argv[4] in ("-F", "-A")}
     assert written == {f"DS01-{bridge_name(tampered)}"}  # the intact chain untouched
     assert firewall.state().bridges == {
-        bridge_name(intact): intact,
-        bridge_name(tampered): tampered,
+        bridge_name(intact): guard_of(intact),
+        bridge_name(tampered): guard_of(tampered),
     }
+
+
+def test_networks_let_the_hub_identities_in_and_follow_their_change(tmp_path: Path):
+    engine = NetworkEngine()
+    table = FilterTable()
+    hubs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"now": ((998,), ())}
+    networks = UserNetworks(
+        cast(DockerRuntime, engine),
+        Firewall(run=table),
+        EventLog(tmp_path / "events"),
+        "me",
+        hub_ids=lambda: hubs["now"],
+    )
+    chain = f"DS01-{bridge_name(1001)}"
+
+    assert networks.begin_reconcile([])() == []
+    networks.ensure(1001)
+    assert table.chains[chain] == bridge_rules(guard_of(1001, (998,)))
+    assert networks.unguarded() == []
+
+    hubs["now"] = ((998, 999), (997,))  # the configuration names another hub and a group
+    assert networks.unguarded() == [f"{network_name(1001)} ({bridge_name(1001)})"]
+    networks.ensure(1001)  # the next create or start writes them
+    assert table.chains[chain] == bridge_rules(guard_of(1001, (998, 999), (997,)))
+    assert networks.unguarded() == []
+
+    hubs["now"] = ((), ())
+    assert networks.begin_reconcile([1001])() == []  # as ds01d's start
+    assert table.chains[chain] == bridge_rules(guard_of(1001))

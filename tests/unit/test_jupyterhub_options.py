@@ -14,9 +14,9 @@ from ds01.jupyterhub.options import (
     choice_from_options,
     container_name,
     create_body,
-    host_url,
     progress_message,
     server_conflict,
+    server_url,
 )
 from ds01.model.names import CONTAINER_NAME_RE
 
@@ -109,16 +109,20 @@ def test_a_server_replaces_only_its_own_container() -> None:
     assert accents is not None and "'ü'" in accents, accents
 
 
-def test_the_hub_reaches_the_published_jupyterlab_port() -> None:
-    info = {
-        "ports": [
-            {"container_port": 22, "host_ip": "127.0.0.1", "host_port": 40001},
-            {"container_port": 8888, "host_ip": "127.0.0.1", "host_port": 40002},
-        ]
+def test_the_hub_reaches_the_server_at_its_address_never_a_host_port() -> None:
+    running = {
+        "status": "running",
+        "address": "172.18.0.2",
+        "ports": [{"container_port": 8888, "host_ip": "127.0.0.1", "host_port": 40002}],
     }
-    assert host_url(info, 8888) == "http://127.0.0.1:40002"
-    assert host_url({"ports": [{"container_port": 8888, "host_port": None}]}, 8888) is None
-    assert host_url({}, 8888) is None
+    assert server_url(running, 8888) == "http://172.18.0.2:8888"
+    # Stopped, or not yet on the network: no address, so no URL (never 127.0.0.1).
+    assert server_url({**running, "status": "exited", "address": None}, 8888) is None
+    assert server_url({**running, "address": None}, 8888) is None
+    assert server_url({"ports": running["ports"]}, 8888) is None
+    # Only an IPv4 address is a place to send the user's pages.
+    for odd in ("127.0.0.1", "127.0.0.1:1", "evil.example", "", 7, "fe80::1"):
+        assert server_url({**running, "address": odd}, 8888) is None, odd
 
 
 def test_the_spawn_page_shows_the_place_in_line() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ds01.daemon.doctor import check_mount_namespace
+from ds01.daemon.views import container_info
 from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.staging import MountStaging, staging_key
@@ -126,3 +127,24 @@ def test_a_listed_container_knows_its_binds_as_docker_lists_them() -> None:
     assert record.networks == ("ds01-u1001",)
     assert record.binds == (("/s/k/workspace", "/workspace"),)
     assert record.bind_sources == ("/s/k/workspace",)
+
+
+def test_a_running_container_tells_its_address_on_its_owners_network_only() -> None:
+    summary: dict[str, Any] = {
+        "Id": "c" * 64, "Names": ["/jupyterhub._.1001"], "State": "running",
+        "Labels": {L.MANAGED: "true", L.UID: "1001"},
+        "NetworkSettings": {"Networks": {
+            "ds01-u1001": {"NetworkID": "n", "IPAddress": "172.18.0.2"},
+            "bridge": {"NetworkID": "b", "IPAddress": "172.17.0.9"},
+            "none": None,
+        }},
+    }  # fmt: skip
+    record = ContainerRecord.from_summary(summary)
+    assert record.addresses == (("bridge", "172.17.0.9"), ("ds01-u1001", "172.18.0.2"))
+    assert container_info(record).address == "172.18.0.2"  # where the hub reaches it
+
+    stopped = ContainerRecord.from_summary({**summary, "State": "exited"})
+    assert container_info(stopped).address is None
+    elsewhere = {"Networks": {"bridge": {"IPAddress": "172.17.0.9"}}}
+    assert container_info(ContainerRecord.from_summary(
+        {**summary, "NetworkSettings": elsewhere})).address is None  # fmt: skip

@@ -60,7 +60,7 @@ from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime, EngineInfo
 from ds01.runtime.firewall import Firewall
-from ds01.runtime.identity import UnixUser
+from ds01.runtime.identity import UnixUser, ids_of
 from ds01.runtime.notify import notify_terminals
 from ds01.runtime.staging import STAGING_DIR, MountStaging
 from ds01.runtime.store import StateStore
@@ -151,8 +151,13 @@ class DaemonContext:
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)
         self.accounts = OwnerAccounts(runtime)
+        self._hub_ids: tuple[object, tuple[tuple[int, ...], tuple[int, ...]]] = (None, ((), ()))
         self.networks = UserNetworks(
-            runtime, given.firewall or Firewall(), events, instance_id(paths.state_dir)
+            runtime,
+            given.firewall or Firewall(),
+            events,
+            instance_id(paths.state_dir),
+            self.hub_ids,
         )
         self.slurm_node = given.slurm_node or slurm_node()
 
@@ -165,6 +170,17 @@ class DaemonContext:
     def config(self) -> Ds01Config:
         """The current configuration (``ConfigWatcher.config``)."""
         return self.settings.config()
+
+    def hub_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The uids and gids of the hub identities the configuration names (``hub:``), for
+        the firewall; looked up in NSS once per configuration (a name it does not know is
+        left out)."""
+        hub = self.config().limits.hub
+        seen, ids = self._hub_ids
+        if seen is not hub:
+            ids = ids_of(hub.users, hub.unix_groups)
+            self._hub_ids = (hub, ids)
+        return ids
 
     @property
     def backend(self) -> GpuBackend:

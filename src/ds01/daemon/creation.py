@@ -280,8 +280,11 @@ class Creation:
                 f"Image {shown(request.image)} has no JupyterLab (no {L.JUPYTER_PORT} label): "
                 "a JupyterHub server needs one."
             )
-        if jupyter_port is not None and jupyter_port not in (c for c, _ in ports):
-            ports += ((jupyter_port, None),)  # on 127.0.0.1, a free port Docker picks
+        if jupyter_port is not None and request.hub is None and jupyter_port not in dict(ports):
+            # On 127.0.0.1, at a fixed port (``Launcher.with_host_ports``). Not a hub's server:
+            # the hub reaches it at its address on the user's network, so no host port is
+            # left for another local user to bind when it stops (docs/jupyterhub.md).
+            ports += ((jupyter_port, None),)
         limits = ctx.limits_for(owner)
         aggregate = ctx.aggregate_for(owner)
         resources = container_resources(limits, request, ctx.engine.cpus, aggregate)

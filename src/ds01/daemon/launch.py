@@ -329,9 +329,9 @@ class Launcher:
                 port_taken_message(taken[0].host_port, taken[0], prepared.owner.name),
                 port=taken[0].host_port,
             )
-        port = prepared.jupyter_port
-        if port is None or dict(prepared.ports).get(port) is not None:
-            return prepared
+        port, published = prepared.jupyter_port, dict(prepared.ports)
+        if port is None or port not in published or published[port] is not None:
+            return prepared  # no JupyterLab, not published (a hub's server), or its port fixed
         chosen = choose_host_port(JUPYTER_HOST_PORTS, claims, port_is_free)
         if chosen is None:
             raise PortInUse(

@@ -8,8 +8,10 @@ removes once the user has no container left. So:
   user gave them, which is a network alias);
 - another user's containers cannot reach them: Docker drops traffic between two bridges
   (its ``DOCKER-ISOLATION`` chains);
-- from the host, only the owner and root can open a connection to their addresses: ds01's
-  firewall rules (``ds01.runtime.firewall``) refuse everyone else's;
+- from the host, only the owner, root and the hub identities (``hub:`` in
+  resource-limits.yaml, ``hub_ids``) can open a connection to their addresses: ds01's
+  firewall rules (``ds01.runtime.firewall``) refuse everyone else's. A hub reaches its
+  servers there (``ds01.jupyterhub``), not at a published port;
 - published ports stay on 127.0.0.1, behind their tokens, as before.
 
 Fail closed: a network is used only once its firewall rules are in place; when they cannot
@@ -38,7 +40,7 @@ from ds01.events.log import EventLog
 from ds01.model import labels as L
 from ds01.runtime.docker import DockerRuntime
 from ds01.runtime.docker_networks import NetworkRecord
-from ds01.runtime.firewall import Firewall, FirewallError
+from ds01.runtime.firewall import Firewall, FirewallError, Guard, guard_of
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +90,27 @@ class UserNetworks:
         firewall: the host firewall adapter.
         events: the audit log.
         instance: this instance's id (``instance_id``).
+        hub_ids: the uids and gids of the hub identities (``hub:`` in
+            resource-limits.yaml), let into every user's bridge; asked at each use, so a
+            change reaches a network's rules at its next create, start or build.
     """
 
     def __init__(
-        self, runtime: DockerRuntime, firewall: Firewall, events: EventLog, instance: str
+        self,
+        runtime: DockerRuntime,
+        firewall: Firewall,
+        events: EventLog,
+        instance: str,
+        hub_ids: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]] = lambda: ((), ()),
     ) -> None:
         self.runtime = runtime
         self.firewall = firewall
         self.events = events
         self.instance = instance
+        self.hub_ids = hub_ids
         self._lock = threading.Lock()
-        self._guarded: dict[str, str] = {}  # network name → id whose rules are in place
+        # network name → (its id, whom its rules let through) for those whose rules are in place
+        self._guarded: dict[str, tuple[str, Guard]] = {}
         self._busy: Counter[int] = Counter()  # uid → builds using the network now
         #: Why the firewall could not be installed at the last try (``None``: it was).
         self.firewall_error: str | None = None
@@ -158,9 +170,10 @@ class UserNetworks:
                     else:
                         removed.append(network.name)
                         continue
-                if complete.get(network.bridge) != uid:
-                    self.firewall.guard(network.bridge, uid, base_installed=True)
-                self._guarded[network.name] = network.id
+                guard = self.guard_of(uid)
+                if complete.get(network.bridge) != guard:
+                    self.firewall.guard(network.bridge, guard, base_installed=True)
+                self._guarded[network.name] = (network.id, guard)
         except FirewallError as exc:
             self._firewall_failed(exc)
             return removed
@@ -200,13 +213,14 @@ class UserNetworks:
                     "ds01 will not put containers on it. An admin must remove or rename it "
                     f"(docker network rm {name})."
                 )
-            if network is not None and self._guarded.get(name) == network.id:
+            guard = self.guard_of(uid)
+            if network is not None and self._guarded.get(name) == (network.id, guard):
                 return name
             try:
                 self.firewall.install_base()  # before a network exists that it cannot guard
                 if network is None:
                     network = self._create(uid)
-                self.firewall.guard(network.bridge, uid)
+                self.firewall.guard(network.bridge, guard)
             except FirewallError as exc:
                 self._firewall_failed(exc)
                 raise FirewallError(
@@ -214,9 +228,14 @@ class UserNetworks:
                     "users away from your containers could not be installed "
                     f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
                 ) from exc
-            self._guarded[name] = network.id
+            self._guarded[name] = (network.id, guard)
             self.firewall_error = None
             return name
+
+    def guard_of(self, uid: int) -> Guard:
+        """Whom the rules of ``uid``'s bridge let through: ``uid`` and the hub identities."""
+        hub_uids, hub_gids = self.hub_ids()
+        return guard_of(uid, hub_uids, hub_gids)
 
     def _create(self, uid: int) -> NetworkRecord:
         labels = {L.NETWORK: L.NETWORK_USER, L.UID: str(uid), L.INSTANCE: self.instance}
@@ -298,6 +317,6 @@ class UserNetworks:
         missing = [] if state.hooked else ["OUTPUT (no jump to DS01)"]
         for network in self.runtime.networks(L.NETWORK):
             uid = owner_uid(network)
-            if uid is not None and state.bridges.get(network.bridge) != uid:
+            if uid is not None and state.bridges.get(network.bridge) != self.guard_of(uid):
                 missing.append(f"{network.name} ({network.bridge})")
         return missing

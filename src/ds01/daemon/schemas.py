@@ -301,6 +301,12 @@ class ContainerInfo(_Model):
     ports: list[PublishedPort] = Field(
         default_factory=list, description="Published ports (host side on 127.0.0.1)."
     )
+    address: str | None = Field(
+        default=None,
+        description="Its IPv4 address on its owner's network (ds01-u<uid>) while it runs, "
+        "else null. Only its owner, root and hub identities may connect to it from the host "
+        "(a hub reaches its servers there, at the image's JupyterLab port).",
+    )
     jupyter_url: str | None = Field(
         default=None,
         description="Its JupyterLab with the token (running containers of Jupyter images).",

@@ -19,6 +19,7 @@ from ds01.daemon import disk, reservations
 from ds01.daemon import schemas as api
 from ds01.daemon.context import DaemonContext
 from ds01.daemon.identity import Caller
+from ds01.daemon.networks import network_name
 from ds01.daemon.slurm_limits import slurm_sources, yaml_lines
 from ds01.model import labels as L
 from ds01.model.device import Device, Inventory
@@ -54,6 +55,13 @@ def jupyter_url(record: ContainerRecord) -> str | None:
     return None
 
 
+def address_of(record: ContainerRecord) -> str | None:
+    """A running container's IPv4 address on its owner's network, if it has one there."""
+    if record.status != "running":
+        return None
+    return dict(record.addresses).get(network_name(record.uid))
+
+
 def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.ContainerInfo:
     info = api.ContainerInfo(
         name=record.name,
@@ -68,6 +76,7 @@ def container_info(record: ContainerRecord, oom: OomState | None = None) -> api.
         runtime_hours=L.runtime_hours_of(record.labels),
         hub_server=L.hub_server_of(record.labels),
         ports=[published_port(p) for p in record.ports],
+        address=address_of(record),
         jupyter_url=jupyter_url(record),
         exit_code=record.exit_code,
     )

@@ -8,12 +8,14 @@
   variables (only those ds01d accepts from a hub) and the server's name, which ds01d
   records on the container; ``server_conflict``: why a start may not replace the container
   of that name (one the hub did not make, or another server's);
-- ``host_url``: where the hub reaches the server (its published JupyterLab port);
+- ``server_url``: where the hub reaches the server (its container's address on the
+  user's network, at the JupyterLab port: no host port);
 - ``progress_message``: a queue entry in a sentence for the spawn page.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -147,15 +149,21 @@ def server_conflict(info: Mapping[str, Any], server_name: str) -> str | None:
     return None
 
 
-def host_url(info: Mapping[str, Any], container_port: int | None) -> str | None:
-    """``http://127.0.0.1:<port>`` where the running container's JupyterLab port is
-    published (ds01 publishes on 127.0.0.1 only); ``None`` while it has no host port."""
-    for port in info.get("ports") or ():
-        if (container_port is None or port.get("container_port") == container_port) and port.get(
-            "host_port"
-        ):
-            return f"http://127.0.0.1:{int(port['host_port'])}"
-    return None
+def server_url(info: Mapping[str, Any], container_port: int) -> str | None:
+    """``http://<address>:<container_port>``: the running container's JupyterLab at its
+    IPv4 address on its owner's network (ds01d's ``address``); ``None`` while it has none
+    (not running). Only its owner, root and hub identities may connect there from the host
+    (ds01's firewall), and once it stops its address can go only to another container of
+    the same user (her own bridge), never to another local user's process, as a freed
+    host port could."""
+    address = info.get("address")
+    if info.get("status") != "running" or not isinstance(address, str):
+        return None
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return None
+    return None if ip.is_loopback else f"http://{ip}:{int(container_port)}"
 
 
 def progress_message(entry: Mapping[str, Any]) -> str:
@@ -180,8 +188,8 @@ __all__ = [
     "choice_from_options",
     "container_name",
     "create_body",
-    "host_url",
     "hub_environment",
     "progress_message",
     "server_conflict",
+    "server_url",
 ]

@@ -15,7 +15,12 @@ Lifecycle:
   left alone and the start refused, saying so (``server_conflict``). Then creates the
   container (queued when no device is free: ``progress`` streams the queue position and
   estimated start, and the container starts by itself when its turn comes), starts it and
-  returns the address of its published JupyterLab port on 127.0.0.1;
+  returns ``http://<address>:<container_port>``, its JupyterLab at the container's own
+  address on the user's network (``server_url``). No host port is published: ds01's
+  firewall lets only the user, root and hub identities connect there from the host, and
+  when the container stops, nobody else can take the address over (only the user's own
+  containers get addresses on her network), so the hub's proxy never sends the user's
+  pages to another local user's process, however long the hub takes to notice the stop;
 - ``stop``: stops the container (kept, like the workspace); a waiting queue request is
   withdrawn, so a cancel in the hub leaves nothing in line;
 - ``poll``: ``None`` while the container runs, else 0; ds01's idle and runtime stops
@@ -46,9 +51,9 @@ from ds01.jupyterhub.options import (
     choice_from_options,
     container_name,
     create_body,
-    host_url,
     progress_message,
     server_conflict,
+    server_url,
 )
 
 #: Seconds one long-poll of a waiting queue request may take.
@@ -91,8 +96,8 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
         self.request_id: str | None = None  # a waiting queue request of this server
         self._queue_entry: dict[str, Any] | None = None
         # The single-user server listens on every address inside its container; the hub
-        # reaches it at the published port that ``start`` returns.
-        self.ip = "0.0.0.0"  # noqa: S104 - inside the container; published on 127.0.0.1
+        # reaches it at the container's address on the user's network (``start``).
+        self.ip = "0.0.0.0"  # noqa: S104 - inside the container, behind ds01's firewall
         self.port = self.container_port
 
     # -- ds01d ----------------------------------------------------------------------------------
@@ -217,11 +222,11 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
     async def _address(self) -> str:
         for _ in range(50):
             info = await self._info()
-            url = host_url(info or {}, self.container_port)
+            url = server_url(info or {}, self.container_port)
             if url is not None:
                 return url
             await asyncio.sleep(0.2)
-        raise refusal(f"{self.container} has no published JupyterLab port.")
+        raise refusal(f"{self.container} has no address on your network: is it running?")
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """The queue position and estimated start while the server waits for a device."""

@@ -313,6 +313,8 @@ class ContainerRecord:
     labels: dict[str, str]
     ports: tuple[PortBinding, ...] = ()
     networks: tuple[str, ...] = ()  # the names of the networks it is attached to, sorted
+    # (network name, IPv4 address) where it has one: while it runs, sorted by name
+    addresses: tuple[tuple[str, str], ...] = ()
     exit_code: int | None = None  # of its last run, while it is stopped
     bind_sources: tuple[str, ...] = ()  # host paths of its bind mounts (ds01's: staging paths)
     binds: tuple[tuple[str, str], ...] = ()  # (host path, path inside) of each bind mount
@@ -347,6 +349,11 @@ class ContainerRecord:
             labels=labels,
             ports=_published_ports(labels, summary.get("Ports") or []),
             networks=tuple(sorted(attached)),
+            addresses=tuple(
+                (name, str(endpoint["IPAddress"]))
+                for name, endpoint in sorted(attached.items())
+                if isinstance(endpoint, dict) and endpoint.get("IPAddress")
+            ),
             exit_code=exit_code_of(str(summary.get("Status", ""))),
             bind_sources=tuple(source for source, _ in binds),
             binds=binds,

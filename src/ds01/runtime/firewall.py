@@ -1,4 +1,5 @@
-"""The host firewall adapter: only a network's owner (or root) reaches it from the host.
+"""The host firewall adapter: only a network's owner, a hub identity or root reaches it from
+the host.
 
 Every user's containers sit on a bridge of their own (``ds01.daemon.networks``). Docker
 already drops traffic between two bridges (its ``DOCKER-ISOLATION`` chains), so another
@@ -11,14 +12,20 @@ leaves open. ds01 closes that door in the ``filter`` table::
     DS01    -o ds01u1001 -j DS01-ds01u1001           (one per user bridge)
     DS01-ds01u1001  -m owner --uid-owner 1001 -j RETURN
     DS01-ds01u1001  -m owner --uid-owner 0 -j RETURN
+    DS01-ds01u1001  -m owner --uid-owner 998 -j RETURN                  (each hub user)
+    DS01-ds01u1001  -m owner --gid-owner 997 --suppl-groups -j RETURN   (each hub group)
     DS01-ds01u1001  -m conntrack --ctorigdst 127.0.0.0/8 -j RETURN
     DS01-ds01u1001  -j REJECT
 
 so a new connection from the host to a container address is let through only when the
-socket belongs to the network's owner or to root. Replies to connections the containers
-opened stay allowed (``ESTABLISHED``), and so do published ports: they are on 127.0.0.1,
-where Docker's proxy (root) or its DNAT rule (original destination 127.0.0.1) carries them
-on, behind the container's own token, as before.
+socket belongs to the network's owner, to root, or to a hub identity (``hub:`` in
+resource-limits.yaml: a user named there, or any process with a group named there among its
+groups). A hub already acts for every user through ds01d; it reaches its servers at their
+containers' own addresses (``ds01.jupyterhub``), so that no host port stands between its
+proxy and a server for another local user to take once the server stops. Replies to
+connections the containers opened stay allowed (``ESTABLISHED``), and so do published
+ports: they are on 127.0.0.1, where Docker's proxy (root) or its DNAT rule (original
+destination 127.0.0.1) carries them on, behind the container's own token, as before.
 
 Rules are spelled by pure functions; ``Firewall`` runs ``iptables -w`` (the same binary, and
 so the same backend, nft or legacy, that Docker uses) through an injected runner.
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ds01.errors import SystemFault
@@ -80,14 +87,45 @@ def dispatch_rule(bridge: str) -> list[str]:
     return ["-o", bridge, "-j", bridge_chain(bridge)]
 
 
-def bridge_rules(owner_uid: int) -> list[list[str]]:
-    """The rules of a bridge chain: its owner, root and published ports pass; all else is
-    refused (the sender sees "connection refused")."""
-    if owner_uid < 0:
-        raise ValueError(f"not a uid: {owner_uid}")
+@dataclass(frozen=True)
+class Guard:
+    """Who besides root may open connections from the host into a user's bridge: its owner,
+    and the hub identities, by uid (``hub_uids``) and by group (``hub_gids``: any process
+    with that group among its groups). Make one with ``guard_of``, which puts them in the
+    order ``bridge_rules`` writes and ``parse_rules`` reads."""
+
+    owner: int
+    hub_uids: tuple[int, ...] = ()
+    hub_gids: tuple[int, ...] = ()
+
+
+def guard_of(owner_uid: int, hub_uids: Iterable[int] = (), hub_gids: Iterable[int] = ()) -> Guard:
+    """The ``Guard`` of ``owner_uid``'s bridge with these hub identities (sorted, each once;
+    the owner and root, let through anyway, not again)."""
+    uids, gids = set(hub_uids), set(hub_gids)
+    if min((owner_uid, *uids, *gids)) < 0:
+        raise ValueError(f"not a uid or gid: {min((owner_uid, *uids, *gids))}")
+    return Guard(owner_uid, tuple(sorted(uids - {owner_uid, 0})), tuple(sorted(gids)))
+
+
+def _uid_rule(uid: int) -> list[str]:
+    return ["-m", "owner", "--uid-owner", str(uid), "-j", "RETURN"]
+
+
+def _gid_rule(gid: int) -> list[str]:
+    return ["-m", "owner", "--gid-owner", str(gid), "--suppl-groups", "-j", "RETURN"]
+
+
+def bridge_rules(guard: Guard) -> list[list[str]]:
+    """The rules of a bridge chain: its owner, root, the hub identities and published ports
+    pass; all else is refused (the sender sees "connection refused")."""
+    if guard != guard_of(guard.owner, guard.hub_uids, guard.hub_gids):
+        raise ValueError(f"not a guard made by guard_of: {guard}")
     return [
-        ["-m", "owner", "--uid-owner", str(owner_uid), "-j", "RETURN"],
-        ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        _uid_rule(guard.owner),
+        _uid_rule(0),
+        *(_uid_rule(uid) for uid in guard.hub_uids),
+        *(_gid_rule(gid) for gid in guard.hub_gids),
         ["-m", "conntrack", "--ctorigdst", PUBLISHED_ORIGIN, "-j", "RETURN"],
         ["-j", "REJECT"],
     ]
@@ -96,11 +134,11 @@ def bridge_rules(owner_uid: int) -> list[list[str]]:
 @dataclass(frozen=True)
 class FirewallState:
     """What ``iptables -S`` shows of ds01's rules: whether ``OUTPUT`` jumps to ``CHAIN``
-    and, per guarded bridge, the uid its chain lets through (``None``: the chain is not
-    complete)."""
+    and, per guarded bridge, whom its chain lets through (``None``: the chain is not
+    ``bridge_rules`` of any ``Guard``)."""
 
     hooked: bool
-    bridges: dict[str, int | None]
+    bridges: dict[str, Guard | None]
 
 
 def parse_rules(text: str) -> FirewallState:
@@ -120,27 +158,35 @@ def parse_rules(text: str) -> FirewallState:
             dispatched.add(words[3])
         elif words[0] == "-A" and words[1].startswith(BRIDGE_CHAIN_PREFIX):
             chains.setdefault(words[1], []).append(words[2:])
-    bridges: dict[str, int | None] = {}
+    bridges: dict[str, Guard | None] = {}
     for bridge in dispatched:
         try:
             rules = chains.get(bridge_chain(bridge), [])
         except ValueError:
             continue
-        bridges[bridge] = _owner_of(rules)
+        bridges[bridge] = _guard_in(rules)
     return FirewallState(hooked=hooked, bridges=bridges)
 
 
-def _owner_of(rules: list[list[str]]) -> int | None:
-    """The uid a bridge chain lets through, if the chain is exactly ``bridge_rules(uid)``."""
-    if not rules or rules[0][:3] != ["-m", "owner", "--uid-owner"]:
+def _ids_of(rules: list[list[str]], spelled: Callable[[int], list[str]]) -> list[int]:
+    """The ids of the rules that are ``spelled(id)`` (the others ignored)."""
+    found = []
+    for rule in rules:
+        number = rule[3] if len(rule) > 3 else ""
+        if number.isascii() and number.isdigit() and rule == spelled(int(number)):
+            found.append(int(number))
+    return found
+
+
+def _guard_in(rules: list[list[str]]) -> Guard | None:
+    """Whom a bridge chain lets through, if the chain is exactly ``bridge_rules`` of it."""
+    uids = _ids_of(rules, _uid_rule)
+    if not uids:
         return None
-    try:
-        uid = int(rules[0][3])
-    except (IndexError, ValueError):
-        return None
+    guard = guard_of(uids[0], uids[1:], _ids_of(rules, _gid_rule))
     # iptables -S spells out REJECT's default reason (--reject-with icmp-port-unreachable).
     normalised = [r[:2] if r[:2] == ["-j", "REJECT"] else r for r in rules]
-    return uid if normalised == bridge_rules(uid) else None
+    return guard if normalised == bridge_rules(guard) else None
 
 
 # --- the adapter ------------------------------------------------------------------------------
@@ -211,8 +257,9 @@ class Firewall:
         if not self._has(HOOK, hook_rule()):
             self._ipt("-I", HOOK, "1", *hook_rule())
 
-    def guard(self, bridge: str, owner_uid: int, *, base_installed: bool = False) -> None:
-        """Let only ``owner_uid`` and root open connections from the host into ``bridge``;
+    def guard(self, bridge: str, guard: Guard, *, base_installed: bool = False) -> None:
+        """Let only root and those ``guard`` names open connections from the host into
+        ``bridge``;
         ``install_base`` first, unless the caller just did (``base_installed``: ds01d's
         start guards every network after one ``install_base``, each ``iptables`` run some
         3 ms).
@@ -224,7 +271,7 @@ class Firewall:
             self.install_base()
         self._ensure_chain(chain)
         self._ipt("-F", chain)
-        for rule in bridge_rules(owner_uid):
+        for rule in bridge_rules(guard):
             self._ipt("-A", chain, *rule)
         if not self._has(CHAIN, dispatch_rule(bridge)):
             self._ipt("-A", CHAIN, *dispatch_rule(bridge))

@@ -7,11 +7,13 @@ work) turns it into a name, a home directory and Unix groups.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,19 @@ def user_by_name(name: str) -> UnixUser:
     except KeyError as exc:
         raise NotFound(f"No user named {name!r} on this machine.") from exc
     return user_by_uid(entry.pw_uid)
+
+
+def ids_of(users: Iterable[str], groups: Iterable[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The uids of the accounts ``users`` and the gids of the groups ``groups`` names, as NSS
+    reports them now (sorted; a name NSS does not know is left out)."""
+    uids, gids = set(), set()
+    for name in users:
+        with contextlib.suppress(KeyError):
+            uids.add(pwd.getpwnam(name).pw_uid)
+    for name in groups:
+        with contextlib.suppress(KeyError):
+            gids.add(grp.getgrnam(name).gr_gid)
+    return tuple(sorted(uids)), tuple(sorted(gids))
 
 
 def uid_min_in(login_defs: str) -> int:
