@@ -249,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds the printer waits before it prints, for docker logs -f to be following",
     )
     parser.add_argument("--log-rounds", type=int, default=3, help="rounds of docker logs -f")
-    quick = {"rounds": 1, "sizes": "2", "log_mb": 1, "log_rounds": 1, "log_pause": 0.5}
+    # No pause: the CLI may start after the printer ended, and still reads it all (no figure).
+    quick = {"rounds": 1, "sizes": "2", "log_mb": 1, "log_rounds": 1, "log_pause": 0.0}
     args = parse_args(parser, quick, argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if min(args.rounds, args.log_mb, args.log_rounds) < 1 or not sizes or sizes[0] < 1:

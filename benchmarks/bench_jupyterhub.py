@@ -34,6 +34,7 @@ Usage: ``/opt/ds01/venv/bin/python benchmarks/bench_jupyterhub.py [--rounds N] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from hubbrowser import chromium, hub_passwords, log_in, open_form, start, wait_for_lab  # noqa: E402
-from hubproc import Hub, docker0_gateway, start_hubs, stop_hubs  # noqa: E402
+from hubproc import Hub, docker0_gateway, stop_hubs  # noqa: E402
 
 from quick import parse_args  # noqa: E402
 from support import (  # noqa: E402
@@ -118,13 +119,13 @@ c.DockerSpawner.environment = {{"HOME": "/workspace"}}
 """
 
 
-def install_dockerspawner(target: Path) -> None:
-    """DockerSpawner and its one dependency the hub's venv lacks, into ``target`` only."""
+def install_dockerspawner(target: Path) -> subprocess.Popen[bytes]:
+    """Begin installing DockerSpawner and its one dependency the hub's venv lacks into
+    ``target`` only; the caller waits for the process (and checks its exit status)."""
     progress(f"installing {' '.join(DOCKERSPAWNER)} into {target}")
-    subprocess.run(
+    return subprocess.Popen(
         [str(BIN_DIR / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "--no-deps", "--target", str(target), *DOCKERSPAWNER],
-        check=True,
+         "--no-deps", "--target", str(target), *DOCKERSPAWNER]
     )  # fmt: skip
 
 
@@ -163,9 +164,11 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
     hubs: list[Hub] = []
     samples: dict[str, list[dict[str, float]]] = {"ds01": [], "dockerspawner": []}
     try:
-        install_dockerspawner(scratch / "site")
+        installing = install_dockerspawner(scratch / "site")  # meanwhile ds01d starts
         daemon.start()
         progress("ds01d answers")
+        if installing.wait() != 0:
+            raise RuntimeError(f"installing {' '.join(DOCKERSPAWNER)} failed")
         entry = pwd.getpwnam(LAB_USER)
         workspace = Path(entry.pw_dir, "workspace")
         workspace.mkdir(exist_ok=True)
@@ -180,8 +183,13 @@ def run(rounds: int, warmup: int) -> dict[str, Any]:
             extra_env={"PYTHONPATH": str(scratch / "site")},
         )
         hubs += [ds01_hub, dsp_hub]
-        with hub_passwords([LAB_USER], HUB_IDENTITY), chromium() as browser:
-            start_hubs(hubs)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(hub_passwords([LAB_USER], HUB_IDENTITY))
+            for hub in hubs:  # in the group shadow now; they start while Chromium does
+                hub.launch()
+            browser = stack.enter_context(chromium())
+            for hub in hubs:
+                hub.wait_ready()
             progress("both hubs answer")
             sides: dict[str, tuple[Hub, Any, Callable[[Any, Hub], dict[str, float]]]] = {
                 "ds01": (ds01_hub, log_in(browser, ds01_hub, LAB_USER), time_ds01),

@@ -9,9 +9,14 @@
 #                             JupyterHub spawner, behind the hub's login)
 #
 # `user-setup` starts this image as the user's first container (images.yaml: `starter: true`).
-# Idempotent: existing images are kept unless FORCE=1 (a JupyterLab image without
-# jupyterhub-singleuser, built before the spawner, is built again). About 80 s on a fresh
-# machine.
+# Idempotent: existing images are kept unless FORCE=1 (a JupyterLab image of another recipe,
+# its label ds01.jupyter.recipe not RECIPE, is built again). About 80 s on a fresh machine.
+#
+# The image leaves out rfc3987-syntax (pulled in by jupyter-events through
+# jsonschema[format-nongpl]): it builds a grammar's parser when it is imported, which cost
+# every JupyterLab start here 2 s (4 s on a busy 2-core machine) for jsonschema's "iri"
+# format check, which nothing in JupyterLab uses (jsonschema skips a check whose library is
+# missing; python-jsonschema/jsonschema#1392).
 #
 # Environment: PIP (a pip that can download wheels; default $VENV/bin/pip, else a temporary
 # venv made with /usr/bin/python3).
@@ -24,9 +29,11 @@ SUITE=bookworm  # Python 3.11, the same as the host's, so host-downloaded wheels
 MIRROR=http://deb.debian.org/debian
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-# The JupyterLab image has what the JupyterHub spawner needs (an image label says so).
-has_singleuser() {
-  [ "$(docker image inspect -f '{{index .Config.Labels "ds01.jupyterhub"}}' "$1" 2>/dev/null)" = singleuser ]
+# The JupyterLab image's recipe: 2 = jupyterhub-singleuser for the spawner, 3 = without
+# rfc3987-syntax.
+RECIPE=3
+current() {
+  [ "$(docker image inspect -f '{{index .Config.Labels "ds01.jupyter.recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]
 }
 
 work=$(mktemp -d /tmp/ds01-jupyter.XXXXXX)
@@ -59,7 +66,7 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$PYTHON_IMAGE"; then
   rm -rf "$root"
 fi
 
-if [ "${FORCE:-0}" = 1 ] || ! has_singleuser "$JUPYTER_IMAGE"; then
+if [ "${FORCE:-0}" = 1 ] || ! current "$JUPYTER_IMAGE"; then
   pip=${PIP:-}
   if [ -z "$pip" ]; then
     if [ -x "${VENV:-/opt/ds01/venv}/bin/pip" ]; then
@@ -78,12 +85,13 @@ FROM $PYTHON_IMAGE
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \\
  && /opt/venv/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels jupyterlab ipykernel jupyterhub \\
+ && /opt/venv/bin/pip uninstall -q -y rfc3987-syntax lark \\
  && rm -rf /tmp/wheels
 # Jupyter's sockets stay out of the user's workspace (HOME is /workspace in ds01 containers).
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
 WORKDIR /workspace
 # ds01 publishes this port on 127.0.0.1 and sets JUPYTER_TOKEN, which Jupyter Server reads.
-LABEL ds01.jupyter.port="8888" ds01.jupyterhub="singleuser" org.opencontainers.image.title="JupyterLab starter"
+LABEL ds01.jupyter.port="8888" ds01.jupyterhub="singleuser" ds01.jupyter.recipe="$RECIPE" org.opencontainers.image.title="JupyterLab starter"
 EXPOSE 8888
 CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
 EOF

@@ -6,7 +6,8 @@
 #   2. configurable-http-proxy, JupyterHub's proxy, from npm (`npm install -g`);
 #   3. Debian's chromium, a headless browser for the browser tests;
 #   4. Playwright for Python, which drives that chromium (/usr/bin/chromium): the tests never
-#      run `playwright install`, nothing is downloaded at test time.
+#      run `playwright install`, nothing is downloaded at test time;
+#   5. rfc3987-syntax removed from $VENV again (below: it slows every start of the hub).
 #
 # Environment: VENV (default /opt/ds01/venv).
 set -euo pipefail
@@ -47,6 +48,14 @@ PY
   )
   quiet "$VENV/bin/python" -m pip install -q "${extra[@]}" 'playwright>=1.40,<2'
   chmod -R a+rX "$VENV"
+fi
+# Not rfc3987-syntax (jupyter-events pulls it in through jsonschema[format-nongpl]): it builds
+# a grammar's parser when imported, which cost every start of the hub 2 s (5 s on a busy
+# 2-core machine), for jsonschema's "iri" format check, which the hub never uses (jsonschema
+# skips a check whose library is missing). The JupyterLab image leaves it out too
+# (scripts/build-jupyter-image.sh).
+if "$VENV/bin/python" -c 'import rfc3987_syntax' >/dev/null 2>&1; then
+  quiet "$VENV/bin/python" -m pip uninstall -q -y rfc3987-syntax lark
 fi
 
 apt_install() {

@@ -204,14 +204,6 @@ class Hub:
             return "(no log)"
 
 
-def start_hubs(hubs: Sequence[Hub]) -> None:
-    """Start several hubs side by side, and wait until each answers."""
-    for hub in hubs:
-        hub.launch()
-    for hub in hubs:
-        hub.wait_ready()
-
-
 def stop_hubs(hubs: Sequence[Hub]) -> None:
     """Stop several hubs side by side."""
     for process in [hub.terminate() for hub in hubs]:

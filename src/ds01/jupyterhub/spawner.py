@@ -14,13 +14,15 @@ Lifecycle:
   of the user's own, or of another server whose name maps to the same container name, is
   left alone and the start refused, saying so (``server_conflict``). Then creates the
   container (queued when no device is free: ``progress`` streams the queue position and
-  estimated start, and the container starts by itself when its turn comes), starts it and
-  returns ``http://<address>:<container_port>``, its JupyterLab at the container's own
-  address on the user's network (``server_url``). No host port is published: ds01's
-  firewall lets only the user, root and hub identities connect there from the host, and
-  when the container stops, nobody else can take the address over (only the user's own
-  containers get addresses on her network), so the hub's proxy never sends the user's
-  pages to another local user's process, however long the hub takes to notice the stop;
+  estimated start, and the container starts by itself when its turn comes), starts it,
+  waits until JupyterLab answers (looking every 0.1 s: the hub's own look backs off to
+  5 s) and returns ``http://<address>:<container_port>``, its JupyterLab at the
+  container's own address on the user's network (``server_url``). No host port is
+  published: ds01's firewall lets only the user, root and hub identities connect there
+  from the host, and when the container stops, nobody else can take the address over
+  (only the user's own containers get addresses on her network), so the hub's proxy never
+  sends the user's pages to another local user's process, however long the hub takes to
+  notice the stop;
 - ``stop``: stops the container (kept, like the workspace); a waiting queue request is
   withdrawn, so a cancel in the hub leaves nothing in line;
 - ``poll``: ``None`` while the container runs, else 0; ds01's idle and runtime stops
@@ -58,6 +60,12 @@ from ds01.jupyterhub.options import (
 
 #: Seconds one long-poll of a waiting queue request may take.
 _QUEUE_WAIT_SECONDS = 5
+#: Seconds between two looks whether a started server answers. The hub's own look, after
+#: ``start`` returns, backs off to 5 s between tries (``jupyterhub.utils.exponential_backoff``):
+#: JupyterLab up 2 s after its container started was found a second or more later.
+_ANSWER_POLL_SECONDS = 0.1
+#: Looks between two checks that the container still runs.
+_LOOKS_PER_STATUS_CHECK = 20
 
 
 def refusal(message: str) -> web.HTTPError:
@@ -182,7 +190,9 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
             await self._wait_in_line()
         else:
             await self._call("POST", Ds01Client.container_path(self.container, "start"))
-        return await self._address()
+        url = await self._address()
+        await self._wait_until_answers(url)
+        return url
 
     async def _remove_old(self) -> None:
         """Remove this server's old container; refused when the container of its name is
@@ -227,6 +237,36 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
                 return url
             await asyncio.sleep(0.2)
         raise refusal(f"{self.container} has no address on your network: is it running?")
+
+    async def _wait_until_answers(self, url: str) -> None:
+        """Return once the single-user server at ``url`` answers its API (any status below
+        500, as the hub's own check takes it), or once its container no longer runs (the
+        hub's check then fails as before); refused after ``http_timeout`` seconds, as the
+        hub would give up. Looks every ``_ANSWER_POLL_SECONDS``, so that the hub's first
+        look after ``start`` finds the server up."""
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        base_url = getattr(self.server, "base_url", None) or "/"
+        check = f"{url}{base_url.rstrip('/')}/api"
+        client = AsyncHTTPClient()
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        looks = 0
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await client.fetch(check, follow_redirects=False, request_timeout=5)
+                return
+            except HTTPClientError as exc:
+                if exc.code < 500:  # 599: no connection yet
+                    return
+            except OSError:  # refused while JupyterLab starts
+                pass
+            looks += 1
+            if looks % _LOOKS_PER_STATUS_CHECK == 0:
+                info = await self._info()
+                if info is None or info.get("status") != "running":
+                    return
+            await asyncio.sleep(_ANSWER_POLL_SECONDS)
+        raise refusal(f"JupyterLab in {self.container} did not answer in {self.http_timeout} s.")
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """The queue position and estimated start while the server waits for a device."""
