@@ -293,31 +293,36 @@ def read_job(fields: Sequence[str]) -> SqueueJob | str:
     ``N/A`` (no GRES, no time yet) is ``""`` and ``0``."""
     (job_id, name, user_id, user_name, state, reason, nodes, gres, comment, priority,
      submitted, started) = fields  # fmt: skip
-    if not (_USER_RE.fullmatch(user_name) and _STATE_RE.fullmatch(state)):
-        return f"job {job_id!r} has no user or state"
     reason = reason.partition(",")[0]
-    if not reason.isprintable() or not _NODES_RE.fullmatch(nodes):
-        return f"job {job_id!r} has no reason or nodes"
     if gres in _NONE_TEXTS:
         gres = ""
-    if not _GRES_RE.fullmatch(gres):
-        return f"job {job_id!r} has no GRES"
-    numbers = [_count(text) for text in (job_id, user_id, priority)]
-    times = [0 if text in _NONE_TEXTS else _count(text) for text in (submitted, started)]
-    if None in numbers or None in times:
-        return f"job {job_id!r} has no id, uid, priority or time"
+    if not (
+        _USER_RE.fullmatch(user_name)
+        and _STATE_RE.fullmatch(state)
+        and _NODES_RE.fullmatch(nodes)
+        and _GRES_RE.fullmatch(gres)
+        and reason.isprintable()
+    ):
+        return f"job {job_id!r} has no user, state, nodes, GRES or reason"
     job = SqueueJob()
-    values = (*numbers, name, user_name, state, reason, nodes, gres, comment, *times)
-    keys = ("job_id", "user_id", "priority", "name", "user_name", "job_state", "state_reason",
-            "nodes", "tres_per_node", "comment", "submit_time", "start_time")  # fmt: skip
-    for key, value in zip(keys, values, strict=True):
-        setattr(job, key, value)
+    job.job_id, job.user_id, job.priority = _count(job_id), _count(user_id), _count(priority)
+    job.submit_time, job.start_time = _time(submitted), _time(started)
+    if -1 in (job.job_id, job.user_id, job.priority, job.submit_time, job.start_time):
+        return f"job {job_id!r} has no id, uid, priority or time"
+    job.name, job.user_name, job.job_state, job.state_reason = name, user_name, state, reason
+    job.nodes, job.tres_per_node, job.comment = nodes, gres, comment
     return job
 
 
-def _count(text: str) -> int | None:
-    """``text`` as a decimal number (ASCII digits only); ``None`` if it is not one."""
-    return int(text) if text.isascii() and text.isdigit() else None
+def _time(text: str) -> int:
+    """A time as squeue prints it with ``SQUEUE_TIME_FORMAT``; ``0`` for none (``N/A``), -1
+    if it is not one."""
+    return 0 if text in _NONE_TEXTS else _count(text)
+
+
+def _count(text: str) -> int:
+    """``text`` as a decimal number (ASCII digits only); -1 if it is not one."""
+    return int(text) if text.isascii() and text.isdigit() else -1
 
 
 def read_jobs(answer: SqueueAnswer) -> list[SqueueJob]:
