@@ -5,6 +5,7 @@ a made-up mark) stays in its field, and other users' views list only the jobs Sl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from ds01.core.slurm_squeue import (
 )
 from ds01.errors import SlurmError
 from ds01.model.text import plain
+from ds01.runtime import slurm
 from slurm_data import MARKS, UIDS, squeue_answer, squeue_job, squeue_record
 
 #: Another call's marks: a job's owner who saw them (their own call) writes them in a name.
@@ -132,3 +134,25 @@ def test_the_format_reaches_squeue_in_its_environment_with_no_width() -> None:
     }
     letters = "".join(f"%{letter}" for letter in SQUEUE_FIELDS.values())
     assert squeue_format(MARKS).replace(MARKS.field, "") == f"{MARKS.start}{letters}{MARKS.end}"
+
+
+def test_each_call_gives_squeue_new_marks_in_its_environment_never_its_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for squeue on PATH that keeps what it was given: its arguments (any user
+    # reads them in /proc/PID/cmdline) and its environment (its owner and root alone).
+    script = tmp_path / "squeue"
+    script.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" >> "$0.argv"\n'
+        'printf "%s|%s|%s\\n" "$SQUEUE_FORMAT" "$SQUEUE_FORMAT2" "$SLURM_TIME_FORMAT" >> "$0.env"\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SQUEUE_FORMAT2", "JobID,Name")
+    answers = [slurm.cluster_containers() for _ in range(2)]
+    assert all(read_jobs(answer) == [] for answer in answers)  # squeue printed no job
+    assert (tmp_path / "squeue.argv").read_text() == "--noheader\n" * 2
+    formats = (tmp_path / "squeue.env").read_text().splitlines()
+    assert formats == [f"{squeue_format(answer.marks)}||%s" for answer in answers]
+    first, second = (answer.marks for answer in answers)
+    assert not {first.start, first.field, first.end} & {second.start, second.field, second.end}

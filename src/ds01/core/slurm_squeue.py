@@ -92,8 +92,8 @@ SQUEUE_TIME_FORMAT = "%s"
 #: Random bytes in each token of ``SqueueMarks`` (written as twice as many hex digits).
 MARK_BYTES = 16
 #: The environment variables squeue reads as options (``man squeue``, ENVIRONMENT
-#: VARIABLES): the caller's own are not passed on, so that nothing changes the format
-#: (``SQUEUE_FORMAT2`` would), the jobs listed or their order.
+#: VARIABLES: ``SQUEUE_FORMAT2``, ``SQUEUE_STATES``, ``SQUEUE_SORT``…): the caller's own are
+#: not passed on, so that none of them changes the format, the jobs listed or their order.
 SQUEUE_OPTION_PREFIX = "SQUEUE_"
 
 _COMMENT_INDEX = list(SQUEUE_FIELDS).index("comment")
