@@ -88,6 +88,7 @@ def test_slurms_reason_is_read_without_the_nodes_it_names() -> None:
         {"job_id": "12a"},
         {"user_id": "-1"},
         {"user_name": "bob smith"},
+        {"user_name": "bob\x9b31m"},
         {"job_state": "pending\n"},
         {"nodes": "node1 node2"},
         {"tres_per_node": "gres:gpu:1\nx"},

@@ -98,8 +98,8 @@ SQUEUE_OPTION_PREFIX = "SQUEUE_"
 
 _COMMENT_INDEX = list(SQUEUE_FIELDS).index("comment")
 _HEX_RE = re.compile(f"[0-9a-f]{{{2 * MARK_BYTES}}}")
-#: A user name as NSS gives it (or a uid where it has none): printable, no blank.
-_USER_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
+#: A user name as NSS gives it (or a uid where it has none): no blank (and printable).
+_USER_RE = re.compile(r"\S+")
 _STATE_RE = re.compile(r"[A-Z_]+")
 #: A node list (``node1``, ``node[1-2],gpu3``), empty while a job pends.
 _NODES_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]*")
@@ -301,6 +301,7 @@ def read_job(fields: Sequence[str]) -> SqueueJob | str:
         and _STATE_RE.fullmatch(state)
         and _NODES_RE.fullmatch(nodes)
         and _GRES_RE.fullmatch(gres)
+        and user_name.isprintable()  # no C1 control (\x9b starts an escape too)
         and reason.isprintable()
     ):
         return f"job {job_id!r} has no user, state, nodes, GRES or reason"
