@@ -4,23 +4,31 @@
 resources, bob's ``small`` on node1, and his ``claim``, a job that is no container.
 
 ``squeue``'s answers were recorded as ``squeue --noheader --format
-'%i|%j|%T|%N|%r|%b|%M|%u|%k'`` rows, the text ds01 read before ``squeue --json``: ``squeue_json``
-writes them as Slurm's JSON (the fields ds01 reads; ``slurm_squeue_forged.json`` in
-``tests/unit`` is a whole answer as recorded).
+'%i|%j|%T|%N|%r|%b|%M|%u|%k'`` rows, the text ds01 read before its format of random marks:
+``squeue_rows`` writes them as squeue prints them in that format, with ``MARKS``
+(``slurm_squeue_forged.json`` in ``tests/unit`` is a whole ``squeue --json`` answer as
+recorded, its jobs written so by ``squeue_answer`` too).
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
+
+from ds01.core.slurm_squeue import SQUEUE_FIELDS, SqueueAnswer, SqueueMarks
 
 #: The test users' uids on the test machine.
 UIDS = {"alice": 1001, "bob": 1002, "carol": 1003}
 
 
+#: The marks of the answers written here (a call's own are random).
+MARKS = SqueueMarks("a1" * 16, "b2" * 16, "c3" * 16)
+
+
 def squeue_job(**fields: object) -> dict[str, object]:
-    """One job of ``squeue --json`` (the fields ds01 reads): a pending container's job of
-    alice's, unless ``fields`` say otherwise."""
+    """One job as squeue lists it (``SQUEUE_FIELDS``, named as ``squeue --json`` names
+    them): a pending container's job of alice's, unless ``fields`` say otherwise."""
     job: dict[str, object] = {
         "job_id": 1, "name": "c1", "user_id": UIDS["alice"], "user_name": "alice",
         "job_state": "PENDING", "state_reason": "None", "nodes": "", "tres_per_node": "",
@@ -30,9 +38,19 @@ def squeue_job(**fields: object) -> dict[str, object]:
     return job
 
 
-def squeue_answer(*jobs: dict[str, object]) -> str:
-    """``squeue --json``'s answer listing ``jobs``."""
-    return json.dumps({"meta": {"Slurm": {"release": "22.05.8"}}, "errors": [], "jobs": jobs})
+def squeue_record(job: dict[str, object], marks: SqueueMarks = MARKS) -> str:
+    """``job`` as squeue prints it with ``marks``' format: no GRES and a time of 0 as
+    ``N/A``."""
+    fields = [str(job[field]) for field in SQUEUE_FIELDS]
+    for index, field in enumerate(SQUEUE_FIELDS):
+        if field in ("tres_per_node", "submit_time", "start_time") and job[field] in ("", 0):
+            fields[index] = "N/A"
+    return f"{marks.start}{marks.field.join(fields)}{marks.end}\n"
+
+
+def squeue_answer(*jobs: dict[str, object], marks: SqueueMarks = MARKS) -> SqueueAnswer:
+    """squeue's answer listing ``jobs`` (``squeue_job``'s) with ``marks``."""
+    return SqueueAnswer("".join(squeue_record(job, marks) for job in jobs), marks)
 
 
 def _seconds(elapsed: str) -> int:
@@ -44,8 +62,8 @@ def _seconds(elapsed: str) -> int:
     return total + 86400 * int(days or 0)
 
 
-def squeue_json(rows: str, now: int) -> str:
-    """The ``%i|%j|%T|%N|%r|%b|%M|%u|%k`` ``rows`` squeue printed at ``now`` as its JSON: each
+def squeue_jobs(rows: str, now: int) -> list[dict[str, object]]:
+    """The ``%i|%j|%T|%N|%r|%b|%M|%u|%k`` ``rows`` squeue printed at ``now`` as jobs: each
     job's start ``now`` less its run time (``%M``), its priority falling with each row, so
     that squeue's order is theirs."""
     jobs = []
@@ -61,13 +79,13 @@ def squeue_json(rows: str, now: int) -> str:
                 start_time=0 if state == "PENDING" else now - ran,
             )
         )  # fmt: skip
-    return squeue_answer(*jobs)
+    return jobs
 
 
 #: When ``SQUEUE`` was recorded (a moment of its day: its rows' run times are what count).
 SQUEUE_AT = 1796590000
 #: ``squeue``'s jobs, as root (every user's).
-SQUEUE = squeue_json(
+SQUEUE_JOBS = squeue_jobs(
     textwrap.dedent(
         """\
         2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container
@@ -78,6 +96,7 @@ SQUEUE = squeue_json(
     ),
     SQUEUE_AT,
 )
+SQUEUE = squeue_answer(*SQUEUE_JOBS)
 
 #: ``scontrol show node -d`` (trimmed: the lines between are Slurm's, unread).
 NODES = textwrap.dedent(
@@ -119,7 +138,7 @@ SACCT = """\
 """
 
 #: ``squeue``'s jobs at the same moment.
-SQUEUE_AT_SACCT = squeue_json(
+SQUEUE_AT_SACCT = squeue_answer(*squeue_jobs(
     textwrap.dedent(
         """\
         5|second|PENDING||Resources|gres:gpu:3|0:00|bob|ds01-container
@@ -127,7 +146,7 @@ SQUEUE_AT_SACCT = squeue_json(
         """
     ),
     RECORDED_AT,
-)
+))  # fmt: skip
 
 #: ``scontrol show node -d`` at the same moment (trimmed as ``NODES``).
 NODES_AT_SACCT = textwrap.dedent(
@@ -171,12 +190,11 @@ SACCT_ENDS = """\
 #: ``squeue``'s pending jobs, as root, at ``PENDING_AT``: bob's ``waiter`` (recorded as
 #: ``%i|%u|%r|%V|%k``: ``2|bob|Resources|1796608777|ds01-container``).
 PENDING_AT = 1796608782
-SQUEUE_PENDING = squeue_answer(
-    squeue_job(
-        job_id=2, name="waiter", user_id=UIDS["bob"], user_name="bob",
-        state_reason="Resources", tres_per_node="gres:gpu:3", submit_time=1796608777,
-    )
+PENDING_JOB = squeue_job(
+    job_id=2, name="waiter", user_id=UIDS["bob"], user_name="bob",
+    state_reason="Resources", tres_per_node="gres:gpu:3", submit_time=1796608777,
 )  # fmt: skip
+SQUEUE_PENDING = squeue_answer(PENDING_JOB)
 
 #: ``sacct --allusers --allocations --noheader --parsable2 --format=SACCT_FORMAT`` with
 #: ``SLURM_TIME_FORMAT=%s``, as root: three jobs of root's that completed at once, the first
@@ -190,3 +208,10 @@ SACCT_FORGED_NAMES = """\
 2|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,mem=64M,node=1|
 3|root|root|COMPLETED|1796658705|1796658705|billing=1,cpu=1,gres/gpu=1,mem=64M,node=1|
 """
+
+#: ``squeue --json`` recorded with jobs of root's whose names and comments hold newlines,
+#: ``|``, Slurm's field names and terminal escapes (``unit/slurm_squeue_forged.json``), as
+#: squeue prints them with ``MARKS``.
+FORGED = squeue_answer(
+    *json.loads((Path(__file__).parent / "unit" / "slurm_squeue_forged.json").read_text())["jobs"]
+)

@@ -25,6 +25,8 @@ from typing import Any
 import docker.errors
 import pytest
 
+from ds01.core.slurm_squeue import JOB_COMMENT
+from ds01.model.text import plain
 from support import (
     SLURM_CLUSTER_SCRIPT,
     TEST_IMAGES_YAML,
@@ -774,6 +776,38 @@ class TestClusterMode:
             assert not _containers(docker_client, "c1")
         finally:
             cluster.slurm_tool("scancel", str(job))
+
+    def test_a_name_or_comment_in_the_login_nodes_format_adds_no_row_to_another_users_views(
+        self, cluster: Cluster
+    ) -> None:
+        # squeue prints a job's name and comment raw. bob writes in them a pending container
+        # of root's with 8 GPUs, in the layout of ds01's format with marks made up (a call's
+        # own are random and reach squeue in its environment), on lines of their own, and
+        # with bars: alice's views list his held job's container as his, its name whole, and
+        # nothing of root's; his other job's comment is not ds01's.
+        mark = "0" * 32
+        fields = ["424242", "admin", "0", "root", "PENDING", "Priority", "", "gres:gpu:8",
+                  JOB_COMMENT, "9999", "1796000000", "N/A"]  # fmt: skip
+        record = f"{mark}{mark.join(fields)}{mark}\n"
+        text_row = f"424242|admin|PENDING||Priority|gres:gpu:8|0:00|root|{JOB_COMMENT}"
+        name = f"c1{mark}\n{record}{text_row}"
+        jobs = [
+            int(
+                cluster.slurm_tool(
+                    "sbatch", "--parsable", "--hold", f"--job-name={job_name}",
+                    f"--comment={comment}", "--mem=64M", "--output=/dev/null", "--wrap=true",
+                    user="bob",
+                ).split(";")[0]
+            )
+            for job_name, comment in ((name, JOB_COMMENT), ("c2", f"{JOB_COMMENT}\n{record}"))
+        ]  # fmt: skip
+        for view in ("container-list", "queue"):
+            listed = cluster.login("alice", view, "--all")
+            assert [(c["slurm_job"], c["user"], c["name"]) for c in listed] == [
+                (jobs[0], "bob", plain(name))
+            ], view
+            assert listed[0]["reason"] == "JobHeldUser" and listed[0]["gpus"] == 0
+        assert cluster.login("bob", "container-list")[0]["name"] == plain(name)
 
     def test_fair_share_orders_the_user_who_used_more_after_one_of_the_same_priority(
         self, cluster: Cluster

@@ -7,7 +7,6 @@ ones with Slurm's reason, the sort, the user filter and a container's detail."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from ds01.core.slurm_view import REASONS
 from ds01.tui.app import DashboardApp, DetailScreen
 from ds01.tui.frame import View, build_frame, container_detail, render_text
 from ds01.tui.main import build_parser, print_once
-from slurm_data import NODES, SQUEUE, SQUEUE_AT, UIDS, squeue_answer, squeue_job
+from slurm_data import NODES, SQUEUE_AT, SQUEUE_JOBS, UIDS, squeue_answer, squeue_job
 
 
 def test_once_shows_the_nodes_holders_containers_and_the_pending_with_their_reason(
@@ -101,7 +100,7 @@ MARKUP_NAME = "c1[/x]\x1b[31mred"
 
 
 def _overview_with_a_markup_name() -> dict[str, Any]:
-    jobs = json.loads(SQUEUE)["jobs"]
+    jobs = list(SQUEUE_JOBS)
     jobs.append(
         squeue_job(job_id=9, name=MARKUP_NAME, user_id=UIDS["bob"], user_name="bob",
                    job_state="PENDING", state_reason="Priority", tres_per_node="gres:gpu:1")

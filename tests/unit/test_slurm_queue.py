@@ -4,19 +4,27 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ds01.core.slurm_queue import parse_pending, queue_metrics
+from ds01.core.slurm_squeue import SqueueAnswer
 from ds01.errors import SlurmError
 from ds01.metrics.slurm_queue import SlurmQueueCollector
-from slurm_data import PENDING_AT, SQUEUE_PENDING, squeue_answer, squeue_job
+from slurm_data import (
+    FORGED,
+    MARKS,
+    PENDING_AT,
+    PENDING_JOB,
+    SQUEUE_PENDING,
+    squeue_answer,
+    squeue_job,
+    squeue_record,
+)
 
 
 def _samples(
@@ -39,8 +47,7 @@ def test_the_pending_containers_jobs_are_read_with_user_reason_and_submit_time()
     # A job that is no container (no ds01 comment) and one that runs are left out.
     other = squeue_job(job_id=3, user_name="carol", submit_time=1796608778, comment="")
     running = squeue_job(job_id=4, job_state="RUNNING", submit_time=1796608700, start_time=1)
-    waiter = json.loads(SQUEUE_PENDING)["jobs"][0]
-    assert parse_pending(squeue_answer(waiter, other, running)) == [job]
+    assert parse_pending(squeue_answer(PENDING_JOB, other, running)) == [job]
 
 
 def test_queue_samples_count_per_user_and_reason_and_the_oldest_wait() -> None:
@@ -72,7 +79,7 @@ def test_the_exporter_serves_the_queue_and_reads_squeue_once_per_cache_period() 
     calls: list[float] = []
     now = [1000.0]
 
-    def read() -> str:
+    def read() -> SqueueAnswer:
         calls.append(now[0])
         return SQUEUE_PENDING
 
@@ -92,7 +99,7 @@ def test_the_exporter_serves_the_queue_and_reads_squeue_once_per_cache_period() 
 
 
 def test_when_squeue_fails_the_queue_is_unknown_not_empty() -> None:
-    def read() -> str:
+    def read() -> SqueueAnswer:
         raise SlurmError("squeue --noheader … failed (exit 1): Unable to contact slurm controller")
 
     samples = _samples(SlurmQueueCollector(read))
@@ -122,7 +129,7 @@ def test_the_exporter_command_refuses_bad_arguments_before_it_listens(
 
 
 def test_an_answer_that_cannot_be_read_counts_as_none() -> None:
-    unreadable = '{"jobs": [{"job_id": 1, "comment": "ds01-container"}]}'
+    unreadable = SqueueAnswer(squeue_record(squeue_job(priority="high")), MARKS)
     samples = _samples(SlurmQueueCollector(lambda: unreadable))
     assert samples["ds01_slurm_up"] == {(): 0.0}
     assert "ds01_queue_length" not in samples
@@ -131,7 +138,6 @@ def test_an_answer_that_cannot_be_read_counts_as_none() -> None:
 def test_a_comment_or_name_with_newlines_and_bars_adds_no_pending_job() -> None:
     # Recorded: job 4's comment is "ds01-container\n424242|root|Priority|1|ds01-container",
     # which squeue's text printed as a line of its own (a pending job 424242 of root's).
-    forged = (Path(__file__).parent / "slurm_squeue_forged.json").read_text()
-    jobs = parse_pending(forged)
+    jobs = parse_pending(FORGED)
     assert [job.job for job in jobs] == [2, 5]  # the held containers' jobs, as Slurm has them
     assert 424242 not in [job.job for job in jobs] and {j.reason for j in jobs} == {"JobHeldUser"}

@@ -4,12 +4,10 @@ resources, ``small`` on node1, and a job that is no container."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from ds01.core.slurm_job import JOB_COMMENT, sbatch_options
+from ds01.core.slurm_squeue import SqueueAnswer
 from ds01.core.slurm_view import (
     NOT_A_CLUSTER,
     REASONS,
@@ -23,7 +21,17 @@ from ds01.core.slurm_view import (
 )
 from ds01.errors import Conflict, NotFound, SlurmError
 from ds01.paths import ENV_CLUSTER
-from slurm_data import NODES, SQUEUE, SQUEUE_AT, squeue_answer, squeue_job
+from slurm_data import (
+    FORGED,
+    MARKS,
+    NODES,
+    SQUEUE,
+    SQUEUE_AT,
+    SQUEUE_JOBS,
+    squeue_answer,
+    squeue_job,
+    squeue_record,
+)
 
 
 def test_the_containers_are_the_jobs_with_ds01s_comment_in_squeues_order() -> None:
@@ -99,9 +107,6 @@ def test_open_refuses_a_pending_or_unknown_container_in_words() -> None:
         running_container(containers, "nothing")
 
 
-FORGED = (Path(__file__).parent / "slurm_squeue_forged.json").read_text()
-
-
 def test_bars_and_newlines_in_names_and_comments_stay_in_their_field() -> None:
     # Recorded (tests/unit/slurm_squeue_forged.json): squeue's text printed job 4's name
     # `x|root|phd|…` and its comment's second line `424242|root|Priority|1|ds01-container` raw.
@@ -126,31 +131,26 @@ def test_a_users_own_and_a_named_container_are_filtered_here() -> None:
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("", "holds no list of jobs"),
-        ("2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container", "no list of jobs"),
-        ('{"jobs": {}}', "no list of jobs"),
-        (
-            '{"jobs": [{"job_id": 2, "name": "x", "comment": "ds01-container"}]}',
-            "job 2 has no int 'user_id'",
-        ),
+        ("2|more|PENDING||Resources|gres:gpu:3|0:00|alice|ds01-container\n", "outside its records"),
+        (SQUEUE.text.replace(MARKS.end, ""), "does not have the fields"),
+        (SQUEUE.text.replace(MARKS.field, "|", 1), "does not have the fields"),
+        (squeue_record(squeue_job(job_id=2, user_id="x")), "job '2' has no id, uid"),
     ],
 )
-def test_an_answer_that_is_not_squeues_json_is_refused(text: str, said: str) -> None:
+def test_an_answer_that_is_not_squeues_in_ds01s_format_is_refused(text: str, said: str) -> None:
     with pytest.raises(SlurmError, match=said):
-        parse_containers(text, 0)
+        parse_containers(SqueueAnswer(text, MARKS), 0)
 
 
 def test_another_jobs_odd_record_is_left_out_not_every_view() -> None:
-    answer = json.loads(SQUEUE)
-    answer["jobs"].append({"job_id": 99, "name": "other", "user_name": None, "comment": ""})
-    assert [c.name for c in parse_containers(json.dumps(answer), SQUEUE_AT)] == [
-        c.name for c in parse_containers(SQUEUE, SQUEUE_AT)
-    ]
+    odd = squeue_record(squeue_job(job_id=99, name="other", user_name="", comment=""))
+    answer = SqueueAnswer(SQUEUE.text + odd, MARKS)
+    assert parse_containers(answer, SQUEUE_AT) == parse_containers(SQUEUE, SQUEUE_AT)
 
 
 def test_a_job_that_has_ended_is_no_container_any_more() -> None:
-    # squeue --json lists the jobs slurmctld still keeps (MinJobAge), ended ones included.
+    # squeue lists the jobs slurmctld still keeps (MinJobAge) when asked (--states).
     ended = squeue_job(job_id=7, name="waiter", job_state="CANCELLED", start_time=SQUEUE_AT - 9)
-    jobs = [*json.loads(SQUEUE)["jobs"], ended]
+    jobs = [*SQUEUE_JOBS, ended]
     names = [c.name for c in parse_containers(squeue_answer(*jobs), SQUEUE_AT)]
     assert names == ["more", "small", "big"]

@@ -72,9 +72,10 @@ def list_containers(all_users: bool, as_json: bool) -> None:
     """The caller's containers (jobs) on every node, or everyone's that Slurm shows them
     (``all_users``): a table, with a line for each pending one's reason, or JSON."""
     from ds01.core.slurm_squeue import parse_containers
-    from ds01.runtime.slurm import cluster_jobs
+    from ds01.runtime.slurm import cluster_containers
 
-    found = parse_containers(cluster_jobs(), time.time(), uid=None if all_users else os.getuid())
+    mine = None if all_users else os.getuid()
+    found = parse_containers(cluster_containers(), time.time(), uid=mine)
     if render.emitted_json(as_json, [c.as_json() for c in found]):
         return
     if not found:
@@ -100,7 +101,7 @@ def run_queue(args: argparse.Namespace) -> None:
     """``ds01 queue``: the containers whose job waits, in Slurm's order, with its reason."""
     from ds01.cli.parsing import UsageError
     from ds01.core.slurm_squeue import parse_containers, pending
-    from ds01.runtime.slurm import cluster_jobs
+    from ds01.runtime.slurm import cluster_containers
 
     if args.action == "cancel" or args.request_id or args.explain:
         raise UsageError(
@@ -108,7 +109,7 @@ def run_queue(args: argparse.Namespace) -> None:
             "`sprio` explains the order."
         )
     mine = None if args.all_users else os.getuid()
-    waiting = pending(parse_containers(cluster_jobs(), time.time(), uid=mine))
+    waiting = pending(parse_containers(cluster_containers(), time.time(), uid=mine))
     if render.emitted_json(args.json, [c.as_json() for c in waiting]):
         return
     if not waiting:
@@ -144,13 +145,13 @@ def run_open(name: str, program: list[str], user: str | None) -> None:
     in a step of the container's job, on its node, as the caller (Slurm's identity, munge's)."""
     from ds01.core.slurm_view import open_argv, parse_containers, running_container
     from ds01.errors import SlurmError
-    from ds01.runtime.slurm import cluster_jobs
+    from ds01.runtime.slurm import cluster_containers
 
     if user:
         from ds01.cli.parsing import UsageError
 
         raise UsageError("On a Slurm cluster, `container-open` opens your own containers.")
-    found = parse_containers(cluster_jobs(), time.time(), uid=os.getuid(), name=name)
+    found = parse_containers(cluster_containers(), time.time(), uid=os.getuid(), name=name)
     container = running_container(found, name)
     argv = open_argv(container, sys.executable, program)
     try:

@@ -318,7 +318,7 @@ def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
     from ds01.core.slurm_report import build_cluster_report, parse_accounting
     from ds01.core.slurm_view import parse_containers, parse_nodes
     from ds01.errors import InvalidInput
-    from ds01.runtime.slurm import accounted_jobs, cluster_jobs, show_nodes
+    from ds01.runtime.slurm import accounted_jobs, cluster_containers, show_nodes
 
     # Not cut to whole seconds: sacct's End is, and a job that ended in this very second
     # ended before now, inside a window that ends now.
@@ -332,7 +332,7 @@ def cluster_report(start: str | None, end: str | None) -> dict[str, Any]:
         end=stop,
         now=now,
         nodes=parse_nodes(show_nodes()),
-        containers=parse_containers(cluster_jobs(), now.timestamp()),
+        containers=parse_containers(cluster_containers(), now.timestamp()),
         jobs=parse_accounting(accounted_jobs(begin, stop)),
         notes=(
             "From Slurm (scontrol, squeue, sacct), as the caller may see it: with Slurm's "

@@ -182,7 +182,7 @@ def _exporter(args: argparse.Namespace) -> None:
             f"--listen {address} is not loopback: the metrics name users, without "
             "authentication. Add --allow-remote, and open the port to Prometheus only."
         )
-    exporter = MetricsExporter(SlurmQueueCollector(slurm.cluster_jobs))
+    exporter = MetricsExporter(SlurmQueueCollector(slurm.cluster_containers))
     try:
         bound = exporter.start(address)
     except OSError as exc:

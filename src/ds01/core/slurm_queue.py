@@ -2,10 +2,10 @@
 (``ds01 admin slurm exporter``). Pure.
 
 In cluster mode ds01's own GPU queue stays empty: Slurm queues the containers' jobs. The
-login node's exporter reads them with one ``squeue --json`` per scrape (every user's jobs
-that Slurm lets the caller see, read by ``ds01.core.slurm_squeue.read_jobs``: a job's name or
-comment, which its owner writes, cannot add a job or shift a field) and exports the queue
-under ds01's queue metric names (``ds01.metrics.slurm_queue``):
+login node's exporter reads them with one ``squeue`` per scrape (every user's jobs that Slurm
+lets the caller see, read by ``ds01.core.slurm_squeue.read_jobs``: a job's name or comment,
+which its owner writes, cannot add a job or shift a field) and exports the queue under
+ds01's queue metric names (``ds01.metrics.slurm_queue``):
 
 - ``ds01_queue_length{user, reason}``: the containers' jobs pending, per user and Slurm's
   reason (``state_reason``: ``Resources``, ``Priority``, ``QOSMaxGRESPerUser``…);
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ds01.core.slurm_squeue import JOB_COMMENT, PENDING, read_jobs
+from ds01.core.slurm_squeue import JOB_COMMENT, PENDING, SqueueAnswer, read_jobs
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class QueueMetrics:
     oldest_wait_seconds: float
 
 
-def parse_pending(text: str) -> list[PendingJob]:
-    """``squeue --json``'s answer: the containers' jobs that pend (with a submit time), in
+def parse_pending(answer: SqueueAnswer) -> list[PendingJob]:
+    """squeue's ``answer``: the containers' jobs that pend (with a submit time), in
     squeue's order; other jobs are left out.
 
     Raises:
@@ -51,7 +51,7 @@ def parse_pending(text: str) -> list[PendingJob]:
     """
     return [
         PendingJob(job.job_id, job.user_name, job.state_reason, float(job.submit_time))
-        for job in read_jobs(text)
+        for job in read_jobs(answer)
         if job.job_state == PENDING and job.comment == JOB_COMMENT and job.submit_time > 0
     ]
 

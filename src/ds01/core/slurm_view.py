@@ -5,7 +5,7 @@ own data is the source. A container is a Slurm job (``ds01.core.slurm_job``), kn
 job: named after the container and carrying the comment ``JOB_COMMENT`` (``sbatch_options``). So:
 
 - ``container-list``: the user's containers across the cluster are their jobs
-  (``squeue --json``, run as the user): the node, the job's state and, while
+  (``squeue``, run as the user): the node, the job's state and, while
   it pends, Slurm's reason in ds01's words (``REASONS``); read by ``ds01.core.slurm_squeue``
   (light, for the login node's start-up) and named here too;
 - ``ds01 queue``: the pending ones;

@@ -1,10 +1,10 @@
 """Slurm's accounting through ``sacctmgr``, and users' Unix groups through NSS, for
 ``ds01 admin slurm sync``; the driver's MIG capability minors for ``ds01 admin slurm gres``;
 a job's record (``squeue --json``) and a node's jobs (``squeue``) for ds01d in cluster mode;
-the cluster's jobs (``squeue --json``) and nodes (``scontrol``) for a login node's views and
-its exporter, its jobs' accounting (``sacct``) for its report; a job's ``AdminComment``
-(``scontrol update``, ``sacctmgr`` once it ended: ``ds01.core.slurm_note`` reads its answer)
-for ds01d's notes.
+the cluster's containers (``squeue`` with a format of random marks in its environment) and
+nodes (``scontrol``) for a login node's views and its exporter, its jobs' accounting
+(``sacct``) for its report; a job's ``AdminComment`` (``scontrol update``, ``sacctmgr`` once
+it ended: ``ds01.core.slurm_note`` reads its answer) for ds01d's notes.
 
 Every Slurm tool is run with an argument list (never a shell); ``sacctmgr`` with ``-i`` (no
 question asked) for changes and ``--parsable2 --noheader`` for listings, the names in its
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from ds01.core.slurm_note import AccountingWrite
+    from ds01.core.slurm_squeue import SqueueAnswer
     from ds01.core.slurm_sync import Accounting, Change
 
 SACCT = "sacct"
@@ -49,16 +50,22 @@ _LISTINGS = (
 
 
 def _call_tool(
-    program: str, args: Sequence[str], hint: str, env: Mapping[str, str] | None = None
+    program: str,
+    args: Sequence[str],
+    hint: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    whole_env: bool = False,
 ) -> tuple[int, str, str]:
     """``program ARGS``' exit code, standard output and error, whatever the code;
     ``SlurmError`` when it is not installed or does not answer (``hint``: what to check
-    then). ``env``: variables set for it, over this process's environment."""
+    then). ``env``: variables set for it, over this process's environment (``whole_env``:
+    its whole environment instead)."""
     try:
         return run_captured(
             [program, *args],
             timeout=SLURM_TOOL_TIMEOUT_SECONDS,
-            env={**os.environ, **env} if env else None,
+            env=env if whole_env or not env else {**os.environ, **env},
         )
     except FileNotFoundError:
         raise SlurmError(
@@ -81,12 +88,17 @@ def _failed(program: str, args: Sequence[str], code: int, out: str, err: str) ->
 
 
 def _run_tool(
-    program: str, args: Sequence[str], hint: str, env: Mapping[str, str] | None = None
+    program: str,
+    args: Sequence[str],
+    hint: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    whole_env: bool = False,
 ) -> str:
     """``program ARGS``' standard output; ``SlurmError`` with its message when it fails
     (``hint``: what to check when it does not answer). ``env``: variables set for it, over
-    this process's environment."""
-    code, out, err = _call_tool(program, args, hint, env)
+    this process's environment (``whole_env``: its whole environment instead)."""
+    code, out, err = _call_tool(program, args, hint, env, whole_env=whole_env)
     if code != 0:
         raise _failed(program, args, code, out, err)
     return out
@@ -187,12 +199,25 @@ def live_jobs(node: str) -> dict[int, str]:
 def cluster_jobs() -> str:
     """``squeue --json``: every job slurmctld holds that the caller may see, as JSON (a
     job's name, comment and paths, which its owner writes, stay strings: its text answers
-    print them raw). ``ds01.core.slurm_squeue.read_jobs`` reads it for a login node's views and
-    exporter, ``ds01.core.slurm_record.job_record`` for ds01d's check of a job. Slurm 22.05
-    ignores ``--job``, ``--me`` and every other filter with ``--json``: the readers filter.
-    Run as the calling user: Slurm decides what they may see. ``SlurmError`` when Slurm does
-    not answer."""
+    print them raw). ``ds01.core.slurm_record.job_record`` reads it for ds01d's check of a
+    job. Slurm 22.05 ignores ``--job``, ``--me`` and every other filter with ``--json``: the
+    reader filters. ``SlurmError`` when Slurm does not answer."""
     return _run_tool(SQUEUE, ["--json"], "is slurmctld running?")
+
+
+def cluster_containers() -> SqueueAnswer:
+    """``squeue --noheader``: every job slurmctld holds that the caller may see, in the
+    format of ``ds01.core.slurm_squeue.squeue_environment`` with marks drawn for this call
+    alone (``os.urandom``, as ``secrets.token_hex``), given in squeue's environment, which
+    other users cannot read (its arguments they can). ``ds01.core.slurm_squeue.read_jobs``
+    reads it for a login node's views and exporter. Run as the calling user: Slurm decides
+    what they may see. ``SlurmError`` when Slurm does not answer."""
+    from ds01.core.slurm_squeue import SqueueAnswer, SqueueMarks, squeue_environment
+
+    marks = SqueueMarks.drawn(os.urandom)
+    env = squeue_environment(os.environ, marks)
+    text = _run_tool(SQUEUE, ["--noheader"], "is slurmctld running?", env, whole_env=True)
+    return SqueueAnswer(text, marks)
 
 
 def show_nodes() -> str:
@@ -296,6 +321,7 @@ def unix_groups_of(user: str) -> list[str]:
 
 __all__ = [
     "apply_changes",
+    "cluster_containers",
     "cluster_jobs",
     "live_jobs",
     "read_accounting",

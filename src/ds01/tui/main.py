@@ -48,13 +48,13 @@ def cluster_fetcher() -> Callable[[], Any]:
     from datetime import datetime, timezone
 
     from ds01.core.slurm_view import cluster_overview, parse_containers, parse_nodes
-    from ds01.runtime.slurm import cluster_jobs, show_nodes
+    from ds01.runtime.slurm import cluster_containers, show_nodes
 
     user = getpass.getuser()
 
     def fetch() -> Any:
         nodes = parse_nodes(show_nodes())
-        containers = parse_containers(cluster_jobs(), time.time())
+        containers = parse_containers(cluster_containers(), time.time())
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return cluster_overview(nodes, containers, user, at)
 
