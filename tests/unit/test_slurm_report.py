@@ -153,3 +153,24 @@ def test_a_job_name_with_bars_or_a_newline_forges_no_accounting_row() -> None:
         (3, "root", "COMPLETED", 1, None),
     ]
     assert "JobName" not in SACCT_FORMAT and "Comment," not in SACCT_FORMAT
+
+
+#: A job name any user can give a job that carries ds01's comment, meant to become an image
+#: and a link in a report an admin publishes.
+MARKUP_NAME = "![x](https://evil.example/p.png) [login](https://evil.example) <b>x</b> a_b*"
+
+
+def test_a_job_name_with_markdown_is_shown_as_written_not_as_a_link_or_an_image() -> None:
+    from markdown_it import MarkdownIt
+
+    report = _report(NOW - timedelta(days=1))
+    pending: list[dict[str, object]] = report["pending"]  # type: ignore[assignment]
+    nodes: list[dict[str, object]] = report["nodes"]  # type: ignore[assignment]
+    pending[0]["name"] = MARKUP_NAME
+    holders = [n for n in nodes if n["holders"]]
+    holders[0]["holders"][0]["name"] = MARKUP_NAME  # type: ignore[index]
+    html = MarkdownIt("commonmark").enable("table").render(to_cluster_markdown(report))
+    assert "<a " not in html and "<img" not in html and "<b>" not in html, html
+    assert "<em>" not in html and "<strong>" not in html, html
+    written = MARKUP_NAME.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert html.count(written) == 2, html  # in the pending table and in the node's holders

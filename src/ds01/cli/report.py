@@ -17,6 +17,7 @@ level.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ds01.cli import cluster_views, render
@@ -125,6 +126,19 @@ def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     groups = [[r["name"], *_cells(r)] for r in report["groups"]]
     groups.append(["**total**", *_cells(report["total"])])
     return users, groups
+
+
+#: What CommonMark reads as markup in a table cell: links and images (``[``, ``]``, ``(``,
+#: ``)``, ``!``), inline HTML (``<``, ``>``), emphasis, code, escapes (``_md_table``
+#: escapes a cell's end, ``|``).
+_MARKDOWN_MARKUP = re.compile(r"([\\`*_\[\]()!<>~])")
+
+
+def _md_text(text: str) -> str:
+    """``text`` that somebody else wrote (a Slurm job's name), every Markdown markup
+    character backslash-escaped: a report an admin publishes shows it as written, never as
+    a link, an image or HTML."""
+    return _MARKDOWN_MARKUP.sub(r"\\\1", text)
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -247,7 +261,7 @@ CLUSTER_CSV_COLUMNS = (
 
 
 def _holders(node: dict[str, Any]) -> str:
-    held = [f"{h['user']}/{h['name']} ({h['gpus']})" for h in node["holders"]]
+    held = [f"{h['user']}/{_md_text(h['name'])} ({h['gpus']})" for h in node["holders"]]
     if node["other_gpus"]:
         held.append(f"other jobs ({node['other_gpus']})")
     return ", ".join(held) or "-"
@@ -278,15 +292,21 @@ def to_cluster_markdown(report: dict[str, Any]) -> str:
     lines += _md_table(["Node", "State", "GPUs", "Held", "Free", "Held by"], nodes)
     lines += ["", "## Per user", ""]
     users = [
-        [u["user"], *(_value(u[key]) for key in CLUSTER_CSV_COLUMNS[1:])]
-        for u in report["users"]
+        [u["user"], *(_value(u[key]) for key in CLUSTER_CSV_COLUMNS[1:])] for u in report["users"]
     ]
     headers = ["User", "Running", "Pending", "GPUs held", "Jobs", "GPU-h", "OOM kills"]
     headers += ["Idle stops", "Runtime stops", "Other stops"]
     lines += _md_table(headers, users) if users else ["No usage."]
     lines += ["", "## Pending (Slurm's order)", ""]
     waiting = [
-        [str(c["slurm_job"]), c["user"], c["name"], str(c["gpus"]), c["reason"], c["reason_text"]]
+        [
+            str(c["slurm_job"]),
+            c["user"],
+            _md_text(c["name"]),
+            str(c["gpus"]),
+            c["reason"],
+            c["reason_text"],
+        ]
         for c in report["pending"]
     ]
     headers = ["Job", "User", "Container", "GPUs", "Reason", "Meaning"]
