@@ -2,10 +2,10 @@
 Python script run as the user (``runuser``, the installed venv's interpreter) raises its own
 descriptor limit and opens the connections itself, so ds01d sees that user's uid on every
 one of them (``SO_PEERCRED``). Modes: ``idle`` (connect, send nothing), ``longpoll`` (an
-events long poll of 10 s on each, through a hub when ``behalf`` names a user),
-``nobody`` (a body that never arrives), ``slowloris`` (a head sent one byte a second),
-``churn`` (connect and close from several threads). Used by ``test_bypass_conn.py`` and
-``test_bypass_hub.py``.
+events long poll of ``seconds``, 10 s unless given, on each, through a hub when ``behalf``
+names a user), ``nobody`` (a body that never arrives), ``slowloris`` (a head sent one byte a
+second), ``churn`` (connect and close from several threads until released, for at most
+``seconds``). Used by ``test_bypass_conn.py`` and ``test_bypass_hub.py``.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ socks, errors = [], []
 if MODE in ("idle", "longpoll", "nobody"):
     request = {
         "idle": b"",
-        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=10"
-        b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n" + BEHALF + b"\r\n",
+        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=%d"
+        b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n" % int(SECONDS or 10) + BEHALF
+        + b"\r\n",
         "nobody": b"POST /v1/containers HTTP/1.1\r\nHost: ds01d\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
     }[MODE]
@@ -160,10 +161,11 @@ elif MODE == "slowloris":
     )
 elif MODE == "churn":
     stop = time.monotonic() + SECONDS
+    released = threading.Event()
     cycles = [0] * COUNT
 
     def churn(i):
-        while time.monotonic() < stop:
+        while not released.is_set() and time.monotonic() < stop:
             try:
                 sock = connect()
                 if cycles[i] % 3 == 1:
@@ -179,6 +181,8 @@ elif MODE == "churn":
     for t in threads:
         t.start()
     report(ready=True)
+    wait_for_release()  # the test's checks run meanwhile
+    released.set()
     for t in threads:
         t.join()
     report(cycles=sum(cycles))
