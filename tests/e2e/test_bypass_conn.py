@@ -199,5 +199,6 @@ def test_connect_and_close_churn_leaves_no_trace(ds01d: Any, unix_users: dict[st
             scene.victim_is_served()
             scene.bounded()
         result = bob.release()
+    print(f"bob's churn: {result['cycles']} cycles")
     assert result["cycles"] > 100, result
     scene.recovered()
