@@ -47,8 +47,9 @@ FD_HEADROOM = 8
 MAX_REFUSAL_LINES = 6
 #: Seconds each of bob's long polls asks to wait.
 LONG_POLL_S = 5
-#: Seconds bob's churn goes on at most, should the checks meanwhile take that long.
-CHURN_MAX_S = 60
+#: Seconds bob's churn goes on at most, should the checks meanwhile take that long (on a
+#: busy machine they do: the churn slows them down).
+CHURN_MAX_S = 8
 
 
 def threads_of(pid: int) -> int:
