@@ -25,11 +25,9 @@ import stat
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,44 +201,29 @@ def notice_scene_in(scratch: Path, ds01d: Any, unix_users: dict[str, Any]) -> No
     as_user("alice", "truncate", "-s", "1T", str(huge / ".ds01-notice"))
     as_user("alice", "chmod", "0555", str(readonly))
     d = ds01d(resource_limits=NOTICE_LIMITS, images=TEST_IMAGES_YAML)
-    control = own_dir(alice, "control")
 
-    def hard_link(owner_name: str) -> None:
+    for owner_name, (victim, _) in victims.items():
         trap = own_dir(alice, f"trap-{owner_name}")
         create(d, "alice", f"trap-{owner_name}", "--workspace", str(trap))
-        as_user("alice", "ln", "-f", str(victims[owner_name][0]), str(trap / ".ds01-notice"))
+        as_user("alice", "ln", "-f", str(victim), str(trap / ".ds01-notice"))
+    control = own_dir(alice, "control")
+    create(d, "alice", "control", "--workspace", str(control))
 
-    def linked() -> None:  # the notice's name is a symlink to root's file
-        linked = own_dir(alice, "linked")
-        create(d, "alice", "linked", "--workspace", str(linked))
-        as_user("alice", "ln", "-s", str(root_only), str(linked / ".ds01-notice"))
+    linked = own_dir(alice, "linked")  # the notice's name is a symlink to root's file
+    create(d, "alice", "linked", "--workspace", str(linked))
+    as_user("alice", "ln", "-s", str(root_only), str(linked / ".ds01-notice"))
+    swapped = own_dir(alice, "swapped")  # the workspace itself becomes a symlink
+    create(d, "alice", "swapped", "--workspace", str(swapped))
+    as_user("alice", "mv", str(swapped), f"{swapped}.real")
+    as_user("alice", "ln", "-s", str(bobs), str(swapped))
+    above = own_dir(alice, "above")  # a directory above the workspace becomes a symlink
+    as_user("alice", "mkdir", str(above / "ws"))
+    create(d, "alice", "above", "--workspace", str(above / "ws"))
+    as_user("alice", "mv", str(above), f"{above}.real")
+    as_user("alice", "ln", "-s", str(elsewhere), str(above))
 
-    def swapped() -> None:  # the workspace itself becomes a symlink
-        swapped = own_dir(alice, "swapped")
-        create(d, "alice", "swapped", "--workspace", str(swapped))
-        as_user("alice", "mv", str(swapped), f"{swapped}.real")
-        as_user("alice", "ln", "-s", str(bobs), str(swapped))
-
-    def above() -> None:  # a directory above the workspace becomes a symlink
-        above = own_dir(alice, "above")
-        as_user("alice", "mkdir", str(above / "ws"))
-        create(d, "alice", "above", "--workspace", str(above / "ws"))
-        as_user("alice", "mv", str(above), f"{above}.real")
-        as_user("alice", "ln", "-s", str(elsewhere), str(above))
-
-    def plain(name: str, workspace: Path) -> Callable[[], object]:
-        return partial(create, d, "alice", name, "--workspace", str(workspace))
-
-    # alice's containers are made four at a time, each trap armed right after its own create;
-    # bob's after all of them.
-    traps: list[Callable[[], object]] = [
-        partial(hard_link, "root"), partial(hard_link, "bob"), linked, swapped, above,
-        plain("control", control), plain("fifo", fifo), plain("ro", readonly),
-        plain("huge", huge),
-    ]  # fmt: skip
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for made in [pool.submit(trap) for trap in traps]:
-            made.result()
+    for name, workspace in (("fifo", fifo), ("ro", readonly), ("huge", huge)):
+        create(d, "alice", name, "--workspace", str(workspace))
     create(d, "bob", "later")
 
     names = ("trap-root", "trap-bob", "control", "linked", "swapped", "above", "fifo", "ro")
