@@ -38,8 +38,6 @@ PRIORITIES = """
 WAIT_S = 30.0
 
 
-
-
 def queue_create(d: Any, user: str, name: str) -> str:
     """Queue a 1-GPU create for ``user`` through the raw API; return the request id."""
     return queue_gpu_create(d.paths.socket, user, name)
