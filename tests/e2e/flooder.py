@@ -2,10 +2,10 @@
 Python script run as the user (``runuser``, the installed venv's interpreter) raises its own
 descriptor limit and opens the connections itself, so ds01d sees that user's uid on every
 one of them (``SO_PEERCRED``). Modes: ``idle`` (connect, send nothing), ``longpoll`` (an
-events long poll of 10 s on each, through a hub when ``behalf`` names a user),
-``nobody`` (a body that never arrives), ``slowloris`` (a head sent one byte a second),
-``churn`` (connect and close from several threads). Used by ``test_bypass_conn.py`` and
-``test_bypass_hub.py``.
+events long poll of ``seconds``, 10 s unless given, on each, through a hub when ``behalf``
+names a user), ``nobody`` (a body that never arrives), ``slowloris`` (a head sent one byte a
+second), ``churn`` (connect and close from several threads until released, for at most
+``seconds``). Used by ``test_bypass_conn.py`` and ``test_bypass_hub.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,37 @@ def answer_of(sock, wait):
             closed = True
             break
         data += chunk
+    return parsed(data, closed)
+
+
+def answers_of(socks, wait):
+    # answer_of of each of socks, read together: what ds01d sent on each within the same
+    # `wait` seconds (one after the other, each open one would take `wait` of its own).
+    by_fd = {sock.fileno(): sock for sock in socks}
+    data, closed = dict.fromkeys(by_fd, b""), set()
+    poller = select.poll()
+    for sock in socks:
+        sock.setblocking(False)
+        poller.register(sock, select.POLLIN)
+    end = time.monotonic() + wait
+    while len(closed) < len(socks) and (left := end - time.monotonic()) > 0:
+        for fd, _ in poller.poll(left * 1000):
+            try:
+                chunk = by_fd[fd].recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            if chunk:
+                data[fd] += chunk
+            else:
+                closed.add(fd)
+                poller.unregister(fd)
+    return [parsed(data[sock.fileno()], sock.fileno() in closed) for sock in socks]
+
+
+def parsed(data, closed):
+    # An answer's bytes as (status or None, error kind, closed).
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else None
     kind = None
@@ -99,8 +130,9 @@ socks, errors = [], []
 if MODE in ("idle", "longpoll", "nobody"):
     request = {
         "idle": b"",
-        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=10"
-        b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n" + BEHALF + b"\r\n",
+        "longpoll": b"GET /v1/events?after_seq=4611686018427387904&wait=%d"
+        b"&action=container.create HTTP/1.1\r\nHost: ds01d\r\n" % int(SECONDS or 10) + BEHALF
+        + b"\r\n",
         "nobody": b"POST /v1/containers HTTP/1.1\r\nHost: ds01d\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
     }[MODE]
@@ -113,14 +145,13 @@ if MODE in ("idle", "longpoll", "nobody"):
         except OSError as exc:
             errors.append(type(exc).__name__)
     time.sleep(1.0)  # the flood stands for a second before its answers are read
-    answers = [answer_of(s, 0.05) for s in socks]
+    answers = answers_of(socks, 0.05)
     report(ready=True, connected=len(socks), errors=errors, answers=tally(answers))
     if MODE == "nobody":  # let ds01d's read deadline pass
-        final = [answer_of(s, SECONDS) for s in socks]
-        report(answers=tally(final))
+        report(answers=tally(answers_of(socks, SECONDS)))
     else:
         wait_for_release()
-        report(answers=tally([answer_of(s, 0.05) for s in socks]))
+        report(answers=tally(answers_of(socks, 0.05)))
 elif MODE == "slowloris":
     head = b"GET /v1/whoami HTTP/1.1\r\nHost: ds01d\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
     for _ in range(COUNT):
@@ -160,10 +191,11 @@ elif MODE == "slowloris":
     )
 elif MODE == "churn":
     stop = time.monotonic() + SECONDS
+    released = threading.Event()
     cycles = [0] * COUNT
 
     def churn(i):
-        while time.monotonic() < stop:
+        while not released.is_set() and time.monotonic() < stop:
             try:
                 sock = connect()
                 if cycles[i] % 3 == 1:
@@ -179,6 +211,8 @@ elif MODE == "churn":
     for t in threads:
         t.start()
     report(ready=True)
+    wait_for_release()  # the test's checks run meanwhile
+    released.set()
     for t in threads:
         t.join()
     report(cycles=sum(cycles))

@@ -19,9 +19,10 @@ Invariants, for every example:
 
 After each run, Docker's containers (ids, states, start times, labels) and the GPU holders
 are exactly what they were, and the daemon process is alive and still answers
-``/v1/whoami``. A last fuzz test lets alice create for real (one container at a time) and
-checks that every create that succeeds made a container that is hers, unprivileged and
-within her limits, and that every refused one left nothing in Docker.
+``/v1/whoami`` (the three runs in which alice may create nothing share one ds01d: each
+compares with the world as it found it). A last fuzz test lets alice create for real (one
+container at a time) and checks that every create that succeeds made a container that is
+hers, unprivileged and within her limits, and that every refused one left nothing in Docker.
 
 Findings are pinned by ``test_known_finding_is_fixed``, one minimal example each (one scene
 serves every finding of its class: each probe must leave the world as it found it). While a
@@ -357,8 +358,10 @@ class FuzzScene:
         return containers, holders
 
     def activate(self) -> None:
-        """Tolerate the classes of the known findings whose minimal example still fails
-        (none with ``DS01_FUZZ_STRICT=1``: then hypothesis finds and shrinks them)."""
+        """Begin a run: count answers afresh, and tolerate the classes of the known findings
+        whose minimal example still fails (none with ``DS01_FUZZ_STRICT=1``: then hypothesis
+        finds and shrinks them)."""
+        self.counts.clear()
         if os.environ.get("DS01_FUZZ_STRICT") == "1":
             return
         self.active = [k for k in KNOWN if (self.may_create or not k.creates) and k.probe(self)]
@@ -448,11 +451,12 @@ def make_scene(
         shutil.rmtree(alice_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def fuzz(ds01d: Any, docker_client: Any, unix_users: Any) -> Iterator[FuzzScene]:
+@pytest.fixture(scope="class")
+def fuzz(ds01d_per_class: Any, docker_client: Any, unix_users: Any) -> Iterator[FuzzScene]:
     """ds01d in which alice may create nothing; bob holds a GPU in a running container;
-    ``fuzz.api`` is a raw API helper running as alice."""
-    yield from make_scene(ds01d, docker_client, unix_users, may_create=False)
+    ``fuzz.api`` is a raw API helper running as alice. One for a whole class: each test
+    checks that what it did changed nothing."""
+    yield from make_scene(ds01d_per_class, docker_client, unix_users, may_create=False)
 
 
 @pytest.fixture
@@ -655,64 +659,6 @@ def path_names(scene: FuzzScene) -> st.SearchStrategy[str]:
     return names.map(lambda n: quote(n, safe="")) | raw | latin1 | full_names
 
 
-# --- the fuzz tests ------------------------------------------------------------------------------
-
-
-def test_fuzzed_create_bodies_are_refused_cleanly_and_change_nothing(fuzz: FuzzScene) -> None:
-    fuzz.activate()
-    before = fuzz.world()
-    schema = request_schema(fuzz, "/v1/containers", "post")
-
-    @FUZZ_SETTINGS
-    @given(
-        body=bodies(fuzz, schema),
-        query=st.sampled_from(["", "?user=bob", "?user=alice", "?all=1", "?x=%00"]),
-        content_length=st.sampled_from([True, True, True, False]),
-    )
-    def run(body: Any, query: str, content_length: bool) -> None:
-        req = make_req("POST", "/v1/containers" + query, body, content_length=content_length)
-        fuzz.check(req, changes_state=True)
-
-    run()
-    fuzz.finish(before)
-
-
-def test_fuzzed_routes_names_and_queries_are_refused_cleanly_and_change_nothing(
-    fuzz: FuzzScene,
-) -> None:
-    fuzz.activate()
-    before = fuzz.world()
-    operations = [(m.upper(), path) for path, item in fuzz.openapi["paths"].items() for m in item]
-    unknown_paths = st.sampled_from(UNKNOWN_PATHS) | st.lists(
-        st.text(max_size=12).map(lambda s: quote(s, safe="")), min_size=1, max_size=5
-    ).map(lambda parts: "/" + "/".join(parts))
-    queries = st.dictionaries(
-        st.sampled_from(QUERY_KEYS) | st.text(max_size=10),
-        st.sampled_from(QUERY_VALUES) | NASTY,
-        max_size=3,
-    )
-
-    @st.composite
-    def requests(draw: st.DrawFn) -> Req:
-        method, path = draw(st.sampled_from(operations))
-        method = draw(st.sampled_from([method, method, method, "GET", "POST", "DELETE"]))
-        path = path.replace("{name}", draw(path_names(fuzz)))
-        if draw(st.integers(0, 5)) == 0:
-            path = draw(unknown_paths)
-        query = draw(queries)
-        target = path + ("?" + urlencode(query) if query else "")
-        body = draw(st.none() | ANY_JSON | st.binary(max_size=100))
-        return make_req(method, target, body)
-
-    @FUZZ_SETTINGS
-    @given(req=requests())
-    def run(req: Req) -> None:
-        fuzz.check(req, changes_state=req.method in ("POST", "DELETE"))
-
-    run()
-    fuzz.finish(before)
-
-
 @st.composite
 def broken_http(draw: st.DrawFn) -> Req:
     """Requests broken at the HTTP level: methods, request lines, versions, headers and
@@ -740,17 +686,82 @@ def broken_http(draw: st.DrawFn) -> Req:
     return Req(method, raw, None, length)
 
 
-def test_fuzzed_http_junk_is_answered_cleanly_and_changes_nothing(fuzz: FuzzScene) -> None:
-    fuzz.activate()
-    before = fuzz.world()
+# --- the fuzz tests ------------------------------------------------------------------------------
 
-    @FUZZ_SETTINGS
-    @given(req=broken_http() | st.binary(min_size=1, max_size=300).map(lambda b: Req("?", b)))
-    def run(req: Req) -> None:
-        fuzz.check(req, changes_state=req.method.upper() in ("POST", "DELETE"))
 
-    run()
-    fuzz.finish(before)
+class TestRefusals:
+    """Requests alice may not make, on one scene (``fuzz``)."""
+
+    def test_fuzzed_create_bodies_are_refused_cleanly_and_change_nothing(
+        self, fuzz: FuzzScene
+    ) -> None:
+        fuzz.activate()
+        before = fuzz.world()
+        schema = request_schema(fuzz, "/v1/containers", "post")
+
+        @FUZZ_SETTINGS
+        @given(
+            body=bodies(fuzz, schema),
+            query=st.sampled_from(["", "?user=bob", "?user=alice", "?all=1", "?x=%00"]),
+            content_length=st.sampled_from([True, True, True, False]),
+        )
+        def run(body: Any, query: str, content_length: bool) -> None:
+            req = make_req("POST", "/v1/containers" + query, body, content_length=content_length)
+            fuzz.check(req, changes_state=True)
+
+        run()
+        fuzz.finish(before)
+
+    def test_fuzzed_routes_names_and_queries_are_refused_cleanly_and_change_nothing(
+        self, fuzz: FuzzScene
+    ) -> None:
+        fuzz.activate()
+        before = fuzz.world()
+        operations = [
+            (m.upper(), path) for path, item in fuzz.openapi["paths"].items() for m in item
+        ]
+        unknown_paths = st.sampled_from(UNKNOWN_PATHS) | st.lists(
+            st.text(max_size=12).map(lambda s: quote(s, safe="")), min_size=1, max_size=5
+        ).map(lambda parts: "/" + "/".join(parts))
+        queries = st.dictionaries(
+            st.sampled_from(QUERY_KEYS) | st.text(max_size=10),
+            st.sampled_from(QUERY_VALUES) | NASTY,
+            max_size=3,
+        )
+
+        @st.composite
+        def requests(draw: st.DrawFn) -> Req:
+            method, path = draw(st.sampled_from(operations))
+            method = draw(st.sampled_from([method, method, method, "GET", "POST", "DELETE"]))
+            path = path.replace("{name}", draw(path_names(fuzz)))
+            if draw(st.integers(0, 5)) == 0:
+                path = draw(unknown_paths)
+            query = draw(queries)
+            target = path + ("?" + urlencode(query) if query else "")
+            body = draw(st.none() | ANY_JSON | st.binary(max_size=100))
+            return make_req(method, target, body)
+
+        @FUZZ_SETTINGS
+        @given(req=requests())
+        def run(req: Req) -> None:
+            fuzz.check(req, changes_state=req.method in ("POST", "DELETE"))
+
+        run()
+        fuzz.finish(before)
+
+    def test_fuzzed_http_junk_is_answered_cleanly_and_changes_nothing(
+        self, fuzz: FuzzScene
+    ) -> None:
+        fuzz.activate()
+        before = fuzz.world()
+
+        @FUZZ_SETTINGS
+        @given(req=broken_http() | st.binary(min_size=1, max_size=300).map(lambda b: Req("?", b)))
+        def run(req: Req) -> None:
+            fuzz.check(req, changes_state=req.method.upper() in ("POST", "DELETE"))
+
+        run()
+        fuzz.finish(before)
 
 
 def test_fuzzed_creates_that_succeed_make_only_compliant_containers(
@@ -825,14 +836,6 @@ def _check_known_finding(scene: FuzzScene, known: Known) -> None:
 
 
 @pytest.fixture(scope="class")
-def fuzz_per_class(
-    ds01d_per_class: Any, docker_client: Any, unix_users: Any
-) -> Iterator[FuzzScene]:
-    """``fuzz``'s scene, for a whole class."""
-    yield from make_scene(ds01d_per_class, docker_client, unix_users, may_create=False)
-
-
-@pytest.fixture(scope="class")
 def fuzz_create_per_class(
     ds01d_per_class: Any, docker_client: Any, unix_users: Any
 ) -> Iterator[FuzzScene]:
@@ -842,8 +845,8 @@ def fuzz_create_per_class(
 
 class TestKnownFindingsOfRequests:
     @pytest.mark.parametrize("known", _known(creates=False))
-    def test_known_finding_is_fixed(self, fuzz_per_class: FuzzScene, known: Known) -> None:
-        _check_known_finding(fuzz_per_class, known)
+    def test_known_finding_is_fixed(self, fuzz: FuzzScene, known: Known) -> None:
+        _check_known_finding(fuzz, known)
 
 
 class TestKnownFindingsOfCreates:

@@ -8,8 +8,8 @@ using the real CLI. Variants an attacker tries:
 - thousands of idle connections (connect, send nothing);
 - slowloris: a request head sent one byte a second on many connections;
 - a ``Content-Length`` body that never arrives;
-- many long polls (``GET /v1/events?after_seq=…&wait=60``) at once;
-- connect-and-close churn from several processes, with half requests in between.
+- many long polls (``GET /v1/events?after_seq=…&wait=5``) at once;
+- connect-and-close churn from several threads, with half requests in between.
 
 During each attack alice's ``container-list`` and ``gpu-status`` answer correctly, ds01d's
 thread count (``/proc/PID/status``) stays bounded, its output holds no traceback and only a
@@ -45,6 +45,11 @@ FD_HEADROOM = 8
 #: Lines ds01d may write about refusals during one scenario (rate-limited: one per uid,
 #: kind and minute; before, one traceback per refused connection).
 MAX_REFUSAL_LINES = 6
+#: Seconds each of bob's long polls asks to wait.
+LONG_POLL_S = 5
+#: Seconds bob's churn goes on at most, should the checks meanwhile take that long (on a
+#: busy machine they do: the churn slows them down).
+CHURN_MAX_S = 8
 
 
 def threads_of(pid: int) -> int:
@@ -167,7 +172,7 @@ def test_many_long_polls_get_their_own_bounded_budget(
     ds01d: Any, unix_users: dict[str, Any]
 ) -> None:
     scene = Scene(ds01d)
-    with attack(scene.d, "longpoll", 60) as bob:
+    with attack(scene.d, "longpoll", 60, seconds=LONG_POLL_S) as bob:
         answers = bob.ready["answers"]
         waiting = answers.get("None:None:open", 0)
         assert answers.get("429:throttled:closed", 0) == 60 - waiting, answers
@@ -182,17 +187,19 @@ def test_many_long_polls_get_their_own_bounded_budget(
             f"container/thesis._.{unix_users['alice'].pw_uid}"
         ], reply
         bob.release()
-    # A long poll ends at its wait (10 s here: longer than the checks above take, shorter
-    # than the 60 s a client may ask for), not when its client lets go.
-    scene.recovered(within_s=25)
+    # A long poll ends at its wait (LONG_POLL_S: longer than the checks above take, about a
+    # second, shorter than the 60 s a client may ask for), not when its client lets go.
+    scene.recovered(within_s=LONG_POLL_S + 15)
 
 
 def test_connect_and_close_churn_leaves_no_trace(ds01d: Any, unix_users: dict[str, Any]) -> None:
     scene = Scene(ds01d)
-    with attack(scene.d, "churn", 8, seconds=8) as bob:
+    # The churn goes on until the checks are done (at most CHURN_MAX_S).
+    with attack(scene.d, "churn", 8, seconds=CHURN_MAX_S) as bob:
         for _ in range(3):
             scene.victim_is_served()
             scene.bounded()
         result = bob.release()
+    print(f"bob's churn: {result['cycles']} cycles")
     assert result["cycles"] > 100, result
     scene.recovered()

@@ -379,8 +379,11 @@ def test_an_open_terminal_keeps_a_container_and_an_exec_left_behind_does_not(
         stop = wait_for_stop(d, left_name, TIMEOUT_S + 10)
         print(f"'left' stopped {event_time(stop) - killed:.1f} s after its client died")
 
-        time.sleep(2)  # well past the timeout for 'attached' too
-        wait_for_loop_pass(d, "lifecycle")  # and a pass after that: the loop did not stall
+        # A second past the timeout of 'attached' too (passed already: 'left' was made later
+        # and stopped a timeout after its client died), and a pass after that: the loop did
+        # not stall.
+        time.sleep(max(0.0, created + TIMEOUT_S + 1 - time.time()))
+        wait_for_loop_pass(d, "lifecycle")
         assert status_of(docker_client, attached_name) == "running"
         assert not idle_stops(d, attached_name)
     finally:

@@ -185,7 +185,7 @@ def test_a_users_own_queued_request_does_not_hurry_their_own_idle_container(
         "max_containers: 6", "max_containers: 6\n      gpu_limit: 2"
     )
     d.write_config("resource-limits.yaml", two_gpus)
-    create(d, "alice", "holder", "--gpus", "1")
+    created = create(d, "alice", "holder", "--gpus", "1")
     with RawApi(d.paths.socket, "alice") as api:
         queued = api.call(
             "POST", "/v1/containers", {"name": "next", "image": "busybox", "gpus": 1, "queue": True}
@@ -194,10 +194,12 @@ def test_a_users_own_queued_request_does_not_hurry_their_own_idle_container(
 
     (entry,) = d.cli_json("alice", "queue")
     assert "held by your own container holder" in entry["reason"], entry
-    # Under demand (factor 0.25) the idle stop would come after 5.4 s; without it, not before
-    # the checks below are done.
-    time.sleep(9)
-    wait_for_loop_pass(d, "lifecycle")  # a pass after those 9 s stopped nothing
+    # Under demand (demand_idle_factor 0.25) the idle stop would come 5.4 s after the start;
+    # without it, not before the checks below are done (21.6 s). A pass that begins 2 s after
+    # those 5.4 s stopped nothing.
+    hurried_s = 2 * TIMEOUT_S * 0.25
+    time.sleep(max(0.0, created + hurried_s + 2 - time.time()))
+    wait_for_loop_pass(d, "lifecycle")
     assert not d.events_where(action="cleanup.idle", user="alice")
     report = d.cli_json(None, "maintenance", "run", "--dry-run")
     (holder,) = [c for c in report["containers"] if c["name"] == "holder"]

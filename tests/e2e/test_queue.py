@@ -31,13 +31,11 @@ PRIORITIES = """
       max_containers: 5
       gpu_hold_after_stop_minutes: null
     users:
-      alice: {priority: 100, gpu_hold_after_stop_minutes: 0.05}
+      alice: {priority: 100, gpu_hold_after_stop_minutes: 0.02}
       bob: {priority: 500}
       carol: {priority: 900}
 """
 WAIT_S = 30.0
-
-
 
 
 def queue_create(d: Any, user: str, name: str) -> str:
@@ -175,7 +173,7 @@ def test_a_stopped_containers_gpu_goes_to_the_queue_and_it_comes_back_elsewhere(
     assert container.exec_run(["sh", "-c", "echo kept > /tmp/mark"]).exit_code == 0
     assert d.cli("alice", "container-stop", "keep").returncode == 0
 
-    bobs = queue_create(d, "bob", "next")  # alice's hold is 3 s
+    bobs = queue_create(d, "bob", "next")  # alice's hold is 1.2 s
     wait_until("bob's start", lambda: started(d, bobs))
     assert gpus_of(d, "bob", "next") == before
     assert d.events_where(action="gpu.release", resource=f"container/keep._.{uid}")
