@@ -320,9 +320,10 @@ class LifecycleLoop(PeriodicPass):
         parent = record_parent(record)
         cgroup = self.sampler.cgroup_of(record, parent)
         started = self.sampler.started_at(record, cgroup) if cgroup else None
-        sample = self.sampler.sample(record, parent, telemetry, now)
+        sample = self.sampler.sample(record, parent, telemetry, self._clock)
         if started is None or sample is None:
             return None  # no sample, no decision (it may have just ended)
+        now = sample.at  # the decision is the sample's: its readings are all before it
         clock = observe(clocks.get(record.id), sample, running_since=started, policy=owner.policy)
         exemption = covering_exemption(exemptions, record.user, record.name, now)
         # Its own runtime limit: the one its owner declared for it, if any.

@@ -121,9 +121,14 @@ class Sampler:
         record: ContainerRecord,
         parent: str,
         telemetry: dict[str, DeviceTelemetry],
-        now: datetime,
+        clock: Callable[[], datetime],
     ) -> Sample | None:
-        """A sample of a running container; ``None`` if its cgroup is gone (it just ended)."""
+        """A sample of a running container; ``None`` if its cgroup is gone (it just ended).
+
+        Its time is ``clock()`` read after every reading, so that a keep-alive file touched
+        while the sample was taken is never later than the sample (a touch in the future is
+        ignored: ``ds01.core.lifecycle``), however long the pass has taken so far.
+        """
         cgroup = self.cgroup_of(record, parent)
         if cgroup is None:
             return None
@@ -132,15 +137,18 @@ class Sampler:
             return None
         pids = self.cgroups.processes(cgroup)
         utilization, memory, processes = gpu_figures(record.gpus, telemetry)
+        network_bytes = procfs.network_bytes(pids)
+        sessions = self.sessions(record.docker_name)
+        touched = keep_alive_at(record)
         return Sample(
-            at=now,
+            at=clock(),
             cpu_seconds=cpu,
-            network_bytes=procfs.network_bytes(pids),
+            network_bytes=network_bytes,
             gpu_utilization_percent=utilization,
             gpu_memory_used_mib=memory,
             gpu_processes=processes,
-            sessions=self.sessions(record.docker_name),
-            keep_alive_at=keep_alive_at(record),
+            sessions=sessions,
+            keep_alive_at=touched,
         )
 
     @staticmethod
