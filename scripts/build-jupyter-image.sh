@@ -10,7 +10,8 @@
 #
 # `user-setup` starts this image as the user's first container (images.yaml: `starter: true`).
 # Idempotent: existing images are kept unless FORCE=1 (a JupyterLab image of another recipe,
-# its label ds01.jupyter.recipe not RECIPE, is built again). About 80 s on a fresh machine.
+# its label org.ds01-test.jupyter-recipe not RECIPE, is built again; not a ds01.* label, which
+# an image users build on may not carry). About 80 s on a fresh machine.
 #
 # The image leaves out rfc3987-syntax (pulled in by jupyter-events through
 # jsonschema[format-nongpl]): it builds a grammar's parser when it is imported, which cost
@@ -33,7 +34,7 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 # rfc3987-syntax.
 RECIPE=3
 current() {
-  [ "$(docker image inspect -f '{{index .Config.Labels "ds01.jupyter.recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]
+  [ "$(docker image inspect -f '{{index .Config.Labels "org.ds01-test.jupyter-recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]
 }
 
 work=$(mktemp -d /tmp/ds01-jupyter.XXXXXX)
@@ -91,7 +92,7 @@ RUN python3 -m venv /opt/venv \\
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
 WORKDIR /workspace
 # ds01 publishes this port on 127.0.0.1 and sets JUPYTER_TOKEN, which Jupyter Server reads.
-LABEL ds01.jupyter.port="8888" ds01.jupyterhub="singleuser" ds01.jupyter.recipe="$RECIPE" org.opencontainers.image.title="JupyterLab starter"
+LABEL ds01.jupyter.port="8888" ds01.jupyterhub="singleuser" org.ds01-test.jupyter-recipe="$RECIPE" org.opencontainers.image.title="JupyterLab starter"
 EXPOSE 8888
 CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
 EOF
