@@ -5,6 +5,8 @@ character written as its escape, never acted on."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,10 +14,13 @@ from hypothesis import strategies as st
 from ds01.cli import events, render
 from ds01.model.text import plain, visible
 
-#: Unicode's invisible formatting characters: bidi marks, embeddings, overrides and
-#: isolates, zero-width characters, the byte-order mark.
-INVISIBLE = [0x061C, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x206A)]
-INVISIBLE.append(0xFEFF)
+#: What shows nothing or changes how the text around it shows: this Python's Unicode format
+#: characters and line and paragraph separators, and the blank letters a name could hide
+#: behind (the combining grapheme joiner, the Hangul fillers).
+INVISIBLE = frozenset(
+    [code for code in range(0x110000) if unicodedata.category(chr(code)) in ("Cf", "Zl", "Zp")]
+    + [0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0]
+)
 
 
 def acted_on(c: str) -> bool:
@@ -68,10 +73,18 @@ def test_printable_text_is_kept(text: str) -> None:
         ("note\u202e1 UPG", "note\\u202e1 UPG"),
         ("tab\t", "tab\\x09"),
         ("c1\x9b", "c1\\x9b"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+        ("soft\u00adhyphen\u2028", "soft\\xadhyphen\\u2028"),
     ],
 )
 def test_visible_writes_what_a_terminal_would_act_on_as_its_escape(sent: str, shown: str) -> None:
     assert visible(sent) == shown
+
+
+def test_every_invisible_character_is_dropped_by_plain_and_escaped_by_visible() -> None:
+    text = "".join(map(chr, sorted(INVISIBLE)))
+    assert plain(text) == ""
+    assert not any(acted_on(c) for c in visible(text))
 
 
 @given(st.text())

@@ -134,8 +134,8 @@ def test_an_empty_window_is_refused() -> None:
 def test_markdown_and_csv_show_nodes_users_and_pending() -> None:
     report = _report(NOW - timedelta(days=1))
     text = to_cluster_markdown(report)  # type: ignore[arg-type]
-    assert "| node2 | MIXED | 4 | 3 | 1 | alice/first (3) |" in text
-    assert "| 5 | bob | second | 3 | Resources | no node has the GPUs" in text
+    assert "| node2 | MIXED | 4 | 3 | 1 | alice/`first` (3) |" in text
+    assert "| 5 | bob | `second` | 3 | Resources | no node has the GPUs" in text
     assert "2 nodes, 6 GPUs: 3 held, 3 free" in text
     lines = to_cluster_csv(report).splitlines()  # type: ignore[arg-type]
     assert lines[0] == (
@@ -155,9 +155,13 @@ def test_a_job_name_with_bars_or_a_newline_forges_no_accounting_row() -> None:
     assert "JobName" not in SACCT_FORMAT and "Comment," not in SACCT_FORMAT
 
 
-#: A job name any user can give a job that carries ds01's comment, meant to become an image
-#: and a link in a report an admin publishes.
-MARKUP_NAME = "![x](https://evil.example/p.png) [login](https://evil.example) <b>x</b> a_b*"
+#: A job name any user can give a job that carries ds01's comment, meant to become an image,
+#: links (one GitHub makes of an address by itself), HTML and a bidi override in a report an
+#: admin publishes.
+MARKUP_NAME = (
+    "![x](https://evil.example/p.png) [login](https://evil.example) <b>x</b> a_b* "
+    "https://evil.example/login &#x202E; `tick`"
+)
 
 
 def test_a_job_name_with_markdown_is_shown_as_written_not_as_a_link_or_an_image() -> None:
@@ -169,8 +173,8 @@ def test_a_job_name_with_markdown_is_shown_as_written_not_as_a_link_or_an_image(
     pending[0]["name"] = MARKUP_NAME
     holders = [n for n in nodes if n["holders"]]
     holders[0]["holders"][0]["name"] = MARKUP_NAME  # type: ignore[index]
-    html = MarkdownIt("commonmark").enable("table").render(to_cluster_markdown(report))
-    assert "<a " not in html and "<img" not in html and "<b>" not in html, html
-    assert "<em>" not in html and "<strong>" not in html, html
+    html = MarkdownIt("gfm-like").render(to_cluster_markdown(report))
+    for markup in ("<a ", "<img", "<b>", "<em>", "<strong>", "\u202e"):
+        assert markup not in html, (markup, html)
     written = MARKUP_NAME.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    assert html.count(written) == 2, html  # in the pending table and in the node's holders
+    assert html.count(f"<code>{written}</code>") == 2, html  # pending, and the node's holders

@@ -128,17 +128,19 @@ def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     return users, groups
 
 
-#: What CommonMark reads as markup in a table cell: links and images (``[``, ``]``, ``(``,
-#: ``)``, ``!``), inline HTML (``<``, ``>``), emphasis, code, escapes (``_md_table``
-#: escapes a cell's end, ``|``).
-_MARKDOWN_MARKUP = re.compile(r"([\\`*_\[\]()!<>~])")
+_BACKTICKS = re.compile("`+")
 
 
 def _md_text(text: str) -> str:
-    """``text`` that somebody else wrote (a Slurm job's name), every Markdown markup
-    character backslash-escaped: a report an admin publishes shows it as written, never as
-    a link, an image or HTML."""
-    return _MARKDOWN_MARKUP.sub(r"\\\1", text)
+    """``text`` that somebody else wrote (a Slurm job's name) as a Markdown code span, whose
+    fence is longer than any run of backticks in it: a report an admin publishes shows it
+    as written, never as a link (not even an address GitHub would link by itself), an image,
+    HTML or a character reference (``&#x202E;``)."""
+    if not text:
+        return ""
+    fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
+    return f"{fence}{padded}{fence}"
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -248,24 +248,29 @@ class Ds01Spawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type hi
 
         base_url = getattr(self.server, "base_url", None) or "/"
         check = f"{url}{base_url.rstrip('/')}/api"
-        client = AsyncHTTPClient()
-        deadline = asyncio.get_running_loop().time() + self.http_timeout
-        looks = 0
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                await client.fetch(check, follow_redirects=False, request_timeout=5)
-                return
-            except HTTPClientError as exc:
-                if exc.code < 500:  # 599: no connection yet
+        # A client of its own: the hub's shared one has 10 connections for everything it
+        # asks (its proxy included), and a user's image may accept and never answer.
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            deadline = asyncio.get_running_loop().time() + self.http_timeout
+            looks = 0
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    await client.fetch(check, follow_redirects=False, request_timeout=5)
                     return
-            except OSError:  # refused while JupyterLab starts
-                pass
-            looks += 1
-            if looks % _LOOKS_PER_STATUS_CHECK == 0:
-                info = await self._info()
-                if info is None or info.get("status") != "running":
-                    return
-            await asyncio.sleep(_ANSWER_POLL_SECONDS)
+                except HTTPClientError as exc:
+                    if exc.code < 500:  # 599: no connection yet
+                        return
+                except OSError:  # refused while JupyterLab starts
+                    pass
+                looks += 1
+                if looks % _LOOKS_PER_STATUS_CHECK == 0:
+                    info = await self._info()
+                    if info is None or info.get("status") != "running":
+                        return
+                await asyncio.sleep(_ANSWER_POLL_SECONDS)
+        finally:
+            client.close()
         raise refusal(f"JupyterLab in {self.container} did not answer in {self.http_timeout} s.")
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:

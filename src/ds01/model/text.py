@@ -49,11 +49,20 @@ def shown(value: object, max_chars: int = SHOWN_INPUT_CHARS) -> str:
     return repr(clip(text, max_chars))
 
 
-#: Unicode's invisible formatting characters that reorder or hide the text around them:
-#: the Arabic letter mark, zero-width spaces and joiners, left-to-right and right-to-left
-#: marks, bidi embeddings and overrides (U+202E shows the rest of a line reversed), the word
-#: joiner and bidi isolates, the byte-order mark. As a regular expression class's body.
-_INVISIBLE_FORMAT = "\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+#: Characters that show nothing, or change how the text around them shows: Unicode's
+#: format characters (category Cf: the soft hyphen, bidi marks, embeddings, overrides and
+#: isolates (U+202E shows the rest of a line reversed), zero-width spaces and joiners, the
+#: byte-order mark, interlinear annotations, tag characters, …), the line and paragraph
+#: separators (Zl, Zp), and the blank letters a name could hide behind (the combining
+#: grapheme joiner, the Hangul fillers). As a regular expression class's body; Unicode 15.1's
+#: Cf, a superset of older versions' (``tests/unit/test_plain_text.py`` checks it against
+#: ``unicodedata``).
+_INVISIBLE_FORMAT = (
+    "\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
 
 #: A terminal escape sequence (CSI ``ESC [ … letter``, OSC ``ESC ] … BEL/ST``, or a
 #: two-character ``ESC x``), a control character other than tab (C0, DEL and C1: some
@@ -96,4 +105,6 @@ def visible(text: str) -> str:
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
