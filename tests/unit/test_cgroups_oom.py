@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ds01.daemon.oom import OomWatcher, advance, assess, limit_hit_text
+from ds01.daemon.oom import RISEN_KEPT, OomWatcher, advance, assess, limit_hit_text
 from ds01.events.log import EventLog
 from ds01.model import labels as L
 from ds01.runtime.cgroups import CgroupManager, OomCounters
@@ -219,14 +220,16 @@ def tree(request: pytest.FixtureRequest, tmp_path: Path) -> Tree:
     return Tree(tmp_path / "cgroup", request.param)
 
 
-def make_watcher(tmp_path: Path, tree: Tree, docker: FakeDocker) -> OomWatcher:
+def make_watcher(
+    tmp_path: Path, tree: Tree, docker: FakeDocker, clock: Callable[[], datetime] = lambda: NOW
+) -> OomWatcher:
     return OomWatcher(
         docker,
         CgroupManager(tree.root),
         StateStore(tmp_path / "state.db"),
-        EventLog(tmp_path / "events.jsonl", clock=lambda: NOW),
+        EventLog(tmp_path / "events.jsonl", clock=clock),
         "cgroupfs",
-        clock=lambda: NOW,
+        clock=clock,
     )
 
 
@@ -288,6 +291,30 @@ def test_a_kill_read_a_scan_after_its_failed_charge_names_that_limit(
     tree.set_container(ID_A, 3, 2)  # a later kill with no limit risen since: the host's
     [third] = watcher.scan()
     assert third.last_limit == "host"
+
+
+def test_a_kill_scans_after_its_failed_charge_names_that_limit_for_a_while(
+    tmp_path: Path, tree: Tree
+) -> None:
+    now = [NOW]
+    docker = FakeDocker([_record(ID_A, "a")])
+    tree.set_container(ID_A, 0, 0)
+    watcher = make_watcher(tmp_path, tree, docker, clock=lambda: now[0])
+    assert watcher.scan() == []  # the baseline
+    tree.set_container(ID_A, 0, 1)  # a failed charge; the kernel reclaims, slowly
+    assert watcher.scan() == []
+    now[0] += timedelta(seconds=2)
+    assert watcher.scan() == []  # a scan with nothing new
+    now[0] += timedelta(seconds=2)
+    tree.set_container(ID_A, 1, 1)  # the kill, no new failure
+    [killed] = watcher.scan()
+    assert killed.last_limit == "container"
+    tree.set_container(ID_A, 1, 2)  # another failed charge, then no kill for a long time
+    assert watcher.scan() == []
+    now[0] += RISEN_KEPT
+    tree.set_container(ID_A, 2, 2)
+    [later] = watcher.scan()
+    assert later.last_limit == "host"
 
 
 def test_removed_containers_are_forgotten(tmp_path: Path, tree: Tree) -> None:

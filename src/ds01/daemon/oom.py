@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from ds01.core.container_resources import OOM_KILL_ACTION
@@ -61,6 +61,10 @@ LimitHit = Literal["container", "user_total", "host"]
 
 #: Seconds between two scans.
 DEFAULT_INTERVAL_SECONDS = 2.0
+#: How long a limit whose counter rose stays the one a later kill is put down to, when no
+#: counter rose with the kill: the kernel counts a failed charge, then reclaims and picks a
+#: victim, which on a busy machine can take more than one scan.
+RISEN_KEPT = timedelta(seconds=30)
 #: A ``die`` with SIGKILL this soon after an ``oom`` event is that OOM's kill, in seconds.
 EXIT_AFTER_OOM_SECONDS = 10.0
 
@@ -96,9 +100,7 @@ def limit_hit_text(record: ContainerRecord, limit: LimitHit) -> str:
     return f"{record.user}'s memory total across all their containers"
 
 
-def limit_risen(
-    previous: OomState | None, now: OomCounters, parent_events: int
-) -> LimitHit | None:
+def limit_risen(previous: OomState | None, now: OomCounters, parent_events: int) -> LimitHit | None:
     """Which limit's counter went up since the state last seen (the container's own first),
     or ``None``.
 
@@ -129,8 +131,9 @@ def assess(
     """Compare one container's counters with the state last seen; ``None`` if no new kill.
 
     The limit is the one whose counter went up with the kill (``limit_risen``), else
-    ``risen_before``, the one that went up at the scan before: the kernel counts the failed
-    charge before it picks a victim, so a scan may fall between the two. Else ``host``.
+    ``risen_before``, the one that went up at a scan before (the watcher keeps it for
+    ``RISEN_KEPT``, until a kill is put down to it): the kernel counts the failed charge
+    before it reclaims and picks a victim, so scans may fall between the two. Else ``host``.
     """
     same_cgroup = previous is not None and previous.generation == now.generation
     base_kills = previous.kills if previous is not None and same_cgroup else 0
@@ -253,7 +256,9 @@ class OomWatcher(PeriodicPass):
         self._lock = threading.Lock()  # one scan or exit at a time
         self._parent_seen: dict[str, int] = {}  # parent cgroup -> limit counter, last scan
         self._pending: dict[str, _PendingOom] = {}  # container id -> its unmatched oom event
-        self._risen: dict[str, LimitHit] = {}  # container id -> limit risen at the last scan
+        # container id -> the limit that rose at a scan (and when), until a kill is put down
+        # to it or RISEN_KEPT has passed
+        self._risen: dict[str, tuple[LimitHit, datetime]] = {}
         self._last_event_time: float | None = None
         # Not a periodic pass (no interval for the doctor): only its faults are logged once.
         self._events_tracker = PassTracker(
@@ -297,12 +302,15 @@ class OomWatcher(PeriodicPass):
             on_parent = parent_events[parent]
             if on_parent is None:
                 on_parent = previous.parent_events if previous is not None else 0
-            risen_before = self._risen.pop(record.id, None)
+            scanned_at = self._clock()
+            risen_before = self._risen_since(record.id, scanned_at)
             risen = limit_risen(previous, counters, on_parent)
             if risen is not None:
-                self._risen[record.id] = risen
+                self._risen[record.id] = (risen, scanned_at)
             finding = assess(previous, counters, on_parent, risen_before)
-            seen_at = self._clock().isoformat(timespec="seconds")
+            if finding is not None:
+                self._risen.pop(record.id, None)  # put down to it: a later kill needs its own
+            seen_at = scanned_at.isoformat(timespec="seconds")
             state = advance(previous, record, counters, on_parent, finding, seen_at)
             if state != previous:
                 self.store.save_oom_state(state)
@@ -313,11 +321,19 @@ class OomWatcher(PeriodicPass):
                 reported.append(state)
         self._parent_seen.update({p: v for p, v in parent_events.items() if v is not None})
         running = {r.id for r in records if r.status == "running"}
-        self._risen = {cid: limit for cid, limit in self._risen.items() if cid in running}
+        self._risen = {cid: risen for cid, risen in self._risen.items() if cid in running}
         gone = set(known) - {r.id for r in records}
         if gone:
             self.store.forget_oom_states(gone)
         return reported
+
+    def _risen_since(self, container_id: str, now: datetime) -> LimitHit | None:
+        """The limit that rose for the container at a scan less than ``RISEN_KEPT`` ago."""
+        risen = self._risen.get(container_id)
+        if risen is None or now - risen[1] >= RISEN_KEPT:
+            self._risen.pop(container_id, None)
+            return None
+        return risen[0]
 
     def _report(self, record: ContainerRecord, state: OomState, finding: OomFinding) -> None:
         what = limit_hit_text(record, finding.limit)
