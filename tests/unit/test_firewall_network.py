@@ -26,17 +26,24 @@ from ds01.runtime.firewall import (
     bridge_rules,
     guard_of,
     parse_rules,
+    restore_text,
 )
 
 
 class FilterTable:
-    """Just enough of ``iptables -w -t filter`` for ``Firewall``: chains of rule lists."""
+    """Just enough of ``iptables -w -t filter`` and ``iptables-restore -w --noflush`` for
+    ``Firewall``: chains of rule lists; a restore's text is applied whole or not at all, as
+    the kernel's transaction, and kept in ``restored``."""
 
     def __init__(self) -> None:
         self.chains: dict[str, list[list[str]]] = {"INPUT": [], "FORWARD": [], "OUTPUT": []}
+        self.restored: list[str] = []
 
-    def __call__(self, argv: Sequence[str]) -> str:
-        assert list(argv[:4]) == ["iptables", "-w", "-t", "filter"], argv
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> str:
+        if list(argv) == ["iptables-restore", "-w", "--noflush"]:
+            self.restore(stdin)
+            return ""
+        assert list(argv[:4]) == ["iptables", "-w", "-t", "filter"] and not stdin, argv
         op, *rest = argv[4:]
         if op == "-S" and not rest:
             return self.dump()
@@ -63,6 +70,23 @@ class FilterTable:
         elif op == "-X":
             del self.chains[chain]
         return ""
+
+    def restore(self, text: str) -> None:
+        lines = text.splitlines()
+        assert lines[0] == "*filter" and lines[-1] == "COMMIT" and text.endswith("\n"), text
+        chains = {name: list(rules) for name, rules in self.chains.items()}
+        for line in lines[1:-1]:
+            if line.startswith(":"):
+                name, policy, counters = line[1:].split()
+                assert (policy, counters) == ("-", "[0:0]"), line
+                chains[name] = []  # --noflush: a declared chain is made, or emptied
+            else:
+                op, chain, *rule = line.split()
+                if op != "-A" or chain not in chains:
+                    raise FirewallError(f"iptables-restore: line {line!r} refused")
+                chains[chain].append(rule)
+        self.chains = chains
+        self.restored.append(text)
 
     def dump(self) -> str:
         lines = [f"-P {c} ACCEPT" for c in ("INPUT", "FORWARD", "OUTPUT")]
@@ -161,10 +185,10 @@ def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_run
     alone, table = FilterTable(), FilterTable()
     runs: list[Sequence[str]] = []
 
-    def counted(through: FilterTable) -> Callable[[Sequence[str]], str]:
-        def run(argv: Sequence[str]) -> str:
+    def counted(through: FilterTable) -> Callable[[Sequence[str], str], str]:
+        def run(argv: Sequence[str], stdin: str) -> str:
             runs.append(argv)
-            return through(argv)
+            return through(argv, stdin)
 
         return run
 
@@ -179,6 +203,52 @@ def test_guarding_after_installing_the_base_writes_the_same_rules_with_fewer_run
     assert table.chains == alone.chains
     assert len(runs) == guard_alone  # the base is checked once, not again by the guard
     assert not any(argv[4:] == ["-S", "OUTPUT"] for argv in runs[base:])
+
+
+def test_a_chain_is_written_in_one_transaction_that_declares_it_and_replaces_its_rules():
+    text = restore_text("ds01u1001", guard_of(1001, hub_uids=[998]))
+
+    assert text == (
+        "*filter\n"
+        ":DS01-ds01u1001 - [0:0]\n"
+        "-A DS01-ds01u1001 -m owner --uid-owner 1001 -j RETURN\n"
+        "-A DS01-ds01u1001 -m owner --uid-owner 0 -j RETURN\n"
+        "-A DS01-ds01u1001 -m owner --uid-owner 998 -j RETURN\n"
+        "-A DS01-ds01u1001 -m conntrack --ctorigdst 127.0.0.0/8 -j RETURN\n"
+        "-A DS01-ds01u1001 -j REJECT\n"
+        "COMMIT\n"
+    )
+    with pytest.raises(ValueError):
+        restore_text("ds01u1001\n-A OUTPUT -j ACCEPT", guard_of(1001))
+
+
+def test_rewriting_a_live_chain_never_lets_through_more_than_its_old_or_its_new_rules():
+    table = FilterTable()
+    seen: list[list[list[str]]] = []  # the live chain after each command
+
+    def watched(argv: Sequence[str], stdin: str) -> str:
+        out = table(argv, stdin)
+        if ["-o", "ds01u1001", "-j", "DS01-ds01u1001"] in table.chains.get(CHAIN, []):
+            seen.append(list(table.chains["DS01-ds01u1001"]))
+        return out
+
+    firewall = Firewall(run=watched)
+    old, new = guard_of(1001, hub_uids=[998]), guard_of(1001, hub_uids=[999])
+    firewall.guard("ds01u1001", old)
+    seen.clear()
+    firewall.guard("ds01u1001", new)  # the hub identities changed while the chain is in use
+
+    assert seen and all(rules in (bridge_rules(old), bridge_rules(new)) for rules in seen)
+    assert seen[-1] == bridge_rules(new)
+
+    def refusing(argv: Sequence[str], stdin: str) -> str:
+        if argv[0] == "iptables-restore":
+            raise FirewallError("iptables-restore: refused")
+        return table(argv, stdin)
+
+    with pytest.raises(FirewallError):
+        Firewall(run=refusing).guard("ds01u1001", old)
+    assert table.chains["DS01-ds01u1001"] == bridge_rules(new)  # a refusal changes nothing
 
 
 def test_a_tampered_chain_reads_as_unguarded_and_guarding_repairs_it():
@@ -271,9 +341,9 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
     table = FilterTable()
     runs: list[Sequence[str]] = []
 
-    def counted(argv: Sequence[str]) -> str:
+    def counted(argv: Sequence[str], stdin: str) -> str:
         runs.append(argv)
-        return table(argv)
+        return table(argv, stdin)
 
     firewall = Firewall(run=counted)
     networks = UserNetworks(
@@ -289,8 +359,8 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
 
     assert networks.begin_reconcile([intact, tampered])() == []  # as ds01d's start
 
-    written = {argv[5] for argv in runs if argv[4] in ("-F", "-A")}
-    assert written == {f"DS01-{bridge_name(tampered)}"}  # the intact chain untouched
+    assert [argv[0] for argv in runs].count("iptables-restore") == 1
+    assert table.restored[-1] == restore_text(bridge_name(tampered), guard_of(tampered))
     assert firewall.state().bridges == {
         bridge_name(intact): guard_of(intact),
         bridge_name(tampered): guard_of(tampered),

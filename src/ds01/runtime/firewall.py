@@ -28,8 +28,12 @@ ports: they are on 127.0.0.1, where Docker's proxy (root) or its DNAT rule (orig
 destination 127.0.0.1) carries them on, behind the container's own token, as before.
 
 Rules are spelled by pure functions; ``Firewall`` runs ``iptables -w`` (the same binary, and
-so the same backend, nft or legacy, that Docker uses) through an injected runner.
-Installing is idempotent: a bridge's chain is flushed and written again each time.
+so the same backend, nft or legacy, that Docker uses) and its ``iptables-restore`` through an
+injected runner. Installing is idempotent: a bridge's chain is written whole each time, in
+one ``iptables-restore --noflush`` transaction (``restore_text``) that replaces the chain's
+old rules by its new ones at once, so a chain in use never lets through more than its old
+or its new rules do (never an empty chain, open to everyone, for the moment between a flush
+and the rules that follow).
 """
 
 from __future__ import annotations
@@ -131,6 +135,17 @@ def bridge_rules(guard: Guard) -> list[list[str]]:
     ]
 
 
+def restore_text(bridge: str, guard: Guard) -> str:
+    """The ``iptables-restore --noflush`` input that makes ``bridge``'s chain exactly
+    ``bridge_rules(guard)`` in one transaction: declaring the chain creates it or empties
+    it, and the kernel sees the emptied chain only with its new rules (``COMMIT`` replaces
+    the table at once; a refused rule leaves it as it was). Other chains are untouched."""
+    chain = bridge_chain(bridge)
+    lines = ["*filter", f":{chain} - [0:0]"]
+    lines += [" ".join(["-A", chain, *rule]) for rule in bridge_rules(guard)]
+    return "\n".join([*lines, "COMMIT", ""])
+
+
 @dataclass(frozen=True)
 class FirewallState:
     """What ``iptables -S`` shows of ds01's rules: whether ``OUTPUT`` jumps to ``CHAIN``
@@ -192,10 +207,10 @@ def _guard_in(rules: list[list[str]]) -> Guard | None:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def _default_run(argv: Sequence[str]) -> str:
+def _default_run(argv: Sequence[str], stdin: str) -> str:
     try:
         done = subprocess.run(
-            list(argv), check=True, capture_output=True, text=True,
+            list(argv), check=True, capture_output=True, text=True, input=stdin,
             timeout=IPTABLES_TIMEOUT_SECONDS,
         )  # fmt: skip
     except subprocess.CalledProcessError as exc:
@@ -210,19 +225,26 @@ class Firewall:
     """Installs and removes ds01's rules with ``iptables``.
 
     Args:
-        run: runs a command and returns its output, raising ``FirewallError`` if it fails
-            (injected for tests).
-        iptables: the command (found on ``PATH`` by ``available``).
+        run: runs a command with the text given as its standard input ("": none) and
+            returns its output, raising ``FirewallError`` if it fails (injected for tests).
+        iptables: the command (found on ``PATH`` by ``available``); its restore command is
+            the same name with ``-restore`` (``iptables-restore``), of the same backend.
     """
 
     def __init__(
-        self, run: Callable[[Sequence[str]], str] = _default_run, iptables: str = "iptables"
+        self,
+        run: Callable[[Sequence[str], str], str] = _default_run,
+        iptables: str = "iptables",
     ) -> None:
         self._run = run
         self._iptables = iptables
 
     def _ipt(self, *args: str) -> str:
-        return self._run([self._iptables, "-w", "-t", "filter", *args])
+        return self._run([self._iptables, "-w", "-t", "filter", *args], "")
+
+    def _restore(self, text: str) -> None:
+        """Apply ``text`` in one transaction, leaving the chains it does not name alone."""
+        self._run([self._iptables + "-restore", "-w", "--noflush"], text)
 
     def _has(self, chain: str, rule: Sequence[str]) -> bool:
         try:
@@ -264,15 +286,12 @@ class Firewall:
         start guards every network after one ``install_base``, each ``iptables`` run some
         3 ms).
 
-        The bridge's chain is written completely before packets are sent to it, so there is
-        no moment with a half-written chain in use."""
-        chain = bridge_chain(bridge)
+        The chain is replaced in one transaction (``restore_text``): a chain in use lets
+        through what its old rules or its new ones do, never more, at every moment; a new
+        chain is complete before the rule that sends packets to it is added."""
         if not base_installed:
             self.install_base()
-        self._ensure_chain(chain)
-        self._ipt("-F", chain)
-        for rule in bridge_rules(guard):
-            self._ipt("-A", chain, *rule)
+        self._restore(restore_text(bridge, guard))
         if not self._has(CHAIN, dispatch_rule(bridge)):
             self._ipt("-A", CHAIN, *dispatch_rule(bridge))
 
