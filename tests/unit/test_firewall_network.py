@@ -7,14 +7,18 @@ idempotent and removing leaves nothing of a bridge.
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from ds01.daemon.networks import UserNetworks, bridge_name, network_name
+from ds01.daemon.networks import HubGuardRefresh, UserNetworks, bridge_name, network_name
 from ds01.events.log import EventLog
 from ds01.runtime.docker import DockerRuntime
 from ds01.runtime.docker_networks import NetworkRecord
@@ -28,6 +32,7 @@ from ds01.runtime.firewall import (
     parse_rules,
     restore_text,
 )
+from ds01.runtime.identity import member_uids
 
 
 class FilterTable:
@@ -122,21 +127,23 @@ def test_a_bridge_chain_lets_only_its_owner_root_and_published_ports_through():
 
 
 def test_a_bridge_chain_lets_the_hub_identities_through_before_its_reject():
-    guard = guard_of(1001, hub_uids=[998, 0, 1001, 998], hub_gids=[997])
-    assert guard == guard_of(1001, (998,), (997,))  # root and the owner pass anyway
+    guard = guard_of(1001, hub_uids=[998, 0, 1001, 998, 997])
+    assert guard == guard_of(1001, (997, 998))  # root and the owner pass anyway
     rules = bridge_rules(guard)
 
     assert rules[:4] == [
         ["-m", "owner", "--uid-owner", "1001", "-j", "RETURN"],
         ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        # by uid only, a hub group's members too: a process keeps the groups it had when
+        # its user left the group, so --gid-owner would still let it in
+        ["-m", "owner", "--uid-owner", "997", "-j", "RETURN"],
         ["-m", "owner", "--uid-owner", "998", "-j", "RETURN"],
-        # any process with the hub's group among its groups, as ds01d admits a hub
-        ["-m", "owner", "--gid-owner", "997", "--suppl-groups", "-j", "RETURN"],
     ]
     assert rules[-1] == ["-j", "REJECT"] and len(rules) == 6
+    assert not any("--gid-owner" in rule for rule in rules)
     assert bridge_rules(guard_of(1001)) == [r for r in rules if "998" not in r and "997" not in r]
     with pytest.raises(ValueError):
-        bridge_rules(guard_of(1001, hub_gids=[-5]))
+        bridge_rules(guard_of(1001, hub_uids=[-5]))
     with pytest.raises(ValueError):  # unsorted: not what parse_rules reads back
         bridge_rules(type(guard)(1001, (999, 998)))
 
@@ -144,16 +151,18 @@ def test_a_bridge_chain_lets_the_hub_identities_through_before_its_reject():
 def test_the_hub_identities_read_back_and_a_changed_hub_reads_as_unguarded():
     table = FilterTable()
     firewall = Firewall(run=table)
-    with_hubs = guard_of(1001, hub_uids=[998, 996], hub_gids=[997, 995])
+    with_hubs = guard_of(1001, hub_uids=[998, 996, 997, 995])
     firewall.guard("ds01u1001", with_hubs)
     firewall.guard("ds01u1002", guard_of(1002))
 
     assert firewall.state().bridges == {"ds01u1001": with_hubs, "ds01u1002": guard_of(1002)}
     chain = table.chains["DS01-ds01u1001"]
-    chain.insert(4, ["-m", "owner", "--uid-owner", "1003", "-j", "RETURN"])  # an intruder
-    assert firewall.state().bridges["ds01u1001"] == guard_of(1001, [998, 996, 1003], [997, 995])
+    chain.insert(6, ["-m", "owner", "--uid-owner", "1003", "-j", "RETURN"])  # an intruder
+    assert firewall.state().bridges["ds01u1001"] == guard_of(1001, [998, 996, 997, 995, 1003])
     assert firewall.state().bridges["ds01u1001"] != with_hubs  # so ds01d writes it again
-    chain.pop(4)
+    chain[6] = ["-m", "owner", "--gid-owner", "997", "--suppl-groups", "-j", "RETURN"]
+    assert firewall.state().bridges["ds01u1001"] is None  # a group rule of an older ds01
+    chain.pop(6)
     assert firewall.state().bridges["ds01u1001"] == with_hubs
     chain.insert(1, chain.pop(2))  # a hub ahead of root: not as ds01 writes it
     assert firewall.state().bridges["ds01u1001"] is None
@@ -367,17 +376,24 @@ def test_the_start_rewrites_only_the_rules_that_do_not_read_back_complete(tmp_pa
     }
 
 
-def test_networks_let_the_hub_identities_in_and_follow_their_change(tmp_path: Path):
-    engine = NetworkEngine()
+def networks_with_hubs(
+    tmp_path: Path, hub_uids: Callable[..., tuple[int, ...]]
+) -> tuple[UserNetworks, FilterTable]:
+    """Users' networks on a fresh engine and filter table, with these hub identities."""
     table = FilterTable()
-    hubs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"now": ((998,), ())}
     networks = UserNetworks(
-        cast(DockerRuntime, engine),
+        cast(DockerRuntime, NetworkEngine()),
         Firewall(run=table),
         EventLog(tmp_path / "events"),
         "me",
-        hub_ids=lambda: hubs["now"],
+        hub_uids=hub_uids,
     )
+    return networks, table
+
+
+def test_networks_let_the_hub_identities_in_and_follow_their_change(tmp_path: Path):
+    hubs: dict[str, tuple[int, ...]] = {"now": (998,)}
+    networks, table = networks_with_hubs(tmp_path, lambda renew=False: hubs["now"])
     chain = f"DS01-{bridge_name(1001)}"
 
     assert networks.begin_reconcile([])() == []
@@ -385,12 +401,82 @@ def test_networks_let_the_hub_identities_in_and_follow_their_change(tmp_path: Pa
     assert table.chains[chain] == bridge_rules(guard_of(1001, (998,)))
     assert networks.unguarded() == []
 
-    hubs["now"] = ((998, 999), (997,))  # the configuration names another hub and a group
+    hubs["now"] = (997, 998, 999)  # the configuration names another hub and a group
     assert networks.unguarded() == [f"{network_name(1001)} ({bridge_name(1001)})"]
     networks.ensure(1001)  # the next create or start writes them
-    assert table.chains[chain] == bridge_rules(guard_of(1001, (998, 999), (997,)))
+    assert table.chains[chain] == bridge_rules(guard_of(1001, (997, 998, 999)))
     assert networks.unguarded() == []
 
-    hubs["now"] = ((), ())
+    hubs["now"] = ()
     assert networks.begin_reconcile([1001])() == []  # as ds01d's start
     assert table.chains[chain] == bridge_rules(guard_of(1001))
+
+
+def test_a_refresh_rewrites_every_guarded_network_once_the_hub_identities_change(
+    tmp_path: Path,
+):
+    asked: list[bool] = []
+    hubs: dict[str, tuple[int, ...]] = {"now": (997, 998)}  # a hub group's members, say
+
+    def hub_uids(renew: bool = False) -> tuple[int, ...]:
+        asked.append(renew)
+        return hubs["now"]
+
+    networks, table = networks_with_hubs(tmp_path, hub_uids)
+    assert networks.begin_reconcile([])() == []
+    for uid in (1001, 1002):
+        networks.ensure(uid)
+    restores = len(table.restored)
+
+    asked.clear()
+    assert networks.refresh_guards() == []  # nothing changed: nothing written
+    assert asked == [True] and len(table.restored) == restores  # but looked up afresh
+
+    hubs["now"] = (998,)  # 997 left the hub's group: no next create of theirs is waited for
+    assert networks.refresh_guards() == [network_name(1001), network_name(1002)]
+    for uid in (1001, 1002):
+        assert table.chains[f"DS01-{bridge_name(uid)}"] == bridge_rules(guard_of(uid, (998,)))
+    assert networks.unguarded() == []
+    assert networks.ensure(1001) == network_name(1001)
+    assert len(table.restored) == restores + 2  # ensure saw the rules as they are
+
+
+def test_a_hub_groups_members_are_those_nss_gives_the_group_as_ds01d_checks_a_caller():
+    accounts = pwd.getpwall()
+    for group in grp.getgrall()[:40]:
+        expected = {
+            a.pw_uid for a in accounts if group.gr_gid in os.getgrouplist(a.pw_name, a.pw_gid)
+        }
+        assert set(member_uids([], [group.gr_name])) == expected, group.gr_name
+    assert member_uids(["root", "no-such-user-here"], ["no-such-group-here"]) == (0,)
+    assert member_uids([], []) == ()
+
+
+def test_a_configuration_reload_wakes_the_refresh_at_once(tmp_path: Path):
+    hubs: dict[str, tuple[int, ...]] = {"now": (998,)}
+    networks, table = networks_with_hubs(tmp_path, lambda renew=False: hubs["now"])
+    assert networks.begin_reconcile([])() == []
+    networks.ensure(1001)
+    passes: list[list[str]] = []
+    first, refreshed = threading.Event(), threading.Event()
+
+    class Watched(HubGuardRefresh):
+        def run_pass(self) -> list[str]:
+            passes.append(super().run_pass())
+            (refreshed if first.is_set() else first).set()
+            return passes[-1]
+
+    loop = Watched(networks, interval_seconds=3600.0)  # no periodic pass within the test
+    loop.start()
+    try:
+        assert first.wait(10)  # the pass at start: nothing changed
+        hubs["now"] = (999,)
+        # a reload notifies; one made before the loop waits again finds no one waiting,
+        # so notify until a pass has run (never the periodic one: an hour away)
+        deadline = time.monotonic() + 10
+        while not refreshed.wait(0.05) and time.monotonic() < deadline:
+            networks.hub_may_have_changed()
+    finally:
+        assert loop.stop(10.0)
+    assert passes == [[], [network_name(1001)]]
+    assert table.chains[f"DS01-{bridge_name(1001)}"] == bridge_rules(guard_of(1001, (999,)))

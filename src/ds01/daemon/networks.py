@@ -9,9 +9,11 @@ removes once the user has no container left. So:
 - another user's containers cannot reach them: Docker drops traffic between two bridges
   (its ``DOCKER-ISOLATION`` chains);
 - from the host, only the owner, root and the hub identities (``hub:`` in
-  resource-limits.yaml, ``hub_ids``) can open a connection to their addresses: ds01's
+  resource-limits.yaml, ``hub_uids``) can open a connection to their addresses: ds01's
   firewall rules (``ds01.runtime.firewall``) refuse everyone else's. A hub reaches its
-  servers there (``ds01.jupyterhub``), not at a published port;
+  servers there (``ds01.jupyterhub``), not at a published port. When the hub identities
+  change (the configuration, or a group's members in NSS), ``HubGuardRefresh`` rewrites
+  every guarded bridge's rules within ``HUB_LOOKUP_TTL_S`` (at once after a reload);
 - published ports stay on 127.0.0.1, behind their tokens, as before.
 
 Fail closed: a network is used only once its firewall rules are in place; when they cannot
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ds01.daemon.periodic import PeriodicPass
 from ds01.errors import Conflict, Ds01Error, SystemFault
 from ds01.events.log import EventLog
 from ds01.model import labels as L
@@ -90,9 +93,10 @@ class UserNetworks:
         firewall: the host firewall adapter.
         events: the audit log.
         instance: this instance's id (``instance_id``).
-        hub_ids: the uids and gids of the hub identities (``hub:`` in
-            resource-limits.yaml), let into every user's bridge; asked at each use, so a
-            change reaches a network's rules at its next create, start or build.
+        hub_uids: the uids of the hub identities (``hub:`` in resource-limits.yaml), let
+            into every user's bridge; asked at each use (``renew``: look them up again
+            now), so a change reaches a network's rules at its next create, start or build,
+            or at the next ``refresh_guards``.
     """
 
     def __init__(
@@ -101,16 +105,20 @@ class UserNetworks:
         firewall: Firewall,
         events: EventLog,
         instance: str,
-        hub_ids: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]] = lambda: ((), ()),
+        hub_uids: Callable[..., tuple[int, ...]] = lambda renew=False: (),
     ) -> None:
         self.runtime = runtime
         self.firewall = firewall
         self.events = events
         self.instance = instance
-        self.hub_ids = hub_ids
+        self.hub_uids = hub_uids
         self._lock = threading.Lock()
-        # network name → (its id, whom its rules let through) for those whose rules are in place
-        self._guarded: dict[str, tuple[str, Guard]] = {}
+        # network name → (its id, its bridge, whom its rules let through) for those whose
+        # rules are in place
+        self._guarded: dict[str, tuple[str, str, Guard]] = {}
+        #: Notified when the hub identities may have changed (a configuration reload):
+        #: wakes ``HubGuardRefresh``.
+        self.hub_changed = threading.Condition()
         self._busy: Counter[int] = Counter()  # uid → builds using the network now
         #: Why the firewall could not be installed at the last try (``None``: it was).
         self.firewall_error: str | None = None
@@ -173,7 +181,7 @@ class UserNetworks:
                 guard = self.guard_of(uid)
                 if complete.get(network.bridge) != guard:
                     self.firewall.guard(network.bridge, guard, base_installed=True)
-                self._guarded[network.name] = (network.id, guard)
+                self._guarded[network.name] = (network.id, network.bridge, guard)
         except FirewallError as exc:
             self._firewall_failed(exc)
             return removed
@@ -214,7 +222,8 @@ class UserNetworks:
                     f"(docker network rm {name})."
                 )
             guard = self.guard_of(uid)
-            if network is not None and self._guarded.get(name) == (network.id, guard):
+            written = None if network is None else (network.id, network.bridge, guard)
+            if written is not None and self._guarded.get(name) == written:
                 return name
             try:
                 self.firewall.install_base()  # before a network exists that it cannot guard
@@ -228,14 +237,52 @@ class UserNetworks:
                     "users away from your containers could not be installed "
                     f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
                 ) from exc
-            self._guarded[name] = (network.id, guard)
+            self._guarded[name] = (network.id, network.bridge, guard)
             self.firewall_error = None
             return name
 
     def guard_of(self, uid: int) -> Guard:
         """Whom the rules of ``uid``'s bridge let through: ``uid`` and the hub identities."""
-        hub_uids, hub_gids = self.hub_ids()
-        return guard_of(uid, hub_uids, hub_gids)
+        return guard_of(uid, self.hub_uids())
+
+    def refresh_guards(self) -> list[str]:
+        """Look the hub identities up again and rewrite the rules of every guarded network
+        whose rules let others through (each in one transaction: ``Firewall.guard``);
+        return those networks. A member removed from a hub group loses access here, not
+        at her next create.
+
+        Raises:
+            FirewallError: a network's rules could not be written (logged as an event;
+                its old rules stay, and the next refresh tries again).
+        """
+        rewritten: list[str] = []
+        with self._lock:
+            hub_uids = self.hub_uids(renew=True)
+            for name, (network_id, bridge, old) in sorted(self._guarded.items()):
+                guard = guard_of(old.owner, hub_uids)
+                if guard == old:
+                    continue
+                try:
+                    self.firewall.guard(bridge, guard)
+                except FirewallError as exc:
+                    self._firewall_failed(exc)
+                    raise
+                self._guarded[name] = (network_id, bridge, guard)
+                rewritten.append(name)
+        if rewritten:
+            self.events.emit(
+                FIREWALL_ACTION,
+                user="ds01d",
+                resource="firewall/ds01",
+                details={"rewritten": rewritten, "reason": "hub identities changed"},
+            )
+        return rewritten
+
+    def hub_may_have_changed(self) -> None:
+        """Wake ``HubGuardRefresh`` (the configuration was reloaded); never blocks on the
+        networks' lock, so it may be called from anywhere."""
+        with self.hub_changed:
+            self.hub_changed.notify_all()
 
     def _create(self, uid: int) -> NetworkRecord:
         labels = {L.NETWORK: L.NETWORK_USER, L.UID: str(uid), L.INSTANCE: self.instance}
@@ -320,3 +367,25 @@ class UserNetworks:
             if uid is not None and state.bridges.get(network.bridge) != self.guard_of(uid):
                 missing.append(f"{network.name} ({network.bridge})")
         return missing
+
+
+class HubGuardRefresh(PeriodicPass):
+    """Rewrites users' bridge rules when the hub identities change
+    (``UserNetworks.refresh_guards``): every ``HUB_LOOKUP_TTL_S``, and at once when woken
+    by a configuration reload (``UserNetworks.hub_may_have_changed``)."""
+
+    thread_name = "ds01-hub-guards"
+    work_name = "refresh of the hub's firewall rules"
+    check_name = "hub-guards"
+    consequence = "a change of the hub identities does not reach the users' firewall rules"
+
+    def __init__(self, networks: UserNetworks, interval_seconds: float) -> None:
+        self.networks = networks
+        self._interval = interval_seconds
+        super().__init__(wake=networks.hub_changed)
+
+    def run_pass(self) -> list[str]:
+        return self.networks.refresh_guards()
+
+    def interval_seconds(self) -> float:
+        return self._interval
