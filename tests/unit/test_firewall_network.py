@@ -18,7 +18,13 @@ from typing import Any, cast
 
 import pytest
 
-from ds01.daemon.networks import HubGuardRefresh, UserNetworks, bridge_name, network_name
+from ds01.daemon.networks import (
+    EMPTIED_NETWORK_KEEP_S,
+    NetworkUpkeep,
+    UserNetworks,
+    bridge_name,
+    network_name,
+)
 from ds01.events.log import EventLog
 from ds01.runtime.docker import DockerRuntime
 from ds01.runtime.docker_networks import NetworkRecord
@@ -318,6 +324,10 @@ class NetworkEngine:
         self.made[name] = NetworkRecord(f"id-{name}", name, bridge, dict(labels))
         return self.made[name]
 
+    def remove_network(self, network_id: str) -> None:
+        self.calls.append("remove_network")
+        self.made = {name: n for name, n in self.made.items() if n.id != network_id}
+
 
 #: How long a use of the networks is given to (wrongly) begin while the start's
 #: reconcile is under way: nothing marks a thread as blocked on a lock.
@@ -460,7 +470,7 @@ def test_a_configuration_reload_wakes_the_refresh_at_once(tmp_path: Path):
     passes: list[list[str]] = []
     first, refreshed = threading.Event(), threading.Event()
 
-    class Watched(HubGuardRefresh):
+    class Watched(NetworkUpkeep):
         def run_pass(self) -> list[str]:
             passes.append(super().run_pass())
             (refreshed if first.is_set() else first).set()
@@ -480,3 +490,41 @@ def test_a_configuration_reload_wakes_the_refresh_at_once(tmp_path: Path):
         assert loop.stop(10.0)
     assert passes == [[], [network_name(1001)]]
     assert table.chains[f"DS01-{bridge_name(1001)}"] == bridge_rules(guard_of(1001, (999,)))
+
+
+def test_an_emptied_network_is_kept_a_while_after_its_last_use_before_it_is_removed(
+    tmp_path: Path,
+):
+    engine = NetworkEngine()
+    table = FilterTable()
+    clock = {"now": 1000.0}
+    networks = UserNetworks(
+        cast(DockerRuntime, engine),
+        Firewall(run=table),
+        EventLog(tmp_path / "events"),
+        "me",
+        monotonic=lambda: clock["now"],
+    )
+    name, chain = network_name(1001), f"DS01-{bridge_name(1001)}"
+    assert networks.begin_reconcile([])() == []
+    networks.ensure(1001)
+
+    def released_at(now: float, in_use: Sequence[int] = ()) -> bool:
+        clock["now"] = now
+        return networks.release_if_unused(1001, in_use)
+
+    # her last container removed: a hub's proxy may still send her pages to its address
+    assert not released_at(1000.0) and networks.emptied() == [1001]
+    assert not released_at(1000.0 + EMPTIED_NETWORK_KEEP_S - 1)
+    assert name in engine.made and chain in table.chains
+    networks.ensure(1001)  # a new container of hers: the while starts again after it
+    assert networks.emptied() == []
+    assert not released_at(1070.0)
+    assert not released_at(1070.0 + EMPTIED_NETWORK_KEEP_S - 1)
+    assert not released_at(1070.0 + EMPTIED_NETWORK_KEEP_S, in_use=[1001])  # in use after all
+    assert networks.emptied() == []
+    assert not released_at(1200.0)
+    assert released_at(1200.0 + EMPTIED_NETWORK_KEEP_S)
+
+    assert name not in engine.made and chain not in table.chains
+    assert networks.emptied() == [] and not released_at(2000.0)
