@@ -285,6 +285,8 @@ class UserNetworks:
                     raise
                 self._guarded[name] = (network_id, bridge, guard)
                 rewritten.append(name)
+            if rewritten:
+                self.firewall_error = None  # iptables took them: it works again
         if rewritten:
             self.events.emit(
                 FIREWALL_ACTION,
