@@ -241,13 +241,13 @@ def test_her_network_and_its_rules_go_with_her_last_container(alice_serves, dock
     # Kept a while: a hub's proxy may still send her pages to a removed server's address,
     # which her freed subnet could give to another user's container.
     assert docker_client.networks.list(names=[network_of(alice)]), "removed at once"
-    wait_until(
-        "her emptied network removed",
-        lambda: not docker_client.networks.list(names=[network_of(alice)]),
+    wait_until(  # the network first, then its rules
+        "her emptied network and its rules removed",
+        lambda: not docker_client.networks.list(names=[network_of(alice)])
+        and bridge not in firewall_rules(),
         timeout=3 * EMPTIED_NETWORK_KEEP_S,
         interval=1.0,
     )
-    assert bridge not in firewall_rules()
     assert docker_client.networks.list(names=[network_of(pwd.getpwnam("bob").pw_uid)])
     again = d.cli("alice", "container-create", "again", "--image", "busybox", "--start")
     assert again.returncode == 0, describe(again)
