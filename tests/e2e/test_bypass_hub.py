@@ -24,6 +24,7 @@ address from the host (ds01's firewall), a hub named by its group too.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import json
 import shutil
@@ -36,11 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from flooder import attack
-from hostconnect import BLOCKED, REACHED, host_connect
+from hostconnect import BLOCKED, REACHED, HostShell, host_connect
 from hubproc import TOKEN, Hub, docker0_gateway, lab_answer, require_hub_tools
 from rawapi import RawApi, check_error_shape
 
 from ds01.config.limits import HubConfig
+from ds01.daemon.context import HUB_LOOKUP_TTL_S
 from ds01.model.hub import ON_BEHALF_HEADER
 from support import OFFLINE_STARTER_IMAGE, TEST_IMAGES_YAML, describe, wait_until
 
@@ -345,3 +347,31 @@ def test_a_hub_named_by_its_group_reaches_a_users_container_and_only_it(
     )
     assert host_connect("bob", address, LAB_PORT).startswith(REACHED)
     assert host_connect("carol", address, LAB_PORT).startswith(BLOCKED)
+
+    # bob leaves the hub's group. A shell of his left running still carries the group, yet
+    # loses the way in: the rules name the group's members by uid, looked up again within
+    # HUB_LOOKUP_TTL_S (60 s), with no create, start or reload to prompt it.
+    shell = HostShell("bob")
+    try:
+        assert grp.getgrnam("msc").gr_gid in shell.groups
+        assert shell.connect(address, LAB_PORT).startswith(REACHED)
+        subprocess.run(["gpasswd", "-d", "bob", "msc"], check=True, capture_output=True)
+        try:
+            wait_until(
+                "bob's running shell is refused",
+                lambda: shell.connect(address, LAB_PORT).startswith(BLOCKED),
+                timeout=2 * HUB_LOOKUP_TTL_S,
+                interval=1.0,
+            )
+        finally:
+            subprocess.run(["gpasswd", "-a", "bob", "msc"], check=True, capture_output=True)
+    finally:
+        shell.close()
+    assert host_connect("alice", address, LAB_PORT).startswith(REACHED)
+    rewrites = wait_until(
+        "the rewrite's event",
+        lambda: [
+            e for e in d.events_where(action="network.firewall") if "rewritten" in e["details"]
+        ],
+    )
+    assert rewrites[-1]["details"]["rewritten"] == [f"ds01-u{unix_users['alice'].pw_uid}"]

@@ -19,6 +19,7 @@ after a remove takes it. Calls: the context, its ``Gatekeepers`` (``Access``,
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import TypedDict
 
@@ -356,22 +357,24 @@ class ContainerOps:
                 for r in ctx.records()
             )
             ctx.cgroups.remove_job_cgroup(job_cgroup, with_parent=not shared)
-        self.release_network_if_unused(record.uid)
+        self.release_networks_if_unused([record.uid])
         ctx.store.unrelease([record.id])
         self._stopped_since.pop(record.id, None)
         ctx.queue_changed()
 
-    def release_network_if_unused(self, uid: int) -> None:
-        """Takes the allocation lock: remove user ``uid``'s network once their last
-        container is gone. Fails soft."""
+    def release_networks_if_unused(self, uids: Collection[int]) -> None:
+        """Takes the allocation lock: remove the networks of the users ``uids`` once their
+        last container is gone and a while has passed (``UserNetworks.release_if_unused``).
+        Fails soft."""
         ctx = self.context
         with ctx.allocation_lock:
             try:
                 in_use = {r.uid for r in ctx.records()}
             except Ds01Error as exc:
-                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                log.warning("networks of uids %s left for the next try: %s", uids, exc.message)
                 return
-            ctx.networks.release_if_unused(uid, in_use)
+            for uid in uids:
+                ctx.networks.release_if_unused(uid, in_use)
 
     def remove_unused_kept_images(self) -> list[str]:
         """Takes the allocation lock: remove every commit kept for a re-created container

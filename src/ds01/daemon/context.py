@@ -38,6 +38,7 @@ import grp
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -60,12 +61,17 @@ from ds01.paths import slurm_node
 from ds01.runtime.cgroups import DEFAULT_ROOT, CgroupManager
 from ds01.runtime.docker import ContainerRecord, DockerRuntime, EngineInfo
 from ds01.runtime.firewall import Firewall
-from ds01.runtime.identity import UnixUser, ids_of
+from ds01.runtime.identity import UnixUser, member_uids
 from ds01.runtime.notify import notify_terminals
 from ds01.runtime.staging import STAGING_DIR, MountStaging
 from ds01.runtime.store import StateStore
 
 log = logging.getLogger(__name__)
+
+#: Seconds ds01d keeps what it learnt from NSS of who is a hub identity (``hub:`` in
+#: resource-limits.yaml): a caller's being one (at accept), and the uids the firewall lets
+#: into every user's bridge (``DaemonContext.hub_uids``).
+HUB_LOOKUP_TTL_S = 60.0
 
 
 def configured_backend(config: Ds01Config) -> GpuBackend:
@@ -151,13 +157,14 @@ class DaemonContext:
         # Bind sources, opened without following symlinks and mounted where only root reaches.
         self.staging = MountStaging(paths.state_dir / STAGING_DIR)
         self.accounts = OwnerAccounts(runtime)
-        self._hub_ids: tuple[object, tuple[tuple[int, ...], tuple[int, ...]]] = (None, ((), ()))
+        # (the hub section looked up, when the lookup expires, the uids found)
+        self._hub_uids: tuple[object, float, tuple[int, ...]] = (None, 0.0, ())
         self.networks = UserNetworks(
             runtime,
             given.firewall or Firewall(),
             events,
             instance_id(paths.state_dir),
-            self.hub_ids,
+            self.hub_uids,
         )
         self.slurm_node = given.slurm_node or slurm_node()
 
@@ -171,16 +178,18 @@ class DaemonContext:
         """The current configuration (``ConfigWatcher.config``)."""
         return self.settings.config()
 
-    def hub_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The uids and gids of the hub identities the configuration names (``hub:``), for
-        the firewall; looked up in NSS once per configuration (a name it does not know is
-        left out)."""
+    def hub_uids(self, *, renew: bool = False) -> tuple[int, ...]:
+        """The uids of the hub identities the configuration names (``hub:``: its users and
+        the members of its groups, ``member_uids``), for the firewall; looked up in NSS
+        again when the configuration changed, after ``HUB_LOOKUP_TTL_S``, or with
+        ``renew`` (a name NSS does not know is left out)."""
         hub = self.config().limits.hub
-        seen, ids = self._hub_ids
-        if seen is not hub:
-            ids = ids_of(hub.users, hub.unix_groups)
-            self._hub_ids = (hub, ids)
-        return ids
+        seen, expires, uids = self._hub_uids
+        now = time.monotonic()
+        if renew or seen is not hub or now >= expires:
+            uids = member_uids(hub.users, hub.unix_groups)
+            self._hub_uids = (hub, now + HUB_LOOKUP_TTL_S, uids)
+        return uids
 
     @property
     def backend(self) -> GpuBackend:

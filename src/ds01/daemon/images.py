@@ -521,7 +521,7 @@ def _run_build(
             # Each with its empty ancestors.
             service.enforcement.remove_parent_if_unused(plan.build_parent)
             service.enforcement.remove_parent_if_unused(plan.parent)
-            service.containers.release_network_if_unused(caller.uid)
+            service.containers.release_networks_if_unused([caller.uid])
     seconds = time.monotonic() - started
     if error is not None:
         _build_event(service, caller, plan, started, error=error)

@@ -2,16 +2,22 @@
 
 A user's containers are attached to ``ds01-u<uid>`` (Linux bridge ``ds01u<uid>``), a bridge
 network ds01d creates when the user needs it (a create, a start, a build with network) and
-removes once the user has no container left. So:
+removes once the user has had no container for ``EMPTIED_NETWORK_KEEP_S`` (``NetworkUpkeep``
+removes it, so within one more interval of its). Kept that long because a hub's proxy still
+sends a removed server's pages to its address until its next poll: removed at once, Docker
+could give the freed subnet to another user's new network, and his first container the same
+address. So:
 
 - the containers of one user reach each other (same bridge; by address, or by the name the
   user gave them, which is a network alias);
 - another user's containers cannot reach them: Docker drops traffic between two bridges
   (its ``DOCKER-ISOLATION`` chains);
 - from the host, only the owner, root and the hub identities (``hub:`` in
-  resource-limits.yaml, ``hub_ids``) can open a connection to their addresses: ds01's
+  resource-limits.yaml, ``hub_uids``) can open a connection to their addresses: ds01's
   firewall rules (``ds01.runtime.firewall``) refuse everyone else's. A hub reaches its
-  servers there (``ds01.jupyterhub``), not at a published port;
+  servers there (``ds01.jupyterhub``), not at a published port. When the hub identities
+  change (the configuration, or a group's members in NSS), ``NetworkUpkeep`` rewrites
+  every guarded bridge's rules within ``HUB_LOOKUP_TTL_S`` (at once after a reload);
 - published ports stay on 127.0.0.1, behind their tokens, as before.
 
 Fail closed: a network is used only once its firewall rules are in place; when they cannot
@@ -30,11 +36,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ds01.daemon.periodic import PeriodicPass
 from ds01.errors import Conflict, Ds01Error, SystemFault
 from ds01.events.log import EventLog
 from ds01.model import labels as L
@@ -49,6 +57,11 @@ FIREWALL_ACTION = "network.firewall"
 NETWORK_ACTION = "network.user"
 #: The file, in the state directory, that names this ds01d instance.
 INSTANCE_ID_FILE = "instance-id"
+#: Seconds a user's network is kept once her last container is gone: well over a hub's poll
+#: (JupyterHub's ``poll_interval``, 10 s in the deploy file), after which its proxy no longer
+#: sends her pages to her removed server's address, which Docker could give to another user's
+#: container once her network's subnet is free.
+EMPTIED_NETWORK_KEEP_S = 60.0
 
 
 def network_name(uid: int) -> str:
@@ -90,9 +103,11 @@ class UserNetworks:
         firewall: the host firewall adapter.
         events: the audit log.
         instance: this instance's id (``instance_id``).
-        hub_ids: the uids and gids of the hub identities (``hub:`` in
-            resource-limits.yaml), let into every user's bridge; asked at each use, so a
-            change reaches a network's rules at its next create, start or build.
+        hub_uids: the uids of the hub identities (``hub:`` in resource-limits.yaml), let
+            into every user's bridge; asked at each use (``renew``: look them up again
+            now), so a change reaches a network's rules at its next create, start or build,
+            or at the next ``refresh_guards``.
+        monotonic: seconds on a clock that never jumps (for ``EMPTIED_NETWORK_KEEP_S``).
     """
 
     def __init__(
@@ -101,17 +116,25 @@ class UserNetworks:
         firewall: Firewall,
         events: EventLog,
         instance: str,
-        hub_ids: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]] = lambda: ((), ()),
+        hub_uids: Callable[..., tuple[int, ...]] = lambda renew=False: (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
         self.firewall = firewall
         self.events = events
         self.instance = instance
-        self.hub_ids = hub_ids
+        self.hub_uids = hub_uids
         self._lock = threading.Lock()
-        # network name → (its id, whom its rules let through) for those whose rules are in place
-        self._guarded: dict[str, tuple[str, Guard]] = {}
+        # network name → (its id, its bridge, whom its rules let through) for those whose
+        # rules are in place
+        self._guarded: dict[str, tuple[str, str, Guard]] = {}
+        #: Notified when the hub identities may have changed (a configuration reload):
+        #: wakes ``NetworkUpkeep``.
+        self.hub_changed = threading.Condition()
         self._busy: Counter[int] = Counter()  # uid → builds using the network now
+        self._monotonic = monotonic
+        # uid → when its network was first found unused (``monotonic``), kept until then
+        self._emptied: dict[int, float] = {}
         #: Why the firewall could not be installed at the last try (``None``: it was).
         self.firewall_error: str | None = None
 
@@ -173,7 +196,7 @@ class UserNetworks:
                 guard = self.guard_of(uid)
                 if complete.get(network.bridge) != guard:
                     self.firewall.guard(network.bridge, guard, base_installed=True)
-                self._guarded[network.name] = (network.id, guard)
+                self._guarded[network.name] = (network.id, network.bridge, guard)
         except FirewallError as exc:
             self._firewall_failed(exc)
             return removed
@@ -213,8 +236,10 @@ class UserNetworks:
                     "ds01 will not put containers on it. An admin must remove or rename it "
                     f"(docker network rm {name})."
                 )
+            self._emptied.pop(uid, None)  # in use again: kept a full while after its next end
             guard = self.guard_of(uid)
-            if network is not None and self._guarded.get(name) == (network.id, guard):
+            written = None if network is None else (network.id, network.bridge, guard)
+            if written is not None and self._guarded.get(name) == written:
                 return name
             try:
                 self.firewall.install_base()  # before a network exists that it cannot guard
@@ -228,14 +253,54 @@ class UserNetworks:
                     "users away from your containers could not be installed "
                     f"({exc.message}). Ask an admin (`ds01 admin doctor`)."
                 ) from exc
-            self._guarded[name] = (network.id, guard)
+            self._guarded[name] = (network.id, network.bridge, guard)
             self.firewall_error = None
             return name
 
     def guard_of(self, uid: int) -> Guard:
         """Whom the rules of ``uid``'s bridge let through: ``uid`` and the hub identities."""
-        hub_uids, hub_gids = self.hub_ids()
-        return guard_of(uid, hub_uids, hub_gids)
+        return guard_of(uid, self.hub_uids())
+
+    def refresh_guards(self) -> list[str]:
+        """Look the hub identities up again and rewrite the rules of every guarded network
+        whose rules let others through (each in one transaction: ``Firewall.guard``);
+        return those networks. A member removed from a hub group loses access here, not
+        at her next create.
+
+        Raises:
+            FirewallError: a network's rules could not be written (logged as an event;
+                its old rules stay, and the next refresh tries again).
+        """
+        rewritten: list[str] = []
+        with self._lock:
+            hub_uids = self.hub_uids(renew=True)
+            for name, (network_id, bridge, old) in sorted(self._guarded.items()):
+                guard = guard_of(old.owner, hub_uids)
+                if guard == old:
+                    continue
+                try:
+                    self.firewall.guard(bridge, guard)
+                except FirewallError as exc:
+                    self._firewall_failed(exc)
+                    raise
+                self._guarded[name] = (network_id, bridge, guard)
+                rewritten.append(name)
+            if rewritten:
+                self.firewall_error = None  # iptables took them: it works again
+        if rewritten:
+            self.events.emit(
+                FIREWALL_ACTION,
+                user="ds01d",
+                resource="firewall/ds01",
+                details={"rewritten": rewritten, "reason": "hub identities changed"},
+            )
+        return rewritten
+
+    def hub_may_have_changed(self) -> None:
+        """Wake ``NetworkUpkeep`` (the configuration was reloaded); never blocks on the
+        networks' lock, so it may be called from anywhere."""
+        with self.hub_changed:
+            self.hub_changed.notify_all()
 
     def _create(self, uid: int) -> NetworkRecord:
         labels = {L.NETWORK: L.NETWORK_USER, L.UID: str(uid), L.INSTANCE: self.instance}
@@ -269,22 +334,34 @@ class UserNetworks:
 
     def release_if_unused(self, uid: int, in_use: Iterable[int]) -> bool:
         """Remove ``uid``'s network if this instance made it, no container of the user is
-        left (``in_use``: the uids that have one) and no build uses it. Call it under the
-        allocation lock, with ``in_use`` listed under that lock. Fails soft (logged)."""
-        if uid in set(in_use):
-            return False
+        left (``in_use``: the uids that have one), no build uses it, and it has been so for
+        ``EMPTIED_NETWORK_KEEP_S`` (the first call that finds it unused starts that while;
+        a later one, ``NetworkUpkeep``'s, removes it: ``emptied``). Call it under the
+        allocation lock, with ``in_use`` listed under that lock. Fails soft (logged): a
+        network it could not remove is tried again at the next call."""
         with self._lock:
-            if self._busy.get(uid):
+            if uid in set(in_use) or self._busy.get(uid):
+                self._emptied.pop(uid, None)
+                return False
+            now = self._monotonic()
+            if now - self._emptied.setdefault(uid, now) < EMPTIED_NETWORK_KEEP_S:
                 return False
             try:
                 network = self.runtime.find_network(network_name(uid))
-                if network is None or owner_uid(network) != uid or not self._owned(network):
-                    return False
-                self._remove(network, "the user's last container was removed")
+                if network is not None and owner_uid(network) == uid and self._owned(network):
+                    self._remove(network, "the user's last container was removed")
+                else:
+                    network = None
             except Ds01Error as exc:
-                log.warning("network of uid %d left for the next start: %s", uid, exc.message)
+                log.warning("network of uid %d left for the next try: %s", uid, exc.message)
                 return False
-        return True
+            del self._emptied[uid]
+        return network is not None
+
+    def emptied(self) -> list[int]:
+        """The uids whose networks wait for their removal (``release_if_unused``)."""
+        with self._lock:
+            return sorted(self._emptied)
 
     def _owned(self, network: NetworkRecord) -> bool:
         return network.labels.get(L.INSTANCE) == self.instance
@@ -320,3 +397,38 @@ class UserNetworks:
             if uid is not None and state.bridges.get(network.bridge) != self.guard_of(uid):
                 missing.append(f"{network.name} ({network.bridge})")
         return missing
+
+
+class NetworkUpkeep(PeriodicPass):
+    """Every ``interval_seconds`` (``HUB_LOOKUP_TTL_S``), and at once when woken by a
+    configuration reload (``UserNetworks.hub_may_have_changed``): removes the networks
+    emptied ``EMPTIED_NETWORK_KEEP_S`` ago or more (``release_emptied``: the caller's, under
+    the allocation lock), then rewrites users' bridge rules if the hub identities changed
+    (``UserNetworks.refresh_guards``)."""
+
+    thread_name = "ds01-network-upkeep"
+    work_name = "network upkeep pass"
+    check_name = "network-upkeep"
+    consequence = (
+        "a change of the hub identities does not reach the users' firewall rules, and "
+        "emptied networks are not removed"
+    )
+
+    def __init__(
+        self,
+        networks: UserNetworks,
+        interval_seconds: float,
+        release_emptied: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.networks = networks
+        self._interval = interval_seconds
+        self._release_emptied = release_emptied
+        super().__init__(wake=networks.hub_changed)
+
+    def run_pass(self) -> list[str]:
+        """One pass; returns the networks whose rules were rewritten."""
+        self._release_emptied()
+        return self.networks.refresh_guards()
+
+    def interval_seconds(self) -> float:
+        return self._interval

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ds01.daemon.energy import EnergyMeter
     from ds01.daemon.gpu_use import GpuUseWatch
     from ds01.daemon.lifecycle import LifecycleLoop
+    from ds01.daemon.networks import NetworkUpkeep
     from ds01.daemon.oom import OomWatcher
     from ds01.daemon.paths import DaemonPaths
     from ds01.daemon.server import Door, Ds01HttpServer
@@ -478,16 +479,19 @@ class _Loops:
     disk_meter: DiskMeter
     gpu_use: GpuUseWatch
     slurm: SlurmJobReaper
+    network_upkeep: NetworkUpkeep
 
     @classmethod
     def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
         """The loops of ``service``, not started; each one's health is in its status."""
         from ds01.daemon import dispatcher
+        from ds01.daemon.context import HUB_LOOKUP_TTL_S
         from ds01.daemon.disk import DiskMeter
         from ds01.daemon.energy import EnergyMeter
         from ds01.daemon.gpu_use import DEFAULT_INTERVAL_SECONDS as GPU_USE_INTERVAL
         from ds01.daemon.gpu_use import GpuUseWatch
         from ds01.daemon.lifecycle import LifecycleLoop
+        from ds01.daemon.networks import NetworkUpkeep
         from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
         from ds01.daemon.sampler import Sampler
         from ds01.daemon.server import terminals_of
@@ -530,6 +534,11 @@ class _Loops:
                 ),
                 interval_seconds=args.slurm_interval or SLURM_INTERVAL,
             ),
+            NetworkUpkeep(
+                service.networks,
+                HUB_LOOKUP_TTL_S,
+                lambda: service.containers.release_networks_if_unused(service.networks.emptied()),
+            ),
         )
         for loop in loops.all():
             service.status.loops.add(loop.tracker)
@@ -545,6 +554,7 @@ class _Loops:
         DiskMeter,
         GpuUseWatch,
         SlurmJobReaper,
+        NetworkUpkeep,
     ]:
         return (
             self.watcher,
@@ -554,6 +564,7 @@ class _Loops:
             self.disk_meter,
             self.gpu_use,
             self.slurm,
+            self.network_upkeep,
         )
 
     def start(self) -> None:
@@ -567,6 +578,7 @@ class _Loops:
         self.disk_meter.stop()
         self.gpu_use.stop()
         self.slurm.stop()
+        self.network_upkeep.stop()
         # A pass under way finishes within what is left of the drain, or is cut off (the
         # next ds01d adopts or rolls back what it began, as after a crash).
         if not self.lifecycle.stop(stop.seconds_left()):

@@ -44,6 +44,7 @@ from ds01.daemon.connections import (
     declared_body_length,
     open_to_everyone,
 )
+from ds01.daemon.context import HUB_LOOKUP_TTL_S
 from ds01.daemon.deferred import deferred
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Created, Ds01Service, Queued
@@ -1264,10 +1265,6 @@ def _wait_only(request_line: bytes) -> bool:
     it changes nothing, so ds01d's drain may answer it at once instead of waiting for it."""
     words = request_line.decode("latin-1").split()
     return len(words) >= 2 and words[0] == "GET" and _lane(request_line) == "waiting"
-
-
-#: Seconds ds01d keeps what it learnt of a uid's being a hub identity (NSS, at accept).
-HUB_LOOKUP_TTL_S = 60.0
 
 
 class HubLookup:

@@ -95,6 +95,7 @@ class Ds01Service(DaemonContext):
     def _limits_changed(self, config: Ds01Config) -> None:
         # Totals or group memberships may have changed: write them on the live parents.
         self.enforcement.apply_live_aggregates(config, "configuration changed")
+        self.networks.hub_may_have_changed()  # the hub identities' firewall rules too
 
     # -- the routes' entry points ---------------------------------------------------------------
 

@@ -12,24 +12,29 @@ leaves open. ds01 closes that door in the ``filter`` table::
     DS01    -o ds01u1001 -j DS01-ds01u1001           (one per user bridge)
     DS01-ds01u1001  -m owner --uid-owner 1001 -j RETURN
     DS01-ds01u1001  -m owner --uid-owner 0 -j RETURN
-    DS01-ds01u1001  -m owner --uid-owner 998 -j RETURN                  (each hub user)
-    DS01-ds01u1001  -m owner --gid-owner 997 --suppl-groups -j RETURN   (each hub group)
+    DS01-ds01u1001  -m owner --uid-owner 998 -j RETURN   (each hub identity's uid)
     DS01-ds01u1001  -m conntrack --ctorigdst 127.0.0.0/8 -j RETURN
     DS01-ds01u1001  -j REJECT
 
 so a new connection from the host to a container address is let through only when the
 socket belongs to the network's owner, to root, or to a hub identity (``hub:`` in
-resource-limits.yaml: a user named there, or any process with a group named there among its
-groups). A hub already acts for every user through ds01d; it reaches its servers at their
-containers' own addresses (``ds01.jupyterhub``), so that no host port stands between its
-proxy and a server for another local user to take once the server stops. Replies to
-connections the containers opened stay allowed (``ESTABLISHED``), and so do published
-ports: they are on 127.0.0.1, where Docker's proxy (root) or its DNAT rule (original
-destination 127.0.0.1) carries them on, behind the container's own token, as before.
+resource-limits.yaml: a user named there, or an account NSS lists as a member of a group
+named there, each by uid; not by ``--gid-owner``, which would match the groups a process
+still carries after its user left the group). A hub already acts for every user through
+ds01d; it reaches its servers at their containers' own addresses (``ds01.jupyterhub``), so
+that no host port stands between its proxy and a server for another local user to take
+once the server stops. Replies to connections the containers opened stay allowed
+(``ESTABLISHED``), and so do published ports: they are on 127.0.0.1, where Docker's proxy
+(root) or its DNAT rule (original destination 127.0.0.1) carries them on, behind the
+container's own token, as before.
 
 Rules are spelled by pure functions; ``Firewall`` runs ``iptables -w`` (the same binary, and
-so the same backend, nft or legacy, that Docker uses) through an injected runner.
-Installing is idempotent: a bridge's chain is flushed and written again each time.
+so the same backend, nft or legacy, that Docker uses) and its ``iptables-restore`` through an
+injected runner. Installing is idempotent: a bridge's chain is written whole each time, in
+one ``iptables-restore --noflush`` transaction (``restore_text``) that replaces the chain's
+old rules by its new ones at once, so a chain in use never lets through more than its old
+or its new rules do (never an empty chain, open to everyone, for the moment between a flush
+and the rules that follow).
 """
 
 from __future__ import annotations
@@ -90,45 +95,50 @@ def dispatch_rule(bridge: str) -> list[str]:
 @dataclass(frozen=True)
 class Guard:
     """Who besides root may open connections from the host into a user's bridge: its owner,
-    and the hub identities, by uid (``hub_uids``) and by group (``hub_gids``: any process
-    with that group among its groups). Make one with ``guard_of``, which puts them in the
-    order ``bridge_rules`` writes and ``parse_rules`` reads."""
+    and the hub identities by uid (``hub_uids``: the users a hub names and the members of
+    the groups it names). Make one with ``guard_of``, which puts them in the order
+    ``bridge_rules`` writes and ``parse_rules`` reads."""
 
     owner: int
     hub_uids: tuple[int, ...] = ()
-    hub_gids: tuple[int, ...] = ()
 
 
-def guard_of(owner_uid: int, hub_uids: Iterable[int] = (), hub_gids: Iterable[int] = ()) -> Guard:
+def guard_of(owner_uid: int, hub_uids: Iterable[int] = ()) -> Guard:
     """The ``Guard`` of ``owner_uid``'s bridge with these hub identities (sorted, each once;
     the owner and root, let through anyway, not again)."""
-    uids, gids = set(hub_uids), set(hub_gids)
-    if min((owner_uid, *uids, *gids)) < 0:
-        raise ValueError(f"not a uid or gid: {min((owner_uid, *uids, *gids))}")
-    return Guard(owner_uid, tuple(sorted(uids - {owner_uid, 0})), tuple(sorted(gids)))
+    uids = set(hub_uids)
+    if min((owner_uid, *uids)) < 0:
+        raise ValueError(f"not a uid: {min((owner_uid, *uids))}")
+    return Guard(owner_uid, tuple(sorted(uids - {owner_uid, 0})))
 
 
 def _uid_rule(uid: int) -> list[str]:
     return ["-m", "owner", "--uid-owner", str(uid), "-j", "RETURN"]
 
 
-def _gid_rule(gid: int) -> list[str]:
-    return ["-m", "owner", "--gid-owner", str(gid), "--suppl-groups", "-j", "RETURN"]
-
-
 def bridge_rules(guard: Guard) -> list[list[str]]:
     """The rules of a bridge chain: its owner, root, the hub identities and published ports
     pass; all else is refused (the sender sees "connection refused")."""
-    if guard != guard_of(guard.owner, guard.hub_uids, guard.hub_gids):
+    if guard != guard_of(guard.owner, guard.hub_uids):
         raise ValueError(f"not a guard made by guard_of: {guard}")
     return [
         _uid_rule(guard.owner),
         _uid_rule(0),
         *(_uid_rule(uid) for uid in guard.hub_uids),
-        *(_gid_rule(gid) for gid in guard.hub_gids),
         ["-m", "conntrack", "--ctorigdst", PUBLISHED_ORIGIN, "-j", "RETURN"],
         ["-j", "REJECT"],
     ]
+
+
+def restore_text(bridge: str, guard: Guard) -> str:
+    """The ``iptables-restore --noflush`` input that makes ``bridge``'s chain exactly
+    ``bridge_rules(guard)`` in one transaction: declaring the chain creates it or empties
+    it, and the kernel sees the emptied chain only with its new rules (``COMMIT`` replaces
+    the table at once; a refused rule leaves it as it was). Other chains are untouched."""
+    chain = bridge_chain(bridge)
+    lines = ["*filter", f":{chain} - [0:0]"]
+    lines += [" ".join(["-A", chain, *rule]) for rule in bridge_rules(guard)]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 @dataclass(frozen=True)
@@ -183,7 +193,7 @@ def _guard_in(rules: list[list[str]]) -> Guard | None:
     uids = _ids_of(rules, _uid_rule)
     if not uids:
         return None
-    guard = guard_of(uids[0], uids[1:], _ids_of(rules, _gid_rule))
+    guard = guard_of(uids[0], uids[1:])
     # iptables -S spells out REJECT's default reason (--reject-with icmp-port-unreachable).
     normalised = [r[:2] if r[:2] == ["-j", "REJECT"] else r for r in rules]
     return guard if normalised == bridge_rules(guard) else None
@@ -192,10 +202,10 @@ def _guard_in(rules: list[list[str]]) -> Guard | None:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def _default_run(argv: Sequence[str]) -> str:
+def _default_run(argv: Sequence[str], stdin: str) -> str:
     try:
         done = subprocess.run(
-            list(argv), check=True, capture_output=True, text=True,
+            list(argv), check=True, capture_output=True, text=True, input=stdin,
             timeout=IPTABLES_TIMEOUT_SECONDS,
         )  # fmt: skip
     except subprocess.CalledProcessError as exc:
@@ -210,19 +220,26 @@ class Firewall:
     """Installs and removes ds01's rules with ``iptables``.
 
     Args:
-        run: runs a command and returns its output, raising ``FirewallError`` if it fails
-            (injected for tests).
-        iptables: the command (found on ``PATH`` by ``available``).
+        run: runs a command with the text given as its standard input ("": none) and
+            returns its output, raising ``FirewallError`` if it fails (injected for tests).
+        iptables: the command (found on ``PATH`` by ``available``); its restore command is
+            the same name with ``-restore`` (``iptables-restore``), of the same backend.
     """
 
     def __init__(
-        self, run: Callable[[Sequence[str]], str] = _default_run, iptables: str = "iptables"
+        self,
+        run: Callable[[Sequence[str], str], str] = _default_run,
+        iptables: str = "iptables",
     ) -> None:
         self._run = run
         self._iptables = iptables
 
     def _ipt(self, *args: str) -> str:
-        return self._run([self._iptables, "-w", "-t", "filter", *args])
+        return self._run([self._iptables, "-w", "-t", "filter", *args], "")
+
+    def _restore(self, text: str) -> None:
+        """Apply ``text`` in one transaction, leaving the chains it does not name alone."""
+        self._run([self._iptables + "-restore", "-w", "--noflush"], text)
 
     def _has(self, chain: str, rule: Sequence[str]) -> bool:
         try:
@@ -264,15 +281,12 @@ class Firewall:
         start guards every network after one ``install_base``, each ``iptables`` run some
         3 ms).
 
-        The bridge's chain is written completely before packets are sent to it, so there is
-        no moment with a half-written chain in use."""
-        chain = bridge_chain(bridge)
+        The chain is replaced in one transaction (``restore_text``): a chain in use lets
+        through what its old rules or its new ones do, never more, at every moment; a new
+        chain is complete before the rule that sends packets to it is added."""
         if not base_installed:
             self.install_base()
-        self._ensure_chain(chain)
-        self._ipt("-F", chain)
-        for rule in bridge_rules(guard):
-            self._ipt("-A", chain, *rule)
+        self._restore(restore_text(bridge, guard))
         if not self._has(CHAIN, dispatch_rule(bridge)):
             self._ipt("-A", CHAIN, *dispatch_rule(bridge))
 

@@ -94,17 +94,26 @@ def user_by_name(name: str) -> UnixUser:
     return user_by_uid(entry.pw_uid)
 
 
-def ids_of(users: Iterable[str], groups: Iterable[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The uids of the accounts ``users`` and the gids of the groups ``groups`` names, as NSS
-    reports them now (sorted; a name NSS does not know is left out)."""
-    uids, gids = set(), set()
-    for name in users:
+def member_uids(users: Iterable[str], groups: Iterable[str]) -> tuple[int, ...]:
+    """The uids of the accounts ``users`` names and of every account that is, as NSS reports
+    it now, a member of a group ``groups`` names: listed in the group's members or having it
+    as primary group (sorted, each once; a name NSS does not know is left out). Membership
+    as ``os.getgrouplist`` sees it, so as ds01d's check of a caller's groups; enumerates
+    every account (``getpwall``) when a group is named."""
+    names = set(users)
+    gids = set()
+    for group in groups:
+        with contextlib.suppress(KeyError):
+            entry = grp.getgrnam(group)
+            gids.add(entry.gr_gid)
+            names.update(entry.gr_mem)
+    uids = (
+        {account.pw_uid for account in pwd.getpwall() if account.pw_gid in gids} if gids else set()
+    )
+    for name in names:
         with contextlib.suppress(KeyError):
             uids.add(pwd.getpwnam(name).pw_uid)
-    for name in groups:
-        with contextlib.suppress(KeyError):
-            gids.add(grp.getgrnam(name).gr_gid)
-    return tuple(sorted(uids)), tuple(sorted(gids))
+    return tuple(sorted(uids))
 
 
 def uid_min_in(login_defs: str) -> int:
