@@ -62,6 +62,10 @@ INSTANCE_ID_FILE = "instance-id"
 #: sends her pages to her removed server's address, which Docker could give to another user's
 #: container once her network's subnet is free.
 EMPTIED_NETWORK_KEEP_S = 60.0
+#: Seconds between two passes of ``NetworkUpkeep``: an emptied network goes at most this
+#: long after its ``EMPTIED_NETWORK_KEEP_S``, a change of the hub identities in NSS at most
+#: this long after ``HUB_LOOKUP_TTL_S`` (a pass rewrites rules only when they changed).
+NETWORK_UPKEEP_INTERVAL_S = 10.0
 
 
 def network_name(uid: int) -> str:
@@ -400,7 +404,7 @@ class UserNetworks:
 
 
 class NetworkUpkeep(PeriodicPass):
-    """Every ``interval_seconds`` (``HUB_LOOKUP_TTL_S``), and at once when woken by a
+    """Every ``interval_seconds`` (``NETWORK_UPKEEP_INTERVAL_S``), and at once when woken by a
     configuration reload (``UserNetworks.hub_may_have_changed``): removes the networks
     emptied ``EMPTIED_NETWORK_KEEP_S`` ago or more (``release_emptied``: the caller's, under
     the allocation lock), then rewrites users' bridge rules if the hub identities changed

@@ -485,13 +485,12 @@ class _Loops:
     def of(cls, service: Ds01Service, args: argparse.Namespace) -> _Loops:
         """The loops of ``service``, not started; each one's health is in its status."""
         from ds01.daemon import dispatcher
-        from ds01.daemon.context import HUB_LOOKUP_TTL_S
         from ds01.daemon.disk import DiskMeter
         from ds01.daemon.energy import EnergyMeter
         from ds01.daemon.gpu_use import DEFAULT_INTERVAL_SECONDS as GPU_USE_INTERVAL
         from ds01.daemon.gpu_use import GpuUseWatch
         from ds01.daemon.lifecycle import LifecycleLoop
-        from ds01.daemon.networks import NetworkUpkeep
+        from ds01.daemon.networks import NETWORK_UPKEEP_INTERVAL_S, NetworkUpkeep
         from ds01.daemon.oom import DEFAULT_INTERVAL_SECONDS, OomWatcher
         from ds01.daemon.sampler import Sampler
         from ds01.daemon.server import terminals_of
@@ -536,7 +535,7 @@ class _Loops:
             ),
             NetworkUpkeep(
                 service.networks,
-                HUB_LOOKUP_TTL_S,
+                NETWORK_UPKEEP_INTERVAL_S,
                 lambda: service.containers.release_networks_if_unused(service.networks.emptied()),
             ),
         )
