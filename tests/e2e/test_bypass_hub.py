@@ -18,7 +18,8 @@ Then where the hub's proxy sends a user's pages (a real JupyterHub and its proxy
 server's container at its own address on her network, never to a host port. Once ds01
 stops the server, a local user who binds where the proxy still sends ``/user/alice/``
 (the hub has not polled yet) cannot: the address is none of the host's, so no page of his
-is ever served under her name; and while it runs, only she, root and the hub reach that
+is ever served under her name; once it is removed, her network stays a while (its subnet
+is no one else's yet); and while it runs, only she, root and the hub reach that
 address from the host (ds01's firewall), a hub named by its group too.
 """
 
@@ -321,6 +322,12 @@ def test_the_hub_reaches_a_server_at_its_own_address_and_a_stopped_ones_is_nobod
         assert SQUATTER_PAGE not in answer[1], f"bob serves under /user/alice/: {answer}"
         assert bound.startswith("NOT-BOUND"), f"bob took {target}: {bound}"
         assert not ipaddress.ip_address(host).is_loopback, target
+
+        # Removed too: a hub is configured, so her network (the subnet of the address the
+        # proxy still routes to) is kept (``address_keep_seconds``) for no one else's.
+        removed = d.cli("alice", "container-remove", "jupyterhub", "--force")
+        assert removed.returncode == 0, describe(removed)
+        assert docker_client.networks.list(names=[f"ds01-u{uid}"]), "her network went at once"
     finally:
         if squatter is not None:
             squatter.kill()

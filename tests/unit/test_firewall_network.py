@@ -18,8 +18,8 @@ from typing import Any, cast
 
 import pytest
 
+from ds01.config.limits import HubConfig
 from ds01.daemon.networks import (
-    EMPTIED_NETWORK_KEEP_S,
     NetworkUpkeep,
     UserNetworks,
     bridge_name,
@@ -492,19 +492,36 @@ def test_a_configuration_reload_wakes_the_refresh_at_once(tmp_path: Path):
     assert table.chains[f"DS01-{bridge_name(1001)}"] == bridge_rules(guard_of(1001, (999,)))
 
 
-def test_an_emptied_network_is_kept_a_while_after_its_last_use_before_it_is_removed(
+#: The keep while a hub is configured (``hub: address_keep_seconds``, its default).
+KEEP_S = HubConfig(users=("jupyterhub",)).emptied_network_keep_seconds()
+
+
+def keeping_networks(
     tmp_path: Path,
-):
-    engine = NetworkEngine()
-    table = FilterTable()
-    clock = {"now": 1000.0}
+    clock: dict[str, float],
+    keep_s: float,
+    on: tuple[NetworkEngine, FilterTable] | None = None,
+) -> tuple[NetworkEngine, FilterTable, UserNetworks]:
+    """Networks with a keep of ``keep_s`` on ``clock``, on a new engine and filter table or
+    ``on`` those (as a restarted ds01d)."""
+    engine, table = on or (NetworkEngine(), FilterTable())
     networks = UserNetworks(
         cast(DockerRuntime, engine),
         Firewall(run=table),
         EventLog(tmp_path / "events"),
         "me",
+        keep_seconds=lambda: keep_s,
         monotonic=lambda: clock["now"],
     )
+    return engine, table, networks
+
+
+def test_an_emptied_network_is_kept_a_while_after_its_last_use_before_it_is_removed(
+    tmp_path: Path,
+):
+    assert KEEP_S == 60.0 and HubConfig().emptied_network_keep_seconds() == 0.0  # no hub
+    clock = {"now": 1000.0}
+    engine, table, networks = keeping_networks(tmp_path, clock, KEEP_S)
     name, chain = network_name(1001), f"DS01-{bridge_name(1001)}"
     assert networks.begin_reconcile([])() == []
     networks.ensure(1001)
@@ -515,16 +532,49 @@ def test_an_emptied_network_is_kept_a_while_after_its_last_use_before_it_is_remo
 
     # her last container removed: a hub's proxy may still send her pages to its address
     assert not released_at(1000.0) and networks.emptied() == [1001]
-    assert not released_at(1000.0 + EMPTIED_NETWORK_KEEP_S - 1)
+    assert not released_at(1000.0 + KEEP_S - 1)
     assert name in engine.made and chain in table.chains
     networks.ensure(1001)  # a new container of hers: the while starts again after it
     assert networks.emptied() == []
     assert not released_at(1070.0)
-    assert not released_at(1070.0 + EMPTIED_NETWORK_KEEP_S - 1)
-    assert not released_at(1070.0 + EMPTIED_NETWORK_KEEP_S, in_use=[1001])  # in use after all
+    assert not released_at(1070.0 + KEEP_S - 1)
+    assert not released_at(1070.0 + KEEP_S, in_use=[1001])  # in use after all
     assert networks.emptied() == []
     assert not released_at(1200.0)
-    assert released_at(1200.0 + EMPTIED_NETWORK_KEEP_S)
+    assert released_at(1200.0 + KEEP_S)
 
     assert name not in engine.made and chain not in table.chains
     assert networks.emptied() == [] and not released_at(2000.0)
+
+
+def test_without_a_keep_an_emptied_network_goes_with_the_last_container(tmp_path: Path):
+    clock = {"now": 1000.0}
+    engine, table, networks = keeping_networks(tmp_path, clock, 0.0)
+    assert networks.begin_reconcile([])() == []
+    networks.ensure(1001)
+    assert networks.release_if_unused(1001, [])
+    assert network_name(1001) not in engine.made
+    assert f"DS01-{bridge_name(1001)}" not in table.chains and networks.emptied() == []
+
+
+@pytest.mark.parametrize("keep_s", [0.0, KEEP_S])
+def test_at_start_an_unused_network_is_removed_only_after_the_keep(tmp_path: Path, keep_s: float):
+    """A server removed just before a restart may still be routed to: the keep counts
+    from the start, where there is one."""
+    clock = {"now": 1000.0}
+    engine, table, networks = keeping_networks(tmp_path, clock, keep_s)
+    assert networks.begin_reconcile([])() == []
+    networks.ensure(1001)  # the last run's network, left when her container went
+    _, _, restarted = keeping_networks(tmp_path, clock, keep_s, on=(engine, table))
+
+    removed = restarted.begin_reconcile([])()
+    if keep_s == 0:
+        assert removed == [network_name(1001)] and not engine.made
+        return
+    assert removed == [] and network_name(1001) in engine.made
+    assert restarted.emptied() == [1001] and restarted.unguarded() == []
+    clock["now"] = 1000.0 + keep_s - 1
+    assert not restarted.release_if_unused(1001, [])
+    clock["now"] = 1000.0 + keep_s
+    assert restarted.release_if_unused(1001, [])
+    assert not engine.made and f"DS01-{bridge_name(1001)}" not in table.chains

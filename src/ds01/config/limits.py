@@ -316,6 +316,17 @@ class HubConfig(BaseModel):
         "refused (HTTP 429).",
     )
 
+    # A user's emptied network outlives her last container by this much, so a freed subnet
+    # cannot give another user's container the address the hub's proxy still routes to.
+    address_keep_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="Seconds a user's network (and so her servers' addresses) is kept after "
+        "her last container is removed, while a hub identity is configured: more than the "
+        "hub's poll_interval, until which its proxy still sends her pages there.",
+    )
+
     @field_validator("users")
     @classmethod
     def _not_root(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -325,6 +336,12 @@ class HubConfig(BaseModel):
                 "(docs/jupyterhub.md)"
             )
         return value
+
+    def emptied_network_keep_seconds(self) -> float:
+        """How long a user's emptied network is kept: ``address_keep_seconds`` while a hub
+        identity is configured (only a hub's proxy routes to containers' addresses), else 0
+        (removed at once)."""
+        return self.address_keep_seconds if self.users or self.unix_groups else 0.0
 
     def admits(self, user: str, uid: int, unix_groups: Collection[str]) -> bool:
         """Whether the Unix account ``user`` (``uid``, in ``unix_groups``) is a hub identity

@@ -165,6 +165,7 @@ class DaemonContext:
             events,
             instance_id(paths.state_dir),
             self.hub_uids,
+            lambda: self.config().limits.hub.emptied_network_keep_seconds(),
         )
         self.slurm_node = given.slurm_node or slurm_node()
 

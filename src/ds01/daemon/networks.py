@@ -2,11 +2,13 @@
 
 A user's containers are attached to ``ds01-u<uid>`` (Linux bridge ``ds01u<uid>``), a bridge
 network ds01d creates when the user needs it (a create, a start, a build with network) and
-removes once the user has had no container for ``EMPTIED_NETWORK_KEEP_S`` (``NetworkUpkeep``
-removes it, so within one more interval of its). Kept that long because a hub's proxy still
-sends a removed server's pages to its address until its next poll: removed at once, Docker
-could give the freed subnet to another user's new network, and his first container the same
-address. So:
+removes once the user has had no container for the keep (``keep_seconds``: the ``hub:``
+section's ``address_keep_seconds`` while a hub identity is configured, else none;
+``NetworkUpkeep`` removes it, so within one more interval of its). Kept that long because a
+hub's proxy still sends a removed server's pages to its address until its next poll: removed
+at once, Docker could give the freed subnet to another user's new network, and his first
+container the same address. Without a hub nothing routes to a container's address, so the
+network goes with the last container. So:
 
 - the containers of one user reach each other (same bridge; by address, or by the name the
   user gave them, which is a network alias);
@@ -28,7 +30,8 @@ list, stop and remove their containers, and it tries again at the next create or
 
 An instance owns only the networks it created (label ``ds01.instance``, from the state
 directory's ``instance-id``): at start it guards every ds01 network on the engine, but removes
-only its own that no ds01 container uses.
+only its own that no ds01 container uses (after the keep, counted from the start: a hub may
+still route to a server removed just before).
 """
 
 from __future__ import annotations
@@ -57,13 +60,8 @@ FIREWALL_ACTION = "network.firewall"
 NETWORK_ACTION = "network.user"
 #: The file, in the state directory, that names this ds01d instance.
 INSTANCE_ID_FILE = "instance-id"
-#: Seconds a user's network is kept once her last container is gone: well over a hub's poll
-#: (JupyterHub's ``poll_interval``, 10 s in the deploy file), after which its proxy no longer
-#: sends her pages to her removed server's address, which Docker could give to another user's
-#: container once her network's subnet is free.
-EMPTIED_NETWORK_KEEP_S = 60.0
 #: Seconds between two passes of ``NetworkUpkeep``: an emptied network goes at most this
-#: long after its ``EMPTIED_NETWORK_KEEP_S``, a change of the hub identities in NSS at most
+#: long after its keep, a change of the hub identities in NSS at most
 #: this long after ``HUB_LOOKUP_TTL_S`` (a pass rewrites rules only when they changed).
 NETWORK_UPKEEP_INTERVAL_S = 10.0
 
@@ -111,7 +109,9 @@ class UserNetworks:
             into every user's bridge; asked at each use (``renew``: look them up again
             now), so a change reaches a network's rules at its next create, start or build,
             or at the next ``refresh_guards``.
-        monotonic: seconds on a clock that never jumps (for ``EMPTIED_NETWORK_KEEP_S``).
+        keep_seconds: how long an emptied network is kept, asked at each use
+            (``HubConfig.emptied_network_keep_seconds``; 0: removed at once).
+        monotonic: seconds on a clock that never jumps (for the keep).
     """
 
     def __init__(
@@ -121,6 +121,7 @@ class UserNetworks:
         events: EventLog,
         instance: str,
         hub_uids: Callable[..., tuple[int, ...]] = lambda renew=False: (),
+        keep_seconds: Callable[[], float] = lambda: 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
@@ -136,6 +137,7 @@ class UserNetworks:
         #: wakes ``NetworkUpkeep``.
         self.hub_changed = threading.Condition()
         self._busy: Counter[int] = Counter()  # uid → builds using the network now
+        self._keep_seconds = keep_seconds
         self._monotonic = monotonic
         # uid → when its network was first found unused (``monotonic``), kept until then
         self._emptied: dict[int, float] = {}
@@ -152,9 +154,11 @@ class UserNetworks:
         called exactly once, in any thread. The work: install the firewall, guard every
         ds01 network on the engine (one whose rules read back complete is left as it is),
         and remove this instance's networks of users with no container (``in_use``: the
-        uids that have one); it returns the networks removed. It never raises for the
-        firewall: a failure is logged, kept in ``firewall_error`` and logged as an event;
-        it raises the ``Ds01Error`` of Docker refusing to list the networks."""
+        uids that have one), or, while there is a keep, count them as emptied now
+        (``release_if_unused`` removes them after it); it returns the networks removed. It
+        never raises for the firewall: a failure is logged, kept in ``firewall_error`` and
+        logged as an event; it raises the ``Ds01Error`` of Docker refusing to list the
+        networks."""
         users = set(in_use)
         self._lock.acquire()
 
@@ -187,7 +191,9 @@ class UserNetworks:
                 uid = owner_uid(network)
                 if uid is None:
                     continue
-                if uid not in users and self._owned(network):
+                if uid not in users and self._owned(network) and self._keep_seconds() > 0:
+                    self._emptied.setdefault(uid, self._monotonic())
+                elif uid not in users and self._owned(network):
                     try:
                         self._remove(network, "no container of this user left")
                     except FirewallError:
@@ -339,7 +345,7 @@ class UserNetworks:
     def release_if_unused(self, uid: int, in_use: Iterable[int]) -> bool:
         """Remove ``uid``'s network if this instance made it, no container of the user is
         left (``in_use``: the uids that have one), no build uses it, and it has been so for
-        ``EMPTIED_NETWORK_KEEP_S`` (the first call that finds it unused starts that while;
+        the keep (``keep_seconds``; the first call that finds it unused starts that while;
         a later one, ``NetworkUpkeep``'s, removes it: ``emptied``). Call it under the
         allocation lock, with ``in_use`` listed under that lock. Fails soft (logged): a
         network it could not remove is tried again at the next call."""
@@ -348,7 +354,7 @@ class UserNetworks:
                 self._emptied.pop(uid, None)
                 return False
             now = self._monotonic()
-            if now - self._emptied.setdefault(uid, now) < EMPTIED_NETWORK_KEEP_S:
+            if now - self._emptied.setdefault(uid, now) < self._keep_seconds():
                 return False
             try:
                 network = self.runtime.find_network(network_name(uid))
@@ -406,7 +412,7 @@ class UserNetworks:
 class NetworkUpkeep(PeriodicPass):
     """Every ``interval_seconds`` (``NETWORK_UPKEEP_INTERVAL_S``), and at once when woken by a
     configuration reload (``UserNetworks.hub_may_have_changed``): removes the networks
-    emptied ``EMPTIED_NETWORK_KEEP_S`` ago or more (``release_emptied``: the caller's, under
+    emptied their keep ago or more (``release_emptied``: the caller's, under
     the allocation lock), then rewrites users' bridge rules if the hub identities changed
     (``UserNetworks.refresh_guards``)."""
 

@@ -23,9 +23,9 @@ Lifecycle:
   (only the user's own containers get addresses on her network), so the hub's proxy never
   sends the user's pages to another local user's process, however long the hub takes to
   notice the stop. When her last container is removed, ds01d keeps her network (and so its
-  subnet and addresses) at least ``EMPTIED_NETWORK_KEEP_S`` (60 s, over the hub's poll)
-  before removing it, so another user's new network cannot get the address the proxy may
-  still send her pages to until the hub's next poll;
+  subnet and addresses) at least the ``hub:`` section's ``address_keep_seconds`` (60 s by
+  default, over the hub's poll) before removing it, so another user's new network cannot
+  get the address the proxy may still send her pages to until the hub's next poll;
 - ``stop``: stops the container (kept, like the workspace); a waiting queue request is
   withdrawn, so a cancel in the hub leaves nothing in line;
 - ``poll``: ``None`` while the container runs, else 0; ds01's idle and runtime stops
