@@ -6,10 +6,12 @@ borrowing is on with a cap of one GPU, a 6-second minimum runtime and a 6-second
 third; nothing is reclaimed while nobody waits; then carol, within quota, queues: alice's
 borrowed container (never her own within quota, nor bob's) is warned no sooner than its
 minimum runtime, stopped (not removed) after the grace, and carol's request starts on its
-GPU. Started again, a reclaimed container borrows again; a container of alice's own
-quota whose GPU was released starts above quota only with ``--borrow``, and is then
-borrowed. A borrower whose own container ended, so that all they hold is within their
-quota, is not reclaimed for a request within quota, even with no minimum runtime.
+GPU. Started again, a reclaimed container borrows again; a container of alice's own quota
+whose GPU was released starts above quota only with ``--borrow``, and is then borrowed; its
+GPU released again and started within quota, it is no longer borrowed, so alice never
+holds more than her quota plus the cap. A borrower whose own container ended, so that all
+they hold is within their quota, is not reclaimed for a request within quota, even with no
+minimum runtime.
 """
 
 from __future__ import annotations
@@ -153,6 +155,26 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
     assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"
+
+    # Its GPU released again and started within quota, it is no longer borrowed: it counts
+    # against gpu_limit, so alice borrows one more GPU at most (quota 1 + cap 1).
+    assert d.cli("alice", "container-stop", "own").returncode == 0
+    wait_until(
+        "own's GPU released again",
+        lambda: len(d.events_where(action="gpu.release", resource=released)) == 2,
+    )
+    assert d.cli("alice", "container-remove", "own2", "--force").returncode == 0
+    within = d.cli("alice", "container-start", "own", "--no-wait", "--json")
+    assert within.returncode == 0, describe(within)
+    assert docker_client.containers.get(own_name).labels.get("ds01.borrowed", "") == ""
+    more = create(d, "alice", "more", "--start", "--no-wait", "--borrow")
+    assert more.returncode == 0, describe(more)
+    most = create(d, "alice", "most", "--no-wait", "--borrow")
+    assert most.returncode == 3 and "max_borrowed_gpus" in most.stderr, describe(most)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["own"]["borrowed"], rows["more"]["borrowed"]) == (False, True)
+    usage = d.cli_json("alice", "check-limits")["usage"]
+    assert (usage["gpu_equivalents"], usage["borrowed_gpu_equivalents"]) == (1.0, 1.0)
 
 
 NO_MIN_RUNTIME = LIMITS.replace(

@@ -18,6 +18,7 @@ from ds01.core.borrowing import (
     ReclaimChoice,
     allocate_borrowing,
     choose_reclaim,
+    in_place,
     reclaim_steps,
 )
 from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage
@@ -296,6 +297,51 @@ def test_a_container_already_warned_is_kept_as_the_choice() -> None:
         head(), inventory(4), state, NOW, ON, HoldingFacts(starts, reclaiming={"older"})
     )
     assert choice.containers == ("older",)
+
+
+def test_a_released_container_is_re_created_when_its_label_changes() -> None:
+    state = AllocationState((held("other", "bob", [1]),))
+    own = (uuid(0),)
+    free = {"state": state, "reserved": ()}
+    assert in_place(own, labelled=False, borrowed=False, **free)
+    # its own device taken, or reserved: re-created on others
+    assert not in_place((uuid(1),), labelled=False, borrowed=False, **free)
+    assert not in_place(own, labelled=False, borrowed=False, state=state, reserved={uuid(0)})
+    # borrowed before and not now, or the other way: re-created with the label of how it
+    # is placed now
+    assert not in_place(own, labelled=True, borrowed=False, **free)
+    assert not in_place(own, labelled=False, borrowed=True, **free)
+    assert in_place(own, labelled=True, borrowed=True, **free)
+
+
+def test_restarting_released_borrowed_containers_stays_within_quota_and_cap() -> None:
+    # gpu_limit 1, cap 1: alice borrowed A0..A3 one at a time, stopping each until its
+    # device was released; each start now gets devices within quota or borrowed, and its
+    # label says which (in_place: never kept as it is with a label that changes).
+    cap_one = ON.model_copy(update={"max_borrowed_gpus": 1.0})
+    labels = dict.fromkeys(["A0", "A1", "A2", "A3"], True)
+    state = AllocationState()
+    placed: list[bool] = []
+    for name in ["A0", "A1", "A2", "A3", "C"]:
+        labelled = labels.get(name, False)
+        try:
+            decision = allocate_borrowing(
+                GpuRequest(whole_gpus=1), "alice", ONE_GPU, inventory(8), state,
+                [h.container for h in state.holdings],
+                policy=cap_one, borrow=labelled, waiting=[],
+            )  # fmt: skip
+        except QuotaExceeded:
+            continue
+        same = in_place((), labelled=labelled, borrowed=decision.borrowed, state=state, reserved=())
+        label = labelled if same else decision.borrowed
+        assert label == decision.borrowed
+        devices = tuple(decision.placement.uuids)
+        holding = Holding(name, name, "alice", devices, Fraction(len(devices)), borrowed=label)
+        state = state.with_holding(holding)
+        placed.append(decision.borrowed)
+    assert placed == [False, True]  # A0 within quota, A1 borrowed; A2, A3 and C refused
+    assert state.user_gpu_equivalents("alice") == 1
+    assert state.user_borrowed_equivalents("alice") == 1
 
 
 def test_reclaim_steps_warn_then_stop_after_the_grace_and_cancel_when_unneeded() -> None:

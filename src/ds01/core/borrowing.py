@@ -17,11 +17,15 @@ allocate` refuses only for the owner's ``gpu_limit`` may still be placed, *borro
 - every other limit holds (``max_containers``, the kind of GPU, ``max_gpus_per_container``)
   and free devices fit it.
 
-A container is borrowed or not as a whole, decided when it is placed: a request within
-quota is never borrowed, a borrowed one counts against the borrowing cap and not against
-``gpu_limit`` (:meth:`~ds01.core.allocation.AllocationState.user_gpu_equivalents`). Its
-GPU-equivalents count in the fair-share usage like any other (the usage ledger records
-every container that holds devices), so a borrower ranks behind lighter users in the queue.
+A container is borrowed or not as a whole, decided each time it is placed (created, or
+started again after its devices were released): a request within quota is never borrowed,
+a borrowed one counts against the borrowing cap and not against ``gpu_limit``
+(:meth:`~ds01.core.allocation.AllocationState.user_gpu_equivalents`). A container that
+was borrowed and is placed within quota at a later start is no longer borrowed
+(:func:`in_place`: it is re-created without the label), so that what a user holds is
+always within ``gpu_limit`` plus ``max_borrowed_gpus``. Its GPU-equivalents count in the
+fair-share usage like any other (the usage ledger records every container that holds
+devices), so a borrower ranks behind lighter users in the queue.
 
 **Reclaim** (:func:`choose_reclaim`). When the head of the queue (a request within quota
 that cannot be placed) would fit if some borrowed containers gave their devices back,
@@ -193,6 +197,27 @@ def _borrow(
             {"within_quota_waiting": True},
         )
     return BorrowDecision(placement, borrowed=True)
+
+
+def in_place(
+    own: Sequence[str],
+    *,
+    labelled: bool,
+    borrowed: bool,
+    state: AllocationState,
+    reserved: Collection[str],
+) -> bool:
+    """Whether a container whose devices were released gets them back as it is, when it is
+    placed again ``borrowed`` or not: only when its ``ds01.borrowed`` label (``labelled``)
+    already says so, and its own devices ``own`` are all free (no holding of ``state``
+    holds one, none is ``reserved``).
+
+    Otherwise it is re-created (its files kept): on other devices, so that it takes none
+    that is not free; with the label of how it is placed now, so that a container placed
+    within quota counts against ``gpu_limit`` and one above it against the cap."""
+    if labelled != borrowed:
+        return False
+    return all(state.holder_of(uuid) is None and uuid not in reserved for uuid in own)
 
 
 def wanted_by(
@@ -412,6 +437,7 @@ __all__ = [
     "ReservedPredicate",
     "allocate_borrowing",
     "choose_reclaim",
+    "in_place",
     "nothing_reserved",
     "reclaim_steps",
     "reclaimable",
