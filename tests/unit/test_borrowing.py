@@ -299,7 +299,24 @@ def test_a_container_already_warned_is_kept_as_the_choice() -> None:
     assert choice.containers == ("older",)
 
 
-def test_a_released_container_is_re_created_when_its_label_changes() -> None:
+def test_a_warned_container_stays_eligible_whatever_its_age() -> None:
+    # "young" was warned once old enough; were its age to drop below the minimum runtime
+    # again, the warning would stand: dropping it would cancel the reclaim for good.
+    state = AllocationState(
+        (held("mine", "alice", [0, 1, 2]), held("young", "alice", [3], borrowed=True))
+    )
+    young = {"young": minutes_ago(5)}
+    facts = HoldingFacts(young, reclaiming={"young"})
+    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, facts)
+    assert choice.containers == ("young",)
+    assert reclaim_steps(choice, {"young": minutes_ago(5)}, NOW, ON).stop == ("young",)
+    # not warned: the minimum runtime still protects it
+    assert (
+        choose_reclaim(head(), inventory(4), state, NOW, ON, HoldingFacts(young)).containers == ()
+    )
+
+
+def test_a_released_container_is_re_created_unless_within_quota_before_and_after() -> None:
     state = AllocationState((held("other", "bob", [1]),))
     own = (uuid(0),)
     free = {"state": state, "reserved": ()}
@@ -307,17 +324,17 @@ def test_a_released_container_is_re_created_when_its_label_changes() -> None:
     # its own device taken, or reserved: re-created on others
     assert not in_place((uuid(1),), labelled=False, borrowed=False, **free)
     assert not in_place(own, labelled=False, borrowed=False, state=state, reserved={uuid(0)})
-    # borrowed before and not now, or the other way: re-created with the label of how it
-    # is placed now
+    # borrowed before or now: re-created, with the label of how it is placed now (and a
+    # borrowed one with the time its devices were placed)
     assert not in_place(own, labelled=True, borrowed=False, **free)
     assert not in_place(own, labelled=False, borrowed=True, **free)
-    assert in_place(own, labelled=True, borrowed=True, **free)
+    assert not in_place(own, labelled=True, borrowed=True, **free)
 
 
 def test_restarting_released_borrowed_containers_stays_within_quota_and_cap() -> None:
     # gpu_limit 1, cap 1: alice borrowed A0..A3 one at a time, stopping each until its
     # device was released; each start now gets devices within quota or borrowed, and its
-    # label says which (in_place: never kept as it is with a label that changes).
+    # label says which (in_place: never kept as it is while labelled borrowed).
     cap_one = ON.model_copy(update={"max_borrowed_gpus": 1.0})
     labels = dict.fromkeys(["A0", "A1", "A2", "A3"], True)
     state = AllocationState()
@@ -391,22 +408,26 @@ OWNER_LIMITS = st.dictionaries(
 
 
 @PROPERTY_SETTINGS
-@given(borrowed_worlds(), OWNER_LIMITS)
+@given(borrowed_worlds(), OWNER_LIMITS, st.sets(st.sampled_from(["c0", "c1", "c2"])))
 def test_reclaim_takes_only_old_enough_borrowed_devices_as_few_as_needed(
     world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
     limits: dict[str, Fraction | None],
+    warned: set[str],
 ) -> None:
     inv, state, starts, request = world
-    choice = choose_reclaim(request, inv, state, NOW, ON, HoldingFacts(starts, limits=limits))
+    facts = HoldingFacts(starts, limits=limits, reclaiming=warned)
+    choice = choose_reclaim(request, inv, state, NOW, ON, facts)
     by_name = {h.container: h for h in state.holdings}
     assert len(set(choice.containers)) == len(choice.containers)
     left = {user: sum((h.gpu_equivalents for h in state.of_user(user)), Fraction(0))
             for user in {h.user for h in state.holdings}}  # fmt: skip
     for name in choice.containers:
         # never a within-quota container, never one younger than the minimum runtime
+        # (counted from its placement) unless it was warned already
         assert by_name[name].borrowed
-        start = starts[name]
-        assert start is None or NOW - start >= timedelta(minutes=ON.min_runtime_minutes)
+        placed = starts[name]
+        old_enough = placed is None or NOW - placed >= timedelta(minutes=ON.min_runtime_minutes)
+        assert old_enough or name in warned
         # never from an owner who, without those taken before, holds no more than their quota
         owner = by_name[name].user
         if owner in limits:

@@ -10,10 +10,12 @@ borrowed above it (``ds01.core.borrowing``) when the start asks to borrow (``--b
 ``borrow: auto``, or it was borrowed before: ``ds01.borrowed``, e.g. one reclaimed).
 Whether it is borrowed is decided anew: one placed within quota is not (it counts against
 ``gpu_limit``), one placed above it is (it counts against the cap), and its label says so.
-A container whose label changes is re-created with the label of how it is placed now,
-even on its own devices, since labels are the record of what counts where
-(``core.borrowing.in_place``). Re-created, a container made through the Docker API door
-also keeps its terminal settings, aliases and named volumes.
+Only a container neither borrowed before nor now gets its own devices back as it is; any
+other is re-created with the label of how it is placed now, even on its own devices,
+since labels are the record of what counts where, and a borrowed one's fresh
+``ds01.created_at`` is when its devices were placed, from which the reclaim's minimum
+runtime counts (``core.borrowing.in_place``). Re-created, a container made through the
+Docker API door also keeps its terminal settings, aliases and named volumes.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
