@@ -5,11 +5,14 @@ borrowing is on with a cap of one GPU, a 6-second minimum runtime and a 6-second
 (minutes as fractions). alice fills her quota and borrows a second GPU; bob takes the
 third; nothing is reclaimed while nobody waits; then carol, within quota, queues: alice's
 borrowed container (never her own within quota, nor bob's) is warned no sooner than its
-minimum runtime, stopped (not removed) after the grace, and carol's request starts on its
-GPU. Started again, a reclaimed container borrows again; a container of alice's own
-quota whose GPU was released starts above quota only with ``--borrow``, and is then
-borrowed. A borrower whose own container ended, so that all they hold is within their
-quota, is not reclaimed for a request within quota, even with no minimum runtime.
+minimum runtime (counted from its placement), stopped (not removed) after the grace even
+though renamed and restarted in it, and carol's request starts on its GPU. Started again,
+a reclaimed container borrows again; a container of alice's own quota whose GPU was
+released starts above quota only with ``--borrow``, and is then borrowed; its GPU released
+again and started within quota, it is no longer borrowed, so alice never holds more than
+her quota plus the cap. A borrower whose own container ended, so that all they hold is
+within their quota, is not reclaimed for a request within quota, even with no minimum
+runtime.
 """
 
 from __future__ import annotations
@@ -31,20 +34,24 @@ from support import (
 
 THREE_GPUS = simulated_a100s(3)
 
-#: Longer than the steps from the borrowed container's start to carol's request (about 3 s:
+#: Longer than the steps from the borrowed container's creation to carol's request (about 3 s:
 #: a create and a queue pass), so that the warning waits for it.
 MIN_RUNTIME_S = 6.0
-#: Long enough for the test to see the warning and rename the container within the grace
-#: on a slow machine (the rename comes well under a second after the warning): a rename
-#: after the stop would find the container reclaimed already.
+#: Long enough for the test to see the warning, rename the container and restart it
+#: within the grace on a slow machine (the rename comes well under a second after the
+#: warning, the restart about a second and a half later): either after the stop would
+#: find the container reclaimed already.
 GRACE_S = 6.0
+#: alice's GPUs are released this long after a stop: far longer than the instant between
+#: the stop and the start of a restart, which must keep its GPU.
+HOLD_S = 2.0
 LIMITS = f"""
     defaults:
       gpu_limit: 1
       max_containers: 5
       gpu_hold_after_stop_minutes: null
     users:
-      alice: {{gpu_hold_after_stop_minutes: 0}}
+      alice: {{gpu_hold_after_stop_minutes: {HOLD_S / 60}}}
     borrowing:
       enabled: true
       max_borrowed_gpus: 1
@@ -74,8 +81,9 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     assert own.returncode == 0, describe(own)
     borrowed = create(d, "alice", "extra", "--start", "--no-wait", "--borrow", "--json")
     assert borrowed.returncode == 0, describe(borrowed)
-    started = docker_client.containers.get(docker_name("alice", "extra")).attrs["State"]
-    started_at = datetime.fromisoformat(started["StartedAt"][:26] + "+00:00").timestamp()
+    # The minimum runtime counts from the placement: its creation (seconds, rounded down).
+    extra_labels = docker_client.containers.get(docker_name("alice", "extra")).labels
+    placed_at = datetime.fromisoformat(extra_labels["ds01.created_at"]).timestamp()
 
     # Above the cap, or over quota without --borrow: refused, with the reason.
     over_cap = create(d, "alice", "more", "--no-wait", "--borrow")
@@ -102,22 +110,31 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
 
     # carol asks within quota: alice's borrowed container is reclaimed, and only it.
     request_id = queue_gpu_create(d.paths.socket, "carol", "c")
-    print(f"carol queued {time.time() - started_at:.1f} s into the {MIN_RUNTIME_S:.0f} s minimum")
+    print(f"carol queued {time.time() - placed_at:.1f} s into the {MIN_RUNTIME_S:.0f} s minimum")
     [warning] = wait_until(
         "the reclaim warning", lambda: d.events_where(action="container.reclaim_warning")
     )
     assert warning["resource"].endswith(docker_name("alice", "extra")), warning
-    assert at(warning) >= started_at + MIN_RUNTIME_S - 0.5, (warning, started_at)
+    assert at(warning) >= placed_at + MIN_RUNTIME_S - 0.5, (warning, placed_at)
     # A rename in the grace (the Docker API door renames a running container) neither warns
     # again nor starts the grace again: the warning follows the container, not its name.
     renamed = d.docker("alice", "rename", "extra", "lent")
     assert renamed.returncode == 0, describe(renamed)
     print(f"renamed {time.time() - at(warning):.1f} s into the {GRACE_S:.0f} s grace")
+    # Nor does a restart: its age counts from its placement, not its last start, and a
+    # warned container stays chosen whatever its age (nothing is cancelled).
+    restarted = d.docker("alice", "restart", "lent")
+    assert restarted.returncode == 0, describe(restarted)
+    state = docker_client.containers.get(docker_name("alice", "lent")).attrs["State"]
+    restarted_at = datetime.fromisoformat(state["StartedAt"][:26] + "+00:00").timestamp()
+    print(f"restarted {restarted_at - at(warning):.1f} s into the {GRACE_S:.0f} s grace")
     [reclaim] = wait_until(
         "the reclaim", lambda: d.events_where(action="container.reclaim"), timeout=30
     )
+    assert at(warning) < restarted_at < at(reclaim), (warning, state, reclaim)
     assert at(reclaim) >= at(warning) + GRACE_S - 0.5, (warning, reclaim)
     assert reclaim["resource"].endswith(docker_name("alice", "lent")), reclaim
+    assert not d.events_where(action="container.reclaim_cancelled")
     queue = f"queue/{request_id}"
     wait_until("carol's start", lambda: d.events_where(action="queue.start", resource=queue))
     mine = {r["name"]: r for r in d.cli_json("alice", "container-list")}
@@ -153,6 +170,26 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
     assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"
+
+    # Its GPU released again and started within quota, it is no longer borrowed: it counts
+    # against gpu_limit, so alice borrows one more GPU at most (quota 1 + cap 1).
+    assert d.cli("alice", "container-stop", "own").returncode == 0
+    wait_until(
+        "own's GPU released again",
+        lambda: len(d.events_where(action="gpu.release", resource=released)) == 2,
+    )
+    assert d.cli("alice", "container-remove", "own2", "--force").returncode == 0
+    within = d.cli("alice", "container-start", "own", "--no-wait", "--json")
+    assert within.returncode == 0, describe(within)
+    assert docker_client.containers.get(own_name).labels.get("ds01.borrowed", "") == ""
+    more = create(d, "alice", "more", "--start", "--no-wait", "--borrow")
+    assert more.returncode == 0, describe(more)
+    most = create(d, "alice", "most", "--no-wait", "--borrow")
+    assert most.returncode == 3 and "max_borrowed_gpus" in most.stderr, describe(most)
+    rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
+    assert (rows["own"]["borrowed"], rows["more"]["borrowed"]) == (False, True)
+    usage = d.cli_json("alice", "check-limits")["usage"]
+    assert (usage["gpu_equivalents"], usage["borrowed_gpu_equivalents"]) == (1.0, 1.0)
 
 
 NO_MIN_RUNTIME = LIMITS.replace(

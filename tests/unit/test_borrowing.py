@@ -18,6 +18,7 @@ from ds01.core.borrowing import (
     ReclaimChoice,
     allocate_borrowing,
     choose_reclaim,
+    in_place,
     reclaim_steps,
 )
 from ds01.core.scheduler import PendingRequest, UsageInterval, decayed_usage
@@ -298,6 +299,68 @@ def test_a_container_already_warned_is_kept_as_the_choice() -> None:
     assert choice.containers == ("older",)
 
 
+def test_a_warned_container_stays_eligible_whatever_its_age() -> None:
+    # "young" was warned once old enough; were its age to drop below the minimum runtime
+    # again, the warning would stand: dropping it would cancel the reclaim for good.
+    state = AllocationState(
+        (held("mine", "alice", [0, 1, 2]), held("young", "alice", [3], borrowed=True))
+    )
+    young = {"young": minutes_ago(5)}
+    facts = HoldingFacts(young, reclaiming={"young"})
+    choice = choose_reclaim(head(), inventory(4), state, NOW, ON, facts)
+    assert choice.containers == ("young",)
+    assert reclaim_steps(choice, {"young": minutes_ago(5)}, NOW, ON).stop == ("young",)
+    # not warned: the minimum runtime still protects it
+    assert (
+        choose_reclaim(head(), inventory(4), state, NOW, ON, HoldingFacts(young)).containers == ()
+    )
+
+
+def test_a_released_container_is_re_created_unless_within_quota_before_and_after() -> None:
+    state = AllocationState((held("other", "bob", [1]),))
+    own = (uuid(0),)
+    free = {"state": state, "reserved": ()}
+    assert in_place(own, labelled=False, borrowed=False, **free)
+    # its own device taken, or reserved: re-created on others
+    assert not in_place((uuid(1),), labelled=False, borrowed=False, **free)
+    assert not in_place(own, labelled=False, borrowed=False, state=state, reserved={uuid(0)})
+    # borrowed before or now: re-created, with the label of how it is placed now (and a
+    # borrowed one with the time its devices were placed)
+    assert not in_place(own, labelled=True, borrowed=False, **free)
+    assert not in_place(own, labelled=False, borrowed=True, **free)
+    assert not in_place(own, labelled=True, borrowed=True, **free)
+
+
+def test_restarting_released_borrowed_containers_stays_within_quota_and_cap() -> None:
+    # gpu_limit 1, cap 1: alice borrowed A0..A3 one at a time, stopping each until its
+    # device was released; each start now gets devices within quota or borrowed, and its
+    # label says which (in_place: never kept as it is while labelled borrowed).
+    cap_one = ON.model_copy(update={"max_borrowed_gpus": 1.0})
+    labels = dict.fromkeys(["A0", "A1", "A2", "A3"], True)
+    state = AllocationState()
+    placed: list[bool] = []
+    for name in ["A0", "A1", "A2", "A3", "C"]:
+        labelled = labels.get(name, False)
+        try:
+            decision = allocate_borrowing(
+                GpuRequest(whole_gpus=1), "alice", ONE_GPU, inventory(8), state,
+                [h.container for h in state.holdings],
+                policy=cap_one, borrow=labelled, waiting=[],
+            )  # fmt: skip
+        except QuotaExceeded:
+            continue
+        same = in_place((), labelled=labelled, borrowed=decision.borrowed, state=state, reserved=())
+        label = labelled if same else decision.borrowed
+        assert label == decision.borrowed
+        devices = tuple(decision.placement.uuids)
+        holding = Holding(name, name, "alice", devices, Fraction(len(devices)), borrowed=label)
+        state = state.with_holding(holding)
+        placed.append(decision.borrowed)
+    assert placed == [False, True]  # A0 within quota, A1 borrowed; A2, A3 and C refused
+    assert state.user_gpu_equivalents("alice") == 1
+    assert state.user_borrowed_equivalents("alice") == 1
+
+
 def test_reclaim_steps_warn_then_stop_after_the_grace_and_cancel_when_unneeded() -> None:
     choice = ReclaimChoice(containers=("b1",), for_request="q1")
     assert reclaim_steps(choice, {}, NOW, ON).warn == ("b1",)
@@ -345,22 +408,26 @@ OWNER_LIMITS = st.dictionaries(
 
 
 @PROPERTY_SETTINGS
-@given(borrowed_worlds(), OWNER_LIMITS)
+@given(borrowed_worlds(), OWNER_LIMITS, st.sets(st.sampled_from(["c0", "c1", "c2"])))
 def test_reclaim_takes_only_old_enough_borrowed_devices_as_few_as_needed(
     world: tuple[Inventory, AllocationState, dict[str, datetime | None], PendingRequest],
     limits: dict[str, Fraction | None],
+    warned: set[str],
 ) -> None:
     inv, state, starts, request = world
-    choice = choose_reclaim(request, inv, state, NOW, ON, HoldingFacts(starts, limits=limits))
+    facts = HoldingFacts(starts, limits=limits, reclaiming=warned)
+    choice = choose_reclaim(request, inv, state, NOW, ON, facts)
     by_name = {h.container: h for h in state.holdings}
     assert len(set(choice.containers)) == len(choice.containers)
     left = {user: sum((h.gpu_equivalents for h in state.of_user(user)), Fraction(0))
             for user in {h.user for h in state.holdings}}  # fmt: skip
     for name in choice.containers:
         # never a within-quota container, never one younger than the minimum runtime
+        # (counted from its placement) unless it was warned already
         assert by_name[name].borrowed
-        start = starts[name]
-        assert start is None or NOW - start >= timedelta(minutes=ON.min_runtime_minutes)
+        placed = starts[name]
+        old_enough = placed is None or NOW - placed >= timedelta(minutes=ON.min_runtime_minutes)
+        assert old_enough or name in warned
         # never from an owner who, without those taken before, holds no more than their quota
         owner = by_name[name].user
         if owner in limits:

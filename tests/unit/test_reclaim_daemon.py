@@ -2,8 +2,8 @@
 backend: a borrowed container on its owner's reservation is never reclaimed, and the
 warnings both give are kept in the store, so that a restarted ds01d (new collaborators over
 the same store) neither warns again nor starts a grace again. Docker is not asked: the
-containers are given as records, stopped ones (a stopped borrowed container needs no start
-time). The usage ledger marks borrowed holdings."""
+containers are given as records: a running borrowed one is as old as its ``ds01.created_at``.
+The usage ledger marks borrowed holdings."""
 
 from __future__ import annotations
 
@@ -169,6 +169,28 @@ def test_a_reclaim_warning_survives_a_restart_and_the_grace_counts_from_the_firs
     }
     assert restarted.store.warnings("reclaim") == {}
     assert "extra".ljust(64, "0") in restarted.store.released()
+
+
+def test_a_running_borrowed_container_is_as_old_as_its_placement_not_its_last_start(
+    tmp_path: Path,
+) -> None:
+    """Its age is its ``ds01.created_at`` (a borrowed container is created, or re-created,
+    when its devices are placed): a restart since does not protect it again, and Docker's
+    start time is not asked."""
+    svc = service(tmp_path)
+    mine, extra = full_server(svc)
+
+    def placed(minutes: float) -> ContainerRecord:
+        created = (NOW - timedelta(minutes=minutes)).isoformat(timespec="seconds")
+        return replace(extra, status="running", created_at=created)
+
+    assert not reclaim(svc, [mine, placed(29)], NOW)
+    assert "container.reclaim_warning" not in actions(svc)
+    assert not reclaim(svc, [mine, placed(30)], NOW)
+    assert actions(svc).count("container.reclaim_warning") == 1
+    # warned: it stays chosen whatever its age says, and is stopped after the grace
+    assert reclaim(svc, [mine, placed(0)], NOW + timedelta(minutes=5))
+    assert actions(svc)[-1] == "container.reclaim"
 
 
 def test_a_rename_in_the_grace_neither_warns_again_nor_starts_the_grace_again(

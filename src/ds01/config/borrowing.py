@@ -4,10 +4,10 @@ devices, and taking that back when someone within quota needs them.
 Off unless ``enabled: true``. When on, a user who asks to borrow (``--borrow``, or
 ``borrow: auto`` in their limits) and is over their ``gpu_limit`` gets free devices anyway,
 as long as nobody within quota waits for devices and the user's borrowed GPU-equivalents
-stay within ``max_borrowed_gpus``. Such a container is *borrowed* as a whole, decided when
-it is placed (``ds01.core.borrowing``). When a request within someone's quota cannot be
-placed, ds01d reclaims borrowed containers: newest first, never one younger than
-``min_runtime_minutes``, only as many as the request needs; their owners are warned and
+stay within ``max_borrowed_gpus``. Such a container is *borrowed* as a whole, decided each
+time it is placed (``ds01.core.borrowing``). When a request within someone's quota cannot
+be placed, ds01d reclaims borrowed containers: newest first, never one placed less than
+``min_runtime_minutes`` ago, only as many as the request needs; their owners are warned and
 the containers are stopped ``reclaim_grace_minutes`` later (their files kept)::
 
     borrowing:
@@ -47,8 +47,8 @@ class BorrowingConfig(BaseModel):
     min_runtime_minutes: NonNegative = Field(
         default=30.0,
         strict=False,
-        description="Minutes a borrowed container runs before it may be reclaimed (fresh work "
-        "is protected).",
+        description="Minutes from the placement of a borrowed container's devices before it may "
+        "be reclaimed (fresh work is protected; a restart does not start them again).",
     )
     reclaim_grace_minutes: NonNegative = Field(
         default=5.0,

@@ -17,11 +17,15 @@ allocate` refuses only for the owner's ``gpu_limit`` may still be placed, *borro
 - every other limit holds (``max_containers``, the kind of GPU, ``max_gpus_per_container``)
   and free devices fit it.
 
-A container is borrowed or not as a whole, decided when it is placed: a request within
-quota is never borrowed, a borrowed one counts against the borrowing cap and not against
-``gpu_limit`` (:meth:`~ds01.core.allocation.AllocationState.user_gpu_equivalents`). Its
-GPU-equivalents count in the fair-share usage like any other (the usage ledger records
-every container that holds devices), so a borrower ranks behind lighter users in the queue.
+A container is borrowed or not as a whole, decided each time it is placed (created, or
+started again after its devices were released): a request within quota is never borrowed,
+a borrowed one counts against the borrowing cap and not against ``gpu_limit``
+(:meth:`~ds01.core.allocation.AllocationState.user_gpu_equivalents`). A container that
+was borrowed and is placed within quota at a later start is no longer borrowed
+(:func:`in_place`: it is re-created without the label), so that what a user holds is
+always within ``gpu_limit`` plus ``max_borrowed_gpus``. Its GPU-equivalents count in the
+fair-share usage like any other (the usage ledger records every container that holds
+devices), so a borrower ranks behind lighter users in the queue.
 
 **Reclaim** (:func:`choose_reclaim`). When the head of the queue (a request within quota
 that cannot be placed) would fit if some borrowed containers gave their devices back,
@@ -33,7 +37,9 @@ ds01 reclaims them by one rule:
    containers ended after the borrow), so none of theirs is taken, and a container is
    taken from an owner only while those not taken before it still add up to more than
    that limit. Never one that the reservation hook (``is_reserved``) protects, and never
-   a running one younger than ``min_runtime_minutes`` (counted from its last start).
+   a running one younger than ``min_runtime_minutes``, counted from when its borrowed
+   devices were placed (a restart does not make it younger), unless it was warned
+   already: a warning stands until the stop or until nobody needs its devices.
    ds01d's hook is :func:`reserved_by_holder`: a holding on a device of its owner's
    reservation in force is its holder's, not borrowed from anyone; the pure functions
    default to nothing reserved;
@@ -195,6 +201,29 @@ def _borrow(
     return BorrowDecision(placement, borrowed=True)
 
 
+def in_place(
+    own: Sequence[str],
+    *,
+    labelled: bool,
+    borrowed: bool,
+    state: AllocationState,
+    reserved: Collection[str],
+) -> bool:
+    """Whether a container whose devices were released gets them back as it is, when it is
+    placed again ``borrowed`` or not: only when it was not borrowed (``labelled``: its
+    ``ds01.borrowed`` label) and is not now, and its own devices ``own`` are all free (no
+    holding of ``state`` holds one, none is ``reserved``).
+
+    Otherwise it is re-created (its files kept): on other devices, so that it takes none
+    that is not free; with the label of how it is placed now, so that a container placed
+    within quota counts against ``gpu_limit`` and one above it against the cap; and, when
+    borrowed, with a fresh ``ds01.created_at``, the time its borrowed devices were placed,
+    from which the reclaim's ``min_runtime_minutes`` counts (:class:`HoldingFacts`)."""
+    if labelled or borrowed:
+        return False
+    return all(state.holder_of(uuid) is None and uuid not in reserved for uuid in own)
+
+
 def wanted_by(
     waiting: Iterable[PendingRequest], devices: Iterable[Device]
 ) -> PendingRequest | None:
@@ -274,15 +303,17 @@ class HoldingFacts:
     """What the reclaim rule knows of the holdings beyond the allocation state.
 
     Attributes:
-        started_at: each container's last start; ``None`` or absent means it is not
-            running (it holds devices while stopped).
+        placed_at: when each running container's devices were placed (its creation, or
+            the start that gave it devices again after they were released; never a later
+            restart); ``None`` or absent means it is not running (it holds devices while
+            stopped).
         is_reserved: the reservation hook (:data:`ReservedPredicate`).
         reclaiming: containers already warned.
         limits: the owners' ``gpu_limit`` (:data:`GpuLimits`); ``None``: every owner counts
             as above quota.
     """
 
-    started_at: Mapping[str, datetime | None]
+    placed_at: Mapping[str, datetime | None]
     is_reserved: ReservedPredicate = nothing_reserved
     reclaiming: Collection[str] = ()
     limits: GpuLimits | None = None
@@ -302,17 +333,18 @@ def reclaimable(
     known = facts.known_limits
 
     def eligible(holding: Holding) -> bool:
-        start = facts.started_at.get(holding.container)
-        old_enough = start is None or now - start >= min_runtime
+        placed = facts.placed_at.get(holding.container)
+        warned = holding.container in facts.reclaiming
+        old_enough = placed is None or warned or now - placed >= min_runtime
         above = _above_quota(known, holding.user, totals[holding.user])
         return holding.borrowed and bool(holding.devices) and old_enough and above
 
     candidates = [h for h in state.holdings if eligible(h) and not facts.is_reserved(h)]
 
     def rank(holding: Holding) -> tuple[bool, bool, float]:
-        start = facts.started_at.get(holding.container)
-        newest_first = 0.0 if start is None else -start.timestamp()
-        return (holding.container not in facts.reclaiming, start is not None, newest_first)
+        placed = facts.placed_at.get(holding.container)
+        newest_first = 0.0 if placed is None else -placed.timestamp()
+        return (holding.container not in facts.reclaiming, placed is not None, newest_first)
 
     return sorted(candidates, key=rank)
 
@@ -412,6 +444,7 @@ __all__ = [
     "ReservedPredicate",
     "allocate_borrowing",
     "choose_reclaim",
+    "in_place",
     "nothing_reserved",
     "reclaim_steps",
     "reclaimable",

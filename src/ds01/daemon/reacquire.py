@@ -5,14 +5,17 @@ devices back (``QueueDesk.release_devices``). When it starts again it gets its o
 if they are all free (nothing to change), or else is re-created on other devices from a
 commit of its filesystem, with the same name, mounts and limits, so that nothing in it is
 lost. A re-creation a crash interrupted is settled at the next start
-(``StartupReconciler``). A borrowed container (``ds01.borrowed``, e.g. one reclaimed) stays
-borrowed: it gets devices again within its owner's quota, or borrowed above it when the
-``borrowing:`` policy allows (``ds01.core.borrowing``), and keeps its label either way, so
-that it never counts against ``gpu_limit``. Any other container gets them within quota, or
-borrowed when its start asks to borrow (``--borrow``, or ``borrow: auto``): it is then
-re-created with the ``ds01.borrowed`` label, even on its own devices, since labels are
-the record of what counts where. Re-created, a container made through the Docker API
-door also keeps its terminal settings, aliases and named volumes.
+(``StartupReconciler``). A container gets devices again within its owner's quota, or
+borrowed above it (``ds01.core.borrowing``) when the start asks to borrow (``--borrow``,
+``borrow: auto``, or it was borrowed before: ``ds01.borrowed``, e.g. one reclaimed).
+Whether it is borrowed is decided anew: one placed within quota is not (it counts against
+``gpu_limit``), one placed above it is (it counts against the cap), and its label says so.
+Only a container neither borrowed before nor now gets its own devices back as it is; any
+other is re-created with the label of how it is placed now, even on its own devices,
+since labels are the record of what counts where, and a borrowed one's fresh
+``ds01.created_at`` is when its devices were placed, from which the reclaim's minimum
+runtime counts (``core.borrowing.in_place``). Re-created, a container made through the
+Docker API door also keeps its terminal settings, aliases and named volumes.
 
 State: none of its own. Locks: every method runs under the allocation lock
 (``ds01.daemon.context``). Calls: the context, ``Creation.create_admitted`` (the new
@@ -26,7 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from ds01.core.allocation import GpuRequest, Placement
-from ds01.core.borrowing import allocate_borrowing
+from ds01.core.borrowing import allocate_borrowing, in_place
 from ds01.core.container_resources import Resources
 from ds01.core.docker_create import RunOptions
 from ds01.daemon.access import devices_details, resource_of
@@ -101,15 +104,16 @@ class Reacquire:
         borrowed: bool = False,
     ) -> ContainerRecord:
         """Under the allocation lock: give a released container ``placement``'s devices
-        (its own again if they are all free; else it is re-created on the new ones).
-        ``borrowed``: placed above quota; a container not labelled borrowed yet is then
-        re-created with the label."""
+        (its own again as it is when ``core.borrowing.in_place`` allows; else it is
+        re-created on the new ones). ``borrowed``: placed above quota; the re-created
+        container is labelled borrowed exactly when it is."""
         ctx, runtime = self.context, self.context.runtime
-        old = tuple(u for u in record.labels.get(L.GPUS, "").split(",") if u)
-        held = allocation_state(ctx.records()).held()
-        relabel = borrowed and not L.borrowed_of(record.labels)
-        free_again = not relabel and all(
-            u not in held and u not in inventory.reserved for u in old
+        free_again = in_place(
+            L.gpus_of(record.labels),
+            labelled=L.borrowed_of(record.labels),
+            borrowed=borrowed,
+            state=allocation_state(ctx.records()),
+            reserved=inventory.reserved,
         )
         if free_again:  # ``record`` is Docker's, with the devices its labels name
             ctx.store.unrelease([record.id])
@@ -117,10 +121,13 @@ class Reacquire:
         else:  # re-created from a commit of its filesystem, so that nothing in it is lost
             attrs = runtime.inspect(record.docker_name)
             repository = f"{L.KEPT_REPOSITORY_PREFIX}{record.uid}-{record.name.lower()}"
-            kept = runtime.commit(record.docker_name, repository, str(int(time.time())))
-            prepared = self._prepared_from(owner, record, attrs, kept)
-            if relabel:
-                prepared = replace(prepared, borrowed=True)
+            # The commit's image passes its labels on to the new container: a borrowed label
+            # is emptied there, so that only the new container's own labels say how it is
+            # placed now.
+            emptied = {L.BORROWED: ""} if L.borrowed_of(record.labels) else None
+            tag = str(int(time.time()))
+            kept = runtime.commit(record.docker_name, repository, tag, labels=emptied)
+            prepared = self._prepared_from(owner, record, attrs, kept, borrowed=borrowed)
             replaced = record.docker_name + L.REPLACED_SUFFIX
             runtime.rename(record.docker_name, replaced)
             ctx.ledger.refresh(record.id)
@@ -156,9 +163,16 @@ class Reacquire:
         return fresh
 
     def _prepared_from(
-        self, owner: UnixUser, record: ContainerRecord, attrs: dict[str, Any], image: str
+        self,
+        owner: UnixUser,
+        record: ContainerRecord,
+        attrs: dict[str, Any],
+        image: str,
+        *,
+        borrowed: bool,
     ) -> PreparedCreate:
-        """A create of ``record`` again, from ``image`` (its commit), as it was made."""
+        """A create of ``record`` again, from ``image`` (its commit), as it was made, but
+        ``borrowed`` or not as it is placed now."""
         host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
         mounts = {m.get("Destination"): m.get("Source") for m in attrs.get("Mounts") or []}
         limits = self.context.limits_for(owner)
@@ -205,7 +219,7 @@ class Reacquire:
                 if record.labels.get(L.INTERFACE) == "docker"
                 else None
             ),
-            borrowed=L.borrowed_of(record.labels),
+            borrowed=borrowed,
             runtime_hours=L.runtime_hours_of(record.labels),
             hub_server=L.hub_server_of(record.labels),
         )

@@ -3,9 +3,10 @@
 After each plan, the queue dispatcher (``ds01.daemon.dispatcher``) calls
 :meth:`BorrowReclaim.run` with the plan's head, if any: the first request within quota
 that cannot be placed. ``ds01.core.borrowing.choose_reclaim`` picks the borrowed
-containers whose devices it needs (newest first, never before ``min_runtime_minutes``,
-never a reserved one, never one of an owner no longer above ``gpu_limit``, only as many as
-needed) and ``reclaim_steps`` says what is due:
+containers whose devices it needs (newest first, never before ``min_runtime_minutes``
+from when its borrowed devices were placed unless warned already, never a reserved one,
+never one of an owner no longer above ``gpu_limit``, only as many as needed) and
+``reclaim_steps`` says what is due:
 
 - a chosen container not warned yet: its owner is told on their terminals and a
   ``container.reclaim_warning`` event records when it will be stopped;
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Final
 
 from ds01.core.borrowing import (
@@ -92,12 +93,11 @@ class BorrowReclaim:
         borrowed = [r for r in records if r.gpus and L.borrowed_of(r.labels)]
         if not borrowed:
             head = None
-        # Docker's start times are asked only while someone within quota waits.
-        started_at = self._started_at(borrowed, now) if head is not None else {}
+        placed_at = _placed_at(borrowed, now) if head is not None else {}
         reserved = reserved_by_holder(kept(self.context), now) if head is not None else None
         limits = self._gpu_limits(borrowed) if head is not None else {}
         facts = HoldingFacts(
-            started_at,
+            placed_at,
             is_reserved=reserved or nothing_reserved,
             reclaiming=warned,
             limits=limits,
@@ -130,22 +130,6 @@ class BorrowReclaim:
         return {
             by_id[c].docker_name: datetime.fromisoformat(t) for c, t in stored.items() if c in by_id
         }
-
-    def _started_at(
-        self, borrowed: list[ContainerRecord], now: datetime
-    ) -> Mapping[str, datetime | None]:
-        """When each running borrowed container last started (``None``: not running)."""
-        starts: dict[str, datetime | None] = {}
-        for record in borrowed:
-            if record.status != "running":
-                starts[record.docker_name] = None
-                continue
-            try:
-                starts[record.docker_name] = self.context.runtime.started_at(record.docker_name)
-            except Ds01Error as exc:  # unknown: treat as fresh, never reclaimed early
-                log.warning("start time of %s unknown: %s", record.docker_name, exc.message)
-                starts[record.docker_name] = now
-        return starts
 
     def _warn(self, record: ContainerRecord, choice: ReclaimChoice, now: datetime) -> None:
         policy = self.context.config().limits.borrowing
@@ -202,6 +186,30 @@ class BorrowReclaim:
             f"{choice.reason} `container-start {record.name}` queues it again.",
         )
         return True
+
+
+def _placed_at(borrowed: list[ContainerRecord], now: datetime) -> Mapping[str, datetime | None]:
+    """When each running borrowed container's devices were placed (``None``: not running).
+
+    That is its ``ds01.created_at``: a borrowed container is created when its devices are
+    placed, and re-created when it gets devices again after they were released
+    (``daemon.reacquire``), so a restart in between does not make it younger. Unreadable:
+    ``now``, fresh, never reclaimed early."""
+    placed: dict[str, datetime | None] = {}
+    for record in borrowed:
+        if record.status != "running":
+            placed[record.docker_name] = None
+            continue
+        try:
+            created = datetime.fromisoformat(record.created_at)
+        except ValueError:
+            log.warning("creation time of %s unreadable: %r", record.docker_name,
+                        record.created_at)  # fmt: skip
+            created = now
+        placed[record.docker_name] = (
+            created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+        )
+    return placed
 
 
 def _owner(record: ContainerRecord) -> UnixUser | None:
