@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ds01.config.limits import ResourceLimitsConfig
     from ds01.daemon.service import Ds01Service
     from ds01.errors import ConfigError
+    from ds01.runtime.docker import ContainerRecord
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
 #: the tests. Run the tests with the world-readable install (``/opt/ds01/venv/bin/pytest``,
@@ -129,6 +130,33 @@ class NoDocker:
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"Docker was asked: runtime.{name}")
+
+
+class ListingDocker(NoDocker):
+    """Docker as a service's pass sees it: ``containers`` listed (``running_record``)."""
+
+    def __init__(self) -> None:
+        self.containers: list[ContainerRecord] = []
+
+    def list_managed(self) -> list[ContainerRecord]:
+        return list(self.containers)
+
+
+def running_record(
+    name: str, user: str, uid: int, uuid: str, created_at: str = ""
+) -> ContainerRecord:
+    """A running ds01 container ``name`` of ``user`` (``uid``) holding the GPU ``uuid``, as
+    Docker's list gives it (``created_at``: its ``ds01.created_at`` label)."""
+    from ds01.model import labels as L
+    from ds01.runtime.docker import ContainerRecord
+
+    labels = {
+        L.MANAGED: "true", L.USER: user, L.UID: str(uid), L.NAME: name, L.GPUS: uuid,
+        L.GPU_EQUIVALENTS: "1", L.CREATED_AT: created_at,
+    }  # fmt: skip
+    return ContainerRecord.from_summary(
+        {"Id": name * 8, "Names": [f"/{name}._.{uid}"], "State": "running", "Labels": labels}
+    )
 
 
 def offline_service(

@@ -25,10 +25,8 @@ from ds01.core.scheduler import DEVICE_WAIT_STATUSES
 from ds01.daemon import schemas as api
 from ds01.daemon.dispatcher import GpuDispatcher
 from ds01.gpu.simulated import SimulatedBackend
-from ds01.model import labels as L
-from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import QueuedRequest, ReservationRecord
-from support import NoDocker, offline_service, simulated_a100s
+from support import ListingDocker, offline_service, running_record, simulated_a100s
 
 GPU_CONFIG = simulated_a100s(3)
 LIMITS = """\
@@ -38,26 +36,6 @@ defaults:
 NOW = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
 #: No account has this uid: the container on the other GPU is a stranger's.
 STRANGER_UID = 3_999_998
-
-
-def running(name: str, user: str, uid: int, uuid: str) -> ContainerRecord:
-    labels = {
-        L.MANAGED: "true", L.USER: user, L.UID: str(uid), L.NAME: name, L.GPUS: uuid,
-        L.GPU_EQUIVALENTS: "1",
-    }  # fmt: skip
-    return ContainerRecord.from_summary(
-        {"Id": name * 8, "Names": [f"/{name}._.{uid}"], "State": "running", "Labels": labels}
-    )
-
-
-class RunningDocker(NoDocker):
-    """Docker as the pass sees it: the running ``containers``."""
-
-    def __init__(self) -> None:
-        self.containers: list[ContainerRecord] = []
-
-    def list_managed(self) -> list[ContainerRecord]:
-        return list(self.containers)
 
 
 class Recording(GpuDispatcher):
@@ -85,7 +63,7 @@ def test_a_holders_queued_request_starts_on_the_reserved_gpu_and_no_one_elses(
     def backend(config: Ds01Config) -> SimulatedBackend:
         return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
 
-    docker = RunningDocker()
+    docker = ListingDocker()
     service = offline_service(
         tmp_path,
         docker,
@@ -97,8 +75,8 @@ def test_a_holders_queued_request_starts_on_the_reserved_gpu_and_no_one_elses(
     holder, someone = pwd.getpwuid(0), pwd.getpwnam("nobody")
     # A stranger's container holds one GPU; the holder uses their whole quota on another.
     docker.containers = [
-        running("busy", "stranger", STRANGER_UID, other),
-        running("thesis", holder.pw_name, holder.pw_uid, own),
+        running_record("busy", "stranger", STRANGER_UID, other),
+        running_record("thesis", holder.pw_name, holder.pw_uid, own),
     ]
     booking = Reservation(
         "r1", holder.pw_name, (reserved,), NOW - timedelta(hours=1), NOW + timedelta(hours=3),
@@ -161,7 +139,7 @@ def test_a_queued_slice_is_not_made_over_a_slot_it_could_still_hold_at_its_start
             config.gpus, telemetry_file=tmp_path / "t.json", mig_file=tmp_path / "mig.json"
         )
 
-    docker = RunningDocker()
+    docker = ListingDocker()
     service = offline_service(
         tmp_path,
         docker,
@@ -171,7 +149,7 @@ def test_a_queued_slice_is_not_made_over_a_slot_it_could_still_hold_at_its_start
     )
     [gpu] = service.backend.inventory().gpus
     [baseline] = service.backend.inventory().devices
-    docker.containers = [running("busy", "stranger", STRANGER_UID, baseline.uuid)]
+    docker.containers = [running_record("busy", "stranger", STRANGER_UID, baseline.uuid)]
     holder, someone = pwd.getpwuid(0), pwd.getpwnam("nobody")
 
     start = NOW + timedelta(hours=slot_in_hours)

@@ -276,23 +276,21 @@ class GpuDispatcher(PeriodicPass):
     def _keep_ledger(self, records: list[ContainerRecord], now: datetime) -> None:
         """One open usage row per container holding devices, none for the others.
 
-        A new row starts when the container was created, or when its last row ended if it
-        had one (its devices were released and acquired again).
+        A container's first row starts when it was created; a later one (its devices were
+        released, then acquired again in place) now, at the pass that finds it holding
+        again: the while it held nothing is nobody's usage.
         """
         store = self.service.store
         holding = {r.id: r for r in records if r.gpus}
         rows = store.usage()
         open_rows = {u.container_id for u in rows if u.end is None}
-        last_end: dict[str, str] = {}
-        for row in rows:
-            if row.end is not None and row.end > last_end.get(row.container_id, ""):
-                last_end[row.container_id] = row.end
+        had_rows = {u.container_id for u in rows}
         stamp = now.isoformat(timespec="seconds")
         for container_id in open_rows - set(holding):
             store.close_usage(container_id, stamp)
         for container_id in set(holding) - open_rows:
             r = holding[container_id]
-            start = last_end.get(container_id) or r.created_at or stamp
+            start = stamp if container_id in had_rows else (r.created_at or stamp)
             store.open_usage(
                 UsageRecord(
                     container_id,
