@@ -9,7 +9,8 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
 - **Listed** (``listing``): the caller's own and maintenance windows, or everyone's
   (``all``); ended ones are dropped from the store a week after their end.
 - **Cancelled** (``cancel``) by the holder or an admin: ``reservation.cancel``. Before its
-  start a reservation is dropped; in force, its end is cut to that moment (``cut``): what
+  start (or less than a second after) a reservation is dropped; in force, its end is cut
+  to that moment, to the second (``StateStore.cut_reservation``): what
   it kept until then still counts (the week's GPU-hours), and it ends through the end rule
   below, as any other. An ended one cannot be cancelled (its cost would be erased).
 - **Honoured at placement** (``allocate_honouring``, the one call of ``Creation.admit`` and
@@ -375,8 +376,8 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
             raise InvalidInput(
                 f"Reservation {found.id} has ended already; there is nothing to cancel."
             )
-        if r.start < now:
-            end = _cut_at(now)
+        end = now.astimezone().replace(microsecond=0)  # the store keeps whole seconds
+        if r.start < end:
             if not ctx.store.cut_reservation(found.id, end.isoformat(timespec="seconds")):
                 raise NotFound(f"Reservation {found.id} was cancelled already.")
             shown = replace(found, end=end.isoformat(timespec="seconds"))
@@ -393,14 +394,6 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
     ctx.queue_changed()
     gone = info(shown, now)
     return gone if shown.phase == "cancelled" else gone.model_copy(update={"phase": "ended"})
-
-
-def _cut_at(now: datetime) -> datetime:
-    """The end a cancel in force stores: ``now`` to the next whole second (the store keeps
-    seconds; rounding down could reach the start, and a few hundred milliseconds more
-    keep nothing from anyone)."""
-    whole = now.astimezone().replace(microsecond=0)
-    return whole if whole == now else whole + timedelta(seconds=1)
 
 
 def on_device(
