@@ -206,12 +206,12 @@ def test_at_the_end_a_holder_over_quota_is_warned_then_stopped(
     assert sorted(restarted["gpus"]) == sorted(again["devices"])
     d.cli_json("alice", "container-stop", "exam")
     d.cli_json("alice", "reservations", "cancel", again["id"])
+    late = d.cli("alice", "container-start", "exam", "--no-wait")  # at once: no wait needed
+    assert late.returncode == 3, describe(late)
     given_back = wait_until(
         "the devices given back after the cancel",
         lambda: [e for e in d.events_where(action="gpu.release")
                  if again["id"] in str(e["details"])],
         timeout=10,
     )  # fmt: skip
-    assert given_back and "gpu_limit" in str(given_back[0]["details"])
-    late = d.cli("alice", "container-start", "exam", "--no-wait")
-    assert late.returncode == 3, describe(late)
+    assert len(given_back) == 1 and "gpu_limit" in str(given_back[0]["details"])

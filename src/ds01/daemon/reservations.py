@@ -483,6 +483,29 @@ def allocate_honouring(
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
 
 
+def due_back(ctx: DaemonContext, owner: UnixUser, record: ContainerRecord) -> str | None:
+    """Under the allocation lock, for ``record`` (stopped, holding devices) about to start:
+    why it must first give its devices back, or ``None``. It must when the end rule
+    (``core.reservations.overstays``) takes it now: its owner's reservation on them has
+    ended and their containers hold more than their ``gpu_limit``. The lifecycle step does
+    the same at the end; this closes the moments between an end and that step, so that a
+    start never keeps reserved devices for free."""
+    now = ctx.now()
+    reservations = kept(ctx)
+    ended = [r for r in reservations if r.holder == owner.name and r.end <= now]
+    if not record.gpus or not any(set(r.devices) & set(record.gpus) for r in ended):
+        return None
+    mine = [c for c in ctx.records() if c.uid == record.uid and c.gpus]
+    occupants = [
+        Occupant(c.id, c.user, c.gpus, c.status == "running", c.gpu_equivalents,
+                 L.borrowed_of(c.labels))
+        for c in mine
+    ]  # fmt: skip
+    limits = {owner.name: ctx.limits_for(owner).gpu_quota().gpu_limit}
+    _, stops = overstays(reservations, occupants, limits, now, timedelta(0))
+    return next((s.reason for s in stops if s.container == record.id), None)
+
+
 # ------------------------------------------------------------------------------------------
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
@@ -926,6 +949,7 @@ __all__ = [
     "allocate_honouring",
     "cancel",
     "create",
+    "due_back",
     "info",
     "kept",
     "listing",
