@@ -124,6 +124,12 @@ def test_conflict_is_refused_with_the_next_free_slot_and_the_feed_parses(
     assert cut["phase"] == "ended" and cut["end"] < hour["end"]
     again = d.cli("bob", "reserve", "--gpus", "1", "--from", minute(now), "--hours", "1")
     assert again.returncode == 3 and "GPU-hours in a week" in again.stderr, describe(again)
+    twice = d.cli("bob", "reservations", "cancel", hour["id"])  # ended: its cost stays
+    assert twice.returncode == 2 and "ended already" in twice.stderr, describe(twice)
+    limits = d.cli("bob", "limits")
+    assert "Reservations (`ds01 reserve`): 20 not yet ended, 1 GPU-equivalents at once, " \
+        "0.1 min to 8 h each, up to 14 days ahead, 1 GPU-hours a week." in limits.stdout, (
+        describe(limits))  # fmt: skip
 
 
 def test_a_reservation_drains_its_device_and_survives_a_restart(
