@@ -483,19 +483,26 @@ def allocate_honouring(
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
 
 
-def due_back(ctx: DaemonContext, owner: UnixUser, record: ContainerRecord) -> str | None:
+def due_back(
+    ctx: DaemonContext,
+    owner: UnixUser,
+    record: ContainerRecord,
+    records: Sequence[ContainerRecord] | None = None,
+) -> str | None:
     """Under the allocation lock, for ``record`` (stopped, holding devices) about to start:
     why it must first give its devices back, or ``None``. It must when the end rule
     (``core.reservations.overstays``) takes it now: its owner's reservation on them has
     ended and their containers hold more than their ``gpu_limit``. The lifecycle step does
     the same at the end; this closes the moments between an end and that step, so that a
-    start never keeps reserved devices for free."""
+    start never keeps reserved devices for free. ``records``: the containers now
+    (default ``ctx.records()``)."""
     now = ctx.now()
     reservations = kept(ctx)
     ended = [r for r in reservations if r.holder == owner.name and r.end <= now]
     if not record.gpus or not any(set(r.devices) & set(record.gpus) for r in ended):
         return None
-    mine = [c for c in ctx.records() if c.uid == record.uid and c.gpus]
+    everyone = ctx.records() if records is None else records
+    mine = [c for c in everyone if c.uid == record.uid and c.gpus]
     occupants = [
         Occupant(c.id, c.user, c.gpus, c.status == "running", c.gpu_equivalents,
                  L.borrowed_of(c.labels))
