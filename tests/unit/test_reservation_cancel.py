@@ -5,6 +5,7 @@ devices of its owner's ended reservation gives them back before a start beyond q
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -102,3 +103,28 @@ def test_a_start_after_the_end_gives_the_reserved_devices_back_first(tmp_path: P
     # Within quota without it (one GPU, gpu_limit 1): it keeps its device.
     one = container("small", r.devices[:1], "exited")
     assert due_back(svc, ALICE, one, [one]) is None
+
+
+def test_a_cancel_wakes_the_lifecycle_loop(tmp_path: Path) -> None:
+    # Its wait was computed with the old end: the cut end is due at once.
+    clock = Clock()
+    svc = service(tmp_path, clock)
+    reserve(svc, START)
+    clock.now = START + timedelta(minutes=30)
+    woken = threading.Event()
+
+    def loop_wait() -> None:
+        with svc.lifecycle_condition:
+            ready.set()
+            if svc.lifecycle_condition.wait(timeout=60):
+                woken.set()
+
+    ready = threading.Event()
+    waiter = threading.Thread(target=loop_wait)
+    waiter.start()
+    ready.wait()
+    with svc.lifecycle_condition:  # the waiter is in wait(): it released the condition
+        pass
+    cancel(svc, Caller(ALICE, pid=1, is_admin=False), "r1")
+    waiter.join()
+    assert woken.is_set()

@@ -324,6 +324,7 @@ def create(
         details=_event_details(made),
     )
     ctx.queue_changed()
+    ctx.reservations_changed()
     return info(record, now, inventory)
 
 
@@ -392,6 +393,7 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
         details={**_event_details(r), **({"cut_to": shown.end} if shown.end != found.end else {})},
     )
     ctx.queue_changed()
+    ctx.reservations_changed()  # a cut end is due at once
     gone = info(shown, now)
     return gone if shown.phase == "cancelled" else gone.model_copy(update={"phase": "ended"})
 
