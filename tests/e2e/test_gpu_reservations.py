@@ -9,8 +9,11 @@ of the container on it is warned at the lead time (``reservations.warning_minute
 3 s) and the container is stopped at the start; during the window the holder gets the
 devices on top of their quota, others do not; a restart of ds01d keeps the reservation and
 announces its start only once. A holder whose container uses the reserved devices on top of
-their quota is warned at the lead time before the end, and it is stopped at the end (or
-at once when the reservation is cancelled).
+their quota is warned at the lead time before the end, and it is stopped at the end; a
+cancel in force ends the reservation there and then, and a container stopped on its
+devices gives them back, so its next start goes through quota. What a cancel in force
+kept still counts towards the week's GPU-hours; a reservation shorter than
+``reservations.min_minutes`` (6 s here) and a window past the last date are refused.
 """
 
 from __future__ import annotations
@@ -38,12 +41,16 @@ LIMITS = f"""
       max_gpus_per_container: 2
       max_runtime_hours: null
       gpu_hold_after_stop_minutes: 0
+    users:
+      alice: {{gpu_hold_after_stop_minutes: 60}}  # a stopped container keeps its GPUs
     policies:
       lifecycle_interval_seconds: 0.5
     reservations:
       warning_minutes: {LEAD_S / 60}
+      min_minutes: 0.1
       users:
         alice: {{max_gpus: 2}}
+        bob: {{gpu_hours_per_week: 1}}
 """
 
 TWO_GPUS = simulated_a100s(2)
@@ -79,6 +86,10 @@ def test_conflict_is_refused_with_the_next_free_slot_and_the_feed_parses(
     ), describe(refused)
     too_long = d.cli("bob", "reserve", "--gpus", "1", "--from", minute(tomorrow), "--hours", "9")
     assert too_long.returncode == 3 and "at most 8 hours" in too_long.stderr, describe(too_long)
+    blink = d.cli("bob", "reserve", "--gpus", "1", "--from", minute(tomorrow), "--hours", "0.001")
+    assert blink.returncode == 3 and "at least 0.1 minutes" in blink.stderr, describe(blink)
+    never = d.cli("bob", "reserve", "--gpus", "1", "--from", "9999-12-31 23:00", "--hours", "2")
+    assert never.returncode == 2 and "past any date" in never.stderr, describe(never)
     assert d.events_where(action="reservation.create", outcome="denied", user="bob")
 
     # Both GPUs are reserved from tomorrow 09:00 and bob has no runtime limit: a container
@@ -104,6 +115,21 @@ def test_conflict_is_refused_with_the_next_free_slot_and_the_feed_parses(
     assert cancelled.returncode == 5, describe(cancelled)
     d.cli_json("alice", "reservations", "cancel", made["id"])
     assert d.events_where(action="reservation.cancel", user="alice")
+
+    # bob may reserve 1 GPU-hour a week: cancelled in force, an hour's reservation keeps
+    # counting what it kept, so another hour is refused.
+    now = datetime.now().replace(microsecond=0)
+    hour = d.cli_json("bob", "reserve", "--gpus", "1", "--from", minute(now), "--hours", "1")
+    cut = d.cli_json("bob", "reservations", "cancel", hour["id"])
+    assert cut["phase"] == "ended" and cut["end"] < hour["end"]
+    again = d.cli("bob", "reserve", "--gpus", "1", "--from", minute(now), "--hours", "1")
+    assert again.returncode == 3 and "GPU-hours in a week" in again.stderr, describe(again)
+    twice = d.cli("bob", "reservations", "cancel", hour["id"])  # ended: its cost stays
+    assert twice.returncode == 2 and "ended already" in twice.stderr, describe(twice)
+    limits = d.cli("bob", "limits")
+    assert "Reservations (`ds01 reserve`): 20 not yet ended, 1 GPU-equivalents at once, " \
+        "0.1 min to 8 h each, up to 14 days ahead, 1 GPU-hours a week." in limits.stdout, (
+        describe(limits))  # fmt: skip
 
 
 def test_a_reservation_drains_its_device_and_survives_a_restart(
@@ -174,7 +200,9 @@ def test_at_the_end_a_holder_over_quota_is_warned_then_stopped(
     assert datetime.fromisoformat(stop["ts"]).astimezone().replace(tzinfo=None) >= end
     assert docker_client.containers.get(docker_name("alice", "exam")).status == "exited"
 
-    # Cancelling a reservation in force ends it at once for the same rule.
+    # Stopped in the window, then the reservation cancelled (its end cut to then): the
+    # container stopped on its devices gives them back, so a start goes through quota
+    # (gpu_limit 1; it asks for 2) rather than keeping both GPUs for free.
     now = datetime.now().replace(microsecond=0)
     again = d.cli_json(
         "alice", "reserve", "--gpus", "2", "--from", now.strftime("%Y-%m-%d %H:%M:%S"),
@@ -182,11 +210,14 @@ def test_at_the_end_a_holder_over_quota_is_warned_then_stopped(
     )  # fmt: skip
     restarted = d.cli_json("alice", "container-start", "exam")
     assert sorted(restarted["gpus"]) == sorted(again["devices"])
+    d.cli_json("alice", "container-stop", "exam")
     d.cli_json("alice", "reservations", "cancel", again["id"])
-    second = wait_until(
-        "the stop after the cancel",
-        lambda: [e for e in d.events_where(action="cleanup.reservation")
-                 if again["id"] in e["details"]["reason"]],
+    late = d.cli("alice", "container-start", "exam", "--no-wait")  # at once: no wait needed
+    assert late.returncode == 3, describe(late)
+    given_back = wait_until(
+        "the devices given back after the cancel",
+        lambda: [e for e in d.events_where(action="gpu.release")
+                 if again["id"] in str(e["details"])],
         timeout=10,
     )  # fmt: skip
-    assert second and "gpu_limit" in second[0]["details"]["reason"]
+    assert len(given_back) == 1 and "gpu_limit" in str(given_back[0]["details"])

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ds01.config.reservations import DEFAULT_MAX_RESERVATIONS
 from ds01.config.scheduler import SchedulerConfig
 from ds01.core.allocation import AllocationState, GpuRequest, Holding
 from ds01.core.mig_on_demand import (
@@ -24,6 +25,7 @@ from ds01.core.mig_on_demand import (
     planned_device,
 )
 from ds01.core.reservations import (
+    MAX_NAMED_CONFLICTS,
     Occupant,
     Reservation,
     ReservationLimits,
@@ -32,10 +34,12 @@ from ds01.core.reservations import (
     blocked_devices,
     clear_slots,
     drain,
+    fit,
     held_now,
     holder_view,
     is_slot,
     next_change,
+    next_free_start,
     overstays,
     phase,
     protected,
@@ -369,25 +373,27 @@ def test_at_the_end_the_holder_is_brought_within_quota_by_the_fewest_stops(
     _, stops = overstays([r], present, {"alice": Fraction(limit)}, now, timedelta(0))
     stopped = {s.container for s in stops}
     by_id = {o.container: o for o in present}
-    for container in stopped:  # only running, within-quota containers placed in the window
-        o = by_id[container]
-        assert o.running and not o.borrowed and now >= r.end
-        assert o.started_at is not None and o.started_at < r.end
-        assert set(o.devices) & set(r.devices)
+    def candidate(o: Occupant) -> bool:
+        """On the ended reservation's devices, not borrowed: stopped (its devices given
+        back), or running since before the end."""
+        placed = not o.running or (o.started_at is not None and o.started_at < r.end)
+        return placed and not o.borrowed and bool(set(o.devices) & set(r.devices))
+
+    for container in stopped:
+        assert candidate(by_id[container]) and now >= r.end
+        assert {s.running for s in stops if s.container == container} == {by_id[container].running}
     total = sum((o.equivalents for o in present if not o.borrowed), Fraction(0))
     left = total - sum((by_id[c].equivalents for c in stopped), Fraction(0))
     if total <= limit or now < r.end:
         assert not stopped
     elif left > limit:  # not enough: then every candidate was stopped
-        assert stopped == {
-            o.container
-            for o in present
-            if o.running and not o.borrowed and set(o.devices) & set(r.devices)
-            and o.started_at is not None and o.started_at < r.end
-        }  # fmt: skip
+        assert stopped == {o.container for o in present if candidate(o)}
     if stopped:  # one stop fewer would not have been enough
-        last = min(stopped, key=lambda c: (by_id[c].started_at or now, c))
+        last = min(stopped, key=lambda c: (not by_id[c].running, by_id[c].started_at or now, c))
         assert left + by_id[last].equivalents > limit
+    if any(by_id[c].running for c in stopped):  # a running one only when no stopped one is left
+        assert all(by_id[c].container in stopped for c in by_id if candidate(by_id[c])
+                   and not by_id[c].running)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -826,3 +832,97 @@ def test_slices_made_before_a_slot_are_drained_and_its_slice_made_at_the_start(
         assert all(not made & memory_slices(d) for d in rest)  # no memory slice twice
     else:
         assert step.make is None
+
+
+# ------------------------------------------------------------------------------------------
+# Ways past the limits, closed
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_stopped_holder_container_gives_the_reserved_devices_back_at_the_end() -> None:
+    # Stopped just before the end to start again just after: at the end it gives the
+    # devices back, so that its next start is placed within quota; it is never warned.
+    r = Reservation("r", "alice", ("GPU-0", "GPU-1"), at(2), at(4), Fraction(2))
+    parked = Occupant("c", "alice", ("GPU-0", "GPU-1"), running=False, equivalents=Fraction(2))
+    limits = {"alice": Fraction(1)}
+    lead = timedelta(minutes=15)
+    assert overstays([r], [parked], limits, at(3.9), lead) == ([], [])
+    warns, stops = overstays([r], [parked], limits, at(4), lead)
+    assert not warns and [(s.container, s.running) for s in stops] == [("c", False)]
+    # A stopped one goes first: the running one is then within quota and keeps running.
+    running = Occupant("w", "alice", ("GPU-1",), equivalents=Fraction(1), started_at=at(2.5))
+    parked = replace(parked, devices=("GPU-0",), equivalents=Fraction(1))
+    warns, stops = overstays([r], [parked, running], limits, at(3.9), lead)
+    assert not warns and not stops
+    _, stops = overstays([r], [parked, running], limits, at(4), lead)
+    assert [(s.container, s.running) for s in stops] == [("c", False)]
+
+
+def test_a_cut_reservation_keeps_counting_towards_the_week() -> None:
+    # 8 GPU-hours a week, one reservation at a time: a reservation cut short by a cancel
+    # at 7h59 (ended) still counts, so another 8 hours from then is refused.
+    limits = ReservationLimits(max_reservations=1, gpu_hours_per_week=8, min_minutes=1)
+    first = admit(request("alice", 0, 8), [], INVENTORY, limits, NOW, new_id="r1")
+    later = at(7) + timedelta(minutes=59)
+    cut = replace(first, end=later)
+    again = ReservationRequest("alice", later, later + timedelta(hours=8), 1)
+    with pytest.raises(QuotaExceeded, match="GPU-hours in a week") as refused:
+        admit(again, [cut], INVENTORY, limits, later, new_id="r2")
+    assert refused.value.details["limit"] == "gpu_hours_per_week"
+    # What is left of the week may still be reserved (one reservation at a time).
+    rest = ReservationRequest("alice", later, later + timedelta(minutes=1), 1)
+    assert admit(rest, [cut], INVENTORY, limits, later, new_id="r3").holder == "alice"
+
+
+def test_a_reservation_lasts_at_least_the_minimum_and_costs_its_exact_hours() -> None:
+    start = at(1)
+    blink = ReservationRequest("alice", start, start + timedelta(seconds=0.9), 1)
+    with pytest.raises(QuotaExceeded, match="at least 15 minutes") as refused:
+        admit(blink, [], INVENTORY, ReservationLimits(), NOW, new_id="r")
+    assert refused.value.exit_code == ExitCode.QUOTA
+    assert refused.value.details["limit"] == "min_minutes"
+    short = ReservationLimits(min_minutes=0.001)
+    made = admit(blink, [], INVENTORY, short, NOW, new_id="r")
+    assert made.gpu_hours == Fraction(9, 36000)  # never rounded down to nothing
+    # Maintenance skips the limits, the minimum too.
+    assert admit(replace(blink, holder=None), [], INVENTORY, ReservationLimits(), NOW,
+                 new_id="m").holder is None  # fmt: skip
+    weekly = ReservationLimits(min_minutes=0.001, gpu_hours_per_week=0.0001)
+    with pytest.raises(QuotaExceeded, match="GPU-hours in a week"):
+        admit(blink, [], INVENTORY, weekly, NOW, new_id="r")
+
+
+def test_by_default_a_user_holds_a_finite_number_of_reservations() -> None:
+    existing: list[Reservation] = []
+    limits = ReservationLimits(max_gpus=Fraction(1))  # the builtin defaults otherwise
+    for n in range(DEFAULT_MAX_RESERVATIONS):
+        reserve(existing, request("alice", 8 * n, 8), limits)
+    with pytest.raises(QuotaExceeded, match=f"at most {DEFAULT_MAX_RESERVATIONS} reservations"):
+        reserve(existing, request("alice", 8 * DEFAULT_MAX_RESERVATIONS, 8), limits)
+
+
+def test_a_refusal_names_at_most_three_conflicts() -> None:
+    existing: list[Reservation] = []
+    for n in range(5):
+        reserve(existing, request("alice", 1 + n, 1, gpus=1))
+    with pytest.raises(NoCapacity) as refused:
+        reserve(existing, request("bob", 1, 5, gpus=2))
+    message = refused.value.message
+    assert message.count(" is reserved ") == MAX_NAMED_CONFLICTS == 3
+    assert "and 2 more" in message
+    details = refused.value.details
+    assert len(details["conflicts"]) == 3 and details["conflicts_total"] == 5
+    assert details["next_free"] == at(6).isoformat()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, max_size=12), st.integers(0, 60), st.integers(1, 10))
+def test_the_next_free_start_is_the_first_that_fits(
+    asked: list[ReservationRequest], start: int, hours: int
+) -> None:
+    existing = admitted(asked)
+    wanted = request("dave", start, hours, gpus=2)
+    found = next_free_start(wanted, INVENTORY, existing)
+    candidates = sorted({wanted.start, *(r.end for r in existing if r.end > wanted.start)})
+    first = next(s for s in candidates if fit(wanted.at(s), INVENTORY, existing) is not None)
+    assert found == first

@@ -109,6 +109,24 @@ def _disk_cell(row: dict[str, Any]) -> str:
     return text if not limit else f"{text}/{human_bytes(limit)}"
 
 
+def _echo_reservation_limits(limits: dict[str, Any]) -> None:
+    """One line: what `ds01 reserve` allows this user (nothing from an older ds01d)."""
+    if not limits:
+        return
+
+    def shown(key: str, unit: str) -> str:
+        value = limits.get(key)
+        return "unlimited" if value is None else f"{render.number(value)}{unit}"
+
+    render.echo(
+        f"Reservations (`ds01 reserve`): {shown('max_reservations', '')} not yet ended, "
+        f"{shown('max_gpus', ' GPU-equivalents')} at once, "
+        f"{render.number(limits['min_minutes'])} min to {shown('max_hours', ' h')} each, "
+        f"up to {shown('max_days_ahead', ' days')} ahead, "
+        f"{shown('gpu_hours_per_week', ' GPU-hours')} a week."
+    )
+
+
 def _echo_disk_use(result: dict[str, Any]) -> None:
     """check-limits' disk line: the use of each container and the total, and the mode."""
     from ds01.core.disk import human_bytes
@@ -757,6 +775,7 @@ def _run_limits(args: argparse.Namespace) -> None:
             "GPU-equivalents (stopped when someone within quota needs them)."
         )
     _echo_disk_use(result)
+    _echo_reservation_limits(result.get("reservations") or {})
 
 
 def _explain_table(explained: dict[str, dict[str, Any]]) -> None:

@@ -97,7 +97,14 @@ def run_reservations(args: argparse.Namespace) -> None:
         if not args.reservation_id:
             raise UsageError("Which one? `ds01 reservations cancel ID` (IDs: `ds01 reservations`).")
         gone = client.request("DELETE", f"/v1/reservations/{args.reservation_id}")
-        if not render.emitted_json(args.json, gone):
+        if render.emitted_json(args.json, gone):
+            return
+        if gone["phase"] == "ended":  # it was in force: cut short, what it kept still counts
+            render.ok(
+                f"Ended reservation {gone['id']} now ({_shown(gone['start'])} to "
+                f"{_shown(gone['end'])}); the time it was in force counts towards your limits."
+            )
+        else:
             render.ok(f"Cancelled reservation {gone['id']} ({_shown(gone['start'])}).")
         return
     if args.reservation_id:

@@ -41,9 +41,13 @@ devices on top of their quota must not keep them for free once the window ends. 
 ``end - lead`` its owner is warned, and at the end it is stopped (its devices given back),
 with the reason, unless the holder's containers then fit within their ``gpu_limit`` (plus
 what their reservations still in force add): it then simply stays, counted in their quota.
-Only containers started before the end on the ended reservation's devices are candidates,
-newest first, as few as bring the holder back within quota. Such a container never becomes
-a borrowed one (that is fixed at creation, in its labels).
+The candidates are the holder's containers on the ended reservation's devices: first the
+stopped ones, which give those devices back (as at a start, :func:`drain`: their next start
+is placed within quota, so a stop just before the end and a start just after keep
+nothing), then the running ones started before the end, newest first; as few as bring the
+holder back within quota. Such a container never becomes a borrowed one (that is fixed at
+creation, in its labels). A cancel of a reservation in force cuts its end to that moment
+(ds01d), so it ends by this same rule.
 
 **Slots on GPUs with MIG on demand** (``dynamic`` in ``mig_layout``): a ``--mig``
 reservation that no existing instance serves may keep a slice such a GPU could make: a
@@ -78,12 +82,14 @@ and ds01d says so rather than pointing at nothing.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, Literal
 
+from ds01.config.reservations import DEFAULT_MAX_RESERVATIONS, DEFAULT_MIN_MINUTES
 from ds01.core.allocation import AllocationState, allocate, format_equivalents
 from ds01.core.mig_on_demand import (
     CreateSlice,
@@ -108,6 +114,10 @@ DEFAULT_MAX_DAYS_AHEAD = 14.0
 
 #: A start this far in the past is still "now" (``--from`` has minute resolution).
 START_TOLERANCE = timedelta(minutes=1)
+
+#: A refusal for a conflict names at most this many reservations in the way (and counts
+#: the others): one long list helps nobody, and building it costs the allocation lock.
+MAX_NAMED_CONFLICTS = 3
 
 MAINTENANCE = "maintenance"
 
@@ -152,9 +162,8 @@ class Reservation:
 
     @property
     def gpu_hours(self) -> Fraction:
-        """GPU-equivalents times hours (exact to the second)."""
-        seconds = int((self.end - self.start).total_seconds())
-        return self.gpu_equivalents * Fraction(seconds, 3600)
+        """GPU-equivalents times hours, exact (:func:`gpu_hours`)."""
+        return gpu_hours(self.gpu_equivalents, self.end - self.start)
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return self.start < end and start < self.end
@@ -172,6 +181,12 @@ class Reservation:
         end = self.end.astimezone(self.start.tzinfo)
         end_text = end.strftime("%H:%M") if same_day else format_moment(end)
         return f"{format_moment(self.start)}-{end_text} ({self.holder or MAINTENANCE})"
+
+
+def gpu_hours(equivalents: Fraction, span: timedelta) -> Fraction:
+    """``equivalents`` kept over ``span``, in GPU-hours, exact to the microsecond (never
+    rounded down: a reservation shorter than a second still costs what it keeps)."""
+    return equivalents * Fraction(span // timedelta(microseconds=1), 3600 * 10**6)
 
 
 def phase(reservation: Reservation, now: datetime) -> Phase:
@@ -203,6 +218,7 @@ class ReservationLimits:
     Attributes:
         max_gpus: GPU-equivalents the user may have reserved at any one moment.
         max_hours: the longest reservation.
+        min_minutes: the shortest reservation (server-wide, never ``None``).
         max_days_ahead: how far ahead of now a reservation may start.
         max_reservations: reservations not yet ended, this one included.
         gpu_hours_per_week: GPU-hours of the reservations starting in one calendar week
@@ -212,14 +228,19 @@ class ReservationLimits:
     max_gpus: Fraction | None = None
     max_hours: float | None = DEFAULT_MAX_HOURS
     max_days_ahead: float | None = DEFAULT_MAX_DAYS_AHEAD
-    max_reservations: int | None = None
+    max_reservations: int | None = DEFAULT_MAX_RESERVATIONS
     gpu_hours_per_week: float | None = None
+    min_minutes: float = DEFAULT_MIN_MINUTES
 
     @classmethod
-    def of(cls, values: Mapping[str, Any]) -> ReservationLimits:
-        """The limits from resolved values by key (``ResolvedReservationLimits.to_dict``)."""
+    def of(
+        cls, values: Mapping[str, Any], min_minutes: float = DEFAULT_MIN_MINUTES
+    ) -> ReservationLimits:
+        """The limits from resolved values by key (``ResolvedReservationLimits.to_dict``)
+        and the server's ``min_minutes``."""
         max_gpus = values["max_gpus"]
         return cls(
+            min_minutes=min_minutes,
             max_gpus=None if max_gpus is None else Fraction(str(max_gpus)),
             max_hours=values["max_hours"],
             max_days_ahead=values["max_days_ahead"],
@@ -363,7 +384,16 @@ def fit(
     """The devices ``request`` would get over its window (lowest GPU first), or ``None``;
     a MIG profile no free instance serves gets a slot on one of ``views`` (the GPUs with
     MIG on demand), if one has room."""
-    in_window = _in_window(existing, request.start, request.end)
+    return _fit_among(request, inventory, _in_window(existing, request.start, request.end), views)
+
+
+def _fit_among(
+    request: ReservationRequest,
+    inventory: Inventory,
+    in_window: Sequence[Reservation],
+    views: Sequence[GpuView],
+) -> tuple[Device, ...] | None:
+    """:func:`fit`, ``in_window`` being the reservations that overlap the request's window."""
     taken = {u for r in in_window for u in r.devices}
     free = [d for d in _candidates(request, inventory) if d.uuid not in taken]
     count = 1 if request.mig_profile is not None else request.whole_gpus
@@ -386,13 +416,32 @@ def next_free_start(
         request, views
     ):
         return None
+    windows = _Windows(existing)
     ends = sorted({r.end for r in existing if r.end > request.start})
     for start in (request.start, *ends):
         if horizon is not None and start > horizon:
             return None
-        if fit(request.at(start), inventory, existing, views) is not None:
+        moved = request.at(start)
+        if _fit_among(moved, inventory, windows.overlapping(start, moved.end), views) is not None:
             return start
     return None  # unreachable: after the last end everything is free
+
+
+class _Windows:
+    """Reservations by start, so that those overlapping a window are found by bisection
+    rather than by a scan of all (:func:`next_free_start` asks once per candidate start)."""
+
+    def __init__(self, reservations: Iterable[Reservation]) -> None:
+        self._by_start = sorted(reservations, key=lambda r: r.start)
+        self._starts = [r.start for r in self._by_start]
+        self._longest = max((r.end - r.start for r in self._by_start), default=timedelta(0))
+
+    def overlapping(self, start: datetime, end: datetime) -> list[Reservation]:
+        """The reservations overlapping ``[start, end)``: only one that starts after
+        ``start - longest`` can still be in force at ``start``."""
+        first = bisect_left(self._starts, start - self._longest)
+        last = bisect_left(self._starts, end)
+        return [r for r in self._by_start[first:last] if r.end > start]
 
 
 def _offered(request: ReservationRequest, views: Sequence[GpuView]) -> bool:
@@ -432,12 +481,13 @@ def _refuse_conflict(
         r for r in _in_window(existing, request.start, request.end) if kinds.intersection(r.devices)
     ]
     conflicts.sort(key=lambda r: (r.start, r.id))
+    shown, more = conflicts[:MAX_NAMED_CONFLICTS], len(conflicts) - MAX_NAMED_CONFLICTS
     labels = {d.uuid: d.label for d in inventory.devices}
     named = "; ".join(
         f"GPU {', '.join(labels.get(u, u) for u in r.devices if u in kinds)} is reserved "
         f"{r.describe()}"
-        for r in conflicts
-    )
+        for r in shown
+    ) + (f"; and {more} more" if more > 0 else "")
     nxt = next_free_start(request, inventory, existing, horizon, views)
     suggestion = (
         f"The next free slot for {request.describe()} and {_hours_text(request.duration)} "
@@ -457,8 +507,9 @@ def _refuse_conflict(
                     "end": r.end.isoformat(),
                     "devices": list(r.devices),
                 }
-                for r in conflicts
+                for r in shown
             ],
+            "conflicts_total": len(conflicts),
             "next_free": nxt.isoformat() if nxt is not None else None,
         },
     )
@@ -482,6 +533,12 @@ def _week_start(moment: datetime) -> datetime:
 def _check_length_and_lead(
     request: ReservationRequest, limits: ReservationLimits, now: datetime
 ) -> None:
+    if request.duration < timedelta(minutes=limits.min_minutes):
+        raise QuotaExceeded(
+            f"A reservation lasts at least {limits.min_minutes:g} minutes; you asked for "
+            f"{request.duration.total_seconds() / 60:g}.",
+            details={"limit": "min_minutes", "min_minutes": limits.min_minutes},
+        )
     if limits.max_hours is not None and request.duration > timedelta(hours=limits.max_hours):
         raise QuotaExceeded(
             f"A reservation may last at most {limits.max_hours:g} hours; you asked for "
@@ -516,6 +573,8 @@ def _check_counts(
     limits: ReservationLimits,
     now: datetime,
 ) -> None:
+    """``mine``: the holder's reservations, ended ones included (a week's GPU-hours count
+    what was kept, also by a reservation cut short by a cancel)."""
     pending = [r for r in mine if r.end > now]
     if limits.max_reservations is not None and len(pending) + 1 > limits.max_reservations:
         raise QuotaExceeded(
@@ -523,7 +582,7 @@ def _check_counts(
             f"have {len(pending)}. `ds01 reservations cancel ID` frees one.",
             details={"limit": "max_reservations", "max_reservations": limits.max_reservations},
         )
-    at_once = equivalents + _most_at_once(_in_window(mine, request.start, request.end), request)
+    at_once = equivalents + _most_at_once(_in_window(pending, request.start, request.end), request)
     if limits.max_gpus is not None and at_once > limits.max_gpus:
         raise QuotaExceeded(
             f"You may have at most {format_equivalents(limits.max_gpus)} GPU-equivalents "
@@ -534,7 +593,7 @@ def _check_counts(
     if limits.gpu_hours_per_week is not None:
         week = _week_start(request.start)
         week_end = week + timedelta(days=7)
-        hours = equivalents * Fraction(int(request.duration.total_seconds()), 3600)
+        hours = gpu_hours(equivalents, request.duration)
         hours += sum((r.gpu_hours for r in mine if week <= r.start < week_end), Fraction(0))
         if hours > Fraction(str(limits.gpu_hours_per_week)):
             raise QuotaExceeded(
@@ -566,16 +625,19 @@ def admit(
 ) -> Reservation:
     """The reservation ``request`` becomes, or why not.
 
-    ``existing`` are the reservations on the server (ended ones are ignored);
+    ``existing`` are the reservations on the server (ended ones count only towards the
+    GPU-hours of their week);
     ``limits`` are the holder's (ignored for maintenance); ``views``: the GPUs with MIG on
     demand, for a slot (module docstring).
 
     Raises:
         InvalidInput: the start is in the past.
         NotFound: no MIG instance of that profile exists.
-        QuotaExceeded: a limit (message and ``details["limit"]`` say which).
+        QuotaExceeded: a limit, ``min_minutes`` included (message and ``details["limit"]``
+            say which).
         NoCapacity: the window conflicts; the message names the reservations in the way
-            and the next free slot (``details["conflicts"]``, ``details["next_free"]``).
+            (at most :data:`MAX_NAMED_CONFLICTS`, ``details["conflicts"]``, all counted in
+            ``details["conflicts_total"]``) and the next free slot (``details["next_free"]``).
     """
     if request.start < now - START_TOLERANCE:
         raise InvalidInput(
@@ -594,7 +656,7 @@ def admit(
         raise _refuse_conflict(request, inventory, live, horizon, views)
     equivalents = sum((d.gpu_equivalents for d in devices), Fraction(0))
     if request.holder is not None:
-        mine = [r for r in live if r.holder == request.holder]
+        mine = [r for r in existing if r.holder == request.holder]
         _check_counts(request, equivalents, mine, limits, now)
     return Reservation(
         id=new_id,
@@ -932,11 +994,13 @@ class EndWarn:
 
 @dataclass(frozen=True)
 class EndStop:
-    """Stop ``container`` and give its devices back: ``reservation``, its owner's, has ended
-    and without it they hold more than their ``gpu_limit``."""
+    """Stop ``container`` (``running``; else it only gives its devices back) and give its
+    devices back: ``reservation``, its owner's, has ended and without it they hold more
+    than their ``gpu_limit``."""
 
     container: str
     reservation: Reservation
+    running: bool = True
 
     @property
     def reason(self) -> str:
@@ -954,8 +1018,9 @@ def _over_quota_at(
     limit: Fraction,
     at: datetime,
 ) -> list[tuple[Occupant, Reservation]]:
-    """``user``'s running containers to stop at ``at``, each with the ended reservation it
-    was placed on (module docstring), newest first; empty when they fit."""
+    """``user``'s containers to stop (or, stopped, to give their devices back) at ``at``,
+    each with the ended reservation whose devices it holds (module docstring): the stopped
+    ones first, then the running ones newest first; empty when they fit."""
     mine = [o for o in occupants if o.user == user and not o.borrowed and o.devices]
     in_force = [r for r in reservations if r.is_for(user) and r.in_force(at)]
     allowed = limit + sum((r.gpu_equivalents for r in in_force), Fraction(0))
@@ -970,21 +1035,24 @@ def _over_quota_at(
     )
     candidates: list[tuple[Occupant, Reservation]] = []
     for o in mine:
-        if not o.running or still_kept.intersection(o.devices):
+        if still_kept.intersection(o.devices):
             continue
         placed_on = next(
             (
                 r
                 for r in ended
                 if not set(r.devices).isdisjoint(o.devices)
-                and (o.started_at is None or o.started_at < r.end)
+                and (not o.running or o.started_at is None or o.started_at < r.end)
             ),
             None,
         )
         if placed_on is not None:
             candidates.append((o, placed_on))
     oldest = datetime.min.replace(tzinfo=at.tzinfo)
-    candidates.sort(key=lambda c: (c[0].started_at or oldest, c[0].container), reverse=True)
+    candidates.sort(
+        key=lambda c: (not c[0].running, c[0].started_at or oldest, c[0].container),
+        reverse=True,
+    )
     chosen: list[tuple[Occupant, Reservation]] = []
     for occupant, reservation in candidates:
         if total <= allowed:
@@ -1015,12 +1083,14 @@ def overstays(
         if limit is None:
             continue
         for occupant, reservation in _over_quota_at(user, every, everyone, limit, now):
-            stops.append(EndStop(occupant.container, reservation))
+            stops.append(EndStop(occupant.container, reservation, occupant.running))
         for end in sorted({r.end for r in held if r.holder == user and r.end > now}):
             warns.extend(
                 EndWarn(occupant.container, reservation)
                 for occupant, reservation in _over_quota_at(user, every, everyone, limit, end)
-                if reservation.end == end and not warned((reservation.id, occupant.container))
+                if reservation.end == end
+                and occupant.running
+                and not warned((reservation.id, occupant.container))
             )
     return warns, stops
 
@@ -1088,6 +1158,7 @@ __all__ = [
     "DEFAULT_MAX_DAYS_AHEAD",
     "DEFAULT_MAX_HOURS",
     "MAINTENANCE",
+    "MAX_NAMED_CONFLICTS",
     "SLOT_PREFIX",
     "DrainStop",
     "DrainWarn",
@@ -1106,6 +1177,7 @@ __all__ = [
     "drain",
     "fit",
     "format_moment",
+    "gpu_hours",
     "held_now",
     "holder_view",
     "is_slot",

@@ -454,7 +454,7 @@ def _carry_out_removal(
     for exemption in removal.exemptions:
         service.store.remove_exemption(exemption.id)
     for booked in removal.reservations:
-        with suppress(NotFound):  # cancelled meanwhile
+        with suppress(NotFound, InvalidInput):  # cancelled, or ended, meanwhile
             reservations.cancel(service, caller, booked.id)
     if removal.parent is not None:
         service.enforcement.remove_parent_if_unused(removal.parent)

@@ -33,7 +33,9 @@ from ds01.daemon.identity import Caller
 from ds01.daemon.limits_enforcement import own_parent, record_parent
 from ds01.daemon.networks import network_name
 from ds01.daemon.prepared import Queued
+from ds01.daemon.queue_desk import release_devices
 from ds01.daemon.reacquire import Reacquire, kept_run_options
+from ds01.daemon.reservations import due_back
 from ds01.daemon.slurm_jobs import note_on_job
 from ds01.daemon.views import container_info
 from ds01.errors import Conflict, Ds01Error, NoCapacity, PolicyError
@@ -125,6 +127,11 @@ class ContainerOps:
         try:
             self.gates.enforcement.check_can_start(record, aggregate)
             self.gates.enforcement.check_runtime_left(record, owner)
+            if (
+                record.id not in ctx.store.released()
+                and (why := due_back(ctx, owner, record)) is not None
+            ):  # the devices of an ended reservation, beyond quota: back first
+                release_devices(ctx, record, ctx.now(), why)
             if record.id in ctx.store.released():
                 record = self.reacquire.reacquire_now(owner, record, borrow=borrow)
         except NoCapacity as exc:

@@ -19,7 +19,8 @@ in Docker, record it. So two decisions never see the same free device. Rules:
 3. Freeing (remove, stop) needs no lock: it can never make two containers share a device.
 4. Nothing slow that does not decide (measuring, waiting for a client, an image build) runs
    under it.
-5. ``queue_condition`` is never held while taking the allocation lock.
+5. ``queue_condition`` and ``lifecycle_condition`` are never held while taking the
+   allocation lock.
 
 Containers
 ----------
@@ -127,6 +128,9 @@ class DaemonContext:
         allocation_lock: the lock of every allocation decision.
         queue_condition: notified whenever the queue or the devices held may have changed
             (``queue_changed``).
+        lifecycle_condition: notified when a reservation is made or cancelled
+            (``reservations_changed``): the lifecycle loop's wait, computed before, may be
+            too long for it.
         settings: the configuration (``config()``, ``backend``).
         engine, cgroups: the Docker engine's facts and the users' cgroup parents.
         staging, accounts, networks: bind staging, owner accounts in containers, per-user
@@ -149,6 +153,7 @@ class DaemonContext:
         self._clock = given.clock
         self.allocation_lock = threading.Lock()
         self.queue_condition = threading.Condition()
+        self.lifecycle_condition = threading.Condition()
         self.status = DaemonStatus(started_at=given.clock())
         self.settings = ConfigWatcher(paths.config_dir, events, given.backend_factory)
         self.settings.on_admin_group_changed = self.share_log_with_admins
@@ -275,6 +280,12 @@ class DaemonContext:
         """Wake the dispatcher and every client waiting on the queue."""
         with self.queue_condition:
             self.queue_condition.notify_all()
+
+    def reservations_changed(self) -> None:
+        """Wake the lifecycle loop: a reservation made or cancelled may ask for a step
+        (a warning, a start, an end) before the pass it was waiting for."""
+        with self.lifecycle_condition:
+            self.lifecycle_condition.notify_all()
 
     def notify_user(self, uid: int, message: str) -> None:
         """Write ``message`` on the terminals where user ``uid`` is logged in and accepts

@@ -154,7 +154,7 @@ class LifecycleLoop(PeriodicPass):
             ),
             slices=service.mig_on_demand,
         )
-        super().__init__()
+        super().__init__(wake=service.lifecycle_condition)
         self._activity_hour: datetime | None = None
         self._kept_images_at: float | None = None
 
@@ -470,7 +470,8 @@ class LifecycleLoop(PeriodicPass):
     def wait_seconds(self) -> float:
         """The interval, or less: until the next reservation step is due (a warning at the
         lead time, a start with its drain and its slots' slices, an end), so that it is
-        taken at that moment rather than up to an interval late."""
+        taken at that moment rather than up to an interval late. A reservation made or
+        cancelled meanwhile ends the wait (``lifecycle_condition``)."""
         interval = self.interval_seconds()
         now = self._clock()
         try:

@@ -8,7 +8,11 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   for maintenance (no holder).
 - **Listed** (``listing``): the caller's own and maintenance windows, or everyone's
   (``all``); ended ones are dropped from the store a week after their end.
-- **Cancelled** (``cancel``) by the holder or an admin: ``reservation.cancel``.
+- **Cancelled** (``cancel``) by the holder or an admin: ``reservation.cancel``. Before its
+  start (or less than a second after) a reservation is dropped; in force, its end is cut
+  to that moment, to the second (``StateStore.cut_reservation``): what
+  it kept until then still counts (the week's GPU-hours), and it ends through the end rule
+  below, as any other. An ended one cannot be cancelled (its cost would be erased).
 - **Honoured at placement** (``allocate_honouring``, the one call of ``Creation.admit`` and
   ``Reacquire``): during a reservation its holder is first placed on the reserved devices,
   on top of their quota; otherwise the devices ``core.reservations.blocked_devices`` names
@@ -25,8 +29,9 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
   stopped (``cleanup.reservation``) and their devices given back, as are a stopped
   container's. Before and at a reservation's end the same for its holder's containers on
   top of their quota (``core.reservations.overstays``: warned with kind
-  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then); a
-  reservation cancelled while in force ends at once for this (``cancelled_in_force``).
+  ``reservation_end``, stopped at the end unless they fit within ``gpu_limit`` then, and
+  stopped ones on its devices give them back first, so that their next start goes through
+  quota); a reservation cancelled while in force has its end cut to the cancel.
   A container whose runtime limit stops it before a start is not warned
   (``Occupant.ends_by``, from the lifecycle's clocks).
 - **Slots** (the same step): from the lead time the slices made on demand over a slot's
@@ -145,12 +150,27 @@ _Decision = TypeVar("_Decision")
 
 
 def parse_start(text: str) -> datetime:
-    """``YYYY-MM-DD HH:MM[:SS]`` in the server's local time, as an aware datetime."""
+    """``YYYY-MM-DD HH:MM[:SS]`` in the server's local time, as an aware datetime.
+
+    Raises:
+        InvalidInput: not such a time, or a wall-clock time the server's zone skips (the
+            gap of a change to summer time): it is refused, never silently moved."""
     for fmt in START_FORMATS:
         try:
-            return datetime.strptime(text.strip(), fmt).astimezone()
+            wall = datetime.strptime(text.strip(), fmt)
         except ValueError:
             continue
+        try:
+            moment = wall.astimezone()
+        except (OverflowError, OSError, ValueError):
+            break  # beyond what the clock can say: not a time
+        if moment.replace(tzinfo=None) != wall:
+            raise InvalidInput(
+                f"--from {text[:40]!r} does not exist in the server's local time (the clocks "
+                "skip it, e.g. when they go forward for summer time); pick a time outside "
+                "that gap."
+            )
+        return moment
     raise InvalidInput(
         f'--from {text[:40]!r} is not a time: write it as "YYYY-MM-DD HH:MM" (the server\'s '
         'local time), e.g. "2026-12-10 09:00".'
@@ -169,19 +189,12 @@ def kept(ctx: DaemonContext) -> list[Reservation]:
     return [_local(r.reservation()) for r in ctx.store.reservations()]
 
 
-def cancelled_in_force(ctx: DaemonContext, now: datetime) -> list[Reservation]:
-    """Reservations cancelled while in force, as if they had ended at ``now``: for the end
-    rule (``core.reservations.overstays``), a cancel ends a reservation at once."""
-    rows = ctx.store.reservations(include_cancelled=True)
-    cancelled = [_local(row.reservation()) for row in rows if row.phase == "cancelled"]
-    return [replace(r, end=now) for r in cancelled if r.start < now < r.end]
-
-
 def limits_of(ctx: DaemonContext, user: UnixUser) -> ReservationLimits:
     """``user``'s reservation limits (``ds01.config.resolve.resolve_reservation_limits``)."""
     limits = ctx.config().limits
     return ReservationLimits.of(
-        resolve_reservation_limits(limits, user.name, user.groups).to_dict()
+        resolve_reservation_limits(limits, user.name, user.groups).to_dict(),
+        limits.reservations.min_minutes,
     )
 
 
@@ -272,14 +285,18 @@ def create(
     resource = "reservation/new"
     if request.maintenance and not caller.is_admin:
         raise ctx.deny(caller, resource, "Only admins may reserve GPUs for maintenance.")
-    start = parse_start(request.start)
-    wanted = ReservationRequest(
-        holder=None if request.maintenance else caller.name,
-        start=start,
-        end=start + timedelta(hours=request.hours),
-        whole_gpus=request.gpus or 0,
-        mig_profile=request.mig,
-    )
+    try:
+        start, end = window_of(request.start, request.hours)
+        wanted = ReservationRequest(
+            holder=None if request.maintenance else caller.name,
+            start=start,
+            end=end,
+            whole_gpus=request.gpus or 0,
+            mig_profile=request.mig,
+        )
+    except InvalidInput as refused:
+        ctx.log_refusal(caller, "reservation.create", resource, refused)
+        raise
     with ctx.allocation_lock:
         now, inventory = ctx.now(), ctx.backend.inventory()
         try:
@@ -307,7 +324,20 @@ def create(
         details=_event_details(made),
     )
     ctx.queue_changed()
+    ctx.reservations_changed()
     return info(record, now, inventory)
+
+
+def window_of(start_text: str, hours: float) -> tuple[datetime, datetime]:
+    """The window ``--from start_text --hours hours`` asks for (:func:`parse_start`);
+    ``InvalidInput`` when its end is past what a date can be (year 9999)."""
+    start = parse_start(start_text)
+    try:
+        return start, start + timedelta(hours=hours)
+    except OverflowError:
+        raise InvalidInput(
+            f"--from {format_moment(start)} plus {hours:g} hours is past any date ds01 keeps."
+        ) from None
 
 
 def listing(ctx: DaemonContext, caller: Caller, *, everyone: bool) -> list[api.ReservationInfo]:
@@ -340,16 +370,32 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
     if found.holder != caller.name and not caller.is_admin:
         holder = found.holder or MAINTENANCE
         raise ctx.deny(caller, resource, f"Reservation {found.id} is {holder}'s, not yours.")
-    if not ctx.store.set_reservation_phase(found.id, "cancelled"):
-        raise NotFound(f"Reservation {found.id} was cancelled already.")
+    with ctx.allocation_lock:  # admission reads the same rows
+        now = ctx.now()
+        r = _local(found.reservation())
+        if r.end <= now:
+            raise InvalidInput(
+                f"Reservation {found.id} has ended already; there is nothing to cancel."
+            )
+        end = now.astimezone().replace(microsecond=0)  # the store keeps whole seconds
+        if r.start < end:
+            if not ctx.store.cut_reservation(found.id, end.isoformat(timespec="seconds")):
+                raise NotFound(f"Reservation {found.id} was cancelled already.")
+            shown = replace(found, end=end.isoformat(timespec="seconds"))
+        elif ctx.store.set_reservation_phase(found.id, "cancelled"):
+            shown = replace(found, phase="cancelled")
+        else:
+            raise NotFound(f"Reservation {found.id} was cancelled already.")
     ctx.events.emit(
         "reservation.cancel",
         user=caller.name,
         resource=resource,
-        details=_event_details(found.reservation()),
+        details={**_event_details(r), **({"cut_to": shown.end} if shown.end != found.end else {})},
     )
     ctx.queue_changed()
-    return info(replace(found, phase="cancelled"), ctx.now())
+    ctx.reservations_changed()  # a cut end is due at once
+    gone = info(shown, now)
+    return gone if shown.phase == "cancelled" else gone.model_copy(update={"phase": "ended"})
 
 
 def on_device(
@@ -439,6 +485,36 @@ def allocate_honouring(
     return decide(replace(inventory, reserved=inventory.reserved | blocked), quota)
 
 
+def due_back(
+    ctx: DaemonContext,
+    owner: UnixUser,
+    record: ContainerRecord,
+    records: Sequence[ContainerRecord] | None = None,
+) -> str | None:
+    """Under the allocation lock, for ``record`` (stopped, holding devices) about to start:
+    why it must first give its devices back, or ``None``. It must when the end rule
+    (``core.reservations.overstays``) takes it now: its owner's reservation on them has
+    ended and their containers hold more than their ``gpu_limit``. The lifecycle step does
+    the same at the end; this closes the moments between an end and that step, so that a
+    start never keeps reserved devices for free. ``records``: the containers now
+    (default ``ctx.records()``)."""
+    now = ctx.now()
+    reservations = kept(ctx)
+    ended = [r for r in reservations if r.holder == owner.name and r.end <= now]
+    if not record.gpus or not any(set(r.devices) & set(record.gpus) for r in ended):
+        return None
+    everyone = ctx.records() if records is None else records
+    mine = [c for c in everyone if c.uid == record.uid and c.gpus]
+    occupants = [
+        Occupant(c.id, c.user, c.gpus, c.status == "running", c.gpu_equivalents,
+                 L.borrowed_of(c.labels))
+        for c in mine
+    ]  # fmt: skip
+    limits = {owner.name: ctx.limits_for(owner).gpu_quota().gpu_limit}
+    _, stops = overstays(reservations, occupants, limits, now, timedelta(0))
+    return next((s.reason for s in stops if s.container == record.id), None)
+
+
 # ------------------------------------------------------------------------------------------
 # The lifecycle's step
 # ------------------------------------------------------------------------------------------
@@ -523,16 +599,15 @@ class ReservationWatch:
             reservations = kept(self.ctx)
             lead = self._lead()
             placed = self._slot_places(reservations, records, now, lead)
-            ending = [*reservations, *cancelled_in_force(self.ctx, now)]
-            occupants = self._occupants(records, ending, now, lead)
+            occupants = self._occupants(records, reservations, now, lead)
             occupants = self._with_ends(occupants, records, owners, placed, now, lead)
             live = {r.id for r in reservations if r.end > now}
             warned = self._warned(WARNING_KIND, live, records, forget=not dry_run)
             warns, stops = drain(placed, occupants, now, lead, warned.__contains__)
             end_warned = self._warned(END_WARNING_KIND, live, records, forget=not dry_run)
-            limits = self._gpu_limits(records, owners, ending)
+            limits = self._gpu_limits(records, owners, reservations)
             end_warns, end_stops = overstays(
-                ending, occupants, limits, now, lead, end_warned.__contains__
+                reservations, occupants, limits, now, lead, end_warned.__contains__
             )
             by_id = {r.id: r for r in records}
             done: dict[str, list[str]] = {}
@@ -553,7 +628,7 @@ class ReservationWatch:
                     self._warn_end(record, owners[record.uid], end_warn, tell)
             draining = {stop.container for stop in stops}
             halts = [(s.container, s.reservation.id, s.reason, s.running) for s in stops] + [
-                (s.container, s.reservation.id, s.reason, True)
+                (s.container, s.reservation.id, s.reason, s.running)
                 for s in end_stops
                 if s.container not in draining  # one stop per container
             ]
@@ -883,10 +958,12 @@ __all__ = [
     "allocate_honouring",
     "cancel",
     "create",
+    "due_back",
     "info",
     "kept",
     "listing",
     "on_device",
     "parse_start",
     "week",
+    "window_of",
 ]

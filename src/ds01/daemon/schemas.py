@@ -429,6 +429,12 @@ class LimitsResponse(_Model):
         default=None,
         description="CPUs of this host: a cpu_limit above it gives a container this many.",
     )
+    reservations: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The user's reservation limits (`ds01 reserve`): max_gpus, max_hours, "
+        "max_days_ahead, max_reservations, gpu_hours_per_week (null = unlimited) and the "
+        "server's min_minutes.",
+    )
 
 
 class ImageInfo(_Model):

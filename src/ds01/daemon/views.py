@@ -318,6 +318,10 @@ class Views:
             aggregate=aggregate.to_dict(),
             aggregate_usage=aggregate_usage,
             host_cpus=ctx.engine.cpus,
+            reservations={
+                **booking.to_dict(),
+                "min_minutes": ctx.config().limits.reservations.min_minutes,
+            },
         )
 
 

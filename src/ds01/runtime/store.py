@@ -667,6 +667,16 @@ class StateStore(MeteringTables):
         )
         return cursor.rowcount == 1
 
+    def cut_reservation(self, reservation_id: str, end: str) -> bool:
+        """End the reservation at ``end`` instead (a cancel while it is in force: what it
+        kept until then still counts); ``False`` when it is gone or was cancelled."""
+        cursor = self._execute(
+            "UPDATE reservations SET end = ? WHERE id = ? AND phase != 'cancelled'",
+            (end, reservation_id),
+            irreplaceable=True,
+        )
+        return cursor.rowcount == 1
+
     def forget_reservations(self, ended_before: str) -> None:
         """Drop reservations (cancelled or not) that ended before ``ended_before``."""
         self._execute("DELETE FROM reservations WHERE end < ?", (ended_before,))

@@ -982,7 +982,7 @@ class _Replay(_OnDemandSlices):
                 else [self.config.unix_group_of(group) if group in self.config.groups else group]
             )
             resolved = resolve_reservation_limits(self.config, asked.holder, unix_groups)
-            limits = ReservationLimits.of(resolved.to_dict())
+            limits = ReservationLimits.of(resolved.to_dict(), self.config.reservations.min_minutes)
         try:
             views = self.views(self.state.held()) if asked.mig_profile else ()
             made = admit(
