@@ -170,6 +170,7 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     rows = {r["name"]: r for r in d.cli_json("alice", "container-list")}
     assert (rows["own"]["borrowed"], rows["own2"]["borrowed"]) == (True, False)
     assert docker_client.containers.get(own_name).labels.get("ds01.borrowed") == "true"
+    lent_devices = rows["own"]["gpus"]
 
     # Its GPU released again and started within quota, it is no longer borrowed: it counts
     # against gpu_limit, so alice borrows one more GPU at most (quota 1 + cap 1).
@@ -182,6 +183,11 @@ def test_borrow_up_to_the_cap_then_reclaim_for_a_request_within_quota(
     within = d.cli("alice", "container-start", "own", "--no-wait", "--json")
     assert within.returncode == 0, describe(within)
     assert docker_client.containers.get(own_name).labels.get("ds01.borrowed", "") == ""
+    # re-created for its label (a borrowed one is never started as it was): the event says
+    # where, on the same devices or others
+    placed = d.events_where(action="gpu.allocate", resource=released)[-1]["details"]
+    same = placed["devices"] == lent_devices
+    assert placed["reason"] == f"re-created on {'the same' if same else 'other'} devices", placed
     more = create(d, "alice", "more", "--start", "--no-wait", "--borrow")
     assert more.returncode == 0, describe(more)
     most = create(d, "alice", "most", "--no-wait", "--borrow")

@@ -25,6 +25,7 @@ container), ``launch.owned_directory`` (its directories checked again).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -157,7 +158,7 @@ class Reacquire:
             details=devices_details(
                 fresh.gpus,
                 fresh.gpu_equivalents,
-                reason="same devices again" if free_again else "re-created on other devices",
+                reason=_reacquired_reason(free_again, L.gpus_of(record.labels), fresh.gpus),
             ),
         )
         return fresh
@@ -251,6 +252,15 @@ def kept_run_options(record: ContainerRecord, attrs: dict[str, Any]) -> RunOptio
             if m.get("Type") == "volume"
         ),
     )
+
+
+def _reacquired_reason(as_it_was: bool, old: Sequence[str], new: Sequence[str]) -> str:
+    """The ``gpu.allocate`` event's reason for a container given devices again."""
+    if as_it_was:
+        return "same devices again"
+    if sorted(old) == sorted(new):  # its placement changed how it counts (borrowed or not)
+        return "re-created on the same devices"
+    return "re-created on other devices"
 
 
 __all__ = ["Reacquire", "kept_run_options"]
