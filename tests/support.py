@@ -1019,6 +1019,7 @@ PURE_BENCHMARKS = (
     "bench_dockerfile_check.py",
     "bench_placement.py",
     "bench_queue.py",
+    "bench_reservations.py",
     "bench_state_backup.py",
 )
 #: Benchmarks that need the Slurm test cluster (the ``slurm_cluster`` fixture).
