@@ -45,7 +45,7 @@ class SpoolFile(io.BufferedRandom):
         super().__init__(raw)
 
     def write(self, data: Any, /) -> int:
-        self._unchecked += len(memoryview(data))
+        self._unchecked += memoryview(data).nbytes
         if self._unchecked >= CHECK_EVERY_BYTES:
             self._unchecked = 0
             check_space(self.fileno())
