@@ -12,11 +12,19 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import tempfile
+from pathlib import Path
+from typing import IO
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 
 #: A size field Python reads as 0 (it stops at the NUL) and Go as 512 (it strips it).
 TWO_WAY_SIZE = b"\x00" + b"%010o" % tarfile.BLOCKSIZE + b"\x00"
+
+
+def new_spool(directory: Path) -> IO[bytes]:
+    """An empty spool file of ``directory``, as ds01d gives the door's rewrites one."""
+    return tempfile.TemporaryFile(dir=directory)
 
 
 def tar_bytes(members: Members, *, end: bool = True) -> bytes:

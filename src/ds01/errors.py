@@ -77,6 +77,10 @@ class NoCapacity(PolicyError, kind="capacity", exit_code=ExitCode.QUOTA):
     """The request fits the quota but no suitable device is free now."""
 
 
+class NoSpace(NoCapacity, kind="no_space", http_status=507):
+    """The disk ds01d writes to has too little room left for what the request needs."""
+
+
 class PortInUse(PolicyError, kind="port_in_use", exit_code=ExitCode.QUOTA):
     """A host port the container publishes is held by another container or process.
 

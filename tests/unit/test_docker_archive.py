@@ -24,6 +24,7 @@ from ds01.core.docker_archive import (
     safe_member,
 )
 from ds01.runtime.archive_rewrite import BodyError, RequestBody, filter_archive, rewrite_archive
+from tar_shapes import new_spool
 
 ALICE = Owner(uid=1001, gid=1001, user="alice", group="alice")
 
@@ -44,7 +45,6 @@ def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
-
 
 
 def test_a_set_uid_root_binary_becomes_the_callers_plain_file() -> None:
@@ -102,7 +102,7 @@ def test_the_rewritten_tar_drops_extended_attributes_and_keeps_contents(tmp_path
     binary = member("x", uid=0, mode=0o4755)
     binary.pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
     data = tar_of((binary, b"#!/bin/sh\n"), (member("d", tarfile.DIRTYPE, mode=0o755), None))
-    spool, size = rewrite_archive(io.BytesIO(data), ALICE, tmp_path, 1 << 20)
+    spool, size = rewrite_archive(io.BytesIO(data), ALICE, new_spool(tmp_path), 1 << 20)
     with spool:
         assert size == len(spool.read())
         spool.seek(0)
@@ -120,22 +120,33 @@ def test_the_rewritten_tar_drops_extended_attributes_and_keeps_contents(tmp_path
 
 def test_a_gzipped_copy_is_read_as_dockerd_reads_it(tmp_path: Path) -> None:
     data = gzip.compress(tar_of((member("a", uid=0), b"hello")))
-    spool, _ = rewrite_archive(io.BytesIO(data), ALICE, tmp_path, 1 << 20)
+    spool, _ = rewrite_archive(io.BytesIO(data), ALICE, new_spool(tmp_path), 1 << 20)
     with spool, tarfile.open(fileobj=spool, mode="r:") as tar:
         assert [(m.name, m.uid) for m in tar.getmembers()] == [("a", 1001)]
+
+
+def test_a_gzipped_copy_unpacks_to_no_more_than_a_plain_one_may_be(tmp_path: Path) -> None:
+    # A 1 MiB header record, a few KiB gzipped: never written out again, but read whole.
+    padded = member("x")
+    padded.pax_headers = {"comment": "a" * (1 << 20)}
+    data = gzip.compress(tar_of((padded, b"")))
+    assert len(data) < 1 << 16
+    with pytest.raises(ArchiveRefused, match="larger than") as refused:
+        rewrite_archive(io.BytesIO(data), ALICE, new_spool(tmp_path), 1 << 16)
+    assert refused.value.status == 413
 
 
 @pytest.mark.parametrize(
     ("data", "status", "words"),
     [
         (b"this is not a tar archive" * 40, 400, "not a tar"),
-        (tar_of((member("big"), b"x" * 4096)), 413, "larger than"),
+        (tar_of((member("big"), b"x" * 32768)), 413, "larger than"),
         (tar_of((member("sda", tarfile.CHRTYPE), None)), 403, "device node"),
     ],
 )
 def test_a_copy_refused_whole(tmp_path: Path, data: bytes, status: int, words: str) -> None:
     with pytest.raises(ArchiveRefused, match=words) as refused:
-        rewrite_archive(io.BytesIO(data), ALICE, tmp_path, 2048)
+        rewrite_archive(io.BytesIO(data), ALICE, new_spool(tmp_path), 16384)
     assert refused.value.status == status
     assert list(tmp_path.iterdir()) == []
 

@@ -34,7 +34,14 @@ from ds01.core.docker_load import (
 )
 from ds01.runtime import archive_rewrite
 from ds01.runtime.archive_rewrite import spool_load
-from tar_shapes import TWO_WAY_SIZE, gzip_smuggled, size_smuggled, tar_bytes, with_checksum
+from tar_shapes import (
+    TWO_WAY_SIZE,
+    gzip_smuggled,
+    new_spool,
+    size_smuggled,
+    tar_bytes,
+    with_checksum,
+)
 
 CONFIG = "abc.json"
 
@@ -74,7 +81,7 @@ def saved(
 def load(data: bytes, tmp_path: Path, limit: int = 1 << 20) -> tuple[list[str], bytes]:
     """The tags alice's load of ``data`` brings in, and what goes on to dockerd."""
     archive = LoadArchive()
-    spool, size = spool_load(io.BytesIO(data), archive, tmp_path, limit)
+    spool, size = spool_load(io.BytesIO(data), archive, new_spool(tmp_path), limit)
     with spool:
         sent = spool.read()
     assert size == len(sent)

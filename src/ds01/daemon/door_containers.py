@@ -173,11 +173,9 @@ class ContainerRequests(VolumeNetworkRequests):
         go to dockerd, so a refused copy changes nothing."""
         assert self.caller is not None
         target = self._container_target(request, "/containers/", ref)
+        source, empty = self._spooled_body(request)
         try:
-            source = self._streamed_body(request)
-            spool, size = rewrite_archive(
-                source, self._owner(), self._spool_dir(), MAX_ARCHIVE_BYTES
-            )
+            spool, size = rewrite_archive(source, self._owner(), empty, MAX_ARCHIVE_BYTES)
             self.body_pending = False
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)

@@ -8,7 +8,8 @@ subclasses in ``door_containers``, ``door_images`` and ``door_volumes``:
 - the answers (``_send``, ``_send_empty``, ``_error``, ``_refuse``: each raises
   :class:`Answered` once written; a refusal is audited), after ``_claim`` (the drain may
   have answered first);
-- the body the connection reader left on the socket (``_streamed_body``);
+- the body the connection reader left on the socket (``_streamed_body``), with a spool
+  file taken first for an upload (``_spooled_body``);
 - the caller's containers and execs, by their name or Docker's (``_own_container``,
   ``_own_exec``, ``_container_target``): another user's is Docker's "No such ..."; a
   container by its full id as the container ledger holds it (``_own_known``).
@@ -28,7 +29,6 @@ import re
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -37,6 +37,7 @@ from ds01.core.docker_archive import Owner
 from ds01.daemon.connections import MAX_BODY_BYTES, Exchange
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
+from ds01.daemon.spool import spools_of
 from ds01.errors import InvalidInput, NotFound, PermissionDenied
 from ds01.model import labels as L
 from ds01.model.untrusted import json_value
@@ -199,10 +200,20 @@ class DoorExchange:
         user = self.caller.user
         return Owner(user.uid, user.gid, user.name, user.groups[0] if user.groups else "")
 
-    def _spool_dir(self) -> Path:
+    def _spooled_body(self, request: decide.DockerRequest) -> tuple[IO[bytes], IO[bytes]]:
+        """An upload's body (``_streamed_body``) and the empty spool file it may be written
+        to: the caller's spool is taken first (``ds01.daemon.spool``: ``Throttled`` or
+        ``NoSpace`` raised before a byte of the body is read or asked for), and is theirs
+        until the spool file is closed."""
+        assert self.caller is not None
         spool_dir = self.service.paths.state_dir / ARCHIVE_SPOOL_DIR
         spool_dir.mkdir(mode=0o700, exist_ok=True)
-        return spool_dir
+        spool = spools_of(self.service).take(self.caller.uid, spool_dir)
+        try:
+            return self._streamed_body(request), spool
+        except BaseException:
+            spool.close()
+            raise
 
 
 def json_body(body: bytes) -> object:

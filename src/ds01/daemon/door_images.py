@@ -32,6 +32,7 @@ from ds01.core.image_build import owns_reference, user_namespace
 from ds01.daemon import images
 from ds01.daemon import schemas as api
 from ds01.daemon.door_exchange import Answered, DoorExchange, json_body
+from ds01.daemon.image_jobs import jobs_of
 from ds01.errors import NotFound, PermissionDenied
 from ds01.runtime.archive_rewrite import BodyError, rewrite_archive, spool_load
 from ds01.runtime.build_context import MAX_CONTEXT_BYTES
@@ -123,10 +124,9 @@ class ImageRequests(DoorExchange):
             namespace = user_namespace(user.name, user.uid)
             raise PermissionDenied(LOAD_REFUSED.format(namespace=namespace))
         archive = LoadArchive()
+        source, empty = self._spooled_body(request)
         try:
-            spool, size = spool_load(
-                self._streamed_body(request), archive, self._spool_dir(), MAX_LOAD_BYTES
-            )
+            spool, size = spool_load(source, archive, empty, MAX_LOAD_BYTES)
             self.body_pending = False
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)
@@ -194,10 +194,11 @@ class ImageRequests(DoorExchange):
             options = decide.build_options(request, user.name, user.uid)
         except PermissionError as exc:
             raise PermissionDenied(str(exc)) from exc
+        # Room for the build first: a context is not spooled for a build refused after.
+        jobs_of(self.service).check_room(user.uid)
+        source, empty = self._spooled_body(request)
         try:
-            spool, _ = rewrite_archive(
-                self._streamed_body(request), self._owner(), self._spool_dir(), MAX_CONTEXT_BYTES
-            )
+            spool, _ = rewrite_archive(source, self._owner(), empty, MAX_CONTEXT_BYTES)
             self.body_pending = False
         except ArchiveRefused as exc:
             self._refuse(exc.status, exc.message)

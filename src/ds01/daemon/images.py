@@ -59,6 +59,7 @@ from ds01.daemon.image_jobs import ImageJob, JobKind, jobs_of
 from ds01.daemon.launch import owned_directory
 from ds01.daemon.networks import network_name
 from ds01.daemon.service import Ds01Service
+from ds01.daemon.spool import spools_of
 from ds01.errors import (
     Conflict,
     Ds01Error,
@@ -344,7 +345,8 @@ def start_build(
         context = _build_context(service, caller.user, request.context)
         _check_target(service, service.config(), caller, target)
         jobs_of(service).check_room(caller.uid)
-        archive, warnings = context_archive(caller.user, context, _spool_dir(service))
+        spool = spools_of(service).take(caller.uid, _spool_dir(service))
+        archive, warnings = context_archive(caller.user, context, spool)
     except Ds01Error as exc:
         _refused(service, caller, "image.build", resource, exc)
         raise

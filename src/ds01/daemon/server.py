@@ -1147,6 +1147,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
         except _ClientGone:
             upgrade.raw.close()
+            terminals_of(self.server.service).end(upgrade.session)
             raise
         # A terminal may stay quiet for hours: no deadline on the relay (it runs in the
         # bounded pool of waiting requests).

@@ -11,10 +11,12 @@ Users have no Docker socket, so ds01d runs ``docker exec`` for them and relays t
 3. ``GET /v1/terminals/{id}`` tells, once the program ended, its exit code.
 
 Sessions are kept in memory, each bound to the uid that opened it; only that uid may
-resize it or read its exit code. While ds01d relays a session to a connected client
-(``Terminals.serve``), it counts as use of the container for the lifecycle loop
-(``Terminals.attached``); once the client is gone, it no longer does, even if the program
-in the container still runs.
+resize it or read its exit code. A user holds at most ``MAX_LIVE_SESSIONS_PER_USER`` live
+ones (HTTP 429 past that); past ``MAX_SESSIONS`` kept, finished ones are forgotten (the
+opener's own first), never a live one (``ds01.core.terminal_sessions``). While ds01d
+relays a session to a connected client (``Terminals.serve``), it counts as use of the
+container for the lifecycle loop (``Terminals.attached``); once the client is gone, it no
+longer does, even if the program in the container still runs.
 
 When ds01d stops, ``Terminals.close_all`` ends every relay with a last line to its user
 (``CLOSED_FOR_STOP``): the container goes on running; the terminal's program loses its
@@ -31,13 +33,14 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ds01.core.terminal_sessions import SessionTable
 from ds01.daemon import schemas as api
 from ds01.daemon.access import resource_of
+from ds01.daemon.holds import Holds
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import Ds01Error, NotFound
@@ -47,8 +50,6 @@ log = logging.getLogger(__name__)
 
 #: What runs when the user names no command: a login shell, bash where the image has it.
 LOGIN_SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l || exec sh -l")
-#: Most sessions kept (the oldest finished ones are forgotten first).
-MAX_SESSIONS = 1000
 _CHUNK = 65536
 #: How long a relay whose program ended waits for the client to close its side.
 HANG_UP_SECONDS = 2.0
@@ -74,8 +75,8 @@ class Terminals:
 
     def __init__(self, service: Ds01Service) -> None:
         self.service = service
-        self._sessions: dict[str, Session] = {}
-        self._attached: Counter[str] = Counter()  # Docker name -> sessions with a client
+        self._sessions: SessionTable[Session] = SessionTable()
+        self._attached: Holds[str] = Holds()  # Docker name -> sessions with a client
         self._lock = threading.Lock()
         # Written once by close_all and never read: it then stays readable, so every relay
         # watching it, now or later, sees it.
@@ -94,8 +95,7 @@ class Terminals:
     def attached(self, docker_name: str) -> int:
         """How many sessions in container ``docker_name`` ds01d relays to a connected client
         now: the interactive sessions the lifecycle loop counts as use."""
-        with self._lock:
-            return self._attached[docker_name]
+        return self._attached.count(docker_name)
 
     def serve(
         self, session: Session, client: socket.socket, docker_side: Any, read_ahead: bytes = b""
@@ -103,20 +103,7 @@ class Terminals:
         """Relay ``session`` between ``client`` and the exec (:func:`relay`); it counts as
         attached from now until the client's side ends (the client closed or went away) or
         the program ends, whichever comes first."""
-        name = session.docker_name
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            with self._lock:
-                if not released:
-                    released = True
-                    self._attached[name] -= 1
-                    if self._attached[name] <= 0:
-                        del self._attached[name]
-
-        with self._lock:
-            self._attached[name] += 1
+        release = self._attached.take(session.docker_name)
         try:
             relay(
                 client,
@@ -127,11 +114,22 @@ class Terminals:
             )
         finally:
             release()
+            self.end(session)
+
+    def end(self, session: Session) -> None:
+        """ds01d relays ``session`` no more (its program ended, or its client or ds01d
+        went away): it is finished, kept for its exit code until forgotten."""
+        with self._lock:
+            self._sessions.end(session.id)
 
     def open(self, caller: Caller, name: str, request: api.TerminalRequest) -> tuple[Session, Any]:
         """Start (if needed) the caller's container ``name`` and an exec in it; return the
         session and Docker's raw, bidirectional socket of the exec."""
         service = self.service
+        with self._lock:  # refused before an exec is made; checked again when kept
+            refused = self._sessions.refusal(caller.uid)
+        if refused is not None:
+            raise refused
         record = service.access.target_for_terminal(caller, name, request.user)
         if record.status != "running":
             service.start(caller, record.docker_name, user=request.user)
@@ -150,10 +148,12 @@ class Terminals:
         with contextlib.suppress(Ds01Error):
             service.runtime.exec_resize(exec_id, rows=request.rows, cols=request.cols)
         session = Session(uuid.uuid4().hex[:16], caller.uid, record.docker_name, exec_id)
-        with self._lock:
-            if len(self._sessions) >= MAX_SESSIONS:
-                self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[session.id] = session
+        try:
+            with self._lock:
+                self._sessions.add(session.id, caller.uid, session)
+        except Ds01Error:
+            raw.close()  # the exec's program loses its terminal, as a dropped connection
+            raise
         service.events.emit(
             "container.terminal",
             user=caller.name,
@@ -165,9 +165,9 @@ class Terminals:
     def session(self, caller: Caller, session_id: str) -> Session:
         with self._lock:
             found = self._sessions.get(session_id[:64])
-        if found is None or found.uid != caller.uid:
+        if found is None or found[0] != caller.uid:
             raise NotFound(f"No terminal session {session_id[:64]!r} of yours.")
-        return found
+        return found[1]
 
     def resize(self, caller: Caller, session_id: str, rows: int, cols: int) -> api.TerminalInfo:
         session = self.session(caller, session_id)

@@ -15,10 +15,8 @@ import io
 import lzma
 import socket
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO
 
 from ds01.core.docker_archive import (
@@ -145,41 +143,42 @@ class _Bounded(io.RawIOBase):
 
 
 def rewrite_archive(
-    source: IO[bytes], owner: Owner, spool_dir: Path, limit: int
+    source: IO[bytes], owner: Owner, spool: IO[bytes], limit: int
 ) -> tuple[IO[bytes], int]:
     """The tar in ``source`` (plain, gzip, bzip2 or xz, as dockerd reads it) written again
-    with :func:`safe_member`'s headers into an unlinked file of ``spool_dir``, rewound;
-    and its size.
+    with :func:`safe_member`'s headers into ``spool`` (an empty file, closed here if the
+    rewrite fails), rewound; and its size.
 
     Raises:
         ArchiveRefused: a member refused, the archive larger than ``limit``, or not a tar.
         BodyError: the request body is malformed or ended early.
         OSError: the client's socket failed.
     """
+
     def rewrite(bounded: _Bounded) -> None:
         seen = ArchiveMembers()
+        tar = _Uncompressed(source, limit, _COPY_TOO_LARGE, exact=False)
         with (
-            tarfile.open(fileobj=source, mode="r|*") as tar_in,
+            tarfile.open(fileobj=io.BufferedReader(tar, _RECV_BYTES), mode="r|") as tar_in,
             tarfile.open(fileobj=bounded, mode="w|", format=tarfile.PAX_FORMAT) as tar_out,
         ):
             for member in tar_in:
                 header = safe_member(member, owner, seen)
                 tar_out.addfile(header, tar_in.extractfile(member) if header.isreg() else None)
 
-    return _spooled(spool_dir, limit, _COPY_TOO_LARGE, "The copy is not a tar archive", rewrite)
+    return _spooled(spool, limit, _COPY_TOO_LARGE, "The copy is not a tar archive", rewrite)
 
 
 def _spooled(
-    spool_dir: Path,
+    spool: IO[bytes],
     limit: int,
     too_large: str,
     not_a_tar: str,
     write: Callable[[_Bounded], None],
 ) -> tuple[IO[bytes], int]:
-    """An unlinked file of ``spool_dir`` that ``write`` fills through a ``_Bounded`` of
-    ``limit`` bytes, rewound, and its size; closed if ``write`` raises. A tar ``write``
-    cannot read is ``ArchiveRefused`` (400), its message beginning with ``not_a_tar``."""
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
+    """``spool`` (an empty file) that ``write`` fills through a ``_Bounded`` of ``limit``
+    bytes, rewound, and its size; closed if ``write`` raises. A tar ``write`` cannot read
+    is ``ArchiveRefused`` (400), its message beginning with ``not_a_tar``."""
     try:
         bounded = _Bounded(spool, limit, too_large)
         write(bounded)
@@ -195,22 +194,31 @@ def _spooled(
 
 
 class _Uncompressed(io.RawIOBase):
-    """A ``docker load``'s tar from ``source``, uncompressed as dockerd would read it: a
-    plain tar as it comes, or the one gzip, bzip2 or xz stream it begins with, and nothing
-    after that stream (a second one is more tar to dockerd, none to Python). At most
-    ``limit`` bytes are read from ``source``, and at most ``limit`` come out.
+    """A tar from ``source``, uncompressed as dockerd would read it: a plain tar as it
+    comes, or the one gzip, bzip2 or xz stream it begins with. At most ``limit`` bytes are
+    read from ``source``, and at most ``limit`` come out (``too_large``: the refusal's
+    message, ``{limit}`` the limit in words), so a small compressed body cannot make
+    ds01d read more than a plain one could be. ``exact`` (a ``docker load``, whose tar
+    dockerd reads itself): nothing after the compressed stream (a second one is more tar
+    to dockerd, none to Python), and a zstd stream refused; otherwise (a tar the door
+    writes again) what follows the stream is not read, and zstd is for the tar reader to
+    refuse.
 
     Raises (when read):
-        LoadRefused: a zstd stream, or anything after the compressed stream.
+        LoadRefused: ``exact``, and a zstd stream or anything after the compressed stream.
         ArchiveRefused: more than ``limit`` bytes in or out (413).
         tarfile.ReadError: the compressed stream is corrupt or ends early.
         BodyError, OSError: from ``source``.
     """
 
-    def __init__(self, source: IO[bytes], limit: int) -> None:
+    def __init__(
+        self, source: IO[bytes], limit: int, too_large: str = _LOAD_TOO_LARGE, exact: bool = True
+    ) -> None:
         super().__init__()
         self._source = source
         self._limit = limit
+        self._too_large = too_large
+        self._exact = exact
         self._taken = 0  # bytes read from source
         self._given = 0  # bytes given out
         head = b""
@@ -218,6 +226,8 @@ class _Uncompressed(io.RawIOBase):
             head += more
         self._pending = head  # read from source, not yet used
         self._kind = compression_of(head)
+        if self._kind == "zstd" and not exact:
+            self._kind = None  # the tar reader refuses it: not a tar it can read
         if self._kind == "zstd":
             raise LoadRefused(
                 "The image tar is compressed with zstd, which ds01 does not read: send it "
@@ -233,7 +243,7 @@ class _Uncompressed(io.RawIOBase):
         data = self._plain(len(target)) if self._kind is None else self._inflate(len(target))
         self._given += len(data)
         if self._given > self._limit:
-            raise _too_large(self._limit)
+            raise self._refused()
         target[: len(data)] = data
         return len(data)
 
@@ -241,7 +251,7 @@ class _Uncompressed(io.RawIOBase):
         data = self._source.read(size)
         self._taken += len(data)
         if self._taken > self._limit:
-            raise _too_large(self._limit)
+            raise self._refused()
         return data
 
     def _plain(self, size: int) -> bytes:
@@ -275,14 +285,13 @@ class _Uncompressed(io.RawIOBase):
             if out:
                 return out
 
+    def _refused(self) -> ArchiveRefused:
+        return ArchiveRefused(self._too_large.format(limit=format_bytes(self._limit)), 413)
+
     def _ended(self, unused: bytes) -> bytes:
-        if unused or self._take(1):
+        if self._exact and (unused or self._take(1)):
             raise LoadRefused(AFTER_THE_END.format(what=f"the end of its {self._kind} stream"))
         return b""
-
-
-def _too_large(limit: int) -> ArchiveRefused:
-    return ArchiveRefused(_LOAD_TOO_LARGE.format(limit=format_bytes(limit)), 413)
 
 
 class _OneWayHeader(tarfile.TarInfo):
@@ -307,14 +316,14 @@ class _OneWayHeader(tarfile.TarInfo):
 
 
 def spool_load(
-    source: IO[bytes], archive: LoadArchive, spool_dir: Path, limit: int
+    source: IO[bytes], archive: LoadArchive, spool: IO[bytes], limit: int
 ) -> tuple[IO[bytes], int]:
     """A ``docker load``'s tar from ``source`` (plain, gzip, bzip2 or xz, as dockerd reads
-    it) written again, plain, into an unlinked file of ``spool_dir``, rewound; and its
-    size. Each member goes to ``archive`` (its content too, when ``archive.wants`` it),
-    which then decides (``LoadArchive.tags``), and into the new tar with a header made
-    anew (``loaded_member``) and its content as it came: dockerd reads what the door read.
-    At most ``limit`` bytes are read, uncompressed or written.
+    it) written again, plain, into ``spool`` (an empty file, closed here if refused),
+    rewound; and its size. Each member goes to ``archive`` (its content too, when
+    ``archive.wants`` it), which then decides (``LoadArchive.tags``), and into the new
+    tar with a header made anew (``loaded_member``) and its content as it came: dockerd
+    reads what the door read. At most ``limit`` bytes are read, uncompressed or written.
 
     Raises:
         ArchiveRefused: the tar is larger than ``limit``, or not a tar.
@@ -341,9 +350,7 @@ def spool_load(
                 if rest.strip(b"\x00"):
                     raise LoadRefused(AFTER_THE_END.format(what="the end of the archive"))
 
-    spool, size = _spooled(
-        spool_dir, limit, _LOAD_TOO_LARGE, "The image tar is not a tar", rewrite
-    )
+    spool, size = _spooled(spool, limit, _LOAD_TOO_LARGE, "The image tar is not a tar", rewrite)
     if compression_of(spool.read(MAGIC_BYTES)) is not None:
         # dockerd would take the new tar, its first name leading, for a compressed one.
         spool.close()

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from ds01.errors import Conflict, Ds01Error, PermissionDenied, QuotaExceeded
+from ds01.errors import Conflict, PermissionDenied, QuotaExceeded
 from ds01.model.units import format_bytes
 from ds01.runtime.identity import UnixUser
 
@@ -55,28 +54,28 @@ class _TarRun:
     timed_out: bool
 
 
-def context_archive(user: UnixUser, context: Path, spool_dir: Path) -> tuple[IO[bytes], list[str]]:
-    """A tar of ``context`` made by ``tar`` running as ``user``, in an unlinked file of
-    ``spool_dir``; and the warnings tar gave. Files the user cannot read make it fail.
+def context_archive(user: UnixUser, context: Path, spool: IO[bytes]) -> tuple[IO[bytes], list[str]]:
+    """A tar of ``context`` made by ``tar`` running as ``user``, in ``spool`` (an empty
+    file, closed here if this fails); and the warnings tar gave. Files the user cannot
+    read make it fail.
 
     Raises:
         PermissionDenied: something in the context is unreadable to the user.
         QuotaExceeded: the archive is larger than ``MAX_CONTEXT_BYTES``.
         Conflict: tar failed otherwise, or took longer than ``CONTEXT_TIMEOUT_SECONDS``.
     """
-    tar = shutil.which("tar", path=_TAR_PATH)
-    if tar is None:
-        raise Conflict("ds01d cannot pack the build context: `tar` is not installed.")
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (returned to the caller)
     # Owner root in the archive, as `docker build` sends it.
     arguments = ["-C", str(context), "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."]
-    run = _run_tar(
-        _start_tar(tar, user, arguments), spool, MAX_CONTEXT_BYTES, CONTEXT_TIMEOUT_SECONDS
-    )
-    lines = [line for line in run.errors.splitlines() if line.strip()]
     try:
+        tar = shutil.which("tar", path=_TAR_PATH)
+        if tar is None:
+            raise Conflict("ds01d cannot pack the build context: `tar` is not installed.")
+        run = _run_tar(
+            _start_tar(tar, user, arguments), spool, MAX_CONTEXT_BYTES, CONTEXT_TIMEOUT_SECONDS
+        )
+        lines = [line for line in run.errors.splitlines() if line.strip()]
         _check_tar_run(run, lines, user, context)
-    except Ds01Error:
+    except BaseException:
         spool.close()
         raise
     spool.seek(0)
@@ -160,8 +159,12 @@ def _run_tar(
                 too_big = True
                 process.kill()
                 break
-            spool.write(chunk)
+            spool.write(chunk)  # may refuse (a spool file on a disk running low)
         code = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     finally:
         if timer is not None:
             timer.cancel()
