@@ -18,7 +18,8 @@ from ds01.core.event_query import (
     container_uid,
     parse_when,
 )
-from ds01.daemon.events_view import select
+from ds01.daemon.events_view import HistoryScans, ScanCost, select
+from ds01.errors import ServerBusy, Throttled
 from ds01.events.log import EventLog
 
 NOW = datetime(2026, 11, 28, 15, 30, tzinfo=timezone.utc)
@@ -180,3 +181,45 @@ def test_damaged_lines_and_an_empty_log(tmp_path: Path) -> None:
     )
     events, last = select(live, EventQuery())
     assert [e["seq"] for e in events] == [1] and last == 1
+
+
+# -- what one request may cost ------------------------------------------------------------------
+
+
+def test_a_users_scan_is_bounded_in_lines_and_says_how_to_narrow_it(tmp_path: Path) -> None:
+    live = write_log(tmp_path)
+    nothing = EventQuery(owner=("alice", 1001), actions=("nothing",))
+    scans = HistoryScans()
+    with pytest.raises(Throttled, match="--since") as refused:
+        select(live, nothing, limit=100, cost=ScanCost(1001, False, max_lines=20, scans=scans))
+    assert refused.value.http_status == 429 and scans.running() == 0
+    # narrowed to the live file's week, the same search answers within the bound
+    recent = EventQuery(owner=("alice", 1001), since=datetime(2026, 11, 16, tzinfo=timezone.utc))
+    events, last = select(live, recent, cost=ScanCost(1001, False, max_lines=20, scans=scans))
+    assert len(events) == 6 and last == 42
+    # an admin's scan has no bound; it reads every file and gives every event
+    events, _ = select(live, EventQuery(), limit=1000, cost=ScanCost(0, True, scans=scans))
+    assert [e["seq"] for e in events] == list(range(1, 43)) and scans.running() == 0
+
+
+def test_history_scans_at_once_are_bounded_per_user_and_in_all(tmp_path: Path) -> None:
+    live = write_log(tmp_path)
+    scans = HistoryScans(per_user=1, total=2)
+    scans.enter(1001, admin=False)
+    reaching_history = EventQuery(owner=("alice", 1001), actions=("nothing",))
+    with pytest.raises(Throttled, match="You already have 1 searches") as mine:
+        select(live, reaching_history, cost=ScanCost(1001, False, scans=scans))
+    assert mine.value.http_status == 429
+    # a listing of recent events does not reach the history: never refused
+    events, _ = select(live, EventQuery(), limit=3, cost=ScanCost(1001, False, scans=scans))
+    assert [e["seq"] for e in events] == [40, 41, 42]
+    scans.enter(1002, admin=False)
+    with pytest.raises(ServerBusy, match="ds01d is running 2 searches") as everyone:
+        select(live, reaching_history, cost=ScanCost(1003, False, scans=scans))
+    assert everyone.value.http_status == 503
+    # an admin is counted but never refused; every scan leaves its place when it ends
+    assert select(live, reaching_history, cost=ScanCost(0, True, scans=scans)) == ([], 42)
+    scans.leave(1001)
+    scans.leave(1002)
+    assert scans.running() == 0
+    assert select(live, reaching_history, cost=ScanCost(1003, False, scans=scans)) == ([], 42)

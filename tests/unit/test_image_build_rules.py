@@ -24,7 +24,14 @@ from ds01.core.image_build import (
     validate_dockerfile_path,
     validate_tag,
 )
-from ds01.daemon.image_jobs import MAX_LINES, MAX_RUNNING_PER_USER, ImageJob, ImageJobs
+from ds01.daemon.image_jobs import (
+    CUT_MARK,
+    MAX_LINE_LENGTH,
+    MAX_LINES,
+    MAX_RUNNING_PER_USER,
+    ImageJob,
+    ImageJobs,
+)
 from ds01.errors import InvalidInput, PermissionDenied, QuotaExceeded
 from ds01.model.names import is_image_reference
 
@@ -307,6 +314,29 @@ def test_old_lines_are_dropped_but_the_numbering_goes_on() -> None:
     while info.state == "running":
         info = jobs.wait(job, 0, 5)
     assert info.since == 10 and info.lines[0] == "10" and info.next == MAX_LINES + 10
+
+
+def test_output_without_newlines_is_kept_to_one_cut_line() -> None:
+    """``RUN head -c 200M /dev/zero | tr '\\0' x``: the unfinished line must not grow (it
+    was copied whole at every chunk, under the lock every job shares)."""
+    jobs = ImageJobs()
+    sizes: list[int] = []
+
+    def work(job: ImageJob) -> None:
+        jobs.add_text(job, "Step 1/1 : RUN yes\nxx")
+        for _ in range(2000):  # 8 MB, in Docker-sized chunks
+            assert jobs.add_text(job, "x" * 4096) == []
+            sizes.append(len(job.partial))
+        jobs.add_text(job, "\r\nok\n" + "y" * (MAX_LINE_LENGTH + 10))
+        jobs.finish(job, "failed", "no")
+
+    job = start(jobs, 1001, work)
+    info = jobs.wait(job, 0, 5)
+    while info.state == "running":
+        info = jobs.wait(job, 0, 5)
+    assert max(sizes) == MAX_LINE_LENGTH
+    cut = "x" * MAX_LINE_LENGTH + CUT_MARK
+    assert info.lines == ["Step 1/1 : RUN yes", cut, "ok", "y" * MAX_LINE_LENGTH + CUT_MARK]
 
 
 def test_a_wait_returns_after_its_timeout_without_news() -> None:

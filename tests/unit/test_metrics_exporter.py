@@ -4,6 +4,9 @@ and energy turned into kWh and CO₂ from the simulated backend's counters."""
 
 from __future__ import annotations
 
+import select
+import socket
+import threading
 import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -608,6 +611,79 @@ def test_the_exporter_serves_one_snapshot_per_scrape_on_loopback(source: Source)
     assert exporter.address is None
     with pytest.raises(OSError):
         scrape(bound)
+
+
+def ended(conn: socket.socket, within: float = 0.0) -> bool:
+    """Whether the exporter closed ``conn``: it is readable (at once, or ``within`` seconds)
+    and at its end."""
+    if not select.select([conn], [], [], within)[0]:
+        return False
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_clients_hold_at_most_the_bound_of_threads_and_a_scrape_still_answers(
+    source: Source,
+) -> None:
+    """Slowloris: connections that begin a request and never finish it. Each new one past
+    the bound closes the oldest of them, so the threads stay within the bound and a scrape
+    (which sends its request at once) is answered."""
+    exporter = MetricsExporter(Ds01Collector(snapshotter(source).take), max_connections=4)
+    bound = exporter.start(ListenAddress("127.0.0.1", 0))
+    threads_before = threading.active_count()
+    slow = [socket.create_connection((bound.host, bound.port), timeout=5) for _ in range(12)]
+    try:
+        for conn in slow:
+            conn.sendall(b"GET /met")
+        assert "ds01_gpu_equivalents_allocated" in scrape(bound)  # accepted after them all
+        assert threading.active_count() - threads_before <= 4
+        assert exporter.open_connections() <= 4
+        # the scrape made room by closing the oldest slow one still held: the newest 3 remain
+        assert [ended(conn) for conn in slow] == [True] * 9 + [False] * 3
+    finally:
+        for conn in slow:
+            conn.close()
+        exporter.stop()
+
+
+def test_an_idle_connection_is_closed_and_busy_answers_are_not_interrupted() -> None:
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+
+    class Slow:
+        def collect(self) -> Any:
+            inside.release()
+            release.wait(10)
+            return []
+
+    exporter = MetricsExporter(
+        Slow(),  # type: ignore[arg-type]
+        process_metrics=False,
+        max_connections=2,
+        connection_timeout=0.2,
+    )
+    bound = exporter.start(ListenAddress("127.0.0.1", 0))
+    try:
+        idle = socket.create_connection((bound.host, bound.port), timeout=10)
+        assert ended(idle, within=10)  # closed by the exporter after 0.2 s of silence
+        answers: list[str] = []
+        scrapes = [threading.Thread(target=lambda: answers.append(scrape(bound))) for _ in range(2)]
+        for thread in scrapes:
+            thread.start()
+        assert inside.acquire(timeout=5) and inside.acquire(timeout=5)
+        # both places are being answered: a third connection is closed at once, not them
+        third = socket.create_connection((bound.host, bound.port), timeout=5)
+        third.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ended(third, within=5)
+        release.set()
+        for thread in scrapes:
+            thread.join(5)
+        assert answers == ["", ""]
+    finally:
+        release.set()
+        exporter.stop()
 
 
 def test_energy_from_simulated_counters_turns_into_kwh_and_co2_per_user(source: Source) -> None:

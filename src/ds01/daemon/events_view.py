@@ -13,13 +13,25 @@ and ds01d's actions on their containers); an admin, everyone's, or one user's wi
 
 ``wait=SECONDS`` (with ``after_seq``) long-polls: when nothing matches yet, the answer waits
 up to that long for a matching event to be written.
+
+What one request may cost (the socket is open to every local user): the files are streamed
+(the live file backwards in chunks, a rotated file forwards, keeping only the events the
+answer can still use), a user's request reads at most ``MAX_SCAN_LINES`` lines of the log
+before it is refused with a hint to narrow it (``--since``, ``--action``), and the scans that
+reach the history (a rotated file, or more than ``HISTORY_SCAN_AFTER_LINES`` lines) run at
+most ``MAX_HISTORY_SCANS_PER_USER`` per user and ``MAX_HISTORY_SCANS`` in all; a further one
+is refused at once (``Throttled``/``ServerBusy``, exit code 3). An admin's scans have no line
+bound and are counted but never refused.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +39,7 @@ from ds01.core.event_query import EventQuery, parse_ts, query_time
 from ds01.daemon import schemas as api
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
-from ds01.errors import InvalidInput, NotFound, SystemFault
+from ds01.errors import InvalidInput, NotFound, ServerBusy, SystemFault, Throttled
 from ds01.events import chain
 from ds01.events.log import lines_backwards
 from ds01.runtime.identity import user_by_name
@@ -41,24 +53,173 @@ MAX_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.2
 #: Scans started over when a file vanished under them (a rotation).
 _ATTEMPTS = 3
+#: Lines of the log one user's request may read (about 2 s of ds01d's time: one rotated file of
+#: 64 MiB holds some 200 000 lines, so a listing that reaches it still answers). Admins: no bound.
+MAX_SCAN_LINES = 250_000
+#: A scan becomes a history scan, counted below, once it opens a rotated file or has read
+#: this many lines (a listing of recent events or a follower's poll reads far fewer).
+HISTORY_SCAN_AFTER_LINES = 10_000
+#: History scans running at once: per user, and in all (a user's 8 workers reading the
+#: whole history at once took 47 s and 1.3 GB).
+MAX_HISTORY_SCANS_PER_USER = 2
+MAX_HISTORY_SCANS = 4
 
 
-def _newest_first(live: Path) -> Iterator[dict[str, Any]]:
-    """Every event of the log, newest first; lines that are not events are skipped."""
+class HistoryScans:
+    """How many history scans run at once, per uid and in all. Thread-safe."""
+
+    def __init__(
+        self, per_user: int = MAX_HISTORY_SCANS_PER_USER, total: int = MAX_HISTORY_SCANS
+    ) -> None:
+        self.per_user = per_user
+        self.total = total
+        self._lock = threading.Lock()
+        self._running: dict[int, int] = {}
+
+    def enter(self, uid: int, *, admin: bool) -> None:
+        """Count one more scan of ``uid``; refuse it (``Throttled`` for the user's own
+        share, ``ServerBusy`` for everyone's) unless ``admin``, which is never refused."""
+        with self._lock:
+            mine = self._running.get(uid, 0)
+            if not admin and mine >= self.per_user:
+                raise Throttled(
+                    f"You already have {mine} searches of the audit log's history running, the "
+                    f"most one user may at once. Wait for one to end, or narrow this one with "
+                    "--since (how far back to look)."
+                )
+            if not admin and sum(self._running.values()) >= self.total:
+                raise ServerBusy(
+                    f"ds01d is running {self.total} searches of the audit log's history, the "
+                    "most it runs at once. Try again in a moment, or narrow the search with "
+                    "--since (how far back to look)."
+                )
+            self._running[uid] = mine + 1
+
+    def leave(self, uid: int) -> None:
+        with self._lock:
+            left = self._running.get(uid, 0) - 1
+            if left > 0:
+                self._running[uid] = left
+            else:
+                self._running.pop(uid, None)
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(self._running.values())
+
+
+#: The daemon's history scans (every request of ``GET /v1/events``).
+HISTORY_SCANS = HistoryScans()
+
+
+@dataclass
+class ScanCost:
+    """What one request's scan has read, and what it may: counts the lines and refuses
+    (``Throttled``) past ``max_lines``; enters ``scans`` once it becomes a history scan.
+    ``close()`` (always, at the end) leaves it again. Without ``scans``, nothing is counted
+    there (a tool reading the log, a test)."""
+
+    uid: int = 0
+    admin: bool = True
+    max_lines: int | None = None
+    scans: HistoryScans | None = None
+    lines: int = 0
+    entered: bool = False
+
+    def line(self) -> None:
+        """One more line read."""
+        self.lines += 1
+        if self.lines == HISTORY_SCAN_AFTER_LINES:
+            self.history()
+        if self.max_lines is not None and self.lines > self.max_lines:
+            raise Throttled(
+                f"This search read {self.max_lines:,} lines of the audit log without finding "
+                "all it asks for, the most one request may read. Narrow it: --since (e.g. "
+                "--since 2d) says how far back to look, --action which kinds of events; or "
+                "ask an admin, who can read it all."
+            )
+
+    def history(self) -> None:
+        """The scan reaches the history (a rotated file, or many lines)."""
+        if not self.entered and self.scans is not None:
+            self.scans.enter(self.uid, admin=self.admin)
+            self.entered = True
+
+    def close(self) -> None:
+        if self.entered and self.scans is not None:
+            self.scans.leave(self.uid)
+        self.entered = False
+
+
+def _event(raw: bytes) -> dict[str, Any] | None:
+    """The event on line ``raw``; ``None`` for a line that is not one."""
+    if not raw.strip():
+        return None
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(event, dict) and isinstance(event.get("action"), str):
+        return event
+    return None
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What the newest-first scan looks for, so that a rotated file (read forwards) keeps
+    only the events the scan can use: ``stops`` ends it, ``matches`` selects; ``keep`` is
+    how many matches may be needed, the newest ones (``oldest=False``) or the oldest ones
+    after the stop (``oldest=True``, paging forward from ``after_seq``)."""
+
+    stops: Callable[[dict[str, Any]], bool]
+    matches: Callable[[dict[str, Any]], bool]
+    keep: int
+    oldest: bool
+
+
+def _rotated_newest_first(path: Path, scan: _Scan, cost: ScanCost) -> list[dict[str, Any]]:
+    """What the newest-first scan of the rotated file ``path`` would look at, newest first,
+    without the events it would pass over: the newest numbered event (``last_seq``), the
+    matches after the newest stopping event (at most ``scan.keep``), then that event.
+    The file is streamed forwards; what is kept is bounded by ``scan.keep``."""
+    found: deque[dict[str, Any]] = deque(maxlen=None if scan.oldest else scan.keep)
+    newest: dict[str, Any] | None = None  # the newest numbered event after the last stop
+    stop: dict[str, Any] | None = None
+    for raw in chain.iter_lines(path):
+        cost.line()
+        event = _event(raw)
+        if event is None:
+            continue
+        numbered = _seq(event) is not None
+        if scan.stops(event):
+            found.clear()
+            stop, newest = event, (event if numbered else None)
+            continue
+        if numbered:
+            newest = event
+        if scan.matches(event) and not (scan.oldest and len(found) >= scan.keep):
+            found.append(event)
+    ordered = list(reversed(found))
+    if newest is not None and newest is not stop and all(e is not newest for e in found):
+        ordered.insert(0, newest)
+    if stop is not None:
+        ordered.append(stop)
+    return ordered
+
+
+def _newest_first(live: Path, scan: _Scan, cost: ScanCost) -> Iterator[dict[str, Any]]:
+    """The events of the log newest first, as far as ``scan`` needs them; lines that are
+    not events are skipped. A rotated file yields only what ``scan`` can use of it."""
     files = chain.chain_files(live) if live.parent.exists() else []
     for path in reversed(files):
         if path.name.endswith(chain.ROTATED_SUFFIX):
-            lines: Iterator[bytes] | list[bytes] = list(chain.iter_lines(path))[::-1]
-        else:
-            lines = lines_backwards(path)
-        for raw in lines:
-            if not raw.strip():
-                continue
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and isinstance(event.get("action"), str):
+            cost.history()
+            yield from _rotated_newest_first(path, scan, cost)
+            continue
+        for raw in lines_backwards(path):
+            cost.line()
+            event = _event(raw)
+            if event is not None:
                 yield event
 
 
@@ -68,53 +229,83 @@ def _seq(event: dict[str, Any]) -> int | None:
 
 
 def select(
-    live: Path, query: EventQuery, *, after_seq: int | None = None, limit: int = DEFAULT_LIMIT
+    live: Path,
+    query: EventQuery,
+    *,
+    after_seq: int | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cost: ScanCost | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The events ``query`` selects, oldest first, and the ``last_seq`` to continue from.
 
     Without ``after_seq``: the newest ``limit`` matching events. With it: the oldest
     ``limit`` matching events numbered after it. ``last_seq`` is the newest event looked at
     (or the last one returned, when ``limit`` cut a page short), so that asking again with
-    ``after_seq=last_seq`` returns only what is new.
+    ``after_seq=last_seq`` returns only what is new. ``cost`` bounds and counts what the
+    scan reads (see ``ScanCost``); it is closed at the end.
 
     Raises:
         OSError: the log cannot be read.
+        Throttled, ServerBusy: ``cost`` refused the scan.
     """
-    for attempt in range(_ATTEMPTS):
-        try:
-            return _select(live, query, after_seq, limit)
-        except FileNotFoundError:
-            if attempt == _ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    cost = cost if cost is not None else ScanCost()
+    try:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return _select(live, query, after_seq, limit, cost)
+            except FileNotFoundError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        cost.close()
 
 
-def _select(
-    live: Path, query: EventQuery, after_seq: int | None, limit: int
-) -> tuple[list[dict[str, Any]], int | None]:
-    matched: list[dict[str, Any]] = []
-    newest: int | None = None
-    for event in _newest_first(live):
-        seq = _seq(event)
-        if newest is None and seq is not None:
-            newest = seq
-        if after_seq is not None and (seq is None or seq <= after_seq):
-            break
+def _stops(query: EventQuery, after_seq: int | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether an event ends the newest-first scan: numbered ``after_seq`` or before, or
+    older than ``query.since``."""
+
+    def stops(event: dict[str, Any]) -> bool:
+        if after_seq is not None:
+            seq = _seq(event)
+            if seq is None or seq <= after_seq:
+                return True
         if query.since is not None:
             ts = parse_ts(event.get("ts"))
             if ts is not None and ts < query.since:
-                break
+                return True
+        return False
+
+    return stops
+
+
+def _select(
+    live: Path, query: EventQuery, after_seq: int | None, limit: int, cost: ScanCost
+) -> tuple[list[dict[str, Any]], int | None]:
+    paging = after_seq is not None
+    # Paging forward keeps the oldest limit + 1 matches (newest first, the deque drops the
+    # newer ones); a listing stops at the limit.
+    matched: deque[dict[str, Any]] = deque(maxlen=limit + 1 if paging else None)
+    newest: int | None = None
+    stops = _stops(query, after_seq)
+    scan = _Scan(stops=stops, matches=query.matches, keep=limit + 1, oldest=paging)
+    for event in _newest_first(live, scan, cost):
+        seq = _seq(event)
+        if newest is None and seq is not None:
+            newest = seq
+        if stops(event):
+            break
         if query.matches(event):
             matched.append(event)
-            if after_seq is None and len(matched) >= limit:
+            if not paging and len(matched) >= limit:
                 break
-    matched.reverse()
-    if after_seq is None:
-        return matched, newest
-    if len(matched) > limit:
-        matched = matched[:limit]
-        return matched, _seq(matched[-1])
-    return matched, newest if newest is not None else after_seq
+    events = list(reversed(matched))
+    if not paging:
+        return events, newest
+    if len(events) > limit:
+        events = events[:limit]
+        return events, _seq(events[-1])
+    return events, newest if newest is not None else after_seq
 
 
 def _record(event: dict[str, Any]) -> api.EventRecord:
@@ -194,8 +385,14 @@ def listing(service: Ds01Service, caller: Caller, query: dict[str, str]) -> api.
     deadline = time.monotonic() + wait
     while True:
         stamp = _stamp(live)
+        cost = ScanCost(
+            uid=caller.uid,
+            admin=caller.is_admin,
+            max_lines=None if caller.is_admin else MAX_SCAN_LINES,
+            scans=HISTORY_SCANS,
+        )
         try:
-            events, last = select(live, selection, after_seq=after_seq, limit=limit)
+            events, last = select(live, selection, after_seq=after_seq, limit=limit, cost=cost)
         except (OSError, EOFError) as exc:
             raise SystemFault(f"Cannot read the event log {live}: {exc}") from exc
         if events or after_seq is None or time.monotonic() >= deadline:
@@ -205,4 +402,4 @@ def listing(service: Ds01Service, caller: Caller, query: dict[str, str]) -> api.
             time.sleep(POLL_SECONDS)
 
 
-__all__ = ["listing", "select"]
+__all__ = ["HISTORY_SCANS", "HistoryScans", "ScanCost", "listing", "select"]

@@ -32,8 +32,10 @@ JobState = Literal["running", "succeeded", "failed", "cancelled"]
 
 #: Output lines kept per job (older ones are dropped; the numbering goes on).
 MAX_LINES = 5000
-#: Longest line kept, in characters.
+#: Longest line kept, in characters; a longer one is cut there and ends with ``CUT_MARK``.
 MAX_LINE_LENGTH = 4000
+#: What ends a line that was cut at ``MAX_LINE_LENGTH``.
+CUT_MARK = f" [line cut: longer than {MAX_LINE_LENGTH} characters]"
 #: How long a finished job stays readable.
 KEEP_FINISHED_SECONDS = 3600.0
 #: Jobs one user may have running at once, and all users together.
@@ -65,7 +67,8 @@ class ImageJob:
     cancel_requested: bool = False
     cancelled_by: str | None = None
     finished_at: float | None = None  # time.monotonic() at the end
-    partial: str = ""  # text after the last newline, not a line yet
+    partial: str = ""  # text after the last newline, not a line yet (at most MAX_LINE_LENGTH)
+    partial_cut: bool = False  # text of the partial line was dropped past MAX_LINE_LENGTH
 
     @property
     def total_lines(self) -> int:
@@ -91,6 +94,13 @@ class ImageJob:
             image_id=self.image_id,
             limits=dict(self.limits),
         )
+
+
+def _kept(line: str) -> str:
+    """``line`` as kept: cut at ``MAX_LINE_LENGTH``, ending with ``CUT_MARK`` if it was."""
+    if len(line) <= MAX_LINE_LENGTH or line.endswith(CUT_MARK):
+        return line[: MAX_LINE_LENGTH + len(CUT_MARK)]
+    return line[:MAX_LINE_LENGTH] + CUT_MARK
 
 
 class ImageJobs:
@@ -184,15 +194,34 @@ class ImageJobs:
 
     def add_text(self, job: ImageJob, text: str) -> list[str]:
         """Append output ``text`` (lines end at newlines; the rest waits); return the lines
-        it completed."""
+        it completed.
+
+        The unfinished line is kept to ``MAX_LINE_LENGTH`` characters (what comes after is
+        dropped, and the line ends with ``CUT_MARK``), so that output without newlines costs
+        memory that is bounded and time in proportion to ``text`` alone."""
         with self._condition:
-            pieces = (job.partial + text).split("\n")
-            job.partial = pieces.pop()
-            lines = [p.rstrip("\r") for p in pieces]
+            *ended, rest = text.split("\n")
+            lines = [self._end_line(job, piece) for piece in ended]
+            self._extend_partial(job, rest)
             self._append(job, lines)
             if lines:
                 self._condition.notify_all()
             return lines
+
+    @staticmethod
+    def _extend_partial(job: ImageJob, text: str) -> None:
+        room = MAX_LINE_LENGTH - len(job.partial)
+        if len(text) > room:
+            job.partial_cut = True
+        if room > 0 and text:
+            job.partial += text[:room]
+
+    def _end_line(self, job: ImageJob, text: str) -> str:
+        """The partial line, ended by ``text`` and a newline (marked if it was cut)."""
+        self._extend_partial(job, text)
+        line = job.partial.rstrip("\r") + (CUT_MARK if job.partial_cut else "")
+        job.partial, job.partial_cut = "", False
+        return line
 
     def add_line(self, job: ImageJob, line: str) -> None:
         with self._condition:
@@ -201,7 +230,7 @@ class ImageJobs:
 
     def _append(self, job: ImageJob, lines: list[str]) -> None:
         # Plain text: a build's output is the user's, the reader may be an admin's terminal.
-        job.lines.extend(plain(line)[:MAX_LINE_LENGTH] for line in lines)
+        job.lines.extend(_kept(plain(line)) for line in lines)
         extra = len(job.lines) - MAX_LINES
         if extra > 0:
             del job.lines[:extra]
@@ -225,8 +254,7 @@ class ImageJobs:
             if job.state != "running":
                 return
             if job.partial:
-                self._append(job, [job.partial])
-                job.partial = ""
+                self._append(job, [self._end_line(job, "")])
             job.state = state
             job.message = message
             job.ended_at = ended_at
