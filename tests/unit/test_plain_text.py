@@ -113,10 +113,10 @@ def test_a_streams_output_keeps_its_lines_and_tabs_and_nothing_else_to_act_on(
 
 
 def test_a_stream_split_anywhere_shows_as_if_whole() -> None:
-    printed = "ok\r\n\x1b]52;c;ZWNobwo=\x07 – done\r".encode()
+    printed = "ok\r\n\x1b]52;c;ZWNobwo=\x07 \u2013 done\r".encode()
     whole = VisibleStream()
     expected = whole.feed(printed, final=True)
-    assert expected == "ok\r\n\\x1b]52;c;ZWNobwo=\\x07 – done\\x0d"
+    assert expected == "ok\r\n\\x1b]52;c;ZWNobwo=\\x07 \u2013 done\\x0d"
     for cut in range(len(printed) + 1):
         split = VisibleStream()
         shown = split.feed(printed[:cut]) + split.feed(printed[cut:]) + split.feed(b"", final=True)

@@ -122,8 +122,8 @@ _UNSHOWABLE_IN_OUTPUT = re.compile(
 def visible_output(text: str) -> str:
     r"""What a program printed, for a terminal: as :func:`visible`, its lines and tabs kept.
 
-        >>> visible_output("ok\r\n\x1b]52;c;ZWNobwo=\x07\tx\n")
-        'ok\r\n\\x1b]52;c;ZWNobwo=\\x07\tx\n'
+    >>> visible_output("ok\r\n\x1b]52;c;ZWNobwo=\x07\tx\n")
+    'ok\r\n\\x1b]52;c;ZWNobwo=\\x07\tx\n'
     """
     return _UNSHOWABLE_IN_OUTPUT.sub(_escape, text)
 
