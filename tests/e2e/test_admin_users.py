@@ -7,7 +7,8 @@ resource-limits.yaml keeps its comments, ~dave/workspace is created and his, and
 are on his cgroup parent. remove-user: carol's queued request and reservation are
 cancelled, her containers removed and their GPUs freed, her workspace archived (root only,
 mode 0600; packed by tar running as carol, so a file of root's in it is left out) and her
-home left as it was; her entries leave the configuration. Non-admins
+home left as it was; her entries leave the configuration, before the archive is made (an
+archive that fails leaves her limits gone; the command again makes it). Non-admins
 and unknown users are refused, and every refusal is logged.
 """
 
@@ -20,7 +21,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,34 @@ def test_remove_user_frees_gpus_cancels_requests_archives_and_keeps_the_home(
     (home_of("carol") / "workspace" / "outside").unlink()
     root_only.unlink()
     notes.unlink()
+
+
+def test_an_archive_that_fails_comes_after_her_limits_are_gone_and_can_be_made_again(
+    ds01d: Any, unix_users: dict[str, Any], archive_dir: Path
+) -> None:
+    d = start(ds01d)
+    workspace = home_of("carol") / "workspace"
+    workspace.mkdir(exist_ok=True)
+    os.chown(workspace, uid_of("carol"), -1)
+    # Every name the archive could take in the next two minutes is taken: it fails.
+    now = datetime.now(UTC)
+    taken = [
+        archive_dir / f"ds01-carol-workspace-{now + timedelta(seconds=s):%Y%m%dT%H%M%SZ}.tar.gz"
+        for s in range(-2, 120)
+    ]
+    for path in taken:
+        path.touch()
+
+    failed = d.cli(None, "admin", "remove-user", "carol", "--archive", str(archive_dir), "--yes")
+
+    assert failed.returncode == 1 and "Could not archive" in failed.stderr, describe(failed)
+    assert "carol" not in d.paths.config_dir.joinpath("resource-limits.yaml").read_text()
+    [event] = d.events_where(action="user.remove", resource="user/carol")
+    assert event["outcome"] == "failure", event
+    assert "remove users.carol" in event["details"]["config_changes"]
+    for path in taken:
+        path.unlink()
+    again = d.cli(None, "admin", "remove-user", "carol", "--archive", str(archive_dir), "--yes")
+    assert again.returncode == 0, describe(again)
+    [archive] = list(archive_dir.iterdir())
+    assert archive.name.startswith("ds01-carol-workspace-")

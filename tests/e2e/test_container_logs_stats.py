@@ -11,8 +11,9 @@ it started, ending by itself when the container stops, and a follower that hangs
 freeing its place in ds01d at once (otherwise a user's quiet followers, interrupted, would
 soon have every later request of theirs refused); ``container-stats`` with real figures
 within the container's limits, its GPU and the GPU's telemetry, its processes, stopped
-containers; another user's container refused and logged; admins with ``--user``; no event
-for a read that succeeds.
+containers; another user's container refused and logged; admins with ``--user``, who see
+an escape sequence the container printed as escapes on their terminal (raw when piped); no
+event for a read that succeeds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import signal
 import subprocess
 import time
 from typing import Any
+
+import pexpect
 
 from ds01.gpu.simulated import write_simulated_telemetry
 from support import PTY_TIMEOUT_S, TEST_IMAGES_YAML, describe, user_env, wait_for_docker_log
@@ -284,6 +287,20 @@ def test_another_users_container_is_refused_and_logged_but_admins_may_look(
     assert lines_of(logs.stdout) == ["alice's secret output"], describe(logs)
     stats = d.cli_json("erin", "container-stats", "--user", "alice")
     assert [r["name"] for r in stats] == ["private"]
+
+    # What alice's container prints reaches erin's terminal as text: an OSC 52 sequence
+    # (write the clipboard) shows as escapes; piped, the bytes are as printed.
+    say(d, "alice", "private", "\x1b]52;c;ZWNobwo=\x07clipboard")
+    for args in (("--tail", "1"), ("--tail", "1", "--follow")):
+        on_terminal = d.spawn("erin", "container-logs", "private", "--user", "alice", *args)
+        on_terminal.expect("clipboard")
+        shown = on_terminal.before
+        assert "\x1b" not in shown and shown.endswith("\\x1b]52;c;ZWNobwo=\\x07"), shown
+        if "--follow" in args:
+            on_terminal.sendintr()
+        on_terminal.expect(pexpect.EOF)
+    piped = d.cli("erin", "container-logs", "private", "--user", "alice", "--tail", "1")
+    assert "\x1b]52;c;ZWNobwo=\x07clipboard" in piped.stdout, describe(piped)
 
 
 def test_both_commands_have_the_four_help_tiers(ds01d: Any, unix_users: dict[str, Any]) -> None:

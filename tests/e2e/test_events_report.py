@@ -8,7 +8,8 @@ sees everyone's; ``--follow`` prints a new event while it runs.
 seconds; the JSON report's GPU-hours allocated match the time it held the device (its row
 in the usage ledger, from its create to the first queue pass after its removal), the used
 hours are half the measured ones, the container is counted; Markdown comes with its PNG
-chart next to it, HTML with the chart inside; users are refused.
+chart next to it (a symbolic link planted under either name is replaced, never written
+through), HTML with the chart inside; users are refused.
 """
 
 from __future__ import annotations
@@ -269,9 +270,16 @@ def test_report_counts_the_gpu_hours_a_container_held(ds01d: Any, tmp_path: Path
     assert report["notes"]
 
     md = tmp_path / "report.md"
+    png = tmp_path / "report.png"
+    # Links planted under both names (the .png is implied): replaced, never written through.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    md.symlink_to(victim)
+    png.symlink_to(victim)
     written = d.cli(None, "admin", "report", "--from", "1h", "--format", "md", "-o", str(md))
     assert written.returncode == 0, describe(written)
-    png = tmp_path / "report.png"
+    assert victim.read_text() == "precious\n"
+    assert not md.is_symlink() and not png.is_symlink()
     assert png.read_bytes().startswith(b"\x89PNG")
     text = md.read_text()
     assert "](report.png)" in text and "| alice | phd |" in text

@@ -47,7 +47,10 @@ def test_an_archive_directory_passes_the_same_check_then_its_own(tmp_path: Path)
     (tmp_path / "file").write_text("x")
     os.chmod(tmp_path, 0o755)
     if os.geteuid() == 0:
-        assert _archive_directory(str(tmp_path), None) == tmp_path.resolve()
+        checked = _archive_directory(str(tmp_path), None)
+        assert checked.path == tmp_path.resolve()
+        assert os.fstat(checked.fd).st_ino == tmp_path.stat().st_ino  # held open from the check
+        checked.close()
     else:  # the directory is the test runner's, not root's
         with pytest.raises(InvalidInput, match="owned by root"):
             _archive_directory(str(tmp_path), None)

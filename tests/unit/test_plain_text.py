@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds01.cli import events, render
-from ds01.model.text import plain, visible
+from ds01.model.text import VisibleStream, plain, visible
 
 #: What shows nothing or changes how the text around it shows: this Python's Unicode format
 #: characters and line and paragraph separators, and the blank letters a name could hide
@@ -97,6 +97,30 @@ def test_visible_leaves_nothing_to_act_on_and_is_idempotent(text: str) -> None:
 @given(PRINTABLE)
 def test_visible_keeps_printable_text(text: str) -> None:
     assert visible(text) == text
+
+
+@given(st.lists(st.binary(), max_size=8))
+def test_a_streams_output_keeps_its_lines_and_tabs_and_nothing_else_to_act_on(
+    chunks: list[bytes],
+) -> None:
+    stream = VisibleStream()
+    shown = "".join(stream.feed(c) for c in chunks) + stream.feed(b"", final=True)
+    printed = b"".join(chunks).decode(errors="replace")
+    # Lines and tabs as printed; a carriage return only as part of a \r\n.
+    assert shown.count("\n") == printed.count("\n") and shown.count("\t") == printed.count("\t")
+    kept = shown.replace("\r\n", "\n").replace("\t", "")
+    assert not any(acted_on(c) for c in kept.replace("\n", ""))
+
+
+def test_a_stream_split_anywhere_shows_as_if_whole() -> None:
+    printed = "ok\r\n\x1b]52;c;ZWNobwo=\x07 \u2013 done\r".encode()
+    whole = VisibleStream()
+    expected = whole.feed(printed, final=True)
+    assert expected == "ok\r\n\\x1b]52;c;ZWNobwo=\\x07 \u2013 done\\x0d"
+    for cut in range(len(printed) + 1):
+        split = VisibleStream()
+        shown = split.feed(printed[:cut]) + split.feed(printed[cut:]) + split.feed(b"", final=True)
+        assert shown == expected, cut
 
 
 FORGED = "user/\x1b]52;c;ZWNobwo=\x07\x1b[1A\x1b[2K\n2026-12-07 18:00:00  root  container.remove"

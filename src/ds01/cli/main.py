@@ -525,13 +525,26 @@ def _configure_logs(p: argparse.ArgumentParser) -> None:
 
 
 def _run_logs(args: argparse.Namespace) -> None:
+    r"""The container's output as it printed it, piped (``docker logs`` users expect the
+    bytes); on a terminal its escape sequences and control characters shown as escapes
+    (``\x1b``), never acted on: the program printing them may be anybody's (an admin's
+    ``--user``, a web service logging what it was sent)."""
+    from ds01.model.text import VisibleStream
+
     query = {"tail": args.tail, "follow": args.follow, "user": args.user}
     chunks = Ds01Client().stream("GET", Ds01Client.container_path(args.name, "logs"), query=query)
     out = sys.stdout.buffer
+    shown = VisibleStream() if sys.stdout.isatty() else None
+
+    def write(chunk: bytes, final: bool = False) -> None:
+        text = chunk if shown is None else shown.feed(chunk, final=final).encode()
+        out.write(text)
+        out.flush()  # as it comes: someone is watching
+
     try:
         for chunk in chunks:
-            out.write(chunk)
-            out.flush()  # as it comes: someone is watching
+            write(chunk)
+        write(b"", final=True)
     except KeyboardInterrupt:  # the usual way to stop following: not an error
         raise SystemExit(int(ExitCode.OK)) from None
     finally:
@@ -1154,7 +1167,9 @@ COMMANDS: tuple[Command, ...] = (
         "container-logs",
         "What a container printed: why it did not come up.",
         "Show what your container NAME printed (its programs' output and errors), all of it\n"
-        "or the last N lines; --follow keeps showing new output until it stops or Ctrl-C.\n\n"
+        "or the last N lines; --follow keeps showing new output until it stops or Ctrl-C.\n"
+        "On a terminal, escape sequences and control characters show as escapes (\\x1b),\n"
+        "never acted on; piped, the bytes come as printed.\n\n"
         "examples:\n"
         "  container-logs notebook --tail 50\n"
         "  container-logs thesis -f",

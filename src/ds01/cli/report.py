@@ -429,15 +429,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--output",
         "-o",
         metavar="FILE",
-        help="write to FILE (Markdown: the chart next to it, FILE with .png) [stdout]",
+        help=(
+            "write to FILE (Markdown: and the chart beside it, FILE with .png); each is "
+            "replaced, a symbolic link in its place too, never written through [stdout]"
+        ),
     )
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
+    """Put ``data`` at ``path`` by a rename over it: a symbolic link someone planted under
+    the name (the implied ``.png`` in a folder users can write) is replaced, never written
+    through as root."""
+    from ds01.files import replace_file
+
+    replace_file(path, data)
 
 
 def _run(args: argparse.Namespace) -> None:

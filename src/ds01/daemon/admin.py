@@ -10,9 +10,11 @@ otherwise).
   prepares ``~USER/workspace`` (owned by the user) and writes the user's totals on their
   cgroup parent. The daemon reloads the configuration at once.
 - **remove-user** cancels the user's queued requests, stops and removes their containers
-  (freeing their GPUs), optionally archives ``~USER/workspace`` into a tar.gz only root can
-  read, removes their configuration entries and exemptions, and cancels their reservations
-  not ended (``reservation.cancel``). It deletes no file of theirs:
+  (freeing their GPUs), removes their configuration entries and exemptions, cancels their
+  reservations not ended (``reservation.cancel``), and then, last because it can take long,
+  optionally archives ``~USER/workspace`` into a tar.gz only root can read (sparse files
+  stored as such), created through a descriptor of the ``--archive`` directory held since
+  it was checked. It deletes no file of theirs:
   home and workspace stay until an admin deletes the account (``userdel -r``).
 - **mig plan|apply** compares the GPUs with ``mig_layout`` in ``gpu-config.yaml``
   (``ds01.core.mig``) and changes, under the allocation lock, only GPUs none of whose
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ds01.config.edit import LimitsEdit
 from ds01.config.edit import add_user as edit_add_user
@@ -267,40 +269,65 @@ def _prepare_cgroup_parent(
 # -- remove-user ----------------------------------------------------------------------------------
 
 
-def _archive_directory(text: str, home: Path | None) -> Path:
+@dataclass(frozen=True)
+class _ArchiveDirectory:
+    """``--archive``'s directory as checked: its path, for the admin's messages, and a
+    descriptor of it, open from the check on, through which the archive is created; a
+    directory renamed or swapped on the path meanwhile (in a parent others can write) is
+    never the one written in."""
+
+    path: Path
+    fd: int
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _archive_directory(text: str, home: Path | None) -> _ArchiveDirectory:
     """``--archive DIR`` checked: an existing directory of root's that no one else can write,
-    outside the user's home."""
-    real, st = existing_directory(text, "--archive")
+    outside the user's home; the owner and mode checked are those of the directory opened
+    (the caller closes it)."""
+    real, _ = existing_directory(text, "--archive")
+    if home is not None and real.is_relative_to(home.resolve()):
+        raise InvalidInput(f"--archive {text} is inside the user's home; pick another place.")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # changed since it was resolved
+        raise InvalidInput(f"--archive {text} cannot be used: {exc.strerror}.") from exc
+    st = os.fstat(fd)
     if st.st_uid != 0 or st.st_mode & 0o022:
+        os.close(fd)
         raise InvalidInput(
             f"--archive {text} must be a directory owned by root that no one else can write "
             "(the archive holds the user's files)."
         )
-    if home is not None and real.is_relative_to(home.resolve()):
-        raise InvalidInput(f"--archive {text} is inside the user's home; pick another place.")
-    return real
+    return _ArchiveDirectory(real, fd)
 
 
-def _write_archive(account: UnixUser, directory: Path, stamp: str) -> tuple[Path, list[str]]:
+def _write_archive(
+    account: UnixUser, directory: _ArchiveDirectory, stamp: str
+) -> tuple[Path, list[str]]:
     """The account's workspace as ``DIR/ds01-USER-workspace-STAMP.tar.gz`` (owner root, mode
-    0600), and what tar could not read in it.
+    0600), created in the directory checked (by its descriptor), and what tar could not read
+    in it.
 
     ``tar`` reads the workspace running as the user (``archive_as_user``), never ds01d as
     root: symbolic links are stored as links, and one swapped in while tar walks the tree
     leads only to what the user could read anyway. ds01d only compresses tar's output into
     the file it opened.
     """
-    target = directory / f"ds01-{account.name}-workspace-{stamp}.tar.gz"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    name = f"ds01-{account.name}-workspace-{stamp}.tar.gz"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o600, dir_fd=directory.fd)
     try:
         os.fchown(fd, 0, 0)
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as packed:
             unread = archive_as_user(account, account.home, DEFAULT_WORKSPACE_DIR, packed)
     except BaseException:
         with suppress(FileNotFoundError):
-            target.unlink()
+            os.unlink(name, dir_fd=directory.fd)
         raise
-    return target, unread
+    return directory.path / name, unread
 
 
 @dataclass(frozen=True)
@@ -316,7 +343,7 @@ class _Removal:
     limits_path: Path
     preview: LimitsEdit
     parent: str | None  # the cgroup parent add-user may have prepared
-    archive_into: Path | None  # where to archive their workspace (``--archive``)
+    archive_into: _ArchiveDirectory | None  # where to archive their workspace (``--archive``)
 
     @property
     def workspace(self) -> Path | None:
@@ -339,8 +366,12 @@ def remove_user(
     except Ds01Error as exc:
         service.log_refusal(caller, "user.remove", resource, exc)
         raise
-    actions, notes = _removal_actions(removal)
-    archive = None if dry_run else _carry_out_removal(service, caller, removal, notes)
+    try:
+        actions, notes = _removal_actions(removal)
+        archive = None if dry_run else _carry_out_removal(service, caller, removal, notes)
+    finally:
+        if removal.archive_into is not None:
+            removal.archive_into.close()
     records, account = removal.records, removal.account
     freed = sum((r.gpu_equivalents for r in records), Fraction(0))
     return api.RemoveUserResult(
@@ -420,7 +451,7 @@ def _removal_actions(removal: _Removal) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     if directory is not None:
         if removal.workspace_is_dir:
-            actions.append(f"archive {workspace} into {directory} (owner root, mode 0600)")
+            actions.append(f"archive {workspace} into {directory.path} (owner root, mode 0600)")
         else:
             notes.append(f"{workspace} is not a directory: nothing to archive.")
     account = removal.account
@@ -445,7 +476,8 @@ def _carry_out_removal(
     for record in removal.records:
         with suppress(NotFound):  # gone meanwhile
             service.remove(caller, record.docker_name, force=True)
-    archive = _archive_workspace(service, removal, notes)
+    # Their limits, exemptions, reservations and cgroup parent go before the archive, which
+    # can take long (a workspace of terabytes): nothing of theirs lingers meanwhile.
     with _CONFIG_LOCK:
         path, text, existed = _limits_file(service)
         edit = edit_remove_user(text, str(path), name)
@@ -458,25 +490,31 @@ def _carry_out_removal(
             reservations.cancel(service, caller, booked.id)
     if removal.parent is not None:
         service.enforcement.remove_parent_if_unused(removal.parent)
+    details: dict[str, Any] = {
+        "containers": [r.name for r in removal.records],
+        "cancelled": [q.id for q in removal.queued],
+        "config_changes": list(edit.changes),
+        "archive": None,
+        "exemptions": [e.id for e in removal.exemptions],
+        "reservations": [r.id for r in removal.reservations],
+    }
+    try:
+        archive = _archive_workspace(service, removal, notes)
+    except SystemFault as exc:  # all but the archive is done: say so in the log too
+        details["error"] = exc.message
+        service.events.emit(
+            "user.remove", user=caller.name, resource=f"user/{name}", details=details,
+            outcome="failure",
+        )  # fmt: skip
+        raise
     owned = service.runtime.owned_images(name)
     if owned:
         notes.append(
             f"{len(owned)} image(s) built for {name} are kept: `image-remove REF` (as an "
             "admin) removes them."
         )
-    service.events.emit(
-        "user.remove",
-        user=caller.name,
-        resource=f"user/{name}",
-        details={
-            "containers": [r.name for r in removal.records],
-            "cancelled": [q.id for q in removal.queued],
-            "config_changes": list(edit.changes),
-            "archive": str(archive) if archive else None,
-            "exemptions": [e.id for e in removal.exemptions],
-            "reservations": [r.id for r in removal.reservations],
-        },
-    )
+    details["archive"] = str(archive) if archive else None
+    service.events.emit("user.remove", user=caller.name, resource=f"user/{name}", details=details)
     return archive
 
 
@@ -492,8 +530,10 @@ def _archive_workspace(service: Ds01Service, removal: _Removal, notes: list[str]
     except (Conflict, OSError) as exc:
         why = exc.message if isinstance(exc, Conflict) else f"{exc}."
         raise SystemFault(
-            f"Could not archive {workspace} into {directory}: {why} The containers "
-            "are removed already; run remove-user again once it can be written."
+            f"Could not archive {workspace} into {directory.path}: {why} The rest is done "
+            f"({removal.name}'s containers, configuration entries, exemptions and "
+            "reservations are gone); run remove-user again with --archive once it can be "
+            "written."
         ) from exc
     if unread:
         shown = "\n  ".join(unread[:10]) + ("\n  …" if len(unread) > 10 else "")

@@ -9,7 +9,9 @@ announced and enforced by the lifecycle loop. The decisions are ``ds01.core.rese
 - **Listed** (``listing``): the caller's own and maintenance windows, or everyone's
   (``all``); ended ones are dropped from the store a week after their end.
 - **Cancelled** (``cancel``) by the holder or an admin: ``reservation.cancel``. Before its
-  start (or less than a second after) a reservation is dropped; in force, its end is cut
+  start (or less than a second after) a reservation is dropped: its row is deleted at once
+  (``StateStore.drop_reservation``; the event keeps the record), so create-and-cancel
+  loops leave nothing behind for later reads of the store; in force, its end is cut
   to that moment, to the second (``StateStore.cut_reservation``): what
   it kept until then still counts (the week's GPU-hours), and it ends through the end rule
   below, as any other. An ended one cannot be cancelled (its cost would be erased).
@@ -382,7 +384,7 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
             if not ctx.store.cut_reservation(found.id, end.isoformat(timespec="seconds")):
                 raise NotFound(f"Reservation {found.id} was cancelled already.")
             shown = replace(found, end=end.isoformat(timespec="seconds"))
-        elif ctx.store.set_reservation_phase(found.id, "cancelled"):
+        elif ctx.store.drop_reservation(found.id):  # nothing kept yet: the row goes
             shown = replace(found, phase="cancelled")
         else:
             raise NotFound(f"Reservation {found.id} was cancelled already.")

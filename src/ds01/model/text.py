@@ -14,6 +14,7 @@ unchanged, and is idempotent (clipping a clipped text changes nothing).
 
 from __future__ import annotations
 
+import codecs
 import re
 
 #: How many characters of an input messages quote (:func:`shown`).
@@ -108,3 +109,38 @@ def _escape(match: re.Match[str]) -> str:
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+#: What :func:`visible_output` writes as escapes: as :data:`_UNSHOWABLE`, but a program's
+#: line breaks (``\n``, ``\r\n``) and tabs kept; a lone carriage return (which would let a
+#: line be written over) is escaped.
+_UNSHOWABLE_IN_OUTPUT = re.compile(
+    "\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _INVISIBLE_FORMAT + "]"
+)
+
+
+def visible_output(text: str) -> str:
+    r"""What a program printed, for a terminal: as :func:`visible`, its lines and tabs kept.
+
+    >>> visible_output("ok\r\n\x1b]52;c;ZWNobwo=\x07\tx\n")
+    'ok\r\n\\x1b]52;c;ZWNobwo=\\x07\tx\n'
+    """
+    return _UNSHOWABLE_IN_OUTPUT.sub(_escape, text)
+
+
+class VisibleStream:
+    r"""A stream of bytes (UTF-8, invalid bytes replaced) turned, chunk by chunk, into
+    :func:`visible_output` text: a character or a ``\r\n`` split between two chunks comes
+    out as if it had come whole."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._held = ""  # a carriage return at the end of a chunk: is a newline next?
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> str:
+        """The text of ``chunk`` that can be shown now; ``final`` for the last one."""
+        text = self._held + self._decoder.decode(chunk, final)
+        self._held = ""
+        if text.endswith("\r") and not final:
+            text, self._held = text[:-1], "\r"
+        return visible_output(text)

@@ -2,7 +2,9 @@
 an idle container will be stopped).
 
 - Terminals, the way ``write(1)`` does: a terminal receives the message only if it belongs
-  to the user and accepts messages (its group-write bit, which ``mesg y`` sets).
+  to the user and accepts messages (its group-write bit, which ``mesg y`` sets), checked
+  again on the descriptor opened, so a pts number reused by another user meanwhile is not
+  written to.
 - A notice file in the container's workspace, written by a child process with the user's
   ids (never by root), in a directory reached without following symlinks, by a rename
   that never writes through what the user may have put under the notice's name
@@ -29,7 +31,8 @@ PTS_DIR = Path("/dev/pts")
 
 
 def user_terminals(uid: int, pts_dir: Path = PTS_DIR) -> list[Path]:
-    """The pseudo-terminals owned by ``uid`` that accept messages."""
+    """The pseudo-terminals owned by ``uid`` that accept messages, as they stand now (the
+    writer checks again what it opened: ``write_terminal``)."""
     found = []
     try:
         entries = list(pts_dir.iterdir())
@@ -39,31 +42,49 @@ def user_terminals(uid: int, pts_dir: Path = PTS_DIR) -> list[Path]:
         if not entry.name.isdigit():
             continue
         try:
-            st = entry.stat()
+            st = entry.lstat()
         except OSError:
             continue
-        if st.st_uid == uid and stat.S_ISCHR(st.st_mode) and st.st_mode & stat.S_IWGRP:
+        if _accepts_messages(st, uid):
             found.append(entry)
     return found
 
 
+def _accepts_messages(st: os.stat_result, uid: int) -> bool:
+    """A terminal of ``uid``'s with messages on (``mesg y``: its group-write bit)."""
+    return st.st_uid == uid and stat.S_ISCHR(st.st_mode) and bool(st.st_mode & stat.S_IWGRP)
+
+
 def notify_terminals(uid: int, message: str, pts_dir: Path = PTS_DIR) -> int:
     """Write ``message`` on each of ``uid``'s terminals; return how many got it."""
+    return sum(write_terminal(t, uid, message) for t in user_terminals(uid, pts_dir))
+
+
+def write_terminal(terminal: Path, uid: int, message: str) -> bool:
+    """Write ``message`` on ``terminal`` if, as opened, it is ``uid``'s and accepts
+    messages; whether it got it.
+
+    The terminal is opened first (never through a symbolic link, never becoming ds01d's
+    controlling terminal, never blocking), then what was opened is checked: a pts number
+    freed and given to another user since ``user_terminals`` looked, or one whose owner
+    turned messages off meanwhile, gets nothing.
+    """
     text = ("\r\n" + message.replace("\n", "\r\n") + "\r\n").encode(errors="replace")
-    sent = 0
-    for terminal in user_terminals(uid, pts_dir):
-        try:
-            fd = os.open(terminal, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            os.write(fd, text)
-            sent += 1
-        except OSError as exc:
-            log.debug("cannot write to %s: %s", terminal, exc)
-        finally:
-            os.close(fd)
-    return sent
+    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(terminal, flags)
+    except OSError:
+        return False
+    try:
+        if not _accepts_messages(os.fstat(fd), uid):
+            return False
+        os.write(fd, text)
+    except OSError as exc:
+        log.debug("cannot write to %s: %s", terminal, exc)
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 #: The notice file in a container's workspace (``/workspace/.ds01-notice`` inside).
@@ -115,4 +136,11 @@ def post_webhook(url: str, payload: dict[str, Any]) -> bool:
         return False
 
 
-__all__ = ["NOTICE_FILE", "notify_terminals", "post_webhook", "user_terminals", "write_notice"]
+__all__ = [
+    "NOTICE_FILE",
+    "notify_terminals",
+    "post_webhook",
+    "user_terminals",
+    "write_notice",
+    "write_terminal",
+]

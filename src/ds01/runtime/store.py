@@ -41,8 +41,9 @@ empty and unused: another ds01d on the same engine owns its own.
 a restart destroys them at the same moment and never takes the admin's baseline for one.
 
 *Reservations* (``reservations``): GPUs kept for a user (or for maintenance) over a window,
-with the phase ds01d last announced (``upcoming``, ``active``, ``ended``, ``cancelled``), so
-that a restart neither loses one nor announces its start or end twice.
+with the phase ds01d last announced (``upcoming``, ``active``, ``ended``), so that a restart
+neither loses one nor announces its start or end twice. One cancelled before its start is
+deleted (rows an earlier release marked ``cancelled`` instead go at the next cleanup).
 
 *Warnings given* (``warnings``): per kind (``reclaim``: a borrowed container warned that it
 will be reclaimed, by Docker name; ``reservation``: a container warned off a reserved device,
@@ -677,9 +678,22 @@ class StateStore(MeteringTables):
         )
         return cursor.rowcount == 1
 
+    def drop_reservation(self, reservation_id: str) -> bool:
+        """Delete the reservation (cancelled before its start: the audit event keeps its
+        record); ``False`` when it is gone or was cancelled."""
+        cursor = self._execute(
+            "DELETE FROM reservations WHERE id = ? AND phase != 'cancelled'",
+            (reservation_id,),
+            irreplaceable=True,
+        )
+        return cursor.rowcount == 1
+
     def forget_reservations(self, ended_before: str) -> None:
-        """Drop reservations (cancelled or not) that ended before ``ended_before``."""
-        self._execute("DELETE FROM reservations WHERE end < ?", (ended_before,))
+        """Drop reservations that ended before ``ended_before``, and any marked cancelled
+        (rows an earlier release kept for a cancel before the start)."""
+        self._execute(
+            "DELETE FROM reservations WHERE end < ? OR phase = 'cancelled'", (ended_before,)
+        )
 
     # -- warnings given ------------------------------------------------------------------------
 
