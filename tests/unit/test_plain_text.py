@@ -123,6 +123,15 @@ def test_a_stream_split_anywhere_shows_as_if_whole() -> None:
         assert shown == expected, cut
 
 
+def test_ones_own_output_keeps_its_carriage_returns_and_nothing_else_to_act_on() -> None:
+    """A progress bar redraws its line in one's own logs; escapes are still shown."""
+    printed = b"epoch 1  10%\repoch 1  50%\r\x1b]52;c;ZWNobwo=\x07\x1b[1A\n"
+    own = VisibleStream(returns=True)
+    shown = own.feed(printed[:14]) + own.feed(printed[14:]) + own.feed(b"", final=True)
+    assert shown == "epoch 1  10%\repoch 1  50%\r\\x1b]52;c;ZWNobwo=\\x07\\x1b[1A\n"
+    assert "\\x0d" in VisibleStream().feed(printed, final=True)  # someone else's
+
+
 FORGED = "user/\x1b]52;c;ZWNobwo=\x07\x1b[1A\x1b[2K\n2026-12-07 18:00:00  root  container.remove"
 
 

@@ -528,13 +528,15 @@ def _run_logs(args: argparse.Namespace) -> None:
     r"""The container's output as it printed it, piped (``docker logs`` users expect the
     bytes); on a terminal its escape sequences and control characters shown as escapes
     (``\x1b``), never acted on: the program printing them may be anybody's (an admin's
-    ``--user``, a web service logging what it was sent)."""
+    ``--user``, a web service logging what it was sent). Carriage returns are kept in one's
+    own containers' output (progress bars redraw their line), shown as ``\x0d`` in another
+    user's (they could hide what a line said before)."""
     from ds01.model.text import VisibleStream
 
     query = {"tail": args.tail, "follow": args.follow, "user": args.user}
     chunks = Ds01Client().stream("GET", Ds01Client.container_path(args.name, "logs"), query=query)
     out = sys.stdout.buffer
-    shown = VisibleStream() if sys.stdout.isatty() else None
+    shown = VisibleStream(returns=args.user is None) if sys.stdout.isatty() else None
 
     def write(chunk: bytes, final: bool = False) -> None:
         text = chunk if shown is None else shown.feed(chunk, final=final).encode()
@@ -1169,7 +1171,8 @@ COMMANDS: tuple[Command, ...] = (
         "Show what your container NAME printed (its programs' output and errors), all of it\n"
         "or the last N lines; --follow keeps showing new output until it stops or Ctrl-C.\n"
         "On a terminal, escape sequences and control characters show as escapes (\\x1b),\n"
-        "never acted on; piped, the bytes come as printed.\n\n"
+        "never acted on (carriage returns too, in another user's output); piped, the bytes\n"
+        "come as printed.\n\n"
         "examples:\n"
         "  container-logs notebook --tail 50\n"
         "  container-logs thesis -f",

@@ -117,25 +117,35 @@ def _escape(match: re.Match[str]) -> str:
 _UNSHOWABLE_IN_OUTPUT = re.compile(
     "\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _INVISIBLE_FORMAT + "]"
 )
+#: The same with every carriage return kept: a progress bar redraws its line.
+_UNSHOWABLE_IN_OWN_OUTPUT = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _INVISIBLE_FORMAT + "]"
+)
 
 
-def visible_output(text: str) -> str:
-    r"""What a program printed, for a terminal: as :func:`visible`, its lines and tabs kept.
+def visible_output(text: str, *, returns: bool = False) -> str:
+    r"""What a program printed, for a terminal: as :func:`visible`, its lines and tabs kept;
+    ``returns``: a lone carriage return kept too (for one's own program's progress bars,
+    which redraw their line; someone else's could hide what it wrote before).
 
     >>> visible_output("ok\r\n\x1b]52;c;ZWNobwo=\x07\tx\n")
     'ok\r\n\\x1b]52;c;ZWNobwo=\\x07\tx\n'
+    >>> visible_output("10%\r50%\r", returns=True)
+    '10%\r50%\r'
     """
-    return _UNSHOWABLE_IN_OUTPUT.sub(_escape, text)
+    pattern = _UNSHOWABLE_IN_OWN_OUTPUT if returns else _UNSHOWABLE_IN_OUTPUT
+    return pattern.sub(_escape, text)
 
 
 class VisibleStream:
     r"""A stream of bytes (UTF-8, invalid bytes replaced) turned, chunk by chunk, into
-    :func:`visible_output` text: a character or a ``\r\n`` split between two chunks comes
-    out as if it had come whole."""
+    :func:`visible_output` text (``returns`` as there): a character or a ``\r\n`` split
+    between two chunks comes out as if it had come whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, returns: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""  # a carriage return at the end of a chunk: is a newline next?
+        self._returns = returns
 
     def feed(self, chunk: bytes, *, final: bool = False) -> str:
         """The text of ``chunk`` that can be shown now; ``final`` for the last one."""
@@ -143,4 +153,4 @@ class VisibleStream:
         self._held = ""
         if text.endswith("\r") and not final:
             text, self._held = text[:-1], "\r"
-        return visible_output(text)
+        return visible_output(text, returns=self._returns)
