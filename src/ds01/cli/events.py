@@ -194,9 +194,8 @@ EVENT_COMMANDS: tuple[Command, ...] = (
         None,
         "What ds01 recorded about you: your actions and what ds01d did to your containers.",
         "Show the audit log's events that concern you (admins: everyone's, or --user's),\n"
-        "newest last, filtered by action, container and time; --follow shows new ones as\n"
-        "they happen. What one search may read of the log is bounded (ds01d says so): narrow\n"
-        "a search it refuses with --since (how far back to look) and --action.\n\n"
+        "newest last, filtered by action, container and time; --follow shows new ones.\n"
+        "A search ds01d refuses as too long: narrow it with --since and --action.\n\n"
         "examples:\n"
         "  ds01 events --since 2h\n"
         "  ds01 events --action container --container thesis\n"
