@@ -19,8 +19,9 @@ from ds01.core.spool_room import MAX_SPOOLS_PER_USER
 from support import BIN_DIR, TEST_IMAGES_YAML, describe, user_env, wait_until
 
 #: Run as a user: opens argv[2] build requests on the door (argv[1]) that wait for
-#: ``100 Continue`` before their (chunked) body, prints each one's first answer line, and
-#: holds them open until its standard input ends.
+#: ``100 Continue`` before their (chunked) body, tagged argv[3] (``{n}``: each one's
+#: number), prints each one's first answer line, and holds them open until its standard
+#: input ends.
 HOLD = r"""
 import socket, sys
 held = []
@@ -28,7 +29,7 @@ for n in range(int(sys.argv[2])):
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(sys.argv[1])
     sock.sendall(
-        b"POST /v1.41/build?t=" + sys.argv[3].encode() + b"%%2Fheld%d HTTP/1.1\r\n" % n
+        b"POST /v1.41/build?t=" + sys.argv[3].replace("{n}", str(n)).encode() + b" HTTP/1.1\r\n"
         + b"Host: docker\r\nContent-Type: application/x-tar\r\n"
         + b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
     )
@@ -43,11 +44,13 @@ CONTINUE = "HTTP/1.1 100 Continue"
 
 
 @contextlib.contextmanager
-def holding(d: Any, user: str, count: int) -> Iterator[list[str]]:
-    """``count`` uploads begun by ``user`` and held; the first answer line of each."""
+def holding(d: Any, user: str, count: int, tag: str = "{user}%2Fheld{n}") -> Iterator[list[str]]:
+    """``count`` uploads begun by ``user`` and held, tagged ``tag`` (URL-encoded; ``{user}``,
+    and ``{n}``: the upload's number); the first answer line of each."""
     command = ["runuser", "-u", user, "--", "env", "-i"]
     command += [f"{k}={v}" for k, v in user_env(user).items()]
-    command += [str(BIN_DIR / "python"), "-I", "-c", HOLD, str(d.docker_socket), str(count), user]
+    command += [str(BIN_DIR / "python"), "-I", "-c", HOLD, str(d.docker_socket), str(count)]
+    command.append(tag.replace("{user}", user))
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/"
     ) as helper:
@@ -77,3 +80,10 @@ def test_a_user_past_their_share_of_uploads_is_refused_before_any_byte(ds01d: An
             return again == [CONTINUE] * MAX_SPOOLS_PER_USER
 
     wait_until("alice's uploads released with her connections", taken_again)
+
+    # A build whose tag ds01 does not take is refused before its body, never after it.
+    with holding(d, "alice", 1, tag="{user}%2Fheld:" + "x" * 200 + "{n}") as refused:
+        assert refused[0].startswith("HTTP/1.1 400"), refused
+    denied = d.events_where(action="docker_api.request", user="alice", outcome="denied")
+    [too_long] = [e for e in denied if "cannot build this" in e["details"]["reason"]]
+    assert too_long["details"]["status"] == 400 and ": tag: " in too_long["details"]["reason"]

@@ -70,9 +70,7 @@ class ContainerRequests(VolumeNetworkRequests):
                 queue=wanted.gpus > 0,  # no GPU free: wait in the queue, as container-create
             )
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(p) for p in problem["loc"])
-            self._refuse(400, f"ds01 cannot create this: {where}: {problem['msg']}.")
+            self._refuse_invalid("create this", exc)
         made: list[str] = []  # the volumes this create made, removed again if it fails
         try:
             try:

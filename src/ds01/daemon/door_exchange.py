@@ -32,6 +32,8 @@ from http import HTTPStatus
 from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from ds01.core import docker_api as decide
 from ds01.core.docker_archive import Owner
 from ds01.daemon.connections import MAX_BODY_BYTES, Exchange
@@ -88,6 +90,13 @@ class DoorExchange:
             self.caller, AUDIT_ACTION, f"docker/{self.what}", error, status=status
         )
         self._error(status, message)
+
+    def _refuse_invalid(self, doing: str, exc: ValidationError) -> NoReturn:
+        """Refuse (HTTP 400) a request whose values ds01's API model does not take, naming
+        the first problem (pydantic's message, which quotes none of the input)."""
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        self._refuse(400, f"ds01 cannot {doing}: {where}: {problem['msg']}.")
 
     def _error(self, status: int, message: str) -> NoReturn:
         """Answer Docker's error body with ``status``; never returns."""

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import NoReturn
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from ds01.core import docker_api as decide
 from ds01.core.docker_archive import ArchiveRefused
 from ds01.core.docker_create import unset
@@ -194,7 +196,19 @@ class ImageRequests(DoorExchange):
             options = decide.build_options(request, user.name, user.uid)
         except PermissionError as exc:
             raise PermissionDenied(str(exc)) from exc
-        # Room for the build first: a context is not spooled for a build refused after.
+        # The request and room for the build first: a context is not spooled for a build
+        # refused after.
+        try:
+            build = api.ImageBuildRequest(
+                name=options.name,
+                context="the context docker build sent",
+                dockerfile=options.dockerfile,
+                tag=options.tag,
+                pull=options.pull,
+                no_cache=options.no_cache,
+            )
+        except ValidationError as exc:
+            self._refuse_invalid("build this", exc)
         jobs_of(self.service).check_room(user.uid)
         source, empty = self._spooled_body(request)
         try:
@@ -204,14 +218,6 @@ class ImageRequests(DoorExchange):
             self._refuse(exc.status, exc.message)
         except BodyError as exc:
             self._refuse(400, f"ds01 could not read this build context: {exc}.")
-        build = api.ImageBuildRequest(
-            name=options.name,
-            context="the context docker build sent",
-            dockerfile=options.dockerfile,
-            tag=options.tag,
-            pull=options.pull,
-            no_cache=options.no_cache,
-        )
         job = images.start_archive_build(self.service, self.caller, spool, build)
         with contextlib.suppress(OSError):
             job = self._follow_job(job, decide.build_line)
