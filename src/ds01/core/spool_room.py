@@ -5,10 +5,10 @@ a container and ``docker load``'s image tars.
 Each spool file is bounded in size (gigabytes), and a compressed upload can fill one from
 a body a thousand times smaller, so what bounds the disk is how many there are at once
 and how much room is left: a user holds at most ``MAX_SPOOLS_PER_USER`` spool files
-(from before the first byte is read until the file is closed: a copy passed on, a build
-ended), all users together ``MAX_SPOOLS``; and none is begun, nor grows, while the file
-system holding them has less than ``MIN_FREE_BYTES`` free (looked at again every
-``CHECK_EVERY_BYTES`` written), so ds01's own state never runs out of room.
+(from before the first byte is read until the file is closed: a copy passed on, a build's
+context read by Docker), all users together ``MAX_SPOOLS``; and none is begun, nor grows,
+while the file system holding them has less than ``MIN_FREE_BYTES`` free (looked at again
+every ``CHECK_EVERY_BYTES`` written), so ds01's own state never runs out of room.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from ds01.errors import NoSpace, Throttled
 from ds01.model.units import format_bytes
 
-#: Spool files one user may hold at once: two builds running, or a build and a copy.
+#: Spool files one user may hold at once: two build contexts, or a context and a copy.
 MAX_SPOOLS_PER_USER = 2
 #: Spool files all users together may hold at once.
 MAX_SPOOLS = 8
@@ -31,8 +31,8 @@ def spool_refusal(mine: int, in_all: int) -> Throttled | None:
     another (HTTP 429); ``None`` when they may."""
     if mine >= MAX_SPOOLS_PER_USER:
         return Throttled(
-            f"ds01 already holds {mine} uploads of yours (build contexts of builds still "
-            f"running, copies or image loads in progress), the most one user may "
+            f"ds01 already holds {mine} uploads of yours (build contexts not yet handed to "
+            f"Docker, copies or image loads in progress), the most one user may "
             f"({MAX_SPOOLS_PER_USER}). Wait for one to finish, then try again."
         )
     if in_all >= MAX_SPOOLS:

@@ -498,6 +498,9 @@ def _run_build(
             pull=plan.pull,
             nocache=plan.no_cache,
         )
+        # Docker has read the whole context once its answer begins: the spool file, and
+        # with it the user's upload slot, is given back now, not when the build ends.
+        archive.close()
         jobs.update(job, stream=stream)
         if job.cancel_requested:
             stream.close()

@@ -5,7 +5,7 @@ byte of an upload is read (``ds01.core.spool_room`` says how many and why).
 A spool is taken with :meth:`Spools.take`, which refuses (``Throttled``, HTTP 429; or
 ``NoSpace``, HTTP 507 when the state disk is low) or returns the open, empty spool file;
 the user holds it until the file is closed, on every path: a copy passed on, a refused
-upload, a build that ended (its job closes its context).
+upload, a build's context handed to Docker (its job closes it once Docker has read it).
 """
 
 from __future__ import annotations
