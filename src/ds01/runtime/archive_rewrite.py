@@ -182,14 +182,14 @@ def _spooled(
     try:
         bounded = _Bounded(spool, limit, too_large)
         write(bounded)
+        spool.flush()  # may meet a full disk too: the spool is closed all the same
+        spool.seek(0)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         spool.close()
         raise ArchiveRefused(f"{not_a_tar} ds01 can read ({exc}).", 400) from exc
     except BaseException:
         spool.close()
         raise
-    spool.flush()
-    spool.seek(0)
     return spool, bounded.written
 
 
