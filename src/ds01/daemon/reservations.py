@@ -373,6 +373,10 @@ def cancel(ctx: DaemonContext, caller: Caller, reservation_id: str) -> api.Reser
         holder = found.holder or MAINTENANCE
         raise ctx.deny(caller, resource, f"Reservation {found.id} is {holder}'s, not yours.")
     with ctx.allocation_lock:  # admission reads the same rows
+        # Read again under the lock: a cancel just before may have cut it already.
+        found = next((r for r in ctx.store.reservations() if r.id == reservation_id), None)
+        if found is None:
+            raise NotFound(f"Reservation {reservation_id[:64]} was cancelled already.")
         now = ctx.now()
         r = _local(found.reservation())
         if r.end <= now:
