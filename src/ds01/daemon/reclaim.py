@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Final
 
 from ds01.core.borrowing import (
@@ -46,6 +46,7 @@ from ds01.core.borrowing import (
     reserved_by_holder,
     stop_due,
 )
+from ds01.core.event_query import parse_ts
 from ds01.core.scheduler import PendingRequest
 from ds01.daemon.access import resource_of
 from ds01.daemon.context import DaemonContext
@@ -200,15 +201,11 @@ def _placed_at(borrowed: list[ContainerRecord], now: datetime) -> Mapping[str, d
         if record.status != "running":
             placed[record.docker_name] = None
             continue
-        try:
-            created = datetime.fromisoformat(record.created_at)
-        except ValueError:
+        created = parse_ts(record.created_at)
+        if created is None:
             log.warning("creation time of %s unreadable: %r", record.docker_name,
                         record.created_at)  # fmt: skip
-            created = now
-        placed[record.docker_name] = (
-            created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-        )
+        placed[record.docker_name] = created or now
     return placed
 
 
