@@ -205,7 +205,7 @@ def test_a_users_scan_is_bounded_in_lines_and_says_how_to_narrow_it(tmp_path: Pa
 def test_history_scans_at_once_are_bounded_per_user_and_in_all(tmp_path: Path) -> None:
     live = write_log(tmp_path)
     scans = HistoryScans(per_user=1, total=2)
-    scans.enter(1001, admin=False)
+    alices = scans.enter(1001, admin=False)
     reaching_history = EventQuery(owner=("alice", 1001), actions=("nothing",))
     with pytest.raises(Throttled, match="You already have 1 searches") as mine:
         select(live, reaching_history, cost=ScanCost(1001, False, scans=scans))
@@ -213,13 +213,14 @@ def test_history_scans_at_once_are_bounded_per_user_and_in_all(tmp_path: Path) -
     # a listing of recent events does not reach the history: never refused
     events, _ = select(live, EventQuery(), limit=3, cost=ScanCost(1001, False, scans=scans))
     assert [e["seq"] for e in events] == [40, 41, 42]
-    scans.enter(1002, admin=False)
+    bobs = scans.enter(1002, admin=False)
     with pytest.raises(ServerBusy, match="ds01d is running 2 searches") as everyone:
         select(live, reaching_history, cost=ScanCost(1003, False, scans=scans))
     assert everyone.value.http_status == 503
     # an admin is counted but never refused; every scan leaves its place when it ends
     assert select(live, reaching_history, cost=ScanCost(0, True, scans=scans)) == ([], 42)
-    scans.leave(1001)
-    scans.leave(1002)
+    alices()
+    bobs()
+    bobs()  # given back once only
     assert scans.running() == 0
     assert select(live, reaching_history, cost=ScanCost(1003, False, scans=scans)) == ([], 42)

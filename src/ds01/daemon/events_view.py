@@ -27,7 +27,6 @@ bound and are counted but never refused.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from typing import Any
 
 from ds01.core.event_query import EventQuery, parse_ts, query_time
 from ds01.daemon import schemas as api
+from ds01.daemon.holds import Holds
 from ds01.daemon.identity import Caller
 from ds01.daemon.service import Ds01Service
 from ds01.errors import InvalidInput, NotFound, ServerBusy, SystemFault, Throttled
@@ -66,46 +66,38 @@ MAX_HISTORY_SCANS = 4
 
 
 class HistoryScans:
-    """How many history scans run at once, per uid and in all. Thread-safe."""
+    """How many history scans run at once, per uid and in all (``Holds``). Thread-safe."""
 
     def __init__(
         self, per_user: int = MAX_HISTORY_SCANS_PER_USER, total: int = MAX_HISTORY_SCANS
     ) -> None:
         self.per_user = per_user
         self.total = total
-        self._lock = threading.Lock()
-        self._running: dict[int, int] = {}
+        self._holds: Holds[int] = Holds()
 
-    def enter(self, uid: int, *, admin: bool) -> None:
-        """Count one more scan of ``uid``; refuse it (``Throttled`` for the user's own
-        share, ``ServerBusy`` for everyone's) unless ``admin``, which is never refused."""
-        with self._lock:
-            mine = self._running.get(uid, 0)
-            if not admin and mine >= self.per_user:
-                raise Throttled(
-                    f"You already have {mine} searches of the audit log's history running, the "
-                    f"most one user may at once. Wait for one to end, or narrow this one with "
-                    "--since (how far back to look)."
-                )
-            if not admin and sum(self._running.values()) >= self.total:
-                raise ServerBusy(
-                    f"ds01d is running {self.total} searches of the audit log's history, the "
-                    "most it runs at once. Try again in a moment, or narrow the search with "
-                    "--since (how far back to look)."
-                )
-            self._running[uid] = mine + 1
+    def enter(self, uid: int, *, admin: bool) -> Callable[[], None]:
+        """Count one more scan of ``uid`` and return what ends it; refuse it (``Throttled``
+        for the user's own share, ``ServerBusy`` for everyone's) unless ``admin``, which is
+        never refused."""
+        return self._holds.take(uid, None if admin else self._refusal)
 
-    def leave(self, uid: int) -> None:
-        with self._lock:
-            left = self._running.get(uid, 0) - 1
-            if left > 0:
-                self._running[uid] = left
-            else:
-                self._running.pop(uid, None)
+    def _refusal(self, mine: int, in_all: int) -> Exception | None:
+        if mine >= self.per_user:
+            return Throttled(
+                f"You already have {mine} searches of the audit log's history running, the "
+                f"most one user may at once. Wait for one to end, or narrow this one with "
+                "--since (how far back to look)."
+            )
+        if in_all >= self.total:
+            return ServerBusy(
+                f"ds01d is running {self.total} searches of the audit log's history, the "
+                "most it runs at once. Try again in a moment, or narrow the search with "
+                "--since (how far back to look)."
+            )
+        return None
 
     def running(self) -> int:
-        with self._lock:
-            return sum(self._running.values())
+        return self._holds.count()
 
 
 #: The daemon's history scans (every request of ``GET /v1/events``).
@@ -124,7 +116,8 @@ class ScanCost:
     max_lines: int | None = None
     scans: HistoryScans | None = None
     lines: int = 0
-    entered: bool = False
+    #: Ends this scan's count in ``scans`` (``None``: not counted there).
+    ended: Callable[[], None] | None = None
 
     def line(self) -> None:
         """One more line read."""
@@ -141,14 +134,13 @@ class ScanCost:
 
     def history(self) -> None:
         """The scan reaches the history (a rotated file, or many lines)."""
-        if not self.entered and self.scans is not None:
-            self.scans.enter(self.uid, admin=self.admin)
-            self.entered = True
+        if self.ended is None and self.scans is not None:
+            self.ended = self.scans.enter(self.uid, admin=self.admin)
 
     def close(self) -> None:
-        if self.entered and self.scans is not None:
-            self.scans.leave(self.uid)
-        self.entered = False
+        if self.ended is not None:
+            self.ended()
+        self.ended = None
 
 
 def _event(raw: bytes) -> dict[str, Any] | None:
