@@ -233,9 +233,7 @@ class ReservationLimits:
     min_minutes: float = DEFAULT_MIN_MINUTES
 
     @classmethod
-    def of(
-        cls, values: Mapping[str, Any], min_minutes: float = DEFAULT_MIN_MINUTES
-    ) -> ReservationLimits:
+    def of(cls, values: Mapping[str, Any], min_minutes: float) -> ReservationLimits:
         """The limits from resolved values by key (``ResolvedReservationLimits.to_dict``)
         and the server's ``min_minutes``."""
         max_gpus = values["max_gpus"]
