@@ -43,8 +43,10 @@ from ds01.paths import GPU_CONFIG_FILE, IMAGES_FILE, RESOURCE_LIMITS_FILE
 
 if TYPE_CHECKING:
     from ds01.config.limits import ResourceLimitsConfig
+    from ds01.config.loader import Ds01Config
     from ds01.daemon.service import Ds01Service
     from ds01.errors import ConfigError
+    from ds01.gpu.simulated import SimulatedBackend
     from ds01.runtime.docker import ContainerRecord
 
 #: The console scripts (``ds01``, ``ds01d``, ``container-create``, …) of the Python running
@@ -157,6 +159,17 @@ def running_record(
     return ContainerRecord.from_summary(
         {"Id": name * 8, "Names": [f"/{name}._.{uid}"], "State": "running", "Labels": labels}
     )
+
+
+def simulated_backend_in(directory: Path) -> Callable[[Ds01Config], SimulatedBackend]:
+    """A ``backend_factory`` for :func:`offline_service`: the configuration's simulated
+    GPUs, their telemetry file in ``directory``."""
+    from ds01.gpu.simulated import SimulatedBackend
+
+    def backend(config: Ds01Config) -> SimulatedBackend:
+        return SimulatedBackend(config.gpus, telemetry_file=directory / "telemetry.json")
+
+    return backend
 
 
 def offline_service(

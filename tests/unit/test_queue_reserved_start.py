@@ -26,7 +26,13 @@ from ds01.daemon import schemas as api
 from ds01.daemon.dispatcher import GpuDispatcher
 from ds01.gpu.simulated import SimulatedBackend
 from ds01.runtime.store import QueuedRequest, ReservationRecord
-from support import ListingDocker, offline_service, running_record, simulated_a100s
+from support import (
+    ListingDocker,
+    offline_service,
+    running_record,
+    simulated_a100s,
+    simulated_backend_in,
+)
 
 GPU_CONFIG = simulated_a100s(3)
 LIMITS = """\
@@ -60,15 +66,12 @@ def queued(id_: str, user: pwd.struct_passwd, submitted: datetime) -> QueuedRequ
 def test_a_holders_queued_request_starts_on_the_reserved_gpu_and_no_one_elses(
     tmp_path: Path,
 ) -> None:
-    def backend(config: Ds01Config) -> SimulatedBackend:
-        return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
-
     docker = ListingDocker()
     service = offline_service(
         tmp_path,
         docker,
         config={"gpu-config.yaml": GPU_CONFIG, "resource-limits.yaml": LIMITS},
-        backend_factory=backend,
+        backend_factory=simulated_backend_in(tmp_path),
         clock=lambda: NOW,
     )
     reserved, other, own = (d.uuid for d in service.backend.inventory().devices)

@@ -15,7 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
-from ds01.config.loader import Ds01Config
 from ds01.core.allocation import GpuRequest
 from ds01.core.reservations import Reservation
 from ds01.core.scheduler import PendingRequest
@@ -24,12 +23,11 @@ from ds01.daemon.reclaim import BorrowReclaim
 from ds01.daemon.reservations import ReservationWatch
 from ds01.daemon.sampler import Sampler
 from ds01.daemon.service import Ds01Service
-from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
 from ds01.model.quota import GpuQuota
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.store import ReservationRecord, StateStore, UsageRecord
-from support import offline_service, simulated_a100s
+from support import offline_service, simulated_a100s, simulated_backend_in
 
 GPU_CONFIG = simulated_a100s(2)
 LIMITS = """\
@@ -47,13 +45,10 @@ NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 def service(tmp_path: Path) -> Ds01Service:
     """A ds01d service over the state in ``tmp_path``: a second call is a restart."""
 
-    def backend(config: Ds01Config) -> SimulatedBackend:
-        return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
-
     return offline_service(
         tmp_path,
         config={"gpu-config.yaml": GPU_CONFIG, "resource-limits.yaml": LIMITS},
-        backend_factory=backend,
+        backend_factory=simulated_backend_in(tmp_path),
     )
 
 

@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from ds01.config.loader import Ds01Config
 from ds01.core.reservations import Reservation
 from ds01.daemon.identity import Caller
 from ds01.daemon.reservations import cancel, due_back, kept
 from ds01.daemon.service import Ds01Service
 from ds01.errors import InvalidInput, NotFound
-from ds01.gpu.simulated import SimulatedBackend
 from ds01.model import labels as L
 from ds01.runtime.docker import ContainerRecord
 from ds01.runtime.identity import UnixUser
 from ds01.runtime.store import ReservationRecord
-from support import offline_service, simulated_a100s
+from support import offline_service, simulated_a100s, simulated_backend_in
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 ALICE = UnixUser("alice", 1000, 1000, Path("/home/alice"), ("alice",))
@@ -41,13 +39,10 @@ class Clock:
 
 
 def service(tmp_path: Path, clock: Clock) -> Ds01Service:
-    def backend(config: Ds01Config) -> SimulatedBackend:
-        return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
-
     return offline_service(
         tmp_path,
         config={"gpu-config.yaml": simulated_a100s(2), "resource-limits.yaml": LIMITS},
-        backend_factory=backend,
+        backend_factory=simulated_backend_in(tmp_path),
         clock=clock,
     )
 

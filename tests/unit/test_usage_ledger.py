@@ -9,10 +9,14 @@ import pwd
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ds01.config.loader import Ds01Config
 from ds01.daemon.dispatcher import GpuDispatcher
-from ds01.gpu.simulated import SimulatedBackend
-from support import ListingDocker, offline_service, running_record, simulated_a100s
+from support import (
+    ListingDocker,
+    offline_service,
+    running_record,
+    simulated_a100s,
+    simulated_backend_in,
+)
 
 CREATED = datetime(2026, 12, 7, 8, tzinfo=timezone.utc)
 
@@ -26,15 +30,12 @@ def test_a_container_released_and_acquired_again_counts_only_while_it_holds(
 ) -> None:
     clock = {"now": CREATED + timedelta(minutes=1)}
 
-    def backend(config: Ds01Config) -> SimulatedBackend:
-        return SimulatedBackend(config.gpus, telemetry_file=tmp_path / "telemetry.json")
-
     docker = ListingDocker()
     service = offline_service(
         tmp_path,
         docker,
         config={"gpu-config.yaml": simulated_a100s(1)},
-        backend_factory=backend,
+        backend_factory=simulated_backend_in(tmp_path),
         clock=lambda: clock["now"],
     )
     [gpu] = service.backend.inventory().devices
